@@ -1,0 +1,224 @@
+"""Frozen, typed configuration. Built once by :mod:`.load`; never mutated.
+
+Nothing here reads the environment: API keys are resolved from env vars by
+the loader at start-up and held as :class:`Secret`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trioproxy.core.types import Priority
+
+ProviderKind = Literal["openai", "anthropic", "openai_compatible"]
+
+DEFAULT_FALLBACK_STATUSES: frozenset[int] = frozenset({408, 409, 429, 529, *range(500, 600)})
+
+
+class Secret:
+    """A string whose repr hides the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: ProviderKind
+    base_url: str
+    api_key: Secret | None = None
+    max_connections: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    provider: str
+    deployment: str
+    """The provider's own model name."""
+    input_per_mtok: float
+    """USD per 1M input tokens."""
+    output_per_mtok: float
+    context_limit: int = 128_000
+    max_output_tokens: int = 4_096
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. Each one is a named ``trio.fail_after`` scope in the upstream call."""
+
+    connect: float = 5.0
+    first_byte: float = 30.0
+    idle: float = 30.0
+    """Longest silence between two stream chunks."""
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    model: str
+    timeouts: Timeouts = Timeouts()
+    hedge_after_ms: int | None = None
+    """Start the next target if this one has no first byte after this long."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    name: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectRule:
+    """Pick ``chain`` when every given condition holds (None = any)."""
+
+    chain: str
+    priority: frozenset[Priority] | None = None
+    max_prompt_tokens: int | None = None
+    min_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+    """Requested ``max_tokens`` must be at most this (missing counts as the model cap)."""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    exact_ttl_s: int = 0
+    """0 = exact cache off for this route."""
+    semantic_ttl_s: int = 0
+    """0 = semantic cache off for this route."""
+    semantic_threshold: float = 0.90
+    scope: Literal["team", "global"] = "team"
+    max_temperature: float = 0.3
+    allow_tools: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str
+    chains: Mapping[str, Chain]
+    """Always holds ``default``."""
+    rules: tuple[SelectRule, ...] = ()
+    fallback_statuses: frozenset[int] = DEFAULT_FALLBACK_STATUSES
+    reservation_cap_usd: float | None = None
+    cache: CacheConfig = CacheConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyConfig:
+    name: str
+    key_hash: str
+    """sha256 hex of the key."""
+    team: str
+    user: str
+    feature: str = "default"
+    routes: frozenset[str] | None = None
+    """Routes and models this key may use; None = all."""
+    priority: Priority = "medium"
+    end_user_budgets: bool = False
+    """Honour OpenAI ``user`` / Anthropic ``metadata.user_id`` as a budgeted end user."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    failure_threshold: int = 5
+    cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_in_flight: int = 2048
+    """Concurrent requests per worker; above it the gateway answers 503 + Retry-After."""
+    stream_buffer: int = 8
+    """Capacity (events) of the channel between the upstream reader and the client writer."""
+    shutdown_grace_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TeamBudget:
+    team: str
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    alert_threshold: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class UserWindow:
+    user: str
+    """A key's user, or ``*`` for every user without its own entry."""
+    tokens: int
+    window_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetsConfig:
+    teams: Mapping[str, TeamBudget] = field(default_factory=dict)
+    users: Mapping[str, UserWindow] = field(default_factory=dict)
+    timezone: str = "UTC"
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    state_dir: str = "./var"
+    """SQLite state, ledger spool and embedded vector index live here."""
+    redis_url: Secret | None = None
+    database_url: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    routes: Mapping[str, RouteConfig]
+    api_keys: Mapping[str, ApiKeyConfig]
+    """By key hash."""
+    breaker: BreakerConfig = BreakerConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+    storage: StorageConfig = StorageConfig()
+    demo: bool = False
+    """True for the built-in demo config over the provider simulator."""
+
+
+__all__ = [
+    "DEFAULT_FALLBACK_STATUSES",
+    "ApiKeyConfig",
+    "BreakerConfig",
+    "BudgetsConfig",
+    "CacheConfig",
+    "Chain",
+    "ModelConfig",
+    "ProviderConfig",
+    "ProviderKind",
+    "RouteConfig",
+    "Secret",
+    "SelectRule",
+    "ServerConfig",
+    "Settings",
+    "StorageConfig",
+    "Target",
+    "TeamBudget",
+    "Timeouts",
+    "UserWindow",
+]

@@ -1,0 +1,141 @@
+"""Canonical, dialect-independent values that flow through the gateway.
+
+A caller speaks a *dialect* (OpenAI chat completions or Anthropic messages);
+an upstream provider speaks a *wire* format, which is one of the same two.
+Client dialects parse requests into :class:`ChatRequest` and encode
+:class:`Completion` / :data:`StreamEvent` values back; provider adapters do
+the reverse on the upstream side. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Dialect = Literal["openai", "anthropic"]
+"""A wire format: what a caller speaks, and what a provider speaks."""
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+"""OpenAI's finish reasons; Anthropic stop reasons map onto these and back."""
+
+Priority = Literal["low", "medium", "high"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    estimated: bool = False
+    """True when the counts are our estimate (broken/aborted stream), not upstream's."""
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat request.
+
+    ``body`` is the caller's JSON exactly as sent (after validation), used for
+    same-dialect passthrough so that fields we do not model still reach the
+    provider. ``chat`` is the same request in OpenAI chat-completions form, the
+    canonical shape used for translation, token estimation and cache keys.
+    Neither dict is mutated after construction.
+    """
+
+    dialect: Dialect
+    body: dict[str, Any]
+    chat: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    """The caller wants a usage report in the stream (Anthropic: always)."""
+    max_tokens: int | None
+    end_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """JSON text, as OpenAI carries it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A complete (non-streamed) answer from a provider."""
+
+    id: str
+    model: str
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+    wire: Dialect = "openai"
+    native: dict[str, Any] | None = field(default=None, compare=False)
+    """The provider's own JSON body, used verbatim when the caller speaks ``wire``."""
+
+
+# --- stream events ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    id: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The model finished its answer (before any trailing usage report)."""
+
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    usage: Usage
+
+
+StreamEvent = StreamStart | TextDelta | ToolCallDelta | StreamEnd | UsageReport
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One server-sent event as framed on the wire."""
+
+    data: str
+    event: str | None = None
+
+
+__all__ = [
+    "ChatRequest",
+    "Completion",
+    "Dialect",
+    "FinishReason",
+    "Priority",
+    "SSEEvent",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamStart",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "UsageReport",
+]

@@ -1,0 +1,61 @@
+"""The usage record: one per request and one per upstream attempt.
+
+The gateway builds these; a :class:`UsageSink` takes them. The ledger writer
+is the durable sink; tests and the demo may use a logging sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+RecordKind = Literal["request", "attempt"]
+CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
+HedgeRole = Literal["primary", "fallback", "hedge"]
+Outcome = Literal["served", "won", "lost", "failed", "cancelled", "denied", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    ts: float
+    """Unix time the request (or attempt) started."""
+    request_id: str
+    kind: RecordKind
+    key_name: str
+    team: str
+    user: str
+    feature: str
+    route: str
+    end_user: str | None = None
+    chain: str | None = None
+    target: str | None = None
+    """Model config name of the target that served (request) or was tried (attempt)."""
+    provider: str | None = None
+    provider_model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttfb_ms: float | None = None
+    cache: CacheStatus = "off"
+    status: int = 200
+    error_kind: str | None = None
+    fallback_depth: int = 0
+    """0 for the first target of the chain, 1 for the next, ..."""
+    hedge_role: HedgeRole | None = None
+    outcome: Outcome = "served"
+    stream: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UsageSink(Protocol):
+    def submit(self, record: UsageRecord) -> None:
+        """Hand over a record without blocking; must never raise into the request."""
+        ...
+
+
+__all__ = ["CacheStatus", "HedgeRole", "Outcome", "RecordKind", "UsageRecord", "UsageSink"]

@@ -1,0 +1,59 @@
+"""What a provider adapter is: a pure translation, no I/O.
+
+An adapter turns a :class:`ChatRequest` into the bytes of one upstream HTTP
+request and turns upstream bytes back into canonical values. The network
+lives in :mod:`trioproxy.gateway.upstream`; adapters are tested with bytes in,
+values out. Adding a provider is one module plus one line in
+:mod:`trioproxy.providers.registry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from trioproxy.core.types import ChatRequest, Completion, Dialect, SSEEvent, StreamEvent
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    path: str
+    """Appended to the provider's base URL, e.g. ``/v1/chat/completions``."""
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class StreamDecoder(Protocol):
+    """Per-stream state turning upstream SSE events into canonical events."""
+
+    @property
+    def done(self) -> bool:
+        """True once the provider's terminal event has been seen."""
+        ...
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        """Decode one upstream event; raises ``ValueError`` on garbage."""
+        ...
+
+
+class ProviderAdapter(Protocol):
+    wire: Dialect
+
+    def build_request(
+        self, req: ChatRequest, deployment: str, api_key: str | None
+    ) -> UpstreamRequest:
+        """Upstream request for ``deployment``. Streams always ask for usage."""
+        ...
+
+    def parse_response(self, body: bytes) -> Completion:
+        """Parse a 2xx non-stream body; raises ``ValueError`` on garbage."""
+        ...
+
+    def new_stream_decoder(self) -> StreamDecoder: ...
+
+    def error_message(self, status: int, body: bytes) -> str:
+        """The provider's human message from an error body (best effort)."""
+        ...
+
+
+__all__ = ["ProviderAdapter", "StreamDecoder", "UpstreamRequest"]
