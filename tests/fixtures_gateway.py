@@ -1,0 +1,1 @@
+"""Fixtures that run the gateway and the provider simulator over real sockets."""

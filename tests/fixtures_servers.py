@@ -1,0 +1,1 @@
+"""Session-scoped throwaway Redis and PostgreSQL+pgvector servers."""
