@@ -85,6 +85,8 @@ class Completion:
 class StreamStart:
     id: str
     model: str
+    input_tokens: int | None = None
+    """Prompt tokens when the provider reports them up front (Anthropic ``message_start``)."""
 
 
 @dataclass(frozen=True, slots=True)
