@@ -1,0 +1,87 @@
+"""Server-sent events: an incremental parser and an encoder.
+
+:class:`SSEParser` follows the WHATWG event-stream rules: lines end in CRLF,
+LF or CR; ``field: value`` lines (one leading space stripped); lines starting
+with ``:`` are comments (keep-alive pings); a blank line dispatches the event.
+Bytes may arrive split anywhere, including inside a CRLF pair or a UTF-8
+sequence: lines are decoded only once complete, and a line terminator byte
+never occurs inside a multi-byte UTF-8 character.
+"""
+
+from __future__ import annotations
+
+from trioproxy.core.types import SSEEvent
+
+_BOM = "\ufeff"
+
+
+class SSEParser:
+    """Feed raw bytes as they arrive; get back every event completed so far."""
+
+    __slots__ = ("_buf", "_data", "_event", "_has_data", "_skip_lf", "_started")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._skip_lf = False
+        self._started = False
+        self._data: list[str] = []
+        self._has_data = False
+        self._event: str | None = None
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        if self._skip_lf and data:
+            # The previous chunk ended in CR; a LF right here completes that CRLF.
+            self._skip_lf = False
+            if data[0] == 0x0A:
+                data = data[1:]
+        if not data:
+            return []
+        buf = self._buf + data if self._buf else data
+        lines = buf.splitlines(keepends=True)
+        last = lines[-1]
+        if last.endswith(b"\r"):
+            self._skip_lf = True
+            self._buf = b""
+        elif last.endswith(b"\n"):
+            self._buf = b""
+        else:
+            self._buf = lines.pop()
+        events: list[SSEEvent] = []
+        for raw in lines:
+            line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
+            if not self._started:
+                self._started = True
+                if line.startswith(_BOM):
+                    line = line[1:]
+            if not line:
+                if self._has_data:
+                    events.append(SSEEvent("\n".join(self._data), self._event))
+                self._data = []
+                self._has_data = False
+                self._event = None
+                continue
+            if line[0] == ":":
+                continue
+            name, sep, value = line.partition(":")
+            if sep and value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                self._data.append(value)
+                self._has_data = True
+            elif name == "event":
+                self._event = value
+            # ``id`` and ``retry`` are irrelevant to a proxy; unknown fields are ignored.
+        return events
+
+
+def encode_sse(data: bytes | str, event: str | None = None) -> bytes:
+    """Frame one event; multi-line data becomes several ``data:`` lines."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    head = b"event: " + event.encode("utf-8") + b"\n" if event is not None else b""
+    if b"\n" not in raw and b"\r" not in raw:
+        return head + b"data: " + raw + b"\n\n"
+    body = b"".join(b"data: " + line + b"\n" for line in raw.splitlines())
+    return head + body + b"\n"
+
+
+__all__ = ["SSEParser", "encode_sse"]
