@@ -1,0 +1,132 @@
+"""A typed reader over one TOML table that records problems instead of raising.
+
+Every getter names the key path in its problem text and returns a usable
+value (the default, or a placeholder) so that parsing continues and every
+problem in the file is reported at once. :meth:`Table.finish` reports the
+keys nobody asked for: a typo must not pass silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def join(path: str, key: str) -> str:
+    """``path.key``, quoting ``key`` the way TOML would if it is not bare."""
+    part = key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+    return f"{path}.{part}" if path else part
+
+
+def check_type(value: object, kind: type[T]) -> T | None:
+    """``value`` as ``kind``, or None if it is not one (bool is never a number)."""
+    if isinstance(value, bool) and kind is not bool:
+        return None
+    if kind is float and isinstance(value, int | float):
+        as_float = float(value)
+        return as_float if math.isfinite(as_float) else None  # type: ignore[return-value]
+    return value if isinstance(value, kind) else None
+
+
+def type_name(kind: type) -> str:
+    return _TYPE_NAMES.get(kind, kind.__name__)
+
+
+class Table:
+    """One TOML table at ``path``; problems are appended to ``problems``."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
+        self.data = data
+        self.path = path
+        self.problems = problems
+        self._seen: set[str] = set()
+
+    @classmethod
+    def of(cls, value: object, path: str, problems: list[str]) -> Table:
+        """A table reader for ``value``; a non-table is a problem and reads as empty."""
+        if isinstance(value, Mapping):
+            return cls(value, path, problems)
+        problems.append(f"{path}: must be a table, got {type(value).__name__}")
+        return cls({}, path, problems)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{join(self.path, key)}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str) -> object:
+        """The value as written (None if absent); marks the key as known."""
+        self._seen.add(key)
+        return self.data.get(key)
+
+    def opt(self, key: str, kind: type[T]) -> T | None:
+        """The value, or None if absent or of the wrong type (a problem)."""
+        self._seen.add(key)
+        if key not in self.data:
+            return None
+        value = check_type(self.data[key], kind)
+        if value is None:
+            got = self.data[key]
+            shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+            self.problem(key, f"must be {type_name(kind)}, got {shown}")
+        return value
+
+    def get(self, key: str, kind: type[T], default: T) -> T:
+        value = self.opt(key, kind)
+        return default if value is None else value
+
+    def req(self, key: str, kind: type[T], placeholder: T) -> T:
+        """A required value; missing is a problem and reads as ``placeholder``."""
+        if key not in self.data:
+            self._seen.add(key)
+            self.problem(key, f"required ({type_name(kind)})")
+            return placeholder
+        return self.get(key, kind, placeholder)
+
+    def table(self, key: str) -> Table:
+        """The sub-table ``key`` (empty if absent)."""
+        self._seen.add(key)
+        return Table.of(self.data.get(key, {}), join(self.path, key), self.problems)
+
+    def tables(self, key: str) -> list[Table]:
+        """An array of tables (``[[key]]``), empty if absent."""
+        value = self.opt(key, list)
+        if value is None:
+            return []
+        path = join(self.path, key)
+        return [Table.of(item, f"{path}[{i}]", self.problems) for i, item in enumerate(value)]
+
+    def items(self) -> list[tuple[str, Table]]:
+        """Every entry of a table of named tables (``[providers.<name>]``)."""
+        self._seen.update(self.data)
+        return [(k, Table.of(v, join(self.path, k), self.problems)) for k, v in self.data.items()]
+
+    def finish(self) -> None:
+        """Report every key that no getter asked for."""
+        known = sorted(self._seen)
+        for key in self.data:
+            if key in self._seen:
+                continue
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            self.problem(key, f"unknown key ({hint})")
+
+
+__all__ = ["Table", "check_type", "join", "type_name"]

@@ -1,0 +1,71 @@
+"""Load ``trioproxy.toml`` into a frozen :class:`~trioproxy.config.model.Settings`.
+
+The file is read once at start-up. Secrets never live in the file: it names
+environment variables (``api_key_env``, ``key_env``, ``redis_url_env``...),
+which are read at load time and only then. Parsing (:mod:`.sections`)
+collects every problem of form (wrong type, unknown key, missing env var),
+then :mod:`.validate` checks the meaning (references, ranges); both lists are
+raised together as one :class:`ConfigError`. ``examples/trioproxy.toml``
+documents the schema.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trioproxy.config.fields import Table
+from trioproxy.config.model import Settings
+from trioproxy.config.sections import build_settings, hash_key
+from trioproxy.config.validate import ConfigError, validate_settings
+
+
+def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the TOML file at ``path``; ``env`` defaults to ``os.environ``."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return parse_settings(data, env=os.environ if env is None else env)
+
+
+def check_config(path: str) -> int:
+    """``trioproxy check-config FILE``: print a summary or every problem; the exit code."""
+    try:
+        s = load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(
+        f"ok: {len(s.providers)} providers, {len(s.models)} models, "
+        f"{len(s.routes)} routes, {len(s.api_keys)} keys"
+    )
+    return 0
+
+
+def parse_settings(data: Mapping[str, Any], *, env: Mapping[str, str]) -> Settings:
+    """Build and validate Settings from parsed TOML; raise :class:`ConfigError` listing all problems."""
+    problems: list[str] = []
+    root = Table.of(data, "", problems)
+    key_paths: dict[str, str] = {}
+    settings = build_settings(root, env, key_paths)
+    root.finish()
+    # A value that failed to parse reads as a placeholder: report its path once.
+    reported = {p.partition(": ")[0] for p in problems}
+    for problem in validate_settings(settings, key_paths=key_paths):
+        if problem.partition(": ")[0] not in reported:
+            problems.append(problem)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+__all__ = ["ConfigError", "check_config", "hash_key", "load_settings", "parse_settings"]

@@ -1,0 +1,267 @@
+"""Semantic checks on a built :class:`~trioproxy.config.model.Settings`.
+
+The TOML loader and :func:`~trioproxy.config.demo.demo_settings` both end
+here, so a hand-built config is held to exactly the rules a file is. Every
+problem names its key path as it would be written in ``trioproxy.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+from trioproxy.config.fields import join
+from trioproxy.config.model import (
+    ApiKeyConfig,
+    BudgetsConfig,
+    CacheConfig,
+    ModelConfig,
+    ProviderConfig,
+    RouteConfig,
+    Settings,
+    StorageConfig,
+    Target,
+)
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_PRIORITIES = ("low", "medium", "high")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every reason, each naming its key path."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{count} config problem{'s' if count != 1 else ''}:\n{lines}")
+
+
+def normalize_base_url(url: str) -> str:
+    """Strip a trailing ``/`` and ``/v1``: adapters append ``/v1/...`` themselves."""
+    url = url.rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")].rstrip("/")
+    return url
+
+
+def url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"must be an http:// or https:// URL, got {url!r}"
+    return None
+
+
+def _known(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def validate_settings(
+    settings: Settings, *, key_paths: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every problem in ``settings``; ``key_paths`` maps a key hash to its ``api_keys[i]``."""
+    out: list[str] = []
+    s = settings.server
+    _positive(out, "server.max_body_bytes", s.max_body_bytes)
+    _positive(out, "server.max_in_flight", s.max_in_flight)
+    _at_least_zero(out, "server.stream_buffer", s.stream_buffer)
+    _at_least_zero(out, "server.shutdown_grace_s", s.shutdown_grace_s)
+    _positive(out, "breaker.failure_threshold", settings.breaker.failure_threshold)
+    _positive(out, "breaker.cooldown_s", settings.breaker.cooldown_s)
+    _check_storage(out, settings.storage)
+    for name, provider in settings.providers.items():
+        _check_provider(out, join("providers", name), provider)
+    if not settings.models:
+        out.append("models: at least one model is required")
+    for name, model in settings.models.items():
+        _check_model(out, join("models", name), model, settings.providers)
+    for name, route in settings.routes.items():
+        path = join("routes", name)
+        if name in settings.models:
+            out.append(
+                f"{path}: route name collides with model {name!r} (a request's model names either)"
+            )
+        _check_route(out, path, route, settings.models)
+    _check_keys(out, settings, key_paths or {})
+    _check_budgets(out, settings.budgets, {key.team for key in settings.api_keys.values()})
+    return out
+
+
+def _positive(out: list[str], path: str, value: float) -> None:
+    if not value > 0:
+        out.append(f"{path}: must be > 0, got {value!r}")
+
+
+def _at_least_zero(out: list[str], path: str, value: float) -> None:
+    if not value >= 0:
+        out.append(f"{path}: must be >= 0, got {value!r}")
+
+
+def _check_storage(out: list[str], storage: StorageConfig) -> None:
+    if not storage.state_dir:
+        out.append("storage.state_dir: must not be empty")
+    # Never echo these URLs: they carry passwords.
+    for key, secret, schemes in (
+        ("redis_url", storage.redis_url, ("redis", "rediss", "unix")),
+        ("database_url", storage.database_url, ("postgresql", "postgres")),
+    ):
+        if secret is not None and urlsplit(secret.reveal()).scheme not in schemes:
+            out.append(f"storage.{key}: must be a {' or '.join(s + '://' for s in schemes)} URL")
+
+
+def _check_provider(out: list[str], path: str, provider: ProviderConfig) -> None:
+    if (problem := url_problem(provider.base_url)) is not None:
+        out.append(f"{path}.base_url: {problem}")
+    if provider.api_key is None and provider.kind != "openai_compatible":
+        out.append(f"{path}.api_key_env: required for kind {provider.kind!r}")
+    _positive(out, f"{path}.max_connections", provider.max_connections)
+
+
+def _check_model(
+    out: list[str], path: str, model: ModelConfig, providers: Mapping[str, ProviderConfig]
+) -> None:
+    if model.provider not in providers:
+        out.append(
+            f"{path}.provider: unknown provider {model.provider!r} (known: {_known(providers)})"
+        )
+    if not model.deployment:
+        out.append(f"{path}.deployment: must not be empty")
+    _at_least_zero(out, f"{path}.input_per_mtok", model.input_per_mtok)
+    _at_least_zero(out, f"{path}.output_per_mtok", model.output_per_mtok)
+    _positive(out, f"{path}.context_limit", model.context_limit)
+    _positive(out, f"{path}.max_output_tokens", model.max_output_tokens)
+    if model.max_output_tokens > model.context_limit > 0:
+        out.append(f"{path}.max_output_tokens: must be <= context_limit ({model.context_limit})")
+
+
+def _check_route(
+    out: list[str], path: str, route: RouteConfig, models: Mapping[str, ModelConfig]
+) -> None:
+    if "default" not in route.chains:
+        out.append(f"{path}.chains: a route needs a chain named 'default'")
+    for chain_name, chain in route.chains.items():
+        chain_path = join(f"{path}.chains", chain_name)
+        if not chain.targets:
+            out.append(f"{chain_path}: a chain needs at least one target")
+        for i, target in enumerate(chain.targets):
+            last = i == len(chain.targets) - 1
+            _check_target(out, f"{chain_path}[{i}]", target, models, last=last)
+    for i, rule in enumerate(route.rules):
+        rule_path = f"{path}.rules[{i}]"
+        if rule.chain not in route.chains:
+            out.append(
+                f"{rule_path}.chain: unknown chain {rule.chain!r} (known: {_known(route.chains)})"
+            )
+        if rule.priority is not None:
+            if not rule.priority:
+                out.append(f"{rule_path}.priority: must not be empty (omit it to match any)")
+            for bad in sorted(set(rule.priority) - set(_PRIORITIES)):
+                out.append(
+                    f"{rule_path}.priority: unknown priority {bad!r} (known: low, medium, high)"
+                )
+        for field in ("max_prompt_tokens", "min_prompt_tokens", "max_output_tokens"):
+            value = getattr(rule, field)
+            if value is not None:
+                _positive(out, f"{rule_path}.{field}", value)
+        lo, hi = rule.min_prompt_tokens, rule.max_prompt_tokens
+        if lo is not None and hi is not None and lo > hi:
+            out.append(f"{rule_path}.min_prompt_tokens: must be <= max_prompt_tokens ({hi})")
+    for status in sorted(route.fallback_statuses):
+        if not 400 <= status <= 599:
+            out.append(f"{path}.fallback_statuses: {status} is not an HTTP error status (400-599)")
+    if route.reservation_cap_usd is not None:
+        _positive(out, f"{path}.reservation_cap_usd", route.reservation_cap_usd)
+    _check_cache(out, f"{path}.cache", route.cache)
+
+
+def _check_target(
+    out: list[str], path: str, target: Target, models: Mapping[str, ModelConfig], *, last: bool
+) -> None:
+    if target.model not in models:
+        out.append(f"{path}.model: unknown model {target.model!r} (known: {_known(models)})")
+    t = target.timeouts
+    for key, value in (
+        ("connect_timeout_s", t.connect),
+        ("first_byte_timeout_s", t.first_byte),
+        ("idle_timeout_s", t.idle),
+        ("total_timeout_s", t.total),
+    ):
+        _positive(out, f"{path}.{key}", value)
+    if t.first_byte > t.total:
+        out.append(f"{path}.first_byte_timeout_s: must be <= total_timeout_s ({t.total})")
+    if target.hedge_after_ms is not None:
+        _at_least_zero(out, f"{path}.hedge_after_ms", target.hedge_after_ms)
+        if last:
+            out.append(f"{path}.hedge_after_ms: the last target has no next target to start")
+
+
+def _check_cache(out: list[str], path: str, cache: CacheConfig) -> None:
+    _at_least_zero(out, f"{path}.exact_ttl_s", cache.exact_ttl_s)
+    _at_least_zero(out, f"{path}.semantic_ttl_s", cache.semantic_ttl_s)
+    if not 0 < cache.semantic_threshold <= 1:
+        out.append(f"{path}.semantic_threshold: must be in (0, 1], got {cache.semantic_threshold}")
+    if cache.scope not in ("team", "global"):
+        out.append(f"{path}.scope: must be 'team' or 'global', got {cache.scope!r}")
+    _at_least_zero(out, f"{path}.max_temperature", cache.max_temperature)
+
+
+def _check_keys(out: list[str], settings: Settings, key_paths: Mapping[str, str]) -> None:
+    if not settings.api_keys:
+        out.append("api_keys: at least one API key is required")
+    targets = set(settings.routes) | set(settings.models)
+    names: dict[str, str] = {}
+    for i, (key_hash, key) in enumerate(settings.api_keys.items()):
+        path = key_paths.get(key_hash, f"api_keys[{i}]")
+        _check_key(out, path, key, key_hash, targets)
+        if key.name in names:
+            out.append(f"{path}.name: duplicate key name {key.name!r} (also {names[key.name]})")
+        names.setdefault(key.name, path)
+
+
+def _check_key(
+    out: list[str], path: str, key: ApiKeyConfig, key_hash: str, targets: set[str]
+) -> None:
+    if not key.name:
+        out.append(f"{path}.name: must not be empty")
+    if not _SHA256_HEX.fullmatch(key.key_hash) or key_hash != key.key_hash:
+        out.append(f"{path}.key_sha256: must be 64 lowercase hex digits (sha256)")
+    for field in ("team", "user", "feature"):
+        if not getattr(key, field):
+            out.append(f"{path}.{field}: must not be empty")
+    if key.priority not in _PRIORITIES:
+        out.append(f"{path}.priority: must be one of low, medium, high, got {key.priority!r}")
+    if key.routes is not None and not key.routes:
+        out.append(f"{path}.routes: must not be empty (omit it to allow every route and model)")
+    for name in sorted(key.routes or ()):
+        if name not in targets:
+            out.append(f"{path}.routes: unknown route or model {name!r} (known: {_known(targets)})")
+
+
+def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str]) -> None:
+    try:
+        zoneinfo.ZoneInfo(budgets.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        out.append(f"budgets.timezone: unknown time zone {budgets.timezone!r}")
+    if budgets.webhook_url is not None and (problem := url_problem(budgets.webhook_url)):
+        out.append(f"budgets.webhook_url: {problem}")
+    for team, budget in budgets.teams.items():
+        path = join("budgets.teams", team)
+        if team not in teams:
+            out.append(f"{path}: no API key has team {team!r} (teams: {_known(teams)})")
+        if budget.daily_usd is None and budget.monthly_usd is None:
+            out.append(f"{path}: set daily_usd, monthly_usd or both")
+        for field in ("daily_usd", "monthly_usd"):
+            value = getattr(budget, field)
+            if value is not None:
+                _positive(out, f"{path}.{field}", value)
+        if not 0 < budget.alert_threshold <= 1:
+            out.append(f"{path}.alert_threshold: must be in (0, 1], got {budget.alert_threshold}")
+    for user, window in budgets.users.items():
+        path = join("budgets.users", user)
+        _positive(out, f"{path}.tokens", window.tokens)
+        _positive(out, f"{path}.window_s", window.window_s)
+
+
+__all__ = ["ConfigError", "normalize_base_url", "url_problem", "validate_settings"]
