@@ -1,0 +1,66 @@
+"""Which chain of targets serves a request: pure, from config data.
+
+The request's ``model`` names a route or a model. A route picks one of its
+chains by its rules (first match wins; seed 002's ``selectModel`` as data),
+otherwise its ``default`` chain. A bare model is a one-target route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trioproxy.config.model import (
+    DEFAULT_FALLBACK_STATUSES,
+    Chain,
+    RouteConfig,
+    SelectRule,
+    Settings,
+    Target,
+)
+from trioproxy.core.types import Priority
+from trioproxy.errors import CallerError, ErrorKind
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    route: RouteConfig
+    chain: Chain
+    reason: str
+
+
+def route_for(settings: Settings, name: str) -> RouteConfig:
+    route = settings.routes.get(name)
+    if route is not None:
+        return route
+    if name in settings.models:
+        chain = Chain(name="model", targets=(Target(model=name),))
+        return RouteConfig(name=name, chains={"default": chain},
+                           fallback_statuses=DEFAULT_FALLBACK_STATUSES)
+    raise CallerError(
+        ErrorKind.UNKNOWN_ROUTE,
+        f"The model '{name}' does not exist or you do not have access to it.",
+        param="model",
+    )
+
+
+def _matches(rule: SelectRule, priority: Priority, prompt_tokens: int, max_tokens: int) -> bool:
+    if rule.priority is not None and priority not in rule.priority:
+        return False
+    if rule.max_prompt_tokens is not None and prompt_tokens > rule.max_prompt_tokens:
+        return False
+    if rule.min_prompt_tokens is not None and prompt_tokens < rule.min_prompt_tokens:
+        return False
+    return not (rule.max_output_tokens is not None and max_tokens > rule.max_output_tokens)
+
+
+def select_chain(
+    route: RouteConfig, *, priority: Priority, prompt_tokens: int, max_tokens: int
+) -> RoutePlan:
+    """``max_tokens`` is the requested output cap (the model's cap when absent)."""
+    for rule in route.rules:
+        if _matches(rule, priority, prompt_tokens, max_tokens):
+            return RoutePlan(route, route.chains[rule.chain], rule.reason or f"rule:{rule.chain}")
+    return RoutePlan(route, route.chains["default"], "default")
+
+
+__all__ = ["RoutePlan", "route_for", "select_chain"]
