@@ -1,0 +1,169 @@
+"""Canonical stream events to Anthropic messages SSE events.
+
+Anthropic's order is fixed: ``message_start``, then content blocks (each
+``content_block_start``, deltas, ``content_block_stop``), then one
+``message_delta`` carrying the stop reason and the final usage, then
+``message_stop``. Upstreams deliver the stop reason and the usage in either
+order, so the ``message_delta`` is held until both are known (or the stream
+finishes). When the input token count is unknown at the start (OpenAI
+upstreams report it last), ``message_start`` says 0 and the ``message_delta``
+carries the real count, which the Anthropic SDK takes as the final total.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from trioproxy.core.types import (
+    ChatRequest,
+    FinishReason,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from trioproxy.errors import GatewayError
+
+STOP_REASONS: dict[FinishReason, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def error_body(err: GatewayError) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error": {"type": err.kind.info.anthropic_type, "message": err.message, **err.details},
+    }
+
+
+def _event(name: bytes, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_JSON_DELTA = _TEXT_DELTA
+_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+_MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
+class AnthropicStreamEncoder:
+    def __init__(self, req: ChatRequest) -> None:
+        self._model = req.model
+        self._started = False
+        self._index = -1
+        """Index of the open content block, or -1."""
+        self._open_tool: int | None = None
+        """Canonical tool-call index of the open ``tool_use`` block."""
+        self._open_text = False
+        self._finish: FinishReason | None = None
+        self._usage: Usage | None = None
+        self._delta_sent = False
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, TextDelta):
+            if not event.text:
+                return b""
+            out = b"" if self._open_text else self._start_block({"type": "text", "text": ""})
+            self._open_text = True
+            text = orjson.dumps(event.text)
+            return (
+                out
+                + _TEXT_DELTA
+                + self._idx()
+                + b',"delta":{"type":"text_delta","text":'
+                + text
+                + b"}}\n\n"
+            )
+        if isinstance(event, ToolCallDelta):
+            out = b""
+            if self._open_tool != event.index:
+                block = {
+                    "type": "tool_use",
+                    "id": event.id or f"toolu_{event.index}",
+                    "name": event.name or "",
+                    "input": {},
+                }
+                out = self._start_block(block)
+                self._open_tool = event.index
+            if event.arguments:
+                partial = orjson.dumps(event.arguments)
+                out += _JSON_DELTA + self._idx()
+                out += b',"delta":{"type":"input_json_delta","partial_json":' + partial + b"}}\n\n"
+            return out
+        if isinstance(event, StreamStart):
+            return self._message_start(event)
+        if isinstance(event, StreamEnd):
+            self._finish = event.finish_reason
+            out = self._close_block()
+            return out + self._message_delta() if self._usage is not None else out
+        self._usage = event.usage
+        return self._message_delta() if self._finish is not None else b""
+
+    def finish(self) -> bytes:
+        return self._close_block() + self._message_delta() + _MESSAGE_STOP
+
+    def error(self, err: GatewayError) -> bytes:
+        return _event(b"error", error_body(err))
+
+    # --- helpers -----------------------------------------------------------
+
+    def _idx(self) -> bytes:
+        return str(self._index).encode()
+
+    def _message_start(self, event: StreamStart | None) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        message: dict[str, Any] = {
+            "id": event.id if event else "msg_trioproxy",
+            "type": "message",
+            "role": "assistant",
+            "model": event.model if event else self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": (event.input_tokens if event else None) or 0,
+                "output_tokens": 0,
+            },
+        }
+        return _event(b"message_start", {"type": "message_start", "message": message})
+
+    def _start_block(self, block: dict[str, Any]) -> bytes:
+        out = self._message_start(None) + self._close_block()
+        self._index += 1
+        payload = {"type": "content_block_start", "index": self._index, "content_block": block}
+        return out + _event(b"content_block_start", payload)
+
+    def _close_block(self) -> bytes:
+        if not (self._open_text or self._open_tool is not None):
+            return b""
+        self._open_text = False
+        self._open_tool = None
+        return _STOP + self._idx() + b"}\n\n"
+
+    def _message_delta(self) -> bytes:
+        if self._delta_sent:
+            return b""
+        self._delta_sent = True
+        out = self._message_start(None)
+        usage: dict[str, int] = {"output_tokens": 0}
+        if self._usage is not None:
+            usage = {
+                "input_tokens": self._usage.input_tokens,
+                "output_tokens": self._usage.output_tokens,
+            }
+        delta = {"stop_reason": STOP_REASONS[self._finish or "stop"], "stop_sequence": None}
+        return out + _event(
+            b"message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+        )
+
+
+__all__ = ["STOP_REASONS", "AnthropicStreamEncoder", "error_body"]

@@ -1,0 +1,195 @@
+"""Anthropic messages upstream (``POST /v1/messages``).
+
+Same-dialect requests pass the caller's body through; OpenAI-dialect requests
+are translated from the canonical chat form by :mod:`.anthropic_chat`. Cached
+prompt tokens (``cache_read_input_tokens``, ``cache_creation_input_tokens``)
+count as input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from trioproxy.core.types import (
+    ChatRequest,
+    Completion,
+    Dialect,
+    FinishReason,
+    SSEEvent,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from trioproxy.errors import ErrorKind, ProviderError
+from trioproxy.providers.anthropic_chat import chat_to_messages
+from trioproxy.providers.base import UpstreamRequest
+
+PATH = "/v1/messages"
+VERSION = "2023-06-01"
+_STOP: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_INPUT_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def stop_reason(value: Any) -> FinishReason:
+    return _STOP.get(value, "stop") if isinstance(value, str) else "stop"
+
+
+def input_tokens(usage: dict[str, Any]) -> int:
+    return sum(v for k in _INPUT_KEYS if isinstance(v := usage.get(k), int))
+
+
+def _object(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def _error_text(body: dict[str, Any]) -> str | None:
+    err = body.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    return None
+
+
+class AnthropicAdapter:
+    wire: Dialect = "anthropic"
+
+    def build_request(
+        self, req: ChatRequest, deployment: str, api_key: str | None
+    ) -> UpstreamRequest:
+        if req.dialect == self.wire:
+            body = {**req.body, "model": deployment}
+        else:
+            body = chat_to_messages(req.chat, deployment, req.max_tokens)
+        if req.stream:
+            body["stream"] = True
+        headers = [("content-type", "application/json"), ("anthropic-version", VERSION)]
+        if api_key is not None:
+            headers.append(("x-api-key", api_key))
+        return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
+
+    def parse_response(self, body: bytes) -> Completion:
+        data = _object(body)
+        content, usage = data.get("content"), data.get("usage")
+        if not isinstance(content, list) or not isinstance(usage, dict):
+            raise ValueError("response is not an Anthropic message")
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        try:
+            for block in content:
+                if block["type"] == "text":
+                    text.append(block["text"])
+                elif block["type"] == "tool_use":
+                    arguments = orjson.dumps(block.get("input") or {}).decode()
+                    calls.append(ToolCall(block["id"], block["name"], arguments))
+            output = usage["output_tokens"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed message: {exc!r}") from None
+        return Completion(
+            id=str(data.get("id", "")),
+            model=str(data.get("model", "")),
+            text="".join(text),
+            finish_reason=stop_reason(data.get("stop_reason")),
+            usage=Usage(input_tokens(usage), int(output)),
+            tool_calls=tuple(calls),
+            wire="anthropic",
+            native=data,
+        )
+
+    def new_stream_decoder(self) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder()
+
+    def error_message(self, status: int, body: bytes) -> str:
+        try:
+            message = _error_text(_object(body))
+        except ValueError:
+            message = None
+        return message or body[:500].decode("utf-8", errors="replace") or f"HTTP {status}"
+
+
+class AnthropicStreamDecoder:
+    """Anthropic stream events to canonical events.
+
+    ``message_delta`` usage is cumulative and may omit input counts; fields it
+    carries override those from ``message_start``.
+    """
+
+    def __init__(self) -> None:
+        self._done = False
+        self._usage: dict[str, Any] = {}
+        self._tools: dict[int, int] = {}
+        """Anthropic content-block index -> canonical tool-call index."""
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        data = _object(event.data)
+        try:
+            return self._decode(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed {data.get('type')} event: {exc!r}") from None
+
+    def _decode(self, data: dict[str, Any]) -> list[StreamEvent]:
+        kind = data.get("type")
+        if kind == "content_block_delta":
+            delta = data["delta"]
+            if delta["type"] == "text_delta":
+                return [TextDelta(delta["text"])] if delta["text"] else []
+            if delta["type"] == "input_json_delta" and data["index"] in self._tools:
+                tool = self._tools[data["index"]]
+                return [ToolCallDelta(tool, None, None, delta["partial_json"])]
+            return []
+        if kind == "content_block_start":
+            block = data["content_block"]
+            if block["type"] == "tool_use":
+                tool = self._tools[data["index"]] = len(self._tools)
+                return [ToolCallDelta(tool, block["id"], block["name"], "")]
+            if block["type"] == "text" and block.get("text"):
+                return [TextDelta(block["text"])]
+            return []
+        if kind == "message_start":
+            message = data["message"]
+            self._usage = dict(message.get("usage") or {})
+            start = StreamStart(message["id"], message["model"], input_tokens(self._usage))
+            return [start]
+        if kind == "message_delta":
+            out: list[StreamEvent] = []
+            if (reason := data["delta"].get("stop_reason")) is not None:
+                out.append(StreamEnd(stop_reason(reason)))
+            if usage := data.get("usage"):
+                self._usage.update({k: v for k, v in usage.items() if v is not None})
+                totals = Usage(input_tokens(self._usage), int(self._usage["output_tokens"]))
+                out.append(UsageReport(totals))
+            return out
+        if kind == "message_stop":
+            self._done = True
+        elif kind == "error":
+            message = _error_text(data) or "upstream stream error"
+            raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
+        return []
+
+
+__all__ = ["AnthropicAdapter", "AnthropicStreamDecoder"]

@@ -1,0 +1,203 @@
+"""OpenAI chat completions upstream (kinds ``openai`` and ``openai_compatible``).
+
+The canonical chat form is OpenAI's, so building a request is a copy with
+the deployment's model name and, for streams, ``include_usage`` forced on:
+the gateway meters every stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from trioproxy.core.tokens import estimate_tokens
+from trioproxy.core.types import (
+    ChatRequest,
+    Completion,
+    Dialect,
+    FinishReason,
+    SSEEvent,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from trioproxy.errors import ErrorKind, ProviderError
+from trioproxy.providers.base import UpstreamRequest
+
+PATH = "/v1/chat/completions"
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def finish_reason(value: Any) -> FinishReason:
+    return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
+
+
+def usage_of(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        raise ValueError(f"malformed usage: {raw!r}")
+    return Usage(prompt, completion)
+
+
+def _object(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def _error_text(body: dict[str, Any]) -> str | None:
+    err = body.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    return err if isinstance(err, str) else None
+
+
+class OpenAIAdapter:
+    wire: Dialect = "openai"
+
+    def build_request(
+        self, req: ChatRequest, deployment: str, api_key: str | None
+    ) -> UpstreamRequest:
+        source = req.body if req.dialect == self.wire else req.chat
+        body = {**source, "model": deployment}
+        if req.stream:
+            body["stream"] = True
+            options = source.get("stream_options")
+            body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        headers = [("content-type", "application/json")]
+        if api_key is not None:
+            headers.append(("authorization", f"Bearer {api_key}"))
+        return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
+
+    def parse_response(self, body: bytes) -> Completion:
+        data = _object(body)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ValueError("response has no choices")
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise ValueError("choice has no message")
+        text = message.get("content") or ""
+        if not isinstance(text, str):
+            raise ValueError("message content is not a string")
+        try:
+            calls = tuple(
+                ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "")
+                for c in message.get("tool_calls") or ()
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed tool_calls: {exc!r}") from None
+        usage = usage_of(data.get("usage")) or Usage(0, estimate_tokens(text), estimated=True)
+        return Completion(
+            id=str(data.get("id", "")),
+            model=str(data.get("model", "")),
+            text=text,
+            finish_reason=finish_reason(choice.get("finish_reason")),
+            usage=usage,
+            tool_calls=calls,
+            wire="openai",
+            native=data,
+        )
+
+    def new_stream_decoder(self) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder()
+
+    def error_message(self, status: int, body: bytes) -> str:
+        try:
+            message = _error_text(_object(body))
+        except ValueError:
+            message = None
+        return message or body[:500].decode("utf-8", errors="replace") or f"HTTP {status}"
+
+
+class OpenAIStreamDecoder:
+    """``chat.completion.chunk`` events to canonical events.
+
+    The usage chunk (``choices: []``) becomes a :class:`UsageReport`. Some
+    compatible servers put usage on a chunk that also has choices; that usage
+    is kept and reported at ``[DONE]`` unless a usage chunk came first.
+    """
+
+    def __init__(self) -> None:
+        self._done = False
+        self._started = False
+        self._usage_sent = False
+        self._pending: Usage | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        if event.data == "[DONE]":
+            self._done = True
+            if self._pending is not None and not self._usage_sent:
+                return [UsageReport(self._pending)]
+            return []
+        chunk = _object(event.data)
+        if "error" in chunk:
+            message = _error_text(chunk) or "upstream stream error"
+            raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
+        out: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
+        choices = chunk.get("choices") or []
+        try:
+            for choice in choices:
+                if choice.get("index", 0) == 0:
+                    self._choice(choice, out)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed chunk: {exc!r}") from None
+        usage = usage_of(chunk.get("usage"))
+        if usage is not None:
+            if choices:
+                self._pending = usage
+            else:
+                self._usage_sent = True
+                out.append(UsageReport(usage))
+        return out
+
+    def _choice(self, choice: dict[str, Any], out: list[StreamEvent]) -> None:
+        delta = choice.get("delta") or {}
+        if text := delta.get("content"):
+            out.append(TextDelta(text))
+        for call in delta.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            out.append(
+                ToolCallDelta(
+                    index=call.get("index", 0),
+                    id=call.get("id"),
+                    name=fn.get("name"),
+                    arguments=fn.get("arguments") or "",
+                )
+            )
+        if (reason := choice.get("finish_reason")) is not None:
+            out.append(StreamEnd(finish_reason(reason)))
+
+
+__all__ = ["OpenAIAdapter", "OpenAIStreamDecoder"]
