@@ -1,0 +1,167 @@
+"""Anthropic messages, as the simulator writes them.
+
+Streams are ``event: <type>\\ndata: <json>\\n\\n`` events in Anthropic's order:
+``message_start`` (input tokens, output 1), ``content_block_start``, ``ping``,
+one ``content_block_delta`` per token, ``content_block_stop``,
+``message_delta`` (stop reason, cumulative output tokens), ``message_stop``.
+The ``system`` prompt counts as one more message for input tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from trioproxy.core.tokens import prompt_tokens
+from trioproxy.simulator.plan import (
+    BadRequest,
+    Intent,
+    Plan,
+    checked_max_tokens,
+    checked_messages,
+    checked_model,
+    first_property,
+    last_user_text,
+    wants_tool,
+)
+
+_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def _tool_name_and_key(tool: Any) -> tuple[str, str]:
+    if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str):
+        raise BadRequest("tools.0.name: Field required")
+    return tool["name"], first_property(tool.get("input_schema"))
+
+
+def _event(kind: str, data: Mapping[str, Any]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps(data))
+
+
+class AnthropicWire:
+    name = "anthropic"
+    path = "/v1/messages"
+
+    def parse(self, body: Any) -> Intent:
+        if not isinstance(body, Mapping):
+            raise BadRequest("the body must be a JSON object")
+        model = checked_model(body)
+        messages = checked_messages(body)
+        if body.get("max_tokens") is None:
+            raise BadRequest("max_tokens: Field required")
+        max_tokens = checked_max_tokens(body.get("max_tokens"), "max_tokens")
+        system = body.get("system")
+        counted = [{"role": "system", "content": system}, *messages] if system else messages
+        tool = None
+        choice = body.get("tool_choice")
+        if not (isinstance(choice, Mapping) and choice.get("type") == "none"):
+            tool = wants_tool(messages, body.get("tools"), _tool_name_and_key)
+        stream = body.get("stream") is True
+        return Intent(
+            model, prompt_tokens(counted), last_user_text(messages), max_tokens, stream, stream,
+            tool,
+        )  # fmt: skip
+
+    def error_body(self, status: int, message: str) -> bytes:
+        kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return orjson.dumps(
+            {"type": "error", "error": {"type": kind, "message": message or kind.replace("_", " ")}}
+        )
+
+    def _content(self, plan: Plan) -> dict[str, Any]:
+        if plan.tool_name is None:
+            return {"type": "text", "text": plan.text}
+        return {
+            "type": "tool_use",
+            "id": "toolu_" + plan.tool_id,
+            "name": plan.tool_name,
+            "input": orjson.loads(plan.text),
+        }
+
+    def completion(self, plan: Plan) -> bytes:
+        return orjson.dumps(
+            {
+                "id": plan.id,
+                "type": "message",
+                "role": "assistant",
+                "model": plan.model,
+                "content": [self._content(plan)],
+                "stop_reason": _STOP[plan.finish],
+                "stop_sequence": None,
+                "usage": {"input_tokens": plan.input_tokens, "output_tokens": plan.output_tokens},
+            }
+        )
+
+    def stream_head(self, plan: Plan) -> bytes:
+        message: dict[str, Any] = {
+            "id": plan.id,
+            "type": "message",
+            "role": "assistant",
+            "model": plan.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": plan.input_tokens, "output_tokens": 1},
+        }
+        block = self._content(plan)
+        if plan.tool_name is None:
+            block["text"] = ""
+        else:
+            block["input"] = {}
+        return (
+            _event("message_start", {"type": "message_start", "message": message})
+            + _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            )
+            + b'event: ping\ndata: {"type": "ping"}\n\n'
+        )
+
+    def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
+        kind, field = (
+            ("text_delta", "text")
+            if plan.tool_name is None
+            else ("input_json_delta", "partial_json")
+        )
+        prefix = (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"%s","%s":' % (kind.encode(), field.encode())
+        )
+        suffix = b"}}\n\n"
+        dumps = orjson.dumps
+
+        def encode(piece: str) -> bytes:
+            return prefix + dumps(piece) + suffix
+
+        return encode
+
+    def stream_tail(self, plan: Plan) -> bytes:
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
+            "usage": {"output_tokens": plan.output_tokens},
+        }
+        return (
+            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            + _event("message_delta", delta)
+            + _event("message_stop", {"type": "message_stop"})
+        )
+
+
+ANTHROPIC = AnthropicWire()
+
+__all__ = ["ANTHROPIC", "AnthropicWire"]

@@ -1,0 +1,176 @@
+"""OpenAI chat completions, as the simulator writes them.
+
+Streams are ``data: <chat.completion.chunk>`` events: a role chunk, one chunk
+per token, a chunk with ``finish_reason``, a usage chunk with ``choices: []``
+iff ``stream_options.include_usage``, then ``data: [DONE]``. As OpenAI does,
+when usage is requested every other chunk carries ``"usage": null``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from trioproxy.core.tokens import prompt_tokens
+from trioproxy.simulator.plan import (
+    BadRequest,
+    Intent,
+    Plan,
+    checked_max_tokens,
+    checked_messages,
+    checked_model,
+    first_property,
+    last_user_text,
+    wants_tool,
+)
+
+_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("permission_error", None, "You are not allowed to access this resource."),
+    404: ("invalid_request_error", "unknown_url", "Not found."),
+    413: ("invalid_request_error", None, "Request too large."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (simulated)."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+
+def _tool_name_and_key(tool: Any) -> tuple[str, str]:
+    fn = tool.get("function") if isinstance(tool, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise BadRequest("tools.0.function.name: field required")
+    return fn["name"], first_property(fn.get("parameters"))
+
+
+def _usage(plan: Plan) -> dict[str, int]:
+    out = plan.output_tokens
+    return {
+        "prompt_tokens": plan.input_tokens,
+        "completion_tokens": out,
+        "total_tokens": plan.input_tokens + out,
+    }
+
+
+class OpenAIWire:
+    name = "openai"
+    path = "/v1/chat/completions"
+
+    def parse(self, body: Any) -> Intent:
+        if not isinstance(body, Mapping):
+            raise BadRequest("the body must be a JSON object")
+        model = checked_model(body)
+        messages = checked_messages(body)
+        max_tokens = checked_max_tokens(body.get("max_completion_tokens"), "max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = checked_max_tokens(body.get("max_tokens"), "max_tokens")
+        stream = body.get("stream") is True
+        options = body.get("stream_options")
+        include_usage = (
+            stream and isinstance(options, Mapping) and options.get("include_usage") is True
+        )
+        tool = None
+        if body.get("tool_choice") != "none":
+            tool = wants_tool(messages, body.get("tools"), _tool_name_and_key)
+        return Intent(
+            model, prompt_tokens(messages), last_user_text(messages), max_tokens, stream,
+            include_usage, tool,
+        )  # fmt: skip
+
+    def error_body(self, status: int, message: str) -> bytes:
+        kind, code, default = _ERRORS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None, "")
+        )
+        error = {"message": message or default, "type": kind, "param": None, "code": code}
+        return orjson.dumps({"error": error})
+
+    def completion(self, plan: Plan) -> bytes:
+        message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": None}
+        if plan.tool_name is not None:
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": "call_" + plan.tool_id,
+                    "type": "function",
+                    "function": {"name": plan.tool_name, "arguments": plan.text},
+                }
+            ]
+        return orjson.dumps(
+            {
+                "id": plan.id,
+                "object": "chat.completion",
+                "created": plan.created,
+                "model": plan.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": plan.finish,
+                    }
+                ],
+                "usage": _usage(plan),
+                "system_fingerprint": "fp_trioproxy_sim",
+            }
+        )
+
+    def _prefix(self, plan: Plan) -> bytes:
+        return (
+            b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,'
+            b'"system_fingerprint":"fp_trioproxy_sim","choices":[{"index":0,"delta":'
+            % (plan.id.encode(), plan.created, orjson.dumps(plan.model))
+        )
+
+    def _suffix(self, plan: Plan, finish: str | None) -> bytes:
+        reason = b"null" if finish is None else orjson.dumps(finish)
+        usage = b',"usage":null' if plan.include_usage else b""
+        return b',"logprobs":null,"finish_reason":%s}]%s}\n\n' % (reason, usage)
+
+    def stream_head(self, plan: Plan) -> bytes:
+        prefix, suffix = self._prefix(plan), self._suffix(plan, None)
+        if plan.tool_name is None:
+            return prefix + b'{"role":"assistant","content":"","refusal":null}' + suffix
+        call = {
+            "index": 0,
+            "id": "call_" + plan.tool_id,
+            "type": "function",
+            "function": {"name": plan.tool_name, "arguments": ""},
+        }
+        role = prefix + b'{"role":"assistant","content":null,"refusal":null}' + suffix
+        return role + prefix + orjson.dumps({"tool_calls": [call]}) + suffix
+
+    def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
+        prefix, suffix, dumps = self._prefix(plan), self._suffix(plan, None), orjson.dumps
+        if plan.tool_name is not None:
+            prefix += b'{"tool_calls":[{"index":0,"function":{"arguments":'
+            suffix = b"}}]}" + suffix
+        else:
+            prefix += b'{"content":'
+            suffix = b"}" + suffix
+
+        def encode(piece: str) -> bytes:
+            return prefix + dumps(piece) + suffix
+
+        return encode
+
+    def stream_tail(self, plan: Plan) -> bytes:
+        tail = self._prefix(plan) + b"{}" + self._suffix(plan, plan.finish)
+        if plan.include_usage:
+            usage = {
+                "id": plan.id,
+                "object": "chat.completion.chunk",
+                "created": plan.created,
+                "model": plan.model,
+                "system_fingerprint": "fp_trioproxy_sim",
+                "choices": [],
+                "usage": _usage(plan),
+            }
+            tail += b"data: " + orjson.dumps(usage) + b"\n\n"
+        return tail + b"data: [DONE]\n\n"
+
+
+OPENAI = OpenAIWire()
+
+__all__ = ["OPENAI", "OpenAIWire"]

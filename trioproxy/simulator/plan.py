@@ -1,0 +1,224 @@
+"""What the simulator answers: a parsed request, a deterministic answer plan.
+
+The answer text is a function of the last user message and the length only:
+words from a fixed vocabulary picked by a PRNG seeded with a CRC of the text,
+with commas and full stops. Every piece of ``Plan.pieces`` is exactly one
+:func:`~trioproxy.core.tokens.estimate_tokens` token and the pieces are exactly
+``split_tokens(text)``, so a client counting the streamed chunks gets the
+simulator's own count.
+
+A request gets a tool call instead of text when it declares tools, its last
+message is a user message and that message contains the word "weather": the
+first tool is called with ``{<first property>: <city>}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import re
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from trioproxy.core.tokens import content_text, estimate_tokens, split_tokens
+
+SimFinish = Literal["stop", "length", "tool_calls"]
+
+VOCABULARY = (
+    "the", "gateway", "routes", "every", "request", "to", "a", "model", "and", "streams",
+    "tokens", "back", "while", "budgets", "stay", "exact", "trio", "keeps", "tasks", "in",
+    "nurseries", "so", "nothing", "leaks", "fallback", "chains", "try", "next", "provider",
+    "when", "one", "fails", "cache", "answers", "repeat", "questions", "quickly", "ledger",
+    "records", "usage", "for", "each", "team", "hedging", "races", "two", "attempts", "first",
+    "byte", "wins", "simulator", "speaks", "wire", "formats", "over", "real", "sockets",
+    "with", "faults", "latency", "is", "measured", "not", "guessed",
+)  # fmt: skip
+CITIES = ("Paris", "Lisbon", "Oslo", "Kyoto", "Lima", "Nairobi", "Austin", "Hanoi")
+_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+
+
+class BadRequest(ValueError):
+    """The request body is invalid; the message goes into the provider's envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A validated chat request, reduced to what shapes the answer."""
+
+    model: str
+    input_tokens: int
+    seed_text: str
+    """The last user message's text."""
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+    tool: tuple[str, str] | None
+    """(tool name, argument key) when the answer is a tool call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The answer to send, fixed before the first byte."""
+
+    id: str
+    model: str
+    created: int
+    input_tokens: int
+    pieces: tuple[str, ...]
+    """Streamed one per content chunk: text tokens, or tool-call argument tokens."""
+    finish: SimFinish
+    include_usage: bool
+    tool_name: str | None = None
+    tool_id: str = ""
+    """Hex; each wire adds its own prefix (``call_`` / ``toolu_``)."""
+    """Hex; each wire adds its prefix (``call_`` / ``toolu_``)."""
+    head_tokens: int = 0
+    """Tokens delivered with the stream preamble (the tool name)."""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def output_tokens(self) -> int:
+        return self.head_tokens + len(self.pieces)
+
+
+class Wire(Protocol):
+    """One provider's wire format, as the simulator writes it."""
+
+    name: str
+    path: str
+
+    def parse(self, body: Any) -> Intent:
+        """Validate a decoded JSON body; raises :class:`BadRequest`."""
+        ...
+
+    def error_body(self, status: int, message: str) -> bytes: ...
+
+    def completion(self, plan: Plan) -> bytes: ...
+
+    def stream_head(self, plan: Plan) -> bytes: ...
+
+    def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
+        """A fast encoder of one content piece into one SSE event."""
+        ...
+
+    def stream_tail(self, plan: Plan) -> bytes: ...
+
+
+@functools.lru_cache(maxsize=4096)
+def answer_pieces(seed_text: str, n_tokens: int) -> tuple[str, ...]:
+    """``n_tokens`` deterministic estimator tokens, each with its leading space."""
+    rng = random.Random(zlib.crc32(seed_text.encode("utf-8", "replace")))
+    pieces: list[str] = []
+    sentence = 0
+    for i in range(n_tokens):
+        last = i == n_tokens - 1
+        if sentence >= 4 and (last or rng.random() < 0.15):
+            pieces.append("." if last or rng.random() < 0.6 else ",")
+            sentence = 0
+            continue
+        word = rng.choice(VOCABULARY)
+        if sentence == 0 and (not pieces or pieces[-1] == "."):
+            word = word.capitalize()
+        pieces.append(word if i == 0 else " " + word)
+        sentence += 1
+    return tuple(pieces)
+
+
+def tool_arguments(seed_text: str, key: str) -> str:
+    city = CITIES[zlib.crc32(seed_text.encode("utf-8", "replace")) % len(CITIES)]
+    return orjson.dumps({key: city}).decode()
+
+
+def wants_tool(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Any,
+    name_and_key: Callable[[Any], tuple[str, str]],
+) -> tuple[str, str] | None:
+    if not isinstance(tools, list) or not tools or not messages:
+        return None
+    last = messages[-1]
+    if last.get("role") != "user" or not _WEATHER.search(content_text(last.get("content"))):
+        return None
+    return name_and_key(tools[0])
+
+
+def first_property(schema: Any) -> str:
+    props = schema.get("properties") if isinstance(schema, Mapping) else None
+    if isinstance(props, Mapping) and props:
+        return str(next(iter(props)))
+    return "location"
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return content_text(m.get("content"))
+    return ""
+
+
+def checked_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: must be a non-empty array")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise BadRequest(f"messages.{i}: must be an object with a role")
+    return messages
+
+
+def checked_model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: field required")
+    return model
+
+
+def checked_max_tokens(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(f"{field}: must be an integer >= 1")
+    return value
+
+
+def make_plan(intent: Intent, n_tokens: int, id_prefix: str, created: int) -> Plan:
+    """The answer for ``intent``: ``n_tokens`` long, cut at ``max_tokens``.
+
+    Tool calls are never cut; their output tokens are the tool name's plus the
+    arguments' tokens.
+    """
+    rid = id_prefix + os.urandom(12).hex()
+    if intent.tool is not None:
+        name, key = intent.tool
+        args = tool_arguments(intent.seed_text, key)
+        return Plan(
+            rid, intent.model, created, intent.input_tokens, tuple(split_tokens(args)),
+            "tool_calls", intent.include_usage, name, rid[-24:],
+            estimate_tokens(name),
+        )  # fmt: skip
+    finish: SimFinish = "stop"
+    pieces = answer_pieces(intent.seed_text, n_tokens)
+    if intent.max_tokens is not None and intent.max_tokens < n_tokens:
+        pieces, finish = pieces[: intent.max_tokens], "length"
+    return Plan(
+        rid, intent.model, created, intent.input_tokens, pieces, finish, intent.include_usage
+    )
+
+
+__all__ = [
+    "BadRequest",
+    "Intent",
+    "Plan",
+    "SimFinish",
+    "Wire",
+    "answer_pieces",
+    "make_plan",
+]
