@@ -100,7 +100,7 @@ class ReplyReader:
         self._reader = hiredis.Reader(replyError=RedisError)
 
     def feed(self, data: bytes | bytearray) -> None:
-        self._reader.feed(data)
+        self._reader.feed(data)  # type: ignore[arg-type]  # hiredis takes any buffer
 
     def replies(self) -> list[Any]:
         """Every complete reply fed so far. Raises ``hiredis.ProtocolError`` on garbage."""
