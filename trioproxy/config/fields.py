@@ -51,10 +51,14 @@ def type_name(kind: type) -> str:
 class Table:
     """One TOML table at ``path``; problems are appended to ``problems``."""
 
-    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], path: str, problems: list[str], *, broken: bool = False
+    ) -> None:
         self.data = data
         self.path = path
         self.problems = problems
+        self.broken = broken
+        """Not a table at all (reported once); its required keys are not reported again."""
         self._seen: set[str] = set()
 
     @classmethod
@@ -63,7 +67,7 @@ class Table:
         if isinstance(value, Mapping):
             return cls(value, path, problems)
         problems.append(f"{path}: must be a table, got {type(value).__name__}")
-        return cls({}, path, problems)
+        return cls({}, path, problems, broken=True)
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{join(self.path, key)}: {message}")
@@ -96,7 +100,8 @@ class Table:
         """A required value; missing is a problem and reads as ``placeholder``."""
         if key not in self.data:
             self._seen.add(key)
-            self.problem(key, f"required ({type_name(kind)})")
+            if not self.broken:
+                self.problem(key, f"required ({type_name(kind)})")
             return placeholder
         return self.get(key, kind, placeholder)
 

@@ -58,14 +58,19 @@ def parse_settings(data: Mapping[str, Any], *, env: Mapping[str, str]) -> Settin
     key_paths: dict[str, str] = {}
     settings = build_settings(root, env, key_paths)
     root.finish()
-    # A value that failed to parse reads as a placeholder: report its path once.
-    reported = {p.partition(": ")[0] for p in problems}
+    # A value that failed to parse reads as a placeholder: report its path (and
+    # everything under it) once.
+    reported = tuple(p.partition(": ")[0] for p in problems)
     for problem in validate_settings(settings, key_paths=key_paths):
-        if problem.partition(": ")[0] not in reported:
+        if not _under(problem.partition(": ")[0], reported):
             problems.append(problem)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _under(path: str, reported: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith((f"{r}.", f"{r}[")) for r in reported)
 
 
 __all__ = ["ConfigError", "check_config", "hash_key", "load_settings", "parse_settings"]

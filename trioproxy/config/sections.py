@@ -247,13 +247,14 @@ def _api_keys(
             end_user_budgets=t.get("end_user_budgets", bool, False),
         )
         t.finish()
-        if key_hash is None:
-            continue
         if key_hash in keys:
             t.problem(source, f"duplicate key: the same key as {key_paths[key_hash]}")
             continue
-        keys[key_hash] = key
-        key_paths[key_hash] = t.path
+        # An unusable key (already a problem) is kept under its path, with an empty
+        # hash, so that checks on its name, team and routes still run.
+        slot = t.path if key_hash is None else key_hash
+        keys[slot] = key
+        key_paths[slot] = t.path
     return keys
 
 

@@ -85,7 +85,8 @@ def validate_settings(
             )
         _check_route(out, path, route, settings.models)
     _check_keys(out, settings, key_paths or {})
-    _check_budgets(out, settings.budgets, {key.team for key in settings.api_keys.values()})
+    teams = {key.team for key in settings.api_keys.values()}
+    _check_budgets(out, settings.budgets, None if "" in teams or not teams else teams)
     return out
 
 
@@ -214,19 +215,24 @@ def _check_keys(out: list[str], settings: Settings, key_paths: Mapping[str, str]
     names: dict[str, str] = {}
     for i, (key_hash, key) in enumerate(settings.api_keys.items()):
         path = key_paths.get(key_hash, f"api_keys[{i}]")
-        _check_key(out, path, key, key_hash, targets)
+        if key.key_hash or key_hash not in key_paths:  # empty: the loader reported why
+            _check_hash(out, path, key, key_hash)
+        _check_key(out, path, key, targets)
         if key.name in names:
             out.append(f"{path}.name: duplicate key name {key.name!r} (also {names[key.name]})")
         names.setdefault(key.name, path)
 
 
-def _check_key(
-    out: list[str], path: str, key: ApiKeyConfig, key_hash: str, targets: set[str]
-) -> None:
+def _check_hash(out: list[str], path: str, key: ApiKeyConfig, key_hash: str) -> None:
+    if not _SHA256_HEX.fullmatch(key.key_hash):
+        out.append(f"{path}.key_sha256: must be 64 lowercase hex digits (sha256)")
+    elif key_hash != key.key_hash:
+        out.append(f"{path}.key_sha256: api_keys must be indexed by their own hash")
+
+
+def _check_key(out: list[str], path: str, key: ApiKeyConfig, targets: set[str]) -> None:
     if not key.name:
         out.append(f"{path}.name: must not be empty")
-    if not _SHA256_HEX.fullmatch(key.key_hash) or key_hash != key.key_hash:
-        out.append(f"{path}.key_sha256: must be 64 lowercase hex digits (sha256)")
     for field in ("team", "user", "feature"):
         if not getattr(key, field):
             out.append(f"{path}.{field}: must not be empty")
@@ -239,7 +245,8 @@ def _check_key(
             out.append(f"{path}.routes: unknown route or model {name!r} (known: {_known(targets)})")
 
 
-def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str]) -> None:
+def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str] | None) -> None:
+    """``teams``: the keys' teams, None when a key is missing (already a problem)."""
     try:
         zoneinfo.ZoneInfo(budgets.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -248,7 +255,7 @@ def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str]) -> N
         out.append(f"budgets.webhook_url: {problem}")
     for team, budget in budgets.teams.items():
         path = join("budgets.teams", team)
-        if team not in teams:
+        if teams is not None and team not in teams:
             out.append(f"{path}: no API key has team {team!r} (teams: {_known(teams)})")
         if budget.daily_usd is None and budget.monthly_usd is None:
             out.append(f"{path}: set daily_usd, monthly_usd or both")

@@ -1,0 +1,539 @@
+"""Config loading: every rule names its key path; the example and the demo are valid."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trioproxy.config import (
+    ConfigError,
+    check_config,
+    demo_settings,
+    hash_key,
+    load_settings,
+    parse_settings,
+    validate_settings,
+)
+from trioproxy.config.model import DEFAULT_FALLBACK_STATUSES, Chain, Target
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trioproxy.toml"
+EXAMPLE_ENV = {
+    "OPENAI_API_KEY": "sk-openai-SECRET",
+    "ANTHROPIC_API_KEY": "sk-ant-SECRET",
+    "TRIOPROXY_REDIS_URL": "redis://:redispass-SECRET@localhost:6379/0",
+    "TRIOPROXY_DATABASE_URL": "postgresql://gw:dbpass-SECRET@localhost/gw",
+    "TRIOPROXY_KEY_SUPPORT": "sk-caller-SECRET",
+}
+
+MINIMAL = """
+[providers.openai]
+kind = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_API_KEY"
+
+[models.gpt]
+provider = "openai"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+
+[models.claude]
+provider = "openai"
+input_per_mtok = 3
+output_per_mtok = 15
+
+[[routes.chat.chains.default]]
+model = "gpt"
+
+[[routes.chat.chains.default]]
+model = "claude"
+
+[[routes.chat.rules]]
+chain = "default"
+priority = ["high"]
+
+[[api_keys]]
+name = "app"
+key_env = "APP_KEY"
+team = "t1"
+
+[budgets.teams.t1]
+daily_usd = 10
+"""
+ENV = {"OPENAI_API_KEY": "sk-openai-SECRET", "APP_KEY": "sk-app-SECRET", "OTHER": "sk-other"}
+
+Data = dict[str, Any]
+
+
+def minimal() -> Data:
+    return tomllib.loads(MINIMAL)
+
+
+def problems_of(data: Data, env: dict[str, str] = ENV) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(data, env=env)
+    return info.value.problems
+
+
+def target(d: Data, i: int = 0) -> Data:
+    t: Data = d["routes"]["chat"]["chains"]["default"][i]
+    return t
+
+
+def second_key(d: Data, **fields: Any) -> None:
+    entry = {"name": "other", "key_env": "OTHER", "team": "t1", **fields}
+    d["api_keys"].append({k: v for k, v in entry.items() if v is not None})
+
+
+def use_hash(d: Data, digest: str) -> None:
+    del d["api_keys"][0]["key_env"]
+    d["api_keys"][0]["key_sha256"] = digest
+
+
+# (what the edit does, expected problem: it starts with this text)
+CASES: list[tuple[Callable[[Data], object], str]] = [
+    (lambda d: d.update(servers={}), "servers: unknown key (did you mean 'server'?)"),
+    (
+        lambda d: d.update(server={"max_in_flight": True}),
+        "server.max_in_flight: must be an integer, got True",
+    ),
+    (lambda d: d.update(server={"max_in_flight": 0}), "server.max_in_flight: must be > 0, got 0"),
+    (
+        lambda d: d.update(server={"max_inflight": 5}),
+        "server.max_inflight: unknown key (did you mean 'max_in_flight'?)",
+    ),
+    (lambda d: d.update(server={"stream_buffer": -1}), "server.stream_buffer: must be >= 0"),
+    (
+        lambda d: d.update(server={"shutdown_grace_s": "30s"}),
+        "server.shutdown_grace_s: must be a number, got '30s'",
+    ),
+    (lambda d: d.update(breaker={"cooldown_s": 0}), "breaker.cooldown_s: must be > 0"),
+    (
+        lambda d: d.update(breaker={"failure_threshold": 2.5}),
+        "breaker.failure_threshold: must be an integer",
+    ),
+    (lambda d: d.update(storage={"state_dir": ""}), "storage.state_dir: must not be empty"),
+    (
+        lambda d: d.update(storage={"redis_url_env": "NOPE"}),
+        "storage.redis_url_env: environment variable NOPE is not set",
+    ),
+    (
+        lambda d: d.update(storage={"redis_url": "redis://x", "redis_url_env": "OTHER"}),
+        "storage.redis_url: set either redis_url or redis_url_env, not both",
+    ),
+    (
+        lambda d: d.update(storage={"database_url": "mysql://u:pw@h/db"}),
+        "storage.database_url: must be a postgresql:// or postgres:// URL",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(kind="azure"),
+        "providers.openai.kind: must be one of openai, anthropic, openai_compatible, got 'azure'",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(base_url="ftp://host"),
+        "providers.openai.base_url: must be an http:// or https:// URL",
+    ),
+    (
+        lambda d: d["providers"]["openai"].pop("base_url"),
+        "providers.openai.base_url: required (a string)",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(api_key_env="NOPE"),
+        "providers.openai.api_key_env: environment variable NOPE is not set",
+    ),
+    (
+        lambda d: d["providers"]["openai"].pop("api_key_env"),
+        "providers.openai.api_key_env: required for kind 'openai'",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(max_connections=0),
+        "providers.openai.max_connections: must be > 0",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(api_key="sk-inline"),
+        "providers.openai.api_key: unknown key (did you mean 'api_key_env'?)",
+    ),
+    (lambda d: d["providers"].update(spare=3), "providers.spare: must be a table, got int"),
+    (
+        lambda d: d["models"]["gpt"].update(provider="nope"),
+        "models.gpt.provider: unknown provider 'nope' (known: openai)",
+    ),
+    (
+        lambda d: d["models"]["gpt"].pop("input_per_mtok"),
+        "models.gpt.input_per_mtok: required (a number)",
+    ),
+    (
+        lambda d: d["models"]["gpt"].update(output_per_mtok=-1),
+        "models.gpt.output_per_mtok: must be >= 0, got -1.0",
+    ),
+    (
+        lambda d: d["models"]["gpt"].update(input_per_mtok=math.nan),
+        "models.gpt.input_per_mtok: must be a number, got nan",
+    ),
+    (
+        lambda d: d["models"]["gpt"].update(context_limit=1000, max_output_tokens=2000),
+        "models.gpt.max_output_tokens: must be <= context_limit (1000)",
+    ),
+    (
+        lambda d: d["models"]["gpt"].update(deployment=""),
+        "models.gpt.deployment: must not be empty",
+    ),
+    (
+        lambda d: target(d).update(model="gpt-5x"),
+        "routes.chat.chains.default[0].model: unknown model 'gpt-5x' (known: claude, gpt)",
+    ),
+    (lambda d: target(d).pop("model"), "routes.chat.chains.default[0].model: required (a string)"),
+    (
+        lambda d: target(d).update(connect_timeout_s=0),
+        "routes.chat.chains.default[0].connect_timeout_s: must be > 0",
+    ),
+    (
+        lambda d: target(d).update(idle_timeout_s=-1),
+        "routes.chat.chains.default[0].idle_timeout_s: must be > 0",
+    ),
+    (
+        lambda d: target(d).update(first_byte_timeout_s=60, total_timeout_s=30),
+        "routes.chat.chains.default[0].first_byte_timeout_s: must be <= total_timeout_s (30.0)",
+    ),
+    (
+        lambda d: target(d).update(hedge_after_ms=-1),
+        "routes.chat.chains.default[0].hedge_after_ms: must be >= 0",
+    ),
+    (
+        lambda d: target(d).update(hedge_after_ms=1.5),
+        "routes.chat.chains.default[0].hedge_after_ms: must be an integer",
+    ),
+    (
+        lambda d: target(d, 1).update(hedge_after_ms=500),
+        "routes.chat.chains.default[1].hedge_after_ms: the last target has no next target",
+    ),
+    (
+        lambda d: target(d).update(timeout_s=5),
+        "routes.chat.chains.default[0].timeout_s: unknown key",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["chains"].update(fast=[]),
+        "routes.chat.chains.fast: a chain needs at least one target",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["chains"].update(fast={"model": "gpt"}),
+        "routes.chat.chains.fast: must be an array, got dict",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(chains={"main": [{"model": "gpt"}]}, rules=[]),
+        "routes.chat.chains: a route needs a chain named 'default'",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["rules"][0].update(chain="nope"),
+        "routes.chat.rules[0].chain: unknown chain 'nope' (known: default)",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["rules"][0].update(priority=["urgent"]),
+        "routes.chat.rules[0].priority: unknown priority 'urgent'",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["rules"][0].update(priority="high"),
+        "routes.chat.rules[0].priority: must be an array, got 'high'",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["rules"][0].update(priority=[]),
+        "routes.chat.rules[0].priority: must not be empty",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["rules"][0].update(
+            min_prompt_tokens=900, max_prompt_tokens=500
+        ),
+        "routes.chat.rules[0].min_prompt_tokens: must be <= max_prompt_tokens (500)",
+    ),
+    (
+        lambda d: d["routes"]["chat"]["rules"][0].update(max_output_tokens=0),
+        "routes.chat.rules[0].max_output_tokens: must be > 0",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(fallback_statuses=[429, 200]),
+        "routes.chat.fallback_statuses: 200 is not an HTTP error status",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(fallback_statuses=[True]),
+        "routes.chat.fallback_statuses[0]: must be int, got True",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(reservation_cap_usd=0),
+        "routes.chat.reservation_cap_usd: must be > 0",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"scope": "world"}),
+        "routes.chat.cache.scope: must be 'team' or 'global'",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"semantic_threshold": 1.5}),
+        "routes.chat.cache.semantic_threshold: must be in (0, 1]",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"exact_ttl_s": -1}),
+        "routes.chat.cache.exact_ttl_s: must be >= 0",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"allow_tools": 1}),
+        "routes.chat.cache.allow_tools: must be true or false, got 1",
+    ),
+    (
+        lambda d: d["routes"].update(gpt=d["routes"]["chat"]),
+        "routes.gpt: route name collides with model 'gpt'",
+    ),
+    (lambda d: d.update(api_keys=[]), "api_keys: at least one API key is required"),
+    (lambda d: d["api_keys"][0].pop("key_env"), "api_keys[0]: needs key_sha256 or key_env"),
+    (
+        lambda d: d["api_keys"][0].update(key_sha256=hash_key("x")),
+        "api_keys[0].key_sha256: set either key_sha256 or key_env, not both",
+    ),
+    (
+        lambda d: d["api_keys"][0].update(key_env="NOPE"),
+        "api_keys[0].key_env: environment variable NOPE is not set",
+    ),
+    (lambda d: use_hash(d, "abc"), "api_keys[0].key_sha256: must be 64 hex digits"),
+    (lambda d: d["api_keys"][0].pop("team"), "api_keys[0].team: required (a string)"),
+    (
+        lambda d: d["api_keys"][0].update(priority="urgent"),
+        "api_keys[0].priority: must be one of low, medium, high",
+    ),
+    (
+        lambda d: d["api_keys"][0].update(routes=["chat", "nope"]),
+        "api_keys[0].routes: unknown route or model 'nope'",
+    ),
+    (lambda d: d["api_keys"][0].update(routes=[]), "api_keys[0].routes: must not be empty"),
+    (
+        lambda d: d["api_keys"][0].update(end_user_budgets="yes"),
+        "api_keys[0].end_user_budgets: must be true or false",
+    ),
+    (
+        lambda d: second_key(d, key_env="APP_KEY"),
+        "api_keys[1].key_env: duplicate key: the same key as api_keys[0]",
+    ),
+    (
+        lambda d: second_key(d, key_sha256=hash_key(ENV["APP_KEY"]), key_env=None),
+        "api_keys[1].key_sha256: duplicate key: the same key as api_keys[0]",
+    ),
+    (
+        lambda d: second_key(d, name="app"),
+        "api_keys[1].name: duplicate key name 'app' (also api_keys[0])",
+    ),
+    (
+        lambda d: d.update(budgets={"timezone": "Mars/Olympus_Mons"}),
+        "budgets.timezone: unknown time zone 'Mars/Olympus_Mons'",
+    ),
+    (
+        lambda d: d.update(budgets={"webhook_url": "hooks.example.com"}),
+        "budgets.webhook_url: must be an http:// or https:// URL",
+    ),
+    (
+        lambda d: d["budgets"]["teams"]["t1"].update(alert_threshold=0),
+        "budgets.teams.t1.alert_threshold: must be in (0, 1]",
+    ),
+    (
+        lambda d: d["budgets"]["teams"]["t1"].update(daily_usd=-5),
+        "budgets.teams.t1.daily_usd: must be > 0",
+    ),
+    (
+        lambda d: d["budgets"]["teams"]["t1"].pop("daily_usd"),
+        "budgets.teams.t1: set daily_usd, monthly_usd or both",
+    ),
+    (
+        lambda d: d["budgets"]["teams"].update(t2={"daily_usd": 1}),
+        "budgets.teams.t2: no API key has team 't2' (teams: t1)",
+    ),
+    (
+        lambda d: d["budgets"].update(users={"*": {"window_s": 60}}),
+        'budgets.users."*".tokens: required (an integer)',
+    ),
+    (
+        lambda d: d["budgets"].update(users={"bob": {"tokens": 0}}),
+        "budgets.users.bob.tokens: must be > 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "expected"), CASES, ids=[c[1].split(":")[0] for c in CASES])
+def test_each_rule_is_one_problem_naming_its_path(
+    edit: Callable[[Data], object], expected: str
+) -> None:
+    data = minimal()
+    edit(data)
+    problems = problems_of(data)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_minimal_config_loads_with_defaults() -> None:
+    settings = parse_settings(minimal(), env=ENV)
+    assert settings.providers["openai"].base_url == "https://api.openai.com"
+    assert settings.models["gpt"].deployment == "gpt"
+    assert settings.models["claude"].input_per_mtok == 3.0
+    route = settings.routes["chat"]
+    assert [t.model for t in route.chains["default"].targets] == ["gpt", "claude"]
+    assert route.fallback_statuses == DEFAULT_FALLBACK_STATUSES
+    (key,) = settings.api_keys.values()
+    assert settings.api_keys == {hash_key("sk-app-SECRET"): key}
+    assert (key.user, key.feature, key.priority, key.routes) == ("app", "default", "medium", None)
+    assert settings.demo is False
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = minimal()
+    data["server"] = {"max_in_flight": -1, "bogus": 1}
+    target(data).update(model="gpt-5x")
+    data["api_keys"][0]["key_env"] = "NOPE"
+    with pytest.raises(ConfigError) as info:
+        parse_settings(data, env=ENV)
+    error = info.value
+    assert error.problems == (  # form (while reading), then meaning (cross-checks)
+        "server.bogus: unknown key (known: max_body_bytes, max_in_flight, shutdown_grace_s, stream_buffer)",
+        "api_keys[0].key_env: environment variable NOPE is not set",
+        "server.max_in_flight: must be > 0, got -1",
+        "routes.chat.chains.default[0].model: unknown model 'gpt-5x' (known: claude, gpt)",
+    )
+    assert str(error).startswith("4 config problems:\n  server.bogus: unknown key")
+
+
+def test_odd_names_are_quoted_in_paths() -> None:
+    data = minimal()
+    data["models"]["gpt-4.1"] = {"provider": "nope", "input_per_mtok": 1, "output_per_mtok": 1}
+    assert problems_of(data) == (
+        "models.\"gpt-4.1\".provider: unknown provider 'nope' (known: openai)",
+    )
+
+
+def test_openai_compatible_provider_may_have_no_key() -> None:
+    data = minimal()
+    data["providers"]["local"] = {"kind": "openai_compatible", "base_url": "http://vllm:8000/v1"}
+    settings = parse_settings(data, env=ENV)
+    assert settings.providers["local"].api_key is None
+    assert settings.providers["local"].base_url == "http://vllm:8000"
+
+
+def test_example_loads() -> None:
+    settings = load_settings(EXAMPLE, env=EXAMPLE_ENV)
+    assert set(settings.providers) == {"openai", "anthropic"}
+    assert settings.providers["anthropic"].api_key is not None
+    assert settings.providers["anthropic"].api_key.reveal() == "sk-ant-SECRET"
+    assert settings.models["claude-sonnet"].deployment == "claude-3-5-sonnet-20241022"
+    chat = settings.routes["chat"]
+    first = chat.chains["default"].targets[0]
+    assert (first.model, first.timeouts.first_byte, first.hedge_after_ms) == (
+        "gpt-4o-mini",
+        10.0,
+        1500,
+    )
+    assert [r.chain for r in chat.rules] == ["premium", "cheap"]
+    assert chat.cache.exact_ttl_s == 3600
+    assert 418 not in settings.routes["extract"].fallback_statuses
+    by_name = {k.name: (h, k) for h, k in settings.api_keys.items()}
+    assert by_name["support-bot"][0] == hash_key("sk-caller-SECRET")
+    assert by_name["search-indexer"][0] == hash_key("test")
+    assert by_name["search-indexer"][1].routes == {"extract", "gpt-4o-mini"}
+    assert settings.budgets.timezone == "Europe/Berlin"
+    assert settings.budgets.users["*"].tokens == 200_000
+    assert settings.storage.database_url is not None
+
+
+def test_secrets_never_show() -> None:
+    settings = load_settings(EXAMPLE, env=EXAMPLE_ENV)
+    assert "SECRET" not in repr(settings) and "SECRET" not in str(settings)
+    data = minimal()
+    data["storage"] = {"redis_url": "http://user:pw-SECRET@host"}
+    (problem,) = problems_of(data)
+    assert problem.startswith("storage.redis_url:") and "SECRET" not in problem
+
+
+def test_load_reports_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "absent.toml", env={})
+    assert "cannot read config" in info.value.problems[0]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(bad, env={})
+    assert info.value.problems[0].startswith(f"{bad}: invalid TOML")
+
+
+def test_check_config_exit_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert check_config(str(EXAMPLE)) == 0
+    assert capsys.readouterr().out == "ok: 2 providers, 4 models, 2 routes, 2 keys\n"
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        EXAMPLE.read_text().replace('model = "claude-haiku"', 'model = "claude-hiaku"', 1)
+    )
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert check_config(str(broken)) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.splitlines() == [
+        "providers.openai.api_key_env: environment variable OPENAI_API_KEY is not set",
+        "routes.chat.chains.default[1].model: unknown model 'claude-hiaku' "
+        "(known: claude-haiku, claude-sonnet, gpt-4o, gpt-4o-mini)",
+    ]
+
+
+def test_demo_settings_are_valid() -> None:
+    settings = demo_settings("http://127.0.0.1:8090/v1", "sk-demo", state_dir="/tmp/tp")
+    assert validate_settings(settings) == []
+    assert settings.demo is True
+    assert settings.storage.state_dir == "/tmp/tp"
+    assert {p.base_url for p in settings.providers.values()} == {"http://127.0.0.1:8090"}
+    assert {p.kind for p in settings.providers.values()} == {"openai", "anthropic"}
+    assert settings.models["claude-haiku"].provider == "sim-anthropic"
+    assert (
+        settings.models["gpt-4o"].input_per_mtok,
+        settings.models["gpt-4o"].output_per_mtok,
+    ) == (2.5, 10.0)
+    chat = settings.routes["chat"]
+    assert {n: [t.model for t in c.targets] for n, c in chat.chains.items()} == {
+        "default": ["gpt-4o-mini", "claude-haiku"],
+        "premium": ["gpt-4o", "claude-sonnet", "gpt-4o-mini"],
+        "cheap": ["gpt-4o-mini", "claude-haiku"],
+    }
+    assert chat.chains["default"].targets[0].hedge_after_ms == 1500
+    assert [(r.chain, r.priority, r.reason) for r in chat.rules] == [
+        ("premium", {"high"}, "high priority"),
+        ("cheap", {"low"}, "short low-priority request"),
+    ]
+    extract = settings.routes["extract"].chains["default"].targets
+    assert [t.model for t in extract] == ["claude-sonnet", "gpt-4o"]
+    assert all(t.hedge_after_ms is None for t in extract)
+    (key,) = settings.api_keys.values()
+    assert settings.api_keys == {hash_key("sk-demo"): key}
+    assert (key.name, key.team, key.user, key.routes) == ("demo", "demo", "demo", None)
+    assert "sk-demo" not in repr(settings)
+
+
+def test_demo_settings_share_the_checks() -> None:
+    with pytest.raises(ConfigError) as info:
+        demo_settings("localhost:8090", "sk-demo")
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "providers.sim-openai.base_url",
+        "providers.sim-anthropic.base_url",
+    ]
+    settings = demo_settings("http://127.0.0.1:8090", "sk-demo")
+    chat = settings.routes["chat"]
+    broken_chain = Chain("default", (Target("gpt-5x"),))
+    broken = dataclasses.replace(
+        settings,
+        routes={
+            **settings.routes,
+            "chat": dataclasses.replace(chat, chains={**chat.chains, "default": broken_chain}),
+        },
+    )
+    assert validate_settings(broken) == [
+        "routes.chat.chains.default[0].model: unknown model 'gpt-5x' "
+        "(known: claude-haiku, claude-sonnet, gpt-4o, gpt-4o-mini)"
+    ]
