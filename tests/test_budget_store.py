@@ -1,0 +1,165 @@
+"""Reservation semantics, identical on every store (memory, SQLite, Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from trioproxy.budget.claims import Claim
+from trioproxy.budget.memory_store import MemoryStore
+from trioproxy.budget.redis_store import RedisStore
+from trioproxy.budget.sqlite_store import SqliteStore
+from trioproxy.budget.store import BudgetStore, ReservationClosed
+from trioproxy.store.redis_client import RedisClient
+
+T0 = 1_795_000_000.0
+DAY = Claim("team:a:day:2026-11-22", 0, 1000, None, T0 + 3600)
+
+
+async def open_redis_store(nursery: trio.Nursery, url: str) -> RedisStore:
+    client = RedisClient(url, call_timeout=5.0)
+    await nursery.start(client.run)
+    return RedisStore(client)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery, redis_url: str
+) -> AsyncIterator[BudgetStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "sqlite":
+        s = SqliteStore(str(tmp_path / "budget.db"))
+        yield s
+        s.close()
+    else:
+        yield await open_redis_store(nursery, redis_url)
+
+
+def day(amount: int, limit: int = 1000) -> Claim:
+    return Claim(DAY.bucket, amount, limit, None, DAY.expires_at)
+
+
+def win(amount: int, limit: int = 100, window_s: float = 60.0) -> Claim:
+    return Claim("user:u", amount, limit, window_s)
+
+
+async def test_reserve_is_all_or_nothing(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(600), win(50)], now=T0, lease_s=60) is None
+    denial = await store.reserve("r2", [day(300), win(60)], now=T0, lease_s=60)
+    assert denial is not None and denial.bucket == "user:u"
+    assert (denial.used, denial.limit, denial.amount) == (50, 100, 60)
+    assert await store.usage(DAY.bucket, now=T0) == 600  # day(300) not taken either
+    assert await store.usage("user:u", now=T0) == 50
+    denial = await store.reserve("r3", [day(401), win(1)], now=T0, lease_s=60)
+    assert denial is not None and denial.bucket == DAY.bucket
+    assert denial.retry_after == pytest.approx(3600.0)  # the period's end
+    assert await store.reserve("r4", [day(400), win(50)], now=T0, lease_s=60) is None
+    assert await store.usage(DAY.bucket, now=T0) == 1000
+
+
+async def test_duplicate_reserve_is_refused(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(1)], now=T0, lease_s=60) is None
+    with pytest.raises(ValueError, match="already exists"):
+        await store.reserve("r1", [day(1)], now=T0, lease_s=60)
+
+
+async def test_settle_releases_rest_and_is_idempotent(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(600), win(80)], now=T0, lease_s=60) is None
+    await store.settle("r1", {DAY.bucket: 250, "user:u": 30}, now=T0 + 1)
+    assert await store.usage(DAY.bucket, now=T0 + 1) == 250
+    assert await store.usage("user:u", now=T0 + 1) == 30
+    await store.settle("r1", {DAY.bucket: 0, "user:u": 0}, now=T0 + 2)  # retry: no effect
+    assert await store.usage(DAY.bucket, now=T0 + 2) == 250
+    assert await store.usage("user:u", now=T0 + 2) == 30
+    await store.settle("unknown", {DAY.bucket: 5}, now=T0 + 2)
+    assert await store.usage(DAY.bucket, now=T0 + 2) == 250
+
+
+async def test_settle_missing_bucket_counts_zero(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(600), win(80)], now=T0, lease_s=60) is None
+    await store.settle("r1", {DAY.bucket: 100}, now=T0 + 1)
+    assert await store.usage("user:u", now=T0 + 1) == 0
+    assert await store.usage(DAY.bucket, now=T0 + 1) == 100
+
+
+async def test_extend_adds_atomically_and_renews_lease(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(300), win(10)], now=T0, lease_s=10) is None
+    assert await store.reserve("r2", [day(500)], now=T0, lease_s=10) is None
+    denial = await store.extend("r1", [day(201), win(5)], now=T0 + 8)
+    assert denial is not None and denial.bucket == DAY.bucket and denial.used == 800
+    assert await store.usage("user:u", now=T0 + 8) == 10  # all or nothing
+    assert await store.extend("r1", [day(200), win(5)], now=T0 + 8) is None
+    assert await store.usage(DAY.bucket, now=T0 + 8) == 1000
+    # lease renewed at T0+8 for 10 s: a settle at T0+15 still applies
+    await store.settle("r1", {DAY.bucket: 450, "user:u": 12}, now=T0 + 15)
+    assert await store.usage(DAY.bucket, now=T0 + 15) == 950  # r2 still holds 500
+    assert await store.usage("user:u", now=T0 + 15) == 12
+    with pytest.raises(ReservationClosed):
+        await store.extend("r1", [day(1)], now=T0 + 16)
+
+
+async def test_unsettled_reservation_expires_counted_at_reserved(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(700), win(40)], now=T0, lease_s=30) is None
+    with pytest.raises(ReservationClosed):
+        await store.extend("r1", [day(1)], now=T0 + 31)
+    await store.settle("r1", {DAY.bucket: 0, "user:u": 0}, now=T0 + 31)  # too late
+    assert await store.usage(DAY.bucket, now=T0 + 31) == 700
+    assert await store.usage("user:u", now=T0 + 31) == 40
+    denial = await store.reserve("r2", [day(301)], now=T0 + 32, lease_s=30)
+    assert denial is not None and denial.used == 700
+
+
+async def test_settle_above_reserved_records_actual(store: BudgetStore) -> None:
+    assert await store.reserve("r1", [day(100)], now=T0, lease_s=30) is None
+    await store.settle("r1", {DAY.bucket: 130}, now=T0 + 1)
+    assert await store.usage(DAY.bucket, now=T0 + 1) == 130
+
+
+async def test_window_slides_and_retry_after(store: BudgetStore) -> None:
+    assert await store.reserve("a", [win(40)], now=T0, lease_s=600) is None
+    assert await store.reserve("b", [win(30)], now=T0 + 10, lease_s=600) is None
+    assert await store.reserve("c", [win(30)], now=T0 + 20, lease_s=600) is None
+    denial = await store.reserve("d", [win(50)], now=T0 + 30, lease_s=600)
+    # 50 fits once a (40) and b (30) have left: b leaves at T0+10+60
+    assert denial is not None and denial.retry_after == pytest.approx(40.0)
+    denial = await store.reserve("d", [win(101)], now=T0 + 30, lease_s=600)
+    assert denial is not None and denial.retry_after is None  # never fits
+    assert await store.usage("user:u", now=T0 + 60) == 60  # a left (ts <= now - 60)
+    denial = await store.reserve("d", [win(50)], now=T0 + 69.5, lease_s=600)
+    assert denial is not None and denial.retry_after == pytest.approx(0.5)
+    assert await store.reserve("d", [win(50)], now=T0 + 70, lease_s=600) is None
+    assert await store.usage("user:u", now=T0 + 70) == 80
+    # settling a slid-out entry changes nothing in the window
+    await store.settle("a", {"user:u": 0}, now=T0 + 70)
+    assert await store.usage("user:u", now=T0 + 70) == 80
+
+
+async def test_team_limits_and_marks(store: BudgetStore) -> None:
+    assert await store.get_team_limits("a") is None
+    await store.set_team_limits("a", 5_000_000, None)
+    limits = await store.get_team_limits("a")
+    assert limits is not None and (limits.daily_micros, limits.monthly_micros) == (5_000_000, None)
+    assert await store.mark_once("alert:a:day:80", now=T0, expires_at=T0 + 100) is True
+    assert await store.mark_once("alert:a:day:80", now=T0 + 1, expires_at=T0 + 100) is False
+
+
+async def test_concurrent_reservations_fit_exactly(store: BudgetStore) -> None:
+    """1,000 concurrent reservations against a budget that fits exactly 137."""
+    n, price = 137, 7_300
+    limit = n * price + price - 1
+    admitted: list[str] = []
+
+    async def one(i: int) -> None:
+        claim = Claim("team:c:day:2026-11-22", price, limit, None, T0 + 3600)
+        if await store.reserve(f"q{i}", [claim], now=T0, lease_s=60) is None:
+            admitted.append(f"q{i}")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(1000):
+            nursery.start_soon(one, i)
+    assert len(admitted) == n
+    assert await store.usage("team:c:day:2026-11-22", now=T0) == n * price <= limit

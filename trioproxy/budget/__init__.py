@@ -1,0 +1,1 @@
+"""Exact budgets: reservations against team USD periods and user token windows."""

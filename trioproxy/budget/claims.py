@@ -1,0 +1,154 @@
+"""Claims on budgets and the worst-case cost of a request. Pure; no I/O.
+
+Money is integer micro-USD everywhere (1 USD = 1,000,000 µUSD), so sums never
+drift. A price in USD per 1M tokens is exactly µUSD per token; prices are
+converted from their decimal text (``0.15`` is 15/100, not the nearest float)
+and costs are rounded *up* to the next µUSD.
+
+A :class:`Claim` asks a store to add ``amount`` to ``bucket`` only if the
+bucket's usage (spent + reserved) plus ``amount`` stays within ``limit``.
+``window_s`` set means a sliding-window bucket (exact log), else a calendar
+period counter that may be dropped after ``expires_at``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from trioproxy.config.model import ModelConfig
+
+MICROS_PER_USD = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    bucket: str
+    amount: int
+    limit: int
+    window_s: float | None = None
+    """Sliding window length; None for a calendar-period counter."""
+    expires_at: float | None = None
+    """Period end (epoch seconds): the bucket is not needed after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Why a claim did not fit: the first bucket (in claim order) without room."""
+
+    bucket: str
+    used: int
+    """Spent + reserved at the time of the check."""
+    limit: int
+    amount: int
+    retry_after: float | None
+    """Seconds until the amount fits (window expiry or period end); None = never."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    usd_micros: int
+    tokens: int
+
+
+def usd_to_micros(usd: float) -> int:
+    """A configured USD amount (limit) as µUSD, from its decimal text, rounded down."""
+    return math.floor(Fraction(Decimal(repr(usd))) * MICROS_PER_USD)
+
+
+def _price(per_mtok: float) -> Fraction:
+    return Fraction(Decimal(repr(per_mtok)))
+
+
+def cost_micros(model: ModelConfig, input_tokens: int, output_tokens: int) -> int:
+    """Cost of a call in µUSD, rounded up."""
+    exact = input_tokens * _price(model.input_per_mtok) + output_tokens * _price(
+        model.output_per_mtok
+    )
+    return math.ceil(exact)
+
+
+def worst_case(
+    prompt_tokens_bound: int, max_tokens: int | None, models: Iterable[ModelConfig]
+) -> WorstCase:
+    """The most a request can cost on any model that may serve it.
+
+    ``prompt_tokens_bound`` must be a hard upper bound (``prompt_tokens(bound=True)``).
+    Output is ``max_tokens`` when given, else each model's ``max_output_tokens``.
+    Each model is priced separately and the maximum is taken, so the result is
+    the cost on the most expensive model for *this* request.
+    """
+    usd = tokens = 0
+    seen = False
+    for m in models:
+        seen = True
+        out = max_tokens if max_tokens is not None else m.max_output_tokens
+        usd = max(usd, cost_micros(m, prompt_tokens_bound, out))
+        tokens = max(tokens, prompt_tokens_bound + out)
+    if not seen:
+        raise ValueError("worst_case needs at least one model")
+    return WorstCase(usd, tokens)
+
+
+def initial_reservation(worst: int, cap: int | None, floor: int = 0) -> int:
+    """``min(worst, cap)``, but never below ``floor`` (e.g. the prompt's cost)."""
+    if cap is None:
+        return worst
+    return min(worst, max(cap, floor))
+
+
+def scaled(amount: int, part: int, whole: int) -> int:
+    """``amount * part / whole`` rounded up (tokens reserved in step with µUSD)."""
+    if whole <= 0:
+        return amount
+    return min(amount, -(-amount * part // whole))
+
+
+def merge_claims(claims: Iterable[Claim]) -> list[Claim]:
+    """One claim per bucket (amounts added), first-seen order kept."""
+    merged: dict[str, Claim] = {}
+    for c in claims:
+        prev = merged.get(c.bucket)
+        if prev is None:
+            merged[c.bucket] = c
+        else:
+            merged[c.bucket] = Claim(
+                c.bucket, prev.amount + c.amount, prev.limit, prev.window_s, prev.expires_at
+            )
+    return list(merged.values())
+
+
+def distribute(actual: int, held: Sequence[int]) -> list[int]:
+    """Split ``actual`` over holds taken in order, earliest first.
+
+    Earlier holds are kept whole until ``actual`` is used up, later ones shrink
+    (lowering never breaks a limit). Any excess over the total held goes to the
+    last hold: that is consumption the reservation did not cover.
+    """
+    out: list[int] = []
+    left = actual
+    for amount in held:
+        take = min(amount, max(0, left))
+        out.append(take)
+        left -= take
+    if out and left > 0:
+        out[-1] += left
+    return out
+
+
+__all__ = [
+    "MICROS_PER_USD",
+    "Claim",
+    "Denial",
+    "WorstCase",
+    "cost_micros",
+    "distribute",
+    "initial_reservation",
+    "merge_claims",
+    "scaled",
+    "usd_to_micros",
+    "worst_case",
+]

@@ -1,0 +1,153 @@
+"""The Lua scripts behind :class:`~trioproxy.budget.redis_store.RedisStore`.
+
+One script per operation, so every admission is one round trip and atomic on
+the server. Keys (``P`` = the store's prefix)::
+
+    P r:<rid>        hash  lu (lease until), ls (lease s), c (closed 0/1), s (seq), h (holds, JSON)
+    P c:<bucket>     string  period counter, µUSD (or tokens): spent + reserved
+    P w:<bucket>     zset  window log: member "<rid>|<seq>", score = ts
+    P wa:<bucket>    hash  member -> amount, plus _sum (live total) and _win (window s)
+
+Floats go back to Python as strings (Redis truncates Lua numbers to integers).
+Keys are derived inside the scripts, so this needs a single Redis (no Cluster).
+"""
+
+from __future__ import annotations
+
+from trioproxy.store.redis_client import Script
+
+_PRUNE = """
+local function prune(prefix, bucket, now, win)
+  local wz, wa = prefix .. 'w:' .. bucket, prefix .. 'wa:' .. bucket
+  local cutoff = now - win
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', wz, '-inf', cutoff, 'LIMIT', 0, 500)
+    if #old == 0 then break end
+    local amts = redis.call('HMGET', wa, unpack(old))
+    local freed = 0
+    for i = 1, #old do freed = freed + (tonumber(amts[i]) or 0) end
+    redis.call('HDEL', wa, unpack(old))
+    redis.call('ZREM', wz, unpack(old))
+    redis.call('HINCRBY', wa, '_sum', -freed)
+  end
+  return tonumber(redis.call('HGET', wa, '_sum') or '0')
+end
+"""
+
+# KEYS[1] reservation; ARGV: mode, now, lease_s, prefix, rid, retention_s, n,
+# then n x (bucket, amount, limit, window_s or '', ttl_s or '')
+ADMIT = Script(
+    _PRUNE
+    + """
+local mode, now, lease_s = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local prefix, rid, keep, n = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local rk = KEYS[1]
+local seq, holds, ls
+if mode == 'reserve' then
+  if redis.call('EXISTS', rk) == 1 then return redis.error_reply('DUPLICATE ' .. rid) end
+  seq, holds, ls = 0, {}, lease_s
+else
+  local r = redis.call('HMGET', rk, 'lu', 'c', 's', 'h', 'ls')
+  if not r[1] or r[2] == '1' or now > tonumber(r[1]) then return {'closed'} end
+  seq, holds, ls = tonumber(r[3]), cjson.decode(r[4]), tonumber(r[5])
+end
+local claims = {}
+for i = 0, n - 1 do
+  local o = 8 + i * 5
+  local b, amt, lim = ARGV[o], tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+  local win, ttl = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+  local used
+  if win then used = prune(prefix, b, now, win)
+  else used = tonumber(redis.call('GET', prefix .. 'c:' .. b) or '0') end
+  if used + amt > lim then
+    local retry = ''
+    if win and amt <= lim then
+      local wz, wa = prefix .. 'w:' .. b, prefix .. 'wa:' .. b
+      local log = redis.call('ZRANGE', wz, 0, -1, 'WITHSCORES')
+      local left = used
+      for j = 1, #log, 2 do
+        left = left - (tonumber(redis.call('HGET', wa, log[j]) or '0'))
+        if left + amt <= lim then
+          retry = string.format('%.17g', math.max(0, tonumber(log[j + 1]) + win - now))
+          break
+        end
+      end
+    end
+    return {'denied', b, string.format('%d', used), retry}
+  end
+  claims[#claims + 1] = {b, amt, win, ttl}
+end
+for _, c in ipairs(claims) do
+  local b, amt, win, ttl = c[1], c[2], c[3], c[4]
+  seq = seq + 1
+  if win then
+    local wz, wa, m = prefix .. 'w:' .. b, prefix .. 'wa:' .. b, rid .. '|' .. seq
+    redis.call('ZADD', wz, ARGV[2], m)
+    redis.call('HSET', wa, m, amt, '_win', win)
+    redis.call('HINCRBY', wa, '_sum', amt)
+    redis.call('EXPIRE', wz, ttl)
+    redis.call('EXPIRE', wa, ttl)
+  else
+    local ck = prefix .. 'c:' .. b
+    redis.call('INCRBY', ck, amt)
+    if ttl then redis.call('EXPIRE', ck, ttl) end
+  end
+  holds[#holds + 1] = {b, seq, amt, win and 1 or 0}
+end
+redis.call('HSET', rk, 'lu', string.format('%.17g', now + ls), 'ls', string.format('%.17g', ls),
+  'c', '0', 's', seq, 'h', cjson.encode(holds))
+redis.call('EXPIRE', rk, math.ceil(ls + keep))
+return {'ok'}
+"""
+)
+
+# KEYS[1] reservation; ARGV: now, prefix, rid, then pairs (bucket, actual)
+SETTLE = Script(
+    """
+local now, prefix, rid = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local rk = KEYS[1]
+local r = redis.call('HMGET', rk, 'lu', 'c', 'h')
+if not r[1] or r[2] == '1' then return 0 end
+redis.call('HSET', rk, 'c', '1')
+if now > tonumber(r[1]) then return 0 end
+local actual = {}
+for i = 4, #ARGV, 2 do actual[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local groups, order = {}, {}
+for _, h in ipairs(cjson.decode(r[3])) do
+  if not groups[h[1]] then groups[h[1]] = {}; order[#order + 1] = h[1] end
+  table.insert(groups[h[1]], h)
+end
+for _, b in ipairs(order) do
+  local g, left = groups[b], actual[b] or 0
+  for i, h in ipairs(g) do
+    local take = math.min(h[3], math.max(0, left))
+    left = left - take
+    if i == #g and left > 0 then take = take + left end
+    local delta = take - h[3]
+    if h[4] == 1 then
+      local wa, m = prefix .. 'wa:' .. b, rid .. '|' .. h[2]
+      if redis.call('HEXISTS', wa, m) == 1 then
+        redis.call('HSET', wa, m, take)
+        redis.call('HINCRBY', wa, '_sum', delta)
+      end
+    elseif delta ~= 0 and redis.call('EXISTS', prefix .. 'c:' .. b) == 1 then
+      redis.call('INCRBY', prefix .. 'c:' .. b, delta)
+    end
+  end
+end
+return 1
+"""
+)
+
+# ARGV: prefix, bucket, now
+USAGE = Script(
+    _PRUNE
+    + """
+local prefix, b, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local win = redis.call('HGET', prefix .. 'wa:' .. b, '_win')
+if win then return prune(prefix, b, now, tonumber(win)) end
+return tonumber(redis.call('GET', prefix .. 'c:' .. b) or '0')
+"""
+)
+
+__all__ = ["ADMIT", "SETTLE", "USAGE"]

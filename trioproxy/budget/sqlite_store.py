@@ -1,0 +1,269 @@
+"""Embedded budget store: one SQLite file in WAL mode, shared by every worker
+process on the host.
+
+Each operation is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken
+before the first read, so check-then-write is atomic across processes) run in a
+worker thread through a per-process :class:`trio.CapacityLimiter` of one: the
+process's single connection is never used by two threads at once, and other
+processes wait on SQLite's lock for at most ``busy_timeout_s``, after which the
+call fails with :class:`StoreUnavailable` rather than hanging. A call cancelled
+while its thread runs is abandoned; its transaction still commits or rolls
+back as a whole (an abandoned reserve is an unsettled reservation: see the
+lease rule in :mod:`trioproxy.budget.store`).
+
+``synchronous=NORMAL``: a commit survives a process crash; a power loss may
+lose the last transactions (budgets then err towards under-counting only what
+was in flight; the ledger remains the billing record).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+import trio
+
+from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
+from trioproxy.budget.periods import window_retry_after
+from trioproxy.budget.store import ReservationClosed, StoreUnavailable, TeamLimits
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets(
+    bucket TEXT PRIMARY KEY, window_s REAL, total INTEGER NOT NULL DEFAULT 0, expires_at REAL);
+CREATE TABLE IF NOT EXISTS wlog(
+    bucket TEXT NOT NULL, rid TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+    amount INTEGER NOT NULL, PRIMARY KEY (bucket, rid, seq));
+CREATE INDEX IF NOT EXISTS wlog_ts ON wlog(bucket, ts);
+CREATE TABLE IF NOT EXISTS reservations(
+    rid TEXT PRIMARY KEY, lease_s REAL NOT NULL, lease_until REAL NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS holds(
+    rid TEXT NOT NULL, seq INTEGER NOT NULL, bucket TEXT NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (rid, seq));
+CREATE TABLE IF NOT EXISTS team_limits(team TEXT PRIMARY KEY, daily INTEGER, monthly INTEGER);
+CREATE TABLE IF NOT EXISTS marks(key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+"""
+
+PRUNE_EVERY = 1024
+"""Reservations between two clean-ups of dead rows (done inside a reserve)."""
+RETENTION_S = 2 * 86400.0
+"""Expired period buckets and closed reservations are kept this long, for reports."""
+
+
+class SqliteStore:
+    def __init__(self, path: str, *, busy_timeout_s: float = 2.0) -> None:
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._limiter = trio.CapacityLimiter(1)
+        self._ops = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def tx() -> T:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+            return out
+
+        return await trio.to_thread.run_sync(tx, limiter=self._limiter, abandon_on_cancel=True)
+
+    # --- inside a transaction -------------------------------------------------
+
+    @staticmethod
+    def _used(db: sqlite3.Connection, bucket: str, now: float) -> tuple[int, float | None]:
+        row = db.execute("SELECT window_s, total FROM buckets WHERE bucket=?", (bucket,)).fetchone()
+        if row is None:
+            return 0, None
+        window_s, total = row
+        if window_s is None:
+            return int(total), None
+        (s,) = db.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM wlog WHERE bucket=? AND ts>?",
+            (bucket, now - window_s),
+        ).fetchone()
+        return int(s), float(window_s)
+
+    def _check(self, db: sqlite3.Connection, claims: Sequence[Claim], now: float) -> Denial | None:
+        for c in claims:
+            used, _ = self._used(db, c.bucket, now)
+            if used + c.amount <= c.limit:
+                continue
+            if c.window_s is None:
+                retry = None if c.expires_at is None else max(0.0, c.expires_at - now)
+            else:
+                rows = db.execute(
+                    "SELECT ts, amount FROM wlog WHERE bucket=? AND ts>?",
+                    (c.bucket, now - c.window_s),
+                ).fetchall()
+                retry = window_retry_after(rows, now, c.window_s, c.limit, c.amount)
+            return Denial(c.bucket, used, c.limit, c.amount, retry)
+        return None
+
+    @staticmethod
+    def _take(db: sqlite3.Connection, rid: str, claims: Sequence[Claim], now: float) -> None:
+        (seq,) = db.execute("SELECT seq FROM reservations WHERE rid=?", (rid,)).fetchone()
+        for c in claims:
+            seq += 1
+            db.execute(
+                "INSERT INTO buckets(bucket, window_s, total, expires_at) VALUES (?,?,0,?) "
+                "ON CONFLICT(bucket) DO NOTHING",
+                (c.bucket, c.window_s, c.expires_at),
+            )
+            if c.window_s is None:
+                db.execute(
+                    "UPDATE buckets SET total = total + ? WHERE bucket=?", (c.amount, c.bucket)
+                )
+            else:
+                db.execute(
+                    "INSERT INTO wlog(bucket, rid, seq, ts, amount) VALUES (?,?,?,?,?)",
+                    (c.bucket, rid, seq, now, c.amount),
+                )
+            db.execute(
+                "INSERT INTO holds(rid, seq, bucket, amount) VALUES (?,?,?,?)",
+                (rid, seq, c.bucket, c.amount),
+            )
+        db.execute("UPDATE reservations SET seq=? WHERE rid=?", (seq, rid))
+
+    @staticmethod
+    def _prune(db: sqlite3.Connection, now: float) -> None:
+        db.execute(
+            "DELETE FROM wlog WHERE ts <= ? - (SELECT b.window_s FROM buckets b "
+            "WHERE b.bucket = wlog.bucket)",
+            (now,),
+        )
+        db.execute(
+            "DELETE FROM buckets WHERE expires_at IS NOT NULL AND expires_at < ?",
+            (now - RETENTION_S,),
+        )
+        dead = "SELECT rid FROM reservations WHERE lease_until < ?"
+        db.execute(f"DELETE FROM holds WHERE rid IN ({dead})", (now - RETENTION_S,))
+        db.execute("DELETE FROM reservations WHERE lease_until < ?", (now - RETENTION_S,))
+        db.execute("DELETE FROM marks WHERE expires_at < ?", (now,))
+
+    # --- the protocol ---------------------------------------------------------
+
+    async def reserve(
+        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
+    ) -> Denial | None:
+        merged = merge_claims(claims)
+        self._ops += 1
+        prune = self._ops % PRUNE_EVERY == 0
+
+        def op(db: sqlite3.Connection) -> Denial | None:
+            if prune:
+                self._prune(db, now)
+            denial = self._check(db, merged, now)
+            if denial is None:
+                try:
+                    db.execute(
+                        "INSERT INTO reservations(rid, lease_s, lease_until) VALUES (?,?,?)",
+                        (rid, lease_s, now + lease_s),
+                    )
+                except sqlite3.IntegrityError:
+                    raise ValueError(f"reservation {rid!r} already exists") from None
+                self._take(db, rid, merged, now)
+            return denial
+
+        return await self._run(op)
+
+    async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None:
+        merged = merge_claims(claims)
+
+        def op(db: sqlite3.Connection) -> Denial | None:
+            row = db.execute(
+                "SELECT lease_s, lease_until, closed FROM reservations WHERE rid=?", (rid,)
+            ).fetchone()
+            if row is None or row[2] or now > row[1]:
+                raise ReservationClosed(rid)
+            denial = self._check(db, merged, now)
+            if denial is None:
+                self._take(db, rid, merged, now)
+                db.execute("UPDATE reservations SET lease_until=? WHERE rid=?", (now + row[0], rid))
+            return denial
+
+        return await self._run(op)
+
+    async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT lease_until, closed FROM reservations WHERE rid=?", (rid,)
+            ).fetchone()
+            if row is None or row[1]:
+                return
+            db.execute("UPDATE reservations SET closed=1 WHERE rid=?", (rid,))
+            if now > row[0]:
+                return  # lease expired: final at the reserved amount
+            by_bucket: dict[str, list[tuple[int, int]]] = {}
+            for seq, bucket, amount in db.execute(
+                "SELECT seq, bucket, amount FROM holds WHERE rid=? ORDER BY seq", (rid,)
+            ):
+                by_bucket.setdefault(bucket, []).append((seq, amount))
+            for bucket, holds in by_bucket.items():
+                shares = distribute(actual.get(bucket, 0), [a for _, a in holds])
+                for (seq, held), share in zip(holds, shares, strict=True):
+                    db.execute(
+                        "UPDATE buckets SET total = total + ? WHERE bucket=? AND window_s IS NULL",
+                        (share - held, bucket),
+                    )
+                    db.execute(
+                        "UPDATE wlog SET amount=? WHERE bucket=? AND rid=? AND seq=?",
+                        (share, bucket, rid, seq),
+                    )
+
+        await self._run(op)
+
+    async def usage(self, bucket: str, *, now: float) -> int:
+        return await self._run(lambda db: self._used(db, bucket, now)[0])
+
+    async def get_team_limits(self, team: str) -> TeamLimits | None:
+        def op(db: sqlite3.Connection) -> TeamLimits | None:
+            row = db.execute(
+                "SELECT daily, monthly FROM team_limits WHERE team=?", (team,)
+            ).fetchone()
+            return None if row is None else TeamLimits(row[0], row[1])
+
+        return await self._run(op)
+
+    async def set_team_limits(
+        self, team: str, daily_micros: int | None, monthly_micros: int | None
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO team_limits(team, daily, monthly) VALUES (?,?,?)",
+                (team, daily_micros, monthly_micros),
+            )
+        )
+
+    async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM marks WHERE key=? AND expires_at <= ?", (key, now))
+            cur = db.execute(
+                "INSERT OR IGNORE INTO marks(key, expires_at) VALUES (?,?)", (key, expires_at)
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    async def prune(self, now: float) -> None:
+        await self._run(lambda db: self._prune(db, now))
+
+
+__all__ = ["SqliteStore"]

@@ -1,0 +1,77 @@
+"""The budget store interface shared by the embedded (SQLite) and Redis stores.
+
+Reservation protocol (every implementation, every operation atomic):
+
+* ``reserve(rid, claims)`` adds every claim or none: each bucket's usage
+  (spent + reserved) plus the claim stays within its limit, checked and written
+  in one transaction / one Lua script. The reservation holds a *lease* of
+  ``lease_s`` seconds.
+* ``extend(rid, claims)`` adds more to a live reservation, all or nothing, and
+  renews its lease. Extending a settled or expired reservation raises
+  :class:`ReservationClosed`.
+* ``settle(rid, actual)`` replaces what the reservation holds in each bucket by
+  what was actually consumed (missing bucket = 0) and releases the rest. It is
+  idempotent: a second settle, or a settle of an unknown reservation, does
+  nothing. Actual amounts above the held amount are recorded as they are (the
+  budget then shows the real spend); see :mod:`trioproxy.budget.gate` for when
+  that can happen.
+* **Lease expiry**: a reservation that is not settled within its lease (the
+  gateway crashed, or lost the store while the request ran) is final at its
+  *reserved* amount: a settle after ``lease_until`` changes nothing. Reserved
+  amounts always count, pending or not, so an abandoned reservation can only
+  make the budget stricter; it never lets spend exceed the limit.
+
+Window buckets date each reservation or extension at the ``now`` it was made
+(an exact log); period buckets are plain counters. Stores trust the ``now``
+they are given: several hosts must keep their clocks in sync (NTP), and a skew
+of ``d`` seconds can shift a window's edge by at most ``d``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from trioproxy.budget.claims import Claim, Denial
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or did not answer in time."""
+
+
+class ReservationClosed(LookupError):
+    """Extend of a reservation that is settled, expired or unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class TeamLimits:
+    """Run-time limits of a team, in µUSD; None = no limit for that period."""
+
+    daily_micros: int | None
+    monthly_micros: int | None
+
+
+class BudgetStore(Protocol):
+    async def reserve(
+        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
+    ) -> Denial | None: ...
+
+    async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None: ...
+
+    async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None: ...
+
+    async def usage(self, bucket: str, *, now: float) -> int: ...
+
+    async def get_team_limits(self, team: str) -> TeamLimits | None: ...
+
+    async def set_team_limits(
+        self, team: str, daily_micros: int | None, monthly_micros: int | None
+    ) -> None: ...
+
+    async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
+        """True the first time ``key`` is marked (until ``expires_at``), else False."""
+        ...
+
+
+__all__ = ["BudgetStore", "ReservationClosed", "StoreUnavailable", "TeamLimits"]
