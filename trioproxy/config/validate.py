@@ -249,7 +249,7 @@ def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str] | Non
     """``teams``: the keys' teams, None when a key is missing (already a problem)."""
     try:
         zoneinfo.ZoneInfo(budgets.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         out.append(f"budgets.timezone: unknown time zone {budgets.timezone!r}")
     if budgets.webhook_url is not None and (problem := url_problem(budgets.webhook_url)):
         out.append(f"budgets.webhook_url: {problem}")
