@@ -159,8 +159,9 @@ class AnthropicStreamDecoder:
             if delta["type"] == "text_delta":
                 return [TextDelta(delta["text"])] if delta["text"] else []
             if delta["type"] == "input_json_delta" and data["index"] in self._tools:
-                tool = self._tools[data["index"]]
-                return [ToolCallDelta(tool, None, None, delta["partial_json"])]
+                if not (partial := delta["partial_json"]):
+                    return []
+                return [ToolCallDelta(self._tools[data["index"]], None, None, partial)]
             return []
         if kind == "content_block_start":
             block = data["content_block"]

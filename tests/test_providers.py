@@ -1,0 +1,437 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.wire_samples import (
+    ANTHROPIC_MESSAGE,
+    ANTHROPIC_TEXT_STREAM,
+    ANTHROPIC_TOOL_STREAM,
+    OPENAI_COMPLETION,
+    OPENAI_TEXT_STREAM,
+    OPENAI_TOOL_COMPLETION,
+    OPENAI_TOOL_STREAM,
+)
+from trioproxy.core.sse import SSEParser
+from trioproxy.core.types import (
+    SSEEvent,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from trioproxy.dialects import DIALECTS
+from trioproxy.errors import CallerError, ErrorKind, ProviderError
+from trioproxy.providers.anthropic import AnthropicAdapter
+from trioproxy.providers.base import StreamDecoder
+from trioproxy.providers.openai import OpenAIAdapter
+from trioproxy.providers.registry import adapter_for
+
+OPENAI, ANTHROPIC = OpenAIAdapter(), AnthropicAdapter()
+
+
+def decode(decoder: StreamDecoder, raw: bytes) -> list[StreamEvent]:
+    out: list[StreamEvent] = []
+    for event in SSEParser().feed(raw):
+        assert not decoder.done
+        out.extend(decoder.feed(event))
+    assert decoder.done
+    return out
+
+
+def openai_req(**body: Any) -> Any:
+    return DIALECTS["openai"].parse_request(orjson.dumps({"model": "route", **body}))
+
+
+def anthropic_req(**body: Any) -> Any:
+    return DIALECTS["anthropic"].parse_request(
+        orjson.dumps({"model": "route", "max_tokens": 100, **body})
+    )
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+# --- build_request -----------------------------------------------------------
+
+
+def test_openai_passthrough_keeps_unknown_fields_and_forces_stream_usage() -> None:
+    req = openai_req(messages=HI, stream=True, stream_options={"include_usage": False}, x_new=1)
+    up = OPENAI.build_request(req, "gpt-4o-2024-08-06", "sk-1")
+    assert up.path == "/v1/chat/completions"
+    assert dict(up.headers) == {"authorization": "Bearer sk-1", "content-type": "application/json"}
+    assert orjson.loads(up.body) == {
+        "model": "gpt-4o-2024-08-06",
+        "messages": HI,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "x_new": 1,
+    }
+    assert req.body["model"] == "route"  # the caller's dict is not mutated
+
+
+def test_openai_non_stream_gets_no_stream_options_and_no_key_no_auth() -> None:
+    up = OPENAI.build_request(openai_req(messages=HI), "m", None)
+    assert orjson.loads(up.body) == {"model": "m", "messages": HI}
+    assert dict(up.headers) == {"content-type": "application/json"}
+
+
+def test_anthropic_passthrough() -> None:
+    req = anthropic_req(messages=HI, top_k=5, stream=True, thinking={"type": "disabled"})
+    up = ANTHROPIC.build_request(req, "claude-x", "ak-1")
+    assert up.path == "/v1/messages"
+    assert dict(up.headers) == {
+        "x-api-key": "ak-1",
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+    }
+    body = orjson.loads(up.body)
+    assert body == {**req.body, "model": "claude-x"}
+    assert body["top_k"] == 5 and body["thinking"] == {"type": "disabled"}
+
+
+def test_openai_to_anthropic_translation() -> None:
+    req = openai_req(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use metric."}]},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            {"role": "user", "content": [{"type": "text", "text": "And?"}]},
+        ],
+        tools=[
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather",
+                    "parameters": {"type": "object"},
+                },
+            }
+        ],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=1.5,
+        stop="END",
+        user="u-42",
+        seed=7,
+        stream=True,
+    )
+    body = orjson.loads(ANTHROPIC.build_request(req, "claude-x", "k").body)
+    assert body == {
+        "model": "claude-x",
+        "max_tokens": 4096,
+        "system": "Be brief.\n\nUse metric.",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "call_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+                    {"type": "text", "text": "And?"},
+                ],
+            },
+        ],
+        "temperature": 1.0,
+        "stop_sequences": ["END"],
+        "tools": [
+            {"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}}
+        ],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "metadata": {"user_id": "u-42"},
+        "stream": True,
+    }
+
+
+def test_openai_to_anthropic_images_and_max_tokens() -> None:
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+        {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg"}},
+    ]
+    req = openai_req(messages=[{"role": "user", "content": parts}], max_completion_tokens=50)
+    body = orjson.loads(ANTHROPIC.build_request(req, "c", None).body)
+    assert body["max_tokens"] == 50
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.jpg"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0]"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}
+                ]
+            },
+            "messages[0].content[0]",
+        ),
+    ],
+)
+def test_untranslatable_openai_requests_are_caller_errors(
+    extra: dict[str, Any], param: str
+) -> None:
+    req = openai_req(**{"messages": HI, **extra})
+    with pytest.raises(CallerError) as info:
+        ANTHROPIC.build_request(req, "c", None)
+    assert info.value.kind is ErrorKind.INVALID_REQUEST and info.value.param == param
+
+
+# --- parse_response ----------------------------------------------------------
+
+
+def test_openai_parse_response() -> None:
+    c = OPENAI.parse_response(orjson.dumps(OPENAI_COMPLETION))
+    assert (c.id, c.model, c.text, c.finish_reason) == (
+        "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "gpt-4o-2024-08-06",
+        "Hello there.",
+        "stop",
+    )
+    assert c.usage == Usage(1117, 46) and c.wire == "openai" and c.native == OPENAI_COMPLETION
+
+
+def test_openai_parse_tool_response() -> None:
+    c = OPENAI.parse_response(orjson.dumps(OPENAI_TOOL_COMPLETION))
+    assert c.text == "" and c.finish_reason == "tool_calls"
+    assert c.tool_calls == (ToolCall("call_abc123", "get_weather", '{"location": "Boston, MA"}'),)
+
+
+def test_openai_missing_usage_is_estimated() -> None:
+    body = {k: v for k, v in OPENAI_COMPLETION.items() if k != "usage"}
+    usage = OPENAI.parse_response(orjson.dumps(body)).usage
+    assert usage.estimated and usage.output_tokens == 3
+
+
+def test_anthropic_parse_response_counts_cache_tokens_as_input() -> None:
+    c = ANTHROPIC.parse_response(orjson.dumps(ANTHROPIC_MESSAGE))
+    assert c.text == "I'll check." and c.finish_reason == "tool_calls"
+    assert c.usage == Usage(35, 30) and c.wire == "anthropic"
+    assert c.tool_calls == (
+        ToolCall("toolu_01A09q90", "get_weather", '{"location":"San Francisco, CA"}'),
+    )
+
+
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
+)
+def test_anthropic_stop_reasons(stop: str, finish: str) -> None:
+    body = {**ANTHROPIC_MESSAGE, "stop_reason": stop}
+    assert ANTHROPIC.parse_response(orjson.dumps(body)).finish_reason == finish
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", "tool_calls", "content_filter"])
+def test_openai_finish_reasons(finish: str) -> None:
+    choice = {**OPENAI_COMPLETION["choices"][0], "finish_reason": finish}
+    body = {**OPENAI_COMPLETION, "choices": [choice]}
+    assert OPENAI.parse_response(orjson.dumps(body)).finish_reason == finish
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"choices": []}',
+        b'{"choices": [{"message": 3}]}',
+        b'{"choices":[{"message":{"content":null,"tool_calls":[{"id":"x"}]}}]}',
+        b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":"1"}}',
+    ],
+)
+def test_openai_garbage_is_value_error(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        OPENAI.parse_response(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b'"x"',
+        b"{}",
+        b'{"content": [], "usage": {}}',
+        b'{"content": [{"type": "text"}], "usage": {"output_tokens": 1}}',
+    ],
+)
+def test_anthropic_garbage_is_value_error(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        ANTHROPIC.parse_response(body)
+
+
+def test_error_messages() -> None:
+    openai_err = b'{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}'
+    anthropic_err = (
+        b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+    )
+    assert OPENAI.error_message(429, openai_err) == "Rate limit reached"
+    assert ANTHROPIC.error_message(529, anthropic_err) == "Overloaded"
+    assert OPENAI.error_message(502, b"<html>Bad Gateway</html>") == "<html>Bad Gateway</html>"
+    assert ANTHROPIC.error_message(500, b"") == "HTTP 500"
+
+
+# --- stream decoders ------------------------------------------------------------
+
+
+def test_openai_text_stream() -> None:
+    assert decode(OPENAI.new_stream_decoder(), OPENAI_TEXT_STREAM) == [
+        StreamStart("chatcmpl-9x", "gpt-4o-mini-2024-07-18"),
+        TextDelta("Hello"),
+        TextDelta(" wörld!"),
+        StreamEnd("stop"),
+        UsageReport(Usage(19, 3)),
+    ]
+
+
+def test_openai_tool_stream() -> None:
+    assert decode(OPENAI.new_stream_decoder(), OPENAI_TOOL_STREAM) == [
+        StreamStart("chatcmpl-9x", "gpt-4o-mini-2024-07-18"),
+        ToolCallDelta(0, "call_abc", "get_weather", ""),
+        ToolCallDelta(0, None, None, '{"loc'),
+        ToolCallDelta(0, None, None, 'ation": "Paris"}'),
+        ToolCallDelta(1, "call_def", "get_time", "{}"),
+        StreamEnd("tool_calls"),
+        UsageReport(Usage(82, 17)),
+    ]
+
+
+def test_openai_usage_on_a_choice_chunk_is_reported_at_done() -> None:
+    d = OPENAI.new_stream_decoder()
+    chunk = {
+        "id": "c",
+        "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+    }
+    assert d.feed(SSEEvent(orjson.dumps(chunk).decode())) == [
+        StreamStart("c", "m"),
+        StreamEnd("length"),
+    ]
+    assert d.feed(SSEEvent("[DONE]")) == [UsageReport(Usage(5, 7))]
+    assert d.done
+
+
+def test_openai_error_chunk_raises() -> None:
+    d = OPENAI.new_stream_decoder()
+    with pytest.raises(ProviderError) as info:
+        d.feed(
+            SSEEvent('{"error": {"message": "The server had an error", "type": "server_error"}}')
+        )
+    assert info.value.kind is ErrorKind.STREAM_INTERRUPTED
+    assert info.value.message == "The server had an error"
+
+
+@pytest.mark.parametrize("data", ["", "nope", "[]", '{"choices": [3]}'])
+def test_openai_garbage_chunk_is_value_error(data: str) -> None:
+    with pytest.raises(ValueError):
+        OPENAI.new_stream_decoder().feed(SSEEvent(data))
+
+
+def test_anthropic_text_stream() -> None:
+    assert decode(ANTHROPIC.new_stream_decoder(), ANTHROPIC_TEXT_STREAM) == [
+        StreamStart("msg_01XFD", "claude-sonnet-4-5", input_tokens=125),
+        TextDelta("Hello"),
+        TextDelta(" wörld!"),
+        StreamEnd("stop"),
+        UsageReport(Usage(125, 15)),
+    ]
+
+
+def test_anthropic_tool_stream() -> None:
+    assert decode(ANTHROPIC.new_stream_decoder(), ANTHROPIC_TOOL_STREAM) == [
+        StreamStart("msg_014p7", "claude-sonnet-4-5", input_tokens=472),
+        TextDelta("Let me check."),
+        ToolCallDelta(0, "toolu_01T1x", "get_weather", ""),
+        ToolCallDelta(0, None, None, '{"location":'),
+        ToolCallDelta(0, None, None, ' "Paris"}'),
+        StreamEnd("tool_calls"),
+        UsageReport(Usage(472, 89)),
+    ]
+
+
+def test_anthropic_message_delta_input_counts_override_start() -> None:
+    d = ANTHROPIC.new_stream_decoder()
+    start = '{"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":3,"output_tokens":1}}}'
+    delta = '{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"input_tokens":10,"cache_read_input_tokens":null,"output_tokens":4}}'
+    d.feed(SSEEvent(start, "message_start"))
+    assert d.feed(SSEEvent(delta, "message_delta")) == [
+        StreamEnd("length"),
+        UsageReport(Usage(10, 4)),
+    ]
+
+
+def test_anthropic_ping_and_unknown_events_yield_nothing() -> None:
+    d = ANTHROPIC.new_stream_decoder()
+    assert d.feed(SSEEvent('{"type": "ping"}', "ping")) == []
+    assert d.feed(SSEEvent('{"type": "future_event", "x": 1}', "future_event")) == []
+    assert not d.done
+
+
+def test_anthropic_error_event_raises() -> None:
+    d = ANTHROPIC.new_stream_decoder()
+    with pytest.raises(ProviderError) as info:
+        d.feed(
+            SSEEvent(
+                '{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+                "error",
+            )
+        )
+    assert info.value.kind is ErrorKind.STREAM_INTERRUPTED and info.value.message == "Overloaded"
+
+
+@pytest.mark.parametrize(
+    "data", ["x", '{"type": "message_start"}', '{"type": "content_block_delta", "delta": 1}']
+)
+def test_anthropic_garbage_event_is_value_error(data: str) -> None:
+    with pytest.raises(ValueError):
+        ANTHROPIC.new_stream_decoder().feed(SSEEvent(data))
+
+
+@pytest.mark.parametrize(
+    ("kind", "wire"),
+    [("openai", "openai"), ("openai_compatible", "openai"), ("anthropic", "anthropic")],
+)
+def test_registry(kind: Any, wire: str) -> None:
+    assert adapter_for(kind).wire == wire
