@@ -81,10 +81,10 @@ class Exchange:
     def peer_closed(self) -> None:
         if self.done:
             return
-        self.finish("client_closed")
         if (trace := self.trace) is not None:
             trace.closed_at = trio.current_time()
             trace.closed_wall = time.time()
+        self.finish("client_closed")
 
     def finish(self, outcome: Outcome) -> None:
         if self.done:
@@ -94,6 +94,7 @@ class Exchange:
         if (trace := self.trace) is not None:
             trace.outcome = outcome
             trace.finished_at = trio.current_time()
+            self._stats._trace_done()
 
     def hanging(self) -> None:
         if self.trace is not None:
@@ -106,6 +107,7 @@ class SimStats:
     def __init__(self) -> None:
         self.active = 0
         """Requests in flight; survives :meth:`reset`."""
+        self._done_event = trio.Event()
         self.reset()
 
     def reset(self) -> None:
@@ -134,6 +136,22 @@ class SimStats:
 
     def trace(self, sim_id: str) -> RequestTrace | None:
         return self.traces.get(sim_id)
+
+    async def wait_done(self, sim_id: str) -> RequestTrace:
+        """Wait until the request with this ``x-sim-id`` has finished, by any outcome.
+
+        A finished request has ``finished_at`` set, and ``closed_at`` too when the
+        client went away first. Bound the wait with ``trio.fail_after``.
+        """
+        while True:
+            trace = self.traces.get(sim_id)
+            if trace is not None and trace.finished_at is not None:
+                return trace
+            await self._done_event.wait()
+
+    def _trace_done(self) -> None:
+        self._done_event.set()
+        self._done_event = trio.Event()
 
     def snapshot(self) -> dict[str, Any]:
         return {
