@@ -44,6 +44,9 @@ class UsageRecord:
     error_kind: str | None = None
     fallback_depth: int = 0
     """0 for the first target of the chain, 1 for the next, ..."""
+    attempt: int = 0
+    """Index of this attempt within its request (0, 1, ...; 0 for the request record).
+    Together with ``request_id``, ``kind`` and ``target`` it is the ledger's idempotency key."""
     hedge_role: HedgeRole | None = None
     outcome: Outcome = "served"
     stream: bool = False

@@ -1,0 +1,141 @@
+"""The ledger backend seam: what the writer and the reports need from a database.
+
+Two implementations: :mod:`trioproxy.ledger.sqlite` (default, a file in ``state_dir``) and
+:mod:`trioproxy.ledger.postgres` (when ``database_url`` is configured).
+
+Every backend keeps two tables:
+
+* ``ledger_raw``: one row per :class:`UsageRecord`, unique on the idempotency key
+  ``(request_id, kind, attempt, target)`` (``target`` stored as ``''`` when absent), written with
+  "insert, ignore conflicts" so a replayed batch never double-counts.
+* ``ledger_daily``: the rollup, one row per ``(day, kind, team, feature, user, route, model)``
+  with ``requests, input_tokens, output_tokens, cost_usd, saved_usd``. It is updated in the same
+  transaction as the raw insert, from the rows that were *actually inserted*, so rollup totals
+  always equal the sum of the raw rows (until retention removes raw rows; rollups are kept).
+
+``model`` is the record's ``target`` (the model config name), else its ``provider_model``,
+else ``''``. ``day`` is the UTC calendar day of ``ts``.
+
+Reports read only the rollup. Request records carry the whole request's cost (the gateway
+includes losing hedges and failed attempts), so spend reports use ``kind='request'`` rows;
+attempt rows are rolled up separately for per-target analysis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from trioproxy.ledger.record import RecordKind, UsageRecord
+
+DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day")
+"""The columns a report may group by."""
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    group: tuple[str, ...]
+    """Values of the ``by`` dimensions, in the order asked for."""
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    saved_usd: float
+
+
+class LedgerBackend(Protocol):
+    """A durable store of usage records. Every method may raise on a database failure."""
+
+    async def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        """Insert records and update rollups atomically; return how many were new.
+
+        Idempotent: records whose key is already stored are skipped (and not rolled up).
+        """
+        ...
+
+    async def query(
+        self,
+        *,
+        by: Sequence[str],
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        kind: RecordKind = "request",
+    ) -> list[ReportRow]:
+        """Rollup totals grouped by ``by`` (subset of :data:`DIMENSIONS`) for days in range."""
+        ...
+
+    async def enforce_retention(self, *, now: float, retention_days: int) -> int:
+        """Drop raw rows older than ``retention_days`` full days before ``now``; keep rollups.
+
+        Returns the number of partitions (PostgreSQL) or rows (SQLite) removed.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def model_of(record: UsageRecord) -> str:
+    return record.target or record.provider_model or ""
+
+
+def day_of(ts: float) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+
+
+RollupKey = tuple[str, str, str, str, str, str, str]
+"""(day ISO, kind, team, feature, user, route, model)."""
+
+
+def rollup_key(record: UsageRecord) -> RollupKey:
+    return (
+        day_of(record.ts).isoformat(),
+        record.kind,
+        record.team,
+        record.feature,
+        record.user,
+        record.route,
+        model_of(record),
+    )
+
+
+def aggregate(records: Iterable[UsageRecord]) -> dict[RollupKey, list[float]]:
+    """Sum records per rollup key: ``[requests, input_tokens, output_tokens, cost, saved]``."""
+    out: dict[RollupKey, list[float]] = {}
+    for r in records:
+        acc = out.setdefault(rollup_key(r), [0, 0, 0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += r.input_tokens
+        acc[2] += r.output_tokens
+        acc[3] += r.cost_usd
+        acc[4] += r.saved_usd
+    return out
+
+
+def check_dimensions(by: Sequence[str]) -> None:
+    bad = [d for d in by if d not in DIMENSIONS]
+    if bad or not by:
+        raise ValueError(f"report dimensions must be a non-empty subset of {DIMENSIONS}, got {bad}")
+
+
+def record_from_dict(data: Mapping[str, Any]) -> UsageRecord:
+    """Rebuild a record from :meth:`UsageRecord.to_dict`; unknown keys are ignored."""
+    return UsageRecord(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+__all__ = [
+    "DIMENSIONS",
+    "LedgerBackend",
+    "ReportRow",
+    "RollupKey",
+    "aggregate",
+    "check_dimensions",
+    "day_of",
+    "model_of",
+    "record_from_dict",
+    "rollup_key",
+]

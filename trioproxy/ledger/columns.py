@@ -1,0 +1,67 @@
+"""Raw ledger columns shared by the SQLite and PostgreSQL backends.
+
+A column list derived once from :class:`UsageRecord`, with each database's type, and the
+conversions between a record and a row tuple. ``user`` is stored as ``user_name`` (``user`` is
+reserved in PostgreSQL); ``target`` is stored as ``''`` when absent so that it can be part of the
+unique key (NULLs never conflict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from trioproxy.ledger.record import UsageRecord
+
+# field name -> (column name, SQLite type, PostgreSQL type)
+_TYPES: dict[str, tuple[str, str]] = {
+    "ts": ("REAL", "timestamptz"),
+    "input_tokens": ("INTEGER", "bigint"),
+    "output_tokens": ("INTEGER", "bigint"),
+    "status": ("INTEGER", "integer"),
+    "fallback_depth": ("INTEGER", "integer"),
+    "attempt": ("INTEGER", "integer"),
+    "estimated": ("INTEGER", "boolean"),
+    "stream": ("INTEGER", "boolean"),
+    "cost_usd": ("REAL", "double precision"),
+    "saved_usd": ("REAL", "double precision"),
+    "latency_ms": ("REAL", "double precision"),
+    "ttfb_ms": ("REAL", "double precision"),
+}
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(UsageRecord))
+COLUMNS: tuple[str, ...] = tuple("user_name" if f == "user" else f for f in FIELDS)
+KEY_COLUMNS: tuple[str, ...] = ("request_id", "kind", "attempt", "target")
+NOT_NULL: frozenset[str] = frozenset(
+    f.name
+    for f in dataclasses.fields(UsageRecord)
+    if f.default is dataclasses.MISSING or f.default is not None or f.name == "target"
+)
+
+
+def sqlite_type(field: str) -> str:
+    return _TYPES.get(field, ("TEXT", "text"))[0]
+
+
+def pg_type(field: str) -> str:
+    return _TYPES.get(field, ("TEXT", "text"))[1]
+
+
+def column_ddl(dialect: str) -> str:
+    parts = []
+    for field, col in zip(FIELDS, COLUMNS, strict=True):
+        typ = sqlite_type(field) if dialect == "sqlite" else pg_type(field)
+        null = " NOT NULL" if field in NOT_NULL else ""
+        parts.append(f"{col} {typ}{null}")
+    return ", ".join(parts)
+
+
+def to_row(record: UsageRecord) -> tuple[Any, ...]:
+    """Values in :data:`COLUMNS` order (``target`` None -> ``''``)."""
+    return tuple(
+        ("" if v is None else v) if f == "target" else v
+        for f, v in ((f, getattr(record, f)) for f in FIELDS)
+    )
+
+
+__all__ = ["COLUMNS", "FIELDS", "KEY_COLUMNS", "column_ddl", "pg_type", "sqlite_type", "to_row"]

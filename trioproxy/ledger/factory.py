@@ -1,0 +1,37 @@
+"""Open the configured ledger backend and writer from ``settings.storage``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.writer import LedgerWriter
+
+SQLITE_NAME = "ledger.sqlite3"
+
+
+async def open_backend(*, state_dir: str | Path, database_url: str | None = None) -> LedgerBackend:
+    """PostgreSQL when ``database_url`` is set, else SQLite at ``state_dir/ledger.sqlite3``."""
+    if database_url:
+        from trioproxy.ledger.postgres import PostgresLedger
+
+        return await PostgresLedger.open(database_url)
+    from trioproxy.ledger.sqlite import SqliteLedger
+
+    return await SqliteLedger.open(Path(state_dir) / SQLITE_NAME)
+
+
+async def open_writer(
+    *,
+    state_dir: str | Path,
+    database_url: str | None = None,
+    retention_days: int | None = None,
+) -> LedgerWriter:
+    """The app's writer: start ``writer.run`` with ``nursery.start``; ``aclose`` at shutdown,
+    then ``await writer.backend.aclose()``."""
+    backend = await open_backend(state_dir=state_dir, database_url=database_url)
+    return LedgerWriter(backend, Spool(state_dir), retention_days=retention_days)
+
+
+__all__ = ["SQLITE_NAME", "open_backend", "open_writer"]

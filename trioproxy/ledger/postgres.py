@@ -1,0 +1,236 @@
+"""PostgreSQL ledger backend (when ``storage.database_url`` is configured).
+
+psycopg 3 sync + ``psycopg_pool.ConnectionPool`` (autocommit) called through ``trio.to_thread``
+behind a ``CapacityLimiter`` the size of the pool (the fastest combination measured in
+``research/stack.md`` §2). One batch is one statement: ``unnest`` of per-column arrays inserted
+with ``ON CONFLICT DO NOTHING``, and, in a data-modifying CTE of the same statement, the rollup
+upsert computed from the ``RETURNING`` rows, so only newly inserted records are rolled up and a
+replayed batch never double-counts.
+
+Sizing: ``ledger_raw`` is partitioned by UTC day (``PARTITION BY RANGE (ts)``, one partition per
+day named ``ledger_raw_pYYYYMMDD``, created ``PARTITIONS_AHEAD`` days ahead and on demand for
+the days a batch touches). A raw row is ~350 bytes with its index, so 1M requests/day is
+~350 MB/day; with ``retention_days = 30`` the raw table stays near 10 GB, and retention is a
+``DROP TABLE`` of whole partitions (instant, no vacuum debt), unlike LiteLLM's ever-growing
+spend table. ``ledger_daily`` (the rollup reports read) grows with distinct
+(day, team, feature, user, route, model) combinations only, e.g. 100 teams x 10 models x 1,000
+users is at most 1M tiny rows per day in the worst case and typically far fewer; it is kept.
+A record replayed from the spool after its day's raw partition was dropped by retention is
+stored again and rolled up again; keep ``retention_days`` well above any outage length.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import trio
+from psycopg_pool import ConnectionPool
+
+from trioproxy.ledger.backend import ReportRow, check_dimensions, day_of
+from trioproxy.ledger.columns import COLUMNS, FIELDS, KEY_COLUMNS, column_ddl, pg_type, to_row
+from trioproxy.ledger.record import RecordKind, UsageRecord
+
+POOL_SIZE = 4
+"""Connections (and worker threads); 2x cores was as fast as 16 in stack.md §2."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open one connection."""
+POOL_TIMEOUT = 5.0
+"""Seconds to wait for a connection from the pool before the call fails."""
+PARTITIONS_AHEAD = 2
+"""Days of raw partitions created ahead of today."""
+_LOCK_ID = 0x7472696F6C656467  # advisory lock serialising DDL across gateway processes
+
+_ROLLUP_COLS = "day, kind, team, feature, user_name, route, model"
+_SCHEMA = [
+    f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('postgres')}, "
+    f"UNIQUE ({', '.join(KEY_COLUMNS)}, ts)) PARTITION BY RANGE (ts)",
+    """CREATE TABLE IF NOT EXISTS ledger_daily (
+        day date NOT NULL, kind text NOT NULL, team text NOT NULL, feature text NOT NULL,
+        user_name text NOT NULL, route text NOT NULL, model text NOT NULL,
+        requests bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
+        cost_usd double precision NOT NULL, saved_usd double precision NOT NULL,
+        PRIMARY KEY (day, kind, team, feature, user_name, route, model))""",
+]
+
+
+def _write_sql() -> str:
+    arrays = ", ".join(f"%s::{'float8' if f == 'ts' else pg_type(f)}[]" for f in FIELDS)
+    select = ", ".join(
+        "to_timestamp(u.ts)" if f == "ts" else f"u.{c}"
+        for f, c in zip(FIELDS, COLUMNS, strict=True)
+    )
+    return f"""
+WITH ins AS (
+  INSERT INTO ledger_raw ({", ".join(COLUMNS)})
+  SELECT {select} FROM unnest({arrays}) AS u({", ".join(COLUMNS)})
+  ON CONFLICT DO NOTHING
+  RETURNING ts, kind, team, feature, user_name, route, target, provider_model,
+            input_tokens, output_tokens, cost_usd, saved_usd
+), up AS (
+  INSERT INTO ledger_daily ({_ROLLUP_COLS},
+                            requests, input_tokens, output_tokens, cost_usd, saved_usd)
+  SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
+         COALESCE(NULLIF(target, ''), provider_model, ''),
+         count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(saved_usd)
+  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7
+  ON CONFLICT ({_ROLLUP_COLS}) DO UPDATE SET
+    requests = ledger_daily.requests + excluded.requests,
+    input_tokens = ledger_daily.input_tokens + excluded.input_tokens,
+    output_tokens = ledger_daily.output_tokens + excluded.output_tokens,
+    cost_usd = ledger_daily.cost_usd + excluded.cost_usd,
+    saved_usd = ledger_daily.saved_usd + excluded.saved_usd
+)
+SELECT count(*) FROM ins"""
+
+
+_WRITE_SQL = _write_sql()
+_DIM_COLUMN = {"user": "user_name"}
+
+
+def _partition(day: dt.date) -> str:
+    return f"ledger_raw_p{day:%Y%m%d}"
+
+
+class PostgresLedger:
+    """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on PostgreSQL."""
+
+    def __init__(self, pool: ConnectionPool, *, pool_size: int) -> None:
+        self._pool = pool
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self._schema_ready = False
+        self._days: set[dt.date] = set()
+
+    @classmethod
+    async def open(
+        cls, url: str, *, pool_size: int = POOL_SIZE, pool_timeout: float = POOL_TIMEOUT
+    ) -> PostgresLedger:
+        """Create the pool without waiting for the server: the schema is made on first use,
+        so the gateway starts (and spools) while the database is down."""
+        pool: ConnectionPool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=pool_timeout,
+            kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
+            check=ConnectionPool.check_connection,
+        )
+        await trio.to_thread.run_sync(lambda: pool.open(wait=False))
+        return cls(pool, pool_size=pool_size)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(
+            fn, *args, limiter=self._limiter, abandon_on_cancel=True
+        )
+
+    def _ensure(self, conn: psycopg.Connection[Any], days: set[dt.date]) -> None:
+        today = dt.datetime.now(dt.UTC).date()
+        want = days | {today + dt.timedelta(days=i) for i in range(PARTITIONS_AHEAD + 1)}
+        missing = sorted(want - self._days)
+        if self._schema_ready and not missing:
+            return
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            if not self._schema_ready:
+                for stmt in _SCHEMA:
+                    conn.execute(stmt)
+            for day in missing:
+                lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_partition(day)} PARTITION OF ledger_raw "
+                    f"FOR VALUES FROM ('{lo} 00:00+00') TO ('{hi} 00:00+00')"
+                )
+        self._schema_ready = True
+        self._days.update(missing)
+
+    async def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        if not records:
+            return 0
+        rows = [to_row(r) for r in records]
+        params = [list(col) for col in zip(*rows, strict=True)]
+        days = {day_of(r.ts) for r in records}
+
+        def _write() -> int:
+            with self._pool.connection() as conn:
+                self._ensure(conn, days)
+                cur = conn.execute(_WRITE_SQL, params)
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
+
+        return int(await self._run(_write))
+
+    async def query(
+        self,
+        *,
+        by: Sequence[str],
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        kind: RecordKind = "request",
+    ) -> list[ReportRow]:
+        check_dimensions(by)
+        cols = [_DIM_COLUMN.get(d, d) for d in by]
+        sql = (
+            f"SELECT {', '.join(cols)}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
+            f"SUM(cost_usd), SUM(saved_usd) FROM ledger_daily WHERE kind = %s AND day >= %s "
+            f"AND day <= %s GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}"
+        )
+        hi = (until or dt.datetime.now(dt.UTC)).timestamp()
+        params = (kind, day_of(since.timestamp()), day_of(hi))
+
+        def _query() -> list[ReportRow]:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+                rows = conn.execute(sql, params).fetchall()
+            n = len(cols)
+            return [
+                ReportRow(
+                    tuple(str(v) for v in row[:n]),
+                    int(row[n]),
+                    int(row[n + 1]),
+                    int(row[n + 2]),
+                    float(row[n + 3]),
+                    float(row[n + 4]),
+                )
+                for row in rows
+            ]
+
+        result: list[ReportRow] = await self._run(_query)
+        return result
+
+    async def partitions(self) -> list[str]:
+        """Names of the raw partitions, oldest first."""
+
+        def _list() -> list[str]:
+            with self._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'ledger_raw' "
+                    "ORDER BY c.relname"
+                ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        result: list[str] = await self._run(_list)
+        return result
+
+    async def enforce_retention(self, *, now: float, retention_days: int) -> int:
+        cutoff = _partition(day_of(now) - dt.timedelta(days=retention_days))
+        old = [p for p in await self.partitions() if p < cutoff]
+
+        def _drop() -> int:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+                for name in old:
+                    conn.execute(f"DROP TABLE IF EXISTS {name}")
+            self._days = {d for d in self._days if _partition(d) >= cutoff}
+            return len(old)
+
+        return int(await self._run(_drop))
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(lambda: self._pool.close(timeout=CONNECT_TIMEOUT))
+
+
+__all__ = ["CONNECT_TIMEOUT", "PARTITIONS_AHEAD", "POOL_SIZE", "POOL_TIMEOUT", "PostgresLedger"]

@@ -1,0 +1,152 @@
+"""Spend reports from the ledger rollup, and the ``trioproxy report`` command.
+
+    trioproxy report --by team,feature --since 7d [--config FILE | --state-dir DIR |
+                     --database-url URL] [--kind request|attempt]
+
+prints a plain aligned table (one row per group, then a TOTAL row) of requests, input and
+output tokens, cost and saved cost in USD. ``--since`` takes ``30m``, ``24h``, ``7d``, ``2w``
+or an ISO date; reports have day granularity (they read ``ledger_daily``), so ``--since 24h``
+covers yesterday's and today's UTC days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from trioproxy.ledger.backend import DIMENSIONS, LedgerBackend, ReportRow, check_dimensions
+from trioproxy.ledger.factory import open_backend
+from trioproxy.ledger.record import RecordKind
+
+REPORT_TIMEOUT = 60.0
+"""Seconds the CLI waits for the database before giving up."""
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_METRICS = ("requests", "input_tokens", "output_tokens", "cost_usd", "saved_usd")
+
+
+async def spend_report(
+    backend: LedgerBackend,
+    *,
+    by: Sequence[str],
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    kind: RecordKind = "request",
+) -> list[ReportRow]:
+    """Totals per group of ``by`` (subset of :data:`DIMENSIONS`) for UTC days since ``since``."""
+    check_dimensions(by)
+    return await backend.query(by=by, since=since, until=until, kind=kind)
+
+
+def parse_since(text: str, *, now: dt.datetime) -> dt.datetime:
+    """``7d`` / ``24h`` / ``30m`` / ``2w`` / ``90s`` before ``now``, or an ISO date/datetime."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if m:
+        return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since: expected e.g. 7d, 24h or 2025-01-31, got {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def format_report(rows: Sequence[ReportRow], by: Sequence[str]) -> str:
+    """An aligned plain-text table with a TOTAL row."""
+    header = [*by, *_METRICS]
+    total = ReportRow(
+        ("TOTAL", *([""] * (len(by) - 1))),
+        sum(r.requests for r in rows),
+        sum(r.input_tokens for r in rows),
+        sum(r.output_tokens for r in rows),
+        sum(r.cost_usd for r in rows),
+        sum(r.saved_usd for r in rows),
+    )
+
+    def cells(r: ReportRow) -> list[str]:
+        return [
+            *(g or "-" for g in r.group),
+            f"{r.requests:,}",
+            f"{r.input_tokens:,}",
+            f"{r.output_tokens:,}",
+            f"{r.cost_usd:,.4f}",
+            f"{r.saved_usd:,.4f}",
+        ]
+
+    body = [cells(r) for r in rows]
+    foot = cells(total)
+    foot[1 : len(by)] = [""] * (len(by) - 1)
+    table = [header, *body, foot]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    n = len(by)
+
+    def line(row: list[str]) -> str:
+        left = [c.ljust(w) for c, w in zip(row[:n], widths[:n], strict=True)]
+        right = [c.rjust(w) for c, w in zip(row[n:], widths[n:], strict=True)]
+        return "  ".join(left + right).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in body), rule, line(foot)])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trioproxy report", description="Spend from the ledger.")
+    p.add_argument("--by", default="team", help=f"comma-separated subset of {','.join(DIMENSIONS)}")
+    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date (default 7d)")
+    p.add_argument("--config", help="trioproxy TOML config (storage section)")
+    p.add_argument("--state-dir", help="SQLite ledger directory (overrides the config)")
+    p.add_argument("--database-url", help="PostgreSQL URL (overrides the config)")
+    p.add_argument("--kind", choices=("request", "attempt"), default="request")
+    return p
+
+
+def report_main(argv: list[str]) -> int:
+    """``trioproxy report``: print the table; return the exit status."""
+    args = _parser().parse_args(argv)
+    by = [d.strip() for d in args.by.split(",") if d.strip()]
+    try:
+        check_dimensions(by)
+        since = parse_since(args.since, now=dt.datetime.now(dt.UTC))
+    except ValueError as exc:
+        print(f"trioproxy report: {exc}", file=sys.stderr)
+        return 2
+    state_dir, database_url = args.state_dir, args.database_url
+    if args.config:
+        from trioproxy.config import ConfigError, load_settings
+
+        try:
+            storage = load_settings(args.config).storage
+        except ConfigError as exc:
+            print(f"trioproxy report: {exc}", file=sys.stderr)
+            return 2
+        state_dir = state_dir or storage.state_dir
+        if database_url is None and storage.database_url is not None and not args.state_dir:
+            database_url = storage.database_url.reveal()
+    state_dir = state_dir or "./var"
+
+    async def _run() -> list[ReportRow]:
+        with trio.fail_after(REPORT_TIMEOUT):
+            backend = await open_backend(state_dir=state_dir, database_url=database_url)
+            try:
+                return await spend_report(backend, by=by, since=since, kind=args.kind)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await backend.aclose()
+
+    try:
+        rows = trio.run(_run)
+    except Exception as exc:
+        print(f"trioproxy report: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(rows, by))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(report_main(sys.argv[1:]))
+
+
+__all__ = ["format_report", "parse_since", "report_main", "spend_report"]

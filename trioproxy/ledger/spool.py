@@ -1,0 +1,123 @@
+"""The ledger spool: an append-only JSON-lines file in ``state_dir`` for records the database
+could not take (database down, or the writer's channel full).
+
+Several gateway processes may share one spool. Appends open the file with ``O_APPEND``, take an
+exclusive ``flock``, check that the path still names the file they opened (a replayer may have
+renamed it), write whole lines with one ``write``, and optionally ``fsync``. A replayer *claims*
+the spool by renaming it (under the same lock) to ``<name>.replay-<pid>-<n>``, replays the claimed
+file into the database, and deletes it. A claimed file left behind by a crash is picked up by the
+next replay; replays are idempotent (the database ignores records it already has), so two
+processes replaying the same file cannot double-count.
+
+All methods are synchronous and short; callers on the event loop accept a few microseconds of
+file I/O (the overflow path of ``submit``) or run them in a thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from trioproxy.ledger.backend import record_from_dict
+from trioproxy.ledger.record import UsageRecord
+
+SPOOL_NAME = "ledger-spool.jsonl"
+_claims = itertools.count()
+
+
+class Spool:
+    def __init__(self, state_dir: str | Path, *, name: str = SPOOL_NAME) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / name
+        self.appended = 0
+        """Records appended by this process (statistics)."""
+        self.corrupt_lines = 0
+        """Unparseable lines skipped while reading (a torn write from a crash)."""
+
+    def _open_locked(self) -> int:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # renamed away by a replayer between open and lock: reopen
+
+    def append(self, records: Iterable[UsageRecord], *, fsync: bool = True) -> int:
+        """Append records as JSON lines; return how many. ``fsync`` makes them survive power loss."""
+        data = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records)
+        if not data:
+            return 0
+        fd = self._open_locked()
+        try:
+            view = memoryview(data.encode())
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the flock
+        n = data.count("\n")
+        self.appended += n
+        return n
+
+    def sync(self) -> None:
+        """fsync the spool (after unsynced overflow appends)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def claim(self) -> list[Path]:
+        """Take the current spool (renamed) plus claimed files left by earlier replays."""
+        claimed = sorted(self.dir.glob(f"{self.path.name}.replay-*"))
+        if self.path.exists():
+            fd = self._open_locked()
+            try:
+                target = self.path.with_name(
+                    f"{self.path.name}.replay-{os.getpid()}-{next(_claims)}"
+                )
+                os.rename(self.path, target)
+                claimed.append(target)
+            finally:
+                os.close(fd)
+        return claimed
+
+    def has_pending(self) -> bool:
+        return self.path.exists() or any(self.dir.glob(f"{self.path.name}.replay-*"))
+
+    def read(self, path: Path) -> Iterator[UsageRecord]:
+        """Records of one claimed file; lines a crash tore are counted and skipped."""
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            for line in fh:
+                try:
+                    yield record_from_dict(json.loads(line))
+                except (ValueError, TypeError):
+                    self.corrupt_lines += 1
+
+    def release(self, path: Path) -> None:
+        """Delete a claimed file once all its records are in the database."""
+        path.unlink(missing_ok=True)
+
+    def count(self) -> int:
+        """Records currently spooled (all files); for tests and statistics."""
+        files = [self.path, *self.dir.glob(f"{self.path.name}.replay-*")]
+        return sum(sum(1 for _ in self.read(f)) for f in files if f.exists())
+
+
+__all__ = ["SPOOL_NAME", "Spool"]

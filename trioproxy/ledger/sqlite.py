@@ -1,0 +1,163 @@
+"""SQLite ledger backend (the default): ``ledger.sqlite3`` in ``state_dir``.
+
+WAL mode, ``busy_timeout`` and ``BEGIN IMMEDIATE`` make it safe with several writer processes on
+one host (hypercorn workers): each batch is one short write transaction. Calls run in
+``trio.to_thread`` behind a ``CapacityLimiter(1)`` (one connection, one statement at a time).
+
+Sizing: a raw row is ~300 bytes with indexes, so 1M requests/day is ~300 MB/day; retention
+deletes raw rows older than ``retention_days`` (run hourly by the writer) and keeps
+``ledger_daily``, whose size is bounded by distinct (day, team, feature, user, route, model)
+combinations, not by traffic. Beyond a few million requests a day, configure PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from trioproxy.ledger.backend import ReportRow, aggregate, check_dimensions, day_of
+from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row
+from trioproxy.ledger.record import RecordKind, UsageRecord
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a writer waits for another process's write lock before failing the batch."""
+
+_INSERT = (
+    f"INSERT OR IGNORE INTO ledger_raw ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+)
+_UPSERT = """
+INSERT INTO ledger_daily
+  (day, kind, team, feature, user_name, route, model,
+   requests, input_tokens, output_tokens, cost_usd, saved_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, kind, team, feature, user_name, route, model) DO UPDATE SET
+  requests = requests + excluded.requests,
+  input_tokens = input_tokens + excluded.input_tokens,
+  output_tokens = output_tokens + excluded.output_tokens,
+  cost_usd = cost_usd + excluded.cost_usd,
+  saved_usd = saved_usd + excluded.saved_usd
+"""
+_DIM_COLUMN = {"user": "user_name"}
+
+
+def _schema() -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('sqlite')}, "
+        f"UNIQUE ({', '.join(KEY_COLUMNS)}))",
+        "CREATE INDEX IF NOT EXISTS ledger_raw_ts ON ledger_raw (ts)",
+        """CREATE TABLE IF NOT EXISTS ledger_daily (
+            day TEXT NOT NULL, kind TEXT NOT NULL, team TEXT NOT NULL, feature TEXT NOT NULL,
+            user_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL,
+            requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, saved_usd REAL NOT NULL,
+            PRIMARY KEY (day, kind, team, feature, user_name, route, model))""",
+    ]
+
+
+class SqliteLedger:
+    """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on one SQLite file."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._limiter = trio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteLedger:
+        """Open (creating the file, directory and schema if needed)."""
+
+        def _open() -> sqlite3.Connection:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _schema():
+                    conn.execute(stmt)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return conn
+
+        return cls(await trio.to_thread.run_sync(_open))
+
+    async def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        return await trio.to_thread.run_sync(
+            self._write, list(records), limiter=self._limiter, abandon_on_cancel=True
+        )
+
+    def _write(self, records: list[UsageRecord]) -> int:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = []
+            for r in records:
+                if conn.execute(_INSERT, to_row(r)).rowcount == 1:
+                    inserted.append(r)
+            conn.executemany(_UPSERT, [(*k, *v) for k, v in aggregate(inserted).items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(inserted)
+
+    async def query(
+        self,
+        *,
+        by: Sequence[str],
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        kind: RecordKind = "request",
+    ) -> list[ReportRow]:
+        check_dimensions(by)
+        cols = [_DIM_COLUMN.get(d, d) for d in by]
+        sql = (
+            f"SELECT {', '.join(cols)}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
+            f"SUM(cost_usd), SUM(saved_usd) FROM ledger_daily WHERE kind = ? AND day >= ? "
+            f"AND day <= ? GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}"
+        )
+        hi = (until or dt.datetime.now(dt.UTC)).timestamp()
+        params = (kind, day_of(since.timestamp()).isoformat(), day_of(hi).isoformat())
+
+        def _query() -> list[ReportRow]:
+            rows = self._conn.execute(sql, params).fetchall()
+            n = len(cols)
+            return [
+                ReportRow(tuple(str(v) for v in row[:n]), *(row[n + i] for i in range(5)))
+                for row in rows
+            ]
+
+        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
+
+    async def raw_count(self) -> int:
+        def _count() -> int:
+            return int(self._conn.execute("SELECT COUNT(*) FROM ledger_raw").fetchone()[0])
+
+        return await trio.to_thread.run_sync(_count, limiter=self._limiter)
+
+    async def enforce_retention(self, *, now: float, retention_days: int) -> int:
+        cutoff = dt.datetime.combine(
+            day_of(now) - dt.timedelta(days=retention_days), dt.time(), tzinfo=dt.UTC
+        ).timestamp()
+
+        def _delete() -> int:
+            return int(
+                self._conn.execute("DELETE FROM ledger_raw WHERE ts < ?", (cutoff,)).rowcount
+            )
+
+        return await trio.to_thread.run_sync(_delete, limiter=self._limiter)
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+
+
+__all__ = ["BUSY_TIMEOUT_MS", "SqliteLedger"]

@@ -1,0 +1,322 @@
+"""The ledger writer: the durable :class:`UsageSink`.
+
+``submit`` never blocks and never raises: it puts the record in a bounded memory channel, or,
+when the channel is full (or the writer is closed), appends it to the spool file synchronously
+(written, not fsync'd; the writer fsyncs it with its next batch). ``run`` (started with
+``nursery.start`` in the app's lifetime nursery) drains the channel in batches of up to
+``batch_size`` records or ``batch_interval`` seconds and writes each batch to the backend
+within ``write_timeout``.
+
+When a write fails or times out, the batch goes to the spool (fsync'd), the database is marked
+down and retried with exponential backoff (``retry_min`` doubling to ``retry_max``); while it is
+down, batches go straight to the spool. When a write or probe succeeds again, the spool is
+claimed and replayed in batches. Replays are safe to repeat: the backend ignores records whose
+``(request_id, kind, attempt, target)`` key it already has (a write that timed out on our side
+but committed on the server, or a crash between a replay write and the spool deletion, cannot
+double-count).
+
+Shutdown (``aclose``, or cancellation of ``run``) is shielded and bounded by
+``shutdown_timeout``: pending records go to the database if it answers within
+``shutdown_db_timeout``, else to the spool; whatever is left when the deadline hits is spooled
+synchronously. The next ``run`` (any process sharing ``state_dir``) replays the spool.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.spool import Spool
+
+log = logging.getLogger("trioproxy.ledger")
+
+CAPACITY = 10_000
+"""Records buffered in memory before ``submit`` spills to the spool file."""
+BATCH_SIZE = 500
+BATCH_INTERVAL = 0.2
+"""Seconds to wait for a batch to fill after its first record."""
+WRITE_TIMEOUT = 10.0
+"""Seconds one batch write may take before it counts as a failure (and is spooled)."""
+RETRY_MIN = 0.5
+RETRY_MAX = 30.0
+"""Backoff bounds (seconds) between database retries while it is down."""
+SPOOL_CHECK_INTERVAL = 60.0
+"""Seconds between checks for spool files left by other processes."""
+RETENTION_INTERVAL = 3600.0
+SHUTDOWN_TIMEOUT = 10.0
+"""Bound on the whole shutdown flush."""
+SHUTDOWN_DB_TIMEOUT = 3.0
+"""Bound on database writes during the shutdown flush; after it, records are spooled."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatistics:
+    buffered: int
+    submitted: int
+    overflowed: int
+    """Records ``submit`` put in the spool because the channel was full or closed."""
+    written: int
+    """New records stored in the database (replays included)."""
+    duplicates: int
+    """Records the database already had (replays after partial writes)."""
+    spooled: int
+    """Records the writer put in the spool (database down, timed out, shutdown)."""
+    replayed: int
+    """Records read back from the spool and written to the database."""
+    lost: int
+    """Records that could be neither queued nor spooled (spool file I/O failed)."""
+    db_up: bool
+    last_error: str | None
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        backend: LedgerBackend,
+        spool: Spool | str | Path,
+        *,
+        capacity: int = CAPACITY,
+        batch_size: int = BATCH_SIZE,
+        batch_interval: float = BATCH_INTERVAL,
+        write_timeout: float = WRITE_TIMEOUT,
+        retry_min: float = RETRY_MIN,
+        retry_max: float = RETRY_MAX,
+        retention_days: int | None = None,
+        retention_interval: float = RETENTION_INTERVAL,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        shutdown_db_timeout: float = SHUTDOWN_DB_TIMEOUT,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.spool = spool if isinstance(spool, Spool) else Spool(spool)
+        self._send, self._receive = trio.open_memory_channel[UsageRecord](capacity)
+        self._batch_size = batch_size
+        self._batch_interval = batch_interval
+        self._write_timeout = write_timeout
+        self._retry_min, self._retry_max = retry_min, retry_max
+        self._retention_days = retention_days
+        self._retention_interval = retention_interval
+        self._shutdown_timeout = shutdown_timeout
+        self._shutdown_db_timeout = shutdown_db_timeout
+        self._wall_clock = wall_clock
+        self._pending: list[UsageRecord] = []
+        self._db_up = True
+        self._backoff = retry_min
+        self._retry_at = 0.0
+        self._spool_dirty = True  # check once at start
+        self._spool_unsynced = False
+        self._next_spool_check = 0.0
+        self._next_retention = 0.0
+        self._running = False
+        self._done = trio.Event()
+        self._submitted = self._overflowed = self._written = self._duplicates = 0
+        self._spooled = self._replayed = self._lost = 0
+        self._last_error: str | None = None
+
+    # -- hot path -----------------------------------------------------------------------
+    def submit(self, record: UsageRecord) -> None:
+        try:
+            self._send.send_nowait(record)
+            self._submitted += 1
+            return
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        self._submitted += 1
+        try:
+            self.spool.append([record], fsync=False)
+        except OSError as exc:
+            self._lost += 1
+            log.error("ledger record lost: spool append failed: %s", exc)
+            return
+        self._overflowed += 1
+        self._spool_unsynced = self._spool_dirty = True
+
+    def statistics(self) -> LedgerStatistics:
+        return LedgerStatistics(
+            buffered=self._receive.statistics().current_buffer_used + len(self._pending),
+            submitted=self._submitted,
+            overflowed=self._overflowed,
+            written=self._written,
+            duplicates=self._duplicates,
+            spooled=self._spooled,
+            replayed=self._replayed,
+            lost=self._lost,
+            db_up=self._db_up,
+            last_error=self._last_error,
+        )
+
+    # -- lifetime -----------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running = True
+        try:
+            await self._maintain()
+            task_status.started()
+            while await self._collect():
+                await self._write_pending()
+                await self._maintain()
+            await self._write_pending()
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self._shutdown_timeout):
+                    await self._flush_on_exit()
+                self._spool_rest_now()
+                self._running = False
+                self._done.set()
+
+    async def aclose(self) -> None:
+        """Stop accepting records into the channel and flush everything (bounded)."""
+        self._send.close()
+        if self._running:
+            with trio.CancelScope(shield=True), trio.move_on_after(self._shutdown_timeout + 1):
+                await self._done.wait()
+        else:
+            self._spool_rest_now()
+
+    # -- batching -----------------------------------------------------------------------
+    async def _collect(self) -> bool:
+        """Fill ``_pending``; False once the channel is closed and drained."""
+        wait = self._retry_at - trio.current_time() if not self._db_up else SPOOL_CHECK_INTERVAL
+        with trio.move_on_after(max(wait, 0.0)):
+            try:
+                self._pending.append(await self._receive.receive())
+            except trio.EndOfChannel:
+                return False
+        if not self._pending:
+            return True
+        with trio.move_on_after(self._batch_interval):
+            while len(self._pending) < self._batch_size:
+                try:
+                    self._pending.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    try:
+                        self._pending.append(await self._receive.receive())
+                    except trio.EndOfChannel:
+                        return False
+                except trio.EndOfChannel:
+                    return False
+        return True
+
+    async def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        if self._db_up or trio.current_time() >= self._retry_at:
+            if await self._try_write(self._pending, self._write_timeout):
+                self._pending = []
+                return
+        await trio.to_thread.run_sync(self._spool_batch, self._pending)
+        self._pending = []
+
+    async def _try_write(self, batch: list[UsageRecord], bound: float) -> bool:
+        try:
+            with trio.fail_after(bound):
+                new = await self.backend.write_batch(batch)
+        except Exception as exc:  # trio.Cancelled is a BaseException and propagates
+            self._mark_down(exc)
+            return False
+        self._written += new
+        self._duplicates += len(batch) - new
+        if not self._db_up:
+            log.info("ledger database is back")
+        self._db_up, self._backoff = True, self._retry_min
+        return True
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._db_up:
+            log.warning("ledger database write failed, spooling: %s", self._last_error)
+        else:
+            self._backoff = min(self._backoff * 2, self._retry_max)
+        self._db_up = False
+        self._retry_at = trio.current_time() + self._backoff
+
+    def _spool_batch(self, batch: list[UsageRecord]) -> None:
+        self.spool.append(batch, fsync=True)
+        self._spooled += len(batch)
+        self._spool_dirty = True
+        self._spool_unsynced = False
+
+    def _spool_rest_now(self) -> None:
+        """Synchronously spool everything not yet durable; close the channel so later
+        submits spool directly."""
+        while True:
+            try:
+                self._pending.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self._receive.close()
+        if self._pending:
+            try:
+                self._spool_batch(self._pending)
+            except OSError as exc:
+                self._lost += len(self._pending)
+                log.error("ledger: %d records lost, spool failed: %s", len(self._pending), exc)
+            self._pending = []
+
+    async def _flush_on_exit(self) -> None:
+        while True:
+            try:
+                self._pending.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        while self._pending and self._db_up:
+            batch = self._pending[: self._batch_size]
+            if not await self._try_write(batch, self._shutdown_db_timeout):
+                break
+            del self._pending[: len(batch)]
+        if self._pending:
+            await trio.to_thread.run_sync(self._spool_batch, self._pending)
+            self._pending = []
+        if self._spool_unsynced:
+            await trio.to_thread.run_sync(self.spool.sync)
+
+    # -- spool replay and retention ----------------------------------------------------------
+    async def _maintain(self) -> None:
+        now = trio.current_time()
+        if self._spool_unsynced:
+            self._spool_unsynced = False
+            await trio.to_thread.run_sync(self.spool.sync)
+        if now >= self._next_spool_check:
+            self._next_spool_check = now + SPOOL_CHECK_INTERVAL
+            self._spool_dirty = True
+        if self._spool_dirty and (self._db_up or now >= self._retry_at):
+            await self._replay()
+        if self._retention_days is not None and now >= self._next_retention and self._db_up:
+            self._next_retention = now + self._retention_interval
+            try:
+                with trio.fail_after(self._write_timeout):
+                    n = await self.backend.enforce_retention(
+                        now=self._wall_clock(), retention_days=self._retention_days
+                    )
+                if n:
+                    log.info("ledger retention removed %d raw partitions/rows", n)
+            except Exception as exc:
+                log.warning("ledger retention failed: %s", exc)
+
+    async def _replay(self) -> None:
+        if not await trio.to_thread.run_sync(self.spool.has_pending):
+            self._spool_dirty = False
+            return
+        for path in await trio.to_thread.run_sync(self.spool.claim):
+            records = self.spool.read(path)
+            while chunk := await trio.to_thread.run_sync(_take, records, self._batch_size):
+                if not await self._try_write(chunk, self._write_timeout):
+                    return  # the claimed file stays; the next replay picks it up
+                self._replayed += len(chunk)
+            await trio.to_thread.run_sync(self.spool.release, path)
+            log.info("ledger spool %s replayed", path.name)
+        self._spool_dirty = False
+
+
+def _take(it: Iterator[UsageRecord], n: int) -> list[UsageRecord]:
+    return list(itertools.islice(it, n))
+
+
+__all__ = ["LedgerStatistics", "LedgerWriter"]
