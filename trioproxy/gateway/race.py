@@ -39,7 +39,11 @@ class AttemptFailed(Exception):
     """This target failed in a way that lets the next one try."""
 
     def __init__(
-        self, kind: ErrorKind, message: str, *, status: int | None = None,
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -132,7 +136,9 @@ class Race:
             attempt.outcome = "lost" if self.winner is not None else "cancelled"
             await self._report(name, ok=None)
 
-    async def _report(self, name: str, *, ok: bool | None, retry_after: float | None = None) -> None:
+    async def _report(
+        self, name: str, *, ok: bool | None, retry_after: float | None = None
+    ) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             await self._breakers.report(name, trio.current_time(), ok=ok, retry_after=retry_after)
 
@@ -171,8 +177,12 @@ class Race:
             "primary" if not self.attempts else "hedge" if running else "fallback"
         )
         attempt = Attempt(
-            index=len(self.attempts), depth=depth, target=self.targets[depth], role=role,
-            started_at=trio.current_time(), wall_started_at=time.time(),
+            index=len(self.attempts),
+            depth=depth,
+            target=self.targets[depth],
+            role=role,
+            started_at=trio.current_time(),
+            wall_started_at=time.time(),
         )
         self.attempts.append(attempt)
         nursery.start_soon(self._attempt, attempt)
@@ -202,7 +212,8 @@ class Race:
         if not failures:
             return ProviderError(ErrorKind.UPSTREAM_UNAVAILABLE, "No upstream target is available.")
         detail = "; ".join(
-            f"{a.target.model}: {a.error.message}" for a in self.attempts
+            f"{a.target.model}: {a.error.message}"
+            for a in self.attempts
             if isinstance(a.error, AttemptFailed)
         )
         retry_after = min((f.retry_after for f in failures if f.retry_after), default=None)
@@ -211,7 +222,9 @@ class Race:
             if all(f.kind is ErrorKind.UPSTREAM_TIMEOUT for f in failures)
             else ErrorKind.UPSTREAM_UNAVAILABLE
         )
-        return ProviderError(kind, f"All upstream targets failed ({detail}).", retry_after=retry_after)
+        return ProviderError(
+            kind, f"All upstream targets failed ({detail}).", retry_after=retry_after
+        )
 
 
 __all__ = ["Attempt", "AttemptFailed", "Breakers", "Race", "RunAttempt"]

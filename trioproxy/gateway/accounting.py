@@ -1,0 +1,138 @@
+"""Turn a finished request into usage records: one per attempt, one for the request.
+
+The request record's cost is the sum of its attempts' costs (a hedged loser
+that got as far as producing tokens is paid for too); reports sum request
+records, never both kinds. Tokens come from the provider's usage fields; when
+a stream broke or the client left before them, from what was received,
+marked ``estimated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
+from trioproxy.core.routing import RoutePlan
+from trioproxy.core.types import ChatRequest, Usage
+from trioproxy.errors import GatewayError
+from trioproxy.gateway.attempt import Meter
+from trioproxy.gateway.race import Attempt, AttemptFailed, Race
+from trioproxy.ledger.record import Outcome, UsageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    request_id: str
+    key: ApiKeyConfig
+    feature: str
+    req: ChatRequest
+    plan: RoutePlan
+    prompt_estimate: int
+    started: float
+    wall_started: float
+
+
+def cost_usd(model: ModelConfig, usage: Usage) -> float:
+    return (
+        usage.input_tokens * model.input_per_mtok + usage.output_tokens * model.output_per_mtok
+    ) / 1_000_000
+
+
+def _ms(start: float, end: float | None) -> float | None:
+    return None if end is None else round((end - start) * 1000, 3)
+
+
+def _attempt_outcome(a: Attempt) -> Outcome:
+    return {"won": "won", "lost": "lost", "failed": "failed", "rejected": "error"}.get(
+        a.outcome, "cancelled"
+    )  # type: ignore[return-value]
+
+
+def usage_records(
+    facts: RequestFacts,
+    settings: Settings,
+    race: Race,
+    meters: Mapping[int, Meter],
+    *,
+    status: int,
+    error: GatewayError | None,
+    client_gone: bool,
+) -> Iterator[UsageRecord]:
+    now = trio.current_time()
+    key, req = facts.key, facts.req
+    common = dict(
+        request_id=facts.request_id,
+        key_name=key.name,
+        team=key.team,
+        user=key.user,
+        feature=facts.feature,
+        route=facts.plan.route.name,
+        end_user=req.end_user,
+        chain=facts.plan.chain.name,
+        stream=req.stream,
+    )
+    total_cost = 0.0
+    for a in race.attempts:
+        model = settings.models[a.target.model]
+        meter = meters.get(a.index, Meter())
+        usage = meter.final(facts.prompt_estimate)
+        cost = cost_usd(model, usage)
+        total_cost += cost
+        err = a.error
+        yield UsageRecord(
+            ts=a.wall_started_at,
+            kind="attempt",
+            target=a.target.model,
+            provider=model.provider,
+            provider_model=model.deployment,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            estimated=usage.estimated,
+            cost_usd=cost,
+            latency_ms=_ms(a.started_at, a.ended_at or now) or 0.0,
+            ttfb_ms=_ms(a.started_at, a.first_byte_at),
+            status=(err.status or 502)
+            if isinstance(err, AttemptFailed)
+            else (err.status if isinstance(err, GatewayError) else status or 499),
+            error_kind=err.kind.value if err is not None else None,
+            fallback_depth=a.depth,
+            hedge_role=a.role,
+            outcome=_attempt_outcome(a),
+            **common,  # type: ignore[arg-type]
+        )
+    winner = race.winner
+    wmodel = settings.models[winner.target.model] if winner else None
+    usage = meters[winner.index].final(facts.prompt_estimate) if winner else Usage(0, 0)
+    final_error = error or (race.error() if winner is None and race.attempts else None)
+    yield UsageRecord(
+        ts=facts.wall_started,
+        kind="request",
+        target=winner.target.model if winner else None,
+        provider=wmodel.provider if wmodel else None,
+        provider_model=wmodel.deployment if wmodel else None,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        estimated=usage.estimated,
+        cost_usd=total_cost,
+        latency_ms=_ms(facts.started, now) or 0.0,
+        ttfb_ms=_ms(facts.started, winner.first_byte_at) if winner else None,
+        cache="off",
+        status=499 if client_gone else status,
+        error_kind=(
+            "client_disconnected"
+            if client_gone
+            else final_error.kind.value
+            if final_error
+            else None
+        ),
+        fallback_depth=winner.depth if winner else 0,
+        hedge_role=winner.role if winner else None,
+        outcome="served" if winner and final_error is None and not client_gone else "error",
+        **common,  # type: ignore[arg-type]
+    )
+
+
+__all__ = ["RequestFacts", "cost_usd", "usage_records"]

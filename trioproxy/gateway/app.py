@@ -1,0 +1,152 @@
+"""The ASGI application: ``create_app(settings)``.
+
+The proxy endpoints are served as raw ASGI (the hot path skips a framework's
+request machinery; see ``research/stack.md`` §4). Everything else (the
+dashboard) is delegated to an optional inner ASGI app. The app's lifespan
+opens the one app-lifetime nursery; background services (ledger writer,
+cache writer, alert sender, ...) start in it with ``nursery.start`` so that
+start-up fails loudly, and stop on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+import trio
+
+from trioproxy.config.model import Settings
+from trioproxy.dialects import DIALECTS
+from trioproxy.errors import CallerError, ErrorKind, GatewayError
+from trioproxy.gateway.asgi_io import Receive, Scope, Send, send_whole
+from trioproxy.gateway.auth import KeyRing, may_use
+from trioproxy.gateway.breakers import LocalBreakers
+from trioproxy.gateway.handler import ChatHandler
+from trioproxy.gateway.upstream import HttpTransport, Transport
+from trioproxy.gateway.usage import LogSink
+from trioproxy.ledger.record import UsageSink
+
+log = logging.getLogger("trioproxy")
+
+Service = Callable[..., Awaitable[None]]
+"""A background task ``run(*, task_status)`` started in the app nursery."""
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        sink: UsageSink | None = None,
+        services: Sequence[Service] = (),
+        inner: ASGIApp | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = KeyRing(settings.api_keys)
+        self.transport = transport or HttpTransport(settings.providers)
+        self.breakers = LocalBreakers(settings.breaker)
+        self.sink: UsageSink = sink or LogSink()
+        self.chat = ChatHandler(settings, self.keys, self.transport, self.breakers, self.sink)
+        self.services = list(services)
+        self.inner = inner
+        self.ready = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif self.inner is not None:
+            await self.inner(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/v1/chat/completions" or path == "/chat/completions":
+            await self._post_only(method, "openai", scope, receive, send)
+        elif path == "/v1/messages":
+            await self._post_only(method, "anthropic", scope, receive, send)
+        elif path == "/v1/models" and method == "GET":
+            await self._models(scope, send)
+        elif path == "/healthz":
+            await send_whole(send, 200, b'{"status":"ok"}', [])
+        elif path == "/readyz":
+            status = 200 if self.ready else 503
+            await send_whole(send, status, orjson.dumps(self.readiness()), [])
+        elif self.inner is not None and not path.startswith("/v1/"):
+            await self.inner(scope, receive, send)
+        else:
+            err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {method} {path}")
+            await send_whole(send, 404, DIALECTS["openai"].render_error(err), [])
+
+    async def _post_only(
+        self, method: str, dialect: Any, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if method != "POST":
+            err = CallerError(ErrorKind.METHOD_NOT_ALLOWED, f"Use POST, not {method}.")
+            await send_whole(send, 405, DIALECTS[dialect].render_error(err), [])
+            return
+        await self.chat(dialect, scope, receive, send)
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        try:
+            key = self.keys.authenticate(dict(scope["headers"]))
+        except GatewayError as err:
+            await send_whole(send, err.status, DIALECTS["openai"].render_error(err), [])
+            return
+        names = [*self.settings.routes, *self.settings.models]
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "trioproxy-route" if name in self.settings.routes else "trioproxy",
+            }
+            for name in names
+            if may_use(key, name)
+        ]
+        await send_whole(send, 200, orjson.dumps({"object": "list", "data": data}), [])
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "in_flight": self.chat.in_flight,
+            "breakers": self.breakers.snapshot(trio.current_time()) if self.ready else {},
+        }
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    for service in self.services:
+                        await nursery.start(service)
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    raise
+                self.ready = True
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()
+                self.ready = False
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                closer = getattr(self.transport, "aclose", None)
+                if closer is not None:
+                    await closer()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(settings: Settings, **kwargs: Any) -> Gateway:
+    return Gateway(settings, **kwargs)
+
+
+__all__ = ["Gateway", "create_app"]

@@ -1,0 +1,77 @@
+"""Small ASGI helpers: read a capped body, send a whole response, watch for disconnect."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import trio
+
+from trioproxy.errors import CallerError, ErrorKind
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON = (b"content-type", b"application/json")
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were reading its request."""
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise CallerError(ErrorKind.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise CallerError(ErrorKind.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes.")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def send_whole(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [JSON, *headers]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def watch_disconnect(receive: Receive, scope: trio.CancelScope, gone: list[bool]) -> None:
+    """Cancel ``scope`` when the client goes away (the request body is already read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.append(True)
+            scope.cancel()
+            return
+
+
+__all__ = [
+    "JSON",
+    "SSE_HEADERS",
+    "ClientGone",
+    "Headers",
+    "Receive",
+    "Scope",
+    "Send",
+    "read_body",
+    "send_whole",
+    "watch_disconnect",
+]

@@ -1,0 +1,303 @@
+"""One upstream attempt: request a target, wait for its first byte, relay it.
+
+Runs inside :class:`~trioproxy.gateway.race.Race`. Each of the four timeouts
+of a target is its own named ``trio`` scope:
+
+* ``connect``: handed to the transport (opening the TCP/TLS connection);
+* ``first_byte``: from the start until the status line and, for streams, the
+  first decoded event; for non-stream requests until the status line;
+* ``idle``: the longest silence between two upstream stream chunks;
+* ``total``: the whole attempt, relay included.
+
+Before the first byte every failure raises :class:`AttemptFailed` (fall
+through) or a provider :class:`~trioproxy.errors.ProviderError` for a caller
+fault (stop). After it, the attempt has claimed the race and the caller's
+response has started, so a failure is sent down the channel as
+:class:`Failed` and the client sees an explicit error event.
+
+Items are pushed into a bounded channel: a slow client blocks ``send`` and so
+the upstream read; memory stays flat.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from trioproxy.config.model import ModelConfig, ProviderConfig, Settings
+from trioproxy.core.sse import SSEParser
+from trioproxy.core.tokens import estimate_tokens
+from trioproxy.core.types import (
+    ChatRequest,
+    Completion,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from trioproxy.errors import ErrorKind, GatewayError, ProviderError
+from trioproxy.gateway.race import Attempt, AttemptFailed
+from trioproxy.gateway.upstream import (
+    ERROR_BODY_LIMIT,
+    Transport,
+    UpstreamIOError,
+    UpstreamResponse,
+)
+from trioproxy.providers.base import ProviderAdapter, StreamDecoder
+from trioproxy.providers.registry import adapter_for
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Won:
+    attempt: Attempt
+    completion: Completion | None = None
+    """Set for non-stream requests."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: GatewayError
+
+
+Item = Won | Failed | StreamEvent
+
+
+@dataclass(slots=True)
+class Meter:
+    """What one attempt consumed, as far as we know."""
+
+    usage: Usage | None = None
+    """Exact usage reported by the provider."""
+    input_tokens: int | None = None
+    """Exact input tokens reported up front (Anthropic message_start)."""
+    output_estimate: int = 0
+    """Estimated output tokens of the content received so far."""
+    received_any: bool = False
+
+    def observe(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.output_estimate += estimate_tokens(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self.output_estimate += estimate_tokens(event.arguments)
+            if event.name:
+                self.output_estimate += estimate_tokens(event.name)
+        elif isinstance(event, UsageReport):
+            self.usage = event.usage
+        elif isinstance(event, StreamStart) and event.input_tokens is not None:
+            self.input_tokens = event.input_tokens
+
+    def final(self, prompt_estimate: int) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        if not self.received_any:
+            return Usage(0, 0, estimated=False)
+        inp = self.input_tokens if self.input_tokens is not None else prompt_estimate
+        return Usage(inp, self.output_estimate, estimated=True)
+
+
+@dataclass(slots=True)
+class AttemptRunner:
+    """Runs attempts for one request; its ``run`` is the race's attempt function."""
+
+    settings: Settings
+    transport: Transport
+    req: ChatRequest
+    fallback_statuses: frozenset[int]
+    out: trio.MemorySendChannel[Item]
+    request_id: str = ""
+    """Sent upstream as ``x-client-request-id`` for tracing across both sides."""
+    meters: dict[int, Meter] = field(default_factory=dict)
+
+    async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
+        model = self.settings.models[attempt.target.model]
+        provider = self.settings.providers[model.provider]
+        meter = self.meters[attempt.index] = Meter()
+        t = attempt.target.timeouts
+        claimed = False
+
+        def claim_once(a: Attempt) -> bool:
+            nonlocal claimed
+            claimed = claim(a)
+            return claimed
+
+        with trio.move_on_after(t.total) as total_scope:
+            await self._exchange(attempt, model, provider, meter, claim_once)
+        if total_scope.cancelled_caught:
+            msg = f"total timeout: {t.total:g}s"
+            if not claimed:
+                raise AttemptFailed(ErrorKind.UPSTREAM_TIMEOUT, msg)
+            await self._fail_midstream(msg)
+
+    async def _exchange(
+        self,
+        attempt: Attempt,
+        model: ModelConfig,
+        provider: ProviderConfig,
+        meter: Meter,
+        claim: Callable[[Attempt], bool],
+    ) -> None:
+        adapter = adapter_for(provider.kind)
+        key = provider.api_key.reveal() if provider.api_key is not None else None
+        upreq = adapter.build_request(self.req, model.deployment, key)
+        if self.request_id:
+            upreq = replace(
+                upreq, headers=(*upreq.headers, ("x-client-request-id", self.request_id))
+            )
+        t = attempt.target.timeouts
+        async with AsyncExitStack() as stack:
+            first: list[StreamEvent] = []
+            completion: Completion | None = None
+            decoder = adapter.new_stream_decoder()
+            parser = SSEParser()
+            chunks: AsyncIterator[bytes] | None = None
+            with trio.move_on_after(t.first_byte) as first_byte_scope:
+                try:
+                    resp = await stack.enter_async_context(
+                        self.transport.open(provider, upreq, connect_timeout=t.connect)
+                    )
+                except UpstreamIOError as exc:
+                    raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, str(exc)) from exc
+                if resp.status >= 400:
+                    raise await self._classify(resp, adapter)
+                if self.req.stream:
+                    chunks = resp.chunks()
+                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
+                    first = await self._first_events(chunks, parser, decoder, meter)
+            if first_byte_scope.cancelled_caught:
+                raise AttemptFailed(
+                    ErrorKind.UPSTREAM_TIMEOUT, f"first byte timeout: {t.first_byte:g}s"
+                )
+            if not self.req.stream:
+                completion = await self._read_completion(resp, adapter, meter)
+                if claim(attempt):
+                    await self.out.send(Won(attempt, completion))
+                return
+            assert chunks is not None
+            if not claim(attempt):
+                return
+            await self.out.send(Won(attempt))
+            for event in first:
+                await self.out.send(event)
+            await self._relay(chunks, parser, decoder, meter, t.idle)
+
+    async def _first_events(
+        self, chunks: AsyncIterator[bytes], parser: SSEParser, decoder: StreamDecoder, meter: Meter
+    ) -> list[StreamEvent]:
+        try:
+            async for chunk in chunks:
+                events = self._decode(chunk, parser, decoder, meter)
+                if events or decoder.done:
+                    return events
+        except (UpstreamIOError, ValueError, ProviderError) as exc:
+            raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {exc}") from exc
+        raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, "stream ended before any event")
+
+    @staticmethod
+    def _decode(
+        chunk: bytes, parser: SSEParser, decoder: StreamDecoder, meter: Meter
+    ) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for sse in parser.feed(chunk):
+            for event in decoder.feed(sse):
+                meter.received_any = True
+                meter.observe(event)
+                out.append(event)
+        return out
+
+    async def _relay(
+        self,
+        chunks: AsyncIterator[bytes],
+        parser: SSEParser,
+        decoder: StreamDecoder,
+        meter: Meter,
+        idle: float,
+    ) -> None:
+        while not decoder.done:
+            with trio.move_on_after(idle) as idle_scope:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    await self._fail_midstream("upstream closed the stream before its end")
+                    return
+                except UpstreamIOError as exc:
+                    await self._fail_midstream(f"upstream connection broke: {exc}")
+                    return
+            if idle_scope.cancelled_caught:
+                await self._fail_midstream(f"idle timeout: no chunk for {idle:g}s")
+                return
+            try:
+                events = self._decode(chunk, parser, decoder, meter)
+            except ProviderError as exc:
+                await self.out.send(Failed(exc))
+                return
+            except ValueError as exc:
+                await self._fail_midstream(f"malformed upstream event: {exc}")
+                return
+            for event in events:
+                await self.out.send(event)
+
+    async def _fail_midstream(self, message: str) -> None:
+        await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
+
+    async def _read_completion(
+        self, resp: UpstreamResponse, adapter: ProviderAdapter, meter: Meter
+    ) -> Completion:
+        try:
+            body = await resp.read(MAX_RESPONSE_BYTES)
+            completion = adapter.parse_response(body)
+        except UpstreamIOError as exc:
+            raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"body broke: {exc}") from exc
+        except ValueError as exc:
+            raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
+        meter.received_any = True
+        meter.usage = completion.usage
+        return completion
+
+    async def _classify(
+        self, resp: UpstreamResponse, adapter: ProviderAdapter
+    ) -> AttemptFailed | ProviderError:
+        try:
+            body = await resp.read(ERROR_BODY_LIMIT)
+        except UpstreamIOError:
+            body = b""
+        message = adapter.error_message(resp.status, body)
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        if resp.status in self.fallback_statuses:
+            return AttemptFailed(
+                ErrorKind.UPSTREAM_UNAVAILABLE,
+                f"HTTP {resp.status}: {message}",
+                status=resp.status,
+                retry_after=retry_after,
+            )
+        return ProviderError(
+            ErrorKind.UPSTREAM_REJECTED,
+            f"The provider rejected the request: {message}",
+            status=resp.status if 400 <= resp.status < 500 else 502,
+        )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``retry-after`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+__all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Won", "parse_retry_after"]
