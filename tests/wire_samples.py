@@ -203,7 +203,8 @@ def openai_sdk_final(raw: bytes) -> ChatCompletion:
     state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
     for _, data in events[:-1]:
         state.handle_chunk(ChatCompletionChunk.model_validate(data))
-    return state.get_final_completion()
+    # get_final_completion() refuses finish_reason "length"; the snapshot is the same data.
+    return ChatCompletion.model_validate(state.current_completion_snapshot.model_dump())
 
 
 _EVENT = TypeAdapter(RawMessageStreamEvent)
