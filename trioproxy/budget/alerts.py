@@ -1,0 +1,150 @@
+"""Budget alerts: crossing the alert threshold (80% by default) and reaching
+100% each fire once per period per budget.
+
+The gate hands finished requests' team buckets to :meth:`AlertSink.check_nowait`,
+which never blocks: it puts them on a bounded channel, and when the channel is
+full the check is dropped and counted (``statistics().dropped``, plus a
+warning). A background task (:meth:`AlertSink.run`, started in the app's
+nursery) reads the bucket's usage, deduplicates in the store (``mark_once``:
+SET NX / INSERT OR IGNORE, keyed by bucket, which names the period, and level),
+writes one JSON log line and, when configured, POSTs the same JSON to the
+webhook with bounded retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import httpx
+import orjson
+import trio
+
+from trioproxy.budget.store import BudgetStore, StoreUnavailable
+
+log = logging.getLogger("trioproxy.budget.alerts")
+
+AlertLevel = Literal["threshold", "limit"]
+ALERT_RETENTION_S = 2 * 86400.0
+"""Dedupe marks outlive their period by this much."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    team: str
+    bucket: str
+    limit: int
+    threshold: float
+    expires_at: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    team: str
+    budget: str
+    level: AlertLevel
+    threshold: float
+    spent_usd: float
+    limit_usd: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatistics:
+    queued: int
+    dropped: int
+    fired: int
+    webhook_failures: int
+
+
+def levels_reached(used: int, limit: int, threshold: float) -> list[AlertLevel]:
+    out: list[AlertLevel] = []
+    if limit > 0 and used >= threshold * limit:
+        out.append("threshold")
+    if used >= limit:
+        out.append("limit")
+    return out
+
+
+class AlertSink:
+    def __init__(
+        self,
+        store: BudgetStore,
+        *,
+        webhook_url: str | None = None,
+        http: httpx.AsyncClient | None = None,
+        capacity: int = 1024,
+        webhook_attempts: int = 3,
+        webhook_backoff_s: float = 0.5,
+        webhook_timeout_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._webhook_url = webhook_url
+        self._http = http
+        self._send, self._recv = trio.open_memory_channel[BudgetCheck](capacity)
+        self.webhook_attempts = webhook_attempts
+        self.webhook_backoff_s = webhook_backoff_s
+        self.webhook_timeout_s = webhook_timeout_s
+        self._dropped = self._fired = self._webhook_failures = 0
+
+    def statistics(self) -> AlertStatistics:
+        queued = self._send.statistics().current_buffer_used
+        return AlertStatistics(queued, self._dropped, self._fired, self._webhook_failures)
+
+    def check_nowait(self, check: BudgetCheck) -> None:
+        try:
+            self._send.send_nowait(check)
+        except trio.WouldBlock:
+            self._dropped += 1
+            log.warning(
+                "alert queue full; dropped check of %s (%d dropped)", check.bucket, self._dropped
+            )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for check in self._recv:
+            try:
+                await self._process(check)
+            except StoreUnavailable as exc:
+                log.warning("alert check of %s skipped: %s", check.bucket, exc)
+
+    async def _process(self, check: BudgetCheck) -> None:
+        used = await self._store.usage(check.bucket, now=check.now)
+        for level in levels_reached(used, check.limit, check.threshold):
+            key = f"alert:{check.bucket}:{level}"
+            expires = check.expires_at + ALERT_RETENTION_S
+            if not await self._store.mark_once(key, now=check.now, expires_at=expires):
+                continue
+            alert = Alert(
+                check.team, check.bucket, level, check.threshold,
+                used / 1e6, check.limit / 1e6, check.now,
+            )  # fmt: skip
+            await self.fire(alert)
+
+    async def fire(self, alert: Alert) -> None:
+        self._fired += 1
+        body = orjson.dumps({"event": "budget_alert", **asdict(alert)})
+        log.warning("%s", body.decode())
+        if self._webhook_url is None or self._http is None:
+            return
+        for attempt in range(self.webhook_attempts):
+            try:
+                with trio.fail_after(self.webhook_timeout_s):
+                    resp = await self._http.post(
+                        self._webhook_url,
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    )
+                if resp.status_code < 500:
+                    return
+            except (httpx.HTTPError, trio.TooSlowError):
+                pass
+            if attempt + 1 < self.webhook_attempts:
+                await trio.sleep(self.webhook_backoff_s * 2**attempt)
+        self._webhook_failures += 1
+        log.warning("budget alert webhook failed after %d attempts", self.webhook_attempts)
+
+
+__all__ = ["Alert", "AlertLevel", "AlertSink", "AlertStatistics", "BudgetCheck", "levels_reached"]

@@ -1,0 +1,380 @@
+"""Admission: reserve a request's worst case against every budget that applies.
+
+**Guarantee.** Every budget is a bucket in the store; a request is admitted
+only if one atomic reservation fits in *all* its buckets (team daily µUSD,
+team monthly µUSD, the key user's token window, the end user's token window),
+and reserved amounts count as spent until settled down to the actual cost.
+Hence, for every team period and every window, recorded spend ≤ limit, across
+processes and instances sharing the store. The exceptions, and their bounds:
+
+* **Streamed responses under a reservation cap** (``reserve_cap_micros``):
+  the stream is metered and :meth:`Ticket.extend` grows the reservation before
+  the running cost passes it. When the budget has no room the response ends
+  with a budget error; the chunk already received from upstream is billed, so
+  the overshoot is at most that one chunk. Without a cap it is zero.
+* **Actual > worst case**: cannot happen when prompt tokens are bounded with
+  ``prompt_tokens(bound=True)`` and the provider honours ``max_tokens``; if a
+  provider bills more anyway, settle records the real amount.
+* **Store outage** under ``fail_open``: each process admits against a local,
+  in-memory budget of ``fail_open_share`` * each limit per period, on top of
+  whatever the store held: overspend ≤ processes * share * limit per outage
+  period. ``fail_closed`` (the default) refuses with 503 instead.
+* Limits changed at run time apply to new admissions within ``limits_ttl_s``.
+
+**Outage policy.** Every store call runs under ``trio.fail_after(call_timeout_s)``.
+A timeout or :class:`StoreUnavailable` marks the store down for ``probe_after_s``
+(requests skip it meanwhile, so nothing waits on a dead store) and then
+applies the policy: ``fail_closed`` raises ``PolicyError(OVERLOADED)`` with
+``Retry-After``; ``fail_open`` admits against the local limits. After
+``probe_after_s`` the next request tries the store again: recovery needs no
+operator. A settle that fails is dropped: the reservation stays counted at its
+reserved amount until its lease expires, which errs towards refusing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+import trio
+
+from trioproxy.budget.alerts import AlertSink, BudgetCheck
+from trioproxy.budget.claims import Claim, Denial, distribute, initial_reservation, scaled
+from trioproxy.budget.claims import usd_to_micros as _micros
+from trioproxy.budget.memory_store import MemoryStore
+from trioproxy.budget.periods import PeriodKind, period_at, retry_after_header
+from trioproxy.budget.store import BudgetStore, ReservationClosed, StoreUnavailable, TeamLimits
+from trioproxy.config.model import BudgetsConfig, UserWindow
+from trioproxy.errors import ErrorKind, PolicyError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Family = Literal["day", "month", "user", "enduser"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePolicy:
+    mode: Literal["fail_closed", "fail_open"] = "fail_closed"
+    call_timeout_s: float = 0.5
+    """Longest wait for one store call."""
+    probe_after_s: float = 1.0
+    """After a failure, skip the store this long (also the 503's Retry-After)."""
+    fail_open_share: float = 0.05
+    """``fail_open``: share of each limit one process may admit while the store is down."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    family: Family
+    claim: Claim
+
+
+class BudgetGate:
+    def __init__(
+        self,
+        budgets: BudgetsConfig,
+        store: BudgetStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        outage: OutagePolicy = OutagePolicy(),
+        lease_s: float = 900.0,
+        limits_ttl_s: float = 2.0,
+        alerts: AlertSink | None = None,
+        end_user_window: UserWindow | None = None,
+    ) -> None:
+        self._cfg = budgets
+        self._tz = ZoneInfo(budgets.timezone)
+        self.store = store
+        self.clock = clock
+        self.outage = outage
+        self.lease_s = lease_s
+        self.limits_ttl_s = limits_ttl_s
+        self._alerts = alerts
+        self._end_user_window = end_user_window or budgets.users.get("*")
+        self._limits: dict[str, tuple[TeamLimits, float]] = {}
+        self._down_until = -math.inf
+        self._local = MemoryStore()
+        self.store_failures = 0
+
+    # --- limits -----------------------------------------------------------------
+
+    def _config_limits(self, team: str) -> TeamLimits:
+        tb = self._cfg.teams.get(team)
+        if tb is None:
+            return TeamLimits(None, None)
+        daily = None if tb.daily_usd is None else _micros(tb.daily_usd)
+        monthly = None if tb.monthly_usd is None else _micros(tb.monthly_usd)
+        return TeamLimits(daily, monthly)
+
+    async def team_limits(self, team: str) -> TeamLimits:
+        """Run-time limits from the store (cached ``limits_ttl_s``), else config."""
+        cached = self._limits.get(team)
+        if cached is not None and trio.current_time() < cached[1]:
+            return cached[0]
+        stored = await self._call(lambda: self.store.get_team_limits(team))
+        limits = stored if stored is not None else self._config_limits(team)
+        self._limits[team] = (limits, trio.current_time() + self.limits_ttl_s)
+        return limits
+
+    async def set_team_limits(
+        self, team: str, daily_usd: float | None, monthly_usd: float | None
+    ) -> None:
+        daily = None if daily_usd is None else _micros(daily_usd)
+        monthly = None if monthly_usd is None else _micros(monthly_usd)
+        await self._call(lambda: self.store.set_team_limits(team, daily, monthly))
+        self._limits[team] = (TeamLimits(daily, monthly), trio.current_time() + self.limits_ttl_s)
+
+    # --- store calls under the outage policy -----------------------------------
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if trio.current_time() < self._down_until:
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable("budget store marked down")
+        try:
+            with trio.fail_after(self.outage.call_timeout_s):
+                return await fn()
+        except (StoreUnavailable, trio.TooSlowError) as exc:
+            self.store_failures += 1
+            self._down_until = trio.current_time() + self.outage.probe_after_s
+            raise StoreUnavailable(f"budget store: {exc!r}") from exc
+
+    def _unavailable(self) -> PolicyError:
+        return PolicyError(
+            ErrorKind.OVERLOADED,
+            "budget store unavailable; try again shortly",
+            retry_after=retry_after_header(self.outage.probe_after_s),
+        )
+
+    # --- claims -----------------------------------------------------------------
+
+    def _claims(
+        self,
+        team: str,
+        user: str,
+        end_user: str | None,
+        limits: TeamLimits,
+        usd: int,
+        tokens: int,
+        now: float,
+    ) -> list[_Hold]:
+        holds: list[_Hold] = []
+        periods: tuple[tuple[PeriodKind, int | None], ...] = (
+            ("day", limits.daily_micros),
+            ("month", limits.monthly_micros),
+        )
+        for kind, limit in periods:
+            if limit is None:
+                continue
+            p = period_at(kind, now, self._tz)
+            bucket = f"team:{team}:{kind}:{p.name}"
+            holds.append(_Hold(kind, Claim(bucket, usd, limit, None, p.end)))
+        window = self._cfg.users.get(user) or self._cfg.users.get("*")
+        if window is not None:
+            holds.append(
+                _Hold("user", Claim(f"user:{user}", tokens, window.tokens, window.window_s))
+            )
+        if end_user is not None and self._end_user_window is not None:
+            w = self._end_user_window
+            bucket = f"enduser:{team}:{end_user}"
+            holds.append(_Hold("enduser", Claim(bucket, tokens, w.tokens, w.window_s)))
+        return holds
+
+    def _denied(self, team: str, holds: Sequence[_Hold], d: Denial) -> PolicyError:
+        family = next(h.family for h in holds if h.claim.bucket == d.bucket)
+        retry = None if d.retry_after is None else retry_after_header(d.retry_after)
+        if family in ("day", "month"):
+            word = "daily" if family == "day" else "monthly"
+            return PolicyError(
+                ErrorKind.BUDGET_EXCEEDED,
+                f"team {team!r} {word} budget exhausted: ${d.used / 1e6:.6f} of "
+                f"${d.limit / 1e6:.6f} spent or reserved; this request may cost "
+                f"up to ${d.amount / 1e6:.6f}",
+                retry_after=retry,
+                details={"budget": d.bucket, "spent_usd": d.used / 1e6, "limit": d.limit / 1e6},
+            )
+        return PolicyError(
+            ErrorKind.RATE_LIMITED,
+            f"token window {d.bucket!r} full: {d.used} of {d.limit} tokens used; "
+            f"this request may use up to {d.amount}",
+            retry_after=retry,
+            details={"budget": d.bucket, "spent_tokens": d.used, "limit": d.limit},
+        )
+
+    # --- admission ----------------------------------------------------------------
+
+    async def admit(
+        self,
+        *,
+        request_id: str,
+        team: str,
+        user: str,
+        end_user: str | None,
+        worst_case_usd_micros: int,
+        worst_case_tokens: int,
+        reserve_cap_micros: int | None = None,
+        floor_micros: int = 0,
+    ) -> Ticket:
+        """Reserve, or raise :class:`PolicyError` (BUDGET_EXCEEDED, RATE_LIMITED, OVERLOADED).
+
+        ``floor_micros`` (the prompt's worst cost) keeps a capped reservation
+        from being smaller than what the request surely costs.
+        """
+        usd = initial_reservation(worst_case_usd_micros, reserve_cap_micros, floor_micros)
+        tokens = worst_case_tokens
+        if usd < worst_case_usd_micros:
+            tokens = scaled(worst_case_tokens, usd, worst_case_usd_micros)
+        ticket = Ticket(self, request_id, team, user, end_user,
+                        worst_case_usd_micros, worst_case_tokens, reserve_cap_micros)  # fmt: skip
+        now = self.clock()
+        try:
+            limits = await self.team_limits(team)
+            holds = self._claims(team, user, end_user, limits, usd, tokens, now)
+            denial = await self._call(
+                lambda: self.store.reserve(
+                    request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
+                )
+            )
+        except StoreUnavailable:
+            if self.outage.mode == "fail_closed":
+                raise self._unavailable() from None
+            limits = self._config_limits(team)
+            holds = [
+                self._local_hold(h)
+                for h in self._claims(team, user, end_user, limits, usd, tokens, now)
+            ]
+            ticket.local = True
+            denial = await self._local.reserve(
+                request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
+            )
+        if denial is not None:
+            raise self._denied(team, holds, denial)
+        ticket.holds.extend(holds)
+        return ticket
+
+    def _local_hold(self, h: _Hold) -> _Hold:
+        c = h.claim
+        limit = math.floor(c.limit * self.outage.fail_open_share)
+        return _Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
+
+    def _check_alerts(self, ticket: Ticket, now: float) -> None:
+        if self._alerts is None or ticket.local:
+            return
+        tb = self._cfg.teams.get(ticket.team)
+        threshold = tb.alert_threshold if tb is not None else 0.8
+        seen: set[str] = set()
+        for h in ticket.holds:
+            c = h.claim
+            if h.family in ("day", "month") and c.bucket not in seen and c.expires_at is not None:
+                seen.add(c.bucket)
+                check = BudgetCheck(ticket.team, c.bucket, c.limit, threshold, c.expires_at, now)
+                self._alerts.check_nowait(check)
+
+
+class Ticket:
+    """An admitted request's reservation. Settle it exactly once, in a shielded,
+    time-bounded ``finally``; a missed settle is covered by the lease."""
+
+    def __init__(
+        self,
+        gate: BudgetGate,
+        request_id: str,
+        team: str,
+        user: str,
+        end_user: str | None,
+        worst_usd: int,
+        worst_tokens: int,
+        cap: int | None,
+    ) -> None:
+        self._gate = gate
+        self.request_id = request_id
+        self.team, self.user, self.end_user = team, user, end_user
+        self.worst_usd, self.worst_tokens, self.cap = worst_usd, worst_tokens, cap
+        self.holds: list[_Hold] = []
+        self.local = False
+        self.settled = False
+
+    def _reserved(self, usd: bool) -> int:
+        fams = ("day", "month") if usd else ("user", "enduser")
+        per = {f: sum(h.claim.amount for h in self.holds if h.family == f) for f in fams}
+        return max(per.values(), default=0)
+
+    @property
+    def reserved_micros(self) -> int:
+        return self._reserved(True)
+
+    @property
+    def reserved_tokens(self) -> int:
+        return self._reserved(False)
+
+    async def extend(self, *, cost_micros: int, tokens: int) -> None:
+        """Make the reservation cover ``cost_micros`` / ``tokens`` consumed so far.
+
+        Grows it by at least one cap step (not past the worst case unless
+        needed). Raises ``PolicyError`` if a budget has no room: end the stream.
+        """
+        gate = self._gate
+        res_usd, res_tok = self.reserved_micros, self.reserved_tokens
+        if cost_micros <= res_usd and tokens <= res_tok:
+            return
+        step = self.cap if self.cap is not None else self.worst_usd
+        add_usd = max(cost_micros, min(self.worst_usd, res_usd + step)) - res_usd
+        tok_step = scaled(self.worst_tokens, step, self.worst_usd)
+        add_tok = max(tokens, min(self.worst_tokens, res_tok + tok_step)) - res_tok
+        now = gate.clock()
+        limits = (
+            await gate.team_limits(self.team) if not self.local else gate._config_limits(self.team)
+        )
+        holds = gate._claims(
+            self.team, self.user, self.end_user, limits, max(0, add_usd), max(0, add_tok), now
+        )
+        if self.local:
+            holds = [gate._local_hold(h) for h in holds]
+        store = gate._local if self.local else gate.store
+        try:
+            denial = await gate._call(
+                lambda: store.extend(self.request_id, [h.claim for h in holds], now=now)
+            )
+        except ReservationClosed:
+            raise PolicyError(ErrorKind.BUDGET_EXCEEDED, "budget reservation expired") from None
+        except StoreUnavailable:
+            raise gate._unavailable() from None
+        if denial is not None:
+            raise gate._denied(self.team, holds, denial)
+        self.holds.extend(holds)
+
+    def actual_by_bucket(self, cost_micros: int, tokens: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for fam in ("day", "month", "user", "enduser"):
+            per: dict[str, int] = {}
+            for h in self.holds:
+                if h.family == fam:
+                    per[h.claim.bucket] = per.get(h.claim.bucket, 0) + h.claim.amount
+            actual = cost_micros if fam in ("day", "month") else tokens
+            out.update(zip(per, distribute(actual, list(per.values())), strict=True))
+        return out
+
+    async def settle(self, cost_micros: int, tokens: int) -> None:
+        """Record what the request actually consumed; idempotent. Never raises for
+        a store outage (the lease covers it)."""
+        if self.settled:
+            return
+        self.settled = True
+        gate = self._gate
+        now = gate.clock()
+        actual = self.actual_by_bucket(cost_micros, tokens)
+        store = gate._local if self.local else gate.store
+        try:
+            await gate._call(lambda: store.settle(self.request_id, actual, now=now))
+        except StoreUnavailable as exc:
+            log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
+                        self.request_id, exc)  # fmt: skip
+            return
+        gate._check_alerts(self, now)
+
+
+__all__ = ["BudgetGate", "OutagePolicy", "Ticket"]
