@@ -86,7 +86,14 @@ def encode_command(args: Sequence[Arg]) -> bytes:
         raise ValueError("empty Redis command")
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = _to_bytes(arg)
+        if isinstance(arg, str):  # inlined fast paths: this runs for every command
+            data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        else:
+            data = _to_bytes(arg)
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
