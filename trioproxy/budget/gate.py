@@ -254,6 +254,7 @@ class BudgetGate:
         if denial is not None:
             raise self._denied(team, holds, denial)
         ticket.holds.extend(holds)
+        ticket.reserved_micros, ticket.reserved_tokens = usd, tokens
         return ticket
 
     def _local_hold(self, h: _Hold) -> _Hold:
@@ -295,21 +296,10 @@ class Ticket:
         self.team, self.user, self.end_user = team, user, end_user
         self.worst_usd, self.worst_tokens, self.cap = worst_usd, worst_tokens, cap
         self.holds: list[_Hold] = []
+        self.reserved_micros = 0
+        self.reserved_tokens = 0
         self.local = False
         self.settled = False
-
-    def _reserved(self, usd: bool) -> int:
-        fams = ("day", "month") if usd else ("user", "enduser")
-        per = {f: sum(h.claim.amount for h in self.holds if h.family == f) for f in fams}
-        return max(per.values(), default=0)
-
-    @property
-    def reserved_micros(self) -> int:
-        return self._reserved(True)
-
-    @property
-    def reserved_tokens(self) -> int:
-        return self._reserved(False)
 
     async def extend(self, *, cost_micros: int, tokens: int) -> None:
         """Make the reservation cover ``cost_micros`` / ``tokens`` consumed so far.
@@ -346,6 +336,8 @@ class Ticket:
         if denial is not None:
             raise gate._denied(self.team, holds, denial)
         self.holds.extend(holds)
+        self.reserved_micros += max(0, add_usd)
+        self.reserved_tokens += max(0, add_tok)
 
     def actual_by_bucket(self, cost_micros: int, tokens: int) -> dict[str, int]:
         out: dict[str, int] = {}

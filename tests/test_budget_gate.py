@@ -1,0 +1,288 @@
+"""BudgetGate on real stores: exact admission under concurrency, denials,
+windows, caps and extension, run-time limits, store outages, alerts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+import logging
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import trio
+
+from tests.fixtures_servers import RedisServer
+from trioproxy.budget.alerts import AlertSink
+from trioproxy.budget.gate import BudgetGate, OutagePolicy, Ticket
+from trioproxy.budget.memory_store import MemoryStore
+from trioproxy.budget.redis_store import RedisStore
+from trioproxy.budget.sqlite_store import SqliteStore
+from trioproxy.budget.store import BudgetStore
+from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
+from trioproxy.errors import ErrorKind, PolicyError
+from trioproxy.store.redis_client import RedisClient
+
+BERLIN = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=BERLIN).timestamp()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.005)
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config(daily: float | None = 10.0, monthly: float | None = 100.0) -> BudgetsConfig:
+    return BudgetsConfig(
+        teams={"t": TeamBudget("t", daily_usd=daily, monthly_usd=monthly)},
+        users={"u": UserWindow("u", tokens=10_000, window_s=3600)},
+        timezone="Europe/Berlin",
+    )
+
+
+async def redis_store(nursery: trio.Nursery, url: str) -> RedisStore:
+    client = RedisClient(url, call_timeout=5.0)
+    await nursery.start(client.run)
+    return RedisStore(client)
+
+
+async def admit(gate: BudgetGate, rid: str, usd: int, tokens: int = 1, **kw: object) -> Ticket:
+    return await gate.admit(
+        request_id=rid, team="t", user=str(kw.get("user", "nobody")),
+        end_user=kw.get("end_user"),  # type: ignore[arg-type]
+        worst_case_usd_micros=usd, worst_case_tokens=tokens,
+        reserve_cap_micros=kw.get("cap"),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def run_thousand(gate: BudgetGate, store: BudgetStore, price: int, n: int) -> None:
+    admitted: list[str] = []
+    denied: list[PolicyError] = []
+
+    async def one(i: int) -> None:
+        try:
+            await admit(gate, f"r{i}", price)
+            admitted.append(f"r{i}")
+        except PolicyError as exc:
+            denied.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(1000):
+            nursery.start_soon(one, i)
+    assert len(admitted) == n and len(denied) == 1000 - n
+    assert {e.kind for e in denied} == {ErrorKind.BUDGET_EXCEEDED}
+    spent = await store.usage("team:t:day:2026-11-21", now=T0)
+    assert spent == n * price <= 10_000_000
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_thousand_concurrent_admits_fit_exactly(
+    kind: str, tmp_path: Path, nursery: trio.Nursery, redis_url: str
+) -> None:
+    store: BudgetStore
+    if kind == "sqlite":
+        store = SqliteStore(str(tmp_path / "b.db"))
+    else:
+        store = await redis_store(nursery, redis_url)
+    gate = BudgetGate(config(), store, clock=Clock(), outage=OutagePolicy(call_timeout_s=30))
+    # $10 daily fits 233 requests of 42,918 µUSD (233 * 42,918 = 9,999,894)
+    await run_thousand(gate, store, 42_918, 233)
+
+
+async def test_denial_details_and_berlin_midnight_reset() -> None:
+    store, clock = MemoryStore(), Clock()
+    gate = BudgetGate(config(), store, clock=clock)
+    t = await admit(gate, "a", 9_000_000)
+    await t.settle(9_500_000, 10)
+    with pytest.raises(PolicyError) as err:
+        await admit(gate, "b", 600_000)
+    e = err.value
+    assert e.kind is ErrorKind.BUDGET_EXCEEDED and e.status == 429
+    assert e.details == {"budget": "team:t:day:2026-11-21", "spent_usd": 9.5, "limit": 10.0}
+    assert e.retry_after == 12 * 3600  # Berlin midnight
+    clock.now = datetime(2026, 11, 21, 23, 59, 59, tzinfo=BERLIN).timestamp()
+    with pytest.raises(PolicyError):
+        await admit(gate, "c", 600_000)
+    clock.now += 1  # local midnight (22:00 UTC... 23:00 UTC): a new day
+    t = await admit(gate, "d", 600_000)
+    assert t.holds[0].claim.bucket == "team:t:day:2026-11-22"
+    assert await store.usage("team:t:month:2026-11", now=clock.now) == 10_100_000
+
+
+async def test_missing_limits_are_not_claimed() -> None:
+    gate = BudgetGate(config(daily=None, monthly=None), MemoryStore(), clock=Clock())
+    t = await admit(gate, "a", 10**12)
+    assert t.holds == []
+
+
+async def test_user_and_end_user_windows() -> None:
+    cfg = config()
+    clock = Clock()
+    gate = BudgetGate(cfg, MemoryStore(), clock=clock, end_user_window=UserWindow("*", 100, 60))
+    await admit(gate, "a", 1, tokens=6000, user="u")
+    clock.now += 600
+    with pytest.raises(PolicyError) as err:
+        await admit(gate, "b", 1, tokens=5000, user="u")
+    e = err.value
+    assert e.kind is ErrorKind.RATE_LIMITED
+    assert e.details == {"budget": "user:u", "spent_tokens": 6000, "limit": 10_000}
+    assert e.retry_after == 3000  # the first entry leaves the hour window
+    await admit(gate, "c", 1, tokens=90, user="x", end_user="alice")
+    with pytest.raises(PolicyError) as err:
+        await admit(gate, "d", 1, tokens=20, user="x", end_user="alice")
+    assert err.value.details["budget"] == "enduser:t:alice"
+    await admit(gate, "e", 1, tokens=20, user="x", end_user="bob")
+
+
+async def test_capped_reservation_extends_then_stops_at_limit() -> None:
+    store, clock = MemoryStore(), Clock()
+    gate = BudgetGate(config(daily=1.0), store, clock=clock)
+    other = await admit(gate, "other", 400_000)
+    t = await admit(gate, "s", 2_000_000, tokens=2000, cap=250_000)
+    assert (t.reserved_micros, t.reserved_tokens) == (250_000, 250)
+    await t.extend(cost_micros=200_000, tokens=200)  # covered: no store call
+    assert t.reserved_micros == 250_000
+    await t.extend(cost_micros=260_000, tokens=260)  # one cap step
+    assert (t.reserved_micros, t.reserved_tokens) == (500_000, 500)
+    with pytest.raises(PolicyError) as err:
+        await t.extend(cost_micros=510_000, tokens=510)  # 400k + 750k > $1
+    assert err.value.kind is ErrorKind.BUDGET_EXCEEDED
+    await t.settle(505_000, 505)  # billed for the chunk it got: the stated overshoot
+    await other.settle(400_000, 1)
+    assert await store.usage("team:t:day:2026-11-21", now=clock.now) == 905_000
+
+
+async def test_settle_releases_and_is_idempotent() -> None:
+    store = MemoryStore()
+    gate = BudgetGate(config(), store, clock=Clock())
+    t = await admit(gate, "a", 3_000_000, tokens=100, user="u")
+    await t.settle(1_000_000, 40)
+    await t.settle(0, 0)
+    assert await store.usage("team:t:day:2026-11-21", now=T0) == 1_000_000
+    assert await store.usage("user:u", now=T0) == 40
+
+
+async def test_limits_change_at_run_time(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "b.db"))
+    gate = BudgetGate(config(), store, clock=Clock())
+    other = BudgetGate(config(), store, clock=Clock(), limits_ttl_s=0)  # another worker
+    await admit(gate, "a", 5_000_000)
+    await gate.set_team_limits("t", 4.0, None)
+    with pytest.raises(PolicyError):
+        await admit(gate, "b", 1)
+    with pytest.raises(PolicyError):
+        await admit(other, "c", 1)
+    await other.set_team_limits("t", None, None)
+    await admit(other, "d", 10**9)
+
+
+class HangingStore(MemoryStore):
+    async def reserve(self, *args: object, **kw: object) -> None:  # type: ignore[override]
+        await trio.sleep_forever()
+
+
+async def test_hanging_store_fails_closed_within_timeout() -> None:
+    gate = BudgetGate(config(), HangingStore(), clock=Clock(),
+                      outage=OutagePolicy(call_timeout_s=0.2, probe_after_s=5))  # fmt: skip
+    start = trio.current_time()
+    with pytest.raises(PolicyError) as err:
+        await admit(gate, "a", 1)
+    assert err.value.kind is ErrorKind.OVERLOADED and err.value.status == 503
+    assert err.value.retry_after == 5
+    assert trio.current_time() - start == pytest.approx(0.2, abs=0.1)
+    with trio.fail_after(0.05):  # marked down: no second wait
+        with pytest.raises(PolicyError):
+            await admit(gate, "b", 1)
+
+
+async def test_redis_down_fail_open_local_limit_then_recovers(
+    redis_server: RedisServer, redis_url: str, nursery: trio.Nursery
+) -> None:
+    store = await redis_store(nursery, redis_url)
+    policy = OutagePolicy("fail_open", call_timeout_s=0.5, probe_after_s=0.2, fail_open_share=0.1)
+    gate = BudgetGate(config(), store, clock=Clock(), outage=policy)
+    closed = BudgetGate(config(), store, clock=Clock(), outage=OutagePolicy(probe_after_s=0.2))
+    await admit(gate, "before", 100_000)
+    await trio.to_thread.run_sync(redis_server.stop)
+    with pytest.raises(PolicyError) as err:
+        await admit(closed, "x", 1)
+    assert err.value.kind is ErrorKind.OVERLOADED
+    admitted = 0
+    with trio.fail_after(5):
+        for i in range(20):  # local limit: 10% of $10 = $1 = 4 x $0.25
+            try:
+                t = await admit(gate, f"o{i}", 250_000)
+                admitted += 1
+                assert t.local
+            except PolicyError as exc:
+                assert exc.kind is ErrorKind.BUDGET_EXCEEDED
+    assert admitted == 4
+    await trio.to_thread.run_sync(redis_server.start)
+    with trio.fail_after(10):
+        while True:
+            try:
+                t = await admit(closed, "after", 100_000)
+                break
+            except PolicyError:
+                await trio.sleep(0.1)
+    assert not t.local
+
+
+async def test_alerts_fire_once_per_period(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    posts: list[dict[str, object]] = []
+    attempts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            return httpx.Response(503)  # retried
+        posts.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    store, clock = MemoryStore(), Clock()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    sink = AlertSink(store, webhook_url="http://hook/x", http=http, webhook_backoff_s=0.01)
+    await nursery.start(sink.run)
+    gate = BudgetGate(config(monthly=None), store, clock=clock, alerts=sink)
+    caplog.set_level(logging.WARNING, "trioproxy.budget.alerts")
+    for i, cost in enumerate([7_000_000, 1_500_000, 500_000, 1_000_000, 0]):
+        t = await admit(gate, f"r{i}", cost)
+        await t.settle(cost, 1)
+    await until(lambda: len(posts) >= 2)
+    await trio.sleep(0.1)  # and nothing more arrives
+    assert [(p["budget"], p["level"]) for p in posts] == [
+        ("team:t:day:2026-11-21", "threshold"),
+        ("team:t:day:2026-11-21", "limit"),
+    ]
+    assert posts[0]["spent_usd"] >= 8.0 and posts[1]["spent_usd"] == 10.0  # usage when checked
+    assert sum("budget_alert" in r.getMessage() for r in caplog.records) == 2
+    clock.now += 86400  # next day: fires again
+    t = await admit(gate, "next", 9_000_000)
+    await t.settle(9_000_000, 1)
+    await until(lambda: len(posts) >= 3)
+    assert [p["budget"] for p in posts][-1] == "team:t:day:2026-11-22"
+    assert sink.statistics().fired == 3
+    await http.aclose()
+
+
+async def test_alert_queue_full_drops_and_counts() -> None:
+    sink = AlertSink(MemoryStore(), capacity=1)
+    gate = BudgetGate(config(), MemoryStore(), clock=Clock(), alerts=sink)
+    for i in range(3):
+        t = await admit(gate, f"r{i}", 1)
+        await t.settle(1, 1)  # 2 checks each (day, month), nobody consuming
+    assert sink.statistics().dropped == 5 and sink.statistics().queued == 1
