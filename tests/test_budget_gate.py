@@ -4,8 +4,8 @@ windows, caps and extension, run-time limits, store outages, alerts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,9 +29,9 @@ BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=BERLIN).timestamp()
 
 
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not cond():
+async def until(cond: Callable[[], bool]) -> None:
+    with trio.fail_after(5):
+        while not cond():  # noqa: ASYNC110 (polls a plain list the webhook handler fills)
             await trio.sleep(0.005)
 
 
