@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -131,6 +132,34 @@ async def test_auth_and_select(tmp_path: Path) -> None:
             assert b" db=3 " in info and b" user=default " in info
         with redis.Redis(port=server.port, password="s3cret", db=3) as r:
             assert r.get("k") == b"in-db-3"
+    finally:
+        server.stop()
+
+
+async def test_rediss_with_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await trio.run_process(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        capture_stdout=True, capture_stderr=True,
+    )  # fmt: skip
+    tls_port = free_port()
+    server = RedisServer(
+        tmp_path,
+        extra_args=["--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                    "--tls-auth-clients", "no"],
+    )  # fmt: skip
+    server.start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        async with open_client(url, ssl_context=trusting) as client:
+            assert await client.execute("ECHO", "over tls") == b"over tls"
+        async with trio.open_nursery() as nursery:  # default context: self-signed is refused
+            with pytest.raises(RedisUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                await nursery.start(RedisClient(url).run)
     finally:
         server.stop()
 

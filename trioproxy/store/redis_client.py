@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ class _ConnectionClosed(Exception):
 
 
 _CONNECT_ERRORS = (*_STREAM_ERRORS, trio.TooSlowError, RedisError, _ConnectionClosed)
+
+
+def _describe(exc: BaseException) -> str:
+    """``repr`` plus the cause: trio wraps SSL and socket errors in BrokenResourceError."""
+    cause = exc.__cause__
+    return f"{exc!r} caused by {cause!r}" if cause is not None else repr(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +139,7 @@ class _Connection:
                 self.outbuf.clear()
                 await self.stream.send_all(data)
         except _STREAM_ERRORS as exc:
-            self._lose(f"send failed: {exc!r}")
+            self._lose(f"send failed: {_describe(exc)}")
 
     async def _read_loop(self) -> None:
         try:
@@ -150,7 +157,7 @@ class _Connection:
                     slot.value = reply
                     slot.done.set()
         except _STREAM_ERRORS as exc:
-            self._lose(f"receive failed: {exc!r}")
+            self._lose(f"receive failed: {_describe(exc)}")
 
 
 class RedisClient:
@@ -166,8 +173,10 @@ class RedisClient:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._url = RedisURL.parse(url)
+        self._ssl_context = ssl_context or self._url.ssl_context()  # used for rediss:// only
         self.call_timeout = call_timeout  # seconds from submit to reply, per call
         self.connect_timeout = connect_timeout  # seconds for TCP + TLS + AUTH + SELECT
         self.max_pending = max_pending
@@ -239,7 +248,7 @@ class RedisClient:
         try:
             conn = await self._connect()
         except _CONNECT_ERRORS as exc:
-            raise RedisUnavailable(f"cannot connect to {self._url!r}: {exc!r}") from exc
+            raise RedisUnavailable(f"cannot connect to {self._url!r}: {_describe(exc)}") from exc
         task_status.started()
         while True:
             await self._serve(conn)
@@ -268,7 +277,9 @@ class RedisClient:
                 conn = await self._connect()
             except _CONNECT_ERRORS as exc:
                 failures += 1
-                log.debug("Redis %r: reconnect attempt %d failed: %r", self._url, failures, exc)
+                log.debug(
+                    "Redis %r: reconnect attempt %d failed: %s", self._url, failures, _describe(exc)
+                )
                 continue
             log.warning("Redis %r: reconnected after %d failed attempts", self._url, failures)
             return conn
@@ -279,9 +290,10 @@ class RedisClient:
         with trio.fail_after(self.connect_timeout):
             stream: trio.abc.Stream = await trio.open_tcp_stream(url.host, url.port)
             try:
-                ssl_context = url.ssl_context()
-                if ssl_context is not None:
-                    stream = trio.SSLStream(stream, ssl_context, server_hostname=url.host)
+                if url.tls:
+                    assert self._ssl_context is not None
+                    stream = trio.SSLStream(stream, self._ssl_context, server_hostname=url.host)
+                    await stream.do_handshake()  # verify now; SSLStream would do it lazily
                 reader = ReplyReader()
                 handshake = url.handshake()
                 if handshake:
