@@ -50,7 +50,12 @@ class Outcome:
     status: int = 0
     error: GatewayError | None = None
     client_gone: list[bool] = field(default_factory=list)
-    first_byte_at: float | None = None
+    responded: bool = False
+    """The whole response was handed to the server (a later disconnect is normal)."""
+
+    @property
+    def gone_early(self) -> bool:
+        return bool(self.client_gone) and not self.responded
 
 
 class ChatHandler:
@@ -178,17 +183,16 @@ class ChatHandler:
                     await self._respond(recv_ch, send, dialect, facts.req, race, outcome, base)
                 nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(ACCOUNTING_TIMEOUT_S):
-                for record in usage_records(
-                    facts,
-                    self.settings,
-                    race,
-                    runner.meters,
-                    status=outcome.status,
-                    error=outcome.error,
-                    client_gone=bool(outcome.client_gone),
-                ):
-                    self.sink.submit(record)
+            for record in usage_records(
+                facts,
+                self.settings,
+                race,
+                runner.meters,
+                status=outcome.status,
+                error=outcome.error,
+                client_gone=outcome.gone_early,
+            ):
+                self.sink.submit(record)
 
     async def _respond(
         self,
@@ -203,6 +207,7 @@ class ChatHandler:
         first = await recv.receive()
         if isinstance(first, Failed):
             outcome.status, outcome.error = first.error.status, first.error
+            outcome.responded = True
             await self._send_error(send, dialect, first.error, base)
             return
         assert isinstance(first, Won)
@@ -216,6 +221,7 @@ class ChatHandler:
         outcome.status = 200
         codec = DIALECTS[dialect]
         if first.completion is not None:
+            outcome.responded = True
             await send_whole(send, 200, codec.render_completion(first.completion, req), headers)
             return
         await send(
@@ -234,6 +240,7 @@ class ChatHandler:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         else:
             tail = encoder.finish()
+        outcome.responded = True  # before the await: a disconnect may cancel us right after it
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _send_error(
