@@ -373,7 +373,7 @@ def test_openai_render_completion_validates_with_sdk() -> None:
         "tool_calls",
     )
     assert (
-        msg.tool_calls is not None and msg.tool_calls[0].function.arguments == '{"city": "Paris"}'
+        msg.tool_calls is not None and msg.tool_calls[0].function.arguments == '{"city": "Paris"}'  # type: ignore[union-attr]
     )
     assert out.usage is not None and (out.usage.prompt_tokens, out.usage.total_tokens) == (12, 20)
 
@@ -456,7 +456,7 @@ def test_openai_encoder_tool_stream_puts_usage_last() -> None:
     msg = final.choices[0].message
     assert msg.content == "Let me look." and final.choices[0].finish_reason == "tool_calls"
     assert msg.tool_calls is not None
-    assert [(t.id, t.function.name, t.function.arguments) for t in msg.tool_calls] == [
+    assert [(t.id, t.function.name, t.function.arguments) for t in msg.tool_calls] == [  # type: ignore[union-attr]
         ("call_a", "get_weather", '{"city": "Paris"}'),
         ("call_b", "get_time", "{}"),
     ]

@@ -244,7 +244,8 @@ def relay(events: list[StreamEvent], dialect: Dialect) -> bytes:
 
 
 def summary(events: list[StreamEvent]) -> tuple[Any, ...]:
-    text, tools, finish, usage = "", {}, None, None
+    text, finish, usage = "", None, None
+    tools: dict[int, tuple[str | None, str | None, str]] = {}
     for e in events:
         if isinstance(e, TextDelta):
             text += e.text
@@ -300,6 +301,7 @@ def test_anthropic_stream_seen_by_openai_sdk() -> None:
     assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
     assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
+    assert call.type == "function"
     assert (call.id, call.function.name, orjson.loads(call.function.arguments)) == (
         "toolu_01T1x",
         "get_weather",
