@@ -13,6 +13,7 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 import trio
@@ -25,6 +26,7 @@ MAX_PIPELINED_BYTES = 1024 * 1024
 """Bytes of a pipelined next request buffered while a response is in flight."""
 
 Headers = Sequence[tuple[bytes, bytes]]
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus} | {529: b"Overloaded"}
 
 
 class BodyTooLarge(Exception):
@@ -41,13 +43,14 @@ class Request:
 
 
 class HttpConnection:
-    __slots__ = ("_h11", "closed", "peer_eof", "stream")
+    __slots__ = ("_chunked", "_h11", "closed", "peer_eof", "stream")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         self.peer_eof = False
         self.closed = False
+        self._chunked = False
 
     async def next_request(self) -> Request | None:
         """The next complete request, or ``None`` once the peer closed or idled out.
@@ -115,7 +118,9 @@ class HttpConnection:
             await self.stream.send_all(data)
 
     def head_bytes(self, status: int, headers: Headers) -> bytes:
-        return self._h11.send(h11.Response(status_code=status, headers=list(headers))) or b""
+        reason = _REASONS.get(status, b"")
+        response = h11.Response(status_code=status, headers=list(headers), reason=reason)
+        return self._h11.send(response) or b""
 
     def data_bytes(self, data: bytes) -> bytes:
         return self._h11.send(h11.Data(data=data)) or b""
@@ -124,10 +129,20 @@ class HttpConnection:
         return self._h11.send(h11.EndOfMessage()) or b""
 
     async def send_head(self, status: int, headers: Headers) -> None:
-        await self.stream.send_all(self.head_bytes(status, headers))
+        head = self.head_bytes(status, headers)
+        self._chunked = b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
+        await self.stream.send_all(head)
 
     async def send_data(self, data: bytes) -> None:
-        await self.stream.send_all(self._h11.send(h11.Data(data=data)) or b"")
+        """One body piece in one write.
+
+        For chunked bodies the framing is written here rather than by h11, whose
+        chunked writer keeps no state, to keep per-chunk work to one format.
+        """
+        if self._chunked:
+            await self.stream.send_all(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            await self.stream.send_all(self._h11.send(h11.Data(data=data)) or b"")
 
     async def send_end(self) -> None:
         await self._send(h11.EndOfMessage())
