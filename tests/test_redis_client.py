@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from trioproxy.store.redis_client import (
     RedisTimeout,
     RedisUnavailable,
     Script,
+    backoff_delay,
 )
 from trioproxy.store.resp import RedisURL, encode_command
 
@@ -54,6 +56,14 @@ def test_encode_and_url() -> None:
     )  # fmt: skip
     assert "p@ss" not in repr(url)
     assert RedisURL.parse("redis://:pw@h").handshake() == [encode_command(["AUTH", "pw"])]
+
+
+def test_backoff_doubles_then_caps_even_after_a_long_outage() -> None:
+    rng = random.Random(7)
+    delays = [backoff_delay(n, 0.05, 2.0, rng) for n in range(8)]
+    for n, d in enumerate(delays):
+        assert 0.5 * min(2.0, 0.05 * 2**n) <= d <= min(2.0, 0.05 * 2**n)
+    assert 1.0 <= backoff_delay(100_000, 0.05, 2.0, rng) <= 2.0  # no float overflow
 
 
 async def test_basic_commands(redis_url: str) -> None:

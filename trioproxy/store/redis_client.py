@@ -74,6 +74,11 @@ def _describe(exc: BaseException) -> str:
     return f"{exc!r} caused by {cause!r}" if cause is not None else repr(exc)
 
 
+def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Seconds before reconnect attempt ``failures + 1``: exponential, capped, jittered 50-100%."""
+    return min(maximum, initial * 2 ** min(failures, 60)) * rng.uniform(0.5, 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class RedisStatistics:
     connected: bool
@@ -271,8 +276,8 @@ class RedisClient:
     async def _reconnect(self) -> _Connection:
         failures = 0
         while True:
-            delay = min(self.backoff_max, self.backoff_initial * 2**failures)
-            await trio.sleep(delay * self._rng.uniform(0.5, 1.0))
+            delay = backoff_delay(failures, self.backoff_initial, self.backoff_max, self._rng)
+            await trio.sleep(delay)
             try:
                 conn = await self._connect()
             except _CONNECT_ERRORS as exc:
