@@ -85,12 +85,18 @@ _INFO: dict[ErrorKind, _KindInfo] = {
     ErrorKind.ROUTE_FORBIDDEN: _KindInfo(_C, 403, "permission_error", "permission_error"),
     ErrorKind.UNKNOWN_ROUTE: _KindInfo(_C, 404, "invalid_request_error", "not_found_error"),
     ErrorKind.NOT_FOUND: _KindInfo(_C, 404, "invalid_request_error", "not_found_error"),
-    ErrorKind.METHOD_NOT_ALLOWED: _KindInfo(_C, 405, "invalid_request_error", "invalid_request_error"),
-    ErrorKind.CONTEXT_TOO_LONG: _KindInfo(_C, 400, "invalid_request_error", "invalid_request_error"),
+    ErrorKind.METHOD_NOT_ALLOWED: _KindInfo(
+        _C, 405, "invalid_request_error", "invalid_request_error"
+    ),
+    ErrorKind.CONTEXT_TOO_LONG: _KindInfo(
+        _C, 400, "invalid_request_error", "invalid_request_error"
+    ),
     ErrorKind.BUDGET_EXCEEDED: _KindInfo(_P, 429, "budget_exceeded", "rate_limit_error"),
     ErrorKind.RATE_LIMITED: _KindInfo(_P, 429, "rate_limit_error", "rate_limit_error"),
     ErrorKind.OVERLOADED: _KindInfo(_P, 503, "server_error", "overloaded_error"),
-    ErrorKind.UPSTREAM_REJECTED: _KindInfo(_U, 400, "invalid_request_error", "invalid_request_error"),
+    ErrorKind.UPSTREAM_REJECTED: _KindInfo(
+        _U, 400, "invalid_request_error", "invalid_request_error"
+    ),
     ErrorKind.UPSTREAM_UNAVAILABLE: _KindInfo(_U, 502, "server_error", "api_error"),
     ErrorKind.UPSTREAM_TIMEOUT: _KindInfo(_U, 504, "server_error", "api_error"),
     ErrorKind.STREAM_INTERRUPTED: _KindInfo(_U, 502, "server_error", "api_error"),

@@ -33,7 +33,9 @@ class BreakerState:
     """A probe is in flight until this time (then another may go)."""
 
     def is_open(self, now: float) -> bool:
-        return self.open_until is not None and (now < self.open_until or self.probe_until is not None)
+        return self.open_until is not None and (
+            now < self.open_until or self.probe_until is not None
+        )
 
 
 PROBE_TIMEOUT_S = 60.0

@@ -34,8 +34,9 @@ def route_for(settings: Settings, name: str) -> RouteConfig:
         return route
     if name in settings.models:
         chain = Chain(name="model", targets=(Target(model=name),))
-        return RouteConfig(name=name, chains={"default": chain},
-                           fallback_statuses=DEFAULT_FALLBACK_STATUSES)
+        return RouteConfig(
+            name=name, chains={"default": chain}, fallback_statuses=DEFAULT_FALLBACK_STATUSES
+        )
     raise CallerError(
         ErrorKind.UNKNOWN_ROUTE,
         f"The model '{name}' does not exist or you do not have access to it.",
