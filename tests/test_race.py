@@ -44,44 +44,71 @@ def t(model: str, hedge_ms: int | None = None) -> Target:
 
 SCENARIOS = [
     pytest.param(
-        [t("a"), t("b")], {"a": (0.5, "ok"), "b": (0.1, "ok")},
-        "a", [("a", 0.0, "won")], id="first-target-answers",
+        [t("a"), t("b")],
+        {"a": (0.5, "ok"), "b": (0.1, "ok")},
+        "a",
+        [("a", 0.0, "won")],
+        id="first-target-answers",
     ),
     pytest.param(
-        [t("a"), t("b"), t("c")], {"a": (0.2, "fail"), "b": (0.3, "fail"), "c": (0.1, "ok")},
-        "c", [("a", 0.0, "failed"), ("b", 0.2, "failed"), ("c", 0.5, "won")], id="fallback-chain",
+        [t("a"), t("b"), t("c")],
+        {"a": (0.2, "fail"), "b": (0.3, "fail"), "c": (0.1, "ok")},
+        "c",
+        [("a", 0.0, "failed"), ("b", 0.2, "failed"), ("c", 0.5, "won")],
+        id="fallback-chain",
     ),
     pytest.param(
-        [t("a", 300), t("b")], {"a": (1.0, "ok"), "b": (0.2, "ok")},
-        "b", [("a", 0.0, "lost"), ("b", 0.3, "won")], id="hedge-wins",
+        [t("a", 300), t("b")],
+        {"a": (1.0, "ok"), "b": (0.2, "ok")},
+        "b",
+        [("a", 0.0, "lost"), ("b", 0.3, "won")],
+        id="hedge-wins",
     ),
     pytest.param(
-        [t("a", 300), t("b")], {"a": (0.4, "ok"), "b": (0.2, "ok")},
-        "a", [("a", 0.0, "won"), ("b", 0.3, "lost")], id="hedged-primary-still-wins",
+        [t("a", 300), t("b")],
+        {"a": (0.4, "ok"), "b": (0.2, "ok")},
+        "a",
+        [("a", 0.0, "won"), ("b", 0.3, "lost")],
+        id="hedged-primary-still-wins",
     ),
     pytest.param(
-        [t("a", 300), t("b")], {"a": (0.1, "fail"), "b": (0.2, "ok")},
-        "b", [("a", 0.0, "failed"), ("b", 0.1, "won")], id="fail-before-hedge-time",
+        [t("a", 300), t("b")],
+        {"a": (0.1, "fail"), "b": (0.2, "ok")},
+        "b",
+        [("a", 0.0, "failed"), ("b", 0.1, "won")],
+        id="fail-before-hedge-time",
     ),
     pytest.param(
-        [t("a", 100), t("b", 100), t("c")], {"a": (9, "hang"), "b": (9, "hang"), "c": (0.05, "ok")},
-        "c", [("a", 0.0, "lost"), ("b", 0.1, "lost"), ("c", 0.2, "won")], id="hedge-cascade",
+        [t("a", 100), t("b", 100), t("c")],
+        {"a": (9, "hang"), "b": (9, "hang"), "c": (0.05, "ok")},
+        "c",
+        [("a", 0.0, "lost"), ("b", 0.1, "lost"), ("c", 0.2, "won")],
+        id="hedge-cascade",
     ),
     pytest.param(
-        [t("a", 300), t("b")], {"a": (0.5, "fail"), "b": (0.4, "fail")},
-        None, [("a", 0.0, "failed"), ("b", 0.3, "failed")], id="all-fail",
+        [t("a", 300), t("b")],
+        {"a": (0.5, "fail"), "b": (0.4, "fail")},
+        None,
+        [("a", 0.0, "failed"), ("b", 0.3, "failed")],
+        id="all-fail",
     ),
     pytest.param(
-        [t("a"), t("b")], {"a": (0.1, "reject"), "b": (0.1, "ok")},
-        None, [("a", 0.0, "rejected")], id="caller-error-not-retried",
+        [t("a"), t("b")],
+        {"a": (0.1, "reject"), "b": (0.1, "ok")},
+        None,
+        [("a", 0.0, "rejected")],
+        id="caller-error-not-retried",
     ),
 ]
 
 
 @pytest.mark.parametrize(("targets", "behaviour", "winner", "expected"), SCENARIOS)
 async def test_race_scenarios(
-    targets: list[Target], behaviour: dict[str, Behaviour], winner: str | None,
-    expected: list[tuple[str, float, str]], autojump_clock: trio.testing.MockClock,
+    targets: list[Target],
+    behaviour: dict[str, Behaviour],
+    winner: str | None,
+    expected: list[tuple[str, float, str]],
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     race = Race(targets, make_run(behaviour), LocalBreakers(BreakerConfig()))  # type: ignore[arg-type]
     t0 = trio.current_time()
@@ -93,7 +120,9 @@ async def test_race_scenarios(
         assert race.error().status in (400, 502)
 
 
-async def test_open_breaker_is_skipped_unless_last_hope(autojump_clock: trio.testing.MockClock) -> None:
+async def test_open_breaker_is_skipped_unless_last_hope(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     breakers = LocalBreakers(BreakerConfig(failure_threshold=1, cooldown_s=30))
     await breakers.report("a", trio.current_time(), ok=False)
     race = Race([t("a"), t("b")], make_run({"a": (0.1, "ok"), "b": (0.1, "ok")}), breakers)  # type: ignore[arg-type]

@@ -1,0 +1,203 @@
+"""Bad input gets the caller's own error envelope and the right status, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from tests.fixtures_gateway import Running, start_gateway, start_simulator
+from tests.settings_factory import KEY, chain_settings
+from trioproxy.config import hash_key, parse_settings
+from trioproxy.simulator.faults import Fault
+
+OPENAI = "/v1/chat/completions"
+ANTHROPIC = "/v1/messages"
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+async def call(
+    g: Running,
+    path: str,
+    *,
+    content: bytes | None = None,
+    json: object = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> httpx.Response:
+    h = {"authorization": f"Bearer {g.key}", **(headers or {})}
+    async with httpx.AsyncClient(timeout=10) as c:
+        return await c.request(method, g.url + path, content=content, json=json, headers=h)
+
+
+def openai_envelope(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"] and err["type"]
+
+
+def anthropic_envelope(r: httpx.Response, status: int, etype: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == etype and body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "code"),
+    [
+        (OPENAI, b"{not json", 400, "invalid_json"),
+        (OPENAI, b'{"model": "chat", "messages": "hi"}', 400, "invalid_request"),
+        (OPENAI, b'{"model": 5, "messages": []}', 400, "invalid_request"),
+        (
+            OPENAI,
+            b'{"model": "chat", "messages": [{"role":"user","content":"x"}], "stream": "yes"}',
+            400,
+            "invalid_request",
+        ),
+        (
+            OPENAI,
+            b'{"model": "nope", "messages": [{"role":"user","content":"x"}]}',
+            404,
+            "model_not_found",
+        ),
+        (OPENAI, b"[]", 400, "invalid_request"),
+    ],
+)
+async def test_openai_dialect_errors(
+    gateway: Running, path: str, content: bytes, status: int, code: str
+) -> None:
+    openai_envelope(await call(gateway, path, content=content), status, code)
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "etype"),
+    [
+        (b"{not json", 400, "invalid_request_error"),
+        (
+            b'{"model": "chat", "messages": [{"role":"user","content":"x"}]}',
+            400,
+            "invalid_request_error",
+        ),  # max_tokens is required by Anthropic's API
+        (
+            b'{"model": "nope", "max_tokens": 5, "messages": [{"role":"user","content":"x"}]}',
+            404,
+            "not_found_error",
+        ),
+    ],
+)
+async def test_anthropic_dialect_errors(
+    gateway: Running, content: bytes, status: int, etype: str
+) -> None:
+    anthropic_envelope(await call(gateway, ANTHROPIC, content=content), status, etype)
+
+
+async def test_auth_errors(gateway: Running) -> None:
+    async with httpx.AsyncClient() as c:
+        r = await c.post(gateway.url + OPENAI, json={"model": "chat", "messages": MSGS})
+        openai_envelope(r, 401, "missing_api_key")
+        r = await c.post(
+            gateway.url + ANTHROPIC,
+            headers={"x-api-key": "bad"},
+            json={"model": "chat", "max_tokens": 5, "messages": MSGS},
+        )
+        anthropic_envelope(r, 401, "authentication_error")
+
+
+async def test_identity_is_never_taken_from_the_body(gateway: Running) -> None:
+    r = await call(
+        gateway,
+        OPENAI,
+        json={"model": "chat", "messages": MSGS, "team": "victim", "user": "end-user-7"},
+    )
+    assert r.status_code == 200
+    with trio.fail_after(5):
+        while not [x for x in gateway.sink.records if x.kind == "request"]:
+            await trio.sleep(0.01)
+    rec = [x for x in gateway.sink.records if x.kind == "request"][-1]
+    assert rec.team == "demo" and rec.user == "demo" and rec.end_user == "end-user-7"
+
+
+async def test_body_too_large_is_413(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    settings = chain_settings([sim.url], extra={"server": {"max_body_bytes": 1000}})
+    g = await start_gateway(nursery, settings)
+    g.key = KEY
+    big = {"model": "r", "messages": [{"role": "user", "content": "x" * 5000}]}
+    openai_envelope(await call(g, OPENAI, json=big), 413, "body_too_large")
+    r = await call(g, ANTHROPIC, json={**big, "max_tokens": 5})
+    anthropic_envelope(r, 413, "request_too_large")
+
+
+async def test_method_path_and_priority_errors(gateway: Running) -> None:
+    openai_envelope(await call(gateway, OPENAI, method="GET"), 405, "method_not_allowed")
+    openai_envelope(await call(gateway, "/v1/nothing", method="GET"), 404, "not_found")
+    r = await call(
+        gateway,
+        OPENAI,
+        json={"model": "chat", "messages": MSGS},
+        headers={"x-trioproxy-priority": "urgent"},
+    )
+    openai_envelope(r, 400, "invalid_request")
+
+
+async def test_forbidden_route_is_403(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    settings = chain_settings([sim.url])
+    data = {
+        "providers": {"p0": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
+        "models": {"m0": {"provider": "p0", "input_per_mtok": 1, "output_per_mtok": 1}},
+        "routes": {
+            "r": {"chains": {"default": [{"model": "m0"}]}},
+            "other": {"chains": {"default": [{"model": "m0"}]}},
+        },
+        "api_keys": [
+            {"name": "k", "key_sha256": hash_key(KEY), "team": "t", "user": "u", "routes": ["r"]}
+        ],
+    }
+    settings = parse_settings(data, env={"K": "x"})
+    g = await start_gateway(nursery, settings)
+    g.key = KEY
+    openai_envelope(
+        await call(g, OPENAI, json={"model": "other", "messages": MSGS}), 403, "route_forbidden"
+    )
+    assert (await call(g, OPENAI, json={"model": "r", "messages": MSGS})).status_code == 200
+
+
+async def test_selection_rules_pick_chain_by_priority(gateway: Running) -> None:
+    r = await call(
+        gateway,
+        OPENAI,
+        json={"model": "chat", "messages": MSGS},
+        headers={"x-trioproxy-priority": "high"},
+    )
+    assert r.status_code == 200
+    assert r.headers["x-trioproxy-chain"] == "premium"
+    assert r.headers["x-trioproxy-reason"] == "high priority"
+    r = await call(
+        gateway,
+        OPENAI,
+        json={"model": "chat", "messages": MSGS, "max_tokens": 100},
+        headers={"x-trioproxy-priority": "low"},
+    )
+    assert r.headers["x-trioproxy-chain"] == "cheap"
+
+
+async def test_overload_sheds_with_503_and_retry_after(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(ttft_ms=1000))
+    g = await start_gateway(
+        nursery, chain_settings([sim.url], extra={"server": {"max_in_flight": 1}})
+    )
+    g.key = KEY
+    results: list[httpx.Response] = []
+
+    async def one() -> None:
+        results.append(await call(g, OPENAI, json={"model": "r", "messages": MSGS}))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(one)
+        await trio.sleep(0.3)
+        n.start_soon(one)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 503]
+    shed = next(r for r in results if r.status_code == 503)
+    assert shed.headers["retry-after"] == "1"
