@@ -31,7 +31,7 @@ T0 = datetime(2026, 11, 21, 12, 0, tzinfo=BERLIN).timestamp()
 
 async def until(cond: Callable[[], bool]) -> None:
     with trio.fail_after(5):
-        while not cond():  # noqa: ASYNC110 (polls a plain list the webhook handler fills)
+        while not cond():
             await trio.sleep(0.005)
 
 
