@@ -198,6 +198,22 @@ async def test_call_timeout_then_late_reply_does_not_desync(redis_url: str) -> N
         assert client.statistics().pending == 0
 
 
+async def test_stalled_connection_is_dropped_and_replaced(redis_url: str) -> None:
+    async with open_client(redis_url, call_timeout=5.0, stall_timeout=0.4) as client:
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # the server goes silent
+        t0 = time.monotonic()
+        with pytest.raises(RedisUnavailable, match="stall_timeout"):
+            await client.execute("PING")
+        assert 0.4 <= time.monotonic() - t0 < 1.0  # dropped by the watchdog, not call_timeout
+        assert client.statistics().reconnects == 0
+        await trio.sleep(1.5 - (time.monotonic() - t0))  # the pause is over
+        with trio.fail_after(5):
+            await client.wait_connected()
+        assert await client.execute("PING") == b"PONG"
+        assert client.statistics().reconnects >= 1
+
+
 async def test_cancelled_callers_do_not_desync_replies(redis_url: str) -> None:
     async with open_client(redis_url) as client:
         mismatches: list[tuple[int, Any]] = []

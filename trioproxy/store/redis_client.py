@@ -97,9 +97,11 @@ class _Slot:
 class _Connection:
     """One live connection: output buffer, reply FIFO, writer and reader tasks."""
 
-    def __init__(self, stream: trio.abc.Stream, reader: ReplyReader) -> None:
+    def __init__(self, stream: trio.abc.Stream, reader: ReplyReader, stall_timeout: float) -> None:
         self.stream = stream
         self.reader = reader
+        self.stall_timeout = stall_timeout
+        self.progress_at = trio.current_time()  # last reply read, or when replies became owed
         self.outbuf: list[bytes] = []
         self.slots: deque[_Slot] = deque()
         self.has_output = trio.Event()
@@ -109,6 +111,8 @@ class _Connection:
 
     def submit(self, command: bytes) -> _Slot:
         slot = _Slot()
+        if not self.slots:
+            self.progress_at = trio.current_time()
         self.slots.append(slot)
         self.outbuf.append(command)
         self.has_output.set()
@@ -120,6 +124,7 @@ class _Connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
                 nursery.start_soon(self._read_loop)
+                nursery.start_soon(self._watch_stall)
 
     def fail_pending(self) -> None:
         message = f"Redis connection lost ({self.lost_reason}); the command may have been applied"
@@ -153,6 +158,7 @@ class _Connection:
                 if not data:
                     self._lose("closed by the server")
                     return
+                self.progress_at = trio.current_time()
                 self.reader.feed(data)
                 for reply in self.reader.replies():
                     if not self.slots:
@@ -163,6 +169,16 @@ class _Connection:
                     slot.done.set()
         except _STREAM_ERRORS as exc:
             self._lose(f"receive failed: {_describe(exc)}")
+
+    async def _watch_stall(self) -> None:
+        """Drop a connection that owes replies but has read nothing for ``stall_timeout``:
+        a hung server or a silent network partition would otherwise never reconnect."""
+        while True:
+            await trio.sleep(self.stall_timeout / 4)
+            stalled = trio.current_time() - self.progress_at
+            if self.slots and stalled > self.stall_timeout:
+                self._lose(f"no reply for {stalled:.1f}s (stall_timeout={self.stall_timeout}s)")
+                return
 
 
 class RedisClient:
@@ -175,6 +191,7 @@ class RedisClient:
         call_timeout: float = 1.0,
         connect_timeout: float = 2.0,
         max_pending: int = 10_000,
+        stall_timeout: float = 5.0,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         rng: random.Random | None = None,
@@ -185,6 +202,7 @@ class RedisClient:
         self.call_timeout = call_timeout  # seconds from submit to reply, per call
         self.connect_timeout = connect_timeout  # seconds for TCP + TLS + AUTH + SELECT
         self.max_pending = max_pending
+        self.stall_timeout = stall_timeout  # seconds without a reply while owed -> reconnect
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._rng = rng or random.Random()
@@ -316,4 +334,4 @@ class RedisClient:
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
-        return _Connection(stream, reader)
+        return _Connection(stream, reader, self.stall_timeout)
