@@ -475,3 +475,33 @@ async def test_drip_sends_byte_by_byte(sim: Sim) -> None:
     elapsed = trio.current_time() - start
     assert r.json()["usage"]["completion_tokens"] == 2
     assert elapsed >= (len(r.content) - 1) * 0.001
+
+
+async def test_reset_before_a_whole_body(sim: Sim) -> None:
+    headers = {**OPENAI_KEY, "x-sim-fault": "reset_after=0", "x-sim-id": "rst0"}
+    with pytest.raises(httpx.TransportError):
+        await sim.client.post("/v1/chat/completions", json=openai_body(), headers=headers)
+    trace = await wait_done(sim.sim, "rst0")
+    assert (trace.outcome, trace.status, trace.output_tokens) == ("reset", 200, 0)
+    assert sim.sim.stats.input_tokens == prompt_tokens(MESSAGES)
+    # the next request opens a fresh connection and succeeds
+    r = await sim.client.post("/v1/chat/completions", json=openai_body(), headers=OPENAI_KEY)
+    assert r.status_code == 200
+    assert sim.sim.stats.connections == 2
+
+
+async def test_many_concurrent_streams_are_independent(sim: Sim) -> None:
+    async def one(i: int) -> None:
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": f"#{i}"}]}
+        headers = {**OPENAI_KEY, "x-sim-fault": "chunk_ms=2", "x-sim-tokens": str(10 + i)}
+        async with sim.client.stream(
+            "POST", "/v1/chat/completions", json=body, headers=headers
+        ) as r:
+            events = await sse(r)
+        assert len(events) == 1 + (10 + i) + 1 + 1
+
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(one, i)
+    assert sim.sim.stats.output_tokens == sum(10 + i for i in range(50))
+    assert sim.sim.stats.internal_errors == 0

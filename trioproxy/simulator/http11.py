@@ -22,6 +22,9 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 REQUEST_IDLE_S = 120.0
 """Longest wait for the next complete request on an open connection."""
 RECV_BYTES = 65_536
+LINGER_S = 2.0
+"""After an early error (413), how long unread input is drained before closing,
+so that the client, still writing its body, gets to read the answer."""
 MAX_PIPELINED_BYTES = 1024 * 1024
 """Bytes of a pipelined next request buffered while a response is in flight."""
 
@@ -111,6 +114,12 @@ class HttpConnection:
             self._h11.receive_data(data)
             if buffered > MAX_PIPELINED_BYTES:
                 await trio.sleep_forever()
+
+    async def discard_input(self) -> None:
+        """Read and drop what the peer still sends, for at most :data:`LINGER_S`."""
+        with trio.move_on_after(LINGER_S):
+            while await self._receive():
+                pass
 
     async def _send(self, event: h11.Event) -> None:
         data = self._h11.send(event)

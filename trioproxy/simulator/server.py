@@ -84,6 +84,7 @@ class Simulator:
                 except BodyTooLarge:
                     ex = self.stats.begin("(too large)", None)
                     await send_error(conn, ex, OPENAI, 413, "Request body too large.", [_SERVER])
+                    await conn.discard_input()
                     break
                 except h11.RemoteProtocolError:
                     if conn.can_respond():
