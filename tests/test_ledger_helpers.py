@@ -151,5 +151,5 @@ def target_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Tar
 async def wait_until(pred: Callable[[], bool], *, limit: float = 20.0) -> None:
     """Poll a background task's statistics until ``pred`` holds (fails after ``limit`` s)."""
     with trio.fail_after(limit):
-        while not pred():  # noqa: ASYNC110 - polling another task's counters, no event to wait on
+        while not pred():
             await trio.sleep(0.01)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -83,17 +84,31 @@ def model_of(record: UsageRecord) -> str:
     return record.target or record.provider_model or ""
 
 
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _day(n: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=n)
+
+
 def day_of(ts: float) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+    """The UTC calendar day of a Unix time."""
+    return _day(int(ts // 86_400))
 
 
 RollupKey = tuple[str, str, str, str, str, str, str]
 """(day ISO, kind, team, feature, user, route, model)."""
 
 
+@functools.lru_cache(maxsize=64)
+def _iso(n: int) -> str:
+    return _day(n).isoformat()
+
+
 def rollup_key(record: UsageRecord) -> RollupKey:
     return (
-        day_of(record.ts).isoformat(),
+        _iso(int(record.ts // 86_400)),
         record.kind,
         record.team,
         record.feature,

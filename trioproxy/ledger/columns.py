@@ -9,6 +9,7 @@ unique key (NULLs never conflict).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 from trioproxy.ledger.record import UsageRecord
@@ -56,12 +57,30 @@ def column_ddl(dialect: str) -> str:
     return ", ".join(parts)
 
 
+_values = operator.attrgetter(*FIELDS)
+_TARGET = FIELDS.index("target")
+
+
 def to_row(record: UsageRecord) -> tuple[Any, ...]:
     """Values in :data:`COLUMNS` order (``target`` None -> ``''``)."""
-    return tuple(
-        ("" if v is None else v) if f == "target" else v
-        for f, v in ((f, getattr(record, f)) for f in FIELDS)
-    )
+    row: tuple[Any, ...] = _values(record)
+    if row[_TARGET] is None:
+        row = (*row[:_TARGET], "", *row[_TARGET + 1 :])
+    return row
 
 
-__all__ = ["COLUMNS", "FIELDS", "KEY_COLUMNS", "column_ddl", "pg_type", "sqlite_type", "to_row"]
+def to_dict(record: UsageRecord) -> dict[str, Any]:
+    """Field name -> value (a fast ``dataclasses.asdict`` for this flat record)."""
+    return dict(zip(FIELDS, _values(record), strict=True))
+
+
+__all__ = [
+    "COLUMNS",
+    "FIELDS",
+    "KEY_COLUMNS",
+    "column_ddl",
+    "pg_type",
+    "sqlite_type",
+    "to_dict",
+    "to_row",
+]

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from trioproxy.ledger.backend import record_from_dict
+from trioproxy.ledger.columns import to_dict
 from trioproxy.ledger.record import UsageRecord
 
 SPOOL_NAME = "ledger-spool.jsonl"
@@ -52,7 +53,7 @@ class Spool:
 
     def append(self, records: Iterable[UsageRecord], *, fsync: bool = True) -> int:
         """Append records as JSON lines; return how many. ``fsync`` makes them survive power loss."""
-        data = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records)
+        data = "".join(json.dumps(to_dict(r), separators=(",", ":")) + "\n" for r in records)
         if not data:
             return 0
         fd = self._open_locked()

@@ -84,7 +84,8 @@ class SqliteLedger:
                     conn.execute(stmt)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return conn
 
@@ -97,16 +98,27 @@ class SqliteLedger:
 
     def _write(self, records: list[UsageRecord]) -> int:
         conn = self._conn
+        rows = [to_row(r) for r in records]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            inserted = []
-            for r in records:
-                if conn.execute(_INSERT, to_row(r)).rowcount == 1:
-                    inserted.append(r)
+            before = conn.total_changes
+            conn.executemany(_INSERT, rows)
+            inserted = records
+            if conn.total_changes - before != len(rows):
+                # some keys were already stored (a replay): redo row by row to roll up only
+                # the new ones
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                inserted = [
+                    r
+                    for r, row in zip(records, rows, strict=True)
+                    if conn.execute(_INSERT, row).rowcount == 1
+                ]
             conn.executemany(_UPSERT, [(*k, *v) for k, v in aggregate(inserted).items()])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         return len(inserted)
 

@@ -1,0 +1,187 @@
+"""LedgerWriter: batches, spool on failure, replay, shutdown flush; real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.test_ledger_helpers import Target, make_records, target_for, totals_of, wait_until
+from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.writer import LedgerWriter
+
+FAST: dict[str, Any] = dict(
+    batch_size=64,
+    batch_interval=0.01,
+    write_timeout=2.0,
+    retry_min=0.05,
+    retry_max=0.5,
+    shutdown_timeout=5.0,
+    shutdown_db_timeout=1.0,
+)
+
+
+async def assert_exactly(target: Target, records: list[UsageRecord]) -> None:
+    assert await target.distinct_keys() == (len(records), len(records))
+    for kind in ("request", "attempt"):
+        expected = totals_of(records, kind).tuple()
+        assert (await target.raw_totals(kind)).tuple() == pytest.approx(expected)
+        assert (await target.rollup_totals(kind)).tuple() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_records_arrive_exactly_once_in_batches(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    target = target_for(kind, request, tmp_path)
+    writer = LedgerWriter(await target.open(), tmp_path / "spool", **FAST)
+    records = make_records(1500)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i, r in enumerate(records):
+            writer.submit(r)
+            if i % 100 == 0:
+                await trio.lowlevel.checkpoint()
+        for r in records[:200]:  # the gateway never does this, but a resubmit must not count
+            writer.submit(r)
+        await wait_until(lambda: writer.statistics().written == 1500)
+        await writer.aclose()
+    await writer.backend.aclose()
+    stats = writer.statistics()
+    assert (stats.written, stats.duplicates, stats.spooled, stats.overflowed) == (1500, 200, 0, 0)
+    await assert_exactly(target, records)
+
+
+async def test_full_channel_spills_to_spool_then_replays(tmp_path: Path) -> None:
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    writer = LedgerWriter(await target.open(), tmp_path / "spool", capacity=10, **FAST)
+    records = make_records(100)
+    for r in records:  # run() not started yet: the channel fills after 10
+        writer.submit(r)
+    assert writer.statistics().overflowed == 90
+    assert writer.spool.count() == 90
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)  # replays the spool before reporting started
+        assert writer.statistics().replayed == 90
+        await wait_until(lambda: writer.statistics().written == 100)
+        await writer.aclose()
+    await writer.backend.aclose()
+    assert writer.spool.count() == 0
+    await assert_exactly(target, records)
+
+
+@pytest.mark.parametrize("how", ["aclose", "cancel"])
+async def test_shutdown_flushes_pending_to_db(how: str, tmp_path: Path) -> None:
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    slow = {**FAST, "batch_size": 10_000, "batch_interval": 60.0}
+    writer = LedgerWriter(await target.open(), tmp_path / "spool", **slow)
+    records = make_records(300)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for r in records:
+            writer.submit(r)
+        await trio.sleep(0.05)
+        assert writer.statistics().written == 0  # still batching
+        if how == "aclose":
+            await writer.aclose()
+        else:
+            nursery.cancel_scope.cancel()
+    writer.submit(make_records(1, seed=9)[0])  # after shutdown: straight to the spool
+    await writer.backend.aclose()
+    assert writer.statistics().written == 300
+    assert writer.spool.count() == 1
+    await assert_exactly(target, records)
+
+
+async def test_postgres_down_mid_run_then_back(pg_server: Any, pg_url: str, tmp_path: Path) -> None:
+    target = Target("postgres", pg_url)
+    writer = LedgerWriter(await target.open(), tmp_path / "spool", **FAST)
+    records = make_records(900, seed=11)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for r in records[:300]:
+            writer.submit(r)
+        await wait_until(lambda: writer.statistics().written == 300)
+        await trio.to_thread.run_sync(pg_server.stop)
+        for i, r in enumerate(records[300:600]):
+            writer.submit(r)
+            if i % 50 == 0:
+                await trio.sleep(0.05)
+        await wait_until(lambda: writer.statistics().spooled >= 300)
+        assert not writer.statistics().db_up
+        await trio.to_thread.run_sync(pg_server.start)
+        for r in records[600:]:
+            writer.submit(r)
+        await wait_until(lambda: writer.statistics().written == 900, limit=30)
+        await writer.aclose()
+    await writer.backend.aclose()
+    stats = writer.statistics()
+    assert stats.db_up and stats.lost == 0 and stats.replayed >= 300
+    assert writer.spool.count() == 0
+    await assert_exactly(target, records)
+
+
+async def test_shutdown_while_db_down_spools_then_next_run_replays(
+    pg_server: Any, pg_url: str, tmp_path: Path
+) -> None:
+    target = Target("postgres", pg_url)
+    records = make_records(400, seed=12)
+    first = LedgerWriter(await target.open(), tmp_path / "spool", **FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run)
+        for r in records[:100]:
+            first.submit(r)
+        await wait_until(lambda: first.statistics().written == 100)
+        await trio.to_thread.run_sync(pg_server.stop)
+        for r in records[100:]:
+            first.submit(r)
+        with trio.fail_after(FAST["shutdown_timeout"] + 1):  # shutdown is bounded
+            await first.aclose()
+    await first.backend.aclose()
+    assert first.spool.count() == 300
+
+    await trio.to_thread.run_sync(pg_server.start)
+    second = LedgerWriter(await target.open(), tmp_path / "spool", **FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await wait_until(lambda: second.statistics().replayed == 300)
+        await second.aclose()
+    await second.backend.aclose()
+    assert second.spool.count() == 0
+    await assert_exactly(target, records)
+
+
+async def test_replay_after_partial_write_does_not_double_count(tmp_path: Path) -> None:
+    """A batch that reached the database *and* the spool (write timed out on our side but
+    committed) is replayed without double-counting, raw or rollup."""
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    backend = await target.open()
+    records = make_records(200, seed=13)
+    await backend.write_batch(records[:150])
+    spool = Spool(tmp_path / "spool")
+    spool.append(records, fsync=True)
+    writer = LedgerWriter(backend, spool, **FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.aclose()
+    await backend.aclose()
+    stats = writer.statistics()
+    assert (stats.written, stats.duplicates, stats.replayed) == (50, 150, 200)
+    await assert_exactly(target, records)
+
+
+async def test_torn_spool_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    records = make_records(3, seed=14)
+    spool.append(records[:2])
+    with spool.path.open("a") as f:
+        f.write('{"ts": 1.0, "request_id": "tor')  # a crash mid-write
+    (path,) = spool.claim()
+    assert [r.request_id for r in spool.read(path)] == [r.request_id for r in records[:2]]
+    assert spool.corrupt_lines == 1
+    assert not spool.path.exists()
+    spool.append(records[2:])  # a new spool file after the claim
+    assert spool.count() == 2 + 1
