@@ -414,6 +414,9 @@ async def test_ttft_delays_first_byte(sim: Sim) -> None:
     assert trio.current_time() - start >= 0.15
     assert trace.outcome == "complete"
     assert (trace.status, trace.output_tokens) == (200, 30)
+    over_http = (await sim.client.get("/_sim/stats")).json()["traces"]["slow"]
+    assert over_http["first_byte_at"] == trace.first_byte_at
+    assert over_http["closed_at"] is None
 
 
 async def test_hang_until_client_times_out(sim: Sim) -> None:
