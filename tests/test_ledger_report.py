@@ -1,0 +1,86 @@
+"""``trioproxy report``: duration parsing, table layout, and the CLI end to end on SQLite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.test_ledger_helpers import make_records, totals_of
+from trioproxy.ledger.backend import ReportRow
+from trioproxy.ledger.factory import SQLITE_NAME
+from trioproxy.ledger.report import format_report, parse_since, report_main
+from trioproxy.ledger.sqlite import SqliteLedger
+
+NOW = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", NOW - dt.timedelta(days=7)),
+        ("24h", NOW - dt.timedelta(hours=24)),
+        ("30m", NOW - dt.timedelta(minutes=30)),
+        ("2w", NOW - dt.timedelta(weeks=2)),
+        ("2025-03-01", dt.datetime(2025, 3, 1, tzinfo=dt.UTC)),
+    ],
+)
+def test_parse_since(text: str, expected: dt.datetime) -> None:
+    assert parse_since(text, now=NOW) == expected
+
+
+def test_parse_since_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("7 days", now=NOW)
+
+
+def test_format_report_aligns_and_totals() -> None:
+    rows = [
+        ReportRow(("blue", "chat"), 3, 1200, 300, 0.5, 0.0),
+        ReportRow(("red", "search"), 10, 5, 7, 12.25, 1.5),
+    ]
+    lines = format_report(rows, ["team", "feature"]).splitlines()
+    assert lines[0].split() == [
+        "team",
+        "feature",
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "saved_usd",
+    ]
+    assert lines[2].split() == ["blue", "chat", "3", "1,200", "300", "0.5000", "0.0000"]
+    assert lines[-1].split() == ["TOTAL", "13", "1,205", "307", "12.7500", "1.5000"]
+    assert len({len(line) for line in lines if not line.startswith("-")}) == 1  # aligned
+
+
+def test_report_cli_on_sqlite_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = make_records(400, seed=31, ts=time.time() - 60)
+
+    async def seed() -> None:
+        backend = await SqliteLedger.open(tmp_path / SQLITE_NAME)
+        await backend.write_batch(records)
+        await backend.aclose()
+
+    trio.run(seed)
+    argv = ["--by", "team,model", "--since", "7d", "--state-dir", str(tmp_path)]
+    assert report_main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    body = out[2:-2]
+    expected_groups = {
+        (r.team, r.target or r.provider_model) for r in records if r.kind == "request"
+    }
+    assert {tuple(line.split()[:2]) for line in body} == expected_groups
+    total = out[-1].split()
+    want = totals_of(records)
+    assert total[0] == "TOTAL"
+    assert total[1:4] == [f"{want.count:,}", f"{want.input_tokens:,}", f"{want.output_tokens:,}"]
+    assert total[4] == f"{want.cost_usd:,.4f}"
+
+
+def test_report_cli_rejects_unknown_dimension(capsys: pytest.CaptureFixture[str]) -> None:
+    assert report_main(["--by", "team,colour", "--state-dir", "/nonexistent"]) == 2
+    assert "colour" in capsys.readouterr().err
