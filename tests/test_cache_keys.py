@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Any
+
+from trioproxy.cache.entry import CacheEntry, storable
+from trioproxy.cache.keys import (
+    exact_key,
+    exact_namespace,
+    is_shareable,
+    semantic_namespace,
+    semantic_text,
+    tenant_scope,
+)
+from trioproxy.config.model import CacheConfig
+from trioproxy.core.types import ChatRequest, Completion, ToolCall, Usage
+
+
+def req(messages: list[dict[str, Any]] | None = None, **params: Any) -> ChatRequest:
+    chat = {"model": "chat", "messages": messages or [{"role": "user", "content": "hi"}], **params}
+    return ChatRequest(
+        dialect="openai", body=chat, chat=chat, model="chat", stream=False,
+        include_usage=False, max_tokens=params.get("max_tokens"),
+    )  # fmt: skip
+
+
+TEAM = CacheConfig()
+GLOBAL = CacheConfig(scope="global")
+
+
+def test_exact_key_ignores_key_order_and_non_answer_fields() -> None:
+    a = req(temperature=0, max_tokens=10, stream=True, user="u1")
+    b = ChatRequest(
+        dialect="anthropic", body={}, chat={"max_tokens": 10, "temperature": 0, "model": "x",
+        "messages": [{"content": "hi", "role": "user"}]}, model="x", stream=False,
+        include_usage=True, max_tokens=10,
+    )  # fmt: skip
+    assert exact_key(a, "team:a", "chat") == exact_key(b, "team:a", "chat")
+
+
+def test_exact_key_changes_with_each_answer_field() -> None:
+    base = exact_key(req(), "team:a", "chat")
+    variants = [
+        req(temperature=0.5), req(top_p=0.9), req(max_tokens=5), req(seed=1), req(stop=["x"]),
+        req(n=2), req(tools=[{"type": "function"}]), req(response_format={"type": "json_object"}),
+        req([{"role": "user", "content": "hi!"}]),
+    ]  # fmt: skip
+    keys = {exact_key(v, "team:a", "chat") for v in variants}
+    assert base not in keys and len(keys) == len(variants)
+    assert exact_key(req(), "team:a", "other-route") != base
+
+
+def test_exact_key_is_scoped_by_tenant_unless_global() -> None:
+    a, b = tenant_scope("a", TEAM), tenant_scope("b", TEAM)
+    assert exact_key(req(), a, "chat") != exact_key(req(), b, "chat")
+    assert tenant_scope("a", GLOBAL) == tenant_scope("b", GLOBAL) == "global"
+    assert exact_key(req(), a, "chat").startswith(exact_namespace(a, "chat") + ":")
+
+
+def test_semantic_namespace_pins_system_prompt_history_and_buckets() -> None:
+    user = {"role": "user", "content": "summarize this document"}
+    base = semantic_namespace(req([user], temperature=0), "team:a", "chat")
+    assert semantic_namespace(req([user], temperature=0), "team:b", "chat") != base
+    sys2 = req([{"role": "system", "content": "be brief"}, user], temperature=0)
+    assert semantic_namespace(sys2, "team:a", "chat") != base
+    assert semantic_namespace(req([user], temperature=0.5), "team:a", "chat") != base
+    # same bucket: 0.2 and 0.3 share one, 0 is its own
+    assert semantic_namespace(req([user], temperature=0.2), "team:a", "chat") == semantic_namespace(
+        req([user], temperature=0.3), "team:a", "chat"
+    )
+    assert semantic_namespace(req([user], temperature=0, max_tokens=4000), "team:a", "chat") != base
+    history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}, user]
+    assert semantic_namespace(req(history, temperature=0), "team:a", "chat") != base
+    assert semantic_text(req(history)) == "summarize this document"
+
+
+def test_is_shareable() -> None:
+    user = [{"role": "user", "content": "q"}]
+    assert is_shareable(req(user, temperature=0), TEAM)
+    assert not is_shareable(req(user), TEAM)  # no temperature = provider default 1.0
+    assert not is_shareable(req(user, temperature=0.9), TEAM)
+    assert not is_shareable(req(user, temperature=0, n=2), TEAM)
+    tool_turn = [*user, {"role": "assistant", "content": None}, {"role": "tool", "content": "42"},
+                 {"role": "user", "content": "and?"}]  # fmt: skip
+    assert not is_shareable(req(tool_turn, temperature=0), TEAM)
+    assert is_shareable(req(tool_turn, temperature=0), CacheConfig(allow_tools=True))
+    assert not is_shareable(req([{"role": "assistant", "content": "x"}], temperature=0), TEAM)
+
+
+def test_entry_round_trip_and_storable() -> None:
+    c = Completion(
+        id="r1", model="gpt-x", text="héllo", finish_reason="tool_calls", usage=Usage(3, 4),
+        tool_calls=(ToolCall("c1", "f", '{"a":1}'),),
+    )  # fmt: skip
+    e = CacheEntry.from_completion(c, cost_usd=0.25, now=10.0)
+    back = CacheEntry.from_bytes(e.to_bytes())
+    assert back == e
+    assert back.completion("r2").tool_calls == c.tool_calls
+    assert storable(c)
+    assert not storable(Completion("r", "m", "x", "length", Usage(1, 1)))
+    assert not storable(Completion("r", "m", "x", "stop", Usage(1, 1, estimated=True)))

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
+from trioproxy.cache.vector_pg import PgVectorIndex
+
+DIM = 384
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def near(v: np.ndarray, seed: int, noise: float = 0.02) -> np.ndarray:
+    w = v + noise * np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return (w / np.linalg.norm(w)).astype(np.float32)
+
+
+async def check_contract(index: VectorIndex) -> None:
+    """What every VectorIndex must do: namespaces, top-1, TTL, delete, flush."""
+    a, b = unit(1), unit(2)
+    await index.add("ns1", "e-a", a, "prompt a", expires_at=100.0, now=0.0)
+    await index.add("ns1", "e-b", b, "prompt b", expires_at=50.0, now=0.0)
+    await index.add("ns2", "e-a2", a, "other tenant", expires_at=100.0, now=0.0)
+
+    q = near(a, 7)
+    hits = await index.search("ns1", q, 1, now=1.0)
+    assert [(h.entry_id, h.prompt) for h in hits] == [("e-a", "prompt a")]
+    assert abs(hits[0].similarity - float(a @ q)) < 1e-4
+    assert (await index.search("ns2", b, 1, now=1.0))[0].entry_id == "e-a2"  # never ns1's b
+    assert await index.search("ns3", a, 1, now=1.0) == []
+
+    # b expires at 50: afterwards a query for b gets a (the only live entry), never b
+    assert (await index.search("ns1", b, 1, now=49.0))[0].entry_id == "e-b"
+    assert [h.entry_id for h in await index.search("ns1", b, 1, now=50.0)] == ["e-a"]
+
+    # re-adding an entry id replaces it
+    await index.add("ns1", "e-a", b, "prompt a v2", expires_at=100.0, now=51.0)
+    hits = await index.search("ns1", b, 1, now=52.0)
+    assert (hits[0].entry_id, hits[0].prompt) == ("e-a", "prompt a v2")
+
+    assert await index.delete("ns1", "e-a") and not await index.delete("ns1", "e-a")
+    assert await index.search("ns1", a, 1, now=53.0) == []
+    assert await index.flush_namespace("ns2") == 1
+    assert await index.search("ns2", a, 1, now=53.0) == []
+
+
+async def test_hnsw_contract() -> None:
+    await check_contract(HnswIndex())
+
+
+async def test_hnsw_bounds_evict_least_recently_hit() -> None:
+    core = HnswCore(max_per_namespace=3, max_total=5)
+    idx = HnswIndex(core)
+    vecs = {i: unit(100 + i) for i in range(10)}
+    for i in range(3):
+        await idx.add("n1", f"e{i}", vecs[i], f"p{i}", expires_at=1e9, now=float(i))
+    assert (await idx.search("n1", vecs[0], 1, now=5.0))[0].entry_id == "e0"  # touch e0
+    await idx.add("n1", "e3", vecs[3], "p3", expires_at=1e9, now=6.0)  # over 3: e1 goes
+    live = {h.entry_id for h in await idx.search("n1", vecs[0], 3, now=7.0)}
+    assert live == {"e0", "e2", "e3"}
+    for i in range(4, 7):  # total bound 5: the least recently hit of all namespaces go
+        await idx.add("n2", f"e{i}", vecs[i], f"p{i}", expires_at=1e9, now=float(10 + i))
+    stats = core.statistics()
+    assert (stats.entries, stats.namespaces) == (5, 2)
+    assert stats.evictions == 2
+    assert {h.entry_id for h in await idx.search("n1", vecs[0], 3, now=20.0)} == {"e0", "e3"}
+
+
+async def test_hnsw_grows_and_persists(tmp_path: Path) -> None:
+    idx = HnswIndex(HnswCore(max_per_namespace=1000), directory=tmp_path / "vec")
+    vecs = [unit(1000 + i) for i in range(300)]  # past the initial capacity of 64
+    for i, v in enumerate(vecs):
+        await idx.add("n", f"e{i}", v, f"p{i}", expires_at=100.0 if i else 10.0, now=0.0)
+    await idx.delete("n", "e5")
+    await idx.save()
+
+    again = HnswIndex(HnswCore(max_per_namespace=1000), directory=tmp_path / "vec")
+    await again.load(now=20.0)  # e0 expired at 10: dropped on load
+    assert again.core.statistics().entries == 298
+    for i in (1, 150, 299):
+        assert (await again.search("n", vecs[i], 1, now=21.0))[0].entry_id == f"e{i}"
+    assert (await again.search("n", vecs[5], 1, now=21.0))[0].entry_id != "e5"
+    assert (await again.search("n", vecs[0], 1, now=21.0))[0].entry_id != "e0"
+    await again.add("n", "new", vecs[5], "p", expires_at=100.0, now=21.0)  # reuses a slot
+    assert (await again.search("n", vecs[5], 1, now=22.0))[0].entry_id == "new"
+
+
+@pytest.fixture
+async def pg_index(pg_url: str) -> PgVectorIndex:
+    idx = PgVectorIndex(pg_url, max_per_namespace=3, max_total=5, prune_every=10_000)
+    await idx.open()
+    return idx
+
+
+async def test_pgvector_contract(pg_index: PgVectorIndex) -> None:
+    try:
+        await check_contract(pg_index)
+    finally:
+        await pg_index.aclose()
+
+
+async def test_pgvector_small_namespace_found_among_many_rows(pg_index: PgVectorIndex) -> None:
+    """The namespace filter must not starve the HNSW scan (iterative scan / btree plan)."""
+    try:
+        for i in range(400):
+            await pg_index.add("big", f"b{i}", unit(5000 + i), "p", expires_at=1e9, now=0.0)
+        target = unit(1)
+        await pg_index.add("small", "only", target, "mine", expires_at=1e9, now=0.0)
+        hits = await pg_index.search("small", near(unit(5003), 1), 1, now=1.0)
+        assert [h.entry_id for h in hits] == ["only"]
+    finally:
+        await pg_index.aclose()
+
+
+async def test_pgvector_prune_bounds(pg_index: PgVectorIndex) -> None:
+    try:
+        for i in range(4):  # 4 in n1 (bound 3), last_hit = now at insert
+            await pg_index.add("n1", f"a{i}", unit(i), "p", expires_at=1e9, now=float(i))
+        for i in range(3):
+            await pg_index.add("n2", f"b{i}", unit(10 + i), "p", expires_at=1e9, now=float(10 + i))
+        await pg_index.add("n2", "gone", unit(20), "p", expires_at=5.0, now=0.0)
+        assert await pg_index.count() == 8
+        dropped = await pg_index.prune(now=100.0)
+        # expired "gone", then a0 (n1 over 3), then the oldest of the rest (a1) for total 5
+        assert dropped == 3 and await pg_index.count() == 5
+        n1 = {h.entry_id for h in await pg_index.search("n1", unit(0), 3, now=100.0)}
+        assert n1 == {"a2", "a3"}
+    finally:
+        await pg_index.aclose()

@@ -1,0 +1,224 @@
+"""The semantic-cache :class:`~trioproxy.cache.vector_index.VectorIndex` on PostgreSQL +
+pgvector (0.8+).
+
+One table, ``namespace`` on every row, an HNSW cosine index on ``embedding`` and the
+``(namespace, entry_id)`` unique btree. Queries filter by namespace; with
+``hnsw.iterative_scan = relaxed_order`` the HNSW scan keeps going until it finds rows of
+that namespace instead of returning nothing, and a small namespace is answered from the
+btree when the planner prefers it. The materialised CTE restores exact order.
+
+The table is bounded: :meth:`PgVectorIndex.prune` (run every ``prune_every`` adds, and by
+the caller at will) deletes expired rows, then the least recently hit rows of any namespace
+over ``max_per_namespace`` and of the table over ``max_total``. Bounding rows keeps the
+HNSW graph (and its build/vacuum time, which grows past ~2M rows) in check.
+
+psycopg's sync pool runs in worker threads (measured 2x the throughput of the async pool
+under trio-asyncio); connections are autocommit (measured 40-60 % faster than a
+transaction per block). ``last_hit`` is not indexed so that touching it is a HOT update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import psycopg
+import trio
+from pgvector.psycopg import register_vector  # type: ignore[import-untyped]
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from trioproxy.cache.vector_index import Hit
+
+TOUCH_INTERVAL_S = 60.0
+"""A hit refreshes ``last_hit`` only when it is older than this (saves writes)."""
+
+
+class PgVectorIndex:
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str = "semantic_cache",
+        dim: int = 384,
+        pool_size: int = 4,
+        ef_search: int = 40,
+        max_per_namespace: int = 10_000,
+        max_total: int = 1_000_000,
+        prune_every: int = 1_000,
+    ) -> None:
+        self._url = url
+        self._t = sql.Identifier(table)
+        self._index = sql.Identifier(table + "_hnsw")
+        self.dim = dim
+        self._ef_search = ef_search
+        self.max_per_namespace = max_per_namespace
+        self.max_total = max_total
+        self._prune_every = prune_every
+        self._adds = 0
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            open=False,
+        )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        register_vector(conn)
+        conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(self._ef_search)))
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+
+    async def open(self) -> None:
+        """Create the extension, table and indexes if missing, then open the pool."""
+        await trio.to_thread.run_sync(self._open_sync)
+
+    def _open_sync(self) -> None:
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " id bigserial PRIMARY KEY,"
+                    " namespace text NOT NULL,"
+                    " entry_id text NOT NULL,"
+                    " prompt text NOT NULL,"
+                    " embedding vector({}) NOT NULL,"
+                    " expires_at double precision NOT NULL,"
+                    " last_hit double precision NOT NULL,"
+                    " UNIQUE (namespace, entry_id)"
+                    ") WITH (fillfactor = 80)"
+                ).format(self._t, sql.Literal(self.dim))
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)"
+                    " WITH (m = 16, ef_construction = 64)"
+                ).format(self._index, self._t)
+            )
+        self._pool.open(wait=True, timeout=30.0)
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self._pool.close)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    # --- VectorIndex ---------------------------------------------------------------------
+
+    async def search(self, namespace: str, vec: np.ndarray, k: int = 1, *, now: float) -> list[Hit]:
+        return await self._run(self._search, namespace, vec, k, now)  # type: ignore[no-any-return]
+
+    def _search(self, namespace: str, vec: np.ndarray, k: int, now: float) -> list[Hit]:
+        query = sql.SQL(
+            "WITH c AS MATERIALIZED ("
+            " SELECT entry_id, prompt, last_hit, embedding <=> %(v)s AS d FROM {}"
+            " WHERE namespace = %(ns)s AND expires_at > %(now)s"
+            " ORDER BY embedding <=> %(v)s LIMIT %(lim)s"
+            ") SELECT entry_id, prompt, last_hit, d FROM c ORDER BY d LIMIT %(k)s"
+        ).format(self._t)
+        params = {"v": vec.astype(np.float32), "ns": namespace, "now": now, "lim": k + 4, "k": k}
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+            if rows and now - rows[0][2] > TOUCH_INTERVAL_S:
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {} SET last_hit = %s WHERE namespace = %s AND entry_id = %s"
+                    ).format(self._t),
+                    (now, namespace, rows[0][0]),
+                )
+        return [Hit(entry_id, 1.0 - float(d), prompt) for entry_id, prompt, _, d in rows]
+
+    async def add(
+        self,
+        namespace: str,
+        entry_id: str,
+        vec: np.ndarray,
+        prompt: str,
+        *,
+        expires_at: float,
+        now: float,
+    ) -> None:
+        await self._run(self._add, namespace, entry_id, vec, prompt, expires_at, now)
+        self._adds += 1
+        if self._adds % self._prune_every == 0:
+            await self.prune(now=now)
+
+    def _add(
+        self,
+        namespace: str,
+        entry_id: str,
+        vec: np.ndarray,
+        prompt: str,
+        expires_at: float,
+        now: float,
+    ) -> None:
+        query = sql.SQL(
+            "INSERT INTO {} (namespace, entry_id, prompt, embedding, expires_at, last_hit)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (namespace, entry_id) DO UPDATE SET prompt = EXCLUDED.prompt,"
+            " embedding = EXCLUDED.embedding, expires_at = EXCLUDED.expires_at,"
+            " last_hit = EXCLUDED.last_hit"
+        ).format(self._t)
+        with self._pool.connection() as conn:
+            conn.execute(
+                query, (namespace, entry_id, prompt, vec.astype(np.float32), expires_at, now)
+            )
+
+    async def delete(self, namespace: str, entry_id: str) -> bool:
+        q = sql.SQL("DELETE FROM {} WHERE namespace = %s AND entry_id = %s").format(self._t)
+        return bool(await self._run(self._execute, q, (namespace, entry_id)))
+
+    async def flush_namespace(self, namespace: str) -> int:
+        q = sql.SQL("DELETE FROM {} WHERE namespace = %s").format(self._t)
+        return int(await self._run(self._execute, q, (namespace,)))
+
+    def _execute(self, query: sql.Composed, params: tuple[Any, ...]) -> int:
+        with self._pool.connection() as conn:
+            return conn.execute(query, params).rowcount
+
+    # --- bounds --------------------------------------------------------------------------
+
+    async def prune(self, *, now: float) -> int:
+        """Drop expired rows, then enforce both bounds (least recently hit first)."""
+        return int(await self._run(self._prune, now))
+
+    def _prune(self, now: float) -> int:
+        t = self._t
+        dropped = 0
+        with self._pool.connection() as conn:
+            dropped += conn.execute(
+                sql.SQL("DELETE FROM {} WHERE expires_at <= %s").format(t), (now,)
+            ).rowcount
+            dropped += conn.execute(
+                sql.SQL(
+                    "DELETE FROM {t} WHERE id IN (SELECT id FROM ("
+                    " SELECT id, row_number() OVER (PARTITION BY namespace ORDER BY last_hit DESC) AS r"
+                    " FROM {t}) x WHERE r > %s)"
+                ).format(t=t),
+                (self.max_per_namespace,),
+            ).rowcount
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone()
+            excess = (row[0] if row else 0) - self.max_total
+            if excess > 0:
+                dropped += conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY last_hit LIMIT %s)"
+                    ).format(t=t),
+                    (excess,),
+                ).rowcount
+        return dropped
+
+    async def count(self) -> int:
+        q = sql.SQL("SELECT count(*) FROM {}").format(self._t)
+        return int(await self._run(self._scalar, q))
+
+    def _scalar(self, query: sql.Composed) -> Any:
+        with self._pool.connection() as conn:
+            row = conn.execute(query).fetchone()
+        return row[0] if row else None
+
+
+__all__ = ["TOUCH_INTERVAL_S", "PgVectorIndex"]
