@@ -7,6 +7,7 @@ real TCP connection exactly as in production.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,7 +20,8 @@ from hypercorn.trio import serve
 
 from trioproxy.config import demo_settings
 from trioproxy.config.model import Settings
-from trioproxy.gateway.app import Gateway, create_app
+from trioproxy.gateway.app import Gateway
+from trioproxy.gateway.factory import build_gateway
 from trioproxy.gateway.usage import ListSink
 from trioproxy.simulator import Simulator
 from trioproxy.simulator.faults import Fault
@@ -62,7 +64,7 @@ async def start_gateway(
     nursery: trio.Nursery, settings: Settings, *, sink: ListSink | None = None, **kwargs: Any
 ) -> Running:
     sink = sink or ListSink()
-    app = create_app(settings, sink=sink, **kwargs)
+    app = build_gateway(settings, sink=sink, **kwargs)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -79,7 +81,9 @@ async def sim(nursery: trio.Nursery) -> RunningSim:
 @pytest.fixture
 async def gateway(nursery: trio.Nursery, sim: RunningSim) -> AsyncIterator[Running]:
     """The demo config over one simulator (both wire formats)."""
-    running = await start_gateway(nursery, demo_settings(sim.url, DEMO_KEY, state_dir="/tmp"))
+    running = await start_gateway(
+        nursery, demo_settings(sim.url, DEMO_KEY, state_dir=tempfile.mkdtemp(prefix="tp-"))
+    )
     running.sims.append(sim)
     yield running
 

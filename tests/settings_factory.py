@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 from trioproxy.config import hash_key, parse_settings
@@ -48,7 +49,7 @@ def chain_settings(
             t["hedge_after_ms"] = h
         targets.append(t)
     data: dict[str, Any] = {
-        "storage": {"state_dir": "/tmp/trioproxy-test"},
+        "storage": {"state_dir": tempfile.mkdtemp(prefix="tp-")},
         "providers": providers,
         "models": models,
         "routes": {"r": {"chains": {"default": targets}}},

@@ -234,6 +234,8 @@ class BudgetGate:
         try:
             limits = await self.team_limits(team)
             holds = self._claims(team, user, end_user, limits, usd, tokens, now)
+            if not holds:  # no budget applies: nothing to reserve, no store round trip
+                return ticket
             denial = await self._call(
                 lambda: self.store.reserve(
                     request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
@@ -309,7 +311,7 @@ class Ticket:
         """
         gate = self._gate
         res_usd, res_tok = self.reserved_micros, self.reserved_tokens
-        if cost_micros <= res_usd and tokens <= res_tok:
+        if not self.holds or (cost_micros <= res_usd and tokens <= res_tok):
             return
         step = self.cap if self.cap is not None else self.worst_usd
         add_usd = max(cost_micros, min(self.worst_usd, res_usd + step)) - res_usd
@@ -356,6 +358,8 @@ class Ticket:
         if self.settled:
             return
         self.settled = True
+        if not self.holds:
+            return
         gate = self._gate
         now = gate.clock()
         actual = self.actual_by_bucket(cost_micros, tokens)

@@ -176,6 +176,10 @@ class BudgetsConfig:
     users: Mapping[str, UserWindow] = field(default_factory=dict)
     timezone: str = "UTC"
     webhook_url: str | None = None
+    on_store_outage: Literal["fail_closed", "fail_open"] = "fail_closed"
+    """Budget store unreachable: refuse (503), or admit under a small local limit."""
+    reservation_lease_s: float = 900.0
+    """A reservation never settled (crash) counts as spent at its amount after this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,8 @@ class StorageConfig:
     """SQLite state, ledger spool and embedded vector index live here."""
     redis_url: Secret | None = None
     database_url: Secret | None = None
+    ledger_retention_days: int | None = None
+    """Raw ledger rows older than this are dropped (daily roll-ups are kept); None = keep."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from trioproxy.config.fields import Table, check_type, join
@@ -112,7 +113,10 @@ def _storage(t: Table, env: Mapping[str, str]) -> StorageConfig:
         state_dir=t.get("state_dir", str, StorageConfig().state_dir),
         redis_url=_secret(t, "redis_url", env),
         database_url=_secret(t, "database_url", env),
+        ledger_retention_days=t.opt("ledger_retention_days", int),
     )
+    if storage.ledger_retention_days is not None and storage.ledger_retention_days < 1:
+        t.problem("ledger_retention_days", "must be >= 1")
     t.finish()
     return storage
 
@@ -287,7 +291,15 @@ def _budgets(t: Table) -> BudgetsConfig:
         users={user: _user(user, ut) for user, ut in t.table("users").items()},
         timezone=t.get("timezone", str, d.timezone),
         webhook_url=t.opt("webhook_url", str),
+        reservation_lease_s=t.get("reservation_lease_s", float, d.reservation_lease_s),
     )
+    outage = t.get("on_store_outage", str, d.on_store_outage)
+    if outage not in ("fail_closed", "fail_open"):
+        t.problem("on_store_outage", "must be 'fail_closed' or 'fail_open'")
+    elif outage == "fail_open":
+        budgets = replace(budgets, on_store_outage="fail_open")
+    if budgets.reservation_lease_s <= 0:
+        t.problem("reservation_lease_s", "must be > 0")
     t.finish()
     return budgets
 

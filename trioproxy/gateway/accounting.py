@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
+from trioproxy.budget.claims import cost_micros
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
 from trioproxy.core.routing import RoutePlan
 from trioproxy.core.types import ChatRequest, Usage
@@ -36,9 +37,22 @@ class RequestFacts:
 
 
 def cost_usd(model: ModelConfig, usage: Usage) -> float:
-    return (
-        usage.input_tokens * model.input_per_mtok + usage.output_tokens * model.output_per_mtok
-    ) / 1_000_000
+    """Exact cost in USD (integer µUSD, rounded up, as the budgets count it)."""
+    return cost_micros(model, usage.input_tokens, usage.output_tokens) / 1_000_000
+
+
+def spent(
+    facts: RequestFacts, settings: Settings, race: Race, meters: Mapping[int, Meter]
+) -> list[tuple[Attempt, ModelConfig, Usage]]:
+    """What each attempt consumed (losers that received nothing consumed nothing)."""
+    return [
+        (
+            a,
+            settings.models[a.target.model],
+            meters.get(a.index, Meter()).final(facts.prompt_estimate),
+        )
+        for a in race.attempts
+    ]
 
 
 def _ms(start: float, end: float | None) -> float | None:
@@ -75,10 +89,7 @@ def usage_records(
         stream=req.stream,
     )
     total_cost = 0.0
-    for a in race.attempts:
-        model = settings.models[a.target.model]
-        meter = meters.get(a.index, Meter())
-        usage = meter.final(facts.prompt_estimate)
+    for a, model, usage in spent(facts, settings, race, meters):
         cost = cost_usd(model, usage)
         total_cost += cost
         err = a.error
@@ -99,6 +110,7 @@ def usage_records(
             else (err.status if isinstance(err, GatewayError) else status or 499),
             error_kind=err.kind.value if err is not None else None,
             fallback_depth=a.depth,
+            attempt=a.index,
             hedge_role=a.role,
             outcome=_attempt_outcome(a),
             **common,  # type: ignore[arg-type]
@@ -135,4 +147,26 @@ def usage_records(
     )
 
 
-__all__ = ["RequestFacts", "cost_usd", "usage_records"]
+def refused_record(facts: RequestFacts, err: GatewayError) -> UsageRecord:
+    """The record of a request refused before any attempt (budget, rate limit, overload)."""
+    key, req = facts.key, facts.req
+    return UsageRecord(
+        ts=facts.wall_started,
+        kind="request",
+        request_id=facts.request_id,
+        key_name=key.name,
+        team=key.team,
+        user=key.user,
+        feature=facts.feature,
+        route=facts.plan.route.name,
+        end_user=req.end_user,
+        chain=facts.plan.chain.name,
+        stream=req.stream,
+        latency_ms=_ms(facts.started, trio.current_time()) or 0.0,
+        status=err.status,
+        error_kind=err.kind.value,
+        outcome="denied",
+    )
+
+
+__all__ = ["RequestFacts", "cost_usd", "refused_record", "spent", "usage_records"]

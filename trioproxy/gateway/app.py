@@ -20,6 +20,7 @@ import trio
 from trioproxy.config.model import Settings
 from trioproxy.dialects import DIALECTS
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
+from trioproxy.gateway.admission import Admission
 from trioproxy.gateway.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.gateway.auth import KeyRing, may_use
 from trioproxy.gateway.breakers import LocalBreakers
@@ -45,13 +46,17 @@ class Gateway:
         sink: UsageSink | None = None,
         services: Sequence[Service] = (),
         inner: ASGIApp | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.api_keys)
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = LocalBreakers(settings.breaker)
         self.sink: UsageSink = sink or LogSink()
-        self.chat = ChatHandler(settings, self.keys, self.transport, self.breakers, self.sink)
+        self.admission = admission
+        self.chat = ChatHandler(
+            settings, self.keys, self.transport, self.breakers, self.sink, admission
+        )
         self.services = list(services)
         self.inner = inner
         self.ready = False

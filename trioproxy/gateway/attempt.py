@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 
@@ -115,6 +115,9 @@ class AttemptRunner:
     out: trio.MemorySendChannel[Item]
     request_id: str = ""
     """Sent upstream as ``x-client-request-id`` for tracing across both sides."""
+    on_progress: Callable[[Attempt, Meter], Awaitable[None]] | None = None
+    """Called by the winner after each upstream chunk (budget metering); a
+    ``GatewayError`` from it ends the stream with that error."""
     meters: dict[int, Meter] = field(default_factory=dict)
 
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
@@ -187,7 +190,7 @@ class AttemptRunner:
             await self.out.send(Won(attempt))
             for event in first:
                 await self.out.send(event)
-            await self._relay(chunks, parser, decoder, meter, t.idle)
+            await self._relay(attempt, chunks, parser, decoder, meter, t.idle)
 
     async def _first_events(
         self, chunks: AsyncIterator[bytes], parser: SSEParser, decoder: StreamDecoder, meter: Meter
@@ -215,6 +218,7 @@ class AttemptRunner:
 
     async def _relay(
         self,
+        attempt: Attempt,
         chunks: AsyncIterator[bytes],
         parser: SSEParser,
         decoder: StreamDecoder,
@@ -244,6 +248,12 @@ class AttemptRunner:
                 return
             for event in events:
                 await self.out.send(event)
+            if self.on_progress is not None and events:
+                try:
+                    await self.on_progress(attempt, meter)
+                except GatewayError as exc:
+                    await self.out.send(Failed(exc))
+                    return
 
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))

@@ -1,19 +1,32 @@
-"""Build the app of one server worker from what ``trioproxy serve`` decided.
+"""Build the app of one server worker: the production wiring of every part.
 
 ``trioproxy serve`` resolves the config once, then hands the workers three
 environment variables (set by the CLI, read here at worker start-up only):
 ``TRIOPROXY_CONFIG`` (a TOML path) or, for the demo, ``TRIOPROXY_DEMO_SIM_URL``
 and ``TRIOPROXY_DEMO_KEY``.
+
+State lives in the embedded stores under ``storage.state_dir`` (SQLite in WAL
+mode, shared by every worker of the host) unless ``storage.redis_url`` is set,
+in which case budgets go to Redis and are shared by every instance.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from trioproxy.budget.alerts import AlertSink
+from trioproxy.budget.gate import BudgetGate, OutagePolicy
+from trioproxy.budget.redis_store import RedisStore
+from trioproxy.budget.sqlite_store import SqliteStore
+from trioproxy.budget.store import BudgetStore
 from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
-from trioproxy.gateway.app import Gateway, create_app
+from trioproxy.gateway.admission import Admission
+from trioproxy.gateway.app import Gateway, Service, create_app
+from trioproxy.gateway.ledger_service import LedgerService
+from trioproxy.store.redis_client import RedisClient
 
 ENV_CONFIG = "TRIOPROXY_CONFIG"
 ENV_SIM_URL = "TRIOPROXY_DEMO_SIM_URL"
@@ -28,9 +41,42 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     return demo_settings(env[ENV_SIM_URL], env[ENV_DEMO_KEY])
 
 
-def build_gateway(settings: Settings, **kwargs: Any) -> Gateway:
-    """The production wiring of a Gateway for ``settings``."""
-    return create_app(settings, **kwargs)
+def budget_store(settings: Settings, services: list[Service]) -> BudgetStore:
+    url = settings.storage.redis_url
+    if url is not None:
+        client = RedisClient(url.reveal())
+        services.append(client.run)
+        return RedisStore(client)
+    state = Path(settings.storage.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(str(state / "budgets.sqlite3"))
+
+
+def admission(settings: Settings, store: BudgetStore, services: list[Service]) -> Admission:
+    alerts = AlertSink(store, webhook_url=settings.budgets.webhook_url)
+    services.append(alerts.run)
+    gate = BudgetGate(
+        settings.budgets,
+        store,
+        outage=OutagePolicy(mode=settings.budgets.on_store_outage),
+        lease_s=settings.budgets.reservation_lease_s,
+        alerts=alerts,
+    )
+    return Admission(settings, gate)
+
+
+def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
+    """Every part wired for ``settings``; ``overrides`` replace parts (tests)."""
+    services: list[Service] = []
+    parts: dict[str, Any] = {}
+    store = budget_store(settings, services)
+    parts["admission"] = admission(settings, store, services)
+    if "sink" not in overrides:
+        ledger = LedgerService(settings.storage)
+        services.insert(0, ledger.run)
+        parts["sink"] = ledger
+    parts.update(overrides)
+    return create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
 
 
 def from_env() -> Gateway:

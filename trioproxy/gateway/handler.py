@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 
 import trio
 
+from trioproxy.budget.gate import Ticket
 from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.routing import RoutePlan, route_for, select_chain
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, invalid
-from trioproxy.gateway.accounting import RequestFacts, usage_records
+from trioproxy.gateway.accounting import RequestFacts, refused_record, spent, usage_records
+from trioproxy.gateway.admission import Admission
 from trioproxy.gateway.asgi_io import (
     SSE_HEADERS,
     ClientGone,
@@ -39,8 +41,8 @@ from trioproxy.gateway.race import Breakers, Race
 from trioproxy.gateway.upstream import Transport
 from trioproxy.ledger.record import UsageSink
 
-ACCOUNTING_TIMEOUT_S = 5.0
-"""Bound on the shielded clean-up (settle + records) after a request ends."""
+SETTLE_TIMEOUT_S = 5.0
+"""Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
 
 _PRIORITIES: dict[bytes, Priority] = {b"low": "low", b"medium": "medium", b"high": "high"}
 
@@ -66,12 +68,14 @@ class ChatHandler:
         transport: Transport,
         breakers: Breakers,
         sink: UsageSink,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.transport = transport
         self.breakers = breakers
         self.sink = sink
+        self.admission = admission
         self.in_flight = 0
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,7 +117,16 @@ class ChatHandler:
                 (b"x-trioproxy-reason", plan.reason.encode()),
                 (b"x-trioproxy-cache", b"off"),
             ]
-            await self._serve(facts, dialect, receive, send, base)
+            ticket: Ticket | None = None
+            prompt_bound = 0
+            if self.admission is not None:
+                try:
+                    ticket, prompt_bound = await self.admission.admit(facts)
+                except GatewayError as err:
+                    self.sink.submit(refused_record(facts, err))
+                    await self._send_error(send, dialect, err, base)
+                    return
+            await self._serve(facts, dialect, receive, send, base, ticket, prompt_bound)
         finally:
             self.in_flight -= 1
 
@@ -154,6 +167,8 @@ class ChatHandler:
         receive: Receive,
         send: Send,
         base: Headers,
+        ticket: Ticket | None,
+        prompt_bound: int,
     ) -> None:
         send_ch, recv_ch = trio.open_memory_channel[Item](self.settings.server.stream_buffer)
         runner = AttemptRunner(
@@ -164,6 +179,8 @@ class ChatHandler:
             send_ch,
             facts.request_id,
         )
+        if ticket is not None and self.admission is not None:
+            runner.on_progress = self.admission.progress(ticket, prompt_bound)
         race = Race(facts.plan.chain.targets, runner.run, self.breakers)
         outcome = Outcome()
 
@@ -183,6 +200,12 @@ class ChatHandler:
                     await self._respond(recv_ch, send, dialect, facts.req, race, outcome, base)
                 nursery.cancel_scope.cancel()
         finally:
+            if ticket is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
+                    await Admission.settle(
+                        ticket,
+                        [(m, u) for _, m, u in spent(facts, self.settings, race, runner.meters)],
+                    )
             for record in usage_records(
                 facts,
                 self.settings,

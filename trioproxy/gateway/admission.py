@@ -1,0 +1,75 @@
+"""Budget admission for one request: reserve, meter a capped stream, settle.
+
+The budget maths and the atomic store operations live in :mod:`trioproxy.budget`;
+this module only maps a request onto them: the worst case over every model of
+the chosen chain (prompt tokens *bounded*, not estimated, so the reservation
+cannot fall short), the end user when the key allows it, and the actual cost of
+every attempt at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+
+from trioproxy.budget.claims import cost_micros, usd_to_micros, worst_case
+from trioproxy.budget.gate import BudgetGate, Ticket
+from trioproxy.config.model import ModelConfig, Settings
+from trioproxy.core.tokens import prompt_tokens
+from trioproxy.core.types import Usage
+from trioproxy.gateway.accounting import RequestFacts
+from trioproxy.gateway.attempt import Meter
+from trioproxy.gateway.race import Attempt
+
+Progress = Callable[[Attempt, Meter], Awaitable[None]]
+
+
+class Admission:
+    def __init__(self, settings: Settings, gate: BudgetGate) -> None:
+        self.settings = settings
+        self.gate = gate
+
+    def _models(self, facts: RequestFacts) -> list[ModelConfig]:
+        return [self.settings.models[t.model] for t in facts.plan.chain.targets]
+
+    async def admit(self, facts: RequestFacts) -> tuple[Ticket, int]:
+        """Reserve or raise ``PolicyError``; returns the ticket and the prompt bound."""
+        bound = prompt_tokens(facts.req.chat.get("messages", []), bound=True)
+        models = self._models(facts)
+        worst = worst_case(bound, facts.req.max_tokens, models)
+        cap_usd = facts.plan.route.reservation_cap_usd
+        ticket = await self.gate.admit(
+            request_id=facts.request_id,
+            team=facts.key.team,
+            user=facts.key.user,
+            end_user=facts.req.end_user if facts.key.end_user_budgets else None,
+            worst_case_usd_micros=worst.usd_micros,
+            worst_case_tokens=worst.tokens,
+            reserve_cap_micros=None if cap_usd is None else usd_to_micros(cap_usd),
+            floor_micros=max(cost_micros(m, bound, 0) for m in models),
+        )
+        return ticket, bound
+
+    def progress(self, ticket: Ticket, prompt_bound: int) -> Progress | None:
+        """A per-chunk hook that grows a capped reservation as the stream runs."""
+        if ticket.cap is None or not ticket.holds:
+            return None
+
+        async def on_progress(attempt: Attempt, meter: Meter) -> None:
+            model = self.settings.models[attempt.target.model]
+            out = meter.output_estimate
+            await ticket.extend(
+                cost_micros=cost_micros(model, prompt_bound, out), tokens=prompt_bound + out
+            )
+
+        return on_progress
+
+    @staticmethod
+    async def settle(ticket: Ticket, spent: Iterable[tuple[ModelConfig, Usage]]) -> None:
+        micros = tokens = 0
+        for model, usage in spent:
+            micros += cost_micros(model, usage.input_tokens, usage.output_tokens)
+            tokens += usage.total
+        await ticket.settle(micros, tokens)
+
+
+__all__ = ["Admission", "Progress"]
