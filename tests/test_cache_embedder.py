@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+
+from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
+
+
+@pytest.fixture(scope="session")
+def minilm() -> OnnxMiniLM:
+    return OnnxMiniLM()
+
+
+def test_model_vectors_are_unit_and_meaningful(minilm: OnnxMiniLM) -> None:
+    v = minilm.embed_many(
+        ["how do I reverse a list in python", "how can I reverse a python list", "bake a cake"]
+    )
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert float(v[0] @ v[1]) > 0.95
+    assert float(v[0] @ v[2]) < 0.2
+
+
+def test_batch_matches_single_despite_padding(minilm: OnnxMiniLM) -> None:
+    texts = ["short", "a much longer sentence that needs padding in a batch with a short one"]
+    batch = minilm.embed_many(texts)
+    for i, t in enumerate(texts):
+        assert np.allclose(batch[i], minilm.embed_many([t])[0], atol=1e-4)
+
+
+def test_long_input_is_truncated_not_rejected(minilm: OnnxMiniLM) -> None:
+    assert len(minilm.ids("word " * 1000)) == 256
+    assert minilm.embed_many(["word " * 1000]).shape == (1, 384)
+
+
+async def test_embed_concurrently_in_micro_batches(minilm: OnnxMiniLM) -> None:
+    emb = LocalEmbedder(minilm, threads=1, max_batch=8, max_pending=64)
+    texts = [f"question number {i} about caching" for i in range(24)]
+    out: dict[int, np.ndarray | None] = {}
+
+    async def one(i: int) -> None:
+        out[i] = await emb.embed(texts[i])
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        async with trio.open_nursery() as inner:
+            for i in range(len(texts)):
+                inner.start_soon(one, i)
+        nursery.cancel_scope.cancel()
+    direct = minilm.embed_many(texts)
+    for i in range(len(texts)):
+        vec = out[i]
+        assert vec is not None and np.allclose(vec, direct[i], atol=1e-4)
+    stats = emb.statistics()
+    assert stats.embedded == 24 and stats.batches < 24 and stats.pending == 0
+
+
+class GatedModel(OnnxMiniLM):
+    """The real model, but each run waits until the test opens the gate."""
+
+    def __init__(self, model: OnnxMiniLM) -> None:
+        self._session = model._session
+        self.tokenize = model.tokenize
+        self.gate = threading.Event()
+
+    def run(self, batch: Sequence[list[int]]) -> np.ndarray:
+        self.gate.wait(timeout=10)
+        return super().run(batch)
+
+
+async def test_saturated_embedder_returns_none_at_once(minilm: OnnxMiniLM) -> None:
+    model = GatedModel(minilm)
+    emb = LocalEmbedder(model, threads=1, max_batch=1, max_pending=2)
+    results: list[np.ndarray | None] = []
+
+    async def one() -> None:
+        results.append(await emb.embed("some prompt text"))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        async with trio.open_nursery() as inner:
+            for _ in range(5):
+                inner.start_soon(one)
+            await trio.testing.wait_all_tasks_blocked()
+            # two are pending (one in the gated thread); the three others were refused at once
+            assert results == [None, None, None]
+            assert emb.statistics().pending == 2
+            model.gate.set()
+        nursery.cancel_scope.cancel()
+    assert sum(r is not None for r in results) == 2
+    assert emb.statistics().skipped_saturated == 3
+
+
+async def test_embed_requires_running_dispatcher(minilm: OnnxMiniLM) -> None:
+    with pytest.raises(RuntimeError):
+        await LocalEmbedder(minilm).embed("x")
