@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 
+import httpx
 import numpy as np
 import pytest
 import trio
 import trio.testing
 
-from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
+from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM, OpenAIEmbedder
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +100,25 @@ async def test_saturated_embedder_returns_none_at_once(minilm: OnnxMiniLM) -> No
 async def test_embed_requires_running_dispatcher(minilm: OnnxMiniLM) -> None:
     with pytest.raises(RuntimeError):
         await LocalEmbedder(minilm).embed("x")
+
+
+async def test_openai_embedder_normalises_and_fails_soft() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        if body["input"] == "boom":
+            return httpx.Response(500, json={"error": {"message": "down"}})
+        if body["input"] == "bad":
+            return httpx.Response(200, json={"data": [{"embedding": [1.0]}]})
+        return httpx.Response(200, json={"data": [{"embedding": [3.0, 4.0, 0.0]}]})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        emb = OpenAIEmbedder(client, base_url="http://up/v1/", model="m", dim=3, api_key="k")
+        vec = await emb.embed("hello")
+        assert vec is not None and np.allclose(vec, [0.6, 0.8, 0.0])
+        assert seen[0] == {"model": "m", "input": "hello"}
+        assert await emb.embed("boom") is None
+        assert await emb.embed("bad") is None  # wrong dimension
+        assert emb.failures == 2

@@ -238,8 +238,9 @@ class OpenAIEmbedder:
                 resp = await self._client.post(
                     self._url, json={"model": self._model, "input": text}, headers=self._headers
                 )
-                if resp.status_code == 200:
-                    return self._parse(resp.json())
+                vec = self._parse(resp.json()) if resp.status_code == 200 else None
+                if vec is not None:
+                    return vec
         except (httpx.HTTPError, ValueError):
             pass
         finally:
