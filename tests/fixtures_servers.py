@@ -18,11 +18,14 @@ previous test left stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -139,18 +142,29 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl -m <mode> -w stop``: ``fast`` disconnects clients and shuts down cleanly,
         ``immediate`` is a crash (recovery on next start)."""
-        subprocess.run(
+        done = subprocess.run(
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],
             user=self._srv.system_user,  # as root: the wheel's own OS user
-            check=True,
             capture_output=True,
+            text=True,
             timeout=PG_STOP_TIMEOUT,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {done.stderr}\n{self._log_tail()}")
         self.running = False
 
     def start(self) -> None:
         """Start again on the same PGDATA and socket; returns once the server accepts logins."""
-        self._srv.ensure_postgres_running()  # pg_ctl -w start as the wheel's OS user
+        try:
+            self._srv.ensure_postgres_running()  # pg_ctl -w start as the wheel's OS user
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"PostgreSQL did not restart: {exc}\n{self._log_tail()}") from exc
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.pgdata / "log").read_text()[-3000:]
+        except OSError as exc:
+            return f"(no server log: {exc})"
         self.running = True
 
     def cleanup(self) -> None:
@@ -160,14 +174,30 @@ class PgServer:
         self._srv.cleanup()
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
+@contextlib.contextmanager
+def private_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory of our own, removed after.
+
+    Not ``tmp_path_factory``: with several pytest sessions running at once on one machine, a
+    live session's ``/tmp/pytest-of-<user>/pytest-N`` was seen deleted under a running
+    PostgreSQL (about 1 run in 3 here), which then shut down.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        yield server
+        yield path
     finally:
-        server.stop()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with private_dir("trioproxy-redis-") as workdir:
+        server = RedisServer(workdir)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture
@@ -180,16 +210,17 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    server = PgServer(tmp_path_factory.mktemp("pg") / "data")
-    try:
-        with psycopg.connect(server.uri(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE vec_template")
-        with psycopg.connect(server.uri("vec_template"), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION vector")
-        yield server
-    finally:
-        server.cleanup()
+def pg_server() -> Iterator[PgServer]:
+    with private_dir("trioproxy-pg-") as workdir:
+        server = PgServer(workdir / "data")
+        try:
+            with psycopg.connect(server.uri(), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE vec_template")
+            with psycopg.connect(server.uri("vec_template"), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION vector")
+            yield server
+        finally:
+            server.cleanup()
 
 
 @pytest.fixture
