@@ -69,6 +69,7 @@ async def start_gateway(
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.graceful_timeout = 2
+    config.backlog = 4096
     binds: list[str] = await nursery.start(partial(serve, app, config))
     return Running(url=binds[0], key=DEMO_KEY, app=app, sink=sink, settings=settings)
 

@@ -97,6 +97,7 @@ class BudgetGate:
         self._alerts = alerts
         self._end_user_window = end_user_window or budgets.users.get("*")
         self._limits: dict[str, tuple[TeamLimits, float]] = {}
+        self._limits_loading: dict[str, trio.Event] = {}
         self._down_until = -math.inf
         self._local = MemoryStore()
         self.store_failures = 0
@@ -116,9 +117,18 @@ class BudgetGate:
         cached = self._limits.get(team)
         if cached is not None and trio.current_time() < cached[1]:
             return cached[0]
-        stored = await self._call(lambda: self.store.get_team_limits(team))
-        limits = stored if stored is not None else self._config_limits(team)
-        self._limits[team] = (limits, trio.current_time() + self.limits_ttl_s)
+        pending = self._limits_loading.get(team)
+        if pending is not None:  # single flight: a burst of misses makes one store call
+            await pending.wait()
+            return await self.team_limits(team)
+        self._limits_loading[team] = done = trio.Event()
+        try:
+            stored = await self._call(lambda: self.store.get_team_limits(team))
+            limits = stored if stored is not None else self._config_limits(team)
+            self._limits[team] = (limits, trio.current_time() + self.limits_ttl_s)
+        finally:
+            del self._limits_loading[team]
+            done.set()
         return limits
 
     async def set_team_limits(

@@ -1,10 +1,11 @@
 """Embedded budget store: one SQLite file in WAL mode, shared by every worker
 process on the host.
 
-Each operation is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken
-before the first read, so check-then-write is atomic across processes) run in a
-worker thread through a per-process :class:`trio.CapacityLimiter` of one: the
-process's single connection is never used by two threads at once, and other
+Operations run in ``BEGIN IMMEDIATE`` transactions (the write lock is taken
+before the first read, so check-then-write is atomic across processes),
+group-committed: concurrent operations of one process share one transaction
+and one worker-thread call, each in its own SAVEPOINT (see :meth:`SqliteStore._run`).
+The process's single connection is only ever used by the leader's thread, and other
 processes wait on SQLite's lock for at most ``busy_timeout_s``, after which the
 call fails with :class:`StoreUnavailable` rather than hanging. A call cancelled
 while its thread runs is abandoned; its transaction still commits or rolls
@@ -53,6 +54,16 @@ RETENTION_S = 2 * 86400.0
 """Expired period buckets and closed reservations are kept this long, for reports."""
 
 
+class _Op:
+    __slots__ = ("error", "event", "fn", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        self.fn = fn
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.event = trio.Event()
+
+
 class SqliteStore:
     def __init__(self, path: str, *, busy_timeout_s: float = 2.0) -> None:
         self._db = sqlite3.connect(
@@ -61,29 +72,79 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._limiter = trio.CapacityLimiter(1)
+        self._queue: list[_Op] = []
+        self._leading = False
+        self._turn = trio.Event()
         self._ops = 0
 
     def close(self) -> None:
         self._db.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def tx() -> T:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    out = fn(db)
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"sqlite: {exc}") from exc
-            return out
+        """Run ``fn`` in a transaction, group-committed with concurrent callers.
 
-        return await trio.to_thread.run_sync(tx, limiter=self._limiter, abandon_on_cancel=True)
+        A caller finding no batch running becomes the leader: it takes every
+        queued operation, runs them in one worker-thread call inside one
+        ``BEGIN IMMEDIATE`` transaction (each in its own SAVEPOINT, so one failing
+        operation does not undo the others), commits once and wakes the callers;
+        a caller whose operation was not in that batch leads the next one. Atomicity per operation is unchanged; the
+        cost of a transaction and a thread hop is shared by the whole batch.
+        """
+        op = _Op(fn)
+        self._queue.append(op)
+        try:
+            while not op.event.is_set():
+                if self._leading:
+                    await self._turn.wait()
+                else:
+                    await self._lead_one_batch()
+        except BaseException:
+            if op in self._queue:  # cancelled before its batch started: it never runs
+                self._queue.remove(op)
+            raise
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[return-value]
+
+    async def _lead_one_batch(self) -> None:
+        """Run everything queued now as one transaction, then pass the turn on.
+
+        Shielded: the batch holds other callers' operations. Bounded by SQLite's
+        busy timeout. Leading one batch only keeps every caller's wait to about
+        one batch behind the one running when it arrived.
+        """
+        self._leading = True
+        try:
+            with trio.CancelScope(shield=True):
+                batch, self._queue = self._queue, []
+                await trio.to_thread.run_sync(self._tx_batch, batch)
+                for done in batch:
+                    done.event.set()
+        finally:
+            self._leading = False
+            turn, self._turn = self._turn, trio.Event()
+            turn.set()
+
+    def _tx_batch(self, batch: list[_Op]) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                db.execute("SAVEPOINT op")
+                try:
+                    op.result = op.fn(db)
+                except sqlite3.OperationalError:
+                    raise
+                except Exception as exc:
+                    db.execute("ROLLBACK TO op")
+                    op.error = exc
+                db.execute("RELEASE op")
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for op in batch:
+                op.result, op.error = None, StoreUnavailable(f"sqlite: {exc}")
 
     # --- inside a transaction -------------------------------------------------
 

@@ -178,6 +178,8 @@ class BudgetsConfig:
     webhook_url: str | None = None
     on_store_outage: Literal["fail_closed", "fail_open"] = "fail_closed"
     """Budget store unreachable: refuse (503), or admit under a small local limit."""
+    store_timeout_s: float = 2.0
+    """Longest wait for one budget store call before the outage policy applies."""
     reservation_lease_s: float = 900.0
     """A reservation never settled (crash) counts as spent at its amount after this."""
 

@@ -292,6 +292,7 @@ def _budgets(t: Table) -> BudgetsConfig:
         timezone=t.get("timezone", str, d.timezone),
         webhook_url=t.opt("webhook_url", str),
         reservation_lease_s=t.get("reservation_lease_s", float, d.reservation_lease_s),
+        store_timeout_s=t.get("store_timeout_s", float, d.store_timeout_s),
     )
     outage = t.get("on_store_outage", str, d.on_store_outage)
     if outage not in ("fail_closed", "fail_open"):
@@ -300,6 +301,8 @@ def _budgets(t: Table) -> BudgetsConfig:
         budgets = replace(budgets, on_store_outage="fail_open")
     if budgets.reservation_lease_s <= 0:
         t.problem("reservation_lease_s", "must be > 0")
+    if budgets.store_timeout_s <= 0:
+        t.problem("store_timeout_s", "must be > 0")
     t.finish()
     return budgets
 

@@ -58,7 +58,9 @@ def admission(settings: Settings, store: BudgetStore, services: list[Service]) -
     gate = BudgetGate(
         settings.budgets,
         store,
-        outage=OutagePolicy(mode=settings.budgets.on_store_outage),
+        outage=OutagePolicy(
+            mode=settings.budgets.on_store_outage, call_timeout_s=settings.budgets.store_timeout_s
+        ),
         lease_s=settings.budgets.reservation_lease_s,
         alerts=alerts,
     )

@@ -1,0 +1,83 @@
+"""Budgets through the gateway: a burst of 1,000 concurrent requests is admitted exactly."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import trio
+
+from tests.fixtures_gateway import start_gateway, start_simulator
+from tests.rawhttp import post_json
+from tests.settings_factory import KEY
+from trioproxy.config import hash_key, parse_settings
+from trioproxy.config.model import Settings
+from trioproxy.simulator.faults import Fault
+
+# price: $1000 per 1M tokens = 1000 µUSD per token. Prompt "hi" is bounded at 4 + 2 = 6
+# tokens, max_tokens 10: the worst case of one request is 16 tokens = 16,000 µUSD.
+WORST_USD = 0.016
+N = 100
+LIMIT_USD = round(N * WORST_USD + WORST_USD / 2, 6)  # fits exactly N worst cases
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def budget_settings(url: str, state_dir: str, redis_url: str | None = None) -> Settings:
+    storage: dict[str, object] = {"state_dir": state_dir}
+    if redis_url:
+        storage["redis_url"] = redis_url
+    return parse_settings(
+        {
+            "storage": storage,
+            "providers": {
+                "p": {
+                    "kind": "openai",
+                    "base_url": url,
+                    "api_key_env": "K",
+                    "max_connections": 1024,
+                }
+            },
+            "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
+            "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
+            "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
+            "budgets": {"teams": {"t1": {"daily_usd": LIMIT_USD}}},
+        },
+        env={"K": "x"},
+    )
+
+
+async def burst(url: str, n: int) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    body = {"model": "r", "messages": MSGS, "max_tokens": 10}
+
+    async def one() -> None:
+        out.append(
+            await post_json(url, "/v1/chat/completions", body, {"authorization": f"Bearer {KEY}"})
+        )
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+    return out
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_thousand_concurrent_requests_admit_exactly_n(
+    nursery: trio.Nursery,
+    tmp_path: object,
+    store: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    # answers are held back so that every admission happens before any settles
+    sim = await start_simulator(nursery, Fault(ttft_ms=5000, tokens=10))
+    g = await start_gateway(nursery, budget_settings(sim.url, str(tmp_path), redis_url))
+    responses = await burst(g.url, 1000)
+    statuses = [status for status, _ in responses]
+    assert statuses.count(200) == N, {s: statuses.count(s) for s in set(statuses)}
+    assert statuses.count(429) == 1000 - N
+    denied = next(body for status, body in responses if status == 429)
+    err = orjson.loads(denied)["error"]
+    assert err["code"] == "budget_exceeded" and "t1" in err["message"]
+    spent = sum(r.cost_usd for r in g.sink.records if r.kind == "request")
+    assert 0 < spent <= LIMIT_USD
+    assert sim.sim.stats.requests == N
