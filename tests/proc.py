@@ -1,0 +1,98 @@
+"""Run ``trioproxy serve --config FILE`` as a real subprocess, for shutdown and multi-process tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tests.fixtures_servers import free_port
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(type(v))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Top-level keys are tables; nested values are inline tables and arrays (enough here)."""
+    lines = []
+    for section, table in data.items():
+        if isinstance(table, list):
+            for item in table:
+                lines.append(f"[[{section}]]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"[{section}]")
+            lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+class GatewayProcess:
+    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str]) -> None:
+        self.path = workdir / "trioproxy.toml"
+        self.path.write_text(to_toml(config))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"gateway-{self.port}.log"
+        self._env = {**os.environ, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 20) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "trioproxy",
+            "serve",
+            "--config",
+            str(self.path),
+            "--port",
+            str(self.port),
+        ]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            )
+        with trio.fail_after(timeout):
+            async with httpx.AsyncClient() as c:
+                while True:
+                    if self.proc.poll() is not None:
+                        raise RuntimeError(self.log.read_text())
+                    try:
+                        if (await c.get(self.url + "/readyz")).status_code == 200:
+                            return
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        with trio.fail_after(timeout):
+            while self.proc.poll() is None:
+                await trio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -1,0 +1,140 @@
+"""The gateway as real processes: graceful SIGTERM keeps the ledger whole; two processes share budgets."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from tests.fixtures_gateway import start_simulator
+from tests.proc import GatewayProcess
+from tests.rawhttp import RawResponse, post
+from tests.settings_factory import KEY
+from trioproxy.config import hash_key
+from trioproxy.ledger.factory import SQLITE_NAME
+from trioproxy.simulator.faults import Fault
+
+AUTH = {"authorization": f"Bearer {KEY}"}
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def config(urls: dict[str, str], state_dir: Path, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "server": {"shutdown_grace_s": 3.0},
+        "storage": {"state_dir": str(state_dir)},
+        **{
+            f"providers.{n}": {
+                "kind": "openai",
+                "base_url": u,
+                "api_key_env": "SIMKEY",
+                "max_connections": 1024,
+            }
+            for n, u in urls.items()
+        },
+        **{
+            f"models.m-{n}": {"provider": n, "input_per_mtok": 1000, "output_per_mtok": 1000}
+            for n in urls
+        },
+        **{f"routes.{n}.chains": {"default": [{"model": f"m-{n}"}]} for n in urls},
+        "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
+    }
+    for k, v in extra.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    return cfg
+
+
+async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+) -> None:
+    fast = await start_simulator(nursery, Fault(tokens=50, chunk_ms=30))  # ~1.5 s streams
+    slow = await start_simulator(nursery, Fault(tokens=400, chunk_ms=30))  # ~12 s: cut by the grace
+    gw = GatewayProcess(
+        config({"fast": fast.url, "slow": slow.url}, tmp_path), tmp_path, {"SIMKEY": "x"}
+    )
+    await gw.start()
+    results: list[RawResponse] = []
+    try:
+
+        async def one(route: str) -> None:
+            results.append(
+                await post(
+                    gw.url,
+                    "/v1/chat/completions",
+                    {"model": route, "messages": MSGS, "stream": True},
+                    AUTH,
+                )
+            )
+
+        async with trio.open_nursery() as clients:
+            for i in range(200):
+                clients.start_soon(one, "fast" if i % 2 else "slow")
+            with trio.fail_after(20):
+                while fast.sim.stats.active + slow.sim.stats.active < 200:
+                    await trio.sleep(0.02)
+            gw.signal(signal.SIGTERM)  # 200 requests in flight
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+    finished = [r for r in results if r.complete and b"data: [DONE]" in r.body]
+    assert len(results) == 200 and len(finished) >= 90, len(finished)
+    conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
+    try:
+        rows = conn.execute(
+            "SELECT request_id, outcome, output_tokens FROM ledger_raw WHERE kind = 'request'"
+        ).fetchall()
+    finally:
+        conn.close()
+    ledger = {rid: (outcome, out) for rid, outcome, out in rows}
+    for r in finished:
+        assert ledger[r.headers["x-request-id"]][0] == "served"
+    started = [r for r in results if "x-request-id" in r.headers]
+    assert all(r.headers["x-request-id"] in ledger for r in started)  # cut ones too
+
+
+async def test_two_processes_sharing_redis_admit_exactly_n(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
+    n, worst = 100, 0.016  # see test_e2e_budgets: 16 tokens at 1000 µUSD each
+    sim = await start_simulator(nursery, Fault(ttft_ms=6000, tokens=10))
+    gws = []
+    for i in range(2):
+        cfg = config(
+            {"p": sim.url},
+            tmp_path / f"g{i}",
+            storage={"redis_url": redis_url},
+            budgets={"teams": {"t1": {"daily_usd": round(n * worst + worst / 2, 6)}}},
+        )
+        (tmp_path / f"g{i}").mkdir()
+        gw = GatewayProcess(cfg, tmp_path / f"g{i}", {"SIMKEY": "x"})
+        await gw.start()
+        gws.append(gw)
+    statuses: list[int] = []
+    try:
+
+        async def one(gw: GatewayProcess) -> None:
+            r = await post(
+                gw.url,
+                "/v1/chat/completions",
+                {"model": "p", "messages": MSGS, "max_tokens": 10},
+                AUTH,
+            )
+            statuses.append(r.status)
+            if r.status == 429:
+                assert orjson.loads(r.body)["error"]["code"] == "budget_exceeded"
+
+        async with trio.open_nursery() as clients:
+            for i in range(1000):
+                clients.start_soon(one, gws[i % 2])
+    finally:
+        for gw in gws:
+            gw.kill()
+    assert statuses.count(200) == n, {s: statuses.count(s) for s in set(statuses)}
+    assert statuses.count(429) == 1000 - n
+    assert sim.sim.stats.requests == n
