@@ -54,7 +54,7 @@ class GatewayProcess:
         self._env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, timeout: float = 20) -> None:
+    async def start(self, startup_s: float = 20) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -66,10 +66,10 @@ class GatewayProcess:
             str(self.port),
         ]
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
             )
-        with trio.fail_after(timeout):
+        with trio.fail_after(startup_s):
             async with httpx.AsyncClient() as c:
                 while True:
                     if self.proc.poll() is not None:
@@ -85,9 +85,9 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    async def wait(self, timeout: float = 30) -> int:
+    async def wait(self, exit_s: float = 30) -> int:
         assert self.proc is not None
-        with trio.fail_after(timeout):
+        with trio.fail_after(exit_s):
             while self.proc.poll() is None:
                 await trio.sleep(0.05)
         return self.proc.returncode
