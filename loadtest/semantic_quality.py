@@ -182,22 +182,30 @@ def speed(model: OnnxMiniLM, texts: list[str]) -> None:
     for t in texts:
         model.embed_many([t])
     single = len(texts) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    embed_all(model, texts, batch=32)
-    batched = len(texts) / (time.perf_counter() - t0)
-    print(f"\nembedder, one thread: single {single:.0f}/s, length-sorted batch-32 {batched:.0f}/s")
-    for concurrency in (1, 8, 64):
-        rps, p50, p99, skipped = trio.run(through_embedder, model, texts, concurrency)
+    print(f"\nembedder, one thread: single {single:.0f}/s", end="")
+    for size in (4, 8, 32):
+        t0 = time.perf_counter()
+        embed_all(model, texts, batch=size)
         print(
-            f"LocalEmbedder (2 threads, max_batch 16, max_pending 64), {concurrency} tasks: "
-            f"{rps:.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, skipped {skipped}"
+            f", length-sorted batch-{size} {len(texts) / (time.perf_counter() - t0):.0f}/s", end=""
         )
+    print()
+    for batch, pending in ((1, 8), (8, 64)):
+        for concurrency in (1, 8, 64):
+            rps, p50, p99, skipped = trio.run(
+                through_embedder, model, texts, concurrency, batch, pending
+            )
+            print(
+                f"LocalEmbedder (2 threads, max_batch {batch}, max_pending {pending}), "
+                f"{concurrency} tasks: {rps:.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+                f"skipped {skipped}"
+            )
 
 
 async def through_embedder(
-    model: OnnxMiniLM, texts: list[str], concurrency: int
+    model: OnnxMiniLM, texts: list[str], concurrency: int, batch: int, pending: int
 ) -> tuple[float, float, float, int]:
-    emb = LocalEmbedder(model, threads=2, max_batch=16, max_pending=64)
+    emb = LocalEmbedder(model, threads=2, max_batch=batch, max_pending=pending)
     lat: list[float] = []
     skipped = 0
     todo = iter(texts)

@@ -9,6 +9,11 @@ Requests go into a bounded pending list; a dispatcher task (started with
 ``nursery.start(embedder.run)``) hands length-bucketed micro-batches to worker threads, at
 most ``threads`` at a time. When ``max_pending`` requests already wait, :meth:`embed`
 returns None at once: the caller skips the semantic lookup instead of queueing.
+Defaults are measured on the 2-core AVX2 box (``loadtest/semantic_quality.py --speed``):
+int8 MiniLM gains nothing from batching there (batch-32 runs at ~0.6x the single rate even
+length-sorted), so ``max_batch`` is 1; raise it on CPUs with fast int8 GEMM (VNNI).
+``max_pending`` 4 (2 per thread) keeps a queued lookup to ~2 embeddings (~30 ms); past
+that it is cheaper to miss. Measured at 8 pending and 8 callers: p50 89 ms.
 
 :class:`OpenAIEmbedder` calls an OpenAI-compatible ``POST /embeddings`` endpoint instead.
 """
@@ -116,8 +121,8 @@ class LocalEmbedder:
         model: OnnxMiniLM | None = None,
         *,
         threads: int = 2,
-        max_batch: int = 16,
-        max_pending: int = 64,
+        max_batch: int = 1,
+        max_pending: int = 4,
     ) -> None:
         self.model = model or OnnxMiniLM()
         self.dim = self.model.dim
