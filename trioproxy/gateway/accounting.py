@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import trio
 
@@ -21,7 +22,7 @@ from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.errors import GatewayError
 from trioproxy.gateway.attempt import Meter
 from trioproxy.gateway.race import Attempt, AttemptFailed, Race
-from trioproxy.ledger.record import Outcome, UsageRecord
+from trioproxy.ledger.record import CacheStatus, Outcome, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ def usage_records(
     status: int,
     error: GatewayError | None,
     client_gone: bool,
+    cache: CacheStatus = "off",
 ) -> Iterator[UsageRecord]:
     now = trio.current_time()
     key, req = facts.key, facts.req
@@ -131,7 +133,7 @@ def usage_records(
         cost_usd=total_cost,
         latency_ms=_ms(facts.started, now) or 0.0,
         ttfb_ms=_ms(facts.started, winner.first_byte_at) if winner else None,
-        cache="off",
+        cache=cache,
         status=499 if client_gone else status,
         error_kind=(
             "client_disconnected"
@@ -147,7 +149,9 @@ def usage_records(
     )
 
 
-def refused_record(facts: RequestFacts, err: GatewayError) -> UsageRecord:
+def refused_record(
+    facts: RequestFacts, err: GatewayError, *, cache: CacheStatus = "off"
+) -> UsageRecord:
     """The record of a request refused before any attempt (budget, rate limit, overload)."""
     key, req = facts.key, facts.req
     return UsageRecord(
@@ -166,7 +170,29 @@ def refused_record(facts: RequestFacts, err: GatewayError) -> UsageRecord:
         status=err.status,
         error_kind=err.kind.value,
         outcome="denied",
+        cache=cache,
     )
 
 
-__all__ = ["RequestFacts", "cost_usd", "refused_record", "spent", "usage_records"]
+def cache_hit_record(
+    facts: RequestFacts, kind: Literal["exact", "semantic"], *, saved_usd: float
+) -> UsageRecord:
+    """A request answered from the cache: nothing consumed upstream, ``saved_usd`` saved."""
+    key, req = facts.key, facts.req
+    return UsageRecord(
+        ts=facts.wall_started, kind="request", request_id=facts.request_id, key_name=key.name,
+        team=key.team, user=key.user, feature=facts.feature, route=facts.plan.route.name,
+        end_user=req.end_user, chain=facts.plan.chain.name, stream=req.stream, target="cache",
+        latency_ms=_ms(facts.started, trio.current_time()) or 0.0, cache=kind,
+        saved_usd=saved_usd, status=200, outcome="served",
+    )  # fmt: skip
+
+
+__all__ = [
+    "RequestFacts",
+    "cache_hit_record",
+    "cost_usd",
+    "refused_record",
+    "spent",
+    "usage_records",
+]

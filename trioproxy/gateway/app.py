@@ -24,6 +24,7 @@ from trioproxy.gateway.admission import Admission
 from trioproxy.gateway.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.gateway.auth import KeyRing, may_use
 from trioproxy.gateway.breakers import LocalBreakers
+from trioproxy.gateway.caching import ResponseCache
 from trioproxy.gateway.handler import ChatHandler
 from trioproxy.gateway.upstream import HttpTransport, Transport
 from trioproxy.gateway.usage import LogSink
@@ -47,6 +48,7 @@ class Gateway:
         services: Sequence[Service] = (),
         inner: ASGIApp | None = None,
         admission: Admission | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.api_keys)
@@ -55,8 +57,9 @@ class Gateway:
         self.sink: UsageSink = sink or LogSink()
         self.admission = admission
         self.chat = ChatHandler(
-            settings, self.keys, self.transport, self.breakers, self.sink, admission
+            settings, self.keys, self.transport, self.breakers, self.sink, admission, cache
         )
+        self.cache = cache
         self.services = list(services)
         self.inner = inner
         self.ready = False

@@ -25,6 +25,7 @@ from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
 from trioproxy.gateway.admission import Admission
 from trioproxy.gateway.app import Gateway, Service, create_app
+from trioproxy.gateway.cache_service import response_cache
 from trioproxy.gateway.ledger_service import LedgerService
 from trioproxy.store.redis_client import RedisClient
 
@@ -41,12 +42,18 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     return demo_settings(env[ENV_SIM_URL], env[ENV_DEMO_KEY])
 
 
-def budget_store(settings: Settings, services: list[Service]) -> BudgetStore:
+def redis_client(settings: Settings, services: list[Service]) -> RedisClient | None:
     url = settings.storage.redis_url
-    if url is not None:
-        client = RedisClient(url.reveal())
-        services.append(client.run)
-        return RedisStore(client)
+    if url is None:
+        return None
+    client = RedisClient(url.reveal())
+    services.append(client.run)
+    return client
+
+
+def budget_store(settings: Settings, redis: RedisClient | None) -> BudgetStore:
+    if redis is not None:
+        return RedisStore(redis)
     state = Path(settings.storage.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     return SqliteStore(str(state / "budgets.sqlite3"))
@@ -71,8 +78,9 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     """Every part wired for ``settings``; ``overrides`` replace parts (tests)."""
     services: list[Service] = []
     parts: dict[str, Any] = {}
-    store = budget_store(settings, services)
-    parts["admission"] = admission(settings, store, services)
+    redis = redis_client(settings, services)
+    parts["admission"] = admission(settings, budget_store(settings, redis), services)
+    parts["cache"] = response_cache(settings, services, redis)
     if "sink" not in overrides:
         ledger = LedgerService(settings.storage)
         services.insert(0, ledger.run)

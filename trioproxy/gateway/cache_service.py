@@ -1,0 +1,88 @@
+"""Build the response cache for a config, with its lifetime services.
+
+Exact entries go to Redis when ``storage.redis_url`` is set (shared by every
+instance), else to a bounded in-process LRU (per worker process). The semantic
+cache (only when a route turns it on) uses the local ONNX MiniLM embedder and
+pgvector when ``storage.database_url`` is set, else an hnswlib index persisted
+under ``state_dir/semantic`` (loaded at start, saved every
+``SAVE_INTERVAL_S`` and at shutdown).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import trio
+
+from trioproxy.cache.embedder import LocalEmbedder
+from trioproxy.cache.exact import ExactCache, MemoryExactCache, RedisExactCache
+from trioproxy.cache.semantic import SemanticCache
+from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
+from trioproxy.cache.vector_pg import PgVectorIndex
+from trioproxy.cache.writer import CacheWriter
+from trioproxy.config.model import Settings
+from trioproxy.gateway.app import Service
+from trioproxy.gateway.caching import ResponseCache
+from trioproxy.store.redis_client import RedisClient
+
+SAVE_INTERVAL_S = 300.0
+CLOSE_TIMEOUT_S = 10.0
+
+
+def _hnsw_service(index: HnswIndex) -> Service:
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await index.load(time.time())
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(SAVE_INTERVAL_S)
+                await index.save()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await index.save()
+
+    return run
+
+
+def _pg_service(index: PgVectorIndex) -> Service:
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await index.open()
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await index.aclose()
+
+    return run
+
+
+def response_cache(
+    settings: Settings, services: list[Service], redis: RedisClient | None
+) -> ResponseCache | None:
+    routes = settings.routes.values()
+    if not any(r.cache.exact_ttl_s > 0 or r.cache.semantic_ttl_s > 0 for r in routes):
+        return None
+    exact: ExactCache = RedisExactCache(redis) if redis is not None else MemoryExactCache()
+    semantic = None
+    if any(r.cache.semantic_ttl_s > 0 for r in routes):
+        embedder = LocalEmbedder()
+        services.append(embedder.run)
+        index: VectorIndex
+        db = settings.storage.database_url
+        if db is not None:
+            pg = PgVectorIndex(db.reveal())
+            services.append(_pg_service(pg))
+            index = pg
+        else:
+            hnsw = HnswIndex(HnswCore(), directory=Path(settings.storage.state_dir) / "semantic")
+            services.append(_hnsw_service(hnsw))
+            index = hnsw
+        semantic = SemanticCache(embedder, index, exact)
+    writer = CacheWriter(exact=exact, semantic=semantic)
+    services.append(writer.run)
+    return ResponseCache(exact, semantic, writer)
+
+
+__all__ = ["response_cache"]

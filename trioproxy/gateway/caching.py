@@ -1,0 +1,201 @@
+"""Response caching on the request path: decide, look up, replay, store.
+
+Keys, namespaces, the near-miss guard and the stores live in
+:mod:`trioproxy.cache`; this module maps a request onto them. A lookup runs
+before budget admission (a hit costs nothing upstream and reserves nothing);
+a miss is stored after a complete, successful answer, off the hot path
+through the bounded :class:`~trioproxy.cache.writer.CacheWriter` (full: the
+answer is simply not cached).
+
+Per request, ``x-trioproxy-cache: off`` or a body field ``cache_ttl: 0``
+bypasses the cache; ``cache_ttl: N`` overrides the route's TTLs for the
+answer being stored. The field is removed before the request goes upstream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from trioproxy.cache.entry import CacheEntry, storable
+from trioproxy.cache.exact import ExactCache
+from trioproxy.cache.keys import exact_key, tenant_scope
+from trioproxy.cache.semantic import SemanticCache
+from trioproxy.cache.writer import CacheWriter, WriteJob
+from trioproxy.config.model import CacheConfig, RouteConfig
+from trioproxy.core.tokens import split_tokens
+from trioproxy.core.types import (
+    ChatRequest,
+    Completion,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    UsageReport,
+)
+from trioproxy.errors import invalid
+
+CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
+REPLAY_TOKENS_PER_CHUNK = 8
+"""A cached answer is replayed as a stream in chunks of this many tokens."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    scope: str
+    route: str
+    cfg: CacheConfig
+    key: str | None
+    """Exact-cache key, or None when the exact cache is off for the route."""
+    ttl_override: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    entry: CacheEntry
+    kind: Literal["exact", "semantic"]
+    similarity: float | None = None
+
+
+def take_cache_ttl(req: ChatRequest) -> tuple[ChatRequest, int | None]:
+    """Remove the ``cache_ttl`` body extension (providers would reject it)."""
+    if "cache_ttl" not in req.body:
+        return req, None
+    ttl = req.body["cache_ttl"]
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
+        raise invalid("cache_ttl must be a non-negative integer (seconds).", param="cache_ttl")
+    body = {k: v for k, v in req.body.items() if k != "cache_ttl"}
+    chat = {k: v for k, v in req.chat.items() if k != "cache_ttl"}
+    return replace(req, body=body, chat=chat), ttl
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        exact: ExactCache,
+        semantic: SemanticCache | None,
+        writer: CacheWriter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.exact = exact
+        self.semantic = semantic
+        self.writer = writer
+        self.clock = clock
+
+    def plan(
+        self,
+        req: ChatRequest,
+        team: str,
+        route: RouteConfig,
+        *,
+        bypass: bool,
+        ttl_override: int | None,
+    ) -> tuple[CachePlan | None, CacheStatus]:
+        cfg = route.cache
+        if cfg.exact_ttl_s <= 0 and cfg.semantic_ttl_s <= 0:
+            return None, "off"
+        if bypass or ttl_override == 0:
+            return None, "bypass"
+        scope = tenant_scope(team, cfg)
+        key = exact_key(req, scope, route.name) if cfg.exact_ttl_s > 0 else None
+        return CachePlan(scope, route.name, cfg, key, ttl_override), "miss"
+
+    async def lookup(self, plan: CachePlan, req: ChatRequest) -> CacheHit | None:
+        now = self.clock()
+        if plan.key is not None:
+            raw = await self.exact.get(plan.key, now=now)
+            if raw is not None:
+                try:
+                    return CacheHit(CacheEntry.from_bytes(raw), "exact")
+                except ValueError:
+                    await self.exact.delete(plan.key)
+        if self.semantic is not None:
+            hit = await self.semantic.lookup(req, plan.scope, plan.route, plan.cfg, now=now)
+            if hit is not None:
+                return CacheHit(hit.entry, "semantic", hit.similarity)
+        return None
+
+    def store(
+        self, plan: CachePlan, req: ChatRequest, completion: Completion, cost_usd: float
+    ) -> bool:
+        """Queue a complete answer for both caches; False when skipped."""
+        if not storable(completion):
+            return False
+        now = self.clock()
+        exact_ttl = plan.cfg.exact_ttl_s if plan.ttl_override is None else plan.ttl_override
+        semantic_ttl = plan.cfg.semantic_ttl_s if plan.ttl_override is None else plan.ttl_override
+        job = WriteJob(
+            req=req,
+            scope=plan.scope,
+            route=plan.route,
+            cfg=plan.cfg,
+            entry=CacheEntry.from_completion(completion, cost_usd=cost_usd, now=now),
+            now=now,
+            exact_key=plan.key,
+            exact_ttl_s=exact_ttl if plan.key else 0.0,
+            semantic_ttl_s=semantic_ttl if self.semantic is not None else 0.0,
+        )
+        return self.writer.submit(job)
+
+
+def replay_events(completion: Completion) -> Iterator[StreamEvent]:
+    """A cached answer as the canonical events of a stream."""
+    yield StreamStart(completion.id, completion.model, completion.usage.input_tokens)
+    tokens = split_tokens(completion.text)
+    for i in range(0, len(tokens), REPLAY_TOKENS_PER_CHUNK):
+        yield TextDelta("".join(tokens[i : i + REPLAY_TOKENS_PER_CHUNK]))
+    for index, call in enumerate(completion.tool_calls):
+        yield ToolCallDelta(index, call.id, call.name, call.arguments)
+    yield StreamEnd(completion.finish_reason)
+    yield UsageReport(completion.usage)
+
+
+class StreamCollector:
+    """Rebuilds a complete answer from a relayed stream, for the cache."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}
+        self.end: StreamEnd | None = None
+        self.usage: UsageReport | None = None
+
+    def observe(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.calls.setdefault(event.index, ["", "", ""])
+            call[0] = event.id or call[0]
+            call[1] = event.name or call[1]
+            call[2] += event.arguments
+        elif isinstance(event, StreamStart):
+            self.id, self.model = event.id, event.model
+        elif isinstance(event, StreamEnd):
+            self.end = event
+        elif isinstance(event, UsageReport):
+            self.usage = event
+
+    def completion(self) -> Completion | None:
+        if self.end is None or self.usage is None:
+            return None
+        calls = tuple(ToolCall(*self.calls[i]) for i in sorted(self.calls))
+        return Completion(
+            self.id, self.model, "".join(self.text), self.end.finish_reason, self.usage.usage, calls
+        )
+
+
+__all__ = [
+    "CacheHit",
+    "CachePlan",
+    "CacheStatus",
+    "ResponseCache",
+    "StreamCollector",
+    "replay_events",
+    "take_cache_ttl",
+]

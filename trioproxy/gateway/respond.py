@@ -1,0 +1,111 @@
+"""The client side of a request: write the answer, the stream or the error.
+
+Reads the bounded relay channel the race writes into; the first item decides
+the response head (a winner, or the failure of every target). Also replays
+cached answers, as JSON or as a stream in the caller's dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
+from trioproxy.dialects import DIALECTS
+from trioproxy.errors import GatewayError
+from trioproxy.gateway.asgi_io import SSE_HEADERS, Headers, Send, send_whole
+from trioproxy.gateway.attempt import Failed, Item, Won
+from trioproxy.gateway.caching import StreamCollector
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: int = 0
+    error: GatewayError | None = None
+    client_gone: list[bool] = field(default_factory=list)
+    responded: bool = False
+    """The whole response was handed to the server (a later disconnect is normal)."""
+    winner: Won | None = None
+    completion: Completion | None = None
+    """The complete answer, when one was delivered cleanly (for the cache)."""
+
+    @property
+    def gone_early(self) -> bool:
+        return bool(self.client_gone) and not self.responded
+
+
+async def send_error(send: Send, dialect: Dialect, err: GatewayError, base: Headers) -> None:
+    headers = list(base)
+    if err.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+    await send_whole(send, err.status, DIALECTS[dialect].render_error(err), headers)
+
+
+async def relay(
+    recv: trio.MemoryReceiveChannel[Item],
+    send: Send,
+    dialect: Dialect,
+    req: ChatRequest,
+    outcome: Outcome,
+    headers_for: Callable[[Won], Headers],
+    base: Headers,
+    collector: StreamCollector | None,
+) -> None:
+    first = await recv.receive()
+    if isinstance(first, Failed):
+        outcome.status, outcome.error = first.error.status, first.error
+        outcome.responded = True
+        await send_error(send, dialect, first.error, base)
+        return
+    assert isinstance(first, Won)
+    outcome.winner, outcome.status = first, 200
+    headers = [*base, *headers_for(first)]
+    codec = DIALECTS[dialect]
+    if first.completion is not None:
+        outcome.responded = True
+        outcome.completion = first.completion
+        await send_whole(send, 200, codec.render_completion(first.completion, req), headers)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+    encoder = codec.new_stream_encoder(req)
+    tail = b""
+    async for item in recv:
+        if isinstance(item, Failed):
+            outcome.error = item.error
+            tail = encoder.error(item.error)
+            break
+        assert not isinstance(item, Won)
+        if collector is not None:
+            collector.observe(item)
+        data = encoder.encode(item)
+        if data:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    else:
+        tail = encoder.finish()
+        if collector is not None:
+            outcome.completion = collector.completion()
+    outcome.responded = True  # before the await: a disconnect may cancel us right after it
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def replay(
+    send: Send,
+    dialect: Dialect,
+    req: ChatRequest,
+    completion: Completion,
+    events: Iterable[StreamEvent],
+    headers: Headers,
+) -> None:
+    codec = DIALECTS[dialect]
+    if not req.stream:
+        await send_whole(send, 200, codec.render_completion(completion, req), headers)
+        return
+    encoder = codec.new_stream_encoder(req)
+    body = b"".join(encoder.encode(event) for event in events) + encoder.finish()
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+__all__ = ["Outcome", "relay", "replay", "send_error"]
