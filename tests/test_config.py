@@ -29,6 +29,7 @@ EXAMPLE_ENV = {
     "TRIOPROXY_REDIS_URL": "redis://:redispass-SECRET@localhost:6379/0",
     "TRIOPROXY_DATABASE_URL": "postgresql://gw:dbpass-SECRET@localhost/gw",
     "TRIOPROXY_KEY_SUPPORT": "sk-caller-SECRET",
+    "TRIOPROXY_KEY_OPS": "sk-ops-SECRET",
 }
 
 MINIMAL = """
@@ -467,7 +468,7 @@ def test_check_config_exit_codes(
     for name, value in EXAMPLE_ENV.items():
         monkeypatch.setenv(name, value)
     assert check_config(str(EXAMPLE)) == 0
-    assert capsys.readouterr().out == "ok: 2 providers, 4 models, 2 routes, 2 keys\n"
+    assert capsys.readouterr().out == "ok: 2 providers, 4 models, 2 routes, 3 keys\n"
 
     broken = tmp_path / "broken.toml"
     broken.write_text(

@@ -71,13 +71,13 @@ def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var")
                 reason="short low-priority request",
             ),
         ),
-        cache=CacheConfig(exact_ttl_s=3600),
+        cache=CacheConfig(exact_ttl_s=3600, semantic_ttl_s=3600, semantic_threshold=0.90),
     )
     extract = RouteConfig(
         name="extract", chains={"default": _chain("default", "claude-sonnet", "gpt-4o")}
     )
     key_hash = hash_key(demo_key)
-    key = ApiKeyConfig(name="demo", key_hash=key_hash, team="demo", user="demo")
+    key = ApiKeyConfig(name="demo", key_hash=key_hash, team="demo", user="demo", admin=True)
     settings = Settings(
         server=ServerConfig(),
         providers=providers,

@@ -136,6 +136,8 @@ class ApiKeyConfig:
     priority: Priority = "medium"
     end_user_budgets: bool = False
     """Honour OpenAI ``user`` / Anthropic ``metadata.user_id`` as a budgeted end user."""
+    admin: bool = False
+    """May use the dashboard and the admin API (cache flush, budget changes)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,7 @@ def _api_keys(
             routes=None if routes is None else frozenset(routes),
             priority=cast(Priority, t.get("priority", str, "medium")),
             end_user_budgets=t.get("end_user_budgets", bool, False),
+            admin=t.get("admin", bool, False),
         )
         t.finish()
         if key_hash in keys:
