@@ -201,3 +201,23 @@ async def test_overload_sheds_with_503_and_retry_after(nursery: trio.Nursery) ->
     assert statuses == [200, 503]
     shed = next(r for r in results if r.status_code == 503)
     assert shed.headers["retry-after"] == "1"
+
+
+async def test_metrics_need_an_admin_key_and_count_requests(gateway: Running) -> None:
+    assert (
+        await call(gateway, OPENAI, json={"model": "chat", "messages": MSGS})
+    ).status_code == 200
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(gateway.url + "/metrics")).status_code == 401
+        for _ in range(100):  # the record is written just after the response
+            r = await c.get(
+                gateway.url + "/metrics", headers={"authorization": f"Bearer {gateway.key}"}
+            )
+            if 'route="chat",status="200"' in r.text:
+                break
+            await trio.sleep(0.01)
+    assert r.status_code == 200
+    assert (
+        'trioproxy_requests_total{team="demo",route="chat",status="200",cache="miss"} 1' in r.text
+    )
+    assert "trioproxy_in_flight 0" in r.text

@@ -11,7 +11,7 @@ start-up fails loudly, and stop on shutdown.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from trioproxy.gateway.auth import KeyRing, may_use
 from trioproxy.gateway.breakers import LocalBreakers
 from trioproxy.gateway.caching import ResponseCache
 from trioproxy.gateway.handler import ChatHandler
+from trioproxy.gateway.metrics import Labels, MetricsSink, render
 from trioproxy.gateway.upstream import HttpTransport, Transport
 from trioproxy.gateway.usage import LogSink
 from trioproxy.ledger.record import UsageSink
@@ -54,7 +55,8 @@ class Gateway:
         self.keys = KeyRing(settings.api_keys)
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = LocalBreakers(settings.breaker)
-        self.sink: UsageSink = sink or LogSink()
+        self.metrics = MetricsSink(sink or LogSink())
+        self.sink: UsageSink = self.metrics
         self.admission = admission
         self.chat = ChatHandler(
             settings, self.keys, self.transport, self.breakers, self.sink, admission, cache
@@ -82,6 +84,8 @@ class Gateway:
             await self._post_only(method, "anthropic", scope, receive, send)
         elif path == "/v1/models" and method == "GET":
             await self._models(scope, send)
+        elif path == "/metrics" and method == "GET":
+            await self._metrics(scope, send)
         elif path == "/healthz":
             await send_whole(send, 200, b'{"status":"ok"}', [])
         elif path == "/readyz":
@@ -120,6 +124,57 @@ class Gateway:
             if may_use(key, name)
         ]
         await send_whole(send, 200, orjson.dumps({"object": "list", "data": data}), [])
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        try:
+            key = self.keys.authenticate(dict(scope["headers"]))
+            if not key.admin:
+                raise CallerError(ErrorKind.ROUTE_FORBIDDEN, "/metrics needs an admin key.")
+        except GatewayError as err:
+            await send_whole(send, err.status, DIALECTS["openai"].render_error(err), [])
+            return
+        body = render(self.metrics, self._gauges())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _gauges(self) -> Iterator[tuple[str, str, Labels, float]]:
+        yield "trioproxy_in_flight", "Requests being served.", (), self.chat.in_flight
+        for target, st in self.breakers.snapshot(trio.current_time()).items():
+            yield (
+                "trioproxy_breaker_open",
+                "1 when the target's breaker is open.",
+                (("target", target),),
+                float(bool(st["open"])),
+            )
+        if self.cache is not None:
+            w = self.cache.writer.statistics()
+            yield "trioproxy_cache_write_queue", "Cache writes queued.", (), w.queued
+            yield (
+                "trioproxy_cache_write_dropped",
+                "Cache writes skipped (queue full).",
+                (),
+                w.dropped_full,
+            )
+            if self.cache.semantic is not None:
+                sem = self.cache.semantic.stats
+                for name in ("lookups", "hits", "below_threshold", "embed_skipped"):
+                    yield (
+                        "trioproxy_semantic_" + name,
+                        f"Semantic cache {name}.",
+                        (),
+                        getattr(sem, name),
+                    )
+        writer = getattr(self.metrics.inner, "writer", None)
+        if writer is not None:
+            ls = writer.statistics()
+            for name in ("buffered", "written", "spooled", "replayed", "lost"):
+                yield ("trioproxy_ledger_" + name, f"Ledger records {name}.", (), getattr(ls, name))
 
     def readiness(self) -> dict[str, Any]:
         return {
