@@ -8,13 +8,15 @@ Every backend keeps two tables:
 * ``ledger_raw``: one row per :class:`UsageRecord`, unique on the idempotency key
   ``(request_id, kind, attempt, target)`` (``target`` stored as ``''`` when absent), written with
   "insert, ignore conflicts" so a replayed batch never double-counts.
-* ``ledger_daily``: the rollup, one row per ``(day, kind, team, feature, user, route, model)``
-  with ``requests, input_tokens, output_tokens, cost_usd, saved_usd``. It is updated in the same
+* ``ledger_daily``: the rollup, one row per
+  ``(day, kind, team, feature, user, route, model, cache)`` with ``requests, input_tokens, output_tokens, cost_usd, saved_usd``. It is updated in the same
   transaction as the raw insert, from the rows that were *actually inserted*, so rollup totals
   always equal the sum of the raw rows (until retention removes raw rows; rollups are kept).
 
 ``model`` is the record's ``target`` (the model config name), else its ``provider_model``,
-else ``''``. ``day`` is the UTC calendar day of ``ts``.
+else ``''``. ``day`` is the UTC calendar day of ``ts``. ``cache`` is the record's cache status
+(``off``, ``miss``, ``bypass``, ``exact``, ``semantic``); rollup rows written before the
+column existed carry ``''``.
 
 Reports read only the rollup. Request records carry the whole request's cost (the gateway
 includes losing hedges and failed attempts), so spend reports use ``kind='request'`` rows;
@@ -32,7 +34,7 @@ from typing import Any, Protocol
 
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
-DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day")
+DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day", "cache")
 """The columns a report may group by."""
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
@@ -97,8 +99,8 @@ def day_of(ts: float) -> dt.date:
     return _day(int(ts // 86_400))
 
 
-RollupKey = tuple[str, str, str, str, str, str, str]
-"""(day ISO, kind, team, feature, user, route, model)."""
+RollupKey = tuple[str, str, str, str, str, str, str, str]
+"""(day ISO, kind, team, feature, user, route, model, cache)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -115,6 +117,7 @@ def rollup_key(record: UsageRecord) -> RollupKey:
         record.user,
         record.route,
         model_of(record),
+        record.cache,
     )
 
 

@@ -15,7 +15,7 @@ the days a batch touches). A raw row is ~350 bytes with its index, so 1M request
 ~350 MB/day; with ``retention_days = 30`` the raw table stays near 10 GB, and retention is a
 ``DROP TABLE`` of whole partitions (instant, no vacuum debt), unlike LiteLLM's ever-growing
 spend table. ``ledger_daily`` (the rollup reports read) grows with distinct
-(day, team, feature, user, route, model) combinations only, e.g. 100 teams x 10 models x 1,000
+(day, team, feature, user, route, model, cache) combinations only, e.g. 100 teams x 10 models x 1,000
 users is at most 1M tiny rows per day in the worst case and typically far fewer; it is kept.
 A record replayed from the spool after its day's raw partition was dropped by retention is
 stored again and rolled up again; keep ``retention_days`` well above any outage length.
@@ -45,16 +45,27 @@ PARTITIONS_AHEAD = 2
 """Days of raw partitions created ahead of today."""
 _LOCK_ID = 0x7472696F6C656467  # advisory lock serialising DDL across gateway processes
 
-_ROLLUP_COLS = "day, kind, team, feature, user_name, route, model"
+_ROLLUP_COLS = "day, kind, team, feature, user_name, route, model, cache"
 _SCHEMA = [
     f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('postgres')}, "
     f"UNIQUE ({', '.join(KEY_COLUMNS)}, ts)) PARTITION BY RANGE (ts)",
     """CREATE TABLE IF NOT EXISTS ledger_daily (
         day date NOT NULL, kind text NOT NULL, team text NOT NULL, feature text NOT NULL,
         user_name text NOT NULL, route text NOT NULL, model text NOT NULL,
-        requests bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
+        cache text NOT NULL DEFAULT '', requests bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
         cost_usd double precision NOT NULL, saved_usd double precision NOT NULL,
-        PRIMARY KEY (day, kind, team, feature, user_name, route, model))""",
+        PRIMARY KEY (day, kind, team, feature, user_name, route, model, cache))""",
+    # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
+    "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
+    f"""DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                       ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                     WHERE i.indrelid = 'ledger_daily'::regclass AND i.indisprimary
+                       AND a.attname = 'cache') THEN
+        ALTER TABLE ledger_daily DROP CONSTRAINT ledger_daily_pkey,
+          ADD PRIMARY KEY ({_ROLLUP_COLS});
+      END IF;
+    END $$""",
 ]
 
 
@@ -74,15 +85,15 @@ WITH ins AS (
   INSERT INTO ledger_raw ({", ".join(COLUMNS)})
   SELECT {select} FROM ledger_stage
   ON CONFLICT DO NOTHING
-  RETURNING ts, kind, team, feature, user_name, route, target, provider_model,
+  RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
             input_tokens, output_tokens, cost_usd, saved_usd
 ), up AS (
   INSERT INTO ledger_daily ({_ROLLUP_COLS},
                             requests, input_tokens, output_tokens, cost_usd, saved_usd)
   SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
-         COALESCE(NULLIF(target, ''), provider_model, ''),
+         COALESCE(NULLIF(target, ''), provider_model, ''), cache,
          count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(saved_usd)
-  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7
+  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
   ON CONFLICT ({_ROLLUP_COLS}) DO UPDATE SET
     requests = ledger_daily.requests + excluded.requests,
     input_tokens = ledger_daily.input_tokens + excluded.input_tokens,

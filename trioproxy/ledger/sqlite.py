@@ -6,8 +6,8 @@ one host (hypercorn workers): each batch is one short write transaction. Calls r
 
 Sizing: a raw row is ~300 bytes with indexes, so 1M requests/day is ~300 MB/day; retention
 deletes raw rows older than ``retention_days`` (run hourly by the writer) and keeps
-``ledger_daily``, whose size is bounded by distinct (day, team, feature, user, route, model)
-combinations, not by traffic. Beyond a few million requests a day, configure PostgreSQL.
+``ledger_daily``, whose size is bounded by distinct (day, team, feature, user, route, model,
+cache) combinations, not by traffic. Beyond a few million requests a day, configure PostgreSQL.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ _INSERT = (
     f"INSERT OR IGNORE INTO ledger_raw ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
-_UPSERT = """
+_ROLLUP_KEY = "day, kind, team, feature, user_name, route, model, cache"
+_UPSERT = f"""
 INSERT INTO ledger_daily
-  (day, kind, team, feature, user_name, route, model,
-   requests, input_tokens, output_tokens, cost_usd, saved_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, kind, team, feature, user_name, route, model) DO UPDATE SET
+  ({_ROLLUP_KEY}, requests, input_tokens, output_tokens, cost_usd, saved_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET
   requests = requests + excluded.requests,
   input_tokens = input_tokens + excluded.input_tokens,
   output_tokens = output_tokens + excluded.output_tokens,
@@ -50,13 +50,32 @@ def _schema() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('sqlite')}, "
         f"UNIQUE ({', '.join(KEY_COLUMNS)}))",
         "CREATE INDEX IF NOT EXISTS ledger_raw_ts ON ledger_raw (ts)",
-        """CREATE TABLE IF NOT EXISTS ledger_daily (
-            day TEXT NOT NULL, kind TEXT NOT NULL, team TEXT NOT NULL, feature TEXT NOT NULL,
-            user_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL,
-            requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, saved_usd REAL NOT NULL,
-            PRIMARY KEY (day, kind, team, feature, user_name, route, model))""",
+        _DAILY_DDL.format(name="ledger_daily"),
     ]
+
+
+_DAILY_DDL = """CREATE TABLE IF NOT EXISTS {name} (
+    day TEXT NOT NULL, kind TEXT NOT NULL, team TEXT NOT NULL, feature TEXT NOT NULL,
+    user_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL, cache TEXT NOT NULL,
+    requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, saved_usd REAL NOT NULL,
+    PRIMARY KEY (day, kind, team, feature, user_name, route, model, cache))"""
+_METRICS = "requests, input_tokens, output_tokens, cost_usd, saved_usd"
+_OLD_KEY = "day, kind, team, feature, user_name, route, model"
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Give a rollup made before the ``cache`` dimension that column (``''`` on old rows)."""
+    cols = [row[1] for row in conn.execute("PRAGMA table_info(ledger_daily)")]
+    if not cols or "cache" in cols:
+        return
+    conn.execute(_DAILY_DDL.format(name="ledger_daily_v2"))
+    conn.execute(
+        f"INSERT INTO ledger_daily_v2 ({_OLD_KEY}, cache, {_METRICS}) "
+        f"SELECT {_OLD_KEY}, '', {_METRICS} FROM ledger_daily"
+    )
+    conn.execute("DROP TABLE ledger_daily")
+    conn.execute("ALTER TABLE ledger_daily_v2 RENAME TO ledger_daily")
 
 
 class SqliteLedger:
@@ -80,6 +99,7 @@ class SqliteLedger:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
+                _migrate(conn)
                 for stmt in _schema():
                     conn.execute(stmt)
                 conn.execute("COMMIT")
