@@ -27,6 +27,7 @@ from trioproxy.gateway.breakers import LocalBreakers
 from trioproxy.gateway.caching import ResponseCache
 from trioproxy.gateway.handler import ChatHandler
 from trioproxy.gateway.metrics import Labels, MetricsSink, render
+from trioproxy.gateway.shared_breakers import SharedBreakers
 from trioproxy.gateway.upstream import HttpTransport, Transport
 from trioproxy.gateway.usage import LogSink
 from trioproxy.ledger.record import UsageSink
@@ -50,11 +51,12 @@ class Gateway:
         inner: ASGIApp | None = None,
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
+        breakers: LocalBreakers | SharedBreakers | None = None,
     ) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.api_keys)
         self.transport = transport or HttpTransport(settings.providers)
-        self.breakers = LocalBreakers(settings.breaker)
+        self.breakers = breakers or LocalBreakers(settings.breaker)
         self.metrics = MetricsSink(sink or LogSink())
         self.sink: UsageSink = self.metrics
         self.admission = admission

@@ -27,6 +27,7 @@ from trioproxy.gateway.admission import Admission
 from trioproxy.gateway.app import Gateway, Service, create_app
 from trioproxy.gateway.cache_service import response_cache
 from trioproxy.gateway.ledger_service import LedgerService
+from trioproxy.gateway.shared_breakers import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
 from trioproxy.store.redis_client import RedisClient
 
 ENV_CONFIG = "TRIOPROXY_CONFIG"
@@ -59,6 +60,14 @@ def budget_store(settings: Settings, redis: RedisClient | None) -> BudgetStore:
     return SqliteStore(str(state / "budgets.sqlite3"))
 
 
+def shared_breakers(settings: Settings, redis: RedisClient | None) -> SharedBreakers:
+    if redis is not None:
+        return SharedBreakers(RedisBreakerKV(redis), settings.breaker)
+    state = Path(settings.storage.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    return SharedBreakers(SqliteBreakerKV(str(state / "breakers.sqlite3")), settings.breaker)
+
+
 def admission(settings: Settings, store: BudgetStore, services: list[Service]) -> Admission:
     alerts = AlertSink(store, webhook_url=settings.budgets.webhook_url)
     services.append(alerts.run)
@@ -81,6 +90,7 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     redis = redis_client(settings, services)
     parts["admission"] = admission(settings, budget_store(settings, redis), services)
     parts["cache"] = response_cache(settings, services, redis)
+    parts["breakers"] = shared_breakers(settings, redis)
     if "sink" not in overrides:
         ledger = LedgerService(settings.storage)
         services.insert(0, ledger.run)
