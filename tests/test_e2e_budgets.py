@@ -81,3 +81,49 @@ async def test_thousand_concurrent_requests_admit_exactly_n(
     spent = sum(r.cost_usd for r in g.sink.records if r.kind == "request")
     assert 0 < spent <= LIMIT_USD
     assert sim.sim.stats.requests == N
+
+
+async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
+    nursery: trio.Nursery,
+    tmp_path: object,
+) -> None:
+    """max_tokens absent: the worst case ($4.10) exceeds the $0.05 budget, so without a cap the
+    request would be refused. With a $0.01 cap it is admitted, and the stream is metered: the
+    reservation grows with the answer until the budget is full, then a budget error ends it."""
+    sim = await start_simulator(nursery, Fault(tokens=200))
+    settings = parse_settings(
+        {
+            "storage": {"state_dir": str(tmp_path)},
+            "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
+            "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
+            "routes": {"r": {"chains": {"default": [{"model": "m"}]}, "reservation_cap_usd": 0.01}},
+            "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
+            "budgets": {"teams": {"t1": {"daily_usd": 0.05}}},
+        },
+        env={"K": "x"},
+    )
+    g = await start_gateway(nursery, settings)
+    r = await post_json(
+        g.url,
+        "/v1/chat/completions",
+        {"model": "r", "messages": MSGS, "stream": True},
+        {"authorization": f"Bearer {KEY}"},
+    )
+    assert r[0] == 200
+    events = [line for line in r[1].decode().splitlines() if line.startswith("data: ")]
+    assert "budget_exceeded" in events[-1] and "[DONE]" not in r[1].decode()
+    with trio.fail_after(5):
+        while not [x for x in g.sink.records if x.kind == "request"]:
+            await trio.sleep(0.01)
+    rec = next(x for x in g.sink.records if x.kind == "request")
+    # billed for what was received; at most one chunk (1 token = $0.001) past the limit
+    assert 0.04 <= rec.cost_usd <= 0.05 + 0.001
+    assert rec.output_tokens < 200
+    # the budget is now spent: the next request is refused up front
+    r = await post_json(
+        g.url,
+        "/v1/chat/completions",
+        {"model": "r", "messages": MSGS},
+        {"authorization": f"Bearer {KEY}"},
+    )
+    assert r[0] == 429
