@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
@@ -35,6 +35,16 @@ class RequestFacts:
     prompt_estimate: int
     started: float
     wall_started: float
+
+
+def identity(facts: RequestFacts) -> dict[str, Any]:
+    """The fields every record of a request shares: who asked, for what, along which route."""
+    key, req = facts.key, facts.req
+    return {
+        "request_id": facts.request_id, "key_name": key.name, "team": key.team,
+        "user": key.user, "feature": facts.feature, "route": facts.plan.route.name,
+        "end_user": req.end_user, "chain": facts.plan.chain.name, "stream": req.stream,
+    }  # fmt: skip
 
 
 def cost_usd(model: ModelConfig, usage: Usage) -> float:
@@ -78,18 +88,7 @@ def usage_records(
     cache: CacheStatus = "off",
 ) -> Iterator[UsageRecord]:
     now = trio.current_time()
-    key, req = facts.key, facts.req
-    common = dict(
-        request_id=facts.request_id,
-        key_name=key.name,
-        team=key.team,
-        user=key.user,
-        feature=facts.feature,
-        route=facts.plan.route.name,
-        end_user=req.end_user,
-        chain=facts.plan.chain.name,
-        stream=req.stream,
-    )
+    common = identity(facts)
     total_cost = 0.0
     for a, model, usage in spent(facts, settings, race, meters):
         cost = cost_usd(model, usage)
@@ -115,7 +114,7 @@ def usage_records(
             attempt=a.index,
             hedge_role=a.role,
             outcome=_attempt_outcome(a),
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     winner = race.winner
     wmodel = settings.models[winner.target.model] if winner else None
@@ -145,7 +144,7 @@ def usage_records(
         fallback_depth=winner.depth if winner else 0,
         hedge_role=winner.role if winner else None,
         outcome="served" if winner and final_error is None and not client_gone else "error",
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 
@@ -153,19 +152,10 @@ def refused_record(
     facts: RequestFacts, err: GatewayError, *, cache: CacheStatus = "off"
 ) -> UsageRecord:
     """The record of a request refused before any attempt (budget, rate limit, overload)."""
-    key, req = facts.key, facts.req
     return UsageRecord(
         ts=facts.wall_started,
         kind="request",
-        request_id=facts.request_id,
-        key_name=key.name,
-        team=key.team,
-        user=key.user,
-        feature=facts.feature,
-        route=facts.plan.route.name,
-        end_user=req.end_user,
-        chain=facts.plan.chain.name,
-        stream=req.stream,
+        **identity(facts),
         latency_ms=_ms(facts.started, trio.current_time()) or 0.0,
         status=err.status,
         error_kind=err.kind.value,
@@ -178,11 +168,8 @@ def cache_hit_record(
     facts: RequestFacts, kind: Literal["exact", "semantic"], *, saved_usd: float
 ) -> UsageRecord:
     """A request answered from the cache: nothing consumed upstream, ``saved_usd`` saved."""
-    key, req = facts.key, facts.req
     return UsageRecord(
-        ts=facts.wall_started, kind="request", request_id=facts.request_id, key_name=key.name,
-        team=key.team, user=key.user, feature=facts.feature, route=facts.plan.route.name,
-        end_user=req.end_user, chain=facts.plan.chain.name, stream=req.stream, target="cache",
+        ts=facts.wall_started, kind="request", target="cache", **identity(facts),
         latency_ms=_ms(facts.started, trio.current_time()) or 0.0, cache=kind,
         saved_usd=saved_usd, status=200, outcome="served",
     )  # fmt: skip
