@@ -1,0 +1,91 @@
+"""What an admin may change at run time: team budget limits, cached answers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from trioproxy.budget.gate import BudgetGate
+from trioproxy.budget.store import StoreUnavailable
+from trioproxy.cache.keys import exact_namespace, tenant_scope
+from trioproxy.gateway.app import Gateway
+
+SEMANTIC_NOTE = (
+    "semantic namespaces digest the route together with the system prompt and parameters, "
+    "so they cannot be found from team and route; semantic entries expire by TTL"
+)
+
+
+class ActionError(ValueError):
+    """A bad admin request (400), or one the gateway cannot serve (``status``)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def parse_limit(value: Any, name: str) -> float | None:
+    """A USD limit: a non-negative finite number, or null/empty for no limit."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ActionError(f"{name} must be a number of USD or null")
+    try:
+        usd = float(value)
+    except (TypeError, ValueError):
+        raise ActionError(f"{name} must be a number of USD or null") from None
+    if not math.isfinite(usd) or usd < 0:
+        raise ActionError(f"{name} must be a non-negative number of USD")
+    return usd
+
+
+def budget_gate(gw: Gateway) -> BudgetGate:
+    if gw.admission is None:
+        raise ActionError("budgets are not enabled on this gateway", 503)
+    return gw.admission.gate
+
+
+async def set_limits(gw: Gateway, team: str, daily: Any, monthly: Any) -> None:
+    """Store a team's limits; the gate uses them for every new admission from now on."""
+    if not team.strip():
+        raise ActionError("team must not be empty")
+    daily_usd, monthly_usd = parse_limit(daily, "daily_usd"), parse_limit(monthly, "monthly_usd")
+    try:
+        await budget_gate(gw).set_team_limits(team, daily_usd, monthly_usd)
+    except StoreUnavailable as exc:
+        raise ActionError(f"budget store unavailable: {exc}", 503) from None
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    team: str
+    route: str
+    scope: str
+    exact: int
+    """Exact-cache entries removed."""
+    semantic: int | None
+    """Semantic entries removed; None when they could not be addressed."""
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
+    """Drop the cached answers of one tenant scope (the team's, or ``global``) and route."""
+    if gw.cache is None:
+        raise ActionError("the response cache is not enabled on this gateway", 409)
+    route = gw.settings.routes.get(route_name)
+    if route is None:
+        raise ActionError(f"unknown route {route_name!r}", 404)
+    if not team.strip():
+        raise ActionError("team must not be empty")
+    scope = tenant_scope(team, route.cache)
+    exact = await gw.cache.exact.flush_namespace(exact_namespace(scope, route_name))
+    note = SEMANTIC_NOTE if gw.cache.semantic is not None else None
+    return FlushResult(team, route_name, scope, exact, None, note)
+
+
+__all__ = ["ActionError", "FlushResult", "flush_cache", "parse_limit", "set_limits"]

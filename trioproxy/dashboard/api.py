@@ -1,0 +1,109 @@
+"""The JSON admin API under ``/admin/api/`` (admin keys only; see :mod:`.access`).
+
+* ``GET /admin/api/budgets/<team>``: limits, spend and alert threshold.
+* ``PUT /admin/api/budgets/<team>`` ``{"daily_usd": 5, "monthly_usd": null}``: null = no limit.
+* ``POST /admin/api/cache/flush`` ``{"team": "t", "route": "chat"}``: counts removed.
+* ``GET /admin/api/spend?by=team,feature&since=7d``: ledger roll-up rows (UTC days).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from quart import Quart, jsonify, request
+from quart.typing import ResponseReturnValue
+
+from trioproxy.dashboard.access import json_error
+from trioproxy.dashboard.actions import ActionError, flush_cache, set_limits
+from trioproxy.dashboard.snapshot import Usage, ledger_of, team_usage
+from trioproxy.gateway.app import Gateway
+from trioproxy.ledger.backend import check_dimensions
+from trioproxy.ledger.report import parse_since
+
+PREFIX = "/admin/api"
+
+
+def _usage(u: Usage) -> dict[str, Any]:
+    return {"limit_usd": u.limit_usd, "spent_usd": u.spent_usd, "level": u.level}
+
+
+async def _json_body() -> dict[str, Any]:
+    body = await request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ActionError("expected a JSON object body")
+    return body
+
+
+def install(app: Quart, gw: Gateway) -> None:
+    @app.errorhandler(ActionError)
+    async def action_error(err: ActionError) -> ResponseReturnValue:
+        if request.path.startswith(PREFIX):
+            return json_error(err.status, err.message)
+        return err.message, err.status
+
+    async def budget(team: str) -> dict[str, Any]:
+        day, month = await team_usage(gw, team)
+        return {
+            "team": team,
+            "daily_usd": day.limit_usd,
+            "monthly_usd": month.limit_usd,
+            "alert_threshold": day.threshold,
+            "today": _usage(day),
+            "month": _usage(month),
+        }
+
+    @app.get(f"{PREFIX}/budgets/<team>")
+    async def get_budget(team: str) -> ResponseReturnValue:
+        return jsonify(await budget(team))
+
+    @app.put(f"{PREFIX}/budgets/<team>")
+    async def put_budget(team: str) -> ResponseReturnValue:
+        body = await _json_body()
+        missing = [k for k in ("daily_usd", "monthly_usd") if k not in body]
+        if missing:
+            raise ActionError(f"missing {', '.join(missing)} (null means no limit)")
+        await set_limits(gw, team, body["daily_usd"], body["monthly_usd"])
+        return jsonify(await budget(team))
+
+    @app.post(f"{PREFIX}/cache/flush")
+    async def post_flush() -> ResponseReturnValue:
+        body = await _json_body()
+        team, route = body.get("team"), body.get("route")
+        if not isinstance(team, str) or not isinstance(route, str):
+            raise ActionError("expected {'team': <string>, 'route': <string>}")
+        return jsonify((await flush_cache(gw, team, route)).to_dict())
+
+    @app.get(f"{PREFIX}/spend")
+    async def get_spend() -> ResponseReturnValue:
+        by = [d.strip() for d in request.args.get("by", "team").split(",") if d.strip()]
+        now = dt.datetime.now(dt.UTC)
+        try:
+            check_dimensions(by)
+            since = parse_since(request.args.get("since", "7d"), now=now)
+        except ValueError as err:
+            raise ActionError(str(err)) from None
+        backend = ledger_of(gw)
+        if backend is None:
+            raise ActionError("this gateway has no ledger", 409)
+        rows = await backend.query(by=by, since=since)
+        return jsonify(
+            {
+                "by": by,
+                "since": since.isoformat(),
+                "rows": [
+                    {
+                        **dict(zip(by, r.group, strict=True)),
+                        "requests": r.requests,
+                        "input_tokens": r.input_tokens,
+                        "output_tokens": r.output_tokens,
+                        "cost_usd": r.cost_usd,
+                        "saved_usd": r.saved_usd,
+                    }
+                    for r in rows
+                ],
+            }
+        )
+
+
+__all__ = ["PREFIX", "install"]

@@ -1,0 +1,81 @@
+"""``create_dashboard(gateway)``: the Quart-Trio app behind every non-/v1 path.
+
+Mounted as ``gateway.inner = create_dashboard(gateway)``; the gateway keeps the
+proxy endpoints, ``/healthz`` and ``/readyz`` and hands every other HTTP request
+here.
+
+**Lifespan.** The app registers no ``before_serving``/``while_serving``/
+``after_serving`` hooks and starts no background tasks, so it needs no ASGI
+lifespan: a request is served entirely by ``TrioASGIHTTPConnection`` (its own
+per-request nursery). Quart-Trio's lifespan would only set ``app.nursery`` (for
+``add_background_task``), run those hooks, and create ``shutdown_event``; none
+is used here, and the tests pin that (see ``test_dashboard_needs_no_lifespan``).
+
+**Session secret.** Random, created once per ``storage.state_dir`` (see
+:func:`~trioproxy.dashboard.paths.session_secret`): shared by the worker
+processes of a host and stable across restarts. Delete the file to log every
+browser out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from trioproxy.dashboard import access, api, pages
+from trioproxy.dashboard.paths import asset_dir, session_secret
+from trioproxy.gateway.app import Gateway
+
+SESSION_LIFETIME = dt.timedelta(hours=12)
+COOKIE_NAME = "trioproxy_admin"
+
+
+def usd(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"${value:,.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def create_dashboard(gateway: Gateway) -> QuartTrio:
+    app = QuartTrio(
+        __name__,
+        static_folder=str(asset_dir("static")),
+        static_url_path="/static",
+        template_folder=str(asset_dir("templates")),
+    )
+    app.config.update(
+        SECRET_KEY=session_secret(gateway.settings.storage.state_dir),
+        SESSION_COOKIE_NAME=COOKIE_NAME,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.jinja_env.filters["usd"] = usd
+    app.jinja_env.filters["percent"] = percent
+    app.jinja_env.autoescape = True
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        )
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    access.install(app, gateway)
+    api.install(app, gateway)
+    pages.install(app, gateway)
+    return app
+
+
+__all__ = ["create_dashboard"]

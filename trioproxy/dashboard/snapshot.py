@@ -1,0 +1,254 @@
+"""What the dashboard shows, read from the running gateway: plain values, no HTML.
+
+Sources: the budget gate (run-time limits, and spend incl. reservations from
+the budget store), the ledger roll-up (requests, tokens, cost, saved; UTC days),
+the breakers, the request handler's in-flight count and the response cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import trio
+
+from trioproxy.budget.alerts import AlertSink, AlertStatistics
+from trioproxy.budget.gate import BudgetGate
+from trioproxy.budget.periods import PeriodKind, period_at
+from trioproxy.budget.store import StoreUnavailable
+from trioproxy.gateway.app import Gateway
+from trioproxy.gateway.ledger_service import LedgerService
+from trioproxy.ledger.backend import LedgerBackend, ReportRow
+
+DEFAULT_ALERT_THRESHOLD = 0.8
+"""What the gate uses for a team without a ``[budgets.teams]`` entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+
+    @classmethod
+    def of(cls, row: ReportRow) -> Totals:
+        return cls(row.requests, row.input_tokens, row.output_tokens, row.cost_usd, row.saved_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One budget period of a team: limit and spend (incl. open reservations), USD."""
+
+    limit_usd: float | None
+    spent_usd: float | None
+    """None when the period has no limit (nothing is tracked) or the store did not answer."""
+    threshold: float
+
+    @property
+    def share(self) -> float | None:
+        if self.limit_usd is None or self.spent_usd is None:
+            return None
+        return self.spent_usd / self.limit_usd if self.limit_usd > 0 else 1.0
+
+    @property
+    def level(self) -> str:
+        """``ok``, ``alert`` (at or past the threshold) or ``limit`` (exhausted)."""
+        share = self.share
+        if share is None or share < self.threshold:
+            return "ok"
+        return "limit" if share >= 1.0 else "alert"
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRow:
+    team: str
+    today: Usage
+    month: Usage
+    ledger_today: Totals
+    ledger_month: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    teams: list[TeamRow]
+    alerts: AlertStatistics | None
+    ledger: bool
+    """False when the gateway has no ledger (the roll-up columns are then empty)."""
+
+
+def ledger_of(gw: Gateway) -> LedgerBackend | None:
+    sink = gw.sink
+    if isinstance(sink, LedgerService) and sink.writer is not None:
+        return sink.writer.backend
+    return None
+
+
+def gate_of(gw: Gateway) -> BudgetGate | None:
+    return gw.admission.gate if gw.admission is not None else None
+
+
+def alert_statistics(gate: BudgetGate | None) -> AlertStatistics | None:
+    # BudgetGate keeps its AlertSink private; ``alerts`` is the proposed public accessor
+    sink = getattr(gate, "alerts", None)
+    return sink.statistics() if isinstance(sink, AlertSink) else None
+
+
+def utc_day_start(now: dt.datetime) -> dt.datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def known_teams(gw: Gateway, *more: Sequence[str]) -> list[str]:
+    teams = set(gw.settings.budgets.teams) | {k.team for k in gw.settings.api_keys.values()}
+    for extra in more:
+        teams.update(extra)
+    return sorted(teams)
+
+
+async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[ReportRow]:
+    backend = ledger_of(gw)
+    return [] if backend is None else await backend.query(by=by, since=since)
+
+
+async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo) -> float | None:
+    """A team's spend + reservations in the current period, from the budget store.
+
+    Mirrors the gate's bucket naming (``team:<team>:<kind>:<period>``); a
+    ``BudgetGate.team_spend`` would keep that knowledge in one place.
+    """
+    now = gate.clock()
+    bucket = f"team:{team}:{kind}:{period_at(kind, now, tz).name}"
+    with trio.move_on_after(gate.outage.call_timeout_s):
+        try:
+            return await gate.store.usage(bucket, now=now) / 1e6
+        except StoreUnavailable:
+            return None
+    return None
+
+
+async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
+    tb = gw.settings.budgets.teams.get(team)
+    threshold = tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+    gate = gate_of(gw)
+    if gate is None:
+        return Usage(None, None, threshold), Usage(None, None, threshold)
+    try:
+        limits = await gate.team_limits(team)
+    except StoreUnavailable:
+        return Usage(None, None, threshold), Usage(None, None, threshold)
+    tz = ZoneInfo(gw.settings.budgets.timezone)
+    periods: tuple[tuple[PeriodKind, int | None], ...] = (
+        ("day", limits.daily_micros),
+        ("month", limits.monthly_micros),
+    )
+    out: list[Usage] = []
+    for kind, micros in periods:
+        if micros is None:
+            out.append(Usage(None, None, threshold))
+        else:
+            out.append(Usage(micros / 1e6, await spent_usd(gate, team, kind, tz), threshold))
+    return out[0], out[1]
+
+
+async def overview(gw: Gateway, now: dt.datetime | None = None) -> Overview:
+    now = now or dt.datetime.now(dt.UTC)
+    today = utc_day_start(now)
+    day_rows = {r.group[0]: Totals.of(r) for r in await rollup(gw, ["team"], today)}
+    month_rows = {
+        r.group[0]: Totals.of(r) for r in await rollup(gw, ["team"], today.replace(day=1))
+    }
+    rows = []
+    for team in known_teams(gw, list(month_rows)):
+        day, month = await team_usage(gw, team)
+        rows.append(
+            TeamRow(team, day, month, day_rows.get(team, Totals()), month_rows.get(team, Totals()))
+        )
+    return Overview(rows, alert_statistics(gate_of(gw)), ledger_of(gw) is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    target: str
+    provider: str
+    deployment: str
+    state: str
+    """``closed`` (healthy), ``failing`` (failures counted, still closed) or ``open``."""
+    failures: int
+    open_for_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Providers:
+    rows: list[ProviderRow]
+    in_flight: int
+    max_in_flight: int
+
+
+def providers(gw: Gateway) -> Providers:
+    snap = gw.breakers.snapshot(trio.current_time())
+    rows = []
+    for name, model in sorted(gw.settings.models.items()):
+        s = snap.get(name, {})
+        failures = int(s.get("failures", 0))  # type: ignore[call-overload]
+        is_open = bool(s.get("open", False))
+        state = "open" if is_open else ("failing" if failures else "closed")
+        open_for = float(s.get("open_for_s", 0.0)) if is_open else 0.0  # type: ignore[arg-type]
+        rows.append(ProviderRow(name, model.provider, model.deployment, state, failures, open_for))
+    return Providers(rows, gw.chat.in_flight, gw.settings.server.max_in_flight)
+
+
+@dataclass(slots=True)
+class CacheRow:
+    team: str
+    route: str
+    by_status: dict[str, int] = field(default_factory=dict)
+    saved_usd: float = 0.0
+
+    @property
+    def hits(self) -> int:
+        return self.by_status.get("exact", 0) + self.by_status.get("semantic", 0)
+
+    @property
+    def lookups(self) -> int:
+        return self.hits + self.by_status.get("miss", 0)
+
+
+async def cache_rows(gw: Gateway, since: dt.datetime) -> list[CacheRow]:
+    """Requests per cache status, and savings, per team and route (ledger roll-up)."""
+    acc: dict[tuple[str, str], CacheRow] = {}
+    for r in await rollup(gw, ["team", "route", "cache"], since):
+        team, route, status = r.group
+        row = acc.setdefault((team, route), CacheRow(team, route))
+        row.by_status[status] = row.by_status.get(status, 0) + r.requests
+        row.saved_usd += r.saved_usd
+    return [acc[k] for k in sorted(acc)]
+
+
+def cached_routes(gw: Gateway) -> list[str]:
+    return sorted(
+        name
+        for name, route in gw.settings.routes.items()
+        if route.cache.exact_ttl_s > 0 or route.cache.semantic_ttl_s > 0
+    )
+
+
+__all__ = [
+    "CacheRow",
+    "Overview",
+    "ProviderRow",
+    "Providers",
+    "TeamRow",
+    "Totals",
+    "Usage",
+    "cache_rows",
+    "cached_routes",
+    "known_teams",
+    "ledger_of",
+    "overview",
+    "providers",
+    "rollup",
+    "team_usage",
+]
