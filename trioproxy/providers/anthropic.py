@@ -29,7 +29,7 @@ from trioproxy.core.types import (
 )
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.anthropic_chat import chat_to_messages
-from trioproxy.providers.base import UpstreamRequest
+from trioproxy.providers.base import UpstreamRequest, error_message, error_text, json_object
 
 PATH = "/v1/messages"
 VERSION = "2023-06-01"
@@ -53,23 +53,6 @@ def input_tokens(usage: dict[str, Any]) -> int:
     return sum(v for k in _INPUT_KEYS if isinstance(v := usage.get(k), int))
 
 
-def _object(data: bytes | str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("expected a JSON object")
-    return value
-
-
-def _error_text(body: dict[str, Any]) -> str | None:
-    err = body.get("error")
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]
-    return None
-
-
 class AnthropicAdapter:
     wire: Dialect = "anthropic"
 
@@ -88,7 +71,7 @@ class AnthropicAdapter:
         return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
 
     def parse_response(self, body: bytes) -> Completion:
-        data = _object(body)
+        data = json_object(body)
         content, usage = data.get("content"), data.get("usage")
         if not isinstance(content, list) or not isinstance(usage, dict):
             raise ValueError("response is not an Anthropic message")
@@ -119,11 +102,7 @@ class AnthropicAdapter:
         return AnthropicStreamDecoder()
 
     def error_message(self, status: int, body: bytes) -> str:
-        try:
-            message = _error_text(_object(body))
-        except ValueError:
-            message = None
-        return message or body[:500].decode("utf-8", errors="replace") or f"HTTP {status}"
+        return error_message(status, body)
 
 
 class AnthropicStreamDecoder:
@@ -146,7 +125,7 @@ class AnthropicStreamDecoder:
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if self._done:
             return []
-        data = _object(event.data)
+        data = json_object(event.data)
         try:
             return self._decode(data)
         except (KeyError, TypeError, AttributeError) as exc:
@@ -188,7 +167,7 @@ class AnthropicStreamDecoder:
         if kind == "message_stop":
             self._done = True
         elif kind == "error":
-            message = _error_text(data) or "upstream stream error"
+            message = error_text(data) or "upstream stream error"
             raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
         return []
 

@@ -10,7 +10,9 @@ values out. Adding a provider is one module plus one line in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from trioproxy.core.types import ChatRequest, Completion, Dialect, SSEEvent, StreamEvent
 
@@ -56,4 +58,39 @@ class ProviderAdapter(Protocol):
         ...
 
 
-__all__ = ["ProviderAdapter", "StreamDecoder", "UpstreamRequest"]
+def json_object(data: bytes | str) -> dict[str, Any]:
+    """Parse a JSON object; raises ``ValueError`` on anything else."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def error_text(body: dict[str, Any]) -> str | None:
+    """``error.message`` (both providers' envelopes), or a bare ``error`` string."""
+    err = body.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return str(err["message"])
+    return err if isinstance(err, str) else None
+
+
+def error_message(status: int, body: bytes) -> str:
+    """The provider's human message from an error body, else the body or the status."""
+    try:
+        message = error_text(json_object(body))
+    except ValueError:
+        message = None
+    return message or body[:500].decode("utf-8", errors="replace") or f"HTTP {status}"
+
+
+__all__ = [
+    "ProviderAdapter",
+    "StreamDecoder",
+    "UpstreamRequest",
+    "error_message",
+    "error_text",
+    "json_object",
+]

@@ -28,7 +28,7 @@ from trioproxy.core.types import (
     UsageReport,
 )
 from trioproxy.errors import ErrorKind, ProviderError
-from trioproxy.providers.base import UpstreamRequest
+from trioproxy.providers.base import UpstreamRequest, error_message, error_text, json_object
 
 PATH = "/v1/chat/completions"
 _FINISH: dict[str, FinishReason] = {
@@ -53,23 +53,6 @@ def usage_of(raw: Any) -> Usage | None:
     return Usage(prompt, completion)
 
 
-def _object(data: bytes | str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("expected a JSON object")
-    return value
-
-
-def _error_text(body: dict[str, Any]) -> str | None:
-    err = body.get("error")
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]
-    return err if isinstance(err, str) else None
-
-
 class OpenAIAdapter:
     wire: Dialect = "openai"
 
@@ -91,7 +74,7 @@ class OpenAIAdapter:
         return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
 
     def parse_response(self, body: bytes) -> Completion:
-        data = _object(body)
+        data = json_object(body)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise ValueError("response has no choices")
@@ -125,11 +108,7 @@ class OpenAIAdapter:
         return OpenAIStreamDecoder()
 
     def error_message(self, status: int, body: bytes) -> str:
-        try:
-            message = _error_text(_object(body))
-        except ValueError:
-            message = None
-        return message or body[:500].decode("utf-8", errors="replace") or f"HTTP {status}"
+        return error_message(status, body)
 
 
 class OpenAIStreamDecoder:
@@ -158,9 +137,9 @@ class OpenAIStreamDecoder:
             if self._pending is not None and not self._usage_sent:
                 return [UsageReport(self._pending)]
             return []
-        chunk = _object(event.data)
+        chunk = json_object(event.data)
         if "error" in chunk:
-            message = _error_text(chunk) or "upstream stream error"
+            message = error_text(chunk) or "upstream stream error"
             raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
         out: list[StreamEvent] = []
         if not self._started:
