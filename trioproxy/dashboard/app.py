@@ -20,19 +20,20 @@ browser out.
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from trioproxy.dashboard import access, api, pages
 from trioproxy.dashboard.paths import asset_dir, session_secret
-from trioproxy.gateway.app import Gateway
+from trioproxy.gateway.app import ASGIApp, Gateway
 
 SESSION_LIFETIME = dt.timedelta(hours=12)
 COOKIE_NAME = "trioproxy_admin"
 
 
-def usd(value: float | None, digits: int = 4) -> str:
+def usd(value: float | None, digits: int = 6) -> str:
     return "-" if value is None else f"${value:,.{digits}f}"
 
 
@@ -78,4 +79,12 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     return app
 
 
-__all__ = ["create_dashboard"]
+def mount_dashboard(gateway: Gateway) -> QuartTrio:
+    """``gateway.inner = create_dashboard(gateway)``, typed: Quart declares its ASGI
+    signature with hypercorn's types, the gateway with plain mappings."""
+    app = create_dashboard(gateway)
+    gateway.inner = cast(ASGIApp, app)
+    return app
+
+
+__all__ = ["create_dashboard", "mount_dashboard"]

@@ -11,18 +11,17 @@ import os
 import secrets
 from pathlib import Path
 
-import trioproxy
-
 SECRET_FILE = "dashboard-session.key"
 SECRET_BYTES = 32
 
 
-def asset_dir(name: str, *, cwd: Path | None = None) -> Path:
-    """The top-level ``name`` directory (``templates`` or ``static``); raises if none exists."""
-    candidates = [
-        Path(trioproxy.__file__).resolve().parent.parent / name,
-        (cwd or Path.cwd()) / name,
-    ]
+def asset_dir(name: str, *, package_root: Path | None = None, cwd: Path | None = None) -> Path:
+    """The top-level ``name`` directory (``templates`` or ``static``); raises if none exists.
+
+    Looked up next to the package first, then in the working directory.
+    """
+    root = package_root or Path(__file__).resolve().parents[2]
+    candidates = [root / name, (cwd or Path.cwd()) / name]
     for path in candidates:
         if path.is_dir():
             return path

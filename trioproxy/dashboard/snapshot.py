@@ -81,9 +81,13 @@ class Overview:
 
 
 def ledger_of(gw: Gateway) -> LedgerBackend | None:
-    sink = gw.sink
-    if isinstance(sink, LedgerService) and sink.writer is not None:
-        return sink.writer.backend
+    """The ledger behind the gateway's sink (wrappers such as the metrics sink expose
+    ``inner``); None when the sink is not the durable ledger (tests, log sink)."""
+    sink: object = gw.sink
+    for _ in range(8):
+        if isinstance(sink, LedgerService):
+            return sink.writer.backend if sink.writer is not None else None
+        sink = getattr(sink, "inner", None)
     return None
 
 

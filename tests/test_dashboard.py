@@ -1,0 +1,228 @@
+"""The dashboard over real sockets: the demo config, the simulator, the real ledger.
+
+The dashboard is mounted exactly as in production (``gateway.inner``) and is
+served without running its own ASGI lifespan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio
+
+from tests.fixtures_gateway import DEMO_KEY, Running, start_gateway, start_simulator
+from trioproxy.config import demo_settings, hash_key
+from trioproxy.config.model import ApiKeyConfig
+from trioproxy.dashboard import mount_dashboard
+from trioproxy.gateway.ledger_service import LedgerService
+
+READER_KEY = "tp-reader-key-not-admin"
+HX = {"HX-Request": "true"}
+ADMIN = {"authorization": f"Bearer {DEMO_KEY}"}
+
+
+async def start(nursery: trio.Nursery) -> Running:
+    """Demo gateway with the durable ledger, a second (non-admin) key, and the dashboard."""
+    sim = await start_simulator(nursery)
+    settings = demo_settings(sim.url, DEMO_KEY, state_dir=tempfile.mkdtemp(prefix="tp-dash-"))
+    reader = ApiKeyConfig(
+        name="reader", key_hash=hash_key(READER_KEY), team="ops", user="rita", admin=False
+    )
+    settings = dataclasses.replace(
+        settings, api_keys={**settings.api_keys, reader.key_hash: reader}
+    )
+    ledger = LedgerService(settings.storage)
+    g = await start_gateway(nursery, settings, sink=ledger, services=[ledger.run])  # type: ignore[arg-type]
+    mount_dashboard(g.app)
+    g.sims.append(sim)
+    return g
+
+
+def client(g: Running, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=g.url, timeout=30, follow_redirects=False, **kwargs)
+
+
+async def chat(g: Running, content: str, **extra: Any) -> httpx.Response:
+    key = extra.pop("key", DEMO_KEY)
+    body = {"model": "chat", "messages": [{"role": "user", "content": content}], **extra}
+    async with client(g) as c:
+        return await c.post(
+            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        )
+
+
+async def cache_drained(g: Running) -> None:
+    cache = g.app.cache
+    assert cache is not None
+    with trio.fail_after(10):
+        while cache.writer.statistics().queued:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def logged_in(g: Running) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(g) as c:
+        r = await c.post("/login", data={"key": DEMO_KEY, "next": "/"})
+        assert r.status_code == 303, r.text
+        yield c
+
+
+async def test_login_flow(nursery: trio.Nursery) -> None:
+    g = await start(nursery)
+    async with client(g) as c:
+        r = await c.get("/providers?x=1")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/login?next=/providers%3Fx%3D1"
+        form = await c.get(r.headers["location"])
+        assert 'name="next" value="/providers?x=1"' in form.text
+        r = await c.get("/panel/overview", headers=HX)
+        assert r.status_code == 401 and r.headers["hx-redirect"].startswith("/login")
+        assert form.status_code == 200 and 'name="key"' in form.text
+
+        r = await c.post("/login", data={"key": "tp-wrong", "next": "/"})
+        assert r.status_code == 401 and "Unknown API key" in r.text
+        r = await c.post("/login", data={"key": READER_KEY, "next": "/"})
+        assert r.status_code == 403 and "not an admin key" in r.text
+        assert "set-cookie" not in r.headers
+        assert (await c.get("/")).status_code == 303
+
+        r = await c.post("/login", data={"key": DEMO_KEY, "next": "//evil.example/x"})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert DEMO_KEY not in cookie
+        assert (await c.get("/")).status_code == 200
+
+        r = await c.post("/logout", headers=HX)
+        assert r.headers["hx-redirect"] == "/login"
+        assert (await c.get("/")).status_code == 303
+
+    async with client(g) as c:  # the API: bearer keys, never a redirect
+        assert (await c.get("/admin/api/budgets/demo")).status_code == 401
+        r = await c.get("/admin/api/budgets/demo", headers={"authorization": "Bearer nope"})
+        assert r.status_code == 401
+        reader = {"authorization": f"Bearer {READER_KEY}"}
+        r = await c.get("/admin/api/budgets/demo", headers=reader)
+        assert r.status_code == 403 and "not an admin key" in r.json()["error"]["message"]
+        assert (await c.get("/", headers=reader)).status_code == 403
+        assert (await c.get("/admin/api/budgets/demo", headers=ADMIN)).status_code == 200
+
+
+async def test_session_posts_need_the_htmx_header(nursery: trio.Nursery) -> None:
+    g = await start(nursery)
+    async with logged_in(g) as c:
+        form = {"team": "demo", "daily_usd": "50", "monthly_usd": ""}
+        r = await c.post("/budgets", data=form)
+        assert r.status_code == 403
+        assert (await g.app.admission.gate.team_limits("demo")).daily_micros is None  # type: ignore[union-attr]
+        r = await c.put("/admin/api/budgets/demo", json={"daily_usd": 1, "monthly_usd": None})
+        assert r.status_code == 403
+        r = await c.post("/budgets", data=form, headers=HX)
+        assert r.status_code == 200 and "saved" in r.text
+        limits = await g.app.admission.gate.team_limits("demo")  # type: ignore[union-attr]
+        assert (limits.daily_micros, limits.monthly_micros) == (50_000_000, None)
+        r = await c.post("/budgets", data={**form, "daily_usd": "-3"}, headers=HX)
+        assert r.status_code == 400 and "non-negative" in r.text
+
+
+def cell(html: str, row_attr: str, cls: str) -> str:
+    row = re.search(rf"<tr {row_attr}>(.*?)</tr>", html, re.S)
+    assert row is not None, f"no row {row_attr}"
+    found = re.search(rf'<td class="num {cls}">([^<]*)</td>', row.group(1))
+    assert found is not None, f"no {cls} cell in {row_attr}"
+    return found.group(1).strip()
+
+
+async def test_pages_show_real_data(nursery: trio.Nursery) -> None:
+    g = await start(nursery)
+    for i in range(3):
+        assert (await chat(g, f"question {i}")).headers["x-trioproxy-cache"] == "miss"
+    await cache_drained(g)
+    hit = await chat(g, "question 0")
+    assert hit.headers["x-trioproxy-cache"] == "exact"
+    assert (await chat(g, "from ops", key=READER_KEY)).status_code == 200
+
+    async with logged_in(g) as c:
+        with trio.fail_after(10):  # the ledger writes in batches
+            while True:
+                overview = (await c.get("/panel/overview")).text
+                if re.search(r'<tr data-team="demo">(?:\s*<td[^>]*>.*?</td>){4}\s*'
+                             r'<td class="num">4</td>', overview, re.S):  # fmt: skip
+                    break
+                await trio.sleep(0.1)
+        assert '<tr data-team="ops">' in overview
+        assert "no limit" in overview and "80%" in overview
+
+        page = await c.get("/")
+        assert page.status_code == 200
+        assert 'hx-get="/panel/overview"' in page.text and 'hx-trigger="every 5s"' in page.text
+
+        providers = (await c.get("/providers")).text
+        for target in g.settings.models:
+            assert f'<tr data-target="{target}">' in providers
+        assert '<strong id="in-flight">0</strong>' in providers
+        assert 'class="breaker-closed">closed<' in providers
+
+        cache = (await c.get("/cache")).text
+        demo_chat = 'data-team="demo" data-route="chat"'
+        assert cell(cache, demo_chat, "exact") == "1"
+        assert cell(cache, demo_chat, "miss") == "3"
+        assert cell(cache, demo_chat, "saved") != "$0.000000"
+        assert 'id="writer"' in cache and 'id="semantic"' in cache
+
+        budgets = (await c.get("/budgets")).text
+        assert '<tr data-team="demo">' in budgets and 'hx-post="/budgets"' in budgets
+
+        spend = await c.get("/admin/api/spend?by=team,feature&since=7d")
+        rows = {(r["team"], r["feature"]): r for r in spend.json()["rows"]}
+        assert rows[("demo", "default")]["requests"] == 4
+        assert rows[("demo", "default")]["saved_usd"] > 0
+        assert (await c.get("/admin/api/spend?by=colour")).status_code == 400
+
+
+async def test_lowering_a_budget_refuses_the_next_request(nursery: trio.Nursery) -> None:
+    g = await start(nursery)
+    assert (await chat(g, "before")).status_code == 200
+    async with client(g, headers=ADMIN) as c:
+        r = await c.put("/admin/api/budgets/demo", json={"daily_usd": 0.0001, "monthly_usd": 10})
+        assert r.status_code == 200
+        body = r.json()
+        assert (body["daily_usd"], body["monthly_usd"]) == (0.0001, 10)
+        refused = await chat(g, "after")
+        assert refused.status_code == 429
+        assert "daily budget exhausted" in refused.json()["error"]["message"]
+        assert (await c.get("/admin/api/budgets/demo")).json()["daily_usd"] == 0.0001
+        r = await c.put("/admin/api/budgets/demo", json={"daily_usd": None, "monthly_usd": None})
+        assert r.status_code == 200
+        assert (await chat(g, "again")).status_code == 200
+        bad = await c.put("/admin/api/budgets/demo", json={"daily_usd": "lots"})
+        assert bad.status_code == 400
+
+
+async def test_cache_flush_makes_the_next_request_a_miss(nursery: trio.Nursery) -> None:
+    g = await start(nursery)
+    assert (await chat(g, "flush me")).headers["x-trioproxy-cache"] == "miss"
+    await cache_drained(g)
+    assert (await chat(g, "flush me")).headers["x-trioproxy-cache"] == "exact"
+    async with client(g, headers=ADMIN) as c:
+        r = await c.post("/admin/api/cache/flush", json={"team": "ops", "route": "chat"})
+        assert r.json()["exact"] == 0  # another team's scope: nothing of demo's goes
+        assert (await chat(g, "flush me")).headers["x-trioproxy-cache"] == "exact"
+        r = await c.post("/admin/api/cache/flush", json={"team": "demo", "route": "chat"})
+        assert r.status_code == 200
+        assert r.json()["exact"] == 1 and r.json()["scope"] == "team:demo"
+        assert (await chat(g, "flush me")).headers["x-trioproxy-cache"] == "miss"
+        r = await c.post("/admin/api/cache/flush", json={"team": "demo", "route": "nope"})
+        assert r.status_code == 404
+    await cache_drained(g)  # and through the page's form
+    async with logged_in(g) as c:
+        r = await c.post("/cache/flush", data={"team": "demo", "route": "chat"}, headers=HX)
+        assert r.status_code == 200 and "Flushed 1 exact" in r.text
+    assert (await chat(g, "flush me")).headers["x-trioproxy-cache"] == "miss"

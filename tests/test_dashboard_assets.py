@@ -1,0 +1,90 @@
+"""The dashboard's assets, session key and mounting: vendored htmx, no CDN, no lifespan."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.test_dashboard import start
+from trioproxy.dashboard.access import local_target
+from trioproxy.dashboard.paths import asset_dir, session_secret
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def test_htmx_is_served_from_static_without_login(nursery: trio.Nursery) -> None:
+    g = await start(nursery)
+    async with httpx.AsyncClient(base_url=g.url, follow_redirects=False) as c:
+        r = await c.get("/static/htmx.min.js")
+        assert r.status_code == 200
+        assert "javascript" in r.headers["content-type"]
+        assert r.text.startswith("/*! htmx.org 2.0.11") and "htmx:load" in r.text
+        assert (await c.get("/static/dashboard.css")).status_code == 200
+        escape = await c.get("/static/%2e%2e/pyproject.toml")
+        assert escape.status_code == 404 and "[project]" not in escape.text
+        login = (await c.get("/login")).text
+        assert '<script src="/static/htmx.min.js"></script>' in login
+
+
+def test_templates_load_nothing_from_another_site() -> None:
+    files = [*(REPO / "templates").rglob("*.html"), *(REPO / "static").glob("*.css")]
+    assert len(files) >= 8
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(https?:)?//[\w.-]+\.[a-z]{2,}", text), path
+        for cdn in ("unpkg", "jsdelivr", "cdnjs", "googleapis"):
+            assert cdn not in text, path
+
+
+def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
+    """The app is mounted without its ASGI lifespan; it must not rely on one."""
+    from trioproxy.dashboard.app import create_dashboard
+
+    class FakeGateway:  # only what create_dashboard reads at build time
+        class settings:
+            class storage:
+                state_dir = str(tmp_path)
+
+    app = create_dashboard(FakeGateway())  # type: ignore[arg-type]
+    assert app.before_serving_funcs == []
+    assert app.while_serving_gens == []
+    assert app.after_serving_funcs == []
+
+
+def test_assets_fall_back_to_the_working_directory(tmp_path: Path) -> None:
+    assert asset_dir("templates") == REPO / "templates"
+    (tmp_path / "static").mkdir()
+    assert asset_dir("static", package_root=tmp_path / "nowhere", cwd=tmp_path) == (
+        tmp_path / "static"
+    )
+    with pytest.raises(FileNotFoundError, match="templates"):
+        asset_dir("templates", package_root=tmp_path, cwd=tmp_path)
+
+
+def test_session_secret_is_made_once_per_state_dir(tmp_path: Path) -> None:
+    first = session_secret(tmp_path / "state")
+    assert len(first) == 32 and session_secret(tmp_path / "state") == first
+    assert session_secret(tmp_path / "other") != first
+    (key_file,) = (tmp_path / "state").iterdir()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/cache", "/cache"),
+        ("/providers?x=1", "/providers?x=1"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("", "/"),
+        (None, "/"),
+    ],
+)
+def test_login_only_redirects_within_the_site(raw: str | None, expected: str) -> None:
+    assert local_target(raw) == expected
