@@ -1,0 +1,430 @@
+"""Shared plumbing of the gateway benchmarks (overhead, ceiling, streams, fallback).
+
+Processes: every server runs in its own session (= process group, pgid = pid)
+and is stopped by signalling that group, never by name. Accounting reads
+``/proc``: CPU seconds and RSS of a whole process group (hypercorn's master
+plus its workers), and the machine-wide busy share from ``/proc/stat`` so a
+run on a box shared with other people's tests can be told apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+HOST = "127.0.0.1"
+BENCH_KEY = "tp-bench-key"
+PROVIDER_KEY_ENV = "TP_BENCH_PROVIDER_KEY"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CHAT_BODY = (
+    b'{"model":"%s","messages":[{"role":"user","content":"Hello there, how are you today?"}]'
+    b',"max_tokens":30}'
+)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks that stop our servers
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range (32768+), see research/stack.md section 4."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass
+class Server:
+    """A server process group started by :func:`start`; stop it with :meth:`stop`."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pgid, signal.SIGTERM)
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+            except ProcessLookupError:
+                return
+        try:  # workers left behind by a master that exited
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    workdir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/healthz",
+    timeout: float = 30.0,
+) -> Server:
+    """Start ``argv`` in its own process group and wait until ``ready_path`` answers."""
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=workdir,
+            start_new_session=True,
+        )
+    server = Server(name, port, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(server.url + ready_path, timeout=1) as r:
+                if r.status < 500:
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{name} not ready after {timeout}s: {log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def source_tree() -> Path:
+    """The trioproxy sources to run: a snapshot of the last commit (``git archive HEAD``).
+
+    Others edit the work tree while benchmarks run; a snapshot keeps a run on
+    one consistent version. ``TP_BENCH_SOURCE=worktree`` runs the work tree.
+    """
+    if os.environ.get("TP_BENCH_SOURCE") == "worktree":
+        return ROOT
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    tree = Path(tempfile.gettempdir()) / f"tp-bench-src-{sha}"
+    if not tree.exists():
+        tmp = Path(tempfile.mkdtemp(prefix="tp-bench-src-"))
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+        tmp.rename(tree)
+        print(f"trioproxy under test: commit {sha} (snapshot in {tree})", flush=True)
+    return tree
+
+
+def trioproxy_argv(*args: str) -> tuple[list[str], dict[str, str]]:
+    """``trioproxy ARGS`` run from :func:`source_tree`, and the env it needs."""
+    tree = source_tree()
+    return [str(VENV_BIN / "python"), "-m", "trioproxy", *args], {"PYTHONPATH": str(tree)}
+
+
+def start_simulator(workdir: Path, name: str = "sim", **fault: object) -> Server:
+    port = free_port()
+    argv, env = trioproxy_argv("simulate", "--host", HOST, "--port", str(port))
+    sim = start(name, argv, port, workdir, env=env, ready_path="/_sim/stats")
+    if fault:
+        set_faults(sim, **fault)
+    return sim
+
+
+def set_faults(sim: Server, **fault: object) -> None:
+    req = urllib.request.Request(
+        sim.url + "/_sim/faults", data=json.dumps(fault).encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200, r.read()
+
+
+def start_gateway(workdir: Path, config: Path, workers: int = 1) -> Server:
+    port = free_port()
+    argv, env = trioproxy_argv("serve", "--config", str(config), "--host", HOST)
+    argv += ["--port", str(port), "--workers", str(workers)]
+    return start("gateway", argv, port, workdir, env={**env, PROVIDER_KEY_ENV: "sim"})
+
+
+# ---------------------------------------------------------------- config
+
+
+def write_config(
+    workdir: Path,
+    models: Mapping[str, str],
+    routes: Mapping[str, Sequence[str]] = {},
+    *,
+    breaker_threshold: int = 5,
+    stream_buffer: int = 8,
+) -> Path:
+    """A gateway config: one openai provider + model per simulator URL, given routes.
+
+    ``models`` maps a model name to its simulator's base URL; ``routes`` maps a
+    route name to its default chain (model names, in order).
+    """
+    lines = [
+        "[server]",
+        "max_in_flight = 4096",
+        f"stream_buffer = {stream_buffer}",
+        "shutdown_grace_s = 2.0",
+        "[storage]",
+        f'state_dir = "{workdir / "state"}"',
+        "[breaker]",
+        f"failure_threshold = {breaker_threshold}",
+    ]
+    for name, url in models.items():
+        lines += [
+            f"[providers.p-{name}]",
+            'kind = "openai"',
+            f'base_url = "{url}"',
+            f'api_key_env = "{PROVIDER_KEY_ENV}"',
+            "max_connections = 2048",
+            f"[models.{name}]",
+            f'provider = "p-{name}"',
+            "input_per_mtok = 0.15",
+            "output_per_mtok = 0.60",
+        ]
+    for route, chain in routes.items():
+        lines.append(f"[routes.{route}]")
+        for model in chain:
+            lines += [f"[[routes.{route}.chains.default]]", f'model = "{model}"']
+    digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+    lines += ["[[api_keys]]", 'name = "bench"', f'key_sha256 = "{digest}"', 'team = "bench"']
+    path = workdir / "bench.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="tp-bench-"))
+
+
+# ---------------------------------------------------------------- /proc accounting
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def pid_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def self_cpu() -> float:
+    """CPU seconds of this process plus its waited-for children (e.g. ``wrk``)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def group_cpu(pgid: int) -> float:
+    return sum(pid_cpu(pid) for pid in group_pids(pgid))
+
+
+def group_rss_mb(pgid: int) -> float:
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def wait_quiet(min_idle: float = 0.85, window: float = 2.0, max_wait: float = 60.0) -> float:
+    """Wait until the machine is at least ``min_idle`` idle for ``window`` s; return busy %."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, t0 = machine_ticks()
+        time.sleep(window)
+        b1, t1 = machine_ticks()
+        busy = (b1 - b0) / max(1, t1 - t0)
+        if busy <= 1 - min_idle or time.monotonic() > deadline:
+            return 100 * busy
+
+
+@dataclass
+class Meter:
+    """CPU and machine busy share over one measured interval; RSS peak by sampling.
+
+    ``foreign_pct`` is machine CPU not spent by the measured groups or this
+    process, in % of the whole machine: other people's load during the run.
+    """
+
+    pgids: Mapping[str, int]
+    sample_s: float = 0.25
+    cpu: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_timeline: list[tuple[float, float]] = field(default_factory=list)
+    busy_pct: float = 0.0
+    foreign_pct: float = 0.0
+    seconds: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Meter:
+        self._cpu0 = {n: group_cpu(g) for n, g in self.pgids.items()}
+        self._self0 = self_cpu()
+        self._ticks0 = machine_ticks()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.sample_s):
+            for n, g in self.pgids.items():
+                rss = group_rss_mb(g)
+                self.peak_rss_mb[n] = max(self.peak_rss_mb.get(n, 0.0), rss)
+                if n == "gateway":
+                    self.rss_timeline.append((time.monotonic() - self._t0, rss))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.seconds = time.monotonic() - self._t0
+        self.cpu = {n: group_cpu(g) - self._cpu0[n] for n, g in self.pgids.items()}
+        self.cpu["client"] = self_cpu() - self._self0
+        b1, t1 = machine_ticks()
+        busy_ticks, all_ticks = b1 - self._ticks0[0], t1 - self._ticks0[1]
+        self.busy_pct = 100 * busy_ticks / max(1, all_ticks)
+        ours = sum(self.cpu.values()) * CLK_TCK
+        self.foreign_pct = max(0.0, 100 * (busy_ticks - ours) / max(1, all_ticks))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+# ---------------------------------------------------------------- wrk
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+function done(summary, latency, requests)
+  io.write(string.format("RESULT {\\"requests\\":%%d,\\"seconds\\":%%f,\\"errors\\":%%d,"
+    .. "\\"non2xx\\":%%d,\\"p50\\":%%f,\\"p90\\":%%f,\\"p99\\":%%f,\\"max\\":%%f}\\n",
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.timeout, summary.errors.status,
+    latency:percentile(50) / 1e3, latency:percentile(90) / 1e3,
+    latency:percentile(99) / 1e3, latency.max / 1e3))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    errors: int
+    non2xx: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def wrk(
+    url: str, model: str, workdir: Path, *, conns: int, seconds: float, threads: int = 1
+) -> WrkResult:
+    """POST the chat body at ``url`` with ``conns`` keep-alive connections (latencies in ms)."""
+    script = workdir / "post.lua"
+    script.write_text(WRK_LUA % ((CHAT_BODY % model.encode()).decode(), BENCH_KEY))
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{round(seconds)}s", "--timeout", "10s"]
+    argv += ["-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    return WrkResult(**json.loads(line[len("RESULT ") :]))
+
+
+__all__ = [
+    "BENCH_KEY",
+    "CHAT_BODY",
+    "HOST",
+    "Meter",
+    "Server",
+    "WrkResult",
+    "free_port",
+    "group_cpu",
+    "group_rss_mb",
+    "percentile",
+    "set_faults",
+    "start",
+    "start_gateway",
+    "start_simulator",
+    "wait_quiet",
+    "workdir",
+    "write_config",
+    "wrk",
+]
