@@ -30,7 +30,13 @@ def cache_settings(url: str, *, semantic: bool = False, scope: str = "team") -> 
             "models": {"m": {"provider": "p", "input_per_mtok": 2.5, "output_per_mtok": 10}},
             "routes": {"r": {"chains": {"default": [{"model": "m"}]}, "cache": cache}},
             "api_keys": [
-                {"name": "a", "key_sha256": hash_key(KEY_A), "team": "A", "user": "a1"},
+                {
+                    "name": "a",
+                    "key_sha256": hash_key(KEY_A),
+                    "team": "A",
+                    "user": "a1",
+                    "admin": True,
+                },
                 {"name": "a2", "key_sha256": hash_key(KEY_A2), "team": "A", "user": "a2"},
                 {"name": "b", "key_sha256": hash_key(KEY_B), "team": "B", "user": "b1"},
             ],
@@ -200,3 +206,24 @@ async def test_semantic_hit_with_similarity_and_guards(
     await written(g)
     r = await ask(g, KEY_A, "How many days are in 4 weeks?")
     assert r.headers["x-trioproxy-cache"] == "miss"
+
+
+async def test_admin_flush_removes_exact_and_semantic_entries(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, cache_settings(sim.url, semantic=True))
+    await ask(g, KEY_A, "How do I reset my password?")
+    await written(g)
+    assert (await ask(g, KEY_A, "How can I reset my password?")).headers[
+        "x-trioproxy-cache"
+    ] == "semantic"
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(
+            g.url + "/admin/api/cache/flush",
+            json={"team": "A", "route": "r"},
+            headers={"authorization": f"Bearer {KEY_A}"},
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["exact"] == 1 and r.json()["semantic"] == 1
+    assert (await ask(g, KEY_A, "How can I reset my password?")).headers[
+        "x-trioproxy-cache"
+    ] == "miss"

@@ -102,6 +102,10 @@ class BudgetGate:
         self._local = MemoryStore()
         self.store_failures = 0
 
+    @property
+    def alerts(self) -> AlertSink | None:
+        return self._alerts
+
     # --- limits -----------------------------------------------------------------
 
     def _config_limits(self, team: str) -> TeamLimits:

@@ -27,6 +27,10 @@ class ExactCache(Protocol):
         """Drop every key of ``namespace``; returns how many were dropped."""
         ...
 
+    async def flush_prefix(self, prefix: str) -> int:
+        """Drop every key starting with ``prefix`` (hex namespaces: no escaping needed)."""
+        ...
+
 
 @dataclass(slots=True)
 class ExactStats:
@@ -80,7 +84,9 @@ class MemoryExactCache:
         return self._drop(key)
 
     async def flush_namespace(self, namespace: str) -> int:
-        prefix = namespace + ":"
+        return await self.flush_prefix(namespace + ":")
+
+    async def flush_prefix(self, prefix: str) -> int:
         doomed = [k for k in self._items if k.startswith(prefix)]
         for k in doomed:
             self._drop(k)
@@ -118,10 +124,13 @@ class RedisExactCache:
         return bool(await self._client.execute("DEL", self._prefix + key))
 
     async def flush_namespace(self, namespace: str) -> int:
+        return await self.flush_prefix(namespace + ":")
+
+    async def flush_prefix(self, prefix: str) -> int:
         """SCAN + UNLINK (an admin operation; namespaces are hex, so no glob escaping)."""
         cursor: bytes | str | int = b"0"
         dropped = 0
-        pattern = f"{self._prefix}{namespace}:*"
+        pattern = f"{self._prefix}{prefix}*"
         while True:
             cursor, keys = await self._client.execute(
                 "SCAN", cursor, "MATCH", pattern, "COUNT", 1000

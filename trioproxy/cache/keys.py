@@ -135,9 +135,6 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str) -> str:
         if chat.get(k) is not None
     }
     parts = [
-        "sem",
-        scope,
-        route,
         _digest(system),
         _digest(earlier),
         temperature_bucket(temperature_of(chat)),
@@ -145,7 +142,12 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str) -> str:
         _digest(chat.get("tools")),
         _digest(other),
     ]
-    return "s" + _digest(parts, 23)
+    return semantic_scope_prefix(scope, route) + _digest(parts, 15)
+
+
+def semantic_scope_prefix(scope: str, route: str) -> str:
+    """What every semantic namespace of a tenant scope and route starts with (for flushes)."""
+    return "s" + _digest(["sem", scope, route], 8)
 
 
 def semantic_text(req: ChatRequest) -> str:
@@ -177,6 +179,7 @@ __all__ = [
     "is_shareable",
     "max_tokens_bucket",
     "semantic_namespace",
+    "semantic_scope_prefix",
     "semantic_text",
     "temperature_bucket",
     "temperature_of",

@@ -22,7 +22,12 @@ from trioproxy.cache.embedder import Embedder
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
 from trioproxy.cache.guard import near_miss
-from trioproxy.cache.keys import is_shareable, semantic_namespace, semantic_text
+from trioproxy.cache.keys import (
+    is_shareable,
+    semantic_namespace,
+    semantic_scope_prefix,
+    semantic_text,
+)
 from trioproxy.cache.vector_index import VectorIndex
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest
@@ -136,6 +141,12 @@ class SemanticCache:
     async def flush_namespace(self, namespace: str) -> int:
         await self.entries.flush_namespace(namespace)
         return await self.index.flush_namespace(namespace)
+
+    async def flush_scope(self, scope: str, route: str) -> int:
+        """Drop every semantic entry of a tenant scope and route, whatever its context."""
+        prefix = semantic_scope_prefix(scope, route)
+        await self.entries.flush_prefix(prefix)
+        return await self.index.flush_prefix(prefix)
 
     async def delete(self, namespace: str, entry_id: str) -> bool:
         await self.entries.delete(f"{namespace}:{entry_id}")

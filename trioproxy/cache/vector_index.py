@@ -51,6 +51,10 @@ class VectorIndex(Protocol):
 
     async def flush_namespace(self, namespace: str) -> int: ...
 
+    async def flush_prefix(self, prefix: str) -> int:
+        """Drop every namespace starting with ``prefix``; returns entries dropped."""
+        ...
+
 
 @dataclass(slots=True)
 class _Item:
@@ -168,6 +172,10 @@ class HnswCore:
             self._lru.pop((namespace, label), None)
         return len(space.items)
 
+    def flush_prefix(self, prefix: str) -> int:
+        return sum(self.flush_namespace(ns) for ns in [n for n in self._spaces
+                                                       if n.startswith(prefix)])  # fmt: skip
+
     def statistics(self) -> IndexStats:
         s = self.stats
         return IndexStats(len(self._lru), len(self._spaces), s.evictions, s.expirations)
@@ -284,6 +292,9 @@ class HnswIndex:
         return await trio.to_thread.run_sync(
             self.core.flush_namespace, namespace, limiter=self._lock
         )
+
+    async def flush_prefix(self, prefix: str) -> int:
+        return await trio.to_thread.run_sync(self.core.flush_prefix, prefix, limiter=self._lock)
 
     async def save(self) -> None:
         if self.directory is not None:

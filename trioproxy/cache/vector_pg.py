@@ -175,6 +175,10 @@ class PgVectorIndex:
         q = sql.SQL("DELETE FROM {} WHERE namespace = %s").format(self._t)
         return int(await self._run(self._execute, q, (namespace,)))
 
+    async def flush_prefix(self, prefix: str) -> int:
+        q = sql.SQL("DELETE FROM {} WHERE namespace LIKE %s").format(self._t)
+        return int(await self._run(self._execute, q, (prefix + "%",)))
+
     def _execute(self, query: sql.Composed, params: tuple[Any, ...]) -> int:
         with self._pool.connection() as conn:
             return conn.execute(query, params).rowcount

@@ -11,11 +11,6 @@ from trioproxy.budget.store import StoreUnavailable
 from trioproxy.cache.keys import exact_namespace, tenant_scope
 from trioproxy.gateway.app import Gateway
 
-SEMANTIC_NOTE = (
-    "semantic namespaces digest the route together with the system prompt and parameters, "
-    "so they cannot be found from team and route; semantic entries expire by TTL"
-)
-
 
 class ActionError(ValueError):
     """A bad admin request (400), or one the gateway cannot serve (``status``)."""
@@ -84,8 +79,10 @@ async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
         raise ActionError("team must not be empty")
     scope = tenant_scope(team, route.cache)
     exact = await gw.cache.exact.flush_namespace(exact_namespace(scope, route_name))
-    note = SEMANTIC_NOTE if gw.cache.semantic is not None else None
-    return FlushResult(team, route_name, scope, exact, None, note)
+    semantic = None
+    if gw.cache.semantic is not None:
+        semantic = await gw.cache.semantic.flush_scope(scope, route_name)
+    return FlushResult(team, route_name, scope, exact, semantic, None)
 
 
 __all__ = ["ActionError", "FlushResult", "flush_cache", "parse_limit", "set_limits"]

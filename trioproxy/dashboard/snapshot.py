@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import trio
 
-from trioproxy.budget.alerts import AlertSink, AlertStatistics
+from trioproxy.budget.alerts import AlertStatistics
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
@@ -81,13 +81,10 @@ class Overview:
 
 
 def ledger_of(gw: Gateway) -> LedgerBackend | None:
-    """The ledger behind the gateway's sink (wrappers such as the metrics sink expose
-    ``inner``); None when the sink is not the durable ledger (tests, log sink)."""
-    sink: object = gw.sink
-    for _ in range(8):
-        if isinstance(sink, LedgerService):
-            return sink.writer.backend if sink.writer is not None else None
-        sink = getattr(sink, "inner", None)
+    """The durable ledger behind the gateway; None when its sink is not the ledger (tests)."""
+    sink = gw.ledger
+    if isinstance(sink, LedgerService) and sink.writer is not None:
+        return sink.writer.backend
     return None
 
 
@@ -96,9 +93,8 @@ def gate_of(gw: Gateway) -> BudgetGate | None:
 
 
 def alert_statistics(gate: BudgetGate | None) -> AlertStatistics | None:
-    # BudgetGate keeps its AlertSink private; ``alerts`` is the proposed public accessor
-    sink = getattr(gate, "alerts", None)
-    return sink.statistics() if isinstance(sink, AlertSink) else None
+    sink = gate.alerts if gate is not None else None
+    return sink.statistics() if sink is not None else None
 
 
 def utc_day_start(now: dt.datetime) -> dt.datetime:

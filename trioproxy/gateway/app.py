@@ -178,6 +178,11 @@ class Gateway:
             for name in ("buffered", "written", "spooled", "replayed", "lost"):
                 yield ("trioproxy_ledger_" + name, f"Ledger records {name}.", (), getattr(ls, name))
 
+    @property
+    def ledger(self) -> UsageSink:
+        """The sink behind the metrics (the ledger service in production)."""
+        return self.metrics.inner
+
     def readiness(self) -> dict[str, Any]:
         return {
             "ready": self.ready,

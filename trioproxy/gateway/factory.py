@@ -23,6 +23,7 @@ from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
 from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
+from trioproxy.dashboard import mount_dashboard
 from trioproxy.gateway.admission import Admission
 from trioproxy.gateway.app import Gateway, Service, create_app
 from trioproxy.gateway.cache_service import response_cache
@@ -96,7 +97,9 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
         services.insert(0, ledger.run)
         parts["sink"] = ledger
     parts.update(overrides)
-    return create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
+    gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
+    mount_dashboard(gateway)
+    return gateway
 
 
 def from_env() -> Gateway:
