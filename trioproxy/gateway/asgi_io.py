@@ -53,13 +53,22 @@ async def send_whole(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def watch_disconnect(receive: Receive, scope: trio.CancelScope, gone: list[bool]) -> None:
-    """Cancel ``scope`` when the client goes away (the request body is already read)."""
+async def watch_disconnect(
+    receive: Receive, scope: trio.CancelScope, gone: list[bool], responded: Callable[[], bool]
+) -> None:
+    """Cancel ``scope`` when the client goes away before its response is complete.
+
+    The server also reports ``http.disconnect`` while it finishes a complete
+    response (inside our last ``send``, where it recycles or closes the
+    connection); cancelling then would abort that bookkeeping and leave the
+    connection open, so a disconnect after ``responded()`` only ends the watch.
+    """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            gone.append(True)
-            scope.cancel()
+            if not responded():
+                gone.append(True)
+                scope.cancel()
             return
 
 

@@ -227,8 +227,9 @@ class ChatHandler:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
                 nursery.start_soon(
-                    watch_disconnect, receive, nursery.cancel_scope, outcome.client_gone
-                )
+                    watch_disconnect, receive, nursery.cancel_scope, outcome.client_gone,
+                    lambda: outcome.responded,
+                )  # fmt: skip
                 async with recv_ch:
                     await relay(recv_ch, send, dialect, facts.req, outcome,
                                 self._winner_headers(race), base, collector)  # fmt: skip

@@ -1,0 +1,50 @@
+"""HTTP/1.1 connection handling: close is honoured at once, keep-alive connections are reused."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import trio
+
+from tests.fixtures_gateway import Running
+
+
+def request(g: Running, content: str, *, close: bool, stream: bool = False) -> bytes:
+    body = orjson.dumps(
+        {"model": "chat", "stream": stream, "messages": [{"role": "user", "content": content}]}
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {g.key}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    )
+    if close:
+        head += "connection: close\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def connect(g: Running) -> trio.SocketStream:
+    host, port = g.url.removeprefix("http://").split(":")
+    return await trio.open_tcp_stream(host, int(port))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_connection_close_is_closed_promptly(gateway: Running, stream: bool) -> None:
+    s = await connect(gateway)
+    await s.send_all(request(gateway, f"close me {stream}", close=True, stream=stream))
+    data = b""
+    with trio.fail_after(2):  # the server closes right after the response (it once took 40 s)
+        while chunk := await s.receive_some(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+async def test_keep_alive_connection_serves_several_requests(gateway: Running) -> None:
+    s = await connect(gateway)
+    for i in range(3):
+        await s.send_all(request(gateway, f"again {i}", close=False))
+        data = b""
+        with trio.fail_after(5):
+            while not data.endswith(b"0\r\n\r\n"):  # end of the chunked body
+                data += await s.receive_some(65536)
+        assert data.startswith(b"HTTP/1.1 200")
+    await s.aclose()
