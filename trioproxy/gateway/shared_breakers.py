@@ -118,13 +118,31 @@ class SharedBreakers:
         self._sync_s = sync_s
         self._clock = clock
         self._cache: dict[str, tuple[float, int, BreakerState]] = {}
+        self._loading: dict[str, trio.Event] = {}
         self.store_errors = 0
 
     async def _state(self, target: str, *, fresh: bool = False) -> tuple[int, BreakerState]:
         cached = self._cache.get(target)
-        mono = trio.current_time()
-        if cached is not None and not fresh and mono - cached[0] < self._sync_s:
+        if cached is not None and not fresh and trio.current_time() - cached[0] < self._sync_s:
             return cached[1], cached[2]
+        loading = self._loading.get(target)
+        if loading is not None and not fresh:  # single flight: one store read per target
+            await loading.wait()
+            cached = self._cache.get(target)
+            if cached is not None:
+                return cached[1], cached[2]
+        self._loading[target] = done = trio.Event()
+        try:
+            return await self._load(target, cached)
+        finally:
+            if self._loading.get(target) is done:
+                del self._loading[target]
+            done.set()
+
+    async def _load(
+        self, target: str, cached: tuple[float, int, BreakerState] | None
+    ) -> tuple[int, BreakerState]:
+        mono = trio.current_time()
         try:
             with trio.fail_after(STORE_TIMEOUT_S):
                 version, state = await self._kv.load(target)
