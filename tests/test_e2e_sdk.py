@@ -64,7 +64,9 @@ async def test_openai_sdk_stream_with_usage(gateway: Running, model: str) -> Non
     text, usage, finish = await in_thread(run)
     assert text and finish == "stop"
     assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
-    records = [r for r in gateway.sink.records if r.kind == "request"]
+    with trio.fail_after(5):  # the record is written just after the response ends
+        while not (records := [r for r in gateway.sink.records if r.kind == "request"]):
+            await trio.sleep(0.01)
     assert records[-1].output_tokens == usage.completion_tokens
     assert not records[-1].estimated
 

@@ -70,18 +70,35 @@ async def relay(
         return
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
     encoder = codec.new_stream_encoder(req)
-    tail = b""
-    async for item in recv:
-        if isinstance(item, Failed):
-            outcome.error = item.error
-            tail = encoder.error(item.error)
+    failed: GatewayError | None = None
+    ended = False
+    while failed is None and not ended:
+        try:
+            item = await recv.receive()
+        except trio.EndOfChannel:
             break
-        assert not isinstance(item, Won)
-        if collector is not None:
-            collector.observe(item)
-        data = encoder.encode(item)
+        parts: list[bytes] = []
+        while True:  # coalesce what is already waiting: one write, one syscall
+            if isinstance(item, Failed):
+                failed = item.error
+                break
+            assert not isinstance(item, Won)
+            if collector is not None:
+                collector.observe(item)
+            parts.append(encoder.encode(item))
+            try:
+                item = recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            except trio.EndOfChannel:
+                ended = True
+                break
+        data = b"".join(parts)
         if data:
             await send({"type": "http.response.body", "body": data, "more_body": True})
+    if failed is not None:
+        outcome.error = failed
+        tail = encoder.error(failed)
     else:
         tail = encoder.finish()
         if collector is not None:
