@@ -13,6 +13,7 @@ period counter that may be dropped after ``expires_at``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def usd_to_micros(usd: float) -> int:
     return math.floor(Fraction(Decimal(repr(usd))) * MICROS_PER_USD)
 
 
+@functools.lru_cache(maxsize=1024)
 def _price(per_mtok: float) -> Fraction:
     return Fraction(Decimal(repr(per_mtok)))
 

@@ -49,7 +49,10 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
 async def send_whole(
     send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [JSON, *headers]})
+    length = (b"content-length", str(len(body)).encode())
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [JSON, length, *headers]}
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
