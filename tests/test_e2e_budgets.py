@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anthropic
+import openai
 import orjson
 import pytest
 import trio
@@ -119,7 +121,8 @@ async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
     # billed for what was received; at most one chunk (1 token = $0.001) past the limit
     assert 0.04 <= rec.cost_usd <= 0.05 + 0.001
     assert rec.output_tokens < 200
-    # the budget is now spent: the next request is refused up front
+    # the budget is now spent: the next request is refused up front, and both SDKs raise
+    # their own RateLimitError for it
     r = await post_json(
         g.url,
         "/v1/chat/completions",
@@ -127,3 +130,14 @@ async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
         {"authorization": f"Bearer {KEY}"},
     )
     assert r[0] == 429
+
+    def sdk_calls() -> None:
+        oai = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as oe:
+            oai.chat.completions.create(model="r", messages=MSGS)  # type: ignore[arg-type]
+        assert oe.value.code == "budget_exceeded"
+        ant = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        with pytest.raises(anthropic.RateLimitError):
+            ant.messages.create(model="r", max_tokens=5, messages=MSGS)  # type: ignore[arg-type]
+
+    await trio.to_thread.run_sync(sdk_calls)
