@@ -227,3 +227,27 @@ async def test_admin_flush_removes_exact_and_semantic_entries(nursery: trio.Nurs
     assert (await ask(g, KEY_A, "How can I reset my password?")).headers[
         "x-trioproxy-cache"
     ] == "miss"
+
+
+async def test_admin_deletes_one_reported_bad_hit(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, cache_settings(sim.url, semantic=True))
+    for q in ("How do I reset my password?", "What is the capital of France?"):
+        await ask(g, KEY_A, q)
+    await written(g)
+    bad = await ask(g, KEY_A, "How can I reset my password?")
+    assert bad.headers["x-trioproxy-cache"] == "semantic"
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(
+            g.url + "/admin/api/cache/delete",
+            json={"entry": bad.headers["x-trioproxy-cache-entry"]},
+            headers={"authorization": f"Bearer {KEY_A}"},
+        )
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    assert (await ask(g, KEY_A, "How can I reset my password?")).headers[
+        "x-trioproxy-cache"
+    ] == "miss"
+    # the other entry is untouched
+    assert (await ask(g, KEY_A, "What is the capital of France?")).headers[
+        "x-trioproxy-cache"
+    ] == "exact"

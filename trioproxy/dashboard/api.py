@@ -3,6 +3,7 @@
 * ``GET /admin/api/budgets/<team>``: limits, spend and alert threshold.
 * ``PUT /admin/api/budgets/<team>`` ``{"daily_usd": 5, "monthly_usd": null}``: null = no limit.
 * ``POST /admin/api/cache/flush`` ``{"team": "t", "route": "chat"}``: counts removed.
+* ``POST /admin/api/cache/delete`` ``{"entry": "<x-trioproxy-cache-entry of a hit>"}``.
 * ``GET /admin/api/spend?by=team,feature&since=7d``: ledger roll-up rows (UTC days).
 """
 
@@ -73,6 +74,17 @@ def install(app: Quart, gw: Gateway) -> None:
         if not isinstance(team, str) or not isinstance(route, str):
             raise ActionError("expected {'team': <string>, 'route': <string>}")
         return jsonify((await flush_cache(gw, team, route)).to_dict())
+
+    @app.post(f"{PREFIX}/cache/delete")
+    async def post_delete() -> ResponseReturnValue:
+        """One entry, named by a hit's ``x-trioproxy-cache-entry`` header (a bad hit)."""
+        body = await _json_body()
+        entry = body.get("entry")
+        if not isinstance(entry, str) or ":" not in entry:
+            raise ActionError("expected {'entry': <x-trioproxy-cache-entry of the hit>}")
+        if gw.cache is None:
+            raise ActionError("the response cache is not enabled on this gateway", 409)
+        return jsonify({"entry": entry, "deleted": await gw.cache.delete(entry)})
 
     @app.get(f"{PREFIX}/spend")
     async def get_spend() -> ResponseReturnValue:

@@ -58,6 +58,8 @@ class CachePlan:
 class CacheHit:
     entry: CacheEntry
     kind: Literal["exact", "semantic"]
+    entry_ref: str
+    """Names the stored entry, for :meth:`ResponseCache.delete` (a reported bad hit)."""
     similarity: float | None = None
 
 
@@ -111,14 +113,24 @@ class ResponseCache:
             raw = await self.exact.get(plan.key, now=now)
             if raw is not None:
                 try:
-                    return CacheHit(CacheEntry.from_bytes(raw), "exact")
+                    return CacheHit(CacheEntry.from_bytes(raw), "exact", plan.key)
                 except ValueError:
                     await self.exact.delete(plan.key)
         if self.semantic is not None:
             hit = await self.semantic.lookup(req, plan.scope, plan.route, plan.cfg, now=now)
             if hit is not None:
-                return CacheHit(hit.entry, "semantic", hit.similarity)
+                ref = f"{hit.namespace}:{hit.entry_id}"
+                return CacheHit(hit.entry, "semantic", ref, hit.similarity)
         return None
+
+    async def delete(self, entry_ref: str) -> bool:
+        """Drop one entry named by a hit's ``x-trioproxy-cache-entry`` header."""
+        namespace, _, entry_id = entry_ref.partition(":")
+        if not entry_id:
+            return False
+        if entry_ref.startswith("s") and self.semantic is not None:
+            return await self.semantic.delete(namespace, entry_id)
+        return await self.exact.delete(entry_ref)
 
     def store(
         self, plan: CachePlan, req: ChatRequest, completion: Completion, cost_usd: float

@@ -181,7 +181,8 @@ class ChatHandler:
     ) -> None:
         completion = hit.entry.completion("cache-" + facts.request_id)
         headers = [*base, (b"x-trioproxy-cache", hit.kind.encode()),
-                   (b"x-trioproxy-target", b"cache")]  # fmt: skip
+                   (b"x-trioproxy-target", b"cache"),
+                   (b"x-trioproxy-cache-entry", hit.entry_ref.encode())]  # fmt: skip
         if hit.similarity is not None:
             headers.append((b"x-trioproxy-cache-similarity", f"{hit.similarity:.4f}".encode()))
         await replay(send, dialect, facts.req, completion, replay_events(completion), headers)
