@@ -538,3 +538,22 @@ def test_demo_settings_share_the_checks() -> None:
         "routes.chat.chains.default[0].model: unknown model 'gpt-5x' "
         "(known: claude-haiku, claude-sonnet, gpt-4o, gpt-4o-mini)"
     ]
+
+
+def test_embedder_section() -> None:
+    base: dict[str, Any] = {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key_env": "K"}},
+        "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+        "api_keys": [{"name": "k", "key_sha256": hash_key("abc"), "team": "t"}],
+    }
+    assert parse_settings(base, env={"K": "v"}).embedder.kind == "local"
+    s = parse_settings(
+        {**base, "embedder": {"kind": "openai", "api_key_env": "E", "dim": 8}},
+        env={"K": "v", "E": "sk-emb-SECRET"},
+    )
+    assert (s.embedder.kind, s.embedder.dim) == ("openai", 8)
+    assert s.embedder.api_key is not None and "SECRET" not in repr(s.embedder)
+    with pytest.raises(ConfigError) as err:
+        parse_settings({**base, "embedder": {"kind": "bert", "dim": 0}}, env={"K": "v"})
+    assert any(p.startswith("embedder.kind") for p in err.value.problems)
+    assert any(p.startswith("embedder.dim") for p in err.value.problems)

@@ -197,6 +197,19 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbedderConfig:
+    """What embeds prompts for the semantic cache."""
+
+    kind: Literal["local", "openai"] = "local"
+    """``local``: MiniLM-L6 int8 ONNX shipped in a wheel (384-d, offline);
+    ``openai``: an OpenAI-compatible ``/embeddings`` endpoint."""
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "text-embedding-3-small"
+    dim: int = 1536
+    api_key: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
@@ -207,6 +220,7 @@ class Settings:
     breaker: BreakerConfig = BreakerConfig()
     budgets: BudgetsConfig = BudgetsConfig()
     storage: StorageConfig = StorageConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
     demo: bool = False
     """True for the built-in demo config over the provider simulator."""
 
@@ -218,6 +232,7 @@ __all__ = [
     "BudgetsConfig",
     "CacheConfig",
     "Chain",
+    "EmbedderConfig",
     "ModelConfig",
     "ProviderConfig",
     "ProviderKind",

@@ -24,6 +24,7 @@ from trioproxy.config.model import (
     BudgetsConfig,
     CacheConfig,
     Chain,
+    EmbedderConfig,
     ModelConfig,
     Priority,
     ProviderConfig,
@@ -62,7 +63,27 @@ def build_settings(root: Table, env: Mapping[str, str], key_paths: dict[str, str
         routes={name: _route(name, t) for name, t in root.table("routes").items()},
         api_keys=_api_keys(root.tables("api_keys"), env, key_paths),
         budgets=_budgets(root.table("budgets")),
+        embedder=_embedder(root.table("embedder"), env),
     )
+
+
+def _embedder(t: Table, env: Mapping[str, str]) -> EmbedderConfig:
+    d = EmbedderConfig()
+    kind = t.get("kind", str, d.kind)
+    if kind not in ("local", "openai"):
+        t.problem("kind", f"must be 'local' or 'openai', got {kind!r}")
+        kind = "local"
+    embedder = EmbedderConfig(
+        kind="openai" if kind == "openai" else "local",
+        base_url=t.get("base_url", str, d.base_url).rstrip("/"),
+        model=t.get("model", str, d.model),
+        dim=t.get("dim", int, d.dim),
+        api_key=_from_env(t, "api_key_env", env),
+    )
+    if embedder.dim <= 0:
+        t.problem("dim", "must be > 0")
+    t.finish()
+    return embedder
 
 
 def _server(t: Table) -> ServerConfig:

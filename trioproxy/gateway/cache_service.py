@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import trio
 
-from trioproxy.cache.embedder import LocalEmbedder
+from trioproxy.cache.embedder import Embedder, LocalEmbedder, OpenAIEmbedder
 from trioproxy.cache.exact import ExactCache, MemoryExactCache, RedisExactCache
 from trioproxy.cache.semantic import SemanticCache
 from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
@@ -58,6 +59,18 @@ def _pg_service(index: PgVectorIndex) -> Service:
     return run
 
 
+def _embedder(settings: Settings, services: list[Service]) -> Embedder:
+    cfg = settings.embedder
+    if cfg.kind == "openai":
+        client = httpx.AsyncClient(timeout=None, trust_env=False)
+        key = cfg.api_key.reveal() if cfg.api_key is not None else None
+        return OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
+                              api_key=key)  # fmt: skip
+    local = LocalEmbedder()
+    services.append(local.run)
+    return local
+
+
 def response_cache(
     settings: Settings, services: list[Service], redis: RedisClient | None
 ) -> ResponseCache | None:
@@ -67,16 +80,16 @@ def response_cache(
     exact: ExactCache = RedisExactCache(redis) if redis is not None else MemoryExactCache()
     semantic = None
     if any(r.cache.semantic_ttl_s > 0 for r in routes):
-        embedder = LocalEmbedder()
-        services.append(embedder.run)
+        embedder = _embedder(settings, services)
         index: VectorIndex
         db = settings.storage.database_url
         if db is not None:
-            pg = PgVectorIndex(db.reveal())
+            pg = PgVectorIndex(db.reveal(), dim=embedder.dim)
             services.append(_pg_service(pg))
             index = pg
         else:
-            hnsw = HnswIndex(HnswCore(), directory=Path(settings.storage.state_dir) / "semantic")
+            directory = Path(settings.storage.state_dir) / f"semantic-{embedder.dim}"
+            hnsw = HnswIndex(HnswCore(dim=embedder.dim), directory=directory)
             services.append(_hnsw_service(hnsw))
             index = hnsw
         semantic = SemanticCache(embedder, index, exact)
