@@ -45,7 +45,10 @@ def to_toml(data: dict[str, Any]) -> str:
 
 
 class GatewayProcess:
-    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, env: dict[str, str], workers: int = 1
+    ) -> None:
+        self.workers = workers
         self.path = workdir / "trioproxy.toml"
         self.path.write_text(to_toml(config))
         self.port = free_port()
@@ -64,6 +67,8 @@ class GatewayProcess:
             str(self.path),
             "--port",
             str(self.port),
+            "--workers",
+            str(self.workers),
         ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
@@ -81,9 +86,13 @@ class GatewayProcess:
                         pass
                     await trio.sleep(0.1)
 
-    def signal(self, sig: int = signal.SIGTERM) -> None:
+    def signal(self, sig: int = signal.SIGTERM, *, group: bool = False) -> None:
+        """To the main process, or (``group``) to every process of it, as systemd does."""
         assert self.proc is not None
-        self.proc.send_signal(sig)
+        if group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
 
     async def wait(self, exit_s: float = 30) -> int:
         assert self.proc is not None

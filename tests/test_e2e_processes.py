@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import trio
 
 from tests.fixtures_gateway import start_simulator
@@ -47,14 +48,18 @@ def config(urls: dict[str, str], state_dir: Path, **extra: Any) -> dict[str, Any
     return cfg
 
 
+@pytest.mark.parametrize(
+    ("workers", "group"),
+    [(1, False), (1, True), (2, True)],
+    ids=["1-worker", "1-worker-group-signal", "2-workers-group-signal"],
+)
 async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
-    nursery: trio.Nursery,
-    tmp_path: Path,
+    nursery: trio.Nursery, tmp_path: Path, workers: int, group: bool
 ) -> None:
     fast = await start_simulator(nursery, Fault(tokens=100, chunk_ms=30))  # ~3 s streams
     slow = await start_simulator(nursery, Fault(tokens=600, chunk_ms=30))  # ~18 s: cut by the grace
     gw = GatewayProcess(
-        config({"fast": fast.url, "slow": slow.url}, tmp_path), tmp_path, {"SIMKEY": "x"}
+        config({"fast": fast.url, "slow": slow.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers
     )
     await gw.start()
     results: list[RawResponse] = []
@@ -77,7 +82,7 @@ async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
                 while fast.sim.stats.requests + slow.sim.stats.requests < 200:
                     await trio.sleep(0.02)
             in_flight = fast.sim.stats.active + slow.sim.stats.active
-            gw.signal(signal.SIGTERM)
+            gw.signal(signal.SIGTERM, group=group)  # group: as systemd's default KillMode
         assert await gw.wait() == 0
     finally:
         gw.kill()

@@ -7,8 +7,10 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import sys
 import threading
+from typing import Any
 
 import trio
 
@@ -74,7 +76,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"trioproxy listening on http://{args.host}:{args.port} ({args.workers} worker(s))",
         flush=True,
     )
+    if args.workers == 1:
+        trio.run(_serve_in_process, config)
+        return 0
     return run(config)
+
+
+async def _serve_in_process(config: Any) -> None:
+    """One worker, in this process: SIGTERM/SIGINT start hypercorn's graceful shutdown
+    (in-flight requests get ``graceful_timeout``, then the app's lifespan flushes the ledger)."""
+    from hypercorn.trio import serve
+
+    from trioproxy.gateway.factory import from_env
+
+    async def on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                return
+
+    await serve(from_env(), config, shutdown_trigger=on_signal)  # type: ignore[arg-type]
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ in which case budgets go to Redis and are shared by every instance.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,16 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
 
 
 def from_env() -> Gateway:
-    """Hypercorn entry point: ``trioproxy.gateway.factory:from_env()``."""
+    """Hypercorn entry point: ``trioproxy.gateway.factory:from_env()``.
+
+    In a worker process of ``--workers N`` the master owns shutdown: it sets the
+    shared shutdown event on SIGTERM/SIGINT and the worker drains gracefully. A
+    SIGTERM sent to the whole process group (systemd's default) would otherwise
+    kill the worker at once, losing what the ledger had not flushed yet.
+    """
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return build_gateway(settings_from_env())
 
 
