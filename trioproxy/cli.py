@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return report_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # a line per upstream request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("hypercorn.error").propagate = False  # hypercorn logs it already
     args = parser().parse_args(argv)
     return int(args.func(args))
 
