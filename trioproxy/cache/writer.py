@@ -9,6 +9,7 @@ blocks: when the bounded channel is full the write is skipped and counted. :meth
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -45,6 +46,10 @@ class WriterStats:
 
 
 class CacheWriter:
+    """Two bounded queues drained by two tasks: an exact write (one put) never waits
+    behind a semantic write (an embedding, ~10 ms of CPU). A job goes to each queue it
+    applies to; a full queue skips that write and counts it."""
+
     def __init__(
         self,
         *,
@@ -54,50 +59,67 @@ class CacheWriter:
     ) -> None:
         self._exact = exact
         self._semantic = semantic
-        self._send, self._receive = trio.open_memory_channel[WriteJob](capacity)
+        self._exact_q = trio.open_memory_channel[WriteJob](capacity)
+        self._semantic_q = trio.open_memory_channel[WriteJob](capacity)
         self._stats = WriterStats()
 
     def statistics(self) -> WriterStats:
         s = self._stats
-        queued = self._send.statistics().current_buffer_used
+        queued = sum(
+            q[0].statistics().current_buffer_used for q in (self._exact_q, self._semantic_q)
+        )
         return WriterStats(s.submitted, s.dropped_full, s.written, s.failed, queued)
 
     def submit(self, job: WriteJob) -> bool:
-        """Queue a write; False (and counted) when the queue is full."""
-        try:
-            self._send.send_nowait(job)
-        except trio.WouldBlock:
-            self._stats.dropped_full += 1
-            return False
-        self._stats.submitted += 1
-        return True
+        """Queue the job's writes; False when any was skipped (queue full), counted."""
+        queues = []
+        if self._exact is not None and job.exact_key is not None and job.exact_ttl_s > 0:
+            queues.append(self._exact_q[0])
+        if self._semantic is not None and job.semantic_ttl_s > 0:
+            queues.append(self._semantic_q[0])
+        ok = True
+        for send in queues:
+            try:
+                send.send_nowait(job)
+            except trio.WouldBlock:
+                self._stats.dropped_full += 1
+                ok = False
+            else:
+                self._stats.submitted += 1
+        return ok
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        async for job in self._receive:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._drain, self._exact_q[1], self._write_exact)
+            nursery.start_soon(self._drain, self._semantic_q[1], self._write_semantic)
+            task_status.started()
+
+    async def _drain(
+        self,
+        receive: trio.MemoryReceiveChannel[WriteJob],
+        write: Callable[[WriteJob], Awaitable[None]],
+    ) -> None:
+        async for job in receive:
             try:
-                await self._write(job)
+                await write(job)
             except Exception:
                 self._stats.failed += 1
                 log.exception("cache write failed (route %s)", job.route)
             else:
                 self._stats.written += 1
 
-    async def _write(self, job: WriteJob) -> None:
-        if self._exact is not None and job.exact_key is not None and job.exact_ttl_s > 0:
-            await self._exact.put(
-                job.exact_key, job.entry.to_bytes(), ttl_s=job.exact_ttl_s, now=job.now
-            )
-        if self._semantic is not None and job.semantic_ttl_s > 0:
-            await self._semantic.store(
-                job.req,
-                job.scope,
-                job.route,
-                job.cfg,
-                job.entry,
-                now=job.now,
-                ttl_s=job.semantic_ttl_s,
-            )
+    async def _write_exact(self, job: WriteJob) -> None:
+        assert self._exact is not None and job.exact_key is not None
+        await self._exact.put(
+            job.exact_key, job.entry.to_bytes(), ttl_s=job.exact_ttl_s, now=job.now
+        )
+
+    async def _write_semantic(self, job: WriteJob) -> None:
+        assert self._semantic is not None
+        await self._semantic.store(
+            job.req, job.scope, job.route, job.cfg, job.entry, now=job.now,
+            ttl_s=job.semantic_ttl_s,
+        )  # fmt: skip
 
 
 __all__ = ["CacheWriter", "WriteJob", "WriterStats"]
