@@ -206,6 +206,31 @@ async def test_hanging_store_fails_closed_within_timeout() -> None:
             await admit(gate, "b", 1)
 
 
+class BusyStore(MemoryStore):
+    """Like the embedded SQLite store: slow under load, but not gone."""
+
+    timeouts_are_outages = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow_calls = 1
+
+    async def reserve(self, *args: object, **kw: object) -> object:  # type: ignore[override]
+        if self.slow_calls:
+            self.slow_calls -= 1
+            await trio.sleep(10)
+        return await super().reserve(*args, **kw)  # type: ignore[arg-type]
+
+
+async def test_busy_embedded_store_fails_one_call_and_is_not_marked_down() -> None:
+    gate = BudgetGate(config(), BusyStore(), clock=Clock(),
+                      outage=OutagePolicy(call_timeout_s=0.2, probe_after_s=5))  # fmt: skip
+    with pytest.raises(PolicyError) as err:
+        await admit(gate, "a", 1)
+    assert err.value.kind is ErrorKind.OVERLOADED
+    await admit(gate, "b", 1)  # the very next call goes to the store again, and succeeds
+
+
 async def test_redis_down_fail_open_local_limit_then_recovers(
     redis_server: RedisServer, redis_url: str, nursery: trio.Nursery
 ) -> None:

@@ -54,6 +54,8 @@ from trioproxy.errors import ErrorKind, PolicyError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SETTLE_PATIENCE = 5
+"""A settle may take this many store timeouts before its reservation is left to the lease."""
 Family = Literal["day", "month", "user", "enduser"]
 
 
@@ -145,14 +147,28 @@ class BudgetGate:
 
     # --- store calls under the outage policy -----------------------------------
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, fn: Callable[[], Awaitable[T]], *, patient: bool = False) -> T:
+        """One store call under the outage policy.
+
+        A timeout marks the store down only when the store says a slow answer means
+        an outage (Redis: a dead connection); a busy embedded SQLite store is
+        overloaded, not down, so only the call at hand fails. ``patient`` calls
+        (settles: their reservation would otherwise stand until its lease ends)
+        wait ``SETTLE_PATIENCE`` times longer.
+        """
         if trio.current_time() < self._down_until:
             await trio.lowlevel.checkpoint()
             raise StoreUnavailable("budget store marked down")
+        timeout = self.outage.call_timeout_s * (SETTLE_PATIENCE if patient else 1)
         try:
-            with trio.fail_after(self.outage.call_timeout_s):
+            with trio.fail_after(timeout):
                 return await fn()
-        except (StoreUnavailable, trio.TooSlowError) as exc:
+        except trio.TooSlowError as exc:
+            self.store_failures += 1
+            if getattr(self.store, "timeouts_are_outages", True):
+                self._down_until = trio.current_time() + self.outage.probe_after_s
+            raise StoreUnavailable(f"budget store: no answer within {timeout:g} s") from exc
+        except StoreUnavailable as exc:
             self.store_failures += 1
             self._down_until = trio.current_time() + self.outage.probe_after_s
             raise StoreUnavailable(f"budget store: {exc!r}") from exc
@@ -379,7 +395,7 @@ class Ticket:
         actual = self.actual_by_bucket(cost_micros, tokens)
         store = gate._local if self.local else gate.store
         try:
-            await gate._call(lambda: store.settle(self.request_id, actual, now=now))
+            await gate._call(lambda: store.settle(self.request_id, actual, now=now), patient=True)
         except StoreUnavailable as exc:
             log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
                         self.request_id, exc)  # fmt: skip

@@ -65,6 +65,10 @@ class _Op:
 
 
 class SqliteStore:
+    timeouts_are_outages = False
+    """A slow answer means the host is busy (lock contention, CPU), not that the store
+    is gone: the gate fails that call only, it does not mark the store down."""
+
     def __init__(self, path: str, *, busy_timeout_s: float = 2.0) -> None:
         self._db = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False

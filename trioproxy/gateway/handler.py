@@ -56,7 +56,7 @@ from trioproxy.gateway.respond import Outcome, relay, replay, send_error
 from trioproxy.gateway.upstream import Transport
 from trioproxy.ledger.record import UsageSink
 
-SETTLE_TIMEOUT_S = 5.0
+SETTLE_TIMEOUT_S = 15.0
 """Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
 
 _PRIORITIES: dict[bytes, Priority] = {b"low": "low", b"medium": "medium", b"high": "high"}
