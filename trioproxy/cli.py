@@ -125,6 +125,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=DEFAULT_SIM_PORT)
     m.set_defaults(func=cmd_simulate)
+    sub.add_parser(
+        "report", help="spend by team/feature/user/model/route/day from the ledger "
+        "(trioproxy report --help)"
+    )  # fmt: skip
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
@@ -133,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["report"]:
+    if argv[:1] == ["report"]:  # its own parser (and --help) lives with the ledger
         from trioproxy.ledger.report import report_main
 
         return report_main(argv[1:])
