@@ -221,3 +221,11 @@ async def test_metrics_need_an_admin_key_and_count_requests(gateway: Running) ->
         'trioproxy_requests_total{team="demo",route="chat",status="200",cache="miss"} 1' in r.text
     )
     assert "trioproxy_in_flight 0" in r.text
+
+
+async def test_n_greater_than_one_cannot_be_streamed(gateway: Running) -> None:
+    r = await call(
+        gateway, OPENAI, json={"model": "chat", "messages": MSGS, "n": 2, "stream": True}
+    )
+    openai_envelope(r, 400, "invalid_request")
+    assert r.json()["error"]["param"] == "n"

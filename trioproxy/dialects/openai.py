@@ -49,7 +49,9 @@ def parse_request(body: bytes) -> ChatRequest:
     max_tokens = f.opt_pos_int(data, "max_completion_tokens") or legacy_max
     f.opt_number(data, "temperature", 0, 2)
     f.opt_number(data, "top_p", 0, 1)
-    f.opt_pos_int(data, "n")
+    n = f.opt_pos_int(data, "n")
+    if stream and n is not None and n > 1:
+        raise invalid("'n' greater than 1 cannot be streamed through this gateway", "n")
     for i, tool in enumerate(f.opt_list(data, "tools")):
         if not isinstance(tool, dict):
             raise invalid(f"'tools[{i}]' must be an object", f"tools[{i}]")

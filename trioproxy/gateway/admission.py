@@ -35,7 +35,11 @@ class Admission:
         """Reserve or raise ``PolicyError``; returns the ticket and the prompt bound."""
         bound = prompt_tokens(facts.req.chat.get("messages", []), bound=True)
         models = self._models(facts)
-        worst = worst_case(bound, facts.req.max_tokens, models)
+        out = facts.req.max_tokens
+        n = facts.req.chat.get("n") or 1
+        if isinstance(n, int) and n > 1:  # n answers: n times the output
+            out = (out or max(m.max_output_tokens for m in models)) * n
+        worst = worst_case(bound, out, models)
         cap_usd = facts.plan.route.reservation_cap_usd
         ticket = await self.gate.admit(
             request_id=facts.request_id,
