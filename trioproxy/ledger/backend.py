@@ -134,6 +134,21 @@ def aggregate(records: Iterable[UsageRecord]) -> dict[RollupKey, list[float]]:
     return out
 
 
+_DIM_COLUMN = {"user": "user_name"}
+
+
+def rollup_query(by: Sequence[str], placeholder: str) -> str:
+    """The report query over the daily roll-up; parameters: kind, first day, last day."""
+    check_dimensions(by)
+    cols = ", ".join(_DIM_COLUMN.get(d, d) for d in by)
+    p = placeholder
+    return (
+        f"SELECT {cols}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
+        f"SUM(cost_usd), SUM(saved_usd) FROM ledger_daily WHERE kind = {p} AND day >= {p} "
+        f"AND day <= {p} GROUP BY {cols} ORDER BY {cols}"
+    )
+
+
 def check_dimensions(by: Sequence[str]) -> None:
     bad = [d for d in by if d not in DIMENSIONS]
     if bad or not by:

@@ -31,7 +31,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from trioproxy.ledger.backend import ReportRow, check_dimensions, day_of
+from trioproxy.ledger.backend import ReportRow, day_of, rollup_query
 from trioproxy.ledger.columns import COLUMNS, FIELDS, KEY_COLUMNS, column_ddl, to_row
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
@@ -105,7 +105,6 @@ SELECT count(*) FROM ins"""
 
 
 _WRITE_SQL = _write_sql()
-_DIM_COLUMN = {"user": "user_name"}
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -195,13 +194,7 @@ class PostgresLedger:
         until: dt.datetime | None = None,
         kind: RecordKind = "request",
     ) -> list[ReportRow]:
-        check_dimensions(by)
-        cols = [_DIM_COLUMN.get(d, d) for d in by]
-        sql = (
-            f"SELECT {', '.join(cols)}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
-            f"SUM(cost_usd), SUM(saved_usd) FROM ledger_daily WHERE kind = %s AND day >= %s "
-            f"AND day <= %s GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}"
-        )
+        sql = rollup_query(by, "%s")
         hi = (until or dt.datetime.now(dt.UTC)).timestamp()
         params = (kind, day_of(since.timestamp()), day_of(hi))
 
@@ -209,7 +202,7 @@ class PostgresLedger:
             with self._pool.connection() as conn:
                 self._ensure(conn, set())
                 rows = conn.execute(sql, params).fetchall()
-            n = len(cols)
+            n = len(by)
             return [
                 ReportRow(
                     tuple(str(v) for v in row[:n]),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from trioproxy.ledger.backend import ReportRow, aggregate, check_dimensions, day_of
+from trioproxy.ledger.backend import ReportRow, aggregate, day_of, rollup_query
 from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
@@ -42,7 +42,6 @@ ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET
   cost_usd = cost_usd + excluded.cost_usd,
   saved_usd = saved_usd + excluded.saved_usd
 """
-_DIM_COLUMN = {"user": "user_name"}
 
 
 def _schema() -> list[str]:
@@ -150,19 +149,13 @@ class SqliteLedger:
         until: dt.datetime | None = None,
         kind: RecordKind = "request",
     ) -> list[ReportRow]:
-        check_dimensions(by)
-        cols = [_DIM_COLUMN.get(d, d) for d in by]
-        sql = (
-            f"SELECT {', '.join(cols)}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
-            f"SUM(cost_usd), SUM(saved_usd) FROM ledger_daily WHERE kind = ? AND day >= ? "
-            f"AND day <= ? GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}"
-        )
+        sql = rollup_query(by, "?")
         hi = (until or dt.datetime.now(dt.UTC)).timestamp()
         params = (kind, day_of(since.timestamp()).isoformat(), day_of(hi).isoformat())
 
         def _query() -> list[ReportRow]:
             rows = self._conn.execute(sql, params).fetchall()
-            n = len(cols)
+            n = len(by)
             return [
                 ReportRow(tuple(str(v) for v in row[:n]), *(row[n + i] for i in range(5)))
                 for row in rows
