@@ -78,6 +78,8 @@ class OnnxMiniLM:
         opts = ort.SessionOptions()
         opts.enable_cpu_mem_arena = False
         opts.intra_op_num_threads = INTRA_OP_THREADS
+        # no spin-waiting between embeddings: that would burn a core the gateway needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
         self.tokenize = blingfire_tokenizer()
