@@ -16,7 +16,7 @@ import trio
 
 from tests.fixtures_servers import RedisServer
 from trioproxy.budget.alerts import AlertSink
-from trioproxy.budget.gate import BudgetGate, OutagePolicy, Ticket
+from trioproxy.budget.gate import BudgetGate, KeyRate, OutagePolicy, Ticket
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
@@ -311,3 +311,32 @@ async def test_alert_queue_full_drops_and_counts() -> None:
         t = await admit(gate, f"r{i}", 1)
         await t.settle(1, 1)  # 2 checks each (day, month), nobody consuming
     assert sink.statistics().dropped == 5 and sink.statistics().queued == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_per_key_rpm_and_tpm(kind: str, tmp_path: Path) -> None:
+    store: BudgetStore = MemoryStore() if kind == "memory" else SqliteStore(str(tmp_path / "s"))
+    clock = Clock()
+    gate = BudgetGate(config(daily=None, monthly=None), store, clock=clock)
+    rate = KeyRate("app", rpm=3, tpm=None)
+    for i in range(3):
+        await gate.admit(request_id=f"r{i}", team="t", user="x", end_user=None,
+                         worst_case_usd_micros=1, worst_case_tokens=1, rate=rate)  # fmt: skip
+    with pytest.raises(PolicyError) as err:
+        await gate.admit(request_id="r3", team="t", user="x", end_user=None,
+                         worst_case_usd_micros=1, worst_case_tokens=1, rate=rate)  # fmt: skip
+    assert err.value.kind is ErrorKind.RATE_LIMITED and err.value.status == 429
+    assert err.value.retry_after is not None and 0 < err.value.retry_after <= 60
+    clock.now += 60.5  # the window slid past the first three
+    await gate.admit(request_id="r4", team="t", user="x", end_user=None,
+                     worst_case_usd_micros=1, worst_case_tokens=1, rate=rate)  # fmt: skip
+    # tokens per minute: the worst case is reserved, the actual use is what stays
+    tpm = KeyRate("tok", tpm=1000)
+    t = await gate.admit(request_id="t1", team="t", user="x", end_user=None,
+                         worst_case_usd_micros=1, worst_case_tokens=800, rate=tpm)  # fmt: skip
+    with pytest.raises(PolicyError):
+        await gate.admit(request_id="t2", team="t", user="x", end_user=None,
+                         worst_case_usd_micros=1, worst_case_tokens=800, rate=tpm)  # fmt: skip
+    await t.settle(1, 100)  # used 100 of its 800: 900 left
+    await gate.admit(request_id="t3", team="t", user="x", end_user=None,
+                     worst_case_usd_micros=1, worst_case_tokens=800, rate=tpm)  # fmt: skip

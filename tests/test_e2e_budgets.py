@@ -141,3 +141,38 @@ async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
             ant.messages.create(model="r", max_tokens=5, messages=MSGS)  # type: ignore[arg-type]
 
     await trio.to_thread.run_sync(sdk_calls)
+
+
+async def test_per_key_rpm_limit_through_the_gateway(
+    nursery: trio.Nursery, tmp_path: object
+) -> None:
+    sim = await start_simulator(nursery)
+    settings = parse_settings(
+        {
+            "storage": {"state_dir": str(tmp_path)},
+            "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
+            "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+            "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
+            "api_keys": [
+                {"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1", "rpm": 2}
+            ],
+        },
+        env={"K": "x"},
+    )
+    g = await start_gateway(nursery, settings)
+    auth = {"authorization": f"Bearer {KEY}"}
+    body = {"model": "r", "messages": MSGS}
+    assert [(await post_json(g.url, "/v1/chat/completions", body, auth))[0] for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+
+    def sdk() -> None:
+        client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model="r", messages=MSGS)  # type: ignore[arg-type]
+        assert err.value.code == "rate_limited"
+        assert 1 <= int(err.value.response.headers["retry-after"]) <= 60
+
+    await trio.to_thread.run_sync(sdk)

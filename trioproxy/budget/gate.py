@@ -56,7 +56,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SETTLE_PATIENCE = 5
 """A settle may take this many store timeouts before its reservation is left to the lease."""
-Family = Literal["day", "month", "user", "enduser"]
+Family = Literal["day", "month", "user", "enduser", "rpm", "tpm"]
+RATE_WINDOW_S = 60
+"""Per-key RPM / TPM limits are sliding windows of this length."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRate:
+    """Optional per-API-key limits: requests and tokens per minute (sliding, exact)."""
+
+    key: str
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +202,10 @@ class BudgetGate:
         usd: int,
         tokens: int,
         now: float,
+        rate: KeyRate | None = None,
+        count_request: bool = False,
     ) -> list[_Hold]:
+        """The claims of one reservation; ``count_request`` on admission only (not extend)."""
         holds: list[_Hold] = []
         periods: tuple[tuple[PeriodKind, int | None], ...] = (
             ("day", limits.daily_micros),
@@ -212,6 +226,11 @@ class BudgetGate:
             w = self._end_user_window
             bucket = f"enduser:{team}:{end_user}"
             holds.append(_Hold("enduser", Claim(bucket, tokens, w.tokens, w.window_s)))
+        if rate is not None and rate.rpm is not None and count_request:
+            holds.append(_Hold("rpm", Claim(f"key:{rate.key}:rpm", 1, rate.rpm, RATE_WINDOW_S)))
+        if rate is not None and rate.tpm is not None:
+            claim = Claim(f"key:{rate.key}:tpm", tokens, rate.tpm, RATE_WINDOW_S)
+            holds.append(_Hold("tpm", claim))
         return holds
 
     def _denied(self, team: str, holds: Sequence[_Hold], d: Denial) -> PolicyError:
@@ -226,6 +245,13 @@ class BudgetGate:
                 f"up to ${d.amount / 1e6:.6f}",
                 retry_after=retry,
                 details={"budget": d.bucket, "spent_usd": d.used / 1e6, "limit": d.limit / 1e6},
+            )
+        if family == "rpm":
+            return PolicyError(
+                ErrorKind.RATE_LIMITED,
+                f"request rate limit: {d.used} of {d.limit} requests in the last minute",
+                retry_after=retry,
+                details={"budget": d.bucket, "requests": d.used, "limit": d.limit},
             )
         return PolicyError(
             ErrorKind.RATE_LIMITED,
@@ -248,6 +274,7 @@ class BudgetGate:
         worst_case_tokens: int,
         reserve_cap_micros: int | None = None,
         floor_micros: int = 0,
+        rate: KeyRate | None = None,
     ) -> Ticket:
         """Reserve, or raise :class:`PolicyError` (BUDGET_EXCEEDED, RATE_LIMITED, OVERLOADED).
 
@@ -260,10 +287,11 @@ class BudgetGate:
             tokens = scaled(worst_case_tokens, usd, worst_case_usd_micros)
         ticket = Ticket(self, request_id, team, user, end_user,
                         worst_case_usd_micros, worst_case_tokens, reserve_cap_micros)  # fmt: skip
+        ticket.rate = rate
         now = self.clock()
         try:
             limits = await self.team_limits(team)
-            holds = self._claims(team, user, end_user, limits, usd, tokens, now)
+            holds = self._claims(team, user, end_user, limits, usd, tokens, now, rate, True)
             if not holds:  # no budget applies: nothing to reserve, no store round trip
                 return ticket
             denial = await self._call(
@@ -277,7 +305,7 @@ class BudgetGate:
             limits = self._config_limits(team)
             holds = [
                 self._local_hold(h)
-                for h in self._claims(team, user, end_user, limits, usd, tokens, now)
+                for h in self._claims(team, user, end_user, limits, usd, tokens, now, rate, True)
             ]
             ticket.local = True
             denial = await self._local.reserve(
@@ -332,6 +360,7 @@ class Ticket:
         self.reserved_tokens = 0
         self.local = False
         self.settled = False
+        self.rate: KeyRate | None = None
 
     async def extend(self, *, cost_micros: int, tokens: int) -> None:
         """Make the reservation cover ``cost_micros`` / ``tokens`` consumed so far.
@@ -352,8 +381,9 @@ class Ticket:
             await gate.team_limits(self.team) if not self.local else gate._config_limits(self.team)
         )
         holds = gate._claims(
-            self.team, self.user, self.end_user, limits, max(0, add_usd), max(0, add_tok), now
-        )
+            self.team, self.user, self.end_user, limits, max(0, add_usd), max(0, add_tok), now,
+            self.rate,
+        )  # fmt: skip
         if self.local:
             holds = [gate._local_hold(h) for h in holds]
         store = gate._local if self.local else gate.store
@@ -373,11 +403,14 @@ class Ticket:
 
     def actual_by_bucket(self, cost_micros: int, tokens: int) -> dict[str, int]:
         out: dict[str, int] = {}
-        for fam in ("day", "month", "user", "enduser"):
+        for fam in ("day", "month", "user", "enduser", "rpm", "tpm"):
             per: dict[str, int] = {}
             for h in self.holds:
                 if h.family == fam:
                     per[h.claim.bucket] = per.get(h.claim.bucket, 0) + h.claim.amount
+            if fam == "rpm":  # the request happened: it stays counted
+                out.update(per)
+                continue
             actual = cost_micros if fam in ("day", "month") else tokens
             out.update(zip(per, distribute(actual, list(per.values())), strict=True))
         return out
@@ -403,4 +436,4 @@ class Ticket:
         gate._check_alerts(self, now)
 
 
-__all__ = ["BudgetGate", "OutagePolicy", "Ticket"]
+__all__ = ["BudgetGate", "KeyRate", "OutagePolicy", "Ticket"]

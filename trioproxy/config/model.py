@@ -138,6 +138,10 @@ class ApiKeyConfig:
     """Honour OpenAI ``user`` / Anthropic ``metadata.user_id`` as a budgeted end user."""
     admin: bool = False
     """May use the dashboard and the admin API (cache flush, budget changes)."""
+    rpm: int | None = None
+    """Requests per minute for this key (sliding window); None = no limit."""
+    tpm: int | None = None
+    """Tokens per minute for this key (worst case reserved, settled to actual)."""
 
 
 @dataclass(frozen=True, slots=True)

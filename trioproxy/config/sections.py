@@ -271,6 +271,8 @@ def _api_keys(
             priority=cast(Priority, t.get("priority", str, "medium")),
             end_user_budgets=t.get("end_user_budgets", bool, False),
             admin=t.get("admin", bool, False),
+            rpm=_positive(t, "rpm"),
+            tpm=_positive(t, "tpm"),
         )
         t.finish()
         if key_hash in keys:
@@ -304,6 +306,13 @@ def _key_hash(t: Table, env: Mapping[str, str]) -> tuple[str | None, str]:
         t.problem("key_env", f"environment variable {var} is not set")
         return None, "key_env"
     return hash_key(raw), "key_env"
+
+
+def _positive(t: Table, key: str) -> int | None:
+    value = t.opt(key, int)
+    if value is not None and value <= 0:
+        t.problem(key, "must be > 0")
+    return value
 
 
 def _budgets(t: Table) -> BudgetsConfig:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 from trioproxy.budget.claims import cost_micros, usd_to_micros, worst_case
-from trioproxy.budget.gate import BudgetGate, Ticket
+from trioproxy.budget.gate import BudgetGate, KeyRate, Ticket
 from trioproxy.config.model import ModelConfig, Settings
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import Usage
@@ -41,6 +41,7 @@ class Admission:
             out = (out or max(m.max_output_tokens for m in models)) * n
         worst = worst_case(bound, out, models)
         cap_usd = facts.plan.route.reservation_cap_usd
+        key = facts.key
         ticket = await self.gate.admit(
             request_id=facts.request_id,
             team=facts.key.team,
@@ -50,6 +51,7 @@ class Admission:
             worst_case_tokens=worst.tokens,
             reserve_cap_micros=None if cap_usd is None else usd_to_micros(cap_usd),
             floor_micros=max(cost_micros(m, bound, 0) for m in models),
+            rate=KeyRate(key.name, key.rpm, key.tpm) if key.rpm or key.tpm else None,
         )
         return ticket, bound
 
