@@ -557,3 +557,18 @@ def test_embedder_section() -> None:
         parse_settings({**base, "embedder": {"kind": "bert", "dim": 0}}, env={"K": "v"})
     assert any(p.startswith("embedder.kind") for p in err.value.problems)
     assert any(p.startswith("embedder.dim") for p in err.value.problems)
+
+
+def test_key_rate_limits() -> None:
+    base: dict[str, Any] = {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key_env": "K"}},
+        "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+    }
+    key = {"name": "k", "key_sha256": hash_key("abc"), "team": "t", "rpm": 60, "tpm": 10_000}
+    s = parse_settings({**base, "api_keys": [key]}, env={"K": "v"})
+    (k,) = s.api_keys.values()
+    assert (k.rpm, k.tpm) == (60, 10_000)
+    with pytest.raises(ConfigError) as err:
+        parse_settings({**base, "api_keys": [{**key, "rpm": 0, "tpm": True}]}, env={"K": "v"})
+    assert any(p.startswith("api_keys[0].rpm") for p in err.value.problems)
+    assert any(p.startswith("api_keys[0].tpm") for p in err.value.problems)
