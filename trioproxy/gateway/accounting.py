@@ -9,7 +9,7 @@ marked ``estimated``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,9 +78,8 @@ def _attempt_outcome(a: Attempt) -> Outcome:
 
 def usage_records(
     facts: RequestFacts,
-    settings: Settings,
     race: Race,
-    meters: Mapping[int, Meter],
+    consumed: Sequence[tuple[Attempt, ModelConfig, Usage]],
     *,
     status: int,
     error: GatewayError | None,
@@ -90,7 +89,7 @@ def usage_records(
     now = trio.current_time()
     common = identity(facts)
     total_cost = 0.0
-    for a, model, usage in spent(facts, settings, race, meters):
+    for a, model, usage in consumed:
         cost = cost_usd(model, usage)
         total_cost += cost
         err = a.error
@@ -117,8 +116,9 @@ def usage_records(
             **common,
         )
     winner = race.winner
-    wmodel = settings.models[winner.target.model] if winner else None
-    usage = meters[winner.index].final(facts.prompt_estimate) if winner else Usage(0, 0)
+    won = next((c for c in consumed if c[0] is winner), None)
+    wmodel = won[1] if won else None
+    usage = won[2] if won else Usage(0, 0)
     final_error = error or (race.error() if winner is None and race.attempts else None)
     yield UsageRecord(
         ts=facts.wall_started,

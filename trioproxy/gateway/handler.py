@@ -249,7 +249,7 @@ class ChatHandler:
                 self.cache.store(cache_plan, facts.req, outcome.completion,
                                  cost_usd(model, outcome.completion.usage))  # fmt: skip
             for record in usage_records(
-                facts, self.settings, race, runner.meters, status=outcome.status,
+                facts, race, usage, status=outcome.status,
                 error=outcome.error, client_gone=outcome.gone_early,
                 cache=cache_status,
             ):  # fmt: skip
