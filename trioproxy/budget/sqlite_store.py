@@ -160,11 +160,16 @@ class SqliteStore:
         window_s, total = row
         if window_s is None:
             return int(total), None
-        (s,) = db.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM wlog WHERE bucket=? AND ts>?",
-            (bucket, now - window_s),
+        # ``total`` is the live sum of the window's log: retire what slid out of it
+        # (O(entries retired), not O(entries in the window)).
+        cutoff = now - window_s
+        (expired,) = db.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM wlog WHERE bucket=? AND ts<=?", (bucket, cutoff)
         ).fetchone()
-        return int(s), float(window_s)
+        if expired:
+            db.execute("DELETE FROM wlog WHERE bucket=? AND ts<=?", (bucket, cutoff))
+            db.execute("UPDATE buckets SET total = total - ? WHERE bucket=?", (expired, bucket))
+        return int(total) - int(expired), float(window_s)
 
     def _check(self, db: sqlite3.Connection, claims: Sequence[Claim], now: float) -> Denial | None:
         for c in claims:
@@ -192,11 +197,8 @@ class SqliteStore:
                 "ON CONFLICT(bucket) DO NOTHING",
                 (c.bucket, c.window_s, c.expires_at),
             )
-            if c.window_s is None:
-                db.execute(
-                    "UPDATE buckets SET total = total + ? WHERE bucket=?", (c.amount, c.bucket)
-                )
-            else:
+            db.execute("UPDATE buckets SET total = total + ? WHERE bucket=?", (c.amount, c.bucket))
+            if c.window_s is not None:
                 db.execute(
                     "INSERT INTO wlog(bucket, rid, seq, ts, amount) VALUES (?,?,?,?,?)",
                     (c.bucket, rid, seq, now, c.amount),
@@ -209,6 +211,12 @@ class SqliteStore:
 
     @staticmethod
     def _prune(db: sqlite3.Connection, now: float) -> None:
+        db.execute(
+            "UPDATE buckets SET total = total - (SELECT COALESCE(SUM(w.amount), 0) FROM wlog w "
+            "WHERE w.bucket = buckets.bucket AND w.ts <= ? - buckets.window_s) "
+            "WHERE window_s IS NOT NULL",
+            (now,),
+        )
         db.execute(
             "DELETE FROM wlog WHERE ts <= ? - (SELECT b.window_s FROM buckets b "
             "WHERE b.bucket = wlog.bucket)",
@@ -284,13 +292,15 @@ class SqliteStore:
             for bucket, holds in by_bucket.items():
                 shares = distribute(actual.get(bucket, 0), [a for _, a in holds])
                 for (seq, held), share in zip(holds, shares, strict=True):
-                    db.execute(
-                        "UPDATE buckets SET total = total + ? WHERE bucket=? AND window_s IS NULL",
-                        (share - held, bucket),
-                    )
-                    db.execute(
+                    windowed = db.execute(
                         "UPDATE wlog SET amount=? WHERE bucket=? AND rid=? AND seq=?",
                         (share, bucket, rid, seq),
+                    ).rowcount
+                    # a window entry that already slid out was retired from the total
+                    db.execute(
+                        "UPDATE buckets SET total = total + ? WHERE bucket=? "
+                        "AND (window_s IS NULL OR ?)",
+                        (share - held, bucket, windowed),
                     )
 
         await self._run(op)
