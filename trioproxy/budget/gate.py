@@ -130,7 +130,12 @@ class BudgetGate:
         return TeamLimits(daily, monthly)
 
     async def team_limits(self, team: str) -> TeamLimits:
-        """Run-time limits from the store (cached ``limits_ttl_s``), else config."""
+        """Run-time limits from the store (cached ``limits_ttl_s``), else config.
+
+        With the store unreachable, the last limits read (however old), else the
+        config's: a team without limits keeps being served; a team with limits then
+        meets the outage policy when its reservation fails.
+        """
         cached = self._limits.get(team)
         if cached is not None and trio.current_time() < cached[1]:
             return cached[0]
@@ -143,6 +148,8 @@ class BudgetGate:
             stored = await self._call(lambda: self.store.get_team_limits(team))
             limits = stored if stored is not None else self._config_limits(team)
             self._limits[team] = (limits, trio.current_time() + self.limits_ttl_s)
+        except StoreUnavailable:
+            limits = cached[0] if cached is not None else self._config_limits(team)
         finally:
             del self._limits_loading[team]
             done.set()

@@ -14,10 +14,14 @@ answer being stored. The field is removed before the request goes upstream.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
+
+import psycopg
+import trio
 
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.exact import ExactCache
@@ -38,8 +42,12 @@ from trioproxy.core.types import (
     UsageReport,
 )
 from trioproxy.errors import invalid
+from trioproxy.store.resp import RedisError
 
 CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
+LOOKUP_TIMEOUT_S = 0.5
+"""Longest a cache lookup may delay a request before it counts as a miss."""
+log = logging.getLogger(__name__)
 REPLAY_TOKENS_PER_CHUNK = 8
 """A cached answer is replayed as a stream in chunks of this many tokens."""
 
@@ -88,6 +96,7 @@ class ResponseCache:
         self.semantic = semantic
         self.writer = writer
         self.clock = clock
+        self.lookup_errors = 0
 
     def plan(
         self,
@@ -108,6 +117,19 @@ class ResponseCache:
         return CachePlan(scope, route.name, cfg, key, ttl_override), "miss"
 
     async def lookup(self, plan: CachePlan, req: ChatRequest) -> CacheHit | None:
+        """A hit, or None. A cache that is down or slow is a miss, never an error:
+        the request goes upstream (within ``LOOKUP_TIMEOUT_S``)."""
+        with trio.move_on_after(LOOKUP_TIMEOUT_S):
+            try:
+                return await self._lookup(plan, req)
+            except (RedisError, psycopg.Error, OSError) as exc:
+                self.lookup_errors += 1
+                log.warning("cache lookup failed, treated as a miss: %r", exc)
+                return None
+        self.lookup_errors += 1
+        return None
+
+    async def _lookup(self, plan: CachePlan, req: ChatRequest) -> CacheHit | None:
         now = self.clock()
         if plan.key is not None:
             raw = await self.exact.get(plan.key, now=now)

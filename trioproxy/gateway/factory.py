@@ -12,11 +12,14 @@ in which case budgets go to Redis and are shared by every instance.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
@@ -32,6 +35,11 @@ from trioproxy.gateway.cache_service import response_cache
 from trioproxy.gateway.ledger_service import LedgerService
 from trioproxy.gateway.shared_breakers import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
 from trioproxy.store.redis_client import RedisClient
+from trioproxy.store.resp import RedisUnavailable
+
+log = logging.getLogger(__name__)
+REDIS_RETRY_MIN_S = 0.2
+REDIS_RETRY_MAX_S = 5.0
 
 ENV_CONFIG = "TRIOPROXY_CONFIG"
 ENV_SIM_URL = "TRIOPROXY_DEMO_SIM_URL"
@@ -51,8 +59,31 @@ def redis_client(settings: Settings, services: list[Service]) -> RedisClient | N
     if url is None:
         return None
     client = RedisClient(url.reveal())
-    services.append(client.run)
+    services.append(_supervised(client))
     return client
+
+
+def _supervised(client: RedisClient) -> Service:
+    """Start at once even if Redis is down; keep (re)connecting with backoff.
+
+    While Redis is unreachable its users see ``RedisUnavailable`` at once and apply
+    their outage policy (budgets: fail closed or open; cache: miss; breakers:
+    the local view), so the gateway serves or refuses cleanly and recovers by itself.
+    """
+
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        delay = REDIS_RETRY_MIN_S
+        while True:
+            try:
+                await client.run()
+                return
+            except RedisUnavailable as exc:
+                log.warning("redis unreachable (%s); retrying in %.1f s", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, REDIS_RETRY_MAX_S)
+
+    return run
 
 
 def budget_store(settings: Settings, redis: RedisClient | None) -> BudgetStore:
