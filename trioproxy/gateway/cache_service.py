@@ -10,10 +10,12 @@ under ``state_dir/semantic`` (loaded at start, saved every
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import trio
 
 from trioproxy.cache.embedder import Embedder, LocalEmbedder, OpenAIEmbedder
@@ -27,6 +29,7 @@ from trioproxy.gateway.app import Service
 from trioproxy.gateway.caching import ResponseCache
 from trioproxy.store.redis_client import RedisClient
 
+log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 300.0
 CLOSE_TIMEOUT_S = 10.0
 
@@ -47,10 +50,21 @@ def _hnsw_service(index: HnswIndex) -> Service:
 
 
 def _pg_service(index: PgVectorIndex) -> Service:
+    """Opens the pgvector index, retrying with backoff while PostgreSQL is down (the
+    gateway starts anyway; semantic lookups are misses until the index is open)."""
+
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await index.open()
         task_status.started()
+        delay = 0.5
         try:
+            while True:
+                try:
+                    await index.open()
+                    break
+                except psycopg.Error as exc:
+                    log.warning("pgvector index unavailable (%r); retrying in %.1f s", exc, delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
