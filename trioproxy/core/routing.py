@@ -7,6 +7,7 @@ otherwise its ``default`` chain. A bare model is a one-target route.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trioproxy.config.model import (
@@ -64,4 +65,25 @@ def select_chain(
     return RoutePlan(route, route.chains["default"], "default")
 
 
-__all__ = ["RoutePlan", "route_for", "select_chain"]
+def fit_context(
+    plan: RoutePlan, context_limits: Mapping[str, int], prompt_tokens: int
+) -> RoutePlan:
+    """Drop targets whose context window cannot hold the prompt; none left is a 400.
+
+    ``prompt_tokens`` is the estimate (it under-counts BPE tokens), so only prompts
+    that surely do not fit are kept from a target; the provider judges the rest.
+    """
+    fits = tuple(t for t in plan.chain.targets if prompt_tokens <= context_limits[t.model])
+    if not fits:
+        raise CallerError(
+            ErrorKind.CONTEXT_TOO_LONG,
+            f"The prompt (about {prompt_tokens} tokens) exceeds the context window of every "
+            f"model of route '{plan.route.name}'.",
+            param="messages",
+        )
+    if len(fits) == len(plan.chain.targets):
+        return plan
+    return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
+
+
+__all__ = ["RoutePlan", "fit_context", "route_for", "select_chain"]

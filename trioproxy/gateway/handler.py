@@ -17,7 +17,7 @@ import trio
 
 from trioproxy.budget.gate import Ticket
 from trioproxy.config.model import ApiKeyConfig, Settings
-from trioproxy.core.routing import RoutePlan, route_for, select_chain
+from trioproxy.core.routing import RoutePlan, fit_context, route_for, select_chain
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
@@ -81,6 +81,7 @@ class ChatHandler:
         self.admission = admission
         self.cache = cache
         self.in_flight = 0
+        self._context_limits = {name: m.context_limit for name, m in settings.models.items()}
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
@@ -174,7 +175,7 @@ class ChatHandler:
         chosen = select_chain(
             route, priority=priority, prompt_tokens=prompt_est, max_tokens=max_out
         )
-        return chosen, prompt_est
+        return fit_context(chosen, self._context_limits, prompt_est), prompt_est
 
     async def _serve_hit(
         self, facts: RequestFacts, dialect: Dialect, send: Send, base: Headers, hit: CacheHit
