@@ -188,6 +188,10 @@ async def test_limits_change_at_run_time(tmp_path: Path) -> None:
 
 
 class HangingStore(MemoryStore):
+    """Like a network store that stopped answering."""
+
+    timeouts_are_outages = True
+
     async def reserve(self, *args: object, **kw: object) -> None:  # type: ignore[override]
         await trio.sleep_forever()
 

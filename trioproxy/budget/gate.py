@@ -183,7 +183,7 @@ class BudgetGate:
                 return await fn()
         except trio.TooSlowError as exc:
             self.store_failures += 1
-            if getattr(self.store, "timeouts_are_outages", True):
+            if self.store.timeouts_are_outages:
                 self._down_until = trio.current_time() + self.outage.probe_after_s
             raise StoreUnavailable(f"budget store: no answer within {timeout:g} s") from exc
         except StoreUnavailable as exc:

@@ -35,6 +35,8 @@ class _Reservation:
 
 
 class MemoryStore:
+    timeouts_are_outages = False
+
     def __init__(self) -> None:
         self._buckets: dict[str, _Bucket] = {}
         self._res: dict[str, _Reservation] = {}

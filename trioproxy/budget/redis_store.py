@@ -31,6 +31,8 @@ def _fmt(x: float) -> str:
 
 
 class RedisStore:
+    timeouts_are_outages = True
+
     def __init__(self, client: RedisClient, *, prefix: str = "tpb:") -> None:
         self._client = client
         self._prefix = prefix

@@ -53,6 +53,10 @@ class TeamLimits:
 
 
 class BudgetStore(Protocol):
+    timeouts_are_outages: bool
+    """True when a call that times out means the store is gone (a network store);
+    False when it means the host is busy (an embedded file): see ``BudgetGate._call``."""
+
     async def reserve(
         self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
     ) -> Denial | None: ...
