@@ -37,6 +37,14 @@ class BreakerState:
             now < self.open_until or self.probe_until is not None
         )
 
+    def summary(self, now: float) -> dict[str, object]:
+        """What the dashboard, /readyz and /metrics show of a target's breaker."""
+        return {
+            "open": self.is_open(now),
+            "failures": self.failures,
+            "open_for_s": max(0.0, (self.open_until or now) - now),
+        }
+
 
 PROBE_TIMEOUT_S = 60.0
 """A probe that never reports back (crash) frees the half-open slot after this."""

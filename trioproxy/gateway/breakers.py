@@ -35,14 +35,7 @@ class LocalBreakers:
 
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         """For the dashboard and /readyz: state of every target seen so far."""
-        out: dict[str, dict[str, object]] = {}
-        for name, st in self._states.items():
-            out[name] = {
-                "open": st.is_open(now),
-                "failures": st.failures,
-                "open_for_s": max(0.0, (st.open_until or now) - now),
-            }
-        return out
+        return {name: st.summary(now) for name, st in self._states.items()}
 
 
 __all__ = ["LocalBreakers"]

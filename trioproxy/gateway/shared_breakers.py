@@ -204,14 +204,7 @@ class SharedBreakers:
 
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         wall = self._clock()
-        return {
-            name: {
-                "open": st.is_open(wall),
-                "failures": st.failures,
-                "open_for_s": max(0.0, (st.open_until or wall) - wall),
-            }
-            for name, (_, _, st) in self._cache.items()
-        }
+        return {name: st.summary(wall) for name, (_, _, st) in self._cache.items()}
 
 
 __all__ = ["BreakerKV", "RedisBreakerKV", "SharedBreakers", "SqliteBreakerKV"]
