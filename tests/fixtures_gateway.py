@@ -20,9 +20,9 @@ from hypercorn.trio import serve
 
 from trioproxy.config import demo_settings
 from trioproxy.config.model import Settings
-from trioproxy.gateway.app import Gateway
-from trioproxy.gateway.factory import build_gateway
-from trioproxy.gateway.usage import ListSink
+from trioproxy.edge.app import Gateway
+from trioproxy.ledger.sinks import ListSink
+from trioproxy.server.factory import build_gateway
 from trioproxy.simulator import Simulator
 from trioproxy.simulator.faults import Fault
 

@@ -20,7 +20,7 @@ from tests.fixtures_gateway import DEMO_KEY, Running, start_gateway, start_simul
 from trioproxy.config import demo_settings, hash_key
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.dashboard import mount_dashboard
-from trioproxy.gateway.ledger_service import LedgerService
+from trioproxy.ledger.service import LedgerService
 
 READER_KEY = "tp-reader-key-not-admin"
 HX = {"HX-Request": "true"}

@@ -13,8 +13,8 @@ from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.settings_factory import KEY
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import Settings
-from trioproxy.gateway.ledger_service import LedgerService
 from trioproxy.ledger.factory import SQLITE_NAME
+from trioproxy.ledger.service import LedgerService
 from trioproxy.simulator.faults import Fault
 
 AUTH = {"authorization": f"Bearer {KEY}"}

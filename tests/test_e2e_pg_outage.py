@@ -11,7 +11,7 @@ from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.fixtures_servers import PgServer
 from tests.settings_factory import KEY
 from trioproxy.config import hash_key, parse_settings
-from trioproxy.gateway.ledger_service import LedgerService
+from trioproxy.ledger.service import LedgerService
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 

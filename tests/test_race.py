@@ -8,11 +8,11 @@ import pytest
 import trio
 import trio.testing
 
+from trioproxy.breakers.local import LocalBreakers
+from trioproxy.breakers.transitions import Verdict
 from trioproxy.config.model import BreakerConfig, Target
-from trioproxy.core.breaker import Verdict
 from trioproxy.errors import CallerError, ErrorKind
-from trioproxy.gateway.breakers import LocalBreakers
-from trioproxy.gateway.race import Attempt, AttemptFailed, Race
+from trioproxy.upstream.race import Attempt, AttemptFailed, Race
 
 # behaviour per target: (seconds until first byte or failure, what happens)
 #   "ok"     first byte, then 1 s of streaming

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from trioproxy.config.model import BreakerConfig
-from trioproxy.core.breaker import Verdict
-from trioproxy.gateway.shared_breakers import (
+from trioproxy.breakers.shared import (
     BreakerKV,
     RedisBreakerKV,
     SharedBreakers,
     SqliteBreakerKV,
 )
+from trioproxy.breakers.transitions import Verdict
+from trioproxy.config.model import BreakerConfig
 from trioproxy.store.redis_client import RedisClient
 
 CFG = BreakerConfig(failure_threshold=4, cooldown_s=30)

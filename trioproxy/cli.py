@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from trioproxy.gateway.factory import ENV_CONFIG, ENV_DEMO_KEY, ENV_SIM_URL
+from trioproxy.server.factory import ENV_CONFIG, ENV_DEMO_KEY, ENV_SIM_URL
 
 DEFAULT_PORT = 8080
 DEFAULT_SIM_PORT = 9090
@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     config = Config()
-    config.application_path = "trioproxy.gateway.factory:from_env()"
+    config.application_path = "trioproxy.server.factory:from_env()"
     config.bind = [f"{args.host}:{args.port}"]
     config.worker_class = "trio"
     config.workers = args.workers
@@ -87,7 +87,7 @@ async def _serve_in_process(config: Any) -> None:
     (in-flight requests get ``graceful_timeout``, then the app's lifespan flushes the ledger)."""
     from hypercorn.trio import serve
 
-    from trioproxy.gateway.factory import from_env
+    from trioproxy.server.factory import from_env
 
     async def on_signal() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -19,8 +19,8 @@ from quart import Quart, Response, g, jsonify, redirect, render_template, reques
 from quart.typing import ResponseReturnValue
 
 from trioproxy.config.model import ApiKeyConfig
+from trioproxy.edge.app import Gateway
 from trioproxy.errors import GatewayError
-from trioproxy.gateway.app import Gateway
 
 LOGIN = "/login"
 API_PREFIX = "/admin/api/"

@@ -9,7 +9,7 @@ from typing import Any
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.store import StoreUnavailable
 from trioproxy.cache.keys import exact_namespace, tenant_scope
-from trioproxy.gateway.app import Gateway
+from trioproxy.edge.app import Gateway
 
 
 class ActionError(ValueError):

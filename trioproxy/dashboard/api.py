@@ -18,7 +18,7 @@ from quart.typing import ResponseReturnValue
 from trioproxy.dashboard.access import json_error
 from trioproxy.dashboard.actions import ActionError, flush_cache, set_limits
 from trioproxy.dashboard.snapshot import Usage, ledger_of, team_usage
-from trioproxy.gateway.app import Gateway
+from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import check_dimensions
 from trioproxy.ledger.report import parse_since
 

@@ -27,7 +27,7 @@ from quart_trio import QuartTrio
 
 from trioproxy.dashboard import access, api, pages
 from trioproxy.dashboard.paths import asset_dir, session_secret
-from trioproxy.gateway.app import ASGIApp, Gateway
+from trioproxy.edge.app import ASGIApp, Gateway
 
 SESSION_LIFETIME = dt.timedelta(hours=12)
 COOKIE_NAME = "trioproxy_admin"

@@ -14,7 +14,7 @@ from werkzeug.exceptions import NotFound
 
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.actions import ActionError, flush_cache, set_limits
-from trioproxy.gateway.app import Gateway
+from trioproxy.edge.app import Gateway
 
 REFRESH_S = 5
 CACHE_WINDOW_DAYS = 7

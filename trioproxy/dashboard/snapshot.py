@@ -18,9 +18,9 @@ from trioproxy.budget.alerts import AlertStatistics
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
-from trioproxy.gateway.app import Gateway
-from trioproxy.gateway.ledger_service import LedgerService
+from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
+from trioproxy.ledger.service import LedgerService
 
 DEFAULT_ALERT_THRESHOLD = 0.8
 """What the gate uses for a team without a ``[budgets.teams]`` entry."""

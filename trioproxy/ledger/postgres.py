@@ -1,8 +1,8 @@
 """PostgreSQL ledger backend (when ``storage.database_url`` is configured).
 
 psycopg 3 sync + ``psycopg_pool.ConnectionPool`` (autocommit) called through ``trio.to_thread``
-behind a ``CapacityLimiter`` the size of the pool (the fastest combination measured in
-``research/stack.md`` §2). One batch is one transaction: ``COPY`` into a per-connection temporary
+behind a ``CapacityLimiter`` the size of the pool (the fastest combination we
+measured). One batch is one transaction: ``COPY`` into a per-connection temporary
 ``ledger_stage`` table (``ON COMMIT DELETE ROWS``; 2-3x faster than ``unnest`` of array
 parameters, measured), then one statement inserts it into ``ledger_raw`` with
 ``ON CONFLICT DO NOTHING`` and, in a data-modifying CTE, upserts the rollup from the

@@ -9,8 +9,8 @@ file into the database, and deletes it. A claimed file left behind by a crash is
 next replay; replays are idempotent (the database ignores records it already has), so two
 processes replaying the same file cannot double-count.
 
-All methods are synchronous and short; callers on the event loop accept a few microseconds of
-file I/O (the overflow path of ``submit``) or run them in a thread.
+All methods are synchronous and take an exclusive ``flock``: a call can wait for a replayer
+that holds it.
 """
 
 from __future__ import annotations

@@ -163,12 +163,6 @@ class SqliteLedger:
 
         return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 
-    async def raw_count(self) -> int:
-        def _count() -> int:
-            return int(self._conn.execute("SELECT COUNT(*) FROM ledger_raw").fetchone()[0])
-
-        return await trio.to_thread.run_sync(_count, limiter=self._limiter)
-
     async def enforce_retention(self, *, now: float, retention_days: int) -> int:
         cutoff = dt.datetime.combine(
             day_of(now) - dt.timedelta(days=retention_days), dt.time(), tzinfo=dt.UTC

@@ -2,7 +2,7 @@
 
 An adapter turns a :class:`ChatRequest` into the bytes of one upstream HTTP
 request and turns upstream bytes back into canonical values. The network
-lives in :mod:`trioproxy.gateway.upstream`; adapters are tested with bytes in,
+lives in :mod:`trioproxy.upstream.transport`; adapters are tested with bytes in,
 values out. Adding a provider is one module plus one line in
 :mod:`trioproxy.providers.registry`.
 """

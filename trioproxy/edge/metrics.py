@@ -9,7 +9,7 @@ scraped. Counters are per worker process, as Prometheus expects.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
 
@@ -87,6 +87,4 @@ def render(sink: MetricsSink, gauges: Iterable[tuple[str, str, Labels, float]]) 
     return ("\n".join(lines) + "\n").encode()
 
 
-GaugeSource = Callable[[], Iterable[tuple[str, str, Labels, float]]]
-
-__all__ = ["GaugeSource", "Labels", "MetricsSink", "render"]
+__all__ = ["Labels", "MetricsSink", "render"]

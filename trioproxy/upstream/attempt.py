@@ -1,6 +1,6 @@
 """One upstream attempt: request a target, wait for its first byte, relay it.
 
-Runs inside :class:`~trioproxy.gateway.race.Race`. Each of the four timeouts
+Runs inside :class:`~trioproxy.upstream.race.Race`. Each of the four timeouts
 of a target is its own named ``trio`` scope:
 
 * ``connect``: handed to the transport (opening the TCP/TLS connection);
@@ -43,15 +43,15 @@ from trioproxy.core.types import (
     UsageReport,
 )
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
-from trioproxy.gateway.race import Attempt, AttemptFailed
-from trioproxy.gateway.upstream import (
+from trioproxy.providers.base import ProviderAdapter, StreamDecoder
+from trioproxy.providers.registry import adapter_for
+from trioproxy.upstream.race import Attempt, AttemptFailed
+from trioproxy.upstream.transport import (
     ERROR_BODY_LIMIT,
     Transport,
     UpstreamIOError,
     UpstreamResponse,
 )
-from trioproxy.providers.base import ProviderAdapter, StreamDecoder
-from trioproxy.providers.registry import adapter_for
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 

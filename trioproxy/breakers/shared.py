@@ -1,6 +1,6 @@
 """Breaker state shared by every worker and instance, on the same store as budgets.
 
-The transitions stay the pure functions of :mod:`trioproxy.core.breaker`; the
+The transitions stay the pure functions of :mod:`trioproxy.breakers.transitions`; the
 store only keeps ``(version, state)`` per target and offers compare-and-set,
 so two processes never both take the half-open probe and failures from every
 process add up. Shared state is timed on the wall clock (a monotonic clock is
@@ -23,9 +23,9 @@ from typing import Protocol
 import orjson
 import trio
 
+from trioproxy.breakers import transitions as breaker
+from trioproxy.breakers.transitions import BreakerState, Verdict
 from trioproxy.config.model import BreakerConfig
-from trioproxy.core import breaker
-from trioproxy.core.breaker import BreakerState, Verdict
 from trioproxy.store.redis_client import RedisClient, RedisError, Script
 
 STORE_TIMEOUT_S = 0.5

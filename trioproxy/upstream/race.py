@@ -28,8 +28,8 @@ from typing import Literal, Protocol
 
 import trio
 
+from trioproxy.breakers.transitions import Verdict
 from trioproxy.config.model import Target
-from trioproxy.core.breaker import Verdict
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 
 AttemptOutcome = Literal["running", "won", "lost", "failed", "cancelled", "rejected"]

@@ -1,7 +1,7 @@
 """The ASGI application: ``create_app(settings)``.
 
 The proxy endpoints are served as raw ASGI (the hot path skips a framework's
-request machinery; see ``research/stack.md`` §4). Everything else (the
+request machinery). Everything else (the
 dashboard) is delegated to an optional inner ASGI app. The app's lifespan
 opens the one app-lifetime nursery; background services (ledger writer,
 cache writer, alert sender, ...) start in it with ``nursery.start`` so that
@@ -17,20 +17,20 @@ from typing import Any
 import orjson
 import trio
 
+from trioproxy.breakers.local import LocalBreakers
+from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
 from trioproxy.dialects import DIALECTS
+from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
+from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.handler import ChatHandler
+from trioproxy.edge.metrics import Labels, MetricsSink, render
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
-from trioproxy.gateway.admission import Admission
-from trioproxy.gateway.asgi_io import Receive, Scope, Send, send_whole
-from trioproxy.gateway.auth import KeyRing, may_use
-from trioproxy.gateway.breakers import LocalBreakers
-from trioproxy.gateway.caching import ResponseCache
-from trioproxy.gateway.handler import ChatHandler
-from trioproxy.gateway.metrics import Labels, MetricsSink, render
-from trioproxy.gateway.shared_breakers import SharedBreakers
-from trioproxy.gateway.upstream import HttpTransport, Transport
-from trioproxy.gateway.usage import LogSink
 from trioproxy.ledger.record import UsageSink
+from trioproxy.ledger.sinks import LogSink
+from trioproxy.pipeline.admission import Admission
+from trioproxy.pipeline.caching import ResponseCache
+from trioproxy.upstream.transport import HttpTransport, Transport
 
 log = logging.getLogger("trioproxy")
 

@@ -20,9 +20,9 @@ from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
 from trioproxy.core.routing import RoutePlan
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.errors import GatewayError
-from trioproxy.gateway.attempt import Meter
-from trioproxy.gateway.race import Attempt, AttemptFailed, Race
 from trioproxy.ledger.record import CacheStatus, Outcome, UsageRecord
+from trioproxy.upstream.attempt import Meter
+from trioproxy.upstream.race import Attempt, AttemptFailed, Race
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ import trio
 
 from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
 from trioproxy.dialects import DIALECTS
+from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Send, send_whole
 from trioproxy.errors import GatewayError
-from trioproxy.gateway.asgi_io import SSE_HEADERS, Headers, Send, send_whole
-from trioproxy.gateway.attempt import Failed, Item, Won
-from trioproxy.gateway.caching import StreamCollector
+from trioproxy.pipeline.caching import StreamCollector
+from trioproxy.upstream.attempt import Failed, Item, Won
 
 
 @dataclass(slots=True)

@@ -21,17 +21,7 @@ from trioproxy.core.routing import RoutePlan, fit_context, route_for, select_cha
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
-from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, invalid
-from trioproxy.gateway.accounting import (
-    RequestFacts,
-    cache_hit_record,
-    cost_usd,
-    refused_record,
-    spent,
-    usage_records,
-)
-from trioproxy.gateway.admission import Admission
-from trioproxy.gateway.asgi_io import (
+from trioproxy.edge.asgi_io import (
     ClientGone,
     Headers,
     Receive,
@@ -40,9 +30,20 @@ from trioproxy.gateway.asgi_io import (
     read_body,
     watch_disconnect,
 )
-from trioproxy.gateway.attempt import AttemptRunner, Failed, Item, Won
-from trioproxy.gateway.auth import KeyRing, may_use
-from trioproxy.gateway.caching import (
+from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.respond import Outcome, relay, replay, send_error
+from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, invalid
+from trioproxy.ledger.record import UsageSink
+from trioproxy.pipeline.accounting import (
+    RequestFacts,
+    cache_hit_record,
+    cost_usd,
+    refused_record,
+    spent,
+    usage_records,
+)
+from trioproxy.pipeline.admission import Admission
+from trioproxy.pipeline.caching import (
     CacheHit,
     CachePlan,
     CacheStatus,
@@ -51,10 +52,9 @@ from trioproxy.gateway.caching import (
     replay_events,
     take_cache_ttl,
 )
-from trioproxy.gateway.race import Breakers, Race
-from trioproxy.gateway.respond import Outcome, relay, replay, send_error
-from trioproxy.gateway.upstream import Transport
-from trioproxy.ledger.record import UsageSink
+from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
+from trioproxy.upstream.race import Breakers, Race
+from trioproxy.upstream.transport import Transport
 
 SETTLE_TIMEOUT_S = 15.0
 """Bound on the shielded budget settle after a request ends (the lease covers a miss)."""

@@ -3,8 +3,7 @@
 One small seam, :class:`Transport`, opens one upstream HTTP exchange and
 yields an :class:`UpstreamResponse` once the status line and headers are in.
 :class:`HttpTransport` implements it on httpx2 (same API as httpx, with a pool
-that holds up at many connections: ``research/stack.md`` §4), one client and
-connection pool per provider. Transport exceptions are mapped here, by type,
+that holds up at many connections), one client and connection pool per provider. Transport exceptions are mapped here, by type,
 to :class:`UpstreamIOError` / :class:`UpstreamConnectError`; nothing above this
 module sees an httpx type. Read timeouts are not set on the client: the
 attempt wraps each read in its own named ``trio`` scope (first byte, idle,

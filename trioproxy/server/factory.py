@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from trioproxy.breakers.shared import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
 from trioproxy.budget.redis_store import RedisStore
@@ -29,11 +30,10 @@ from trioproxy.budget.store import BudgetStore
 from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
 from trioproxy.dashboard import mount_dashboard
-from trioproxy.gateway.admission import Admission
-from trioproxy.gateway.app import Gateway, Service, create_app
-from trioproxy.gateway.cache_service import response_cache
-from trioproxy.gateway.ledger_service import LedgerService
-from trioproxy.gateway.shared_breakers import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
+from trioproxy.edge.app import Gateway, Service, create_app
+from trioproxy.ledger.service import LedgerService
+from trioproxy.pipeline.admission import Admission
+from trioproxy.server.cache_service import response_cache
 from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
 
@@ -136,7 +136,7 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
 
 
 def from_env() -> Gateway:
-    """Hypercorn entry point: ``trioproxy.gateway.factory:from_env()``.
+    """Hypercorn entry point: ``trioproxy.server.factory:from_env()``.
 
     In a worker process of ``--workers N`` the master owns shutdown: it sets the
     shared shutdown event on SIGTERM/SIGINT and the worker drains gracefully. A

@@ -25,8 +25,8 @@ from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
 from trioproxy.cache.vector_pg import PgVectorIndex
 from trioproxy.cache.writer import CacheWriter
 from trioproxy.config.model import Settings
-from trioproxy.gateway.app import Service
-from trioproxy.gateway.caching import ResponseCache
+from trioproxy.edge.app import Service
+from trioproxy.pipeline.caching import ResponseCache
 from trioproxy.store.redis_client import RedisClient
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from trioproxy.budget.gate import BudgetGate, KeyRate, Ticket
 from trioproxy.config.model import ModelConfig, Settings
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import Usage
-from trioproxy.gateway.accounting import RequestFacts
-from trioproxy.gateway.attempt import Meter
-from trioproxy.gateway.race import Attempt
+from trioproxy.pipeline.accounting import RequestFacts
+from trioproxy.upstream.attempt import Meter
+from trioproxy.upstream.race import Attempt
 
 Progress = Callable[[Attempt, Meter], Awaitable[None]]
 

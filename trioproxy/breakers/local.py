@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from trioproxy.breakers import transitions as breaker
+from trioproxy.breakers.transitions import BreakerState, Verdict
 from trioproxy.config.model import BreakerConfig
-from trioproxy.core import breaker
-from trioproxy.core.breaker import BreakerState, Verdict
 
 
 class LocalBreakers:

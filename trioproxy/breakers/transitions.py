@@ -6,8 +6,9 @@ half-open ──probe succeeds──▶ closed ; ──probe fails──▶ open
 
 A provider's ``retry-after`` holds the breaker open until that time whatever
 the failure count. Time is an input (``now``, seconds on any monotonic clock),
-so every transition is tested on explicit values. Storage lives behind
-:class:`trioproxy.gateway.breakers.BreakerStore`.
+so every transition is tested on explicit values. State is kept per process by
+:class:`trioproxy.breakers.local.LocalBreakers` or shared across processes by
+:class:`trioproxy.breakers.shared.SharedBreakers`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,61 @@
+"""The package's layers: nothing imports upward (ARCHITECTURE.md, "Layers").
+
+Every ``trioproxy.*`` import in every module, including imports inside functions, is checked
+against the layer order below; a module may import its own layer and the layers beneath it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "trioproxy"
+
+LAYERS: list[set[str]] = [
+    {"core", "errors", "config"},  # pure values and steps, settings
+    {"providers", "dialects", "store"},  # wire formats (sans-IO), the Redis client
+    {"budget", "cache", "ledger"},  # state: budgets, caches, the spend ledger
+    {"breakers", "upstream"},  # breakers and the upstream race
+    {"pipeline"},  # the request pipeline
+    {"edge"},  # the HTTP edge
+    {"dashboard"},  # the control plane's pages and admin API
+    {"server"},  # wiring: builds the app from settings
+    {"cli", "simulator", "__main__"},  # entry points and tools
+]
+RANK = {room: rank for rank, rooms in enumerate(LAYERS) for room in rooms}
+
+
+def _room(module: str) -> str:
+    return module.split(".")[1] if module.count(".") >= 1 else module
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("trioproxy."):
+                found.append(node.module)
+            elif node.module == "trioproxy":
+                found.extend(f"trioproxy.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend(a.name for a in node.names if a.name.startswith("trioproxy."))
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem != "__init__")
+
+
+def test_every_room_has_a_layer() -> None:
+    rooms = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in MODULES}
+    rooms.discard("__init__")
+    assert rooms <= set(RANK), f"rooms without a layer: {sorted(rooms - set(RANK))}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_upward_import(path: Path) -> None:
+    here = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    upward = [m for m in _imports(path) if RANK.get(_room(m), -1) > RANK.get(here, len(LAYERS))]
+    assert not upward, f"{here} (layer {RANK.get(here)}) imports upward: {upward}"

@@ -1,0 +1,1 @@
+"""Circuit breakers: pure transitions and their local and shared stores."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: ASGI dispatch, auth, request/response I/O, metrics."""

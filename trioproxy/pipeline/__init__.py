@@ -1,0 +1,1 @@
+"""The request pipeline: handler, admission, caching, accounting."""

@@ -1,0 +1,1 @@
+"""Wiring: builds the app from settings (stores, caches, ledger, dashboard)."""

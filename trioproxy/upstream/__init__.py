@@ -1,0 +1,1 @@
+"""The upstream race: staggered attempts, one attempt, the network transport."""
