@@ -384,6 +384,16 @@ def test_minimal_config_loads_with_defaults() -> None:
     assert settings.demo is False
 
 
+def test_targets_carry_their_model_and_provider_after_load() -> None:
+    settings = parse_settings(minimal(), env=ENV)
+    gpt, claude = settings.routes["chat"].chains["default"].targets
+    assert gpt.spec is settings.models["gpt"] and claude.spec is settings.models["claude"]
+    assert gpt.spec.endpoint is settings.providers["openai"]
+    assert claude.spec.endpoint is settings.providers[claude.spec.provider]
+    with pytest.raises(LookupError):
+        _ = Target("unresolved").spec
+
+
 def test_every_problem_is_reported_at_once() -> None:
     data = minimal()
     data["server"] = {"max_in_flight": -1, "bogus": 1}

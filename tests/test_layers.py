@@ -59,3 +59,15 @@ def test_no_upward_import(path: Path) -> None:
     here = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
     upward = [m for m in _imports(path) if RANK.get(_room(m), -1) > RANK.get(here, len(LAYERS))]
     assert not upward, f"{here} (layer {RANK.get(here)}) imports upward: {upward}"
+
+
+REQUEST_PATH = ("edge", "pipeline", "upstream", "breakers")
+
+
+@pytest.mark.parametrize("room", REQUEST_PATH)
+def test_request_path_does_not_look_up_models_or_providers_by_name(room: str) -> None:
+    """Targets are resolved once at config load (config/resolve.py): ``target.spec``."""
+    for path in (PACKAGE / room).rglob("*.py"):
+        text = path.read_text()
+        for needle in (".models[", ".providers[", ".models.get(", ".providers.get("):
+            assert needle not in text, f"{path.relative_to(PACKAGE)} looks up by name: {needle}"

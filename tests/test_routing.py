@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from trioproxy.config.model import Chain, RouteConfig, SelectRule, Target
+from trioproxy.config.model import Chain, ModelConfig, RouteConfig, SelectRule, Target
 from trioproxy.core.routing import RoutePlan, fit_context, select_chain
 from trioproxy.errors import CallerError, ErrorKind
 
+LIMITS = {"small": 1_000, "big": 100_000}
+MODELS = {
+    name: ModelConfig(name, "p", name, 1.0, 1.0, context_limit=limit)
+    for name, limit in LIMITS.items()
+}
+SMALL = Target("small", resolved=MODELS["small"])
+BIG = Target("big", resolved=MODELS["big"])
 ROUTE = RouteConfig(
     name="chat",
     chains={
-        "default": Chain("default", (Target("small"), Target("big"))),
-        "cheap": Chain("cheap", (Target("small"),)),
+        "default": Chain("default", (SMALL, BIG)),
+        "cheap": Chain("cheap", (SMALL,)),
     },
     rules=(
         SelectRule(
@@ -24,7 +31,6 @@ ROUTE = RouteConfig(
         ),
     ),
 )
-LIMITS = {"small": 1_000, "big": 100_000}
 
 
 @pytest.mark.parametrize(
@@ -45,9 +51,9 @@ def test_select_chain_by_rules(priority: str, prompt: int, max_tokens: int, chai
 
 def test_fit_context_drops_targets_too_small_and_refuses_when_none_fit() -> None:
     plan = RoutePlan(ROUTE, ROUTE.chains["default"], "default")
-    assert fit_context(plan, LIMITS, 900) is plan
-    fitted = fit_context(plan, LIMITS, 5_000)
+    assert fit_context(plan, 900) is plan
+    fitted = fit_context(plan, 5_000)
     assert [t.model for t in fitted.chain.targets] == ["big"]
     with pytest.raises(CallerError) as err:
-        fit_context(plan, LIMITS, 200_000)
+        fit_context(plan, 200_000)
     assert err.value.kind is ErrorKind.CONTEXT_TOO_LONG and err.value.status == 400

@@ -25,6 +25,7 @@ from trioproxy.config.model import (
     Target,
     Timeouts,
 )
+from trioproxy.config.resolve import resolve
 from trioproxy.config.validate import ConfigError, normalize_base_url, validate_settings
 
 _PRICES = {  # model: (provider, input USD/Mtok, output USD/Mtok)
@@ -90,7 +91,7 @@ def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var")
     problems = validate_settings(settings)
     if problems:
         raise ConfigError(problems)
-    return settings
+    return resolve(settings)
 
 
 __all__ = ["demo_settings"]

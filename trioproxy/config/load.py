@@ -20,6 +20,7 @@ from typing import Any
 
 from trioproxy.config.fields import Table
 from trioproxy.config.model import Settings
+from trioproxy.config.resolve import resolve
 from trioproxy.config.sections import build_settings, hash_key
 from trioproxy.config.validate import ConfigError, validate_settings
 
@@ -66,7 +67,7 @@ def parse_settings(data: Mapping[str, Any], *, env: Mapping[str, str]) -> Settin
             problems.append(problem)
     if problems:
         raise ConfigError(problems)
-    return settings
+    return resolve(settings)
 
 
 def _under(path: str, reported: tuple[str, ...]) -> bool:

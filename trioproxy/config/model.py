@@ -60,6 +60,15 @@ class ModelConfig:
     output_per_mtok: float
     context_limit: int = 128_000
     max_output_tokens: int = 4_096
+    resolved_provider: ProviderConfig | None = field(default=None, compare=False, repr=False)
+    """The provider named by ``provider``, attached once at config load (:mod:`.resolve`)."""
+
+    @property
+    def endpoint(self) -> ProviderConfig:
+        """This model's provider (base URL, key, kind): no look-up by name on the request path."""
+        if self.resolved_provider is None:
+            raise LookupError(f"model {self.name!r}: provider {self.provider!r} not resolved")
+        return self.resolved_provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,15 @@ class Target:
     timeouts: Timeouts = Timeouts()
     hedge_after_ms: int | None = None
     """Start the next target if this one has no first byte after this long."""
+    resolved: ModelConfig | None = field(default=None, compare=False, repr=False)
+    """The model named by ``model``, attached once at config load (:mod:`.resolve`)."""
+
+    @property
+    def spec(self) -> ModelConfig:
+        """This target's model (prices, limits) and, through it, its provider."""
+        if self.resolved is None:
+            raise LookupError(f"target {self.model!r} not resolved")
+        return self.resolved
 
 
 @dataclass(frozen=True, slots=True)

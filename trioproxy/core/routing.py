@@ -7,7 +7,6 @@ otherwise its ``default`` chain. A bare model is a one-target route.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trioproxy.config.model import (
@@ -34,7 +33,7 @@ def route_for(settings: Settings, name: str) -> RouteConfig:
     if route is not None:
         return route
     if name in settings.models:
-        chain = Chain(name="model", targets=(Target(model=name),))
+        chain = Chain(name="model", targets=(Target(model=name, resolved=settings.models[name]),))
         return RouteConfig(
             name=name, chains={"default": chain}, fallback_statuses=DEFAULT_FALLBACK_STATUSES
         )
@@ -65,15 +64,13 @@ def select_chain(
     return RoutePlan(route, route.chains["default"], "default")
 
 
-def fit_context(
-    plan: RoutePlan, context_limits: Mapping[str, int], prompt_tokens: int
-) -> RoutePlan:
+def fit_context(plan: RoutePlan, prompt_tokens: int) -> RoutePlan:
     """Drop targets whose context window cannot hold the prompt; none left is a 400.
 
     ``prompt_tokens`` is the estimate (it under-counts BPE tokens), so only prompts
     that surely do not fit are kept from a target; the provider judges the rest.
     """
-    fits = tuple(t for t in plan.chain.targets if prompt_tokens <= context_limits[t.model])
+    fits = tuple(t for t in plan.chain.targets if prompt_tokens <= t.spec.context_limit)
     if not fits:
         raise CallerError(
             ErrorKind.CONTEXT_TOO_LONG,

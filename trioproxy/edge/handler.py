@@ -81,7 +81,6 @@ class ChatHandler:
         self.admission = admission
         self.cache = cache
         self.in_flight = 0
-        self._context_limits = {name: m.context_limit for name, m in settings.models.items()}
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
@@ -168,14 +167,12 @@ class ChatHandler:
         max_out = req.max_tokens
         if max_out is None:
             max_out = max(
-                self.settings.models[t.model].max_output_tokens
-                for chain in route.chains.values()
-                for t in chain.targets
+                t.spec.max_output_tokens for chain in route.chains.values() for t in chain.targets
             )
         chosen = select_chain(
             route, priority=priority, prompt_tokens=prompt_est, max_tokens=max_out
         )
-        return fit_context(chosen, self._context_limits, prompt_est), prompt_est
+        return fit_context(chosen, prompt_est), prompt_est
 
     async def _serve_hit(
         self, facts: RequestFacts, dialect: Dialect, send: Send, base: Headers, hit: CacheHit
@@ -187,17 +184,17 @@ class ChatHandler:
         if hit.similarity is not None:
             headers.append((b"x-trioproxy-cache-similarity", f"{hit.similarity:.4f}".encode()))
         await replay(send, dialect, facts.req, completion, replay_events(completion), headers)
-        first = self.settings.models[facts.plan.chain.targets[0].model]
+        first = facts.plan.chain.targets[0].spec
         self.sink.submit(
             cache_hit_record(facts, hit.kind, saved_usd=cost_usd(first, completion.usage))
         )
 
     def _winner_headers(self, race: Race) -> Callable[[Won], Headers]:
         def headers(won: Won) -> Headers:
-            target = won.attempt.target.model
+            target = won.attempt.target
             return [
-                (b"x-trioproxy-target", target.encode()),
-                (b"x-trioproxy-provider", self.settings.models[target].provider.encode()),
+                (b"x-trioproxy-target", target.model.encode()),
+                (b"x-trioproxy-provider", target.spec.provider.encode()),
                 (b"x-trioproxy-attempts", str(len(race.attempts)).encode()),
             ]
 
@@ -210,7 +207,7 @@ class ChatHandler:
     ) -> None:  # fmt: skip
         send_ch, recv_ch = trio.open_memory_channel[Item](self.settings.server.stream_buffer)
         runner = AttemptRunner(
-            self.settings, self.transport, facts.req, facts.plan.route.fallback_statuses,
+            self.transport, facts.req, facts.plan.route.fallback_statuses,
             send_ch, facts.request_id,
         )  # fmt: skip
         if ticket is not None and self.admission is not None:
@@ -237,7 +234,7 @@ class ChatHandler:
                                 self._winner_headers(race), base, collector)  # fmt: skip
                 nursery.cancel_scope.cancel()
         finally:
-            usage = spent(facts, self.settings, race, runner.meters)
+            usage = spent(facts, race, runner.meters)
             if ticket is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
                     await Admission.settle(ticket, [(m, u) for _, m, u in usage])
@@ -246,7 +243,7 @@ class ChatHandler:
                 and outcome.completion is not None and outcome.error is None
                 and race.winner is not None
             ):  # fmt: skip
-                model = self.settings.models[race.winner.target.model]
+                model = race.winner.target.spec
                 self.cache.store(cache_plan, facts.req, outcome.completion,
                                  cost_usd(model, outcome.completion.usage))  # fmt: skip
             for record in usage_records(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import trio
 
 from trioproxy.budget.claims import cost_micros
-from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
+from trioproxy.config.model import ApiKeyConfig, ModelConfig
 from trioproxy.core.routing import RoutePlan
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.errors import GatewayError
@@ -53,13 +53,13 @@ def cost_usd(model: ModelConfig, usage: Usage) -> float:
 
 
 def spent(
-    facts: RequestFacts, settings: Settings, race: Race, meters: Mapping[int, Meter]
+    facts: RequestFacts, race: Race, meters: Mapping[int, Meter]
 ) -> list[tuple[Attempt, ModelConfig, Usage]]:
     """What each attempt consumed (losers that received nothing consumed nothing)."""
     return [
         (
             a,
-            settings.models[a.target.model],
+            a.target.spec,
             meters.get(a.index, Meter()).final(facts.prompt_estimate),
         )
         for a in race.attempts

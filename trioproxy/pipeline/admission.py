@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from trioproxy.budget.claims import cost_micros, usd_to_micros, worst_case
 from trioproxy.budget.gate import BudgetGate, KeyRate, Ticket
-from trioproxy.config.model import ModelConfig, Settings
+from trioproxy.config.model import ModelConfig
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import Usage
 from trioproxy.pipeline.accounting import RequestFacts
@@ -24,12 +24,11 @@ Progress = Callable[[Attempt, Meter], Awaitable[None]]
 
 
 class Admission:
-    def __init__(self, settings: Settings, gate: BudgetGate) -> None:
-        self.settings = settings
+    def __init__(self, gate: BudgetGate) -> None:
         self.gate = gate
 
     def _models(self, facts: RequestFacts) -> list[ModelConfig]:
-        return [self.settings.models[t.model] for t in facts.plan.chain.targets]
+        return [t.spec for t in facts.plan.chain.targets]
 
     async def admit(self, facts: RequestFacts) -> tuple[Ticket, int]:
         """Reserve or raise ``PolicyError``; returns the ticket and the prompt bound."""
@@ -61,7 +60,7 @@ class Admission:
             return None
 
         async def on_progress(attempt: Attempt, meter: Meter) -> None:
-            model = self.settings.models[attempt.target.model]
+            model = attempt.target.spec
             out = meter.output_estimate
             await ticket.extend(
                 cost_micros=cost_micros(model, prompt_bound, out), tokens=prompt_bound + out

@@ -114,7 +114,7 @@ def admission(settings: Settings, store: BudgetStore, services: list[Service]) -
         lease_s=settings.budgets.reservation_lease_s,
         alerts=alerts,
     )
-    return Admission(settings, gate)
+    return Admission(gate)
 
 
 def build_gateway(settings: Settings, **overrides: Any) -> Gateway:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
-from trioproxy.config.model import ModelConfig, ProviderConfig, Settings
+from trioproxy.config.model import ModelConfig, ProviderConfig
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
@@ -108,7 +108,6 @@ class Meter:
 class AttemptRunner:
     """Runs attempts for one request; its ``run`` is the race's attempt function."""
 
-    settings: Settings
     transport: Transport
     req: ChatRequest
     fallback_statuses: frozenset[int]
@@ -121,8 +120,8 @@ class AttemptRunner:
     meters: dict[int, Meter] = field(default_factory=dict)
 
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
-        model = self.settings.models[attempt.target.model]
-        provider = self.settings.providers[model.provider]
+        model = attempt.target.spec
+        provider = model.endpoint
         meter = self.meters[attempt.index] = Meter()
         t = attempt.target.timeouts
         claimed = False

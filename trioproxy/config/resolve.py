@@ -1,0 +1,37 @@
+"""Resolve names once, at config load: targets carry their model, models their provider.
+
+After :func:`resolve`, nothing on the request path looks a model or a provider up by name:
+``target.spec`` is the model (prices, limits, deployment) and ``target.spec.endpoint`` its
+provider (kind, base URL, key). Runs after validation, so every name exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from trioproxy.config.model import Chain, ModelConfig, RouteConfig, Settings, Target
+
+
+def resolve(settings: Settings) -> Settings:
+    models = {
+        name: dataclasses.replace(m, resolved_provider=settings.providers[m.provider])
+        for name, m in settings.models.items()
+    }
+    routes = {name: _route(r, models) for name, r in settings.routes.items()}
+    return dataclasses.replace(settings, models=models, routes=routes)
+
+
+def target_for(models: dict[str, ModelConfig] | Settings, t: Target) -> Target:
+    table = models.models if isinstance(models, Settings) else models
+    return dataclasses.replace(t, resolved=table[t.model])
+
+
+def _route(route: RouteConfig, models: dict[str, ModelConfig]) -> RouteConfig:
+    chains = {
+        name: Chain(c.name, tuple(target_for(models, t) for t in c.targets))
+        for name, c in route.chains.items()
+    }
+    return dataclasses.replace(route, chains=chains)
+
+
+__all__ = ["resolve", "target_for"]
