@@ -546,7 +546,8 @@ def test_demo_settings_share_the_checks() -> None:
     )
     assert validate_settings(broken) == [
         "routes.chat.chains.default[0].model: unknown model 'gpt-5x' "
-        "(known: claude-haiku, claude-sonnet, gpt-4o, gpt-4o-mini)"
+        "(known: claude-haiku, claude-sonnet, gpt-4o, gpt-4o-mini, text-embedding-3-large, "
+        "text-embedding-3-small)"
     ]
 
 

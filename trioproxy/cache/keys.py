@@ -78,6 +78,19 @@ def exact_key(req: ChatRequest, scope: str, route: str) -> str:
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 
 
+EMBEDDING_FIELDS: tuple[str, ...] = ("input", "dimensions", "encoding_format")
+"""Fields of an embeddings request that change the answer."""
+
+
+def embedding_key(body: Mapping[str, Any], scope: str, route: str) -> str:
+    """``<namespace>:<sha256>`` of an embeddings request (same namespace as the route)."""
+    fields = {name: body[name] for name in EMBEDDING_FIELDS if body.get(name) is not None}
+    fields["model"] = route
+    fields["kind"] = "embeddings"
+    raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
+
+
 def temperature_of(chat: Mapping[str, Any]) -> float:
     t = chat.get("temperature")
     return float(t) if isinstance(t, int | float) else DEFAULT_TEMPERATURE
@@ -174,6 +187,8 @@ def is_shareable(req: ChatRequest, cfg: CacheConfig) -> bool:
 __all__ = [
     "ANSWER_FIELDS",
     "DEFAULT_TEMPERATURE",
+    "EMBEDDING_FIELDS",
+    "embedding_key",
     "exact_key",
     "exact_namespace",
     "is_shareable",

@@ -34,6 +34,10 @@ _PRICES = {  # model: (provider, input USD/Mtok, output USD/Mtok)
     "claude-haiku": ("sim-anthropic", 0.80, 4.00),
     "claude-sonnet": ("sim-anthropic", 3.00, 15.00),
 }
+_EMBEDDING_PRICES = {  # embedding model: (provider, input USD/Mtok); no output price
+    "text-embedding-3-small": ("sim-openai", 0.02),
+    "text-embedding-3-large": ("sim-openai", 0.13),
+}
 
 
 def _chain(name: str, *targets: Target | str) -> Chain:
@@ -41,7 +45,8 @@ def _chain(name: str, *targets: Target | str) -> Chain:
 
 
 def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var") -> Settings:
-    """Settings for the demo: two simulated providers, four models, ``chat`` and ``extract``.
+    """Settings for the demo: two simulated providers, four chat models and two embedding
+    models; routes ``chat``, ``extract`` and ``embed``.
 
     Raises :class:`ConfigError` if the result breaks a rule a config file must obey.
     """
@@ -54,6 +59,8 @@ def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var")
         name: ModelConfig(name, provider, name, input_price, output_price)
         for name, (provider, input_price, output_price) in _PRICES.items()
     }
+    for name, (provider, input_price) in _EMBEDDING_PRICES.items():
+        models[name] = ModelConfig(name, provider, name, input_price, 0.0, embedding=True)
     fast_start = Target("gpt-4o-mini", Timeouts(first_byte=10.0), hedge_after_ms=1500)
     chat = RouteConfig(
         name="chat",
@@ -77,13 +84,18 @@ def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var")
     extract = RouteConfig(
         name="extract", chains={"default": _chain("default", "claude-sonnet", "gpt-4o")}
     )
+    embed = RouteConfig(
+        name="embed",
+        chains={"default": _chain("default", "text-embedding-3-small", "text-embedding-3-large")},
+        cache=CacheConfig(exact_ttl_s=3600),
+    )
     key_hash = hash_key(demo_key)
     key = ApiKeyConfig(name="demo", key_hash=key_hash, team="demo", user="demo", admin=True)
     settings = Settings(
         server=ServerConfig(),
         providers=providers,
         models=models,
-        routes={"chat": chat, "extract": extract},
+        routes={"chat": chat, "extract": extract, "embed": embed},
         api_keys={key_hash: key},
         storage=StorageConfig(state_dir=state_dir),
         demo=True,

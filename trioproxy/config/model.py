@@ -60,6 +60,9 @@ class ModelConfig:
     output_per_mtok: float
     context_limit: int = 128_000
     max_output_tokens: int = 4_096
+    embedding: bool = False
+    """An embedding model (its config entry has an input price and no output price):
+    served on ``/v1/embeddings`` only, and never on the chat endpoints."""
     resolved_provider: ProviderConfig | None = field(default=None, compare=False, repr=False)
     """The provider named by ``provider``, attached once at config load (:mod:`.resolve`)."""
 

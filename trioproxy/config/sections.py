@@ -159,16 +159,18 @@ def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
 
 
 def _model(name: str, t: Table) -> ModelConfig:
+    output_price = t.opt("output_per_mtok", float)
     model = ModelConfig(
         name=name,
         provider=t.req("provider", str, ""),
         deployment=t.get("deployment", str, name),
         input_per_mtok=t.req("input_per_mtok", float, 0.0),
-        output_per_mtok=t.req("output_per_mtok", float, 0.0),
+        output_per_mtok=0.0 if output_price is None else output_price,
         context_limit=t.get("context_limit", int, _default(ModelConfig, "context_limit")),
         max_output_tokens=t.get(
             "max_output_tokens", int, _default(ModelConfig, "max_output_tokens")
         ),
+        embedding=output_price is None,
     )
     t.finish()
     return model

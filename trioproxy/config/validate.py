@@ -135,6 +135,12 @@ def _check_model(
     _positive(out, f"{path}.max_output_tokens", model.max_output_tokens)
     if model.max_output_tokens > model.context_limit > 0:
         out.append(f"{path}.max_output_tokens: must be <= context_limit ({model.context_limit})")
+    provider = providers.get(model.provider)
+    if model.embedding and provider is not None and provider.kind == "anthropic":
+        out.append(
+            f"{path}.output_per_mtok: required for an Anthropic model (a model without an "
+            "output price is an embedding model, served by openai / openai_compatible providers)"
+        )
 
 
 def _check_route(
@@ -146,6 +152,9 @@ def _check_route(
         chain_path = join(f"{path}.chains", chain_name)
         if not chain.targets:
             out.append(f"{chain_path}: a chain needs at least one target")
+        kinds = {models[t.model].embedding for t in chain.targets if t.model in models}
+        if len(kinds) > 1:
+            out.append(f"{chain_path}: mixes embedding models (no output price) with chat models")
         for i, target in enumerate(chain.targets):
             last = i == len(chain.targets) - 1
             _check_target(out, f"{chain_path}[{i}]", target, models, last=last)

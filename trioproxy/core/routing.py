@@ -44,6 +44,23 @@ def route_for(settings: Settings, name: str) -> RouteConfig:
     )
 
 
+def require_models(route: RouteConfig, *, embedding: bool) -> None:
+    """A 400 unless every model of ``route`` is an embedding model (``embedding``) or
+    a chat model (not ``embedding``): the endpoint decides which kind may serve."""
+    wrong = sorted(
+        {t.model for c in route.chains.values() for t in c.targets if t.spec.embedding != embedding}
+    )
+    if wrong:
+        need, other = (
+            ("an embedding", "/v1/chat/completions") if embedding else ("a chat", "/v1/embeddings")
+        )
+        raise CallerError(
+            ErrorKind.INVALID_REQUEST,
+            f"'{route.name}' is not {need} model ({', '.join(wrong)}); use {other}.",
+            param="model",
+        )
+
+
 def _matches(rule: SelectRule, priority: Priority, prompt_tokens: int, max_tokens: int) -> bool:
     if rule.priority is not None and priority not in rule.priority:
         return False
@@ -83,4 +100,4 @@ def fit_context(plan: RoutePlan, prompt_tokens: int) -> RoutePlan:
     return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
 
 
-__all__ = ["RoutePlan", "fit_context", "route_for", "select_chain"]
+__all__ = ["RoutePlan", "fit_context", "require_models", "route_for", "select_chain"]

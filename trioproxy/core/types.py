@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Dialect = Literal["openai", "anthropic"]
-"""A wire format: what a caller speaks, and what a provider speaks."""
+Dialect = Literal["openai", "anthropic", "responses"]
+"""A wire format: what a caller speaks, and what a provider speaks (``responses``:
+OpenAI's Responses API, spoken natively by ``openai`` providers only)."""
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 """OpenAI's finish reasons; Anthropic stop reasons map onto these and back."""

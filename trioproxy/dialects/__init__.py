@@ -1,4 +1,5 @@
-"""Client dialects: what callers speak (OpenAI chat completions, Anthropic messages)."""
+"""Client dialects: what callers speak (OpenAI chat completions, Anthropic messages,
+OpenAI responses)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from trioproxy.core.types import Dialect
 from trioproxy.dialects.anthropic import AnthropicDialect
 from trioproxy.dialects.base import ClientDialect, StreamEncoder
 from trioproxy.dialects.openai import OpenAIDialect
+from trioproxy.dialects.responses_render import ResponsesDialect
 from trioproxy.errors import GatewayError
 
 DIALECTS: Mapping[Dialect, ClientDialect] = MappingProxyType(
-    {"openai": OpenAIDialect(), "anthropic": AnthropicDialect()}
+    {"openai": OpenAIDialect(), "anthropic": AnthropicDialect(), "responses": ResponsesDialect()}
 )
 
 

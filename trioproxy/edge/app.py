@@ -20,11 +20,16 @@ import trio
 from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
+from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
-from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.auth import KeyRing
+from trioproxy.edge.count_tokens import PATH as COUNT_TOKENS_PATH
+from trioproxy.edge.count_tokens import CountTokensHandler
+from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.metrics import Labels, MetricsSink, render
+from trioproxy.edge.models import serve_models
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
 from trioproxy.ledger.sinks import LogSink
@@ -63,6 +68,10 @@ class Gateway:
         self.chat = ChatHandler(
             settings, self.keys, self.transport, self.breakers, self.sink, admission, cache
         )
+        self.embeddings = EmbeddingsHandler(
+            settings, self.keys, self.transport, self.breakers, self.sink, admission, cache
+        )
+        self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
         self.cache = cache
         self.services = list(services)
         self.inner = inner
@@ -84,8 +93,16 @@ class Gateway:
             await self._post_only(method, "openai", scope, receive, send)
         elif path == "/v1/messages":
             await self._post_only(method, "anthropic", scope, receive, send)
-        elif path == "/v1/models" and method == "GET":
-            await self._models(scope, send)
+        elif path == "/v1/responses" or path == "/responses":
+            await self._post_only(method, "responses", scope, receive, send)
+        elif path == "/v1/embeddings" or path == "/embeddings":
+            if await self._is_post(method, "openai", send):
+                await self.embeddings(scope, receive, send)
+        elif path == COUNT_TOKENS_PATH:
+            if await self._is_post(method, "anthropic", send):
+                await self.count_tokens(scope, receive, send)
+        elif (path == "/v1/models" or path.startswith("/v1/models/")) and method == "GET":
+            await serve_models(self.settings, self.keys, scope, send)
         elif path == "/metrics" and method == "GET":
             await self._metrics(scope, send)
         elif path == "/healthz":
@@ -102,30 +119,17 @@ class Gateway:
     async def _post_only(
         self, method: str, dialect: Any, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if method != "POST":
-            err = CallerError(ErrorKind.METHOD_NOT_ALLOWED, f"Use POST, not {method}.")
-            await send_whole(send, 405, DIALECTS[dialect].render_error(err), [])
-            return
-        await self.chat(dialect, scope, receive, send)
+        if await self._is_post(method, dialect, send):
+            await self.chat(dialect, scope, receive, send)
 
-    async def _models(self, scope: Scope, send: Send) -> None:
-        try:
-            key = self.keys.authenticate(dict(scope["headers"]))
-        except GatewayError as err:
-            await send_whole(send, err.status, DIALECTS["openai"].render_error(err), [])
-            return
-        names = [*self.settings.routes, *self.settings.models]
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "trioproxy-route" if name in self.settings.routes else "trioproxy",
-            }
-            for name in names
-            if may_use(key, name)
-        ]
-        await send_whole(send, 200, orjson.dumps({"object": "list", "data": data}), [])
+    @staticmethod
+    async def _is_post(method: str, dialect: Dialect, send: Send) -> bool:
+        """True for POST; otherwise answers 405 in the caller's dialect."""
+        if method == "POST":
+            return True
+        err = CallerError(ErrorKind.METHOD_NOT_ALLOWED, f"Use POST, not {method}.")
+        await send_whole(send, 405, DIALECTS[dialect].render_error(err), [])
+        return False
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         try:
@@ -146,7 +150,7 @@ class Gateway:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _gauges(self) -> Iterator[tuple[str, str, Labels, float]]:
-        yield "trioproxy_in_flight", "Requests being served.", (), self.chat.in_flight
+        yield "trioproxy_in_flight", "Requests being served.", (), self.in_flight
         for target, st in self.breakers.snapshot(trio.current_time()).items():
             yield (
                 "trioproxy_breaker_open",
@@ -179,6 +183,10 @@ class Gateway:
                 yield ("trioproxy_ledger_" + name, f"Ledger records {name}.", (), getattr(ls, name))
 
     @property
+    def in_flight(self) -> int:
+        return self.chat.in_flight + self.embeddings.in_flight
+
+    @property
     def ledger(self) -> UsageSink:
         """The sink behind the metrics (the ledger service in production)."""
         return self.metrics.inner
@@ -186,7 +194,7 @@ class Gateway:
     def readiness(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
-            "in_flight": self.chat.in_flight,
+            "in_flight": self.in_flight,
             "breakers": self.breakers.snapshot(trio.current_time()) if self.ready else {},
         }
 

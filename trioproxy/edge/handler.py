@@ -17,7 +17,13 @@ import trio
 
 from trioproxy.budget.gate import Ticket
 from trioproxy.config.model import ApiKeyConfig, Settings
-from trioproxy.core.routing import RoutePlan, fit_context, route_for, select_chain
+from trioproxy.core.routing import (
+    RoutePlan,
+    fit_context,
+    require_models,
+    route_for,
+    select_chain,
+)
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
@@ -156,6 +162,7 @@ class ChatHandler:
                 ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
                 param="model",
             )  # fmt: skip
+        require_models(route, embedding=False)
         raw = headers.get(b"x-trioproxy-priority")
         if raw is None:
             priority = key.priority

@@ -30,11 +30,20 @@ class Admission:
     def _models(self, facts: RequestFacts) -> list[ModelConfig]:
         return [t.spec for t in facts.plan.chain.targets]
 
-    async def admit(self, facts: RequestFacts) -> tuple[Ticket, int]:
-        """Reserve or raise ``PolicyError``; returns the ticket and the prompt bound."""
-        bound = prompt_tokens(facts.req.chat.get("messages", []), bound=True)
+    async def admit(
+        self, facts: RequestFacts, *, prompt_bound: int | None = None,
+        max_output: int | None = None,
+    ) -> tuple[Ticket, int]:  # fmt: skip
+        """Reserve or raise ``PolicyError``; returns the ticket and the prompt bound.
+
+        The prompt bound comes from the chat messages unless ``prompt_bound`` is given
+        (embeddings: from the input); ``max_output`` overrides the request's output cap
+        (embeddings: 0)."""
+        bound = prompt_bound
+        if bound is None:
+            bound = prompt_tokens(facts.req.chat.get("messages", []), bound=True)
         models = self._models(facts)
-        out = facts.req.max_tokens
+        out = facts.req.max_tokens if max_output is None else max_output
         n = facts.req.chat.get("n") or 1
         if isinstance(n, int) and n > 1:  # n answers: n times the output
             out = (out or max(m.max_output_tokens for m in models)) * n

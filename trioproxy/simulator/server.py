@@ -1,7 +1,8 @@
 """The provider simulator: OpenAI and Anthropic wire formats with faults.
 
 One server answers both providers (``POST /v1/chat/completions``,
-``POST /v1/messages``, ``GET /v1/models``) plus its control endpoints
+``POST /v1/messages``, ``POST /v1/responses``, ``GET /v1/models``, ``POST /v1/embeddings``,
+``POST /v1/messages/count_tokens``: :mod:`.extras`) plus its control endpoints
 (``GET /_sim/stats``, ``POST /_sim/reset``, ``GET|POST /_sim/faults``).
 One task per connection; while a response is in flight a second task watches
 for the client closing, which cancels the answer and is recorded in the stats.
@@ -22,6 +23,12 @@ import orjson
 import trio
 
 from trioproxy.simulator.anthropic_wire import ANTHROPIC
+from trioproxy.simulator.extras import (
+    COUNT_TOKENS_PATH,
+    EMBEDDINGS_PATH,
+    count_tokens_body,
+    embeddings_body,
+)
 from trioproxy.simulator.faults import NO_FAULT, Fault, FaultError
 from trioproxy.simulator.http11 import BodyTooLarge, HttpConnection, Request
 from trioproxy.simulator.openai_wire import OPENAI
@@ -33,12 +40,14 @@ from trioproxy.simulator.respond import (
     send_json,
     send_stream,
 )
+from trioproxy.simulator.responses_wire import RESPONSES
 from trioproxy.simulator.stats import Exchange, SimStats
 
 log = logging.getLogger(__name__)
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "claude-sonnet-4-5")
 _SERVER = (b"server", b"trioproxy-sim")
+_CHAT_WIRES: dict[str, Wire] = {w.path: w for w in (OPENAI, ANTHROPIC, RESPONSES)}
 
 
 class Simulator:
@@ -141,11 +150,15 @@ class Simulator:
     async def _route(self, conn: HttpConnection, req: Request, ex: Exchange) -> Next:
         path, method = req.path, req.method
         wire: Wire = ANTHROPIC if "anthropic-version" in req.headers else OPENAI
-        if path == OPENAI.path or path == ANTHROPIC.path:
-            wire = OPENAI if path == OPENAI.path else ANTHROPIC
+        chat_wire = _CHAT_WIRES.get(path)
+        if chat_wire is not None:
+            wire = chat_wire
             if method == "POST":
                 return await self._chat(conn, req, ex, wire)
             return await send_error(conn, ex, wire, 405, f"{method} not allowed", [_SERVER])
+        if path in (EMBEDDINGS_PATH, COUNT_TOKENS_PATH) and method == "POST":
+            wire = ANTHROPIC if path == COUNT_TOKENS_PATH else OPENAI
+            return await self._extra(conn, req, ex, wire)
         headers = self._headers(req, wire)
         if path == "/v1/models" and method == "GET":
             return await send_json(conn, ex, 200, self._models(wire), headers)
@@ -194,6 +207,30 @@ class Simulator:
             return "Incorrect API key provided."
         return None
 
+    async def _extra(self, conn: HttpConnection, req: Request, ex: Exchange, wire: Wire) -> Next:
+        """Embeddings or token counting: auth, faults (hang, delay, status), the answer."""
+        headers = self._headers(req, wire)
+        if (message := self._key_error(req)) is not None:
+            return await send_error(conn, ex, wire, 401, message, headers)
+        try:
+            fault = Fault.parse(req.headers.get("x-sim-fault", "")).over(self.default_fault)
+            data = orjson.loads(req.body)
+            answer = count_tokens_body if wire is ANTHROPIC else embeddings_body
+            body = answer(data)
+        except (FaultError, BadRequest, ValueError) as exc:
+            return await send_error(conn, ex, wire, 400, str(exc), headers)
+        self._chat_requests += 1
+        if fault.hang:
+            ex.hanging()
+            await trio.sleep_forever()
+        if fault.ttft_ms:
+            await trio.sleep(fault.ttft_ms / 1000)
+        if (status := fault.error_status(self._chat_requests)) is not None:
+            return await send_error(
+                conn, ex, wire, status, "", headers, retry_after=fault.retry_after
+            )
+        return await send_json(conn, ex, 200, body, headers)
+
     async def _chat(self, conn: HttpConnection, req: Request, ex: Exchange, wire: Wire) -> Next:
         headers = self._headers(req, wire)
         if (message := self._key_error(req)) is not None:
@@ -222,7 +259,10 @@ class Simulator:
         if tokens < 0:
             tokens = fault.tokens if fault.tokens is not None else self.default_tokens
         plan = make_plan(
-            intent, tokens, "chatcmpl-" if wire is OPENAI else "msg_", int(time.time())
+            intent,
+            tokens,
+            {OPENAI.name: "chatcmpl-", RESPONSES.name: "resp_"}.get(wire.name, "msg_"),
+            int(time.time()),
         )
         if intent.stream:
             return await send_stream(conn, ex, wire, plan, fault, headers)

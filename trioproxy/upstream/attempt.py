@@ -147,7 +147,7 @@ class AttemptRunner:
         meter: Meter,
         claim: Callable[[Attempt], bool],
     ) -> None:
-        adapter = adapter_for(provider.kind)
+        adapter = adapter_for(provider.kind, self.req.dialect)
         key = provider.api_key.reveal() if provider.api_key is not None else None
         upreq = adapter.build_request(self.req, model.deployment, key)
         if self.request_id:

@@ -1,0 +1,144 @@
+"""``POST /v1/messages/count_tokens`` (the Anthropic SDK's ``messages.count_tokens``).
+
+The request is validated as an Anthropic messages body (``max_tokens`` is not
+needed here). The route's chain is walked in order for the first Anthropic
+target: its provider counts (``/v1/messages/count_tokens`` with the
+deployment's name), exactly. With no Anthropic target, or when that provider
+is down, the gateway estimates and says so: ``"estimated": true`` in the body
+and ``x-trioproxy-token-count: estimated``. A 4xx from the provider is the
+caller's fault and is relayed. Counting is free upstream, so nothing is
+reserved or billed; it is not a ledger event.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+import trio
+
+from trioproxy.config.model import ModelConfig, ProviderConfig, Settings, Target
+from trioproxy.core.routing import require_models, route_for, select_chain
+from trioproxy.core.tokens import estimate_tokens, prompt_tokens
+from trioproxy.dialects import _fields as f
+from trioproxy.dialects.anthropic import parse_request
+from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, read_body, send_whole
+from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.respond import send_error
+from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
+from trioproxy.providers.anthropic import VERSION
+from trioproxy.providers.base import UpstreamRequest, error_message, json_object
+from trioproxy.upstream.transport import ERROR_BODY_LIMIT, Transport, UpstreamIOError
+
+log = logging.getLogger(__name__)
+PATH = "/v1/messages/count_tokens"
+_PASSED_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+"""What the count_tokens endpoint accepts besides ``model``."""
+
+
+def estimate(chat: dict[str, Any]) -> int:
+    """The gateway's estimate for a canonical chat request: messages plus tool schemas."""
+    tools = chat.get("tools")
+    extra = estimate_tokens(orjson.dumps(tools).decode()) if tools else 0
+    return prompt_tokens(chat.get("messages", [])) + extra
+
+
+class CountTokensHandler:
+    def __init__(self, settings: Settings, keys: KeyRing, transport: Transport) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.transport = transport
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        base: Headers = []
+        try:
+            key = self.keys.authenticate(headers)
+            body = await read_body(receive, headers, self.settings.server.max_body_bytes)
+            data = f.load_object(body)
+            req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
+            route = route_for(self.settings, req.model)
+            if not may_use(key, route.name):
+                raise CallerError(
+                    ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
+                    param="model",
+                )  # fmt: skip
+            require_models(route, embedding=False)
+            plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
+            base.append((b"x-trioproxy-route", route.name.encode()))
+            counted = await self._provider_count(plan.chain.targets, data, headers)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            await send_error(send, "anthropic", err, base)
+            return
+        if counted is not None:
+            target, answer = counted
+            base += [(b"x-trioproxy-token-count", b"provider"),
+                     (b"x-trioproxy-target", target.encode())]  # fmt: skip
+            await send_whole(send, 200, answer, base)
+            return
+        answer = orjson.dumps({"input_tokens": estimate(req.chat), "estimated": True})
+        await send_whole(send, 200, answer, [*base, (b"x-trioproxy-token-count", b"estimated")])
+
+    async def _provider_count(
+        self, targets: tuple[Target, ...], data: dict[str, Any], headers: dict[bytes, bytes]
+    ) -> tuple[str, bytes] | None:
+        for target in targets:
+            model = target.spec
+            provider = model.endpoint
+            if provider.kind != "anthropic":
+                continue
+            upreq = self._request(model, provider, data, headers)
+            try:
+                answer = await self._exchange(target, provider, upreq)
+            except (UpstreamIOError, ValueError) as exc:
+                log.info("count_tokens on %s failed (%s); estimating", target.model, exc)
+                return None
+            return None if answer is None else (target.model, answer)
+        return None
+
+    @staticmethod
+    def _request(
+        model: ModelConfig, provider: ProviderConfig, data: dict[str, Any],
+        headers: dict[bytes, bytes],
+    ) -> UpstreamRequest:  # fmt: skip
+        body = {k: data[k] for k in _PASSED_FIELDS if k in data}
+        body["model"] = model.deployment
+        version = headers.get(b"anthropic-version", b"").decode("latin-1") or VERSION
+        up = [("content-type", "application/json"), ("anthropic-version", version)]
+        if beta := headers.get(b"anthropic-beta"):
+            up.append(("anthropic-beta", beta.decode("latin-1")))
+        if provider.api_key is not None:
+            up.append(("x-api-key", provider.api_key.reveal()))
+        return UpstreamRequest(PATH, tuple(up), orjson.dumps(body))
+
+    async def _exchange(
+        self, target: Target, provider: ProviderConfig, upreq: UpstreamRequest
+    ) -> bytes | None:
+        """The provider's 2xx body; None when it is unavailable (5xx, timeout)."""
+        t = target.timeouts
+        with trio.move_on_after(t.first_byte):
+            async with AsyncExitStack() as stack:
+                resp = await stack.enter_async_context(
+                    self.transport.open(provider, upreq, connect_timeout=t.connect)
+                )
+                body = await resp.read(ERROR_BODY_LIMIT)
+                if 400 <= resp.status < 500 and resp.status not in (408, 429):
+                    raise ProviderError(
+                        ErrorKind.UPSTREAM_REJECTED,
+                        f"The provider rejected the request: {error_message(resp.status, body)}",
+                        status=resp.status,
+                    )
+                if resp.status >= 300:
+                    return None
+                count = json_object(body).get("input_tokens")
+                if not isinstance(count, int):
+                    raise ValueError(f"no input_tokens in {body[:200]!r}")
+                return orjson.dumps({"input_tokens": count})
+        return None
+
+
+__all__ = ["PATH", "CountTokensHandler", "estimate"]

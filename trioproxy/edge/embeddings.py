@@ -1,0 +1,304 @@
+"""The embeddings pipeline (``POST /v1/embeddings``).
+
+auth → parse → route/chain (embedding models only) → exact cache → budget
+reserve (bound from the input's bytes, no output) → race of attempts (the same
+fallback and hedging as chat; an embedding answer is one JSON body, so the
+first complete 2xx body wins) → answer → settle → cache store → usage records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+
+import orjson
+import psycopg
+import trio
+
+from trioproxy.budget.gate import Ticket
+from trioproxy.cache.keys import embedding_key, tenant_scope
+from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
+from trioproxy.core.routing import RoutePlan, require_models, route_for, select_chain
+from trioproxy.core.types import ChatRequest, Usage
+from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
+from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, read_body, send_whole
+from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.respond import send_error
+from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, ProviderError
+from trioproxy.ledger.record import CacheStatus, UsageSink
+from trioproxy.pipeline.accounting import (
+    RequestFacts,
+    cache_hit_record,
+    cost_usd,
+    refused_record,
+    usage_records,
+)
+from trioproxy.pipeline.admission import Admission
+from trioproxy.pipeline.caching import LOOKUP_TIMEOUT_S, ResponseCache
+from trioproxy.providers.base import error_message
+from trioproxy.providers.openai_embeddings import EmbeddingResult, build_request, parse_response
+from trioproxy.store.resp import RedisError
+from trioproxy.upstream.attempt import parse_retry_after
+from trioproxy.upstream.race import Attempt, AttemptFailed, Breakers, Race
+from trioproxy.upstream.transport import (
+    ERROR_BODY_LIMIT,
+    Transport,
+    UpstreamIOError,
+    UpstreamResponse,
+)
+
+log = logging.getLogger(__name__)
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+"""2048 inputs of 3072 floats as JSON text fit well below this."""
+SETTLE_TIMEOUT_S = 15.0
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the attempts of one request produced."""
+
+    req: EmbeddingRequest
+    request_id: str
+    used: dict[int, Usage] = field(default_factory=dict)
+    won: EmbeddingResult | None = None
+
+
+class EmbeddingsHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyRing,
+        transport: Transport,
+        breakers: Breakers,
+        sink: UsageSink,
+        admission: Admission | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.transport = transport
+        self.breakers = breakers
+        self.sink = sink
+        self.admission = admission
+        self.cache = cache
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = "req_" + uuid.uuid4().hex[:24]
+        base: Headers = [(b"x-request-id", rid.encode())]
+        if self.in_flight >= self.settings.server.max_in_flight:
+            err = PolicyError(
+                ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.", retry_after=1
+            )
+            await send_error(send, "openai", err, base)
+            return
+        self.in_flight += 1
+        try:
+            await self._handle(rid, scope, receive, send, base)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(
+        self, rid: str, scope: Scope, receive: Receive, send: Send, base: Headers
+    ) -> None:
+        headers = dict(scope["headers"])
+        try:
+            key = self.keys.authenticate(headers)
+            body = await read_body(receive, headers, self.settings.server.max_body_bytes)
+            ereq = parse_request(body)
+            plan = self._plan(key, ereq)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            await send_error(send, "openai", err, base)
+            return
+        feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
+        req = ChatRequest("openai", ereq.body, {"model": ereq.model}, ereq.model, False, False,
+                          None, ereq.end_user)  # fmt: skip
+        facts = RequestFacts(
+            request_id=rid, key=key, feature=feature, req=req, plan=plan,
+            prompt_estimate=ereq.prompt_estimate, started=trio.current_time(),
+            wall_started=time.time(),
+        )  # fmt: skip
+        base += [
+            (b"x-trioproxy-route", plan.route.name.encode()),
+            (b"x-trioproxy-chain", plan.chain.name.encode()),
+        ]
+        cache_key = self._cache_key(key, ereq, plan, headers)
+        status: CacheStatus = "off" if cache_key is None else "miss"
+        if cache_key is not None and (hit := await self._lookup(cache_key)) is not None:
+            await send_whole(send, 200, orjson.dumps(hit.body), [
+                *base, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
+            ])  # fmt: skip
+            first = plan.chain.targets[0].spec
+            saved = cost_usd(first, Usage(hit.input_tokens, 0))
+            self.sink.submit(cache_hit_record(facts, "exact", saved_usd=saved))
+            return
+        base.append((b"x-trioproxy-cache", status.encode()))
+        ticket: Ticket | None = None
+        if self.admission is not None:
+            try:
+                ticket, _ = await self.admission.admit(
+                    facts, prompt_bound=ereq.prompt_bound, max_output=0
+                )
+            except GatewayError as err:
+                self.sink.submit(refused_record(facts, err, cache=status))
+                await send_error(send, "openai", err, base)
+                return
+        await self._serve(facts, ereq, send, base, ticket, cache_key, status)
+
+    def _plan(self, key: ApiKeyConfig, ereq: EmbeddingRequest) -> RoutePlan:
+        route = route_for(self.settings, ereq.model)
+        if not may_use(key, route.name):
+            raise CallerError(
+                ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
+                param="model",
+            )  # fmt: skip
+        require_models(route, embedding=True)
+        return select_chain(
+            route, priority=key.priority, prompt_tokens=ereq.prompt_estimate, max_tokens=0
+        )
+
+    def _cache_key(
+        self, key: ApiKeyConfig, ereq: EmbeddingRequest, plan: RoutePlan,
+        headers: dict[bytes, bytes],
+    ) -> str | None:  # fmt: skip
+        cfg = plan.route.cache
+        if self.cache is None or cfg.exact_ttl_s <= 0:
+            return None
+        if headers.get(b"x-trioproxy-cache", b"").lower() == b"off":
+            return None
+        return embedding_key(ereq.body, tenant_scope(key.team, cfg), plan.route.name)
+
+    async def _lookup(self, cache_key: str) -> EmbeddingResult | None:
+        """A stored answer, or None: a cache that is down, slow or holds garbage is a miss."""
+        assert self.cache is not None
+        raw: bytes | None = None
+        with trio.move_on_after(LOOKUP_TIMEOUT_S):
+            try:
+                raw = await self.cache.exact.get(cache_key, now=self.cache.clock())
+            except (RedisError, psycopg.Error, OSError) as exc:
+                log.warning("embedding cache lookup failed, treated as a miss: %r", exc)
+        if raw is None:
+            return None
+        try:
+            entry = orjson.loads(raw)
+            return EmbeddingResult(entry["body"], int(entry["input_tokens"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+    async def _serve(
+        self, facts: RequestFacts, ereq: EmbeddingRequest, send: Send, base: Headers,
+        ticket: Ticket | None, cache_key: str | None, cache_status: CacheStatus,
+    ) -> None:  # fmt: skip
+        ex = _Exchange(ereq, facts.request_id)
+        route = facts.plan.route
+
+        async def run(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
+            await self._attempt(ex, route.fallback_statuses, attempt, claim)
+
+        race = Race(facts.plan.chain.targets, run, self.breakers)
+        error: GatewayError | None = None
+        status = 0
+        try:
+            await race.run()
+            if race.winner is None or ex.won is None:
+                error = race.error()
+                status = error.status
+                await send_error(send, "openai", error, base)
+            else:
+                status = 200
+                target = race.winner.target.model
+                provider = race.winner.target.spec.provider
+                headers = [*base, (b"x-trioproxy-target", target.encode()),
+                           (b"x-trioproxy-provider", provider.encode()),
+                           (b"x-trioproxy-attempts", str(len(race.attempts)).encode())]  # fmt: skip
+                await send_whole(send, 200, orjson.dumps(ex.won.body), headers)
+        finally:
+            consumed = [
+                (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts
+            ]
+            if ticket is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
+                    await Admission.settle(ticket, [(m, u) for _, m, u in consumed])
+            if cache_key is not None and ex.won is not None and error is None:
+                await self._store(cache_key, route.cache.exact_ttl_s, ex.won)
+            for record in usage_records(facts, race, consumed, status=status, error=error,
+                                        client_gone=False, cache=cache_status):  # fmt: skip
+                self.sink.submit(record)
+
+    async def _store(self, cache_key: str, ttl_s: int, won: EmbeddingResult) -> None:
+        assert self.cache is not None
+        with trio.CancelScope(shield=True), trio.move_on_after(LOOKUP_TIMEOUT_S):
+            try:
+                entry = orjson.dumps({"body": won.body, "input_tokens": won.input_tokens})
+                await self.cache.exact.put(cache_key, entry, ttl_s=ttl_s, now=self.cache.clock())
+            except (RedisError, psycopg.Error, OSError) as exc:
+                log.warning("embedding cache store failed: %r", exc)
+
+    async def _attempt(
+        self, ex: _Exchange, fallback_statuses: frozenset[int], attempt: Attempt,
+        claim: Callable[[Attempt], bool],
+    ) -> None:  # fmt: skip
+        model: ModelConfig = attempt.target.spec
+        provider = model.endpoint
+        key = provider.api_key.reveal() if provider.api_key is not None else None
+        upreq = build_request(ex.req.body, model.deployment, key)
+        upreq = replace(upreq, headers=(*upreq.headers, ("x-client-request-id", ex.request_id)))
+        t = attempt.target.timeouts
+        with trio.move_on_after(t.total) as total_scope:
+            async with AsyncExitStack() as stack:
+                with trio.move_on_after(t.first_byte) as first_byte_scope:
+                    try:
+                        resp = await stack.enter_async_context(
+                            self.transport.open(provider, upreq, connect_timeout=t.connect)
+                        )
+                    except UpstreamIOError as exc:
+                        raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, str(exc)) from exc
+                if first_byte_scope.cancelled_caught:
+                    raise AttemptFailed(
+                        ErrorKind.UPSTREAM_TIMEOUT, f"first byte timeout: {t.first_byte:g}s"
+                    )
+                if resp.status >= 400:
+                    raise await _classify(resp, fallback_statuses)
+                try:
+                    body = await resp.read(MAX_RESPONSE_BYTES)
+                except UpstreamIOError as exc:
+                    raise AttemptFailed(
+                        ErrorKind.UPSTREAM_UNAVAILABLE, f"body broke: {exc}"
+                    ) from exc
+        if total_scope.cancelled_caught:
+            raise AttemptFailed(ErrorKind.UPSTREAM_TIMEOUT, f"total timeout: {t.total:g}s")
+        try:
+            result = parse_response(body, estimate=ex.req.prompt_estimate)
+        except ValueError as exc:
+            raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
+        ex.used[attempt.index] = Usage(result.input_tokens, 0, estimated=result.estimated)
+        if claim(attempt):
+            ex.won = result
+
+
+async def _classify(
+    resp: UpstreamResponse, fallback_statuses: frozenset[int]
+) -> AttemptFailed | ProviderError:
+    status = resp.status
+    try:
+        body = await resp.read(ERROR_BODY_LIMIT)
+    except UpstreamIOError:
+        body = b""
+    message = error_message(status, body)
+    if status in fallback_statuses:
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        return AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"HTTP {status}: {message}",
+                             status=status, retry_after=retry_after)  # fmt: skip
+    return ProviderError(
+        ErrorKind.UPSTREAM_REJECTED, f"The provider rejected the request: {message}",
+        status=status if 400 <= status < 500 else 502,
+    )  # fmt: skip
+
+
+__all__ = ["EmbeddingsHandler"]

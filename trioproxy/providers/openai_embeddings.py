@@ -1,0 +1,46 @@
+"""OpenAI embeddings upstream (``POST /v1/embeddings``; kinds ``openai`` and
+``openai_compatible``). Pure: the caller's body with the deployment's model
+name in, the provider's body and its usage out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from trioproxy.providers.base import UpstreamRequest, json_object
+
+PATH = "/v1/embeddings"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    body: dict[str, Any]
+    """The provider's JSON, relayed to the caller (its ``model`` is the caller's name)."""
+    input_tokens: int
+    estimated: bool = False
+    """True when the provider sent no usage and the count is the gateway's estimate."""
+
+
+def build_request(body: dict[str, Any], deployment: str, api_key: str | None) -> UpstreamRequest:
+    headers = [("content-type", "application/json")]
+    if api_key is not None:
+        headers.append(("authorization", f"Bearer {api_key}"))
+    return UpstreamRequest(PATH, tuple(headers), orjson.dumps({**body, "model": deployment}))
+
+
+def parse_response(body: bytes, *, estimate: int) -> EmbeddingResult:
+    """Parse a 2xx body; raises ``ValueError`` on anything but an embeddings list."""
+    data = json_object(body)
+    if not isinstance(data.get("data"), list):
+        raise ValueError("response has no 'data' list")
+    usage = data.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        return EmbeddingResult(data, tokens)
+    return EmbeddingResult(data, estimate, estimated=True)
+
+
+__all__ = ["PATH", "EmbeddingResult", "build_request", "parse_response"]

@@ -1,0 +1,156 @@
+"""OpenAI Responses upstream (``POST /v1/responses``), for Responses callers on
+``openai`` providers: the caller's body passes through with the deployment's
+model name and ``store: false`` (the gateway is stateless, and so is what it
+asks of the provider). Bodies and ``response.*`` stream events decode into the
+canonical values, so budgets, the ledger and the cache treat them as any other
+answer; the caller's encoder (:mod:`trioproxy.dialects.responses_render`)
+writes them back. A whole body is relayed verbatim (``Completion.native``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from trioproxy.core.types import (
+    ChatRequest,
+    Completion,
+    Dialect,
+    FinishReason,
+    SSEEvent,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from trioproxy.errors import ErrorKind, ProviderError
+from trioproxy.providers.base import UpstreamRequest, error_message, json_object
+
+PATH = "/v1/responses"
+_TERMINAL = ("response.completed", "response.incomplete")
+
+
+def usage_of(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        raise ValueError("response has no usage")
+    inp, out = raw.get("input_tokens"), raw.get("output_tokens")
+    if not isinstance(inp, int) or not isinstance(out, int):
+        raise ValueError(f"malformed usage: {raw!r}")
+    return Usage(inp, out)
+
+
+def finish_of(response: dict[str, Any], has_calls: bool) -> FinishReason:
+    if response.get("status") == "incomplete":
+        details = response.get("incomplete_details") or {}
+        return "content_filter" if details.get("reason") == "content_filter" else "length"
+    return "tool_calls" if has_calls else "stop"
+
+
+def output_of(response: dict[str, Any]) -> tuple[str, tuple[ToolCall, ...]]:
+    """The answer's text and function calls; raises ``ValueError`` on garbage."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        raise ValueError("response has no output list")
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    try:
+        for item in output:
+            if item["type"] == "message":
+                text.extend(p["text"] for p in item["content"] if p["type"] == "output_text")
+            elif item["type"] == "function_call":
+                calls.append(ToolCall(item["call_id"], item["name"], item["arguments"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed output item: {exc!r}") from None
+    return "".join(text), tuple(calls)
+
+
+class OpenAIResponsesAdapter:
+    wire: Dialect = "responses"
+
+    def build_request(
+        self, req: ChatRequest, deployment: str, api_key: str | None
+    ) -> UpstreamRequest:
+        body = {**req.body, "model": deployment, "store": False}
+        if req.stream:
+            body["stream"] = True
+        headers = [("content-type", "application/json")]
+        if api_key is not None:
+            headers.append(("authorization", f"Bearer {api_key}"))
+        return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
+
+    def parse_response(self, body: bytes) -> Completion:
+        data = json_object(body)
+        text, calls = output_of(data)
+        return Completion(
+            id=str(data.get("id", "")),
+            model=str(data.get("model", "")),
+            text=text,
+            finish_reason=finish_of(data, bool(calls)),
+            usage=usage_of(data.get("usage")),
+            tool_calls=calls,
+            wire="responses",
+            native=data,
+        )
+
+    def new_stream_decoder(self) -> ResponsesStreamDecoder:
+        return ResponsesStreamDecoder()
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return error_message(status, body)
+
+
+class ResponsesStreamDecoder:
+    """``response.*`` events to canonical events; done at the terminal event."""
+
+    def __init__(self) -> None:
+        self._done = False
+        self._calls: dict[str, int] = {}
+        """Output item id -> canonical tool-call index."""
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done or event.data == "[DONE]":
+            return []
+        data = json_object(event.data)
+        try:
+            return self._decode(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed {data.get('type')} event: {exc!r}") from None
+
+    def _decode(self, data: dict[str, Any]) -> list[StreamEvent]:
+        kind = data.get("type")
+        if kind == "response.output_text.delta":
+            return [TextDelta(data["delta"])] if data["delta"] else []
+        if kind == "response.function_call_arguments.delta":
+            index = self._calls.get(data["item_id"])
+            if index is None or not data["delta"]:
+                return []
+            return [ToolCallDelta(index, None, None, data["delta"])]
+        if kind == "response.output_item.added" and data["item"]["type"] == "function_call":
+            item = data["item"]
+            index = self._calls[item["id"]] = len(self._calls)
+            return [ToolCallDelta(index, item["call_id"], item["name"], item.get("arguments", ""))]
+        if kind == "response.created":
+            response = data["response"]
+            return [StreamStart(str(response["id"]), str(response.get("model", "")))]
+        if kind in _TERMINAL:
+            self._done = True
+            response = data["response"]
+            finish = finish_of(response, bool(self._calls))
+            return [StreamEnd(finish), UsageReport(usage_of(response.get("usage")))]
+        if kind in ("response.failed", "error"):
+            err = (data.get("response") or {}).get("error") or data
+            message = err.get("message") if isinstance(err, dict) else None
+            raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message or "upstream stream error")
+        return []
+
+
+__all__ = ["OpenAIResponsesAdapter", "ResponsesStreamDecoder"]
