@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "trioproxy"
 LAYERS: list[set[str]] = [
     {"core", "errors", "config"},  # pure values and steps, settings
     {"providers", "dialects", "store"},  # wire formats (sans-IO), the Redis client
-    {"budget", "cache", "ledger"},  # state: budgets, caches, the spend ledger
+    {"budget", "cache", "ledger", "admin"},  # state: budgets, caches, ledger, dashboard accounts
     {"breakers", "upstream"},  # breakers and the upstream race
     {"pipeline"},  # the request pipeline
     {"edge"},  # the HTTP edge

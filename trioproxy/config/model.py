@@ -235,6 +235,33 @@ class EmbedderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardUser:
+    """A dashboard sign-in from the config file (``[dashboard.users.<name>]``)."""
+
+    name: str
+    password_hash: str
+    """``scrypt$...`` from ``trioproxy hash-password``."""
+    role: Literal["admin", "viewer"] = "viewer"
+    """``admin`` may change things; ``viewer`` only reads."""
+    teams: frozenset[str] | None = None
+    """Only these teams are shown (and, for an admin, editable); None = all."""
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    secure_cookies: bool = False
+    """Mark the session cookie ``Secure``: set this when the dashboard is reached over TLS."""
+    session_idle_s: float = 1800.0
+    """A session ends after this long without a user action (the pages' polls do not count)."""
+    session_max_s: float = 43200.0
+    """A session ends this long after sign-in, active or not."""
+    login_attempts: int = 10
+    """Failed sign-ins allowed per user name and per client address per ``login_window_s``."""
+    login_window_s: float = 300.0
+    users: Mapping[str, DashboardUser] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
@@ -246,6 +273,7 @@ class Settings:
     budgets: BudgetsConfig = BudgetsConfig()
     storage: StorageConfig = StorageConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     demo: bool = False
     """True for the built-in demo config over the provider simulator."""
 
@@ -257,6 +285,8 @@ __all__ = [
     "BudgetsConfig",
     "CacheConfig",
     "Chain",
+    "DashboardConfig",
+    "DashboardUser",
     "EmbedderConfig",
     "ModelConfig",
     "ProviderConfig",

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
+from trioproxy.config.dashboard import dashboard_section
 from trioproxy.config.fields import Table, check_type, join
 from trioproxy.config.model import (
     DEFAULT_FALLBACK_STATUSES,
@@ -64,6 +65,7 @@ def build_settings(root: Table, env: Mapping[str, str], key_paths: dict[str, str
         api_keys=_api_keys(root.tables("api_keys"), env, key_paths),
         budgets=_budgets(root.table("budgets")),
         embedder=_embedder(root.table("embedder"), env),
+        dashboard=dashboard_section(root.table("dashboard")),
     )
 
 

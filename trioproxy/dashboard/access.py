@@ -1,31 +1,108 @@
-"""Who may use the dashboard and the admin API: holders of an admin API key.
+"""Who may use the dashboard and the admin API, and how they sign in and out.
 
-* API clients send ``Authorization: Bearer <admin key>`` on every request.
-* Browsers log in once with a form posting the key; the session cookie (signed,
-  HttpOnly, SameSite=Strict) holds the key's SHA-256, re-checked against the
-  config on every request.
-* An unknown key gets 401, a valid non-admin key 403; an anonymous page visit is
-  redirected to the login form (an htmx request gets ``HX-Redirect``).
-* CSRF: besides SameSite=Strict, a state-changing request riding on the session
-  cookie must carry ``HX-Request: true``, a header a cross-site form cannot send
-  (and a cross-site script cannot send without a CORS preflight we never grant).
+* **API clients** send ``Authorization: Bearer <admin API key>`` on every request (an
+  admin principal named ``key:<name>``); no cookie, no CSRF token.
+* **Browsers** sign in with a user name and password (users from ``[dashboard.users]``
+  or created by an admin on the Users page), or with an admin API key as the password
+  and no user name. The session lives in the shared admin store (:mod:`trioproxy.admin`);
+  the cookie holds a random token only (HttpOnly, SameSite=Strict, ``Secure`` when
+  ``dashboard.secure_cookies``). Logout deletes the session on every worker.
+* Sessions end ``session_idle_s`` after the last user action (polls do not count) and
+  ``session_max_s`` after sign-in, whatever happens.
+* **CSRF**: every state-changing request riding on a session carries the session's
+  token, as the ``csrf`` form field or the ``X-CSRF-Token`` header (htmx sends it).
+* **Roles**: ``viewer`` reads; ``admin`` also changes. A user limited to some teams
+  sees and changes only those.
+* Failed sign-ins are logged and counted per user name and per client address; at
+  ``login_attempts`` per ``login_window_s`` further attempts get 429.
+* A refused request that carries a body has its body read (bounded) before the answer,
+  or else its connection is closed, so the connection's next request is never stuck
+  behind unread bytes.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from quart import Quart, Response, g, jsonify, redirect, render_template, request, session
+import trio
+from quart import Quart, Response, g, jsonify, redirect, render_template, request
 from quart.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from trioproxy.config.model import ApiKeyConfig
+from trioproxy.admin.passwords import hash_password, verify_password
+from trioproxy.admin.sessions import (
+    Principal,
+    SessionPolicy,
+    Throttle,
+    needs_touch,
+    new_session,
+    session_state,
+    token_hash,
+)
+from trioproxy.admin.store import AdminStore
+from trioproxy.config.model import DashboardConfig
 from trioproxy.edge.app import Gateway
 from trioproxy.errors import GatewayError
 
+log = logging.getLogger(__name__)
+
 LOGIN = "/login"
+LOGOUT = "/logout"
 API_PREFIX = "/admin/api/"
+POLL_PREFIX = "/panel/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SESSION_KEY = "key_sha256"
+COOKIE = "trioproxy_session"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "X-CSRF-Token"
+DRAIN_TIMEOUT_S = 2.0
+_DUMMY_HASH = hash_password("not a password", salt=b"0" * 16)
+"""Verified against when the user name is unknown, so both cases take the same time."""
+
+
+@dataclass
+class Access:
+    gw: Gateway
+    store: AdminStore
+    cfg: DashboardConfig
+    clock: Callable[[], float] = time.time
+
+    @property
+    def policy(self) -> SessionPolicy:
+        return SessionPolicy(self.cfg.session_idle_s, self.cfg.session_max_s)
+
+    @property
+    def throttle(self) -> Throttle:
+        return Throttle(self.cfg.login_attempts, self.cfg.login_window_s)
+
+    async def password_user(self, name: str, password: str) -> Principal | None:
+        """The principal for a correct user name and password, else None (same time either way)."""
+        configured = self.cfg.users.get(name)
+        if configured is not None:
+            encoded, role, teams = configured.password_hash, configured.role, configured.teams
+        else:
+            stored = await self.store.user(name)
+            if stored is None:
+                encoded, role, teams = _DUMMY_HASH, "viewer", None
+            else:
+                encoded, role, teams = stored.password_hash, stored.role, stored.teams
+        ok = await trio.to_thread.run_sync(verify_password, password, encoded)
+        known = configured is not None or encoded is not _DUMMY_HASH
+        return Principal(name, role, teams, "password") if ok and known else None
+
+    def key_principal(self, key: str) -> Principal | None:
+        """An admin API key used as a password (no user name)."""
+        try:
+            found = self.gw.keys.authenticate(
+                {b"authorization": f"Bearer {key}".encode("utf-8", "replace")}
+            )
+        except GatewayError:
+            return None
+        return Principal(f"key:{found.name}", "admin", None, "api-key") if found.admin else None
 
 
 def json_error(status: int, message: str) -> Response:
@@ -46,55 +123,109 @@ def login_url(target: str) -> str:
     return f"{LOGIN}?next={quote(local_target(target), safe='/')}"
 
 
-def check_key(gw: Gateway, key: str) -> ApiKeyConfig:
-    """The key's config; raises ``GatewayError`` (401) for an unknown key."""
-    return gw.keys.authenticate({b"authorization": f"Bearer {key}".encode("utf-8", "replace")})
+def _page_target() -> str:
+    """The page the user was on: for an htmx request, the page that made it (never a panel)."""
+    if request.headers.get("HX-Request") == "true":
+        current = urlsplit(request.headers.get("HX-Current-URL", "/"))
+        path = current.path + (f"?{current.query}" if current.query else "")
+    else:
+        path = request.full_path if request.query_string else request.path
+    return "/" if path.startswith(POLL_PREFIX) else path
 
 
-def session_admin(gw: Gateway) -> ApiKeyConfig | None:
-    digest = session.get(SESSION_KEY)
-    key = gw.settings.api_keys.get(digest) if isinstance(digest, str) else None
-    if key is None or not key.admin:
-        session.clear()
-        return None
-    return key
+def _is_form() -> bool:
+    return request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def _refuse(status: int, message: str) -> Response:
+def has_body() -> bool:
+    length = request.headers.get("Content-Length")
+    return bool(length and length != "0") or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    )
+
+
+async def drained(response: Response) -> Response:
+    """Read a refused request's body before answering; if that fails, close the connection."""
+    if has_body():
+        try:
+            with trio.move_on_after(DRAIN_TIMEOUT_S) as scope:
+                await request.get_data(cache=False)
+            if scope.cancelled_caught:
+                response.headers["Connection"] = "close"
+        except RequestEntityTooLarge:
+            response.headers["Connection"] = "close"
+    return response
+
+
+async def refuse(status: int, message: str) -> Response:
     if request.path.startswith(API_PREFIX) or request.headers.get("HX-Request") != "true":
-        return json_error(status, message)
-    return Response(message, status=status, content_type="text/plain; charset=utf-8")
+        if request.path.startswith(API_PREFIX) or request.accept_mimetypes.best == "application/json":
+            return await drained(json_error(status, message))
+        page = await render_template("error.html", status=status, message=message)
+        return await drained(Response(page, status=status, content_type="text/html"))
+    return await drained(Response(message, status=status, content_type="text/plain"))
 
 
-def install(app: Quart, gw: Gateway) -> None:
-    """Register the guard that runs before every route, and the login/logout routes."""
+def set_cookie(response: Response, acc: Access, token: str) -> None:
+    response.set_cookie(
+        COOKIE, token, max_age=int(acc.cfg.session_max_s), httponly=True,
+        samesite="Strict", secure=acc.cfg.secure_cookies, path="/",
+    )  # fmt: skip
+
+
+def clear_cookie(response: Response, acc: Access) -> None:
+    response.delete_cookie(
+        COOKIE, path="/", httponly=True, samesite="Strict", secure=acc.cfg.secure_cookies
+    )
+
+
+def client_addr() -> str:
+    return request.remote_addr or "unknown"
+
+
+def install(app: Quart, acc: Access) -> None:
+    """The guard that runs before every route, and the sign-in and sign-out routes."""
 
     @app.before_request
     async def guard() -> ResponseReturnValue | None:
         path = request.path
+        g.principal, g.csrf = None, None
         if path == LOGIN or path.startswith("/static/"):
             return None
         auth = request.headers.get("Authorization")
         if auth is not None:
             try:
-                key = gw.keys.authenticate({b"authorization": auth.encode("latin-1", "replace")})
+                key = acc.gw.keys.authenticate({b"authorization": auth.encode("latin-1", "replace")})
             except GatewayError as err:
-                return json_error(401, err.message)
+                return await drained(json_error(401, err.message))
             if not key.admin:
-                return json_error(403, f"API key {key.name!r} is not an admin key.")
-            g.admin = key
+                return await drained(json_error(403, f"API key {key.name!r} is not an admin key."))
+            g.principal = Principal(f"key:{key.name}", "admin", None, "api-key")
             return None
-        admin = session_admin(gw)
-        if admin is None:
+        token = request.cookies.get(COOKIE)
+        session = await acc.store.get_session(token_hash(token)) if token else None
+        now = acc.clock()
+        if session is not None and session_state(session, now, acc.policy) != "ok":
+            await acc.store.revoke_session(session.id_hash)
+            session = None
+        if session is None:
             if path.startswith(API_PREFIX):
-                return json_error(401, "Send 'Authorization: Bearer <admin key>'.")
-            target = login_url(request.full_path if request.query_string else path)
+                return await drained(json_error(401, "Send 'Authorization: Bearer <admin key>'."))
+            target = login_url(_page_target())
             if request.headers.get("HX-Request") == "true":
-                return Response("", status=401, headers={"HX-Redirect": target})
-            return redirect(target, 303)
-        if request.method not in SAFE_METHODS and request.headers.get("HX-Request") != "true":
-            return _refuse(403, "A browser-session request that changes state needs HX-Request.")
-        g.admin = admin
+                return await drained(Response("", status=401, headers={"HX-Redirect": target}))
+            return await drained(redirect(target, 303))
+        g.principal, g.csrf = session.principal, session.csrf
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER)
+            if sent is None:
+                sent = (await request.form).get(CSRF_FIELD) if _is_form() else None
+            if not sent or not hmac.compare_digest(sent, session.csrf):
+                return await refuse(403, "This form is out of date: reload the page and retry.")
+            if path != LOGOUT and not session.principal.can_edit:
+                return await refuse(403, "Viewers cannot change anything; ask an admin.")
+        if not path.startswith(POLL_PREFIX) and needs_touch(session, now):
+            await acc.store.touch_session(session.id_hash, now)
         return None
 
     @app.get(LOGIN)
@@ -105,23 +236,58 @@ def install(app: Quart, gw: Gateway) -> None:
     async def login() -> ResponseReturnValue:
         form = await request.form
         target = local_target(form.get("next"))
-        try:
-            key = check_key(gw, form.get("key", "").strip())
-        except GatewayError:
-            page = await render_template("login.html", next=target, error="Unknown API key.")
-            return page, 401
-        if not key.admin:
-            error = f"Key {key.name!r} is not an admin key."
-            return await render_template("login.html", next=target, error=error), 403
-        session.clear()
-        session[SESSION_KEY] = key.key_hash
-        session.permanent = True
-        return redirect(target, 303)
+        name = form.get("user", "").strip()
+        password = form.get("password", "")
+        addr = client_addr()
+        subjects = [f"addr:{addr}", f"user:{name}"]
+        now = acc.clock()
+        throttle = acc.throttle
+        counts = await acc.store.failures(subjects, now - throttle.window_s)
+        waits = [throttle.retry_after(n, oldest, now) for n, oldest in counts.values()]
+        wait = max((w for w in waits if w is not None), default=None)
+        if wait is not None:
+            log.warning("dashboard sign-in refused (throttled): user=%r addr=%s", name, addr)
+            error = f"Too many failed sign-ins; try again in {wait} s."
+            page = await render_template("login.html", next=target, user=name, error=error)
+            return Response(page, status=429, headers={"Retry-After": str(wait)})
+        principal = (
+            await acc.password_user(name, password) if name else acc.key_principal(password)
+        )
+        if principal is None:
+            await acc.store.record_failure(subjects, now, keep_after=now - throttle.window_s)
+            log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
+            error = "Wrong user name or password." if name else "Not an admin API key."
+            return await render_template("login.html", next=target, user=name, error=error), 401
+        await acc.store.clear_failures(f"user:{name}")
+        token, session = new_session(principal, now)
+        await acc.store.create_session(session, purge_before=now - acc.cfg.session_max_s)
+        log.info("dashboard sign-in: user=%r role=%s addr=%s", principal.name, principal.role, addr)
+        response = redirect(target, 303)
+        set_cookie(response, acc, token)
+        return response
 
-    @app.post("/logout")
+    @app.post(LOGOUT)
     async def logout() -> ResponseReturnValue:
-        session.clear()
-        return Response("", status=200, headers={"HX-Redirect": LOGIN})
+        token = request.cookies.get(COOKIE)
+        if token:
+            await acc.store.revoke_session(token_hash(token))
+        log.info("dashboard sign-out: user=%r", g.principal.name if g.principal else None)
+        response = redirect(LOGIN, 303)
+        if request.headers.get("HX-Request") == "true":
+            response = Response("", status=200, headers={"HX-Redirect": LOGIN})
+        clear_cookie(response, acc)
+        return response
 
 
-__all__ = ["API_PREFIX", "LOGIN", "install", "json_error", "local_target"]
+__all__ = [
+    "API_PREFIX",
+    "COOKIE",
+    "CSRF_FIELD",
+    "CSRF_HEADER",
+    "LOGIN",
+    "Access",
+    "install",
+    "json_error",
+    "local_target",
+    "refuse",
+]

@@ -1,13 +1,11 @@
-"""What an admin may change at run time: team budget limits, cached answers."""
+"""What an admin may change at run time besides budgets (:mod:`.budgets`): cached answers."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from trioproxy.budget.gate import BudgetGate
-from trioproxy.budget.store import StoreUnavailable
 from trioproxy.cache.keys import exact_namespace, tenant_scope
 from trioproxy.edge.app import Gateway
 
@@ -21,36 +19,10 @@ class ActionError(ValueError):
         self.status = status
 
 
-def parse_limit(value: Any, name: str) -> float | None:
-    """A USD limit: a non-negative finite number, or null/empty for no limit."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, bool):
-        raise ActionError(f"{name} must be a number of USD or null")
-    try:
-        usd = float(value)
-    except (TypeError, ValueError):
-        raise ActionError(f"{name} must be a number of USD or null") from None
-    if not math.isfinite(usd) or usd < 0:
-        raise ActionError(f"{name} must be a non-negative number of USD")
-    return usd
-
-
 def budget_gate(gw: Gateway) -> BudgetGate:
     if gw.admission is None:
         raise ActionError("budgets are not enabled on this gateway", 503)
     return gw.admission.gate
-
-
-async def set_limits(gw: Gateway, team: str, daily: Any, monthly: Any) -> None:
-    """Store a team's limits; the gate uses them for every new admission from now on."""
-    if not team.strip():
-        raise ActionError("team must not be empty")
-    daily_usd, monthly_usd = parse_limit(daily, "daily_usd"), parse_limit(monthly, "monthly_usd")
-    try:
-        await budget_gate(gw).set_team_limits(team, daily_usd, monthly_usd)
-    except StoreUnavailable as exc:
-        raise ActionError(f"budget store unavailable: {exc}", 503) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,4 +57,4 @@ async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
     return FlushResult(team, route_name, scope, exact, semantic, None)
 
 
-__all__ = ["ActionError", "FlushResult", "flush_cache", "parse_limit", "set_limits"]
+__all__ = ["ActionError", "FlushResult", "budget_gate", "flush_cache"]

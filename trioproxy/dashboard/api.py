@@ -1,7 +1,8 @@
 """The JSON admin API under ``/admin/api/`` (admin keys only; see :mod:`.access`).
 
 * ``GET /admin/api/budgets/<team>``: limits, spend and alert threshold.
-* ``PUT /admin/api/budgets/<team>`` ``{"daily_usd": 5, "monthly_usd": null}``: null = no limit.
+* ``PUT /admin/api/budgets/<team>`` ``{"daily_usd": 5, "monthly_usd": null}``: a key left
+  out keeps that limit, ``null`` removes it; unknown teams get 404, bad values 400 (audited).
 * ``POST /admin/api/cache/flush`` ``{"team": "t", "route": "chat"}``: counts removed.
 * ``POST /admin/api/cache/delete`` ``{"entry": "<x-trioproxy-cache-entry of a hit>"}``.
 * ``GET /admin/api/spend?by=team,feature&since=7d``: ledger roll-up rows (UTC days).
@@ -12,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from quart import Quart, jsonify, request
+import orjson
+from quart import Quart, g, jsonify, request
 from quart.typing import ResponseReturnValue
 
-from trioproxy.dashboard.access import json_error
-from trioproxy.dashboard.actions import ActionError, flush_cache, set_limits
-from trioproxy.dashboard.snapshot import Usage, ledger_of, team_usage
-from trioproxy.edge.app import Gateway
+from trioproxy.admin.audit import AuditEntry
+from trioproxy.dashboard.access import Access, json_error
+from trioproxy.dashboard.actions import ActionError, flush_cache
+from trioproxy.dashboard.budgets import EditError, edit_limits, from_json
+from trioproxy.dashboard.snapshot import Usage, all_teams, ledger_of, team_usage
 from trioproxy.ledger.backend import check_dimensions
 from trioproxy.ledger.report import parse_since
 
@@ -36,11 +39,17 @@ async def _json_body() -> dict[str, Any]:
     return body
 
 
-def install(app: Quart, gw: Gateway) -> None:
+def install(app: Quart, acc: Access) -> None:
+    gw = acc.gw
+
     @app.errorhandler(ActionError)
     async def action_error(err: ActionError) -> ResponseReturnValue:
         if request.path.startswith(PREFIX):
-            return json_error(err.status, err.message)
+            response = json_error(err.status, err.message)
+            if isinstance(err, EditError):
+                response.set_data(orjson.dumps({"error": {"message": err.message,
+                                  "status": err.status, "fields": err.fields}}))  # fmt: skip
+            return response
         return err.message, err.status
 
     async def budget(team: str) -> dict[str, Any]:
@@ -54,17 +63,23 @@ def install(app: Quart, gw: Gateway) -> None:
             "month": _usage(month),
         }
 
-    @app.get(f"{PREFIX}/budgets/<team>")
+    async def known_team(team: str) -> set[str]:
+        known = set(await all_teams(gw))
+        if team not in known:
+            raise ActionError(f"unknown team {team!r}", 404)
+        return known
+
+    @app.get(f"{PREFIX}/budgets/<path:team>")
     async def get_budget(team: str) -> ResponseReturnValue:
+        await known_team(team)
         return jsonify(await budget(team))
 
-    @app.put(f"{PREFIX}/budgets/<team>")
+    @app.put(f"{PREFIX}/budgets/<path:team>")
     async def put_budget(team: str) -> ResponseReturnValue:
         body = await _json_body()
-        missing = [k for k in ("daily_usd", "monthly_usd") if k not in body]
-        if missing:
-            raise ActionError(f"missing {', '.join(missing)} (null means no limit)")
-        await set_limits(gw, team, body["daily_usd"], body["monthly_usd"])
+        known = await known_team(team)
+        changes = from_json(body)
+        await edit_limits(gw, acc.store, g.principal, team, changes, known=known, now=acc.clock())
         return jsonify(await budget(team))
 
     @app.post(f"{PREFIX}/cache/flush")
@@ -73,7 +88,12 @@ def install(app: Quart, gw: Gateway) -> None:
         team, route = body.get("team"), body.get("route")
         if not isinstance(team, str) or not isinstance(route, str):
             raise ActionError("expected {'team': <string>, 'route': <string>}")
-        return jsonify((await flush_cache(gw, team, route)).to_dict())
+        await known_team(team)
+        result = await flush_cache(gw, team, route)
+        await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "cache.flush",
+                                         f"{team}/{route}", "",
+                                         f"{result.exact} exact, {result.semantic} semantic"))  # fmt: skip
+        return jsonify(result.to_dict())
 
     @app.post(f"{PREFIX}/cache/delete")
     async def post_delete() -> ResponseReturnValue:

@@ -11,26 +11,27 @@ per-request nursery). Quart-Trio's lifespan would only set ``app.nursery`` (for
 ``add_background_task``), run those hooks, and create ``shutdown_event``; none
 is used here, and the tests pin that (see ``test_dashboard_needs_no_lifespan``).
 
-**Session secret.** Random, created once per ``storage.state_dir`` (see
-:func:`~trioproxy.dashboard.paths.session_secret`): shared by the worker
-processes of a host and stable across restarts. Delete the file to log every
-browser out.
+**State.** Sessions, sign-in failures, users and the audit log live in the admin
+store (``admin.sqlite3`` in ``storage.state_dir``, :mod:`trioproxy.admin.store`),
+shared by the worker processes of a host. Quart's own signed session is unused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 
+from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import access, api, pages
+from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
 
-SESSION_LIFETIME = dt.timedelta(hours=12)
-COOKIE_NAME = "trioproxy_admin"
+MAX_BODY = 64 * 1024
 
 
 def usd(value: float | None, digits: int = 6) -> str:
@@ -39,6 +40,10 @@ def usd(value: float | None, digits: int = 6) -> str:
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def localtime(ts: float, tz: ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def create_dashboard(gateway: Gateway) -> QuartTrio:
@@ -50,14 +55,16 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     )
     app.config.update(
         SECRET_KEY=session_secret(gateway.settings.storage.state_dir),
-        SESSION_COOKIE_NAME=COOKIE_NAME,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
-        MAX_CONTENT_LENGTH=64 * 1024,
+        MAX_CONTENT_LENGTH=MAX_BODY,
     )
+    acc = Access(
+        gateway, AdminStore.open_sync(gateway.settings.storage.state_dir),
+        gateway.settings.dashboard,
+    )  # fmt: skip
+    app.extensions["trioproxy_access"] = acc
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
+    app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.autoescape = True
 
     @app.after_request
@@ -73,9 +80,18 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    access.install(app, gateway)
-    api.install(app, gateway)
-    pages.install(app, gateway)
+    @app.context_processor
+    async def who() -> dict[str, Any]:
+        return {
+            "principal": g.get("principal"),
+            "csrf": g.get("csrf"),
+            "csrf_field": CSRF_FIELD,
+            "csrf_header": CSRF_HEADER,
+        }
+
+    access.install(app, acc)
+    api.install(app, acc)
+    pages.install(app, acc)
     return app
 
 

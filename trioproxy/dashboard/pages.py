@@ -1,44 +1,72 @@
-"""The server-rendered pages. Each page is a frame around a panel that htmx
-re-fetches every few seconds from ``/panel/<page>``; forms post with htmx and
-get the refreshed panel (or a result fragment) back."""
+"""The HTML pages. Each page is ``page.html`` around ``panels/<page>.html``; pages that
+show live numbers refresh their panel from ``/panel/<page>`` with htmx. Every form is a
+plain POST that works without JavaScript; htmx, when present, swaps the answer in place.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from quart import Quart, render_template, request
+from quart import Quart, g, render_template, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
+from trioproxy.admin.audit import AuditEntry
+from trioproxy.admin.sessions import Principal
 from trioproxy.dashboard import snapshot
-from trioproxy.dashboard.actions import ActionError, flush_cache, set_limits
+from trioproxy.dashboard.access import Access
+from trioproxy.dashboard.actions import ActionError, flush_cache
+from trioproxy.dashboard.budgets import EditError, edit_limits, from_form
 from trioproxy.edge.app import Gateway
 
 REFRESH_S = 5
 CACHE_WINDOW_DAYS = 7
+AUDIT_PAGE = 50
 
-Context = Callable[[Gateway], Awaitable[dict[str, Any]]]
-
-
-async def overview_context(gw: Gateway) -> dict[str, Any]:
-    return {"overview": await snapshot.overview(gw)}
+Context = Callable[[Gateway, Principal], Awaitable[dict[str, Any]]]
 
 
-async def budgets_context(gw: Gateway) -> dict[str, Any]:
-    teams = []
-    for team in snapshot.known_teams(gw):
-        day, month = await snapshot.team_usage(gw, team)
-        teams.append({"team": team, "day": day, "month": month})
-    return {"teams": teams, "timezone": gw.settings.budgets.timezone}
+def row_id(team: str) -> str:
+    """A safe HTML id for a team's row (team names may hold any character)."""
+    return "t-" + hashlib.sha256(team.encode()).hexdigest()[:12]
 
 
-async def providers_context(gw: Gateway) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class BudgetRow:
+    team: str
+    id: str
+    day: snapshot.Usage
+    month: snapshot.Usage
+
+
+async def budget_row(gw: Gateway, team: str) -> BudgetRow:
+    day, month = await snapshot.team_usage(gw, team)
+    return BudgetRow(team, row_id(team), day, month)
+
+
+async def overview_context(gw: Gateway, who: Principal) -> dict[str, Any]:
+    return {"overview": await snapshot.overview(gw, visible=who.may_see)}
+
+
+async def budgets_context(gw: Gateway, who: Principal) -> dict[str, Any]:
+    teams = [t for t in await snapshot.all_teams(gw) if who.may_see(t)]
+    gate = snapshot.gate_of(gw)
+    return {
+        "rows": [await budget_row(gw, t) for t in teams],
+        "timezone": gw.settings.budgets.timezone,
+        "limits_ttl_s": gate.limits_ttl_s if gate is not None else None,
+    }
+
+
+async def providers_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     return {"providers": snapshot.providers(gw)}
 
 
-async def cache_context(gw: Gateway) -> dict[str, Any]:
+async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     since = snapshot.utc_day_start(dt.datetime.now(dt.UTC)) - dt.timedelta(
         days=CACHE_WINDOW_DAYS - 1
     )
@@ -47,33 +75,50 @@ async def cache_context(gw: Gateway) -> dict[str, Any]:
     exact_stats = getattr(cache.exact, "statistics", None) if cache is not None else None
     return {
         "enabled": cache is not None,
-        "rows": await snapshot.cache_rows(gw, since),
+        "rows": [r for r in await snapshot.cache_rows(gw, since) if who.may_see(r.team)],
         "window_days": CACHE_WINDOW_DAYS,
         "ledger": snapshot.ledger_of(gw) is not None,
         "semantic": semantic,
         "writer": cache.writer.statistics() if cache is not None else None,
         "exact": exact_stats() if callable(exact_stats) else None,
         "routes": snapshot.cached_routes(gw),
-        "teams": snapshot.known_teams(gw),
+        "teams": [t for t in await snapshot.all_teams(gw) if who.may_see(t)],
     }
 
 
-PAGES: dict[str, tuple[str, Context]] = {
-    "overview": ("Overview", overview_context),
-    "budgets": ("Budgets", budgets_context),
-    "providers": ("Providers", providers_context),
-    "cache": ("Cache", cache_context),
+@dataclass(frozen=True, slots=True)
+class Page:
+    title: str
+    context: Context
+    live: bool
+    """Refreshes its panel every ``REFRESH_S`` (pages with forms being edited do not)."""
+
+
+PAGES: dict[str, Page] = {
+    "overview": Page("Overview", overview_context, True),
+    "budgets": Page("Budgets", budgets_context, False),
+    "providers": Page("Providers", providers_context, True),
+    "cache": Page("Cache", cache_context, True),
+    "audit": Page("Audit log", lambda gw, who: _nothing(), False),
 }
 
 
-def install(app: Quart, gw: Gateway) -> None:
-    async def render(page: str, *, panel: bool, **extra: Any) -> str:
-        title, context = PAGES[page]
-        values = await context(gw)
+async def _nothing() -> dict[str, Any]:
+    return {}
+
+
+def install(app: Quart, acc: Access) -> None:
+    gw = acc.gw
+
+    async def render(page: str, *, panel: bool, status: int = 200, **extra: Any) -> Any:
+        spec = PAGES[page]
+        values = await spec.context(gw, g.principal)
         template = f"panels/{page}.html" if panel else "page.html"
-        return await render_template(
-            template, page=page, title=title, pages=PAGES, refresh_s=REFRESH_S, **values, **extra
-        )
+        html = await render_template(
+            template, page=page, spec=spec, title=spec.title, pages=PAGES,
+            refresh_s=REFRESH_S, **values, **extra,
+        )  # fmt: skip
+        return html, status
 
     @app.get("/")
     async def home() -> ResponseReturnValue:
@@ -81,34 +126,91 @@ def install(app: Quart, gw: Gateway) -> None:
 
     @app.get("/<page>")
     async def page_view(page: str) -> ResponseReturnValue:
-        if page not in PAGES:
+        if page not in PAGES or page == "audit":
             raise NotFound()
         return await render(page, panel=False)
 
     @app.get("/panel/<page>")
     async def panel_view(page: str) -> ResponseReturnValue:
-        if page not in PAGES:
+        if page not in PAGES or page == "audit":
             raise NotFound()
         return await render(page, panel=True)
 
-    @app.post("/budgets")
-    async def edit_budget() -> ResponseReturnValue:
+    # --- budgets --------------------------------------------------------------------
+
+    async def row_answer(team: str, status: int, **message: Any) -> ResponseReturnValue:
+        row = await budget_row(gw, team)
+        if request.headers.get("HX-Request") == "true":
+            html = await render_template("fragments/budget_row.html", r=row, msg=message)
+            return html, status
+        return await render("budgets", panel=False, status=status, msg_for=team, msg=message)
+
+    async def edit(team: str) -> ResponseReturnValue:
         form = await request.form
-        team = form.get("team", "").strip()
+        known = set(await snapshot.all_teams(gw))
+        if team not in known or not g.principal.may_see(team):
+            return await render("budgets", panel=False, status=404, page_error=f"Unknown team {team!r}.")
         try:
-            await set_limits(gw, team, form.get("daily_usd"), form.get("monthly_usd"))
+            daily, monthly = await edit_limits(
+                gw, acc.store, g.principal, team, from_form(form), known=known, now=acc.clock()
+            )
+        except EditError as err:
+            return await row_answer(team, 400, fields=err.fields, values=dict(form))
         except ActionError as err:
-            return await render("budgets", panel=True, error=err.message), err.status
-        return await render("budgets", panel=True, notice=f"Limits of {team!r} saved.")
+            return await row_answer(team, err.status, error=err.message)
+        return await row_answer(team, 200, notice="Saved.")
+
+    @app.post("/budgets/<path:team>")
+    async def edit_budget(team: str) -> ResponseReturnValue:
+        return await edit(team)
+
+    @app.post("/budgets")
+    async def edit_budget_form() -> ResponseReturnValue:
+        return await edit((await request.form).get("team", "").strip())
+
+    @app.get("/budgets/row/<path:team>")
+    async def budget_row_view(team: str) -> ResponseReturnValue:
+        if team not in await snapshot.all_teams(gw) or not g.principal.may_see(team):
+            raise NotFound()
+        return await render_template("fragments/budget_row.html", r=await budget_row(gw, team), msg={})
+
+    # --- audit ----------------------------------------------------------------------
+
+    @app.get("/audit")
+    async def audit_view() -> ResponseReturnValue:
+        before = request.args.get("before", type=int)
+        action = request.args.get("action", "").strip() or None
+        entries: list[AuditEntry] = await acc.store.audit_log(
+            limit=AUDIT_PAGE + 1, before_seq=before, action=action
+        )
+        more = len(entries) > AUDIT_PAGE
+        return await render(
+            "audit", panel=False, entries=entries[:AUDIT_PAGE], more=more, action=action or "",
+            tz=snapshot.zone(gw),
+        )  # fmt: skip
+
+    # --- cache ----------------------------------------------------------------------
 
     @app.post("/cache/flush")
     async def flush() -> ResponseReturnValue:
         form = await request.form
+        team = form.get("team", "").strip()
         try:
-            result = await flush_cache(gw, form.get("team", ""), form.get("route", ""))
+            if team not in await snapshot.all_teams(gw) or not g.principal.may_see(team):
+                raise ActionError(f"unknown team {team!r}", 404)
+            result = await flush_cache(gw, team, form.get("route", ""))
+            await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "cache.flush",
+                                             f"{team}/{result.route}", "",
+                                             f"{result.exact} exact, {result.semantic} semantic"))  # fmt: skip
         except ActionError as err:
-            return await render_template("fragments/flush.html", error=err.message), err.status
-        return await render_template("fragments/flush.html", result=result)
+            html = await render_template("fragments/flush.html", error=err.message)
+            if request.headers.get("HX-Request") != "true":
+                return await render("cache", panel=False, status=err.status, flush_html=html)
+            return html, err.status
+        html = await render_template("fragments/flush.html", result=result)
+        if request.headers.get("HX-Request") != "true":
+            return await render("cache", panel=False, flush_html=html)
+        return html
 
 
-__all__ = ["PAGES", "REFRESH_S", "install"]
+__all__ = ["PAGES", "REFRESH_S", "install", "row_id"]

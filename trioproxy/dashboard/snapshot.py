@@ -8,7 +8,7 @@ the breakers, the request handler's in-flight count and the response cache.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -108,6 +108,20 @@ def known_teams(gw: Gateway, *more: Sequence[str]) -> list[str]:
     return sorted(teams)
 
 
+TEAM_LOOKBACK_DAYS = 62
+"""Teams with spend in the ledger over this many days count as known (besides config)."""
+
+
+async def all_teams(gw: Gateway) -> list[str]:
+    """Every team with a key, a configured budget, or spend in the last two months."""
+    since = utc_day_start(dt.datetime.now(dt.UTC)) - dt.timedelta(days=TEAM_LOOKBACK_DAYS)
+    return known_teams(gw, [r.group[0] for r in await rollup(gw, ["team"], since)])
+
+
+def zone(gw: Gateway) -> ZoneInfo:
+    return ZoneInfo(gw.settings.budgets.timezone)
+
+
 async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[ReportRow]:
     backend = ledger_of(gw)
     return [] if backend is None else await backend.query(by=by, since=since)
@@ -153,7 +167,9 @@ async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
     return out[0], out[1]
 
 
-async def overview(gw: Gateway, now: dt.datetime | None = None) -> Overview:
+async def overview(
+    gw: Gateway, now: dt.datetime | None = None, visible: Callable[[str], bool] = lambda t: True
+) -> Overview:
     now = now or dt.datetime.now(dt.UTC)
     today = utc_day_start(now)
     day_rows = {r.group[0]: Totals.of(r) for r in await rollup(gw, ["team"], today)}
@@ -162,6 +178,8 @@ async def overview(gw: Gateway, now: dt.datetime | None = None) -> Overview:
     }
     rows = []
     for team in known_teams(gw, list(month_rows)):
+        if not visible(team):
+            continue
         day, month = await team_usage(gw, team)
         rows.append(
             TeamRow(team, day, month, day_rows.get(team, Totals()), month_rows.get(team, Totals()))
@@ -243,6 +261,7 @@ __all__ = [
     "TeamRow",
     "Totals",
     "Usage",
+    "all_teams",
     "cache_rows",
     "cached_routes",
     "known_teams",
@@ -251,4 +270,5 @@ __all__ = [
     "providers",
     "rollup",
     "team_usage",
+    "zone",
 ]

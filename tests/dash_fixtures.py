@@ -1,0 +1,80 @@
+"""The dashboard under Quart's test client: a real gateway (demo config over the simulator,
+SQLite budget store, durable ledger, admin store), its services running in the test's
+nursery, no HTTP server in between."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart_trio import QuartTrio
+
+from tests.fixtures_gateway import DEMO_KEY, start_simulator
+from trioproxy.admin.passwords import hash_password
+from trioproxy.config import demo_settings, hash_key
+from trioproxy.config.model import ApiKeyConfig, DashboardConfig, DashboardUser, Settings
+from trioproxy.edge.app import Gateway
+from trioproxy.server.factory import build_gateway
+
+READER_KEY = "tp-reader-key-not-admin"
+PASSWORDS = {"alice": "alice-password-1", "victor": "victor-password-1", "tess": "tess-pw-1"}
+_HASHES = {name: hash_password(pw, log2_n=10) for name, pw in PASSWORDS.items()}
+
+
+@dataclass
+class Dash:
+    gw: Gateway
+    app: QuartTrio
+    settings: Settings
+    sim_url: str
+
+
+def settings_for(sim_url: str, **dashboard: Any) -> Settings:
+    settings = demo_settings(sim_url, DEMO_KEY, state_dir=tempfile.mkdtemp(prefix="tp-dash-"))
+    reader = ApiKeyConfig(
+        name="reader", key_hash=hash_key(READER_KEY), team="ops", user="rita", admin=False
+    )
+    users = {
+        "alice": DashboardUser("alice", _HASHES["alice"], "admin"),
+        "victor": DashboardUser("victor", _HASHES["victor"], "viewer"),
+        "tess": DashboardUser("tess", _HASHES["tess"], "admin", frozenset({"ops"})),
+    }
+    cfg = dataclasses.replace(DashboardConfig(users=users), **dashboard)
+    return dataclasses.replace(
+        settings, api_keys={**settings.api_keys, reader.key_hash: reader}, dashboard=cfg
+    )
+
+
+async def start_dash(nursery: trio.Nursery, **dashboard: Any) -> Dash:
+    sim = await start_simulator(nursery)
+    settings = settings_for(sim.url, **dashboard)
+    gw = build_gateway(settings)
+    for service in gw.services:
+        await nursery.start(service)
+    gw.ready = True
+    assert isinstance(gw.inner, QuartTrio)
+    return Dash(gw, gw.inner, settings, sim.url)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None, "no CSRF field on the page"
+    return found.group(1)
+
+
+async def sign_in(client: Any, user: str = "alice", password: str | None = None) -> str:
+    """Sign in through the form; returns the session's CSRF token (read from a page)."""
+    r = await client.post(
+        "/login", form={"user": user, "password": password or PASSWORDS[user], "next": "/"}
+    )
+    assert r.status_code == 303, await r.get_data(as_text=True)
+    page = await client.get("/budgets")
+    assert page.status_code == 200
+    return csrf_of(await page.get_data(as_text=True))
+
+
+__all__ = ["PASSWORDS", "READER_KEY", "Dash", "csrf_of", "sign_in", "start_dash"]

@@ -1,0 +1,317 @@
+"""Every dashboard page, form and error path through Quart's test client (no HTTP server):
+sign-in, sessions, CSRF, roles, budget edits and the audit log."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+import trio
+
+from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash
+from tests.fixtures_gateway import DEMO_KEY
+from trioproxy.dashboard.access import COOKIE, Access
+
+HX = {"HX-Request": "true"}
+
+
+def access(d: Dash) -> Access:
+    acc = d.app.extensions["trioproxy_access"]
+    assert isinstance(acc, Access)
+    return acc
+
+
+async def text(r: object) -> str:
+    return await r.get_data(as_text=True)  # type: ignore[attr-defined, no-any-return]
+
+
+async def limits(d: Dash, team: str = "demo") -> tuple[int | None, int | None]:
+    assert d.gw.admission is not None
+    got = await d.gw.admission.gate.store.get_team_limits(team)
+    return (None, None) if got is None else (got.daily_micros, got.monthly_micros)
+
+
+def row(html: str, team: str) -> str:
+    found = re.search(rf'<tr id="t-[0-9a-f]+" data-team="{team}">(.*?)</tr>', html, re.S)
+    assert found is not None, f"no row for {team}"
+    return found.group(1)
+
+
+# --- sign-in -------------------------------------------------------------------------
+
+
+async def test_sign_in_pages_and_redirects(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    r = await c.get("/providers?x=1")
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/providers%3Fx%3D1"
+    form = await text(await c.get(r.headers["location"]))
+    assert 'name="next" value="/providers?x=1"' in form and 'name="password"' in form
+    # an htmx poll after the session ended goes back to the page, never to the panel
+    r = await c.get("/panel/overview", headers={**HX, "HX-Current-URL": "http://h/cache?a=1"})
+    assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login?next=/cache%3Fa%3D1"
+    r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"],
+                                     "next": "//evil.example/x"})  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in cookie and "Max-Age=43200" in cookie
+    for page in ("/", "/budgets", "/providers", "/cache", "/audit"):
+        got = await c.get(page)
+        assert got.status_code == 200, page
+        assert "alice · admin" in await text(got)
+    for panel in ("overview", "providers", "cache", "budgets"):
+        assert (await c.get(f"/panel/{panel}")).status_code == 200
+    assert (await c.get("/nope")).status_code == 404
+    assert (await c.get("/panel/nope")).status_code == 404
+
+
+async def test_secure_cookie_when_configured(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery, secure_cookies=True)
+    c = d.app.test_client()
+    r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"]})
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+
+
+async def test_api_key_sign_in_and_bearer_api(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    r = await c.post("/login", form={"user": "", "password": "tp-reader-key-not-admin"})
+    assert r.status_code == 401 and "Not an admin API key" in await text(r)
+    r = await c.post("/login", form={"user": "", "password": DEMO_KEY})
+    assert r.status_code == 303
+    assert "key:demo · admin" in await text(await c.get("/"))
+    api = d.app.test_client()
+    assert (await api.get("/admin/api/budgets/demo")).status_code == 401
+    bearer = {"Authorization": f"Bearer {DEMO_KEY}"}
+    assert (await api.get("/admin/api/budgets/demo", headers=bearer)).status_code == 200
+    reader = {"Authorization": "Bearer tp-reader-key-not-admin"}
+    assert (await api.get("/admin/api/budgets/demo", headers=reader)).status_code == 403
+
+
+async def test_failed_sign_ins_are_logged_and_throttled(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = await start_dash(nursery, login_attempts=3, login_window_s=60)
+    acc = access(d)
+    now = [1_000_000.0]
+    acc.clock = lambda: now[0]
+    c = d.app.test_client()
+    caplog.set_level(logging.WARNING, "trioproxy.dashboard.access")
+    for _ in range(3):
+        r = await c.post("/login", form={"user": "alice", "password": "wrong"})
+        assert r.status_code == 401 and "Wrong user name or password" in await text(r)
+    assert sum("sign-in failed: user='alice'" in m for m in caplog.messages) == 3
+    r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"]})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) == 60
+    assert "set-cookie" not in r.headers and any("throttled" in m for m in caplog.messages)
+    # the client address is throttled too: another user name from it is refused
+    r = await c.post("/login", form={"user": "victor", "password": PASSWORDS["victor"]})
+    assert r.status_code == 429
+    # an unknown user costs a failure like a wrong password (no user enumeration)
+    now[0] += 61
+    r = await c.post("/login", form={"user": "nobody", "password": "x"})
+    assert r.status_code == 401 and "Wrong user name or password" in await text(r)
+    r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"]})
+    assert r.status_code == 303
+
+
+# --- sessions ------------------------------------------------------------------------
+
+
+async def test_logout_revokes_the_session_on_the_server(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"]})
+    token = r.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    csrf = csrf_of(await text(await c.get("/budgets")))
+    copy = d.app.test_client()
+    copy.set_cookie("localhost", COOKIE, token)
+    assert (await copy.get("/")).status_code == 200
+    assert (await c.post("/logout", form={})).status_code == 403  # no CSRF token: refused
+    r = await c.post("/logout", form={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert (await copy.get("/")).status_code == 303  # the copied cookie is dead too
+    assert (await c.get("/")).status_code == 303
+
+
+async def test_absolute_and_idle_lifetimes(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery, session_idle_s=600, session_max_s=3600)
+    acc = access(d)
+    now = [5_000_000.0]
+    acc.clock = lambda: now[0]
+    c = d.app.test_client()
+    await sign_in(c)
+    # polls every 5 minutes are not activity: the session idles out after 10 minutes
+    now[0] += 300
+    assert (await c.get("/panel/overview", headers=HX)).status_code == 200
+    now[0] += 301
+    r = await c.get("/panel/overview", headers=HX)
+    assert r.status_code == 401 and "HX-Redirect" in r.headers
+    # user activity keeps a session alive, but never past the absolute lifetime
+    await sign_in(c)
+    for _ in range(7):
+        now[0] += 500
+        assert (await c.get("/budgets")).status_code == 200
+    now[0] += 500  # 4,000 s after sign-in
+    assert (await c.get("/budgets")).status_code == 303
+
+
+# --- CSRF and roles --------------------------------------------------------------------
+
+
+async def test_every_change_needs_the_sessions_csrf_token(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/budgets/demo", form={"daily_usd": "5"})
+    assert r.status_code == 403 and (await limits(d)) == (None, None)
+    r = await c.post("/budgets/demo", form={"daily_usd": "5", "csrf": "forged"})
+    assert r.status_code == 403 and (await limits(d)) == (None, None)
+    r = await c.put("/admin/api/budgets/demo", json={"daily_usd": 5})
+    assert r.status_code == 403
+    r = await c.post("/cache/flush", form={"team": "demo", "route": "chat"})
+    assert r.status_code == 403
+    other = d.app.test_client()
+    other_csrf = await sign_in(other)
+    assert other_csrf != csrf
+    r = await c.post("/budgets/demo", form={"daily_usd": "5", "csrf": other_csrf})
+    assert r.status_code == 403  # tokens are per session
+    r = await c.post("/budgets/demo", form={"daily_usd": "5"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and (await limits(d)) == (5_000_000, None)
+
+
+async def test_viewers_read_and_team_limited_admins_see_their_teams(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    viewer = d.app.test_client()
+    csrf = await sign_in(viewer, "victor")
+    page = await text(await viewer.get("/budgets"))
+    assert "readonly" in page and ">Save<" not in page
+    r = await viewer.post("/budgets/demo", form={"daily_usd": "1", "csrf": csrf})
+    assert r.status_code == 403 and "Viewers cannot change" in await text(r)
+    assert (await limits(d)) == (None, None)
+    assert (await viewer.post("/logout", form={"csrf": csrf})).status_code == 303
+
+    tess = d.app.test_client()
+    csrf = await sign_in(tess, "tess")
+    page = await text(await tess.get("/budgets"))
+    assert 'data-team="ops"' in page and 'data-team="demo"' not in page
+    assert 'data-team="demo"' not in await text(await tess.get("/"))
+    r = await tess.post("/budgets/demo", form={"daily_usd": "1", "csrf": csrf})
+    assert r.status_code == 404 and (await limits(d)) == (None, None)
+    r = await tess.post("/budgets/ops", form={"daily_usd": "1", "csrf": csrf})
+    assert r.status_code == 200 and (await limits(d, "ops")) == (1_000_000, None)
+
+
+# --- budgets ------------------------------------------------------------------------
+
+
+async def test_editing_one_limit_keeps_the_other_and_is_audited(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/budgets/demo", form={"daily_usd": "5", "monthly_usd": "100", "csrf": csrf})
+    assert r.status_code == 200 and (await limits(d)) == (5_000_000, 100_000_000)
+    page = await text(r)  # no htmx: the whole page, the message in the row
+    assert "<html" in page and "Saved." in row(page, "demo")
+    assert 'value="5"' in row(page, "demo") and 'value="100"' in row(page, "demo")
+    # only the daily field: the monthly limit stays (the issue's data loss)
+    r = await c.post("/budgets/demo", form={"daily_usd": "7", "monthly_usd": "", "csrf": csrf},
+                     headers=HX)  # fmt: skip
+    fragment = await text(r)
+    assert r.status_code == 200 and fragment.lstrip().startswith("<tr")
+    assert "Saved." in fragment and "Dismiss" in fragment
+    assert (await limits(d)) == (7_000_000, 100_000_000)
+    # removing a limit is explicit
+    r = await c.post("/budgets/demo", form={"clear_monthly_usd": "on", "csrf": csrf})
+    assert r.status_code == 200 and (await limits(d)) == (7_000_000, None)
+    # the messages stay until dismissed: the budgets page does not poll
+    assert 'hx-trigger="every' not in await text(await c.get("/budgets"))
+    dismissed = await text(await c.get("/budgets/row/demo", headers=HX))
+    assert "Saved." not in dismissed and 'data-team="demo"' in dismissed
+
+    audit = await text(await c.get("/audit"))
+    rows = re.findall(r'<td data-label="Before" class="old">([^<]*)</td>\s*'
+                      r'<td data-label="After" class="new">([^<]*)</td>', audit)  # fmt: skip
+    assert rows == [
+        ("daily $7, monthly $100", "daily $7, monthly none"),
+        ("daily $5, monthly $100", "daily $7, monthly $100"),
+        ("daily none, monthly none", "daily $5, monthly $100"),
+    ]
+    assert audit.count("<td data-label=\"Who\">alice</td>") == 3
+    assert "budget.set" in await text(await c.get("/audit?action=budget."))
+    assert "budget.set" not in await text(await c.get("/audit?action=cache."))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1e13", "at most 1,000,000,000 USD"),
+        ("-3", "non-negative"),
+        ("lots", "must be a number"),
+        ("nan", "finite"),
+        ("inf", "finite"),
+        ("1" * 400, "finite"),
+    ],
+)
+async def test_bad_limits_are_400_next_to_their_field(
+    nursery: trio.Nursery, value: str, message: str
+) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    await c.post("/budgets/demo", form={"daily_usd": "5", "monthly_usd": "50", "csrf": csrf})
+    r = await c.post("/budgets/demo", form={"daily_usd": "6", "monthly_usd": value, "csrf": csrf},
+                     headers=HX)  # fmt: skip
+    fragment = await text(r)
+    assert r.status_code == 400
+    assert re.search(r'name="monthly_usd"[^>]*aria-invalid="true"', fragment, re.S)
+    assert not re.search(r'name="daily_usd"[^>]*aria-invalid', fragment, re.S)
+    assert message in fragment
+    assert (await limits(d)) == (5_000_000, 50_000_000)  # nothing written, not even daily
+    api = await c.put("/admin/api/budgets/demo", json={"monthly_usd": value},
+                      headers={"X-CSRF-Token": csrf})  # fmt: skip
+    assert api.status_code == 400
+    assert message in (await api.get_json())["error"]["fields"]["monthly_usd"]
+
+
+async def test_unknown_teams_are_refused(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/budgets/alpah", form={"daily_usd": "5", "csrf": csrf})
+    assert r.status_code == 404 and "Unknown team &#39;alpah&#39;" in await text(r)
+    assert (await limits(d, "alpah")) == (None, None)
+    bearer = {"Authorization": f"Bearer {DEMO_KEY}"}
+    api = d.app.test_client()
+    r = await api.put("/admin/api/budgets/alpah", json={"daily_usd": 5}, headers=bearer)
+    assert r.status_code == 404 and "unknown team" in (await r.get_json())["error"]["message"]
+    assert (await api.get("/admin/api/budgets/alpah", headers=bearer)).status_code == 404
+    r = await api.post("/admin/api/cache/flush", json={"team": "alpah", "route": "chat"},
+                       headers=bearer)  # fmt: skip
+    assert r.status_code == 404
+    r = await c.post("/cache/flush", form={"team": "alpah", "route": "chat", "csrf": csrf})
+    assert r.status_code == 404 and "unknown team" in await text(r)
+    # the JSON API: a key left out keeps, null removes, unknown fields are refused
+    r = await api.put("/admin/api/budgets/demo", json={"monthly_usd": 9}, headers=bearer)
+    assert r.status_code == 200 and (await limits(d)) == (None, 9_000_000)
+    r = await api.put("/admin/api/budgets/demo", json={"daily_usd": 2}, headers=bearer)
+    assert (await r.get_json())["monthly_usd"] == 9 and (await limits(d)) == (2_000_000, 9_000_000)
+    r = await api.put("/admin/api/budgets/demo", json={"daily": 2}, headers=bearer)
+    assert r.status_code == 400
+    r = await api.put("/admin/api/budgets/demo", json={"daily_usd": None}, headers=bearer)
+    assert r.status_code == 200 and (await limits(d)) == (None, 9_000_000)
+    log = await text(await c.get("/audit"))
+    assert "key:demo" in log and "alpah" not in log
+
+
+async def test_cache_flush_form_without_javascript_is_audited(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/cache/flush", form={"team": "demo", "route": "chat", "csrf": csrf})
+    page = await text(r)
+    assert r.status_code == 200 and "<html" in page and "Flushed 0 exact" in page
+    assert "cache.flush" in await text(await c.get("/audit"))

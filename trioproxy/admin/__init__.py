@@ -1,0 +1,5 @@
+"""Dashboard accounts and their state: users, sessions, sign-in throttling, the audit log.
+
+Pure rules live in :mod:`.passwords` and :mod:`.sessions`; :mod:`.store` keeps the state
+that every worker process must share (SQLite under ``storage.state_dir``).
+"""

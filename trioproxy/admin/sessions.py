@@ -1,0 +1,111 @@
+"""Who is signed in, for how long, and how many wrong passwords a sign-in may try (pure).
+
+* A session has an **absolute** lifetime from sign-in (never extended) and an **idle**
+  lifetime since the last request the user made. Background refreshes (the pages' polls)
+  are not user activity: they extend neither.
+* The browser holds a random token; the store keeps only its SHA-256, so a copy of the
+  store does not sign anyone in. Logout deletes the row: a copied cookie stops working.
+* Each session has its own CSRF token, sent back by every state-changing request.
+* Sign-in failures are counted per user name and per client address over a sliding
+  window; at the limit, attempts are refused until the oldest failure leaves the window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["admin", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "viewer")
+TOUCH_EVERY_S = 30.0
+"""Idle time is tracked to this granularity (one store write per user per 30 s at most)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Someone allowed in: a dashboard user, or the holder of an admin API key."""
+
+    name: str
+    role: Role
+    teams: frozenset[str] | None = None
+    """The teams this user may see and change; None = all."""
+    via: Literal["password", "api-key"] = "password"
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role == "admin"
+
+    def may_see(self, team: str) -> bool:
+        return self.teams is None or team in self.teams
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    idle_s: float = 30 * 60.0
+    max_s: float = 12 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id_hash: str
+    principal: Principal
+    csrf: str
+    created: float
+    last_seen: float
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def new_session(principal: Principal, now: float) -> tuple[str, Session]:
+    """A fresh session and the token to give the browser (shown nowhere else)."""
+    token = new_token()
+    return token, Session(token_hash(token), principal, new_token(), now, now)
+
+
+def session_state(s: Session, now: float, policy: SessionPolicy) -> Literal["ok", "idle", "expired"]:
+    if now >= s.created + policy.max_s:
+        return "expired"
+    if now >= s.last_seen + policy.idle_s:
+        return "idle"
+    return "ok"
+
+
+def needs_touch(s: Session, now: float) -> bool:
+    return now - s.last_seen >= TOUCH_EVERY_S
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    attempts: int = 10
+    """Failed sign-ins allowed per subject (user name, client address) per window."""
+    window_s: float = 300.0
+
+    def retry_after(self, failures: int, oldest: float | None, now: float) -> int | None:
+        """Seconds until the next attempt may be tried, or None if it may be tried now."""
+        if failures < self.attempts or oldest is None:
+            return None
+        return max(1, math.ceil(oldest + self.window_s - now))
+
+
+__all__ = [
+    "ROLES",
+    "Principal",
+    "Role",
+    "Session",
+    "SessionPolicy",
+    "Throttle",
+    "needs_touch",
+    "new_session",
+    "new_token",
+    "session_state",
+    "token_hash",
+]

@@ -1,0 +1,231 @@
+"""Shared dashboard state in one SQLite file (``admin.sqlite3`` in ``storage.state_dir``).
+
+Sessions, sign-in failures, the audit log and users created in the dashboard. Every
+worker process of a host opens the same file (WAL, ``busy_timeout``), so a logout,
+a new user or a throttled sign-in holds on every worker at once. Several hosts need a
+shared store: not implemented yet (they would each keep their own).
+
+Every call runs in a worker thread behind a ``CapacityLimiter(1)`` and under
+``trio.fail_after(CALL_TIMEOUT_S)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar, cast
+
+import trio
+
+from trioproxy.admin.audit import AuditEntry
+from trioproxy.admin.sessions import Principal, Role, Session
+
+T = TypeVar("T")
+FILE_NAME = "admin.sqlite3"
+CALL_TIMEOUT_S = 5.0
+BUSY_TIMEOUT_MS = 4_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions(
+  id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
+  via TEXT NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS login_failures(subject TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, ts);
+CREATE TABLE IF NOT EXISTS audit(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, target TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users(
+  name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
+  created REAL NOT NULL, created_by TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    name: str
+    password_hash: str
+    role: Role
+    teams: frozenset[str] | None
+    created: float
+    created_by: str
+
+
+def _teams_out(teams: frozenset[str] | None) -> str | None:
+    return None if teams is None else json.dumps(sorted(teams))
+
+
+def _teams_in(raw: str | None) -> frozenset[str] | None:
+    return None if raw is None else frozenset(json.loads(raw))
+
+
+class AdminStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._limiter = trio.CapacityLimiter(1)
+
+    @classmethod
+    def open_sync(cls, state_dir: str | Path) -> AdminStore:
+        """Open (creating the file and schema); cheap, safe before the event loop runs."""
+        path = Path(state_dir) / FILE_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(_SCHEMA)
+        return cls(conn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with trio.fail_after(CALL_TIMEOUT_S):
+            return await trio.to_thread.run_sync(
+                fn, self._conn, limiter=self._limiter, abandon_on_cancel=True
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def create_session(self, s: Session, *, purge_before: float) -> None:
+        """Store a new session; drop sessions that ended before ``purge_before``."""
+        p = s.principal
+
+        def op(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM sessions WHERE created < ?", (purge_before,))
+                db.execute(
+                    "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?)",
+                    (s.id_hash, p.name, p.role, _teams_out(p.teams), p.via, s.csrf,
+                     s.created, s.last_seen),
+                )  # fmt: skip
+
+        await self._run(op)
+
+    async def get_session(self, id_hash: str) -> Session | None:
+        def op(db: sqlite3.Connection) -> Session | None:
+            row = db.execute(
+                "SELECT user, role, teams, via, csrf, created, last_seen FROM sessions "
+                "WHERE id_hash = ?",
+                (id_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            user, role, teams, via, csrf, created, last_seen = row
+            principal = Principal(user, role, _teams_in(teams), via)
+            return Session(id_hash, principal, csrf, created, last_seen)
+
+        return await self._run(op)
+
+    async def touch_session(self, id_hash: str, now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash)
+            )
+        )
+
+    async def revoke_session(self, id_hash: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def revoke_user(self, user: str) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            return int(db.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount)
+
+        return await self._run(op)
+
+    # --- sign-in failures -------------------------------------------------------------
+
+    async def failures(self, subjects: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        """Per subject with failures since ``since``: (count, oldest time)."""
+
+        def op(db: sqlite3.Connection) -> dict[str, tuple[int, float]]:
+            out: dict[str, tuple[int, float]] = {}
+            for subject in subjects:
+                n, oldest = db.execute(
+                    "SELECT COUNT(*), MIN(ts) FROM login_failures WHERE subject = ? AND ts >= ?",
+                    (subject, since),
+                ).fetchone()
+                if n:
+                    out[subject] = (int(n), float(oldest))
+            return out
+
+        return await self._run(op)
+
+    async def record_failure(self, subjects: Sequence[str], now: float, *, keep_after: float) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM login_failures WHERE ts < ?", (keep_after,))
+                db.executemany(
+                    "INSERT INTO login_failures VALUES (?, ?)", [(s, now) for s in subjects]
+                )
+
+        await self._run(op)
+
+    async def clear_failures(self, subject: str) -> None:
+        await self._run(
+            lambda db: db.execute("DELETE FROM login_failures WHERE subject = ?", (subject,))
+        )
+
+    # --- audit ----------------------------------------------------------------------
+
+    async def audit(self, entry: AuditEntry) -> None:
+        e = entry
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO audit(ts, actor, action, target, old, new) VALUES (?,?,?,?,?,?)",
+                (e.ts, e.actor, e.action, e.target, e.old, e.new),
+            )
+        )
+
+    async def audit_log(
+        self, *, limit: int = 100, before_seq: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; ``before_seq`` pages back; ``action`` filters by prefix."""
+
+        def op(db: sqlite3.Connection) -> list[AuditEntry]:
+            sql = "SELECT ts, actor, action, target, old, new, seq FROM audit WHERE seq < ?"
+            params: list[object] = [before_seq if before_seq is not None else 2**62]
+            if action:
+                sql += " AND action LIKE ? ESCAPE '\\'"
+                params.append(action.replace("\\", "\\\\").replace("%", "\\%") + "%")
+            sql += " ORDER BY seq DESC LIMIT ?"
+            params.append(limit)
+            return [AuditEntry(*row) for row in db.execute(sql, params).fetchall()]
+
+        return await self._run(op)
+
+    # --- users ----------------------------------------------------------------------
+
+    async def users(self) -> list[StoredUser]:
+        def op(db: sqlite3.Connection) -> list[StoredUser]:
+            rows = db.execute(
+                "SELECT name, password_hash, role, teams, created, created_by FROM users "
+                "ORDER BY name"
+            ).fetchall()
+            return [
+                StoredUser(n, h, cast(Role, r), _teams_in(t), c, b) for n, h, r, t, c, b in rows
+            ]
+
+        return await self._run(op)
+
+    async def user(self, name: str) -> StoredUser | None:
+        return next((u for u in await self.users() if u.name == name), None)
+
+    async def put_user(self, u: StoredUser) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO users VALUES (?,?,?,?,?,?)",
+                (u.name, u.password_hash, u.role, _teams_out(u.teams), u.created, u.created_by),
+            )
+        )
+
+    async def delete_user(self, name: str) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+
+        return await self._run(op)
+
+
+__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "StoredUser"]
