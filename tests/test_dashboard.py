@@ -18,7 +18,6 @@ import httpx
 import trio
 
 from tests.dash_fixtures import csrf_of
-
 from tests.fixtures_gateway import DEMO_KEY, Running, start_gateway, start_simulator
 from trioproxy.config import demo_settings, hash_key
 from trioproxy.config.model import ApiKeyConfig

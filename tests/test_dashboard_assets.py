@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from tests.test_dashboard import start
+from trioproxy.config.model import DashboardConfig
 from trioproxy.dashboard.access import local_target
 from trioproxy.dashboard.paths import asset_dir, session_secret
 
@@ -47,6 +48,8 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
 
     class FakeGateway:  # only what create_dashboard reads at build time
         class settings:
+            dashboard = DashboardConfig()
+
             class storage:
                 state_dir = str(tmp_path)
 

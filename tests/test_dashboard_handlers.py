@@ -240,7 +240,7 @@ async def test_editing_one_limit_keeps_the_other_and_is_audited(nursery: trio.Nu
         ("daily $5, monthly $100", "daily $7, monthly $100"),
         ("daily none, monthly none", "daily $5, monthly $100"),
     ]
-    assert audit.count("<td data-label=\"Who\">alice</td>") == 3
+    assert audit.count('<td data-label="Who">alice</td>') == 3
     assert "budget.set" in await text(await c.get("/audit?action=budget."))
     assert "budget.set" not in await text(await c.get("/audit?action=cache."))
 

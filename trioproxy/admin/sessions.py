@@ -71,7 +71,9 @@ def new_session(principal: Principal, now: float) -> tuple[str, Session]:
     return token, Session(token_hash(token), principal, new_token(), now, now)
 
 
-def session_state(s: Session, now: float, policy: SessionPolicy) -> Literal["ok", "idle", "expired"]:
+def session_state(
+    s: Session, now: float, policy: SessionPolicy
+) -> Literal["ok", "idle", "expired"]:
     if now >= s.created + policy.max_s:
         return "expired"
     if now >= s.last_seen + policy.idle_s:

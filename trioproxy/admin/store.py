@@ -153,7 +153,9 @@ class AdminStore:
 
         return await self._run(op)
 
-    async def record_failure(self, subjects: Sequence[str], now: float, *, keep_after: float) -> None:
+    async def record_failure(
+        self, subjects: Sequence[str], now: float, *, keep_after: float
+    ) -> None:
         def op(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("DELETE FROM login_failures WHERE ts < ?", (keep_after,))

@@ -23,7 +23,6 @@ from typing import Literal, cast
 from trioproxy.config.fields import Table
 from trioproxy.config.model import DashboardConfig, DashboardUser
 
-
 _PASSWORD_HASH = re.compile(r"scrypt\$\d{2}\$\d{1,2}\$\d{1,2}\$[0-9a-f]{8,}\$[0-9a-f]{64}")
 """The shape :func:`trioproxy.admin.passwords.hash_password` writes."""
 

@@ -33,6 +33,7 @@ import trio
 from quart import Quart, Response, g, jsonify, redirect, render_template, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from trioproxy.admin.passwords import hash_password, verify_password
 from trioproxy.admin.sessions import (
@@ -50,6 +51,8 @@ from trioproxy.edge.app import Gateway
 from trioproxy.errors import GatewayError
 
 log = logging.getLogger(__name__)
+AnyResponse = Response | WerkzeugResponse
+"""What Quart's ``redirect`` (werkzeug) and our own answers (Quart) have in common."""
 
 LOGIN = "/login"
 LOGOUT = "/logout"
@@ -144,7 +147,7 @@ def has_body() -> bool:
     )
 
 
-async def drained(response: Response) -> Response:
+async def drained(response: AnyResponse) -> AnyResponse:
     """Read a refused request's body before answering; if that fails, close the connection."""
     if has_body():
         try:
@@ -157,23 +160,26 @@ async def drained(response: Response) -> Response:
     return response
 
 
-async def refuse(status: int, message: str) -> Response:
+async def refuse(status: int, message: str) -> AnyResponse:
     if request.path.startswith(API_PREFIX) or request.headers.get("HX-Request") != "true":
-        if request.path.startswith(API_PREFIX) or request.accept_mimetypes.best == "application/json":
+        if (
+            request.path.startswith(API_PREFIX)
+            or request.accept_mimetypes.best == "application/json"
+        ):
             return await drained(json_error(status, message))
         page = await render_template("error.html", status=status, message=message)
         return await drained(Response(page, status=status, content_type="text/html"))
     return await drained(Response(message, status=status, content_type="text/plain"))
 
 
-def set_cookie(response: Response, acc: Access, token: str) -> None:
+def set_cookie(response: AnyResponse, acc: Access, token: str) -> None:
     response.set_cookie(
         COOKIE, token, max_age=int(acc.cfg.session_max_s), httponly=True,
         samesite="Strict", secure=acc.cfg.secure_cookies, path="/",
     )  # fmt: skip
 
 
-def clear_cookie(response: Response, acc: Access) -> None:
+def clear_cookie(response: AnyResponse, acc: Access) -> None:
     response.delete_cookie(
         COOKIE, path="/", httponly=True, samesite="Strict", secure=acc.cfg.secure_cookies
     )
@@ -195,7 +201,9 @@ def install(app: Quart, acc: Access) -> None:
         auth = request.headers.get("Authorization")
         if auth is not None:
             try:
-                key = acc.gw.keys.authenticate({b"authorization": auth.encode("latin-1", "replace")})
+                key = acc.gw.keys.authenticate(
+                    {b"authorization": auth.encode("latin-1", "replace")}
+                )
             except GatewayError as err:
                 return await drained(json_error(401, err.message))
             if not key.admin:
@@ -250,9 +258,7 @@ def install(app: Quart, acc: Access) -> None:
             error = f"Too many failed sign-ins; try again in {wait} s."
             page = await render_template("login.html", next=target, user=name, error=error)
             return Response(page, status=429, headers={"Retry-After": str(wait)})
-        principal = (
-            await acc.password_user(name, password) if name else acc.key_principal(password)
-        )
+        principal = await acc.password_user(name, password) if name else acc.key_principal(password)
         if principal is None:
             await acc.store.record_failure(subjects, now, keep_after=now - throttle.window_s)
             log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
@@ -272,7 +278,7 @@ def install(app: Quart, acc: Access) -> None:
         if token:
             await acc.store.revoke_session(token_hash(token))
         log.info("dashboard sign-out: user=%r", g.principal.name if g.principal else None)
-        response = redirect(LOGIN, 303)
+        response: AnyResponse = redirect(LOGIN, 303)
         if request.headers.get("HX-Request") == "true":
             response = Response("", status=200, headers={"HX-Redirect": LOGIN})
         clear_cookie(response, acc)

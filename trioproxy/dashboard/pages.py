@@ -149,9 +149,11 @@ def install(app: Quart, acc: Access) -> None:
         form = await request.form
         known = set(await snapshot.all_teams(gw))
         if team not in known or not g.principal.may_see(team):
-            return await render("budgets", panel=False, status=404, page_error=f"Unknown team {team!r}.")
+            return await render(
+                "budgets", panel=False, status=404, page_error=f"Unknown team {team!r}."
+            )
         try:
-            daily, monthly = await edit_limits(
+            await edit_limits(
                 gw, acc.store, g.principal, team, from_form(form), known=known, now=acc.clock()
             )
         except EditError as err:
@@ -172,7 +174,9 @@ def install(app: Quart, acc: Access) -> None:
     async def budget_row_view(team: str) -> ResponseReturnValue:
         if team not in await snapshot.all_teams(gw) or not g.principal.may_see(team):
             raise NotFound()
-        return await render_template("fragments/budget_row.html", r=await budget_row(gw, team), msg={})
+        return await render_template(
+            "fragments/budget_row.html", r=await budget_row(gw, team), msg={}
+        )
 
     # --- audit ----------------------------------------------------------------------
 
