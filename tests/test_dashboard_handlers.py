@@ -315,3 +315,75 @@ async def test_cache_flush_form_without_javascript_is_audited(nursery: trio.Nurs
     page = await text(r)
     assert r.status_code == 200 and "<html" in page and "Flushed 0 exact" in page
     assert "cache.flush" in await text(await c.get("/audit"))
+
+
+# --- spend ------------------------------------------------------------------------------
+
+
+async def chat(d: Dash, content: str, key: str = DEMO_KEY) -> int:
+    """One request through the gateway's own ASGI app (the proxy path, not the dashboard)."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=d.gw)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
+        r = await c.post("/v1/chat/completions", json=body,
+                         headers={"authorization": f"Bearer {key}"})  # fmt: skip
+        return r.status_code
+
+
+async def ledger_has(d: Dash, requests: int) -> None:
+    from trioproxy.dashboard.snapshot import ledger_of
+
+    backend = ledger_of(d.gw)
+    assert backend is not None
+    with trio.fail_after(15):  # the ledger writes in batches
+        while True:
+            rows = await backend.query_hours(by=["team"], first_hour=0, end_hour=2**40)
+            if sum(r.requests for r in rows) >= requests:
+                return
+            await trio.sleep(0.05)
+
+
+async def test_spend_page_counts_spend_refusals_and_exports_csv(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    assert await chat(d, "one") == 200
+    assert await chat(d, "two", key="tp-reader-key-not-admin") == 200
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    await c.post("/budgets/demo", form={"daily_usd": "0.000001", "csrf": csrf})
+    assert await chat(d, "refused") == 429
+    await ledger_has(d, 3)
+
+    page = await text(await c.get("/spend?by=team"))
+    demo = re.search(r'<tr data-team="demo">(.*?)</tr>', page.split("Outcomes per team")[1], re.S)
+    assert demo is not None
+    assert re.search(r'class="num ok">1<', demo.group(1))
+    assert re.search(r'class="num refused level-alert">1<', demo.group(1))
+    assert "<svg" in page and "<rect" in page and "Daily spend by team" in page
+    assert 'data-value="demo"' in page and 'data-value="ops"' in page
+    assert "Projected month-end" in page
+
+    for by in ("feature", "user", "key", "model", "route"):
+        r = await c.get(f"/spend?by={by}")
+        assert r.status_code == 200, by
+    assert 'data-value="reader"' in await text(await c.get("/spend?by=key"))
+    for bad in ("by=colour", "start=2026-13-01", "start=2026-01-10&end=2026-01-01",
+                "start=2025-01-01&end=2026-01-01"):  # fmt: skip
+        r = await c.get(f"/spend?{bad}")
+        assert r.status_code == 400 and 'role="alert"' in await text(r), bad
+        assert (await c.get(f"/spend.csv?{bad}")).status_code == 400
+
+    r = await c.get("/spend.csv?by=team")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in r.headers["Content-Disposition"]
+    lines = (await text(r)).splitlines()
+    assert lines[0] == "day,by,value,requests,input_tokens,output_tokens,cost_usd,saved_usd"
+    per_team = {line.split(",")[2]: int(line.split(",")[3]) for line in lines[1:]}
+    assert per_team == {"demo": 2, "ops": 1}
+
+    tess = d.app.test_client()  # limited to team ops: sees only ops
+    await sign_in(tess, "tess")
+    page = await text(await tess.get("/spend?by=team"))
+    assert 'data-value="ops"' in page and 'data-value="demo"' not in page
+    assert "demo" not in await text(await tess.get("/spend.csv"))

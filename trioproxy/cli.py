@@ -110,6 +110,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return check_config(args.file)
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print the hash for a ``[dashboard.users.<name>]`` entry; the password is read from
+    stdin when piped, else asked for without echo."""
+    import getpass
+
+    from trioproxy.admin.passwords import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
+    if not password:
+        print("empty password", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trioproxy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
         "report", help="spend by team/feature/user/model/route/day from the ledger "
         "(trioproxy report --help)"
     )  # fmt: skip
+    h = sub.add_parser("hash-password", help="hash a dashboard user's password (for the config)")
+    h.set_defaults(func=cmd_hash_password)
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)

@@ -26,7 +26,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioproxy.admin.store import AdminStore
-from trioproxy.dashboard import access, api, pages
+from trioproxy.dashboard import access, api, pages, spend_page
 from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
@@ -40,6 +40,11 @@ def usd(value: float | None, digits: int = 6) -> str:
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def plain(value: float | None) -> str:
+    """A USD amount for an input field: up to 6 decimals, no exponent, no trailing zeros."""
+    return "" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def localtime(ts: float, tz: ZoneInfo) -> str:
@@ -65,6 +70,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime
+    app.jinja_env.filters["plain"] = plain
     app.jinja_env.autoescape = True
 
     @app.after_request
@@ -92,6 +98,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     access.install(app, acc)
     api.install(app, acc)
     pages.install(app, acc)
+    spend_page.install(app, acc, pages.PAGES)
     return app
 
 

@@ -97,10 +97,15 @@ class Page:
 PAGES: dict[str, Page] = {
     "overview": Page("Overview", overview_context, True),
     "budgets": Page("Budgets", budgets_context, False),
+    "spend": Page("Spend", lambda gw, who: _nothing(), False),
     "providers": Page("Providers", providers_context, True),
     "cache": Page("Cache", cache_context, True),
     "audit": Page("Audit log", lambda gw, who: _nothing(), False),
 }
+
+
+OWN_ROUTES = frozenset({"audit", "spend"})
+"""Pages with their own route (query arguments), not the generic ``/<page>`` one."""
 
 
 async def _nothing() -> dict[str, Any]:
@@ -126,13 +131,13 @@ def install(app: Quart, acc: Access) -> None:
 
     @app.get("/<page>")
     async def page_view(page: str) -> ResponseReturnValue:
-        if page not in PAGES or page == "audit":
+        if page not in PAGES or page in OWN_ROUTES:
             raise NotFound()
         return await render(page, panel=False)
 
     @app.get("/panel/<page>")
     async def panel_view(page: str) -> ResponseReturnValue:
-        if page not in PAGES or page == "audit":
+        if page not in PAGES or page in OWN_ROUTES:
             raise NotFound()
         return await render(page, panel=True)
 

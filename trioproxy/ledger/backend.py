@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trioproxy.ledger.hourly import HourRow
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
 DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day", "cache")
@@ -70,6 +71,18 @@ class LedgerBackend(Protocol):
         kind: RecordKind = "request",
     ) -> list[ReportRow]:
         """Rollup totals grouped by ``by`` (subset of :data:`DIMENSIONS`) for days in range."""
+        ...
+
+    async def query_hours(
+        self,
+        *,
+        by: Sequence[str],
+        first_hour: int,
+        end_hour: int,
+        teams: Sequence[str] | None = None,
+    ) -> list[HourRow]:
+        """The hourly roll-up (:mod:`trioproxy.ledger.hourly`) of request records, per hour
+        and ``by``, for Unix hours in ``[first_hour, end_hour)``; only ``teams`` if given."""
         ...
 
     async def enforce_retention(self, *, now: float, retention_days: int) -> int:

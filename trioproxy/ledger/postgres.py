@@ -31,6 +31,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
+from trioproxy.ledger import hourly
 from trioproxy.ledger.backend import ReportRow, day_of, rollup_query
 from trioproxy.ledger.columns import COLUMNS, FIELDS, KEY_COLUMNS, column_ddl, to_row
 from trioproxy.ledger.record import RecordKind, UsageRecord
@@ -55,6 +56,7 @@ _SCHEMA = [
         cache text NOT NULL DEFAULT '', requests bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
         cost_usd double precision NOT NULL, saved_usd double precision NOT NULL,
         PRIMARY KEY (day, kind, team, feature, user_name, route, model, cache))""",
+    hourly.PG_DDL,
     # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
     "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
     f"""DO $$ BEGIN
@@ -86,7 +88,20 @@ WITH ins AS (
   SELECT {select} FROM ledger_stage
   ON CONFLICT DO NOTHING
   RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
-            input_tokens, output_tokens, cost_usd, saved_usd
+            input_tokens, output_tokens, cost_usd, saved_usd, key_name, status
+), hr AS (
+  INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS},
+                             requests, input_tokens, output_tokens, cost_usd, saved_usd)
+  SELECT floor(extract(epoch FROM ts) / 3600)::bigint, team, feature, user_name, key_name,
+         route, COALESCE(NULLIF(target, ''), provider_model, ''), cache, status,
+         count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(saved_usd)
+  FROM ins WHERE kind = 'request' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+  ON CONFLICT ({hourly.KEY_COLUMNS}) DO UPDATE SET
+    requests = ledger_hourly.requests + excluded.requests,
+    input_tokens = ledger_hourly.input_tokens + excluded.input_tokens,
+    output_tokens = ledger_hourly.output_tokens + excluded.output_tokens,
+    cost_usd = ledger_hourly.cost_usd + excluded.cost_usd,
+    saved_usd = ledger_hourly.saved_usd + excluded.saved_usd
 ), up AS (
   INSERT INTO ledger_daily ({_ROLLUP_COLS},
                             requests, input_tokens, output_tokens, cost_usd, saved_usd)
@@ -216,6 +231,27 @@ class PostgresLedger:
             ]
 
         result: list[ReportRow] = await self._run(_query)
+        return result
+
+    async def query_hours(
+        self,
+        *,
+        by: Sequence[str],
+        first_hour: int,
+        end_hour: int,
+        teams: Sequence[str] | None = None,
+    ) -> list[hourly.HourRow]:
+        if teams is not None and not teams:
+            return []
+        sql = hourly.query_sql(by, "%s", teams=len(teams) if teams is not None else 0)
+        params = (first_hour, end_hour, *(teams or ()))
+
+        def _query() -> list[hourly.HourRow]:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+                return hourly.rows_of(conn.execute(sql, params).fetchall(), len(by))
+
+        result: list[hourly.HourRow] = await self._run(_query)
         return result
 
     async def partitions(self) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+from trioproxy.ledger import hourly
 from trioproxy.ledger.backend import ReportRow, aggregate, day_of, rollup_query
 from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row
 from trioproxy.ledger.record import RecordKind, UsageRecord
@@ -51,6 +52,25 @@ def _schema() -> list[str]:
         "CREATE INDEX IF NOT EXISTS ledger_raw_ts ON ledger_raw (ts)",
         _DAILY_DDL.format(name="ledger_daily"),
     ]
+
+
+_BACKFILL_HOURLY = f"""INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS},
+  requests, input_tokens, output_tokens, cost_usd, saved_usd)
+SELECT CAST(ts / 3600 AS INTEGER), team, feature, user_name, key_name, route,
+  COALESCE(NULLIF(target, ''), provider_model, ''), cache, status,
+  COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), SUM(saved_usd)
+FROM ledger_raw WHERE kind = 'request' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+_UPSERT_HOURLY = hourly.upsert_sql("?")
+
+
+def _add_hourly(conn: sqlite3.Connection) -> None:
+    """Create the hourly roll-up; a ledger made before it gets it from its raw rows (once)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_hourly'"
+    ).fetchone()
+    conn.execute(hourly.SQLITE_DDL)
+    if not exists:
+        conn.execute(_BACKFILL_HOURLY)
 
 
 _DAILY_DDL = """CREATE TABLE IF NOT EXISTS {name} (
@@ -101,6 +121,7 @@ class SqliteLedger:
                 _migrate(conn)
                 for stmt in _schema():
                     conn.execute(stmt)
+                _add_hourly(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -134,6 +155,7 @@ class SqliteLedger:
                     if conn.execute(_INSERT, row).rowcount == 1
                 ]
             conn.executemany(_UPSERT, [(*k, *v) for k, v in aggregate(inserted).items()])
+            conn.executemany(_UPSERT_HOURLY, hourly.aggregate(inserted))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -160,6 +182,24 @@ class SqliteLedger:
                 ReportRow(tuple(str(v) for v in row[:n]), *(row[n + i] for i in range(5)))
                 for row in rows
             ]
+
+        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
+
+    async def query_hours(
+        self,
+        *,
+        by: Sequence[str],
+        first_hour: int,
+        end_hour: int,
+        teams: Sequence[str] | None = None,
+    ) -> list[hourly.HourRow]:
+        if teams is not None and not teams:
+            return []
+        sql = hourly.query_sql(by, "?", teams=len(teams) if teams is not None else 0)
+        params = (first_hour, end_hour, *(teams or ()))
+
+        def _query() -> list[hourly.HourRow]:
+            return hourly.rows_of(self._conn.execute(sql, params).fetchall(), len(by))
 
         return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 

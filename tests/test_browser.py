@@ -1,0 +1,232 @@
+"""The dashboard in a real browser: Playwright for Python driving Debian's Chromium.
+
+The gateway (demo config over the simulator, durable ledger, SQLite stores) runs under
+hypercorn in a Trio thread of this process; the test drives Chromium through the sync
+Playwright API from the main thread and waits only on what the page shows (Playwright's
+auto-waiting ``expect``) or on observed server state, never on sleeps.
+
+Screenshots of every page, at 1,280 px and 390 px, go to ``artifacts/screenshots/``
+(gitignored; CI keeps them as artefacts).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from tests.dash_fixtures import PASSWORDS, READER_KEY, settings_for
+from tests.fixtures_gateway import DEMO_KEY, start_simulator
+from trioproxy.edge.app import Gateway
+from trioproxy.server.factory import build_gateway
+from trioproxy.simulator import Simulator
+from trioproxy.simulator.faults import Fault
+
+CHROMIUM = Path(os.environ.get("TRIOPROXY_CHROMIUM", "/usr/bin/chromium"))
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+PAGES = ("/", "/budgets", "/spend", "/providers", "/cache", "/audit")
+TIMEOUT_MS = 15_000
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} missing (apt-get install chromium; .ci/run does)"
+)
+
+
+@dataclasses.dataclass
+class Served:
+    url: str
+    gw: Gateway
+    sim: Simulator
+    token: trio.lowlevel.TrioToken
+    stop: Callable[[], None]
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
+
+    def chat(self, content: str, key: str = DEMO_KEY) -> httpx.Response:
+        body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
+        headers = {"authorization": f"Bearer {key}"}
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers=headers,
+                          timeout=30)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    """The gateway in its own Trio thread for the module's tests."""
+    ready: queue.Queue[Served | BaseException] = queue.Queue(maxsize=1)
+    done = threading.Event()
+
+    async def main() -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                sim = await start_simulator(nursery)
+                gw = build_gateway(settings_for(sim.url))
+                config = Config()
+                config.bind = ["127.0.0.1:0"]
+                config.accesslog = None
+                config.graceful_timeout = 1
+                binds: list[str] = await nursery.start(partial(serve, gw, config))
+                token = trio.lowlevel.current_trio_token()
+                ready.put(Served(binds[0], gw, sim.sim, token, nursery.cancel_scope.cancel))
+        except BaseException as exc:  # start-up failed: tell the test instead of hanging it
+            if ready.empty():
+                ready.put(exc)
+            raise
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    got = ready.get(timeout=60)
+    if isinstance(got, BaseException):
+        raise got
+    try:
+        yield got
+    finally:
+        trio.from_thread.run_sync(got.stop, trio_token=got.token)
+        done.wait(30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        context = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+            viewport={"width": 1280, "height": 900},
+            accept_downloads=True,
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Any, url: str, user: str = "alice") -> None:
+    page.goto(f"{url}/login")
+    page.get_by_label("User").fill(user)
+    page.get_by_label("Password").fill(PASSWORDS[user])
+    page.get_by_role("button", name="Sign in").click()
+    playwright.expect(page.locator("header .who")).to_contain_text(f"{user} · ")
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+    """Wait for observed server state (each check is a real round trip)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+
+
+def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, browser: Any) -> None:
+    expect = playwright.expect
+    page = browser.new_page()
+    sign_in(page, served.url)
+    shot(page, "overview-1280")
+    assert served.chat("before the limit").status_code == 200
+
+    # a monthly limit first, then edit only the daily one in place: the monthly one stays
+    page.goto(f"{served.url}/budgets")
+    row = page.locator('tr[data-team="demo"]')
+    row.locator('input[name="monthly_usd"]').fill("100")
+    row.get_by_role("button", name="Save").click()
+    expect(row.locator(".notice")).to_have_text("Saved.")
+    row.locator('input[name="daily_usd"]').fill("0.00001")
+    row.get_by_role("button", name="Save").click()
+    expect(row.locator(".notice")).to_have_text("Saved.")
+    expect(row.locator('input[name="daily_usd"]')).to_have_value("0.00001")
+    expect(row.locator('input[name="monthly_usd"]')).to_have_value("100")
+    # a bad value: the message sits next to its field and stays
+    row.locator('input[name="monthly_usd"]').fill("1e13")
+    row.get_by_role("button", name="Save").click()
+    expect(row.locator('input[name="monthly_usd"]')).to_have_attribute("aria-invalid", "true")
+    expect(row.locator(".field-error")).to_contain_text("at most")
+    shot(page, "budgets-1280")
+
+    page.goto(f"{served.url}/audit")
+    first = page.locator("table.audit tbody tr").first
+    expect(first.locator("td.old")).to_have_text("daily none, monthly $100")
+    expect(first.locator("td.new")).to_have_text("daily $0.00001, monthly $100")
+    expect(first).to_contain_text("alice")
+    shot(page, "audit-1280")
+
+    # the new daily budget refuses the next request, and the spend page counts it
+    refused = served.chat("after the limit")
+    assert refused.status_code == 429, refused.text
+
+    def counted() -> bool:
+        page.goto(f"{served.url}/spend?by=team")
+        return page.locator('table.outcomes tr[data-team="demo"] td.refused').inner_text() == "1"
+
+    until(counted, "the refusal on the spend page (the ledger writes in batches)")
+    expect(page.locator('table.outcomes tr[data-team="demo"] td.ok')).to_have_text("1")
+    expect(page.locator("svg.chart rect").first).to_be_visible()
+    shot(page, "spend-1280")
+
+    with page.expect_download() as download:
+        page.locator("#csv").click()
+    text = Path(download.value.path()).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and {r["value"] for r in rows} == {"demo"}
+    assert sum(int(r["requests"]) for r in rows) == 2  # the served one and the refusal
+
+    for path in ("/providers", "/cache"):
+        page.goto(served.url + path)
+        shot(page, path.strip("/") + "-1280")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in PAGES:
+        page.goto(served.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide at 390 px"
+        expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
+        shot(page, (path.strip("/") or "overview") + "-390")
+    page.close()
+
+
+def test_breaker_opens_on_the_providers_page_without_reload(served: Served, browser: Any) -> None:
+    page = browser.new_page()
+    sign_in(page, served.url)
+    page.goto(f"{served.url}/providers")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    served.call(setattr, served.sim, "default_fault", Fault(status=500))
+    try:
+        for i in range(12):
+            assert served.chat(f"failing {i}", READER_KEY).status_code >= 500
+    finally:
+        served.call(setattr, served.sim, "default_fault", Fault())
+    playwright.expect(page.locator("td.breaker-open").first).to_be_visible(timeout=20_000)
+    assert loads == []  # the panel refreshed in place
+    shot(page, "providers-breaker-open-1280")
+    page.close()

@@ -1,0 +1,211 @@
+"""Spend over a date range, in the configured time zone, from the hourly roll-up (pure).
+
+Hours are folded into local calendar days; the chosen dimension (team, feature, user, key,
+model, route) gives the stacks. Refusals and errors come from the ``status`` dimension.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from trioproxy.ledger.hourly import HourRow
+
+BY = ("team", "feature", "user", "key", "model", "route")
+MAX_DAYS = 92
+DEFAULT_DAYS = 30
+STACKS = 8
+"""The chart shows this many series; the rest are summed as ``other``."""
+
+
+class RangeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    start: dt.date
+    end: dt.date
+    """Inclusive."""
+
+    @property
+    def days(self) -> list[dt.date]:
+        n = (self.end - self.start).days + 1
+        return [self.start + dt.timedelta(days=i) for i in range(n)]
+
+    def hours(self, tz: ZoneInfo) -> tuple[int, int]:
+        """[first hour, end hour) in Unix hours covering the local days."""
+        lo = dt.datetime.combine(self.start, dt.time(), tz).timestamp()
+        hi = dt.datetime.combine(self.end + dt.timedelta(days=1), dt.time(), tz).timestamp()
+        return int(lo // 3600), int(-(-hi // 3600))
+
+
+def parse_range(start: str | None, end: str | None, today: dt.date) -> Range:
+    """``YYYY-MM-DD`` bounds (inclusive); default the last 30 days; at most 92 days."""
+    try:
+        hi = dt.date.fromisoformat(end) if end else today
+        lo = dt.date.fromisoformat(start) if start else hi - dt.timedelta(days=DEFAULT_DAYS - 1)
+    except ValueError:
+        raise RangeError("dates must be YYYY-MM-DD") from None
+    if lo > hi:
+        raise RangeError("the start date is after the end date")
+    if (hi - lo).days + 1 > MAX_DAYS:
+        raise RangeError(f"at most {MAX_DAYS} days at a time")
+    return Range(lo, hi)
+
+
+def local_day(hour: int, tz: ZoneInfo) -> dt.date:
+    return dt.datetime.fromtimestamp(hour * 3600, tz).date()
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+
+    def add(self, r: HourRow) -> None:
+        self.requests += r.requests
+        self.input_tokens += r.input_tokens
+        self.output_tokens += r.output_tokens
+        self.cost_usd += r.cost_usd
+        self.saved_usd += r.saved_usd
+
+
+@dataclass
+class Outcomes:
+    ok: int = 0
+    refused: int = 0
+    """429: budgets and rate limits."""
+    client: int = 0
+    """Other 4xx (bad requests, unknown models...)."""
+    errors: int = 0
+    """5xx: providers or the gateway failed."""
+    cancelled: int = 0
+    """499: the caller went away."""
+
+    def add(self, status: int, n: int) -> None:
+        if status == 429:
+            self.refused += n
+        elif status == 499:
+            self.cancelled += n
+        elif status >= 500:
+            self.errors += n
+        elif status >= 400:
+            self.client += n
+        else:
+            self.ok += n
+
+
+@dataclass
+class Spend:
+    range: Range
+    by: str
+    days: list[dt.date]
+    by_value: dict[str, Totals] = field(default_factory=dict)
+    per_day: dict[tuple[dt.date, str], Totals] = field(default_factory=dict)
+    outcomes: dict[str, Outcomes] = field(default_factory=dict)
+    """Per team."""
+    total: Totals = field(default_factory=Totals)
+
+    def top(self, n: int = STACKS) -> list[str]:
+        ranked = sorted(self.by_value, key=lambda v: (-self.by_value[v].cost_usd, v))
+        return ranked[:n]
+
+    def series(self, n: int = STACKS) -> dict[str, list[float]]:
+        """Cost per day for the top ``n`` values, the rest summed as ``other``."""
+        top = self.top(n)
+        out = {v: [0.0] * len(self.days) for v in top}
+        rest = [0.0] * len(self.days)
+        index = {d: i for i, d in enumerate(self.days)}
+        for (day, value), t in self.per_day.items():
+            i = index.get(day)
+            if i is None:
+                continue
+            if value in out:
+                out[value][i] += t.cost_usd
+            else:
+                rest[i] += t.cost_usd
+        if any(rest):
+            out["other"] = rest
+        return out
+
+
+def fold(rows: Iterable[HourRow], rng: Range, by: str, tz: ZoneInfo) -> Spend:
+    """Rows grouped by (hour, ``by``, team, status) folded into local days."""
+    spend = Spend(rng, by, rng.days)
+    for r in rows:
+        day = local_day(r.hour, tz)
+        if not rng.start <= day <= rng.end:
+            continue
+        value, team, status = r.group
+        spend.by_value.setdefault(value, Totals()).add(r)
+        spend.per_day.setdefault((day, value), Totals()).add(r)
+        spend.total.add(r)
+        spend.outcomes.setdefault(team, Outcomes()).add(int(status), r.requests)
+    return spend
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    team: str
+    month_to_date_usd: float
+    projected_usd: float
+    limit_usd: float | None
+
+    @property
+    def over(self) -> bool:
+        return self.limit_usd is not None and self.projected_usd > self.limit_usd
+
+
+def project(
+    month_to_date: Mapping[str, float], limits: Mapping[str, float | None], now: dt.datetime
+) -> list[Projection]:
+    """Month-end spend at the month's average rate so far (``now`` in the local zone)."""
+    days_in_month = calendar.monthrange(now.year, now.month)[1]
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    elapsed = max((now - start).total_seconds() / 86_400, 1 / 24)  # at least one hour
+    teams = sorted(set(month_to_date) | set(limits))
+    return [
+        Projection(t, month_to_date.get(t, 0.0),
+                   month_to_date.get(t, 0.0) * days_in_month / elapsed, limits.get(t))
+        for t in teams
+    ]  # fmt: skip
+
+
+CSV_HEADER = ("day", "by", "value", "requests", "input_tokens", "output_tokens", "cost_usd",
+              "saved_usd")  # fmt: skip
+
+
+def to_csv(spend: Spend) -> str:
+    """What the page shows, one row per local day and value."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    for (day, value), t in sorted(spend.per_day.items()):
+        cell = ("'" + value) if value[:1] in ("=", "+", "-", "@") else value  # no formulas
+        w.writerow([day.isoformat(), spend.by, cell, t.requests, t.input_tokens,
+                    t.output_tokens, f"{t.cost_usd:.6f}", f"{t.saved_usd:.6f}"])  # fmt: skip
+    return out.getvalue()
+
+
+__all__ = [
+    "BY",
+    "CSV_HEADER",
+    "Outcomes",
+    "Projection",
+    "Range",
+    "RangeError",
+    "Spend",
+    "fold",
+    "parse_range",
+    "project",
+    "to_csv",
+]

@@ -1,0 +1,91 @@
+"""The Spend page and its CSV export: ``/spend?by=team&start=YYYY-MM-DD&end=YYYY-MM-DD``.
+
+Reads only the hourly roll-up (one grouped query per view; never the raw ledger) and the
+budget store (monthly limits for the projections).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from quart import Quart, Response, g, render_template, request
+from quart.typing import ResponseReturnValue
+
+from trioproxy.admin.sessions import Principal
+from trioproxy.dashboard import snapshot
+from trioproxy.dashboard.access import Access
+from trioproxy.dashboard.charts import colour, stacked_bars
+from trioproxy.dashboard.spend import BY, RangeError, Spend, fold, parse_range, project, to_csv
+from trioproxy.edge.app import Gateway
+from trioproxy.ledger.hourly import HourRow
+
+
+async def hourly(gw: Gateway, by: str, first: int, end: int, who: Principal) -> list[HourRow]:
+    backend = snapshot.ledger_of(gw)
+    if backend is None:
+        return []
+    teams = None if who.teams is None else sorted(who.teams)
+    return await backend.query_hours(by=[by, "team", "status"], first_hour=first,
+                                     end_hour=end, teams=teams)  # fmt: skip
+
+
+async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str | None]:
+    tz = snapshot.zone(gw)
+    today = dt.datetime.now(tz).date()
+    by = args.get("by", "team")
+    error = None
+    if by not in BY:
+        by, error = "team", f"cannot group by {by!r}"
+    try:
+        rng = parse_range(args.get("start") or None, args.get("end") or None, today)
+    except RangeError as err:
+        rng, error = parse_range(None, None, today), str(err)
+    first, end = rng.hours(tz)
+    return fold(await hourly(gw, by, first, end, who), rng, by, tz), error
+
+
+async def projections(gw: Gateway, who: Principal) -> list[Any]:
+    tz = snapshot.zone(gw)
+    now = dt.datetime.now(tz)
+    rng = parse_range(now.date().replace(day=1).isoformat(), now.date().isoformat(), now.date())
+    first, end = rng.hours(tz)
+    month = fold(await hourly(gw, "team", first, end, who), rng, "team", tz)
+    mtd = {team: t.cost_usd for team, t in month.by_value.items()}
+    limits: dict[str, float | None] = {}
+    for team in await snapshot.all_teams(gw):
+        if who.may_see(team):
+            limits[team] = (await snapshot.team_usage(gw, team))[1].limit_usd
+    return project(mtd, limits, now)
+
+
+def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
+    gw = acc.gw
+
+    @app.get("/spend")
+    async def spend_view() -> ResponseReturnValue:
+        spend, error = await spend_of(gw, g.principal, request.args)
+        series = spend.series()
+        chart = stacked_bars(spend.days, series, label=f"Daily spend by {spend.by}")
+        legend = [(name, colour(i, name)) for i, name in enumerate(series)]
+        html = await render_template(
+            "page.html", page="spend", spec=pages["spend"], title=pages["spend"].title,
+            pages=pages, spend=spend, chart=chart, legend=legend, form_error=error,
+            by_choices=BY, tz=snapshot.zone(gw), projections=await projections(gw, g.principal),
+            ledger=snapshot.ledger_of(gw) is not None, query=request.query_string.decode(),
+        )  # fmt: skip
+        return html, 400 if error else 200
+
+    @app.get("/spend.csv")
+    async def spend_csv() -> ResponseReturnValue:
+        spend, error = await spend_of(gw, g.principal, request.args)
+        if error:
+            return Response(error, status=400, content_type="text/plain; charset=utf-8")
+        name = f"spend-by-{spend.by}-{spend.range.start}-{spend.range.end}.csv"
+        return Response(
+            to_csv(spend), content_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )  # fmt: skip
+
+
+__all__ = ["install"]
