@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from trioproxy.config import ConfigError, hash_key, parse_settings
-from trioproxy.core.routing import require_models, route_for
 from trioproxy.dialects.embeddings import parse_request
 from trioproxy.dialects.models import anthropic_list
 from trioproxy.errors import CallerError
+from trioproxy.pipeline.routing import require_models, route_for
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,7 @@ CASES: list[tuple[Callable[[Data], object], str]] = [
     ),
     (
         lambda d: d["providers"]["openai"].update(kind="azure"),
-        "providers.openai.kind: must be one of openai, anthropic, openai_compatible, got 'azure'",
+        "providers.openai.kind: must be one of openai, openai_compatible, anthropic, got 'azure'",
     ),
     (
         lambda d: d["providers"]["openai"].update(base_url="ftp://host"),

@@ -14,8 +14,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "trioproxy"
 
 LAYERS: list[set[str]] = [
-    {"core", "errors", "config"},  # pure values and steps, settings
-    {"providers", "dialects", "store"},  # wire formats (sans-IO), the Redis client
+    {"core", "errors"},  # pure values and the error vocabulary
+    {"providers", "dialects"},  # provider wire formats and caller dialects (sans-IO)
+    {"config", "store"},  # settings (provider kinds come from providers/registry), Redis client
     {"budget", "cache", "ledger", "admin"},  # state: budgets, caches, ledger, dashboard accounts
     {"breakers", "upstream"},  # breakers and the upstream race
     {"pipeline"},  # the request pipeline

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trioproxy.config.model import Chain, ModelConfig, RouteConfig, SelectRule, Target
-from trioproxy.core.routing import RoutePlan, fit_context, select_chain
 from trioproxy.errors import CallerError, ErrorKind
+from trioproxy.pipeline.routing import RoutePlan, fit_context, select_chain
 
 LIMITS = {"small": 1_000, "big": 100_000}
 MODELS = {

@@ -12,8 +12,6 @@ from typing import Literal
 
 from trioproxy.core.types import Priority
 
-ProviderKind = Literal["openai", "anthropic", "openai_compatible"]
-
 DEFAULT_FALLBACK_STATUSES: frozenset[int] = frozenset({408, 409, 429, 529, *range(500, 600)})
 
 
@@ -43,7 +41,8 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
-    kind: ProviderKind
+    kind: str
+    """One of ``providers.registry.KINDS``."""
     base_url: str
     api_key: Secret | None = None
     max_connections: int = 512
@@ -276,6 +275,9 @@ class Settings:
     dashboard: DashboardConfig = DashboardConfig()
     demo: bool = False
     """True for the built-in demo config over the provider simulator."""
+    model_routes: Mapping[str, RouteConfig] = field(default_factory=dict)
+    """A one-target route per model, for callers that name a model instead of a route
+    (built by :mod:`.resolve`)."""
 
 
 __all__ = [
@@ -290,7 +292,6 @@ __all__ = [
     "EmbedderConfig",
     "ModelConfig",
     "ProviderConfig",
-    "ProviderKind",
     "RouteConfig",
     "Secret",
     "SelectRule",

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from trioproxy.config.model import Chain, ModelConfig, RouteConfig, Settings, Target
+from trioproxy.config.model import (
+    DEFAULT_FALLBACK_STATUSES,
+    Chain,
+    ModelConfig,
+    RouteConfig,
+    Settings,
+    Target,
+)
 
 
 def resolve(settings: Settings) -> Settings:
@@ -18,7 +25,15 @@ def resolve(settings: Settings) -> Settings:
         for name, m in settings.models.items()
     }
     routes = {name: _route(r, models) for name, r in settings.routes.items()}
-    return dataclasses.replace(settings, models=models, routes=routes)
+    model_routes = {
+        name: RouteConfig(
+            name=name,
+            chains={"default": Chain("model", (Target(model=name, resolved=m),))},
+            fallback_statuses=DEFAULT_FALLBACK_STATUSES,
+        )
+        for name, m in models.items()
+    }
+    return dataclasses.replace(settings, models=models, routes=routes, model_routes=model_routes)
 
 
 def target_for(models: dict[str, ModelConfig] | Settings, t: Target) -> Target:

@@ -29,7 +29,6 @@ from trioproxy.config.model import (
     ModelConfig,
     Priority,
     ProviderConfig,
-    ProviderKind,
     RouteConfig,
     Secret,
     SelectRule,
@@ -42,8 +41,8 @@ from trioproxy.config.model import (
     UserWindow,
 )
 from trioproxy.config.validate import normalize_base_url
+from trioproxy.providers.registry import KINDS
 
-_KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic", "openai_compatible")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 T = TypeVar("T")
 
@@ -146,12 +145,12 @@ def _storage(t: Table, env: Mapping[str, str]) -> StorageConfig:
 
 def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
     kind = t.req("kind", str, "openai_compatible")
-    if kind not in _KINDS:
-        t.problem("kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
+    if kind not in KINDS:
+        t.problem("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
         kind = "openai_compatible"
     provider = ProviderConfig(
         name=name,
-        kind=cast(ProviderKind, kind),
+        kind=kind,
         base_url=normalize_base_url(t.req("base_url", str, "")),
         api_key=_from_env(t, "api_key_env", env),
         max_connections=t.get("max_connections", int, _default(ProviderConfig, "max_connections")),

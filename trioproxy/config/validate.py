@@ -24,6 +24,7 @@ from trioproxy.config.model import (
     StorageConfig,
     Target,
 )
+from trioproxy.providers.registry import needs_key
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _PRIORITIES = ("low", "medium", "high")
@@ -115,7 +116,7 @@ def _check_storage(out: list[str], storage: StorageConfig) -> None:
 def _check_provider(out: list[str], path: str, provider: ProviderConfig) -> None:
     if (problem := url_problem(provider.base_url)) is not None:
         out.append(f"{path}.base_url: {problem}")
-    if provider.api_key is None and provider.kind != "openai_compatible":
+    if provider.api_key is None and needs_key(provider.kind):
         out.append(f"{path}.api_key_env: required for kind {provider.kind!r}")
     _positive(out, f"{path}.max_connections", provider.max_connections)
 

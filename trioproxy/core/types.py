@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Dialect = Literal["openai", "anthropic", "responses"]
-"""A wire format: what a caller speaks, and what a provider speaks (``responses``:
-OpenAI's Responses API, spoken natively by ``openai`` providers only)."""
+"""What a caller speaks (its SDK's request and response format; ``responses``: OpenAI's
+Responses API)."""
+Wire = Literal["openai", "anthropic", "responses"]
+"""A provider's wire format (``responses`` is spoken natively by ``openai`` providers only)."""
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 """OpenAI's finish reasons; Anthropic stop reasons map onto these and back."""
@@ -74,7 +76,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
-    wire: Dialect = "openai"
+    wire: Wire = "openai"
     native: dict[str, Any] | None = field(default=None, compare=False)
     """The provider's own JSON body, used verbatim when the caller speaks ``wire``."""
 
@@ -141,4 +143,5 @@ __all__ = [
     "ToolCallDelta",
     "Usage",
     "UsageReport",
+    "Wire",
 ]

@@ -20,7 +20,6 @@ import orjson
 import trio
 
 from trioproxy.config.model import ModelConfig, ProviderConfig, Settings, Target
-from trioproxy.core.routing import require_models, route_for, select_chain
 from trioproxy.core.tokens import estimate_tokens, prompt_tokens
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic import parse_request
@@ -28,6 +27,7 @@ from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, re
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
+from trioproxy.pipeline.routing import require_models, route_for, select_chain
 from trioproxy.providers.anthropic import VERSION
 from trioproxy.providers.base import UpstreamRequest, error_message, json_object
 from trioproxy.upstream.transport import ERROR_BODY_LIMIT, Transport, UpstreamIOError

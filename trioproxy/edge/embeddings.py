@@ -22,7 +22,6 @@ import trio
 from trioproxy.budget.gate import Ticket
 from trioproxy.cache.keys import embedding_key, tenant_scope
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
-from trioproxy.core.routing import RoutePlan, require_models, route_for, select_chain
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, read_body, send_whole
@@ -39,6 +38,7 @@ from trioproxy.pipeline.accounting import (
 )
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import LOOKUP_TIMEOUT_S, ResponseCache
+from trioproxy.pipeline.routing import RoutePlan, require_models, route_for, select_chain
 from trioproxy.providers.base import error_message
 from trioproxy.providers.openai_embeddings import EmbeddingResult, build_request, parse_response
 from trioproxy.store.resp import RedisError

@@ -17,13 +17,6 @@ import trio
 
 from trioproxy.budget.gate import Ticket
 from trioproxy.config.model import ApiKeyConfig, Settings
-from trioproxy.core.routing import (
-    RoutePlan,
-    fit_context,
-    require_models,
-    route_for,
-    select_chain,
-)
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
@@ -37,9 +30,9 @@ from trioproxy.edge.asgi_io import (
     watch_disconnect,
 )
 from trioproxy.edge.auth import KeyRing, may_use
-from trioproxy.edge.respond import Outcome, relay, replay, send_error
+from trioproxy.edge.respond import Delivery, relay, replay, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, invalid
-from trioproxy.ledger.record import UsageSink
+from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
     RequestFacts,
     cache_hit_record,
@@ -52,11 +45,17 @@ from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import (
     CacheHit,
     CachePlan,
-    CacheStatus,
     ResponseCache,
     StreamCollector,
     replay_events,
     take_cache_ttl,
+)
+from trioproxy.pipeline.routing import (
+    RoutePlan,
+    fit_context,
+    require_models,
+    route_for,
+    select_chain,
 )
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
 from trioproxy.upstream.race import Breakers, Race
@@ -220,7 +219,7 @@ class ChatHandler:
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, prompt_bound)
         race = Race(facts.plan.chain.targets, runner.run, self.breakers)
-        outcome = Outcome()
+        outcome = Delivery()
         collector = StreamCollector() if cache_plan is not None and facts.req.stream else None
 
         async def produce() -> None:

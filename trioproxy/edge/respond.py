@@ -21,7 +21,7 @@ from trioproxy.upstream.attempt import Failed, Item, Won
 
 
 @dataclass(slots=True)
-class Outcome:
+class Delivery:
     status: int = 0
     error: GatewayError | None = None
     client_gone: list[bool] = field(default_factory=list)
@@ -48,7 +48,7 @@ async def relay(
     send: Send,
     dialect: Dialect,
     req: ChatRequest,
-    outcome: Outcome,
+    outcome: Delivery,
     headers_for: Callable[[Won], Headers],
     base: Headers,
     collector: StreamCollector | None,
@@ -125,4 +125,4 @@ async def replay(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-__all__ = ["Outcome", "relay", "replay", "send_error"]
+__all__ = ["Delivery", "relay", "replay", "send_error"]

@@ -17,10 +17,10 @@ import trio
 
 from trioproxy.budget.claims import cost_micros
 from trioproxy.config.model import ApiKeyConfig, ModelConfig
-from trioproxy.core.routing import RoutePlan
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.errors import GatewayError
 from trioproxy.ledger.record import CacheStatus, Outcome, UsageRecord
+from trioproxy.pipeline.routing import RoutePlan
 from trioproxy.upstream.attempt import Meter
 from trioproxy.upstream.race import Attempt, AttemptFailed, Race
 

@@ -42,9 +42,9 @@ from trioproxy.core.types import (
     UsageReport,
 )
 from trioproxy.errors import invalid
+from trioproxy.ledger.record import CacheStatus
 from trioproxy.store.resp import RedisError
 
-CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
 LOOKUP_TIMEOUT_S = 0.5
 """Longest a cache lookup may delay a request before it counts as a miss."""
 log = logging.getLogger(__name__)
@@ -227,7 +227,6 @@ class StreamCollector:
 __all__ = [
     "CacheHit",
     "CachePlan",
-    "CacheStatus",
     "ResponseCache",
     "StreamCollector",
     "replay_events",

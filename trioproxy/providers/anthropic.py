@@ -15,7 +15,6 @@ import orjson
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
-    Dialect,
     FinishReason,
     SSEEvent,
     StreamEnd,
@@ -26,6 +25,7 @@ from trioproxy.core.types import (
     ToolCallDelta,
     Usage,
     UsageReport,
+    Wire,
 )
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.anthropic_chat import chat_to_messages
@@ -54,7 +54,7 @@ def input_tokens(usage: dict[str, Any]) -> int:
 
 
 class AnthropicAdapter:
-    wire: Dialect = "anthropic"
+    wire: Wire = "anthropic"
 
     def build_request(
         self, req: ChatRequest, deployment: str, api_key: str | None

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from trioproxy.core.types import ChatRequest, Completion, Dialect, SSEEvent, StreamEvent
+from trioproxy.core.types import ChatRequest, Completion, SSEEvent, StreamEvent, Wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class StreamDecoder(Protocol):
 
 
 class ProviderAdapter(Protocol):
-    wire: Dialect
+    wire: Wire
 
     def build_request(
         self, req: ChatRequest, deployment: str, api_key: str | None

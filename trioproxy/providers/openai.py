@@ -15,7 +15,6 @@ from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
-    Dialect,
     FinishReason,
     SSEEvent,
     StreamEnd,
@@ -26,6 +25,7 @@ from trioproxy.core.types import (
     ToolCallDelta,
     Usage,
     UsageReport,
+    Wire,
 )
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.base import UpstreamRequest, error_message, error_text, json_object
@@ -54,7 +54,7 @@ def usage_of(raw: Any) -> Usage | None:
 
 
 class OpenAIAdapter:
-    wire: Dialect = "openai"
+    wire: Wire = "openai"
 
     def build_request(
         self, req: ChatRequest, deployment: str, api_key: str | None

@@ -1,40 +1,59 @@
-"""Provider kind -> adapter. Adding a provider is one module plus one line here.
+"""Provider kind -> adapter: the one list of provider kinds.
 
-A provider kind may also speak a caller's dialect natively (``_NATIVE``): then
-that caller's requests go out in it instead of being translated to the
-provider's chat wire (OpenAI's Responses API on ``openai`` providers).
+Adding a kind is one adapter module, one entry here, and its wire module in the simulator;
+config validation (``config/sections.py``) reads the kinds from :data:`KINDS`.
+
+A kind may also speak a caller's dialect natively (``Kind.native``): then that caller's
+requests go out in it instead of being translated to the provider's chat wire (OpenAI's
+Responses API on ``openai`` providers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from trioproxy.config.model import ProviderKind
 from trioproxy.core.types import Dialect
 from trioproxy.providers.anthropic import AnthropicAdapter
 from trioproxy.providers.base import ProviderAdapter
 from trioproxy.providers.openai import OpenAIAdapter
 from trioproxy.providers.openai_responses import OpenAIResponsesAdapter
 
-_ADAPTERS: Mapping[ProviderKind, ProviderAdapter] = MappingProxyType(
+ProviderKind = str
+"""One of :data:`KINDS`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    adapter: ProviderAdapter
+    needs_key: bool = True
+    """A provider of this kind must name an API key (``api_key_env``)."""
+    native: Mapping[Dialect, ProviderAdapter] = field(default_factory=dict)
+    """Caller dialects this kind serves in their own format (no translation)."""
+
+
+_KINDS: Mapping[ProviderKind, Kind] = MappingProxyType(
     {
-        "openai": OpenAIAdapter(),
-        "openai_compatible": OpenAIAdapter(),
-        "anthropic": AnthropicAdapter(),
+        "openai": Kind(OpenAIAdapter(), native={"responses": OpenAIResponsesAdapter()}),
+        "openai_compatible": Kind(OpenAIAdapter(), needs_key=False),
+        "anthropic": Kind(AnthropicAdapter()),
     }
 )
-_NATIVE: Mapping[tuple[ProviderKind, Dialect], ProviderAdapter] = MappingProxyType(
-    {("openai", "responses"): OpenAIResponsesAdapter()}
-)
+KINDS: tuple[ProviderKind, ...] = tuple(_KINDS)
 
 
 def adapter_for(kind: ProviderKind, caller: Dialect | None = None) -> ProviderAdapter:
     """The (stateless, shared) adapter for a provider kind and the caller's dialect;
     ``KeyError`` if the kind is unknown."""
-    if caller is not None and (native := _NATIVE.get((kind, caller))) is not None:
+    entry = _KINDS[kind]
+    if caller is not None and (native := entry.native.get(caller)) is not None:
         return native
-    return _ADAPTERS[kind]
+    return entry.adapter
 
 
-__all__ = ["adapter_for"]
+def needs_key(kind: ProviderKind) -> bool:
+    return _KINDS[kind].needs_key
+
+
+__all__ = ["KINDS", "ProviderKind", "adapter_for", "needs_key"]

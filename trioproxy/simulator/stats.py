@@ -31,7 +31,7 @@ import trio
 
 MAX_TRACES = 10_000
 
-Outcome = Literal["pending", "complete", "error", "client_closed", "reset", "hung"]
+ExchangeEnd = Literal["pending", "complete", "error", "client_closed", "reset", "hung"]
 
 
 @dataclass(slots=True)
@@ -48,7 +48,7 @@ class RequestTrace:
     status: int | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    outcome: Outcome = "pending"
+    outcome: ExchangeEnd = "pending"
 
 
 class Exchange:
@@ -86,7 +86,7 @@ class Exchange:
             trace.closed_wall = time.time()
         self.finish("client_closed")
 
-    def finish(self, outcome: Outcome) -> None:
+    def finish(self, outcome: ExchangeEnd) -> None:
         if self.done:
             return
         self.done = True
@@ -167,4 +167,4 @@ class SimStats:
         }
 
 
-__all__ = ["MAX_TRACES", "Exchange", "Outcome", "RequestTrace", "SimStats"]
+__all__ = ["MAX_TRACES", "Exchange", "ExchangeEnd", "RequestTrace", "SimStats"]

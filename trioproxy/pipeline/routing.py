@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trioproxy.config.model import (
-    DEFAULT_FALLBACK_STATUSES,
     Chain,
     RouteConfig,
     SelectRule,
     Settings,
-    Target,
 )
 from trioproxy.core.types import Priority
 from trioproxy.errors import CallerError, ErrorKind
@@ -29,14 +27,9 @@ class RoutePlan:
 
 
 def route_for(settings: Settings, name: str) -> RouteConfig:
-    route = settings.routes.get(name)
+    route = settings.routes.get(name) or settings.model_routes.get(name)
     if route is not None:
         return route
-    if name in settings.models:
-        chain = Chain(name="model", targets=(Target(model=name, resolved=settings.models[name]),))
-        return RouteConfig(
-            name=name, chains={"default": chain}, fallback_statuses=DEFAULT_FALLBACK_STATUSES
-        )
     raise CallerError(
         ErrorKind.UNKNOWN_ROUTE,
         f"The model '{name}' does not exist or you do not have access to it.",
