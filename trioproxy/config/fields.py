@@ -8,12 +8,14 @@ keys nobody asked for: a typo must not pass silently.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
 import re
+import types
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -134,4 +136,77 @@ class Table:
             self.problem(key, f"unknown key ({hint})")
 
 
-__all__ = ["Table", "check_type", "join", "type_name"]
+_PLACEHOLDERS: dict[Any, Any] = {str: "", int: 0, float: 0.0, bool: False}
+
+
+def build(t: Table, cls: type[T], /, **given: Any) -> T:
+    """An instance of the dataclass ``cls`` read from ``t``, one key per field.
+
+    A field's key is its name, or ``metadata["toml"]``. Scalars (``str``, ``int``,
+    ``float``, ``bool``), ``Literal`` strings (checked by the validator, which names the
+    choices), optional scalars and ``frozenset[...]`` arrays are read here with the field's
+    default; a field without a default is required; ``metadata["derived"]`` fields (filled
+    after load) are skipped. Everything else (secrets, nested tables,
+    mappings) is passed in ``given``. The caller calls :meth:`Table.finish` when it has
+    read every key of the table.
+    """
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given or not f.init or f.metadata.get("derived"):
+            continue
+        key = f.metadata.get("toml", f.name)
+        kind, optional, as_set = _shape(hints[f.name], f"{cls.__name__}.{f.name}")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if as_set:
+            items: list[Any] | None = list_of(t, key, kind)
+            values[f.name] = f.default if items is None else frozenset(items)
+        elif required:
+            values[f.name] = t.req(key, kind, _PLACEHOLDERS[kind])
+        elif optional:
+            value = t.opt(key, kind)
+            values[f.name] = f.default if value is None else value
+        else:
+            values[f.name] = t.get(key, kind, f.default)
+    return cls(**values, **given)
+
+
+def _shape(hint: Any, where: str) -> tuple[type, bool, bool]:
+    """(scalar type, optional, frozenset) of a field's annotation."""
+    optional = False
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        optional = len(args) < len(get_args(hint))
+        if len(args) != 1:
+            raise TypeError(f"{where}: pass it in `given` ({hint})")
+        hint = args[0]
+    if get_origin(hint) is frozenset:
+        (inner,) = get_args(hint)
+        return _scalar(inner, where), optional, True
+    return _scalar(hint, where), optional, False
+
+
+def _scalar(hint: Any, where: str) -> type:
+    if get_origin(hint) is Literal:
+        return str
+    if hint in _PLACEHOLDERS:
+        return hint  # type: ignore[no-any-return]
+    raise TypeError(f"{where}: pass it in `given` ({hint})")
+
+
+def list_of(t: Table, key: str, kind: type[T]) -> list[T] | None:
+    """An array of ``kind`` (a wrong item is a problem naming its index), None if absent."""
+    items = t.opt(key, list)
+    if items is None:
+        return None
+    out: list[T] = []
+    for i, item in enumerate(items):
+        value = check_type(item, kind)
+        if value is None:
+            t.problems.append(f"{join(t.path, key)}[{i}]: must be {kind.__name__}, got {item!r}")
+        else:
+            out.append(value)
+    return out
+
+
+__all__ = ["Table", "build", "check_type", "join", "list_of", "type_name"]

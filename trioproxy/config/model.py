@@ -59,10 +59,12 @@ class ModelConfig:
     output_per_mtok: float
     context_limit: int = 128_000
     max_output_tokens: int = 4_096
-    embedding: bool = False
+    embedding: bool = field(default=False, metadata={"derived": True})
     """An embedding model (its config entry has an input price and no output price):
     served on ``/v1/embeddings`` only, and never on the chat endpoints."""
-    resolved_provider: ProviderConfig | None = field(default=None, compare=False, repr=False)
+    resolved_provider: ProviderConfig | None = field(
+        default=None, compare=False, repr=False, metadata={"derived": True}
+    )
     """The provider named by ``provider``, attached once at config load (:mod:`.resolve`)."""
 
     @property
@@ -77,11 +79,11 @@ class ModelConfig:
 class Timeouts:
     """Seconds. Each one is a named ``trio.fail_after`` scope in the upstream call."""
 
-    connect: float = 5.0
-    first_byte: float = 30.0
-    idle: float = 30.0
+    connect: float = field(default=5.0, metadata={"toml": "connect_timeout_s"})
+    first_byte: float = field(default=30.0, metadata={"toml": "first_byte_timeout_s"})
+    idle: float = field(default=30.0, metadata={"toml": "idle_timeout_s"})
     """Longest silence between two stream chunks."""
-    total: float = 600.0
+    total: float = field(default=600.0, metadata={"toml": "total_timeout_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,9 @@ class Target:
     timeouts: Timeouts = Timeouts()
     hedge_after_ms: int | None = None
     """Start the next target if this one has no first byte after this long."""
-    resolved: ModelConfig | None = field(default=None, compare=False, repr=False)
+    resolved: ModelConfig | None = field(
+        default=None, compare=False, repr=False, metadata={"derived": True}
+    )
     """The model named by ``model``, attached once at config load (:mod:`.resolve`)."""
 
     @property

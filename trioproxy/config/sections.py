@@ -9,15 +9,14 @@ environment here, named by ``*_env`` keys, and wrapped in :class:`Secret`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from trioproxy.config.dashboard import dashboard_section
-from trioproxy.config.fields import Table, check_type, join
+from trioproxy.config.fields import Table, build, list_of
 from trioproxy.config.model import (
     DEFAULT_FALLBACK_STATUSES,
     ApiKeyConfig,
@@ -27,7 +26,6 @@ from trioproxy.config.model import (
     Chain,
     EmbedderConfig,
     ModelConfig,
-    Priority,
     ProviderConfig,
     RouteConfig,
     Secret,
@@ -55,9 +53,9 @@ def hash_key(key: str) -> str:
 def build_settings(root: Table, env: Mapping[str, str], key_paths: dict[str, str]) -> Settings:
     """Settings from the top-level table; ``key_paths`` gets each key hash's ``api_keys[i]``."""
     return Settings(  # keyword order = file order, so problems come out in reading order
-        server=_server(root.table("server")),
+        server=_plain(root.table("server"), ServerConfig),
         storage=_storage(root.table("storage"), env),
-        breaker=_breaker(root.table("breaker")),
+        breaker=_plain(root.table("breaker"), BreakerConfig),
         providers={name: _provider(name, t, env) for name, t in root.table("providers").items()},
         models={name: _model(name, t) for name, t in root.table("models").items()},
         routes={name: _route(name, t) for name, t in root.table("routes").items()},
@@ -68,45 +66,16 @@ def build_settings(root: Table, env: Mapping[str, str], key_paths: dict[str, str
     )
 
 
+def _plain(t: Table, cls: type[T], /, **given: Any) -> T:
+    """A section with nothing but plain keys (and ``given``), every key read."""
+    value = build(t, cls, **given)
+    t.finish()
+    return value
+
+
 def _embedder(t: Table, env: Mapping[str, str]) -> EmbedderConfig:
-    d = EmbedderConfig()
-    kind = t.get("kind", str, d.kind)
-    if kind not in ("local", "openai"):
-        t.problem("kind", f"must be 'local' or 'openai', got {kind!r}")
-        kind = "local"
-    embedder = EmbedderConfig(
-        kind="openai" if kind == "openai" else "local",
-        base_url=t.get("base_url", str, d.base_url).rstrip("/"),
-        model=t.get("model", str, d.model),
-        dim=t.get("dim", int, d.dim),
-        api_key=_from_env(t, "api_key_env", env),
-    )
-    if embedder.dim <= 0:
-        t.problem("dim", "must be > 0")
-    t.finish()
-    return embedder
-
-
-def _server(t: Table) -> ServerConfig:
-    d = ServerConfig()
-    server = ServerConfig(
-        max_body_bytes=t.get("max_body_bytes", int, d.max_body_bytes),
-        max_in_flight=t.get("max_in_flight", int, d.max_in_flight),
-        stream_buffer=t.get("stream_buffer", int, d.stream_buffer),
-        shutdown_grace_s=t.get("shutdown_grace_s", float, d.shutdown_grace_s),
-    )
-    t.finish()
-    return server
-
-
-def _breaker(t: Table) -> BreakerConfig:
-    d = BreakerConfig()
-    breaker = BreakerConfig(
-        failure_threshold=t.get("failure_threshold", int, d.failure_threshold),
-        cooldown_s=t.get("cooldown_s", float, d.cooldown_s),
-    )
-    t.finish()
-    return breaker
+    embedder = _plain(t, EmbedderConfig, api_key=_from_env(t, "api_key_env", env))
+    return replace(embedder, base_url=embedder.base_url.rstrip("/"))
 
 
 def _from_env(t: Table, key: str, env: Mapping[str, str]) -> Secret | None:
@@ -131,50 +100,27 @@ def _secret(t: Table, key: str, env: Mapping[str, str]) -> Secret | None:
 
 
 def _storage(t: Table, env: Mapping[str, str]) -> StorageConfig:
-    storage = StorageConfig(
-        state_dir=t.get("state_dir", str, StorageConfig().state_dir),
-        redis_url=_secret(t, "redis_url", env),
-        database_url=_secret(t, "database_url", env),
-        ledger_retention_days=t.opt("ledger_retention_days", int),
-    )
-    if storage.ledger_retention_days is not None and storage.ledger_retention_days < 1:
-        t.problem("ledger_retention_days", "must be >= 1")
-    t.finish()
-    return storage
+    redis_url, database_url = _secret(t, "redis_url", env), _secret(t, "database_url", env)
+    return _plain(t, StorageConfig, redis_url=redis_url, database_url=database_url)
 
 
 def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
-    kind = t.req("kind", str, "openai_compatible")
-    if kind not in KINDS:
-        t.problem("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-        kind = "openai_compatible"
-    provider = ProviderConfig(
-        name=name,
-        kind=kind,
-        base_url=normalize_base_url(t.req("base_url", str, "")),
-        api_key=_from_env(t, "api_key_env", env),
-        max_connections=t.get("max_connections", int, _default(ProviderConfig, "max_connections")),
-    )
+    provider = build(t, ProviderConfig, name=name, api_key=_from_env(t, "api_key_env", env))
     t.finish()
-    return provider
+    if provider.kind not in KINDS:  # a missing kind is already a problem ("required")
+        if t.has("kind"):
+            t.problem("kind", f"must be one of {', '.join(KINDS)}, got {provider.kind!r}")
+        provider = replace(provider, kind="openai_compatible")
+    return replace(provider, base_url=normalize_base_url(provider.base_url))
 
 
 def _model(name: str, t: Table) -> ModelConfig:
     output_price = t.opt("output_per_mtok", float)
-    model = ModelConfig(
-        name=name,
-        provider=t.req("provider", str, ""),
-        deployment=t.get("deployment", str, name),
-        input_per_mtok=t.req("input_per_mtok", float, 0.0),
+    return _plain(
+        t, ModelConfig, name=name, deployment=t.get("deployment", str, name),
         output_per_mtok=0.0 if output_price is None else output_price,
-        context_limit=t.get("context_limit", int, _default(ModelConfig, "context_limit")),
-        max_output_tokens=t.get(
-            "max_output_tokens", int, _default(ModelConfig, "max_output_tokens")
-        ),
         embedding=output_price is None,
-    )
-    t.finish()
-    return model
+    )  # fmt: skip
 
 
 def _route(name: str, t: Table) -> RouteConfig:
@@ -184,75 +130,20 @@ def _route(name: str, t: Table) -> RouteConfig:
         for name in list(chains_t.data)
     }
     chains_t.finish()
-    statuses = _list_of(t, "fallback_statuses", int)
-    route = RouteConfig(
+    statuses = list_of(t, "fallback_statuses", int)
+    return _plain(
+        t,
+        RouteConfig,
         name=name,
         chains=chains,
-        rules=tuple(_rule(rt) for rt in t.tables("rules")),
+        rules=tuple(_plain(rt, SelectRule) for rt in t.tables("rules")),
         fallback_statuses=DEFAULT_FALLBACK_STATUSES if statuses is None else frozenset(statuses),
-        reservation_cap_usd=t.opt("reservation_cap_usd", float),
-        cache=_cache(t.table("cache")),
+        cache=_plain(t.table("cache"), CacheConfig),
     )
-    t.finish()
-    return route
 
 
 def _target(t: Table) -> Target:
-    d = Timeouts()
-    target = Target(
-        model=t.req("model", str, ""),
-        timeouts=Timeouts(
-            connect=t.get("connect_timeout_s", float, d.connect),
-            first_byte=t.get("first_byte_timeout_s", float, d.first_byte),
-            idle=t.get("idle_timeout_s", float, d.idle),
-            total=t.get("total_timeout_s", float, d.total),
-        ),
-        hedge_after_ms=t.opt("hedge_after_ms", int),
-    )
-    t.finish()
-    return target
-
-
-def _rule(t: Table) -> SelectRule:
-    priority = _list_of(t, "priority", str)
-    rule = SelectRule(
-        chain=t.req("chain", str, ""),
-        priority=None if priority is None else cast(frozenset[Priority], frozenset(priority)),
-        max_prompt_tokens=t.opt("max_prompt_tokens", int),
-        min_prompt_tokens=t.opt("min_prompt_tokens", int),
-        max_output_tokens=t.opt("max_output_tokens", int),
-        reason=t.get("reason", str, ""),
-    )
-    t.finish()
-    return rule
-
-
-def _cache(t: Table) -> CacheConfig:
-    d = CacheConfig()
-    cache = CacheConfig(
-        exact_ttl_s=t.get("exact_ttl_s", int, d.exact_ttl_s),
-        semantic_ttl_s=t.get("semantic_ttl_s", int, d.semantic_ttl_s),
-        semantic_threshold=t.get("semantic_threshold", float, d.semantic_threshold),
-        scope=cast(Any, t.get("scope", str, d.scope)),
-        max_temperature=t.get("max_temperature", float, d.max_temperature),
-        allow_tools=t.get("allow_tools", bool, d.allow_tools),
-    )
-    t.finish()
-    return cache
-
-
-def _list_of(t: Table, key: str, kind: type[T]) -> list[T] | None:
-    items = t.opt(key, list)
-    if items is None:
-        return None
-    out: list[T] = []
-    for i, item in enumerate(items):
-        value = check_type(item, kind)
-        if value is None:
-            t.problems.append(f"{join(t.path, key)}[{i}]: must be {kind.__name__}, got {item!r}")
-        else:
-            out.append(value)
-    return out
+    return _plain(t, Target, timeouts=build(t, Timeouts))
 
 
 def _api_keys(
@@ -263,20 +154,8 @@ def _api_keys(
     for t in tables:
         name = t.req("name", str, "")
         key_hash, source = _key_hash(t, env)
-        routes = _list_of(t, "routes", str)
-        key = ApiKeyConfig(
-            name=name,
-            key_hash=key_hash or "",
-            team=t.req("team", str, ""),
-            user=t.get("user", str, name),
-            feature=t.get("feature", str, "default"),
-            routes=None if routes is None else frozenset(routes),
-            priority=cast(Priority, t.get("priority", str, "medium")),
-            end_user_budgets=t.get("end_user_budgets", bool, False),
-            admin=t.get("admin", bool, False),
-            rpm=_positive(t, "rpm"),
-            tpm=_positive(t, "tpm"),
-        )
+        key = build(t, ApiKeyConfig, key_hash=key_hash or "", user=t.get("user", str, name),
+                    rpm=_positive(t, "rpm"), tpm=_positive(t, "tpm"))  # fmt: skip
         t.finish()
         if key_hash in keys:
             t.problem(source, f"duplicate key: the same key as {key_paths[key_hash]}")
@@ -319,52 +198,9 @@ def _positive(t: Table, key: str) -> int | None:
 
 
 def _budgets(t: Table) -> BudgetsConfig:
-    d = BudgetsConfig()
-    budgets = BudgetsConfig(
-        teams={team: _team(team, tt) for team, tt in t.table("teams").items()},
-        users={user: _user(user, ut) for user, ut in t.table("users").items()},
-        timezone=t.get("timezone", str, d.timezone),
-        webhook_url=t.opt("webhook_url", str),
-        reservation_lease_s=t.get("reservation_lease_s", float, d.reservation_lease_s),
-        store_timeout_s=t.get("store_timeout_s", float, d.store_timeout_s),
-    )
-    outage = t.get("on_store_outage", str, d.on_store_outage)
-    if outage not in ("fail_closed", "fail_open"):
-        t.problem("on_store_outage", "must be 'fail_closed' or 'fail_open'")
-    elif outage == "fail_open":
-        budgets = replace(budgets, on_store_outage="fail_open")
-    if budgets.reservation_lease_s <= 0:
-        t.problem("reservation_lease_s", "must be > 0")
-    if budgets.store_timeout_s <= 0:
-        t.problem("store_timeout_s", "must be > 0")
-    t.finish()
-    return budgets
-
-
-def _team(team: str, t: Table) -> TeamBudget:
-    budget = TeamBudget(
-        team=team,
-        daily_usd=t.opt("daily_usd", float),
-        monthly_usd=t.opt("monthly_usd", float),
-        alert_threshold=t.get("alert_threshold", float, _default(TeamBudget, "alert_threshold")),
-    )
-    t.finish()
-    return budget
-
-
-def _user(user: str, t: Table) -> UserWindow:
-    window = UserWindow(
-        user=user,
-        tokens=t.req("tokens", int, 0),
-        window_s=t.get("window_s", int, _default(UserWindow, "window_s")),
-    )
-    t.finish()
-    return window
-
-
-def _default(cls: type, name: str) -> Any:
-    """A dataclass field's default (slotted classes do not keep it as a class attribute)."""
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    teams = {team: _plain(tt, TeamBudget, team=team) for team, tt in t.table("teams").items()}
+    users = {user: _plain(ut, UserWindow, user=user) for user, ut in t.table("users").items()}
+    return _plain(t, BudgetsConfig, teams=teams, users=users)
 
 
 __all__ = ["build_settings", "hash_key"]

@@ -17,6 +17,7 @@ from trioproxy.config.model import (
     ApiKeyConfig,
     BudgetsConfig,
     CacheConfig,
+    EmbedderConfig,
     ModelConfig,
     ProviderConfig,
     RouteConfig,
@@ -88,7 +89,19 @@ def validate_settings(
     _check_keys(out, settings, key_paths or {})
     teams = {key.team for key in settings.api_keys.values()}
     _check_budgets(out, settings.budgets, None if "" in teams or not teams else teams)
+    _check_embedder(out, settings.embedder)
     return out
+
+
+def _one_of(out: list[str], path: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        shown = " or ".join(repr(c) for c in choices)
+        out.append(f"{path}: must be {shown}, got {value!r}")
+
+
+def _check_embedder(out: list[str], embedder: EmbedderConfig) -> None:
+    _one_of(out, "embedder.kind", embedder.kind, ("local", "openai"))
+    _positive(out, "embedder.dim", embedder.dim)
 
 
 def _positive(out: list[str], path: str, value: float) -> None:
@@ -104,6 +117,8 @@ def _at_least_zero(out: list[str], path: str, value: float) -> None:
 def _check_storage(out: list[str], storage: StorageConfig) -> None:
     if not storage.state_dir:
         out.append("storage.state_dir: must not be empty")
+    if storage.ledger_retention_days is not None and storage.ledger_retention_days < 1:
+        out.append("storage.ledger_retention_days: must be >= 1")
     # Never echo these URLs: they carry passwords.
     for key, secret, schemes in (
         ("redis_url", storage.redis_url, ("redis", "rediss", "unix")),
@@ -263,6 +278,9 @@ def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str] | Non
         out.append(f"budgets.timezone: unknown time zone {budgets.timezone!r}")
     if budgets.webhook_url is not None and (problem := url_problem(budgets.webhook_url)):
         out.append(f"budgets.webhook_url: {problem}")
+    _one_of(out, "budgets.on_store_outage", budgets.on_store_outage, ("fail_closed", "fail_open"))
+    _positive(out, "budgets.reservation_lease_s", budgets.reservation_lease_s)
+    _positive(out, "budgets.store_timeout_s", budgets.store_timeout_s)
     for team, budget in budgets.teams.items():
         path = join("budgets.teams", team)
         if teams is not None and team not in teams:
