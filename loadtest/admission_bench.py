@@ -50,7 +50,7 @@ async def run_row(store: BudgetStore, concurrency: int, ops: int, deadline: floa
                 end_user=None, worst_case_usd_micros=5_000, worst_case_tokens=1_000,
             )  # fmt: skip
             lat.append(time.perf_counter() - t0)
-            await ticket.settle(2_000, 400)
+            await gate.settle(ticket, 2_000, 400)
 
     with trio.move_on_after(deadline):
         async with trio.open_nursery() as nursery:

@@ -104,7 +104,7 @@ async def test_denial_details_and_berlin_midnight_reset() -> None:
     store, clock = MemoryStore(), Clock()
     gate = BudgetGate(config(), store, clock=clock)
     t = await admit(gate, "a", 9_000_000)
-    await t.settle(9_500_000, 10)
+    await gate.settle(t, 9_500_000, 10)
     with pytest.raises(PolicyError) as err:
         await admit(gate, "b", 600_000)
     e = err.value
@@ -151,15 +151,15 @@ async def test_capped_reservation_extends_then_stops_at_limit() -> None:
     other = await admit(gate, "other", 400_000)
     t = await admit(gate, "s", 2_000_000, tokens=2000, cap=250_000)
     assert (t.reserved_micros, t.reserved_tokens) == (250_000, 250)
-    await t.extend(cost_micros=200_000, tokens=200)  # covered: no store call
+    await gate.extend(t, cost_micros=200_000, tokens=200)  # covered: no store call
     assert t.reserved_micros == 250_000
-    await t.extend(cost_micros=260_000, tokens=260)  # one cap step
+    await gate.extend(t, cost_micros=260_000, tokens=260)  # one cap step
     assert (t.reserved_micros, t.reserved_tokens) == (500_000, 500)
     with pytest.raises(PolicyError) as err:
-        await t.extend(cost_micros=510_000, tokens=510)  # 400k + 750k > $1
+        await gate.extend(t, cost_micros=510_000, tokens=510)  # 400k + 750k > $1
     assert err.value.kind is ErrorKind.BUDGET_EXCEEDED
-    await t.settle(505_000, 505)  # billed for the chunk it got: the stated overshoot
-    await other.settle(400_000, 1)
+    await gate.settle(t, 505_000, 505)  # billed for the chunk it got: the stated overshoot
+    await gate.settle(other, 400_000, 1)
     assert await store.usage("team:t:day:2026-11-21", now=clock.now) == 905_000
 
 
@@ -167,8 +167,8 @@ async def test_settle_releases_and_is_idempotent() -> None:
     store = MemoryStore()
     gate = BudgetGate(config(), store, clock=Clock())
     t = await admit(gate, "a", 3_000_000, tokens=100, user="u")
-    await t.settle(1_000_000, 40)
-    await t.settle(0, 0)
+    await gate.settle(t, 1_000_000, 40)
+    await gate.settle(t, 0, 0)
     assert await store.usage("team:t:day:2026-11-21", now=T0) == 1_000_000
     assert await store.usage("user:u", now=T0) == 40
 
@@ -290,7 +290,7 @@ async def test_alerts_fire_once_per_period(
     caplog.set_level(logging.WARNING, "trioproxy.budget.alerts")
     for i, cost in enumerate([7_000_000, 1_500_000, 500_000, 1_000_000, 0]):
         t = await admit(gate, f"r{i}", cost)
-        await t.settle(cost, 1)
+        await gate.settle(t, cost, 1)
     await until(lambda: len(posts) >= 2)
     await trio.sleep(0.1)  # and nothing more arrives
     assert [(p["budget"], p["level"]) for p in posts] == [
@@ -301,7 +301,7 @@ async def test_alerts_fire_once_per_period(
     assert sum("budget_alert" in r.getMessage() for r in caplog.records) == 2
     clock.now += 86400  # next day: fires again
     t = await admit(gate, "next", 9_000_000)
-    await t.settle(9_000_000, 1)
+    await gate.settle(t, 9_000_000, 1)
     await until(lambda: len(posts) >= 3)
     assert [p["budget"] for p in posts][-1] == "team:t:day:2026-11-22"
     assert sink.statistics().fired == 3
@@ -313,7 +313,7 @@ async def test_alert_queue_full_drops_and_counts() -> None:
     gate = BudgetGate(config(), MemoryStore(), clock=Clock(), alerts=sink)
     for i in range(3):
         t = await admit(gate, f"r{i}", 1)
-        await t.settle(1, 1)  # 2 checks each (day, month), nobody consuming
+        await gate.settle(t, 1, 1)  # 2 checks each (day, month), nobody consuming
     assert sink.statistics().dropped == 5 and sink.statistics().queued == 1
 
 
@@ -341,6 +341,6 @@ async def test_per_key_rpm_and_tpm(kind: str, tmp_path: Path) -> None:
     with pytest.raises(PolicyError):
         await gate.admit(request_id="t2", team="t", user="x", end_user=None,
                          worst_case_usd_micros=1, worst_case_tokens=800, rate=tpm)  # fmt: skip
-    await t.settle(1, 100)  # used 100 of its 800: 900 left
+    await gate.settle(t, 1, 100)  # used 100 of its 800: 900 left
     await gate.admit(request_id="t3", team="t", user="x", end_user=None,
                      worst_case_usd_micros=1, worst_case_tokens=800, rate=tpm)  # fmt: skip

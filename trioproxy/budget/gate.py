@@ -44,11 +44,12 @@ from zoneinfo import ZoneInfo
 import trio
 
 from trioproxy.budget.alerts import AlertSink, BudgetCheck
-from trioproxy.budget.claims import Claim, Denial, distribute, initial_reservation, scaled
+from trioproxy.budget.claims import Claim, Denial, initial_reservation, scaled
 from trioproxy.budget.claims import usd_to_micros as _micros
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.periods import PeriodKind, period_at, retry_after_header
 from trioproxy.budget.store import BudgetStore, ReservationClosed, StoreUnavailable, TeamLimits
+from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who
 from trioproxy.config.model import BudgetsConfig, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 
@@ -56,18 +57,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SETTLE_PATIENCE = 5
 """A settle may take this many store timeouts before its reservation is left to the lease."""
-Family = Literal["day", "month", "user", "enduser", "rpm", "tpm"]
 RATE_WINDOW_S = 60
 """Per-key RPM / TPM limits are sliding windows of this length."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRate:
-    """Optional per-API-key limits: requests and tokens per minute (sliding, exact)."""
-
-    key: str
-    rpm: int | None = None
-    tpm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +70,6 @@ class OutagePolicy:
     """After a failure, skip the store this long (also the 503's Retry-After)."""
     fail_open_share: float = 0.05
     """``fail_open``: share of each limit one process may admit while the store is down."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Hold:
-    family: Family
-    claim: Claim
 
 
 class BudgetGate:
@@ -201,19 +186,12 @@ class BudgetGate:
     # --- claims -----------------------------------------------------------------
 
     def _claims(
-        self,
-        team: str,
-        user: str,
-        end_user: str | None,
-        limits: TeamLimits,
-        usd: int,
-        tokens: int,
-        now: float,
-        rate: KeyRate | None = None,
+        self, who: Who, limits: TeamLimits, usd: int, tokens: int, now: float, *,
         count_request: bool = False,
-    ) -> list[_Hold]:
+    ) -> list[Hold]:  # fmt: skip
         """The claims of one reservation; ``count_request`` on admission only (not extend)."""
-        holds: list[_Hold] = []
+        team, user, end_user, rate = who.team, who.user, who.end_user, who.rate
+        holds: list[Hold] = []
         periods: tuple[tuple[PeriodKind, int | None], ...] = (
             ("day", limits.daily_micros),
             ("month", limits.monthly_micros),
@@ -223,24 +201,24 @@ class BudgetGate:
                 continue
             p = period_at(kind, now, self._tz)
             bucket = f"team:{team}:{kind}:{p.name}"
-            holds.append(_Hold(kind, Claim(bucket, usd, limit, None, p.end)))
+            holds.append(Hold(kind, Claim(bucket, usd, limit, None, p.end)))
         window = self._cfg.users.get(user) or self._cfg.users.get("*")
         if window is not None:
             holds.append(
-                _Hold("user", Claim(f"user:{user}", tokens, window.tokens, window.window_s))
+                Hold("user", Claim(f"user:{user}", tokens, window.tokens, window.window_s))
             )
         if end_user is not None and self._end_user_window is not None:
             w = self._end_user_window
             bucket = f"enduser:{team}:{end_user}"
-            holds.append(_Hold("enduser", Claim(bucket, tokens, w.tokens, w.window_s)))
+            holds.append(Hold("enduser", Claim(bucket, tokens, w.tokens, w.window_s)))
         if rate is not None and rate.rpm is not None and count_request:
-            holds.append(_Hold("rpm", Claim(f"key:{rate.key}:rpm", 1, rate.rpm, RATE_WINDOW_S)))
+            holds.append(Hold("rpm", Claim(f"key:{rate.key}:rpm", 1, rate.rpm, RATE_WINDOW_S)))
         if rate is not None and rate.tpm is not None:
             claim = Claim(f"key:{rate.key}:tpm", tokens, rate.tpm, RATE_WINDOW_S)
-            holds.append(_Hold("tpm", claim))
+            holds.append(Hold("tpm", claim))
         return holds
 
-    def _denied(self, team: str, holds: Sequence[_Hold], d: Denial) -> PolicyError:
+    def _denied(self, team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
         family = next(h.family for h in holds if h.claim.bucket == d.bucket)
         retry = None if d.retry_after is None else retry_after_header(d.retry_after)
         if family in ("day", "month"):
@@ -292,13 +270,13 @@ class BudgetGate:
         tokens = worst_case_tokens
         if usd < worst_case_usd_micros:
             tokens = scaled(worst_case_tokens, usd, worst_case_usd_micros)
-        ticket = Ticket(self, request_id, team, user, end_user,
-                        worst_case_usd_micros, worst_case_tokens, reserve_cap_micros)  # fmt: skip
-        ticket.rate = rate
+        who = Who(team, user, end_user, rate)
+        ticket = Ticket(request_id, who, worst_case_usd_micros, worst_case_tokens,
+                        reserve_cap_micros)  # fmt: skip
         now = self.clock()
         try:
             limits = await self.team_limits(team)
-            holds = self._claims(team, user, end_user, limits, usd, tokens, now, rate, True)
+            holds = self._claims(who, limits, usd, tokens, now, count_request=True)
             if not holds:  # no budget applies: nothing to reserve, no store round trip
                 return ticket
             denial = await self._call(
@@ -312,7 +290,7 @@ class BudgetGate:
             limits = self._config_limits(team)
             holds = [
                 self._local_hold(h)
-                for h in self._claims(team, user, end_user, limits, usd, tokens, now, rate, True)
+                for h in self._claims(who, limits, usd, tokens, now, count_request=True)
             ]
             ticket.local = True
             denial = await self._local.reserve(
@@ -324,123 +302,75 @@ class BudgetGate:
         ticket.reserved_micros, ticket.reserved_tokens = usd, tokens
         return ticket
 
-    def _local_hold(self, h: _Hold) -> _Hold:
+    async def extend(self, ticket: Ticket, *, cost_micros: int, tokens: int) -> None:
+        """Make ``ticket``'s reservation cover ``cost_micros`` / ``tokens`` consumed so far.
+
+        Grows it by at least one cap step (not past the worst case unless
+        needed). Raises ``PolicyError`` if a budget has no room: end the stream.
+        """
+        grow = ticket.growth(cost_micros, tokens)
+        if grow is None:
+            return
+        add_usd, add_tok = grow
+        now = self.clock()
+        team = ticket.who.team
+        limits = await self.team_limits(team) if not ticket.local else self._config_limits(team)
+        holds = self._claims(ticket.who, limits, add_usd, add_tok, now)
+        if ticket.local:
+            holds = [self._local_hold(h) for h in holds]
+        store = self._local if ticket.local else self.store
+        try:
+            denial = await self._call(
+                lambda: store.extend(ticket.request_id, [h.claim for h in holds], now=now)
+            )
+        except ReservationClosed:
+            raise PolicyError(ErrorKind.BUDGET_EXCEEDED, "budget reservation expired") from None
+        except StoreUnavailable:
+            raise self._unavailable() from None
+        if denial is not None:
+            raise self._denied(team, holds, denial)
+        ticket.holds.extend(holds)
+        ticket.reserved_micros += add_usd
+        ticket.reserved_tokens += add_tok
+
+    async def settle(self, ticket: Ticket, cost_micros: int, tokens: int) -> None:
+        """Record what the request actually consumed; idempotent. Never raises for
+        a store outage (the lease covers it)."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        if not ticket.holds:
+            return
+        now = self.clock()
+        actual = ticket.actual_by_bucket(cost_micros, tokens)
+        store = self._local if ticket.local else self.store
+        try:
+            await self._call(lambda: store.settle(ticket.request_id, actual, now=now), patient=True)
+        except StoreUnavailable as exc:
+            log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
+                        ticket.request_id, exc)  # fmt: skip
+            return
+        self._check_alerts(ticket, now)
+
+    def _local_hold(self, h: Hold) -> Hold:
         c = h.claim
         limit = math.floor(c.limit * self.outage.fail_open_share)
-        return _Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
+        return Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
 
     def _check_alerts(self, ticket: Ticket, now: float) -> None:
         if self._alerts is None or ticket.local:
             return
-        tb = self._cfg.teams.get(ticket.team)
+        tb = self._cfg.teams.get(ticket.who.team)
         threshold = tb.alert_threshold if tb is not None else 0.8
         seen: set[str] = set()
         for h in ticket.holds:
             c = h.claim
             if h.family in ("day", "month") and c.bucket not in seen and c.expires_at is not None:
                 seen.add(c.bucket)
-                check = BudgetCheck(ticket.team, c.bucket, c.limit, threshold, c.expires_at, now)
+                check = BudgetCheck(
+                    ticket.who.team, c.bucket, c.limit, threshold, c.expires_at, now
+                )
                 self._alerts.check_nowait(check)
 
 
-class Ticket:
-    """An admitted request's reservation. Settle it exactly once, in a shielded,
-    time-bounded ``finally``; a missed settle is covered by the lease."""
-
-    def __init__(
-        self,
-        gate: BudgetGate,
-        request_id: str,
-        team: str,
-        user: str,
-        end_user: str | None,
-        worst_usd: int,
-        worst_tokens: int,
-        cap: int | None,
-    ) -> None:
-        self._gate = gate
-        self.request_id = request_id
-        self.team, self.user, self.end_user = team, user, end_user
-        self.worst_usd, self.worst_tokens, self.cap = worst_usd, worst_tokens, cap
-        self.holds: list[_Hold] = []
-        self.reserved_micros = 0
-        self.reserved_tokens = 0
-        self.local = False
-        self.settled = False
-        self.rate: KeyRate | None = None
-
-    async def extend(self, *, cost_micros: int, tokens: int) -> None:
-        """Make the reservation cover ``cost_micros`` / ``tokens`` consumed so far.
-
-        Grows it by at least one cap step (not past the worst case unless
-        needed). Raises ``PolicyError`` if a budget has no room: end the stream.
-        """
-        gate = self._gate
-        res_usd, res_tok = self.reserved_micros, self.reserved_tokens
-        if not self.holds or (cost_micros <= res_usd and tokens <= res_tok):
-            return
-        step = self.cap if self.cap is not None else self.worst_usd
-        add_usd = max(cost_micros, min(self.worst_usd, res_usd + step)) - res_usd
-        tok_step = scaled(self.worst_tokens, step, self.worst_usd)
-        add_tok = max(tokens, min(self.worst_tokens, res_tok + tok_step)) - res_tok
-        now = gate.clock()
-        limits = (
-            await gate.team_limits(self.team) if not self.local else gate._config_limits(self.team)
-        )
-        holds = gate._claims(
-            self.team, self.user, self.end_user, limits, max(0, add_usd), max(0, add_tok), now,
-            self.rate,
-        )  # fmt: skip
-        if self.local:
-            holds = [gate._local_hold(h) for h in holds]
-        store = gate._local if self.local else gate.store
-        try:
-            denial = await gate._call(
-                lambda: store.extend(self.request_id, [h.claim for h in holds], now=now)
-            )
-        except ReservationClosed:
-            raise PolicyError(ErrorKind.BUDGET_EXCEEDED, "budget reservation expired") from None
-        except StoreUnavailable:
-            raise gate._unavailable() from None
-        if denial is not None:
-            raise gate._denied(self.team, holds, denial)
-        self.holds.extend(holds)
-        self.reserved_micros += max(0, add_usd)
-        self.reserved_tokens += max(0, add_tok)
-
-    def actual_by_bucket(self, cost_micros: int, tokens: int) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for fam in ("day", "month", "user", "enduser", "rpm", "tpm"):
-            per: dict[str, int] = {}
-            for h in self.holds:
-                if h.family == fam:
-                    per[h.claim.bucket] = per.get(h.claim.bucket, 0) + h.claim.amount
-            if fam == "rpm":  # the request happened: it stays counted
-                out.update(per)
-                continue
-            actual = cost_micros if fam in ("day", "month") else tokens
-            out.update(zip(per, distribute(actual, list(per.values())), strict=True))
-        return out
-
-    async def settle(self, cost_micros: int, tokens: int) -> None:
-        """Record what the request actually consumed; idempotent. Never raises for
-        a store outage (the lease covers it)."""
-        if self.settled:
-            return
-        self.settled = True
-        if not self.holds:
-            return
-        gate = self._gate
-        now = gate.clock()
-        actual = self.actual_by_bucket(cost_micros, tokens)
-        store = gate._local if self.local else gate.store
-        try:
-            await gate._call(lambda: store.settle(self.request_id, actual, now=now), patient=True)
-        except StoreUnavailable as exc:
-            log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
-                        self.request_id, exc)  # fmt: skip
-            return
-        gate._check_alerts(self, now)
-
-
-__all__ = ["BudgetGate", "KeyRate", "OutagePolicy", "Ticket"]
+__all__ = ["BudgetGate", "KeyRate", "OutagePolicy", "Ticket", "Who"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -56,21 +56,27 @@ async def send_whole(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def watch_disconnect(
-    receive: Receive, scope: trio.CancelScope, gone: list[bool], responded: Callable[[], bool]
-) -> None:
-    """Cancel ``scope`` when the client goes away before its response is complete.
+class Watched(Protocol):
+    """What :func:`watch_disconnect` reads and marks: the response's delivery state."""
+
+    responded: bool
+    client_gone: bool
+
+
+async def watch_disconnect(receive: Receive, scope: trio.CancelScope, state: Watched) -> None:
+    """Cancel ``scope`` (and mark ``state.client_gone``) when the client goes away before
+    its response is complete.
 
     The server also reports ``http.disconnect`` while it finishes a complete
     response (inside our last ``send``, where it recycles or closes the
     connection); cancelling then would abort that bookkeeping and leave the
-    connection open, so a disconnect after ``responded()`` only ends the watch.
+    connection open, so a disconnect after ``state.responded`` only ends the watch.
     """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            if not responded():
-                gone.append(True)
+            if not state.responded:
+                state.client_gone = True
                 scope.cancel()
             return
 

@@ -219,7 +219,7 @@ class ChatHandler:
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, prompt_bound)
         race = Race(facts.plan.chain.targets, runner.run, self.breakers)
-        outcome = Delivery()
+        delivery = Delivery()
         collector = StreamCollector() if cache_plan is not None and facts.req.stream else None
 
         async def produce() -> None:
@@ -231,30 +231,27 @@ class ChatHandler:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
-                nursery.start_soon(
-                    watch_disconnect, receive, nursery.cancel_scope, outcome.client_gone,
-                    lambda: outcome.responded,
-                )  # fmt: skip
+                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, delivery)
                 async with recv_ch:
-                    await relay(recv_ch, send, dialect, facts.req, outcome,
+                    await relay(recv_ch, send, dialect, facts.req, delivery,
                                 self._winner_headers(race), base, collector)  # fmt: skip
                 nursery.cancel_scope.cancel()
         finally:
             usage = spent(facts, race, runner.meters)
-            if ticket is not None:
+            if ticket is not None and self.admission is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
-                    await Admission.settle(ticket, [(m, u) for _, m, u in usage])
+                    await self.admission.settle(ticket, [(m, u) for _, m, u in usage])
             if (
                 cache_plan is not None and self.cache is not None
-                and outcome.completion is not None and outcome.error is None
+                and delivery.completion is not None and delivery.error is None
                 and race.winner is not None
             ):  # fmt: skip
                 model = race.winner.target.spec
-                self.cache.store(cache_plan, facts.req, outcome.completion,
-                                 cost_usd(model, outcome.completion.usage))  # fmt: skip
+                self.cache.store(cache_plan, facts.req, delivery.completion,
+                                 cost_usd(model, delivery.completion.usage))  # fmt: skip
             for record in usage_records(
-                facts, race, usage, status=outcome.status,
-                error=outcome.error, client_gone=outcome.gone_early,
+                facts, race, usage, status=delivery.status,
+                error=delivery.error, client_gone=delivery.gone_early,
                 cache=cache_status,
             ):  # fmt: skip
                 self.sink.submit(record)

@@ -8,7 +8,7 @@ cached answers, as JSON or as a stream in the caller's dialect.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -24,7 +24,7 @@ from trioproxy.upstream.attempt import Failed, Item, Won
 class Delivery:
     status: int = 0
     error: GatewayError | None = None
-    client_gone: list[bool] = field(default_factory=list)
+    client_gone: bool = False
     responded: bool = False
     """The whole response was handed to the server (a later disconnect is normal)."""
     winner: Won | None = None
@@ -33,7 +33,7 @@ class Delivery:
 
     @property
     def gone_early(self) -> bool:
-        return bool(self.client_gone) and not self.responded
+        return self.client_gone and not self.responded
 
 
 async def send_error(send: Send, dialect: Dialect, err: GatewayError, base: Headers) -> None:
@@ -48,24 +48,24 @@ async def relay(
     send: Send,
     dialect: Dialect,
     req: ChatRequest,
-    outcome: Delivery,
+    delivery: Delivery,
     headers_for: Callable[[Won], Headers],
     base: Headers,
     collector: StreamCollector | None,
 ) -> None:
     first = await recv.receive()
     if isinstance(first, Failed):
-        outcome.status, outcome.error = first.error.status, first.error
-        outcome.responded = True
+        delivery.status, delivery.error = first.error.status, first.error
+        delivery.responded = True
         await send_error(send, dialect, first.error, base)
         return
     assert isinstance(first, Won)
-    outcome.winner, outcome.status = first, 200
+    delivery.winner, delivery.status = first, 200
     headers = [*base, *headers_for(first)]
     codec = DIALECTS[dialect]
     if first.completion is not None:
-        outcome.responded = True
-        outcome.completion = first.completion
+        delivery.responded = True
+        delivery.completion = first.completion
         await send_whole(send, 200, codec.render_completion(first.completion, req), headers)
         return
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
@@ -97,13 +97,13 @@ async def relay(
         if data:
             await send({"type": "http.response.body", "body": data, "more_body": True})
     if failed is not None:
-        outcome.error = failed
+        delivery.error = failed
         tail = encoder.error(failed)
     else:
         tail = encoder.finish()
         if collector is not None:
-            outcome.completion = collector.completion()
-    outcome.responded = True  # before the await: a disconnect may cancel us right after it
+            delivery.completion = collector.completion()
+    delivery.responded = True  # before the await: a disconnect may cancel us right after it
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

@@ -71,19 +71,18 @@ class Admission:
         async def on_progress(attempt: Attempt, meter: Meter) -> None:
             model = attempt.target.spec
             out = meter.output_estimate
-            await ticket.extend(
-                cost_micros=cost_micros(model, prompt_bound, out), tokens=prompt_bound + out
+            await self.gate.extend(
+                ticket, cost_micros=cost_micros(model, prompt_bound, out), tokens=prompt_bound + out
             )
 
         return on_progress
 
-    @staticmethod
-    async def settle(ticket: Ticket, spent: Iterable[tuple[ModelConfig, Usage]]) -> None:
+    async def settle(self, ticket: Ticket, spent: Iterable[tuple[ModelConfig, Usage]]) -> None:
         micros = tokens = 0
         for model, usage in spent:
             micros += cost_micros(model, usage.input_tokens, usage.output_tokens)
             tokens += usage.total
-        await ticket.settle(micros, tokens)
+        await self.gate.settle(ticket, micros, tokens)
 
 
 __all__ = ["Admission", "Progress"]
