@@ -222,9 +222,9 @@ class EmbeddingsHandler:
             consumed = [
                 (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts
             ]
-            if ticket is not None:
+            if ticket is not None and self.admission is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
-                    await Admission.settle(ticket, [(m, u) for _, m, u in consumed])
+                    await self.admission.settle(ticket, [(m, u) for _, m, u in consumed])
             if cache_key is not None and ex.won is not None and error is None:
                 await self._store(cache_key, route.cache.exact_ttl_s, ex.won)
             for record in usage_records(facts, race, consumed, status=status, error=error,
