@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trioproxy.budget.gate import BudgetGate
-from trioproxy.cache.keys import exact_namespace, tenant_scope
 from trioproxy.edge.app import Gateway
 
 
@@ -49,11 +48,7 @@ async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
         raise ActionError(f"unknown route {route_name!r}", 404)
     if not team.strip():
         raise ActionError("team must not be empty")
-    scope = tenant_scope(team, route.cache)
-    exact = await gw.cache.exact.flush_namespace(exact_namespace(scope, route_name))
-    semantic = None
-    if gw.cache.semantic is not None:
-        semantic = await gw.cache.semantic.flush_scope(scope, route_name)
+    scope, exact, semantic = await gw.cache.flush(team, route)
     return FlushResult(team, route_name, scope, exact, semantic, None)
 
 

@@ -25,7 +25,7 @@ import trio
 
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.exact import ExactCache
-from trioproxy.cache.keys import exact_key, tenant_scope
+from trioproxy.cache.keys import exact_key, exact_namespace, tenant_scope
 from trioproxy.cache.semantic import SemanticCache
 from trioproxy.cache.writer import CacheWriter, WriteJob
 from trioproxy.config.model import CacheConfig, RouteConfig
@@ -144,6 +144,16 @@ class ResponseCache:
                 ref = f"{hit.namespace}:{hit.entry_id}"
                 return CacheHit(hit.entry, "semantic", ref, hit.similarity)
         return None
+
+    async def flush(self, team: str, route: RouteConfig) -> tuple[str, int, int | None]:
+        """Drop the answers cached for ``team`` (its tenant scope: the team's, or ``global``)
+        on ``route``: (scope, exact entries removed, semantic entries removed or None)."""
+        scope = tenant_scope(team, route.cache)
+        exact = await self.exact.flush_namespace(exact_namespace(scope, route.name))
+        semantic = None
+        if self.semantic is not None:
+            semantic = await self.semantic.flush_scope(scope, route.name)
+        return scope, exact, semantic
 
     async def delete(self, entry_ref: str) -> bool:
         """Drop one entry named by a hit's ``x-trioproxy-cache-entry`` header."""
