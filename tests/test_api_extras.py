@@ -101,3 +101,23 @@ def test_embedding_models_on_anthropic_and_mixed_chains_are_config_errors() -> N
     with pytest.raises(ConfigError) as anthropic:
         parse_settings(_config(models, ["e"], kind="anthropic"), env={"K": "x"})
     assert any("models.e.output_per_mtok" in p for p in anthropic.value.problems)
+
+
+def test_telemetry_section() -> None:
+    models = {"c": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 2}}
+    base = _config(models, ["c"])
+    assert parse_settings(base, env={"K": "x"}).telemetry.otlp_endpoint is None
+    on = parse_settings(
+        {**base, "telemetry": {"otlp_endpoint": "http://otel:4318/v1/traces", "log_prompts": True}},
+        env={"K": "x"},
+    ).telemetry
+    assert (on.otlp_endpoint, on.log_prompts, on.service_name) == (
+        "http://otel:4318/v1/traces", True, "trioproxy",
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        parse_settings(
+            {**base, "telemetry": {"otlp_endpoint": "otel:4318", "queue_size": 0, "x": 1}},
+            env={"K": "x"},
+        )
+    problems = [p.split(":")[0] for p in err.value.problems]
+    assert sorted(problems) == ["telemetry.otlp_endpoint", "telemetry.queue_size", "telemetry.x"]

@@ -265,6 +265,21 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """OpenTelemetry traces (needs ``pip install 'trioproxy[otel]'``); off unless an
+    endpoint is set."""
+
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP traces endpoint, e.g. ``http://collector:4318/v1/traces``."""
+    service_name: str = "trioproxy"
+    log_prompts: bool = False
+    """Put prompts and answers on spans (``gen_ai.input.messages`` / ``.output.messages``)."""
+    export_timeout_s: float = 10.0
+    queue_size: int = 2048
+    """Spans buffered for export; when full, new spans are dropped (never blocks a request)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
@@ -277,6 +292,7 @@ class Settings:
     storage: StorageConfig = StorageConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     demo: bool = False
     """True for the built-in demo config over the provider simulator."""
     model_routes: Mapping[str, RouteConfig] = field(default_factory=dict)
@@ -304,6 +320,7 @@ __all__ = [
     "StorageConfig",
     "Target",
     "TeamBudget",
+    "TelemetryConfig",
     "Timeouts",
     "UserWindow",
 ]

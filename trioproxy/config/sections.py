@@ -35,6 +35,7 @@ from trioproxy.config.model import (
     StorageConfig,
     Target,
     TeamBudget,
+    TelemetryConfig,
     Timeouts,
     UserWindow,
 )
@@ -63,6 +64,7 @@ def build_settings(root: Table, env: Mapping[str, str], key_paths: dict[str, str
         budgets=_budgets(root.table("budgets")),
         embedder=_embedder(root.table("embedder"), env),
         dashboard=dashboard_section(root.table("dashboard")),
+        telemetry=_plain(root.table("telemetry"), TelemetryConfig),
     )
 
 

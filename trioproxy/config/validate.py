@@ -73,6 +73,11 @@ def validate_settings(
     _positive(out, "breaker.failure_threshold", settings.breaker.failure_threshold)
     _positive(out, "breaker.cooldown_s", settings.breaker.cooldown_s)
     _check_storage(out, settings.storage)
+    endpoint = settings.telemetry.otlp_endpoint
+    if endpoint is not None and (problem := url_problem(endpoint)) is not None:
+        out.append(f"telemetry.otlp_endpoint: {problem}")
+    _positive(out, "telemetry.export_timeout_s", settings.telemetry.export_timeout_s)
+    _positive(out, "telemetry.queue_size", settings.telemetry.queue_size)
     for name, provider in settings.providers.items():
         _check_provider(out, join("providers", name), provider)
     if not settings.models:

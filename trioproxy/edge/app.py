@@ -35,6 +35,7 @@ from trioproxy.ledger.record import UsageSink
 from trioproxy.ledger.sinks import LogSink
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
+from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.transport import HttpTransport, Transport
 
 log = logging.getLogger("trioproxy")
@@ -57,7 +58,9 @@ class Gateway:
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
         breakers: LocalBreakers | SharedBreakers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.tracing = tracing or Tracing()
         self.settings = settings
         self.keys = KeyRing(settings.api_keys)
         self.transport = transport or HttpTransport(settings.providers)
@@ -66,10 +69,24 @@ class Gateway:
         self.sink: UsageSink = self.metrics
         self.admission = admission
         self.chat = ChatHandler(
-            settings, self.keys, self.transport, self.breakers, self.sink, admission, cache
+            settings,
+            self.keys,
+            self.transport,
+            self.breakers,
+            self.sink,
+            admission,
+            cache,
+            self.tracing,
         )
         self.embeddings = EmbeddingsHandler(
-            settings, self.keys, self.transport, self.breakers, self.sink, admission, cache
+            settings,
+            self.keys,
+            self.transport,
+            self.breakers,
+            self.sink,
+            admission,
+            cache,
+            self.tracing,
         )
         self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
         self.cache = cache

@@ -24,6 +24,7 @@ from trioproxy.cache.keys import embedding_key, tenant_scope
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
+from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, read_body, send_whole
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.respond import send_error
@@ -42,7 +43,8 @@ from trioproxy.pipeline.routing import RoutePlan, require_models, route_for, sel
 from trioproxy.providers.base import error_message
 from trioproxy.providers.openai_embeddings import EmbeddingResult, build_request, parse_response
 from trioproxy.store.resp import RedisError
-from trioproxy.upstream.attempt import parse_retry_after
+from trioproxy.telemetry.tracing import RequestTrace, Tracing
+from trioproxy.upstream.attempt import Meter, parse_retry_after
 from trioproxy.upstream.race import Attempt, AttemptFailed, Breakers, Race
 from trioproxy.upstream.transport import (
     ERROR_BODY_LIMIT,
@@ -64,7 +66,10 @@ class _Exchange:
     req: EmbeddingRequest
     request_id: str
     used: dict[int, Usage] = field(default_factory=dict)
+    meters: dict[int, Meter] = field(default_factory=dict)
+    """Per attempt, what the provider answered (model, usage): for traces."""
     won: EmbeddingResult | None = None
+    trace: RequestTrace | None = None
 
 
 class EmbeddingsHandler:
@@ -77,7 +82,9 @@ class EmbeddingsHandler:
         sink: UsageSink,
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.tracing = tracing or Tracing()
         self.settings = settings
         self.keys = keys
         self.transport = transport
@@ -128,6 +135,7 @@ class EmbeddingsHandler:
             (b"x-trioproxy-route", plan.route.name.encode()),
             (b"x-trioproxy-chain", plan.chain.name.encode()),
         ]
+        trace = traces.start(self.tracing, "embeddings", ereq.model, headers, plan, rid)
         cache_key = self._cache_key(key, ereq, plan, headers)
         status: CacheStatus = "off" if cache_key is None else "miss"
         if cache_key is not None and (hit := await self._lookup(cache_key)) is not None:
@@ -137,6 +145,7 @@ class EmbeddingsHandler:
             first = plan.chain.targets[0].spec
             saved = cost_usd(first, Usage(hit.input_tokens, 0))
             self.sink.submit(cache_hit_record(facts, "exact", saved_usd=saved))
+            traces.finish_early(trace, status=200, cache="exact", saved_usd=saved)
             return
         base.append((b"x-trioproxy-cache", status.encode()))
         ticket: Ticket | None = None
@@ -147,9 +156,10 @@ class EmbeddingsHandler:
                 )
             except GatewayError as err:
                 self.sink.submit(refused_record(facts, err, cache=status))
+                traces.finish_early(trace, status=err.status, cache=status, error=err)
                 await send_error(send, "openai", err, base)
                 return
-        await self._serve(facts, ereq, send, base, ticket, cache_key, status)
+        await self._serve(facts, ereq, send, base, ticket, cache_key, status, trace)
 
     def _plan(self, key: ApiKeyConfig, ereq: EmbeddingRequest) -> RoutePlan:
         route = route_for(self.settings, ereq.model)
@@ -194,8 +204,9 @@ class EmbeddingsHandler:
     async def _serve(
         self, facts: RequestFacts, ereq: EmbeddingRequest, send: Send, base: Headers,
         ticket: Ticket | None, cache_key: str | None, cache_status: CacheStatus,
+        trace: RequestTrace | None,
     ) -> None:  # fmt: skip
-        ex = _Exchange(ereq, facts.request_id)
+        ex = _Exchange(ereq, facts.request_id, trace=trace)
         route = facts.plan.route
 
         async def run(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
@@ -230,6 +241,8 @@ class EmbeddingsHandler:
             for record in usage_records(facts, race, consumed, status=status, error=error,
                                         client_gone=False, cache=cache_status):  # fmt: skip
                 self.sink.submit(record)
+            traces.finish(trace, race, consumed, ex.meters, status=status, error=error,
+                          cache=cache_status)  # fmt: skip
 
     async def _store(self, cache_key: str, ttl_s: int, won: EmbeddingResult) -> None:
         assert self.cache is not None
@@ -249,6 +262,8 @@ class EmbeddingsHandler:
         key = provider.api_key.reveal() if provider.api_key is not None else None
         upreq = build_request(ex.req.body, model.deployment, key)
         upreq = replace(upreq, headers=(*upreq.headers, ("x-client-request-id", ex.request_id)))
+        if (hook := traces.attempt_hook(ex.trace)) is not None:
+            upreq = replace(upreq, headers=(*upreq.headers, *hook(attempt)))
         t = attempt.target.timeouts
         with trio.move_on_after(t.total) as total_scope:
             async with AsyncExitStack() as stack:
@@ -277,7 +292,9 @@ class EmbeddingsHandler:
             result = parse_response(body, estimate=ex.req.prompt_estimate)
         except ValueError as exc:
             raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
-        ex.used[attempt.index] = Usage(result.input_tokens, 0, estimated=result.estimated)
+        ex.used[attempt.index] = usage = Usage(result.input_tokens, 0, estimated=result.estimated)
+        ex.meters[attempt.index] = Meter(usage=usage, received_any=True,
+                                         response_model=str(result.body.get("model", "")))  # fmt: skip
         if claim(attempt):
             ex.won = result
 

@@ -20,6 +20,7 @@ from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
+from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import (
     ClientGone,
     Headers,
@@ -57,6 +58,7 @@ from trioproxy.pipeline.routing import (
     route_for,
     select_chain,
 )
+from trioproxy.telemetry.tracing import RequestTrace, Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
 from trioproxy.upstream.race import Breakers, Race
 from trioproxy.upstream.transport import Transport
@@ -77,8 +79,10 @@ class ChatHandler:
         sink: UsageSink,
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing()
         self.keys = keys
         self.transport = transport
         self.breakers = breakers
@@ -126,6 +130,7 @@ class ChatHandler:
             (b"x-trioproxy-chain", plan.chain.name.encode()),
             (b"x-trioproxy-reason", plan.reason.encode()),
         ]
+        trace = traces.start(self.tracing, "chat", req.model, headers, plan, rid)
         cache_plan: CachePlan | None = None
         status: CacheStatus = "off"
         if self.cache is not None:
@@ -136,7 +141,7 @@ class ChatHandler:
             if cache_plan is not None:
                 hit = await self.cache.lookup(cache_plan, req)
                 if hit is not None:
-                    await self._serve_hit(facts, dialect, send, base, hit)
+                    await self._serve_hit(facts, dialect, send, base, hit, trace)
                     return
         base.append((b"x-trioproxy-cache", status.encode()))
         ticket: Ticket | None = None
@@ -146,10 +151,11 @@ class ChatHandler:
                 ticket, prompt_bound = await self.admission.admit(facts)
             except GatewayError as err:
                 self.sink.submit(refused_record(facts, err, cache=status))
+                traces.finish_early(trace, status=err.status, cache=status, error=err)
                 await send_error(send, dialect, err, base)
                 return
         await self._serve(
-            facts, dialect, receive, send, base, ticket, prompt_bound, cache_plan, status
+            facts, dialect, receive, send, base, ticket, prompt_bound, cache_plan, status, trace
         )
 
     def _plan(
@@ -181,8 +187,9 @@ class ChatHandler:
         return fit_context(chosen, prompt_est), prompt_est
 
     async def _serve_hit(
-        self, facts: RequestFacts, dialect: Dialect, send: Send, base: Headers, hit: CacheHit
-    ) -> None:
+        self, facts: RequestFacts, dialect: Dialect, send: Send, base: Headers, hit: CacheHit,
+        trace: RequestTrace | None,
+    ) -> None:  # fmt: skip
         completion = hit.entry.completion("cache-" + facts.request_id)
         headers = [*base, (b"x-trioproxy-cache", hit.kind.encode()),
                    (b"x-trioproxy-target", b"cache"),
@@ -191,9 +198,9 @@ class ChatHandler:
             headers.append((b"x-trioproxy-cache-similarity", f"{hit.similarity:.4f}".encode()))
         await replay(send, dialect, facts.req, completion, replay_events(completion), headers)
         first = facts.plan.chain.targets[0].spec
-        self.sink.submit(
-            cache_hit_record(facts, hit.kind, saved_usd=cost_usd(first, completion.usage))
-        )
+        saved = cost_usd(first, completion.usage)
+        self.sink.submit(cache_hit_record(facts, hit.kind, saved_usd=saved))
+        traces.finish_early(trace, status=200, cache=hit.kind, saved_usd=saved)
 
     def _winner_headers(self, race: Race) -> Callable[[Won], Headers]:
         def headers(won: Won) -> Headers:
@@ -209,18 +216,20 @@ class ChatHandler:
     async def _serve(
         self, facts: RequestFacts, dialect: Dialect, receive: Receive, send: Send,
         base: Headers, ticket: Ticket | None, prompt_bound: int, cache_plan: CachePlan | None,
-        cache_status: CacheStatus,
+        cache_status: CacheStatus, trace: RequestTrace | None = None,
     ) -> None:  # fmt: skip
         send_ch, recv_ch = trio.open_memory_channel[Item](self.settings.server.stream_buffer)
         runner = AttemptRunner(
             self.transport, facts.req, facts.plan.route.fallback_statuses,
             send_ch, facts.request_id,
         )  # fmt: skip
+        runner.on_attempt = traces.attempt_hook(trace)
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, prompt_bound)
         race = Race(facts.plan.chain.targets, runner.run, self.breakers)
         delivery = Delivery()
-        collector = StreamCollector() if cache_plan is not None and facts.req.stream else None
+        keep = cache_plan is not None or (trace is not None and trace.log_prompts)
+        collector = StreamCollector() if keep and facts.req.stream else None
 
         async def produce() -> None:
             async with send_ch:
@@ -255,6 +264,9 @@ class ChatHandler:
                 cache=cache_status,
             ):  # fmt: skip
                 self.sink.submit(record)
+            traces.finish(trace, race, usage, runner.meters, status=delivery.status,
+                          error=delivery.error, cache=cache_status,
+                          prompt=facts.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip
 
 
 __all__ = ["ChatHandler"]

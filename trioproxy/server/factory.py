@@ -36,8 +36,11 @@ from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_service import response_cache
 from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
+from trioproxy.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
+TRACE_FLUSH_TIMEOUT_S = 5.0
+"""Longest wait for the span exporter to flush at shutdown."""
 REDIS_RETRY_MIN_S = 0.2
 REDIS_RETRY_MAX_S = 5.0
 
@@ -117,6 +120,21 @@ def admission(settings: Settings, store: BudgetStore, services: list[Service]) -
     return Admission(gate)
 
 
+def _flush_on_shutdown(tracing: Tracing) -> Service:
+    """Export the spans still buffered when the app stops (bounded; off: nothing to do)."""
+
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            if tracing.enabled:
+                with trio.CancelScope(shield=True), trio.move_on_after(TRACE_FLUSH_TIMEOUT_S):
+                    await trio.to_thread.run_sync(tracing.shutdown, abandon_on_cancel=True)
+
+    return run
+
+
 def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     """Every part wired for ``settings``; ``overrides`` replace parts (tests)."""
     services: list[Service] = []
@@ -125,11 +143,14 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     parts["admission"] = admission(settings, budget_store(settings, redis), services)
     parts["cache"] = response_cache(settings, services, redis)
     parts["breakers"] = shared_breakers(settings, redis)
+    if "tracing" not in overrides:
+        parts["tracing"] = Tracing.from_config(settings.telemetry)
     if "sink" not in overrides:
         ledger = LedgerService(settings.storage)
         services.insert(0, ledger.run)
         parts["sink"] = ledger
     parts.update(overrides)
+    services.append(_flush_on_shutdown(parts["tracing"]))
     gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
     mount_dashboard(gateway)
     return gateway

@@ -14,6 +14,7 @@ A chat request goes: auth (401) -> ``anthropic-version`` (400) -> fault spec
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -64,6 +65,8 @@ class Simulator:
         self.default_fault = default_fault or NO_FAULT
         self.default_tokens = default_tokens
         self.stats = SimStats()
+        self.traceparents: collections.deque[str] = collections.deque(maxlen=256)
+        """The W3C ``traceparent`` of the latest requests that carried one (tests)."""
         self._chat_requests = 0
         """Chat requests past validation since the last reset, for ``fail_first``."""
 
@@ -114,6 +117,8 @@ class Simulator:
 
     async def _exchange(self, conn: HttpConnection, req: Request) -> Next:
         ex = self.stats.begin(req.path, req.headers.get("x-sim-id"))
+        if (traceparent := req.headers.get("traceparent")) is not None:
+            self.traceparents.append(traceparent)
         outcome: Next = "close"
         try:
             async with trio.open_nursery() as nursery:

@@ -35,6 +35,8 @@ from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
+    FinishReason,
+    StreamEnd,
     StreamEvent,
     StreamStart,
     TextDelta,
@@ -82,6 +84,10 @@ class Meter:
     output_estimate: int = 0
     """Estimated output tokens of the content received so far."""
     received_any: bool = False
+    response_id: str = ""
+    response_model: str = ""
+    finish: FinishReason | None = None
+    """The provider's answer id, model and finish reason, as far as received (traces)."""
 
     def observe(self, event: StreamEvent) -> None:
         if isinstance(event, TextDelta):
@@ -92,8 +98,12 @@ class Meter:
                 self.output_estimate += estimate_tokens(event.name)
         elif isinstance(event, UsageReport):
             self.usage = event.usage
-        elif isinstance(event, StreamStart) and event.input_tokens is not None:
-            self.input_tokens = event.input_tokens
+        elif isinstance(event, StreamStart):
+            self.response_id, self.response_model = event.id, event.model
+            if event.input_tokens is not None:
+                self.input_tokens = event.input_tokens
+        elif isinstance(event, StreamEnd):
+            self.finish = event.finish_reason
 
     def final(self, prompt_estimate: int) -> Usage:
         if self.usage is not None:
@@ -114,6 +124,8 @@ class AttemptRunner:
     out: trio.MemorySendChannel[Item]
     request_id: str = ""
     """Sent upstream as ``x-client-request-id`` for tracing across both sides."""
+    on_attempt: Callable[[Attempt], tuple[tuple[str, str], ...]] | None = None
+    """Called as an attempt starts; returns extra upstream headers (a trace's ``traceparent``)."""
     on_progress: Callable[[Attempt, Meter], Awaitable[None]] | None = None
     """Called by the winner after each upstream chunk (budget metering); a
     ``GatewayError`` from it ends the stream with that error."""
@@ -154,6 +166,8 @@ class AttemptRunner:
             upreq = replace(
                 upreq, headers=(*upreq.headers, ("x-client-request-id", self.request_id))
             )
+        if self.on_attempt is not None:
+            upreq = replace(upreq, headers=(*upreq.headers, *self.on_attempt(attempt)))
         t = attempt.target.timeouts
         async with AsyncExitStack() as stack:
             first: list[StreamEvent] = []
@@ -269,6 +283,8 @@ class AttemptRunner:
             raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
         meter.received_any = True
         meter.usage = completion.usage
+        meter.response_id, meter.response_model = completion.id, completion.model
+        meter.finish = completion.finish_reason
         return completion
 
     async def _classify(

@@ -1,0 +1,1 @@
+"""OpenTelemetry traces (optional extra ``otel``): see :mod:`.tracing`."""
