@@ -84,6 +84,7 @@ async def test_chat_trace_joins_the_callers_trace_with_a_span_per_attempt(
     assert first.status.status_code is StatusCode.ERROR
     assert a0["error.type"] == "upstream_unavailable"
     assert (a1["trioproxy.attempt.index"], a1["gen_ai.provider.name"]) == (1, "anthropic")
+    assert (a1["server.address"], a1["server.port"]) == ("127.0.0.1", int(up.url.split(":")[-1]))
     assert a1["trioproxy.attempt.outcome"] == "won" and a1["gen_ai.request.model"] == "m1"
     assert a1["gen_ai.response.id"] == answer.id and a1["gen_ai.response.model"] == "m1"
     assert a1["gen_ai.response.finish_reasons"] == ("stop",)

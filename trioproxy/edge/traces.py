@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import trio
@@ -60,10 +61,16 @@ def attempt_hook(trace: RequestTrace | None) -> AttemptHook | None:
             "trioproxy.target": attempt.target.model,
             "trioproxy.attempt.role": attempt.role,
             "trioproxy.attempt.depth": attempt.depth,
-            "server.address": provider.base_url,
+            **_server(provider.base_url),
         })  # fmt: skip
 
     return hook
+
+
+def _server(base_url: str) -> dict[str, AttrValue]:
+    url = urlsplit(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return {"server.address": url.hostname or "", "server.port": port}
 
 
 def _response(meter: Meter | None) -> dict[str, AttrValue]:
