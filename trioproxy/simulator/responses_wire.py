@@ -98,6 +98,10 @@ def _response(plan: Plan, status: str, output: list[dict[str, Any]]) -> dict[str
         "store": False, "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": [],
         "text": {"format": {"type": "text"}}, "truncation": "disabled",
         "usage": usage if done else None, "metadata": {},
+        "previous_response_id": None, "instructions": None, "reasoning": None, "user": None,
+        "max_output_tokens": None, "max_tool_calls": None, "background": False,
+        "service_tier": "default", "safety_identifier": None, "prompt_cache_key": None,
+        "top_logprobs": 0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
     }  # fmt: skip
 
 
