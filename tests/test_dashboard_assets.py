@@ -59,14 +59,20 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
     assert app.after_serving_funcs == []
 
 
-def test_assets_fall_back_to_the_working_directory(tmp_path: Path) -> None:
+def test_assets_are_found_in_the_package_or_beside_it(tmp_path: Path) -> None:
     assert asset_dir("templates") == REPO / "templates"
-    (tmp_path / "static").mkdir()
-    assert asset_dir("static", package_root=tmp_path / "nowhere", cwd=tmp_path) == (
-        tmp_path / "static"
-    )
+    installed = tmp_path / "site-packages" / "trioproxy"
+    (installed / "static").mkdir(parents=True)
+    assert asset_dir("static", package_dir=installed) == installed / "static"
+    (tmp_path / "site-packages" / "static").mkdir()  # a package's own copy wins
+    assert asset_dir("static", package_dir=installed) == installed / "static"
     with pytest.raises(FileNotFoundError, match="templates"):
-        asset_dir("templates", package_root=tmp_path, cwd=tmp_path)
+        asset_dir("templates", package_dir=installed)
+
+
+def test_htmx_ships_with_its_licence() -> None:
+    assert "Zero-Clause BSD" in (REPO / "static" / "htmx.LICENSE").read_text()
+    assert "license 0BSD" in (REPO / "static" / "htmx.min.js").read_text()[:300]
 
 
 def test_session_secret_is_made_once_per_state_dir(tmp_path: Path) -> None:

@@ -84,3 +84,37 @@ def test_report_cli_on_sqlite_state_dir(tmp_path: Path, capsys: pytest.CaptureFi
 def test_report_cli_rejects_unknown_dimension(capsys: pytest.CaptureFixture[str]) -> None:
     assert report_main(["--by", "team,colour", "--state-dir", "/nonexistent"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_report_refuses_to_invent_an_empty_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert report_main([]) == 2
+    assert "--state-dir" in capsys.readouterr().err
+    assert report_main(["--state-dir", "var"]) == 1
+    assert "no ledger at" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no ./var, no empty ledger file
+
+
+def test_report_config_reads_only_the_storage_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Provider secrets the report does not need may be unset; a broken [storage] is an error."""
+
+    async def seed() -> None:
+        backend = await SqliteLedger.open(tmp_path / SQLITE_NAME)
+        await backend.write_batch(make_records(20, seed=5, ts=time.time() - 60))
+        await backend.aclose()
+
+    trio.run(seed)
+    config = tmp_path / "trioproxy.toml"
+    config.write_text(
+        f'[storage]\nstate_dir = "{tmp_path}"\n\n'
+        '[providers.openai]\nkind = "openai"\napi_key_env = "TRIOPROXY_TEST_UNSET_KEY"\n'
+    )
+    assert report_main(["--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("TOTAL")
+    config.write_text('[storage]\nstate_dir = 3\n')
+    assert report_main(["--config", str(config)]) == 2
+    assert "storage.state_dir" in capsys.readouterr().err

@@ -19,22 +19,36 @@ from pathlib import Path
 from typing import Any
 
 from trioproxy.config.fields import Table
-from trioproxy.config.model import Settings
+from trioproxy.config.model import Settings, StorageConfig
 from trioproxy.config.resolve import resolve
-from trioproxy.config.sections import build_settings, hash_key
+from trioproxy.config.sections import build_settings, build_storage, hash_key
 from trioproxy.config.validate import ConfigError, validate_settings
 
 
 def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the TOML file at ``path``; ``env`` defaults to ``os.environ``."""
+    return parse_settings(_read(path), env=os.environ if env is None else env)
+
+
+def load_storage(path: str | Path, *, env: Mapping[str, str] | None = None) -> StorageConfig:
+    """Only the ``[storage]`` section of the file at ``path`` (what ``trioproxy report``
+    needs): the other sections, and the secrets they name, are not read."""
+    problems: list[str] = []
+    root = Table.of(_read(path), "", problems)
+    storage = build_storage(root.table("storage"), os.environ if env is None else env)
+    if problems:
+        raise ConfigError(problems)
+    return storage
+
+
+def _read(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
-    return parse_settings(data, env=os.environ if env is None else env)
 
 
 def check_config(path: str) -> int:
@@ -74,4 +88,11 @@ def _under(path: str, reported: tuple[str, ...]) -> bool:
     return any(path == r or path.startswith((f"{r}.", f"{r}[")) for r in reported)
 
 
-__all__ = ["ConfigError", "check_config", "hash_key", "load_settings", "parse_settings"]
+__all__ = [
+    "ConfigError",
+    "check_config",
+    "hash_key",
+    "load_settings",
+    "load_storage",
+    "parse_settings",
+]

@@ -222,6 +222,9 @@ class StorageConfig:
     database_url: Secret | None = None
     ledger_retention_days: int | None = None
     """Raw ledger rows older than this are dropped (daily roll-ups are kept); None = keep."""
+    ledger_fsync_interval_s: float = 1.0
+    """Seconds between fsyncs of the ledger journal: the records a power loss can take (a
+    crash of the process loses none)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ def build_settings(root: Table, env: Mapping[str, str], key_paths: dict[str, str
     """Settings from the top-level table; ``key_paths`` gets each key hash's ``api_keys[i]``."""
     return Settings(  # keyword order = file order, so problems come out in reading order
         server=_plain(root.table("server"), ServerConfig),
-        storage=_storage(root.table("storage"), env),
+        storage=build_storage(root.table("storage"), env),
         breaker=_plain(root.table("breaker"), BreakerConfig),
         providers={name: _provider(name, t, env) for name, t in root.table("providers").items()},
         models={name: _model(name, t) for name, t in root.table("models").items()},
@@ -101,7 +101,7 @@ def _secret(t: Table, key: str, env: Mapping[str, str]) -> Secret | None:
     return Secret(inline) if inline is not None else from_env
 
 
-def _storage(t: Table, env: Mapping[str, str]) -> StorageConfig:
+def build_storage(t: Table, env: Mapping[str, str]) -> StorageConfig:
     redis_url, database_url = _secret(t, "redis_url", env), _secret(t, "database_url", env)
     return _plain(t, StorageConfig, redis_url=redis_url, database_url=database_url)
 

@@ -124,6 +124,8 @@ def _check_storage(out: list[str], storage: StorageConfig) -> None:
         out.append("storage.state_dir: must not be empty")
     if storage.ledger_retention_days is not None and storage.ledger_retention_days < 1:
         out.append("storage.ledger_retention_days: must be >= 1")
+    if not 0 < storage.ledger_fsync_interval_s <= 60:
+        out.append("storage.ledger_fsync_interval_s: must be > 0 and <= 60")
     # Never echo these URLs: they carry passwords.
     for key, secret, schemes in (
         ("redis_url", storage.redis_url, ("redis", "rediss", "unix")),

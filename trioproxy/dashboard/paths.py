@@ -1,8 +1,9 @@
 """Where the dashboard's templates and static files live, and its session secret.
 
-``templates/`` and ``static/`` sit at the top of the repository, next to the
-``trioproxy`` package: found from the package (an editable install, or a run
-from a checkout) or else from the working directory (the repository as cwd).
+``templates/`` and ``static/`` sit at the top of the repository; the wheel installs them
+inside the package (``trioproxy/templates``, ``trioproxy/static``; see ``setup.py``). So
+they are found inside the package (an installed wheel) or next to it (a checkout or an
+editable install), never through the working directory.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pathlib import Path
 
 SECRET_FILE = "dashboard-session.key"
 SECRET_BYTES = 32
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def asset_dir(name: str, *, package_root: Path | None = None, cwd: Path | None = None) -> Path:
-    """The top-level ``name`` directory (``templates`` or ``static``); raises if none exists.
+def asset_dir(name: str, *, package_dir: Path = PACKAGE_DIR) -> Path:
+    """The ``name`` directory (``templates``, ``static`` or ``examples``); raises if none.
 
-    Looked up next to the package first, then in the working directory.
+    Looked up inside the package (a wheel install), then beside it (a checkout).
     """
-    root = package_root or Path(__file__).resolve().parents[2]
-    candidates = [root / name, (cwd or Path.cwd()) / name]
+    candidates = [package_dir / name, package_dir.parent / name]
     for path in candidates:
         if path.is_dir():
             return path

@@ -38,6 +38,7 @@ from trioproxy.pipeline.accounting import (
     RequestFacts,
     cache_hit_record,
     cost_usd,
+    intent_record,
     refused_record,
     spent,
     usage_records,
@@ -60,7 +61,7 @@ from trioproxy.pipeline.routing import (
 )
 from trioproxy.telemetry.tracing import RequestTrace, Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
-from trioproxy.upstream.race import Breakers, Race
+from trioproxy.upstream.race import Attempt, Breakers, Race
 from trioproxy.upstream.transport import Transport
 
 SETTLE_TIMEOUT_S = 15.0
@@ -226,7 +227,13 @@ class ChatHandler:
         runner.on_attempt = traces.attempt_hook(trace)
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, prompt_bound)
-        race = Race(facts.plan.chain.targets, runner.run, self.breakers)
+        intents: list[int] = []
+
+        async def run_journaled(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
+            intents.append(self.sink.intend(intent_record(facts, attempt)))
+            await runner.run(attempt, claim)
+
+        race = Race(facts.plan.chain.targets, run_journaled, self.breakers)
         delivery = Delivery()
         keep = cache_plan is not None or (trace is not None and trace.log_prompts)
         collector = StreamCollector() if keep and facts.req.stream else None
@@ -247,6 +254,14 @@ class ChatHandler:
                 nursery.cancel_scope.cancel()
         finally:
             usage = spent(facts, race, runner.meters)
+            for record in usage_records(
+                facts, race, usage, status=delivery.status,
+                error=delivery.error, client_gone=delivery.gone_early,
+                cache=cache_status,
+            ):  # fmt: skip
+                self.sink.submit(record)
+            for token in intents:  # the records above stand for these provisional ones
+                self.sink.resolve(token)
             if ticket is not None and self.admission is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
                     await self.admission.settle(ticket, [(m, u) for _, m, u in usage])
@@ -258,12 +273,6 @@ class ChatHandler:
                 model = race.winner.target.spec
                 self.cache.store(cache_plan, facts.req, delivery.completion,
                                  cost_usd(model, delivery.completion.usage))  # fmt: skip
-            for record in usage_records(
-                facts, race, usage, status=delivery.status,
-                error=delivery.error, client_gone=delivery.gone_early,
-                cache=cache_status,
-            ):  # fmt: skip
-                self.sink.submit(record)
             traces.finish(trace, race, usage, runner.meters, status=delivery.status,
                           error=delivery.error, cache=cache_status,
                           prompt=facts.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip

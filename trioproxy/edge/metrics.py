@@ -47,6 +47,12 @@ class MetricsSink:
             self.attempts[(("target", record.target or ""), ("outcome", record.outcome))] += 1
         self.inner.submit(record)
 
+    def intend(self, record: UsageRecord) -> int:
+        return self.inner.intend(record)
+
+    def resolve(self, token: int) -> None:
+        self.inner.resolve(token)
+
 
 def render(sink: MetricsSink, gauges: Iterable[tuple[str, str, Labels, float]]) -> bytes:
     """Prometheus text format: the counters, then ``(name, help, labels, value)`` gauges."""

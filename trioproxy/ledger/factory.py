@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.spool import Spool
-from trioproxy.ledger.writer import LedgerWriter
+from trioproxy.ledger.writer import FSYNC_INTERVAL, LedgerWriter
 
 SQLITE_NAME = "ledger.sqlite3"
 
@@ -27,11 +28,15 @@ async def open_writer(
     state_dir: str | Path,
     database_url: str | None = None,
     retention_days: int | None = None,
+    fsync_interval: float = FSYNC_INTERVAL,
 ) -> LedgerWriter:
-    """The app's writer: start ``writer.run`` with ``nursery.start``; ``aclose`` at shutdown,
-    then ``await writer.backend.aclose()``."""
+    """The app's writer, journaling under ``state_dir``: start ``writer.run`` with
+    ``nursery.start``; ``aclose`` at shutdown, then ``await writer.backend.aclose()``."""
     backend = await open_backend(state_dir=state_dir, database_url=database_url)
-    return LedgerWriter(backend, Spool(state_dir), retention_days=retention_days)
+    return LedgerWriter(
+        backend, Spool(state_dir), retention_days=retention_days,
+        journal=Journal(state_dir), fsync_interval=fsync_interval,
+    )  # fmt: skip
 
 
 __all__ = ["SQLITE_NAME", "open_backend", "open_writer"]

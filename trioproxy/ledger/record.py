@@ -12,7 +12,10 @@ from typing import Any, Literal, Protocol
 RecordKind = Literal["request", "attempt"]
 CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
 HedgeRole = Literal["primary", "fallback", "hedge"]
-Outcome = Literal["served", "won", "lost", "failed", "cancelled", "denied", "error"]
+Outcome = Literal[
+    "served", "won", "lost", "failed", "cancelled", "denied", "error", "interrupted"
+]
+"""``interrupted``: the gateway process died during the request (recovered from the journal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,16 @@ class UsageRecord:
 class UsageSink(Protocol):
     def submit(self, record: UsageRecord) -> None:
         """Hand over a record without blocking; must never raise into the request."""
+        ...
+
+    def intend(self, record: UsageRecord) -> int:
+        """Note the provisional record of an upstream call about to be made: a durable sink
+        journals it, and it stands if the process dies before the request's records are
+        submitted. Returns the token to :meth:`resolve` once they are. Never blocks or raises."""
+        ...
+
+    def resolve(self, token: int) -> None:
+        """The request's records were submitted: the provisional record ``token`` is void."""
         ...
 
 

@@ -16,11 +16,12 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
 from trioproxy.ledger.backend import DIMENSIONS, LedgerBackend, ReportRow, check_dimensions
-from trioproxy.ledger.factory import open_backend
+from trioproxy.ledger.factory import SQLITE_NAME, open_backend
 from trioproxy.ledger.record import RecordKind
 
 REPORT_TIMEOUT = 60.0
@@ -93,10 +94,15 @@ def format_report(rows: Sequence[ReportRow], by: Sequence[str]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trioproxy report", description="Spend from the ledger.")
+    p = argparse.ArgumentParser(
+        prog="trioproxy report",
+        description="Spend from the ledger. Name the ledger with --config, --state-dir or "
+        "--database-url.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--by", default="team", help=f"comma-separated subset of {','.join(DIMENSIONS)}")
-    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date (default 7d)")
-    p.add_argument("--config", help="trioproxy TOML config (storage section)")
+    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
+    p.add_argument("--config", help="trioproxy TOML config (only its [storage] section is read)")
     p.add_argument("--state-dir", help="SQLite ledger directory (overrides the config)")
     p.add_argument("--database-url", help="PostgreSQL URL (overrides the config)")
     p.add_argument("--kind", choices=("request", "attempt"), default="request")
@@ -115,21 +121,29 @@ def report_main(argv: list[str]) -> int:
         return 2
     state_dir, database_url = args.state_dir, args.database_url
     if args.config:
-        from trioproxy.config import ConfigError, load_settings
+        from trioproxy.config.load import ConfigError, load_storage
 
         try:
-            storage = load_settings(args.config).storage
+            storage = load_storage(args.config)
         except ConfigError as exc:
             print(f"trioproxy report: {exc}", file=sys.stderr)
             return 2
         state_dir = state_dir or storage.state_dir
         if database_url is None and storage.database_url is not None and not args.state_dir:
             database_url = storage.database_url.reveal()
-    state_dir = state_dir or "./var"
+    if database_url is None:
+        if state_dir is None:
+            print("trioproxy report: no ledger named: give --config, --state-dir or "
+                  "--database-url", file=sys.stderr)  # fmt: skip
+            return 2
+        ledger = Path(state_dir) / SQLITE_NAME
+        if not ledger.is_file():  # never create an empty ledger and report zeros from it
+            print(f"trioproxy report: no ledger at {ledger.resolve()}", file=sys.stderr)
+            return 1
 
     async def _run() -> list[ReportRow]:
         with trio.fail_after(REPORT_TIMEOUT):
-            backend = await open_backend(state_dir=state_dir, database_url=database_url)
+            backend = await open_backend(state_dir=state_dir or ".", database_url=database_url)
             try:
                 return await spend_report(backend, by=by, since=since, kind=args.kind)
             finally:

@@ -28,12 +28,20 @@ class LedgerService:
             raise RuntimeError("ledger used before start-up")
         self.writer.submit(record)
 
+    def intend(self, record: UsageRecord) -> int:
+        return self.writer.intend(record) if self.writer is not None else -1
+
+    def resolve(self, token: int) -> None:
+        if self.writer is not None:
+            self.writer.resolve(token)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         db = self._storage.database_url
         writer = await open_writer(
             state_dir=self._storage.state_dir,
             database_url=db.reveal() if db is not None else None,
             retention_days=self._storage.ledger_retention_days,
+            fsync_interval=self._storage.ledger_fsync_interval_s,
         )
         self.writer = writer
         try:

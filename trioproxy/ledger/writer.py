@@ -1,5 +1,10 @@
 """The ledger writer: the durable :class:`UsageSink`.
 
+With a :class:`~trioproxy.ledger.journal.Journal`, ``submit`` first appends the record to the
+journal (page cache: survives the death of the process; fsync'd every ``fsync_interval``
+seconds), and ``intend`` journals the provisional record of an upstream call about to be made;
+a journal entry is released once its record is in the database or fsync'd in the spool.
+
 ``submit`` never blocks and never raises: it puts the record in a bounded memory channel, or,
 when the channel is full (or the writer is closed), appends it to the spool file synchronously
 (written, not fsync'd; the writer fsyncs it with its next batch). ``run`` (started with
@@ -33,6 +38,7 @@ from pathlib import Path
 import trio
 
 from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
 
@@ -55,6 +61,11 @@ SHUTDOWN_TIMEOUT = 10.0
 """Bound on the whole shutdown flush."""
 SHUTDOWN_DB_TIMEOUT = 3.0
 """Bound on database writes during the shutdown flush; after it, records are spooled."""
+FSYNC_INTERVAL = 1.0
+"""Seconds between fsyncs of the journal: what a power loss can take (a process death: none)."""
+
+Entry = tuple[int, UsageRecord]
+"""A record and its journal segment (-1: not journaled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +105,17 @@ class LedgerWriter:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         shutdown_db_timeout: float = SHUTDOWN_DB_TIMEOUT,
         wall_clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
+        fsync_interval: float = FSYNC_INTERVAL,
     ) -> None:
         self.backend = backend
         self.spool = spool if isinstance(spool, Spool) else Spool(spool)
-        self._send, self._receive = trio.open_memory_channel[UsageRecord](capacity)
+        self.journal = journal
+        self._fsync_interval = fsync_interval
+        self._next_fsync = 0.0
+        self._overflow_seqs: list[int] = []
+        """Journal segments of records appended to the spool without fsync."""
+        self._send, self._receive = trio.open_memory_channel[Entry](capacity)
         self._batch_size = batch_size
         self._batch_interval = batch_interval
         self._write_timeout = write_timeout
@@ -107,7 +125,7 @@ class LedgerWriter:
         self._shutdown_timeout = shutdown_timeout
         self._shutdown_db_timeout = shutdown_db_timeout
         self._wall_clock = wall_clock
-        self._pending: list[UsageRecord] = []
+        self._pending: list[Entry] = []
         self._db_up = True
         self._backoff = retry_min
         self._retry_at = 0.0
@@ -123,8 +141,9 @@ class LedgerWriter:
 
     # -- hot path -----------------------------------------------------------------------
     def submit(self, record: UsageRecord) -> None:
+        seq = self.journal.append(record) if self.journal is not None else -1
         try:
-            self._send.send_nowait(record)
+            self._send.send_nowait((seq, record))
             self._submitted += 1
             return
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
@@ -137,7 +156,18 @@ class LedgerWriter:
             log.error("ledger record lost: spool append failed: %s", exc)
             return
         self._overflowed += 1
+        self._overflow_seqs.append(seq)
         self._spool_unsynced = self._spool_dirty = True
+
+    def intend(self, record: UsageRecord) -> int:
+        """Journal the provisional record of an upstream call about to be made; it stands if
+        the process dies before the request's records are submitted. Returns the token to
+        :meth:`resolve` once they are."""
+        return self.journal.append(record, intent=True) if self.journal is not None else -1
+
+    def resolve(self, token: int) -> None:
+        if self.journal is not None:
+            self.journal.done(token)
 
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(
@@ -168,6 +198,8 @@ class LedgerWriter:
                 with trio.move_on_after(self._shutdown_timeout):
                     await self._flush_on_exit()
                 self._spool_rest_now()
+                if self.journal is not None:
+                    self.journal.close()
                 self._running = False
                 self._done.set()
 
@@ -179,11 +211,16 @@ class LedgerWriter:
                 await self._done.wait()
         else:
             self._spool_rest_now()
+            if self.journal is not None:
+                self.journal.close()
 
     # -- batching -----------------------------------------------------------------------
     async def _collect(self) -> bool:
         """Fill ``_pending``; False once the channel is closed and drained."""
-        wait = self._retry_at - trio.current_time() if not self._db_up else SPOOL_CHECK_INTERVAL
+        now = trio.current_time()
+        wait = self._retry_at - now if not self._db_up else SPOOL_CHECK_INTERVAL
+        if self.journal is not None:
+            wait = min(wait, self._next_fsync - now)
         with trio.move_on_after(max(wait, 0.0)):
             try:
                 self._pending.append(await self._receive.receive())
@@ -208,11 +245,18 @@ class LedgerWriter:
         if not self._pending:
             return
         if self._db_up or trio.current_time() >= self._retry_at:
-            if await self._try_write(self._pending, self._write_timeout):
+            if await self._try_write([r for _, r in self._pending], self._write_timeout):
+                self._release(self._pending)
                 self._pending = []
                 return
-        await trio.to_thread.run_sync(self._spool_batch, self._pending)
+        await self._spool_entries(self._pending)
         self._pending = []
+
+    def _release(self, entries: list[Entry]) -> None:
+        """These records are durable elsewhere: their journal entries may go."""
+        if self.journal is not None:
+            for seq, _ in entries:
+                self.journal.done(seq)
 
     async def _try_write(self, batch: list[UsageRecord], bound: float) -> bool:
         try:
@@ -237,11 +281,31 @@ class LedgerWriter:
         self._db_up = False
         self._retry_at = trio.current_time() + self._backoff
 
-    def _spool_batch(self, batch: list[UsageRecord]) -> None:
-        self.spool.append(batch, fsync=True)
+    async def _spool_entries(self, batch: list[Entry]) -> None:
+        overflowed = self._overflow_seqs
+        self._overflow_seqs = []
+        self._spool_unsynced = False  # this fsync covers the overflow appends made so far
+        await trio.to_thread.run_sync(self._spool_batch, batch)
+        self._release(batch)
+        self._release_overflow(overflowed)
+
+    def _spool_batch(self, batch: list[Entry]) -> None:
+        """Blocking (a thread, or the last synchronous flush); fsyncs the spool."""
+        self.spool.append((r for _, r in batch), fsync=True)
         self._spooled += len(batch)
         self._spool_dirty = True
-        self._spool_unsynced = False
+
+    async def _sync_spool(self) -> None:
+        overflowed = self._overflow_seqs
+        self._overflow_seqs = []
+        await trio.to_thread.run_sync(self.spool.sync)
+        self._release_overflow(overflowed)
+
+    def _release_overflow(self, seqs: list[int]) -> None:
+        """After a spool fsync: the overflowed records are durable there."""
+        if self.journal is not None:
+            for seq in seqs:
+                self.journal.done(seq)
 
     def _spool_rest_now(self) -> None:
         """Synchronously spool everything not yet durable; close the channel so later
@@ -255,6 +319,7 @@ class LedgerWriter:
         if self._pending:
             try:
                 self._spool_batch(self._pending)
+                self._release(self._pending)
             except OSError as exc:
                 self._lost += len(self._pending)
                 log.error("ledger: %d records lost, spool failed: %s", len(self._pending), exc)
@@ -268,24 +333,31 @@ class LedgerWriter:
                 break
         while self._pending and self._db_up:
             batch = self._pending[: self._batch_size]
-            if not await self._try_write(batch, self._shutdown_db_timeout):
+            if not await self._try_write([r for _, r in batch], self._shutdown_db_timeout):
                 break
+            self._release(batch)
             del self._pending[: len(batch)]
         if self._pending:
-            await trio.to_thread.run_sync(self._spool_batch, self._pending)
+            await self._spool_entries(self._pending)
             self._pending = []
         if self._spool_unsynced:
-            await trio.to_thread.run_sync(self.spool.sync)
+            await self._sync_spool()
 
     # -- spool replay and retention ----------------------------------------------------------
     async def _maintain(self) -> None:
         now = trio.current_time()
         if self._spool_unsynced:
             self._spool_unsynced = False
-            await trio.to_thread.run_sync(self.spool.sync)
+            await self._sync_spool()
+        if self.journal is not None and now >= self._next_fsync:
+            self._next_fsync = now + self._fsync_interval
+            await trio.to_thread.run_sync(self.journal.sync)
+            self.journal.rotate()
         if now >= self._next_spool_check:
             self._next_spool_check = now + SPOOL_CHECK_INTERVAL
             self._spool_dirty = True
+            if self.journal is not None:
+                await trio.to_thread.run_sync(self.journal.recover, self.spool)
         if self._spool_dirty and (self._db_up or now >= self._retry_at):
             await self._replay()
         if self._retention_days is not None and now >= self._next_retention and self._db_up:

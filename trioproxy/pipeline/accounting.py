@@ -148,6 +148,21 @@ def usage_records(
     )
 
 
+def intent_record(facts: RequestFacts, a: Attempt) -> UsageRecord:
+    """The provisional record of attempt ``a``, journaled before its upstream call: it stands
+    (outcome ``interrupted``, the prompt estimate billed) if the process dies before the
+    request's records are submitted."""
+    model = a.target.spec
+    usage = Usage(facts.prompt_estimate, 0)
+    return UsageRecord(
+        ts=a.wall_started_at, kind="attempt", target=a.target.model, provider=model.provider,
+        provider_model=model.deployment, input_tokens=usage.input_tokens, estimated=True,
+        cost_usd=cost_usd(model, usage), status=0, error_kind="interrupted",
+        fallback_depth=a.depth, attempt=a.index, hedge_role=a.role, outcome="interrupted",
+        **identity(facts),
+    )  # fmt: skip
+
+
 def refused_record(
     facts: RequestFacts, err: GatewayError, *, cache: CacheStatus = "off"
 ) -> UsageRecord:
@@ -179,6 +194,7 @@ __all__ = [
     "RequestFacts",
     "cache_hit_record",
     "cost_usd",
+    "intent_record",
     "refused_record",
     "spent",
     "usage_records",

@@ -1,0 +1,36 @@
+"""Packaging glue that ``pyproject.toml`` cannot express (everything else lives there).
+
+The dashboard's ``templates/`` and ``static/`` folders and ``examples/`` stay at the top of the
+repository; the wheel installs them inside the package as ``trioproxy/templates``,
+``trioproxy/static`` and ``trioproxy/examples`` (data-only packages mapped with
+``package_dir``), so ``trioproxy serve`` finds them from any working directory.
+"""
+
+from pathlib import Path
+
+from setuptools import find_namespace_packages, setup
+
+ASSETS = {
+    "trioproxy.templates": "templates",
+    "trioproxy.static": "static",
+    "trioproxy.examples": "examples",
+}
+
+
+def data_packages() -> list[str]:
+    """Each asset folder and every folder below it, as a dotted package name."""
+    names = []
+    for package, folder in ASSETS.items():
+        for d in [Path(folder), *sorted(p for p in Path(folder).rglob("*") if p.is_dir())]:
+            names.append(".".join([package, *d.parts[1:]]))
+    return names
+
+
+setup(
+    packages=[
+        *find_namespace_packages(include=["trioproxy", "trioproxy.*"], exclude=["*.__pycache__"]),
+        *data_packages(),
+    ],
+    package_dir=ASSETS,
+    package_data={"trioproxy": ["py.typed"], **{name: ["*"] for name in data_packages()}},
+)

@@ -1,0 +1,102 @@
+"""SIGKILL of the gateway under load loses no ledger record: after a restart, the ledger holds
+one attempt row per upstream call the simulator saw, and one request row per request."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+
+import trio
+
+from tests.fixtures_gateway import start_simulator
+from tests.proc import GatewayProcess
+from tests.rawhttp import post
+from tests.test_e2e_processes import AUTH, MSGS, config
+from trioproxy.ledger.factory import SQLITE_NAME
+from trioproxy.ledger.journal import JOURNAL_DIR
+from trioproxy.simulator.faults import Fault
+
+QUICK, STREAMS = 400, 150
+
+
+def ledger_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
+    """kind -> (rows, distinct request ids)."""
+    conn = sqlite3.connect(str(state_dir / SQLITE_NAME))
+    try:
+        rows = conn.execute(
+            "SELECT kind, count(*), count(DISTINCT request_id) FROM ledger_raw GROUP BY kind"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {kind: (n, distinct) for kind, n, distinct in rows}
+
+
+async def test_sigkill_under_load_then_restart_records_every_upstream_call(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    quick = await start_simulator(nursery, Fault(tokens=5))
+    slow = await start_simulator(nursery, Fault(tokens=2000, chunk_ms=20))  # ~40 s: killed mid-way
+    cfg = config({"quick": quick.url, "slow": slow.url}, tmp_path)
+    gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"})
+    await gw.start()
+    statuses: list[int] = []
+    try:
+
+        async def one(route: str, stream: bool) -> None:
+            body = {"model": route, "messages": MSGS, "stream": stream}
+            try:
+                statuses.append((await post(gw.url, "/v1/chat/completions", body, AUTH)).status)
+            except OSError:
+                statuses.append(0)  # the gateway died under it
+
+        async def quick_load() -> None:
+            limit = trio.CapacityLimiter(50)
+
+            async def limited() -> None:
+                async with limit:
+                    await one("quick", False)
+
+            async with trio.open_nursery() as n:
+                for _ in range(QUICK):
+                    n.start_soon(limited)
+
+        async with trio.open_nursery() as clients:
+            clients.start_soon(quick_load)
+            for _ in range(STREAMS):
+                clients.start_soon(one, "slow", True)
+            with trio.fail_after(60):  # every call made has reached the simulator
+                while (quick.sim.stats.requests, slow.sim.stats.requests) != (QUICK, STREAMS):
+                    await trio.sleep(0.01)
+            gw.signal(signal.SIGKILL, group=True)
+            assert await gw.wait() == -signal.SIGKILL
+    finally:
+        gw.kill()
+    calls = quick.sim.stats.requests + slow.sim.stats.requests
+    assert statuses.count(200) >= QUICK  # the quick ones were answered before the kill
+    assert any((tmp_path / JOURNAL_DIR).glob("*.jsonl"))  # the streams' intents, at least
+
+    again = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"})
+    await again.start()  # start-up recovers the dead process's journal
+    try:
+        with trio.fail_after(30):
+            while ledger_counts(tmp_path).get("attempt", (0, 0))[0] < calls:
+                await trio.sleep(0.05)
+        again.signal(signal.SIGTERM)
+        assert await again.wait() == 0
+    finally:
+        again.kill()
+    counts = ledger_counts(tmp_path)
+    assert counts["attempt"] == (calls, calls), (counts, calls)
+    assert counts["request"] == (calls, calls), (counts, calls)
+    conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
+    try:
+        interrupted = conn.execute(
+            "SELECT count(*) FROM ledger_raw WHERE kind = 'request' AND outcome = 'interrupted'"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    assert STREAMS <= interrupted <= STREAMS + 50  # the streams, and quick ones cut mid-way
+    assert list((tmp_path / JOURNAL_DIR).glob("*.jsonl")) == []
+    print(f"\nSIGKILL: {calls} upstream calls, {counts['attempt'][0]} attempt records, "
+          f"{counts['request'][0]} request records ({interrupted} interrupted)")  # fmt: skip

@@ -1,0 +1,133 @@
+"""The ledger journal: records survive the death of the process and are counted exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from tests.test_ledger_helpers import make_records, target_for, totals_of, wait_until
+from trioproxy.ledger.journal import JOURNAL_DIR, Journal, resolve_lines
+from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.writer import LedgerWriter
+
+FAST = dict(batch_size=64, batch_interval=0.01, write_timeout=2.0, retry_min=0.05, retry_max=0.5)
+
+
+def _attempt(rid: str, index: int, *, cost: float, outcome: str = "interrupted") -> UsageRecord:
+    return UsageRecord(
+        ts=1000.0 + index, request_id=rid, kind="attempt", key_name="k", team="t", user="u",
+        feature="f", route="r", target=f"m{index}", attempt=index, cost_usd=cost,
+        outcome=outcome,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _lines(*entries: tuple[UsageRecord, bool]) -> list[bytes]:
+    from trioproxy.ledger.journal import _line
+
+    return [_line(r, intent=intent) for r, intent in entries]
+
+
+def test_final_records_win_over_intents() -> None:
+    a0 = _attempt("r1", 0, cost=0.01)
+    final_a0 = dataclasses.replace(a0, outcome="won", cost_usd=0.05, status=200)
+    request = dataclasses.replace(final_a0, kind="request", outcome="served")
+    out = resolve_lines(_lines((a0, True), (final_a0, False), (request, False)))
+    assert out == [final_a0, request]
+
+
+def test_an_orphan_intent_becomes_an_interrupted_request() -> None:
+    a0, a1 = _attempt("r2", 0, cost=0.01), _attempt("r2", 1, cost=0.02)
+    failed_a0 = dataclasses.replace(a0, outcome="failed", cost_usd=0.0, status=503)
+    out = resolve_lines([*_lines((a0, True), (a1, True), (failed_a0, False)), b'{"torn'])
+    assert [(r.kind, r.attempt, r.outcome) for r in out] == [
+        ("attempt", 0, "failed"),
+        ("attempt", 1, "interrupted"),
+        ("request", 0, "interrupted"),
+    ]
+    request = out[-1]
+    assert request.cost_usd == 0.02 and request.status == 0 and request.target is None
+    assert request.error_kind == "interrupted" and request.ts == a0.ts
+
+
+def test_live_segments_are_left_to_their_owner(tmp_path: Path) -> None:
+    live = Journal(tmp_path)
+    live.append(make_records(1)[0])
+    other = Journal(tmp_path)
+    spool = Spool(tmp_path)
+    assert other.recover(spool) == 0  # the flock of a live writer is respected
+    assert spool.count() == 0 and live.statistics().segments == 1
+
+
+_CHILD = """
+import sys
+from tests.test_ledger_helpers import make_records
+from tests.test_ledger_journal import _attempt
+from trioproxy.ledger.journal import Journal
+journal = Journal(sys.argv[1])
+for r in make_records(300, seed=7):
+    journal.append(r)
+journal.append(_attempt("orphan", 0, cost=0.25), intent=True)
+journal.rotate()
+journal.append(_attempt("orphan", 1, cost=0.5), intent=True)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_records_of_a_killed_process_are_replayed_exactly_once(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert len(list((tmp_path / JOURNAL_DIR).glob("*.jsonl"))) == 2
+    expected = make_records(300, seed=7)
+    orphans = 3  # two interrupted attempts and their request
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    for _ in range(2):  # a second start-up finds nothing more to replay
+        writer = LedgerWriter(
+            await target.open(), Spool(tmp_path), journal=Journal(tmp_path), **FAST
+        )  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            await wait_until(lambda w=writer: not w.spool.has_pending())
+            await writer.aclose()
+        await writer.backend.aclose()
+        assert await target.distinct_keys() == (300 + orphans, 300 + orphans)
+        want = totals_of(expected, "request")
+        got = await target.raw_totals("request")
+        assert got.count == want.count + 1
+        assert round(got.cost_usd - want.cost_usd, 6) == 0.75  # the orphan's two intents
+    assert list((tmp_path / JOURNAL_DIR).iterdir()) == []
+
+
+async def test_segments_go_once_their_records_are_in_the_database(tmp_path: Path) -> None:
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    journal = Journal(tmp_path)
+    writer = LedgerWriter(
+        await target.open(), Spool(tmp_path), journal=journal, fsync_interval=0.01, **FAST
+    )  # type: ignore[arg-type]
+    records = make_records(200, seed=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        token = writer.intend(_attempt("pending", 0, cost=0.1))
+        for r in records:
+            writer.submit(r)
+        await wait_until(lambda: writer.statistics().written == 200)
+        await wait_until(lambda: journal.statistics().outstanding == 1)  # the open intent
+        assert journal.statistics().segments >= 1
+        writer.resolve(token)
+        await wait_until(lambda: journal.statistics().segments == 1)
+        await wait_until(lambda: journal.statistics().bytes == 0)  # only a fresh, empty one
+        await writer.aclose()
+    await writer.backend.aclose()
+    assert list((tmp_path / JOURNAL_DIR).iterdir()) == []
