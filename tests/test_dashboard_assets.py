@@ -97,3 +97,25 @@ def test_session_secret_is_made_once_per_state_dir(tmp_path: Path) -> None:
 )
 def test_login_only_redirects_within_the_site(raw: str | None, expected: str) -> None:
     assert local_target(raw) == expected
+
+
+async def test_a_dashboard_that_cannot_mount_leaves_the_proxy_serving(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from tests.fixtures_gateway import DEMO_KEY, start_gateway, start_simulator
+    from trioproxy.config import demo_settings
+    from trioproxy.dashboard import paths
+
+    monkeypatch.setattr(paths, "PACKAGE_DIR", tmp_path / "site-packages" / "trioproxy")
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, demo_settings(sim.url, DEMO_KEY, state_dir=str(tmp_path)))
+    assert g.app.inner is None
+    assert "dashboard not mounted" in caplog.text and "static/ directory not found" in caplog.text
+    auth = {"authorization": f"Bearer {DEMO_KEY}"}
+    async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/login")).status_code == 404
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+        r = await c.post("/v1/chat/completions", json=body, headers=auth)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]

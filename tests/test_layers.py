@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "trioproxy"
 
 LAYERS: list[set[str]] = [
-    {"core", "errors"},  # pure values and the error vocabulary
+    {"core", "errors", "telemetry"},  # pure values, the error vocabulary, the log format
     {"providers", "dialects"},  # provider wire formats and caller dialects (sans-IO)
     {"config", "store", "telemetry"},  # settings (provider kinds from providers/registry), Redis client, traces
     {"budget", "cache", "ledger", "admin"},  # state: budgets, caches, ledger, dashboard accounts

@@ -81,14 +81,22 @@ sys.stdin.read()
 """
 
 
-async def test_records_of_a_killed_process_are_replayed_exactly_once(tmp_path: Path) -> None:
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_and_kill_child(state_dir: Path) -> None:
+    """A process journals records, then dies by SIGKILL before any reaches a database."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(tmp_path)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+        [sys.executable, "-c", _CHILD, str(state_dir)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, cwd=REPO,
     )  # fmt: skip
     assert child.stdout is not None and child.stdout.readline() == b"ready\n"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
+
+
+async def test_records_of_a_killed_process_are_replayed_exactly_once(tmp_path: Path) -> None:
+    run_and_kill_child(tmp_path)
     assert len(list((tmp_path / JOURNAL_DIR).glob("*.jsonl"))) == 2
     expected = make_records(300, seed=7)
     orphans = 3  # two interrupted attempts and their request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import queue
@@ -14,7 +15,14 @@ from typing import Any
 
 import trio
 
-from trioproxy.server.factory import ENV_CONFIG, ENV_DEMO_KEY, ENV_SIM_URL
+from trioproxy.server.factory import (
+    ENV_CONFIG,
+    ENV_DEMO_KEY,
+    ENV_LOG_FORMAT,
+    ENV_LOG_LEVEL,
+    ENV_SIM_URL,
+)
+from trioproxy.telemetry.logs import FORMATS, LEVELS, configure_logging
 
 DEFAULT_PORT = 8080
 DEFAULT_SIM_PORT = 9090
@@ -35,12 +43,32 @@ def _start_demo_simulator(host: str) -> str:
     return f"http://{host}:{ports.get(timeout=10)}"
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("trioproxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def banner(url: str, dashboard_url: str | None, state_dir: str, workers: int) -> str:
+    """What ``serve`` prints once it listens: where to send requests, where the dashboard is,
+    where state lives."""
+    return (
+        f"trioproxy {version()} listening on {url} ({workers} worker(s))\n"
+        f"  API:       {url}/v1  (OPENAI_BASE_URL / ANTHROPIC_BASE_URL)\n"
+        f"  dashboard: {dashboard_url or 'not mounted'}\n"
+        f"  state:     {os.path.abspath(state_dir)}"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    from trioproxy.config import ConfigError, load_settings
+    from trioproxy.config import ConfigError, demo_settings, load_settings
 
+    configure_logging(args.log_level, args.log_format)  # this process; workers: from_env()
+    os.environ[ENV_LOG_LEVEL], os.environ[ENV_LOG_FORMAT] = args.log_level, args.log_format
     if args.config:
         try:
             settings = load_settings(args.config)
@@ -49,11 +77,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         os.environ[ENV_CONFIG] = os.path.abspath(args.config)
         grace = settings.server.shutdown_grace_s
+        state_dir = settings.storage.state_dir
     else:
         key = os.environ.get(ENV_DEMO_KEY) or "tp-demo-" + secrets.token_urlsafe(18)
         os.environ[ENV_DEMO_KEY] = key
         os.environ[ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
         grace = 10.0
+        state_dir = demo_settings(os.environ[ENV_SIM_URL], key).storage.state_dir
         print(
             "\n  trioproxy DEMO MODE: no config given, so every answer comes from the built-in\n"
             "  provider SIMULATOR (fake text, no real model, no cost). Pass --config FILE\n"
@@ -72,10 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.graceful_timeout = grace
     config.keep_alive_timeout = 75
     config.accesslog = None
-    print(
-        f"trioproxy listening on http://{args.host}:{args.port} ({args.workers} worker(s))",
-        flush=True,
-    )
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our handler and format
+    url = f"http://{args.host}:{args.port}"
+    print(banner(url, f"{url}/login", state_dir, args.workers), flush=True)
     if args.workers == 1:
         trio.run(_serve_in_process, config)
         return 0
@@ -104,6 +133,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_example_config(args: argparse.Namespace) -> int:
+    from trioproxy.dashboard.paths import asset_dir
+
+    sys.stdout.write((asset_dir("examples") / "trioproxy.toml").read_text())
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from trioproxy.config import check_config
 
@@ -126,19 +162,29 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trioproxy", description=__doc__)
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="trioproxy", description=__doc__, formatter_class=defaults)
+    p.add_argument("--version", action="version", version=f"trioproxy {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the gateway (demo mode without --config)")
-    s.add_argument("--config", help="TOML config file (default: built-in demo over the simulator)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s.add_argument("--workers", type=int, default=1)
+    s = sub.add_parser(
+        "serve", help="run the gateway (demo mode without --config)", formatter_class=defaults
+    )
+    s.add_argument("--config", help="TOML config file; none: the built-in demo over the simulator")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--log-level", choices=LEVELS, default="info", help="lowest level logged")
+    s.add_argument(
+        "--log-format", choices=FORMATS, default="auto",
+        help="auto: text on a terminal, one JSON object per line otherwise",
+    )  # fmt: skip
     s.set_defaults(func=cmd_serve)
     m = sub.add_parser(
-        "simulate", help="run the provider simulator (OpenAI + Anthropic wire formats)"
-    )
-    m.add_argument("--host", default="127.0.0.1")
-    m.add_argument("--port", type=int, default=DEFAULT_SIM_PORT)
+        "simulate", help="run the provider simulator (OpenAI + Anthropic wire formats)",
+        formatter_class=defaults,
+    )  # fmt: skip
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    m.add_argument("--port", type=int, default=DEFAULT_SIM_PORT, help="port to listen on")
     m.set_defaults(func=cmd_simulate)
     sub.add_parser(
         "report", help="spend by team/feature/user/model/route/day from the ledger "
@@ -149,6 +195,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
+    e = sub.add_parser("example-config", help="print the documented example config")
+    e.set_defaults(func=cmd_example_config)
     return p
 
 
@@ -158,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         from trioproxy.ledger.report import report_main
 
         return report_main(argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # a line per upstream request
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("hypercorn.error").propagate = False  # hypercorn logs it already
+    configure_logging("info", "auto")
     args = parser().parse_args(argv)
     return int(args.func(args))
 

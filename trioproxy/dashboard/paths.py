@@ -17,11 +17,12 @@ SECRET_BYTES = 32
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def asset_dir(name: str, *, package_dir: Path = PACKAGE_DIR) -> Path:
+def asset_dir(name: str, *, package_dir: Path | None = None) -> Path:
     """The ``name`` directory (``templates``, ``static`` or ``examples``); raises if none.
 
     Looked up inside the package (a wheel install), then beside it (a checkout).
     """
+    package_dir = package_dir or PACKAGE_DIR
     candidates = [package_dir / name, package_dir.parent / name]
     for path in candidates:
         if path.is_dir():

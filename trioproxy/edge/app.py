@@ -32,7 +32,7 @@ from trioproxy.edge.metrics import Labels, MetricsSink, render
 from trioproxy.edge.models import serve_models
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
-from trioproxy.ledger.sinks import LogSink
+from trioproxy.ledger.sinks import AccessLogSink, LogSink
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
 from trioproxy.telemetry.tracing import Tracing
@@ -65,7 +65,8 @@ class Gateway:
         self.keys = KeyRing(settings.api_keys)
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = breakers or LocalBreakers(settings.breaker)
-        self.metrics = MetricsSink(sink or LogSink())
+        self._ledger: UsageSink = sink or LogSink()
+        self.metrics = MetricsSink(AccessLogSink(self._ledger))
         self.sink: UsageSink = self.metrics
         self.admission = admission
         self.chat = ChatHandler(
@@ -193,7 +194,7 @@ class Gateway:
                         (),
                         getattr(sem, name),
                     )
-        writer = getattr(self.metrics.inner, "writer", None)
+        writer = getattr(self._ledger, "writer", None)
         if writer is not None:
             ls = writer.statistics()
             for name in ("buffered", "written", "spooled", "replayed", "lost"):
@@ -205,8 +206,8 @@ class Gateway:
 
     @property
     def ledger(self) -> UsageSink:
-        """The sink behind the metrics (the ledger service in production)."""
-        return self.metrics.inner
+        """The sink behind the metrics and the access log (the ledger service in production)."""
+        return self._ledger
 
     def readiness(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,5 @@
-"""Usage sinks that are not the ledger: a structured log line, and a list for tests."""
+"""Usage sinks beside the ledger: the access log (one line per request), a structured log line
+per record, and a list for tests."""
 
 from __future__ import annotations
 
@@ -7,9 +8,57 @@ import logging
 
 import orjson
 
-from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.record import UsageRecord, UsageSink
 
 log = logging.getLogger("trioproxy.usage")
+access_log = logging.getLogger("trioproxy.access")
+
+
+def access_fields(request: UsageRecord, attempts: list[UsageRecord]) -> dict[str, object]:
+    """The access line's fields: who, which route and chain, every target tried and how it
+    ended, the outcome, cache, tokens, cost and timings. No prompt, answer or secret."""
+    return {
+        "request_id": request.request_id, "key": request.key_name, "team": request.team,
+        "user": request.user, "feature": request.feature, "route": request.route,
+        "chain": request.chain, "stream": request.stream,
+        "attempts": [
+            {"target": a.target, "role": a.hedge_role, "outcome": a.outcome, "status": a.status,
+             "error": a.error_kind, "ms": round(a.latency_ms, 1)}
+            for a in attempts
+        ],
+        "winner": request.target, "status": request.status, "outcome": request.outcome,
+        "error_kind": request.error_kind, "cache": request.cache,
+        "input_tokens": request.input_tokens, "output_tokens": request.output_tokens,
+        "estimated": request.estimated, "cost_usd": request.cost_usd,
+        "saved_usd": request.saved_usd,
+        "ttfb_ms": None if request.ttfb_ms is None else round(request.ttfb_ms, 1),
+        "duration_ms": round(request.latency_ms, 1),
+        "client_left": request.error_kind == "client_disconnected",
+    }  # fmt: skip
+
+
+class AccessLogSink:
+    """Logs one ``trioproxy.access`` line per request (with its attempts), then hands every
+    record on. A request's attempt records arrive just before its request record."""
+
+    def __init__(self, inner: UsageSink) -> None:
+        self.inner = inner
+        self._attempts: dict[str, list[UsageRecord]] = {}
+
+    def submit(self, record: UsageRecord) -> None:
+        if record.kind == "attempt":
+            self._attempts.setdefault(record.request_id, []).append(record)
+        else:
+            attempts = self._attempts.pop(record.request_id, [])
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={"fields": access_fields(record, attempts)})
+        self.inner.submit(record)
+
+    def intend(self, record: UsageRecord) -> int:
+        return self.inner.intend(record)
+
+    def resolve(self, token: int) -> None:
+        self.inner.resolve(token)
 
 
 class LogSink:
@@ -45,4 +94,4 @@ class ListSink:
         self.intents.pop(token, None)
 
 
-__all__ = ["ListSink", "LogSink"]
+__all__ = ["AccessLogSink", "ListSink", "LogSink", "access_fields"]

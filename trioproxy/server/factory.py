@@ -36,6 +36,7 @@ from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_service import response_cache
 from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
+from trioproxy.telemetry.logs import configure_logging
 from trioproxy.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ REDIS_RETRY_MAX_S = 5.0
 ENV_CONFIG = "TRIOPROXY_CONFIG"
 ENV_SIM_URL = "TRIOPROXY_DEMO_SIM_URL"
 ENV_DEMO_KEY = "TRIOPROXY_DEMO_KEY"
+ENV_LOG_LEVEL = "TRIOPROXY_LOG_LEVEL"
+ENV_LOG_FORMAT = "TRIOPROXY_LOG_FORMAT"
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
@@ -152,7 +155,10 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     parts.update(overrides)
     services.append(_flush_on_shutdown(parts["tracing"]))
     gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
-    mount_dashboard(gateway)
+    try:
+        mount_dashboard(gateway)
+    except Exception:  # the dashboard is optional; the proxy is not
+        log.exception("dashboard not mounted (the proxy serves /v1 without it)")
     return gateway
 
 
@@ -167,12 +173,17 @@ def from_env() -> Gateway:
     if multiprocessing.parent_process() is not None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        configure_logging(  # a worker logs exactly like a single process
+            os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto")
+        )
     return build_gateway(settings_from_env())
 
 
 __all__ = [
     "ENV_CONFIG",
     "ENV_DEMO_KEY",
+    "ENV_LOG_FORMAT",
+    "ENV_LOG_LEVEL",
     "ENV_SIM_URL",
     "build_gateway",
     "from_env",

@@ -1,1 +1,2 @@
-"""OpenTelemetry traces (optional extra ``otel``): see :mod:`.tracing`."""
+"""Operator-facing output: structured logs (:mod:`.logs`) and OpenTelemetry traces (optional
+extra ``otel``, :mod:`.tracing`)."""

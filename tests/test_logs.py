@@ -1,0 +1,97 @@
+"""Logs: one structured access line per request, JSON off a terminal, no prompt/answer/secret."""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+from pathlib import Path
+
+import orjson
+import pytest
+import trio
+
+from tests.fixtures_gateway import start_simulator
+from tests.proc import GatewayProcess
+from tests.rawhttp import post
+from tests.settings_factory import KEY
+from tests.test_e2e_processes import AUTH, config
+from trioproxy.simulator.faults import Fault
+from trioproxy.telemetry.logs import configure_logging, redact_url, resolve_format
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_logging() -> object:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    yield None
+    root.handlers[:], root.level = saved[0], saved[1]
+
+
+def test_json_off_a_terminal_text_on_one(restore_logging: object) -> None:
+    assert resolve_format("auto", io.StringIO()) == "json"
+    assert resolve_format("auto", _Tty()) == "text"
+    out = io.StringIO()
+    configure_logging("info", "auto", out)
+    logging.getLogger("trioproxy.test").info("hello %s", "there", extra={"fields": {"n": 3}})
+    logging.getLogger("trioproxy.test").debug("not at info")
+    (line,) = out.getvalue().splitlines()
+    data = orjson.loads(line)
+    assert data["msg"] == "hello there" and data["n"] == 3 and data["level"] == "info"
+    assert data["logger"] == "trioproxy.test" and data["ts"].endswith("Z") and data["pid"] > 0
+    tty = _Tty()
+    configure_logging("debug", "auto", tty)
+    logging.getLogger("trioproxy.test").debug("x", extra={"fields": {"route": "chat", "a": "b c"}})
+    assert tty.getvalue().rstrip().endswith('DEBUG   trioproxy.test x route=chat a="b c"')
+    with pytest.raises(ValueError, match="log level"):
+        configure_logging("loud", "auto", out)
+
+
+def test_store_urls_are_logged_without_their_password() -> None:
+    assert redact_url("redis://:s3cret@cache.internal:6380/0") == "redis://:***@cache.internal:6380/0"
+    assert redact_url("rediss://app:pw@h/1") == "rediss://app:***@h/1"
+    assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+PROMPT = "PROMPT-MARKER-7f3a please summarise the quarterly numbers"
+PROVIDER_SECRET = "sk-provider-SECRET-4d2e9b"
+
+
+async def test_a_request_logs_one_line_without_prompt_answer_or_secret(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=12))
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": PROVIDER_SECRET})
+    await gw.start()
+    try:
+        body = {"model": "p", "messages": [{"role": "user", "content": PROMPT}], "stream": True}
+        r = await post(gw.url, "/v1/chat/completions", body, AUTH)
+        assert r.status == 200 and r.complete
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+    answer = "".join(
+        orjson.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in r.body.decode().splitlines()
+        if line.startswith("data: {") and orjson.loads(line[6:])["choices"]
+    )
+    assert len(answer) > 20
+    text = gw.log.read_text()
+    for secret in (PROMPT[:20], answer[:20], PROVIDER_SECRET, KEY):
+        assert secret not in text
+    lines = [orjson.loads(x) for x in text.splitlines() if x.startswith("{")]
+    access = [x for x in lines if x["logger"] == "trioproxy.access"]
+    assert len(access) == 1, text
+    (line,) = access
+    assert line["request_id"] == r.headers["x-request-id"]
+    assert (line["key"], line["team"], line["user"], line["route"]) == ("k", "t1", "u1", "p")
+    assert line["status"] == 200 and line["winner"] == "m-p" and line["cache"] in ("off", "miss")
+    assert [(a["target"], a["outcome"]) for a in line["attempts"]] == [("m-p", "won")]
+    assert line["output_tokens"] > 0 and line["cost_usd"] > 0 and line["ttfb_ms"] is not None
+    assert line["client_left"] is False and line["duration_ms"] >= line["ttfb_ms"]

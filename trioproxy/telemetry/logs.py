@@ -1,0 +1,111 @@
+"""Log lines an operator can use: one JSON object per line when stderr is not a terminal (what
+journald and log shippers want), aligned text when it is.
+
+Every line carries time (UTC, milliseconds), level, logger, process id and message; structured
+fields travel in ``extra={"fields": {...}}`` and become JSON keys (text: ``key=value``). The
+serve runner calls :func:`configure_logging` in every worker process, so workers log exactly
+like a single process. What the gateway logs never includes prompts, answers or secrets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("auto", "json", "text")
+QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "hpack")
+"""Libraries that log a line per upstream request at INFO/DEBUG."""
+
+
+def _when(record: logging.LogRecord) -> str:
+    t = dt.datetime.fromtimestamp(record.created, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, Mapping) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _when(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "msg": record.getMessage(),
+        }
+        out.update(_fields(record))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_when(record), f"{record.levelname:<7}", record.name, record.getMessage()]
+        parts += [f"{k}={_text(v)}" for k, v in _fields(record).items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value if value and " " not in value else orjson.dumps(value).decode()
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """``auto``: text on a terminal, JSON otherwise."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route every logger of this process to ``stream`` (stderr) as ``fmt`` at ``level``."""
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter() if resolve_format(fmt, out) == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    for name in ("hypercorn.error", "hypercorn.access"):  # hypercorn's own handlers: ours only
+        lib = logging.getLogger(name)
+        lib.handlers[:] = []
+        lib.propagate = True
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for log lines about a store)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+__all__ = ["FORMATS", "LEVELS", "configure_logging", "redact_url", "resolve_format"]
