@@ -17,7 +17,7 @@ from tests.rawhttp import post
 from tests.settings_factory import KEY
 from tests.test_e2e_processes import AUTH, config
 from trioproxy.simulator.faults import Fault
-from trioproxy.telemetry.logs import configure_logging, redact_url, resolve_format
+from trioproxy.telemetry.logs import configure_logging, resolve_format
 
 
 class _Tty(io.StringIO):
@@ -50,12 +50,6 @@ def test_json_off_a_terminal_text_on_one(restore_logging: object) -> None:
     assert tty.getvalue().rstrip().endswith('DEBUG   trioproxy.test x route=chat a="b c"')
     with pytest.raises(ValueError, match="log level"):
         configure_logging("loud", "auto", out)
-
-
-def test_store_urls_are_logged_without_their_password() -> None:
-    assert redact_url("redis://:s3cret@cache.internal:6380/0") == "redis://:***@cache.internal:6380/0"
-    assert redact_url("rediss://app:pw@h/1") == "rediss://app:***@h/1"
-    assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
 
 
 PROMPT = "PROMPT-MARKER-7f3a please summarise the quarterly numbers"

@@ -14,7 +14,6 @@ import logging
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -95,17 +94,4 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         lib.propagate = True
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password (for log lines about a store)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-__all__ = ["FORMATS", "LEVELS", "configure_logging", "redact_url", "resolve_format"]
+__all__ = ["FORMATS", "LEVELS", "configure_logging", "resolve_format"]
