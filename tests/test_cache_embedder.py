@@ -97,9 +97,28 @@ async def test_saturated_embedder_returns_none_at_once(minilm: OnnxMiniLM) -> No
     assert emb.statistics().skipped_saturated == 3
 
 
-async def test_embed_requires_running_dispatcher(minilm: OnnxMiniLM) -> None:
-    with pytest.raises(RuntimeError):
-        await LocalEmbedder(minilm).embed("x")
+async def test_a_dead_embedder_is_a_miss_not_an_error_or_a_hang(minilm: OnnxMiniLM) -> None:
+    model = GatedModel(minilm)
+    emb = LocalEmbedder(model, threads=1, max_batch=1, max_pending=4)
+    assert await emb.embed("x") is None  # not running (crashed, restarting): a miss
+    assert emb.statistics().skipped_down == 1
+    results: list[np.ndarray | None] = []
+
+    async def one() -> None:
+        results.append(await emb.embed("some prompt text"))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as callers:
+            async with trio.open_nursery() as service:
+                await service.start(emb.run)
+                callers.start_soon(one)
+                callers.start_soon(one)
+                await trio.testing.wait_all_tasks_blocked()
+                assert emb.statistics().pending == 2  # one in the gated thread, one queued
+                service.cancel_scope.cancel()  # the dispatcher dies
+                model.gate.set()
+    assert len(results) == 2 and None in results  # the queued one was released with a miss
+    assert emb.statistics().pending == 0
 
 
 async def test_openai_embedder_normalises_and_fails_soft() -> None:

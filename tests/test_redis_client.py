@@ -15,13 +15,13 @@ import redis
 import trio
 
 from tests.fixtures_servers import RedisServer, free_port
+from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.store.redis_client import (
     RedisClient,
     RedisError,
     RedisTimeout,
     RedisUnavailable,
     Script,
-    backoff_delay,
 )
 from trioproxy.store.resp import RedisURL, encode_command
 
@@ -60,10 +60,15 @@ def test_encode_and_url() -> None:
 
 def test_backoff_doubles_then_caps_even_after_a_long_outage() -> None:
     rng = random.Random(7)
-    delays = [backoff_delay(n, 0.05, 2.0, rng) for n in range(8)]
+    policy = BackoffPolicy(0.05, 2.0)
+    delays = [policy.delay(n, rng) for n in range(8)]
     for n, d in enumerate(delays):
         assert 0.5 * min(2.0, 0.05 * 2**n) <= d <= min(2.0, 0.05 * 2**n)
-    assert 1.0 <= backoff_delay(100_000, 0.05, 2.0, rng) <= 2.0  # no float overflow
+    assert 1.0 <= policy.delay(100_000, rng) <= 2.0  # no float overflow
+    steady = Backoff(BackoffPolicy(0.5, 4.0, jitter=False))
+    assert [steady.next() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    steady.reset()
+    assert steady.next() == 0.5
 
 
 async def test_basic_commands(redis_url: str) -> None:

@@ -22,6 +22,7 @@ import orjson
 import trio
 
 from trioproxy.budget.store import BudgetStore, StoreUnavailable
+from trioproxy.core.backoff import BackoffPolicy
 
 log = logging.getLogger("trioproxy.budget.alerts")
 
@@ -86,6 +87,7 @@ class AlertSink:
         self._send, self._recv = trio.open_memory_channel[BudgetCheck](capacity)
         self.webhook_attempts = webhook_attempts
         self.webhook_backoff_s = webhook_backoff_s
+        self._webhook_backoff = BackoffPolicy(webhook_backoff_s, 60.0, jitter=False)
         self.webhook_timeout_s = webhook_timeout_s
         self._dropped = self._fired = self._webhook_failures = 0
 
@@ -142,7 +144,7 @@ class AlertSink:
             except (httpx.HTTPError, trio.TooSlowError):
                 pass
             if attempt + 1 < self.webhook_attempts:
-                await trio.sleep(self.webhook_backoff_s * 2**attempt)
+                await trio.sleep(self._webhook_backoff.delay(attempt))
         self._webhook_failures += 1
         log.warning("budget alert webhook failed after %d attempts", self.webhook_attempts)
 

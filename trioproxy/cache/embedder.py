@@ -121,6 +121,8 @@ class EmbedderStats:
     batches: int = 0
     skipped_saturated: int = 0
     pending: int = 0
+    skipped_down: int = 0
+    """Embeddings asked while the dispatcher was not running (a miss each)."""
 
 
 class LocalEmbedder:
@@ -146,11 +148,16 @@ class LocalEmbedder:
 
     def statistics(self) -> EmbedderStats:
         s = self._stats
-        return EmbedderStats(s.embedded, s.batches, s.skipped_saturated, self._pending)
+        return EmbedderStats(
+            s.embedded, s.batches, s.skipped_saturated, self._pending, s.skipped_down
+        )
 
     async def embed(self, text: str) -> np.ndarray | None:
+        """The vector, or None (a semantic miss) when saturated or when ``run`` is not running
+        (crashed, restarting): a dead embedder never fails a request."""
         if not self._running:
-            raise RuntimeError("LocalEmbedder.run() is not running")
+            self._stats.skipped_down += 1
+            return None
         if self._pending >= self._max_pending:
             self._stats.skipped_saturated += 1
             return None
@@ -182,6 +189,12 @@ class LocalEmbedder:
                         nursery.start_soon(self._work, batch, slot)
             finally:
                 self._running = False
+                for queue in self._buckets.values():  # waiters get None: a miss, not a hang
+                    while queue:
+                        job = queue.popleft()
+                        self._pending -= 1
+                        job.done.set()
+                self._order.clear()
 
     def _take_batch(self) -> list[_Job]:
         """Up to ``max_batch`` jobs of the bucket of the oldest waiting job."""

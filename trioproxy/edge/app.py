@@ -30,6 +30,7 @@ from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.metrics import Labels, MetricsSink, render
 from trioproxy.edge.models import serve_models
+from trioproxy.edge.services import NamedService, Service, Supervisor
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
 from trioproxy.ledger.sinks import AccessLogSink, LogSink
@@ -39,9 +40,6 @@ from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.transport import HttpTransport, Transport
 
 log = logging.getLogger("trioproxy")
-
-Service = Callable[..., Awaitable[None]]
-"""A background task ``run(*, task_status)`` started in the app nursery."""
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -53,7 +51,7 @@ class Gateway:
         *,
         transport: Transport | None = None,
         sink: UsageSink | None = None,
-        services: Sequence[Service] = (),
+        services: Sequence[Service | NamedService] = (),
         inner: ASGIApp | None = None,
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
@@ -91,9 +89,10 @@ class Gateway:
         )
         self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
         self.cache = cache
-        self.services = list(services)
+        self.services = Supervisor(services)
         self.inner = inner
         self.ready = False
+        """Started and not shutting down; :meth:`is_ready` also needs the required services."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -126,7 +125,7 @@ class Gateway:
         elif path == "/healthz":
             await send_whole(send, 200, b'{"status":"ok"}', [])
         elif path == "/readyz":
-            status = 200 if self.ready else 503
+            status = 200 if self.is_ready() else 503
             await send_whole(send, status, orjson.dumps(self.readiness()), [])
         elif self.inner is not None and not path.startswith("/v1/"):
             await self.inner(scope, receive, send)
@@ -209,9 +208,13 @@ class Gateway:
         """The sink behind the metrics and the access log (the ledger service in production)."""
         return self._ledger
 
+    def is_ready(self) -> bool:
+        return self.ready and self.services.ready()
+
     def readiness(self) -> dict[str, Any]:
         return {
-            "ready": self.ready,
+            "ready": self.is_ready(),
+            "services": self.services.status(),
             "in_flight": self.in_flight,
             "breakers": self.breakers.snapshot(trio.current_time()) if self.ready else {},
         }
@@ -222,8 +225,7 @@ class Gateway:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    for service in self.services:
-                        await nursery.start(service)
+                    await self.services.start_all(nursery)
                 except Exception as exc:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})

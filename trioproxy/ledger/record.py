@@ -12,9 +12,7 @@ from typing import Any, Literal, Protocol
 RecordKind = Literal["request", "attempt"]
 CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
 HedgeRole = Literal["primary", "fallback", "hedge"]
-Outcome = Literal[
-    "served", "won", "lost", "failed", "cancelled", "denied", "error", "interrupted"
-]
+Outcome = Literal["served", "won", "lost", "failed", "cancelled", "denied", "error", "interrupted"]
 """``interrupted``: the gateway process died during the request (recovered from the journal)."""
 
 

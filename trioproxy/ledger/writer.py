@@ -37,6 +37,7 @@ from pathlib import Path
 
 import trio
 
+from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.ledger.backend import LedgerBackend
 from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
@@ -119,7 +120,6 @@ class LedgerWriter:
         self._batch_size = batch_size
         self._batch_interval = batch_interval
         self._write_timeout = write_timeout
-        self._retry_min, self._retry_max = retry_min, retry_max
         self._retention_days = retention_days
         self._retention_interval = retention_interval
         self._shutdown_timeout = shutdown_timeout
@@ -127,7 +127,7 @@ class LedgerWriter:
         self._wall_clock = wall_clock
         self._pending: list[Entry] = []
         self._db_up = True
-        self._backoff = retry_min
+        self._backoff = Backoff(BackoffPolicy(retry_min, retry_max, jitter=False))
         self._retry_at = 0.0
         self._spool_dirty = True  # check once at start
         self._spool_unsynced = False
@@ -269,17 +269,16 @@ class LedgerWriter:
         self._duplicates += len(batch) - new
         if not self._db_up:
             log.info("ledger database is back")
-        self._db_up, self._backoff = True, self._retry_min
+        self._db_up = True
+        self._backoff.reset()
         return True
 
     def _mark_down(self, exc: BaseException) -> None:
         self._last_error = f"{type(exc).__name__}: {exc}"
         if self._db_up:
             log.warning("ledger database write failed, spooling: %s", self._last_error)
-        else:
-            self._backoff = min(self._backoff * 2, self._retry_max)
         self._db_up = False
-        self._retry_at = trio.current_time() + self._backoff
+        self._retry_at = trio.current_time() + self._backoff.next()
 
     async def _spool_entries(self, batch: list[Entry]) -> None:
         overflowed = self._overflow_seqs

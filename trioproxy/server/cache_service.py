@@ -25,13 +25,16 @@ from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
 from trioproxy.cache.vector_pg import PgVectorIndex
 from trioproxy.cache.writer import CacheWriter
 from trioproxy.config.model import Settings
-from trioproxy.edge.app import Service
+from trioproxy.core.backoff import Backoff, BackoffPolicy
+from trioproxy.edge.services import NamedService, Service
 from trioproxy.pipeline.caching import ResponseCache
 from trioproxy.store.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 300.0
 CLOSE_TIMEOUT_S = 10.0
+PG_RETRY = BackoffPolicy(0.5, 30.0)
+"""Between attempts to open the pgvector index while PostgreSQL is down."""
 
 
 def _hnsw_service(index: HnswIndex) -> Service:
@@ -55,16 +58,16 @@ def _pg_service(index: PgVectorIndex) -> Service:
 
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        delay = 0.5
+        backoff = Backoff(PG_RETRY)
         try:
             while True:
                 try:
                     await index.open()
                     break
                 except psycopg.Error as exc:
+                    delay = backoff.next()
                     log.warning("pgvector index unavailable (%r); retrying in %.1f s", exc, delay)
                     await trio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
@@ -73,7 +76,7 @@ def _pg_service(index: PgVectorIndex) -> Service:
     return run
 
 
-def _embedder(settings: Settings, services: list[Service]) -> Embedder:
+def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
     cfg = settings.embedder
     if cfg.kind == "openai":
         client = httpx.AsyncClient(timeout=None, trust_env=False)
@@ -81,12 +84,12 @@ def _embedder(settings: Settings, services: list[Service]) -> Embedder:
         return OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
                               api_key=key)  # fmt: skip
     local = LocalEmbedder()
-    services.append(local.run)
+    services.append(NamedService("embedder", local.run, required=False))
     return local
 
 
 def response_cache(
-    settings: Settings, services: list[Service], redis: RedisClient | None
+    settings: Settings, services: list[NamedService], redis: RedisClient | None
 ) -> ResponseCache | None:
     routes = settings.routes.values()
     if not any(r.cache.exact_ttl_s > 0 or r.cache.semantic_ttl_s > 0 for r in routes):
@@ -99,16 +102,16 @@ def response_cache(
         db = settings.storage.database_url
         if db is not None:
             pg = PgVectorIndex(db.reveal(), dim=embedder.dim)
-            services.append(_pg_service(pg))
+            services.append(NamedService("vector-index", _pg_service(pg), required=False))
             index = pg
         else:
             directory = Path(settings.storage.state_dir) / f"semantic-{embedder.dim}"
             hnsw = HnswIndex(HnswCore(dim=embedder.dim), directory=directory)
-            services.append(_hnsw_service(hnsw))
+            services.append(NamedService("vector-index", _hnsw_service(hnsw), required=False))
             index = hnsw
         semantic = SemanticCache(embedder, index, exact)
     writer = CacheWriter(exact=exact, semantic=semantic)
-    services.append(writer.run)
+    services.append(NamedService("cache-writer", writer.run))
     return ResponseCache(exact, semantic, writer)
 
 

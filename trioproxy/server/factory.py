@@ -29,8 +29,10 @@ from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
 from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
+from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.dashboard import mount_dashboard
-from trioproxy.edge.app import Gateway, Service, create_app
+from trioproxy.edge.app import Gateway, create_app
+from trioproxy.edge.services import NamedService, Service
 from trioproxy.ledger.service import LedgerService
 from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_service import response_cache
@@ -42,8 +44,8 @@ from trioproxy.telemetry.tracing import Tracing
 log = logging.getLogger(__name__)
 TRACE_FLUSH_TIMEOUT_S = 5.0
 """Longest wait for the span exporter to flush at shutdown."""
-REDIS_RETRY_MIN_S = 0.2
-REDIS_RETRY_MAX_S = 5.0
+REDIS_RETRY = BackoffPolicy(0.2, 5.0)
+"""Between attempts to reach Redis at start-up (the client's own reconnects: its settings)."""
 
 ENV_CONFIG = "TRIOPROXY_CONFIG"
 ENV_SIM_URL = "TRIOPROXY_DEMO_SIM_URL"
@@ -60,12 +62,12 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     return demo_settings(env[ENV_SIM_URL], env[ENV_DEMO_KEY])
 
 
-def redis_client(settings: Settings, services: list[Service]) -> RedisClient | None:
+def redis_client(settings: Settings, services: list[NamedService]) -> RedisClient | None:
     url = settings.storage.redis_url
     if url is None:
         return None
     client = RedisClient(url.reveal())
-    services.append(_supervised(client))
+    services.append(NamedService("redis", _supervised(client)))
     return client
 
 
@@ -79,15 +81,15 @@ def _supervised(client: RedisClient) -> Service:
 
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        delay = REDIS_RETRY_MIN_S
+        backoff = Backoff(REDIS_RETRY)
         while True:
             try:
                 await client.run()
                 return
             except RedisUnavailable as exc:
+                delay = backoff.next()
                 log.warning("redis unreachable (%s); retrying in %.1f s", exc, delay)
                 await trio.sleep(delay)
-                delay = min(delay * 2, REDIS_RETRY_MAX_S)
 
     return run
 
@@ -108,9 +110,9 @@ def shared_breakers(settings: Settings, redis: RedisClient | None) -> SharedBrea
     return SharedBreakers(SqliteBreakerKV(str(state / "breakers.sqlite3")), settings.breaker)
 
 
-def admission(settings: Settings, store: BudgetStore, services: list[Service]) -> Admission:
+def admission(settings: Settings, store: BudgetStore, services: list[NamedService]) -> Admission:
     alerts = AlertSink(store, webhook_url=settings.budgets.webhook_url)
-    services.append(alerts.run)
+    services.append(NamedService("budget-alerts", alerts.run, required=False))
     gate = BudgetGate(
         settings.budgets,
         store,
@@ -140,7 +142,7 @@ def _flush_on_shutdown(tracing: Tracing) -> Service:
 
 def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     """Every part wired for ``settings``; ``overrides`` replace parts (tests)."""
-    services: list[Service] = []
+    services: list[NamedService] = []
     parts: dict[str, Any] = {}
     redis = redis_client(settings, services)
     parts["admission"] = admission(settings, budget_store(settings, redis), services)
@@ -150,10 +152,10 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
         parts["tracing"] = Tracing.from_config(settings.telemetry)
     if "sink" not in overrides:
         ledger = LedgerService(settings.storage)
-        services.insert(0, ledger.run)
+        services.insert(0, NamedService("ledger", ledger.run))
         parts["sink"] = ledger
     parts.update(overrides)
-    services.append(_flush_on_shutdown(parts["tracing"]))
+    services.append(NamedService("trace-flush", _flush_on_shutdown(parts["tracing"]), False))
     gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
     try:
         mount_dashboard(gateway)

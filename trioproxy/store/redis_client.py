@@ -29,6 +29,7 @@ from typing import Any
 import hiredis
 import trio
 
+from trioproxy.core.backoff import BackoffPolicy
 from trioproxy.store.resp import (
     Arg,
     RedisError,
@@ -72,11 +73,6 @@ def _describe(exc: BaseException) -> str:
     """``repr`` plus the cause: trio wraps SSL and socket errors in BrokenResourceError."""
     cause = exc.__cause__
     return f"{exc!r} caused by {cause!r}" if cause is not None else repr(exc)
-
-
-def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds before reconnect attempt ``failures + 1``: exponential, capped, jittered 50-100%."""
-    return min(maximum, initial * 2 ** min(failures, 60)) * rng.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +290,7 @@ class RedisClient:
     async def _reconnect(self) -> _Connection:
         failures = 0
         while True:
-            delay = backoff_delay(failures, self.backoff_initial, self.backoff_max, self._rng)
+            delay = BackoffPolicy(self.backoff_initial, self.backoff_max).delay(failures, self._rng)
             await trio.sleep(delay)
             try:
                 conn = await self._connect()
