@@ -1,9 +1,10 @@
 """Packaging glue that ``pyproject.toml`` cannot express (everything else lives there).
 
-The dashboard's ``templates/`` and ``static/`` folders and ``examples/`` stay at the top of the
-repository; the wheel installs them inside the package as ``trioproxy/templates``,
-``trioproxy/static`` and ``trioproxy/examples`` (data-only packages mapped with
-``package_dir``), so ``trioproxy serve`` finds them from any working directory.
+The dashboard's ``templates/`` and ``static/`` folders, ``examples/`` and ``systemd/`` stay at
+the top of the repository; the wheel installs them inside the package as
+``trioproxy/templates``, ``trioproxy/static``, ``trioproxy/examples`` and ``trioproxy/systemd``
+(data-only packages mapped with ``package_dir``), so ``trioproxy serve`` finds them from any
+working directory and ``trioproxy example-config [--systemd]`` prints the installed copies.
 """
 
 from pathlib import Path
@@ -14,6 +15,7 @@ ASSETS = {
     "trioproxy.templates": "templates",
     "trioproxy.static": "static",
     "trioproxy.examples": "examples",
+    "trioproxy.systemd": "systemd",
 }
 
 

@@ -136,7 +136,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_example_config(args: argparse.Namespace) -> int:
     from trioproxy.dashboard.paths import asset_dir
 
-    sys.stdout.write((asset_dir("examples") / "trioproxy.toml").read_text())
+    path = asset_dir("systemd") / "trioproxy.service" if args.systemd else None
+    sys.stdout.write((path or asset_dir("examples") / "trioproxy.toml").read_text())
     return 0
 
 
@@ -196,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
     e = sub.add_parser("example-config", help="print the documented example config")
+    e.add_argument("--systemd", action="store_true", help="print the systemd unit instead")
     e.set_defaults(func=cmd_example_config)
     return p
 
