@@ -350,11 +350,11 @@ def semantic_phase(
     for s in res.samples:
         by.setdefault(s.cache, []).append(s.ms)
     sims = [s.similarity for s in res.samples if s.similarity is not None]
-    skipped = d.get("trioproxy_semantic_embed_skipped", 0)
+    skipped = d.get("trioproxy_semantic_embed_skipped_total", 0)
     note = (
         f"of {n}: semantic {len(by.get('semantic', []))}, exact {len(by.get('exact', []))}, "
         f"miss {len(by.get('miss', []))}; embed skipped {skipped:.0f}, below threshold "
-        f"{d.get('trioproxy_semantic_below_threshold', 0):.0f}; sim p50 {pct(sims, 50):.3f}"
+        f"{d.get('trioproxy_semantic_below_threshold_total', 0):.0f}; sim p50 {pct(sims, 50):.3f}"
     )
     rows = [row("semantic hit", by.get("semantic", []), res.seconds, m, conns=conns, note=note)]
     rows.append(

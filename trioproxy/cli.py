@@ -8,8 +8,10 @@ import logging
 import os
 import queue
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -108,7 +110,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         trio.run(_serve_in_process, config)
         return 0
-    return run(config)
+    from trioproxy.edge.metrics import MULTIPROC_ENV
+
+    # the workers' metrics files, summed at every scrape; a fresh directory per run
+    metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        return run(config)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def _serve_in_process(config: Any) -> None:
@@ -123,7 +133,17 @@ async def _serve_in_process(config: Any) -> None:
             async for _ in signals:
                 return
 
-    await serve(from_env(), config, shutdown_trigger=on_signal)  # type: ignore[arg-type]
+    async def reload_on_sighup(*, task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP) as hups:
+            task_status.started()
+            async for _ in hups:
+                await app.reload()
+
+    app = from_env()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reload_on_sighup)
+        await serve(app, config, shutdown_trigger=on_signal)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

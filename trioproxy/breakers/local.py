@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from trioproxy.breakers import transitions as breaker
 from trioproxy.breakers.transitions import BreakerState, Verdict
 from trioproxy.config.model import BreakerConfig
+
+log = logging.getLogger("trioproxy.breakers")
+TransitionHook = Callable[[str, str], None]
+"""``(target, to)`` on every transition this process made (metrics)."""
+
+
+def announce(
+    target: str, old: BreakerState, new: BreakerState, hook: TransitionHook | None
+) -> None:
+    """Log a transition (``open`` as a warning) and tell ``hook``; nothing if none happened."""
+    to = breaker.transition(old, new)
+    if to is None:
+        return
+    log.log(
+        logging.WARNING if to == "open" else logging.INFO, "breaker of %s %s", target,
+        {"open": "opened", "half_open": "half-open: probing", "closed": "closed"}[to],
+        extra={"fields": {"target": target, "to": to, "failures": new.failures}},
+    )  # fmt: skip
+    if hook is not None:
+        hook(target, to)
 
 
 class LocalBreakers:
@@ -13,12 +36,14 @@ class LocalBreakers:
     def __init__(self, cfg: BreakerConfig) -> None:
         self._cfg = cfg
         self._states: dict[str, BreakerState] = {}
+        self.on_transition: TransitionHook | None = None
 
     async def check(self, target: str, now: float) -> Verdict:
         state = self._states.get(target)
         if state is None:
             return Verdict.ALLOW
         verdict, self._states[target] = breaker.decide(state, now)
+        announce(target, state, self._states[target], self.on_transition)
         return verdict
 
     async def report(
@@ -32,6 +57,7 @@ class LocalBreakers:
             self._states[target] = breaker.on_failure(state, now, self._cfg, retry_after)
         else:
             self._states[target] = breaker.on_abandoned(state)
+        announce(target, state, self._states.get(target, state), self.on_transition)
 
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         """For the dashboard and /readyz: state of every target seen so far."""

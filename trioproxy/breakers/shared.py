@@ -24,6 +24,7 @@ import orjson
 import trio
 
 from trioproxy.breakers import transitions as breaker
+from trioproxy.breakers.local import TransitionHook, announce
 from trioproxy.breakers.transitions import BreakerState, Verdict
 from trioproxy.config.model import BreakerConfig
 from trioproxy.store.redis_client import RedisClient, RedisError, Script
@@ -120,6 +121,7 @@ class SharedBreakers:
         self._cache: dict[str, tuple[float, int, BreakerState]] = {}
         self._loading: dict[str, trio.Event] = {}
         self.store_errors = 0
+        self.on_transition: TransitionHook | None = None
 
     async def _state(self, target: str, *, fresh: bool = False) -> tuple[int, BreakerState]:
         cached = self._cache.get(target)
@@ -166,10 +168,12 @@ class SharedBreakers:
                 with trio.fail_after(STORE_TIMEOUT_S):
                     if await self._kv.cas(target, version, new):
                         self._cache[target] = (trio.current_time(), version + 1, new)
+                        announce(target, state, new, self.on_transition)
                         return new
             except (trio.TooSlowError, RedisError, sqlite3.Error):
                 self.store_errors += 1
                 self._cache[target] = (trio.current_time(), version, new)  # local view
+                announce(target, state, new, self.on_transition)
                 return new
             fresh = True
         return new

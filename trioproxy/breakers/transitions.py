@@ -77,9 +77,29 @@ def on_failure(
     return BreakerState(failures=failures, open_until=open_until, probe_until=None)
 
 
+def transition(old: BreakerState, new: BreakerState) -> str | None:
+    """The state ``new`` entered from ``old`` (for logs and metrics): ``open``, ``half_open``
+    (a probe goes), ``closed``; None if it stayed where it was."""
+    if new.open_until is None:
+        return "closed" if old.open_until is not None else None
+    if old.open_until is None or (old.probe_until is not None and new.probe_until is None):
+        return "open" if new.open_until != old.open_until or old.open_until is None else None
+    if new.probe_until is not None and old.probe_until is None:
+        return "half_open"
+    return None
+
+
 def on_abandoned(state: BreakerState) -> BreakerState:
     """The attempt was cancelled (hedge loser, client left): no evidence either way."""
     return replace(state, probe_until=None)
 
 
-__all__ = ["BreakerState", "Verdict", "decide", "on_abandoned", "on_failure", "on_success"]
+__all__ = [
+    "BreakerState",
+    "Verdict",
+    "decide",
+    "on_abandoned",
+    "on_failure",
+    "on_success",
+    "transition",
+]

@@ -11,7 +11,8 @@ start-up fails loudly, and stop on shutdown.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ import trio
 from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
+from trioproxy.config.validate import ConfigError
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
@@ -28,7 +30,7 @@ from trioproxy.edge.count_tokens import PATH as COUNT_TOKENS_PATH
 from trioproxy.edge.count_tokens import CountTokensHandler
 from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
-from trioproxy.edge.metrics import Labels, MetricsSink, render
+from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
 from trioproxy.edge.models import serve_models
 from trioproxy.edge.services import NamedService, Service, Supervisor
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
@@ -42,6 +44,20 @@ from trioproxy.upstream.transport import HttpTransport, Transport
 log = logging.getLogger("trioproxy")
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RESTART_ONLY = ("server", "storage", "breaker", "embedder")
+"""Sections a reload does not apply (sockets, stores, breaker state, the embedder): logged."""
+RETIRE_AFTER_S = 3600.0
+"""When the transport of a replaced config is closed (its requests are over by then)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadSource:
+    """How a running gateway re-reads its config; set by the server wiring."""
+
+    load: Callable[[], Settings]
+    """Reads and validates the config file (blocking; raises :class:`ConfigError`)."""
+    admission: Callable[[Settings], Admission | None]
+    """The budget gate for the new limits, over the same store."""
 
 
 class Gateway:
@@ -64,7 +80,9 @@ class Gateway:
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = breakers or LocalBreakers(settings.breaker)
         self._ledger: UsageSink = sink or LogSink()
-        self.metrics = MetricsSink(AccessLogSink(self._ledger))
+        self.prometheus = Metrics()
+        self.metrics = MetricsSink(AccessLogSink(self._ledger), self.prometheus)
+        self.breakers.on_transition = self.prometheus.breaker_transition
         self.sink: UsageSink = self.metrics
         self.admission = admission
         self.chat = ChatHandler(
@@ -89,10 +107,13 @@ class Gateway:
         )
         self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
         self.cache = cache
-        self.services = Supervisor(services)
+        sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
+        self.services = Supervisor([*services, sampler])
         self.inner = inner
         self.ready = False
         """Started and not shutting down; :meth:`is_ready` also needs the required services."""
+        self.reload_source: ReloadSource | None = None
+        self._nursery: trio.Nursery | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -156,48 +177,53 @@ class Gateway:
         except GatewayError as err:
             await send_whole(send, err.status, DIALECTS["openai"].render_error(err), [])
             return
-        body = render(self.metrics, self._gauges())
+        self.sample_metrics()
+        body, content_type = await trio.to_thread.run_sync(self.prometheus.render)
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+                "headers": [(b"content-type", content_type.encode())],
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _gauges(self) -> Iterator[tuple[str, str, Labels, float]]:
-        yield "trioproxy_in_flight", "Requests being served.", (), self.in_flight
-        for target, st in self.breakers.snapshot(trio.current_time()).items():
-            yield (
-                "trioproxy_breaker_open",
-                "1 when the target's breaker is open.",
-                (("target", target),),
-                float(bool(st["open"])),
-            )
+    def sample_metrics(self) -> None:
+        """Gauges and mirrored counters from this worker's parts (every scrape, and every
+        :data:`~trioproxy.edge.metrics.SAMPLE_INTERVAL_S` by the sampler service)."""
+        counts: dict[str, int] = {}
+        cache_queue = 0
         if self.cache is not None:
             w = self.cache.writer.statistics()
-            yield "trioproxy_cache_write_queue", "Cache writes queued.", (), w.queued
-            yield (
-                "trioproxy_cache_write_dropped",
-                "Cache writes skipped (queue full).",
-                (),
-                w.dropped_full,
-            )
+            cache_queue, counts["cache_writes_dropped"] = w.queued, w.dropped_full
             if self.cache.semantic is not None:
                 sem = self.cache.semantic.stats
                 for name in ("lookups", "hits", "below_threshold", "embed_skipped"):
-                    yield (
-                        "trioproxy_semantic_" + name,
-                        f"Semantic cache {name}.",
-                        (),
-                        getattr(sem, name),
-                    )
+                    counts["semantic_" + name] = getattr(sem, name)
+        ledger_queue = journal_bytes = 0
         writer = getattr(self._ledger, "writer", None)
         if writer is not None:
             ls = writer.statistics()
-            for name in ("buffered", "written", "spooled", "replayed", "lost"):
-                yield ("trioproxy_ledger_" + name, f"Ledger records {name}.", (), getattr(ls, name))
+            ledger_queue = ls.buffered
+            counts["ledger_spooled_records"], counts["ledger_lost_records"] = ls.spooled, ls.lost
+            if writer.journal is not None:
+                journal_bytes = writer.journal.statistics().bytes
+        self.prometheus.sample(
+            in_flight=self.in_flight, open_streams=self.chat.open_streams,
+            relay_buffered=self.chat.relay_buffered(),
+            breakers={t: bool(st["open"]) for t, st in self.breakers.snapshot(
+                trio.current_time()).items()},
+            ledger_queue=ledger_queue, journal_bytes=journal_bytes,
+            cache_write_queue=cache_queue, counts=counts,
+        )  # fmt: skip
+
+    async def _sample_forever(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        while True:
+            self.sample_metrics()
+            await trio.sleep(SAMPLE_INTERVAL_S)
 
     @property
     def in_flight(self) -> int:
@@ -207,6 +233,61 @@ class Gateway:
     def ledger(self) -> UsageSink:
         """The sink behind the metrics and the access log (the ledger service in production)."""
         return self._ledger
+
+    async def reload(self) -> bool:
+        """Re-read and validate the config file, then apply it at once to every new request:
+        keys, routes, chains, prices, budgets, cache settings. Requests in flight finish on the
+        config they started with. An invalid file is logged with all its problems and changes
+        nothing. Returns whether the new config was applied."""
+        if self.reload_source is None:
+            log.warning("reload: nothing to reload (no config file)")
+            return False
+        try:
+            settings = await trio.to_thread.run_sync(self.reload_source.load)
+        except ConfigError as exc:
+            log.error(
+                "reload refused: the config has %d problem(s); the running config stays",
+                len(exc.problems), extra={"fields": {"problems": exc.problems}},
+            )  # fmt: skip
+            return False
+        later = [s for s in RESTART_ONLY if getattr(settings, s) != getattr(self.settings, s)]
+        self._apply(settings)
+        log.info(
+            "config reloaded", extra={"fields": {
+                "keys": len(settings.api_keys), "routes": len(settings.routes),
+                "models": len(settings.models), "needs_restart": later,
+            }},
+        )  # fmt: skip
+        if later:
+            log.warning("reload: [%s] changed; applied at the next restart", "], [".join(later))
+        return True
+
+    def _apply(self, settings: Settings) -> None:
+        """Swap the request-path parts in one step (no checkpoint: atomic for new requests)."""
+        assert self.reload_source is not None
+        old_transport = self.transport
+        transport = old_transport
+        if settings.providers != self.settings.providers:
+            transport = HttpTransport(settings.providers)
+        admission = self.reload_source.admission(settings)
+        keys = KeyRing(settings.api_keys)
+        parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache)
+        chat, embeddings = ChatHandler(*parts), EmbeddingsHandler(*parts)
+        count_tokens = CountTokensHandler(settings, keys, transport)
+        self.settings, self.keys, self.transport = settings, keys, transport
+        self.admission, self.chat, self.embeddings = admission, chat, embeddings
+        self.count_tokens = count_tokens
+        if transport is not old_transport and self._nursery is not None:
+            self._nursery.start_soon(self._retire, old_transport)
+
+    async def _retire(self, transport: Transport) -> None:
+        """Close a replaced transport once the requests that use it are over: none outlives
+        :data:`RETIRE_AFTER_S` (longer than any target's total timeout)."""
+        await trio.sleep(RETIRE_AFTER_S)
+        closer = getattr(transport, "aclose", None)
+        if closer is not None:
+            with trio.move_on_after(5):
+                await closer()
 
     def is_ready(self) -> bool:
         return self.ready and self.services.ready()
@@ -224,6 +305,7 @@ class Gateway:
         assert message["type"] == "lifespan.startup"
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 try:
                     await self.services.start_all(nursery)
                 except Exception as exc:
@@ -247,4 +329,4 @@ def create_app(settings: Settings, **kwargs: Any) -> Gateway:
     return Gateway(settings, **kwargs)
 
 
-__all__ = ["Gateway", "create_app"]
+__all__ = ["Gateway", "ReloadSource", "create_app"]

@@ -91,6 +91,9 @@ class ChatHandler:
         self.admission = admission
         self.cache = cache
         self.in_flight = 0
+        self.open_streams = 0
+        self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
+        """The relay channels of requests being served (their fill is a metric)."""
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
@@ -203,6 +206,10 @@ class ChatHandler:
         self.sink.submit(cache_hit_record(facts, hit.kind, saved_usd=saved))
         traces.finish_early(trace, status=200, cache=hit.kind, saved_usd=saved)
 
+    def relay_buffered(self) -> int:
+        """Events waiting in the relay channels of the requests being served."""
+        return sum(ch.statistics().current_buffer_used for ch in self._relays)
+
     def _winner_headers(self, race: Race) -> Callable[[Won], Headers]:
         def headers(won: Won) -> Headers:
             target = won.attempt.target
@@ -244,6 +251,9 @@ class ChatHandler:
                 if race.winner is None:
                     await send_ch.send(Failed(race.error()))
 
+        stream = facts.req.stream
+        self.open_streams += stream
+        self._relays.add(recv_ch)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
@@ -253,6 +263,8 @@ class ChatHandler:
                                 self._winner_headers(race), base, collector)  # fmt: skip
                 nursery.cancel_scope.cancel()
         finally:
+            self.open_streams -= stream
+            self._relays.discard(recv_ch)
             usage = spent(facts, race, runner.meters)
             for record in usage_records(
                 facts, race, usage, status=delivery.status,

@@ -1,50 +1,217 @@
-"""Prometheus metrics, derived from the usage records every request produces.
+"""Prometheus metrics with prometheus-client, exact across worker processes.
 
-:class:`MetricsSink` sits in front of the real sink (the ledger): it counts
-each record, then hands it on, so the request path needs no extra code.
-Gauges (in-flight requests, breakers, queues) are read when ``/metrics`` is
-scraped. Counters are per worker process, as Prometheus expects.
+Counters and histograms are derived from the usage records every request produces
+(:class:`MetricsSink` sits in front of the access log and the ledger, so the request path needs
+no extra code); breaker transitions are counted as they happen; gauges, and counters kept by
+other parts (cache, ledger), are sampled by :meth:`Metrics.sample` at every scrape and every
+:data:`SAMPLE_INTERVAL_S` in each worker.
+
+With several worker processes ``trioproxy serve`` sets ``PROMETHEUS_MULTIPROC_DIR``: each
+process writes its values to files there and a scrape, whichever worker answers it, sums them
+(gauges: over live workers; a breaker's state: the max). prometheus-client renders every value
+exactly (no ``%g`` rounding); money is counted in integer micro-USD.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
 
-Labels = tuple[tuple[str, str], ...]
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SAMPLE_INTERVAL_S = 1.0
+SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+MIRRORED = {
+    "semantic_lookups": "Semantic cache lookups.",
+    "semantic_hits": "Semantic cache hits.",
+    "semantic_below_threshold": "Semantic lookups whose nearest entry was below the threshold.",
+    "semantic_embed_skipped": "Semantic lookups skipped (embedder saturated or down).",
+    "cache_writes_dropped": "Cache writes skipped because the write queue was full.",
+    "ledger_spooled_records": "Ledger records put in the local spool (database down or slow).",
+    "ledger_lost_records": "Ledger records that could be neither queued nor spooled.",
+}
+"""Counters other parts keep as plain integers, mirrored here (``trioproxy_<name>_total``)."""
+
+disable_created_metrics()  # no ``_created`` series: they double the output and nobody reads them
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _micros(usd: float) -> int:
+    return round(usd * 1_000_000)
 
 
-def _fmt(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels) + "}"
+class Metrics:
+    """Every metric family of one worker process."""
+
+    def __init__(self) -> None:
+        self.multiprocess = MULTIPROC_ENV in os.environ
+        if self.multiprocess:  # the library picks its value class at import; pick again
+            values.ValueClass = values.get_value_class()
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "trioproxy_requests", "Requests by route, serving target, status and cache result.",
+            ("route", "target", "status", "cache"), registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "trioproxy_tokens", "Tokens consumed upstream by route, target and type.",
+            ("route", "target", "type"), registry=r,
+        )  # fmt: skip
+        self.cost = Counter(
+            "trioproxy_cost_microusd", "Upstream cost in micro-USD (1e-6 USD) by team and route.",
+            ("team", "route"), registry=r,
+        )  # fmt: skip
+        self.saved = Counter(
+            "trioproxy_saved_microusd", "Cost avoided by cache hits, micro-USD, by team and route.",
+            ("team", "route"), registry=r,
+        )  # fmt: skip
+        self.refusals = Counter(
+            "trioproxy_refusals", "Requests refused before going upstream (budgets, rate "
+            "limits, overload), by reason.", ("reason",), registry=r,
+        )  # fmt: skip
+        self.attempts = Counter(
+            "trioproxy_upstream_attempts", "Upstream attempts by target and outcome.",
+            ("target", "outcome"), registry=r,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "trioproxy_fallbacks", "Attempts on a later target of a chain after a failure.",
+            ("route", "target"), registry=r,
+        )  # fmt: skip
+        self.hedges = Counter(
+            "trioproxy_hedges", "Hedged attempts launched while an earlier one was still running.",
+            ("route", "target"), registry=r,
+        )  # fmt: skip
+        self.breaker_transitions = Counter(
+            "trioproxy_breaker_transitions", "Circuit breaker transitions by target and new state.",
+            ("target", "to"), registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "trioproxy_request_duration_seconds", "Time from request to the last byte, by route.",
+            ("route",), buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.ttfb = Histogram(
+            "trioproxy_time_to_first_byte_seconds", "Time from request to the upstream's first "
+            "byte, by route.", ("route",), buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.attempt_duration = Histogram(
+            "trioproxy_upstream_attempt_duration_seconds", "Duration of one upstream attempt, by "
+            "target.", ("target",), buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.request_tokens = Histogram(
+            "trioproxy_request_tokens", "Tokens per request that went upstream, by type.", ("type",),
+            buckets=TOKENS, registry=r,
+        )  # fmt: skip
+        live: Any = {"registry": r, "multiprocess_mode": "livesum"}
+        self.in_flight = Gauge("trioproxy_in_flight_requests", "Requests being served.", **live)
+        self.open_streams = Gauge("trioproxy_open_streams", "Streams being relayed.", **live)
+        self.relay_buffered = Gauge(
+            "trioproxy_relay_buffered_events", "Events waiting in the relay channels of open "
+            "streams (a slow client fills them).", **live,
+        )  # fmt: skip
+        self.ledger_queue = Gauge(
+            "trioproxy_ledger_queue_records", "Ledger records waiting for the database.", **live
+        )
+        self.journal_bytes = Gauge(
+            "trioproxy_ledger_journal_bytes", "Bytes in the ledger journal's live segments.", **live
+        )
+        self.cache_write_queue = Gauge(
+            "trioproxy_cache_write_queue", "Cache writes waiting.", **live
+        )
+        self.breaker_open = Gauge(
+            "trioproxy_breaker_open", "1 while the target's circuit breaker is open.",
+            ("target",), registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self._mirrors = {
+            name: Counter(f"trioproxy_{name}", help_, registry=r)
+            for name, help_ in MIRRORED.items()
+        }
+        self._mirrored: dict[str, int] = dict.fromkeys(MIRRORED, 0)
+
+    # -- from usage records ------------------------------------------------------------------
+    def observe(self, rec: UsageRecord) -> None:
+        if rec.kind == "attempt":
+            target = rec.target or ""
+            self.attempts.labels(target, rec.outcome).inc()
+            self.attempt_duration.labels(target).observe(rec.latency_ms / 1000)
+            if rec.hedge_role == "fallback":
+                self.fallbacks.labels(rec.route, target).inc()
+            elif rec.hedge_role == "hedge":
+                self.hedges.labels(rec.route, target).inc()
+            return
+        target = rec.target or ""
+        self.requests.labels(rec.route, target, str(rec.status), rec.cache).inc()
+        if rec.outcome == "denied":
+            self.refusals.labels(rec.error_kind or "unknown").inc()
+        if rec.input_tokens:
+            self.tokens.labels(rec.route, target, "input").inc(rec.input_tokens)
+        if rec.output_tokens:
+            self.tokens.labels(rec.route, target, "output").inc(rec.output_tokens)
+        if rec.input_tokens or rec.output_tokens:  # requests that consumed tokens upstream
+            self.request_tokens.labels("input").observe(rec.input_tokens)
+            self.request_tokens.labels("output").observe(rec.output_tokens)
+        if rec.cost_usd:
+            self.cost.labels(rec.team, rec.route).inc(_micros(rec.cost_usd))
+        if rec.saved_usd:
+            self.saved.labels(rec.team, rec.route).inc(_micros(rec.saved_usd))
+        self.request_duration.labels(rec.route).observe(rec.latency_ms / 1000)
+        if rec.ttfb_ms is not None:
+            self.ttfb.labels(rec.route).observe(rec.ttfb_ms / 1000)
+
+    def breaker_transition(self, target: str, to: str) -> None:
+        self.breaker_transitions.labels(target, to).inc()
+
+    # -- sampled -----------------------------------------------------------------------------
+    def sample(
+        self, *, in_flight: int, open_streams: int, relay_buffered: int,
+        breakers: Mapping[str, bool], ledger_queue: int = 0, journal_bytes: int = 0,
+        cache_write_queue: int = 0, counts: Mapping[str, int] | None = None,
+    ) -> None:  # fmt: skip
+        """Set the gauges; advance the mirrored counters to ``counts`` (this process's totals)."""
+        self.in_flight.set(in_flight)
+        self.open_streams.set(open_streams)
+        self.relay_buffered.set(relay_buffered)
+        self.ledger_queue.set(ledger_queue)
+        self.journal_bytes.set(journal_bytes)
+        self.cache_write_queue.set(cache_write_queue)
+        for target, is_open in breakers.items():
+            self.breaker_open.labels(target).set(1 if is_open else 0)
+        for name, total in (counts or {}).items():
+            delta = total - self._mirrored[name]
+            if delta > 0:
+                self._mirrors[name].inc(delta)
+                self._mirrored[name] = total
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text (every worker's values in multi-process mode) and its type."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 class MetricsSink:
-    def __init__(self, inner: UsageSink) -> None:
+    """Counts each usage record, then hands it on."""
+
+    def __init__(self, inner: UsageSink, metrics: Metrics) -> None:
         self.inner = inner
-        self.requests: Counter[Labels] = Counter()
-        self.attempts: Counter[Labels] = Counter()
-        self.tokens: Counter[Labels] = Counter()
-        self.cost: dict[Labels, float] = {}
-        self.saved: dict[Labels, float] = {}
+        self.metrics = metrics
 
     def submit(self, record: UsageRecord) -> None:
-        if record.kind == "request":
-            base = (("team", record.team), ("route", record.route))
-            self.requests[(*base, ("status", str(record.status)), ("cache", record.cache))] += 1
-            self.tokens[(*base, ("direction", "input"))] += record.input_tokens
-            self.tokens[(*base, ("direction", "output"))] += record.output_tokens
-            self.cost[base] = self.cost.get(base, 0.0) + record.cost_usd
-            self.saved[base] = self.saved.get(base, 0.0) + record.saved_usd
-        else:
-            self.attempts[(("target", record.target or ""), ("outcome", record.outcome))] += 1
+        self.metrics.observe(record)
         self.inner.submit(record)
 
     def intend(self, record: UsageRecord) -> int:
@@ -54,43 +221,11 @@ class MetricsSink:
         self.inner.resolve(token)
 
 
-def render(sink: MetricsSink, gauges: Iterable[tuple[str, str, Labels, float]]) -> bytes:
-    """Prometheus text format: the counters, then ``(name, help, labels, value)`` gauges."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_: str, values: Iterable[tuple[Labels, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{_fmt(labels)} {value:g}" for labels, value in values)
-
-    family(
-        "trioproxy_requests_total",
-        "counter",
-        "Requests by team, route, status and cache.",
-        sink.requests.items(),
-    )
-    family(
-        "trioproxy_attempts_total",
-        "counter",
-        "Upstream attempts by target and outcome.",
-        sink.attempts.items(),
-    )
-    family("trioproxy_tokens_total", "counter", "Tokens consumed upstream.", sink.tokens.items())
-    family("trioproxy_cost_usd_total", "counter", "Upstream cost in USD.", sink.cost.items())
-    family(
-        "trioproxy_saved_usd_total",
-        "counter",
-        "Cost avoided by cache hits, in USD.",
-        sink.saved.items(),
-    )
-    seen: set[str] = set()
-    for name, help_, labels, value in gauges:
-        if name not in seen:
-            seen.add(name)
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name}{_fmt(labels)} {value:g}")
-    return ("\n".join(lines) + "\n").encode()
+def mark_worker_dead(pid: int) -> None:
+    """For the serve runner when a worker exits: drop its live gauges (counters stay summed)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        multiprocess.mark_process_dead(pid, path)
 
 
-__all__ = ["Labels", "MetricsSink", "render"]
+__all__ = ["MULTIPROC_ENV", "Metrics", "MetricsSink", "mark_worker_dead"]

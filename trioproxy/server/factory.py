@@ -12,6 +12,7 @@ in which case budgets go to Redis and are shared by every instance.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.dashboard import mount_dashboard
-from trioproxy.edge.app import Gateway, create_app
+from trioproxy.edge.app import Gateway, ReloadSource, create_app
 from trioproxy.edge.services import NamedService, Service
 from trioproxy.ledger.service import LedgerService
 from trioproxy.pipeline.admission import Admission
@@ -110,9 +111,14 @@ def shared_breakers(settings: Settings, redis: RedisClient | None) -> SharedBrea
     return SharedBreakers(SqliteBreakerKV(str(state / "breakers.sqlite3")), settings.breaker)
 
 
-def admission(settings: Settings, store: BudgetStore, services: list[NamedService]) -> Admission:
+def alert_sink(settings: Settings, store: BudgetStore, services: list[NamedService]) -> AlertSink:
     alerts = AlertSink(store, webhook_url=settings.budgets.webhook_url)
     services.append(NamedService("budget-alerts", alerts.run, required=False))
+    return alerts
+
+
+def admission(settings: Settings, store: BudgetStore, alerts: AlertSink) -> Admission:
+    """The budget gate for ``settings.budgets`` over ``store`` (also on every reload)."""
     gate = BudgetGate(
         settings.budgets,
         store,
@@ -140,12 +146,17 @@ def _flush_on_shutdown(tracing: Tracing) -> Service:
     return run
 
 
-def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
-    """Every part wired for ``settings``; ``overrides`` replace parts (tests)."""
+def build_gateway(
+    settings: Settings, *, config_path: str | None = None, **overrides: Any
+) -> Gateway:
+    """Every part wired for ``settings``; ``overrides`` replace parts (tests). With
+    ``config_path``, ``gateway.reload()`` re-reads that file."""
     services: list[NamedService] = []
     parts: dict[str, Any] = {}
     redis = redis_client(settings, services)
-    parts["admission"] = admission(settings, budget_store(settings, redis), services)
+    store = budget_store(settings, redis)
+    alerts = alert_sink(settings, store, services)
+    parts["admission"] = admission(settings, store, alerts)
     parts["cache"] = response_cache(settings, services, redis)
     parts["breakers"] = shared_breakers(settings, redis)
     if "tracing" not in overrides:
@@ -157,6 +168,11 @@ def build_gateway(settings: Settings, **overrides: Any) -> Gateway:
     parts.update(overrides)
     services.append(NamedService("trace-flush", _flush_on_shutdown(parts["tracing"]), False))
     gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
+    if config_path is not None:
+        gateway.reload_source = ReloadSource(
+            load=functools.partial(load_settings, config_path),
+            admission=functools.partial(admission, store=store, alerts=alerts),
+        )
     try:
         mount_dashboard(gateway)
     except Exception:  # the dashboard is optional; the proxy is not
@@ -178,7 +194,7 @@ def from_env() -> Gateway:
         configure_logging(  # a worker logs exactly like a single process
             os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto")
         )
-    return build_gateway(settings_from_env())
+    return build_gateway(settings_from_env(), config_path=os.environ.get(ENV_CONFIG) or None)
 
 
 __all__ = [

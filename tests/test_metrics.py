@@ -1,0 +1,119 @@
+"""/metrics: prometheus-client families with Prometheus names, exact values (no %g), summed
+across worker processes."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import orjson
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fixtures_gateway import start_simulator
+from tests.proc import GatewayProcess
+from tests.rawhttp import post
+from tests.test_e2e_processes import AUTH, MSGS, config
+from trioproxy.config import hash_key
+from trioproxy.edge.metrics import Metrics
+from trioproxy.ledger.record import UsageRecord
+from trioproxy.simulator.faults import Fault
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+POOR_KEY = "tp-poor-team-0123456789"
+
+
+def parse(text: str) -> dict[Sample, float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_large_values_render_exactly() -> None:
+    m = Metrics()
+    rec = UsageRecord(
+        ts=0.0, request_id="r", kind="request", key_name="k", team="t", user="u", feature="f",
+        route="chat", target="m", input_tokens=12_345_678, output_tokens=1, cost_usd=1234.56789,
+    )  # fmt: skip
+    m.observe(rec)
+    m.requests.labels("chat", "m", "200", "off").inc(1_000_000)
+    text = m.render()[0].decode()
+    got = parse(text)
+    labels = frozenset({"route": "chat", "target": "m", "status": "200", "cache": "off"}.items())
+    assert got[("trioproxy_requests_total", labels)] == 1_000_001
+    tokens = frozenset({"route": "chat", "target": "m", "type": "input"}.items())
+    assert got[("trioproxy_tokens_total", tokens)] == 12_345_678
+    cost = frozenset({"team": "t", "route": "chat"}.items())
+    assert got[("trioproxy_cost_microusd_total", cost)] == 1_234_567_890
+    assert "trioproxy_requests_total" in text and "%g" not in text
+
+
+async def test_two_workers_scrape_exact_totals(nursery: trio.Nursery, tmp_path: Path) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=7))
+    cfg = config({"p": sim.url}, tmp_path, budgets={"teams": {"t2": {"daily_usd": 0.0000001}}})
+    cfg["api_keys"][0]["admin"] = True
+    cfg["api_keys"].append({"name": "poor", "key_sha256": hash_key(POOR_KEY), "team": "t2",
+                            "user": "u2"})  # fmt: skip
+    gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"}, workers=2)
+    await gw.start()
+    try:
+        async with trio.open_nursery() as clients:
+            for i in range(40):
+                body = {"model": "p", "messages": MSGS, "stream": i % 4 == 0}
+                clients.start_soon(post, gw.url, "/v1/chat/completions", body, AUTH)
+            for _ in range(5):
+                poor = {"authorization": f"Bearer {POOR_KEY}"}
+                body = {"model": "p", "messages": MSGS, "max_tokens": 50}
+                clients.start_soon(post, gw.url, "/v1/chat/completions", body, poor)
+        with trio.fail_after(20):
+            while sum('"trioproxy.access"' in x for x in gw.log.read_text().splitlines()) < 45:
+                await trio.sleep(0.05)
+        scrapes = []
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+            for _ in range(6):  # a new connection each: whichever worker answers, same totals
+                scrapes.append(await c.get("/metrics", headers={**AUTH, "connection": "close"}))
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+    access = [
+        orjson.loads(x) for x in gw.log.read_text().splitlines()
+        if x.startswith("{") and '"trioproxy.access"' in x
+    ]  # fmt: skip
+    served = [a for a in access if a["status"] == 200]
+    assert len(served) == 40 and len({a["pid"] for a in access}) == 2  # both workers served
+    want_in = sum(a["input_tokens"] for a in served)
+    want_out = sum(a["output_tokens"] for a in served)
+    want_cost = sum(round(a["cost_usd"] * 1e6) for a in served)
+    for r in scrapes:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        got = parse(r.text)
+        req = frozenset({"route": "p", "target": "m-p", "status": "200", "cache": "off"}.items())
+        assert got[("trioproxy_requests_total", req)] == 40
+        refused = frozenset({"route": "p", "target": "", "status": "429", "cache": "off"}.items())
+        assert got[("trioproxy_requests_total", refused)] == 5
+        assert (
+            got[("trioproxy_refusals_total", frozenset({"reason": "budget_exceeded"}.items()))] == 5
+        )
+        tok = {"route": "p", "target": "m-p"}
+        assert (
+            got[("trioproxy_tokens_total", frozenset({**tok, "type": "input"}.items()))] == want_in
+        )
+        assert (
+            got[("trioproxy_tokens_total", frozenset({**tok, "type": "output"}.items()))]
+            == want_out
+        )
+        cost = frozenset({"team": "t1", "route": "p"}.items())
+        assert got[("trioproxy_cost_microusd_total", cost)] == want_cost
+        attempts = frozenset({"target": "m-p", "outcome": "won"}.items())
+        assert got[("trioproxy_upstream_attempts_total", attempts)] == 40
+        route = frozenset({"route": "p"}.items())
+        assert got[("trioproxy_request_duration_seconds_count", route)] == 45
+        assert got[("trioproxy_time_to_first_byte_seconds_count", route)] == 40
+        inf = frozenset({"route": "p", "le": "+Inf"}.items())
+        assert got[("trioproxy_request_duration_seconds_bucket", inf)] == 45
+        assert ("trioproxy_in_flight_requests", frozenset()) in got
+    print("\n" + scrapes[0].text[:4000])

@@ -1,0 +1,154 @@
+"""Reload: a new config applies atomically to new requests (keys, routes, chains, prices,
+budgets, cache settings); requests in flight finish on the old one; an invalid file changes
+nothing and is logged with its problems. Also through SIGHUP on ``trioproxy serve``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+
+from tests.fixtures_gateway import start_gateway, start_simulator
+from tests.proc import GatewayProcess, to_toml
+from tests.rawhttp import post
+from trioproxy.config import hash_key, load_settings
+from trioproxy.simulator.faults import Fault
+
+OLD_KEY, NEW_KEY = "tp-reload-old-0123456789", "tp-reload-new-0123456789"
+CAPPED_KEY = "tp-reload-capped-0123456789"
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def cfg(
+    state: Path, sims: dict[str, str], route_to: str, key: str, capped: bool = False
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "storage": {"state_dir": str(state)},
+        **{
+            f"providers.{n}": {"kind": "openai", "base_url": u, "api_key_env": "SIMKEY"}
+            for n, u in sims.items()
+        },
+        **{
+            f"models.m-{n}": {"provider": n, "input_per_mtok": p, "output_per_mtok": p}
+            for n, p in (("a", 1000), ("b", 2000))
+            if n in sims
+        },
+        "routes.chat": {"chains": {"default": [{"model": f"m-{route_to}"}]}},
+        "api_keys": [
+            {"name": "k", "key_sha256": hash_key(key), "team": "t1", "user": "u1", "admin": True}
+        ],
+    }
+    if capped:  # a team whose daily budget is smaller than any request's worst case
+        capped_key = {"name": "c", "key_sha256": hash_key(CAPPED_KEY), "team": "t2", "user": "u2"}
+        out["api_keys"].append(capped_key)
+        out["budgets"] = {"teams": {"t2": {"daily_usd": 0.000001}}}
+    return out
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def test_reload_applies_to_new_requests_and_in_flight_ones_finish_on_the_old(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("SIMKEY", "x")
+    slow = await start_simulator(nursery, Fault(tokens=60, chunk_ms=30))  # ~2 s streams
+    fast = await start_simulator(nursery, Fault(tokens=5))
+    sims = {"a": slow.url, "b": fast.url}
+    path = tmp_path / "trioproxy.toml"
+    path.write_text(to_toml(cfg(tmp_path, sims, "a", OLD_KEY)))
+    g = await start_gateway(nursery, load_settings(path), config_path=str(path))
+    in_flight: list[Any] = []
+
+    async def old_stream() -> None:
+        body = {"model": "chat", "messages": MSGS, "stream": True}
+        in_flight.append(await post(g.url, "/v1/chat/completions", body, auth(OLD_KEY)))
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(old_stream)
+        with trio.fail_after(20):
+            while slow.sim.stats.requests < 1:
+                await trio.sleep(0.01)
+        # new key, the route now goes to m-b at twice the price, a budget for the team
+        path.write_text(to_toml(cfg(tmp_path, sims, "b", NEW_KEY, capped=True)))
+        with caplog.at_level(logging.INFO, "trioproxy"):
+            assert await g.app.reload() is True
+        assert "config reloaded" in caplog.text
+        async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
+            body = {"model": "chat", "messages": MSGS, "max_tokens": 5}
+            r = await c.post("/v1/chat/completions", json=body, headers=auth(OLD_KEY))
+            assert r.status_code == 401  # the old key is gone
+            r = await c.post("/v1/chat/completions", json=body, headers=auth(NEW_KEY))
+            assert r.status_code == 200 and r.headers["x-trioproxy-target"] == "m-b"
+            r = await c.post("/v1/chat/completions", json=body, headers=auth(CAPPED_KEY))
+            assert r.status_code == 429  # a new key under a new, tiny budget
+            assert r.json()["error"]["code"] == "budget_exceeded"
+        assert not in_flight  # the old stream is still running while all that happened
+    (old,) = in_flight
+    assert old.status == 200 and old.complete and b"data: [DONE]" in old.body
+    assert old.headers["x-trioproxy-target"] == "m-a"
+    with trio.fail_after(20):  # the handler records after the last byte is sent
+        while not any(r.request_id == old.headers["x-request-id"] for r in g.sink.records):
+            await trio.sleep(0.01)
+    records = {r.request_id: r for r in g.sink.records if r.kind == "request"}
+    old_rec = records[old.headers["x-request-id"]]
+    assert (old_rec.target, old_rec.outcome) == ("m-a", "served")
+    new_rec = next(r for r in records.values() if r.target == "m-b")
+    assert new_rec.cost_usd == pytest.approx(
+        (new_rec.input_tokens + new_rec.output_tokens) * 2000 / 1e6
+    )  # the new price
+
+    # an invalid file: every problem logged, nothing changes
+    path.write_text(to_toml(cfg(tmp_path, sims, "zzz", OLD_KEY)).replace('"SIMKEY"', "3"))
+    caplog.clear()
+    assert await g.app.reload() is False
+    assert "reload refused" in caplog.text
+    problems = [r for r in caplog.records if r.getMessage().startswith("reload refused")]
+    fields = problems[0].fields  # type: ignore[attr-defined]
+    assert any("m-zzz" in p for p in fields["problems"]), fields
+    assert any("api_key_env" in p for p in fields["problems"]), fields
+    async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
+        r = await c.get("/v1/models", headers=auth(NEW_KEY))
+        assert r.status_code == 200 and "chat" in r.text
+
+
+async def test_sighup_reloads_a_running_serve(nursery: trio.Nursery, tmp_path: Path) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=5))
+    gw = GatewayProcess(cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY), tmp_path, {"SIMKEY": "x"})
+    await gw.start()
+    try:
+        body = {"model": "chat", "messages": MSGS}
+        assert (await post(gw.url, "/v1/chat/completions", body, auth(OLD_KEY))).status == 200
+        gw.path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", NEW_KEY)))
+        gw.signal(signal.SIGHUP)
+        with trio.fail_after(20):  # applied by the worker: the new key starts working
+            while (await post(gw.url, "/v1/chat/completions", body, auth(NEW_KEY))).status != 200:
+                await trio.sleep(0.05)
+        assert (await post(gw.url, "/v1/chat/completions", body, auth(OLD_KEY))).status == 401
+        gw.path.write_text("[storage]\nstate_dir = 3\n")  # invalid: refused, logged
+        gw.signal(signal.SIGHUP)
+        with trio.fail_after(20):
+            while "reload refused" not in gw.log.read_text():
+                await trio.sleep(0.05)
+        assert (await post(gw.url, "/v1/chat/completions", body, auth(NEW_KEY))).status == 200
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+    lines = [orjson.loads(x) for x in gw.log.read_text().splitlines() if x.startswith("{")]
+    reloads = [
+        x
+        for x in lines
+        if x["msg"] in ("config reloaded",) or x["msg"].startswith("reload refused")
+    ]
+    assert [x["level"] for x in reloads] == ["info", "error"]
+    assert any("storage.state_dir" in p for p in reloads[1]["problems"])
+    print("\n" + "\n".join(orjson.dumps(x).decode() for x in reloads))
