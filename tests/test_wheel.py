@@ -103,7 +103,7 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
             assert (await c.get("/healthz")).json() == {"status": "ok"}
             htmx = await c.get("/static/htmx.min.js")
             assert htmx.status_code == 200 and htmx.text.startswith("/*! htmx.org")
-            login = await c.post("/login", data={"key": DEMO_KEY, "next": "/"})
+            login = await c.post("/login", data={"user": "", "password": DEMO_KEY, "next": "/"})
             assert login.status_code == 303, login.text
             page = await c.get("/")
             assert page.status_code == 200 and "htmx.min.js" in page.text
