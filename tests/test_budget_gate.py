@@ -237,8 +237,10 @@ async def test_busy_embedded_store_fails_one_call_and_is_not_marked_down() -> No
 
 
 async def test_redis_down_fail_open_local_limit_then_recovers(
-    redis_server: RedisServer, redis_url: str, nursery: trio.Nursery
-) -> None:
+    redis_server: RedisServer, redis_url: str, nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING, "trioproxy.budget.gate")
     store = await redis_store(nursery, redis_url)
     policy = OutagePolicy("fail_open", call_timeout_s=0.5, probe_after_s=0.2, fail_open_share=0.1)
     gate = BudgetGate(config(), store, clock=Clock(), outage=policy)
@@ -267,6 +269,9 @@ async def test_redis_down_fail_open_local_limit_then_recovers(
             except PolicyError:
                 await trio.sleep(0.1)
     assert not t.local
+    outages = [r.getMessage() for r in caplog.records if r.name == "trioproxy.budget.gate"]
+    assert outages[0].startswith("budget store down") and "fail_closed" in outages[0]
+    assert outages[-1] == "budget store is back"
 
 
 async def test_alerts_fire_once_per_period(

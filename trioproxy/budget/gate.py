@@ -97,6 +97,7 @@ class BudgetGate:
         self._limits: dict[str, tuple[TeamLimits, float]] = {}
         self._limits_loading: dict[str, trio.Event] = {}
         self._down_until = -math.inf
+        self._store_down = False
         self._local = MemoryStore()
         self.store_failures = 0
 
@@ -165,16 +166,29 @@ class BudgetGate:
         timeout = self.outage.call_timeout_s * (SETTLE_PATIENCE if patient else 1)
         try:
             with trio.fail_after(timeout):
-                return await fn()
+                result = await fn()
         except trio.TooSlowError as exc:
             self.store_failures += 1
             if self.store.timeouts_are_outages:
-                self._down_until = trio.current_time() + self.outage.probe_after_s
+                self._mark_down(f"no answer within {timeout:g} s")
             raise StoreUnavailable(f"budget store: no answer within {timeout:g} s") from exc
         except StoreUnavailable as exc:
             self.store_failures += 1
-            self._down_until = trio.current_time() + self.outage.probe_after_s
+            self._mark_down(repr(exc))
             raise StoreUnavailable(f"budget store: {exc!r}") from exc
+        if self._store_down:
+            self._store_down = False
+            log.warning("budget store is back", extra={"fields": {"store": "budget"}})
+        return result
+
+    def _mark_down(self, why: str) -> None:
+        self._down_until = trio.current_time() + self.outage.probe_after_s
+        if not self._store_down:
+            self._store_down = True
+            log.warning(
+                "budget store down (%s); outage policy %r until it answers", why,
+                self.outage.mode, extra={"fields": {"store": "budget"}},
+            )  # fmt: skip
 
     def _unavailable(self) -> PolicyError:
         return PolicyError(

@@ -63,6 +63,10 @@ def _pg_service(index: PgVectorIndex) -> Service:
             while True:
                 try:
                     await index.open()
+                    if backoff.failures:
+                        log.warning(
+                            "pgvector index is back (open after %d tries)", backoff.failures
+                        )
                     break
                 except psycopg.Error as exc:
                     delay = backoff.next()
