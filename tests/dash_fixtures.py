@@ -53,8 +53,7 @@ async def start_dash(nursery: trio.Nursery, **dashboard: Any) -> Dash:
     sim = await start_simulator(nursery)
     settings = settings_for(sim.url, **dashboard)
     gw = build_gateway(settings)
-    for service in gw.services:
-        await nursery.start(service)
+    await gw.services.start_all(nursery)
     gw.ready = True
     assert isinstance(gw.inner, QuartTrio)
     return Dash(gw, gw.inner, settings, sim.url)

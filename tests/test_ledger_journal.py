@@ -139,3 +139,11 @@ async def test_segments_go_once_their_records_are_in_the_database(tmp_path: Path
         await writer.aclose()
     await writer.backend.aclose()
     assert list((tmp_path / JOURNAL_DIR).iterdir()) == []
+
+
+def test_a_token_of_one_journal_never_touches_another(tmp_path: Path) -> None:
+    first, second = Journal(tmp_path / "a"), Journal(tmp_path / "b")
+    token = first.append(make_records(1)[0], intent=True)
+    second.append(make_records(1)[0])
+    second.done(token)  # a stale token (e.g. from before a writer restart): ignored
+    assert second.statistics().outstanding == 1 and first.statistics().outstanding == 1

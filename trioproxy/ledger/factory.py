@@ -29,13 +29,16 @@ async def open_writer(
     database_url: str | None = None,
     retention_days: int | None = None,
     fsync_interval: float = FSYNC_INTERVAL,
+    journal: Journal | None = None,
 ) -> LedgerWriter:
-    """The app's writer, journaling under ``state_dir``: start ``writer.run`` with
-    ``nursery.start``; ``aclose`` at shutdown, then ``await writer.backend.aclose()``."""
+    """The app's writer, journaling under ``state_dir`` (in ``journal`` if given: the caller
+    keeps it across writers): start ``writer.run`` with ``nursery.start``; ``aclose`` at
+    shutdown, then ``await writer.backend.aclose()``."""
     backend = await open_backend(state_dir=state_dir, database_url=database_url)
     return LedgerWriter(
         backend, Spool(state_dir), retention_days=retention_days,
-        journal=Journal(state_dir), fsync_interval=fsync_interval,
+        journal=journal or Journal(state_dir), owns_journal=journal is None,
+        fsync_interval=fsync_interval,
     )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import itertools
 import logging
 import os
 import secrets
@@ -46,6 +47,8 @@ from trioproxy.ledger.spool import Spool
 log = logging.getLogger("trioproxy.ledger")
 
 JOURNAL_DIR = "ledger-journal"
+_segment_numbers = itertools.count()
+"""Unique in the process: a token of one journal never names another's segment."""
 INTENT = "_intent"
 """Marker key of an intent line."""
 
@@ -132,7 +135,6 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._segments: dict[int, _Segment] = {}
-        self._next_seq = 0
         self._appended = self._failed = self._recovered = 0
         self._closed = False
         self._current = self._open_segment()
@@ -253,8 +255,7 @@ class Journal:
 
     # -- internals -------------------------------------------------------------------------
     def _open_segment(self) -> _Segment:
-        seq = self._next_seq
-        self._next_seq += 1
+        seq = next(_segment_numbers)
         path = self.dir / f"{self._owner}-{seq}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

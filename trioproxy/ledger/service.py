@@ -6,6 +6,7 @@ import trio
 
 from trioproxy.config.model import StorageConfig
 from trioproxy.ledger.factory import open_writer
+from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.writer import LedgerWriter
 
@@ -22,6 +23,9 @@ class LedgerService:
     def __init__(self, storage: StorageConfig) -> None:
         self._storage = storage
         self.writer: LedgerWriter | None = None
+        self._journal: Journal | None = None
+        """One journal for the process, kept when a crashed writer is restarted: requests in
+        flight resolve their intents in it."""
 
     def submit(self, record: UsageRecord) -> None:
         if self.writer is None:
@@ -37,21 +41,31 @@ class LedgerService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         db = self._storage.database_url
+        if self._journal is None:
+            self._journal = Journal(self._storage.state_dir)
         writer = await open_writer(
             state_dir=self._storage.state_dir,
             database_url=db.reveal() if db is not None else None,
             retention_days=self._storage.ledger_retention_days,
             fsync_interval=self._storage.ledger_fsync_interval_s,
+            journal=self._journal,
         )
         self.writer = writer
+        crashed = False
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(writer.run)
                 task_status.started()
+        except Exception:  # the supervisor restarts us: keep the journal
+            crashed = True
+            raise
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                 await writer.aclose()
                 await writer.backend.aclose()
+            if not crashed:  # shutdown: everything is flushed; finished segments go
+                self._journal.close()
+                self._journal = None
 
 
 __all__ = ["LedgerService"]

@@ -107,11 +107,13 @@ class LedgerWriter:
         shutdown_db_timeout: float = SHUTDOWN_DB_TIMEOUT,
         wall_clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
+        owns_journal: bool = True,
         fsync_interval: float = FSYNC_INTERVAL,
     ) -> None:
         self.backend = backend
         self.spool = spool if isinstance(spool, Spool) else Spool(spool)
         self.journal = journal
+        self._owns_journal = owns_journal
         self._fsync_interval = fsync_interval
         self._next_fsync = 0.0
         self._overflow_seqs: list[int] = []
@@ -198,8 +200,7 @@ class LedgerWriter:
                 with trio.move_on_after(self._shutdown_timeout):
                     await self._flush_on_exit()
                 self._spool_rest_now()
-                if self.journal is not None:
-                    self.journal.close()
+                self._leave_journal()
                 self._running = False
                 self._done.set()
 
@@ -211,8 +212,17 @@ class LedgerWriter:
                 await self._done.wait()
         else:
             self._spool_rest_now()
-            if self.journal is not None:
-                self.journal.close()
+            self._leave_journal()
+
+    def _leave_journal(self) -> None:
+        """Close the journal we own; hand one we were given (the ledger service's, kept across
+        writer restarts) back with its finished segments deleted."""
+        if self.journal is None:
+            return
+        if self._owns_journal:
+            self.journal.close()
+        else:
+            self.journal.rotate()
 
     # -- batching -----------------------------------------------------------------------
     async def _collect(self) -> bool:
