@@ -120,9 +120,20 @@ async def test_reload_applies_to_new_requests_and_in_flight_ones_finish_on_the_o
         assert r.status_code == 200 and "chat" in r.text
 
 
-async def test_sighup_reloads_a_running_serve(nursery: trio.Nursery, tmp_path: Path) -> None:
+MULTI_WORKER_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="hypercorn's multi-worker runner answers SIGHUP by restarting its workers, and an "
+    "invalid file kills them; the serve runner must call Gateway.reload() in every worker",
+)
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=MULTI_WORKER_GAP)])
+async def test_sighup_reloads_a_running_serve(
+    nursery: trio.Nursery, tmp_path: Path, workers: int
+) -> None:
     sim = await start_simulator(nursery, Fault(tokens=5))
-    gw = GatewayProcess(cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY), tmp_path, {"SIMKEY": "x"})
+    config = cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY)
+    gw = GatewayProcess(config, tmp_path, {"SIMKEY": "x"}, workers)
     await gw.start()
     try:
         body = {"model": "chat", "messages": MSGS}
