@@ -19,6 +19,7 @@ from trioproxy.core.types import (
 from trioproxy.dialects.responses import parse_request
 from trioproxy.dialects.responses_render import ResponsesStreamEncoder
 from trioproxy.errors import CallerError, ErrorKind, PolicyError, ProviderError
+from trioproxy.providers.anthropic import AnthropicAdapter
 from trioproxy.providers.openai_responses import OpenAIResponsesAdapter
 from trioproxy.simulator.plan import Intent, make_plan
 from trioproxy.simulator.responses_wire import RESPONSES
@@ -206,3 +207,23 @@ def test_native_request_is_stateless() -> None:
     req = parse({"input": "hi", "stream": True, "store": False})
     body = orjson.loads(OpenAIResponsesAdapter().build_request(req, "dep", "k").body)
     assert (body["model"], body["store"], body["stream"]) == ("dep", False, True)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "needle"),
+    [
+        ({"type": "json_object"}, "single valid JSON object"),
+        (
+            {"type": "json_schema", "name": "city", "schema": {"type": "object"}},
+            'JSON Schema (city): {"type":"object"}',
+        ),
+    ],
+)
+def test_text_format_reaches_anthropic_targets_as_a_system_instruction(
+    fmt: dict[str, Any], needle: str
+) -> None:
+    req = parse({"instructions": "Be brief.", "input": "Where?", "text": {"format": fmt}})
+    body = orjson.loads(AnthropicAdapter().build_request(req, "claude", "k").body)
+    assert body["system"].startswith("Be brief.\n\n") and needle in body["system"]
+    plain = parse({"input": "Where?", "text": {"format": {"type": "text"}}})
+    assert "system" not in orjson.loads(AnthropicAdapter().build_request(plain, "c", "k").body)

@@ -3,8 +3,9 @@
 System and developer messages become ``system``; assistant ``tool_calls``
 become ``tool_use`` blocks; ``tool`` messages become ``tool_result`` blocks
 in a user turn; consecutive turns of one role merge. ``temperature`` is
-clamped to Anthropic's 0..1. Fields with no Anthropic counterpart
-(``response_format``, ``seed``, ``logprobs``...) are dropped; ``n > 1`` and
+clamped to Anthropic's 0..1. ``response_format`` (JSON) becomes a system
+instruction (:mod:`.anthropic_json`). Fields with no Anthropic counterpart
+(``seed``, ``logprobs``...) are dropped; ``n > 1`` and
 non-function tools are refused, since they cannot be honoured.
 """
 
@@ -16,6 +17,7 @@ import orjson
 
 from trioproxy.core.tokens import content_text
 from trioproxy.errors import invalid
+from trioproxy.providers.anthropic_json import with_json_instruction
 
 DEFAULT_MAX_TOKENS = 4096
 _TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
@@ -65,7 +67,7 @@ def chat_to_messages(chat: dict[str, Any], model: str, max_tokens: int | None) -
         body["metadata"] = {"user_id": user}
     if chat.get("stream"):
         body["stream"] = True
-    return body
+    return with_json_instruction(body, chat.get("response_format"))
 
 
 def _push(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
