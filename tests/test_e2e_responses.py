@@ -262,3 +262,21 @@ async def test_responses_fall_back_and_hit_the_cache(nursery: trio.Nursery) -> N
     assert b["output"][0]["content"][0]["text"] == a["output"][0]["content"][0]["text"]
     assert down.sim.stats.snapshot()["by_path"] == {"/v1/responses": 1}
     assert up.sim.stats.snapshot()["by_path"] == {"/v1/messages": 1}
+
+
+async def test_stored_response_calls_are_404_saying_why(gateway: Running) -> None:
+    def calls() -> list[Any]:
+        client = oai(gateway.url, gateway.key)
+        errors = []
+        for call in (
+            lambda: client.responses.retrieve("resp_123"),
+            lambda: client.responses.delete("resp_123"),
+            lambda: client.responses.cancel("resp_123"),
+        ):
+            with pytest.raises(openai.NotFoundError) as err:
+                call()
+            errors.append(err.value)
+        return errors
+
+    for err in await trio.to_thread.run_sync(calls):
+        assert "stores no responses" in err.message

@@ -133,6 +133,13 @@ class Gateway:
             await self._post_only(method, "anthropic", scope, receive, send)
         elif path == "/v1/responses" or path == "/responses":
             await self._post_only(method, "responses", scope, receive, send)
+        elif path.startswith("/v1/responses/"):  # retrieve, delete, cancel, input_items
+            err = CallerError(
+                ErrorKind.NOT_FOUND,
+                "This gateway serves the Responses API statelessly and stores no responses: "
+                f"{method} {path} is not supported.",
+            )
+            await send_whole(send, 404, DIALECTS["responses"].render_error(err), [])
         elif path == "/v1/embeddings" or path == "/embeddings":
             if await self._is_post(method, "openai", send):
                 await self.embeddings(scope, receive, send)
