@@ -30,17 +30,28 @@ import httpx
 import numpy as np
 import trio
 
+from trioproxy.cache.verifier import TokenView, Vocabulary, build_vocabulary
+
 MAX_TOKENS = 256
 """all-MiniLM-L6-v2 was trained on at most 256 word pieces; longer input is cut."""
 _CLS, _SEP, _UNK = 101, 102, 100
 _BUCKET = 16
 
 
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """A prompt's unit-length sentence vector and, from a local model, its token vectors
+    (what the pair verifier aligns; None from a remote embeddings API)."""
+
+    vec: np.ndarray
+    tokens: TokenView | None = None
+
+
 class Embedder(Protocol):
     dim: int
 
-    async def embed(self, text: str) -> np.ndarray | None:
-        """A unit-length float32 vector, or None when the embedder is saturated/failing."""
+    async def embed(self, text: str) -> Embedding | None:
+        """The prompt's embedding, or None when the embedder is saturated/failing."""
         ...
 
 
@@ -56,6 +67,20 @@ def blingfire_tokenizer() -> Callable[[str], list[int]]:
         return [int(i) for i in ids if i != 0]
 
     return encode
+
+
+def blingfire_pieces() -> Callable[[int], str]:
+    """Word-piece id -> its text (continuation marks dropped), from blingfire's i2w model."""
+    import blingfire
+
+    handle = blingfire.load_model(
+        os.path.join(os.path.dirname(blingfire.__file__), "bert_base_tok.i2w")
+    )
+
+    def piece(token: int) -> str:
+        return str(blingfire.ids_to_text(handle, np.array([token], dtype=np.uint32), False))
+
+    return piece
 
 
 INTRA_OP_THREADS = 2
@@ -84,6 +109,7 @@ class OnnxMiniLM:
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
         self.tokenize = blingfire_tokenizer()
+        self._vocabulary: Vocabulary | None = None
 
     def ids(self, text: str) -> list[int]:
         return [_CLS, *self.tokenize(text)[: MAX_TOKENS - 2], _SEP]
@@ -107,12 +133,44 @@ class OnnxMiniLM:
     def embed_many(self, texts: Sequence[str]) -> np.ndarray:
         return self.run([self.ids(t) for t in texts])
 
+    def run_embeddings(self, batch: Sequence[list[int]]) -> list[Embedding]:
+        """Each prompt's pooled vector and unit token vectors (float16, no [CLS]/[SEP])."""
+        width = max(len(ids) for ids in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        (hidden,) = self._session.run(
+            ["last_hidden_state"],
+            {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
+        )
+        out = []
+        for row, ids in enumerate(batch):
+            rows = hidden[row, : len(ids)]
+            pooled = rows.mean(axis=0)
+            vec = (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+            inner = rows[1:-1]
+            unit = inner / np.maximum(np.linalg.norm(inner, axis=1, keepdims=True), 1e-12)
+            ids_arr = np.asarray(ids[1:-1], dtype=np.int32)
+            out.append(Embedding(vec, TokenView(ids_arr, unit.astype(np.float16))))
+        return out
+
+    def embed_one(self, text: str) -> Embedding:
+        return self.run_embeddings([self.ids(text)])[0]
+
+    def vocabulary(self) -> Vocabulary:
+        """Filler and exact-match word pieces of this model's tokenizer, for the verifier."""
+        if self._vocabulary is None:
+            self._vocabulary = build_vocabulary(self.tokenize, blingfire_pieces())
+        return self._vocabulary
+
 
 @dataclass(slots=True)
 class _Job:
     ids: list[int]
     done: trio.Event = field(default_factory=trio.Event)
-    vec: np.ndarray | None = None
+    out: Embedding | None = None
 
 
 @dataclass(slots=True)
@@ -152,8 +210,8 @@ class LocalEmbedder:
             s.embedded, s.batches, s.skipped_saturated, self._pending, s.skipped_down
         )
 
-    async def embed(self, text: str) -> np.ndarray | None:
-        """The vector, or None (a semantic miss) when saturated or when ``run`` is not running
+    async def embed(self, text: str) -> Embedding | None:
+        """The embedding, or None (a semantic miss) when saturated or when ``run`` is not running
         (crashed, restarting): a dead embedder never fails a request."""
         if not self._running:
             self._stats.skipped_down += 1
@@ -168,7 +226,7 @@ class LocalEmbedder:
         self._pending += 1
         self._wake.set()
         await job.done.wait()
-        return job.vec
+        return job.out
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dispatcher; runs until cancelled. Start it in the app nursery."""
@@ -219,9 +277,9 @@ class LocalEmbedder:
 
     async def _work(self, batch: list[_Job], slot: object) -> None:
         try:
-            vecs = await trio.to_thread.run_sync(self.model.run, [j.ids for j in batch])
-            for job, vec in zip(batch, vecs, strict=True):
-                job.vec = vec
+            outs = await trio.to_thread.run_sync(self.model.run_embeddings, [j.ids for j in batch])
+            for job, out in zip(batch, outs, strict=True):
+                job.out = out
             self._stats.embedded += len(batch)
             self._stats.batches += 1
         finally:
@@ -255,7 +313,7 @@ class OpenAIEmbedder:
         self._timeout_s = timeout_s
         self.failures = 0
 
-    async def embed(self, text: str) -> np.ndarray | None:
+    async def embed(self, text: str) -> Embedding | None:
         if self._in_flight >= self._max_in_flight:
             return None
         self._in_flight += 1
@@ -266,7 +324,7 @@ class OpenAIEmbedder:
                 )
                 vec = self._parse(resp.json()) if resp.status_code == 200 else None
                 if vec is not None:
-                    return vec
+                    return Embedding(vec)
         except (httpx.HTTPError, ValueError):
             pass
         finally:
@@ -289,6 +347,7 @@ __all__ = [
     "MAX_TOKENS",
     "Embedder",
     "EmbedderStats",
+    "Embedding",
     "LocalEmbedder",
     "OnnxMiniLM",
     "OpenAIEmbedder",

@@ -46,8 +46,12 @@ _NUMBER_WORDS = {
 _NEGATIONS = frozenset(
     "not no never without none nothing nobody neither nor cannot cant dont doesnt didnt "
     "isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt "
-    "except excluding".split()
+    "except excluding lack lacks lacking lacked".split()
 )
+_NEG_PREFIXES = ("un", "non", "non-", "in", "im", "ir", "il", "dis", "de")
+"""A word and the same word behind one of these ("safe"/"unsafe", "refundable"/
+"non-refundable", "approved"/"disapproved") say opposite things."""
+_SUPERLATIVE = {"better": "best", "worse": "worst", "more": "most", "less": "least"}
 
 _LEXICON = frozenset(
     # natural and programming languages, usually typed in lower case
@@ -113,7 +117,9 @@ _WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
 """Number words that paraphrases use as pronouns or ordinals ("one of the", "first do X")."""
 _SENTENCE_END = ".?!:\n"
 
-RULES: tuple[str, ...] = ("number", "negation", "term", "antonym", "direction", "order")
+RULES: tuple[str, ...] = (
+    "number", "case", "negation", "prefix", "term", "degree", "antonym", "direction", "order",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,8 @@ class _Features:
     words: frozenset[str]
     seq: tuple[str, ...]
     low: str
+    cased: frozenset[str]
+    """Words with a capital letter, as typed ("MBps", "Mbps", "mW", "GB")."""
 
 
 @lru_cache(maxsize=8192)
@@ -132,8 +140,11 @@ def _features(text: str) -> _Features:
     seq: list[str] = []
     numbers: list[str] = []
     protected: set[str] = set()
+    cased: set[str] = set()
     for m in _WORD.finditer(text):
         raw = m.group()
+        if any(c.isupper() for c in raw):
+            cased.add(raw)
         w = raw.lower().replace("'", "").rstrip(".")
         seq.append(w)
         for part in w.split("-"):
@@ -159,6 +170,7 @@ def _features(text: str) -> _Features:
         words=frozenset(seq),
         seq=tuple(seq),
         low=text.lower(),
+        cased=frozenset(cased),
     )
 
 
@@ -191,15 +203,46 @@ def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[st
     return found
 
 
+def _case_conflict(n: _Features, c: _Features) -> bool:
+    """A word capitalised differently on each side, with a capital past its first letter on
+    one of them: units and symbols (Mbps/MBps, mW/MW, Gb/GB), not "Python"/"python"."""
+    low_c = {w.lower(): w for w in c.cased}
+    for w in n.cased:
+        other = low_c.get(w.lower())
+        if other is not None and other != w and any(ch.isupper() for ch in w[1:] + other[1:]):
+            return True
+    return False
+
+
+def _prefixed(a: frozenset[str], b: frozenset[str]) -> bool:
+    """``b`` holds a negating-prefix form of a word of ``a`` that ``a`` itself lacks."""
+    return any(p + w in b and p + w not in a for w in a if len(w) > 2 for p in _NEG_PREFIXES)
+
+
+def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
+    """A comparative on one side, the superlative of the same stem on the other."""
+    for w in a:
+        sup = _SUPERLATIVE.get(w) or (w[:-2] + "est" if w.endswith("er") and len(w) > 4 else None)
+        if sup and sup in b and sup not in a and w not in b:
+            return True
+    return False
+
+
 def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | None:
     """Why ``cached``'s answer may be wrong for ``new`` (the rule that fired), or None."""
     n, c = _features(new), _features(cached)
     if "number" in rules and n.numbers != c.numbers:
         return "number"
+    if "case" in rules and _case_conflict(n, c):
+        return "case"
     if "negation" in rules and n.negated != c.negated:
         return "negation"
+    if "prefix" in rules and (_prefixed(n.words, c.words) or _prefixed(c.words, n.words)):
+        return "prefix"
     if "term" in rules and (_missing(n.protected, c) or _missing(c.protected, n)):
         return "term"
+    if "degree" in rules and (_degree(n.words, c.words) or _degree(c.words, n.words)):
+        return "degree"
     if "antonym" in rules:
         for x, y in _ANTONYMS:
             if (x in n.words and y in c.words and y not in n.words and x not in c.words) or (

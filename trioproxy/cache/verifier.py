@@ -1,0 +1,179 @@
+"""The pair verifier: does the cached prompt cover every content token of the new one?
+
+A semantic hit in the band between a route's floor and ceiling of cosine similarity is
+served only when the two prompts *align*: every content word piece of each prompt has a
+counterpart in the other, judged on the embedding model's own contextual token vectors
+(the ``last_hidden_state`` rows that the embedder computes anyway and mean-pools). A
+counterpart is the same word piece, or, for a word piece that is neither a number nor a
+short fragment, another piece whose token vector has cosine >= ``align`` with it.
+
+Near-misses change one slot ("this Friday" / "next Friday", "gpt-4o" / "gpt-4o-mini",
+"6" / "6s", "... in place"): the changed piece has no close counterpart and the pair is
+refused, whatever the sentence cosine. A paraphrase that only changes function words
+("how do I" / "what is the way to") keeps every content piece. Rewrites with synonyms pass
+only as far as their token vectors agree: that is the price of the goal (false hits under
+1 %), measured in ``loadtest/semantic_quality.py``.
+
+Function words are not content (``FILLER``): a small fixed list of articles, pronouns,
+auxiliaries and request verbs, i.e. words whose change does not change an answer. Words
+that do (prepositions of direction and time, "this/next/last", quantifiers, negations)
+are deliberately absent. Pure: arrays in, a reason out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+FILLER_WORDS = (
+    "a an the is are was were be been being am do does did done doing can could should "
+    "would will shall may might must have has had having of in on at by with about as "
+    "and or but so if then i me my mine you your yours we us our it its they them their "
+    "he she his her this that these those there here what which who whom whose how why "
+    "to for "
+    "where when whats hows s ll d ve re m t please kindly just really actually also "
+    "tell give show explain describe write make let help want need like know wondering "
+    "find list name "
+    "way ways method methods approach possible properly correctly exactly simply "
+    "anyone someone something thing things some any get got go going "
+    "? . , ! : ; ' \" ( ) [ ] - ..."
+)
+"""Words whose change does not change the answer; never include time, quantity or
+negation words ("next", "all", "not"). "to" and "for" are here because they are mostly
+infinitive and purpose markers; a swap around them is the guard's direction rule."""
+
+DEFAULT_ALIGN = 0.85
+"""Cosine of contextual token vectors above which a differing piece still counts as the
+same content. Chosen on the tuning sets only (``loadtest/data/tuning_pairs.json``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """Where the verifier applies: below ``floor`` a miss, at or above ``ceiling`` a hit
+    without it (the guard still vetoes), in between a hit only when the pair aligns."""
+
+    floor: float
+    ceiling: float
+    align: float
+
+
+BAND_PRESETS: dict[float, Band] = {
+    0.005: Band(0.85, 1.0, 0.90),
+    0.01: Band(0.80, 1.0, DEFAULT_ALIGN),
+    0.02: Band(0.80, 1.0, 0.80),
+    0.05: Band(0.80, 1.0, 0.75),
+}
+"""A route's target false-hit rate -> its band, from the curve measured on the tuning sets
+(``loadtest/semantic_quality.py --curve``). Near-misses reach cosine 1.0 (Mbps/MBps), so no
+preset skips the verifier below exact text equality."""
+
+
+def band_for(target: float) -> Band:
+    """The preset of the largest target at or below ``target`` (the strictest if none)."""
+    fitting = [t for t in BAND_PRESETS if t <= target]
+    return BAND_PRESETS[max(fitting) if fitting else min(BAND_PRESETS)]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """A prompt as the embedder saw it: word-piece ids and their unit token vectors."""
+
+    ids: np.ndarray
+    """int32 [n], without [CLS]/[SEP]."""
+    vecs: np.ndarray
+    """float16 or float32 [n, dim], each row of unit length."""
+
+    def to_bytes(self) -> bytes:
+        n, dim = self.vecs.shape
+        head = np.array([n, dim], dtype=np.int32).tobytes()
+        return head + self.ids.astype(np.int32).tobytes() + self.vecs.astype(np.float16).tobytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> TokenView:
+        """Raises ValueError on a malformed buffer."""
+        if len(raw) < 8:
+            raise ValueError("token view too short")
+        n, dim = (int(x) for x in np.frombuffer(raw[:8], dtype=np.int32))
+        need = 8 + 4 * n + 2 * n * dim
+        if n < 0 or dim <= 0 or len(raw) != need:
+            raise ValueError("token view size mismatch")
+        ids = np.frombuffer(raw[8 : 8 + 4 * n], dtype=np.int32)
+        vecs = np.frombuffer(raw[8 + 4 * n :], dtype=np.float16).reshape(n, dim)
+        return cls(ids, vecs)
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """Which word-piece ids are filler, and which must match exactly (numbers, fragments)."""
+
+    filler: frozenset[int]
+    text: Callable[[int], str]
+
+    def exact(self, token: int) -> bool:
+        text = self.text(token)
+        return len(text) <= 2 or any(c.isdigit() for c in text)
+
+
+def build_vocabulary(
+    tokenize: Callable[[str], list[int]], piece: Callable[[int], str]
+) -> Vocabulary:
+    """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok)."""
+    filler = frozenset(
+        i for w in FILLER_WORDS.split() for i in tokenize(w) if len(tokenize(w)) == 1
+    )
+    return Vocabulary(filler, piece)
+
+
+def _plural(ids: list[int], k: int, vocab: Vocabulary) -> bool:
+    """A trailing "s" piece after a word piece with no digit: a plural, not a model name."""
+    return (
+        0 < k and vocab.text(ids[k]) == "s" and not any(c.isdigit() for c in vocab.text(ids[k - 1]))
+    )
+
+
+def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float) -> int | None:
+    """The first content piece of ``new`` without a counterpart in ``cached``, or None."""
+    present = set(cached.ids.tolist())
+    ids = new.ids.tolist()
+    todo = [
+        k
+        for k, t in enumerate(ids)
+        if t not in present and t not in vocab.filler and not _plural(ids, k, vocab)
+    ]
+    if not todo:
+        return None
+    if len(cached.ids) == 0:
+        return int(new.ids[todo[0]])
+    sims = new.vecs[todo].astype(np.float32) @ cached.vecs.astype(np.float32).T
+    best = sims.max(axis=1)
+    for row, k in enumerate(todo):
+        token = int(new.ids[k])
+        if vocab.exact(token) or best[row] < align:
+            return token
+    return None
+
+
+def verify(
+    new: TokenView, cached: TokenView, vocab: Vocabulary, align: float = DEFAULT_ALIGN
+) -> int | None:
+    """The word-piece id that breaks the alignment (either direction), or None: same answer."""
+    token = unmatched(new, cached, vocab, align)
+    if token is None:
+        token = unmatched(cached, new, vocab, align)
+    return token
+
+
+__all__ = [
+    "BAND_PRESETS",
+    "DEFAULT_ALIGN",
+    "FILLER_WORDS",
+    "Band",
+    "TokenView",
+    "Vocabulary",
+    "band_for",
+    "build_vocabulary",
+    "unmatched",
+    "verify",
+]
