@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM, OpenAIEmbedder
+from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM, OpenAIEmbedder
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,19 @@ def test_batch_matches_single_despite_padding(minilm: OnnxMiniLM) -> None:
         assert np.allclose(batch[i], minilm.embed_many([t])[0], atol=1e-4)
 
 
+def test_token_vectors_are_unit_and_unaffected_by_padding(minilm: OnnxMiniLM) -> None:
+    texts = ["short one", "a much longer sentence that needs padding in a batch"]
+    batch = minilm.run_embeddings([minilm.ids(t) for t in texts])
+    for i, t in enumerate(texts):
+        single = minilm.embed_one(t)
+        got = batch[i].tokens
+        assert got is not None and single.tokens is not None
+        assert got.vecs.shape == (len(minilm.ids(t)) - 2, 384)
+        assert np.allclose(np.linalg.norm(got.vecs.astype(np.float32), axis=1), 1.0, atol=1e-2)
+        assert np.allclose(got.vecs, single.tokens.vecs, atol=1e-2)
+        assert np.allclose(batch[i].vec, minilm.embed_many([t])[0], atol=1e-4)
+
+
 def test_long_input_is_truncated_not_rejected(minilm: OnnxMiniLM) -> None:
     assert len(minilm.ids("word " * 1000)) == 256
     assert minilm.embed_many(["word " * 1000]).shape == (1, 384)
@@ -42,7 +55,7 @@ def test_long_input_is_truncated_not_rejected(minilm: OnnxMiniLM) -> None:
 async def test_embed_concurrently_in_micro_batches(minilm: OnnxMiniLM) -> None:
     emb = LocalEmbedder(minilm, threads=1, max_batch=8, max_pending=64)
     texts = [f"question number {i} about caching" for i in range(24)]
-    out: dict[int, np.ndarray | None] = {}
+    out: dict[int, Embedding | None] = {}
 
     async def one(i: int) -> None:
         out[i] = await emb.embed(texts[i])
@@ -55,8 +68,9 @@ async def test_embed_concurrently_in_micro_batches(minilm: OnnxMiniLM) -> None:
         nursery.cancel_scope.cancel()
     direct = minilm.embed_many(texts)
     for i in range(len(texts)):
-        vec = out[i]
-        assert vec is not None and np.allclose(vec, direct[i], atol=1e-4)
+        got = out[i]
+        assert got is not None and np.allclose(got.vec, direct[i], atol=1e-4)
+        assert got.tokens is not None and got.tokens.ids.tolist() == minilm.ids(texts[i])[1:-1]
     stats = emb.statistics()
     assert stats.embedded == 24 and stats.batches < 24 and stats.pending == 0
 
@@ -69,15 +83,15 @@ class GatedModel(OnnxMiniLM):
         self.tokenize = model.tokenize
         self.gate = threading.Event()
 
-    def run(self, batch: Sequence[list[int]]) -> np.ndarray:
+    def run_embeddings(self, batch: Sequence[list[int]]) -> list[Embedding]:
         self.gate.wait(timeout=10)
-        return super().run(batch)
+        return super().run_embeddings(batch)
 
 
 async def test_saturated_embedder_returns_none_at_once(minilm: OnnxMiniLM) -> None:
     model = GatedModel(minilm)
     emb = LocalEmbedder(model, threads=1, max_batch=1, max_pending=2)
-    results: list[np.ndarray | None] = []
+    results: list[Embedding | None] = []
 
     async def one() -> None:
         results.append(await emb.embed("some prompt text"))
@@ -135,8 +149,8 @@ async def test_openai_embedder_normalises_and_fails_soft() -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         emb = OpenAIEmbedder(client, base_url="http://up/v1/", model="m", dim=3, api_key="k")
-        vec = await emb.embed("hello")
-        assert vec is not None and np.allclose(vec, [0.6, 0.8, 0.0])
+        got = await emb.embed("hello")
+        assert got is not None and np.allclose(got.vec, [0.6, 0.8, 0.0]) and got.tokens is None
         assert seen[0] == {"model": "m", "input": "hello"}
         assert await emb.embed("boom") is None
         assert await emb.embed("bad") is None  # wrong dimension

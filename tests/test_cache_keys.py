@@ -98,3 +98,11 @@ def test_entry_round_trip_and_storable() -> None:
     assert storable(c)
     assert not storable(Completion("r", "m", "x", "length", Usage(1, 1)))
     assert not storable(Completion("r", "m", "x", "stop", Usage(1, 1, estimated=True)))
+
+
+def test_exact_key_with_an_owner_is_that_keys_alone() -> None:
+    r = req()
+    shared = exact_key(r, "team:a", "chat")
+    mine, theirs = exact_key(r, "team:a", "chat", "k1"), exact_key(r, "team:a", "chat", "k2")
+    assert len({shared, mine, theirs}) == 3
+    assert mine.split(":")[0] == shared.split(":")[0]  # same namespace: flushes still reach it

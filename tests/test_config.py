@@ -276,6 +276,22 @@ CASES: list[tuple[Callable[[Data], object], str]] = [
         "routes.chat.cache.semantic_threshold: must be in (0, 1]",
     ),
     (
+        lambda d: d["routes"]["chat"].update(cache={"semantic_target_false_hit": 0}),
+        "routes.chat.cache.semantic_target_false_hit: must be in (0, 1)",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"semantic_band": [0.9, 0.8]}),
+        "routes.chat.cache.semantic_band: need 0 < floor <= ceiling <= 1",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"semantic_band": [0.9]}),
+        "routes.chat.cache.semantic_band: must be [floor, ceiling]",
+    ),
+    (
+        lambda d: d["routes"]["chat"].update(cache={"confirm_users": 0}),
+        "routes.chat.cache.confirm_users: must be >= 1",
+    ),
+    (
         lambda d: d["routes"]["chat"].update(cache={"exact_ttl_s": -1}),
         "routes.chat.cache.exact_ttl_s: must be >= 0",
     ),
@@ -583,3 +599,17 @@ def test_key_rate_limits() -> None:
         parse_settings({**base, "api_keys": [{**key, "rpm": 0, "tpm": True}]}, env={"K": "v"})
     assert any(p.startswith("api_keys[0].rpm") for p in err.value.problems)
     assert any(p.startswith("api_keys[0].tpm") for p in err.value.problems)
+
+
+def test_route_cache_semantic_controls() -> None:
+    d = minimal()
+    d["routes"]["chat"]["cache"] = {
+        "semantic_ttl_s": 60,
+        "semantic_target_false_hit": 0.02,
+        "semantic_band": [0.82, 0.97],
+        "confirm_users": 3,
+    }
+    cache = parse_settings(d, env=ENV).routes["chat"].cache
+    assert cache.semantic_target_false_hit == 0.02
+    assert cache.semantic_band == (0.82, 0.97)
+    assert (cache.confirm_users, cache.semantic_threshold) == (3, None)

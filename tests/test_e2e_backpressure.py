@@ -22,11 +22,19 @@ async def test_paused_client_stops_upstream(nursery: trio.Nursery) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect((host, int(port)))
     stream = trio.SocketStream(sock)
-    body = orjson.dumps({"model": "r", "stream": True, "max_tokens": TOTAL_TOKENS,
-                         "messages": [{"role": "user", "content": "go"}]})
+    body = orjson.dumps(
+        {
+            "model": "r",
+            "stream": True,
+            "max_tokens": TOTAL_TOKENS,
+            "messages": [{"role": "user", "content": "go"}],
+        }
+    )
     await stream.send_all(
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        + f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        + f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     assert b"200" in await stream.receive_some(4096)
     # the client now reads nothing; the upstream must stall once the buffers fill
     samples = []

@@ -19,8 +19,10 @@ from trioproxy.simulator.faults import Fault
 KEY_A, KEY_B, KEY_A2 = "tp-team-a-key-000001", "tp-team-b-key-000002", "tp-team-a-key-000003"
 
 
-def cache_settings(url: str, *, semantic: bool = False, scope: str = "team") -> Settings:
-    cache: dict[str, Any] = {"exact_ttl_s": 600, "scope": scope}
+def cache_settings(
+    url: str, *, semantic: bool = False, scope: str = "team", **extra: Any
+) -> Settings:
+    cache: dict[str, Any] = {"exact_ttl_s": 600, "scope": scope, **extra}
     if semantic:
         cache |= {"semantic_ttl_s": 600, "semantic_threshold": 0.9}
     return parse_settings(
@@ -206,6 +208,25 @@ async def test_semantic_hit_with_similarity_and_guards(
     await written(g)
     r = await ask(g, KEY_A, "How many days are in 4 weeks?")
     assert r.headers["x-trioproxy-cache"] == "miss"
+
+
+async def test_semantic_entry_waits_for_confirmation_by_other_keys(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    settings = cache_settings(sim.url, semantic=True, confirm_users=2, exact_ttl_s=0)
+    g = await start_gateway(nursery, settings)
+    await ask(g, KEY_A, "How do I reset my password?")
+    await written(g)
+    r = await ask(g, KEY_A2, "How can I reset my password?")
+    assert r.headers["x-trioproxy-cache"] == "miss"  # a2's ask confirms a's entry once
+    await written(g)
+    r = await ask(g, KEY_A, "How do I reset my password?")
+    assert r.headers["x-trioproxy-cache"] == "semantic"  # its writer is always served
+    r = await ask(g, KEY_A2, "How do I reset my password?")
+    assert r.headers["x-trioproxy-cache"] == "semantic"  # a + a2: confirmed
+    async with httpx.AsyncClient(timeout=30) as c:
+        m = await c.get(g.url + "/metrics", headers={"authorization": f"Bearer {KEY_A}"})
+    assert "trioproxy_semantic_unconfirmed_total 1.0" in m.text
+    assert "trioproxy_semantic_near_threshold_misses_total" in m.text
 
 
 async def test_admin_flush_removes_exact_and_semantic_entries(nursery: trio.Nursery) -> None:

@@ -22,6 +22,7 @@ BIN = Path(sys.executable).parent
     ids=["ruff-lint", "ruff-format", "mypy"],
 )
 def test_static(cmd: list[str]) -> None:
-    proc = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [str(BIN / cmd[0]), *cmd[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -69,11 +69,14 @@ def exact_namespace(scope: str, route: str) -> str:
     return "x" + _digest(["exact", scope, route], 15)
 
 
-def exact_key(req: ChatRequest, scope: str, route: str) -> str:
-    """``<namespace>:<sha256>`` over the canonical answer-changing fields."""
+def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
+    """``<namespace>:<sha256>`` over the canonical answer-changing fields; with ``owner``
+    (a key digest, when the route wants confirmation) the entry is that key's alone."""
     chat = req.chat
     fields = {name: chat[name] for name in ANSWER_FIELDS if chat.get(name) is not None}
     fields["model"] = route
+    if owner:
+        fields["owner"] = owner
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 

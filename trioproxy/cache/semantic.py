@@ -1,11 +1,22 @@
-"""The semantic cache: embedder + vector index + near-miss guard + entry store.
+"""The semantic cache: embedder + vector index + near-miss guard + pair verifier + records.
 
 ``lookup`` answers a shareable request from the nearest cached prompt of the same
-namespace (:func:`~trioproxy.cache.keys.semantic_namespace`) when its cosine similarity is
-at or above the route's threshold *and* :func:`~trioproxy.cache.guard.near_miss` finds no
-answer-changing difference. Entries (``CacheEntry`` bytes) live in an
-:class:`~trioproxy.cache.exact.ExactCache` under ``<namespace>:<entry id>``, so the same
-Redis or in-process store serves both caches; the index holds vectors and prompt text.
+namespace (:func:`~trioproxy.cache.keys.semantic_namespace`) when, for the route's band
+(:func:`route_band`): its cosine similarity is at or above the floor, the guard
+(:func:`~trioproxy.cache.guard.near_miss`, a cheap lexical veto) finds no answer-changing
+difference, and, below the ceiling, the pair verifier
+(:func:`~trioproxy.cache.verifier.verify`) aligns every content token of each prompt with
+the other. Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
+entry, the prompt's token vectors, the writer) live in an
+:class:`~trioproxy.cache.exact.ExactCache` under ``<namespace>:<entry id>``.
+
+The prompt is embedded once per request: ``lookup`` returns its embedding with the
+outcome, and ``store`` takes it back for the answer's record.
+
+With ``confirm_users`` N > 1, an entry is served to keys other than its writer
+only once N distinct keys asked for it (poisoning resistance); each unconfirmed match by a
+new key is a miss that counts as one confirmation. Near-threshold misses are counted per
+key (:class:`~trioproxy.cache.probing.ProbeTracker`).
 
 Time (``now``) is wall-clock seconds, the same clock for every process sharing a store.
 """
@@ -13,12 +24,11 @@ Time (``now``) is wall-clock seconds, the same clock for every process sharing a
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, OrderedDict
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from trioproxy.cache.embedder import Embedder
+from trioproxy.cache.embedder import Embedder, Embedding
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
 from trioproxy.cache.guard import near_miss
@@ -28,12 +38,31 @@ from trioproxy.cache.keys import (
     semantic_scope_prefix,
     semantic_text,
 )
+from trioproxy.cache.probing import PROBE_MARGIN, ProbeTracker
+from trioproxy.cache.semantic_record import (
+    SemanticRecord,
+    confirmed,
+    confirmers_from_bytes,
+    confirmers_to_bytes,
+)
 from trioproxy.cache.vector_index import VectorIndex
+from trioproxy.cache.verifier import Band, Vocabulary, band_for, verify
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest
 
+log = logging.getLogger(__name__)
+
 MAX_PROMPT_CHARS = 2_000
 """Longer final turns skip the semantic cache: the embedder reads only 256 word pieces."""
+
+
+def route_band(cfg: CacheConfig) -> Band:
+    """The route's band: its target's preset, with an explicit band or floor on top."""
+    band = band_for(cfg.semantic_target_false_hit)
+    floor, ceiling = cfg.semantic_band or (band.floor, band.ceiling)
+    if cfg.semantic_threshold is not None:
+        floor = cfg.semantic_threshold
+    return Band(floor, max(floor, ceiling), band.align)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +72,14 @@ class SemanticHit:
     namespace: str
     entry_id: str
     cached_prompt: str
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticLookup:
+    """A lookup's outcome and the prompt's embedding (None when skipped), for ``store``."""
+
+    hit: SemanticHit | None
+    embedding: Embedding | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +92,9 @@ class SemanticStats:
     stale: int = 0
     stored: int = 0
     guard_rejects: Counter[str] = field(default_factory=Counter)
+    verifier_rejects: int = 0
+    unconfirmed: int = 0
+    """Matches held back until enough distinct keys confirm them."""
 
 
 class SemanticCache:
@@ -64,16 +104,16 @@ class SemanticCache:
         index: VectorIndex,
         entries: ExactCache,
         *,
+        vocabulary: Vocabulary | None = None,
         max_prompt_chars: int = MAX_PROMPT_CHARS,
-        memo_size: int = 1024,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.entries = entries
+        self._vocab = vocabulary
         self._max_chars = max_prompt_chars
-        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._memo_size = memo_size
         self.stats = SemanticStats()
+        self.probes = ProbeTracker()
 
     def applies(self, req: ChatRequest, cfg: CacheConfig) -> bool:
         if cfg.semantic_ttl_s <= 0 or not is_shareable(req, cfg):
@@ -81,35 +121,101 @@ class SemanticCache:
         return len(semantic_text(req)) <= self._max_chars
 
     async def lookup(
-        self, req: ChatRequest, scope: str, route: str, cfg: CacheConfig, *, now: float
-    ) -> SemanticHit | None:
+        self,
+        req: ChatRequest,
+        scope: str,
+        route: str,
+        cfg: CacheConfig,
+        *,
+        now: float,
+        asker: str = "",
+    ) -> SemanticLookup:
+        """``asker``: :func:`~trioproxy.cache.semantic_record.asker_digest` of the API key."""
         if not self.applies(req, cfg):
-            return None
+            return SemanticLookup(None)
         self.stats.lookups += 1
         text = semantic_text(req)
-        vec = await self._embed(text)
-        if vec is None:
+        emb = await self.embedder.embed(text)
+        if emb is None:
             self.stats.embed_skipped += 1
-            return None
+            return SemanticLookup(None)
+        hit = await self._match(req, text, emb, scope, route, cfg, now, asker)
+        return SemanticLookup(hit, emb)
+
+    async def _match(
+        self,
+        req: ChatRequest,
+        text: str,
+        emb: Embedding,
+        scope: str,
+        route: str,
+        cfg: CacheConfig,
+        now: float,
+        asker: str,
+    ) -> SemanticHit | None:
         ns = semantic_namespace(req, scope, route)
-        hits = await self.index.search(ns, vec, 1, now=now)
+        hits = await self.index.search(ns, emb.vec, 1, now=now)
         if not hits:
             self.stats.empty += 1
             return None
         top = hits[0]
-        if top.similarity < cfg.semantic_threshold:
+        band = route_band(cfg)
+        if top.similarity < band.floor:
             self.stats.below_threshold += 1
+            if top.similarity >= band.floor - PROBE_MARGIN:
+                self._near_miss(asker, now)
             return None
         reason = near_miss(text, top.prompt)
         if reason is not None:
             self.stats.guard_rejects[reason] += 1
+            self._near_miss(asker, now)
             return None
-        raw = await self.entries.get(f"{ns}:{top.entry_id}", now=now)
-        if raw is None:
+        key = f"{ns}:{top.entry_id}"
+        raw = await self.entries.get(key, now=now)
+        record = _record(raw)
+        if record is None:
             self.stats.stale += 1
             return None
+        if (
+            text != top.prompt
+            and top.similarity < band.ceiling
+            and not self._aligned(emb, record, band)
+        ):
+            self.stats.verifier_rejects += 1
+            self._near_miss(asker, now)
+            return None
+        if not await self._confirmed(key, record, asker, cfg, now):
+            self.stats.unconfirmed += 1
+            return None
         self.stats.hits += 1
-        return SemanticHit(CacheEntry.from_bytes(raw), top.similarity, ns, top.entry_id, top.prompt)
+        return SemanticHit(record.entry, top.similarity, ns, top.entry_id, top.prompt)
+
+    def _aligned(self, emb: Embedding, record: SemanticRecord, band: Band) -> bool:
+        """The verifier's verdict; without token vectors (a remote embedder) or a model
+        vocabulary a band hit cannot be verified and is refused."""
+        if self._vocab is None or emb.tokens is None or record.tokens is None:
+            return False
+        return verify(emb.tokens, record.tokens, self._vocab, band.align) is None
+
+    async def _confirmed(
+        self, key: str, record: SemanticRecord, asker: str, cfg: CacheConfig, now: float
+    ) -> bool:
+        needed = cfg.confirm_users
+        if confirmed(record, frozenset(), asker, needed):
+            return True
+        ckey = key + ":c"
+        confirmers = confirmers_from_bytes(await self.entries.get(ckey, now=now))
+        if confirmed(record, confirmers, asker, needed):
+            return True
+        if asker and asker not in confirmers:
+            grown = confirmers | {asker}
+            ttl = max(record.entry.created_at + cfg.semantic_ttl_s - now, 1.0)
+            await self.entries.put(ckey, confirmers_to_bytes(grown), ttl_s=ttl, now=now)
+        return False
+
+    def _near_miss(self, asker: str, now: float) -> None:
+        if self.probes.observe(asker or "anonymous", now):
+            log.warning("semantic cache: key %s flagged for collision probing", asker)
 
     async def store(
         self,
@@ -121,20 +227,24 @@ class SemanticCache:
         *,
         now: float,
         ttl_s: float | None = None,
+        embedding: Embedding | None = None,
+        writer: str = "",
     ) -> bool:
-        """Index the request's prompt and store ``entry``; False when it does not apply."""
+        """Index the request's prompt and store ``entry``; False when it does not apply.
+        ``embedding``: the one its lookup computed (embedded here only when absent)."""
         ttl = cfg.semantic_ttl_s if ttl_s is None else ttl_s
         if ttl <= 0 or not self.applies(req, cfg):
             return False
         text = semantic_text(req)
-        vec = await self._embed(text)
-        if vec is None:
+        emb = embedding if embedding is not None else await self.embedder.embed(text)
+        if emb is None:
             self.stats.embed_skipped += 1
             return False
         ns = semantic_namespace(req, scope, route)
         entry_id = hashlib.sha256(text.encode()).hexdigest()[:32]
-        await self.entries.put(f"{ns}:{entry_id}", entry.to_bytes(), ttl_s=ttl, now=now)
-        await self.index.add(ns, entry_id, vec, text, expires_at=now + ttl, now=now)
+        record = SemanticRecord(entry, emb.tokens, writer)
+        await self.entries.put(f"{ns}:{entry_id}", record.to_bytes(), ttl_s=ttl, now=now)
+        await self.index.add(ns, entry_id, emb.vec, text, expires_at=now + ttl, now=now)
         self.stats.stored += 1
         return True
 
@@ -150,20 +260,24 @@ class SemanticCache:
 
     async def delete(self, namespace: str, entry_id: str) -> bool:
         await self.entries.delete(f"{namespace}:{entry_id}")
+        await self.entries.delete(f"{namespace}:{entry_id}:c")
         return await self.index.delete(namespace, entry_id)
 
-    async def _embed(self, text: str) -> np.ndarray | None:
-        """Embeds once per recent text: a miss's vector is reused when its answer is stored."""
-        vec = self._memo.get(text)
-        if vec is not None:
-            self._memo.move_to_end(text)
-            return vec
-        vec = await self.embedder.embed(text)
-        if vec is not None:
-            self._memo[text] = vec
-            if len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
-        return vec
+
+def _record(raw: bytes | None) -> SemanticRecord | None:
+    if raw is None:
+        return None
+    try:
+        return SemanticRecord.from_bytes(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
-__all__ = ["MAX_PROMPT_CHARS", "SemanticCache", "SemanticHit", "SemanticStats"]
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "SemanticCache",
+    "SemanticHit",
+    "SemanticLookup",
+    "SemanticStats",
+    "route_band",
+]

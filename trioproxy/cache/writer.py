@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
+from trioproxy.cache.embedder import Embedding
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
 from trioproxy.cache.semantic import SemanticCache
@@ -34,6 +35,10 @@ class WriteJob:
     exact_key: str | None = None
     exact_ttl_s: float = 0.0
     semantic_ttl_s: float = 0.0
+    embedding: Embedding | None = None
+    """The prompt's embedding from its lookup (else the writer embeds it)."""
+    writer: str = ""
+    """Digest of the key whose answer this is (poisoning resistance)."""
 
 
 @dataclass(slots=True)
@@ -47,7 +52,7 @@ class WriterStats:
 
 class CacheWriter:
     """Two bounded queues drained by two tasks: an exact write (one put) never waits
-    behind a semantic write (an embedding, ~10 ms of CPU). A job goes to each queue it
+    behind a semantic write (an embedding when the lookup had none, ~4 ms of CPU). A job goes to each queue it
     applies to; a full queue skips that write and counts it."""
 
     def __init__(
@@ -118,7 +123,7 @@ class CacheWriter:
         assert self._semantic is not None
         await self._semantic.store(
             job.req, job.scope, job.route, job.cfg, job.entry, now=job.now,
-            ttl_s=job.semantic_ttl_s,
+            ttl_s=job.semantic_ttl_s, embedding=job.embedding, writer=job.writer,
         )  # fmt: skip
 
 

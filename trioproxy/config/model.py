@@ -130,7 +130,18 @@ class CacheConfig:
     """0 = exact cache off for this route."""
     semantic_ttl_s: int = 0
     """0 = semantic cache off for this route."""
-    semantic_threshold: float = 0.90
+    semantic_target_false_hit: float = 0.01
+    """What share of semantic hits may be wrong answers (measured on held-out near-misses);
+    picks the cosine band and the verifier's cut (``trioproxy.cache.verifier.BAND_PRESETS``)."""
+    semantic_band: tuple[float, float] | None = None
+    """Explicit cosine [floor, ceiling] instead of the target's: below the floor a miss,
+    from the ceiling up a hit without the pair verifier (the guard still applies)."""
+    semantic_threshold: float | None = None
+    """Older spelling of the band's floor (a raw cosine); None = from the target."""
+    confirm_users: int = 1
+    """Poisoning resistance: a semantic entry is served to other keys of its scope only once
+    this many distinct keys (its writer included) asked the same thing, and exact entries
+    are kept per key. 1 = off."""
     scope: Literal["team", "global"] = "team"
     max_temperature: float = 0.3
     allow_tools: bool = False

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from trioproxy.config.dashboard import dashboard_section
-from trioproxy.config.fields import Table, build, list_of
+from trioproxy.config.fields import Table, build, join, list_of
 from trioproxy.config.model import (
     DEFAULT_FALLBACK_STATUSES,
     ApiKeyConfig,
@@ -140,8 +140,22 @@ def _route(name: str, t: Table) -> RouteConfig:
         chains=chains,
         rules=tuple(_plain(rt, SelectRule) for rt in t.tables("rules")),
         fallback_statuses=DEFAULT_FALLBACK_STATUSES if statuses is None else frozenset(statuses),
-        cache=_plain(t.table("cache"), CacheConfig),
+        cache=_cache(t.table("cache")),
     )
+
+
+def _cache(t: Table) -> CacheConfig:
+    return _plain(t, CacheConfig, semantic_band=_band(t))
+
+
+def _band(t: Table) -> tuple[float, float] | None:
+    items = list_of(t, "semantic_band", float)
+    if items is None:
+        return None
+    if len(items) != 2:
+        t.problems.append(f"{join(t.path, 'semantic_band')}: must be [floor, ceiling]")
+        return None
+    return items[0], items[1]
 
 
 def _target(t: Table) -> Target:

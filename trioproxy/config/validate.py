@@ -233,8 +233,21 @@ def _check_target(
 def _check_cache(out: list[str], path: str, cache: CacheConfig) -> None:
     _at_least_zero(out, f"{path}.exact_ttl_s", cache.exact_ttl_s)
     _at_least_zero(out, f"{path}.semantic_ttl_s", cache.semantic_ttl_s)
-    if not 0 < cache.semantic_threshold <= 1:
+    if cache.semantic_threshold is not None and not 0 < cache.semantic_threshold <= 1:
         out.append(f"{path}.semantic_threshold: must be in (0, 1], got {cache.semantic_threshold}")
+    if not 0 < cache.semantic_target_false_hit < 1:
+        out.append(
+            f"{path}.semantic_target_false_hit: must be in (0, 1), "
+            f"got {cache.semantic_target_false_hit}"
+        )
+    if cache.semantic_band is not None:
+        floor, ceiling = cache.semantic_band
+        if not 0 < floor <= ceiling <= 1:
+            out.append(
+                f"{path}.semantic_band: need 0 < floor <= ceiling <= 1, got {[floor, ceiling]}"
+            )
+    if cache.confirm_users < 1:
+        out.append(f"{path}.confirm_users: must be >= 1, got {cache.confirm_users}")
     if cache.scope not in ("team", "global"):
         out.append(f"{path}.scope: must be 'team' or 'global', got {cache.scope!r}")
     _at_least_zero(out, f"{path}.max_temperature", cache.max_temperature)

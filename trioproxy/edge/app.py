@@ -205,8 +205,13 @@ class Gateway:
             cache_queue, counts["cache_writes_dropped"] = w.queued, w.dropped_full
             if self.cache.semantic is not None:
                 sem = self.cache.semantic.stats
-                for name in ("lookups", "hits", "below_threshold", "embed_skipped"):
+                names = ("lookups", "hits", "below_threshold", "embed_skipped",
+                         "verifier_rejects", "unconfirmed")  # fmt: skip
+                for name in names:
                     counts["semantic_" + name] = getattr(sem, name)
+                probes = self.cache.semantic.probes
+                counts["semantic_near_threshold_misses"] = probes.near_misses
+                counts["semantic_probe_flags"] = sum(probes.flags.values())
         ledger_queue = journal_bytes = 0
         writer = getattr(self._ledger, "writer", None)
         if writer is not None:

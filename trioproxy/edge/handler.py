@@ -140,10 +140,10 @@ class ChatHandler:
         if self.cache is not None:
             bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
             cache_plan, status = self.cache.plan(
-                req, key.team, plan.route, bypass=bypass, ttl_override=ttl
+                req, key.team, plan.route, bypass=bypass, ttl_override=ttl, key_name=key.name
             )
             if cache_plan is not None:
-                hit = await self.cache.lookup(cache_plan, req)
+                hit, cache_plan = await self.cache.lookup(cache_plan, req)
                 if hit is not None:
                     await self._serve_hit(facts, dialect, send, base, hit, trace)
                     return

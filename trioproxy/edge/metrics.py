@@ -41,6 +41,12 @@ MIRRORED = {
     "semantic_hits": "Semantic cache hits.",
     "semantic_below_threshold": "Semantic lookups whose nearest entry was below the threshold.",
     "semantic_embed_skipped": "Semantic lookups skipped (embedder saturated or down).",
+    "semantic_verifier_rejects": "Semantic matches in the band refused by the pair verifier.",
+    "semantic_unconfirmed": "Semantic matches held back until enough distinct keys confirm.",
+    "semantic_near_threshold_misses": (
+        "Semantic misses just below the floor or refused by the guard or verifier."
+    ),
+    "semantic_probe_flags": "Times a key passed the near-threshold-miss limit in a window.",
     "cache_writes_dropped": "Cache writes skipped because the write queue was full.",
     "ledger_spooled_records": "Ledger records put in the local spool (database down or slow).",
     "ledger_lost_records": "Ledger records that could be neither queued nor spooled.",

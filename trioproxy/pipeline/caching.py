@@ -23,10 +23,12 @@ from typing import Literal
 import psycopg
 import trio
 
+from trioproxy.cache.embedder import Embedding
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.exact import ExactCache
 from trioproxy.cache.keys import exact_key, exact_namespace, tenant_scope
 from trioproxy.cache.semantic import SemanticCache
+from trioproxy.cache.semantic_record import asker_digest
 from trioproxy.cache.writer import CacheWriter, WriteJob
 from trioproxy.config.model import CacheConfig, RouteConfig
 from trioproxy.core.tokens import split_tokens
@@ -60,6 +62,10 @@ class CachePlan:
     key: str | None
     """Exact-cache key, or None when the exact cache is off for the route."""
     ttl_override: int | None
+    asker: str = ""
+    """Digest of the API key's name: who wrote an entry, who confirms one."""
+    embedding: Embedding | None = None
+    """The prompt's embedding from the semantic lookup, reused when its answer is stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,7 @@ class ResponseCache:
         *,
         bypass: bool,
         ttl_override: int | None,
+        key_name: str = "",
     ) -> tuple[CachePlan | None, CacheStatus]:
         cfg = route.cache
         if cfg.exact_ttl_s <= 0 and cfg.semantic_ttl_s <= 0:
@@ -113,23 +120,32 @@ class ResponseCache:
         if bypass or ttl_override == 0:
             return None, "bypass"
         scope = tenant_scope(team, cfg)
-        key = exact_key(req, scope, route.name) if cfg.exact_ttl_s > 0 else None
-        return CachePlan(scope, route.name, cfg, key, ttl_override), "miss"
+        asker = asker_digest(key_name) if key_name else ""
+        # with confirmation on, an exact entry is its writer's alone: other keys are
+        # served only through the semantic entry, once confirmed
+        owner = asker if cfg.confirm_users > 1 else ""
+        key = exact_key(req, scope, route.name, owner) if cfg.exact_ttl_s > 0 else None
+        return CachePlan(scope, route.name, cfg, key, ttl_override, asker), "miss"
 
-    async def lookup(self, plan: CachePlan, req: ChatRequest) -> CacheHit | None:
-        """A hit, or None. A cache that is down or slow is a miss, never an error:
-        the request goes upstream (within ``LOOKUP_TIMEOUT_S``)."""
+    async def lookup(self, plan: CachePlan, req: ChatRequest) -> tuple[CacheHit | None, CachePlan]:
+        """A hit or None, and the plan to store the answer with (it carries the prompt's
+        embedding, so a miss is embedded once). A cache that is down or slow is a miss,
+        never an error: the request goes upstream (within ``LOOKUP_TIMEOUT_S``)."""
+        found: list[Embedding] = []
         with trio.move_on_after(LOOKUP_TIMEOUT_S):
             try:
-                return await self._lookup(plan, req)
+                hit = await self._lookup(plan, req, found)
+                return hit, _with_embedding(plan, found)
             except (RedisError, psycopg.Error, OSError) as exc:
                 self.lookup_errors += 1
                 log.warning("cache lookup failed, treated as a miss: %r", exc)
-                return None
+                return None, _with_embedding(plan, found)
         self.lookup_errors += 1
-        return None
+        return None, _with_embedding(plan, found)
 
-    async def _lookup(self, plan: CachePlan, req: ChatRequest) -> CacheHit | None:
+    async def _lookup(
+        self, plan: CachePlan, req: ChatRequest, found: list[Embedding]
+    ) -> CacheHit | None:
         now = self.clock()
         if plan.key is not None:
             raw = await self.exact.get(plan.key, now=now)
@@ -139,7 +155,12 @@ class ResponseCache:
                 except ValueError:
                     await self.exact.delete(plan.key)
         if self.semantic is not None:
-            hit = await self.semantic.lookup(req, plan.scope, plan.route, plan.cfg, now=now)
+            out = await self.semantic.lookup(
+                req, plan.scope, plan.route, plan.cfg, now=now, asker=plan.asker
+            )
+            if out.embedding is not None:
+                found.append(out.embedding)
+            hit = out.hit
             if hit is not None:
                 ref = f"{hit.namespace}:{hit.entry_id}"
                 return CacheHit(hit.entry, "semantic", ref, hit.similarity)
@@ -183,8 +204,14 @@ class ResponseCache:
             exact_key=plan.key,
             exact_ttl_s=exact_ttl if plan.key else 0.0,
             semantic_ttl_s=semantic_ttl if self.semantic is not None else 0.0,
+            embedding=plan.embedding,
+            writer=plan.asker,
         )
         return self.writer.submit(job)
+
+
+def _with_embedding(plan: CachePlan, found: list[Embedding]) -> CachePlan:
+    return replace(plan, embedding=found[0]) if found else plan
 
 
 def replay_events(completion: Completion) -> Iterator[StreamEvent]:

@@ -113,7 +113,8 @@ def response_cache(
             hnsw = HnswIndex(HnswCore(dim=embedder.dim), directory=directory)
             services.append(NamedService("vector-index", _hnsw_service(hnsw), required=False))
             index = hnsw
-        semantic = SemanticCache(embedder, index, exact)
+        vocab = embedder.model.vocabulary() if isinstance(embedder, LocalEmbedder) else None
+        semantic = SemanticCache(embedder, index, exact, vocabulary=vocab)
     writer = CacheWriter(exact=exact, semantic=semantic)
     services.append(NamedService("cache-writer", writer.run))
     return ResponseCache(exact, semantic, writer)
