@@ -1,18 +1,19 @@
 """Cache path latency through the gateway: exact hit, semantic hit, miss (issue 4).
 
 One simulator (30-token answers, no delay) behind ``trioproxy serve -w 1`` with
-route ``chat`` caching exact (TTL 1 h) and semantic (TTL 1 h, threshold
-``--threshold``) answers. Every row is a closed loop of ``--conns`` keep-alive
+route ``chat`` caching exact (TTL 1 h) and semantic (TTL 1 h, band ``--floor`` to each
+``--ceilings`` value: a ceiling of 1.0 runs the pair verifier on every hit, a ceiling equal
+to the floor never runs it, so the two rows give the verifier's cost). Every row is a closed loop of ``--conns`` keep-alive
 connections; each response's ``x-trioproxy-cache`` header says which path served it,
 and latencies are kept per path, so a row never mixes paths.
 
 * exact hit: wrk POSTs one warmed request (temperature 0) for ``--seconds``.
 * semantic hit: the 999 ``origin`` sentences of gptcache_pairs.json are warmed (at
-  concurrency 2, so the embedder never sheds a store), then each ``similar`` is sent once.
-  Only the responses marked ``semantic`` count; the others are reported as shares (below
-  threshold or guard reject = miss; embedder saturated = ``embed_skipped`` from /metrics).
-  Each round uses a new team (a fresh namespace) so that no prompt text is repeated within
-  the semantic cache's 1,024-entry embedding memo.
+  concurrency 2, so the embedder never sheds a store), then each is asked once more as
+  "Please tell me: <origin>": a unique text (no embedding is reused) that differs from the
+  stored prompt only by filler words, so the verifier runs and passes on each hit. Only
+  the responses marked ``semantic`` count; the others are reported as shares. Each round
+  uses a new team (a fresh namespace).
 * miss: unique prompts, semantic-eligible (temperature 0: exact lookup + embedding +
   upstream + store) and not (temperature 1: exact lookup + upstream + store).
 
@@ -61,13 +62,16 @@ def cache_config(
     *,
     exact_ttl_s: int = 3600,
     semantic_ttl_s: int = 3600,
-    threshold: float = 0.9,
+    band: tuple[float, float] = (0.8, 1.0),
     teams: Iterable[str] = (),
     redis_url: str | None = None,
     extra: str = "",
+    users: Iterable[str] = (),
+    confirm_users: int = 1,
 ) -> Path:
     """``common.write_config`` plus route ``chat``'s cache table, an admin key, one key per
-    extra team (key = ``tp-bench-<team>``), a Redis URL and any ``extra`` TOML."""
+    extra team (key = ``tp-bench-<team>``), one key per user of team ``users``, a Redis URL
+    and any ``extra`` TOML."""
     path = common.write_config(wd, {MODEL: sim_url}, {ROUTE: [MODEL]})
     text = path.read_text()
     if redis_url:
@@ -76,12 +80,15 @@ def cache_config(
         f"[routes.{ROUTE}.cache]",
         f"exact_ttl_s = {exact_ttl_s}",
         f"semantic_ttl_s = {semantic_ttl_s}",
-        f"semantic_threshold = {threshold}",
+        f"semantic_band = [{band[0]}, {band[1]}]",
         "max_temperature = 0.3",
+        f"confirm_users = {confirm_users}",
     ]
-    for name, key, team, admin in [("admin", ADMIN_KEY, "ops", True)] + [
-        (f"k-{t}", team_key(t), t, False) for t in teams
-    ]:
+    for name, key, team, admin in (
+        [("admin", ADMIN_KEY, "ops", True)]
+        + [(f"k-{t}", team_key(t), t, False) for t in teams]
+        + [(f"u-{u}", user_key(u), "users", False) for u in users]
+    ):
         digest = hashlib.sha256(key.encode()).hexdigest()
         lines += ["[[api_keys]]", f'name = "{name}"', f'key_sha256 = "{digest}"']
         lines += [f'team = "{team}"', f"admin = {str(admin).lower()}"]
@@ -103,6 +110,11 @@ def stop_gateway(gw: Server, timeout: float = 30.0) -> None:
 
 def team_key(team: str) -> str:
     return f"tp-bench-{team}"
+
+
+def user_key(user: str) -> str:
+    """The key of one user of team ``users`` (several users share that team's cache)."""
+    return f"tp-bench-user-{user}"
 
 
 def chat_body(text: str, *, temperature: float = 0.0, max_tokens: int = 64) -> bytes:
@@ -190,9 +202,13 @@ async def _exchange(
             return status, resp, b"".join(parts)
 
 
+Job = tuple[str, bytes] | tuple[str, bytes, str]
+"""(tag, body) or (tag, body, API key): a job's own key overrides the run's."""
+
+
 async def _connection(
     url: str,
-    jobs: Iterable[tuple[str, bytes]],
+    jobs: Iterable[Job],
     headers: list[tuple[str, str]],
     out: LoadResult,
     deadline: float,
@@ -203,7 +219,9 @@ async def _connection(
     stream: trio.SocketStream | None = None
     conn = h11.Connection(h11.CLIENT)
     try:
-        for tag, body in jobs:
+        for job in jobs:
+            tag, body = job[0], job[1]
+            auth = [("authorization", f"Bearer {job[2]}")] if len(job) == 3 else headers
             if trio.current_time() > deadline:
                 return
             if stream is None or conn.our_state is not h11.IDLE:
@@ -212,7 +230,7 @@ async def _connection(
                 stream = await trio.open_tcp_stream(host, int(port))
                 conn = h11.Connection(h11.CLIENT)
             t0 = time.perf_counter()
-            got = await _exchange(stream, conn, host, body, headers)
+            got = await _exchange(stream, conn, host, body, auth)
             ms = 1000 * (time.perf_counter() - t0)
             if got is None:
                 out.errors += 1
@@ -234,7 +252,7 @@ async def _connection(
 
 def run_load(
     url: str,
-    jobs: Sequence[tuple[str, bytes]],
+    jobs: Sequence[Job],
     *,
     conns: int,
     key: str = common.BENCH_KEY,
@@ -339,7 +357,7 @@ def semantic_phase(
     run_load(gw.url, warm, conns=WARM_CONNS, key=key)
     wait_writes(gw)
     before = metrics(gw)
-    jobs = [("similar", chat_body(p["similar"])) for p in pairs]
+    jobs = [("similar", chat_body("Please tell me: " + p["origin"])) for p in pairs]
     common.wait_quiet()
     with common.Meter({"gateway": gw.pgid, "sim": sim.pgid}) as m:
         res = run_load(gw.url, jobs, conns=conns, key=key)
@@ -384,7 +402,9 @@ def miss_phase(gw: Server, sim: Server, conns: int, n: int, temperature: float, 
     return row(name, ms, res.seconds, m, conns=conns, note=f"{len(ms)}/{len(res.samples)} miss")
 
 
-def run_mode(mode: str, args: argparse.Namespace, wd: Path, sim: Server) -> list[dict]:
+def run_mode(
+    mode: str, args: argparse.Namespace, wd: Path, sim: Server, ceiling: float
+) -> list[dict]:
     redis = None
     if mode == "redis":
         from tests.fixtures_servers import RedisServer
@@ -392,26 +412,29 @@ def run_mode(mode: str, args: argparse.Namespace, wd: Path, sim: Server) -> list
         redis = RedisServer(wd)
         redis.start()
     pairs = json.loads(PAIRS.read_text())
-    teams = [f"{mode}-r{i}" for i in range(len(args.sem_conns))]
-    mwd = wd / mode
+    teams = [f"{mode}-{ceiling}-r{i}" for i in range(len(args.sem_conns))]
+    mwd = wd / f"{mode}-{ceiling}"
     mwd.mkdir()
     config = cache_config(
-        mwd, sim.url, threshold=args.threshold, teams=teams,
+        mwd, sim.url, band=(args.floor, ceiling), teams=teams,
         redis_url=redis.url if redis else None,
     )  # fmt: skip
     gw = common.start_gateway(mwd, config, 1)
     rows: list[dict] = []
     try:
-        rows += [exact_phase(gw, sim, mwd, c, args.seconds) for c in (args.conns, 1)]
+        if not args.semantic_only:
+            rows += [exact_phase(gw, sim, mwd, c, args.seconds) for c in (args.conns, 1)]
         for team, conns in zip(teams, args.sem_conns, strict=True):
             rows += semantic_phase(gw, sim, team, pairs, conns)
-        rows.append(miss_phase(gw, sim, args.conns, args.misses, 0.0, f"{mode} sem-eligible"))
-        rows.append(miss_phase(gw, sim, args.conns, args.misses, 1.0, f"{mode} hot"))
+        if not args.semantic_only:
+            tag = f"{mode} {ceiling}"
+            rows.append(miss_phase(gw, sim, args.conns, args.misses, 0.0, f"{tag} sem-eligible"))
+            rows.append(miss_phase(gw, sim, args.conns, args.misses, 1.0, f"{tag} hot"))
     finally:
         stop_gateway(gw)
         if redis is not None:
             redis.stop()
-    return [{"mode": mode, **r} for r in rows]
+    return [{"mode": f"{mode}, ceiling {ceiling}", **r} for r in rows]
 
 
 def main() -> None:
@@ -420,15 +443,18 @@ def main() -> None:
     p.add_argument("--conns", type=int, default=100)
     p.add_argument("--sem-conns", type=int, nargs="+", default=[100, 4, 1])
     p.add_argument("--misses", type=int, default=1500)
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--floor", type=float, default=0.8)
+    p.add_argument("--ceilings", type=float, nargs="+", default=[1.0, 0.8])
     p.add_argument("--modes", nargs="+", default=["embedded", "redis"])
+    p.add_argument("--semantic-only", action="store_true", help="only the semantic-hit rows")
     args = p.parse_args()
     wd = common.workdir()
     sim = common.start_simulator(wd)
     rows: list[dict] = []
     try:
         for mode in args.modes:
-            rows += run_mode(mode, args, wd, sim)
+            for ceiling in args.ceilings:
+                rows += run_mode(mode, args, wd, sim, ceiling)
     finally:
         sim.stop()
     print_rows(rows)

@@ -7,7 +7,7 @@ together with each pair's first ask kept first. With the defaults that is 999 x 
 3,996 requests, of which at most 3 in 4 can be cache hits (2 exact + 1 semantic per pair).
 
 They go through ``trioproxy serve -w 1`` (route ``chat``: exact + semantic cache,
-threshold ``--threshold``, temperature 0) to one simulator, ``--conns`` at a time, on a
+band floor ``--floor``, temperature 0) to one simulator, ``--conns`` at a time, on a
 fresh state dir per row. Reported: upstream calls (the simulator's own request count)
 vs requests sent, hits by kind from the ``x-trioproxy-cache`` header, the paraphrase hit
 rate, semantic hits served *another prompt's* answer (not the answer to the pair's own
@@ -17,7 +17,13 @@ answered requests missing from the ledger, and dollars from the ledger
 hits vs ``sum(cost_usd)`` spent) at the config's prices (0.15 / 0.60 USD per Mtok).
 The gateway is stopped by SIGTERM to its master (see ``cache_latency.stop_gateway``).
 
-    .venv/bin/python loadtest/replay_savings.py [--conns 1 8] [--repeats 2] [--threshold 0.9]
+With ``--users N`` every request is sent with the key of one of N users of one team
+(chosen by the seed) and each row is run for every ``--confirm`` value: 1 is the shared
+cache, K > 1 serves an entry to the other users only once K distinct users asked for it
+(and keeps exact entries per user), so the rows give the savings cost of that protection.
+
+    .venv/bin/python loadtest/replay_savings.py [--conns 1 8] [--repeats 2] [--users 3]
+        [--confirm 1 2]
 """
 
 from __future__ import annotations
@@ -116,21 +122,24 @@ def foreign_answers(sim: Server, jobs: list[Job], samples: list[cl.Sample]) -> l
 
 
 def run_row(
-    sim: Server, root: Path, jobs: list[Job], conns: int, threshold: float
-) -> dict[str, Any]:
-    wd = root / f"c{conns}"
+    sim: Server, root: Path, jobs: list[Job], conns: int, floor: float, users: int,
+    confirm: int, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    wd = root / f"c{conns}-k{confirm}"
     wd.mkdir()
-    gw = common.start_gateway(wd, cl.cache_config(wd, sim.url, threshold=threshold), 1)
+    names = [str(u) for u in range(users)]
+    config = cl.cache_config(wd, sim.url, band=(floor, 1.0), users=names, confirm_users=confirm)
+    gw = common.start_gateway(wd, config, 1)
+    rng = random.Random(seed)
+    keyed = [
+        (f"{kind}:{i}", cl.chat_body(text), cl.user_key(rng.choice(names)))
+        for kind, i, text in jobs
+    ]
     try:
         before = sim_requests(sim)
         common.wait_quiet()
         with common.Meter({"gateway": gw.pgid, "sim": sim.pgid}) as m:
-            res = cl.run_load(
-                gw.url,
-                [(f"{kind}:{i}", cl.chat_body(text)) for kind, i, text in jobs],
-                conns=conns,
-                max_seconds=600,
-            )
+            res = cl.run_load(gw.url, keyed, conns=conns, max_seconds=600)
         upstream = sim_requests(sim) - before
         gauges = cl.metrics(gw)
     finally:
@@ -140,6 +149,8 @@ def run_row(
     hits = sum(n for (_, c), n in by.items() if c in ("exact", "semantic"))
     return {
         "conns": conns,
+        "confirm": confirm,
+        "unconfirmed": gauges.get("trioproxy_semantic_unconfirmed", 0.0),
         "sent": sent,
         "errors": res.errors + sum(1 for s in res.samples if s.status != 200),
         "upstream": upstream,
@@ -163,7 +174,7 @@ def report(r: dict[str, Any], repeats: int, pairs: int) -> None:
     n_sim = sum(n for (k, _), n in by.items() if k == "similar")
     n_rep = sum(n for (k, _), n in by.items() if k == "repeat")
     sem = by[("similar", "semantic")]
-    print(f"\n### conns {r['conns']}: {sent} requests in {r['seconds']:.1f} s (busy "
+    print(f"\n### conns {r['conns']}, confirm_users {r['confirm']}: {sent} requests in {r['seconds']:.1f} s (busy "
           f"{r['busy']:.0f} %, foreign {r['foreign']:.0f} %), errors {r['errors']}")  # fmt: skip
     print(f"- upstream calls: {r['upstream']} of {sent} sent: {sent - r['upstream']} avoided "
           f"({100 * (sent - r['upstream']) / sent:.1f} %); ideal {3 * pairs} (75.0 %)")  # fmt: skip
@@ -175,7 +186,8 @@ def report(r: dict[str, Any], repeats: int, pairs: int) -> None:
           f"{r['skipped']:.0f}, below threshold {r['below']:.0f} (all lookups)")  # fmt: skip
     for kind in ("origin", "repeat"):
         print(f"- {kind}s by path: {dict((c, n) for (k, c), n in by.items() if k == kind)}")
-    print(f"- cache writes dropped (writer queue full): {r['dropped']:.0f}")
+    print(f"- cache writes dropped (writer queue full): {r['dropped']:.0f}; semantic matches "
+          f"held back for confirmation: {r['unconfirmed']:.0f}")  # fmt: skip
     foreign = r["foreign_answers"]
     print(f"- semantic hits answered with another prompt's answer: {len(foreign)}; e.g.")
     for line in foreign[:3]:
@@ -192,18 +204,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--conns", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--floor", type=float, default=0.8)
+    p.add_argument("--users", type=int, default=3)
+    p.add_argument("--confirm", type=int, nargs="+", default=[1, 2])
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args()
     pairs = json.loads(cl.PAIRS.read_text())
     jobs = workload(pairs, args.repeats, args.seed)
     print(f"workload: {len(jobs)} requests, {len(pairs)} pairs x (1 origin + {args.repeats} "
-          f"repeats + 1 paraphrase), threshold {args.threshold}")  # fmt: skip
+          f"repeats + 1 paraphrase), floor {args.floor}, {args.users} users of one team")  # fmt: skip
     root = common.workdir()
     sim = common.start_simulator(root)
     try:
         for conns in args.conns:
-            report(run_row(sim, root, jobs, conns, args.threshold), args.repeats, len(pairs))
+            for k in args.confirm:
+                row = run_row(sim, root, jobs, conns, args.floor, args.users, k, args.seed)
+                report(row, args.repeats, len(pairs))
     finally:
         sim.stop()
     print(f"\nworkdir {root}")

@@ -1,251 +1,226 @@
-"""Semantic-cache quality and embedder speed.
+"""Semantic-cache quality: false and true hits with 95 % confidence intervals, by family.
 
-    .venv/bin/python loadtest/semantic_quality.py [--pairs PATH] [--near PATH] [--speed]
+    .venv/bin/python loadtest/semantic_quality.py [--curve] [--speed] [--show-misses]
 
-Positives: the 999 GPTCache paraphrase pairs (origin vs similar). Negatives: each origin
-against another pair's ``similar`` (random derangement, seed 0), and the hand-written near
-misses in ``loadtest/data/near_misses.json`` (even indices = dev set used while tuning the
-guard, odd = held-out). A pair "hits" when cosine >= threshold (and, with the guard, when
-``near_miss(new, cached)`` is None). Prints markdown tables.
+A pair (new prompt, cached prompt) is a hit exactly as :class:`SemanticCache` decides it:
+cosine >= the route band's floor, no guard veto, and (below the ceiling, text not equal)
+the pair verifier aligns the two prompts' content tokens. Sets:
+
+* tuning (looked at while the verifier was built): ``loadtest/data/tuning_pairs.json``,
+  ``loadtest/data/near_misses.json`` (older hand-written near-misses), GPTCache pairs at
+  even indices;
+* held-out (written after the freeze, commit 0b86a24; never used to change anything):
+  ``loadtest/data/heldout_pairs.json`` (near-misses by family, paraphrases, same-topic
+  non-duplicates) and GPTCache pairs at odd indices, with non-duplicates made by pairing
+  each held-out origin with another held-out pair's paraphrase (derangement, seed 0).
+
+GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
+``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
-import statistics
 import time
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import trio
+from trioproxy.cache.embedder import Embedding, OnnxMiniLM
+from trioproxy.cache.guard import near_miss
+from trioproxy.cache.semantic import route_band
+from trioproxy.cache.verifier import BAND_PRESETS, Band, Vocabulary, verify
+from trioproxy.config.model import CacheConfig
 
-from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
-from trioproxy.cache.guard import RULES, near_miss
-
-HERE = Path(__file__).parent
-DEFAULT = 0.85
-THRESHOLDS = (0.80, 0.83, 0.85, 0.87, 0.90, 0.92, 0.95, 0.97)
+HERE = Path(__file__).parent / "data"
+GPTCACHE = Path("/work/shared/data/gptcache_pairs.json")
 
 
-_MEMO: dict[str, np.ndarray] = {}
+@dataclass(frozen=True, slots=True)
+class Pair:
+    new: str
+    cached: str
+    family: str
+    same: bool
+    """True when the cached answer is right for the new prompt."""
 
 
-def cosines(model: OnnxMiniLM, a: list[str], b: list[str]) -> np.ndarray:
-    todo = sorted({t for t in a + b if t not in _MEMO})
-    if todo:
-        for t, v in zip(todo, embed_all(model, todo), strict=True):
-            _MEMO[t] = v
-    return np.array([float(_MEMO[x] @ _MEMO[y]) for x, y in zip(a, b, strict=True)])
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def load_memo(path: Path | None) -> None:
-    if path and path.exists():
-        data = np.load(path, allow_pickle=False)
-        _MEMO.update(zip(data["texts"].tolist(), data["vecs"], strict=True))
+def cell(k: int, n: int) -> str:
+    lo, hi = wilson(k, n)
+    return f"{k}/{n} = {100 * k / max(n, 1):.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def save_memo(path: Path | None) -> None:
-    if path:
-        texts = sorted(_MEMO)
-        np.savez(path, texts=np.array(texts), vecs=np.stack([_MEMO[t] for t in texts]))
+def load_sets() -> dict[str, list[Pair]]:
+    tuning = json.loads((HERE / "tuning_pairs.json").read_text())
+    older = json.loads((HERE / "near_misses.json").read_text())
+    held = json.loads((HERE / "heldout_pairs.json").read_text())
+    gpt = json.loads(GPTCACHE.read_text())
 
+    def near(items: list[dict[str, str]], fam: str = "family") -> list[Pair]:
+        return [Pair(p["b"], p["a"], p[fam], False) for p in items]
 
-def embed_all(model: OnnxMiniLM, texts: list[str], batch: int = 32) -> np.ndarray:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.dim), dtype=np.float32)
-    for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        out[idx] = model.embed_many([texts[i] for i in idx])
-    return out
+    def gpt_sets(idx: list[int]) -> tuple[list[Pair], list[Pair]]:
+        rng = random.Random(0)
+        perm = idx[:]
+        while any(i == j for i, j in zip(idx, perm, strict=True)):
+            rng.shuffle(perm)
+        para = [Pair(gpt[i]["similar"], gpt[i]["origin"], "gptcache", True) for i in idx]
+        neg = [
+            Pair(gpt[j]["similar"], gpt[i]["origin"], "gptcache", False)
+            for i, j in zip(idx, perm, strict=True)
+        ]
+        return para, neg
 
-
-def rate(sims: np.ndarray, ok: np.ndarray, thr: float) -> float:
-    return float(((sims >= thr) & ok).mean()) if len(sims) else 0.0
-
-
-def quality(model: OnnxMiniLM, pairs_path: Path, near_path: Path) -> None:
-    pairs = json.loads(pairs_path.read_text())
-    near_doc = json.loads(near_path.read_text())
-    near = near_doc["pairs"]
-    fresh = near_doc["fresh"]
-    origin = [p["origin"] for p in pairs]
-    similar = [p["similar"] for p in pairs]
-    rng = random.Random(0)
-    perm = list(range(len(pairs)))
-    while any(i == j for i, j in enumerate(perm)):
-        rng.shuffle(perm)
-    sets: dict[str, tuple[list[str], list[str]]] = {
-        "paraphrase": (similar, origin),
-        "other_pair": ([similar[j] for j in perm], origin),
-        "near_dev": ([p["b"] for p in near[0::2]], [p["a"] for p in near[0::2]]),
-        "near_held": ([p["b"] for p in near[1::2]], [p["a"] for p in near[1::2]]),
-        "near_fresh": ([p["b"] for p in fresh], [p["a"] for p in fresh]),
+    tg_para, tg_neg = gpt_sets(list(range(0, len(gpt), 2)))
+    hg_para, hg_neg = gpt_sets(list(range(1, len(gpt), 2)))
+    return {
+        "tune:near": near(tuning["near"]) + near(older["pairs"] + older["fresh"], "kind"),
+        "tune:para": [Pair(p["b"], p["a"], "para", True) for p in tuning["para"]],
+        "tune:gpt_para": tg_para,
+        "tune:gpt_nondup": tg_neg,
+        "held:near": near(held["near"]),
+        "held:para": [Pair(p["b"], p["a"], "para", True) for p in held["para"]],
+        "held:nondup": [Pair(p["b"], p["a"], "same_topic", False) for p in held["nondup"]],
+        "held:gpt_para": hg_para,
+        "held:gpt_nondup": hg_neg,
     }
-    sims: dict[str, np.ndarray] = {}
-    guard_ok: dict[str, np.ndarray] = {}
-    t0 = time.perf_counter()
-    for name, (new, cached) in sets.items():
-        sims[name] = cosines(model, new, cached)
-        guard_ok[name] = np.array(
-            [near_miss(n, c) is None for n, c in zip(new, cached, strict=True)]
-        )
-    g_us = guard_cost(sets)
+
+
+class Judge:
+    def __init__(self, model: OnnxMiniLM) -> None:
+        self.model = model
+        self.vocab: Vocabulary = model.vocabulary()
+        self.memo: dict[str, Embedding] = {}
+        self.verify_s: list[float] = []
+
+    def embed(self, text: str) -> Embedding:
+        if text not in self.memo:
+            self.memo[text] = self.model.embed_one(text)
+        return self.memo[text]
+
+    def cosine(self, p: Pair) -> float:
+        return float(self.embed(p.new).vec @ self.embed(p.cached).vec)
+
+    def hit(self, p: Pair, band: Band, *, verifier: bool = True) -> bool:
+        sim = self.cosine(p)
+        if sim < band.floor or near_miss(p.new, p.cached) is not None:
+            return False
+        if not verifier or p.new == p.cached or sim >= band.ceiling:
+            return True
+        a, b = self.embed(p.new).tokens, self.embed(p.cached).tokens
+        assert a is not None and b is not None
+        t0 = time.perf_counter()
+        ok = verify(a, b, self.vocab, band.align) is None
+        self.verify_s.append(time.perf_counter() - t0)
+        return ok
+
+
+def table(judge: Judge, sets: dict[str, list[Pair]], band: Band, title: str) -> None:
+    print(f"\n### {title}: floor {band.floor}, ceiling {band.ceiling}, align {band.align}\n")
+    print("| set | family | served from cache | reading |\n|---|---|---|---|")
+    for name, pairs in sets.items():
+        fams = sorted({p.family for p in pairs})
+        kinds = [*fams, "ALL"] if len(fams) > 1 else ["ALL"]
+        for fam in kinds:
+            sub = [p for p in pairs if fam in ("ALL", p.family)]
+            k = sum(judge.hit(p, band) for p in sub)
+            reading = "true hits" if sub[0].same else "false hits"
+            print(f"| {name} | {fam} | {cell(k, len(sub))} | {reading} |")
+
+
+def curve(judge: Judge, sets: dict[str, list[Pair]]) -> None:
     print(
-        f"embedded {sum(len(v[0]) * 2 for v in sets.values())} texts in {time.perf_counter() - t0:.1f} s;"
-        f" guard costs {g_us:.1f} us per pair\n"
+        "\n### Curve (held-out): false hits on near-misses + non-duplicates, true hits on paraphrases\n"
     )
-    sims["near_all"] = np.concatenate([sims["near_dev"], sims["near_held"]])
-    guard_ok["near_all"] = np.concatenate([guard_ok["near_dev"], guard_ok["near_held"]])
-    cols = ["paraphrase", "other_pair", "near_all", "near_fresh"]
-    sizes = {c: len(sims[c]) for c in cols}
-    print("| thr | guard | " + " | ".join(f"{c} (n={sizes[c]})" for c in cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
-    for thr in THRESHOLDS:
-        for use_guard in (False, True):
-            cells = []
-            for c in cols:
-                ok = guard_ok[c] if use_guard else np.ones(len(sims[c]), dtype=bool)
-                cells.append(f"{rate(sims[c], ok, thr):.3f}")
-            print(f"| {thr:.2f} | {'yes' if use_guard else 'no'} | " + " | ".join(cells) + " |")
+    neg = sets["held:near"] + sets["held:nondup"] + sets["held:gpt_nondup"]
+    pos, gpos = sets["held:para"], sets["held:gpt_para"]
     print(
-        "\nparaphrases the guard rejects, by reason:",
-        dict(
-            Counter(near_miss(n, c) for n, c in zip(*sets["paraphrase"], strict=True))
-            - Counter({None: 10**9})
-        ),
+        "| setting | floor | align | near-miss+nondup false hits | paraphrase true hits | GPTCache true hits |"
     )
-    print("near misses the guard passes (cosine):")
-    for p, s, ok in zip(
-        near,
-        interleave(sims["near_dev"], sims["near_held"]),
-        interleave(guard_ok["near_dev"], guard_ok["near_held"]),
-        strict=True,
-    ):
-        if ok:
-            print(f"  {s:.3f} [{p['kind']}] {p['a']!r} / {p['b']!r}")
-    print("fresh near misses the guard passes (cosine):")
-    for p, s, ok in zip(fresh, sims["near_fresh"], guard_ok["near_fresh"], strict=True):
-        if ok:
-            print(f"  {s:.3f} [{p['kind']}] {p['a']!r} / {p['b']!r}")
-    print("\nablation (drop one rule) at the default threshold:")
-    print("| guard | paraphrase | near_all | near_fresh |\n|---|---|---|---|")
-    for drop in (None, *RULES):
-        rules = tuple(r for r in RULES if r != drop)
-        cells = []
-        for c in ("paraphrase", "near_all", "near_fresh"):
-            new, cached = (
-                sets[c]
-                if c != "near_all"
-                else (
-                    sets["near_dev"][0] + sets["near_held"][0],
-                    sets["near_dev"][1] + sets["near_held"][1],
-                )
-            )
-            ok = np.array(
-                [near_miss(x, y, rules) is None for x, y in zip(new, cached, strict=True)]
-            )
-            cells.append(f"{rate(sims[c], ok, DEFAULT):.3f}")
+    print("|---|---|---|---|---|---|")
+    rows: list[tuple[str, Band, bool]] = [
+        ("guard only, old default", Band(0.90, 1.0, 0.0), False),
+        ("guard only", Band(0.80, 1.0, 0.0), False),
+    ]
+    rows += [(f"target {t}", b, True) for t, b in sorted(BAND_PRESETS.items())]
+    rows += [
+        (f"band {f}/{a}", Band(f, 1.0, a), True)
+        for f in (0.75, 0.80, 0.85, 0.90)
+        for a in (0.70, 0.75, 0.80, 0.85, 0.90)
+    ]
+    for label, band, verifier in rows:
+        fk = sum(judge.hit(p, band, verifier=verifier) for p in neg)
+        tk = sum(judge.hit(p, band, verifier=verifier) for p in pos)
+        gk = sum(judge.hit(p, band, verifier=verifier) for p in gpos)
         print(
-            f"| {'all rules' if drop is None else 'without ' + drop} | " + " | ".join(cells) + " |"
+            f"| {label} | {band.floor} | {band.align if verifier else '-'} | {cell(fk, len(neg))} "
+            f"| {cell(tk, len(pos))} | {cell(gk, len(gpos))} |"
         )
-    by_kind: dict[str, list[float]] = {}
-    for p, s in zip(near, interleave(sims["near_dev"], sims["near_held"]), strict=True):
-        by_kind.setdefault(p["kind"], []).append(float(s))
-    print(
-        "near-miss mean cosine by kind:",
-        {k: round(statistics.mean(v), 3) for k, v in by_kind.items()},
-    )
 
 
-def interleave(even: np.ndarray, odd: np.ndarray) -> list[Any]:
-    out: list[Any] = []
-    for i in range(len(even) + len(odd)):
-        out.append(even[i // 2] if i % 2 == 0 else odd[i // 2])
-    return out
+def show_misses(judge: Judge, sets: dict[str, list[Pair]], band: Band) -> None:
+    print("\nheld-out near-misses served at the default band:")
+    for p in sets["held:near"] + sets["held:nondup"]:
+        if judge.hit(p, band):
+            print(f"  [{p.family}] {judge.cosine(p):.3f} {p.cached!r} -> {p.new!r}")
+    print("held-out paraphrases refused at the default band:")
+    for p in sets["held:para"]:
+        if not judge.hit(p, band):
+            why = near_miss(p.new, p.cached) or (
+                "floor" if judge.cosine(p) < band.floor else "verifier"
+            )
+            print(f"  ({why}) {judge.cosine(p):.3f} {p.cached!r} -> {p.new!r}")
 
 
-def guard_cost(sets: dict[str, tuple[list[str], list[str]]]) -> float:
-    new, cached = sets["other_pair"]
-    t0 = time.perf_counter()
-    for n, c in zip(new, cached, strict=True):
-        near_miss(n + " ", c + " ")  # defeat the feature cache: measure a cold check
-    return (time.perf_counter() - t0) / len(new) * 1e6
-
-
-def speed(model: OnnxMiniLM, texts: list[str]) -> None:
-    model.embed_many(texts[:8])
+def speed(judge: Judge, texts: list[str]) -> None:
     t0 = time.perf_counter()
     for t in texts:
-        model.embed_many([t])
-    single = len(texts) / (time.perf_counter() - t0)
-    print(f"\nembedder, one thread: single {single:.0f}/s", end="")
-    for size in (4, 8, 32):
-        t0 = time.perf_counter()
-        embed_all(model, texts, batch=size)
-        print(
-            f", length-sorted batch-{size} {len(texts) / (time.perf_counter() - t0):.0f}/s", end=""
-        )
-    print()
-    for batch, pending in ((1, 8), (8, 64)):
-        for concurrency in (1, 8, 64):
-            rps, p50, p99, skipped = trio.run(
-                through_embedder, model, texts, concurrency, batch, pending
-            )
-            print(
-                f"LocalEmbedder (2 threads, max_batch {batch}, max_pending {pending}), "
-                f"{concurrency} tasks: {rps:.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-                f"skipped {skipped}"
-            )
-
-
-async def through_embedder(
-    model: OnnxMiniLM, texts: list[str], concurrency: int, batch: int, pending: int
-) -> tuple[float, float, float, int]:
-    emb = LocalEmbedder(model, threads=2, max_batch=batch, max_pending=pending)
-    lat: list[float] = []
-    skipped = 0
-    todo = iter(texts)
-
-    async def worker() -> None:
-        nonlocal skipped
-        for t in todo:
-            s = time.perf_counter()
-            if await emb.embed(t) is None:
-                skipped += 1
-            lat.append((time.perf_counter() - s) * 1000)
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(emb.run)
-        t0 = time.perf_counter()
-        async with trio.open_nursery() as workers:
-            for _ in range(concurrency):
-                workers.start_soon(worker)
-        elapsed = time.perf_counter() - t0
-        nursery.cancel_scope.cancel()
-    lat.sort()
-    return len(texts) / elapsed, lat[len(lat) // 2], lat[int(len(lat) * 0.99)], skipped
+        judge.model.embed_one(t)
+    ms = (time.perf_counter() - t0) / len(texts) * 1000
+    v = sorted(judge.verify_s)
+    print(
+        f"\none embedding with token vectors: {ms:.2f} ms mean over {len(texts)} texts; "
+        f"verify(): p50 {1e6 * v[len(v) // 2]:.0f} us, p99 {1e6 * v[int(len(v) * 0.99)]:.0f} us "
+        f"over {len(v)} calls"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=Path, default=Path("/work/shared/data/gptcache_pairs.json"))
-    ap.add_argument("--near", type=Path, default=HERE / "data" / "near_misses.json")
-    ap.add_argument("--speed", action="store_true", help="also measure embedder throughput")
-    ap.add_argument("--emb-cache", type=Path, help="npz memo of embeddings (reused between runs)")
+    ap.add_argument("--curve", action="store_true", help="also the held-out curve by setting")
+    ap.add_argument("--speed", action="store_true", help="also time embedding and verify()")
+    ap.add_argument("--show-misses", action="store_true")
     args = ap.parse_args()
+    judge = Judge(OnnxMiniLM())
+    sets = load_sets()
     t0 = time.perf_counter()
-    model = OnnxMiniLM()
-    print(f"model load {time.perf_counter() - t0:.2f} s")
-    load_memo(args.emb_cache)
-    quality(model, args.pairs, args.near)
-    save_memo(args.emb_cache)
+    for pairs in sets.values():
+        for p in pairs:
+            judge.cosine(p)
+    print(f"embedded {len(judge.memo)} texts in {time.perf_counter() - t0:.1f} s")
+    default = route_band(CacheConfig())
+    held = {k: v for k, v in sets.items() if k.startswith("held:")}
+    tune = {k: v for k, v in sets.items() if k.startswith("tune:")}
+    table(judge, held, default, "Held-out, default settings (target false-hit 0.01)")
+    table(judge, tune, default, "Tuning sets, default settings")
+    if args.curve:
+        curve(judge, sets)
+    if args.show_misses:
+        show_misses(judge, sets, default)
     if args.speed:
-        origins = [p["origin"] for p in json.loads(args.pairs.read_text())][:640]
-        speed(model, origins)
+        speed(judge, [p.new for p in sets["held:gpt_para"]][:300])
 
 
 if __name__ == "__main__":

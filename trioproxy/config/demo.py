@@ -79,7 +79,7 @@ def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var")
                 reason="short low-priority request",
             ),
         ),
-        cache=CacheConfig(exact_ttl_s=3600, semantic_ttl_s=3600, semantic_threshold=0.90),
+        cache=CacheConfig(exact_ttl_s=3600, semantic_ttl_s=3600, semantic_target_false_hit=0.01),
     )
     extract = RouteConfig(
         name="extract", chains={"default": _chain("default", "claude-sonnet", "gpt-4o")}
