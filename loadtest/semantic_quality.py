@@ -28,11 +28,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trioproxy.cache.embedder import Embedding, OnnxMiniLM
+import trio
+
+from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM
+from trioproxy.cache.entry import CacheEntry
+from trioproxy.cache.exact import MemoryExactCache
 from trioproxy.cache.guard import near_miss
-from trioproxy.cache.semantic import route_band
+from trioproxy.cache.semantic import SemanticCache, route_band
+from trioproxy.cache.semantic_record import SemanticRecord
+from trioproxy.cache.vector_index import HnswIndex
 from trioproxy.cache.verifier import BAND_PRESETS, Band, Vocabulary, verify
 from trioproxy.config.model import CacheConfig
+from trioproxy.core.types import ChatRequest, Usage
 
 HERE = Path(__file__).parent / "data"
 GPTCACHE = Path("/work/shared/data/gptcache_pairs.json")
@@ -197,14 +204,80 @@ def speed(judge: Judge, texts: list[str]) -> None:
     )
 
 
+async def _lookups(model: OnnxMiniLM, texts: list[str], ceiling: float) -> list[float]:
+    """In-process semantic hits, one at a time: embed, hnswlib search, record get, guard,
+    verifier (below ``ceiling``). Each asked text is new ("Please tell me: " + stored)."""
+    emb = LocalEmbedder(model)
+    cache = SemanticCache(emb, HnswIndex(), MemoryExactCache(), vocabulary=model.vocabulary())
+    cfg = CacheConfig(semantic_ttl_s=3600, semantic_band=(0.8, ceiling))
+    ms: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        for t in texts:
+            await cache.store(_req(t), "team:x", "chat", cfg, _ENTRY, now=0.0)
+        for t in texts:
+            t0 = time.perf_counter()
+            out = await cache.lookup(_req("Please tell me: " + t), "team:x", "chat", cfg, now=1.0)
+            if out.hit is not None:
+                ms.append(1000 * (time.perf_counter() - t0))
+        nursery.cancel_scope.cancel()
+    return sorted(ms)
+
+
+def _req(text: str) -> ChatRequest:
+    chat = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    return ChatRequest("openai", chat, chat, "chat", False, False, None)
+
+
+_ENTRY = CacheEntry("answer", "stop", Usage(10, 5), "m", 0.001, 0.0)
+
+
+def verifier_cost(judge: Judge, pairs: list[Pair]) -> None:
+    """What a band hit adds: decode the stored record (entry + float16 token vectors) and
+    verify the pair, timed in CPU seconds of this thread (less sensitive to other load)."""
+    cpu: list[float] = []
+    wall: list[float] = []
+    for p in pairs:
+        new, old = judge.embed(p.new).tokens, judge.embed(p.cached).tokens
+        assert new is not None and old is not None
+        raw = SemanticRecord(_ENTRY, old, "w").to_bytes()
+        c0, w0 = time.thread_time(), time.perf_counter()
+        rec = SemanticRecord.from_bytes(raw)
+        assert rec.tokens is not None
+        verify(new, rec.tokens, judge.vocab)
+        cpu.append(1000 * (time.thread_time() - c0))
+        wall.append(1000 * (time.perf_counter() - w0))
+    cpu.sort()
+    wall.sort()
+    n = len(cpu)
+    print(
+        f"verifier cost per band hit (record decode + verify), {n} pairs: CPU p50 "
+        f"{cpu[n // 2]:.3f} ms, p99 {cpu[int(n * 0.99)]:.3f} ms; wall p50 {wall[n // 2]:.3f} ms"
+    )
+
+
+def lookup_speed(model: OnnxMiniLM, texts: list[str]) -> None:
+    for ceiling, label in ((1.0, "verifier on"), (0.8, "verifier off (ceiling = floor)")):
+        ms = trio.run(_lookups, model, texts, ceiling)
+        print(
+            f"in-process semantic hit, {label}: {len(ms)} hits of {len(texts)}, "
+            f"p50 {ms[len(ms) // 2]:.2f} ms, p90 {ms[int(len(ms) * 0.9)]:.2f} ms"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--curve", action="store_true", help="also the held-out curve by setting")
     ap.add_argument("--speed", action="store_true", help="also time embedding and verify()")
     ap.add_argument("--show-misses", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the in-process hit timing")
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM())
     sets = load_sets()
+    if args.speed_only:
+        verifier_cost(judge, sets["held:gpt_para"][:300])
+        lookup_speed(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
+        return
     t0 = time.perf_counter()
     for pairs in sets.values():
         for p in pairs:
@@ -221,6 +294,8 @@ def main() -> None:
         show_misses(judge, sets, default)
     if args.speed:
         speed(judge, [p.new for p in sets["held:gpt_para"]][:300])
+        verifier_cost(judge, sets["held:gpt_para"][:300])
+        lookup_speed(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
 
 
 if __name__ == "__main__":
