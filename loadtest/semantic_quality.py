@@ -9,7 +9,7 @@ the pair verifier aligns the two prompts' content tokens. Sets:
 * tuning (looked at while the verifier was built): ``loadtest/data/tuning_pairs.json``,
   ``loadtest/data/near_misses.json`` (older hand-written near-misses), GPTCache pairs at
   even indices;
-* held-out (written after the freeze, commit 0b86a24; never used to change anything):
+* held-out (written after the commit 'cache: pair verifier FROZEN'; never used to change anything):
   ``loadtest/data/heldout_pairs.json`` (near-misses by family, paraphrases, same-topic
   non-duplicates) and GPTCache pairs at odd indices, with non-duplicates made by pairing
   each held-out origin with another held-out pair's paraphrase (derangement, seed 0).
