@@ -150,7 +150,7 @@ def run_row(
     return {
         "conns": conns,
         "confirm": confirm,
-        "unconfirmed": gauges.get("trioproxy_semantic_unconfirmed", 0.0),
+        "unconfirmed": gauges.get("trioproxy_semantic_unconfirmed_total", 0.0),
         "sent": sent,
         "errors": res.errors + sum(1 for s in res.samples if s.status != 200),
         "upstream": upstream,
