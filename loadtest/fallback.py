@@ -2,7 +2,7 @@
 
 Simulator A answers every chat request with 529 (``retry_after`` set per
 scenario); simulator B answers normally. Route ``fb`` is the chain [A, B];
-model ``b`` is B alone. Latencies come from one client (httpx2, keep-alive)
+model ``b`` is B alone. Latencies come from one client (httpx, keep-alive)
 and are compared with the same requests sent to ``b`` through the gateway and
 straight to simulator B. Scenarios:
 
@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 
 import common
-import httpx2
+import httpx
 import trio
 
 HEADERS = {"authorization": f"Bearer {common.BENCH_KEY}", "content-type": "application/json"}
 
 
-async def timed(client: httpx2.AsyncClient, url: str, model: str) -> tuple[float, str]:
+async def timed(client: httpx.AsyncClient, url: str, model: str) -> tuple[float, str]:
     """Latency in ms of one request, and who served it (x-trioproxy-target)."""
     t0 = time.perf_counter()
     r = await client.post(url, content=common.CHAT_BODY % model.encode(), headers=HEADERS)
@@ -45,9 +45,9 @@ async def timed(client: httpx2.AsyncClient, url: str, model: str) -> tuple[float
 
 
 async def series(url: str, model: str, n: int, concurrency: int) -> list[float]:
-    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     out: list[float] = []
-    async with httpx2.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
         for _ in range(5):  # warm the client's connections
             await timed(client, url, model)
         it = iter(range(n))
@@ -63,7 +63,7 @@ async def series(url: str, model: str, n: int, concurrency: int) -> list[float]:
 
 
 async def first_requests(url: str, n: int) -> list[tuple[float, str]]:
-    async with httpx2.AsyncClient(timeout=30, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
         await timed(client, url, "b")  # open a connection to the gateway (and B)
         return [await timed(client, url, "fb") for _ in range(n)]
 

@@ -156,6 +156,18 @@ CASES: list[tuple[Callable[[Data], object], str]] = [
         "providers.openai.max_connections: must be > 0",
     ),
     (
+        lambda d: d["providers"]["openai"].update(pool_idle_s=0),
+        "providers.openai.pool_idle_s: must be > 0",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(ca_file="/nonexistent/ca.pem"),
+        "providers.openai.ca_file: no such file: '/nonexistent/ca.pem'",
+    ),
+    (
+        lambda d: d["providers"]["openai"].update(proxy="socks5://h:1"),
+        "providers.openai.proxy: only http:// proxies are supported",
+    ),
+    (
         lambda d: d["providers"]["openai"].update(api_key="sk-inline"),
         "providers.openai.api_key: unknown key (did you mean 'api_key_env'?)",
     ),

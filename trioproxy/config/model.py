@@ -46,6 +46,13 @@ class ProviderConfig:
     base_url: str
     api_key: Secret | None = None
     max_connections: int = 512
+    """Connections to this provider at most, busy and idle together (the pool's bound)."""
+    pool_idle_s: float = 30.0
+    """An idle keep-alive connection is closed after this long unused."""
+    ca_file: str | None = None
+    """PEM file of the CAs to trust for this provider (replaces the default bundle)."""
+    proxy: str = "env"
+    """``env`` (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), ``none``, or an ``http://`` proxy URL."""
 
 
 @dataclass(frozen=True, slots=True)

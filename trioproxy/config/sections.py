@@ -10,6 +10,7 @@ environment here, named by ``*_env`` keys, and wrapped in :class:`Secret`.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -40,6 +41,7 @@ from trioproxy.config.model import (
     UserWindow,
 )
 from trioproxy.config.validate import normalize_base_url
+from trioproxy.core.proxy import DIRECT, FROM_ENV, parse_proxy_url
 from trioproxy.providers.registry import KINDS
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -108,6 +110,15 @@ def build_storage(t: Table, env: Mapping[str, str]) -> StorageConfig:
 
 def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
     provider = build(t, ProviderConfig, name=name, api_key=_from_env(t, "api_key_env", env))
+    if provider.pool_idle_s <= 0:
+        t.problem("pool_idle_s", "must be > 0")
+    if provider.ca_file is not None and not os.path.isfile(provider.ca_file):
+        t.problem("ca_file", f"no such file: {provider.ca_file!r}")
+    if provider.proxy not in (DIRECT, FROM_ENV):
+        try:
+            parse_proxy_url(provider.proxy)
+        except ValueError as exc:
+            t.problem("proxy", f"{exc} (or 'env' / 'none')")
     t.finish()
     if provider.kind not in KINDS:  # a missing kind is already a problem ("required")
         if t.has("kind"):

@@ -48,7 +48,7 @@ class Request:
 class HttpConnection:
     __slots__ = ("_chunked", "_h11", "closed", "peer_eof", "stream")
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         self.peer_eof = False
@@ -96,7 +96,7 @@ class HttpConnection:
 
     async def _receive(self) -> bytes:
         try:
-            data = await self.stream.receive_some(RECV_BYTES)
+            data = bytes(await self.stream.receive_some(RECV_BYTES))
         except trio.BrokenResourceError:
             data = b""
         if not data:
@@ -179,7 +179,11 @@ class HttpConnection:
         """Abort the connection with a TCP RST (SO_LINGER 0, then close)."""
         if self.closed:
             return
-        self.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tcp = self.stream
+        if isinstance(tcp, trio.SSLStream):  # under TLS: the TCP stream beneath
+            tcp = tcp.transport_stream
+        assert isinstance(tcp, trio.SocketStream)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await self.aclose()
 
     async def aclose(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import ssl
 import time
 
 import h11
@@ -75,18 +76,26 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        tls: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until cancelled; ``task_status.started(bound_port)``."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        task_status.started(listeners[0].socket.getsockname()[1])
+        """Serve until cancelled; ``task_status.started(bound_port)``.
+
+        With ``tls`` (a server context holding the certificate), every
+        connection is TLS: the simulator behind TLS, as real providers are.
+        """
+        tcp = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(tcp[0].socket.getsockname()[1])
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+        if tls is not None:
+            listeners = [trio.SSLListener(t, tls, https_compatible=True) for t in tcp]
         await trio.serve_listeners(self._serve_connection, listeners)
 
     def reset(self) -> None:
         self.stats.reset()
         self._chat_requests = 0
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         self.stats.connections += 1
         conn = HttpConnection(stream)
         try:
@@ -108,7 +117,7 @@ class Simulator:
                 if await self._exchange(conn, req) != "keep" or not conn.next_cycle():
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client vanished between requests
+            pass  # the client vanished between requests (or failed its TLS handshake)
         except Exception:
             self.stats.internal_errors += 1
             log.exception("simulator connection failed")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 
@@ -174,7 +174,7 @@ class AttemptRunner:
             completion: Completion | None = None
             decoder = adapter.new_stream_decoder()
             parser = SSEParser()
-            chunks: AsyncIterator[bytes] | None = None
+            resp: UpstreamResponse | None = None
             with trio.move_on_after(t.first_byte) as first_byte_scope:
                 try:
                     resp = await stack.enter_async_context(
@@ -185,31 +185,29 @@ class AttemptRunner:
                 if resp.status >= 400:
                     raise await self._classify(resp, adapter)
                 if self.req.stream:
-                    chunks = resp.chunks()
-                    stack.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
-                    first = await self._first_events(chunks, parser, decoder, meter)
+                    first = await self._first_events(resp, parser, decoder, meter)
             if first_byte_scope.cancelled_caught:
                 raise AttemptFailed(
                     ErrorKind.UPSTREAM_TIMEOUT, f"first byte timeout: {t.first_byte:g}s"
                 )
+            assert resp is not None
             if not self.req.stream:
                 completion = await self._read_completion(resp, adapter, meter)
                 if claim(attempt):
                     await self.out.send(Won(attempt, completion))
                 return
-            assert chunks is not None
             if not claim(attempt):
                 return
             await self.out.send(Won(attempt))
             for event in first:
                 await self.out.send(event)
-            await self._relay(attempt, chunks, parser, decoder, meter, t.idle)
+            await self._relay(attempt, resp, parser, decoder, meter, t.idle)
 
     async def _first_events(
-        self, chunks: AsyncIterator[bytes], parser: SSEParser, decoder: StreamDecoder, meter: Meter
+        self, resp: UpstreamResponse, parser: SSEParser, decoder: StreamDecoder, meter: Meter
     ) -> list[StreamEvent]:
         try:
-            async for chunk in chunks:
+            while chunk := await resp.receive():
                 events = self._decode(chunk, parser, decoder, meter)
                 if events or decoder.done:
                     return events
@@ -232,7 +230,7 @@ class AttemptRunner:
     async def _relay(
         self,
         attempt: Attempt,
-        chunks: AsyncIterator[bytes],
+        resp: UpstreamResponse,
         parser: SSEParser,
         decoder: StreamDecoder,
         meter: Meter,
@@ -241,12 +239,12 @@ class AttemptRunner:
         while not decoder.done:
             with trio.move_on_after(idle) as idle_scope:
                 try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    await self._fail_midstream("upstream closed the stream before its end")
-                    return
+                    chunk = await resp.receive()
                 except UpstreamIOError as exc:
                     await self._fail_midstream(f"upstream connection broke: {exc}")
+                    return
+                if not chunk:
+                    await self._fail_midstream("upstream closed the stream before its end")
                     return
             if idle_scope.cancelled_caught:
                 await self._fail_midstream(f"idle timeout: no chunk for {idle:g}s")

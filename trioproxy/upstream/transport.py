@@ -2,28 +2,49 @@
 
 One small seam, :class:`Transport`, opens one upstream HTTP exchange and
 yields an :class:`UpstreamResponse` once the status line and headers are in.
-:class:`HttpTransport` implements it on httpx2 (same API as httpx, with a pool
-that holds up at many connections), one client and connection pool per provider. Transport exceptions are mapped here, by type,
-to :class:`UpstreamIOError` / :class:`UpstreamConnectError`; nothing above this
-module sees an httpx type. Read timeouts are not set on the client: the
-attempt wraps each read in its own named ``trio`` scope (first byte, idle,
-total), so a timeout says which budget ran out.
+:class:`HttpTransport` implements it on Trio sockets: per provider a bounded
+keep-alive :class:`~.pool.Pool` of HTTP/1.1 connections (:mod:`.http1`,
+responses parsed by httptools), TLS with verification and SNI, an optional
+``CONNECT`` proxy (:mod:`.connect`, :mod:`trioproxy.core.proxy`).
+
+Exceptions are mapped here, at the boundary, by type: nothing gets a
+connection within the connect timeout, or the connection or tunnel or TLS
+handshake fails -> :class:`UpstreamConnectError`; the exchange breaks after
+that -> :class:`UpstreamIOError`. Read timeouts are not set here: the attempt
+wraps each read in its own named ``trio`` scope (first byte, idle, total), so
+a timeout says which budget ran out.
+
+A request sent on a reused keep-alive connection that the provider had
+already closed (no byte of a response came back) is sent once more on a new
+connection: the provider never saw it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Protocol
 
-import httpx2
+import httptools
+import trio
 
 from trioproxy.config.model import ProviderConfig
+from trioproxy.core.proxy import ProxyPolicy
 from trioproxy.providers.base import UpstreamRequest
+from trioproxy.upstream.connect import Connector, Origin, ProxyRefused, tls_context
+from trioproxy.upstream.http1 import H1Connection, ProtocolError, request_head
+from trioproxy.upstream.pool import Pool, PoolTimeout
 
 ERROR_BODY_LIMIT = 64 * 1024
 """Bytes of an upstream error body we read (to relay its message)."""
+DRAIN_S = 1.0
+"""After a clean stream end ([DONE] / message_stop), how long we wait for the
+body's last bytes (the chunked terminator) so the connection can be reused."""
+DRAIN_BYTES = 64 * 1024
+
+_BROKEN = (OSError, trio.BrokenResourceError, ProtocolError, httptools.HttpParserError)
+"""What a broken connection raises below this module."""
 
 
 class UpstreamIOError(Exception):
@@ -31,15 +52,15 @@ class UpstreamIOError(Exception):
 
 
 class UpstreamConnectError(UpstreamIOError):
-    """No connection could be made (refused, DNS, TLS, connect timeout)."""
+    """No connection could be made (refused, DNS, proxy, TLS, connect timeout)."""
 
 
 class UpstreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; raises UpstreamIOError if the stream breaks."""
+    async def receive(self) -> bytes:
+        """The next body bytes as they arrive, ``b""`` at the end; raises UpstreamIOError."""
         ...
 
     async def read(self, limit: int) -> bytes:
@@ -53,77 +74,121 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[UpstreamResponse]: ...
 
 
-@dataclass(slots=True)
-class _HttpxResponse:
-    status: int
-    headers: Mapping[str, str]
-    _response: httpx2.Response
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    text = f"{type(exc).__name__}: {exc}"
+    if cause is not None and isinstance(exc, trio.BrokenResourceError):
+        text += f" ({type(cause).__name__}: {cause})"
+    return text
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+
+class _Response:
+    __slots__ = ("_conn", "headers", "status")
+
+    def __init__(self, conn: H1Connection) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self.headers: Mapping[str, str] = conn.headers
+
+    async def receive(self) -> bytes:
         try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
-        except httpx2.TransportError as exc:
-            raise UpstreamIOError(f"{type(exc).__name__}: {exc}") from exc
+            return await self._conn.receive()
+        except _BROKEN as exc:
+            raise UpstreamIOError(_describe(exc)) from exc
 
     async def read(self, limit: int) -> bytes:
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.chunks():
+        while chunk := await self.receive():
             if size < limit:
                 parts.append(chunk[: limit - size])
             size += len(chunk)
         return b"".join(parts)
 
+    async def drain(self) -> None:
+        """Read what is left of the body (bounded in time and bytes) for keep-alive."""
+        size = 0
+        with trio.move_on_after(DRAIN_S):
+            while size <= DRAIN_BYTES and (chunk := await self._conn.receive()):
+                size += len(chunk)
+
 
 class HttpTransport:
-    """httpx2 clients, one per provider, created lazily and closed by :meth:`aclose`."""
+    """One connection pool per provider, created on first use; see the module doc."""
 
-    def __init__(self, providers: Mapping[str, ProviderConfig]) -> None:
+    def __init__(
+        self, providers: Mapping[str, ProviderConfig], env: Mapping[str, str] | None = None
+    ) -> None:
         self._providers = providers
-        self._clients: dict[str, httpx2.AsyncClient] = {}
+        self._proxies = ProxyPolicy.from_env(os.environ if env is None else env)
+        self._pools: dict[str, Pool] = {}
 
-    def _client(self, provider: ProviderConfig) -> httpx2.AsyncClient:
-        client = self._clients.get(provider.name)
-        if client is None:
-            limits = httpx2.Limits(
-                max_connections=provider.max_connections,
-                max_keepalive_connections=provider.max_connections,
-                keepalive_expiry=30.0,
+    def pool(self, provider: ProviderConfig) -> Pool:
+        pool = self._pools.get(provider.name)
+        if pool is None:
+            origin = Origin.from_url(provider.base_url)
+            tls = tls_context(provider.ca_file) if origin.scheme == "https" else None
+            proxy = self._proxies.for_target(
+                origin.scheme, origin.host, origin.port, provider.proxy
             )
-            client = httpx2.AsyncClient(
-                base_url=provider.base_url, limits=limits, timeout=None, trust_env=False
-            )
-            self._clients[provider.name] = client
-        return client
+            connector = Connector(origin, tls, proxy)
+            pool = Pool(connector, provider.max_connections, provider.pool_idle_s)
+            self._pools[provider.name] = pool
+        return pool
+
+    async def _connect(self, pool: Pool, connect_timeout: float) -> tuple[H1Connection, bool]:
+        try:
+            return await pool.acquire(connect_timeout)
+        except (PoolTimeout, ProxyRefused) as exc:
+            raise UpstreamConnectError(str(exc)) from exc
+        except (*_BROKEN, ValueError) as exc:  # ValueError: e.g. an IDNA host name
+            raise UpstreamConnectError(_describe(exc)) from exc
 
     @asynccontextmanager
     async def open(
         self, provider: ProviderConfig, request: UpstreamRequest, *, connect_timeout: float
     ) -> AsyncIterator[UpstreamResponse]:
-        client = self._client(provider)
-        req = client.build_request(
-            "POST",
-            request.path,
-            content=request.body,
-            headers=list(request.headers),
-            timeout=httpx2.Timeout(None, connect=connect_timeout, pool=connect_timeout),
-        )
+        pool = self.pool(provider)
+        origin = pool.connector.origin
+        head = request_head(
+            "POST", origin.prefix + request.path, origin.authority, request.headers,
+            len(request.body),
+        )  # fmt: skip
+        while True:
+            conn, reused = await self._connect(pool, connect_timeout)
+            try:
+                await conn.send_request(head, request.body)
+                await conn.read_head()
+            except _BROKEN as exc:
+                pool.discard(conn)
+                if reused and conn.received_nothing:
+                    continue  # a stale keep-alive connection: the provider never saw it
+                raise UpstreamIOError(_describe(exc)) from exc
+            except BaseException:
+                pool.discard(conn)
+                raise
+            break
+        response = _Response(conn)
         try:
-            response = await client.send(req, stream=True)
-        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
-            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
-        except httpx2.TransportError as exc:
-            raise UpstreamIOError(f"{type(exc).__name__}: {exc}") from exc
-        try:
-            yield _HttpxResponse(response.status_code, response.headers, response)
-        finally:
-            await response.aclose()
+            yield response
+        except BaseException:
+            pool.discard(conn)
+            raise
+        if not conn.complete:
+            try:
+                await response.drain()
+            except _BROKEN:
+                pass  # not reusable: release() below closes it
+            except BaseException:
+                pool.discard(conn)
+                raise
+        pool.release(conn)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        await trio.lowlevel.checkpoint()
 
 
 __all__ = [

@@ -1,0 +1,155 @@
+"""Test servers for the upstream transport: the simulator behind TLS, a CONNECT proxy,
+and a keep-alive server that drops connections the way real providers do."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+
+import h11
+import trio
+import trustme
+
+from trioproxy.simulator import Simulator
+
+
+@dataclass
+class TlsSim:
+    sim: Simulator
+    port: int
+    ca_file: str
+    """PEM of the test CA that signed the simulator's certificate."""
+    sni: list[str | None] = field(default_factory=list)
+    """Server names the clients asked for (SNI), one per TLS handshake."""
+
+
+async def start_tls_simulator(nursery: trio.Nursery, *names: str) -> TlsSim:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*(names or ("localhost",))).configure_cert(server_ctx)
+    ca_file = tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False)
+    ca_file.write(ca.cert_pem.bytes())
+    ca_file.close()
+    sim = Simulator()
+    seen: list[str | None] = []
+    server_ctx.sni_callback = lambda _sock, name, _ctx: seen.append(name)  # type: ignore[assignment,misc,return-value]
+    port = await nursery.start(
+        lambda task_status: sim.serve(tls=server_ctx, task_status=task_status)
+    )
+    return TlsSim(sim, port, ca_file.name, seen)
+
+
+@dataclass
+class ConnectProxy:
+    """An HTTP CONNECT proxy that sends every tunnel to 127.0.0.1 (any host name)."""
+
+    port: int = 0
+    requests: list[str] = field(default_factory=list)
+    """The CONNECT targets asked for, in order."""
+    auth: list[str | None] = field(default_factory=list)
+    refuse: int | None = None
+    """Answer every CONNECT with this status instead of opening a tunnel."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._client, listeners)
+
+    async def _client(self, client: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with client:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await client.receive_some(65536))
+                    continue
+                break
+            if not isinstance(event, h11.Request) or event.method != b"CONNECT":
+                return
+            target = event.target.decode()
+            self.requests.append(target)
+            self.auth.append(
+                next((v.decode() for k, v in event.headers if k == b"proxy-authorization"), None)
+            )
+            if self.refuse is not None:
+                headers = [(b"content-length", b"0")]
+                await client.send_all(
+                    conn.send(h11.Response(status_code=self.refuse, headers=headers))
+                )
+                return
+            port = int(target.rsplit(":", 1)[1])
+            upstream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with upstream:
+                await client.send_all(conn.send(h11.Response(status_code=200, headers=[])))
+                extra, _ = conn.trailing_data
+                if extra:
+                    await upstream.send_all(extra)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_pipe, client, upstream, nursery.cancel_scope)
+                    nursery.start_soon(_pipe, upstream, client, nursery.cancel_scope)
+
+
+async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+    try:
+        while data := await src.receive_some(65536):
+            await dst.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    scope.cancel()
+
+
+@dataclass
+class FlakyKeepAlive:
+    """Answers OpenAI-shaped JSON with keep-alive, then misbehaves on the connection.
+
+    ``mode="close_after"``: closes the socket right after each response (the
+    client finds it dead when idle). ``mode="drop_second"``: reads the second
+    request on a connection and closes without answering (a stale keep-alive
+    connection the client could not have detected).
+    """
+
+    mode: str
+    port: int = 0
+    connections: int = 0
+    answered: int = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._client, listeners)
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        served = 0
+        async with stream:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.EndOfMessage):
+                    if self.mode == "drop_second" and served == 1:
+                        return
+                    body = b'{"id":"x","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+                    headers = [(b"content-type", b"application/json"),
+                               (b"content-length", str(len(body)).encode())]  # fmt: skip
+                    out = conn.send(h11.Response(status_code=200, headers=headers))
+                    out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                    served += 1
+                    self.answered += 1  # before the write: the client may finish first
+                    await stream.send_all(out)
+                    if self.mode == "close_after":
+                        return
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+
+
+__all__ = ["ConnectProxy", "FlakyKeepAlive", "TlsSim", "start_tls_simulator"]
