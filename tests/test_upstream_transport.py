@@ -3,10 +3,15 @@ CONNECT proxies, dead and stale connections, the connect timeout, exception mapp
 
 from __future__ import annotations
 
+import dataclasses
+
+import openai
 import orjson
 import pytest
 import trio
 
+from tests.fixtures_gateway import start_gateway
+from tests.settings_factory import KEY, chain_settings
 from tests.upstream_servers import ConnectProxy, FlakyKeepAlive, start_tls_simulator
 from trioproxy.config.model import ProviderConfig
 from trioproxy.providers.base import UpstreamRequest
@@ -233,3 +238,20 @@ async def test_proxy_refusing_connect_is_a_connect_error(nursery: trio.Nursery) 
     t = HttpTransport({}, env={"HTTPS_PROXY": f"127.0.0.1:{proxy.port}"})
     with pytest.raises(UpstreamConnectError, match="HTTP 407"):
         await complete(t, provider("https://api.example.test"), chat())
+
+
+async def test_gateway_streams_from_a_tls_provider_with_the_sdk(nursery: trio.Nursery) -> None:
+    tls = await start_tls_simulator(nursery, "localhost")
+    base = chain_settings([f"https://localhost:{tls.port}"])
+    p0 = dataclasses.replace(base.providers["p0"], ca_file=tls.ca_file)
+    g = await start_gateway(nursery, dataclasses.replace(base, providers={"p0": p0}))
+
+    def sdk() -> str:
+        client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="r", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    text = await trio.to_thread.run_sync(sdk)
+    assert text and tls.sim.stats.output_tokens > 0 and tls.sni == ["localhost"]
