@@ -7,7 +7,11 @@ the simulator's own ``/_sim/stats`` (one chunk = one output token), and its CPU
 time from ``/proc/<pid>/stat``.
 
     .venv/bin/python loadtest/sim_bench.py [--streams 200] [--tokens 1000] [--seconds 5]
-        [--chunk-ms 0]
+        [--chunk-ms 0] [--load] [--cpu N]
+
+``--load`` runs the load mode (``trioproxy simulate --load``: precomputed bytes,
+one write per chunk, one scheduler); ``--cpu N`` pins the simulator to CPU N
+(``taskset``) so "chunks per simulator CPU-second" is one core's rate.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ async def bench(
     chunks = stats["output_tokens"]
     print(
         f"streams={streams} tokens/stream={tokens} chunk_ms={chunk_ms} wall={elapsed:.2f}s "
-        f"responses={done} chunks={chunks} internal_errors={stats['internal_errors']}"
+        f"responses={done} chunks={chunks} internal_errors={stats.get('internal_errors', 0)}"
     )
     print(f"simulator cpu={cpu:.2f}s ({cpu / elapsed:.0%} of one core)")
     print(f"chunks/s (wall) = {chunks / elapsed:,.0f}")
@@ -117,9 +121,16 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--chunk-ms", type=float, default=0.0, help="delay between chunks")
+    parser.add_argument("--load", action="store_true", help="the simulator's load mode")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the simulator to this CPU")
     args = parser.parse_args()
     code = "from trioproxy.simulator import main_simulate; main_simulate('127.0.0.1', 0)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    if args.load:
+        code = "from trioproxy.simulator.load import main_load; main_load('127.0.0.1', 0, 50, 20)"
+    argv = [sys.executable, "-c", code]
+    if args.cpu is not None:
+        argv = ["taskset", "-c", str(args.cpu), *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -147,6 +147,11 @@ async def _serve_in_process(config: Any) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.load:
+        from trioproxy.simulator.load import main_load
+
+        main_load(args.host, args.port, args.tokens, args.chunk_ms)
+        return 0
     from trioproxy.simulator import main_simulate
 
     main_simulate(args.host, args.port)
@@ -206,6 +211,12 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     m.add_argument("--host", default="127.0.0.1", help="address to listen on")
     m.add_argument("--port", type=int, default=DEFAULT_SIM_PORT, help="port to listen on")
+    m.add_argument(
+        "--load", action="store_true",
+        help="load mode: precomputed answers, one write per chunk (simulator/load.py)",
+    )  # fmt: skip
+    m.add_argument("--tokens", type=int, default=50, help="load mode: content chunks per answer")
+    m.add_argument("--chunk-ms", type=float, default=20.0, help="load mode: ms between chunks")
     m.set_defaults(func=cmd_simulate)
     sub.add_parser(
         "report", help="spend by team/feature/user/model/route/day from the ledger "
