@@ -244,6 +244,8 @@ class ChatHandler:
         delivery = Delivery()
         keep = cache_plan is not None or (trace is not None and trace.log_prompts)
         collector = StreamCollector() if keep and facts.req.stream else None
+        # same-wire streams go through verbatim unless something needs every event decoded
+        runner.passthrough = runner.on_progress is None and collector is None
 
         async def produce() -> None:
             async with send_ch:

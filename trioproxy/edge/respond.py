@@ -17,7 +17,7 @@ from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Send, send_whole
 from trioproxy.errors import GatewayError
 from trioproxy.pipeline.caching import StreamCollector
-from trioproxy.upstream.attempt import Failed, Item, Won
+from trioproxy.upstream.attempt import Failed, Item, Raw, Won
 
 
 @dataclass(slots=True)
@@ -79,13 +79,16 @@ async def relay(
             break
         parts: list[bytes] = []
         while True:  # coalesce what is already waiting: one write, one syscall
-            if isinstance(item, Failed):
+            if isinstance(item, Raw):  # passthrough: upstream bytes as they are
+                parts.append(item.data)
+            elif isinstance(item, Failed):
                 failed = item.error
                 break
-            assert not isinstance(item, Won)
-            if collector is not None:
-                collector.observe(item)
-            parts.append(encoder.encode(item))
+            else:
+                assert not isinstance(item, Won)
+                if collector is not None:
+                    collector.observe(item)
+                parts.append(encoder.encode(item))
             try:
                 item = recv.receive_nowait()
             except trio.WouldBlock:
@@ -99,6 +102,8 @@ async def relay(
     if failed is not None:
         delivery.error = failed
         tail = encoder.error(failed)
+    elif first.passthrough:
+        tail = b""  # the upstream's own end events ([DONE], message_stop) went through
     else:
         tail = encoder.finish()
         if collector is not None:

@@ -46,6 +46,7 @@ from trioproxy.core.types import (
 )
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.base import ProviderAdapter, StreamDecoder
+from trioproxy.providers.passthrough import PassthroughTap, Tapped
 from trioproxy.providers.registry import adapter_for
 from trioproxy.upstream.race import Attempt, AttemptFailed
 from trioproxy.upstream.transport import (
@@ -63,6 +64,8 @@ class Won:
     attempt: Attempt
     completion: Completion | None = None
     """Set for non-stream requests."""
+    passthrough: bool = False
+    """The stream comes as :class:`Raw` bytes, the upstream's own end events included."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,14 @@ class Failed:
     error: GatewayError
 
 
-Item = Won | Failed | StreamEvent
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """Upstream SSE bytes to relay as they are: complete events in the caller's dialect."""
+
+    data: bytes
+
+
+Item = Won | Failed | Raw | StreamEvent
 
 
 @dataclass(slots=True)
@@ -127,8 +137,12 @@ class AttemptRunner:
     on_attempt: Callable[[Attempt], tuple[tuple[str, str], ...]] | None = None
     """Called as an attempt starts; returns extra upstream headers (a trace's ``traceparent``)."""
     on_progress: Callable[[Attempt, Meter], Awaitable[None]] | None = None
-    """Called by the winner after each upstream chunk (budget metering); a
+    """Called by the winner after each upstream event (budget metering); a
     ``GatewayError`` from it ends the stream with that error."""
+    passthrough: bool = False
+    """Relay same-wire streams verbatim (:mod:`trioproxy.providers.passthrough`). The
+    handler sets it only when nothing needs every event decoded: no per-chunk budget
+    metering (``on_progress``), no stream caching."""
     meters: dict[int, Meter] = field(default_factory=dict)
 
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
@@ -169,8 +183,13 @@ class AttemptRunner:
         if self.on_attempt is not None:
             upreq = replace(upreq, headers=(*upreq.headers, *self.on_attempt(attempt)))
         t = attempt.target.timeouts
+        tap = (
+            PassthroughTap(adapter.wire, include_usage=self.req.include_usage)
+            if self.passthrough and self.req.stream and adapter.wire == self.req.dialect
+            else None
+        )
         async with AsyncExitStack() as stack:
-            first: list[StreamEvent] = []
+            first: list[Item] = []
             completion: Completion | None = None
             decoder = adapter.new_stream_decoder()
             parser = SSEParser()
@@ -185,7 +204,7 @@ class AttemptRunner:
                 if resp.status >= 400:
                     raise await self._classify(resp, adapter)
                 if self.req.stream:
-                    first = await self._first_events(resp, parser, decoder, meter)
+                    first = await self._first_items(resp, tap, parser, decoder, meter)
             if first_byte_scope.cancelled_caught:
                 raise AttemptFailed(
                     ErrorKind.UPSTREAM_TIMEOUT, f"first byte timeout: {t.first_byte:g}s"
@@ -198,34 +217,61 @@ class AttemptRunner:
                 return
             if not claim(attempt):
                 return
-            await self.out.send(Won(attempt))
-            for event in first:
-                await self.out.send(event)
-            await self._relay(attempt, resp, parser, decoder, meter, t.idle)
+            await self.out.send(Won(attempt, passthrough=tap is not None))
+            for item in first:
+                await self.out.send(item)
+            if tap is not None:
+                await self._relay_verbatim(resp, tap, meter, t.idle)
+            else:
+                await self._relay(attempt, resp, parser, decoder, meter, t.idle)
 
-    async def _first_events(
-        self, resp: UpstreamResponse, parser: SSEParser, decoder: StreamDecoder, meter: Meter
-    ) -> list[StreamEvent]:
+    async def _first_items(
+        self, resp: UpstreamResponse, tap: PassthroughTap | None, parser: SSEParser,
+        decoder: StreamDecoder, meter: Meter,
+    ) -> list[Item]:  # fmt: skip
+        """Read until the first event: what the attempt relays when it wins."""
+        raw: list[bytes] = []
         try:
             while chunk := await resp.receive():
-                events = self._decode(chunk, parser, decoder, meter)
+                if tap is not None:
+                    got = tap.feed(chunk)
+                    _meter_tapped(meter, got)
+                    if got.forward:
+                        raw.append(got.forward)
+                    if got.events or tap.done:
+                        return [Raw(b"".join(raw))] if raw else []
+                    continue
+                events = self._decode(chunk, parser, decoder)
+                for event in events:
+                    meter.received_any = True
+                    meter.observe(event)
                 if events or decoder.done:
-                    return events
+                    return list(events)
         except (UpstreamIOError, ValueError, ProviderError) as exc:
             raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {exc}") from exc
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, "stream ended before any event")
 
     @staticmethod
-    def _decode(
-        chunk: bytes, parser: SSEParser, decoder: StreamDecoder, meter: Meter
-    ) -> list[StreamEvent]:
+    def _decode(chunk: bytes, parser: SSEParser, decoder: StreamDecoder) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         for sse in parser.feed(chunk):
-            for event in decoder.feed(sse):
-                meter.received_any = True
-                meter.observe(event)
-                out.append(event)
+            out.extend(decoder.feed(sse))
         return out
+
+    async def _next_chunk(self, resp: UpstreamResponse, idle: float) -> bytes | None:
+        """The next upstream bytes, or None once a mid-stream failure has been sent."""
+        with trio.move_on_after(idle):
+            try:
+                chunk = await resp.receive()
+            except UpstreamIOError as exc:
+                await self._fail_midstream(f"upstream connection broke: {exc}")
+                return None
+            if not chunk:
+                await self._fail_midstream("upstream closed the stream before its end")
+                return None
+            return chunk
+        await self._fail_midstream(f"idle timeout: no chunk for {idle:g}s")
+        return None
 
     async def _relay(
         self,
@@ -236,21 +282,12 @@ class AttemptRunner:
         meter: Meter,
         idle: float,
     ) -> None:
+        """The decoding relay: canonical events, metered (and budget-checked) one by one."""
         while not decoder.done:
-            with trio.move_on_after(idle) as idle_scope:
-                try:
-                    chunk = await resp.receive()
-                except UpstreamIOError as exc:
-                    await self._fail_midstream(f"upstream connection broke: {exc}")
-                    return
-                if not chunk:
-                    await self._fail_midstream("upstream closed the stream before its end")
-                    return
-            if idle_scope.cancelled_caught:
-                await self._fail_midstream(f"idle timeout: no chunk for {idle:g}s")
+            if (chunk := await self._next_chunk(resp, idle)) is None:
                 return
             try:
-                events = self._decode(chunk, parser, decoder, meter)
+                events = self._decode(chunk, parser, decoder)
             except ProviderError as exc:
                 await self.out.send(Failed(exc))
                 return
@@ -258,13 +295,34 @@ class AttemptRunner:
                 await self._fail_midstream(f"malformed upstream event: {exc}")
                 return
             for event in events:
+                meter.received_any = True
+                meter.observe(event)
                 await self.out.send(event)
-            if self.on_progress is not None and events:
-                try:
-                    await self.on_progress(attempt, meter)
-                except GatewayError as exc:
-                    await self.out.send(Failed(exc))
-                    return
+                if self.on_progress is not None:
+                    try:
+                        await self.on_progress(attempt, meter)
+                    except GatewayError as exc:
+                        await self.out.send(Failed(exc))
+                        return
+
+    async def _relay_verbatim(
+        self, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter, idle: float
+    ) -> None:
+        """The passthrough relay: upstream bytes as they are, cut at event boundaries."""
+        while not tap.done:
+            if (chunk := await self._next_chunk(resp, idle)) is None:
+                return
+            try:
+                got = tap.feed(chunk)
+            except ProviderError as exc:
+                await self.out.send(Failed(exc))
+                return
+            except ValueError as exc:
+                await self._fail_midstream(f"malformed upstream event: {exc}")
+                return
+            _meter_tapped(meter, got)
+            if got.forward:
+                await self.out.send(Raw(got.forward))
 
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
@@ -308,6 +366,14 @@ class AttemptRunner:
         )
 
 
+def _meter_tapped(meter: Meter, got: Tapped) -> None:
+    if got.content_events or got.events:
+        meter.received_any = True
+    meter.output_estimate += got.output_tokens
+    for event in got.events:
+        meter.observe(event)
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds from a ``retry-after`` header (delta-seconds or HTTP date)."""
     if not value:
@@ -323,4 +389,4 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
-__all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Won", "parse_retry_after"]
+__all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Raw", "Won", "parse_retry_after"]

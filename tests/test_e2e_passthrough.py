@@ -1,0 +1,106 @@
+"""Same-wire streams are relayed verbatim; everything else goes through the decoder.
+
+The simulator's OpenAI chunks carry ``system_fingerprint``, which the gateway's own
+OpenAI encoder never writes: its presence in what the caller receives shows the
+upstream bytes went through as they are.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import trio
+
+from tests.fixtures_gateway import start_gateway, start_simulator
+from tests.settings_factory import KEY, chain_settings
+from trioproxy.config import hash_key, parse_settings
+from trioproxy.simulator.faults import Fault
+
+AUTH = {"authorization": f"Bearer {KEY}"}
+MSGS = [{"role": "user", "content": "hello there"}]
+MARK = "fp_trioproxy_sim"
+
+
+async def stream_text(url: str, path: str, body: dict[str, Any]) -> str:
+    headers = {**AUTH, "anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(url + path, json={**body, "stream": True}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+async def test_openai_same_wire_is_verbatim_and_sdk_reads_it(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=25))
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    text = await stream_text(g.url, "/v1/chat/completions", {"model": "r", "messages": MSGS})
+    assert MARK in text and text.endswith("data: [DONE]\n\n")
+    assert text.count("data: [DONE]") == 1
+    assert '"usage":{' not in text  # the caller did not ask; the gateway did, upstream
+    opts = {"stream_options": {"include_usage": True}}
+    text = await stream_text(g.url, "/v1/chat/completions", {"model": "r", "messages": MSGS, **opts})
+    assert '"usage":{' in text and '"completion_tokens":25' in text
+
+    def sdk() -> tuple[str, int]:
+        client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+        parts, usage = [], 0
+        for chunk in client.chat.completions.create(
+            model="r", messages=MSGS, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+        ):
+            parts += [c.delta.content or "" for c in chunk.choices]
+            usage = chunk.usage.completion_tokens if chunk.usage else usage
+        return "".join(parts), usage
+
+    answer, usage = await trio.to_thread.run_sync(sdk)
+    assert answer and usage == 25
+    records = [r for r in g.sink.records if r.kind == "request"]
+    assert [r.output_tokens for r in records] == [25, 25, 25] and not any(r.estimated for r in records)
+
+
+async def test_anthropic_same_wire_is_verbatim(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=15))
+    g = await start_gateway(nursery, chain_settings([sim.url], kinds=["anthropic"]))
+    body = {"model": "r", "messages": MSGS, "max_tokens": 100}
+    text = await stream_text(g.url, "/v1/messages", body)
+    assert text.count("event: message_stop") == 1 and text.rstrip().endswith('{"type":"message_stop"}')
+
+    def sdk() -> str:
+        client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        with client.messages.stream(model="r", max_tokens=100, messages=MSGS) as s:  # type: ignore[arg-type]
+            return s.get_final_text()
+
+    assert await trio.to_thread.run_sync(sdk)
+    record = [r for r in g.sink.records if r.kind == "request"][-1]
+    assert record.output_tokens == 15 and not record.estimated
+
+
+async def test_translation_caching_and_metering_use_the_decoder(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=10))
+    # the caller speaks Anthropic, the provider OpenAI: translated, not verbatim
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    body = {"model": "r", "messages": MSGS, "max_tokens": 50}
+    assert MARK not in await stream_text(g.url, "/v1/messages", body)
+    # stream caching on the route, or a capped reservation metered along the stream: every
+    # event is decoded; a plain (uncapped) budget does not need it
+    for route, verbatim in (
+        ({"cache": {"exact_ttl_s": 60}}, False),
+        ({"reservation_cap_usd": 0.001}, False),
+        ({}, True),
+    ):
+        settings = parse_settings(
+            {
+                "storage": {"state_dir": tempfile.mkdtemp(prefix="tp-pt-")},
+                "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
+                "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+                "routes": {"r": {"chains": {"default": [{"model": "m"}]}, **route}},
+                "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t", "user": "u"}],
+                "budgets": {"teams": {"t": {"daily_usd": 100}}},
+            },
+            env={"K": "x"},
+        )
+        g2 = await start_gateway(nursery, settings)
+        body = {"model": "r", "messages": MSGS, "temperature": 0}
+        assert (MARK in await stream_text(g2.url, "/v1/chat/completions", body)) == verbatim, route

@@ -1,0 +1,128 @@
+"""The passthrough tap (pure): forwards same-wire SSE bytes at event boundaries, decodes only
+the events the gateway needs, and meters content exactly as the decoding path does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from trioproxy.core.sse import SSEParser
+from trioproxy.core.types import Dialect, StreamEvent, StreamStart, UsageReport
+from trioproxy.errors import ProviderError
+from trioproxy.providers.passthrough import PassthroughTap
+from trioproxy.providers.registry import adapter_for
+from trioproxy.simulator.anthropic_wire import ANTHROPIC
+from trioproxy.simulator.openai_wire import OPENAI
+from trioproxy.simulator.plan import Intent, make_plan
+from trioproxy.upstream.attempt import Meter
+
+TOOL = ("get_weather", "city")
+
+
+def stream_bytes(wire: Dialect, tokens: int, *, tool: bool = False, usage: bool = True) -> bytes:
+    w = OPENAI if wire == "openai" else ANTHROPIC
+    intent = Intent("m", 12, "what is the weather", None, True, usage, TOOL if tool else None)
+    plan = make_plan(intent, tokens, "id-", 0)
+    encode = w.chunk_encoder(plan)
+    return w.stream_head(plan) + b"".join(encode(p) for p in plan.pieces) + w.stream_tail(plan)
+
+
+def decoded_meter(wire: Dialect, data: bytes) -> tuple[Meter, list[StreamEvent]]:
+    """The full decoding path's view of the same bytes (the reference)."""
+    parser, decoder, meter = SSEParser(), adapter_for(wire).new_stream_decoder(), Meter()
+    events: list[StreamEvent] = []
+    for sse in parser.feed(data):
+        for event in decoder.feed(sse):
+            meter.observe(event)
+            events.append(event)
+    return meter, events
+
+
+def splits(data: bytes, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out, i = [], 0
+    while i < len(data):
+        n = rng.randint(1, 300)
+        out.append(data[i : i + n])
+        i += n
+    return out
+
+
+def tap_all(tap: PassthroughTap, pieces: list[bytes]) -> tuple[bytes, int, list[StreamEvent]]:
+    forward, tokens, events = b"", 0, []
+    for piece in pieces:
+        got = tap.feed(piece)
+        forward += got.forward
+        tokens += got.output_tokens
+        events += got.events
+    return forward, tokens, events
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("tool", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_forwards_verbatim_and_meters_like_the_decoder(wire: Dialect, tool: bool, seed: int) -> None:
+    data = stream_bytes(wire, 40 + seed, tool=tool)
+    tap = PassthroughTap(wire, include_usage=True)
+    forward, tokens, events = tap_all(tap, splits(data, seed))
+    assert forward == data and tap.done
+    reference, ref_events = decoded_meter(wire, data)
+    meter = Meter()
+    for e in events:
+        meter.observe(e)
+    assert tokens + meter.output_estimate == reference.output_estimate
+    assert meter.usage == reference.usage and meter.usage is not None
+    assert isinstance(events[0], StreamStart) and events[0] == ref_events[0]
+    assert meter.input_tokens == reference.input_tokens
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_crlf_framing_is_normalised_to_the_same_events(wire: Dialect) -> None:
+    data = stream_bytes(wire, 30)
+    crlf = data.replace(b"\n", b"\r\n")
+    tap = PassthroughTap(wire, include_usage=True)
+    forward, tokens, _ = tap_all(tap, [*splits(crlf, 3), b"\r\n"])
+    assert forward == data and tap.done
+    assert tokens == decoded_meter(wire, data)[0].output_estimate
+
+
+def test_openai_usage_chunk_is_dropped_when_the_caller_did_not_ask() -> None:
+    data = stream_bytes("openai", 20)
+    tap = PassthroughTap("openai", include_usage=False)
+    forward, _, events = tap_all(tap, [data])
+    assert b'"usage":{' not in forward and forward.endswith(b"data: [DONE]\n\n")
+    assert any(isinstance(e, UsageReport) for e in events)  # still metered
+
+
+def test_a_cut_stream_meters_only_complete_events() -> None:
+    data = stream_bytes("openai", 20)
+    cut = data[: data.index(b"\n\n", len(data) // 2) + 5]  # stops inside an event
+    tap = PassthroughTap("openai", include_usage=True)
+    forward, tokens, _ = tap_all(tap, [cut])
+    assert not tap.done and forward == cut[: cut.rindex(b"\n\n") + 2]
+    assert tokens + 0 == decoded_meter("openai", forward)[0].output_estimate
+
+
+@pytest.mark.parametrize(
+    ("wire", "event"),
+    [
+        ("openai", b'data: {"error":{"message":"overloaded"}}\n\n'),
+        ("anthropic", b'event: error\ndata: {"type":"error","error":{"message":"overloaded"}}\n\n'),
+    ],
+)
+def test_error_events_raise_like_the_decoder(wire: Dialect, event: bytes) -> None:
+    data = stream_bytes(wire, 10)
+    head = data[: data.index(b"\n\n") + 2]
+    tap = PassthroughTap(wire, include_usage=True)
+    tap.feed(head)
+    with pytest.raises(ProviderError, match="overloaded"):
+        tap.feed(event)
+
+
+def test_garbage_content_is_a_value_error() -> None:
+    tap = PassthroughTap("openai", include_usage=True)
+    data = stream_bytes("openai", 3)
+    tap.feed(data[: data.index(b"\n\n") + 2])
+    with pytest.raises(ValueError):
+        tap.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}\n\n')
