@@ -55,7 +55,12 @@ class PassthroughTap:
     """Per-stream state; ``feed`` raises ``ValueError`` on garbage and the decoder's
     :class:`~trioproxy.errors.ProviderError` on an upstream error event."""
 
+    WIRES: frozenset[Dialect] = frozenset({"openai", "anthropic"})
+    """The wires relayed verbatim (the Responses API streams go through the decoder)."""
+
     def __init__(self, wire: Dialect, *, include_usage: bool) -> None:
+        if wire not in self.WIRES:
+            raise ValueError(f"no passthrough for the {wire!r} wire")
         self.wire = wire
         self._decoder: StreamDecoder = (
             OpenAIStreamDecoder() if wire == "openai" else AnthropicStreamDecoder()

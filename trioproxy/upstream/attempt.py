@@ -185,7 +185,10 @@ class AttemptRunner:
         t = attempt.target.timeouts
         tap = (
             PassthroughTap(adapter.wire, include_usage=self.req.include_usage)
-            if self.passthrough and self.req.stream and adapter.wire == self.req.dialect
+            if self.passthrough
+            and self.req.stream
+            and adapter.wire == self.req.dialect
+            and adapter.wire in PassthroughTap.WIRES
             else None
         )
         async with AsyncExitStack() as stack:
