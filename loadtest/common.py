@@ -130,30 +130,30 @@ def start(
         time.sleep(0.1)
 
 
-def source_tree() -> Path:
-    """The trioproxy sources to run: a snapshot of the last commit (``git archive HEAD``).
+def source_tree(commit: str = "HEAD") -> Path:
+    """The trioproxy sources to run: a snapshot of a commit (``git archive``, default HEAD).
 
     Others edit the work tree while benchmarks run; a snapshot keeps a run on
     one consistent version. ``TP_BENCH_SOURCE=worktree`` runs the work tree.
     """
-    if os.environ.get("TP_BENCH_SOURCE") == "worktree":
+    if os.environ.get("TP_BENCH_SOURCE") == "worktree" and commit == "HEAD":
         return ROOT
     sha = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", commit], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     tree = Path(tempfile.gettempdir()) / f"tp-bench-src-{sha}"
     if not tree.exists():
         tmp = Path(tempfile.mkdtemp(prefix="tp-bench-src-"))
-        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
         tmp.rename(tree)
         print(f"trioproxy under test: commit {sha} (snapshot in {tree})", flush=True)
     return tree
 
 
-def trioproxy_argv(*args: str) -> tuple[list[str], dict[str, str]]:
+def trioproxy_argv(*args: str, commit: str = "HEAD") -> tuple[list[str], dict[str, str]]:
     """``trioproxy ARGS`` run from :func:`source_tree`, and the env it needs."""
-    tree = source_tree()
+    tree = source_tree(commit)
     return [str(VENV_BIN / "python"), "-m", "trioproxy", *args], {"PYTHONPATH": str(tree)}
 
 

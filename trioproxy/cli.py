@@ -150,7 +150,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.load:
         from trioproxy.simulator.load import main_load
 
-        main_load(args.host, args.port, args.tokens, args.chunk_ms)
+        main_load(args.host, args.port, args.tokens, args.chunk_ms, args.status)
         return 0
     from trioproxy.simulator import main_simulate
 
@@ -217,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     m.add_argument("--tokens", type=int, default=50, help="load mode: content chunks per answer")
     m.add_argument("--chunk-ms", type=float, default=20.0, help="load mode: ms between chunks")
+    m.add_argument("--status", type=int, default=None, help="load mode: answer every request so")
     m.set_defaults(func=cmd_simulate)
     sub.add_parser(
         "report", help="spend by team/feature/user/model/route/day from the ledger "

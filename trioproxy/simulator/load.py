@@ -155,8 +155,11 @@ class _Request:
 
 
 class LoadSimulator:
-    def __init__(self, *, tokens: int = 50, chunk_ms: float = 20.0, ttft_ms: float = 0.0) -> None:
-        self.default = Fault(tokens=tokens, chunk_ms=chunk_ms, ttft_ms=ttft_ms)
+    def __init__(
+        self, *, tokens: int = 50, chunk_ms: float = 20.0, ttft_ms: float = 0.0,
+        status: int | None = None,
+    ) -> None:  # fmt: skip
+        self.default = Fault(tokens=tokens, chunk_ms=chunk_ms, ttft_ms=ttft_ms, status=status)
         self.stats = LoadStats()
         self._heap: list[tuple[float, int, _Stream]] = []
         self._seq = 0
@@ -329,11 +332,13 @@ class LoadSimulator:
         return fault.over(self.default)
 
 
-def main_load(host: str, port: int, tokens: int, chunk_ms: float) -> None:
+def main_load(
+    host: str, port: int, tokens: int, chunk_ms: float, status: int | None = None
+) -> None:
     """Run a load-mode simulator until interrupted; prints the bound address."""
 
     async def run() -> None:
-        sim = LoadSimulator(tokens=tokens, chunk_ms=chunk_ms)
+        sim = LoadSimulator(tokens=tokens, chunk_ms=chunk_ms, status=status)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(sim.serve, host, port)
             print(f"trioproxy load simulator listening on http://{host}:{bound}", flush=True)
