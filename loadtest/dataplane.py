@@ -1,0 +1,170 @@
+"""Side by side in one run: the Trio floor relay, the old path and the new path (issue 8).
+
+    .venv/bin/python loadtest/dataplane.py [--old af4e46b] [--new HEAD] [--seconds 20]
+        [--relays floor old new] [--json out.json]
+
+For each relay, one after the other: a load-mode simulator (``trioproxy simulate --load``,
+50 content chunks 20 ms apart: 54 events, ~1.0 s per stream) and this client share CPU 1;
+the relay runs pinned to CPU 0 (``taskset -c 0``). Loads, each a closed loop:
+
+* 1,000 and 100 concurrent streams (``harness.py`` users, keep-alive, ``--seconds``);
+* non-stream at 100 connections (``wrk``, after a 3 s warm-up).
+
+The gateways (``old`` and ``new`` are commits run from ``git archive`` snapshots, one
+worker) have auth on and a team budget, so every request takes a budget reservation.
+Printed per row: streams (or requests) per second, relay CPU per event (per request for
+non-stream), TTFT p50/p99 (harness: request sent -> first event; wrk: latency), broken
+streams, relay peak RSS, and the machine's busy / foreign share (other people's load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import common
+import trio
+from harness import Environment, User, task
+from scenarios import start_load_sim
+
+STREAM = (
+    b'{"model":"chat","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}'
+)
+AUTH = (("authorization", f"Bearer {common.BENCH_KEY}"),)
+
+
+class BenchStream(User):
+    headers = AUTH
+
+    @task()
+    async def stream(self) -> None:
+        await self.client.stream("stream", "/v1/chat/completions", STREAM)
+
+
+def config(wd: Path, sim_url: str) -> Path:
+    digest = hashlib.sha256(common.BENCH_KEY.encode()).hexdigest()
+    path = wd / "dataplane.toml"
+    path.write_text(f"""
+[server]
+max_in_flight = 4096
+shutdown_grace_s = 2.0
+[storage]
+state_dir = "{wd / "state"}"
+[providers.sim]
+kind = "openai"
+base_url = "{sim_url}"
+api_key_env = "{common.PROVIDER_KEY_ENV}"
+max_connections = 2048
+[models.m]
+provider = "sim"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+[routes.chat]
+[[routes.chat.chains.default]]
+model = "m"
+[budgets.teams.bench]
+daily_usd = 1000000.0
+[[api_keys]]
+name = "bench"
+key_sha256 = "{digest}"
+team = "bench"
+""")
+    return path
+
+
+def start_relay(kind: str, commit: str, wd: Path, sim: common.Server) -> common.Server:
+    port = common.free_port()
+    if kind == "floor":
+        argv = [str(common.VENV_BIN / "python"), str(Path(__file__).parent / "floor.py"),
+                "--port", str(port), "--upstream", f"{common.HOST}:{sim.port}"]  # fmt: skip
+        env: dict[str, str] = {}
+    else:
+        argv, env = common.trioproxy_argv(
+            "serve", "--config", str(config(wd, sim.url)), "--host", common.HOST,
+            "--port", str(port), "--workers", "1", commit=commit,
+        )  # fmt: skip
+        env[common.PROVIDER_KEY_ENV] = "sim"
+    argv = ["taskset", "-c", "0", *argv]
+    return common.start(kind, argv, port, wd, env=env, ready_path="/_sim/stats"
+                        if kind == "floor" else "/healthz")  # fmt: skip
+
+
+def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: float) -> dict[str, Any]:
+    env = Environment(relay.port, users, spawn_rate=1000.0, run_time=seconds,
+                      user_classes=[BenchStream])  # fmt: skip
+    with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5) as meter:
+        trio.run(lambda: env.run(quiet=True))
+    t = env.totals()
+    cpu = meter.cpu["gateway"]
+    return {
+        "load": f"{users} streams", "per_s": t["done_in_window"] / seconds,
+        "cpu_us_per_event": 1e6 * cpu / max(1, t["events"]), "ttft_p50_ms": t["ttft_p50_ms"],
+        "ttft_p99_ms": t["ttft_p99_ms"], "broken": t["broken"], "failures": t["failures"],
+        "events": t["events"], "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
+        "client_cpu_s": meter.cpu["client"], "sim_cpu_s": meter.cpu["sim"],
+        "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
+    }  # fmt: skip
+
+
+def wrk_row(relay: common.Server, sim: common.Server, wd: Path, seconds: float) -> dict[str, Any]:
+    common.wrk(relay.url + "/v1/chat/completions", "chat", wd, conns=100, seconds=3)
+    with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5) as meter:
+        r = common.wrk(relay.url + "/v1/chat/completions", "chat", wd, conns=100, seconds=seconds)
+    cpu = meter.cpu["gateway"]
+    return {
+        "load": "non-stream c=100", "per_s": r.rps, "cpu_us_per_event": 1e6 * cpu / max(1, r.requests),
+        "ttft_p50_ms": r.p50, "ttft_p99_ms": r.p99, "broken": r.errors + r.non2xx,
+        "failures": r.errors + r.non2xx, "events": r.requests,
+        "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0), "client_cpu_s": meter.cpu["client"],
+        "sim_cpu_s": meter.cpu["sim"], "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old", default="af4e46b", help="commit of the old path")
+    p.add_argument("--new", default="HEAD", help="commit of the new path")
+    p.add_argument("--relays", nargs="+", default=["floor", "old", "new"])
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--streams", type=int, nargs="+", default=[1000, 100])
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    os.sched_setaffinity(0, {1})
+    rows: list[dict[str, Any]] = []
+    for kind in args.relays:
+        commit = args.old if kind == "old" else args.new
+        wd = common.workdir()
+        sim = start_load_sim(wd, "sim", cpu=1)
+        try:
+            relay = start_relay(kind, commit, wd, sim)
+            try:
+                label = kind if kind == "floor" else f"{kind} ({commit})"
+                busy = common.wait_quiet(max_wait=20)
+                print(f"--- {label}: machine busy before start {busy:.0f}%", flush=True)
+                for users in args.streams:
+                    rows.append({"relay": label, **stream_row(relay, sim, users, args.seconds)})
+                    print(rows[-1], flush=True)
+                rows.append({"relay": label, **wrk_row(relay, sim, wd, args.seconds)})
+                print(rows[-1], flush=True)
+            finally:
+                relay.stop()
+        finally:
+            sim.stop()
+    print()
+    print("| relay | load | per s | CPU µs/event | TTFT p50 / p99 ms | broken | peak RSS MB "
+          "| busy / foreign % |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['relay']} | {r['load']} | {r['per_s']:,.1f} | {r['cpu_us_per_event']:,.1f} "
+              f"| {r['ttft_p50_ms']:,.1f} / {r['ttft_p99_ms']:,.1f} | {r['broken']} "
+              f"| {r['peak_rss_mb']:.0f} | {r['busy_pct']:.0f} / {r['foreign_pct']:.0f} |")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
