@@ -20,12 +20,13 @@ def chain_settings(
     idle_s: float = 10.0,
     extra: dict[str, Any] | None = None,
     breaker: dict[str, Any] | None = None,
+    provider_extra: dict[str, Any] | None = None,
 ) -> Settings:
     """One provider + model per simulator URL (``m0``, ``m1``...), chained in route ``r``."""
     kinds = kinds or ["openai"] * len(urls)
     hedge_ms = hedge_ms or [None] * len(urls)
     providers = {
-        f"p{i}": {"kind": k, "base_url": u, "api_key_env": "SIMKEY"}
+        f"p{i}": {"kind": k, "base_url": u, "api_key_env": "SIMKEY", **(provider_extra or {})}
         for i, (u, k) in enumerate(zip(urls, kinds, strict=True))
     }
     models = {

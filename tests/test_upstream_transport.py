@@ -3,8 +3,6 @@ CONNECT proxies, dead and stale connections, the connect timeout, exception mapp
 
 from __future__ import annotations
 
-import dataclasses
-
 import openai
 import orjson
 import pytest
@@ -242,9 +240,10 @@ async def test_proxy_refusing_connect_is_a_connect_error(nursery: trio.Nursery) 
 
 async def test_gateway_streams_from_a_tls_provider_with_the_sdk(nursery: trio.Nursery) -> None:
     tls = await start_tls_simulator(nursery, "localhost")
-    base = chain_settings([f"https://localhost:{tls.port}"])
-    p0 = dataclasses.replace(base.providers["p0"], ca_file=tls.ca_file)
-    g = await start_gateway(nursery, dataclasses.replace(base, providers={"p0": p0}))
+    settings = chain_settings(
+        [f"https://localhost:{tls.port}"], provider_extra={"ca_file": tls.ca_file}
+    )
+    g = await start_gateway(nursery, settings)
 
     def sdk() -> str:
         client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
