@@ -151,6 +151,15 @@ def source_tree(commit: str = "HEAD") -> Path:
     return tree
 
 
+def server_lines(commit: str = "HEAD") -> list[str]:
+    """``[server]`` keys a bench config needs on ``commit``: with the lean data plane
+    (``trioproxy/httpd``), its own admin port and no per-key concurrency cap (one bench
+    key drives all the load); none on older commits, which do not know these keys."""
+    if not (source_tree(commit) / "trioproxy" / "httpd").is_dir():
+        return []
+    return ["max_in_flight_per_key = 0", f"admin_port = {free_port()}"]
+
+
 def trioproxy_argv(*args: str, commit: str = "HEAD") -> tuple[list[str], dict[str, str]]:
     """``trioproxy ARGS`` run from :func:`source_tree`, and the env it needs."""
     tree = source_tree(commit)

@@ -45,13 +45,15 @@ class BenchStream(User):
         await self.client.stream("stream", "/v1/chat/completions", STREAM)
 
 
-def config(wd: Path, sim_url: str) -> Path:
+def config(wd: Path, sim_url: str, commit: str) -> Path:
     digest = hashlib.sha256(common.BENCH_KEY.encode()).hexdigest()
     path = wd / "dataplane.toml"
+    server = "\n".join(common.server_lines(commit))
     path.write_text(f"""
 [server]
 max_in_flight = 4096
 shutdown_grace_s = 2.0
+{server}
 [storage]
 state_dir = "{wd / "state"}"
 [providers.sim]
@@ -84,7 +86,7 @@ def start_relay(kind: str, commit: str, wd: Path, sim: common.Server) -> common.
         env: dict[str, str] = {}
     else:
         argv, env = common.trioproxy_argv(
-            "serve", "--config", str(config(wd, sim.url)), "--host", common.HOST,
+            "serve", "--config", str(config(wd, sim.url, commit)), "--host", common.HOST,
             "--port", str(port), "--workers", "1", commit=commit,
         )  # fmt: skip
         env[common.PROVIDER_KEY_ENV] = "sim"

@@ -109,10 +109,12 @@ def start_load_sim(wd: Path, name: str, *, cpu: int | None, status: int | None =
 
 def gateway_config(wd: Path, ok_url: str, failing_url: str) -> Path:
     digest = hashlib.sha256(common.BENCH_KEY.encode()).hexdigest()
+    server = "\n".join(common.server_lines())
     text = f"""
 [server]
 max_in_flight = 4096
 shutdown_grace_s = 2.0
+{server}
 [storage]
 state_dir = "{wd / "state"}"
 [providers.ok]
