@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,23 @@ def start_relay(kind: str, commit: str, wd: Path, sim: common.Server) -> common.
                         if kind == "floor" else "/healthz")  # fmt: skip
 
 
-def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: float) -> dict[str, Any]:
+def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: float,
+               profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
     env = Environment(relay.port, users, spawn_rate=1000.0, run_time=seconds,
                       user_classes=[BenchStream])  # fmt: skip
+    spy = None
+    if profile is not None:  # py-spy from 2 s in (after the ramp) to the end of the run
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        pid = max(common.group_pids(relay.pgid), key=common.pid_cpu)
+        argv = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
+                "--duration", str(int(seconds - 3)), "--format", "raw", "--output", str(profile)]  # fmt: skip
     with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5) as meter:
+        if profile is not None:
+            spy = subprocess.Popen(["bash", "-c", f"sleep 2; exec {' '.join(argv)}"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         trio.run(lambda: env.run(quiet=True))
+    if spy is not None:
+        spy.wait(timeout=60)
     t = env.totals()
     cpu = meter.cpu["gateway"]
     return {
@@ -134,6 +147,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--streams", type=int, nargs="+", default=[1000, 100])
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", type=Path, default=None,
+                   help="py-spy the new path during its first stream load; write DIR/profile.*")  # fmt: skip
     args = p.parse_args()
     os.sched_setaffinity(0, {1})
     rows: list[dict[str, Any]] = []
@@ -147,9 +162,17 @@ def main() -> None:
                 label = kind if kind == "floor" else f"{kind} ({commit})"
                 busy = common.wait_quiet(max_wait=20)
                 print(f"--- {label}: machine busy before start {busy:.0f}%", flush=True)
-                for users in args.streams:
-                    rows.append({"relay": label, **stream_row(relay, sim, users, args.seconds)})
+                for n, users in enumerate(args.streams):
+                    spy = args.profile / "profile.collapsed" if (
+                        args.profile and kind == "new" and n == 0) else None  # fmt: skip
+                    rows.append({"relay": label, **stream_row(relay, sim, users, args.seconds, spy)})
                     print(rows[-1], flush=True)
+                    if spy is not None and spy.exists():
+                        from overhead import summarize_profile
+
+                        text = summarize_profile(spy)
+                        (args.profile / "profile.txt").write_text(text + "\n")
+                        print(text, flush=True)
                 rows.append({"relay": label, **wrk_row(relay, sim, wd, args.seconds)})
                 print(rows[-1], flush=True)
             finally:

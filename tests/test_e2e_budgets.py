@@ -70,8 +70,9 @@ async def test_thousand_concurrent_requests_admit_exactly_n(
     request: pytest.FixtureRequest,
 ) -> None:
     redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
-    # answers are held back so that every admission happens before any settles
-    sim = await start_simulator(nursery, Fault(ttft_ms=5000, tokens=10))
+    # answers are held back so that every admission happens before any settles (a burst of
+    # 1,000 connections takes seconds on a busy 2-core box)
+    sim = await start_simulator(nursery, Fault(ttft_ms=15_000, tokens=10))
     g = await start_gateway(nursery, budget_settings(sim.url, str(tmp_path), redis_url))
     responses = await burst(g.url, 1000)
     statuses = [status for status, _ in responses]
