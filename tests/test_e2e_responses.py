@@ -280,3 +280,25 @@ async def test_stored_response_calls_are_404_saying_why(gateway: Running) -> Non
 
     for err in await trio.to_thread.run_sync(calls):
         assert "stores no responses" in err.message
+
+
+@pytest.mark.parametrize("model", sorted(SERVED_BY))
+async def test_openai_sdk_responses_stream_helper_accumulates_the_events(
+    gateway: Running, model: str
+) -> None:
+    """``client.responses.stream(...)`` rebuilds the response from the events and checks
+    their order (output and content indexes, item ids): it must agree with the final one."""
+
+    def call() -> tuple[Any, Any]:
+        client = oai(gateway.url, gateway.key)
+        finals = []
+        for kwargs in ({"input": "Tell me about trio."}, {"input": QUESTION, "tools": TOOLS}):
+            with client.responses.stream(model=model, **kwargs) as stream:
+                for _ in stream:
+                    pass
+                finals.append(stream.get_final_response())
+        return finals[0], finals[1]
+
+    text, tool = await trio.to_thread.run_sync(call)
+    assert text.status == "completed" and text.output_text
+    assert tool.output[0].type == "function_call" and orjson.loads(tool.output[0].arguments)
