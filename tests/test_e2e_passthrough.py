@@ -104,3 +104,15 @@ async def test_translation_caching_and_metering_use_the_decoder(nursery: trio.Nu
         g2 = await start_gateway(nursery, settings)
         body = {"model": "r", "messages": MSGS, "temperature": 0}
         assert (MARK in await stream_text(g2.url, "/v1/chat/completions", body)) == verbatim, route
+
+
+async def test_idle_timeout_mid_stream_ends_with_an_error_event(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=20, chunk_ms=400))
+    g = await start_gateway(nursery, chain_settings([sim.url], idle_s=0.1))
+    text = await stream_text(g.url, "/v1/chat/completions", {"model": "r", "messages": MSGS})
+    assert MARK in text and "idle timeout" in text and "[DONE]" not in text
+    with trio.fail_after(10):
+        while not [r for r in g.sink.records if r.kind == "request"]:
+            await trio.sleep(0.01)
+    record = next(r for r in g.sink.records if r.kind == "request")
+    assert record.error_kind == "stream_interrupted" and record.estimated

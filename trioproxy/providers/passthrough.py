@@ -7,8 +7,9 @@ the upstream body bytes and returns, per call, the complete events to forward
 and what the gateway must know from them:
 
 * the *special* events are decoded by the provider's own stream decoder: the
-  first event, usage, errors, the final event (``[DONE]`` / ``message_stop``),
-  tool-call starts, anything unusual (so the decoder's checks and state hold);
+  first event, usage, errors, the finish reason, the final event (``[DONE]`` /
+  ``message_stop``), tool calls, anything unusual (so the decoder's checks and
+  state hold);
 * the *plain* content events (a text or argument delta, the bulk of a stream)
   are only metered: their delta text is read to count its tokens with
   :func:`~trioproxy.core.tokens.estimate_tokens`, exactly as the decoder path
@@ -143,6 +144,7 @@ class PassthroughTap:
                 or b'"error"' in ev
                 or b'"usage":{' in ev
                 or b'"tool_calls"' in ev
+                or (b'"finish_reason":' in ev and b'"finish_reason":null' not in ev)
             ):
                 return None
             return _openai_tokens(orjson.loads(ev[6:]))

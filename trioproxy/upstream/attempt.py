@@ -22,6 +22,7 @@ the upstream read; memory stays flat.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -31,23 +32,16 @@ import trio
 
 from trioproxy.config.model import ModelConfig, ProviderConfig
 from trioproxy.core.sse import SSEParser
-from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
-    FinishReason,
-    StreamEnd,
     StreamEvent,
-    StreamStart,
-    TextDelta,
-    ToolCallDelta,
-    Usage,
-    UsageReport,
 )
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.base import ProviderAdapter, StreamDecoder
 from trioproxy.providers.passthrough import PassthroughTap, Tapped
 from trioproxy.providers.registry import adapter_for
+from trioproxy.upstream.meter import Meter
 from trioproxy.upstream.race import Attempt, AttemptFailed
 from trioproxy.upstream.transport import (
     ERROR_BODY_LIMIT,
@@ -81,47 +75,6 @@ class Raw:
 
 
 Item = Won | Failed | Raw | StreamEvent
-
-
-@dataclass(slots=True)
-class Meter:
-    """What one attempt consumed, as far as we know."""
-
-    usage: Usage | None = None
-    """Exact usage reported by the provider."""
-    input_tokens: int | None = None
-    """Exact input tokens reported up front (Anthropic message_start)."""
-    output_estimate: int = 0
-    """Estimated output tokens of the content received so far."""
-    received_any: bool = False
-    response_id: str = ""
-    response_model: str = ""
-    finish: FinishReason | None = None
-    """The provider's answer id, model and finish reason, as far as received (traces)."""
-
-    def observe(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta):
-            self.output_estimate += estimate_tokens(event.text)
-        elif isinstance(event, ToolCallDelta):
-            self.output_estimate += estimate_tokens(event.arguments)
-            if event.name:
-                self.output_estimate += estimate_tokens(event.name)
-        elif isinstance(event, UsageReport):
-            self.usage = event.usage
-        elif isinstance(event, StreamStart):
-            self.response_id, self.response_model = event.id, event.model
-            if event.input_tokens is not None:
-                self.input_tokens = event.input_tokens
-        elif isinstance(event, StreamEnd):
-            self.finish = event.finish_reason
-
-    def final(self, prompt_estimate: int) -> Usage:
-        if self.usage is not None:
-            return self.usage
-        if not self.received_any:
-            return Usage(0, 0, estimated=False)
-        inp = self.input_tokens if self.input_tokens is not None else prompt_estimate
-        return Usage(inp, self.output_estimate, estimated=True)
 
 
 @dataclass(slots=True)
@@ -311,21 +264,43 @@ class AttemptRunner:
     async def _relay_verbatim(
         self, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter, idle: float
     ) -> None:
-        """The passthrough relay: upstream bytes as they are, cut at event boundaries."""
-        while not tap.done:
-            if (chunk := await self._next_chunk(resp, idle)) is None:
-                return
-            try:
-                got = tap.feed(chunk)
-            except ProviderError as exc:
-                await self.out.send(Failed(exc))
-                return
-            except ValueError as exc:
-                await self._fail_midstream(f"malformed upstream event: {exc}")
-                return
-            _meter_tapped(meter, got)
-            if got.forward:
-                await self.out.send(Raw(got.forward))
+        """The passthrough relay: upstream bytes as they are, cut at event boundaries.
+
+        One cancel scope carries the idle deadline for the whole stream, moved forward
+        after every chunk (a scope per chunk costs more than the rest of the loop). The
+        deadline is lifted while a send waits on a slow client: backpressure is not idleness.
+        """
+        failure: GatewayError | None = None
+        with trio.CancelScope() as watch:
+            while not tap.done:
+                watch.deadline = trio.current_time() + idle
+                try:
+                    chunk = await resp.receive()
+                except UpstreamIOError as exc:
+                    failure = _interrupted(f"upstream connection broke: {exc}")
+                    break
+                if not chunk:
+                    failure = _interrupted("upstream closed the stream before its end")
+                    break
+                try:
+                    got = tap.feed(chunk)
+                except ProviderError as exc:
+                    failure = exc
+                    break
+                except ValueError as exc:
+                    failure = _interrupted(f"malformed upstream event: {exc}")
+                    break
+                _meter_tapped(meter, got)
+                if got.forward:
+                    try:
+                        self.out.send_nowait(Raw(got.forward))
+                    except trio.WouldBlock:
+                        watch.deadline = math.inf
+                        await self.out.send(Raw(got.forward))
+        if watch.cancelled_caught:
+            failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
+        if failure is not None:
+            await self.out.send(Failed(failure))
 
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
@@ -367,6 +342,10 @@ class AttemptRunner:
             f"The provider rejected the request: {message}",
             status=resp.status if 400 <= resp.status < 500 else 502,
         )
+
+
+def _interrupted(message: str) -> ProviderError:
+    return ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
 
 
 def _meter_tapped(meter: Meter, got: Tapped) -> None:

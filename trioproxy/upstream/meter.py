@@ -1,0 +1,61 @@
+"""What one attempt consumed, as far as the gateway knows (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trioproxy.core.tokens import estimate_tokens
+from trioproxy.core.types import (
+    FinishReason,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+
+
+@dataclass(slots=True)
+class Meter:
+    """What one attempt consumed, as far as we know."""
+
+    usage: Usage | None = None
+    """Exact usage reported by the provider."""
+    input_tokens: int | None = None
+    """Exact input tokens reported up front (Anthropic message_start)."""
+    output_estimate: int = 0
+    """Estimated output tokens of the content received so far."""
+    received_any: bool = False
+    response_id: str = ""
+    response_model: str = ""
+    finish: FinishReason | None = None
+    """The provider's answer id, model and finish reason, as far as received (traces)."""
+
+    def observe(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.output_estimate += estimate_tokens(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self.output_estimate += estimate_tokens(event.arguments)
+            if event.name:
+                self.output_estimate += estimate_tokens(event.name)
+        elif isinstance(event, UsageReport):
+            self.usage = event.usage
+        elif isinstance(event, StreamStart):
+            self.response_id, self.response_model = event.id, event.model
+            if event.input_tokens is not None:
+                self.input_tokens = event.input_tokens
+        elif isinstance(event, StreamEnd):
+            self.finish = event.finish_reason
+
+    def final(self, prompt_estimate: int) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        if not self.received_any:
+            return Usage(0, 0, estimated=False)
+        inp = self.input_tokens if self.input_tokens is not None else prompt_estimate
+        return Usage(inp, self.output_estimate, estimated=True)
+
+
+__all__ = ["Meter"]
