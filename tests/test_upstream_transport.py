@@ -88,6 +88,22 @@ async def test_pool_is_bounded_and_waiters_get_released_connections(nursery: tri
     assert t.pool(p).opened == 2 and sim.stats.connections == 2
 
 
+async def test_cancelled_acquire_keeps_the_idle_connection(nursery: trio.Nursery) -> None:
+    """A caller cancelled while taking an idle connection (a hedge lost, a client left) must
+    not take it with it: the pool keeps the connection and its slot."""
+    _, url = await start_sim(nursery)
+    t, p = HttpTransport({}, env={}), provider(url, max_connections=1)
+    assert (await complete(t, p, chat()))[0] == 200
+    pool = t.pool(p)
+    assert (pool.idle, pool.total) == (1, 1)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await pool.acquire(5)
+    assert scope.cancelled_caught
+    assert (pool.idle, pool.total) == (1, 1)
+    assert (await complete(t, p, chat()))[0] == 200 and pool.opened == 1
+
+
 async def test_pool_wait_is_bounded_by_the_connect_timeout(nursery: trio.Nursery) -> None:
     _, url = await start_sim(nursery)
     t, p = HttpTransport({}, env={}), provider(url, max_connections=1)

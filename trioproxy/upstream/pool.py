@@ -61,10 +61,15 @@ class Pool:
         with trio.move_on_after(connect_timeout) as scope:
             while True:
                 self._sweep(trio.current_time())
+                if self._idle:
+                    # A cancellation is delivered here, before a connection is taken: past
+                    # this point the only checkpoint is shielded, so a taken connection
+                    # always reaches the caller (who releases or discards it).
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 while self._idle:
                     conn = self._idle.pop()
                     if conn.looks_alive():
-                        await trio.lowlevel.checkpoint()
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                         return conn, True
                     self._drop(conn)
                 if self._total < self.max_connections:
