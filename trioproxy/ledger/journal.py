@@ -137,6 +137,8 @@ class Journal:
         self._segments: dict[int, _Segment] = {}
         self._appended = self._failed = self._recovered = 0
         self._closed = False
+        self._dir_unsynced = False
+        """A segment was created since the last sync: its directory entry is not durable yet."""
         self._current = self._open_segment()
 
     # -- hot path (event loop) -------------------------------------------------------------
@@ -186,6 +188,19 @@ class Journal:
             if seg.unsynced:
                 seg.unsynced = False
                 os.fsync(seg.fd)
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        """fsync the journal directory once new segments exist: a synced segment whose
+        directory entry is not durable can vanish in a power loss."""
+        if not self._dir_unsynced:
+            return
+        self._dir_unsynced = False
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Shutdown: delete what is finished, keep (unlocked) what is not, for recovery."""
@@ -200,6 +215,7 @@ class Journal:
                 os.fsync(seg.fd)
             os.close(seg.fd)
         self._segments.clear()
+        self._sync_dir()
 
     def statistics(self) -> JournalStatistics:
         segs = list(self._segments.values())
@@ -261,6 +277,7 @@ class Journal:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         seg = _Segment(seq, path, fd)
         self._segments[seq] = seg
+        self._dir_unsynced = True
         return seg
 
     def _drop(self, seg: _Segment) -> None:
