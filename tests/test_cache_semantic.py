@@ -207,6 +207,12 @@ async def test_confirmation_by_distinct_keys_before_sharing(cache: SemanticCache
     hit = await lookup(cache, req(PARAPHRASE), "team:a", "chat", cfg, now=3.0, asker="kd")
     assert hit is not None and hit.entry.text == "a's"  # ka + kb + kc
     assert await lookup(cache, req(PARAPHRASE), "team:a", "chat", cfg, now=3.0, asker="kb")
+    # another key's answer to the same text leaves the writer's record (and count) alone
+    assert not await cache.store(
+        req(ASKED), "team:a", "chat", cfg, entry("kb's"), now=4.0, writer="kb"
+    )
+    got = await lookup(cache, req(ASKED), "team:a", "chat", cfg, now=5.0, asker="kf")
+    assert got is not None and got.entry.text == "a's"
     # off by default: any key of the scope is served at once
     assert await lookup(cache, req(PARAPHRASE), "team:a", "chat", CFG, now=3.0, asker="ke")
 

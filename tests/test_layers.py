@@ -16,7 +16,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "trioproxy"
 LAYERS: list[set[str]] = [
     {"core", "errors"},  # pure values and the error vocabulary
     {"providers", "dialects"},  # provider wire formats and caller dialects (sans-IO)
-    {"config", "store", "telemetry"},  # settings (provider kinds from providers/registry), Redis client, logs and traces
+    {
+        "config",
+        "store",
+        "telemetry",
+    },  # settings (provider kinds from providers/registry), Redis client, logs and traces
     {"budget", "cache", "ledger", "admin"},  # state: budgets, caches, ledger, dashboard accounts
     {"breakers", "upstream"},  # breakers and the upstream race
     {"pipeline"},  # the request pipeline

@@ -115,6 +115,6 @@ def test_report_config_reads_only_the_storage_section(
     )
     assert report_main(["--config", str(config)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("TOTAL")
-    config.write_text('[storage]\nstate_dir = 3\n')
+    config.write_text("[storage]\nstate_dir = 3\n")
     assert report_main(["--config", str(config)]) == 2
     assert "storage.state_dir" in capsys.readouterr().err

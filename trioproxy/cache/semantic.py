@@ -242,8 +242,14 @@ class SemanticCache:
             return False
         ns = semantic_namespace(req, scope, route)
         entry_id = hashlib.sha256(text.encode()).hexdigest()[:32]
+        key = f"{ns}:{entry_id}"
+        if cfg.confirm_users > 1:
+            # another key's record of the same text keeps its writer and confirmations
+            held = _record(await self.entries.get(key, now=now))
+            if held is not None and held.writer != writer:
+                return False
         record = SemanticRecord(entry, emb.tokens, writer)
-        await self.entries.put(f"{ns}:{entry_id}", record.to_bytes(), ttl_s=ttl, now=now)
+        await self.entries.put(key, record.to_bytes(), ttl_s=ttl, now=now)
         await self.index.add(ns, entry_id, emb.vec, text, expires_at=now + ttl, now=now)
         self.stats.stored += 1
         return True
