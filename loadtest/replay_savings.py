@@ -13,8 +13,8 @@ vs requests sent, hits by kind from the ``x-trioproxy-cache`` header, the paraph
 rate, semantic hits served *another prompt's* answer (not the answer to the pair's own
 origin; the simulator's answer is a function of the prompt), cache writes dropped,
 answered requests missing from the ledger, and dollars from the ledger
-(``state_dir/ledger.sqlite3``, ``ledger_raw`` kind='request': ``sum(saved_usd)`` of
-hits vs ``sum(cost_usd)`` spent) at the config's prices (0.15 / 0.60 USD per Mtok).
+(``state_dir/ledger.sqlite3``, ``ledger_raw`` kind='request': ``sum(saved_micros)`` of
+hits vs ``sum(cost_micros)`` spent) at the config's prices (0.15 / 0.60 USD per Mtok).
 The gateway is stopped by SIGTERM to its master (see ``cache_latency.stop_gateway``).
 
 With ``--users N`` every request is sent with the key of one of N users of one team
@@ -81,7 +81,7 @@ def missing_records(state: Path, samples: list[cl.Sample]) -> list[tuple[int, st
 def ledger_dollars(state: Path) -> dict[str, float]:
     with sqlite3.connect(state / "ledger.sqlite3") as db:
         rows = db.execute(
-            "SELECT cache, count(*), sum(cost_usd), sum(saved_usd) FROM ledger_raw "
+            "SELECT cache, count(*), sum(cost_micros) / 1e6, sum(saved_micros) / 1e6 FROM ledger_raw "
             "WHERE kind = 'request' GROUP BY cache"
         ).fetchall()
     out = {"spent": 0.0, "saved": 0.0, "records": 0.0}

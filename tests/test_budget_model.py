@@ -9,7 +9,6 @@ import pytest
 
 from trioproxy.budget.claims import (
     Claim,
-    cost_micros,
     distribute,
     initial_reservation,
     merge_claims,
@@ -19,6 +18,9 @@ from trioproxy.budget.claims import (
 )
 from trioproxy.budget.periods import period_at, window_retry_after, window_usage
 from trioproxy.config.model import ModelConfig
+from trioproxy.config.pricing import prices_of, with_default_prices
+from trioproxy.core.billing import bill
+from trioproxy.core.types import Usage
 
 UTC = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -89,9 +91,10 @@ def _model(name: str, inp: float, out: float, cap: int = 4096) -> ModelConfig:
 def test_prices_are_exact_micros() -> None:
     m = _model("m", 0.15, 0.6)
     # 0.15 µUSD/token as a float would drift; 1,000,000 tokens cost exactly $0.15
-    assert cost_micros(m, 1_000_000, 0) == 150_000
-    assert cost_micros(m, 3, 1) == 2  # 0.45 + 0.6 = 1.05 µUSD, rounded up
-    assert sum(cost_micros(m, 1_000_000, 0) for _ in range(10)) == 1_500_000
+    prices = prices_of(m)
+    assert bill(Usage(1_000_000, 0), prices).micros == 150_000
+    assert bill(Usage(3, 1), prices).micros == 2  # 0.45 + 0.6 = 1.05 µUSD, rounded up
+    assert sum(bill(Usage(1_000_000, 0), prices).micros for _ in range(10)) == 1_500_000
     assert usd_to_micros(0.1) == 100_000 and usd_to_micros(12.34) == 12_340_000
 
 
@@ -107,6 +110,13 @@ def test_worst_case_takes_most_expensive_model_per_request() -> None:
     assert wc.tokens == 8100
     with pytest.raises(ValueError):
         worst_case(1, 1, [])
+
+
+def test_worst_case_prices_the_prompt_in_the_dearest_input_bucket() -> None:
+    claude = with_default_prices(_model("c", 3.0, 15.0), "anthropic")  # 1-hour write: $6/Mtok
+    gpt = with_default_prices(_model("g", 2.5, 10.0), "openai")  # writes cost the input price
+    assert worst_case(1_000, 100, [claude]).usd_micros == 6_000 + 1_500
+    assert worst_case(1_000, 100, [gpt]).usd_micros == 2_500 + 1_000
 
 
 def test_reservation_cap_floor_and_scaling() -> None:

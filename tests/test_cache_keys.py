@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import orjson
 
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.keys import (
@@ -91,10 +94,18 @@ def test_entry_round_trip_and_storable() -> None:
         id="r1", model="gpt-x", text="héllo", finish_reason="tool_calls", usage=Usage(3, 4),
         tool_calls=(ToolCall("c1", "f", '{"a":1}'),),
     )  # fmt: skip
-    e = CacheEntry.from_completion(c, cost_usd=0.25, now=10.0)
+    e = CacheEntry.from_completion(c, cost_micros=250_000, now=10.0)
     back = CacheEntry.from_bytes(e.to_bytes())
     assert back == e
     assert back.completion("r2").tool_calls == c.tool_calls
+    buckets = Usage(3, 4, cache_read_tokens=9, cache_write_5m_tokens=2, cache_write_1h_tokens=1,
+                    reasoning_tokens=3)  # fmt: skip
+    e2 = CacheEntry.from_completion(dataclasses.replace(c, usage=buckets), cost_micros=7, now=1.0)
+    assert CacheEntry.from_bytes(e2.to_bytes()) == e2
+    # an entry stored by the float-USD version still reads (its cost as µUSD)
+    v1 = orjson.dumps([1, "hi", "stop", [3, 4, False], "gpt-x", 0.000125, 5.0, []])
+    old = CacheEntry.from_bytes(v1)
+    assert old.cost_micros == 125 and old.usage == Usage(3, 4)
     assert storable(c)
     assert not storable(Completion("r", "m", "x", "length", Usage(1, 1)))
     assert not storable(Completion("r", "m", "x", "stop", Usage(1, 1, estimated=True)))

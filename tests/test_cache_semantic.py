@@ -31,7 +31,7 @@ def req(text: str, system: str | None = None, **params: Any) -> ChatRequest:
 
 
 def entry(text: str) -> CacheEntry:
-    return CacheEntry(text, "stop", Usage(10, 5), "gpt-x", 0.002, 0.0)
+    return CacheEntry(text, "stop", Usage(10, 5), "gpt-x", 2_000, 0.0)
 
 
 @pytest.fixture(scope="session")

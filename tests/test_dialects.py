@@ -405,7 +405,7 @@ TEXT_EVENTS: list[StreamEvent] = [
     UsageReport(Usage(11, 2)),
 ]
 TOOL_EVENTS: list[StreamEvent] = [
-    StreamStart("id-2", "up-model", input_tokens=40),
+    StreamStart("id-2", "up-model", Usage(40, 0)),
     TextDelta("Let me look."),
     ToolCallDelta(0, "call_a", "get_weather", ""),
     ToolCallDelta(0, None, None, '{"city":'),

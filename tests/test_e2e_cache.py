@@ -89,7 +89,8 @@ async def test_exact_hit_is_free_and_scoped_per_team(nursery: trio.Nursery) -> N
     assert other.headers["x-trioproxy-cache"] == "miss"
     assert sim.sim.stats.requests == 2
     hit = next(r for r in g.sink.records if r.kind == "request" and r.cache == "exact")
-    assert hit.cost_usd == 0 and hit.saved_usd > 0 and hit.team == "A"
+    miss = next(r for r in g.sink.records if r.kind == "request" and r.cache == "miss")
+    assert hit.cost_micros == 0 and hit.saved_micros == miss.cost_micros > 0 and hit.team == "A"
     # parameters change the answer: another temperature or max_tokens is another key
     assert (await ask(g, KEY_A, "What is a nursery?", max_tokens=7)).headers[
         "x-trioproxy-cache"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import openai
@@ -74,7 +75,7 @@ async def test_openai_sdk_embeddings_create(gateway: Running) -> None:
     assert raw.headers["x-trioproxy-target"] == "text-embedding-3-small"
     (record,) = await request_records(gateway, 1)
     assert (record.route, record.input_tokens, record.output_tokens) == ("embed", tokens, 0)
-    assert record.cost_usd == pytest.approx(tokens * 0.02 / 1e6, abs=1e-6)
+    assert record.cost_micros == math.ceil(tokens * 0.02)  # $0.02/Mtok = 0.02 µUSD a token
     assert record.outcome == "served" and not record.estimated
 
 
@@ -143,7 +144,7 @@ async def test_embeddings_exact_cache(nursery: trio.Nursery, tmp_path: Any) -> N
     assert sim.sim.stats.snapshot()["requests"] == 2
     records = await request_records(g, 3)
     hit = next(r for r in records if r.cache == "exact")
-    assert hit.saved_usd == pytest.approx(3 * 1000 / 1e6, abs=1e-9)  # 3 tokens at $1000/Mtok
+    assert hit.saved_micros == 3 * 1000  # 3 tokens at $1000/Mtok
 
 
 @pytest.mark.parametrize(

@@ -93,4 +93,4 @@ async def test_ledger_totals_equal_simulator_counts(nursery: trio.Nursery) -> No
     assert broken["estimated"] and broken["output_tokens"] == 7
     assert slow["estimated"] and slow["status"] == 499
     assert all(r["team"] == "t1" for r in rows)
-    assert sum(r["cost_usd"] for r in rows) > 0
+    assert sum(r["cost_micros"] for r in rows) > 0

@@ -34,16 +34,13 @@ async def test_rollup_groups_by_cache_status(
         rows = await backend.query(by=["team", "cache"], since=since)
     finally:
         await backend.aclose()
-    expected: dict[tuple[str, str], tuple[int, float]] = {}
+    expected: dict[tuple[str, str], tuple[int, int]] = {}
     for r in records:
         if r.kind == "request":
-            n, saved = expected.get((r.team, r.cache), (0, 0.0))
-            expected[(r.team, r.cache)] = (n + 1, saved + r.saved_usd)
-    got = {(row.group[0], row.group[1]): (row.requests, row.saved_usd) for row in rows}
-    assert got.keys() == expected.keys()
-    for group, (n, saved) in expected.items():
-        assert got[group][0] == n
-        assert got[group][1] == pytest.approx(saved)
+            n, saved = expected.get((r.team, r.cache), (0, 0))
+            expected[(r.team, r.cache)] = (n + 1, saved + r.saved_micros)
+    got = {(row.group[0], row.group[1]): (row.requests, row.saved_micros) for row in rows}
+    assert got == expected
 
 
 async def test_sqlite_rollup_without_cache_column_is_upgraded(tmp_path: Path) -> None:
@@ -69,7 +66,7 @@ async def test_sqlite_rollup_without_cache_column_is_upgraded(tmp_path: Path) ->
     backend = await SqliteLedger.open(path)
     hit = UsageRecord(
         ts=time.time(), request_id="hit-1", kind="request", key_name="k", team="red",
-        user="ann", feature="chat", route="default", target="m", cache="exact", saved_usd=0.1,
+        user="ann", feature="chat", route="default", target="m", cache="exact", saved_micros=100_000,
     )  # fmt: skip
     try:
         assert await backend.write_batch([hit]) == 1
@@ -77,5 +74,5 @@ async def test_sqlite_rollup_without_cache_column_is_upgraded(tmp_path: Path) ->
         rows = await backend.query(by=["team", "cache"], since=since)
     finally:
         await backend.aclose()
-    got = {row.group: (row.requests, row.saved_usd) for row in rows}
-    assert got == {("red", ""): (3, 0.25), ("red", "exact"): (1, pytest.approx(0.1))}
+    got = {row.group: (row.requests, row.saved_micros) for row in rows}
+    assert got == {("red", ""): (3, 250_000), ("red", "exact"): (1, 100_000)}

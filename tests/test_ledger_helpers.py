@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import trio
 
-from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.backend import METRICS, LedgerBackend
 from trioproxy.ledger.postgres import PostgresLedger
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.sqlite import SqliteLedger
@@ -49,9 +49,14 @@ def make_records(
             target=rng.choice(MODELS),
             provider_model="prov-model",
             input_tokens=rng.randint(1, 5000),
-            output_tokens=rng.randint(0, 2000),
-            cost_usd=round(rng.random() / 10, 6),
-            saved_usd=round(rng.random() / 100, 6) if rng.random() < 0.2 else 0.0,
+            cache_read_tokens=rng.choice((0, rng.randint(1, 9000))),
+            cache_write_5m_tokens=rng.choice((0, 0, rng.randint(1, 3000))),
+            cache_write_1h_tokens=rng.choice((0, 0, rng.randint(1, 3000))),
+            output_tokens=(n_out := rng.randint(0, 2000)),
+            reasoning_tokens=rng.randint(0, n_out),
+            cost_micros=rng.randint(0, 100_000),
+            saved_micros=rng.randint(0, 10_000) if rng.random() < 0.2 else 0,
+            cache_saved_micros=rng.randint(-500, 5_000),
         )
         out.append(UsageRecord(kind="request", **common))  # type: ignore[arg-type]
         if len(out) < n and rng.random() < 0.33:
@@ -62,34 +67,29 @@ def make_records(
 
 @dataclass
 class Totals:
-    count: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    saved_usd: float
+    """``count`` and the sum of every other rollup metric (all integers), in METRICS order."""
 
-    def approx(self) -> tuple[int, int, int, object, object]:
-        return (
-            self.count,
-            self.input_tokens,
-            self.output_tokens,
-            pytest.approx(self.cost_usd, rel=1e-9, abs=1e-9),
-            pytest.approx(self.saved_usd, rel=1e-9, abs=1e-9),
-        )
+    values: tuple[int, ...]
 
-    def tuple(self) -> tuple[int, int, int, float, float]:
-        return (self.count, self.input_tokens, self.output_tokens, self.cost_usd, self.saved_usd)
+    @property
+    def count(self) -> int:
+        return self.values[0]
+
+    def __getattr__(self, name: str) -> int:
+        if name in METRICS:
+            return self.values[METRICS.index(name)]
+        raise AttributeError(name)
+
+    def tuple(self) -> tuple[int, ...]:
+        return self.values
 
 
 def totals_of(records: list[UsageRecord], kind: str = "request") -> Totals:
     rs = [r for r in records if r.kind == kind]
-    return Totals(
-        len(rs),
-        sum(r.input_tokens for r in rs),
-        sum(r.output_tokens for r in rs),
-        sum(r.cost_usd for r in rs),
-        sum(r.saved_usd for r in rs),
-    )
+    return Totals((len(rs), *(sum(getattr(r, m) for r in rs) for m in METRICS[1:])))
+
+
+_SUMS = ", ".join(f"coalesce(sum({m}), 0)" for m in METRICS[1:])
 
 
 @dataclass
@@ -118,20 +118,14 @@ class Target:
         return await trio.to_thread.run_sync(self._sql, sql)
 
     async def raw_totals(self, kind: str = "request") -> Totals:
-        (row,) = await self.sql(
-            "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-            "coalesce(sum(cost_usd), 0), coalesce(sum(saved_usd), 0) FROM ledger_raw "
-            f"WHERE kind = '{kind}'"
-        )
-        return Totals(*(int(v) if i < 3 else float(v) for i, v in enumerate(row)))  # type: ignore[arg-type]
+        (row,) = await self.sql(f"SELECT count(*), {_SUMS} FROM ledger_raw WHERE kind = '{kind}'")
+        return Totals(tuple(int(v) for v in row))  # type: ignore[call-overload]
 
     async def rollup_totals(self, kind: str = "request") -> Totals:
         (row,) = await self.sql(
-            "SELECT coalesce(sum(requests), 0), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0), "
-            f"coalesce(sum(saved_usd), 0) FROM ledger_daily WHERE kind = '{kind}'"
+            f"SELECT coalesce(sum(requests), 0), {_SUMS} FROM ledger_daily WHERE kind = '{kind}'"
         )
-        return Totals(*(int(v) if i < 3 else float(v) for i, v in enumerate(row)))  # type: ignore[arg-type]
+        return Totals(tuple(int(v) for v in row))  # type: ignore[call-overload]
 
     async def distinct_keys(self) -> tuple[int, int]:
         """(rows, distinct idempotency keys) in ledger_raw."""

@@ -20,10 +20,10 @@ from trioproxy.ledger.writer import LedgerWriter
 FAST = dict(batch_size=64, batch_interval=0.01, write_timeout=2.0, retry_min=0.05, retry_max=0.5)
 
 
-def _attempt(rid: str, index: int, *, cost: float, outcome: str = "interrupted") -> UsageRecord:
+def _attempt(rid: str, index: int, *, cost: int, outcome: str = "interrupted") -> UsageRecord:
     return UsageRecord(
         ts=1000.0 + index, request_id=rid, kind="attempt", key_name="k", team="t", user="u",
-        feature="f", route="r", target=f"m{index}", attempt=index, cost_usd=cost,
+        feature="f", route="r", target=f"m{index}", attempt=index, cost_micros=cost,
         outcome=outcome,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -35,16 +35,16 @@ def _lines(*entries: tuple[UsageRecord, bool]) -> list[bytes]:
 
 
 def test_final_records_win_over_intents() -> None:
-    a0 = _attempt("r1", 0, cost=0.01)
-    final_a0 = dataclasses.replace(a0, outcome="won", cost_usd=0.05, status=200)
+    a0 = _attempt("r1", 0, cost=10_000)
+    final_a0 = dataclasses.replace(a0, outcome="won", cost_micros=50_000, status=200)
     request = dataclasses.replace(final_a0, kind="request", outcome="served")
     out = resolve_lines(_lines((a0, True), (final_a0, False), (request, False)))
     assert out == [final_a0, request]
 
 
 def test_an_orphan_intent_becomes_an_interrupted_request() -> None:
-    a0, a1 = _attempt("r2", 0, cost=0.01), _attempt("r2", 1, cost=0.02)
-    failed_a0 = dataclasses.replace(a0, outcome="failed", cost_usd=0.0, status=503)
+    a0, a1 = _attempt("r2", 0, cost=10_000), _attempt("r2", 1, cost=20_000)
+    failed_a0 = dataclasses.replace(a0, outcome="failed", cost_micros=0, status=503)
     out = resolve_lines([*_lines((a0, True), (a1, True), (failed_a0, False)), b'{"torn'])
     assert [(r.kind, r.attempt, r.outcome) for r in out] == [
         ("attempt", 0, "failed"),
@@ -52,7 +52,7 @@ def test_an_orphan_intent_becomes_an_interrupted_request() -> None:
         ("request", 0, "interrupted"),
     ]
     request = out[-1]
-    assert request.cost_usd == 0.02 and request.status == 0 and request.target is None
+    assert request.cost_micros == 20_000 and request.status == 0 and request.target is None
     assert request.error_kind == "interrupted" and request.ts == a0.ts
 
 
@@ -73,9 +73,9 @@ from trioproxy.ledger.journal import Journal
 journal = Journal(sys.argv[1])
 for r in make_records(300, seed=7):
     journal.append(r)
-journal.append(_attempt("orphan", 0, cost=0.25), intent=True)
+journal.append(_attempt("orphan", 0, cost=250_000), intent=True)
 journal.rotate()
-journal.append(_attempt("orphan", 1, cost=0.5), intent=True)
+journal.append(_attempt("orphan", 1, cost=500_000), intent=True)
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -114,7 +114,7 @@ async def test_records_of_a_killed_process_are_replayed_exactly_once(tmp_path: P
         want = totals_of(expected, "request")
         got = await target.raw_totals("request")
         assert got.count == want.count + 1
-        assert round(got.cost_usd - want.cost_usd, 6) == 0.75  # the orphan's two intents
+        assert got.cost_micros - want.cost_micros == 750_000  # the orphan's two intents
     assert list((tmp_path / JOURNAL_DIR).iterdir()) == []
 
 

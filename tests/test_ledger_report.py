@@ -38,22 +38,31 @@ def test_parse_since_rejects_garbage() -> None:
 
 
 def test_format_report_aligns_and_totals() -> None:
-    rows = [
-        ReportRow(("blue", "chat"), 3, 1200, 300, 0.5, 0.0),
-        ReportRow(("red", "search"), 10, 5, 7, 12.25, 1.5),
+    rows = [  # requests, input, read, write 5m, write 1h, output, reasoning, µUSD x3
+        ReportRow(("blue", "chat"), 3, 1200, 9000, 100, 50, 300, 20, 500_000, 0, 2_000),
+        ReportRow(("red", "search"), 10, 5, 0, 0, 0, 7, 0, 12_250_000, 1_500_000, -30),
     ]
     lines = format_report(rows, ["team", "feature"]).splitlines()
     assert lines[0].split() == [
         "team",
         "feature",
         "requests",
-        "input_tokens",
-        "output_tokens",
+        "input",
+        "cache_read",
+        "cache_write",
+        "output",
+        "reasoning",
         "cost_usd",
         "saved_usd",
+        "prompt_cache_saved_usd",
     ]
-    assert lines[2].split() == ["blue", "chat", "3", "1,200", "300", "0.5000", "0.0000"]
-    assert lines[-1].split() == ["TOTAL", "13", "1,205", "307", "12.7500", "1.5000"]
+    assert lines[2].split() == [
+        "blue", "chat", "3", "1,200", "9,000", "150", "300", "20",
+        "0.500000", "0.000000", "0.002000",
+    ]  # fmt: skip
+    assert lines[-1].split() == [
+        "TOTAL", "13", "1,205", "9,000", "150", "307", "20", "12.750000", "1.500000", "0.001970",
+    ]  # fmt: skip
     assert len({len(line) for line in lines if not line.startswith("-")}) == 1  # aligned
 
 
@@ -77,8 +86,9 @@ def test_report_cli_on_sqlite_state_dir(tmp_path: Path, capsys: pytest.CaptureFi
     total = out[-1].split()
     want = totals_of(records)
     assert total[0] == "TOTAL"
-    assert total[1:4] == [f"{want.count:,}", f"{want.input_tokens:,}", f"{want.output_tokens:,}"]
-    assert total[4] == f"{want.cost_usd:,.4f}"
+    assert total[1:3] == [f"{want.count:,}", f"{want.input_tokens:,}"]
+    assert total[5] == f"{want.output_tokens:,}"
+    assert total[7] == f"{want.cost_micros / 1e6:,.6f}"
 
 
 def test_report_cli_rejects_unknown_dimension(capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,7 +36,7 @@ def test_large_values_render_exactly() -> None:
     m = Metrics()
     rec = UsageRecord(
         ts=0.0, request_id="r", kind="request", key_name="k", team="t", user="u", feature="f",
-        route="chat", target="m", input_tokens=12_345_678, output_tokens=1, cost_usd=1234.56789,
+        route="chat", target="m", input_tokens=12_345_678, output_tokens=1, cost_micros=1_234_567_890,
     )  # fmt: skip
     m.observe(rec)
     m.requests.labels("chat", "m", "200", "off").inc(1_000_000)

@@ -237,10 +237,11 @@ def test_openai_missing_usage_is_estimated() -> None:
     assert usage.estimated and usage.output_tokens == 3
 
 
-def test_anthropic_parse_response_counts_cache_tokens_as_input() -> None:
+def test_anthropic_parse_response_keeps_cache_buckets() -> None:
     c = ANTHROPIC.parse_response(orjson.dumps(ANTHROPIC_MESSAGE))
     assert c.text == "I'll check." and c.finish_reason == "tool_calls"
-    assert c.usage == Usage(35, 30) and c.wire == "anthropic"
+    assert c.usage == Usage(10, 30, cache_read_tokens=20, cache_write_5m_tokens=5)
+    assert c.usage.prompt_tokens == 35 and c.wire == "anthropic"
     assert c.tool_calls == (
         ToolCall("toolu_01A09q90", "get_weather", '{"location":"San Francisco, CA"}'),
     )
@@ -371,17 +372,17 @@ def test_openai_garbage_chunk_is_value_error(data: str) -> None:
 
 def test_anthropic_text_stream() -> None:
     assert decode(ANTHROPIC.new_stream_decoder(), ANTHROPIC_TEXT_STREAM) == [
-        StreamStart("msg_01XFD", "claude-sonnet-4-5", input_tokens=125),
+        StreamStart("msg_01XFD", "claude-sonnet-4-5", Usage(25, 1, cache_read_tokens=100)),
         TextDelta("Hello"),
         TextDelta(" wörld!"),
         StreamEnd("stop"),
-        UsageReport(Usage(125, 15)),
+        UsageReport(Usage(25, 15, cache_read_tokens=100)),
     ]
 
 
 def test_anthropic_tool_stream() -> None:
     assert decode(ANTHROPIC.new_stream_decoder(), ANTHROPIC_TOOL_STREAM) == [
-        StreamStart("msg_014p7", "claude-sonnet-4-5", input_tokens=472),
+        StreamStart("msg_014p7", "claude-sonnet-4-5", Usage(472, 2)),
         TextDelta("Let me check."),
         ToolCallDelta(0, "toolu_01T1x", "get_weather", ""),
         ToolCallDelta(0, None, None, '{"location":'),

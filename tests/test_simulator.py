@@ -100,6 +100,13 @@ async def test_openai_completion_exact_usage(sim: Sim) -> None:
         "prompt_tokens": prompt_tokens(MESSAGES),
         "completion_tokens": 30,
         "total_tokens": prompt_tokens(MESSAGES) + 30,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
     assert sim.sim.stats.input_tokens == prompt_tokens(MESSAGES)
     assert sim.sim.stats.output_tokens == 30
@@ -210,6 +217,16 @@ async def test_openai_tool_call(sim: Sim) -> None:
 # --- Anthropic ---------------------------------------------------------------
 
 
+def anthropic_usage(input_tokens: int, output_tokens: int) -> dict[str, object]:
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": output_tokens,
+    }
+
+
 async def test_anthropic_message_exact_usage(sim: Sim) -> None:
     r = await sim.client.post("/v1/messages", json=anthropic_body(), headers=ANTHROPIC_KEY)
     assert r.status_code == 200
@@ -221,7 +238,7 @@ async def test_anthropic_message_exact_usage(sim: Sim) -> None:
     assert body["stop_reason"] == "end_turn"
     assert body["stop_sequence"] is None
     assert estimate_tokens(body["content"][0]["text"]) == 30
-    assert body["usage"] == {"input_tokens": ANTHROPIC_INPUT, "output_tokens": 30}
+    assert body["usage"] == anthropic_usage(ANTHROPIC_INPUT, 30)
 
     r = await sim.client.post(
         "/v1/messages", json=anthropic_body(max_tokens=3), headers=ANTHROPIC_KEY
@@ -244,7 +261,7 @@ async def test_anthropic_stream_event_sequence(sim: Sim) -> None:
     ]  # fmt: skip
     data = [json.loads(d) for _, d in events]
     assert all(d["type"] == k for d, k in zip(data, kinds, strict=True))
-    assert data[0]["message"]["usage"] == {"input_tokens": ANTHROPIC_INPUT, "output_tokens": 1}
+    assert data[0]["message"]["usage"] == anthropic_usage(ANTHROPIC_INPUT, 1)
     assert data[1]["content_block"] == {"type": "text", "text": ""}
     text = "".join(d["delta"]["text"] for d in data[3:12])
     assert estimate_tokens(text) == 9

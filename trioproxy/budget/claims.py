@@ -1,9 +1,8 @@
 """Claims on budgets and the worst-case cost of a request. Pure; no I/O.
 
 Money is integer micro-USD everywhere (1 USD = 1,000,000 µUSD), so sums never
-drift. A price in USD per 1M tokens is exactly µUSD per token; prices are
-converted from their decimal text (``0.15`` is 15/100, not the nearest float)
-and costs are rounded *up* to the next µUSD.
+drift. What a call costs is :func:`trioproxy.core.billing.bill`, the one
+billing step; this module only bounds it (worst case, floor) for reservations.
 
 A :class:`Claim` asks a store to add ``amount`` to ``bucket`` only if the
 bucket's usage (spent + reserved) plus ``amount`` stays within ``limit``.
@@ -13,7 +12,6 @@ period counter that may be dropped after ``expires_at``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,8 +19,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 from trioproxy.config.model import ModelConfig
-
-MICROS_PER_USD = 1_000_000
+from trioproxy.config.pricing import prices_of
+from trioproxy.core.billing import MICROS_PER_USD, worst_case_micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +58,6 @@ def usd_to_micros(usd: float) -> int:
     return math.floor(Fraction(Decimal(repr(usd))) * MICROS_PER_USD)
 
 
-@functools.lru_cache(maxsize=1024)
-def _price(per_mtok: float) -> Fraction:
-    return Fraction(Decimal(repr(per_mtok)))
-
-
-def cost_micros(model: ModelConfig, input_tokens: int, output_tokens: int) -> int:
-    """Cost of a call in µUSD, rounded up."""
-    exact = input_tokens * _price(model.input_per_mtok) + output_tokens * _price(
-        model.output_per_mtok
-    )
-    return math.ceil(exact)
-
-
 def worst_case(
     prompt_tokens_bound: int, max_tokens: int | None, models: Iterable[ModelConfig]
 ) -> WorstCase:
@@ -81,14 +66,16 @@ def worst_case(
     ``prompt_tokens_bound`` must be a hard upper bound (``prompt_tokens(bound=True)``).
     Output is ``max_tokens`` when given, else each model's ``max_output_tokens``.
     Each model is priced separately and the maximum is taken, so the result is
-    the cost on the most expensive model for *this* request.
+    the cost on the most expensive model for *this* request; every prompt token
+    is priced in the model's most expensive input bucket (a 1-hour cache write
+    on Anthropic), since the provider decides what is cached.
     """
     usd = tokens = 0
     seen = False
     for m in models:
         seen = True
         out = max_tokens if max_tokens is not None else m.max_output_tokens
-        usd = max(usd, cost_micros(m, prompt_tokens_bound, out))
+        usd = max(usd, worst_case_micros(prices_of(m), prompt_tokens_bound, out))
         tokens = max(tokens, prompt_tokens_bound + out)
     if not seen:
         raise ValueError("worst_case needs at least one model")
@@ -146,7 +133,6 @@ __all__ = [
     "Claim",
     "Denial",
     "WorstCase",
-    "cost_micros",
     "distribute",
     "initial_reservation",
     "merge_claims",

@@ -190,6 +190,10 @@ class BudgetGate:
                 self.outage.mode, extra={"fields": {"store": "budget"}},
             )  # fmt: skip
 
+    async def bucket_usage(self, bucket: str) -> int:
+        """Spent + reserved in ``bucket`` now (raises ``StoreUnavailable``)."""
+        return await self._call(lambda: self.store.usage(bucket, now=self.clock()))
+
     def _unavailable(self) -> PolicyError:
         return PolicyError(
             ErrorKind.OVERLOADED,

@@ -13,7 +13,8 @@ import orjson
 
 from trioproxy.core.types import Completion, FinishReason, ToolCall, Usage
 
-_VERSION = 1
+_VERSION = 2
+"""2: usage buckets and the cost in integer µUSD (1: prompt/output and a float USD cost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +24,14 @@ class CacheEntry:
     usage: Usage
     model: str
     """The model that served the original answer."""
-    cost_usd: float
-    """What the original answer cost; a hit records this as saved."""
+    cost_micros: int
+    """What the original answer cost (its bill, µUSD); a hit records this as saved."""
     created_at: float
     tool_calls: tuple[ToolCall, ...] = ()
 
     @classmethod
-    def from_completion(cls, c: Completion, *, cost_usd: float, now: float) -> CacheEntry:
-        return cls(c.text, c.finish_reason, c.usage, c.model, cost_usd, now, c.tool_calls)
+    def from_completion(cls, c: Completion, *, cost_micros: int, now: float) -> CacheEntry:
+        return cls(c.text, c.finish_reason, c.usage, c.model, cost_micros, now, c.tool_calls)
 
     def completion(self, response_id: str) -> Completion:
         return Completion(
@@ -49,9 +50,17 @@ class CacheEntry:
                 _VERSION,
                 self.text,
                 self.finish_reason,
-                [u.input_tokens, u.output_tokens, u.estimated],
+                [
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.estimated,
+                    u.cache_read_tokens,
+                    u.cache_write_5m_tokens,
+                    u.cache_write_1h_tokens,
+                    u.reasoning_tokens,
+                ],
                 self.model,
-                self.cost_usd,
+                self.cost_micros,
                 self.created_at,
                 [[t.id, t.name, t.arguments] for t in self.tool_calls],
             ]
@@ -59,17 +68,18 @@ class CacheEntry:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CacheEntry:
-        """Raises ValueError on anything but a version-1 entry."""
+        """Raises ValueError on anything but a version-1 or version-2 entry."""
         try:
             v, text, finish, usage, model, cost, created, calls = orjson.loads(raw)
-            if v != _VERSION:
+            if v not in (1, _VERSION):
                 raise ValueError(f"cache entry version {v!r}")
+            buckets = [int(n) for n in usage[3:7]] if v == _VERSION else [0, 0, 0, 0]
             return cls(
                 text=text,
                 finish_reason=finish,
-                usage=Usage(int(usage[0]), int(usage[1]), bool(usage[2])),
+                usage=Usage(int(usage[0]), int(usage[1]), bool(usage[2]), *buckets),
                 model=model,
-                cost_usd=float(cost),
+                cost_micros=int(cost) if v == _VERSION else round(float(cost) * 1_000_000),
                 created_at=float(created),
                 tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in calls),
             )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from trioproxy.core.types import Priority
+from trioproxy.providers.base import BetaPolicy
 
 DEFAULT_FALLBACK_STATUSES: frozenset[int] = frozenset({408, 409, 429, 529, *range(500, 600)})
 
@@ -53,6 +54,14 @@ class ProviderConfig:
     """PEM file of the CAs to trust for this provider (replaces the default bundle)."""
     proxy: str = "env"
     """``env`` (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), ``none``, or an ``http://`` proxy URL."""
+    anthropic_betas_allow: frozenset[str] | None = None
+    """``anthropic-beta`` values a caller may pass through to this provider; None = any."""
+    anthropic_betas_deny: frozenset[str] = frozenset()
+    """``anthropic-beta`` values never passed through (checked after the allow list)."""
+
+    @property
+    def betas(self) -> BetaPolicy:
+        return BetaPolicy(self.anthropic_betas_allow, self.anthropic_betas_deny)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +71,21 @@ class ModelConfig:
     deployment: str
     """The provider's own model name."""
     input_per_mtok: float
-    """USD per 1M input tokens."""
+    """USD per 1M uncached input tokens."""
     output_per_mtok: float
+    """USD per 1M output tokens (reasoning tokens included)."""
     context_limit: int = 128_000
     max_output_tokens: int = 4_096
     embedding: bool = field(default=False, metadata={"derived": True})
     """An embedding model (its config entry has an input price and no output price):
     served on ``/v1/embeddings`` only, and never on the chat endpoints."""
+    cache_read_per_mtok: float | None = None
+    """USD per 1M prompt-cache read tokens. The loader fills the provider's default
+    (:mod:`trioproxy.config.pricing`); None (a hand-built config) = the input price."""
+    cache_write_5m_per_mtok: float | None = None
+    """USD per 1M tokens written to a 5-minute prompt cache; None = the input price."""
+    cache_write_1h_per_mtok: float | None = None
+    """USD per 1M tokens written to a 1-hour prompt cache; None = the input price."""
     resolved_provider: ProviderConfig | None = field(
         default=None, compare=False, repr=False, metadata={"derived": True}
     )

@@ -17,11 +17,16 @@ from trioproxy.config.model import (
     Settings,
     Target,
 )
+from trioproxy.config.pricing import with_default_prices
 
 
 def resolve(settings: Settings) -> Settings:
+    """Also fills each model's unset bucket prices by its provider's rules (:mod:`.pricing`)."""
     models = {
-        name: dataclasses.replace(m, resolved_provider=settings.providers[m.provider])
+        name: dataclasses.replace(
+            with_default_prices(m, settings.providers[m.provider].kind),
+            resolved_provider=settings.providers[m.provider],
+        )
         for name, m in settings.models.items()
     }
     routes = {name: _route(r, models) for name, r in settings.routes.items()}

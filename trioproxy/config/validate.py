@@ -154,6 +154,10 @@ def _check_model(
         out.append(f"{path}.deployment: must not be empty")
     _at_least_zero(out, f"{path}.input_per_mtok", model.input_per_mtok)
     _at_least_zero(out, f"{path}.output_per_mtok", model.output_per_mtok)
+    for bucket in ("cache_read", "cache_write_5m", "cache_write_1h"):
+        price = getattr(model, f"{bucket}_per_mtok")
+        if price is not None:
+            _at_least_zero(out, f"{path}.{bucket}_per_mtok", price)
     _positive(out, f"{path}.context_limit", model.context_limit)
     _positive(out, f"{path}.max_output_tokens", model.max_output_tokens)
     if model.max_output_tokens > model.context_limit > 0:

@@ -26,14 +26,39 @@ Priority = Literal["low", "medium", "high"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens one upstream call consumed, in disjoint billing buckets.
+
+    Every prompt token is in exactly one of ``input_tokens`` (uncached input),
+    ``cache_read_tokens``, ``cache_write_5m_tokens`` or ``cache_write_1h_tokens``
+    (Anthropic's convention; OpenAI's subsets are normalised into it by
+    :mod:`trioproxy.core.usage`). ``reasoning_tokens`` is *inside*
+    ``output_tokens`` (billed as output) and kept apart for reporting only.
+    """
+
     input_tokens: int
+    """Uncached input tokens (billed at the input price)."""
     output_tokens: int
+    """All output tokens, reasoning included."""
     estimated: bool = False
     """True when the counts are our estimate (broken/aborted stream), not upstream's."""
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Part of ``output_tokens``."""
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token, cached or not (OpenAI's ``prompt_tokens``)."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
     @property
     def total(self) -> int:
-        return self.input_tokens + self.output_tokens
+        return self.prompt_tokens + self.output_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +81,11 @@ class ChatRequest:
     """The caller wants a usage report in the stream (Anthropic: always)."""
     max_tokens: int | None
     end_user: str | None = None
+    anthropic_version: str | None = None
+    """The caller's ``anthropic-version`` header (passed on to an Anthropic provider when
+    the caller speaks Anthropic)."""
+    anthropic_beta: tuple[str, ...] = ()
+    """The caller's ``anthropic-beta`` values, in order (filtered per provider)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +118,9 @@ class Completion:
 class StreamStart:
     id: str
     model: str
-    input_tokens: int | None = None
-    """Prompt tokens when the provider reports them up front (Anthropic ``message_start``)."""
+    usage: Usage | None = None
+    """Prompt usage (output 0 or so far) when the provider reports it up front
+    (Anthropic ``message_start``): exact input buckets even if the stream breaks later."""
 
 
 @dataclass(frozen=True, slots=True)

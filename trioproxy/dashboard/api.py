@@ -128,9 +128,14 @@ def install(app: Quart, acc: Access) -> None:
                         **dict(zip(by, r.group, strict=True)),
                         "requests": r.requests,
                         "input_tokens": r.input_tokens,
+                        "cache_read_tokens": r.cache_read_tokens,
+                        "cache_write_tokens": r.cache_write_5m_tokens + r.cache_write_1h_tokens,
                         "output_tokens": r.output_tokens,
+                        "reasoning_tokens": r.reasoning_tokens,
+                        "cost_micros": r.cost_micros,
                         "cost_usd": r.cost_usd,
                         "saved_usd": r.saved_usd,
+                        "prompt_cache_saved_usd": r.cache_saved_usd,
                     }
                     for r in rows
                 ],

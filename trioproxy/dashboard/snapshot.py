@@ -33,10 +33,16 @@ class Totals:
     output_tokens: int = 0
     cost_usd: float = 0.0
     saved_usd: float = 0.0
+    """Saved by the gateway's cache."""
+    cache_saved_usd: float = 0.0
+    """Saved by the providers' prompt caches."""
 
     @classmethod
     def of(cls, row: ReportRow) -> Totals:
-        return cls(row.requests, row.input_tokens, row.output_tokens, row.cost_usd, row.saved_usd)
+        return cls(
+            row.requests, row.input_tokens, row.output_tokens, row.cost_usd, row.saved_usd,
+            row.cache_saved_usd,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,8 @@ class Totals:
     output_tokens: int = 0
     cost_usd: float = 0.0
     saved_usd: float = 0.0
+    cache_saved_usd: float = 0.0
+    """Saved by the providers' prompt caches (``saved_usd``: by the gateway's cache)."""
 
     def add(self, r: HourRow) -> None:
         self.requests += r.requests
@@ -77,6 +79,7 @@ class Totals:
         self.output_tokens += r.output_tokens
         self.cost_usd += r.cost_usd
         self.saved_usd += r.saved_usd
+        self.cache_saved_usd += r.cache_saved_usd
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from trioproxy.core.tokens import content_text
-from trioproxy.core.types import ChatRequest, Completion, Dialect, Usage
+from trioproxy.core.types import ChatRequest, Completion, Dialect
+from trioproxy.core.usage import anthropic_json
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic_stream import STOP_REASONS, AnthropicStreamEncoder, error_body
 from trioproxy.errors import GatewayError, invalid
@@ -162,10 +163,6 @@ def _put_tool_choice(chat: dict[str, Any], choice: Any) -> None:
         chat["parallel_tool_calls"] = False
 
 
-def _usage_json(usage: Usage) -> dict[str, int]:
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
-
-
 def render_completion(completion: Completion, req: ChatRequest) -> bytes:
     if completion.wire == "anthropic" and completion.native is not None:
         return orjson.dumps(completion.native)
@@ -190,7 +187,7 @@ def render_completion(completion: Completion, req: ChatRequest) -> bytes:
             "content": content,
             "stop_reason": STOP_REASONS[completion.finish_reason],
             "stop_sequence": None,
-            "usage": _usage_json(completion.usage),
+            "usage": anthropic_json(completion.usage),
         }
     )
 

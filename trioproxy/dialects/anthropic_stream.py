@@ -5,9 +5,9 @@ Anthropic's order is fixed: ``message_start``, then content blocks (each
 ``message_delta`` carrying the stop reason and the final usage, then
 ``message_stop``. Upstreams deliver the stop reason and the usage in either
 order, so the ``message_delta`` is held until both are known (or the stream
-finishes). When the input token count is unknown at the start (OpenAI
-upstreams report it last), ``message_start`` says 0 and the ``message_delta``
-carries the real count, which the Anthropic SDK takes as the final total.
+finishes). When the input usage is unknown at the start (OpenAI upstreams
+report it last), ``message_start`` says 0 and the ``message_delta`` carries
+the real counts (every bucket), which the Anthropic SDK takes as the final ones.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from trioproxy.core.types import (
     ToolCallDelta,
     Usage,
 )
+from trioproxy.core.usage import anthropic_json
 from trioproxy.errors import GatewayError
 
 STOP_REASONS: dict[FinishReason, str] = {
@@ -129,10 +130,7 @@ class AnthropicStreamEncoder:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": (event.input_tokens if event else None) or 0,
-                "output_tokens": 0,
-            },
+            "usage": anthropic_json((event.usage if event else None) or Usage(0, 0)),
         }
         return _event(b"message_start", {"type": "message_start", "message": message})
 
@@ -154,12 +152,9 @@ class AnthropicStreamEncoder:
             return b""
         self._delta_sent = True
         out = self._message_start(None)
-        usage: dict[str, int] = {"output_tokens": 0}
+        usage: dict[str, Any] = {"output_tokens": 0}
         if self._usage is not None:
-            usage = {
-                "input_tokens": self._usage.input_tokens,
-                "output_tokens": self._usage.output_tokens,
-            }
+            usage = anthropic_json(self._usage)
         delta = {"stop_reason": STOP_REASONS[self._finish or "stop"], "stop_sequence": None}
         return out + _event(
             b"message_delta", {"type": "message_delta", "delta": delta, "usage": usage}

@@ -23,6 +23,7 @@ from trioproxy.core.types import (
     ToolCallDelta,
     Usage,
 )
+from trioproxy.core.usage import openai_json
 from trioproxy.dialects import _fields as f
 from trioproxy.errors import GatewayError, invalid
 
@@ -73,14 +74,6 @@ def parse_request(body: bytes) -> ChatRequest:
     )
 
 
-def _usage_json(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total,
-    }
-
-
 def render_completion(completion: Completion, req: ChatRequest) -> bytes:
     if completion.wire == "openai" and completion.native is not None:
         return orjson.dumps(completion.native)
@@ -108,7 +101,7 @@ def render_completion(completion: Completion, req: ChatRequest) -> bytes:
                     "finish_reason": completion.finish_reason,
                 }
             ],
-            "usage": _usage_json(completion.usage),
+            "usage": openai_json(completion.usage),
         }
     )
 
@@ -164,7 +157,7 @@ class OpenAIStreamEncoder:
         )
 
     def _usage_chunk(self, usage: Usage) -> bytes:
-        return self._prefix + b'],"usage":' + orjson.dumps(_usage_json(usage)) + b"}\n\n"
+        return self._prefix + b'],"usage":' + orjson.dumps(openai_json(usage)) + b"}\n\n"
 
     def encode(self, event: StreamEvent) -> bytes:
         if isinstance(event, TextDelta):

@@ -36,6 +36,7 @@ from trioproxy.core.types import (
     ToolCallDelta,
     Usage,
 )
+from trioproxy.core.usage import responses_json, with_output
 from trioproxy.dialects.openai import render_error
 from trioproxy.dialects.responses import parse_request
 from trioproxy.errors import ErrorKind, GatewayError
@@ -47,14 +48,8 @@ _INCOMPLETE: dict[FinishReason, str] = {
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
-    """Usage in the Responses shape."""
-    return {
-        "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": usage.total,
-    }
+    """Usage in the Responses shape (:func:`trioproxy.core.usage.responses_json`)."""
+    return responses_json(usage)
 
 
 def new_id(prefix: str) -> str:
@@ -157,7 +152,8 @@ class ResponsesStreamEncoder:
         self._call_meta: dict[int, tuple[str, str]] = {}
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
-        self._input = prompt_tokens(req.chat.get("messages", []))
+        self._input = Usage(prompt_tokens(req.chat.get("messages", [])), 0)
+        """The prompt's usage: estimated, or the provider's when it reports it up front."""
         self._out_tokens = 0
 
     # --- framing --------------------------------------------------------------
@@ -264,8 +260,8 @@ class ResponsesStreamEncoder:
             return self._start() + self._call_delta(event)
         if isinstance(event, StreamStart):
             self._model = event.model or self._model
-            if event.input_tokens is not None:
-                self._input = event.input_tokens
+            if event.usage is not None:
+                self._input = event.usage
             return self._start()
         if isinstance(event, StreamEnd):
             self._finish = event.finish_reason
@@ -275,7 +271,7 @@ class ResponsesStreamEncoder:
 
     def finish(self) -> bytes:
         if self._usage is None:
-            self._usage = Usage(self._input, self._out_tokens, estimated=True)
+            self._usage = with_output(self._input, self._out_tokens, estimated=True)
         incomplete = _INCOMPLETE.get(self._finish or "stop")
         out = self._start() + self._close_text("completed") + self._close_calls("completed")
         if incomplete is not None:
@@ -288,7 +284,7 @@ class ResponsesStreamEncoder:
         """The stream broke (``response.failed``) or a budget stopped it
         (``response.incomplete``); either way with the partial output and usage."""
         if self._usage is None:
-            self._usage = Usage(self._input, self._out_tokens, estimated=True)
+            self._usage = with_output(self._input, self._out_tokens, estimated=True)
         out = self._start() + self._close_text("incomplete") + self._close_calls("incomplete")
         if err.kind in (ErrorKind.BUDGET_EXCEEDED, ErrorKind.RATE_LIMITED):
             snapshot = self._snapshot("incomplete", incomplete=err.kind.value, error=err)

@@ -32,8 +32,8 @@ from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, 
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
     RequestFacts,
+    bill_for,
     cache_hit_record,
-    cost_usd,
     refused_record,
     usage_records,
 )
@@ -143,9 +143,9 @@ class EmbeddingsHandler:
                 *base, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
             ])  # fmt: skip
             first = plan.chain.targets[0].spec
-            saved = cost_usd(first, Usage(hit.input_tokens, 0))
-            self.sink.submit(cache_hit_record(facts, "exact", saved_usd=saved))
-            traces.finish_early(trace, status=200, cache="exact", saved_usd=saved)
+            saved = bill_for(first, Usage(hit.input_tokens, 0)).micros
+            self.sink.submit(cache_hit_record(facts, "exact", saved_micros=saved))
+            traces.finish_early(trace, status=200, cache="exact", saved_micros=saved)
             return
         base.append((b"x-trioproxy-cache", status.encode()))
         ticket: Ticket | None = None

@@ -12,14 +12,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import trio
 
 from trioproxy.budget.gate import Ticket
+from trioproxy.budget.ratelimit import after_admission, of_refusal
 from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
+from trioproxy.dialects.ratelimit_headers import rate_limit_headers
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import (
     ClientGone,
@@ -36,8 +39,8 @@ from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, 
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
     RequestFacts,
+    bill_for,
     cache_hit_record,
-    cost_usd,
     intent_record,
     refused_record,
     spent,
@@ -68,6 +71,21 @@ SETTLE_TIMEOUT_S = 15.0
 """Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
 
 _PRIORITIES: dict[bytes, Priority] = {b"low": "low", b"medium": "medium", b"high": "high"}
+
+
+def with_anthropic_headers(req: ChatRequest, headers: dict[bytes, bytes]) -> ChatRequest:
+    """The caller's ``anthropic-version`` and ``anthropic-beta`` (comma-separated values), for
+    an Anthropic provider to pass on (filtered by its allow/deny lists)."""
+    version = headers.get(b"anthropic-version")
+    beta = headers.get(b"anthropic-beta")
+    if version is None and beta is None:
+        return req
+    betas = tuple(b.strip() for b in (beta or b"").decode("latin-1").split(",") if b.strip())
+    return replace(
+        req,
+        anthropic_version=version.decode("latin-1").strip() if version else None,
+        anthropic_beta=betas,
+    )
 
 
 class ChatHandler:
@@ -118,6 +136,7 @@ class ChatHandler:
             key = self.keys.authenticate(headers)
             body = await read_body(receive, headers, self.settings.server.max_body_bytes)
             req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
+            req = with_anthropic_headers(req, headers)
             plan, prompt_est = self._plan(key, req, headers)
         except ClientGone:
             return
@@ -156,8 +175,12 @@ class ChatHandler:
             except GatewayError as err:
                 self.sink.submit(refused_record(facts, err, cache=status))
                 traces.finish_early(trace, status=err.status, cache=status, error=err)
-                await send_error(send, dialect, err, base)
+                refused = rate_limit_headers(dialect, of_refusal(err), now=time.time())
+                await send_error(send, dialect, err, [*base, *refused])
                 return
+            if ticket.holds:
+                state = await after_admission(self.admission.gate, ticket)
+                base += rate_limit_headers(dialect, state, now=time.time())
         await self._serve(
             facts, dialect, receive, send, base, ticket, prompt_bound, cache_plan, status, trace
         )
@@ -201,10 +224,9 @@ class ChatHandler:
         if hit.similarity is not None:
             headers.append((b"x-trioproxy-cache-similarity", f"{hit.similarity:.4f}".encode()))
         await replay(send, dialect, facts.req, completion, replay_events(completion), headers)
-        first = facts.plan.chain.targets[0].spec
-        saved = cost_usd(first, completion.usage)
-        self.sink.submit(cache_hit_record(facts, hit.kind, saved_usd=saved))
-        traces.finish_early(trace, status=200, cache=hit.kind, saved_usd=saved)
+        saved = hit.entry.cost_micros
+        self.sink.submit(cache_hit_record(facts, hit.kind, saved_micros=saved))
+        traces.finish_early(trace, status=200, cache=hit.kind, saved_micros=saved)
 
     def relay_buffered(self) -> int:
         """Events waiting in the relay channels of the requests being served."""
@@ -286,7 +308,7 @@ class ChatHandler:
             ):  # fmt: skip
                 model = race.winner.target.spec
                 self.cache.store(cache_plan, facts.req, delivery.completion,
-                                 cost_usd(model, delivery.completion.usage))  # fmt: skip
+                                 bill_for(model, delivery.completion.usage).micros)  # fmt: skip
             traces.finish(trace, race, usage, runner.meters, status=delivery.status,
                           error=delivery.error, cache=cache_status,
                           prompt=facts.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip

@@ -56,10 +56,6 @@ MIRRORED = {
 disable_created_metrics()  # no ``_created`` series: they double the output and nobody reads them
 
 
-def _micros(usd: float) -> int:
-    return round(usd * 1_000_000)
-
-
 class Metrics:
     """Every metric family of one worker process."""
 
@@ -163,15 +159,19 @@ class Metrics:
             self.refusals.labels(rec.error_kind or "unknown").inc()
         if rec.input_tokens:
             self.tokens.labels(rec.route, target, "input").inc(rec.input_tokens)
+        if rec.cache_read_tokens:
+            self.tokens.labels(rec.route, target, "cache_read").inc(rec.cache_read_tokens)
+        if writes := rec.cache_write_5m_tokens + rec.cache_write_1h_tokens:
+            self.tokens.labels(rec.route, target, "cache_write").inc(writes)
         if rec.output_tokens:
             self.tokens.labels(rec.route, target, "output").inc(rec.output_tokens)
         if rec.input_tokens or rec.output_tokens:  # requests that consumed tokens upstream
             self.request_tokens.labels("input").observe(rec.input_tokens)
             self.request_tokens.labels("output").observe(rec.output_tokens)
-        if rec.cost_usd:
-            self.cost.labels(rec.team, rec.route).inc(_micros(rec.cost_usd))
-        if rec.saved_usd:
-            self.saved.labels(rec.team, rec.route).inc(_micros(rec.saved_usd))
+        if rec.cost_micros:
+            self.cost.labels(rec.team, rec.route).inc(rec.cost_micros)
+        if rec.saved_micros:
+            self.saved.labels(rec.team, rec.route).inc(rec.saved_micros)
         self.request_duration.labels(rec.route).observe(rec.latency_ms / 1000)
         if rec.ttfb_ms is not None:
             self.ttfb.labels(rec.route).observe(rec.ttfb_ms / 1000)

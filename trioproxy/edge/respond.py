@@ -7,6 +7,7 @@ cached answers, as JSON or as a stream in the caller's dialect.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -36,10 +37,17 @@ class Delivery:
         return self.client_gone and not self.responded
 
 
+DEFAULT_RETRY_AFTER_S = 60
+"""``retry-after`` on a 429 whose wait is unknown (every 429 carries one)."""
+
+
 async def send_error(send: Send, dialect: Dialect, err: GatewayError, base: Headers) -> None:
     headers = list(base)
-    if err.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+    retry = err.retry_after
+    if retry is None and err.status == 429:
+        retry = DEFAULT_RETRY_AFTER_S
+    if retry is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
     await send_whole(send, err.status, DIALECTS[dialect].render_error(err), headers)
 
 

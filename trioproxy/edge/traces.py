@@ -17,7 +17,7 @@ import trio
 from trioproxy.config.model import ModelConfig
 from trioproxy.core.types import Completion, Usage
 from trioproxy.errors import GatewayError
-from trioproxy.pipeline.accounting import cost_usd
+from trioproxy.pipeline.accounting import bill_for
 from trioproxy.pipeline.routing import RoutePlan
 from trioproxy.telemetry.tracing import (
     AttrValue,
@@ -100,10 +100,11 @@ def finish(
     """End every attempt span, then the request span, with usage, cost and outcome."""
     if trace is None:
         return
-    total = 0.0
+    total_micros = 0
     for a, model, usage in consumed:
-        cost = cost_usd(model, usage)
-        total += cost
+        micros = bill_for(model, usage).micros
+        total_micros += micros
+        cost = micros / 1_000_000
         err = a.error
         trace.end_attempt(a.index, {
             **usage_attributes(usage), **_response(meters.get(a.index)),
@@ -112,7 +113,7 @@ def finish(
                and err.status else {}),
         }, error=err.kind.value if err is not None else None, end_wall_s=_end_wall(a))  # fmt: skip
     attrs: dict[str, AttrValue] = {
-        "trioproxy.cache": cache, "trioproxy.cost_usd": total,
+        "trioproxy.cache": cache, "trioproxy.cost_usd": total_micros / 1_000_000,
         "trioproxy.attempts": len(race.attempts), "http.response.status_code": status,
     }  # fmt: skip
     winner = race.winner
@@ -131,15 +132,15 @@ def finish(
 
 def finish_early(
     trace: RequestTrace | None, *, status: int, cache: str, error: GatewayError | None = None,
-    saved_usd: float | None = None,
+    saved_micros: int | None = None,
 ) -> None:  # fmt: skip
     """End a request that never went upstream: a cache hit, or refused (budget, limit)."""
     if trace is None:
         return
     attrs: dict[str, AttrValue] = {"trioproxy.cache": cache, "http.response.status_code": status,
                                    "trioproxy.cost_usd": 0.0, "trioproxy.attempts": 0}  # fmt: skip
-    if saved_usd is not None:
-        attrs["trioproxy.saved_usd"] = saved_usd
+    if saved_micros is not None:
+        attrs["trioproxy.saved_usd"] = saved_micros / 1_000_000
     trace.end(attrs, error=error.kind.value if error is not None else None)
 
 

@@ -9,7 +9,8 @@ Every backend keeps two tables:
   ``(request_id, kind, attempt, target)`` (``target`` stored as ``''`` when absent), written with
   "insert, ignore conflicts" so a replayed batch never double-counts.
 * ``ledger_daily``: the rollup, one row per
-  ``(day, kind, team, feature, user, route, model, cache)`` with ``requests, input_tokens, output_tokens, cost_usd, saved_usd``. It is updated in the same
+  ``(day, kind, team, feature, user, route, model, cache)`` with the :data:`METRICS` (requests,
+  the token buckets, µUSD billed and saved, all integers). It is updated in the same
   transaction as the raw insert, from the rows that were *actually inserted*, so rollup totals
   always equal the sum of the raw rows (until retention removes raw rows; rollups are kept).
 
@@ -28,10 +29,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trioproxy.ledger.columns import LEGACY_MONEY, METRICS
 from trioproxy.ledger.hourly import HourRow
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
@@ -47,9 +50,32 @@ class ReportRow:
     """Values of the ``by`` dimensions, in the order asked for."""
     requests: int
     input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
     output_tokens: int
-    cost_usd: float
-    saved_usd: float
+    reasoning_tokens: int
+    cost_micros: int
+    saved_micros: int
+    """Saved by the gateway's own cache (hits)."""
+    cache_saved_micros: int
+    """Saved by the providers' prompt caches."""
+
+    @classmethod
+    def of(cls, group: tuple[str, ...], values: Sequence[Any]) -> ReportRow:
+        return cls(group, *(int(v or 0) for v in values))
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    @property
+    def saved_usd(self) -> float:
+        return self.saved_micros / 1_000_000
+
+    @property
+    def cache_saved_usd(self) -> float:
+        return self.cache_saved_micros / 1_000_000
 
 
 class LedgerBackend(Protocol):
@@ -134,16 +160,17 @@ def rollup_key(record: UsageRecord) -> RollupKey:
     )
 
 
-def aggregate(records: Iterable[UsageRecord]) -> dict[RollupKey, list[float]]:
-    """Sum records per rollup key: ``[requests, input_tokens, output_tokens, cost, saved]``."""
-    out: dict[RollupKey, list[float]] = {}
+_SUMMED = operator.attrgetter(*METRICS[1:])
+
+
+def aggregate(records: Iterable[UsageRecord]) -> dict[RollupKey, list[int]]:
+    """Sum records per rollup key, in :data:`METRICS` order."""
+    out: dict[RollupKey, list[int]] = {}
     for r in records:
-        acc = out.setdefault(rollup_key(r), [0, 0, 0, 0.0, 0.0])
+        acc = out.setdefault(rollup_key(r), [0] * len(METRICS))
         acc[0] += 1
-        acc[1] += r.input_tokens
-        acc[2] += r.output_tokens
-        acc[3] += r.cost_usd
-        acc[4] += r.saved_usd
+        for i, v in enumerate(_SUMMED(r), 1):
+            acc[i] += v
     return out
 
 
@@ -155,9 +182,9 @@ def rollup_query(by: Sequence[str], placeholder: str) -> str:
     check_dimensions(by)
     cols = ", ".join(_DIM_COLUMN.get(d, d) for d in by)
     p = placeholder
+    sums = ", ".join(f"SUM({m})" for m in METRICS)
     return (
-        f"SELECT {cols}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
-        f"SUM(cost_usd), SUM(saved_usd) FROM ledger_daily WHERE kind = {p} AND day >= {p} "
+        f"SELECT {cols}, {sums} FROM ledger_daily WHERE kind = {p} AND day >= {p} "
         f"AND day <= {p} GROUP BY {cols} ORDER BY {cols}"
     )
 
@@ -169,12 +196,20 @@ def check_dimensions(by: Sequence[str]) -> None:
 
 
 def record_from_dict(data: Mapping[str, Any]) -> UsageRecord:
-    """Rebuild a record from :meth:`UsageRecord.to_dict`; unknown keys are ignored."""
-    return UsageRecord(**{k: v for k, v in data.items() if k in _FIELDS})
+    """Rebuild a record from :meth:`UsageRecord.to_dict`; unknown keys are ignored.
+
+    A record spooled by a version that counted float USD (``cost_usd``, ``saved_usd``) gets
+    its µUSD back (rounded)."""
+    fields = {k: v for k, v in data.items() if k in _FIELDS}
+    for old, new in LEGACY_MONEY.items():
+        if new not in fields and isinstance(data.get(old), int | float):
+            fields[new] = round(data[old] * 1_000_000)
+    return UsageRecord(**fields)
 
 
 __all__ = [
     "DIMENSIONS",
+    "METRICS",
     "LedgerBackend",
     "ReportRow",
     "RollupKey",

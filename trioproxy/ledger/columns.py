@@ -17,15 +17,25 @@ from trioproxy.ledger.record import UsageRecord
 # field name -> (column name, SQLite type, PostgreSQL type)
 _TYPES: dict[str, tuple[str, str]] = {
     "ts": ("REAL", "timestamptz"),
-    "input_tokens": ("INTEGER", "bigint"),
-    "output_tokens": ("INTEGER", "bigint"),
+    **{
+        f: ("INTEGER", "bigint")
+        for f in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+            "cost_micros",
+            "saved_micros",
+            "cache_saved_micros",
+        )
+    },
     "status": ("INTEGER", "integer"),
     "fallback_depth": ("INTEGER", "integer"),
     "attempt": ("INTEGER", "integer"),
     "estimated": ("INTEGER", "boolean"),
     "stream": ("INTEGER", "boolean"),
-    "cost_usd": ("REAL", "double precision"),
-    "saved_usd": ("REAL", "double precision"),
     "latency_ms": ("REAL", "double precision"),
     "ttfb_ms": ("REAL", "double precision"),
 }
@@ -46,6 +56,32 @@ def sqlite_type(field: str) -> str:
 
 def pg_type(field: str) -> str:
     return _TYPES.get(field, ("TEXT", "text"))[1]
+
+
+def default_sql(field: str) -> str:
+    """The value old rows get when a migration adds ``field``'s column."""
+    typ = sqlite_type(field)
+    return "0" if typ in ("INTEGER", "REAL") else "''"
+
+
+METRICS: tuple[str, ...] = (
+    "requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_micros",
+    "saved_micros",
+    "cache_saved_micros",
+)
+"""The rollup's summed columns, in this order everywhere (``requests`` counts records, the
+others are the :class:`UsageRecord` fields of the same name)."""
+
+
+LEGACY_MONEY: dict[str, str] = {"cost_usd": "cost_micros", "saved_usd": "saved_micros"}
+"""Float-USD columns of ledgers made before integer µUSD, and the columns that replace them."""
 
 
 def column_ddl(dialect: str) -> str:
@@ -78,7 +114,10 @@ __all__ = [
     "COLUMNS",
     "FIELDS",
     "KEY_COLUMNS",
+    "LEGACY_MONEY",
+    "METRICS",
     "column_ddl",
+    "default_sql",
     "pg_type",
     "sqlite_type",
     "to_dict",

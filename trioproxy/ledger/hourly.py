@@ -1,8 +1,8 @@
 """The hourly roll-up the dashboard reads: ``ledger_hourly``.
 
 One row per ``(hour, team, feature, user, key, route, model, cache, status)`` of *request*
-records (``hour`` = Unix time // 3600), with ``requests, input_tokens, output_tokens,
-cost_usd, saved_usd``. Written in the same transaction as ``ledger_raw`` and
+records (``hour`` = Unix time // 3600), with the ledger's integer
+:data:`~trioproxy.ledger.columns.METRICS` (requests, token buckets, µUSD billed and saved). Written in the same transaction as ``ledger_raw`` and
 ``ledger_daily``, from the rows actually inserted, so it always equals the sum of the raw
 request rows (retention drops raw rows, never roll-ups).
 
@@ -14,9 +14,11 @@ Its size grows with distinct combinations per hour, not with traffic.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from trioproxy.ledger.columns import METRICS
 from trioproxy.ledger.record import UsageRecord
 
 DIMENSIONS: tuple[str, ...] = (
@@ -27,28 +29,28 @@ COLUMNS = {"user": "user_name", "key": "key_name"}
 KEY_COLUMNS = "hour, team, feature, user_name, key_name, route, model, cache, status"
 HourKey = tuple[int, str, str, str, str, str, str, str, int]
 
-SQLITE_DDL = """CREATE TABLE IF NOT EXISTS ledger_hourly (
-    hour INTEGER NOT NULL, team TEXT NOT NULL, feature TEXT NOT NULL, user_name TEXT NOT NULL,
-    key_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL, cache TEXT NOT NULL,
-    status INTEGER NOT NULL, requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, saved_usd REAL NOT NULL,
-    PRIMARY KEY (hour, team, feature, user_name, key_name, route, model, cache, status))"""
-PG_DDL = """CREATE TABLE IF NOT EXISTS ledger_hourly (
-    hour bigint NOT NULL, team text NOT NULL, feature text NOT NULL, user_name text NOT NULL,
-    key_name text NOT NULL, route text NOT NULL, model text NOT NULL, cache text NOT NULL,
-    status integer NOT NULL, requests bigint NOT NULL, input_tokens bigint NOT NULL,
-    output_tokens bigint NOT NULL, cost_usd double precision NOT NULL,
-    saved_usd double precision NOT NULL,
-    PRIMARY KEY (hour, team, feature, user_name, key_name, route, model, cache, status))"""
-UPSERT = f"""INSERT INTO ledger_hourly ({KEY_COLUMNS},
-  requests, input_tokens, output_tokens, cost_usd, saved_usd)
-VALUES ({", ".join(["{p}"] * 14)})
+_KEY_DDL = """hour {int} NOT NULL, team {text} NOT NULL, feature {text} NOT NULL,
+    user_name {text} NOT NULL, key_name {text} NOT NULL, route {text} NOT NULL,
+    model {text} NOT NULL, cache {text} NOT NULL, status {int} NOT NULL"""
+
+
+def _ddl(integer: str, text: str, name: str = "ledger_hourly") -> str:
+    metrics = ", ".join(f"{m} {integer} NOT NULL DEFAULT 0" for m in METRICS)
+    keys = _KEY_DDL.format(int=integer, text=text)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({keys}, {metrics}, PRIMARY KEY ({KEY_COLUMNS}))"
+
+
+SQLITE_DDL = _ddl("INTEGER", "TEXT")
+PG_DDL = _ddl("bigint", "text")
+UPSERT = f"""INSERT INTO ledger_hourly ({KEY_COLUMNS}, {", ".join(METRICS)})
+VALUES ({", ".join(["{p}"] * (9 + len(METRICS)))})
 ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET
-  requests = ledger_hourly.requests + excluded.requests,
-  input_tokens = ledger_hourly.input_tokens + excluded.input_tokens,
-  output_tokens = ledger_hourly.output_tokens + excluded.output_tokens,
-  cost_usd = ledger_hourly.cost_usd + excluded.cost_usd,
-  saved_usd = ledger_hourly.saved_usd + excluded.saved_usd"""
+  {", ".join(f"{m} = ledger_hourly.{m} + excluded.{m}" for m in METRICS)}"""
+
+
+def sqlite_ddl(name: str) -> str:
+    """The SQLite table under another name (a migration builds the new shape beside the old)."""
+    return _ddl("INTEGER", "TEXT", name)
 
 
 def upsert_sql(placeholder: str) -> str:
@@ -61,18 +63,19 @@ def hour_key(r: UsageRecord) -> HourKey:
             r.status)  # fmt: skip
 
 
+_SUMMED = operator.attrgetter(*METRICS[1:])
+
+
 def aggregate(records: Iterable[UsageRecord]) -> list[tuple[object, ...]]:
-    """Upsert parameters: the request records summed per hour key."""
-    acc: dict[HourKey, list[float]] = {}
+    """Upsert parameters: the request records summed per hour key (:data:`METRICS` order)."""
+    acc: dict[HourKey, list[int]] = {}
     for r in records:
         if r.kind != "request":
             continue
-        sums = acc.setdefault(hour_key(r), [0, 0, 0, 0.0, 0.0])
+        sums = acc.setdefault(hour_key(r), [0] * len(METRICS))
         sums[0] += 1
-        sums[1] += r.input_tokens
-        sums[2] += r.output_tokens
-        sums[3] += r.cost_usd
-        sums[4] += r.saved_usd
+        for i, v in enumerate(_SUMMED(r), 1):
+            sums[i] += v
     return [(*k, *v) for k, v in acc.items()]
 
 
@@ -82,9 +85,26 @@ class HourRow:
     group: tuple[str, ...]
     requests: int
     input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
     output_tokens: int
-    cost_usd: float
-    saved_usd: float
+    reasoning_tokens: int
+    cost_micros: int
+    saved_micros: int
+    cache_saved_micros: int
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    @property
+    def saved_usd(self) -> float:
+        return self.saved_micros / 1_000_000
+
+    @property
+    def cache_saved_usd(self) -> float:
+        return self.cache_saved_micros / 1_000_000
 
 
 def check_dimensions(by: Sequence[str]) -> None:
@@ -101,17 +121,17 @@ def query_sql(by: Sequence[str], placeholder: str, *, teams: int = 0) -> str:
     where = f"hour >= {p} AND hour < {p}"
     if teams:
         where += f" AND team IN ({', '.join([p] * teams)})"
+    sums = ", ".join(f"SUM({m})" for m in METRICS)
     return (
-        f"SELECT hour{cols}, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
-        f"SUM(cost_usd), SUM(saved_usd) FROM ledger_hourly WHERE {where} "
+        f"SELECT hour{cols}, {sums} FROM ledger_hourly WHERE {where} "
         f"GROUP BY hour{cols} ORDER BY hour{cols}"
     )
 
 
 def rows_of(raw: Iterable[Sequence[object]], n: int) -> list[HourRow]:
     return [
-        HourRow(int(r[0]), tuple(str(v) for v in r[1 : n + 1]), int(r[n + 1]),  # type: ignore[call-overload]
-                int(r[n + 2]), int(r[n + 3]), float(r[n + 4]), float(r[n + 5]))  # type: ignore[call-overload, arg-type]
+        HourRow(int(r[0]), tuple(str(v) for v in r[1 : n + 1]),  # type: ignore[call-overload]
+                *(int(v or 0) for v in r[n + 1 :]))  # type: ignore[call-overload]
         for r in raw
     ]  # fmt: skip
 
@@ -126,5 +146,6 @@ __all__ = [
     "hour_key",
     "query_sql",
     "rows_of",
+    "sqlite_ddl",
     "upsert_sql",
 ]

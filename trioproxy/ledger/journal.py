@@ -121,7 +121,7 @@ def resolve_lines(lines: Iterable[bytes]) -> list[UsageRecord]:
                 dataclasses.replace(
                     first, kind="request", attempt=0, target=None, provider=None,
                     provider_model=None, input_tokens=0, output_tokens=0, estimated=True,
-                    cost_usd=sum(r.cost_usd for r in attempts), hedge_role=None,
+                    cost_micros=sum(r.cost_micros for r in attempts), hedge_role=None,
                     fallback_depth=0, outcome="interrupted", status=0,
                     error_kind="interrupted",
                 )

@@ -32,8 +32,18 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from trioproxy.ledger import hourly
-from trioproxy.ledger.backend import ReportRow, day_of, rollup_query
-from trioproxy.ledger.columns import COLUMNS, FIELDS, KEY_COLUMNS, column_ddl, to_row
+from trioproxy.ledger.backend import METRICS, ReportRow, day_of, rollup_query
+from trioproxy.ledger.columns import (
+    COLUMNS,
+    FIELDS,
+    KEY_COLUMNS,
+    LEGACY_MONEY,
+    NOT_NULL,
+    column_ddl,
+    default_sql,
+    pg_type,
+    to_row,
+)
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
 POOL_SIZE = 4
@@ -47,15 +57,32 @@ PARTITIONS_AHEAD = 2
 _LOCK_ID = 0x7472696F6C656467  # advisory lock serialising DDL across gateway processes
 
 _ROLLUP_COLS = "day, kind, team, feature, user_name, route, model, cache"
+_LEGACY_OF = {new: old for old, new in LEGACY_MONEY.items()}
+
+
+def _money_upgrade(table: str, columns: tuple[str, ...]) -> str:
+    """Float-USD columns of an older ledger become integer µUSD (rounded), then go."""
+    sets = ", ".join(f"{c} = round({_LEGACY_OF[c]} * 1000000)::bigint" for c in columns)
+    drops = ", ".join(f"DROP COLUMN {_LEGACY_OF[c]}" for c in columns)
+    return f"""DO $$ BEGIN
+      IF EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = '{table}'
+                   AND column_name = 'cost_usd') THEN
+        UPDATE {table} SET {sets};
+        ALTER TABLE {table} {drops};
+      END IF;
+    END $$"""
+
+
 _SCHEMA = [
     f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('postgres')}, "
     f"UNIQUE ({', '.join(KEY_COLUMNS)}, ts)) PARTITION BY RANGE (ts)",
-    """CREATE TABLE IF NOT EXISTS ledger_daily (
+    f"""CREATE TABLE IF NOT EXISTS ledger_daily (
         day date NOT NULL, kind text NOT NULL, team text NOT NULL, feature text NOT NULL,
         user_name text NOT NULL, route text NOT NULL, model text NOT NULL,
-        cache text NOT NULL DEFAULT '', requests bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
-        cost_usd double precision NOT NULL, saved_usd double precision NOT NULL,
-        PRIMARY KEY (day, kind, team, feature, user_name, route, model, cache))""",
+        cache text NOT NULL DEFAULT '',
+        {", ".join(f"{m} bigint NOT NULL DEFAULT 0" for m in METRICS)},
+        PRIMARY KEY ({_ROLLUP_COLS}))""",
     hourly.PG_DDL,
     # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
     "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
@@ -68,6 +95,21 @@ _SCHEMA = [
           ADD PRIMARY KEY ({_ROLLUP_COLS});
       END IF;
     END $$""",
+    # a ledger made before token buckets and integer µUSD: add the columns (0 on old rows)
+    "ALTER TABLE ledger_daily "
+    + ", ".join(f"ADD COLUMN IF NOT EXISTS {m} bigint NOT NULL DEFAULT 0" for m in METRICS),
+    "ALTER TABLE ledger_raw "
+    + ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {c} {pg_type(f)}"
+        + (f" NOT NULL DEFAULT {default_sql(f)}" if f in NOT_NULL else "")
+        for f, c in zip(FIELDS, COLUMNS, strict=True)
+        if f != "ts"
+    ),
+    "ALTER TABLE ledger_hourly "
+    + ", ".join(f"ADD COLUMN IF NOT EXISTS {m} bigint NOT NULL DEFAULT 0" for m in METRICS),
+    _money_upgrade("ledger_daily", ("cost_micros", "saved_micros")),
+    _money_upgrade("ledger_hourly", ("cost_micros", "saved_micros")),
+    _money_upgrade("ledger_raw", ("cost_micros", "saved_micros")),
 ]
 
 
@@ -82,39 +124,30 @@ def _write_sql() -> str:
     select = ", ".join(
         "to_timestamp(ts)" if f == "ts" else c for f, c in zip(FIELDS, COLUMNS, strict=True)
     )
+    summed = METRICS[1:]
     return f"""
 WITH ins AS (
   INSERT INTO ledger_raw ({", ".join(COLUMNS)})
   SELECT {select} FROM ledger_stage
   ON CONFLICT DO NOTHING
   RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
-            input_tokens, output_tokens, cost_usd, saved_usd, key_name, status
+            {", ".join(summed)}, key_name, status
 ), hr AS (
-  INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS},
-                             requests, input_tokens, output_tokens, cost_usd, saved_usd)
+  INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS}, {", ".join(METRICS)})
   SELECT floor(extract(epoch FROM ts) / 3600)::bigint, team, feature, user_name, key_name,
          route, COALESCE(NULLIF(target, ''), provider_model, ''), cache, status,
-         count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(saved_usd)
+         count(*), {", ".join(f"sum({m})" for m in summed)}
   FROM ins WHERE kind = 'request' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
   ON CONFLICT ({hourly.KEY_COLUMNS}) DO UPDATE SET
-    requests = ledger_hourly.requests + excluded.requests,
-    input_tokens = ledger_hourly.input_tokens + excluded.input_tokens,
-    output_tokens = ledger_hourly.output_tokens + excluded.output_tokens,
-    cost_usd = ledger_hourly.cost_usd + excluded.cost_usd,
-    saved_usd = ledger_hourly.saved_usd + excluded.saved_usd
+    {", ".join(f"{m} = ledger_hourly.{m} + excluded.{m}" for m in METRICS)}
 ), up AS (
-  INSERT INTO ledger_daily ({_ROLLUP_COLS},
-                            requests, input_tokens, output_tokens, cost_usd, saved_usd)
+  INSERT INTO ledger_daily ({_ROLLUP_COLS}, {", ".join(METRICS)})
   SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
          COALESCE(NULLIF(target, ''), provider_model, ''), cache,
-         count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(saved_usd)
+         count(*), {", ".join(f"sum({m})" for m in summed)}
   FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
   ON CONFLICT ({_ROLLUP_COLS}) DO UPDATE SET
-    requests = ledger_daily.requests + excluded.requests,
-    input_tokens = ledger_daily.input_tokens + excluded.input_tokens,
-    output_tokens = ledger_daily.output_tokens + excluded.output_tokens,
-    cost_usd = ledger_daily.cost_usd + excluded.cost_usd,
-    saved_usd = ledger_daily.saved_usd + excluded.saved_usd
+    {", ".join(f"{m} = ledger_daily.{m} + excluded.{m}" for m in METRICS)}
 )
 SELECT count(*) FROM ins"""
 
@@ -218,17 +251,7 @@ class PostgresLedger:
                 self._ensure(conn, set())
                 rows = conn.execute(sql, params).fetchall()
             n = len(by)
-            return [
-                ReportRow(
-                    tuple(str(v) for v in row[:n]),
-                    int(row[n]),
-                    int(row[n + 1]),
-                    int(row[n + 2]),
-                    float(row[n + 3]),
-                    float(row[n + 4]),
-                )
-                for row in rows
-            ]
+            return [ReportRow.of(tuple(str(v) for v in row[:n]), row[n:]) for row in rows]
 
         result: list[ReportRow] = await self._run(_query)
         return result

@@ -34,10 +34,21 @@ class UsageRecord:
     provider: str | None = None
     provider_model: str | None = None
     input_tokens: int = 0
+    """Uncached input tokens; the buckets below are disjoint from it (:class:`Usage`)."""
     output_tokens: int = 0
+    """Reasoning tokens included."""
     estimated: bool = False
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Part of ``output_tokens``."""
+    cost_micros: int = 0
+    """What was billed (µUSD, :func:`trioproxy.core.billing.bill`)."""
+    saved_micros: int = 0
+    """What a gateway cache hit saved (the cached answer's bill)."""
+    cache_saved_micros: int = 0
+    """What the provider's prompt cache saved against full input price (may be negative)."""
     latency_ms: float = 0.0
     ttfb_ms: float | None = None
     cache: CacheStatus = "off"

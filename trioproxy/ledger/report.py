@@ -3,8 +3,10 @@
     trioproxy report --by team,feature --since 7d [--config FILE | --state-dir DIR |
                      --database-url URL] [--kind request|attempt]
 
-prints a plain aligned table (one row per group, then a TOTAL row) of requests, input and
-output tokens, cost and saved cost in USD. ``--since`` takes ``30m``, ``24h``, ``7d``, ``2w``
+prints a plain aligned table (one row per group, then a TOTAL row) of requests, tokens by
+bucket (uncached input, cache reads, cache writes, output, reasoning inside output), cost in
+USD, what the gateway's cache saved (``saved``) and what the providers' prompt caches saved
+(``prompt_cache_saved``: the same tokens at full input price minus the bill). ``--since`` takes ``30m``, ``24h``, ``7d``, ``2w``
 or an ISO date; reports have day granularity (they read ``ledger_daily``), so ``--since 24h``
 covers yesterday's and today's UTC days.
 """
@@ -20,14 +22,30 @@ from pathlib import Path
 
 import trio
 
-from trioproxy.ledger.backend import DIMENSIONS, LedgerBackend, ReportRow, check_dimensions
+from trioproxy.ledger.backend import (
+    DIMENSIONS,
+    METRICS,
+    LedgerBackend,
+    ReportRow,
+    check_dimensions,
+)
 from trioproxy.ledger.factory import SQLITE_NAME, open_backend
 from trioproxy.ledger.record import RecordKind
 
 REPORT_TIMEOUT = 60.0
 """Seconds the CLI waits for the database before giving up."""
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_METRICS = ("requests", "input_tokens", "output_tokens", "cost_usd", "saved_usd")
+_HEADER = (
+    "requests",
+    "input",
+    "cache_read",
+    "cache_write",
+    "output",
+    "reasoning",
+    "cost_usd",
+    "saved_usd",
+    "prompt_cache_saved_usd",
+)
 
 
 async def spend_report(
@@ -55,16 +73,16 @@ def parse_since(text: str, *, now: dt.datetime) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def _values(r: ReportRow) -> list[int]:
+    return [getattr(r, m) for m in METRICS]
+
+
 def format_report(rows: Sequence[ReportRow], by: Sequence[str]) -> str:
     """An aligned plain-text table with a TOTAL row."""
-    header = [*by, *_METRICS]
-    total = ReportRow(
+    header = [*by, *_HEADER]
+    total = ReportRow.of(
         ("TOTAL", *([""] * (len(by) - 1))),
-        sum(r.requests for r in rows),
-        sum(r.input_tokens for r in rows),
-        sum(r.output_tokens for r in rows),
-        sum(r.cost_usd for r in rows),
-        sum(r.saved_usd for r in rows),
+        [sum(col) for col in zip(*(_values(r) for r in rows), strict=True)] or [0] * 10,
     )
 
     def cells(r: ReportRow) -> list[str]:
@@ -72,9 +90,13 @@ def format_report(rows: Sequence[ReportRow], by: Sequence[str]) -> str:
             *(g or "-" for g in r.group),
             f"{r.requests:,}",
             f"{r.input_tokens:,}",
+            f"{r.cache_read_tokens:,}",
+            f"{r.cache_write_5m_tokens + r.cache_write_1h_tokens:,}",
             f"{r.output_tokens:,}",
-            f"{r.cost_usd:,.4f}",
-            f"{r.saved_usd:,.4f}",
+            f"{r.reasoning_tokens:,}",
+            f"{r.cost_usd:,.6f}",
+            f"{r.saved_usd:,.6f}",
+            f"{r.cache_saved_usd:,.6f}",
         ]
 
     body = [cells(r) for r in rows]

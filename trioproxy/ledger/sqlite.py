@@ -20,9 +20,10 @@ from pathlib import Path
 import trio
 
 from trioproxy.ledger import hourly
-from trioproxy.ledger.backend import ReportRow, aggregate, day_of, rollup_query
+from trioproxy.ledger.backend import METRICS, ReportRow, aggregate, day_of, rollup_query
 from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row
 from trioproxy.ledger.record import RecordKind, UsageRecord
+from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a writer waits for another process's write lock before failing the batch."""
@@ -33,15 +34,10 @@ _INSERT = (
 )
 _ROLLUP_KEY = "day, kind, team, feature, user_name, route, model, cache"
 _UPSERT = f"""
-INSERT INTO ledger_daily
-  ({_ROLLUP_KEY}, requests, input_tokens, output_tokens, cost_usd, saved_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO ledger_daily ({_ROLLUP_KEY}, {", ".join(METRICS)})
+VALUES ({", ".join("?" * (8 + len(METRICS)))})
 ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET
-  requests = requests + excluded.requests,
-  input_tokens = input_tokens + excluded.input_tokens,
-  output_tokens = output_tokens + excluded.output_tokens,
-  cost_usd = cost_usd + excluded.cost_usd,
-  saved_usd = saved_usd + excluded.saved_usd
+  {", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)}
 """
 
 
@@ -50,15 +46,14 @@ def _schema() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('sqlite')}, "
         f"UNIQUE ({', '.join(KEY_COLUMNS)}))",
         "CREATE INDEX IF NOT EXISTS ledger_raw_ts ON ledger_raw (ts)",
-        _DAILY_DDL.format(name="ledger_daily"),
+        DAILY_DDL.format(name="ledger_daily"),
     ]
 
 
-_BACKFILL_HOURLY = f"""INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS},
-  requests, input_tokens, output_tokens, cost_usd, saved_usd)
+_BACKFILL_HOURLY = f"""INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS}, {", ".join(METRICS)})
 SELECT CAST(ts / 3600 AS INTEGER), team, feature, user_name, key_name, route,
   COALESCE(NULLIF(target, ''), provider_model, ''), cache, status,
-  COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), SUM(saved_usd)
+  COUNT(*), {", ".join(f"SUM({m})" for m in METRICS[1:])}
 FROM ledger_raw WHERE kind = 'request' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
 _UPSERT_HOURLY = hourly.upsert_sql("?")
 
@@ -71,30 +66,6 @@ def _add_hourly(conn: sqlite3.Connection) -> None:
     conn.execute(hourly.SQLITE_DDL)
     if not exists:
         conn.execute(_BACKFILL_HOURLY)
-
-
-_DAILY_DDL = """CREATE TABLE IF NOT EXISTS {name} (
-    day TEXT NOT NULL, kind TEXT NOT NULL, team TEXT NOT NULL, feature TEXT NOT NULL,
-    user_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL, cache TEXT NOT NULL,
-    requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, saved_usd REAL NOT NULL,
-    PRIMARY KEY (day, kind, team, feature, user_name, route, model, cache))"""
-_METRICS = "requests, input_tokens, output_tokens, cost_usd, saved_usd"
-_OLD_KEY = "day, kind, team, feature, user_name, route, model"
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Give a rollup made before the ``cache`` dimension that column (``''`` on old rows)."""
-    cols = [row[1] for row in conn.execute("PRAGMA table_info(ledger_daily)")]
-    if not cols or "cache" in cols:
-        return
-    conn.execute(_DAILY_DDL.format(name="ledger_daily_v2"))
-    conn.execute(
-        f"INSERT INTO ledger_daily_v2 ({_OLD_KEY}, cache, {_METRICS}) "
-        f"SELECT {_OLD_KEY}, '', {_METRICS} FROM ledger_daily"
-    )
-    conn.execute("DROP TABLE ledger_daily")
-    conn.execute("ALTER TABLE ledger_daily_v2 RENAME TO ledger_daily")
 
 
 class SqliteLedger:
@@ -118,7 +89,7 @@ class SqliteLedger:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _migrate(conn)
+                migrate(conn)
                 for stmt in _schema():
                     conn.execute(stmt)
                 _add_hourly(conn)
@@ -178,10 +149,7 @@ class SqliteLedger:
         def _query() -> list[ReportRow]:
             rows = self._conn.execute(sql, params).fetchall()
             n = len(by)
-            return [
-                ReportRow(tuple(str(v) for v in row[:n]), *(row[n + i] for i in range(5)))
-                for row in rows
-            ]
+            return [ReportRow.of(tuple(str(v) for v in row[:n]), row[n:]) for row in rows]
 
         return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import trio
 
-from trioproxy.budget.claims import cost_micros
 from trioproxy.config.model import ApiKeyConfig, ModelConfig
+from trioproxy.config.pricing import prices_of
+from trioproxy.core.billing import NO_BILL, Bill, bill
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.errors import GatewayError
 from trioproxy.ledger.record import CacheStatus, Outcome, UsageRecord
@@ -47,9 +48,22 @@ def identity(facts: RequestFacts) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def cost_usd(model: ModelConfig, usage: Usage) -> float:
-    """Exact cost in USD (integer µUSD, rounded up, as the budgets count it)."""
-    return cost_micros(model, usage.input_tokens, usage.output_tokens) / 1_000_000
+def bill_for(model: ModelConfig, usage: Usage) -> Bill:
+    """The one billing step on ``model``'s prices: budgets settle it, the ledger stores it,
+    the cache stores it."""
+    return bill(usage, prices_of(model))
+
+
+def _buckets(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_5m_tokens": usage.cache_write_5m_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "estimated": usage.estimated,
+    }
 
 
 def spent(
@@ -88,10 +102,10 @@ def usage_records(
 ) -> Iterator[UsageRecord]:
     now = trio.current_time()
     common = identity(facts)
-    total_cost = 0.0
+    total = NO_BILL
     for a, model, usage in consumed:
-        cost = cost_usd(model, usage)
-        total_cost += cost
+        cost = bill_for(model, usage)
+        total += cost
         err = a.error
         yield UsageRecord(
             ts=a.wall_started_at,
@@ -99,10 +113,9 @@ def usage_records(
             target=a.target.model,
             provider=model.provider,
             provider_model=model.deployment,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            estimated=usage.estimated,
-            cost_usd=cost,
+            **_buckets(usage),
+            cost_micros=cost.micros,
+            cache_saved_micros=cost.cache_savings_micros,
             latency_ms=_ms(a.started_at, a.ended_at or now) or 0.0,
             ttfb_ms=_ms(a.started_at, a.first_byte_at),
             status=(err.status or 502)
@@ -126,10 +139,9 @@ def usage_records(
         target=winner.target.model if winner else None,
         provider=wmodel.provider if wmodel else None,
         provider_model=wmodel.deployment if wmodel else None,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        estimated=usage.estimated,
-        cost_usd=total_cost,
+        **_buckets(usage),
+        cost_micros=total.micros,
+        cache_saved_micros=total.cache_savings_micros,
         latency_ms=_ms(facts.started, now) or 0.0,
         ttfb_ms=_ms(facts.started, winner.first_byte_at) if winner else None,
         cache=cache,
@@ -157,7 +169,7 @@ def intent_record(facts: RequestFacts, a: Attempt) -> UsageRecord:
     return UsageRecord(
         ts=a.wall_started_at, kind="attempt", target=a.target.model, provider=model.provider,
         provider_model=model.deployment, input_tokens=usage.input_tokens, estimated=True,
-        cost_usd=cost_usd(model, usage), status=0, error_kind="interrupted",
+        cost_micros=bill_for(model, usage).micros, status=0, error_kind="interrupted",
         fallback_depth=a.depth, attempt=a.index, hedge_role=a.role, outcome="interrupted",
         **identity(facts),
     )  # fmt: skip
@@ -180,20 +192,20 @@ def refused_record(
 
 
 def cache_hit_record(
-    facts: RequestFacts, kind: Literal["exact", "semantic"], *, saved_usd: float
+    facts: RequestFacts, kind: Literal["exact", "semantic"], *, saved_micros: int
 ) -> UsageRecord:
-    """A request answered from the cache: nothing consumed upstream, ``saved_usd`` saved."""
+    """A request answered from the cache: nothing consumed upstream, ``saved_micros`` saved."""
     return UsageRecord(
         ts=facts.wall_started, kind="request", target="cache", **identity(facts),
         latency_ms=_ms(facts.started, trio.current_time()) or 0.0, cache=kind,
-        saved_usd=saved_usd, status=200, outcome="served",
+        saved_micros=saved_micros, status=200, outcome="served",
     )  # fmt: skip
 
 
 __all__ = [
     "RequestFacts",
+    "bill_for",
     "cache_hit_record",
-    "cost_usd",
     "intent_record",
     "refused_record",
     "spent",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from trioproxy.budget.claims import cost_micros, usd_to_micros, worst_case
+from trioproxy.budget.claims import usd_to_micros, worst_case
 from trioproxy.budget.gate import BudgetGate, KeyRate, Ticket
 from trioproxy.config.model import ModelConfig
+from trioproxy.config.pricing import prices_of
+from trioproxy.core.billing import worst_case_micros
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import Usage
-from trioproxy.pipeline.accounting import RequestFacts
+from trioproxy.pipeline.accounting import RequestFacts, bill_for
 from trioproxy.upstream.attempt import Meter
 from trioproxy.upstream.race import Attempt
 
@@ -58,7 +60,7 @@ class Admission:
             worst_case_usd_micros=worst.usd_micros,
             worst_case_tokens=worst.tokens,
             reserve_cap_micros=None if cap_usd is None else usd_to_micros(cap_usd),
-            floor_micros=max(cost_micros(m, bound, 0) for m in models),
+            floor_micros=worst_case(bound, 0, models).usd_micros,
             rate=KeyRate(key.name, key.rpm, key.tpm) if key.rpm or key.tpm else None,
         )
         return ticket, bound
@@ -72,7 +74,9 @@ class Admission:
             model = attempt.target.spec
             out = meter.output_estimate
             await self.gate.extend(
-                ticket, cost_micros=cost_micros(model, prompt_bound, out), tokens=prompt_bound + out
+                ticket,
+                cost_micros=worst_case_micros(prices_of(model), prompt_bound, out),
+                tokens=prompt_bound + out,
             )
 
         return on_progress
@@ -80,7 +84,7 @@ class Admission:
     async def settle(self, ticket: Ticket, spent: Iterable[tuple[ModelConfig, Usage]]) -> None:
         micros = tokens = 0
         for model, usage in spent:
-            micros += cost_micros(model, usage.input_tokens, usage.output_tokens)
+            micros += bill_for(model, usage).micros
             tokens += usage.total
         await self.gate.settle(ticket, micros, tokens)
 

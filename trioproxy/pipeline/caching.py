@@ -186,7 +186,7 @@ class ResponseCache:
         return await self.exact.delete(entry_ref)
 
     def store(
-        self, plan: CachePlan, req: ChatRequest, completion: Completion, cost_usd: float
+        self, plan: CachePlan, req: ChatRequest, completion: Completion, cost_micros: int
     ) -> bool:
         """Queue a complete answer for both caches; False when skipped."""
         if not storable(completion):
@@ -199,7 +199,7 @@ class ResponseCache:
             scope=plan.scope,
             route=plan.route,
             cfg=plan.cfg,
-            entry=CacheEntry.from_completion(completion, cost_usd=cost_usd, now=now),
+            entry=CacheEntry.from_completion(completion, cost_micros=cost_micros, now=now),
             now=now,
             exact_key=plan.key,
             exact_ttl_s=exact_ttl if plan.key else 0.0,
@@ -216,7 +216,7 @@ def _with_embedding(plan: CachePlan, found: list[Embedding]) -> CachePlan:
 
 def replay_events(completion: Completion) -> Iterator[StreamEvent]:
     """A cached answer as the canonical events of a stream."""
-    yield StreamStart(completion.id, completion.model, completion.usage.input_tokens)
+    yield StreamStart(completion.id, completion.model, completion.usage)
     tokens = split_tokens(completion.text)
     for i in range(0, len(tokens), REPLAY_TOKENS_PER_CHUNK):
         yield TextDelta("".join(tokens[i : i + REPLAY_TOKENS_PER_CHUNK]))

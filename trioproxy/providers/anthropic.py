@@ -1,9 +1,12 @@
 """Anthropic messages upstream (``POST /v1/messages``).
 
 Same-dialect requests pass the caller's body through; OpenAI-dialect requests
-are translated from the canonical chat form by :mod:`.anthropic_chat`. Cached
-prompt tokens (``cache_read_input_tokens``, ``cache_creation_input_tokens``)
-count as input.
+are translated from the canonical chat form by :mod:`.anthropic_chat`. An
+Anthropic-dialect caller's ``anthropic-version`` is sent unchanged; its
+``anthropic-beta`` values (from either dialect) pass through in order, filtered
+by the provider's allow and deny lists. Usage
+keeps Anthropic's disjoint buckets (uncached input, cache reads, 5-minute and
+1-hour cache writes; :mod:`trioproxy.core.usage`).
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ from trioproxy.core.types import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
-    Usage,
     UsageReport,
     Wire,
 )
+from trioproxy.core.usage import from_anthropic, merge_anthropic
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.anthropic_chat import chat_to_messages
-from trioproxy.providers.base import UpstreamRequest, error_message, error_text, json_object
+from trioproxy.providers.base import (
+    BetaPolicy,
+    UpstreamRequest,
+    error_message,
+    error_text,
+    json_object,
+)
 
 PATH = "/v1/messages"
 VERSION = "2023-06-01"
@@ -42,30 +51,34 @@ _STOP: dict[str, FinishReason] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_INPUT_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 def stop_reason(value: Any) -> FinishReason:
     return _STOP.get(value, "stop") if isinstance(value, str) else "stop"
 
 
-def input_tokens(usage: dict[str, Any]) -> int:
-    return sum(v for k in _INPUT_KEYS if isinstance(v := usage.get(k), int))
-
-
 class AnthropicAdapter:
     wire: Wire = "anthropic"
 
     def build_request(
-        self, req: ChatRequest, deployment: str, api_key: str | None
+        self,
+        req: ChatRequest,
+        deployment: str,
+        api_key: str | None,
+        betas: BetaPolicy | None = None,
     ) -> UpstreamRequest:
+        version = VERSION
         if req.dialect == self.wire:
             body = {**req.body, "model": deployment}
+            version = req.anthropic_version or VERSION
         else:
             body = chat_to_messages(req.chat, deployment, req.max_tokens)
         if req.stream:
             body["stream"] = True
-        headers = [("content-type", "application/json"), ("anthropic-version", VERSION)]
+        headers = [("content-type", "application/json"), ("anthropic-version", version)]
+        passed = (betas or BetaPolicy()).filter(req.anthropic_beta)
+        if passed:
+            headers.append(("anthropic-beta", ",".join(passed)))
         if api_key is not None:
             headers.append(("x-api-key", api_key))
         return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
@@ -84,7 +97,7 @@ class AnthropicAdapter:
                 elif block["type"] == "tool_use":
                     arguments = orjson.dumps(block.get("input") or {}).decode()
                     calls.append(ToolCall(block["id"], block["name"], arguments))
-            output = usage["output_tokens"]
+            metered = from_anthropic(usage)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed message: {exc!r}") from None
         return Completion(
@@ -92,7 +105,7 @@ class AnthropicAdapter:
             model=str(data.get("model", "")),
             text="".join(text),
             finish_reason=stop_reason(data.get("stop_reason")),
-            usage=Usage(input_tokens(usage), int(output)),
+            usage=metered,
             tool_calls=tuple(calls),
             wire="anthropic",
             native=data,
@@ -152,17 +165,17 @@ class AnthropicStreamDecoder:
             return []
         if kind == "message_start":
             message = data["message"]
-            self._usage = dict(message.get("usage") or {})
-            start = StreamStart(message["id"], message["model"], input_tokens(self._usage))
-            return [start]
+            self._usage = {}
+            merge_anthropic(self._usage, message.get("usage") or {})
+            up_front = from_anthropic(self._usage, output_required=False)
+            return [StreamStart(message["id"], message["model"], up_front)]
         if kind == "message_delta":
             out: list[StreamEvent] = []
             if (reason := data["delta"].get("stop_reason")) is not None:
                 out.append(StreamEnd(stop_reason(reason)))
             if usage := data.get("usage"):
-                self._usage.update({k: v for k, v in usage.items() if v is not None})
-                totals = Usage(input_tokens(self._usage), int(self._usage["output_tokens"]))
-                out.append(UsageReport(totals))
+                merge_anthropic(self._usage, usage)
+                out.append(UsageReport(from_anthropic(self._usage)))
             return out
         if kind == "message_stop":
             self._done = True

@@ -26,23 +26,26 @@ _TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
 def chat_to_messages(chat: dict[str, Any], model: str, max_tokens: int | None) -> dict[str, Any]:
     if (chat.get("n") or 1) != 1:
         raise invalid("'n' greater than 1 is not supported by this model's provider", "n")
-    system: list[str] = []
+    system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(chat["messages"]):
         role, where = m.get("role"), f"messages[{i}]"
         if role in ("system", "developer"):
-            system.append(content_text(m.get("content")))
+            system.extend(_marked(_system_blocks(m.get("content")), m))
         elif role == "user":
-            _push(turns, "user", _user_blocks(m.get("content"), where))
+            _push(turns, "user", _marked(_user_blocks(m.get("content"), where), m))
         elif role == "assistant":
-            _push(turns, "assistant", _assistant_blocks(m, where))
+            _push(turns, "assistant", _marked(_assistant_blocks(m, where), m))
         elif role == "tool":
+            content = m.get("content")
             result = {
                 "type": "tool_result",
                 "tool_use_id": m.get("tool_call_id"),
-                "content": content_text(m.get("content")),
+                "content": _system_blocks(content)
+                if _any_marked(content)
+                else content_text(content),
             }
-            _push(turns, "user", [result])
+            _push(turns, "user", _marked([result], m))
         else:
             raise invalid(f"role '{role}' is not supported by this model's provider", where)
     body: dict[str, Any] = {
@@ -50,7 +53,9 @@ def chat_to_messages(chat: dict[str, Any], model: str, max_tokens: int | None) -
         "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
         "messages": [_finish_turn(t) for t in turns],
     }
-    if system_text := "\n\n".join(s for s in system if s):
+    if any("cache_control" in b for b in system):
+        body["system"] = [b for b in system if b["text"] or "cache_control" in b]
+    elif system_text := "\n\n".join(b["text"] for b in system if b["text"]):
         body["system"] = system_text
     if (temperature := chat.get("temperature")) is not None:
         body["temperature"] = min(float(temperature), 1.0)
@@ -79,9 +84,38 @@ def _push(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) 
         turns.append({"role": role, "content": blocks})
 
 
+def _marker(source: Any) -> Any:
+    return source.get("cache_control") if isinstance(source, dict) else None
+
+
+def _marked(blocks: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A message-level ``cache_control`` goes on the message's last block."""
+    if (marker := _marker(message)) is not None and blocks:
+        blocks[-1] = {**blocks[-1], "cache_control": marker}
+    return blocks
+
+
+def _any_marked(content: Any) -> bool:
+    return isinstance(content, list) and any(_marker(p) is not None for p in content)
+
+
+def _system_blocks(content: Any) -> list[dict[str, Any]]:
+    """Text parts as text blocks, markers kept (a string is one block)."""
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                block: dict[str, Any] = {"type": "text", "text": part["text"]}
+                if (marker := _marker(part)) is not None:
+                    block["cache_control"] = marker
+                out.append(block)
+        return out
+    return [{"type": "text", "text": content_text(content)}]
+
+
 def _finish_turn(turn: dict[str, Any]) -> dict[str, Any]:
     blocks = turn["content"]
-    if len(blocks) == 1 and blocks[0]["type"] == "text":
+    if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
         return {"role": turn["role"], "content": blocks[0]["text"]}
     # Anthropic wants tool results first in their user turn.
     blocks.sort(key=lambda b: b["type"] != "tool_result")
@@ -99,11 +133,15 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url", "")
             blocks.append({"type": "image", "source": _image_source(url)})
-        elif kind != "text":
-            where_j = f"{where}.content[{j}]"
-            raise invalid(
-                f"content part '{kind}' is not supported by this model's provider", where_j
-            )
+        else:
+            if kind != "text":
+                where_j = f"{where}.content[{j}]"
+                raise invalid(
+                    f"content part '{kind}' is not supported by this model's provider", where_j
+                )
+            continue
+        if (marker := _marker(part)) is not None:
+            blocks[-1]["cache_control"] = marker
     return blocks
 
 
@@ -116,7 +154,10 @@ def _image_source(url: str) -> dict[str, str]:
 
 def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    if text := content_text(m.get("content")):
+    content = m.get("content")
+    if _any_marked(content):
+        blocks.extend(b for b in _system_blocks(content) if b["text"] or "cache_control" in b)
+    elif text := content_text(content):
         blocks.append({"type": "text", "text": text})
     for k, call in enumerate(m.get("tool_calls") or ()):
         fn = call.get("function") or {}
@@ -143,6 +184,8 @@ def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
     }
     if fn.get("description"):
         out["description"] = fn["description"]
+    if (marker := _marker(tool) or _marker(fn)) is not None:
+        out["cache_control"] = marker
     return out
 
 

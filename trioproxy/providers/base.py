@@ -25,6 +25,20 @@ class UpstreamRequest:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class BetaPolicy:
+    """A provider's allow and deny lists for the caller's ``anthropic-beta`` values."""
+
+    allow: frozenset[str] | None = None
+    """Only these pass; None = any."""
+    deny: frozenset[str] = frozenset()
+    """Never these (checked after the allow list)."""
+
+    def filter(self, requested: tuple[str, ...]) -> list[str]:
+        allow, deny = self.allow, self.deny
+        return [b for b in requested if (allow is None or b in allow) and b not in deny]
+
+
 class StreamDecoder(Protocol):
     """Per-stream state turning upstream SSE events into canonical events."""
 
@@ -42,9 +56,14 @@ class ProviderAdapter(Protocol):
     wire: Wire
 
     def build_request(
-        self, req: ChatRequest, deployment: str, api_key: str | None
+        self,
+        req: ChatRequest,
+        deployment: str,
+        api_key: str | None,
+        betas: BetaPolicy | None = None,
     ) -> UpstreamRequest:
-        """Upstream request for ``deployment``. Streams always ask for usage."""
+        """Upstream request for ``deployment`` (``betas``: which of the caller's
+        ``anthropic-beta`` values this provider lets through). Streams always ask for usage."""
         ...
 
     def parse_response(self, body: bytes) -> Completion:
@@ -87,6 +106,7 @@ def error_message(status: int, body: bytes) -> str:
 
 
 __all__ = [
+    "BetaPolicy",
     "ProviderAdapter",
     "StreamDecoder",
     "UpstreamRequest",

@@ -27,8 +27,15 @@ from trioproxy.core.types import (
     UsageReport,
     Wire,
 )
+from trioproxy.core.usage import from_openai
 from trioproxy.errors import ErrorKind, ProviderError
-from trioproxy.providers.base import UpstreamRequest, error_message, error_text, json_object
+from trioproxy.providers.base import (
+    BetaPolicy,
+    UpstreamRequest,
+    error_message,
+    error_text,
+    json_object,
+)
 
 PATH = "/v1/chat/completions"
 _FINISH: dict[str, FinishReason] = {
@@ -45,19 +52,19 @@ def finish_reason(value: Any) -> FinishReason:
 
 
 def usage_of(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        raise ValueError(f"malformed usage: {raw!r}")
-    return Usage(prompt, completion)
+    """Disjoint buckets from OpenAI's subsets (cached and reasoning tokens)."""
+    return from_openai(raw) if isinstance(raw, dict) else None
 
 
 class OpenAIAdapter:
     wire: Wire = "openai"
 
     def build_request(
-        self, req: ChatRequest, deployment: str, api_key: str | None
+        self,
+        req: ChatRequest,
+        deployment: str,
+        api_key: str | None,
+        betas: BetaPolicy | None = None,
     ) -> UpstreamRequest:
         source = req.body if req.dialect == self.wire else req.chat
         body = {**source, "model": deployment}

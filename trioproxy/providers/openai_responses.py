@@ -28,20 +28,19 @@ from trioproxy.core.types import (
     Usage,
     UsageReport,
 )
+from trioproxy.core.usage import from_responses
 from trioproxy.errors import ErrorKind, ProviderError
-from trioproxy.providers.base import UpstreamRequest, error_message, json_object
+from trioproxy.providers.base import BetaPolicy, UpstreamRequest, error_message, json_object
 
 PATH = "/v1/responses"
 _TERMINAL = ("response.completed", "response.incomplete")
 
 
 def usage_of(raw: Any) -> Usage:
+    """Disjoint buckets from the Responses usage (cached and reasoning tokens are subsets)."""
     if not isinstance(raw, dict):
         raise ValueError("response has no usage")
-    inp, out = raw.get("input_tokens"), raw.get("output_tokens")
-    if not isinstance(inp, int) or not isinstance(out, int):
-        raise ValueError(f"malformed usage: {raw!r}")
-    return Usage(inp, out)
+    return from_responses(raw)
 
 
 def finish_of(response: dict[str, Any], has_calls: bool) -> FinishReason:
@@ -73,7 +72,11 @@ class OpenAIResponsesAdapter:
     wire: Dialect = "responses"
 
     def build_request(
-        self, req: ChatRequest, deployment: str, api_key: str | None
+        self,
+        req: ChatRequest,
+        deployment: str,
+        api_key: str | None,
+        betas: BetaPolicy | None = None,
     ) -> UpstreamRequest:
         body = {**req.body, "model": deployment, "store": False}
         if req.stream:

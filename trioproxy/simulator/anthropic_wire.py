@@ -4,7 +4,9 @@ Streams are ``event: <type>\\ndata: <json>\\n\\n`` events in Anthropic's order:
 ``message_start`` (input tokens, output 1), ``content_block_start``, ``ping``,
 one ``content_block_delta`` per token, ``content_block_stop``,
 ``message_delta`` (stop reason, cumulative output tokens), ``message_stop``.
-The ``system`` prompt counts as one more message for input tokens.
+The ``system`` prompt counts as one more message for input tokens. ``usage`` splits the
+prompt into uncached input, cache reads and 5-minute / 1-hour cache writes
+(:mod:`.prompt_cache`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from trioproxy.simulator.plan import (
     last_user_text,
     wants_tool,
 )
+from trioproxy.simulator.prompt_cache import anthropic_prompt
 
 _ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -46,6 +49,20 @@ def _tool_name_and_key(tool: Any) -> tuple[str, str]:
     if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str):
         raise BadRequest("tools.0.name: Field required")
     return tool["name"], first_property(tool.get("input_schema"))
+
+
+def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
+    c = plan.cache
+    return {
+        "input_tokens": plan.uncached_input,
+        "cache_creation_input_tokens": c.write_5m + c.write_1h,
+        "cache_read_input_tokens": c.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": c.write_5m,
+            "ephemeral_1h_input_tokens": c.write_1h,
+        },
+        "output_tokens": output_tokens,
+    }
 
 
 def _event(kind: str, data: Mapping[str, Any]) -> bytes:
@@ -73,7 +90,7 @@ class AnthropicWire:
         stream = body.get("stream") is True
         return Intent(
             model, prompt_tokens(counted), last_user_text(messages), max_tokens, stream, stream,
-            tool,
+            tool, anthropic_prompt(body),
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -102,7 +119,7 @@ class AnthropicWire:
                 "content": [self._content(plan)],
                 "stop_reason": _STOP[plan.finish],
                 "stop_sequence": None,
-                "usage": {"input_tokens": plan.input_tokens, "output_tokens": plan.output_tokens},
+                "usage": _usage(plan, plan.billed_output),
             }
         )
 
@@ -115,7 +132,7 @@ class AnthropicWire:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": plan.input_tokens, "output_tokens": 1},
+            "usage": _usage(plan, 1),
         }
         block = self._content(plan)
         if plan.tool_name is None:
@@ -153,7 +170,7 @@ class AnthropicWire:
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
-            "usage": {"output_tokens": plan.output_tokens},
+            "usage": {"output_tokens": plan.billed_output},
         }
         return (
             _event("content_block_stop", {"type": "content_block_stop", "index": 0})

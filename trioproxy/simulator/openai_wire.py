@@ -15,6 +15,7 @@ import orjson
 
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.simulator.plan import (
+    REASONING_MODEL,
     BadRequest,
     Intent,
     Plan,
@@ -25,6 +26,7 @@ from trioproxy.simulator.plan import (
     last_user_text,
     wants_tool,
 )
+from trioproxy.simulator.prompt_cache import openai_prompt
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -45,12 +47,19 @@ def _tool_name_and_key(tool: Any) -> tuple[str, str]:
     return fn["name"], first_property(fn.get("parameters"))
 
 
-def _usage(plan: Plan) -> dict[str, int]:
-    out = plan.output_tokens
+def _usage(plan: Plan) -> dict[str, Any]:
+    out = plan.billed_output
     return {
         "prompt_tokens": plan.input_tokens,
         "completion_tokens": out,
         "total_tokens": plan.input_tokens + out,
+        "prompt_tokens_details": {"cached_tokens": plan.cache.read, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": plan.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
@@ -74,9 +83,10 @@ class OpenAIWire:
         tool = None
         if body.get("tool_choice") != "none":
             tool = wants_tool(messages, body.get("tools"), _tool_name_and_key)
+        total = prompt_tokens(messages)
         return Intent(
-            model, prompt_tokens(messages), last_user_text(messages), max_tokens, stream,
-            include_usage, tool,
+            model, total, last_user_text(messages), max_tokens, stream, include_usage, tool,
+            openai_prompt(body, total), bool(REASONING_MODEL.match(model)),
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:

@@ -10,10 +10,16 @@ simulator's own count.
 A request gets a tool call instead of text when it declares tools, its last
 message is a user message and that message contains the word "weather": the
 first tool is called with ``{<first property>: <city>}``.
+
+Prompt caching is modelled by :mod:`.prompt_cache` (``Plan.cache``). A reasoning
+model (OpenAI wire, a name matching :data:`REASONING_MODEL`) also spends
+:data:`REASONING_PER_TOKEN` hidden reasoning tokens per visible output token,
+reported in ``completion_tokens_details.reasoning_tokens`` and billed as output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import random
@@ -26,6 +32,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from trioproxy.core.tokens import content_text, estimate_tokens, split_tokens
+from trioproxy.simulator.prompt_cache import NO_CACHE, CachePrompt, CacheSplit
 
 SimFinish = Literal["stop", "length", "tool_calls"]
 
@@ -40,6 +47,8 @@ VOCABULARY = (
 )  # fmt: skip
 CITIES = ("Paris", "Lisbon", "Oslo", "Kyoto", "Lima", "Nairobi", "Austin", "Hanoi")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+REASONING_PER_TOKEN = 2
 
 
 class BadRequest(ValueError):
@@ -59,6 +68,10 @@ class Intent:
     include_usage: bool
     tool: tuple[str, str] | None
     """(tool name, argument key) when the answer is a tool call."""
+    cache_prompt: CachePrompt | None = None
+    """The prompt as the provider's prompt cache sees it."""
+    reasoning: bool = False
+    """A reasoning model: hidden reasoning tokens are billed as output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,10 @@ class Plan:
     """Hex; each wire adds its prefix (``call_`` / ``toolu_``)."""
     head_tokens: int = 0
     """Tokens delivered with the stream preamble (the tool name)."""
+    cache: CacheSplit = NO_CACHE
+    """How the prompt's tokens were billed by the prompt cache."""
+    reasoning_tokens: int = 0
+    """Hidden, billed as output, part of :attr:`billed_output`."""
 
     @property
     def text(self) -> str:
@@ -86,7 +103,17 @@ class Plan:
 
     @property
     def output_tokens(self) -> int:
+        """Visible output tokens (what is delivered)."""
         return self.head_tokens + len(self.pieces)
+
+    @property
+    def billed_output(self) -> int:
+        return self.output_tokens + self.reasoning_tokens
+
+    @property
+    def uncached_input(self) -> int:
+        c = self.cache
+        return self.input_tokens - c.read - c.write_5m - c.write_1h
 
 
 class Wire(Protocol):
@@ -189,7 +216,9 @@ def checked_max_tokens(value: Any, field: str) -> int | None:
     return value
 
 
-def make_plan(intent: Intent, n_tokens: int, id_prefix: str, created: int) -> Plan:
+def make_plan(
+    intent: Intent, n_tokens: int, id_prefix: str, created: int, cache: CacheSplit = NO_CACHE
+) -> Plan:
     """The answer for ``intent``: ``n_tokens`` long, cut at ``max_tokens``.
 
     Tool calls are never cut; their output tokens are the tool name's plus the
@@ -199,21 +228,28 @@ def make_plan(intent: Intent, n_tokens: int, id_prefix: str, created: int) -> Pl
     if intent.tool is not None:
         name, key = intent.tool
         args = tool_arguments(intent.seed_text, key)
-        return Plan(
+        plan = Plan(
             rid, intent.model, created, intent.input_tokens, tuple(split_tokens(args)),
             "tool_calls", intent.include_usage, name, rid[-24:],
-            estimate_tokens(name),
+            estimate_tokens(name), cache,
         )  # fmt: skip
-    finish: SimFinish = "stop"
-    pieces = answer_pieces(intent.seed_text, n_tokens)
-    if intent.max_tokens is not None and intent.max_tokens < n_tokens:
-        pieces, finish = pieces[: intent.max_tokens], "length"
-    return Plan(
-        rid, intent.model, created, intent.input_tokens, pieces, finish, intent.include_usage
-    )
+    else:
+        finish: SimFinish = "stop"
+        pieces = answer_pieces(intent.seed_text, n_tokens)
+        if intent.max_tokens is not None and intent.max_tokens < n_tokens:
+            pieces, finish = pieces[: intent.max_tokens], "length"
+        plan = Plan(
+            rid, intent.model, created, intent.input_tokens, pieces, finish,
+            intent.include_usage, cache=cache,
+        )  # fmt: skip
+    if intent.reasoning:
+        plan = dataclasses.replace(plan, reasoning_tokens=REASONING_PER_TOKEN * plan.output_tokens)
+    return plan
 
 
 __all__ = [
+    "REASONING_MODEL",
+    "REASONING_PER_TOKEN",
     "BadRequest",
     "Intent",
     "Plan",

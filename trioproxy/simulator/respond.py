@@ -55,6 +55,12 @@ async def send_error(
     return await send_json(conn, ex, status, wire.error_body(status, message), extra)
 
 
+def _head(ex: Exchange, plan: Plan) -> None:
+    ex.head_sent(200, plan.input_tokens)
+    c = plan.cache
+    ex.billed(c.read, c.write_5m, c.write_1h, plan.reasoning_tokens)
+
+
 async def _write(conn: HttpConnection, data: bytes, drip_s: float | None) -> None:
     if drip_s is None:
         await conn.send_data(data)
@@ -69,7 +75,7 @@ async def send_completion(
     conn: HttpConnection, ex: Exchange, wire: Wire, plan: Plan, fault: Fault, headers: Headers
 ) -> Next:
     body = wire.completion(plan)
-    ex.head_sent(200, plan.input_tokens)
+    _head(ex, plan)
     if fault.drip_ms is None and fault.reset_after is None:
         await conn.send_whole(200, [JSON, *headers], body)
     else:
@@ -90,7 +96,7 @@ async def send_stream(
     chunk_s = (fault.chunk_ms or 0.0) / 1000
     drip_s = None if fault.drip_ms is None else fault.drip_ms / 1000
     reset_after = fault.reset_after
-    ex.head_sent(200, plan.input_tokens)
+    _head(ex, plan)
     await conn.send_head(200, [EVENT_STREAM, (b"cache-control", b"no-cache"), *headers])
     await _write(conn, wire.stream_head(plan), drip_s)
     if plan.head_tokens:

@@ -82,10 +82,11 @@ def _part(text: str) -> dict[str, Any]:
 
 def _response(plan: Plan, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
     done = status != "in_progress"
-    out = plan.output_tokens
+    out = plan.billed_output
     usage = {
-        "input_tokens": plan.input_tokens, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": out, "output_tokens_details": {"reasoning_tokens": 0},
+        "input_tokens": plan.input_tokens,
+        "input_tokens_details": {"cached_tokens": plan.cache.read},
+        "output_tokens": out, "output_tokens_details": {"reasoning_tokens": plan.reasoning_tokens},
         "total_tokens": plan.input_tokens + out,
     }  # fmt: skip
     incomplete = plan.finish == "length"

@@ -35,6 +35,7 @@ from trioproxy.simulator.faults import NO_FAULT, Fault, FaultError
 from trioproxy.simulator.http11 import BodyTooLarge, HttpConnection, Request
 from trioproxy.simulator.openai_wire import OPENAI
 from trioproxy.simulator.plan import BadRequest, Wire, make_plan
+from trioproxy.simulator.prompt_cache import NO_CACHE, PromptCache
 from trioproxy.simulator.respond import (
     Next,
     send_completion,
@@ -68,6 +69,10 @@ class Simulator:
         self.stats = SimStats()
         self.traceparents: collections.deque[str] = collections.deque(maxlen=256)
         """The W3C ``traceparent`` of the latest requests that carried one (tests)."""
+        self.last_chat_headers: dict[str, str] = {}
+        """Headers of the latest chat request (tests check what a gateway passed on)."""
+        self.prompt_cache = PromptCache()
+        """The simulated providers' prompt caches (both wires; keys never collide)."""
         self._chat_requests = 0
         """Chat requests past validation since the last reset, for ``fail_first``."""
 
@@ -93,6 +98,7 @@ class Simulator:
 
     def reset(self) -> None:
         self.stats.reset()
+        self.prompt_cache.clear()
         self._chat_requests = 0
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
@@ -246,6 +252,7 @@ class Simulator:
         return await send_json(conn, ex, 200, body, headers)
 
     async def _chat(self, conn: HttpConnection, req: Request, ex: Exchange, wire: Wire) -> Next:
+        self.last_chat_headers = dict(req.headers)
         headers = self._headers(req, wire)
         if (message := self._key_error(req)) is not None:
             return await send_error(conn, ex, wire, 401, message, headers)
@@ -272,11 +279,17 @@ class Simulator:
             )
         if tokens < 0:
             tokens = fault.tokens if fault.tokens is not None else self.default_tokens
+        split = (
+            self.prompt_cache.use(intent.cache_prompt, trio.current_time())
+            if intent.cache_prompt is not None
+            else NO_CACHE
+        )
         plan = make_plan(
             intent,
             tokens,
             {OPENAI.name: "chatcmpl-", RESPONSES.name: "resp_"}.get(wire.name, "msg_"),
             int(time.time()),
+            split,
         )
         if intent.stream:
             return await send_stream(conn, ex, wire, plan, fault, headers)

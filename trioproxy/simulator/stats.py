@@ -9,6 +9,9 @@ Accounting rules, exactly:
   commits to a 200 answer, i.e. just before writing its response head: after
   auth, validation and every fault stage (``hang``, ``ttft_ms``, ``status``,
   ``fail_first``). Error answers and hung requests add 0.
+* ``cache_read_tokens``, ``cache_write_5m_tokens``, ``cache_write_1h_tokens`` (parts of
+  ``input_tokens``) and ``reasoning_tokens`` (hidden output, billed, never "delivered") count
+  what the 200 answer reports, at the same moment as ``input_tokens``.
 * ``output_tokens`` counts tokens whose bytes were fully written to the socket:
   per content chunk for streams (one chunk = one token), the whole answer once
   the body is written for non-stream answers. A chunk cut by a reset, a client
@@ -49,6 +52,10 @@ class RequestTrace:
     input_tokens: int = 0
     output_tokens: int = 0
     outcome: ExchangeEnd = "pending"
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class Exchange:
@@ -71,6 +78,19 @@ class Exchange:
             trace.input_tokens = input_tokens
             trace.first_byte_at = trio.current_time()
             trace.first_byte_wall = time.time()
+
+    def billed(self, read: int, write_5m: int, write_1h: int, reasoning: int) -> None:
+        """The prompt-cache split and the hidden reasoning a 200 answer reports."""
+        stats = self._stats
+        stats.cache_read_tokens += read
+        stats.cache_write_5m_tokens += write_5m
+        stats.cache_write_1h_tokens += write_1h
+        stats.reasoning_tokens += reasoning
+        if (trace := self.trace) is not None:
+            trace.cache_read_tokens = read
+            trace.cache_write_5m_tokens = write_5m
+            trace.cache_write_1h_tokens = write_1h
+            trace.reasoning_tokens = reasoning
 
     def delivered(self, tokens: int) -> None:
         self.output_tokens += tokens
@@ -117,6 +137,10 @@ class SimStats:
         self.by_status: dict[int, int] = {}
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_write_5m_tokens = 0
+        self.cache_write_1h_tokens = 0
+        self.reasoning_tokens = 0
         self.connections = 0
         self.internal_errors = 0
         self.traces: dict[str, RequestTrace] = {}
@@ -160,6 +184,10 @@ class SimStats:
             "by_status": {str(k): v for k, v in self.by_status.items()},
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_5m_tokens": self.cache_write_5m_tokens,
+            "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
             "connections": self.connections,
             "active": self.active,
             "internal_errors": self.internal_errors,

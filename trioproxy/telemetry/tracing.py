@@ -41,10 +41,13 @@ def provider_name(kind: str, name: str) -> str:
 
 
 def usage_attributes(usage: Usage) -> dict[str, AttrValue]:
-    """``gen_ai.usage.*`` of one usage value."""
+    """``gen_ai.usage.*`` of one usage value (input: every prompt token, cached or not)."""
     return {
-        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.input_tokens": usage.prompt_tokens,
         "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+        "trioproxy.usage.reasoning_tokens": usage.reasoning_tokens,
         "trioproxy.usage.estimated": usage.estimated,
     }
 

@@ -15,6 +15,7 @@ from trioproxy.core.types import (
     Usage,
     UsageReport,
 )
+from trioproxy.core.usage import with_output
 
 
 @dataclass(slots=True)
@@ -23,8 +24,8 @@ class Meter:
 
     usage: Usage | None = None
     """Exact usage reported by the provider."""
-    input_tokens: int | None = None
-    """Exact input tokens reported up front (Anthropic message_start)."""
+    up_front: Usage | None = None
+    """Exact input buckets reported up front (Anthropic message_start)."""
     output_estimate: int = 0
     """Estimated output tokens of the content received so far."""
     received_any: bool = False
@@ -44,8 +45,8 @@ class Meter:
             self.usage = event.usage
         elif isinstance(event, StreamStart):
             self.response_id, self.response_model = event.id, event.model
-            if event.input_tokens is not None:
-                self.input_tokens = event.input_tokens
+            if event.usage is not None:
+                self.up_front = event.usage
         elif isinstance(event, StreamEnd):
             self.finish = event.finish_reason
 
@@ -54,8 +55,8 @@ class Meter:
             return self.usage
         if not self.received_any:
             return Usage(0, 0, estimated=False)
-        inp = self.input_tokens if self.input_tokens is not None else prompt_estimate
-        return Usage(inp, self.output_estimate, estimated=True)
+        known = self.up_front if self.up_front is not None else Usage(prompt_estimate, 0)
+        return with_output(known, self.output_estimate, estimated=True)
 
 
 __all__ = ["Meter"]
