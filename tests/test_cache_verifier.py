@@ -81,7 +81,7 @@ def test_band_presets_and_route_overrides() -> None:
 
 
 def test_semantic_record_round_trip_and_confirmation(minilm: OnnxMiniLM) -> None:
-    entry = CacheEntry("answer", "stop", Usage(3, 4), "m", 0.001, 5.0)
+    entry = CacheEntry("answer", "stop", Usage(3, 4), "m", 1_000, 5.0)
     tokens = minilm.embed_one("hello there").tokens
     record = SemanticRecord(entry, tokens, "w1")
     back = SemanticRecord.from_bytes(record.to_bytes())
