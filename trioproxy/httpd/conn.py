@@ -1,0 +1,352 @@
+"""One client connection: a reader task that parses, and a loop that serves requests.
+
+The reader keeps reading while a response is written, so a client that leaves is
+seen at once (EOF) and reaches the app as ``http.disconnect``; it pauses when the
+app lags behind (body bytes above ``recv_high_water``, or ``max_pipelined``
+requests queued ahead of their responses), so memory per connection is bounded
+and pipelined requests are answered in order. Every wait has a deadline: the
+head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
+(``body_deadline``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from trioproxy.httpd.limits import body_deadline
+from trioproxy.httpd.parse import ProtocolError, Request, RequestParser
+from trioproxy.httpd.wire import CONTINUE, LAST_CHUNK, chunk, response_head
+
+if TYPE_CHECKING:
+    from trioproxy.httpd.server import HttpServer
+
+log = logging.getLogger("trioproxy.httpd")
+
+RECV_BYTES = 64 * 1024
+LINGER_S = 1.0
+"""After refusing a request whose body is still arriving: how long to drain it before
+closing, so that the client reads our answer instead of a connection reset."""
+CLOSE_TIMEOUT_S = 1.0
+"""Bound on a graceful close (a TLS close_notify to a client that does not read)."""
+
+ASGI = {"version": "3.0", "spec_version": "2.3"}
+DISCONNECT = {"type": "http.disconnect"}
+_CLOSE = (b"connection", b"close")
+
+
+class Connection:
+    def __init__(
+        self,
+        server: HttpServer,
+        stream: trio.abc.Stream,
+        scheme: str,
+        client: tuple[str, int] | None,
+        local: tuple[str, int] | None,
+    ) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.stream = stream
+        self.scheme = scheme
+        self.client = client
+        self.local = local
+        self.parser = RequestParser(server.limits)
+        self.lot = trio.lowlevel.ParkingLot()
+        """Where the serving side waits for the reader (heads, body, EOF)."""
+        self._resume = trio.lowlevel.ParkingLot()
+        """Where a paused reader waits for the serving side to consume."""
+        self.eof = False
+        self.error: ProtocolError | None = None
+        self._head_started = 0.0
+        self._in_head = False
+        # the request being served
+        self._req: Request | None = None
+        self._started = False
+        self._done = False
+        self._head_pending = False
+        self._status = 200
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunked = False
+        self._broken = False
+        self._linger_needed = False
+        self._close_after = False
+        self._final_body = False
+        self._body_t0 = 0.0
+        self.body_timed_out = False
+        self.idle = True
+
+    def wake(self) -> None:
+        """Let the serving side re-check its state (drain started)."""
+        self.lot.unpark_all()
+
+    # reading ------------------------------------------------------------------------
+
+    def _must_pause(self) -> bool:
+        parser = self.parser
+        if len(parser.heads) >= self.limits.max_pipelined:
+            return True
+        current = parser.current
+        return current is not None and current.buffered > self.limits.recv_high_water
+
+    async def _read(self) -> None:
+        stream, parser, lot = self.stream, self.parser, self.lot
+        while True:
+            while self._must_pause():
+                await self._resume.park()
+            try:
+                data = await stream.receive_some(RECV_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.eof = True
+                lot.unpark_all()
+                return
+            try:
+                parser.feed(data)
+            except ProtocolError as err:
+                self.error = err
+                lot.unpark_all()
+                return
+            if parser.in_head != self._in_head:
+                self._in_head = parser.in_head
+                if parser.in_head:
+                    self._head_started = trio.current_time()
+            lot.unpark_all()
+
+    # serving ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read)
+                await self._serve()
+                nursery.cancel_scope.cancel()
+        finally:
+            await self._close()
+
+    async def _serve(self) -> None:
+        deadline = trio.current_time() + self.limits.header_timeout_s
+        while True:
+            req = await self._next_head(deadline)
+            if req is None:
+                return
+            self.idle = False
+            keep = await self._respond(req)
+            self.idle = True
+            if not keep or self.server.draining:
+                return
+            deadline = trio.current_time() + self.limits.keep_alive_s
+
+    async def _next_head(self, idle_deadline: float) -> Request | None:
+        parser = self.parser
+        while True:
+            if parser.heads:
+                req = parser.heads.popleft()
+                self._resume.unpark_all()
+                return req
+            if self.error is not None:
+                await self._send_plain(self.error.status, self.error.message, None)
+                return None
+            if self.eof or (self.server.draining and not parser.in_head):
+                return None
+            if parser.in_head:
+                deadline = self._head_started + self.limits.header_timeout_s
+            else:
+                deadline = idle_deadline
+            with trio.move_on_at(deadline):
+                await self.lot.park()
+                continue
+            if parser.in_head:
+                await self._send_plain(408, "Request head not received in time.", None)
+            return None
+
+    def _scope(self, req: Request) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": ASGI,
+            "http_version": req.http_version,
+            "method": req.method,
+            "scheme": self.scheme,
+            "path": req.path,
+            "raw_path": req.raw_path,
+            "query_string": req.query,
+            "root_path": "",
+            "headers": req.headers,
+            "client": self.client,
+            "server": self.local,
+        }
+
+    async def _respond(self, req: Request) -> bool:
+        """Run the app for ``req``; whether the connection may serve another request."""
+        self._req = req
+        self._started = self._done = self._final_body = self.body_timed_out = False
+        self._head_pending = False
+        self._close_after = not req.keep_alive or self.server.draining
+        self._body_t0 = trio.current_time()
+        server = self.server
+        server.requests += 1
+        try:
+            await server.app(self._scope(req), self._receive, self._send)
+        except Exception:
+            log.exception("unhandled error in the app for %s %s", req.method, req.path)
+            if not self._started:
+                await self._send_plain(500, "Internal server error.", req.path)
+            return False
+        finally:
+            server.requests -= 1
+            self._req = None
+        if not self._started:
+            if self.error is not None:  # the body broke the protocol or a cap
+                await self._send_plain(self.error.status, self.error.message, req.path)
+            elif self.body_timed_out:
+                await self._send_plain(408, "Request body not received in time.", req.path)
+            elif not self.eof:
+                await self._send_plain(500, "The app sent no response.", req.path)
+            return False
+        if not self._done:
+            return False
+        req.body.clear()
+        return req.complete and not self._close_after and not self.eof
+
+    # the ASGI callables --------------------------------------------------------------
+
+    async def _receive(self) -> dict[str, Any]:
+        req = self._req
+        if req is None:
+            return DISCONNECT
+        if not self._final_body:
+            while True:
+                if req.buffered:
+                    data = req.take_body()
+                    self._resume.unpark_all()
+                    more = not req.complete
+                    self._final_body = not more
+                    return {"type": "http.request", "body": data, "more_body": more}
+                if req.complete:
+                    self._final_body = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if self.eof or self.error is not None:
+                    return DISCONNECT
+                if req.expect_continue and not self._started:
+                    req.expect_continue = False
+                    await self._write(CONTINUE)
+                deadline = body_deadline(self.limits, self._body_t0, req.received)
+                with trio.move_on_at(deadline):
+                    await self.lot.park()
+                    continue
+                self.body_timed_out = True
+                return DISCONNECT
+        while not (self.eof or self._done):
+            await self.lot.park()
+        return DISCONNECT
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self._started or self._done:
+                raise RuntimeError("http.response.body outside a response")
+            body: bytes = message.get("body", b"")
+            more: bool = message.get("more_body", False)
+            head = None
+            if self._head_pending:
+                self._head_pending = False
+                head = self._build_head(body, more)
+            if self._chunked:
+                data = chunk(body) + LAST_CHUNK if not more else chunk(body)
+            else:
+                data = body
+            if self._req is not None and self._req.method == "HEAD":
+                data = b""
+            if not more:
+                self._done = True
+            if head is not None:
+                data = head + data
+            if data:
+                await self._write(data)
+            if not more:
+                self.lot.unpark_all()
+        elif kind == "http.response.start":
+            if self._started:
+                raise RuntimeError("http.response.start sent twice")
+            self._started = True
+            req = self._req
+            if req is not None and not req.complete:
+                self._close_after = True  # the rest of the body will not be read
+                self._linger_needed = True
+            self._status = int(message["status"])
+            self._headers = message.get("headers", [])
+            self._head_pending = True  # written with the first body message (one write)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _build_head(self, body: bytes, more: bool) -> bytes:
+        extra: list[tuple[bytes, bytes]] = []
+        has_length = False
+        for name, _value in self._headers:
+            if name.lower() == b"content-length":
+                has_length = True
+        self._chunked = False
+        if not has_length and self._status >= 200 and self._status not in (204, 304):
+            if more:
+                self._chunked = True
+                extra.append((b"transfer-encoding", b"chunked"))
+            else:
+                extra.append((b"content-length", b"%d" % len(body)))
+        if self._close_after or self.server.draining:
+            self._close_after = True
+            extra.append(_CLOSE)
+        return response_head(self._status, self._headers, extra)
+
+    # writing and closing --------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._broken = True
+            self.eof = True
+            self.lot.unpark_all()
+
+    async def _send_plain(self, status: int, message: str, path: str | None) -> None:
+        """A whole response from the server itself (refusals, timeouts); then we close."""
+        body = self.server.error_body(path, status, message)
+        head = response_head(
+            status,
+            [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+            [_CLOSE],
+        )
+        self._close_after = self._linger_needed = True
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self._write(head + body)
+
+    async def _close(self) -> None:
+        stream = self.stream
+        with trio.CancelScope(shield=True):
+            if self._linger_needed and not self.eof and not self._broken:
+                await self._linger(stream)
+            with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
+                await stream.aclose()
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(stream)
+
+    async def _linger(self, stream: trio.abc.Stream) -> None:
+        """Half-close and drain what the client still sends (bounded), so our last
+        answer is read rather than lost to a reset."""
+        send_eof: Callable[[], Any] | None = getattr(stream, "send_eof", None)
+        if send_eof is None:
+            return
+        with trio.move_on_after(LINGER_S):
+            try:
+                await send_eof()
+                while await stream.receive_some(RECV_BYTES):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                pass
+
+
+__all__ = ["Connection"]

@@ -1,0 +1,204 @@
+"""Request parsing for the data-plane server: llhttp (``httptools``) plus a head policy.
+
+Bytes in, :class:`Request` values out, no I/O. llhttp does all the HTTP parsing in
+strict mode (it already refuses Content-Length together with Transfer-Encoding,
+duplicate Content-Length, bad chunk sizes, obs-fold and invalid header tokens); on
+top of it this module only checks what llhttp leaves to the application: the
+protocol version, ``Host``, the only transfer coding we accept (``chunked``), and
+the size caps. Any refusal is a :class:`ProtocolError` carrying the status to send
+before the connection closes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from urllib.parse import unquote
+
+import httptools
+
+from trioproxy.httpd.limits import HttpLimits
+
+
+class ProtocolError(Exception):
+    """The client broke HTTP/1.1 or a cap; answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Request:
+    """One request as parsed; the body arrives into ``body`` as the connection reads it."""
+
+    __slots__ = (
+        "body",
+        "buffered",
+        "complete",
+        "expect_continue",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "raw_path",
+        "received",
+        "target",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.target = b""
+        """The request target as sent."""
+        self.raw_path = b""
+        self.path = ""
+        self.query = b""
+        self.http_version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.expect_continue = False
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        """Body bytes parsed and not yet handed to the app."""
+        self.received = 0
+        """Body bytes parsed so far."""
+        self.complete = False
+        """The whole body has been parsed."""
+
+    def take_body(self) -> bytes:
+        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.body.clear()
+        self.buffered = 0
+        return data
+
+
+class RequestParser:
+    """Feed bytes; complete heads queue up in ``heads``; ``current`` receives body bytes."""
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self.heads: deque[Request] = deque()
+        """Requests whose head is complete, oldest first, not yet taken by the server."""
+        self.current: Request | None = None
+        """The request whose head or body is being parsed."""
+        self.in_head = False
+        """A request has begun and its head is not complete yet."""
+        self._began_in_chunk = False
+        self._head_bytes = 0
+        self._url = b""
+        self._head_size = 0
+        self._error: ProtocolError | None = None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Parse ``data``; raise :class:`ProtocolError` on anything we refuse."""
+        self._began_in_chunk = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise ProtocolError(501, "Protocol upgrades are not supported.") from None
+        except httptools.HttpParserError as exc:
+            if self._error is not None:
+                raise self._error from None
+            raise ProtocolError(400, f"Malformed HTTP request: {exc}.") from None
+        if self.in_head:
+            # A head still incomplete: bound its bytes (the chunk it began in is not
+            # counted, so the bound is max_head_bytes plus at most one read).
+            if not self._began_in_chunk:
+                self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_head_bytes:
+                raise ProtocolError(431, "Request head too large.")
+
+    # llhttp callbacks -------------------------------------------------------------
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._error = ProtocolError(status, message)
+        raise self._error
+
+    def on_message_begin(self) -> None:
+        self.current = Request()
+        self.in_head = True
+        self._began_in_chunk = True
+        self._head_bytes = 0
+        self._url = b""
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.limits.max_head_bytes:
+            self._refuse(414, "Request target too long.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.current
+        assert req is not None
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_head_bytes:
+            self._refuse(431, "Request head too large.")
+        if len(req.headers) >= self.limits.max_headers:
+            self._refuse(431, "Too many request headers.")
+        if value and value[-1] in (32, 9):  # llhttp keeps trailing OWS; it is not the value
+            value = value.rstrip(b" \t")
+        req.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        parser = self._parser
+        req.http_version = parser.get_http_version()
+        if req.http_version not in ("1.1", "1.0"):
+            self._refuse(505, "Only HTTP/1.1 and HTTP/1.0 are supported.")
+        req.method = parser.get_method().decode("ascii")
+        req.keep_alive = parser.should_keep_alive()
+        self._check_framing(req)
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            self._refuse(400, "Malformed request target.")
+        req.target = self._url
+        raw = url.path or b"/"
+        req.raw_path = raw
+        text = raw.decode("latin-1")
+        req.path = unquote(text) if "%" in text else text
+        req.query = url.query or b""
+        self.in_head = False
+        self.heads.append(req)
+
+    def _check_framing(self, req: Request) -> None:
+        hosts = 0
+        for name, value in req.headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding":
+                if req.http_version == "1.0":
+                    self._refuse(400, "Transfer-Encoding is not allowed in HTTP/1.0.")
+                if value.strip().lower() != b"chunked":
+                    self._refuse(501, "Only the chunked transfer coding is supported.")
+            elif name == b"content-length":
+                if int(value) > self.limits.max_body_bytes:
+                    self._refuse(413, f"Request body exceeds {self.limits.max_body_bytes} bytes.")
+            elif name == b"expect":
+                if value.lower() != b"100-continue":
+                    self._refuse(417, "Only Expect: 100-continue is supported.")
+                req.expect_continue = req.http_version == "1.1"
+        if hosts > 1 or (hosts == 0 and req.http_version == "1.1"):
+            self._refuse(400, "An HTTP/1.1 request needs exactly one Host header.")
+
+    def on_body(self, body: bytes) -> None:
+        req = self.current
+        assert req is not None
+        req.received += len(body)
+        if req.received > self.limits.max_body_bytes:
+            self._refuse(413, f"Request body exceeds {self.limits.max_body_bytes} bytes.")
+        req.body.append(body)
+        req.buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        req.complete = True
+        self.current = None
+
+
+__all__ = ["ProtocolError", "Request", "RequestParser"]
