@@ -1,8 +1,9 @@
 """Fixtures that run the provider simulator and the gateway over real sockets.
 
 Both run in the test's own Trio nursery: the simulator on its own port, the
-gateway under hypercorn's trio worker on another, so every byte crosses a
-real TCP connection exactly as in production.
+gateway exactly as a worker of ``trioproxy serve`` runs it (``serve_gateway``:
+the data-plane server on one port, the control plane under hypercorn on an
+admin port), so every byte crosses a real TCP connection as in production.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from trioproxy.config import demo_settings
 from trioproxy.config.model import Settings
 from trioproxy.edge.app import Gateway
+from trioproxy.httpd import HttpServer, open_tcp_socket
 from trioproxy.ledger.sinks import ListSink
 from trioproxy.server.factory import build_gateway
+from trioproxy.server.worker import Bound, serve_gateway
 from trioproxy.simulator import Simulator
 from trioproxy.simulator.faults import Fault
 
@@ -46,6 +47,11 @@ class Running:
     sink: ListSink
     settings: Settings
     sims: list[RunningSim] = field(default_factory=list)
+    admin_url: str = ""
+    """The control plane (dashboard, admin API, /metrics)."""
+    httpd: HttpServer | None = None
+    shutdown: trio.Event = field(default_factory=trio.Event)
+    """Set it to drain the gateway as SIGTERM does."""
 
     @property
     def sim(self) -> Simulator:
@@ -65,13 +71,15 @@ async def start_gateway(
 ) -> Running:
     sink = sink or ListSink()
     app = build_gateway(settings, sink=sink, **kwargs)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 2
-    config.backlog = 4096
-    binds: list[str] = await nursery.start(partial(serve, app, config))
-    return Running(url=binds[0], key=DEMO_KEY, app=app, sink=sink, settings=settings)
+    bound = Bound(
+        open_tcp_socket("127.0.0.1", 0, reuse_port=False),
+        open_tcp_socket("127.0.0.1", 0, reuse_port=False),
+    )
+    url, admin_url = f"http://127.0.0.1:{bound.port}", f"http://127.0.0.1:{bound.admin_port}"
+    shutdown = trio.Event()
+    httpd = await nursery.start(partial(serve_gateway, app, bound, shutdown=shutdown))
+    return Running(url=url, key=DEMO_KEY, app=app, sink=sink, settings=settings,
+                   admin_url=admin_url, httpd=httpd, shutdown=shutdown)  # fmt: skip
 
 
 @pytest.fixture

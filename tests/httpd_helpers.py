@@ -92,12 +92,12 @@ async def start_server(
     server = HttpServer(app, limits or HttpLimits())
     sock = open_tcp_socket("127.0.0.1", 0, reuse_port=False)
     port = sock.getsockname()[1]
-    listeners = bind_listeners(sock, serve.pop("tls", None))
+    tls = serve.pop("tls", None)
     shutdown, done = trio.Event(), trio.Event()
 
     async def run(task_status: trio.TaskStatus[None]) -> None:
         try:
-            await server.serve(listeners, shutdown=shutdown, grace_s=serve.pop("grace_s", 5.0),
+            await server.serve(lambda: bind_listeners(sock, tls), shutdown=shutdown, grace_s=serve.pop("grace_s", 5.0),
                                task_status=task_status, **serve)  # fmt: skip
         finally:
             done.set()

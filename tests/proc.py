@@ -50,6 +50,9 @@ class GatewayProcess:
     ) -> None:
         self.workers = workers
         self.path = workdir / "trioproxy.toml"
+        self.admin_port = free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        config = {**config, "server": {**config.get("server", {}), "admin_port": self.admin_port}}
         self.path.write_text(to_toml(config))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

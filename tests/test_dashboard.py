@@ -1,7 +1,7 @@
 """The dashboard over real sockets: the demo config, the simulator, the real ledger.
 
-The dashboard is mounted exactly as in production (``gateway.inner``) and is
-served without running its own ASGI lifespan.
+The dashboard is mounted exactly as in production (``gateway.inner``, served on
+the admin port) and is served without running its own ASGI lifespan.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ async def start(nursery: trio.Nursery) -> Running:
 
 
 def client(g: Running, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=g.url, timeout=30, follow_redirects=False, **kwargs)
+    return httpx.AsyncClient(base_url=g.admin_url, timeout=30, follow_redirects=False, **kwargs)
 
 
 async def chat(g: Running, content: str, **extra: Any) -> httpx.Response:
     key = extra.pop("key", DEMO_KEY)
     body = {"model": "chat", "messages": [{"role": "user", "content": content}], **extra}
-    async with client(g) as c:
+    async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
         return await c.post(
             "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
         )

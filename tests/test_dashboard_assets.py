@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 async def test_htmx_is_served_from_static_without_login(nursery: trio.Nursery) -> None:
     g = await start(nursery)
-    async with httpx.AsyncClient(base_url=g.url, follow_redirects=False) as c:
+    async with httpx.AsyncClient(base_url=g.admin_url, follow_redirects=False) as c:
         r = await c.get("/static/htmx.min.js")
         assert r.status_code == 200
         assert "javascript" in r.headers["content-type"]

@@ -240,7 +240,7 @@ async def test_admin_flush_removes_exact_and_semantic_entries(nursery: trio.Nurs
     ] == "semantic"
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(
-            g.url + "/admin/api/cache/flush",
+            g.admin_url + "/admin/api/cache/flush",
             json={"team": "A", "route": "r"},
             headers={"authorization": f"Bearer {KEY_A}"},
         )
@@ -261,7 +261,7 @@ async def test_admin_deletes_one_reported_bad_hit(nursery: trio.Nursery) -> None
     assert bad.headers["x-trioproxy-cache"] == "semantic"
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(
-            g.url + "/admin/api/cache/delete",
+            g.admin_url + "/admin/api/cache/delete",
             json={"entry": bad.headers["x-trioproxy-cache-entry"]},
             headers={"authorization": f"Bearer {KEY_A}"},
         )

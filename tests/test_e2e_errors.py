@@ -185,7 +185,7 @@ async def test_selection_rules_pick_chain_by_priority(gateway: Running) -> None:
 async def test_overload_sheds_with_503_and_retry_after(nursery: trio.Nursery) -> None:
     sim = await start_simulator(nursery, Fault(ttft_ms=1000))
     g = await start_gateway(
-        nursery, chain_settings([sim.url], extra={"server": {"max_in_flight": 1}})
+        nursery, chain_settings([sim.url], extra={"server": {"max_in_flight": 1, "queue_max": 0}})
     )
     g.key = KEY
     results: list[httpx.Response] = []
@@ -212,11 +212,11 @@ async def test_metrics_need_an_admin_key_and_count_requests(gateway: Running) ->
         await call(gateway, OPENAI, json={"model": "chat", "messages": MSGS})
     ).status_code == 200
     async with httpx.AsyncClient() as c:
-        assert (await c.get(gateway.url + "/metrics")).status_code == 401
+        assert (await c.get(gateway.admin_url + "/metrics")).status_code == 401
         with trio.fail_after(20):  # the record is written just after the response
             while True:
                 r = await c.get(
-                    gateway.url + "/metrics", headers={"authorization": f"Bearer {gateway.key}"}
+                    gateway.admin_url + "/metrics", headers={"authorization": f"Bearer {gateway.key}"}
                 )
                 got = parse(r.text)
                 if got.get(("trioproxy_requests_total", served)):

@@ -87,8 +87,9 @@ async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
     finally:
         gw.kill()
     finished = [r for r in results if r.complete and b"data: [DONE]" in r.body]
-    assert in_flight >= 150, in_flight  # (all 200 unless the box is very busy)
-    assert len(results) == 200 and len(finished) >= 50, len(finished)
+    cut = [r for r in results if r not in finished]
+    assert in_flight >= 100, in_flight  # the 100 slow ones at least (18 s each)
+    assert len(results) == 200
     conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
     try:
         rows = conn.execute(
@@ -99,8 +100,15 @@ async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
     ledger = {rid: (outcome, out) for rid, outcome, out in rows}
     for r in finished:
         assert ledger[r.headers["x-request-id"]][0] == "served"
-    started = [r for r in results if "x-request-id" in r.headers]
-    assert all(r.headers["x-request-id"] in ledger for r in started)  # cut ones too
+    # The drain contract: a stream still open at the deadline ends cleanly with an error
+    # event in its caller's dialect, is recorded as interrupted, billed for what it got.
+    assert cut, "no stream outlived the grace: the deadline path went untested"
+    for r in cut:
+        assert r.status == 200 and r.complete, r
+        assert r.body.rstrip().endswith(b'"code":"gateway_shutting_down"}}'), r.body[-200:]
+        outcome, billed = ledger[r.headers["x-request-id"]]
+        assert outcome == "interrupted"
+        assert billed >= r.body.count(b'{"content":'), (billed, r.body.count(b'{"content":'))
 
 
 async def test_two_processes_sharing_redis_admit_exactly_n(
@@ -116,6 +124,7 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
             {"p": sim.url},
             tmp_path / f"g{i}",
             storage={"redis_url": redis_url},
+            server={"max_in_flight_per_key": 0},  # 1,000 at once from one key: budgets decide
             budgets={"teams": {"t1": {"daily_usd": round(n * worst + worst / 2, 6)}}},
         )
         (tmp_path / f"g{i}").mkdir()
@@ -143,5 +152,5 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
         for gw in gws:
             gw.kill()
     assert statuses.count(200) == n, {s: statuses.count(s) for s in set(statuses)}
-    assert statuses.count(429) == 1000 - n
+    assert statuses.count(429) == 1000 - n, {s: statuses.count(s) for s in set(statuses)}
     assert sim.sim.stats.requests == n

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"budget", "cache", "ledger", "admin"},  # state: budgets, caches, ledger, dashboard accounts
     {"breakers", "upstream"},  # breakers and the upstream race
     {"pipeline"},  # the request pipeline
-    {"edge"},  # the HTTP edge
+    {"edge", "httpd"},  # the HTTP edge: the ASGI app, and the data-plane server
     {"dashboard"},  # the control plane's pages and admin API
     {"server"},  # wiring: builds the app from settings
     {"cli", "simulator", "__main__"},  # entry points and tools

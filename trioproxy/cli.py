@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import logging
 import os
 import queue
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -64,12 +62,12 @@ def banner(url: str, dashboard_url: str | None, state_dir: str, workers: int) ->
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hypercorn.config import Config
-    from hypercorn.run import run
+    from trioproxy.config import ConfigError, load_settings
+    from trioproxy.edge.metrics import MULTIPROC_ENV
+    from trioproxy.server.factory import build_gateway, settings_from_env
+    from trioproxy.server.runner import serve
 
-    from trioproxy.config import ConfigError, demo_settings, load_settings
-
-    configure_logging(args.log_level, args.log_format)  # this process; workers: from_env()
+    configure_logging(args.log_level, args.log_format)  # this process; workers: worker.main()
     os.environ[ENV_LOG_LEVEL], os.environ[ENV_LOG_FORMAT] = args.log_level, args.log_format
     if args.config:
         try:
@@ -78,72 +76,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 1
         os.environ[ENV_CONFIG] = os.path.abspath(args.config)
-        grace = settings.server.shutdown_grace_s
-        state_dir = settings.storage.state_dir
+        demo = ""
     else:
         key = os.environ.get(ENV_DEMO_KEY) or "tp-demo-" + secrets.token_urlsafe(18)
         os.environ[ENV_DEMO_KEY] = key
         os.environ[ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
-        grace = 10.0
-        state_dir = demo_settings(os.environ[ENV_SIM_URL], key).storage.state_dir
-        print(
+        settings = settings_from_env()
+        demo = (
             "\n  trioproxy DEMO MODE: no config given, so every answer comes from the built-in\n"
             "  provider SIMULATOR (fake text, no real model, no cost). Pass --config FILE\n"
             "  to reach real providers.\n"
             f"  simulator: {os.environ[ENV_SIM_URL]}\n"
             f"  demo API key: {key}\n"
-            f"  try: OPENAI_BASE_URL=http://{args.host}:{args.port}/v1 OPENAI_API_KEY={key}\n",
-            flush=True,
+            f"  try: OPENAI_BASE_URL=http://{args.host}:{args.port}/v1 OPENAI_API_KEY={key}\n\n"
         )
-    config = Config()
-    config.application_path = "trioproxy.server.factory:from_env()"
-    config.bind = [f"{args.host}:{args.port}"]
-    config.worker_class = "trio"
-    config.workers = args.workers
-    config.backlog = 4096
-    config.graceful_timeout = grace
-    config.keep_alive_timeout = 75
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")  # through our handler and format
-    url = f"http://{args.host}:{args.port}"
-    print(banner(url, f"{url}/login", state_dir, args.workers), flush=True)
-    if args.workers == 1:
-        trio.run(_serve_in_process, config)
-        return 0
-    from trioproxy.edge.metrics import MULTIPROC_ENV
 
+    def announce(bound: Any) -> str:
+        scheme = "https" if settings.server.tls_cert_file else "http"
+        url = f"{scheme}://{args.host}:{bound.port}"
+        admin = f"http://{settings.server.admin_host}:{bound.admin_port}"
+        return demo + banner(url, f"{admin}/login", settings.storage.state_dir, args.workers)
+
+    def build() -> Any:
+        return build_gateway(settings, config_path=os.environ.get(ENV_CONFIG) or None)
+
+    if args.workers == 1:
+        return serve(settings, args.host, args.port, 1, announce, build)
     # the workers' metrics files, summed at every scrape; a fresh directory per run
     metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
     os.environ[MULTIPROC_ENV] = metrics_dir
     try:
-        return run(config)
+        return serve(settings, args.host, args.port, args.workers, announce, build)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-async def _serve_in_process(config: Any) -> None:
-    """One worker, in this process: SIGTERM/SIGINT start hypercorn's graceful shutdown
-    (in-flight requests get ``graceful_timeout``, then the app's lifespan flushes the ledger)."""
-    from hypercorn.trio import serve
-
-    from trioproxy.server.factory import from_env
-
-    async def on_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                return
-
-    async def reload_on_sighup(*, task_status: trio.TaskStatus[None]) -> None:
-        with trio.open_signal_receiver(signal.SIGHUP) as hups:
-            task_status.started()
-            async for _ in hups:
-                await app.reload()
-
-    app = from_env()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(reload_on_sighup)
-        await serve(app, config, shutdown_trigger=on_signal)  # type: ignore[arg-type]
-        nursery.cancel_scope.cancel()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

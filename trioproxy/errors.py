@@ -61,6 +61,8 @@ class ErrorKind(enum.Enum):
     STREAM_INTERRUPTED = "stream_interrupted"
     # gateway
     INTERNAL = "internal_error"
+    SHUTTING_DOWN = "gateway_shutting_down"
+    """The drain deadline ended the request (SIGTERM, ``server.shutdown_grace_s``)."""
 
     @property
     def info(self) -> _KindInfo:
@@ -101,6 +103,7 @@ _INFO: dict[ErrorKind, _KindInfo] = {
     ErrorKind.UPSTREAM_TIMEOUT: _KindInfo(_U, 504, "server_error", "api_error"),
     ErrorKind.STREAM_INTERRUPTED: _KindInfo(_U, 502, "server_error", "api_error"),
     ErrorKind.INTERNAL: _KindInfo(_G, 500, "server_error", "api_error"),
+    ErrorKind.SHUTTING_DOWN: _KindInfo(_G, 503, "server_error", "overloaded_error"),
 }
 
 

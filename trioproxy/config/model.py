@@ -213,10 +213,33 @@ class BreakerConfig:
 class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_in_flight: int = 2048
-    """Concurrent requests per worker; above it the gateway answers 503 + Retry-After."""
+    """Requests served at once per worker, counted once their body is in."""
+    queue_max: int = 256
+    """Requests that may wait for an in-flight slot; beyond it 503 + Retry-After at once."""
+    queue_timeout_s: float = 1.0
+    """How long a request waits in that queue before its 503."""
+    max_in_flight_per_key: int = 256
+    """Requests of one API key at once (body reading included); 0 turns the cap off."""
     stream_buffer: int = 8
     """Capacity (events) of the channel between the upstream reader and the client writer."""
     shutdown_grace_s: float = 30.0
+    header_timeout_s: float = 10.0
+    """A request head must arrive within this (from its first byte or the connection's accept)."""
+    keep_alive_s: float = 20.0
+    """An idle keep-alive connection is closed after this."""
+    body_timeout_s: float = 60.0
+    """A request body must be complete within this, whatever its rate."""
+    body_min_rate: int = 1024
+    """Bytes/s a request body must average after ``body_grace_s``; slower: 408."""
+    body_grace_s: float = 5.0
+    max_head_bytes: int = 32 * 1024
+    """Request line plus headers; larger: 431."""
+    tls_cert_file: str | None = None
+    """PEM certificate chain: the data-plane port speaks HTTPS (with ``tls_key_file``)."""
+    tls_key_file: str | None = None
+    admin_host: str = "127.0.0.1"
+    """The control plane (dashboard, admin API, /metrics) listens here, not on the data port."""
+    admin_port: int = 8081
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,17 @@ def validate_settings(
     _positive(out, "server.max_in_flight", s.max_in_flight)
     _at_least_zero(out, "server.stream_buffer", s.stream_buffer)
     _at_least_zero(out, "server.shutdown_grace_s", s.shutdown_grace_s)
+    _at_least_zero(out, "server.queue_max", s.queue_max)
+    _at_least_zero(out, "server.queue_timeout_s", s.queue_timeout_s)
+    _at_least_zero(out, "server.max_in_flight_per_key", s.max_in_flight_per_key)
+    for name in ("header_timeout_s", "keep_alive_s", "body_timeout_s", "body_min_rate",
+                 "max_head_bytes"):  # fmt: skip
+        _positive(out, f"server.{name}", getattr(s, name))
+    _at_least_zero(out, "server.body_grace_s", s.body_grace_s)
+    if (s.tls_cert_file is None) != (s.tls_key_file is None):
+        out.append("server.tls_cert_file: set both tls_cert_file and tls_key_file, or neither")
+    if not 0 <= s.admin_port <= 65535:
+        out.append(f"server.admin_port: must be a TCP port (0-65535), got {s.admin_port}")
     _positive(out, "breaker.failure_threshold", settings.breaker.failure_threshold)
     _positive(out, "breaker.cooldown_s", settings.breaker.cooldown_s)
     _check_storage(out, settings.storage)

@@ -1,11 +1,12 @@
 """The ASGI application: ``create_app(settings)``.
 
 The proxy endpoints are served as raw ASGI (the hot path skips a framework's
-request machinery). Everything else (the
-dashboard) is delegated to an optional inner ASGI app. The app's lifespan
-opens the one app-lifetime nursery; background services (ledger writer,
-cache writer, alert sender, ...) start in it with ``nursery.start`` so that
-start-up fails loudly, and stop on shutdown.
+request machinery) by the data-plane server (``trioproxy/httpd``). The
+control plane (the dashboard, ``inner``, and ``/metrics``) is served on the
+admin port by ``server/admin.py``; ``/healthz`` and ``/readyz`` answer on both.
+The app's lifespan opens the one app-lifetime nursery; background services
+(ledger writer, cache writer, alert sender, ...) start in it with
+``nursery.start`` so that start-up fails loudly, and stop on shutdown.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from trioproxy.edge.count_tokens import PATH as COUNT_TOKENS_PATH
 from trioproxy.edge.count_tokens import CountTokensHandler
 from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
+from trioproxy.edge.intake import Interrupts, slots_for
 from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
 from trioproxy.edge.models import serve_models
 from trioproxy.edge.services import NamedService, Service, Supervisor
@@ -85,26 +87,16 @@ class Gateway:
         self.breakers.on_transition = self.prometheus.breaker_transition
         self.sink: UsageSink = self.metrics
         self.admission = admission
-        self.chat = ChatHandler(
-            settings,
-            self.keys,
-            self.transport,
-            self.breakers,
-            self.sink,
-            admission,
-            cache,
-            self.tracing,
-        )
+        self.slots = slots_for(settings)
+        """One worker's in-flight slots and per-key caps, shared by every proxy endpoint."""
+        self.interrupts = Interrupts()
+        self.chat = ChatHandler(settings, self.keys, self.transport, self.breakers, self.sink,
+                                admission, cache, self.tracing, slots=self.slots,
+                                interrupts=self.interrupts)  # fmt: skip
         self.embeddings = EmbeddingsHandler(
-            settings,
-            self.keys,
-            self.transport,
-            self.breakers,
-            self.sink,
-            admission,
-            cache,
-            self.tracing,
-        )
+            settings, self.keys, self.transport, self.breakers, self.sink, admission, cache,
+            self.tracing, slots=self.slots,
+        )  # fmt: skip
         self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
         self.cache = cache
         sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
@@ -121,8 +113,6 @@ class Gateway:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        elif self.inner is not None:
-            await self.inner(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -148,18 +138,42 @@ class Gateway:
                 await self.count_tokens(scope, receive, send)
         elif (path == "/v1/models" or path.startswith("/v1/models/")) and method == "GET":
             await serve_models(self.settings, self.keys, scope, send)
-        elif path == "/metrics" and method == "GET":
-            await self._metrics(scope, send)
-        elif path == "/healthz":
+        elif not await self.control(scope, receive, send, probes_only=True):
+            err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {method} {path}")
+            await send_whole(send, 404, DIALECTS["openai"].render_error(err), [])
+
+    async def control(
+        self, scope: Scope, receive: Receive, send: Send, *, probes_only: bool = False
+    ) -> bool:
+        """``/healthz`` and ``/readyz`` (both ports) and ``/metrics`` (the admin port);
+        False when ``scope`` is none of them."""
+        path: str = scope["path"]
+        if path == "/healthz":
             await send_whole(send, 200, b'{"status":"ok"}', [])
         elif path == "/readyz":
             status = 200 if self.is_ready() else 503
             await send_whole(send, status, orjson.dumps(self.readiness()), [])
-        elif self.inner is not None and not path.startswith("/v1/"):
-            await self.inner(scope, receive, send)
+        elif path == "/metrics" and scope["method"] == "GET" and not probes_only:
+            await self._metrics(scope, send)
         else:
-            err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {method} {path}")
-            await send_whole(send, 404, DIALECTS["openai"].render_error(err), [])
+            return False
+        return True
+
+    def error_body(self, path: str | None, status: int, message: str) -> bytes:
+        """A refusal by the HTTP server itself (malformed request, timeout, cap) in the
+        dialect of the endpoint it was sent to (OpenAI when unknown)."""
+        kinds = {413: ErrorKind.BODY_TOO_LARGE, 500: ErrorKind.INTERNAL, 503: ErrorKind.OVERLOADED}
+        kind = kinds.get(status, ErrorKind.INVALID_REQUEST)
+        dialect: Dialect = "openai"
+        if path is not None and path.startswith("/v1/messages"):
+            dialect = "anthropic"
+        elif path in ("/v1/responses", "/responses"):
+            dialect = "responses"
+        return DIALECTS[dialect].render_error(GatewayError(kind, message, status=status))
+
+    def interrupt(self) -> None:
+        """The drain deadline passed: end every request still running (see ChatHandler)."""
+        self.interrupts.interrupt_all()
 
     async def _post_only(
         self, method: str, dialect: Any, scope: Scope, receive: Receive, send: Send
@@ -239,7 +253,7 @@ class Gateway:
 
     @property
     def in_flight(self) -> int:
-        return self.chat.in_flight + self.embeddings.in_flight
+        return self.slots.in_flight
 
     @property
     def ledger(self) -> UsageSink:
@@ -283,8 +297,10 @@ class Gateway:
             transport = HttpTransport(settings.providers)
         admission = self.reload_source.admission(settings)
         keys = KeyRing(settings.api_keys)
-        parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache)
-        chat, embeddings = ChatHandler(*parts), EmbeddingsHandler(*parts)
+        parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,
+                 self.tracing)  # fmt: skip
+        chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
+        embeddings = EmbeddingsHandler(*parts, slots=self.slots)
         count_tokens = CountTokensHandler(settings, keys, transport)
         self.settings, self.keys, self.transport = settings, keys, transport
         self.admission, self.chat, self.embeddings = admission, chat, embeddings

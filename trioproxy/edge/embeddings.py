@@ -25,10 +25,11 @@ from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
-from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, read_body, send_whole
+from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.intake import Intake, slots_for
 from trioproxy.edge.respond import send_error
-from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, ProviderError
+from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
     RequestFacts,
@@ -40,6 +41,7 @@ from trioproxy.pipeline.accounting import (
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import LOOKUP_TIMEOUT_S, ResponseCache
 from trioproxy.pipeline.routing import RoutePlan, require_models, route_for, select_chain
+from trioproxy.pipeline.slots import Slots
 from trioproxy.providers.base import error_message
 from trioproxy.providers.openai_embeddings import EmbeddingResult, build_request, parse_response
 from trioproxy.store.resp import RedisError
@@ -83,6 +85,7 @@ class EmbeddingsHandler:
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
         tracing: Tracing | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.tracing = tracing or Tracing()
         self.settings = settings
@@ -92,34 +95,29 @@ class EmbeddingsHandler:
         self.sink = sink
         self.admission = admission
         self.cache = cache
-        self.in_flight = 0
+        self.slots = slots or slots_for(settings)
+        self.intake = Intake(keys, self.slots, settings.server.max_body_bytes)
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
         base: Headers = [(b"x-request-id", rid.encode())]
-        if self.in_flight >= self.settings.server.max_in_flight:
-            err = PolicyError(
-                ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.", retry_after=1
-            )
-            await send_error(send, "openai", err, base)
-            return
-        self.in_flight += 1
-        try:
-            await self._handle(rid, scope, receive, send, base)
-        finally:
-            self.in_flight -= 1
+        headers = dict(scope["headers"])
+        async with self.intake("openai", headers, receive, send, base) as got:
+            if got is not None:
+                key, body = got
+                await self._handle(rid, key, headers, body, send, base)
 
     async def _handle(
-        self, rid: str, scope: Scope, receive: Receive, send: Send, base: Headers
-    ) -> None:
-        headers = dict(scope["headers"])
+        self, rid: str, key: ApiKeyConfig, headers: dict[bytes, bytes], body: bytes, send: Send,
+        base: Headers,
+    ) -> None:  # fmt: skip
         try:
-            key = self.keys.authenticate(headers)
-            body = await read_body(receive, headers, self.settings.server.max_body_bytes)
             ereq = parse_request(body)
             plan = self._plan(key, ereq)
-        except ClientGone:
-            return
         except GatewayError as err:
             await send_error(send, "openai", err, base)
             return

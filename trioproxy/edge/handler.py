@@ -25,17 +25,16 @@ from trioproxy.dialects import DIALECTS
 from trioproxy.dialects.ratelimit_headers import rate_limit_headers
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import (
-    ClientGone,
     Headers,
     Receive,
     Scope,
     Send,
-    read_body,
     watch_disconnect,
 )
 from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.intake import Intake, Interrupts, slots_for
 from trioproxy.edge.respond import Delivery, relay, replay, send_error
-from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, invalid
+from trioproxy.errors import CallerError, ErrorKind, GatewayError, invalid
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
     RequestFacts,
@@ -62,10 +61,19 @@ from trioproxy.pipeline.routing import (
     route_for,
     select_chain,
 )
+from trioproxy.pipeline.slots import Slots
 from trioproxy.telemetry.tracing import RequestTrace, Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
 from trioproxy.upstream.race import Attempt, Breakers, Race
 from trioproxy.upstream.transport import Transport
+
+
+def shutting_down() -> GatewayError:
+    return GatewayError(
+        ErrorKind.SHUTTING_DOWN, "The gateway is shutting down; the request was interrupted.",
+        retry_after=1,
+    )  # fmt: skip
+
 
 SETTLE_TIMEOUT_S = 15.0
 """Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
@@ -99,6 +107,8 @@ class ChatHandler:
         admission: Admission | None = None,
         cache: ResponseCache | None = None,
         tracing: Tracing | None = None,
+        slots: Slots | None = None,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing or Tracing()
@@ -108,38 +118,34 @@ class ChatHandler:
         self.sink = sink
         self.admission = admission
         self.cache = cache
-        self.in_flight = 0
         self.open_streams = 0
         self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
         """The relay channels of requests being served (their fill is a metric)."""
+        self.slots = slots or slots_for(settings)
+        self.intake = Intake(keys, self.slots, settings.server.max_body_bytes)
+        self.interrupts = interrupts or Interrupts()
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.in_flight
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
         base: Headers = [(b"x-request-id", rid.encode())]
-        if self.in_flight >= self.settings.server.max_in_flight:
-            err = PolicyError(
-                ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.", retry_after=1
-            )
-            await send_error(send, dialect, err, base)
-            return
-        self.in_flight += 1
-        try:
-            await self._handle(rid, dialect, scope, receive, send, base)
-        finally:
-            self.in_flight -= 1
+        headers = dict(scope["headers"])
+        async with self.intake(dialect, headers, receive, send, base) as got:
+            if got is not None:
+                key, body = got
+                await self._handle(rid, dialect, key, headers, body, receive, send, base)
 
     async def _handle(
-        self, rid: str, dialect: Dialect, scope: Scope, receive: Receive, send: Send, base: Headers
-    ) -> None:
-        headers = dict(scope["headers"])
+        self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
+        body: bytes, receive: Receive, send: Send, base: Headers,
+    ) -> None:  # fmt: skip
         try:
-            key = self.keys.authenticate(headers)
-            body = await read_body(receive, headers, self.settings.server.max_body_bytes)
             req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
             req = with_anthropic_headers(req, headers)
             plan, prompt_est = self._plan(key, req, headers)
-        except ClientGone:
-            return
         except GatewayError as err:
             await send_error(send, dialect, err, base)
             return
@@ -271,8 +277,18 @@ class ChatHandler:
 
         async def produce() -> None:
             async with send_ch:
-                await race.run()
-                if race.winner is None:
+                live = self.interrupts.live
+                with trio.CancelScope() as scope:
+                    live.add(scope)
+                    if self.interrupts.interrupting:
+                        scope.cancel()
+                    try:
+                        await race.run()
+                    finally:
+                        live.discard(scope)
+                if scope.cancelled_caught:
+                    await send_ch.send(Failed(shutting_down()))
+                elif race.winner is None:
                     await send_ch.send(Failed(race.error()))
 
         stream = facts.req.stream

@@ -22,10 +22,12 @@ from trioproxy.httpd.limits import HttpLimits
 class ProtocolError(Exception):
     """The client broke HTTP/1.1 or a cap; answer ``status`` and close the connection."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.path = path
+        """The request's path when known (the refusal is written in its endpoint's dialect)."""
 
 
 class Request:
@@ -90,10 +92,12 @@ class RequestParser:
         self._url = b""
         self._head_size = 0
         self._error: ProtocolError | None = None
+        self.bytes_fed = 0
 
     def feed(self, data: bytes | bytearray) -> None:
         """Parse ``data``; raise :class:`ProtocolError` on anything we refuse."""
         self._began_in_chunk = False
+        self.bytes_fed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -113,7 +117,8 @@ class RequestParser:
     # llhttp callbacks -------------------------------------------------------------
 
     def _refuse(self, status: int, message: str) -> None:
-        self._error = ProtocolError(status, message)
+        path = self.current.path or None if self.current is not None else None
+        self._error = ProtocolError(status, message, path)
         raise self._error
 
     def on_message_begin(self) -> None:
@@ -151,7 +156,6 @@ class RequestParser:
             self._refuse(505, "Only HTTP/1.1 and HTTP/1.0 are supported.")
         req.method = parser.get_method().decode("ascii")
         req.keep_alive = parser.should_keep_alive()
-        self._check_framing(req)
         try:
             url = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
@@ -162,6 +166,7 @@ class RequestParser:
         text = raw.decode("latin-1")
         req.path = unquote(text) if "%" in text else text
         req.query = url.query or b""
+        self._check_framing(req)
         self.in_head = False
         self.heads.append(req)
 

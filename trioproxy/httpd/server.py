@@ -1,7 +1,8 @@
 """The data-plane HTTP/1.1 server: listeners, connections, lifespan and drain.
 
-``HttpServer(app, limits).serve(listeners, shutdown=event, ...)`` runs the app's
-lifespan start-up, accepts connections until ``shutdown`` is set, then drains:
+``HttpServer(app, limits).serve(open_listeners, shutdown=event, ...)`` runs the app's
+lifespan start-up, then opens its listeners and accepts connections until
+``shutdown`` is set, then drains:
 
 1. stop accepting (the listeners close), idle keep-alive connections close;
 2. requests in progress get ``grace_s`` to finish (responses say ``connection: close``);
@@ -61,7 +62,7 @@ class HttpServer:
 
     async def serve(
         self,
-        listeners: Sequence[trio.abc.Listener[Any]],
+        open_listeners: Callable[[], Sequence[trio.abc.Listener[Any]]],
         *,
         shutdown: trio.Event,
         grace_s: float,
@@ -75,6 +76,7 @@ class HttpServer:
             if life is not None:
                 await outer.start(life.run)
                 await life.startup()
+            listeners = open_listeners()  # after start-up: never accept what we cannot serve
             async with trio.open_nursery() as conns:
                 accepting = trio.CancelScope()
 

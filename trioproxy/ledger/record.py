@@ -13,7 +13,8 @@ RecordKind = Literal["request", "attempt"]
 CacheStatus = Literal["off", "miss", "exact", "semantic", "bypass"]
 HedgeRole = Literal["primary", "fallback", "hedge"]
 Outcome = Literal["served", "won", "lost", "failed", "cancelled", "denied", "error", "interrupted"]
-"""``interrupted``: the gateway process died during the request (recovered from the journal)."""
+"""``interrupted``: the drain deadline ended the request (billed for what it received), or the
+gateway process died during it (recovered from the journal)."""
 
 
 @dataclass(frozen=True, slots=True)

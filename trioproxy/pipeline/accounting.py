@@ -19,7 +19,7 @@ from trioproxy.config.model import ApiKeyConfig, ModelConfig
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import NO_BILL, Bill, bill
 from trioproxy.core.types import ChatRequest, Usage
-from trioproxy.errors import GatewayError
+from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.ledger.record import CacheStatus, Outcome, UsageRecord
 from trioproxy.pipeline.routing import RoutePlan
 from trioproxy.upstream.attempt import Meter
@@ -155,7 +155,13 @@ def usage_records(
         ),
         fallback_depth=winner.depth if winner else 0,
         hedge_role=winner.role if winner else None,
-        outcome="served" if winner and final_error is None and not client_gone else "error",
+        outcome=(
+            "interrupted"
+            if final_error is not None and final_error.kind is ErrorKind.SHUTTING_DOWN
+            else "served"
+            if winner and final_error is None and not client_gone
+            else "error"
+        ),
         **common,
     )
 

@@ -1,0 +1,177 @@
+"""The gateway on its data-plane server: slow clients, shedding, descriptors, the drain."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from tests.fixtures_gateway import Running, start_gateway, start_simulator
+from tests.httpd_helpers import open_fds, read_responses
+from tests.settings_factory import KEY, chain_settings
+from trioproxy.config import hash_key
+from trioproxy.config.model import ApiKeyConfig
+from trioproxy.simulator.faults import Fault
+
+OTHER = "tp-other-team-key-987654"
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def with_other_team(settings: Any) -> Any:
+    other = ApiKeyConfig(name="other", key_hash=hash_key(OTHER), team="t2", user="u2")
+    return dataclasses.replace(settings, api_keys={**settings.api_keys, other.key_hash: other})
+
+
+def head(key: str, length: int, path: str = "/v1/chat/completions") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()  # fmt: skip
+
+
+async def chat(g: Running, key: str, path: str = "/v1/chat/completions", **extra: Any) -> Any:
+    body: dict[str, Any] = {"model": "r", "messages": MSGS, **extra}
+    if path == "/v1/messages":
+        body["max_tokens"] = 16
+    async with httpx.AsyncClient(timeout=30) as c:
+        return await c.post(g.url + path, json=body,
+                            headers={"authorization": f"Bearer {key}", "x-api-key": key})  # fmt: skip
+
+
+async def wait_for(predicate: Any, limit_s: float = 20) -> None:
+    with trio.fail_after(limit_s):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+async def test_slow_clients_of_one_key_cannot_starve_another_team(nursery: trio.Nursery) -> None:
+    """A key's slow bodies and slow heads hold only its own slots (body reading counts
+    against the key's cap, not against max_in_flight); another team keeps being served."""
+    sim = await start_simulator(nursery)
+    server = {"max_in_flight": 4, "max_in_flight_per_key": 5, "header_timeout_s": 30,
+              "body_timeout_s": 60, "body_grace_s": 30}  # fmt: skip
+    g = await start_gateway(nursery, with_other_team(chain_settings([sim.url],
+                                                                    extra={"server": server})))  # fmt: skip
+    slots = g.app.chat.slots
+    streams: list[trio.SocketStream] = []
+    try:
+        for _ in range(20):  # slow heads: never finish their headers
+            s = await trio.open_tcp_stream("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
+            await s.send_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthori")
+            streams.append(s)
+        for _ in range(5):  # slow bodies: a head, then 1 byte of 100 KB
+            s = await trio.open_tcp_stream("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
+            await s.send_all(head(KEY, 100_000) + b"{")
+            streams.append(s)
+        await wait_for(lambda: slots.held_by(hash_key(KEY)) == 5)
+        assert slots.in_flight == 0  # bodies still arriving hold no worker slot
+        over = await chat(g, KEY)  # the same key over its cap: refused at once
+        assert over.status_code == 429 and over.json()["error"]["code"] == "rate_limited"
+        assert over.headers["retry-after"] == "1"
+        for _ in range(10):
+            r = await chat(g, OTHER)
+            assert r.status_code == 200, r.text
+    finally:
+        for s in streams:
+            await s.aclose()
+    await wait_for(lambda: slots.held_by(hash_key(KEY)) == 0)
+    assert (await chat(g, KEY)).status_code == 200
+
+
+async def test_slow_body_gets_408_and_frees_its_key_slot(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    server = {"body_grace_s": 0.2, "body_min_rate": 100, "body_timeout_s": 5}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    s = await trio.open_tcp_stream("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
+    async with s:
+        await s.send_all(head(KEY, 10_000, "/v1/messages") + b'{"mo')
+        reply, body = await read_responses(s, 1)
+    assert reply.status_code == 408
+    err = orjson.loads(body)
+    assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    await wait_for(lambda: g.app.chat.slots.held_by(hash_key(KEY)) == 0)
+
+
+async def test_overload_queues_then_sheds_in_the_callers_dialect(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(ttft_ms=1500))
+    server = {"max_in_flight": 1, "queue_max": 1, "queue_timeout_s": 30}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    slots = g.app.chat.slots
+    results: dict[str, Any] = {}
+
+    async def one(name: str, path: str = "/v1/chat/completions") -> None:
+        results[name] = await chat(g, KEY, path)
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(one, "admitted")
+        await wait_for(lambda: slots.in_flight == 1)
+        clients.start_soon(one, "queued")
+        await wait_for(lambda: slots.statistics().waiting == 1)
+        await one("shed", "/v1/messages")  # line full: refused at once, in its dialect
+        assert "admitted" not in results  # ... while the admitted one is still running
+    assert results["admitted"].status_code == 200
+    assert results["queued"].status_code == 200  # got the slot when the first finished
+    shed = results["shed"]
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+    assert shed.json()["error"]["type"] == "overloaded_error"
+    assert slots.statistics().refused_full == 1
+
+
+async def test_a_queued_request_gives_up_at_its_deadline(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(ttft_ms=20_000))
+    server = {"max_in_flight": 1, "queue_max": 8, "queue_timeout_s": 0.2}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    nursery.start_soon(chat, g, KEY)
+    await wait_for(lambda: g.app.chat.slots.in_flight == 1)
+    r = await chat(g, KEY)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "gateway_overloaded"
+    assert g.app.chat.slots.statistics().refused_timeout == 1
+
+
+async def test_client_closed_connections_leave_no_descriptors(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    port = int(g.url.rsplit(":", 1)[1])
+    body = orjson.dumps({"model": "r", "messages": MSGS})
+    assert (await chat(g, KEY)).status_code == 200  # warm: upstream pool, caches
+    before = open_fds()
+    for _ in range(150):  # keep-alive requests whose client then leaves
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        await s.send_all(head(KEY, len(body)) + body)
+        reply, _ = await read_responses(s, 1)
+        assert reply.status_code == 200
+        await s.aclose()
+    assert g.httpd is not None
+    await wait_for(lambda: not g.httpd.connections and open_fds() <= before + 2)
+
+
+async def test_drain_deadline_ends_streams_with_an_error_event(nursery: trio.Nursery) -> None:
+    sim = await start_simulator(nursery, Fault(tokens=2000, chunk_ms=20))  # ~40 s streams
+    settings = chain_settings([sim.url])
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, shutdown_grace_s=0.5)
+    )
+    g = await start_gateway(nursery, settings)
+    out: dict[str, bytes] = {}
+
+    async def stream(path: str) -> None:
+        body: dict[str, Any] = {"model": "r", "messages": MSGS, "stream": True}
+        if path == "/v1/messages":
+            body["max_tokens"] = 4000
+        async with httpx.AsyncClient(timeout=30) as c:
+            headers = {"authorization": f"Bearer {KEY}", "x-api-key": KEY}
+            async with c.stream("POST", g.url + path, json=body, headers=headers) as r:
+                out[path] = b"".join([chunk async for chunk in r.aiter_bytes()])
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(stream, "/v1/chat/completions")
+        clients.start_soon(stream, "/v1/messages")
+        await wait_for(lambda: sim.sim.stats.active == 2)
+        g.shutdown.set()
+    assert out["/v1/chat/completions"].rstrip().endswith(b'"code":"gateway_shutting_down"}}')
+    assert b"event: error\n" in out["/v1/messages"]
+    await wait_for(lambda: len([r for r in g.sink.records if r.kind == "request"]) == 2)
+    records = [r for r in g.sink.records if r.kind == "request"]
+    assert sorted(r.outcome for r in records) == ["interrupted", "interrupted"]
+    assert all(r.output_tokens > 0 and r.cost_usd > 0 for r in records)

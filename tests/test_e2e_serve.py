@@ -1,0 +1,116 @@
+"""``trioproxy serve`` as a real process: bind before the banner, a busy port, worker
+supervision (a killed worker comes back), SIGHUP forwarding, SIGTERM exit status."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.fixtures_gateway import start_simulator
+from tests.fixtures_servers import free_port
+from tests.proc import GatewayProcess, to_toml
+from tests.test_e2e_processes import config
+
+
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+async def wait_for_log(gw: GatewayProcess, needle: str, count: int = 1) -> None:
+    with trio.fail_after(30):
+        while gw.log.read_text().count(needle) < count:
+            await trio.sleep(0.05)
+
+
+def test_a_busy_port_is_one_line_and_a_failure(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    cfg = tmp_path / "trioproxy.toml"
+    cfg.write_text(to_toml(config({"p": "http://127.0.0.1:9"}, tmp_path,
+                                  server={"admin_port": free_port()})))  # fmt: skip
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "trioproxy", "serve", "--config", str(cfg), "--port", str(port)],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "SIMKEY": "x"},
+        )  # fmt: skip
+    finally:
+        holder.close()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"trioproxy: cannot bind 127.0.0.1:{port}: Address already in use"
+    ]
+    assert "listening" not in proc.stdout
+
+
+async def test_workers_are_supervised_and_forward_signals(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    sim = await start_simulator(nursery)
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
+    await gw.start()
+    try:
+        assert gw.proc is not None
+        await wait_for_log(gw, "trioproxy listening on")
+        with socket.socket() as probe, pytest.raises(OSError) as info:  # bound, as announced
+            probe.bind(("127.0.0.1", gw.port))
+        assert info.value.errno == errno.EADDRINUSE
+        with trio.fail_after(30):
+            while len(workers := children(gw.proc.pid)) < 2:
+                await trio.sleep(0.05)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        await wait_for_log(gw, f"(pid {victim}) exited with status -9; restarting")
+        with trio.fail_after(30):
+            while len(now := children(gw.proc.pid)) < 2 or victim in now:
+                await trio.sleep(0.05)
+        async with httpx.AsyncClient() as c:
+            with trio.fail_after(30):
+                while True:  # the new worker serves too (SO_REUSEPORT spreads connections)
+                    try:
+                        if (await c.get(gw.url + "/readyz")).status_code == 200 and (
+                            await c.get(gw.admin_url + "/readyz")
+                        ).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
+        gw.signal(signal.SIGHUP)
+        await wait_for_log(gw, "SIGHUP: forwarding to 2 worker(s)")
+        await wait_for_log(gw, "SIGHUP: ", count=3)  # the master's line and each worker's
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+
+
+async def test_a_worker_that_keeps_dying_fails_the_service(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Never exit 0 after crashes: a worker that cannot come back stops the service with 1
+    (here its config file is gone, so each restart dies at start-up)."""
+    sim = await start_simulator(nursery)
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
+    await gw.start()
+    try:
+        assert gw.proc is not None
+        with trio.fail_after(30):
+            while len(workers := children(gw.proc.pid)) < 2:
+                await trio.sleep(0.05)
+        gw.path.unlink()
+        os.kill(min(workers), signal.SIGKILL)
+        assert await gw.wait(exit_s=120) == 1
+        assert "times in a row; stopping the service" in gw.log.read_text()
+    finally:
+        gw.kill()

@@ -1,0 +1,98 @@
+"""What every proxy endpoint does first: the key, the key's slot, the body, a worker slot.
+
+``async with intake(dialect, headers, receive, send, base) as got:`` yields
+``(key, body)`` when the request may proceed, or ``None`` when it was already
+answered (401, 429 at ``server.max_in_flight_per_key``, 413/408 for the body, 503
+when the worker is full and the line is too) or the client left. The slots are held
+until the block ends. See ``pipeline/slots.py`` for the counting rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from trioproxy.config.model import ApiKeyConfig, Settings
+from trioproxy.core.types import Dialect
+from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Send, read_body
+from trioproxy.edge.auth import KeyRing
+from trioproxy.edge.respond import send_error
+from trioproxy.errors import ErrorKind, GatewayError, PolicyError
+from trioproxy.pipeline.slots import Slots
+
+
+class Interrupts:
+    """The running races of one worker, so that the drain deadline can end them all."""
+
+    def __init__(self) -> None:
+        self.live: set[trio.CancelScope] = set()
+        self.interrupting = False
+
+    def interrupt_all(self) -> None:
+        self.interrupting = True
+        for scope in list(self.live):
+            scope.cancel()
+
+
+def slots_for(settings: Settings) -> Slots:
+    s = settings.server
+    return Slots(s.max_in_flight, s.queue_max, s.queue_timeout_s, s.max_in_flight_per_key)
+
+
+class Intake:
+    def __init__(self, keys: KeyRing, slots: Slots, max_body_bytes: int) -> None:
+        self.keys = keys
+        self.slots = slots
+        self.max_body_bytes = max_body_bytes
+
+    @asynccontextmanager
+    async def __call__(
+        self, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive, send: Send,
+        base: Headers,
+    ) -> AsyncIterator[tuple[ApiKeyConfig, bytes] | None]:  # fmt: skip
+        try:
+            key = self.keys.authenticate(headers)
+        except GatewayError as err:
+            await send_error(send, dialect, err, base)
+            yield None
+            return
+        slots = self.slots
+        if not slots.enter_key(key.key_hash):
+            busy = PolicyError(
+                ErrorKind.RATE_LIMITED,
+                f"This API key already has {slots.per_key} requests in progress "
+                "(server.max_in_flight_per_key); retry shortly.",
+                retry_after=1,
+            )
+            await send_error(send, dialect, busy, base)
+            yield None
+            return
+        try:
+            try:
+                body = await read_body(receive, headers, self.max_body_bytes)
+            except ClientGone:
+                yield None
+                return
+            except GatewayError as err:
+                await send_error(send, dialect, err, base)
+                yield None
+                return
+            if not await slots.acquire():
+                full = PolicyError(
+                    ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.",
+                    retry_after=1,
+                )  # fmt: skip
+                await send_error(send, dialect, full, base)
+                yield None
+                return
+            try:
+                yield key, body
+            finally:
+                slots.release()
+        finally:
+            slots.exit_key(key.key_hash)
+
+
+__all__ = ["Intake", "Interrupts", "slots_for"]

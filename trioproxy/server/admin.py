@@ -1,0 +1,44 @@
+"""The control plane's ASGI app, served by hypercorn on ``server.admin_host:admin_port``.
+
+The dashboard, the JSON admin API (Quart-Trio, ``gateway.inner``) and ``/metrics``
+live here, on their own port bound to 127.0.0.1 by default (as Envoy's and Kong's
+admin listeners are), so the data-plane port serves only ``/v1`` and the probes.
+``/healthz`` and ``/readyz`` answer on both ports. The gateway's lifespan is run by
+the data-plane server; this app acknowledges hypercorn's lifespan and does nothing.
+"""
+
+from __future__ import annotations
+
+from trioproxy.dialects import DIALECTS
+from trioproxy.edge.app import Gateway
+from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
+from trioproxy.errors import CallerError, ErrorKind
+
+
+class AdminApp:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if kind != "http":
+            return
+        gateway = self.gateway
+        if await gateway.control(scope, receive, send):
+            return
+        if gateway.inner is not None:
+            await gateway.inner(scope, receive, send)
+            return
+        err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {scope['path']}")
+        await send_whole(send, 404, DIALECTS["openai"].render_error(err), [])
+
+
+__all__ = ["AdminApp"]

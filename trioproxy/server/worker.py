@@ -1,0 +1,199 @@
+"""One serving process: the data plane (``httpd``) and the control plane (hypercorn).
+
+``serve_gateway`` runs a built :class:`Gateway` on sockets bound beforehand: the
+data-plane port through :class:`~trioproxy.httpd.HttpServer` (optionally TLS), the
+admin port through hypercorn with :class:`~trioproxy.server.admin.AdminApp`. The
+sockets start listening only once the gateway has started, so with ``SO_REUSEPORT``
+the kernel never hands a connection to a worker that cannot serve it yet.
+
+``run_worker`` adds the signals: SIGTERM or SIGINT starts the drain (see
+``httpd/server.py``: stop accepting, ``shutdown_grace_s`` for in-flight requests,
+then the gateway interrupts what is left, then the ledger and cache flush) and the
+process exits 0; SIGHUP calls ``gateway.reload()`` when the gateway has one.
+
+``python -m trioproxy.server.worker --host H --port P`` is how ``--workers N``
+starts each worker (the config comes from the environment, see ``factory.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+
+from trioproxy.config.model import ServerConfig, Settings
+from trioproxy.edge.app import Gateway
+from trioproxy.httpd import HttpLimits, HttpServer, PortBusy, bind_listeners, open_tcp_socket
+from trioproxy.httpd.listen import tls_context
+from trioproxy.server.admin import AdminApp
+
+log = logging.getLogger("trioproxy")
+
+ADMIN_GRACE_S = 2.0
+"""The admin port's drain (dashboard requests are short)."""
+
+
+@dataclass
+class Bound:
+    """The sockets of one worker, bound (not yet listening)."""
+
+    data: socket.socket
+    admin: socket.socket | None
+
+    @property
+    def port(self) -> int:
+        return int(self.data.getsockname()[1])
+
+    @property
+    def admin_port(self) -> int | None:
+        return None if self.admin is None else int(self.admin.getsockname()[1])
+
+    def close(self) -> None:
+        self.data.close()
+        if self.admin is not None:
+            self.admin.close()
+
+
+def bind(server: ServerConfig, host: str, port: int, *, admin: bool = True) -> Bound:
+    """Bind the data and admin ports with ``SO_REUSEPORT``; ``PortBusy`` if taken."""
+    data = open_tcp_socket(host, port, reuse_port=True)
+    if not admin:
+        return Bound(data, None)
+    try:
+        return Bound(data, open_tcp_socket(server.admin_host, server.admin_port, reuse_port=True))
+    except BaseException:
+        data.close()
+        raise
+
+
+def http_limits(server: ServerConfig) -> HttpLimits:
+    return HttpLimits(
+        header_timeout_s=server.header_timeout_s,
+        keep_alive_s=server.keep_alive_s,
+        body_timeout_s=server.body_timeout_s,
+        body_grace_s=server.body_grace_s,
+        body_min_rate=server.body_min_rate,
+        max_head_bytes=server.max_head_bytes,
+        max_body_bytes=server.max_body_bytes,
+    )
+
+
+async def serve_gateway(
+    gateway: Gateway,
+    bound: Bound,
+    *,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set and the drain is over (the lifespan included)."""
+    server = gateway.settings.server
+    tls = None
+    if server.tls_cert_file and server.tls_key_file:
+        tls = tls_context(server.tls_cert_file, server.tls_key_file)
+    httpd = HttpServer(gateway, http_limits(server), error_body=gateway.error_body)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                httpd.serve,
+                lambda: bind_listeners(bound.data, tls),
+                shutdown=shutdown,
+                grace_s=server.shutdown_grace_s,
+                on_deadline=gateway.interrupt,
+            )
+        )
+        if bound.admin is not None:
+            await nursery.start(serve_admin, AdminApp(gateway), bound.admin, shutdown)
+        task_status.started(httpd)
+
+
+async def serve_admin(
+    app: AdminApp,
+    sock: socket.socket,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and listens on) it now
+    config.accesslog = None
+    config.graceful_timeout = ADMIN_GRACE_S
+    config.keep_alive_timeout = 20
+    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+
+
+async def reload(gateway: Gateway) -> None:
+    """SIGHUP. The hook: ``Gateway.reload()`` re-reads and applies the config."""
+    hook: Callable[[], Awaitable[Any]] | None = getattr(gateway, "reload", None)
+    if hook is None:
+        log.warning("SIGHUP: this gateway has no reload(); the config was not re-read")
+        return
+    log.info("SIGHUP: reloading the config")
+    await hook()
+
+
+async def run_worker(
+    build: Callable[[], Gateway],
+    bound: Bound,
+    *,
+    task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Build the gateway, serve it, and obey SIGTERM/SIGINT (drain) and SIGHUP (reload)."""
+    gateway = build()
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def obey() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        nursery.start_soon(reload, gateway)
+                    elif not shutdown.is_set():
+                        log.info("%s: draining (grace %.1f s)", signal.Signals(signum).name,
+                                 gateway.settings.server.shutdown_grace_s)  # fmt: skip
+                        shutdown.set()
+
+            async def serve(*, task_status: trio.TaskStatus[HttpServer]) -> None:
+                await serve_gateway(gateway, bound, shutdown=shutdown, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained and flushed: stop obeying signals
+
+            nursery.start_soon(obey)
+            task_status.started(await nursery.start(serve))
+    log.info("drain complete; exiting")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A worker process of ``trioproxy serve --workers N``."""
+    from trioproxy.server.factory import build_gateway, settings_from_env
+
+    p = argparse.ArgumentParser(prog="trioproxy-worker")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--no-admin", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings: Settings = settings_from_env()
+    try:
+        bound = bind(settings.server, args.host, args.port, admin=not args.no_admin)
+    except PortBusy as exc:
+        print(f"trioproxy worker: {exc.strerror}", file=sys.stderr)
+        return 2
+    trio.run(partial(run_worker, lambda: build_gateway(settings), bound))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Bound", "bind", "http_limits", "main", "run_worker", "serve_admin", "serve_gateway"]
