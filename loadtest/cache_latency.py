@@ -130,8 +130,9 @@ def chat_body(text: str, *, temperature: float = 0.0, max_tokens: int = 64) -> b
 
 def metrics(gw: Server) -> dict[str, float]:
     """The gateway's /metrics as {'name{labels}': value}."""
+    config = gw.log_path.parent / "bench.toml"
     req = urllib.request.Request(
-        gw.url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+        common.admin_url(config) + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}
     )
     with urllib.request.urlopen(req, timeout=5) as r:
         text = r.read().decode()

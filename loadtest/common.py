@@ -183,6 +183,14 @@ def set_faults(sim: Server, **fault: object) -> None:
         assert r.status == 200, r.read()
 
 
+def admin_url(config: Path) -> str:
+    """The control plane (dashboard, /metrics) of the gateway run with ``config``."""
+    import tomllib
+
+    server = tomllib.loads(config.read_text())["server"]
+    return f"http://{server.get('admin_host', HOST)}:{server['admin_port']}"
+
+
 def start_gateway(workdir: Path, config: Path, workers: int = 1) -> Server:
     port = free_port()
     argv, env = trioproxy_argv("serve", "--config", str(config), "--host", HOST)
@@ -211,6 +219,8 @@ def write_config(
         "max_in_flight = 4096",
         f"stream_buffer = {stream_buffer}",
         "shutdown_grace_s = 2.0",
+        "max_in_flight_per_key = 0",  # one bench key drives all the load
+        f"admin_port = {free_port()}",
         "[storage]",
         f'state_dir = "{workdir / "state"}"',
         "[breaker]",
@@ -424,6 +434,7 @@ __all__ = [
     "Meter",
     "Server",
     "WrkResult",
+    "admin_url",
     "free_port",
     "group_cpu",
     "group_rss_mb",

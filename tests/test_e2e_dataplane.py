@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 import trio
 
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
@@ -175,3 +178,25 @@ async def test_drain_deadline_ends_streams_with_an_error_event(nursery: trio.Nur
     records = [r for r in g.sink.records if r.kind == "request"]
     assert sorted(r.outcome for r in records) == ["interrupted", "interrupted"]
     assert all(r.output_tokens > 0 and r.cost_usd > 0 for r in records)
+
+
+async def test_tls_termination_on_the_data_port(nursery: trio.Nursery, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await trio.run_process(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        capture_stdout=True, capture_stderr=True,
+    )  # fmt: skip
+    sim = await start_simulator(nursery)
+    server = {"tls_cert_file": str(cert), "tls_key_file": str(key)}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    url = g.url.replace("http://", "https://")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(verify=ctx, timeout=30) as c:
+        r = await c.post(url + "/v1/chat/completions", json={"model": "r", "messages": MSGS},
+                         headers={"authorization": f"Bearer {KEY}"})  # fmt: skip
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    async with httpx.AsyncClient(timeout=30) as c:  # plain HTTP on the TLS port: refused
+        with pytest.raises(httpx.TransportError):
+            await c.get(g.url + "/healthz")
