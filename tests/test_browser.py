@@ -27,13 +27,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from tests.dash_fixtures import PASSWORDS, READER_KEY, settings_for
 from tests.fixtures_gateway import DEMO_KEY, start_simulator
 from trioproxy.edge.app import Gateway
+from trioproxy.httpd import open_tcp_socket
 from trioproxy.server.factory import build_gateway
+from trioproxy.server.worker import Bound, serve_gateway
 from trioproxy.simulator import Simulator
 from trioproxy.simulator.faults import Fault
 
@@ -51,6 +51,8 @@ pytestmark = pytest.mark.skipif(
 @dataclasses.dataclass
 class Served:
     url: str
+    """The control plane (the dashboard's port)."""
+    api_url: str
     gw: Gateway
     sim: Simulator
     token: trio.lowlevel.TrioToken
@@ -62,7 +64,7 @@ class Served:
     def chat(self, content: str, key: str = DEMO_KEY) -> httpx.Response:
         body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
         headers = {"authorization": f"Bearer {key}"}
-        return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers=headers,
+        return httpx.post(f"{self.api_url}/v1/chat/completions", json=body, headers=headers,
                           timeout=30)  # fmt: skip
 
 
@@ -77,13 +79,12 @@ def served() -> Iterator[Served]:
             async with trio.open_nursery() as nursery:
                 sim = await start_simulator(nursery)
                 gw = build_gateway(settings_for(sim.url))
-                config = Config()
-                config.bind = ["127.0.0.1:0"]
-                config.accesslog = None
-                config.graceful_timeout = 1
-                binds: list[str] = await nursery.start(partial(serve, gw, config))
+                bound = Bound(open_tcp_socket("127.0.0.1", 0, reuse_port=False),
+                              open_tcp_socket("127.0.0.1", 0, reuse_port=False))  # fmt: skip
+                api, admin = f"http://127.0.0.1:{bound.port}", f"http://127.0.0.1:{bound.admin_port}"
+                await nursery.start(partial(serve_gateway, gw, bound, shutdown=trio.Event()))
                 token = trio.lowlevel.current_trio_token()
-                ready.put(Served(binds[0], gw, sim.sim, token, nursery.cancel_scope.cancel))
+                ready.put(Served(admin, api, gw, sim.sim, token, nursery.cancel_scope.cancel))
         except BaseException as exc:  # start-up failed: tell the test instead of hanging it
             if ready.empty():
                 ready.put(exc)

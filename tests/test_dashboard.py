@@ -99,7 +99,7 @@ async def test_a_refused_body_never_blocks_the_next_request(nursery: trio.Nurser
     """Refusals (303, 401, 403) of requests with a body, then a second request on the same
     keep-alive connection: it is answered, or the server said it closes."""
     g = await start(nursery)
-    host, port = g.url.removeprefix("http://").split(":")
+    host, port = g.admin_url.removeprefix("http://").split(":")
     body = b"daily_usd=5&" + b"x" * 30_000
     refused = [
         ("POST", "/budgets/demo", {}),  # no session: 303
