@@ -29,6 +29,7 @@ def budget_settings(url: str, state_dir: str, redis_url: str | None = None) -> S
         storage["redis_url"] = redis_url
     return parse_settings(
         {
+            "server": {"max_in_flight_per_key": 0},  # 1,000 at once from one key: budgets decide
             "storage": storage,
             "providers": {
                 "p": {

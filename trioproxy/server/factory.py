@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -181,19 +179,11 @@ def build_gateway(
 
 
 def from_env() -> Gateway:
-    """Hypercorn entry point: ``trioproxy.server.factory:from_env()``.
-
-    In a worker process of ``--workers N`` the master owns shutdown: it sets the
-    shared shutdown event on SIGTERM/SIGINT and the worker drains gracefully. A
-    SIGTERM sent to the whole process group (systemd's default) would otherwise
-    kill the worker at once, losing what the ledger had not flushed yet.
-    """
-    if multiprocessing.parent_process() is not None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        configure_logging(  # a worker logs exactly like a single process
-            os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto")
-        )
+    """The gateway of a worker process (``python -m trioproxy.server.worker``): the config,
+    log level and format its ``serve`` master resolved, handed over in the environment."""
+    configure_logging(  # a worker logs exactly like a single process
+        os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto")
+    )
     return build_gateway(settings_from_env(), config_path=os.environ.get(ENV_CONFIG) or None)
 
 

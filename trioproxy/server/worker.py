@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from trioproxy.config.model import ServerConfig, Settings
+from trioproxy.config.model import ServerConfig
 from trioproxy.edge.app import Gateway
 from trioproxy.httpd import HttpLimits, HttpServer, PortBusy, bind_listeners, open_tcp_socket
 from trioproxy.httpd.listen import tls_context
@@ -174,21 +174,20 @@ async def run_worker(
 
 def main(argv: list[str] | None = None) -> int:
     """A worker process of ``trioproxy serve --workers N``."""
-    from trioproxy.server.factory import build_gateway, settings_from_env
+    from trioproxy.server.factory import from_env
 
     p = argparse.ArgumentParser(prog="trioproxy-worker")
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--no-admin", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings: Settings = settings_from_env()
+    gateway = from_env()  # logging as the master's, then the config
     try:
-        bound = bind(settings.server, args.host, args.port, admin=not args.no_admin)
+        bound = bind(gateway.settings.server, args.host, args.port, admin=not args.no_admin)
     except PortBusy as exc:
         print(f"trioproxy worker: {exc.strerror}", file=sys.stderr)
         return 2
-    trio.run(partial(run_worker, lambda: build_gateway(settings), bound))
+    trio.run(partial(run_worker, lambda: gateway, bound))
     return 0
 
 
