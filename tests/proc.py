@@ -83,7 +83,9 @@ class GatewayProcess:
                     if self.proc.poll() is not None:
                         raise RuntimeError(self.log.read_text())
                     try:
-                        if (await c.get(self.url + "/readyz")).status_code == 200:
+                        if (await c.get(self.url + "/readyz")).status_code == 200 and (
+                            self.log.read_text().count("worker ready: ") >= self.workers
+                        ):  # every worker listens (SO_REUSEPORT), not only the first
                             return
                     except httpx.TransportError:
                         pass

@@ -62,7 +62,7 @@ async def test_workers_are_supervised_and_forward_signals(
     await gw.start()
     try:
         assert gw.proc is not None
-        await wait_for_log(gw, "trioproxy listening on")
+        await wait_for_log(gw, " listening on http://127.0.0.1:")
         with socket.socket() as probe, pytest.raises(OSError) as info:  # bound, as announced
             probe.bind(("127.0.0.1", gw.port))
         assert info.value.errno == errno.EADDRINUSE

@@ -72,7 +72,7 @@ async def test_two_workers_scrape_exact_totals(nursery: trio.Nursery, tmp_path: 
             while sum('"trioproxy.access"' in x for x in gw.log.read_text().splitlines()) < 45:
                 await trio.sleep(0.05)
         scrapes = []
-        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+        async with httpx.AsyncClient(base_url=gw.admin_url, timeout=30) as c:
             for _ in range(6):  # a new connection each: whichever worker answers, same totals
                 scrapes.append(await c.get("/metrics", headers={**AUTH, "connection": "close"}))
         gw.signal(signal.SIGTERM)

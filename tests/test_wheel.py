@@ -65,12 +65,15 @@ def installed_cli(python: Path, cwd: Path) -> str:
     ).stdout  # fmt: skip
 
 
-def start_serve(python: Path, cwd: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_serve(
+    python: Path, cwd: Path, port: int, admin_port: int, log: Path
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TRIOPROXY_DEMO_KEY": DEMO_KEY, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)
     with log.open("wb") as out:
         return subprocess.Popen(
-            [str(python.parent / "trioproxy"), "serve", "--port", str(port)], cwd=cwd, env=env,
+            [str(python.parent / "trioproxy"), "serve", "--port", str(port),
+             "--admin-port", str(admin_port)], cwd=cwd, env=env,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -86,9 +89,9 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
     assert where.startswith(str(tmp_path / "venv")), where  # the installed copy, not the checkout
     empty = tmp_path / "empty"
     empty.mkdir()
-    port = free_port()
-    proc = start_serve(python, empty, port, tmp_path / "serve.log")
-    url = f"http://127.0.0.1:{port}"
+    port, admin_port = free_port(), free_port()
+    proc = start_serve(python, empty, port, admin_port, tmp_path / "serve.log")
+    url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as c:
             with trio.fail_after(60):
@@ -101,6 +104,8 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
                         pass
                     await trio.sleep(0.1)
             assert (await c.get("/healthz")).json() == {"status": "ok"}
+        async with httpx.AsyncClient(base_url=admin, timeout=30) as c:  # the control plane
+            assert (await c.get("/readyz")).status_code == 200
             htmx = await c.get("/static/htmx.min.js")
             assert htmx.status_code == 200 and htmx.text.startswith("/*! htmx.org")
             login = await c.post("/login", data={"user": "", "password": DEMO_KEY, "next": "/"})

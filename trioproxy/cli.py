@@ -101,12 +101,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return build_gateway(settings, config_path=os.environ.get(ENV_CONFIG) or None)
 
     if args.workers == 1:
-        return serve(settings, args.host, args.port, 1, announce, build)
+        return serve(settings, args.host, args.port, 1, announce, build, args.admin_port)
     # the workers' metrics files, summed at every scrape; a fresh directory per run
     metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
     os.environ[MULTIPROC_ENV] = metrics_dir
     try:
-        return serve(settings, args.host, args.port, args.workers, announce, build)
+        return serve(settings, args.host, args.port, args.workers, announce, build,
+                     args.admin_port)  # fmt: skip
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -164,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--admin-port", type=int, default=None,
+                   help="port of the dashboard, admin API and /metrics (default: [server] "
+                   "admin_port, 8081)")  # fmt: skip
     s.add_argument("--log-level", choices=LEVELS, default="info", help="lowest level logged")
     s.add_argument(
         "--log-format", choices=FORMATS, default="auto",

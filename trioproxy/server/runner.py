@@ -48,10 +48,11 @@ def serve(
     workers: int,
     banner: Callable[[Bound], str],
     build: Callable[[], Gateway],
+    admin_port: int | None = None,
 ) -> int:
     """Run the service; the process exit status."""
     try:
-        bound = bind(settings.server, host, port)
+        bound = bind(settings.server, host, port, admin_port=admin_port)
     except PortBusy as exc:
         print(f"trioproxy: {exc.strerror}", file=sys.stderr)
         return 2
@@ -60,7 +61,7 @@ def serve(
         trio.run(partial(run_worker, build, bound))
         return 0
     cmd = [sys.executable, "-m", "trioproxy.server.worker", "--host", host, "--port",
-           str(bound.port)]  # fmt: skip
+           str(bound.port), "--admin-port", str(bound.admin_port)]  # fmt: skip
     return trio.run(Supervisor(cmd, workers, settings.server.shutdown_grace_s).run)
 
 

@@ -62,13 +62,18 @@ class Bound:
             self.admin.close()
 
 
-def bind(server: ServerConfig, host: str, port: int, *, admin: bool = True) -> Bound:
-    """Bind the data and admin ports with ``SO_REUSEPORT``; ``PortBusy`` if taken."""
+def bind(
+    server: ServerConfig, host: str, port: int, *, admin: bool = True,
+    admin_port: int | None = None,
+) -> Bound:  # fmt: skip
+    """Bind the data and admin ports with ``SO_REUSEPORT``; ``PortBusy`` if taken.
+    ``admin_port`` overrides ``server.admin_port`` (``serve --admin-port``)."""
     data = open_tcp_socket(host, port, reuse_port=True)
     if not admin:
         return Bound(data, None)
+    port_ = server.admin_port if admin_port is None else admin_port
     try:
-        return Bound(data, open_tcp_socket(server.admin_host, server.admin_port, reuse_port=True))
+        return Bound(data, open_tcp_socket(server.admin_host, port_, reuse_port=True))
     except BaseException:
         data.close()
         raise
@@ -151,6 +156,7 @@ async def run_worker(
     """Build the gateway, serve it, and obey SIGTERM/SIGINT (drain) and SIGHUP (reload)."""
     gateway = build()
     shutdown = trio.Event()
+    ports = (bound.port, bound.admin_port)  # (the admin socket is handed to hypercorn)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -168,7 +174,9 @@ async def run_worker(
                 nursery.cancel_scope.cancel()  # drained and flushed: stop obeying signals
 
             nursery.start_soon(obey)
-            task_status.started(await nursery.start(serve))
+            httpd = await nursery.start(serve)
+            log.info("worker ready: data port %d, admin port %s", *ports)
+            task_status.started(httpd)
     log.info("drain complete; exiting")
 
 
@@ -179,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trioproxy-worker")
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--admin-port", type=int, default=None)
     p.add_argument("--no-admin", action="store_true")
     args = p.parse_args(argv)
     gateway = from_env()  # logging as the master's, then the config
     try:
-        bound = bind(gateway.settings.server, args.host, args.port, admin=not args.no_admin)
+        bound = bind(gateway.settings.server, args.host, args.port, admin=not args.no_admin,
+                     admin_port=args.admin_port)  # fmt: skip
     except PortBusy as exc:
         print(f"trioproxy worker: {exc.strerror}", file=sys.stderr)
         return 2
