@@ -219,8 +219,7 @@ def write_config(
         "max_in_flight = 4096",
         f"stream_buffer = {stream_buffer}",
         "shutdown_grace_s = 2.0",
-        "max_in_flight_per_key = 0",  # one bench key drives all the load
-        f"admin_port = {free_port()}",
+        *server_lines(),
         "[storage]",
         f'state_dir = "{workdir / "state"}"',
         "[breaker]",

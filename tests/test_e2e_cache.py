@@ -225,7 +225,7 @@ async def test_semantic_entry_waits_for_confirmation_by_other_keys(nursery: trio
     r = await ask(g, KEY_A2, "How do I reset my password?")
     assert r.headers["x-trioproxy-cache"] == "semantic"  # a + a2: confirmed
     async with httpx.AsyncClient(timeout=30) as c:
-        m = await c.get(g.url + "/metrics", headers={"authorization": f"Bearer {KEY_A}"})
+        m = await c.get(g.admin_url + "/metrics", headers={"authorization": f"Bearer {KEY_A}"})
     assert "trioproxy_semantic_unconfirmed_total 1.0" in m.text
     assert "trioproxy_semantic_near_threshold_misses_total" in m.text
 
