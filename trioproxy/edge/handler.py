@@ -275,17 +275,20 @@ class ChatHandler:
         # same-wire streams go through verbatim unless something needs every event decoded
         runner.passthrough = runner.on_progress is None and collector is None
 
+        def finishing() -> bool:  # the answer's last event is in: let it end by itself
+            return any(m.finish is not None for m in runner.meters.values())
+
         async def produce() -> None:
             async with send_ch:
                 live = self.interrupts.live
                 with trio.CancelScope() as scope:
-                    live.add(scope)
+                    live[scope] = finishing
                     if self.interrupts.interrupting:
                         scope.cancel()
                     try:
                         await race.run()
                     finally:
-                        live.discard(scope)
+                        del live[scope]
                 if scope.cancelled_caught:
                     await send_ch.send(Failed(shutting_down()))
                 elif race.winner is None:

@@ -9,7 +9,7 @@ until the block ends. See ``pipeline/slots.py`` for the counting rules.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -24,16 +24,22 @@ from trioproxy.pipeline.slots import Slots
 
 
 class Interrupts:
-    """The running races of one worker, so that the drain deadline can end them all."""
+    """The running races of one worker, so that the drain deadline can end them all.
+
+    Each race registers its cancel scope with a ``finishing()`` test (its answer's last
+    event has arrived): those are left to end by themselves, a moment later, rather than
+    be cut between their last content and their end marker.
+    """
 
     def __init__(self) -> None:
-        self.live: set[trio.CancelScope] = set()
+        self.live: dict[trio.CancelScope, Callable[[], bool]] = {}
         self.interrupting = False
 
     def interrupt_all(self) -> None:
         self.interrupting = True
-        for scope in list(self.live):
-            scope.cancel()
+        for scope, finishing in list(self.live.items()):
+            if not finishing():
+                scope.cancel()
 
 
 def slots_for(settings: Settings) -> Slots:
