@@ -39,7 +39,7 @@ from trioproxy.simulator.faults import Fault
 
 CHROMIUM = Path(os.environ.get("TRIOPROXY_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-PAGES = ("/", "/budgets", "/spend", "/providers", "/cache", "/audit")
+PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit")
 TIMEOUT_MS = 15_000
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -201,7 +201,7 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, browser
     assert rows and {r["value"] for r in rows} == {"demo"}
     assert sum(int(r["requests"]) for r in rows) == 2  # the served one and the refusal
 
-    for path in ("/providers", "/cache"):
+    for path in ("/keys", "/providers", "/cache"):
         page.goto(served.url + path)
         shot(page, path.strip("/") + "-1280")
 
@@ -230,4 +230,32 @@ def test_breaker_opens_on_the_providers_page_without_reload(served: Served, brow
     playwright.expect(page.locator("td.breaker-open").first).to_be_visible(timeout=20_000)
     assert loads == []  # the panel refreshed in place
     shot(page, "providers-breaker-open-1280")
+    page.close()
+
+
+def test_create_use_and_revoke_a_key(served: Served, browser: Any) -> None:
+    expect = playwright.expect
+    page = browser.new_page()
+    sign_in(page, served.url)
+    page.goto(f"{served.url}/keys")
+    form = page.locator("form.keyform")
+    form.get_by_label("Name").fill("browser-bot")
+    form.get_by_label("Team").fill("ops")
+    form.get_by_label("Feature").fill("e2e")
+    form.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-secret").inner_text()
+    assert secret.startswith("tp-")
+    row = page.locator('tr[data-key="browser-bot"]')
+    expect(row.locator("td.state")).to_have_text("active")
+    shot(page, "keys-created-1280")
+
+    assert served.chat("from the browser's key", secret).status_code == 200
+
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.locator(".notice")).to_contain_text("revoked")
+    expect(page.locator('tr[data-key="browser-bot"] td.state')).to_have_text("revoked")
+    assert page.locator("#new-secret").count() == 0  # never shown again
+    assert served.chat("after revocation", secret).status_code == 401
+    page.goto(f"{served.url}/audit?action=key.")
+    expect(page.locator("table.audit tbody tr")).to_have_count(2)
     page.close()

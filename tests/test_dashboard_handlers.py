@@ -387,3 +387,92 @@ async def test_spend_page_counts_spend_refusals_and_exports_csv(nursery: trio.Nu
     page = await text(await tess.get("/spend?by=team"))
     assert 'data-value="ops"' in page and 'data-value="demo"' not in page
     assert "demo" not in await text(await tess.get("/spend.csv"))
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def secret_of(html: str) -> str:
+    found = re.search(r'<code id="new-secret">([^<]+)</code>', html)
+    assert found is not None, "no secret shown"
+    return found.group(1)
+
+
+async def test_keys_create_use_rotate_revoke(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    page = await text(await c.get("/keys"))
+    assert 'data-config-key="demo"' in page and 'data-config-key="reader"' in page
+    form = {"name": "ci-bot", "team": "search", "user": "", "feature": "nightly",
+            "routes": "chat", "priority": "low", "rpm": "100", "tpm": "", "csrf": csrf}  # fmt: skip
+    r = await c.post("/keys", form=form)
+    assert r.status_code == 201
+    created = await text(r)
+    secret = secret_of(created)
+    assert secret.startswith("tp-") and 'data-key="ci-bot"' in created
+    assert secret not in await text(await c.get("/keys"))  # shown once only
+    assert secret not in (d.settings.storage.state_dir and open(  # noqa: ASYNC230
+        f"{d.settings.storage.state_dir}/admin.sqlite3", "rb").read().decode("latin-1"))
+    assert await chat(d, "from the new key", key=secret) == 200
+    assert "search" in await text(await c.get("/budgets"))  # a team with a key is known
+
+    r = await c.post("/keys", form=form)  # the name is taken
+    assert r.status_code == 400 and "already has this name" in await text(r)
+
+    r = await c.post("/keys/ci-bot/rotate", form={"csrf": csrf})
+    assert r.status_code == 200
+    rotated = secret_of(await text(r))
+    assert rotated != secret
+    assert await chat(d, "old secret", key=secret) == 401
+    assert await chat(d, "new secret", key=rotated) == 200
+
+    r = await c.post("/keys/ci-bot/revoke", form={"csrf": csrf})
+    assert r.status_code == 200 and "revoked" in await text(r)
+    assert await chat(d, "revoked", key=rotated) == 401
+    assert (await c.post("/keys/ci-bot/revoke", form={"csrf": csrf})).status_code == 404
+    assert (await c.post("/keys/demo/revoke", form={"csrf": csrf})).status_code == 404
+    log = await text(await c.get("/audit?action=key."))
+    assert log.count('class="team">ci-bot<') == 3 and "key.rotate" in log and "key.revoke" in log
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("name", "", "letters, digits"),
+        ("name", "demo", "already has this name"),
+        ("team", "bad team", "letters, digits"),
+        ("rpm", "-1", "between 1"),
+        ("tpm", "lots", "whole number"),
+        ("routes", "nope", "unknown routes"),
+        ("priority", "urgent", "low, medium or high"),
+    ],
+)
+async def test_bad_key_forms_are_400_next_to_the_field(
+    nursery: trio.Nursery, field: str, value: str, message: str
+) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    form = {"name": "k1", "team": "t1", "priority": "medium", "csrf": csrf, field: value}
+    r = await c.post("/keys", form=form)
+    assert r.status_code == 400 and message in await text(r)
+    assert 'id="new-secret"' not in await text(r)
+    assert access(d).store is not None and await access(d).store.api_keys() == []
+
+
+async def test_viewers_and_other_teams_cannot_make_keys(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    viewer = d.app.test_client()
+    csrf = await sign_in(viewer, "victor")
+    assert "Create a key" not in await text(await viewer.get("/keys"))
+    r = await viewer.post("/keys", form={"name": "x", "team": "ops", "csrf": csrf})
+    assert r.status_code == 403
+    tess = d.app.test_client()
+    csrf = await sign_in(tess, "tess")
+    page = await text(await tess.get("/keys"))
+    assert 'data-config-key="reader"' in page and 'data-config-key="demo"' not in page
+    r = await tess.post("/keys", form={"name": "x", "team": "demo", "csrf": csrf})
+    assert r.status_code == 403 and await access(d).store.api_keys() == []
+    r = await tess.post("/keys", form={"name": "x", "team": "ops", "csrf": csrf})
+    assert r.status_code == 201

@@ -1,6 +1,6 @@
 """Shared dashboard state in one SQLite file (``admin.sqlite3`` in ``storage.state_dir``).
 
-Sessions, sign-in failures, the audit log and users created in the dashboard. Every
+Sessions, sign-in failures, the audit log, and users and API keys created in the dashboard. Every
 worker process of a host opens the same file (WAL, ``busy_timeout``), so a logout,
 a new user or a throttled sign-in holds on every worker at once. Several hosts need a
 shared store: not implemented yet (they would each keep their own).
@@ -16,12 +16,14 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import trio
 
 from trioproxy.admin.audit import AuditEntry
+from trioproxy.admin.keys import StoredKey
 from trioproxy.admin.sessions import Principal, Role, Session
+from trioproxy.config.model import ApiKeyConfig
 
 T = TypeVar("T")
 FILE_NAME = "admin.sqlite3"
@@ -37,6 +39,11 @@ CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, ts)
 CREATE TABLE IF NOT EXISTS audit(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, target TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys(
+  key_hash TEXT PRIMARY KEY, name TEXT NOT NULL, team TEXT NOT NULL, user TEXT NOT NULL,
+  feature TEXT NOT NULL, routes TEXT, priority TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
+  created REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL);
+CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys(name, revoked_at);
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
   created REAL NOT NULL, created_by TEXT NOT NULL);
@@ -51,6 +58,24 @@ class StoredUser:
     teams: frozenset[str] | None
     created: float
     created_by: str
+
+
+_KEY_COLS = (
+    "key_hash, name, team, user, feature, routes, priority, rpm, tpm, created, created_by, "
+    "revoked_at"
+)
+_KEY_QS = ", ".join("?" * 12)
+
+
+def _key_row(k: StoredKey) -> tuple[object, ...]:
+    return (k.key_hash, k.name, k.team, k.user, k.feature, _teams_out(k.routes), k.priority,
+            k.rpm, k.tpm, k.created, k.created_by, k.revoked_at)  # fmt: skip
+
+
+def _key_of(row: Sequence[Any]) -> StoredKey:
+    h, name, team, user, feature, routes, priority, rpm, tpm, created, by, revoked = row
+    return StoredKey(h, name, team, user, feature, _teams_in(routes), priority, rpm, tpm,
+                     created, by, revoked)  # fmt: skip
 
 
 def _teams_out(teams: frozenset[str] | None) -> str | None:
@@ -195,6 +220,89 @@ class AdminStore:
             sql += " ORDER BY seq DESC LIMIT ?"
             params.append(limit)
             return [AuditEntry(*row) for row in db.execute(sql, params).fetchall()]
+
+        return await self._run(op)
+
+    # --- API keys created in the dashboard ---------------------------------------------
+
+    async def lookup(self, key_hash: str) -> ApiKeyConfig | None:
+        """The active key with this hash (the gateway's key ring asks on every request)."""
+
+        def op(db: sqlite3.Connection) -> StoredKey | None:
+            row = db.execute(
+                f"SELECT {_KEY_COLS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+            return None if row is None else _key_of(row)
+
+        found = await self._run(op)
+        return None if found is None else found.config()
+
+    async def api_keys(self) -> list[StoredKey]:
+        """Every stored key, active first, then newest first."""
+
+        def op(db: sqlite3.Connection) -> list[StoredKey]:
+            rows = db.execute(
+                f"SELECT {_KEY_COLS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created DESC"
+            ).fetchall()
+            return [_key_of(r) for r in rows]
+
+        return await self._run(op)
+
+    async def add_key(self, k: StoredKey) -> bool:
+        """Store a new key; False if an active key already has its name."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                taken = db.execute(
+                    "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (k.name,)
+                ).fetchone()
+                if not taken:
+                    db.execute(
+                        f"INSERT INTO api_keys ({_KEY_COLS}) VALUES ({_KEY_QS})", _key_row(k)
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return not taken
+
+        return await self._run(op)
+
+    async def revoke_key(self, name: str, now: float) -> StoredKey | None:
+        """Revoke the active key called ``name``; None if there is none."""
+
+        def op(db: sqlite3.Connection) -> StoredKey | None:
+            row = db.execute(
+                f"UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
+                f"RETURNING {_KEY_COLS}",
+                (now, name),
+            ).fetchone()
+            return None if row is None else _key_of(row)
+
+        return await self._run(op)
+
+    async def replace_key(self, old_name: str, new: StoredKey, now: float) -> StoredKey | None:
+        """Rotate: revoke the active key ``old_name`` and store ``new`` in one transaction."""
+
+        def op(db: sqlite3.Connection) -> StoredKey | None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    f"UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
+                    f"RETURNING {_KEY_COLS}",
+                    (now, old_name),
+                ).fetchone()
+                if row is not None:
+                    db.execute(
+                        f"INSERT INTO api_keys ({_KEY_COLS}) VALUES ({_KEY_QS})", _key_row(new)
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return None if row is None else _key_of(row)
 
         return await self._run(op)
 

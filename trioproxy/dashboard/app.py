@@ -26,7 +26,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioproxy.admin.store import AdminStore
-from trioproxy.dashboard import access, api, pages, spend_page
+from trioproxy.dashboard import access, api, keys_page, pages, spend_page
 from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
@@ -67,6 +67,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
         gateway.settings.dashboard,
     )  # fmt: skip
     app.extensions["trioproxy_access"] = acc
+    gateway.keys.source = acc.store  # keys created here authenticate on every worker
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime
@@ -99,6 +100,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     api.install(app, acc)
     pages.install(app, acc)
     spend_page.install(app, acc, pages.PAGES)
+    keys_page.install(app, acc, pages.PAGES)
     return app
 
 

@@ -98,13 +98,14 @@ PAGES: dict[str, Page] = {
     "overview": Page("Overview", overview_context, True),
     "budgets": Page("Budgets", budgets_context, False),
     "spend": Page("Spend", lambda gw, who: _nothing(), False),
+    "keys": Page("Keys", lambda gw, who: _nothing(), False),
     "providers": Page("Providers", providers_context, True),
     "cache": Page("Cache", cache_context, True),
     "audit": Page("Audit log", lambda gw, who: _nothing(), False),
 }
 
 
-OWN_ROUTES = frozenset({"audit", "spend"})
+OWN_ROUTES = frozenset({"audit", "spend", "keys"})
 """Pages with their own route (query arguments), not the generic ``/<page>`` one."""
 
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import trio
 
+from trioproxy.admin.store import AdminStore
 from trioproxy.budget.alerts import AlertStatistics
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
@@ -119,9 +120,12 @@ TEAM_LOOKBACK_DAYS = 62
 
 
 async def all_teams(gw: Gateway) -> list[str]:
-    """Every team with a key, a configured budget, or spend in the last two months."""
+    """Every team with a key (config or dashboard), a configured budget, or spend in the
+    last two months."""
     since = utc_day_start(dt.datetime.now(dt.UTC)) - dt.timedelta(days=TEAM_LOOKBACK_DAYS)
-    return known_teams(gw, [r.group[0] for r in await rollup(gw, ["team"], since)])
+    store = gw.keys.source
+    created = [k.team for k in await store.api_keys()] if isinstance(store, AdminStore) else []
+    return known_teams(gw, [r.group[0] for r in await rollup(gw, ["team"], since)], created)
 
 
 def zone(gw: Gateway) -> ZoneInfo:

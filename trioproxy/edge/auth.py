@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 from collections.abc import Mapping
+from typing import Protocol
+
+import trio
 
 from trioproxy.config.model import ApiKeyConfig
-from trioproxy.errors import CallerError, ErrorKind
+from trioproxy.errors import CallerError, ErrorKind, PolicyError
 
 
 def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
@@ -23,11 +27,46 @@ def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
     return None
 
 
+class KeySource(Protocol):
+    """Keys created at run time (the dashboard's admin store), looked up by SHA-256."""
+
+    async def lookup(self, key_hash: str) -> ApiKeyConfig | None: ...
+
+
+LOOKUP_TIMEOUT_S = 1.0
+"""Longest wait for the run-time key store; then 503, never a hang."""
+
+
 class KeyRing:
-    def __init__(self, keys: Mapping[str, ApiKeyConfig]) -> None:
+    def __init__(self, keys: Mapping[str, ApiKeyConfig], source: KeySource | None = None) -> None:
         self._keys = dict(keys)
+        self.source = source
+        """Consulted on every request whose key the config does not know (so a key created,
+        revoked or rotated there holds from the next request)."""
+
+    async def resolve(self, headers: Mapping[bytes, bytes]) -> ApiKeyConfig:
+        """The caller's key: from the config, else from the run-time source."""
+        try:
+            return self.authenticate(headers)
+        except CallerError as err:
+            key = presented_key(headers)
+            if self.source is None or key is None or err.kind is not ErrorKind.INVALID_API_KEY:
+                raise
+            digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+            found = None
+            with trio.move_on_after(LOOKUP_TIMEOUT_S):
+                try:
+                    found = await self.source.lookup(digest)
+                except (OSError, sqlite3.Error, trio.TooSlowError):
+                    found = None
+                if found is None or not hmac.compare_digest(found.key_hash, digest):
+                    raise
+                return found
+            raise PolicyError(ErrorKind.OVERLOADED, "key store did not answer; retry shortly",
+                              retry_after=1.0) from None  # fmt: skip
 
     def authenticate(self, headers: Mapping[bytes, bytes]) -> ApiKeyConfig:
+        """The caller's key from the config only (admin keys live there)."""
         key = presented_key(headers)
         if key is None:
             raise CallerError(
@@ -46,4 +85,4 @@ def may_use(key: ApiKeyConfig, name: str) -> bool:
     return key.routes is None or name in key.routes
 
 
-__all__ = ["KeyRing", "may_use", "presented_key"]
+__all__ = ["KeyRing", "KeySource", "may_use", "presented_key"]

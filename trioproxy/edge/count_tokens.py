@@ -55,7 +55,7 @@ class CountTokensHandler:
         headers = dict(scope["headers"])
         base: Headers = []
         try:
-            key = self.keys.authenticate(headers)
+            key = await self.keys.resolve(headers)
             body = await read_body(receive, headers, self.settings.server.max_body_bytes)
             data = f.load_object(body)
             req = parse_request(orjson.dumps({**data, "max_tokens": 1}))

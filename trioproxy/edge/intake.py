@@ -59,7 +59,7 @@ class Intake:
         base: Headers,
     ) -> AsyncIterator[tuple[ApiKeyConfig, bytes] | None]:  # fmt: skip
         try:
-            key = self.keys.authenticate(headers)
+            key = await self.keys.resolve(headers)
         except GatewayError as err:
             await send_error(send, dialect, err, base)
             yield None

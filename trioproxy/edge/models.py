@@ -27,7 +27,7 @@ async def serve_models(settings: Settings, keys: KeyRing, scope: Scope, send: Se
     dialect: Dialect = "anthropic" if b"anthropic-version" in headers else "openai"
     path: str = scope["path"]
     try:
-        key = keys.authenticate(headers)
+        key = await keys.resolve(headers)
         names = [n for n in (*settings.routes, *settings.models) if may_use(key, n)]
         if path.startswith(PREFIX):
             body = _one(names, path[len(PREFIX) :], frozenset(settings.routes), dialect)
