@@ -412,8 +412,14 @@ async def test_keys_create_use_rotate_revoke(nursery: trio.Nursery) -> None:
     secret = secret_of(created)
     assert secret.startswith("tp-") and 'data-key="ci-bot"' in created
     assert secret not in await text(await c.get("/keys"))  # shown once only
-    assert secret not in (d.settings.storage.state_dir and open(  # noqa: ASYNC230
-        f"{d.settings.storage.state_dir}/admin.sqlite3", "rb").read().decode("latin-1"))
+    assert secret not in (
+        d.settings.storage.state_dir
+        and open(  # noqa: ASYNC230
+            f"{d.settings.storage.state_dir}/admin.sqlite3", "rb"
+        )
+        .read()
+        .decode("latin-1")
+    )
     assert await chat(d, "from the new key", key=secret) == 200
     assert "search" in await text(await c.get("/budgets"))  # a team with a key is known
 
