@@ -16,6 +16,7 @@ import dataclasses
 import io
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -227,9 +228,16 @@ def test_breaker_opens_on_the_providers_page_without_reload(served: Served, brow
             assert served.chat(f"failing {i}", READER_KEY).status_code >= 500
     finally:
         served.call(setattr, served.sim, "default_fault", Fault())
-    playwright.expect(page.locator("td.breaker-open").first).to_be_visible(timeout=20_000)
+    opened = page.locator("tr:has(td.breaker-open)").first
+    playwright.expect(opened).to_be_visible(timeout=20_000)
+    playwright.expect(opened.locator("td.probe")).to_have_text(re.compile(r"\d+ s"))
     assert loads == []  # the panel refreshed in place
     shot(page, "providers-breaker-open-1280")
+    target = opened.get_attribute("data-target")
+    opened.get_by_role("button", name="Reset").click()
+    playwright.expect(page.locator(".notice")).to_contain_text(f"Breaker of '{target}' reset")
+    page.goto(f"{served.url}/audit?action=breaker.")
+    playwright.expect(page.locator("table.audit tbody tr").first).to_contain_text(str(target))
     page.close()
 
 

@@ -482,3 +482,33 @@ async def test_viewers_and_other_teams_cannot_make_keys(nursery: trio.Nursery) -
     assert r.status_code == 403 and await access(d).store.api_keys() == []
     r = await tess.post("/keys", form={"name": "x", "team": "ops", "csrf": csrf})
     assert r.status_code == 201
+
+
+# --- providers --------------------------------------------------------------------------
+
+
+async def test_breaker_shows_time_open_and_next_probe_and_resets_audited(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    target = sorted(d.settings.models)[0]
+    for _ in range(d.settings.breaker.failure_threshold):
+        await d.gw.breakers.report(target, trio.current_time(), ok=False)
+    viewer = d.app.test_client()
+    viewer_csrf = await sign_in(viewer, "victor")
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    page = await text(await c.get("/providers"))
+    row = re.search(rf'<tr data-target="{target}">(.*?)</tr>', page, re.S)
+    assert row is not None and 'class="breaker-open">open<' in row.group(1)
+    probe = re.search(r'class="num probe">(\d+) s<', row.group(1))
+    assert probe is not None and 0 < int(probe.group(1)) <= d.settings.breaker.cooldown_s
+    assert re.search(r'class="num opened">\d+ s<', row.group(1))
+    r = await viewer.post(f"/providers/{target}/reset", form={"csrf": viewer_csrf})
+    assert r.status_code == 403
+    assert (await c.post("/providers/nope/reset", form={"csrf": csrf})).status_code == 404
+    r = await c.post(f"/providers/{target}/reset", form={"csrf": csrf}, headers=HX)
+    assert r.status_code == 200 and "reset: closed" in await text(r)
+    assert 'class="breaker-closed">closed<' in await text(r)
+    log = await text(await c.get("/audit?action=breaker."))
+    assert f'class="team">{target}<' in log and "open, 5 failures" in log

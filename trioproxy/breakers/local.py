@@ -59,6 +59,10 @@ class LocalBreakers:
             self._states[target] = breaker.on_abandoned(state)
         announce(target, state, self._states.get(target, state), self.on_transition)
 
+    async def reset(self, target: str) -> None:
+        """Close the breaker at once (an operator's decision)."""
+        self._states.pop(target, None)
+
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         """For the dashboard and /readyz: state of every target seen so far."""
         return {name: st.summary(now) for name, st in self._states.items()}

@@ -206,6 +206,10 @@ class SharedBreakers:
         else:
             await self._update(target, breaker.on_abandoned)
 
+    async def reset(self, target: str) -> None:
+        """Close the breaker at once, for every worker and instance (an operator's decision)."""
+        await self._update(target, lambda s: BreakerState())
+
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         wall = self._clock()
         return {name: st.summary(wall) for name, (_, _, st) in self._cache.items()}

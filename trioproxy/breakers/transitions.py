@@ -32,6 +32,8 @@ class BreakerState:
     open_until: float | None = None
     probe_until: float | None = None
     """A probe is in flight until this time (then another may go)."""
+    opened_at: float | None = None
+    """When it last went from closed to open (kept while it stays open)."""
 
     def is_open(self, now: float) -> bool:
         return self.open_until is not None and (
@@ -40,10 +42,15 @@ class BreakerState:
 
     def summary(self, now: float) -> dict[str, object]:
         """What the dashboard, /readyz and /metrics show of a target's breaker."""
+        is_open = self.is_open(now)
         return {
-            "open": self.is_open(now),
+            "open": is_open,
             "failures": self.failures,
-            "open_for_s": max(0.0, (self.open_until or now) - now),
+            "next_probe_in_s": max(0.0, (self.open_until or now) - now),
+            "opened_for_s": max(0.0, now - self.opened_at)
+            if is_open and self.opened_at is not None
+            else None,
+            "probing": self.probe_until is not None and now < self.probe_until,
         }
 
 
@@ -74,7 +81,10 @@ def on_failure(
         open_until = now + cfg.cooldown_s
     if retry_after is not None and retry_after > 0:
         open_until = max(open_until or 0.0, now + retry_after)
-    return BreakerState(failures=failures, open_until=open_until, probe_until=None)
+    opened_at = state.opened_at if state.open_until is not None else None
+    if open_until is not None and opened_at is None:
+        opened_at = now
+    return BreakerState(failures, open_until, None, opened_at)
 
 
 def transition(old: BreakerState, new: BreakerState) -> str | None:

@@ -63,7 +63,10 @@ async def budgets_context(gw: Gateway, who: Principal) -> dict[str, Any]:
 
 
 async def providers_context(gw: Gateway, who: Principal) -> dict[str, Any]:
-    return {"providers": snapshot.providers(gw)}
+    return {
+        "providers": snapshot.providers(gw),
+        "failure_threshold": gw.settings.breaker.failure_threshold,
+    }
 
 
 async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
@@ -198,6 +201,22 @@ def install(app: Quart, acc: Access) -> None:
             "audit", panel=False, entries=entries[:AUDIT_PAGE], more=more, action=action or "",
             tz=snapshot.zone(gw),
         )  # fmt: skip
+
+    # --- providers ------------------------------------------------------------------
+
+    @app.post("/providers/<path:target>/reset")
+    async def reset_breaker(target: str) -> ResponseReturnValue:
+        if target not in gw.settings.models:
+            raise NotFound()
+        before = next(r for r in snapshot.providers(gw).rows if r.target == target)
+        await gw.breakers.reset(target)
+        await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "breaker.reset", target,
+                                         f"{before.state}, {before.failures} failures",
+                                         "closed"))  # fmt: skip
+        notice = f"Breaker of {target!r} reset: closed."
+        if request.headers.get("HX-Request") == "true":
+            return await render("providers", panel=True, notice=notice)
+        return await render("providers", panel=False, notice=notice)
 
     # --- cache ----------------------------------------------------------------------
 

@@ -203,9 +203,13 @@ class ProviderRow:
     provider: str
     deployment: str
     state: str
-    """``closed`` (healthy), ``failing`` (failures counted, still closed) or ``open``."""
+    """``closed`` (healthy), ``failing`` (failures counted, still closed), ``open`` or
+    ``probing`` (open, one probe in flight)."""
     failures: int
-    open_for_s: float
+    opened_for_s: float | None
+    """How long it has been open (None: closed, or opened before this was tracked)."""
+    next_probe_in_s: float | None
+    """Until the cool-down ends and one probe may go (None: closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +227,14 @@ def providers(gw: Gateway) -> Providers:
         failures = int(s.get("failures", 0))  # type: ignore[call-overload]
         is_open = bool(s.get("open", False))
         state = "open" if is_open else ("failing" if failures else "closed")
-        open_for = float(s.get("open_for_s", 0.0)) if is_open else 0.0  # type: ignore[arg-type]
-        rows.append(ProviderRow(name, model.provider, model.deployment, state, failures, open_for))
+        if is_open and s.get("probing"):
+            state = "probing"
+        opened = s.get("opened_for_s")
+        opened_for = float(opened) if is_open and isinstance(opened, int | float) else None
+        probe = s.get("next_probe_in_s")
+        next_probe = float(probe) if is_open and isinstance(probe, int | float) else None
+        rows.append(ProviderRow(name, model.provider, model.deployment, state, failures,
+                                opened_for, next_probe))  # fmt: skip
     return Providers(rows, gw.chat.in_flight, gw.settings.server.max_in_flight)
 
 

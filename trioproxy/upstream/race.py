@@ -83,6 +83,12 @@ class Breakers(Protocol):
         """``ok=None``: abandoned (cancelled), no evidence either way."""
         ...
 
+    async def reset(self, target: str) -> None:
+        """Close the breaker now (the dashboard's manual reset)."""
+        ...
+
+    def snapshot(self, now: float) -> dict[str, dict[str, object]]: ...
+
 
 RunAttempt = Callable[[Attempt, Callable[[Attempt], bool]], Awaitable[None]]
 
