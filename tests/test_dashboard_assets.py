@@ -14,6 +14,7 @@ from tests.test_dashboard import start
 from trioproxy.config.model import DashboardConfig
 from trioproxy.dashboard.access import local_target
 from trioproxy.dashboard.paths import asset_dir, session_secret
+from trioproxy.edge.auth import KeyRing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,8 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
     from trioproxy.dashboard.app import create_dashboard
 
     class FakeGateway:  # only what create_dashboard reads at build time
+        keys = KeyRing({})
+
         class settings:
             dashboard = DashboardConfig()
 
