@@ -29,7 +29,7 @@ from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
 from trioproxy.errors import CallerError
-from trioproxy.gateway.caching import take_cache_ttl
+from trioproxy.pipeline.caching import take_cache_ttl
 from trioproxy.providers.anthropic import AnthropicAdapter
 from trioproxy.providers.openai import OpenAIAdapter
 

@@ -168,7 +168,7 @@ def _check_thinking(thinking: Any) -> None:
     if thinking is None:
         return
     if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
-        raise invalid("'thinking' must be {\"type\": \"enabled\" | \"disabled\"}", "thinking")
+        raise invalid('\'thinking\' must be {"type": "enabled" | "disabled"}', "thinking")
     if thinking["type"] == "enabled":
         if f.opt_pos_int(thinking, "budget_tokens") is None:
             raise invalid("'thinking.budget_tokens' is required", "thinking.budget_tokens")

@@ -9,6 +9,7 @@ at a bounded channel, and a watcher cancels both when the client disconnects.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -34,7 +35,15 @@ from trioproxy.edge.asgi_io import (
     watch_disconnect,
 )
 from trioproxy.edge.auth import KeyRing, may_use
-from trioproxy.edge.respond import Delivery, relay, replay, send_error
+from trioproxy.edge.respond import (
+    Delivery,
+    ResponseGuard,
+    internal_error,
+    last_resort,
+    relay,
+    replay,
+    send_error,
+)
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, PolicyError, invalid
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
@@ -66,6 +75,8 @@ from trioproxy.telemetry.tracing import RequestTrace, Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
 from trioproxy.upstream.race import Attempt, Breakers, Race
 from trioproxy.upstream.transport import Transport
+
+log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_S = 15.0
 """Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
@@ -123,8 +134,12 @@ class ChatHandler:
             await send_error(send, dialect, err, base)
             return
         self.in_flight += 1
+        guard = ResponseGuard(send)
         try:
-            await self._handle(rid, dialect, scope, receive, send, base)
+            await self._handle(rid, dialect, scope, receive, guard.send, base)
+        except Exception:  # the last resort: a bug must not become the server's bare 500
+            log.exception("request %s failed unexpectedly", rid)
+            await last_resort(guard, dialect, rid, base)
         finally:
             self.in_flight -= 1
 
@@ -271,7 +286,12 @@ class ChatHandler:
 
         async def produce() -> None:
             async with send_ch:
-                await race.run()
+                try:
+                    await race.run()
+                except Exception:  # a bug in the race: told in the caller's dialect, mid-stream too
+                    log.exception("request %s failed unexpectedly", facts.request_id)
+                    await send_ch.send(Failed(internal_error(facts.request_id)))
+                    return
                 if race.winner is None:
                     await send_ch.send(Failed(race.error()))
 
