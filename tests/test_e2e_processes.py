@@ -87,7 +87,9 @@ async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
     finally:
         gw.kill()
     finished = [r for r in results if r.complete and b"data: [DONE]" in r.body]
-    assert in_flight >= 150, in_flight  # (all 200 unless the box is very busy)
+    # every 18 s stream is still running at the signal; the 3 s ones may have ended on a
+    # busy box while the 200 connections were being opened
+    assert in_flight >= 100, in_flight
     assert len(results) == 200 and len(finished) >= 50, len(finished)
     conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
     try:
