@@ -25,6 +25,8 @@ from trioproxy.budget.periods import period_at
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import ProviderConfig, Settings
 from trioproxy.dialects._fields import MAX_DEPTH
+from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.sinks import ListSink
 from trioproxy.providers.base import UpstreamRequest
 from trioproxy.upstream.transport import HttpTransport, UpstreamResponse
 
@@ -280,20 +282,54 @@ async def test_unexpected_exception_is_a_500_in_the_envelope_logged_once(
     assert err["request_id"] == rid and rid in err["message"]
     logged = [rec for rec in caplog.records if rid in rec.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info is not None
-    # nothing stays reserved: the request's settle ran in its finally
-    assert await team_day_usage(faulty) == 0
+    # the reservation was settled to what the ledger bills (an attempt that may have
+    # reached the provider is billed its prompt), not left at the worst case
+    with trio.fail_after(10):
+        while not [x for x in faulty.sink.records if x.request_id == rid and x.kind == "request"]:
+            await trio.sleep(0.02)
+    billed = sum(x.cost_usd for x in faulty.sink.records if x.kind == "request")
+    assert abs(await team_day_usage(faulty) - billed * 1e6) <= 1
     ok = await post(faulty, path, (oa if path == OPENAI else an)("oa"))
     assert ok.status_code == 200
 
 
-async def test_unexpected_exception_mid_stream_ends_the_body(
+async def test_unexpected_exception_mid_stream_is_an_error_event(
     faulty: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
     body = oa("oa", messages=[{"role": "user", "content": "BOOM-STREAM"}], stream=True)
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(faulty.url + OPENAI, json=body, headers={"authorization": f"Bearer {KEY}"})
-    assert r.status_code == 200  # the head was out; the body ended
+    assert r.status_code == 200  # the head was out: the stream ends with an error event
     rid = r.headers["x-request-id"]
+    assert b'"code":"internal_error"' in r.content and rid.encode() in r.content
+    assert b"[DONE]" not in r.content
     assert len([rec for rec in caplog.records if rid in rec.getMessage()]) == 1
     assert (await post(faulty, OPENAI, oa("oa"))).status_code == 200
+
+
+class RefusalBreakingSink(ListSink):
+    """Fails while recording a refused request: a bug outside the race."""
+
+    def submit(self, record: UsageRecord) -> None:
+        if record.status == 429:
+            raise RuntimeError("injected fault in the usage sink")
+        super().submit(record)
+
+
+@pytest.mark.parametrize("path", [OPENAI, ANTHROPIC])
+async def test_last_resort_outside_the_race_is_a_500_in_the_envelope(
+    nursery: trio.Nursery, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, settings(sim.url), sink=RefusalBreakingSink())
+    big = (oa if path == OPENAI else an)("oa", max_tokens=10**9)  # over the $1 budget: refused
+    r = await post(g, path, big)
+    assert r.status_code == 500
+    err = envelope(path, r)
+    rid = r.headers["x-request-id"]
+    assert err["request_id"] == rid and rid in err["message"]
+    logged = [rec for rec in caplog.records if rid in rec.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert (await post(g, path, (oa if path == OPENAI else an)("oa"))).status_code == 200
