@@ -41,7 +41,8 @@ def budget_settings(url: str, state_dir: str, redis_url: str | None = None) -> S
             "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
             "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
             "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
-            "budgets": {"teams": {"t1": {"daily_usd": LIMIT_USD}}},
+            # exactness, not latency: a busy shared box may answer a store call slowly
+            "budgets": {"teams": {"t1": {"daily_usd": LIMIT_USD}}, "store_timeout_s": 30.0},
         },
         env={"K": "x"},
     )

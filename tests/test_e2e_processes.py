@@ -90,9 +90,9 @@ async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
     # every 18 s stream is still running at the signal; the 3 s ones may have ended on a
     # busy box while the 200 connections were being opened
     assert in_flight >= 100, in_flight
-    # the grace lets running streams finish (how many depends on the box's load: speed is
-    # for loadtest/, not asserted here); the 18 s ones are cut by the 8 s grace
-    assert len(results) == 200 and len(finished) >= 1, len(finished)
+    # how many streams finish within the grace depends on the box's load (speed is for
+    # loadtest/, not asserted here): what must hold is that none is lost from the ledger
+    assert len(results) == 200
     conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
     try:
         rows = conn.execute(
