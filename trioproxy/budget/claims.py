@@ -32,6 +32,10 @@ class Claim:
     """Sliding window length; None for a calendar-period counter."""
     expires_at: float | None = None
     """Period end (epoch seconds): the bucket is not needed after it."""
+    limit_ref: tuple[str, str] | None = None
+    """``(team, "daily" | "monthly")``: a run-time limit the store may hold for this bucket.
+    When it holds one, the atomic check uses it instead of ``limit`` (see ``budget.store``),
+    so a limit changed anywhere applies from the next admission on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +109,9 @@ def merge_claims(claims: Iterable[Claim]) -> list[Claim]:
             merged[c.bucket] = c
         else:
             merged[c.bucket] = Claim(
-                c.bucket, prev.amount + c.amount, prev.limit, prev.window_s, prev.expires_at
-            )
+                c.bucket, prev.amount + c.amount, prev.limit, prev.window_s, prev.expires_at,
+                prev.limit_ref,
+            )  # fmt: skip
     return list(merged.values())
 
 
