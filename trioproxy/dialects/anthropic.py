@@ -203,6 +203,21 @@ def _put_tool_choice(chat: dict[str, Any], choice: Any) -> None:
         chat["parallel_tool_calls"] = False
 
 
+def dropped_from_chat(body: dict[str, Any]) -> list[Any]:
+    """What a provider of this wire still bills that the canonical chat form leaves out:
+    tool-result content beyond its text (images) and thinking blocks (for the budget)."""
+    out: list[Any] = []
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        for block in content if isinstance(content, list) else ():
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "tool_result" and isinstance(block.get("content"), list):
+                out.append(block["content"])
+            elif kind in ("thinking", "redacted_thinking"):
+                out.append(block)
+    return out
+
+
 def render_completion(completion: Completion, req: ChatRequest) -> bytes:
     if completion.wire == "anthropic" and completion.native is not None:
         return orjson.dumps(completion.native)
@@ -260,4 +275,4 @@ class AnthropicDialect:
         return render_error(err)
 
 
-__all__ = ["AnthropicDialect", "parse_request", "render_completion"]
+__all__ = ["AnthropicDialect", "dropped_from_chat", "parse_request", "render_completion"]
