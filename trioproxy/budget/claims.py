@@ -67,7 +67,7 @@ def worst_case(
 ) -> WorstCase:
     """The most a request can cost on any model that may serve it.
 
-    ``prompt_tokens_bound`` must be a hard upper bound (``prompt_tokens(bound=True)``).
+    ``prompt_tokens_bound`` must be a hard upper bound (``core.input_bound.input_bound``).
     Output is ``max_tokens`` when given, else each model's ``max_output_tokens``.
     Each model is priced separately and the maximum is taken, so the result is
     the cost on the most expensive model for *this* request; every prompt token
