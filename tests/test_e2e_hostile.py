@@ -250,11 +250,13 @@ class _Breaking:
         self.inner = inner
         self.status = inner.status
         self.headers = inner.headers
+        self.received = 0
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self.inner.chunks():
-            yield chunk
+    async def receive(self) -> bytes:
+        if self.received:
             raise RuntimeError("injected fault mid-stream")
+        self.received += 1
+        return await self.inner.receive()
 
     async def read(self, limit: int) -> bytes:
         raise RuntimeError("injected fault reading the body")

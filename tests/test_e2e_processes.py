@@ -113,15 +113,19 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
     redis_url: str,
 ) -> None:
     n, worst = 100, 0.016  # see test_e2e_budgets: 16 tokens at 1000 µUSD each
-    sim = await start_simulator(nursery, Fault(ttft_ms=6000, tokens=10))
+    # answers are held until every admission is decided (a settle frees room)
+    sim = await start_simulator(nursery, Fault(tokens=10))
+    sim.sim.hold = hold = trio.Event()
     gws = []
     for i in range(2):
         cfg = config(
             {"p": sim.url},
             tmp_path / f"g{i}",
             storage={"redis_url": redis_url},
-            budgets={"teams": {"t1": {"daily_usd": round(n * worst + worst / 2, 6)}}},
-        )
+            # exactness, not latency: a busy shared box may answer a store call slowly
+            budgets={"teams": {"t1": {"daily_usd": round(n * worst + worst / 2, 6)}},
+                     "store_timeout_s": 30.0},
+        )  # fmt: skip
         (tmp_path / f"g{i}").mkdir()
         gw = GatewayProcess(cfg, tmp_path / f"g{i}", {"SIMKEY": "x"})
         await gw.start()
@@ -143,6 +147,10 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
         async with trio.open_nursery() as clients:
             for i in range(1000):
                 clients.start_soon(one, gws[i % 2])
+            with trio.fail_after(300):  # observed state: each request upstream or answered
+                while sim.sim.stats.active + len(statuses) < 1000:
+                    await trio.sleep(0.05)
+            hold.set()
     finally:
         for gw in gws:
             gw.kill()
