@@ -120,10 +120,17 @@ async def test_denial_details_and_berlin_midnight_reset() -> None:
     assert await store.usage("team:t:month:2026-11", now=clock.now) == 10_100_000
 
 
-async def test_missing_limits_are_not_claimed() -> None:
-    gate = BudgetGate(config(daily=None, monthly=None), MemoryStore(), clock=Clock())
+async def test_teams_without_limits_are_counted_and_never_refused() -> None:
+    store = MemoryStore()
+    gate = BudgetGate(config(daily=None, monthly=None), store, clock=Clock())
     t = await admit(gate, "a", 10**12)
-    assert t.holds == []
+    assert [h.family for h in t.holds] == ["day", "month"]  # so a limit set later binds
+    await gate.settle(t, 10**12, 1)
+    await admit(gate, "b", 10**12)
+    other = BudgetGate(config(daily=None, monthly=None), store, clock=Clock())
+    await other.set_team_limits("t", 1.0, None)  # through another worker
+    with pytest.raises(PolicyError):
+        await admit(gate, "c", 1)  # this worker's very next admission
 
 
 async def test_user_and_end_user_windows() -> None:
@@ -176,7 +183,8 @@ async def test_settle_releases_and_is_idempotent() -> None:
 async def test_limits_change_at_run_time(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "b.db"))
     gate = BudgetGate(config(), store, clock=Clock())
-    other = BudgetGate(config(), store, clock=Clock(), limits_ttl_s=0)  # another worker
+    other = BudgetGate(config(), store, clock=Clock())  # another worker (limits cached 2 s)
+    await admit(other, "o", 1)  # it has read (and cached) the old limits
     await admit(gate, "a", 5_000_000)
     await gate.set_team_limits("t", 4.0, None)
     with pytest.raises(PolicyError):

@@ -163,3 +163,22 @@ async def test_concurrent_reservations_fit_exactly(store: BudgetStore) -> None:
             nursery.start_soon(one, i)
     assert len(admitted) == n
     assert await store.usage("team:c:day:2026-11-22", now=T0) == n * price <= limit
+
+
+async def test_claim_naming_a_team_is_checked_against_its_stored_limit(
+    store: BudgetStore,
+) -> None:
+    """Issue 10 item 8: the atomic check reads the limit the store holds now."""
+    ref = Claim(DAY.bucket, 300, 1000, None, DAY.expires_at, ("a", "daily"))
+    assert await store.reserve("r1", [ref], now=T0, lease_s=60) is None  # no stored limit: 1000
+    await store.set_team_limits("a", 500, None)
+    denial = await store.reserve("r2", [ref], now=T0, lease_s=60)  # 300 + 300 > 500
+    assert denial is not None and (denial.used, denial.limit) == (300, 500)
+    await store.set_team_limits("a", None, 1)  # daily: none now; the monthly one is not this
+    assert await store.reserve("r3", [ref], now=T0, lease_s=60) is None
+    assert await store.usage(DAY.bucket, now=T0) == 600
+    month = Claim("team:a:month:2026-11", 2, 10**9, None, DAY.expires_at, ("a", "monthly"))
+    denial = await store.reserve("r4", [month], now=T0, lease_s=60)
+    assert denial is not None and denial.limit == 1
+    await store.set_team_limits("a", 550, None)  # an extension is checked the same way
+    assert await store.extend("r1", [ref], now=T0) is not None

@@ -134,6 +134,7 @@ async def test_embeddings_exact_cache(nursery: trio.Nursery, tmp_path: Any) -> N
     g = await start_gateway(nursery, settings)
     body = {"model": "emb", "input": ["a cached text"], "dimensions": 8}
     first = await post(g.url, "/v1/embeddings", body, AUTH)
+    await request_records(g, 1)  # its record follows its cache write (the response precedes both)
     second = await post(g.url, "/v1/embeddings", body, AUTH)
     other = await post(g.url, "/v1/embeddings", {**body, "dimensions": 16}, AUTH)
     assert [r.status for r in (first, second, other)] == [200, 200, 200]

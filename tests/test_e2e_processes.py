@@ -88,7 +88,9 @@ async def test_sigterm_with_200_in_flight_loses_no_ledger_record(
         gw.kill()
     finished = [r for r in results if r.complete and b"data: [DONE]" in r.body]
     cut = [r for r in results if r not in finished]
-    assert in_flight >= 100, in_flight  # the 100 slow ones at least (18 s each)
+    # every 18 s stream is still running at the signal; the 3 s ones may have ended on a
+    # busy box while the 200 connections were being opened
+    assert in_flight >= 100, in_flight
     assert len(results) == 200
     conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
     try:
@@ -117,7 +119,9 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
     redis_url: str,
 ) -> None:
     n, worst = 100, 0.016  # see test_e2e_budgets: 16 tokens at 1000 µUSD each
-    sim = await start_simulator(nursery, Fault(ttft_ms=6000, tokens=10))
+    # answers are held until every admission is decided (a settle frees room)
+    sim = await start_simulator(nursery, Fault(tokens=10))
+    sim.sim.hold = hold = trio.Event()
     gws = []
     for i in range(2):
         cfg = config(
@@ -125,8 +129,10 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
             tmp_path / f"g{i}",
             storage={"redis_url": redis_url},
             server={"max_in_flight_per_key": 0},  # 1,000 at once from one key: budgets decide
-            budgets={"teams": {"t1": {"daily_usd": round(n * worst + worst / 2, 6)}}},
-        )
+            # exactness, not latency: a busy shared box may answer a store call slowly
+            budgets={"teams": {"t1": {"daily_usd": round(n * worst + worst / 2, 6)}},
+                     "store_timeout_s": 30.0},
+        )  # fmt: skip
         (tmp_path / f"g{i}").mkdir()
         gw = GatewayProcess(cfg, tmp_path / f"g{i}", {"SIMKEY": "x"})
         await gw.start()
@@ -148,6 +154,10 @@ async def test_two_processes_sharing_redis_admit_exactly_n(
         async with trio.open_nursery() as clients:
             for i in range(1000):
                 clients.start_soon(one, gws[i % 2])
+            with trio.fail_after(300):  # observed state: each request upstream or answered
+                while sim.sim.stats.active + len(statuses) < 1000:
+                    await trio.sleep(0.05)
+            hold.set()
     finally:
         for gw in gws:
             gw.kill()

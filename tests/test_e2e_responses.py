@@ -253,6 +253,10 @@ async def test_responses_fall_back_and_hit_the_cache(nursery: trio.Nursery) -> N
     auth = {"authorization": f"Bearer {KEY}"}
     # the first target (native Responses) fails: the Anthropic fallback answers
     first = await post(g.url, "/v1/responses", body, auth)
+    assert g.app.cache is not None
+    with trio.fail_after(30):  # the cache writer stores the answer after it was sent
+        while g.app.cache.writer.statistics().written < 1:
+            await trio.sleep(0.01)
     second = await post(g.url, "/v1/responses", body, auth)
     assert (first.status, second.status) == (200, 200), first.body
     assert first.headers["x-trioproxy-target"] == "m1"

@@ -32,6 +32,10 @@ class Claim:
     """Sliding window length; None for a calendar-period counter."""
     expires_at: float | None = None
     """Period end (epoch seconds): the bucket is not needed after it."""
+    limit_ref: tuple[str, str] | None = None
+    """``(team, "daily" | "monthly")``: a run-time limit the store may hold for this bucket.
+    When it holds one, the atomic check uses it instead of ``limit`` (see ``budget.store``),
+    so a limit changed anywhere applies from the next admission on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,7 @@ def worst_case(
 ) -> WorstCase:
     """The most a request can cost on any model that may serve it.
 
-    ``prompt_tokens_bound`` must be a hard upper bound (``prompt_tokens(bound=True)``).
+    ``prompt_tokens_bound`` must be a hard upper bound (``core.input_bound.input_bound``).
     Output is ``max_tokens`` when given, else each model's ``max_output_tokens``.
     Each model is priced separately and the maximum is taken, so the result is
     the cost on the most expensive model for *this* request; every prompt token
@@ -105,8 +109,9 @@ def merge_claims(claims: Iterable[Claim]) -> list[Claim]:
             merged[c.bucket] = c
         else:
             merged[c.bucket] = Claim(
-                c.bucket, prev.amount + c.amount, prev.limit, prev.window_s, prev.expires_at
-            )
+                c.bucket, prev.amount + c.amount, prev.limit, prev.window_s, prev.expires_at,
+                prev.limit_ref,
+            )  # fmt: skip
     return list(merged.values())
 
 

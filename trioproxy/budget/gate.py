@@ -13,13 +13,16 @@ processes and instances sharing the store. The exceptions, and their bounds:
   with a budget error; the chunk already received from upstream is billed, so
   the overshoot is at most that one chunk. Without a cap it is zero.
 * **Actual > worst case**: cannot happen when prompt tokens are bounded with
-  ``prompt_tokens(bound=True)`` and the provider honours ``max_tokens``; if a
+  ``core.input_bound.input_bound`` and the provider honours ``max_tokens``; if a
   provider bills more anyway, settle records the real amount.
 * **Store outage** under ``fail_open``: each process admits against a local,
   in-memory budget of ``fail_open_share`` * each limit per period, on top of
   whatever the store held: overspend ≤ processes * share * limit per outage
   period. ``fail_closed`` (the default) refuses with 503 instead.
-* Limits changed at run time apply to new admissions within ``limits_ttl_s``.
+* Limits changed at run time (``set_team_limits``, from any process) apply from the
+  next admission on: the team's day and month claims name the team (``limit_ref``) and
+  the store checks them against the limit it holds at that moment, in the same atomic
+  operation. Every admission therefore goes to the store, also for teams without limits.
 
 **Outage policy.** Every store call runs under ``trio.fail_after(call_timeout_s)``.
 A timeout or :class:`StoreUnavailable` marks the store down for ``probe_after_s``
@@ -48,7 +51,13 @@ from trioproxy.budget.claims import Claim, Denial, initial_reservation, scaled
 from trioproxy.budget.claims import usd_to_micros as _micros
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.periods import PeriodKind, period_at, retry_after_header
-from trioproxy.budget.store import BudgetStore, ReservationClosed, StoreUnavailable, TeamLimits
+from trioproxy.budget.store import (
+    UNLIMITED,
+    BudgetStore,
+    ReservationClosed,
+    StoreUnavailable,
+    TeamLimits,
+)
 from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who
 from trioproxy.config.model import BudgetsConfig, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
@@ -204,22 +213,31 @@ class BudgetGate:
     # --- claims -----------------------------------------------------------------
 
     def _claims(
-        self, who: Who, limits: TeamLimits, usd: int, tokens: int, now: float, *,
+        self, who: Who, known: TeamLimits | None, usd: int, tokens: int, now: float, *,
         count_request: bool = False,
     ) -> list[Hold]:  # fmt: skip
-        """The claims of one reservation; ``count_request`` on admission only (not extend)."""
+        """The claims of one reservation; ``count_request`` on admission only (not extend).
+
+        ``known`` None: for the shared store, which checks the team's day and month claims
+        against the limits it holds now (``limit_ref``; the config's when it holds none),
+        so both are always claimed. ``known`` given (the local fallback): those limits,
+        and no claim where there is no limit.
+        """
         team, user, end_user, rate = who.team, who.user, who.end_user, who.rate
         holds: list[Hold] = []
-        periods: tuple[tuple[PeriodKind, int | None], ...] = (
-            ("day", limits.daily_micros),
-            ("month", limits.monthly_micros),
+        limits = self._config_limits(team) if known is None else known
+        periods: tuple[tuple[PeriodKind, Literal["daily", "monthly"], int | None], ...] = (
+            ("day", "daily", limits.daily_micros),
+            ("month", "monthly", limits.monthly_micros),
         )
-        for kind, limit in periods:
-            if limit is None:
+        for kind, field_, limit in periods:
+            if limit is None and known is not None:
                 continue
             p = period_at(kind, now, self._tz)
             bucket = f"team:{team}:{kind}:{p.name}"
-            holds.append(Hold(kind, Claim(bucket, usd, limit, None, p.end)))
+            ref = None if known is not None else (team, field_)
+            cap = UNLIMITED if limit is None else limit
+            holds.append(Hold(kind, Claim(bucket, usd, cap, None, p.end, ref)))
         window = self._cfg.users.get(user) or self._cfg.users.get("*")
         if window is not None:
             holds.append(
@@ -293,23 +311,20 @@ class BudgetGate:
                         reserve_cap_micros)  # fmt: skip
         now = self.clock()
         try:
-            limits = await self.team_limits(team)
-            holds = self._claims(who, limits, usd, tokens, now, count_request=True)
-            if not holds:  # no budget applies: nothing to reserve, no store round trip
-                return ticket
+            holds = self._claims(who, None, usd, tokens, now, count_request=True)
             denial = await self._call(
                 lambda: self.store.reserve(
                     request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
                 )
             )
         except StoreUnavailable:
+            known = self._last_limits(team)
+            holds = self._claims(who, known, usd, tokens, now, count_request=True)
+            if not holds:  # no budget applies to this request: serve it unreserved
+                return ticket
             if self.outage.mode == "fail_closed":
                 raise self._unavailable() from None
-            limits = self._config_limits(team)
-            holds = [
-                self._local_hold(h)
-                for h in self._claims(who, limits, usd, tokens, now, count_request=True)
-            ]
+            holds = [self._local_hold(h) for h in holds]
             ticket.local = True
             denial = await self._local.reserve(
                 request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
@@ -332,8 +347,8 @@ class BudgetGate:
         add_usd, add_tok = grow
         now = self.clock()
         team = ticket.who.team
-        limits = await self.team_limits(team) if not ticket.local else self._config_limits(team)
-        holds = self._claims(ticket.who, limits, add_usd, add_tok, now)
+        known = self._last_limits(team) if ticket.local else None
+        holds = self._claims(ticket.who, known, add_usd, add_tok, now)
         if ticket.local:
             holds = [self._local_hold(h) for h in holds]
         store = self._local if ticket.local else self.store
@@ -368,26 +383,34 @@ class BudgetGate:
             log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
                         ticket.request_id, exc)  # fmt: skip
             return
-        self._check_alerts(ticket, now)
+        await self._check_alerts(ticket, now)
+
+    def _last_limits(self, team: str) -> TeamLimits:
+        """With the store down: the limits last read from it (however old), else config."""
+        cached = self._limits.get(team)
+        return cached[0] if cached is not None else self._config_limits(team)
 
     def _local_hold(self, h: Hold) -> Hold:
         c = h.claim
         limit = math.floor(c.limit * self.outage.fail_open_share)
         return Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
 
-    def _check_alerts(self, ticket: Ticket, now: float) -> None:
+    async def _check_alerts(self, ticket: Ticket, now: float) -> None:
         if self._alerts is None or ticket.local:
             return
+        limits = await self.team_limits(ticket.who.team)  # cached: one read per TTL at most
         tb = self._cfg.teams.get(ticket.who.team)
         threshold = tb.alert_threshold if tb is not None else 0.8
         seen: set[str] = set()
         for h in ticket.holds:
             c = h.claim
-            if h.family in ("day", "month") and c.bucket not in seen and c.expires_at is not None:
+            limit = limits.daily_micros if h.family == "day" else limits.monthly_micros
+            if (
+                h.family in ("day", "month") and limit is not None
+                and c.bucket not in seen and c.expires_at is not None
+            ):  # fmt: skip
                 seen.add(c.bucket)
-                check = BudgetCheck(
-                    ticket.who.team, c.bucket, c.limit, threshold, c.expires_at, now
-                )
+                check = BudgetCheck(ticket.who.team, c.bucket, limit, threshold, c.expires_at, now)
                 self._alerts.check_nowait(check)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
 from trioproxy.budget.periods import window_retry_after, window_usage
-from trioproxy.budget.store import ReservationClosed, TeamLimits
+from trioproxy.budget.store import ReservationClosed, TeamLimits, effective_limit
 
 
 @dataclass(slots=True)
@@ -52,13 +52,15 @@ class MemoryStore:
         for c in claims:
             b = self._buckets.get(c.bucket)
             used = 0 if b is None else self._used(b, now)
-            if used + c.amount > c.limit:
+            ref = c.limit_ref
+            limit = effective_limit(c, None if ref is None else self._limits.get(ref[0]))
+            if used + c.amount > limit:
                 if c.window_s is None:
                     retry = None if c.expires_at is None else max(0.0, c.expires_at - now)
                 else:
                     entries = () if b is None else b.log.values()
-                    retry = window_retry_after(entries, now, c.window_s, c.limit, c.amount)
-                return Denial(c.bucket, used, c.limit, c.amount, retry)
+                    retry = window_retry_after(entries, now, c.window_s, limit, c.amount)
+                return Denial(c.bucket, used, limit, c.amount, retry)
         return None
 
     def _take(self, rid: str, r: _Reservation, claims: Sequence[Claim], now: float) -> None:

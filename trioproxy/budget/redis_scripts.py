@@ -7,6 +7,7 @@ the server. Keys (``P`` = the store's prefix)::
     P c:<bucket>     string  period counter, µUSD (or tokens): spent + reserved
     P w:<bucket>     zset  window log: member "<rid>|<seq>", score = ts
     P wa:<bucket>    hash  member -> amount, plus _sum (live total) and _win (window s)
+    P limits:<team>  hash  daily, monthly: run-time limits in µUSD ('' = none), read by ADMIT
 
 Floats go back to Python as strings (Redis truncates Lua numbers to integers).
 Keys are derived inside the scripts, so this needs a single Redis (no Cluster).
@@ -35,7 +36,8 @@ end
 """
 
 # KEYS[1] reservation; ARGV: mode, now, lease_s, prefix, rid, retention_s, n,
-# then n x (bucket, amount, limit, window_s or '', ttl_s or '')
+# then n x (bucket, amount, limit, window_s or '', ttl_s or '', limit team or '', field)
+# A claim naming a team uses that team's stored limit when the store holds one.
 ADMIT = Script(
     _PRUNE
     + """
@@ -53,13 +55,20 @@ else
 end
 local claims = {}
 for i = 0, n - 1 do
-  local o = 8 + i * 5
+  local o = 8 + i * 7
   local b, amt, lim = ARGV[o], tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
   local win, ttl = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+  if ARGV[o + 5] ~= '' then
+    local stored = redis.call('HMGET', prefix .. 'limits:' .. ARGV[o + 5], 'daily', 'monthly')
+    if stored[1] then
+      local v = ARGV[o + 6] == 'daily' and stored[1] or stored[2]
+      if v and v ~= '' then lim = tonumber(v) else lim = nil end
+    end
+  end
   local used
   if win then used = prune(prefix, b, now, win)
   else used = tonumber(redis.call('GET', prefix .. 'c:' .. b) or '0') end
-  if used + amt > lim then
+  if lim and used + amt > lim then
     local retry = ''
     if win and amt <= lim then
       local wz, wa = prefix .. 'w:' .. b, prefix .. 'wa:' .. b
@@ -73,7 +82,7 @@ for i = 0, n - 1 do
         end
       end
     end
-    return {'denied', b, string.format('%d', used), retry}
+    return {'denied', b, string.format('%d', used), retry, string.format('%d', lim)}
   end
   claims[#claims + 1] = {b, amt, win, ttl}
 end

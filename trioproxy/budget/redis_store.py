@@ -53,7 +53,8 @@ class RedisStore:
             else:
                 ttl = ""
             window = "" if c.window_s is None else _fmt(c.window_s)
-            out += [c.bucket, str(c.amount), str(c.limit), window, ttl]
+            team, period = c.limit_ref or ("", "")
+            out += [c.bucket, str(c.amount), str(c.limit), window, ttl, team, period]
         return out
 
     async def _admit(
@@ -74,12 +75,13 @@ class RedisStore:
         if status == b"closed":
             raise ReservationClosed(rid)
         bucket, used, retry = reply[1].decode(), int(reply[2]), reply[3].decode()
+        limit = int(reply[4])
         claim = next(c for c in merged if c.bucket == bucket)
         if claim.window_s is not None:
             retry_after = float(retry) if retry else None
         else:
             retry_after = None if claim.expires_at is None else max(0.0, claim.expires_at - now)
-        return Denial(bucket, used, claim.limit, claim.amount, retry_after)
+        return Denial(bucket, used, limit, claim.amount, retry_after)
 
     async def reserve(
         self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float

@@ -27,7 +27,12 @@ import trio
 
 from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
 from trioproxy.budget.periods import window_retry_after
-from trioproxy.budget.store import ReservationClosed, StoreUnavailable, TeamLimits
+from trioproxy.budget.store import (
+    ReservationClosed,
+    StoreUnavailable,
+    TeamLimits,
+    effective_limit,
+)
 
 T = TypeVar("T")
 
@@ -174,7 +179,13 @@ class SqliteStore:
     def _check(self, db: sqlite3.Connection, claims: Sequence[Claim], now: float) -> Denial | None:
         for c in claims:
             used, _ = self._used(db, c.bucket, now)
-            if used + c.amount <= c.limit:
+            limit = c.limit
+            if c.limit_ref is not None:  # the limit as stored now, in this transaction
+                row = db.execute(
+                    "SELECT daily, monthly FROM team_limits WHERE team=?", (c.limit_ref[0],)
+                ).fetchone()
+                limit = effective_limit(c, None if row is None else TeamLimits(row[0], row[1]))
+            if used + c.amount <= limit:
                 continue
             if c.window_s is None:
                 retry = None if c.expires_at is None else max(0.0, c.expires_at - now)
@@ -183,8 +194,8 @@ class SqliteStore:
                     "SELECT ts, amount FROM wlog WHERE bucket=? AND ts>?",
                     (c.bucket, now - c.window_s),
                 ).fetchall()
-                retry = window_retry_after(rows, now, c.window_s, c.limit, c.amount)
-            return Denial(c.bucket, used, c.limit, c.amount, retry)
+                retry = window_retry_after(rows, now, c.window_s, limit, c.amount)
+            return Denial(c.bucket, used, limit, c.amount, retry)
         return None
 
     @staticmethod

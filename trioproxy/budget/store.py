@@ -15,6 +15,11 @@ Reservation protocol (every implementation, every operation atomic):
   nothing. Actual amounts above the held amount are recorded as they are (the
   budget then shows the real spend); see :mod:`trioproxy.budget.gate` for when
   that can happen.
+* **Run-time limits**: a claim with a ``limit_ref`` is checked against the team's limit
+  as the store holds it *at that moment* (``set_team_limits``; None = no limit), read in
+  the same atomic operation, and against the claim's own ``limit`` (the config's) only
+  when the store holds none. So a limit change is exact on every worker and instance
+  from the next admission on; no process works from a cached limit.
 * **Lease expiry**: a reservation that is not settled within its lease (the
   gateway crashed, or lost the store while the request ran) is final at its
   *reserved* amount: a settle after ``lease_until`` changes nothing. Reserved
@@ -35,6 +40,9 @@ from typing import Protocol
 
 from trioproxy.budget.claims import Claim, Denial
 
+UNLIMITED = 2**62
+"""The ``limit`` of a claim on a bucket without a configured limit (still counted)."""
+
 
 class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time."""
@@ -50,6 +58,14 @@ class TeamLimits:
 
     daily_micros: int | None
     monthly_micros: int | None
+
+
+def effective_limit(claim: Claim, stored: TeamLimits | None) -> int:
+    """The limit a store checks ``claim`` against, given the team's stored limits."""
+    if claim.limit_ref is None or stored is None:
+        return claim.limit
+    value = stored.daily_micros if claim.limit_ref[1] == "daily" else stored.monthly_micros
+    return UNLIMITED if value is None else value
 
 
 class BudgetStore(Protocol):
@@ -78,4 +94,11 @@ class BudgetStore(Protocol):
         ...
 
 
-__all__ = ["BudgetStore", "ReservationClosed", "StoreUnavailable", "TeamLimits"]
+__all__ = [
+    "UNLIMITED",
+    "BudgetStore",
+    "ReservationClosed",
+    "StoreUnavailable",
+    "TeamLimits",
+    "effective_limit",
+]

@@ -15,6 +15,12 @@ HNSW graph (and its build/vacuum time, which grows past ~2M rows) in check.
 psycopg's sync pool runs in worker threads (measured 2x the throughput of the async pool
 under trio-asyncio); connections are autocommit (measured 40-60 % faster than a
 transaction per block). ``last_hit`` is not indexed so that touching it is a HOT update.
+
+**Bounded waits.** Whatever state PostgreSQL is in, no caller waits longer than its own
+deadline: a worker thread cannot be cancelled, so calls *abandon* their thread when
+cancelled (``abandon_on_cancel``; the thread keeps its limiter slot until it ends), and
+every thread ends within bounds of its own: ``pool_timeout_s`` for a connection from the
+pool, ``connect_timeout_s`` to open one, ``statement_timeout_s`` per statement.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ from trioproxy.cache.vector_index import Hit
 
 TOUCH_INTERVAL_S = 60.0
 """A hit refreshes ``last_hit`` only when it is older than this (saves writes)."""
+POOL_TIMEOUT_S = 1.0
+"""Longest a call waits for a pooled connection (PostgreSQL down: the pool has none)."""
+CONNECT_TIMEOUT_S = 2
+"""Longest to open one connection (libpq ``connect_timeout``, whole seconds)."""
+STATEMENT_TIMEOUT_S = 10.0
+"""Longest one statement may run on the server before it is cancelled."""
 
 
 class PgVectorIndex:
@@ -46,6 +58,9 @@ class PgVectorIndex:
         max_per_namespace: int = 10_000,
         max_total: int = 1_000_000,
         prune_every: int = 1_000,
+        pool_timeout_s: float = POOL_TIMEOUT_S,
+        connect_timeout_s: int = CONNECT_TIMEOUT_S,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
     ) -> None:
         self._url = url
         self._t = sql.Identifier(table)
@@ -57,11 +72,14 @@ class PgVectorIndex:
         self._prune_every = prune_every
         self._adds = 0
         self._limiter = trio.CapacityLimiter(pool_size)
+        self._statement_ms = max(1, round(statement_timeout_s * 1000))
+        self._connect_s = connect_timeout_s
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            timeout=pool_timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
             configure=self._configure,
             open=False,
         )
@@ -70,13 +88,14 @@ class PgVectorIndex:
         register_vector(conn)
         conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(self._ef_search)))
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(self._statement_ms)))
 
     async def open(self) -> None:
         """Create the extension, table and indexes if missing, then open the pool."""
         await trio.to_thread.run_sync(self._open_sync)
 
     def _open_sync(self) -> None:
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_s) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute(
                 sql.SQL(
@@ -104,7 +123,11 @@ class PgVectorIndex:
         await trio.to_thread.run_sync(self._pool.close)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        """``fn`` in a worker thread; a cancelled caller returns at once (the thread ends
+        within the pool, connect and statement timeouts)."""
+        return await trio.to_thread.run_sync(
+            fn, *args, limiter=self._limiter, abandon_on_cancel=True
+        )
 
     # --- VectorIndex ---------------------------------------------------------------------
 

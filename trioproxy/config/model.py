@@ -58,6 +58,9 @@ class ProviderConfig:
     """``anthropic-beta`` values a caller may pass through to this provider; None = any."""
     anthropic_betas_deny: frozenset[str] = frozenset()
     """``anthropic-beta`` values never passed through (checked after the allow list)."""
+    image_tokens: int = 1_600
+    """Input tokens one image may cost on this provider, for the budget's worst case
+    (Anthropic and OpenAI gpt-4o stay under ~1,600; gpt-4o-mini bills images ~33x more)."""
 
     @property
     def betas(self) -> BetaPolicy:

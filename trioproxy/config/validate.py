@@ -152,6 +152,8 @@ def _check_provider(out: list[str], path: str, provider: ProviderConfig) -> None
     if provider.api_key is None and needs_key(provider.kind):
         out.append(f"{path}.api_key_env: required for kind {provider.kind!r}")
     _positive(out, f"{path}.max_connections", provider.max_connections)
+    if provider.image_tokens < 0:
+        out.append(f"{path}.image_tokens: must be >= 0")
 
 
 def _check_model(

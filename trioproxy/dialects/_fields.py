@@ -9,6 +9,13 @@ import orjson
 
 from trioproxy.errors import CallerError, ErrorKind, invalid
 
+MAX_DEPTH = 128
+"""Deepest JSON nesting a request body may have. The parser accepts 1024 levels but
+orjson serialises only ~255, and the gateway re-serialises a body inside a few more
+levels (cache keys, the translated upstream body): 128 leaves room for both."""
+MAX_INT = 2**31 - 1
+"""Largest token count or other integer knob a caller may send (stays exact in Lua)."""
+
 
 def load_object(body: bytes) -> dict[str, Any]:
     try:
@@ -19,7 +26,23 @@ def load_object(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise invalid("request body must be a JSON object")
+    if too_deep(data, MAX_DEPTH):
+        raise invalid(f"request body is nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """True if ``value`` nests containers more than ``limit`` levels (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                if child:
+                    stack.append((child, depth + 1))
+    return False
 
 
 def req_str(body: Mapping[str, Any], key: str) -> str:
@@ -43,13 +66,51 @@ def opt_bool(body: Mapping[str, Any], key: str, param: str | None = None) -> boo
     return value
 
 
-def opt_pos_int(body: Mapping[str, Any], key: str) -> int | None:
+def opt_int(
+    body: Mapping[str, Any], key: str, lo: int, hi: int = MAX_INT, param: str | None = None
+) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise invalid(f"'{key}' must be a positive integer", key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise invalid(f"'{param or key}' must be an integer from {lo} to {hi}", param or key)
     return value
+
+
+def opt_pos_int(body: Mapping[str, Any], key: str, hi: int = MAX_INT) -> int | None:
+    return opt_int(body, key, 1, hi)
+
+
+def opt_choice(
+    body: Mapping[str, Any], key: str, choices: frozenset[str], param: str | None = None
+) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or value not in choices):
+        where = param or key
+        raise invalid(f"'{where}' must be one of {sorted(choices)}", where)
+    return value
+
+
+def req_dict(body: Mapping[str, Any], key: str, param: str) -> dict[str, Any]:
+    value = body.get(key)
+    if not isinstance(value, dict):
+        raise invalid(f"'{param}' is required and must be an object", param)
+    return value
+
+
+def req_type(block: Mapping[str, Any], at: str) -> str:
+    kind = block.get("type")
+    if not isinstance(kind, str):
+        raise invalid(f"'{at}.type' must be a string", f"{at}.type")
+    return kind
+
+
+def objects(values: list[Any], at: str) -> list[dict[str, Any]]:
+    """``values`` when every item is an object, else a 400 naming the first that is not."""
+    for i, v in enumerate(values):
+        if not isinstance(v, dict):
+            raise invalid(f"'{at}[{i}]' must be an object", f"{at}[{i}]")
+    return values
 
 
 def opt_number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> None:
@@ -69,12 +130,12 @@ def opt_dict(body: Mapping[str, Any], key: str, param: str | None = None) -> dic
     return value
 
 
-def opt_list(body: Mapping[str, Any], key: str) -> list[Any]:
+def opt_list(body: Mapping[str, Any], key: str, param: str | None = None) -> list[Any]:
     value = body.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise invalid(f"'{key}' must be an array", key)
+        raise invalid(f"'{param or key}' must be an array", param or key)
     return value
 
 
@@ -89,13 +150,21 @@ def message_list(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_INT",
     "load_object",
     "message_list",
+    "objects",
     "opt_bool",
+    "opt_choice",
     "opt_dict",
+    "opt_int",
     "opt_list",
     "opt_number",
     "opt_pos_int",
     "opt_str",
+    "req_dict",
     "req_str",
+    "req_type",
+    "too_deep",
 ]

@@ -33,6 +33,7 @@ def parse_request(body: bytes) -> ChatRequest:
     f.opt_number(data, "top_p", 0, 1)
     f.opt_pos_int(data, "top_k")
     end_user = f.opt_str(f.opt_dict(data, "metadata"), "user_id", "metadata.user_id")
+    _check_thinking(data.get("thinking"))
     stop = f.opt_list(data, "stop_sequences")
     if not all(isinstance(s, str) for s in stop):
         raise invalid("'stop_sequences' must be an array of strings", "stop_sequences")
@@ -104,12 +105,14 @@ def _to_chat(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
         elif kind == "tool_use" and role == "assistant":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise invalid("tool_use blocks need 'id' and 'name'", at)
+            f.opt_dict(block, "input", f"{at}.input")
             arguments = orjson.dumps(block.get("input") or {}).decode()
             fn = {"name": block["name"], "arguments": arguments}
             calls.append({"id": block["id"], "type": "function", "function": fn})
         elif kind == "tool_result" and role == "user":
             if not isinstance(block.get("tool_use_id"), str):
                 raise invalid("tool_result blocks need 'tool_use_id'", f"{at}.tool_use_id")
+            _check_tool_result(block, at)
             text = content_text(block.get("content"))
             out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
         elif kind in ("thinking", "redacted_thinking"):
@@ -131,28 +134,65 @@ def _to_chat(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
 def _image_part(block: dict[str, Any], at: str) -> dict[str, Any]:
     source = block.get("source")
     if isinstance(source, dict):
-        if source.get("type") == "base64":
-            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        if (
+            source.get("type") == "base64"
+            and isinstance(media_type := source.get("media_type"), str)
+            and isinstance(data := source.get("data"), str)
+        ):
+            url = f"data:{media_type};base64,{data}"
             return {"type": "image_url", "image_url": {"url": url}}
         if source.get("type") == "url" and isinstance(source.get("url"), str):
             return {"type": "image_url", "image_url": {"url": source["url"]}}
     raise invalid("image blocks need a base64 or url 'source'", f"{at}.source")
 
 
+def _check_tool_result(block: dict[str, Any], at: str) -> None:
+    f.opt_bool(block, "is_error", f"{at}.is_error")
+    content = block.get("content")
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise invalid("tool_result content must be a string or an array", f"{at}.content")
+    for k, part in enumerate(f.objects(content, f"{at}.content")):
+        where = f"{at}.content[{k}]"
+        kind = f.req_type(part, where)
+        if kind == "text" and not isinstance(part.get("text"), str):
+            raise invalid("text blocks need a string 'text'", f"{where}.text")
+        if kind == "image":
+            _image_part(part, where)
+        elif kind not in ("text", "image"):
+            raise invalid("tool_result content blocks must be text or image", f"{where}.type")
+
+
+def _check_thinking(thinking: Any) -> None:
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+        raise invalid('\'thinking\' must be {"type": "enabled" | "disabled"}', "thinking")
+    if thinking["type"] == "enabled":
+        if f.opt_pos_int(thinking, "budget_tokens") is None:
+            raise invalid("'thinking.budget_tokens' is required", "thinking.budget_tokens")
+
+
 def _to_function_tool(tool: Any, at: str) -> dict[str, Any]:
     if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
         raise invalid("tools need a string 'name'", f"{at}.name")
+    if tool.get("type", "custom") != "custom":
+        raise invalid("only custom tools (with an 'input_schema') are supported", f"{at}.type")
     schema = tool.get("input_schema")
     if not isinstance(schema, dict):
         raise invalid("tools need an object 'input_schema'", f"{at}.input_schema")
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}
-    if isinstance(tool.get("description"), str):
+    if f.opt_str(tool, "description", f"{at}.description") is not None:
         fn["description"] = tool["description"]
     return {"type": "function", "function": fn}
 
 
 def _put_tool_choice(chat: dict[str, Any], choice: Any) -> None:
     kind = choice.get("type") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict) or not isinstance(kind, str):
+        raise invalid("'tool_choice' must be an object with a 'type'", "tool_choice")
+    f.opt_bool(choice, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
     if kind == "tool" and isinstance(choice.get("name"), str):
         chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     elif kind in _TOOL_CHOICE:
@@ -161,6 +201,21 @@ def _put_tool_choice(chat: dict[str, Any], choice: Any) -> None:
         raise invalid("'tool_choice.type' must be auto, any, tool or none", "tool_choice")
     if choice.get("disable_parallel_tool_use") is True:
         chat["parallel_tool_calls"] = False
+
+
+def dropped_from_chat(body: dict[str, Any]) -> list[Any]:
+    """What a provider of this wire still bills that the canonical chat form leaves out:
+    tool-result content beyond its text (images) and thinking blocks (for the budget)."""
+    out: list[Any] = []
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        for block in content if isinstance(content, list) else ():
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "tool_result" and isinstance(block.get("content"), list):
+                out.append(block["content"])
+            elif kind in ("thinking", "redacted_thinking"):
+                out.append(block)
+    return out
 
 
 def render_completion(completion: Completion, req: ChatRequest) -> bytes:
@@ -220,4 +275,4 @@ class AnthropicDialect:
         return render_error(err)
 
 
-__all__ = ["AnthropicDialect", "parse_request", "render_completion"]
+__all__ = ["AnthropicDialect", "dropped_from_chat", "parse_request", "render_completion"]

@@ -25,42 +25,19 @@ from trioproxy.core.types import (
 )
 from trioproxy.core.usage import openai_json
 from trioproxy.dialects import _fields as f
+from trioproxy.dialects.openai_check import check_chat
 from trioproxy.errors import GatewayError, invalid
-
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 def parse_request(body: bytes) -> ChatRequest:
     data = f.load_object(body)
     model = f.req_str(data, "model")
-    for i, m in enumerate(f.message_list(data)):
-        if m.get("role") not in ROLES:
-            raise invalid(
-                f"messages[{i}].role must be one of {sorted(ROLES)}", f"messages[{i}].role"
-            )
-        content = m.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise invalid("content must be a string or an array", f"messages[{i}].content")
-        if m["role"] == "tool" and not isinstance(m.get("tool_call_id"), str):
-            raise invalid("tool messages need a 'tool_call_id'", f"messages[{i}].tool_call_id")
-    stream = bool(f.opt_bool(data, "stream"))
-    options = f.opt_dict(data, "stream_options")
-    include_usage = bool(f.opt_bool(options, "include_usage", "stream_options.include_usage"))
-    legacy_max = f.opt_pos_int(data, "max_tokens")
-    max_tokens = f.opt_pos_int(data, "max_completion_tokens") or legacy_max
-    f.opt_number(data, "temperature", 0, 2)
-    f.opt_number(data, "top_p", 0, 1)
-    n = f.opt_pos_int(data, "n")
-    if stream and n is not None and n > 1:
+    check_chat(data)
+    stream = bool(data.get("stream"))
+    include_usage = bool(f.opt_dict(data, "stream_options").get("include_usage"))
+    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    if stream and (data.get("n") or 1) > 1:
         raise invalid("'n' greater than 1 cannot be streamed through this gateway", "n")
-    for i, tool in enumerate(f.opt_list(data, "tools")):
-        if not isinstance(tool, dict):
-            raise invalid(f"'tools[{i}]' must be an object", f"tools[{i}]")
-        fn = tool.get("function")
-        if tool.get("type") == "function" and not (
-            isinstance(fn, dict) and isinstance(fn.get("name"), str)
-        ):
-            raise invalid("function tools need 'function.name'", f"tools[{i}].function.name")
     end_user = f.opt_str(data, "user")
     return ChatRequest(
         dialect="openai",

@@ -9,6 +9,7 @@ at a bounded channel, and a watcher cancels both when the client disconnects.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +34,15 @@ from trioproxy.edge.asgi_io import (
 )
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.intake import Intake, Interrupts, slots_for
-from trioproxy.edge.respond import Delivery, relay, replay, send_error
+from trioproxy.edge.respond import (
+    Delivery,
+    ResponseGuard,
+    internal_error,
+    last_resort,
+    relay,
+    replay,
+    send_error,
+)
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, invalid
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
@@ -66,6 +75,8 @@ from trioproxy.telemetry.tracing import RequestTrace, Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
 from trioproxy.upstream.race import Attempt, Breakers, Race
 from trioproxy.upstream.transport import Transport
+
+log = logging.getLogger(__name__)
 
 
 def shutting_down() -> GatewayError:
@@ -133,10 +144,15 @@ class ChatHandler:
         rid = "req_" + uuid.uuid4().hex[:24]
         base: Headers = [(b"x-request-id", rid.encode())]
         headers = dict(scope["headers"])
-        async with self.intake(dialect, headers, receive, send, base) as got:
+        guard = ResponseGuard(send)
+        async with self.intake(dialect, headers, receive, guard.send, base) as got:
             if got is not None:
                 key, body = got
-                await self._handle(rid, dialect, key, headers, body, receive, send, base)
+                try:
+                    await self._handle(rid, dialect, key, headers, body, receive, guard.send, base)
+                except Exception:  # the last resort: a bug must not become a bare 500
+                    log.exception("request %s failed unexpectedly", rid)
+                    await last_resort(guard, dialect, rid, base)
 
     async def _handle(
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
@@ -287,6 +303,10 @@ class ChatHandler:
                         scope.cancel()
                     try:
                         await race.run()
+                    except Exception:  # a bug in the race: told in the caller's dialect
+                        log.exception("request %s failed unexpectedly", facts.request_id)
+                        await send_ch.send(Failed(internal_error(facts.request_id)))
+                        return
                     finally:
                         del live[scope]
                 if scope.cancelled_caught:

@@ -15,8 +15,8 @@ import trio
 
 from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
 from trioproxy.dialects import DIALECTS
-from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Send, send_whole
-from trioproxy.errors import GatewayError
+from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Message, Send, send_whole
+from trioproxy.errors import ErrorKind, GatewayError, InternalError
 from trioproxy.pipeline.caching import StreamCollector
 from trioproxy.upstream.attempt import Failed, Item, Raw, Won
 
@@ -49,6 +49,43 @@ async def send_error(send: Send, dialect: Dialect, err: GatewayError, base: Head
     if retry is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
     await send_whole(send, err.status, DIALECTS[dialect].render_error(err), headers)
+
+
+class ResponseGuard:
+    """Wraps ``send`` to know how far a response got, for :func:`last_resort`."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.ended = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True
+        await self._send(message)
+
+
+def internal_error(rid: str) -> InternalError:
+    """What the caller is told about a bug in the gateway: a 500 naming the request."""
+    return InternalError(
+        ErrorKind.INTERNAL,
+        f"The gateway failed unexpectedly on request {rid}; it has been logged.",
+        details={"request_id": rid},
+    )
+
+
+async def last_resort(guard: ResponseGuard, dialect: Dialect, rid: str, base: Headers) -> None:
+    """After an unexpected exception: a 500 in the caller's envelope naming the request
+    id, or, when the head is already out, the end of the body. Never raises."""
+    try:
+        if not guard.started:
+            await send_error(guard.send, dialect, internal_error(rid), base)
+        elif not guard.ended:
+            await guard.send({"type": "http.response.body", "body": b"", "more_body": False})
+    except Exception:  # the connection is gone as well: nothing more to tell the caller
+        pass
 
 
 async def relay(
@@ -138,4 +175,12 @@ async def replay(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-__all__ = ["Delivery", "relay", "replay", "send_error"]
+__all__ = [
+    "Delivery",
+    "ResponseGuard",
+    "internal_error",
+    "last_resort",
+    "relay",
+    "replay",
+    "send_error",
+]

@@ -16,8 +16,9 @@ from trioproxy.budget.gate import BudgetGate, KeyRate, Ticket
 from trioproxy.config.model import ModelConfig
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import worst_case_micros
-from trioproxy.core.tokens import prompt_tokens
-from trioproxy.core.types import Usage
+from trioproxy.core.input_bound import input_bound
+from trioproxy.core.types import ChatRequest, Usage
+from trioproxy.dialects.anthropic import dropped_from_chat
 from trioproxy.pipeline.accounting import RequestFacts, bill_for
 from trioproxy.upstream.attempt import Meter
 from trioproxy.upstream.race import Attempt
@@ -41,10 +42,10 @@ class Admission:
         The prompt bound comes from the chat messages unless ``prompt_bound`` is given
         (embeddings: from the input); ``max_output`` overrides the request's output cap
         (embeddings: 0)."""
+        models = self._models(facts)
         bound = prompt_bound
         if bound is None:
-            bound = prompt_tokens(facts.req.chat.get("messages", []), bound=True)
-        models = self._models(facts)
+            bound = self.prompt_bound(facts.req, models)
         out = facts.req.max_tokens if max_output is None else max_output
         n = facts.req.chat.get("n") or 1
         if isinstance(n, int) and n > 1:  # n answers: n times the output
@@ -64,6 +65,14 @@ class Admission:
             rate=KeyRate(key.name, key.rpm, key.tpm) if key.rpm or key.tpm else None,
         )
         return ticket, bound
+
+    @staticmethod
+    def prompt_bound(req: ChatRequest, models: list[ModelConfig]) -> int:
+        """Every input token any model of the chain can bill: text, tools, tool results,
+        images (the largest provider allowance of the chain), files."""
+        image_tokens = max(m.endpoint.image_tokens for m in models)
+        extra = dropped_from_chat(req.body) if req.dialect == "anthropic" else ()
+        return input_bound(req.chat, image_tokens=image_tokens, extra=extra)
 
     def progress(self, ticket: Ticket, prompt_bound: int) -> Progress | None:
         """A per-chunk hook that grows a capped reservation as the stream runs."""

@@ -75,6 +75,8 @@ class Simulator:
         """The simulated providers' prompt caches (both wires; keys never collide)."""
         self._chat_requests = 0
         """Chat requests past validation since the last reset, for ``fail_first``."""
+        self.hold: trio.Event | None = None
+        """When set to an Event, chat answers wait for it (tests: admit everything first)."""
 
     async def serve(
         self,
@@ -271,6 +273,8 @@ class Simulator:
         if fault.hang:
             ex.hanging()
             await trio.sleep_forever()
+        if self.hold is not None:
+            await self.hold.wait()
         if fault.ttft_ms:
             await trio.sleep(fault.ttft_ms / 1000)
         if (status := fault.error_status(nth)) is not None:
