@@ -35,6 +35,7 @@ from trioproxy.pipeline.accounting import (
     RequestFacts,
     bill_for,
     cache_hit_record,
+    intent_record,
     refused_record,
     usage_records,
 )
@@ -207,7 +208,10 @@ class EmbeddingsHandler:
         ex = _Exchange(ereq, facts.request_id, trace=trace)
         route = facts.plan.route
 
+        intents: list[int] = []
+
         async def run(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
+            intents.append(self.sink.intend(intent_record(facts, attempt)))  # see handler.py
             await self._attempt(ex, route.fallback_statuses, attempt, claim)
 
         race = Race(facts.plan.chain.targets, run, self.breakers)
@@ -231,14 +235,16 @@ class EmbeddingsHandler:
             consumed = [
                 (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts
             ]
+            for record in usage_records(facts, race, consumed, status=status, error=error,
+                                        client_gone=False, cache=cache_status):  # fmt: skip
+                self.sink.submit(record)
+            for token in intents:
+                self.sink.resolve(token)
             if ticket is not None and self.admission is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
                     await self.admission.settle(ticket, [(m, u) for _, m, u in consumed])
             if cache_key is not None and ex.won is not None and error is None:
                 await self._store(cache_key, route.cache.exact_ttl_s, ex.won)
-            for record in usage_records(facts, race, consumed, status=status, error=error,
-                                        client_gone=False, cache=cache_status):  # fmt: skip
-                self.sink.submit(record)
             traces.finish(trace, race, consumed, ex.meters, status=status, error=error,
                           cache=cache_status)  # fmt: skip
 
