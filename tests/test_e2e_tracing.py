@@ -90,6 +90,8 @@ async def test_chat_trace_joins_the_callers_trace_with_a_span_per_attempt(
     assert a1["gen_ai.response.finish_reasons"] == ("stop",)
     assert a1["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
     assert a1["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
+    assert a1["gen_ai.usage.cache_read.input_tokens"] == 0
+    assert a1["gen_ai.usage.reasoning.output_tokens"] == 0
     assert r["gen_ai.operation.name"] == "chat" and r["gen_ai.request.model"] == "r"
     assert (r["trioproxy.route"], r["trioproxy.chain"]) == ("r", "default")
     assert r["trioproxy.cache"] == "off" and r["trioproxy.attempts"] == 2

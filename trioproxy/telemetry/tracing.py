@@ -47,7 +47,7 @@ def usage_attributes(usage: Usage) -> dict[str, AttrValue]:
         "gen_ai.usage.output_tokens": usage.output_tokens,
         "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
         "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
-        "trioproxy.usage.reasoning_tokens": usage.reasoning_tokens,
+        "gen_ai.usage.reasoning.output_tokens": usage.reasoning_tokens,
         "trioproxy.usage.estimated": usage.estimated,
     }
 
