@@ -132,6 +132,9 @@ async def serve_admin(
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and listens on) it now
     config.accesslog = None
+    # hypercorn logs through our handlers (telemetry/logs.py); a name alone would make it add
+    # a stderr handler of its own and print every line twice
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = ADMIN_GRACE_S
     config.keep_alive_timeout = 20
     await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
