@@ -44,6 +44,8 @@ PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit")
 TIMEOUT_MS = 15_000
 
 playwright = pytest.importorskip("playwright.sync_api")
+# assertions wait as long as actions do: a busy CI box can take seconds to answer a form
+playwright.expect.set_options(timeout=TIMEOUT_MS)
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} missing (apt-get install chromium; .ci/run does)"
 )
