@@ -19,20 +19,18 @@ import orjson
 import psycopg
 import trio
 
-from trioproxy.budget.gate import Ticket
 from trioproxy.cache.keys import embedding_key, tenant_scope
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, Settings
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
-from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
+from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.intake import Intake, slots_for
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
 from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import (
-    RequestFacts,
     bill_for,
     cache_hit_record,
     intent_record,
@@ -41,6 +39,7 @@ from trioproxy.pipeline.accounting import (
 )
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import LOOKUP_TIMEOUT_S, ResponseCache
+from trioproxy.pipeline.context import HeaderPairs, RequestContext
 from trioproxy.pipeline.routing import RoutePlan, require_models, route_for, select_chain
 from trioproxy.pipeline.slots import Slots
 from trioproxy.providers.base import error_message
@@ -105,60 +104,60 @@ class EmbeddingsHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
-        base: Headers = [(b"x-request-id", rid.encode())]
+        first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
-        async with self.intake("openai", headers, receive, send, base) as got:
+        async with self.intake("openai", headers, receive, send, first) as got:
             if got is not None:
                 key, body = got
-                await self._handle(rid, key, headers, body, send, base)
+                await self._handle(rid, key, headers, body, send)
 
     async def _handle(
-        self, rid: str, key: ApiKeyConfig, headers: dict[bytes, bytes], body: bytes, send: Send,
-        base: Headers,
-    ) -> None:  # fmt: skip
+        self, rid: str, key: ApiKeyConfig, headers: dict[bytes, bytes], body: bytes, send: Send
+    ) -> None:
         try:
             ereq = parse_request(body)
             plan = self._plan(key, ereq)
         except GatewayError as err:
-            await send_error(send, "openai", err, base)
+            await send_error(send, "openai", err, [(b"x-request-id", rid.encode())])
             return
         feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
         req = ChatRequest("openai", ereq.body, {"model": ereq.model}, ereq.model, False, False,
                           None, ereq.end_user)  # fmt: skip
-        facts = RequestFacts(
-            request_id=rid, key=key, feature=feature, req=req, plan=plan,
+        ctx = RequestContext(
+            request_id=rid, dialect="openai", key=key, feature=feature, req=req, plan=plan,
             prompt_estimate=ereq.prompt_estimate, started=trio.current_time(),
             wall_started=time.time(),
+            headers=(
+                (b"x-request-id", rid.encode()),
+                (b"x-trioproxy-route", plan.route.name.encode()),
+                (b"x-trioproxy-chain", plan.chain.name.encode()),
+            ),
+            trace=traces.start(self.tracing, "embeddings", ereq.model, headers, plan, rid),
         )  # fmt: skip
-        base += [
-            (b"x-trioproxy-route", plan.route.name.encode()),
-            (b"x-trioproxy-chain", plan.chain.name.encode()),
-        ]
-        trace = traces.start(self.tracing, "embeddings", ereq.model, headers, plan, rid)
         cache_key = self._cache_key(key, ereq, plan, headers)
         status: CacheStatus = "off" if cache_key is None else "miss"
         if cache_key is not None and (hit := await self._lookup(cache_key)) is not None:
             await send_whole(send, 200, orjson.dumps(hit.body), [
-                *base, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
+                *ctx.headers, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
             ])  # fmt: skip
             first = plan.chain.targets[0].spec
             saved = bill_for(first, Usage(hit.input_tokens, 0)).micros
-            self.sink.submit(cache_hit_record(facts, "exact", saved_micros=saved))
-            traces.finish_early(trace, status=200, cache="exact", saved_micros=saved)
+            self.sink.submit(cache_hit_record(ctx, "exact", saved_micros=saved))
+            traces.finish_early(ctx.trace, status=200, cache="exact", saved_micros=saved)
             return
-        base.append((b"x-trioproxy-cache", status.encode()))
-        ticket: Ticket | None = None
+        ctx = ctx.with_cache(None, status)
         if self.admission is not None:
             try:
                 ticket, _ = await self.admission.admit(
-                    facts, prompt_bound=ereq.prompt_bound, max_output=0
+                    ctx, prompt_bound=ereq.prompt_bound, max_output=0
                 )
             except GatewayError as err:
-                self.sink.submit(refused_record(facts, err, cache=status))
-                traces.finish_early(trace, status=err.status, cache=status, error=err)
-                await send_error(send, "openai", err, base)
+                self.sink.submit(refused_record(ctx, err))
+                traces.finish_early(ctx.trace, status=err.status, cache=status, error=err)
+                await send_error(send, "openai", err, ctx.headers)
                 return
-        await self._serve(facts, ereq, send, base, ticket, cache_key, status, trace)
+            ctx = ctx.with_ticket(ticket, ereq.prompt_bound)
+        await self._serve(ctx, ereq, send, cache_key)
 
     def _plan(self, key: ApiKeyConfig, ereq: EmbeddingRequest) -> RoutePlan:
         route = route_for(self.settings, ereq.model)
@@ -201,20 +200,18 @@ class EmbeddingsHandler:
             return None
 
     async def _serve(
-        self, facts: RequestFacts, ereq: EmbeddingRequest, send: Send, base: Headers,
-        ticket: Ticket | None, cache_key: str | None, cache_status: CacheStatus,
-        trace: RequestTrace | None,
-    ) -> None:  # fmt: skip
-        ex = _Exchange(ereq, facts.request_id, trace=trace)
-        route = facts.plan.route
+        self, ctx: RequestContext, ereq: EmbeddingRequest, send: Send, cache_key: str | None
+    ) -> None:
+        ex = _Exchange(ereq, ctx.request_id, trace=ctx.trace)
+        route = ctx.plan.route
 
         intents: list[int] = []
 
         async def run(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
-            intents.append(self.sink.intend(intent_record(facts, attempt)))  # see handler.py
+            intents.append(self.sink.intend(intent_record(ctx, attempt)))  # see handler.py
             await self._attempt(ex, route.fallback_statuses, attempt, claim)
 
-        race = Race(facts.plan.chain.targets, run, self.breakers)
+        race = Race(ctx.plan.chain.targets, run, self.breakers)
         error: GatewayError | None = None
         status = 0
         try:
@@ -222,12 +219,12 @@ class EmbeddingsHandler:
             if race.winner is None or ex.won is None:
                 error = race.error()
                 status = error.status
-                await send_error(send, "openai", error, base)
+                await send_error(send, "openai", error, ctx.headers)
             else:
                 status = 200
                 target = race.winner.target.model
                 provider = race.winner.target.spec.provider
-                headers = [*base, (b"x-trioproxy-target", target.encode()),
+                headers = [*ctx.headers, (b"x-trioproxy-target", target.encode()),
                            (b"x-trioproxy-provider", provider.encode()),
                            (b"x-trioproxy-attempts", str(len(race.attempts)).encode())]  # fmt: skip
                 await send_whole(send, 200, orjson.dumps(ex.won.body), headers)
@@ -235,18 +232,18 @@ class EmbeddingsHandler:
             consumed = [
                 (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts
             ]
-            for record in usage_records(facts, race, consumed, status=status, error=error,
-                                        client_gone=False, cache=cache_status):  # fmt: skip
+            for record in usage_records(ctx, race, consumed, status=status, error=error,
+                                        client_gone=False):  # fmt: skip
                 self.sink.submit(record)
             for token in intents:
                 self.sink.resolve(token)
-            if ticket is not None and self.admission is not None:
+            if ctx.ticket is not None and self.admission is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
-                    await self.admission.settle(ticket, [(m, u) for _, m, u in consumed])
+                    await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in consumed])
             if cache_key is not None and ex.won is not None and error is None:
                 await self._store(cache_key, route.cache.exact_ttl_s, ex.won)
-            traces.finish(trace, race, consumed, ex.meters, status=status, error=error,
-                          cache=cache_status)  # fmt: skip
+            traces.finish(ctx.trace, race, consumed, ex.meters, status=status, error=error,
+                          cache=ctx.cache_status)  # fmt: skip
 
     async def _store(self, cache_key: str, ttl_s: int, won: EmbeddingResult) -> None:
         assert self.cache is not None

@@ -17,7 +17,6 @@ from dataclasses import replace
 
 import trio
 
-from trioproxy.budget.gate import Ticket
 from trioproxy.budget.ratelimit import after_admission, of_refusal
 from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.tokens import prompt_tokens
@@ -44,9 +43,8 @@ from trioproxy.edge.respond import (
     send_error,
 )
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, invalid
-from trioproxy.ledger.record import CacheStatus, UsageSink
+from trioproxy.ledger.record import UsageSink
 from trioproxy.pipeline.accounting import (
-    RequestFacts,
     bill_for,
     cache_hit_record,
     intent_record,
@@ -57,12 +55,12 @@ from trioproxy.pipeline.accounting import (
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import (
     CacheHit,
-    CachePlan,
     ResponseCache,
     StreamCollector,
     replay_events,
     take_cache_ttl,
 )
+from trioproxy.pipeline.context import HeaderPairs, RequestContext
 from trioproxy.pipeline.routing import (
     RoutePlan,
     fit_context,
@@ -71,7 +69,7 @@ from trioproxy.pipeline.routing import (
     select_chain,
 )
 from trioproxy.pipeline.slots import Slots
-from trioproxy.telemetry.tracing import RequestTrace, Tracing
+from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
 from trioproxy.upstream.race import Attempt, Breakers, Race
 from trioproxy.upstream.transport import Transport
@@ -142,70 +140,81 @@ class ChatHandler:
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
         rid = "req_" + uuid.uuid4().hex[:24]
-        base: Headers = [(b"x-request-id", rid.encode())]
+        first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
         guard = ResponseGuard(send)
-        async with self.intake(dialect, headers, receive, guard.send, base) as got:
+        async with self.intake(dialect, headers, receive, guard.send, first) as got:
             if got is not None:
                 key, body = got
                 try:
-                    await self._handle(rid, dialect, key, headers, body, receive, guard.send, base)
+                    await self._handle(rid, dialect, key, headers, body, receive, guard.send)
                 except Exception:  # the last resort: a bug must not become a bare 500
                     log.exception("request %s failed unexpectedly", rid)
-                    await last_resort(guard, dialect, rid, base)
+                    await last_resort(guard, dialect, rid, first)
 
     async def _handle(
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
-        body: bytes, receive: Receive, send: Send, base: Headers,
+        body: bytes, receive: Receive, send: Send,
     ) -> None:  # fmt: skip
+        ctx = await self._context(rid, dialect, key, headers, body, send)
+        if ctx is None:
+            return
+        if self.cache is not None:
+            bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
+            cache_plan, status = self.cache.plan(
+                ctx.req, key.team, ctx.plan.route, bypass=bypass,
+                ttl_override=ctx.cache_ttl, key_name=key.name,
+            )  # fmt: skip
+            if cache_plan is not None:
+                hit, cache_plan = await self.cache.lookup(cache_plan, ctx.req)
+                if hit is not None:
+                    await self._serve_hit(ctx, send, hit)
+                    return
+            ctx = ctx.with_cache(cache_plan, status)
+        else:
+            ctx = ctx.with_cache(None, "off")
+        if self.admission is not None:
+            try:
+                ticket, prompt_bound = await self.admission.admit(ctx)
+            except GatewayError as err:
+                self.sink.submit(refused_record(ctx, err))
+                traces.finish_early(ctx.trace, status=err.status, cache=ctx.cache_status,
+                                    error=err)  # fmt: skip
+                refused = rate_limit_headers(dialect, of_refusal(err), now=time.time())
+                await send_error(send, dialect, err, [*ctx.headers, *refused])
+                return
+            limits: HeaderPairs = ()
+            if ticket.holds:
+                state = await after_admission(self.admission.gate, ticket)
+                limits = tuple(rate_limit_headers(dialect, state, now=time.time()))
+            ctx = ctx.with_ticket(ticket, prompt_bound, limits)
+        await self._serve(ctx, receive, send)
+
+    async def _context(
+        self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
+        body: bytes, send: Send,
+    ) -> RequestContext | None:  # fmt: skip
+        """Parse and route the request: its context, or None once an error was sent."""
         try:
             req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
             req = with_anthropic_headers(req, headers)
             plan, prompt_est = self._plan(key, req, headers)
         except GatewayError as err:
-            await send_error(send, dialect, err, base)
-            return
+            await send_error(send, dialect, err, [(b"x-request-id", rid.encode())])
+            return None
         feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
-        facts = RequestFacts(
-            request_id=rid, key=key, feature=feature, req=req, plan=plan,
+        return RequestContext(
+            request_id=rid, dialect=dialect, key=key, feature=feature, req=req, plan=plan,
             prompt_estimate=prompt_est, started=trio.current_time(), wall_started=time.time(),
+            headers=(
+                (b"x-request-id", rid.encode()),
+                (b"x-trioproxy-route", plan.route.name.encode()),
+                (b"x-trioproxy-chain", plan.chain.name.encode()),
+                (b"x-trioproxy-reason", plan.reason.encode()),
+            ),
+            trace=traces.start(self.tracing, "chat", req.model, headers, plan, rid),
+            cache_ttl=ttl,
         )  # fmt: skip
-        base += [
-            (b"x-trioproxy-route", plan.route.name.encode()),
-            (b"x-trioproxy-chain", plan.chain.name.encode()),
-            (b"x-trioproxy-reason", plan.reason.encode()),
-        ]
-        trace = traces.start(self.tracing, "chat", req.model, headers, plan, rid)
-        cache_plan: CachePlan | None = None
-        status: CacheStatus = "off"
-        if self.cache is not None:
-            bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
-            cache_plan, status = self.cache.plan(
-                req, key.team, plan.route, bypass=bypass, ttl_override=ttl, key_name=key.name
-            )
-            if cache_plan is not None:
-                hit, cache_plan = await self.cache.lookup(cache_plan, req)
-                if hit is not None:
-                    await self._serve_hit(facts, dialect, send, base, hit, trace)
-                    return
-        base.append((b"x-trioproxy-cache", status.encode()))
-        ticket: Ticket | None = None
-        prompt_bound = 0
-        if self.admission is not None:
-            try:
-                ticket, prompt_bound = await self.admission.admit(facts)
-            except GatewayError as err:
-                self.sink.submit(refused_record(facts, err, cache=status))
-                traces.finish_early(trace, status=err.status, cache=status, error=err)
-                refused = rate_limit_headers(dialect, of_refusal(err), now=time.time())
-                await send_error(send, dialect, err, [*base, *refused])
-                return
-            if ticket.holds:
-                state = await after_admission(self.admission.gate, ticket)
-                base += rate_limit_headers(dialect, state, now=time.time())
-        await self._serve(
-            facts, dialect, receive, send, base, ticket, prompt_bound, cache_plan, status, trace
-        )
 
     def _plan(
         self, key: ApiKeyConfig, req: ChatRequest, headers: dict[bytes, bytes]
@@ -235,20 +244,17 @@ class ChatHandler:
         )
         return fit_context(chosen, prompt_est), prompt_est
 
-    async def _serve_hit(
-        self, facts: RequestFacts, dialect: Dialect, send: Send, base: Headers, hit: CacheHit,
-        trace: RequestTrace | None,
-    ) -> None:  # fmt: skip
-        completion = hit.entry.completion("cache-" + facts.request_id)
-        headers = [*base, (b"x-trioproxy-cache", hit.kind.encode()),
+    async def _serve_hit(self, ctx: RequestContext, send: Send, hit: CacheHit) -> None:
+        completion = hit.entry.completion("cache-" + ctx.request_id)
+        headers = [*ctx.headers, (b"x-trioproxy-cache", hit.kind.encode()),
                    (b"x-trioproxy-target", b"cache"),
                    (b"x-trioproxy-cache-entry", hit.entry_ref.encode())]  # fmt: skip
         if hit.similarity is not None:
             headers.append((b"x-trioproxy-cache-similarity", f"{hit.similarity:.4f}".encode()))
-        await replay(send, dialect, facts.req, completion, replay_events(completion), headers)
+        await replay(send, ctx.dialect, ctx.req, completion, replay_events(completion), headers)
         saved = hit.entry.cost_micros
-        self.sink.submit(cache_hit_record(facts, hit.kind, saved_micros=saved))
-        traces.finish_early(trace, status=200, cache=hit.kind, saved_micros=saved)
+        self.sink.submit(cache_hit_record(ctx, hit.kind, saved_micros=saved))
+        traces.finish_early(ctx.trace, status=200, cache=hit.kind, saved_micros=saved)
 
     def relay_buffered(self) -> int:
         """Events waiting in the relay channels of the requests being served."""
@@ -265,29 +271,26 @@ class ChatHandler:
 
         return headers
 
-    async def _serve(
-        self, facts: RequestFacts, dialect: Dialect, receive: Receive, send: Send,
-        base: Headers, ticket: Ticket | None, prompt_bound: int, cache_plan: CachePlan | None,
-        cache_status: CacheStatus, trace: RequestTrace | None = None,
-    ) -> None:  # fmt: skip
+    async def _serve(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
+        """Race the chain's targets and relay the winner to the client; then account."""
+        req, trace, ticket = ctx.req, ctx.trace, ctx.ticket
         send_ch, recv_ch = trio.open_memory_channel[Item](self.settings.server.stream_buffer)
         runner = AttemptRunner(
-            self.transport, facts.req, facts.plan.route.fallback_statuses,
-            send_ch, facts.request_id,
-        )  # fmt: skip
+            self.transport, req, ctx.plan.route.fallback_statuses, send_ch, ctx.request_id
+        )
         runner.on_attempt = traces.attempt_hook(trace)
         if ticket is not None and self.admission is not None:
-            runner.on_progress = self.admission.progress(ticket, prompt_bound)
+            runner.on_progress = self.admission.progress(ticket, ctx.prompt_bound)
         intents: list[int] = []
 
         async def run_journaled(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
-            intents.append(self.sink.intend(intent_record(facts, attempt)))
+            intents.append(self.sink.intend(intent_record(ctx, attempt)))
             await runner.run(attempt, claim)
 
-        race = Race(facts.plan.chain.targets, run_journaled, self.breakers)
+        race = Race(ctx.plan.chain.targets, run_journaled, self.breakers)
         delivery = Delivery()
-        keep = cache_plan is not None or (trace is not None and trace.log_prompts)
-        collector = StreamCollector() if keep and facts.req.stream else None
+        keep = ctx.cache_plan is not None or (trace is not None and trace.log_prompts)
+        collector = StreamCollector() if keep and req.stream else None
         # same-wire streams go through verbatim unless something needs every event decoded
         runner.passthrough = runner.on_progress is None and collector is None
 
@@ -304,8 +307,8 @@ class ChatHandler:
                     try:
                         await race.run()
                     except Exception:  # a bug in the race: told in the caller's dialect
-                        log.exception("request %s failed unexpectedly", facts.request_id)
-                        await send_ch.send(Failed(internal_error(facts.request_id)))
+                        log.exception("request %s failed unexpectedly", ctx.request_id)
+                        await send_ch.send(Failed(internal_error(ctx.request_id)))
                         return
                     finally:
                         del live[scope]
@@ -314,43 +317,46 @@ class ChatHandler:
                 elif race.winner is None:
                     await send_ch.send(Failed(race.error()))
 
-        stream = facts.req.stream
-        self.open_streams += stream
+        self.open_streams += req.stream
         self._relays.add(recv_ch)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
                 nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, delivery)
                 async with recv_ch:
-                    await relay(recv_ch, send, dialect, facts.req, delivery,
-                                self._winner_headers(race), base, collector)  # fmt: skip
+                    await relay(recv_ch, send, ctx.dialect, req, delivery,
+                                self._winner_headers(race), ctx.headers, collector)  # fmt: skip
                 nursery.cancel_scope.cancel()
         finally:
-            self.open_streams -= stream
+            self.open_streams -= req.stream
             self._relays.discard(recv_ch)
-            usage = spent(facts, race, runner.meters)
-            for record in usage_records(
-                facts, race, usage, status=delivery.status,
-                error=delivery.error, client_gone=delivery.gone_early,
-                cache=cache_status,
-            ):  # fmt: skip
-                self.sink.submit(record)
-            for token in intents:  # the records above stand for these provisional ones
-                self.sink.resolve(token)
-            if ticket is not None and self.admission is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
-                    await self.admission.settle(ticket, [(m, u) for _, m, u in usage])
-            if (
-                cache_plan is not None and self.cache is not None
-                and delivery.completion is not None and delivery.error is None
-                and race.winner is not None
-            ):  # fmt: skip
-                model = race.winner.target.spec
-                self.cache.store(cache_plan, facts.req, delivery.completion,
-                                 bill_for(model, delivery.completion.usage).micros)  # fmt: skip
-            traces.finish(trace, race, usage, runner.meters, status=delivery.status,
-                          error=delivery.error, cache=cache_status,
-                          prompt=facts.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip
+            await self._finish(ctx, race, runner, delivery, intents)
+
+    async def _finish(
+        self, ctx: RequestContext, race: Race, runner: AttemptRunner, delivery: Delivery,
+        intents: list[int],
+    ) -> None:  # fmt: skip
+        """After the answer (or its failure): records, the budget settle, the cache, the trace."""
+        usage = spent(ctx, race, runner.meters)
+        for record in usage_records(ctx, race, usage, status=delivery.status,
+                                    error=delivery.error, client_gone=delivery.gone_early):  # fmt: skip
+            self.sink.submit(record)
+        for token in intents:  # the records above stand for these provisional ones
+            self.sink.resolve(token)
+        if ctx.ticket is not None and self.admission is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
+                await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in usage])
+        if (
+            ctx.cache_plan is not None and self.cache is not None
+            and delivery.completion is not None and delivery.error is None
+            and race.winner is not None
+        ):  # fmt: skip
+            model = race.winner.target.spec
+            self.cache.store(ctx.cache_plan, ctx.req, delivery.completion,
+                             bill_for(model, delivery.completion.usage).micros)  # fmt: skip
+        traces.finish(ctx.trace, race, usage, runner.meters, status=delivery.status,
+                      error=delivery.error, cache=ctx.cache_status,
+                      prompt=ctx.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip
 
 
 __all__ = ["ChatHandler"]

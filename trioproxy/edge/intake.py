@@ -9,14 +9,14 @@ until the block ends. See ``pipeline/slots.py`` for the counting rules.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 
 from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.types import Dialect
-from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Send, read_body
+from trioproxy.edge.asgi_io import ClientGone, Receive, Send, read_body
 from trioproxy.edge.auth import KeyRing
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError, PolicyError
@@ -56,7 +56,7 @@ class Intake:
     @asynccontextmanager
     async def __call__(
         self, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive, send: Send,
-        base: Headers,
+        base: Sequence[tuple[bytes, bytes]],
     ) -> AsyncIterator[tuple[ApiKeyConfig, bytes] | None]:  # fmt: skip
         try:
             key = await self.keys.resolve(headers)

@@ -8,7 +8,7 @@ cached answers, as JSON or as a stream in the caller's dialect.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -41,7 +41,9 @@ DEFAULT_RETRY_AFTER_S = 60
 """``retry-after`` on a 429 whose wait is unknown (every 429 carries one)."""
 
 
-async def send_error(send: Send, dialect: Dialect, err: GatewayError, base: Headers) -> None:
+async def send_error(
+    send: Send, dialect: Dialect, err: GatewayError, base: Sequence[tuple[bytes, bytes]]
+) -> None:
     headers = list(base)
     retry = err.retry_after
     if retry is None and err.status == 429:
@@ -76,7 +78,9 @@ def internal_error(rid: str) -> InternalError:
     )
 
 
-async def last_resort(guard: ResponseGuard, dialect: Dialect, rid: str, base: Headers) -> None:
+async def last_resort(
+    guard: ResponseGuard, dialect: Dialect, rid: str, base: Sequence[tuple[bytes, bytes]]
+) -> None:
     """After an unexpected exception: a 500 in the caller's envelope naming the request
     id, or, when the head is already out, the end of the body. Never raises."""
     try:
@@ -95,7 +99,7 @@ async def relay(
     req: ChatRequest,
     delivery: Delivery,
     headers_for: Callable[[Won], Headers],
-    base: Headers,
+    base: Sequence[tuple[bytes, bytes]],
     collector: StreamCollector | None,
 ) -> None:
     first = await recv.receive()

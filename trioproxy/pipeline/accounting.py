@@ -10,41 +10,28 @@ marked ``estimated``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import trio
 
-from trioproxy.config.model import ApiKeyConfig, ModelConfig
+from trioproxy.config.model import ModelConfig
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import NO_BILL, Bill, bill
-from trioproxy.core.types import ChatRequest, Usage
+from trioproxy.core.types import Usage
 from trioproxy.errors import ErrorKind, GatewayError
-from trioproxy.ledger.record import CacheStatus, Outcome, UsageRecord
-from trioproxy.pipeline.routing import RoutePlan
+from trioproxy.ledger.record import Outcome, UsageRecord
+from trioproxy.pipeline.context import RequestContext
 from trioproxy.upstream.attempt import Meter
 from trioproxy.upstream.race import Attempt, AttemptFailed, Race
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    request_id: str
-    key: ApiKeyConfig
-    feature: str
-    req: ChatRequest
-    plan: RoutePlan
-    prompt_estimate: int
-    started: float
-    wall_started: float
-
-
-def identity(facts: RequestFacts) -> dict[str, Any]:
+def identity(ctx: RequestContext) -> dict[str, Any]:
     """The fields every record of a request shares: who asked, for what, along which route."""
-    key, req = facts.key, facts.req
+    key, req = ctx.key, ctx.req
     return {
-        "request_id": facts.request_id, "key_name": key.name, "team": key.team,
-        "user": key.user, "feature": facts.feature, "route": facts.plan.route.name,
-        "end_user": req.end_user, "chain": facts.plan.chain.name, "stream": req.stream,
+        "request_id": ctx.request_id, "key_name": key.name, "team": key.team,
+        "user": key.user, "feature": ctx.feature, "route": ctx.plan.route.name,
+        "end_user": req.end_user, "chain": ctx.plan.chain.name, "stream": req.stream,
     }  # fmt: skip
 
 
@@ -67,14 +54,14 @@ def _buckets(usage: Usage) -> dict[str, Any]:
 
 
 def spent(
-    facts: RequestFacts, race: Race, meters: Mapping[int, Meter]
+    ctx: RequestContext, race: Race, meters: Mapping[int, Meter]
 ) -> list[tuple[Attempt, ModelConfig, Usage]]:
     """What each attempt consumed (losers that received nothing consumed nothing)."""
     return [
         (
             a,
             a.target.spec,
-            meters.get(a.index, Meter()).final(facts.prompt_estimate),
+            meters.get(a.index, Meter()).final(ctx.prompt_estimate),
         )
         for a in race.attempts
     ]
@@ -91,17 +78,16 @@ def _attempt_outcome(a: Attempt) -> Outcome:
 
 
 def usage_records(
-    facts: RequestFacts,
+    ctx: RequestContext,
     race: Race,
     consumed: Sequence[tuple[Attempt, ModelConfig, Usage]],
     *,
     status: int,
     error: GatewayError | None,
     client_gone: bool,
-    cache: CacheStatus = "off",
 ) -> Iterator[UsageRecord]:
     now = trio.current_time()
-    common = identity(facts)
+    common = identity(ctx)
     total = NO_BILL
     for a, model, usage in consumed:
         cost = bill_for(model, usage)
@@ -134,7 +120,7 @@ def usage_records(
     usage = won[2] if won else Usage(0, 0)
     final_error = error or (race.error() if winner is None and race.attempts else None)
     yield UsageRecord(
-        ts=facts.wall_started,
+        ts=ctx.wall_started,
         kind="request",
         target=winner.target.model if winner else None,
         provider=wmodel.provider if wmodel else None,
@@ -142,9 +128,9 @@ def usage_records(
         **_buckets(usage),
         cost_micros=total.micros,
         cache_saved_micros=total.cache_savings_micros,
-        latency_ms=_ms(facts.started, now) or 0.0,
-        ttfb_ms=_ms(facts.started, winner.first_byte_at) if winner else None,
-        cache=cache,
+        latency_ms=_ms(ctx.started, now) or 0.0,
+        ttfb_ms=_ms(ctx.started, winner.first_byte_at) if winner else None,
+        cache=ctx.cache_status,
         status=499 if client_gone else status,
         error_kind=(
             "client_disconnected"
@@ -166,50 +152,47 @@ def usage_records(
     )
 
 
-def intent_record(facts: RequestFacts, a: Attempt) -> UsageRecord:
+def intent_record(ctx: RequestContext, a: Attempt) -> UsageRecord:
     """The provisional record of attempt ``a``, journaled before its upstream call: it stands
     (outcome ``interrupted``, the prompt estimate billed) if the process dies before the
     request's records are submitted."""
     model = a.target.spec
-    usage = Usage(facts.prompt_estimate, 0)
+    usage = Usage(ctx.prompt_estimate, 0)
     return UsageRecord(
         ts=a.wall_started_at, kind="attempt", target=a.target.model, provider=model.provider,
         provider_model=model.deployment, input_tokens=usage.input_tokens, estimated=True,
         cost_micros=bill_for(model, usage).micros, status=0, error_kind="interrupted",
         fallback_depth=a.depth, attempt=a.index, hedge_role=a.role, outcome="interrupted",
-        **identity(facts),
+        **identity(ctx),
     )  # fmt: skip
 
 
-def refused_record(
-    facts: RequestFacts, err: GatewayError, *, cache: CacheStatus = "off"
-) -> UsageRecord:
+def refused_record(ctx: RequestContext, err: GatewayError) -> UsageRecord:
     """The record of a request refused before any attempt (budget, rate limit, overload)."""
     return UsageRecord(
-        ts=facts.wall_started,
+        ts=ctx.wall_started,
         kind="request",
-        **identity(facts),
-        latency_ms=_ms(facts.started, trio.current_time()) or 0.0,
+        **identity(ctx),
+        latency_ms=_ms(ctx.started, trio.current_time()) or 0.0,
         status=err.status,
         error_kind=err.kind.value,
         outcome="denied",
-        cache=cache,
+        cache=ctx.cache_status,
     )
 
 
 def cache_hit_record(
-    facts: RequestFacts, kind: Literal["exact", "semantic"], *, saved_micros: int
+    ctx: RequestContext, kind: Literal["exact", "semantic"], *, saved_micros: int
 ) -> UsageRecord:
     """A request answered from the cache: nothing consumed upstream, ``saved_micros`` saved."""
     return UsageRecord(
-        ts=facts.wall_started, kind="request", target="cache", **identity(facts),
-        latency_ms=_ms(facts.started, trio.current_time()) or 0.0, cache=kind,
+        ts=ctx.wall_started, kind="request", target="cache", **identity(ctx),
+        latency_ms=_ms(ctx.started, trio.current_time()) or 0.0, cache=kind,
         saved_micros=saved_micros, status=200, outcome="served",
     )  # fmt: skip
 
 
 __all__ = [
-    "RequestFacts",
     "bill_for",
     "cache_hit_record",
     "intent_record",

@@ -19,7 +19,8 @@ from trioproxy.core.billing import worst_case_micros
 from trioproxy.core.input_bound import input_bound
 from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.dialects.anthropic import dropped_from_chat
-from trioproxy.pipeline.accounting import RequestFacts, bill_for
+from trioproxy.pipeline.accounting import bill_for
+from trioproxy.pipeline.context import RequestContext
 from trioproxy.upstream.attempt import Meter
 from trioproxy.upstream.race import Attempt
 
@@ -30,11 +31,11 @@ class Admission:
     def __init__(self, gate: BudgetGate) -> None:
         self.gate = gate
 
-    def _models(self, facts: RequestFacts) -> list[ModelConfig]:
-        return [t.spec for t in facts.plan.chain.targets]
+    def _models(self, ctx: RequestContext) -> list[ModelConfig]:
+        return [t.spec for t in ctx.plan.chain.targets]
 
     async def admit(
-        self, facts: RequestFacts, *, prompt_bound: int | None = None,
+        self, ctx: RequestContext, *, prompt_bound: int | None = None,
         max_output: int | None = None,
     ) -> tuple[Ticket, int]:  # fmt: skip
         """Reserve or raise ``PolicyError``; returns the ticket and the prompt bound.
@@ -42,22 +43,22 @@ class Admission:
         The prompt bound comes from the chat messages unless ``prompt_bound`` is given
         (embeddings: from the input); ``max_output`` overrides the request's output cap
         (embeddings: 0)."""
-        models = self._models(facts)
+        models = self._models(ctx)
         bound = prompt_bound
         if bound is None:
-            bound = self.prompt_bound(facts.req, models)
-        out = facts.req.max_tokens if max_output is None else max_output
-        n = facts.req.chat.get("n") or 1
+            bound = self.prompt_bound(ctx.req, models)
+        out = ctx.req.max_tokens if max_output is None else max_output
+        n = ctx.req.chat.get("n") or 1
         if isinstance(n, int) and n > 1:  # n answers: n times the output
             out = (out or max(m.max_output_tokens for m in models)) * n
         worst = worst_case(bound, out, models)
-        cap_usd = facts.plan.route.reservation_cap_usd
-        key = facts.key
+        cap_usd = ctx.plan.route.reservation_cap_usd
+        key = ctx.key
         ticket = await self.gate.admit(
-            request_id=facts.request_id,
-            team=facts.key.team,
-            user=facts.key.user,
-            end_user=facts.req.end_user if facts.key.end_user_budgets else None,
+            request_id=ctx.request_id,
+            team=ctx.key.team,
+            user=ctx.key.user,
+            end_user=ctx.req.end_user if ctx.key.end_user_budgets else None,
             worst_case_usd_micros=worst.usd_micros,
             worst_case_tokens=worst.tokens,
             reserve_cap_micros=None if cap_usd is None else usd_to_micros(cap_usd),

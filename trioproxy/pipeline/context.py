@@ -1,0 +1,77 @@
+"""One request as a value: who asked, in which dialect, along which route, and what the
+steps so far decided.
+
+A :class:`RequestContext` is built once per request, after routing, and passed down the
+pipeline in place of long parameter lists. It is frozen: a step that learns something
+(the cache's status, the budget's ticket, a response header) returns a new context
+carrying it (:meth:`RequestContext.with_cache`, :meth:`RequestContext.with_ticket`), so
+no step changes what another holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from trioproxy.budget.ticket import Ticket
+from trioproxy.config.model import ApiKeyConfig
+from trioproxy.core.types import ChatRequest, Dialect
+from trioproxy.ledger.record import CacheStatus
+from trioproxy.pipeline.caching import CachePlan
+from trioproxy.pipeline.routing import RoutePlan
+from trioproxy.telemetry.tracing import RequestTrace
+
+HeaderPairs = tuple[tuple[bytes, bytes], ...]
+"""Response headers as an immutable sequence of (name, value) pairs."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str
+    dialect: Dialect
+    """What the caller speaks: every answer and error is rendered in it."""
+    key: ApiKeyConfig
+    """Who asked (team, user, limits)."""
+    feature: str
+    req: ChatRequest
+    plan: RoutePlan
+    """The route and the chain chosen for the request."""
+    prompt_estimate: int
+    started: float
+    """``trio.current_time()`` when the request was planned (latencies)."""
+    wall_started: float
+    """``time.time()`` at the same moment (record timestamps)."""
+    headers: HeaderPairs = ()
+    """The response headers the request owns so far: request id, route, chain, the cache
+    status, rate-limit headers. Every response of the request starts with them."""
+    trace: RequestTrace | None = None
+    """The request's span, or None when tracing is off."""
+    cache_ttl: int | None = None
+    """The caller's ``cache_ttl`` override (None: the route's TTLs)."""
+    cache_plan: CachePlan | None = None
+    """How to store the answer once it is complete, or None when it is not to be cached."""
+    cache_status: CacheStatus = "off"
+    ticket: Ticket | None = None
+    """The budget reservation, or None without admission."""
+    prompt_bound: int = 0
+    """The admitted prompt's token bound (a capped reservation grows from it)."""
+
+    def with_headers(self, *extra: tuple[bytes, bytes]) -> RequestContext:
+        return replace(self, headers=(*self.headers, *extra))
+
+    def with_cache(self, plan: CachePlan | None, status: CacheStatus) -> RequestContext:
+        """After a cache miss (or no cache): how to store the answer, and the status header."""
+        return replace(
+            self, cache_plan=plan, cache_status=status,
+            headers=(*self.headers, (b"x-trioproxy-cache", status.encode())),
+        )  # fmt: skip
+
+    def with_ticket(
+        self, ticket: Ticket, prompt_bound: int, headers: HeaderPairs = ()
+    ) -> RequestContext:
+        """After admission: the reservation and its rate-limit headers."""
+        return replace(
+            self, ticket=ticket, prompt_bound=prompt_bound, headers=(*self.headers, *headers)
+        )
+
+
+__all__ = ["HeaderPairs", "RequestContext"]
