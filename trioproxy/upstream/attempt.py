@@ -21,9 +21,7 @@ the upstream read; memory stays flat.
 
 from __future__ import annotations
 
-import email.utils
 import math
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -41,16 +39,19 @@ from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.base import ProviderAdapter, StreamDecoder
 from trioproxy.providers.passthrough import PassthroughTap, Tapped
 from trioproxy.providers.registry import adapter_for
+from trioproxy.upstream.exchange import (
+    fetch_whole,
+    first_byte_timeout,
+    open_response,
+    parse_retry_after,
+    total_timeout,
+)
 from trioproxy.upstream.meter import Meter
 from trioproxy.upstream.race import Attempt, AttemptFailed
-from trioproxy.upstream.transport import (
-    ERROR_BODY_LIMIT,
-    Transport,
-    UpstreamIOError,
-    UpstreamResponse,
-)
+from trioproxy.upstream.transport import Transport, UpstreamIOError, UpstreamResponse
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+"""Bound on a non-stream chat answer's body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +114,9 @@ class AttemptRunner:
         with trio.move_on_after(t.total) as total_scope:
             await self._exchange(attempt, model, provider, meter, claim_once)
         if total_scope.cancelled_caught:
-            msg = f"total timeout: {t.total:g}s"
             if not claimed:
-                raise AttemptFailed(ErrorKind.UPSTREAM_TIMEOUT, msg)
-            await self._fail_midstream(msg)
+                raise total_timeout(t)
+            await self._fail_midstream(f"total timeout: {t.total:g}s")
 
     async def _exchange(
         self,
@@ -136,41 +136,34 @@ class AttemptRunner:
         if self.on_attempt is not None:
             upreq = replace(upreq, headers=(*upreq.headers, *self.on_attempt(attempt)))
         t = attempt.target.timeouts
+        if not self.req.stream:
+            body = await fetch_whole(
+                self.transport, provider, upreq, t, self.fallback_statuses,
+                adapter.error_message, MAX_RESPONSE_BYTES,
+            )  # fmt: skip
+            completion = _completion(body, adapter, meter)
+            if claim(attempt):
+                await self.out.send(Won(attempt, completion))
+            return
         tap = (
             PassthroughTap(adapter.wire, include_usage=self.req.include_usage)
             if self.passthrough
-            and self.req.stream
             and adapter.wire == self.req.dialect
             and adapter.wire in PassthroughTap.WIRES
             else None
         )
         async with AsyncExitStack() as stack:
-            first: list[Item] = []
-            completion: Completion | None = None
             decoder = adapter.new_stream_decoder()
             parser = SSEParser()
-            resp: UpstreamResponse | None = None
+            first: list[Item] = []
             with trio.move_on_after(t.first_byte) as first_byte_scope:
-                try:
-                    resp = await stack.enter_async_context(
-                        self.transport.open(provider, upreq, connect_timeout=t.connect)
-                    )
-                except UpstreamIOError as exc:
-                    raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, str(exc)) from exc
-                if resp.status >= 400:
-                    raise await self._classify(resp, adapter)
-                if self.req.stream:
-                    first = await self._first_items(resp, tap, parser, decoder, meter)
+                resp = await open_response(
+                    stack, self.transport, provider, upreq, t, self.fallback_statuses,
+                    adapter.error_message,
+                )  # fmt: skip
+                first = await self._first_items(resp, tap, parser, decoder, meter)
             if first_byte_scope.cancelled_caught:
-                raise AttemptFailed(
-                    ErrorKind.UPSTREAM_TIMEOUT, f"first byte timeout: {t.first_byte:g}s"
-                )
-            assert resp is not None
-            if not self.req.stream:
-                completion = await self._read_completion(resp, adapter, meter)
-                if claim(attempt):
-                    await self.out.send(Won(attempt, completion))
-                return
+                raise first_byte_timeout(t)
             if not claim(attempt):
                 return
             await self.out.send(Won(attempt, passthrough=tap is not None))
@@ -305,43 +298,17 @@ class AttemptRunner:
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
 
-    async def _read_completion(
-        self, resp: UpstreamResponse, adapter: ProviderAdapter, meter: Meter
-    ) -> Completion:
-        try:
-            body = await resp.read(MAX_RESPONSE_BYTES)
-            completion = adapter.parse_response(body)
-        except UpstreamIOError as exc:
-            raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"body broke: {exc}") from exc
-        except ValueError as exc:
-            raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
-        meter.received_any = True
-        meter.usage = completion.usage
-        meter.response_id, meter.response_model = completion.id, completion.model
-        meter.finish = completion.finish_reason
-        return completion
 
-    async def _classify(
-        self, resp: UpstreamResponse, adapter: ProviderAdapter
-    ) -> AttemptFailed | ProviderError:
-        try:
-            body = await resp.read(ERROR_BODY_LIMIT)
-        except UpstreamIOError:
-            body = b""
-        message = adapter.error_message(resp.status, body)
-        retry_after = parse_retry_after(resp.headers.get("retry-after"))
-        if resp.status in self.fallback_statuses:
-            return AttemptFailed(
-                ErrorKind.UPSTREAM_UNAVAILABLE,
-                f"HTTP {resp.status}: {message}",
-                status=resp.status,
-                retry_after=retry_after,
-            )
-        return ProviderError(
-            ErrorKind.UPSTREAM_REJECTED,
-            f"The provider rejected the request: {message}",
-            status=resp.status if 400 <= resp.status < 500 else 502,
-        )
+def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completion:
+    try:
+        completion = adapter.parse_response(body)
+    except ValueError as exc:
+        raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
+    meter.received_any = True
+    meter.usage = completion.usage
+    meter.response_id, meter.response_model = completion.id, completion.model
+    meter.finish = completion.finish_reason
+    return completion
 
 
 def _interrupted(message: str) -> ProviderError:
@@ -354,21 +321,6 @@ def _meter_tapped(meter: Meter, got: Tapped) -> None:
     meter.output_estimate += got.output_tokens
     for event in got.events:
         meter.observe(event)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``retry-after`` header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
 __all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Raw", "Won", "parse_retry_after"]
