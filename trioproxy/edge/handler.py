@@ -10,19 +10,15 @@ at a bounded channel, and a watcher cancels both when the client disconnects.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
 import trio
 
-from trioproxy.budget.ratelimit import after_admission, of_refusal
-from trioproxy.config.model import ApiKeyConfig, Settings
+from trioproxy.config.model import ApiKeyConfig
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
-from trioproxy.dialects.ratelimit_headers import rate_limit_headers
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import (
     Headers,
@@ -31,61 +27,38 @@ from trioproxy.edge.asgi_io import (
     Send,
     watch_disconnect,
 )
-from trioproxy.edge.auth import KeyRing, may_use
-from trioproxy.edge.intake import Intake, Interrupts, slots_for
+from trioproxy.edge.endpoint import Endpoint, shutting_down
 from trioproxy.edge.respond import (
     Delivery,
-    ResponseGuard,
     internal_error,
-    last_resort,
     relay,
     replay,
     send_error,
 )
-from trioproxy.errors import CallerError, ErrorKind, GatewayError, invalid
-from trioproxy.ledger.record import UsageSink
+from trioproxy.errors import GatewayError, invalid
 from trioproxy.pipeline.accounting import (
     bill_for,
     cache_hit_record,
     intent_record,
-    refused_record,
     spent,
-    usage_records,
 )
-from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import (
     CacheHit,
-    ResponseCache,
     StreamCollector,
     replay_events,
     take_cache_ttl,
 )
-from trioproxy.pipeline.context import HeaderPairs, RequestContext
+from trioproxy.pipeline.context import RequestContext
 from trioproxy.pipeline.routing import (
     RoutePlan,
     fit_context,
-    require_models,
-    route_for,
     select_chain,
 )
-from trioproxy.pipeline.slots import Slots
-from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
-from trioproxy.upstream.race import Attempt, Breakers, Race
-from trioproxy.upstream.transport import Transport
+from trioproxy.upstream.race import Attempt, Race
 
 log = logging.getLogger(__name__)
 
-
-def shutting_down() -> GatewayError:
-    return GatewayError(
-        ErrorKind.SHUTTING_DOWN, "The gateway is shutting down; the request was interrupted.",
-        retry_after=1,
-    )  # fmt: skip
-
-
-SETTLE_TIMEOUT_S = 15.0
-"""Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
 
 _PRIORITIES: dict[bytes, Priority] = {b"low": "low", b"medium": "medium", b"high": "high"}
 
@@ -105,60 +78,27 @@ def with_anthropic_headers(req: ChatRequest, headers: dict[bytes, bytes]) -> Cha
     )
 
 
-class ChatHandler:
-    def __init__(
-        self,
-        settings: Settings,
-        keys: KeyRing,
-        transport: Transport,
-        breakers: Breakers,
-        sink: UsageSink,
-        admission: Admission | None = None,
-        cache: ResponseCache | None = None,
-        tracing: Tracing | None = None,
-        slots: Slots | None = None,
-        interrupts: Interrupts | None = None,
-    ) -> None:
-        self.settings = settings
-        self.tracing = tracing or Tracing()
-        self.keys = keys
-        self.transport = transport
-        self.breakers = breakers
-        self.sink = sink
-        self.admission = admission
-        self.cache = cache
-        self.open_streams = 0
-        self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
-        """The relay channels of requests being served (their fill is a metric)."""
-        self.slots = slots or slots_for(settings)
-        self.intake = Intake(keys, self.slots, settings.server.max_body_bytes)
-        self.interrupts = interrupts or Interrupts()
-
-    @property
-    def in_flight(self) -> int:
-        return self.slots.in_flight
+class ChatHandler(Endpoint):
+    """``/v1/chat/completions``, ``/v1/messages``, ``/v1/responses``: one pipeline, the
+    caller's dialect carried by the request's context."""
 
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = "req_" + uuid.uuid4().hex[:24]
-        first: HeaderPairs = ((b"x-request-id", rid.encode()),)
-        headers = dict(scope["headers"])
-        guard = ResponseGuard(send)
-        async with self.intake(dialect, headers, receive, guard.send, first) as got:
-            if got is not None:
-                key, body = got
-                try:
-                    await self._handle(rid, dialect, key, headers, body, receive, guard.send)
-                except Exception:  # the last resort: a bug must not become a bare 500
-                    log.exception("request %s failed unexpectedly", rid)
-                    await last_resort(guard, dialect, rid, first)
+        await self.serve(dialect, scope, receive, send, self._handle)
 
     async def _handle(
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
         body: bytes, receive: Receive, send: Send,
     ) -> None:  # fmt: skip
-        ctx = await self._context(rid, dialect, key, headers, body, send)
-        if ctx is None:
+        try:
+            req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
+            req = with_anthropic_headers(req, headers)
+            plan, prompt_est = self._plan(key, req, headers)
+        except GatewayError as err:
+            await send_error(send, dialect, err, [(b"x-request-id", rid.encode())])
             return
+        reason = ((b"x-trioproxy-reason", plan.reason.encode()),)
+        ctx = self.context(rid, dialect, key, headers, req, plan, prompt_est,
+                           operation="chat", extra=reason, cache_ttl=ttl)  # fmt: skip
         if self.cache is not None:
             bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
             cache_plan, status = self.cache.plan(
@@ -173,59 +113,14 @@ class ChatHandler:
             ctx = ctx.with_cache(cache_plan, status)
         else:
             ctx = ctx.with_cache(None, "off")
-        if self.admission is not None:
-            try:
-                ticket, prompt_bound = await self.admission.admit(ctx)
-            except GatewayError as err:
-                self.sink.submit(refused_record(ctx, err))
-                traces.finish_early(ctx.trace, status=err.status, cache=ctx.cache_status,
-                                    error=err)  # fmt: skip
-                refused = rate_limit_headers(dialect, of_refusal(err), now=time.time())
-                await send_error(send, dialect, err, [*ctx.headers, *refused])
-                return
-            limits: HeaderPairs = ()
-            if ticket.holds:
-                state = await after_admission(self.admission.gate, ticket)
-                limits = tuple(rate_limit_headers(dialect, state, now=time.time()))
-            ctx = ctx.with_ticket(ticket, prompt_bound, limits)
-        await self._serve(ctx, receive, send)
-
-    async def _context(
-        self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
-        body: bytes, send: Send,
-    ) -> RequestContext | None:  # fmt: skip
-        """Parse and route the request: its context, or None once an error was sent."""
-        try:
-            req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
-            req = with_anthropic_headers(req, headers)
-            plan, prompt_est = self._plan(key, req, headers)
-        except GatewayError as err:
-            await send_error(send, dialect, err, [(b"x-request-id", rid.encode())])
-            return None
-        feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
-        return RequestContext(
-            request_id=rid, dialect=dialect, key=key, feature=feature, req=req, plan=plan,
-            prompt_estimate=prompt_est, started=trio.current_time(), wall_started=time.time(),
-            headers=(
-                (b"x-request-id", rid.encode()),
-                (b"x-trioproxy-route", plan.route.name.encode()),
-                (b"x-trioproxy-chain", plan.chain.name.encode()),
-                (b"x-trioproxy-reason", plan.reason.encode()),
-            ),
-            trace=traces.start(self.tracing, "chat", req.model, headers, plan, rid),
-            cache_ttl=ttl,
-        )  # fmt: skip
+        admitted = await self.admit(ctx, send)
+        if admitted is not None:
+            await self._serve(admitted, receive, send)
 
     def _plan(
         self, key: ApiKeyConfig, req: ChatRequest, headers: dict[bytes, bytes]
     ) -> tuple[RoutePlan, int]:
-        route = route_for(self.settings, req.model)
-        if not may_use(key, route.name):
-            raise CallerError(
-                ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
-                param="model",
-            )  # fmt: skip
-        require_models(route, embedding=False)
+        route = self.route(key, req.model, embedding=False)
         raw = headers.get(b"x-trioproxy-priority")
         if raw is None:
             priority = key.priority
@@ -255,10 +150,6 @@ class ChatHandler:
         saved = hit.entry.cost_micros
         self.sink.submit(cache_hit_record(ctx, hit.kind, saved_micros=saved))
         traces.finish_early(ctx.trace, status=200, cache=hit.kind, saved_micros=saved)
-
-    def relay_buffered(self) -> int:
-        """Events waiting in the relay channels of the requests being served."""
-        return sum(ch.statistics().current_buffer_used for ch in self._relays)
 
     def _winner_headers(self, race: Race) -> Callable[[Won], Headers]:
         def headers(won: Won) -> Headers:
@@ -336,16 +227,10 @@ class ChatHandler:
         self, ctx: RequestContext, race: Race, runner: AttemptRunner, delivery: Delivery,
         intents: list[int],
     ) -> None:  # fmt: skip
-        """After the answer (or its failure): records, the budget settle, the cache, the trace."""
+        """After the answer (or its failure): records and settle, the cache, the trace."""
         usage = spent(ctx, race, runner.meters)
-        for record in usage_records(ctx, race, usage, status=delivery.status,
-                                    error=delivery.error, client_gone=delivery.gone_early):  # fmt: skip
-            self.sink.submit(record)
-        for token in intents:  # the records above stand for these provisional ones
-            self.sink.resolve(token)
-        if ctx.ticket is not None and self.admission is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
-                await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in usage])
+        await self.account(ctx, race, usage, intents, status=delivery.status,
+                           error=delivery.error, client_gone=delivery.gone_early)  # fmt: skip
         if (
             ctx.cache_plan is not None and self.cache is not None
             and delivery.completion is not None and delivery.error is None

@@ -1,0 +1,190 @@
+"""What every proxy endpoint (chat, embeddings) is built from, and the steps they share.
+
+:class:`Endpoint` holds the request-path parts (settings, keys, transport, breakers,
+sink, admission, cache, tracing, the worker's slots and interrupts) and runs the
+steps that do not depend on what the endpoint serves: the intake and the last resort
+(:meth:`Endpoint.serve`), the route a key may use, the request's context and trace,
+budget admission with its rate-limit headers, and the accounting after the race
+(records, the shielded settle).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from trioproxy.budget.ratelimit import after_admission, of_refusal
+from trioproxy.config.model import ApiKeyConfig, ModelConfig, RouteConfig, Settings
+from trioproxy.core.types import ChatRequest, Dialect, Usage
+from trioproxy.dialects.ratelimit_headers import rate_limit_headers
+from trioproxy.edge import traces
+from trioproxy.edge.asgi_io import Receive, Scope, Send
+from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.intake import Intake, Interrupts, slots_for
+from trioproxy.edge.respond import ResponseGuard, last_resort, send_error
+from trioproxy.errors import CallerError, ErrorKind, GatewayError
+from trioproxy.ledger.record import UsageSink
+from trioproxy.pipeline.accounting import refused_record, usage_records
+from trioproxy.pipeline.admission import Admission
+from trioproxy.pipeline.caching import ResponseCache
+from trioproxy.pipeline.context import HeaderPairs, RequestContext
+from trioproxy.pipeline.routing import RoutePlan, require_models, route_for
+from trioproxy.pipeline.slots import Slots
+from trioproxy.telemetry.tracing import Tracing
+from trioproxy.upstream.attempt import Item
+from trioproxy.upstream.race import Attempt, Breakers, Race
+from trioproxy.upstream.transport import Transport
+
+log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S = 15.0
+"""Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
+
+Handle = Callable[
+    [str, Dialect, ApiKeyConfig, dict[bytes, bytes], bytes, Receive, Send], Awaitable[None]
+]
+"""An endpoint's work once the intake let a request in: (request id, dialect, key, headers,
+body, receive, send)."""
+
+
+def shutting_down() -> GatewayError:
+    return GatewayError(
+        ErrorKind.SHUTTING_DOWN, "The gateway is shutting down; the request was interrupted.",
+        retry_after=1,
+    )  # fmt: skip
+
+
+class Endpoint:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyRing,
+        transport: Transport,
+        breakers: Breakers,
+        sink: UsageSink,
+        admission: Admission | None = None,
+        cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
+        slots: Slots | None = None,
+        interrupts: Interrupts | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tracing = tracing or Tracing()
+        self.keys = keys
+        self.transport = transport
+        self.breakers = breakers
+        self.sink = sink
+        self.admission = admission
+        self.cache = cache
+        self.slots = slots or slots_for(settings)
+        self.intake = Intake(keys, self.slots, settings.server.max_body_bytes)
+        self.interrupts = interrupts or Interrupts()
+        """The worker's running races, for the drain deadline (see :class:`Interrupts`)."""
+        self.open_streams = 0
+        self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
+        """The relay channels of the streams being served (their fill is a metric)."""
+
+    def relay_buffered(self) -> int:
+        """Events waiting in the relay channels of the requests being served."""
+        return sum(ch.statistics().current_buffer_used for ch in self._relays)
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.in_flight
+
+    async def serve(
+        self, dialect: Dialect, scope: Scope, receive: Receive, send: Send, handle: Handle
+    ) -> None:
+        """The intake (key, slots, body), then ``handle``; an unexpected exception in it
+        becomes a 500 in the caller's envelope naming the request id, logged once."""
+        rid = "req_" + uuid.uuid4().hex[:24]
+        first: HeaderPairs = ((b"x-request-id", rid.encode()),)
+        headers = dict(scope["headers"])
+        guard = ResponseGuard(send)
+        async with self.intake(dialect, headers, receive, guard.send, first) as got:
+            if got is not None:
+                key, body = got
+                try:
+                    await handle(rid, dialect, key, headers, body, receive, guard.send)
+                except Exception:  # the last resort: a bug must not become a bare 500
+                    log.exception("request %s failed unexpectedly", rid)
+                    await last_resort(guard, dialect, rid, first)
+
+    def route(self, key: ApiKeyConfig, model: str, *, embedding: bool) -> RouteConfig:
+        """The route ``model`` names, if ``key`` may use it and it serves this endpoint."""
+        route = route_for(self.settings, model)
+        if not may_use(key, route.name):
+            raise CallerError(
+                ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
+                param="model",
+            )  # fmt: skip
+        require_models(route, embedding=embedding)
+        return route
+
+    def context(
+        self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
+        req: ChatRequest, plan: RoutePlan, prompt_estimate: int, *, operation: str,
+        extra: HeaderPairs = (), cache_ttl: int | None = None,
+    ) -> RequestContext:  # fmt: skip
+        """The request's context once it is parsed and routed; starts its trace."""
+        feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
+        return RequestContext(
+            request_id=rid, dialect=dialect, key=key, feature=feature, req=req, plan=plan,
+            prompt_estimate=prompt_estimate, started=trio.current_time(),
+            wall_started=time.time(),
+            headers=(
+                (b"x-request-id", rid.encode()),
+                (b"x-trioproxy-route", plan.route.name.encode()),
+                (b"x-trioproxy-chain", plan.chain.name.encode()),
+                *extra,
+            ),
+            trace=traces.start(self.tracing, operation, req.model, headers, plan, rid),
+            cache_ttl=cache_ttl,
+        )  # fmt: skip
+
+    async def admit(
+        self, ctx: RequestContext, send: Send, *, prompt_bound: int | None = None,
+        max_output: int | None = None,
+    ) -> RequestContext | None:  # fmt: skip
+        """Reserve the budget (when there is one): the context with the ticket and the
+        rate-limit headers, or None once the refusal was sent and recorded."""
+        if self.admission is None:
+            return ctx
+        try:
+            ticket, bound = await self.admission.admit(
+                ctx, prompt_bound=prompt_bound, max_output=max_output
+            )
+        except GatewayError as err:
+            self.sink.submit(refused_record(ctx, err))
+            traces.finish_early(ctx.trace, status=err.status, cache=ctx.cache_status, error=err)
+            refused = rate_limit_headers(ctx.dialect, of_refusal(err), now=time.time())
+            await send_error(send, ctx.dialect, err, [*ctx.headers, *refused])
+            return None
+        limits: HeaderPairs = ()
+        if ticket.holds:
+            state = await after_admission(self.admission.gate, ticket)
+            limits = tuple(rate_limit_headers(ctx.dialect, state, now=time.time()))
+        return ctx.with_ticket(ticket, bound, limits)
+
+    async def account(
+        self, ctx: RequestContext, race: Race,
+        consumed: Sequence[tuple[Attempt, ModelConfig, Usage]], intents: Sequence[int], *,
+        status: int, error: GatewayError | None, client_gone: bool,
+    ) -> None:  # fmt: skip
+        """After the answer (or its failure): the usage records (they replace the
+        provisional ``intents``), then the budget settle, shielded and bounded."""
+        for record in usage_records(ctx, race, consumed, status=status, error=error,
+                                    client_gone=client_gone):  # fmt: skip
+            self.sink.submit(record)
+        for token in intents:
+            self.sink.resolve(token)
+        if ctx.ticket is not None and self.admission is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
+                await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in consumed])
+
+
+__all__ = ["SETTLE_TIMEOUT_S", "Endpoint", "Handle", "shutting_down"]
