@@ -31,6 +31,7 @@ def embed_settings(urls: list[str], state_dir: str, **extra: Any) -> Settings:
     chained in route ``emb``; a chat model ``c`` on the first simulator."""
     key: dict[str, Any] = {"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}
     key.update(extra.pop("key", {}))
+    model = extra.pop("model", {})
     data: dict[str, Any] = {
         "storage": {"state_dir": state_dir},
         "providers": {
@@ -38,7 +39,10 @@ def embed_settings(urls: list[str], state_dir: str, **extra: Any) -> Settings:
             for i, u in enumerate(urls)
         },
         "models": {
-            **{f"e{i}": {"provider": f"p{i}", "input_per_mtok": 1000} for i in range(len(urls))},
+            **{
+                f"e{i}": {"provider": f"p{i}", "input_per_mtok": 1000, **model}
+                for i in range(len(urls))
+            },
             "c": {"provider": "p0", "input_per_mtok": 1, "output_per_mtok": 2},
         },
         "routes": {
@@ -149,6 +153,50 @@ async def test_embeddings_exact_cache(nursery: trio.Nursery, tmp_path: Any) -> N
     records = await request_records(g, 3)
     hit = next(r for r in records if r.cache == "exact")
     assert hit.saved_micros == 3 * 1000  # 3 tokens at $1000/Mtok
+
+
+async def test_an_answer_over_the_requests_bound_is_a_502(
+    nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    # model max_dimensions 4: the bound of 4 inputs is 64 KiB + 4 x (128 + 4 x 32) bytes;
+    # the simulator answers 4 x 3072 floats (~130 KB): the gateway stops reading at its bound
+    sim = await start_simulator(nursery)
+    g = await start_gateway(
+        nursery, embed_settings([sim.url], str(tmp_path), model={"max_dimensions": 4})
+    )
+    body = {"model": "emb", "input": ["a", "b", "c", "d"], "dimensions": 3072}
+    status, raw = await post_json(g.url, "/v1/embeddings", body, AUTH)
+    assert status == 502, raw
+    error = orjson.loads(raw)["error"]
+    assert error["code"] == "upstream_unavailable" and error["type"] == "server_error"
+    assert f"bound of {64 * 1024 + 4 * (128 + 4 * 32)} bytes" in error["message"]
+    ok = {"model": "emb", "input": ["a", "b", "c", "d"], "dimensions": 4}
+    status, raw = await post_json(g.url, "/v1/embeddings", ok, AUTH)
+    assert status == 200 and len(orjson.loads(raw)["data"]) == 4
+
+
+async def test_drain_deadline_ends_an_embeddings_request_with_an_error(
+    nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    sim = await start_simulator(nursery, Fault(hang=True))
+    settings = embed_settings([sim.url], str(tmp_path), server={"shutdown_grace_s": 0.5})
+    g = await start_gateway(nursery, settings)
+    out: list[tuple[int, bytes]] = []
+
+    async def call() -> None:
+        out.append(await post_json(g.url, "/v1/embeddings", {"model": "emb", "input": "x"}, AUTH))
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(call)
+        with trio.fail_after(30):
+            while sim.sim.stats.snapshot()["requests"] < 1:
+                await trio.sleep(0.01)
+        g.shutdown.set()
+    ((status, raw),) = out
+    assert status == 503, raw
+    assert orjson.loads(raw)["error"]["code"] == "gateway_shutting_down"
+    (record,) = await request_records(g, 1)
+    assert record.outcome == "interrupted" and record.error_kind == "gateway_shutting_down"
 
 
 @pytest.mark.parametrize(

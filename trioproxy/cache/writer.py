@@ -41,6 +41,17 @@ class WriteJob:
     """Digest of the key whose answer this is (poisoning resistance)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExactWrite:
+    """An exact-cache entry that is not a chat answer (an embeddings body): its bytes."""
+
+    key: str
+    value: bytes
+    ttl_s: float
+    now: float
+    route: str
+
+
 @dataclass(slots=True)
 class WriterStats:
     submitted: int = 0
@@ -64,8 +75,8 @@ class CacheWriter:
     ) -> None:
         self._exact = exact
         self._semantic = semantic
-        self._exact_q = trio.open_memory_channel[WriteJob](capacity)
-        self._semantic_q = trio.open_memory_channel[WriteJob](capacity)
+        self._exact_q = trio.open_memory_channel[WriteJob | ExactWrite](capacity)
+        self._semantic_q = trio.open_memory_channel[WriteJob | ExactWrite](capacity)
         self._stats = WriterStats()
 
     def statistics(self) -> WriterStats:
@@ -84,14 +95,23 @@ class CacheWriter:
             queues.append(self._semantic_q[0])
         ok = True
         for send in queues:
-            try:
-                send.send_nowait(job)
-            except trio.WouldBlock:
-                self._stats.dropped_full += 1
-                ok = False
-            else:
-                self._stats.submitted += 1
+            ok = self._queue(send, job) and ok
         return ok
+
+    def submit_exact(self, write: ExactWrite) -> bool:
+        """Queue one exact-cache put; False when skipped (queue full), counted."""
+        if self._exact is None or write.ttl_s <= 0:
+            return False
+        return self._queue(self._exact_q[0], write)
+
+    def _queue(self, send: trio.MemorySendChannel[_Job], job: _Job) -> bool:
+        try:
+            send.send_nowait(job)
+        except trio.WouldBlock:
+            self._stats.dropped_full += 1
+            return False
+        self._stats.submitted += 1
+        return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -100,9 +120,7 @@ class CacheWriter:
             task_status.started()
 
     async def _drain(
-        self,
-        receive: trio.MemoryReceiveChannel[WriteJob],
-        write: Callable[[WriteJob], Awaitable[None]],
+        self, receive: trio.MemoryReceiveChannel[_Job], write: Callable[[_Job], Awaitable[None]]
     ) -> None:
         async for job in receive:
             try:
@@ -113,18 +131,24 @@ class CacheWriter:
             else:
                 self._stats.written += 1
 
-    async def _write_exact(self, job: WriteJob) -> None:
-        assert self._exact is not None and job.exact_key is not None
+    async def _write_exact(self, job: WriteJob | ExactWrite) -> None:
+        assert self._exact is not None
+        if isinstance(job, ExactWrite):
+            await self._exact.put(job.key, job.value, ttl_s=job.ttl_s, now=job.now)
+            return
+        assert job.exact_key is not None
         await self._exact.put(
             job.exact_key, job.entry.to_bytes(), ttl_s=job.exact_ttl_s, now=job.now
         )
 
-    async def _write_semantic(self, job: WriteJob) -> None:
-        assert self._semantic is not None
+    async def _write_semantic(self, job: WriteJob | ExactWrite) -> None:
+        assert self._semantic is not None and isinstance(job, WriteJob)
         await self._semantic.store(
             job.req, job.scope, job.route, job.cfg, job.entry, now=job.now,
             ttl_s=job.semantic_ttl_s, embedding=job.embedding, writer=job.writer,
         )  # fmt: skip
 
 
-__all__ = ["CacheWriter", "WriteJob", "WriterStats"]
+_Job = WriteJob | ExactWrite
+
+__all__ = ["CacheWriter", "ExactWrite", "WriteJob", "WriterStats"]

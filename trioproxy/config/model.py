@@ -79,6 +79,9 @@ class ModelConfig:
     """USD per 1M output tokens (reasoning tokens included)."""
     context_limit: int = 128_000
     max_output_tokens: int = 4_096
+    max_dimensions: int = 3_072
+    """An embedding model's widest vector when the request names no ``dimensions``: it
+    bounds how many bytes of its answer the gateway reads (edge/embeddings.py)."""
     embedding: bool = field(default=False, metadata={"derived": True})
     """An embedding model (its config entry has an input price and no output price):
     served on ``/v1/embeddings`` only, and never on the chat endpoints."""

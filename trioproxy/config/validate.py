@@ -173,6 +173,7 @@ def _check_model(
             _at_least_zero(out, f"{path}.{bucket}_per_mtok", price)
     _positive(out, f"{path}.context_limit", model.context_limit)
     _positive(out, f"{path}.max_output_tokens", model.max_output_tokens)
+    _positive(out, f"{path}.max_dimensions", model.max_dimensions)
     if model.max_output_tokens > model.context_limit > 0:
         out.append(f"{path}.max_output_tokens: must be <= context_limit ({model.context_limit})")
     provider = providers.get(model.provider)

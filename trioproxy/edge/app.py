@@ -95,7 +95,7 @@ class Gateway:
                                 interrupts=self.interrupts)  # fmt: skip
         self.embeddings = EmbeddingsHandler(
             settings, self.keys, self.transport, self.breakers, self.sink, admission, cache,
-            self.tracing, slots=self.slots,
+            self.tracing, slots=self.slots, interrupts=self.interrupts,
         )  # fmt: skip
         self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
         self.cache = cache
@@ -172,7 +172,7 @@ class Gateway:
         return DIALECTS[dialect].render_error(GatewayError(kind, message, status=status))
 
     def interrupt(self) -> None:
-        """The drain deadline passed: end every request still running (see ChatHandler)."""
+        """The drain deadline passed: end every request still running (see Interrupts)."""
         self.interrupts.interrupt_all()
 
     async def _post_only(
@@ -300,7 +300,7 @@ class Gateway:
         parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,
                  self.tracing)  # fmt: skip
         chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
-        embeddings = EmbeddingsHandler(*parts, slots=self.slots)
+        embeddings = EmbeddingsHandler(*parts, slots=self.slots, interrupts=self.interrupts)
         count_tokens = CountTokensHandler(settings, keys, transport)
         self.settings, self.keys, self.transport = settings, keys, transport
         self.admission, self.chat, self.embeddings = admission, chat, embeddings

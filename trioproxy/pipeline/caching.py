@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
+import orjson
 import psycopg
 import trio
 
 from trioproxy.cache.embedder import Embedding
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.exact import ExactCache
-from trioproxy.cache.keys import exact_key, exact_namespace, tenant_scope
+from trioproxy.cache.keys import embedding_key, exact_key, exact_namespace, tenant_scope
 from trioproxy.cache.semantic import SemanticCache
 from trioproxy.cache.semantic_record import asker_digest
-from trioproxy.cache.writer import CacheWriter, WriteJob
+from trioproxy.cache.writer import CacheWriter, ExactWrite, WriteJob
 from trioproxy.config.model import CacheConfig, RouteConfig
 from trioproxy.core.tokens import split_tokens
 from trioproxy.core.types import (
@@ -45,11 +46,13 @@ from trioproxy.core.types import (
 )
 from trioproxy.errors import invalid
 from trioproxy.ledger.record import CacheStatus
+from trioproxy.providers.openai_embeddings import EmbeddingResult
 from trioproxy.store.resp import RedisError
 
 LOOKUP_TIMEOUT_S = 0.5
 """Longest a cache lookup may delay a request before it counts as a miss."""
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 REPLAY_TOKENS_PER_CHUNK = 8
 """A cached answer is replayed as a stream in chunks of this many tokens."""
 
@@ -132,16 +135,53 @@ class ResponseCache:
         embedding, so a miss is embedded once). A cache that is down or slow is a miss,
         never an error: the request goes upstream (within ``LOOKUP_TIMEOUT_S``)."""
         found: list[Embedding] = []
+        hit = await self._bounded(lambda: self._lookup(plan, req, found))
+        return hit, _with_embedding(plan, found)
+
+    async def _bounded(self, lookup: Callable[[], Awaitable[T | None]]) -> T | None:
+        """``lookup()``, or None when the cache fails or takes over ``LOOKUP_TIMEOUT_S``."""
         with trio.move_on_after(LOOKUP_TIMEOUT_S):
             try:
-                hit = await self._lookup(plan, req, found)
-                return hit, _with_embedding(plan, found)
+                return await lookup()
             except (RedisError, psycopg.Error, OSError) as exc:
                 self.lookup_errors += 1
                 log.warning("cache lookup failed, treated as a miss: %r", exc)
-                return None, _with_embedding(plan, found)
+                return None
         self.lookup_errors += 1
-        return None, _with_embedding(plan, found)
+        return None
+
+    def plan_embedding(
+        self, body: Mapping[str, Any], team: str, route: RouteConfig, *, bypass: bool
+    ) -> tuple[CachePlan | None, CacheStatus]:
+        """The exact-cache plan of an embeddings request (no semantic cache for vectors)."""
+        cfg = route.cache
+        if cfg.exact_ttl_s <= 0:
+            return None, "off"
+        if bypass:
+            return None, "bypass"
+        scope = tenant_scope(team, cfg)
+        key = embedding_key(body, scope, route.name)
+        return CachePlan(scope, route.name, cfg, key, None), "miss"
+
+    async def lookup_embedding(self, plan: CachePlan) -> EmbeddingResult | None:
+        """A stored embeddings answer, or None (down, slow or garbage: a miss)."""
+        key = plan.key
+        assert key is not None
+        raw = await self._bounded(lambda: self.exact.get(key, now=self.clock()))
+        if raw is None:
+            return None
+        try:
+            entry = orjson.loads(raw)
+            return EmbeddingResult(entry["body"], int(entry["input_tokens"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+    def store_embedding(self, plan: CachePlan, result: EmbeddingResult) -> bool:
+        """Queue an embeddings answer for the exact cache; False when skipped."""
+        assert plan.key is not None
+        value = orjson.dumps({"body": result.body, "input_tokens": result.input_tokens})
+        write = ExactWrite(plan.key, value, plan.cfg.exact_ttl_s, self.clock(), plan.route)
+        return self.writer.submit_exact(write)
 
     async def _lookup(
         self, plan: CachePlan, req: ChatRequest, found: list[Embedding]

@@ -43,7 +43,6 @@ from trioproxy.upstream.exchange import (
     fetch_whole,
     first_byte_timeout,
     open_response,
-    parse_retry_after,
     total_timeout,
 )
 from trioproxy.upstream.meter import Meter
@@ -323,4 +322,4 @@ def _meter_tapped(meter: Meter, got: Tapped) -> None:
         meter.observe(event)
 
 
-__all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Raw", "Won", "parse_retry_after"]
+__all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Raw", "Won"]
