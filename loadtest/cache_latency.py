@@ -373,7 +373,8 @@ def semantic_phase(
     note = (
         f"of {n}: semantic {len(by.get('semantic', []))}, exact {len(by.get('exact', []))}, "
         f"miss {len(by.get('miss', []))}; embed skipped {skipped:.0f}, below threshold "
-        f"{d.get('trioproxy_semantic_below_threshold_total', 0):.0f}; sim p50 {pct(sims, 50):.3f}"
+        f"{d.get('trioproxy_semantic_below_threshold_total', 0):.0f}; sim p50 {pct(sims, 50):.3f}; "
+        f"gw CPU {1000 * m.cpu['gateway'] / max(1, n):.2f} ms/req (all {n})"
     )
     rows = [row("semantic hit", by.get("semantic", []), res.seconds, m, conns=conns, note=note)]
     rows.append(

@@ -172,19 +172,19 @@ async def test_a_miss_embeds_once_and_its_answer_reuses_the_vector(
 
 async def test_verifier_refuses_band_hits_the_guard_lets_through(cache: SemanticCache) -> None:
     band = CacheConfig(semantic_ttl_s=60, semantic_band=(0.8, 1.0))
-    pairs = [("What is the context window of gpt-4o?", "What is the context window of gpt-4o-mini?"),
+    pairs = [("Sort this array in JavaScript.", "Sort this array in place in JavaScript."),
              ("How do I center a div horizontally?", "How do I center a div vertically?"),
              ("Give me a chicken curry recipe", "Give me a chicken curry recipe without cream")]  # fmt: skip
     for stored, _ in pairs:
         await cache.store(req(stored), "team:a", "chat", band, entry(stored), now=0.0)
     for _, asked in pairs:
         assert await lookup(cache, req(asked), "team:a", "chat", band, now=1.0) is None
-    assert cache.stats.verifier_rejects == 2  # gpt-4o-mini (cosine 0.94), vertically (0.88)
+    assert cache.stats.verifier_rejects == 2  # "in place" (cosine 0.98), vertically (0.88)
     assert cache.stats.guard_rejects["negation"] == 1
     # from the ceiling up the verifier is skipped (the guard still runs)
-    lax = CacheConfig(semantic_ttl_s=60, semantic_band=(0.8, 0.93))
+    lax = CacheConfig(semantic_ttl_s=60, semantic_band=(0.8, 0.95))
     hit = await lookup(cache, req(pairs[0][1]), "team:a", "chat", lax, now=1.0)
-    assert hit is not None and hit.similarity >= 0.93
+    assert hit is not None and hit.similarity >= 0.95
 
 
 async def test_without_token_vectors_band_hits_are_refused(

@@ -8,6 +8,7 @@ import pytest
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.guard import near_miss
+from trioproxy.cache.morph import Relation, relation
 from trioproxy.cache.semantic import route_band
 from trioproxy.cache.semantic_record import (
     SemanticRecord,
@@ -110,6 +111,17 @@ def test_semantic_record_round_trip_and_confirmation(minilm: OnnxMiniLM) -> None
             "negation",
         ),
         ("Find a faster route to Boston", "Find the fastest route to Boston", "degree"),
+        ("What does a 2 ms delay mean here?", "What does a 2 Ms delay mean here?", "case"),
+        ("horsepower of the audi a4", "horsepower of the audi s4", "code"),
+        ("What engine does the bmw 330i have", "What engine does the bmw 330e have", "code"),
+        ("Are gyms busier on weekdays?", "Are gyms busier on weekends?", "sibling"),
+        ("What does a firewall do?", "What does a firework do?", "sibling"),
+        ("Trade 20 dollars for yen", "Trade 20 yen for dollars", "direction"),
+        (
+            "Convert a pandas DataFrame to a numpy array",
+            "Convert a numpy array to a pandas DataFrame",
+            "direction",
+        ),
         (
             "What is a better alternative to Excel?",
             "What is the best alternative to Excel?",
@@ -124,3 +136,43 @@ def test_guard_cheap_rules(cached: str, new: str, rule: str) -> None:
 def test_guard_case_rule_spares_ordinary_capitals() -> None:
     assert near_miss("how do I learn python", "How do I learn Python") is None
     assert near_miss("what is gpt", "What is GPT") is None
+    assert near_miss("how do i sort a list", "How do I sort a list") is None  # "I" is one letter
+    assert near_miss("Ms and ms", "Ms and ms") is None
+
+
+def test_guard_spares_spelling_variants_of_one_code_and_possessives() -> None:
+    assert near_miss("what is new in gpt-4o", "What is new in GPT-4o?") is None
+    assert near_miss("Is the m2 chip fast?", "Is the M2 chip fast?") is None
+    assert near_miss("Is 5pm too late?", "Is 5 pm too late?") is None
+    assert near_miss("How can I clear Chrome's cache?", "How do I clear the Chrome cache?") is None
+    assert near_miss("What is gpt-4?", "What is gpt-4o?") is not None
+    assert near_miss("Specs of the a4", "Specs of the s4") == "code"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "rel"),
+    [
+        ("summarize", "summary", Relation.LEMMA),
+        ("boiling", "boil", Relation.LEMMA),
+        ("painted", "painter", Relation.LEMMA),
+        ("freeze", "freezing", Relation.LEMMA),
+        ("weekdays", "weekends", Relation.SIBLING),
+        ("java", "javascript", Relation.SIBLING),
+        ("gpt-4o", "gpt-4o-mini", Relation.SIBLING),
+        ("cheaper", "cheapest", None),  # degree: the guard's own rule
+        ("cheap", "cheaper", None),
+        ("convert", "conversion", None),  # a seam change, not another thing
+        ("man", "many", None),  # too short a stem
+        ("con", "convert", None),
+    ],
+)
+def test_word_relations(a: str, b: str, rel: Relation | None) -> None:
+    assert relation(a, b) is rel
+    assert relation(b, a) is rel
+
+
+def test_inflected_forms_are_counterparts(minilm: OnnxMiniLM) -> None:
+    a = minilm.embed_one("Summarize the plot of Hamlet.").tokens
+    b = minilm.embed_one("Give me a summary of the plot of Hamlet.").tokens
+    assert a is not None and b is not None
+    assert verify(b, a, minilm.vocabulary()) is None

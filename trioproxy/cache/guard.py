@@ -5,12 +5,17 @@ alone serves wrong answers. :func:`near_miss` compares the two prompts' *answer-
 tokens* and names the first difference, or returns None when the hit may be served:
 
 * numbers (digits and number words, normalised: "three" = "3"), and am/pm
+* letter-and-digit codes ("a4"/"s4", "6"/"6s", "gpt-4o"/"gpt-4o-mini"), however spaced
+* case: units and symbols (Mbps/MBps) and short mixed-case words (Ms/ms)
 * negation cues (not, n't, never, no, without, ...), compared as a count's parity-free set
 * protected terms: capitalised words and acronyms (entities, languages, products),
   quoted strings, `code`, identifiers (snake_case, camelCase, dotted, calls ``f()``)
 * lexicon terms matched in any case: languages, units, currencies, time words, formats
+* siblings: words sharing a stem with another, non-inflectional ending
+  ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
 * antonym pairs: one side uses a word whose antonym the other side uses instead
-* direction: the order of shared key terms around "to/into/than/from...to" is swapped
+* direction: the order of shared key terms (two per side, so "numpy array" counts) around
+  "to/into/for/than/from...to" is swapped
 
 A capitalised word counts as different only when the other prompt lacks it in any case, so
 sentence-initial capitals do not trip it. Each rule was kept only if it paid on the measured
@@ -23,10 +28,15 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from trioproxy.cache.morph import Relation, relation
+
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#_'.\-]*[A-Za-z0-9+#]|[A-Za-z]|\d+(?:[.,]\d+)*")
 _QUOTED = re.compile(
     r"(?<!\w)[\"'`\u201c\u2018]([^\"'`\u201d\u2019\n]{1,80})[\"'`\u201d\u2019](?!\w)"
 )
+_CODE = re.compile(r"[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*")
+"""Product and model codes: runs of letters and digits joined by - _ . ("a4", "6s", "gpt-4o")."""
+_ALNUM = re.compile(r"[a-z0-9]+")
 _IDENT = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+\b|\b\w*_\w+\b|\b[a-z]+[A-Z]\w*\b|\b\w+\(\)")
 
 _NUMBER_WORDS = {
@@ -106,7 +116,9 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
     ).split()
 )
 
-_DIRECTION = frozenset({"to", "into", "than", "from", "vs", "versus"})
+_DIRECTION = frozenset({"to", "into", "for", "than", "from", "vs", "versus"})
+_TERM_KEYS = 2
+"""Shared key words taken on each side of a direction word: a two-word term ("numpy array")."""
 _COMPARATIVE = re.compile(r"[a-z]{2,}(?:er|ier)|more|less")
 _STOP = frozenset(
     "a an the this that these those it its is are was were be of in on at for with by "
@@ -118,7 +130,8 @@ _WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
 _SENTENCE_END = ".?!:\n"
 
 RULES: tuple[str, ...] = (
-    "number", "case", "negation", "prefix", "term", "degree", "antonym", "direction", "order",
+    "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
+    "direction", "order",
 )  # fmt: skip
 
 
@@ -132,6 +145,14 @@ class _Features:
     low: str
     cased: frozenset[str]
     """Words with a capital letter, as typed ("MBps", "Mbps", "mW", "GB")."""
+    inner_cased: frozenset[str]
+    """Short mixed-case words away from a sentence start ("Ms", "Go"; not "GPT", often
+    typed in lower case)."""
+    codes: frozenset[str]
+    """Letter-and-digit codes, lower case, without separators ("a4", "6s", "gpt4o")."""
+    joins: frozenset[str]
+    """Every run of 1-3 consecutive lower-case letter/digit groups, concatenated: what a
+    code of the other prompt may have been typed as ("gpt 4o", "gpt-4o" -> "gpt4o")."""
 
 
 @lru_cache(maxsize=8192)
@@ -141,23 +162,23 @@ def _features(text: str) -> _Features:
     numbers: list[str] = []
     protected: set[str] = set()
     cased: set[str] = set()
+    inner: set[str] = set()
     for m in _WORD.finditer(text):
         raw = m.group()
+        initial = _sentence_initial(text, m.start())
         if any(c.isupper() for c in raw):
             cased.add(raw)
-        w = raw.lower().replace("'", "").rstrip(".")
+            if 2 <= len(raw) <= 3 and not initial and not raw.isupper():
+                inner.add(raw)
+        w = raw.lower().removesuffix("'s").replace("'", "").rstrip(".")
         seq.append(w)
         for part in w.split("-"):
             if part[:1].isdigit():
                 numbers.append(part.replace(",", ""))
             elif part in _NUMBER_WORDS and part not in _WEAK_NUMBERS:
                 numbers.append(_NUMBER_WORDS[part])
-        if raw[0].isupper():
-            i = m.start() - 1
-            while i >= 0 and text[i] in " \t":
-                i -= 1
-            if (i >= 0 and text[i] not in _SENTENCE_END) or (len(raw) > 1 and raw.isupper()):
-                protected.add(w)
+        if raw[0].isupper() and (not initial or (len(raw) > 1 and raw.isupper())):
+            protected.add(w)
         if w in _LEXICON:
             protected.add(w)
     protected.update(q.strip().lower() for q in _QUOTED.findall(text))
@@ -171,7 +192,25 @@ def _features(text: str) -> _Features:
         seq=tuple(seq),
         low=text.lower(),
         cased=frozenset(cased),
+        inner_cased=frozenset(inner),
+        codes=frozenset(
+            re.sub(r"[-_.]", "", c).lower()
+            for c in _CODE.findall(text)
+            if any(ch.isdigit() for ch in c) and any(ch.isalpha() for ch in c)
+        ),
+        joins=_joins(_ALNUM.findall(text.lower())),
     )
+
+
+def _sentence_initial(text: str, start: int) -> bool:
+    i = start - 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i < 0 or text[i] in _SENTENCE_END
+
+
+def _joins(groups: list[str]) -> frozenset[str]:
+    return frozenset("".join(groups[i : i + k]) for i in range(len(groups)) for k in (1, 2, 3))
 
 
 def _missing(terms: frozenset[str], other: _Features) -> str | None:
@@ -184,34 +223,56 @@ def _missing(terms: frozenset[str], other: _Features) -> str | None:
 
 
 def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[str, str]]:
-    """(key before, key after) around each direction word; comparatives skipped on the left."""
+    """(key before, key after) for each direction word and the nearest keys of its clause on
+    each side (up to the neighbouring direction words), so that two-word terms count
+    ("a pandas DataFrame to a numpy array"); comparatives are skipped before "than"."""
     found: set[tuple[str, str]] = set()
-    for i, w in enumerate(seq):
-        if w not in _DIRECTION:
-            continue
-        left = next(
-            (
-                x
-                for x in reversed(seq[:i])
-                if x in keys and not (w == "than" and _COMPARATIVE.fullmatch(x))
-            ),
-            None,
-        )
-        right = next((x for x in seq[i + 1 :] if x in keys), None)
-        if left and right and left != right:
-            found.add((left, right))
+    marks = [i for i, w in enumerate(seq) if w in _DIRECTION]
+    for j, i in enumerate(marks):
+        lo = marks[j - 1] + 1 if j else 0
+        hi = marks[j + 1] if j + 1 < len(marks) else len(seq)
+        left = [
+            x
+            for x in seq[lo:i]
+            if x in keys and not (seq[i] == "than" and _COMPARATIVE.fullmatch(x))
+        ][-_TERM_KEYS:]
+        right = [x for x in seq[i + 1 : hi] if x in keys][:_TERM_KEYS]
+        found.update((x, y) for x in left for y in right if x != y)
     return found
 
 
 def _case_conflict(n: _Features, c: _Features) -> bool:
     """A word capitalised differently on each side, with a capital past its first letter on
-    one of them: units and symbols (Mbps/MBps, mW/MW, Gb/GB), not "Python"/"python"."""
+    one of them: units and symbols (Mbps/MBps, mW/MW, Gb/GB), not "Python"/"python"; or a
+    short mixed-case word mid-sentence on one side only (Ms/ms, Go/go, Mb/mb)."""
     low_c = {w.lower(): w for w in c.cased}
     for w in n.cased:
         other = low_c.get(w.lower())
         if other is not None and other != w and any(ch.isupper() for ch in w[1:] + other[1:]):
             return True
-    return False
+    return _short_case(n, c) or _short_case(c, n)
+
+
+def _short_case(a: _Features, b: _Features) -> bool:
+    """``a`` capitalises a short word mid-sentence that ``b`` only has in another case."""
+    return any(w.lower() in b.words and w not in b.cased for w in a.inner_cased)
+
+
+def _code_missing(a: _Features, b: _Features) -> bool:
+    """A letter-and-digit code of ``a`` that ``b`` does not type, even spaced or hyphenated."""
+    return any(code not in b.codes and code not in b.joins for code in a.codes)
+
+
+def _siblings(a: _Features, b: _Features) -> str | None:
+    """A word of ``a`` whose stem ``b`` uses with another, non-inflectional ending
+    ("weekdays"/"weekends", "gpt-4o"/"gpt-4o-mini", "java"/"javascript")."""
+    only_a = [w for w in a.words - b.words if w not in _STOP]
+    only_b = [w for w in b.words - a.words if w not in _STOP]
+    for x in only_a:
+        for y in only_b:
+            if relation(x, y) is Relation.SIBLING:
+                return x
+    return None
 
 
 def _prefixed(a: frozenset[str], b: frozenset[str]) -> bool:
@@ -233,6 +294,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
     n, c = _features(new), _features(cached)
     if "number" in rules and n.numbers != c.numbers:
         return "number"
+    if "code" in rules and (_code_missing(n, c) or _code_missing(c, n)):
+        return "code"
     if "case" in rules and _case_conflict(n, c):
         return "case"
     if "negation" in rules and n.negated != c.negated:
@@ -241,6 +304,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         return "prefix"
     if "term" in rules and (_missing(n.protected, c) or _missing(c.protected, n)):
         return "term"
+    if "sibling" in rules and _siblings(n, c):
+        return "sibling"
     if "degree" in rules and (_degree(n.words, c.words) or _degree(c.words, n.words)):
         return "degree"
     if "antonym" in rules:

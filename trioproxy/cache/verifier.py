@@ -4,8 +4,10 @@ A semantic hit in the band between a route's floor and ceiling of cosine similar
 served only when the two prompts *align*: every content word piece of each prompt has a
 counterpart in the other, judged on the embedding model's own contextual token vectors
 (the ``last_hidden_state`` rows that the embedder computes anyway and mean-pools). A
-counterpart is the same word piece, or, for a word piece that is neither a number nor a
-short fragment, another piece whose token vector has cosine >= ``align`` with it.
+counterpart is the same word piece; a piece of a word that is an inflected or derived form
+of a word of the other prompt ("summarize"/"summary", :mod:`~trioproxy.cache.morph`); or,
+for a word piece that is neither a number nor a short fragment, another piece whose token
+vector has cosine >= ``align`` with it.
 
 Near-misses change one slot ("this Friday" / "next Friday", "gpt-4o" / "gpt-4o-mini",
 "6" / "6s", "... in place"): the changed piece has no close counterpart and the pair is
@@ -24,8 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+
+from trioproxy.cache.morph import MIN_STEM, Relation, relation
 
 FILLER_WORDS = (
     "a an the is are was were be been being am do does did done doing can could should "
@@ -35,6 +40,7 @@ FILLER_WORDS = (
     "to for "
     "where when whats hows s ll d ve re m t please kindly just really actually also "
     "tell give show explain describe write make let help want need like know wondering "
+    "see look "
     "find list name "
     "way ways method methods approach possible properly correctly exactly simply "
     "anyone someone something thing things some any get got go going "
@@ -106,10 +112,13 @@ class TokenView:
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """Which word-piece ids are filler, and which must match exactly (numbers, fragments)."""
+    """Which word-piece ids are filler, which must match exactly (numbers, fragments), and
+    which continue the word before them."""
 
     filler: frozenset[int]
     text: Callable[[int], str]
+    continues: Callable[[int], bool] = lambda token: False
+    """True for a continuation piece (``##ize``): it joins the previous piece's word."""
 
     def exact(self, token: int) -> bool:
         text = self.text(token)
@@ -119,11 +128,36 @@ class Vocabulary:
 def build_vocabulary(
     tokenize: Callable[[str], list[int]], piece: Callable[[int], str]
 ) -> Vocabulary:
-    """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok)."""
+    """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok).
+    A piece continues a word when its text alone tokenizes to another id."""
     filler = frozenset(
         i for w in FILLER_WORDS.split() for i in tokenize(w) if len(tokenize(w)) == 1
     )
-    return Vocabulary(filler, piece)
+
+    @lru_cache(maxsize=8192)
+    def continues(token: int) -> bool:
+        return tokenize(piece(token)) != [token]
+
+    return Vocabulary(filler, piece, continues)
+
+
+def words(ids: list[int], vocab: Vocabulary) -> list[str]:
+    """The word each piece belongs to (its pieces' texts joined), one entry per piece."""
+    out = [""] * len(ids)
+    heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
+    for i, head in enumerate(heads):
+        end = heads[i + 1] if i + 1 < len(heads) else len(ids)
+        word = "".join(vocab.text(t) for t in ids[head:end])
+        for k in range(head, end):
+            out[k] = word
+    return out
+
+
+def _lemma_in(word: str, others: set[str]) -> bool:
+    """``word`` is an inflected or derived form of one of ``others`` ("summary"/"summarize")."""
+    return len(word) >= MIN_STEM and any(
+        len(o) >= MIN_STEM and relation(word, o) is Relation.LEMMA for o in others
+    )
 
 
 def _plural(ids: list[int], k: int, vocab: Vocabulary) -> bool:
@@ -142,6 +176,11 @@ def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float
         for k, t in enumerate(ids)
         if t not in present and t not in vocab.filler and not _plural(ids, k, vocab)
     ]
+    if not todo:
+        return None
+    mine = words(ids, vocab)
+    theirs = set(words(cached.ids.tolist(), vocab)) - set(mine)
+    todo = [k for k in todo if not _lemma_in(mine[k], theirs)]
     if not todo:
         return None
     if len(cached.ids) == 0:

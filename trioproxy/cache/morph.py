@@ -1,0 +1,75 @@
+"""How two different words are related by their letters: one lemma, or siblings.
+
+Two words that share a stem and differ only by an inflection or derivation ending
+("summarize"/"summary", "boil"/"boiling", "painted"/"painter") ask the same thing: the
+pair verifier counts them as counterparts even where their token vectors drift apart.
+Two words that share a stem and differ by anything else ("weekdays"/"weekends",
+"gpt-4o"/"gpt-4o-mini", "330i"/"330e", "java"/"javascript", "useful"/"useless") name
+different things: the guard vetoes the hit. Degree endings are never one lemma
+("cheap"/"cheaper"/"cheapest"): the answer changes with them.
+
+Pure: strings in, a verdict out.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import lru_cache
+
+SUFFIXES = frozenset(
+    "e s es ed d ing ion ions ation ations ization ize izes ized izing ise ises ised ising "
+    "y ies ied ily ly al ally ment ments ity ive or ors er ers ure ures ence ences ance ances able ability".split()
+) | {""}
+"""Endings that keep a word's meaning for an answer (inflection and common derivation).
+Never "less"/"ful"/"able"/"ant"/"est": they change it ("useless", "important")."""
+
+_DEGREE = ({"", "er"}, {"", "est"}, {"er", "est"}, {"", "r"}, {"", "st"}, {"r", "st"})
+"""Ending pairs that make a comparative or superlative of the same stem."""
+
+MIN_STEM = 4
+"""Shortest shared stem for one lemma ("boil", "read"); shorter ones ("man"/"many") are not."""
+MIN_SIBLING_STEM = 4
+"""Shortest shared stem for siblings ("week-days"/"week-ends", "java"/"java-script"), and
+it must cover half the shorter word: "con-tain"/"con-vert" share a syllable, not a stem."""
+
+
+class Relation(Enum):
+    LEMMA = "lemma"
+    SIBLING = "sibling"
+
+
+def _stem_len(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@lru_cache(maxsize=16384)
+def relation(a: str, b: str) -> Relation | None:
+    """How lower-case words ``a`` and ``b`` (a != b) relate; None when they share no stem."""
+    if a == b:
+        return Relation.LEMMA
+    n = _stem_len(a, b)
+    # a stem ending in a doubled letter or "e"/"y" changes at the seam ("stopped", "making",
+    # "summary"/"summarize"): let the shorter tail give back up to two letters
+    for back in (0, 1, 2):
+        stem = n - back
+        if stem < MIN_STEM:
+            break
+        ta, tb = a[stem:], b[stem:]
+        if ta in SUFFIXES and tb in SUFFIXES and {ta, tb} not in _DEGREE:
+            return Relation.LEMMA
+    if n >= MIN_SIBLING_STEM and 2 * n >= min(len(a), len(b)):
+        ta, tb = a[n:], b[n:]
+        if {ta, tb} in _DEGREE or (ta in SUFFIXES and tb in SUFFIXES):
+            return None  # degree: the guard's "degree" rule; short stems: unrelated
+        if any(0 < len(t) < 3 for t in (ta, tb)):
+            return None  # a seam change of a derivation ("convert"/"conversion")
+        return Relation.SIBLING
+    return None
+
+
+__all__ = ["MIN_SIBLING_STEM", "MIN_STEM", "SUFFIXES", "Relation", "relation"]
