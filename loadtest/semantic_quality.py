@@ -38,6 +38,7 @@ from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
 from trioproxy.cache.guard import near_miss
+from trioproxy.cache.keys import semantic_namespace
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.semantic_record import SemanticRecord
 from trioproxy.cache.vector_index import HnswIndex
@@ -264,6 +265,68 @@ def verifier_cost(judge: Judge, pairs: list[Pair]) -> None:
     )
 
 
+async def _breakdown(model: OnnxMiniLM, texts: list[str]) -> dict[str, list[float]]:
+    """Each stage of an in-process semantic hit, in the order ``SemanticCache.lookup`` runs
+    them, timed one hit at a time: wall ms per stage, and process CPU ms for the embedding."""
+    emb = LocalEmbedder(model)
+    vocab = model.vocabulary()
+    index, entries = HnswIndex(), MemoryExactCache()
+    cache = SemanticCache(emb, index, entries, vocabulary=vocab)
+    cfg = CacheConfig(semantic_ttl_s=3600)
+    out: dict[str, list[float]] = {}
+
+    def add(stage: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        out.setdefault(stage, []).append(1000 * (t1 - t0))
+        return t1
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        for t in texts:
+            await cache.store(_req(t), "team:x", "chat", cfg, _ENTRY, now=0.0)
+        for t in texts:
+            asked = "Please tell me: " + t
+            t0 = time.perf_counter()
+            ids = model.ids(asked)
+            t0 = add("tokenize", t0)
+            c0 = time.process_time()
+            model.run_embeddings([ids])
+            out.setdefault("model CPU (all threads)", []).append(1000 * (time.process_time() - c0))
+            t0 = add("model run (this thread)", t0)
+            e = await emb.embed(asked)
+            t0 = add("embed via the embedder (thread hop + tokenize + run)", t0)
+            assert e is not None and e.tokens is not None
+            ns = semantic_namespace(_req(asked), "team:x", "chat")
+            hits = await index.search(ns, e.vec, 1, now=1.0)
+            t0 = add("index search (hnswlib, thread hop)", t0)
+            raw = await entries.get(f"{ns}:{hits[0].entry_id}", now=1.0)
+            rec = SemanticRecord.from_bytes(raw or b"")
+            t0 = add("record get + decode", t0)
+            near_miss(asked, hits[0].prompt)
+            t0 = add("guard", t0)
+            assert rec.tokens is not None
+            verify(e.tokens, rec.tokens, vocab)
+            add("verifier", t0)
+            t0 = time.perf_counter()
+            hit = await cache.lookup(_req(asked), "team:x", "chat", cfg, now=1.0)
+            add("whole lookup (embed again + all of the above)", t0)
+            del hit
+        nursery.cancel_scope.cancel()
+    return out
+
+
+def breakdown(model: OnnxMiniLM, texts: list[str]) -> None:
+    out = trio.run(_breakdown, model, texts)
+    print(f"\nwhere a semantic hit's time goes ({len(texts)} unique texts, one at a time):")
+    print("| stage | p50 ms | p90 ms | mean ms |\n|---|---|---|---|")
+    for stage, ms in out.items():
+        ms.sort()
+        print(
+            f"| {stage} | {ms[len(ms) // 2]:.3f} | {ms[int(len(ms) * 0.9)]:.3f} "
+            f"| {sum(ms) / len(ms):.3f} |"
+        )
+
+
 def lookup_speed(model: OnnxMiniLM, texts: list[str]) -> None:
     for ceiling, label in ((1.0, "verifier on"), (0.8, "verifier off (ceiling = floor)")):
         ms = trio.run(_lookups, model, texts, ceiling)
@@ -279,9 +342,13 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true", help="also time embedding and verify()")
     ap.add_argument("--show-misses", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the in-process hit timing")
+    ap.add_argument("--breakdown", action="store_true", help="only a semantic hit's stages")
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM())
     sets = load_sets()
+    if args.breakdown:
+        breakdown(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
+        return
     if args.speed_only:
         verifier_cost(judge, sets["held:gpt_para"][:300])
         lookup_speed(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
