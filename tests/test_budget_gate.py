@@ -128,7 +128,7 @@ async def test_teams_without_limits_are_counted_and_never_refused() -> None:
     await gate.settle(t, 10**12, 1)
     await admit(gate, "b", 10**12)
     other = BudgetGate(config(daily=None, monthly=None), store, clock=Clock())
-    await other.set_team_limits("t", 1.0, None)  # through another worker
+    await other.set_team_limits("t", 1_000_000, None)  # through another worker
     with pytest.raises(PolicyError):
         await admit(gate, "c", 1)  # this worker's very next admission
 
@@ -186,7 +186,7 @@ async def test_limits_change_at_run_time(tmp_path: Path) -> None:
     other = BudgetGate(config(), store, clock=Clock())  # another worker (limits cached 2 s)
     await admit(other, "o", 1)  # it has read (and cached) the old limits
     await admit(gate, "a", 5_000_000)
-    await gate.set_team_limits("t", 4.0, None)
+    await gate.set_team_limits("t", 4_000_000, None)
     with pytest.raises(PolicyError):
         await admit(gate, "b", 1)
     with pytest.raises(PolicyError):

@@ -182,3 +182,14 @@ async def test_claim_naming_a_team_is_checked_against_its_stored_limit(
     assert denial is not None and denial.limit == 1
     await store.set_team_limits("a", 550, None)  # an extension is checked the same way
     assert await store.extend("r1", [ref], now=T0) is not None
+
+
+async def test_policy_overrides_are_shared_strings(store: BudgetStore) -> None:
+    assert await store.get_policy() == {}
+    await store.set_policy("threshold:a b/é", "0.5")
+    await store.set_policy("window:u", '{"tokens": 5, "window_s": 60}')
+    await store.set_policy("threshold:a b/é", "null")  # replaced, not added
+    assert await store.get_policy() == {
+        "threshold:a b/é": "null",
+        "window:u": '{"tokens": 5, "window_s": 60}',
+    }

@@ -19,6 +19,10 @@ processes and instances sharing the store. The exceptions, and their bounds:
   in-memory budget of ``fail_open_share`` * each limit per period, on top of
   whatever the store held: overspend ≤ processes * share * limit per outage
   period. ``fail_closed`` (the default) refuses with 503 instead.
+* Alert thresholds, user token windows and per-key RPM / TPM changed at run time
+  (``set_policy``: :mod:`trioproxy.budget.policy`, kept in the store) apply on this
+  process from its next admission, and on every other process within ``limits_ttl_s``
+  (each caches the store's policy that long).
 * Limits changed at run time (``set_team_limits``, from any process) apply from the
   next admission on: the team's day and month claims name the team (``limit_ref``) and
   the store checks them against the limit it holds at that moment, in the same atomic
@@ -51,6 +55,7 @@ from trioproxy.budget.claims import Claim, Denial, initial_reservation, scaled
 from trioproxy.budget.claims import usd_to_micros as _micros
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.periods import PeriodKind, period_at, retry_after_header
+from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import (
     UNLIMITED,
     BudgetStore,
@@ -68,6 +73,8 @@ SETTLE_PATIENCE = 5
 """A settle may take this many store timeouts before its reservation is left to the lease."""
 RATE_WINDOW_S = 60
 """Per-key RPM / TPM limits are sliding windows of this length."""
+DEFAULT_ALERT_THRESHOLD = 0.8
+"""The alert threshold of a team without ``[budgets.teams]`` entry or override."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,8 @@ class BudgetGate:
         self._end_user_window = end_user_window or budgets.users.get("*")
         self._limits: dict[str, tuple[TeamLimits, float]] = {}
         self._limits_loading: dict[str, trio.Event] = {}
+        self._policy: tuple[Policy, float] = (Policy(), -math.inf)
+        self._policy_loading: trio.Event | None = None
         self._down_until = -math.inf
         self._store_down = False
         self._local = MemoryStore()
@@ -150,13 +159,46 @@ class BudgetGate:
             done.set()
         return limits
 
-    async def set_team_limits(
-        self, team: str, daily_usd: float | None, monthly_usd: float | None
-    ) -> None:
-        daily = None if daily_usd is None else _micros(daily_usd)
-        monthly = None if monthly_usd is None else _micros(monthly_usd)
+    async def set_team_limits(self, team: str, daily: int | None, monthly: int | None) -> None:
+        """Set a team's limits in µUSD (None: no limit) for every process sharing the store."""
         await self._call(lambda: self.store.set_team_limits(team, daily, monthly))
         self._limits[team] = (TeamLimits(daily, monthly), trio.current_time() + self.limits_ttl_s)
+
+    # --- run-time policy (thresholds, user windows, key rates) ----------------------
+
+    def configured_threshold(self, team: str) -> float:
+        tb = self._cfg.teams.get(team)
+        return tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+
+    def configured_window(self, user: str) -> UserWindow | None:
+        return self._cfg.users.get(user) or self._cfg.users.get("*")
+
+    async def policy(self) -> Policy:
+        """The store's policy overrides, cached ``limits_ttl_s``; the last read (or none)
+        while the store does not answer."""
+        policy, fresh_until = self._policy
+        if trio.current_time() < fresh_until:
+            return policy
+        if self._policy_loading is not None:  # single flight
+            await self._policy_loading.wait()
+            return self._policy[0]
+        self._policy_loading = done = trio.Event()
+        try:
+            raw = await self._call(self.store.get_policy)
+            policy = Policy.decode(raw)
+            self._policy = (policy, trio.current_time() + self.limits_ttl_s)
+        except StoreUnavailable:
+            pass
+        finally:
+            self._policy_loading = None
+            done.set()
+        return policy
+
+    async def set_policy(self, name: str, value: str) -> None:
+        """Store one override (:mod:`trioproxy.budget.policy`); this process reads it back
+        at once, the others within ``limits_ttl_s``."""
+        await self._call(lambda: self.store.set_policy(name, value))
+        self._policy = (self._policy[0], -math.inf)
 
     # --- store calls under the outage policy -----------------------------------
 
@@ -214,7 +256,7 @@ class BudgetGate:
 
     def _claims(
         self, who: Who, known: TeamLimits | None, usd: int, tokens: int, now: float, *,
-        count_request: bool = False,
+        count_request: bool = False, policy: Policy | None = None,
     ) -> list[Hold]:  # fmt: skip
         """The claims of one reservation; ``count_request`` on admission only (not extend).
 
@@ -223,7 +265,8 @@ class BudgetGate:
         so both are always claimed. ``known`` given (the local fallback): those limits,
         and no claim where there is no limit.
         """
-        team, user, end_user, rate = who.team, who.user, who.end_user, who.rate
+        policy = policy if policy is not None else self._policy[0]
+        team, user, end_user, rate = who.team, who.user, who.end_user, policy.rate(who.rate)
         holds: list[Hold] = []
         limits = self._config_limits(team) if known is None else known
         periods: tuple[tuple[PeriodKind, Literal["daily", "monthly"], int | None], ...] = (
@@ -238,7 +281,7 @@ class BudgetGate:
             ref = None if known is not None else (team, field_)
             cap = UNLIMITED if limit is None else limit
             holds.append(Hold(kind, Claim(bucket, usd, cap, None, p.end, ref)))
-        window = self._cfg.users.get(user) or self._cfg.users.get("*")
+        window = policy.window(user, self.configured_window(user))
         if window is not None:
             holds.append(
                 Hold("user", Claim(f"user:{user}", tokens, window.tokens, window.window_s))
@@ -310,8 +353,9 @@ class BudgetGate:
         ticket = Ticket(request_id, who, worst_case_usd_micros, worst_case_tokens,
                         reserve_cap_micros)  # fmt: skip
         now = self.clock()
+        policy = await self.policy()
         try:
-            holds = self._claims(who, None, usd, tokens, now, count_request=True)
+            holds = self._claims(who, None, usd, tokens, now, count_request=True, policy=policy)
             denial = await self._call(
                 lambda: self.store.reserve(
                     request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
@@ -319,7 +363,7 @@ class BudgetGate:
             )
         except StoreUnavailable:
             known = self._last_limits(team)
-            holds = self._claims(who, known, usd, tokens, now, count_request=True)
+            holds = self._claims(who, known, usd, tokens, now, count_request=True, policy=policy)
             if not holds:  # no budget applies to this request: serve it unreserved
                 return ticket
             if self.outage.mode == "fail_closed":
@@ -399,8 +443,10 @@ class BudgetGate:
         if self._alerts is None or ticket.local:
             return
         limits = await self.team_limits(ticket.who.team)  # cached: one read per TTL at most
-        tb = self._cfg.teams.get(ticket.who.team)
-        threshold = tb.alert_threshold if tb is not None else 0.8
+        team = ticket.who.team
+        threshold = (await self.policy()).threshold(team, self.configured_threshold(team))
+        if threshold is None:  # alerts off for this team
+            return
         seen: set[str] = set()
         for h in ticket.holds:
             c = h.claim
@@ -414,4 +460,4 @@ class BudgetGate:
                 self._alerts.check_nowait(check)
 
 
-__all__ = ["BudgetGate", "KeyRate", "OutagePolicy", "Ticket", "Who"]
+__all__ = ["DEFAULT_ALERT_THRESHOLD", "BudgetGate", "KeyRate", "OutagePolicy", "Ticket", "Who"]

@@ -42,6 +42,7 @@ class MemoryStore:
         self._res: dict[str, _Reservation] = {}
         self._limits: dict[str, TeamLimits] = {}
         self._marks: dict[str, float] = {}
+        self._policy: dict[str, str] = {}
 
     def _used(self, b: _Bucket, now: float) -> int:
         if b.window_s is None:
@@ -126,6 +127,12 @@ class MemoryStore:
         self, team: str, daily_micros: int | None, monthly_micros: int | None
     ) -> None:
         self._limits[team] = TeamLimits(daily_micros, monthly_micros)
+
+    async def get_policy(self) -> dict[str, str]:
+        return dict(self._policy)
+
+    async def set_policy(self, name: str, value: str) -> None:
+        self._policy[name] = value
 
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         until = self._marks.get(key)

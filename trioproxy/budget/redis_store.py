@@ -121,6 +121,15 @@ class RedisStore:
         key = self._prefix + "limits:" + team
         await self._execute("HSET", key, "daily", daily, "monthly", monthly)
 
+    async def get_policy(self) -> dict[str, str]:
+        raw = await self._execute("HGETALL", self._prefix + "policy")
+        flat = [x for kv in raw.items() for x in kv] if isinstance(raw, dict) else raw
+        pairs = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+        return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+    async def set_policy(self, name: str, value: str) -> None:
+        await self._execute("HSET", self._prefix + "policy", name, value)
+
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         ttl = max(1, math.ceil(expires_at - now))
         reply = await self._execute("SET", self._prefix + "mark:" + key, "1", "NX", "EX", ttl)

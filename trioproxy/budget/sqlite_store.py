@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS holds(
     rid TEXT NOT NULL, seq INTEGER NOT NULL, bucket TEXT NOT NULL, amount INTEGER NOT NULL,
     PRIMARY KEY (rid, seq));
 CREATE TABLE IF NOT EXISTS team_limits(team TEXT PRIMARY KEY, daily INTEGER, monthly INTEGER);
+CREATE TABLE IF NOT EXISTS policy(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS marks(key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
 
@@ -335,6 +336,16 @@ class SqliteStore:
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO team_limits(team, daily, monthly) VALUES (?,?,?)",
                 (team, daily_micros, monthly_micros),
+            )
+        )
+
+    async def get_policy(self) -> dict[str, str]:
+        return await self._run(lambda db: dict(db.execute("SELECT name, value FROM policy")))
+
+    async def set_policy(self, name: str, value: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO policy(name, value) VALUES (?,?)", (name, value)
             )
         )
 

@@ -2,7 +2,11 @@
 
 * ``GET /admin/api/budgets/<team>``: limits, spend and alert threshold.
 * ``PUT /admin/api/budgets/<team>`` ``{"daily_usd": 5, "monthly_usd": null}``: a key left
-  out keeps that limit, ``null`` removes it; unknown teams get 404, bad values 400 (audited).
+  out keeps that limit, ``null`` removes it (``alert_threshold``: a share, 0.8; ``null``: no
+  alerts); unknown teams get 404, bad values 400 (audited).
+* ``PUT /admin/api/windows/<user>`` ``{"tokens": 50000, "window_s": 3600}`` (``null``
+  tokens: no window) and ``PUT /admin/api/keys/<name>/limits`` ``{"rpm": 60, "tpm": null}``:
+  the same rules (audited).
 * ``POST /admin/api/cache/flush`` ``{"team": "t", "route": "chat"}``: counts removed.
 * ``POST /admin/api/cache/delete`` ``{"entry": "<x-trioproxy-cache-entry of a hit>"}``.
 * ``GET /admin/api/spend?by=team,feature&since=7d``: ledger roll-up rows (UTC days).
@@ -20,7 +24,9 @@ from quart.typing import ResponseReturnValue
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.dashboard.access import Access, json_error
 from trioproxy.dashboard.actions import ActionError, flush_cache
-from trioproxy.dashboard.budgets import EditError, edit_limits, from_json
+from trioproxy.dashboard.budgets import budget_from_json, edit_budget
+from trioproxy.dashboard.edits import EditError, from_json
+from trioproxy.dashboard.limits import RATE_FIELDS, WINDOW_FIELDS, edit_key_rate, edit_window
 from trioproxy.dashboard.snapshot import Usage, all_teams, ledger_of, team_usage
 from trioproxy.ledger.backend import check_dimensions
 from trioproxy.ledger.report import parse_since
@@ -78,9 +84,21 @@ def install(app: Quart, acc: Access) -> None:
     async def put_budget(team: str) -> ResponseReturnValue:
         body = await _json_body()
         known = await known_team(team)
-        changes = from_json(body)
-        await edit_limits(gw, acc.store, g.principal, team, changes, known=known, now=acc.clock())
+        changes = budget_from_json(body)
+        await edit_budget(gw, acc.store, g.principal, team, changes, known=known, now=acc.clock())
         return jsonify(await budget(team))
+
+    @app.put(f"{PREFIX}/windows/<path:user>")
+    async def put_window(user: str) -> ResponseReturnValue:
+        changes = from_json(await _json_body(), WINDOW_FIELDS)
+        await edit_window(gw, acc.store, g.principal, user, changes, now=acc.clock())
+        return jsonify({"user": user, "updated": True})
+
+    @app.put(f"{PREFIX}/keys/<name>/limits")
+    async def put_key_limits(name: str) -> ResponseReturnValue:
+        changes = from_json(await _json_body(), RATE_FIELDS)
+        await edit_key_rate(gw, acc.store, g.principal, name, changes, now=acc.clock())
+        return jsonify({"key": name, "updated": True})
 
     @app.post(f"{PREFIX}/cache/flush")
     async def post_flush() -> ResponseReturnValue:

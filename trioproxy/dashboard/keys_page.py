@@ -15,8 +15,12 @@ from quart.typing import ResponseReturnValue
 
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.keys import MAX_RATE, NAME, PRIORITIES, StoredKey, new_secret, rotated
+from trioproxy.budget.policy import Policy
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
+from trioproxy.dashboard.actions import ActionError
+from trioproxy.dashboard.edits import EditError, from_form
+from trioproxy.dashboard.limits import RATE_FIELDS, edit_key_rate, html_id
 
 
 class KeyFormError(ValueError):
@@ -83,11 +87,14 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         who = g.principal
         stored = [k for k in await store.api_keys() if who.may_see(k.team)]
         config = [k for k in gw.settings.api_keys.values() if who.may_see(k.team)]
+        gate = snapshot.gate_of(gw)
+        policy = await gate.policy() if gate is not None else Policy()
         html = await render_template(
             "page.html", page="keys", spec=pages["keys"], title=pages["keys"].title, pages=pages,
             stored=stored, config_keys=sorted(config, key=lambda k: k.name),
             routes=sorted(gw.settings.routes), priorities=PRIORITIES, tz=snapshot.zone(gw),
-            **extra,
+            limits=policy.key_limits, row_id=html_id, editable_rates=gate is not None,
+            limits_ttl_s=gate.limits_ttl_s if gate is not None else None, **extra,
         )  # fmt: skip
         return html, status
 
@@ -131,6 +138,19 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         await store.audit(AuditEntry(now, g.principal.name, "key.revoke", name, "active",
                                      "revoked"))  # fmt: skip
         return await render(notice=f"Key {name!r} revoked: it is refused from now on.")
+
+    @app.post("/keys/<name>/limits")
+    async def key_limits(name: str) -> ResponseReturnValue:
+        form = await request.form
+        try:
+            changes = from_form(form, RATE_FIELDS)
+            await edit_key_rate(gw, store, g.principal, name, changes, now=acc.clock())
+        except EditError as err:
+            return await render(400, rate_msg={"key": name, "fields": err.fields,
+                                               "values": dict(form)})  # fmt: skip
+        except ActionError as err:
+            return await render(err.status, page_error=err.message[:1].upper() + err.message[1:])
+        return await render(rate_msg={"key": name, "notice": "Saved."})
 
     @app.post("/keys/<name>/rotate")
     async def rotate_key(name: str) -> ResponseReturnValue:

@@ -17,10 +17,14 @@ from werkzeug.exceptions import NotFound
 
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
+from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.actions import ActionError, flush_cache
-from trioproxy.dashboard.budgets import EditError, edit_limits, from_form
+from trioproxy.dashboard.budgets import budget_from_form
+from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
+from trioproxy.dashboard.edits import EditError, from_form
+from trioproxy.dashboard.limits import WINDOW_FIELDS, edit_window, window_rows
 from trioproxy.edge.app import Gateway
 
 REFRESH_S = 5
@@ -55,8 +59,14 @@ async def overview_context(gw: Gateway, who: Principal) -> dict[str, Any]:
 async def budgets_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     teams = [t for t in await snapshot.all_teams(gw) if who.may_see(t)]
     gate = snapshot.gate_of(gw)
+    store = gw.keys.source
+    windows = (
+        await window_rows(gw, store, who) if gate is not None and isinstance(store, AdminStore)
+        else []
+    )  # fmt: skip
     return {
         "rows": [await budget_row(gw, t) for t in teams],
+        "windows": windows,
         "timezone": gw.settings.budgets.timezone,
         "limits_ttl_s": gate.limits_ttl_s if gate is not None else None,
     }
@@ -162,9 +172,9 @@ def install(app: Quart, acc: Access) -> None:
                 "budgets", panel=False, status=404, page_error=f"Unknown team {team!r}."
             )
         try:
-            await edit_limits(
-                gw, acc.store, g.principal, team, from_form(form), known=known, now=acc.clock()
-            )
+            changes = budget_from_form(form)
+            await apply_budget_edit(gw, acc.store, g.principal, team, changes, known=known,
+                              now=acc.clock())  # fmt: skip
         except EditError as err:
             return await row_answer(team, 400, fields=err.fields, values=dict(form))
         except ActionError as err:
@@ -186,6 +196,25 @@ def install(app: Quart, acc: Access) -> None:
         return await render_template(
             "fragments/budget_row.html", r=await budget_row(gw, team), msg={}
         )
+
+    # --- token windows per user (on the budgets page) -------------------------------
+
+    async def window_answer(user: str, status: int, **message: Any) -> ResponseReturnValue:
+        return await render("budgets", panel=False, status=status, msg_for_user=user, msg=message)
+
+    @app.post("/windows/<path:user>")
+    async def edit_user_window(user: str) -> ResponseReturnValue:
+        form = await request.form
+        try:
+            changes = from_form(form, WINDOW_FIELDS)
+            await edit_window(gw, acc.store, g.principal, user, changes, now=acc.clock())
+        except EditError as err:
+            return await window_answer(user, 400, fields=err.fields, values=dict(form))
+        except ActionError as err:
+            if err.status == 404:
+                return await render("budgets", panel=False, status=404, page_error=err.message)
+            return await window_answer(user, err.status, error=err.message)
+        return await window_answer(user, 200, notice="Saved.")
 
     # --- audit ----------------------------------------------------------------------
 

@@ -16,15 +16,12 @@ import trio
 
 from trioproxy.admin.store import AdminStore
 from trioproxy.budget.alerts import AlertStatistics
-from trioproxy.budget.gate import BudgetGate
+from trioproxy.budget.gate import DEFAULT_ALERT_THRESHOLD, BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
 from trioproxy.ledger.service import LedgerService
-
-DEFAULT_ALERT_THRESHOLD = 0.8
-"""What the gate uses for a team without a ``[budgets.teams]`` entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +50,8 @@ class Usage:
     limit_usd: float | None
     spent_usd: float | None
     """None when the period has no limit (nothing is tracked) or the store did not answer."""
-    threshold: float
+    threshold: float | None
+    """The alert threshold in force (a share of the limit); None: alerts off."""
 
     @property
     def share(self) -> float | None:
@@ -65,9 +63,11 @@ class Usage:
     def level(self) -> str:
         """``ok``, ``alert`` (at or past the threshold) or ``limit`` (exhausted)."""
         share = self.share
-        if share is None or share < self.threshold:
+        if share is not None and share >= 1.0:
+            return "limit"
+        if share is None or self.threshold is None or share < self.threshold:
             return "ok"
-        return "limit" if share >= 1.0 else "alert"
+        return "alert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +155,11 @@ async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo)
 
 async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
     tb = gw.settings.budgets.teams.get(team)
-    threshold = tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+    threshold: float | None = tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
     gate = gate_of(gw)
     if gate is None:
         return Usage(None, None, threshold), Usage(None, None, threshold)
+    threshold = (await gate.policy()).threshold(team, threshold)
     try:
         limits = await gate.team_limits(team)
     except StoreUnavailable:

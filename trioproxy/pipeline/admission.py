@@ -63,7 +63,7 @@ class Admission:
             worst_case_tokens=worst.tokens,
             reserve_cap_micros=None if cap_usd is None else usd_to_micros(cap_usd),
             floor_micros=worst_case(bound, 0, models).usd_micros,
-            rate=KeyRate(key.name, key.rpm, key.tpm) if key.rpm or key.tpm else None,
+            rate=KeyRate(key.name, key.rpm, key.tpm),  # limits may be set at run time
         )
         return ticket, bound
 

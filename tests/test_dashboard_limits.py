@@ -1,0 +1,136 @@
+"""Editing alert thresholds, users' token windows and keys' RPM / TPM in place, like
+budgets: blank keeps, "no limit" removes, bounds give 400 next to the field, every change
+is audited, and the gateway enforces the new value."""
+
+from __future__ import annotations
+
+import re
+
+import trio
+
+from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
+from tests.fixtures_gateway import DEMO_KEY
+from tests.test_dashboard_handlers import HX, chat, limits, row, text
+from trioproxy.budget.policy import Policy
+
+
+async def policy(d: Dash) -> Policy:
+    assert d.gw.admission is not None
+    return Policy.decode(await d.gw.admission.gate.store.get_policy())
+
+
+def audit_rows(html: str) -> list[tuple[str, str, str, str]]:
+    return re.findall(
+        r'<td data-label="Action">([^<]*)</td>\s*<td data-label="What" class="team">([^<]*)</td>'
+        r'\s*<td data-label="Before" class="old">([^<]*)</td>\s*'
+        r'<td data-label="After" class="new">([^<]*)</td>',
+        html,
+    )
+
+
+async def test_alert_threshold_is_edited_in_place_and_audited(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    await c.post("/budgets/demo", form={"daily_usd": "5", "csrf": csrf})
+    r = await c.post("/budgets/demo", form={"alert_pct": "50", "csrf": csrf}, headers=HX)
+    fragment = await text(r)
+    assert r.status_code == 200 and "Saved." in fragment
+    assert re.search(r'name="alert_pct"[^>]*value="50"', fragment, re.S)
+    assert (await policy(d)).thresholds == {"demo": 0.5}
+    assert (await limits(d)) == (5_000_000, None)  # the limits untouched
+    # blank keeps; out of bounds: 400 next to the field, nothing written (not even daily)
+    r = await c.post("/budgets/demo", form={"daily_usd": "6", "alert_pct": "150", "csrf": csrf},
+                     headers=HX)  # fmt: skip
+    fragment = await text(r)
+    assert r.status_code == 400 and "from 1 to 100" in fragment
+    assert re.search(r'name="alert_pct"[^>]*aria-invalid="true"', fragment, re.S)
+    assert (await limits(d)) == (5_000_000, None)
+    # explicit removal: no alerts
+    r = await c.post("/budgets/demo", form={"clear_alert_pct": "on", "csrf": csrf})
+    assert r.status_code == 200 and "<html" in await text(r)
+    assert (await policy(d)).thresholds == {"demo": None}
+    assert 'placeholder="off"' in row(await text(await c.get("/budgets")), "demo")
+    bearer = {"Authorization": f"Bearer {DEMO_KEY}"}
+    api = d.app.test_client()
+    r = await api.put("/admin/api/budgets/demo", json={"alert_threshold": 0.9}, headers=bearer)
+    assert r.status_code == 200 and (await r.get_json())["alert_threshold"] == 0.9
+    r = await api.put("/admin/api/budgets/demo", json={"alert_threshold": 2}, headers=bearer)
+    assert r.status_code == 400 and "alert_threshold" in (await r.get_json())["error"]["fields"]
+    log = audit_rows(await text(await c.get("/audit?action=budget.alert")))
+    assert log == [
+        ("budget.alert", "demo", "off", "90%"),
+        ("budget.alert", "demo", "50%", "off"),
+        ("budget.alert", "demo", "80%", "50%"),
+    ]
+
+
+async def test_user_token_windows_are_edited_in_place_and_enforced(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    page = await text(await c.get("/budgets"))
+    assert 'data-user="rita"' in page and 'data-user="demo"' in page
+    assert "within 2.0 s" in page  # says when a change takes effect on other workers
+    r = await c.post("/windows/rita", form={"tokens": "1", "window_s": "60", "csrf": csrf})
+    assert r.status_code == 200 and "Saved." in await text(r)
+    window = (await policy(d)).windows["rita"]
+    assert window is not None and (window.tokens, window.window_s) == (1, 60)
+    assert await chat(d, "too many tokens for rita", key=READER_KEY) == 429
+    # blank keeps the other field; a bad value is 400 next to its field
+    r = await c.post("/windows/rita", form={"window_s": "0", "csrf": csrf}, headers=HX)
+    page = await text(r)
+    assert r.status_code == 400 and "between 1 and" in page
+    assert re.search(r'name="window_s"[^>]*aria-invalid="true"', page, re.S)
+    r = await c.post("/windows/rita", form={"tokens": "1,000,000", "csrf": csrf})
+    window = (await policy(d)).windows["rita"]
+    assert window is not None and (window.tokens, window.window_s) == (1_000_000, 60)
+    assert await chat(d, "fits now", key=READER_KEY) == 200
+    r = await c.post("/windows/rita", form={"clear_tokens": "on", "csrf": csrf})
+    assert r.status_code == 200 and (await policy(d)).windows["rita"] is None
+    r = await c.post("/windows/nobody", form={"tokens": "5", "csrf": csrf})
+    assert r.status_code == 404 and "unknown user" in await text(r)
+    # an admin limited to team ops edits ops' users only
+    tess = d.app.test_client()
+    tcsrf = await sign_in(tess, "tess")
+    assert 'data-user="demo"' not in await text(await tess.get("/budgets"))
+    r = await tess.post("/windows/demo", form={"tokens": "5", "csrf": tcsrf})
+    assert r.status_code == 404
+    log = audit_rows(await text(await c.get("/audit?action=window.")))
+    assert log[-1] == ("window.set", "rita", "none", "1 tokens / 60 s")
+    assert log[0] == ("window.set", "rita", "1,000,000 tokens / 60 s", "none")
+    r = await d.app.test_client().put(
+        "/admin/api/windows/rita",
+        json={"tokens": 0},
+        headers={"Authorization": f"Bearer {DEMO_KEY}"},
+    )
+    assert r.status_code == 400
+
+
+async def test_key_rates_are_edited_in_place_and_enforced(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/keys/reader/limits", form={"rpm": "1", "csrf": csrf}, headers=HX)
+    page = await text(r)
+    assert r.status_code == 200 and "Saved." in page
+    assert (await policy(d)).rates["reader"].rpm == 1
+    assert await chat(d, "first this minute", key=READER_KEY) == 200
+    assert await chat(d, "second this minute", key=READER_KEY) == 429
+    r = await c.post("/keys/reader/limits", form={"tpm": "0", "rpm": "", "csrf": csrf})
+    page = await text(r)
+    assert r.status_code == 400 and "between 1 and" in page
+    assert re.search(r'name="tpm"[^>]*aria-invalid="true"', page, re.S)
+    assert (await policy(d)).rates["reader"].tpm is None
+    r = await c.post("/keys/reader/limits", form={"clear_rpm": "on", "csrf": csrf})
+    assert r.status_code == 200 and (await policy(d)).rates["reader"].rpm is None
+    assert (await c.post("/keys/nope/limits", form={"rpm": "1", "csrf": csrf})).status_code == 404
+    viewer = d.app.test_client()
+    vcsrf = await sign_in(viewer, "victor")
+    r = await viewer.post("/keys/reader/limits", form={"rpm": "5", "csrf": vcsrf})
+    assert r.status_code == 403
+    log = audit_rows(await text(await c.get("/audit?action=key.limits")))
+    assert log == [
+        ("key.limits", "reader", "rpm 1, tpm -", "rpm -, tpm -"),
+        ("key.limits", "reader", "rpm -, tpm -", "rpm 1, tpm -"),
+    ]
