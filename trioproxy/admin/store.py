@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
   created REAL NOT NULL, created_by TEXT NOT NULL);
 """
+_MIGRATIONS = ("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",)
+"""Columns added after a release; each runs once (a second worker finds it done)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,21 @@ class StoredUser:
     teams: frozenset[str] | None
     created: float
     created_by: str
+    disabled: bool = False
+    """A disabled user cannot sign in (their sessions were revoked when disabled)."""
+
+
+_USER_COLS = "name, password_hash, role, teams, created, created_by, disabled"
+
+
+def _user_of(row: Sequence[Any]) -> StoredUser:
+    n, h, r, t, c, b, disabled = row
+    return StoredUser(n, h, cast(Role, r), _teams_in(t), c, b, bool(disabled))
+
+
+def _user_row(u: StoredUser) -> tuple[object, ...]:
+    return (u.name, u.password_hash, u.role, _teams_out(u.teams), u.created, u.created_by,
+            int(u.disabled))  # fmt: skip
 
 
 _KEY_COLS = (
@@ -101,6 +118,12 @@ class AdminStore:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_SCHEMA)
+        for sql in _MIGRATIONS:
+            try:
+                conn.execute(sql)
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
         return cls(conn)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -310,26 +333,33 @@ class AdminStore:
 
     async def users(self) -> list[StoredUser]:
         def op(db: sqlite3.Connection) -> list[StoredUser]:
-            rows = db.execute(
-                "SELECT name, password_hash, role, teams, created, created_by FROM users "
-                "ORDER BY name"
-            ).fetchall()
-            return [
-                StoredUser(n, h, cast(Role, r), _teams_in(t), c, b) for n, h, r, t, c, b in rows
-            ]
+            rows = db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
+            return [_user_of(row) for row in rows]
 
         return await self._run(op)
 
     async def user(self, name: str) -> StoredUser | None:
-        return next((u for u in await self.users() if u.name == name), None)
+        def op(db: sqlite3.Connection) -> StoredUser | None:
+            row = db.execute(f"SELECT {_USER_COLS} FROM users WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _user_of(row)
+
+        return await self._run(op)
 
     async def put_user(self, u: StoredUser) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO users VALUES (?,?,?,?,?,?)",
-                (u.name, u.password_hash, u.role, _teams_out(u.teams), u.created, u.created_by),
+        row = _user_row(u)
+        sql = f"INSERT OR REPLACE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)"
+        await self._run(lambda db: db.execute(sql, row))
+
+    async def add_user(self, u: StoredUser) -> bool:
+        """Store a new user; False if the name is taken."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)", _user_row(u)
             )
-        )
+            return cur.rowcount == 1
+
+        return await self._run(op)
 
     async def delete_user(self, name: str) -> bool:
         def op(db: sqlite3.Connection) -> bool:

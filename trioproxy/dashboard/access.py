@@ -89,7 +89,7 @@ class Access:
             encoded, role, teams = configured.password_hash, configured.role, configured.teams
         else:
             stored = await self.store.user(name)
-            if stored is None:
+            if stored is None or stored.disabled:
                 encoded, role, teams = _DUMMY_HASH, "viewer", None
             else:
                 encoded, role, teams = stored.password_hash, stored.role, stored.teams

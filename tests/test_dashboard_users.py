@@ -1,0 +1,101 @@
+"""The Users page: admins of every team create dashboard users (scrypt hashes), set role
+and team scope, disable them; every change audited and effective at the next click."""
+
+from __future__ import annotations
+
+import re
+
+import trio
+
+from tests.dash_fixtures import sign_in, start_dash
+from tests.test_dashboard_handlers import access, text
+from trioproxy.admin.passwords import verify_password
+
+
+async def test_admin_creates_a_viewer_who_signs_in_and_cannot_edit(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    page = await text(await c.get("/users"))
+    assert 'data-config-user="alice"' in page and 'data-config-user="tess"' in page
+    form = {"name": "vera", "password": "vera-password-12", "role": "viewer", "teams": "ops",
+            "csrf": csrf}  # fmt: skip
+    r = await c.post("/users", form=form)
+    page = await text(r)
+    assert r.status_code == 201 and "User &#39;vera&#39; created" in page
+    assert 'data-user="vera"' in page and "vera-password-12" not in page
+    stored = await access(d).store.user("vera")
+    assert stored is not None and stored.role == "viewer" and stored.teams == {"ops"}
+    assert stored.password_hash.startswith("scrypt$")
+    assert verify_password("vera-password-12", stored.password_hash)
+
+    vera = d.app.test_client()
+    vcsrf = await sign_in(vera, "vera", "vera-password-12")
+    budgets = await text(await vera.get("/budgets"))
+    assert 'data-team="ops"' in budgets and 'data-team="demo"' not in budgets
+    r = await vera.post("/budgets/ops", form={"daily_usd": "1", "csrf": vcsrf})
+    assert r.status_code == 403 and "Viewers cannot change" in await text(r)
+    assert (await vera.get("/users")).status_code == 403
+
+    # role and scope change: vera's sessions end, so it holds from her next click
+    r = await c.post("/users/vera", form={"role": "admin", "teams": "", "csrf": csrf})
+    assert r.status_code == 200 and "1 sessions ended" in await text(r)
+    assert (await vera.get("/budgets")).status_code == 303
+    vcsrf = await sign_in(vera, "vera", "vera-password-12")
+    assert (await vera.post("/budgets/ops", form={"daily_usd": "1", "csrf": vcsrf})).status_code == 200
+
+    # disabled: signed out everywhere, and sign-in refused like a wrong password
+    r = await c.post("/users/vera/disable", form={"csrf": csrf})
+    assert r.status_code == 200 and "disabled" in await text(r)
+    assert (await vera.get("/budgets")).status_code == 303
+    r = await vera.post("/login", form={"user": "vera", "password": "vera-password-12"})
+    assert r.status_code == 401
+    await c.post("/users/vera/enable", form={"csrf": csrf})
+    await sign_in(vera, "vera", "vera-password-12")
+
+    log = await text(await c.get("/audit?action=user."))
+    actions = re.findall(r'<td data-label="Action">([^<]*)</td>', log)
+    assert actions == ["user.enable", "user.disable", "user.update", "user.create"]
+    assert "viewer, teams ops" in log and "admin, all teams" in log
+
+
+async def test_bad_user_forms_are_400_next_to_the_field(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    cases = [
+        ({"name": "bad name!", "password": "long-enough-pw"}, "name"),
+        ({"name": "alice", "password": "long-enough-pw"}, "name"),  # a config user
+        ({"name": "short", "password": "short"}, "password"),
+        ({"name": "x1", "password": "long-enough-pw", "role": "root"}, "role"),
+        ({"name": "x2", "password": "long-enough-pw", "teams": "alpah"}, "teams"),
+    ]
+    for form, field in cases:
+        r = await c.post("/users", form={"role": "viewer", **form, "csrf": csrf})
+        page = await text(r)
+        assert r.status_code == 400, form
+        assert 'aria-invalid="true"' in page and 'class="error field-error"' in page, form
+        assert f'id="u-{field}-err"' in page or field == "role", form
+        assert "long-enough-pw" not in page  # a password is never echoed
+    assert await access(d).store.users() == []
+    await c.post("/users", form={"name": "dup", "password": "long-enough-pw", "role": "viewer",
+                                 "csrf": csrf})  # fmt: skip
+    r = await c.post("/users", form={"name": "dup", "password": "long-enough-pw",
+                                     "role": "viewer", "csrf": csrf})  # fmt: skip
+    assert r.status_code == 400 and "exists" in await text(r)
+    r = await c.post("/users/dup", form={"role": "viewer", "teams": "alpah", "csrf": csrf})
+    assert r.status_code == 400 and "unknown teams: alpah" in await text(r)
+    assert (await c.post("/users/ghost/disable", form={"csrf": csrf})).status_code == 404
+    assert (await c.post("/users/alice/disable", form={"csrf": csrf})).status_code == 404
+
+
+async def test_only_admins_of_every_team_manage_users(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    for name in ("victor", "tess"):  # a viewer; an admin limited to team ops
+        c = d.app.test_client()
+        csrf = await sign_in(c, name)
+        assert (await c.get("/users")).status_code == 403
+        r = await c.post("/users", form={"name": "evil", "password": "long-enough-pw",
+                                         "role": "admin", "csrf": csrf})  # fmt: skip
+        assert r.status_code == 403
+    assert await access(d).store.users() == []
