@@ -15,6 +15,7 @@ from trioproxy.config.model import DashboardConfig
 from trioproxy.dashboard.access import local_target
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.auth import KeyRing
+from trioproxy.edge.services import Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,6 +50,7 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
 
     class FakeGateway:  # only what create_dashboard reads at build time
         keys = KeyRing({})
+        services = Supervisor([])  # the dashboard adds its heartbeat to the gateway's
 
         class settings:
             dashboard = DashboardConfig()
@@ -56,7 +58,9 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
             class storage:
                 state_dir = str(tmp_path)
 
-    app = create_dashboard(FakeGateway())  # type: ignore[arg-type]
+    gw = FakeGateway()
+    app = create_dashboard(gw)  # type: ignore[arg-type]
+    assert [s.name for s in gw.services.services] == ["dashboard-heartbeat"]
     assert app.before_serving_funcs == []
     assert app.while_serving_gens == []
     assert app.after_serving_funcs == []

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS api_keys(
   feature TEXT NOT NULL, routes TEXT, priority TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
   created REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL);
 CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys(name, revoked_at);
+CREATE TABLE IF NOT EXISTS heartbeats(
+  worker TEXT PRIMARY KEY, ts REAL NOT NULL, ready INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
   created REAL NOT NULL, created_by TEXT NOT NULL);
@@ -62,6 +64,16 @@ class StoredUser:
     created_by: str
     disabled: bool = False
     """A disabled user cannot sign in (their sessions were revoked when disabled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    worker: str
+    """``host:pid`` of a gateway worker process."""
+    ts: float
+    ready: bool
+    detail: str
+    """Why it is not ready (its down services), else empty."""
 
 
 _USER_COLS = "name, password_hash, role, teams, created, created_by, disabled"
@@ -329,6 +341,31 @@ class AdminStore:
 
         return await self._run(op)
 
+    # --- worker heartbeats --------------------------------------------------------------
+
+    async def beat(self, hb: Heartbeat, *, forget_before: float) -> None:
+        """Record a worker's heartbeat; forget workers silent since ``forget_before``."""
+
+        def op(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM heartbeats WHERE ts < ?", (forget_before,))
+                db.execute(
+                    "INSERT OR REPLACE INTO heartbeats VALUES (?,?,?,?)",
+                    (hb.worker, hb.ts, int(hb.ready), hb.detail),
+                )
+
+        await self._run(op)
+
+    async def heartbeats(self) -> list[Heartbeat]:
+        def op(db: sqlite3.Connection) -> list[Heartbeat]:
+            rows = db.execute("SELECT worker, ts, ready, detail FROM heartbeats ORDER BY worker")
+            return [Heartbeat(w, ts, bool(r), d) for w, ts, r, d in rows]
+
+        return await self._run(op)
+
+    async def forget_worker(self, worker: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM heartbeats WHERE worker = ?", (worker,)))
+
     # --- users ----------------------------------------------------------------------
 
     async def users(self) -> list[StoredUser]:
@@ -368,4 +405,4 @@ class AdminStore:
         return await self._run(op)
 
 
-__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "StoredUser"]
+__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "Heartbeat", "StoredUser"]

@@ -26,10 +26,11 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioproxy.admin.store import AdminStore
-from trioproxy.dashboard import access, api, keys_page, pages, spend_page, users_page
+from trioproxy.dashboard import access, api, freshness, keys_page, pages, spend_page, users_page
 from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
+from trioproxy.edge.services import NamedService
 
 MAX_BODY = 64 * 1024
 
@@ -73,6 +74,14 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.filters["plain"] = plain
     app.jinja_env.autoescape = True
+    me = freshness.worker_id()
+    beat = freshness.HeartbeatService(gateway, acc.store, clock=lambda: acc.clock(), worker=me)
+    gateway.services.add(NamedService("dashboard-heartbeat", beat.run, required=False))
+
+    async def stale_banner() -> str | None:
+        return await freshness.banner(gateway, acc.store, acc.clock(), me)
+
+    app.jinja_env.globals["stale_banner"] = stale_banner
 
     @app.after_request
     async def security_headers(response: Response) -> Response:

@@ -133,7 +133,7 @@ def install(app: Quart, acc: Access) -> None:
     async def render(page: str, *, panel: bool, status: int = 200, **extra: Any) -> Any:
         spec = PAGES[page]
         values = await spec.context(gw, g.principal)
-        template = f"panels/{page}.html" if panel else "page.html"
+        template = "fragments/panel.html" if panel else "page.html"
         html = await render_template(
             template, page=page, spec=spec, title=spec.title, pages=PAGES,
             refresh_s=REFRESH_S, **values, **extra,

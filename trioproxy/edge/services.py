@@ -51,6 +51,14 @@ class Supervisor:
         self.up: dict[str, bool] = {s.name: False for s in self.services}
         self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
 
+    def add(self, service: Service | NamedService) -> None:
+        """One more service, before :meth:`start_all` (a part wired after the app: the
+        dashboard's heartbeat)."""
+        s = named(service)
+        self.services.append(s)
+        self.up[s.name] = False
+        self.restarts[s.name] = 0
+
     def ready(self) -> bool:
         return all(self.up[s.name] for s in self.services if s.required)
 
