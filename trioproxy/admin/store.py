@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS api_keys(
   feature TEXT NOT NULL, routes TEXT, priority TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
   created REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL);
 CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys(name, revoked_at);
+CREATE TABLE IF NOT EXISTS alerts(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, team TEXT NOT NULL,
+  budget TEXT NOT NULL, level TEXT NOT NULL, threshold REAL NOT NULL,
+  spent_micros INTEGER NOT NULL, limit_micros INTEGER NOT NULL, delivery TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, done_at REAL);
+CREATE INDEX IF NOT EXISTS alerts_team ON alerts(team, id);
 CREATE TABLE IF NOT EXISTS heartbeats(
   worker TEXT PRIMARY KEY, ts REAL NOT NULL, ready INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users(
@@ -64,6 +70,34 @@ class StoredUser:
     created_by: str
     disabled: bool = False
     """A disabled user cannot sign in (their sessions were revoked when disabled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A fired budget alert and its webhook delivery, as the Alerts page lists it."""
+
+    id: int
+    ts: float
+    team: str
+    budget: str
+    """The budget bucket (names the period: ``team:<t>:day:2026-12-04``)."""
+    level: str
+    threshold: float
+    spent_micros: int
+    limit_micros: int
+    delivery: str
+    """``pending``, ``delivered``, ``rejected`` (4xx), ``failed`` or ``no webhook``."""
+    attempts: int
+    last_error: str | None
+    done_at: float | None
+
+
+_ALERT_COLS = (
+    "id, ts, team, budget, level, threshold, spent_micros, limit_micros, delivery, attempts, "
+    "last_error, done_at"
+)
+ALERTS_KEPT = 100_000
+"""The alert log keeps this many newest entries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +375,56 @@ class AdminStore:
 
         return await self._run(op)
 
+    # --- budget alerts and webhook deliveries ----------------------------------------
+
+    async def record_alert(
+        self, ts: float, team: str, budget: str, level: str, threshold: float,
+        spent_micros: int, limit_micros: int, delivery: str,
+    ) -> int:  # fmt: skip
+        def op(db: sqlite3.Connection) -> int:
+            with db:
+                cur = db.execute(
+                    "INSERT INTO alerts(ts, team, budget, level, threshold, spent_micros, "
+                    "limit_micros, delivery) VALUES (?,?,?,?,?,?,?,?)",
+                    (ts, team, budget, level, threshold, spent_micros, limit_micros, delivery),
+                )
+                ref = int(cur.lastrowid or 0)
+                db.execute("DELETE FROM alerts WHERE id <= ?", (ref - ALERTS_KEPT,))
+                return ref
+
+        return await self._run(op)
+
+    async def alert_delivered(
+        self, ref: int, delivery: str, attempts: int, last_error: str | None, at: float
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE alerts SET delivery=?, attempts=?, last_error=?, done_at=? WHERE id=?",
+                (delivery, attempts, last_error, at, ref),
+            )
+        )
+
+    async def alert_log(
+        self, *, limit: int = 100, before_id: int | None = None,
+        teams: frozenset[str] | None = None, team: str | None = None,
+    ) -> list[AlertRecord]:  # fmt: skip
+        """Newest first; ``before_id`` pages back; ``teams`` limits what is visible."""
+
+        def op(db: sqlite3.Connection) -> list[AlertRecord]:
+            sql = f"SELECT {_ALERT_COLS} FROM alerts WHERE id < ?"
+            params: list[object] = [before_id if before_id is not None else 2**62]
+            if team is not None:
+                sql += " AND team = ?"
+                params.append(team)
+            if teams is not None:
+                sql += f" AND team IN ({','.join('?' * len(teams))})"
+                params.extend(sorted(teams))
+            sql += " ORDER BY id DESC LIMIT ?"
+            params.append(limit)
+            return [AlertRecord(*row) for row in db.execute(sql, params).fetchall()]
+
+        return await self._run(op)
+
     # --- worker heartbeats --------------------------------------------------------------
 
     async def beat(self, hb: Heartbeat, *, forget_before: float) -> None:
@@ -405,4 +489,4 @@ class AdminStore:
         return await self._run(op)
 
 
-__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "Heartbeat", "StoredUser"]
+__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "AlertRecord", "Heartbeat", "StoredUser"]

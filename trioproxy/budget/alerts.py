@@ -8,14 +8,17 @@ warning). A background task (:meth:`AlertSink.run`, started in the app's
 nursery) reads the bucket's usage, deduplicates in the store (``mark_once``:
 SET NX / INSERT OR IGNORE, keyed by bucket, which names the period, and level),
 writes one JSON log line and, when configured, POSTs the same JSON to the
-webhook with bounded retries.
+webhook with bounded retries. With a ``history`` (:class:`AlertHistory`; the dashboard's
+admin store), every fired alert and the outcome of its webhook delivery (status,
+attempts, last error) are recorded for the Alerts page.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 import orjson
@@ -60,6 +63,22 @@ class AlertStatistics:
     webhook_failures: int
 
 
+Delivery = Literal["pending", "delivered", "rejected", "failed", "no webhook"]
+
+
+class AlertHistory(Protocol):
+    """Where fired alerts and their deliveries are kept. Implementations never raise but
+    for cancellation (a history that fails loses an entry, never an alert)."""
+
+    async def alert_fired(self, alert: Alert, delivery: Delivery) -> int | None:
+        """Record ``alert``; its reference for :meth:`delivery_done` (None: not recorded)."""
+        ...
+
+    async def delivery_done(
+        self, ref: int, delivery: Delivery, attempts: int, last_error: str | None, at: float
+    ) -> None: ...
+
+
 def levels_reached(used: int, limit: int, threshold: float) -> list[AlertLevel]:
     out: list[AlertLevel] = []
     if limit > 0 and used >= threshold * limit:
@@ -90,6 +109,8 @@ class AlertSink:
         self._webhook_backoff = BackoffPolicy(webhook_backoff_s, 60.0, jitter=False)
         self.webhook_timeout_s = webhook_timeout_s
         self._dropped = self._fired = self._webhook_failures = 0
+        self.history: AlertHistory | None = None
+        self.clock = time.time
 
     def statistics(self) -> AlertStatistics:
         queued = self._send.statistics().current_buffer_used
@@ -105,6 +126,19 @@ class AlertSink:
             )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Check the queued buckets; with a webhook URL and no client given, the webhook's
+        client lives as long as this task."""
+        if self._webhook_url is not None and self._http is None:
+            async with httpx.AsyncClient() as http:
+                self._http = http
+                try:
+                    await self._checks(task_status)
+                finally:
+                    self._http = None
+        else:
+            await self._checks(task_status)
+
+    async def _checks(self, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()
         async for check in self._recv:
             try:
@@ -129,8 +163,23 @@ class AlertSink:
         self._fired += 1
         body = orjson.dumps({"event": "budget_alert", **asdict(alert)})
         log.warning("%s", body.decode())
-        if self._webhook_url is None or self._http is None:
+        webhook = self._webhook_url is not None and self._http is not None
+        ref = None
+        if self.history is not None:
+            ref = await self.history.alert_fired(alert, "pending" if webhook else "no webhook")
+        if not webhook:
             return
+        delivery, attempts, error = await self._deliver(body)
+        if delivery == "failed":
+            self._webhook_failures += 1
+            log.warning("budget alert webhook failed after %d attempts: %s", attempts, error)
+        if self.history is not None and ref is not None:
+            await self.history.delivery_done(ref, delivery, attempts, error, self.clock())
+
+    async def _deliver(self, body: bytes) -> tuple[Delivery, int, str | None]:
+        """POST ``body`` with bounded retries: (outcome, attempts made, last error)."""
+        assert self._webhook_url is not None and self._http is not None
+        error: str | None = None
         for attempt in range(self.webhook_attempts):
             try:
                 with trio.fail_after(self.webhook_timeout_s):
@@ -139,14 +188,27 @@ class AlertSink:
                         content=body,
                         headers={"content-type": "application/json"},
                     )
-                if resp.status_code < 500:
-                    return
-            except (httpx.HTTPError, trio.TooSlowError):
-                pass
+                if resp.status_code < 400:
+                    return "delivered", attempt + 1, None
+                error = f"HTTP {resp.status_code}"
+                if resp.status_code < 500:  # the receiver refuses it: retrying will not help
+                    return "rejected", attempt + 1, error
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:200]
+            except trio.TooSlowError:
+                error = f"no answer within {self.webhook_timeout_s:g} s"
             if attempt + 1 < self.webhook_attempts:
                 await trio.sleep(self._webhook_backoff.delay(attempt))
-        self._webhook_failures += 1
-        log.warning("budget alert webhook failed after %d attempts", self.webhook_attempts)
+        return "failed", self.webhook_attempts, error
 
 
-__all__ = ["Alert", "AlertLevel", "AlertSink", "AlertStatistics", "BudgetCheck", "levels_reached"]
+__all__ = [
+    "Alert",
+    "AlertHistory",
+    "AlertLevel",
+    "AlertSink",
+    "AlertStatistics",
+    "BudgetCheck",
+    "Delivery",
+    "levels_reached",
+]

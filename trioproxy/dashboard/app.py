@@ -26,7 +26,16 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioproxy.admin.store import AdminStore
-from trioproxy.dashboard import access, api, freshness, keys_page, pages, spend_page, users_page
+from trioproxy.dashboard import (
+    access,
+    alerts_page,
+    api,
+    freshness,
+    keys_page,
+    pages,
+    spend_page,
+    users_page,
+)
 from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
@@ -111,6 +120,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     spend_page.install(app, acc, pages.PAGES)
     keys_page.install(app, acc, pages.PAGES)
     users_page.install(app, acc, pages.PAGES)
+    alerts_page.install(app, acc, pages.PAGES)
     return app
 
 

@@ -115,11 +115,12 @@ PAGES: dict[str, Page] = {
     "providers": Page("Providers", providers_context, True),
     "cache": Page("Cache", cache_context, True),
     "audit": Page("Audit log", lambda gw, who: _nothing(), False),
+    "alerts": Page("Alerts", lambda gw, who: _nothing(), False),
     "users": Page("Users", lambda gw, who: _nothing(), False),
 }
 
 
-OWN_ROUTES = frozenset({"audit", "spend", "keys", "users"})
+OWN_ROUTES = frozenset({"audit", "spend", "keys", "users", "alerts"})
 """Pages with their own route (query arguments), not the generic ``/<page>`` one."""
 
 

@@ -1,0 +1,79 @@
+"""The Alerts page: budget alerts fired and their webhook deliveries (status, attempts, last
+error), newest first, from the admin store.
+
+:class:`AlertLog` is the budget alert sink's history (``AlertSink.history``): it records
+each alert as it fires and its delivery when the webhook is done. The admin store is one
+SQLite file per host: with several hosts, each lists the alerts it fired (an alert fires
+on one host only: the shared store deduplicates them).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+import trio
+from quart import Quart, g, render_template, request
+from quart.typing import ResponseReturnValue
+
+from trioproxy.admin.store import AdminStore
+from trioproxy.budget.alerts import Alert, Delivery
+from trioproxy.dashboard import snapshot
+from trioproxy.dashboard.access import Access
+
+log = logging.getLogger(__name__)
+PAGE = 50
+
+
+class AlertLog:
+    """``AlertHistory`` over the admin store; a failed write is logged, never raised."""
+
+    def __init__(self, store: AdminStore) -> None:
+        self.store = store
+
+    async def alert_fired(self, alert: Alert, delivery: Delivery) -> int | None:
+        try:
+            return await self.store.record_alert(
+                alert.at, alert.team, alert.budget, alert.level, alert.threshold,
+                round(alert.spent_usd * 1e6), round(alert.limit_usd * 1e6), delivery,
+            )  # fmt: skip
+        except (sqlite3.Error, trio.TooSlowError) as exc:
+            log.warning("alert of %s not recorded: %s", alert.budget, exc)
+            return None
+
+    async def delivery_done(
+        self, ref: int, delivery: Delivery, attempts: int, last_error: str | None, at: float
+    ) -> None:
+        try:
+            await self.store.alert_delivered(ref, delivery, attempts, last_error, at)
+        except (sqlite3.Error, trio.TooSlowError) as exc:
+            log.warning("delivery of alert %d not recorded: %s", ref, exc)
+
+
+def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
+    gw = acc.gw
+    gate = snapshot.gate_of(gw)
+    if gate is not None and gate.alerts is not None:
+        gate.alerts.history = AlertLog(acc.store)
+
+    @app.get("/alerts")
+    async def alerts_view() -> ResponseReturnValue:
+        who = g.principal
+        before = request.args.get("before", type=int)
+        team = request.args.get("team", "").strip() or None
+        records = await acc.store.alert_log(
+            limit=PAGE + 1, before_id=before, teams=who.teams, team=team
+        )
+        gate = snapshot.gate_of(gw)
+        html = await render_template(
+            "page.html", page="alerts", spec=pages["alerts"], title=pages["alerts"].title,
+            pages=pages, records=records[:PAGE], more=len(records) > PAGE, team=team or "",
+            teams=[t for t in await snapshot.all_teams(gw) if who.may_see(t)],
+            stats=snapshot.alert_statistics(gate), tz=snapshot.zone(gw),
+            webhook=gw.settings.budgets.webhook_url is not None,
+        )  # fmt: skip
+        return html
+
+
+__all__ = ["AlertLog", "install"]
