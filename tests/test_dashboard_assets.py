@@ -51,6 +51,7 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
     class FakeGateway:  # only what create_dashboard reads at build time
         keys = KeyRing({})
         services = Supervisor([])  # the dashboard adds its heartbeat to the gateway's
+        admission = None  # no budgets: no alert sink to give a history
 
         class settings:
             dashboard = DashboardConfig()

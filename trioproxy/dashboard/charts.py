@@ -7,7 +7,7 @@ The SVG scales to its container (``viewBox``, ``width=100%``), so one chart read
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 from markupsafe import Markup
@@ -53,8 +53,10 @@ def stacked_bars(
     label: str,
     width: int = 960,
     height: int = 260,
+    fmt: Callable[[float], str] = money,
 ) -> Markup:
-    """Daily bars, one stack per day, one colour per series (in ``series`` order)."""
+    """Daily bars, one stack per day, one colour per series (in ``series`` order);
+    ``fmt`` writes the axis and tooltip values (USD by default)."""
     left, right, top, bottom = 64, 8, 10, 28
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(values[i] for values in series.values()) for i in range(len(days))]
@@ -70,7 +72,7 @@ def stacked_bars(
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
                    'stroke="#dde2e6"/>')  # fmt: skip
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-                   f'fill="#6b7580">{escape(money(axis_max * frac))}</text>')  # fmt: skip
+                   f'fill="#6b7580">{escape(fmt(axis_max * frac))}</text>')  # fmt: skip
     every = max(1, round(len(days) / 8))
     for i, day in enumerate(days):
         x = left + i * slot + (slot - bar_w) / 2
@@ -81,7 +83,7 @@ def stacked_bars(
                 continue
             h = plot_h * v / axis_max
             y -= h
-            tip = f"{day.isoformat()} · {name}: {money(v)}"
+            tip = f"{day.isoformat()} · {name}: {fmt(v)}"
             out.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
                 f'fill="{colour(j, name)}"><title>{escape(tip)}</title></rect>'

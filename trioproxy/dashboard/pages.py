@@ -5,7 +5,6 @@ plain POST that works without JavaScript; htmx, when present, swaps the answer i
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.actions import ActionError, flush_cache
 from trioproxy.dashboard.budgets import budget_from_form
 from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
+from trioproxy.dashboard.cache_page import cache_context, visible_namespaces
 from trioproxy.dashboard.edits import EditError, from_form
 from trioproxy.dashboard.limits import WINDOW_FIELDS, edit_window, window_rows
 from trioproxy.edge.app import Gateway
 
 REFRESH_S = 5
-CACHE_WINDOW_DAYS = 7
 AUDIT_PAGE = 50
 
 Context = Callable[[Gateway, Principal], Awaitable[dict[str, Any]]]
@@ -76,26 +75,6 @@ async def providers_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     return {
         "providers": snapshot.providers(gw),
         "failure_threshold": gw.settings.breaker.failure_threshold,
-    }
-
-
-async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
-    since = snapshot.utc_day_start(dt.datetime.now(dt.UTC)) - dt.timedelta(
-        days=CACHE_WINDOW_DAYS - 1
-    )
-    cache = gw.cache
-    semantic = cache.semantic.stats if cache is not None and cache.semantic is not None else None
-    exact_stats = getattr(cache.exact, "statistics", None) if cache is not None else None
-    return {
-        "enabled": cache is not None,
-        "rows": [r for r in await snapshot.cache_rows(gw, since) if who.may_see(r.team)],
-        "window_days": CACHE_WINDOW_DAYS,
-        "ledger": snapshot.ledger_of(gw) is not None,
-        "semantic": semantic,
-        "writer": cache.writer.statistics() if cache is not None else None,
-        "exact": exact_stats() if callable(exact_stats) else None,
-        "routes": snapshot.cached_routes(gw),
-        "teams": [t for t in await snapshot.all_teams(gw) if who.may_see(t)],
     }
 
 
@@ -271,6 +250,37 @@ def install(app: Quart, acc: Access) -> None:
         if request.headers.get("HX-Request") != "true":
             return await render("cache", panel=False, flush_html=html)
         return html
+
+    @app.post("/cache/delete")
+    async def delete_entry() -> ResponseReturnValue:
+        """One entry, named by a hit's ``x-trioproxy-cache-entry`` header (a bad answer)."""
+        entry = (await request.form).get("entry", "").strip()
+        who = g.principal
+        if gw.cache is None:
+            error, status = "the response cache is not enabled on this gateway", 409
+        elif ":" not in entry or len(entry) > 256:
+            error, status = "paste the x-trioproxy-cache-entry header of the bad answer", 400
+        elif who.teams is not None and (
+            entry.startswith("s")
+            or entry.partition(":")[0] not in visible_namespaces(gw, who, who.teams)
+        ):  # semantic references do not name their team; exact ones do, as a digest
+            error, status = "this entry is not of your teams' (ask an admin of every team)", 403
+        else:
+            deleted = await gw.cache.delete(entry)
+            await acc.store.audit(AuditEntry(acc.clock(), who.name, "cache.delete", entry,
+                                             "", "deleted" if deleted else "not found"))  # fmt: skip
+            text = "Deleted: the next identical request goes upstream." if deleted else (
+                "No such entry (expired, evicted or already deleted)."
+            )  # fmt: skip
+            html = await render_template("fragments/flush.html", message=text)
+            if request.headers.get("HX-Request") != "true":
+                return await render("cache", panel=False, flush_html=html)
+            return html
+        html = await render_template("fragments/flush.html", error=error, field="entry")
+        if request.headers.get("HX-Request") != "true":
+            return await render("cache", panel=False, status=status, flush_html=html,
+                                entry_error=error, entry_value=entry)  # fmt: skip
+        return html, status
 
 
 __all__ = ["PAGES", "REFRESH_S", "install", "row_id"]

@@ -1,0 +1,78 @@
+"""The Cache page: hit rate by kind per day, savings, totals per route and per team and
+route, the store against its bound; deleting one entry by its reference (audited)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import trio
+import trio.testing
+
+from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
+from tests.fixtures_gateway import DEMO_KEY
+from tests.test_dashboard_handlers import HX, ledger_has, text
+
+
+async def ask(d: Dash, content: str, key: str = DEMO_KEY) -> httpx.Response:
+    transport = httpx.ASGITransport(app=d.gw)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
+        return await c.post("/v1/chat/completions", json=body,
+                            headers={"authorization": f"Bearer {key}"})  # fmt: skip
+
+
+async def cached(d: Dash, content: str) -> tuple[str, int]:
+    """Ask until the answer comes from the cache (the write follows the first answer):
+    the hit's entry reference and the number of requests made."""
+    n = 0
+    with trio.fail_after(15):
+        while True:
+            r = await ask(d, content)
+            n += 1
+            if r.headers.get("x-trioproxy-cache") == "exact":
+                return r.headers["x-trioproxy-cache-entry"], n
+            await trio.testing.wait_all_tasks_blocked()  # the cache writer has written
+
+
+def cell(html: str, row_attr: str, cls: str) -> str:
+    row = re.search(rf"<tr {row_attr}>(.*?)</tr>", html, re.S)
+    assert row is not None, f"no row {row_attr}"
+    found = re.search(rf'<td[^>]*class="num {cls}">([^<]*)</td>', row.group(1))
+    assert found is not None, f"no {cls} cell in {row_attr}"
+    return found.group(1).strip()
+
+
+async def test_cache_page_totals_chart_bounds_and_delete(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    ref, n = await cached(d, "what is a cache?")
+    assert (await ask(d, "something else", READER_KEY)).status_code == 200
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    await ledger_has(d, n + 1)
+    page = await text(await c.get("/cache"))
+    assert re.search(r"hit rate <strong>\d+%</strong>", page)
+    assert "<svg" in page and "Cache hit rate per day, by kind" in page
+    assert int(cell(page, 'data-route="chat"', "exact")) >= 1
+    assert cell(page, 'data-team="demo" data-route="chat"', "saved") != "$0.000000"
+    assert cell(page, 'data-team="ops" data-route="chat"', "exact") == "0"
+    assert re.search(r'<dd id="entries">\d+ of 100000 \(', page)
+    assert re.search(r'<dd id="size">\d+ bytes of \d+ \(', page)
+    # a team-limited admin: only their team's rows, and no deleting of other teams' entries
+    tess = d.app.test_client()
+    tcsrf = await sign_in(tess, "tess")
+    assert 'data-team="demo"' not in await text(await tess.get("/cache"))
+    r = await tess.post("/cache/delete", form={"entry": ref, "csrf": tcsrf})
+    assert r.status_code == 403 and "not of your teams" in await text(r)
+    # delete the entry by its reference: the next identical request goes upstream
+    r = await c.post("/cache/delete", form={"entry": ref, "csrf": csrf})
+    assert r.status_code == 200 and "Deleted" in await text(r)
+    assert (await ask(d, "what is a cache?")).headers["x-trioproxy-cache"] == "miss"
+    r = await c.post("/cache/delete", form={"entry": "nonsense", "csrf": csrf})
+    page = await text(r)
+    assert r.status_code == 400 and 'aria-invalid="true"' in page and 'id="entry-err"' in page
+    r = await c.post("/cache/delete", form={"entry": "x0:00", "csrf": csrf}, headers=HX)
+    assert r.status_code == 200 and "No such entry" in await text(r)
+    audit = await text(await c.get("/audit?action=cache.delete"))
+    assert audit.count('<td data-label="Action">cache.delete</td>') == 2
+    assert ref in audit and "not found" in audit

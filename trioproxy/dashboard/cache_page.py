@@ -1,0 +1,146 @@
+"""What the Cache page shows: hit rate by kind (exact / semantic) per day, dollars saved,
+totals per route and per team and route (the hourly roll-up, days in the configured zone),
+and the store's entries and size against its bound (this process).
+
+Pure folding (:func:`fold`) over roll-up rows; one roll-up query per view.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from markupsafe import Markup
+
+from trioproxy.admin.sessions import Principal
+from trioproxy.cache.keys import exact_namespace, tenant_scope
+from trioproxy.dashboard import snapshot
+from trioproxy.dashboard.charts import colour, stacked_bars
+from trioproxy.dashboard.spend import Range, local_day
+from trioproxy.edge.app import Gateway
+from trioproxy.ledger.hourly import HourRow
+
+WINDOW_DAYS = 14
+
+
+@dataclass(slots=True)
+class Counts:
+    exact: int = 0
+    semantic: int = 0
+    miss: int = 0
+    bypass: int = 0
+    saved_micros: int = 0
+
+    def add(self, status: str, requests: int, saved_micros: int) -> None:
+        if status in ("exact", "semantic", "miss", "bypass"):
+            setattr(self, status, getattr(self, status) + requests)
+        self.saved_micros += saved_micros
+
+    @property
+    def lookups(self) -> int:
+        return self.exact + self.semantic + self.miss
+
+    def rate(self, kind: str) -> float | None:
+        """Share of lookups answered by ``kind`` (``exact``, ``semantic`` or ``hits``)."""
+        if not self.lookups:
+            return None
+        hits = self.exact + self.semantic if kind == "hits" else getattr(self, kind)
+        return float(hits / self.lookups)
+
+    @property
+    def saved_usd(self) -> float:
+        return self.saved_micros / 1e6
+
+
+@dataclass(slots=True)
+class CacheView:
+    days: list[dt.date]
+    total: Counts = field(default_factory=Counts)
+    per_day: dict[dt.date, Counts] = field(default_factory=dict)
+    per_route: dict[str, Counts] = field(default_factory=dict)
+    per_team_route: dict[tuple[str, str], Counts] = field(default_factory=dict)
+
+    def series(self) -> dict[str, list[float]]:
+        """Hit rate (percent) per day, by kind."""
+        out: dict[str, list[float]] = {"exact": [], "semantic": []}
+        for day in self.days:
+            c = self.per_day.get(day, Counts())
+            for kind in out:
+                out[kind].append(100 * (c.rate(kind) or 0.0))
+        return out
+
+
+def fold(rows: Iterable[HourRow], rng: Range, tz: Any, visible: Any) -> CacheView:
+    """Rows grouped by (hour, cache status, route, team) into days, routes, teams."""
+    view = CacheView(rng.days)
+    for r in rows:
+        status, route, team = r.group
+        if not visible(team):
+            continue
+        day = local_day(r.hour, tz)
+        if not rng.start <= day <= rng.end:
+            continue
+        for counts in (
+            view.total,
+            view.per_day.setdefault(day, Counts()),
+            view.per_route.setdefault(route, Counts()),
+            view.per_team_route.setdefault((team, route), Counts()),
+        ):
+            counts.add(status, r.requests, r.saved_micros)
+    return view
+
+
+def percent_axis(v: float) -> str:
+    return f"{v:.0f}%"
+
+
+def visible_namespaces(gw: Gateway, who: Principal, teams: Iterable[str]) -> set[str]:
+    """The exact-cache namespaces of the teams ``who`` sees, on every cached route."""
+    out = set()
+    for route in gw.settings.routes.values():
+        for team in teams:
+            if who.may_see(team):
+                out.add(exact_namespace(tenant_scope(team, route.cache), route.name))
+    return out
+
+
+async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
+    tz = snapshot.zone(gw)
+    today = dt.datetime.now(tz).date()
+    rng = Range(today - dt.timedelta(days=WINDOW_DAYS - 1), today)
+    backend = snapshot.ledger_of(gw)
+    rows: list[HourRow] = []
+    if backend is not None:
+        first, end = rng.hours(tz)
+        rows = list(
+            await backend.query_hours(by=["cache", "route", "team"], first_hour=first, end_hour=end)
+        )
+    view = fold(rows, rng, tz, who.may_see)
+    cache = gw.cache
+    semantic = cache.semantic.stats if cache is not None and cache.semantic is not None else None
+    exact_stats = getattr(cache.exact, "statistics", None) if cache is not None else None
+    bounds = getattr(cache.exact, "bounds", None) if cache is not None else None
+    chart = Markup("")
+    if view.total.lookups:
+        chart = stacked_bars(view.days, view.series(), fmt=percent_axis,
+                             label="Cache hit rate per day, by kind")  # fmt: skip
+    return {
+        "enabled": cache is not None,
+        "view": view,
+        "chart": chart,
+        "legend": [(f"{kind} hits", colour(i, kind)) for i, kind in enumerate(view.series())],
+        "window_days": WINDOW_DAYS,
+        "tz": tz,
+        "ledger": backend is not None,
+        "semantic": semantic,
+        "writer": cache.writer.statistics() if cache is not None else None,
+        "exact": exact_stats() if callable(exact_stats) else None,
+        "bounds": bounds,
+        "routes": snapshot.cached_routes(gw),
+        "teams": [t for t in await snapshot.all_teams(gw) if who.may_see(t)],
+    }
+
+
+__all__ = ["WINDOW_DAYS", "CacheView", "Counts", "cache_context", "fold", "visible_namespaces"]
