@@ -40,7 +40,7 @@ from trioproxy.simulator.faults import Fault
 
 CHROMIUM = Path(os.environ.get("TRIOPROXY_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit")
+PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit", "/alerts", "/users")
 TIMEOUT_MS = 15_000
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -84,7 +84,10 @@ def served() -> Iterator[Served]:
                 gw = build_gateway(settings_for(sim.url))
                 bound = Bound(open_tcp_socket("127.0.0.1", 0, reuse_port=False),
                               open_tcp_socket("127.0.0.1", 0, reuse_port=False))  # fmt: skip
-                api, admin = f"http://127.0.0.1:{bound.port}", f"http://127.0.0.1:{bound.admin_port}"
+                api, admin = (
+                    f"http://127.0.0.1:{bound.port}",
+                    f"http://127.0.0.1:{bound.admin_port}",
+                )
                 await nursery.start(partial(serve_gateway, gw, bound, shutdown=trio.Event()))
                 token = trio.lowlevel.current_trio_token()
                 ready.put(Served(admin, api, gw, sim.sim, token, nursery.cancel_scope.cancel))
@@ -103,7 +106,11 @@ def served() -> Iterator[Served]:
     try:
         yield got
     finally:
-        trio.from_thread.run_sync(got.stop, trio_token=got.token)
+        if not done.is_set():  # the stale-banner test stops it first
+            try:
+                trio.from_thread.run_sync(got.stop, trio_token=got.token)
+            except trio.RunFinishedError:
+                pass
         done.wait(30)
 
 
@@ -137,12 +144,19 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(page: Any, url: str, user: str = "alice") -> None:
+def sign_in(page: Any, url: str, user: str = "alice", password: str | None = None) -> None:
     page.goto(f"{url}/login")
     page.get_by_label("User").fill(user)
-    page.get_by_label("Password").fill(PASSWORDS[user])
+    page.get_by_label("Password").fill(password or PASSWORDS[user])
     page.get_by_role("button", name="Sign in").click()
     playwright.expect(page.locator("header .who")).to_contain_text(f"{user} · ")
+
+
+def submit(page: Any, button: Any) -> None:
+    """Click a form's button and wait for the answer to its POST (an htmx swap lands after
+    that; without the wait, a field filled next could be overwritten by the swap)."""
+    with page.expect_response(lambda r: r.request.method == "POST"):
+        button.click()
 
 
 def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
@@ -163,16 +177,16 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, browser
     page.goto(f"{served.url}/budgets")
     row = page.locator('tr[data-team="demo"]')
     row.locator('input[name="monthly_usd"]').fill("100")
-    row.get_by_role("button", name="Save").click()
+    submit(page, row.get_by_role("button", name="Save"))
     expect(row.locator(".notice")).to_have_text("Saved.")
     row.locator('input[name="daily_usd"]').fill("0.00001")
-    row.get_by_role("button", name="Save").click()
+    submit(page, row.get_by_role("button", name="Save"))
     expect(row.locator(".notice")).to_have_text("Saved.")
     expect(row.locator('input[name="daily_usd"]')).to_have_value("0.00001")
     expect(row.locator('input[name="monthly_usd"]')).to_have_value("100")
     # a bad value: the message sits next to its field and stays
     row.locator('input[name="monthly_usd"]').fill("1e13")
-    row.get_by_role("button", name="Save").click()
+    submit(page, row.get_by_role("button", name="Save"))
     expect(row.locator('input[name="monthly_usd"]')).to_have_attribute("aria-invalid", "true")
     expect(row.locator(".field-error")).to_contain_text("at most")
     shot(page, "budgets-1280")
@@ -204,8 +218,10 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, browser
     assert rows and {r["value"] for r in rows} == {"demo"}
     assert sum(int(r["requests"]) for r in rows) == 2  # the served one and the refusal
 
-    for path in ("/keys", "/providers", "/cache"):
+    for path in ("/keys", "/providers", "/cache", "/alerts", "/users"):
         page.goto(served.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, f"{path} is {width} px wide at 1,280 px"
         shot(page, path.strip("/") + "-1280")
 
     page.set_viewport_size({"width": 390, "height": 844})
@@ -268,4 +284,111 @@ def test_create_use_and_revoke_a_key(served: Served, browser: Any) -> None:
     assert served.chat("after revocation", secret).status_code == 401
     page.goto(f"{served.url}/audit?action=key.")
     expect(page.locator("table.audit tbody tr")).to_have_count(2)
+    page.close()
+
+
+def test_edit_the_alert_threshold_in_place_and_see_the_audit_entry(
+    served: Served, browser: Any
+) -> None:
+    expect = playwright.expect
+    page = browser.new_page()
+    sign_in(page, served.url)
+    page.goto(f"{served.url}/budgets")
+    row = page.locator('tr[data-team="ops"]')
+    row.locator('input[name="alert_pct"]').fill("150")
+    submit(page, row.get_by_role("button", name="Save"))
+    expect(row.locator('input[name="alert_pct"]')).to_have_attribute("aria-invalid", "true")
+    expect(row.locator(".field-error")).to_contain_text("from 1 to 100")
+    row.locator('input[name="alert_pct"]').fill("55")
+    submit(page, row.get_by_role("button", name="Save"))
+    expect(row.locator(".notice")).to_have_text("Saved.")
+    expect(row.locator('input[name="alert_pct"]')).to_have_value("55")
+    expect(row.locator('input[name="alert_pct"]')).not_to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#takes-effect")).to_contain_text("within")
+    # a user's token window, in place, in the same way
+    window = page.locator('tr[data-user="rita"]')
+    window.locator('input[name="tokens"]').fill("50,000")
+    submit(page, window.get_by_role("button", name="Save"))
+    expect(window.locator(".notice")).to_have_text("Saved.")
+    expect(page.locator('tr[data-user="rita"] input[name="tokens"]')).to_have_value("50000")
+    shot(page, "budgets-threshold-window-1280")
+    page.goto(f"{served.url}/audit?action=budget.alert")
+    first = page.locator("table.audit tbody tr").first
+    expect(first.locator("td.old")).to_have_text("80%")
+    expect(first.locator("td.new")).to_have_text("55%")
+    expect(first).to_contain_text("alice")
+    page.goto(f"{served.url}/keys")
+    rates = page.locator('tr[data-config-key="reader"]')
+    rates.get_by_label("Requests / min").fill("600")
+    submit(page, rates.get_by_role("button", name="Save limits"))
+    expect(page.locator('tr[data-config-key="reader"] .notice')).to_have_text("Saved.")
+    expect(
+        page.locator('tr[data-config-key="reader"]').get_by_label("Requests / min")
+    ).to_have_value("600")
+    shot(page, "keys-rates-1280")
+    page.goto(f"{served.url}/alerts")
+    expect(page.locator("table.alerts")).to_be_visible()
+    shot(page, "alerts-1280")
+    page.close()
+
+
+def test_an_admin_creates_a_viewer_who_signs_in_and_is_refused_an_edit(
+    served: Served, browser: Any
+) -> None:
+    expect = playwright.expect
+    page = browser.new_page()
+    sign_in(page, served.url)
+    page.goto(f"{served.url}/users")
+    form = page.locator("form.userform")
+    form.get_by_label("Name").fill("vic")
+    form.get_by_label("Password").fill("vic-password-123")
+    form.get_by_label("Teams").fill("ops")
+    form.get_by_label("Role").select_option("viewer")
+    form.get_by_role("button", name="Create user").click()
+    expect(page.locator(".notice")).to_contain_text("User 'vic' created")
+    expect(page.locator('tr[data-user="vic"] td.state')).to_have_text("active")
+    shot(page, "users-1280")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+
+    sign_in(page, served.url, "vic", "vic-password-123")
+    expect(page.locator("header .who")).to_contain_text("vic · viewer · ops")
+    page.goto(f"{served.url}/budgets")
+    expect(page.locator('tr[data-team="ops"]')).to_be_visible()
+    expect(page.locator('tr[data-team="demo"]')).to_have_count(0)
+    expect(page.get_by_role("button", name="Save")).to_have_count(0)  # nothing to edit
+    csrf = page.locator('form.logout input[name="csrf"]').get_attribute("value")
+    refused = page.request.post(
+        f"{served.url}/budgets/ops", form={"daily_usd": "1", "csrf": str(csrf)}
+    )
+    assert refused.status == 403 and "Viewers cannot change anything" in refused.text()
+    page.goto(f"{served.url}/users")
+    expect(page.locator(".error")).to_contain_text("Only an admin of every team")
+    shot(page, "users-refused-viewer-1280")
+    page.goto(f"{served.url}/budgets")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    page.close()
+
+
+def test_zz_stale_banner_when_the_gateway_is_not_ready_then_stops(
+    served: Served, browser: Any
+) -> None:
+    """Last in this module: it stops the module's gateway."""
+    expect = playwright.expect
+    page = browser.new_page()
+    sign_in(page, served.url)
+    expect(page.locator("#server-stale")).to_have_count(0)
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    served.call(setattr, served.gw, "ready", False)  # as while draining after a stop signal
+    expect(page.locator("#server-stale")).to_contain_text("not ready", timeout=30_000)
+    shot(page, "overview-not-ready-1280")
+    served.call(setattr, served.gw, "ready", True)
+    expect(page.locator("#server-stale")).to_have_count(0, timeout=30_000)
+    served.call(served.stop)  # the gateway (and its dashboard) stops
+    expect(page.locator("#stale")).to_be_visible(timeout=30_000)
+    expect(page.locator("#stale")).to_contain_text("could not refresh")
+    assert loads == []  # the page stayed, with the banner over its numbers
+    shot(page, "overview-gateway-stopped-1280")
     page.close()

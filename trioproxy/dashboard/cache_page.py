@@ -93,7 +93,7 @@ def fold(rows: Iterable[HourRow], rng: Range, tz: Any, visible: Any) -> CacheVie
 
 
 def percent_axis(v: float) -> str:
-    return f"{v:.0f}%"
+    return f"{v:.0f}%" if v >= 10 or v == 0 else f"{v:.1f}%"
 
 
 def visible_namespaces(gw: Gateway, who: Principal, teams: Iterable[str]) -> set[str]:
