@@ -8,7 +8,7 @@ cached answers, as JSON or as a stream in the caller's dialect.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -18,7 +18,7 @@ from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Message, Send, send_whole
 from trioproxy.errors import ErrorKind, GatewayError, InternalError
 from trioproxy.pipeline.caching import StreamCollector
-from trioproxy.upstream.attempt import Failed, Item, Raw, Won
+from trioproxy.upstream.attempt import Failed, Handoff, Item, Raw, Won
 
 
 @dataclass(slots=True)
@@ -130,6 +130,13 @@ async def relay(
         while True:  # coalesce what is already waiting: one write, one syscall
             if isinstance(item, Raw):  # passthrough: upstream bytes as they are
                 parts.append(item.data)
+            elif isinstance(item, Handoff):  # the winner writes the rest itself
+                if parts:
+                    await send({"type": "http.response.body", "body": b"".join(parts),
+                                "more_body": True})  # fmt: skip
+                    parts.clear()
+                item.write = _body_writer(send)
+                item.ready.set()
             elif isinstance(item, Failed):
                 failed = item.error
                 break
@@ -159,6 +166,13 @@ async def relay(
             delivery.completion = collector.completion()
     delivery.responded = True  # before the await: a disconnect may cancel us right after it
     await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _body_writer(send: Send) -> Callable[[bytes], Awaitable[None]]:
+    async def write(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    return write
 
 
 async def replay(

@@ -12,6 +12,7 @@ head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,15 @@ DISCONNECT = {"type": "http.disconnect"}
 _CLOSE = (b"connection", b"close")
 
 
+def plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS or anything
+    else). trio keeps it as ``SocketType._sock``; we only call its non-blocking ``send``."""
+    if type(stream) is not trio.SocketStream:
+        return None
+    sock = getattr(stream.socket, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 class Connection:
     def __init__(
         self,
@@ -50,6 +60,10 @@ class Connection:
         self.server = server
         self.limits = server.limits
         self.stream = stream
+        self._sock = plain_socket(stream)
+        """The stdlib socket of a plain TCP connection (the write fast path), else None."""
+        self._writing = False
+        """A ``send_all`` is in progress (a write that would have blocked)."""
         self.scheme = scheme
         self.client = client
         self.local = local
@@ -318,14 +332,38 @@ class Connection:
     # writing and closing --------------------------------------------------------------
 
     async def _write(self, data: bytes) -> None:
+        """Write ``data`` whole. On plain TCP the bytes go straight to the socket when its
+        buffer has room (the usual case: no task switch); only the rest, if any, waits
+        through ``send_all``. Not a checkpoint when nothing had to wait."""
         if self._broken:
             return
+        sock = self._sock
+        if sock is not None and not self._writing:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._lost()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._writing = True
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._broken = True
-            self.eof = True
-            self.lot.unpark_all()
+            self._lost()
+        except trio.Cancelled:  # part of ``data`` may be out: nothing can follow it
+            self._lost()
+            raise
+        finally:
+            self._writing = False
+
+    def _lost(self) -> None:
+        self._broken = True
+        self.eof = True
+        self.lot.unpark_all()
 
     async def _send_plain(self, status: int, message: str, path: str | None) -> None:
         """A whole response from the server itself (refusals, timeouts); then we close."""

@@ -21,7 +21,6 @@ the upstream read; memory stays flat.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -74,7 +73,20 @@ class Raw:
     data: bytes
 
 
-Item = Won | Failed | Raw | StreamEvent
+@dataclass(slots=True, eq=False)
+class Handoff:
+    """A passthrough winner asks the client writer for the connection.
+
+    Sent after :class:`Won` and the first bytes. The writer, once everything before it is
+    written, sets :attr:`write` and :attr:`ready`; from then on the attempt writes the
+    upstream bytes to the client itself (no channel hop per chunk) and the channel only
+    carries the end: a :class:`Failed`, or its closing."""
+
+    ready: trio.Event = field(default_factory=trio.Event)
+    write: Callable[[bytes], Awaitable[None]] | None = None
+
+
+Item = Won | Failed | Raw | Handoff | StreamEvent
 
 
 @dataclass(slots=True)
@@ -169,7 +181,11 @@ class AttemptRunner:
             for item in first:
                 await self.out.send(item)
             if tap is not None:
-                await self._relay_verbatim(resp, tap, meter, t.idle)
+                handoff = Handoff()
+                await self.out.send(handoff)
+                await handoff.ready.wait()
+                assert handoff.write is not None
+                await self._relay_verbatim(resp, tap, meter, t.idle, handoff.write)
             else:
                 await self._relay(attempt, resp, parser, decoder, meter, t.idle)
 
@@ -254,42 +270,46 @@ class AttemptRunner:
                         return
 
     async def _relay_verbatim(
-        self, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter, idle: float
-    ) -> None:
-        """The passthrough relay: upstream bytes as they are, cut at event boundaries.
+        self, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter, idle: float,
+        write: Callable[[bytes], Awaitable[None]],
+    ) -> None:  # fmt: skip
+        """The passthrough relay: upstream bytes as they are, cut at event boundaries,
+        written to the client by this task (``write``, from the :class:`Handoff`).
 
-        One cancel scope carries the idle deadline for the whole stream, moved forward
-        after every chunk (a scope per chunk costs more than the rest of the loop). The
-        deadline is lifted while a send waits on a slow client: backpressure is not idleness.
+        The idle deadline is kept by a watchdog task that sleeps until the last chunk's
+        time + ``idle`` (a deadline moved per chunk costs more than the rest of the loop);
+        a write that waits on a slow client is not idleness: it counts from its end.
         """
         failure: GatewayError | None = None
-        with trio.CancelScope() as watch:
-            while not tap.done:
-                watch.deadline = trio.current_time() + idle
-                try:
-                    chunk = await resp.receive()
-                except UpstreamIOError as exc:
-                    failure = _interrupted(f"upstream connection broke: {exc}")
-                    break
-                if not chunk:
-                    failure = _interrupted("upstream closed the stream before its end")
-                    break
-                try:
-                    got = tap.feed(chunk)
-                except ProviderError as exc:
-                    failure = exc
-                    break
-                except ValueError as exc:
-                    failure = _interrupted(f"malformed upstream event: {exc}")
-                    break
-                _meter_tapped(meter, got)
-                if got.forward:
+        watch = _IdleWatch(idle)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch.run)
+            with watch.scope:
+                while not tap.done:
                     try:
-                        self.out.send_nowait(Raw(got.forward))
-                    except trio.WouldBlock:
-                        watch.deadline = math.inf
-                        await self.out.send(Raw(got.forward))
-        if watch.cancelled_caught:
+                        chunk = await resp.receive()
+                    except UpstreamIOError as exc:
+                        failure = _interrupted(f"upstream connection broke: {exc}")
+                        break
+                    if not chunk:
+                        failure = _interrupted("upstream closed the stream before its end")
+                        break
+                    try:
+                        got = tap.feed(chunk)
+                    except ProviderError as exc:
+                        failure = exc
+                        break
+                    except ValueError as exc:
+                        failure = _interrupted(f"malformed upstream event: {exc}")
+                        break
+                    _meter_tapped(meter, got)
+                    if got.forward:
+                        watch.writing = True
+                        await write(got.forward)
+                        watch.writing = False
+                    watch.last = trio.current_time()
+            nursery.cancel_scope.cancel()
+        if watch.scope.cancelled_caught:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
         if failure is not None:
             await self.out.send(Failed(failure))
@@ -310,6 +330,28 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
     return completion
 
 
+class _IdleWatch:
+    """Cancels :attr:`scope` once ``idle`` seconds pass after :attr:`last` (the last
+    chunk) while no write is in progress."""
+
+    __slots__ = ("idle", "last", "scope", "writing")
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self.last = trio.current_time()
+        self.writing = False
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep_until(self.last + self.idle)
+            if not self.writing and trio.current_time() >= self.last + self.idle:
+                self.scope.cancel()
+                return
+            if self.writing:  # re-check one idle period after now at the latest
+                await trio.sleep(self.idle)
+
+
 def _interrupted(message: str) -> ProviderError:
     return ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
 
@@ -322,4 +364,4 @@ def _meter_tapped(meter: Meter, got: Tapped) -> None:
         meter.observe(event)
 
 
-__all__ = ["AttemptRunner", "Failed", "Item", "Meter", "Raw", "Won"]
+__all__ = ["AttemptRunner", "Failed", "Handoff", "Item", "Meter", "Raw", "Won"]

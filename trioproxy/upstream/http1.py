@@ -12,6 +12,8 @@ and ``httptools.HttpParserError`` propagate; :mod:`.transport` maps them.
 
 from __future__ import annotations
 
+import socket
+
 import httptools
 import trio
 
@@ -36,18 +38,31 @@ def request_head(method: str, target: str, authority: str, headers: tuple[tuple[
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def _plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The stdlib socket under a plain ``trio.SocketStream`` (None under TLS or a tunnel
+    wrapper). trio keeps it as ``SocketType._sock``; we call only its non-blocking
+    ``send``/``recv``, after trio's own ``wait_readable``."""
+    if type(stream) is not trio.SocketStream:
+        return None
+    sock = getattr(stream.socket, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 class H1Connection:
     """An open connection: one request/response exchange at a time, reusable when clean."""
 
     __slots__ = (
         "_body", "_complete", "_head_bytes", "_head_done", "_header_name", "_headers",
-        "_keep_alive", "_parser", "_until_eof", "exchanges", "idle_since", "raw_socket", "stream",
+        "_keep_alive", "_parser", "_sock", "_until_eof", "exchanges", "idle_since", "raw_socket",
+        "stream",
     )  # fmt: skip
 
     def __init__(self, stream: trio.abc.Stream, raw_socket: trio.socket.SocketType) -> None:
         self.stream = stream
         self.raw_socket = raw_socket
         """The TCP socket under any TLS/tunnel layers, for liveness checks."""
+        self._sock = _plain_socket(stream)
+        """The stdlib socket when ``stream`` is plain TCP: read and written directly."""
         self.exchanges = 0
         self.idle_since = 0.0
         self._reset()
@@ -113,13 +128,34 @@ class H1Connection:
         if self.exchanges:
             self._reset()
         self.exchanges += 1
-        await self.stream.send_all(head + body if len(body) < 65_536 else head)
-        if len(body) >= 65_536:
-            await self.stream.send_all(body)
+        data = head + body
+        sock = self._sock
+        if sock is not None:  # most requests fit the socket buffer: no task switch
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            data = data[sent:]
+            if not data:
+                return
+        await self.stream.send_all(data)
+
+    async def _read_some(self) -> bytes | bytearray:
+        sock = self._sock
+        if sock is None:
+            return await self.stream.receive_some(RECV_BYTES)
+        # plain TCP: wait, then read (a stream's next bytes are rarely there already, so
+        # trying first would mostly fail); the wait is the checkpoint
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                continue
 
     async def _feed_more(self) -> bool:
         """Read once and feed the parser; ``False`` at end of input."""
-        data = await self.stream.receive_some(RECV_BYTES)
+        data = await self._read_some()
         if not data:
             return False
         self._parser.feed_data(data)
