@@ -10,7 +10,7 @@ import pytest
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.types import Dialect, StreamEvent, StreamStart, UsageReport
 from trioproxy.errors import ProviderError
-from trioproxy.providers.passthrough import PassthroughTap
+from trioproxy.providers.passthrough import PENDING_MAX, PassthroughTap
 from trioproxy.providers.registry import adapter_for
 from trioproxy.simulator.anthropic_wire import ANTHROPIC
 from trioproxy.simulator.openai_wire import OPENAI
@@ -50,13 +50,12 @@ def splits(data: bytes, seed: int) -> list[bytes]:
 
 
 def tap_all(tap: PassthroughTap, pieces: list[bytes]) -> tuple[bytes, int, list[StreamEvent]]:
-    forward, tokens, events = b"", 0, []
+    forward, events = b"", []
     for piece in pieces:
         got = tap.feed(piece)
         forward += got.forward
-        tokens += got.output_tokens
         events += got.events
-    return forward, tokens, events
+    return forward, tap.output_tokens(), events
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
@@ -121,9 +120,32 @@ def test_error_events_raise_like_the_decoder(wire: Dialect, event: bytes) -> Non
         tap.feed(event)
 
 
-def test_garbage_content_is_a_value_error() -> None:
+def test_garbage_content_is_forwarded_as_it_came_and_counts_nothing() -> None:
     tap = PassthroughTap("openai", include_usage=True)
     data = stream_bytes("openai", 3)
     tap.feed(data[: data.index(b"\n\n") + 2])
-    with pytest.raises(ValueError):
-        tap.feed(b'data: {"choices":[{"index":0,"delta":{"content":"x"}}\n\n')
+    garbage = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}\n\n'
+    good = b'data: {"choices":[{"index":0,"delta":{"content":"two words"}}]}\n\n'
+    assert tap.feed(garbage + good).forward == garbage + good
+    assert tap.output_tokens() == 2
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_content_is_counted_on_demand_and_kept_aside_bounded(wire: Dialect) -> None:
+    data = stream_bytes(wire, 3000)  # far more content bytes than PENDING_MAX
+    tap = PassthroughTap(wire, include_usage=True)
+    pieces = splits(data, 1)
+    most = len(pieces) * 3 // 4
+    for piece in pieces[:most]:
+        tap.feed(piece)
+        assert tap._pending_size <= PENDING_MAX + len(piece)  # counted along the way
+    for piece in pieces[most:]:
+        tap.feed(piece)
+    assert tap.output_tokens() == decoded_meter(wire, data)[0].output_estimate
+    assert tap.output_tokens() == decoded_meter(wire, data)[0].output_estimate  # idempotent
+
+
+def test_an_anthropic_json_delta_naming_text_delta_is_decoded_not_counted() -> None:
+    ev = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
+          b'"delta":{"type":"input_json_delta","partial_json":"\\"text_delta\\""}}')  # fmt: skip
+    assert not PassthroughTap._plain_anthropic(ev)

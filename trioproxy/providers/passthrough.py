@@ -10,11 +10,16 @@ and what the gateway must know from them:
   first event, usage, errors, the finish reason, the final event (``[DONE]`` /
   ``message_stop``), tool calls, anything unusual (so the decoder's checks and
   state hold);
-* the *plain* content events (a text or argument delta, the bulk of a stream)
-  are only metered: their delta text is read to count its tokens with
-  :func:`~trioproxy.core.tokens.estimate_tokens`, exactly as the decoder path
-  counts them, so an interrupted stream bills exactly what was delivered. No
-  canonical events, no re-encoding.
+* the *plain* content events (a text delta, the bulk of a stream) are recognised
+  by their bytes and kept aside, not parsed: their tokens are counted only when
+  someone asks (:meth:`PassthroughTap.output_tokens`: the provider reported no
+  usage, so the gateway bills its estimate), with
+  :func:`~trioproxy.core.tokens.estimate_tokens` exactly as the decoder path counts
+  them, so an interrupted stream bills exactly what was delivered. What is kept
+  aside is bounded (:data:`PENDING_MAX` bytes, then counted at once). No JSON per
+  content event, no canonical events, no re-encoding. A content event that is not
+  valid JSON is forwarded as it came (the caller's SDK sees what the provider
+  sent) and counts no tokens.
 
 Line ends are normalised to LF (CRLF / CR framing from OpenAI-compatible
 servers becomes LF framing: the same events). An OpenAI usage-only chunk is
@@ -39,6 +44,9 @@ from trioproxy.providers.openai import OpenAIStreamDecoder
 _OPENAI_DATA = b"data: {"
 _ANTHROPIC_TEXT = b'event: content_block_delta\ndata: {"type":"content_block_delta"'
 _ANTHROPIC_DATA = len(b"event: content_block_delta\ndata: ")
+_ANTHROPIC_TEXT_DELTA = b'"delta":{"type":"text_delta","text":'
+PENDING_MAX = 64 * 1024
+"""Bytes of plain content events kept uncounted per stream before they are counted."""
 
 
 @dataclass(slots=True)
@@ -47,9 +55,8 @@ class Tapped:
     """Complete events to relay as they are (may be empty)."""
     events: list[StreamEvent] = field(default_factory=list)
     """What the special events decoded to (start, usage, end...)."""
-    output_tokens: int = 0
-    """Estimated tokens of the plain content events in ``forward``."""
     content_events: int = 0
+    """Plain content events in ``forward`` (metered later: :meth:`PassthroughTap.output_tokens`)."""
 
 
 class PassthroughTap:
@@ -72,6 +79,9 @@ class PassthroughTap:
         self._cr = False
         """The previous input ended in CR (a CRLF may be split across reads)."""
         self._first = True
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._counted = 0
 
     @property
     def done(self) -> bool:
@@ -87,29 +97,39 @@ class PassthroughTap:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return data
 
+    def output_tokens(self) -> int:
+        """Estimated tokens of every plain content event forwarded so far."""
+        self._count_pending()
+        return self._counted
+
     def feed(self, data: bytes) -> Tapped:
         out = Tapped()
         if self.done or not data:
             return out
-        data = self._normalise(data)
+        if self._cr or b"\r" in data:
+            data = self._normalise(data)
         buf = self._rest + data if self._rest else data
         end = buf.rfind(b"\n\n")
         if end < 0:
             self._rest = buf
             return out
-        block, self._rest = buf[: end + 2], buf[end + 2 :]
+        if end + 2 == len(buf):
+            block, self._rest = buf, b""
+        else:
+            block, self._rest = buf[: end + 2], buf[end + 2 :]
         events = block.split(b"\n\n")
         events.pop()  # after the last separator: empty
         kept: list[bytes] = []
         edited = False
+        plain = self._plain_openai if self.wire == "openai" else self._plain_anthropic
         for n, ev in enumerate(events):
             if not ev:
                 continue  # extra blank lines between events
-            tokens = None if self._first else self._plain_tokens(ev)
-            if tokens is not None:
-                out.output_tokens += tokens
+            if not self._first and plain(ev):
                 out.content_events += 1
                 kept.append(ev)
+                self._pending.append(ev)
+                self._pending_size += len(ev)
                 continue
             self._first = False
             decoded = self._decode(ev)
@@ -122,6 +142,8 @@ class PassthroughTap:
                 edited = edited or n + 1 < len(events)
                 self._rest = b""
                 break
+        if self._pending_size > PENDING_MAX:
+            self._count_pending()
         out.forward = b"".join(ev + b"\n\n" for ev in kept) if edited else block
         return out
 
@@ -135,29 +157,46 @@ class PassthroughTap:
     def _usage_only(decoded: list[StreamEvent], ev: bytes) -> bool:
         return any(isinstance(e, UsageReport) for e in decoded) and b'"choices":[]' in ev
 
-    def _plain_tokens(self, ev: bytes) -> int | None:
-        """Tokens of a plain content event, or None when the event must be decoded."""
-        if self.wire == "openai":
-            if (
-                not ev.startswith(_OPENAI_DATA)
-                or b"\n" in ev
-                or b'"error"' in ev
-                or b'"usage":{' in ev
-                or b'"tool_calls"' in ev
-                or (b'"finish_reason":' in ev and b'"finish_reason":null' not in ev)
-            ):
-                return None
-            return _openai_tokens(orjson.loads(ev[6:]))
-        if not ev.startswith(_ANTHROPIC_TEXT) or b'"text_delta"' not in ev or ev.count(b"\n") != 1:
-            return None
-        data = orjson.loads(ev[_ANTHROPIC_DATA:])
-        delta = data.get("delta") if isinstance(data, dict) else None
-        if not isinstance(delta, dict) or delta.get("type") != "text_delta":
-            return None
-        text = delta.get("text")
-        if not isinstance(text, str):
-            raise ValueError("malformed content_block_delta: text is not a string")
-        return estimate_tokens(text)
+    @staticmethod
+    def _plain_openai(ev: bytes) -> bool:
+        """A content chunk that the decoder would only meter (no finish, usage, tools,
+        error, or several lines)."""
+        return (
+            ev.startswith(_OPENAI_DATA)
+            and b"\n" not in ev
+            and b'"error"' not in ev
+            and b'"usage":{' not in ev
+            and b'"tool_calls"' not in ev
+            and (b'"finish_reason":' not in ev or b'"finish_reason":null' in ev)
+        )
+
+    @staticmethod
+    def _plain_anthropic(ev: bytes) -> bool:
+        """A ``text_delta`` (JSON quotes inside a string are escaped, so these bytes
+        are the delta's own type)."""
+        return (
+            ev.startswith(_ANTHROPIC_TEXT)
+            and _ANTHROPIC_TEXT_DELTA in ev
+            and ev.count(b"\n") == 1
+        )
+
+    def _count_pending(self) -> None:
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        count = _openai_tokens if self.wire == "openai" else _anthropic_tokens
+        skip = _ANTHROPIC_DATA if self.wire == "anthropic" else len(_OPENAI_DATA) - 1
+        for ev in pending:
+            try:
+                self._counted += count(orjson.loads(ev[skip:]))
+            except ValueError:
+                pass  # forwarded as it came; counts nothing
+
+
+def _anthropic_tokens(data: Any) -> int:
+    delta = data.get("delta") if isinstance(data, dict) else None
+    if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+        return 0
+    text = delta.get("text")
+    return estimate_tokens(text) if isinstance(text, str) else 0
 
 
 def _openai_tokens(chunk: Any) -> int:

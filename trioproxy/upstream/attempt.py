@@ -163,6 +163,8 @@ class AttemptRunner:
             and adapter.wire in PassthroughTap.WIRES
             else None
         )
+        if tap is not None:
+            meter.deferred = tap.output_tokens
         async with AsyncExitStack() as stack:
             decoder = adapter.new_stream_decoder()
             parser = SSEParser()
@@ -359,7 +361,6 @@ def _interrupted(message: str) -> ProviderError:
 def _meter_tapped(meter: Meter, got: Tapped) -> None:
     if got.content_events or got.events:
         meter.received_any = True
-    meter.output_estimate += got.output_tokens
     for event in got.events:
         meter.observe(event)
 

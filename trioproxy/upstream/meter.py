@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trioproxy.core.tokens import estimate_tokens
@@ -33,6 +34,9 @@ class Meter:
     response_model: str = ""
     finish: FinishReason | None = None
     """The provider's answer id, model and finish reason, as far as received (traces)."""
+    deferred: Callable[[], int] | None = None
+    """More estimated output tokens, counted only when asked (a passthrough stream's
+    content events: :meth:`~trioproxy.providers.passthrough.PassthroughTap.output_tokens`)."""
 
     def observe(self, event: StreamEvent) -> None:
         if isinstance(event, TextDelta):
@@ -56,7 +60,12 @@ class Meter:
         if not self.received_any:
             return Usage(0, 0, estimated=False)
         known = self.up_front if self.up_front is not None else Usage(prompt_estimate, 0)
-        return with_output(known, self.output_estimate, estimated=True)
+        return with_output(known, self.output_tokens(), estimated=True)
+
+    def output_tokens(self) -> int:
+        """Estimated output tokens of everything received so far."""
+        extra = self.deferred() if self.deferred is not None else 0
+        return self.output_estimate + extra
 
 
 __all__ = ["Meter"]
