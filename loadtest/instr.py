@@ -30,7 +30,6 @@ from dataplane import AUTH, BenchStream, config
 from harness import Environment, User, task
 from scenarios import start_load_sim
 
-
 CHAT = b'{"model":"chat","messages":[{"role":"user","content":"Tell me a story."}]}'
 
 

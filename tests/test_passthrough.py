@@ -61,7 +61,9 @@ def tap_all(tap: PassthroughTap, pieces: list[bytes]) -> tuple[bytes, int, list[
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
 @pytest.mark.parametrize("tool", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_forwards_verbatim_and_meters_like_the_decoder(wire: Dialect, tool: bool, seed: int) -> None:
+def test_forwards_verbatim_and_meters_like_the_decoder(
+    wire: Dialect, tool: bool, seed: int
+) -> None:
     data = stream_bytes(wire, 40 + seed, tool=tool)
     tap = PassthroughTap(wire, include_usage=True)
     forward, tokens, events = tap_all(tap, splits(data, seed))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
@@ -40,6 +40,15 @@ class Prices:
     cache_read: Fraction
     cache_write_5m: Fraction
     cache_write_1h: Fraction
+    _scaled: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """The five prices over one common denominator (its last item): :func:`bill` in integers."""
+
+    def __post_init__(self) -> None:
+        prices = (self.input, self.output, self.cache_read, self.cache_write_5m,
+                  self.cache_write_1h)  # fmt: skip
+        den = math.lcm(*(Fraction(p).denominator for p in prices))
+        scaled = tuple(int(Fraction(p) * den) for p in prices)
+        object.__setattr__(self, "_scaled", (*scaled, den))
 
     @property
     def max_input(self) -> Fraction:
@@ -73,16 +82,17 @@ NO_BILL = Bill(0, 0)
 
 def bill(usage: Usage, prices: Prices) -> Bill:
     """Price every bucket of ``usage``; reasoning is inside output and not billed twice."""
-    output = usage.output_tokens * prices.output
+    p_in, p_out, p_read, p_w5m, p_w1h, den = prices._scaled  # exact: integers over den
+    output = usage.output_tokens * p_out
     exact = (
-        usage.input_tokens * prices.input
-        + usage.cache_read_tokens * prices.cache_read
-        + usage.cache_write_5m_tokens * prices.cache_write_5m
-        + usage.cache_write_1h_tokens * prices.cache_write_1h
+        usage.input_tokens * p_in
+        + usage.cache_read_tokens * p_read
+        + usage.cache_write_5m_tokens * p_w5m
+        + usage.cache_write_1h_tokens * p_w1h
         + output
     )
-    no_cache = usage.prompt_tokens * prices.input + output
-    return Bill(math.ceil(exact), math.ceil(no_cache))
+    no_cache = usage.prompt_tokens * p_in + output
+    return Bill(-(-exact // den), -(-no_cache // den))  # rounded up
 
 
 def worst_case_micros(prices: Prices, prompt_tokens: int, output_tokens: int) -> int:

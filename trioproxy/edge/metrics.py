@@ -141,40 +141,50 @@ class Metrics:
             for name, help_ in MIRRORED.items()
         }
         self._mirrored: dict[str, int] = dict.fromkeys(MIRRORED, 0)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     # -- from usage records ------------------------------------------------------------------
+    def _child(self, family: Any, *labels: str) -> Any:
+        """``family.labels(*labels)``, remembered: the library validates and locks on
+        every call, and a request counts a dozen series."""
+        key = (id(family), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
     def observe(self, rec: UsageRecord) -> None:
         if rec.kind == "attempt":
             target = rec.target or ""
-            self.attempts.labels(target, rec.outcome).inc()
-            self.attempt_duration.labels(target).observe(rec.latency_ms / 1000)
+            self._child(self.attempts, target, rec.outcome).inc()
+            self._child(self.attempt_duration, target).observe(rec.latency_ms / 1000)
             if rec.hedge_role == "fallback":
-                self.fallbacks.labels(rec.route, target).inc()
+                self._child(self.fallbacks, rec.route, target).inc()
             elif rec.hedge_role == "hedge":
-                self.hedges.labels(rec.route, target).inc()
+                self._child(self.hedges, rec.route, target).inc()
             return
         target = rec.target or ""
-        self.requests.labels(rec.route, target, str(rec.status), rec.cache).inc()
+        self._child(self.requests, rec.route, target, str(rec.status), rec.cache).inc()
         if rec.outcome == "denied":
-            self.refusals.labels(rec.error_kind or "unknown").inc()
+            self._child(self.refusals, rec.error_kind or "unknown").inc()
         if rec.input_tokens:
-            self.tokens.labels(rec.route, target, "input").inc(rec.input_tokens)
+            self._child(self.tokens, rec.route, target, "input").inc(rec.input_tokens)
         if rec.cache_read_tokens:
-            self.tokens.labels(rec.route, target, "cache_read").inc(rec.cache_read_tokens)
+            self._child(self.tokens, rec.route, target, "cache_read").inc(rec.cache_read_tokens)
         if writes := rec.cache_write_5m_tokens + rec.cache_write_1h_tokens:
-            self.tokens.labels(rec.route, target, "cache_write").inc(writes)
+            self._child(self.tokens, rec.route, target, "cache_write").inc(writes)
         if rec.output_tokens:
-            self.tokens.labels(rec.route, target, "output").inc(rec.output_tokens)
+            self._child(self.tokens, rec.route, target, "output").inc(rec.output_tokens)
         if rec.input_tokens or rec.output_tokens:  # requests that consumed tokens upstream
-            self.request_tokens.labels("input").observe(rec.input_tokens)
-            self.request_tokens.labels("output").observe(rec.output_tokens)
+            self._child(self.request_tokens, "input").observe(rec.input_tokens)
+            self._child(self.request_tokens, "output").observe(rec.output_tokens)
         if rec.cost_micros:
-            self.cost.labels(rec.team, rec.route).inc(rec.cost_micros)
+            self._child(self.cost, rec.team, rec.route).inc(rec.cost_micros)
         if rec.saved_micros:
-            self.saved.labels(rec.team, rec.route).inc(rec.saved_micros)
-        self.request_duration.labels(rec.route).observe(rec.latency_ms / 1000)
+            self._child(self.saved, rec.team, rec.route).inc(rec.saved_micros)
+        self._child(self.request_duration, rec.route).observe(rec.latency_ms / 1000)
         if rec.ttfb_ms is not None:
-            self.ttfb.labels(rec.route).observe(rec.ttfb_ms / 1000)
+            self._child(self.ttfb, rec.route).observe(rec.ttfb_ms / 1000)
 
     def breaker_transition(self, target: str, to: str) -> None:
         self.breaker_transitions.labels(target, to).inc()

@@ -175,9 +175,7 @@ class PassthroughTap:
         """A ``text_delta`` (JSON quotes inside a string are escaped, so these bytes
         are the delta's own type)."""
         return (
-            ev.startswith(_ANTHROPIC_TEXT)
-            and _ANTHROPIC_TEXT_DELTA in ev
-            and ev.count(b"\n") == 1
+            ev.startswith(_ANTHROPIC_TEXT) and _ANTHROPIC_TEXT_DELTA in ev and ev.count(b"\n") == 1
         )
 
     def _count_pending(self) -> None:

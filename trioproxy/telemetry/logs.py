@@ -23,9 +23,17 @@ QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "hpack")
 """Libraries that log a line per upstream request at INFO/DEBUG."""
 
 
+_second: list[tuple[int, str]] = [(-1, "")]
+"""The last second formatted (a line per request: most share their second)."""
+
+
 def _when(record: logging.LogRecord) -> str:
-    t = dt.datetime.fromtimestamp(record.created, dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    whole = int(record.created)
+    seen, text = _second[0]
+    if whole != seen:
+        text = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second[0] = (whole, text)
+    return f"{text}{int((record.created - whole) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
@@ -80,6 +88,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    # what no line prints is not collected per record: the caller's file and line (a
+    # stack walk per record; the logging HOWTO's "Optimization"), thread names
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
     out = stream or sys.stderr
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter() if resolve_format(fmt, out) == "json" else TextFormatter())

@@ -174,6 +174,9 @@ class Race:
                 if depth >= len(self.targets) and self._running() == 0:
                     break
                 stagger = self._hedge_wait() if depth < len(self.targets) else math.inf
+                if stagger == math.inf:  # nothing to hedge: no timer to arm
+                    await self._wake_recv.receive()
+                    continue
                 with trio.move_on_after(stagger):
                     await self._wake_recv.receive()
 
