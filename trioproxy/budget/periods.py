@@ -35,8 +35,21 @@ class Period:
     """Epoch seconds of the next period's start (exclusive)."""
 
 
+_latest: dict[tuple[PeriodKind, ZoneInfo], Period] = {}
+"""The period last computed per kind and zone: every request of a day asks for the same."""
+
+
 def period_at(kind: PeriodKind, now: float, tz: ZoneInfo) -> Period:
     """The local calendar day or month that contains ``now`` (epoch seconds)."""
+    latest = _latest.get((kind, tz))
+    if latest is not None and latest.start <= now < latest.end:
+        return latest
+    period = _compute(kind, now, tz)
+    _latest[(kind, tz)] = period
+    return period
+
+
+def _compute(kind: PeriodKind, now: float, tz: ZoneInfo) -> Period:
     local = datetime.fromtimestamp(now, tz)
     if kind == "day":
         start = datetime(local.year, local.month, local.day, tzinfo=tz)

@@ -57,21 +57,18 @@ class Pool:
 
     async def acquire(self, connect_timeout: float) -> tuple[H1Connection, bool]:
         """A connection and whether it was reused; raises :class:`PoolTimeout` or what
-        opening a connection raises (``OSError``, ``trio.BrokenResourceError``...)."""
+        opening a connection raises (``OSError``, ``trio.BrokenResourceError``...).
+
+        Reusing an idle connection (the usual case) arms no timer and does not yield:
+        a cancellation is delivered before a connection is taken, and past that point
+        nothing waits, so a taken connection always reaches the caller (who releases or
+        discards it); the caller's next step (the request's send and read) yields."""
+        if (conn := await self._reuse()) is not None:
+            return conn, True
         with trio.move_on_after(connect_timeout) as scope:
             while True:
-                self._sweep(trio.current_time())
-                if self._idle:
-                    # A cancellation is delivered here, before a connection is taken: past
-                    # this point the only checkpoint is shielded, so a taken connection
-                    # always reaches the caller (who releases or discards it).
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                while self._idle:
-                    conn = self._idle.pop()
-                    if conn.looks_alive():
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                        return conn, True
-                    self._drop(conn)
+                if (conn := await self._reuse()) is not None:
+                    return conn, True
                 if self._total < self.max_connections:
                     self._total += 1
                     try:
@@ -85,6 +82,18 @@ class Pool:
                 await self._waiters.park()
         assert scope.cancelled_caught
         raise PoolTimeout(f"connect timeout: {connect_timeout:g}s")
+
+    async def _reuse(self) -> H1Connection | None:
+        self._sweep(trio.current_time())
+        if not self._idle:
+            return None
+        await trio.lowlevel.checkpoint_if_cancelled()  # does not yield unless cancelled
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.looks_alive():
+                return conn
+            self._drop(conn)
+        return None
 
     def release(self, conn: H1Connection) -> None:
         """Give a connection back: kept if its exchange ended cleanly, closed otherwise."""
