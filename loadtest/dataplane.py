@@ -1,11 +1,12 @@
 """Side by side in one run: the Trio floor relay, the old path and the new path (issue 8).
 
     .venv/bin/python loadtest/dataplane.py [--old af4e46b] [--new HEAD] [--seconds 20]
-        [--relays floor old new] [--json out.json]
+        [--relays floor old new] [--workers 1] [--json out.json]
 
 For each relay, one after the other: a load-mode simulator (``trioproxy simulate --load``,
 50 content chunks 20 ms apart: 54 events, ~1.0 s per stream) and this client share CPU 1;
-the relay runs pinned to CPU 0 (``taskset -c 0``). Loads, each a closed loop:
+the relay runs pinned to CPU 0 (``taskset -c 0``; with ``--workers N`` the gateway's N workers
+run on CPUs 0..N-1). Loads, each a closed loop:
 
 * 1,000 and 100 concurrent streams (``harness.py`` users, keep-alive, ``--seconds``);
 * non-stream at 100 connections (``wrk``, after a 3 s warm-up).
@@ -79,7 +80,8 @@ team = "bench"
     return path
 
 
-def start_relay(kind: str, commit: str, wd: Path, sim: common.Server) -> common.Server:
+def start_relay(kind: str, commit: str, wd: Path, sim: common.Server,
+                workers: int = 1) -> common.Server:  # fmt: skip
     port = common.free_port()
     if kind == "floor":
         argv = [str(common.VENV_BIN / "python"), str(Path(__file__).parent / "floor.py"),
@@ -88,10 +90,11 @@ def start_relay(kind: str, commit: str, wd: Path, sim: common.Server) -> common.
     else:
         argv, env = common.trioproxy_argv(
             "serve", "--config", str(config(wd, sim.url, commit)), "--host", common.HOST,
-            "--port", str(port), "--workers", "1", commit=commit,
+            "--port", str(port), "--workers", str(workers), commit=commit,
         )  # fmt: skip
         env[common.PROVIDER_KEY_ENV] = "sim"
-    argv = ["taskset", "-c", "0", *argv]
+    # one worker: CPU 0 to itself; N workers: every core (the simulator and client share CPU 1)
+    argv = ["taskset", "-c", "0" if workers == 1 else f"0-{workers - 1}", *argv]
     return common.start(kind, argv, port, wd, env=env, ready_path="/_sim/stats"
                         if kind == "floor" else "/healthz")  # fmt: skip
 
@@ -146,6 +149,8 @@ def main() -> None:
     p.add_argument("--relays", nargs="+", default=["floor", "old", "new"])
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--streams", type=int, nargs="+", default=[1000, 100])
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway workers (old/new); >1 runs them on CPUs 0..N-1")  # fmt: skip
     p.add_argument("--json", default=None)
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy the new path during its first stream load; write DIR/profile.*")  # fmt: skip
@@ -157,9 +162,11 @@ def main() -> None:
         wd = common.workdir()
         sim = start_load_sim(wd, "sim", cpu=1)
         try:
-            relay = start_relay(kind, commit, wd, sim)
+            relay = start_relay(kind, commit, wd, sim, args.workers if kind != "floor" else 1)
             try:
                 label = kind if kind == "floor" else f"{kind} ({commit})"
+                if kind != "floor" and args.workers > 1:
+                    label += f" -w {args.workers}"
                 busy = common.wait_quiet(max_wait=20)
                 print(f"--- {label}: machine busy before start {busy:.0f}%", flush=True)
                 for n, users in enumerate(args.streams):
