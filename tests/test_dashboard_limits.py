@@ -4,6 +4,7 @@ is audited, and the gateway enforces the new value."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import trio
@@ -11,7 +12,7 @@ import trio
 from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import HX, chat, limits, row, text
-from trioproxy.budget.policy import Policy
+from trioproxy.budget.policy import KeyLimits, Policy
 
 
 async def policy(d: Dash) -> Policy:
@@ -134,3 +135,41 @@ async def test_key_rates_are_edited_in_place_and_enforced(nursery: trio.Nursery)
         ("key.limits", "reader", "rpm 1, tpm -", "rpm -, tpm -"),
         ("key.limits", "reader", "rpm -, tpm -", "rpm 1, tpm -"),
     ]
+
+
+async def test_json_api_and_a_store_outage(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    api = d.app.test_client()
+    bearer = {"Authorization": f"Bearer {DEMO_KEY}"}
+    r = await api.put("/admin/api/keys/reader/limits", json={"rpm": 30, "tpm": 9000},
+                      headers=bearer)  # fmt: skip
+    assert r.status_code == 200 and (await policy(d)).rates["reader"] == KeyLimits(30, 9000)
+    r = await api.put("/admin/api/keys/reader/limits", json={"tpm": None}, headers=bearer)
+    assert r.status_code == 200 and (await policy(d)).rates["reader"] == KeyLimits(30, None)
+    r = await api.put("/admin/api/keys/reader/limits", json={"rpm": "lots"}, headers=bearer)
+    assert r.status_code == 400 and "rpm" in (await r.get_json())["error"]["fields"]
+    r = await api.put("/admin/api/keys/nope/limits", json={"rpm": 1}, headers=bearer)
+    assert r.status_code == 404
+    r = await api.put("/admin/api/windows/rita", json={"tokens": 500, "window_s": 60},
+                      headers=bearer)  # fmt: skip
+    window = (await policy(d)).windows["rita"]
+    assert r.status_code == 200 and window is not None and window.tokens == 500
+    r = await api.put("/admin/api/windows/nobody", json={"tokens": 5}, headers=bearer)
+    assert r.status_code == 404
+
+    # the budget store stops answering: a change is a 503 saying so, and nothing is audited
+    assert d.gw.admission is not None
+    gate = d.gw.admission.gate
+    gate.outage = dataclasses.replace(gate.outage, probe_after_s=3600.0)
+    gate._mark_down("test: the store is gone")
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    before = await text(await c.get("/audit"))
+    for path, form in (("/budgets/demo", {"daily_usd": "3"}),
+                       ("/budgets/demo", {"alert_pct": "70"}),
+                       ("/windows/rita", {"tokens": "7"}),
+                       ("/keys/reader/limits", {"rpm": "7"})):  # fmt: skip
+        r = await c.post(path, form={**form, "csrf": csrf})
+        assert r.status_code == 503, path
+        assert "budget store unavailable" in (await text(r)).lower(), path
+    assert await text(await c.get("/audit")) == before

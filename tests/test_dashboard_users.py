@@ -42,7 +42,9 @@ async def test_admin_creates_a_viewer_who_signs_in_and_cannot_edit(nursery: trio
     assert r.status_code == 200 and "1 sessions ended" in await text(r)
     assert (await vera.get("/budgets")).status_code == 303
     vcsrf = await sign_in(vera, "vera", "vera-password-12")
-    assert (await vera.post("/budgets/ops", form={"daily_usd": "1", "csrf": vcsrf})).status_code == 200
+    assert (
+        await vera.post("/budgets/ops", form={"daily_usd": "1", "csrf": vcsrf})
+    ).status_code == 200
 
     # disabled: signed out everywhere, and sign-in refused like a wrong password
     r = await c.post("/users/vera/disable", form={"csrf": csrf})
@@ -99,3 +101,36 @@ async def test_only_admins_of_every_team_manage_users(nursery: trio.Nursery) -> 
                                          "role": "admin", "csrf": csrf})  # fmt: skip
         assert r.status_code == 403
     assert await access(d).store.users() == []
+
+
+async def test_passwords_are_reset_and_admins_cannot_lock_themselves_out(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    await c.post("/users", form={"name": "ada", "password": "ada-password-12", "role": "admin",
+                                 "csrf": csrf})  # fmt: skip
+    ada = d.app.test_client()
+    acsrf = await sign_in(ada, "ada", "ada-password-12")
+    r = await ada.post("/users/ada", form={"role": "viewer", "teams": "", "csrf": acsrf})
+    assert r.status_code == 400 and "you cannot demote yourself" in await text(r)
+    r = await ada.post("/users/ada/disable", form={"csrf": acsrf})
+    assert r.status_code == 400 and "cannot disable yourself" in await text(r)
+    r = await ada.post("/users/ada", form={"role": "admin", "teams": "", "csrf": acsrf})
+    assert r.status_code == 200 and "Nothing changed." in await text(r)
+    # a new password: too short is 400 next to the field; then set, sessions end
+    r = await c.post("/users/ada/password", form={"password": "short", "csrf": csrf})
+    page = await text(r)
+    assert r.status_code == 400 and re.search(r'name="password"[^>]*aria-invalid="true"', page)
+    r = await c.post("/users/ada/password", form={"password": "ada-new-password", "csrf": csrf})
+    assert r.status_code == 200 and "1 sessions ended" in await text(r)
+    assert (await ada.get("/budgets")).status_code == 303
+    r = await ada.post("/login", form={"user": "ada", "password": "ada-password-12"})
+    assert r.status_code == 401
+    await sign_in(ada, "ada", "ada-new-password")
+    assert (
+        await c.post("/users/ghost/password", form={"password": "x" * 20, "csrf": csrf})
+    ).status_code == 404
+    log = await text(await c.get("/audit?action=user.password"))
+    assert "new password" in log and "ada-new-password" not in log

@@ -143,6 +143,23 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
                                      scope_text(role, teams)))  # fmt: skip
         return await render(notice=f"User {name!r} updated ({ended} sessions ended).")
 
+    @app.post("/users/<name>/password")
+    async def set_password(name: str) -> ResponseReturnValue:
+        user = await stored(name)
+        if user is None:
+            return await render(404, page_error=f"No user {name!r} created here.")
+        errors: dict[str, str] = {}
+        password = (await request.form).get("password", "")
+        check_password(password, errors)
+        if errors:
+            return await render(400, row_fields={name: errors})
+        encoded = await trio.to_thread.run_sync(hash_password, password)
+        await store.put_user(replace(user, password_hash=encoded))
+        ended = await store.revoke_user(name)
+        await store.audit(AuditEntry(acc.clock(), g.principal.name, "user.password", name,
+                                     "old password", "new password"))  # fmt: skip
+        return await render(notice=f"New password of {name!r} set ({ended} sessions ended).")
+
     async def set_disabled(name: str, disabled: bool) -> ResponseReturnValue:
         user = await stored(name)
         if user is None:
