@@ -64,8 +64,8 @@ class Served:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
 
-    def chat(self, content: str, key: str = DEMO_KEY) -> httpx.Response:
-        body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
+    def chat(self, content: str, key: str = DEMO_KEY, **extra: Any) -> httpx.Response:
+        body = {"model": "chat", "messages": [{"role": "user", "content": content}], **extra}
         headers = {"authorization": f"Bearer {key}"}
         return httpx.post(f"{self.api_url}/v1/chat/completions", json=body, headers=headers,
                           timeout=30)  # fmt: skip
@@ -326,8 +326,31 @@ def test_edit_the_alert_threshold_in_place_and_see_the_audit_entry(
         page.locator('tr[data-config-key="reader"]').get_by_label("Requests / min")
     ).to_have_value("600")
     shot(page, "keys-rates-1280")
-    page.goto(f"{served.url}/alerts")
-    expect(page.locator("table.alerts")).to_be_visible()
+    # a new team with a low limit and a 1 % threshold: its first request fires an alert
+    page.goto(f"{served.url}/keys")
+    form = page.locator("form.keyform")
+    form.get_by_label("Name").fill("pager-bot")
+    form.get_by_label("Team").fill("pager")
+    form.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-secret").inner_text()
+    page.goto(f"{served.url}/budgets")
+    row = page.locator('tr[data-team="pager"]')
+    row.locator('input[name="daily_usd"]').fill("0.0001")
+    row.locator('input[name="alert_pct"]').fill("1")
+    submit(page, row.get_by_role("button", name="Save"))
+    expect(row.locator(".notice")).to_have_text("Saved.")
+    # worst case $0.00004 fits the $0.0001 limit; its cost (~$0.000004) passes 1 %
+    answer = served.chat("alert me", secret, max_tokens=5)
+    assert answer.status_code == 200, answer.text
+
+    def listed() -> bool:
+        page.goto(f"{served.url}/alerts")
+        return page.locator('table.alerts tr[data-team="pager"]').count() > 0
+
+    until(listed, "the fired alert on the alerts page (checked after the request settles)")
+    alert = page.locator('table.alerts tr[data-team="pager"]').first
+    expect(alert.locator("td.level")).to_contain_text("threshold 1 %")
+    expect(alert.locator("td.delivery")).to_contain_text("no webhook")
     shot(page, "alerts-1280")
     page.close()
 

@@ -67,6 +67,10 @@ async def test_fired_alerts_and_failed_deliveries_are_listed(nursery: trio.Nurse
     assert record.last_error and "Connect" in record.last_error
     page = await text(await c.get("/alerts"))
     assert page.count('data-team="demo"') == 1 and "threshold 1 %" in page
+    assert 'hx-get="/panel/alerts"' in page  # the list refreshes itself
+    panel = await text(await c.get("/panel/alerts", headers={"HX-Request": "true"}))
+    assert "<html" not in panel and panel.count('data-team="demo"') == 1
+    assert 'data-team="demo"' not in await text(await c.get("/panel/alerts?team=ops"))
     assert re.search(r'class="num attempts">3<', page) and "failed" in page
     assert "ConnectError" in page
     # team filter, and an admin of team ops sees none of demo's

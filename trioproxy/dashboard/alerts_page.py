@@ -21,6 +21,7 @@ from trioproxy.admin.store import AdminStore
 from trioproxy.budget.alerts import Alert, Delivery
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
+from trioproxy.dashboard.pages import REFRESH_S
 
 log = logging.getLogger(__name__)
 PAGE = 50
@@ -57,23 +58,32 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
     if gate is not None and gate.alerts is not None:
         gate.alerts.history = AlertLog(acc.store)
 
-    @app.get("/alerts")
-    async def alerts_view() -> ResponseReturnValue:
+    async def context() -> dict[str, Any]:
         who = g.principal
         before = request.args.get("before", type=int)
         team = request.args.get("team", "").strip() or None
         records = await acc.store.alert_log(
             limit=PAGE + 1, before_id=before, teams=who.teams, team=team
         )
-        gate = snapshot.gate_of(gw)
-        html = await render_template(
+        return {
+            "records": records[:PAGE], "more": len(records) > PAGE, "team": team or "",
+            "stats": snapshot.alert_statistics(snapshot.gate_of(gw)), "tz": snapshot.zone(gw),
+            "before": before,
+        }  # fmt: skip
+
+    @app.get("/alerts")
+    async def alerts_view() -> ResponseReturnValue:
+        teams = [t for t in await snapshot.all_teams(gw) if g.principal.may_see(t)]
+        return await render_template(
             "page.html", page="alerts", spec=pages["alerts"], title=pages["alerts"].title,
-            pages=pages, records=records[:PAGE], more=len(records) > PAGE, team=team or "",
-            teams=[t for t in await snapshot.all_teams(gw) if who.may_see(t)],
-            stats=snapshot.alert_statistics(gate), tz=snapshot.zone(gw),
-            webhook=gw.settings.budgets.webhook_url is not None,
+            pages=pages, teams=teams, webhook=gw.settings.budgets.webhook_url is not None,
+            refresh_s=REFRESH_S, **await context(),
         )  # fmt: skip
-        return html
+
+    @app.get("/panel/alerts")
+    async def alerts_panel() -> ResponseReturnValue:
+        """The list alone, for the page's refresh (a poll: it does not extend the session)."""
+        return await render_template("fragments/alert_list.html", **await context())
 
 
 __all__ = ["AlertLog", "install"]

@@ -37,6 +37,7 @@ from trioproxy.dashboard import (
     users_page,
 )
 from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
+from trioproxy.dashboard.edits import usd_text
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
 from trioproxy.edge.services import NamedService
@@ -82,6 +83,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.filters["plain"] = plain
+    app.jinja_env.filters["micros"] = usd_text
     app.jinja_env.autoescape = True
     me = freshness.worker_id()
     beat = freshness.HeartbeatService(gateway, acc.store, clock=lambda: acc.clock(), worker=me)
