@@ -18,6 +18,7 @@ from tests.fixtures_servers import RedisServer
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, KeyRate, OutagePolicy, Ticket
 from trioproxy.budget.memory_store import MemoryStore
+from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
@@ -54,7 +55,9 @@ def config(daily: float | None = 10.0, monthly: float | None = 100.0) -> Budgets
 async def redis_store(nursery: trio.Nursery, url: str) -> RedisStore:
     client = RedisClient(url, call_timeout=5.0)
     await nursery.start(client.run)
-    return RedisStore(client)
+    store = RedisStore(client)
+    await store.initialise()  # a fresh state: nothing to rebuild
+    return store
 
 
 async def admit(gate: BudgetGate, rid: str, usd: int, tokens: int = 1, **kw: object) -> Ticket:
@@ -250,9 +253,14 @@ async def test_redis_down_fail_open_local_limit_then_recovers(
 ) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING, "trioproxy.budget.gate")
     store = await redis_store(nursery, redis_url)
+    # no ledger: the restarted, empty Redis gets this process's journal back (the
+    # reservation "before" still held), not $0
+    rec = Recovery(store, config(), lambda: None, lease_s=900.0, call_timeout_s=0.5, clock=Clock())
+    await nursery.start(rec.run)
     policy = OutagePolicy("fail_open", call_timeout_s=0.5, probe_after_s=0.2, fail_open_share=0.1)
-    gate = BudgetGate(config(), store, clock=Clock(), outage=policy)
-    closed = BudgetGate(config(), store, clock=Clock(), outage=OutagePolicy(probe_after_s=0.2))
+    gate = BudgetGate(config(), store, clock=Clock(), outage=policy, recovery=rec)
+    closed = BudgetGate(config(), store, clock=Clock(), outage=OutagePolicy(probe_after_s=0.2),
+                        recovery=rec)  # fmt: skip
     await admit(gate, "before", 100_000)
     await trio.to_thread.run_sync(redis_server.stop)
     with pytest.raises(PolicyError) as err:
@@ -277,6 +285,8 @@ async def test_redis_down_fail_open_local_limit_then_recovers(
             except PolicyError:
                 await trio.sleep(0.1)
     assert not t.local
+    day = next(h.claim.bucket for h in t.holds if h.family == "day")
+    assert await store.usage(day, now=Clock().now) == 200_000  # "before" + "after"
     outages = [r.getMessage() for r in caplog.records if r.name == "trioproxy.budget.gate"]
     assert outages[0].startswith("budget store down") and "fail_closed" in outages[0]
     assert outages[-1] == "budget store is back"

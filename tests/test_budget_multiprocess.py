@@ -26,7 +26,9 @@ async def admit_many(url: str, tag: str, count: int, go: trio.Event | None) -> i
     async with trio.open_nursery() as nursery:
         client = RedisClient(url, call_timeout=30.0)
         await nursery.start(client.run)
-        gate = BudgetGate(cfg, RedisStore(client), clock=lambda: T0,
+        store = RedisStore(client)
+        await store.initialise()  # a fresh state (no ledger to rebuild from); one of two wins
+        gate = BudgetGate(cfg, store, clock=lambda: T0,
                           outage=OutagePolicy(call_timeout_s=30.0))  # fmt: skip
         await gate.team_limits("t")
         if go is None:  # child: tell the parent we are ready, wait for "go" on stdin

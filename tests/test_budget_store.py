@@ -22,7 +22,9 @@ DAY = Claim("team:a:day:2026-11-22", 0, 1000, None, T0 + 3600)
 async def open_redis_store(nursery: trio.Nursery, url: str) -> RedisStore:
     client = RedisClient(url, call_timeout=5.0)
     await nursery.start(client.run)
-    return RedisStore(client)
+    store = RedisStore(client)
+    await store.initialise()  # a fresh state: nothing to rebuild
+    return store
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

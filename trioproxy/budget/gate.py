@@ -45,7 +45,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import trio
@@ -60,12 +60,16 @@ from trioproxy.budget.store import (
     UNLIMITED,
     BudgetStore,
     ReservationClosed,
+    StateLost,
     StoreUnavailable,
     TeamLimits,
 )
 from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who
 from trioproxy.config.model import BudgetsConfig, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
+
+if TYPE_CHECKING:
+    from trioproxy.budget.recovery import Recovery
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,6 +104,7 @@ class BudgetGate:
         limits_ttl_s: float = 2.0,
         alerts: AlertSink | None = None,
         end_user_window: UserWindow | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         self._cfg = budgets
         self._tz = ZoneInfo(budgets.timezone)
@@ -118,6 +123,9 @@ class BudgetGate:
         self._store_down = False
         self._local = MemoryStore()
         self.store_failures = 0
+        self.recovery = recovery
+        """A shared store's state-loss recovery (Redis): it journals this gate's
+        reservations, and while it restores a lost state the gate keeps off the store."""
 
     @property
     def alerts(self) -> AlertSink | None:
@@ -214,10 +222,18 @@ class BudgetGate:
         if trio.current_time() < self._down_until:
             await trio.lowlevel.checkpoint()
             raise StoreUnavailable("budget store marked down")
+        if self.recovery is not None and self.recovery.rebuilding:
+            await trio.lowlevel.checkpoint()
+            raise StateLost("budget state being rebuilt from the ledger")
         timeout = self.outage.call_timeout_s * (SETTLE_PATIENCE if patient else 1)
         try:
             with trio.fail_after(timeout):
                 result = await fn()
+        except StateLost:
+            self.store_failures += 1
+            if self.recovery is not None:
+                self.recovery.lost()
+            raise
         except trio.TooSlowError as exc:
             self.store_failures += 1
             if self.store.timeouts_are_outages:
@@ -375,6 +391,9 @@ class BudgetGate:
             )
         if denial is not None:
             raise self._denied(team, holds, denial)
+        if self.recovery is not None and not ticket.local:
+            claims = [h.claim for h in holds]
+            self.recovery.admitted(request_id, claims, now=now, lease_s=self.lease_s)
         ticket.holds.extend(holds)
         ticket.reserved_micros, ticket.reserved_tokens = usd, tokens
         return ticket
@@ -406,6 +425,8 @@ class BudgetGate:
             raise self._unavailable() from None
         if denial is not None:
             raise self._denied(team, holds, denial)
+        if self.recovery is not None and not ticket.local:
+            self.recovery.extended(ticket.request_id, [h.claim for h in holds], now=now)
         ticket.holds.extend(holds)
         ticket.reserved_micros += add_usd
         ticket.reserved_tokens += add_tok
@@ -420,12 +441,22 @@ class BudgetGate:
             return
         now = self.clock()
         actual = ticket.actual_by_bucket(cost_micros, tokens)
+        rid, rec = ticket.request_id, None if ticket.local else self.recovery
         store = self._local if ticket.local else self.store
         try:
-            await self._call(lambda: store.settle(ticket.request_id, actual, now=now), patient=True)
+            if rec is None:
+                await self._call(lambda: store.settle(rid, actual, now=now), patient=True)
+            else:
+                await self._call(lambda: rec.settle(rid, actual, now=now), patient=True)
+        except StateLost:  # settled once the state is restored (``Recovery``)
+            if rec is not None:
+                rec.defer(rid, actual)
+            return
         except StoreUnavailable as exc:
+            if rec is not None:
+                rec.forget(rid)
             log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
-                        ticket.request_id, exc)  # fmt: skip
+                        rid, exc)  # fmt: skip
             return
         await self._check_alerts(ticket, now)
 

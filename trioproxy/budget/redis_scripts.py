@@ -8,6 +8,10 @@ the server. Keys (``P`` = the store's prefix)::
     P w:<bucket>     zset  window log: member "<rid>|<seq>", score = ts
     P wa:<bucket>    hash  member -> amount, plus _sum (live total) and _win (window s)
     P limits:<team>  hash  daily, monthly: run-time limits in µUSD ('' = none), read by ADMIT
+    P epoch          string  the state's epoch: written when the state is initialised or
+                     rebuilt; ADMIT and SETTLE refuse ('lost') while it is missing
+    P rebuild        string  the rebuild lock (SET NX PX: one rebuilder at a time, leased)
+    P counted        set   request ids whose ledger records the last rebuild counted
 
 Floats go back to Python as strings (Redis truncates Lua numbers to integers).
 Keys are derived inside the scripts, so this needs a single Redis (no Cluster).
@@ -44,6 +48,8 @@ ADMIT = Script(
 local mode, now, lease_s = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local prefix, rid, keep, n = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local rk = KEYS[1]
+local ep = redis.call('GET', prefix .. 'epoch')
+if not ep then return {'lost'} end
 local seq, holds, ls
 if mode == 'reserve' then
   if redis.call('EXISTS', rk) == 1 then return redis.error_reply('DUPLICATE ' .. rid) end
@@ -106,19 +112,23 @@ end
 redis.call('HSET', rk, 'lu', string.format('%.17g', now + ls), 'ls', string.format('%.17g', ls),
   'c', '0', 's', seq, 'h', cjson.encode(holds))
 redis.call('EXPIRE', rk, math.ceil(ls + keep))
-return {'ok'}
+return {'ok', ep}
 """
 )
 
 # KEYS[1] reservation; ARGV: now, prefix, rid, then pairs (bucket, actual)
+# 'lost' without an epoch; 'missing' (and the epoch) for a reservation this state never saw
 SETTLE = Script(
     """
 local now, prefix, rid = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local rk = KEYS[1]
+local ep = redis.call('GET', prefix .. 'epoch')
+if not ep then return {'lost'} end
 local r = redis.call('HMGET', rk, 'lu', 'c', 'h')
-if not r[1] or r[2] == '1' then return 0 end
+if not r[1] then return {'missing', ep} end
+if r[2] == '1' then return {'done', ep} end
 redis.call('HSET', rk, 'c', '1')
-if now > tonumber(r[1]) then return 0 end
+if now > tonumber(r[1]) then return {'done', ep} end
 local actual = {}
 for i = 4, #ARGV, 2 do actual[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local groups, order = {}, {}
@@ -144,7 +154,7 @@ for _, b in ipairs(order) do
     end
   end
 end
-return 1
+return {'done', ep}
 """
 )
 
@@ -159,4 +169,95 @@ return tonumber(redis.call('GET', prefix .. 'c:' .. b) or '0')
 """
 )
 
-__all__ = ["ADMIT", "SETTLE", "USAGE"]
+# Writes rebuilt or replayed state. ARGV: mode ('rebuild' | 'replay'), prefix, epoch, token,
+# final ('1' | '0'), now, counted_ttl_s, then four sections, each a count and its items:
+#   counters      (bucket, amount, ttl_s)                  SET: rebuild only, idempotent
+#   window items  (bucket, member, ts, amount, window_s, ttl_s)      idempotent per member
+#   counted ids   (rid)                                    SADD to P counted
+#   reservations  (rid, closed 0/1, lease_until, lease_s, keep_s, n,
+#                  n x (bucket, amount, window_s or '', ttl_s or '', ts))
+# A reservation is skipped when the state already holds it or the rebuild counted its
+# request from the ledger (the ledger's amount wins). 'rebuild' needs the lock's token and
+# no epoch, and with final = '1' writes the epoch and frees the lock; 'replay' needs the
+# epoch to be ``epoch``. Replies: {'ok', written}, {'nolock'}, {'exists'}, {'stale', ep}.
+RESTORE = Script(
+    """
+local mode, prefix, epoch, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local final, now, counted_ttl = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local ek, ck = prefix .. 'epoch', prefix .. 'counted'
+if mode == 'rebuild' then
+  if redis.call('GET', prefix .. 'rebuild') ~= token then return {'nolock'} end
+  if redis.call('EXISTS', ek) == 1 then return {'exists'} end
+else
+  local ep = redis.call('GET', ek)
+  if ep ~= epoch then return {'stale', ep or ''} end
+end
+local function add_window(b, m, ts, amt, win, ttl)
+  local wz, wa = prefix .. 'w:' .. b, prefix .. 'wa:' .. b
+  local old = tonumber(redis.call('HGET', wa, m) or '0')
+  redis.call('ZADD', wz, ts, m)
+  redis.call('HSET', wa, m, amt, '_win', win)
+  redis.call('HINCRBY', wa, '_sum', amt - old)
+  redis.call('EXPIRE', wz, ttl)
+  redis.call('EXPIRE', wa, ttl)
+end
+local i = 8
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  if mode == 'rebuild' then
+    local k = prefix .. 'c:' .. ARGV[i]
+    redis.call('SET', k, ARGV[i + 1])
+    redis.call('EXPIRE', k, ARGV[i + 2])
+  end
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  add_window(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5])
+  i = i + 6
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('SADD', ck, ARGV[i])
+  i = i + 1
+end
+if n > 0 then redis.call('EXPIRE', ck, counted_ttl) end
+n = tonumber(ARGV[i]); i = i + 1
+local written = 0
+for _ = 1, n do
+  local rid, closed, lu, ls, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local nh = tonumber(ARGV[i + 5])
+  local rk = prefix .. 'r:' .. rid
+  local skip = redis.call('EXISTS', rk) == 1 or redis.call('SISMEMBER', ck, rid) == 1
+  i = i + 6
+  local holds = {}
+  for seq = 1, nh do
+    local b, amt, win, ttl, ts = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    i = i + 5
+    if not skip then
+      if win ~= '' then
+        add_window(b, rid .. '|' .. seq, ts, amt, win, tonumber(ttl))
+      else
+        local k = prefix .. 'c:' .. b
+        redis.call('INCRBY', k, amt)
+        if ttl ~= '' then redis.call('EXPIRE', k, ttl) end
+      end
+      holds[#holds + 1] = {b, seq, amt, win ~= '' and 1 or 0}
+    end
+  end
+  if not skip then
+    redis.call('HSET', rk, 'lu', lu, 'ls', ls, 'c', closed, 's', nh,
+      'h', #holds > 0 and cjson.encode(holds) or '[]')
+    redis.call('EXPIRE', rk, math.max(1, math.ceil(tonumber(lu) - now + tonumber(keep))))
+    written = written + 1
+  end
+end
+if mode == 'rebuild' and final == '1' then
+  redis.call('SET', ek, epoch)
+  redis.call('DEL', prefix .. 'rebuild')
+end
+return {'ok', written}
+"""
+)
+
+__all__ = ["ADMIT", "RESTORE", "SETTLE", "USAGE"]

@@ -7,17 +7,27 @@ instances. Transport failures (not connected, connection lost, no reply within
 the client's ``call_timeout``) surface as :class:`StoreUnavailable`; a script
 that timed out may still have run on the server (an unsettled reservation:
 see the lease rule in :mod:`trioproxy.budget.store`).
+
+**Epoch.** Every admission and settle first checks the ``epoch`` key (one ``GET`` inside
+the script): without it the state was lost and the script refuses (:class:`StateLost`)
+instead of counting from $0. :meth:`initialise` writes a fresh epoch for an empty store
+with nothing to rebuild (tests); a gateway rebuilds from the ledger
+(:mod:`trioproxy.budget.recovery`), which writes it through :meth:`restore`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from trioproxy.budget.claims import Claim, Denial, merge_claims
-from trioproxy.budget.redis_scripts import ADMIT, SETTLE, USAGE
-from trioproxy.budget.store import ReservationClosed, StoreUnavailable, TeamLimits
+from trioproxy.budget.rebuild import Counter, WindowItem
+from trioproxy.budget.redis_scripts import ADMIT, RESTORE, SETTLE, USAGE
+from trioproxy.budget.store import ReservationClosed, StateLost, StoreUnavailable, TeamLimits
 from trioproxy.store.redis_client import RedisClient, RedisError, RedisUnavailable, Script
 
 RETENTION_S = 2 * 86400.0
@@ -30,12 +40,54 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A reservation this instance made, written again into a rebuilt state: ``open``
+    with what it reserved (its settle follows), or closed with what it consumed."""
+
+    rid: str
+    closed: bool
+    lease_until: float
+    lease_s: float
+    holds: tuple[tuple[Claim, float], ...]
+    """Each claim (``amount``: reserved, or consumed if closed) and when it was taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """One :data:`RESTORE` call's worth of state."""
+
+    counters: Sequence[Counter] = ()
+    windows: Sequence[WindowItem] = ()
+    counted: Sequence[str] = ()
+    replayed: Sequence[Replayed] = ()
+
+    def size(self) -> int:
+        return (
+            len(self.counters)
+            + len(self.windows)
+            + len(self.counted)
+            + sum(1 + len(r.holds) for r in self.replayed)
+        )
+
+
 class RedisStore:
     timeouts_are_outages = True
 
     def __init__(self, client: RedisClient, *, prefix: str = "tpb:") -> None:
         self._client = client
         self._prefix = prefix
+        self.epoch: str | None = None
+        """The epoch the last answer carried."""
+        self.on_new_epoch: Callable[[str, str], None] | None = None
+        """Called with (old, new) when an answer carries another epoch than the last one
+        (another instance rebuilt the state)."""
+
+    def _saw(self, raw: bytes) -> None:
+        epoch = raw.decode()
+        old, self.epoch = self.epoch, epoch
+        if old is not None and old != epoch and self.on_new_epoch is not None:
+            self.on_new_epoch(old, epoch)
 
     async def _call(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> Any:
         try:
@@ -46,15 +98,9 @@ class RedisStore:
     def _claim_args(self, claims: Sequence[Claim], now: float) -> list[str]:
         out: list[str] = []
         for c in claims:
-            if c.window_s is not None:
-                ttl = str(math.ceil(c.window_s) + WINDOW_SLACK_S)
-            elif c.expires_at is not None:
-                ttl = str(max(1, math.ceil(c.expires_at - now + RETENTION_S)))
-            else:
-                ttl = ""
             window = "" if c.window_s is None else _fmt(c.window_s)
             team, period = c.limit_ref or ("", "")
-            out += [c.bucket, str(c.amount), str(c.limit), window, ttl, team, period]
+            out += [c.bucket, str(c.amount), str(c.limit), window, _ttl(c, now), team, period]
         return out
 
     async def _admit(
@@ -71,7 +117,10 @@ class RedisStore:
             raise
         status = reply[0]
         if status == b"ok":
+            self._saw(reply[1])
             return None
+        if status == b"lost":
+            raise StateLost("redis: the budget state was lost (no epoch)")
         if status == b"closed":
             raise ReservationClosed(rid)
         bucket, used, retry = reply[1].decode(), int(reply[2]), reply[3].decode()
@@ -92,10 +141,19 @@ class RedisStore:
         return await self._admit("extend", rid, claims, now, 0.0)
 
     async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
+        await self.settle_known(rid, actual, now=now)
+
+    async def settle_known(self, rid: str, actual: Mapping[str, int], *, now: float) -> bool:
+        """:meth:`settle`; False when the state does not hold the reservation (it was
+        made in a state since lost). Raises :class:`StateLost` without an epoch."""
         args = [_fmt(now), self._prefix, rid]
         for bucket, amount in actual.items():
             args += [bucket, str(amount)]
-        await self._call(SETTLE, [self._prefix + "r:" + rid], args)
+        reply = await self._call(SETTLE, [self._prefix + "r:" + rid], args)
+        if reply[0] == b"lost":
+            raise StateLost("redis: the budget state was lost (no epoch)")
+        self._saw(reply[1])
+        return bool(reply[0] != b"missing")
 
     async def usage(self, bucket: str, *, now: float) -> int:
         return int(await self._call(USAGE, [], [self._prefix, bucket, _fmt(now)]))
@@ -135,5 +193,73 @@ class RedisStore:
         reply = await self._execute("SET", self._prefix + "mark:" + key, "1", "NX", "EX", ttl)
         return reply is not None
 
+    # --- epoch and rebuild --------------------------------------------------------
 
-__all__ = ["RedisStore"]
+    async def wait_connected(self) -> None:
+        await self._client.wait_connected()
+
+    async def read_epoch(self) -> str | None:
+        raw = await self._execute("GET", self._prefix + "epoch")
+        if raw is not None:
+            self._saw(raw)
+        return None if raw is None else str(raw.decode())
+
+    async def initialise(self) -> bool:
+        """Start an empty state (a new epoch) if the store holds none; True if it did.
+        Only right when there is no spend to rebuild (no ledger)."""
+        epoch = new_epoch()
+        done = await self._execute("SET", self._prefix + "epoch", epoch, "NX")
+        await self.read_epoch()
+        return done is not None
+
+    async def lock_rebuild(self, token: str, lease_s: float) -> bool:
+        """Take the rebuild lock for ``lease_s`` (one rebuilder across instances)."""
+        ms = max(1, math.ceil(lease_s * 1000))
+        reply = await self._execute("SET", self._prefix + "rebuild", token, "NX", "PX", ms)
+        return reply is not None
+
+    async def restore(
+        self, part: Restore, *, mode: str, epoch: str, token: str = "", final: bool = False,
+        now: float, counted_ttl_s: float,
+    ) -> tuple[str, str]:  # fmt: skip
+        """Write ``part`` (:data:`RESTORE`); returns the script's status and detail."""
+        args: list[str] = [mode, self._prefix, epoch, token, "1" if final else "0", _fmt(now),
+                           str(max(1, math.ceil(counted_ttl_s))), str(len(part.counters))]  # fmt: skip
+        for c in part.counters:
+            args += [
+                c.bucket,
+                str(c.amount),
+                str(max(1, math.ceil(c.expires_at - now + RETENTION_S))),
+            ]
+        args.append(str(len(part.windows)))
+        for w in part.windows:
+            ttl = str(math.ceil(w.window_s) + WINDOW_SLACK_S)
+            args += [w.bucket, w.member, _fmt(w.ts), str(w.amount), _fmt(w.window_s), ttl]
+        args += [str(len(part.counted)), *part.counted, str(len(part.replayed))]
+        for r in part.replayed:
+            args += [r.rid, "1" if r.closed else "0", _fmt(r.lease_until), _fmt(r.lease_s),
+                     str(int(RETENTION_S)), str(len(r.holds))]  # fmt: skip
+            for claim, ts in r.holds:
+                window = "" if claim.window_s is None else _fmt(claim.window_s)
+                args += [claim.bucket, str(claim.amount), window, _ttl(claim, now), _fmt(ts)]
+        reply = await self._call(RESTORE, [], args)
+        status = reply[0].decode()
+        detail = reply[1] if len(reply) > 1 else b""
+        if status == "ok" and mode == "rebuild" and final:
+            self._saw(epoch.encode())
+        return status, detail.decode() if isinstance(detail, bytes) else str(detail)
+
+
+def _ttl(c: Claim, now: float) -> str:
+    if c.window_s is not None:
+        return str(math.ceil(c.window_s) + WINDOW_SLACK_S)
+    if c.expires_at is not None:
+        return str(max(1, math.ceil(c.expires_at - now + RETENTION_S)))
+    return ""
+
+
+def new_epoch() -> str:
+    return f"{int(time.time())}-{secrets.token_hex(6)}"
+
+
+__all__ = ["RedisStore", "Replayed", "Restore", "new_epoch"]

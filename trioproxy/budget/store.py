@@ -48,6 +48,13 @@ class StoreUnavailable(Exception):
     """The store could not be reached or did not answer in time."""
 
 
+class StateLost(StoreUnavailable):
+    """The store answers but has lost its state (no epoch marker: a restart without
+    persistence, a FLUSHALL, a failover to an empty replica). It refuses to admit from
+    empty state until :mod:`trioproxy.budget.recovery` has rebuilt it from the ledger;
+    meanwhile the gate applies its outage policy, as for an unreachable store."""
+
+
 class ReservationClosed(LookupError):
     """Extend of a reservation that is settled, expired or unknown."""
 
@@ -104,6 +111,7 @@ __all__ = [
     "UNLIMITED",
     "BudgetStore",
     "ReservationClosed",
+    "StateLost",
     "StoreUnavailable",
     "TeamLimits",
     "effective_limit",

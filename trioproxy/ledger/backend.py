@@ -43,6 +43,13 @@ DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
 
+RequestTotals = tuple[str, float, str, str, int, int]
+"""(request_id, ts, team, user, cost_micros, tokens) of one request record."""
+REQUEST_TOKENS = (
+    "input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens"
+    " + output_tokens"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ReportRow:
@@ -109,6 +116,11 @@ class LedgerBackend(Protocol):
     ) -> list[HourRow]:
         """The hourly roll-up (:mod:`trioproxy.ledger.hourly`) of request records, per hour
         and ``by``, for Unix hours in ``[first_hour, end_hour)``; only ``teams`` if given."""
+        ...
+
+    async def request_spend(self, *, since: float, until: float) -> list[RequestTotals]:
+        """The request records with ``since <= ts < until``: id, ts, team, user, µUSD
+        billed and tokens (every input bucket plus output); for a budget rebuild."""
         ...
 
     async def enforce_retention(self, *, now: float, retention_days: int) -> int:
@@ -210,8 +222,10 @@ def record_from_dict(data: Mapping[str, Any]) -> UsageRecord:
 __all__ = [
     "DIMENSIONS",
     "METRICS",
+    "REQUEST_TOKENS",
     "LedgerBackend",
     "ReportRow",
+    "RequestTotals",
     "RollupKey",
     "aggregate",
     "check_dimensions",

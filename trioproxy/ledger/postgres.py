@@ -32,7 +32,14 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from trioproxy.ledger import hourly
-from trioproxy.ledger.backend import METRICS, ReportRow, day_of, rollup_query
+from trioproxy.ledger.backend import (
+    METRICS,
+    REQUEST_TOKENS,
+    ReportRow,
+    RequestTotals,
+    day_of,
+    rollup_query,
+)
 from trioproxy.ledger.columns import (
     COLUMNS,
     FIELDS,
@@ -275,6 +282,22 @@ class PostgresLedger:
                 return hourly.rows_of(conn.execute(sql, params).fetchall(), len(by))
 
         result: list[hourly.HourRow] = await self._run(_query)
+        return result
+
+    async def request_spend(self, *, since: float, until: float) -> list[RequestTotals]:
+        sql = (
+            "SELECT request_id, extract(epoch FROM ts)::float8, team, user_name, cost_micros, "
+            f"({REQUEST_TOKENS})::bigint FROM ledger_raw WHERE kind = 'request' "
+            "AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)"
+        )
+
+        def _query() -> list[RequestTotals]:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+                rows = conn.execute(sql, (since, until)).fetchall()
+            return [(str(a), float(b), str(c), str(d), int(e), int(f)) for a, b, c, d, e, f in rows]
+
+        result: list[RequestTotals] = await self._run(_query)
         return result
 
     async def partitions(self) -> list[str]:

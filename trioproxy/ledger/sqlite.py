@@ -20,7 +20,15 @@ from pathlib import Path
 import trio
 
 from trioproxy.ledger import hourly
-from trioproxy.ledger.backend import METRICS, ReportRow, aggregate, day_of, rollup_query
+from trioproxy.ledger.backend import (
+    METRICS,
+    REQUEST_TOKENS,
+    ReportRow,
+    RequestTotals,
+    aggregate,
+    day_of,
+    rollup_query,
+)
 from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
@@ -182,6 +190,18 @@ class SqliteLedger:
             )
 
         return await trio.to_thread.run_sync(_delete, limiter=self._limiter)
+
+    async def request_spend(self, *, since: float, until: float) -> list[RequestTotals]:
+        sql = (
+            f"SELECT request_id, ts, team, user_name, cost_micros, {REQUEST_TOKENS} "
+            "FROM ledger_raw WHERE kind = 'request' AND ts >= ? AND ts < ?"
+        )
+
+        def _query() -> list[RequestTotals]:
+            rows = self._conn.execute(sql, (since, until)).fetchall()
+            return [(str(a), float(b), str(c), str(d), int(e), int(f)) for a, b, c, d, e, f in rows]
+
+        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._conn.close, limiter=self._limiter)

@@ -23,6 +23,7 @@ import trio
 from trioproxy.breakers.shared import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
+from trioproxy.budget.recovery import Recovery, SpendSource
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
@@ -33,6 +34,7 @@ from trioproxy.dashboard import mount_dashboard
 from trioproxy.edge.app import Gateway, ReloadSource, create_app
 from trioproxy.edge.services import NamedService, Service
 from trioproxy.ledger.service import LedgerService
+from trioproxy.ledger.spend import LedgerSpend
 from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_service import response_cache
 from trioproxy.store.redis_client import RedisClient
@@ -115,7 +117,30 @@ def alert_sink(settings: Settings, store: BudgetStore, services: list[NamedServi
     return alerts
 
 
-def admission(settings: Settings, store: BudgetStore, alerts: AlertSink) -> Admission:
+def recovery(
+    settings: Settings, store: BudgetStore, sink: object, services: list[NamedService]
+) -> Recovery | None:
+    """A Redis store's state-loss recovery, reading the ledger when ``sink`` is the
+    gateway's own ledger (a test's list sink: nothing to rebuild from)."""
+    if not isinstance(store, RedisStore):
+        return None
+
+    def source() -> SpendSource | None:
+        if isinstance(sink, LedgerService) and sink.writer is not None:
+            return LedgerSpend(sink.writer.backend)
+        return None
+
+    b = settings.budgets
+    rec = Recovery(
+        store, b, source, lease_s=b.reservation_lease_s, call_timeout_s=b.store_timeout_s
+    )
+    services.append(NamedService("budget-recovery", rec.run))
+    return rec
+
+
+def admission(
+    settings: Settings, store: BudgetStore, alerts: AlertSink, recovery: Recovery | None = None
+) -> Admission:
     """The budget gate for ``settings.budgets`` over ``store`` (also on every reload)."""
     gate = BudgetGate(
         settings.budgets,
@@ -125,6 +150,7 @@ def admission(settings: Settings, store: BudgetStore, alerts: AlertSink) -> Admi
         ),
         lease_s=settings.budgets.reservation_lease_s,
         alerts=alerts,
+        recovery=recovery,
     )
     return Admission(gate)
 
@@ -154,22 +180,26 @@ def build_gateway(
     redis = redis_client(settings, services)
     store = budget_store(settings, redis)
     alerts = alert_sink(settings, store, services)
-    parts["admission"] = admission(settings, store, alerts)
-    parts["cache"] = response_cache(settings, services, redis)
-    parts["breakers"] = shared_breakers(settings, redis)
-    if "tracing" not in overrides:
-        parts["tracing"] = Tracing.from_config(settings.telemetry)
     if "sink" not in overrides:
         ledger = LedgerService(settings.storage)
         services.insert(0, NamedService("ledger", ledger.run))
         parts["sink"] = ledger
+    sink = overrides.get("sink", parts.get("sink"))
+    budget_recovery = recovery(settings, store, sink, services)
+    parts["admission"] = admission(settings, store, alerts, budget_recovery)
+    parts["cache"] = response_cache(settings, services, redis)
+    parts["breakers"] = shared_breakers(settings, redis)
+    if "tracing" not in overrides:
+        parts["tracing"] = Tracing.from_config(settings.telemetry)
     parts.update(overrides)
     services.append(NamedService("trace-flush", _flush_on_shutdown(parts["tracing"]), False))
     gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
     if config_path is not None:
         gateway.reload_source = ReloadSource(
             load=functools.partial(load_settings, config_path),
-            admission=functools.partial(admission, store=store, alerts=alerts),
+            admission=functools.partial(
+                admission, store=store, alerts=alerts, recovery=budget_recovery
+            ),
         )
     try:
         mount_dashboard(gateway)

@@ -1,0 +1,190 @@
+"""Rebuilding a lost budget state from the ledger: the maths. Pure; ``now`` is an input.
+
+A shared store that lost its state (see :class:`~trioproxy.budget.store.StateLost`) is
+rebuilt from two reads of the ledger's *request* records, split at an hour boundary
+``split`` (:func:`span`):
+
+* before ``split``, the hourly roll-up (``ledger_hourly``: kept for ever, exact per hour);
+* from ``split`` on, the raw records (exact time stamps and request ids), plus the
+  fragment of a period that starts inside an hour (time zones with half-hour offsets).
+
+``split`` lies ``lease_s + recent_s`` before ``now``: every request that may still be
+settling (in flight, or settled so recently that its record may not be in the ledger
+yet) has its raw record, if any, after it. Those request ids are the *counted* set: a
+settle of such a request that arrives after the rebuild changes nothing, because the
+ledger's amount, already counted, wins (:mod:`trioproxy.budget.recovery`).
+
+What comes back, per bucket the gate claims:
+
+* ``team:<t>:day:<d>`` / ``team:<t>:month:<m>``: the exact sum of the period's request
+  records (µUSD), for every team in the ledger;
+* ``user:<u>`` token windows, for the users with a configured window: from the roll-up
+  one entry per hour, dated at the hour's end (a window can hold an hour's tokens up to
+  an hour longer than the exact log would: stricter, never looser), and from the raw
+  records one entry per request at its own time. Tokens are the request record's (the
+  serving attempt's); tokens a losing hedge consumed are not in it.
+
+Not rebuilt: end-user windows and per-key RPM/TPM (one-minute windows): they start empty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from trioproxy.budget.periods import Period, period_at
+from trioproxy.config.model import UserWindow
+
+HOUR = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class HourSpend:
+    """One row of the hourly roll-up of request records, per team and user."""
+
+    hour: int
+    """Unix hour (ts // 3600)."""
+    team: str
+    user: str
+    cost_micros: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpend:
+    """One raw request record."""
+
+    request_id: str
+    ts: float
+    team: str
+    user: str
+    cost_micros: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What to read from the ledger."""
+
+    first_hour: int
+    """Roll-up hours ``[first_hour, split // 3600)``."""
+    split: int
+    """Raw records from here on (epoch seconds, a whole hour)."""
+    fragments: tuple[tuple[float, float], ...]
+    """Raw records in these ``[lo, hi)`` ranges too: periods starting inside an hour."""
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    bucket: str
+    amount: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowItem:
+    bucket: str
+    member: str
+    ts: float
+    amount: int
+    window_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    counters: list[Counter]
+    windows: list[WindowItem]
+    counted: list[str]
+    """Request ids read from the raw records (their settles must not count again)."""
+
+
+def _periods(now: float, tz: ZoneInfo) -> tuple[Period, Period]:
+    return period_at("day", now, tz), period_at("month", now, tz)
+
+
+def _window_of(users: Mapping[str, UserWindow], user: str) -> UserWindow | None:
+    return users.get(user) or users.get("*")
+
+
+def _ceil_hour(t: float) -> int:
+    return math.ceil(t / HOUR) * HOUR
+
+
+def span(
+    now: float, tz: ZoneInfo, users: Mapping[str, UserWindow], *, lease_s: float, recent_s: float
+) -> Span:
+    day, month = _periods(now, tz)
+    longest = max((w.window_s for w in users.values()), default=0)
+    earliest = min(month.start, now - longest)
+    split = math.floor((now - lease_s - recent_s) / HOUR) * HOUR
+    fragments = tuple(
+        (p.start, float(min(_ceil_hour(p.start), split)))
+        for p in {month.start: month, day.start: day}.values()
+        if p.start % HOUR and p.start < split
+    )
+    return Span(math.floor(earliest / HOUR), split, fragments)
+
+
+def rebuild(
+    now: float,
+    tz: ZoneInfo,
+    users: Mapping[str, UserWindow],
+    at: Span,
+    hours: Iterable[HourSpend],
+    requests: Iterable[RequestSpend],
+) -> Rebuilt:
+    """The current periods' spend and the users' token windows at ``now``."""
+    periods = _periods(now, tz)
+    sums: dict[str, int] = {}
+    ends: dict[str, float] = {}
+    windows: list[WindowItem] = []
+
+    def add(p: Period, team: str, amount: int) -> None:
+        bucket = f"team:{team}:{p.kind}:{p.name}"
+        sums[bucket] = sums.get(bucket, 0) + amount
+        ends[bucket] = p.end
+
+    for h in hours:
+        start = h.hour * HOUR
+        if start + HOUR > at.split:
+            continue  # the raw records cover it
+        for p in periods:
+            if start >= p.start:
+                add(p, h.team, h.cost_micros)
+        w = _window_of(users, h.user)
+        end = start + HOUR
+        if w is not None and h.tokens and end > now - w.window_s:
+            windows.append(WindowItem(f"user:{h.user}", f"~h{h.hour}", end, h.tokens, w.window_s))
+    counted: list[str] = []
+    seen: set[str] = set()
+    for r in requests:
+        if r.request_id in seen:
+            continue
+        seen.add(r.request_id)
+        recent = r.ts >= at.split
+        for p in periods:
+            if r.ts >= p.start and (recent or r.ts < _ceil_hour(p.start)):
+                add(p, r.team, r.cost_micros)
+        if not recent:
+            continue
+        counted.append(r.request_id)
+        w = _window_of(users, r.user)
+        if w is not None and r.tokens and r.ts > now - w.window_s:
+            item = WindowItem(f"user:{r.user}", f"~q{r.request_id}", r.ts, r.tokens, w.window_s)
+            windows.append(item)
+    counters = [Counter(b, amount, ends[b]) for b, amount in sums.items()]
+    return Rebuilt(counters, windows, counted)
+
+
+__all__ = [
+    "Counter",
+    "HourSpend",
+    "Rebuilt",
+    "RequestSpend",
+    "Span",
+    "WindowItem",
+    "rebuild",
+    "span",
+]

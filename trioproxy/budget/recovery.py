@@ -1,0 +1,376 @@
+"""Recovering a Redis budget state that was lost: detect, rebuild from the ledger, replay.
+
+**Detection.** Every admission and settle checks the state's epoch atomically
+(:mod:`.redis_scripts`); without it the store raises :class:`StateLost` and the gate calls
+:meth:`Recovery.lost`. From then until the state is back, the gate does not call the
+store: admissions meet the outage policy at once (``fail_closed``: 503 + Retry-After;
+``fail_open``: the local share), settles are deferred.
+
+**Rebuild** (:meth:`Recovery.run`, one task per instance: single flight). Across instances
+one rebuilder at a time holds ``P rebuild`` (``SET NX PX``, leased ``lock_lease_s``; a
+rebuilder that dies loses it and another takes over). It reads the ledger
+(:mod:`.rebuild`: the hourly roll-up, then the raw records of the last ``lease_s +
+recent_s``), writes the counters, windows and counted request ids in chunks, then this
+instance's journal (below) and, in the same script as its last chunk, the new epoch.
+Instances that find the lock taken wait for the epoch (polling every ``WAIT_POLL_S``).
+
+**Journal.** Each instance remembers the reservations it holds and those it settled in
+the last ``recent_s`` (their ledger records may not be written yet). When it rebuilds, or
+first sees an epoch another instance wrote, it replays them into the new state: held ones
+open at their reserved amounts (their settle follows as usual), recently settled ones
+closed at their actual amounts. Which amount wins, exactly once:
+
+* a request whose raw record the rebuild read (the *counted* set): the ledger's amount;
+  its replay and any later settle are no-ops;
+* any other request of the journal: its reservation (then its settle), or its settle.
+
+So after a loss the store holds every current period's ledger spend plus what the
+ledger has not seen yet, to the µUSD, as far as each instance's journal reaches. Other
+instances' held reservations count from their first store call after the new epoch on
+(one round trip: they replay before anything else when their answer shows the epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import trio
+
+from trioproxy.budget.claims import Claim
+from trioproxy.budget.rebuild import HOUR, HourSpend, Rebuilt, RequestSpend, rebuild, span
+from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoch
+from trioproxy.budget.store import StateLost, StoreUnavailable
+from trioproxy.config.model import BudgetsConfig
+
+log = logging.getLogger(__name__)
+
+RECENT_S = 120.0
+"""Settled reservations stay in the journal this long: the longest a request's record may
+take to reach the ledger's database (the writer's batching; longer during a database
+outage, when the spool holds them)."""
+RECENT_MAX = 200_000
+"""At most this many settled reservations in the journal (oldest dropped first)."""
+LOCK_LEASE_S = 30.0
+"""The rebuild lock's lease: a rebuild taking longer is abandoned and retried."""
+WAIT_POLL_S = 0.2
+"""Between two looks for the epoch while another instance rebuilds."""
+RETRY_S = 0.5
+"""After a failed attempt (store unreachable), before the next."""
+STARTUP_S = 10.0
+"""At start-up, the longest wait for a missing state to be rebuilt before serving."""
+STARTUP_CONNECT_S = 2.0
+"""At start-up, the longest wait for Redis to connect (down: serve, recover later)."""
+CHUNK = 2_000
+"""Items (counters, window entries, ids, holds) per restore call."""
+FAR_S = 86_400.0
+"""Raw records are read up to this far after now (clock skew between hosts)."""
+
+
+class SpendSource(Protocol):
+    """The ledger, as the rebuild reads it."""
+
+    async def hours(self, first_hour: int, end_hour: int) -> list[HourSpend]:
+        """The hourly roll-up of request records per team and user, hours in range."""
+        ...
+
+    async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
+        """Raw request records with ``lo <= ts < hi`` for each range."""
+        ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    rid: str
+    lease_s: float
+    lease_until: float
+    holds: list[tuple[Claim, float]]
+    actual: dict[str, int] | None = None
+    settled_at: float = 0.0
+
+
+@dataclass(slots=True)
+class RecoveryStatistics:
+    rebuilds: int = 0
+    replays: int = 0
+    last_rebuild_s: float = 0.0
+    """Wall time of the last rebuild, from detection to the epoch written."""
+    last_counters: int = 0
+    last_windows: int = 0
+    last_counted: int = 0
+    last_replayed: int = 0
+    held: int = 0
+    recent: int = 0
+    deferred: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _closed(e: _Entry) -> Replayed:
+    """The settled reservation: one hold per bucket, at what it consumed."""
+    actual = e.actual or {}
+    first: dict[str, tuple[Claim, float]] = {}
+    for claim, ts in e.holds:
+        first.setdefault(claim.bucket, (claim, ts))
+    holds = tuple((replace(c, amount=actual.get(b, 0)), ts) for b, (c, ts) in first.items())
+    return Replayed(e.rid, True, e.lease_until, e.lease_s, holds)
+
+
+def _open(e: _Entry) -> Replayed:
+    return Replayed(e.rid, False, e.lease_until, e.lease_s, tuple(e.holds))
+
+
+def _chunks(plan: Rebuilt, replayed: Sequence[Replayed]) -> Iterator[Restore]:
+    """``plan`` and ``replayed`` cut into restore calls of ``CHUNK`` items each."""
+    c, w, k = plan.counters, plan.windows, plan.counted
+    yield from (Restore(counters=c[i : i + CHUNK]) for i in range(0, len(c), CHUNK))
+    yield from (Restore(windows=w[i : i + CHUNK]) for i in range(0, len(w), CHUNK))
+    yield from (Restore(counted=k[i : i + CHUNK]) for i in range(0, len(k), CHUNK))
+    yield from (Restore(replayed=replayed[i : i + CHUNK]) for i in range(0, len(replayed), CHUNK))
+
+
+class Recovery:
+    def __init__(
+        self,
+        store: RedisStore,
+        budgets: BudgetsConfig,
+        source: Callable[[], SpendSource | None],
+        *,
+        lease_s: float,
+        call_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+        recent_s: float = RECENT_S,
+        lock_lease_s: float = LOCK_LEASE_S,
+    ) -> None:
+        self.store = store
+        self._budgets = budgets
+        self._source = source
+        self.lease_s = lease_s
+        self.call_timeout_s = call_timeout_s
+        self.clock = clock
+        self.recent_s = recent_s
+        self.lock_lease_s = lock_lease_s
+        self.rebuilding = False
+        """True while the state is lost or being restored: the gate keeps off the store."""
+        self._held: dict[str, _Entry] = {}
+        self._recent: deque[_Entry] = deque(maxlen=RECENT_MAX)
+        self._deferred: set[str] = set()
+        self._want_rebuild = False
+        self._want_replay = False
+        self._wake = trio.Event()
+        self._restored = trio.Event()
+        self.stats = RecoveryStatistics()
+        store.on_new_epoch = self._on_new_epoch
+
+    # --- the gate's hooks (no I/O) --------------------------------------------------
+
+    def admitted(self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float) -> None:
+        self._held[rid] = _Entry(rid, lease_s, now + lease_s, [(c, now) for c in claims])
+
+    def extended(self, rid: str, claims: Sequence[Claim], *, now: float) -> None:
+        e = self._held.get(rid)
+        if e is not None:
+            e.holds.extend((c, now) for c in claims)
+            e.lease_until = now + e.lease_s
+
+    def defer(self, rid: str, actual: Mapping[str, int]) -> None:
+        """A settle that met a lost state: applied once the state is back."""
+        e = self._held.get(rid)
+        if e is not None:
+            e.actual = dict(actual)
+            self._deferred.add(rid)
+
+    def forget(self, rid: str) -> None:
+        """A settle that failed for an outage: the reservation stands until its lease ends."""
+        self._held.pop(rid, None)
+
+    def lost(self) -> None:
+        """The store answered without an epoch: rebuild (in :meth:`run`)."""
+        if not self.rebuilding:
+            log.warning("budget state lost (no epoch); rebuilding it from the ledger")
+            self.rebuilding = True
+            self._restored = trio.Event()
+        self._want_rebuild = True
+        self._wake.set()
+
+    async def wait_restored(self) -> None:
+        """Until the state lost last is restored (tests and tools)."""
+        await self._restored.wait()
+
+    def _on_new_epoch(self, old: str, new: str) -> None:
+        if not self.rebuilding:
+            log.warning("budget state rebuilt elsewhere (epoch %s → %s); replaying", old, new)
+            self._want_replay = True
+            self._wake.set()
+
+    # --- settle --------------------------------------------------------------------
+
+    async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
+        """Settle in the store; a reservation made in a lost state is written closed at
+        ``actual`` (unless the rebuild counted its ledger record). Raises ``StateLost``."""
+        found = await self.store.settle_known(rid, actual, now=now)
+        e = self._held.pop(rid, None)
+        self._deferred.discard(rid)
+        if e is None:
+            return
+        e.actual, e.settled_at = dict(actual), now
+        self._recent.append(e)
+        if not found and self.store.epoch is not None:
+            await self.store.restore(
+                Restore(replayed=[_closed(e)]), mode="replay", epoch=self.store.epoch,
+                now=now, counted_ttl_s=self._counted_ttl(),
+            )  # fmt: skip
+
+    # --- the service ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Check the state at start-up (a missing epoch: rebuild, bounded by ``STARTUP_S``
+        before serving), then rebuild or replay whenever asked; prune the journal."""
+        with trio.move_on_after(STARTUP_CONNECT_S):
+            await self.store.wait_connected()
+        with trio.move_on_after(STARTUP_S):
+            try:
+                with trio.fail_after(self.call_timeout_s):
+                    epoch = await self.store.read_epoch()
+                if epoch is None:
+                    self.lost()
+                    await self._recover()
+            except (StoreUnavailable, trio.TooSlowError):
+                pass  # unreachable: the first answer without an epoch will tell
+        task_status.started()
+        while True:
+            with trio.move_on_after(max(1.0, self.recent_s / 4)):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self._prune(self.clock())
+            if self._want_rebuild:
+                await self._recover()
+            elif self._want_replay:
+                self._want_replay = False
+                self.rebuilding = True
+                self._restored = trio.Event()
+                await self._recover()
+
+    async def _recover(self) -> None:
+        """Until the state has an epoch and this instance's journal is in it."""
+        self._want_rebuild = False
+        started = self.clock()
+        try:
+            while True:
+                try:
+                    if await self._attempt():
+                        break
+                except (StoreUnavailable, trio.TooSlowError) as exc:
+                    log.warning("budget state restore failed (%r); retrying", exc)
+                    self.stats.errors = [*self.stats.errors[-9:], repr(exc)]
+                    await trio.sleep(RETRY_S)
+        finally:
+            self.rebuilding = False
+            self._restored.set()
+        self.stats.last_rebuild_s = self.clock() - started
+        await self._apply_deferred()
+
+    async def _attempt(self) -> bool:
+        with trio.fail_after(self.call_timeout_s):
+            epoch = await self.store.read_epoch()
+        if epoch is not None:
+            return await self._replay(epoch)
+        token = new_epoch()
+        with trio.fail_after(self.call_timeout_s):
+            locked = await self.store.lock_rebuild(token, self.lock_lease_s)
+        if not locked:
+            await trio.sleep(WAIT_POLL_S)
+            return False
+        with trio.move_on_after(self.lock_lease_s):
+            return await self._rebuild(token)
+        return False
+
+    async def _rebuild(self, token: str) -> bool:
+        now = self.clock()
+        tz = ZoneInfo(self._budgets.timezone)
+        users = self._budgets.users
+        at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.recent_s)
+        hours: list[HourSpend] = []
+        requests: list[RequestSpend] = []
+        source = self._source()
+        if source is not None:
+            hours = await source.hours(at.first_hour, at.split // HOUR)
+            requests = await source.requests([(at.split, now + FAR_S), *at.fragments])
+        plan = rebuild(now, tz, users, at, hours, requests)
+        replayed = self._journal(now)
+        epoch = new_epoch()
+        parts = list(_chunks(plan, replayed)) or [Restore()]
+        for i, part in enumerate(parts):
+            final = i == len(parts) - 1
+            with trio.fail_after(self.call_timeout_s * 4):
+                status, _ = await self.store.restore(
+                    part, mode="rebuild", epoch=epoch, token=token, final=final, now=now,
+                    counted_ttl_s=self._counted_ttl(),
+                )  # fmt: skip
+            if status != "ok":
+                log.info("budget rebuild stopped at chunk %d: %s", i, status)
+                return False
+        s = self.stats
+        s.rebuilds += 1
+        s.last_counters, s.last_windows = len(plan.counters), len(plan.windows)
+        s.last_counted, s.last_replayed = len(plan.counted), len(replayed)
+        log.warning(
+            "budget state rebuilt from the ledger: %d counters, %d window entries, "
+            "%d counted requests, %d replayed reservations (epoch %s)",
+            len(plan.counters), len(plan.windows), len(plan.counted), len(replayed), epoch,
+        )  # fmt: skip
+        return True
+
+    async def _replay(self, epoch: str) -> bool:
+        now = self.clock()
+        replayed = self._journal(now)
+        for part in _chunks(Rebuilt([], [], []), replayed):
+            with trio.fail_after(self.call_timeout_s * 4):
+                status, _ = await self.store.restore(
+                    part, mode="replay", epoch=epoch, now=now, counted_ttl_s=self._counted_ttl()
+                )
+            if status != "ok":
+                return False  # the epoch changed again: start over
+        self.stats.replays += 1
+        self.stats.last_replayed = len(replayed)
+        return True
+
+    async def _apply_deferred(self) -> None:
+        for rid in list(self._deferred):
+            e = self._held.get(rid)
+            if e is None or e.actual is None:
+                self._deferred.discard(rid)
+                continue
+            try:
+                with trio.fail_after(self.call_timeout_s):
+                    await self.settle(rid, e.actual, now=self.clock())
+            except StateLost:
+                self.lost()
+                return
+            except (StoreUnavailable, trio.TooSlowError):
+                self.forget(rid)
+                self._deferred.discard(rid)
+
+    def _journal(self, now: float) -> list[Replayed]:
+        out = [_open(e) for e in self._held.values()]
+        out += [_closed(e) for e in self._recent if e.settled_at >= now - self.recent_s]
+        return out
+
+    def _counted_ttl(self) -> float:
+        return self.lease_s + 2 * self.recent_s
+
+    def _prune(self, now: float) -> None:
+        while self._recent and self._recent[0].settled_at < now - self.recent_s:
+            self._recent.popleft()
+        for rid, e in list(self._held.items()):
+            if e.lease_until < now - self.recent_s and rid not in self._deferred:
+                del self._held[rid]
+        s = self.stats
+        s.held, s.recent, s.deferred = len(self._held), len(self._recent), len(self._deferred)
+
+
+__all__ = ["Recovery", "RecoveryStatistics", "SpendSource"]

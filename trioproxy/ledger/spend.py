@@ -1,0 +1,39 @@
+"""The ledger as a budget rebuild reads it (:class:`trioproxy.budget.recovery.SpendSource`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trioproxy.budget.rebuild import HourSpend, RequestSpend
+from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.hourly import HourRow
+
+
+def _tokens(r: HourRow) -> int:
+    prompt = r.input_tokens + r.cache_read_tokens + r.cache_write_5m_tokens
+    return prompt + r.cache_write_1h_tokens + r.output_tokens
+
+
+class LedgerSpend:
+    """Request spend per team and user: the hourly roll-up, and raw records by time."""
+
+    def __init__(self, backend: LedgerBackend) -> None:
+        self._backend = backend
+
+    async def hours(self, first_hour: int, end_hour: int) -> list[HourSpend]:
+        if end_hour <= first_hour:
+            return []
+        rows = await self._backend.query_hours(
+            by=["team", "user"], first_hour=first_hour, end_hour=end_hour
+        )
+        return [HourSpend(r.hour, r.group[0], r.group[1], r.cost_micros, _tokens(r)) for r in rows]
+
+    async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
+        out: list[RequestSpend] = []
+        for lo, hi in ranges:
+            rows = await self._backend.request_spend(since=lo, until=hi)
+            out += [RequestSpend(*row) for row in rows]
+        return out
+
+
+__all__ = ["LedgerSpend"]
