@@ -1,0 +1,204 @@
+"""A Redis budget state that was lost (FLUSHALL here; kill -9 in test_e2e_redis_loss.py) is
+detected by its epoch and rebuilt from the ledger plus each instance's journal: exact
+amounts, which one wins for a settle that arrives after the rebuild, single flight across
+instances, and the outage policy (never a hang) while the rebuild runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import trio
+
+from trioproxy.budget.gate import BudgetGate, OutagePolicy, Ticket
+from trioproxy.budget.periods import period_at
+from trioproxy.budget.rebuild import HOUR, HourSpend, RequestSpend
+from trioproxy.budget.recovery import Recovery
+from trioproxy.budget.redis_store import RedisStore
+from trioproxy.config.model import BudgetsConfig, TeamBudget
+from trioproxy.errors import ErrorKind, PolicyError
+from trioproxy.store.redis_client import RedisClient
+
+BERLIN = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=BERLIN).timestamp()
+DAY = f"team:t:day:{period_at('day', T0, BERLIN).name}"
+CFG = BudgetsConfig(teams={"t": TeamBudget("t", daily_usd=10.0)}, timezone="Europe/Berlin")
+
+
+class Ledger:
+    """A ledger in memory behind the real SpendSource interface (roll-up computed)."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestSpend] = []
+        self.reads = 0
+        self.gate: trio.Event | None = None
+        """Set: reads wait for it (a slow ledger)."""
+
+    def add(self, rid: str, ts: float, cost: int) -> None:
+        self.records.append(RequestSpend(rid, ts, "t", "u", cost, 0))
+
+    async def hours(self, first_hour: int, end_hour: int) -> list[HourSpend]:
+        self.reads += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        acc: dict[int, int] = {}
+        for r in self.records:
+            if first_hour <= r.ts // HOUR < end_hour:
+                acc[int(r.ts // HOUR)] = acc.get(int(r.ts // HOUR), 0) + r.cost_micros
+        return [HourSpend(h, "t", "u", c, 0) for h, c in acc.items()]
+
+    async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
+        return [r for r in self.records if any(lo <= r.ts < hi for lo, hi in ranges)]
+
+
+class Instance:
+    """One gateway instance: its Redis client, store, recovery and gate."""
+
+    def __init__(self, store: RedisStore, rec: Recovery, gate: BudgetGate) -> None:
+        self.store, self.rec, self.gate = store, rec, gate
+
+    async def admit(self, rid: str, usd: int = 100_000) -> Ticket:
+        return await self.gate.admit(request_id=rid, team="t", user="u", end_user=None,
+                                     worst_case_usd_micros=usd, worst_case_tokens=1)  # fmt: skip
+
+    async def usage(self) -> int:
+        return await self.store.usage(DAY, now=T0)
+
+
+async def instance(
+    nursery: trio.Nursery, url: str, ledger: Ledger, mode: str = "fail_closed"
+) -> Instance:
+    client = RedisClient(url, call_timeout=5.0)
+    await nursery.start(client.run)
+    store = RedisStore(client)
+    rec = Recovery(store, CFG, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
+                   clock=lambda: T0)  # fmt: skip
+    await nursery.start(rec.run)  # an empty Redis at start-up: rebuilt (from the ledger)
+    policy = OutagePolicy(mode, call_timeout_s=5.0, fail_open_share=0.1)  # type: ignore[arg-type]
+    return Instance(store, rec, BudgetGate(CFG, store, clock=lambda: T0, outage=policy,
+                                           recovery=rec))  # fmt: skip
+
+
+async def lose_state(i: Instance) -> None:
+    await i.store._client.execute("FLUSHALL")
+
+
+async def detect(i: Instance) -> PolicyError:
+    """An admission meets the lost state: refused at once (fail_closed), rebuild started."""
+    with trio.fail_after(2), pytest.raises(PolicyError) as err:
+        await i.admit("probe")
+    assert err.value.kind is ErrorKind.OVERLOADED and err.value.retry_after is not None
+    return err.value
+
+
+async def test_start_up_rebuilds_an_empty_state_from_the_ledger(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    ledger = Ledger()
+    ledger.add("yesterday", T0 - 86_400, 5_000_000)
+    ledger.add("morning", T0 - 3 * HOUR, 1_234_567)  # from the hourly roll-up
+    ledger.add("now", T0 - 10, 89)  # a raw record
+    i = await instance(nursery, redis_url, ledger)
+    assert await i.usage() == 1_234_567 + 89
+    assert i.rec.stats.rebuilds == 1 and i.rec.stats.last_counted == 1
+
+
+async def test_which_amount_wins_after_a_rebuild(nursery: trio.Nursery, redis_url: str) -> None:
+    """A request whose ledger record the rebuild read keeps the ledger's amount (its settle
+    is a no-op); one the ledger had not seen keeps its reservation, then its settle."""
+    ledger = Ledger()
+    ledger.add("old", T0 - 3 * HOUR, 1_000_000)
+    i = await instance(nursery, redis_url, ledger)
+    a, b, c = [await i.admit(rid) for rid in "abc"]
+    await i.gate.settle(c, 30_000, 1)  # settled before the loss; not in the ledger yet
+    ledger.add("a", T0 - 1, 70_000)  # a's record is written; its settle has not come yet
+    await lose_state(i)
+    await detect(i)
+    await i.rec.wait_restored()
+    # ledger (old + a) + b held at its reservation + c settled (journal)
+    assert await i.usage() == 1_000_000 + 70_000 + 100_000 + 30_000
+    await i.gate.settle(a, 70_000, 1)  # counted: the ledger's amount stands
+    assert await i.usage() == 1_000_000 + 70_000 + 100_000 + 30_000
+    await i.gate.settle(b, 40_000, 1)  # not counted: its settle replaces its reservation
+    assert await i.usage() == 1_000_000 + 70_000 + 40_000 + 30_000
+    a.settled = b.settled = False  # a second settle of each is a no-op too
+    await i.gate.settle(a, 1, 1)
+    await i.gate.settle(b, 1, 1)
+    assert await i.usage() == 1_000_000 + 70_000 + 40_000 + 30_000
+
+
+async def test_settles_during_the_rebuild_are_deferred_then_exact(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    ledger = Ledger()
+    i = await instance(nursery, redis_url, ledger, mode="fail_open")
+    held = [await i.admit(f"h{n}") for n in range(3)]
+    ledger.gate = trio.Event()  # the ledger is slow: the rebuild waits on it
+    await lose_state(i)
+    with trio.fail_after(2):  # fail_open: the local share (10% of $10), at once
+        local = await i.admit("local", 1_000)
+    assert local.local and i.rec.rebuilding
+    for t, cost in zip(held, (1, 20, 300), strict=True):
+        with trio.fail_after(2):
+            await i.gate.settle(t, cost, 1)  # deferred, not lost
+    assert i.rec.stats.rebuilds == 1  # (the start-up one)
+    ledger.gate.set()
+    await i.rec.wait_restored()
+    with trio.fail_after(5):
+        while await i.usage() != 321:  # the deferred settles follow the restore
+            await trio.sleep(0.01)
+    assert i.rec.stats.rebuilds == 2
+
+
+async def test_two_instances_rebuild_once_and_both_journals_count(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    ledger = Ledger()
+    ledger.add("old", T0 - 3 * HOUR, 500_000)
+    one = await instance(nursery, redis_url, ledger)
+    two = await instance(nursery, redis_url, ledger)
+    t1 = await one.admit("one")
+    t2 = await two.admit("two")
+    ledger.gate = trio.Event()
+    await lose_state(one)
+    await detect(one)
+    await detect(two)
+    assert one.rec.rebuilding and two.rec.rebuilding
+    with trio.fail_after(5):  # both ask; the lock lets one of them read the ledger
+        while ledger.reads < 2:  # the first start-up's rebuild, and this one
+            await trio.sleep(0.01)
+    ledger.gate.set()
+    await one.rec.wait_restored()
+    await two.rec.wait_restored()
+    assert ledger.reads == 2  # single flight: the other waited for the epoch, then replayed
+    assert one.rec.stats.rebuilds + two.rec.stats.rebuilds == 2
+    assert one.rec.stats.replays + two.rec.stats.replays >= 1
+    assert await one.usage() == 500_000 + 100_000 + 100_000  # both held reservations
+    await one.gate.settle(t1, 7, 1)
+    await two.gate.settle(t2, 8, 1)
+    assert await two.usage() == 500_000 + 15
+
+
+async def test_a_settle_of_a_reservation_from_the_lost_state_is_written_once(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    """An instance that did not replay yet (its first call after the new epoch is a settle)
+    writes what the request consumed, once."""
+    ledger = Ledger()
+    one = await instance(nursery, redis_url, ledger)
+    two = await instance(nursery, redis_url, ledger)
+    t2 = await two.admit("two")
+    await lose_state(one)
+    await detect(one)
+    await one.rec.wait_restored()  # one rebuilt; two has not called the store since
+    assert await one.usage() == 0
+    await two.gate.settle(t2, 4_242, 1)
+    assert await one.usage() == 4_242
+    t2.settled = False
+    await two.gate.settle(t2, 4_242, 1)
+    with trio.fail_after(5):  # two also replays its journal on seeing the new epoch: no-op
+        while two.rec.stats.replays < 1:
+            await trio.sleep(0.01)
+    assert await one.usage() == 4_242
