@@ -454,7 +454,7 @@ class BudgetGate:
             return
         except StoreUnavailable as exc:
             if rec is not None:
-                rec.forget(rid)
+                rec.failed(rid, actual, now=now)
             log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
                         rid, exc)  # fmt: skip
             return

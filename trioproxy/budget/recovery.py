@@ -184,9 +184,15 @@ class Recovery:
             e.actual = dict(actual)
             self._deferred.add(rid)
 
-    def forget(self, rid: str) -> None:
-        """A settle that failed for an outage: the reservation stands until its lease ends."""
-        self._held.pop(rid, None)
+    def failed(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
+        """A settle that failed for an outage. If the state survived, the reservation stands
+        until its lease ends; if it was lost, the replay writes ``actual`` (the request's
+        ledger record may be written after the rebuild read the ledger)."""
+        e = self._held.pop(rid, None)
+        self._deferred.discard(rid)
+        if e is not None:
+            e.actual, e.settled_at = dict(actual), now
+            self._recent.append(e)
 
     def lost(self) -> None:
         """The store answered without an epoch: rebuild (in :meth:`run`)."""
@@ -196,6 +202,11 @@ class Recovery:
             self._restored = trio.Event()
         self._want_rebuild = True
         self._wake.set()
+
+    @property
+    def holding(self) -> int:
+        """Reservations this instance holds (admitted, not yet settled)."""
+        return len(self._held)
 
     async def wait_restored(self) -> None:
         """Until the state lost last is restored (tests and tools)."""
@@ -352,8 +363,7 @@ class Recovery:
                 self.lost()
                 return
             except (StoreUnavailable, trio.TooSlowError):
-                self.forget(rid)
-                self._deferred.discard(rid)
+                self.failed(rid, e.actual, now=self.clock())
 
     def _journal(self, now: float) -> list[Replayed]:
         out = [_open(e) for e in self._held.values()]
