@@ -78,6 +78,7 @@ async def main(ops: int, deadline: float) -> None:
                         ("sqlite", SqliteStore(str(Path(tmp) / f"b{conc}.db"))),
                         ("redis", RedisStore(client, prefix=f"bench{conc}:")),
                     ]
+                    await stores[1][1].initialise()  # type: ignore[attr-defined]
                     for name, store in stores:
                         t0 = time.perf_counter()
                         lat = await run_row(store, conc, ops, deadline)
