@@ -35,6 +35,8 @@ class Ledger:
         self.reads = 0
         self.gate: trio.Event | None = None
         """Set: reads wait for it (a slow ledger)."""
+        self.failures = 0
+        """Reads that fail first (a ledger database down)."""
 
     def add(self, rid: str, ts: float, cost: int) -> None:
         self.records.append(RequestSpend(rid, ts, "t", "u", cost, 0))
@@ -43,6 +45,9 @@ class Ledger:
         self.reads += 1
         if self.gate is not None:
             await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("ledger database down")
         acc: dict[int, int] = {}
         for r in self.records:
             if first_hour <= r.ts // HOUR < end_hour:
@@ -202,3 +207,17 @@ async def test_a_settle_of_a_reservation_from_the_lost_state_is_written_once(
         while two.rec.stats.replays < 1:
             await trio.sleep(0.01)
     assert await one.usage() == 4_242
+
+
+async def test_a_failing_ledger_read_is_retried_under_the_outage_policy(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    ledger = Ledger()
+    ledger.add("morning", T0 - 3 * HOUR, 250_000)
+    i = await instance(nursery, redis_url, ledger)
+    ledger.failures = 2
+    await lose_state(i)
+    await detect(i)
+    await i.rec.wait_restored()  # after two failed reads, by the same rebuilder
+    assert ledger.reads == 1 + 3 and len(i.rec.stats.errors) == 2
+    assert await i.usage() == 250_000

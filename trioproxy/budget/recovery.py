@@ -163,6 +163,8 @@ class Recovery:
         self._want_replay = False
         self._wake = trio.Event()
         self._restored = trio.Event()
+        self._token = ""
+        """This process's rebuild lock token (one per recovery; kept across its retries)."""
         self.stats = RecoveryStatistics()
         store.on_new_epoch = self._on_new_epoch
 
@@ -269,6 +271,7 @@ class Recovery:
     async def _recover(self) -> None:
         """Until the state has an epoch and this instance's journal is in it."""
         self._want_rebuild = False
+        self._token = new_epoch()
         started = self.clock()
         try:
             while True:
@@ -277,6 +280,10 @@ class Recovery:
                         break
                 except (StoreUnavailable, trio.TooSlowError) as exc:
                     log.warning("budget state restore failed (%r); retrying", exc)
+                    self.stats.errors = [*self.stats.errors[-9:], repr(exc)]
+                    await trio.sleep(RETRY_S)
+                except Exception as exc:  # the ledger's database: down or failing
+                    log.exception("budget rebuild could not read the ledger; retrying")
                     self.stats.errors = [*self.stats.errors[-9:], repr(exc)]
                     await trio.sleep(RETRY_S)
         finally:
@@ -290,7 +297,7 @@ class Recovery:
             epoch = await self.store.read_epoch()
         if epoch is not None:
             return await self._replay(epoch)
-        token = new_epoch()
+        token = self._token
         with trio.fail_after(self.call_timeout_s):
             locked = await self.store.lock_rebuild(token, self.lock_lease_s)
         if not locked:

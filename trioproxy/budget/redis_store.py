@@ -214,9 +214,13 @@ class RedisStore:
 
     async def lock_rebuild(self, token: str, lease_s: float) -> bool:
         """Take the rebuild lock for ``lease_s`` (one rebuilder across instances)."""
-        ms = max(1, math.ceil(lease_s * 1000))
-        reply = await self._execute("SET", self._prefix + "rebuild", token, "NX", "PX", ms)
-        return reply is not None
+        ms, key = max(1, math.ceil(lease_s * 1000)), self._prefix + "rebuild"
+        if await self._execute("SET", key, token, "NX", "PX", ms) is not None:
+            return True
+        if await self._execute("GET", key) == token.encode():  # ours, from a failed attempt
+            await self._execute("PEXPIRE", key, ms)
+            return True
+        return False
 
     async def restore(
         self, part: Restore, *, mode: str, epoch: str, token: str = "", final: bool = False,
