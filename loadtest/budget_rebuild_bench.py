@@ -88,7 +88,8 @@ async def rebuild_row(args: argparse.Namespace, server: RedisServer, tmp: Path) 
                        call_timeout_s=30.0)  # fmt: skip
         assert server.proc is not None
         cpu0, srv0, wall0 = time.process_time(), server_cpu(server.proc.pid), time.perf_counter()
-        await nursery.start(rec.run)  # an empty Redis: rebuilt before start-up completes
+        await nursery.start(rec.run)  # an empty Redis: rebuilt (start-up waits <= 10 s)
+        await rec.wait_restored()
         wall = time.perf_counter() - wall0
         cpu, srv = time.process_time() - cpu0, server_cpu(server.proc.pid) - srv0
         s = rec.stats

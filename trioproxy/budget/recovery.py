@@ -241,24 +241,25 @@ class Recovery:
     # --- the service ---------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Check the state at start-up (a missing epoch: rebuild, bounded by ``STARTUP_S``
-        before serving), then rebuild or replay whenever asked; prune the journal."""
+        """Check the state at start-up (a missing epoch: rebuild; start-up waits for it at
+        most ``STARTUP_S``, the rebuild goes on), then rebuild or replay whenever asked."""
         with trio.move_on_after(STARTUP_CONNECT_S):
             await self.store.wait_connected()
-        with trio.move_on_after(STARTUP_S):
-            try:
-                with trio.fail_after(self.call_timeout_s):
-                    epoch = await self.store.read_epoch()
-                if epoch is None:
+        try:
+            with trio.fail_after(self.call_timeout_s):
+                if await self.store.read_epoch() is None:
                     self.lost()
-                    await self._recover()
-            except (StoreUnavailable, trio.TooSlowError):
-                pass  # unreachable: the first answer without an epoch will tell
-        task_status.started()
+        except (StoreUnavailable, trio.TooSlowError):
+            pass  # unreachable: the first answer without an epoch will tell
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve)
+            if self.rebuilding:
+                with trio.move_on_after(STARTUP_S):
+                    await self._restored.wait()
+            task_status.started()
+
+    async def _serve(self) -> None:
         while True:
-            with trio.move_on_after(max(1.0, self.recent_s / 4)):
-                await self._wake.wait()
-            self._wake = trio.Event()
             self._prune(self.clock())
             if self._want_rebuild:
                 await self._recover()
@@ -267,6 +268,9 @@ class Recovery:
                 self.rebuilding = True
                 self._restored = trio.Event()
                 await self._recover()
+            with trio.move_on_after(max(1.0, self.recent_s / 4)):
+                await self._wake.wait()
+            self._wake = trio.Event()
 
     async def _recover(self) -> None:
         """Until the state has an epoch and this instance's journal is in it."""
