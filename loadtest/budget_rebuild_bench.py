@@ -8,7 +8,9 @@ meet the outage policy meanwhile), gateway CPU and redis-server CPU.
 
 ``admission``: CPU per admission + settle through ``BudgetGate`` on Redis for a team
 *without* limits (it still claims its day and month counters, so a limit set later is
-exact from the next admission on): gateway process CPU and redis-server CPU per request.
+exact from the next admission on): gateway process CPU and redis-server CPU per request,
+beside the same loop on an in-process MemoryStore (the gate's own work: the floor if
+teams without limits skipped the store). ``--records 0`` runs only these rows.
 Process CPU, not wall time, so the numbers hold on a shared box.
 
     .venv/bin/python loadtest/budget_rebuild_bench.py [--records 1000000] [--teams 1000]
@@ -32,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fixtures_servers import RedisServer
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
+from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.periods import period_at
 from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore
+from trioproxy.budget.store import BudgetStore
 from trioproxy.config.model import BudgetsConfig, UserWindow
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spend import LedgerSpend
@@ -102,13 +106,15 @@ async def rebuild_row(args: argparse.Namespace, server: RedisServer, tmp: Path) 
     await ledger.aclose()
 
 
-async def admission_row(args: argparse.Namespace, server: RedisServer) -> None:
+async def admission_row(args: argparse.Namespace, server: RedisServer, redis: bool) -> None:
     cfg = BudgetsConfig()  # no limits at all: the counters are still claimed
     async with trio.open_nursery() as nursery:
         client = RedisClient(server.url, call_timeout=30.0)
         await nursery.start(client.run)
-        store = RedisStore(client, prefix="adm:")
-        await store.initialise()
+        store: BudgetStore = MemoryStore()  # the floor: the gate's own work, no store call
+        if redis:
+            store = RedisStore(client, prefix="adm:")
+            await store.initialise()
         gate = BudgetGate(cfg, store, outage=OutagePolicy(call_timeout_s=30.0))
         per_task = args.ops // args.concurrency
 
@@ -128,7 +134,8 @@ async def admission_row(args: argparse.Namespace, server: RedisServer) -> None:
         n = per_task * args.concurrency
         wall = time.perf_counter() - wall0
         cpu, srv = time.process_time() - cpu0, server_cpu(server.proc.pid) - srv0
-        print(f"admission+settle, team without limits, {args.concurrency} concurrent: {n:,} in "
+        print(f"admission+settle on {'redis' if redis else 'a memory store'}, team without "
+              f"limits, {args.concurrency} concurrent: {n:,} in "
               f"{wall:.1f} s; gateway CPU {cpu / n * 1e6:.0f} µs, redis CPU {srv / n * 1e6:.0f} µs "
               f"per request")  # fmt: skip
         nursery.cancel_scope.cancel()
@@ -140,8 +147,10 @@ async def main(args: argparse.Namespace) -> None:
         server.start()
         try:
             with trio.fail_after(args.deadline):
-                await admission_row(args, server)
-                await rebuild_row(args, server, Path(tmp))
+                await admission_row(args, server, redis=False)
+                await admission_row(args, server, redis=True)
+                if args.records:
+                    await rebuild_row(args, server, Path(tmp))
         finally:
             server.stop()
 
