@@ -36,7 +36,8 @@ from tests.fixtures_servers import RedisServer
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.periods import period_at
-from trioproxy.budget.recovery import Recovery
+from trioproxy.budget.rebuild import HOUR, rebuild, span
+from trioproxy.budget.recovery import RECENT_S, Recovery
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.store import BudgetStore
 from trioproxy.config.model import BudgetsConfig, UserWindow
@@ -76,6 +77,26 @@ async def fill(ledger: SqliteLedger, n: int, teams: int, users: int, now: float)
     return recent
 
 
+async def phases(ledger: SqliteLedger, cfg: BudgetsConfig, now: float) -> None:
+    """The rebuild's reads and maths, each timed (wall, this process's CPU)."""
+    tz = ZoneInfo(cfg.timezone)
+    at = span(now, tz, cfg.users, lease_s=900.0, recent_s=RECENT_S)
+    source = LedgerSpend(ledger)
+    marks = [(time.perf_counter(), time.process_time())]
+    teams = await source.hours(at.first_hour, at.split // HOUR, by="team")
+    marks.append((time.perf_counter(), time.process_time()))
+    users = await source.hours(at.window_first_hour, at.split // HOUR, by="user")
+    marks.append((time.perf_counter(), time.process_time()))
+    requests = await source.requests([(at.split, now + 86_400), *at.fragments])
+    marks.append((time.perf_counter(), time.process_time()))
+    rebuild(now, tz, cfg.users, at, teams, users, requests)
+    marks.append((time.perf_counter(), time.process_time()))
+    names = (f"roll-up per team ({len(teams):,} rows)", f"per user ({len(users):,} rows)",
+             f"raw read ({len(requests):,} rows)", "maths")  # fmt: skip
+    for name, (w0, c0), (w1, c1) in zip(names, marks, marks[1:], strict=False):
+        print(f"  {name}: {w1 - w0:.2f} s wall, {c1 - c0:.2f} s CPU")
+
+
 async def rebuild_row(args: argparse.Namespace, server: RedisServer, tmp: Path) -> None:
     now = time.time()
     ledger = await SqliteLedger.open(tmp / "ledger.sqlite3")
@@ -84,6 +105,7 @@ async def rebuild_row(args: argparse.Namespace, server: RedisServer, tmp: Path) 
     print(f"ledger: {args.records:,} records ({recent:,} in the last hour) written in "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
     cfg = BudgetsConfig(users={"*": UserWindow("*", tokens=10**9, window_s=3600)})
+    await phases(ledger, cfg, now)
     async with trio.open_nursery() as nursery:
         client = RedisClient(server.url, call_timeout=30.0)
         await nursery.start(client.run)

@@ -19,15 +19,19 @@ NOW = datetime(2026, 12, 4, 18, 20, tzinfo=BERLIN).timestamp()
 LEASE, RECENT = 900.0, 120.0
 
 
-def hourly(records: list[RequestSpend], before: int) -> list[HourSpend]:
-    """The roll-up the ledger keeps: request records summed per hour, team and user."""
-    acc: dict[tuple[int, str, str], list[int]] = {}
+def hourly(records: list[RequestSpend], before: int, by: str) -> list[HourSpend]:
+    """The roll-up the ledger keeps: request records summed per hour and team (or user)."""
+    acc: dict[tuple[int, str], list[int]] = {}
     for r in records:
         if r.ts < before:
-            sums = acc.setdefault((int(r.ts // HOUR), r.team, r.user), [0, 0])
+            sums = acc.setdefault((int(r.ts // HOUR), getattr(r, by)), [0, 0])
             sums[0] += r.cost_micros
             sums[1] += r.tokens
-    return [HourSpend(h, t, u, c, k) for (h, t, u), (c, k) in acc.items()]
+    return [HourSpend(h, name, c, k) for (h, name), (c, k) in acc.items()]
+
+
+def rollups(records: list[RequestSpend], before: int) -> tuple[list[HourSpend], list[HourSpend]]:
+    return hourly(records, before, "team"), hourly(records, before, "user")
 
 
 def rec(rid: str, ts: float, cost: int, team: str = "t", user: str = "u", tokens: int = 0) -> RequestSpend:  # fmt: skip
@@ -38,7 +42,7 @@ def test_span_splits_an_hour_before_anything_still_settling() -> None:
     users = {"u": UserWindow("u", 1000, window_s=86_400 * 40)}
     at = span(NOW, BERLIN, users, lease_s=LEASE, recent_s=RECENT)
     assert at.split % HOUR == 0 and NOW - LEASE - RECENT - HOUR < at.split <= NOW - LEASE - RECENT
-    assert at.first_hour * HOUR <= NOW - 86_400 * 40  # the longest window reaches further back
+    assert at.window_first_hour * HOUR <= NOW - 86_400 * 40  # the longest window's hours
     assert at.fragments == ()  # Berlin's days and months start on whole hours
     month = period_at("month", NOW, BERLIN)
     assert span(NOW, BERLIN, {}, lease_s=LEASE, recent_s=RECENT).first_hour == month.start // HOUR
@@ -57,7 +61,7 @@ def test_periods_are_exact_sums_of_the_periods_records() -> None:
         rec("raw-1", at.split, 60_000, team="v"),  # raw from the split on
         rec("raw-2", NOW - 1, 1),
     ]
-    out = rebuild(NOW, BERLIN, {}, at, hourly(records, at.split), records[4 + 1 :])
+    out = rebuild(NOW, BERLIN, {}, at, *rollups(records, at.split), records[4 + 1 :])
     got = {c.bucket: c.amount for c in out.counters}
     assert got == {
         f"team:t:day:{day.name}": 500 + 4_000 + 1,
@@ -86,7 +90,7 @@ def test_a_half_hour_zone_takes_the_partial_hour_from_raw_records() -> None:
         rec("later", day.start + 3 * HOUR, 17),
     ]
     raw = [r for r in records if any(lo <= r.ts < hi for lo, hi in at.fragments)]
-    out = rebuild(now, KOLKATA, {}, at, hourly(records, at.split), raw)
+    out = rebuild(now, KOLKATA, {}, at, *rollups(records, at.split), raw)
     got = {c.bucket: c.amount for c in out.counters}
     assert got[f"team:t:day:{day.name}"] == 13 + 17
     assert out.counted == []  # fragments are old: nothing there is still settling
@@ -108,7 +112,7 @@ def test_rebuild_equals_brute_force_over_random_ledgers(zone: str) -> None:
             r for r in records
             if r.ts >= at.split or any(lo <= r.ts < hi for lo, hi in at.fragments)
         ]  # fmt: skip
-        out = rebuild(now, tz, {}, at, hourly(records, at.split), raw)
+        out = rebuild(now, tz, {}, at, *rollups(records, at.split), raw)
         got = {c.bucket: c.amount for c in out.counters}
         for kind in ("day", "month"):
             p = period_at(kind, now, tz)  # type: ignore[arg-type]
@@ -133,7 +137,7 @@ def test_user_windows_hourly_at_hour_end_raw_at_their_time() -> None:
         rec("zero", at.split + 5, 1, tokens=0),
     ]
     raw = [r for r in records if r.ts >= at.split]
-    out = rebuild(NOW, BERLIN, users, at, hourly(records, at.split), raw)
+    out = rebuild(NOW, BERLIN, users, at, *rollups(records, at.split), raw)
     got = {(w.bucket, w.member): (w.ts, w.amount, w.window_s) for w in out.windows}
     assert got == {
         ("user:u", f"~h{h - 1}"): (h * HOUR, 42, 3 * HOUR),  # dated at the hour's end
@@ -146,5 +150,5 @@ def test_user_windows_hourly_at_hour_end_raw_at_their_time() -> None:
 def test_a_record_read_twice_counts_once() -> None:
     at = span(NOW, BERLIN, {}, lease_s=LEASE, recent_s=RECENT)
     r = rec("dup", NOW - 5, 100)
-    out = rebuild(NOW, BERLIN, {}, at, [], [r, r])
+    out = rebuild(NOW, BERLIN, {}, at, [], [], [r, r])
     assert {c.amount for c in out.counters} == {100} and out.counted == ["dup"]

@@ -41,7 +41,7 @@ class Ledger:
     def add(self, rid: str, ts: float, cost: int) -> None:
         self.records.append(RequestSpend(rid, ts, "t", "u", cost, 0))
 
-    async def hours(self, first_hour: int, end_hour: int) -> list[HourSpend]:
+    async def hours(self, first_hour: int, end_hour: int, *, by: str) -> list[HourSpend]:
         self.reads += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -52,7 +52,7 @@ class Ledger:
         for r in self.records:
             if first_hour <= r.ts // HOUR < end_hour:
                 acc[int(r.ts // HOUR)] = acc.get(int(r.ts // HOUR), 0) + r.cost_micros
-        return [HourSpend(h, "t", "u", c, 0) for h, c in acc.items()]
+        return [HourSpend(h, "t" if by == "team" else "u", c, 0) for h, c in acc.items()]
 
     async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
         return [r for r in self.records if any(lo <= r.ts < hi for lo, hi in ranges)]

@@ -42,12 +42,12 @@ HOUR = 3600
 
 @dataclass(frozen=True, slots=True)
 class HourSpend:
-    """One row of the hourly roll-up of request records, per team and user."""
+    """One row of the hourly roll-up of request records, per team or per user."""
 
     hour: int
     """Unix hour (ts // 3600)."""
-    team: str
-    user: str
+    name: str
+    """The team or the user."""
     cost_micros: int
     tokens: int
 
@@ -69,7 +69,9 @@ class Span:
     """What to read from the ledger."""
 
     first_hour: int
-    """Roll-up hours ``[first_hour, split // 3600)``."""
+    """Roll-up hours per team ``[first_hour, split // 3600)`` (the month)."""
+    window_first_hour: int
+    """Roll-up hours per user ``[window_first_hour, split // 3600)`` (the longest window)."""
     split: int
     """Raw records from here on (epoch seconds, a whole hour)."""
     fragments: tuple[tuple[float, float], ...]
@@ -117,14 +119,14 @@ def span(
 ) -> Span:
     day, month = _periods(now, tz)
     longest = max((w.window_s for w in users.values()), default=0)
-    earliest = min(month.start, now - longest)
     split = math.floor((now - lease_s - recent_s) / HOUR) * HOUR
     fragments = tuple(
         (p.start, float(min(_ceil_hour(p.start), split)))
         for p in {month.start: month, day.start: day}.values()
         if p.start % HOUR and p.start < split
     )
-    return Span(math.floor(earliest / HOUR), split, fragments)
+    first = math.floor(month.start / HOUR)
+    return Span(first, math.floor((now - longest) / HOUR), split, fragments)
 
 
 def rebuild(
@@ -132,10 +134,12 @@ def rebuild(
     tz: ZoneInfo,
     users: Mapping[str, UserWindow],
     at: Span,
-    hours: Iterable[HourSpend],
+    team_hours: Iterable[HourSpend],
+    user_hours: Iterable[HourSpend],
     requests: Iterable[RequestSpend],
 ) -> Rebuilt:
-    """The current periods' spend and the users' token windows at ``now``."""
+    """The current periods' spend and the users' token windows at ``now``, from the roll-up
+    per team (the month's hours) and per user (the longest window's), and raw records."""
     periods = _periods(now, tz)
     sums: dict[str, int] = {}
     ends: dict[str, float] = {}
@@ -146,17 +150,17 @@ def rebuild(
         sums[bucket] = sums.get(bucket, 0) + amount
         ends[bucket] = p.end
 
-    for h in hours:
+    for h in team_hours:
         start = h.hour * HOUR
-        if start + HOUR > at.split:
-            continue  # the raw records cover it
-        for p in periods:
-            if start >= p.start:
-                add(p, h.team, h.cost_micros)
-        w = _window_of(users, h.user)
-        end = start + HOUR
-        if w is not None and h.tokens and end > now - w.window_s:
-            windows.append(WindowItem(f"user:{h.user}", f"~h{h.hour}", end, h.tokens, w.window_s))
+        if start + HOUR <= at.split:  # later hours: the raw records
+            for p in periods:
+                if start >= p.start:
+                    add(p, h.name, h.cost_micros)
+    for h in user_hours:
+        w = _window_of(users, h.name)
+        end = (h.hour + 1) * HOUR
+        if w is not None and h.tokens and end <= at.split and end > now - w.window_s:
+            windows.append(WindowItem(f"user:{h.name}", f"~h{h.hour}", end, h.tokens, w.window_s))
     counted: list[str] = []
     seen: set[str] = set()
     for r in requests:

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import trio
@@ -75,8 +75,10 @@ FAR_S = 86_400.0
 class SpendSource(Protocol):
     """The ledger, as the rebuild reads it."""
 
-    async def hours(self, first_hour: int, end_hour: int) -> list[HourSpend]:
-        """The hourly roll-up of request records per team and user, hours in range."""
+    async def hours(
+        self, first_hour: int, end_hour: int, *, by: Literal["team", "user"]
+    ) -> list[HourSpend]:
+        """The hourly roll-up of request records per team or per user, hours in range."""
         ...
 
     async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
@@ -316,13 +318,16 @@ class Recovery:
         tz = ZoneInfo(self._budgets.timezone)
         users = self._budgets.users
         at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.recent_s)
-        hours: list[HourSpend] = []
+        teams: list[HourSpend] = []
+        people: list[HourSpend] = []
         requests: list[RequestSpend] = []
         source = self._source()
         if source is not None:
-            hours = await source.hours(at.first_hour, at.split // HOUR)
+            teams = await source.hours(at.first_hour, at.split // HOUR, by="team")
+            if users:
+                people = await source.hours(at.window_first_hour, at.split // HOUR, by="user")
             requests = await source.requests([(at.split, now + FAR_S), *at.fragments])
-        plan = rebuild(now, tz, users, at, hours, requests)
+        plan = rebuild(now, tz, users, at, teams, people, requests)
         replayed = self._journal(now)
         epoch = new_epoch()
         parts = list(_chunks(plan, replayed)) or [Restore()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from trioproxy.budget.rebuild import HourSpend, RequestSpend
 from trioproxy.ledger.backend import LedgerBackend
@@ -15,18 +16,18 @@ def _tokens(r: HourRow) -> int:
 
 
 class LedgerSpend:
-    """Request spend per team and user: the hourly roll-up, and raw records by time."""
+    """Request spend: the hourly roll-up per team or per user, and raw records by time."""
 
     def __init__(self, backend: LedgerBackend) -> None:
         self._backend = backend
 
-    async def hours(self, first_hour: int, end_hour: int) -> list[HourSpend]:
+    async def hours(
+        self, first_hour: int, end_hour: int, *, by: Literal["team", "user"]
+    ) -> list[HourSpend]:
         if end_hour <= first_hour:
             return []
-        rows = await self._backend.query_hours(
-            by=["team", "user"], first_hour=first_hour, end_hour=end_hour
-        )
-        return [HourSpend(r.hour, r.group[0], r.group[1], r.cost_micros, _tokens(r)) for r in rows]
+        rows = await self._backend.query_hours(by=[by], first_hour=first_hour, end_hour=end_hour)
+        return [HourSpend(r.hour, r.group[0], r.cost_micros, _tokens(r)) for r in rows]
 
     async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
         out: list[RequestSpend] = []
