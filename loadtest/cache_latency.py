@@ -283,6 +283,13 @@ def pct(values: Sequence[float], q: float) -> float:
     return common.percentile(values, q)
 
 
+def median_ci(ordered: Sequence[float]) -> tuple[float, float]:
+    """Distribution-free 95 % interval of the median: the order statistics n/2 -+ 0.98 sqrt(n)."""
+    n = len(ordered)
+    half = 0.98 * n**0.5
+    return ordered[max(0, int(n / 2 - half))], ordered[min(n - 1, int(n / 2 + half))]
+
+
 def row(name: str, ms: Sequence[float], seconds: float, meter: common.Meter, **more: Any) -> dict:
     return {
         "row": name,
@@ -376,7 +383,11 @@ def semantic_phase(
         f"{d.get('trioproxy_semantic_below_threshold_total', 0):.0f}; sim p50 {pct(sims, 50):.3f}; "
         f"gw CPU {1000 * m.cpu['gateway'] / max(1, n):.2f} ms/req (all {n})"
     )
-    rows = [row("semantic hit", by.get("semantic", []), res.seconds, m, conns=conns, note=note)]
+    hit_ms = sorted(by.get("semantic", []))
+    if hit_ms:
+        lo, hi = median_ci(hit_ms)
+        note += f"; hit p50 95 % CI [{lo:.2f}, {hi:.2f}] ms, p95 {pct(hit_ms, 95):.2f} ms"
+    rows = [row("semantic hit", hit_ms, res.seconds, m, conns=conns, note=note)]
     rows.append(
         row(
             "paraphrase miss",
