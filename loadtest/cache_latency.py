@@ -20,7 +20,7 @@ and latencies are kept per path, so a row never mixes paths.
 Store modes: ``embedded`` (in-process exact LRU, hnswlib index) and ``redis`` (exact
 entries in a throwaway redis-server; the semantic index stays hnswlib).
 
-    .venv/bin/python loadtest/cache_latency.py [--seconds 10] [--conns 100] [--modes embedded redis]
+    .venv/bin/python loadtest/cache_latency.py [--seconds 10] [--conns 100] [--modes embedded redis] [--model FILE]
 """
 
 from __future__ import annotations
@@ -428,9 +428,10 @@ def run_mode(
     teams = [f"{mode}-{ceiling}-r{i}" for i in range(len(args.sem_conns))]
     mwd = wd / f"{mode}-{ceiling}"
     mwd.mkdir()
+    model = f'[embedder]\nmodel_path = "{args.model}"\n' if args.model else ""
     config = cache_config(
         mwd, sim.url, band=(args.floor, ceiling), teams=teams,
-        redis_url=redis.url if redis else None,
+        redis_url=redis.url if redis else None, extra=model,
     )  # fmt: skip
     gw = common.start_gateway(mwd, config, 1)
     rows: list[dict] = []
@@ -460,6 +461,7 @@ def main() -> None:
     p.add_argument("--ceilings", type=float, nargs="+", default=[1.0, 0.8])
     p.add_argument("--modes", nargs="+", default=["embedded", "redis"])
     p.add_argument("--semantic-only", action="store_true", help="only the semantic-hit rows")
+    p.add_argument("--model", help="[embedder] model_path (loadtest/quantize_minilm.py)")
     args = p.parse_args()
     wd = common.workdir()
     sim = common.start_simulator(wd)

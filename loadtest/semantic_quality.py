@@ -343,8 +343,11 @@ def main() -> None:
     ap.add_argument("--show-misses", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the in-process hit timing")
     ap.add_argument("--breakdown", action="store_true", help="only a semantic hit's stages")
+    ap.add_argument(
+        "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
+    )
     args = ap.parse_args()
-    judge = Judge(OnnxMiniLM())
+    judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets()
     if args.breakdown:
         breakdown(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])

@@ -601,6 +601,26 @@ def test_embedder_section() -> None:
     assert any(p.startswith("embedder.dim") for p in err.value.problems)
 
 
+def test_embedder_model_path(tmp_path: Path) -> None:
+    base: dict[str, Any] = {
+        "providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key_env": "K"}},
+        "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+        "api_keys": [{"name": "k", "key_sha256": hash_key("abc"), "team": "t"}],
+    }
+    model = tmp_path / "minilm.onnx"
+    model.write_bytes(b"x")
+    s = parse_settings({**base, "embedder": {"model_path": str(model)}}, env={"K": "v"})
+    assert s.embedder.model_path == str(model)
+    with pytest.raises(ConfigError) as err:
+        parse_settings({**base, "embedder": {"model_path": str(tmp_path / "no")}}, env={"K": "v"})
+    assert list(err.value.problems) == [f"embedder.model_path: no such file: {tmp_path / 'no'}"]
+    with pytest.raises(ConfigError) as err:
+        parse_settings(
+            {**base, "embedder": {"kind": "openai", "model_path": str(model)}}, env={"K": "v"}
+        )
+    assert 'embedder.model_path: only with kind = "local"' in err.value.problems
+
+
 def test_key_rate_limits() -> None:
     base: dict[str, Any] = {
         "providers": {"p": {"kind": "openai", "base_url": "http://x", "api_key_env": "K"}},

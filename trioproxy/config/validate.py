@@ -7,6 +7,7 @@ problem names its key path as it would be written in ``trioproxy.toml``.
 
 from __future__ import annotations
 
+import os
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -118,6 +119,11 @@ def _one_of(out: list[str], path: str, value: str, choices: tuple[str, ...]) -> 
 def _check_embedder(out: list[str], embedder: EmbedderConfig) -> None:
     _one_of(out, "embedder.kind", embedder.kind, ("local", "openai"))
     _positive(out, "embedder.dim", embedder.dim)
+    if embedder.model_path is not None:
+        if embedder.kind != "local":
+            out.append('embedder.model_path: only with kind = "local"')
+        elif not os.path.isfile(embedder.model_path):
+            out.append(f"embedder.model_path: no such file: {embedder.model_path}")
 
 
 def _positive(out: list[str], path: str, value: float) -> None:

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import trio
 
-from trioproxy.cache.embedder import Embedder, LocalEmbedder, OpenAIEmbedder
+from trioproxy.cache.embedder import Embedder, LocalEmbedder, OnnxMiniLM, OpenAIEmbedder
 from trioproxy.cache.exact import ExactCache, MemoryExactCache, RedisExactCache
 from trioproxy.cache.semantic import SemanticCache
 from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
@@ -87,7 +87,7 @@ def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
         key = cfg.api_key.reveal() if cfg.api_key is not None else None
         return OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
                               api_key=key)  # fmt: skip
-    local = LocalEmbedder()
+    local = LocalEmbedder(OnnxMiniLM(cfg.model_path))
     services.append(NamedService("embedder", local.run, required=False))
     return local
 
