@@ -17,7 +17,7 @@ from trioproxy.budget.periods import period_at
 from trioproxy.budget.rebuild import HOUR, HourSpend, RequestSpend
 from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore
-from trioproxy.config.model import BudgetsConfig, TeamBudget
+from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
 
@@ -38,8 +38,8 @@ class Ledger:
         self.failures = 0
         """Reads that fail first (a ledger database down)."""
 
-    def add(self, rid: str, ts: float, cost: int) -> None:
-        self.records.append(RequestSpend(rid, ts, "t", "u", cost, 0))
+    def add(self, rid: str, ts: float, cost: int, tokens: int = 0) -> None:
+        self.records.append(RequestSpend(rid, ts, "t", "u", cost, tokens))
 
     async def hours(self, first_hour: int, end_hour: int, *, by: str) -> list[HourSpend]:
         self.reads += 1
@@ -48,11 +48,13 @@ class Ledger:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("ledger database down")
-        acc: dict[int, int] = {}
+        acc: dict[int, tuple[int, int]] = {}
         for r in self.records:
             if first_hour <= r.ts // HOUR < end_hour:
-                acc[int(r.ts // HOUR)] = acc.get(int(r.ts // HOUR), 0) + r.cost_micros
-        return [HourSpend(h, "t" if by == "team" else "u", c, 0) for h, c in acc.items()]
+                cost, tokens = acc.get(int(r.ts // HOUR), (0, 0))
+                acc[int(r.ts // HOUR)] = (cost + r.cost_micros, tokens + r.tokens)
+        name = "t" if by == "team" else "u"
+        return [HourSpend(h, name, c, k) for h, (c, k) in acc.items()]
 
     async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
         return [r for r in self.records if any(lo <= r.ts < hi for lo, hi in ranges)]
@@ -64,25 +66,26 @@ class Instance:
     def __init__(self, store: RedisStore, rec: Recovery, gate: BudgetGate) -> None:
         self.store, self.rec, self.gate = store, rec, gate
 
-    async def admit(self, rid: str, usd: int = 100_000) -> Ticket:
+    async def admit(self, rid: str, usd: int = 100_000, tokens: int = 1) -> Ticket:
         return await self.gate.admit(request_id=rid, team="t", user="u", end_user=None,
-                                     worst_case_usd_micros=usd, worst_case_tokens=1)  # fmt: skip
+                                     worst_case_usd_micros=usd, worst_case_tokens=tokens)  # fmt: skip
 
     async def usage(self) -> int:
         return await self.store.usage(DAY, now=T0)
 
 
 async def instance(
-    nursery: trio.Nursery, url: str, ledger: Ledger, mode: str = "fail_closed"
-) -> Instance:
+    nursery: trio.Nursery, url: str, ledger: Ledger, mode: str = "fail_closed",
+    cfg: BudgetsConfig = CFG,
+) -> Instance:  # fmt: skip
     client = RedisClient(url, call_timeout=5.0)
     await nursery.start(client.run)
     store = RedisStore(client)
-    rec = Recovery(store, CFG, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
+    rec = Recovery(store, cfg, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
                    clock=lambda: T0)  # fmt: skip
     await nursery.start(rec.run)  # an empty Redis at start-up: rebuilt (from the ledger)
     policy = OutagePolicy(mode, call_timeout_s=5.0, fail_open_share=0.1)  # type: ignore[arg-type]
-    return Instance(store, rec, BudgetGate(CFG, store, clock=lambda: T0, outage=policy,
+    return Instance(store, rec, BudgetGate(cfg, store, clock=lambda: T0, outage=policy,
                                            recovery=rec))  # fmt: skip
 
 
@@ -221,3 +224,24 @@ async def test_a_failing_ledger_read_is_retried_under_the_outage_policy(
     await i.rec.wait_restored()  # after two failed reads, by the same rebuilder
     assert ledger.reads == 1 + 3 and len(i.rec.stats.errors) == 2
     assert await i.usage() == 250_000
+
+
+async def test_token_windows_from_roll_up_raw_records_and_journal(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    window = UserWindow("u", tokens=10_000, window_s=3 * HOUR)
+    cfg = BudgetsConfig(teams=CFG.teams, users={"u": window}, timezone="Europe/Berlin")
+    ledger = Ledger()
+    ledger.add("gone", T0 - 5 * HOUR, 1, tokens=999)  # its hour ended before the window
+    ledger.add("hour", T0 - 2.5 * HOUR, 1, tokens=40)  # rolled up, dated at its hour's end
+    ledger.add("raw", T0 - 10, 1, tokens=8)  # a raw record, at its own time
+    i = await instance(nursery, redis_url, ledger, cfg=cfg)
+    assert await i.store.usage("user:u", now=T0) == 48
+    assert await i.store.usage("user:u", now=T0 + HOUR + 1) == 8  # the hour's entry left
+    held = await i.admit("held", tokens=100)
+    await lose_state(i)
+    await detect(i)
+    await i.rec.wait_restored()
+    assert await i.store.usage("user:u", now=T0) == 48 + 100  # the held claim, replayed
+    await i.gate.settle(held, 1, 30)
+    assert await i.store.usage("user:u", now=T0) == 48 + 30
