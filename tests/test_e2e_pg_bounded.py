@@ -19,7 +19,8 @@ from trioproxy.pipeline.caching import LOOKUP_TIMEOUT_S
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 SLACK_S = 4.0
-"""The upstream answer and a busy shared box, on top of the lookup bound (the bug: 15 s+)."""
+"""Margin on top of the lookup bound and of the slowest answer seen with PostgreSQL up
+under the same load (the bug: 15 s+, until PostgreSQL came back)."""
 
 
 async def ask(c: httpx.AsyncClient, url: str, content: str) -> tuple[httpx.Response, float]:
@@ -55,6 +56,7 @@ async def test_postgres_stopped_under_load_no_request_waits_for_it(
                     break
                 await trio.sleep(0.2)
         latencies: list[float] = []
+        before: list[float] = []  # the same load with PostgreSQL up: what the box costs
         statuses: list[int] = []
         stopped = trio.Event()
 
@@ -64,8 +66,7 @@ async def test_postgres_stopped_under_load_no_request_waits_for_it(
                     await stopped.wait()  # one request each before the stop, five after
                 r, dt = await ask(c, g.url, f"question {i}-{j}: what is the capital of {i * j}?")
                 statuses.append(r.status_code)
-                if j >= 1:
-                    latencies.append(dt)
+                (latencies if j >= 1 else before).append(dt)
 
         try:
             async with trio.open_nursery() as load:
@@ -75,6 +76,7 @@ async def test_postgres_stopped_under_load_no_request_waits_for_it(
                 stopped.set()
             # every request done while PostgreSQL is still down, each within its bound
             assert statuses == [200] * 120, statuses
-            assert max(latencies) < LOOKUP_TIMEOUT_S + SLACK_S, sorted(latencies)[-5:]
+            bound = LOOKUP_TIMEOUT_S + max(before) + SLACK_S
+            assert max(latencies) < bound, (sorted(latencies)[-5:], sorted(before)[-3:])
         finally:
             await trio.to_thread.run_sync(pg_server.start)
