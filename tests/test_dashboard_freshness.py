@@ -13,6 +13,7 @@ from tests.dash_fixtures import sign_in, start_dash
 from tests.test_dashboard_handlers import access, text
 from trioproxy.admin.store import Heartbeat
 from trioproxy.dashboard.freshness import (
+    FORGET_AFTER_S,
     STALE_AFTER_S,
     HeartbeatService,
     stale_reasons,
@@ -37,7 +38,9 @@ def test_reasons_name_what_is_stale() -> None:
                             ledger_down="connection refused", beats=beats, tz=UTC)  # fmt: skip
     assert reasons[0] == "this gateway worker is not ready (starting or draining)"
     assert "ledger database is unreachable" in reasons[1] and "connection refused" in reasons[1]
-    assert reasons[2].startswith("gateway worker w3 stopped reporting at") and "15 s ago" in reasons[2]
+    assert (
+        reasons[2].startswith("gateway worker w3 stopped reporting at") and "15 s ago" in reasons[2]
+    )
     assert reasons[3] == "gateway worker w4 is not ready (down: ledger)"
     assert len(reasons) == 4
 
@@ -77,3 +80,10 @@ async def test_heartbeats_are_written_and_removed_on_a_clean_stop(nursery: trio.
         assert "other:1" in [hb.worker for hb in await store.heartbeats()]
         inner.cancel_scope.cancel()
     assert "other:1" not in [hb.worker for hb in await store.heartbeats()]
+
+
+def test_long_gone_workers_are_not_news() -> None:
+    now = 1_800_000_000.0
+    old = [Heartbeat("gone", now - FORGET_AFTER_S - 1, True, "")]
+    assert stale_reasons(now=now, me="me", ready=(True, ""), ledger_down=None, beats=old,
+                         tz=UTC) == []  # fmt: skip

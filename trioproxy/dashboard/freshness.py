@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 10.0
 """A worker silent this long (five beats) has stopped."""
-FORGET_AFTER_S = 3600.0
-"""A worker silent this long is no longer reported (nor kept)."""
+FORGET_AFTER_S = 600.0
+"""A worker silent this long is no longer reported (nor kept): a crashed worker comes back
+under a new id (its pid), so an old one is news for a few minutes only."""
 FORGET_TIMEOUT_S = 1.0
 """A clean stop removes the worker's heartbeat within this."""
 
@@ -91,12 +92,14 @@ def stale_reasons(
         )
     for hb in beats:
         age = now - hb.ts
-        if hb.worker != me and age > STALE_AFTER_S:
+        if hb.worker == me or age > FORGET_AFTER_S:
+            continue
+        if age > STALE_AFTER_S:
             at = dt.datetime.fromtimestamp(hb.ts, tz).strftime("%H:%M:%S")
             reasons.append(
                 f"gateway worker {hb.worker} stopped reporting at {at} ({age:.0f} s ago)"
             )
-        elif hb.worker != me and not hb.ready:
+        elif not hb.ready:
             reasons.append(f"gateway worker {hb.worker} is not ready ({hb.detail})")
     return reasons
 
