@@ -3,6 +3,9 @@ CONNECT proxies, dead and stale connections, the connect timeout, exception mapp
 
 from __future__ import annotations
 
+from functools import partial
+
+import httpx
 import openai
 import orjson
 import pytest
@@ -148,21 +151,48 @@ async def test_connection_closed_by_the_server_while_idle_is_not_reused(
     server = FlakyKeepAlive("close_after")
     port = await nursery.start(server.serve)
     t, p = HttpTransport({}, env={}), provider(f"http://127.0.0.1:{port}")
-    for _ in range(3):
+    pool = t.pool(p)
+    for n in range(1, 4):
         assert (await complete(t, p, chat()))[0] == 200
-    assert server.answered == 3 and server.connections == 3
+        with trio.fail_after(5):  # the server's close has reached the idle connection
+            while server.closed < n:
+                await trio.sleep(0.001)
+            await trio.lowlevel.wait_readable(pool._idle[-1].raw_socket)
+    assert server.answered == 3 and server.connections == 3 and pool.opened == 3
 
 
-async def test_stale_keep_alive_connection_is_retried_once_on_a_new_one(
+async def test_a_request_sent_on_a_reused_connection_is_never_sent_twice(
     nursery: trio.Nursery,
 ) -> None:
+    """The provider read the request and closed without answering: it may have acted on
+    it (and billed it), so the exchange fails instead of sending the request again."""
     server = FlakyKeepAlive("drop_second")
     port = await nursery.start(server.serve)
     t, p = HttpTransport({}, env={}), provider(f"http://127.0.0.1:{port}")
-    for _ in range(3):
-        assert (await complete(t, p, chat()))[0] == 200
-    # each connection answers one request and drops the next: 1 on c1, 2 on c2, 3 on c3
-    assert server.answered == 3 and server.connections == 3
+    assert (await complete(t, p, chat()))[0] == 200
+    with pytest.raises(UpstreamIOError) as info:
+        await complete(t, p, chat())
+    assert not isinstance(info.value, UpstreamConnectError)
+    assert (server.received, server.connections) == (2, 1)  # read once, not re-sent
+    assert t.pool(p).total == 0
+    assert (await complete(t, p, chat()))[0] == 200  # the next request: a new connection
+    assert (server.received, server.answered, server.connections) == (3, 2, 2)
+
+
+async def test_a_request_that_could_not_be_sent_on_a_stale_connection_goes_on_a_new_one(
+    nursery: trio.Nursery,
+) -> None:
+    """Sending failed (reset while the body was on its way): the request never fully
+    went out, so it is sent once more, on a new connection."""
+    server = FlakyKeepAlive("reset_second_head")
+    port = await nursery.start(server.serve)
+    t, p = HttpTransport({}, env={}), provider(f"http://127.0.0.1:{port}")
+    assert (await complete(t, p, chat()))[0] == 200
+    small = chat()
+    pad = b', "pad": "' + b"x" * (16 << 20) + b'"}'
+    big = UpstreamRequest(small.path, small.headers, small.body[:-1] + pad)
+    assert (await complete(t, p, big))[0] == 200  # larger than every socket buffer
+    assert (server.received, server.answered, server.connections) == (2, 2, 2)
 
 
 async def test_refused_connection_maps_to_connect_error(nursery: trio.Nursery) -> None:
@@ -270,3 +300,27 @@ async def test_gateway_streams_from_a_tls_provider_with_the_sdk(nursery: trio.Nu
 
     text = await trio.to_thread.run_sync(sdk)
     assert text and tls.sim.stats.output_tokens > 0 and tls.sni == ["localhost"]
+
+
+async def test_gateway_falls_back_instead_of_sending_a_call_twice(nursery: trio.Nursery) -> None:
+    """A provider that read the call on a keep-alive connection and closed it without an
+    answer saw the call once; the race takes the next target, and the ledger shows both."""
+    flaky = FlakyKeepAlive("drop_second")
+    port = await nursery.start(flaky.serve)
+    sim, url = await start_sim(nursery)
+    g = await start_gateway(nursery, chain_settings([f"http://127.0.0.1:{port}", url]))
+    body = {"model": "r", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(timeout=30) as c:
+        post = partial(c.post, g.url + "/v1/chat/completions", json=body,
+                       headers={"authorization": f"Bearer {KEY}"})  # fmt: skip
+        first, second = await post(), await post()
+    assert first.status_code == 200 and first.headers["x-trioproxy-target"] == "m0"
+    assert second.status_code == 200 and second.headers["x-trioproxy-target"] == "m1"
+    assert (flaky.received, flaky.connections, sim.stats.requests) == (2, 1, 1)
+    rid = second.headers["x-request-id"]
+    with trio.fail_after(10):  # the records follow the response
+        while not any(r.request_id == rid and r.kind == "request" for r in g.sink.records):
+            await trio.sleep(0.01)
+    attempts = {r.target: r.outcome for r in g.sink.records
+                if r.request_id == rid and r.kind == "attempt"}  # fmt: skip
+    assert attempts == {"m0": "failed", "m1": "won"}

@@ -3,7 +3,9 @@ and a keep-alive server that drops connections the way real providers do."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 import tempfile
 from dataclasses import dataclass, field
 
@@ -106,14 +108,21 @@ class FlakyKeepAlive:
 
     ``mode="close_after"``: closes the socket right after each response (the
     client finds it dead when idle). ``mode="drop_second"``: reads the second
-    request on a connection and closes without answering (a stale keep-alive
-    connection the client could not have detected).
+    request on a connection and closes without answering (the provider may have
+    acted on it: the client must not send it again). ``mode="reset_second_head"``:
+    on the second request of a connection, reads its head and resets the
+    connection (``SO_LINGER`` 0) while the body is still on its way (sending fails:
+    the request never fully went out).
     """
 
     mode: str
     port: int = 0
     connections: int = 0
+    received: int = 0
+    """Complete requests read (each one the provider could have acted on)."""
     answered: int = 0
+    closed: int = 0
+    """Connections this server has closed."""
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -123,6 +132,12 @@ class FlakyKeepAlive:
 
     async def _client(self, stream: trio.SocketStream) -> None:
         self.connections += 1
+        try:
+            await self._exchanges(stream)
+        finally:
+            self.closed += 1
+
+    async def _exchanges(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         served = 0
         async with stream:
@@ -134,7 +149,13 @@ class FlakyKeepAlive:
                         return
                     conn.receive_data(data)
                     continue
+                if isinstance(event, h11.Request) and self.mode == "reset_second_head":
+                    if served == 1:
+                        linger = struct.pack("ii", 1, 0)
+                        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                        return
                 if isinstance(event, h11.EndOfMessage):
+                    self.received += 1
                     if self.mode == "drop_second" and served == 1:
                         return
                     body = b'{"id":"x","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'

@@ -163,8 +163,6 @@ class H1Connection:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 raise ProtocolError("response head too large")
-        elif self._head_bytes == 0:
-            self._head_bytes = 1
         return True
 
     async def read_head(self) -> None:
@@ -196,11 +194,6 @@ class H1Connection:
         data = b"".join(self._body)
         self._body.clear()
         return data
-
-    @property
-    def received_nothing(self) -> bool:
-        """No byte of a response arrived in this exchange (a stale keep-alive connection)."""
-        return self._head_bytes == 0
 
     def looks_alive(self) -> bool:
         """Checks an idle connection without blocking: readable means dead.

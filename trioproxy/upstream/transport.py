@@ -14,9 +14,14 @@ that -> :class:`UpstreamIOError`. Read timeouts are not set here: the attempt
 wraps each read in its own named ``trio`` scope (first byte, idle, total), so
 a timeout says which budget ran out.
 
-A request sent on a reused keep-alive connection that the provider had
-already closed (no byte of a response came back) is sent once more on a new
-connection: the provider never saw it.
+A request is sent again, on another connection, only when *sending* it failed
+on a reused keep-alive connection (the provider had closed it): the request never
+fully went out, so the provider cannot have acted on it. Once it is sent, a
+connection that closes or resets without a response fails the exchange
+(:class:`UpstreamIOError`): the provider may have processed (and billed) the
+call, so it is not sent twice; the race may try the next target instead. The
+pool's :meth:`~.http1.H1Connection.looks_alive` check catches most connections
+the provider closed while they were idle, before anything is sent.
 """
 
 from __future__ import annotations
@@ -158,16 +163,23 @@ class HttpTransport:
             conn, reused = await self._connect(pool, connect_timeout)
             try:
                 await conn.send_request(head, request.body)
-                await conn.read_head()
             except _BROKEN as exc:
                 pool.discard(conn)
-                if reused and conn.received_nothing:
-                    continue  # a stale keep-alive connection: the provider never saw it
+                if reused:
+                    continue  # a stale keep-alive connection: the request never fully left
                 raise UpstreamIOError(_describe(exc)) from exc
             except BaseException:
                 pool.discard(conn)
                 raise
             break
+        try:
+            await conn.read_head()
+        except _BROKEN as exc:  # sent: the provider may have acted on it; never send it again
+            pool.discard(conn)
+            raise UpstreamIOError(_describe(exc)) from exc
+        except BaseException:
+            pool.discard(conn)
+            raise
         response = _Response(conn)
         try:
             yield response
