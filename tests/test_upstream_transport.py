@@ -17,6 +17,7 @@ from tests.upstream_servers import ConnectProxy, FlakyKeepAlive, start_tls_simul
 from trioproxy.config.model import ProviderConfig
 from trioproxy.providers.base import UpstreamRequest
 from trioproxy.simulator import Simulator
+from trioproxy.upstream import transport as transport_module
 from trioproxy.upstream.transport import (
     HttpTransport,
     UpstreamConnectError,
@@ -225,6 +226,24 @@ async def test_tls_with_provider_ca_file_verifies_and_sends_sni(nursery: trio.Nu
         assert status == 200 and (b"[DONE]" in body) == stream
     assert tls.sni == ["localhost"]  # one handshake, SNI set, then keep-alive
     assert tls.sim.stats.connections == 1
+
+
+async def test_tls_contexts_are_built_with_the_transport_not_by_a_request(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a CA bundle blocks for milliseconds: the configured providers' TLS contexts
+    are built when the transport is (start-up, or the reload thread), not on the loop by
+    the first request to each provider."""
+    tls = await start_tls_simulator(nursery, "localhost")
+    p = provider(f"https://localhost:{tls.port}", ca_file=tls.ca_file)
+    t = HttpTransport({p.name: p}, env={})
+
+    def on_the_request_path(ca_file: str | None) -> None:
+        raise AssertionError("a TLS context was built by a request")
+
+    monkeypatch.setattr(transport_module, "tls_context", on_the_request_path)
+    for stream in (False, True):
+        assert (await complete(t, p, chat(stream)))[0] == 200
 
 
 async def test_tls_without_the_test_ca_fails_verification(nursery: trio.Nursery) -> None:

@@ -276,8 +276,16 @@ class Gateway:
                 len(exc.problems), extra={"fields": {"problems": exc.problems}},
             )  # fmt: skip
             return False
+        transport = None
+        if settings.providers != self.settings.providers:
+            try:  # TLS contexts load CA bundles: blocking, so in a thread, once
+                transport = await trio.to_thread.run_sync(HttpTransport, settings.providers)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                log.error("reload refused: a provider cannot be set up (%s); the running "
+                          "config stays", exc)  # fmt: skip
+                return False
         later = [s for s in RESTART_ONLY if getattr(settings, s) != getattr(self.settings, s)]
-        self._apply(settings)
+        self._apply(settings, transport)
         log.info(
             "config reloaded", extra={"fields": {
                 "keys": len(settings.api_keys), "routes": len(settings.routes),
@@ -288,13 +296,12 @@ class Gateway:
             log.warning("reload: [%s] changed; applied at the next restart", "], [".join(later))
         return True
 
-    def _apply(self, settings: Settings) -> None:
-        """Swap the request-path parts in one step (no checkpoint: atomic for new requests)."""
+    def _apply(self, settings: Settings, new_transport: Transport | None) -> None:
+        """Swap the request-path parts in one step (no checkpoint: atomic for new requests);
+        ``new_transport`` replaces the transport when the providers changed."""
         assert self.reload_source is not None
         old_transport = self.transport
-        transport = old_transport
-        if settings.providers != self.settings.providers:
-            transport = HttpTransport(settings.providers)
+        transport = new_transport or old_transport
         admission = self.reload_source.admission(settings)
         keys = KeyRing(settings.api_keys)
         parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,

@@ -119,26 +119,31 @@ class _Response:
 
 
 class HttpTransport:
-    """One connection pool per provider, created on first use; see the module doc."""
+    """One connection pool per provider; see the module doc.
+
+    The pools of ``providers``, TLS contexts included (loading a CA bundle takes
+    milliseconds of blocking file reading and parsing), are built here, at start-up
+    or in the reload thread, never by a request on the event loop. A provider not in
+    ``providers`` gets its pool on first use (tests).
+    """
 
     def __init__(
         self, providers: Mapping[str, ProviderConfig], env: Mapping[str, str] | None = None
     ) -> None:
-        self._providers = providers
         self._proxies = ProxyPolicy.from_env(os.environ if env is None else env)
-        self._pools: dict[str, Pool] = {}
+        self._pools: dict[str, Pool] = {p.name: self._new_pool(p) for p in providers.values()}
+
+    def _new_pool(self, provider: ProviderConfig) -> Pool:
+        origin = Origin.from_url(provider.base_url)
+        tls = tls_context(provider.ca_file) if origin.scheme == "https" else None
+        proxy = self._proxies.for_target(origin.scheme, origin.host, origin.port, provider.proxy)
+        connector = Connector(origin, tls, proxy)
+        return Pool(connector, provider.max_connections, provider.pool_idle_s)
 
     def pool(self, provider: ProviderConfig) -> Pool:
         pool = self._pools.get(provider.name)
         if pool is None:
-            origin = Origin.from_url(provider.base_url)
-            tls = tls_context(provider.ca_file) if origin.scheme == "https" else None
-            proxy = self._proxies.for_target(
-                origin.scheme, origin.host, origin.port, provider.proxy
-            )
-            connector = Connector(origin, tls, proxy)
-            pool = Pool(connector, provider.max_connections, provider.pool_idle_s)
-            self._pools[provider.name] = pool
+            pool = self._pools[provider.name] = self._new_pool(provider)
         return pool
 
     async def _connect(self, pool: Pool, connect_timeout: float) -> tuple[H1Connection, bool]:
