@@ -3,6 +3,7 @@ across worker processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import trio
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures_gateway import start_simulator
@@ -135,3 +137,57 @@ async def test_two_workers_scrape_exact_totals(nursery: trio.Nursery, tmp_path: 
         assert got[("trioproxy_request_duration_seconds_bucket", inf)] == sent + 5
         assert ("trioproxy_in_flight_requests", frozenset()) in got
     print("\n" + scrapes[0].text[:4000])
+
+
+def worker_pids(main: int) -> list[int]:
+    """The child processes of ``main`` (any of its threads may have started them)."""
+    tasks = Path(f"/proc/{main}/task").iterdir()
+    return [int(p) for t in tasks for p in (t / "children").read_text().split()]
+
+
+def open_streams_of(metrics_dir: Path, pid: int) -> float:
+    """One worker's ``trioproxy_open_streams`` from its own gauge file."""
+    files = [str(metrics_dir / f"gauge_livesum_{pid}.db")]
+    for family in MultiProcessCollector.merge(files, accumulate=False):
+        for s in family.samples:
+            if s.name == "trioproxy_open_streams":
+                return s.value
+    return 0.0
+
+
+async def test_a_dead_workers_gauges_leave_the_scrape(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A worker killed with streams open: once the supervisor has replaced it, the scrape sums
+    the live workers' gauges only (its last values are not summed forever)."""
+    sim = await start_simulator(nursery, Fault(tokens=3000, chunk_ms=20))  # ~60 s streams
+    cfg = config({"p": sim.url}, tmp_path)
+    cfg["api_keys"][0]["admin"] = True
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x", "RUNTIME_DIRECTORY": str(run_dir)}, 2)
+    await gw.start()
+    streams = 8
+    try:
+        async with trio.open_nursery() as clients:
+            body = {"model": "p", "messages": MSGS, "stream": True}
+            for _ in range(streams):
+                clients.start_soon(post, gw.url, "/v1/chat/completions", body, AUTH)
+            (metrics_dir,) = run_dir.iterdir()
+            workers = worker_pids(gw.proc.pid)  # type: ignore[union-attr]
+            with trio.fail_after(30):  # every stream is open and sampled by its worker
+                while sum(open_streams_of(metrics_dir, w) for w in workers) != streams:
+                    await trio.sleep(0.05)
+            victim = max(workers, key=lambda w: open_streams_of(metrics_dir, w))
+            survivors = streams - int(open_streams_of(metrics_dir, victim))
+            os.kill(victim, signal.SIGKILL)
+            with trio.fail_after(30):  # the supervisor has replaced it
+                while gw.log.read_text().count("worker ready: ") < 3:
+                    await trio.sleep(0.05)
+            assert not (metrics_dir / f"gauge_livesum_{victim}.db").exists()
+            async with httpx.AsyncClient(base_url=gw.admin_url, timeout=30) as c:
+                r = await c.get("/metrics", headers={**AUTH, "connection": "close"})
+            assert parse(r.text)[("trioproxy_open_streams", frozenset())] == survivors
+            clients.cancel_scope.cancel()
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()

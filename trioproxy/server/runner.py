@@ -7,7 +7,8 @@
    (``python -m trioproxy.server.worker``), each binding its own ``SO_REUSEPORT``
    sockets so the kernel spreads connections across them; this process keeps its
    bound sockets (never listening) so the port stays claimed while workers restart.
-   A worker that dies is restarted with exponential backoff; ``MAX_FAST_FAILURES``
+   A worker that dies is restarted with exponential backoff (its live gauges are dropped
+   from the shared metrics directory first, so a scrape sums only live workers); ``MAX_FAST_FAILURES``
    deaths in a row, each within ``STABLE_S`` of its start, stop the service with
    exit status 1 (systemd's ``Restart=on-failure`` takes over). SIGTERM/SIGINT are
    forwarded as SIGTERM (each worker drains, see ``worker.py``); the exit status is 0
@@ -27,6 +28,7 @@ import trio
 
 from trioproxy.config.model import Settings
 from trioproxy.edge.app import Gateway
+from trioproxy.edge.metrics import mark_worker_dead
 from trioproxy.httpd import PortBusy
 from trioproxy.server.worker import Bound, bind, run_worker
 
@@ -107,6 +109,7 @@ class Supervisor:
             slot.started = trio.current_time()
             slot.proc = await trio.lowlevel.open_process(self.cmd)
             code = await slot.proc.wait()
+            mark_worker_dead(slot.proc.pid)  # its live gauges no longer count in a scrape
             if self.stopping:
                 return
             lived = trio.current_time() - slot.started
