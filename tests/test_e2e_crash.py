@@ -7,11 +7,12 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import orjson
 import trio
 
 from tests.fixtures_gateway import start_simulator
 from tests.proc import GatewayProcess
-from tests.rawhttp import post
+from tests.rawhttp import RawResponse, post
 from tests.test_e2e_processes import AUTH, MSGS, config
 from trioproxy.ledger.factory import SQLITE_NAME
 from trioproxy.ledger.journal import JOURNAL_DIR
@@ -40,15 +41,12 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
     cfg = config({"quick": quick.url, "slow": slow.url}, tmp_path)
     gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"})
     await gw.start()
-    statuses: list[int] = []
+    answers: dict[str, list[RawResponse]] = {"quick": [], "slow": []}
     try:
 
         async def one(route: str, stream: bool) -> None:
             body = {"model": route, "messages": MSGS, "stream": stream}
-            try:
-                statuses.append((await post(gw.url, "/v1/chat/completions", body, AUTH)).status)
-            except OSError:
-                statuses.append(0)  # the gateway died under it
+            answers[route].append(await post(gw.url, "/v1/chat/completions", body, AUTH))
 
         async def quick_load() -> None:
             limit = trio.CapacityLimiter(50)
@@ -65,15 +63,21 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
             clients.start_soon(quick_load)
             for _ in range(STREAMS):
                 clients.start_soon(one, "slow", True)
-            with trio.fail_after(60):  # every call made has reached the simulator
-                while (quick.sim.stats.requests, slow.sim.stats.requests) != (QUICK, STREAMS):
+            with trio.fail_after(60):  # every quick call answered, every stream upstream
+                while len(answers["quick"]) < QUICK or slow.sim.stats.requests < STREAMS:
                     await trio.sleep(0.01)
             gw.signal(signal.SIGKILL, group=True)
             assert await gw.wait() == -signal.SIGKILL
     finally:
         gw.kill()
     calls = quick.sim.stats.requests + slow.sim.stats.requests
-    assert statuses.count(200) >= QUICK  # the quick ones were answered before the kill
+    assert calls == QUICK + STREAMS
+    for r in answers["quick"]:  # each one a whole answer, before the kill
+        assert r.status == 200 and r.complete, r
+        assert orjson.loads(r.body)["choices"][0]["message"]["content"]
+    assert len(answers["slow"]) == STREAMS
+    for r in answers["slow"]:  # each one cut by the kill (before its first event, or after)
+        assert not r.complete and r.status in (0, 200), r
     assert any((tmp_path / JOURNAL_DIR).glob("*.jsonl"))  # the streams' intents, at least
 
     again = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"})
@@ -91,12 +95,20 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
     assert counts["request"] == (calls, calls), (counts, calls)
     conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
     try:
-        interrupted = conn.execute(
-            "SELECT count(*) FROM ledger_raw WHERE kind = 'request' AND outcome = 'interrupted'"
-        ).fetchone()[0]
+        outcomes = dict(
+            conn.execute("SELECT request_id, outcome FROM ledger_raw WHERE kind = 'request'")
+        )
     finally:
         conn.close()
-    assert STREAMS <= interrupted <= STREAMS + 50  # the streams, and quick ones cut mid-way
+    for r in answers["slow"]:  # recovered from the journal: interrupted, billed the prompt
+        if r.status:
+            assert outcomes[r.headers["x-request-id"]] == "interrupted"
+    # a quick call whose answer went out is recorded; it is "interrupted" only if the kill
+    # fell between its last byte and the journal append of its final records
+    quick_outcomes = [outcomes[r.headers["x-request-id"]] for r in answers["quick"]]
+    assert set(quick_outcomes) <= {"served", "interrupted"}
+    interrupted = list(outcomes.values()).count("interrupted")
+    assert interrupted == STREAMS + quick_outcomes.count("interrupted")
     assert list((tmp_path / JOURNAL_DIR).glob("*.jsonl")) == []
     print(f"\nSIGKILL: {calls} upstream calls, {counts['attempt'][0]} attempt records, "
           f"{counts['request'][0]} request records ({interrupted} interrupted)")  # fmt: skip

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import ssl
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -189,33 +190,67 @@ async def test_first_connect_failure_raises_from_start() -> None:
         await client.execute("PING")
 
 
+async def wait_for(predicate: Any, limit_s: float = 10) -> None:
+    with trio.fail_after(limit_s):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+def unpause(url: str) -> None:
+    with redis.Redis.from_url(url) as admin:
+        admin.execute_command("CLIENT", "UNPAUSE")  # (a PAUSE ALL would block it too)
+
+
+@contextmanager
+def frozen(server: RedisServer) -> Iterator[Callable[[], None]]:
+    """The server process stopped (SIGSTOP: connections open, nothing answered, as a hung
+    server) until the yielded ``thaw()`` is called or the block ends."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    thawed = False
+
+    def thaw() -> None:
+        nonlocal thawed
+        if not thawed:
+            thawed = True
+            os.kill(pid, signal.SIGCONT)
+
+    try:
+        yield thaw
+    finally:
+        thaw()
+
+
 async def test_call_timeout_then_late_reply_does_not_desync(redis_url: str) -> None:
     async with open_client(redis_url, call_timeout=0.2) as client:
         await client.execute("SET", "k", "before")
         with redis.Redis.from_url(redis_url) as admin:
-            admin.execute_command("CLIENT", "PAUSE", 500, "WRITE")
-        t0 = time.monotonic()
+            admin.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")  # until UNPAUSE below
+        t0 = trio.current_time()
         with pytest.raises(RedisTimeout):
             await client.execute("SET", "k", "during-pause")
-        assert 0.19 < time.monotonic() - t0 < 0.4
-        await trio.sleep(0.4)  # the pause ends; the SET's late reply goes to its own slot
+        assert 0.2 <= trio.current_time() - t0 < 30  # its call_timeout, not the pause's end
+        await trio.to_thread.run_sync(unpause, redis_url)
+        # the SET is applied after the pause; its late reply goes to its own slot
         assert await client.execute("GET", "k") == b"during-pause"
         assert await client.execute("INCR", "n") == 1
         assert client.statistics().pending == 0
 
 
-async def test_stalled_connection_is_dropped_and_replaced(redis_url: str) -> None:
-    async with open_client(redis_url, call_timeout=5.0, stall_timeout=0.4) as client:
-        with redis.Redis.from_url(redis_url) as admin:
-            admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # the server goes silent
-        t0 = time.monotonic()
-        with pytest.raises(RedisUnavailable, match="stall_timeout"):
-            await client.execute("PING")
-        assert 0.4 <= time.monotonic() - t0 < 1.0  # dropped by the watchdog, not call_timeout
-        assert client.statistics().reconnects == 0
-        await trio.sleep(1.5 - (time.monotonic() - t0))  # the pause is over
-        with trio.fail_after(5):
-            await client.wait_connected()
+async def test_stalled_connection_is_dropped_and_replaced(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    async with open_client(redis_url, call_timeout=60.0, stall_timeout=0.4) as client:
+        with frozen(redis_server) as thaw:  # the server goes silent
+            t0 = trio.current_time()
+            with pytest.raises(RedisUnavailable, match="stall_timeout"):
+                await client.execute("PING")
+            assert 0.4 <= trio.current_time() - t0 < 30  # the watchdog, not call_timeout
+            assert client.statistics().reconnects == 0
+            thaw()
+            with trio.fail_after(10):
+                await client.wait_connected()
         assert await client.execute("PING") == b"PONG"
         assert client.statistics().reconnects >= 1
 
@@ -242,27 +277,27 @@ async def test_cancelled_callers_do_not_desync_replies(redis_url: str) -> None:
         assert client.statistics().pending == 0
 
 
-async def test_max_pending_fails_fast(redis_url: str) -> None:
-    async with open_client(redis_url, max_pending=10, call_timeout=5.0) as client:
-        with redis.Redis.from_url(redis_url) as admin:
-            admin.execute_command("CLIENT", "PAUSE", 300, "ALL")
+async def test_max_pending_fails_fast(redis_server: RedisServer, redis_url: str) -> None:
+    async with open_client(redis_url, max_pending=10, call_timeout=60.0,
+                           stall_timeout=60.0) as client:  # fmt: skip
         results: list[Any] = []
 
         async def ping() -> None:
             results.append(await client.execute("PING"))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(10):
-                nursery.start_soon(ping)
-            await trio.sleep(0.05)
-            assert client.statistics().pending == 10
-            with pytest.raises(RedisUnavailable, match="pending"):
-                await client.execute("PING")
+        with frozen(redis_server) as thaw:
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(ping)
+                await wait_for(lambda: client.statistics().pending == 10)
+                with pytest.raises(RedisUnavailable, match="pending"):
+                    await client.execute("PING")
+                thaw()
         assert results == [b"PONG"] * 10
 
 
 async def test_kill_fails_fast_then_reconnects(redis_server: RedisServer, redis_url: str) -> None:
-    async with open_client(redis_url, backoff_max=0.2) as client:
+    async with open_client(redis_url, backoff_max=0.2, call_timeout=30.0) as client:
         outcomes: dict[str, int] = {"ok": 0, "unavailable": 0}
         stop = trio.Event()
 
@@ -279,15 +314,14 @@ async def test_kill_fails_fast_then_reconnects(redis_server: RedisServer, redis_
             async with trio.open_nursery() as nursery:
                 for _ in range(100):
                     nursery.start_soon(hammer)
-                await trio.sleep(0.2)
+                await wait_for(lambda: outcomes["ok"] >= 100)
                 redis_server.stop()
-                await trio.sleep(0.1)
-                assert not client.statistics().connected
+                await wait_for(lambda: not client.statistics().connected)
                 assert client.statistics().pending == 0
-                t0 = time.monotonic()
+                t0 = trio.current_time()
                 with pytest.raises(RedisUnavailable):
                     await client.execute("PING")
-                assert time.monotonic() - t0 < 0.05
+                assert trio.current_time() - t0 < 5  # at once: not after the call_timeout
                 await trio.to_thread.run_sync(redis_server.start)
                 with trio.fail_after(5):
                     await client.wait_connected()

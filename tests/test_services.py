@@ -18,15 +18,19 @@ from trioproxy.edge.services import NamedService, Supervisor
 
 
 class Flaky:
-    """A service that runs until the test tells it to crash."""
+    """A service that runs until the test tells it to crash; a restart waits for ``resume``
+    before it reports started, so the test decides how long the service stays down."""
 
     def __init__(self) -> None:
         self.crash = trio.Event()
+        self.resume = trio.Event()
         self.starts = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.starts += 1
         self.crash = trio.Event()
+        if self.starts > 1:
+            await self.resume.wait()
         task_status.started()
         await self.crash.wait()
         raise RuntimeError("boom")
@@ -58,12 +62,14 @@ async def test_a_crashed_required_service_is_restarted_and_readyz_follows(
         assert {"flaky", "optional", "cache-writer", "embedder"} <= set(services)
         with caplog.at_level(logging.INFO, "trioproxy.services"):
             flaky.crash.set()
-            down = await wait_for(c, 503)  # not ready while it is down ...
+            down = await wait_for(c, 503)  # not ready while it is down (as long as it is) ...
             assert {k: v for k, v in down["services"].items() if v != "up"} == {"flaky": "down"}  # type: ignore[union-attr]
+            flaky.resume.set()
             await wait_for(c, 200)  # ... and ready again once restarted
         assert flaky.starts == 2 and steady.starts == 1  # the sibling was not cancelled
         assert "service flaky crashed; restarting in" in caplog.text
         assert "RuntimeError: boom" in caplog.text and "service flaky restarted" in caplog.text
+        steady.resume.set()
         steady.crash.set()  # an optional service down: still ready
         with trio.fail_after(20):
             while steady.starts < 2:
