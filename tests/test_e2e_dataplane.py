@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,67 @@ async def test_tls_termination_on_the_data_port(nursery: trio.Nursery, tmp_path:
     async with httpx.AsyncClient(timeout=30) as c:  # plain HTTP on the TLS port: refused
         with pytest.raises(httpx.TransportError):
             await c.get(g.url + "/healthz")
+
+
+async def test_count_tokens_goes_through_the_intake(nursery: trio.Nursery) -> None:
+    """count_tokens takes the key's slot and a worker slot like every proxy endpoint: a key
+    at its cap gets 429, a full worker 503, both in the Anthropic envelope."""
+    sim = await start_simulator(nursery, Fault(tokens=2000, chunk_ms=20))  # ~40 s streams
+    server = {"max_in_flight": 1, "queue_max": 0, "max_in_flight_per_key": 1}
+    g = await start_gateway(nursery, with_other_team(chain_settings([sim.url],
+                                                                    extra={"server": server})))  # fmt: skip
+    body = {"model": "r", "messages": MSGS}
+
+    async def count(key: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as c:
+            return await c.post(g.url + "/v1/messages/count_tokens", json=body,
+                                headers={"x-api-key": key})  # fmt: skip
+
+    async with trio.open_nursery() as held:  # KEY's stream holds its key slot and the worker
+        held.start_soon(partial(chat, g, KEY, stream=True))
+        await wait_for(lambda: sim.sim.stats.active == 1)
+        same_key, other_key = await count(KEY), await count(OTHER)
+        held.cancel_scope.cancel()
+    assert same_key.status_code == 429 and same_key.headers["retry-after"] == "1"
+    assert same_key.json()["error"]["type"] == "rate_limit_error"
+    assert other_key.status_code == 503 and other_key.headers["retry-after"] == "1"
+    assert other_key.json() == {"type": "error", "error": {
+        "type": "overloaded_error", "message": "The gateway is at capacity; retry shortly."}}  # fmt: skip
+    await wait_for(lambda: g.app.in_flight == 0)
+    ok = await count(KEY)
+    assert ok.status_code == 200 and ok.json()["estimated"] is True
+
+
+async def test_readyz_is_503_on_both_ports_as_soon_as_the_drain_starts(
+    nursery: trio.Nursery,
+) -> None:
+    """A load balancer must stop sending the moment a worker drains: /readyz answers 503 on
+    the data port (a probe whose head was arriving) and on the admin port (which keeps
+    serving until the data plane has drained), while a stream is still in flight."""
+    sim = await start_simulator(nursery, Fault(tokens=2000, chunk_ms=20))  # ~40 s streams
+    settings = chain_settings([sim.url])
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, shutdown_grace_s=60)
+    )
+    g = await start_gateway(nursery, settings)
+    async with httpx.AsyncClient(timeout=30) as c:
+        assert (await c.get(g.url + "/readyz")).status_code == 200
+        assert (await c.get(g.admin_url + "/readyz")).status_code == 200
+    port = int(g.url.rsplit(":", 1)[1])
+    async with trio.open_nursery() as held:
+        held.start_soon(partial(chat, g, KEY, stream=True))
+        await wait_for(lambda: sim.sim.stats.active == 1)
+        probe = await trio.open_tcp_stream("127.0.0.1", port)
+        await probe.send_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n")  # its head is arriving
+        await wait_for(lambda: g.httpd is not None and len(g.httpd.connections) == 2)
+        g.shutdown.set()
+        await wait_for(lambda: g.httpd is not None and g.httpd.draining)
+        await probe.send_all(b"\r\n")
+        reply, body = await read_responses(probe, 1)
+        assert reply.status_code == 503 and orjson.loads(body)["draining"] is True
+        async with httpx.AsyncClient(timeout=30) as c:
+            admin = await c.get(g.admin_url + "/readyz")
+        assert admin.status_code == 503 and admin.json()["draining"] is True
+        assert sim.sim.stats.active == 1  # the stream is still being served
+        held.cancel_scope.cancel()
+    await wait_for(lambda: g.httpd is not None and g.httpd.drained.is_set())

@@ -97,13 +97,15 @@ class Gateway:
             settings, self.keys, self.transport, self.breakers, self.sink, admission, cache,
             self.tracing, slots=self.slots, interrupts=self.interrupts,
         )  # fmt: skip
-        self.count_tokens = CountTokensHandler(settings, self.keys, self.transport)
+        self.count_tokens = CountTokensHandler(settings, self.keys, self.transport, self.slots)
         self.cache = cache
         sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
         self.services = Supervisor([*services, sampler])
         self.inner = inner
         self.ready = False
-        """Started and not shutting down; :meth:`is_ready` also needs the required services."""
+        """Started and not shut down; :meth:`is_ready` also needs the required services."""
+        self.draining = False
+        """The server is draining (SIGTERM): not ready, so load balancers stop sending."""
         self.reload_source: ReloadSource | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -308,7 +310,7 @@ class Gateway:
                  self.tracing)  # fmt: skip
         chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
         embeddings = EmbeddingsHandler(*parts, slots=self.slots, interrupts=self.interrupts)
-        count_tokens = CountTokensHandler(settings, keys, transport)
+        count_tokens = CountTokensHandler(settings, keys, transport, self.slots)
         self.settings, self.keys, self.transport = settings, keys, transport
         self.admission, self.chat, self.embeddings = admission, chat, embeddings
         self.count_tokens = count_tokens
@@ -324,12 +326,18 @@ class Gateway:
             with trio.move_on_after(5):
                 await closer()
 
+    def start_drain(self) -> None:
+        """The server stopped accepting and is finishing what is in flight: ``/readyz`` says
+        503 from now on, on both ports."""
+        self.draining = True
+
     def is_ready(self) -> bool:
-        return self.ready and self.services.ready()
+        return self.ready and not self.draining and self.services.ready()
 
     def readiness(self) -> dict[str, Any]:
         return {
             "ready": self.is_ready(),
+            "draining": self.draining,
             "services": self.services.status(),
             "in_flight": self.in_flight,
             "breakers": self.breakers.snapshot(trio.current_time()) if self.ready else {},

@@ -7,7 +7,9 @@ deployment's name), exactly. With no Anthropic target, or when that provider
 is down, the gateway estimates and says so: ``"estimated": true`` in the body
 and ``x-trioproxy-token-count: estimated``. A 4xx from the provider is the
 caller's fault and is relayed. Counting is free upstream, so nothing is
-reserved or billed; it is not a ledger event.
+reserved or billed; it is not a ledger event. Like every proxy endpoint it
+goes through the intake (:mod:`.intake`): the key, the key's slot (429), the
+capped body, a worker slot (503 when the worker and its line are full).
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import Any
 import orjson
 import trio
 
-from trioproxy.config.model import ModelConfig, ProviderConfig, Settings, Target
+from trioproxy.config.model import ApiKeyConfig, ModelConfig, ProviderConfig, Settings, Target
 from trioproxy.core.tokens import estimate_tokens, prompt_tokens
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic import parse_request
-from trioproxy.edge.asgi_io import ClientGone, Headers, Receive, Scope, Send, read_body, send_whole
+from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.intake import Intake, slots_for
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
 from trioproxy.pipeline.routing import require_models, route_for, select_chain
+from trioproxy.pipeline.slots import Slots
 from trioproxy.providers.anthropic import VERSION
 from trioproxy.providers.base import UpstreamRequest, error_message, json_object
 from trioproxy.upstream.transport import ERROR_BODY_LIMIT, Transport, UpstreamIOError
@@ -46,17 +50,28 @@ def estimate(chat: dict[str, Any]) -> int:
 
 
 class CountTokensHandler:
-    def __init__(self, settings: Settings, keys: KeyRing, transport: Transport) -> None:
+    def __init__(
+        self, settings: Settings, keys: KeyRing, transport: Transport, slots: Slots | None = None
+    ) -> None:
         self.settings = settings
         self.keys = keys
         self.transport = transport
+        self.intake = Intake(keys, slots or slots_for(settings), settings.server.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Through the intake every proxy endpoint shares (key, the key's slot, the capped
+        body, a worker slot), then counted while the slots are held."""
         headers = dict(scope["headers"])
+        async with self.intake("anthropic", headers, receive, send, []) as got:
+            if got is not None:
+                key, body = got
+                await self._count(key, headers, body, send)
+
+    async def _count(
+        self, key: ApiKeyConfig, headers: dict[bytes, bytes], body: bytes, send: Send
+    ) -> None:
         base: Headers = []
         try:
-            key = await self.keys.resolve(headers)
-            body = await read_body(receive, headers, self.settings.server.max_body_bytes)
             data = f.load_object(body)
             req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
             route = route_for(self.settings, req.model)
@@ -69,8 +84,6 @@ class CountTokensHandler:
             plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
             base.append((b"x-trioproxy-route", route.name.encode()))
             counted = await self._provider_count(plan.chain.targets, data, headers)
-        except ClientGone:
-            return
         except GatewayError as err:
             await send_error(send, "anthropic", err, base)
             return

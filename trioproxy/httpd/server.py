@@ -4,11 +4,13 @@
 lifespan start-up, then opens its listeners and accepts connections until
 ``shutdown`` is set, then drains:
 
-1. stop accepting (the listeners close), idle keep-alive connections close;
+1. ``on_drain()`` is called (the gateway's ``/readyz`` turns 503), the server stops
+   accepting (the listeners close), idle keep-alive connections close;
 2. requests in progress get ``grace_s`` to finish (responses say ``connection: close``);
 3. at the deadline ``on_deadline()`` is called once (the gateway ends every open
    stream with an error event in its caller's dialect) and connections get
-   ``interrupt_flush_s`` more to write those last bytes; what remains is cancelled;
+   ``interrupt_flush_s`` more to write those last bytes; what remains is cancelled, and
+   :attr:`HttpServer.drained` is set;
 4. the lifespan shutdown runs (the gateway flushes its ledger and cache writes).
 """
 
@@ -50,6 +52,8 @@ class HttpServer:
         self.requests = 0
         """Requests whose app call is running."""
         self.draining = False
+        self.drained = trio.Event()
+        """Set once the drain is over: no connection is left (the lifespan shutdown follows)."""
         self.accepted = 0
         self._empty = trio.Event()
 
@@ -66,6 +70,7 @@ class HttpServer:
         *,
         shutdown: trio.Event,
         grace_s: float,
+        on_drain: Callable[[], None] | None = None,
         on_deadline: Callable[[], None] | None = None,
         interrupt_flush_s: float = INTERRUPT_FLUSH_S,
         lifespan: bool = True,
@@ -88,12 +93,15 @@ class HttpServer:
                 conns.start_soon(accept)
                 task_status.started()
                 await shutdown.wait()
+                if on_drain is not None:
+                    on_drain()
                 accepting.cancel()
                 with trio.CancelScope(shield=True):
                     for listener in listeners:
                         await listener.aclose()
                 await self._drain(grace_s, on_deadline, interrupt_flush_s)
                 conns.cancel_scope.cancel()
+            self.drained.set()
             if life is not None:
                 await life.shutdown()
             outer.cancel_scope.cancel()

@@ -7,9 +7,11 @@ sockets start listening only once the gateway has started, so with ``SO_REUSEPOR
 the kernel never hands a connection to a worker that cannot serve it yet.
 
 ``run_worker`` adds the signals: SIGTERM or SIGINT starts the drain (see
-``httpd/server.py``: stop accepting, ``shutdown_grace_s`` for in-flight requests,
-then the gateway interrupts what is left, then the ledger and cache flush) and the
-process exits 0; SIGHUP calls ``gateway.reload()`` when the gateway has one.
+``httpd/server.py``: ``/readyz`` turns 503 on both ports, the data port stops
+accepting, ``shutdown_grace_s`` for in-flight requests, then the gateway interrupts
+what is left, then the ledger and cache flush; the admin port serves until the data
+plane has drained) and the process exits 0; SIGHUP calls ``gateway.reload()`` when
+the gateway has one.
 
 ``python -m trioproxy.server.worker --host H --port P`` is how ``--workers N``
 starts each worker (the config comes from the environment, see ``factory.py``).
@@ -112,21 +114,23 @@ async def serve_gateway(
                 lambda: bind_listeners(bound.data, tls),
                 shutdown=shutdown,
                 grace_s=server.shutdown_grace_s,
+                on_drain=gateway.start_drain,
                 on_deadline=gateway.interrupt,
             )
         )
-        if bound.admin is not None:
-            await nursery.start(serve_admin, AdminApp(gateway), bound.admin, shutdown)
+        if bound.admin is not None:  # it serves through the drain (/readyz 503, /metrics)
+            await nursery.start(serve_admin, AdminApp(gateway), bound.admin, httpd.drained)
         task_status.started(httpd)
 
 
 async def serve_admin(
     app: AdminApp,
     sock: socket.socket,
-    shutdown: trio.Event,
+    until: trio.Event,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """The control plane under hypercorn until ``until`` is set (then ``ADMIN_GRACE_S``)."""
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -138,7 +142,7 @@ async def serve_admin(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = ADMIN_GRACE_S
     config.keep_alive_timeout = 20
-    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=until.wait, task_status=task_status)  # type: ignore[arg-type]
 
 
 async def reload(gateway: Gateway) -> None:
