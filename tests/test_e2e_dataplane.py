@@ -16,6 +16,7 @@ import trio
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from tests.httpd_helpers import open_fds, read_responses
 from tests.settings_factory import KEY, chain_settings
+from tests.upstream_servers import StallAfterFinal
 from trioproxy.config import hash_key
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.simulator.faults import Fault
@@ -265,3 +266,58 @@ async def test_readyz_is_503_on_both_ports_as_soon_as_the_drain_starts(
         assert sim.sim.stats.active == 1  # the stream is still being served
         held.cancel_scope.cancel()
     await wait_for(lambda: g.httpd is not None and g.httpd.drained.is_set())
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic"),
+     ("/v1/messages", "openai")],
+    ids=["openai-verbatim", "anthropic-verbatim", "anthropic-from-openai-decoded"],
+)  # fmt: skip
+async def test_drain_ends_a_stream_whose_upstream_stalls_after_its_final_event(
+    nursery: trio.Nursery, path: str, kind: str
+) -> None:
+    """At the drain deadline a stream whose final event is out is left a moment to end by
+    itself; when its upstream stalls instead, the caller still gets the end of a stream in
+    its dialect (no error, no cut connection) and the ledger says it was served."""
+    upstream = StallAfterFinal()
+    port = await nursery.start(upstream.serve)
+    settings = chain_settings([f"http://127.0.0.1:{port}"], kinds=[kind])
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, shutdown_grace_s=0.5)
+    )
+    g = await start_gateway(nursery, settings)
+    body: dict[str, Any] = {"model": "r", "messages": MSGS, "stream": True, "max_tokens": 64}
+    got: dict[str, Any] = {}
+
+    async def stream() -> None:
+        headers = {"authorization": f"Bearer {KEY}", "x-api-key": KEY}
+        try:
+            async with httpx.AsyncClient(timeout=30) as c:
+                async with c.stream("POST", g.url + path, json=body, headers=headers) as r:
+                    got["response"] = r
+                    got["body"] = b"".join([chunk async for chunk in r.aiter_bytes()])
+        except httpx.HTTPError as exc:  # a connection cut in the middle of the stream
+            got["error"] = exc
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(stream)
+        await upstream.stalled.wait()
+        await wait_for(lambda: any(f() for f in g.app.interrupts.live.values()))  # relayed
+        g.shutdown.set()
+    assert "error" not in got, got["error"]
+    text = got["body"].decode()
+    assert got["response"].status_code == 200 and "error" not in text
+    if path == "/v1/chat/completions":
+        assert '"finish_reason":"stop"' in text and text.endswith("data: [DONE]\n\n")
+        assert "fp_stall" in text  # relayed verbatim
+    else:
+        assert '"stop_reason":"end_turn"' in text and text.count("event: message_stop") == 1
+        assert text.endswith('event: message_stop\ndata: {"type":"message_stop"}\n\n')
+        assert ("fp_stall" in text) is False
+    await wait_for(lambda: any(r.kind == "request" for r in g.sink.records))
+    (record,) = [r for r in g.sink.records if r.kind == "request"]
+    assert (record.outcome, record.status, record.error_kind) == ("served", 200, None)
+    assert record.output_tokens > 0 and record.cost_micros > 0
+    assert record.estimated is (kind == "openai")  # Anthropic's message_delta had the usage
+    await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go

@@ -173,4 +173,76 @@ class FlakyKeepAlive:
                     return
 
 
-__all__ = ["ConnectProxy", "FlakyKeepAlive", "TlsSim", "start_tls_simulator"]
+_OPENAI_CHUNK = (
+    '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+    '"system_fingerprint":"fp_stall","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}'
+)
+STALL_EVENTS = {
+    "/v1/chat/completions": [
+        b"data: " + (_OPENAI_CHUNK % ('{"role":"assistant","content":"Hello"}', "null")).encode()
+        + b"\n\n",
+        b"data: " + (_OPENAI_CHUNK % ('{"content":" world"}', "null")).encode() + b"\n\n",
+        b"data: " + (_OPENAI_CHUNK % ("{}", '"stop"')).encode() + b"\n\n",
+    ],
+    "/v1/messages": [
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+        b'"type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,'
+        b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":""}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"Hello world"}}\n\n',
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+        b'"usage":{"output_tokens":3}}\n\n',
+    ],
+}
+"""Per upstream path: a stream up to its final event (the finish reason), without what
+follows (OpenAI's usage chunk and ``[DONE]``, Anthropic's ``message_stop``)."""
+
+
+@dataclass
+class StallAfterFinal:
+    """Streams :data:`STALL_EVENTS` for the request's path, then sends nothing more and
+    keeps the connection open (a provider that stalls after its final event)."""
+
+    port: int = 0
+    stalled: trio.Event = field(default_factory=trio.Event)
+    """Set once a stream's last event is written."""
+    closed: int = 0
+    """Connections the client closed."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._client, listeners)
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            request = None
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Request):
+                    request = event
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            assert request is not None
+            headers = [(b"content-type", b"text/event-stream")]
+            await stream.send_all(conn.send(h11.Response(status_code=200, headers=headers)))
+            for data in STALL_EVENTS[request.target.decode()]:
+                await stream.send_all(conn.send(h11.Data(data=data)))
+            self.stalled.set()
+            try:
+                while await stream.receive_some(65536):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+            self.closed += 1
+
+
+__all__ = ["STALL_EVENTS", "ConnectProxy", "FlakyKeepAlive", "StallAfterFinal", "TlsSim",
+           "start_tls_simulator"]

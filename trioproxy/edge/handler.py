@@ -54,7 +54,7 @@ from trioproxy.pipeline.routing import (
     fit_context,
     select_chain,
 )
-from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Won
+from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Raw, Won
 from trioproxy.upstream.race import Attempt, Race
 
 log = logging.getLogger(__name__)
@@ -185,8 +185,8 @@ class ChatHandler(Endpoint):
         # same-wire streams go through verbatim unless something needs every event decoded
         runner.passthrough = runner.on_progress is None and collector is None
 
-        def finishing() -> bool:  # the answer's last event is in: let it end by itself
-            return any(m.finish is not None for m in runner.meters.values())
+        def finishing() -> bool:  # the answer's final event is out: let it end by itself
+            return runner.ended
 
         async def produce() -> None:
             async with send_ch:
@@ -203,8 +203,12 @@ class ChatHandler(Endpoint):
                         return
                     finally:
                         del live[scope]
-                if scope.cancelled_caught:
-                    await send_ch.send(Failed(shutting_down()))
+                if scope.cancelled_caught:  # the drain deadline (Interrupts)
+                    if not runner.ended:
+                        await send_ch.send(Failed(shutting_down()))
+                    elif runner.verbatim_end:  # cut after its final event: end it as it would
+                        await send_ch.send(Raw(runner.verbatim_end))
+                    # (decoded streams: the relay's encoder ends them when the channel closes)
                 elif race.winner is None:
                     await send_ch.send(Failed(race.error()))
 

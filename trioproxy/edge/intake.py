@@ -22,13 +22,19 @@ from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError, PolicyError
 from trioproxy.pipeline.slots import Slots
 
+FINISH_GRACE_S = 1.0
+"""At the drain deadline: how long a race whose final event is out may take to end by
+itself (its usage and end marker); within the server's ``INTERRUPT_FLUSH_S`` (2 s)."""
+
 
 class Interrupts:
     """The running races of one worker, so that the drain deadline can end them all.
 
-    Each race registers its cancel scope with a ``finishing()`` test (its answer's last
-    event has arrived): those are left to end by themselves, a moment later, rather than
-    be cut between their last content and their end marker.
+    Each race registers its cancel scope with a ``finishing()`` test (its answer's final
+    event is in the relay channel). The others are cancelled at once (their caller gets
+    a ``gateway_shutting_down`` error event); a finishing race gets
+    :data:`FINISH_GRACE_S` to end by itself (exact usage), then is cancelled too, and its
+    caller's stream is ended as its dialect ends a stream, not with an error.
     """
 
     def __init__(self) -> None:
@@ -37,8 +43,11 @@ class Interrupts:
 
     def interrupt_all(self) -> None:
         self.interrupting = True
+        grace = trio.current_time() + FINISH_GRACE_S
         for scope, finishing in list(self.live.items()):
-            if not finishing():
+            if finishing():
+                scope.deadline = min(scope.deadline, grace)
+            else:
                 scope.cancel()
 
 
@@ -101,4 +110,4 @@ class Intake:
             slots.exit_key(key.key_hash)
 
 
-__all__ = ["Intake", "Interrupts", "slots_for"]
+__all__ = ["FINISH_GRACE_S", "Intake", "Interrupts", "slots_for"]

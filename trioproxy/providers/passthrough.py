@@ -47,6 +47,10 @@ _ANTHROPIC_DATA = len(b"event: content_block_delta\ndata: ")
 _ANTHROPIC_TEXT_DELTA = b'"delta":{"type":"text_delta","text":'
 PENDING_MAX = 64 * 1024
 """Bytes of plain content events kept uncounted per stream before they are counted."""
+_END_EVENTS: dict[Dialect, bytes] = {
+    "openai": b"data: [DONE]\n\n",
+    "anthropic": b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+}
 
 
 @dataclass(slots=True)
@@ -86,6 +90,12 @@ class PassthroughTap:
     @property
     def done(self) -> bool:
         return self._decoder.done
+
+    @property
+    def end_event(self) -> bytes:
+        """The wire's own last event (``[DONE]`` / ``message_stop``), for a stream the
+        gateway has to end itself after the final event went through (a drain)."""
+        return _END_EVENTS[self.wire]
 
     def _normalise(self, data: bytes) -> bytes:
         if self._cr:

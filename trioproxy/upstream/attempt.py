@@ -109,6 +109,13 @@ class AttemptRunner:
     handler sets it only when nothing needs every event decoded: no per-chunk budget
     metering (``on_progress``), no stream caching."""
     meters: dict[int, Meter] = field(default_factory=dict)
+    ended: bool = False
+    """The winner's final event (its finish reason) is in the relay channel, or written to
+    the client after a :class:`Handoff`: only the stream's tail (usage, the end marker) may
+    still be missing."""
+    verbatim_end: bytes = b""
+    """When the winner relays verbatim: its wire's end event, for a caller whose stream is
+    cut after :attr:`ended` (the drain deadline)."""
 
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
         model = attempt.target.spec
@@ -180,8 +187,11 @@ class AttemptRunner:
             if not claim(attempt):
                 return
             await self.out.send(Won(attempt, passthrough=tap is not None))
+            if tap is not None:
+                self.verbatim_end = tap.end_event
             for item in first:
                 await self.out.send(item)
+            self.ended = meter.finish is not None
             if tap is not None:
                 handoff = Handoff()
                 await self.out.send(handoff)
@@ -264,6 +274,7 @@ class AttemptRunner:
                 meter.received_any = True
                 meter.observe(event)
                 await self.out.send(event)
+                self.ended = meter.finish is not None
                 if self.on_progress is not None:
                     try:
                         await self.on_progress(attempt, meter)
@@ -309,6 +320,7 @@ class AttemptRunner:
                         watch.writing = True
                         await write(got.forward)
                         watch.writing = False
+                        self.ended = meter.finish is not None
                     watch.last = trio.current_time()
             nursery.cancel_scope.cancel()
         if watch.scope.cancelled_caught:
