@@ -19,6 +19,8 @@ from tests.settings_factory import KEY, chain_settings
 from tests.upstream_servers import StallAfterFinal
 from trioproxy.config import hash_key
 from trioproxy.config.model import ApiKeyConfig
+from trioproxy.edge.intake import FINISH_GRACE_S
+from trioproxy.httpd.server import INTERRUPT_FLUSH_S
 from trioproxy.simulator.faults import Fault
 
 OTHER = "tp-other-team-key-987654"
@@ -321,3 +323,9 @@ async def test_drain_ends_a_stream_whose_upstream_stalls_after_its_final_event(
     assert record.output_tokens > 0 and record.cost_micros > 0
     assert record.estimated is (kind == "openai")  # Anthropic's message_delta had the usage
     await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go
+
+
+def test_the_finish_grace_ends_within_the_servers_flush_window() -> None:
+    """A finishing stream's grace runs inside the time the server gives interrupted
+    connections to write their last bytes, or its end would be cut after all."""
+    assert FINISH_GRACE_S < INTERRUPT_FLUSH_S
