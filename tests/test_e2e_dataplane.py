@@ -329,3 +329,27 @@ def test_the_finish_grace_ends_within_the_servers_flush_window() -> None:
     """A finishing stream's grace runs inside the time the server gives interrupted
     connections to write their last bytes, or its end would be cut after all."""
     assert FINISH_GRACE_S < INTERRUPT_FLUSH_S
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_its_upstream_cancelled(
+    nursery: trio.Nursery,
+) -> None:
+    """A stream whose client takes no more bytes would hold its slots, its relay and its
+    upstream for ever: after send_timeout_s without progress the connection is dropped
+    and the request ends as a client disconnect."""
+    sim = await start_simulator(nursery, Fault(tokens=200_000))  # megabytes, as fast as taken
+    server = {"send_timeout_s": 0.5}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", int(g.url.rsplit(":", 1)[1])))
+    client = trio.SocketStream(sock)
+    body = orjson.dumps({"model": "r", "messages": MSGS, "stream": True})
+    async with client:
+        await client.send_all(head(KEY, len(body)) + body)  # then never reads
+        await wait_for(lambda: g.app.in_flight == 1 and sim.sim.stats.active == 1)
+        await wait_for(lambda: g.app.in_flight == 0 and sim.sim.stats.active == 0)
+    await wait_for(lambda: any(r.kind == "request" for r in g.sink.records))
+    (record,) = [r for r in g.sink.records if r.kind == "request"]
+    assert (record.status, record.error_kind) == (499, "client_disconnected")
+    assert g.app.chat.slots.held_by(hash_key(KEY)) == 0

@@ -233,6 +233,9 @@ class ServerConfig:
     """A request head must arrive within this (from its first byte or the connection's accept)."""
     keep_alive_s: float = 20.0
     """An idle keep-alive connection is closed after this."""
+    send_timeout_s: float = 60.0
+    """Each write to a client must be taken within this; a client that stops reading is
+    dropped and its request cancelled (it would hold its slots and upstream forever)."""
     body_timeout_s: float = 60.0
     """A request body must be complete within this, whatever its rate."""
     body_min_rate: int = 1024

@@ -74,8 +74,8 @@ def validate_settings(
     _at_least_zero(out, "server.queue_max", s.queue_max)
     _at_least_zero(out, "server.queue_timeout_s", s.queue_timeout_s)
     _at_least_zero(out, "server.max_in_flight_per_key", s.max_in_flight_per_key)
-    for name in ("header_timeout_s", "keep_alive_s", "body_timeout_s", "body_min_rate",
-                 "max_head_bytes"):  # fmt: skip
+    for name in ("header_timeout_s", "keep_alive_s", "send_timeout_s", "body_timeout_s",
+                 "body_min_rate", "max_head_bytes"):  # fmt: skip
         _positive(out, f"server.{name}", getattr(s, name))
     _at_least_zero(out, "server.body_grace_s", s.body_grace_s)
     if (s.tls_cert_file is None) != (s.tls_key_file is None):

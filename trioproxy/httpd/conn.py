@@ -6,7 +6,7 @@ app lags behind (body bytes above ``recv_high_water``, or ``max_pipelined``
 requests queued ahead of their responses), so memory per connection is bounded
 and pipelined requests are answered in order. Every wait has a deadline: the
 head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
-(``body_deadline``).
+(``body_deadline``), each write to the client (``send_timeout_s``).
 """
 
 from __future__ import annotations
@@ -351,16 +351,23 @@ class Connection:
             data = data[sent:]
         self._writing = True
         try:
-            await self.stream.send_all(data)
+            with trio.move_on_after(self.limits.send_timeout_s) as scope:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
+            return
         except trio.Cancelled:  # part of ``data`` may be out: nothing can follow it
             self._lost()
             raise
         finally:
             self._writing = False
+        if scope.cancelled_caught:  # the client stopped reading: as if it had left
+            log.info("client %s took no bytes for %.0f s; closing the connection",
+                     self.client, self.limits.send_timeout_s)  # fmt: skip
+            self._lost()
 
     def _lost(self) -> None:
+        """The connection cannot carry more bytes: the app sees a disconnect."""
         self._broken = True
         self.eof = True
         self.lot.unpark_all()

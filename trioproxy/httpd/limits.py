@@ -13,6 +13,9 @@ class HttpLimits:
     """From a request's first byte (or a new connection's accept) to its complete head."""
     keep_alive_s: float = 20.0
     """Idle time allowed between requests on a keep-alive connection."""
+    send_timeout_s: float = 60.0
+    """Each write to the client must be taken within this; a client that stops reading is
+    dropped (its request sees a disconnect: the upstream is cancelled, the slots freed)."""
     body_timeout_s: float = 60.0
     """Absolute deadline for a whole request body, from its head."""
     body_grace_s: float = 5.0

@@ -86,6 +86,7 @@ def http_limits(server: ServerConfig) -> HttpLimits:
     return HttpLimits(
         header_timeout_s=server.header_timeout_s,
         keep_alive_s=server.keep_alive_s,
+        send_timeout_s=server.send_timeout_s,
         body_timeout_s=server.body_timeout_s,
         body_grace_s=server.body_grace_s,
         body_min_rate=server.body_min_rate,
