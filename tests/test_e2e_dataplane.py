@@ -353,3 +353,24 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_upstream_cancelled
     (record,) = [r for r in g.sink.records if r.kind == "request"]
     assert (record.status, record.error_kind) == (499, "client_disconnected")
     assert g.app.chat.slots.held_by(hash_key(KEY)) == 0
+
+
+async def test_drain_deadline_answers_a_request_whose_body_is_still_arriving(
+    nursery: trio.Nursery,
+) -> None:
+    """An upload still in progress at the drain deadline gets 503 gateway_shutting_down (and
+    Retry-After) in its endpoint's dialect instead of a connection cut without an answer."""
+    sim = await start_simulator(nursery)
+    server = {"shutdown_grace_s": 0.3, "body_grace_s": 60, "body_timeout_s": 60}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    s = await trio.open_tcp_stream("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
+    async with s:
+        await s.send_all(head(KEY, 10_000, "/v1/messages") + b'{"model": "r", ')
+        await wait_for(lambda: g.app.chat.slots.held_by(hash_key(KEY)) == 1)
+        g.shutdown.set()
+        reply, body = await read_responses(s, 1)
+    assert reply.status_code == 503 and dict(reply.headers)[b"retry-after"] == b"1"
+    assert dict(reply.headers)[b"connection"] == b"close"
+    err = orjson.loads(body)
+    assert err["type"] == "error" and err["error"]["message"].startswith("The gateway is shutting")
+    await wait_for(lambda: g.httpd is not None and g.httpd.drained.is_set())

@@ -27,7 +27,7 @@ from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic import parse_request
 from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing, may_use
-from trioproxy.edge.intake import Intake, slots_for
+from trioproxy.edge.intake import Intake, Interrupts, slots_for
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
 from trioproxy.pipeline.routing import require_models, route_for, select_chain
@@ -51,12 +51,14 @@ def estimate(chat: dict[str, Any]) -> int:
 
 class CountTokensHandler:
     def __init__(
-        self, settings: Settings, keys: KeyRing, transport: Transport, slots: Slots | None = None
-    ) -> None:
+        self, settings: Settings, keys: KeyRing, transport: Transport, slots: Slots | None = None,
+        interrupts: Interrupts | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.keys = keys
         self.transport = transport
-        self.intake = Intake(keys, slots or slots_for(settings), settings.server.max_body_bytes)
+        self.intake = Intake(keys, slots or slots_for(settings), settings.server.max_body_bytes,
+                             interrupts)  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Through the intake every proxy endpoint shares (key, the key's slot, the capped

@@ -24,7 +24,7 @@ from trioproxy.dialects.ratelimit_headers import rate_limit_headers
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Receive, Scope, Send
 from trioproxy.edge.auth import KeyRing, may_use
-from trioproxy.edge.intake import Intake, Interrupts, slots_for
+from trioproxy.edge.intake import Intake, Interrupts, shutting_down, slots_for
 from trioproxy.edge.respond import ResponseGuard, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
@@ -51,13 +51,6 @@ Handle = Callable[
 body, receive, send)."""
 
 
-def shutting_down() -> GatewayError:
-    return GatewayError(
-        ErrorKind.SHUTTING_DOWN, "The gateway is shutting down; the request was interrupted.",
-        retry_after=1,
-    )  # fmt: skip
-
-
 class Endpoint:
     def __init__(
         self,
@@ -81,9 +74,9 @@ class Endpoint:
         self.admission = admission
         self.cache = cache
         self.slots = slots or slots_for(settings)
-        self.intake = Intake(keys, self.slots, settings.server.max_body_bytes)
         self.interrupts = interrupts or Interrupts()
-        """The worker's running races, for the drain deadline (see :class:`Interrupts`)."""
+        """The worker's running races and body reads, for the drain deadline."""
+        self.intake = Intake(keys, self.slots, settings.server.max_body_bytes, self.interrupts)
         self.open_streams = 0
         self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
         """The relay channels of the streams being served (their fill is a metric)."""

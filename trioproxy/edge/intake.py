@@ -27,10 +27,18 @@ FINISH_GRACE_S = 1.0
 itself (its usage and end marker); within the server's ``INTERRUPT_FLUSH_S`` (2 s)."""
 
 
-class Interrupts:
-    """The running races of one worker, so that the drain deadline can end them all.
+def shutting_down() -> GatewayError:
+    return GatewayError(
+        ErrorKind.SHUTTING_DOWN, "The gateway is shutting down; the request was interrupted.",
+        retry_after=1,
+    )  # fmt: skip
 
-    Each race registers its cancel scope with a ``finishing()`` test (its answer's final
+
+class Interrupts:
+    """The running races (and request bodies still arriving) of one worker, so that the
+    drain deadline can end them all.
+
+    Each registers its cancel scope with a ``finishing()`` test (its answer's final
     event is in the relay channel). The others are cancelled at once (their caller gets
     a ``gateway_shutting_down`` error event); a finishing race gets
     :data:`FINISH_GRACE_S` to end by itself (exact usage), then is cancelled too, and its
@@ -57,10 +65,28 @@ def slots_for(settings: Settings) -> Slots:
 
 
 class Intake:
-    def __init__(self, keys: KeyRing, slots: Slots, max_body_bytes: int) -> None:
+    def __init__(
+        self, keys: KeyRing, slots: Slots, max_body_bytes: int,
+        interrupts: Interrupts | None = None,
+    ) -> None:  # fmt: skip
         self.keys = keys
         self.slots = slots
         self.max_body_bytes = max_body_bytes
+        self.interrupts = interrupts or Interrupts()
+        """The drain deadline also ends a body still arriving (503 gateway_shutting_down)."""
+
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes | None:
+        """The capped body; None when the drain deadline came first."""
+        live = self.interrupts.live
+        with trio.CancelScope() as scope:
+            live[scope] = _never_finishing
+            if self.interrupts.interrupting:
+                scope.cancel()
+            try:
+                return await read_body(receive, headers, self.max_body_bytes)
+            finally:
+                del live[scope]
+        return None
 
     @asynccontextmanager
     async def __call__(
@@ -86,12 +112,16 @@ class Intake:
             return
         try:
             try:
-                body = await read_body(receive, headers, self.max_body_bytes)
+                body = await self._read_body(receive, headers)
             except ClientGone:
                 yield None
                 return
             except GatewayError as err:
                 await send_error(send, dialect, err, base)
+                yield None
+                return
+            if body is None:
+                await send_error(send, dialect, shutting_down(), base)
                 yield None
                 return
             if not await slots.acquire():
@@ -110,4 +140,8 @@ class Intake:
             slots.exit_key(key.key_hash)
 
 
-__all__ = ["FINISH_GRACE_S", "Intake", "Interrupts", "slots_for"]
+def _never_finishing() -> bool:
+    return False
+
+
+__all__ = ["FINISH_GRACE_S", "Intake", "Interrupts", "shutting_down", "slots_for"]
