@@ -10,7 +10,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.httpd_helpers import EchoApp, start_server, wait_closed
+from tests.httpd_helpers import EchoApp, read_responses, start_server, wait_closed
 from trioproxy.httpd.limits import HttpLimits
 from trioproxy.httpd.parse import ProtocolError, RequestParser
 
@@ -71,6 +71,52 @@ async def test_unknown_transfer_coding_is_not_implemented(nursery: trio.Nursery)
         await stream.send_all(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
                               b"\r\n\r\n0\r\n\r\n")  # fmt: skip
         assert (await wait_closed(stream)).startswith(b"HTTP/1.1 501 ")
+
+
+async def test_an_upgrade_without_a_body_is_ignored_and_served_once(
+    nursery: trio.Nursery,
+) -> None:
+    """``Upgrade: h2c`` (curl --http2 on http://) is ignored: the request is served over
+    HTTP/1.1, once, and the next request on the connection too (it was answered by the app
+    and then by a stray 501, a second response to one request)."""
+    app = EchoApp()
+    srv = await start_server(nursery, app)
+    stream = await trio.open_tcp_stream("127.0.0.1", srv.port)
+    async with stream:
+        await stream.send_all(
+            b"GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade, "
+            b"HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        )
+        first, _, second, _ = await read_responses(stream, 2)
+        rest = await wait_closed(stream)
+    assert (first.status_code, second.status_code, rest) == (200, 200, b"")
+    assert app.bodies == [b"", b"hi"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nUpgrade: h2c\r\n"
+      b"Connection: Upgrade\r\n\r\nhello", b"501"),
+     (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nUpgrade: x\r\n"
+      b"Connection: Upgrade\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"501"),
+     (b"CONNECT /echo HTTP/1.1\r\nHost: t\r\n\r\n", b"501"),
+     (b"CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\n\r\n", b"400")],
+    ids=["content-length", "chunked", "connect", "connect-authority"],
+)  # fmt: skip
+async def test_an_upgrade_with_a_body_or_connect_gets_one_refusal(
+    nursery: trio.Nursery, data: bytes, status: bytes
+) -> None:
+    """llhttp stops framing at an upgrade: such a request is refused with exactly one
+    response and never reaches the app (it got an empty body, then a second response)."""
+    app = EchoApp()
+    srv = await start_server(nursery, app)
+    stream = await trio.open_tcp_stream("127.0.0.1", srv.port)
+    async with stream:
+        await stream.send_all(data)
+        got = await wait_closed(stream)
+    assert got.startswith(b"HTTP/1.1 " + status) and got.count(b"HTTP/1.1 ") == 1, got
+    assert app.bodies == []
 
 
 # --- differential test against h11 ------------------------------------------------

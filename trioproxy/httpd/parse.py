@@ -98,14 +98,18 @@ class RequestParser:
         """Parse ``data``; raise :class:`ProtocolError` on anything we refuse."""
         self._began_in_chunk = False
         self.bytes_fed += len(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            raise ProtocolError(501, "Protocol upgrades are not supported.") from None
-        except httptools.HttpParserError as exc:
-            if self._error is not None:
-                raise self._error from None
-            raise ProtocolError(400, f"Malformed HTTP request: {exc}.") from None
+        while True:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                data = self._ignore_upgrade(data, exc)
+                if data:
+                    continue
+            except httptools.HttpParserError as exc:
+                if self._error is not None:
+                    raise self._error from None
+                raise ProtocolError(400, f"Malformed HTTP request: {exc}.") from None
+            break
         if self.in_head:
             # A head still incomplete: bound its bytes (the chunk it began in is not
             # counted, so the bound is max_head_bytes plus at most one read).
@@ -113,6 +117,28 @@ class RequestParser:
                 self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_head_bytes:
                 raise ProtocolError(431, "Request head too large.")
+
+    def _ignore_upgrade(
+        self, data: bytes | bytearray, exc: httptools.HttpParserUpgrade
+    ) -> bytes | bytearray:
+        """A request asked to switch protocols (``Upgrade``, or ``CONNECT``), which llhttp
+        reports after its head, taking whatever follows as the new protocol's bytes.
+
+        We speak HTTP/1.1 only, so the upgrade is ignored (RFC 9110 §7.8): a request
+        without a body is served as it is and parsing goes on with the next one (the bytes
+        after it). One with a body, whose framing llhttp gave up, and ``CONNECT`` are
+        refused with a single 501, never handed to the app.
+        """
+        req = self.heads[-1] if self.heads else None
+        if req is None or req.method == "CONNECT" or _declares_body(req):
+            if req is not None:
+                self.heads.pop()
+            raise ProtocolError(
+                501, "Protocol upgrades are not supported.", req.path if req else None
+            )
+        self._parser = httptools.HttpRequestParser(self)
+        offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+        return data[offset:]
 
     # llhttp callbacks -------------------------------------------------------------
 
@@ -204,6 +230,13 @@ class RequestParser:
         assert req is not None
         req.complete = True
         self.current = None
+
+
+def _declares_body(req: Request) -> bool:
+    for name, value in req.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and int(value) > 0):
+            return True
+    return False
 
 
 __all__ = ["ProtocolError", "Request", "RequestParser"]
