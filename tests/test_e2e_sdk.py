@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anthropic
+import httpx
 import openai
 import pytest
 import trio
@@ -126,3 +127,12 @@ async def test_models_lists_routes_and_models(gateway: Running) -> None:
     models = await in_thread(lambda: oai(gateway).models.list())
     ids = {m.id for m in models}
     assert {"chat", "extract", "gpt-4o-mini", "claude-sonnet"} <= ids
+
+
+async def test_head_on_models_is_get_without_the_body(gateway: Running) -> None:
+    headers = {"authorization": f"Bearer {gateway.key}"}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+        got = await c.get("/v1/models", headers=headers)
+        head = await c.head("/v1/models", headers=headers)
+    assert got.status_code == head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))

@@ -48,6 +48,8 @@ log = logging.getLogger("trioproxy")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RESTART_ONLY = ("server", "storage", "breaker", "embedder")
 """Sections a reload does not apply (sockets, stores, breaker state, the embedder): logged."""
+_READ = ("GET", "HEAD")
+"""HEAD is GET without the body (the server drops it), as RFC 9110 asks of every server."""
 RETIRE_AFTER_S = 3600.0
 """When the transport of a replaced config is closed (its requests are over by then)."""
 
@@ -139,7 +141,7 @@ class Gateway:
         elif path == COUNT_TOKENS_PATH:
             if await self._is_post(method, "anthropic", send):
                 await self.count_tokens(scope, receive, send)
-        elif (path == "/v1/models" or path.startswith("/v1/models/")) and method == "GET":
+        elif (path == "/v1/models" or path.startswith("/v1/models/")) and method in _READ:
             await serve_models(self.settings, self.keys, scope, send)
         elif not await self.control(scope, receive, send, probes_only=True):
             err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {method} {path}")
