@@ -69,6 +69,34 @@ async def test_streamed_response_is_chunked_and_ends(nursery: trio.Nursery) -> N
     assert body == b"data: 1\n\ndata: end\n\n"
 
 
+async def test_http10_gets_no_chunked_coding_and_keep_alive_only_when_asked(
+    nursery: trio.Nursery,
+) -> None:
+    """RFC 9112: no Transfer-Encoding to an HTTP/1.0 client; a stream's end is the close.
+    A 1.0 client that asked for keep-alive is told it is kept (or it waits for a close)."""
+    app = EchoApp()
+    srv = await start_server(nursery, app)
+    stream = await trio.open_tcp_stream("127.0.0.1", srv.port)
+    async with stream:
+        app.release.set()
+        await stream.send_all(b"POST /stream HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        got = await wait_closed(stream)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head and body == b"data: 1\n\ndata: end\n\n"
+    stream = await trio.open_tcp_stream("127.0.0.1", srv.port)
+    async with stream:
+        for _ in range(2):  # kept alive between the two
+            await stream.send_all(b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\n"
+                                  b"Content-Length: 2\r\n\r\nhi")  # fmt: skip
+            reply, _ = await read_responses(stream, 1)
+            assert reply.status_code == 200
+            assert (b"connection", b"keep-alive") in reply.headers
+        await stream.send_all(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+        got = await wait_closed(stream)
+    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" in got
+
+
 async def test_expect_100_continue(nursery: trio.Nursery) -> None:
     srv = await start_server(nursery, EchoApp())
     stream = await trio.open_tcp_stream("127.0.0.1", srv.port)

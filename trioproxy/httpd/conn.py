@@ -37,6 +37,7 @@ CLOSE_TIMEOUT_S = 1.0
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 DISCONNECT = {"type": "http.disconnect"}
 _CLOSE = (b"connection", b"close")
+_KEEP_ALIVE = (b"connection", b"keep-alive")
 
 
 def plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
@@ -318,8 +319,11 @@ class Connection:
             if name.lower() == b"content-length":
                 has_length = True
         self._chunked = False
+        http10 = self._req is not None and self._req.http_version == "1.0"
         if not has_length and self._status >= 200 and self._status not in (204, 304):
-            if more:
+            if more and http10:  # no chunked coding for HTTP/1.0: the close ends the body
+                self._close_after = True
+            elif more:
                 self._chunked = True
                 extra.append((b"transfer-encoding", b"chunked"))
             else:
@@ -327,6 +331,8 @@ class Connection:
         if self._close_after or self.server.draining:
             self._close_after = True
             extra.append(_CLOSE)
+        elif http10:  # an HTTP/1.0 client keeps the connection only when told so
+            extra.append(_KEEP_ALIVE)
         return response_head(self._status, self._headers, extra)
 
     # writing and closing --------------------------------------------------------------
