@@ -3,7 +3,9 @@
 Two implementations: :mod:`trioproxy.ledger.sqlite` (default, a file in ``state_dir``) and
 :mod:`trioproxy.ledger.postgres` (when ``database_url`` is configured).
 
-Every backend keeps two tables:
+Every backend keeps these tables (and the roll-ups of :mod:`~trioproxy.ledger.hourly`,
+:mod:`~trioproxy.ledger.days` and :mod:`~trioproxy.ledger.minutes`, written in the same
+transaction from the same inserted rows):
 
 * ``ledger_raw``: one row per :class:`UsageRecord`, unique on the idempotency key
   ``(request_id, kind, attempt, target)`` (``target`` stored as ``''`` when absent), written with
@@ -35,7 +37,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trioproxy.ledger.columns import LEGACY_MONEY, METRICS
+from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.hourly import HourRow
+from trioproxy.ledger.minutes import MinuteRow
+from trioproxy.ledger.recent import Attempt, Cursor, Filters
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
 DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day", "cache")
@@ -121,6 +126,41 @@ class LedgerBackend(Protocol):
     async def request_spend(self, *, since: float, until: float) -> list[RequestTotals]:
         """The request records with ``since <= ts < until``: id, ts, team, user, µUSD
         billed and tokens (every input bucket plus output); for a budget rebuild."""
+        ...
+
+    days_zone: str
+    """The zone the day roll-up is kept in (:mod:`trioproxy.ledger.days`)."""
+
+    async def query_days(
+        self,
+        *,
+        dim: str,
+        first: dt.date,
+        last: dt.date,
+        zone: str,
+        teams: Sequence[str] | None = None,
+    ) -> list[DayRow]:
+        """Request records per local day of ``zone`` (``first``..``last`` inclusive), ``dim``
+        value, team and status (:mod:`trioproxy.ledger.days`); only ``teams`` if given.
+        Reads ``ledger_days`` when it is kept in ``zone``, else folds the hourly roll-up."""
+        ...
+
+    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[MinuteRow]:
+        """Per-minute attempt counters per target (:mod:`trioproxy.ledger.minutes`) for Unix
+        minutes in ``[first_minute, end_minute)``."""
+        ...
+
+    async def recent_requests(
+        self,
+        filters: Filters,
+        *,
+        cursor: Cursor | None,
+        limit: int,
+        since: float,
+        until: float,
+    ) -> tuple[list[UsageRecord], list[Attempt]]:
+        """Request records in ``[since, until)`` matching ``filters``, newest first, older
+        than ``cursor``, at most ``limit``; and their attempts (:mod:`trioproxy.ledger.recent`)."""
         ...
 
     async def enforce_retention(self, *, now: float, retention_days: int) -> int:

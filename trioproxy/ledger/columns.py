@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 from trioproxy.ledger.record import UsageRecord
@@ -84,6 +85,13 @@ LEGACY_MONEY: dict[str, str] = {"cost_usd": "cost_micros", "saved_usd": "saved_m
 """Float-USD columns of ledgers made before integer µUSD, and the columns that replace them."""
 
 
+def upsert_tail(table: str, keys: str, metrics: tuple[str, ...] = METRICS) -> str:
+    """The ``ON CONFLICT`` clause of a roll-up: add ``metrics`` to the stored row (both
+    backends; ``keys`` is the roll-up's primary key)."""
+    sets = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in metrics)
+    return f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+
+
 def column_ddl(dialect: str) -> str:
     parts = []
     for field, col in zip(FIELDS, COLUMNS, strict=True):
@@ -105,6 +113,18 @@ def to_row(record: UsageRecord) -> tuple[Any, ...]:
     return row
 
 
+_BOOLS = frozenset(i for i, f in enumerate(FIELDS) if _TYPES.get(f, ("", ""))[1] == "boolean")
+
+
+def from_row(row: Sequence[Any]) -> UsageRecord:
+    """The record of a row in :data:`COLUMNS` order (``ts`` as Unix time; ``''`` target ->
+    None; SQLite's 0/1 -> bool)."""
+    values: list[Any] = [bool(v) if i in _BOOLS else v for i, v in enumerate(row)]
+    if values[_TARGET] == "":
+        values[_TARGET] = None
+    return UsageRecord(*values)
+
+
 def to_dict(record: UsageRecord) -> dict[str, Any]:
     """Field name -> value (a fast ``dataclasses.asdict`` for this flat record)."""
     return dict(zip(FIELDS, _values(record), strict=True))
@@ -118,8 +138,10 @@ __all__ = [
     "METRICS",
     "column_ddl",
     "default_sql",
+    "from_row",
     "pg_type",
     "sqlite_type",
     "to_dict",
     "to_row",
+    "upsert_tail",
 ]

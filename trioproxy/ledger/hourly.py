@@ -18,7 +18,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from trioproxy.ledger.columns import METRICS
+from trioproxy.ledger.columns import METRICS, upsert_tail
 from trioproxy.ledger.record import UsageRecord
 
 DIMENSIONS: tuple[str, ...] = (
@@ -42,10 +42,21 @@ def _ddl(integer: str, text: str, name: str = "ledger_hourly") -> str:
 
 SQLITE_DDL = _ddl("INTEGER", "TEXT")
 PG_DDL = _ddl("bigint", "text")
-UPSERT = f"""INSERT INTO ledger_hourly ({KEY_COLUMNS}, {", ".join(METRICS)})
-VALUES ({", ".join(["{p}"] * (9 + len(METRICS)))})
-ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET
-  {", ".join(f"{m} = ledger_hourly.{m} + excluded.{m}" for m in METRICS)}"""
+INSERT_HEAD = f"INSERT INTO ledger_hourly ({KEY_COLUMNS}, {', '.join(METRICS)})"
+UPSERT_TAIL = upsert_tail("ledger_hourly", KEY_COLUMNS)
+UPSERT = f"{INSERT_HEAD} VALUES ({', '.join(['{p}'] * (9 + len(METRICS)))}) {UPSERT_TAIL}"
+
+
+def select_sql(source: str, hour_expr: str) -> str:
+    """The hourly rows of the request records in ``source`` (raw columns), named like the
+    table's; one statement for both backends (SQLite's backfill, PostgreSQL's per batch)."""
+    sums = ", ".join(f"sum({m}) AS {m}" for m in METRICS[1:])
+    return (
+        f"SELECT {hour_expr} AS hour, team, feature, user_name, key_name, route, "
+        "COALESCE(NULLIF(target, ''), provider_model, '') AS model, cache, status, "
+        f"count(*) AS requests, {sums} FROM {source} WHERE kind = 'request' "
+        "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    )
 
 
 def sqlite_ddl(name: str) -> str:
@@ -146,6 +157,7 @@ __all__ = [
     "hour_key",
     "query_sql",
     "rows_of",
+    "select_sql",
     "sqlite_ddl",
     "upsert_sql",
 ]

@@ -24,6 +24,7 @@ stored again and rolled up again; keep ``retention_days`` well above any outage 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from trioproxy.ledger import hourly
+from trioproxy.ledger import days, hourly, minutes, recent
 from trioproxy.ledger.backend import (
     METRICS,
     REQUEST_TOKENS,
@@ -48,8 +49,10 @@ from trioproxy.ledger.columns import (
     NOT_NULL,
     column_ddl,
     default_sql,
+    from_row,
     pg_type,
     to_row,
+    upsert_tail,
 )
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
@@ -91,6 +94,10 @@ _SCHEMA = [
         {", ".join(f"{m} bigint NOT NULL DEFAULT 0" for m in METRICS)},
         PRIMARY KEY ({_ROLLUP_COLS}))""",
     hourly.PG_DDL,
+    days.PG_DDL,
+    days.META_DDL.format(text="text"),
+    minutes.PG_DDL,
+    *recent.INDEXES,
     # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
     "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
     f"""DO $$ BEGIN
@@ -127,7 +134,19 @@ _STAGE_DDL = (
 _COPY_SQL = f"COPY ledger_stage ({', '.join(COLUMNS)}) FROM STDIN"
 
 
-def _write_sql() -> str:
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+/-]+")
+
+
+def _day_expr(zone: str) -> str:
+    """The local day number of ``hour`` in ``zone`` (an IANA name, checked: it is inlined)."""
+    if not _ZONE_NAME.fullmatch(zone):
+        raise ValueError(f"not a time zone name: {zone!r}")
+    return f"((to_timestamp(hour * 3600) AT TIME ZONE '{zone}')::date - DATE '1970-01-01')"
+
+
+def _write_sql(zone: str) -> str:
+    """One statement per batch: insert the staged rows, then every roll-up from the rows
+    actually inserted (the hourly rows once, in ``h``; the day rows from them)."""
     select = ", ".join(
         "to_timestamp(ts)" if f == "ts" else c for f, c in zip(FIELDS, COLUMNS, strict=True)
     )
@@ -138,28 +157,27 @@ WITH ins AS (
   SELECT {select} FROM ledger_stage
   ON CONFLICT DO NOTHING
   RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
-            {", ".join(summed)}, key_name, status
+            {", ".join(summed)}, key_name, status, latency_ms, ttfb_ms, hedge_role, outcome,
+            error_kind
+), h AS (
+  {hourly.select_sql("ins", "floor(extract(epoch FROM ts) / 3600)::bigint")}
 ), hr AS (
-  INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS}, {", ".join(METRICS)})
-  SELECT floor(extract(epoch FROM ts) / 3600)::bigint, team, feature, user_name, key_name,
-         route, COALESCE(NULLIF(target, ''), provider_model, ''), cache, status,
-         count(*), {", ".join(f"sum({m})" for m in summed)}
-  FROM ins WHERE kind = 'request' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-  ON CONFLICT ({hourly.KEY_COLUMNS}) DO UPDATE SET
-    {", ".join(f"{m} = ledger_hourly.{m} + excluded.{m}" for m in METRICS)}
+  {hourly.INSERT_HEAD} SELECT * FROM h {hourly.UPSERT_TAIL}
+), dy AS (
+  {days.from_hourly_sql("h", _day_expr(zone))}
+), mi AS (
+  {minutes.upsert_head()}
+  {minutes.select_sql("ins", "floor(extract(epoch FROM ts) / 60)::bigint")}
+  {minutes.upsert_tail()}
 ), up AS (
   INSERT INTO ledger_daily ({_ROLLUP_COLS}, {", ".join(METRICS)})
   SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
          COALESCE(NULLIF(target, ''), provider_model, ''), cache,
          count(*), {", ".join(f"sum({m})" for m in summed)}
   FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-  ON CONFLICT ({_ROLLUP_COLS}) DO UPDATE SET
-    {", ".join(f"{m} = ledger_daily.{m} + excluded.{m}" for m in METRICS)}
+  {upsert_tail("ledger_daily", _ROLLUP_COLS)}
 )
 SELECT count(*) FROM ins"""
-
-
-_WRITE_SQL = _write_sql()
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -173,18 +191,29 @@ def _partition(day: dt.date) -> str:
 class PostgresLedger:
     """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on PostgreSQL."""
 
-    def __init__(self, pool: ConnectionPool, *, pool_size: int) -> None:
+    def __init__(self, pool: ConnectionPool, *, pool_size: int, zone: str | None = None) -> None:
         self._pool = pool
+        self._zone = zone
+        self.days_zone = zone or "UTC"
+        """The zone ``ledger_days`` is kept in (:mod:`trioproxy.ledger.days`); known for sure
+        once the schema is made (first use)."""
+        self._write_sql = _write_sql(self.days_zone)
         self._limiter = trio.CapacityLimiter(pool_size)
         self._schema_ready = False
         self._days: set[dt.date] = set()
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = POOL_SIZE, pool_timeout: float = POOL_TIMEOUT
+        cls,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        pool_timeout: float = POOL_TIMEOUT,
+        zone: str | None = None,
     ) -> PostgresLedger:
         """Create the pool without waiting for the server: the schema is made on first use,
-        so the gateway starts (and spools) while the database is down."""
+        so the gateway starts (and spools) while the database is down. ``zone``: keep the
+        day roll-up in this time zone (None: the stored one)."""
         pool: ConnectionPool = ConnectionPool(
             url,
             min_size=1,
@@ -196,7 +225,7 @@ class PostgresLedger:
             configure=_configure,
         )
         await trio.to_thread.run_sync(lambda: pool.open(wait=False))
-        return cls(pool, pool_size=pool_size)
+        return cls(pool, pool_size=pool_size, zone=zone)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(
@@ -214,6 +243,7 @@ class PostgresLedger:
             if not self._schema_ready:
                 for stmt in _SCHEMA:
                     conn.execute(stmt)
+                self._keep_days_in(conn)
             for day in missing:
                 lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
                 conn.execute(
@@ -222,6 +252,29 @@ class PostgresLedger:
                 )
         self._schema_ready = True
         self._days.update(missing)
+
+    def _keep_days_in(self, conn: psycopg.Connection[Any]) -> None:
+        """Settle the day roll-up's zone; rebuild it from the hourly one if it changed."""
+        row = conn.execute(
+            "SELECT value FROM ledger_meta WHERE name = %s", (days.ZONE_KEY,)
+        ).fetchone()
+        stored = str(row[0]) if row else None
+        want = self._zone or stored or "UTC"
+        if stored != want:
+            conn.execute("DELETE FROM ledger_days")
+            conn.execute(days.HOUR_DAY_DDL.format(int="bigint") + " ON COMMIT DROP")
+            hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO hour_day VALUES (%s, %s)", days.hour_days(hours, want))
+            conn.execute(days.REBUILD_SQL)
+            conn.execute(
+                "INSERT INTO ledger_meta VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (days.ZONE_KEY, want),
+            )
+        if want != self.days_zone:
+            self.days_zone = want
+            self._write_sql = _write_sql(want)
 
     async def write_batch(self, records: Sequence[UsageRecord]) -> int:
         if not records:
@@ -236,7 +289,7 @@ class PostgresLedger:
                     with conn.cursor().copy(_COPY_SQL) as copy:
                         for row in rows:
                             copy.write_row(row)
-                    result = conn.execute(_WRITE_SQL).fetchone()
+                    result = conn.execute(self._write_sql).fetchone()
                 return int(result[0]) if result else 0
 
         return int(await self._run(_write))
@@ -300,6 +353,82 @@ class PostgresLedger:
         result: list[RequestTotals] = await self._run(_query)
         return result
 
+    async def _ensured(self) -> None:
+        def _ensure() -> None:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+
+        await self._run(_ensure)
+
+    async def query_days(
+        self,
+        *,
+        dim: str,
+        first: dt.date,
+        last: dt.date,
+        zone: str,
+        teams: Sequence[str] | None = None,
+    ) -> list[days.DayRow]:
+        days.check_dimension(dim)
+        if teams is not None and not teams:
+            return []
+        await self._ensured()
+        if zone != self.days_zone:
+            lo, hi = days.hours_of(first, last, zone)
+            rows = await self.query_hours(by=[dim, "team", "status"], first_hour=lo,
+                                          end_hour=hi, teams=teams)  # fmt: skip
+            return days.from_hours(rows, zone, first, last)
+        sql = days.query_sql("%s", teams=len(teams) if teams is not None else 0)
+        params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
+
+        def _query() -> list[days.DayRow]:
+            with self._pool.connection() as conn:
+                return days.rows_of(conn.execute(sql, params).fetchall())
+
+        result: list[days.DayRow] = await self._run(_query)
+        return result
+
+    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
+        sql = minutes.query_sql("%s")
+
+        def _query() -> list[minutes.MinuteRow]:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+                return minutes.rows_of(conn.execute(sql, (first_minute, end_minute)).fetchall())
+
+        result: list[minutes.MinuteRow] = await self._run(_query)
+        return result
+
+    async def recent_requests(
+        self,
+        filters: recent.Filters,
+        *,
+        cursor: recent.Cursor | None,
+        limit: int,
+        since: float,
+        until: float,
+    ) -> tuple[list[UsageRecord], list[recent.Attempt]]:
+        sql, params = recent.page_sql(
+            filters, cursor=cursor, limit=limit, since=since, until=until, param="%s",
+            ts_param="to_timestamp(%s)", ts_select="extract(epoch FROM ts)::float8",
+        )  # fmt: skip
+
+        def _query() -> tuple[list[UsageRecord], list[recent.Attempt]]:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+                records = [from_row(r) for r in conn.execute(sql, params).fetchall()]
+                if not records:
+                    return records, []
+                lo = min(r.ts for r in records)
+                hi = max(r.ts for r in records) + recent.ATTEMPT_SPAN_S
+                ids = [r.request_id for r in records]
+                q = recent.attempts_sql(len(ids), param="%s", ts_param="to_timestamp(%s)")
+                found = conn.execute(q, (lo, hi, *ids)).fetchall()
+            return records, recent.attempts_of(found)
+
+        result: tuple[list[UsageRecord], list[recent.Attempt]] = await self._run(_query)
+        return result
+
     async def partitions(self) -> list[str]:
         """Names of the raw partitions, oldest first."""
 
@@ -319,9 +448,12 @@ class PostgresLedger:
         cutoff = _partition(day_of(now) - dt.timedelta(days=retention_days))
         old = [p for p in await self.partitions() if p < cutoff]
 
+        keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
+
         def _drop() -> int:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+                conn.execute("DELETE FROM ledger_minutes WHERE minute < %s", (keep_minutes,))
                 for name in old:
                     conn.execute(f"DROP TABLE IF EXISTS {name}")
             self._days = {d for d in self._days if _partition(d) >= cutoff}

@@ -20,8 +20,10 @@ class LedgerService:
     a writer; a record arriving after shutdown goes to the writer's spool.
     """
 
-    def __init__(self, storage: StorageConfig) -> None:
+    def __init__(self, storage: StorageConfig, *, zone: str | None = None) -> None:
         self._storage = storage
+        self._zone = zone
+        """The day roll-up's time zone (``budgets.timezone``)."""
         self.writer: LedgerWriter | None = None
         self._journal: Journal | None = None
         """One journal for the process, kept when a crashed writer is restarted: requests in
@@ -49,6 +51,7 @@ class LedgerService:
             retention_days=self._storage.ledger_retention_days,
             fsync_interval=self._storage.ledger_fsync_interval_s,
             journal=self._journal,
+            zone=self._zone,
         )
         self.writer = writer
         crashed = False

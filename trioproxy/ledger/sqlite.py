@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from trioproxy.ledger import hourly
+from trioproxy.ledger import days, hourly, minutes, recent
 from trioproxy.ledger.backend import (
     METRICS,
     REQUEST_TOKENS,
@@ -29,7 +29,7 @@ from trioproxy.ledger.backend import (
     day_of,
     rollup_query,
 )
-from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row
+from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, from_row, to_row, upsert_tail
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
 
@@ -41,12 +41,10 @@ _INSERT = (
     f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
 _ROLLUP_KEY = "day, kind, team, feature, user_name, route, model, cache"
-_UPSERT = f"""
-INSERT INTO ledger_daily ({_ROLLUP_KEY}, {", ".join(METRICS)})
-VALUES ({", ".join("?" * (8 + len(METRICS)))})
-ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET
-  {", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)}
-"""
+_UPSERT = (
+    f"INSERT INTO ledger_daily ({_ROLLUP_KEY}, {', '.join(METRICS)}) "
+    f"VALUES ({', '.join('?' * (8 + len(METRICS)))}) {upsert_tail('ledger_daily', _ROLLUP_KEY)}"
+)
 
 
 def _schema() -> list[str]:
@@ -54,16 +52,18 @@ def _schema() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('sqlite')}, "
         f"UNIQUE ({', '.join(KEY_COLUMNS)}))",
         "CREATE INDEX IF NOT EXISTS ledger_raw_ts ON ledger_raw (ts)",
+        *recent.INDEXES,
         DAILY_DDL.format(name="ledger_daily"),
     ]
 
 
-_BACKFILL_HOURLY = f"""INSERT INTO ledger_hourly ({hourly.KEY_COLUMNS}, {", ".join(METRICS)})
-SELECT CAST(ts / 3600 AS INTEGER), team, feature, user_name, key_name, route,
-  COALESCE(NULLIF(target, ''), provider_model, ''), cache, status,
-  COUNT(*), {", ".join(f"SUM({m})" for m in METRICS[1:])}
-FROM ledger_raw WHERE kind = 'request' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+_BACKFILL_HOURLY = (
+    f"{hourly.INSERT_HEAD} {hourly.select_sql('ledger_raw', 'CAST(ts / 3600 AS INTEGER)')} "
+    f"{hourly.UPSERT_TAIL}"
+)
 _UPSERT_HOURLY = hourly.upsert_sql("?")
+_UPSERT_DAYS = days.upsert_sql("?")
+_UPSERT_MINUTES = minutes.upsert_sql("?")
 
 
 def _add_hourly(conn: sqlite3.Connection) -> None:
@@ -76,18 +76,44 @@ def _add_hourly(conn: sqlite3.Connection) -> None:
         conn.execute(_BACKFILL_HOURLY)
 
 
+def _days_zone(conn: sqlite3.Connection, zone: str | None) -> str:
+    """The zone ``ledger_days`` is kept in: ``zone`` when given (rebuilding the table from the
+    hourly roll-up when it was kept in another, or is new), else the stored one (UTC if none)."""
+    conn.execute(days.META_DDL.format(text="TEXT"))
+    row = conn.execute("SELECT value FROM ledger_meta WHERE name = ?", (days.ZONE_KEY,)).fetchone()
+    stored = str(row[0]) if row else None
+    want = zone or stored or "UTC"
+    conn.execute(days.SQLITE_DDL)
+    if stored != want:
+        conn.execute("DELETE FROM ledger_days")
+        conn.execute(days.HOUR_DAY_DDL.format(int="INTEGER"))
+        hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
+        conn.executemany("INSERT INTO hour_day VALUES (?, ?)", days.hour_days(hours, want))
+        conn.execute(days.REBUILD_SQL)
+        conn.execute("DROP TABLE temp.hour_day")
+        conn.execute(
+            "INSERT INTO ledger_meta VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = ?",
+            (days.ZONE_KEY, want, want),
+        )
+    return want
+
+
 class SqliteLedger:
     """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on one SQLite file."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, zone: str = "UTC") -> None:
         self._conn = conn
         self._limiter = trio.CapacityLimiter(1)
+        self.days_zone = zone
+        """The zone ``ledger_days`` is kept in (:mod:`trioproxy.ledger.days`)."""
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteLedger:
-        """Open (creating the file, directory and schema if needed)."""
+    async def open(cls, path: str | Path, *, zone: str | None = None) -> SqliteLedger:
+        """Open (creating the file, directory and schema if needed). ``zone``: keep the day
+        roll-up in this time zone (the gateway's ``budgets.timezone``); None keeps the
+        stored one (a reader such as the CLI)."""
 
-        def _open() -> sqlite3.Connection:
+        def _open() -> tuple[sqlite3.Connection, str]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False, timeout=0
@@ -101,14 +127,17 @@ class SqliteLedger:
                 for stmt in _schema():
                     conn.execute(stmt)
                 _add_hourly(conn)
+                kept = _days_zone(conn, zone)
+                conn.execute(minutes.SQLITE_DDL)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return conn
+            return conn, kept
 
-        return cls(await trio.to_thread.run_sync(_open))
+        conn, kept = await trio.to_thread.run_sync(_open)
+        return cls(conn, kept)
 
     async def write_batch(self, records: Sequence[UsageRecord]) -> int:
         return await trio.to_thread.run_sync(
@@ -134,7 +163,10 @@ class SqliteLedger:
                     if conn.execute(_INSERT, row).rowcount == 1
                 ]
             conn.executemany(_UPSERT, [(*k, *v) for k, v in aggregate(inserted).items()])
-            conn.executemany(_UPSERT_HOURLY, hourly.aggregate(inserted))
+            hours = hourly.aggregate(inserted)
+            conn.executemany(_UPSERT_HOURLY, hours)
+            conn.executemany(_UPSERT_DAYS, days.from_hour_aggregate(hours, self.days_zone))
+            conn.executemany(_UPSERT_MINUTES, minutes.aggregate(inserted))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -179,12 +211,72 @@ class SqliteLedger:
 
         return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 
+    async def query_days(
+        self,
+        *,
+        dim: str,
+        first: dt.date,
+        last: dt.date,
+        zone: str,
+        teams: Sequence[str] | None = None,
+    ) -> list[days.DayRow]:
+        days.check_dimension(dim)
+        if teams is not None and not teams:
+            return []
+        if zone != self.days_zone:
+            lo, hi = days.hours_of(first, last, zone)
+            rows = await self.query_hours(by=[dim, "team", "status"], first_hour=lo,
+                                          end_hour=hi, teams=teams)  # fmt: skip
+            return days.from_hours(rows, zone, first, last)
+        sql = days.query_sql("?", teams=len(teams) if teams is not None else 0)
+        params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
+
+        def _query() -> list[days.DayRow]:
+            return days.rows_of(self._conn.execute(sql, params).fetchall())
+
+        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
+
+    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
+        sql = minutes.query_sql("?")
+
+        def _query() -> list[minutes.MinuteRow]:
+            return minutes.rows_of(self._conn.execute(sql, (first_minute, end_minute)).fetchall())
+
+        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
+
+    async def recent_requests(
+        self,
+        filters: recent.Filters,
+        *,
+        cursor: recent.Cursor | None,
+        limit: int,
+        since: float,
+        until: float,
+    ) -> tuple[list[UsageRecord], list[recent.Attempt]]:
+        sql, params = recent.page_sql(filters, cursor=cursor, limit=limit, since=since,
+                                      until=until, param="?", ts_param="?", ts_select="ts")  # fmt: skip
+
+        def _query() -> tuple[list[UsageRecord], list[recent.Attempt]]:
+            records = [from_row(r) for r in self._conn.execute(sql, params).fetchall()]
+            if not records:
+                return records, []
+            lo = min(r.ts for r in records)
+            hi = max(r.ts for r in records) + recent.ATTEMPT_SPAN_S
+            ids = [r.request_id for r in records]
+            q = recent.attempts_sql(len(ids), param="?", ts_param="?")
+            return records, recent.attempts_of(self._conn.execute(q, (lo, hi, *ids)).fetchall())
+
+        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
+
     async def enforce_retention(self, *, now: float, retention_days: int) -> int:
         cutoff = dt.datetime.combine(
             day_of(now) - dt.timedelta(days=retention_days), dt.time(), tzinfo=dt.UTC
         ).timestamp()
 
+        keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
+
         def _delete() -> int:
+            self._conn.execute("DELETE FROM ledger_minutes WHERE minute < ?", (keep_minutes,))
             return int(
                 self._conn.execute("DELETE FROM ledger_raw WHERE ts < ?", (cutoff,)).rowcount
             )

@@ -181,7 +181,7 @@ def build_gateway(
     store = budget_store(settings, redis)
     alerts = alert_sink(settings, store, services)
     if "sink" not in overrides:
-        ledger = LedgerService(settings.storage)
+        ledger = LedgerService(settings.storage, zone=settings.budgets.timezone)
         services.insert(0, NamedService("ledger", ledger.run))
         parts["sink"] = ledger
     sink = overrides.get("sink", parts.get("sink"))

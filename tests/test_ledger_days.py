@@ -1,0 +1,250 @@
+"""The dashboard's roll-ups on both backends: per-dimension local days (``ledger_days``), per-
+minute target counters (``ledger_minutes``) and the bounded recent-requests query, each equal to
+a plain Python fold of the records written (replays included)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import sqlite3
+import time
+from collections import defaultdict
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.test_ledger_helpers import make_records, target_for
+from trioproxy.ledger import minutes
+from trioproxy.ledger.columns import METRICS
+from trioproxy.ledger.days import DIMENSIONS
+from trioproxy.ledger.postgres import PostgresLedger
+from trioproxy.ledger.recent import Cursor, Filters
+from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.sqlite import SqliteLedger
+
+BACKENDS = ["sqlite", "postgres"]
+ZONE = "America/New_York"
+VALUE = {"team": "team", "feature": "feature", "user": "user", "key": "key_name", "route": "route"}
+
+
+def spread(records: list[UsageRecord], now: float, seed: int = 3) -> list[UsageRecord]:
+    """Over three days (across local midnights), with keys, statuses and attempt facts."""
+    rng = random.Random(seed)
+    out: list[UsageRecord] = []
+    for i, r in enumerate(records):
+        ts = now - rng.random() * 3 * 86_400
+        if r.kind == "attempt":  # starts after its request (the record before it)
+            ts = out[-1].ts + rng.random()
+        out.append(dataclasses.replace(
+            r, ts=ts, key_name=f"key{i % 4}",
+            status=rng.choice((200, 200, 200, 429, 502)),
+            latency_ms=rng.choice((3.0, 5.0, 99.9, 100.0, 2_500.0, 90_000.0)),
+            ttfb_ms=rng.choice((None, 4.99, 40.0, 700.0)),
+            hedge_role=rng.choice((None, "primary", "fallback", "hedge")) if r.kind == "attempt"
+            else None,
+            outcome=rng.choice(("won", "lost", "failed")) if r.kind == "attempt" else "served",
+            error_kind=rng.choice((None, "upstream_timeout")) if r.kind == "attempt" else None,
+        ))  # fmt: skip
+    return out
+
+
+def model(r: UsageRecord) -> str:
+    return r.target or r.provider_model or ""
+
+
+def expected_days(records: list[UsageRecord], dim: str, zone: str) -> dict:
+    acc: dict = defaultdict(lambda: [0] * len(METRICS))
+    for r in records:
+        if r.kind != "request":
+            continue
+        day = dt.datetime.fromtimestamp(r.ts, ZoneInfo(zone)).date()
+        value = model(r) if dim == "model" else getattr(r, VALUE[dim])
+        a = acc[(day, value, r.team, r.status)]
+        a[0] += 1
+        for i, m in enumerate(METRICS[1:], 1):
+            a[i] += getattr(r, m)
+    return {k: tuple(v) for k, v in acc.items()}
+
+
+def as_dict(rows: list) -> dict:
+    return {(r.day, r.value, r.team, r.status): tuple(getattr(r, m) for m in METRICS)
+            for r in rows}  # fmt: skip
+
+
+async def open_in(kind: str, where: str, zone: str | None) -> SqliteLedger | PostgresLedger:
+    if kind == "sqlite":
+        return await SqliteLedger.open(where, zone=zone)
+    return await PostgresLedger.open(where, pool_timeout=1.0, zone=zone)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    target = target_for(kind, request, tmp_path)
+    now = time.time()
+    records = spread(make_records(600, seed=11), now)
+    today = dt.datetime.fromtimestamp(now, ZoneInfo(ZONE)).date()
+    first, last = today - dt.timedelta(days=4), today
+    backend = await open_in(kind, target.where, ZONE)
+    try:
+        await backend.write_batch(records[:400])
+        await backend.write_batch(records[300:])  # a replay overlapping what is stored
+        assert backend.days_zone == ZONE
+        for dim in DIMENSIONS:
+            got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE)
+            assert as_dict(got) == expected_days(records, dim, ZONE), dim
+        team = records[0].team
+        only = await backend.query_days(dim="user", first=first, last=last, zone=ZONE,
+                                        teams=[team])  # fmt: skip
+        want = {k: v for k, v in expected_days(records, "user", ZONE).items() if k[2] == team}
+        assert as_dict(only) == want
+        assert await backend.query_days(dim="team", first=first, last=last, zone=ZONE,
+                                        teams=[]) == []  # fmt: skip
+        # another zone than the one kept: folded from the hourly roll-up, same answer
+        other = await backend.query_days(dim="route", first=first, last=last, zone="UTC")
+        utc_first = first - dt.timedelta(days=1)
+        wide = await backend.query_days(dim="route", first=utc_first, last=last, zone="UTC")
+        assert as_dict(wide) == expected_days(records, "route", "UTC")
+        assert set(as_dict(other)) <= set(as_dict(wide))
+        with pytest.raises(ValueError):
+            await backend.query_days(dim="cache", first=first, last=last, zone=ZONE)
+    finally:
+        await backend.aclose()
+    # reopened in another zone: rebuilt from the hourly roll-up, exactly
+    backend = await open_in(kind, target.where, "Europe/Paris")
+    reader = await open_in(kind, target.where, None)  # a reader keeps the stored zone
+    try:
+        got = await backend.query_days(dim="team", first=first, last=last, zone="Europe/Paris")
+        assert backend.days_zone == "Europe/Paris"
+        assert as_dict(got) == expected_days(records, "team", "Europe/Paris")
+        await reader.query_days(dim="team", first=first, last=last, zone="Europe/Paris")
+        assert reader.days_zone == "Europe/Paris"
+    finally:
+        await backend.aclose()
+        await reader.aclose()
+
+
+async def test_an_older_sqlite_ledger_gets_its_day_rollup_once(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    now = time.time()
+    records = spread(make_records(300, seed=5), now)
+    backend = await SqliteLedger.open(path, zone=ZONE)
+    await backend.write_batch(records)
+    await backend.aclose()
+    with sqlite3.connect(path) as conn:  # as a ledger made before the day roll-up
+        conn.execute("DROP TABLE ledger_days")
+        conn.execute("DROP TABLE ledger_meta")
+    backend = await SqliteLedger.open(path, zone=ZONE)
+    again = await SqliteLedger.open(path, zone=ZONE)  # a second worker must not count twice
+    today = dt.datetime.fromtimestamp(now, ZoneInfo(ZONE)).date()
+    try:
+        got = await backend.query_days(dim="feature", first=today - dt.timedelta(days=4),
+                                       last=today, zone=ZONE)  # fmt: skip
+    finally:
+        await backend.aclose()
+        await again.aclose()
+    assert as_dict(got) == expected_days(records, "feature", ZONE)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_minute_counters_per_target_equal_the_attempt_rows(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    target = target_for(kind, request, tmp_path)
+    now = time.time()
+    records = spread(make_records(600, seed=12), now)
+    backend = await open_in(kind, target.where, "UTC")
+    try:
+        await backend.write_batch(records[:350])
+        await backend.write_batch(records[250:])
+        rows = await backend.query_minutes(first_minute=0, end_minute=2**40)
+    finally:
+        await backend.aclose()
+    got = {(r.minute, r.target, r.role, r.outcome, r.error_kind): (r.attempts, r.latency, r.ttfb)
+           for r in rows}  # fmt: skip
+    want = {tuple(row[:5]): (row[5], tuple(row[6 : 6 + minutes.BUCKETS]),
+                             tuple(row[6 + minutes.BUCKETS :]))
+            for row in minutes.aggregate(records)}  # fmt: skip
+    assert got == want
+    assert sum(a for a, _, _ in got.values()) == sum(r.kind == "attempt" for r in records)
+
+
+def test_histogram_buckets_and_percentiles() -> None:
+    assert minutes.bucket(0) == 0
+    assert minutes.bucket(4.99) == 0
+    assert minutes.bucket(5) == 1
+    assert minutes.bucket(60_000) == len(minutes.BOUNDS_MS)
+    hist = [0] * minutes.BUCKETS
+    assert minutes.percentile(hist, 0.5) is None
+    hist[minutes.bucket(120)] = 10  # ten attempts in [100, 150)
+    assert minutes.percentile(hist, 0.5) == pytest.approx(125)
+    assert minutes.percentile(hist, 1.0) == pytest.approx(150)
+    hist[-1] = 90  # ninety beyond the last bound: reported at it
+    assert minutes.percentile(hist, 0.95) == minutes.BOUNDS_MS[-1]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_recent_requests_pages_newest_first_filtered_and_bounded(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    target = target_for(kind, request, tmp_path)
+    now = time.time()
+    records = spread(make_records(400, seed=13), now)
+    backend = await open_in(kind, target.where, "UTC")
+    requests = sorted((r for r in records if r.kind == "request"),
+                      key=lambda r: (r.ts, r.request_id), reverse=True)  # fmt: skip
+    try:
+        await backend.write_batch(records)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page, attempts = await backend.recent_requests(
+                Filters(), cursor=cursor, limit=25, since=now - 4 * 86_400, until=now + 1
+            )
+            if not page:
+                break
+            seen += [r.request_id for r in page]
+            ids = {r.request_id for r in page}
+            assert {a.request_id for a in attempts} == {
+                r.request_id for r in records if r.kind == "attempt" and r.request_id in ids
+            }
+            cursor = Cursor(page[-1].ts, page[-1].request_id)
+        assert seen == [r.request_id for r in requests]  # every one once, newest first
+        got, _ = await backend.recent_requests(
+            Filters(team="red", status=429), cursor=None, limit=500,
+            since=now - 4 * 86_400, until=now + 1,
+        )  # fmt: skip
+        assert [r.request_id for r in got] == [
+            r.request_id for r in requests if r.team == "red" and r.status == 429
+        ]
+        stored = next(r for r in requests if r.request_id == got[0].request_id)
+        assert got[0] == dataclasses.replace(stored, ts=got[0].ts)  # every field read back
+        assert got[0].ts == pytest.approx(stored.ts, abs=1e-6)  # PostgreSQL keeps µs
+        day, _ = await backend.recent_requests(
+            Filters(key="key1", route="cheap", cache="off"), cursor=None, limit=500,
+            since=now - 86_400, until=now + 1,
+        )  # fmt: skip
+        assert [r.request_id for r in day] == [
+            r.request_id for r in requests
+            if r.ts >= now - 86_400 and (r.key_name, r.route, r.cache) == ("key1", "cheap", "off")
+        ]  # fmt: skip
+    finally:
+        await backend.aclose()
+
+
+async def test_the_recent_requests_query_walks_an_index_never_the_table(tmp_path: Path) -> None:
+    from trioproxy.ledger.recent import page_sql
+
+    path = tmp_path / "ledger.sqlite3"
+    backend = await SqliteLedger.open(path)
+    await backend.aclose()
+    with sqlite3.connect(path) as conn:
+        for filters in (Filters(), Filters(team="red"), Filters(key="k", status=500)):
+            sql, params = page_sql(filters, cursor=Cursor(1.0, "x"), limit=51, since=0.0,
+                                   until=2.0, param="?", ts_param="?", ts_select="ts")  # fmt: skip
+            plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "USING INDEX ledger_raw_req_" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan  # ordered by the index, not sorted

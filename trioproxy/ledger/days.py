@@ -1,0 +1,225 @@
+"""The per-dimension day roll-up the dashboard reads: ``ledger_days``.
+
+One row per ``(dim, day, team, value, status)`` of *request* records, where ``dim`` is one of
+:data:`DIMENSIONS` and ``value`` is the record's value in it (for ``dim = 'team'``, the team
+again), ``day`` is the calendar day **in the configured time zone** (days since 1970-01-01) and
+the metrics are the ledger's integer :data:`~trioproxy.ledger.columns.METRICS`. Spend by user
+over a month is then ~30 rows per user, however many requests there were; the hourly roll-up
+(:mod:`~trioproxy.ledger.hourly`, every dimension at once) would be hundreds of thousands of rows
+for the same question at a million requests a month.
+
+Written in the same transaction as ``ledger_raw`` from the rows actually inserted, so it always
+equals the raw request rows. The zone it is kept in is stored in ``ledger_meta``
+(``days_zone``); when the gateway opens the ledger with another zone (or a ledger made before
+this table), the table is rebuilt from ``ledger_hourly`` (exact for whole-hour offsets), by
+:data:`rebuild_sql`, the same statements on both backends. A reader that asks for another zone
+than the stored one (a reload changed it, or a CLI) gets the same rows folded from the hourly
+roll-up (:func:`from_hours`): slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from trioproxy.ledger.columns import METRICS, upsert_tail
+from trioproxy.ledger.hourly import COLUMNS as HOUR_COLUMNS
+from trioproxy.ledger.hourly import HourRow
+
+DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "key", "model", "route")
+"""What the day roll-up is kept by (the Spend page's choices)."""
+KEY_COLUMNS = "dim, day, team, value, status"
+ZONE_KEY = "days_zone"
+_EPOCH = dt.date(1970, 1, 1)
+
+META_DDL = "CREATE TABLE IF NOT EXISTS ledger_meta (name {text} PRIMARY KEY, value {text} NOT NULL)"
+
+
+def ddl(integer: str, text: str) -> str:
+    metrics = ", ".join(f"{m} {integer} NOT NULL DEFAULT 0" for m in METRICS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS ledger_days (dim {text} NOT NULL, day {integer} NOT NULL, "
+        f"team {text} NOT NULL, value {text} NOT NULL, status {integer} NOT NULL, {metrics}, "
+        f"PRIMARY KEY ({KEY_COLUMNS}))"
+    )
+
+
+SQLITE_DDL = ddl("INTEGER", "TEXT")
+PG_DDL = ddl("bigint", "text")
+
+
+def day_number(day: dt.date) -> int:
+    return (day - _EPOCH).days
+
+
+def day_of_number(n: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=n)
+
+
+@functools.lru_cache(maxsize=4096)
+def local_day(hour: int, zone: str) -> int:
+    """The local calendar day (a :func:`day_number`) of Unix hour ``hour`` in ``zone``."""
+    return day_number(dt.datetime.fromtimestamp(hour * 3600, ZoneInfo(zone)).date())
+
+
+def upsert_sql(placeholder: str) -> str:
+    values = ", ".join([placeholder] * (5 + len(METRICS)))
+    return (
+        f"INSERT INTO ledger_days ({KEY_COLUMNS}, {', '.join(METRICS)}) VALUES ({values}) "
+        + upsert_tail("ledger_days", KEY_COLUMNS)
+    )
+
+
+def _value_case(columns: dict[str, str]) -> str:
+    whens = " ".join(f"WHEN '{d}' THEN {columns[d]}" for d in DIMENSIONS)
+    return f"CASE d.dim {whens} END"
+
+
+_DIMS = " UNION ALL ".join(f"SELECT '{d}' AS dim" for d in DIMENSIONS)
+
+
+def select_sql(source: str, day_expr: str, *, count: str, columns: dict[str, str]) -> str:
+    """Every dimension's rows from ``source`` (one statement, both backends): ``source`` is a
+    table or CTE with team, status and the dimension columns named in ``columns``."""
+    sums = ", ".join(f"sum({m})" for m in METRICS[1:])
+    return (
+        f"SELECT d.dim, {day_expr}, team, {_value_case(columns)}, status, {count}, {sums} "
+        f"FROM {source} CROSS JOIN ({_DIMS}) AS d GROUP BY 1, 2, 3, 4, 5"
+    )
+
+
+_HOURLY_NAMES = {d: HOUR_COLUMNS.get(d, d) for d in DIMENSIONS}
+HOUR_DAY_DDL = "CREATE TEMP TABLE hour_day (hour {int} PRIMARY KEY, day {int} NOT NULL)"
+INSERT_HEAD = f"INSERT INTO ledger_days ({KEY_COLUMNS}, {', '.join(METRICS)}) "
+UPSERT_TAIL = upsert_tail("ledger_days", KEY_COLUMNS)
+
+
+def from_hourly_sql(source: str, day_expr: str) -> str:
+    """Upsert the day rows of ``source``, rows shaped like ``ledger_hourly`` (the table, or
+    PostgreSQL's per-batch CTE), with ``day_expr`` the local day of its ``hour``."""
+    select = select_sql(source, day_expr, count="sum(requests)", columns=_HOURLY_NAMES)
+    return f"{INSERT_HEAD} {select} {UPSERT_TAIL}"
+
+
+REBUILD_SQL = from_hourly_sql("ledger_hourly JOIN hour_day USING (hour)", "hour_day.day")
+"""Refill ``ledger_days`` from ``ledger_hourly`` and a temporary ``hour_day`` map."""
+
+
+def hour_days(hours: Iterable[int], zone: str) -> list[tuple[int, int]]:
+    return [(h, local_day(h, zone)) for h in hours]
+
+
+def from_hour_aggregate(rows: Iterable[Sequence[object]], zone: str) -> list[tuple[object, ...]]:
+    """Day upsert parameters from :func:`trioproxy.ledger.hourly.aggregate`'s rows."""
+    acc: dict[tuple[object, ...], list[int]] = {}
+    for r in rows:
+        hour, team, feature, user, key, route, model, _cache, status = r[:9]
+        day = local_day(int(hour), zone)  # type: ignore[call-overload]
+        values = (team, feature, user, key, model, route)
+        for dim, value in zip(DIMENSIONS, values, strict=True):
+            sums = acc.setdefault((dim, day, team, value, status), [0] * len(METRICS))
+            for i, v in enumerate(r[9:]):
+                sums[i] += v  # type: ignore[operator]
+    return [(*k, *v) for k, v in acc.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class DayRow:
+    day: dt.date
+    """In the zone asked for."""
+    value: str
+    team: str
+    status: int
+    requests: int
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_micros: int
+    saved_micros: int
+    cache_saved_micros: int
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    @property
+    def saved_usd(self) -> float:
+        return self.saved_micros / 1_000_000
+
+    @property
+    def cache_saved_usd(self) -> float:
+        return self.cache_saved_micros / 1_000_000
+
+
+def check_dimension(dim: str) -> None:
+    if dim not in DIMENSIONS:
+        raise ValueError(f"day roll-up dimension must be one of {DIMENSIONS}, got {dim!r}")
+
+
+def query_sql(placeholder: str, *, teams: int = 0) -> str:
+    """Parameters: dim, first day, last day (inclusive), then ``teams`` names."""
+    p = placeholder
+    where = f"dim = {p} AND day >= {p} AND day <= {p}"
+    if teams:
+        where += f" AND team IN ({', '.join([p] * teams)})"
+    return f"SELECT day, value, team, status, {', '.join(METRICS)} FROM ledger_days WHERE {where}"
+
+
+def rows_of(raw: Iterable[Sequence[object]]) -> list[DayRow]:
+    return [
+        DayRow(day_of_number(int(r[0])), str(r[1]), str(r[2]), int(r[3]),  # type: ignore[call-overload]
+               *(int(v or 0) for v in r[4:]))  # type: ignore[call-overload]
+        for r in raw
+    ]  # fmt: skip
+
+
+def hours_of(first: dt.date, last: dt.date, zone: str) -> tuple[int, int]:
+    """[first hour, end hour) in Unix hours covering local days ``first``..``last``."""
+    tz = ZoneInfo(zone)
+    lo = dt.datetime.combine(first, dt.time(), tz).timestamp()
+    hi = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tz).timestamp()
+    return int(lo // 3600), int(-(-hi // 3600))
+
+
+def from_hours(rows: Iterable[HourRow], zone: str, first: dt.date, last: dt.date) -> list[DayRow]:
+    """Hourly rows grouped by ``(dim, team, status)`` folded into local days (the slow path)."""
+    acc: dict[tuple[int, str, str, int], list[int]] = {}
+    lo, hi = day_number(first), day_number(last)
+    for r in rows:
+        day = local_day(r.hour, zone)
+        if not lo <= day <= hi:
+            continue
+        value, team, status = r.group
+        sums = acc.setdefault((day, value, team, int(status)), [0] * len(METRICS))
+        for i, m in enumerate(METRICS):
+            sums[i] += getattr(r, m)
+    return [DayRow(day_of_number(d), v, t, s, *sums) for (d, v, t, s), sums in acc.items()]
+
+
+__all__ = [
+    "DIMENSIONS",
+    "META_DDL",
+    "PG_DDL",
+    "REBUILD_SQL",
+    "SQLITE_DDL",
+    "ZONE_KEY",
+    "DayRow",
+    "check_dimension",
+    "day_number",
+    "day_of_number",
+    "from_hour_aggregate",
+    "from_hours",
+    "hour_days",
+    "hours_of",
+    "local_day",
+    "query_sql",
+    "rows_of",
+    "select_sql",
+    "upsert_sql",
+]
