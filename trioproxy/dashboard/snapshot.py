@@ -21,6 +21,7 @@ from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
+from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.service import LedgerService
 
 
@@ -41,6 +42,17 @@ class Totals:
             row.requests, row.input_tokens, row.output_tokens, row.cost_usd, row.saved_usd,
             row.cache_saved_usd,
         )  # fmt: skip
+
+    @classmethod
+    def per_team(cls, rows: Sequence[DayRow]) -> dict[str, Totals]:
+        """Day roll-up rows (``dim = 'team'``) summed per team."""
+        acc: dict[str, list[float]] = {}
+        for r in rows:
+            a = acc.setdefault(r.team, [0, 0, 0, 0.0, 0.0, 0.0])
+            for i, v in enumerate((r.requests, r.input_tokens, r.output_tokens, r.cost_usd,
+                                   r.saved_usd, r.cache_saved_usd)):  # fmt: skip
+                a[i] += v
+        return {t: cls(int(a[0]), int(a[1]), int(a[2]), a[3], a[4], a[5]) for t, a in acc.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +134,27 @@ TEAM_LOOKBACK_DAYS = 62
 async def all_teams(gw: Gateway) -> list[str]:
     """Every team with a key (config or dashboard), a configured budget, or spend in the
     last two months."""
-    since = utc_day_start(dt.datetime.now(dt.UTC)) - dt.timedelta(days=TEAM_LOOKBACK_DAYS)
+    today = dt.datetime.now(zone(gw)).date()
+    rows = await days(gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today)
     store = gw.keys.source
     created = [k.team for k in await store.api_keys()] if isinstance(store, AdminStore) else []
-    return known_teams(gw, [r.group[0] for r in await rollup(gw, ["team"], since)], created)
+    return known_teams(gw, [r.team for r in rows], created)
 
 
 def zone(gw: Gateway) -> ZoneInfo:
     return ZoneInfo(gw.settings.budgets.timezone)
+
+
+async def days(
+    gw: Gateway, dim: str, first: dt.date, last: dt.date, teams: Sequence[str] | None = None
+) -> list[DayRow]:
+    """The day roll-up by ``dim`` for local days ``first``..``last`` of the configured zone."""
+    backend = ledger_of(gw)
+    if backend is None:
+        return []
+    return await backend.query_days(
+        dim=dim, first=first, last=last, zone=gw.settings.budgets.timezone, teams=teams
+    )
 
 
 async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[ReportRow]:
@@ -181,12 +206,10 @@ async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
 async def overview(
     gw: Gateway, now: dt.datetime | None = None, visible: Callable[[str], bool] = lambda t: True
 ) -> Overview:
-    now = now or dt.datetime.now(dt.UTC)
-    today = utc_day_start(now)
-    day_rows = {r.group[0]: Totals.of(r) for r in await rollup(gw, ["team"], today)}
-    month_rows = {
-        r.group[0]: Totals.of(r) for r in await rollup(gw, ["team"], today.replace(day=1))
-    }
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(zone(gw)).date()
+    this_month = await days(gw, "team", today.replace(day=1), today)
+    day_rows = Totals.per_team([r for r in this_month if r.day == today])
+    month_rows = Totals.per_team(this_month)
     rows = []
     for team in known_teams(gw, list(month_rows)):
         if not visible(team):

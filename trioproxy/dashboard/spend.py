@@ -1,7 +1,8 @@
-"""Spend over a date range, in the configured time zone, from the hourly roll-up (pure).
+"""Spend over a date range, in the configured time zone, from the day roll-up (pure).
 
-Hours are folded into local calendar days; the chosen dimension (team, feature, user, key,
-model, route) gives the stacks. Refusals and errors come from the ``status`` dimension.
+Rows of :mod:`trioproxy.ledger.days` (local day, value, team, status); the chosen dimension
+(team, feature, user, key, model, route) gives the stacks. Refusals and errors per team come
+from the status.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import datetime as dt
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
-from trioproxy.ledger.hourly import HourRow
+from trioproxy.ledger.days import DayRow
 
 BY = ("team", "feature", "user", "key", "model", "route")
 MAX_DAYS = 92
@@ -38,12 +38,6 @@ class Range:
         n = (self.end - self.start).days + 1
         return [self.start + dt.timedelta(days=i) for i in range(n)]
 
-    def hours(self, tz: ZoneInfo) -> tuple[int, int]:
-        """[first hour, end hour) in Unix hours covering the local days."""
-        lo = dt.datetime.combine(self.start, dt.time(), tz).timestamp()
-        hi = dt.datetime.combine(self.end + dt.timedelta(days=1), dt.time(), tz).timestamp()
-        return int(lo // 3600), int(-(-hi // 3600))
-
 
 def parse_range(start: str | None, end: str | None, today: dt.date) -> Range:
     """``YYYY-MM-DD`` bounds (inclusive); default the last 30 days; at most 92 days."""
@@ -59,10 +53,6 @@ def parse_range(start: str | None, end: str | None, today: dt.date) -> Range:
     return Range(lo, hi)
 
 
-def local_day(hour: int, tz: ZoneInfo) -> dt.date:
-    return dt.datetime.fromtimestamp(hour * 3600, tz).date()
-
-
 @dataclass
 class Totals:
     requests: int = 0
@@ -73,7 +63,7 @@ class Totals:
     cache_saved_usd: float = 0.0
     """Saved by the providers' prompt caches (``saved_usd``: by the gateway's cache)."""
 
-    def add(self, r: HourRow) -> None:
+    def add(self, r: DayRow) -> None:
         self.requests += r.requests
         self.input_tokens += r.input_tokens
         self.output_tokens += r.output_tokens
@@ -141,18 +131,16 @@ class Spend:
         return out
 
 
-def fold(rows: Iterable[HourRow], rng: Range, by: str, tz: ZoneInfo) -> Spend:
-    """Rows grouped by (hour, ``by``, team, status) folded into local days."""
+def fold(rows: Iterable[DayRow], rng: Range, by: str) -> Spend:
+    """Day roll-up rows by ``by`` (local days, value, team, status) into the page's sums."""
     spend = Spend(rng, by, rng.days)
     for r in rows:
-        day = local_day(r.hour, tz)
-        if not rng.start <= day <= rng.end:
+        if not rng.start <= r.day <= rng.end:
             continue
-        value, team, status = r.group
-        spend.by_value.setdefault(value, Totals()).add(r)
-        spend.per_day.setdefault((day, value), Totals()).add(r)
+        spend.by_value.setdefault(r.value, Totals()).add(r)
+        spend.per_day.setdefault((r.day, r.value), Totals()).add(r)
         spend.total.add(r)
-        spend.outcomes.setdefault(team, Outcomes()).add(int(status), r.requests)
+        spend.outcomes.setdefault(r.team, Outcomes()).add(r.status, r.requests)
     return spend
 
 

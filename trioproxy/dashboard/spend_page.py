@@ -1,7 +1,8 @@
 """The Spend page and its CSV export: ``/spend?by=team&start=YYYY-MM-DD&end=YYYY-MM-DD``.
 
-Reads only the hourly roll-up (one grouped query per view; never the raw ledger) and the
-budget store (monthly limits for the projections).
+Reads only the day roll-up by the chosen dimension (:mod:`trioproxy.ledger.days`: one indexed
+range of ~days x values rows; never the raw ledger) and the budget store (monthly limits for
+the projections).
 """
 
 from __future__ import annotations
@@ -16,18 +17,23 @@ from trioproxy.admin.sessions import Principal
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.charts import colour, stacked_bars
-from trioproxy.dashboard.spend import BY, RangeError, Spend, fold, parse_range, project, to_csv
+from trioproxy.dashboard.spend import (
+    BY,
+    Range,
+    RangeError,
+    Spend,
+    fold,
+    parse_range,
+    project,
+    to_csv,
+)
 from trioproxy.edge.app import Gateway
-from trioproxy.ledger.hourly import HourRow
+from trioproxy.ledger.days import DayRow
 
 
-async def hourly(gw: Gateway, by: str, first: int, end: int, who: Principal) -> list[HourRow]:
-    backend = snapshot.ledger_of(gw)
-    if backend is None:
-        return []
+async def day_rows(gw: Gateway, by: str, rng: Range, who: Principal) -> list[DayRow]:
     teams = None if who.teams is None else sorted(who.teams)
-    return await backend.query_hours(by=[by, "team", "status"], first_hour=first,
-                                     end_hour=end, teams=teams)  # fmt: skip
+    return await snapshot.days(gw, by, rng.start, rng.end, teams)
 
 
 async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str | None]:
@@ -41,16 +47,14 @@ async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str |
         rng = parse_range(args.get("start") or None, args.get("end") or None, today)
     except RangeError as err:
         rng, error = parse_range(None, None, today), str(err)
-    first, end = rng.hours(tz)
-    return fold(await hourly(gw, by, first, end, who), rng, by, tz), error
+    return fold(await day_rows(gw, by, rng, who), rng, by), error
 
 
 async def projections(gw: Gateway, who: Principal) -> list[Any]:
     tz = snapshot.zone(gw)
     now = dt.datetime.now(tz)
     rng = parse_range(now.date().replace(day=1).isoformat(), now.date().isoformat(), now.date())
-    first, end = rng.hours(tz)
-    month = fold(await hourly(gw, "team", first, end, who), rng, "team", tz)
+    month = fold(await day_rows(gw, "team", rng, who), rng, "team")
     mtd = {team: t.cost_usd for team, t in month.by_value.items()}
     limits: dict[str, float | None] = {}
     for team in await snapshot.all_teams(gw):
