@@ -33,6 +33,7 @@ from trioproxy.dashboard import (
     freshness,
     keys_page,
     pages,
+    requests_page,
     spend_page,
     users_page,
 )
@@ -123,6 +124,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     keys_page.install(app, acc, pages.PAGES)
     users_page.install(app, acc, pages.PAGES)
     alerts_page.install(app, acc, pages.PAGES)
+    requests_page.install(app, acc, pages.PAGES)
     return app
 
 

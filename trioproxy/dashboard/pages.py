@@ -6,6 +6,7 @@ plain POST that works without JavaScript; htmx, when present, swaps the answer i
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ async def providers_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     return {
         "providers": snapshot.providers(gw),
         "failure_threshold": gw.settings.breaker.failure_threshold,
+        "traffic": await snapshot.traffic(gw, time.time()),
+        "ledger": snapshot.ledger_of(gw) is not None,
     }
 
 
@@ -94,12 +97,13 @@ PAGES: dict[str, Page] = {
     "providers": Page("Providers", providers_context, True),
     "cache": Page("Cache", cache_context, True),
     "audit": Page("Audit log", lambda gw, who: _nothing(), False),
+    "requests": Page("Requests", lambda gw, who: _nothing(), False),
     "alerts": Page("Alerts", lambda gw, who: _nothing(), False),
     "users": Page("Users", lambda gw, who: _nothing(), False),
 }
 
 
-OWN_ROUTES = frozenset({"audit", "spend", "keys", "users", "alerts"})
+OWN_ROUTES = frozenset({"audit", "spend", "keys", "users", "alerts", "requests"})
 """Pages with their own route (query arguments), not the generic ``/<page>`` one."""
 
 

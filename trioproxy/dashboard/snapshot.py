@@ -19,6 +19,8 @@ from trioproxy.budget.alerts import AlertStatistics
 from trioproxy.budget.gate import DEFAULT_ALERT_THRESHOLD, BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
+from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
+from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
 from trioproxy.ledger.days import DayRow
@@ -262,6 +264,16 @@ def providers(gw: Gateway) -> Providers:
     return Providers(rows, gw.chat.in_flight, gw.settings.server.max_in_flight)
 
 
+async def traffic(gw: Gateway, now: float) -> dict[str, list[Traffic]]:
+    """Per target, its traffic over the last 5 and 60 minutes (per-minute counters)."""
+    backend = ledger_of(gw)
+    this_minute = int(now // 60)
+    rows = [] if backend is None else await backend.query_minutes(
+        first_minute=this_minute - max(WINDOWS_MIN) + 1, end_minute=this_minute + 1
+    )  # fmt: skip
+    return fold_traffic(rows, sorted(gw.settings.models), now)
+
+
 @dataclass(slots=True)
 class CacheRow:
     team: str
@@ -314,5 +326,6 @@ __all__ = [
     "providers",
     "rollup",
     "team_usage",
+    "traffic",
     "zone",
 ]

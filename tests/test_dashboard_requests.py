@@ -1,0 +1,169 @@
+"""The Requests page and the Providers page's traffic per target, through Quart's test client
+on a real gateway (requests sent through its proxy path, read back from its ledger)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import trio
+
+from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
+from tests.test_dashboard_handlers import chat, ledger_has, text
+from trioproxy.dashboard import requests_page, traffic
+from trioproxy.dashboard.snapshot import ledger_of
+from trioproxy.ledger.minutes import BUCKETS, MinuteRow, bucket
+
+
+def shown(html: str) -> list[str]:
+    return re.findall(r'<tr data-request="([^"]+)">', html)
+
+
+async def served(nursery: trio.Nursery) -> tuple[Dash, list[str]]:
+    """A gateway that served two demo requests, one ops request and refused one (429)."""
+    d = await start_dash(nursery)
+    assert await chat(d, "one") == 200
+    assert await chat(d, "two") == 200
+    assert await chat(d, "three", key=READER_KEY) == 200
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    await c.post("/budgets/demo", form={"daily_usd": "0.000001", "csrf": csrf})
+    assert await chat(d, "refused") == 429
+    await ledger_has(d, 4)
+    page = await text(await c.get("/requests"))
+    return d, shown(page)
+
+
+async def test_requests_newest_first_with_every_filter(nursery: trio.Nursery) -> None:
+    d, ids = await served(nursery)
+    assert len(ids) == 4
+    c = d.app.test_client()
+    await sign_in(c)
+    page = await text(await c.get("/requests"))
+    assert "Prompt logging is off" in page
+    newest = re.search(rf'<tr data-request="{ids[0]}">(.*?)</tr>', page, re.S)
+    assert newest is not None and "429" in newest.group(1) and "budget_exceeded" in newest.group(1)
+    last = re.search(rf'<tr data-request="{ids[-1]}">(.*?)</tr>', page, re.S)
+    assert last is not None and re.search(r'data-label="Latency" class="num">\d+ ms<', last.group(1))
+    assert re.search(r'data-label="Attempts" class="attempts">1<br>', last.group(1))
+
+    async def ids_for(query: str) -> list[str]:
+        r = await c.get(f"/requests?{query}")
+        assert r.status_code == 200, query
+        return shown(await text(r))
+
+    # newest first: the refused one, the reader key's (team ops), then the two demo ones
+    assert await ids_for("team=ops") == [ids[1]]
+    assert await ids_for("key=reader") == [ids[1]]
+    assert await ids_for("status=429") == [ids[0]]
+    assert await ids_for("status=200&team=demo") == ids[2:]
+    assert await ids_for("route=chat&window=1h") == ids
+    assert await ids_for("cache=semantic") == []
+    assert await ids_for("route=nope") == []
+
+
+async def test_requests_pages_older_and_windows_before(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, ids = await served(nursery)
+    monkeypatch.setattr(requests_page, "PAGE", 3)
+    c = d.app.test_client()
+    await sign_in(c)
+    page = await text(await c.get("/requests?window=1h"))
+    assert shown(page) == ids[:3]
+    older = re.search(r'<a class="button" id="earlier" href="([^"]+)">Older', page)
+    assert older is not None
+    page = await text(await c.get(older.group(1).replace("&amp;", "&")))
+    assert shown(page) == ids[3:]  # the rest, none twice
+    before = re.search(r'id="earlier" href="([^"]+)">Search the 1h before', page)
+    assert before is not None and "window=1h" in before.group(1)
+    page = await text(await c.get(before.group(1).replace("&amp;", "&")))
+    assert shown(page) == [] and "No matching requests in this window" in page
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("status=abc", "status"), ("status=99", "status"), ("cache=hot", "cache"),
+     ("window=2y", "window"), ("before=yesterday", "before"), ("before=nan~x", "before"),
+     ("key=" + "k" * 201, "key")],
+)  # fmt: skip
+async def test_bad_filters_are_400_next_to_their_field(
+    nursery: trio.Nursery, query: str, field: str
+) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    await sign_in(c)
+    r = await c.get(f"/requests?{query}")
+    page = await text(r)
+    assert r.status_code == 400
+    assert f'id="err-{field}"' in page
+    if field != "before":
+        assert re.search(rf'name="{field}"[^>]*aria-invalid="true"', page, re.S), page
+
+
+async def test_team_limited_users_see_only_their_teams_requests(nursery: trio.Nursery) -> None:
+    d, ids = await served(nursery)
+    tess = d.app.test_client()  # limited to team ops
+    await sign_in(tess, "tess")
+    page = await text(await tess.get("/requests"))
+    assert shown(page) == [ids[1]]
+    team_select = re.search(r'<select name="team">(.*?)</select>', page, re.S)
+    assert team_select is not None and "any" not in team_select.group(1)
+    r = await tess.get("/requests?team=demo")
+    assert r.status_code == 400 and shown(await text(r)) == []
+    viewer = d.app.test_client()
+    await sign_in(viewer, "victor")
+    assert shown(await text(await viewer.get("/requests"))) == ids
+
+
+async def test_requests_page_needs_a_session(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    r = await d.app.test_client().get("/requests")
+    assert r.status_code == 303 and r.headers["Location"].startswith("/login")
+
+
+async def test_providers_page_counts_each_targets_attempts(nursery: trio.Nursery) -> None:
+    d = await start_dash(nursery)
+    for n in range(3):
+        assert await chat(d, f"hello {n}") == 200
+    backend = ledger_of(d.gw)
+    assert backend is not None
+    with trio.fail_after(15):  # the ledger writes in batches
+        while sum(r.attempts for r in await backend.query_minutes(
+                first_minute=0, end_minute=2**40)) < 3:  # fmt: skip
+            await trio.sleep(0.05)
+    c = d.app.test_client()
+    await sign_in(c)
+    for path in ("/providers", "/panel/providers"):
+        page = await text(await c.get(path))
+        rows = re.findall(r'<tr data-target="([^"]+)" data-window="5">(.*?)</tr>', page, re.S)
+        assert {t for t, _ in rows} >= set(d.settings.models)
+        busy = [body for _, body in rows if "(3)" in body]
+        assert len(busy) == 1, rows  # the route's first target served all three
+        assert re.search(r"\d+ / \d+ ms", busy[0]) and "none" in busy[0]
+
+
+def minute(n: int, role: str, outcome: str, kind: str = "", ms: float = 120) -> MinuteRow:
+    hist = [0] * BUCKETS
+    hist[bucket(ms)] = n
+    return MinuteRow(1000, "m", role, outcome, kind, n, tuple(hist), tuple(hist))
+
+
+def test_traffic_fold_windows_errors_fallbacks_and_hedges() -> None:
+    now = 1000 * 60 + 30.0  # 30 s into minute 1000
+    rows = [
+        minute(6, "primary", "won"), minute(2, "primary", "failed", "upstream_timeout"),
+        minute(2, "fallback", "won"), minute(1, "hedge", "won"), minute(3, "hedge", "lost"),
+        MinuteRow(940, "m", "primary", "won", "", 100, (0,) * BUCKETS, (0,) * BUCKETS),
+    ]  # fmt: skip
+    got = traffic.fold(rows, ["m", "idle"], now)
+    five, hour = got["m"]
+    assert (five.minutes, hour.minutes) == (5, 60)
+    assert five.attempts == 14 and hour.attempts == 14  # minute 940 is 60 minutes ago: out
+    assert five.seconds == 4 * 60 + 30 and five.rate == pytest.approx(14 / 270)
+    assert five.errors == {"upstream_timeout": 2} and five.error_rate == pytest.approx(2 / 14)
+    assert (five.fallbacks, five.fallbacks_won) == (2, 2)
+    assert (five.hedges_won, five.hedges_lost) == (1, 3)
+    assert 100 <= (five.latency_ms(0.5) or 0) < 150
+    idle = got["idle"][0]
+    assert idle.attempts == 0 and idle.error_rate is None and idle.latency_ms(0.5) is None
