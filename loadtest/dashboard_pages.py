@@ -4,7 +4,8 @@
    record and one in ten with a second, fallback or hedge) over the last 30 days, 20 teams x
    25 users, 200 keys, 30 features, 8 routes, 10 models, a few % refusals and errors; written
    through the real backend (``SqliteLedger.write_batch``, 20,000 a batch: raw rows and every
-   roll-up). Kept in ``--state`` for the next run (``--refill`` to redo).
+   roll-up) in time order, as a gateway writes them. Kept in ``--state`` for the next run
+   (``--refill`` to redo).
 2. **Pages**: ``trioproxy serve`` on that state directory (budgets in America/New_York, so
    local days are not UTC days); every page fetched ``--rounds`` times in turn over one
    keep-alive connection with an admin key: wall-clock p50/p95 per page and the gateway's CPU
@@ -111,11 +112,11 @@ async def fill(path: Path, n: int) -> float:
     now = time.time()
     try:
         done = 0
-        for part in range(0, n, 200_000):
-            batch = records(min(200_000, n - part), now, seed=part + 1)
-            for j in range(0, len(batch), BATCH):
-                done += await backend.write_batch(batch[j : j + BATCH])
-            print(f"  filled {done:,} records", flush=True)
+        batch = sorted(records(n, now), key=lambda r: r.ts)  # in time order, as they come
+        for j in range(0, len(batch), BATCH):
+            done += await backend.write_batch(batch[j : j + BATCH])
+            if done % 200_000 == 0:
+                print(f"  filled {done:,} records", flush=True)
     finally:
         await backend.aclose()
     return n / (time.perf_counter() - t0)
@@ -124,10 +125,13 @@ async def fill(path: Path, n: int) -> float:
 def config(wd: Path, sim: common.Server) -> Path:
     path = common.write_config(wd, {m: sim.url for m in MODELS})
     digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    lines = [
-        "[[api_keys]]", 'name = "admin"', f'key_sha256 = "{digest}"', 'team = "ops"',
-        "admin = true", "[budgets]", f'timezone = "{ZONE}"',
-    ]  # fmt: skip
+    lines = ["[[api_keys]]", 'name = "admin"', f'key_sha256 = "{digest}"', 'team = "ops"',
+             "admin = true"]  # fmt: skip
+    for k in range(len(TEAMS) * 10):  # the keys the records name, 10 per team
+        key_hash = hashlib.sha256(f"tp-bench-{k}".encode()).hexdigest()
+        lines += ["[[api_keys]]", f'name = "key-{k:03d}"', f'key_sha256 = "{key_hash}"',
+                  f'team = "{TEAMS[k // 10]}"']  # fmt: skip
+    lines += ["[budgets]", f'timezone = "{ZONE}"']
     for t in TEAMS:
         lines += [f"[budgets.teams.{t}]", "daily_usd = 500.0", "monthly_usd = 10000.0"]
     path.write_text(path.read_text() + "\n".join(lines) + "\n")

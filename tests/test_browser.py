@@ -40,7 +40,8 @@ from trioproxy.simulator.faults import Fault
 
 CHROMIUM = Path(os.environ.get("TRIOPROXY_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit", "/alerts", "/users")
+PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit", "/alerts", "/users",
+         "/requests")
 TIMEOUT_MS = 15_000
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -285,6 +286,46 @@ def test_create_use_and_revoke_a_key(served: Served, browser: Any) -> None:
     page.goto(f"{served.url}/audit?action=key.")
     expect(page.locator("table.audit tbody tr")).to_have_count(2)
     page.close()
+
+
+def test_requests_and_provider_traffic_pages(served: Served, browser: Any) -> None:
+    expect = playwright.expect
+    page = browser.new_page()
+    sign_in(page, served.url)
+    for n in range(3):
+        assert served.chat(f"request log {n}", READER_KEY).status_code == 200
+
+    def logged() -> bool:
+        page.goto(f"{served.url}/requests?team=ops&key=reader&status=200")
+        return page.locator("table.requests tbody tr[data-request]").count() >= 3
+
+    until(logged, "the requests in the log (the ledger writes in batches)")
+    first = page.locator("table.requests tbody tr[data-request]").first
+    expect(first.locator('td[data-label="Team · key"]')).to_contain_text("ops · reader")
+    expect(first.locator('td[data-label="Attempts"]')).to_contain_text("won")
+    # the filter form is a plain GET: choose a status, submit, see only those
+    page.get_by_label("Status").fill("429")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("table.requests tbody")).to_contain_text("No matching requests")
+    expect(page.get_by_label("Status")).to_have_value("429")
+    page.goto(f"{served.url}/requests")
+    shot(page, "requests-1280")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    page.goto(f"{served.url}/providers")
+    busy = page.locator('table.traffic tr[data-window="5"]:has(td.rate:not(:has-text("(0)")))')
+    expect(busy.first).to_be_visible()
+    expect(busy.first.locator('td[data-label^="Latency"]')).to_have_text(re.compile(r"\d+ / \d+ ms"))
+    shot(page, "providers-traffic-1280")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path, name in (("/requests", "requests-390"), ("/providers", "providers-traffic-390")):
+        page.goto(served.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide at 390 px"
+        expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
+        shot(page, name)
 
 
 def test_edit_the_alert_threshold_in_place_and_see_the_audit_entry(
