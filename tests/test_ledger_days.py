@@ -60,7 +60,10 @@ def expected_days(records: list[UsageRecord], dim: str, zone: str) -> dict:
         if r.kind != "request":
             continue
         day = dt.datetime.fromtimestamp(r.ts, ZoneInfo(zone)).date()
-        value = model(r) if dim == "model" else getattr(r, VALUE[dim])
+        if dim == "route_cache":
+            value = f"{r.route}|{r.cache}"
+        else:
+            value = model(r) if dim == "model" else getattr(r, VALUE[dim])
         a = acc[(day, value, r.team, r.status)]
         a[0] += 1
         for i, m in enumerate(METRICS[1:], 1):
@@ -96,6 +99,13 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
         for dim in DIMENSIONS:
             got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE)
             assert as_dict(got) == expected_days(records, dim, ZONE), dim
+            summed: dict = defaultdict(lambda: [0] * len(METRICS))
+            for (day, value, _team, _status), v in expected_days(records, dim, ZONE).items():
+                summed[(day, value, "", 0)] = [
+                    a + b for a, b in zip(summed[(day, value, "", 0)], v, strict=True)
+                ]
+            got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE, keep=())
+            assert as_dict(got) == {k: tuple(v) for k, v in summed.items()}, dim
         team = records[0].team
         only = await backend.query_days(dim="user", first=first, last=last, zone=ZONE,
                                         teams=[team])  # fmt: skip
@@ -104,11 +114,12 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
         assert await backend.query_days(dim="team", first=first, last=last, zone=ZONE,
                                         teams=[]) == []  # fmt: skip
         # another zone than the one kept: folded from the hourly roll-up, same answer
-        other = await backend.query_days(dim="route", first=first, last=last, zone="UTC")
-        utc_first = first - dt.timedelta(days=1)
-        wide = await backend.query_days(dim="route", first=utc_first, last=last, zone="UTC")
-        assert as_dict(wide) == expected_days(records, "route", "UTC")
-        assert set(as_dict(other)) <= set(as_dict(wide))
+        for dim in ("route", "route_cache"):
+            other = await backend.query_days(dim=dim, first=first, last=last, zone="UTC")
+            utc_first = first - dt.timedelta(days=1)
+            wide = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC")
+            assert as_dict(wide) == expected_days(records, dim, "UTC")
+            assert set(as_dict(other)) <= set(as_dict(wide))
         with pytest.raises(ValueError):
             await backend.query_days(dim="cache", first=first, last=last, zone=ZONE)
     finally:
@@ -138,15 +149,24 @@ async def test_an_older_sqlite_ledger_gets_its_day_rollup_once(tmp_path: Path) -
         conn.execute("DROP TABLE ledger_days")
         conn.execute("DROP TABLE ledger_meta")
     backend = await SqliteLedger.open(path, zone=ZONE)
+    await backend.aclose()
+    with sqlite3.connect(path) as conn:  # as one made when it had fewer dimensions
+        conn.execute("DELETE FROM ledger_days WHERE dim = 'route_cache'")
+        conn.execute("UPDATE ledger_meta SET value = 'team' WHERE name = 'days_dimensions'")
+    backend = await SqliteLedger.open(path, zone=ZONE)
     again = await SqliteLedger.open(path, zone=ZONE)  # a second worker must not count twice
     today = dt.datetime.fromtimestamp(now, ZoneInfo(ZONE)).date()
     try:
-        got = await backend.query_days(dim="feature", first=today - dt.timedelta(days=4),
-                                       last=today, zone=ZONE)  # fmt: skip
+        got = {
+            dim: await backend.query_days(dim=dim, first=today - dt.timedelta(days=4),
+                                          last=today, zone=ZONE)
+            for dim in ("feature", "route_cache")
+        }  # fmt: skip
     finally:
         await backend.aclose()
         await again.aclose()
-    assert as_dict(got) == expected_days(records, "feature", ZONE)
+    for dim, rows in got.items():
+        assert as_dict(rows) == expected_days(records, dim, ZONE), dim
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

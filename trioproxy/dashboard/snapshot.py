@@ -23,7 +23,7 @@ from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
 from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
-from trioproxy.ledger.days import DayRow
+from trioproxy.ledger.days import DayRow, split_route_cache
 from trioproxy.ledger.service import LedgerService
 
 
@@ -50,7 +50,7 @@ class Totals:
         """Day roll-up rows (``dim = 'team'``) summed per team."""
         acc: dict[str, list[float]] = {}
         for r in rows:
-            a = acc.setdefault(r.team, [0, 0, 0, 0.0, 0.0, 0.0])
+            a = acc.setdefault(r.value, [0, 0, 0, 0.0, 0.0, 0.0])
             for i, v in enumerate((r.requests, r.input_tokens, r.output_tokens, r.cost_usd,
                                    r.saved_usd, r.cache_saved_usd)):  # fmt: skip
                 a[i] += v
@@ -140,7 +140,7 @@ async def all_teams(gw: Gateway) -> list[str]:
     rows = await days(gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today)
     store = gw.keys.source
     created = [k.team for k in await store.api_keys()] if isinstance(store, AdminStore) else []
-    return known_teams(gw, [r.team for r in rows], created)
+    return known_teams(gw, [r.value for r in rows], created)
 
 
 def zone(gw: Gateway) -> ZoneInfo:
@@ -148,15 +148,22 @@ def zone(gw: Gateway) -> ZoneInfo:
 
 
 async def days(
-    gw: Gateway, dim: str, first: dt.date, last: dt.date, teams: Sequence[str] | None = None
+    gw: Gateway,
+    dim: str,
+    first: dt.date,
+    last: dt.date,
+    teams: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
 ) -> list[DayRow]:
-    """The day roll-up by ``dim`` for local days ``first``..``last`` of the configured zone."""
+    """The day roll-up by ``dim`` for local days ``first``..``last`` of the configured zone,
+    per day and value (and ``keep``: team, status; the database sums the rest)."""
     backend = ledger_of(gw)
     if backend is None:
         return []
     return await backend.query_days(
-        dim=dim, first=first, last=last, zone=gw.settings.budgets.timezone, teams=teams
-    )
+        dim=dim, first=first, last=last, zone=gw.settings.budgets.timezone, teams=teams,
+        keep=keep,
+    )  # fmt: skip
 
 
 async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[ReportRow]:
@@ -178,6 +185,18 @@ async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo)
         except StoreUnavailable:
             return None
     return None
+
+
+async def monthly_limit_usd(gw: Gateway, team: str) -> float | None:
+    """A team's monthly limit in force (the gate's cached read), without its spend."""
+    gate = gate_of(gw)
+    if gate is None:
+        return None
+    try:
+        micros = (await gate.team_limits(team)).monthly_micros
+    except StoreUnavailable:
+        return None
+    return None if micros is None else micros / 1e6
 
 
 async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
@@ -291,11 +310,14 @@ class CacheRow:
 
 
 async def cache_rows(gw: Gateway, since: dt.datetime) -> list[CacheRow]:
-    """Requests per cache status, and savings, per team and route (ledger roll-up)."""
+    """Requests per cache status, and savings, per team and route, local days from the one
+    of ``since`` (the day roll-up by ``route_cache``)."""
+    today = dt.datetime.now(zone(gw)).date()
+    first = since.astimezone(zone(gw)).date()
     acc: dict[tuple[str, str], CacheRow] = {}
-    for r in await rollup(gw, ["team", "route", "cache"], since):
-        team, route, status = r.group
-        row = acc.setdefault((team, route), CacheRow(team, route))
+    for r in await days(gw, "route_cache", first, today, keep=("team",)):
+        route, status = split_route_cache(r.value)
+        row = acc.setdefault((r.team, route), CacheRow(r.team, route))
         row.by_status[status] = row.by_status.get(status, 0) + r.requests
         row.saved_usd += r.saved_usd
     return [acc[k] for k in sorted(acc)]
@@ -322,6 +344,7 @@ __all__ = [
     "cached_routes",
     "known_teams",
     "ledger_of",
+    "monthly_limit_usd",
     "overview",
     "providers",
     "rollup",

@@ -131,8 +131,9 @@ class Spend:
         return out
 
 
-def fold(rows: Iterable[DayRow], rng: Range, by: str) -> Spend:
-    """Day roll-up rows by ``by`` (local days, value, team, status) into the page's sums."""
+def fold(rows: Iterable[DayRow], rng: Range, by: str, outcomes: Iterable[DayRow] = ()) -> Spend:
+    """Day roll-up rows by ``by`` (day, value) and by team (day, team, status) into the
+    page's sums."""
     spend = Spend(rng, by, rng.days)
     for r in rows:
         if not rng.start <= r.day <= rng.end:
@@ -140,7 +141,9 @@ def fold(rows: Iterable[DayRow], rng: Range, by: str) -> Spend:
         spend.by_value.setdefault(r.value, Totals()).add(r)
         spend.per_day.setdefault((r.day, r.value), Totals()).add(r)
         spend.total.add(r)
-        spend.outcomes.setdefault(r.team, Outcomes()).add(r.status, r.requests)
+    for r in outcomes:
+        if rng.start <= r.day <= rng.end:
+            spend.outcomes.setdefault(r.value, Outcomes()).add(r.status, r.requests)
     return spend
 
 

@@ -31,9 +31,11 @@ from trioproxy.edge.app import Gateway
 from trioproxy.ledger.days import DayRow
 
 
-async def day_rows(gw: Gateway, by: str, rng: Range, who: Principal) -> list[DayRow]:
+async def day_rows(
+    gw: Gateway, by: str, rng: Range, who: Principal, keep: tuple[str, ...] = ()
+) -> list[DayRow]:
     teams = None if who.teams is None else sorted(who.teams)
-    return await snapshot.days(gw, by, rng.start, rng.end, teams)
+    return await snapshot.days(gw, by, rng.start, rng.end, teams, keep)
 
 
 async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str | None]:
@@ -47,7 +49,8 @@ async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str |
         rng = parse_range(args.get("start") or None, args.get("end") or None, today)
     except RangeError as err:
         rng, error = parse_range(None, None, today), str(err)
-    return fold(await day_rows(gw, by, rng, who), rng, by), error
+    outcomes = await day_rows(gw, "team", rng, who, ("status",))
+    return fold(await day_rows(gw, by, rng, who), rng, by, outcomes), error
 
 
 async def projections(gw: Gateway, who: Principal) -> list[Any]:
@@ -59,7 +62,7 @@ async def projections(gw: Gateway, who: Principal) -> list[Any]:
     limits: dict[str, float | None] = {}
     for team in await snapshot.all_teams(gw):
         if who.may_see(team):
-            limits[team] = (await snapshot.team_usage(gw, team))[1].limit_usd
+            limits[team] = await snapshot.monthly_limit_usd(gw, team)
     return project(mtd, limits, now)
 
 

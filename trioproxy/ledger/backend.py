@@ -139,9 +139,11 @@ class LedgerBackend(Protocol):
         last: dt.date,
         zone: str,
         teams: Sequence[str] | None = None,
+        keep: Sequence[str] = ("team", "status"),
     ) -> list[DayRow]:
         """Request records per local day of ``zone`` (``first``..``last`` inclusive), ``dim``
-        value, team and status (:mod:`trioproxy.ledger.days`); only ``teams`` if given.
+        value and what ``keep`` names of team and status (the others summed: ``''``, 0)
+        (:mod:`trioproxy.ledger.days`); only ``teams`` if given.
         Reads ``ledger_days`` when it is kept in ``zone``, else folds the hourly roll-up."""
         ...
 

@@ -11,7 +11,7 @@ for the same question at a million requests a month.
 Written in the same transaction as ``ledger_raw`` from the rows actually inserted, so it always
 equals the raw request rows. The zone it is kept in is stored in ``ledger_meta``
 (``days_zone``); when the gateway opens the ledger with another zone (or a ledger made before
-this table), the table is rebuilt from ``ledger_hourly`` (exact for whole-hour offsets), by
+this table, or with other :data:`DIMENSIONS`), the table is rebuilt from ``ledger_hourly`` (exact for whole-hour offsets), by
 :data:`rebuild_sql`, the same statements on both backends. A reader that asks for another zone
 than the stored one (a reload changed it, or a CLI) gets the same rows folded from the hourly
 roll-up (:func:`from_hours`): slower, never wrong.
@@ -29,8 +29,10 @@ from trioproxy.ledger.columns import METRICS, upsert_tail
 from trioproxy.ledger.hourly import COLUMNS as HOUR_COLUMNS
 from trioproxy.ledger.hourly import HourRow
 
-DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "key", "model", "route")
-"""What the day roll-up is kept by (the Spend page's choices)."""
+DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "key", "model", "route", "route_cache")
+"""What the day roll-up is kept by: the Spend page's choices, and ``route_cache`` (the value is
+``<route>|<cache status>``, :func:`split_route_cache`) for the Cache page."""
+DIMS_KEY = "days_dimensions"
 KEY_COLUMNS = "dim, day, team, value, status"
 ZONE_KEY = "days_zone"
 _EPOCH = dt.date(1970, 1, 1)
@@ -49,6 +51,11 @@ def ddl(integer: str, text: str) -> str:
 
 SQLITE_DDL = ddl("INTEGER", "TEXT")
 PG_DDL = ddl("bigint", "text")
+
+
+def meta(zone: str) -> dict[str, str]:
+    """What ``ledger_meta`` says of the day roll-up once it is built."""
+    return {ZONE_KEY: zone, DIMS_KEY: ",".join(DIMENSIONS)}
 
 
 def day_number(day: dt.date) -> int:
@@ -73,6 +80,11 @@ def upsert_sql(placeholder: str) -> str:
     )
 
 
+def split_route_cache(value: str) -> tuple[str, str]:
+    route, _, cache = value.rpartition("|")
+    return route, cache
+
+
 def _value_case(columns: dict[str, str]) -> str:
     whens = " ".join(f"WHEN '{d}' THEN {columns[d]}" for d in DIMENSIONS)
     return f"CASE d.dim {whens} END"
@@ -91,7 +103,9 @@ def select_sql(source: str, day_expr: str, *, count: str, columns: dict[str, str
     )
 
 
-_HOURLY_NAMES = {d: HOUR_COLUMNS.get(d, d) for d in DIMENSIONS}
+_HOURLY_NAMES = {d: HOUR_COLUMNS.get(d, d) for d in DIMENSIONS} | {
+    "route_cache": "route || '|' || cache"
+}
 HOUR_DAY_DDL = "CREATE TEMP TABLE hour_day (hour {int} PRIMARY KEY, day {int} NOT NULL)"
 INSERT_HEAD = f"INSERT INTO ledger_days ({KEY_COLUMNS}, {', '.join(METRICS)}) "
 UPSERT_TAIL = upsert_tail("ledger_days", KEY_COLUMNS)
@@ -116,9 +130,9 @@ def from_hour_aggregate(rows: Iterable[Sequence[object]], zone: str) -> list[tup
     """Day upsert parameters from :func:`trioproxy.ledger.hourly.aggregate`'s rows."""
     acc: dict[tuple[object, ...], list[int]] = {}
     for r in rows:
-        hour, team, feature, user, key, route, model, _cache, status = r[:9]
+        hour, team, feature, user, key, route, model, cache, status = r[:9]
         day = local_day(int(hour), zone)  # type: ignore[call-overload]
-        values = (team, feature, user, key, model, route)
+        values = (team, feature, user, key, model, route, f"{route}|{cache}")
         for dim, value in zip(DIMENSIONS, values, strict=True):
             sums = acc.setdefault((dim, day, team, value, status), [0] * len(METRICS))
             for i, v in enumerate(r[9:]):
@@ -162,13 +176,31 @@ def check_dimension(dim: str) -> None:
         raise ValueError(f"day roll-up dimension must be one of {DIMENSIONS}, got {dim!r}")
 
 
-def query_sql(placeholder: str, *, teams: int = 0) -> str:
-    """Parameters: dim, first day, last day (inclusive), then ``teams`` names."""
+KEEP = ("team", "status")
+"""What a query may keep apart besides day and value (the rest is summed)."""
+
+
+def check_query(dim: str, keep: Sequence[str]) -> None:
+    check_dimension(dim)
+    if bad := [k for k in keep if k not in KEEP]:
+        raise ValueError(f"a day roll-up query keeps a subset of {KEEP}, got {bad}")
+
+
+def query_sql(placeholder: str, *, teams: int = 0, keep: Sequence[str] = KEEP) -> str:
+    """Per day and value (and ``keep``); parameters: dim, first day, last day (inclusive),
+    then ``teams`` names. Columns not kept read ``''`` / ``0``."""
     p = placeholder
     where = f"dim = {p} AND day >= {p} AND day <= {p}"
     if teams:
         where += f" AND team IN ({', '.join([p] * teams)})"
-    return f"SELECT day, value, team, status, {', '.join(METRICS)} FROM ledger_days WHERE {where}"
+    team = "team" if "team" in keep else "''"
+    status = "status" if "status" in keep else "0"
+    group = ", ".join(["day", "value", *(k for k in KEEP if k in keep)])
+    sums = ", ".join(f"sum({m})" for m in METRICS)
+    return (
+        f"SELECT day, value, {team}, {status}, {sums} FROM ledger_days WHERE {where} "
+        f"GROUP BY {group}"
+    )
 
 
 def rows_of(raw: Iterable[Sequence[object]]) -> list[DayRow]:
@@ -187,7 +219,14 @@ def hours_of(first: dt.date, last: dt.date, zone: str) -> tuple[int, int]:
     return int(lo // 3600), int(-(-hi // 3600))
 
 
-def from_hours(rows: Iterable[HourRow], zone: str, first: dt.date, last: dt.date) -> list[DayRow]:
+def hourly_by(dim: str) -> list[str]:
+    """The hourly roll-up's dimensions for ``dim``, then team and status (the slow path)."""
+    return [*(("route", "cache") if dim == "route_cache" else (dim,)), "team", "status"]
+
+
+def from_hours(
+    rows: Iterable[HourRow], zone: str, first: dt.date, last: dt.date, keep: Sequence[str] = KEEP
+) -> list[DayRow]:
     """Hourly rows grouped by ``(dim, team, status)`` folded into local days (the slow path)."""
     acc: dict[tuple[int, str, str, int], list[int]] = {}
     lo, hi = day_number(first), day_number(last)
@@ -195,8 +234,10 @@ def from_hours(rows: Iterable[HourRow], zone: str, first: dt.date, last: dt.date
         day = local_day(r.hour, zone)
         if not lo <= day <= hi:
             continue
-        value, team, status = r.group
-        sums = acc.setdefault((day, value, team, int(status)), [0] * len(METRICS))
+        *values, team, status = r.group
+        value = "|".join(values)
+        key = (day, value, team if "team" in keep else "", int(status) if "status" in keep else 0)
+        sums = acc.setdefault(key, [0] * len(METRICS))
         for i, m in enumerate(METRICS):
             sums[i] += getattr(r, m)
     return [DayRow(day_of_number(d), v, t, s, *sums) for (d, v, t, s), sums in acc.items()]
@@ -204,6 +245,7 @@ def from_hours(rows: Iterable[HourRow], zone: str, first: dt.date, last: dt.date
 
 __all__ = [
     "DIMENSIONS",
+    "KEEP",
     "META_DDL",
     "PG_DDL",
     "REBUILD_SQL",
@@ -211,15 +253,19 @@ __all__ = [
     "ZONE_KEY",
     "DayRow",
     "check_dimension",
+    "check_query",
     "day_number",
     "day_of_number",
     "from_hour_aggregate",
     "from_hours",
     "hour_days",
+    "hourly_by",
     "hours_of",
     "local_day",
+    "meta",
     "query_sql",
     "rows_of",
     "select_sql",
+    "split_route_cache",
     "upsert_sql",
 ]

@@ -255,23 +255,22 @@ class PostgresLedger:
 
     def _keep_days_in(self, conn: psycopg.Connection[Any]) -> None:
         """Settle the day roll-up's zone; rebuild it from the hourly one if it changed."""
-        row = conn.execute(
-            "SELECT value FROM ledger_meta WHERE name = %s", (days.ZONE_KEY,)
-        ).fetchone()
-        stored = str(row[0]) if row else None
+        meta = dict(conn.execute("SELECT name, value FROM ledger_meta").fetchall())
+        stored = meta.get(days.ZONE_KEY)
         want = self._zone or stored or "UTC"
-        if stored != want:
+        if stored != want or meta.get(days.DIMS_KEY) != ",".join(days.DIMENSIONS):
             conn.execute("DELETE FROM ledger_days")
             conn.execute(days.HOUR_DAY_DDL.format(int="bigint") + " ON COMMIT DROP")
             hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO hour_day VALUES (%s, %s)", days.hour_days(hours, want))
             conn.execute(days.REBUILD_SQL)
-            conn.execute(
-                "INSERT INTO ledger_meta VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (days.ZONE_KEY, want),
-            )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO ledger_meta VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    list(days.meta(want).items()),
+                )
         if want != self.days_zone:
             self.days_zone = want
             self._write_sql = _write_sql(want)
@@ -368,17 +367,18 @@ class PostgresLedger:
         last: dt.date,
         zone: str,
         teams: Sequence[str] | None = None,
+        keep: Sequence[str] = days.KEEP,
     ) -> list[days.DayRow]:
-        days.check_dimension(dim)
+        days.check_query(dim, keep)
         if teams is not None and not teams:
             return []
         await self._ensured()
         if zone != self.days_zone:
             lo, hi = days.hours_of(first, last, zone)
-            rows = await self.query_hours(by=[dim, "team", "status"], first_hour=lo,
+            rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
                                           end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, zone, first, last)
-        sql = days.query_sql("%s", teams=len(teams) if teams is not None else 0)
+            return days.from_hours(rows, zone, first, last, keep)
+        sql = days.query_sql("%s", teams=len(teams) if teams is not None else 0, keep=keep)
         params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
 
         def _query() -> list[days.DayRow]:

@@ -78,22 +78,23 @@ def _add_hourly(conn: sqlite3.Connection) -> None:
 
 def _days_zone(conn: sqlite3.Connection, zone: str | None) -> str:
     """The zone ``ledger_days`` is kept in: ``zone`` when given (rebuilding the table from the
-    hourly roll-up when it was kept in another, or is new), else the stored one (UTC if none)."""
+    hourly roll-up when it was kept in another, with other dimensions, or is new), else the
+    stored one (UTC if none)."""
     conn.execute(days.META_DDL.format(text="TEXT"))
-    row = conn.execute("SELECT value FROM ledger_meta WHERE name = ?", (days.ZONE_KEY,)).fetchone()
-    stored = str(row[0]) if row else None
+    meta = dict(conn.execute("SELECT name, value FROM ledger_meta").fetchall())
+    stored = meta.get(days.ZONE_KEY)
     want = zone or stored or "UTC"
     conn.execute(days.SQLITE_DDL)
-    if stored != want:
+    if stored != want or meta.get(days.DIMS_KEY) != ",".join(days.DIMENSIONS):
         conn.execute("DELETE FROM ledger_days")
         conn.execute(days.HOUR_DAY_DDL.format(int="INTEGER"))
         hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
         conn.executemany("INSERT INTO hour_day VALUES (?, ?)", days.hour_days(hours, want))
         conn.execute(days.REBUILD_SQL)
         conn.execute("DROP TABLE temp.hour_day")
-        conn.execute(
+        conn.executemany(
             "INSERT INTO ledger_meta VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = ?",
-            (days.ZONE_KEY, want, want),
+            [(k, v, v) for k, v in days.meta(want).items()],
         )
     return want
 
@@ -219,16 +220,17 @@ class SqliteLedger:
         last: dt.date,
         zone: str,
         teams: Sequence[str] | None = None,
+        keep: Sequence[str] = days.KEEP,
     ) -> list[days.DayRow]:
-        days.check_dimension(dim)
+        days.check_query(dim, keep)
         if teams is not None and not teams:
             return []
         if zone != self.days_zone:
             lo, hi = days.hours_of(first, last, zone)
-            rows = await self.query_hours(by=[dim, "team", "status"], first_hour=lo,
+            rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
                                           end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, zone, first, last)
-        sql = days.query_sql("?", teams=len(teams) if teams is not None else 0)
+            return days.from_hours(rows, zone, first, last, keep)
+        sql = days.query_sql("?", teams=len(teams) if teams is not None else 0, keep=keep)
         params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
 
         def _query() -> list[days.DayRow]:
