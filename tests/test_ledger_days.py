@@ -64,7 +64,7 @@ def expected_days(records: list[UsageRecord], dim: str, zone: str) -> dict:
             value = f"{r.route}|{r.cache}"
         else:
             value = model(r) if dim == "model" else getattr(r, VALUE[dim])
-        a = acc[(day, value, r.team, r.status)]
+        a = acc[(day, value, r.team, r.status if dim == "team" else 0)]
         a[0] += 1
         for i, m in enumerate(METRICS[1:], 1):
             a[i] += getattr(r, m)
@@ -152,7 +152,7 @@ async def test_an_older_sqlite_ledger_gets_its_day_rollup_once(tmp_path: Path) -
     await backend.aclose()
     with sqlite3.connect(path) as conn:  # as one made when it had fewer dimensions
         conn.execute("DELETE FROM ledger_days WHERE dim = 'route_cache'")
-        conn.execute("UPDATE ledger_meta SET value = 'team' WHERE name = 'days_dimensions'")
+        conn.execute("UPDATE ledger_meta SET value = 'v1:team' WHERE name = 'days_dimensions'")
     backend = await SqliteLedger.open(path, zone=ZONE)
     again = await SqliteLedger.open(path, zone=ZONE)  # a second worker must not count twice
     today = dt.datetime.fromtimestamp(now, ZoneInfo(ZONE)).date()

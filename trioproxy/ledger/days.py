@@ -2,7 +2,8 @@
 
 One row per ``(dim, day, team, value, status)`` of *request* records, where ``dim`` is one of
 :data:`DIMENSIONS` and ``value`` is the record's value in it (for ``dim = 'team'``, the team
-again), ``day`` is the calendar day **in the configured time zone** (days since 1970-01-01) and
+again), ``status`` the HTTP status for ``dim = 'team'`` (refusals and errors per team) and 0 for
+the others (it would multiply their rows for nothing the pages show), ``day`` is the calendar day **in the configured time zone** (days since 1970-01-01) and
 the metrics are the ledger's integer :data:`~trioproxy.ledger.columns.METRICS`. Spend by user
 over a month is then ~30 rows per user, however many requests there were; the hourly roll-up
 (:mod:`~trioproxy.ledger.hourly`, every dimension at once) would be hundreds of thousands of rows
@@ -33,6 +34,8 @@ DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "key", "model", "route
 """What the day roll-up is kept by: the Spend page's choices, and ``route_cache`` (the value is
 ``<route>|<cache status>``, :func:`split_route_cache`) for the Cache page."""
 DIMS_KEY = "days_dimensions"
+LAYOUT = "v2"
+"""Bumped when what the rows hold changes: a ledger built otherwise is rebuilt on open."""
 KEY_COLUMNS = "dim, day, team, value, status"
 ZONE_KEY = "days_zone"
 _EPOCH = dt.date(1970, 1, 1)
@@ -55,7 +58,11 @@ PG_DDL = ddl("bigint", "text")
 
 def meta(zone: str) -> dict[str, str]:
     """What ``ledger_meta`` says of the day roll-up once it is built."""
-    return {ZONE_KEY: zone, DIMS_KEY: ",".join(DIMENSIONS)}
+    return {ZONE_KEY: zone, DIMS_KEY: dims_signature()}
+
+
+def dims_signature() -> str:
+    return f"{LAYOUT}:{','.join(DIMENSIONS)}"
 
 
 def day_number(day: dt.date) -> int:
@@ -98,7 +105,8 @@ def select_sql(source: str, day_expr: str, *, count: str, columns: dict[str, str
     table or CTE with team, status and the dimension columns named in ``columns``."""
     sums = ", ".join(f"sum({m})" for m in METRICS[1:])
     return (
-        f"SELECT d.dim, {day_expr}, team, {_value_case(columns)}, status, {count}, {sums} "
+        f"SELECT d.dim, {day_expr}, team, {_value_case(columns)}, "
+        f"CASE d.dim WHEN 'team' THEN status ELSE 0 END, {count}, {sums} "
         f"FROM {source} CROSS JOIN ({_DIMS}) AS d GROUP BY 1, 2, 3, 4, 5"
     )
 
@@ -134,7 +142,8 @@ def from_hour_aggregate(rows: Iterable[Sequence[object]], zone: str) -> list[tup
         day = local_day(int(hour), zone)  # type: ignore[call-overload]
         values = (team, feature, user, key, model, route, f"{route}|{cache}")
         for dim, value in zip(DIMENSIONS, values, strict=True):
-            sums = acc.setdefault((dim, day, team, value, status), [0] * len(METRICS))
+            kept = status if dim == "team" else 0
+            sums = acc.setdefault((dim, day, team, value, kept), [0] * len(METRICS))
             for i, v in enumerate(r[9:]):
                 sums[i] += v  # type: ignore[operator]
     return [(*k, *v) for k, v in acc.items()]
@@ -225,9 +234,16 @@ def hourly_by(dim: str) -> list[str]:
 
 
 def from_hours(
-    rows: Iterable[HourRow], zone: str, first: dt.date, last: dt.date, keep: Sequence[str] = KEEP
+    rows: Iterable[HourRow],
+    dim: str,
+    zone: str,
+    first: dt.date,
+    last: dt.date,
+    keep: Sequence[str] = KEEP,
 ) -> list[DayRow]:
-    """Hourly rows grouped by ``(dim, team, status)`` folded into local days (the slow path)."""
+    """Hourly rows grouped by :func:`hourly_by` folded into local days (the slow path); the
+    status is kept for ``team`` only, as in the table."""
+    status_kept = "status" in keep and dim == "team"
     acc: dict[tuple[int, str, str, int], list[int]] = {}
     lo, hi = day_number(first), day_number(last)
     for r in rows:
@@ -236,7 +252,7 @@ def from_hours(
             continue
         *values, team, status = r.group
         value = "|".join(values)
-        key = (day, value, team if "team" in keep else "", int(status) if "status" in keep else 0)
+        key = (day, value, team if "team" in keep else "", int(status) if status_kept else 0)
         sums = acc.setdefault(key, [0] * len(METRICS))
         for i, m in enumerate(METRICS):
             sums[i] += getattr(r, m)
@@ -256,6 +272,7 @@ __all__ = [
     "check_query",
     "day_number",
     "day_of_number",
+    "dims_signature",
     "from_hour_aggregate",
     "from_hours",
     "hour_days",

@@ -258,7 +258,7 @@ class PostgresLedger:
         meta = dict(conn.execute("SELECT name, value FROM ledger_meta").fetchall())
         stored = meta.get(days.ZONE_KEY)
         want = self._zone or stored or "UTC"
-        if stored != want or meta.get(days.DIMS_KEY) != ",".join(days.DIMENSIONS):
+        if stored != want or meta.get(days.DIMS_KEY) != days.dims_signature():
             conn.execute("DELETE FROM ledger_days")
             conn.execute(days.HOUR_DAY_DDL.format(int="bigint") + " ON COMMIT DROP")
             hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
@@ -377,7 +377,7 @@ class PostgresLedger:
             lo, hi = days.hours_of(first, last, zone)
             rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
                                           end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, zone, first, last, keep)
+            return days.from_hours(rows, dim, zone, first, last, keep)
         sql = days.query_sql("%s", teams=len(teams) if teams is not None else 0, keep=keep)
         params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
 
