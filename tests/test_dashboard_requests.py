@@ -167,3 +167,24 @@ def test_traffic_fold_windows_errors_fallbacks_and_hedges() -> None:
     assert 100 <= (five.latency_ms(0.5) or 0) < 150
     idle = got["idle"][0]
     assert idle.attempts == 0 and idle.error_rate is None and idle.latency_ms(0.5) is None
+
+
+def test_spend_series_other_is_each_days_total_less_the_shown_values() -> None:
+    import datetime as dt
+
+    from trioproxy.dashboard.spend import Range, Spend
+    from trioproxy.ledger.days import DayRow
+
+    d1, d2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
+
+    def row(day: dt.date, value: str, micros: int) -> DayRow:
+        return DayRow(day, value, "", 0, 1, 0, 0, 0, 0, 0, 0, micros, 0, 0)
+
+    spend = Spend(Range(d1, d2), "user", [d1, d2])
+    spend.add_values([row(d1, "a", 5_000_000), row(d1, "b", 3_000_000), row(d1, "c", 1_000_000)])
+    assert spend.top(2) == ["a", "b"] and spend.total.cost_usd == 9.0
+    spend.add_days([row(d1, "a", 2_000_000), row(d2, "a", 3_000_000), row(d1, "b", 3_000_000)])
+    spend.add_day_totals([row(d1, "", 5_500_000), row(d2, "", 3_500_000)])
+    assert spend.series(2) == {"a": [2.0, 3.0], "b": [3.0, 0.0], "other": [0.5, 0.5]}
+    spend.add_day_totals([])  # a day total equal to the shown values leaves no "other"
+    assert "other" not in Spend(Range(d1, d2), "user", [d1, d2]).series(2)

@@ -104,8 +104,21 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
                 summed[(day, value, "", 0)] = [
                     a + b for a, b in zip(summed[(day, value, "", 0)], v, strict=True)
                 ]
-            got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE, keep=())
+            got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE,
+                                           keep=("day", "value"))  # fmt: skip
             assert as_dict(got) == {k: tuple(v) for k, v in summed.items()}, dim
+            per_value: dict = defaultdict(lambda: [0] * len(METRICS))
+            for (_day, value, _t, _s), v in summed.items():
+                per_value[(first, value, "", 0)] = [
+                    a + b for a, b in zip(per_value[(first, value, "", 0)], v, strict=True)
+                ]
+            got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE,
+                                           keep=("value",))  # fmt: skip
+            assert as_dict(got) == {k: tuple(v) for k, v in per_value.items()}, dim
+            some = sorted({k[1] for k in per_value})[:2]
+            got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE,
+                                           keep=("value",), values=some)  # fmt: skip
+            assert as_dict(got) == {k: tuple(v) for k, v in per_value.items() if k[1] in some}
         team = records[0].team
         only = await backend.query_days(dim="user", first=first, last=last, zone=ZONE,
                                         teams=[team])  # fmt: skip
@@ -120,6 +133,12 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
             wide = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC")
             assert as_dict(wide) == expected_days(records, dim, "UTC")
             assert set(as_dict(other)) <= set(as_dict(wide))
+            value = next(iter(as_dict(wide)))[1]
+            one = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC",
+                                           keep=("value",), values=[value])  # fmt: skip
+            assert [r.requests for r in one] == [
+                sum(v[0] for k, v in expected_days(records, dim, "UTC").items() if k[1] == value)
+            ]
         with pytest.raises(ValueError):
             await backend.query_days(dim="cache", first=first, last=last, zone=ZONE)
     finally:

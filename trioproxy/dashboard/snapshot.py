@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import trio
@@ -23,7 +23,7 @@ from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
 from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
-from trioproxy.ledger.days import DayRow, split_route_cache
+from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.service import LedgerService
 
 
@@ -137,7 +137,9 @@ async def all_teams(gw: Gateway) -> list[str]:
     """Every team with a key (config or dashboard), a configured budget, or spend in the
     last two months."""
     today = dt.datetime.now(zone(gw)).date()
-    rows = await days(gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today)
+    rows = await days(
+        gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today, keep=("value",)
+    )
     store = gw.keys.source
     created = [k.team for k in await store.api_keys()] if isinstance(store, AdminStore) else []
     return known_teams(gw, [r.value for r in rows], created)
@@ -153,16 +155,17 @@ async def days(
     first: dt.date,
     last: dt.date,
     teams: Sequence[str] | None = None,
-    keep: Sequence[str] = (),
+    keep: Sequence[str] = ("day", "value"),
+    values: Sequence[str] | None = None,
 ) -> list[DayRow]:
     """The day roll-up by ``dim`` for local days ``first``..``last`` of the configured zone,
-    per day and value (and ``keep``: team, status; the database sums the rest)."""
+    summed per what ``keep`` names (day, value, team, status) in the database."""
     backend = ledger_of(gw)
     if backend is None:
         return []
     return await backend.query_days(
         dim=dim, first=first, last=last, zone=gw.settings.budgets.timezone, teams=teams,
-        keep=keep,
+        keep=keep, values=values,
     )  # fmt: skip
 
 
@@ -293,36 +296,6 @@ async def traffic(gw: Gateway, now: float) -> dict[str, list[Traffic]]:
     return fold_traffic(rows, sorted(gw.settings.models), now)
 
 
-@dataclass(slots=True)
-class CacheRow:
-    team: str
-    route: str
-    by_status: dict[str, int] = field(default_factory=dict)
-    saved_usd: float = 0.0
-
-    @property
-    def hits(self) -> int:
-        return self.by_status.get("exact", 0) + self.by_status.get("semantic", 0)
-
-    @property
-    def lookups(self) -> int:
-        return self.hits + self.by_status.get("miss", 0)
-
-
-async def cache_rows(gw: Gateway, since: dt.datetime) -> list[CacheRow]:
-    """Requests per cache status, and savings, per team and route, local days from the one
-    of ``since`` (the day roll-up by ``route_cache``)."""
-    today = dt.datetime.now(zone(gw)).date()
-    first = since.astimezone(zone(gw)).date()
-    acc: dict[tuple[str, str], CacheRow] = {}
-    for r in await days(gw, "route_cache", first, today, keep=("team",)):
-        route, status = split_route_cache(r.value)
-        row = acc.setdefault((r.team, route), CacheRow(r.team, route))
-        row.by_status[status] = row.by_status.get(status, 0) + r.requests
-        row.saved_usd += r.saved_usd
-    return [acc[k] for k in sorted(acc)]
-
-
 def cached_routes(gw: Gateway) -> list[str]:
     return sorted(
         name
@@ -332,7 +305,6 @@ def cached_routes(gw: Gateway) -> list[str]:
 
 
 __all__ = [
-    "CacheRow",
     "Overview",
     "ProviderRow",
     "Providers",
@@ -340,7 +312,6 @@ __all__ = [
     "Totals",
     "Usage",
     "all_teams",
-    "cache_rows",
     "cached_routes",
     "known_teams",
     "ledger_of",

@@ -104,6 +104,8 @@ class Spend:
     days: list[dt.date]
     by_value: dict[str, Totals] = field(default_factory=dict)
     per_day: dict[tuple[dt.date, str], Totals] = field(default_factory=dict)
+    """Per day and value: for the chart's values (the page) or every value (the CSV)."""
+    day_totals: dict[dt.date, Totals] = field(default_factory=dict)
     outcomes: dict[str, Outcomes] = field(default_factory=dict)
     """Per team."""
     total: Totals = field(default_factory=Totals)
@@ -112,38 +114,56 @@ class Spend:
         ranked = sorted(self.by_value, key=lambda v: (-self.by_value[v].cost_usd, v))
         return ranked[:n]
 
+    def add_values(self, rows: Iterable[DayRow]) -> None:
+        """Totals per value over the range (rows summed per value)."""
+        for r in rows:
+            self.by_value.setdefault(r.value, Totals()).add(r)
+            self.total.add(r)
+
+    def add_days(self, rows: Iterable[DayRow]) -> None:
+        """Per day and value (rows summed per day and value)."""
+        for r in rows:
+            if self.range.start <= r.day <= self.range.end:
+                self.per_day.setdefault((r.day, r.value), Totals()).add(r)
+
+    def add_day_totals(self, rows: Iterable[DayRow]) -> None:
+        """Per day, every value (rows summed per day)."""
+        for r in rows:
+            if self.range.start <= r.day <= self.range.end:
+                self.day_totals.setdefault(r.day, Totals()).add(r)
+
+    def add_outcomes(self, rows: Iterable[DayRow]) -> None:
+        """Per team and status (the team dimension's rows summed per value and status)."""
+        for r in rows:
+            self.outcomes.setdefault(r.value, Outcomes()).add(r.status, r.requests)
+
     def series(self, n: int = STACKS) -> dict[str, list[float]]:
-        """Cost per day for the top ``n`` values, the rest summed as ``other``."""
+        """Cost per day for the top ``n`` values, the rest (day total - top) as ``other``."""
         top = self.top(n)
         out = {v: [0.0] * len(self.days) for v in top}
-        rest = [0.0] * len(self.days)
         index = {d: i for i, d in enumerate(self.days)}
         for (day, value), t in self.per_day.items():
             i = index.get(day)
-            if i is None:
-                continue
-            if value in out:
+            if i is not None and value in out:
                 out[value][i] += t.cost_usd
-            else:
-                rest[i] += t.cost_usd
+        rest = [0.0] * len(self.days)
+        for day, t in self.day_totals.items():
+            i = index.get(day)
+            if i is not None:
+                rest[i] = t.cost_usd - sum(out[v][i] for v in top)
+        rest = [r if r > 1e-9 else 0.0 for r in rest]  # float noise of equal sums
         if any(rest):
             out["other"] = rest
         return out
 
 
-def fold(rows: Iterable[DayRow], rng: Range, by: str, outcomes: Iterable[DayRow] = ()) -> Spend:
-    """Day roll-up rows by ``by`` (day, value) and by team (day, team, status) into the
-    page's sums."""
+def fold(rows: Iterable[DayRow], rng: Range, by: str) -> Spend:
+    """Every value's rows per day (what the CSV holds): totals and day totals from them."""
     spend = Spend(rng, by, rng.days)
-    for r in rows:
-        if not rng.start <= r.day <= rng.end:
-            continue
-        spend.by_value.setdefault(r.value, Totals()).add(r)
-        spend.per_day.setdefault((r.day, r.value), Totals()).add(r)
-        spend.total.add(r)
-    for r in outcomes:
-        if rng.start <= r.day <= rng.end:
-            spend.outcomes.setdefault(r.value, Outcomes()).add(r.status, r.requests)
+    rows = [r for r in rows if rng.start <= r.day <= rng.end]
+    spend.add_values(rows)
+    spend.add_days(rows)
+    spend.add_day_totals(rows)
     return spend
 
 

@@ -19,7 +19,6 @@ from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.charts import colour, stacked_bars
 from trioproxy.dashboard.spend import (
     BY,
-    Range,
     RangeError,
     Spend,
     fold,
@@ -31,14 +30,11 @@ from trioproxy.edge.app import Gateway
 from trioproxy.ledger.days import DayRow
 
 
-async def day_rows(
-    gw: Gateway, by: str, rng: Range, who: Principal, keep: tuple[str, ...] = ()
-) -> list[DayRow]:
-    teams = None if who.teams is None else sorted(who.teams)
-    return await snapshot.days(gw, by, rng.start, rng.end, teams, keep)
-
-
-async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str | None]:
+async def spend_of(
+    gw: Gateway, who: Principal, args: Any, *, every_value: bool = False
+) -> tuple[Spend, str | None]:
+    """The page's sums: totals per value, per day for the chart's values and per day in all,
+    outcomes per team (four grouped reads); ``every_value``: per day for every value (CSV)."""
     tz = snapshot.zone(gw)
     today = dt.datetime.now(tz).date()
     by = args.get("by", "team")
@@ -49,16 +45,30 @@ async def spend_of(gw: Gateway, who: Principal, args: Any) -> tuple[Spend, str |
         rng = parse_range(args.get("start") or None, args.get("end") or None, today)
     except RangeError as err:
         rng, error = parse_range(None, None, today), str(err)
-    outcomes = await day_rows(gw, "team", rng, who, ("status",))
-    return fold(await day_rows(gw, by, rng, who), rng, by, outcomes), error
+    teams = None if who.teams is None else sorted(who.teams)
+
+    async def read(
+        dim: str, keep: tuple[str, ...], values: list[str] | None = None
+    ) -> list[DayRow]:
+        return await snapshot.days(gw, dim, rng.start, rng.end, teams, keep, values)
+
+    if every_value:
+        return fold(await read(by, ("day", "value")), rng, by), error
+    spend = Spend(rng, by, rng.days)
+    spend.add_values(await read(by, ("value",)))
+    spend.add_days(await read(by, ("day", "value"), spend.top()))
+    spend.add_day_totals(await read(by, ("day",)))
+    spend.add_outcomes(await read("team", ("value", "status")))
+    return spend, error
 
 
 async def projections(gw: Gateway, who: Principal) -> list[Any]:
     tz = snapshot.zone(gw)
     now = dt.datetime.now(tz)
-    rng = parse_range(now.date().replace(day=1).isoformat(), now.date().isoformat(), now.date())
-    month = fold(await day_rows(gw, "team", rng, who), rng, "team")
-    mtd = {team: t.cost_usd for team, t in month.by_value.items()}
+    teams = None if who.teams is None else sorted(who.teams)
+    rows = await snapshot.days(gw, "team", now.date().replace(day=1), now.date(), teams,
+                               ("value",))  # fmt: skip
+    mtd = {r.value: r.cost_usd for r in rows}
     limits: dict[str, float | None] = {}
     for team in await snapshot.all_teams(gw):
         if who.may_see(team):
@@ -85,7 +95,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
 
     @app.get("/spend.csv")
     async def spend_csv() -> ResponseReturnValue:
-        spend, error = await spend_of(gw, g.principal, request.args)
+        spend, error = await spend_of(gw, g.principal, request.args, every_value=True)
         if error:
             return Response(error, status=400, content_type="text/plain; charset=utf-8")
         name = f"spend-by-{spend.by}-{spend.range.start}-{spend.range.end}.csv"

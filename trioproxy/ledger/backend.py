@@ -139,11 +139,12 @@ class LedgerBackend(Protocol):
         last: dt.date,
         zone: str,
         teams: Sequence[str] | None = None,
-        keep: Sequence[str] = ("team", "status"),
+        keep: Sequence[str] = ("day", "value", "team", "status"),
+        values: Sequence[str] | None = None,
     ) -> list[DayRow]:
-        """Request records per local day of ``zone`` (``first``..``last`` inclusive), ``dim``
-        value and what ``keep`` names of team and status (the others summed: ``''``, 0)
-        (:mod:`trioproxy.ledger.days`); only ``teams`` if given.
+        """Request records of local days ``first``..``last`` of ``zone`` by ``dim``, summed per
+        what ``keep`` names of day, value, team and status (the others read the first day,
+        ``''``, 0; :mod:`trioproxy.ledger.days`); only ``teams`` and ``values`` if given.
         Reads ``ledger_days`` when it is kept in ``zone``, else folds the hourly roll-up."""
         ...
 

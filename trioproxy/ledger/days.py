@@ -34,7 +34,7 @@ DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "key", "model", "route
 """What the day roll-up is kept by: the Spend page's choices, and ``route_cache`` (the value is
 ``<route>|<cache status>``, :func:`split_route_cache`) for the Cache page."""
 DIMS_KEY = "days_dimensions"
-LAYOUT = "v2"
+LAYOUT = "v3"
 """Bumped when what the rows hold changes: a ledger built otherwise is rebuilt on open."""
 KEY_COLUMNS = "dim, day, team, value, status"
 ZONE_KEY = "days_zone"
@@ -52,7 +52,8 @@ def ddl(integer: str, text: str) -> str:
     )
 
 
-SQLITE_DDL = ddl("INTEGER", "TEXT")
+SQLITE_DDL = ddl("INTEGER", "TEXT") + " WITHOUT ROWID"
+"""Clustered on its key in SQLite: a range of days of one dimension is one contiguous read."""
 PG_DDL = ddl("bigint", "text")
 
 
@@ -185,8 +186,9 @@ def check_dimension(dim: str) -> None:
         raise ValueError(f"day roll-up dimension must be one of {DIMENSIONS}, got {dim!r}")
 
 
-KEEP = ("team", "status")
-"""What a query may keep apart besides day and value (the rest is summed)."""
+KEEP = ("day", "value", "team", "status")
+"""What a query may keep apart (the rest is summed): a column not kept reads the range's first
+day, ``''`` or 0."""
 
 
 def check_query(dim: str, keep: Sequence[str]) -> None:
@@ -195,21 +197,31 @@ def check_query(dim: str, keep: Sequence[str]) -> None:
         raise ValueError(f"a day roll-up query keeps a subset of {KEEP}, got {bad}")
 
 
-def query_sql(placeholder: str, *, teams: int = 0, keep: Sequence[str] = KEEP) -> str:
-    """Per day and value (and ``keep``); parameters: dim, first day, last day (inclusive),
-    then ``teams`` names. Columns not kept read ``''`` / ``0``."""
+def query_sql(
+    placeholder: str, *, teams: int = 0, values: int = 0, keep: Sequence[str] = KEEP,
+    first: int = 0,
+) -> str:  # fmt: skip
+    """Sums per what ``keep`` names (a day not kept reads ``first``); parameters
+    (:func:`query_params`): dim, first day, last day (inclusive), ``teams``, ``values``."""
     p = placeholder
     where = f"dim = {p} AND day >= {p} AND day <= {p}"
     if teams:
         where += f" AND team IN ({', '.join([p] * teams)})"
-    team = "team" if "team" in keep else "''"
-    status = "status" if "status" in keep else "0"
-    group = ", ".join(["day", "value", *(k for k in KEEP if k in keep)])
+    if values:
+        where += f" AND value IN ({', '.join([p] * values)})"
+    cols = {"day": str(int(first)), "value": "''", "team": "''", "status": "0"}
+    select = ", ".join(k if k in keep else cols[k] for k in KEEP)
+    group = ", ".join(k for k in KEEP if k in keep)
     sums = ", ".join(f"sum({m})" for m in METRICS)
-    return (
-        f"SELECT day, value, {team}, {status}, {sums} FROM ledger_days WHERE {where} "
-        f"GROUP BY {group}"
-    )
+    sql = f"SELECT {select}, {sums} FROM ledger_days WHERE {where}"
+    return sql + (f" GROUP BY {group}" if group else "")
+
+
+def query_params(
+    dim: str, first: dt.date, last: dt.date, teams: Sequence[str] | None,
+    values: Sequence[str] | None,
+) -> tuple[object, ...]:  # fmt: skip
+    return (dim, day_number(first), day_number(last), *(teams or ()), *(values or ()))
 
 
 def rows_of(raw: Iterable[Sequence[object]]) -> list[DayRow]:
@@ -240,19 +252,24 @@ def from_hours(
     first: dt.date,
     last: dt.date,
     keep: Sequence[str] = KEEP,
+    values: Sequence[str] | None = None,
 ) -> list[DayRow]:
     """Hourly rows grouped by :func:`hourly_by` folded into local days (the slow path); the
     status is kept for ``team`` only, as in the table."""
     status_kept = "status" in keep and dim == "team"
+    wanted = None if values is None else set(values)
     acc: dict[tuple[int, str, str, int], list[int]] = {}
     lo, hi = day_number(first), day_number(last)
     for r in rows:
         day = local_day(r.hour, zone)
         if not lo <= day <= hi:
             continue
-        *values, team, status = r.group
-        value = "|".join(values)
-        key = (day, value, team if "team" in keep else "", int(status) if status_kept else 0)
+        *parts, team, status = r.group
+        value = "|".join(parts)
+        if wanted is not None and value not in wanted:
+            continue
+        key = (day if "day" in keep else lo, value if "value" in keep else "",
+               team if "team" in keep else "", int(status) if status_kept else 0)  # fmt: skip
         sums = acc.setdefault(key, [0] * len(METRICS))
         for i, m in enumerate(METRICS):
             sums[i] += getattr(r, m)
@@ -280,6 +297,7 @@ __all__ = [
     "hours_of",
     "local_day",
     "meta",
+    "query_params",
     "query_sql",
     "rows_of",
     "select_sql",

@@ -43,7 +43,7 @@ def ddl(integer: str, text: str) -> str:
     )
 
 
-SQLITE_DDL = ddl("INTEGER", "TEXT")
+SQLITE_DDL = ddl("INTEGER", "TEXT") + " WITHOUT ROWID"
 PG_DDL = ddl("bigint", "text")
 
 

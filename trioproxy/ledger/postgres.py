@@ -368,18 +368,20 @@ class PostgresLedger:
         zone: str,
         teams: Sequence[str] | None = None,
         keep: Sequence[str] = days.KEEP,
+        values: Sequence[str] | None = None,
     ) -> list[days.DayRow]:
         days.check_query(dim, keep)
-        if teams is not None and not teams:
+        if (teams is not None and not teams) or (values is not None and not values):
             return []
         await self._ensured()
         if zone != self.days_zone:
             lo, hi = days.hours_of(first, last, zone)
             rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
                                           end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, dim, zone, first, last, keep)
-        sql = days.query_sql("%s", teams=len(teams) if teams is not None else 0, keep=keep)
-        params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
+            return days.from_hours(rows, dim, zone, first, last, keep, values)
+        sql = days.query_sql("%s", teams=len(teams or ()), values=len(values or ()), keep=keep,
+                             first=days.day_number(first))  # fmt: skip
+        params = days.query_params(dim, first, last, teams, values)
 
         def _query() -> list[days.DayRow]:
             with self._pool.connection() as conn:

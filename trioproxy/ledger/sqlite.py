@@ -86,7 +86,8 @@ def _days_zone(conn: sqlite3.Connection, zone: str | None) -> str:
     want = zone or stored or "UTC"
     conn.execute(days.SQLITE_DDL)
     if stored != want or meta.get(days.DIMS_KEY) != days.dims_signature():
-        conn.execute("DELETE FROM ledger_days")
+        conn.execute("DROP TABLE ledger_days")  # made again in the current shape
+        conn.execute(days.SQLITE_DDL)
         conn.execute(days.HOUR_DAY_DDL.format(int="INTEGER"))
         hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
         conn.executemany("INSERT INTO hour_day VALUES (?, ?)", days.hour_days(hours, want))
@@ -221,17 +222,19 @@ class SqliteLedger:
         zone: str,
         teams: Sequence[str] | None = None,
         keep: Sequence[str] = days.KEEP,
+        values: Sequence[str] | None = None,
     ) -> list[days.DayRow]:
         days.check_query(dim, keep)
-        if teams is not None and not teams:
+        if (teams is not None and not teams) or (values is not None and not values):
             return []
         if zone != self.days_zone:
             lo, hi = days.hours_of(first, last, zone)
             rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
                                           end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, dim, zone, first, last, keep)
-        sql = days.query_sql("?", teams=len(teams) if teams is not None else 0, keep=keep)
-        params = (dim, days.day_number(first), days.day_number(last), *(teams or ()))
+            return days.from_hours(rows, dim, zone, first, last, keep, values)
+        sql = days.query_sql("?", teams=len(teams or ()), values=len(values or ()), keep=keep,
+                             first=days.day_number(first))  # fmt: skip
+        params = days.query_params(dim, first, last, teams, values)
 
         def _query() -> list[days.DayRow]:
             return days.rows_of(self._conn.execute(sql, params).fetchall())
