@@ -11,12 +11,14 @@
    keep-alive connection with an admin key: wall-clock p50/p95 per page and the gateway's CPU
    ms per page (robust to other people's load, which is printed as ``foreign``).
 3. **Proxy**: wrk against the data port (``--conns`` connections, ``--seconds`` each) with no
-   dashboard viewer, then with one viewer that fetches every page each ``--poll-s`` seconds
-   (a far busier viewer than a person: a browser tab polls one panel each 5 s): req/s,
-   p50/p99 and gateway CPU µs per proxied request.
+   dashboard viewer, with two open live tabs (the overview and providers panels every 5 s, as
+   htmx polls them), and with a viewer that fetches every page each ``--poll-s`` seconds (far
+   busier than any person); twice, interleaved: req/s, p50/p99 and gateway CPU µs per proxied
+   request.
 
     .venv/bin/python loadtest/dashboard_pages.py [--records 1000000] [--rounds 40]
         [--state /tmp/tp-dash-bench] [--seconds 15] [--conns 32] [--poll-s 1] [--skip-proxy]
+        [--skip-pages]
 """
 
 from __future__ import annotations
@@ -183,15 +185,19 @@ def time_pages(admin: str, gw: common.Server, rounds: int) -> list[dict[str, obj
     return rows
 
 
+TABS = ["/panel/overview", "/panel/providers"]
+"""Two open tabs of live pages: what htmx polls every 5 s."""
+
+
 def proxy_run(wd: Path, gw: common.Server, admin: str, args: argparse.Namespace,
-              poll_s: float | None) -> dict[str, object]:  # fmt: skip
+              poll_s: float | None, pages: list[str] = PAGES) -> dict[str, object]:  # fmt: skip
     stop = threading.Event()
     polls = [0]
 
     def poller() -> None:
         client = Client(admin)
         while not stop.is_set():
-            for page in PAGES:
+            for page in pages:
                 if client.get(page)[0] == 200:
                     polls[0] += 1
             stop.wait(poll_s)
@@ -206,7 +212,7 @@ def proxy_run(wd: Path, gw: common.Server, admin: str, args: argparse.Namespace,
         if thread is not None:
             thread.join()
     return {
-        "viewer": "none" if poll_s is None else f"every page each {poll_s:g} s",
+        "viewer": "none" if poll_s is None else f"{len(pages)} pages each {poll_s:g} s",
         "page_views": polls[0], "rps": round(result.rps), "p50_ms": result.p50,
         "p99_ms": result.p99, "non2xx": result.non2xx,
         "gateway_cpu_us_per_req": round(meter.cpu["gateway"] * 1e6 / max(1, result.requests)),
@@ -224,6 +230,7 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--poll-s", type=float, default=1.0)
     ap.add_argument("--skip-proxy", action="store_true")
+    ap.add_argument("--skip-pages", action="store_true")
     args = ap.parse_args()
     wd = args.state
     db = wd / "state" / SQLITE_NAME
@@ -244,11 +251,13 @@ def main() -> None:
     try:
         gw = common.start_gateway(wd, config(wd, sim))
         admin = common.admin_url(wd / "bench.toml")
-        print(f"pages ({args.rounds} rounds each, {args.records:,} records):", flush=True)
-        time_pages(admin, gw, args.rounds)
+        if not args.skip_pages:
+            print(f"pages ({args.rounds} rounds each, {args.records:,} records):", flush=True)
+            time_pages(admin, gw, args.rounds)
         if not args.skip_proxy:
-            for poll in (None, args.poll_s, None, args.poll_s):
-                print(json.dumps(proxy_run(wd, gw, admin, args, poll)), flush=True)
+            runs = [(None, PAGES), (5.0, TABS), (args.poll_s, PAGES)]
+            for poll, pages in runs + runs:
+                print(json.dumps(proxy_run(wd, gw, admin, args, poll, pages)), flush=True)
     finally:
         if gw is not None:
             stop_gateway(gw)
