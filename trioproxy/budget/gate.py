@@ -27,7 +27,7 @@ processes and instances sharing the store. The exceptions, and their bounds:
   next admission on: the team's day and month claims name the team (``limit_ref``) and
   the store checks them against the limit it holds at that moment, in the same atomic
   operation. Every admission therefore goes to the store, also for teams without limits
-  (``loadtest/budget_rebuild_bench.py``: admission + settle on Redis costs 0.16-0.26 ms of
+  (``loadtest/budget_rebuild_bench.py``: admission + settle on Redis costs 0.12-0.26 ms of
   gateway CPU, 0.05 ms of it the gate's own work, and 0.05 ms of Redis CPU); kept: a
   team's counters then always hold its spend, so a limit set mid-period counts what was
   spent before it.
