@@ -83,6 +83,7 @@ class PassthroughTap:
         self._cr = False
         """The previous input ended in CR (a CRLF may be split across reads)."""
         self._first = True
+        self._plain = self._plain_openai if wire == "openai" else self._plain_anthropic
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._counted = 0
@@ -113,6 +114,22 @@ class PassthroughTap:
         return self._counted
 
     def feed(self, data: bytes) -> Tapped:
+        # the usual read: exactly one plain content event, nothing carried over
+        if (
+            not self._rest
+            and not self._first
+            and not self._cr
+            and data.endswith(b"\n\n")
+            and data.find(b"\n\n") == len(data) - 2
+            and b"\r" not in data
+            and self._plain(event := data[:-2])
+            and not self.done
+        ):
+            self._pending.append(event)
+            self._pending_size += len(event)
+            if self._pending_size > PENDING_MAX:
+                self._count_pending()
+            return Tapped(forward=data, content_events=1)
         out = Tapped()
         if self.done or not data:
             return out
@@ -131,7 +148,7 @@ class PassthroughTap:
         events.pop()  # after the last separator: empty
         kept: list[bytes] = []
         edited = False
-        plain = self._plain_openai if self.wire == "openai" else self._plain_anthropic
+        plain = self._plain
         for n, ev in enumerate(events):
             if not ev:
                 continue  # extra blank lines between events
