@@ -19,7 +19,6 @@ from trioproxy.core.types import (
     ChatRequest,
     Completion,
     FinishReason,
-    SSEEvent,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -34,10 +33,13 @@ from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.anthropic_chat import chat_to_messages
 from trioproxy.providers.base import (
     BetaPolicy,
+    JsonAdapter,
+    JsonEventDecoder,
     UpstreamRequest,
-    error_message,
+    completion_of,
     error_text,
     json_object,
+    json_request,
 )
 
 PATH = "/v1/messages"
@@ -57,7 +59,7 @@ def stop_reason(value: Any) -> FinishReason:
     return _STOP.get(value, "stop") if isinstance(value, str) else "stop"
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(JsonAdapter):
     wire: Wire = "anthropic"
 
     def build_request(
@@ -75,13 +77,13 @@ class AnthropicAdapter:
             body = chat_to_messages(req.chat, deployment, req.max_tokens)
         if req.stream:
             body["stream"] = True
-        headers = [("content-type", "application/json"), ("anthropic-version", version)]
+        headers = [("anthropic-version", version)]
         passed = (betas or BetaPolicy()).filter(req.anthropic_beta)
         if passed:
             headers.append(("anthropic-beta", ",".join(passed)))
         if api_key is not None:
             headers.append(("x-api-key", api_key))
-        return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
+        return json_request(PATH, body, *headers)
 
     def parse_response(self, body: bytes) -> Completion:
         data = json_object(body)
@@ -100,25 +102,14 @@ class AnthropicAdapter:
             metered = from_anthropic(usage)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed message: {exc!r}") from None
-        return Completion(
-            id=str(data.get("id", "")),
-            model=str(data.get("model", "")),
-            text="".join(text),
-            finish_reason=stop_reason(data.get("stop_reason")),
-            usage=metered,
-            tool_calls=tuple(calls),
-            wire="anthropic",
-            native=data,
-        )
+        finish = stop_reason(data.get("stop_reason"))
+        return completion_of(data, self.wire, "".join(text), finish, metered, tuple(calls))
 
     def new_stream_decoder(self) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()
 
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_message(status, body)
 
-
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(JsonEventDecoder):
     """Anthropic stream events to canonical events.
 
     ``message_delta`` usage is cumulative and may omit input counts; fields it
@@ -126,25 +117,12 @@ class AnthropicStreamDecoder:
     """
 
     def __init__(self) -> None:
-        self._done = False
+        super().__init__()
         self._usage: dict[str, Any] = {}
         self._tools: dict[int, int] = {}
         """Anthropic content-block index -> canonical tool-call index."""
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def feed(self, event: SSEEvent) -> list[StreamEvent]:
-        if self._done:
-            return []
-        data = json_object(event.data)
-        try:
-            return self._decode(data)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed {data.get('type')} event: {exc!r}") from None
-
-    def _decode(self, data: dict[str, Any]) -> list[StreamEvent]:
+    def decode(self, data: dict[str, Any]) -> list[StreamEvent]:
         kind = data.get("type")
         if kind == "content_block_delta":
             delta = data["delta"]
@@ -178,7 +156,7 @@ class AnthropicStreamDecoder:
                 out.append(UsageReport(from_anthropic(self._usage)))
             return out
         if kind == "message_stop":
-            self._done = True
+            self.finish()
         elif kind == "error":
             message = error_text(data) or "upstream stream error"
             raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)

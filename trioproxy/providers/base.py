@@ -14,7 +14,16 @@ from typing import Any, Protocol
 
 import orjson
 
-from trioproxy.core.types import ChatRequest, Completion, SSEEvent, StreamEvent, Wire
+from trioproxy.core.types import (
+    ChatRequest,
+    Completion,
+    FinishReason,
+    SSEEvent,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    Wire,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,76 @@ class ProviderAdapter(Protocol):
         ...
 
 
+def json_request(path: str, body: dict[str, Any], *headers: tuple[str, str]) -> UpstreamRequest:
+    """A JSON POST to ``path`` with ``headers`` after its content type."""
+    return UpstreamRequest(
+        path, (("content-type", "application/json"), *headers), orjson.dumps(body)
+    )
+
+
+def bearer(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """``authorization: Bearer <key>`` (OpenAI's kinds), none without a key."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key is not None else ()
+
+
+def completion_of(
+    data: dict[str, Any], wire: Wire, text: str, finish_reason: FinishReason, usage: Usage,
+    tool_calls: tuple[ToolCall, ...] = (),
+) -> Completion:  # fmt: skip
+    """A parsed 2xx body as the canonical answer: its ``id`` and ``model``, the body kept
+    as it came (``native``, relayed verbatim to a caller of the same wire)."""
+    return Completion(
+        id=str(data.get("id", "")), model=str(data.get("model", "")), text=text,
+        finish_reason=finish_reason, usage=usage, tool_calls=tool_calls, wire=wire,
+        native=data,
+    )  # fmt: skip
+
+
+class JsonAdapter:
+    """The part every JSON provider adapter shares: its error bodies are read by
+    :func:`error_message` (both envelopes, else the body, else the status)."""
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return error_message(status, body)
+
+
+class JsonEventDecoder:
+    """The shared tail of a stream decoder whose events are JSON objects: nothing after
+    the terminal event (:meth:`finish` marks it), each event parsed, and a malformed one
+    a ``ValueError`` naming its type. Subclasses write :meth:`decode` (a ``KeyError``,
+    ``TypeError`` or ``AttributeError`` in it means malformed) and, where the wire ends
+    with ``data: [DONE]`` (not JSON), :meth:`done_marker`."""
+
+    def __init__(self) -> None:
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def finish(self) -> None:
+        self._done = True
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if self._done:
+            return []
+        if event.data == "[DONE]":
+            return self.done_marker()
+        data = json_object(event.data)
+        try:
+            return self.decode(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            kind = data.get("type") or data.get("object") or "upstream"
+            raise ValueError(f"malformed {kind} event: {exc!r}") from None
+
+    def done_marker(self) -> list[StreamEvent]:
+        """``data: [DONE]``: not JSON, so garbage unless the wire sends it."""
+        raise ValueError("not JSON: [DONE]")
+
+    def decode(self, data: dict[str, Any]) -> list[StreamEvent]:
+        raise NotImplementedError
+
+
 def json_object(data: bytes | str) -> dict[str, Any]:
     """Parse a JSON object; raises ``ValueError`` on anything else."""
     try:
@@ -107,10 +186,15 @@ def error_message(status: int, body: bytes) -> str:
 
 __all__ = [
     "BetaPolicy",
+    "JsonAdapter",
+    "JsonEventDecoder",
     "ProviderAdapter",
     "StreamDecoder",
     "UpstreamRequest",
+    "bearer",
+    "completion_of",
     "error_message",
     "error_text",
     "json_object",
+    "json_request",
 ]

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
     FinishReason,
-    SSEEvent,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -31,10 +28,14 @@ from trioproxy.core.usage import from_openai
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.base import (
     BetaPolicy,
+    JsonAdapter,
+    JsonEventDecoder,
     UpstreamRequest,
-    error_message,
+    bearer,
+    completion_of,
     error_text,
     json_object,
+    json_request,
 )
 
 PATH = "/v1/chat/completions"
@@ -56,7 +57,7 @@ def usage_of(raw: Any) -> Usage | None:
     return from_openai(raw) if isinstance(raw, dict) else None
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(JsonAdapter):
     wire: Wire = "openai"
 
     def build_request(
@@ -75,10 +76,7 @@ class OpenAIAdapter:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        headers = [("content-type", "application/json")]
-        if api_key is not None:
-            headers.append(("authorization", f"Bearer {api_key}"))
-        return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
+        return json_request(PATH, body, *bearer(api_key))
 
     def parse_response(self, body: bytes) -> Completion:
         data = json_object(body)
@@ -100,25 +98,14 @@ class OpenAIAdapter:
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed tool_calls: {exc!r}") from None
         usage = usage_of(data.get("usage")) or Usage(0, estimate_tokens(text), estimated=True)
-        return Completion(
-            id=str(data.get("id", "")),
-            model=str(data.get("model", "")),
-            text=text,
-            finish_reason=finish_reason(choice.get("finish_reason")),
-            usage=usage,
-            tool_calls=calls,
-            wire="openai",
-            native=data,
-        )
+        finish = finish_reason(choice.get("finish_reason"))
+        return completion_of(data, self.wire, text, finish, usage, calls)
 
     def new_stream_decoder(self) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder()
 
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_message(status, body)
 
-
-class OpenAIStreamDecoder:
+class OpenAIStreamDecoder(JsonEventDecoder):
     """``chat.completion.chunk`` events to canonical events.
 
     The usage chunk (``choices: []``) becomes a :class:`UsageReport`. Some
@@ -127,24 +114,18 @@ class OpenAIStreamDecoder:
     """
 
     def __init__(self) -> None:
-        self._done = False
+        super().__init__()
         self._started = False
         self._usage_sent = False
         self._pending: Usage | None = None
 
-    @property
-    def done(self) -> bool:
-        return self._done
+    def done_marker(self) -> list[StreamEvent]:
+        self.finish()
+        if self._pending is not None and not self._usage_sent:
+            return [UsageReport(self._pending)]
+        return []
 
-    def feed(self, event: SSEEvent) -> list[StreamEvent]:
-        if self._done:
-            return []
-        if event.data == "[DONE]":
-            self._done = True
-            if self._pending is not None and not self._usage_sent:
-                return [UsageReport(self._pending)]
-            return []
-        chunk = json_object(event.data)
+    def decode(self, chunk: dict[str, Any]) -> list[StreamEvent]:
         if "error" in chunk:
             message = error_text(chunk) or "upstream stream error"
             raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
@@ -153,12 +134,9 @@ class OpenAIStreamDecoder:
             self._started = True
             out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
         choices = chunk.get("choices") or []
-        try:
-            for choice in choices:
-                if choice.get("index", 0) == 0:
-                    self._choice(choice, out)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed chunk: {exc!r}") from None
+        for choice in choices:
+            if choice.get("index", 0) == 0:
+                self._choice(choice, out)
         usage = usage_of(chunk.get("usage"))
         if usage is not None:
             if choices:

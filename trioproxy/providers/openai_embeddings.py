@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from trioproxy.providers.base import UpstreamRequest, json_object
+from trioproxy.providers.base import UpstreamRequest, bearer, json_object, json_request
 
 PATH = "/v1/embeddings"
 
@@ -25,10 +23,7 @@ class EmbeddingResult:
 
 
 def build_request(body: dict[str, Any], deployment: str, api_key: str | None) -> UpstreamRequest:
-    headers = [("content-type", "application/json")]
-    if api_key is not None:
-        headers.append(("authorization", f"Bearer {api_key}"))
-    return UpstreamRequest(PATH, tuple(headers), orjson.dumps({**body, "model": deployment}))
+    return json_request(PATH, {**body, "model": deployment}, *bearer(api_key))
 
 
 def parse_response(body: bytes, *, estimate: int) -> EmbeddingResult:

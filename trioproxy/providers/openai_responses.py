@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
     Dialect,
     FinishReason,
-    SSEEvent,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -30,7 +27,16 @@ from trioproxy.core.types import (
 )
 from trioproxy.core.usage import from_responses
 from trioproxy.errors import ErrorKind, ProviderError
-from trioproxy.providers.base import BetaPolicy, UpstreamRequest, error_message, json_object
+from trioproxy.providers.base import (
+    BetaPolicy,
+    JsonAdapter,
+    JsonEventDecoder,
+    UpstreamRequest,
+    bearer,
+    completion_of,
+    json_object,
+    json_request,
+)
 
 PATH = "/v1/responses"
 _TERMINAL = ("response.completed", "response.incomplete")
@@ -68,7 +74,7 @@ def output_of(response: dict[str, Any]) -> tuple[str, tuple[ToolCall, ...]]:
     return "".join(text), tuple(calls)
 
 
-class OpenAIResponsesAdapter:
+class OpenAIResponsesAdapter(JsonAdapter):
     wire: Dialect = "responses"
 
     def build_request(
@@ -81,54 +87,30 @@ class OpenAIResponsesAdapter:
         body = {**req.body, "model": deployment, "store": False}
         if req.stream:
             body["stream"] = True
-        headers = [("content-type", "application/json")]
-        if api_key is not None:
-            headers.append(("authorization", f"Bearer {api_key}"))
-        return UpstreamRequest(PATH, tuple(headers), orjson.dumps(body))
+        return json_request(PATH, body, *bearer(api_key))
 
     def parse_response(self, body: bytes) -> Completion:
         data = json_object(body)
         text, calls = output_of(data)
-        return Completion(
-            id=str(data.get("id", "")),
-            model=str(data.get("model", "")),
-            text=text,
-            finish_reason=finish_of(data, bool(calls)),
-            usage=usage_of(data.get("usage")),
-            tool_calls=calls,
-            wire="responses",
-            native=data,
-        )
+        finish = finish_of(data, bool(calls))
+        return completion_of(data, self.wire, text, finish, usage_of(data.get("usage")), calls)
 
     def new_stream_decoder(self) -> ResponsesStreamDecoder:
         return ResponsesStreamDecoder()
 
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_message(status, body)
 
-
-class ResponsesStreamDecoder:
+class ResponsesStreamDecoder(JsonEventDecoder):
     """``response.*`` events to canonical events; done at the terminal event."""
 
     def __init__(self) -> None:
-        self._done = False
+        super().__init__()
         self._calls: dict[str, int] = {}
         """Output item id -> canonical tool-call index."""
 
-    @property
-    def done(self) -> bool:
-        return self._done
+    def done_marker(self) -> list[StreamEvent]:
+        return []  # some servers end a Responses stream with [DONE] too
 
-    def feed(self, event: SSEEvent) -> list[StreamEvent]:
-        if self._done or event.data == "[DONE]":
-            return []
-        data = json_object(event.data)
-        try:
-            return self._decode(data)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed {data.get('type')} event: {exc!r}") from None
-
-    def _decode(self, data: dict[str, Any]) -> list[StreamEvent]:
+    def decode(self, data: dict[str, Any]) -> list[StreamEvent]:
         kind = data.get("type")
         if kind == "response.output_text.delta":
             return [TextDelta(data["delta"])] if data["delta"] else []
@@ -145,7 +127,7 @@ class ResponsesStreamDecoder:
             response = data["response"]
             return [StreamStart(str(response["id"]), str(response.get("model", "")))]
         if kind in _TERMINAL:
-            self._done = True
+            self.finish()
             response = data["response"]
             finish = finish_of(response, bool(self._calls))
             return [StreamEnd(finish), UsageReport(usage_of(response.get("usage")))]
