@@ -24,24 +24,28 @@ Shutdown (``aclose``, or cancellation of ``run``) is shielded and bounded by
 ``shutdown_timeout``: pending records go to the database if it answers within
 ``shutdown_db_timeout``, else to the spool; whatever is left when the deadline hits is spooled
 synchronously. The next ``run`` (any process sharing ``state_dir``) replays the spool.
+
+The database side (writes within a bound, up or down, backoff) is
+:class:`~trioproxy.ledger.db_link.DatabaseLink`; the disk side (overflow, spooling, fsync,
+replay) is :class:`~trioproxy.ledger.spooler.Spooler`; this module batches and schedules.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.ledger.backend import LedgerBackend
+from trioproxy.ledger.db_link import DatabaseLink
 from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.spooler import Entry, Spooler, release
 
 log = logging.getLogger("trioproxy.ledger")
 
@@ -64,9 +68,6 @@ SHUTDOWN_DB_TIMEOUT = 3.0
 """Bound on database writes during the shutdown flush; after it, records are spooled."""
 FSYNC_INTERVAL = 1.0
 """Seconds between fsyncs of the journal: what a power loss can take (a process death: none)."""
-
-Entry = tuple[int, UsageRecord]
-"""A record and its journal segment (-1: not journaled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +111,12 @@ class LedgerWriter:
         owns_journal: bool = True,
         fsync_interval: float = FSYNC_INTERVAL,
     ) -> None:
-        self.backend = backend
-        self.spool = spool if isinstance(spool, Spool) else Spool(spool)
+        self.db = DatabaseLink(backend, retry_min, retry_max)
+        self.disk = Spooler(spool if isinstance(spool, Spool) else Spool(spool), journal)
         self.journal = journal
         self._owns_journal = owns_journal
         self._fsync_interval = fsync_interval
         self._next_fsync = 0.0
-        self._overflow_seqs: list[int] = []
-        """Journal segments of records appended to the spool without fsync."""
         self._send, self._receive = trio.open_memory_channel[Entry](capacity)
         self._batch_size = batch_size
         self._batch_interval = batch_interval
@@ -128,38 +127,28 @@ class LedgerWriter:
         self._shutdown_db_timeout = shutdown_db_timeout
         self._wall_clock = wall_clock
         self._pending: list[Entry] = []
-        self._db_up = True
-        self._backoff = Backoff(BackoffPolicy(retry_min, retry_max, jitter=False))
-        self._retry_at = 0.0
-        self._spool_dirty = True  # check once at start
-        self._spool_unsynced = False
         self._next_spool_check = 0.0
         self._next_retention = 0.0
         self._running = False
         self._done = trio.Event()
-        self._submitted = self._overflowed = self._written = self._duplicates = 0
-        self._spooled = self._replayed = self._lost = 0
-        self._last_error: str | None = None
+        self._submitted = 0
+
+    @property
+    def backend(self) -> LedgerBackend:
+        return self.db.backend
+
+    @property
+    def spool(self) -> Spool:
+        return self.disk.spool
 
     # -- hot path -----------------------------------------------------------------------
     def submit(self, record: UsageRecord) -> None:
         seq = self.journal.append(record) if self.journal is not None else -1
-        try:
-            self._send.send_nowait((seq, record))
-            self._submitted += 1
-            return
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
         self._submitted += 1
         try:
-            self.spool.append([record], fsync=False)
-        except OSError as exc:
-            self._lost += 1
-            log.error("ledger record lost: spool append failed: %s", exc)
-            return
-        self._overflowed += 1
-        self._overflow_seqs.append(seq)
-        self._spool_unsynced = self._spool_dirty = True
+            self._send.send_nowait((seq, record))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.disk.overflow(seq, record)
 
     def intend(self, record: UsageRecord) -> int:
         """Journal the provisional record of an upstream call about to be made; it stands if
@@ -172,17 +161,18 @@ class LedgerWriter:
             self.journal.done(token)
 
     def statistics(self) -> LedgerStatistics:
+        db, disk = self.db, self.disk
         return LedgerStatistics(
             buffered=self._receive.statistics().current_buffer_used + len(self._pending),
             submitted=self._submitted,
-            overflowed=self._overflowed,
-            written=self._written,
-            duplicates=self._duplicates,
-            spooled=self._spooled,
-            replayed=self._replayed,
-            lost=self._lost,
-            db_up=self._db_up,
-            last_error=self._last_error,
+            overflowed=disk.overflowed,
+            written=db.written,
+            duplicates=db.duplicates,
+            spooled=disk.spooled,
+            replayed=disk.replayed,
+            lost=disk.lost,
+            db_up=db.up,
+            last_error=db.last_error,
         )
 
     # -- lifetime -----------------------------------------------------------------------
@@ -228,7 +218,7 @@ class LedgerWriter:
     async def _collect(self) -> bool:
         """Fill ``_pending``; False once the channel is closed and drained."""
         now = trio.current_time()
-        wait = self._retry_at - now if not self._db_up else SPOOL_CHECK_INTERVAL
+        wait = self.db.retry_at - now if not self.db.up else SPOOL_CHECK_INTERVAL
         if self.journal is not None:
             wait = min(wait, self._next_fsync - now)
         with trio.move_on_after(max(wait, 0.0)):
@@ -254,67 +244,13 @@ class LedgerWriter:
     async def _write_pending(self) -> None:
         if not self._pending:
             return
-        if self._db_up or trio.current_time() >= self._retry_at:
-            if await self._try_write([r for _, r in self._pending], self._write_timeout):
-                self._release(self._pending)
+        if self.db.may_write(trio.current_time()):
+            if await self.db.write([r for _, r in self._pending], self._write_timeout):
+                release(self.journal, (seq for seq, _ in self._pending))
                 self._pending = []
                 return
-        await self._spool_entries(self._pending)
+        await self.disk.spool_entries(self._pending)
         self._pending = []
-
-    def _release(self, entries: list[Entry]) -> None:
-        """These records are durable elsewhere: their journal entries may go."""
-        if self.journal is not None:
-            for seq, _ in entries:
-                self.journal.done(seq)
-
-    async def _try_write(self, batch: list[UsageRecord], bound: float) -> bool:
-        try:
-            with trio.fail_after(bound):
-                new = await self.backend.write_batch(batch)
-        except Exception as exc:  # trio.Cancelled is a BaseException and propagates
-            self._mark_down(exc)
-            return False
-        self._written += new
-        self._duplicates += len(batch) - new
-        if not self._db_up:
-            log.info("ledger database is back")
-        self._db_up = True
-        self._backoff.reset()
-        return True
-
-    def _mark_down(self, exc: BaseException) -> None:
-        self._last_error = f"{type(exc).__name__}: {exc}"
-        if self._db_up:
-            log.warning("ledger database write failed, spooling: %s", self._last_error)
-        self._db_up = False
-        self._retry_at = trio.current_time() + self._backoff.next()
-
-    async def _spool_entries(self, batch: list[Entry]) -> None:
-        overflowed = self._overflow_seqs
-        self._overflow_seqs = []
-        self._spool_unsynced = False  # this fsync covers the overflow appends made so far
-        await trio.to_thread.run_sync(self._spool_batch, batch)
-        self._release(batch)
-        self._release_overflow(overflowed)
-
-    def _spool_batch(self, batch: list[Entry]) -> None:
-        """Blocking (a thread, or the last synchronous flush); fsyncs the spool."""
-        self.spool.append((r for _, r in batch), fsync=True)
-        self._spooled += len(batch)
-        self._spool_dirty = True
-
-    async def _sync_spool(self) -> None:
-        overflowed = self._overflow_seqs
-        self._overflow_seqs = []
-        await trio.to_thread.run_sync(self.spool.sync)
-        self._release_overflow(overflowed)
-
-    def _release_overflow(self, seqs: list[int]) -> None:
-        """After a spool fsync: the overflowed records are durable there."""
-        if self.journal is not None:
-            for seq in seqs:
-                self.journal.done(seq)
 
     def _spool_rest_now(self) -> None:
         """Synchronously spool everything not yet durable; close the channel so later
@@ -327,10 +263,10 @@ class LedgerWriter:
         self._receive.close()
         if self._pending:
             try:
-                self._spool_batch(self._pending)
-                self._release(self._pending)
+                self.disk.spool_now(self._pending)
+                release(self.journal, (seq for seq, _ in self._pending))
             except OSError as exc:
-                self._lost += len(self._pending)
+                self.disk.lost += len(self._pending)
                 log.error("ledger: %d records lost, spool failed: %s", len(self._pending), exc)
             self._pending = []
 
@@ -340,36 +276,35 @@ class LedgerWriter:
                 self._pending.append(self._receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-        while self._pending and self._db_up:
+        while self._pending and self.db.up:
             batch = self._pending[: self._batch_size]
-            if not await self._try_write([r for _, r in batch], self._shutdown_db_timeout):
+            if not await self.db.write([r for _, r in batch], self._shutdown_db_timeout):
                 break
-            self._release(batch)
+            release(self.journal, (seq for seq, _ in batch))
             del self._pending[: len(batch)]
         if self._pending:
-            await self._spool_entries(self._pending)
+            await self.disk.spool_entries(self._pending)
             self._pending = []
-        if self._spool_unsynced:
-            await self._sync_spool()
+        if self.disk.unsynced:
+            await self.disk.sync()
 
     # -- spool replay and retention ----------------------------------------------------------
     async def _maintain(self) -> None:
         now = trio.current_time()
-        if self._spool_unsynced:
-            self._spool_unsynced = False
-            await self._sync_spool()
+        if self.disk.unsynced:
+            await self.disk.sync()
         if self.journal is not None and now >= self._next_fsync:
             self._next_fsync = now + self._fsync_interval
             await trio.to_thread.run_sync(self.journal.sync)
             self.journal.rotate()
         if now >= self._next_spool_check:
             self._next_spool_check = now + SPOOL_CHECK_INTERVAL
-            self._spool_dirty = True
+            self.disk.dirty = True
             if self.journal is not None:
                 await trio.to_thread.run_sync(self.journal.recover, self.spool)
-        if self._spool_dirty and (self._db_up or now >= self._retry_at):
-            await self._replay()
-        if self._retention_days is not None and now >= self._next_retention and self._db_up:
+        if self.disk.dirty and self.db.may_write(now):
+            await self.disk.replay(self.db, self._batch_size, self._write_timeout)
+        if self._retention_days is not None and now >= self._next_retention and self.db.up:
             self._next_retention = now + self._retention_interval
             try:
                 with trio.fail_after(self._write_timeout):
@@ -380,24 +315,6 @@ class LedgerWriter:
                     log.info("ledger retention removed %d raw partitions/rows", n)
             except Exception as exc:
                 log.warning("ledger retention failed: %s", exc)
-
-    async def _replay(self) -> None:
-        if not await trio.to_thread.run_sync(self.spool.has_pending):
-            self._spool_dirty = False
-            return
-        for path in await trio.to_thread.run_sync(self.spool.claim):
-            records = self.spool.read(path)
-            while chunk := await trio.to_thread.run_sync(_take, records, self._batch_size):
-                if not await self._try_write(chunk, self._write_timeout):
-                    return  # the claimed file stays; the next replay picks it up
-                self._replayed += len(chunk)
-            await trio.to_thread.run_sync(self.spool.release, path)
-            log.info("ledger spool %s replayed", path.name)
-        self._spool_dirty = False
-
-
-def _take(it: Iterator[UsageRecord], n: int) -> list[UsageRecord]:
-    return list(itertools.islice(it, n))
 
 
 __all__ = ["LedgerStatistics", "LedgerWriter"]
