@@ -17,6 +17,7 @@ from trioproxy.core.types import ChatRequest, Completion, Dialect
 from trioproxy.core.usage import anthropic_json
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic_stream import STOP_REASONS, AnthropicStreamEncoder, error_body
+from trioproxy.dialects.base import translated
 from trioproxy.errors import GatewayError, invalid
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
@@ -53,20 +54,8 @@ def parse_request(body: bytes) -> ChatRequest:
         chat["tools"] = [_to_function_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     if (choice := data.get("tool_choice")) is not None:
         _put_tool_choice(chat, choice)
-    if stream:
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
-    if end_user is not None:
-        chat["user"] = end_user
-    return ChatRequest(
-        dialect="anthropic",
-        body=data,
-        chat=chat,
-        model=model,
-        stream=stream,
-        include_usage=True,
-        max_tokens=max_tokens,
-        end_user=end_user,
+    return translated(
+        "anthropic", data, chat, model, stream=stream, max_tokens=max_tokens, end_user=end_user
     )
 
 

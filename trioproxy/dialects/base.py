@@ -6,7 +6,7 @@ Pure: bytes in, values out, values in, bytes out. One module per dialect
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
 from trioproxy.errors import GatewayError
@@ -42,4 +42,22 @@ class ClientDialect(Protocol):
         ...
 
 
-__all__ = ["ClientDialect", "StreamEncoder"]
+def translated(
+    dialect: Dialect, data: dict[str, Any], chat: dict[str, Any], model: str, *,
+    stream: bool, max_tokens: int | None, end_user: str | None,
+) -> ChatRequest:  # fmt: skip
+    """The request of a caller whose body was translated into the canonical chat form
+    ``chat``: a stream asks for usage (the gateway meters every stream), the end user is
+    OpenAI's ``user``."""
+    if stream:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    if end_user is not None:
+        chat["user"] = end_user
+    return ChatRequest(
+        dialect=dialect, body=data, chat=chat, model=model, stream=stream, include_usage=True,
+        max_tokens=max_tokens, end_user=end_user,
+    )  # fmt: skip
+
+
+__all__ = ["ClientDialect", "StreamEncoder", "translated"]

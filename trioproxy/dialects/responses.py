@@ -21,6 +21,7 @@ from typing import Any
 
 from trioproxy.core.types import ChatRequest
 from trioproxy.dialects import _fields as f
+from trioproxy.dialects.base import translated
 from trioproxy.errors import invalid
 
 _ROLES = frozenset({"user", "system", "developer", "assistant"})
@@ -65,20 +66,8 @@ def parse_request(body: bytes) -> ChatRequest:
     effort = f.opt_str(f.opt_dict(data, "reasoning"), "effort", "reasoning.effort")
     if effort is not None:
         chat["reasoning_effort"] = effort
-    if stream:
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
-    if end_user is not None:
-        chat["user"] = end_user
-    return ChatRequest(
-        dialect="responses",
-        body=data,
-        chat=chat,
-        model=model,
-        stream=stream,
-        include_usage=True,
-        max_tokens=max_tokens,
-        end_user=end_user,
+    return translated(
+        "responses", data, chat, model, stream=stream, max_tokens=max_tokens, end_user=end_user
     )
 
 
