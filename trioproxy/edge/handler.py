@@ -16,6 +16,7 @@ from dataclasses import replace
 import trio
 
 from trioproxy.config.model import ApiKeyConfig
+from trioproxy.core.answer import StreamCollector, replay_events
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
@@ -42,12 +43,7 @@ from trioproxy.pipeline.accounting import (
     intent_record,
     spent,
 )
-from trioproxy.pipeline.caching import (
-    CacheHit,
-    StreamCollector,
-    replay_events,
-    take_cache_ttl,
-)
+from trioproxy.pipeline.caching import CacheHit, take_cache_ttl
 from trioproxy.pipeline.context import RequestContext
 from trioproxy.pipeline.routing import (
     RoutePlan,

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import trio
 
+from trioproxy.core.answer import StreamCollector
 from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Message, Send, send_whole
 from trioproxy.errors import ErrorKind, GatewayError, InternalError
-from trioproxy.pipeline.caching import StreamCollector
 from trioproxy.upstream.attempt import Failed, Handoff, Item, Raw, Won
 
 

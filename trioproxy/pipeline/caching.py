@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
@@ -32,17 +32,9 @@ from trioproxy.cache.semantic import SemanticCache
 from trioproxy.cache.semantic_record import asker_digest
 from trioproxy.cache.writer import CacheWriter, ExactWrite, WriteJob
 from trioproxy.config.model import CacheConfig, RouteConfig
-from trioproxy.core.tokens import split_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
-    StreamEnd,
-    StreamEvent,
-    StreamStart,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    UsageReport,
 )
 from trioproxy.errors import invalid
 from trioproxy.ledger.record import CacheStatus
@@ -53,8 +45,6 @@ LOOKUP_TIMEOUT_S = 0.5
 """Longest a cache lookup may delay a request before it counts as a miss."""
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-REPLAY_TOKENS_PER_CHUNK = 8
-"""A cached answer is replayed as a stream in chunks of this many tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,58 +244,9 @@ def _with_embedding(plan: CachePlan, found: list[Embedding]) -> CachePlan:
     return replace(plan, embedding=found[0]) if found else plan
 
 
-def replay_events(completion: Completion) -> Iterator[StreamEvent]:
-    """A cached answer as the canonical events of a stream."""
-    yield StreamStart(completion.id, completion.model, completion.usage)
-    tokens = split_tokens(completion.text)
-    for i in range(0, len(tokens), REPLAY_TOKENS_PER_CHUNK):
-        yield TextDelta("".join(tokens[i : i + REPLAY_TOKENS_PER_CHUNK]))
-    for index, call in enumerate(completion.tool_calls):
-        yield ToolCallDelta(index, call.id, call.name, call.arguments)
-    yield StreamEnd(completion.finish_reason)
-    yield UsageReport(completion.usage)
-
-
-class StreamCollector:
-    """Rebuilds a complete answer from a relayed stream, for the cache."""
-
-    def __init__(self) -> None:
-        self.id = ""
-        self.model = ""
-        self.text: list[str] = []
-        self.calls: dict[int, list[str]] = {}
-        self.end: StreamEnd | None = None
-        self.usage: UsageReport | None = None
-
-    def observe(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta):
-            self.text.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            call = self.calls.setdefault(event.index, ["", "", ""])
-            call[0] = event.id or call[0]
-            call[1] = event.name or call[1]
-            call[2] += event.arguments
-        elif isinstance(event, StreamStart):
-            self.id, self.model = event.id, event.model
-        elif isinstance(event, StreamEnd):
-            self.end = event
-        elif isinstance(event, UsageReport):
-            self.usage = event
-
-    def completion(self) -> Completion | None:
-        if self.end is None or self.usage is None:
-            return None
-        calls = tuple(ToolCall(*self.calls[i]) for i in sorted(self.calls))
-        return Completion(
-            self.id, self.model, "".join(self.text), self.end.finish_reason, self.usage.usage, calls
-        )
-
-
 __all__ = [
     "CacheHit",
     "CachePlan",
     "ResponseCache",
-    "StreamCollector",
-    "replay_events",
     "take_cache_ttl",
 ]
