@@ -27,8 +27,8 @@ from trioproxy.core.types import ChatRequest, Dialect, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
-from trioproxy.edge.endpoint import Endpoint, shutting_down
-from trioproxy.edge.respond import internal_error, send_error
+from trioproxy.edge.endpoint import Endpoint
+from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.pipeline.accounting import bill_for, cache_hit_record, intent_record
 from trioproxy.pipeline.context import RequestContext
@@ -128,7 +128,9 @@ class EmbeddingsHandler(Endpoint):
         error: GatewayError | None = None
         status = 0
         try:
-            error = await self._race(ctx, race, ex)
+            error = await self.run_race(ctx, race, lambda: ex.won is not None)
+            if ex.won is not None:  # an answer in hand is sent, even at the drain deadline
+                error = None
             if error is not None:
                 status = error.status
                 await send_error(send, ctx.dialect, error, ctx.headers)
@@ -151,27 +153,6 @@ class EmbeddingsHandler(Endpoint):
                     self.cache.store_embedding(ctx.cache_plan, ex.won)
             traces.finish(ctx.trace, race, consumed, ex.meters, status=status, error=error,
                           cache=ctx.cache_status)  # fmt: skip
-
-    async def _race(self, ctx: RequestContext, race: Race, ex: _Exchange) -> GatewayError | None:
-        """Run the race, registered with the drain deadline: the error to answer, or None
-        when an attempt won. An answer already in hand is left to be sent."""
-        live = self.interrupts.live
-        with trio.CancelScope() as scope:
-            live[scope] = lambda: ex.won is not None
-            if self.interrupts.interrupting:
-                scope.cancel()
-            try:
-                await race.run()
-            except Exception:  # a bug in the race: told in the caller's dialect
-                log.exception("request %s failed unexpectedly", ctx.request_id)
-                return internal_error(ctx.request_id)
-            finally:
-                del live[scope]
-        if scope.cancelled_caught and ex.won is None:
-            return shutting_down()
-        if race.winner is None or ex.won is None:
-            return race.error()
-        return None
 
     async def _attempt(
         self, ctx: RequestContext, ex: _Exchange, attempt: Attempt,

@@ -4,8 +4,8 @@
 sink, admission, cache, tracing, the worker's slots and interrupts) and runs the
 steps that do not depend on what the endpoint serves: the intake and the last resort
 (:meth:`Endpoint.serve`), the route a key may use, the request's context and trace,
-budget admission with its rate-limit headers, and the accounting after the race
-(records, the shielded settle).
+budget admission with its rate-limit headers, the race under the drain deadline
+(:meth:`Endpoint.run_race`), and the accounting after it (records, the shielded settle).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Receive, Scope, Send
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.intake import Intake, Interrupts, shutting_down, slots_for
-from trioproxy.edge.respond import ResponseGuard, last_resort, send_error
+from trioproxy.edge.respond import ResponseGuard, internal_error, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
 from trioproxy.pipeline.accounting import refused_record, usage_records
@@ -106,6 +106,31 @@ class Endpoint:
                 except Exception:  # the last resort: a bug must not become a bare 500
                     log.exception("request %s failed unexpectedly", rid)
                     await last_resort(guard, dialect, rid, first)
+
+    async def run_race(
+        self, ctx: RequestContext, race: Race, finishing: Callable[[], bool]
+    ) -> GatewayError | None:
+        """Run ``race`` where the drain deadline can end it (unless ``finishing()``: its
+        answer is all but complete). None when it ended by itself with a winner; else what
+        to tell the caller: a bug in the race (500 naming the request), the drain deadline
+        (``gateway_shutting_down``), or every target failing."""
+        live = self.interrupts.live
+        with trio.CancelScope() as scope:
+            live[scope] = finishing
+            if self.interrupts.interrupting:
+                scope.cancel()
+            try:
+                await race.run()
+            except Exception:  # a bug in the race: told in the caller's dialect
+                log.exception("request %s failed unexpectedly", ctx.request_id)
+                return internal_error(ctx.request_id)
+            finally:
+                del live[scope]
+        if scope.cancelled_caught:
+            return shutting_down()
+        if race.winner is None:
+            return race.error()
+        return None
 
     def route(self, key: ApiKeyConfig, model: str, *, embedding: bool) -> RouteConfig:
         """The route ``model`` names, if ``key`` may use it and it serves this endpoint."""

@@ -1,8 +1,9 @@
-"""The chat request pipeline, for both client dialects.
+"""The chat request pipeline, for every client dialect (OpenAI, Anthropic, Responses).
 
 auth → parse → route/chain → cache lookup → budget reserve → race of attempts
-→ relay to the client → settle → cache store → usage records. Each step's
-logic lives in its own module; this one only orders them and owns the
+→ relay to the client → usage records → settle → cache store. Each step's
+logic lives in its own module (the steps shared with embeddings in
+:mod:`trioproxy.edge.endpoint`); this one only orders them and owns the
 request's nursery: the race (producer) and the client writer (consumer) meet
 at a bounded channel, and a watcher cancels both when the client disconnects.
 """
@@ -28,15 +29,14 @@ from trioproxy.edge.asgi_io import (
     Send,
     watch_disconnect,
 )
-from trioproxy.edge.endpoint import Endpoint, shutting_down
+from trioproxy.edge.endpoint import Endpoint
 from trioproxy.edge.respond import (
     Delivery,
-    internal_error,
     relay,
     replay,
     send_error,
 )
-from trioproxy.errors import GatewayError, invalid
+from trioproxy.errors import ErrorKind, GatewayError, invalid
 from trioproxy.pipeline.accounting import (
     bill_for,
     cache_hit_record,
@@ -186,27 +186,14 @@ class ChatHandler(Endpoint):
 
         async def produce() -> None:
             async with send_ch:
-                live = self.interrupts.live
-                with trio.CancelScope() as scope:
-                    live[scope] = finishing
-                    if self.interrupts.interrupting:
-                        scope.cancel()
-                    try:
-                        await race.run()
-                    except Exception:  # a bug in the race: told in the caller's dialect
-                        log.exception("request %s failed unexpectedly", ctx.request_id)
-                        await send_ch.send(Failed(internal_error(ctx.request_id)))
-                        return
-                    finally:
-                        del live[scope]
-                if scope.cancelled_caught:  # the drain deadline (Interrupts)
-                    if not runner.ended:
-                        await send_ch.send(Failed(shutting_down()))
-                    elif runner.verbatim_end:  # cut after its final event: end it as it would
-                        await send_ch.send(Raw(runner.verbatim_end))
-                    # (decoded streams: the relay's encoder ends them when the channel closes)
-                elif race.winner is None:
-                    await send_ch.send(Failed(race.error()))
+                error = await self.run_race(ctx, race, finishing)
+                if error is None:
+                    return
+                if error.kind is not ErrorKind.SHUTTING_DOWN or not runner.ended:
+                    await send_ch.send(Failed(error))
+                elif runner.verbatim_end:  # cut after its final event: end it as it would
+                    await send_ch.send(Raw(runner.verbatim_end))
+                # (decoded streams: the relay's encoder ends them when the channel closes)
 
         self.open_streams += req.stream
         self._relays.add(recv_ch)

@@ -1,11 +1,12 @@
-"""Response caching on the request path: decide, look up, replay, store.
+"""Response caching on the request path: decide, look up, store (chat and embeddings).
 
 Keys, namespaces, the near-miss guard and the stores live in
 :mod:`trioproxy.cache`; this module maps a request onto them. A lookup runs
 before budget admission (a hit costs nothing upstream and reserves nothing);
 a miss is stored after a complete, successful answer, off the hot path
 through the bounded :class:`~trioproxy.cache.writer.CacheWriter` (full: the
-answer is simply not cached).
+answer is simply not cached). A hit is replayed by the edge
+(:mod:`trioproxy.core.answer` turns it into stream events when asked for a stream).
 
 Per request, ``x-trioproxy-cache: off`` or a body field ``cache_ttl: 0``
 bypasses the cache; ``cache_ttl: N`` overrides the route's TTLs for the
