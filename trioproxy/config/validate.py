@@ -26,7 +26,7 @@ from trioproxy.config.model import (
     StorageConfig,
     Target,
 )
-from trioproxy.providers.registry import needs_key
+from trioproxy.providers.registry import KINDS, needs_key, serves_embeddings
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _PRIORITIES = ("low", "medium", "high")
@@ -183,10 +183,11 @@ def _check_model(
     if model.max_output_tokens > model.context_limit > 0:
         out.append(f"{path}.max_output_tokens: must be <= context_limit ({model.context_limit})")
     provider = providers.get(model.provider)
-    if model.embedding and provider is not None and provider.kind == "anthropic":
+    if model.embedding and provider is not None and not serves_embeddings(provider.kind):
+        kinds = " / ".join(k for k in KINDS if serves_embeddings(k))
         out.append(
-            f"{path}.output_per_mtok: required for an Anthropic model (a model without an "
-            "output price is an embedding model, served by openai / openai_compatible providers)"
+            f"{path}.output_per_mtok: required on a provider of kind {provider.kind!r} (a model "
+            f"without an output price is an embedding model, served by {kinds} providers)"
         )
 
 

@@ -31,13 +31,22 @@ class Kind:
     """A provider of this kind must name an API key (``api_key_env``)."""
     native: Mapping[Dialect, ProviderAdapter] = field(default_factory=dict)
     """Caller dialects this kind serves in their own format (no translation)."""
+    embeddings: bool = False
+    """Serves ``/v1/embeddings`` (``providers/openai_embeddings.py``)."""
+    semconv: str | None = None
+    """Its OpenTelemetry ``gen_ai.provider.name``; None: the provider's own name."""
 
 
 _KINDS: Mapping[ProviderKind, Kind] = MappingProxyType(
     {
-        "openai": Kind(OpenAIAdapter(), native={"responses": OpenAIResponsesAdapter()}),
-        "openai_compatible": Kind(OpenAIAdapter(), needs_key=False),
-        "anthropic": Kind(AnthropicAdapter()),
+        "openai": Kind(
+            OpenAIAdapter(),
+            native={"responses": OpenAIResponsesAdapter()},
+            embeddings=True,
+            semconv="openai",
+        ),
+        "openai_compatible": Kind(OpenAIAdapter(), needs_key=False, embeddings=True),
+        "anthropic": Kind(AnthropicAdapter(), semconv="anthropic"),
     }
 )
 KINDS: tuple[ProviderKind, ...] = tuple(_KINDS)
@@ -56,4 +65,15 @@ def needs_key(kind: ProviderKind) -> bool:
     return _KINDS[kind].needs_key
 
 
-__all__ = ["KINDS", "ProviderKind", "adapter_for", "needs_key"]
+def serves_embeddings(kind: ProviderKind) -> bool:
+    entry = _KINDS.get(kind)
+    return entry is not None and entry.embeddings
+
+
+def semconv_name(kind: ProviderKind, name: str) -> str:
+    """``gen_ai.provider.name`` of a provider: its kind's, else its own ``name``."""
+    entry = _KINDS.get(kind)
+    return entry.semconv if entry is not None and entry.semconv is not None else name
+
+
+__all__ = ["KINDS", "ProviderKind", "adapter_for", "needs_key", "semconv_name", "serves_embeddings"]

@@ -25,11 +25,10 @@ from typing import Any
 
 from trioproxy.config.model import TelemetryConfig
 from trioproxy.core.types import Usage
+from trioproxy.providers.registry import semconv_name
 
 AttrValue = str | bool | int | float | Sequence[str]
 _PROPAGATED = (b"traceparent", b"tracestate")
-_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic"}
-"""Provider kind -> semconv ``gen_ai.provider.name``; others report the provider's name."""
 
 
 class TelemetryUnavailable(RuntimeError):
@@ -37,7 +36,8 @@ class TelemetryUnavailable(RuntimeError):
 
 
 def provider_name(kind: str, name: str) -> str:
-    return _PROVIDER_NAMES.get(kind, name)
+    """Semconv ``gen_ai.provider.name``: the kind's (providers/registry.py), else ``name``."""
+    return semconv_name(kind, name)
 
 
 def usage_attributes(usage: Usage) -> dict[str, AttrValue]:
