@@ -16,12 +16,12 @@ from typing import Any
 from markupsafe import Markup
 
 from trioproxy.admin.sessions import Principal
-from trioproxy.cache.keys import exact_namespace, tenant_scope
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.charts import colour, stacked_bars
 from trioproxy.dashboard.spend import Range
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.days import DayRow, split_route_cache
+from trioproxy.pipeline.caching import team_namespace
 
 WINDOW_DAYS = 14
 
@@ -102,7 +102,7 @@ def visible_namespaces(gw: Gateway, who: Principal, teams: Iterable[str]) -> set
     for route in gw.settings.routes.values():
         for team in teams:
             if who.may_see(team):
-                out.add(exact_namespace(tenant_scope(team, route.cache), route.name))
+                out.add(team_namespace(team, route))
     return out
 
 

@@ -201,7 +201,7 @@ class ResponseCache:
         """Drop the answers cached for ``team`` (its tenant scope: the team's, or ``global``)
         on ``route``: (scope, exact entries removed, semantic entries removed or None)."""
         scope = tenant_scope(team, route.cache)
-        exact = await self.exact.flush_namespace(exact_namespace(scope, route.name))
+        exact = await self.exact.flush_namespace(team_namespace(team, route))
         semantic = None
         if self.semantic is not None:
             semantic = await self.semantic.flush_scope(scope, route.name)
@@ -241,6 +241,12 @@ class ResponseCache:
         return self.writer.submit(job)
 
 
+def team_namespace(team: str, route: RouteConfig) -> str:
+    """The exact-cache namespace of ``team``'s answers on ``route`` (its tenant scope: the
+    team's, or ``global``); an exact entry's reference starts with it."""
+    return exact_namespace(tenant_scope(team, route.cache), route.name)
+
+
 def _with_embedding(plan: CachePlan, found: list[Embedding]) -> CachePlan:
     return replace(plan, embedding=found[0]) if found else plan
 
@@ -250,4 +256,5 @@ __all__ = [
     "CachePlan",
     "ResponseCache",
     "take_cache_ttl",
+    "team_namespace",
 ]
