@@ -60,7 +60,10 @@ class GatewayProcess:
         self._env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, startup_s: float = 20) -> None:
+    async def start(self, startup_s: float = 60) -> None:
+        """Start ``serve`` and wait until every worker is ready. A start that fails or takes
+        over ``startup_s`` (a busy shared box loads the embedding model slowly) kills the
+        process group: a test calls this before its ``try``, so nobody else would."""
         cmd = [
             sys.executable,
             "-m",
@@ -77,19 +80,27 @@ class GatewayProcess:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
             )
-        with trio.fail_after(startup_s):
-            async with httpx.AsyncClient() as c:
-                while True:
-                    if self.proc.poll() is not None:
-                        raise RuntimeError(self.log.read_text())
-                    try:
-                        if (await c.get(self.url + "/readyz")).status_code == 200 and (
-                            self.log.read_text().count("worker ready: ") >= self.workers
-                        ):  # every worker listens (SO_REUSEPORT), not only the first
-                            return
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.1)
+        try:
+            with trio.fail_after(startup_s):
+                await self._ready()
+        except BaseException:
+            self.kill()
+            raise
+
+    async def _ready(self) -> None:
+        assert self.proc is not None
+        async with httpx.AsyncClient() as c:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.log.read_text())
+                try:
+                    if (await c.get(self.url + "/readyz")).status_code == 200 and (
+                        self.log.read_text().count("worker ready: ") >= self.workers
+                    ):  # every worker listens (SO_REUSEPORT), not only the first
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.1)
 
     def signal(self, sig: int = signal.SIGTERM, *, group: bool = False) -> None:
         """To the main process, or (``group``) to every process of it, as systemd does."""
