@@ -25,7 +25,8 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 def config(urls: dict[str, str], state_dir: Path, **extra: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "server": {"shutdown_grace_s": 8.0},
+        # 500 requests at once per process: no shedding (the defaults are sized for streams)
+        "server": {"shutdown_grace_s": 8.0, "max_in_flight": 2048, "queue_max": 256},
         "storage": {"state_dir": str(state_dir)},
         **{
             f"providers.{n}": {
