@@ -1,0 +1,174 @@
+"""Who may sign in to the dashboard: users created there, their sessions, failed sign-ins."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from trioproxy.admin.db import AdminDb, teams_in, teams_out, transaction
+from trioproxy.admin.sessions import Principal, Role, Session
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions(
+  id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
+  via TEXT NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS login_failures(subject TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, ts);
+CREATE TABLE IF NOT EXISTS users(
+  name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
+  created REAL NOT NULL, created_by TEXT NOT NULL);
+"""
+MIGRATIONS = ("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    name: str
+    password_hash: str
+    role: Role
+    teams: frozenset[str] | None
+    created: float
+    created_by: str
+    disabled: bool = False
+    """A disabled user cannot sign in (their sessions were revoked when disabled)."""
+
+
+_USER_COLS = "name, password_hash, role, teams, created, created_by, disabled"
+
+
+def _user_of(row: Sequence[Any]) -> StoredUser:
+    n, h, r, t, c, b, disabled = row
+    return StoredUser(n, h, cast(Role, r), teams_in(t), c, b, bool(disabled))
+
+
+def _user_row(u: StoredUser) -> tuple[object, ...]:
+    return (u.name, u.password_hash, u.role, teams_out(u.teams), u.created, u.created_by,
+            int(u.disabled))  # fmt: skip
+
+
+class AccountsTable(AdminDb):
+    # --- sessions -------------------------------------------------------------------
+
+    async def create_session(self, s: Session, *, purge_before: float) -> None:
+        """Store a new session; drop sessions that ended before ``purge_before``."""
+        p = s.principal
+
+        def op(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                db.execute("DELETE FROM sessions WHERE created < ?", (purge_before,))
+                db.execute(
+                    "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?)",
+                    (s.id_hash, p.name, p.role, teams_out(p.teams), p.via, s.csrf,
+                     s.created, s.last_seen),
+                )  # fmt: skip
+
+        await self._run(op)
+
+    async def get_session(self, id_hash: str) -> Session | None:
+        def op(db: sqlite3.Connection) -> Session | None:
+            row = db.execute(
+                "SELECT user, role, teams, via, csrf, created, last_seen FROM sessions "
+                "WHERE id_hash = ?",
+                (id_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            user, role, teams, via, csrf, created, last_seen = row
+            principal = Principal(user, role, teams_in(teams), via)
+            return Session(id_hash, principal, csrf, created, last_seen)
+
+        return await self._run(op)
+
+    async def touch_session(self, id_hash: str, now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash)
+            )
+        )
+
+    async def revoke_session(self, id_hash: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def revoke_user(self, user: str) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            return int(db.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount)
+
+        return await self._run(op)
+
+    # --- sign-in failures -------------------------------------------------------------
+
+    async def failures(self, subjects: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        """Per subject with failures since ``since``: (count, oldest time)."""
+
+        def op(db: sqlite3.Connection) -> dict[str, tuple[int, float]]:
+            out: dict[str, tuple[int, float]] = {}
+            for subject in subjects:
+                n, oldest = db.execute(
+                    "SELECT COUNT(*), MIN(ts) FROM login_failures WHERE subject = ? AND ts >= ?",
+                    (subject, since),
+                ).fetchone()
+                if n:
+                    out[subject] = (int(n), float(oldest))
+            return out
+
+        return await self._run(op)
+
+    async def record_failure(
+        self, subjects: Sequence[str], now: float, *, keep_after: float
+    ) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                db.execute("DELETE FROM login_failures WHERE ts < ?", (keep_after,))
+                db.executemany(
+                    "INSERT INTO login_failures VALUES (?, ?)", [(s, now) for s in subjects]
+                )
+
+        await self._run(op)
+
+    async def clear_failures(self, subject: str) -> None:
+        await self._run(
+            lambda db: db.execute("DELETE FROM login_failures WHERE subject = ?", (subject,))
+        )
+
+    # --- users ----------------------------------------------------------------------
+
+    async def users(self) -> list[StoredUser]:
+        def op(db: sqlite3.Connection) -> list[StoredUser]:
+            rows = db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
+            return [_user_of(row) for row in rows]
+
+        return await self._run(op)
+
+    async def user(self, name: str) -> StoredUser | None:
+        def op(db: sqlite3.Connection) -> StoredUser | None:
+            row = db.execute(f"SELECT {_USER_COLS} FROM users WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _user_of(row)
+
+        return await self._run(op)
+
+    async def put_user(self, u: StoredUser) -> None:
+        row = _user_row(u)
+        sql = f"INSERT OR REPLACE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)"
+        await self._run(lambda db: db.execute(sql, row))
+
+    async def add_user(self, u: StoredUser) -> bool:
+        """Store a new user; False if the name is taken."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)", _user_row(u)
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    async def delete_user(self, name: str) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+
+        return await self._run(op)
+
+
+__all__ = ["MIGRATIONS", "SCHEMA", "AccountsTable", "StoredUser"]

@@ -1,0 +1,104 @@
+"""API keys created in the dashboard: stored hashed, revoked or rotated in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from trioproxy.admin.db import AdminDb, teams_in, teams_out, transaction
+from trioproxy.admin.keys import StoredKey
+from trioproxy.config.model import ApiKeyConfig
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys(
+  key_hash TEXT PRIMARY KEY, name TEXT NOT NULL, team TEXT NOT NULL, user TEXT NOT NULL,
+  feature TEXT NOT NULL, routes TEXT, priority TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
+  created REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL);
+CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys(name, revoked_at);
+"""
+
+_KEY_COLS = (
+    "key_hash, name, team, user, feature, routes, priority, rpm, tpm, created, created_by, "
+    "revoked_at"
+)
+_INSERT = f"INSERT INTO api_keys ({_KEY_COLS}) VALUES ({', '.join('?' * 12)})"
+_REVOKE = (
+    "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
+    f"RETURNING {_KEY_COLS}"
+)
+
+
+def _key_row(k: StoredKey) -> tuple[object, ...]:
+    return (k.key_hash, k.name, k.team, k.user, k.feature, teams_out(k.routes), k.priority,
+            k.rpm, k.tpm, k.created, k.created_by, k.revoked_at)  # fmt: skip
+
+
+def _key_of(row: Sequence[Any]) -> StoredKey:
+    h, name, team, user, feature, routes, priority, rpm, tpm, created, by, revoked = row
+    return StoredKey(h, name, team, user, feature, teams_in(routes), priority, rpm, tpm,
+                     created, by, revoked)  # fmt: skip
+
+
+class KeysTable(AdminDb):
+    async def lookup(self, key_hash: str) -> ApiKeyConfig | None:
+        """The active key with this hash (the gateway's key ring asks on every request)."""
+
+        def op(db: sqlite3.Connection) -> StoredKey | None:
+            row = db.execute(
+                f"SELECT {_KEY_COLS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+            return None if row is None else _key_of(row)
+
+        found = await self._run(op)
+        return None if found is None else found.config()
+
+    async def api_keys(self) -> list[StoredKey]:
+        """Every stored key, active first, then newest first."""
+
+        def op(db: sqlite3.Connection) -> list[StoredKey]:
+            rows = db.execute(
+                f"SELECT {_KEY_COLS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created DESC"
+            ).fetchall()
+            return [_key_of(r) for r in rows]
+
+        return await self._run(op)
+
+    async def add_key(self, k: StoredKey) -> bool:
+        """Store a new key; False if an active key already has its name."""
+
+        def op(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                taken = db.execute(
+                    "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (k.name,)
+                ).fetchone()
+                if not taken:
+                    db.execute(_INSERT, _key_row(k))
+            return not taken
+
+        return await self._run(op)
+
+    async def revoke_key(self, name: str, now: float) -> StoredKey | None:
+        """Revoke the active key called ``name``; None if there is none."""
+
+        def op(db: sqlite3.Connection) -> StoredKey | None:
+            row = db.execute(_REVOKE, (now, name)).fetchone()
+            return None if row is None else _key_of(row)
+
+        return await self._run(op)
+
+    async def replace_key(self, old_name: str, new: StoredKey, now: float) -> StoredKey | None:
+        """Rotate: revoke the active key ``old_name`` and store ``new`` in one transaction."""
+
+        def op(db: sqlite3.Connection) -> StoredKey | None:
+            with transaction(db):
+                row = db.execute(_REVOKE, (now, old_name)).fetchone()
+                if row is not None:
+                    db.execute(_INSERT, _key_row(new))
+            return None if row is None else _key_of(row)
+
+        return await self._run(op)
+
+
+__all__ = ["SCHEMA", "KeysTable"]
