@@ -251,7 +251,7 @@ async def test_redis_down_fail_open_local_limit_then_recovers(
     redis_server: RedisServer, redis_url: str, nursery: trio.Nursery,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    caplog.set_level(logging.WARNING, "trioproxy.budget.gate")
+    caplog.set_level(logging.WARNING, "trioproxy.budget.outage")
     store = await redis_store(nursery, redis_url)
     # no ledger: the restarted, empty Redis gets this process's journal back (the
     # reservation "before" still held), not $0
@@ -287,7 +287,7 @@ async def test_redis_down_fail_open_local_limit_then_recovers(
     assert not t.local
     day = next(h.claim.bucket for h in t.holds if h.family == "day")
     assert await store.usage(day, now=Clock().now) == 200_000  # "before" + "after"
-    outages = [r.getMessage() for r in caplog.records if r.name == "trioproxy.budget.gate"]
+    outages = [r.getMessage() for r in caplog.records if r.name == "trioproxy.budget.outage"]
     assert outages[0].startswith("budget store down") and "fail_closed" in outages[0]
     assert outages[-1] == "budget store is back"
 

@@ -67,7 +67,7 @@ async def test_a_window_set_through_one_worker_binds_every_worker(tmp_path: Path
     assert err.value.details["limit"] == 100
     await admit(other, "c", tokens=60, user="u")  # the other: still its cached policy
     other.limits_ttl_s = 0.0
-    other._policy = (other._policy[0], trio.current_time())  # its cache expires now
+    other.limits._policy = (other.limits.cached_policy, trio.current_time())  # expires now
     with pytest.raises(PolicyError):
         await admit(other, "d", tokens=60, user="u")
     # no window at all: even the config's is lifted

@@ -160,8 +160,9 @@ async def test_json_api_and_a_store_outage(nursery: trio.Nursery) -> None:
     # the budget store stops answering: a change is a 503 saying so, and nothing is audited
     assert d.gw.admission is not None
     gate = d.gw.admission.gate
-    gate.outage = dataclasses.replace(gate.outage, probe_after_s=3600.0)
-    gate._mark_down("test: the store is gone")
+    calls = gate._calls
+    calls.outage = dataclasses.replace(calls.outage, probe_after_s=3600.0)
+    calls._mark_down("test: the store is gone")
     c = d.app.test_client()
     csrf = await sign_in(c)
     before = await text(await c.get("/audit"))

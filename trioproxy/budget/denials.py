@@ -1,0 +1,42 @@
+"""A refused reservation as the caller reads it: which budget, how full, when to retry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trioproxy.budget.claims import Denial
+from trioproxy.budget.periods import retry_after_header
+from trioproxy.budget.ticket import Hold
+from trioproxy.errors import ErrorKind, PolicyError
+
+
+def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
+    family = next(h.family for h in holds if h.claim.bucket == d.bucket)
+    retry = None if d.retry_after is None else retry_after_header(d.retry_after)
+    if family in ("day", "month"):
+        word = "daily" if family == "day" else "monthly"
+        return PolicyError(
+            ErrorKind.BUDGET_EXCEEDED,
+            f"team {team!r} {word} budget exhausted: ${d.used / 1e6:.6f} of "
+            f"${d.limit / 1e6:.6f} spent or reserved; this request may cost "
+            f"up to ${d.amount / 1e6:.6f}",
+            retry_after=retry,
+            details={"budget": d.bucket, "spent_usd": d.used / 1e6, "limit": d.limit / 1e6},
+        )
+    if family == "rpm":
+        return PolicyError(
+            ErrorKind.RATE_LIMITED,
+            f"request rate limit: {d.used} of {d.limit} requests in the last minute",
+            retry_after=retry,
+            details={"budget": d.bucket, "requests": d.used, "limit": d.limit},
+        )
+    return PolicyError(
+        ErrorKind.RATE_LIMITED,
+        f"token window {d.bucket!r} full: {d.used} of {d.limit} tokens used; "
+        f"this request may use up to {d.amount}",
+        retry_after=retry,
+        details={"budget": d.bucket, "spent_tokens": d.used, "limit": d.limit},
+    )
+
+
+__all__ = ["denied"]

@@ -1,0 +1,116 @@
+"""The limits a reservation is checked against, as this process knows them: team limits and
+policy overrides (alert thresholds, user windows, key rates) from the store, each cached
+``limits_ttl_s`` with one store read per burst (single flight), else the config's.
+
+Changed at run time (``set_team_limits`` / ``set_policy``, from any process), they apply on
+this process at once and on every other within ``limits_ttl_s``; the store itself checks a
+team's day and month claims against the limit it holds at reservation time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from trioproxy.budget.claims import usd_to_micros
+from trioproxy.budget.outage import StoreCalls
+from trioproxy.budget.policy import Policy
+from trioproxy.budget.store import StoreUnavailable, TeamLimits
+from trioproxy.config.model import BudgetsConfig, UserWindow
+
+DEFAULT_ALERT_THRESHOLD = 0.8
+"""The alert threshold of a team without ``[budgets.teams]`` entry or override."""
+
+
+class Limits:
+    def __init__(self, budgets: BudgetsConfig, calls: StoreCalls, ttl_s: float) -> None:
+        self._cfg = budgets
+        self._calls = calls
+        self.ttl_s = ttl_s
+        self._teams: dict[str, tuple[TeamLimits, float]] = {}
+        self._teams_loading: dict[str, trio.Event] = {}
+        self._policy: tuple[Policy, float] = (Policy(), -math.inf)
+        self._policy_loading: trio.Event | None = None
+
+    # --- team limits --------------------------------------------------------------
+
+    def configured(self, team: str) -> TeamLimits:
+        tb = self._cfg.teams.get(team)
+        if tb is None:
+            return TeamLimits(None, None)
+        daily = None if tb.daily_usd is None else usd_to_micros(tb.daily_usd)
+        monthly = None if tb.monthly_usd is None else usd_to_micros(tb.monthly_usd)
+        return TeamLimits(daily, monthly)
+
+    def last(self, team: str) -> TeamLimits:
+        """With the store down: the limits last read from it (however old), else config."""
+        cached = self._teams.get(team)
+        return cached[0] if cached is not None else self.configured(team)
+
+    async def team(self, team: str) -> TeamLimits:
+        """Run-time limits from the store (cached), else config. With the store unreachable,
+        :meth:`last`: a team without limits keeps being served; a team with limits then
+        meets the outage policy when its reservation fails."""
+        cached = self._teams.get(team)
+        if cached is not None and trio.current_time() < cached[1]:
+            return cached[0]
+        pending = self._teams_loading.get(team)
+        if pending is not None:  # single flight: a burst of misses makes one store call
+            await pending.wait()
+            return await self.team(team)
+        self._teams_loading[team] = done = trio.Event()
+        try:
+            stored = await self._calls.call(lambda: self._calls.store.get_team_limits(team))
+            limits = stored if stored is not None else self.configured(team)
+            self._teams[team] = (limits, trio.current_time() + self.ttl_s)
+        except StoreUnavailable:
+            limits = self.last(team)
+        finally:
+            del self._teams_loading[team]
+            done.set()
+        return limits
+
+    async def set_team(self, team: str, daily: int | None, monthly: int | None) -> None:
+        await self._calls.call(lambda: self._calls.store.set_team_limits(team, daily, monthly))
+        self._teams[team] = (TeamLimits(daily, monthly), trio.current_time() + self.ttl_s)
+
+    # --- policy overrides ---------------------------------------------------------
+
+    def configured_threshold(self, team: str) -> float:
+        tb = self._cfg.teams.get(team)
+        return tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+
+    def configured_window(self, user: str) -> UserWindow | None:
+        return self._cfg.users.get(user) or self._cfg.users.get("*")
+
+    @property
+    def cached_policy(self) -> Policy:
+        return self._policy[0]
+
+    async def policy(self) -> Policy:
+        """The store's overrides, cached; the last read (or none) while it does not answer."""
+        policy, fresh_until = self._policy
+        if trio.current_time() < fresh_until:
+            return policy
+        if self._policy_loading is not None:  # single flight
+            await self._policy_loading.wait()
+            return self._policy[0]
+        self._policy_loading = done = trio.Event()
+        try:
+            policy = Policy.decode(await self._calls.call(self._calls.store.get_policy))
+            self._policy = (policy, trio.current_time() + self.ttl_s)
+        except StoreUnavailable:
+            pass
+        finally:
+            self._policy_loading = None
+            done.set()
+        return policy
+
+    async def set_policy(self, name: str, value: str) -> None:
+        """Store one override; this process reads it back at its next use."""
+        await self._calls.call(lambda: self._calls.store.set_policy(name, value))
+        self._policy = (self._policy[0], -math.inf)
+
+
+__all__ = ["DEFAULT_ALERT_THRESHOLD", "Limits"]

@@ -1,0 +1,114 @@
+"""Every budget store call under the outage policy.
+
+Each call runs under ``trio.fail_after(call_timeout_s)``. A timeout (where the store says a
+slow answer means an outage) or :class:`StoreUnavailable` marks the store down for
+``probe_after_s``: calls skip it meanwhile, so nothing waits on a dead store; the next call
+after that tries it again, so recovery needs no operator. While a lost state is being rebuilt
+(:mod:`trioproxy.budget.recovery`) calls keep off the store too. What a refused call means
+for a request (``fail_closed`` or ``fail_open``) is the gate's decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import trio
+
+from trioproxy.budget.periods import retry_after_header
+from trioproxy.budget.store import BudgetStore, StateLost, StoreUnavailable
+from trioproxy.errors import ErrorKind, PolicyError
+
+if TYPE_CHECKING:
+    from trioproxy.budget.recovery import Recovery
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SETTLE_PATIENCE = 5
+"""A settle may take this many store timeouts before its reservation is left to the lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePolicy:
+    mode: Literal["fail_closed", "fail_open"] = "fail_closed"
+    call_timeout_s: float = 0.5
+    """Longest wait for one store call."""
+    probe_after_s: float = 1.0
+    """After a failure, skip the store this long (also the 503's Retry-After)."""
+    fail_open_share: float = 0.05
+    """``fail_open``: share of each limit one process may admit while the store is down."""
+
+
+class StoreCalls:
+    """Calls to one budget store, with its down state."""
+
+    def __init__(
+        self, store: BudgetStore, outage: OutagePolicy, recovery: Recovery | None = None
+    ) -> None:
+        self.store = store
+        self.outage = outage
+        self.recovery = recovery
+        self.failures = 0
+        self._down_until = -math.inf
+        self._down = False
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, patient: bool = False) -> T:
+        """One store call under the outage policy.
+
+        A timeout marks the store down only when the store says a slow answer means
+        an outage (Redis: a dead connection); a busy embedded SQLite store is
+        overloaded, not down, so only the call at hand fails. ``patient`` calls
+        (settles: their reservation would otherwise stand until its lease ends)
+        wait ``SETTLE_PATIENCE`` times longer.
+        """
+        if trio.current_time() < self._down_until:
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable("budget store marked down")
+        if self.recovery is not None and self.recovery.rebuilding:
+            await trio.lowlevel.checkpoint()
+            raise StateLost("budget state being rebuilt from the ledger")
+        timeout = self.outage.call_timeout_s * (SETTLE_PATIENCE if patient else 1)
+        try:
+            with trio.fail_after(timeout):
+                result = await fn()
+        except StateLost:
+            self.failures += 1
+            if self.recovery is not None:
+                self.recovery.lost()
+            raise
+        except trio.TooSlowError as exc:
+            self.failures += 1
+            if self.store.timeouts_are_outages:
+                self._mark_down(f"no answer within {timeout:g} s")
+            raise StoreUnavailable(f"budget store: no answer within {timeout:g} s") from exc
+        except StoreUnavailable as exc:
+            self.failures += 1
+            self._mark_down(repr(exc))
+            raise StoreUnavailable(f"budget store: {exc!r}") from exc
+        if self._down:
+            self._down = False
+            log.warning("budget store is back", extra={"fields": {"store": "budget"}})
+        return result
+
+    def _mark_down(self, why: str) -> None:
+        self._down_until = trio.current_time() + self.outage.probe_after_s
+        if not self._down:
+            self._down = True
+            log.warning(
+                "budget store down (%s); outage policy %r until it answers", why,
+                self.outage.mode, extra={"fields": {"store": "budget"}},
+            )  # fmt: skip
+
+    def unavailable(self) -> PolicyError:
+        """What a refused request gets under ``fail_closed``: 503 with Retry-After."""
+        return PolicyError(
+            ErrorKind.OVERLOADED,
+            "budget store unavailable; try again shortly",
+            retry_after=retry_after_header(self.outage.probe_after_s),
+        )
+
+
+__all__ = ["SETTLE_PATIENCE", "OutagePolicy", "StoreCalls"]
