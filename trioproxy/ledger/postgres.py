@@ -24,17 +24,16 @@ stored again and rolled up again; keep ``retention_days`` well above any outage 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
 from trioproxy.ledger import days, hourly, minutes, recent
+from trioproxy.ledger import postgres_schema as schema
 from trioproxy.ledger.backend import (
-    METRICS,
     REQUEST_TOKENS,
     ReportRow,
     RequestTotals,
@@ -42,150 +41,19 @@ from trioproxy.ledger.backend import (
     rollup_query,
 )
 from trioproxy.ledger.columns import (
-    COLUMNS,
-    FIELDS,
-    KEY_COLUMNS,
-    LEGACY_MONEY,
-    NOT_NULL,
-    column_ddl,
-    default_sql,
     from_row,
-    pg_type,
     to_row,
-    upsert_tail,
 )
+from trioproxy.ledger.postgres_schema import PARTITIONS_AHEAD
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
+T = TypeVar("T")
 POOL_SIZE = 4
 """Connections (and worker threads); 2x cores was as fast as 16 in stack.md §2."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open one connection."""
 POOL_TIMEOUT = 5.0
 """Seconds to wait for a connection from the pool before the call fails."""
-PARTITIONS_AHEAD = 2
-"""Days of raw partitions created ahead of today."""
-_LOCK_ID = 0x7472696F6C656467  # advisory lock serialising DDL across gateway processes
-
-_ROLLUP_COLS = "day, kind, team, feature, user_name, route, model, cache"
-_LEGACY_OF = {new: old for old, new in LEGACY_MONEY.items()}
-
-
-def _money_upgrade(table: str, columns: tuple[str, ...]) -> str:
-    """Float-USD columns of an older ledger become integer µUSD (rounded), then go."""
-    sets = ", ".join(f"{c} = round({_LEGACY_OF[c]} * 1000000)::bigint" for c in columns)
-    drops = ", ".join(f"DROP COLUMN {_LEGACY_OF[c]}" for c in columns)
-    return f"""DO $$ BEGIN
-      IF EXISTS (SELECT 1 FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = '{table}'
-                   AND column_name = 'cost_usd') THEN
-        UPDATE {table} SET {sets};
-        ALTER TABLE {table} {drops};
-      END IF;
-    END $$"""
-
-
-_SCHEMA = [
-    f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('postgres')}, "
-    f"UNIQUE ({', '.join(KEY_COLUMNS)}, ts)) PARTITION BY RANGE (ts)",
-    f"""CREATE TABLE IF NOT EXISTS ledger_daily (
-        day date NOT NULL, kind text NOT NULL, team text NOT NULL, feature text NOT NULL,
-        user_name text NOT NULL, route text NOT NULL, model text NOT NULL,
-        cache text NOT NULL DEFAULT '',
-        {", ".join(f"{m} bigint NOT NULL DEFAULT 0" for m in METRICS)},
-        PRIMARY KEY ({_ROLLUP_COLS}))""",
-    hourly.PG_DDL,
-    days.PG_DDL,
-    days.META_DDL.format(text="text"),
-    minutes.PG_DDL,
-    *recent.INDEXES,
-    # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
-    "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
-    f"""DO $$ BEGIN
-      IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
-                       ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                     WHERE i.indrelid = 'ledger_daily'::regclass AND i.indisprimary
-                       AND a.attname = 'cache') THEN
-        ALTER TABLE ledger_daily DROP CONSTRAINT ledger_daily_pkey,
-          ADD PRIMARY KEY ({_ROLLUP_COLS});
-      END IF;
-    END $$""",
-    # a ledger made before token buckets and integer µUSD: add the columns (0 on old rows)
-    "ALTER TABLE ledger_daily "
-    + ", ".join(f"ADD COLUMN IF NOT EXISTS {m} bigint NOT NULL DEFAULT 0" for m in METRICS),
-    "ALTER TABLE ledger_raw "
-    + ", ".join(
-        f"ADD COLUMN IF NOT EXISTS {c} {pg_type(f)}"
-        + (f" NOT NULL DEFAULT {default_sql(f)}" if f in NOT_NULL else "")
-        for f, c in zip(FIELDS, COLUMNS, strict=True)
-        if f != "ts"
-    ),
-    "ALTER TABLE ledger_hourly "
-    + ", ".join(f"ADD COLUMN IF NOT EXISTS {m} bigint NOT NULL DEFAULT 0" for m in METRICS),
-    _money_upgrade("ledger_daily", ("cost_micros", "saved_micros")),
-    _money_upgrade("ledger_hourly", ("cost_micros", "saved_micros")),
-    _money_upgrade("ledger_raw", ("cost_micros", "saved_micros")),
-]
-
-
-_STAGE_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS ledger_stage "
-    f"({column_ddl('postgres').replace('ts timestamptz', 'ts float8')}) ON COMMIT DELETE ROWS"
-)
-_COPY_SQL = f"COPY ledger_stage ({', '.join(COLUMNS)}) FROM STDIN"
-
-
-_ZONE_NAME = re.compile(r"[A-Za-z0-9_+/-]+")
-
-
-def _day_expr(zone: str) -> str:
-    """The local day number of ``hour`` in ``zone`` (an IANA name, checked: it is inlined)."""
-    if not _ZONE_NAME.fullmatch(zone):
-        raise ValueError(f"not a time zone name: {zone!r}")
-    return f"((to_timestamp(hour * 3600) AT TIME ZONE '{zone}')::date - DATE '1970-01-01')"
-
-
-def _write_sql(zone: str) -> str:
-    """One statement per batch: insert the staged rows, then every roll-up from the rows
-    actually inserted (the hourly rows once, in ``h``; the day rows from them)."""
-    select = ", ".join(
-        "to_timestamp(ts)" if f == "ts" else c for f, c in zip(FIELDS, COLUMNS, strict=True)
-    )
-    summed = METRICS[1:]
-    return f"""
-WITH ins AS (
-  INSERT INTO ledger_raw ({", ".join(COLUMNS)})
-  SELECT {select} FROM ledger_stage
-  ON CONFLICT DO NOTHING
-  RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
-            {", ".join(summed)}, key_name, status, latency_ms, ttfb_ms, hedge_role, outcome,
-            error_kind
-), h AS (
-  {hourly.select_sql("ins", "floor(extract(epoch FROM ts) / 3600)::bigint")}
-), hr AS (
-  {hourly.INSERT_HEAD} SELECT * FROM h {hourly.UPSERT_TAIL}
-), dy AS (
-  {days.from_hourly_sql("h", _day_expr(zone))}
-), mi AS (
-  {minutes.upsert_head()}
-  {minutes.select_sql("ins", "floor(extract(epoch FROM ts) / 60)::bigint")}
-  {minutes.upsert_tail()}
-), up AS (
-  INSERT INTO ledger_daily ({_ROLLUP_COLS}, {", ".join(METRICS)})
-  SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
-         COALESCE(NULLIF(target, ''), provider_model, ''), cache,
-         count(*), {", ".join(f"sum({m})" for m in summed)}
-  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-  {upsert_tail("ledger_daily", _ROLLUP_COLS)}
-)
-SELECT count(*) FROM ins"""
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(_STAGE_DDL)
-
-
-def _partition(day: dt.date) -> str:
-    return f"ledger_raw_p{day:%Y%m%d}"
 
 
 class PostgresLedger:
@@ -197,7 +65,7 @@ class PostgresLedger:
         self.days_zone = zone or "UTC"
         """The zone ``ledger_days`` is kept in (:mod:`trioproxy.ledger.days`); known for sure
         once the schema is made (first use)."""
-        self._write_sql = _write_sql(self.days_zone)
+        self._write_sql = schema.write_sql(self.days_zone)
         self._limiter = trio.CapacityLimiter(pool_size)
         self._schema_ready = False
         self._days: set[dt.date] = set()
@@ -222,7 +90,7 @@ class PostgresLedger:
             timeout=pool_timeout,
             kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
             check=ConnectionPool.check_connection,
-            configure=_configure,
+            configure=schema.configure,
         )
         await trio.to_thread.run_sync(lambda: pool.open(wait=False))
         return cls(pool, pool_size=pool_size, zone=zone)
@@ -232,48 +100,30 @@ class PostgresLedger:
             fn, *args, limiter=self._limiter, abandon_on_cancel=True
         )
 
+    async def _read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``fn`` on a pooled connection in a worker thread, the schema made first."""
+
+        def op() -> T:
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())
+                return fn(conn)
+
+        result: T = await self._run(op)
+        return result
+
     def _ensure(self, conn: psycopg.Connection[Any], days: set[dt.date]) -> None:
         today = dt.datetime.now(dt.UTC).date()
         want = days | {today + dt.timedelta(days=i) for i in range(PARTITIONS_AHEAD + 1)}
         missing = sorted(want - self._days)
         if self._schema_ready and not missing:
             return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-            if not self._schema_ready:
-                for stmt in _SCHEMA:
-                    conn.execute(stmt)
-                self._keep_days_in(conn)
-            for day in missing:
-                lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {_partition(day)} PARTITION OF ledger_raw "
-                    f"FOR VALUES FROM ('{lo} 00:00+00') TO ('{hi} 00:00+00')"
-                )
+        zone = schema.ensure(conn, make_schema=not self._schema_ready, missing=missing,
+                             zone=self._zone)  # fmt: skip
+        if zone is not None and zone != self.days_zone:
+            self.days_zone = zone
+            self._write_sql = schema.write_sql(zone)
         self._schema_ready = True
         self._days.update(missing)
-
-    def _keep_days_in(self, conn: psycopg.Connection[Any]) -> None:
-        """Settle the day roll-up's zone; rebuild it from the hourly one if it changed."""
-        meta = dict(conn.execute("SELECT name, value FROM ledger_meta").fetchall())
-        stored = meta.get(days.ZONE_KEY)
-        want = self._zone or stored or "UTC"
-        if stored != want or meta.get(days.DIMS_KEY) != days.dims_signature():
-            conn.execute("DELETE FROM ledger_days")
-            conn.execute(days.HOUR_DAY_DDL.format(int="bigint") + " ON COMMIT DROP")
-            hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO hour_day VALUES (%s, %s)", days.hour_days(hours, want))
-            conn.execute(days.REBUILD_SQL)
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO ledger_meta VALUES (%s, %s) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    list(days.meta(want).items()),
-                )
-        if want != self.days_zone:
-            self.days_zone = want
-            self._write_sql = _write_sql(want)
 
     async def write_batch(self, records: Sequence[UsageRecord]) -> int:
         if not records:
@@ -285,7 +135,7 @@ class PostgresLedger:
             with self._pool.connection() as conn:
                 self._ensure(conn, days)
                 with conn.transaction():
-                    with conn.cursor().copy(_COPY_SQL) as copy:
+                    with conn.cursor().copy(schema.COPY_SQL) as copy:
                         for row in rows:
                             copy.write_row(row)
                     result = conn.execute(self._write_sql).fetchone()
@@ -305,15 +155,9 @@ class PostgresLedger:
         hi = (until or dt.datetime.now(dt.UTC)).timestamp()
         params = (kind, day_of(since.timestamp()), day_of(hi))
 
-        def _query() -> list[ReportRow]:
-            with self._pool.connection() as conn:
-                self._ensure(conn, set())
-                rows = conn.execute(sql, params).fetchall()
-            n = len(by)
-            return [ReportRow.of(tuple(str(v) for v in row[:n]), row[n:]) for row in rows]
-
-        result: list[ReportRow] = await self._run(_query)
-        return result
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        n = len(by)
+        return [ReportRow.of(tuple(str(v) for v in row[:n]), row[n:]) for row in rows]
 
     async def query_hours(
         self,
@@ -328,13 +172,8 @@ class PostgresLedger:
         sql = hourly.query_sql(by, "%s", teams=len(teams) if teams is not None else 0)
         params = (first_hour, end_hour, *(teams or ()))
 
-        def _query() -> list[hourly.HourRow]:
-            with self._pool.connection() as conn:
-                self._ensure(conn, set())
-                return hourly.rows_of(conn.execute(sql, params).fetchall(), len(by))
-
-        result: list[hourly.HourRow] = await self._run(_query)
-        return result
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return hourly.rows_of(rows, len(by))
 
     async def request_spend(self, *, since: float, until: float) -> list[RequestTotals]:
         sql = (
@@ -343,21 +182,8 @@ class PostgresLedger:
             "AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)"
         )
 
-        def _query() -> list[RequestTotals]:
-            with self._pool.connection() as conn:
-                self._ensure(conn, set())
-                rows = conn.execute(sql, (since, until)).fetchall()
-            return [(str(a), float(b), str(c), str(d), int(e), int(f)) for a, b, c, d, e, f in rows]
-
-        result: list[RequestTotals] = await self._run(_query)
-        return result
-
-    async def _ensured(self) -> None:
-        def _ensure() -> None:
-            with self._pool.connection() as conn:
-                self._ensure(conn, set())
-
-        await self._run(_ensure)
+        rows = await self._read(lambda conn: conn.execute(sql, (since, until)).fetchall())
+        return [(str(a), float(b), str(c), str(d), int(e), int(f)) for a, b, c, d, e, f in rows]
 
     async def query_days(
         self,
@@ -373,7 +199,8 @@ class PostgresLedger:
         days.check_query(dim, keep)
         if (teams is not None and not teams) or (values is not None and not values):
             return []
-        await self._ensured()
+        if not self._schema_ready:  # the day roll-up's zone is known once the schema is made
+            await self._read(lambda conn: None)
         if zone != self.days_zone:
             lo, hi = days.hours_of(first, last, zone)
             rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
@@ -383,23 +210,15 @@ class PostgresLedger:
                              first=days.day_number(first))  # fmt: skip
         params = days.query_params(dim, first, last, teams, values)
 
-        def _query() -> list[days.DayRow]:
-            with self._pool.connection() as conn:
-                return days.rows_of(conn.execute(sql, params).fetchall())
-
-        result: list[days.DayRow] = await self._run(_query)
-        return result
+        return days.rows_of(await self._read(lambda conn: conn.execute(sql, params).fetchall()))
 
     async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
         sql = minutes.query_sql("%s")
 
-        def _query() -> list[minutes.MinuteRow]:
-            with self._pool.connection() as conn:
-                self._ensure(conn, set())
-                return minutes.rows_of(conn.execute(sql, (first_minute, end_minute)).fetchall())
-
-        result: list[minutes.MinuteRow] = await self._run(_query)
-        return result
+        rows = await self._read(
+            lambda conn: conn.execute(sql, (first_minute, end_minute)).fetchall()
+        )
+        return minutes.rows_of(rows)
 
     async def recent_requests(
         self,
@@ -415,21 +234,18 @@ class PostgresLedger:
             ts_param="to_timestamp(%s)", ts_select="extract(epoch FROM ts)::float8",
         )  # fmt: skip
 
-        def _query() -> tuple[list[UsageRecord], list[recent.Attempt]]:
-            with self._pool.connection() as conn:
-                self._ensure(conn, set())
-                records = [from_row(r) for r in conn.execute(sql, params).fetchall()]
-                if not records:
-                    return records, []
-                lo = min(r.ts for r in records)
-                hi = max(r.ts for r in records) + recent.ATTEMPT_SPAN_S
-                ids = [r.request_id for r in records]
-                q = recent.attempts_sql(len(ids), param="%s", ts_param="to_timestamp(%s)")
-                found = conn.execute(q, (lo, hi, *ids)).fetchall()
-            return records, recent.attempts_of(found)
+        def page(conn: psycopg.Connection[Any]) -> tuple[list[UsageRecord], list[Any]]:
+            records = [from_row(r) for r in conn.execute(sql, params).fetchall()]
+            if not records:
+                return records, []
+            lo = min(r.ts for r in records)
+            hi = max(r.ts for r in records) + recent.ATTEMPT_SPAN_S
+            ids = [r.request_id for r in records]
+            q = recent.attempts_sql(len(ids), param="%s", ts_param="to_timestamp(%s)")
+            return records, conn.execute(q, (lo, hi, *ids)).fetchall()
 
-        result: tuple[list[UsageRecord], list[recent.Attempt]] = await self._run(_query)
-        return result
+        records, found = await self._read(page)
+        return records, recent.attempts_of(found)
 
     async def partitions(self) -> list[str]:
         """Names of the raw partitions, oldest first."""
@@ -447,18 +263,18 @@ class PostgresLedger:
         return result
 
     async def enforce_retention(self, *, now: float, retention_days: int) -> int:
-        cutoff = _partition(day_of(now) - dt.timedelta(days=retention_days))
+        cutoff = schema.partition(day_of(now) - dt.timedelta(days=retention_days))
         old = [p for p in await self.partitions() if p < cutoff]
 
         keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
 
         def _drop() -> int:
             with self._pool.connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.LOCK_ID,))
                 conn.execute("DELETE FROM ledger_minutes WHERE minute < %s", (keep_minutes,))
                 for name in old:
                     conn.execute(f"DROP TABLE IF EXISTS {name}")
-            self._days = {d for d in self._days if _partition(d) >= cutoff}
+            self._days = {d for d in self._days if schema.partition(d) >= cutoff}
             return len(old)
 
         return int(await self._run(_drop))

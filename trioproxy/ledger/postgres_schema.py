@@ -1,0 +1,202 @@
+"""The PostgreSQL ledger's schema and its one write statement.
+
+The DDL (made once per process under an advisory lock, with the upgrades of older ledgers:
+the cache dimension, token buckets, float USD to integer µUSD), the day partitions of
+``ledger_raw``, the day roll-up's zone (rebuilt from the hourly one when it changes), and the
+statement that stores a staged batch and every roll-up from the rows it actually inserted.
+:mod:`trioproxy.ledger.postgres` owns the pool and the reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import psycopg
+
+from trioproxy.ledger import days, hourly, minutes, recent
+from trioproxy.ledger.backend import METRICS
+from trioproxy.ledger.columns import (
+    COLUMNS,
+    FIELDS,
+    KEY_COLUMNS,
+    LEGACY_MONEY,
+    NOT_NULL,
+    column_ddl,
+    default_sql,
+    pg_type,
+    upsert_tail,
+)
+
+PARTITIONS_AHEAD = 2
+"""Days of raw partitions created ahead of today."""
+LOCK_ID = 0x7472696F6C656467  # advisory lock serialising DDL across gateway processes
+
+_ROLLUP_COLS = "day, kind, team, feature, user_name, route, model, cache"
+_LEGACY_OF = {new: old for old, new in LEGACY_MONEY.items()}
+
+
+def _money_upgrade(table: str, columns: tuple[str, ...]) -> str:
+    """Float-USD columns of an older ledger become integer µUSD (rounded), then go."""
+    sets = ", ".join(f"{c} = round({_LEGACY_OF[c]} * 1000000)::bigint" for c in columns)
+    drops = ", ".join(f"DROP COLUMN {_LEGACY_OF[c]}" for c in columns)
+    return f"""DO $$ BEGIN
+      IF EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = '{table}'
+                   AND column_name = 'cost_usd') THEN
+        UPDATE {table} SET {sets};
+        ALTER TABLE {table} {drops};
+      END IF;
+    END $$"""
+
+
+_SCHEMA = [
+    f"CREATE TABLE IF NOT EXISTS ledger_raw ({column_ddl('postgres')}, "
+    f"UNIQUE ({', '.join(KEY_COLUMNS)}, ts)) PARTITION BY RANGE (ts)",
+    f"""CREATE TABLE IF NOT EXISTS ledger_daily (
+        day date NOT NULL, kind text NOT NULL, team text NOT NULL, feature text NOT NULL,
+        user_name text NOT NULL, route text NOT NULL, model text NOT NULL,
+        cache text NOT NULL DEFAULT '',
+        {", ".join(f"{m} bigint NOT NULL DEFAULT 0" for m in METRICS)},
+        PRIMARY KEY ({_ROLLUP_COLS}))""",
+    hourly.PG_DDL,
+    days.PG_DDL,
+    days.META_DDL.format(text="text"),
+    minutes.PG_DDL,
+    *recent.INDEXES,
+    # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
+    "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
+    f"""DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                       ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                     WHERE i.indrelid = 'ledger_daily'::regclass AND i.indisprimary
+                       AND a.attname = 'cache') THEN
+        ALTER TABLE ledger_daily DROP CONSTRAINT ledger_daily_pkey,
+          ADD PRIMARY KEY ({_ROLLUP_COLS});
+      END IF;
+    END $$""",
+    # a ledger made before token buckets and integer µUSD: add the columns (0 on old rows)
+    "ALTER TABLE ledger_daily "
+    + ", ".join(f"ADD COLUMN IF NOT EXISTS {m} bigint NOT NULL DEFAULT 0" for m in METRICS),
+    "ALTER TABLE ledger_raw "
+    + ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {c} {pg_type(f)}"
+        + (f" NOT NULL DEFAULT {default_sql(f)}" if f in NOT_NULL else "")
+        for f, c in zip(FIELDS, COLUMNS, strict=True)
+        if f != "ts"
+    ),
+    "ALTER TABLE ledger_hourly "
+    + ", ".join(f"ADD COLUMN IF NOT EXISTS {m} bigint NOT NULL DEFAULT 0" for m in METRICS),
+    _money_upgrade("ledger_daily", ("cost_micros", "saved_micros")),
+    _money_upgrade("ledger_hourly", ("cost_micros", "saved_micros")),
+    _money_upgrade("ledger_raw", ("cost_micros", "saved_micros")),
+]
+
+
+STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS ledger_stage "
+    f"({column_ddl('postgres').replace('ts timestamptz', 'ts float8')}) ON COMMIT DELETE ROWS"
+)
+COPY_SQL = f"COPY ledger_stage ({', '.join(COLUMNS)}) FROM STDIN"
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+/-]+")
+
+
+def _day_expr(zone: str) -> str:
+    """The local day number of ``hour`` in ``zone`` (an IANA name, checked: it is inlined)."""
+    if not _ZONE_NAME.fullmatch(zone):
+        raise ValueError(f"not a time zone name: {zone!r}")
+    return f"((to_timestamp(hour * 3600) AT TIME ZONE '{zone}')::date - DATE '1970-01-01')"
+
+
+def write_sql(zone: str) -> str:
+    """One statement per batch: insert the staged rows, then every roll-up from the rows
+    actually inserted (the hourly rows once, in ``h``; the day rows from them)."""
+    select = ", ".join(
+        "to_timestamp(ts)" if f == "ts" else c for f, c in zip(FIELDS, COLUMNS, strict=True)
+    )
+    summed = METRICS[1:]
+    return f"""
+WITH ins AS (
+  INSERT INTO ledger_raw ({", ".join(COLUMNS)})
+  SELECT {select} FROM ledger_stage
+  ON CONFLICT DO NOTHING
+  RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
+            {", ".join(summed)}, key_name, status, latency_ms, ttfb_ms, hedge_role, outcome,
+            error_kind
+), h AS (
+  {hourly.select_sql("ins", "floor(extract(epoch FROM ts) / 3600)::bigint")}
+), hr AS (
+  {hourly.INSERT_HEAD} SELECT * FROM h {hourly.UPSERT_TAIL}
+), dy AS (
+  {days.from_hourly_sql("h", _day_expr(zone))}
+), mi AS (
+  {minutes.upsert_head()}
+  {minutes.select_sql("ins", "floor(extract(epoch FROM ts) / 60)::bigint")}
+  {minutes.upsert_tail()}
+), up AS (
+  INSERT INTO ledger_daily ({_ROLLUP_COLS}, {", ".join(METRICS)})
+  SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
+         COALESCE(NULLIF(target, ''), provider_model, ''), cache,
+         count(*), {", ".join(f"sum({m})" for m in summed)}
+  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+  {upsert_tail("ledger_daily", _ROLLUP_COLS)}
+)
+SELECT count(*) FROM ins"""
+
+
+def configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(STAGE_DDL)
+
+
+def partition(day: dt.date) -> str:
+    return f"ledger_raw_p{day:%Y%m%d}"
+
+
+def ensure(
+    conn: psycopg.Connection[Any], *, make_schema: bool, missing: list[dt.date], zone: str | None
+) -> str | None:
+    """Make what is missing under the DDL lock: the schema (``make_schema``), then the raw
+    partitions of ``missing`` days. Returns the day roll-up's zone when the schema was made."""
+    kept: str | None = None
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        if make_schema:
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            kept = keep_days_in(conn, zone)
+        for day in missing:
+            lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {partition(day)} PARTITION OF ledger_raw "
+                f"FOR VALUES FROM ('{lo} 00:00+00') TO ('{hi} 00:00+00')"
+            )
+    return kept
+
+
+def keep_days_in(conn: psycopg.Connection[Any], zone: str | None) -> str:
+    """Settle the day roll-up's zone (``zone``, else the stored one, else UTC); rebuild the
+    roll-up from the hourly one if the zone or its layout changed. Returns the zone."""
+    meta = dict(conn.execute("SELECT name, value FROM ledger_meta").fetchall())
+    stored = meta.get(days.ZONE_KEY)
+    want = zone or stored or "UTC"
+    if stored != want or meta.get(days.DIMS_KEY) != days.dims_signature():
+        conn.execute("DELETE FROM ledger_days")
+        conn.execute(days.HOUR_DAY_DDL.format(int="bigint") + " ON COMMIT DROP")
+        hours = [int(h) for (h,) in conn.execute("SELECT DISTINCT hour FROM ledger_hourly")]
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO hour_day VALUES (%s, %s)", days.hour_days(hours, want))
+        conn.execute(days.REBUILD_SQL)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ledger_meta VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                list(days.meta(want).items()),
+            )
+    return want
+
+
+__all__ = ["COPY_SQL", "LOCK_ID", "PARTITIONS_AHEAD", "configure", "ensure", "partition",
+           "write_sql"]  # fmt: skip
