@@ -174,3 +174,35 @@ async def test_json_api_and_a_store_outage(nursery: trio.Nursery) -> None:
         assert r.status_code == 503, path
         assert "budget store unavailable" in (await text(r)).lower(), path
     assert await text(await c.get("/audit")) == before
+
+
+def shown(fragment: str, name: str) -> str:
+    found = re.search(rf'name="{name}"[^>]*value="([^"]*)"', fragment, re.S)
+    assert found is not None, f"no pre-filled {name}"
+    return found.group(1)
+
+
+async def test_saving_one_field_of_a_row_keeps_a_change_made_meanwhile(
+    nursery: trio.Nursery,
+) -> None:
+    """The row's inputs are pre-filled; a Save sends them all. One sent back as it was shown
+    keeps, so a change made elsewhere after the page was loaded is not written back over."""
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/budgets/demo", form={"daily_usd": "5", "monthly_usd": "50", "csrf": csrf})
+    assert r.status_code == 200
+    page = row(await text(await c.get("/budgets")), "demo")
+    form = {name: shown(page, name) for name in ("daily_usd", "monthly_usd", "alert_pct")}
+    form |= {f"orig_{name}": value for name, value in form.items()}
+    assert form["daily_usd"] == "5" and form["monthly_usd"] == "50"
+    api = d.app.test_client()  # meanwhile another admin lowers the daily limit
+    r = await api.put("/admin/api/budgets/demo", json={"daily_usd": 2},
+                      headers={"Authorization": f"Bearer {DEMO_KEY}"})  # fmt: skip
+    assert r.status_code == 200 and (await limits(d)) == (2_000_000, 50_000_000)
+    r = await c.post("/budgets/demo", form={**form, "alert_pct": "60", "csrf": csrf})
+    assert r.status_code == 200
+    assert (await limits(d)) == (2_000_000, 50_000_000)  # not written back to 5
+    assert (await policy(d)).thresholds == {"demo": 0.6}
+    r = await c.post("/budgets/demo", form={**form, "daily_usd": "7", "csrf": csrf})
+    assert r.status_code == 200 and (await limits(d)) == (7_000_000, 50_000_000)  # typed: set

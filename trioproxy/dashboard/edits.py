@@ -133,14 +133,18 @@ def share(raw: Any) -> float:
 
 
 def from_form(form: Mapping[str, str], parsers: Mapping[str, Parser]) -> dict[str, Change[Any]]:
-    """A form: blank keeps, the ``clear_<field>`` box clears, anything else is parsed."""
+    """A form: blank keeps, the ``clear_<field>`` box clears, anything else is parsed.
+
+    A pre-filled field sent back as it was shown (its hidden ``orig_<field>``) keeps too: the
+    page showed a cached value, and saving another field of the row must not write it back
+    over a change made meanwhile elsewhere (another admin, the API, another worker)."""
     changes: dict[str, Change[Any]] = {}
     errors: dict[str, str] = {}
     for name, parse in parsers.items():
         raw = form.get(name, "").strip()
         if form.get(f"clear_{name}") in ("on", "1", "true"):
             changes[name] = Change("clear")
-        elif not raw:
+        elif not raw or raw == form.get(f"orig_{name}", "").strip():
             changes[name] = KEEP
         else:
             try:
