@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import trio
 
+from trioproxy.budget.claims import Claim
 from trioproxy.budget.gate import BudgetGate, OutagePolicy, Ticket
 from trioproxy.budget.periods import period_at
-from trioproxy.budget.rebuild import HOUR, HourSpend, RequestSpend
+from trioproxy.budget.rebuild import HOUR, Counter, HourSpend, RequestSpend
 from trioproxy.budget.recovery import Recovery
-from trioproxy.budget.redis_store import RedisStore
+from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoch
 from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
@@ -245,3 +247,29 @@ async def test_token_windows_from_roll_up_raw_records_and_journal(
     assert await i.store.usage("user:u", now=T0) == 48 + 100  # the held claim, replayed
     await i.gate.settle(held, 1, 30)
     assert await i.store.usage("user:u", now=T0) == 48 + 30
+
+
+async def test_a_rebuild_retried_after_a_failed_chunk_counts_held_reservations_once(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    """Attempt 1 writes the counters and replays a held reservation, then stops (a later
+    chunk failed); attempt 2 writes the counters again and must replay it again, not skip
+    it because attempt 1 left its record: else the reservation is lost from the counter."""
+    client = RedisClient(redis_url, call_timeout=5.0)
+    await nursery.start(client.run)
+    store = RedisStore(client)
+    await client.execute("FLUSHALL")
+    claim = Claim(DAY, 50, 10**12, None, T0 + 3600, ("t", "daily"))
+    held = Replayed("r1", False, T0 + 900, 900, ((claim, T0),))
+    assert await store.lock_rebuild("tok", 30)
+    kw: dict[str, Any] = {"mode": "rebuild", "token": "tok", "now": T0, "counted_ttl_s": 100}
+    for attempt, epoch in enumerate((new_epoch(), new_epoch())):
+        counters = Restore(counters=[Counter(DAY, 100, T0 + 3600)])
+        assert (await store.restore(counters, epoch=epoch, **kw))[0] == "ok"
+        final = attempt == 1  # attempt 1 stops before its final chunk
+        assert (await store.restore(Restore(replayed=[held]), epoch=epoch, final=final, **kw))[
+            0
+        ] == "ok"
+    assert await store.usage(DAY, now=T0) == 150  # the ledger's 100 + the held 50
+    await store.settle("r1", {DAY: 30}, now=T0 + 1)
+    assert await store.usage(DAY, now=T0) == 130

@@ -228,7 +228,11 @@ for _ = 1, n do
   local rid, closed, lu, ls, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local nh = tonumber(ARGV[i + 5])
   local rk = prefix .. 'r:' .. rid
-  local skip = redis.call('EXISTS', rk) == 1 or redis.call('SISMEMBER', ck, rid) == 1
+  -- counted by the ledger: skip. A rebuild SETs the counters afresh, so it writes every
+  -- held reservation again (a record left by an earlier, failed attempt is not counted
+  -- in them); a replay adds to live counters: a record already there is counted.
+  local skip = redis.call('SISMEMBER', ck, rid) == 1
+    or (mode ~= 'rebuild' and redis.call('EXISTS', rk) == 1)
   i = i + 6
   local holds = {}
   for seq = 1, nh do
