@@ -29,7 +29,8 @@ def budget_settings(url: str, state_dir: str, redis_url: str | None = None) -> S
         storage["redis_url"] = redis_url
     return parse_settings(
         {
-            "server": {"max_in_flight_per_key": 0},  # 1,000 at once from one key: budgets decide
+            # 1,000 at once from one key: budgets decide, not the per-key cap or the shedding
+            "server": {"max_in_flight_per_key": 0, "max_in_flight": 2048, "queue_max": 256},
             "storage": storage,
             "providers": {
                 "p": {

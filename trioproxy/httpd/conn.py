@@ -12,7 +12,6 @@ head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ import trio
 from trioproxy.httpd.limits import body_deadline
 from trioproxy.httpd.parse import ProtocolError, Request, RequestParser
 from trioproxy.httpd.wire import CONTINUE, LAST_CHUNK, chunk, response_head
+from trioproxy.upstream.http1 import plain_socket
 
 if TYPE_CHECKING:
     from trioproxy.httpd.server import HttpServer
@@ -38,15 +38,6 @@ ASGI = {"version": "3.0", "spec_version": "2.3"}
 DISCONNECT = {"type": "http.disconnect"}
 _CLOSE = (b"connection", b"close")
 _KEEP_ALIVE = (b"connection", b"keep-alive")
-
-
-def plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS or anything
-    else). trio keeps it as ``SocketType._sock``; we only call its non-blocking ``send``."""
-    if type(stream) is not trio.SocketStream:
-        return None
-    sock = getattr(stream.socket, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 class Connection:
@@ -337,7 +328,7 @@ class Connection:
 
     # writing and closing --------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | memoryview) -> None:
         """Write ``data`` whole. On plain TCP the bytes go straight to the socket when its
         buffer has room (the usual case: no task switch); only the rest, if any, waits
         through ``send_all``. Not a checkpoint when nothing had to wait."""
@@ -354,7 +345,7 @@ class Connection:
                 return
             if sent == len(data):
                 return
-            data = data[sent:]
+            data = memoryview(data)[sent:]  # the rest, uncopied
         self._writing = True
         try:
             with trio.move_on_after(self.limits.send_timeout_s) as scope:

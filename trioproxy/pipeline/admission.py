@@ -82,7 +82,7 @@ class Admission:
 
         async def on_progress(attempt: Attempt, meter: Meter) -> None:
             model = attempt.target.spec
-            out = meter.output_estimate
+            out = meter.output_tokens()  # passthrough counts lazily (Meter.deferred)
             await self.gate.extend(
                 ticket,
                 cost_micros=worst_case_micros(prices_of(model), prompt_bound, out),

@@ -61,12 +61,6 @@ class RequestContext(NamedTuple):
     # The copies below name every field by position (``self[:9]`` is request_id ..
     # wall_started): ~4x cheaper than ``_replace``, and mypy checks each position's type.
 
-    def with_headers(self, *extra: tuple[bytes, bytes]) -> RequestContext:
-        return RequestContext(
-            *self[:9], (*self.headers, *extra), self.trace, self.cache_ttl, self.cache_plan,
-            self.cache_status, self.ticket, self.prompt_bound,
-        )  # fmt: skip
-
     def with_cache(self, plan: CachePlan | None, status: CacheStatus) -> RequestContext:
         """After a cache miss (or no cache): how to store the answer, and the status header."""
         return RequestContext(

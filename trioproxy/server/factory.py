@@ -67,7 +67,9 @@ def redis_client(settings: Settings, services: list[NamedService]) -> RedisClien
     url = settings.storage.redis_url
     if url is None:
         return None
-    client = RedisClient(url.reveal())
+    # each caller bounds its own calls (budgets: ``store_timeout_s``; the cache: its lookup
+    # bound); the client's own per-call timeout must not cut a longer one short
+    client = RedisClient(url.reveal(), call_timeout=max(1.0, settings.budgets.store_timeout_s))
     services.append(NamedService("redis", _supervised(client)))
     return client
 

@@ -38,14 +38,20 @@ def request_head(method: str, target: str, authority: str, headers: tuple[tuple[
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
+def plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
     """The stdlib socket under a plain ``trio.SocketStream`` (None under TLS or a tunnel
     wrapper). trio keeps it as ``SocketType._sock``; we call only its non-blocking
-    ``send``/``recv``, after trio's own ``wait_readable``."""
+    ``send``/``recv``, after trio's own ``wait_readable``. Shared with the data-plane server
+    (:mod:`trioproxy.httpd.conn`)."""
     if type(stream) is not trio.SocketStream:
         return None
     sock = getattr(stream.socket, "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+JOIN_MAX = 65_536
+"""A request body up to this size goes out in one write with its head (one copy, one
+syscall); a larger one is written after the head, uncopied."""
 
 
 class H1Connection:
@@ -61,7 +67,7 @@ class H1Connection:
         self.stream = stream
         self.raw_socket = raw_socket
         """The TCP socket under any TLS/tunnel layers, for liveness checks."""
-        self._sock = _plain_socket(stream)
+        self._sock = plain_socket(stream)
         """The stdlib socket when ``stream`` is plain TCP: read and written directly."""
         self.exchanges = 0
         self.idle_since = 0.0
@@ -128,6 +134,10 @@ class H1Connection:
         if self.exchanges:
             self._reset()
         self.exchanges += 1
+        if len(body) > JOIN_MAX:
+            await self.stream.send_all(head)
+            await self.stream.send_all(body)
+            return
         data = head + body
         sock = self._sock
         if sock is not None:  # most requests fit the socket buffer: no task switch
@@ -135,9 +145,9 @@ class H1Connection:
                 sent = sock.send(data)
             except BlockingIOError:
                 sent = 0
-            data = data[sent:]
-            if not data:
+            if sent == len(data):
                 return
+            data = data[sent:]
         await self.stream.send_all(data)
 
     async def _read_some(self) -> bytes | bytearray:

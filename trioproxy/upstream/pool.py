@@ -67,8 +67,6 @@ class Pool:
             return conn, True
         with trio.move_on_after(connect_timeout) as scope:
             while True:
-                if (conn := await self._reuse()) is not None:
-                    return conn, True
                 if self._total < self.max_connections:
                     self._total += 1
                     try:
@@ -80,6 +78,8 @@ class Pool:
                     self.opened += 1
                     return conn, False
                 await self._waiters.park()
+                if (conn := await self._reuse()) is not None:  # one came back
+                    return conn, True
         assert scope.cancelled_caught
         raise PoolTimeout(f"connect timeout: {connect_timeout:g}s")
 
