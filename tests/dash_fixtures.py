@@ -77,3 +77,11 @@ async def sign_in(client: Any, user: str = "alice", password: str | None = None)
 
 
 __all__ = ["PASSWORDS", "READER_KEY", "Dash", "csrf_of", "sign_in", "start_dash"]
+
+
+async def page_ok(client: Any, path: str, **kwargs: Any) -> str:
+    """GET ``path`` and its text, which must be the page itself (200): an assertion that
+    something is absent from it would pass on an error page or a sign-in redirect too."""
+    r = await client.get(path, **kwargs)
+    assert r.status_code == 200, (path, r.status_code)
+    return await r.get_data(as_text=True)  # type: ignore[no-any-return]

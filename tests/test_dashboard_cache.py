@@ -9,7 +9,7 @@ import httpx
 import trio
 import trio.testing
 
-from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
+from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import HX, ledger_has, text
 
@@ -61,7 +61,7 @@ async def test_cache_page_totals_chart_bounds_and_delete(nursery: trio.Nursery) 
     # a team-limited admin: only their team's rows, and no deleting of other teams' entries
     tess = d.app.test_client()
     tcsrf = await sign_in(tess, "tess")
-    assert 'data-team="demo"' not in await text(await tess.get("/cache"))
+    assert 'data-team="demo"' not in await page_ok(tess, "/cache")
     r = await tess.post("/cache/delete", form={"entry": ref, "csrf": tcsrf})
     assert r.status_code == 403 and "not of your teams" in await text(r)
     # delete the entry by its reference: the next identical request goes upstream
@@ -76,3 +76,21 @@ async def test_cache_page_totals_chart_bounds_and_delete(nursery: trio.Nursery) 
     audit = await text(await c.get("/audit?action=cache.delete"))
     assert audit.count('<td data-label="Action">cache.delete</td>') == 2
     assert ref in audit and "not found" in audit
+
+
+async def test_the_json_api_deletes_an_entry_under_the_same_rules_audited(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    ref, _ = await cached(d, "what is an index?")
+    api = d.app.test_client()
+    bearer = {"Authorization": f"Bearer {DEMO_KEY}"}
+    r = await api.post("/admin/api/cache/delete", json={"entry": "x" * 300 + ":0"}, headers=bearer)
+    assert r.status_code == 400  # the same bound as the page's form
+    r = await api.post("/admin/api/cache/delete", json={"entry": ref}, headers=bearer)
+    assert r.status_code == 200 and (await r.get_json())["deleted"] is True
+    assert (await ask(d, "what is an index?")).headers["x-trioproxy-cache"] == "miss"
+    c = d.app.test_client()
+    await sign_in(c)
+    audit = await page_ok(c, "/audit?action=cache.delete")
+    assert audit.count('<td data-label="Action">cache.delete</td>') == 1 and ref in audit

@@ -92,7 +92,9 @@ class HistoryTable(AdminDb):
         """Newest first; ``before_seq`` pages back; ``action`` filters by prefix."""
         where: list[tuple[str, object]] = []
         if action:
-            escaped = action.replace("\\", "\\\\").replace("%", "\\%") + "%"
+            escaped = (
+                action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )  # a prefix: LIKE's wildcards in it are plain characters
             where.append(("action LIKE ? ESCAPE '\\'", escaped))
         sql, params = _newest_first(
             "SELECT ts, actor, action, target, old, new, seq FROM audit", "seq", before_seq,

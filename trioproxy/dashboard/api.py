@@ -25,6 +25,7 @@ from trioproxy.admin.audit import AuditEntry
 from trioproxy.dashboard.access import Access, json_error
 from trioproxy.dashboard.actions import ActionError, flush_cache
 from trioproxy.dashboard.budgets import budget_from_json, edit_budget
+from trioproxy.dashboard.cache_page import delete_entry
 from trioproxy.dashboard.edits import EditError, from_json
 from trioproxy.dashboard.limits import RATE_FIELDS, WINDOW_FIELDS, edit_key_rate, edit_window
 from trioproxy.dashboard.snapshot import Usage, all_teams, ledger_of, team_usage
@@ -118,11 +119,10 @@ def install(app: Quart, acc: Access) -> None:
         """One entry, named by a hit's ``x-trioproxy-cache-entry`` header (a bad hit)."""
         body = await _json_body()
         entry = body.get("entry")
-        if not isinstance(entry, str) or ":" not in entry:
+        if not isinstance(entry, str):
             raise ActionError("expected {'entry': <x-trioproxy-cache-entry of the hit>}")
-        if gw.cache is None:
-            raise ActionError("the response cache is not enabled on this gateway", 409)
-        return jsonify({"entry": entry, "deleted": await gw.cache.delete(entry)})
+        deleted = await delete_entry(gw, acc.store, g.principal, entry, acc.clock())
+        return jsonify({"entry": entry, "deleted": deleted})
 
     @app.get(f"{PREFIX}/spend")
     async def get_spend() -> ResponseReturnValue:

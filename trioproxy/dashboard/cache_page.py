@@ -15,8 +15,11 @@ from typing import Any
 
 from markupsafe import Markup
 
+from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
+from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import snapshot
+from trioproxy.dashboard.actions import ActionError
 from trioproxy.dashboard.charts import colour, stacked_bars
 from trioproxy.dashboard.spend import Range
 from trioproxy.edge.app import Gateway
@@ -104,6 +107,31 @@ def visible_namespaces(gw: Gateway, who: Principal, teams: Iterable[str]) -> set
             if who.may_see(team):
                 out.add(team_namespace(team, route))
     return out
+
+
+ENTRY_MAX = 256
+"""Longest entry reference accepted (an ``x-trioproxy-cache-entry`` header is far shorter)."""
+
+
+async def delete_entry(
+    gw: Gateway, store: AdminStore, who: Principal, entry: str, now: float
+) -> bool:
+    """Delete one cached answer by its reference, audited; raises :class:`ActionError`
+    (400 malformed, 403 not of ``who``'s teams, 409 no cache). True if it was there."""
+    if gw.cache is None:
+        raise ActionError("the response cache is not enabled on this gateway", 409)
+    if ":" not in entry or len(entry) > ENTRY_MAX:
+        raise ActionError("paste the x-trioproxy-cache-entry header of the bad answer")
+    if who.teams is not None and (
+        entry.startswith("s")
+        or entry.partition(":")[0] not in visible_namespaces(gw, who, who.teams)
+    ):  # semantic references do not name their team; exact ones do, as a digest
+        raise ActionError("this entry is not of your teams' (ask an admin of every team)", 403)
+    deleted = await gw.cache.delete(entry)
+    await store.audit(
+        AuditEntry(now, who.name, "cache.delete", entry, "", "deleted" if deleted else "not found")
+    )
+    return deleted
 
 
 async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:

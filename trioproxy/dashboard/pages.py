@@ -23,7 +23,8 @@ from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.actions import ActionError, flush_cache
 from trioproxy.dashboard.budgets import budget_from_form
 from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
-from trioproxy.dashboard.cache_page import cache_context, visible_namespaces
+from trioproxy.dashboard.cache_page import cache_context
+from trioproxy.dashboard.cache_page import delete_entry as delete_cache_entry
 from trioproxy.dashboard.edits import EditError, from_form
 from trioproxy.dashboard.limits import WINDOW_FIELDS, edit_window, window_rows
 from trioproxy.edge.app import Gateway
@@ -259,20 +260,11 @@ def install(app: Quart, acc: Access) -> None:
     async def delete_entry() -> ResponseReturnValue:
         """One entry, named by a hit's ``x-trioproxy-cache-entry`` header (a bad answer)."""
         entry = (await request.form).get("entry", "").strip()
-        who = g.principal
-        if gw.cache is None:
-            error, status = "the response cache is not enabled on this gateway", 409
-        elif ":" not in entry or len(entry) > 256:
-            error, status = "paste the x-trioproxy-cache-entry header of the bad answer", 400
-        elif who.teams is not None and (
-            entry.startswith("s")
-            or entry.partition(":")[0] not in visible_namespaces(gw, who, who.teams)
-        ):  # semantic references do not name their team; exact ones do, as a digest
-            error, status = "this entry is not of your teams' (ask an admin of every team)", 403
+        try:
+            deleted = await delete_cache_entry(gw, acc.store, g.principal, entry, acc.clock())
+        except ActionError as err:
+            error, status = err.message, err.status
         else:
-            deleted = await gw.cache.delete(entry)
-            await acc.store.audit(AuditEntry(acc.clock(), who.name, "cache.delete", entry,
-                                             "", "deleted" if deleted else "not found"))  # fmt: skip
             text = "Deleted: the next identical request goes upstream." if deleted else (
                 "No such entry (expired, evicted or already deleted)."
             )  # fmt: skip
