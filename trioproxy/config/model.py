@@ -218,14 +218,15 @@ class BreakerConfig:
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
-    max_in_flight: int = 320
+    max_in_flight: int = 280
     """Requests served at once per worker, counted once their body is in. Derived from
-    measured capacity (README, "Shedding limits"): one worker relays ~20,000 stream events
-    per second of CPU (~50 µs each), so 320 streams at 50 events/s use 80 % of a core and
-    keep their pace. Raise it for mostly non-stream traffic (a waiting request costs no CPU)."""
+    measured capacity (README, "Shedding limits"): one worker relays ~17,500 stream events
+    per second of CPU (57 µs each, measured at 1,000 streams), so 280 streams at 50 events/s
+    use 80 % of a core and keep their pace. Raise it for mostly non-stream traffic (a waiting
+    request costs no CPU)."""
     queue_max: int = 80
     """Requests that may wait for an in-flight slot; beyond it 503 + Retry-After at once.
-    About what frees up within ``queue_timeout_s`` (320 slots of ~1-2 s streams: 80-160 per
+    About what frees up within ``queue_timeout_s`` (280 slots of ~1-2 s streams: 70-140 per
     0.5 s); a longer line would only time out."""
     queue_timeout_s: float = 0.5
     """How long a request waits in that queue before its 503: half of the 1 s time-to-first-
