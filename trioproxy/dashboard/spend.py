@@ -157,16 +157,6 @@ class Spend:
         return out
 
 
-def fold(rows: Iterable[DayRow], rng: Range, by: str) -> Spend:
-    """Every value's rows per day (what the CSV holds): totals and day totals from them."""
-    spend = Spend(rng, by, rng.days)
-    rows = [r for r in rows if rng.start <= r.day <= rng.end]
-    spend.add_values(rows)
-    spend.add_days(rows)
-    spend.add_day_totals(rows)
-    return spend
-
-
 @dataclass(frozen=True, slots=True)
 class Projection:
     team: str
@@ -218,7 +208,6 @@ __all__ = [
     "Range",
     "RangeError",
     "Spend",
-    "fold",
     "parse_range",
     "project",
     "to_csv",

@@ -21,7 +21,6 @@ from trioproxy.dashboard.spend import (
     BY,
     RangeError,
     Spend,
-    fold,
     parse_range,
     project,
     to_csv,
@@ -52,9 +51,10 @@ async def spend_of(
     ) -> list[DayRow]:
         return await snapshot.days(gw, dim, rng.start, rng.end, teams, keep, values)
 
-    if every_value:
-        return fold(await read(by, ("day", "value")), rng, by), error
     spend = Spend(rng, by, rng.days)
+    if every_value:  # the CSV: per day and value, nothing else
+        spend.add_days(await read(by, ("day", "value")))
+        return spend, error
     spend.add_values(await read(by, ("value",)))
     spend.add_days(await read(by, ("day", "value"), spend.top()))
     spend.add_day_totals(await read(by, ("day",)))
