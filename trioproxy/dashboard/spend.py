@@ -109,6 +109,8 @@ class Spend:
     outcomes: dict[str, Outcomes] = field(default_factory=dict)
     """Per team."""
     total: Totals = field(default_factory=Totals)
+    rows: list[DayRow] = field(default_factory=list)
+    """Every value per day, as read (the CSV: written as they are, no sums in Python)."""
 
     def top(self, n: int = STACKS) -> list[str]:
         ranked = sorted(self.by_value, key=lambda v: (-self.by_value[v].cost_usd, v))
@@ -189,14 +191,16 @@ CSV_HEADER = ("day", "by", "value", "requests", "input_tokens", "output_tokens",
 
 
 def to_csv(spend: Spend) -> str:
-    """What the page shows, one row per local day and value."""
+    """Every value per local day (:attr:`Spend.rows`), one CSV row each."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_HEADER)
-    for (day, value), t in sorted(spend.per_day.items()):
+    by = spend.by
+    for r in sorted(spend.rows, key=lambda r: (r.day, r.value)):
+        value = r.value
         cell = ("'" + value) if value[:1] in ("=", "+", "-", "@") else value  # no formulas
-        w.writerow([day.isoformat(), spend.by, cell, t.requests, t.input_tokens,
-                    t.output_tokens, f"{t.cost_usd:.6f}", f"{t.saved_usd:.6f}"])  # fmt: skip
+        w.writerow((r.day.isoformat(), by, cell, r.requests, r.input_tokens, r.output_tokens,
+                    f"{r.cost_micros / 1e6:.6f}", f"{r.saved_micros / 1e6:.6f}"))  # fmt: skip
     return out.getvalue()
 
 
