@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trioproxy.ledger.columns import LEGACY_MONEY, METRICS
+from trioproxy.ledger.columns import LEGACY_MONEY, METRICS, UsdViews
 from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.hourly import HourRow
 from trioproxy.ledger.minutes import MinuteRow
@@ -57,7 +57,7 @@ REQUEST_TOKENS = (
 
 
 @dataclass(frozen=True, slots=True)
-class ReportRow:
+class ReportRow(UsdViews):
     group: tuple[str, ...]
     """Values of the ``by`` dimensions, in the order asked for."""
     requests: int
@@ -76,18 +76,6 @@ class ReportRow:
     @classmethod
     def of(cls, group: tuple[str, ...], values: Sequence[Any]) -> ReportRow:
         return cls(group, *(int(v or 0) for v in values))
-
-    @property
-    def cost_usd(self) -> float:
-        return self.cost_micros / 1_000_000
-
-    @property
-    def saved_usd(self) -> float:
-        return self.saved_micros / 1_000_000
-
-    @property
-    def cache_saved_usd(self) -> float:
-        return self.cache_saved_micros / 1_000_000
 
 
 class LedgerBackend(Protocol):

@@ -130,12 +130,34 @@ def to_dict(record: UsageRecord) -> dict[str, Any]:
     return dict(zip(FIELDS, _values(record), strict=True))
 
 
+class UsdViews:
+    """The money columns of a roll-up row, in USD (pages and reports print them)."""
+
+    __slots__ = ()
+    cost_micros: int
+    saved_micros: int
+    cache_saved_micros: int
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    @property
+    def saved_usd(self) -> float:
+        return self.saved_micros / 1_000_000
+
+    @property
+    def cache_saved_usd(self) -> float:
+        return self.cache_saved_micros / 1_000_000
+
+
 __all__ = [
     "COLUMNS",
     "FIELDS",
     "KEY_COLUMNS",
     "LEGACY_MONEY",
     "METRICS",
+    "UsdViews",
     "column_ddl",
     "default_sql",
     "from_row",

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from trioproxy.ledger.columns import METRICS, upsert_tail
+from trioproxy.ledger.columns import METRICS, UsdViews, upsert_tail
 from trioproxy.ledger.hourly import COLUMNS as HOUR_COLUMNS
 from trioproxy.ledger.hourly import HourRow
 
@@ -151,7 +151,7 @@ def from_hour_aggregate(rows: Iterable[Sequence[object]], zone: str) -> list[tup
 
 
 @dataclass(frozen=True, slots=True)
-class DayRow:
+class DayRow(UsdViews):
     day: dt.date
     """In the zone asked for."""
     value: str
@@ -167,18 +167,6 @@ class DayRow:
     cost_micros: int
     saved_micros: int
     cache_saved_micros: int
-
-    @property
-    def cost_usd(self) -> float:
-        return self.cost_micros / 1_000_000
-
-    @property
-    def saved_usd(self) -> float:
-        return self.saved_micros / 1_000_000
-
-    @property
-    def cache_saved_usd(self) -> float:
-        return self.cache_saved_micros / 1_000_000
 
 
 def check_dimension(dim: str) -> None:

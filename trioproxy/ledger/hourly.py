@@ -18,7 +18,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from trioproxy.ledger.columns import METRICS, upsert_tail
+from trioproxy.ledger.columns import METRICS, UsdViews, upsert_tail
 from trioproxy.ledger.record import UsageRecord
 
 DIMENSIONS: tuple[str, ...] = (
@@ -91,7 +91,7 @@ def aggregate(records: Iterable[UsageRecord]) -> list[tuple[object, ...]]:
 
 
 @dataclass(frozen=True, slots=True)
-class HourRow:
+class HourRow(UsdViews):
     hour: int
     group: tuple[str, ...]
     requests: int
@@ -104,18 +104,6 @@ class HourRow:
     cost_micros: int
     saved_micros: int
     cache_saved_micros: int
-
-    @property
-    def cost_usd(self) -> float:
-        return self.cost_micros / 1_000_000
-
-    @property
-    def saved_usd(self) -> float:
-        return self.saved_micros / 1_000_000
-
-    @property
-    def cache_saved_usd(self) -> float:
-        return self.cache_saved_micros / 1_000_000
 
 
 def check_dimensions(by: Sequence[str]) -> None:
