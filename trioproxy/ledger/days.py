@@ -82,10 +82,7 @@ def local_day(hour: int, zone: str) -> int:
 
 def upsert_sql(placeholder: str) -> str:
     values = ", ".join([placeholder] * (5 + len(METRICS)))
-    return (
-        f"INSERT INTO ledger_days ({KEY_COLUMNS}, {', '.join(METRICS)}) VALUES ({values}) "
-        + upsert_tail("ledger_days", KEY_COLUMNS)
-    )
+    return f"{INSERT_HEAD}VALUES ({values}) {UPSERT_TAIL}"
 
 
 def split_route_cache(value: str) -> tuple[str, str]:

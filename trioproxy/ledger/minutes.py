@@ -18,6 +18,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from trioproxy.ledger import columns
 from trioproxy.ledger.record import UsageRecord
 
 BOUNDS_MS: tuple[float, ...] = (
@@ -96,8 +97,7 @@ def upsert_head() -> str:
 
 
 def upsert_tail() -> str:
-    sets = ", ".join(f"{c} = ledger_minutes.{c} + excluded.{c}" for c in COUNTS)
-    return f"ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET {sets}"
+    return columns.upsert_tail("ledger_minutes", KEY_COLUMNS, COUNTS)
 
 
 def upsert_sql(placeholder: str) -> str:
