@@ -1,42 +1,84 @@
-"""The admin store's one write transaction (its connection is in autocommit mode, where
-``with conn:`` opens none: a DELETE then INSERT pair was not atomic)."""
+"""The admin store's SQL, written once, on both engines: SQLite (one host) and PostgreSQL
+(every instance sharing it). One write transaction rolls back whole (the SQLite connection is
+in autocommit mode, where ``with conn:`` opens none: a DELETE then INSERT pair was not atomic)."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from trioproxy.admin.audit import AuditEntry
-from trioproxy.admin.db import transaction
-from trioproxy.admin.store import AdminStore
+from trioproxy.admin.db import Sql
+from trioproxy.admin.keys import StoredKey
+from trioproxy.admin.store import AdminStore, Heartbeat, StoredUser, StoreError
 
 
-def test_a_failing_step_rolls_the_whole_transaction_back(tmp_path: Path) -> None:
-    store = AdminStore.open_sync(tmp_path)
-    db = store._conn
-    try:
-        db.execute("INSERT INTO heartbeats VALUES ('w1', 1.0, 1, '')")
-        with pytest.raises(sqlite3.IntegrityError), transaction(db):
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AdminStore]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    s = AdminStore.open_sync(tmp_path, url)
+    yield s
+    s.close()
+
+
+async def test_a_failing_step_rolls_the_whole_transaction_back(store: AdminStore) -> None:
+    await store.beat(Heartbeat("w1", 1.0, True, ""), forget_before=0.0)
+
+    def failing(db: Sql) -> None:
+        with db.transaction():
             db.execute("DELETE FROM heartbeats")
             db.execute("INSERT INTO heartbeats VALUES ('w2', 2.0, NULL, '')")  # NOT NULL
-        assert db.execute("SELECT worker FROM heartbeats").fetchall() == [("w1",)]
-        with transaction(db):
+
+    with pytest.raises(StoreError):
+        await store._run(failing)
+    assert [h.worker for h in await store.heartbeats()] == ["w1"]
+
+    def clear(db: Sql) -> None:  # a new transaction opens: the failed one was ended
+        with db.transaction():
             db.execute("DELETE FROM heartbeats")
-        assert db.execute("SELECT count(*) FROM heartbeats").fetchone() == (0,)
-        assert not db.in_transaction
-    finally:
-        store.close()
+
+    await store._run(clear)
+    assert await store.heartbeats() == []
 
 
-async def test_the_audit_filter_is_a_plain_prefix(tmp_path: Path) -> None:
-    store = AdminStore.open_sync(tmp_path)
-    try:
-        for action in ("keyXrotate", "key_rotate", "key%"):
-            await store.audit(AuditEntry(1.0, "admin", action, "t", "", ""))
-        assert [e.action for e in await store.audit_log(action="key_")] == ["key_rotate"]
-        assert [e.action for e in await store.audit_log(action="key%")] == ["key%"]
-        assert len(await store.audit_log(action="key")) == 3
-    finally:
-        store.close()
+async def test_the_audit_filter_is_a_plain_prefix(store: AdminStore) -> None:
+    for action in ("keyXrotate", "key_rotate", "key%"):
+        await store.audit(AuditEntry(1.0, "admin", action, "t", "", ""))
+    assert [e.action for e in await store.audit_log(action="key_")] == ["key_rotate"]
+    assert [e.action for e in await store.audit_log(action="key%")] == ["key%"]
+    assert len(await store.audit_log(action="key")) == 3
+    page = await store.audit_log(limit=2)
+    assert [e.seq for e in page] == [3, 2]
+    assert [e.seq for e in await store.audit_log(before_seq=page[-1].seq)] == [1]
+
+
+async def test_every_table_round_trips(store: AdminStore) -> None:
+    user = StoredUser("ann", "scrypt$x", "viewer", frozenset({"ops"}), 1.0, "root")
+    assert await store.add_user(user)
+    assert not await store.add_user(user)  # the name is taken
+    await store.put_user(StoredUser("ann", "scrypt$y", "admin", None, 1.0, "root", True))
+    assert await store.user("ann") == StoredUser("ann", "scrypt$y", "admin", None, 1.0, "root",
+                                                 True)  # fmt: skip
+    key = StoredKey("h1", "k", "ops", "ann", routes=frozenset({"chat"}), rpm=5, created=2.0)
+    assert await store.add_key(key)
+    assert not await store.add_key(StoredKey("h2", "k", "ops", "ann"))  # one active per name
+    found = await store.lookup("h1")
+    assert found is not None and found.user == "ann" and found.rpm == 5
+    rotated = await store.replace_key("k", StoredKey("h3", "k", "ops", "ann"), 3.0)
+    assert rotated is not None and rotated.key_hash == "h1"
+    assert await store.lookup("h1") is None and await store.lookup("h3") is not None
+    assert [k.key_hash for k in await store.api_keys()] == ["h3", "h1"]  # active first
+    revoked = await store.revoke_key("k", 4.0)
+    assert revoked is not None and revoked.user == "ann"
+    assert await store.revoke_key("k", 5.0) is None
+    first = await store.record_alert(1.0, "ops", "team:ops:day:x", "warn", 0.8, 8, 10, "pending")
+    second = await store.record_alert(2.0, "dev", "team:dev:day:x", "warn", 0.8, 8, 10, "pending")
+    assert second > first
+    await store.alert_delivered(first, "delivered", 1, None, 3.0)
+    log = await store.alert_log(teams=frozenset({"ops"}))
+    assert [(a.id, a.delivery, a.done_at) for a in log] == [(first, "delivered", 3.0)]
+    await store.beat(Heartbeat("w", 1.0, True, ""), forget_before=0.0)
+    await store.beat(Heartbeat("w", 2.0, False, "down: redis"), forget_before=0.0)
+    assert await store.heartbeats() == [Heartbeat("w", 2.0, False, "down: redis")]

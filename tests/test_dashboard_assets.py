@@ -58,10 +58,11 @@ def test_dashboard_needs_no_lifespan(tmp_path: Path) -> None:
 
             class storage:
                 state_dir = str(tmp_path)
+                database_url = None
 
     gw = FakeGateway()
     app = create_dashboard(gw)  # type: ignore[arg-type]
-    assert [s.name for s in gw.services.services] == ["dashboard-heartbeat"]
+    assert [s.name for s in gw.services.services] == ["dashboard-heartbeat", "dashboard-store"]
     assert app.before_serving_funcs == []
     assert app.while_serving_gens == []
     assert app.after_serving_funcs == []

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from trioproxy.admin.db import AdminDb, teams_in, teams_out, transaction
+from trioproxy.admin.db import AdminDb, Sql, teams_in, teams_out
 from trioproxy.admin.sessions import Principal, Role, Session
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
-  id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
-  via TEXT NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS login_failures(subject TEXT NOT NULL, ts REAL NOT NULL);
+  id_hash TEXT PRIMARY KEY, "user" TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
+  via TEXT NOT NULL, csrf TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+  last_seen DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS login_failures(subject TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, ts);
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
-  created REAL NOT NULL, created_by TEXT NOT NULL);
+  created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL,
+  disabled INTEGER NOT NULL DEFAULT 0);
 """
 MIGRATIONS = ("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",)
+"""For SQLite files made before the column (the CREATE above has it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class StoredUser:
 
 
 _USER_COLS = "name, password_hash, role, teams, created, created_by, disabled"
+_INSERT_USER = f"INSERT INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)"
 
 
 def _user_of(row: Sequence[Any]) -> StoredUser:
@@ -55,8 +58,8 @@ class AccountsTable(AdminDb):
         """Store a new session; drop sessions that ended before ``purge_before``."""
         p = s.principal
 
-        def op(db: sqlite3.Connection) -> None:
-            with transaction(db):
+        def op(db: Sql) -> None:
+            with db.transaction():
                 db.execute("DELETE FROM sessions WHERE created < ?", (purge_before,))
                 db.execute(
                     "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?)",
@@ -67,9 +70,9 @@ class AccountsTable(AdminDb):
         await self._run(op)
 
     async def get_session(self, id_hash: str) -> Session | None:
-        def op(db: sqlite3.Connection) -> Session | None:
+        def op(db: Sql) -> Session | None:
             row = db.execute(
-                "SELECT user, role, teams, via, csrf, created, last_seen FROM sessions "
+                'SELECT "user", role, teams, via, csrf, created, last_seen FROM sessions '
                 "WHERE id_hash = ?",
                 (id_hash,),
             ).fetchone()
@@ -92,8 +95,8 @@ class AccountsTable(AdminDb):
         await self._run(lambda db: db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)))
 
     async def revoke_user(self, user: str) -> int:
-        def op(db: sqlite3.Connection) -> int:
-            return int(db.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount)
+        def op(db: Sql) -> int:
+            return int(db.execute('DELETE FROM sessions WHERE "user" = ?', (user,)).rowcount)
 
         return await self._run(op)
 
@@ -102,7 +105,7 @@ class AccountsTable(AdminDb):
     async def failures(self, subjects: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
         """Per subject with failures since ``since``: (count, oldest time)."""
 
-        def op(db: sqlite3.Connection) -> dict[str, tuple[int, float]]:
+        def op(db: Sql) -> dict[str, tuple[int, float]]:
             out: dict[str, tuple[int, float]] = {}
             for subject in subjects:
                 n, oldest = db.execute(
@@ -118,8 +121,8 @@ class AccountsTable(AdminDb):
     async def record_failure(
         self, subjects: Sequence[str], now: float, *, keep_after: float
     ) -> None:
-        def op(db: sqlite3.Connection) -> None:
-            with transaction(db):
+        def op(db: Sql) -> None:
+            with db.transaction():
                 db.execute("DELETE FROM login_failures WHERE ts < ?", (keep_after,))
                 db.executemany(
                     "INSERT INTO login_failures VALUES (?, ?)", [(s, now) for s in subjects]
@@ -135,14 +138,14 @@ class AccountsTable(AdminDb):
     # --- users ----------------------------------------------------------------------
 
     async def users(self) -> list[StoredUser]:
-        def op(db: sqlite3.Connection) -> list[StoredUser]:
+        def op(db: Sql) -> list[StoredUser]:
             rows = db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY name").fetchall()
             return [_user_of(row) for row in rows]
 
         return await self._run(op)
 
     async def user(self, name: str) -> StoredUser | None:
-        def op(db: sqlite3.Connection) -> StoredUser | None:
+        def op(db: Sql) -> StoredUser | None:
             row = db.execute(f"SELECT {_USER_COLS} FROM users WHERE name = ?", (name,)).fetchone()
             return None if row is None else _user_of(row)
 
@@ -150,22 +153,21 @@ class AccountsTable(AdminDb):
 
     async def put_user(self, u: StoredUser) -> None:
         row = _user_row(u)
-        sql = f"INSERT OR REPLACE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)"
+        sets = ", ".join(f"{c} = excluded.{c}" for c in _USER_COLS.split(", ")[1:])
+        sql = f"{_INSERT_USER} ON CONFLICT (name) DO UPDATE SET {sets}"
         await self._run(lambda db: db.execute(sql, row))
 
     async def add_user(self, u: StoredUser) -> bool:
         """Store a new user; False if the name is taken."""
 
-        def op(db: sqlite3.Connection) -> bool:
-            cur = db.execute(
-                f"INSERT OR IGNORE INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)", _user_row(u)
-            )
+        def op(db: Sql) -> bool:
+            cur = db.execute(f"{_INSERT_USER} ON CONFLICT DO NOTHING", _user_row(u))
             return cur.rowcount == 1
 
         return await self._run(op)
 
     async def delete_user(self, name: str) -> bool:
-        def op(db: sqlite3.Connection) -> bool:
+        def op(db: Sql) -> bool:
             return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
 
         return await self._run(op)

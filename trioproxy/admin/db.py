@@ -1,78 +1,96 @@
-"""The admin store's SQLite file: opening it, the worker-thread call, one transaction.
+"""The admin store's database: one SQL text for both engines, how it is called, one transaction.
 
-Every worker process of a host opens the same file (WAL, ``busy_timeout``), so a change made
-on one worker holds on every worker at once. Every call runs in a worker thread behind a
-``CapacityLimiter(1)`` and under ``trio.fail_after(CALL_TIMEOUT_S)``.
+The tables (:mod:`.accounts_table`, :mod:`.keys_table`, :mod:`.history_table`) write their
+SQL once, with ``?`` placeholders and syntax both SQLite (3.35+) and PostgreSQL accept
+(``ON CONFLICT ... DO UPDATE``, ``RETURNING``, ``"user"`` quoted), against :class:`Sql`, one
+connection in a worker thread. An :class:`Engine` supplies it:
+
+* :class:`~trioproxy.admin.sqlite_engine.SqliteEngine` (the default): ``admin.sqlite3`` in
+  ``storage.state_dir``, shared by the worker processes of one host (WAL, ``busy_timeout``);
+* :class:`~trioproxy.admin.pg_engine.PgEngine` when ``storage.database_url`` is set: the
+  deployment's PostgreSQL, shared by every instance on every host.
+
+Every call runs in a worker thread behind the engine's limiter and under
+``trio.fail_after(CALL_TIMEOUT_S)``; a database error reaches the caller as
+:class:`StoreError` (an ``OSError``), whichever engine raised it.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Self, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
+import psycopg
+import psycopg_pool
 import trio
 
 T = TypeVar("T")
-FILE_NAME = "admin.sqlite3"
 CALL_TIMEOUT_S = 5.0
-BUSY_TIMEOUT_MS = 4_000
+
+
+class StoreError(OSError):
+    """The admin store's database failed or could not be reached (either engine)."""
+
+
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.Error, psycopg.Error, psycopg_pool.PoolTimeout,
+)  # fmt: skip
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Sql(Protocol):
+    """One connection, used from the store's worker thread; ``?`` placeholders."""
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (statements otherwise commit one by one)."""
+        ...
+
+
+class Engine(Protocol):
+    """Where the tables live: runs ``fn`` on a connection in a worker thread."""
+
+    async def run(self, fn: Callable[[Sql], T]) -> T: ...
+    def close(self) -> None: ...
+
+
+def schema_sql(tables: str, *, serial: str) -> list[str]:
+    """The tables' DDL as statements; ``{serial}`` is the engine's auto-numbered key."""
+    return [s.strip() for s in tables.format(serial=serial).split(";") if s.strip()]
 
 
 class AdminDb:
-    """The connection and how to call it; the tables come from the classes built on it."""
+    """The engine and how to call it; the tables come from the classes built on it."""
 
     SCHEMA = ""
     """Every table's DDL (``CREATE ... IF NOT EXISTS``), set by the composed store."""
     MIGRATIONS: tuple[str, ...] = ()
-    """Columns added after a release; each runs once (a second worker finds it done)."""
+    """SQLite columns added after a release; each runs once (a second worker finds it done).
+    A PostgreSQL store is younger than every one of them: its DDL has them."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._limiter = trio.CapacityLimiter(1)
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
-    @classmethod
-    def open_sync(cls, state_dir: str | Path) -> Self:
-        """Open (creating the file and schema); cheap, safe before the event loop runs."""
-        path = Path(state_dir) / FILE_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(cls.SCHEMA)
-        for sql in cls.MIGRATIONS:
-            try:
-                conn.execute(sql)
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):
-                    raise
-        return cls(conn)
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with trio.fail_after(CALL_TIMEOUT_S):
-            return await trio.to_thread.run_sync(
-                fn, self._conn, limiter=self._limiter, abandon_on_cancel=True
-            )
+    async def _run(self, fn: Callable[[Sql], T]) -> T:
+        try:
+            with trio.fail_after(CALL_TIMEOUT_S):
+                return await self.engine.run(fn)
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"admin store: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        self._conn.close()
-
-
-@contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction. The connection is in autocommit mode (``isolation_level=None``),
-    where ``with db:`` opens none: each statement would commit on its own."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+        self.engine.close()
 
 
 def teams_out(teams: frozenset[str] | None) -> str | None:
@@ -83,5 +101,5 @@ def teams_in(raw: str | None) -> frozenset[str] | None:
     return None if raw is None else frozenset(json.loads(raw))
 
 
-__all__ = ["BUSY_TIMEOUT_MS", "CALL_TIMEOUT_S", "FILE_NAME", "AdminDb", "teams_in", "teams_out",
-           "transaction"]  # fmt: skip
+__all__ = ["CALL_TIMEOUT_S", "AdminDb", "Cursor", "Engine", "Sql", "StoreError", "schema_sql",
+           "teams_in", "teams_out"]  # fmt: skip

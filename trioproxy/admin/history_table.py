@@ -3,24 +3,24 @@ with their webhook deliveries, and the workers' heartbeats (is the data fresh)."
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from trioproxy.admin.audit import AuditEntry
-from trioproxy.admin.db import AdminDb, transaction
+from trioproxy.admin.db import AdminDb, Sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
+  seq {serial}, ts DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, target TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, team TEXT NOT NULL,
-  budget TEXT NOT NULL, level TEXT NOT NULL, threshold REAL NOT NULL,
-  spent_micros INTEGER NOT NULL, limit_micros INTEGER NOT NULL, delivery TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, done_at REAL);
+  id {serial}, ts DOUBLE PRECISION NOT NULL, team TEXT NOT NULL,
+  budget TEXT NOT NULL, level TEXT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
+  spent_micros BIGINT NOT NULL, limit_micros BIGINT NOT NULL, delivery TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, done_at DOUBLE PRECISION);
 CREATE INDEX IF NOT EXISTS alerts_team ON alerts(team, id);
 CREATE TABLE IF NOT EXISTS heartbeats(
-  worker TEXT PRIMARY KEY, ts REAL NOT NULL, ready INTEGER NOT NULL, detail TEXT NOT NULL);
+  worker TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, ready INTEGER NOT NULL,
+  detail TEXT NOT NULL);
 """
 ALERTS_KEPT = 100_000
 """The alert log keeps this many newest entries."""
@@ -110,16 +110,15 @@ class HistoryTable(AdminDb):
         self, ts: float, team: str, budget: str, level: str, threshold: float,
         spent_micros: int, limit_micros: int, delivery: str,
     ) -> int:  # fmt: skip
-        def op(db: sqlite3.Connection) -> int:
-            with transaction(db):
-                cur = db.execute(
+        def op(db: Sql) -> int:
+            with db.transaction():
+                (ref,) = db.execute(
                     "INSERT INTO alerts(ts, team, budget, level, threshold, spent_micros, "
-                    "limit_micros, delivery) VALUES (?,?,?,?,?,?,?,?)",
+                    "limit_micros, delivery) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                     (ts, team, budget, level, threshold, spent_micros, limit_micros, delivery),
-                )
-                ref = int(cur.lastrowid or 0)
+                ).fetchone()
                 db.execute("DELETE FROM alerts WHERE id <= ?", (ref - ALERTS_KEPT,))
-            return ref
+            return int(ref)
 
         return await self._run(op)
 
@@ -155,18 +154,19 @@ class HistoryTable(AdminDb):
     async def beat(self, hb: Heartbeat, *, forget_before: float) -> None:
         """Record a worker's heartbeat; forget workers silent since ``forget_before``."""
 
-        def op(db: sqlite3.Connection) -> None:
-            with transaction(db):
+        def op(db: Sql) -> None:
+            with db.transaction():
                 db.execute("DELETE FROM heartbeats WHERE ts < ?", (forget_before,))
                 db.execute(
-                    "INSERT OR REPLACE INTO heartbeats VALUES (?,?,?,?)",
+                    "INSERT INTO heartbeats VALUES (?,?,?,?) ON CONFLICT (worker) DO UPDATE "
+                    "SET ts = excluded.ts, ready = excluded.ready, detail = excluded.detail",
                     (hb.worker, hb.ts, int(hb.ready), hb.detail),
                 )
 
         await self._run(op)
 
     async def heartbeats(self) -> list[Heartbeat]:
-        def op(db: sqlite3.Connection) -> list[Heartbeat]:
+        def op(db: Sql) -> list[Heartbeat]:
             rows = db.execute("SELECT worker, ts, ready, detail FROM heartbeats ORDER BY worker")
             return [Heartbeat(w, ts, bool(r), d) for w, ts, r, d in rows]
 

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from trioproxy.admin.db import AdminDb, teams_in, teams_out, transaction
+from trioproxy.admin.db import AdminDb, Sql, teams_in, teams_out
 from trioproxy.admin.keys import StoredKey
 from trioproxy.config.model import ApiKeyConfig
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys(
-  key_hash TEXT PRIMARY KEY, name TEXT NOT NULL, team TEXT NOT NULL, user TEXT NOT NULL,
-  feature TEXT NOT NULL, routes TEXT, priority TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
-  created REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL);
+  key_hash TEXT PRIMARY KEY, name TEXT NOT NULL, team TEXT NOT NULL, "user" TEXT NOT NULL,
+  feature TEXT NOT NULL, routes TEXT, priority TEXT NOT NULL, rpm BIGINT, tpm BIGINT,
+  created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL, revoked_at DOUBLE PRECISION);
 CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys(name, revoked_at);
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name)
+  WHERE revoked_at IS NULL;
 """
+"""At most one active key per name, held by the database (two instances creating the same
+name at once: one wins)."""
 
 _KEY_COLS = (
-    "key_hash, name, team, user, feature, routes, priority, rpm, tpm, created, created_by, "
+    'key_hash, name, team, "user", feature, routes, priority, rpm, tpm, created, created_by, '
     "revoked_at"
 )
 _INSERT = f"INSERT INTO api_keys ({_KEY_COLS}) VALUES ({', '.join('?' * 12)})"
@@ -44,7 +47,7 @@ class KeysTable(AdminDb):
     async def lookup(self, key_hash: str) -> ApiKeyConfig | None:
         """The active key with this hash (the gateway's key ring asks on every request)."""
 
-        def op(db: sqlite3.Connection) -> StoredKey | None:
+        def op(db: Sql) -> StoredKey | None:
             row = db.execute(
                 f"SELECT {_KEY_COLS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
                 (key_hash,),
@@ -57,7 +60,7 @@ class KeysTable(AdminDb):
     async def api_keys(self) -> list[StoredKey]:
         """Every stored key, active first, then newest first."""
 
-        def op(db: sqlite3.Connection) -> list[StoredKey]:
+        def op(db: Sql) -> list[StoredKey]:
             rows = db.execute(
                 f"SELECT {_KEY_COLS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created DESC"
             ).fetchall()
@@ -68,21 +71,15 @@ class KeysTable(AdminDb):
     async def add_key(self, k: StoredKey) -> bool:
         """Store a new key; False if an active key already has its name."""
 
-        def op(db: sqlite3.Connection) -> bool:
-            with transaction(db):
-                taken = db.execute(
-                    "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (k.name,)
-                ).fetchone()
-                if not taken:
-                    db.execute(_INSERT, _key_row(k))
-            return not taken
+        def op(db: Sql) -> bool:
+            return db.execute(f"{_INSERT} ON CONFLICT DO NOTHING", _key_row(k)).rowcount == 1
 
         return await self._run(op)
 
     async def revoke_key(self, name: str, now: float) -> StoredKey | None:
         """Revoke the active key called ``name``; None if there is none."""
 
-        def op(db: sqlite3.Connection) -> StoredKey | None:
+        def op(db: Sql) -> StoredKey | None:
             row = db.execute(_REVOKE, (now, name)).fetchone()
             return None if row is None else _key_of(row)
 
@@ -91,8 +88,8 @@ class KeysTable(AdminDb):
     async def replace_key(self, old_name: str, new: StoredKey, now: float) -> StoredKey | None:
         """Rotate: revoke the active key ``old_name`` and store ``new`` in one transaction."""
 
-        def op(db: sqlite3.Connection) -> StoredKey | None:
-            with transaction(db):
+        def op(db: Sql) -> StoredKey | None:
+            with db.transaction():
                 row = db.execute(_REVOKE, (now, old_name)).fetchone()
                 if row is not None:
                     db.execute(_INSERT, _key_row(new))

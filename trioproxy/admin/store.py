@@ -1,26 +1,40 @@
-"""Shared dashboard state in one SQLite file (``admin.sqlite3`` in ``storage.state_dir``).
+"""Shared dashboard state: users, sessions, API keys, the audit log, alerts, heartbeats.
 
-One class over one connection (:mod:`trioproxy.admin.db`), its tables by concern:
+One class over one engine (:mod:`trioproxy.admin.db`), its tables by concern:
 :mod:`~trioproxy.admin.accounts_table` (users, sessions, failed sign-ins),
 :mod:`~trioproxy.admin.keys_table` (API keys created in the dashboard) and
-:mod:`~trioproxy.admin.history_table` (audit log, alerts, worker heartbeats). Every worker
-process of a host opens the same file, so a logout, a new user or a throttled sign-in holds on
-every worker at once. Several hosts need a shared store: not implemented yet (they would each
-keep their own).
+:mod:`~trioproxy.admin.history_table` (audit log, alerts, worker heartbeats), each written once
+for both engines. :func:`open_store` picks the engine from ``[storage]``: PostgreSQL when
+``database_url`` is set (every instance sharing it sees the same state at once), else
+``admin.sqlite3`` in ``state_dir`` (the worker processes of one host).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trioproxy.admin import accounts_table, history_table, keys_table
 from trioproxy.admin.accounts_table import AccountsTable, StoredUser
-from trioproxy.admin.db import CALL_TIMEOUT_S, FILE_NAME
+from trioproxy.admin.db import CALL_TIMEOUT_S, StoreError
 from trioproxy.admin.history_table import AlertRecord, Heartbeat, HistoryTable
 from trioproxy.admin.keys_table import KeysTable
+from trioproxy.admin.sqlite_engine import FILE_NAME, SqliteEngine
 
 
 class AdminStore(AccountsTable, KeysTable, HistoryTable):
     SCHEMA = accounts_table.SCHEMA + keys_table.SCHEMA + history_table.SCHEMA
     MIGRATIONS = accounts_table.MIGRATIONS
 
+    @classmethod
+    def open_sync(cls, state_dir: str | Path, database_url: str | None = None) -> AdminStore:
+        """Open the store (cheap, safe before the event loop runs): PostgreSQL at
+        ``database_url`` when given (its tables are made on first use), else the SQLite file."""
+        if database_url:
+            from trioproxy.admin.pg_engine import PgEngine
 
-__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "AlertRecord", "Heartbeat", "StoredUser"]
+            return cls(PgEngine.open_sync(database_url, cls.SCHEMA))
+        return cls(SqliteEngine.open_sync(state_dir, cls.SCHEMA, cls.MIGRATIONS))
+
+
+__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "AlertRecord", "Heartbeat", "StoreError",
+           "StoredUser"]  # fmt: skip

@@ -10,14 +10,13 @@ on one host only: the shared store deduplicates them).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 import trio
 from quart import Quart, g, render_template, request
 from quart.typing import ResponseReturnValue
 
-from trioproxy.admin.store import AdminStore
+from trioproxy.admin.store import AdminStore, StoreError
 from trioproxy.budget.alerts import Alert, Delivery
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
@@ -39,7 +38,7 @@ class AlertLog:
                 alert.at, alert.team, alert.budget, alert.level, alert.threshold,
                 round(alert.spent_usd * 1e6), round(alert.limit_usd * 1e6), delivery,
             )  # fmt: skip
-        except (sqlite3.Error, trio.TooSlowError) as exc:
+        except (StoreError, trio.TooSlowError) as exc:
             log.warning("alert of %s not recorded: %s", alert.budget, exc)
             return None
 
@@ -48,7 +47,7 @@ class AlertLog:
     ) -> None:
         try:
             await self.store.alert_delivered(ref, delivery, attempts, last_error, at)
-        except (sqlite3.Error, trio.TooSlowError) as exc:
+        except (StoreError, trio.TooSlowError) as exc:
             log.warning("delivery of alert %d not recorded: %s", ref, exc)
 
 

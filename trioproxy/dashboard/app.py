@@ -11,9 +11,11 @@ per-request nursery). Quart-Trio's lifespan would only set ``app.nursery`` (for
 ``add_background_task``), run those hooks, and create ``shutdown_event``; none
 is used here, and the tests pin that (see ``test_dashboard_needs_no_lifespan``).
 
-**State.** Sessions, sign-in failures, users and the audit log live in the admin
-store (``admin.sqlite3`` in ``storage.state_dir``, :mod:`trioproxy.admin.store`),
-shared by the worker processes of a host. Quart's own signed session is unused.
+**State.** Sessions, sign-in failures, users, API keys, the audit log, alerts and heartbeats
+live in the admin store (:mod:`trioproxy.admin.store`): in PostgreSQL when
+``storage.database_url`` is set (shared by every instance), else ``admin.sqlite3`` in
+``storage.state_dir`` (shared by the worker processes of a host). Quart's own signed session
+is unused. The ``dashboard-store`` service closes it when the app stops.
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
         SECRET_KEY=session_secret(gateway.settings.storage.state_dir),
         MAX_CONTENT_LENGTH=MAX_BODY,
     )
+    storage = gateway.settings.storage
+    db_url = storage.database_url.reveal() if storage.database_url is not None else None
     acc = Access(
-        gateway, AdminStore.open_sync(gateway.settings.storage.state_dir),
-        gateway.settings.dashboard,
-    )  # fmt: skip
+        gateway, AdminStore.open_sync(storage.state_dir, db_url), gateway.settings.dashboard
+    )
     app.extensions["trioproxy_access"] = acc
     gateway.keys.source = acc.store  # keys created here authenticate on every worker
     app.jinja_env.filters["usd"] = usd
@@ -89,6 +92,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     me = freshness.worker_id()
     beat = freshness.HeartbeatService(gateway, acc.store, clock=lambda: acc.clock(), worker=me)
     gateway.services.add(NamedService("dashboard-heartbeat", beat.run, required=False))
+    gateway.services.add(NamedService("dashboard-store", beat.hold_store, required=False))
 
     async def stale_banner() -> str | None:
         return await freshness.banner(gateway, acc.store, acc.clock(), me)

@@ -2,7 +2,7 @@
 
 Every gateway worker writes a heartbeat to the admin store every ``HEARTBEAT_S``
 (:class:`HeartbeatService`, a service of the app nursery; a clean stop removes it). Each
-page render (and each panel refresh) checks, cheaply (one small SQLite read):
+page render (and each panel refresh) checks, cheaply (one small read of the admin store):
 
 * **this worker**: not ready (a required service down, starting, or draining after a stop);
 * **the ledger**: its database unreachable (records spool to disk): spend, request and
@@ -21,13 +21,12 @@ import datetime as dt
 import logging
 import os
 import socket
-import sqlite3
 from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import trio
 
-from trioproxy.admin.store import AdminStore, Heartbeat
+from trioproxy.admin.store import AdminStore, Heartbeat, StoreError
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.service import LedgerService
 
@@ -62,8 +61,12 @@ class HeartbeatService:
         self, gw: Gateway, store: AdminStore, *, clock: Callable[[], float], worker: str
     ) -> None:
         self.gw, self.store, self.clock, self.worker = gw, store, clock, worker
+        self.stopped = trio.Event()
+        """Set when :meth:`run` has ended (and forgotten this worker's heartbeat)."""
+        self.stopped.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.stopped = trio.Event()
         task_status.started()
         try:
             while True:
@@ -75,6 +78,21 @@ class HeartbeatService:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(FORGET_TIMEOUT_S):
                 await self.store.forget_worker(self.worker)
+            self.stopped.set()
+
+    async def hold_store(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The store's lifetime in the app: when the app stops, close the store (a
+        PostgreSQL pool) once the heartbeat is forgotten."""
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(2 * FORGET_TIMEOUT_S):
+                    await self.stopped.wait()
+                await trio.to_thread.run_sync(self.store.close)
 
 
 def stale_reasons(
@@ -117,7 +135,7 @@ async def banner(gw: Gateway, store: AdminStore, now: float, me: str) -> str | N
     """The banner's text, or None when the page is fresh."""
     try:
         beats = await store.heartbeats()
-    except (trio.TooSlowError, sqlite3.Error) as exc:
+    except (trio.TooSlowError, StoreError) as exc:
         log.warning("heartbeats unreadable: %s", exc)
         beats = []
     reasons = stale_reasons(
