@@ -239,3 +239,36 @@ async def test_tls_termination(nursery: trio.Nursery, tmp_path: Path) -> None:
         await stream.send_all(req("POST", "/echo", b"secret"))
         head, body = await read_responses(stream, 1)
     assert head.status_code == 200 and orjson.loads(body)["body"] == "secret"
+
+
+async def test_one_wake_up_accepts_every_ready_connection() -> None:
+    """A burst of connections is taken from the kernel's accept queue in one wake-up, not
+    one per scheduler batch (with many streams relaying, that starved new connections)."""
+    import socket
+
+    from trioproxy.httpd.listen import BatchListener, bind_listeners, open_tcp_socket
+
+    sock = open_tcp_socket("127.0.0.1", 0, reuse_port=False)
+    (listener,) = bind_listeners(sock)
+    assert isinstance(listener, BatchListener)
+    port = sock.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    try:
+        # loopback handshakes complete in the kernel: all 20 wait in the accept queue
+        got = await listener.accept_batch()
+        assert len(got) == 20
+        for stream in got:
+            await stream.aclose()
+        with trio.move_on_after(0.05) as idle:  # nothing left: it waits for the next one
+            await listener.accept_batch()
+        assert idle.cancelled_caught
+        clients.append(socket.create_connection(("127.0.0.1", port)))
+        with trio.fail_after(5):
+            (one,) = await listener.accept_batch()
+        await one.aclose()
+    finally:
+        for c in clients:
+            c.close()
+        await listener.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await listener.accept_batch()

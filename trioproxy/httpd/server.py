@@ -26,6 +26,7 @@ import trio
 from trioproxy.httpd.conn import Connection
 from trioproxy.httpd.lifespan import Lifespan
 from trioproxy.httpd.limits import HttpLimits
+from trioproxy.httpd.listen import BatchListener
 
 log = logging.getLogger("trioproxy.httpd")
 
@@ -85,12 +86,14 @@ class HttpServer:
             async with trio.open_nursery() as conns:
                 accepting = trio.CancelScope()
 
-                async def accept() -> None:
+                async def accept(listener: trio.abc.Listener[Any]) -> None:
                     with accepting:
-                        await trio.serve_listeners(self._handle, list(listeners),
-                                                   handler_nursery=conns)  # fmt: skip
+                        while True:
+                            for stream in await _accept_ready(listener):
+                                conns.start_soon(self._handle, stream)
 
-                conns.start_soon(accept)
+                for listener in listeners:
+                    conns.start_soon(accept, listener)
                 task_status.started()
                 await shutdown.wait()
                 if on_drain is not None:
@@ -155,6 +158,13 @@ class HttpServer:
             self.connections.discard(conn)
             if self.draining and not self.connections:
                 self._empty.set()
+
+
+async def _accept_ready(listener: trio.abc.Listener[Any]) -> list[Any]:
+    """Every connection ready on ``listener`` (one wake-up: see ``BatchListener``)."""
+    if isinstance(listener, BatchListener):
+        return await listener.accept_batch()
+    return [await listener.accept()]
 
 
 def _addr(raw: Any) -> tuple[str, int] | None:
