@@ -26,11 +26,12 @@ from trioproxy.core.tokens import estimate_tokens, prompt_tokens
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic import parse_request
 from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
-from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.auth import KeyRing
+from trioproxy.edge.endpoint import permitted_route
 from trioproxy.edge.intake import Intake, Interrupts, slots_for
 from trioproxy.edge.respond import send_error
-from trioproxy.errors import CallerError, ErrorKind, GatewayError, ProviderError
-from trioproxy.pipeline.routing import require_models, route_for, select_chain
+from trioproxy.errors import ErrorKind, GatewayError, ProviderError
+from trioproxy.pipeline.routing import select_chain
 from trioproxy.pipeline.slots import Slots
 from trioproxy.providers.anthropic import VERSION
 from trioproxy.providers.base import UpstreamRequest, error_message, json_object
@@ -76,13 +77,7 @@ class CountTokensHandler:
         try:
             data = f.load_object(body)
             req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
-            route = route_for(self.settings, req.model)
-            if not may_use(key, route.name):
-                raise CallerError(
-                    ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
-                    param="model",
-                )  # fmt: skip
-            require_models(route, embedding=False)
+            route = permitted_route(self.settings, key, req.model, embedding=False)
             plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
             base.append((b"x-trioproxy-route", route.name.encode()))
             counted = await self._provider_count(plan.chain.targets, data, headers)

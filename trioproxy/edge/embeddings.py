@@ -26,11 +26,12 @@ from trioproxy.config.model import ApiKeyConfig
 from trioproxy.core.types import ChatRequest, Dialect, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
-from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
-from trioproxy.edge.endpoint import Endpoint
+from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
+from trioproxy.edge.endpoint import Endpoint, winner_headers
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.pipeline.accounting import bill_for, cache_hit_record, intent_record
+from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.pipeline.context import RequestContext
 from trioproxy.pipeline.routing import select_chain
 from trioproxy.providers.base import error_message
@@ -69,6 +70,11 @@ class _Exchange:
     won: EmbeddingResult | None = None
 
 
+async def _send_answer(send: Send, result: EmbeddingResult, headers: Headers) -> None:
+    """An embeddings answer, from the provider or the cache, as the caller gets it."""
+    await send_whole(send, 200, orjson.dumps(result.body), headers)
+
+
 class EmbeddingsHandler(Endpoint):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.serve("openai", scope, receive, send, self._handle)
@@ -90,27 +96,26 @@ class EmbeddingsHandler(Endpoint):
                           None, ereq.end_user)  # fmt: skip
         ctx = self.context(rid, dialect, key, headers, req, plan, ereq.prompt_estimate,
                            operation="embeddings")  # fmt: skip
-        if self.cache is None:
-            ctx = ctx.with_cache(None, "off")
-        else:
-            bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
-            cache_plan, status = self.cache.plan_embedding(
-                ereq.body, key.team, route, bypass=bypass
-            )
-            if cache_plan is not None:
-                hit = await self.cache.lookup_embedding(cache_plan)
-                if hit is not None:
-                    await self._serve_hit(ctx, send, hit)
-                    return
-            ctx = ctx.with_cache(cache_plan, status)
-        admitted = await self.admit(ctx, send, prompt_bound=ereq.prompt_bound, max_output=0)
+
+        async def lookup(
+            cache: ResponseCache, plan: CachePlan
+        ) -> tuple[EmbeddingResult | None, CachePlan]:
+            return await cache.lookup_embedding(plan), plan
+
+        cached = await self.cached(
+            ctx, headers, send,
+            lambda cache, bypass: cache.plan_embedding(ereq.body, key.team, route, bypass=bypass),
+            lookup, self._serve_hit,
+        )  # fmt: skip
+        if cached is None:
+            return
+        admitted = await self.admit(cached, send, prompt_bound=ereq.prompt_bound, max_output=0)
         if admitted is not None:
             await self._serve(admitted, ereq, send)
 
     async def _serve_hit(self, ctx: RequestContext, send: Send, hit: EmbeddingResult) -> None:
-        await send_whole(send, 200, orjson.dumps(hit.body), [
-            *ctx.headers, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
-        ])  # fmt: skip
+        await _send_answer(send, hit, [*ctx.headers, (b"x-trioproxy-cache", b"exact"),
+                                       (b"x-trioproxy-target", b"cache")])  # fmt: skip
         first = ctx.plan.chain.targets[0].spec
         saved = bill_for(first, Usage(hit.input_tokens, 0)).micros
         self.sink.submit(cache_hit_record(ctx, "exact", saved_micros=saved))
@@ -137,11 +142,7 @@ class EmbeddingsHandler(Endpoint):
             else:
                 assert race.winner is not None and ex.won is not None
                 status = 200
-                target = race.winner.target
-                headers = [*ctx.headers, (b"x-trioproxy-target", target.model.encode()),
-                           (b"x-trioproxy-provider", target.spec.provider.encode()),
-                           (b"x-trioproxy-attempts", str(len(race.attempts)).encode())]  # fmt: skip
-                await send_whole(send, 200, orjson.dumps(ex.won.body), headers)
+                await _send_answer(send, ex.won, [*ctx.headers, *winner_headers(race, race.winner)])
         finally:
             consumed = [
                 (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts

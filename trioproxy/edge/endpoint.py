@@ -3,8 +3,9 @@
 :class:`Endpoint` holds the request-path parts (settings, keys, transport, breakers,
 sink, admission, cache, tracing, the worker's slots and interrupts) and runs the
 steps that do not depend on what the endpoint serves: the intake and the last resort
-(:meth:`Endpoint.serve`), the route a key may use, the request's context and trace,
-budget admission with its rate-limit headers, the race under the drain deadline
+(:meth:`Endpoint.serve`), the route a key may use (:func:`permitted_route`, also for
+count_tokens), the request's context and trace, the cache step (:meth:`Endpoint.cached`),
+budget admission with its rate-limit headers, the winner's headers, the race under the drain deadline
 (:meth:`Endpoint.run_race`), and the accounting after it (records, the shielded settle).
 """
 
@@ -14,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import trio
 
@@ -22,15 +24,15 @@ from trioproxy.config.model import ApiKeyConfig, ModelConfig, RouteConfig, Setti
 from trioproxy.core.types import ChatRequest, Dialect, Usage
 from trioproxy.dialects.ratelimit_headers import rate_limit_headers
 from trioproxy.edge import traces
-from trioproxy.edge.asgi_io import Receive, Scope, Send
+from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.intake import Intake, Interrupts, shutting_down, slots_for
 from trioproxy.edge.respond import ResponseGuard, internal_error, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
-from trioproxy.ledger.record import UsageSink
+from trioproxy.ledger.record import CacheStatus, UsageSink
 from trioproxy.pipeline.accounting import refused_record, usage_records
 from trioproxy.pipeline.admission import Admission
-from trioproxy.pipeline.caching import ResponseCache
+from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.pipeline.context import HeaderPairs, RequestContext
 from trioproxy.pipeline.routing import RoutePlan, require_models, route_for
 from trioproxy.pipeline.slots import Slots
@@ -49,6 +51,32 @@ Handle = Callable[
 ]
 """An endpoint's work once the intake let a request in: (request id, dialect, key, headers,
 body, receive, send)."""
+
+H = TypeVar("H")
+
+
+def permitted_route(
+    settings: Settings, key: ApiKeyConfig, model: str, *, embedding: bool
+) -> RouteConfig:
+    """The route ``model`` names, if ``key`` may use it and it serves this endpoint."""
+    route = route_for(settings, model)
+    if not may_use(key, route.name):
+        raise CallerError(
+            ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
+            param="model",
+        )  # fmt: skip
+    require_models(route, embedding=embedding)
+    return route
+
+
+def winner_headers(race: Race, winner: Attempt) -> Headers:
+    """The headers that name the attempt whose answer the caller gets."""
+    target = winner.target
+    return [
+        (b"x-trioproxy-target", target.model.encode()),
+        (b"x-trioproxy-provider", target.spec.provider.encode()),
+        (b"x-trioproxy-attempts", str(len(race.attempts)).encode()),
+    ]
 
 
 class Endpoint:
@@ -134,14 +162,7 @@ class Endpoint:
 
     def route(self, key: ApiKeyConfig, model: str, *, embedding: bool) -> RouteConfig:
         """The route ``model`` names, if ``key`` may use it and it serves this endpoint."""
-        route = route_for(self.settings, model)
-        if not may_use(key, route.name):
-            raise CallerError(
-                ErrorKind.ROUTE_FORBIDDEN, f"This API key may not use '{route.name}'.",
-                param="model",
-            )  # fmt: skip
-        require_models(route, embedding=embedding)
-        return route
+        return permitted_route(self.settings, key, model, embedding=embedding)
 
     def context(
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
@@ -163,6 +184,26 @@ class Endpoint:
             trace=traces.start(self.tracing, operation, req.model, headers, plan, rid),
             cache_ttl=cache_ttl,
         )  # fmt: skip
+
+    async def cached(
+        self, ctx: RequestContext, headers: dict[bytes, bytes], send: Send,
+        plan: Callable[[ResponseCache, bool], tuple[CachePlan | None, CacheStatus]],
+        lookup: Callable[[ResponseCache, CachePlan], Awaitable[tuple[H | None, CachePlan]]],
+        serve_hit: Callable[[RequestContext, Send, H], Awaitable[None]],
+    ) -> RequestContext | None:  # fmt: skip
+        """The cache step: ``plan(cache, bypass)`` (``x-trioproxy-cache: off`` bypasses),
+        ``lookup(cache, plan)``; a hit is served (``serve_hit``) and None returned, else the
+        context with the cache's plan (the lookup's, to store the answer with) and status."""
+        if self.cache is None:
+            return ctx.with_cache(None, "off")
+        bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
+        cache_plan, status = plan(self.cache, bypass)
+        if cache_plan is not None:
+            hit, cache_plan = await lookup(self.cache, cache_plan)
+            if hit is not None:
+                await serve_hit(ctx, send, hit)
+                return None
+        return ctx.with_cache(cache_plan, status)
 
     async def admit(
         self, ctx: RequestContext, send: Send, *, prompt_bound: int | None = None,
@@ -205,4 +246,11 @@ class Endpoint:
                 await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in consumed])
 
 
-__all__ = ["SETTLE_TIMEOUT_S", "Endpoint", "Handle", "shutting_down"]
+__all__ = [
+    "SETTLE_TIMEOUT_S",
+    "Endpoint",
+    "Handle",
+    "permitted_route",
+    "shutting_down",
+    "winner_headers",
+]

@@ -23,13 +23,12 @@ from trioproxy.core.types import ChatRequest, Dialect, Priority
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import (
-    Headers,
     Receive,
     Scope,
     Send,
     watch_disconnect,
 )
-from trioproxy.edge.endpoint import Endpoint
+from trioproxy.edge.endpoint import Endpoint, winner_headers
 from trioproxy.edge.respond import (
     Delivery,
     relay,
@@ -50,7 +49,7 @@ from trioproxy.pipeline.routing import (
     fit_context,
     select_chain,
 )
-from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Raw, Won
+from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Raw
 from trioproxy.upstream.race import Attempt, Race
 
 log = logging.getLogger(__name__)
@@ -95,21 +94,16 @@ class ChatHandler(Endpoint):
         reason = ((b"x-trioproxy-reason", plan.reason.encode()),)
         ctx = self.context(rid, dialect, key, headers, req, plan, prompt_est,
                            operation="chat", extra=reason, cache_ttl=ttl)  # fmt: skip
-        if self.cache is not None:
-            bypass = headers.get(b"x-trioproxy-cache", b"").lower() == b"off"
-            cache_plan, status = self.cache.plan(
-                ctx.req, key.team, ctx.plan.route, bypass=bypass,
-                ttl_override=ctx.cache_ttl, key_name=key.name,
-            )  # fmt: skip
-            if cache_plan is not None:
-                hit, cache_plan = await self.cache.lookup(cache_plan, ctx.req)
-                if hit is not None:
-                    await self._serve_hit(ctx, send, hit)
-                    return
-            ctx = ctx.with_cache(cache_plan, status)
-        else:
-            ctx = ctx.with_cache(None, "off")
-        admitted = await self.admit(ctx, send)
+        cached = await self.cached(
+            ctx, headers, send,
+            lambda cache, bypass: cache.plan(req, key.team, plan.route, bypass=bypass,
+                                             ttl_override=ttl, key_name=key.name),
+            lambda cache, cache_plan: cache.lookup(cache_plan, req),
+            self._serve_hit,
+        )  # fmt: skip
+        if cached is None:
+            return
+        admitted = await self.admit(cached, send)
         if admitted is not None:
             await self._serve(admitted, receive, send)
 
@@ -146,17 +140,6 @@ class ChatHandler(Endpoint):
         saved = hit.entry.cost_micros
         self.sink.submit(cache_hit_record(ctx, hit.kind, saved_micros=saved))
         traces.finish_early(ctx.trace, status=200, cache=hit.kind, saved_micros=saved)
-
-    def _winner_headers(self, race: Race) -> Callable[[Won], Headers]:
-        def headers(won: Won) -> Headers:
-            target = won.attempt.target
-            return [
-                (b"x-trioproxy-target", target.model.encode()),
-                (b"x-trioproxy-provider", target.spec.provider.encode()),
-                (b"x-trioproxy-attempts", str(len(race.attempts)).encode()),
-            ]
-
-        return headers
 
     async def _serve(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
         """Race the chain's targets and relay the winner to the client; then account."""
@@ -203,7 +186,8 @@ class ChatHandler(Endpoint):
                 nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, delivery)
                 async with recv_ch:
                     await relay(recv_ch, send, ctx.dialect, req, delivery,
-                                self._winner_headers(race), ctx.headers, collector)  # fmt: skip
+                                lambda won: winner_headers(race, won.attempt), ctx.headers,
+                                collector)  # fmt: skip
                 nursery.cancel_scope.cancel()
         finally:
             self.open_streams -= req.stream
