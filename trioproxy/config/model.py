@@ -1,5 +1,10 @@
 """Frozen, typed configuration. Built once by :mod:`.load`; never mutated.
 
+:class:`Settings` and the sections kept here (keys, server, storage, embedder, dashboard,
+telemetry, breakers); providers and models are in :mod:`.catalog`, routes in
+:mod:`.routes`, budgets in :mod:`.budgets`, :class:`Secret` in :mod:`.secret` (all
+importable from here too).
+
 Nothing here reads the environment: API keys are resolved from env vars by
 the loader at start-up and held as :class:`Secret`.
 """
@@ -10,182 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from trioproxy.config.budgets import BudgetsConfig, TeamBudget, UserWindow
+from trioproxy.config.catalog import ModelConfig, ProviderConfig
+from trioproxy.config.routes import (
+    DEFAULT_FALLBACK_STATUSES,
+    CacheConfig,
+    Chain,
+    RouteConfig,
+    SelectRule,
+    Target,
+    Timeouts,
+)
+from trioproxy.config.secret import Secret
 from trioproxy.core.types import Priority
-from trioproxy.providers.base import BetaPolicy
-
-DEFAULT_FALLBACK_STATUSES: frozenset[int] = frozenset({408, 409, 429, 529, *range(500, 600)})
-
-
-class Secret:
-    """A string whose repr hides the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    kind: str
-    """One of ``providers.registry.KINDS``."""
-    base_url: str
-    api_key: Secret | None = None
-    max_connections: int = 512
-    """Connections to this provider at most, busy and idle together (the pool's bound)."""
-    pool_idle_s: float = 30.0
-    """An idle keep-alive connection is closed after this long unused."""
-    ca_file: str | None = None
-    """PEM file of the CAs to trust for this provider (replaces the default bundle)."""
-    proxy: str = "env"
-    """``env`` (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), ``none``, or an ``http://`` proxy URL."""
-    anthropic_betas_allow: frozenset[str] | None = None
-    """``anthropic-beta`` values a caller may pass through to this provider; None = any."""
-    anthropic_betas_deny: frozenset[str] = frozenset()
-    """``anthropic-beta`` values never passed through (checked after the allow list)."""
-    image_tokens: int = 1_600
-    """Input tokens one image may cost on this provider, for the budget's worst case
-    (Anthropic and OpenAI gpt-4o stay under ~1,600; gpt-4o-mini bills images ~33x more)."""
-
-    @property
-    def betas(self) -> BetaPolicy:
-        return BetaPolicy(self.anthropic_betas_allow, self.anthropic_betas_deny)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    name: str
-    provider: str
-    deployment: str
-    """The provider's own model name."""
-    input_per_mtok: float
-    """USD per 1M uncached input tokens."""
-    output_per_mtok: float
-    """USD per 1M output tokens (reasoning tokens included)."""
-    context_limit: int = 128_000
-    max_output_tokens: int = 4_096
-    max_dimensions: int = 3_072
-    """An embedding model's widest vector when the request names no ``dimensions``: it
-    bounds how many bytes of its answer the gateway reads (edge/embeddings.py)."""
-    embedding: bool = field(default=False, metadata={"derived": True})
-    """An embedding model (its config entry has an input price and no output price):
-    served on ``/v1/embeddings`` only, and never on the chat endpoints."""
-    cache_read_per_mtok: float | None = None
-    """USD per 1M prompt-cache read tokens. The loader fills the provider's default
-    (:mod:`trioproxy.config.pricing`); None (a hand-built config) = the input price."""
-    cache_write_5m_per_mtok: float | None = None
-    """USD per 1M tokens written to a 5-minute prompt cache; None = the input price."""
-    cache_write_1h_per_mtok: float | None = None
-    """USD per 1M tokens written to a 1-hour prompt cache; None = the input price."""
-    resolved_provider: ProviderConfig | None = field(
-        default=None, compare=False, repr=False, metadata={"derived": True}
-    )
-    """The provider named by ``provider``, attached once at config load (:mod:`.resolve`)."""
-
-    @property
-    def endpoint(self) -> ProviderConfig:
-        """This model's provider (base URL, key, kind): no look-up by name on the request path."""
-        if self.resolved_provider is None:
-            raise LookupError(f"model {self.name!r}: provider {self.provider!r} not resolved")
-        return self.resolved_provider
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds. Each one is a named ``trio.fail_after`` scope in the upstream call."""
-
-    connect: float = field(default=5.0, metadata={"toml": "connect_timeout_s"})
-    first_byte: float = field(default=30.0, metadata={"toml": "first_byte_timeout_s"})
-    idle: float = field(default=30.0, metadata={"toml": "idle_timeout_s"})
-    """Longest silence between two stream chunks."""
-    total: float = field(default=600.0, metadata={"toml": "total_timeout_s"})
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    model: str
-    timeouts: Timeouts = Timeouts()
-    hedge_after_ms: int | None = None
-    """Start the next target if this one has no first byte after this long."""
-    resolved: ModelConfig | None = field(
-        default=None, compare=False, repr=False, metadata={"derived": True}
-    )
-    """The model named by ``model``, attached once at config load (:mod:`.resolve`)."""
-
-    @property
-    def spec(self) -> ModelConfig:
-        """This target's model (prices, limits) and, through it, its provider."""
-        if self.resolved is None:
-            raise LookupError(f"target {self.model!r} not resolved")
-        return self.resolved
-
-
-@dataclass(frozen=True, slots=True)
-class Chain:
-    name: str
-    targets: tuple[Target, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SelectRule:
-    """Pick ``chain`` when every given condition holds (None = any)."""
-
-    chain: str
-    priority: frozenset[Priority] | None = None
-    max_prompt_tokens: int | None = None
-    min_prompt_tokens: int | None = None
-    max_output_tokens: int | None = None
-    """Requested ``max_tokens`` must be at most this (missing counts as the model cap)."""
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    exact_ttl_s: int = 0
-    """0 = exact cache off for this route."""
-    semantic_ttl_s: int = 0
-    """0 = semantic cache off for this route."""
-    semantic_target_false_hit: float = 0.01
-    """What share of semantic hits may be wrong answers (measured on held-out near-misses);
-    picks the cosine band and the verifier's cut (``trioproxy.cache.verifier.BAND_PRESETS``)."""
-    semantic_band: tuple[float, float] | None = None
-    """Explicit cosine [floor, ceiling] instead of the target's: below the floor a miss,
-    from the ceiling up a hit without the pair verifier (the guard still applies)."""
-    semantic_threshold: float | None = None
-    """Older spelling of the band's floor (a raw cosine); None = from the target."""
-    confirm_users: int = 1
-    """Poisoning resistance: a semantic entry is served to other keys of its scope only once
-    this many distinct keys (its writer included) asked the same thing, and exact entries
-    are kept per key. 1 = off."""
-    scope: Literal["team", "global"] = "team"
-    max_temperature: float = 0.3
-    allow_tools: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RouteConfig:
-    name: str
-    chains: Mapping[str, Chain]
-    """Always holds ``default``."""
-    rules: tuple[SelectRule, ...] = ()
-    fallback_statuses: frozenset[int] = DEFAULT_FALLBACK_STATUSES
-    reservation_cap_usd: float | None = None
-    cache: CacheConfig = CacheConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,36 +98,6 @@ class ServerConfig:
     admin_host: str = "127.0.0.1"
     """The control plane (dashboard, admin API, /metrics) listens here, not on the data port."""
     admin_port: int = 8081
-
-
-@dataclass(frozen=True, slots=True)
-class TeamBudget:
-    team: str
-    daily_usd: float | None = None
-    monthly_usd: float | None = None
-    alert_threshold: float = 0.8
-
-
-@dataclass(frozen=True, slots=True)
-class UserWindow:
-    user: str
-    """A key's user, or ``*`` for every user without its own entry."""
-    tokens: int
-    window_s: int = 3600
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetsConfig:
-    teams: Mapping[str, TeamBudget] = field(default_factory=dict)
-    users: Mapping[str, UserWindow] = field(default_factory=dict)
-    timezone: str = "UTC"
-    webhook_url: str | None = None
-    on_store_outage: Literal["fail_closed", "fail_open"] = "fail_closed"
-    """Budget store unreachable: refuse (503), or admit under a small local limit."""
-    store_timeout_s: float = 2.0
-    """Longest wait for one budget store call before the outage policy applies."""
-    reservation_lease_s: float = 900.0
-    """A reservation never settled (crash) counts as spent at its amount after this."""
 
 
 @dataclass(frozen=True, slots=True)
