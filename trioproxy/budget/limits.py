@@ -17,10 +17,7 @@ from trioproxy.budget.claims import usd_to_micros
 from trioproxy.budget.outage import StoreCalls
 from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import StoreUnavailable, TeamLimits
-from trioproxy.config.model import BudgetsConfig, UserWindow
-
-DEFAULT_ALERT_THRESHOLD = 0.8
-"""The alert threshold of a team without ``[budgets.teams]`` entry or override."""
+from trioproxy.config.budgets import DEFAULT_ALERT_THRESHOLD, BudgetsConfig, UserWindow
 
 
 class Limits:
@@ -78,8 +75,7 @@ class Limits:
     # --- policy overrides ---------------------------------------------------------
 
     def configured_threshold(self, team: str) -> float:
-        tb = self._cfg.teams.get(team)
-        return tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+        return self._cfg.alert_threshold(team)
 
     def configured_window(self, user: str) -> UserWindow | None:
         return self._cfg.users.get(user) or self._cfg.users.get("*")

@@ -40,5 +40,12 @@ class BudgetsConfig:
     reservation_lease_s: float = 900.0
     """A reservation never settled (crash) counts as spent at its amount after this."""
 
+    def alert_threshold(self, team: str) -> float:
+        """The alert threshold configured for ``team`` (a share of its limit); the default
+        for a team without an entry. A policy override (:mod:`trioproxy.budget.policy`)
+        may replace it at run time."""
+        tb = self.teams.get(team)
+        return tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+
 
 __all__ = ["DEFAULT_ALERT_THRESHOLD", "BudgetsConfig", "TeamBudget", "UserWindow"]

@@ -16,7 +16,7 @@ import trio
 
 from trioproxy.admin.store import AdminStore
 from trioproxy.budget.alerts import AlertStatistics
-from trioproxy.budget.gate import DEFAULT_ALERT_THRESHOLD, BudgetGate
+from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
 from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
@@ -203,8 +203,7 @@ async def monthly_limit_usd(gw: Gateway, team: str) -> float | None:
 
 
 async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
-    tb = gw.settings.budgets.teams.get(team)
-    threshold: float | None = tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
+    threshold: float | None = gw.settings.budgets.alert_threshold(team)
     gate = gate_of(gw)
     if gate is None:
         return Usage(None, None, threshold), Usage(None, None, threshold)
