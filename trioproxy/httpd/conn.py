@@ -12,14 +12,14 @@ head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioproxy.httpd.limits import body_deadline
+from trioproxy.httpd.closing import CLOSE_TIMEOUT_S, close
+from trioproxy.httpd.limits import RECV_BYTES, body_deadline
 from trioproxy.httpd.parse import ProtocolError, Request, RequestParser
-from trioproxy.httpd.wire import CONTINUE, LAST_CHUNK, chunk, response_head
+from trioproxy.httpd.wire import CLOSE, CONTINUE, LAST_CHUNK, chunk, framing, response_head
 from trioproxy.upstream.http1 import plain_socket
 
 if TYPE_CHECKING:
@@ -27,17 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trioproxy.httpd")
 
-RECV_BYTES = 64 * 1024
-LINGER_S = 1.0
-"""After refusing a request whose body is still arriving: how long to drain it before
-closing, so that the client reads our answer instead of a connection reset."""
-CLOSE_TIMEOUT_S = 1.0
-"""Bound on a graceful close (a TLS close_notify to a client that does not read)."""
-
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 DISCONNECT = {"type": "http.disconnect"}
-_CLOSE = (b"connection", b"close")
-_KEEP_ALIVE = (b"connection", b"keep-alive")
 
 
 class Connection:
@@ -304,26 +295,11 @@ class Connection:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
 
     def _build_head(self, body: bytes, more: bool) -> bytes:
-        extra: list[tuple[bytes, bytes]] = []
-        has_length = False
-        for name, _value in self._headers:
-            if name.lower() == b"content-length":
-                has_length = True
-        self._chunked = False
         http10 = self._req is not None and self._req.http_version == "1.0"
-        if not has_length and self._status >= 200 and self._status not in (204, 304):
-            if more and http10:  # no chunked coding for HTTP/1.0: the close ends the body
-                self._close_after = True
-            elif more:
-                self._chunked = True
-                extra.append((b"transfer-encoding", b"chunked"))
-            else:
-                extra.append((b"content-length", b"%d" % len(body)))
-        if self._close_after or self.server.draining:
-            self._close_after = True
-            extra.append(_CLOSE)
-        elif http10:  # an HTTP/1.0 client keeps the connection only when told so
-            extra.append(_KEEP_ALIVE)
+        extra, self._chunked, self._close_after = framing(
+            self._status, self._headers, len(body), more, http10=http10,
+            close=self._close_after or self.server.draining,
+        )  # fmt: skip
         return response_head(self._status, self._headers, extra)
 
     # writing and closing --------------------------------------------------------------
@@ -375,35 +351,14 @@ class Connection:
         head = response_head(
             status,
             [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
-            [_CLOSE],
+            [CLOSE],
         )
         self._close_after = self._linger_needed = True
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             await self._write(head + body)
 
     async def _close(self) -> None:
-        stream = self.stream
-        with trio.CancelScope(shield=True):
-            if self._linger_needed and not self.eof and not self._broken:
-                await self._linger(stream)
-            with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
-                await stream.aclose()
-            if scope.cancelled_caught:
-                await trio.aclose_forcefully(stream)
-
-    async def _linger(self, stream: trio.abc.Stream) -> None:
-        """Half-close and drain what the client still sends (bounded), so our last
-        answer is read rather than lost to a reset."""
-        send_eof: Callable[[], Any] | None = getattr(stream, "send_eof", None)
-        if send_eof is None:
-            return
-        with trio.move_on_after(LINGER_S):
-            try:
-                await send_eof()
-                while await stream.receive_some(RECV_BYTES):
-                    pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-                pass
+        await close(self.stream, linger=self._linger_needed and not self.eof and not self._broken)
 
 
 __all__ = ["Connection"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+RECV_BYTES = 64 * 1024
+"""Bytes asked of a client socket per read."""
+
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
@@ -43,4 +46,4 @@ def body_deadline(limits: HttpLimits, started: float, received: int) -> float:
     return min(by_rate, started + limits.body_timeout_s)
 
 
-__all__ = ["HttpLimits", "body_deadline"]
+__all__ = ["RECV_BYTES", "HttpLimits", "body_deadline"]

@@ -29,9 +29,52 @@ def response_head(
     return b"".join(lines)
 
 
+CLOSE = (b"connection", b"close")
+KEEP_ALIVE = (b"connection", b"keep-alive")
+
+
+def framing(
+    status: int, headers: Iterable[tuple[bytes, bytes]], body_len: int, more: bool, *,
+    http10: bool, close: bool,
+) -> tuple[list[tuple[bytes, bytes]], bool, bool]:  # fmt: skip
+    """How a response is framed, decided with its first body part (``body_len`` bytes,
+    ``more`` to come): (the framing headers we add, chunked, close after it).
+
+    The app's own ``content-length`` is kept; else a whole body gets one, a streamed one
+    chunked coding, or, for HTTP/1.0 (no chunked coding), the close ends it. ``close``
+    (the request asked for it, or the server drains) adds ``connection: close``; an HTTP/1.0
+    client keeps the connection only when told ``keep-alive``.
+    """
+    extra: list[tuple[bytes, bytes]] = []
+    chunked = False
+    has_length = any(name.lower() == b"content-length" for name, _value in headers)
+    if not has_length and status >= 200 and status not in (204, 304):
+        if more and http10:
+            close = True
+        elif more:
+            chunked = True
+            extra.append((b"transfer-encoding", b"chunked"))
+        else:
+            extra.append((b"content-length", b"%d" % body_len))
+    if close:
+        extra.append(CLOSE)
+    elif http10:
+        extra.append(KEEP_ALIVE)
+    return extra, chunked, close
+
+
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (empty data is no chunk: it would end the body)."""
     return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
-__all__ = ["CONTINUE", "LAST_CHUNK", "BadHeader", "chunk", "response_head"]
+__all__ = [
+    "CLOSE",
+    "CONTINUE",
+    "KEEP_ALIVE",
+    "LAST_CHUNK",
+    "BadHeader",
+    "chunk",
+    "framing",
+    "response_head",
+]
