@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -112,5 +113,39 @@ async def test_a_worker_that_keeps_dying_fails_the_service(
         os.kill(min(workers), signal.SIGKILL)
         assert await gw.wait(exit_s=120) == 1
         assert "times in a row; stopping the service" in gw.log.read_text()
+    finally:
+        gw.kill()
+
+
+async def test_a_port_another_trioproxy_serves_is_busy(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Linux lets a second process of the same user join a port whose listeners set
+    SO_REUSEPORT (how workers share it): a second serve on a serving one's data or admin
+    port must stop like on any busy port, not take a share of its connections."""
+    sim = await start_simulator(nursery)
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
+    await gw.start()
+    try:
+        for port, admin_port, busy in [
+            (gw.port, free_port(), f"127.0.0.1:{gw.port}"),
+            (free_port(), gw.admin_port, f"127.0.0.1:{gw.admin_port}"),
+        ]:
+            other = tmp_path / f"other-{port}"
+            other.mkdir()
+            cfg = other / "trioproxy.toml"
+            cfg.write_text(to_toml(config({"p": sim.url}, other)))
+            cmd = [sys.executable, "-m", "trioproxy", "serve", "--config", str(cfg),
+                   "--port", str(port), "--admin-port", str(admin_port)]  # fmt: skip
+            env = {**os.environ, "SIMKEY": "x"}
+            run = partial(subprocess.run, capture_output=True, text=True, timeout=60, env=env)
+            proc = await trio.to_thread.run_sync(run, cmd)
+            assert proc.returncode == 2, (proc.stdout, proc.stderr)
+            assert proc.stderr.strip().splitlines() == [
+                f"trioproxy: cannot bind {busy}: another trioproxy serves port {busy.split(':')[1]}"
+            ]
+            assert "listening" not in proc.stdout
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
     finally:
         gw.kill()

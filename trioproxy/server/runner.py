@@ -1,12 +1,14 @@
 """``trioproxy serve``'s process model: bind first, then one worker or a supervisor of N.
 
-1. The data and admin ports are bound (``SO_REUSEPORT``) before anything is printed:
-   a busy port is one line on stderr and exit status 2.
+1. The data and admin ports are bound (``SO_REUSEPORT``) and claimed (``claim.py``: no
+   second ``serve`` may join them) before anything is printed: a busy port is one line on
+   stderr and exit status 2.
 2. ``--workers 1``: the worker runs in this process (``worker.run_worker``).
 3. ``--workers N``: this process supervises N worker processes
    (``python -m trioproxy.server.worker``), each binding its own ``SO_REUSEPORT``
    sockets so the kernel spreads connections across them; this process keeps its
-   bound sockets (never listening) so the port stays claimed while workers restart.
+   bound sockets (never listening) and its claim so the ports stay taken while workers
+   restart.
    A worker that dies is restarted with exponential backoff (its live gauges are dropped
    from the shared metrics directory first, so a scrape sums only live workers); ``MAX_FAST_FAILURES``
    deaths in a row, each within ``STABLE_S`` of its start, stop the service with
@@ -30,6 +32,7 @@ from trioproxy.config.model import Settings
 from trioproxy.edge.app import Gateway
 from trioproxy.edge.metrics import mark_worker_dead
 from trioproxy.httpd import PortBusy
+from trioproxy.server.claim import claim_ports
 from trioproxy.server.worker import Bound, bind, run_worker
 
 log = logging.getLogger("trioproxy")
@@ -58,6 +61,30 @@ def serve(
     except PortBusy as exc:
         print(f"trioproxy: {exc.strerror}", file=sys.stderr)
         return 2
+    ports = [(host, bound.port)]
+    if bound.admin_port is not None:
+        ports.append((settings.server.admin_host, bound.admin_port))
+    try:  # held until this process exits (the workers do not inherit it)
+        claim = claim_ports(ports)
+    except PortBusy as exc:
+        bound.close()
+        print(f"trioproxy: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        return _run(settings, host, workers, banner, build, bound)
+    finally:
+        for sock in claim:
+            sock.close()
+
+
+def _run(
+    settings: Settings,
+    host: str,
+    workers: int,
+    banner: Callable[[Bound], str],
+    build: Callable[[], Gateway],
+    bound: Bound,
+) -> int:
     print(banner(bound), flush=True)
     if workers == 1:
         trio.run(partial(run_worker, build, bound))
