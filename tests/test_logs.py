@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -50,6 +51,38 @@ def test_json_off_a_terminal_text_on_one(restore_logging: object) -> None:
     assert tty.getvalue().rstrip().endswith('DEBUG   trioproxy.test x route=chat a="b c"')
     with pytest.raises(ValueError, match="log level"):
         configure_logging("loud", "auto", out)
+
+
+def test_lines_to_the_journal_carry_their_syslog_priority(
+    restore_logging: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd, stderr is journald's stream (JOURNAL_STREAM=<dev>:<inode>): each line
+    starts with <priority>, which journald files the line at and takes off, so that
+    `journalctl -p warning` finds warnings. Any other stream gets the bare line."""
+    log = logging.getLogger("trioproxy.test")
+    with (tmp_path / "journal").open("w+") as journal:
+        st = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_logging("debug", "auto", journal)
+        log.debug("d")
+        log.info("i", extra={"fields": {"n": 1}})
+        log.warning("w")
+        log.error("e")
+        log.critical("c")
+        journal.seek(0)
+        lines = journal.read().splitlines()
+    assert [line[:3] for line in lines] == ["<7>", "<6>", "<4>", "<3>", "<2>"]
+    assert [orjson.loads(line[3:])["msg"] for line in lines] == ["d", "i", "w", "e", "c"]
+    with (tmp_path / "other").open("w+") as other:  # a file that is not the journal's stream
+        configure_logging("info", "json", other)
+        log.warning("w")
+        other.seek(0)
+        assert orjson.loads(other.read())["msg"] == "w"
+    monkeypatch.delenv("JOURNAL_STREAM")
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    log.error("e")
+    assert orjson.loads(out.getvalue())["level"] == "error"
 
 
 PROMPT = "PROMPT-MARKER-7f3a please summarise the quarterly numbers"

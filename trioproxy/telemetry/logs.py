@@ -5,12 +5,18 @@ Every line carries time (UTC, milliseconds), level, logger, process id and messa
 fields travel in ``extra={"fields": {...}}`` and become JSON keys (text: ``key=value``). The
 serve runner calls :func:`configure_logging` in every worker process, so workers log exactly
 like a single process. What the gateway logs never includes prompts, answers or secrets.
+
+Under systemd (stderr is the journal's stream: ``JOURNAL_STREAM`` names its device and inode)
+each line starts with its syslog priority (``<4>`` for a warning, as ``sd-daemon.h``'s
+``SD_WARNING``); journald takes it off and files the line at that priority, so ``journalctl
+-p warning`` finds the warnings and errors (without it every line would be filed as info).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -74,6 +80,37 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def syslog_priority(levelno: int) -> int:
+    """A logging level's syslog priority (a level between two takes the lower one's)."""
+    for floor, priority in ((50, 2), (40, 3), (30, 4), (20, 6)):
+        if levelno >= floor:
+            return priority
+    return 7
+
+
+class JournalPriority(logging.Formatter):
+    """Another formatter's line behind its syslog priority prefix (``<3>...``), for journald."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{syslog_priority(record.levelno)}>{self.inner.format(record)}"
+
+
+def is_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal's stream (systemd's ``JOURNAL_STREAM`` names it)."""
+    want = os.environ.get("JOURNAL_STREAM")
+    if not want:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # io.StringIO and other fd-less streams
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
 def resolve_format(fmt: str, stream: TextIO) -> str:
     """``auto``: text on a terminal, JSON otherwise."""
     if fmt != "auto":
@@ -94,7 +131,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     logging.logThreads = False
     out = stream or sys.stderr
     handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter() if resolve_format(fmt, out) == "json" else TextFormatter())
+    line = JsonFormatter() if resolve_format(fmt, out) == "json" else TextFormatter()
+    handler.setFormatter(JournalPriority(line) if is_journal(out) else line)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -106,4 +144,11 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         lib.propagate = True
 
 
-__all__ = ["FORMATS", "LEVELS", "configure_logging", "resolve_format"]
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "JournalPriority",
+    "configure_logging",
+    "is_journal",
+    "resolve_format",
+]
