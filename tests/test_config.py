@@ -476,7 +476,10 @@ def test_example_loads() -> None:
     assert 418 not in settings.routes["extract"].fallback_statuses
     by_name = {k.name: (h, k) for h, k in settings.api_keys.items()}
     assert by_name["support-bot"][0] == hash_key("sk-caller-SECRET")
-    assert by_name["search-indexer"][0] == hash_key("test")
+    # a literal hash in the example matches no key anyone knows (it was sha256("test"): a
+    # deployment that kept the entry let anyone in with the key "test")
+    weak = ("", "test", "password", "changeme", "secret", "sk-test", "demo", "key")
+    assert not {hash_key(w) for w in weak} & set(settings.api_keys)
     assert by_name["search-indexer"][1].routes == {"extract", "gpt-4o-mini"}
     assert settings.budgets.timezone == "Europe/Berlin"
     assert settings.budgets.users["*"].tokens == 200_000
