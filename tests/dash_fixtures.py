@@ -79,6 +79,15 @@ async def sign_in(client: Any, user: str = "alice", password: str | None = None)
 __all__ = ["PASSWORDS", "READER_KEY", "Dash", "csrf_of", "sign_in", "start_dash"]
 
 
+def cell(html: str, row_attr: str, cls: str) -> str:
+    """The text of the ``num <cls>`` cell in the table row ``<tr <row_attr>>``."""
+    row = re.search(rf"<tr {row_attr}>(.*?)</tr>", html, re.S)
+    assert row is not None, f"no row {row_attr}"
+    found = re.search(rf'<td[^>]*class="num {cls}">([^<]*)</td>', row.group(1))
+    assert found is not None, f"no {cls} cell in {row_attr}"
+    return found.group(1).strip()
+
+
 async def page_ok(client: Any, path: str, **kwargs: Any) -> str:
     """GET ``path`` and its text, which must be the page itself (200): an assertion that
     something is absent from it would pass on an error page or a sign-in redirect too."""

@@ -17,16 +17,16 @@ import h11
 import httpx
 import trio
 
-from tests.dash_fixtures import csrf_of
+from tests.chat_client import bearer, chat_body, post_chat
+from tests.dash_fixtures import READER_KEY, cell, csrf_of
 from tests.fixtures_gateway import DEMO_KEY, Running, start_gateway, start_simulator
 from trioproxy.config import demo_settings, hash_key
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.dashboard import mount_dashboard
 from trioproxy.ledger.service import LedgerService
 
-READER_KEY = "tp-reader-key-not-admin"
 HX = {"HX-Request": "true"}
-ADMIN = {"authorization": f"Bearer {DEMO_KEY}"}
+ADMIN = bearer(DEMO_KEY)
 
 
 async def start(nursery: trio.Nursery) -> Running:
@@ -52,11 +52,7 @@ def client(g: Running, **kwargs: Any) -> httpx.AsyncClient:
 
 async def chat(g: Running, content: str, **extra: Any) -> httpx.Response:
     key = extra.pop("key", DEMO_KEY)
-    body = {"model": "chat", "messages": [{"role": "user", "content": content}], **extra}
-    async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
-        return await c.post(
-            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
-        )
+    return await post_chat(g.url, key, chat_body(content, **extra))
 
 
 async def cache_drained(g: Running, misses: int) -> None:
@@ -150,14 +146,6 @@ async def read_response(stream: trio.SocketStream, conn: h11.Connection) -> h11.
             if isinstance(event, h11.EndOfMessage):
                 assert response is not None
                 return response
-
-
-def cell(html: str, row_attr: str, cls: str) -> str:
-    row = re.search(rf"<tr {row_attr}>(.*?)</tr>", html, re.S)
-    assert row is not None, f"no row {row_attr}"
-    found = re.search(rf'<td[^>]*class="num {cls}">([^<]*)</td>', row.group(1))
-    assert found is not None, f"no {cls} cell in {row_attr}"
-    return found.group(1).strip()
 
 
 async def test_pages_show_real_data(nursery: trio.Nursery) -> None:

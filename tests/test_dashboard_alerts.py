@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import httpx
 import trio
 from quart_trio import QuartTrio
 
+from tests.chat_client import asgi_chat, chat_body
 from tests.dash_fixtures import Dash, page_ok, settings_for, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY, start_simulator
 from tests.test_dashboard_handlers import access, text
@@ -32,12 +32,7 @@ async def start_with_webhook(nursery: trio.Nursery, hook: str) -> Dash:
 async def small_chat(d: Dash) -> int:
     """A request whose worst case ($0.00004) fits a $0.0001 limit and whose cost
     (~$0.000004) passes 1 % of it."""
-    transport = httpx.ASGITransport(app=d.gw)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-        body = {"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-        r = await c.post("/v1/chat/completions", json=body,
-                         headers={"authorization": f"Bearer {DEMO_KEY}"})  # fmt: skip
-        return r.status_code
+    return (await asgi_chat(d.gw, DEMO_KEY, chat_body("hi", max_tokens=5))).status_code
 
 
 LOW = {"daily_usd": "0.0001", "alert_pct": "1"}

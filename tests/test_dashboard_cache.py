@@ -9,17 +9,14 @@ import httpx
 import trio
 import trio.testing
 
-from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash
+from tests.chat_client import asgi_chat, chat_body
+from tests.dash_fixtures import READER_KEY, Dash, cell, page_ok, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import HX, ledger_has, text
 
 
 async def ask(d: Dash, content: str, key: str = DEMO_KEY) -> httpx.Response:
-    transport = httpx.ASGITransport(app=d.gw)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-        body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
-        return await c.post("/v1/chat/completions", json=body,
-                            headers={"authorization": f"Bearer {key}"})  # fmt: skip
+    return await asgi_chat(d.gw, key, chat_body(content))
 
 
 async def cached(d: Dash, content: str) -> tuple[str, int]:
@@ -33,14 +30,6 @@ async def cached(d: Dash, content: str) -> tuple[str, int]:
             if r.headers.get("x-trioproxy-cache") == "exact":
                 return r.headers["x-trioproxy-cache-entry"], n
             await trio.testing.wait_all_tasks_blocked()  # the cache writer has written
-
-
-def cell(html: str, row_attr: str, cls: str) -> str:
-    row = re.search(rf"<tr {row_attr}>(.*?)</tr>", html, re.S)
-    assert row is not None, f"no row {row_attr}"
-    found = re.search(rf'<td[^>]*class="num {cls}">([^<]*)</td>', row.group(1))
-    assert found is not None, f"no {cls} cell in {row_attr}"
-    return found.group(1).strip()
 
 
 async def test_cache_page_totals_chart_bounds_and_delete(nursery: trio.Nursery) -> None:

@@ -9,6 +9,7 @@ import re
 import pytest
 import trio
 
+from tests.chat_client import asgi_chat, chat_body
 from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from trioproxy.dashboard.access import COOKIE, Access
@@ -322,14 +323,7 @@ async def test_cache_flush_form_without_javascript_is_audited(nursery: trio.Nurs
 
 async def chat(d: Dash, content: str, key: str = DEMO_KEY) -> int:
     """One request through the gateway's own ASGI app (the proxy path, not the dashboard)."""
-    import httpx
-
-    transport = httpx.ASGITransport(app=d.gw)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-        body = {"model": "chat", "messages": [{"role": "user", "content": content}]}
-        r = await c.post("/v1/chat/completions", json=body,
-                         headers={"authorization": f"Bearer {key}"})  # fmt: skip
-        return r.status_code
+    return (await asgi_chat(d.gw, key, chat_body(content))).status_code
 
 
 async def ledger_has(d: Dash, requests: int) -> None:

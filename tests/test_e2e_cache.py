@@ -11,6 +11,7 @@ import openai
 import pytest
 import trio
 
+from tests.chat_client import chat_body, post_chat
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import Settings
@@ -49,18 +50,8 @@ def cache_settings(
 
 async def ask(g: Running, key: str, content: str, **extra: Any) -> httpx.Response:
     headers = extra.pop("headers", {})
-    body = {
-        "model": "r",
-        "temperature": 0,
-        "messages": [{"role": "user", "content": content}],
-        **extra,
-    }
-    async with httpx.AsyncClient(timeout=30) as c:
-        return await c.post(
-            g.url + "/v1/chat/completions",
-            json=body,
-            headers={"authorization": f"Bearer {key}", **headers},
-        )
+    body = chat_body(content, model="r", **{"temperature": 0, **extra})
+    return await post_chat(g.url, key, body, headers=headers)
 
 
 async def written(g: Running) -> None:

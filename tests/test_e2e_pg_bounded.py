@@ -10,6 +10,7 @@ import time
 import httpx
 import trio
 
+from tests.chat_client import bearer
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.fixtures_servers import PgServer
 from tests.settings_factory import KEY
@@ -17,7 +18,7 @@ from trioproxy.config import hash_key, parse_settings
 from trioproxy.ledger.service import LedgerService
 from trioproxy.pipeline.caching import LOOKUP_TIMEOUT_S
 
-AUTH = {"authorization": f"Bearer {KEY}"}
+AUTH = bearer(KEY)
 SLACK_S = 4.0
 """Margin on top of the lookup bound and of the slowest answer seen with PostgreSQL up
 under the same load (the bug: 15 s+, until PostgreSQL came back)."""

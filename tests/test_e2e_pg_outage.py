@@ -9,19 +9,16 @@ import httpx
 import psycopg
 import trio
 
+from tests.chat_client import chat_body, post_chat
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.fixtures_servers import PgServer
 from tests.settings_factory import KEY
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.ledger.service import LedgerService
 
-AUTH = {"authorization": f"Bearer {KEY}"}
-
 
 async def ask(url: str, content: str) -> httpx.Response:
-    body = {"model": "r", "temperature": 0, "messages": [{"role": "user", "content": content}]}
-    async with httpx.AsyncClient(timeout=30) as c:
-        return await c.post(url + "/v1/chat/completions", json=body, headers=AUTH)
+    return await post_chat(url, KEY, chat_body(content, model="r", temperature=0))
 
 
 async def test_gateway_starts_without_postgres_and_recovers(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import httpx
 import trio
 
+from tests.chat_client import chat_body, post_chat
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.fixtures_servers import RedisServer
 from tests.settings_factory import KEY
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import Settings
 
-AUTH = {"authorization": f"Bearer {KEY}"}
-BODY = {"model": "r", "messages": [{"role": "user", "content": "outage?"}]}
+BODY = chat_body("outage?", model="r")
 
 
 def settings(url: str, redis_url: str, state_dir: str, *, budget: bool) -> Settings:
@@ -30,8 +30,7 @@ def settings(url: str, redis_url: str, state_dir: str, *, budget: bool) -> Setti
 
 
 async def post(url: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as c:
-        return await c.post(url + "/v1/chat/completions", json=BODY, headers=AUTH)
+    return await post_chat(url, KEY, BODY, client_timeout_s=10)
 
 
 async def test_cache_on_redis_down_is_a_miss_then_recovers(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import openai
 import pytest
 import trio
 
+from tests.chat_client import bearer, chat_body, post_chat
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.settings_factory import KEY, chain_settings
 from trioproxy.simulator.faults import Fault
 
-AUTH = {"authorization": f"Bearer {KEY}"}
-BODY = {"model": "r", "messages": [{"role": "user", "content": "hello there"}]}
+AUTH = bearer(KEY)
+BODY = chat_body("hello there", model="r")
 
 
 def records(g, kind: str):  # type: ignore[no-untyped-def]
@@ -26,9 +29,8 @@ async def settled(g, n: int = 1) -> None:  # type: ignore[no-untyped-def]
             await trio.sleep(0.005)
 
 
-async def post(url: str, body: dict, **kw) -> httpx.Response:  # type: ignore[type-arg,no-untyped-def]
-    async with httpx.AsyncClient(timeout=30) as c:
-        return await c.post(url + "/v1/chat/completions", json=body, headers=AUTH, **kw)
+async def post(url: str, body: dict[str, Any]) -> httpx.Response:
+    return await post_chat(url, KEY, body)
 
 
 async def test_fallback_on_529_honours_retry_after(nursery: trio.Nursery) -> None:
