@@ -42,8 +42,24 @@ async def start_tls_simulator(nursery: trio.Nursery, *names: str) -> TlsSim:
     return TlsSim(sim, port, ca_file.name, seen)
 
 
+class Listening:
+    """A test server on a free 127.0.0.1 port: :meth:`serve` (for ``nursery.start``) binds
+    it, sets ``port`` and hands each connection to ``_client``."""
+
+    port: int
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._client, listeners)
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class ConnectProxy:
+class ConnectProxy(Listening):
     """An HTTP CONNECT proxy that sends every tunnel to 127.0.0.1 (any host name)."""
 
     port: int = 0
@@ -52,12 +68,6 @@ class ConnectProxy:
     auth: list[str | None] = field(default_factory=list)
     refuse: int | None = None
     """Answer every CONNECT with this status instead of opening a tunnel."""
-
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self.port)
-        await trio.serve_listeners(self._client, listeners)
 
     async def _client(self, client: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -103,7 +113,7 @@ async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.Canc
 
 
 @dataclass
-class FlakyKeepAlive:
+class FlakyKeepAlive(Listening):
     """Answers OpenAI-shaped JSON with keep-alive, then misbehaves on the connection.
 
     ``mode="close_after"``: closes the socket right after each response (the
@@ -123,12 +133,6 @@ class FlakyKeepAlive:
     answered: int = 0
     closed: int = 0
     """Connections this server has closed."""
-
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self.port)
-        await trio.serve_listeners(self._client, listeners)
 
     async def _client(self, stream: trio.SocketStream) -> None:
         self.connections += 1
@@ -202,7 +206,7 @@ follows (OpenAI's usage chunk and ``[DONE]``, Anthropic's ``message_stop``)."""
 
 
 @dataclass
-class StallAfterFinal:
+class StallAfterFinal(Listening):
     """Streams :data:`STALL_EVENTS` for the request's path, then sends nothing more and
     keeps the connection open (a provider that stalls after its final event)."""
 
@@ -211,12 +215,6 @@ class StallAfterFinal:
     """Set once a stream's last event is written."""
     closed: int = 0
     """Connections the client closed."""
-
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self.port)
-        await trio.serve_listeners(self._client, listeners)
 
     async def _client(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -244,5 +242,5 @@ class StallAfterFinal:
             self.closed += 1
 
 
-__all__ = ["STALL_EVENTS", "ConnectProxy", "FlakyKeepAlive", "StallAfterFinal", "TlsSim",
-           "start_tls_simulator"]
+__all__ = ["STALL_EVENTS", "ConnectProxy", "FlakyKeepAlive", "Listening", "StallAfterFinal",
+           "TlsSim", "start_tls_simulator"]
