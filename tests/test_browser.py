@@ -29,6 +29,7 @@ import httpx
 import pytest
 import trio
 
+from tests.chat_client import CHAT_PATH, bearer, chat_body
 from tests.dash_fixtures import PASSWORDS, READER_KEY, settings_for
 from tests.fixtures_gateway import DEMO_KEY, start_simulator
 from trioproxy.edge.app import Gateway
@@ -47,6 +48,7 @@ TIMEOUT_MS = 15_000
 playwright = pytest.importorskip("playwright.sync_api")
 # assertions wait as long as actions do: a busy CI box can take seconds to answer a form
 playwright.expect.set_options(timeout=TIMEOUT_MS)
+expect = playwright.expect
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} missing (apt-get install chromium; .ci/run does)"
 )
@@ -66,10 +68,8 @@ class Served:
         return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
 
     def chat(self, content: str, key: str = DEMO_KEY, **extra: Any) -> httpx.Response:
-        body = {"model": "chat", "messages": [{"role": "user", "content": content}], **extra}
-        headers = {"authorization": f"Bearer {key}"}
-        return httpx.post(f"{self.api_url}/v1/chat/completions", json=body, headers=headers,
-                          timeout=30)  # fmt: skip
+        return httpx.post(self.api_url + CHAT_PATH, json=chat_body(content, **extra),
+                          headers=bearer(key), timeout=30)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,17 @@ def browser() -> Iterator[Any]:
             context.close()
 
 
+@pytest.fixture
+def page(served: Served, browser: Any) -> Iterator[Any]:
+    """A new page, signed in as alice (an admin); closed after the test."""
+    page = browser.new_page()
+    sign_in(page, served.url)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -150,7 +161,7 @@ def sign_in(page: Any, url: str, user: str = "alice", password: str | None = Non
     page.get_by_label("User").fill(user)
     page.get_by_label("Password").fill(password or PASSWORDS[user])
     page.get_by_role("button", name="Sign in").click()
-    playwright.expect(page.locator("header .who")).to_contain_text(f"{user} · ")
+    expect(page.locator("header .who")).to_contain_text(f"{user} · ")
 
 
 def submit(page: Any, button: Any) -> None:
@@ -167,10 +178,7 @@ def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
 
 
-def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, browser: Any) -> None:
-    expect = playwright.expect
-    page = browser.new_page()
-    sign_in(page, served.url)
+def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, page: Any) -> None:
     shot(page, "overview-1280")
     assert served.chat("before the limit").status_code == 200
 
@@ -232,12 +240,9 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, browser
         assert width <= 390, f"{path} is {width} px wide at 390 px"
         expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
         shot(page, (path.strip("/") or "overview") + "-390")
-    page.close()
 
 
-def test_breaker_opens_on_the_providers_page_without_reload(served: Served, browser: Any) -> None:
-    page = browser.new_page()
-    sign_in(page, served.url)
+def test_breaker_opens_on_the_providers_page_without_reload(served: Served, page: Any) -> None:
     page.goto(f"{served.url}/providers")
     loads = []
     page.on("load", lambda _: loads.append(1))
@@ -248,22 +253,18 @@ def test_breaker_opens_on_the_providers_page_without_reload(served: Served, brow
     finally:
         served.call(setattr, served.sim, "default_fault", Fault())
     opened = page.locator("tr:has(td.breaker-open)").first
-    playwright.expect(opened).to_be_visible(timeout=20_000)
-    playwright.expect(opened.locator("td.probe")).to_have_text(re.compile(r"\d+ s"))
+    expect(opened).to_be_visible(timeout=20_000)
+    expect(opened.locator("td.probe")).to_have_text(re.compile(r"\d+ s"))
     assert loads == []  # the panel refreshed in place
     shot(page, "providers-breaker-open-1280")
     target = opened.get_attribute("data-target")
     opened.get_by_role("button", name="Reset").click()
-    playwright.expect(page.locator(".notice")).to_contain_text(f"Breaker of '{target}' reset")
+    expect(page.locator(".notice")).to_contain_text(f"Breaker of '{target}' reset")
     page.goto(f"{served.url}/audit?action=breaker.")
-    playwright.expect(page.locator("table.audit tbody tr").first).to_contain_text(str(target))
-    page.close()
+    expect(page.locator("table.audit tbody tr").first).to_contain_text(str(target))
 
 
-def test_create_use_and_revoke_a_key(served: Served, browser: Any) -> None:
-    expect = playwright.expect
-    page = browser.new_page()
-    sign_in(page, served.url)
+def test_create_use_and_revoke_a_key(served: Served, page: Any) -> None:
     page.goto(f"{served.url}/keys")
     form = page.locator("form.keyform")
     form.get_by_label("Name").fill("browser-bot")
@@ -285,13 +286,9 @@ def test_create_use_and_revoke_a_key(served: Served, browser: Any) -> None:
     assert served.chat("after revocation", secret).status_code == 401
     page.goto(f"{served.url}/audit?action=key.")
     expect(page.locator("table.audit tbody tr")).to_have_count(2)
-    page.close()
 
 
-def test_requests_and_provider_traffic_pages(served: Served, browser: Any) -> None:
-    expect = playwright.expect
-    page = browser.new_page()
-    sign_in(page, served.url)
+def test_requests_and_provider_traffic_pages(served: Served, page: Any) -> None:
     for n in range(3):
         assert served.chat(f"request log {n}", READER_KEY).status_code == 200
 
@@ -329,11 +326,8 @@ def test_requests_and_provider_traffic_pages(served: Served, browser: Any) -> No
 
 
 def test_edit_the_alert_threshold_in_place_and_see_the_audit_entry(
-    served: Served, browser: Any
+    served: Served, page: Any
 ) -> None:
-    expect = playwright.expect
-    page = browser.new_page()
-    sign_in(page, served.url)
     page.goto(f"{served.url}/budgets")
     row = page.locator('tr[data-team="ops"]')
     row.locator('input[name="alert_pct"]').fill("150")
@@ -393,15 +387,11 @@ def test_edit_the_alert_threshold_in_place_and_see_the_audit_entry(
     expect(alert.locator("td.level")).to_contain_text("threshold 1 %")
     expect(alert.locator("td.delivery")).to_contain_text("no webhook")
     shot(page, "alerts-1280")
-    page.close()
 
 
 def test_an_admin_creates_a_viewer_who_signs_in_and_is_refused_an_edit(
-    served: Served, browser: Any
+    served: Served, page: Any
 ) -> None:
-    expect = playwright.expect
-    page = browser.new_page()
-    sign_in(page, served.url)
     page.goto(f"{served.url}/users")
     form = page.locator("form.userform")
     form.get_by_label("Name").fill("vic")
@@ -432,16 +422,12 @@ def test_an_admin_creates_a_viewer_who_signs_in_and_is_refused_an_edit(
     page.goto(f"{served.url}/budgets")
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-    page.close()
 
 
 def test_zz_stale_banner_when_the_gateway_is_not_ready_then_stops(
-    served: Served, browser: Any
+    served: Served, page: Any
 ) -> None:
     """Last in this module: it stops the module's gateway."""
-    expect = playwright.expect
-    page = browser.new_page()
-    sign_in(page, served.url)
     expect(page.locator("#server-stale")).to_have_count(0)
     loads = []
     page.on("load", lambda _: loads.append(1))
@@ -455,4 +441,3 @@ def test_zz_stale_banner_when_the_gateway_is_not_ready_then_stops(
     expect(page.locator("#stale")).to_contain_text("could not refresh")
     assert loads == []  # the page stayed, with the banner over its numbers
     shot(page, "overview-gateway-stopped-1280")
-    page.close()
