@@ -1,12 +1,20 @@
-"""What an admin may change at run time besides budgets (:mod:`.budgets`): cached answers."""
+"""What an admin may change at run time besides budgets (:mod:`.budgets`): cached answers;
+and the budget store as every edit reaches it (:func:`store_call`, :func:`current_policy`)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import trio
 
 from trioproxy.budget.gate import BudgetGate
+from trioproxy.budget.policy import Policy
+from trioproxy.budget.store import StoreUnavailable
 from trioproxy.edge.app import Gateway
+
+T = TypeVar("T")
 
 
 class ActionError(ValueError):
@@ -22,6 +30,22 @@ def budget_gate(gw: Gateway) -> BudgetGate:
     if gw.admission is None:
         raise ActionError("budgets are not enabled on this gateway", 503)
     return gw.admission.gate
+
+
+async def store_call(gw: Gateway, fn: Callable[[BudgetGate], Awaitable[T]]) -> T:
+    """``fn(gate)``, bounded by the gate's store call timeout: 503 when the budget store
+    does not answer (or budgets are off)."""
+    gate = budget_gate(gw)
+    try:
+        with trio.fail_after(gate.outage.call_timeout_s):
+            return await fn(gate)
+    except (StoreUnavailable, trio.TooSlowError) as exc:
+        raise ActionError(f"budget store unavailable: {exc}", 503) from None
+
+
+async def current_policy(gw: Gateway) -> Policy:
+    """The store's overrides now (not a worker's cache): 503 when it does not answer."""
+    return Policy.decode(await store_call(gw, lambda gate: gate.store.get_policy()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import trio
-
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
-from trioproxy.budget.claims import usd_to_micros
-from trioproxy.budget.policy import Policy, threshold_entry
-from trioproxy.budget.store import StoreUnavailable
-from trioproxy.dashboard.actions import ActionError, budget_gate
+from trioproxy.budget.policy import threshold_entry
+from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, store_call
 from trioproxy.dashboard.edits import (
     KEEP,
     MAX_USD,
@@ -67,31 +63,16 @@ def threshold_text(value: float | None) -> str:
     return "off" if value is None else f"{value * 100:g}%"
 
 
-async def _store_call(gw: Gateway, fn: Any) -> Any:
-    gate = budget_gate(gw)
-    try:
-        with trio.fail_after(gate.outage.call_timeout_s):
-            return await fn(gate)
-    except (StoreUnavailable, trio.TooSlowError) as exc:
-        raise ActionError(f"budget store unavailable: {exc}", 503) from None
-
-
 async def stored_limits(gw: Gateway, team: str) -> tuple[int | None, int | None]:
     """The limits in force now (µUSD), read from the store itself (not a worker's cache)."""
-    stored = await _store_call(gw, lambda gate: gate.store.get_team_limits(team))
-    if stored is None:
-        tb = gw.settings.budgets.teams.get(team)
-        if tb is None:
-            return None, None
-        daily, monthly = tb.daily_usd, tb.monthly_usd
-        return (None if daily is None else usd_to_micros(daily),
-                None if monthly is None else usd_to_micros(monthly))  # fmt: skip
-    return stored.daily_micros, stored.monthly_micros
+    stored = await store_call(gw, lambda gate: gate.store.get_team_limits(team))
+    limits = stored if stored is not None else budget_gate(gw).limits.configured(team)
+    return limits.daily_micros, limits.monthly_micros
 
 
 async def stored_threshold(gw: Gateway, team: str) -> float | None:
-    raw = await _store_call(gw, lambda gate: gate.store.get_policy())
-    return Policy.decode(raw).threshold(team, budget_gate(gw).configured_threshold(team))
+    policy = await current_policy(gw)
+    return policy.threshold(team, budget_gate(gw).configured_threshold(team))
 
 
 async def edit_budget(
@@ -111,7 +92,7 @@ async def edit_budget(
     daily = changes.get("daily_usd", KEEP).apply(old_daily)
     monthly = changes.get("monthly_usd", KEEP).apply(old_monthly)
     if (daily, monthly) != (old_daily, old_monthly):
-        await _store_call(gw, lambda gate: gate.set_team_limits(team, daily, monthly))
+        await store_call(gw, lambda gate: gate.set_team_limits(team, daily, monthly))
         await store.audit(AuditEntry(now, who.name, "budget.set", team,
                                      limits_text(old_daily, old_monthly),
                                      limits_text(daily, monthly)))  # fmt: skip
@@ -121,7 +102,7 @@ async def edit_budget(
     old = await stored_threshold(gw, team)
     new = change.apply(old)
     if new != old:
-        await _store_call(gw, lambda gate: gate.set_policy(*threshold_entry(team, new)))
+        await store_call(gw, lambda gate: gate.set_policy(*threshold_entry(team, new)))
         await store.audit(AuditEntry(now, who.name, "budget.alert", team, threshold_text(old),
                                      threshold_text(new)))  # fmt: skip
 

@@ -19,10 +19,9 @@ from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.keys import MAX_RATE
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
-from trioproxy.budget.policy import KeyLimits, Policy, rate_entry, window_entry
-from trioproxy.budget.store import StoreUnavailable
+from trioproxy.budget.policy import KeyLimits, rate_entry, window_entry
 from trioproxy.config.model import UserWindow
-from trioproxy.dashboard.actions import ActionError, budget_gate
+from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, store_call
 from trioproxy.dashboard.edits import KEEP, Change, EditError, Parser, whole
 from trioproxy.edge.app import Gateway
 
@@ -72,14 +71,6 @@ async def user_teams(gw: Gateway, store: AdminStore) -> dict[str, set[str]]:
 
 def may_edit_user(who: Principal, teams: set[str]) -> bool:
     return who.teams is None or bool(teams & who.teams)
-
-
-async def current_policy(gw: Gateway) -> Policy:
-    """The store's overrides now (not a worker's cache): 503 when it does not answer."""
-    try:
-        return Policy.decode(await budget_gate(gw).store.get_policy())
-    except StoreUnavailable as exc:
-        raise ActionError(f"budget store unavailable: {exc}", 503) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +123,7 @@ async def edit_window(
         new = UserWindow(user, tokens, window_s or DEFAULT_WINDOW_S)
     if new == old:
         return
-    try:
-        await gate.set_policy(*window_entry(user, new))
-    except StoreUnavailable as exc:
-        raise ActionError(f"budget store unavailable: {exc}", 503) from None
+    await store_call(gw, lambda gate: gate.set_policy(*window_entry(user, new)))
     await store.audit(AuditEntry(now, who.name, "window.set", user, window_text(old),
                                  window_text(new)))  # fmt: skip
 
@@ -152,17 +140,13 @@ async def edit_key_rate(
     changes: Mapping[str, Change[Any]], *, now: float,
 ) -> None:  # fmt: skip
     key = await key_info(gw, store, who, name)
-    gate = budget_gate(gw)
     old = (await current_policy(gw)).key_limits(name, key.rpm, key.tpm)
     new = KeyLimits(
         changes.get("rpm", KEEP).apply(old.rpm), changes.get("tpm", KEEP).apply(old.tpm)
     )
     if new == old:
         return
-    try:
-        await gate.set_policy(*rate_entry(name, new))
-    except StoreUnavailable as exc:
-        raise ActionError(f"budget store unavailable: {exc}", 503) from None
+    await store_call(gw, lambda gate: gate.set_policy(*rate_entry(name, new)))
     await store.audit(AuditEntry(now, who.name, "key.limits", name, rate_text(old),
                                  rate_text(new)))  # fmt: skip
 
