@@ -114,7 +114,8 @@ class OnnxMiniLM:
     def ids(self, text: str) -> list[int]:
         return [_CLS, *self.tokenize(text)[: MAX_TOKENS - 2], _SEP]
 
-    def run(self, batch: Sequence[list[int]]) -> np.ndarray:
+    def _hidden(self, batch: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The model's last hidden state for a padded ``batch`` of token ids, and its mask."""
         width = max(len(ids) for ids in batch)
         input_ids = np.zeros((len(batch), width), dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -125,6 +126,10 @@ class OnnxMiniLM:
             ["last_hidden_state"],
             {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
         )
+        return hidden, mask
+
+    def run(self, batch: Sequence[list[int]]) -> np.ndarray:
+        hidden, mask = self._hidden(batch)
         m = mask[:, :, None].astype(np.float32)
         pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -135,16 +140,7 @@ class OnnxMiniLM:
 
     def run_embeddings(self, batch: Sequence[list[int]]) -> list[Embedding]:
         """Each prompt's pooled vector and unit token vectors (float16, no [CLS]/[SEP])."""
-        width = max(len(ids) for ids in batch)
-        input_ids = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
-        (hidden,) = self._session.run(
-            ["last_hidden_state"],
-            {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
-        )
+        hidden, _ = self._hidden(batch)
         out = []
         for row, ids in enumerate(batch):
             rows = hidden[row, : len(ids)]
