@@ -23,6 +23,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import common
 import trio
@@ -64,6 +65,23 @@ def _newest_dump(wd: Path, before: set[Path]) -> Path:
     raise RuntimeError("no callgrind dump appeared")
 
 
+def _instrumented(
+    pid: int, wd: Path, port: int, users: int, user_class: type[User], seconds: float, *,
+    zero: bool = False,
+) -> tuple[dict[str, Any], Path]:  # fmt: skip
+    """One load run with callgrind's instrumentation on (counters zeroed first with
+    ``zero``): the run's totals and the dump written at its end."""
+    before = set(wd.glob("callgrind.out.*.*"))
+    if zero:
+        _control(pid, "-z")
+    _control(pid, "-i", "on")
+    env = Environment(port, users, spawn_rate=1000.0, run_time=seconds, user_classes=[user_class])
+    trio.run(lambda: env.run(quiet=True))
+    _control(pid, "-i", "off")
+    _control(pid, "-d")
+    return env.totals(), _newest_dump(wd, before)
+
+
 def measure(commit: str, args: argparse.Namespace) -> dict[str, object]:
     wd = common.workdir()
     sim = start_load_sim(wd, "sim", cpu=None)
@@ -89,28 +107,12 @@ def measure(commit: str, args: argparse.Namespace) -> dict[str, object]:
                                user_classes=[BenchStream])  # fmt: skip
             trio.run(lambda: warm.run(quiet=True))
             out: dict[str, object] = {"commit": commit}
-            before = set(wd.glob("callgrind.out.*.*"))
-            _control(pid, "-i", "on")
-            env_s = Environment(port, args.streams, spawn_rate=1000.0, run_time=args.seconds,
-                                user_classes=[BenchStream])  # fmt: skip
-            trio.run(lambda: env_s.run(quiet=True))
-            _control(pid, "-i", "off")
-            _control(pid, "-d")
-            dump = _newest_dump(wd, before)
-            t = env_s.totals()
+            t, dump = _instrumented(pid, wd, port, args.streams, BenchStream, args.seconds)
             out["events"], out["streams"] = t["events"], t["requests"]
             out["ir_per_event"] = _total_ir(dump) / max(1, t["events"])
             out["stream_dump"] = str(dump)
-            before = set(wd.glob("callgrind.out.*.*"))
-            _control(pid, "-z")
-            _control(pid, "-i", "on")
-            env_c = Environment(port, args.conns, spawn_rate=1000.0, run_time=args.seconds,
-                                user_classes=[BenchChat])  # fmt: skip
-            trio.run(lambda: env_c.run(quiet=True))
-            _control(pid, "-i", "off")
-            _control(pid, "-d")
-            dump = _newest_dump(wd, before)
-            c = env_c.totals()
+            c, dump = _instrumented(pid, wd, port, args.conns, BenchChat, args.seconds,
+                                    zero=True)  # fmt: skip
             out["requests"] = c["requests"]
             out["failures"] = t["failures"] + c["failures"] + t["broken"]
             out["ir_per_request"] = _total_ir(dump) / max(1, c["requests"])
