@@ -19,6 +19,7 @@ from trioproxy.budget.alerts import AlertStatistics
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.store import StoreUnavailable
+from trioproxy.dashboard.spend import Totals
 from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
 from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
@@ -27,34 +28,12 @@ from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.service import LedgerService
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
-    """Saved by the gateway's cache."""
-    cache_saved_usd: float = 0.0
-    """Saved by the providers' prompt caches."""
-
-    @classmethod
-    def of(cls, row: ReportRow) -> Totals:
-        return cls(
-            row.requests, row.input_tokens, row.output_tokens, row.cost_usd, row.saved_usd,
-            row.cache_saved_usd,
-        )  # fmt: skip
-
-    @classmethod
-    def per_team(cls, rows: Sequence[DayRow]) -> dict[str, Totals]:
-        """Day roll-up rows (``dim = 'team'``) summed per team."""
-        acc: dict[str, list[float]] = {}
-        for r in rows:
-            a = acc.setdefault(r.value, [0, 0, 0, 0.0, 0.0, 0.0])
-            for i, v in enumerate((r.requests, r.input_tokens, r.output_tokens, r.cost_usd,
-                                   r.saved_usd, r.cache_saved_usd)):  # fmt: skip
-                a[i] += v
-        return {t: cls(int(a[0]), int(a[1]), int(a[2]), a[3], a[4], a[5]) for t, a in acc.items()}
+def per_team(rows: Sequence[DayRow]) -> dict[str, Totals]:
+    """Day roll-up rows (``dim = 'team'``) summed per team."""
+    out: dict[str, Totals] = {}
+    for r in rows:
+        out.setdefault(r.value, Totals()).add(r)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +210,8 @@ async def overview(
 ) -> Overview:
     today = (now or dt.datetime.now(dt.UTC)).astimezone(zone(gw)).date()
     this_month = await days(gw, "team", today.replace(day=1), today)
-    day_rows = Totals.per_team([r for r in this_month if r.day == today])
-    month_rows = Totals.per_team(this_month)
+    day_rows = per_team([r for r in this_month if r.day == today])
+    month_rows = per_team(this_month)
     rows = []
     for team in known_teams(gw, list(month_rows)):
         if not visible(team):
