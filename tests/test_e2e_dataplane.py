@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
+from tests.fixtures_servers import self_signed_cert
 from tests.httpd_helpers import open_fds, read_responses
 from tests.settings_factory import KEY, chain_settings
 from tests.upstream_servers import StallAfterFinal
@@ -185,13 +186,7 @@ async def test_drain_deadline_ends_streams_with_an_error_event(nursery: trio.Nur
 
 
 async def test_tls_termination_on_the_data_port(nursery: trio.Nursery, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    await trio.run_process(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        capture_stdout=True, capture_stderr=True,
-    )  # fmt: skip
+    cert, key = await self_signed_cert(tmp_path)
     sim = await start_simulator(nursery)
     server = {"tls_cert_file": str(cert), "tls_key_file": str(key)}
     g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))

@@ -9,6 +9,7 @@ import orjson
 import pytest
 import trio
 
+from tests.fixtures_servers import self_signed_cert
 from tests.httpd_helpers import (
     EchoApp,
     exchange,
@@ -224,13 +225,7 @@ async def test_drain_finishes_in_flight_then_interrupts(nursery: trio.Nursery) -
 
 
 async def test_tls_termination(nursery: trio.Nursery, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    await trio.run_process(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        capture_stdout=True, capture_stderr=True,
-    )  # fmt: skip
+    cert, key = await self_signed_cert(tmp_path)
     srv = await start_server(nursery, EchoApp(), tls=tls_context(str(cert), str(key)))
     client_ctx = ssl.create_default_context(cafile=str(cert))
     tcp = await trio.open_tcp_stream("127.0.0.1", srv.port)

@@ -15,7 +15,7 @@ import pytest
 import redis
 import trio
 
-from tests.fixtures_servers import RedisServer, free_port
+from tests.fixtures_servers import RedisServer, free_port, self_signed_cert
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.store.redis_client import (
     RedisClient,
@@ -156,13 +156,7 @@ async def test_auth_and_select(tmp_path: Path) -> None:
 
 
 async def test_rediss_with_tls(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    await trio.run_process(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        capture_stdout=True, capture_stderr=True,
-    )  # fmt: skip
+    cert, key = await self_signed_cert(tmp_path)
     tls_port = free_port()
     server = RedisServer(
         tmp_path,
