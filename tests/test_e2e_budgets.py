@@ -10,7 +10,7 @@ import trio
 
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.rawhttp import post_json
-from tests.settings_factory import KEY
+from tests.settings_factory import KEY, capped_settings
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import Settings
 from trioproxy.simulator.faults import Fault
@@ -110,17 +110,7 @@ async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
     request would be refused. With a $0.01 cap it is admitted, and the stream is metered: the
     reservation grows with the answer until the budget is full, then a budget error ends it."""
     sim = await start_simulator(nursery, Fault(tokens=200))
-    settings = parse_settings(
-        {
-            "storage": {"state_dir": str(tmp_path)},
-            "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
-            "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
-            "routes": {"r": {"chains": {"default": [{"model": "m"}]}, "reservation_cap_usd": 0.01}},
-            "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
-            "budgets": {"teams": {"t1": {"daily_usd": 0.05}}},
-        },
-        env={"K": "x"},
-    )
+    settings = capped_settings(sim.url, str(tmp_path))
     g = await start_gateway(nursery, settings)
     r = await post_json(
         g.url,

@@ -17,8 +17,7 @@ import trio
 
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from tests.rawhttp import post
-from tests.settings_factory import KEY, chain_settings
-from trioproxy.config import hash_key, parse_settings
+from tests.settings_factory import KEY, capped_settings, chain_settings
 from trioproxy.config.model import CacheConfig
 from trioproxy.simulator.faults import Fault
 
@@ -193,17 +192,7 @@ async def test_budget_stop_ends_with_response_incomplete(
     nursery: trio.Nursery, tmp_path: Any
 ) -> None:
     sim = await start_simulator(nursery, Fault(tokens=200))
-    settings = parse_settings(
-        {
-            "storage": {"state_dir": str(tmp_path)},
-            "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
-            "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
-            "routes": {"r": {"chains": {"default": [{"model": "m"}]}, "reservation_cap_usd": 0.01}},
-            "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
-            "budgets": {"teams": {"t1": {"daily_usd": 0.05}}},
-        },
-        env={"K": "x"},
-    )
+    settings = capped_settings(sim.url, str(tmp_path))
     g = await start_gateway(nursery, settings)
 
     def call() -> tuple[list[str], str, Any]:
