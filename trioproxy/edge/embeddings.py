@@ -26,7 +26,7 @@ from trioproxy.config.model import ApiKeyConfig
 from trioproxy.core.types import ChatRequest, Dialect, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
-from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
+from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.endpoint import Endpoint, winner_headers
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError
@@ -70,9 +70,10 @@ class _Exchange:
     won: EmbeddingResult | None = None
 
 
-async def _send_answer(send: Send, result: EmbeddingResult, headers: Headers) -> None:
-    """An embeddings answer, from the provider or the cache, as the caller gets it."""
-    await send_whole(send, 200, orjson.dumps(result.body), headers)
+def _encoded(result: EmbeddingResult) -> bytes:
+    """An embeddings answer, from the provider or the cache, as the caller gets it (and,
+    from the provider, as the cache stores it: serialised once)."""
+    return orjson.dumps(result.body)
 
 
 class EmbeddingsHandler(Endpoint):
@@ -114,8 +115,9 @@ class EmbeddingsHandler(Endpoint):
             await self._serve(admitted, ereq, send)
 
     async def _serve_hit(self, ctx: RequestContext, send: Send, hit: EmbeddingResult) -> None:
-        await _send_answer(send, hit, [*ctx.headers, (b"x-trioproxy-cache", b"exact"),
-                                       (b"x-trioproxy-target", b"cache")])  # fmt: skip
+        await send_whole(send, 200, _encoded(hit), [
+            *ctx.headers, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
+        ])  # fmt: skip
         first = ctx.plan.chain.targets[0].spec
         saved = bill_for(first, Usage(hit.input_tokens, 0)).micros
         self.sink.submit(cache_hit_record(ctx, "exact", saved_micros=saved))
@@ -132,6 +134,7 @@ class EmbeddingsHandler(Endpoint):
         race = Race(ctx.plan.chain.targets, run, self.breakers)
         error: GatewayError | None = None
         status = 0
+        answer = b""
         try:
             error = await self.run_race(ctx, race, lambda: ex.won is not None)
             if ex.won is not None:  # an answer in hand is sent, even at the drain deadline
@@ -142,7 +145,9 @@ class EmbeddingsHandler(Endpoint):
             else:
                 assert race.winner is not None and ex.won is not None
                 status = 200
-                await _send_answer(send, ex.won, [*ctx.headers, *winner_headers(race, race.winner)])
+                answer = _encoded(ex.won)
+                headers = [*ctx.headers, *winner_headers(race, race.winner)]
+                await send_whole(send, 200, answer, headers)
         finally:
             consumed = [
                 (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts
@@ -151,7 +156,7 @@ class EmbeddingsHandler(Endpoint):
                                client_gone=False)  # fmt: skip
             if ctx.cache_plan is not None and self.cache is not None and error is None:
                 if ex.won is not None:
-                    self.cache.store_embedding(ctx.cache_plan, ex.won)
+                    self.cache.store_embedding(ctx.cache_plan, ex.won, answer or _encoded(ex.won))
             traces.finish(ctx.trace, race, consumed, ex.meters, status=status, error=error,
                           cache=ctx.cache_status)  # fmt: skip
 

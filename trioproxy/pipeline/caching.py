@@ -167,10 +167,11 @@ class ResponseCache:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
-    def store_embedding(self, plan: CachePlan, result: EmbeddingResult) -> bool:
-        """Queue an embeddings answer for the exact cache; False when skipped."""
+    def store_embedding(self, plan: CachePlan, result: EmbeddingResult, body: bytes) -> bool:
+        """Queue an embeddings answer for the exact cache (``body``: ``result.body`` as the
+        caller got it, not serialised again); False when skipped."""
         assert plan.key is not None
-        value = orjson.dumps({"body": result.body, "input_tokens": result.input_tokens})
+        value = b'{"body":%b,"input_tokens":%d}' % (body, result.input_tokens)
         write = ExactWrite(plan.key, value, plan.cfg.exact_ttl_s, self.clock(), plan.route)
         return self.writer.submit_exact(write)
 
