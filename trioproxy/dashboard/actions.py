@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 import trio
 
+from trioproxy.admin.audit import AuditEntry
+from trioproxy.admin.sessions import Principal
+from trioproxy.admin.store import AdminStore
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import StoreUnavailable
@@ -41,6 +44,16 @@ async def store_call(gw: Gateway, fn: Callable[[BudgetGate], Awaitable[T]]) -> T
             return await fn(gate)
     except (StoreUnavailable, trio.TooSlowError) as exc:
         raise ActionError(f"budget store unavailable: {exc}", 503) from None
+
+
+async def set_override(
+    gw: Gateway, store: AdminStore, who: Principal, *, now: float, entry: tuple[str, str],
+    action: str, subject: str, old: str, new: str,
+) -> None:  # fmt: skip
+    """Store one policy override (``entry``, from :mod:`trioproxy.budget.policy`) and audit
+    the change as ``action`` on ``subject``, ``old`` → ``new`` as the audit log shows them."""
+    await store_call(gw, lambda gate: gate.set_policy(*entry))
+    await store.audit(AuditEntry(now, who.name, action, subject, old, new))
 
 
 async def current_policy(gw: Gateway) -> Policy:

@@ -16,7 +16,13 @@ from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.budget.policy import threshold_entry
-from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, store_call
+from trioproxy.dashboard.actions import (
+    ActionError,
+    budget_gate,
+    current_policy,
+    set_override,
+    store_call,
+)
 from trioproxy.dashboard.edits import (
     KEEP,
     MAX_USD,
@@ -102,9 +108,9 @@ async def edit_budget(
     old = await stored_threshold(gw, team)
     new = change.apply(old)
     if new != old:
-        await store_call(gw, lambda gate: gate.set_policy(*threshold_entry(team, new)))
-        await store.audit(AuditEntry(now, who.name, "budget.alert", team, threshold_text(old),
-                                     threshold_text(new)))  # fmt: skip
+        await set_override(gw, store, who, now=now, entry=threshold_entry(team, new),
+                           action="budget.alert", subject=team, old=threshold_text(old),
+                           new=threshold_text(new))  # fmt: skip
 
 
 __all__ = [

@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.keys import MAX_RATE
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.budget.policy import KeyLimits, rate_entry, window_entry
 from trioproxy.config.model import UserWindow
-from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, store_call
+from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, set_override
 from trioproxy.dashboard.edits import KEEP, Change, EditError, Parser, whole
 from trioproxy.edge.app import Gateway
 
@@ -123,9 +122,9 @@ async def edit_window(
         new = UserWindow(user, tokens, window_s or DEFAULT_WINDOW_S)
     if new == old:
         return
-    await store_call(gw, lambda gate: gate.set_policy(*window_entry(user, new)))
-    await store.audit(AuditEntry(now, who.name, "window.set", user, window_text(old),
-                                 window_text(new)))  # fmt: skip
+    await set_override(gw, store, who, now=now, entry=window_entry(user, new),
+                       action="window.set", subject=user, old=window_text(old),
+                       new=window_text(new))  # fmt: skip
 
 
 async def key_info(gw: Gateway, store: AdminStore, who: Principal, name: str) -> KeyInfo:
@@ -146,9 +145,9 @@ async def edit_key_rate(
     )
     if new == old:
         return
-    await store_call(gw, lambda gate: gate.set_policy(*rate_entry(name, new)))
-    await store.audit(AuditEntry(now, who.name, "key.limits", name, rate_text(old),
-                                 rate_text(new)))  # fmt: skip
+    await set_override(gw, store, who, now=now, entry=rate_entry(name, new),
+                       action="key.limits", subject=name, old=rate_text(old),
+                       new=rate_text(new))  # fmt: skip
 
 
 __all__ = [
