@@ -201,6 +201,26 @@ def start_gateway(workdir: Path, config: Path, workers: int = 1) -> Server:
 # ---------------------------------------------------------------- config
 
 
+def head_lines(workdir: Path, commit: str = "HEAD", **server: object) -> list[str]:
+    """The ``[server]`` (4,096 in flight, a 2 s drain, :func:`server_lines`, ``server``'s
+    keys) and ``[storage]`` tables every bench config starts with."""
+    return [
+        "[server]",
+        "max_in_flight = 4096",
+        *(f"{k} = {v}" for k, v in server.items()),
+        "shutdown_grace_s = 2.0",
+        *server_lines(commit),
+        "[storage]",
+        f'state_dir = "{workdir / "state"}"',
+    ]
+
+
+def bench_key_lines() -> list[str]:
+    """The ``[[api_keys]]`` entry of :data:`BENCH_KEY` (team ``bench``)."""
+    digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+    return ["[[api_keys]]", 'name = "bench"', f'key_sha256 = "{digest}"', 'team = "bench"']
+
+
 def write_config(
     workdir: Path,
     models: Mapping[str, str],
@@ -215,13 +235,7 @@ def write_config(
     route name to its default chain (model names, in order).
     """
     lines = [
-        "[server]",
-        "max_in_flight = 4096",
-        f"stream_buffer = {stream_buffer}",
-        "shutdown_grace_s = 2.0",
-        *server_lines(),
-        "[storage]",
-        f'state_dir = "{workdir / "state"}"',
+        *head_lines(workdir, stream_buffer=stream_buffer),
         "[breaker]",
         f"failure_threshold = {breaker_threshold}",
     ]
@@ -241,8 +255,7 @@ def write_config(
         lines.append(f"[routes.{route}]")
         for model in chain:
             lines += [f"[[routes.{route}.chains.default]]", f'model = "{model}"']
-    digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
-    lines += ["[[api_keys]]", 'name = "bench"', f'key_sha256 = "{digest}"', 'team = "bench"']
+    lines += bench_key_lines()
     path = workdir / "bench.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -434,9 +447,11 @@ __all__ = [
     "Server",
     "WrkResult",
     "admin_url",
+    "bench_key_lines",
     "free_port",
     "group_cpu",
     "group_rss_mb",
+    "head_lines",
     "percentile",
     "set_faults",
     "start",

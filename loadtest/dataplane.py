@@ -21,7 +21,6 @@ streams, relay peak RSS, and the machine's busy / foreign share (other people's 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -48,16 +47,11 @@ class BenchStream(User):
 
 
 def config(wd: Path, sim_url: str, commit: str) -> Path:
-    digest = hashlib.sha256(common.BENCH_KEY.encode()).hexdigest()
     path = wd / "dataplane.toml"
-    server = "\n".join(common.server_lines(commit))
+    head = "\n".join(common.head_lines(wd, commit))
+    key = "\n".join(common.bench_key_lines())
     path.write_text(f"""
-[server]
-max_in_flight = 4096
-shutdown_grace_s = 2.0
-{server}
-[storage]
-state_dir = "{wd / "state"}"
+{head}
 [providers.sim]
 kind = "openai"
 base_url = "{sim_url}"
@@ -72,10 +66,7 @@ output_per_mtok = 0.60
 model = "m"
 [budgets.teams.bench]
 daily_usd = 1000000.0
-[[api_keys]]
-name = "bench"
-key_sha256 = "{digest}"
-team = "bench"
+{key}
 """)
     return path
 

@@ -25,7 +25,6 @@ User classes (``--users`` split by weight in ``mixed``; only StreamUser in
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -108,15 +107,10 @@ def start_load_sim(wd: Path, name: str, *, cpu: int | None, status: int | None =
 
 
 def gateway_config(wd: Path, ok_url: str, failing_url: str) -> Path:
-    digest = hashlib.sha256(common.BENCH_KEY.encode()).hexdigest()
-    server = "\n".join(common.server_lines())
+    head = "\n".join(common.head_lines(wd))
+    key = "\n".join(common.bench_key_lines())
     text = f"""
-[server]
-max_in_flight = 4096
-shutdown_grace_s = 2.0
-{server}
-[storage]
-state_dir = "{wd / "state"}"
+{head}
 [providers.ok]
 kind = "openai"
 base_url = "{ok_url}"
@@ -146,10 +140,7 @@ model = "m"
 model = "bad"
 [[routes.failover.chains.default]]
 model = "m"
-[[api_keys]]
-name = "bench"
-key_sha256 = "{digest}"
-team = "bench"
+{key}
 """
     path = wd / "scenario.toml"
     path.write_text(text)
