@@ -338,7 +338,32 @@ async def test_alert_queue_full_drops_and_counts() -> None:
     for i in range(3):
         t = await admit(gate, f"r{i}", 1)
         await gate.settle(t, 1, 1)  # 2 checks each (day, month), nobody consuming
-    assert sink.statistics().dropped == 5 and sink.statistics().queued == 1
+    # the day's bucket holds the one place; its later checks replace the pending one,
+    # the month's three find no room
+    assert sink.statistics().dropped == 3 and sink.statistics().queued == 1
+
+
+async def test_alert_checks_of_one_bucket_coalesce(nursery: trio.Nursery) -> None:
+    """A burst of requests of one team costs one usage read per bucket and round, not one
+    per request; the read taken is the newest check's, so no crossing is missed."""
+    reads: list[str] = []
+
+    class Counting(MemoryStore):
+        async def usage(self, bucket: str, *, now: float) -> int:
+            reads.append(bucket)
+            return await super().usage(bucket, now=now)
+
+    store = Counting()
+    sink = AlertSink(store)
+    gate = BudgetGate(config(daily=10.0, monthly=None), store, clock=Clock(), alerts=sink)
+    for i in range(50):  # 50 x 0.2 USD = 10 % of the daily limit ... up to 100 %
+        t = await admit(gate, f"r{i}", 200_000)
+        await gate.settle(t, 200_000, 1)
+    assert sink.statistics().queued == 1 and sink.statistics().dropped == 0
+    await nursery.start(sink.run)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(reads) == 1 and sink.statistics().queued == 0
+    assert sink.statistics().fired == 2  # the threshold and the limit, from the newest read
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -2,9 +2,11 @@
 100% each fire once per period per budget.
 
 The gate hands finished requests' team buckets to :meth:`AlertSink.check_nowait`,
-which never blocks: it puts them on a bounded channel, and when the channel is
-full the check is dropped and counted (``statistics().dropped``, plus a
-warning). A background task (:meth:`AlertSink.run`, started in the app's
+which never blocks: it keeps at most one pending check per bucket (a newer check of a
+bucket already pending replaces it: its usage read covers the older one, so a busy team
+costs one usage read per check round, not one per request), at most ``capacity``
+buckets; a check of another bucket past that is dropped and counted
+(``statistics().dropped``, plus a warning). A background task (:meth:`AlertSink.run`, started in the app's
 nursery) reads the bucket's usage, deduplicates in the store (``mark_once``:
 SET NX / INSERT OR IGNORE, keyed by bucket, which names the period, and level),
 writes one JSON log line and, when configured, POSTs the same JSON to the
@@ -103,7 +105,9 @@ class AlertSink:
         self._store = store
         self._webhook_url = webhook_url
         self._http = http
-        self._send, self._recv = trio.open_memory_channel[BudgetCheck](capacity)
+        self._capacity = capacity
+        self._pending: dict[str, BudgetCheck] = {}
+        self._wake = trio.Event()
         self.webhook_attempts = webhook_attempts
         self.webhook_backoff_s = webhook_backoff_s
         self._webhook_backoff = BackoffPolicy(webhook_backoff_s, 60.0, jitter=False)
@@ -113,17 +117,23 @@ class AlertSink:
         self.clock = time.time
 
     def statistics(self) -> AlertStatistics:
-        queued = self._send.statistics().current_buffer_used
+        queued = len(self._pending)
         return AlertStatistics(queued, self._dropped, self._fired, self._webhook_failures)
 
     def check_nowait(self, check: BudgetCheck) -> None:
-        try:
-            self._send.send_nowait(check)
-        except trio.WouldBlock:
+        pending = self._pending.get(check.bucket)
+        if pending is not None:  # the newer check's read covers the older one
+            if check.now >= pending.now:
+                self._pending[check.bucket] = check
+            return
+        if len(self._pending) >= self._capacity:
             self._dropped += 1
             log.warning(
                 "alert queue full; dropped check of %s (%d dropped)", check.bucket, self._dropped
             )
+            return
+        self._pending[check.bucket] = check
+        self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Check the queued buckets; with a webhook URL and no client given, the webhook's
@@ -140,7 +150,12 @@ class AlertSink:
 
     async def _checks(self, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()
-        async for check in self._recv:
+        while True:
+            if not self._pending:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            check = self._pending.pop(next(iter(self._pending)))
             try:
                 await self._process(check)
             except StoreUnavailable as exc:
