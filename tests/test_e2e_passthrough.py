@@ -118,3 +118,26 @@ async def test_idle_timeout_mid_stream_ends_with_an_error_event(nursery: trio.Nu
             await trio.sleep(0.01)
     record = next(r for r in g.sink.records if r.kind == "request")
     assert record.error_kind == "stream_interrupted" and record.estimated
+
+
+async def test_idle_timeout_of_a_decoded_stream_ends_with_an_error_event(
+    nursery: trio.Nursery,
+) -> None:
+    """The decoding relay (an Anthropic caller on an OpenAI provider) keeps the same idle
+    deadline as the verbatim one: a silence past it ends the stream with an error event in
+    the caller's dialect, and a steady stream slower than it in total is not cut."""
+    sim = await start_simulator(nursery, Fault(tokens=20, chunk_ms=400))
+    g = await start_gateway(nursery, chain_settings([sim.url], idle_s=0.1))
+    body = {"model": "r", "messages": MSGS, "max_tokens": 100}
+    text = await stream_text(g.url, "/v1/messages", body)
+    assert MARK not in text and "event: error" in text and "idle timeout" in text
+    assert "message_stop" not in text
+    with trio.fail_after(10):
+        while not [r for r in g.sink.records if r.kind == "request"]:
+            await trio.sleep(0.01)
+    record = next(r for r in g.sink.records if r.kind == "request")
+    assert record.error_kind == "stream_interrupted"
+    fast = await start_simulator(nursery, Fault(tokens=20, chunk_ms=30))
+    g2 = await start_gateway(nursery, chain_settings([fast.url], idle_s=0.2))
+    text = await stream_text(g2.url, "/v1/messages", body)  # 20 x 30 ms: > 0.2 s in total
+    assert "message_stop" in text and "event: error" not in text

@@ -234,21 +234,6 @@ class AttemptRunner:
             out.extend(decoder.feed(sse))
         return out
 
-    async def _next_chunk(self, resp: UpstreamResponse, idle: float) -> bytes | None:
-        """The next upstream bytes, or None once a mid-stream failure has been sent."""
-        with trio.move_on_after(idle):
-            try:
-                chunk = await resp.receive()
-            except UpstreamIOError as exc:
-                await self._fail_midstream(f"upstream connection broke: {exc}")
-                return None
-            if not chunk:
-                await self._fail_midstream("upstream closed the stream before its end")
-                return None
-            return chunk
-        await self._fail_midstream(f"idle timeout: no chunk for {idle:g}s")
-        return None
-
     async def _relay(
         self,
         attempt: Attempt,
@@ -258,29 +243,61 @@ class AttemptRunner:
         meter: Meter,
         idle: float,
     ) -> None:
-        """The decoding relay: canonical events, metered (and budget-checked) one by one."""
-        while not decoder.done:
-            if (chunk := await self._next_chunk(resp, idle)) is None:
-                return
-            try:
-                events = self._decode(chunk, parser, decoder)
-            except ProviderError as exc:
-                await self.out.send(Failed(exc))
-                return
-            except ValueError as exc:
-                await self._fail_midstream(f"malformed upstream event: {exc}")
-                return
-            for event in events:
-                meter.received_any = True
-                meter.observe(event)
-                await self.out.send(event)
-                self.ended = meter.finish is not None
-                if self.on_progress is not None:
+        """The decoding relay: canonical events, metered (and budget-checked) one by one.
+
+        The idle deadline is kept by a watchdog task, as in :meth:`_relay_verbatim` (not a
+        timeout scope per chunk); handing events on (the relay channel, a slow client) and
+        the budget check are not idleness.
+        """
+        failure: GatewayError | None = None
+        watch = _IdleWatch(idle)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch.run)
+            with watch.scope:
+                while not decoder.done:
                     try:
-                        await self.on_progress(attempt, meter)
-                    except GatewayError as exc:
-                        await self.out.send(Failed(exc))
-                        return
+                        chunk = await resp.receive()
+                    except UpstreamIOError as exc:
+                        failure = _interrupted(f"upstream connection broke: {exc}")
+                        break
+                    if not chunk:
+                        failure = _interrupted("upstream closed the stream before its end")
+                        break
+                    try:
+                        events = self._decode(chunk, parser, decoder)
+                    except ProviderError as exc:
+                        failure = exc
+                        break
+                    except ValueError as exc:
+                        failure = _interrupted(f"malformed upstream event: {exc}")
+                        break
+                    watch.writing = True
+                    failure = await self._hand_on(attempt, events, meter)
+                    watch.writing = False
+                    if failure is not None:
+                        break
+                    watch.last = trio.current_time()
+            nursery.cancel_scope.cancel()
+        if watch.scope.cancelled_caught:
+            failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
+        if failure is not None:
+            await self.out.send(Failed(failure))
+
+    async def _hand_on(
+        self, attempt: Attempt, events: list[StreamEvent], meter: Meter
+    ) -> GatewayError | None:
+        """Meter and relay decoded events; the budget check's refusal, if any."""
+        for event in events:
+            meter.received_any = True
+            meter.observe(event)
+            await self.out.send(event)
+            self.ended = meter.finish is not None
+            if self.on_progress is not None:
+                try:
+                    await self.on_progress(attempt, meter)
+                except GatewayError as exc:
+                    return exc
+        return None
 
     async def _relay_verbatim(
         self, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter, idle: float,
