@@ -195,3 +195,23 @@ async def test_policy_overrides_are_shared_strings(store: BudgetStore) -> None:
         "threshold:a b/é": "null",
         "window:u": '{"tokens": 5, "window_s": 60}',
     }
+
+
+async def test_reserve_reports_window_usage_in_the_same_operation(store: BudgetStore) -> None:
+    """``usage=`` gets each window bucket's spent + reserved after the reservation (the
+    rate-limit headers' numbers, without a second round trip); period buckets are left out,
+    and a denied reservation reports nothing."""
+    rpm = Claim("key:k:rpm", 1, 10, 60.0)
+    got: dict[str, int] = {}
+    assert await store.reserve("a", [day(100), win(40), rpm], now=T0, lease_s=60, usage=got) is None
+    assert got == {"user:u": 40, "key:k:rpm": 1}
+    got = {}
+    assert await store.reserve("b", [win(25), win(5), rpm], now=T0 + 10, lease_s=60, usage=got) is None
+    assert got == {"user:u": 70, "key:k:rpm": 2}  # two claims on one bucket: one sum
+    got = {}
+    assert await store.reserve("c", [win(31)], now=T0 + 20, lease_s=60, usage=got) is not None
+    assert got == {}
+    got = {}  # 'a' slid out of the window: its 40 no longer counts
+    assert await store.reserve("d", [win(1), rpm], now=T0 + 60, lease_s=60, usage=got) is None
+    assert got == {"user:u": 31, "key:k:rpm": 2}
+    assert await store.usage("user:u", now=T0 + 60) == 31

@@ -153,10 +153,6 @@ class BudgetGate:
         at once, the others within ``limits_ttl_s``."""
         await self.limits.set_policy(name, value)
 
-    async def bucket_usage(self, bucket: str) -> int:
-        """Spent + reserved in ``bucket`` now (raises ``StoreUnavailable``)."""
-        return await self._call(lambda: self.store.usage(bucket, now=self.clock()))
-
     # --- claims -----------------------------------------------------------------
 
     def _claims(
@@ -235,9 +231,10 @@ class BudgetGate:
             holds = self._claims(who, None, usd, tokens, now, count_request=True, policy=policy)
             denial = await self._call(
                 lambda: self.store.reserve(
-                    request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
+                    request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s,
+                    usage=ticket.window_usage,
                 )
-            )
+            )  # fmt: skip
         except StoreUnavailable:
             known = self.limits.last(team)
             holds = self._claims(who, known, usd, tokens, now, count_request=True, policy=policy)

@@ -75,8 +75,9 @@ class MemoryStore:
             r.holds.setdefault(c.bucket, []).append((r.seq, c.amount))
 
     async def reserve(
-        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
-    ) -> Denial | None:
+        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float,
+        usage: dict[str, int] | None = None,
+    ) -> Denial | None:  # fmt: skip
         if rid in self._res:
             raise ValueError(f"reservation {rid!r} already exists")
         claims = merge_claims(claims)
@@ -84,6 +85,10 @@ class MemoryStore:
         if denial is None:
             r = self._res[rid] = _Reservation(lease_s, now + lease_s)
             self._take(rid, r, claims, now)
+            if usage is not None:
+                for c in claims:
+                    if c.window_s is not None:
+                        usage[c.bucket] = self._used(self._buckets[c.bucket], now)
         return denial
 
     async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None:

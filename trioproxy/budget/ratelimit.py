@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from trioproxy.budget.gate import BudgetGate
-from trioproxy.budget.store import StoreUnavailable
 from trioproxy.budget.ticket import Ticket
 from trioproxy.core.ratelimit import NO_LIMITS, Limit, RateLimits
 from trioproxy.errors import ErrorKind, GatewayError
@@ -19,26 +17,27 @@ from trioproxy.errors import ErrorKind, GatewayError
 TOKEN_FAMILIES = frozenset({"tpm", "user", "enduser"})
 
 
-async def after_admission(gate: BudgetGate, ticket: Ticket) -> RateLimits:
-    """The request and token limits of an admitted request (nothing on a store outage or a
-    fail-open local reservation: no number is better than a wrong one)."""
+def after_admission(ticket: Ticket) -> RateLimits:
+    """The request and token limits of an admitted request, from the usage the store's
+    admitting operation read (``Ticket.window_usage``: no further store call). Nothing for
+    a fail-open local reservation, or a bucket the store gave no number for: no number is
+    better than a wrong one."""
     if ticket.local:
         return NO_LIMITS
     requests: Limit | None = None
     tokens: Limit | None = None
-    try:
-        for h in ticket.holds:
-            c = h.claim
-            if c.window_s is None or h.family not in TOKEN_FAMILIES | {"rpm"}:
-                continue
-            used = await gate.bucket_usage(c.bucket)
-            limit = Limit(c.limit, max(0, c.limit - used), c.window_s)
-            if h.family == "rpm":
-                requests = limit
-            elif tokens is None or limit.remaining < tokens.remaining:
-                tokens = limit
-    except StoreUnavailable:
-        return NO_LIMITS
+    for h in ticket.holds:
+        c = h.claim
+        if c.window_s is None or h.family not in TOKEN_FAMILIES | {"rpm"}:
+            continue
+        used = ticket.window_usage.get(c.bucket)
+        if used is None:
+            continue
+        limit = Limit(c.limit, max(0, c.limit - used), c.window_s)
+        if h.family == "rpm":
+            requests = limit
+        elif tokens is None or limit.remaining < tokens.remaining:
+            tokens = limit
     return RateLimits(requests, tokens)
 
 

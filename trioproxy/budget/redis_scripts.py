@@ -42,6 +42,9 @@ end
 # KEYS[1] reservation; ARGV: mode, now, lease_s, prefix, rid, retention_s, n,
 # then n x (bucket, amount, limit, window_s or '', ttl_s or '', limit team or '', field)
 # A claim naming a team uses that team's stored limit when the store holds one.
+# Replies: {'ok', epoch, then (bucket, usage) for each window claim: its spent + reserved
+# after this one, for the rate-limit headers}, {'lost'}, {'closed'},
+# {'denied', bucket, used, retry or '', limit}.
 ADMIT = Script(
     _PRUNE
     + """
@@ -90,12 +93,15 @@ for i = 0, n - 1 do
     end
     return {'denied', b, string.format('%d', used), retry, string.format('%d', lim)}
   end
-  claims[#claims + 1] = {b, amt, win, ttl}
+  claims[#claims + 1] = {b, amt, win, ttl, used}
 end
+local reply = {'ok', ep}
 for _, c in ipairs(claims) do
   local b, amt, win, ttl = c[1], c[2], c[3], c[4]
   seq = seq + 1
   if win then
+    reply[#reply + 1] = b
+    reply[#reply + 1] = string.format('%d', c[5] + amt)
     local wz, wa, m = prefix .. 'w:' .. b, prefix .. 'wa:' .. b, rid .. '|' .. seq
     redis.call('ZADD', wz, ARGV[2], m)
     redis.call('HSET', wa, m, amt, '_win', win)
@@ -112,7 +118,7 @@ end
 redis.call('HSET', rk, 'lu', string.format('%.17g', now + ls), 'ls', string.format('%.17g', ls),
   'c', '0', 's', seq, 'h', cjson.encode(holds))
 redis.call('EXPIRE', rk, math.ceil(ls + keep))
-return {'ok', ep}
+return reply
 """
 )
 

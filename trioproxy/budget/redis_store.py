@@ -104,8 +104,9 @@ class RedisStore:
         return out
 
     async def _admit(
-        self, mode: str, rid: str, claims: Sequence[Claim], now: float, lease_s: float
-    ) -> Denial | None:
+        self, mode: str, rid: str, claims: Sequence[Claim], now: float, lease_s: float,
+        usage: dict[str, int] | None = None,
+    ) -> Denial | None:  # fmt: skip
         merged = merge_claims(claims)
         args = [mode, _fmt(now), _fmt(lease_s), self._prefix, rid, str(int(RETENTION_S))]
         args += [str(len(merged)), *self._claim_args(merged, now)]
@@ -118,6 +119,9 @@ class RedisStore:
         status = reply[0]
         if status == b"ok":
             self._saw(reply[1])
+            if usage is not None:  # the window buckets' usage after this reservation
+                for i in range(2, len(reply) - 1, 2):
+                    usage[reply[i].decode()] = int(reply[i + 1])
             return None
         if status == b"lost":
             raise StateLost("redis: the budget state was lost (no epoch)")
@@ -133,9 +137,10 @@ class RedisStore:
         return Denial(bucket, used, limit, claim.amount, retry_after)
 
     async def reserve(
-        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
-    ) -> Denial | None:
-        return await self._admit("reserve", rid, claims, now, lease_s)
+        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float,
+        usage: dict[str, int] | None = None,
+    ) -> Denial | None:  # fmt: skip
+        return await self._admit("reserve", rid, claims, now, lease_s, usage)
 
     async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None:
         return await self._admit("extend", rid, claims, now, 0.0)

@@ -246,8 +246,9 @@ class SqliteStore:
     # --- the protocol ---------------------------------------------------------
 
     async def reserve(
-        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
-    ) -> Denial | None:
+        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float,
+        usage: dict[str, int] | None = None,
+    ) -> Denial | None:  # fmt: skip
         merged = merge_claims(claims)
         self._ops += 1
         prune = self._ops % PRUNE_EVERY == 0
@@ -265,6 +266,10 @@ class SqliteStore:
                 except sqlite3.IntegrityError:
                     raise ValueError(f"reservation {rid!r} already exists") from None
                 self._take(db, rid, merged, now)
+                if usage is not None:  # in this transaction: no second round trip
+                    for c in merged:
+                        if c.window_s is not None:
+                            usage[c.bucket] = self._used(db, c.bucket, now)[0]
             return denial
 
         return await self._run(op)

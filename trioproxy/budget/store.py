@@ -6,6 +6,9 @@ Reservation protocol (every implementation, every operation atomic):
   (spent + reserved) plus the claim stays within its limit, checked and written
   in one transaction / one Lua script. The reservation holds a *lease* of
   ``lease_s`` seconds.
+* ``reserve(..., usage=d)`` also fills the dict ``d`` with each *window* bucket's usage
+  (spent + reserved, this reservation included) as read in that same atomic operation:
+  the numbers behind the rate-limit headers, without another round trip.
 * ``extend(rid, claims)`` adds more to a live reservation, all or nothing, and
   renews its lease. Extending a settled or expired reservation raises
   :class:`ReservationClosed`.
@@ -81,8 +84,9 @@ class BudgetStore(Protocol):
     False when it means the host is busy (an embedded file): see ``BudgetGate._call``."""
 
     async def reserve(
-        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float
-    ) -> Denial | None: ...
+        self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float,
+        usage: dict[str, int] | None = None,
+    ) -> Denial | None: ...  # fmt: skip
 
     async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None: ...
 

@@ -57,6 +57,9 @@ class Ticket:
     reserved_tokens: int = 0
     local: bool = False
     """Admitted against the process-local budget (store down, ``fail_open``)."""
+    window_usage: dict[str, int] = field(default_factory=dict)
+    """Each window bucket's spent + reserved right after admission, as the store's
+    admitting operation read it (the rate-limit headers: :mod:`trioproxy.budget.ratelimit`)."""
     settled: bool = False
 
     def growth(self, cost_micros: int, tokens: int) -> tuple[int, int] | None:

@@ -224,8 +224,8 @@ class Endpoint:
             await send_error(send, ctx.dialect, err, [*ctx.headers, *refused])
             return None
         limits: HeaderPairs = ()
-        if ticket.holds:
-            state = await after_admission(self.admission.gate, ticket)
+        if ticket.window_usage:
+            state = after_admission(ticket)
             limits = tuple(rate_limit_headers(ctx.dialect, state, now=time.time()))
         return ctx.with_ticket(ticket, bound, limits)
 
