@@ -112,7 +112,7 @@ def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: fl
     return {
         "load": f"{users} streams", "per_s": t["done_in_window"] / seconds,
         "cpu_us_per_event": 1e6 * cpu / max(1, t["events"]), "ttft_p50_ms": t["ttft_p50_ms"],
-        "ttft_p99_ms": t["ttft_p99_ms"], "broken": t["broken"], "failures": t["failures"],
+        "ttft_p99_ms": t["ttft_p99_ms"], "broken": t["broken"], "failures": t["failures"], "errors": t.get("errors", {}),
         "events": t["events"], "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
         "client_cpu_s": meter.cpu["client"], "sim_cpu_s": meter.cpu["sim"],
         "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,

@@ -23,6 +23,24 @@ from overhead import summarize_profile
 from scenarios import start_load_sim
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of process ``pid`` ("main" for its
+    main thread; same-named threads summed)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        key = "main" if task.name == str(pid) else name
+        out[key] = out.get(key, 0.0) + cpu
+    return out
+
+
 def spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
     argv = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
             "--duration", str(seconds), "--format", "raw", "--output", str(out)]  # fmt: skip
@@ -49,12 +67,19 @@ def main() -> None:
             for load in args.loads:
                 raw = args.out / f"{load}.collapsed"
                 proc = None if args.no_spy else spy(pid, raw, int(args.seconds - 3))
+                before = thread_cpu(pid)
                 if load == "nonstream":
                     row = dataplane.wrk_row(relay, sim, wd, args.seconds)
                 else:
                     row = dataplane.stream_row(relay, sim, int(load), args.seconds)
+                after = thread_cpu(pid)
                 print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()},
                       flush=True)  # fmt: skip
+                units = max(1, row["events"])
+                per = {k: 1e6 * (after[k] - before.get(k, 0.0)) / units for k in after}
+                print("  CPU µs per " + ("request" if load == "nonstream" else "event")
+                      + " by thread: " + ", ".join(f"{k} {v:,.1f}" for k, v in
+                      sorted(per.items(), key=lambda kv: -kv[1]) if v > 0), flush=True)  # fmt: skip
                 if proc is not None:
                     proc.wait(timeout=60)
                     time.sleep(0.2)

@@ -54,6 +54,37 @@ def test_large_values_render_exactly() -> None:
     assert "trioproxy_requests_total" in text and "%g" not in text
 
 
+def test_records_summed_between_flushes_render_as_one_by_one() -> None:
+    """Records add to in-process sums that a flush writes at once (one write per series and
+    bucket): the histograms' buckets, counts and sums and the counters come out as if every
+    value had been observed on its own, bucket edges included (``le`` is inclusive)."""
+    m = Metrics()
+    route = frozenset({"route": "chat"}.items())
+    for ms in (5.0, 10.0, 10.0, 300.0, 400_000.0):  # 10 ms is on the 0.01 s edge
+        m.observe(UsageRecord(ts=0.0, request_id="r", kind="request", key_name="k", team="t",
+                              user="u", feature="f", route="chat", target="m", input_tokens=3,
+                              output_tokens=2, cost_micros=7, latency_ms=ms))  # fmt: skip
+    assert m.dirty.is_set()
+    got = parse(m.render()[0].decode())
+    assert not m.dirty.is_set()
+
+    def bucket(le: str) -> float:
+        return got[("trioproxy_request_duration_seconds_bucket", route | {("le", le)})]
+
+    assert bucket("0.01") == 3 and bucket("0.25") == 3 and bucket("0.5") == 4
+    assert bucket("300.0") == 4 and bucket("+Inf") == 5
+    assert got[("trioproxy_request_duration_seconds_count", route)] == 5
+    assert got[("trioproxy_request_duration_seconds_sum", route)] == sum(
+        ms / 1000 for ms in (5.0, 10.0, 10.0, 300.0, 400_000.0)
+    )
+    req = frozenset({"route": "chat", "target": "m", "status": "200", "cache": "off"}.items())
+    assert got[("trioproxy_requests_total", req)] == 5
+    cost = frozenset({"team": "t", "route": "chat"}.items())
+    assert got[("trioproxy_cost_microusd_total", cost)] == 35
+    m.flush()  # nothing pending: nothing changes
+    assert parse(m.render()[0].decode()) == got
+
+
 def read_access(log: Path) -> list[dict[str, Any]]:
     return [
         orjson.loads(x) for x in log.read_text().splitlines()

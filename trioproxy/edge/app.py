@@ -103,7 +103,8 @@ class Gateway:
                                                self.interrupts)  # fmt: skip
         self.cache = cache
         sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
-        self.services = Supervisor([*services, sampler])
+        flusher = NamedService("metrics-flusher", self._flush_forever, required=False)
+        self.services = Supervisor([*services, sampler, flusher])
         self.inner = inner
         self.ready = False
         """Started and not shut down; :meth:`is_ready` also needs the required services."""
@@ -204,7 +205,9 @@ class Gateway:
             await send_whole(send, err.status, DIALECTS["openai"].render_error(err), [])
             return
         self.sample_metrics()
-        body, content_type = await trio.to_thread.run_sync(self.prometheus.render)
+        body, content_type = await trio.to_thread.run_sync(
+            lambda: self.prometheus.render(flush=False)  # sample_metrics flushed, on the loop
+        )
         await send(
             {
                 "type": "http.response.start",
@@ -247,6 +250,16 @@ class Gateway:
             ledger_queue=ledger_queue, journal_bytes=journal_bytes,
             cache_write_queue=cache_queue, counts=counts,
         )  # fmt: skip
+
+    async def _flush_forever(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Write the usage records' metrics on the first scheduler turn after them (many
+        requests' records at once under load: see :mod:`trioproxy.edge.metrics`)."""
+        task_status.started()
+        while True:
+            await self.prometheus.dirty.wait()
+            self.prometheus.flush()
 
     async def _sample_forever(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -2,7 +2,12 @@
 
 Counters and histograms are derived from the usage records every request produces
 (:class:`MetricsSink` sits in front of the access log and the ledger, so the request path needs
-no extra code); breaker transitions are counted as they happen; gauges, and counters kept by
+no extra code). A record only adds to in-process sums; :meth:`Metrics.flush` writes them to the
+prometheus-client values, one ``inc`` per series and histogram bucket for everything recorded
+since the last flush (in multi-process mode every ``inc`` is a locked write to a memory-mapped
+file: ~50-90 µs per request when done record by record). The app's flusher task flushes as soon
+as it runs after a record (the next scheduler turn: a scrape sees a request's counts once its
+answer is out), and every scrape and :meth:`Metrics.render` flush first. Breaker transitions are counted as they happen; gauges, and counters kept by
 other parts (cache, ledger), are sampled by :meth:`Metrics.sample` at every scrape and every
 :data:`SAMPLE_INTERVAL_S` in each worker.
 
@@ -15,9 +20,11 @@ exactly (no ``%g`` rounding); money is counted in integer micro-USD.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any
 
+import trio
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -142,6 +149,12 @@ class Metrics:
         }
         self._mirrored: dict[str, int] = dict.fromkeys(MIRRORED, 0)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._counts: dict[Any, float] = {}
+        """Counter child -> amount recorded since the last flush."""
+        self._observed: dict[Any, list[float]] = {}
+        """Histogram child -> values observed since the last flush."""
+        self.dirty = trio.Event()
+        """Set when something waits for :meth:`flush` (the app's flusher waits on it)."""
 
     # -- from usage records ------------------------------------------------------------------
     def _child(self, family: Any, *labels: str) -> Any:
@@ -153,38 +166,63 @@ class Metrics:
             child = self._children[key] = family.labels(*labels)
         return child
 
+    def _inc(self, family: Any, labels: tuple[str, ...], amount: float = 1) -> None:
+        child = self._child(family, *labels)
+        self._counts[child] = self._counts.get(child, 0) + amount
+
+    def _obs(self, family: Any, labels: tuple[str, ...], value: float) -> None:
+        child = self._child(family, *labels)
+        got = self._observed.get(child)
+        if got is None:
+            self._observed[child] = [value]
+        else:
+            got.append(value)
+
     def observe(self, rec: UsageRecord) -> None:
-        if rec.kind == "attempt":
-            target = rec.target or ""
-            self._child(self.attempts, target, rec.outcome).inc()
-            self._child(self.attempt_duration, target).observe(rec.latency_ms / 1000)
-            if rec.hedge_role == "fallback":
-                self._child(self.fallbacks, rec.route, target).inc()
-            elif rec.hedge_role == "hedge":
-                self._child(self.hedges, rec.route, target).inc()
-            return
+        """Add ``rec`` to the pending sums (written by :meth:`flush`)."""
+        self.dirty.set()
+        inc, obs = self._inc, self._obs
         target = rec.target or ""
-        self._child(self.requests, rec.route, target, str(rec.status), rec.cache).inc()
+        if rec.kind == "attempt":
+            inc(self.attempts, (target, rec.outcome))
+            obs(self.attempt_duration, (target,), rec.latency_ms / 1000)
+            if rec.hedge_role == "fallback":
+                inc(self.fallbacks, (rec.route, target))
+            elif rec.hedge_role == "hedge":
+                inc(self.hedges, (rec.route, target))
+            return
+        route = rec.route
+        inc(self.requests, (route, target, str(rec.status), rec.cache))
         if rec.outcome == "denied":
-            self._child(self.refusals, rec.error_kind or "unknown").inc()
+            inc(self.refusals, (rec.error_kind or "unknown",))
         if rec.input_tokens:
-            self._child(self.tokens, rec.route, target, "input").inc(rec.input_tokens)
+            inc(self.tokens, (route, target, "input"), rec.input_tokens)
         if rec.cache_read_tokens:
-            self._child(self.tokens, rec.route, target, "cache_read").inc(rec.cache_read_tokens)
+            inc(self.tokens, (route, target, "cache_read"), rec.cache_read_tokens)
         if writes := rec.cache_write_5m_tokens + rec.cache_write_1h_tokens:
-            self._child(self.tokens, rec.route, target, "cache_write").inc(writes)
+            inc(self.tokens, (route, target, "cache_write"), writes)
         if rec.output_tokens:
-            self._child(self.tokens, rec.route, target, "output").inc(rec.output_tokens)
+            inc(self.tokens, (route, target, "output"), rec.output_tokens)
         if rec.input_tokens or rec.output_tokens:  # requests that consumed tokens upstream
-            self._child(self.request_tokens, "input").observe(rec.input_tokens)
-            self._child(self.request_tokens, "output").observe(rec.output_tokens)
+            obs(self.request_tokens, ("input",), rec.input_tokens)
+            obs(self.request_tokens, ("output",), rec.output_tokens)
         if rec.cost_micros:
-            self._child(self.cost, rec.team, rec.route).inc(rec.cost_micros)
+            inc(self.cost, (rec.team, route), rec.cost_micros)
         if rec.saved_micros:
-            self._child(self.saved, rec.team, rec.route).inc(rec.saved_micros)
-        self._child(self.request_duration, rec.route).observe(rec.latency_ms / 1000)
+            inc(self.saved, (rec.team, route), rec.saved_micros)
+        obs(self.request_duration, (route,), rec.latency_ms / 1000)
         if rec.ttfb_ms is not None:
-            self._child(self.ttfb, rec.route).observe(rec.ttfb_ms / 1000)
+            obs(self.ttfb, (route,), rec.ttfb_ms / 1000)
+
+    def flush(self) -> None:
+        """Write what was recorded since the last flush to the prometheus-client values."""
+        self.dirty = trio.Event()
+        counts, self._counts = self._counts, {}
+        observed, self._observed = self._observed, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+        for child, got in observed.items():
+            _observe_all(child, got)
 
     def breaker_transition(self, target: str, to: str) -> None:
         self.breaker_transitions.labels(target, to).inc()
@@ -195,7 +233,9 @@ class Metrics:
         breakers: Mapping[str, bool], ledger_queue: int = 0, journal_bytes: int = 0,
         cache_write_queue: int = 0, counts: Mapping[str, int] | None = None,
     ) -> None:  # fmt: skip
-        """Set the gauges; advance the mirrored counters to ``counts`` (this process's totals)."""
+        """Set the gauges; advance the mirrored counters to ``counts`` (this process's totals);
+        flush what the usage records added."""
+        self.flush()
         self.in_flight.set(in_flight)
         self.open_streams.set(open_streams)
         self.relay_buffered.set(relay_buffered)
@@ -210,13 +250,35 @@ class Metrics:
                 self._mirrors[name].inc(delta)
                 self._mirrored[name] = total
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text (every worker's values in multi-process mode) and its type."""
+    def render(self, *, flush: bool = True) -> tuple[bytes, str]:
+        """The exposition text (every worker's values in multi-process mode) and its type.
+        ``flush=False`` when called off the event loop (the caller flushed on it)."""
+        if flush:
+            self.flush()
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _observe_all(child: Any, got: list[float]) -> None:
+    """``child.observe(v)`` for every ``v`` in ``got``, as one write per bucket touched and
+    one to the sum (the histogram child's own values, as its ``observe`` writes them)."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in got:  # another prometheus-client layout: one observe each
+            child.observe(v)
+        return
+    per = [0] * len(bounds)
+    for v in got:  # observe(): the first bucket whose upper bound is >= v (the last is +Inf)
+        per[bisect_left(bounds, v)] += 1
+    total.inc(sum(got))
+    for i, n in enumerate(per):
+        if n:
+            buckets[i].inc(n)
 
 
 class MetricsSink:
