@@ -34,5 +34,10 @@ setup(
         *data_packages(),
     ],
     package_dir=ASSETS,
-    package_data={"trioproxy": ["py.typed"], **{name: ["*"] for name in data_packages()}},
+    package_data={
+        "trioproxy": ["py.typed"],
+        # the pair verifier's WordNet extract (loadtest/build_thesaurus.py)
+        "trioproxy.cache": ["thesaurus.txt"],
+        **{name: ["*"] for name in data_packages()},
+    },
 )

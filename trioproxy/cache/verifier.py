@@ -7,14 +7,17 @@ counterpart in the other, judged on the embedding model's own contextual token v
 counterpart is the same word piece; a piece of a word that is an inflected or derived form
 of a word of the other prompt ("summarize"/"summary", :mod:`~trioproxy.cache.morph`); or,
 for a word piece that is neither a number nor a short fragment, another piece whose token
-vector has cosine >= ``align`` with it.
+vector has cosine >= ``align`` with it, or a word of the other prompt that WordNet relates
+to its word (a shared frequent sense, a hypernym step or a shared lemma: "delete"/"remove",
+"quit"/"exit", "author"/"wrote"; :mod:`~trioproxy.cache.thesaurus`).
 
 Near-misses change one slot ("this Friday" / "next Friday", "gpt-4o" / "gpt-4o-mini",
 "6" / "6s", "... in place"): the changed piece has no close counterpart and the pair is
 refused, whatever the sentence cosine. A paraphrase that only changes function words
 ("how do I" / "what is the way to") keeps every content piece. Rewrites with synonyms pass
-only as far as their token vectors agree: that is the price of the goal (false hits under
-1 %), measured in ``loadtest/semantic_quality.py``.
+as far as their token vectors agree or WordNet knows the synonym; a content word that only
+one prompt has ("How many continents *exist*?") still refuses: that is the price of the goal
+(false hits under 1 %), measured in ``loadtest/semantic_quality.py``.
 
 Function words are not content (``FILLER``): a small fixed list of articles, pronouns,
 auxiliaries and request verbs, i.e. words whose change does not change an answer. Words
@@ -31,6 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from trioproxy.cache.morph import MIN_STEM, Relation, relation
+from trioproxy.cache.thesaurus import wordnet
 
 FILLER_WORDS = (
     "a an the is are was were be been being am do does did done doing can could should "
@@ -119,6 +123,8 @@ class Vocabulary:
     text: Callable[[int], str]
     continues: Callable[[int], bool] = lambda token: False
     """True for a continuation piece (``##ize``): it joins the previous piece's word."""
+    related: Callable[[str, str], bool] = lambda a, b: False
+    """True when two different lower-case words are near in meaning (WordNet)."""
 
     def exact(self, token: int) -> bool:
         text = self.text(token)
@@ -126,9 +132,12 @@ class Vocabulary:
 
 
 def build_vocabulary(
-    tokenize: Callable[[str], list[int]], piece: Callable[[int], str]
+    tokenize: Callable[[str], list[int]],
+    piece: Callable[[int], str],
+    related: Callable[[str, str], bool] | None = None,
 ) -> Vocabulary:
-    """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok).
+    """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok);
+    ``related``: word relation (default: the shipped WordNet thesaurus).
     A piece continues a word when its text alone tokenizes to another id."""
     filler = frozenset(
         i for w in FILLER_WORDS.split() for i in tokenize(w) if len(tokenize(w)) == 1
@@ -138,7 +147,9 @@ def build_vocabulary(
     def continues(token: int) -> bool:
         return tokenize(piece(token)) != [token]
 
-    return Vocabulary(filler, piece, continues)
+    if related is None:
+        related = wordnet().related
+    return Vocabulary(filler, piece, continues, lru_cache(maxsize=65536)(related))
 
 
 def words(ids: list[int], vocab: Vocabulary) -> list[str]:
@@ -158,6 +169,13 @@ def _lemma_in(word: str, others: set[str]) -> bool:
     return len(word) >= MIN_STEM and any(
         len(o) >= MIN_STEM and relation(word, o) is Relation.LEMMA for o in others
     )
+
+
+def _related_in(word: str, others: set[str], vocab: Vocabulary) -> bool:
+    """``word`` and a word of ``others`` are near in meaning (both alphabetic, >= 3 letters)."""
+    if len(word) < 3 or not word.isalpha():
+        return False
+    return any(len(o) >= 3 and o.isalpha() and vocab.related(word, o) for o in others)
 
 
 def _plural(ids: list[int], k: int, vocab: Vocabulary) -> bool:
@@ -190,7 +208,8 @@ def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float
     for row, k in enumerate(todo):
         token = int(new.ids[k])
         if vocab.exact(token) or best[row] < align:
-            return token
+            if vocab.exact(token) or not _related_in(mine[k], theirs, vocab):
+                return token
     return None
 
 
