@@ -127,6 +127,8 @@ def test_semantic_record_round_trip_and_confirmation(minilm: OnnxMiniLM) -> None
             "What is the best alternative to Excel?",
             "degree",
         ),
+        ("Who invented the telephone?", "When was the telephone invented?", "question"),
+        ("Where was Mozart born?", "When was Mozart born?", "question"),
     ],
 )
 def test_guard_cheap_rules(cached: str, new: str, rule: str) -> None:
@@ -147,6 +149,11 @@ def test_guard_spares_spelling_variants_of_one_code_and_possessives() -> None:
     assert near_miss("How can I clear Chrome's cache?", "How do I clear the Chrome cache?") is None
     assert near_miss("What is gpt-4?", "What is gpt-4o?") is not None
     assert near_miss("Specs of the a4", "Specs of the s4") == "code"
+    # a dotted identifier on both sides ("node.js" -> "js") is not a missing term
+    assert near_miss("How can I install Node.js?", "How do I install Node.js?") is None
+    assert near_miss("How do I install Node.js?", "How do I install Deno?") == "term"
+    # one question word alone asks nothing new ("where" vs "what ... location")
+    assert near_miss("Where is the Louvre?", "What is the location of the Louvre?") is None
 
 
 @pytest.mark.parametrize(

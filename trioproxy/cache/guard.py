@@ -14,6 +14,7 @@ tokens* and names the first difference, or returns None when the hit may be serv
 * siblings: words sharing a stem with another, non-inflectional ending
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
 * antonym pairs: one side uses a word whose antonym the other side uses instead
+* question: "who" / "when" / "where" on each side, not the same ones
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
   "to/into/for/than/from...to" is swapped
 
@@ -128,10 +129,13 @@ _STOP = frozenset(
 _WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
 """Number words that paraphrases use as pronouns or ordinals ("one of the", "first do X")."""
 _SENTENCE_END = ".?!:\n"
+_ASKS = frozenset({"who", "when", "where"})
+"""Question words that ask for a person, a time, a place: "who invented X" and "when was X
+invented" share every content word and want different answers."""
 
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
-    "direction", "order",
+    "direction", "order", "question",
 )  # fmt: skip
 
 
@@ -215,7 +219,7 @@ def _joins(groups: list[str]) -> frozenset[str]:
 
 def _missing(terms: frozenset[str], other: _Features) -> str | None:
     for t in sorted(terms):
-        if t in _STOP or t in other.words:
+        if t in _STOP or t in other.words or t in other.protected:
             continue
         if t.isalnum() or t not in other.low:
             return t
@@ -321,6 +325,10 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
             return "direction"
     if "order" in rules and n.seq != c.seq and sorted(n.seq) == sorted(c.seq):
         return "order"
+    if "question" in rules:
+        qn, qc = n.words & _ASKS, c.words & _ASKS
+        if qn and qc and qn != qc:
+            return "question"
     return None
 
 

@@ -5,11 +5,15 @@ served only when the two prompts *align*: every content word piece of each promp
 counterpart in the other, judged on the embedding model's own contextual token vectors
 (the ``last_hidden_state`` rows that the embedder computes anyway and mean-pools). A
 counterpart is the same word piece; a piece of a word that is an inflected or derived form
-of a word of the other prompt ("summarize"/"summary", :mod:`~trioproxy.cache.morph`); or,
-for a word piece that is neither a number nor a short fragment, another piece whose token
-vector has cosine >= ``align`` with it, or a word of the other prompt that WordNet relates
-to its word (a shared frequent sense, a hypernym step or a shared lemma: "delete"/"remove",
-"quit"/"exit", "author"/"wrote"; :mod:`~trioproxy.cache.thesaurus`).
+of a word of the other prompt ("summarize"/"summary", :mod:`~trioproxy.cache.morph`); for a
+word piece that is neither a number nor a short fragment, another piece whose token vector
+has cosine >= ``align`` with it; or, for a word of three letters or more (or a two-word
+collocation it is part of: "find out"), a word or collocation of the other prompt that
+WordNet relates to it (a shared frequent sense or one hypernym / similar-to step, never
+antonyms or sister terms: "delete"/"erase", "author"/"wrote", "find out"/"discover";
+:mod:`~trioproxy.cache.thesaurus`) where the piece's token vector has cosine >=
+``WORDNET_ALIGN`` with some piece of the other prompt (WordNet does not know which sense is
+meant).
 
 Near-misses change one slot ("this Friday" / "next Friday", "gpt-4o" / "gpt-4o-mini",
 "6" / "6s", "... in place"): the changed piece has no close counterpart and the pair is
@@ -19,10 +23,11 @@ as far as their token vectors agree or WordNet knows the synonym; a content word
 one prompt has ("How many continents *exist*?") still refuses: that is the price of the goal
 (false hits under 1 %), measured in ``loadtest/semantic_quality.py``.
 
-Function words are not content (``FILLER``): a small fixed list of articles, pronouns,
-auxiliaries and request verbs, i.e. words whose change does not change an answer. Words
-that do (prepositions of direction and time, "this/next/last", quantifiers, negations)
-are deliberately absent. Pure: arrays in, a reason out.
+Function words are not content (``FILLER_WORDS``): a small fixed list of articles,
+pronouns, auxiliaries and request verbs (``REQUEST_VERBS``, with their inflected forms:
+"what makes", "shown"), i.e. words whose change does not change an answer. Words that do
+(prepositions of direction and time, "this/next/last", quantifiers, negations) are
+deliberately absent. Pure: arrays in, a reason out.
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 
 from trioproxy.cache.morph import MIN_STEM, Relation, relation
-from trioproxy.cache.thesaurus import wordnet
+from trioproxy.cache.thesaurus import Thesaurus, wordnet
+
+REQUEST_VERBS = (
+    "tell give show explain describe make let help want need like know see look find list name "
+    "check use define"
+)
+"""Verbs that frame a request ("show me", "what makes"); their inflected forms are filler too
+("makes", "shown"). Not "write": "who wrote X" asks for an author."""
 
 FILLER_WORDS = (
     "a an the is are was were be been being am do does did done doing can could should "
@@ -43,9 +56,7 @@ FILLER_WORDS = (
     "he she his her this that these those there here what which who whom whose how why "
     "to for "
     "where when whats hows s ll d ve re m t please kindly just really actually also "
-    "tell give show explain describe write make let help want need like know wondering "
-    "see look "
-    "find list name "
+    "write wondering " + REQUEST_VERBS + " "
     "way ways method methods approach possible properly correctly exactly simply "
     "anyone someone something thing things some any get got go going "
     "? . , ! : ; ' \" ( ) [ ] - ..."
@@ -57,6 +68,14 @@ infinitive and purpose markers; a swap around them is the guard's direction rule
 DEFAULT_ALIGN = 0.85
 """Cosine of contextual token vectors above which a differing piece still counts as the
 same content. Chosen on the tuning sets only (``loadtest/data/tuning_pairs.json``)."""
+
+
+WORDNET_ALIGN = 0.65
+"""A WordNet counterpart counts only where the token vectors do not disagree: cosine >= this.
+WordNet is blind to the sense in use ("heap"/"stack" are one synset, "memory"/"storage"
+too; in "allocate memory on the heap" they are at 0.33-0.53); true synonyms in context sit
+higher ("author"/"wrote" 0.79, "remove"/"delete" 0.80). Chosen on the tuning sets and the
+v2 pairs (seen) and on hand-written risky pairs (``tests/test_cache_thesaurus.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,22 +153,21 @@ class Vocabulary:
 def build_vocabulary(
     tokenize: Callable[[str], list[int]],
     piece: Callable[[int], str],
-    related: Callable[[str, str], bool] | None = None,
+    thesaurus: Thesaurus | None = None,
 ) -> Vocabulary:
     """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok);
-    ``related``: word relation (default: the shipped WordNet thesaurus).
-    A piece continues a word when its text alone tokenizes to another id."""
-    filler = frozenset(
-        i for w in FILLER_WORDS.split() for i in tokenize(w) if len(tokenize(w)) == 1
-    )
+    ``thesaurus``: word relations (default: the shipped WordNet extract). Filler are the
+    ``FILLER_WORDS`` and the inflected forms of ``REQUEST_VERBS`` ("makes", "shown"). A
+    piece continues a word when its text alone tokenizes to another id."""
+    th = wordnet() if thesaurus is None else thesaurus
+    names = FILLER_WORDS.split() + [f for w in REQUEST_VERBS.split() for f in th.inflections(w)]
+    filler = frozenset(i for w in names if len(ids := tokenize(w)) == 1 for i in ids)
 
     @lru_cache(maxsize=8192)
     def continues(token: int) -> bool:
         return tokenize(piece(token)) != [token]
 
-    if related is None:
-        related = wordnet().related
-    return Vocabulary(filler, piece, continues, lru_cache(maxsize=65536)(related))
+    return Vocabulary(filler, piece, continues, lru_cache(maxsize=65536)(th.related))
 
 
 def words(ids: list[int], vocab: Vocabulary) -> list[str]:
@@ -172,10 +190,15 @@ def _lemma_in(word: str, others: set[str]) -> bool:
 
 
 def _related_in(word: str, others: set[str], vocab: Vocabulary) -> bool:
-    """``word`` and a word of ``others`` are near in meaning (both alphabetic, >= 3 letters)."""
-    if len(word) < 3 or not word.isalpha():
+    """``word`` and a word of ``others`` are near in meaning (words of letters, >= 3 of them,
+    or two such joined by "_"; never numbers, codes or two-letter words)."""
+    if not _lettered(word):
         return False
-    return any(len(o) >= 3 and o.isalpha() and vocab.related(word, o) for o in others)
+    return any(o != word and _lettered(o) and vocab.related(word, o) for o in others)
+
+
+def _lettered(term: str) -> bool:
+    return len(term) >= 3 and all(len(w) >= 2 and w.isalpha() for w in term.split("_"))
 
 
 def _plural(ids: list[int], k: int, vocab: Vocabulary) -> bool:
@@ -205,12 +228,42 @@ def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float
         return int(new.ids[todo[0]])
     sims = new.vecs[todo].astype(np.float32) @ cached.vecs.astype(np.float32).T
     best = sims.max(axis=1)
+    other_terms: set[str] | None = None
+    seq: list[str] = []
     for row, k in enumerate(todo):
         token = int(new.ids[k])
         if vocab.exact(token) or best[row] < align:
-            if vocab.exact(token) or not _related_in(mine[k], theirs, vocab):
+            if other_terms is None:
+                other_terms = theirs | _pairs(_sequence(cached.ids.tolist(), vocab))
+                seq = _sequence(ids, vocab)
+            if best[row] < WORDNET_ALIGN or not any(
+                _related_in(w, other_terms, vocab) for w in _terms_at(seq, mine[k])
+            ):
                 return token
     return None
+
+
+def _sequence(ids: list[int], vocab: Vocabulary) -> list[str]:
+    """The prompt's words in order (one entry per word, not per piece)."""
+    mine = words(ids, vocab)
+    return [mine[k] for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
+
+
+def _pairs(seq: list[str]) -> set[str]:
+    """Adjacent word pairs as WordNet writes collocations ("turn_off")."""
+    return {f"{a}_{b}" for a, b in pairwise(seq)}
+
+
+def _terms_at(seq: list[str], word: str) -> list[str]:
+    """``word`` and the collocations it starts or ends in ``seq`` ("turn" -> "turn_off")."""
+    out = [word]
+    for i, w in enumerate(seq):
+        if w == word:
+            if i > 0:
+                out.append(f"{seq[i - 1]}_{w}")
+            if i + 1 < len(seq):
+                out.append(f"{w}_{seq[i + 1]}")
+    return out
 
 
 def verify(
@@ -227,6 +280,8 @@ __all__ = [
     "BAND_PRESETS",
     "DEFAULT_ALIGN",
     "FILLER_WORDS",
+    "REQUEST_VERBS",
+    "WORDNET_ALIGN",
     "Band",
     "TokenView",
     "Vocabulary",
