@@ -9,14 +9,15 @@ the pair verifier aligns the two prompts' content tokens. Sets:
 * tuning (looked at while the verifier was built): ``loadtest/data/tuning_pairs.json``,
   ``loadtest/data/near_misses.json`` (older hand-written near-misses), GPTCache pairs at
   even indices;
-* held-out v2 (``held:``; written by hand after the commit 'cache: pair verifier FROZEN v2',
-  never used to change anything): ``loadtest/data/heldout_v2_pairs.json`` (near-misses by
-  family, paraphrases, same-topic non-duplicates) and GPTCache pairs at odd indices, with
-  non-duplicates made by pairing each held-out origin with another held-out pair's
-  paraphrase (derangement, seed 0);
-* seen (``seen:``): ``loadtest/data/heldout_pairs.json``, held out for the first freeze
-  ('cache: pair verifier FROZEN'); its misses were looked at before the v2 freeze, so it is
-  reported but no longer counts as held-out.
+* held-out v3 (``held:``; written by an independent helper after the commit 'cache: pair
+  verifier FROZEN v3', read only after it, never used to change anything):
+  ``loadtest/data/heldout_v3_pairs.json`` (near-misses by family, paraphrases, same-topic
+  non-duplicates);
+* seen (``seen:``): ``loadtest/data/heldout_pairs.json`` (v1, held out for the first freeze)
+  and ``loadtest/data/heldout_v2_pairs.json`` (v2, held out for the second), and GPTCache
+  pairs at odd indices, with non-duplicates made by pairing each origin with another pair's
+  paraphrase (derangement, seed 0). Their misses were looked at before the v3 freeze, so they
+  are reported but no longer count as held-out.
 
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
@@ -78,7 +79,8 @@ def load_sets() -> dict[str, list[Pair]]:
     tuning = json.loads((HERE / "tuning_pairs.json").read_text())
     older = json.loads((HERE / "near_misses.json").read_text())
     seen = json.loads((HERE / "heldout_pairs.json").read_text())
-    held = json.loads((HERE / "heldout_v2_pairs.json").read_text())
+    seen2 = json.loads((HERE / "heldout_v2_pairs.json").read_text())
+    held = json.loads((HERE / "heldout_v3_pairs.json").read_text())
     gpt = json.loads(GPTCACHE.read_text())
 
     def near(items: list[dict[str, str]], fam: str = "family") -> list[Pair]:
@@ -96,21 +98,30 @@ def load_sets() -> dict[str, list[Pair]]:
         ]
         return para, neg
 
+    def para(items: list[dict[str, str]]) -> list[Pair]:
+        return [Pair(p["b"], p["a"], "para", True) for p in items]
+
+    def nondup(items: list[dict[str, str]]) -> list[Pair]:
+        return [Pair(p["b"], p["a"], "same_topic", False) for p in items]
+
     tg_para, tg_neg = gpt_sets(list(range(0, len(gpt), 2)))
-    hg_para, hg_neg = gpt_sets(list(range(1, len(gpt), 2)))
+    sg_para, sg_neg = gpt_sets(list(range(1, len(gpt), 2)))
     return {
         "tune:near": near(tuning["near"]) + near(older["pairs"] + older["fresh"], "kind"),
-        "tune:para": [Pair(p["b"], p["a"], "para", True) for p in tuning["para"]],
+        "tune:para": para(tuning["para"]),
         "tune:gpt_para": tg_para,
         "tune:gpt_nondup": tg_neg,
-        "seen:near": near(seen["near"]),
-        "seen:para": [Pair(p["b"], p["a"], "para", True) for p in seen["para"]],
-        "seen:nondup": [Pair(p["b"], p["a"], "same_topic", False) for p in seen["nondup"]],
+        "seen:v1_near": near(seen["near"]),
+        "seen:v1_para": para(seen["para"]),
+        "seen:v1_nondup": nondup(seen["nondup"]),
+        "seen:v2_near": near(seen2["near"]),
+        "seen:v2_para": para(seen2["para"]),
+        "seen:v2_nondup": nondup(seen2["nondup"]),
+        "seen:gpt_para": sg_para,
+        "seen:gpt_nondup": sg_neg,
         "held:near": near(held["near"]),
-        "held:para": [Pair(p["b"], p["a"], "para", True) for p in held["para"]],
-        "held:nondup": [Pair(p["b"], p["a"], "same_topic", False) for p in held["nondup"]],
-        "held:gpt_para": hg_para,
-        "held:gpt_nondup": hg_neg,
+        "held:para": para(held["para"]),
+        "held:nondup": nondup(held["nondup"]),
     }
 
 
@@ -158,12 +169,12 @@ def table(judge: Judge, sets: dict[str, list[Pair]], band: Band, title: str) -> 
 
 def curve(judge: Judge, sets: dict[str, list[Pair]]) -> None:
     print(
-        "\n### Curve (held-out): false hits on near-misses + non-duplicates, true hits on paraphrases\n"
+        "\n### Curve (held-out v3): false hits on near-misses + non-duplicates, true hits on paraphrases\n"
     )
-    neg = sets["held:near"] + sets["held:nondup"] + sets["held:gpt_nondup"]
-    pos, gpos = sets["held:para"], sets["held:gpt_para"]
+    neg = sets["held:near"] + sets["held:nondup"]
+    pos, gpos = sets["held:para"], sets["seen:gpt_para"]
     print(
-        "| setting | floor | align | near-miss+nondup false hits | paraphrase true hits | GPTCache true hits |"
+        "| setting | floor | align | near-miss+nondup false hits | paraphrase true hits | GPTCache true hits (seen) |"
     )
     print("|---|---|---|---|---|---|")
     rows: list[tuple[str, Band, bool]] = [
@@ -350,11 +361,11 @@ def main() -> None:
     judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets()
     if args.breakdown:
-        breakdown(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
+        breakdown(judge.model, [p.cached for p in sets["seen:gpt_para"]][:300])
         return
     if args.speed_only:
-        verifier_cost(judge, sets["held:gpt_para"][:300])
-        lookup_speed(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
+        verifier_cost(judge, sets["seen:gpt_para"][:300])
+        lookup_speed(judge.model, [p.cached for p in sets["seen:gpt_para"]][:300])
         return
     t0 = time.perf_counter()
     for pairs in sets.values():
@@ -365,17 +376,19 @@ def main() -> None:
     held = {k: v for k, v in sets.items() if k.startswith("held:")}
     tune = {k: v for k, v in sets.items() if k.startswith("tune:")}
     seen = {k: v for k, v in sets.items() if k.startswith("seen:")}
-    table(judge, held, default, "Held-out v2, default settings (target false-hit 0.01)")
-    table(judge, seen, default, "Seen (v1 held-out, looked at before the v2 freeze), default")
+    table(judge, held, default, "Held-out v3, default settings (target false-hit 0.01)")
+    table(
+        judge, seen, default, "Seen (v1, v2, GPTCache odd; looked at before the v3 freeze), default"
+    )
     table(judge, tune, default, "Tuning sets, default settings")
     if args.curve:
         curve(judge, sets)
     if args.show_misses:
         show_misses(judge, sets, default)
     if args.speed:
-        speed(judge, [p.new for p in sets["held:gpt_para"]][:300])
-        verifier_cost(judge, sets["held:gpt_para"][:300])
-        lookup_speed(judge.model, [p.cached for p in sets["held:gpt_para"]][:300])
+        speed(judge, [p.new for p in sets["seen:gpt_para"]][:300])
+        verifier_cost(judge, sets["seen:gpt_para"][:300])
+        lookup_speed(judge.model, [p.cached for p in sets["seen:gpt_para"]][:300])
 
 
 if __name__ == "__main__":
