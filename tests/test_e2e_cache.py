@@ -88,6 +88,21 @@ async def test_exact_hit_is_free_and_scoped_per_team(nursery: trio.Nursery) -> N
     ] == "miss"
 
 
+async def test_an_immediate_repeat_is_an_exact_hit(nursery: trio.Nursery) -> None:
+    """The answer goes to the cache writer as soon as it is delivered, not after the budget
+    settle's store round trip: a client that asks again at once (the next request on its
+    connection, no wait for the writer) gets the exact hit, not a second upstream call."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, cache_settings(sim.url))
+    body = {"model": "r", "messages": [{"role": "user", "content": "Ask me twice"}]}
+    async with httpx.AsyncClient(timeout=30) as c:
+        for expected in ("miss", "exact", "exact"):
+            r = await c.post(g.url + "/v1/chat/completions", json=body,
+                             headers={"authorization": f"Bearer {KEY_A}"})  # fmt: skip
+            assert r.headers["x-trioproxy-cache"] == expected
+    assert sim.sim.stats.requests == 1
+
+
 async def test_global_scope_shares_across_teams(nursery: trio.Nursery) -> None:
     sim = await start_simulator(nursery)
     g = await start_gateway(nursery, cache_settings(sim.url, scope="global"))
