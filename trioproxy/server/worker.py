@@ -7,11 +7,11 @@ sockets start listening only once the gateway has started, so with ``SO_REUSEPOR
 the kernel never hands a connection to a worker that cannot serve it yet.
 
 ``run_worker`` adds the signals: SIGTERM or SIGINT starts the drain (see
-``httpd/server.py``: ``/readyz`` turns 503 on both ports, the data port stops
-accepting, ``shutdown_grace_s`` for in-flight requests, then the gateway interrupts
-what is left, then the ledger and cache flush; the admin port serves until the data
-plane has drained) and the process exits 0; SIGHUP calls ``gateway.reload()`` when
-the gateway has one.
+``httpd/server.py``: the admin port's ``/readyz`` turns 503, the data port stops
+accepting and closes its idle connections, ``shutdown_grace_s`` for in-flight
+requests, then the gateway interrupts what is left, then the ledger and cache flush;
+the admin port serves until the data plane has drained) and the process exits 0;
+SIGHUP calls ``gateway.reload()`` when the gateway has one.
 
 ``python -m trioproxy.server.worker --host H --port P`` is how ``--workers N``
 starts each worker (the config comes from the environment, see ``factory.py``).
