@@ -33,7 +33,8 @@ class KeySource(Protocol):
 
 
 LOOKUP_TIMEOUT_S = 1.0
-"""Longest wait for the run-time key store; then 503, never a hang."""
+"""Longest wait for the run-time key store; then 503, never a hang. A store that fails
+(its database down or unreachable) is a 503 too: only its answer "no such key" is a 401."""
 
 
 class KeyRing:
@@ -52,17 +53,20 @@ class KeyRing:
             if self.source is None or key is None or err.kind is not ErrorKind.INVALID_API_KEY:
                 raise
             digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-            found = None
+            found: ApiKeyConfig | None = None
+            answered = False
             with trio.move_on_after(LOOKUP_TIMEOUT_S):
                 try:
                     found = await self.source.lookup(digest)
+                    answered = True
                 except (OSError, trio.TooSlowError):  # the store's errors are OSErrors
-                    found = None
-                if found is None or not hmac.compare_digest(found.key_hash, digest):
-                    raise
-                return found
-            raise PolicyError(ErrorKind.OVERLOADED, "key store did not answer; retry shortly",
-                              retry_after=1.0) from None  # fmt: skip
+                    pass  # not an answer: the key may well exist (503 below, not 401)
+            if not answered:
+                raise PolicyError(ErrorKind.OVERLOADED, "key store did not answer; retry shortly",
+                                  retry_after=1.0) from None  # fmt: skip
+            if found is None or not hmac.compare_digest(found.key_hash, digest):
+                raise
+            return found
 
     def authenticate(self, headers: Mapping[bytes, bytes]) -> ApiKeyConfig:
         """The caller's key from the config only (admin keys live there)."""
