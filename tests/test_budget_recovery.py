@@ -273,3 +273,38 @@ async def test_a_rebuild_retried_after_a_failed_chunk_counts_held_reservations_o
     assert await store.usage(DAY, now=T0) == 150  # the ledger's 100 + the held 50
     await store.settle("r1", {DAY: 30}, now=T0 + 1)
     assert await store.usage(DAY, now=T0) == 130
+
+
+async def test_a_lease_renewed_past_lease_s_is_counted_once_after_a_rebuild(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    """A metered stream extends its reservation, and each extend renews the lease: the
+    request is held longer than ``lease_s``. Its ledger record is dated at its start, an hour
+    before the rebuild's usual raw-record split: the rebuild must still read it as a raw record
+    (counted), not from the hourly roll-up while the journal replays it again (twice)."""
+    clock = [T0]
+    ledger = Ledger()
+    client = RedisClient(redis_url, call_timeout=5.0)
+    await nursery.start(client.run)
+    store = RedisStore(client)
+    rec = Recovery(store, CFG, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
+                   clock=lambda: clock[0])  # fmt: skip
+    await nursery.start(rec.run)
+    gate = BudgetGate(CFG, store, clock=lambda: clock[0], outage=OutagePolicy(call_timeout_s=5.0),
+                      recovery=rec)  # fmt: skip
+    i = Instance(store, rec, gate)
+    t = await gate.admit(request_id="long", team="t", user="u", end_user=None,
+                         worst_case_usd_micros=900_000, worst_case_tokens=90,
+                         reserve_cap_micros=100_000)  # fmt: skip
+    for step in range(1, 7):  # every 800 s: each extend renews the 900 s lease
+        clock[0] = T0 + 800 * step
+        await gate.extend(t, cost_micros=100_000 * step + 1, tokens=step)
+    clock[0] = T0 + 4_900  # held 4,900 s, settled within its (renewed) lease
+    await gate.settle(t, 654_321, 7)
+    ledger.add("long", T0 - 1, 654_321)  # its record, dated at the request's start
+    assert await store.usage(DAY, now=clock[0]) == 654_321
+    clock[0] += 10
+    await lose_state(i)
+    await detect(i)
+    await rec.wait_restored()
+    assert await store.usage(DAY, now=clock[0]) == 654_321  # not 2 * 654,321

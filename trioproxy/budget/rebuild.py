@@ -8,11 +8,17 @@ rebuilt from two reads of the ledger's *request* records, split at an hour bound
 * from ``split`` on, the raw records (exact time stamps and request ids), plus the
   fragment of a period that starts inside an hour (time zones with half-hour offsets).
 
-``split`` lies ``lease_s + recent_s`` before ``now``: every request that may still be
-settling (in flight, or settled so recently that its record may not be in the ledger
-yet) has its raw record, if any, after it. Those request ids are the *counted* set: a
-settle of such a request that arrives after the rebuild changes nothing, because the
-ledger's amount, already counted, wins (:mod:`trioproxy.budget.recovery`).
+``split`` lies ``lease_s + recent_s`` before ``now``, or ``recent_s`` before the earliest
+admission in the rebuilding instance's journal if that is earlier (each extend of a metered
+stream renews its lease, so a request may be held far longer than ``lease_s``; a record is
+dated at its request's start): every request that may still be settling (in flight, or
+settled so recently that its record may not be in the ledger yet) has its raw record, if
+any, after it. Those request ids are the *counted* set: a settle of such a request that
+arrives after the rebuild changes nothing, because the ledger's amount, already counted,
+wins (:mod:`trioproxy.budget.recovery`). The journals of *other* instances are not known
+here: a request another instance held longer than ``lease_s`` and settled within
+``recent_s`` before the loss is read from the roll-up and replayed too (counted twice:
+stricter, never looser) when its record reached the ledger before the rebuild read it.
 
 What comes back, per bucket the gate claims:
 
@@ -115,11 +121,14 @@ def _ceil_hour(t: float) -> int:
 
 
 def span(
-    now: float, tz: ZoneInfo, users: Mapping[str, UserWindow], *, lease_s: float, recent_s: float
-) -> Span:
+    now: float, tz: ZoneInfo, users: Mapping[str, UserWindow], *, lease_s: float,
+    recent_s: float, oldest: float | None = None,
+) -> Span:  # fmt: skip
+    """``oldest``: the earliest admission of a reservation the rebuild will replay."""
     day, month = _periods(now, tz)
     longest = max((w.window_s for w in users.values()), default=0)
-    split = math.floor((now - lease_s - recent_s) / HOUR) * HOUR
+    held_since = now - lease_s if oldest is None else min(now - lease_s, oldest)
+    split = math.floor((held_since - recent_s) / HOUR) * HOUR
     fragments = tuple(
         (p.start, float(min(_ceil_hour(p.start), split)))
         for p in {month.start: month, day.start: day}.values()

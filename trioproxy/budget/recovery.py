@@ -10,7 +10,8 @@ store: admissions meet the outage policy at once (``fail_closed``: 503 + Retry-A
 one rebuilder at a time holds ``P rebuild`` (``SET NX PX``, leased ``lock_lease_s``; a
 rebuilder that dies loses it and another takes over). It reads the ledger
 (:mod:`.rebuild`: the hourly roll-up, then the raw records of the last ``lease_s +
-recent_s``), writes the counters, windows and counted request ids in chunks, then this
+recent_s``, or from before the earliest reservation its journal holds, if older: a metered
+stream's extends renew its lease), writes the counters, windows and counted request ids in chunks, then this
 instance's journal (below) and, in the same script as its last chunk, the new epoch.
 Instances that find the lock taken wait for the epoch (polling every ``WAIT_POLL_S``).
 
@@ -89,8 +90,11 @@ class SpendSource(Protocol):
 @dataclass(slots=True)
 class _Entry:
     rid: str
+    admitted_at: float
+    """When the reservation was made: its request's ledger record is dated about then."""
     lease_s: float
     lease_until: float
+    """Renewed by each extend: a metered stream may hold it far longer than ``lease_s``."""
     holds: list[tuple[Claim, float]]
     actual: dict[str, int] | None = None
     settled_at: float = 0.0
@@ -173,7 +177,7 @@ class Recovery:
     # --- the gate's hooks (no I/O) --------------------------------------------------
 
     def admitted(self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float) -> None:
-        self._held[rid] = _Entry(rid, lease_s, now + lease_s, [(c, now) for c in claims])
+        self._held[rid] = _Entry(rid, now, lease_s, now + lease_s, [(c, now) for c in claims])
 
     def extended(self, rid: str, claims: Sequence[Claim], *, now: float) -> None:
         e = self._held.get(rid)
@@ -317,7 +321,8 @@ class Recovery:
         now = self.clock()
         tz = ZoneInfo(self._budgets.timezone)
         users = self._budgets.users
-        at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.recent_s)
+        at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.recent_s,
+                  oldest=self._oldest(now))  # fmt: skip
         teams: list[HourSpend] = []
         people: list[HourSpend] = []
         requests: list[RequestSpend] = []
@@ -381,10 +386,19 @@ class Recovery:
             except (StoreUnavailable, trio.TooSlowError):
                 self.failed(rid, e.actual, now=self.clock())
 
+    def _recent_entries(self, now: float) -> list[_Entry]:
+        return [e for e in self._recent if e.settled_at >= now - self.recent_s]
+
     def _journal(self, now: float) -> list[Replayed]:
         out = [_open(e) for e in self._held.values()]
-        out += [_closed(e) for e in self._recent if e.settled_at >= now - self.recent_s]
-        return out
+        return out + [_closed(e) for e in self._recent_entries(now)]
+
+    def _oldest(self, now: float) -> float | None:
+        """The earliest admission the journal would replay (None: nothing). A rebuild reads
+        raw records from before it, so that each of these requests whose record the ledger
+        holds is in the counted set (:func:`~.rebuild.span`), not in the roll-up as well."""
+        entries = [*self._held.values(), *self._recent_entries(now)]
+        return min((e.admitted_at for e in entries), default=None)
 
     def _counted_ttl(self) -> float:
         return self.lease_s + 2 * self.recent_s
