@@ -82,3 +82,14 @@ async def test_every_table_round_trips(store: AdminStore) -> None:
     await store.beat(Heartbeat("w", 1.0, True, ""), forget_before=0.0)
     await store.beat(Heartbeat("w", 2.0, False, "down: redis"), forget_before=0.0)
     assert await store.heartbeats() == [Heartbeat("w", 2.0, False, "down: redis")]
+
+
+async def test_budget_overrides_keep_the_last_value_per_name(store: AdminStore) -> None:
+    assert await store.overrides() == {}
+    await store.save_override("limits:t", '{"daily": 1, "monthly": null}')
+    await store.save_override("window:u", '{"tokens": 5, "window_s": 60}')
+    await store.save_override("limits:t", '{"daily": 2, "monthly": null}')
+    assert await store.overrides() == {
+        "limits:t": '{"daily": 2, "monthly": null}',
+        "window:u": '{"tokens": 5, "window_s": 60}',
+    }

@@ -7,18 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import trio
 
+from trioproxy.admin.store import AdminStore
 from trioproxy.budget.claims import Claim
 from trioproxy.budget.gate import BudgetGate, OutagePolicy, Ticket
 from trioproxy.budget.periods import period_at
+from trioproxy.budget.policy import KeyLimits, rate_entry, window_entry
 from trioproxy.budget.rebuild import HOUR, Counter, HourSpend, RequestSpend
 from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoch
+from trioproxy.budget.store import TeamLimits
+from trioproxy.budget.ticket import KeyRate
 from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
@@ -308,3 +313,40 @@ async def test_a_lease_renewed_past_lease_s_is_counted_once_after_a_rebuild(
     await detect(i)
     await rec.wait_restored()
     assert await store.usage(DAY, now=clock[0]) == 654_321  # not 2 * 654,321
+
+
+async def test_overrides_set_at_run_time_survive_a_state_loss(
+    nursery: trio.Nursery, redis_url: str, tmp_path: Path
+) -> None:
+    """Team limits, a user's token window and a key's RPM set from the dashboard live in
+    Redis and go with its state; the admin store keeps them, and the rebuild writes them back
+    before it admits anything: the limits in force are the admin's, not the config file's."""
+    ledger = Ledger()
+    admin = AdminStore.open_sync(tmp_path)
+    i = await instance(nursery, redis_url, ledger)
+    i.rec.overrides = admin  # as the dashboard's mount does
+    await i.gate.set_team_limits("t", 150_000, None)  # config: $10 a day
+    await i.gate.set_policy(*window_entry("u", UserWindow("u", 5, 3_600)))  # config: none
+    await i.gate.set_policy(*rate_entry("k", KeyLimits(1, None)))  # the key's own: none
+    await admin.save_override("limits:x", "{not json")  # skipped, never stops the rebuild
+    i.gate.limits_ttl_s = 0  # no cached policy: each admission reads the store's
+    await lose_state(i)
+    await detect(i)
+    await i.rec.wait_restored()
+    assert i.rec.stats.last_overrides == 4
+    assert await i.store.get_team_limits("t") == TeamLimits(150_000, None)
+    await i.admit("a", usd=100_000, tokens=2)
+    with pytest.raises(PolicyError) as err:  # $0.10 + $0.10 > the admin's $0.15
+        await i.admit("b", usd=100_000, tokens=2)
+    assert err.value.kind is ErrorKind.BUDGET_EXCEEDED
+    with pytest.raises(PolicyError) as err:  # 2 + 4 tokens > the admin's window of 5
+        await i.admit("c", usd=1, tokens=4)
+    assert err.value.kind is ErrorKind.RATE_LIMITED and "user:u" in str(err.value)
+    rate = KeyRate("k", rpm=100)
+    await i.gate.admit(request_id="d", team="t", user="v", end_user=None,
+                       worst_case_usd_micros=1, worst_case_tokens=1, rate=rate)  # fmt: skip
+    with pytest.raises(PolicyError) as err:  # the admin's 1 rpm, not the key's 100
+        await i.gate.admit(request_id="e", team="t", user="v", end_user=None,
+                           worst_case_usd_micros=1, worst_case_tokens=1, rate=rate)  # fmt: skip
+    assert err.value.kind is ErrorKind.RATE_LIMITED and "1 of 1 requests" in str(err.value)
+    admin.close()

@@ -3,8 +3,9 @@
 One class over one engine (:mod:`trioproxy.admin.db`), its tables by concern:
 :mod:`~trioproxy.admin.accounts_table` (users, sessions, failed sign-ins),
 :mod:`~trioproxy.admin.keys_table` (API keys created in the dashboard) and
-:mod:`~trioproxy.admin.history_table` (audit log, alerts, worker heartbeats), each written once
-for both engines. :func:`open_store` picks the engine from ``[storage]``: PostgreSQL when
+:mod:`~trioproxy.admin.history_table` (audit log, alerts, worker heartbeats) and
+:mod:`~trioproxy.admin.overrides_table` (the durable copy of the budget overrides), each written
+once for both engines. :func:`open_store` picks the engine from ``[storage]``: PostgreSQL when
 ``database_url`` is set (every instance sharing it sees the same state at once), else
 ``admin.sqlite3`` in ``state_dir`` (the worker processes of one host).
 """
@@ -13,16 +14,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trioproxy.admin import accounts_table, history_table, keys_table
+from trioproxy.admin import accounts_table, history_table, keys_table, overrides_table
 from trioproxy.admin.accounts_table import AccountsTable, StoredUser
 from trioproxy.admin.db import CALL_TIMEOUT_S, StoreError
 from trioproxy.admin.history_table import AlertRecord, Heartbeat, HistoryTable
 from trioproxy.admin.keys_table import KeysTable
+from trioproxy.admin.overrides_table import OverridesTable
 from trioproxy.admin.sqlite_engine import FILE_NAME, SqliteEngine
 
 
-class AdminStore(AccountsTable, KeysTable, HistoryTable):
-    SCHEMA = accounts_table.SCHEMA + keys_table.SCHEMA + history_table.SCHEMA
+class AdminStore(AccountsTable, KeysTable, HistoryTable, OverridesTable):
+    SCHEMA = (
+        accounts_table.SCHEMA + keys_table.SCHEMA + history_table.SCHEMA + overrides_table.SCHEMA
+    )
     MIGRATIONS = accounts_table.MIGRATIONS
 
     @classmethod

@@ -11,8 +11,10 @@ one rebuilder at a time holds ``P rebuild`` (``SET NX PX``, leased ``lock_lease_
 rebuilder that dies loses it and another takes over). It reads the ledger
 (:mod:`.rebuild`: the hourly roll-up, then the raw records of the last ``lease_s +
 recent_s``, or from before the earliest reservation its journal holds, if older: a metered
-stream's extends renew its lease), writes the counters, windows and counted request ids in chunks, then this
-instance's journal (below) and, in the same script as its last chunk, the new epoch.
+stream's extends renew its lease), writes back the run-time overrides (team limits,
+thresholds, token windows, key rates) from their durable copy (:attr:`Recovery.overrides`),
+writes the counters, windows and counted request ids in chunks, then this instance's journal
+(below) and, in the same script as its last chunk, the new epoch.
 Instances that find the lock taken wait for the epoch (polling every ``WAIT_POLL_S``).
 
 **Journal.** Each instance remembers the reservations it holds and those it settled in
@@ -44,6 +46,7 @@ from zoneinfo import ZoneInfo
 import trio
 
 from trioproxy.budget.claims import Claim
+from trioproxy.budget.overrides import OverrideLog
 from trioproxy.budget.rebuild import HOUR, HourSpend, Rebuilt, RequestSpend, rebuild, span
 from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoch
 from trioproxy.budget.store import StateLost, StoreUnavailable
@@ -110,6 +113,7 @@ class RecoveryStatistics:
     last_windows: int = 0
     last_counted: int = 0
     last_replayed: int = 0
+    last_overrides: int = 0
     held: int = 0
     recent: int = 0
     deferred: int = 0
@@ -172,6 +176,10 @@ class Recovery:
         self._token = ""
         """This process's rebuild lock token (one per recovery; kept across its retries)."""
         self.stats = RecoveryStatistics()
+        self.overrides: OverrideLog | None = None
+        """The durable copy of the run-time overrides (the admin store, set when the
+        dashboard is mounted): each is saved there once the store took it, and a rebuild
+        writes them back."""
         store.on_new_epoch = self._on_new_epoch
 
     # --- the gate's hooks (no I/O) --------------------------------------------------
@@ -334,6 +342,9 @@ class Recovery:
             requests = await source.requests([(at.split, now + FAR_S), *at.fragments])
         plan = rebuild(now, tz, users, at, teams, people, requests)
         replayed = self._journal(now)
+        overrides = {} if self.overrides is None else await self.overrides.overrides()
+        with trio.fail_after(self.call_timeout_s * 4):  # before the epoch admits anything
+            await self.store.write_overrides(overrides)
         epoch = new_epoch()
         parts = list(_chunks(plan, replayed)) or [Restore()]
         for i, part in enumerate(parts):
@@ -350,6 +361,7 @@ class Recovery:
         s.rebuilds += 1
         s.last_counters, s.last_windows = len(plan.counters), len(plan.windows)
         s.last_counted, s.last_replayed = len(plan.counted), len(replayed)
+        s.last_overrides = len(overrides)
         log.warning(
             "budget state rebuilt from the ledger: %d counters, %d window entries, "
             "%d counted requests, %d replayed reservations (epoch %s)",

@@ -17,6 +17,7 @@ with nothing to rebuild (tests); a gateway rebuilds from the ledger
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
@@ -25,11 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from trioproxy.budget.claims import Claim, Denial, merge_claims
+from trioproxy.budget.overrides import team_limits
 from trioproxy.budget.rebuild import Counter, WindowItem
 from trioproxy.budget.redis_scripts import ADMIT, RESTORE, SETTLE, USAGE
 from trioproxy.budget.store import ReservationClosed, StateLost, StoreUnavailable, TeamLimits
 from trioproxy.store.redis_client import RedisClient, RedisError, RedisUnavailable, Script
 
+log = logging.getLogger(__name__)
 RETENTION_S = 2 * 86400.0
 """Closed reservations and ended periods stay readable this long."""
 WINDOW_SLACK_S = 60
@@ -192,6 +195,21 @@ class RedisStore:
 
     async def set_policy(self, name: str, value: str) -> None:
         await self._execute("HSET", self._prefix + "policy", name, value)
+
+    async def write_overrides(self, entries: Mapping[str, str]) -> None:
+        """Write run-time overrides back (:mod:`trioproxy.budget.overrides`): a rebuild,
+        before its new epoch."""
+        for name, value in entries.items():
+            try:
+                limits = team_limits(name, value)
+            except (ValueError, KeyError, TypeError) as exc:  # never stops a rebuild
+                log.warning("ignored budget override %r: %r", name, exc)
+                continue
+            if limits is None:
+                await self.set_policy(name, value)
+            else:
+                await self.set_team_limits(limits[0], limits[1].daily_micros,
+                                           limits[1].monthly_micros)  # fmt: skip
 
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         ttl = max(1, math.ceil(expires_at - now))

@@ -83,6 +83,8 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     )
     app.extensions["trioproxy_access"] = acc
     gateway.keys.source = acc.store  # keys created here authenticate on every worker
+    if gateway.admission is not None and gateway.admission.gate.recovery is not None:
+        gateway.admission.gate.recovery.overrides = acc.store  # survive a Redis state loss
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime
