@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
+from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertSink, BudgetCheck
 from trioproxy.budget.claims import Claim, initial_reservation, scaled
 from trioproxy.budget.denials import denied
@@ -178,23 +179,26 @@ class BudgetGate:
             if limit is None and known is not None:
                 continue
             p = period_at(kind, now, self._tz)
-            bucket = f"team:{team}:{kind}:{p.name}"
+            bucket = buckets.team_period(team, kind, p.name)
             ref = None if known is not None else (team, field_)
             cap = UNLIMITED if limit is None else limit
             holds.append(Hold(kind, Claim(bucket, usd, cap, None, p.end, ref)))
         window = policy.window(user, self.configured_window(user))
         if window is not None:
             holds.append(
-                Hold("user", Claim(f"user:{user}", tokens, window.tokens, window.window_s))
+                Hold(
+                    "user", Claim(buckets.user_window(user), tokens, window.tokens, window.window_s)
+                )
             )
         if end_user is not None and self._end_user_window is not None:
             w = self._end_user_window
-            bucket = f"enduser:{team}:{end_user}"
+            bucket = buckets.end_user_window(team, end_user)
             holds.append(Hold("enduser", Claim(bucket, tokens, w.tokens, w.window_s)))
         if rate is not None and rate.rpm is not None and count_request:
-            holds.append(Hold("rpm", Claim(f"key:{rate.key}:rpm", 1, rate.rpm, RATE_WINDOW_S)))
+            claim = Claim(buckets.key_rpm(rate.key), 1, rate.rpm, RATE_WINDOW_S)
+            holds.append(Hold("rpm", claim))
         if rate is not None and rate.tpm is not None:
-            claim = Claim(f"key:{rate.key}:tpm", tokens, rate.tpm, RATE_WINDOW_S)
+            claim = Claim(buckets.key_tpm(rate.key), tokens, rate.tpm, RATE_WINDOW_S)
             holds.append(Hold("tpm", claim))
         return holds
 

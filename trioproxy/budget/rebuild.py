@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from trioproxy.budget import buckets
 from trioproxy.budget.periods import Period, period_at
 from trioproxy.config.model import UserWindow
 
@@ -155,7 +156,7 @@ def rebuild(
     windows: list[WindowItem] = []
 
     def add(p: Period, team: str, amount: int) -> None:
-        bucket = f"team:{team}:{p.kind}:{p.name}"
+        bucket = buckets.team_period(team, p.kind, p.name)
         sums[bucket] = sums.get(bucket, 0) + amount
         ends[bucket] = p.end
 
@@ -169,7 +170,8 @@ def rebuild(
         w = _window_of(users, h.name)
         end = (h.hour + 1) * HOUR
         if w is not None and h.tokens and end <= at.split and end > now - w.window_s:
-            windows.append(WindowItem(f"user:{h.name}", f"~h{h.hour}", end, h.tokens, w.window_s))
+            bucket = buckets.user_window(h.name)
+            windows.append(WindowItem(bucket, f"~h{h.hour}", end, h.tokens, w.window_s))
     counted: list[str] = []
     seen: set[str] = set()
     for r in requests:
@@ -185,7 +187,8 @@ def rebuild(
         counted.append(r.request_id)
         w = _window_of(users, r.user)
         if w is not None and r.tokens and r.ts > now - w.window_s:
-            item = WindowItem(f"user:{r.user}", f"~q{r.request_id}", r.ts, r.tokens, w.window_s)
+            bucket = buckets.user_window(r.user)
+            item = WindowItem(bucket, f"~q{r.request_id}", r.ts, r.tokens, w.window_s)
             windows.append(item)
     counters = [Counter(b, amount, ends[b]) for b, amount in sums.items()]
     return Rebuilt(counters, windows, counted)

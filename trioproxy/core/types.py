@@ -24,6 +24,24 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 Priority = Literal["low", "medium", "high"]
 
 
+TOKEN_COUNTS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+)
+"""The counts a request's token total adds up: what a settle takes from a token budget
+(:attr:`Usage.total`) and what a budget rebuild reads from the ledger (raw records,
+``ledger/backend.py: REQUEST_TOKENS``, and the hourly roll-up, ``ledger/spend.py``); the
+ledger's columns bear the same names."""
+
+
+def total_tokens(counts: Any) -> int:
+    """The token total of anything with the :data:`TOKEN_COUNTS` attributes."""
+    return sum(getattr(counts, name) for name in TOKEN_COUNTS)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Tokens one upstream call consumed, in disjoint billing buckets.
@@ -58,7 +76,7 @@ class Usage:
 
     @property
     def total(self) -> int:
-        return self.prompt_tokens + self.output_tokens
+        return total_tokens(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import trio
 
 from trioproxy.admin.store import AdminStore
+from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertStatistics
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.periods import PeriodKind, period_at
@@ -154,13 +155,9 @@ async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[Rep
 
 
 async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo) -> float | None:
-    """A team's spend + reservations in the current period, from the budget store.
-
-    Mirrors the gate's bucket naming (``team:<team>:<kind>:<period>``); a
-    ``BudgetGate.team_spend`` would keep that knowledge in one place.
-    """
+    """A team's spend + reservations in the current period, from the budget store."""
     now = gate.clock()
-    bucket = f"team:{team}:{kind}:{period_at(kind, now, tz).name}"
+    bucket = buckets.team_period(team, kind, period_at(kind, now, tz).name)
     with trio.move_on_after(gate.outage.call_timeout_s):
         try:
             return await gate.store.usage(bucket, now=now) / 1e6

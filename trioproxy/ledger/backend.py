@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trioproxy.core.types import TOKEN_COUNTS
 from trioproxy.ledger.columns import LEGACY_MONEY, METRICS, UsdViews
 from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.hourly import HourRow
@@ -50,10 +51,8 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
 
 RequestTotals = tuple[str, float, str, str, int, int]
 """(request_id, ts, team, user, cost_micros, tokens) of one request record."""
-REQUEST_TOKENS = (
-    "input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens"
-    " + output_tokens"
-)
+REQUEST_TOKENS = " + ".join(TOKEN_COUNTS)
+"""A request record's token total in SQL (:data:`trioproxy.core.types.TOKEN_COUNTS`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from trioproxy.budget.rebuild import HourSpend, RequestSpend
+from trioproxy.core.types import total_tokens
 from trioproxy.ledger.backend import LedgerBackend
-from trioproxy.ledger.hourly import HourRow
-
-
-def _tokens(r: HourRow) -> int:
-    prompt = r.input_tokens + r.cache_read_tokens + r.cache_write_5m_tokens
-    return prompt + r.cache_write_1h_tokens + r.output_tokens
 
 
 class LedgerSpend:
@@ -27,7 +22,7 @@ class LedgerSpend:
         if end_hour <= first_hour:
             return []
         rows = await self._backend.query_hours(by=[by], first_hour=first_hour, end_hour=end_hour)
-        return [HourSpend(r.hour, r.group[0], r.cost_micros, _tokens(r)) for r in rows]
+        return [HourSpend(r.hour, r.group[0], r.cost_micros, total_tokens(r)) for r in rows]
 
     async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
         out: list[RequestSpend] = []
