@@ -5,6 +5,7 @@ instances, and the outage policy (never a hang) while the rebuild runs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoc
 from trioproxy.budget.store import TeamLimits
 from trioproxy.budget.ticket import KeyRate
 from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
+from trioproxy.edge.metrics import Metrics
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
 
@@ -350,3 +352,26 @@ async def test_overrides_set_at_run_time_survive_a_state_loss(
                            worst_case_usd_micros=1, worst_case_tokens=1, rate=rate)  # fmt: skip
     assert err.value.kind is ErrorKind.RATE_LIMITED and "1 of 1 requests" in str(err.value)
     admin.close()
+
+
+async def test_journal_entries_dropped_at_the_cap_are_counted_and_logged(
+    nursery: trio.Nursery, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settled reservations beyond the journal's cap drop out oldest first; each drop is
+    counted (the ``budget_journal_dropped`` metric mirrors it) and logged, once a minute."""
+    i = await instance(nursery, redis_url, Ledger())
+    i.rec.recent_max = 3
+    caplog.set_level(logging.WARNING, logger="trioproxy.budget.recovery")
+    for n in range(5):
+        await i.gate.settle(await i.admit(f"r{n}", usd=1), 1, 1)
+    assert i.rec.stats.dropped == 2
+    assert len(i.rec._journal(T0)) == 3  # r2..r4
+    warned = [r for r in caplog.records if "budget journal full" in r.getMessage()]
+    assert len(warned) == 1  # the first drop; the second is within the minute
+    await i.gate.settle(await i.admit("r5", usd=1), 1, 1)
+    warned = [r for r in caplog.records if "budget journal full" in r.getMessage()]
+    assert i.rec.stats.dropped == 3 and len(warned) == 1
+    metrics = Metrics()
+    metrics.sample(in_flight=0, open_streams=0, relay_buffered=0, breakers={},
+                   counts={"budget_journal_dropped": i.rec.stats.dropped})  # fmt: skip
+    assert b"trioproxy_budget_journal_dropped_total 3.0" in metrics.render()[0]

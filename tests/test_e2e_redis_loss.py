@@ -178,3 +178,5 @@ async def test_redis_and_gateway_restarted_rebuild_from_the_ledger_alone(
     load.url, load.phase, load.stop = url, "after", False
     await load.run()  # until the budget refuses: only what was left of it is spent
     assert before < await check_store_equals_ledger(app) <= LIMIT_USD * 1e6
+    app.sample_metrics()  # the journal kept every settled reservation (none dropped)
+    assert b"trioproxy_budget_journal_dropped_total 0.0" in app.prometheus.render()[0]

@@ -36,6 +36,7 @@ instances' held reservations count from their first store call after the new epo
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,7 +60,13 @@ RECENT_S = 120.0
 take to reach the ledger's database (the writer's batching; longer during a database
 outage, when the spool holds them)."""
 RECENT_MAX = 200_000
-"""At most this many settled reservations in the journal (oldest dropped first)."""
+"""At most this many settled reservations in the journal (``recent_max``). Beyond it the oldest
+is dropped: counted (``RecoveryStatistics.dropped``, the ``trioproxy_budget_journal_dropped``
+metric) and logged, at most once per ``DROP_LOG_S``. A dropped entry is one a rebuild cannot
+replay: if its ledger record is not in the database when the rebuild reads it, its spend is
+missing from the rebuilt state."""
+DROP_LOG_S = 60.0
+"""At most one warning per this many seconds about journal entries dropped at the cap."""
 LOCK_LEASE_S = 30.0
 """The rebuild lock's lease: a rebuild taking longer is abandoned and retried."""
 WAIT_POLL_S = 0.2
@@ -117,6 +124,8 @@ class RecoveryStatistics:
     held: int = 0
     recent: int = 0
     deferred: int = 0
+    dropped: int = 0
+    """Settled reservations dropped from the journal at its cap (``RECENT_MAX``)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -167,7 +176,10 @@ class Recovery:
         self.rebuilding = False
         """True while the state is lost or being restored: the gate keeps off the store."""
         self._held: dict[str, _Entry] = {}
-        self._recent: deque[_Entry] = deque(maxlen=RECENT_MAX)
+        self.recent_max = RECENT_MAX
+        self._recent: deque[_Entry] = deque()
+        self._drops_logged = 0
+        self._drop_logged_at = -math.inf
         self._deferred: set[str] = set()
         self._want_rebuild = False
         self._want_replay = False
@@ -208,7 +220,7 @@ class Recovery:
         self._deferred.discard(rid)
         if e is not None:
             e.actual, e.settled_at = dict(actual), now
-            self._recent.append(e)
+            self._remember(e)
 
     def lost(self) -> None:
         """The store answered without an epoch: rebuild (in :meth:`run`)."""
@@ -245,7 +257,7 @@ class Recovery:
         if e is None:
             return
         e.actual, e.settled_at = dict(actual), now
-        self._recent.append(e)
+        self._remember(e)
         if not found and self.store.epoch is not None:
             await self.store.restore(
                 Restore(replayed=[_closed(e)]), mode="replay", epoch=self.store.epoch,
@@ -397,6 +409,21 @@ class Recovery:
                 return
             except (StoreUnavailable, trio.TooSlowError):
                 self.failed(rid, e.actual, now=self.clock())
+
+    def _remember(self, e: _Entry) -> None:
+        """Journal a settled reservation; at the cap, drop the oldest: counted and logged."""
+        self._recent.append(e)
+        while len(self._recent) > self.recent_max:
+            self._recent.popleft()
+            self.stats.dropped += 1
+        s = self.stats
+        if s.dropped > self._drops_logged and e.settled_at >= self._drop_logged_at + DROP_LOG_S:
+            log.warning(
+                "budget journal full (%d settled reservations): dropped %d oldest (%d in all); "
+                "a rebuild cannot replay them", self.recent_max, s.dropped - self._drops_logged,
+                s.dropped,
+            )  # fmt: skip
+            self._drops_logged, self._drop_logged_at = s.dropped, e.settled_at
 
     def _recent_entries(self, now: float) -> list[_Entry]:
         return [e for e in self._recent if e.settled_at >= now - self.recent_s]

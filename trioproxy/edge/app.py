@@ -242,6 +242,8 @@ class Gateway:
             counts["ledger_spooled_records"], counts["ledger_lost_records"] = ls.spooled, ls.lost
             if writer.journal is not None:
                 journal_bytes = writer.journal.statistics().bytes
+        if self.admission is not None and self.admission.gate.recovery is not None:
+            counts["budget_journal_dropped"] = self.admission.gate.recovery.stats.dropped
         self.prometheus.sample(
             in_flight=self.in_flight, open_streams=self.chat.open_streams,
             relay_buffered=self.chat.relay_buffered(),

@@ -57,6 +57,10 @@ MIRRORED = {
     "cache_writes_dropped": "Cache writes skipped because the write queue was full.",
     "ledger_spooled_records": "Ledger records put in the local spool (database down or slow).",
     "ledger_lost_records": "Ledger records that could be neither queued nor spooled.",
+    "budget_journal_dropped": (
+        "Settled budget reservations dropped from the recovery journal at its cap (a Redis "
+        "state rebuild cannot replay them)."
+    ),
 }
 """Counters other parts keep as plain integers, mirrored here (``trioproxy_<name>_total``)."""
 
