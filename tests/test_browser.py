@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,9 @@ class Served:
                           headers=bearer(key), timeout=30)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    """The gateway in its own Trio thread for the module's tests."""
+@contextmanager
+def serving() -> Iterator[Served]:
+    """A gateway in its own Trio thread, stopped on exit (if its user did not stop it)."""
     ready: queue.Queue[Served | BaseException] = queue.Queue(maxsize=1)
     done = threading.Event()
 
@@ -107,12 +108,19 @@ def served() -> Iterator[Served]:
     try:
         yield got
     finally:
-        if not done.is_set():  # the stale-banner test stops it first
+        if not done.is_set():  # not stopped by its user
             try:
                 trio.from_thread.run_sync(got.stop, trio_token=got.token)
             except trio.RunFinishedError:
                 pass
         done.wait(30)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    """The gateway for the module's tests."""
+    with serving() as got:
+        yield got
 
 
 @pytest.fixture(scope="module")
@@ -424,10 +432,19 @@ def test_an_admin_creates_a_viewer_who_signs_in_and_is_refused_an_edit(
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
 
 
-def test_zz_stale_banner_when_the_gateway_is_not_ready_then_stops(
-    served: Served, page: Any
-) -> None:
-    """Last in this module: it stops the module's gateway."""
+def test_stale_banner_when_the_gateway_is_not_ready_then_stops(browser: Any) -> None:
+    """On a gateway of its own, which it stops: the module's gateway serves the other tests,
+    whichever order they run in."""
+    with serving() as own:
+        page = browser.new_page()
+        try:
+            sign_in(page, own.url)
+            stale_banner_then_stop(own, page)
+        finally:
+            page.close()
+
+
+def stale_banner_then_stop(served: Served, page: Any) -> None:
     expect(page.locator("#server-stale")).to_have_count(0)
     loads = []
     page.on("load", lambda _: loads.append(1))
