@@ -42,12 +42,10 @@ async def test_openai_stream_is_paced_one_chunk_per_write_and_decodes(
     t = HttpTransport({}, env={})
     decoder, parser = OpenAIAdapter().new_stream_decoder(), SSEParser()
     events: list[StreamEvent] = []
-    receives = 0
     async with t.open(p, request("/v1/chat/completions", True), connect_timeout=5) as resp:
         assert resp.status == 200
         started = trio.current_time()
         while data := await resp.receive():
-            receives += 1
             for sse in parser.feed(data):
                 events.extend(decoder.feed(sse))
         took = trio.current_time() - started
@@ -55,7 +53,9 @@ async def test_openai_stream_is_paced_one_chunk_per_write_and_decodes(
     assert sum(isinstance(e, TextDelta) for e in events) == 12
     usage = [e for e in events if isinstance(e, UsageReport)]
     assert usage and usage[0].usage.output_tokens == 12
-    assert receives >= 6 and took >= 11 * 0.005  # paced, not one burst
+    # Paced, not one burst: 12 chunks 5 ms apart take at least 55 ms however slow the box
+    # (how many reads they arrive in depends on the scheduler, so it is not asserted).
+    assert took >= 11 * 0.005
     assert sim.stats.output_tokens == 12 and sim.stats.responses == 1
 
 
