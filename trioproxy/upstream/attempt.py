@@ -21,8 +21,9 @@ the upstream read; memory stays flat.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -251,8 +252,7 @@ class AttemptRunner:
         """
         failure: GatewayError | None = None
         watch = _IdleWatch(idle)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch.run)
+        with _watched(watch):
             with watch.scope:
                 while not decoder.done:
                     try:
@@ -277,7 +277,6 @@ class AttemptRunner:
                     if failure is not None:
                         break
                     watch.last = trio.current_time()
-            nursery.cancel_scope.cancel()
         if watch.scope.cancelled_caught:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
         if failure is not None:
@@ -312,8 +311,7 @@ class AttemptRunner:
         """
         failure: GatewayError | None = None
         watch = _IdleWatch(idle)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch.run)
+        with _watched(watch):
             with watch.scope:
                 while not tap.done:
                     try:
@@ -339,7 +337,6 @@ class AttemptRunner:
                         watch.writing = False
                         self.ended = meter.finish is not None
                     watch.last = trio.current_time()
-            nursery.cancel_scope.cancel()
         if watch.scope.cancelled_caught:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
         if failure is not None:
@@ -363,7 +360,7 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
 
 class _IdleWatch:
     """Cancels :attr:`scope` once ``idle`` seconds pass after :attr:`last` (the last
-    chunk) while no write is in progress."""
+    chunk) while no write is in progress; kept by the run's :class:`_Watchdog`."""
 
     __slots__ = ("idle", "last", "scope", "writing")
 
@@ -373,14 +370,63 @@ class _IdleWatch:
         self.writing = False
         self.scope = trio.CancelScope()
 
+
+class _Watchdog:
+    """One task per Trio run keeps every relay's idle deadline (a task per stream cost a
+    spawn, a nursery and a timer each). It sleeps until the earliest deadline, then cancels
+    the watches that passed theirs; a watch whose write is in progress gets one more idle
+    period from now (a slow client is not idleness), as its relay loop moves ``last`` after
+    the write anyway."""
+
+    def __init__(self) -> None:
+        self.watches: set[_IdleWatch] = set()
+        self.next_due = math.inf
+        self.wake = trio.Event()
+
+    def add(self, watch: _IdleWatch) -> None:
+        self.watches.add(watch)
+        due = watch.last + watch.idle
+        if due < self.next_due:
+            self.next_due = due
+            self.wake.set()
+
     async def run(self) -> None:
         while True:
-            await trio.sleep_until(self.last + self.idle)
-            if not self.writing and trio.current_time() >= self.last + self.idle:
-                self.scope.cancel()
-                return
-            if self.writing:  # re-check one idle period after now at the latest
-                await trio.sleep(self.idle)
+            self.wake = trio.Event()
+            with trio.move_on_at(self.next_due):
+                await self.wake.wait()
+            now = trio.current_time()
+            due_next = math.inf
+            for watch in list(self.watches):
+                due = watch.last + watch.idle
+                if due <= now:
+                    if not watch.writing:
+                        watch.scope.cancel()
+                        self.watches.discard(watch)
+                        continue
+                    watch.last = now
+                    due = now + watch.idle
+                due_next = min(due_next, due)
+            self.next_due = due_next
+
+
+_WATCHDOG: trio.lowlevel.RunVar[_Watchdog] = trio.lowlevel.RunVar("trioproxy_idle_watchdog")
+
+
+@contextmanager
+def _watched(watch: _IdleWatch) -> Iterator[None]:
+    """Keep ``watch``'s idle deadline while the block runs (this run's watchdog)."""
+    try:
+        dog = _WATCHDOG.get()
+    except LookupError:
+        dog = _Watchdog()
+        _WATCHDOG.set(dog)
+        trio.lowlevel.spawn_system_task(dog.run, name="trioproxy idle watchdog")
+    dog.add(watch)
+    try:
+        yield
+    finally:
+        dog.watches.discard(watch)
 
 
 def _interrupted(message: str) -> ProviderError:
