@@ -246,8 +246,8 @@ class AttemptRunner:
     ) -> None:
         """The decoding relay: canonical events, metered (and budget-checked) one by one.
 
-        The idle deadline is kept by a watchdog task, as in :meth:`_relay_verbatim` (not a
-        timeout scope per chunk); handing events on (the relay channel, a slow client) and
+        The idle deadline is kept by the run's watchdog task, as in :meth:`_relay_verbatim`
+        (not a timeout scope per chunk); handing events on (the relay channel, a slow client) and
         the budget check are not idleness.
         """
         failure: GatewayError | None = None
@@ -305,9 +305,10 @@ class AttemptRunner:
         """The passthrough relay: upstream bytes as they are, cut at event boundaries,
         written to the client by this task (``write``, from the :class:`Handoff`).
 
-        The idle deadline is kept by a watchdog task that sleeps until the last chunk's
-        time + ``idle`` (a deadline moved per chunk costs more than the rest of the loop);
-        a write that waits on a slow client is not idleness: it counts from its end.
+        The idle deadline is kept by the run's watchdog task (:class:`_Watchdog`: it sleeps
+        until the earliest last chunk's time + ``idle``; a deadline moved per chunk costs more
+        than the rest of the loop); a write that waits on a slow client is not idleness: it
+        counts from its end.
         """
         failure: GatewayError | None = None
         watch = _IdleWatch(idle)
