@@ -117,6 +117,17 @@ class Client:
         self.headers = tuple(headers)
         self.env = env
         self._conn: H1Connection | None = None
+        self.retry_after = 0.0
+        """Seconds the last refusal (429/503) asked the caller to wait; 0 when none."""
+
+    def _refused(self, conn: H1Connection) -> None:
+        """Remember a 429/503's ``Retry-After`` (seconds, capped at 60 as the SDKs do)."""
+        self.retry_after = 0.0
+        if conn.status in (429, 503):
+            try:
+                self.retry_after = min(max(float(conn.headers.get("retry-after", "0")), 0.0), 60.0)
+            except ValueError:
+                pass
 
     async def _connection(self) -> H1Connection:
         if self._conn is None:
@@ -155,6 +166,7 @@ class Client:
         stats.requests += 1
         end = time.perf_counter()
         stats.total.add(1000 * (end - t0))
+        self._refused(conn)
         if conn.status >= 400:
             stats.fail(f"HTTP {conn.status}")
         elif end <= self.env.window_end:
@@ -174,6 +186,7 @@ class Client:
         error = False
         try:
             conn = await self._exchange(path, body, extra)
+            self._refused(conn)
             if conn.status >= 400:
                 while await conn.receive():
                     pass
@@ -240,6 +253,9 @@ class User:
     weight: ClassVar[int] = 1
     wait_time: ClassVar[Callable[[], float]] = staticmethod(constant(0.0))
     headers: ClassVar[tuple[tuple[str, str], ...]] = ()
+    honour_retry_after: ClassVar[bool] = True
+    """Wait what a refusal's ``Retry-After`` says (times a 0.5-1.5 jitter) before the next
+    task, as the official SDKs do; False makes a retry storm (each refusal retried at once)."""
 
     def __init__(self, env: Environment) -> None:
         self.env = env
@@ -259,6 +275,8 @@ class User:
         fns, weights = [t for t, _ in tasks], [w for _, w in tasks]
         while trio.current_time() < stop_at:
             await random.choices(fns, weights)[0](self)
+            if self.honour_retry_after and self.client.retry_after > 0:
+                await trio.sleep(self.client.retry_after * random.uniform(0.5, 1.5))
             if (wait := self.wait_time()) > 0:
                 await trio.sleep(wait)
         self.client._drop()
