@@ -235,3 +235,74 @@ async def test_n_greater_than_one_cannot_be_streamed(gateway: Running) -> None:
     )
     openai_envelope(r, 400, "invalid_request")
     assert r.json()["error"]["param"] == "n"
+
+
+async def test_refusals_before_routing_get_an_access_line_and_a_count(
+    gateway: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad key, a malformed body, an unknown model (and a wrong method, an unknown path):
+    each one access line (no secret, no model name as a label) and one count by kind."""
+    import logging
+
+    from tests.test_metrics import parse
+
+    caplog.set_level(logging.INFO, logger="trioproxy.access")
+    sent = [
+        await call(gateway, OPENAI, json={"model": "chat", "messages": MSGS},
+                   headers={"authorization": "Bearer sk-WRONG-secret-1234"}),
+        await call(gateway, OPENAI, content=b"{not json"),
+        await call(gateway, ANTHROPIC, json={"model": "nope-model-x", "max_tokens": 5,
+                                             "messages": MSGS}),
+        await call(gateway, OPENAI, method="GET"),
+        await call(gateway, "/v1/nowhere"),
+    ]  # fmt: skip
+    assert [r.status_code for r in sent] == [401, 400, 404, 405, 404]
+    lines = [r.fields for r in caplog.records if r.name == "trioproxy.access"]  # type: ignore[attr-defined]
+    assert [(x["status"], x["error_kind"], x["outcome"]) for x in lines] == [
+        (401, "invalid_api_key", "refused"), (400, "invalid_json", "refused"),
+        (404, "model_not_found", "refused"), (405, "method_not_allowed", "refused"),
+        (404, "not_found", "refused"),
+    ]  # fmt: skip
+    key_name = next(iter(gateway.settings.api_keys.values())).name
+    assert [x["key"] for x in lines] == [None, key_name, key_name, None, None]
+    assert [x["dialect"] for x in lines] == ["openai", "openai", "anthropic", "openai", "openai"]
+    assert [x["path"] for x in lines] == [OPENAI, OPENAI, ANTHROPIC, OPENAI, "/v1/nowhere"]
+    assert lines[1]["request_id"] == sent[1].headers["x-request-id"]
+    assert lines[2]["request_id"] == sent[2].headers["x-request-id"]
+    assert all(x["duration_ms"] is not None and x["duration_ms"] >= 0 for x in lines)
+    text = caplog.text + repr(lines)
+    assert "sk-WRONG-secret" not in text and gateway.key not in text
+    assert gateway.sink.records == []  # refusals are not usage: no ledger record
+    got = parse(gateway.app.prometheus.render()[0].decode())
+    rejected = {dict(labels)["kind"] + "/" + dict(labels)["status"]: v
+                for (name, labels), v in got.items()
+                if name == "trioproxy_rejected_requests_total"}  # fmt: skip
+    assert rejected == {"invalid_api_key/401": 1, "invalid_json/400": 1, "model_not_found/404": 1,
+                        "method_not_allowed/405": 1, "not_found/404": 1}  # fmt: skip
+    assert "nope-model-x" not in gateway.app.prometheus.render()[0].decode()
+
+
+def test_refusal_lines_are_rate_limited_and_the_drops_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from tests.test_metrics import parse
+    from trioproxy.edge.metrics import Metrics
+    from trioproxy.edge.refusals import Refusals
+
+    caplog.set_level(logging.INFO, logger="trioproxy.access")
+    metrics = Metrics()
+    refusals = Refusals(metrics, lines_per_s=0.0, burst=2)
+    for _ in range(5):
+        refusals.record(dialect="openai", method="POST", path=OPENAI, status=401,
+                        kind="invalid_api_key")  # fmt: skip
+    refusals.lines_per_s = 1e9  # the bucket refills at once
+    refusals.record(dialect="openai", method="POST", path=OPENAI, status=401,
+                    kind="invalid_api_key")  # fmt: skip
+    lines = [r.fields for r in caplog.records if r.name == "trioproxy.access"]  # type: ignore[attr-defined]
+    assert [x["dropped_before"] for x in lines] == [0, 0, 3]
+    got = parse(metrics.render()[0].decode())
+    kind = frozenset({"kind": "invalid_api_key", "status": "401"}.items())
+    assert got[("trioproxy_rejected_requests_total", kind)] == 6  # every one counted
+    assert got[("trioproxy_rejected_lines_dropped_total", frozenset())] == 3

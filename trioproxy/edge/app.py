@@ -34,6 +34,8 @@ from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.intake import Interrupts, slots_for
 from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
 from trioproxy.edge.models import serve_models
+from trioproxy.edge.refusals import Refusals, Refused
+from trioproxy.edge.respond import send_error
 from trioproxy.edge.services import NamedService, Service, Supervisor
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
@@ -85,6 +87,8 @@ class Gateway:
         self.breakers = breakers or LocalBreakers(settings.breaker)
         self._ledger: UsageSink = sink or LogSink()
         self.prometheus = Metrics()
+        self.refusals = Refusals(self.prometheus)
+        """Requests refused before routing: their access line and count."""
         self.metrics = MetricsSink(AccessLogSink(self._ledger), self.prometheus)
         self.breakers.on_transition = self.prometheus.breaker_transition
         self.sink: UsageSink = self.metrics
@@ -121,6 +125,15 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch by path; a request refused before routing (:class:`Refused`, from here
+        or any endpoint) is answered and recorded here, the one place for all of them."""
+        try:
+            await self._dispatch(scope, receive, send)
+        except Refused as refusal:
+            await send_error(send, refusal.dialect, refusal.error, refusal.headers)
+            self.refusals.refused(scope, refusal)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         if path == "/v1/chat/completions" or path == "/chat/completions":
@@ -135,18 +148,18 @@ class Gateway:
                 "This gateway serves the Responses API statelessly and stores no responses: "
                 f"{method} {path} is not supported.",
             )
-            await send_whole(send, 404, DIALECTS["responses"].render_error(err), [])
+            raise Refused(err, "responses")
         elif path == "/v1/embeddings" or path == "/embeddings":
-            if await self._is_post(method, "openai", send):
-                await self.embeddings(scope, receive, send)
+            _post_only(method, "openai")
+            await self.embeddings(scope, receive, send)
         elif path == COUNT_TOKENS_PATH:
-            if await self._is_post(method, "anthropic", send):
-                await self.count_tokens(scope, receive, send)
+            _post_only(method, "anthropic")
+            await self.count_tokens(scope, receive, send)
         elif (path == "/v1/models" or path.startswith("/v1/models/")) and method in _READ:
             await serve_models(self.settings, self.keys, scope, send)
         elif not await self.control(scope, receive, send, probes_only=True):
             err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {method} {path}")
-            await send_whole(send, 404, DIALECTS["openai"].render_error(err), [])
+            raise Refused(err, "openai")
 
     async def control(
         self, scope: Scope, receive: Receive, send: Send, *, probes_only: bool = False
@@ -167,7 +180,7 @@ class Gateway:
 
     def error_body(self, path: str | None, status: int, message: str) -> bytes:
         """A refusal by the HTTP server itself (malformed request, timeout, cap) in the
-        dialect of the endpoint it was sent to (OpenAI when unknown)."""
+        dialect of the endpoint it was sent to (OpenAI when unknown); recorded as one."""
         kinds = {413: ErrorKind.BODY_TOO_LARGE, 500: ErrorKind.INTERNAL, 503: ErrorKind.OVERLOADED}
         kind = kinds.get(status, ErrorKind.INVALID_REQUEST)
         dialect: Dialect = "openai"
@@ -175,6 +188,8 @@ class Gateway:
             dialect = "anthropic"
         elif path in ("/v1/responses", "/responses"):
             dialect = "responses"
+        self.refusals.record(dialect=dialect, method=None, path=path, status=status,
+                             kind=kind.value)  # fmt: skip
         return DIALECTS[dialect].render_error(GatewayError(kind, message, status=status))
 
     def interrupt(self) -> None:
@@ -184,17 +199,8 @@ class Gateway:
     async def _post_only(
         self, method: str, dialect: Any, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if await self._is_post(method, dialect, send):
-            await self.chat(dialect, scope, receive, send)
-
-    @staticmethod
-    async def _is_post(method: str, dialect: Dialect, send: Send) -> bool:
-        """True for POST; otherwise answers 405 in the caller's dialect."""
-        if method == "POST":
-            return True
-        err = CallerError(ErrorKind.METHOD_NOT_ALLOWED, f"Use POST, not {method}.")
-        await send_whole(send, 405, DIALECTS[dialect].render_error(err), [])
-        return False
+        _post_only(method, dialect)
+        await self.chat(dialect, scope, receive, send)
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         try:
@@ -384,6 +390,13 @@ class Gateway:
                 if closer is not None:
                     await closer()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _post_only(method: str, dialect: Dialect) -> None:
+    """Refuses (405 in the caller's dialect) anything but POST."""
+    if method != "POST":
+        err = CallerError(ErrorKind.METHOD_NOT_ALLOWED, f"Use POST, not {method}.")
+        raise Refused(err, dialect)
 
 
 def create_app(settings: Settings, **kwargs: Any) -> Gateway:

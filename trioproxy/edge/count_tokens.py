@@ -29,6 +29,7 @@ from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing
 from trioproxy.edge.endpoint import permitted_route
 from trioproxy.edge.intake import Intake, Interrupts, slots_for
+from trioproxy.edge.refusals import Refused
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.pipeline.routing import select_chain
@@ -73,13 +74,15 @@ class CountTokensHandler:
     async def _count(
         self, key: ApiKeyConfig, headers: dict[bytes, bytes], body: bytes, send: Send
     ) -> None:
-        base: Headers = []
         try:
             data = f.load_object(body)
             req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
             route = permitted_route(self.settings, key, req.model, embedding=False)
             plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
-            base.append((b"x-trioproxy-route", route.name.encode()))
+        except GatewayError as err:  # answered and recorded by the app
+            raise Refused(err, "anthropic", key=key.name, team=key.team) from None
+        base: Headers = [(b"x-trioproxy-route", route.name.encode())]
+        try:
             counted = await self._provider_count(plan.chain.targets, data, headers)
         except GatewayError as err:
             await send_error(send, "anthropic", err, base)

@@ -84,15 +84,12 @@ class EmbeddingsHandler(Endpoint):
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
         body: bytes, receive: Receive, send: Send,
     ) -> None:  # fmt: skip
-        try:
-            ereq = parse_request(body)
-            route = self.route(key, ereq.model, embedding=True)
-            plan = select_chain(
-                route, priority=key.priority, prompt_tokens=ereq.prompt_estimate, max_tokens=0
-            )
-        except GatewayError as err:
-            await send_error(send, dialect, err, [(b"x-request-id", rid.encode())])
-            return
+        # a GatewayError here (parse, route) is a refusal before routing: Endpoint.serve
+        ereq = parse_request(body)
+        route = self.route(key, ereq.model, embedding=True)
+        plan = select_chain(
+            route, priority=key.priority, prompt_tokens=ereq.prompt_estimate, max_tokens=0
+        )
         req = ChatRequest(dialect, ereq.body, {"model": ereq.model}, ereq.model, False, False,
                           None, ereq.end_user)  # fmt: skip
         ctx = self.context(rid, dialect, key, headers, req, plan, ereq.prompt_estimate,

@@ -27,6 +27,7 @@ from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.intake import Intake, Interrupts, shutting_down, slots_for
+from trioproxy.edge.refusals import Refused
 from trioproxy.edge.respond import ResponseGuard, internal_error, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import CacheStatus, UsageSink
@@ -120,8 +121,10 @@ class Endpoint:
     async def serve(
         self, dialect: Dialect, scope: Scope, receive: Receive, send: Send, handle: Handle
     ) -> None:
-        """The intake (key, slots, body), then ``handle``; an unexpected exception in it
-        becomes a 500 in the caller's envelope naming the request id, logged once."""
+        """The intake (key, slots, body), then ``handle``. A :class:`GatewayError` out of
+        ``handle`` before any response (parse, route) is a refusal before routing: raised as
+        :class:`Refused` for the app to answer and record. Any other exception becomes a 500
+        in the caller's envelope naming the request id, logged once."""
         rid = "req_" + uuid.uuid4().hex[:24]
         first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
@@ -131,6 +134,12 @@ class Endpoint:
                 key, body = got
                 try:
                     await handle(rid, dialect, key, headers, body, receive, guard.send)
+                except GatewayError as err:
+                    if guard.started:  # raised after its answer began: a bug
+                        log.exception("request %s failed unexpectedly", rid)
+                        await last_resort(guard, dialect, rid, first)
+                    else:
+                        raise Refused(err, dialect, first, key=key.name, team=key.team) from None
                 except Exception:  # the last resort: a bug must not become a bare 500
                     log.exception("request %s failed unexpectedly", rid)
                     await last_resort(guard, dialect, rid, first)

@@ -33,9 +33,8 @@ from trioproxy.edge.respond import (
     Delivery,
     relay,
     replay,
-    send_error,
 )
-from trioproxy.errors import ErrorKind, GatewayError, invalid
+from trioproxy.errors import ErrorKind, invalid
 from trioproxy.pipeline.accounting import (
     bill_for,
     cache_hit_record,
@@ -84,13 +83,10 @@ class ChatHandler(Endpoint):
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
         body: bytes, receive: Receive, send: Send,
     ) -> None:  # fmt: skip
-        try:
-            req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
-            req = with_anthropic_headers(req, headers)
-            plan, prompt_est = self._plan(key, req, headers)
-        except GatewayError as err:
-            await send_error(send, dialect, err, [(b"x-request-id", rid.encode())])
-            return
+        # a GatewayError here (parse, route) is a refusal before routing: Endpoint.serve
+        req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
+        req = with_anthropic_headers(req, headers)
+        plan, prompt_est = self._plan(key, req, headers)
         reason = ((b"x-trioproxy-reason", plan.reason.encode()),)
         ctx = self.context(rid, dialect, key, headers, req, plan, prompt_est,
                            operation="chat", extra=reason, cache_ttl=ttl)  # fmt: skip

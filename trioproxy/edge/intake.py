@@ -1,9 +1,10 @@
 """What every proxy endpoint does first: the key, the key's slot, the body, a worker slot.
 
 ``async with intake(dialect, headers, receive, send, base) as got:`` yields
-``(key, body)`` when the request may proceed, or ``None`` when it was already
-answered (401, 429 at ``server.max_in_flight_per_key``, 413/408 for the body, 503
-when the worker is full and the line is too) or the client left. The slots are held
+``(key, body)`` when the request may proceed, or ``None`` when the client left; it raises
+:class:`~trioproxy.edge.refusals.Refused` (answered and recorded by the app) for a 401, a 429
+at ``server.max_in_flight_per_key``, a 413 for the body, a 503 when the worker is full and the
+line is too, or at the drain deadline. The slots are held
 until the block ends. See ``pipeline/slots.py`` for the counting rules.
 """
 
@@ -18,7 +19,7 @@ from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.types import Dialect
 from trioproxy.edge.asgi_io import ClientGone, Receive, Send, read_body
 from trioproxy.edge.auth import KeyRing
-from trioproxy.edge.respond import send_error
+from trioproxy.edge.refusals import Refused
 from trioproxy.errors import ErrorKind, GatewayError, PolicyError
 from trioproxy.pipeline.slots import Slots
 
@@ -96,9 +97,7 @@ class Intake:
         try:
             key = await self.keys.resolve(headers)
         except GatewayError as err:
-            await send_error(send, dialect, err, base)
-            yield None
-            return
+            raise Refused(err, dialect, base) from None
         slots = self.slots
         if not slots.enter_key(key.key_hash):
             busy = PolicyError(
@@ -107,9 +106,7 @@ class Intake:
                 "(server.max_in_flight_per_key); retry shortly.",
                 retry_after=1,
             )
-            await send_error(send, dialect, busy, base)
-            yield None
-            return
+            raise Refused(busy, dialect, base, key=key.name, team=key.team)
         try:
             try:
                 body = await self._read_body(receive, headers)
@@ -117,21 +114,15 @@ class Intake:
                 yield None
                 return
             except GatewayError as err:
-                await send_error(send, dialect, err, base)
-                yield None
-                return
+                raise Refused(err, dialect, base, key=key.name, team=key.team) from None
             if body is None:
-                await send_error(send, dialect, shutting_down(), base)
-                yield None
-                return
+                raise Refused(shutting_down(), dialect, base, key=key.name, team=key.team)
             if not await slots.acquire():
                 full = PolicyError(
                     ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.",
                     retry_after=1,
                 )  # fmt: skip
-                await send_error(send, dialect, full, base)
-                yield None
-                return
+                raise Refused(full, dialect, base, key=key.name, team=key.team)
             try:
                 yield key, body
             finally:

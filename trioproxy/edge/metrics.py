@@ -95,6 +95,16 @@ class Metrics:
             "trioproxy_refusals", "Requests refused before going upstream (budgets, rate "
             "limits, overload), by reason.", ("reason",), registry=r,
         )  # fmt: skip
+        self.rejected = Counter(
+            "trioproxy_rejected_requests", "Requests refused before routing (bad key, malformed "
+            "body, unknown model or path, method, body cap, full worker, HTTP refusals), by error "
+            "kind and status; they have an access line but no usage record.",
+            ("kind", "status"), registry=r,
+        )  # fmt: skip
+        self.rejected_lines_dropped = Counter(
+            "trioproxy_rejected_lines_dropped", "Access lines of refused requests dropped by the "
+            "per-worker rate limit (the requests are still counted).", registry=r,
+        )  # fmt: skip
         self.attempts = Counter(
             "trioproxy_upstream_attempts", "Upstream attempts by target and outcome.",
             ("target", "outcome"), registry=r,
@@ -217,6 +227,16 @@ class Metrics:
         obs(self.request_duration, (route,), rec.latency_ms / 1000)
         if rec.ttfb_ms is not None:
             obs(self.ttfb, (route,), rec.ttfb_ms / 1000)
+
+    def rejected_request(self, kind: str, status: int) -> None:
+        """A request refused before routing (see :mod:`trioproxy.edge.refusals`)."""
+        self.dirty.set()
+        self._inc(self.rejected, (kind, str(status)))
+
+    def rejected_line_dropped(self) -> None:
+        self.dirty.set()
+        family = self.rejected_lines_dropped  # no labels: the family is its own value
+        self._counts[family] = self._counts.get(family, 0) + 1
 
     def flush(self) -> None:
         """Write what was recorded since the last flush to the prometheus-client values."""

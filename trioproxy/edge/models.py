@@ -13,10 +13,10 @@ import orjson
 
 from trioproxy.config.model import Settings
 from trioproxy.core.types import Dialect
-from trioproxy.dialects import DIALECTS
 from trioproxy.dialects.models import anthropic_list, anthropic_model, openai_list, openai_model
 from trioproxy.edge.asgi_io import Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing, may_use
+from trioproxy.edge.refusals import Refused
 from trioproxy.errors import CallerError, ErrorKind, GatewayError, invalid
 
 PREFIX = "/v1/models/"
@@ -26,6 +26,7 @@ async def serve_models(settings: Settings, keys: KeyRing, scope: Scope, send: Se
     headers = dict(scope["headers"])
     dialect: Dialect = "anthropic" if b"anthropic-version" in headers else "openai"
     path: str = scope["path"]
+    key = None
     try:
         key = await keys.resolve(headers)
         names = [n for n in (*settings.routes, *settings.models) if may_use(key, n)]
@@ -39,9 +40,9 @@ async def serve_models(settings: Settings, keys: KeyRing, scope: Scope, send: Se
                 raise invalid(str(exc)) from None
         else:
             body = openai_list(names, frozenset(settings.routes))
-    except GatewayError as err:
-        await send_whole(send, err.status, DIALECTS[dialect].render_error(err), [])
-        return
+    except GatewayError as err:  # answered and recorded by the app
+        name, team = (None, None) if key is None else (key.name, key.team)
+        raise Refused(err, dialect, key=name, team=team) from None
     await send_whole(send, 200, body, [])
 
 

@@ -187,6 +187,7 @@ class Connection:
             "headers": req.headers,
             "client": self.client,
             "server": self.local,
+            "trioproxy.t0": self._body_t0,  # the request's start (a refusal's latency)
         }
 
     async def _respond(self, req: Request) -> bool:
