@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.test_ledger_helpers import make_records, target_for
-from trioproxy.ledger import minutes
+from trioproxy.ledger import days, minutes
 from trioproxy.ledger.columns import METRICS
 from trioproxy.ledger.days import DIMENSIONS
 from trioproxy.ledger.postgres import PostgresLedger
@@ -76,6 +76,14 @@ def as_dict(rows: list) -> dict:
             for r in rows}  # fmt: skip
 
 
+def cells_of(summed: dict) -> list[tuple]:
+    """What ``day_cells`` returns for per (day, value) sums: the CSV's columns, in order."""
+    pick = [METRICS.index(m) for m in
+            ("requests", "input_tokens", "output_tokens", "cost_micros", "saved_micros")]  # fmt: skip
+    return sorted((days.day_number(day), value, *(v[i] for i in pick))
+                  for (day, value, _t, _s), v in summed.items())  # fmt: skip
+
+
 async def open_in(kind: str, where: str, zone: str | None) -> SqliteLedger | PostgresLedger:
     if kind == "sqlite":
         return await SqliteLedger.open(where, zone=zone)
@@ -107,6 +115,8 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
             got = await backend.query_days(dim=dim, first=first, last=last, zone=ZONE,
                                            keep=("day", "value"))  # fmt: skip
             assert as_dict(got) == {k: tuple(v) for k, v in summed.items()}, dim
+            cells = await backend.day_cells(dim=dim, first=first, last=last, zone=ZONE)
+            assert cells == cells_of(summed), dim
             per_value: dict = defaultdict(lambda: [0] * len(METRICS))
             for (_day, value, _t, _s), v in summed.items():
                 per_value[(first, value, "", 0)] = [
@@ -132,6 +142,13 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
             utc_first = first - dt.timedelta(days=1)
             wide = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC")
             assert as_dict(wide) == expected_days(records, dim, "UTC")
+            folded = await backend.day_cells(dim=dim, first=utc_first, last=last, zone="UTC")
+            per_day: dict = defaultdict(lambda: [0] * len(METRICS))
+            for (day, value, _t, _s), v in expected_days(records, dim, "UTC").items():
+                per_day[(day, value, "", 0)] = [
+                    a + b for a, b in zip(per_day[(day, value, "", 0)], v, strict=True)
+                ]
+            assert folded == cells_of(per_day), dim
             assert set(as_dict(other)) <= set(as_dict(wide))
             value = next(iter(as_dict(wide)))[1]
             one = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC",

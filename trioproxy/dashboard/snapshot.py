@@ -26,6 +26,7 @@ from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.backend import LedgerBackend, ReportRow
 from trioproxy.ledger.days import DayRow
+from trioproxy.ledger.reads import DayCells
 from trioproxy.ledger.service import LedgerService
 
 
@@ -147,6 +148,17 @@ async def days(
         dim=dim, first=first, last=last, zone=gw.settings.budgets.timezone, teams=teams,
         keep=keep, values=values,
     )  # fmt: skip
+
+
+async def day_cells(
+    gw: Gateway, dim: str, first: dt.date, last: dt.date, teams: Sequence[str] | None = None
+) -> list[DayCells]:
+    """Per local day and value of ``dim``: the Spend CSV's cells, summed in the database."""
+    backend = ledger_of(gw)
+    if backend is None:
+        return []
+    return await backend.day_cells(dim=dim, first=first, last=last,
+                                   zone=gw.settings.budgets.timezone, teams=teams)  # fmt: skip
 
 
 async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[ReportRow]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import calendar
 import csv
 import datetime as dt
+import functools
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from trioproxy.ledger import days
 from trioproxy.ledger.days import DayRow
+from trioproxy.ledger.reads import DayCells
 
 BY = ("team", "feature", "user", "key", "model", "route")
 MAX_DAYS = 92
@@ -109,8 +112,8 @@ class Spend:
     outcomes: dict[str, Outcomes] = field(default_factory=dict)
     """Per team."""
     total: Totals = field(default_factory=Totals)
-    rows: list[DayRow] = field(default_factory=list)
-    """Every value per day, as read (the CSV: written as they are, no sums in Python)."""
+    cells: list[DayCells] = field(default_factory=list)
+    """Every value per day, as the database summed them (the CSV: written as they are)."""
 
     def top(self, n: int = STACKS) -> list[str]:
         ranked = sorted(self.by_value, key=lambda v: (-self.by_value[v].cost_usd, v))
@@ -190,17 +193,25 @@ CSV_HEADER = ("day", "by", "value", "requests", "input_tokens", "output_tokens",
               "saved_usd")  # fmt: skip
 
 
+_FORMULA = ("=", "+", "-", "@")
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso(day: int) -> str:
+    return days.day_of_number(day).isoformat()
+
+
 def to_csv(spend: Spend) -> str:
-    """Every value per local day (:attr:`Spend.rows`), one CSV row each."""
+    """Every value per local day (:attr:`Spend.cells`), one CSV row each."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_HEADER)
     by = spend.by
-    for r in sorted(spend.rows, key=lambda r: (r.day, r.value)):
-        value = r.value
-        cell = ("'" + value) if value[:1] in ("=", "+", "-", "@") else value  # no formulas
-        w.writerow((r.day.isoformat(), by, cell, r.requests, r.input_tokens, r.output_tokens,
-                    f"{r.cost_micros / 1e6:.6f}", f"{r.saved_micros / 1e6:.6f}"))  # fmt: skip
+    w.writerows(
+        (_iso(day), by, ("'" + value) if value[:1] in _FORMULA else value,  # no formulas
+         requests, inp, outp, f"{cost / 1e6:.6f}", f"{saved / 1e6:.6f}")
+        for day, value, requests, inp, outp, cost, saved in spend.cells
+    )  # fmt: skip
     return out.getvalue()
 
 

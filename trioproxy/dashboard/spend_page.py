@@ -53,7 +53,7 @@ async def spend_of(
 
     spend = Spend(rng, by, rng.days)
     if every_value:  # the CSV: per day and value, nothing else
-        spend.rows = await read(by, ("day", "value"))
+        spend.cells = await snapshot.day_cells(gw, by, rng.start, rng.end, teams)
         return spend, error
     spend.add_values(await read(by, ("value",)))
     spend.add_days(await read(by, ("day", "value"), spend.top()))

@@ -41,6 +41,7 @@ from trioproxy.ledger.columns import LEGACY_MONEY, METRICS, UsdViews
 from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.hourly import HourRow
 from trioproxy.ledger.minutes import MinuteRow
+from trioproxy.ledger.reads import DayCells
 from trioproxy.ledger.recent import Attempt, Cursor, Filters
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
@@ -133,6 +134,19 @@ class LedgerBackend(Protocol):
         what ``keep`` names of day, value, team and status (the others read the first day,
         ``''``, 0; :mod:`trioproxy.ledger.days`); only ``teams`` and ``values`` if given.
         Reads ``ledger_days`` when it is kept in ``zone``, else folds the hourly roll-up."""
+        ...
+
+    async def day_cells(
+        self,
+        *,
+        dim: str,
+        first: dt.date,
+        last: dt.date,
+        zone: str,
+        teams: Sequence[str] | None = None,
+    ) -> list[DayCells]:
+        """What the Spend CSV prints per local day and value of ``dim``, summed in the
+        database, ordered by day and value (:mod:`trioproxy.ledger.reads`)."""
         ...
 
     async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[MinuteRow]:

@@ -31,7 +31,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from trioproxy.ledger import days, hourly, minutes, recent
+from trioproxy.ledger import minutes
 from trioproxy.ledger import postgres_schema as schema
 from trioproxy.ledger.backend import (
     REQUEST_TOKENS,
@@ -40,11 +40,9 @@ from trioproxy.ledger.backend import (
     day_of,
     rollup_query,
 )
-from trioproxy.ledger.columns import (
-    from_row,
-    to_row,
-)
+from trioproxy.ledger.columns import to_row
 from trioproxy.ledger.postgres_schema import PARTITIONS_AHEAD
+from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
 T = TypeVar("T")
@@ -56,8 +54,12 @@ POOL_TIMEOUT = 5.0
 """Seconds to wait for a connection from the pool before the call fails."""
 
 
-class PostgresLedger:
+class PostgresLedger(RollupReads):
     """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on PostgreSQL."""
+
+    PARAM = "%s"
+    TS_PARAM = "to_timestamp(%s)"
+    TS_SELECT = "extract(epoch FROM ts)::float8"
 
     def __init__(self, pool: ConnectionPool, *, pool_size: int, zone: str | None = None) -> None:
         self._pool = pool
@@ -111,6 +113,10 @@ class PostgresLedger:
         result: T = await self._run(op)
         return result
 
+    async def _days_zone_known(self) -> None:
+        if not self._schema_ready:  # the day roll-up's zone is known once the schema is made
+            await self._read(lambda conn: None)
+
     def _ensure(self, conn: psycopg.Connection[Any], days: set[dt.date]) -> None:
         today = dt.datetime.now(dt.UTC).date()
         want = days | {today + dt.timedelta(days=i) for i in range(PARTITIONS_AHEAD + 1)}
@@ -159,22 +165,6 @@ class PostgresLedger:
         n = len(by)
         return [ReportRow.of(tuple(str(v) for v in row[:n]), row[n:]) for row in rows]
 
-    async def query_hours(
-        self,
-        *,
-        by: Sequence[str],
-        first_hour: int,
-        end_hour: int,
-        teams: Sequence[str] | None = None,
-    ) -> list[hourly.HourRow]:
-        if teams is not None and not teams:
-            return []
-        sql = hourly.query_sql(by, "%s", teams=len(teams) if teams is not None else 0)
-        params = (first_hour, end_hour, *(teams or ()))
-
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return hourly.rows_of(rows, len(by))
-
     async def request_spend(self, *, since: float, until: float) -> list[RequestTotals]:
         sql = (
             "SELECT request_id, extract(epoch FROM ts)::float8, team, user_name, cost_micros, "
@@ -184,68 +174,6 @@ class PostgresLedger:
 
         rows = await self._read(lambda conn: conn.execute(sql, (since, until)).fetchall())
         return [(str(a), float(b), str(c), str(d), int(e), int(f)) for a, b, c, d, e, f in rows]
-
-    async def query_days(
-        self,
-        *,
-        dim: str,
-        first: dt.date,
-        last: dt.date,
-        zone: str,
-        teams: Sequence[str] | None = None,
-        keep: Sequence[str] = days.KEEP,
-        values: Sequence[str] | None = None,
-    ) -> list[days.DayRow]:
-        days.check_query(dim, keep)
-        if (teams is not None and not teams) or (values is not None and not values):
-            return []
-        if not self._schema_ready:  # the day roll-up's zone is known once the schema is made
-            await self._read(lambda conn: None)
-        if zone != self.days_zone:
-            lo, hi = days.hours_of(first, last, zone)
-            rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
-                                          end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, dim, zone, first, last, keep, values)
-        sql = days.query_sql("%s", teams=len(teams or ()), values=len(values or ()), keep=keep,
-                             first=days.day_number(first))  # fmt: skip
-        params = days.query_params(dim, first, last, teams, values)
-
-        return days.rows_of(await self._read(lambda conn: conn.execute(sql, params).fetchall()))
-
-    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
-        sql = minutes.query_sql("%s")
-
-        rows = await self._read(
-            lambda conn: conn.execute(sql, (first_minute, end_minute)).fetchall()
-        )
-        return minutes.rows_of(rows)
-
-    async def recent_requests(
-        self,
-        filters: recent.Filters,
-        *,
-        cursor: recent.Cursor | None,
-        limit: int,
-        since: float,
-        until: float,
-    ) -> tuple[list[UsageRecord], list[recent.Attempt]]:
-        sql, params = recent.page_sql(
-            filters, cursor=cursor, limit=limit, since=since, until=until, param="%s",
-            ts_param="to_timestamp(%s)", ts_select="extract(epoch FROM ts)::float8",
-        )  # fmt: skip
-
-        def page(conn: psycopg.Connection[Any]) -> tuple[list[UsageRecord], list[Any]]:
-            records = [from_row(r) for r in conn.execute(sql, params).fetchall()]
-            if not records:
-                return records, []
-            lo = min(r.ts for r in records)
-            hi = max(r.ts for r in records) + recent.ATTEMPT_SPAN_S
-            ids = [r.request_id for r in records]
-            q = recent.attempts_sql(len(ids), param="%s", ts_param="to_timestamp(%s)")
-            return records, conn.execute(q, (lo, hi, *ids)).fetchall()
-
-        records, found = await self._read(page)
-        return records, recent.attempts_of(found)
 
     async def partitions(self) -> list[str]:
         """Names of the raw partitions, oldest first."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -29,10 +30,12 @@ from trioproxy.ledger.backend import (
     day_of,
     rollup_query,
 )
-from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, from_row, to_row, upsert_tail
+from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row, upsert_tail
+from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
 
+T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 """How long a writer waits for another process's write lock before failing the batch."""
 
@@ -100,8 +103,12 @@ def _days_zone(conn: sqlite3.Connection, zone: str | None) -> str:
     return want
 
 
-class SqliteLedger:
+class SqliteLedger(RollupReads):
     """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on one SQLite file."""
+
+    PARAM = "?"
+    TS_PARAM = "?"
+    TS_SELECT = "ts"
 
     def __init__(self, conn: sqlite3.Connection, zone: str = "UTC") -> None:
         self._conn = conn
@@ -140,6 +147,9 @@ class SqliteLedger:
 
         conn, kept = await trio.to_thread.run_sync(_open)
         return cls(conn, kept)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await trio.to_thread.run_sync(fn, self._conn, limiter=self._limiter)
 
     async def write_batch(self, records: Sequence[UsageRecord]) -> int:
         return await trio.to_thread.run_sync(
@@ -192,84 +202,6 @@ class SqliteLedger:
             rows = self._conn.execute(sql, params).fetchall()
             n = len(by)
             return [ReportRow.of(tuple(str(v) for v in row[:n]), row[n:]) for row in rows]
-
-        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
-
-    async def query_hours(
-        self,
-        *,
-        by: Sequence[str],
-        first_hour: int,
-        end_hour: int,
-        teams: Sequence[str] | None = None,
-    ) -> list[hourly.HourRow]:
-        if teams is not None and not teams:
-            return []
-        sql = hourly.query_sql(by, "?", teams=len(teams) if teams is not None else 0)
-        params = (first_hour, end_hour, *(teams or ()))
-
-        def _query() -> list[hourly.HourRow]:
-            return hourly.rows_of(self._conn.execute(sql, params).fetchall(), len(by))
-
-        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
-
-    async def query_days(
-        self,
-        *,
-        dim: str,
-        first: dt.date,
-        last: dt.date,
-        zone: str,
-        teams: Sequence[str] | None = None,
-        keep: Sequence[str] = days.KEEP,
-        values: Sequence[str] | None = None,
-    ) -> list[days.DayRow]:
-        days.check_query(dim, keep)
-        if (teams is not None and not teams) or (values is not None and not values):
-            return []
-        if zone != self.days_zone:
-            lo, hi = days.hours_of(first, last, zone)
-            rows = await self.query_hours(by=days.hourly_by(dim), first_hour=lo,
-                                          end_hour=hi, teams=teams)  # fmt: skip
-            return days.from_hours(rows, dim, zone, first, last, keep, values)
-        sql = days.query_sql("?", teams=len(teams or ()), values=len(values or ()), keep=keep,
-                             first=days.day_number(first))  # fmt: skip
-        params = days.query_params(dim, first, last, teams, values)
-
-        def _query() -> list[days.DayRow]:
-            return days.rows_of(self._conn.execute(sql, params).fetchall())
-
-        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
-
-    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
-        sql = minutes.query_sql("?")
-
-        def _query() -> list[minutes.MinuteRow]:
-            return minutes.rows_of(self._conn.execute(sql, (first_minute, end_minute)).fetchall())
-
-        return await trio.to_thread.run_sync(_query, limiter=self._limiter)
-
-    async def recent_requests(
-        self,
-        filters: recent.Filters,
-        *,
-        cursor: recent.Cursor | None,
-        limit: int,
-        since: float,
-        until: float,
-    ) -> tuple[list[UsageRecord], list[recent.Attempt]]:
-        sql, params = recent.page_sql(filters, cursor=cursor, limit=limit, since=since,
-                                      until=until, param="?", ts_param="?", ts_select="ts")  # fmt: skip
-
-        def _query() -> tuple[list[UsageRecord], list[recent.Attempt]]:
-            records = [from_row(r) for r in self._conn.execute(sql, params).fetchall()]
-            if not records:
-                return records, []
-            lo = min(r.ts for r in records)
-            hi = max(r.ts for r in records) + recent.ATTEMPT_SPAN_S
-            ids = [r.request_id for r in records]
-            q = recent.attempts_sql(len(ids), param="?", ts_param="?")
-            return records, recent.attempts_of(self._conn.execute(q, (lo, hi, *ids)).fetchall())
 
         return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 
