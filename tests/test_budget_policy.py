@@ -107,3 +107,14 @@ async def test_threshold_override_and_alerts_off(nursery: trio.Nursery) -> None:
     await gate.settle(t, 8_000_000, 1)  # 100 %: but alerts are off for this team
     await trio.testing.wait_all_tasks_blocked()
     assert alerts.statistics().fired == 1 and alerts.statistics().queued == 0
+
+
+def test_the_default_window_override_binds_users_without_their_own() -> None:
+    default = UserWindow("*", 10, 60)
+    policy = Policy({}, {"*": default, "gone": None}, {})
+    configured_default, own = UserWindow("*", 99, 60), UserWindow("ann", 5, 60)
+    assert policy.window("ann", None) == default  # no config window at all
+    assert policy.window("ann", configured_default) == default  # the config's default
+    assert policy.window("ann", own) == own  # a configured window of her own wins
+    assert policy.window("gone", configured_default) is None  # her own override: removed
+    assert Policy({}, {}, {}).window("ann", configured_default) == configured_default

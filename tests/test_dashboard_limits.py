@@ -108,6 +108,36 @@ async def test_user_token_windows_are_edited_in_place_and_enforced(nursery: trio
     assert r.status_code == 400
 
 
+async def test_the_default_window_binds_every_user_without_their_own(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    assert 'data-user="*"' in await page_ok(c, "/budgets")
+    r = await c.post("/windows/*", form={"tokens": "1", "window_s": "60", "csrf": csrf})
+    assert r.status_code == 200 and "Saved." in await text(r)
+    window = (await policy(d)).windows["*"]
+    assert window is not None and (window.tokens, window.window_s) == (1, 60)
+    assert await chat(d, "rita has no window of her own", key=READER_KEY) == 429
+    await c.post("/windows/rita", form={"tokens": "1,000,000", "window_s": "60", "csrf": csrf})
+    assert await chat(d, "her own window wins", key=READER_KEY) == 200
+    r = await c.post("/windows/*", form={"tokens": "0", "csrf": csrf}, headers=HX)
+    page = await text(r)
+    assert r.status_code == 400 and "between 1 and" in page
+    assert re.search(r'name="tokens"[^>]*aria-invalid="true"', page, re.S)
+    # it binds every team's users: an admin limited to some teams neither sees nor sets it
+    tess = d.app.test_client()
+    tcsrf = await sign_in(tess, "tess")
+    assert 'data-user="*"' not in await page_ok(tess, "/budgets")
+    r = await tess.post("/windows/*", form={"tokens": "5", "csrf": tcsrf})
+    assert r.status_code == 403 and "an admin of every team sets it" in await text(r)
+    window = (await policy(d)).windows["*"]
+    assert window is not None and window.tokens == 1
+    log = audit_rows(await text(await c.get("/audit?action=window.")))
+    assert ("window.set", "*", "none", "1 tokens / 60 s") in log
+
+
 async def test_key_rates_are_edited_in_place_and_enforced(nursery: trio.Nursery) -> None:
     d = await start_dash(nursery)
     c = d.app.test_client()

@@ -115,6 +115,13 @@ async def test_passwords_are_reset_and_admins_cannot_lock_themselves_out(
     acsrf = await sign_in(ada, "ada", "ada-password-12")
     r = await ada.post("/users/ada", form={"role": "viewer", "teams": "", "csrf": acsrf})
     assert r.status_code == 400 and "you cannot demote yourself" in await text(r)
+    r = await ada.post("/users/ada", form={"role": "admin", "teams": "ops", "csrf": acsrf})
+    page = await text(r)
+    assert r.status_code == 400 and "you cannot limit your own teams" in page
+    assert re.search(r'name="teams"[^>]*aria-invalid="true"', page)
+    stored = await access(d).store.user("ada")
+    assert stored is not None and stored.role == "admin" and stored.teams is None
+    assert await access(d).store.audit_log(action="user.update") == []
     r = await ada.post("/users/ada/disable", form={"csrf": acsrf})
     assert r.status_code == 400 and "cannot disable yourself" in await text(r)
     r = await ada.post("/users/ada", form={"role": "admin", "teams": "", "csrf": acsrf})

@@ -70,7 +70,13 @@ class Policy:
         return self.thresholds[team] if team in self.thresholds else configured
 
     def window(self, user: str, configured: UserWindow | None) -> UserWindow | None:
-        return self.windows[user] if user in self.windows else configured
+        """``user``'s own override; else, for a user whose ``configured`` window is the
+        config's default (``*``) or none, the default's override; else ``configured``."""
+        if user in self.windows:
+            return self.windows[user]
+        if DEFAULT_USER in self.windows and (configured is None or configured.user == DEFAULT_USER):
+            return self.windows[DEFAULT_USER]
+        return configured
 
     def key_limits(self, key: str, rpm: int | None, tpm: int | None) -> KeyLimits:
         return self.rates.get(key, KeyLimits(rpm, tpm))
@@ -109,6 +115,10 @@ def threshold_entry(team: str, share: float | None) -> tuple[str, str]:
     return THRESHOLD + team, json.dumps(share)
 
 
+DEFAULT_USER = "*"
+"""The token window of every user without one of their own (``[budgets.users."*"]``)."""
+
+
 def window_entry(user: str, window: UserWindow | None) -> tuple[str, str]:
     value = None if window is None else {"tokens": window.tokens, "window_s": window.window_s}
     return WINDOW + user, json.dumps(value)
@@ -118,4 +128,4 @@ def rate_entry(key: str, limits: KeyLimits) -> tuple[str, str]:
     return RATE + key, json.dumps({"rpm": limits.rpm, "tpm": limits.tpm})
 
 
-__all__ = ["KeyLimits", "Policy", "rate_entry", "threshold_entry", "window_entry"]
+__all__ = ["DEFAULT_USER", "KeyLimits", "Policy", "rate_entry", "threshold_entry", "window_entry"]

@@ -18,7 +18,7 @@ from typing import Any
 from trioproxy.admin.keys import MAX_RATE
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
-from trioproxy.budget.policy import KeyLimits, rate_entry, window_entry
+from trioproxy.budget.policy import DEFAULT_USER, KeyLimits, rate_entry, window_entry
 from trioproxy.config.model import UserWindow
 from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, set_override
 from trioproxy.dashboard.edits import KEEP, Change, EditError, Parser, whole
@@ -82,9 +82,15 @@ class WindowRow:
 
 
 async def window_rows(gw: Gateway, store: AdminStore, who: Principal) -> list[WindowRow]:
+    """The default (``*``, for admins of every team: it binds every team's users) first,
+    then each user."""
     gate = budget_gate(gw)
     policy = await gate.policy()
     rows = []
+    if who.teams is None:
+        window = policy.window(DEFAULT_USER, gate.configured_window(DEFAULT_USER))
+        rows.append(WindowRow(DEFAULT_USER, html_id("u", DEFAULT_USER), window,
+                              DEFAULT_USER in policy.windows))  # fmt: skip
     for user, teams in sorted((await user_teams(gw, store)).items()):
         if may_edit_user(who, teams):
             window = policy.window(user, gate.configured_window(user))
@@ -104,9 +110,14 @@ async def edit_window(
     gw: Gateway, store: AdminStore, who: Principal, user: str,
     changes: Mapping[str, Change[Any]], *, now: float,
 ) -> None:  # fmt: skip
-    teams = (await user_teams(gw, store)).get(user)
-    if teams is None or not may_edit_user(who, teams):
-        raise ActionError(f"unknown user {user!r}", 404)
+    if user == DEFAULT_USER:
+        if who.teams is not None:
+            raise ActionError("the default window binds every team: an admin of every team "
+                              "sets it", 403)  # fmt: skip
+    else:
+        teams = (await user_teams(gw, store)).get(user)
+        if teams is None or not may_edit_user(who, teams):
+            raise ActionError(f"unknown user {user!r}", 404)
     gate = budget_gate(gw)
     old = (await current_policy(gw)).window(user, gate.configured_window(user))
     tokens_change = changes.get("tokens", KEEP)

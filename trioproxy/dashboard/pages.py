@@ -197,8 +197,9 @@ def install(app: Quart, acc: Access) -> None:
         except EditError as err:
             return await window_answer(user, 400, fields=err.fields, values=dict(form))
         except ActionError as err:
-            if err.status == 404:
-                return await render("budgets", panel=False, status=404, page_error=err.message)
+            if err.status in (403, 404):  # no row of this user on the page to say it next to
+                return await render("budgets", panel=False, status=err.status,
+                                    page_error=err.message)  # fmt: skip
             return await window_answer(user, err.status, error=err.message)
         return await window_answer(user, 200, notice="Saved.")
 

@@ -133,6 +133,11 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         if name == g.principal.name and role != "admin":
             return await render(400, row_fields={name: {"role": "you cannot demote yourself"}},
                                 row_values={name: dict(form)})  # fmt: skip
+        if name == g.principal.name and teams is not None:
+            lockout = ("you cannot limit your own teams: only an admin of every team manages "
+                       "users, so no one here could undo it")  # fmt: skip
+            return await render(400, row_fields={name: {"teams": lockout}},
+                                row_values={name: dict(form)})  # fmt: skip
         new = replace(user, role=role, teams=teams)
         if new == user:
             return await render(notice="Nothing changed.")
