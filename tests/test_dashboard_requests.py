@@ -188,3 +188,24 @@ def test_spend_series_other_is_each_days_total_less_the_shown_values() -> None:
     assert spend.series(2) == {"a": [2.0, 3.0], "b": [3.0, 0.0], "other": [0.5, 0.5]}
     spend.add_day_totals([])  # a day total equal to the shown values leaves no "other"
     assert "other" not in Spend(Range(d1, d2), "user", [d1, d2]).series(2)
+
+
+def test_spend_csv_cells_read_back_as_written_and_never_as_formulas() -> None:
+    import csv
+    import datetime as dt
+    import io
+
+    from trioproxy.dashboard.spend import CSV_HEADER, Range, Spend, to_csv
+    from trioproxy.ledger.days import day_number
+
+    day = dt.date(2026, 1, 2)
+    names = ["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "=SUM(A1)", "-1", "@x", "é"]
+    spend = Spend(Range(day, day), "user", [day])
+    spend.cells = [(day_number(day), name, i, 10 * i, 5 * i, 1_234_567 * i, i) for i, name in
+                   enumerate(names)]  # fmt: skip
+    rows = list(csv.reader(io.StringIO(to_csv(spend), newline="")))
+    assert rows[0] == list(CSV_HEADER)
+    assert [r[2] for r in rows[1:]] == [
+        "plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "'=SUM(A1)", "'-1", "'@x", "é",
+    ]  # fmt: skip
+    assert rows[2] == ["2026-01-02", "user", "a,b", "1", "10", "5", "1.234567", "0.000001"]

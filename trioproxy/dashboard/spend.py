@@ -8,10 +8,8 @@ from the status.
 from __future__ import annotations
 
 import calendar
-import csv
 import datetime as dt
 import functools
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -194,6 +192,7 @@ CSV_HEADER = ("day", "by", "value", "requests", "input_tokens", "output_tokens",
 
 
 _FORMULA = ("=", "+", "-", "@")
+_QUOTE = frozenset(',"\r\n')
 
 
 @functools.lru_cache(maxsize=1024)
@@ -201,18 +200,27 @@ def _iso(day: int) -> str:
     return days.day_of_number(day).isoformat()
 
 
+def csv_cell(value: str) -> str:
+    """A text cell as ``csv`` writes it (quoted when it holds a comma, quote or line break),
+    never read as a formula by a spreadsheet."""
+    if value[:1] in _FORMULA:
+        value = "'" + value
+    return value if _QUOTE.isdisjoint(value) else '"' + value.replace('"', '""') + '"'
+
+
 def to_csv(spend: Spend) -> str:
-    """Every value per local day (:attr:`Spend.cells`), one CSV row each."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(CSV_HEADER)
+    """Every value per local day (:attr:`Spend.cells`), one CSV row each: written as plain
+    lines (``csv.writer`` over 15,000 tuples cost twice as much)."""
     by = spend.by
-    w.writerows(
-        (_iso(day), by, ("'" + value) if value[:1] in _FORMULA else value,  # no formulas
-         requests, inp, outp, f"{cost / 1e6:.6f}", f"{saved / 1e6:.6f}")
-        for day, value, requests, inp, outp, cost, saved in spend.cells
-    )  # fmt: skip
-    return out.getvalue()
+    cells: dict[str, str] = {}
+    lines = [",".join(CSV_HEADER) + "\n"]
+    for day, value, requests, inp, outp, cost, saved in spend.cells:
+        cell = cells.get(value)
+        if cell is None:
+            cell = cells[value] = csv_cell(value)
+        lines.append(f"{_iso(day)},{by},{cell},{requests},{inp},{outp},"
+                     f"{cost / 1e6:.6f},{saved / 1e6:.6f}\n")  # fmt: skip
+    return "".join(lines)
 
 
 __all__ = [
@@ -223,6 +231,7 @@ __all__ = [
     "Range",
     "RangeError",
     "Spend",
+    "csv_cell",
     "parse_range",
     "project",
     "to_csv",

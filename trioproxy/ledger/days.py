@@ -184,10 +184,11 @@ def check_query(dim: str, keep: Sequence[str]) -> None:
 
 def query_sql(
     placeholder: str, *, teams: int = 0, values: int = 0, keep: Sequence[str] = KEEP,
-    first: int = 0,
+    first: int = 0, metrics: Sequence[str] = METRICS,
 ) -> str:  # fmt: skip
-    """Sums per what ``keep`` names (a day not kept reads ``first``); parameters
-    (:func:`query_params`): dim, first day, last day (inclusive), ``teams``, ``values``."""
+    """Sums of ``metrics`` per what ``keep`` names (a day not kept reads ``first``);
+    parameters (:func:`query_params`): dim, first day, last day (inclusive), ``teams``,
+    ``values``."""
     p = placeholder
     where = f"dim = {p} AND day >= {p} AND day <= {p}"
     if teams:
@@ -197,7 +198,7 @@ def query_sql(
     cols = {"day": str(int(first)), "value": "''", "team": "''", "status": "0"}
     select = ", ".join(k if k in keep else cols[k] for k in KEEP)
     group = ", ".join(k for k in KEEP if k in keep)
-    sums = ", ".join(f"sum({m})" for m in METRICS)
+    sums = ", ".join(f"sum({m})" for m in metrics)
     sql = f"SELECT {select}, {sums} FROM ledger_days WHERE {where}"
     return sql + (f" GROUP BY {group}" if group else "")
 

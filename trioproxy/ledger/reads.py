@@ -23,8 +23,7 @@ DayCells = tuple[int, str, int, int, int, int, int]
 """(local day number, value, requests, input tokens, output tokens, cost µUSD, saved µUSD):
 one line of the Spend CSV, as the database sums it (no row objects: 15,000 of them cost more
 than the query)."""
-_CELL_METRICS = [4 + METRICS.index(m) for m in
-                 ("requests", "input_tokens", "output_tokens", "cost_micros", "saved_micros")]  # fmt: skip
+CELL_METRICS = ("requests", "input_tokens", "output_tokens", "cost_micros", "saved_micros")
 
 
 class RollupReads:
@@ -61,10 +60,11 @@ class RollupReads:
     async def _day_sums(
         self, dim: str, first: dt.date, last: dt.date, zone: str,
         teams: Sequence[str] | None, keep: Sequence[str], values: Sequence[str] | None,
+        metrics: Sequence[str] = METRICS,
     ) -> tuple[list[Any], list[days.DayRow] | None]:  # fmt: skip
-        """The table's rows as the database returns them; or, for another zone than the
-        table's, none and :class:`~trioproxy.ledger.days.DayRow` values folded from the hourly
-        roll-up."""
+        """The table's rows as the database returns them (``keep``'s four columns, then the
+        sums of ``metrics``); or, for another zone than the table's, none and
+        :class:`~trioproxy.ledger.days.DayRow` values folded from the hourly roll-up."""
         days.check_query(dim, keep)
         if (teams is not None and not teams) or (values is not None and not values):
             return [], None
@@ -75,7 +75,8 @@ class RollupReads:
                                           end_hour=hi, teams=teams)  # fmt: skip
             return [], days.from_hours(rows, dim, zone, first, last, keep, values)
         sql = days.query_sql(self.PARAM, teams=len(teams or ()), values=len(values or ()),
-                             keep=keep, first=days.day_number(first))  # fmt: skip
+                             keep=keep, first=days.day_number(first),
+                             metrics=metrics)  # fmt: skip
         params = days.query_params(dim, first, last, teams, values)
         result: list[Any] = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return result, None
@@ -104,15 +105,15 @@ class RollupReads:
         teams: Sequence[str] | None = None,
     ) -> list[DayCells]:
         """Per local day and value of ``dim``: :data:`DayCells`, ordered by day and value."""
-        raw, folded = await self._day_sums(dim, first, last, zone, teams, ("day", "value"), None)
+        raw, folded = await self._day_sums(dim, first, last, zone, teams, ("day", "value"), None,
+                                           CELL_METRICS)  # fmt: skip
         cells: list[DayCells]
         if folded is not None:
             cells = [(days.day_number(r.day), r.value, r.requests, r.input_tokens,
                       r.output_tokens, r.cost_micros, r.saved_micros) for r in folded]  # fmt: skip
         else:
-            a, b, c, d, e = _CELL_METRICS
-            cells = [(int(r[0]), str(r[1]), int(r[a]), int(r[b]), int(r[c]), int(r[d]),
-                      int(r[e])) for r in raw]  # fmt: skip
+            cells = [(int(r[0]), str(r[1]), int(r[4]), int(r[5]), int(r[6]), int(r[7]),
+                      int(r[8])) for r in raw]  # fmt: skip
         cells.sort(key=lambda cell: (cell[0], cell[1]))
         return cells
 
@@ -152,4 +153,4 @@ class RollupReads:
         return records, recent.attempts_of(found)
 
 
-__all__ = ["DayCells", "RollupReads"]
+__all__ = ["CELL_METRICS", "DayCells", "RollupReads"]
