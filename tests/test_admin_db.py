@@ -4,15 +4,20 @@ in autocommit mode, where ``with conn:`` opens none: a DELETE then INSERT pair w
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from tests.fixtures_servers import PgServer
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.db import Sql
 from trioproxy.admin.keys import StoredKey
 from trioproxy.admin.store import AdminStore, Heartbeat, StoredUser, StoreError
+from trioproxy.edge.auth import KeyRing
+from trioproxy.errors import ErrorKind, PolicyError
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -93,3 +98,35 @@ async def test_budget_overrides_keep_the_last_value_per_name(store: AdminStore) 
         "limits:t": '{"daily": 2, "monthly": null}',
         "window:u": '{"tokens": 5, "window_s": 60}',
     }
+
+
+async def test_keys_in_postgres_are_refused_with_503_while_it_is_down_then_work_again(
+    pg_server: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    store = AdminStore.open_sync(tmp_path, pg_url)
+    ring = KeyRing({}, store)
+    secret = "tp-made-in-the-dashboard"
+    headers = {b"authorization": f"Bearer {secret}".encode()}
+    try:
+        assert await store.add_key(
+            StoredKey(hashlib.sha256(secret.encode()).hexdigest(), "k", "ops", "ann")
+        )
+        assert (await ring.resolve(headers)).name == "k"
+        await trio.to_thread.run_sync(pg_server.stop)
+        try:
+            with pytest.raises(PolicyError) as refused:  # 503 within the look-up bound
+                await ring.resolve(headers)
+            assert refused.value.kind is ErrorKind.OVERLOADED
+            with pytest.raises((StoreError, trio.TooSlowError)):
+                await store.audit_log()
+        finally:
+            await trio.to_thread.run_sync(pg_server.start)
+        with trio.fail_after(60):  # the pool connects again by itself
+            while True:
+                try:
+                    if (await ring.resolve(headers)).name == "k":
+                        break
+                except PolicyError:
+                    await trio.sleep(0.2)
+    finally:
+        store.close()
