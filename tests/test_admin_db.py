@@ -15,6 +15,7 @@ from tests.fixtures_servers import PgServer
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.db import Sql
 from trioproxy.admin.keys import StoredKey
+from trioproxy.admin.sessions import Principal, Session
 from trioproxy.admin.store import AdminStore, Heartbeat, StoredUser, StoreError
 from trioproxy.edge.auth import KeyRing
 from trioproxy.errors import ErrorKind, PolicyError
@@ -87,6 +88,19 @@ async def test_every_table_round_trips(store: AdminStore) -> None:
     await store.beat(Heartbeat("w", 1.0, True, ""), forget_before=0.0)
     await store.beat(Heartbeat("w", 2.0, False, "down: redis"), forget_before=0.0)
     assert await store.heartbeats() == [Heartbeat("w", 2.0, False, "down: redis")]
+    principal = Principal("ann", "admin", frozenset({"ops"}))
+    session = Session("s1", principal, "csrf", 10.0, 10.0)
+    await store.create_session(session, purge_before=0.0)
+    await store.touch_session("s1", 20.0)
+    assert await store.get_session("s1") == Session("s1", principal, "csrf", 10.0, 20.0)
+    assert await store.revoke_user("ann") == 1 and await store.get_session("s1") is None
+    await store.record_failure(["user:ann", "ip:1"], 5.0, keep_after=0.0)
+    await store.record_failure(["user:ann"], 6.0, keep_after=0.0)
+    assert await store.failures(["user:ann", "ip:1", "ip:2"], 0.0) == {
+        "user:ann": (2, 5.0), "ip:1": (1, 5.0)
+    }  # fmt: skip
+    await store.clear_failures("user:ann")
+    assert await store.failures(["user:ann"], 0.0) == {}
 
 
 async def test_budget_overrides_keep_the_last_value_per_name(store: AdminStore) -> None:
