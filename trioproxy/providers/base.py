@@ -87,10 +87,13 @@ class ProviderAdapter(Protocol):
 
 
 def json_request(path: str, body: dict[str, Any], *headers: tuple[str, str]) -> UpstreamRequest:
-    """A JSON POST to ``path`` with ``headers`` after its content type."""
-    return UpstreamRequest(
-        path, (("content-type", "application/json"), *headers), orjson.dumps(body)
-    )
+    """A JSON POST to ``path`` with ``headers`` after its content type.
+
+    The body is copied to its own size: ``orjson.dumps`` answers a bytes object that keeps
+    its 4 KiB write buffer (an 85-byte body costs 4.2 KB of RSS), and this one is held for
+    the whole request (a fallback or a hedge sends it again): 4 MB at 1,000 open streams."""
+    body_bytes = bytes(memoryview(orjson.dumps(body)))
+    return UpstreamRequest(path, (("content-type", "application/json"), *headers), body_bytes)
 
 
 def bearer(api_key: str | None) -> tuple[tuple[str, str], ...]:

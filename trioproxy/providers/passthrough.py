@@ -45,8 +45,10 @@ _OPENAI_DATA = b"data: {"
 _ANTHROPIC_TEXT = b'event: content_block_delta\ndata: {"type":"content_block_delta"'
 _ANTHROPIC_DATA = len(b"event: content_block_delta\ndata: ")
 _ANTHROPIC_TEXT_DELTA = b'"delta":{"type":"text_delta","text":'
-PENDING_MAX = 64 * 1024
-"""Bytes of plain content events kept uncounted per stream before they are counted."""
+PENDING_MAX = 16 * 1024
+"""Bytes of plain content events kept uncounted per stream before they are counted (~100
+OpenAI chunks: a short answer is never counted when the provider reports usage; a long one
+holds ~20 KB, not ~75 KB, at 1,000 open streams 55 MB less; ~1.5 us per chunk counted)."""
 _END_EVENTS: dict[Dialect, bytes] = {
     "openai": b"data: [DONE]\n\n",
     "anthropic": b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
