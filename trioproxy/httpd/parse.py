@@ -60,7 +60,7 @@ class Request:
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
         self.expect_continue = False
-        self.body: deque[bytes] = deque()
+        self.body: list[bytes] = []
         self.buffered = 0
         """Body bytes parsed and not yet handed to the app."""
         self.received = 0
