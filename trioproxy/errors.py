@@ -18,6 +18,7 @@ caller's dialect by :func:`trioproxy.dialects.render_error`.
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
 
 
@@ -158,6 +159,15 @@ def invalid(message: str, param: str | None = None) -> CallerError:
     return CallerError(ErrorKind.INVALID_REQUEST, message, param=param)
 
 
+def postgres_errors() -> tuple[type[BaseException], ...]:
+    """psycopg's errors and its pool's timeout once psycopg is loaded, else none (nothing
+    can raise them before). For ``except`` clauses, whose expression is evaluated only
+    when an exception is being matched: a gateway on SQLite never imports psycopg (~10 MB
+    of RSS at start)."""
+    pg, pool = sys.modules.get("psycopg"), sys.modules.get("psycopg_pool")
+    return (*((pg.Error,) if pg else ()), *((pool.PoolTimeout,) if pool else ()))
+
+
 __all__ = [
     "CallerError",
     "ErrorKind",
@@ -167,4 +177,5 @@ __all__ = [
     "PolicyError",
     "ProviderError",
     "invalid",
+    "postgres_errors",
 ]

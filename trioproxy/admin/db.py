@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
-import psycopg
-import psycopg_pool
 import trio
+
+from trioproxy.errors import postgres_errors
 
 T = TypeVar("T")
 CALL_TIMEOUT_S = 5.0
@@ -35,9 +35,9 @@ class StoreError(OSError):
     """The admin store's database failed or could not be reached (either engine)."""
 
 
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    sqlite3.Error, psycopg.Error, psycopg_pool.PoolTimeout,
-)  # fmt: skip
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """Either engine's driver errors (psycopg's only once a PostgreSQL store loaded it)."""
+    return (sqlite3.Error, *postgres_errors())
 
 
 class Cursor(Protocol):
@@ -86,7 +86,7 @@ class AdminDb:
         try:
             with trio.fail_after(CALL_TIMEOUT_S):
                 return await self.engine.run(fn)
-        except DRIVER_ERRORS as exc:
+        except driver_errors() as exc:
             raise StoreError(f"admin store: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:

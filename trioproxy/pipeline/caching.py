@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import orjson
-import psycopg
 import trio
 
 from trioproxy.cache.embedder import Embedding
@@ -37,7 +36,7 @@ from trioproxy.core.types import (
     ChatRequest,
     Completion,
 )
-from trioproxy.errors import invalid
+from trioproxy.errors import invalid, postgres_errors
 from trioproxy.ledger.record import CacheStatus
 from trioproxy.providers.openai_embeddings import EmbeddingResult
 from trioproxy.store.resp import RedisError
@@ -134,7 +133,7 @@ class ResponseCache:
         with trio.move_on_after(LOOKUP_TIMEOUT_S):
             try:
                 return await lookup()
-            except (RedisError, psycopg.Error, OSError) as exc:
+            except _store_errors() as exc:
                 self.lookup_errors += 1
                 log.warning("cache lookup failed, treated as a miss: %r", exc)
                 return None
@@ -250,6 +249,11 @@ def team_namespace(team: str, route: RouteConfig) -> str:
 
 def _with_embedding(plan: CachePlan, found: list[Embedding]) -> CachePlan:
     return replace(plan, embedding=found[0]) if found else plan
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a cache store that is down raises (Redis, sockets, pgvector once loaded)."""
+    return (RedisError, OSError, *postgres_errors())
 
 
 __all__ = [

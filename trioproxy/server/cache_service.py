@@ -13,22 +13,25 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import psycopg
 import trio
 
 from trioproxy.cache.embedder import Embedder, LocalEmbedder, OnnxMiniLM, OpenAIEmbedder
 from trioproxy.cache.exact import ExactCache, MemoryExactCache, RedisExactCache
 from trioproxy.cache.semantic import SemanticCache
 from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
-from trioproxy.cache.vector_pg import PgVectorIndex
 from trioproxy.cache.writer import CacheWriter
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.services import NamedService, Service
+from trioproxy.errors import postgres_errors
 from trioproxy.pipeline.caching import ResponseCache
 from trioproxy.store.redis_client import RedisClient
+
+if TYPE_CHECKING:  # psycopg is imported only when pgvector is used (~10 MB of RSS)
+    from trioproxy.cache.vector_pg import PgVectorIndex
 
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 300.0
@@ -68,7 +71,7 @@ def _pg_service(index: PgVectorIndex) -> Service:
                             "pgvector index is back (open after %d tries)", backoff.failures
                         )
                     break
-                except psycopg.Error as exc:
+                except postgres_errors() as exc:
                     delay = backoff.next()
                     log.warning("pgvector index unavailable (%r); retrying in %.1f s", exc, delay)
                     await trio.sleep(delay)
@@ -105,6 +108,8 @@ def response_cache(
         index: VectorIndex
         db = settings.storage.database_url
         if db is not None:
+            from trioproxy.cache.vector_pg import PgVectorIndex
+
             pg = PgVectorIndex(db.reveal(), dim=embedder.dim)
             services.append(NamedService("vector-index", _pg_service(pg), required=False))
             index = pg
