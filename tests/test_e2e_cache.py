@@ -279,3 +279,25 @@ async def test_admin_deletes_one_reported_bad_hit(nursery: trio.Nursery) -> None
     assert (await ask(g, KEY_A, "What is the capital of France?")).headers[
         "x-trioproxy-cache"
     ] == "exact"
+
+
+async def test_a_cache_store_that_fails_does_not_skip_records_or_settle(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache store runs before accounting (so an immediate repeat hits); if it raises,
+    the usage record is still written with the answer's cost (the settle ran)."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, cache_settings(sim.url))
+    assert g.app.cache is not None
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("cache writer broken")
+
+    monkeypatch.setattr(g.app.cache, "store", broken)
+    r = await ask(g, KEY_A, "Is the record written?")
+    assert r.status_code == 200
+    with trio.fail_after(10):
+        while not [x for x in g.sink.records if x.kind == "request"]:
+            await trio.sleep(0.01)
+    (rec,) = [x for x in g.sink.records if x.kind == "request"]
+    assert rec.status == 200 and rec.cost_micros > 0 and rec.error_kind is None

@@ -137,7 +137,9 @@ async def test_idle_timeout_of_a_decoded_stream_ends_with_an_error_event(
             await trio.sleep(0.01)
     record = next(r for r in g.sink.records if r.kind == "request")
     assert record.error_kind == "stream_interrupted"
-    fast = await start_simulator(nursery, Fault(tokens=20, chunk_ms=30))
-    g2 = await start_gateway(nursery, chain_settings([fast.url], idle_s=0.2))
-    text = await stream_text(g2.url, "/v1/messages", body)  # 20 x 30 ms: > 0.2 s in total
+    # 40 x 30 ms: 1.2 s in total, more than the 1 s idle limit, never 1 s silent (the
+    # margin holds a scheduler stall of ~0.9 s on a busy box)
+    fast = await start_simulator(nursery, Fault(tokens=40, chunk_ms=30))
+    g2 = await start_gateway(nursery, chain_settings([fast.url], idle_s=1.0))
+    text = await stream_text(g2.url, "/v1/messages", body)
     assert "message_stop" in text and "event: error" not in text

@@ -385,6 +385,7 @@ class Gateway:
                 self.ready = False
                 nursery.cancel_scope.cancel()
         finally:
+            self.prometheus.flush()  # the last turn's sums, which the flusher task may not see
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 closer = getattr(self.transport, "aclose", None)
                 if closer is not None:

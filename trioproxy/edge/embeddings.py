@@ -147,14 +147,18 @@ class EmbeddingsHandler(Endpoint):
                 await send_whole(send, 200, answer, headers)
         finally:
             # the cache first (it only queues): the caller may ask again before the settle
-            if ctx.cache_plan is not None and self.cache is not None and error is None:
-                if ex.won is not None:
-                    self.cache.store_embedding(ctx.cache_plan, ex.won, answer or _encoded(ex.won))
             consumed = [
                 (a, a.target.spec, ex.used.get(a.index, Usage(0, 0))) for a in race.attempts
             ]
-            await self.account(ctx, race, consumed, intents, status=status, error=error,
-                               client_gone=False)  # fmt: skip
+            try:
+                if ctx.cache_plan is not None and self.cache is not None and error is None:
+                    if ex.won is not None:
+                        self.cache.store_embedding(
+                            ctx.cache_plan, ex.won, answer or _encoded(ex.won)
+                        )
+            finally:  # a cache that fails must not skip the records and the settle
+                await self.account(ctx, race, consumed, intents, status=status, error=error,
+                                   client_gone=False)  # fmt: skip
             traces.finish(ctx.trace, race, consumed, ex.meters, status=status, error=error,
                           cache=ctx.cache_status)  # fmt: skip
 

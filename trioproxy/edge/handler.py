@@ -197,17 +197,19 @@ class ChatHandler(Endpoint):
         """After the answer (or its failure): the cache, records and settle, the trace. The
         cache first (it only queues): the caller has the answer, and may ask again at once,
         before the settle's store round trip is over."""
-        if (
-            ctx.cache_plan is not None and self.cache is not None
-            and delivery.completion is not None and delivery.error is None
-            and race.winner is not None
-        ):  # fmt: skip
-            model = race.winner.target.spec
-            self.cache.store(ctx.cache_plan, ctx.req, delivery.completion,
-                             bill_for(model, delivery.completion.usage).micros)  # fmt: skip
         usage = spent(ctx, race, runner.meters)
-        await self.account(ctx, race, usage, intents, status=delivery.status,
-                           error=delivery.error, client_gone=delivery.gone_early)  # fmt: skip
+        try:
+            if (
+                ctx.cache_plan is not None and self.cache is not None
+                and delivery.completion is not None and delivery.error is None
+                and race.winner is not None
+            ):  # fmt: skip
+                model = race.winner.target.spec
+                self.cache.store(ctx.cache_plan, ctx.req, delivery.completion,
+                                 bill_for(model, delivery.completion.usage).micros)  # fmt: skip
+        finally:  # a cache that fails must not skip the records and the settle
+            await self.account(ctx, race, usage, intents, status=delivery.status,
+                               error=delivery.error, client_gone=delivery.gone_early)  # fmt: skip
         traces.finish(ctx.trace, race, usage, runner.meters, status=delivery.status,
                       error=delivery.error, cache=ctx.cache_status,
                       prompt=ctx.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip
