@@ -18,8 +18,9 @@ import trio
 from trioproxy.admin.store import AdminStore
 from trioproxy.budget.claims import Claim
 from trioproxy.budget.gate import BudgetGate, OutagePolicy, Ticket
+from trioproxy.budget.overrides import limits_entry, write_back_safe
 from trioproxy.budget.periods import period_at
-from trioproxy.budget.policy import KeyLimits, rate_entry, window_entry
+from trioproxy.budget.policy import KeyLimits, Policy, rate_entry, window_entry
 from trioproxy.budget.rebuild import HOUR, Counter, HourSpend, RequestSpend
 from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoch
@@ -328,8 +329,10 @@ async def test_overrides_set_at_run_time_survive_a_state_loss(
     i = await instance(nursery, redis_url, ledger)
     i.rec.overrides = admin  # as the dashboard's mount does
     await i.gate.set_team_limits("t", 150_000, None)  # config: $10 a day
-    await i.gate.set_policy(*window_entry("u", UserWindow("u", 5, 3_600)))  # config: none
-    await i.gate.set_policy(*rate_entry("k", KeyLimits(1, None)))  # the key's own: none
+    await i.gate.save_override(*limits_entry("t", 150_000, None))  # as the dashboard does
+    for entry in (window_entry("u", UserWindow("u", 5, 3_600)), rate_entry("k", KeyLimits(1, None))):
+        await i.gate.set_policy(*entry)  # config: no window; the key's own rate: none
+        await i.gate.save_override(*entry)
     await admin.save_override("limits:x", "{not json")  # skipped, never stops the rebuild
     i.gate.limits_ttl_s = 0  # no cached policy: each admission reads the store's
     await lose_state(i)
@@ -375,3 +378,65 @@ async def test_journal_entries_dropped_at_the_cap_are_counted_and_logged(
     metrics.sample(in_flight=0, open_streams=0, relay_buffered=0, breakers={},
                    counts={"budget_journal_dropped": i.rec.stats.dropped})  # fmt: skip
     assert b"trioproxy_budget_journal_dropped_total 3.0" in metrics.render()[0]
+
+
+async def test_thousands_of_overrides_are_written_back_in_a_few_round_trips(
+    nursery: trio.Nursery, redis_url: str, tmp_path: Path
+) -> None:
+    """3,000 teams' limits and 1,000 policy entries come back after a state loss; the
+    write-back sends them pipelined (many commands in flight at once), not one round trip
+    each under the rebuild's 4 x call timeout."""
+    ledger = Ledger()
+    admin = AdminStore.open_sync(tmp_path)
+    i = await instance(nursery, redis_url, ledger)
+    i.rec.overrides = admin
+    for n in range(3_000):
+        await admin.save_override(*limits_entry(f"team{n}", 1_000 + n, None))
+    for n in range(1_000):
+        await admin.save_override(*window_entry(f"user{n}", UserWindow(f"user{n}", 10 + n, 60)))
+    client = i.store._client
+    inflight = peak = 0
+    execute = client.execute
+
+    async def counted(*args: Any) -> Any:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        try:
+            return await execute(*args)
+        finally:
+            inflight -= 1
+
+    client.execute = counted  # type: ignore[method-assign]
+    await lose_state(i)
+    await detect(i)
+    await i.rec.wait_restored()
+    assert i.rec.stats.last_overrides == 4_000
+    assert peak >= 100, peak  # pipelined: sequential writes would keep it at 1 or 2
+    assert await i.store.get_team_limits("team0") == TeamLimits(1_000, None)
+    assert await i.store.get_team_limits("team2999") == TeamLimits(3_999, None)
+    windows = Policy.decode(await i.store.get_policy()).windows
+    assert len(windows) == 1_000 and windows["user999"] == UserWindow("user999", 1_009, 60)
+    admin.close()
+
+
+@pytest.mark.parametrize(
+    ("database_url", "redis_url", "safe"),
+    [
+        ("postgresql://db.internal/trio", "redis://redis.internal:6379", True),  # one log
+        (None, "redis://127.0.0.1:6379/0", True),  # this host's Redis: its log is the only one
+        (None, "redis://localhost:6379", True),
+        (None, "redis://[::1]:6379", True),
+        (None, "unix:///run/redis/redis.sock", True),
+        (None, "redis://redis.internal:6379", False),  # maybe shared: a copy may be stale
+        (None, "rediss://10.0.0.5:6380", False),
+        (None, None, False),
+    ],
+)
+def test_a_per_host_override_log_is_written_back_only_beside_this_hosts_redis(
+    database_url: str | None, redis_url: str | None, safe: bool
+) -> None:
+    """Host A sets $100, host B sets $50, each in its own SQLite file, one shared Redis;
+    Redis is lost and A rebuilds: writing A's copy back would raise the limit to $100. So a
+    per-host log is written back only when Redis is this host's alone."""
+    assert write_back_safe(database_url, redis_url) is safe

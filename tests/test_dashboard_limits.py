@@ -12,7 +12,9 @@ import trio
 from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import HX, chat, limits, row, text
-from trioproxy.budget.policy import KeyLimits, Policy
+from trioproxy.admin.db import StoreError
+from trioproxy.budget.overrides import limits_entry
+from trioproxy.budget.policy import KeyLimits, Policy, threshold_entry
 
 
 async def policy(d: Dash) -> Policy:
@@ -236,3 +238,54 @@ async def test_saving_one_field_of_a_row_keeps_a_change_made_meanwhile(
     assert (await policy(d)).thresholds == {"demo": 0.6}
     r = await c.post("/budgets/demo", form={**form, "daily_usd": "7", "csrf": csrf})
     assert r.status_code == 200 and (await limits(d)) == (7_000_000, 50_000_000)  # typed: set
+
+
+class _Log:
+    """An override log (the admin store's part) that is slow, then fails."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.saved: list[tuple[str, str]] = []
+        self.error: StoreError | None = None
+
+    async def save_override(self, name: str, value: str) -> None:
+        await trio.sleep(self.delay_s)  # the slowness under test: past the store call timeout
+        if self.error is not None:
+            raise self.error
+        self.saved.append((name, value))
+
+    async def overrides(self) -> dict[str, str]:
+        return dict(self.saved)
+
+
+async def test_the_durable_copy_is_saved_outside_the_store_timeout_and_its_failure_said(
+    nursery: trio.Nursery,
+) -> None:
+    """A slow admin store is no budget store outage (the edit applies, is saved and audited,
+    200); an admin store that fails leaves the applied change audited and says the durable
+    copy is missing (503 with that message, not a 500)."""
+    d = await start_dash(nursery)
+    assert d.gw.admission is not None
+    gate = d.gw.admission.gate
+    log = _Log(delay_s=gate.outage.call_timeout_s * 3)
+    gate.limits.save_override = log.save_override  # type: ignore[method-assign]  # the recovery's log
+    c = d.app.test_client()
+    csrf = await sign_in(c)
+    r = await c.post("/budgets/demo", form={"daily_usd": "5", "alert_pct": "50", "csrf": csrf})
+    assert r.status_code == 200, await text(r)
+    assert log.saved == [limits_entry("demo", 5_000_000, None), threshold_entry("demo", 0.5)]
+    log.error = StoreError("admin store: OperationalError: database is locked")
+    r = await c.post("/budgets/demo", form={"daily_usd": "4", "csrf": csrf})
+    body = await text(r)
+    assert r.status_code == 503 and "did not save its durable copy" in body
+    assert "database is locked" in body and "budget store unavailable" not in body.lower()
+    assert (await limits(d)) == (4_000_000, None)  # applied
+    r = await c.post("/windows/rita", form={"tokens": "7", "csrf": csrf})
+    assert r.status_code == 503 and "did not save its durable copy" in await text(r)
+    window = (await policy(d)).windows["rita"]
+    assert window is not None and window.tokens == 7
+    rows = audit_rows(await text(await c.get("/audit")))
+    assert ("budget.set", "demo", "daily $5", "daily $4") in [
+        (a, w, o.split(",")[0], n.split(",")[0]) for a, w, o, n in rows
+    ]
+    assert any(a == "window.set" and w == "rita" for a, w, _, _ in rows), rows

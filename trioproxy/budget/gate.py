@@ -154,6 +154,11 @@ class BudgetGate:
         at once, the others within ``limits_ttl_s``."""
         await self.limits.set_policy(name, value)
 
+    async def save_override(self, name: str, value: str) -> None:
+        """The durable copy of an override the store took (``set_team_limits``: its
+        :func:`~trioproxy.budget.overrides.limits_entry`); see ``Limits.save_override``."""
+        await self.limits.save_override(name, value)
+
     # --- claims -----------------------------------------------------------------
 
     def _claims(

@@ -5,7 +5,8 @@ policy overrides (alert thresholds, user windows, key rates) from the store, eac
 Changed at run time (``set_team_limits`` / ``set_policy``, from any process), they apply on
 this process at once and on every other within ``limits_ttl_s``; the store itself checks a
 team's day and month claims against the limit it holds at reservation time. A Redis store's
-changes are saved in its recovery's override log too (:mod:`trioproxy.budget.overrides`):
+changes are saved in its recovery's override log too (:meth:`Limits.save_override`, the
+caller's second step, outside the store call's timeout; :mod:`trioproxy.budget.overrides`):
 a rebuild after a state loss restores them.
 """
 
@@ -17,7 +18,6 @@ import trio
 
 from trioproxy.budget.claims import usd_to_micros
 from trioproxy.budget.outage import StoreCalls
-from trioproxy.budget.overrides import limits_entry
 from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import StoreUnavailable, TeamLimits
 from trioproxy.config.budgets import DEFAULT_ALERT_THRESHOLD, BudgetsConfig, UserWindow
@@ -72,14 +72,17 @@ class Limits:
         return limits
 
     async def set_team(self, team: str, daily: int | None, monthly: int | None) -> None:
+        """Store the team's limits; the caller saves the durable copy next
+        (:meth:`save_override` with ``limits_entry(team, daily, monthly)``)."""
         await self._calls.call(lambda: self._calls.store.set_team_limits(team, daily, monthly))
-        await self._save(*limits_entry(team, daily, monthly))
         self._teams[team] = (TeamLimits(daily, monthly), trio.current_time() + self.ttl_s)
 
-    async def _save(self, name: str, value: str) -> None:
+    async def save_override(self, name: str, value: str) -> None:
         """The durable copy, once the store took the change (a change the store refused is
         saved nowhere), when the store has a recovery with an override log
-        (:mod:`trioproxy.budget.overrides`): a store that loses its state is rebuilt with it."""
+        (:mod:`trioproxy.budget.overrides`): a store that loses its state is rebuilt with it.
+        Not bounded by the store call's timeout (a slow admin store is not a budget store
+        outage); raises the log's own errors (the admin store's ``StoreError``)."""
         rec = self._calls.recovery
         if rec is not None and rec.overrides is not None:
             await rec.overrides.save_override(name, value)
@@ -116,9 +119,9 @@ class Limits:
         return policy
 
     async def set_policy(self, name: str, value: str) -> None:
-        """Store one override; this process reads it back at its next use."""
+        """Store one override; this process reads it back at its next use. The caller saves
+        the durable copy next (:meth:`save_override`)."""
         await self._calls.call(lambda: self._calls.store.set_policy(name, value))
-        await self._save(name, value)
         self._policy = (self._policy[0], -math.inf)
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from trioproxy.budget.claims import Claim, Denial, merge_claims
 from trioproxy.budget.overrides import team_limits
 from trioproxy.budget.rebuild import Counter, WindowItem
@@ -35,6 +37,9 @@ from trioproxy.store.redis_client import RedisClient, RedisError, RedisUnavailab
 log = logging.getLogger(__name__)
 RETENTION_S = 2 * 86400.0
 """Closed reservations and ended periods stay readable this long."""
+WRITE_BATCH = 500
+"""Team limits written back at once by :meth:`RedisStore.write_overrides` (well under the
+client's ``max_pending``)."""
 WINDOW_SLACK_S = 60
 """Window keys outlive their last write by the window plus this."""
 
@@ -198,7 +203,11 @@ class RedisStore:
 
     async def write_overrides(self, entries: Mapping[str, str]) -> None:
         """Write run-time overrides back (:mod:`trioproxy.budget.overrides`): a rebuild,
-        before its new epoch."""
+        before its new epoch. The policy entries in one HSET; the teams' limits
+        ``WRITE_BATCH`` commands in flight at once (the client pipelines them on its one
+        connection): a few round trips for thousands of overrides, not one each."""
+        policy: list[str] = []
+        teams: list[tuple[str, TeamLimits]] = []
         for name, value in entries.items():
             try:
                 limits = team_limits(name, value)
@@ -206,10 +215,25 @@ class RedisStore:
                 log.warning("ignored budget override %r: %r", name, exc)
                 continue
             if limits is None:
-                await self.set_policy(name, value)
+                policy += (name, value)
             else:
-                await self.set_team_limits(limits[0], limits[1].daily_micros,
-                                           limits[1].monthly_micros)  # fmt: skip
+                teams.append(limits)
+        if policy:
+            await self._execute("HSET", self._prefix + "policy", *policy)
+        failed: list[StoreUnavailable] = []
+
+        async def one(team: str, limits: TeamLimits) -> None:
+            try:
+                await self.set_team_limits(team, limits.daily_micros, limits.monthly_micros)
+            except StoreUnavailable as exc:
+                failed.append(exc)
+
+        for i in range(0, len(teams), WRITE_BATCH):
+            async with trio.open_nursery() as nursery:
+                for team, held in teams[i : i + WRITE_BATCH]:
+                    nursery.start_soon(one, team, held)
+            if failed:
+                raise failed[0]
 
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         ttl = max(1, math.ceil(expires_at - now))

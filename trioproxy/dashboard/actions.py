@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import trio
 
 from trioproxy.admin.audit import AuditEntry
+from trioproxy.admin.db import StoreError
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.budget.gate import BudgetGate
@@ -53,7 +54,30 @@ async def set_override(
     """Store one policy override (``entry``, from :mod:`trioproxy.budget.policy`) and audit
     the change as ``action`` on ``subject``, ``old`` → ``new`` as the audit log shows them."""
     await store_call(gw, lambda gate: gate.set_policy(*entry))
-    await store.audit(AuditEntry(now, who.name, action, subject, old, new))
+    await record_override(gw, store, entry, AuditEntry(now, who.name, action, subject, old, new))
+
+
+async def record_override(
+    gw: Gateway, store: AdminStore, entry: tuple[str, str], audit: AuditEntry
+) -> None:
+    """After the budget store took ``entry``: its durable copy (outside :func:`store_call`'s
+    timeout: a slow admin store is no budget store outage) and the audit line. The change
+    applies either way; an :class:`ActionError` (503) names what the admin store did not
+    save."""
+    missing: list[str] = []
+    try:
+        await budget_gate(gw).save_override(*entry)
+    except StoreError as exc:
+        missing.append(f"its durable copy ({exc}; a Redis state loss would undo it)")
+    try:
+        await store.audit(audit)
+    except StoreError as exc:
+        missing.append(f"its audit line ({exc})")
+    if missing:
+        raise ActionError(
+            "the change applies now, but the admin store did not save "
+            + " nor ".join(missing) + "; repeat the edit once it answers", 503,
+        )  # fmt: skip
 
 
 async def current_policy(gw: Gateway) -> Policy:
@@ -89,4 +113,4 @@ async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
     return FlushResult(team, route_name, scope, exact, semantic, None)
 
 
-__all__ = ["ActionError", "FlushResult", "budget_gate", "flush_cache"]
+__all__ = ["ActionError", "FlushResult", "budget_gate", "flush_cache", "record_override"]

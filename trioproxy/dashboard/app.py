@@ -21,6 +21,7 @@ is unused. The ``dashboard-store`` service closes it when the app stops.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioproxy.admin.store import AdminStore
+from trioproxy.budget.overrides import write_back_safe
 from trioproxy.dashboard import (
     access,
     alerts_page,
@@ -45,6 +47,7 @@ from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.app import ASGIApp, Gateway
 from trioproxy.edge.services import NamedService
 
+log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 
 
@@ -84,7 +87,16 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     app.extensions["trioproxy_access"] = acc
     gateway.keys.source = acc.store  # keys created here authenticate on every worker
     if gateway.admission is not None and gateway.admission.gate.recovery is not None:
-        gateway.admission.gate.recovery.overrides = acc.store  # survive a Redis state loss
+        redis_url = storage.redis_url.reveal() if storage.redis_url is not None else None
+        if write_back_safe(db_url, redis_url):
+            gateway.admission.gate.recovery.overrides = acc.store  # survive a Redis state loss
+        else:
+            log.warning(
+                "budget overrides set from the dashboard are not kept across a Redis state "
+                "loss: Redis is reached over the network but the admin store is this host's "
+                "SQLite file (another host's newer override could be undone); set "
+                "storage.database_url to keep them"
+            )
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime

@@ -15,11 +15,13 @@ from typing import Any
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
+from trioproxy.budget.overrides import limits_entry
 from trioproxy.budget.policy import threshold_entry
 from trioproxy.dashboard.actions import (
     ActionError,
     budget_gate,
     current_policy,
+    record_override,
     set_override,
     store_call,
 )
@@ -99,9 +101,10 @@ async def edit_budget(
     monthly = changes.get("monthly_usd", KEEP).apply(old_monthly)
     if (daily, monthly) != (old_daily, old_monthly):
         await store_call(gw, lambda gate: gate.set_team_limits(team, daily, monthly))
-        await store.audit(AuditEntry(now, who.name, "budget.set", team,
-                                     limits_text(old_daily, old_monthly),
-                                     limits_text(daily, monthly)))  # fmt: skip
+        await record_override(gw, store, limits_entry(team, daily, monthly),
+                              AuditEntry(now, who.name, "budget.set", team,
+                                         limits_text(old_daily, old_monthly),
+                                         limits_text(daily, monthly)))  # fmt: skip
     change = changes.get("alert_threshold", KEEP)
     if change.op == "keep":
         return
