@@ -7,25 +7,70 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 from trioproxy.admin.keys import StoredKey
 from trioproxy.admin.store import AdminStore
 from trioproxy.config import hash_key
+from trioproxy.config.model import ApiKeyConfig
+from trioproxy.edge import auth
 from trioproxy.edge.auth import KeyRing
+from trioproxy.edge.keycache import REFUSED_TTL_S, RefusedKeys
 from trioproxy.errors import CallerError, ErrorKind, PolicyError
 
 KEY = "tp-made-in-the-dashboard-0123456789"
 HEADERS = {b"authorization": f"Bearer {KEY}".encode()}
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bearer(key: str) -> dict[bytes, bytes]:
+    return {b"authorization": f"Bearer {key}".encode()}
+
+
+class CountingSource:
+    """A key store that knows ``known`` and counts its look-ups; ``gate`` holds them."""
+
+    def __init__(self, known: dict[str, ApiKeyConfig] | None = None) -> None:
+        self.known = known or {}
+        self.calls: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.gate: trio.Event | None = None
+
+    async def lookup(self, key_hash: str) -> ApiKeyConfig | None:
+        self.calls.append(key_hash)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            else:
+                await trio.lowlevel.checkpoint()
+            return self.known.get(key_hash)
+        finally:
+            self.in_flight -= 1
+
+
 async def test_a_stored_key_resolves_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
     store = AdminStore.open_sync(tmp_path)
     try:
-        ring = KeyRing({}, store)
+        clock = FakeClock()
+        ring = KeyRing({}, store, clock=clock)
         with pytest.raises(CallerError) as refused:
             await ring.resolve(HEADERS)
         assert refused.value.kind is ErrorKind.INVALID_API_KEY and refused.value.status == 401
         assert await store.add_key(StoredKey(hash_key(KEY), "bot", "ops", "ann"))
+        # created right after being refused: still refused within REFUSED_TTL_S (documented)
+        with pytest.raises(CallerError):
+            await ring.resolve(HEADERS)
+        clock.now += REFUSED_TTL_S
         found = await ring.resolve(HEADERS)
         assert found.name == "bot" and found.team == "ops"
     finally:
@@ -40,3 +85,83 @@ async def test_a_failing_key_store_is_a_503_not_a_401(tmp_path: Path) -> None:
         await KeyRing({}, store).resolve(HEADERS)
     assert refused.value.kind is ErrorKind.OVERLOADED and refused.value.status == 503
     assert refused.value.retry_after is not None
+
+
+def test_refused_keys_expire_on_the_clock_and_stay_bounded() -> None:
+    memo = RefusedKeys(ttl_s=1.0, max_size=3)
+    memo.remember("a", 10.0)
+    assert memo.refused("a", 10.0) and memo.refused("a", 10.999)
+    assert not memo.refused("a", 11.0) and len(memo) == 0  # expired: dropped
+    for i, h in enumerate("abcde"):
+        memo.remember(h, 20.0 + i * 0.01)
+    assert len(memo) == 3  # the least recently refused went first
+    assert not memo.refused("a", 20.1) and not memo.refused("b", 20.1)
+    assert memo.refused("e", 20.1)
+    memo.remember("z", 30.0)  # the old ones, expired, are forgotten on the way
+    assert len(memo) == 1
+
+
+async def test_unknown_keys_cost_one_store_lookup_per_key_per_ttl() -> None:
+    clock, source = FakeClock(), CountingSource()
+    ring = KeyRing({}, source, clock=clock)
+    keys = [f"tp-random-{i}" for i in range(50)]
+    for _ in range(3):
+        for key in keys:
+            with pytest.raises(CallerError) as refused:
+                await ring.resolve(bearer(key))
+            assert refused.value.status == 401
+    assert len(source.calls) == 50 and len(set(source.calls)) == 50
+    clock.now += REFUSED_TTL_S  # the TTL is over: each is asked once more
+    for key in keys:
+        with pytest.raises(CallerError):
+            await ring.resolve(bearer(key))
+    assert len(source.calls) == 100
+
+
+async def test_concurrent_lookups_are_limited_and_a_burst_of_one_key_asks_once() -> None:
+    clock, source = FakeClock(), CountingSource()
+    source.gate = trio.Event()
+    ring = KeyRing({}, source, clock=clock)
+    outcomes: list[int] = []
+
+    async def call(key: str) -> None:
+        try:
+            await ring.resolve(bearer(key))
+        except (CallerError, auth.PolicyError) as err:
+            outcomes.append(err.status)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(call, "tp-same-unknown")
+        while not source.calls:  # the first look-up is in the store
+            await trio.lowlevel.checkpoint()
+        await trio.testing.wait_all_tasks_blocked()
+        assert source.in_flight == 1  # the others wait for the limiter, not on the store
+        source.gate.set()
+    assert source.calls == [hash_key("tp-same-unknown")]  # one look-up for the burst
+    assert outcomes == [401] * 10
+    assert source.most_in_flight == auth.LOOKUPS_AT_ONCE
+
+
+async def test_a_full_lookup_queue_is_a_503_at_once() -> None:
+    source = CountingSource()
+    source.gate = trio.Event()
+    ring = KeyRing({}, source, clock=FakeClock())
+    statuses: list[int] = []
+
+    async def call(key: str) -> None:
+        try:
+            await ring.resolve(bearer(key))
+        except (CallerError, auth.PolicyError) as err:
+            statuses.append(err.status)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(auth.LOOKUPS_AT_ONCE + auth.LOOKUPS_WAITING_MAX):
+            nursery.start_soon(call, f"tp-k{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        assert statuses == []
+        with pytest.raises(auth.PolicyError) as refused:  # one more: no wait at all
+            await ring.resolve(bearer("tp-one-too-many"))
+        assert refused.value.kind is ErrorKind.OVERLOADED and refused.value.status == 503
+        source.gate.set()
+    assert sorted(statuses) == [401] * (auth.LOOKUPS_AT_ONCE + auth.LOOKUPS_WAITING_MAX)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import trio
 
 from trioproxy.config.model import ApiKeyConfig
+from trioproxy.edge.keycache import RefusedKeys
 from trioproxy.errors import CallerError, ErrorKind, PolicyError
 
 
@@ -33,16 +35,38 @@ class KeySource(Protocol):
 
 
 LOOKUP_TIMEOUT_S = 1.0
-"""Longest wait for the run-time key store; then 503, never a hang. A store that fails
-(its database down or unreachable) is a 503 too: only its answer "no such key" is a 401."""
+"""Longest wait for the run-time key store (its queue included); then 503, never a hang. A
+store that fails (its database down or unreachable) is a 503 too: only its answer "no such
+key" is a 401."""
+LOOKUPS_AT_ONCE = 1
+"""Key look-ups in flight per worker: the admin store's other connection (a PostgreSQL pool
+holds 2) stays free for the dashboard whatever keys callers present."""
+LOOKUPS_WAITING_MAX = 64
+"""Look-ups queued behind those; one more is a 503 at once (bounded queue)."""
+
+
+def _overloaded() -> PolicyError:
+    return PolicyError(ErrorKind.OVERLOADED, "key store did not answer; retry shortly",
+                       retry_after=1.0)  # fmt: skip
 
 
 class KeyRing:
-    def __init__(self, keys: Mapping[str, ApiKeyConfig], source: KeySource | None = None) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, ApiKeyConfig],
+        source: KeySource | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._keys = dict(keys)
         self.source = source
-        """Consulted on every request whose key the config does not know (so a key created,
-        revoked or rotated there holds from the next request)."""
+        """Consulted on each request whose key the config does not know (so a key revoked or
+        rotated there holds from the next request; one created there within
+        ``keycache.REFUSED_TTL_S`` if it was presented, and refused, just before)."""
+        self.clock = clock
+        self.refused = RefusedKeys()
+        self._lookups = trio.CapacityLimiter(LOOKUPS_AT_ONCE)
+        self._pending = 0
 
     async def resolve(self, headers: Mapping[bytes, bytes]) -> ApiKeyConfig:
         """The caller's key: from the config, else from the run-time source."""
@@ -53,20 +77,34 @@ class KeyRing:
             if self.source is None or key is None or err.kind is not ErrorKind.INVALID_API_KEY:
                 raise
             digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-            found: ApiKeyConfig | None = None
-            answered = False
-            with trio.move_on_after(LOOKUP_TIMEOUT_S):
-                try:
-                    found = await self.source.lookup(digest)
-                    answered = True
-                except (OSError, trio.TooSlowError):  # the store's errors are OSErrors
-                    pass  # not an answer: the key may well exist (503 below, not 401)
-            if not answered:
-                raise PolicyError(ErrorKind.OVERLOADED, "key store did not answer; retry shortly",
-                                  retry_after=1.0) from None  # fmt: skip
-            if found is None or not hmac.compare_digest(found.key_hash, digest):
+            if self.refused.refused(digest, self.clock()):
+                raise
+            found = await self._lookup(self.source, digest)
+            if found is None:
+                self.refused.remember(digest, self.clock())
+                raise
+            if not hmac.compare_digest(found.key_hash, digest):
                 raise
             return found
+
+    async def _lookup(self, source: KeySource, digest: str) -> ApiKeyConfig | None:
+        """The store's answer, one look-up at a time; 503 (PolicyError) when it has none."""
+        if self._pending >= LOOKUPS_AT_ONCE + LOOKUPS_WAITING_MAX:
+            raise _overloaded()
+        self._pending += 1
+        try:
+            with trio.move_on_after(LOOKUP_TIMEOUT_S):
+                async with self._lookups:
+                    # refused while this one waited (a burst of one key): no second look-up
+                    if self.refused.refused(digest, self.clock()):
+                        return None
+                    try:
+                        return await source.lookup(digest)
+                    except (OSError, trio.TooSlowError):  # the store's errors are OSErrors
+                        pass  # not an answer: the key may well exist (503, not 401)
+        finally:
+            self._pending -= 1
+        raise _overloaded() from None
 
     def authenticate(self, headers: Mapping[bytes, bytes]) -> ApiKeyConfig:
         """The caller's key from the config only (admin keys live there)."""
