@@ -438,14 +438,17 @@ async def test_ttft_delays_first_byte(sim: Sim) -> None:
 
 async def test_hang_until_client_times_out(sim: Sim) -> None:
     headers = {**OPENAI_KEY, "x-sim-fault": "hang", "x-sim-id": "hung"}
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # connect may be slow on a busy box: only the read is short
         await sim.client.post(
-            "/v1/chat/completions", json=openai_body(), headers=headers, timeout=0.3
-        )
+            "/v1/chat/completions", json=openai_body(), headers=headers,
+            timeout=httpx.Timeout(10.0, read=0.3),
+        )  # fmt: skip
     gave_up = trio.current_time()
     trace = await wait_done(sim.sim, "hung")
     assert trace.closed_at is not None
-    assert trace.closed_at - gave_up < 0.1
+    # the hang never ends by itself: the simulator closed because the client left (on a busy
+    # box its task may wait a scheduler turn or two, so the bound is loose)
+    assert trace.closed_at - gave_up < 2.0
     assert trace.first_byte_at is None
     assert trace.status is None
     assert sim.sim.stats.input_tokens == 0
