@@ -363,12 +363,12 @@ async def test_journal_entries_dropped_at_the_cap_are_counted_and_logged(
     """Settled reservations beyond the journal's cap drop out oldest first; each drop is
     counted (the ``budget_journal_dropped`` metric mirrors it) and logged, once a minute."""
     i = await instance(nursery, redis_url, Ledger())
-    i.rec.recent_max = 3
-    caplog.set_level(logging.WARNING, logger="trioproxy.budget.recovery")
+    i.rec.journal.recent_max = 3
+    caplog.set_level(logging.WARNING, logger="trioproxy.budget.replay_journal")
     for n in range(5):
         await i.gate.settle(await i.admit(f"r{n}", usd=1), 1, 1)
     assert i.rec.stats.dropped == 2
-    assert len(i.rec._journal(T0)) == 3  # r2..r4
+    assert len(i.rec.journal.replayed(T0)) == 3  # r2..r4
     warned = [r for r in caplog.records if "budget journal full" in r.getMessage()]
     assert len(warned) == 1  # the first drop; the second is within the minute
     await i.gate.settle(await i.admit("r5", usd=1), 1, 1)

@@ -17,7 +17,7 @@ writes the counters, windows and counted request ids in chunks, then this instan
 (below) and, in the same script as its last chunk, the new epoch.
 Instances that find the lock taken wait for the epoch (polling every ``WAIT_POLL_S``).
 
-**Journal.** Each instance remembers the reservations it holds and those it settled in
+**Journal** (:mod:`.replay_journal`). Each instance remembers the reservations it holds and those it settled in
 the last ``recent_s`` (their ledger records may not be written yet). When it rebuilds, or
 first sees an epoch another instance wrote, it replays them into the new state: held ones
 open at their reserved amounts (their settle follows as usual), recently settled ones
@@ -36,11 +36,9 @@ instances' held reservations count from their first store call after the new epo
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -49,24 +47,13 @@ import trio
 from trioproxy.budget.claims import Claim
 from trioproxy.budget.overrides import OverrideLog
 from trioproxy.budget.rebuild import HOUR, HourSpend, Rebuilt, RequestSpend, rebuild, span
-from trioproxy.budget.redis_store import RedisStore, Replayed, Restore, new_epoch
+from trioproxy.budget.redis_store import RedisStore, Restore, new_epoch
+from trioproxy.budget.replay_journal import RECENT_S, ReplayJournal, chunks, closed
 from trioproxy.budget.store import StateLost, StoreUnavailable
 from trioproxy.config.model import BudgetsConfig
 
 log = logging.getLogger(__name__)
 
-RECENT_S = 120.0
-"""Settled reservations stay in the journal this long: the longest a request's record may
-take to reach the ledger's database (the writer's batching; longer during a database
-outage, when the spool holds them)."""
-RECENT_MAX = 200_000
-"""At most this many settled reservations in the journal (``recent_max``). Beyond it the oldest
-is dropped: counted (``RecoveryStatistics.dropped``, the ``trioproxy_budget_journal_dropped``
-metric) and logged, at most once per ``DROP_LOG_S``. A dropped entry is one a rebuild cannot
-replay: if its ledger record is not in the database when the rebuild reads it, its spend is
-missing from the rebuilt state."""
-DROP_LOG_S = 60.0
-"""At most one warning per this many seconds about journal entries dropped at the cap."""
 LOCK_LEASE_S = 30.0
 """The rebuild lock's lease: a rebuild taking longer is abandoned and retried."""
 WAIT_POLL_S = 0.2
@@ -77,8 +64,6 @@ STARTUP_S = 10.0
 """At start-up, the longest wait for a missing state to be rebuilt before serving."""
 STARTUP_CONNECT_S = 2.0
 """At start-up, the longest wait for Redis to connect (down: serve, recover later)."""
-CHUNK = 2_000
-"""Items (counters, window entries, ids, holds) per restore call."""
 FAR_S = 86_400.0
 """Raw records are read up to this far after now (clock skew between hosts)."""
 
@@ -95,19 +80,6 @@ class SpendSource(Protocol):
     async def requests(self, ranges: Sequence[tuple[float, float]]) -> list[RequestSpend]:
         """Raw request records with ``lo <= ts < hi`` for each range."""
         ...
-
-
-@dataclass(slots=True)
-class _Entry:
-    rid: str
-    admitted_at: float
-    """When the reservation was made: its request's ledger record is dated about then."""
-    lease_s: float
-    lease_until: float
-    """Renewed by each extend: a metered stream may hold it far longer than ``lease_s``."""
-    holds: list[tuple[Claim, float]]
-    actual: dict[str, int] | None = None
-    settled_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -129,29 +101,6 @@ class RecoveryStatistics:
     errors: list[str] = field(default_factory=list)
 
 
-def _closed(e: _Entry) -> Replayed:
-    """The settled reservation: one hold per bucket, at what it consumed."""
-    actual = e.actual or {}
-    first: dict[str, tuple[Claim, float]] = {}
-    for claim, ts in e.holds:
-        first.setdefault(claim.bucket, (claim, ts))
-    holds = tuple((replace(c, amount=actual.get(b, 0)), ts) for b, (c, ts) in first.items())
-    return Replayed(e.rid, True, e.lease_until, e.lease_s, holds)
-
-
-def _open(e: _Entry) -> Replayed:
-    return Replayed(e.rid, False, e.lease_until, e.lease_s, tuple(e.holds))
-
-
-def _chunks(plan: Rebuilt, replayed: Sequence[Replayed]) -> Iterator[Restore]:
-    """``plan`` and ``replayed`` cut into restore calls of ``CHUNK`` items each."""
-    c, w, k = plan.counters, plan.windows, plan.counted
-    yield from (Restore(counters=c[i : i + CHUNK]) for i in range(0, len(c), CHUNK))
-    yield from (Restore(windows=w[i : i + CHUNK]) for i in range(0, len(w), CHUNK))
-    yield from (Restore(counted=k[i : i + CHUNK]) for i in range(0, len(k), CHUNK))
-    yield from (Restore(replayed=replayed[i : i + CHUNK]) for i in range(0, len(replayed), CHUNK))
-
-
 class Recovery:
     def __init__(
         self,
@@ -171,15 +120,10 @@ class Recovery:
         self.lease_s = lease_s
         self.call_timeout_s = call_timeout_s
         self.clock = clock
-        self.recent_s = recent_s
         self.lock_lease_s = lock_lease_s
         self.rebuilding = False
         """True while the state is lost or being restored: the gate keeps off the store."""
-        self._held: dict[str, _Entry] = {}
-        self.recent_max = RECENT_MAX
-        self._recent: deque[_Entry] = deque()
-        self._drops_logged = 0
-        self._drop_logged_at = -math.inf
+        self.journal = ReplayJournal(recent_s)
         self._deferred: set[str] = set()
         self._want_rebuild = False
         self._want_replay = False
@@ -197,17 +141,14 @@ class Recovery:
     # --- the gate's hooks (no I/O) --------------------------------------------------
 
     def admitted(self, rid: str, claims: Sequence[Claim], *, now: float, lease_s: float) -> None:
-        self._held[rid] = _Entry(rid, now, lease_s, now + lease_s, [(c, now) for c in claims])
+        self.journal.admitted(rid, claims, now=now, lease_s=lease_s)
 
     def extended(self, rid: str, claims: Sequence[Claim], *, now: float) -> None:
-        e = self._held.get(rid)
-        if e is not None:
-            e.holds.extend((c, now) for c in claims)
-            e.lease_until = now + e.lease_s
+        self.journal.extended(rid, claims, now=now)
 
     def defer(self, rid: str, actual: Mapping[str, int]) -> None:
         """A settle that met a lost state: applied once the state is back."""
-        e = self._held.get(rid)
+        e = self.journal.held.get(rid)
         if e is not None:
             e.actual = dict(actual)
             self._deferred.add(rid)
@@ -216,11 +157,9 @@ class Recovery:
         """A settle that failed for an outage. If the state survived, the reservation stands
         until its lease ends; if it was lost, the replay writes ``actual`` (the request's
         ledger record may be written after the rebuild read the ledger)."""
-        e = self._held.pop(rid, None)
         self._deferred.discard(rid)
-        if e is not None:
-            e.actual, e.settled_at = dict(actual), now
-            self._remember(e)
+        self.journal.settled(rid, actual, now=now)
+        self.stats.dropped = self.journal.dropped
 
     def lost(self) -> None:
         """The store answered without an epoch: rebuild (in :meth:`run`)."""
@@ -234,7 +173,7 @@ class Recovery:
     @property
     def holding(self) -> int:
         """Reservations this instance holds (admitted, not yet settled)."""
-        return len(self._held)
+        return len(self.journal.held)
 
     async def wait_restored(self) -> None:
         """Until the state lost last is restored (tests and tools)."""
@@ -252,15 +191,14 @@ class Recovery:
         """Settle in the store; a reservation made in a lost state is written closed at
         ``actual`` (unless the rebuild counted its ledger record). Raises ``StateLost``."""
         found = await self.store.settle_known(rid, actual, now=now)
-        e = self._held.pop(rid, None)
         self._deferred.discard(rid)
+        e = self.journal.settled(rid, actual, now=now)
+        self.stats.dropped = self.journal.dropped
         if e is None:
             return
-        e.actual, e.settled_at = dict(actual), now
-        self._remember(e)
         if not found and self.store.epoch is not None:
             await self.store.restore(
-                Restore(replayed=[_closed(e)]), mode="replay", epoch=self.store.epoch,
+                Restore(replayed=[closed(e)]), mode="replay", epoch=self.store.epoch,
                 now=now, counted_ttl_s=self._counted_ttl(),
             )  # fmt: skip
 
@@ -294,7 +232,7 @@ class Recovery:
                 self.rebuilding = True
                 self._restored = trio.Event()
                 await self._recover()
-            with trio.move_on_after(max(1.0, self.recent_s / 4)):
+            with trio.move_on_after(max(1.0, self.journal.recent_s / 4)):
                 await self._wake.wait()
             self._wake = trio.Event()
 
@@ -341,8 +279,8 @@ class Recovery:
         now = self.clock()
         tz = ZoneInfo(self._budgets.timezone)
         users = self._budgets.users
-        at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.recent_s,
-                  oldest=self._oldest(now))  # fmt: skip
+        at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.journal.recent_s,
+                  oldest=self.journal.oldest(now))  # fmt: skip
         teams: list[HourSpend] = []
         people: list[HourSpend] = []
         requests: list[RequestSpend] = []
@@ -353,12 +291,12 @@ class Recovery:
                 people = await source.hours(at.window_first_hour, at.split // HOUR, by="user")
             requests = await source.requests([(at.split, now + FAR_S), *at.fragments])
         plan = rebuild(now, tz, users, at, teams, people, requests)
-        replayed = self._journal(now)
+        replayed = self.journal.replayed(now)
         overrides = {} if self.overrides is None else await self.overrides.overrides()
         with trio.fail_after(self.call_timeout_s * 4):  # before the epoch admits anything
             await self.store.write_overrides(overrides)
         epoch = new_epoch()
-        parts = list(_chunks(plan, replayed)) or [Restore()]
+        parts = list(chunks(plan, replayed)) or [Restore()]
         for i, part in enumerate(parts):
             final = i == len(parts) - 1
             with trio.fail_after(self.call_timeout_s * 4):
@@ -383,8 +321,8 @@ class Recovery:
 
     async def _replay(self, epoch: str) -> bool:
         now = self.clock()
-        replayed = self._journal(now)
-        for part in _chunks(Rebuilt([], [], []), replayed):
+        replayed = self.journal.replayed(now)
+        for part in chunks(Rebuilt([], [], []), replayed):
             with trio.fail_after(self.call_timeout_s * 4):
                 status, _ = await self.store.restore(
                     part, mode="replay", epoch=epoch, now=now, counted_ttl_s=self._counted_ttl()
@@ -397,7 +335,7 @@ class Recovery:
 
     async def _apply_deferred(self) -> None:
         for rid in list(self._deferred):
-            e = self._held.get(rid)
+            e = self.journal.held.get(rid)
             if e is None or e.actual is None:
                 self._deferred.discard(rid)
                 continue
@@ -410,46 +348,14 @@ class Recovery:
             except (StoreUnavailable, trio.TooSlowError):
                 self.failed(rid, e.actual, now=self.clock())
 
-    def _remember(self, e: _Entry) -> None:
-        """Journal a settled reservation; at the cap, drop the oldest: counted and logged."""
-        self._recent.append(e)
-        while len(self._recent) > self.recent_max:
-            self._recent.popleft()
-            self.stats.dropped += 1
-        s = self.stats
-        if s.dropped > self._drops_logged and e.settled_at >= self._drop_logged_at + DROP_LOG_S:
-            log.warning(
-                "budget journal full (%d settled reservations): dropped %d oldest (%d in all); "
-                "a rebuild cannot replay them", self.recent_max, s.dropped - self._drops_logged,
-                s.dropped,
-            )  # fmt: skip
-            self._drops_logged, self._drop_logged_at = s.dropped, e.settled_at
-
-    def _recent_entries(self, now: float) -> list[_Entry]:
-        return [e for e in self._recent if e.settled_at >= now - self.recent_s]
-
-    def _journal(self, now: float) -> list[Replayed]:
-        out = [_open(e) for e in self._held.values()]
-        return out + [_closed(e) for e in self._recent_entries(now)]
-
-    def _oldest(self, now: float) -> float | None:
-        """The earliest admission the journal would replay (None: nothing). A rebuild reads
-        raw records from before it, so that each of these requests whose record the ledger
-        holds is in the counted set (:func:`~.rebuild.span`), not in the roll-up as well."""
-        entries = [*self._held.values(), *self._recent_entries(now)]
-        return min((e.admitted_at for e in entries), default=None)
-
     def _counted_ttl(self) -> float:
-        return self.lease_s + 2 * self.recent_s
+        return self.lease_s + 2 * self.journal.recent_s
 
     def _prune(self, now: float) -> None:
-        while self._recent and self._recent[0].settled_at < now - self.recent_s:
-            self._recent.popleft()
-        for rid, e in list(self._held.items()):
-            if e.lease_until < now - self.recent_s and rid not in self._deferred:
-                del self._held[rid]
+        j = self.journal
+        j.prune(now, self._deferred)
         s = self.stats
-        s.held, s.recent, s.deferred = len(self._held), len(self._recent), len(self._deferred)
+        s.held, s.recent, s.deferred = len(j.held), len(j.recent), len(self._deferred)
 
 
 __all__ = ["Recovery", "RecoveryStatistics", "SpendSource"]
