@@ -199,13 +199,14 @@ def test_spend_csv_cells_read_back_as_written_and_never_as_formulas() -> None:
     from trioproxy.ledger.days import day_number
 
     day = dt.date(2026, 1, 2)
-    names = ["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "=SUM(A1)", "-1", "@x", "é"]
+    names = ["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "=SUM(A1)", "-1", "@x", "é",
+             "\t=1+2", "\r=3"]
     spend = Spend(Range(day, day), "user", [day])
     spend.cells = [(day_number(day), name, i, 10 * i, 5 * i, 1_234_567 * i, i) for i, name in
                    enumerate(names)]  # fmt: skip
     rows = list(csv.reader(io.StringIO(to_csv(spend), newline="")))
     assert rows[0] == list(CSV_HEADER)
     assert [r[2] for r in rows[1:]] == [
-        "plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "'=SUM(A1)", "'-1", "'@x", "é",
+        "plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "'=SUM(A1)", "'-1", "'@x", "é", "'\t=1+2", "'\r=3",
     ]  # fmt: skip
     assert rows[2] == ["2026-01-02", "user", "a,b", "1", "10", "5", "1.234567", "0.000001"]

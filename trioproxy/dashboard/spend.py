@@ -191,7 +191,8 @@ CSV_HEADER = ("day", "by", "value", "requests", "input_tokens", "output_tokens",
               "saved_usd")  # fmt: skip
 
 
-_FORMULA = ("=", "+", "-", "@")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+"""Leading characters a spreadsheet may read as the start of a formula (OWASP's list)."""
 _QUOTE = frozenset(',"\r\n')
 
 
