@@ -128,12 +128,12 @@ class Endpoint:
         rid = "req_" + uuid.uuid4().hex[:24]
         first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
-        guard = ResponseGuard(send)
-        async with self.intake(dialect, headers, receive, guard.send, first) as got:
+        guard = ResponseGuard(send, scope)
+        async with self.intake(dialect, headers, receive, guard, first) as got:
             if got is not None:
                 key, body = got
                 try:
-                    await handle(rid, dialect, key, headers, body, receive, guard.send)
+                    await handle(rid, dialect, key, headers, body, receive, guard)
                 except GatewayError as err:
                     if guard.started:  # raised after its answer began: a bug
                         log.exception("request %s failed unexpectedly", rid)

@@ -16,7 +16,7 @@ import trio
 from trioproxy.core.answer import StreamCollector
 from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
 from trioproxy.dialects import DIALECTS
-from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Message, Send, send_whole
+from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Message, Scope, Send, send_whole
 from trioproxy.errors import ErrorKind, GatewayError, InternalError
 from trioproxy.upstream.attempt import Failed, Handoff, Item, Raw, Won
 
@@ -54,12 +54,19 @@ async def send_error(
 
 
 class ResponseGuard:
-    """Wraps ``send`` to know how far a response got, for :func:`last_resort`."""
+    """Wraps ``send`` to know how far a response got, for :func:`last_resort`; called as
+    ``send``. ``write_body``: the server's message-free body write, when it offers one
+    (``trioproxy.write_body`` in the scope, :mod:`trioproxy.httpd.conn`)."""
 
-    def __init__(self, send: Send) -> None:
+    __slots__ = ("_send", "ended", "started", "write_body")
+
+    def __init__(self, send: Send, scope: Scope | None = None) -> None:
         self._send = send
         self.started = False
         self.ended = False
+        self.write_body: Callable[[bytes], Awaitable[None]] | None = (
+            scope.get("trioproxy.write_body") if scope is not None else None
+        )
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -67,6 +74,8 @@ class ResponseGuard:
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.ended = True
         await self._send(message)
+
+    __call__ = send
 
 
 def internal_error(rid: str) -> InternalError:
@@ -169,6 +178,11 @@ async def relay(
 
 
 def _body_writer(send: Send) -> Callable[[bytes], Awaitable[None]]:
+    """A streamed body's writer: the server's own when ``send`` is a guard over one that
+    offers it (once the head is out it writes without a message per chunk)."""
+    if isinstance(send, ResponseGuard) and send.write_body is not None:
+        return send.write_body
+
     async def write(data: bytes) -> None:
         await send({"type": "http.response.body", "body": data, "more_body": True})
 

@@ -188,6 +188,7 @@ class Connection:
             "client": self.client,
             "server": self.local,
             "trioproxy.t0": self._body_t0,  # the request's start (a refusal's latency)
+            "trioproxy.write_body": self.write_body,
         }
 
     async def _respond(self, req: Request) -> bool:
@@ -294,6 +295,19 @@ class Connection:
             self._head_pending = True  # written with the first body message (one write)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    async def write_body(self, data: bytes) -> None:
+        """``http.response.body`` with ``more_body`` once the head is out, without a
+        message: the verbatim relay's per-chunk write (offered in the scope as
+        ``trioproxy.write_body``; the message path costs ~2 µs more per chunk). Before the
+        head or after the end it is that message, with the same checks."""
+        if self._head_pending or not self._started or self._done:
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+            return
+        req = self._req
+        if not data or req is None or req.method == "HEAD":
+            return
+        await self._write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
 
     def _build_head(self, body: bytes, more: bool) -> bytes:
         http10 = self._req is not None and self._req.http_version == "1.0"

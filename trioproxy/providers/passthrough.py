@@ -115,22 +115,29 @@ class PassthroughTap:
         self._count_pending()
         return self._counted
 
-    def feed(self, data: bytes) -> Tapped:
-        # the usual read: exactly one plain content event, nothing carried over
+    def feed_plain(self, data: bytes) -> bool:
+        """The usual read, exactly one plain content event and nothing carried over: kept
+        aside (for :meth:`output_tokens`) and ``True``, to forward ``data`` as it is. Else
+        ``False`` and nothing taken: :meth:`feed` it."""
         if (
-            not self._rest
-            and not self._first
-            and not self._cr
-            and data.endswith(b"\n\n")
-            and data.find(b"\n\n") == len(data) - 2
-            and b"\r" not in data
-            and self._plain(event := data[:-2])
-            and not self.done
+            self._rest
+            or self._first
+            or self._cr
+            or not data.endswith(b"\n\n")
+            or data.find(b"\n\n") != len(data) - 2
+            or b"\r" in data
+            or not self._plain(event := data[:-2])
+            or self._decoder.done
         ):
-            self._pending.append(event)
-            self._pending_size += len(event)
-            if self._pending_size > PENDING_MAX:
-                self._count_pending()
+            return False
+        self._pending.append(event)
+        self._pending_size += len(event)
+        if self._pending_size > PENDING_MAX:
+            self._count_pending()
+        return True
+
+    def feed(self, data: bytes) -> Tapped:
+        if self.feed_plain(data):
             return Tapped(forward=data, content_events=1)
         out = Tapped()
         if self.done or not data:

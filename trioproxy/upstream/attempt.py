@@ -312,17 +312,26 @@ class AttemptRunner:
         """
         failure: GatewayError | None = None
         watch = _IdleWatch(idle)
+        receive, plain, now = resp.receive, tap.feed_plain, trio.current_time
+        done = tap.done
         with _watched(watch):
             with watch.scope:
-                while not tap.done:
+                while not done:
                     try:
-                        chunk = await resp.receive()
+                        chunk = await receive()
                     except UpstreamIOError as exc:
                         failure = _interrupted(f"upstream connection broke: {exc}")
                         break
                     if not chunk:
                         failure = _interrupted("upstream closed the stream before its end")
                         break
+                    if plain(chunk):  # one content event (the bulk): as it came, unparsed
+                        meter.received_any = True  # (and neither the end nor the final event)
+                        watch.writing = True
+                        await write(chunk)
+                        watch.writing = False
+                        watch.last = now()
+                        continue
                     try:
                         got = tap.feed(chunk)
                     except ProviderError as exc:
@@ -332,12 +341,13 @@ class AttemptRunner:
                         failure = _interrupted(f"malformed upstream event: {exc}")
                         break
                     _meter_tapped(meter, got)
+                    done = tap.done
                     if got.forward:
                         watch.writing = True
                         await write(got.forward)
                         watch.writing = False
                         self.ended = meter.finish is not None
-                    watch.last = trio.current_time()
+                    watch.last = now()
         if watch.scope.cancelled_caught:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
         if failure is not None:

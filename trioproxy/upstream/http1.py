@@ -184,14 +184,28 @@ class H1Connection:
     async def receive(self) -> bytes:
         """The next body bytes as they arrive (de-chunked); ``b""`` at the end of the body."""
         body = self._body
-        while not body:
+        while not body:  # _feed_more inlined: this is once per relayed chunk
             if self._complete:
                 return b""
-            if not await self._feed_more():
+            sock = self._sock
+            if sock is None:
+                data = await self.stream.receive_some(RECV_BYTES)
+            else:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    data = sock.recv(RECV_BYTES)
+                except BlockingIOError:
+                    continue
+            if not data:
                 if self._until_eof:
                     self._complete = True
                     return b""
                 raise ProtocolError("connection closed in the middle of the response body")
+            self._parser.feed_data(data)
+            if not self._head_done:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    raise ProtocolError("response head too large")
         if len(body) == 1:
             data = body[0]
         else:
