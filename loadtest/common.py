@@ -204,9 +204,9 @@ def start_gateway(workdir: Path, config: Path, workers: int = 1) -> Server:
 def head_lines(workdir: Path, commit: str = "HEAD", **server: object) -> list[str]:
     """The ``[server]`` (4,096 in flight, a 2 s drain, :func:`server_lines`, ``server``'s
     keys) and ``[storage]`` tables every bench config starts with."""
+    server = {"max_in_flight": 4096, **server}
     return [
         "[server]",
-        "max_in_flight = 4096",
         *(f"{k} = {v}" for k, v in server.items()),
         "shutdown_grace_s = 2.0",
         *server_lines(commit),

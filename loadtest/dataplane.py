@@ -46,9 +46,9 @@ class BenchStream(User):
         await self.client.stream("stream", "/v1/chat/completions", STREAM)
 
 
-def config(wd: Path, sim_url: str, commit: str) -> Path:
+def config(wd: Path, sim_url: str, commit: str, **server: object) -> Path:
     path = wd / "dataplane.toml"
-    head = "\n".join(common.head_lines(wd, commit))
+    head = "\n".join(common.head_lines(wd, commit, **server))
     key = "\n".join(common.bench_key_lines())
     path.write_text(f"""
 {head}
@@ -72,7 +72,7 @@ daily_usd = 1000000.0
 
 
 def start_relay(kind: str, commit: str, wd: Path, sim: common.Server,
-                workers: int = 1) -> common.Server:  # fmt: skip
+                workers: int = 1, **server: object) -> common.Server:  # fmt: skip
     port = common.free_port()
     if kind == "floor":
         argv = [str(common.VENV_BIN / "python"), str(Path(__file__).parent / "floor.py"),
@@ -80,7 +80,7 @@ def start_relay(kind: str, commit: str, wd: Path, sim: common.Server,
         env: dict[str, str] = {}
     else:
         argv, env = common.trioproxy_argv(
-            "serve", "--config", str(config(wd, sim.url, commit)), "--host", common.HOST,
+            "serve", "--config", str(config(wd, sim.url, commit, **server)), "--host", common.HOST,
             "--port", str(port), "--workers", str(workers), commit=commit,
         )  # fmt: skip
         env[common.PROVIDER_KEY_ENV] = "sim"
@@ -142,6 +142,11 @@ def main() -> None:
     p.add_argument("--streams", type=int, nargs="+", default=[1000, 100])
     p.add_argument("--workers", type=int, default=1,
                    help="gateway workers (old/new); >1 runs them on CPUs 0..N-1")  # fmt: skip
+    p.add_argument("--shed", type=int, default=None, metavar="MAX_IN_FLIGHT",
+                   help="old/new shed load: this max_in_flight (bench default 4096), "
+                   "--queue-max waiting at most --queue-timeout-s, the rest 503 + Retry-After")  # fmt: skip
+    p.add_argument("--queue-max", type=int, default=80)
+    p.add_argument("--queue-timeout-s", type=float, default=0.5)
     p.add_argument("--json", default=None)
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy the new path during its first stream load; write DIR/profile.*")  # fmt: skip
@@ -153,11 +158,17 @@ def main() -> None:
         wd = common.workdir()
         sim = start_load_sim(wd, "sim", cpu=1)
         try:
-            relay = start_relay(kind, commit, wd, sim, args.workers if kind != "floor" else 1)
+            shed = {} if args.shed is None or kind == "floor" else {
+                "max_in_flight": args.shed, "queue_max": args.queue_max,
+                "queue_timeout_s": args.queue_timeout_s}  # fmt: skip
+            relay = start_relay(kind, commit, wd, sim, args.workers if kind != "floor" else 1,
+                                **shed)  # fmt: skip
             try:
                 label = kind if kind == "floor" else f"{kind} ({commit})"
                 if kind != "floor" and args.workers > 1:
                     label += f" -w {args.workers}"
+                if shed:
+                    label += f" shed {args.shed}/{args.queue_max}/{args.queue_timeout_s:g}s"
                 busy = common.wait_quiet(max_wait=20)
                 print(f"--- {label}: machine busy before start {busy:.0f}%", flush=True)
                 for n, users in enumerate(args.streams):
