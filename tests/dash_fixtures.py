@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,14 @@ def settings_for(sim_url: str, **dashboard: Any) -> Settings:
     )
 
 
-async def start_dash(nursery: trio.Nursery, **dashboard: Any) -> Dash:
+async def start_dash(
+    nursery: trio.Nursery, adjust: Callable[[Settings], Settings] | None = None, **dashboard: Any
+) -> Dash:
+    """``adjust``: changes the settings before the gateway is built."""
     sim = await start_simulator(nursery)
     settings = settings_for(sim.url, **dashboard)
+    if adjust is not None:
+        settings = adjust(settings)
     gw = build_gateway(settings)
     await gw.services.start_all(nursery)
     gw.ready = True

@@ -4,10 +4,12 @@ in autocommit mode, where ``with conn:`` opens none: a DELETE then INSERT pair w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import trio
 
@@ -142,5 +144,51 @@ async def test_keys_in_postgres_are_refused_with_503_while_it_is_down_then_work_
                         break
                 except PolicyError:
                     await trio.sleep(0.2)
+    finally:
+        store.close()
+
+
+def _admin(name: str, **change: object) -> StoredUser:
+    return dataclasses.replace(StoredUser(name, "scrypt$x", "admin", None, 1.0, "root"), **change)
+
+
+async def test_the_last_admin_of_every_team_is_kept(store: AdminStore) -> None:
+    for name in ("ada", "bob"):
+        assert await store.add_user(_admin(name))
+    assert await store.update_user(_admin("bob", role="viewer"), keep_manager=True)
+    for last in (_admin("ada", role="viewer"), _admin("ada", teams=frozenset({"ops"})),
+                 _admin("ada", disabled=True)):  # fmt: skip
+        assert not await store.update_user(last, keep_manager=True)
+        assert await store.user("ada") == _admin("ada")  # nothing written
+    assert await store.update_user(_admin("ada", role="viewer"), keep_manager=False)
+    assert (await store.user("ada")).role == "viewer"  # type: ignore[union-attr]
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one(pg_url: str) -> None:
+    """The other demotion is committed while this one runs (PostgreSQL, read committed):
+    its count must see it, so it waits on the admins' rows, then refuses."""
+    store = AdminStore.open_sync("/nonexistent", pg_url)
+    try:
+        for name in ("ada", "bob"):
+            assert await store.add_user(_admin(name))
+        other = psycopg.connect(pg_url)  # bob demotes ada: written, not yet committed
+        other.execute("UPDATE users SET role = 'viewer' WHERE name = 'ada'")
+        result: list[bool] = []
+
+        async def demote_bob() -> None:
+            result.append(await store.update_user(_admin("bob", role="viewer"),
+                                                  keep_manager=True))  # fmt: skip
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(demote_bob)
+            watch = psycopg.connect(pg_url, autocommit=True)
+            waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+            while not result and watch.execute(waiting).fetchone() == (0,):
+                await trio.sleep(0.01)  # polls observed state: a lock waiter, or the end
+            watch.close()
+            other.commit()
+            other.close()
+        assert result == [False]
+        assert (await store.user("bob")) == _admin("bob")
     finally:
         store.close()

@@ -3,13 +3,16 @@ and team scope, disable them; every change audited and effective at the next cli
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import trio
 
 from tests.dash_fixtures import sign_in, start_dash
 from tests.test_dashboard_handlers import access, text
-from trioproxy.admin.passwords import verify_password
+from trioproxy.admin.passwords import hash_password, verify_password
+from trioproxy.admin.store import StoredUser
+from trioproxy.config.model import Settings
 
 
 async def test_admin_creates_a_viewer_who_signs_in_and_cannot_edit(nursery: trio.Nursery) -> None:
@@ -141,3 +144,43 @@ async def test_passwords_are_reset_and_admins_cannot_lock_themselves_out(
     ).status_code == 404
     log = await text(await c.get("/audit?action=user.password"))
     assert "new password" in log and "ada-new-password" not in log
+
+
+def no_admin_in_config(settings: Settings) -> Settings:
+    """Neither a config user nor an admin key manages users: only the stored users do."""
+    keys = {h: dataclasses.replace(k, admin=False) for h, k in settings.api_keys.items()}
+    dash = dataclasses.replace(settings.dashboard, users={})
+    return dataclasses.replace(settings, api_keys=keys, dashboard=dash)
+
+
+async def test_the_last_admin_of_every_team_cannot_be_demoted_limited_or_disabled(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery, adjust=no_admin_in_config)
+    store = access(d).store
+    pw = "stored-admin-pw-1"
+    for name in ("ada", "bob"):
+        await store.add_user(StoredUser(name, hash_password(pw, log2_n=10), "admin", None, 1.0,
+                                        "bootstrap"))  # fmt: skip
+    ada, bob = d.app.test_client(), d.app.test_client()
+    acsrf = await sign_in(ada, "ada", pw)
+    await sign_in(bob, "bob", pw)
+    # bob demotes ada in a request of his own that has written but not yet ended ada's
+    # sessions; ada's demotion of bob, meanwhile, must not leave no admin at all
+    await store.put_user(dataclasses.replace(await store.user("ada"), role="viewer"))  # type: ignore[type-var]
+    for form, field in (({"role": "viewer", "teams": ""}, "role"),
+                        ({"role": "admin", "teams": "ops"}, "teams")):  # fmt: skip
+        r = await ada.post("/users/bob", form={**form, "csrf": acsrf})
+        page = await text(r)
+        assert r.status_code == 400 and "bob is the last admin of every team" in page
+        assert re.search(rf'name="{field}"[^>]*aria-invalid="true"', page)
+    r = await ada.post("/users/bob/disable", form={"csrf": acsrf})
+    assert r.status_code == 400 and "the last admin of every team" in await text(r)
+    stored = await store.user("bob")
+    assert stored is not None and (stored.role, stored.teams, stored.disabled) == ("admin", None,
+                                                                                  False)  # fmt: skip
+    assert await store.audit_log(action="user.") == []
+    # with another admin of every team, the same change goes through
+    await store.put_user(dataclasses.replace(await store.user("ada"), role="admin"))  # type: ignore[type-var]
+    r = await ada.post("/users/bob", form={"role": "viewer", "teams": "", "csrf": acsrf})
+    assert r.status_code == 200 and "updated" in await text(r)

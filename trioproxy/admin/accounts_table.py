@@ -41,6 +41,17 @@ _USER_COLS = "name, password_hash, role, teams, created, created_by, disabled"
 _INSERT_USER = f"INSERT INTO users ({_USER_COLS}) VALUES (?,?,?,?,?,?,?)"
 
 
+_PUT_USER = f"{_INSERT_USER} ON CONFLICT (name) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _USER_COLS.split(", ")[1:]
+)
+_MANAGER = "role = 'admin' AND teams IS NULL AND disabled = 0"
+"""A stored user who manages users: an enabled admin of every team."""
+
+
+class _NoManagerLeft(Exception):
+    """Rolls back a change that would leave no stored admin of every team."""
+
+
 def _user_of(row: Sequence[Any]) -> StoredUser:
     n, h, r, t, c, b, disabled = row
     return StoredUser(n, h, cast(Role, r), teams_in(t), c, b, bool(disabled))
@@ -153,9 +164,32 @@ class AccountsTable(AdminDb):
 
     async def put_user(self, u: StoredUser) -> None:
         row = _user_row(u)
-        sets = ", ".join(f"{c} = excluded.{c}" for c in _USER_COLS.split(", ")[1:])
-        sql = f"{_INSERT_USER} ON CONFLICT (name) DO UPDATE SET {sets}"
-        await self._run(lambda db: db.execute(sql, row))
+        await self._run(lambda db: db.execute(_PUT_USER, row))
+
+    async def update_user(self, u: StoredUser, *, keep_manager: bool) -> bool:
+        """Store ``u`` (a user's new role, teams or state). With ``keep_manager``: only if an
+        enabled admin of every team is left among the stored users (False, nothing written,
+        otherwise). One transaction whose first statement locks every such admin's row
+        (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` takes the write lock), so two admins
+        demoting each other at once cannot both succeed."""
+        row = _user_row(u)
+
+        def op(db: Sql) -> bool:
+            try:
+                with db.transaction():
+                    db.execute(f"UPDATE users SET role = role WHERE {_MANAGER}")
+                    db.execute(_PUT_USER, row)
+                    if keep_manager:
+                        (left,) = db.execute(
+                            f"SELECT COUNT(*) FROM users WHERE {_MANAGER}"
+                        ).fetchone()
+                        if not left:
+                            raise _NoManagerLeft
+            except _NoManagerLeft:
+                return False
+            return True
+
+        return await self._run(op)
 
     async def add_user(self, u: StoredUser) -> bool:
         """Store a new user; False if the name is taken."""

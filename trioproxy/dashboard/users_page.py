@@ -6,6 +6,11 @@ in a worker thread) and never shown or logged. Changing a user's role or teams, 
 disabling them, revokes their sessions on every worker, so the change holds from their
 next click. Every change is audited. Users from ``[dashboard.users]`` are listed
 read-only (change them in the config file).
+
+No one locks the users out of user management: an admin cannot demote, limit or disable
+themselves, and when the config file has no admin of every team (user or admin API key), a
+change that would leave no enabled stored admin of every team is refused, atomically in the
+store (two admins demoting each other at once: one of them stays).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from trioproxy.admin.keys import NAME
 from trioproxy.admin.passwords import MAX_PASSWORD_BYTES, hash_password
 from trioproxy.admin.sessions import Role
 from trioproxy.admin.store import StoredUser
+from trioproxy.config.model import Settings
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access, refuse
 
@@ -61,6 +67,20 @@ def check_password(password: str, errors: dict[str, str]) -> None:
 def scope_text(role: str, teams: frozenset[str] | None, disabled: bool = False) -> str:
     scope = "all teams" if teams is None else "teams " + ", ".join(sorted(teams))
     return f"{role}, {scope}" + (", disabled" if disabled else "")
+
+
+def standing_manager(settings: Settings) -> bool:
+    """Whether the config file gives a way to manage users that the dashboard cannot take
+    away: a ``[dashboard.users]`` admin of every team, or an admin API key (it signs in too).
+    Without one, the stored users must keep an enabled admin of every team."""
+    users = settings.dashboard.users.values()
+    return any(u.role == "admin" and u.teams is None for u in users) or any(
+        k.admin for k in settings.api_keys.values()
+    )
+
+
+LAST_MANAGER = ("the last admin of every team (no admin in the config file): make another "
+                "one first")  # fmt: skip
 
 
 def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
@@ -141,7 +161,10 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         new = replace(user, role=role, teams=teams)
         if new == user:
             return await render(notice="Nothing changed.")
-        await store.put_user(new)
+        if not await store.update_user(new, keep_manager=not standing_manager(gw.settings)):
+            field = "role" if role != "admin" else "teams"
+            return await render(400, row_fields={name: {field: f"{name} is {LAST_MANAGER}"}},
+                                row_values={name: dict(form)})  # fmt: skip
         ended = await store.revoke_user(name)
         await store.audit(AuditEntry(acc.clock(), g.principal.name, "user.update", name,
                                      scope_text(user.role, user.teams),
@@ -173,7 +196,9 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
             return await render(400, page_error="You cannot disable yourself.")
         if user.disabled == disabled:
             return await render(notice="Nothing changed.")
-        await store.put_user(replace(user, disabled=disabled))
+        keep = not standing_manager(gw.settings)
+        if not await store.update_user(replace(user, disabled=disabled), keep_manager=keep):
+            return await render(400, page_error=f"Cannot disable {name!r}: {LAST_MANAGER}.")
         ended = await store.revoke_user(name)
         word = "disabled" if disabled else "enabled"
         await store.audit(AuditEntry(acc.clock(), g.principal.name, f"user.{word[:-1]}", name,
@@ -190,4 +215,4 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         return await set_disabled(name, False)
 
 
-__all__ = ["MIN_PASSWORD", "install", "parse_teams"]
+__all__ = ["MIN_PASSWORD", "install", "parse_teams", "standing_manager"]
