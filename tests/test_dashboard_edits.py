@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from trioproxy.dashboard.app import usd
 from trioproxy.dashboard.edits import (
     KEEP,
     Change,
@@ -101,3 +102,9 @@ def test_forms_keep_clear_set_and_report_every_bad_field() -> None:
     assert (
         Change("set", 3).apply(1) == 3 and KEEP.apply(1) == 1 and Change("clear").apply(1) is None
     )
+
+
+def test_a_limit_below_a_cent_is_shown_as_it_is() -> None:
+    assert usd(0.00001, 2) == "$0.00001" and usd(12.345, 2) == "$12.345"
+    assert usd(100.0, 2) == "$100.00" and usd(1234.5, 2) == "$1,234.50"
+    assert usd(0.000152) == "$0.000152" and usd(None) == "-"

@@ -52,7 +52,13 @@ MAX_BODY = 64 * 1024
 
 
 def usd(value: float | None, digits: int = 6) -> str:
-    return "-" if value is None else f"${value:,.{digits}f}"
+    """``$1,234.50`` with ``digits`` decimals, more (up to 6, the µUSD) when fewer would hide
+    the amount: a $0.00001 limit is never shown as $0.00."""
+    if value is None:
+        return "-"
+    if digits < 6 and round(value, digits) != round(value, 6):
+        return "$" + f"{value:,.6f}".rstrip("0")
+    return f"${value:,.{digits}f}"
 
 
 def percent(value: float | None) -> str:
