@@ -24,7 +24,7 @@ from trioproxy.dashboard.spend import Totals
 from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
 from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
-from trioproxy.ledger.backend import LedgerBackend, ReportRow
+from trioproxy.ledger.backend import LedgerBackend
 from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.reads import DayCells
 from trioproxy.ledger.service import LedgerService
@@ -159,11 +159,6 @@ async def day_cells(
         return []
     return await backend.day_cells(dim=dim, first=first, last=last,
                                    zone=gw.settings.budgets.timezone, teams=teams)  # fmt: skip
-
-
-async def rollup(gw: Gateway, by: Sequence[str], since: dt.datetime) -> list[ReportRow]:
-    backend = ledger_of(gw)
-    return [] if backend is None else await backend.query(by=by, since=since)
 
 
 async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo) -> float | None:
@@ -305,7 +300,6 @@ __all__ = [
     "monthly_limit_usd",
     "overview",
     "providers",
-    "rollup",
     "team_usage",
     "traffic",
     "zone",
