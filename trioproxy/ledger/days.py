@@ -184,9 +184,9 @@ def check_query(dim: str, keep: Sequence[str]) -> None:
 
 def query_sql(
     placeholder: str, *, teams: int = 0, values: int = 0, keep: Sequence[str] = KEEP,
-    first: int = 0, metrics: Sequence[str] = METRICS,
+    first: int = 0,
 ) -> str:  # fmt: skip
-    """Sums of ``metrics`` per what ``keep`` names (a day not kept reads ``first``);
+    """Sums of the metrics per what ``keep`` names (a day not kept reads ``first``);
     parameters (:func:`query_params`): dim, first day, last day (inclusive), ``teams``,
     ``values``."""
     p = placeholder
@@ -198,9 +198,26 @@ def query_sql(
     cols = {"day": str(int(first)), "value": "''", "team": "''", "status": "0"}
     select = ", ".join(k if k in keep else cols[k] for k in KEEP)
     group = ", ".join(k for k in KEEP if k in keep)
-    sums = ", ".join(f"sum({m})" for m in metrics)
+    sums = ", ".join(f"sum({m})" for m in METRICS)
     sql = f"SELECT {select}, {sums} FROM ledger_days WHERE {where}"
     return sql + (f" GROUP BY {group}" if group else "")
+
+
+CELLS = ("requests", "input_tokens", "output_tokens", "cost_micros", "saved_micros")
+"""The Spend CSV's sums, in its column order."""
+
+
+def cells_sql(placeholder: str, *, teams: int = 0) -> str:
+    """Per day and value: (day, value, the :data:`CELLS` sums as integers), ordered by day and
+    value; parameters as :func:`query_params` gives them (no values). Exactly the rows a CSV
+    line is written from, nothing for the driver to build or convert besides."""
+    p = placeholder
+    where = f"dim = {p} AND day >= {p} AND day <= {p}"
+    if teams:
+        where += f" AND team IN ({', '.join([p] * teams)})"
+    sums = ", ".join(f"CAST(sum({m}) AS bigint)" for m in CELLS)
+    return (f"SELECT day, value, {sums} FROM ledger_days WHERE {where} "
+            "GROUP BY day, value ORDER BY day, value")  # fmt: skip
 
 
 def query_params(

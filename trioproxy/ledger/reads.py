@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from trioproxy.ledger import days, hourly, minutes, recent
-from trioproxy.ledger.columns import METRICS, from_row
+from trioproxy.ledger.columns import from_row
 from trioproxy.ledger.record import UsageRecord
 
 T = TypeVar("T")
@@ -23,7 +23,6 @@ DayCells = tuple[int, str, int, int, int, int, int]
 """(local day number, value, requests, input tokens, output tokens, cost µUSD, saved µUSD):
 one line of the Spend CSV, as the database sums it (no row objects: 15,000 of them cost more
 than the query)."""
-CELL_METRICS = ("requests", "input_tokens", "output_tokens", "cost_micros", "saved_micros")
 
 
 class RollupReads:
@@ -60,10 +59,9 @@ class RollupReads:
     async def _day_sums(
         self, dim: str, first: dt.date, last: dt.date, zone: str,
         teams: Sequence[str] | None, keep: Sequence[str], values: Sequence[str] | None,
-        metrics: Sequence[str] = METRICS,
     ) -> tuple[list[Any], list[days.DayRow] | None]:  # fmt: skip
         """The table's rows as the database returns them (``keep``'s four columns, then the
-        sums of ``metrics``); or, for another zone than the table's, none and
+        sums of the metrics); or, for another zone than the table's, none and
         :class:`~trioproxy.ledger.days.DayRow` values folded from the hourly roll-up."""
         days.check_query(dim, keep)
         if (teams is not None and not teams) or (values is not None and not values):
@@ -75,8 +73,7 @@ class RollupReads:
                                           end_hour=hi, teams=teams)  # fmt: skip
             return [], days.from_hours(rows, dim, zone, first, last, keep, values)
         sql = days.query_sql(self.PARAM, teams=len(teams or ()), values=len(values or ()),
-                             keep=keep, first=days.day_number(first),
-                             metrics=metrics)  # fmt: skip
+                             keep=keep, first=days.day_number(first))  # fmt: skip
         params = days.query_params(dim, first, last, teams, values)
         result: list[Any] = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return result, None
@@ -104,17 +101,24 @@ class RollupReads:
         zone: str,
         teams: Sequence[str] | None = None,
     ) -> list[DayCells]:
-        """Per local day and value of ``dim``: :data:`DayCells`, ordered by day and value."""
-        raw, folded = await self._day_sums(dim, first, last, zone, teams, ("day", "value"), None,
-                                           CELL_METRICS)  # fmt: skip
+        """Per local day and value of ``dim``: :data:`DayCells`, ordered by day and value
+        (code points: the database's order is re-checked, a sort of a sorted list is one pass,
+        as PostgreSQL may collate text otherwise)."""
+        days.check_dimension(dim)
+        if teams is not None and not teams:
+            return []
+        await self._days_zone_known()
         cells: list[DayCells]
-        if folded is not None:
+        if zone != self.days_zone:
+            folded = await self.query_days(dim=dim, first=first, last=last, zone=zone,
+                                           teams=teams, keep=("day", "value"))  # fmt: skip
             cells = [(days.day_number(r.day), r.value, r.requests, r.input_tokens,
                       r.output_tokens, r.cost_micros, r.saved_micros) for r in folded]  # fmt: skip
         else:
-            cells = [(int(r[0]), str(r[1]), int(r[4]), int(r[5]), int(r[6]), int(r[7]),
-                      int(r[8])) for r in raw]  # fmt: skip
-        cells.sort(key=lambda cell: (cell[0], cell[1]))
+            sql = days.cells_sql(self.PARAM, teams=len(teams or ()))
+            params = days.query_params(dim, first, last, teams, None)
+            cells = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        cells.sort()
         return cells
 
     async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
@@ -153,4 +157,4 @@ class RollupReads:
         return records, recent.attempts_of(found)
 
 
-__all__ = ["CELL_METRICS", "DayCells", "RollupReads"]
+__all__ = ["DayCells", "RollupReads"]
