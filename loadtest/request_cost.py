@@ -1,0 +1,306 @@
+"""CPU per non-stream request with the production wiring, in process (no sockets).
+
+    .venv/bin/python loadtest/request_cost.py [--requests 4000] [--conns 100] [--rounds 3]
+        [--profile] [--top 40] [--no-budget] [--source DIR]
+
+``inprocess.py`` drives ``create_app`` with no budget, no ledger and no journal; this drives
+``server.factory.build_gateway`` (what a worker runs) on ``dataplane.py``'s config shape:
+auth, a team budget on the embedded SQLite store (a reservation and a settle per request),
+the ledger (journal + SQLite writer) and the access log (JSON lines to a file), with the
+app's lifespan and services running and the heap settled as ``serve`` does. Only the
+network is replaced: the upstream answers a small completion at once (in-memory transport),
+and requests enter the ASGI app directly (no ``httpd``). ``--conns`` tasks send requests in
+a closed loop, so what batches under load (metrics flush, SQLite group commit, journal)
+batches here too.
+
+Printed: CPU µs per request (process time, every thread; the best of ``--rounds``), and
+per thread. ``--profile``: cProfile of the event loop's thread over one more round, the
+top functions by own and by inclusive time in µs per request (cProfile roughly doubles
+Python's cost; read the shares). ``--source DIR``: a ``git archive`` snapshot of another
+commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--requests", type=int, default=4000)
+ap.add_argument("--conns", type=int, default=100)
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--warmup", type=int, default=1000)
+ap.add_argument("--profile", action="store_true")
+ap.add_argument("--top", type=int, default=40)
+ap.add_argument("--no-budget", action="store_true")
+ap.add_argument("--source", type=Path, default=None)
+ap.add_argument("--instr", type=int, nargs=2, metavar=("N1", "N2"), default=None,
+                help="count instructions instead: run under callgrind with N1 and with N2 "
+                "requests (after the warm-up), print the difference per request")  # fmt: skip
+ap.add_argument("--store-timeout", type=float, default=None,
+                help="budgets.store_timeout_s (callgrind runs need a long one)")  # fmt: skip
+args = ap.parse_args()
+if args.source is not None:
+    sys.path.insert(0, str(args.source))
+
+import orjson  # noqa: E402
+import trio  # noqa: E402
+
+from trioproxy.config import hash_key, load_settings  # noqa: E402
+from trioproxy.server.factory import build_gateway  # noqa: E402
+from trioproxy.server.worker import settle_heap  # noqa: E402
+from trioproxy.telemetry.logs import configure_logging  # noqa: E402
+
+KEY = "sk-bench-cost"
+BODY = b'{"model":"chat","messages":[{"role":"user","content":"Hello there, how are you today?"}],"max_tokens":30}'
+COMPLETION = orjson.dumps({
+    "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+})  # fmt: skip
+
+
+class Response:
+    status = 200
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {"content-type": "application/json"}
+        self._done = False
+
+    async def receive(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self._done:
+            return b""
+        self._done = True
+        return COMPLETION
+
+    async def read(self, limit: int) -> bytes:
+        return b"".join([p async for p in self._iter()])[:limit]
+
+    async def _iter(self) -> AsyncIterator[bytes]:
+        while chunk := await self.receive():
+            yield chunk
+
+
+class Transport:
+    @asynccontextmanager
+    async def open(self, provider: Any, request: Any, *, connect_timeout: float) -> Any:
+        await trio.lowlevel.checkpoint()
+        yield Response()
+
+    async def aclose(self) -> None:
+        pass
+
+
+def config(wd: Path) -> Path:
+    budget = "" if args.no_budget else "[budgets.teams.bench]\ndaily_usd = 1000000.0\n"
+    if args.store_timeout is not None:
+        budget = f"[budgets]\nstore_timeout_s = {args.store_timeout}\n{budget}"
+    path = wd / "cost.toml"
+    path.write_text(f"""
+[server]
+max_in_flight = 4096
+[storage]
+state_dir = "{wd / 'state'}"
+[providers.sim]
+kind = "openai"
+base_url = "http://127.0.0.1:9"
+api_key_env = "K"
+[models.m]
+provider = "sim"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+[routes.chat]
+[[routes.chat.chains.default]]
+model = "m"
+{budget}
+[[api_keys]]
+name = "bench"
+key_sha256 = "{hash_key(KEY)}"
+team = "bench"
+""")
+    return path
+
+
+def thread_cpu() -> dict[str, float]:
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    for task in Path(f"/proc/{me}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        key = "main" if task.name == str(me) else "threads"
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+HEADERS = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {KEY}".encode()),
+           (b"content-type", b"application/json"),
+           (b"content-length", str(len(BODY)).encode())]  # fmt: skip
+
+
+async def one(app: Any) -> None:
+    status = 0
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": BODY, "more_body": False}
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {"type": "http", "http_version": "1.1", "method": "POST",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "headers": HEADERS, "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 8080), "scheme": "http"}  # fmt: skip
+    await app(scope, receive, send)
+    if status != 200:
+        raise RuntimeError(f"status {status}")
+
+
+async def load(app: Any, requests: int, conns: int) -> None:
+    left = requests
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await one(app)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(conns):
+            nursery.start_soon(client)
+
+
+async def lifespan(app: Any, started: trio.Event, stop: trio.Event) -> None:
+    sent_startup = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_startup
+        if not sent_startup:
+            sent_startup = True
+            return {"type": "lifespan.startup"}
+        await stop.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+        elif message["type"].endswith("failed"):
+            raise RuntimeError(message)
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+
+
+async def main() -> None:
+    import trioproxy
+
+    wd = Path(tempfile.mkdtemp(prefix="tp-cost-"))
+    logfile = open(wd / "gateway.log", "w")  # noqa: ASYNC230 (set-up, before any load)
+    configure_logging("info", "json", stream=logfile)
+    app = build_gateway(load_settings(str(config(wd)), env={"K": "x"}), transport=Transport())
+    print(f"trioproxy from {next(iter(trioproxy.__path__))}; state in {wd}")
+    stop, started = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lifespan, app, started, stop)
+        await started.wait()
+        settle_heap()
+        await load(app, args.warmup, args.conns)  # warm-up
+        best: tuple[float, dict[str, float]] | None = None
+        for _ in range(args.rounds):
+            t0, th0 = time.process_time(), thread_cpu()
+            await load(app, args.requests, args.conns)
+            t1, th1 = time.process_time(), thread_cpu()
+            per = {k: 1e6 * (th1[k] - th0.get(k, 0.0)) / args.requests for k in th1}
+            cpu = 1e6 * (t1 - t0) / args.requests
+            print(f"  round: {cpu:,.1f} µs per request ("
+                  + ", ".join(f"{k} {v:,.1f}" for k, v in per.items()) + ")", flush=True)
+            if best is None or cpu < best[0]:
+                best = (cpu, per)
+        assert best is not None
+        print(f"best: {best[0]:,.1f} µs CPU per request "
+              f"({args.conns} concurrent, {args.requests} a round)")  # fmt: skip
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            await load(app, args.requests, args.conns)
+            prof.disable()
+            report(prof, args.requests)
+        stop.set()
+    logfile.close()
+
+
+def instructions() -> None:
+    """``--instr N1 N2``: this script under callgrind twice, at once; Ir per request."""
+    import re
+    import subprocess
+
+    out = Path(tempfile.mkdtemp(prefix="tp-cost-cg-"))
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--instr")
+    del argv[i : i + 3]
+    procs = []
+    for n in args.instr:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.{n}",
+               sys.executable, __file__, *argv, "--requests", str(n), "--rounds", "1",
+               "--store-timeout", "60"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))  # fmt: skip
+    totals = []
+    for n, proc in zip(args.instr, procs, strict=True):
+        text, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"callgrind run of {n} requests failed:\n{text[-3000:]}")
+        got = re.search(r"^totals: (\d+)", (out / f"cg.{n}").read_text(), re.M)
+        assert got is not None
+        totals.append(int(got.group(1)))
+    per = (totals[1] - totals[0]) / (args.instr[1] - args.instr[0])
+    print(f"instructions: {per:,.0f} Ir per request ({args.instr[1] - args.instr[0]} requests: "
+          f"{totals[0]:,} -> {totals[1]:,} Ir)")  # fmt: skip
+
+
+def report(prof: cProfile.Profile, n: int) -> None:
+    stats = pstats.Stats(prof)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values())
+    print(f"\ncProfile (event-loop thread): {1e6 * total / n:,.0f} µs per request own time "
+          f"in total, {stats.total_calls / n:,.0f} calls per request")  # type: ignore[attr-defined]
+
+    def name(k: Any) -> str:
+        file, line, fn = k
+        short = file.split("site-packages/")[-1].split("trioproxy/")[-1]
+        return f"{fn} ({short}:{line})"
+
+    print(f"\ntop {args.top} by own time (µs per request, calls per request):")
+    for k, v in sorted(raw.items(), key=lambda kv: -kv[1][2])[: args.top]:
+        print(f"  {1e6 * v[2] / n:8.1f}  {v[1] / n:6.1f}  {name(k)}")
+    print(f"\ntop {args.top} trioproxy functions by inclusive time (µs per request):")
+    ours = [(k, v) for k, v in raw.items() if "trioproxy/" in k[0]]
+    for k, v in sorted(ours, key=lambda kv: -kv[1][3])[: args.top]:
+        print(f"  {1e6 * v[3] / n:8.1f}  {v[1] / n:6.1f}  {name(k)}")
+
+
+if args.instr is not None:
+    instructions()
+else:
+    trio.run(main)
