@@ -9,7 +9,7 @@ import pytest
 
 from trioproxy.config.model import ModelConfig
 from trioproxy.config.pricing import prices_of, with_default_prices
-from trioproxy.core.billing import Prices, bill, per_mtok, worst_case_micros
+from trioproxy.core.billing import Prices, bill, least_micros, per_mtok, worst_case_micros
 from trioproxy.core.types import Usage
 from trioproxy.core.usage import (
     anthropic_json,
@@ -131,3 +131,18 @@ def test_worst_case_uses_the_dearest_input_bucket() -> None:
     for usage in (Usage(1000, 10), Usage(0, 10, cache_write_1h_tokens=1000),
                   Usage(0, 10, cache_read_tokens=500, cache_write_5m_tokens=500)):  # fmt: skip
         assert bill(usage, p).micros <= worst_case_micros(p, usage.prompt_tokens, 10)
+
+
+@pytest.mark.parametrize("texts", [("0.15", "0.6", "0.075", "0.1875", "0.3"),
+                                   ("3", "15", "0.3", "3.75", "6"), ("1", "3", "1", "7", "2")])
+@pytest.mark.parametrize(("prompt", "out"), [(0, 0), (1, 0), (7, 3), (1000, 10), (123457, 4096)])
+def test_bounds_in_integers_equal_the_exact_fractions(
+    texts: tuple[str, ...], prompt: int, out: int
+) -> None:
+    import math
+
+    ins, outp, read, w5m, w1h = (Fraction(t) / 3 for t in texts)  # thirds: a non-decimal grid
+    p = Prices(ins, outp, read, w5m, w1h)
+    assert worst_case_micros(p, prompt, out) == math.ceil(prompt * max(ins, read, w5m, w1h)
+                                                          + out * outp)  # fmt: skip
+    assert least_micros(p, prompt) == math.ceil(prompt * min(ins, read, w5m, w1h))

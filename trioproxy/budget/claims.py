@@ -12,6 +12,7 @@ period counter that may be dropped after ``expires_at``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ class WorstCase:
     tokens: int
 
 
+@functools.lru_cache(maxsize=1024)
 def usd_to_micros(usd: float) -> int:
-    """A configured USD amount (limit) as µUSD, from its decimal text, rounded down."""
+    """A configured USD amount (limit) as µUSD, from its decimal text, rounded down
+    (remembered: a handful of configured amounts, converted on every admission)."""
     return math.floor(Fraction(Decimal(repr(usd))) * MICROS_PER_USD)
 
 

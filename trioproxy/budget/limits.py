@@ -22,6 +22,10 @@ from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import StoreUnavailable, TeamLimits
 from trioproxy.config.budgets import DEFAULT_ALERT_THRESHOLD, BudgetsConfig, UserWindow
 
+MAX_REMEMBERED_TEAMS = 100_000
+"""Bound on the teams whose configured limits are remembered (keys made at run time may name
+any team)."""
+
 
 class Limits:
     def __init__(self, budgets: BudgetsConfig, calls: StoreCalls, ttl_s: float) -> None:
@@ -32,16 +36,25 @@ class Limits:
         self._teams_loading: dict[str, trio.Event] = {}
         self._policy: tuple[Policy, float] = (Policy(), -math.inf)
         self._policy_loading: trio.Event | None = None
+        self._configured: dict[str, TeamLimits] = {}
+        """The config's limits in µUSD per team, converted once (exact decimal maths)."""
 
     # --- team limits --------------------------------------------------------------
 
     def configured(self, team: str) -> TeamLimits:
+        known = self._configured.get(team)
+        if known is not None:
+            return known
         tb = self._cfg.teams.get(team)
         if tb is None:
-            return TeamLimits(None, None)
-        daily = None if tb.daily_usd is None else usd_to_micros(tb.daily_usd)
-        monthly = None if tb.monthly_usd is None else usd_to_micros(tb.monthly_usd)
-        return TeamLimits(daily, monthly)
+            limits = TeamLimits(None, None)
+        else:
+            daily = None if tb.daily_usd is None else usd_to_micros(tb.daily_usd)
+            monthly = None if tb.monthly_usd is None else usd_to_micros(tb.monthly_usd)
+            limits = TeamLimits(daily, monthly)
+        if len(self._configured) < MAX_REMEMBERED_TEAMS:  # teams named by keys: bounded anyway
+            self._configured[team] = limits
+        return limits
 
     def last(self, team: str) -> TeamLimits:
         """With the store down: the limits last read from it (however old), else config."""

@@ -97,13 +97,17 @@ def bill(usage: Usage, prices: Prices) -> Bill:
 
 def worst_case_micros(prices: Prices, prompt_tokens: int, output_tokens: int) -> int:
     """The most ``prompt_tokens`` in and ``output_tokens`` out can cost: every prompt
-    token in the most expensive input bucket."""
-    return math.ceil(prompt_tokens * prices.max_input + output_tokens * prices.output)
+    token in the most expensive input bucket (exact, in integers over the common
+    denominator, as :func:`bill`)."""
+    p_in, p_out, p_read, p_w5m, p_w1h, den = prices._scaled
+    exact = prompt_tokens * max(p_in, p_read, p_w5m, p_w1h) + output_tokens * p_out
+    return -(-exact // den)
 
 
 def least_micros(prices: Prices, prompt_tokens: int) -> int:
     """The least a prompt of ``prompt_tokens`` can cost (every token in the cheapest bucket)."""
-    return math.ceil(prompt_tokens * prices.min_input)
+    p_in, _, p_read, p_w5m, p_w1h, den = prices._scaled
+    return -(-prompt_tokens * min(p_in, p_read, p_w5m, p_w1h) // den)
 
 
 def micros_to_usd(micros: int) -> float:
