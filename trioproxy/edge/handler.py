@@ -31,6 +31,7 @@ from trioproxy.edge.asgi_io import (
 from trioproxy.edge.endpoint import Endpoint, winner_headers
 from trioproxy.edge.respond import (
     Delivery,
+    answer,
     relay,
     replay,
 )
@@ -48,7 +49,7 @@ from trioproxy.pipeline.routing import (
     fit_context,
     select_chain,
 )
-from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Raw
+from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Outbox, Raw, Whole
 from trioproxy.upstream.race import Attempt, Race
 
 log = logging.getLogger(__name__)
@@ -137,23 +138,31 @@ class ChatHandler(Endpoint):
         self.sink.submit(cache_hit_record(ctx, hit.kind, saved_micros=saved))
         traces.finish_early(ctx.trace, status=200, cache=hit.kind, saved_micros=saved)
 
-    async def _serve(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
-        """Race the chain's targets and relay the winner to the client; then account."""
-        req, trace, ticket = ctx.req, ctx.trace, ctx.ticket
-        send_ch, recv_ch = trio.open_memory_channel[Item](self.settings.server.stream_buffer)
+    def _race(self, ctx: RequestContext, out: Outbox) -> tuple[AttemptRunner, Race, list[int]]:
+        """The request's attempt runner and race; each attempt's provisional record is
+        journaled (its token kept in the list) before it goes upstream."""
         runner = AttemptRunner(
-            self.transport, req, ctx.plan.route.fallback_statuses, send_ch, ctx.request_id
+            self.transport, ctx.req, ctx.plan.route.fallback_statuses, out, ctx.request_id
         )
-        runner.on_attempt = traces.attempt_hook(trace)
-        if ticket is not None and self.admission is not None:
-            runner.on_progress = self.admission.progress(ticket, ctx.prompt_bound)
+        runner.on_attempt = traces.attempt_hook(ctx.trace)
         intents: list[int] = []
 
         async def run_journaled(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
             intents.append(self.sink.intend(intent_record(ctx, attempt)))
             await runner.run(attempt, claim)
 
-        race = Race(ctx.plan.chain.targets, run_journaled, self.breakers)
+        return runner, Race(ctx.plan.chain.targets, run_journaled, self.breakers), intents
+
+    async def _serve(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
+        """Race the chain's targets and relay the winner to the client; then account."""
+        if not ctx.req.stream:
+            await self._serve_whole(ctx, receive, send)
+            return
+        req, trace, ticket = ctx.req, ctx.trace, ctx.ticket
+        send_ch, recv_ch = trio.open_memory_channel[Item](self.settings.server.stream_buffer)
+        runner, race, intents = self._race(ctx, send_ch)
+        if ticket is not None and self.admission is not None:
+            runner.on_progress = self.admission.progress(ticket, ctx.prompt_bound)
         delivery = Delivery()
         keep = ctx.cache_plan is not None or (trace is not None and trace.log_prompts)
         collector = StreamCollector() if keep and req.stream else None
@@ -188,6 +197,25 @@ class ChatHandler(Endpoint):
         finally:
             self.open_streams -= req.stream
             self._relays.discard(recv_ch)
+            await self._finish(ctx, race, runner, delivery, intents)
+
+    async def _serve_whole(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
+        """A non-stream request: the race runs in this task and its one item (the winner's
+        completion, or a failure) is the response; a disconnect watcher beside it cancels
+        the race when the client leaves. Then account, as for a stream."""
+        box = Whole()
+        runner, race, intents = self._race(ctx, box)
+        delivery = Delivery()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, delivery)
+                error = await self.run_race(ctx, race, lambda: False)
+                item = box.item if error is None else Failed(error)
+                assert item is not None, "a winner without its answer"
+                await answer(send, ctx.dialect, ctx.req, delivery, item,
+                             lambda won: winner_headers(race, won.attempt), ctx.headers)  # fmt: skip
+                nursery.cancel_scope.cancel()
+        finally:
             await self._finish(ctx, race, runner, delivery, intents)
 
     async def _finish(

@@ -101,6 +101,27 @@ async def last_resort(
         pass
 
 
+async def answer(
+    send: Send,
+    dialect: Dialect,
+    req: ChatRequest,
+    delivery: Delivery,
+    item: Won | Failed,
+    headers_for: Callable[[Won], Headers],
+    base: Sequence[tuple[bytes, bytes]],
+) -> None:
+    """A whole response: the failure of every target, or a non-stream winner's answer."""
+    delivery.responded = True  # before the await: a disconnect may cancel us right after it
+    if isinstance(item, Failed):
+        delivery.status, delivery.error = item.error.status, item.error
+        await send_error(send, dialect, item.error, base)
+        return
+    assert item.completion is not None
+    delivery.winner, delivery.status, delivery.completion = item, 200, item.completion
+    body = DIALECTS[dialect].render_completion(item.completion, req)
+    await send_whole(send, 200, body, [*base, *headers_for(item)])
+
+
 async def relay(
     recv: trio.MemoryReceiveChannel[Item],
     send: Send,
@@ -112,20 +133,13 @@ async def relay(
     collector: StreamCollector | None,
 ) -> None:
     first = await recv.receive()
-    if isinstance(first, Failed):
-        delivery.status, delivery.error = first.error.status, first.error
-        delivery.responded = True
-        await send_error(send, dialect, first.error, base)
+    if isinstance(first, Failed) or (isinstance(first, Won) and first.completion is not None):
+        await answer(send, dialect, req, delivery, first, headers_for, base)
         return
     assert isinstance(first, Won)
     delivery.winner, delivery.status = first, 200
     headers = [*base, *headers_for(first)]
     codec = DIALECTS[dialect]
-    if first.completion is not None:
-        delivery.responded = True
-        delivery.completion = first.completion
-        await send_whole(send, 200, codec.render_completion(first.completion, req), headers)
-        return
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
     encoder = codec.new_stream_encoder(req)
     failed: GatewayError | None = None
@@ -210,6 +224,7 @@ async def replay(
 __all__ = [
     "Delivery",
     "ResponseGuard",
+    "answer",
     "internal_error",
     "last_resort",
     "relay",

@@ -25,6 +25,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import trio
 
@@ -90,6 +91,27 @@ class Handoff:
 Item = Won | Failed | Raw | Handoff | StreamEvent
 
 
+class Outbox(Protocol):
+    """Where an attempt hands its items: the relay channel of a stream, or, for a
+    non-stream answer (one item: :class:`Won` with its completion, or a :class:`Failed`),
+    :class:`Whole`."""
+
+    async def send(self, value: Item, /) -> None: ...
+
+
+class Whole:
+    """The outbox of a non-stream request: keeps the one answer, no channel or task hop."""
+
+    __slots__ = ("item",)
+
+    def __init__(self) -> None:
+        self.item: Won | Failed | None = None
+
+    async def send(self, value: Item, /) -> None:
+        assert isinstance(value, (Won, Failed)) and self.item is None, value
+        self.item = value
+
+
 @dataclass(slots=True)
 class AttemptRunner:
     """Runs attempts for one request; its ``run`` is the race's attempt function."""
@@ -97,7 +119,7 @@ class AttemptRunner:
     transport: Transport
     req: ChatRequest
     fallback_statuses: frozenset[int]
-    out: trio.MemorySendChannel[Item]
+    out: Outbox
     request_id: str = ""
     """Sent upstream as ``x-client-request-id`` for tracing across both sides."""
     on_attempt: Callable[[Attempt], tuple[tuple[str, str], ...]] | None = None
@@ -451,4 +473,4 @@ def _meter_tapped(meter: Meter, got: Tapped) -> None:
         meter.observe(event)
 
 
-__all__ = ["AttemptRunner", "Failed", "Handoff", "Item", "Meter", "Raw", "Won"]
+__all__ = ["AttemptRunner", "Failed", "Handoff", "Item", "Meter", "Outbox", "Raw", "Whole", "Won"]

@@ -101,7 +101,17 @@ class Race:
         self.fatal: GatewayError | None = None
         self._run = run
         self._breakers = breakers
-        self._wake_send, self._wake_recv = trio.open_memory_channel[None](len(self.targets) + 1)
+        self._hedged = any(t.hedge_after_ms is not None for t in self.targets)
+        """Attempts may overlap: they run as tasks of one nursery. Otherwise one runs at a
+        time, in the caller's task (no nursery, task or wake channel per request)."""
+        self._wake_send: trio.MemorySendChannel[None] | None = None
+        self._wake_recv: trio.MemoryReceiveChannel[None] | None = None
+        if self._hedged:
+            self._wake_send, self._wake_recv = trio.open_memory_channel[None](len(self.targets) + 1)
+
+    def _wake(self) -> None:
+        if self._wake_send is not None:
+            self._wake_send.send_nowait(None)
 
     def _claim(self, attempt: Attempt) -> bool:
         if self.winner is not None or self.fatal is not None:
@@ -113,7 +123,7 @@ class Race:
             if other is not attempt and other.outcome == "running":
                 other.outcome = "lost"
                 other.cancel_scope.cancel()
-        self._wake_send.send_nowait(None)
+        self._wake()
         return True
 
     async def _attempt(self, attempt: Attempt) -> None:
@@ -124,7 +134,7 @@ class Race:
         except AttemptFailed as exc:
             attempt.outcome, attempt.error = "failed", exc
             await self._report(name, ok=False, retry_after=exc.retry_after)
-            self._wake_send.send_nowait(None)
+            self._wake()
             return
         except GatewayError as exc:
             attempt.outcome, attempt.error = "rejected", exc
@@ -132,7 +142,7 @@ class Race:
                 self.fatal = exc
                 for other in self.attempts:
                     other.cancel_scope.cancel()
-            self._wake_send.send_nowait(None)
+            self._wake()
             return
         finally:
             attempt.ended_at = trio.current_time()
@@ -161,6 +171,10 @@ class Race:
 
     async def run(self) -> None:
         """Run to completion; afterwards ``winner`` or ``error()`` says how it went."""
+        if not self._hedged:
+            await self._one_at_a_time()
+            return
+        assert self._wake_recv is not None
         async with trio.open_nursery() as nursery:
             depth = 0
             while self.winner is None and self.fatal is None:
@@ -180,7 +194,22 @@ class Race:
                 with trio.move_on_after(stagger):
                     await self._wake_recv.receive()
 
+    async def _one_at_a_time(self) -> None:
+        """A chain without hedging: the next target starts only when the one before failed,
+        so the attempts run in this task, one after the other, as the nursery would run them
+        (the same breaker checks, claims, reports and records)."""
+        depth = 0
+        while self.winner is None and self.fatal is None and depth < len(self.targets):
+            nxt = await self._eligible(depth)
+            if nxt is None:
+                return
+            depth = nxt[0] + 1
+            await self._attempt(self._new_attempt(nxt[0]))
+
     def _launch(self, nursery: trio.Nursery, depth: int) -> None:
+        nursery.start_soon(self._attempt, self._new_attempt(depth))
+
+    def _new_attempt(self, depth: int) -> Attempt:
         running = self._running()
         role: Literal["primary", "fallback", "hedge"] = (
             "primary" if not self.attempts else "hedge" if running else "fallback"
@@ -194,7 +223,7 @@ class Race:
             wall_started_at=time.time(),
         )
         self.attempts.append(attempt)
-        nursery.start_soon(self._attempt, attempt)
+        return attempt
 
     def _running(self) -> int:
         return sum(1 for a in self.attempts if a.outcome == "running")
