@@ -1,4 +1,5 @@
-"""Fallback and hedging as one mechanism: staggered attempts in one nursery.
+"""Fallback and hedging as one mechanism: staggered attempts in one nursery (a chain
+without hedging needs no nursery: its attempts run one after the other in the caller's task).
 
 Modelled on trio's ``open_tcp_stream`` (Happy Eyeballs). Targets are tried in
 chain order. The next target starts when the running one *fails*, or, when
