@@ -175,6 +175,7 @@ def spy_loads(commit: str, args: argparse.Namespace) -> None:
     try:
         pid = max(common.group_pids(gw.pgid), key=common.pid_cpu)
         args.spy.mkdir(parents=True, exist_ok=True)
+        rows: list[tuple[int, int, float]] = []
         for route in ("short", "chat"):
             raw = args.spy / f"{route}.collapsed"
             spy = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
@@ -182,13 +183,24 @@ def spy_loads(commit: str, args: argparse.Namespace) -> None:
                    str(raw)]  # fmt: skip
             proc = subprocess.Popen(["bash", "-c", f"sleep 2; exec {' '.join(spy)}"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            t = run_users(gw.port, args.spy_users, route, args.seconds)
+            with common.Meter({"gateway": gw.pgid, "sim": sim.pgid, "short": short.pgid},
+                              sample_s=0.5) as meter:  # fmt: skip
+                t = run_users(gw.port, args.spy_users, route, args.seconds)
             proc.wait(timeout=60)
-            print(f"--- {route}: {t['requests']} streams, {t['events']} events", flush=True)
+            cpu = meter.cpu["gateway"]
+            rows.append((t["requests"], t["events"], cpu))
+            print(f"--- {route}: {t['requests']} streams, {t['events']} events, gateway CPU "
+                  f"{cpu:.2f} s ({1e6 * cpu / max(1, t['events']):.1f} µs/event), foreign "
+                  f"{meter.foreign_pct:.0f} %", flush=True)  # fmt: skip
             if raw.exists():
                 text = summarize_profile(raw, top=45)
                 (args.spy / f"{route}.txt").write_text(text + "\n")
                 print(text, flush=True)
+        (s1, e1, c1), (s2, e2, c2) = rows  # c = s*F + e*C, solved for F and C
+        per_event = (c2 * s1 - c1 * s2) / (e2 * s1 - e1 * s2)
+        per_stream = (c1 - e1 * per_event) / s1
+        print(f"real CPU (py-spy attached): per stream {1e6 * per_stream:,.0f} µs, per event "
+              f"{1e6 * per_event:.1f} µs (tick shares folded in)", flush=True)  # fmt: skip
     finally:
         gw.stop()
         sim.stop()

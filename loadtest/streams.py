@@ -17,7 +17,7 @@ no delay: about 3 MB per answer): each has a 4 KB receive buffer and reads
 than buffer. The gateway's RSS timeline shows whether memory stays flat.
 
     .venv/bin/python loadtest/streams.py [--streams 1000] [--slow 0] [--workers 1]
-        [--ramp-s 1.0] [--deadline-s 60]
+        [--ramp-s 1.0] [--deadline-s 60] [--load-sim]
 """
 
 from __future__ import annotations
@@ -198,9 +198,17 @@ def main() -> None:
     p.add_argument("--ramp-s", type=float, default=1.0)
     p.add_argument("--deadline-s", type=float, default=60.0)
     p.add_argument("--buffer", type=int, default=8, help="gateway [server] stream_buffer")
+    p.add_argument("--load-sim", action="store_true",
+                   help="the long streams from the load-mode simulator (simulator/load.py: "
+                   "the h11 one needs more CPU than the gateway at 1,000 streams)")  # fmt: skip
     args = p.parse_args()
     wd = common.workdir()
-    sim = common.start_simulator(wd, "sim-long", tokens=250, chunk_ms=40)
+    if args.load_sim:
+        from scenarios import start_load_sim
+
+        sim = start_load_sim(wd, "sim-long", cpu=None, tokens=250, chunk_ms=40)
+    else:
+        sim = common.start_simulator(wd, "sim-long", tokens=250, chunk_ms=40)
     big = common.start_simulator(wd, "sim-big", tokens=20_000, chunk_ms=0)
     try:
         config = common.write_config(
