@@ -10,7 +10,8 @@ httptools parser, the transport's response, the passthrough tap) and a data-plan
 two sockets are stand-ins, so the figure is the relay's Python work without syscalls: the
 upstream returns one chunked OpenAI content event per read after a scheduler checkpoint (a
 stream relayed at pace: one event per read and wake-up), the client's socket takes every
-write. Printed: process CPU µs per chunk, the median of ``--rounds`` (commits interleaved).
+write. Printed: process CPU µs per chunk, the median of ``--rounds`` (commits interleaved),
+and what a bare scheduler turn costs (one task checkpointing alone).
 """
 
 from __future__ import annotations
@@ -134,8 +135,15 @@ def child(chunks: int, rounds: int) -> None:
     import trioproxy
 
     print(next(iter(trioproxy.__path__)), file=sys.stderr)
+    async def ticks() -> float:
+        """One task alone, checkpointing: a scheduler turn per step (epoll_wait included)."""
+        t0 = time.process_time()
+        for _ in range(chunks):
+            await trio.lowlevel.checkpoint()
+        return (time.process_time() - t0) / chunks * 1e6
+
     results = [trio.run(one_round) for _ in range(rounds)]
-    print(json.dumps(results))
+    print(json.dumps({"relay": results, "tick": [trio.run(ticks) for _ in range(rounds)]}))
 
 
 def main() -> None:
@@ -149,6 +157,7 @@ def main() -> None:
         child(args.chunks, args.rounds)
         return
     per: dict[str, list[float]] = {c: [] for c in args.commits}
+    tick: list[float] = []
     for _ in range(args.rounds):  # interleaved: the box's load moves both alike
         for commit in args.commits:
             tree = common.source_tree(commit)
@@ -157,10 +166,14 @@ def main() -> None:
                 env={**os.environ, "PYTHONPATH": f"{tree}"}, capture_output=True, text=True,
                 check=True,
             )  # fmt: skip
-            per[commit] += json.loads(out.stdout.strip().splitlines()[-1])
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            per[commit] += got["relay"]
+            tick += got["tick"]
     for commit, xs in per.items():
         print(f"{commit}: {statistics.median(xs):.2f} µs CPU per chunk (median of "
               f"{len(xs)}: {', '.join(f'{x:.2f}' for x in xs)})")  # fmt: skip
+    print(f"a bare scheduler turn (one task checkpointing): {statistics.median(tick):.2f} µs "
+          "CPU, included once in every chunk above")  # fmt: skip
 
 
 if __name__ == "__main__":
