@@ -178,14 +178,19 @@ class SqliteStore:
         return int(total) - int(expired), float(window_s)
 
     def _check(self, db: sqlite3.Connection, claims: Sequence[Claim], now: float) -> Denial | None:
+        stored: dict[str, TeamLimits | None] = {}
+        """The teams' limits as stored now, in this transaction (read once per team)."""
         for c in claims:
             used, _ = self._used(db, c.bucket, now)
             limit = c.limit
-            if c.limit_ref is not None:  # the limit as stored now, in this transaction
-                row = db.execute(
-                    "SELECT daily, monthly FROM team_limits WHERE team=?", (c.limit_ref[0],)
-                ).fetchone()
-                limit = effective_limit(c, None if row is None else TeamLimits(row[0], row[1]))
+            if c.limit_ref is not None:
+                team = c.limit_ref[0]
+                if team not in stored:
+                    row = db.execute(
+                        "SELECT daily, monthly FROM team_limits WHERE team=?", (team,)
+                    ).fetchone()
+                    stored[team] = None if row is None else TeamLimits(row[0], row[1])
+                limit = effective_limit(c, stored[team])
             if used + c.amount <= limit:
                 continue
             if c.window_s is None:
@@ -200,16 +205,23 @@ class SqliteStore:
         return None
 
     @staticmethod
-    def _take(db: sqlite3.Connection, rid: str, claims: Sequence[Claim], now: float) -> None:
-        (seq,) = db.execute("SELECT seq FROM reservations WHERE rid=?", (rid,)).fetchone()
+    def _take(
+        db: sqlite3.Connection, rid: str, claims: Sequence[Claim], now: float,
+        seq: int | None = None,
+    ) -> None:  # fmt: skip
+        """Add ``claims`` to their buckets and to reservation ``rid``'s holds. ``seq``: the
+        reservation's hold count when the caller knows it (a new one: 0, and its row already
+        says ``len(claims)``); else it is read and updated here."""
+        known = seq is not None
+        if seq is None:
+            (seq,) = db.execute("SELECT seq FROM reservations WHERE rid=?", (rid,)).fetchone()
         for c in claims:
             seq += 1
             db.execute(
-                "INSERT INTO buckets(bucket, window_s, total, expires_at) VALUES (?,?,0,?) "
-                "ON CONFLICT(bucket) DO NOTHING",
-                (c.bucket, c.window_s, c.expires_at),
+                "INSERT INTO buckets(bucket, window_s, total, expires_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(bucket) DO UPDATE SET total = total + excluded.total",
+                (c.bucket, c.window_s, c.amount, c.expires_at),
             )
-            db.execute("UPDATE buckets SET total = total + ? WHERE bucket=?", (c.amount, c.bucket))
             if c.window_s is not None:
                 db.execute(
                     "INSERT INTO wlog(bucket, rid, seq, ts, amount) VALUES (?,?,?,?,?)",
@@ -219,7 +231,8 @@ class SqliteStore:
                 "INSERT INTO holds(rid, seq, bucket, amount) VALUES (?,?,?,?)",
                 (rid, seq, c.bucket, c.amount),
             )
-        db.execute("UPDATE reservations SET seq=? WHERE rid=?", (seq, rid))
+        if not known:
+            db.execute("UPDATE reservations SET seq=? WHERE rid=?", (seq, rid))
 
     @staticmethod
     def _prune(db: sqlite3.Connection, now: float) -> None:
@@ -260,12 +273,12 @@ class SqliteStore:
             if denial is None:
                 try:
                     db.execute(
-                        "INSERT INTO reservations(rid, lease_s, lease_until) VALUES (?,?,?)",
-                        (rid, lease_s, now + lease_s),
+                        "INSERT INTO reservations(rid, lease_s, lease_until, seq) VALUES (?,?,?,?)",
+                        (rid, lease_s, now + lease_s, len(merged)),
                     )
                 except sqlite3.IntegrityError:
                     raise ValueError(f"reservation {rid!r} already exists") from None
-                self._take(db, rid, merged, now)
+                self._take(db, rid, merged, now, seq=0)
                 if usage is not None:  # in this transaction: no second round trip
                     for c in merged:
                         if c.window_s is not None:
@@ -293,12 +306,12 @@ class SqliteStore:
 
     async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
         def op(db: sqlite3.Connection) -> None:
-            row = db.execute(
-                "SELECT lease_until, closed FROM reservations WHERE rid=?", (rid,)
+            row = db.execute(  # closed once: a second settle finds nothing to update
+                "UPDATE reservations SET closed=1 WHERE rid=? AND closed=0 RETURNING lease_until",
+                (rid,),
             ).fetchone()
-            if row is None or row[1]:
+            if row is None:
                 return
-            db.execute("UPDATE reservations SET closed=1 WHERE rid=?", (rid,))
             if now > row[0]:
                 return  # lease expired: final at the reserved amount
             by_bucket: dict[str, list[tuple[int, int]]] = {}
