@@ -1,24 +1,24 @@
 """Semantic-cache quality: false and true hits with 95 % confidence intervals, by family.
 
-    .venv/bin/python loadtest/semantic_quality.py [--curve] [--speed] [--show-misses]
+    .venv/bin/python loadtest/semantic_quality.py [--curve] [--speed] [--show-misses] [--held FILE]
 
 A pair (new prompt, cached prompt) is a hit exactly as :class:`SemanticCache` decides it:
 cosine >= the route band's floor, no guard veto, and (below the ceiling, text not equal)
-the pair verifier aligns the two prompts' content tokens. Sets:
+the pair verifier: the two prompts' content tokens align, or the pair model
+(``trioproxy/cache/pair_model.py``) is at least as confident as the band's cut. Sets:
 
-* tuning (looked at while the verifier was built): ``loadtest/data/tuning_pairs.json``,
-  ``loadtest/data/near_misses.json`` (older hand-written near-misses), GPTCache pairs at
-  even indices;
-* held-out v3 (``held:``; written by an independent helper after the commit 'cache: pair
-  verifier FROZEN v3', read only after it, never used to change anything):
-  ``loadtest/data/heldout_v3_pairs.json`` (near-misses by family, paraphrases, same-topic
-  non-duplicates);
-* seen (``seen:``): ``loadtest/data/heldout_pairs.json`` (v1, held out for the first freeze)
-  and ``loadtest/data/heldout_v2_pairs.json`` (v2, held out for the second), and GPTCache
-  pairs at odd indices, with non-duplicates made by pairing each origin with another pair's
-  paraphrase (derangement, seed 0). Their misses were looked at before the v3 freeze, so they
-  are reported but no longer count as held-out.
+* held-out v4 (``held:``; ``loadtest/data/heldout_v4_pairs.json``, written by an
+  independent helper while the v4 verifier was built, read only after the commit 'cache:
+  pair verifier FROZEN v4', never used to change anything; ``--held`` names another file);
+* tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
+  GPTCache pairs at even indices;
+* seen (``seen:``): v1, v2 and v3 (``heldout_pairs.json``, ``heldout_v2_pairs.json``,
+  ``heldout_v3_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+  indices, with non-duplicates made by pairing each origin with another pair's paraphrase
+  (derangement, seed 0);
+* ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
+Every set but ``held:`` trained the pair model (``loadtest/train_pair_model.py``).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -40,10 +40,11 @@ from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
 from trioproxy.cache.guard import near_miss
 from trioproxy.cache.keys import semantic_namespace
+from trioproxy.cache.pair_model import serves
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.semantic_record import SemanticRecord
 from trioproxy.cache.vector_index import HnswIndex
-from trioproxy.cache.verifier import BAND_PRESETS, Band, Vocabulary, verify
+from trioproxy.cache.verifier import BAND_PRESETS, Band, Vocabulary
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest, Usage
 
@@ -75,12 +76,16 @@ def cell(k: int, n: int) -> str:
     return f"{k}/{n} = {100 * k / max(n, 1):.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def load_sets() -> dict[str, list[Pair]]:
+HELD = HERE / "heldout_v4_pairs.json"
+"""Held-out v4: written after the commit 'cache: pair verifier FROZEN v4', read only after it."""
+
+
+def load_sets(held_path: Path = HELD) -> dict[str, list[Pair]]:
+    """Every set by name: ``tune:`` and ``seen:`` (looked at while building), ``extra:`` (pairs
+    written to train the pair model), ``held:`` (``held_path``, when it exists)."""
     tuning = json.loads((HERE / "tuning_pairs.json").read_text())
     older = json.loads((HERE / "near_misses.json").read_text())
-    seen = json.loads((HERE / "heldout_pairs.json").read_text())
-    seen2 = json.loads((HERE / "heldout_v2_pairs.json").read_text())
-    held = json.loads((HERE / "heldout_v3_pairs.json").read_text())
+    extra = json.loads((HERE / "pair_model_extra.json").read_text())
     gpt = json.loads(GPTCACHE.read_text())
 
     def near(items: list[dict[str, str]], fam: str = "family") -> list[Pair]:
@@ -106,23 +111,30 @@ def load_sets() -> dict[str, list[Pair]]:
 
     tg_para, tg_neg = gpt_sets(list(range(0, len(gpt), 2)))
     sg_para, sg_neg = gpt_sets(list(range(1, len(gpt), 2)))
-    return {
+    sets = {
         "tune:near": near(tuning["near"]) + near(older["pairs"] + older["fresh"], "kind"),
         "tune:para": para(tuning["para"]),
         "tune:gpt_para": tg_para,
         "tune:gpt_nondup": tg_neg,
-        "seen:v1_near": near(seen["near"]),
-        "seen:v1_para": para(seen["para"]),
-        "seen:v1_nondup": nondup(seen["nondup"]),
-        "seen:v2_near": near(seen2["near"]),
-        "seen:v2_para": para(seen2["para"]),
-        "seen:v2_nondup": nondup(seen2["nondup"]),
+        "extra:near": near(extra["near"]),
+        "extra:para": para(extra["para"]),
         "seen:gpt_para": sg_para,
         "seen:gpt_nondup": sg_neg,
-        "held:near": near(held["near"]),
-        "held:para": para(held["para"]),
-        "held:nondup": nondup(held["nondup"]),
     }
+    for v, name in (("v1", "heldout_pairs.json"), ("v2", "heldout_v2_pairs.json"),
+                    ("v3", "heldout_v3_pairs.json")):  # fmt: skip
+        if (HERE / name).resolve() == held_path.resolve():
+            continue
+        data = json.loads((HERE / name).read_text())
+        sets[f"seen:{v}_near"] = near(data["near"])
+        sets[f"seen:{v}_para"] = para(data["para"])
+        sets[f"seen:{v}_nondup"] = nondup(data["nondup"])
+    if held_path.exists():
+        held = json.loads(held_path.read_text())
+        sets["held:near"] = near(held["near"])
+        sets["held:para"] = para(held["para"])
+        sets["held:nondup"] = nondup(held["nondup"])
+    return sets
 
 
 class Judge:
@@ -149,13 +161,16 @@ class Judge:
         a, b = self.embed(p.new).tokens, self.embed(p.cached).tokens
         assert a is not None and b is not None
         t0 = time.perf_counter()
-        ok = verify(a, b, self.vocab, band.align) is None
+        ok = serves(a, b, sim, self.vocab, band)
         self.verify_s.append(time.perf_counter() - t0)
         return ok
 
 
 def table(judge: Judge, sets: dict[str, list[Pair]], band: Band, title: str) -> None:
-    print(f"\n### {title}: floor {band.floor}, ceiling {band.ceiling}, align {band.align}\n")
+    print(
+        f"\n### {title}: floor {band.floor}, ceiling {band.ceiling}, align {band.align}, "
+        f"pair model cut {band.accept}\n"
+    )
     print("| set | family | served from cache | reading |\n|---|---|---|---|")
     for name, pairs in sets.items():
         fams = sorted({p.family for p in pairs})
@@ -169,12 +184,13 @@ def table(judge: Judge, sets: dict[str, list[Pair]], band: Band, title: str) -> 
 
 def curve(judge: Judge, sets: dict[str, list[Pair]]) -> None:
     print(
-        "\n### Curve (held-out v3): false hits on near-misses + non-duplicates, true hits on paraphrases\n"
+        "\n### Curve (held-out): false hits on near-misses + non-duplicates, true hits on paraphrases\n"
     )
     neg = sets["held:near"] + sets["held:nondup"]
     pos, gpos = sets["held:para"], sets["seen:gpt_para"]
     print(
-        "| setting | floor | align | near-miss+nondup false hits | paraphrase true hits | GPTCache true hits (seen) |"
+        "| setting | floor | align | cut | near-miss+nondup false hits | paraphrase true hits "
+        "| GPTCache true hits (seen) |"
     )
     print("|---|---|---|---|---|---|")
     rows: list[tuple[str, Band, bool]] = [
@@ -182,17 +198,20 @@ def curve(judge: Judge, sets: dict[str, list[Pair]]) -> None:
         ("guard only", Band(0.80, 1.0, 0.0), False),
     ]
     rows += [(f"target {t}", b, True) for t, b in sorted(BAND_PRESETS.items())]
+    rows += [("target 0.01, alignment only (v3 verifier)", Band(0.80, 1.0, 0.85), True)]
     rows += [
-        (f"band {f}/{a}", Band(f, 1.0, a), True)
-        for f in (0.75, 0.80, 0.85, 0.90)
-        for a in (0.70, 0.75, 0.80, 0.85, 0.90)
+        (f"band {f}/{a}/{c}", Band(f, 1.0, a, c), True)
+        for f in (0.80, 0.85)
+        for a in (0.80, 0.85)
+        for c in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
     ]
     for label, band, verifier in rows:
         fk = sum(judge.hit(p, band, verifier=verifier) for p in neg)
         tk = sum(judge.hit(p, band, verifier=verifier) for p in pos)
         gk = sum(judge.hit(p, band, verifier=verifier) for p in gpos)
         print(
-            f"| {label} | {band.floor} | {band.align if verifier else '-'} | {cell(fk, len(neg))} "
+            f"| {label} | {band.floor} | {band.align if verifier else '-'} "
+            f"| {band.accept if verifier and band.accept <= 1 else '-'} | {cell(fk, len(neg))} "
             f"| {cell(tk, len(pos))} | {cell(gk, len(gpos))} |"
         )
 
@@ -264,14 +283,14 @@ def verifier_cost(judge: Judge, pairs: list[Pair]) -> None:
         c0, w0 = time.thread_time(), time.perf_counter()
         rec = SemanticRecord.from_bytes(raw)
         assert rec.tokens is not None
-        verify(new, rec.tokens, judge.vocab)
+        serves(new, rec.tokens, judge.cosine(p), judge.vocab, BAND_PRESETS[0.01])
         cpu.append(1000 * (time.thread_time() - c0))
         wall.append(1000 * (time.perf_counter() - w0))
     cpu.sort()
     wall.sort()
     n = len(cpu)
     print(
-        f"verifier cost per band hit (record decode + verify), {n} pairs: CPU p50 "
+        f"verifier cost per band hit (record decode + alignment + pair model), {n} pairs: CPU p50 "
         f"{cpu[n // 2]:.3f} ms, p99 {cpu[int(n * 0.99)]:.3f} ms; wall p50 {wall[n // 2]:.3f} ms"
     )
 
@@ -316,7 +335,7 @@ async def _breakdown(model: OnnxMiniLM, texts: list[str]) -> dict[str, list[floa
             near_miss(asked, hits[0].prompt)
             t0 = add("guard", t0)
             assert rec.tokens is not None
-            verify(e.tokens, rec.tokens, vocab)
+            serves(e.tokens, rec.tokens, hits[0].similarity, vocab, BAND_PRESETS[0.01])
             add("verifier", t0)
             t0 = time.perf_counter()
             hit = await cache.lookup(_req(asked), "team:x", "chat", cfg, now=1.0)
@@ -357,9 +376,10 @@ def main() -> None:
     ap.add_argument(
         "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
     )
+    ap.add_argument("--held", default=str(HELD), help="the held-out set (default: v4)")
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
-    sets = load_sets()
+    sets = load_sets(Path(args.held))
     if args.breakdown:
         breakdown(judge.model, [p.cached for p in sets["seen:gpt_para"]][:300])
         return
@@ -374,16 +394,20 @@ def main() -> None:
     print(f"embedded {len(judge.memo)} texts in {time.perf_counter() - t0:.1f} s")
     default = route_band(CacheConfig())
     held = {k: v for k, v in sets.items() if k.startswith("held:")}
+    extra = {k: v for k, v in sets.items() if k.startswith("extra:")}
     tune = {k: v for k, v in sets.items() if k.startswith("tune:")}
     seen = {k: v for k, v in sets.items() if k.startswith("seen:")}
-    table(judge, held, default, "Held-out v3, default settings (target false-hit 0.01)")
-    table(
-        judge, seen, default, "Seen (v1, v2, GPTCache odd; looked at before the v3 freeze), default"
-    )
+    if held:
+        table(judge, held, default, f"Held-out ({args.held}), default settings (target 0.01)")
+        for target, band in sorted(BAND_PRESETS.items()):
+            if band != default:
+                table(judge, held, band, f"Held-out ({args.held}), target false-hit {target}")
+    table(judge, seen, default, "Seen (v1, v2, v3, GPTCache odd; trained the pair model), default")
     table(judge, tune, default, "Tuning sets, default settings")
-    if args.curve:
+    table(judge, extra, default, "Pairs written to train the pair model, default")
+    if args.curve and held:
         curve(judge, sets)
-    if args.show_misses:
+    if args.show_misses and held:
         show_misses(judge, sets, default)
     if args.speed:
         speed(judge, [p.new for p in sets["seen:gpt_para"]][:300])

@@ -77,7 +77,8 @@ def test_band_presets_and_route_overrides() -> None:
     default = route_band(CacheConfig())
     assert default == BAND_PRESETS[0.01]
     explicit = route_band(CacheConfig(semantic_band=(0.7, 0.95)))
-    assert explicit == Band(0.7, 0.95, BAND_PRESETS[0.01].align)
+    d = BAND_PRESETS[0.01]
+    assert explicit == Band(0.7, 0.95, d.align, d.accept)
     assert route_band(CacheConfig(semantic_threshold=0.9)).floor == 0.9
 
 

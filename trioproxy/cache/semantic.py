@@ -6,7 +6,8 @@ namespace (:func:`~trioproxy.cache.keys.semantic_namespace`) when, for the route
 (:func:`~trioproxy.cache.guard.near_miss`, a cheap lexical veto) finds no answer-changing
 difference, and, below the ceiling, the pair verifier
 (:func:`~trioproxy.cache.verifier.verify`) aligns every content token of each prompt with
-the other. Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
+the other or, where it does not, the pair model (:func:`~trioproxy.cache.pair_model.serves`)
+judges the pair the same question with the band's confidence. Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
 entry, the prompt's token vectors, the writer) live in an
 :class:`~trioproxy.cache.exact.ExactCache` under ``<namespace>:<entry id>``.
 
@@ -38,6 +39,7 @@ from trioproxy.cache.keys import (
     semantic_scope_prefix,
     semantic_text,
 )
+from trioproxy.cache.pair_model import serves
 from trioproxy.cache.probing import PROBE_MARGIN, ProbeTracker
 from trioproxy.cache.semantic_record import (
     SemanticRecord,
@@ -46,7 +48,7 @@ from trioproxy.cache.semantic_record import (
     confirmers_to_bytes,
 )
 from trioproxy.cache.vector_index import VectorIndex
-from trioproxy.cache.verifier import Band, Vocabulary, band_for, verify
+from trioproxy.cache.verifier import Band, Vocabulary, band_for
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest
 
@@ -62,7 +64,7 @@ def route_band(cfg: CacheConfig) -> Band:
     floor, ceiling = cfg.semantic_band or (band.floor, band.ceiling)
     if cfg.semantic_threshold is not None:
         floor = cfg.semantic_threshold
-    return Band(floor, max(floor, ceiling), band.align)
+    return Band(floor, max(floor, ceiling), band.align, band.accept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,7 @@ class SemanticCache:
         if (
             text != top.prompt
             and top.similarity < band.ceiling
-            and not self._aligned(emb, record, band)
+            and not self._aligned(emb, record, top.similarity, band)
         ):
             self.stats.verifier_rejects += 1
             self._near_miss(asker, now)
@@ -190,12 +192,14 @@ class SemanticCache:
         self.stats.hits += 1
         return SemanticHit(record.entry, top.similarity, ns, top.entry_id, top.prompt)
 
-    def _aligned(self, emb: Embedding, record: SemanticRecord, band: Band) -> bool:
-        """The verifier's verdict; without token vectors (a remote embedder) or a model
+    def _aligned(
+        self, emb: Embedding, record: SemanticRecord, similarity: float, band: Band
+    ) -> bool:
+        """The verifier's verdict (alignment, else the pair model); without token vectors (a remote embedder) or a model
         vocabulary a band hit cannot be verified and is refused."""
         if self._vocab is None or emb.tokens is None or record.tokens is None:
             return False
-        return verify(emb.tokens, record.tokens, self._vocab, band.align) is None
+        return serves(emb.tokens, record.tokens, similarity, self._vocab, band)
 
     async def _confirmed(
         self, key: str, record: SemanticRecord, asker: str, cfg: CacheConfig, now: float

@@ -86,16 +86,20 @@ class Band:
     floor: float
     ceiling: float
     align: float
+    accept: float = 2.0
+    """A pair the alignment refuses is still served when the pair model
+    (:mod:`~trioproxy.cache.pair_model`) gives it at least this probability (> 1: never)."""
 
 
 BAND_PRESETS: dict[float, Band] = {
-    0.005: Band(0.85, 1.0, 0.90),
-    0.01: Band(0.80, 1.0, DEFAULT_ALIGN),
-    0.02: Band(0.80, 1.0, 0.80),
-    0.05: Band(0.80, 1.0, 0.75),
+    0.005: Band(0.85, 1.0, 0.90, 0.95),
+    0.01: Band(0.80, 1.0, DEFAULT_ALIGN, 0.80),
+    0.02: Band(0.80, 1.0, DEFAULT_ALIGN, 0.60),
+    0.05: Band(0.80, 1.0, 0.80, 0.50),
 }
-"""A route's target false-hit rate -> its band, from the curve measured on the tuning sets
-(``loadtest/semantic_quality.py --curve``). Near-misses reach cosine 1.0 (Mbps/MBps), so no
+"""A route's target false-hit rate -> its band, from the curve measured on the seen sets
+(``loadtest/semantic_quality.py --curve``; the pair model's cuts from the leave-one-set-out
+table of ``loadtest/train_pair_model.py``). Near-misses reach cosine 1.0 (Mbps/MBps), so no
 preset skips the verifier below exact text equality."""
 
 
@@ -144,6 +148,8 @@ class Vocabulary:
     """True for a continuation piece (``##ize``): it joins the previous piece's word."""
     related: Callable[[str, str], bool] = lambda a, b: False
     """True when two different lower-case words are near in meaning (WordNet)."""
+    opposed: Callable[[str, str], bool] = lambda a, b: False
+    """True when two lower-case words name different things (WordNet antonyms or sisters)."""
 
     def exact(self, token: int) -> bool:
         text = self.text(token)
@@ -167,11 +173,23 @@ def build_vocabulary(
     def continues(token: int) -> bool:
         return tokenize(piece(token)) != [token]
 
-    return Vocabulary(filler, piece, continues, lru_cache(maxsize=65536)(th.related))
+    return Vocabulary(
+        filler,
+        lru_cache(maxsize=65536)(piece),
+        continues,
+        lru_cache(maxsize=65536)(th.related),
+        lru_cache(maxsize=65536)(th.opposed),
+    )
 
 
 def words(ids: list[int], vocab: Vocabulary) -> list[str]:
     """The word each piece belongs to (its pieces' texts joined), one entry per piece."""
+    return list(_words(tuple(ids), vocab))
+
+
+@lru_cache(maxsize=256)
+def _words(ids: tuple[int, ...], vocab: Vocabulary) -> tuple[str, ...]:
+    """:func:`words`, remembered for the last prompts (a band hit asks it a dozen times)."""
     out = [""] * len(ids)
     heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
     for i, head in enumerate(heads):
@@ -179,7 +197,7 @@ def words(ids: list[int], vocab: Vocabulary) -> list[str]:
         word = "".join(vocab.text(t) for t in ids[head:end])
         for k in range(head, end):
             out[k] = word
-    return out
+    return tuple(out)
 
 
 def _lemma_in(word: str, others: set[str]) -> bool:
