@@ -251,7 +251,8 @@ class Endpoint:
         for token in intents:
             self.sink.resolve(token)
         if ctx.ticket is not None and self.admission is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(SETTLE_TIMEOUT_S):
+            # shielded and bounded in one scope (its own deadline still applies under the shield)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + SETTLE_TIMEOUT_S):
                 await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in consumed])
 
 

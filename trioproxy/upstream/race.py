@@ -33,6 +33,9 @@ from trioproxy.breakers.transitions import Verdict
 from trioproxy.config.model import Target
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 
+REPORT_TIMEOUT_S = 1.0
+"""Bound on an attempt's breaker report (shielded: it runs after a cancellation too)."""
+
 AttemptOutcome = Literal["running", "won", "lost", "failed", "cancelled", "rejected"]
 
 
@@ -156,7 +159,8 @@ class Race:
     async def _report(
         self, name: str, *, ok: bool | None, retry_after: float | None = None
     ) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        # shielded and bounded in one scope (its own deadline still applies under the shield)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + REPORT_TIMEOUT_S):
             await self._breakers.report(name, trio.current_time(), ok=ok, retry_after=retry_after)
 
     async def _eligible(self, depth: int) -> tuple[int, Verdict] | None:
@@ -266,4 +270,4 @@ class Race:
         )
 
 
-__all__ = ["Attempt", "AttemptFailed", "Breakers", "Race", "RunAttempt"]
+__all__ = ["REPORT_TIMEOUT_S", "Attempt", "AttemptFailed", "Breakers", "Race", "RunAttempt"]
