@@ -12,8 +12,8 @@ budget admission with its rate-limit headers, the winner's headers, the race und
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -125,7 +125,7 @@ class Endpoint:
         ``handle`` before any response (parse, route) is a refusal before routing: raised as
         :class:`Refused` for the app to answer and record. Any other exception becomes a 500
         in the caller's envelope naming the request id, logged once."""
-        rid = "req_" + uuid.uuid4().hex[:24]
+        rid = "req_" + os.urandom(12).hex()  # 24 random hex digits (uuid4: ~6x the CPU)
         first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
         guard = ResponseGuard(send, scope)
