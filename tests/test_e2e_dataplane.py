@@ -369,3 +369,25 @@ async def test_drain_deadline_answers_a_request_whose_body_is_still_arriving(
     err = orjson.loads(body)
     assert err["type"] == "error" and err["error"]["message"].startswith("The gateway is shutting")
     await wait_for(lambda: g.httpd is not None and g.httpd.drained.is_set())
+
+
+async def test_a_non_stream_client_that_leaves_cancels_its_upstream_at_once(
+    nursery: trio.Nursery,
+) -> None:
+    """A non-stream request whose client closes the connection while the upstream is still
+    working: the upstream call is cancelled (the server's disconnect hook cancels the race:
+    no watcher task), the request is recorded as a client disconnect, its slots are freed."""
+    sim = await start_simulator(nursery, Fault(ttft_ms=30_000))  # the answer would take 30 s
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", int(g.url.rsplit(":", 1)[1])))
+    client = trio.SocketStream(sock)
+    body = orjson.dumps({"model": "r", "messages": MSGS})
+    async with client:
+        await client.send_all(head(KEY, len(body)) + body)
+        await wait_for(lambda: sim.sim.stats.active == 1)
+    await wait_for(lambda: sim.sim.stats.active == 0 and g.app.in_flight == 0)
+    await wait_for(lambda: any(r.kind == "request" for r in g.sink.records))
+    (record,) = [r for r in g.sink.records if r.kind == "request"]
+    assert (record.status, record.error_kind) == (499, "client_disconnected")
+    assert g.app.chat.slots.held_by(hash_key(KEY)) == 0

@@ -34,6 +34,7 @@ from trioproxy.edge.respond import (
     answer,
     relay,
     replay,
+    watched,
 )
 from trioproxy.errors import ErrorKind, invalid
 from trioproxy.pipeline.accounting import (
@@ -201,20 +202,21 @@ class ChatHandler(Endpoint):
 
     async def _serve_whole(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
         """A non-stream request: the race runs in this task and its one item (the winner's
-        completion, or a failure) is the response; a disconnect watcher beside it cancels
-        the race when the client leaves. Then account, as for a stream."""
+        completion, or a failure) is the response; the client leaving cancels it
+        (:func:`~trioproxy.edge.respond.watched`). Then account, as for a stream."""
         box = Whole()
         runner, race, intents = self._race(ctx, box)
         delivery = Delivery()
+
+        async def race_and_answer() -> None:
+            error = await self.run_race(ctx, race, lambda: False)
+            item = box.item if error is None else Failed(error)
+            assert item is not None, "a winner without its answer"
+            await answer(send, ctx.dialect, ctx.req, delivery, item,
+                         lambda won: winner_headers(race, won.attempt), ctx.headers)  # fmt: skip
+
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, delivery)
-                error = await self.run_race(ctx, race, lambda: False)
-                item = box.item if error is None else Failed(error)
-                assert item is not None, "a winner without its answer"
-                await answer(send, ctx.dialect, ctx.req, delivery, item,
-                             lambda won: winner_headers(race, won.attempt), ctx.headers)  # fmt: skip
-                nursery.cancel_scope.cancel()
+            await watched(race_and_answer, receive, send, delivery)
         finally:
             await self._finish(ctx, race, runner, delivery, intents)
 

@@ -16,7 +16,16 @@ import trio
 from trioproxy.core.answer import StreamCollector
 from trioproxy.core.types import ChatRequest, Completion, Dialect, StreamEvent
 from trioproxy.dialects import DIALECTS
-from trioproxy.edge.asgi_io import SSE_HEADERS, Headers, Message, Scope, Send, send_whole
+from trioproxy.edge.asgi_io import (
+    SSE_HEADERS,
+    Headers,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    send_whole,
+    watch_disconnect,
+)
 from trioproxy.errors import ErrorKind, GatewayError, InternalError
 from trioproxy.upstream.attempt import Failed, Handoff, Item, Raw, Won
 
@@ -58,7 +67,7 @@ class ResponseGuard:
     ``send``. ``write_body``: the server's message-free body write, when it offers one
     (``trioproxy.write_body`` in the scope, :mod:`trioproxy.httpd.conn`)."""
 
-    __slots__ = ("_send", "ended", "started", "write_body")
+    __slots__ = ("_send", "ended", "on_disconnect", "started", "write_body")
 
     def __init__(self, send: Send, scope: Scope | None = None) -> None:
         self._send = send
@@ -67,6 +76,10 @@ class ResponseGuard:
         self.write_body: Callable[[bytes], Awaitable[None]] | None = (
             scope.get("trioproxy.write_body") if scope is not None else None
         )
+        self.on_disconnect: Callable[[Callable[[], None] | None], None] | None = (
+            scope.get("trioproxy.on_disconnect") if scope is not None else None
+        )
+        """The server's disconnect hook, when it offers one (:func:`watched`)."""
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -120,6 +133,33 @@ async def answer(
     delivery.winner, delivery.status, delivery.completion = item, 200, item.completion
     body = DIALECTS[dialect].render_completion(item.completion, req)
     await send_whole(send, 200, body, [*base, *headers_for(item)])
+
+
+async def watched(
+    work: Callable[[], Awaitable[None]], receive: Receive, send: Send, state: Delivery
+) -> None:
+    """Run ``work()``, cancelled when the client goes away before its response is complete
+    (``state.client_gone`` set): through the server's disconnect hook when it offers one
+    (``trioproxy.on_disconnect``: no task), else beside a :func:`watch_disconnect` task."""
+    hook = send.on_disconnect if isinstance(send, ResponseGuard) else None
+    if hook is None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, receive, nursery.cancel_scope, state)
+            await work()
+            nursery.cancel_scope.cancel()
+        return
+    with trio.CancelScope() as scope:
+
+        def gone() -> None:  # as watch_disconnect: a disconnect after the response is normal
+            if not state.responded:
+                state.client_gone = True
+                scope.cancel()
+
+        hook(gone)
+        try:
+            await work()
+        finally:
+            hook(None)
 
 
 async def relay(
@@ -230,4 +270,5 @@ __all__ = [
     "relay",
     "replay",
     "send_error",
+    "watched",
 ]

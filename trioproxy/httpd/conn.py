@@ -12,6 +12,7 @@ head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -74,6 +75,8 @@ class Connection:
         self._body_t0 = 0.0
         self.body_timed_out = False
         self.idle = True
+        self._gone: Callable[[], None] | None = None
+        """The running request's disconnect hook (:meth:`on_disconnect`)."""
 
     def wake(self) -> None:
         """Let the serving side re-check its state (drain started)."""
@@ -98,8 +101,7 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
-                self.eof = True
-                lot.unpark_all()
+                self._disconnected()
                 return
             try:
                 parser.feed(data)
@@ -189,6 +191,7 @@ class Connection:
             "server": self.local,
             "trioproxy.t0": self._body_t0,  # the request's start (a refusal's latency)
             "trioproxy.write_body": self.write_body,
+            "trioproxy.on_disconnect": self.on_disconnect,
         }
 
     async def _respond(self, req: Request) -> bool:
@@ -210,6 +213,7 @@ class Connection:
         finally:
             server.requests -= 1
             self._req = None
+            self._gone = None
         if not self._started:
             if self.error is not None:  # the body broke the protocol or a cap
                 await self._send_plain(self.error.status, self.error.message, req.path)
@@ -357,8 +361,24 @@ class Connection:
     def _lost(self) -> None:
         """The connection cannot carry more bytes: the app sees a disconnect."""
         self._broken = True
+        self._disconnected()
+
+    def _disconnected(self) -> None:
+        """EOF or a dead connection: wake the serving side, call the request's hook."""
         self.eof = True
         self.lot.unpark_all()
+        gone, self._gone = self._gone, None
+        if gone is not None:
+            gone()
+
+    def on_disconnect(self, gone: Callable[[], None] | None) -> None:
+        """Call ``gone()`` once if the client goes away (EOF, a dead connection) while the
+        current request runs, at once if it already has; None removes it. Offered in the
+        scope as ``trioproxy.on_disconnect``: what an ``http.disconnect`` watcher task
+        learns, without the task."""
+        self._gone = gone
+        if gone is not None and self.eof:
+            self._disconnected()
 
     async def _send_plain(self, status: int, message: str, path: str | None) -> None:
         """A whole response from the server itself (refusals, timeouts); then we close."""
