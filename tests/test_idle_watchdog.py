@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from trioproxy.upstream.attempt import _IdleWatch, _watched
+from trioproxy.upstream.idle import IdleWatch, watched
 
 
 async def test_one_watchdog_keeps_every_deadline(autojump_clock: trio.testing.MockClock) -> None:
@@ -14,9 +14,9 @@ async def test_one_watchdog_keeps_every_deadline(autojump_clock: trio.testing.Mo
     ended: dict[str, float] = {}
 
     async def relay(name: str, idle: float, chunks: int, gap: float, write: float = 0.0) -> None:
-        watch = _IdleWatch(idle)
+        watch = IdleWatch(idle)
         t0 = trio.current_time()
-        with _watched(watch), watch.scope:
+        with watched(watch), watch.scope:
             for _ in range(chunks):
                 await trio.sleep(gap)
                 watch.writing = True

@@ -21,9 +21,8 @@ the upstream read; memory stays flat.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -46,6 +45,7 @@ from trioproxy.upstream.exchange import (
     open_response,
     total_timeout,
 )
+from trioproxy.upstream.idle import IdleWatch, watched
 from trioproxy.upstream.meter import Meter
 from trioproxy.upstream.race import Attempt, AttemptFailed
 from trioproxy.upstream.transport import Transport, UpstreamIOError, UpstreamResponse
@@ -273,8 +273,8 @@ class AttemptRunner:
         the budget check are not idleness.
         """
         failure: GatewayError | None = None
-        watch = _IdleWatch(idle)
-        with _watched(watch):
+        watch = IdleWatch(idle)
+        with watched(watch):
             with watch.scope:
                 while not decoder.done:
                     try:
@@ -333,10 +333,10 @@ class AttemptRunner:
         counts from its end.
         """
         failure: GatewayError | None = None
-        watch = _IdleWatch(idle)
+        watch = IdleWatch(idle)
         receive, plain, now = resp.receive, tap.feed_plain, trio.current_time
         done = tap.done
-        with _watched(watch):
+        with watched(watch):
             with watch.scope:
                 while not done:
                     try:
@@ -389,77 +389,6 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
     meter.response_id, meter.response_model = completion.id, completion.model
     meter.finish = completion.finish_reason
     return completion
-
-
-class _IdleWatch:
-    """Cancels :attr:`scope` once ``idle`` seconds pass after :attr:`last` (the last
-    chunk) while no write is in progress; kept by the run's :class:`_Watchdog`."""
-
-    __slots__ = ("idle", "last", "scope", "writing")
-
-    def __init__(self, idle: float) -> None:
-        self.idle = idle
-        self.last = trio.current_time()
-        self.writing = False
-        self.scope = trio.CancelScope()
-
-
-class _Watchdog:
-    """One task per Trio run keeps every relay's idle deadline (a task per stream cost a
-    spawn, a nursery and a timer each). It sleeps until the earliest deadline, then cancels
-    the watches that passed theirs; a watch whose write is in progress gets one more idle
-    period from now (a slow client is not idleness), as its relay loop moves ``last`` after
-    the write anyway."""
-
-    def __init__(self) -> None:
-        self.watches: set[_IdleWatch] = set()
-        self.next_due = math.inf
-        self.wake = trio.Event()
-
-    def add(self, watch: _IdleWatch) -> None:
-        self.watches.add(watch)
-        due = watch.last + watch.idle
-        if due < self.next_due:
-            self.next_due = due
-            self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self.wake = trio.Event()
-            with trio.move_on_at(self.next_due):
-                await self.wake.wait()
-            now = trio.current_time()
-            due_next = math.inf
-            for watch in list(self.watches):
-                due = watch.last + watch.idle
-                if due <= now:
-                    if not watch.writing:
-                        watch.scope.cancel()
-                        self.watches.discard(watch)
-                        continue
-                    watch.last = now
-                    due = now + watch.idle
-                due_next = min(due_next, due)
-            self.next_due = due_next
-
-
-_WATCHDOG: trio.lowlevel.RunVar[_Watchdog] = trio.lowlevel.RunVar("trioproxy_idle_watchdog")
-
-
-@contextmanager
-def _watched(watch: _IdleWatch) -> Iterator[None]:
-    """Keep ``watch``'s idle deadline while the block runs (this run's watchdog)."""
-    try:
-        dog = _WATCHDOG.get()
-    except LookupError:
-        dog = _Watchdog()
-        _WATCHDOG.set(dog)
-        trio.lowlevel.spawn_system_task(dog.run, name="trioproxy idle watchdog")
-    dog.add(watch)
-    try:
-        yield
-    finally:
-        dog.watches.discard(watch)
 
 
 def _interrupted(message: str) -> ProviderError:
