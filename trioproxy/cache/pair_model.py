@@ -32,12 +32,11 @@ from trioproxy.cache.verifier import (
     Band,
     TokenView,
     Vocabulary,
-    _lemma_in,
     _lettered,
     _pairs,
-    _plural,
     _sequence,
     _terms_at,
+    lexically_unmatched,
     verify,
     words,
 )
@@ -114,18 +113,7 @@ def shipped_weights() -> PairWeights:
 def _unmatched_pieces(new: TokenView, cached: TokenView, vocab: Vocabulary) -> list[int]:
     """Content pieces of ``new`` not in ``cached`` (as :func:`verifier.unmatched` sees them
     before the token vectors and WordNet are asked)."""
-    present = set(cached.ids.tolist())
-    ids = new.ids.tolist()
-    todo = [
-        k
-        for k, t in enumerate(ids)
-        if t not in present and t not in vocab.filler and not _plural(ids, k, vocab)
-    ]
-    if not todo:
-        return []
-    mine = words(ids, vocab)
-    theirs = set(words(cached.ids.tolist(), vocab)) - set(mine)
-    return [k for k in todo if not _lemma_in(mine[k], theirs)]
+    return lexically_unmatched(new, cached, vocab)[0]
 
 
 Lexical = Callable[[], tuple[float, float]]

@@ -226,8 +226,12 @@ def _plural(ids: list[int], k: int, vocab: Vocabulary) -> bool:
     )
 
 
-def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float) -> int | None:
-    """The first content piece of ``new`` without a counterpart in ``cached``, or None."""
+def lexically_unmatched(
+    new: TokenView, cached: TokenView, vocab: Vocabulary
+) -> tuple[list[int], list[str], set[str]]:
+    """Positions of the content pieces of ``new`` that ``cached`` has neither as the same
+    piece nor as an inflected form of the same word (before token vectors and WordNet are
+    asked), with ``new``'s word at each position and ``cached``'s words ``new`` lacks."""
     present = set(cached.ids.tolist())
     ids = new.ids.tolist()
     todo = [
@@ -236,12 +240,18 @@ def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float
         if t not in present and t not in vocab.filler and not _plural(ids, k, vocab)
     ]
     if not todo:
-        return None
+        return [], [], set()
     mine = words(ids, vocab)
     theirs = set(words(cached.ids.tolist(), vocab)) - set(mine)
-    todo = [k for k in todo if not _lemma_in(mine[k], theirs)]
+    return [k for k in todo if not _lemma_in(mine[k], theirs)], mine, theirs
+
+
+def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float) -> int | None:
+    """The first content piece of ``new`` without a counterpart in ``cached``, or None."""
+    todo, mine, theirs = lexically_unmatched(new, cached, vocab)
     if not todo:
         return None
+    ids = new.ids.tolist()
     if len(cached.ids) == 0:
         return int(new.ids[todo[0]])
     sims = new.vecs[todo].astype(np.float32) @ cached.vecs.astype(np.float32).T
@@ -305,6 +315,7 @@ __all__ = [
     "Vocabulary",
     "band_for",
     "build_vocabulary",
+    "lexically_unmatched",
     "unmatched",
     "verify",
 ]
