@@ -28,7 +28,7 @@ from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.endpoint import Endpoint, winner_headers
-from trioproxy.edge.respond import send_error
+from trioproxy.edge.respond import failure_of, send_error
 from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.pipeline.accounting import bill_for, cache_hit_record, intent_record
 from trioproxy.pipeline.caching import CachePlan, ResponseCache
@@ -117,7 +117,7 @@ class EmbeddingsHandler(Endpoint):
         ])  # fmt: skip
         first = ctx.plan.chain.targets[0].spec
         saved = bill_for(first, Usage(hit.input_tokens, 0)).micros
-        self.sink.submit(cache_hit_record(ctx, "exact", saved_micros=saved))
+        self.record(ctx, cache_hit_record(ctx, "exact", saved_micros=saved))
         traces.finish_early(ctx.trace, status=200, cache="exact", saved_micros=saved)
 
     async def _serve(self, ctx: RequestContext, ereq: EmbeddingRequest, send: Send) -> None:
@@ -145,6 +145,9 @@ class EmbeddingsHandler(Endpoint):
                 answer = _encoded(ex.won)
                 headers = [*ctx.headers, *winner_headers(race, race.winner)]
                 await send_whole(send, 200, answer, headers)
+        except Exception as exc:  # a bug: recorded as what Endpoint.serve's last resort answers
+            status, error = failure_of(ctx.request_id, send, exc)
+            raise
         finally:
             # the cache first (it only queues): the caller may ask again before the settle
             consumed = [

@@ -7,6 +7,12 @@ steps that do not depend on what the endpoint serves: the intake and the last re
 count_tokens), the request's context and trace, the cache step (:meth:`Endpoint.cached`),
 budget admission with its rate-limit headers, the winner's headers, the race under the drain deadline
 (:meth:`Endpoint.run_race`), and the accounting after it (records, the shielded settle).
+
+The books of a request (``Endpoint._books``): once its context is made, the last resort can
+see whether its request record went to the sink; when it did not, the last resort records
+the 500 and settles the reservation, so a bug costs the caller nothing and leaves exactly one
+record (and access line) behind. A bug before routing is answered as a refusal (the app's
+access line, no record: nothing was reserved).
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from trioproxy.edge.intake import Intake, Interrupts, shutting_down, slots_for
 from trioproxy.edge.refusals import Refused
 from trioproxy.edge.respond import ResponseGuard, internal_error, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
-from trioproxy.ledger.record import CacheStatus, UsageSink
-from trioproxy.pipeline.accounting import refused_record, usage_records
+from trioproxy.ledger.record import CacheStatus, UsageRecord, UsageSink
+from trioproxy.pipeline.accounting import failed_record, refused_record, usage_records
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.pipeline.context import HeaderPairs, RequestContext
@@ -109,6 +115,9 @@ class Endpoint:
         self.open_streams = 0
         self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
         """The relay channels of the streams being served (their fill is a metric)."""
+        self._books: dict[str, RequestContext | None] = {}
+        """Per request being served, once its context is made: its latest context (with the
+        ticket) while its request record is not submitted, then None (for the last resort)."""
 
     def relay_buffered(self) -> int:
         """Events waiting in the relay channels of the requests being served."""
@@ -122,9 +131,12 @@ class Endpoint:
         self, dialect: Dialect, scope: Scope, receive: Receive, send: Send, handle: Handle
     ) -> None:
         """The intake (key, slots, body), then ``handle``. A :class:`GatewayError` out of
-        ``handle`` before any response (parse, route) is a refusal before routing: raised as
-        :class:`Refused` for the app to answer and record. Any other exception becomes a 500
-        in the caller's envelope naming the request id, logged once."""
+        ``handle`` before routing (parse, route) is a refusal: raised as :class:`Refused` for
+        the app to answer and record; after routing, before any response, it is answered as
+        itself. Any other exception becomes a 500 in the caller's envelope naming the request
+        id, logged once: before routing raised as a refusal too (its access line); once
+        routed, unless the request's own steps recorded it, recorded by the last resort,
+        which settles its reservation."""
         rid = "req_" + os.urandom(12).hex()  # 24 random hex digits (uuid4: ~6x the CPU)
         first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
@@ -137,12 +149,37 @@ class Endpoint:
                 except GatewayError as err:
                     if guard.started:  # raised after its answer began: a bug
                         log.exception("request %s failed unexpectedly", rid)
-                        await last_resort(guard, dialect, rid, first)
+                        await self._last_resort(rid, dialect, guard, first, internal_error(rid))
+                    elif rid in self._books:  # routed: answered, recorded and settled here
+                        await self._last_resort(rid, dialect, guard, first, err)
                     else:
                         raise Refused(err, dialect, first, key=key.name, team=key.team) from None
                 except Exception:  # the last resort: a bug must not become a bare 500
                     log.exception("request %s failed unexpectedly", rid)
-                    await last_resort(guard, dialect, rid, first)
+                    if not guard.started and rid not in self._books:  # before routing
+                        raise Refused(internal_error(rid), dialect, first, key=key.name,
+                                      team=key.team) from None  # fmt: skip
+                    await self._last_resort(rid, dialect, guard, first, internal_error(rid))
+                finally:
+                    self._books.pop(rid, None)
+
+    async def _last_resort(
+        self, rid: str, dialect: Dialect, guard: ResponseGuard, first: HeaderPairs,
+        err: GatewayError,
+    ) -> None:  # fmt: skip
+        """A routed request failed outside the steps that answer and record it: ``err`` (a
+        500 for a bug) or the end of the body begun, then, unless its request record was
+        submitted, the record of the failure and the shielded settle."""
+        await last_resort(guard, dialect, rid, first, err)
+        ctx = self._books.get(rid)
+        if ctx is None:
+            return
+        status = guard.status or err.status
+        try:
+            self.record(ctx, failed_record(ctx, err, status=status))
+            traces.finish_early(ctx.trace, status=status, cache=ctx.cache_status, error=err)
+        finally:
+            await self._settle(ctx, ())
 
     async def run_race(
         self, ctx: RequestContext, race: Race, finishing: Callable[[], bool]
@@ -178,9 +215,10 @@ class Endpoint:
         req: ChatRequest, plan: RoutePlan, prompt_estimate: int, *, operation: str,
         extra: HeaderPairs = (), cache_ttl: int | None = None,
     ) -> RequestContext:  # fmt: skip
-        """The request's context once it is parsed and routed; starts its trace."""
+        """The request's context once it is parsed and routed; starts its trace. From here
+        on the request is in the books: the last resort records it if nothing else does."""
         feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
-        return RequestContext(
+        self._books[rid] = ctx = RequestContext(
             request_id=rid, dialect=dialect, key=key, feature=feature, req=req, plan=plan,
             prompt_estimate=prompt_estimate, started=trio.current_time(),
             wall_started=time.time(),
@@ -193,6 +231,12 @@ class Endpoint:
             trace=traces.start(self.tracing, operation, req.model, headers, plan, rid),
             cache_ttl=cache_ttl,
         )  # fmt: skip
+        return ctx
+
+    def record(self, ctx: RequestContext, record: UsageRecord) -> None:
+        """Submit the request record of ``ctx`` (out of the books first: submitted once)."""
+        self._books[ctx.request_id] = None
+        self.sink.submit(record)
 
     async def cached(
         self, ctx: RequestContext, headers: dict[bytes, bytes], send: Send,
@@ -227,7 +271,7 @@ class Endpoint:
                 ctx, prompt_bound=prompt_bound, max_output=max_output
             )
         except GatewayError as err:
-            self.sink.submit(refused_record(ctx, err))
+            self.record(ctx, refused_record(ctx, err))
             traces.finish_early(ctx.trace, status=err.status, cache=ctx.cache_status, error=err)
             refused = rate_limit_headers(ctx.dialect, of_refusal(err), now=time.time())
             await send_error(send, ctx.dialect, err, [*ctx.headers, *refused])
@@ -236,7 +280,8 @@ class Endpoint:
         if ticket.window_usage:
             state = after_admission(ticket)
             limits = tuple(rate_limit_headers(ctx.dialect, state, now=time.time()))
-        return ctx.with_ticket(ticket, bound, limits)
+        self._books[ctx.request_id] = admitted = ctx.with_ticket(ticket, bound, limits)
+        return admitted
 
     async def account(
         self, ctx: RequestContext, race: Race,
@@ -244,12 +289,22 @@ class Endpoint:
         status: int, error: GatewayError | None, client_gone: bool,
     ) -> None:  # fmt: skip
         """After the answer (or its failure): the usage records (they replace the
-        provisional ``intents``), then the budget settle, shielded and bounded."""
-        for record in usage_records(ctx, race, consumed, status=status, error=error,
-                                    client_gone=client_gone):  # fmt: skip
-            self.sink.submit(record)
-        for token in intents:
-            self.sink.resolve(token)
+        provisional ``intents``), then the budget settle, shielded and bounded (settled even
+        when the sink fails: a reservation is never left to its lease by a bug)."""
+        self._books[ctx.request_id] = None
+        try:
+            for record in usage_records(ctx, race, consumed, status=status, error=error,
+                                        client_gone=client_gone):  # fmt: skip
+                self.sink.submit(record)
+            for token in intents:
+                self.sink.resolve(token)
+        finally:
+            await self._settle(ctx, consumed)
+
+    async def _settle(
+        self, ctx: RequestContext, consumed: Sequence[tuple[Attempt, ModelConfig, Usage]]
+    ) -> None:
+        """Settle the request's reservation (if any) to what ``consumed`` bills."""
         if ctx.ticket is not None and self.admission is not None:
             # shielded and bounded in one scope (its own deadline still applies under the shield)
             with trio.CancelScope(shield=True, deadline=trio.current_time() + SETTLE_TIMEOUT_S):

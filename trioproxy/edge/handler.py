@@ -32,6 +32,7 @@ from trioproxy.edge.endpoint import Endpoint, winner_headers
 from trioproxy.edge.respond import (
     Delivery,
     answer,
+    failure_of,
     relay,
     replay,
     watched,
@@ -136,7 +137,7 @@ class ChatHandler(Endpoint):
             headers.append((b"x-trioproxy-cache-similarity", f"{hit.similarity:.4f}".encode()))
         await replay(send, ctx.dialect, ctx.req, completion, replay_events(completion), headers)
         saved = hit.entry.cost_micros
-        self.sink.submit(cache_hit_record(ctx, hit.kind, saved_micros=saved))
+        self.record(ctx, cache_hit_record(ctx, hit.kind, saved_micros=saved))
         traces.finish_early(ctx.trace, status=200, cache=hit.kind, saved_micros=saved)
 
     def _race(self, ctx: RequestContext, out: Outbox) -> tuple[AttemptRunner, Race, list[int]]:
@@ -195,6 +196,9 @@ class ChatHandler(Endpoint):
                                 lambda won: winner_headers(race, won.attempt), ctx.headers,
                                 collector)  # fmt: skip
                 nursery.cancel_scope.cancel()
+        except Exception as exc:  # a bug: recorded as what Endpoint.serve's last resort answers
+            delivery.status, delivery.error = failure_of(ctx.request_id, send, exc)
+            raise
         finally:
             self.open_streams -= req.stream
             self._relays.discard(recv_ch)
@@ -217,6 +221,9 @@ class ChatHandler(Endpoint):
 
         try:
             await watched(race_and_answer, receive, send, delivery)
+        except Exception as exc:  # a bug: recorded as what Endpoint.serve's last resort answers
+            delivery.status, delivery.error = failure_of(ctx.request_id, send, exc)
+            raise
         finally:
             await self._finish(ctx, race, runner, delivery, intents)
 

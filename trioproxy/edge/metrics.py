@@ -97,8 +97,9 @@ class Metrics:
         )  # fmt: skip
         self.rejected = Counter(
             "trioproxy_rejected_requests", "Requests refused before routing (bad key, malformed "
-            "body, unknown model or path, method, body cap, full worker, HTTP refusals), by error "
-            "kind and status; they have an access line but no usage record.",
+            "body, unknown model or path, method, body cap, full worker, HTTP refusals, a bug "
+            "met before routing), by error kind and status; they have an access line but no "
+            "usage record.",
             ("kind", "status"), registry=r,
         )  # fmt: skip
         self.rejected_lines_dropped = Counter(

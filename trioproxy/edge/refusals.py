@@ -4,7 +4,7 @@ A request that is routed produces usage records, and the access line and the req
 come from them (:mod:`trioproxy.ledger.sinks`, :mod:`trioproxy.edge.metrics`). A request
 refused before that (a bad or missing key, a malformed body, an unknown model, a method or path
 the gateway does not serve, a body over the cap, a full worker, a request the HTTP server
-itself refuses) produces no record. Those refusals are raised as :class:`Refused` and answered
+itself refuses, a bug met before routing: a 500, outcome ``error``) produces no record. Those refusals are raised as :class:`Refused` and answered
 in one place (:meth:`trioproxy.edge.app.Gateway._http`; the server's own through
 ``Gateway.error_body``), which calls :meth:`Refusals.record`.
 
@@ -27,13 +27,15 @@ import trio
 from trioproxy.core.types import Dialect
 from trioproxy.edge.asgi_io import Scope
 from trioproxy.edge.metrics import Metrics
-from trioproxy.errors import GatewayError
+from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.ledger.sinks import access_log
 
 LINES_PER_S = 50.0
 """Refusal access lines per second per worker, sustained."""
 BURST = 200
 """Refusal access lines a worker may log at once before the rate applies."""
+_INTERNAL = ErrorKind.INTERNAL.value
+"""A bug met before routing (the last resort's 500) is logged here too, as an error."""
 PATH_CHARS = 128
 """The request path is logged cut to this length (it is the client's text)."""
 
@@ -94,7 +96,8 @@ class Refusals:
         access_log.info("request", extra={"fields": {
             "request_id": request_id, "key": key, "team": team, "dialect": dialect,
             "method": method, "path": None if path is None else path[:PATH_CHARS],
-            "status": status, "outcome": "refused", "error_kind": kind,
+            "status": status, "outcome": "error" if kind == _INTERNAL else "refused",
+            "error_kind": kind,
             "duration_ms": None if duration_ms is None else round(duration_ms, 1),
             "dropped_before": dropped,
         }})  # fmt: skip

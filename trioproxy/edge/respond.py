@@ -67,11 +67,13 @@ class ResponseGuard:
     ``send``. ``write_body``: the server's message-free body write, when it offers one
     (``trioproxy.write_body`` in the scope, :mod:`trioproxy.httpd.conn`)."""
 
-    __slots__ = ("_send", "ended", "on_disconnect", "started", "write_body")
+    __slots__ = ("_send", "ended", "on_disconnect", "started", "status", "write_body")
 
     def __init__(self, send: Send, scope: Scope | None = None) -> None:
         self._send = send
         self.started = False
+        self.status = 0
+        """The status of the head sent (0 before it)."""
         self.ended = False
         self.write_body: Callable[[bytes], Awaitable[None]] | None = (
             scope.get("trioproxy.write_body") if scope is not None else None
@@ -84,6 +86,7 @@ class ResponseGuard:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = message["status"]
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.ended = True
         await self._send(message)
@@ -100,14 +103,29 @@ def internal_error(rid: str) -> InternalError:
     )
 
 
+def failure_of(rid: str, send: Send, exc: Exception) -> tuple[int, GatewayError]:
+    """What the caller is told of ``exc``, an exception out of a response's steps, for its
+    record: the last resort (:meth:`~trioproxy.edge.endpoint.Endpoint.serve`) answers a
+    :class:`GatewayError` before the head as itself, anything else as a 500 naming the
+    request; once the head is out (``send``, a guard, saw it), its status stands."""
+    started = isinstance(send, ResponseGuard) and send.started
+    err = exc if isinstance(exc, GatewayError) and not started else internal_error(rid)
+    return (send.status if isinstance(send, ResponseGuard) and started else err.status), err
+
+
 async def last_resort(
-    guard: ResponseGuard, dialect: Dialect, rid: str, base: Sequence[tuple[bytes, bytes]]
+    guard: ResponseGuard,
+    dialect: Dialect,
+    rid: str,
+    base: Sequence[tuple[bytes, bytes]],
+    error: GatewayError | None = None,
 ) -> None:
-    """After an unexpected exception: a 500 in the caller's envelope naming the request
-    id, or, when the head is already out, the end of the body. Never raises."""
+    """After an unexpected exception: ``error`` (by default a 500 naming the request id) in
+    the caller's envelope, or, when the head is already out, the end of the body. Never
+    raises."""
     try:
         if not guard.started:
-            await send_error(guard.send, dialect, internal_error(rid), base)
+            await send_error(guard.send, dialect, error or internal_error(rid), base)
         elif not guard.ended:
             await guard.send({"type": "http.response.body", "body": b"", "more_body": False})
     except Exception:  # the connection is gone as well: nothing more to tell the caller
@@ -265,6 +283,7 @@ __all__ = [
     "Delivery",
     "ResponseGuard",
     "answer",
+    "failure_of",
     "internal_error",
     "last_resort",
     "relay",

@@ -169,14 +169,24 @@ def intent_record(ctx: RequestContext, a: Attempt) -> UsageRecord:
 
 def refused_record(ctx: RequestContext, err: GatewayError) -> UsageRecord:
     """The record of a request refused before any attempt (budget, rate limit, overload)."""
+    return _unserved(ctx, err, err.status, "denied")
+
+
+def failed_record(ctx: RequestContext, err: GatewayError, *, status: int) -> UsageRecord:
+    """The record of a routed request that failed before its steps recorded it (a bug: the
+    last resort's 500, or ``status`` when the head was out), nothing consumed upstream."""
+    return _unserved(ctx, err, status, "error")
+
+
+def _unserved(ctx: RequestContext, err: GatewayError, status: int, outcome: Outcome) -> UsageRecord:
     return UsageRecord(
         ts=ctx.wall_started,
         kind="request",
         **identity(ctx),
         latency_ms=_ms(ctx.started, trio.current_time()) or 0.0,
-        status=err.status,
+        status=status,
         error_kind=err.kind.value,
-        outcome="denied",
+        outcome=outcome,
         cache=ctx.cache_status,
     )
 
@@ -195,6 +205,7 @@ def cache_hit_record(
 __all__ = [
     "bill_for",
     "cache_hit_record",
+    "failed_record",
     "intent_record",
     "refused_record",
     "spent",
