@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
@@ -100,3 +101,35 @@ async def test_count_tokens_bad_request_is_400_in_the_anthropic_envelope(
         assert err.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
     await trio.to_thread.run_sync(call)
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "counted", "kind", "outcome"),
+    [
+        (None, 200, "provider", None, "served"),
+        (Fault(status=503), 200, "estimated", "upstream_unavailable", "served"),
+        (Fault(status=422), 422, None, "upstream_rejected", "error"),
+    ],
+    ids=["provider", "provider-down", "provider-rejects"],
+)
+async def test_count_tokens_is_one_free_record_per_request(
+    nursery: trio.Nursery, fault: Fault | None, status: int, counted: str | None,
+    kind: str | None, outcome: str,
+) -> None:  # fmt: skip
+    """Counting is free upstream, but every counted request is in the ledger (and has its
+    access line): one request record at $0, with the provider's failure when it failed
+    (the caller then got an estimate, or the provider's own 4xx)."""
+    sim = await start_simulator(nursery, *([fault] if fault else []))
+    g = await start_gateway(nursery, chain_settings([sim.url], kinds=["anthropic"]))
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + "/v1/messages/count_tokens", json={"model": "r", "messages": MSGS},
+                         headers={"x-api-key": KEY})  # fmt: skip
+    assert r.status_code == status, r.text
+    assert r.headers.get("x-trioproxy-token-count") == counted
+    rid = r.headers["x-request-id"]
+    records = [x for x in g.sink.records if x.request_id == rid]
+    assert [(x.kind, x.status, x.error_kind, x.outcome, x.route) for x in records] == [
+        ("request", status, kind, outcome, "r")
+    ]
+    assert records[0].cost_micros == 0 and records[0].input_tokens == 0
+    assert len(g.sink.records) == 1

@@ -103,8 +103,10 @@ class Gateway:
             settings, self.keys, self.transport, self.breakers, self.sink, admission, cache,
             self.tracing, slots=self.slots, interrupts=self.interrupts,
         )  # fmt: skip
-        self.count_tokens = CountTokensHandler(settings, self.keys, self.transport, self.slots,
-                                               self.interrupts)  # fmt: skip
+        self.count_tokens = CountTokensHandler(
+            settings, self.keys, self.transport, self.breakers, self.sink, tracing=self.tracing,
+            slots=self.slots, interrupts=self.interrupts,
+        )  # fmt: skip
         self.cache = cache
         sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
         flusher = NamedService("metrics-flusher", self._flush_forever, required=False)
@@ -334,7 +336,16 @@ class Gateway:
                  self.tracing)  # fmt: skip
         chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
         embeddings = EmbeddingsHandler(*parts, slots=self.slots, interrupts=self.interrupts)
-        count_tokens = CountTokensHandler(settings, keys, transport, self.slots, self.interrupts)
+        count_tokens = CountTokensHandler(
+            settings,
+            keys,
+            transport,
+            self.breakers,
+            self.sink,
+            tracing=self.tracing,
+            slots=self.slots,
+            interrupts=self.interrupts,
+        )
         self.settings, self.keys, self.transport = settings, keys, transport
         self.admission, self.chat, self.embeddings = admission, chat, embeddings
         self.count_tokens = count_tokens

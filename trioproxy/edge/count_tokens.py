@@ -7,36 +7,40 @@ deployment's name), exactly. With no Anthropic target, or when that provider
 is down, the gateway estimates and says so: ``"estimated": true`` in the body
 and ``x-trioproxy-token-count: estimated``. A 4xx from the provider is the
 caller's fault and is relayed. Counting is free upstream, so nothing is
-reserved or billed; it is not a ledger event. Like every proxy endpoint it
-goes through the intake (:mod:`.intake`): the key, the key's slot (429), the
-capped body, a worker slot (503 when the worker and its line are full).
+reserved or billed, but every routed request has one request record at $0
+(:func:`~trioproxy.pipeline.accounting.count_record`: its access line, its
+place on the dashboard's Requests page), naming the provider's failure
+(``upstream_rejected`` with its status; ``upstream_unavailable`` or
+``upstream_timeout`` when the caller got an estimate instead). Like every
+proxy endpoint it is an :class:`~trioproxy.edge.endpoint.Endpoint`: the
+intake (the key, the key's slot (429), the capped body, a worker slot: 503
+when the worker and its line are full), a request id, the last resort.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import trio
 
-from trioproxy.config.model import ApiKeyConfig, ModelConfig, ProviderConfig, Settings, Target
+from trioproxy.config.model import ApiKeyConfig, ModelConfig, ProviderConfig, Target
 from trioproxy.core.tokens import estimate_tokens, prompt_tokens
+from trioproxy.core.types import Dialect
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic import parse_request
-from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send, send_whole
-from trioproxy.edge.auth import KeyRing
-from trioproxy.edge.endpoint import permitted_route
-from trioproxy.edge.intake import Intake, Interrupts, slots_for
-from trioproxy.edge.refusals import Refused
+from trioproxy.edge import traces
+from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
+from trioproxy.edge.endpoint import Endpoint
 from trioproxy.edge.respond import send_error
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
+from trioproxy.pipeline.accounting import count_record
 from trioproxy.pipeline.routing import select_chain
-from trioproxy.pipeline.slots import Slots
 from trioproxy.providers.anthropic import VERSION
 from trioproxy.providers.base import UpstreamRequest, error_message, json_object
-from trioproxy.upstream.transport import ERROR_BODY_LIMIT, Transport, UpstreamIOError
+from trioproxy.upstream.transport import ERROR_BODY_LIMIT, UpstreamIOError
 
 log = logging.getLogger(__name__)
 PATH = "/v1/messages/count_tokens"
@@ -51,54 +55,52 @@ def estimate(chat: dict[str, Any]) -> int:
     return prompt_tokens(chat.get("messages", [])) + extra
 
 
-class CountTokensHandler:
-    def __init__(
-        self, settings: Settings, keys: KeyRing, transport: Transport, slots: Slots | None = None,
-        interrupts: Interrupts | None = None,
-    ) -> None:  # fmt: skip
-        self.settings = settings
-        self.keys = keys
-        self.transport = transport
-        self.intake = Intake(keys, slots or slots_for(settings), settings.server.max_body_bytes,
-                             interrupts)  # fmt: skip
+class Asked(NamedTuple):
+    """What the provider said: the target asked (None: the chain has no Anthropic target),
+    its answer (None: estimate), what failed (a 4xx to relay, or why it is estimated)."""
 
+    target: Target | None = None
+    answer: bytes | None = None
+    failure: GatewayError | None = None
+
+
+class CountTokensHandler(Endpoint):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Through the intake every proxy endpoint shares (key, the key's slot, the capped
         body, a worker slot), then counted while the slots are held."""
-        headers = dict(scope["headers"])
-        async with self.intake("anthropic", headers, receive, send, []) as got:
-            if got is not None:
-                key, body = got
-                await self._count(key, headers, body, send)
+        await self.serve("anthropic", scope, receive, send, self._count)
 
     async def _count(
-        self, key: ApiKeyConfig, headers: dict[bytes, bytes], body: bytes, send: Send
-    ) -> None:
-        try:
-            data = f.load_object(body)
-            req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
-            route = permitted_route(self.settings, key, req.model, embedding=False)
-            plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
-        except GatewayError as err:  # answered and recorded by the app
-            raise Refused(err, "anthropic", key=key.name, team=key.team) from None
-        base: Headers = [(b"x-trioproxy-route", route.name.encode())]
-        try:
-            counted = await self._provider_count(plan.chain.targets, data, headers)
-        except GatewayError as err:
-            await send_error(send, "anthropic", err, base)
-            return
-        if counted is not None:
-            target, answer = counted
-            base += [(b"x-trioproxy-token-count", b"provider"),
-                     (b"x-trioproxy-target", target.encode())]  # fmt: skip
-            await send_whole(send, 200, answer, base)
-            return
-        answer = orjson.dumps({"input_tokens": estimate(req.chat), "estimated": True})
-        await send_whole(send, 200, answer, [*base, (b"x-trioproxy-token-count", b"estimated")])
+        self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
+        body: bytes, receive: Receive, send: Send,
+    ) -> None:  # fmt: skip
+        # a GatewayError here (parse, route) is a refusal before routing: Endpoint.serve
+        data = f.load_object(body)
+        req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
+        route = self.route(key, req.model, embedding=False)
+        plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
+        ctx = self.context(rid, dialect, key, headers, req, plan, 0, operation="count_tokens")
+        target, answer, failure = await self._provider_count(plan.chain.targets, data, headers)
+        relayed = failure is not None and failure.kind is ErrorKind.UPSTREAM_REJECTED  # its 4xx
+        status = failure.status if relayed and failure is not None else 200
+        served_by = target if answer is not None or relayed else None  # else: the estimate
+        self.record(ctx, count_record(ctx, served_by, status=status, failure=failure))
+        traces.finish_early(ctx.trace, status=status, cache="off", error=failure)
+        if relayed and failure is not None:
+            await send_error(send, dialect, failure, ctx.headers)
+        elif answer is not None and target is not None:
+            await send_whole(send, 200, answer, [
+                *ctx.headers, (b"x-trioproxy-token-count", b"provider"),
+                (b"x-trioproxy-target", target.model.encode()),
+            ])  # fmt: skip
+        else:
+            answer = orjson.dumps({"input_tokens": estimate(req.chat), "estimated": True})
+            estimated = (b"x-trioproxy-token-count", b"estimated")
+            await send_whole(send, 200, answer, [*ctx.headers, estimated])
 
     async def _provider_count(
         self, targets: tuple[Target, ...], data: dict[str, Any], headers: dict[bytes, bytes]
-    ) -> tuple[str, bytes] | None:
+    ) -> Asked:
         for target in targets:
             model = target.spec
             provider = model.endpoint
@@ -106,12 +108,14 @@ class CountTokensHandler:
                 continue
             upreq = self._request(model, provider, data, headers)
             try:
-                answer = await self._exchange(target, provider, upreq)
+                return Asked(target, *await self._exchange(target, provider, upreq))
+            except ProviderError as err:  # its 4xx: the caller's to read
+                return Asked(target, None, err)
             except (UpstreamIOError, ValueError) as exc:
                 log.info("count_tokens on %s failed (%s); estimating", target.model, exc)
-                return None
-            return None if answer is None else (target.model, answer)
-        return None
+                failed = ProviderError(ErrorKind.UPSTREAM_UNAVAILABLE, str(exc), status=502)
+                return Asked(target, None, failed)
+        return Asked()
 
     @staticmethod
     def _request(
@@ -130,8 +134,9 @@ class CountTokensHandler:
 
     async def _exchange(
         self, target: Target, provider: ProviderConfig, upreq: UpstreamRequest
-    ) -> bytes | None:
-        """The provider's 2xx body; None when it is unavailable (5xx, timeout)."""
+    ) -> tuple[bytes | None, GatewayError | None]:
+        """The provider's 2xx body, or why there is none (5xx, 408/429: unavailable; no
+        answer within the first-byte timeout); raises its 4xx as a :class:`ProviderError`."""
         t = target.timeouts
         with trio.move_on_after(t.first_byte):
             async with AsyncExitStack() as stack:
@@ -146,12 +151,15 @@ class CountTokensHandler:
                         status=resp.status,
                     )
                 if resp.status >= 300:
-                    return None
+                    message = error_message(resp.status, body)
+                    return None, ProviderError(ErrorKind.UPSTREAM_UNAVAILABLE, message,
+                                               status=resp.status)  # fmt: skip
                 count = json_object(body).get("input_tokens")
                 if not isinstance(count, int):
                     raise ValueError(f"no input_tokens in {body[:200]!r}")
-                return orjson.dumps({"input_tokens": count})
-        return None
+                return orjson.dumps({"input_tokens": count}), None
+        message = f"no answer within {t.first_byte:g} s"
+        return None, ProviderError(ErrorKind.UPSTREAM_TIMEOUT, message, status=504)
 
 
 __all__ = ["PATH", "CountTokensHandler", "estimate"]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import trio
 
-from trioproxy.config.model import ModelConfig
+from trioproxy.config.model import ModelConfig, Target
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import NO_BILL, Bill, bill
 from trioproxy.core.types import Usage
@@ -191,6 +191,25 @@ def _unserved(ctx: RequestContext, err: GatewayError, status: int, outcome: Outc
     )
 
 
+def count_record(
+    ctx: RequestContext, target: Target | None, *, status: int, failure: GatewayError | None
+) -> UsageRecord:
+    """A token count (``/v1/messages/count_tokens``): free upstream, so $0 and no tokens
+    (nothing a budget counts); ``target`` answered it (None: the gateway's estimate),
+    ``failure`` is what the provider did instead (its 4xx relayed with ``status``, or why
+    the caller got an estimate)."""
+    model = target.spec if target is not None else None
+    return UsageRecord(
+        ts=ctx.wall_started, kind="request", **identity(ctx),
+        target=target.model if target is not None else None,
+        provider=model.provider if model is not None else None,
+        provider_model=model.deployment if model is not None else None,
+        latency_ms=_ms(ctx.started, trio.current_time()) or 0.0, status=status,
+        error_kind=failure.kind.value if failure is not None else None,
+        outcome="served" if status == 200 else "error",
+    )  # fmt: skip
+
+
 def cache_hit_record(
     ctx: RequestContext, kind: Literal["exact", "semantic"], *, saved_micros: int
 ) -> UsageRecord:
@@ -205,6 +224,7 @@ def cache_hit_record(
 __all__ = [
     "bill_for",
     "cache_hit_record",
+    "count_record",
     "failed_record",
     "intent_record",
     "refused_record",
