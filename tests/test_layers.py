@@ -7,6 +7,8 @@ against the layer order below; a module may import its own layer and the layers 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,15 @@ def test_request_path_does_not_look_up_models_or_providers_by_name(room: str) ->
         text = path.read_text()
         for needle in (".models[", ".providers[", ".models.get(", ".providers.get("):
             assert needle not in text, f"{path.relative_to(PACKAGE)} looks up by name: {needle}"
+
+
+@pytest.mark.parametrize(
+    "module", ["trioproxy.cli", "trioproxy.server.worker", "trioproxy.edge.app"]
+)
+def test_the_data_plane_does_not_import_numpy(module: str) -> None:
+    """numpy (with the embedder and vector index, ~13.5 MB of RSS per worker) is the semantic
+    cache's: a gateway without a semantic route never imports it."""
+    code = f"import sys, {module}; print('numpy' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "False"
