@@ -32,9 +32,7 @@ import trio
 from harness import Environment, User, task
 from scenarios import start_load_sim
 
-STREAM = (
-    b'{"model":"chat","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}'
-)
+STREAM = b'{"model":"chat","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}'
 AUTH = (("authorization", f"Bearer {common.BENCH_KEY}"),)
 
 
@@ -174,7 +172,9 @@ def main() -> None:
                 for n, users in enumerate(args.streams):
                     spy = args.profile / "profile.collapsed" if (
                         args.profile and kind == "new" and n == 0) else None  # fmt: skip
-                    rows.append({"relay": label, **stream_row(relay, sim, users, args.seconds, spy)})
+                    rows.append(
+                        {"relay": label, **stream_row(relay, sim, users, args.seconds, spy)}
+                    )
                     print(rows[-1], flush=True)
                     if spy is not None and spy.exists():
                         from overhead import summarize_profile

@@ -140,7 +140,9 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    async def _exchange(self, path: str, body: bytes, extra: Sequence[tuple[str, str]]) -> H1Connection:
+    async def _exchange(
+        self, path: str, body: bytes, extra: Sequence[tuple[str, str]]
+    ) -> H1Connection:
         conn = await self._connection()
         headers = (*self.headers, ("content-type", "application/json"), *extra)
         await conn.send_request(request_head("POST", path, f"{HOST}:{self.port}", headers,
@@ -231,7 +233,9 @@ class Client:
 # ------------------------------------------------------------------ users and tasks
 
 
-def task(weight: int = 1) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+def task(
+    weight: int = 1,
+) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
     def mark(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         fn.task_weight = weight  # type: ignore[attr-defined]
         return fn

@@ -65,8 +65,10 @@ def main() -> None:
     print(f"append: {wall * us:.1f} us wall, {cpu * us:.1f} us CPU per record "
           f"({n} records, {size / n:.0f} B each)")  # fmt: skip
     print(f"  of which serialise {serialise * us:.1f} us CPU, write {one_each * us:.1f} us CPU")
-    print(f"one write per request ({PER_REQUEST} lines): {batched * us:.1f} us CPU per record; "
-          f"saves {(one_each - batched) * us * PER_REQUEST:.1f} us CPU per request")
+    print(
+        f"one write per request ({PER_REQUEST} lines): {batched * us:.1f} us CPU per record; "
+        f"saves {(one_each - batched) * us * PER_REQUEST:.1f} us CPU per request"
+    )
     print(f"fsync of {size / 1e6:.1f} MB: {sync * 1e3:.1f} ms")
 
 

@@ -135,6 +135,7 @@ def child(chunks: int, rounds: int) -> None:
     import trioproxy
 
     print(next(iter(trioproxy.__path__)), file=sys.stderr)
+
     async def ticks() -> float:
         """One task alone, checkpointing: a scheduler turn per step (epoll_wait included)."""
         t0 = time.process_time()

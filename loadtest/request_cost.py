@@ -111,7 +111,7 @@ def config(wd: Path) -> Path:
 [server]
 max_in_flight = 4096
 [storage]
-state_dir = "{wd / 'state'}"
+state_dir = "{wd / "state"}"
 [providers.sim]
 kind = "openai"
 base_url = "http://127.0.0.1:9"
@@ -238,8 +238,12 @@ async def main() -> None:
             t1, th1 = time.process_time(), thread_cpu()
             per = {k: 1e6 * (th1[k] - th0.get(k, 0.0)) / args.requests for k in th1}
             cpu = 1e6 * (t1 - t0) / args.requests
-            print(f"  round: {cpu:,.1f} µs per request ("
-                  + ", ".join(f"{k} {v:,.1f}" for k, v in per.items()) + ")", flush=True)
+            print(
+                f"  round: {cpu:,.1f} µs per request ("
+                + ", ".join(f"{k} {v:,.1f}" for k, v in per.items())
+                + ")",
+                flush=True,
+            )
             if best is None or cpu < best[0]:
                 best = (cpu, per)
         assert best is not None
@@ -288,8 +292,11 @@ def report(prof: cProfile.Profile, n: int) -> None:
     stats = pstats.Stats(prof)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in raw.values())
-    print(f"\ncProfile (event-loop thread): {1e6 * total / n:,.0f} µs per request own time "
-          f"in total, {stats.total_calls / n:,.0f} calls per request")  # type: ignore[attr-defined]
+    calls: int = stats.total_calls  # type: ignore[attr-defined]
+    print(
+        f"\ncProfile (event-loop thread): {1e6 * total / n:,.0f} µs per request own time "
+        f"in total, {calls / n:,.0f} calls per request"
+    )
 
     def name(k: Any) -> str:
         file, line, fn = k

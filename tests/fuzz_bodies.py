@@ -130,7 +130,9 @@ _LEAVES = (
 )
 ANY_JSON = st.recursive(
     _LEAVES,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -174,9 +176,7 @@ def structured(template: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
                 body["stream"] = stream
         return body
 
-    return st.builds(
-        with_model, mutated(template), st.sampled_from(MODELS), st.booleans()
-    )
+    return st.builds(with_model, mutated(template), st.sampled_from(MODELS), st.booleans())
 
 
 def dumps(body: Any) -> bytes:
@@ -205,7 +205,10 @@ def byte_mutation(draw: st.DrawFn, raw: bytes) -> bytes:
         if op == "flip" and data:
             data[at] = draw(st.integers(0, 255))
         elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4) | st.sampled_from([b"[", b"{", b'"', b"\\u0000", b"\xff"]))
+            data[at:at] = draw(
+                st.binary(min_size=1, max_size=4)
+                | st.sampled_from([b"[", b"{", b'"', b"\\u0000", b"\xff"])
+            )
         elif op == "delete" and data:
             del data[at]
         elif op == "cut":

@@ -62,7 +62,9 @@ class EchoApp:
                         nursery.cancel_scope.cancel()
 
                 nursery.start_soon(watch)
-                await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True}
+                )
                 self.stream_started.set()
                 await self.release.wait()
                 await send({"type": "http.response.body", "body": b"data: end\n\n"})

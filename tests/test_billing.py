@@ -101,7 +101,9 @@ def test_default_prices_follow_each_providers_rules() -> None:
         p = prices_of(with_default_prices(model, "openai"))
         assert p.cache_read == per_mtok(cached), deployment
         assert p.cache_write_5m == p.cache_write_1h == p.input
-    compat = prices_of(with_default_prices(ModelConfig("x", "p", "x", 1.0, 2.0), "openai_compatible"))
+    compat = prices_of(
+        with_default_prices(ModelConfig("x", "p", "x", 1.0, 2.0), "openai_compatible")
+    )
     assert compat.cache_read == compat.cache_write_1h == compat.input
     # a configured bucket price wins over the rule
     given = ModelConfig("c", "p", "claude", 3.0, 15.0, cache_read_per_mtok=0.25)
@@ -133,8 +135,14 @@ def test_worst_case_uses_the_dearest_input_bucket() -> None:
         assert bill(usage, p).micros <= worst_case_micros(p, usage.prompt_tokens, 10)
 
 
-@pytest.mark.parametrize("texts", [("0.15", "0.6", "0.075", "0.1875", "0.3"),
-                                   ("3", "15", "0.3", "3.75", "6"), ("1", "3", "1", "7", "2")])
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ("0.15", "0.6", "0.075", "0.1875", "0.3"),
+        ("3", "15", "0.3", "3.75", "6"),
+        ("1", "3", "1", "7", "2"),
+    ],
+)
 @pytest.mark.parametrize(("prompt", "out"), [(0, 0), (1, 0), (7, 3), (1000, 10), (123457, 4096)])
 def test_bounds_in_integers_equal_the_exact_fractions(
     texts: tuple[str, ...], prompt: int, out: int

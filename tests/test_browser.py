@@ -42,8 +42,18 @@ from trioproxy.simulator.faults import Fault
 
 CHROMIUM = Path(os.environ.get("TRIOPROXY_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-PAGES = ("/", "/budgets", "/spend", "/keys", "/providers", "/cache", "/audit", "/alerts", "/users",
-         "/requests")
+PAGES = (
+    "/",
+    "/budgets",
+    "/spend",
+    "/keys",
+    "/providers",
+    "/cache",
+    "/audit",
+    "/alerts",
+    "/users",
+    "/requests",
+)
 TIMEOUT_MS = 15_000
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -320,7 +330,9 @@ def test_requests_and_provider_traffic_pages(served: Served, page: Any) -> None:
     page.goto(f"{served.url}/providers")
     busy = page.locator('table.traffic tr[data-window="5"]:has(td.rate:not(:has-text("(0)")))')
     expect(busy.first).to_be_visible()
-    expect(busy.first.locator('td[data-label^="Latency"]')).to_have_text(re.compile(r"\d+ / \d+ ms"))
+    expect(busy.first.locator('td[data-label^="Latency"]')).to_have_text(
+        re.compile(r"\d+ / \d+ ms")
+    )
     shot(page, "providers-traffic-1280")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 

@@ -35,7 +35,7 @@ def test_bucket_names_are_spelled_only_in_buckets_py() -> None:
         in_budget = path.parent.name == "budget"
         for n, line in enumerate(path.read_text().splitlines(), 1):
             m = BUCKET_LITERAL.search(line)
-            if m and (in_budget or m.group(0).startswith(("f\"team", "f'team"))):
+            if m and (in_budget or m.group(0).startswith(('f"team', "f'team"))):
                 spelled.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
     assert not spelled, "bucket names outside budget/buckets.py:\n" + "\n".join(spelled)
 

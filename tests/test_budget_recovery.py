@@ -330,7 +330,10 @@ async def test_overrides_set_at_run_time_survive_a_state_loss(
     i.rec.overrides = admin  # as the dashboard's mount does
     await i.gate.set_team_limits("t", 150_000, None)  # config: $10 a day
     await i.gate.save_override(*limits_entry("t", 150_000, None))  # as the dashboard does
-    for entry in (window_entry("u", UserWindow("u", 5, 3_600)), rate_entry("k", KeyLimits(1, None))):
+    for entry in (
+        window_entry("u", UserWindow("u", 5, 3_600)),
+        rate_entry("k", KeyLimits(1, None)),
+    ):
         await i.gate.set_policy(*entry)  # config: no window; the key's own rate: none
         await i.gate.save_override(*entry)
     await admin.save_override("limits:x", "{not json")  # skipped, never stops the rebuild

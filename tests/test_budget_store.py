@@ -206,7 +206,9 @@ async def test_reserve_reports_window_usage_in_the_same_operation(store: BudgetS
     assert await store.reserve("a", [day(100), win(40), rpm], now=T0, lease_s=60, usage=got) is None
     assert got == {"user:u": 40, "key:k:rpm": 1}
     got = {}
-    assert await store.reserve("b", [win(25), win(5), rpm], now=T0 + 10, lease_s=60, usage=got) is None
+    assert (
+        await store.reserve("b", [win(25), win(5), rpm], now=T0 + 10, lease_s=60, usage=got) is None
+    )
     assert got == {"user:u": 70, "key:k:rpm": 2}  # two claims on one bucket: one sum
     got = {}
     assert await store.reserve("c", [win(31)], now=T0 + 20, lease_s=60, usage=got) is not None

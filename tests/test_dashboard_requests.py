@@ -44,7 +44,9 @@ async def test_requests_newest_first_with_every_filter(nursery: trio.Nursery) ->
     newest = re.search(rf'<tr data-request="{ids[0]}">(.*?)</tr>', page, re.S)
     assert newest is not None and "429" in newest.group(1) and "budget_exceeded" in newest.group(1)
     last = re.search(rf'<tr data-request="{ids[-1]}">(.*?)</tr>', page, re.S)
-    assert last is not None and re.search(r'data-label="Latency" class="num">\d+ ms<', last.group(1))
+    assert last is not None and re.search(
+        r'data-label="Latency" class="num">\d+ ms<', last.group(1)
+    )
     assert re.search(r'data-label="Attempts" class="attempts">1<br>', last.group(1))
 
     async def ids_for(query: str) -> list[str]:
@@ -199,8 +201,19 @@ def test_spend_csv_cells_read_back_as_written_and_never_as_formulas() -> None:
     from trioproxy.ledger.days import day_number
 
     day = dt.date(2026, 1, 2)
-    names = ["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "=SUM(A1)", "-1", "@x", "é",
-             "\t=1+2", "\r=3"]
+    names = [
+        "plain",
+        "a,b",
+        'say "hi"',
+        "two\nlines",
+        "cr\rhere",
+        "=SUM(A1)",
+        "-1",
+        "@x",
+        "é",
+        "\t=1+2",
+        "\r=3",
+    ]
     spend = Spend(Range(day, day), "user", [day])
     spend.cells = [(day_number(day), name, i, 10 * i, 5 * i, 1_234_567 * i, i) for i, name in
                    enumerate(names)]  # fmt: skip

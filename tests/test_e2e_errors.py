@@ -216,7 +216,8 @@ async def test_metrics_need_an_admin_key_and_count_requests(gateway: Running) ->
         with trio.fail_after(20):  # the record is written just after the response
             while True:
                 r = await c.get(
-                    gateway.admin_url + "/metrics", headers={"authorization": f"Bearer {gateway.key}"}
+                    gateway.admin_url + "/metrics",
+                    headers={"authorization": f"Bearer {gateway.key}"},
                 )
                 got = parse(r.text)
                 # the record is written in the request's finally, just before it leaves in-flight

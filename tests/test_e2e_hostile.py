@@ -45,7 +45,10 @@ def settings(sim_url: str) -> Settings:
                 "p-oa": {"kind": "openai", **provider},
                 "p-an": {"kind": "anthropic", **provider},
             },
-            "models": {"m-oa": {"provider": "p-oa", **price}, "m-an": {"provider": "p-an", **price}},
+            "models": {
+                "m-oa": {"provider": "p-oa", **price},
+                "m-an": {"provider": "p-an", **price},
+            },
             "routes": {
                 "oa": {"chains": {"default": [{"model": "m-oa"}]}},
                 "an": {"chains": {"default": [{"model": "m-an"}]}},
@@ -164,9 +167,7 @@ async def post(g: Running, path: str, body: Any) -> httpx.Response:
     finally:
         sys.setrecursionlimit(old)
     async with httpx.AsyncClient(timeout=30) as c:
-        return await c.post(
-            g.url + path, content=raw, headers={"authorization": f"Bearer {KEY}"}
-        )
+        return await c.post(g.url + path, content=raw, headers={"authorization": f"Bearer {KEY}"})
 
 
 @pytest.fixture

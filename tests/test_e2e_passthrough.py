@@ -41,14 +41,19 @@ async def test_openai_same_wire_is_verbatim_and_sdk_reads_it(nursery: trio.Nurse
     assert text.count("data: [DONE]") == 1
     assert '"usage":{' not in text  # the caller did not ask; the gateway did, upstream
     opts = {"stream_options": {"include_usage": True}}
-    text = await stream_text(g.url, "/v1/chat/completions", {"model": "r", "messages": MSGS, **opts})
+    text = await stream_text(
+        g.url, "/v1/chat/completions", {"model": "r", "messages": MSGS, **opts}
+    )
     assert '"usage":{' in text and '"completion_tokens":25' in text
 
     def sdk() -> tuple[str, int]:
         client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
         parts, usage = [], 0
         for chunk in client.chat.completions.create(
-            model="r", messages=MSGS, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="r",
+            messages=MSGS,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         ):
             parts += [c.delta.content or "" for c in chunk.choices]
             usage = chunk.usage.completion_tokens if chunk.usage else usage
@@ -59,7 +64,9 @@ async def test_openai_same_wire_is_verbatim_and_sdk_reads_it(nursery: trio.Nurse
     with trio.fail_after(30):  # a request's record follows its response
         while len(records := [r for r in g.sink.records if r.kind == "request"]) < 3:
             await trio.sleep(0.01)
-    assert [r.output_tokens for r in records] == [25, 25, 25] and not any(r.estimated for r in records)
+    assert [r.output_tokens for r in records] == [25, 25, 25] and not any(
+        r.estimated for r in records
+    )
 
 
 async def test_anthropic_same_wire_is_verbatim(nursery: trio.Nursery) -> None:
@@ -67,7 +74,9 @@ async def test_anthropic_same_wire_is_verbatim(nursery: trio.Nursery) -> None:
     g = await start_gateway(nursery, chain_settings([sim.url], kinds=["anthropic"]))
     body = {"model": "r", "messages": MSGS, "max_tokens": 100}
     text = await stream_text(g.url, "/v1/messages", body)
-    assert text.count("event: message_stop") == 1 and text.rstrip().endswith('{"type":"message_stop"}')
+    assert text.count("event: message_stop") == 1 and text.rstrip().endswith(
+        '{"type":"message_stop"}'
+    )
 
     def sdk() -> str:
         client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)

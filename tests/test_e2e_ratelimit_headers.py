@@ -38,8 +38,12 @@ async def gateway(nursery: trio.Nursery, tmp: str) -> tuple[Running, Any]:
             "storage": {"state_dir": tmp},
             "providers": {
                 "oa": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"},
-                "an": {"kind": "anthropic", "base_url": sim.url, "api_key_env": "K",
-                       "anthropic_betas_deny": ["files-api-2025-04-14"]},
+                "an": {
+                    "kind": "anthropic",
+                    "base_url": sim.url,
+                    "api_key_env": "K",
+                    "anthropic_betas_deny": ["files-api-2025-04-14"],
+                },
             },
             "models": {
                 "gpt": {"provider": "oa", "input_per_mtok": 1, "output_per_mtok": 2},
@@ -47,8 +51,14 @@ async def gateway(nursery: trio.Nursery, tmp: str) -> tuple[Running, Any]:
             },
             "routes": {},
             "api_keys": [
-                {"name": "k", "key_sha256": hash_key(KEY), "team": "t", "user": "u",
-                 "rpm": RPM, "tpm": TPM},
+                {
+                    "name": "k",
+                    "key_sha256": hash_key(KEY),
+                    "team": "t",
+                    "user": "u",
+                    "rpm": RPM,
+                    "tpm": TPM,
+                },
                 {"name": "free", "key_sha256": hash_key(NO_LIMIT_KEY), "team": "t", "user": "v"},
             ],
         },
@@ -90,7 +100,9 @@ async def test_both_sdks_read_rate_limit_headers(nursery: trio.Nursery, tmp_path
     assert h["anthropic-ratelimit-requests-remaining"] == "1"
     assert h["anthropic-ratelimit-tokens-limit"] == str(TPM)
     assert h["anthropic-ratelimit-tokens-remaining"] == str(TPM - used - WORST)
-    reset = dt.datetime.fromisoformat(h["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00"))
+    reset = dt.datetime.fromisoformat(
+        h["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00")
+    )
     assert 55 <= reset.timestamp() - time.time() <= 61
 
     await in_thread(lambda: oai(g).chat.completions.create(model="gpt", messages=MSG,

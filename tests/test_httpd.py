@@ -130,11 +130,23 @@ async def test_refusal_without_reading_body_closes_cleanly(nursery: trio.Nursery
     ("raw", "status"),
     [
         (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"a" * 40000 + b"\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
-         + b"\r\n", 431),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\n"
+            + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+            + b"\r\n",
+            431,
+        ),
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n", 413),
-        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-         + b"10000\r\n" + b"x" * 65536 + b"\r\n" + b"10000\r\n" + b"x" * 65536 + b"\r\n", 413),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"10000\r\n"
+            + b"x" * 65536
+            + b"\r\n"
+            + b"10000\r\n"
+            + b"x" * 65536
+            + b"\r\n",
+            413,
+        ),
         (b"GET / HTTP/1.1\r\nHost: t\r\nExpect: something\r\n\r\n", 417),
         (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
     ],

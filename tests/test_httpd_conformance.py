@@ -35,8 +35,7 @@ SMUGGLING = {
     "chunk_missing_crlf": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"3\r\nabcX\r\n0\r\n\r\n",
     "obs_fold": b"POST / HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\nContent-Length: 0\r\n\r\n",
-    "obs_fold_te": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
-    b"0\r\n\r\n",
+    "obs_fold_te": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
     "space_in_header_name": b"GET / HTTP/1.1\r\nHost: t\r\nX A: b\r\n\r\n",
     "space_before_colon": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length : 3\r\n\r\nabc",
     "ctl_in_header_name": b"GET / HTTP/1.1\r\nHost: t\r\nX\x01A: b\r\n\r\n",

@@ -117,7 +117,9 @@ async def test_sqlite_ledger_of_the_float_schema_is_migrated(tmp_path: Path) -> 
         conn.execute(stmt)
     marks = ", ".join("?" * 28)
     for r in OLD_ROWS:
-        conn.execute(f"INSERT INTO ledger_raw ({_V1_COLUMNS}) VALUES ({marks})", _old_raw_values(*r))
+        conn.execute(
+            f"INSERT INTO ledger_raw ({_V1_COLUMNS}) VALUES ({marks})", _old_raw_values(*r)
+        )
     conn.execute(f"INSERT INTO ledger_daily VALUES ({', '.join('?' * 13)})", _old_daily_values())
     conn.commit()
     conn.close()
@@ -164,8 +166,7 @@ async def test_postgres_ledger_of_the_float_schema_is_migrated(pg_url: str) -> N
         cols = {
             r[0]
             for r in pg.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'ledger_raw'"
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'ledger_raw'"
             ).fetchall()
         }
         rows = pg.execute(

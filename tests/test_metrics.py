@@ -186,7 +186,9 @@ def open_streams_of(metrics_dir: Path, pid: int) -> float:
     return 0.0
 
 
-async def test_a_dead_workers_gauges_leave_the_scrape(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_a_dead_workers_gauges_leave_the_scrape(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     """A worker killed with streams open: once the supervisor has replaced it, the scrape sums
     the live workers' gauges only (its last values are not summed forever)."""
     sim = await start_simulator(nursery, Fault(tokens=3000, chunk_ms=20))  # ~60 s streams

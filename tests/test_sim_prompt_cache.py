@@ -51,9 +51,7 @@ def test_anthropic_ttl_and_two_markers_split_the_writes() -> None:
     body = anthropic_body([one, marked(words(700, "b"))])
     assert cache.use(anthropic_prompt(body), now=0.0) == CacheSplit(write_5m=700, write_1h=1504)
     # after 10 minutes the 5-minute part is gone, the 1-hour part is read and the rest rewritten
-    assert cache.use(anthropic_prompt(body), now=600.0) == CacheSplit(
-        read=1504, write_5m=700
-    )
+    assert cache.use(anthropic_prompt(body), now=600.0) == CacheSplit(read=1504, write_5m=700)
 
 
 def test_anthropic_short_or_unmarked_prefixes_are_not_cached() -> None:

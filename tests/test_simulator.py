@@ -438,7 +438,8 @@ async def test_ttft_delays_first_byte(sim: Sim) -> None:
 
 async def test_hang_until_client_times_out(sim: Sim) -> None:
     headers = {**OPENAI_KEY, "x-sim-fault": "hang", "x-sim-id": "hung"}
-    with pytest.raises(httpx.ReadTimeout):  # connect may be slow on a busy box: only the read is short
+    # connect may be slow on a busy box: only the read is short
+    with pytest.raises(httpx.ReadTimeout):
         await sim.client.post(
             "/v1/chat/completions", json=openai_body(), headers=headers,
             timeout=httpx.Timeout(10.0, read=0.3),

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
     "cmd",
     [
         ["ruff", "check", "trioproxy", "tests", "loadtest"],
-        ["ruff", "format", "--check", "trioproxy"],
+        ["ruff", "format", "--check", "trioproxy", "tests", "loadtest"],
         ["mypy"],
     ],
     ids=["ruff-lint", "ruff-format", "mypy"],

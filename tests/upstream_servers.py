@@ -183,7 +183,8 @@ _OPENAI_CHUNK = (
 )
 STALL_EVENTS = {
     "/v1/chat/completions": [
-        b"data: " + (_OPENAI_CHUNK % ('{"role":"assistant","content":"Hello"}', "null")).encode()
+        b"data: "
+        + (_OPENAI_CHUNK % ('{"role":"assistant","content":"Hello"}', "null")).encode()
         + b"\n\n",
         b"data: " + (_OPENAI_CHUNK % ('{"content":" world"}', "null")).encode() + b"\n\n",
         b"data: " + (_OPENAI_CHUNK % ("{}", '"stop"')).encode() + b"\n\n",
@@ -242,5 +243,12 @@ class StallAfterFinal(Listening):
             self.closed += 1
 
 
-__all__ = ["STALL_EVENTS", "ConnectProxy", "FlakyKeepAlive", "Listening", "StallAfterFinal",
-           "TlsSim", "start_tls_simulator"]
+__all__ = [
+    "STALL_EVENTS",
+    "ConnectProxy",
+    "FlakyKeepAlive",
+    "Listening",
+    "StallAfterFinal",
+    "TlsSim",
+    "start_tls_simulator",
+]
