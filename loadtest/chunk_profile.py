@@ -111,20 +111,17 @@ def start_gateway(commit: str, args: argparse.Namespace, *, valgrind: bool,
     return sim, short, gw
 
 
-SHORT_ROUTE = """
+SHORT_ROUTE = (
+    """
 [providers.short]
 kind = "openai"
 base_url = "{url}"
 api_key_env = "{env}"
 max_connections = 2048
-[models.s]
-provider = "short"
-input_per_mtok = 0.15
-output_per_mtok = 0.60
-[routes.short]
-[[routes.short.chains.default]]
-model = "s"
 """
+    + "\n".join(common.chat_route_lines("short", model="s", route="short"))
+    + "\n"
+)
 
 
 def run_users(port: int, users: int, route: str, seconds: float) -> dict[str, Any]:

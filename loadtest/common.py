@@ -5,6 +5,11 @@ and is stopped by signalling that group, never by name. Accounting reads
 ``/proc``: CPU seconds and RSS of a whole process group (hypercorn's master
 plus its workers), and the machine-wide busy share from ``/proc/stat`` so a
 run on a box shared with other people's tests can be told apart.
+
+Config text every bench writes (the ``[server]`` / ``[storage]`` head, the bench key, the
+``chat`` route on model ``m`` and the bench team's budget) and the in-process driver
+(``request_cost.py``, ``inprocess.py``: an upstream that answers at once, one request into
+an ASGI app) are written here once.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -219,6 +229,20 @@ def bench_key_lines() -> list[str]:
     """The ``[[api_keys]]`` entry of :data:`BENCH_KEY` (team ``bench``)."""
     digest = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
     return ["[[api_keys]]", 'name = "bench"', f'key_sha256 = "{digest}"', 'team = "bench"']
+
+
+def chat_route_lines(provider: str, model: str = "m", route: str = "chat") -> list[str]:
+    """``model`` on ``provider`` (gpt-4o-mini's prices) and ``route``: a chain of ``model``
+    alone."""
+    return [
+        f"[models.{model}]", f'provider = "{provider}"', "input_per_mtok = 0.15",
+        "output_per_mtok = 0.60", f"[routes.{route}]", f"[[routes.{route}.chains.default]]",
+        f'model = "{model}"',
+    ]  # fmt: skip
+
+
+BENCH_BUDGET_LINES = ["[budgets.teams.bench]", "daily_usd = 1000000.0"]
+"""The bench team's budget: never reached, but every request takes a reservation."""
 
 
 def write_config(
@@ -462,3 +486,70 @@ __all__ = [
     "write_config",
     "wrk",
 ]
+
+
+# ------------------------------------------------------------------ in process (no sockets)
+
+COMPLETION = orjson.dumps({
+    "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+})  # fmt: skip
+"""The small OpenAI completion an in-process upstream answers."""
+
+
+class InstantResponse:
+    """An upstream answer already in memory (the transport seam's response): ``body`` in
+    reads of ``chunk`` bytes, each after a checkpoint."""
+
+    def __init__(self, body: bytes, chunk: int = 1 << 20) -> None:
+        self.status = 200
+        self.headers: dict[str, str] = {"content-type": "application/json"}
+        self._parts = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+
+    async def receive(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self._parts.pop(0) if self._parts else b""
+
+    async def read(self, limit: int) -> bytes:
+        return b"".join([p async for p in self._iter()])[:limit]
+
+    async def _iter(self) -> AsyncIterator[bytes]:
+        while chunk := await self.receive():
+            yield chunk
+
+
+class InstantTransport:
+    """The gateway's transport, answering at once: :data:`COMPLETION`, or ``stream`` (SSE
+    bytes, read 200 bytes at a time) to a request that asks for a stream."""
+
+    def __init__(self, stream: bytes = b"") -> None:
+        self.stream = stream
+
+    @asynccontextmanager
+    async def open(self, provider: Any, request: Any, *, connect_timeout: float) -> Any:
+        await trio.lowlevel.checkpoint()
+        if self.stream and b'"stream":true' in request.body:
+            yield InstantResponse(self.stream, 200)
+        else:
+            yield InstantResponse(COMPLETION)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def asgi_request(app: Any, scope: dict[str, Any], body: bytes, send: Any) -> None:
+    """One HTTP request into the ASGI ``app``: ``body`` in one message, then a client that
+    never leaves (``receive`` waits forever)."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await trio.sleep_forever()
+        raise AssertionError
+
+    await app(scope, receive, send)

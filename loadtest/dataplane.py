@@ -48,6 +48,7 @@ def config(wd: Path, sim_url: str, commit: str, **server: object) -> Path:
     path = wd / "dataplane.toml"
     head = "\n".join(common.head_lines(wd, commit, **server))
     key = "\n".join(common.bench_key_lines())
+    route = "\n".join([*common.chat_route_lines("sim"), *common.BENCH_BUDGET_LINES])
     path.write_text(f"""
 {head}
 [providers.sim]
@@ -55,15 +56,7 @@ kind = "openai"
 base_url = "{sim_url}"
 api_key_env = "{common.PROVIDER_KEY_ENV}"
 max_connections = 2048
-[models.m]
-provider = "sim"
-input_per_mtok = 0.15
-output_per_mtok = 0.60
-[routes.chat]
-[[routes.chat.chains.default]]
-model = "m"
-[budgets.teams.bench]
-daily_usd = 1000000.0
+{route}
 {key}
 """)
     return path

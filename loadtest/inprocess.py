@@ -21,8 +21,6 @@ import cProfile
 import pstats
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ args = ap.parse_args()
 if args.source is not None:
     sys.path.insert(0, str(args.source))
 
+import common  # noqa: E402
 import orjson  # noqa: E402
 import trio  # noqa: E402
 
@@ -45,12 +44,6 @@ from trioproxy.config import hash_key, parse_settings  # noqa: E402
 from trioproxy.edge.app import create_app  # noqa: E402
 
 KEY = "sk-bench"
-COMPLETION = orjson.dumps({
-    "id": "c1", "object": "chat.completion", "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
-})  # fmt: skip
 
 
 def sse(n: int) -> bytes:
@@ -66,34 +59,6 @@ def sse(n: int) -> bytes:
     return b"".join(b"data: " + o + b"\n\n" for o in out) + b"data: [DONE]\n\n"
 
 
-class Response:
-    def __init__(self, body: bytes, chunk: int) -> None:
-        self.status = 200
-        self.headers: dict[str, str] = {}
-        self._parts = [body[i : i + chunk] for i in range(0, len(body), chunk)]
-
-    async def receive(self) -> bytes:
-        await trio.lowlevel.checkpoint()
-        return self._parts.pop(0) if self._parts else b""
-
-    async def read(self, limit: int) -> bytes:
-        return b"".join([p async for p in self._iter()])[:limit]
-
-    async def _iter(self) -> AsyncIterator[bytes]:
-        while chunk := await self.receive():
-            yield chunk
-
-
-class Transport:
-    def __init__(self, events: int) -> None:
-        self.stream = sse(events)
-
-    @asynccontextmanager
-    async def open(self, provider: Any, request: Any, *, connect_timeout: float) -> Any:
-        streaming = b'"stream":true' in request.body
-        yield Response(self.stream, 200) if streaming else Response(COMPLETION, 1 << 20)
-
-
 def settings() -> Any:
     return parse_settings({
         "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9",
@@ -106,28 +71,19 @@ def settings() -> Any:
 
 async def one(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await trio.sleep_forever()
-        raise AssertionError
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
-    await app(scope, receive, send)
+    await common.asgi_request(app, scope, body, send)
     status = sent[0]["status"]
     assert status == 200, sent
     return sum(len(m.get("body", b"")) for m in sent[1:])
 
 
 async def bench(name: str, path: str, req: dict[str, Any], units: int) -> None:
-    app = create_app(settings(), transport=Transport(args.events))
+    app = create_app(settings(), transport=common.InstantTransport(sse(args.events)))
     headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"x-api-key", KEY.encode()),
                (b"anthropic-version", b"2023-06-01"),
                (b"content-type", b"application/json")]  # fmt: skip

@@ -29,8 +29,6 @@ import pstats
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,83 +50,29 @@ args = ap.parse_args()
 if args.source is not None:
     sys.path.insert(0, str(args.source))
 
-import orjson  # noqa: E402
+import common  # noqa: E402
 import trio  # noqa: E402
 
-from trioproxy.config import hash_key, load_settings  # noqa: E402
+from trioproxy.config import load_settings  # noqa: E402
 from trioproxy.server.factory import build_gateway  # noqa: E402
 from trioproxy.server.worker import settle_heap  # noqa: E402
 from trioproxy.telemetry.logs import configure_logging  # noqa: E402
 
-KEY = "sk-bench-cost"
-BODY = b'{"model":"chat","messages":[{"role":"user","content":"Hello there, how are you today?"}],"max_tokens":30}'
-COMPLETION = orjson.dumps({
-    "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
-})  # fmt: skip
-
-
-class Response:
-    status = 200
-
-    def __init__(self) -> None:
-        self.headers: dict[str, str] = {"content-type": "application/json"}
-        self._done = False
-
-    async def receive(self) -> bytes:
-        await trio.lowlevel.checkpoint()
-        if self._done:
-            return b""
-        self._done = True
-        return COMPLETION
-
-    async def read(self, limit: int) -> bytes:
-        return b"".join([p async for p in self._iter()])[:limit]
-
-    async def _iter(self) -> AsyncIterator[bytes]:
-        while chunk := await self.receive():
-            yield chunk
-
-
-class Transport:
-    @asynccontextmanager
-    async def open(self, provider: Any, request: Any, *, connect_timeout: float) -> Any:
-        await trio.lowlevel.checkpoint()
-        yield Response()
-
-    async def aclose(self) -> None:
-        pass
+BODY = common.CHAT_BODY % b"chat"
 
 
 def config(wd: Path) -> Path:
-    budget = "" if args.no_budget else "[budgets.teams.bench]\ndaily_usd = 1000000.0\n"
+    budget = [] if args.no_budget else common.BENCH_BUDGET_LINES
     if args.store_timeout is not None:
-        budget = f"[budgets]\nstore_timeout_s = {args.store_timeout}\n{budget}"
+        budget = ["[budgets]", f"store_timeout_s = {args.store_timeout}", *budget]
     path = wd / "cost.toml"
-    path.write_text(f"""
-[server]
-max_in_flight = 4096
-[storage]
-state_dir = "{wd / "state"}"
-[providers.sim]
-kind = "openai"
-base_url = "http://127.0.0.1:9"
-api_key_env = "K"
-[models.m]
-provider = "sim"
-input_per_mtok = 0.15
-output_per_mtok = 0.60
-[routes.chat]
-[[routes.chat.chains.default]]
-model = "m"
-{budget}
-[[api_keys]]
-name = "bench"
-key_sha256 = "{hash_key(KEY)}"
-team = "bench"
-""")
+    lines = [
+        "[server]", "max_in_flight = 4096", "[storage]", f'state_dir = "{wd / "state"}"',
+        "[providers.sim]", 'kind = "openai"', 'base_url = "http://127.0.0.1:9"',
+        'api_key_env = "K"', *common.chat_route_lines("sim"), *budget,
+        *common.bench_key_lines(),
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -147,7 +91,7 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
-HEADERS = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {KEY}".encode()),
+HEADERS = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {common.BENCH_KEY}".encode()),
            (b"content-type", b"application/json"),
            (b"content-length", str(len(BODY)).encode())]  # fmt: skip
 
@@ -158,15 +102,6 @@ def _no_disconnect(gone: Any) -> None:
 
 async def one(app: Any) -> None:
     status = 0
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": BODY, "more_body": False}
-        await trio.sleep_forever()
-        raise AssertionError
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status
@@ -178,7 +113,7 @@ async def one(app: Any) -> None:
              "query_string": b"", "headers": HEADERS, "client": ("127.0.0.1", 1),
              "server": ("127.0.0.1", 8080), "scheme": "http",
              "trioproxy.on_disconnect": _no_disconnect}  # as httpd offers it  # fmt: skip
-    await app(scope, receive, send)
+    await common.asgi_request(app, scope, BODY, send)
     if status != 200:
         raise RuntimeError(f"status {status}")
 
@@ -223,7 +158,9 @@ async def main() -> None:
     wd = Path(tempfile.mkdtemp(prefix="tp-cost-"))
     logfile = open(wd / "gateway.log", "w")  # noqa: ASYNC230 (set-up, before any load)
     configure_logging("info", "json", stream=logfile)
-    app = build_gateway(load_settings(str(config(wd)), env={"K": "x"}), transport=Transport())
+    app = build_gateway(
+        load_settings(str(config(wd)), env={"K": "x"}), transport=common.InstantTransport()
+    )
     print(f"trioproxy from {next(iter(trioproxy.__path__))}; state in {wd}")
     stop, started = trio.Event(), trio.Event()
     async with trio.open_nursery() as nursery:
