@@ -201,9 +201,9 @@ def admin_url(config: Path) -> str:
     return f"http://{server.get('admin_host', HOST)}:{server['admin_port']}"
 
 
-def start_gateway(workdir: Path, config: Path, workers: int = 1) -> Server:
+def start_gateway(workdir: Path, config: Path, workers: int = 1, commit: str = "HEAD") -> Server:
     port = free_port()
-    argv, env = trioproxy_argv("serve", "--config", str(config), "--host", HOST)
+    argv, env = trioproxy_argv("serve", "--config", str(config), "--host", HOST, commit=commit)
     argv += ["--port", str(port), "--workers", str(workers)]
     return start("gateway", argv, port, workdir, env={**env, PROVIDER_KEY_ENV: "sim"})
 

@@ -10,15 +10,19 @@
    local days are not UTC days); every page fetched ``--rounds`` times in turn over one
    keep-alive connection with an admin key: wall-clock p50/p95 per page and the gateway's CPU
    ms per page (robust to other people's load, which is printed as ``foreign``).
-3. **Proxy**: wrk against the data port (``--conns`` connections, ``--seconds`` each) with no
+3. **Proxy**: wrk against the data port (``--conns`` connections, ``--seconds`` each; a
+   closed-loop Trio client of the same shape when ``wrk`` is not installed) with no
    dashboard viewer, with two open live tabs (the overview and providers panels every 5 s, as
    htmx polls them), and with a viewer that fetches every page each ``--poll-s`` seconds (far
-   busier than any person); twice, interleaved: req/s, p50/p99 and gateway CPU µs per proxied
-   request.
+   busier than any person); ``--runs`` times, interleaved: req/s, p50/p99, the data plane's
+   CPU µs per proxied request (read from each data-plane process's own counters in
+   ``/proc/<pid>/stat``: the worker processes of ``serve``, or the one process serving both
+   planes before the control plane had its own), the control plane's CPU, and the load
+   average. ``--commit`` runs another commit's code (``main`` for the before).
 
     .venv/bin/python loadtest/dashboard_pages.py [--records 1000000] [--rounds 40]
         [--state /tmp/tp-dash-bench] [--seconds 15] [--conns 32] [--poll-s 1] [--skip-proxy]
-        [--skip-pages]
+        [--skip-pages] [--commit HEAD] [--runs 2] [--only-viewer]
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import argparse
 import hashlib
 import http.client
 import json
+import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -189,6 +195,76 @@ TABS = ["/panel/overview", "/panel/providers"]
 """Two open tabs of live pages: what htmx polls every 5 s."""
 
 
+def role_pids(root: int) -> dict[str, list[int]]:
+    """The data-plane and control-plane processes of ``serve`` (pid ``root``): its children
+    by command line; a ``serve`` without them (one worker, both planes in process) is its own
+    data plane."""
+    try:
+        kids = [int(p) for p in Path(f"/proc/{root}/task/{root}/children").read_text().split()]
+    except OSError:
+        kids = []
+    roles: dict[str, list[int]] = {"data": [], "control": []}
+    for pid in kids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"trioproxy.server.worker" in argv:
+            roles["data"].append(pid)
+        elif b"trioproxy.server.control" in argv:
+            roles["control"].append(pid)
+    if not roles["data"]:
+        roles["data"] = [root]
+    return roles
+
+
+def cpu_of(pids: list[int]) -> float:
+    return sum(common.pid_cpu(p) for p in pids)
+
+
+def drive(port: int, conns: int, seconds: float) -> common.WrkResult:
+    """wrk's run without wrk: ``conns`` keep-alive connections in a closed loop, POSTing the
+    bench chat body (latencies in ms)."""
+    from trioproxy.upstream.http1 import H1Connection, request_head
+
+    body = common.CHAT_BODY % MODEL.encode()
+    headers = (("authorization", f"Bearer {common.BENCH_KEY}"),
+               ("content-type", "application/json"))  # fmt: skip
+    lat: list[float] = []
+    counts = {"non2xx": 0, "errors": 0}
+
+    async def one(end: float) -> None:
+        stream = await trio.open_tcp_stream(common.HOST, port)
+        conn = H1Connection(stream, stream.socket)
+        try:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                head = request_head("POST", "/v1/chat/completions", f"{common.HOST}:{port}",
+                                    headers, len(body))  # fmt: skip
+                await conn.send_request(head, body)
+                await conn.read_head()
+                while await conn.receive():
+                    pass
+                lat.append((time.perf_counter() - t0) * 1000)
+                if conn.status >= 300:
+                    counts["non2xx"] += 1
+        except (OSError, trio.BrokenResourceError, ValueError):
+            counts["errors"] += 1
+        finally:
+            conn.close()
+
+    async def run() -> float:
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(conns):
+                nursery.start_soon(one, t0 + seconds)
+        return time.perf_counter() - t0
+
+    took = trio.run(run)
+    return common.WrkResult(
+        requests=len(lat), seconds=took, errors=counts["errors"], non2xx=counts["non2xx"],
+        p50=common.percentile(lat, 50), p90=common.percentile(lat, 90),
+        p99=common.percentile(lat, 99), max=max(lat, default=0.0),
+    )  # fmt: skip
+
+
 def proxy_run(wd: Path, gw: common.Server, admin: str, args: argparse.Namespace,
               poll_s: float | None, pages: list[str] = PAGES) -> dict[str, object]:  # fmt: skip
     stop = threading.Event()
@@ -203,21 +279,44 @@ def proxy_run(wd: Path, gw: common.Server, admin: str, args: argparse.Namespace,
             stop.wait(poll_s)
 
     thread = threading.Thread(target=poller, daemon=True) if poll_s is not None else None
+    roles = role_pids(gw.proc.pid)
+    cpu0 = {r: cpu_of(p) for r, p in roles.items()}
     with common.Meter({"gateway": gw.pgid}) as meter:
         if thread is not None:
             thread.start()
-        result = common.wrk(gw.url + "/v1/chat/completions", MODEL, wd, conns=args.conns,
-                            seconds=args.seconds)  # fmt: skip
+        if shutil.which("wrk"):
+            result = common.wrk(gw.url + "/v1/chat/completions", MODEL, wd, conns=args.conns,
+                                seconds=args.seconds)  # fmt: skip
+        else:
+            result = drive(gw.port, args.conns, args.seconds)
         stop.set()
         if thread is not None:
             thread.join()
+    cpu = {r: cpu_of(p) - cpu0[r] for r, p in roles.items()}
+    n = max(1, result.requests)
     return {
         "viewer": "none" if poll_s is None else f"{len(pages)} pages each {poll_s:g} s",
-        "page_views": polls[0], "rps": round(result.rps), "p50_ms": result.p50,
-        "p99_ms": result.p99, "non2xx": result.non2xx,
-        "gateway_cpu_us_per_req": round(meter.cpu["gateway"] * 1e6 / max(1, result.requests)),
-        "foreign_pct": round(meter.foreign_pct),
+        "page_views": polls[0], "rps": round(result.rps), "p50_ms": round(result.p50, 1),
+        "p99_ms": round(result.p99, 1), "non2xx": result.non2xx,
+        "data_plane_cpu_us_per_req": round(cpu["data"] * 1e6 / n),
+        "control_plane_cpu_s": round(cpu["control"], 2),
+        "gateway_cpu_us_per_req": round(meter.cpu["gateway"] * 1e6 / n),
+        "foreign_pct": round(meter.foreign_pct), "loadavg_1m": round(os.getloadavg()[0], 2),
     }  # fmt: skip
+
+
+def wait_admin(admin: str) -> None:
+    """The control plane may come up after the data port (its own process)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if Client(admin).get("/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{admin} not serving")
+        time.sleep(0.2)
 
 
 def main() -> None:
@@ -231,6 +330,10 @@ def main() -> None:
     ap.add_argument("--poll-s", type=float, default=1.0)
     ap.add_argument("--skip-proxy", action="store_true")
     ap.add_argument("--skip-pages", action="store_true")
+    ap.add_argument("--commit", default="HEAD", help="the trioproxy commit to run (main: before)")
+    ap.add_argument("--runs", type=int, default=2, help="interleaved rounds of the proxy runs")
+    ap.add_argument("--only-viewer", action="store_true",
+                    help="proxy runs: no viewer and the every-page viewer only (no two tabs)")
     args = ap.parse_args()
     wd = args.state
     db = wd / "state" / SQLITE_NAME
@@ -249,14 +352,17 @@ def main() -> None:
     sim = common.start_simulator(wd)
     gw = None
     try:
-        gw = common.start_gateway(wd, config(wd, sim))
+        gw = common.start_gateway(wd, config(wd, sim), commit=args.commit)
         admin = common.admin_url(wd / "bench.toml")
+        wait_admin(admin)
         if not args.skip_pages:
             print(f"pages ({args.rounds} rounds each, {args.records:,} records):", flush=True)
             time_pages(admin, gw, args.rounds)
         if not args.skip_proxy:
             runs = [(None, PAGES), (5.0, TABS), (args.poll_s, PAGES)]
-            for poll, pages in runs + runs:
+            if args.only_viewer:
+                runs = [(None, PAGES), (args.poll_s, PAGES)]
+            for poll, pages in runs * args.runs:
                 print(json.dumps(proxy_run(wd, gw, admin, args, poll, pages)), flush=True)
     finally:
         if gw is not None:

@@ -44,6 +44,34 @@ def to_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+def role_of(pid: int) -> str:
+    """``worker``, ``control`` or ``other``, from the process's command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return "gone"
+    if b"trioproxy.server.worker" in argv:
+        return "worker"
+    if b"trioproxy.server.control" in argv:
+        return "control"
+    return "other"
+
+
+def workers_of(pid: int) -> set[int]:
+    """The data-plane worker processes ``serve`` (``pid``) runs."""
+    return {c for c in children(pid) if role_of(c) == "worker"}
+
+
+def control_of(pid: int) -> set[int]:
+    """Its control-plane process (a set: none while it restarts)."""
+    return {c for c in children(pid) if role_of(c) == "control"}
+
+
 class GatewayProcess:
     def __init__(
         self, config: dict[str, Any], workdir: Path, env: dict[str, str], workers: int = 1
@@ -94,8 +122,10 @@ class GatewayProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(self.log.read_text())
                 try:
+                    text = self.log.read_text()
                     if (await c.get(self.url + "/readyz")).status_code == 200 and (
-                        self.log.read_text().count("worker ready: ") >= self.workers
+                        text.count("worker ready: ") >= self.workers
+                        and "control plane ready: " in text
                     ):  # every worker listens (SO_REUSEPORT), not only the first
                         return
                 except httpx.TransportError:

@@ -18,13 +18,8 @@ import trio
 
 from tests.fixtures_gateway import start_simulator
 from tests.fixtures_servers import free_port
-from tests.proc import GatewayProcess, to_toml
+from tests.proc import GatewayProcess, control_of, to_toml, workers_of
 from tests.test_e2e_processes import config
-
-
-def children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(p) for p in text.split()}
 
 
 async def wait_for_log(gw: GatewayProcess, needle: str, count: int = 1) -> None:
@@ -68,13 +63,13 @@ async def test_workers_are_supervised_and_forward_signals(
             probe.bind(("127.0.0.1", gw.port))
         assert info.value.errno == errno.EADDRINUSE
         with trio.fail_after(30):
-            while len(workers := children(gw.proc.pid)) < 2:
+            while len(workers := workers_of(gw.proc.pid)) < 2 or not control_of(gw.proc.pid):
                 await trio.sleep(0.05)
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         await wait_for_log(gw, f"(pid {victim}) exited with status -9; restarting")
         with trio.fail_after(30):
-            while len(now := children(gw.proc.pid)) < 2 or victim in now:
+            while len(now := workers_of(gw.proc.pid)) < 2 or victim in now:
                 await trio.sleep(0.05)
         async with httpx.AsyncClient() as c:
             with trio.fail_after(30):
@@ -88,8 +83,8 @@ async def test_workers_are_supervised_and_forward_signals(
                         pass
                     await trio.sleep(0.1)
         gw.signal(signal.SIGHUP)
-        await wait_for_log(gw, "SIGHUP: forwarding to 2 worker(s)")
-        await wait_for_log(gw, "SIGHUP: ", count=3)  # the master's line and each worker's
+        await wait_for_log(gw, "SIGHUP: forwarding to 2 worker(s) and the control plane")
+        await wait_for_log(gw, "SIGHUP: ", count=4)  # the master's line and each child's
         gw.signal(signal.SIGTERM)
         assert await gw.wait() == 0
     finally:
@@ -107,7 +102,7 @@ async def test_a_worker_that_keeps_dying_fails_the_service(
     try:
         assert gw.proc is not None
         with trio.fail_after(30):
-            while len(workers := children(gw.proc.pid)) < 2:
+            while len(workers := workers_of(gw.proc.pid)) < 2:
                 await trio.sleep(0.05)
         gw.path.unlink()
         os.kill(min(workers), signal.SIGKILL)

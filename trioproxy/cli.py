@@ -64,7 +64,8 @@ def banner(url: str, dashboard_url: str | None, state_dir: str, workers: int) ->
 def cmd_serve(args: argparse.Namespace) -> int:
     from trioproxy.config import ConfigError, load_settings
     from trioproxy.edge.metrics import MULTIPROC_ENV
-    from trioproxy.server.factory import build_gateway, settings_from_env
+    from trioproxy.server.factory import settings_from_env
+    from trioproxy.server.readiness import ENV_RUN_DIR
     from trioproxy.server.runner import serve
 
     configure_logging(args.log_level, args.log_format)  # this process; workers: worker.main()
@@ -97,19 +98,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin = f"http://{settings.server.admin_host}:{bound.admin_port}"
         return demo + banner(url, f"{admin}/login", settings.storage.state_dir, args.workers)
 
-    def build() -> Any:
-        return build_gateway(settings, config_path=os.environ.get(ENV_CONFIG) or None)
-
-    if args.workers == 1:
-        return serve(settings, args.host, args.port, 1, announce, build, args.admin_port)
-    # the workers' metrics files, summed at every scrape; a fresh directory per run
-    metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=os.environ.get("RUNTIME_DIRECTORY"))
-    os.environ[MULTIPROC_ENV] = metrics_dir
+    # the run directory: every process's metrics files (summed at every scrape, also with one
+    # worker: the control plane scrapes them) and the workers' state files (readiness.py)
+    run_dir = tempfile.mkdtemp(prefix="trioproxy-", dir=os.environ.get("RUNTIME_DIRECTORY"))
+    os.environ[ENV_RUN_DIR] = run_dir
+    os.environ[MULTIPROC_ENV] = os.path.join(run_dir, "metrics")
+    os.mkdir(os.environ[MULTIPROC_ENV])
     try:
-        return serve(settings, args.host, args.port, args.workers, announce, build,
-                     args.admin_port)  # fmt: skip
+        return serve(settings, args.host, args.port, args.workers, announce, args.admin_port)
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ One class over one engine (:mod:`trioproxy.admin.db`), its tables by concern:
 :mod:`~trioproxy.admin.accounts_table` (users, sessions, failed sign-ins),
 :mod:`~trioproxy.admin.keys_table` (API keys created in the dashboard) and
 :mod:`~trioproxy.admin.history_table` (audit log, alerts, worker heartbeats) and
-:mod:`~trioproxy.admin.overrides_table` (the durable copy of the budget overrides), each written
+:mod:`~trioproxy.admin.overrides_table` (the durable copy of the budget overrides) and
+:mod:`~trioproxy.admin.commands_table` (cache commands for every worker), each written
 once for both engines. :func:`open_store` picks the engine from ``[storage]``: PostgreSQL when
 ``database_url`` is set (every instance sharing it sees the same state at once), else
 ``admin.sqlite3`` in ``state_dir`` (the worker processes of one host).
@@ -14,8 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trioproxy.admin import accounts_table, history_table, keys_table, overrides_table
+from trioproxy.admin import (
+    accounts_table,
+    commands_table,
+    history_table,
+    keys_table,
+    overrides_table,
+)
 from trioproxy.admin.accounts_table import AccountsTable, StoredUser
+from trioproxy.admin.commands_table import CacheCommand, CommandsTable
 from trioproxy.admin.db import CALL_TIMEOUT_S, StoreError
 from trioproxy.admin.history_table import AlertRecord, Heartbeat, HistoryTable
 from trioproxy.admin.keys_table import KeysTable
@@ -23,9 +31,13 @@ from trioproxy.admin.overrides_table import OverridesTable
 from trioproxy.admin.sqlite_engine import FILE_NAME, SqliteEngine
 
 
-class AdminStore(AccountsTable, KeysTable, HistoryTable, OverridesTable):
+class AdminStore(AccountsTable, KeysTable, HistoryTable, OverridesTable, CommandsTable):
     SCHEMA = (
-        accounts_table.SCHEMA + keys_table.SCHEMA + history_table.SCHEMA + overrides_table.SCHEMA
+        accounts_table.SCHEMA
+        + keys_table.SCHEMA
+        + history_table.SCHEMA
+        + overrides_table.SCHEMA
+        + commands_table.SCHEMA
     )
     MIGRATIONS = accounts_table.MIGRATIONS
 
@@ -40,5 +52,5 @@ class AdminStore(AccountsTable, KeysTable, HistoryTable, OverridesTable):
         return cls(SqliteEngine.open_sync(state_dir, cls.SCHEMA, cls.MIGRATIONS))
 
 
-__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "AlertRecord", "Heartbeat", "StoreError",
-           "StoredUser"]  # fmt: skip
+__all__ = ["CALL_TIMEOUT_S", "FILE_NAME", "AdminStore", "AlertRecord", "CacheCommand", "Heartbeat",
+           "StoreError", "StoredUser"]  # fmt: skip

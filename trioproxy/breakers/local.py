@@ -63,6 +63,9 @@ class LocalBreakers:
         """Close the breaker at once (an operator's decision)."""
         self._states.pop(target, None)
 
+    async def refresh(self, targets: object) -> None:
+        """Nothing to read: this process's breakers are the only ones."""
+
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         """For the dashboard and /readyz: state of every target seen so far."""
         return {name: st.summary(now) for name, st in self._states.items()}

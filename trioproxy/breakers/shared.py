@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Protocol
 
@@ -209,6 +209,12 @@ class SharedBreakers:
     async def reset(self, target: str) -> None:
         """Close the breaker at once, for every worker and instance (an operator's decision)."""
         await self._update(target, lambda s: BreakerState())
+
+    async def refresh(self, targets: Iterable[str]) -> None:
+        """Read the targets' states from the store unless read within ``sync_s``: a process
+        that sends no requests (the control plane) has no view of its own."""
+        for target in targets:
+            await self._state(target)
 
     def snapshot(self, now: float) -> dict[str, dict[str, object]]:
         wall = self._clock()

@@ -90,14 +90,23 @@ class FlushResult:
     team: str
     route: str
     scope: str
-    exact: int
-    """Exact-cache entries removed."""
+    exact: int | None
+    """Exact-cache entries removed (None: sent to the workers, see ``sent``)."""
     semantic: int | None
     """Semantic entries removed; None when they could not be addressed."""
     note: str | None = None
+    sent: bool = False
+    """Sent to every data-plane worker, each applies it within about a second (the dashboard
+    in its own process: ``server/cache_commands.py``); the counts are in their logs."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        """For the audit log."""
+        if self.sent:
+            return "sent to every worker"
+        return f"{self.exact} exact, {self.semantic} semantic"
 
 
 async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
@@ -110,6 +119,8 @@ async def flush_cache(gw: Gateway, team: str, route_name: str) -> FlushResult:
     if not team.strip():
         raise ActionError("team must not be empty")
     scope, exact, semantic = await gw.cache.flush(team, route)
+    if getattr(gw.cache, "relayed", False):
+        return FlushResult(team, route_name, scope, None, None, None, sent=True)
     return FlushResult(team, route_name, scope, exact, semantic, None)
 
 

@@ -111,7 +111,7 @@ def install(app: Quart, acc: Access) -> None:
         result = await flush_cache(gw, team, route)
         await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "cache.flush",
                                          f"{team}/{route}", "",
-                                         f"{result.exact} exact, {result.semantic} semantic"))  # fmt: skip
+                                         result.summary()))  # fmt: skip
         return jsonify(result.to_dict())
 
     @app.post(f"{PREFIX}/cache/delete")
@@ -122,7 +122,7 @@ def install(app: Quart, acc: Access) -> None:
         if not isinstance(entry, str):
             raise ActionError("expected {'entry': <x-trioproxy-cache-entry of the hit>}")
         deleted = await delete_entry(gw, acc.store, g.principal, entry, acc.clock())
-        return jsonify({"entry": entry, "deleted": deleted})
+        return jsonify({"entry": entry, "deleted": deleted, "sent": deleted is None})
 
     @app.get(f"{PREFIX}/spend")
     async def get_spend() -> ResponseReturnValue:

@@ -28,8 +28,6 @@ from zoneinfo import ZoneInfo
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from trioproxy.admin.store import AdminStore
-from trioproxy.budget.overrides import write_back_safe
 from trioproxy.dashboard import (
     access,
     alerts_page,
@@ -44,8 +42,8 @@ from trioproxy.dashboard import (
 from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.edits import usd_text
 from trioproxy.dashboard.paths import asset_dir, session_secret
+from trioproxy.dashboard.wiring import hold_store, open_admin_store
 from trioproxy.edge.app import ASGIApp, Gateway
-from trioproxy.edge.services import NamedService
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -74,7 +72,9 @@ def localtime(ts: float, tz: ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def create_dashboard(gateway: Gateway) -> QuartTrio:
+def create_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
+    """The app over ``gateway``; ``heartbeat``: this process is also a data-plane worker (it
+    beats in the admin store; the control-plane process does not)."""
     app = QuartTrio(
         __name__,
         static_folder=str(asset_dir("static")),
@@ -85,24 +85,8 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
         SECRET_KEY=session_secret(gateway.settings.storage.state_dir),
         MAX_CONTENT_LENGTH=MAX_BODY,
     )
-    storage = gateway.settings.storage
-    db_url = storage.database_url.reveal() if storage.database_url is not None else None
-    acc = Access(
-        gateway, AdminStore.open_sync(storage.state_dir, db_url), gateway.settings.dashboard
-    )
+    acc = Access(gateway, open_admin_store(gateway), gateway.settings.dashboard)
     app.extensions["trioproxy_access"] = acc
-    gateway.keys.source = acc.store  # keys created here authenticate on every worker
-    if gateway.admission is not None and gateway.admission.gate.recovery is not None:
-        redis_url = storage.redis_url.reveal() if storage.redis_url is not None else None
-        if write_back_safe(db_url, redis_url):
-            gateway.admission.gate.recovery.overrides = acc.store  # survive a Redis state loss
-        else:
-            log.warning(
-                "budget overrides set from the dashboard are not kept across a Redis state "
-                "loss: Redis is reached over the network but the admin store is this host's "
-                "SQLite file (another host's newer override could be undone); set "
-                "storage.database_url to keep them"
-            )
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime
@@ -110,9 +94,7 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     app.jinja_env.filters["micros"] = usd_text
     app.jinja_env.autoescape = True
     me = freshness.worker_id()
-    beat = freshness.HeartbeatService(gateway, acc.store, clock=lambda: acc.clock(), worker=me)
-    gateway.services.add(NamedService("dashboard-heartbeat", beat.run, required=False))
-    gateway.services.add(NamedService("dashboard-store", beat.hold_store, required=False))
+    hold_store(gateway, acc.store, lambda: acc.clock(), heartbeat=heartbeat)
 
     async def stale_banner() -> str | None:
         return await freshness.banner(gateway, acc.store, acc.clock(), me)
@@ -152,10 +134,10 @@ def create_dashboard(gateway: Gateway) -> QuartTrio:
     return app
 
 
-def mount_dashboard(gateway: Gateway) -> QuartTrio:
+def mount_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
     """``gateway.inner = create_dashboard(gateway)``, typed: Quart declares its ASGI
     signature with hypercorn's types, the gateway with plain mappings."""
-    app = create_dashboard(gateway)
+    app = create_dashboard(gateway, heartbeat=heartbeat)
     gateway.inner = cast(ASGIApp, app)
     return app
 

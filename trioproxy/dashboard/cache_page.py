@@ -115,9 +115,10 @@ ENTRY_MAX = 256
 
 async def delete_entry(
     gw: Gateway, store: AdminStore, who: Principal, entry: str, now: float
-) -> bool:
+) -> bool | None:
     """Delete one cached answer by its reference, audited; raises :class:`ActionError`
-    (400 malformed, 403 not of ``who``'s teams, 409 no cache). True if it was there."""
+    (400 malformed, 403 not of ``who``'s teams, 409 no cache). True if it was there; None
+    when sent to the workers (the control-plane process: ``server/cache_commands.py``)."""
     if gw.cache is None:
         raise ActionError("the response cache is not enabled on this gateway", 409)
     if ":" not in entry or len(entry) > ENTRY_MAX:
@@ -128,10 +129,10 @@ async def delete_entry(
     ):  # semantic references do not name their team; exact ones do, as a digest
         raise ActionError("this entry is not of your teams' (ask an admin of every team)", 403)
     deleted = await gw.cache.delete(entry)
-    await store.audit(
-        AuditEntry(now, who.name, "cache.delete", entry, "", "deleted" if deleted else "not found")
-    )
-    return deleted
+    relayed = getattr(gw.cache, "relayed", False)
+    outcome = "sent to every worker" if relayed else "deleted" if deleted else "not found"
+    await store.audit(AuditEntry(now, who.name, "cache.delete", entry, "", outcome))
+    return None if relayed else deleted
 
 
 async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
@@ -161,7 +162,8 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
         "tz": tz,
         "ledger": backend is not None,
         "semantic": semantic,
-        "writer": cache.writer.statistics() if cache is not None else None,
+        "writer": cache.writer.statistics() if cache is not None and cache.writer else None,
+        "relayed": getattr(cache, "relayed", False),
         "exact": exact_stats() if callable(exact_stats) else None,
         "bounds": bounds,
         "routes": snapshot.cached_routes(gw),

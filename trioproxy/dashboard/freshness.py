@@ -50,10 +50,7 @@ def own_state(gw: Gateway) -> tuple[bool, str]:
     """(ready, why not) of this worker."""
     if gw.is_ready():
         return True, ""
-    down = [name for name, state in gw.services.status().items() if state == "down"]
-    if down:
-        return False, "down: " + ", ".join(down)
-    return False, "starting or draining"
+    return False, gw.not_ready_reason()
 
 
 class HeartbeatService:

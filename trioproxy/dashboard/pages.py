@@ -75,7 +75,7 @@ async def budgets_context(gw: Gateway, who: Principal) -> dict[str, Any]:
 
 async def providers_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     return {
-        "providers": snapshot.providers(gw),
+        "providers": await snapshot.providers(gw),
         "failure_threshold": gw.settings.breaker.failure_threshold,
         "traffic": await snapshot.traffic(gw, time.time()),
         "ledger": snapshot.ledger_of(gw) is not None,
@@ -224,7 +224,7 @@ def install(app: Quart, acc: Access) -> None:
     async def reset_breaker(target: str) -> ResponseReturnValue:
         if target not in gw.settings.models:
             raise NotFound()
-        before = next(r for r in snapshot.providers(gw).rows if r.target == target)
+        before = next(r for r in (await snapshot.providers(gw)).rows if r.target == target)
         await gw.breakers.reset(target)
         await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "breaker.reset", target,
                                          f"{before.state}, {before.failures} failures",
@@ -246,7 +246,7 @@ def install(app: Quart, acc: Access) -> None:
             result = await flush_cache(gw, team, form.get("route", ""))
             await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "cache.flush",
                                              f"{team}/{result.route}", "",
-                                             f"{result.exact} exact, {result.semantic} semantic"))  # fmt: skip
+                                             result.summary()))  # fmt: skip
         except ActionError as err:
             html = await render_template("fragments/flush.html", error=err.message)
             if request.headers.get("HX-Request") != "true":
@@ -267,7 +267,8 @@ def install(app: Quart, acc: Access) -> None:
             error, status = err.message, err.status
         else:
             text = "Deleted: the next identical request goes upstream." if deleted else (
-                "No such entry (expired, evicted or already deleted)."
+                "No such entry (expired, evicted or already deleted)." if deleted is False else
+                "Sent to every worker: each drops the entry within about a second."
             )  # fmt: skip
             html = await render_template("fragments/flush.html", message=text)
             if request.headers.get("HX-Request") != "true":

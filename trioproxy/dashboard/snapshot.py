@@ -249,7 +249,10 @@ class Providers:
     max_in_flight: int
 
 
-def providers(gw: Gateway) -> Providers:
+async def providers(gw: Gateway) -> Providers:
+    """Every target's breaker, as the shared store holds it (the control-plane process sends
+    no requests, so it reads them), and the requests in flight on every worker."""
+    await gw.breakers.refresh(sorted(gw.settings.models))
     snap = gw.breakers.snapshot(trio.current_time())
     rows = []
     for name, model in sorted(gw.settings.models.items()):
@@ -265,7 +268,7 @@ def providers(gw: Gateway) -> Providers:
         next_probe = float(probe) if is_open and isinstance(probe, int | float) else None
         rows.append(ProviderRow(name, model.provider, model.deployment, state, failures,
                                 opened_for, next_probe))  # fmt: skip
-    return Providers(rows, gw.chat.in_flight, gw.settings.server.max_in_flight)
+    return Providers(rows, gw.in_flight, gw.settings.server.max_in_flight)
 
 
 async def traffic(gw: Gateway, now: float) -> dict[str, list[Traffic]]:

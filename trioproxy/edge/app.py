@@ -369,6 +369,11 @@ class Gateway:
     def is_ready(self) -> bool:
         return self.ready and not self.draining and self.services.ready()
 
+    def not_ready_reason(self) -> str:
+        """Why :meth:`is_ready` is False (its down services, else starting or draining)."""
+        down = [name for name, state in self.services.status().items() if state == "down"]
+        return "down: " + ", ".join(down) if down else "starting or draining"
+
     def readiness(self) -> dict[str, Any]:
         return {
             "ready": self.is_ready(),

@@ -3,8 +3,10 @@
 The dashboard, the JSON admin API (Quart-Trio, ``gateway.inner``) and ``/metrics``
 live here, on their own port bound to 127.0.0.1 by default (as Envoy's and Kong's
 admin listeners are), so the data-plane port serves only ``/v1`` and the probes.
-``/healthz`` and ``/readyz`` answer on both ports. The gateway's lifespan is run by
-the data-plane server; this app acknowledges hypercorn's lifespan and does nothing.
+``/healthz`` and ``/readyz`` answer on both ports. In a data-plane worker that serves it
+(tests, embedding) the gateway's lifespan is run by the data-plane server and this app
+acknowledges hypercorn's; in the control-plane process (``control.py``, ``lifespan=True``)
+hypercorn runs the gateway's lifespan through it.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from trioproxy.errors import CallerError, ErrorKind
 
 
 class AdminApp:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, *, lifespan: bool = False) -> None:
         self.gateway = gateway
+        self.lifespan = lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "lifespan" and self.lifespan:
+            await self.gateway(scope, receive, send)
+            return
         if kind == "lifespan":
             while True:
                 message = await receive()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -30,13 +31,14 @@ from trioproxy.budget.store import BudgetStore
 from trioproxy.config import demo_settings, load_settings
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
-from trioproxy.dashboard import mount_dashboard
 from trioproxy.edge.app import Gateway, ReloadSource, create_app
 from trioproxy.edge.services import NamedService, Service
 from trioproxy.ledger.service import LedgerService
 from trioproxy.ledger.spend import LedgerSpend
 from trioproxy.pipeline.admission import Admission
+from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.cache_service import response_cache
+from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
 from trioproxy.telemetry.logs import configure_logging
@@ -172,11 +174,19 @@ def _flush_on_shutdown(tracing: Tracing) -> Service:
     return run
 
 
+Role = Literal["all", "worker", "control"]
+"""``all``: both planes in one process (tests, embedding); ``worker``: a data-plane worker of
+``serve`` (no dashboard app: the admin store for keys, overrides, its heartbeat, its state
+file and the cache commands); ``control``: the control-plane process (``control.py``)."""
+
+
 def build_gateway(
-    settings: Settings, *, config_path: str | None = None, **overrides: Any
-) -> Gateway:
+    settings: Settings, *, config_path: str | None = None, role: Role = "all",
+    run_dir: str | None = None, **overrides: Any,
+) -> Gateway:  # fmt: skip
     """Every part wired for ``settings``; ``overrides`` replace parts (tests). With
-    ``config_path``, ``gateway.reload()`` re-reads that file."""
+    ``config_path``, ``gateway.reload()`` re-reads that file. ``run_dir``: the run directory
+    of ``serve`` (the workers' state files, ``readiness.py``)."""
     services: list[NamedService] = []
     parts: dict[str, Any] = {}
     redis = redis_client(settings, services)
@@ -189,13 +199,22 @@ def build_gateway(
     sink = overrides.get("sink", parts.get("sink"))
     budget_recovery = recovery(settings, store, sink, services)
     parts["admission"] = admission(settings, store, alerts, budget_recovery)
-    parts["cache"] = response_cache(settings, services, redis)
+    if role != "control":  # the control plane loads no embedder or index (cache_commands.py)
+        parts["cache"] = response_cache(settings, services, redis)
     parts["breakers"] = shared_breakers(settings, redis)
     if "tracing" not in overrides:
         parts["tracing"] = Tracing.from_config(settings.telemetry)
     parts.update(overrides)
     services.append(NamedService("trace-flush", _flush_on_shutdown(parts["tracing"]), False))
-    gateway = create_app(settings, services=[*services, *parts.pop("services", [])], **parts)
+    every = [*services, *parts.pop("services", [])]
+    gateway: Gateway
+    if role == "control":
+        from trioproxy.server.control import ControlGateway
+
+        view = DataPlaneView(ReadyDir(run_dir or settings.storage.state_dir))
+        gateway = ControlGateway(settings, data_plane=view, services=every, **parts)
+    else:
+        gateway = create_app(settings, services=every, **parts)
     if config_path is not None:
         gateway.reload_source = ReloadSource(
             load=functools.partial(load_settings, config_path),
@@ -203,20 +222,60 @@ def build_gateway(
                 admission, store=store, alerts=alerts, recovery=budget_recovery
             ),
         )
+    if role == "worker":
+        _wire_worker(gateway, run_dir)
+        return gateway
     try:
-        mount_dashboard(gateway)
+        from trioproxy.dashboard.app import mount_dashboard
+
+        app = mount_dashboard(gateway, heartbeat=role == "all")
     except Exception:  # the dashboard is optional; the proxy is not
+        if role == "control":
+            raise
         log.exception("dashboard not mounted (the proxy serves /v1 without it)")
+        return gateway
+    if role == "control" and settings_cache(settings):
+        gateway.cache = RelayedCache(app.extensions["trioproxy_access"].store)  # type: ignore[assignment]
     return gateway
 
 
-def from_env() -> Gateway:
-    """The gateway of a worker process (``python -m trioproxy.server.worker``): the config,
-    log level and format its ``serve`` master resolved, handed over in the environment."""
+def settings_cache(settings: Settings) -> bool:
+    """Does any route cache answers?"""
+    return any(r.cache.exact_ttl_s > 0 or r.cache.semantic_ttl_s > 0
+               for r in settings.routes.values())  # fmt: skip
+
+
+def _wire_worker(gateway: Gateway, run_dir: str | None) -> None:
+    """A data-plane worker's share of the control plane, without the dashboard's app."""
+    from trioproxy.dashboard.freshness import own_state
+    from trioproxy.dashboard.wiring import hold_store, open_admin_store
+
+    try:
+        store = open_admin_store(gateway)
+    except Exception:  # as without a dashboard: the proxy serves /v1 without the admin store
+        log.exception("admin store not opened (dashboard keys and heartbeats are off)")
+        return
+    hold_store(gateway, store, time.time, heartbeat=True)
+    if gateway.cache is not None:
+        run = applier(gateway.cache, store, lambda: gateway.settings)
+        gateway.services.add(NamedService("cache-commands", run, required=False))
+    if run_dir is not None:
+        report = reporter(ReadyDir(run_dir), lambda: own_state(gateway),
+                          lambda: gateway.in_flight)  # fmt: skip
+        gateway.services.add(NamedService("ready-report", report, required=False))
+
+
+def from_env(role: Role = "worker") -> Gateway:
+    """The gateway of a process of ``serve`` (a worker: ``python -m trioproxy.server.worker``;
+    the control plane: ``python -m trioproxy.server.control``): the config, log level and
+    format its ``serve`` master resolved, handed over in the environment."""
     configure_logging(  # a worker logs exactly like a single process
         os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto")
     )
-    return build_gateway(settings_from_env(), config_path=os.environ.get(ENV_CONFIG) or None)
+    return build_gateway(
+        settings_from_env(), config_path=os.environ.get(ENV_CONFIG) or None, role=role,
+        run_dir=os.environ.get(ENV_RUN_DIR) or None,
+    )  # fmt: skip
 
 
 __all__ = [
@@ -224,7 +283,9 @@ __all__ = [
     "ENV_DEMO_KEY",
     "ENV_LOG_FORMAT",
     "ENV_LOG_LEVEL",
+    "ENV_RUN_DIR",
     "ENV_SIM_URL",
+    "Role",
     "build_gateway",
     "from_env",
     "settings_from_env",

@@ -13,8 +13,10 @@ requests, then the gateway interrupts what is left, then the ledger and cache fl
 the admin port serves until the data plane has drained) and the process exits 0;
 SIGHUP calls ``gateway.reload()`` when the gateway has one.
 
-``python -m trioproxy.server.worker --host H --port P`` is how ``--workers N``
-starts each worker (the config comes from the environment, see ``factory.py``).
+``python -m trioproxy.server.worker --host H --port P --no-admin`` is how ``serve`` starts
+each data-plane worker (the config comes from the environment, see ``factory.py``); the
+admin port is the control-plane process's (``control.py``). Tests serve both planes in one
+process through ``serve_gateway`` with an admin socket.
 """
 
 from __future__ import annotations
@@ -216,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, default=None)
     p.add_argument("--no-admin", action="store_true")
     args = p.parse_args(argv)
-    gateway = from_env()  # logging as the master's, then the config
+    gateway = from_env(
+        "worker" if args.no_admin else "all"
+    )  # logging as the master's, then the config
     try:
         bound = bind(gateway.settings.server, args.host, args.port, admin=not args.no_admin,
                      admin_port=args.admin_port)  # fmt: skip

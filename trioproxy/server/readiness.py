@@ -1,0 +1,139 @@
+"""The data-plane workers' state, as the control-plane process sees it: one small file each.
+
+``trioproxy serve`` makes a run directory (``$RUNTIME_DIRECTORY`` or a temp dir, removed
+at exit) and hands it to every process it starts (``TRIOPROXY_RUN_DIR``). Under its
+``ready/`` each data-plane worker keeps one file named by its pid: ready or not, why not,
+requests in flight (:func:`reporter`, a service of the worker's app: it looks every
+:data:`REPORT_S` and writes only when something changed, by rename, so a reader never sees
+half a file; a clean stop removes it, and the supervisor removes a dead worker's). The
+control-plane process reads the directory every :data:`REPORT_S` (:class:`DataPlaneView`)
+and answers ``/readyz`` and the dashboard's "in flight" and stale banner from it.
+
+Why files: the processes share a host and a parent, the state is a few bytes per worker,
+and a file needs no server that could itself be down (the admin store's heartbeats are
+per instance, every 2 s, and meant for people: the banner). The data port's own
+``/readyz`` stays each worker's truth for a load balancer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import trio
+
+from trioproxy.edge.services import Service
+
+log = logging.getLogger(__name__)
+
+ENV_RUN_DIR = "TRIOPROXY_RUN_DIR"
+REPORT_S = 0.5
+"""How often a worker looks at its own state, and the control plane at the directory."""
+REMOVE_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    pid: int
+    ready: bool
+    detail: str
+    """Why it is not ready (down services, starting or draining), else empty."""
+    in_flight: int
+
+
+class ReadyDir:
+    """``<run dir>/ready``: one JSON file per data-plane worker (blocking calls: run them
+    in a thread)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "ready"
+
+    def write(self, state: WorkerState) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{state.pid}.tmp"
+        tmp.write_bytes(orjson.dumps(
+            {"ready": state.ready, "detail": state.detail, "in_flight": state.in_flight}
+        ))  # fmt: skip
+        os.replace(tmp, self.path / str(state.pid))
+
+    def remove(self, pid: int) -> None:
+        (self.path / str(pid)).unlink(missing_ok=True)
+
+    def read(self) -> list[WorkerState]:
+        try:
+            names = sorted(p for p in os.listdir(self.path) if p.isdigit())
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            try:
+                data = orjson.loads((self.path / name).read_bytes())
+                out.append(WorkerState(int(name), bool(data["ready"]), str(data["detail"]),
+                                       int(data["in_flight"])))  # fmt: skip
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # removed meanwhile (the worker stopped)
+        return out
+
+
+def reporter(
+    ready_dir: ReadyDir, state: Callable[[], tuple[bool, str]], in_flight: Callable[[], int]
+) -> Service:
+    """A worker's service: its state in ``ready_dir`` while it runs, removed when it stops."""
+
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        pid = os.getpid()
+        last: WorkerState | None = None
+        task_status.started()
+        try:
+            while True:
+                now = WorkerState(pid, *state(), in_flight())
+                if now != last:
+                    await trio.to_thread.run_sync(ready_dir.write, now)
+                    last = now
+                await trio.sleep(REPORT_S)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(REMOVE_TIMEOUT_S):
+                await trio.to_thread.run_sync(ready_dir.remove, pid, abandon_on_cancel=True)
+
+    return run
+
+
+class DataPlaneView:
+    """The control plane's view of the workers, re-read every :data:`REPORT_S` (a service)."""
+
+    def __init__(self, ready_dir: ReadyDir) -> None:
+        self.ready_dir = ready_dir
+        self.workers: list[WorkerState] = []
+        self.changed = trio.Event()
+        """Set at every re-read (tests wait on it)."""
+
+    @property
+    def ready(self) -> bool:
+        """At least one worker reports, and every one that reports is ready."""
+        return bool(self.workers) and all(w.ready for w in self.workers)
+
+    @property
+    def detail(self) -> str:
+        if not self.workers:
+            return "no data-plane worker is running"
+        return "; ".join(f"worker {w.pid}: {w.detail}" for w in self.workers if not w.ready)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(w.in_flight for w in self.workers)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.workers = await trio.to_thread.run_sync(self.ready_dir.read)
+        task_status.started()
+        while True:
+            await trio.sleep(REPORT_S)
+            self.workers = await trio.to_thread.run_sync(self.ready_dir.read)
+            self.changed.set()
+            self.changed = trio.Event()
+
+
+__all__ = ["ENV_RUN_DIR", "REPORT_S", "DataPlaneView", "ReadyDir", "WorkerState", "reporter"]
