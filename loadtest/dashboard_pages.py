@@ -199,10 +199,12 @@ def role_pids(root: int) -> dict[str, list[int]]:
     """The data-plane and control-plane processes of ``serve`` (pid ``root``): its children
     by command line; a ``serve`` without them (one worker, both planes in process) is its own
     data plane."""
-    try:
-        kids = [int(p) for p in Path(f"/proc/{root}/task/{root}/children").read_text().split()]
-    except OSError:
-        kids = []
+    kids = []  # every thread's children: trio starts processes from worker threads
+    for task in Path(f"/proc/{root}/task").glob("*/children"):
+        try:
+            kids += [int(p) for p in task.read_text().split()]
+        except OSError:
+            continue
     roles: dict[str, list[int]] = {"data": [], "control": []}
     for pid in kids:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes()

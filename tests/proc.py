@@ -45,8 +45,14 @@ def to_toml(data: dict[str, Any]) -> str:
 
 
 def children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(p) for p in text.split()}
+    """Every thread's children (trio starts a process from a worker thread)."""
+    out = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out |= {int(p) for p in task.read_text().split()}
+        except OSError:
+            continue
+    return out
 
 
 def role_of(pid: int) -> str:

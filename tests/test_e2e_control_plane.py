@@ -60,8 +60,8 @@ async def chat(gw: GatewayProcess) -> int:
 
 
 async def cached_chat(gw: GatewayProcess) -> str:
-    """The answer's cache status (``exact`` for a hit)."""
-    r = await post(gw.url, "/v1/chat/completions", {"model": "m-p", "messages": CACHED}, AUTH)
+    """The answer's cache status (``exact`` for a hit) on route ``p`` (it caches)."""
+    r = await post(gw.url, "/v1/chat/completions", {"model": "p", "messages": CACHED}, AUTH)
     assert r.status == 200, r.body
     return r.headers.get("x-trioproxy-cache", "")
 
@@ -88,8 +88,10 @@ async def test_the_control_plane_is_its_own_process(
         assert listening_on(gw.admin_port, children(gw.proc.pid)) == {control}
         assert listening_on(gw.port, children(gw.proc.pid)) == data
         async with httpx.AsyncClient(headers=ADMIN) as c:
-            ready = (await c.get(gw.admin_url + "/readyz")).json()
-            assert ready["ready"] and {w["pid"] for w in ready["workers"]} == data
+            with trio.fail_after(30):  # the workers' state, as the control plane reads it
+                while (r := await c.get(gw.admin_url + "/readyz")).status_code != 200:
+                    await trio.sleep(0.05)
+            assert {w["pid"] for w in r.json()["workers"]} == data, r.text
 
             # /metrics sums every worker's counts (each request on a new connection)
             for _ in range(6):

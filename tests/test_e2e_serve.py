@@ -82,6 +82,7 @@ async def test_workers_are_supervised_and_forward_signals(
                     except httpx.TransportError:
                         pass
                     await trio.sleep(0.1)
+        await wait_for_log(gw, "worker ready: ", count=3)  # the new one obeys signals now
         gw.signal(signal.SIGHUP)
         await wait_for_log(gw, "SIGHUP: forwarding to 2 worker(s) and the control plane")
         await wait_for_log(gw, "SIGHUP: ", count=4)  # the master's line and each child's

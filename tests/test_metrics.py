@@ -15,7 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures_gateway import start_simulator
-from tests.proc import GatewayProcess
+from tests.proc import GatewayProcess, workers_of
 from tests.rawhttp import post
 from tests.test_e2e_processes import AUTH, MSGS, config
 from trioproxy.config import hash_key
@@ -171,9 +171,8 @@ async def test_two_workers_scrape_exact_totals(nursery: trio.Nursery, tmp_path: 
 
 
 def worker_pids(main: int) -> list[int]:
-    """The child processes of ``main`` (any of its threads may have started them)."""
-    tasks = Path(f"/proc/{main}/task").iterdir()
-    return [int(p) for t in tasks for p in (t / "children").read_text().split()]
+    """The data-plane worker processes of ``main`` (not its control plane)."""
+    return sorted(workers_of(main))
 
 
 def open_streams_of(metrics_dir: Path, pid: int) -> float:
@@ -204,7 +203,8 @@ async def test_a_dead_workers_gauges_leave_the_scrape(
             body = {"model": "p", "messages": MSGS, "stream": True}
             for _ in range(streams):
                 clients.start_soon(post, gw.url, "/v1/chat/completions", body, AUTH)
-            (metrics_dir,) = run_dir.iterdir()
+            (serve_run,) = run_dir.iterdir()  # serve's run directory
+            metrics_dir = serve_run / "metrics"
             workers = worker_pids(gw.proc.pid)  # type: ignore[union-attr]
             with trio.fail_after(30):  # every stream is open and sampled by its worker
                 while sum(open_streams_of(metrics_dir, w) for w in workers) != streams:

@@ -131,15 +131,16 @@ async def test_sighup_reloads_a_running_serve(
         assert (await post(gw.url, "/v1/chat/completions", body, auth(OLD_KEY))).status == 200
         gw.path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", NEW_KEY)))
         gw.signal(signal.SIGHUP)
+        children = workers + 1  # the control plane reloads too
         with trio.fail_after(20):  # applied by every worker
-            while gw.log.read_text().count('"config reloaded"') < workers:
+            while gw.log.read_text().count('"config reloaded"') < children:
                 await trio.sleep(0.05)
         assert (await post(gw.url, "/v1/chat/completions", body, auth(NEW_KEY))).status == 200
         assert (await post(gw.url, "/v1/chat/completions", body, auth(OLD_KEY))).status == 401
         gw.path.write_text("[storage]\nstate_dir = 3\n")  # invalid: refused, logged
         gw.signal(signal.SIGHUP)
         with trio.fail_after(20):
-            while gw.log.read_text().count('"reload refused') < workers:
+            while gw.log.read_text().count('"reload refused') < children:
                 await trio.sleep(0.05)
         assert (await post(gw.url, "/v1/chat/completions", body, auth(NEW_KEY))).status == 200
         gw.signal(signal.SIGTERM)
@@ -152,6 +153,6 @@ async def test_sighup_reloads_a_running_serve(
         for x in lines
         if x["msg"] in ("config reloaded",) or x["msg"].startswith("reload refused")
     ]
-    assert [x["level"] for x in reloads] == ["info"] * workers + ["error"] * workers
+    assert [x["level"] for x in reloads] == ["info"] * (workers + 1) + ["error"] * (workers + 1)
     assert any("storage.state_dir" in p for p in reloads[-1]["problems"])
     print("\n" + "\n".join(orjson.dumps(x).decode() for x in reloads))

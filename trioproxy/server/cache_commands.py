@@ -57,13 +57,23 @@ class RelayedCache:
 def applier(cache: ResponseCache, store: AdminStore, settings: Callable[[], Settings]) -> Service:
     """A worker's service: apply every cache command posted after it started."""
 
+    async def start() -> int | None:
+        """Where to start: commands posted before this worker are done."""
+        try:
+            return (await store.cache_commands_after(-1))[0].seq
+        except (StoreError, trio.TooSlowError) as exc:
+            log.warning("cache commands unreadable: %s", exc)
+            return None
+
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        seq = await start()
         task_status.started()
-        seq: int | None = None
         while True:
+            if seq is None:
+                seq = await start()
+                await trio.sleep(POLL_S)
+                continue
             try:
-                if seq is None:  # where to start: commands before this worker are done
-                    seq = (await store.cache_commands_after(-1))[0].seq
                 for cmd in await store.cache_commands_after(seq):
                     seq = cmd.seq
                     if cmd.kind == "flush":

@@ -1,0 +1,114 @@
+"""The state the control-plane process shares with the data-plane workers: the workers'
+state files (``server/readiness.py``) and the cache commands (``server/cache_commands.py``
+over the admin store's ``cache_commands`` table). Real files and a real SQLite admin store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+from trioproxy.admin.store import AdminStore
+from trioproxy.config import demo_settings
+from trioproxy.config.model import RouteConfig
+from trioproxy.server.cache_commands import RelayedCache, applier
+from trioproxy.server.readiness import DataPlaneView, ReadyDir, WorkerState, reporter
+
+
+def test_ready_dir_round_trip_ignores_half_written_files(tmp_path: Path) -> None:
+    d = ReadyDir(tmp_path)
+    assert d.read() == []  # no directory yet: no worker
+    d.write(WorkerState(11, True, "", 3))
+    d.write(WorkerState(12, False, "draining", 0))
+    (d.path / ".13.tmp").write_bytes(b'{"ready": tr')  # a write in progress
+    assert d.read() == [WorkerState(11, True, "", 3), WorkerState(12, False, "draining", 0)]
+    d.remove(12)
+    d.remove(12)  # twice: the supervisor after a clean stop
+    assert d.read() == [WorkerState(11, True, "", 3)]
+
+
+def test_the_data_plane_is_ready_only_if_every_reporting_worker_is(tmp_path: Path) -> None:
+    view = DataPlaneView(ReadyDir(tmp_path))
+    assert not view.ready and view.detail == "no data-plane worker is running"
+    view.workers = [WorkerState(1, True, "", 2), WorkerState(2, False, "down: ledger", 1)]
+    assert not view.ready and view.detail == "worker 2: down: ledger"
+    assert view.in_flight == 3
+    view.workers = [WorkerState(1, True, "", 0)]
+    assert view.ready and view.in_flight == 0
+
+
+async def test_a_worker_reports_while_it_runs_and_its_file_goes_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    ready_dir = ReadyDir(tmp_path)
+    view = DataPlaneView(ready_dir)
+    state = [(False, "starting or draining")]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(view.run)
+        worker = trio.CancelScope()
+        nursery.start_soon(_run_reporter, ready_dir, state, worker)
+        with trio.fail_after(10):
+            while [w.detail for w in view.workers] != ["starting or draining"]:
+                await view.changed.wait()
+            state[0] = (True, "")
+            while not view.ready:
+                await view.changed.wait()
+        assert [w.pid for w in view.workers] == [os.getpid()]
+        worker.cancel()
+        with trio.fail_after(10):  # a clean stop removes the file
+            while view.workers:
+                await view.changed.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def _run_reporter(
+    ready_dir: ReadyDir, state: list[tuple[bool, str]], scope: trio.CancelScope
+) -> None:
+    with scope:
+        await reporter(ready_dir, lambda: state[0], lambda: 0)()
+
+
+class RecordingCache:
+    """The two methods the applier calls, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.changed = trio.Event()
+
+    async def flush(self, team: str, route: RouteConfig) -> tuple[str, int, int | None]:
+        self.calls.append(("flush", team, route.name))
+        self._changed()
+        return f"team:{team}", 1, None
+
+    async def delete(self, entry_ref: str) -> bool:
+        self.calls.append(("delete", entry_ref))
+        self._changed()
+        return True
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+async def test_every_worker_applies_the_commands_posted_after_it_started(
+    tmp_path: Path,
+) -> None:
+    settings = demo_settings("http://127.0.0.1:1", "k", state_dir=str(tmp_path))
+    store = AdminStore.open_sync(str(tmp_path), None)
+    relayed = RelayedCache(store, clock=lambda: 1000.0)
+    await relayed.flush("old", settings.routes["chat"])  # before the workers: not theirs
+    workers = [RecordingCache(), RecordingCache()]
+    async with trio.open_nursery() as nursery:
+        for cache in workers:
+            await nursery.start(applier(cache, store, lambda: settings))  # type: ignore[arg-type]
+        assert await relayed.flush("t1", settings.routes["chat"]) == ("team:t1", 0, None)
+        await store.post_cache_command(1001.0, "flush", team="t1", route="no-such-route")
+        assert await relayed.delete("xabc:123") is True
+        with trio.fail_after(10):
+            for cache in workers:
+                while len(cache.calls) < 2:
+                    await cache.changed.wait()
+        nursery.cancel_scope.cancel()
+    for cache in workers:  # the old command skipped, the unknown route ignored
+        assert cache.calls == [("flush", "t1", "chat"), ("delete", "xabc:123")]
