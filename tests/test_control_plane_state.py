@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import trio
 
 from trioproxy.admin.store import AdminStore
 from trioproxy.config import demo_settings
 from trioproxy.config.model import RouteConfig
 from trioproxy.server.cache_commands import RelayedCache, applier
+from trioproxy.server.control import ControlGateway
+from trioproxy.server.factory import build_gateway, settings_cache
 from trioproxy.server.readiness import DataPlaneView, ReadyDir, WorkerState, reporter
 
 
@@ -112,3 +115,27 @@ async def test_every_worker_applies_the_commands_posted_after_it_started(
         nursery.cancel_scope.cancel()
     for cache in workers:  # the old command skipped, the unknown route ignored
         assert cache.calls == [("flush", "t1", "chat"), ("delete", "xabc:123")]
+
+
+def test_the_control_plane_builds_no_cache_of_its_own(tmp_path: Path) -> None:
+    """Its cache actions go to the workers: no embedder, index or LRU is built here."""
+    settings = demo_settings("http://127.0.0.1:1", "k", state_dir=str(tmp_path))
+    assert settings_cache(settings)  # the demo caches answers
+    gw = build_gateway(settings, role="control", run_dir=str(tmp_path))
+    assert isinstance(gw, ControlGateway) and isinstance(gw.cache, RelayedCache)
+    assert gw.inner is not None  # the dashboard
+
+
+def test_a_dashboard_that_fails_to_mount_leaves_the_control_plane_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the control plane would die at every start until the supervisor stops the
+    service, proxy and all."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("templates unreadable")
+
+    monkeypatch.setattr("trioproxy.dashboard.app.mount_dashboard", broken)
+    settings = demo_settings("http://127.0.0.1:1", "k", state_dir=str(tmp_path))
+    gw = build_gateway(settings, role="control", run_dir=str(tmp_path))
+    assert isinstance(gw, ControlGateway) and gw.inner is None

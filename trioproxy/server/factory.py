@@ -229,10 +229,10 @@ def build_gateway(
         from trioproxy.dashboard.app import mount_dashboard
 
         app = mount_dashboard(gateway, heartbeat=role == "all")
-    except Exception:  # the dashboard is optional; the proxy is not
-        if role == "control":
-            raise
-        log.exception("dashboard not mounted (the proxy serves /v1 without it)")
+    except Exception:  # the dashboard is optional; the proxy, /metrics and the probes are not
+        # (a control plane that died of it would be restarted until the service stops)
+        log.exception("dashboard not mounted (the proxy serves /v1 and the admin port "
+                      "/metrics and the probes without it)")  # fmt: skip
         return gateway
     if role == "control" and settings_cache(settings):
         gateway.cache = RelayedCache(app.extensions["trioproxy_access"].store)  # type: ignore[assignment]
