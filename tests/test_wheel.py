@@ -105,7 +105,14 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
                     await trio.sleep(0.1)
             assert (await c.get("/healthz")).json() == {"status": "ok"}
         async with httpx.AsyncClient(base_url=admin, timeout=30) as c:  # the control plane
-            assert (await c.get("/readyz")).status_code == 200
+            with trio.fail_after(60):  # its own process: ready once it has seen the worker's
+                while True:
+                    try:
+                        if (await c.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
             htmx = await c.get("/static/htmx.min.js")
             assert htmx.status_code == 200 and htmx.text.startswith("/*! htmx.org")
             login = await c.post("/login", data={"user": "", "password": DEMO_KEY, "next": "/"})
