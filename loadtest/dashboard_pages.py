@@ -334,8 +334,11 @@ def main() -> None:
     ap.add_argument("--skip-pages", action="store_true")
     ap.add_argument("--commit", default="HEAD", help="the trioproxy commit to run (main: before)")
     ap.add_argument("--runs", type=int, default=2, help="interleaved rounds of the proxy runs")
-    ap.add_argument("--only-viewer", action="store_true",
-                    help="proxy runs: no viewer and the every-page viewer only (no two tabs)")
+    ap.add_argument(
+        "--only-viewer",
+        action="store_true",
+        help="proxy runs: no viewer and the every-page viewer only (no two tabs)",
+    )
     args = ap.parse_args()
     wd = args.state
     db = wd / "state" / SQLITE_NAME

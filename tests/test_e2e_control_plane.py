@@ -71,8 +71,11 @@ async def test_the_control_plane_is_its_own_process(
     nursery: trio.Nursery, tmp_path: Path, workers: int
 ) -> None:
     sim = await start_simulator(nursery)
-    cfg = config({"p": sim.url}, tmp_path, **{"budgets.teams.t1": {"daily_usd": 100_000.0},
-                                               "routes.p.cache": {"exact_ttl_s": 600}})
+    cfg = config(
+        {"p": sim.url},
+        tmp_path,
+        **{"budgets.teams.t1": {"daily_usd": 100_000.0}, "routes.p.cache": {"exact_ttl_s": 600}},
+    )
     cfg["api_keys"].append(
         {"name": "admin", "key_sha256": hash_key(ADMIN_KEY), "team": "ops", "admin": True}
     )
