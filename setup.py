@@ -36,8 +36,8 @@ setup(
     package_dir=ASSETS,
     package_data={
         "trioproxy": ["py.typed"],
-        # the pair verifier's WordNet extract (loadtest/build_thesaurus.py)
-        "trioproxy.cache": ["thesaurus.txt"],
+        # the pair verifier's WordNet extract (loadtest/build_thesaurus.py), alias table, weights
+        "trioproxy.cache": ["thesaurus.txt", "aliases.txt", "pair_model.json"],
         **{name: ["*"] for name in data_packages()},
     },
 )

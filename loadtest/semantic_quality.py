@@ -7,13 +7,14 @@ cosine >= the route band's floor, no guard veto, and (below the ceiling, text no
 the pair verifier: the two prompts' content tokens align, or the pair model
 (``trioproxy/cache/pair_model.py``) is at least as confident as the band's cut. Sets:
 
-* held-out v4 (``held:``; ``loadtest/data/heldout_v4_pairs.json``, written by an
-  independent helper while the v4 verifier was built, read only after the commit 'cache:
-  pair verifier FROZEN v4', never used to change anything; ``--held`` names another file);
+* held-out v5 (``held:``; ``loadtest/data/heldout_v5_pairs.json``, written by an
+  independent helper who never saw the verifier, read only after the commit 'cache: pair
+  verifier FROZEN v5', never used to change anything; ``--held`` names another file);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1, v2 and v3 (``heldout_pairs.json``, ``heldout_v2_pairs.json``,
-  ``heldout_v3_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1, v2, v3 and v4 (``heldout_pairs.json``, ``heldout_v2_pairs.json``,
+  ``heldout_v3_pairs.json``, ``heldout_v4_pairs.json``, each held out for an earlier
+  freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import trio
 
+from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
@@ -76,8 +78,8 @@ def cell(k: int, n: int) -> str:
     return f"{k}/{n} = {100 * k / max(n, 1):.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-HELD = HERE / "heldout_v4_pairs.json"
-"""Held-out v4: written after the commit 'cache: pair verifier FROZEN v4', read only after it."""
+HELD = HERE / "heldout_v5_pairs.json"
+"""Held-out v5: read only after the commit 'cache: pair verifier FROZEN v5'."""
 
 
 def load_sets(held_path: Path = HELD) -> dict[str, list[Pair]]:
@@ -122,7 +124,7 @@ def load_sets(held_path: Path = HELD) -> dict[str, list[Pair]]:
         "seen:gpt_nondup": sg_neg,
     }
     for v, name in (("v1", "heldout_pairs.json"), ("v2", "heldout_v2_pairs.json"),
-                    ("v3", "heldout_v3_pairs.json")):  # fmt: skip
+                    ("v3", "heldout_v3_pairs.json"), ("v4", "heldout_v4_pairs.json")):  # fmt: skip
         if (HERE / name).resolve() == held_path.resolve():
             continue
         data = json.loads((HERE / name).read_text())
@@ -146,7 +148,7 @@ class Judge:
 
     def embed(self, text: str) -> Embedding:
         if text not in self.memo:
-            self.memo[text] = self.model.embed_one(text)
+            self.memo[text] = self.model.embed_one(embedding_text(text))
         return self.memo[text]
 
     def cosine(self, p: Pair) -> float:
@@ -376,7 +378,7 @@ def main() -> None:
     ap.add_argument(
         "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
     )
-    ap.add_argument("--held", default=str(HELD), help="the held-out set (default: v4)")
+    ap.add_argument("--held", default=str(HELD), help="the held-out set (default: v5)")
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets(Path(args.held))
@@ -402,7 +404,7 @@ def main() -> None:
         for target, band in sorted(BAND_PRESETS.items()):
             if band != default:
                 table(judge, held, band, f"Held-out ({args.held}), target false-hit {target}")
-    table(judge, seen, default, "Seen (v1, v2, v3, GPTCache odd; trained the pair model), default")
+    table(judge, seen, default, "Seen (v1-v4, GPTCache odd; trained the pair model), default")
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
     if args.curve and held:

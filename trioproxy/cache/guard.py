@@ -14,9 +14,22 @@ tokens* and names the first difference, or returns None when the hit may be serv
 * siblings: words sharing a stem with another, non-inflectional ending
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
 * antonym pairs: one side uses a word whose antonym the other side uses instead
-* question: "who" / "when" / "where" on each side, not the same ones
+* question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
+  "where" a place, "who" a person, "how many" / "how much" a quantity, "how long", "how
+  often", "how far", "how old", other "how" a manner; "how come" = "why"; "what" / "which"
+  ask for anything and match every kind)
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
   "to/into/for/than/from...to" is swapped
+* order: the same words in another order, unless one block of words that opens with a
+  preposition ("in Python", "at sea level", "after placing an order") only moved
+* swap: two shared content words trade places around a third that stays between them ("a
+  parent process waits for a child process" / "a child process waits for its parent
+  process"), without "by" on one side only (the passive voice)
+
+Before any rule, both prompts are rewritten to the canonical names of the shipped alias table
+(:mod:`~trioproxy.cache.aliases`: "JS" = "JavaScript", "k8s" = "Kubernetes", "WWII" =
+"World War Two"), and a protected term counts as present in its singular or plural form
+("Sunday"/"Sundays").
 
 A capitalised word counts as different only when the other prompt lacks it in any case, so
 sentence-initial capitals do not trip it. Each rule was kept only if it paid on the measured
@@ -29,6 +42,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from trioproxy.cache.aliases import Aliases, shipped
 from trioproxy.cache.morph import Relation, relation
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#_'.\-]*[A-Za-z0-9+#]|[A-Za-z]|\d+(?:[.,]\d+)*")
@@ -129,13 +143,45 @@ _STOP = frozenset(
 _WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
 """Number words that paraphrases use as pronouns or ordinals ("one of the", "first do X")."""
 _SENTENCE_END = ".?!:\n"
-_ASKS = frozenset({"who", "when", "where"})
-"""Question words that ask for a person, a time, a place: "who invented X" and "when was X
-invented" share every content word and want different answers."""
+_ASKS = {
+    "why": "reason", "when": "time", "where": "place", "who": "person", "whom": "person",
+    "whose": "person", "how": "manner",
+}  # fmt: skip
+"""Question words and the kind of answer they ask for: "why did Rome fall" and "when did Rome
+fall" share every content word and want different answers."""
+_HOW = {
+    "many": "measure", "much": "measure", "long": "measure", "often": "measure",
+    "far": "measure", "old": "measure", "big": "measure", "large": "measure",
+    "come": "reason",
+}  # fmt: skip
+"""After "how": a measure ("how long" and "how much time" ask the same), or "how come" (why)."""
+_WHAT = {
+    "year": "time", "time": "time", "date": "time", "day": "time", "century": "time",
+    "decade": "time", "month": "time", "place": "place", "country": "place", "city": "place",
+    "person": "person",
+}  # fmt: skip
+"""After "what" / "which" (which otherwise ask for anything): a word that fixes the kind."""
+_MOVABLE = frozenset(
+    "in at on after before for from with within during under over inside outside using".split()
+)
+"""Prepositions that open a phrase a paraphrase may move ("In Python, how do I ...")."""
+_PASSIVE = "by"
+_SWAP_MIN = 4
+"""Shared content words the swap rule needs (three are too few to tell a role swap from a
+rewrite: "version of Node installed" / "installed Node version")."""
+_MEASURE = frozenset({"measure"})
+"""Kinds a "how do I ..." (manner) question may be answered with ("how do I check disk usage"
+/ "how can I see how much storage is used")."""
+_AUX = frozenset(
+    "do does did is are was were can could should would will shall has have had may might "
+    "must to".split()
+)
+"""A question word counts when it opens the prompt or a sentence, or an auxiliary follows it
+("when did ..."), not as a conjunction ("it crashes when I open it")."""
 
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
-    "direction", "order", "question",
+    "direction", "order", "question", "swap",
 )  # fmt: skip
 
 
@@ -152,6 +198,8 @@ class _Features:
     inner_cased: frozenset[str]
     """Short mixed-case words away from a sentence start ("Ms", "Go"; not "GPT", often
     typed in lower case)."""
+    starts: frozenset[int]
+    """Positions in ``seq`` of the words that open a sentence."""
     codes: frozenset[str]
     """Letter-and-digit codes, lower case, without separators ("a4", "6s", "gpt4o")."""
     joins: frozenset[str]
@@ -159,17 +207,24 @@ class _Features:
     code of the other prompt may have been typed as ("gpt 4o", "gpt-4o" -> "gpt4o")."""
 
 
+def _features(text: str, aliases: Aliases | None = None) -> _Features:
+    return _features_of(text, shipped() if aliases is None else aliases)
+
+
 @lru_cache(maxsize=8192)
-def _features(text: str) -> _Features:
-    text = text.replace("\u2019", "'").replace("\u2018", "'")
+def _features_of(text: str, aliases: Aliases) -> _Features:
+    text = aliases.canonical(text.replace("\u2019", "'").replace("\u2018", "'"))
     seq: list[str] = []
     numbers: list[str] = []
     protected: set[str] = set()
     cased: set[str] = set()
     inner: set[str] = set()
+    starts: set[int] = set()
     for m in _WORD.finditer(text):
         raw = m.group()
         initial = _sentence_initial(text, m.start())
+        if initial:
+            starts.add(len(seq))
         if any(c.isupper() for c in raw):
             cased.add(raw)
             if 2 <= len(raw) <= 3 and not initial and not raw.isupper():
@@ -181,7 +236,11 @@ def _features(text: str) -> _Features:
                 numbers.append(part.replace(",", ""))
             elif part in _NUMBER_WORDS and part not in _WEAK_NUMBERS:
                 numbers.append(_NUMBER_WORDS[part])
-        if raw[0].isupper() and (not initial or (len(raw) > 1 and raw.isupper())):
+        if (
+            raw[0].isupper()
+            and (not initial or (len(raw) > 1 and raw.isupper()))
+            and not raw.startswith("I'")
+        ):
             protected.add(w)
         if w in _LEXICON:
             protected.add(w)
@@ -197,6 +256,7 @@ def _features(text: str) -> _Features:
         low=text.lower(),
         cased=frozenset(cased),
         inner_cased=frozenset(inner),
+        starts=frozenset(starts),
         codes=frozenset(
             re.sub(r"[-_.]", "", c).lower()
             for c in _CODE.findall(text)
@@ -221,9 +281,95 @@ def _missing(terms: frozenset[str], other: _Features) -> str | None:
     for t in sorted(terms):
         if t in _STOP or t in other.words or t in other.protected:
             continue
+        if _plural_in(t, other.words) or _lemma_of(t, other.words):
+            continue
         if t.isalnum() or t not in other.low:
             return t
     return None
+
+
+def _plural_in(term: str, words: frozenset[str]) -> bool:
+    """``words`` has ``term`` as its plural or singular ("sundays"/"sunday"; letters only)."""
+    if not term.isalpha() or len(term) < 3:
+        return False
+    return term + "s" in words or (term.endswith("s") and term[:-1] in words)
+
+
+def _lemma_of(term: str, words: frozenset[str]) -> bool:
+    """``words`` has an inflected or derived form of ``term`` ("night"/"nightly"), also as
+    part of a hyphenated word ("week"/"one-week"); words of letters, four at least."""
+    if not term.isalpha() or len(term) < 4:
+        return False
+    parts = {p for w in words for p in w.split("-") if len(p) >= 4 and p.isalpha()}
+    return term in parts or any(relation(term, p) is Relation.LEMMA for p in parts)
+
+
+def _kinds(seq: tuple[str, ...], starts: frozenset[int]) -> frozenset[str]:
+    """The kinds of answer the prompt's question words ask for (empty: none, or only
+    "what"/"which"); a plain "how" counts only without another kind ("how do I find out
+    why ..." asks why)."""
+    kinds: set[str] = set()
+    for i, w in enumerate(seq):
+        nxt = seq[i + 1] if i + 1 < len(seq) else ""
+        if w == "how" and nxt in _HOW:
+            kinds.add(_HOW[nxt])
+        elif w in _ASKS and (i == 0 or i in starts or nxt in _AUX):
+            kinds.add(_ASKS[w])
+        elif w in ("what", "which") and nxt in _WHAT:
+            kinds.add(_WHAT[nxt])
+    if len(kinds) > 1:
+        kinds.discard("manner")
+    return frozenset(kinds)
+
+
+def _asks_differently(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Both prompts ask a question of a known kind, and not the same: a plain "how" (manner)
+    is compatible only with a measure ("how much", "how long", ...)."""
+    if not a or not b or a == b:
+        return False
+    manner = frozenset({"manner"})
+    return not ((a == manner or b == manner) and (a | b) - manner <= _MEASURE)
+
+
+def _content(seq: tuple[str, ...]) -> list[str]:
+    return [w for w in seq if w not in _STOP and w not in _FILLER and len(w) > 1]
+
+
+_FILLER = frozenset("its their his her his our an to from as so if not".split())
+
+
+def _moved_block(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """``b`` is ``a`` with one block of words moved, the block opening with a preposition
+    of :data:`_MOVABLE` and at least two words long ("In Fahrenheit, what is ..." /
+    "What is ... in Fahrenheit")."""
+    n = len(a)
+    if n != len(b) or n > 40:
+        return False
+    for i in range(n):
+        for j in range(i + 2, n + 1):
+            block, rest = a[i:j], a[:i] + a[j:]
+            if block[0] not in _MOVABLE:
+                continue
+            for k in range(len(rest) + 1):
+                if k != i and rest[:k] + block + rest[k:] == b:
+                    return True
+    return False
+
+
+def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The content words the two prompts share, in each prompt's order, differ by one
+    exchange of two words with at least one word between them ("parent process waits child
+    process" / "child process waits parent process"); four shared words at least."""
+    ca, cb = _content(a), _content(b)
+    sa, sb = set(ca), set(cb)
+    ra, rb = [w for w in ca if w in sb], [w for w in cb if w in sa]
+    if len(ra) != len(rb) or len(ra) < _SWAP_MIN or ra == rb:
+        return False
+    diffs = [i for i, (x, y) in enumerate(zip(ra, rb, strict=True)) if x != y]
+    if len(diffs) != 2:
+        return False
+    i, j = diffs
+    return j - i >= 2 and ra[i] == rb[j] and ra[j] == rb[i]
 
 
 def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[str, str]]:
@@ -323,12 +469,22 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):
             return "direction"
-    if "order" in rules and n.seq != c.seq and sorted(n.seq) == sorted(c.seq):
+    if (
+        "order" in rules
+        and n.seq != c.seq
+        and sorted(n.seq) == sorted(c.seq)
+        and not _moved_block(n.seq, c.seq)
+    ):
         return "order"
     if "question" in rules:
-        qn, qc = n.words & _ASKS, c.words & _ASKS
-        if qn and qc and qn != qc:
+        if _asks_differently(_kinds(n.seq, n.starts), _kinds(c.seq, c.starts)):
             return "question"
+    if (
+        "swap" in rules
+        and (_PASSIVE in n.words) == (_PASSIVE in c.words)
+        and _swapped(n.seq, c.seq)
+    ):
+        return "swap"
     return None
 
 

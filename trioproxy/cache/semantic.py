@@ -29,6 +29,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.embedder import Embedder, Embedding
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
@@ -137,7 +138,7 @@ class SemanticCache:
             return SemanticLookup(None)
         self.stats.lookups += 1
         text = semantic_text(req)
-        emb = await self.embedder.embed(text)
+        emb = await self.embedder.embed(embedding_text(text))
         if emb is None:
             self.stats.embed_skipped += 1
             return SemanticLookup(None)
@@ -240,7 +241,9 @@ class SemanticCache:
         if ttl <= 0 or not self.applies(req, cfg):
             return False
         text = semantic_text(req)
-        emb = embedding if embedding is not None else await self.embedder.embed(text)
+        emb = (
+            embedding if embedding is not None else await self.embedder.embed(embedding_text(text))
+        )
         if emb is None:
             self.stats.embed_skipped += 1
             return False
