@@ -240,17 +240,18 @@ def test_control_characters_in_values_are_refused(ctl: int) -> None:
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages(), st.lists(st.integers(0, 400), max_size=3))
 @example(b"GET / HTTP/1.1\r\nHost: 0\r\n0: \n0:\r\n\r\n", [])  # found by a run on 12-05
+@example(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\n\r\ntransfer-encoding: x", [])
 def test_llhttp_agrees_with_h11(data: bytes, cuts: list[int]) -> None:
     """Both accept or both refuse; when both accept, the same request (fed in pieces).
 
     Where h11 follows RFC 9112's leniency and we refuse on purpose (Content-Length with
     Transfer-Encoding, a request smuggling vector), ours must refuse.
     """
-    lowered = data.lower()
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lowered = head.lower()  # the head only: the body is random bytes and may hold these words
     if b"\r\ncontent-length:" in lowered and b"\r\ntransfer-encoding:" in lowered:
         assert ours(data, cuts) == "reject"
         return
-    head = data.split(b"\r\n\r\n", 1)[0]
     if b"\x00" in head or re.search(rb"\r(?!\n)|(?<!\r)\n", head):
         # A NUL, a bare CR or a bare LF in the head: h11 takes a bare LF as a line end
         # (so "X: \nY:" is two headers to it); we refuse all three on purpose.
