@@ -433,8 +433,8 @@ def test_every_problem_is_reported_at_once() -> None:
     assert error.problems == (  # form (while reading), then meaning (cross-checks)
         "server.bogus: unknown key (known: admin_host, admin_port, body_grace_s, body_min_rate, "
         "body_timeout_s, header_timeout_s, keep_alive_s, max_body_bytes, max_head_bytes, "
-        "max_in_flight, max_in_flight_per_key, queue_max, queue_timeout_s, send_timeout_s, "
-        "shutdown_grace_s, stream_buffer, tls_cert_file, tls_key_file)",
+        "max_in_flight, max_in_flight_per_key, queue_max, queue_timeout_s, retry_after_max_s, "
+        "send_timeout_s, shutdown_grace_s, stream_buffer, tls_cert_file, tls_key_file)",
         "api_keys[0].key_env: environment variable NOPE is not set",
         "server.max_in_flight: must be > 0, got -1",
         "routes.chat.chains.default[0].model: unknown model 'gpt-5x' (known: claude, gpt)",

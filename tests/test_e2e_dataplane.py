@@ -121,9 +121,31 @@ async def test_overload_queues_then_sheds_in_the_callers_dialect(nursery: trio.N
     assert results["admitted"].status_code == 200
     assert results["queued"].status_code == 200  # got the slot when the first finished
     shed = results["shed"]
-    assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+    # nothing has finished yet: no observed drain rate, so the bound (retry_after_max_s)
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "10"
     assert shed.json()["error"]["type"] == "overloaded_error"
     assert slots.statistics().refused_full == 1
+
+
+async def test_a_full_worker_refuses_before_reading_the_body(nursery: trio.Nursery) -> None:
+    """Every slot taken and no line: a new request is refused (503, Retry-After, the caller's
+    dialect) once its head is in, without waiting for its body; the key was checked (its
+    key slot is not held afterwards) and the refusal is counted."""
+    sim = await start_simulator(nursery, Fault(ttft_ms=20_000))
+    server = {"max_in_flight": 1, "queue_max": 0, "body_timeout_s": 60, "body_grace_s": 60}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    slots = g.app.chat.slots
+    nursery.start_soon(chat, g, KEY)
+    await wait_for(lambda: slots.in_flight == 1)
+    s = await trio.open_tcp_stream("127.0.0.1", int(g.url.rsplit(":", 1)[1]))
+    async with s:
+        await s.send_all(head(KEY, 10_000, "/v1/messages") + b'{"model": "r", ')  # no more
+        reply, body = await read_responses(s, 1)
+    assert reply.status_code == 503
+    assert dict(reply.headers)[b"retry-after"] == b"10"  # nothing finished yet: the bound
+    assert orjson.loads(body)["error"]["type"] == "overloaded_error"
+    assert slots.statistics().refused_full == 1
+    assert slots.held_by(hash_key(KEY)) == 1  # only the running request's
 
 
 async def test_a_queued_request_gives_up_at_its_deadline(nursery: trio.Nursery) -> None:
@@ -222,7 +244,8 @@ async def test_count_tokens_goes_through_the_intake(nursery: trio.Nursery) -> No
         held.cancel_scope.cancel()
     assert same_key.status_code == 429 and same_key.headers["retry-after"] == "1"
     assert same_key.json()["error"]["type"] == "rate_limit_error"
-    assert other_key.status_code == 503 and other_key.headers["retry-after"] == "1"
+    # the worker's 503: nothing has finished yet, so the bound (retry_after_max_s)
+    assert other_key.status_code == 503 and other_key.headers["retry-after"] == "10"
     assert other_key.json() == {"type": "error", "error": {
         "type": "overloaded_error", "message": "The gateway is at capacity; retry shortly."}}  # fmt: skip
     await wait_for(lambda: g.app.in_flight == 0)

@@ -73,6 +73,11 @@ class ServerConfig:
     queue_timeout_s: float = 0.5
     """How long a request waits in that queue before its 503: half of the 1 s time-to-first-
     token budget, the other half for the upstream's first byte."""
+    retry_after_max_s: int = 10
+    """Bound on the ``Retry-After`` of a 503 for a full worker. The value itself comes from
+    what the worker observes: (requests waiting + refused in about the last second + 1) /
+    the rate slots free up, rounded up, at least 1 (``pipeline/retry_after.py``); nothing
+    finishing (long streams) gives this bound."""
     max_in_flight_per_key: int = 256
     """Requests of one API key at once (body reading included); 0 turns the cap off."""
     stream_buffer: int = 8

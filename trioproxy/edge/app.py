@@ -132,7 +132,7 @@ class Gateway:
         try:
             await self._dispatch(scope, receive, send)
         except Refused as refusal:
-            await send_error(send, refusal.dialect, refusal.error, refusal.headers)
+            await send_error(send, refusal.dialect, refusal.error, refusal.headers, refusal.body)
             self.refusals.refused(scope, refusal)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,17 +6,23 @@
 at ``server.max_in_flight_per_key``, a 413 for the body, a 503 when the worker is full and the
 line is too, or at the drain deadline. The slots are held
 until the block ends. See ``pipeline/slots.py`` for the counting rules.
+
+A worker that is full when the request arrives (every slot taken, the line full) refuses it
+before reading its body, with a ``Retry-After`` derived from what the worker observes and
+an error body rendered once per dialect and value (:func:`overloaded`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 
 import trio
 
 from trioproxy.config.model import ApiKeyConfig, Settings
 from trioproxy.core.types import Dialect
+from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import ClientGone, Receive, Send, read_body
 from trioproxy.edge.auth import KeyRing
 from trioproxy.edge.refusals import Refused
@@ -62,7 +68,19 @@ class Interrupts:
 
 def slots_for(settings: Settings) -> Slots:
     s = settings.server
-    return Slots(s.max_in_flight, s.queue_max, s.queue_timeout_s, s.max_in_flight_per_key)
+    return Slots(s.max_in_flight, s.queue_max, s.queue_timeout_s, s.max_in_flight_per_key,
+                 s.retry_after_max_s)  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def overloaded(dialect: Dialect, retry_after: int) -> tuple[PolicyError, bytes]:
+    """The 503 of a full worker and its body in ``dialect``, made once per dialect and
+    ``Retry-After`` value (a refusal under overload answers from these bytes)."""
+    err = PolicyError(
+        ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.",
+        retry_after=retry_after,
+    )  # fmt: skip
+    return err, DIALECTS[dialect].render_error(err)
 
 
 class Intake:
@@ -89,6 +107,12 @@ class Intake:
                 del live[scope]
         return None
 
+    def _overloaded(
+        self, dialect: Dialect, base: Sequence[tuple[bytes, bytes]], key: ApiKeyConfig
+    ) -> Refused:
+        err, body = overloaded(dialect, self.slots.retry_after())
+        return Refused(err, dialect, base, key=key.name, team=key.team, body=body)
+
     @asynccontextmanager
     async def __call__(
         self, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive, send: Send,
@@ -108,6 +132,9 @@ class Intake:
             )
             raise Refused(busy, dialect, base, key=key.name, team=key.team)
         try:
+            if slots.full():  # it would be refused once its body is in: do not read it
+                slots.refuse_full()
+                raise self._overloaded(dialect, base, key)
             try:
                 body = await self._read_body(receive, headers)
             except ClientGone:
@@ -118,11 +145,7 @@ class Intake:
             if body is None:
                 raise Refused(shutting_down(), dialect, base, key=key.name, team=key.team)
             if not await slots.acquire():
-                full = PolicyError(
-                    ErrorKind.OVERLOADED, "The gateway is at capacity; retry shortly.",
-                    retry_after=1,
-                )  # fmt: skip
-                raise Refused(full, dialect, base, key=key.name, team=key.team)
+                raise self._overloaded(dialect, base, key)
             try:
                 yield key, body
             finally:

@@ -47,9 +47,12 @@ class Refused(Exception):
 
     def __init__(
         self, error: GatewayError, dialect: Dialect, headers: Sequence[tuple[bytes, bytes]] = (),
-        *, key: str | None = None, team: str | None = None,
+        *, key: str | None = None, team: str | None = None, body: bytes | None = None,
     ) -> None:  # fmt: skip
         super().__init__(error.message)
+        self.body = body
+        """The error already rendered in ``dialect`` (a refusal answered from precomputed
+        bytes), else None: rendered when sent."""
         self.error = error
         self.dialect = dialect
         self.headers = headers

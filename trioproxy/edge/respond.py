@@ -51,15 +51,20 @@ DEFAULT_RETRY_AFTER_S = 60
 
 
 async def send_error(
-    send: Send, dialect: Dialect, err: GatewayError, base: Sequence[tuple[bytes, bytes]]
-) -> None:
+    send: Send, dialect: Dialect, err: GatewayError, base: Sequence[tuple[bytes, bytes]],
+    body: bytes | None = None,
+) -> None:  # fmt: skip
+    """``err`` in ``dialect``'s envelope (``body``: already rendered) with its
+    ``retry-after``."""
     headers = list(base)
     retry = err.retry_after
     if retry is None and err.status == 429:
         retry = DEFAULT_RETRY_AFTER_S
     if retry is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
-    await send_whole(send, err.status, DIALECTS[dialect].render_error(err), headers)
+    if body is None:
+        body = DIALECTS[dialect].render_error(err)
+    await send_whole(send, err.status, body, headers)
 
 
 class ResponseGuard:
