@@ -18,7 +18,7 @@ from tests.rawhttp import post
 from tests.settings_factory import KEY
 from tests.test_e2e_processes import AUTH, config
 from trioproxy.simulator.faults import Fault
-from trioproxy.telemetry.logs import configure_logging, resolve_format
+from trioproxy.telemetry.logs import configure_logging, log_fields, resolve_format
 
 
 class _Tty(io.StringIO):
@@ -83,6 +83,61 @@ def test_lines_to_the_journal_carry_their_syslog_priority(
     configure_logging("info", "json", out)
     log.error("e")
     assert orjson.loads(out.getvalue())["level"] == "error"
+
+
+FIELDS = {
+    "request_id": "req_1",
+    "attempts": [{"target": "m", "ms": 1.5}],
+    "cost_usd": 3.2e-05,
+    "ttfb_ms": None,
+    "text": "two words",
+    "client_left": False,
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "journal"])
+def test_a_line_written_directly_is_the_line_logging_writes(
+    restore_logging: object, fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """log_fields (the access line's path: no LogRecord) writes what logger.info(...,
+    extra={"fields": ...}) writes, in every format; only the time stamp may differ."""
+    log = logging.getLogger("trioproxy.access")
+    with (tmp_path / "out").open("w+") as out:
+        if fmt == "journal":
+            st = os.fstat(out.fileno())
+            monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_logging("info", "text" if fmt == "text" else "json", out)
+        log.info("request", extra={"fields": FIELDS})
+        log_fields(log, logging.INFO, "request", FIELDS)
+        out.seek(0)
+        via_logging, direct = out.read().splitlines()
+    if fmt == "text":  # the time stamp is the first word
+        assert direct.split(" ", 1)[1] == via_logging.split(" ", 1)[1]
+        assert "INFO    trioproxy.access request request_id=req_1" in direct
+        return
+    prefix = "<6>" if fmt == "journal" else ""
+    assert direct.startswith(prefix) and via_logging.startswith(prefix)
+    a, b = orjson.loads(via_logging[len(prefix) :]), orjson.loads(direct[len(prefix) :])
+    assert a.pop("ts")[:16] == b.pop("ts")[:16]  # same minute
+    assert a == b and list(a) == list(b)  # same keys in the same order
+    assert b["level"] == "info" and b["logger"] == "trioproxy.access" and b["pid"] == os.getpid()
+
+
+def test_a_line_takes_the_logging_path_when_another_handler_listens(
+    restore_logging: object,
+) -> None:
+    """Another handler on the way (pytest's caplog, a library's) gets the line too."""
+    out, extra = io.StringIO(), io.StringIO()
+    configure_logging("info", "json", out)
+    log = logging.getLogger("trioproxy.access")
+    more = logging.StreamHandler(extra)
+    log.addHandler(more)
+    try:
+        log_fields(log, logging.INFO, "request", {"n": 1})
+    finally:
+        log.removeHandler(more)
+    assert orjson.loads(out.getvalue())["n"] == 1
+    assert extra.getvalue() == "request\n"
 
 
 PROMPT = "PROMPT-MARKER-7f3a please summarise the quarterly numbers"

@@ -9,6 +9,7 @@ import logging
 import orjson
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
+from trioproxy.telemetry.logs import log_fields
 
 log = logging.getLogger("trioproxy.usage")
 access_log = logging.getLogger("trioproxy.access")
@@ -55,7 +56,7 @@ class AccessLogSink:
         else:
             attempts = self._attempts.pop(record.request_id, [])
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info("request", extra={"fields": access_fields(record, attempts)})
+                log_fields(access_log, logging.INFO, "request", access_fields(record, attempts))
         self.inner.submit(record)
 
     def intend(self, record: UsageRecord) -> int:

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -34,12 +35,16 @@ _second: list[tuple[int, str]] = [(-1, "")]
 
 
 def _when(record: logging.LogRecord) -> str:
-    whole = int(record.created)
+    return _stamp(record.created)
+
+
+def _stamp(created: float) -> str:
+    whole = int(created)
     seen, text = _second[0]
     if whole != seen:
         text = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
         _second[0] = (whole, text)
-    return f"{text}{int((record.created - whole) * 1000):03d}Z"
+    return f"{text}{int((created - whole) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
@@ -61,6 +66,16 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
 
+    def line(self, created: float, levelno: int, name: str, msg: str,
+             fields: Mapping[str, Any]) -> str:  # fmt: skip
+        """What :meth:`format` makes of a record without ``exc_info`` (no record needed)."""
+        out: dict[str, Any] = {
+            "ts": _stamp(created), "level": logging.getLevelName(levelno).lower(),
+            "logger": name, "pid": os.getpid(), "msg": msg,
+        }  # fmt: skip
+        out.update(fields)
+        return orjson.dumps(out, default=str).decode()
+
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -70,6 +85,13 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+    def line(self, created: float, levelno: int, name: str, msg: str,
+             fields: Mapping[str, Any]) -> str:  # fmt: skip
+        """What :meth:`format` makes of a record without ``exc_info`` (no record needed)."""
+        parts = [_stamp(created), f"{logging.getLevelName(levelno):<7}", name, msg]
+        parts += [f"{k}={_text(v)}" for k, v in fields.items()]
+        return " ".join(parts)
 
 
 def _text(value: object) -> str:
@@ -97,6 +119,53 @@ class JournalPriority(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return f"<{syslog_priority(record.levelno)}>{self.inner.format(record)}"
+
+    def line(self, created: float, levelno: int, name: str, msg: str,
+             fields: Mapping[str, Any]) -> str:  # fmt: skip
+        inner = self.inner.line(created, levelno, name, msg, fields)  # type: ignore[attr-defined]
+        return f"<{syslog_priority(levelno)}>{inner}"
+
+
+_direct: list[logging.StreamHandler[TextIO] | None] = [None]
+"""The handler :func:`configure_logging` installed (its formatter has ``line``)."""
+
+
+def _direct_handler(logger: logging.Logger) -> logging.StreamHandler[TextIO] | None:
+    """The handler a line of ``logger`` reaches, when that is only ours: the logger and its
+    ancestors add no handler or filter of their own (anything else, e.g. pytest's caplog,
+    takes the ``logging`` path)."""
+    handler = _direct[0]
+    if handler is None or handler.filters:
+        return None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters or node.disabled:
+            return None
+        if node.parent is None:  # the root: ours alone
+            return handler if node.handlers == [handler] else None
+        if node.handlers:
+            return None
+        if not node.propagate:
+            return None
+        node = node.parent  # type: ignore[assignment]
+    return None
+
+
+def log_fields(logger: logging.Logger, levelno: int, msg: str, fields: Mapping[str, Any]) -> None:
+    """``logger.log(levelno, msg, extra={"fields": fields})``, the same line, formatted once
+    and written by the handler :func:`configure_logging` installed, without a ``LogRecord``
+    and the ``logging`` machinery per line (a request's access line: ~3x cheaper). Any other
+    handler set-up takes the ``logging`` path. The caller checks ``isEnabledFor`` first."""
+    handler = _direct_handler(logger)
+    if handler is None or levelno < handler.level:
+        logger.log(levelno, msg, extra={"fields": fields})
+        return
+    line = handler.formatter.line(  # type: ignore[union-attr]
+        time.time(), levelno, logger.name, msg, fields
+    )
+    with handler.lock:  # type: ignore[union-attr]
+        handler.stream.write(line + handler.terminator)
+        handler.flush()
 
 
 def is_journal(stream: TextIO) -> bool:
@@ -135,6 +204,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     handler.setFormatter(JournalPriority(line) if is_journal(out) else line)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    _direct[0] = handler
     root.setLevel(level.upper())
     for name in QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
@@ -150,5 +220,6 @@ __all__ = [
     "JournalPriority",
     "configure_logging",
     "is_journal",
+    "log_fields",
     "resolve_format",
 ]
