@@ -133,7 +133,10 @@ class Race:
     async def _attempt(self, attempt: Attempt) -> None:
         name = attempt.target.model
         try:
-            with attempt.cancel_scope:
+            if self._hedged:
+                with attempt.cancel_scope:  # a winner or a fatal error cancels the others
+                    await self._run(attempt, self._claim)
+            else:  # one at a time: no other attempt runs beside it to cancel it
                 await self._run(attempt, self._claim)
         except AttemptFailed as exc:
             attempt.outcome, attempt.error = "failed", exc
@@ -202,7 +205,10 @@ class Race:
     async def _one_at_a_time(self) -> None:
         """A chain without hedging: the next target starts only when the one before failed,
         so the attempts run in this task, one after the other, as the nursery would run them
-        (the same breaker checks, claims, reports and records)."""
+        (the same breaker checks, claims, reports and records). Nothing cancels one attempt
+        alone here (a claim or a fatal error only cancels attempts running beside it, and
+        there are none), so none enters its ``cancel_scope``: the caller's scopes (the
+        request, the drain deadline) still cancel it."""
         depth = 0
         while self.winner is None and self.fatal is None and depth < len(self.targets):
             nxt = await self._eligible(depth)
