@@ -36,7 +36,7 @@ def test_reasons_name_what_is_stale() -> None:
     assert fresh == []
     reasons = stale_reasons(now=now, me="me", ready=(False, "starting or draining"),
                             ledger_down="connection refused", beats=beats, tz=UTC)  # fmt: skip
-    assert reasons[0] == "this gateway worker is not ready (starting or draining)"
+    assert reasons[0] == "this gateway's data plane is not ready (starting or draining)"
     assert "ledger database is unreachable" in reasons[1] and "connection refused" in reasons[1]
     assert (
         reasons[2].startswith("gateway worker w3 stopped reporting at") and "15 s ago" in reasons[2]

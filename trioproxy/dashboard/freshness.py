@@ -4,7 +4,7 @@ Every gateway worker writes a heartbeat to the admin store every ``HEARTBEAT_S``
 (:class:`HeartbeatService`, a service of the app nursery; a clean stop removes it). Each
 page render (and each panel refresh) checks, cheaply (one small read of the admin store):
 
-* **this worker**: not ready (a required service down, starting, or draining after a stop);
+* **this gateway's data plane** (its workers, as the control plane reads them): not ready (a required service down, starting, or draining after a stop);
 * **the ledger**: its database unreachable (records spool to disk): spend, request and
   cache numbers stop at the last write;
 * **the other workers**: one that stopped reporting less than ``FORGET_AFTER_S`` ago
@@ -99,7 +99,7 @@ def stale_reasons(
     """Why the numbers on the page may be stale (pure); empty when they are fresh."""
     reasons = []
     if not ready[0]:
-        reasons.append(f"this gateway worker is not ready ({ready[1]})")
+        reasons.append(f"this gateway's data plane is not ready ({ready[1]})")
     if ledger_down is not None:
         reasons.append(
             "the ledger database is unreachable (records wait on disk): spend, requests and "
