@@ -94,25 +94,11 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
     url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-            with trio.fail_after(60):
-                while True:
-                    assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                    try:
-                        if (await c.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.1)
+            await _ready(c, proc, tmp_path / "serve.log")
             assert (await c.get("/healthz")).json() == {"status": "ok"}
         async with httpx.AsyncClient(base_url=admin, timeout=30) as c:  # the control plane
-            with trio.fail_after(60):  # its own process: ready once it has seen the worker's
-                while True:
-                    try:
-                        if (await c.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.1)
+            await _ready(c, proc, tmp_path / "serve.log")  # its own process: ready once it has
+            # seen the worker's state file
             htmx = await c.get("/static/htmx.min.js")
             assert htmx.status_code == 200 and htmx.text.startswith("/*! htmx.org")
             login = await c.post("/login", data={"user": "", "password": DEMO_KEY, "next": "/"})
@@ -135,3 +121,16 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
     assert f"state:     {empty / 'var'}" in log  # state lives where it was started
     assert sorted(p.name for p in empty.iterdir()) == ["var"]
     print("\n" + "\n".join(log.splitlines()[:14]))
+
+
+async def _ready(c: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``/readyz`` until 200 (60 s at most), failing at once if ``proc`` died."""
+    with trio.fail_after(60):
+        while True:
+            assert proc.poll() is None, log.read_text()  # noqa: ASYNC240 (only on failure)
+            try:
+                if (await c.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.1)
