@@ -36,7 +36,7 @@ from trioproxy.edge.services import NamedService
 from trioproxy.httpd import PortBusy, open_tcp_socket
 from trioproxy.server.admin import AdminApp
 from trioproxy.server.readiness import DataPlaneView
-from trioproxy.server.worker import reload, serve_admin
+from trioproxy.server.worker import obey, serve_admin
 
 log = logging.getLogger("trioproxy")
 DRAIN_MARGIN_S = 30.0
@@ -87,17 +87,8 @@ async def run_control(
     """Serve the admin port until SIGTERM/SIGINT (SIGHUP: reload the config)."""
     port = sock.getsockname()[1]
     shutdown = trio.Event()
-    stopping: list[int] = []
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-
-            async def obey() -> None:
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        nursery.start_soon(reload, gateway)
-                    elif not stopping:
-                        stopping.append(signum)
-                        nursery.start_soon(stop, signal.Signals(signum).name)
 
             async def stop(name: str) -> None:
                 """After the data plane: a signal sent to the whole group (not systemd's
@@ -119,7 +110,7 @@ async def run_control(
                                   task_status=task_status)  # fmt: skip
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(obey)
+            nursery.start_soon(obey, signals, nursery, gateway, stop)
             await nursery.start(serve)
             log.info("control plane ready: admin port %d", port)
             task_status.started()

@@ -27,7 +27,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -164,6 +164,22 @@ Requests allocate and free thousands of short-lived objects; reference counting 
 them, so the cycle collector only needs to run now and then."""
 
 
+async def obey(
+    signals: AsyncIterator[int], nursery: trio.Nursery, gateway: Gateway,
+    stop: Callable[[str], Awaitable[None]],
+) -> None:  # fmt: skip
+    """A serving process's signals: SIGHUP reloads ``gateway``'s config (each in its own
+    task); the first SIGTERM/SIGINT starts ``stop`` with the signal's name, later ones are
+    ignored."""
+    stopping = False
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            nursery.start_soon(reload, gateway)
+        elif not stopping:
+            stopping = True
+            nursery.start_soon(stop, signal.Signals(signum).name)
+
+
 def settle_heap() -> None:
     """Once the app has started: its long-lived objects (modules, config, caches) go to
     the permanent generation (``gc.freeze``), so a full collection no longer walks them,
@@ -187,20 +203,16 @@ async def run_worker(
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
-            async def obey() -> None:
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        nursery.start_soon(reload, gateway)
-                    elif not shutdown.is_set():
-                        log.info("%s: draining (grace %.1f s)", signal.Signals(signum).name,
-                                 gateway.settings.server.shutdown_grace_s)  # fmt: skip
-                        shutdown.set()
+            async def stop(name: str) -> None:
+                log.info("%s: draining (grace %.1f s)", name,
+                         gateway.settings.server.shutdown_grace_s)  # fmt: skip
+                shutdown.set()
 
             async def serve(*, task_status: trio.TaskStatus[HttpServer]) -> None:
                 await serve_gateway(gateway, bound, shutdown=shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()  # drained and flushed: stop obeying signals
 
-            nursery.start_soon(obey)
+            nursery.start_soon(obey, signals, nursery, gateway, stop)
             httpd = await nursery.start(serve)
             settle_heap()
             log.info("worker ready: data port %d, admin port %s", *ports)
