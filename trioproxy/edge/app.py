@@ -380,8 +380,12 @@ class Gateway:
             "draining": self.draining,
             "services": self.services.status(),
             "in_flight": self.in_flight,
-            "breakers": self.breakers.snapshot(trio.current_time()) if self.ready else {},
+            **self.readiness_detail(),
         }
+
+    def readiness_detail(self) -> dict[str, Any]:
+        """What ``/readyz`` adds to the common fields: this process's breakers."""
+        return {"breakers": self.breakers.snapshot(trio.current_time()) if self.ready else {}}
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()

@@ -60,12 +60,9 @@ class ControlGateway(Gateway):
             return "data plane: " + self.data_plane.detail
         return super().not_ready_reason()
 
-    def readiness(self) -> dict[str, Any]:
+    def readiness_detail(self) -> dict[str, Any]:
+        """The data-plane workers' state (this process routes nothing: no breakers)."""
         return {
-            "ready": self.is_ready(),
-            "draining": self.draining,
-            "services": self.services.status(),
-            "in_flight": self.in_flight,
             "workers": [
                 {"pid": w.pid, "ready": w.ready, "detail": w.detail, "in_flight": w.in_flight}
                 for w in self.data_plane.workers
