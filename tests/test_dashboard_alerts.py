@@ -68,6 +68,9 @@ async def test_fired_alerts_and_failed_deliveries_are_listed(nursery: trio.Nurse
     assert 'data-team="demo"' not in await page_ok(c, "/panel/alerts?team=ops")
     assert re.search(r'class="num attempts">3<', page) and "failed" in page
     assert "ConnectError" in page
+    # the sender's counts, as the data plane publishes them in its metrics
+    assert "since the service started: 1 fired, 0 waiting to be checked" in page
+    assert "1 webhook failures" in page
     # team filter, and an admin of team ops sees none of demo's
     assert 'data-team="demo"' not in await page_ok(c, "/alerts?team=ops")
     tess = d.app.test_client()

@@ -134,6 +134,16 @@ async def test_the_control_plane_is_its_own_process(
                     await trio.sleep(0.05)
             assert await cached_chat(gw) != "exact"  # whichever worker answers, it missed
 
+            # an alert a worker fires is counted on the control plane's Alerts page (its own
+            # sender stays idle: the count comes from the workers' metrics)
+            r = await c.put(gw.admin_url + "/admin/api/budgets/t1",
+                            json={"alert_threshold": 0.000001})  # fmt: skip
+            assert r.status_code == 200, r.text
+            with trio.fail_after(60):
+                while not re.search(r"started: [1-9]\d* fired", (await c.get(
+                    gw.admin_url + "/alerts")).text):  # fmt: skip
+                    assert await chat(gw) == 200
+
             # a budget edit in the control plane holds on every data-plane worker
             r = await c.put(gw.admin_url + "/admin/api/budgets/t1", json={"daily_usd": 0.000001})
             assert r.status_code == 200, r.text

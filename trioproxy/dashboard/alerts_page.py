@@ -34,7 +34,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         )
         return {
             "records": records[:PAGE], "more": len(records) > PAGE, "team": team or "",
-            "stats": snapshot.alert_statistics(snapshot.gate_of(gw)), "tz": snapshot.zone(gw),
+            "stats": await snapshot.alert_statistics(gw), "tz": snapshot.zone(gw),
             "before": before,
         }  # fmt: skip
 

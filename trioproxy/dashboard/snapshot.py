@@ -94,9 +94,25 @@ def gate_of(gw: Gateway) -> BudgetGate | None:
     return gw.admission.gate if gw.admission is not None else None
 
 
-def alert_statistics(gate: BudgetGate | None) -> AlertStatistics | None:
-    sink = gate.alerts if gate is not None else None
-    return sink.statistics() if sink is not None else None
+ALERT_SERIES = (
+    "trioproxy_budget_alert_checks_queued", "trioproxy_budget_alert_checks_dropped_total",
+    "trioproxy_budget_alerts_fired_total", "trioproxy_budget_alert_webhook_failures_total",
+)  # fmt: skip
+"""The alert sender's counts as the data plane's workers publish them in their metrics."""
+
+
+async def alert_statistics(gw: Gateway) -> AlertStatistics | None:
+    """The budget alert sender's counts summed over the data plane (the workers check and
+    fire alerts; a control-plane process's own sender stays idle), from the metrics every
+    worker writes: since the service started, the queue over live workers. None without
+    alerts."""
+    gate = gate_of(gw)
+    if gate is None or gate.alerts is None:
+        return None
+    gw.sample_metrics()  # this process's own sender, where it serves requests (tests, 1 process)
+    t = await trio.to_thread.run_sync(gw.prometheus.totals, ALERT_SERIES)
+    queued, dropped, fired, failures = (int(t[name]) for name in ALERT_SERIES)
+    return AlertStatistics(queued, dropped, fired, failures)
 
 
 def utc_day_start(now: dt.datetime) -> dt.datetime:
@@ -224,7 +240,7 @@ async def overview(
         rows.append(
             TeamRow(team, day, month, day_rows.get(team, Totals()), month_rows.get(team, Totals()))
         )
-    return Overview(rows, alert_statistics(gate_of(gw)), ledger_of(gw) is not None)
+    return Overview(rows, await alert_statistics(gw), ledger_of(gw) is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,15 +250,24 @@ class Gateway:
             counts["ledger_spooled_records"], counts["ledger_lost_records"] = ls.spooled, ls.lost
             if writer.journal is not None:
                 journal_bytes = writer.journal.statistics().bytes
-        if self.admission is not None and self.admission.gate.recovery is not None:
-            counts["budget_journal_dropped"] = self.admission.gate.recovery.stats.dropped
+        alert_queue = 0
+        if self.admission is not None:
+            gate = self.admission.gate
+            if gate.recovery is not None:
+                counts["budget_journal_dropped"] = gate.recovery.stats.dropped
+            if gate.alerts is not None:
+                a = gate.alerts.statistics()
+                alert_queue = a.queued
+                counts["budget_alerts_fired"] = a.fired
+                counts["budget_alert_checks_dropped"] = a.dropped
+                counts["budget_alert_webhook_failures"] = a.webhook_failures
         self.prometheus.sample(
             in_flight=self.in_flight, open_streams=self.chat.open_streams,
             relay_buffered=self.chat.relay_buffered(),
             breakers={t: bool(st["open"]) for t, st in self.breakers.snapshot(
                 trio.current_time()).items()},
             ledger_queue=ledger_queue, journal_bytes=journal_bytes,
-            cache_write_queue=cache_queue, counts=counts,
+            cache_write_queue=cache_queue, alert_queue=alert_queue, counts=counts,
         )  # fmt: skip
 
     async def _flush_forever(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -57,6 +57,9 @@ MIRRORED = {
     "cache_writes_dropped": "Cache writes skipped because the write queue was full.",
     "ledger_spooled_records": "Ledger records put in the local spool (database down or slow).",
     "ledger_lost_records": "Ledger records that could be neither queued nor spooled.",
+    "budget_alerts_fired": "Budget alerts fired (threshold or limit crossed).",
+    "budget_alert_checks_dropped": "Budget alert checks dropped because their queue was full.",
+    "budget_alert_webhook_failures": "Alert webhook deliveries that failed.",
     "budget_journal_dropped": (
         "Settled budget reservations dropped from the recovery journal at its cap (a Redis "
         "state rebuild cannot replay them)."
@@ -153,6 +156,9 @@ class Metrics:
         )
         self.cache_write_queue = Gauge(
             "trioproxy_cache_write_queue", "Cache writes waiting.", **live
+        )
+        self.alert_queue = Gauge(
+            "trioproxy_budget_alert_checks_queued", "Budget alert checks waiting.", **live
         )
         self.breaker_open = Gauge(
             "trioproxy_breaker_open", "1 while the target's circuit breaker is open.",
@@ -256,7 +262,8 @@ class Metrics:
     def sample(
         self, *, in_flight: int, open_streams: int, relay_buffered: int,
         breakers: Mapping[str, bool], ledger_queue: int = 0, journal_bytes: int = 0,
-        cache_write_queue: int = 0, counts: Mapping[str, int] | None = None,
+        cache_write_queue: int = 0, alert_queue: int = 0,
+        counts: Mapping[str, int] | None = None,
     ) -> None:  # fmt: skip
         """Set the gauges; advance the mirrored counters to ``counts`` (this process's totals);
         flush what the usage records added."""
@@ -267,6 +274,7 @@ class Metrics:
         self.ledger_queue.set(ledger_queue)
         self.journal_bytes.set(journal_bytes)
         self.cache_write_queue.set(cache_write_queue)
+        self.alert_queue.set(alert_queue)
         for target, is_open in breakers.items():
             self.breaker_open.labels(target).set(1 if is_open else 0)
         for name, total in (counts or {}).items():
@@ -274,6 +282,23 @@ class Metrics:
             if delta > 0:
                 self._mirrors[name].inc(delta)
                 self._mirrored[name] = total
+
+    def totals(self, names: Sequence[str]) -> dict[str, float]:
+        """The value of each unlabelled series in ``names`` (full sample names, e.g.
+        ``trioproxy_budget_alerts_fired_total``), summed as a scrape sums it: every worker's
+        in multi-process mode (file reads: call it off the event loop), else this process's.
+        A series nobody wrote is 0."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = self.registry
+        wanted = dict.fromkeys(names, 0.0)
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name in wanted and not sample.labels:
+                    wanted[sample.name] += sample.value
+        return wanted
 
     def render(self, *, flush: bool = True) -> tuple[bytes, str]:
         """The exposition text (every worker's values in multi-process mode) and its type.
