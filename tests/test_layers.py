@@ -90,3 +90,15 @@ def test_the_data_plane_does_not_import_numpy(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("module", ["trioproxy.cli", "trioproxy.server.runner"])
+def test_the_supervisor_does_not_import_the_gateway(module: str) -> None:
+    """``serve``'s supervisor (cli.py, then server/runner.py) binds, claims and supervises; the
+    gateway, the dashboard and prometheus-client are its children's (~10 MB of its RSS)."""
+    code = (f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith("
+            "('trioproxy.edge.app', 'trioproxy.server.factory', 'trioproxy.dashboard', "
+            "'trioproxy.pipeline', 'quart', 'hypercorn', 'prometheus_client'))))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "[]"

@@ -1,4 +1,7 @@
-"""``trioproxy`` command line: serve, simulate, check-config, report."""
+"""``trioproxy`` command line: serve, simulate, check-config, report.
+
+Each command imports what it runs, inside its function: ``serve``'s supervisor process
+(``server/runner.py``) loads the config and sockets, not the gateway its workers build."""
 
 from __future__ import annotations
 
@@ -13,15 +16,6 @@ import tempfile
 import threading
 from typing import Any
 
-import trio
-
-from trioproxy.server.factory import (
-    ENV_CONFIG,
-    ENV_DEMO_KEY,
-    ENV_LOG_FORMAT,
-    ENV_LOG_LEVEL,
-    ENV_SIM_URL,
-)
 from trioproxy.telemetry.logs import FORMATS, LEVELS, configure_logging
 
 DEFAULT_PORT = 8080
@@ -30,6 +24,8 @@ DEFAULT_SIM_PORT = 9090
 
 def _start_demo_simulator(host: str) -> str:
     """Run the provider simulator on a thread of this process; return its base URL."""
+    import trio
+
     from trioproxy.simulator import Simulator
 
     ports: queue.Queue[int] = queue.Queue(maxsize=1)
@@ -63,31 +59,31 @@ def banner(url: str, dashboard_url: str | None, state_dir: str, workers: int) ->
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from trioproxy.config import ConfigError, load_settings
-    from trioproxy.edge.metrics import MULTIPROC_ENV
-    from trioproxy.server.factory import settings_from_env
+    from trioproxy.server import environ as env
     from trioproxy.server.readiness import ENV_RUN_DIR
     from trioproxy.server.runner import serve
+    from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV
 
     configure_logging(args.log_level, args.log_format)  # this process; workers: worker.main()
-    os.environ[ENV_LOG_LEVEL], os.environ[ENV_LOG_FORMAT] = args.log_level, args.log_format
+    os.environ[env.ENV_LOG_LEVEL], os.environ[env.ENV_LOG_FORMAT] = args.log_level, args.log_format
     if args.config:
         try:
             settings = load_settings(args.config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-        os.environ[ENV_CONFIG] = os.path.abspath(args.config)
+        os.environ[env.ENV_CONFIG] = os.path.abspath(args.config)
         demo = ""
     else:
-        key = os.environ.get(ENV_DEMO_KEY) or "tp-demo-" + secrets.token_urlsafe(18)
-        os.environ[ENV_DEMO_KEY] = key
-        os.environ[ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
-        settings = settings_from_env()
+        key = os.environ.get(env.ENV_DEMO_KEY) or "tp-demo-" + secrets.token_urlsafe(18)
+        os.environ[env.ENV_DEMO_KEY] = key
+        os.environ[env.ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
+        settings = env.settings_from_env()
         demo = (
             "\n  trioproxy DEMO MODE: no config given, so every answer comes from the built-in\n"
             "  provider SIMULATOR (fake text, no real model, no cost). Pass --config FILE\n"
             "  to reach real providers.\n"
-            f"  simulator: {os.environ[ENV_SIM_URL]}\n"
+            f"  simulator: {os.environ[env.ENV_SIM_URL]}\n"
             f"  demo API key: {key}\n"
             f"  try: OPENAI_BASE_URL=http://{args.host}:{args.port}/v1 OPENAI_API_KEY={key}\n\n"
         )

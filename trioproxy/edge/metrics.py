@@ -38,8 +38,8 @@ from prometheus_client import (
 )
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
+from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV, mark_worker_dead
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SAMPLE_INTERVAL_S = 1.0
 SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
@@ -347,13 +347,6 @@ class MetricsSink:
 
     def resolve(self, token: int) -> None:
         self.inner.resolve(token)
-
-
-def mark_worker_dead(pid: int) -> None:
-    """For the serve runner when a worker exits: drop its live gauges (counters stay summed)."""
-    path = os.environ.get(MULTIPROC_ENV)
-    if path:
-        multiprocess.mark_process_dead(pid, path)
 
 
 __all__ = ["MULTIPROC_ENV", "Metrics", "MetricsSink", "mark_worker_dead"]

@@ -1,7 +1,7 @@
 """Build the app of one server worker: the production wiring of every part.
 
-``trioproxy serve`` resolves the config once, then hands the workers three
-environment variables (set by the CLI, read here at worker start-up only):
+``trioproxy serve`` resolves the config once, then hands the workers the environment
+variables ``environ.py`` names (set by the CLI, read here at worker start-up only):
 ``TRIOPROXY_CONFIG`` (a TOML path) or, for the demo, ``TRIOPROXY_DEMO_SIM_URL``
 and ``TRIOPROXY_DEMO_KEY``.
 
@@ -28,7 +28,7 @@ from trioproxy.budget.recovery import Recovery, SpendSource
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
-from trioproxy.config import demo_settings, load_settings
+from trioproxy.config import load_settings
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.app import Gateway, ReloadSource, create_app
@@ -38,6 +38,14 @@ from trioproxy.ledger.spend import LedgerSpend
 from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.cache_service import response_cache
+from trioproxy.server.environ import (
+    ENV_CONFIG,
+    ENV_DEMO_KEY,
+    ENV_LOG_FORMAT,
+    ENV_LOG_LEVEL,
+    ENV_SIM_URL,
+    settings_from_env,
+)
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
@@ -49,20 +57,6 @@ TRACE_FLUSH_TIMEOUT_S = 5.0
 """Longest wait for the span exporter to flush at shutdown."""
 REDIS_RETRY = BackoffPolicy(0.2, 5.0)
 """Between attempts to reach Redis at start-up (the client's own reconnects: its settings)."""
-
-ENV_CONFIG = "TRIOPROXY_CONFIG"
-ENV_SIM_URL = "TRIOPROXY_DEMO_SIM_URL"
-ENV_DEMO_KEY = "TRIOPROXY_DEMO_KEY"
-ENV_LOG_LEVEL = "TRIOPROXY_LOG_LEVEL"
-ENV_LOG_FORMAT = "TRIOPROXY_LOG_FORMAT"
-
-
-def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ) if env is None else env
-    path = env.get(ENV_CONFIG)
-    if path:
-        return load_settings(path, env=env)
-    return demo_settings(env[ENV_SIM_URL], env[ENV_DEMO_KEY])
 
 
 def redis_client(settings: Settings, services: list[NamedService]) -> RedisClient | None:

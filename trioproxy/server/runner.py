@@ -21,6 +21,9 @@ the control plane, each in its own process.
    control plane (it serves ``/readyz`` 503 and ``/metrics`` through the drain); the exit
    status is 0 only if every child then exits 0. SIGHUP is forwarded to every child (each
    reloads its config).
+
+This process imports no gateway (``tests/test_layers.py``): the config, the sockets, Trio and
+the workers' state files are all it holds (its RSS is the whole service's overhead).
 """
 
 from __future__ import annotations
@@ -31,15 +34,18 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
-from trioproxy.config.model import Settings
-from trioproxy.edge.metrics import mark_worker_dead
-from trioproxy.httpd import PortBusy
+from trioproxy.httpd.listen import PortBusy
 from trioproxy.server.claim import claim_ports
 from trioproxy.server.readiness import ENV_RUN_DIR, ReadyDir
-from trioproxy.server.worker import Bound, bind
+from trioproxy.server.sockets import Bound, bind
+from trioproxy.telemetry.metrics_dir import mark_worker_dead
+
+if TYPE_CHECKING:
+    from trioproxy.config.model import Settings
 
 log = logging.getLogger("trioproxy")
 

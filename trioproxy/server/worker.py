@@ -28,7 +28,6 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -36,52 +35,15 @@ import trio
 
 from trioproxy.config.model import ServerConfig
 from trioproxy.edge.app import Gateway
-from trioproxy.httpd import HttpLimits, HttpServer, PortBusy, bind_listeners, open_tcp_socket
+from trioproxy.httpd import HttpLimits, HttpServer, PortBusy, bind_listeners
 from trioproxy.httpd.listen import tls_context
 from trioproxy.server.admin import AdminApp
+from trioproxy.server.sockets import Bound, bind
 
 log = logging.getLogger("trioproxy")
 
 ADMIN_GRACE_S = 2.0
 """The admin port's drain (dashboard requests are short)."""
-
-
-@dataclass
-class Bound:
-    """The sockets of one worker, bound (not yet listening)."""
-
-    data: socket.socket
-    admin: socket.socket | None
-
-    @property
-    def port(self) -> int:
-        return int(self.data.getsockname()[1])
-
-    @property
-    def admin_port(self) -> int | None:
-        return None if self.admin is None else int(self.admin.getsockname()[1])
-
-    def close(self) -> None:
-        self.data.close()
-        if self.admin is not None:
-            self.admin.close()
-
-
-def bind(
-    server: ServerConfig, host: str, port: int, *, admin: bool = True,
-    admin_port: int | None = None,
-) -> Bound:  # fmt: skip
-    """Bind the data and admin ports with ``SO_REUSEPORT``; ``PortBusy`` if taken.
-    ``admin_port`` overrides ``server.admin_port`` (``serve --admin-port``)."""
-    data = open_tcp_socket(host, port, reuse_port=True)
-    if not admin:
-        return Bound(data, None)
-    port_ = server.admin_port if admin_port is None else admin_port
-    try:
-        return Bound(data, open_tcp_socket(server.admin_host, port_, reuse_port=True))
-    except BaseException:
-        data.close()
-        raise
 
 
 def http_limits(server: ServerConfig) -> HttpLimits:
