@@ -102,3 +102,17 @@ def test_the_supervisor_does_not_import_the_gateway(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "module", ["trioproxy.server.worker", "trioproxy.server.control", "trioproxy.server.factory"]
+)
+def test_serving_processes_import_httpx_only_to_send(module: str) -> None:
+    """httpx (with the CLI modules its package imports: ~5 MB of RSS per process) is for an
+    alert webhook and the OpenAI embedder; neither a worker nor the control plane loads it
+    until one is sent or built."""
+    code = f"import sys, {module}; print('httpx' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "False"
+

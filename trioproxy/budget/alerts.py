@@ -20,14 +20,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import httpx
 import orjson
 import trio
 
 from trioproxy.budget.store import BudgetStore, StoreUnavailable
 from trioproxy.core.backoff import BackoffPolicy
+
+if TYPE_CHECKING:  # httpx (~5 MB of RSS) is imported only where a webhook is sent
+    import httpx
 
 log = logging.getLogger("trioproxy.budget.alerts")
 
@@ -139,6 +141,8 @@ class AlertSink:
         """Check the queued buckets; with a webhook URL and no client given, the webhook's
         client lives as long as this task."""
         if self._webhook_url is not None and self._http is None:
+            import httpx
+
             async with httpx.AsyncClient() as http:
                 self._http = http
                 try:
@@ -193,6 +197,8 @@ class AlertSink:
 
     async def _deliver(self, body: bytes) -> tuple[Delivery, int, str | None]:
         """POST ``body`` with bounded retries: (outcome, attempts made, last error)."""
+        import httpx
+
         assert self._webhook_url is not None and self._http is not None
         error: str | None = None
         for attempt in range(self.webhook_attempts):

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import trio
 
 from trioproxy.cache.exact import ExactCache, MemoryExactCache, RedisExactCache
@@ -89,6 +88,8 @@ def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
 
     cfg = settings.embedder
     if cfg.kind == "openai":
+        import httpx
+
         client = httpx.AsyncClient(timeout=None, trust_env=False)
         key = cfg.api_key.reveal() if cfg.api_key is not None else None
         return OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
