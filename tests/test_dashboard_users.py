@@ -184,3 +184,11 @@ async def test_the_last_admin_of_every_team_cannot_be_demoted_limited_or_disable
     await store.put_user(dataclasses.replace(await store.user("ada"), role="admin"))  # type: ignore[type-var]
     r = await ada.post("/users/bob", form={"role": "viewer", "teams": "", "csrf": acsrf})
     assert r.status_code == 200 and "updated" in await text(r)
+
+
+def test_the_unknown_user_hash_is_made_at_the_current_cost() -> None:
+    """Signing in as nobody verifies against it: the same work as a real user's hash."""
+    from trioproxy.dashboard.access import _DUMMY_HASH
+
+    assert _DUMMY_HASH == hash_password("not a password", salt=b"0" * 16)
+    assert not verify_password("anything", _DUMMY_HASH)

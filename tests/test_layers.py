@@ -116,3 +116,13 @@ def test_serving_processes_import_httpx_only_to_send(module: str) -> None:
                           timeout=120, check=True)  # fmt: skip
     assert proc.stdout.strip() == "False"
 
+
+def test_importing_the_dashboard_runs_no_scrypt() -> None:
+    """The unknown-user hash is a constant (dashboard/access.py): the control plane's start
+    no longer spends 16 MB at once on it."""
+    code = ("import hashlib, sys; calls = []; real = hashlib.scrypt\n"
+            "hashlib.scrypt = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
+            "import trioproxy.dashboard.app; print(len(calls))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "0"
