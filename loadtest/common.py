@@ -328,16 +328,41 @@ def group_cpu(pgid: int) -> float:
 
 
 def group_rss_mb(pgid: int) -> float:
-    total = 0
-    for pid in group_pids(pgid):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return sum(pid_rss_mb(pid) for pid in group_pids(pgid))
+
+
+SERVE_ROLES = ("workers", "control", "main")
+"""The parts of a ``trioproxy serve`` process group :func:`serve_role` tells apart."""
+
+
+def serve_role(pid: int, pgid: int) -> str:
+    """Which part of a server's process group ``pid`` is, from its command line:
+    ``workers`` (``trioproxy.server.worker``: the data plane), ``control``
+    (``trioproxy.server.control``: the control plane), ``main`` (the group's leader:
+    ``serve``'s supervisor, or the only process of a relay without that process model, such
+    as the floor relay or an older commit's single process), ``other`` (anything else)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "other"
+    if b"trioproxy.server.worker" in argv:
+        return "workers"
+    if b"trioproxy.server.control" in argv:
+        return "control"
+    return "main" if pid == pgid else "other"
+
+
+def pid_rss_mb(pid: int) -> float:
+    """``VmRSS`` of one process in MB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -364,22 +389,32 @@ def wait_quiet(min_idle: float = 0.85, window: float = 2.0, max_wait: float = 60
 class Meter:
     """CPU and machine busy share over one measured interval; RSS peak by sampling.
 
-    ``foreign_pct`` is machine CPU not spent by the measured groups or this
-    process, in % of the whole machine: other people's load during the run.
+    ``peak_rss_mb[name]`` is the highest summed ``VmRSS`` of group ``name``'s processes seen
+    at one sample (every ``sample_s``); ``cpu[name]`` the group's CPU seconds over the interval.
+    For the groups named in ``by_role`` the same two figures are also kept per
+    :func:`serve_role` (``role_peak_rss_mb[name][role]``: the highest sum over that role's
+    processes at one sample, so the roles' peaks need not add up to the group's;
+    ``role_cpu[name][role]``). ``foreign_pct`` is machine CPU not spent by the measured
+    groups or this process, in % of the whole machine: other people's load during the run.
     """
 
     pgids: Mapping[str, int]
     sample_s: float = 0.25
+    by_role: Sequence[str] = ()
     cpu: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    role_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    role_peak_rss_mb: dict[str, dict[str, float]] = field(default_factory=dict)
     rss_timeline: list[tuple[float, float]] = field(default_factory=list)
     busy_pct: float = 0.0
     foreign_pct: float = 0.0
     seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _role_of: dict[int, str] = field(default_factory=dict)
 
     def __enter__(self) -> Meter:
         self._cpu0 = {n: group_cpu(g) for n, g in self.pgids.items()}
+        self._pid_cpu0 = {n: self._pid_cpus(n) for n in self.by_role}
         self._self0 = self_cpu()
         self._ticks0 = machine_ticks()
         self._t0 = time.monotonic()
@@ -387,10 +422,29 @@ class Meter:
         self._thread.start()
         return self
 
+    def _roles(self, name: str) -> dict[int, str]:
+        """The role of every process of group ``name`` now (looked up once per pid)."""
+        pgid = self.pgids[name]
+        known = self._role_of
+        return {pid: known.get(pid) or known.setdefault(pid, serve_role(pid, pgid))
+                for pid in group_pids(pgid)}  # fmt: skip
+
+    def _pid_cpus(self, name: str) -> dict[int, tuple[str, float]]:
+        return {pid: (role, pid_cpu(pid)) for pid, role in self._roles(name).items()}
+
     def _sample(self) -> None:
         while not self._stop.wait(self.sample_s):
             for n, g in self.pgids.items():
-                rss = group_rss_mb(g)
+                if n in self.by_role:
+                    by_role = dict.fromkeys(SERVE_ROLES, 0.0)
+                    for pid, role in self._roles(n).items():
+                        by_role[role] = by_role.get(role, 0.0) + pid_rss_mb(pid)
+                    rss = sum(by_role.values())
+                    peaks = self.role_peak_rss_mb.setdefault(n, {})
+                    for role, mb in by_role.items():
+                        peaks[role] = max(peaks.get(role, 0.0), mb)
+                else:
+                    rss = group_rss_mb(g)
                 self.peak_rss_mb[n] = max(self.peak_rss_mb.get(n, 0.0), rss)
                 if n == "gateway":
                     self.rss_timeline.append((time.monotonic() - self._t0, rss))
@@ -401,6 +455,11 @@ class Meter:
         self.seconds = time.monotonic() - self._t0
         self.cpu = {n: group_cpu(g) - self._cpu0[n] for n, g in self.pgids.items()}
         self.cpu["client"] = self_cpu() - self._self0
+        for n in self.by_role:
+            before = self._pid_cpu0[n]
+            spent = self.role_cpu[n] = dict.fromkeys(SERVE_ROLES, 0.0)
+            for pid, (role, cpu) in self._pid_cpus(n).items():
+                spent[role] = spent.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
         b1, t1 = machine_ticks()
         busy_ticks, all_ticks = b1 - self._ticks0[0], t1 - self._ticks0[1]
         self.busy_pct = 100 * busy_ticks / max(1, all_ticks)
@@ -477,6 +536,8 @@ __all__ = [
     "group_rss_mb",
     "head_lines",
     "percentile",
+    "pid_rss_mb",
+    "serve_role",
     "set_faults",
     "start",
     "start_gateway",

@@ -16,6 +16,19 @@ worker) have auth on and a team budget, so every request takes a budget reservat
 Printed per row: streams (or requests) per second, relay CPU per event (per request for
 non-stream), TTFT p50/p99 (harness: request sent -> first event; wrk: latency), broken
 streams, relay peak RSS, and the machine's busy / foreign share (other people's load).
+
+Since the control plane runs in its own process (``serve``: a supervisor, N data-plane
+workers, one control plane), the relay's figures are given for the whole process group, as
+before, and for the data plane alone (``common.serve_role``):
+
+* ``cpu_us_per_event`` / "CPU µs/event group": every process of the relay's group (the old
+  column, same meaning); ``cpu_us_per_event_workers`` / "workers": the data-plane workers
+  only (a relay without workers, the floor or an older single-process commit: its one
+  process), so a control plane's or supervisor's CPU does not count per event;
+* ``peak_rss_mb`` / "peak RSS MB group": the highest summed RSS of the group at one sample
+  (every 0.5 s; the old column, same meaning); ``peak_rss_workers_mb``,
+  ``peak_rss_control_mb``, ``peak_rss_supervisor_mb``: each part's own highest (summed over
+  its processes: N workers), in the table as "workers / control / supervisor".
 """
 
 from __future__ import annotations
@@ -91,7 +104,8 @@ def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: fl
         pid = max(common.group_pids(relay.pgid), key=common.pid_cpu)
         argv = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
                 "--duration", str(int(seconds - 3)), "--format", "raw", "--output", str(profile)]  # fmt: skip
-    with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5) as meter:
+    with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5,
+                      by_role=["gateway"]) as meter:  # fmt: skip
         if profile is not None:
             spy = subprocess.Popen(["bash", "-c", f"sleep 2; exec {' '.join(argv)}"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -105,21 +119,39 @@ def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: fl
         "cpu_us_per_event": 1e6 * cpu / max(1, t["events"]), "ttft_p50_ms": t["ttft_p50_ms"],
         "ttft_p99_ms": t["ttft_p99_ms"], "broken": t["broken"], "failures": t["failures"], "errors": t.get("errors", {}),
         "events": t["events"], "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
+        **by_part(meter, t["events"]),
         "client_cpu_s": meter.cpu["client"], "sim_cpu_s": meter.cpu["sim"],
         "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
     }  # fmt: skip
 
 
+def by_part(meter: common.Meter, events: int) -> dict[str, float]:
+    """The relay group's figures per part of ``serve`` (module docstring): the data plane is
+    the workers, or the group's one process when it has none."""
+    cpu, rss = meter.role_cpu["gateway"], meter.role_peak_rss_mb.get("gateway", {})
+    workers = "workers" if rss.get("workers") or cpu.get("workers") else "main"
+    main = "main" if workers == "workers" else None
+    return {
+        "cpu_us_per_event_workers": 1e6 * cpu[workers] / max(1, events),
+        "cpu_s": meter.cpu["gateway"], "cpu_workers_s": cpu[workers],
+        "cpu_control_s": cpu["control"], "cpu_supervisor_s": cpu[main] if main else 0.0,
+        "peak_rss_workers_mb": rss.get(workers, 0.0), "peak_rss_control_mb": rss.get("control", 0.0),
+        "peak_rss_supervisor_mb": rss.get(main, 0.0) if main else 0.0,
+    }  # fmt: skip
+
+
 def wrk_row(relay: common.Server, sim: common.Server, wd: Path, seconds: float) -> dict[str, Any]:
     common.wrk(relay.url + "/v1/chat/completions", "chat", wd, conns=100, seconds=3)
-    with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5) as meter:
+    with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5,
+                      by_role=["gateway"]) as meter:  # fmt: skip
         r = common.wrk(relay.url + "/v1/chat/completions", "chat", wd, conns=100, seconds=seconds)
     cpu = meter.cpu["gateway"]
     return {
         "load": "non-stream c=100", "per_s": r.rps, "cpu_us_per_event": 1e6 * cpu / max(1, r.requests),
         "ttft_p50_ms": r.p50, "ttft_p99_ms": r.p99, "broken": r.errors + r.non2xx,
         "failures": r.errors + r.non2xx, "events": r.requests,
-        "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0), "client_cpu_s": meter.cpu["client"],
+        "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0), **by_part(meter, r.requests),
+        "client_cpu_s": meter.cpu["client"],
         "sim_cpu_s": meter.cpu["sim"], "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
     }  # fmt: skip
 
@@ -182,13 +214,16 @@ def main() -> None:
         finally:
             sim.stop()
     print()
-    print("| relay | load | per s | CPU µs/event | TTFT p50 / p99 ms | broken | peak RSS MB "
-          "| busy / foreign % |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| relay | load | per s | CPU µs/event group / workers | TTFT p50 / p99 ms | broken "
+          "| peak RSS MB group | workers / control / supervisor | busy / foreign % |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['relay']} | {r['load']} | {r['per_s']:,.1f} | {r['cpu_us_per_event']:,.1f} "
+        print(f"| {r['relay']} | {r['load']} | {r['per_s']:,.1f} "
+              f"| {r['cpu_us_per_event']:,.1f} / {r['cpu_us_per_event_workers']:,.1f} "
               f"| {r['ttft_p50_ms']:,.1f} / {r['ttft_p99_ms']:,.1f} | {r['broken']} "
-              f"| {r['peak_rss_mb']:.0f} | {r['busy_pct']:.0f} / {r['foreign_pct']:.0f} |")  # fmt: skip
+              f"| {r['peak_rss_mb']:.0f} | {r['peak_rss_workers_mb']:.0f} / "
+              f"{r['peak_rss_control_mb']:.0f} / {r['peak_rss_supervisor_mb']:.0f} "
+              f"| {r['busy_pct']:.0f} / {r['foreign_pct']:.0f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
