@@ -15,7 +15,7 @@ from trioproxy.config import hash_key
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.edge import auth
 from trioproxy.edge.auth import KeyRing
-from trioproxy.edge.keycache import REFUSED_TTL_S, RefusedKeys
+from trioproxy.edge.keycache import REFUSED_TTL_S, KnownKeys, RefusedKeys
 from trioproxy.errors import CallerError, ErrorKind, PolicyError
 
 KEY = "tp-made-in-the-dashboard-0123456789"
@@ -165,3 +165,104 @@ async def test_a_full_lookup_queue_is_a_503_at_once() -> None:
         assert refused.value.kind is ErrorKind.OVERLOADED and refused.value.status == 503
         source.gate.set()
     assert sorted(statuses) == [401] * (auth.LOOKUPS_AT_ONCE + auth.LOOKUPS_WAITING_MAX)
+
+
+TTL_S = 5.0
+
+
+async def test_a_hot_dashboard_key_costs_one_store_lookup_per_ttl() -> None:
+    clock = FakeClock()
+    source = CountingSource({hash_key(KEY): ApiKeyConfig("bot", hash_key(KEY), "ops", "ann")})
+    ring = KeyRing({}, source, clock=clock, known_ttl_s=TTL_S)
+    for _ in range(100):
+        assert (await ring.resolve(HEADERS)).name == "bot"
+        clock.now += TTL_S / 200
+    assert len(source.calls) == 1  # 100 requests within the TTL: one look-up
+    clock.now = 100.0 + TTL_S  # a hit does not extend the answer's life
+    assert (await ring.resolve(HEADERS)).name == "bot"
+    assert len(source.calls) == 2
+
+
+async def test_a_burst_of_one_dashboard_key_asks_the_store_once() -> None:
+    source = CountingSource({hash_key(KEY): ApiKeyConfig("bot", hash_key(KEY), "ops", "ann")})
+    source.gate = trio.Event()
+    ring = KeyRing({}, source, clock=FakeClock(), known_ttl_s=TTL_S)
+    names: list[str] = []
+
+    async def call() -> None:
+        names.append((await ring.resolve(HEADERS)).name)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        source.gate.set()
+    assert names == ["bot"] * 10 and len(source.calls) == 1
+
+
+async def test_a_revoked_or_rotated_key_stops_on_every_worker_within_the_ttl(
+    tmp_path: Path,
+) -> None:
+    """Two workers' key rings over one admin store (the SQLite file a host's workers share);
+    the dashboard changes the key through its own handle on that file."""
+    dashboard = AdminStore.open_sync(tmp_path)
+    workers = [AdminStore.open_sync(tmp_path), AdminStore.open_sync(tmp_path)]
+    other = "tp-another-dashboard-key-9876543210"
+    try:
+        clock = FakeClock()
+        rings = [KeyRing({}, w, clock=clock, known_ttl_s=TTL_S) for w in workers]
+        assert await dashboard.add_key(StoredKey(hash_key(KEY), "bot", "ops", "ann"))
+        assert await dashboard.add_key(StoredKey(hash_key(other), "cron", "ops", "ann"))
+        for ring in rings:
+            assert (await ring.resolve(HEADERS)).name == "bot"
+            assert (await ring.resolve(bearer(other))).name == "cron"
+        clock.now += 1.0
+        await dashboard.revoke_key("bot", clock.now)
+        new = "tp-rotated-dashboard-key-0000000000"
+        await dashboard.replace_key("cron", StoredKey(hash_key(new), "cron", "ops", "ann"), 1.0)
+        for ring in rings:  # within the TTL of their answers: still served (documented)
+            assert (await ring.resolve(HEADERS)).name == "bot"
+            assert (await ring.resolve(bearer(other))).name == "cron"
+            assert (await ring.resolve(bearer(new))).name == "cron"  # the new secret at once
+        clock.now = 100.0 + TTL_S
+        for ring in rings:
+            for key in (KEY, other):
+                with pytest.raises(CallerError) as refused:
+                    await ring.resolve(bearer(key))
+                assert refused.value.status == 401
+            assert (await ring.resolve(bearer(new))).name == "cron"
+    finally:
+        for store in (dashboard, *workers):
+            store.close()
+
+
+async def test_config_keys_win_over_a_remembered_store_answer() -> None:
+    clock = FakeClock()
+    stored = ApiKeyConfig("from-store", hash_key(KEY), "store", "ann")
+    source = CountingSource({hash_key(KEY): stored})
+    ring = KeyRing({}, source, clock=clock, known_ttl_s=TTL_S)
+    assert (await ring.resolve(HEADERS)).name == "from-store"
+    configured = ApiKeyConfig("from-config", hash_key(KEY), "config", "ann")
+    reloaded = ring.reloaded({hash_key(KEY): configured})  # a SIGHUP adds it to the config
+    assert reloaded.source is source and reloaded.known.ttl_s == TTL_S
+    assert (await reloaded.resolve(HEADERS)).name == "from-config"
+    assert len(source.calls) == 1
+
+
+def test_known_keys_expire_from_the_answer_and_stay_bounded() -> None:
+    known = KnownKeys(ttl_s=2.0, max_size=3)
+    key = ApiKeyConfig("k", "a", "ops", "ann")
+    known.remember("a", key, 10.0)
+    assert known.get("a", 11.999) is key
+    assert known.get("a", 12.0) is None and len(known) == 0  # expired: dropped
+    for i, h in enumerate("abcde"):
+        known.remember(h, key, 20.0 + i * 0.01)
+    assert len(known) == 3  # the oldest answers went first
+    assert known.get("a", 20.1) is None and known.get("e", 20.1) is key
+    known.forget("e")
+    assert known.get("e", 20.1) is None
+    known.remember("z", key, 30.0)  # the expired ones are dropped on the way
+    assert len(known) == 1
+    off = KnownKeys(ttl_s=0.0)  # server.key_cache_ttl_s = 0: no memory
+    off.remember("a", key, 10.0)
+    assert off.get("a", 10.0) is None

@@ -432,7 +432,8 @@ def test_every_problem_is_reported_at_once() -> None:
     error = info.value
     assert error.problems == (  # form (while reading), then meaning (cross-checks)
         "server.bogus: unknown key (known: admin_host, admin_port, body_grace_s, body_min_rate, "
-        "body_timeout_s, header_timeout_s, keep_alive_s, max_body_bytes, max_head_bytes, "
+        "body_timeout_s, header_timeout_s, keep_alive_s, key_cache_ttl_s, max_body_bytes, "
+        "max_head_bytes, "
         "max_in_flight, max_in_flight_per_key, queue_max, queue_timeout_s, retry_after_max_s, "
         "send_timeout_s, shutdown_grace_s, stream_buffer, tls_cert_file, tls_key_file)",
         "api_keys[0].key_env: environment variable NOPE is not set",

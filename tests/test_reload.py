@@ -156,3 +156,28 @@ async def test_sighup_reloads_a_running_serve(
     assert [x["level"] for x in reloads] == ["info"] * (workers + 1) + ["error"] * (workers + 1)
     assert any("storage.state_dir" in p for p in reloads[-1]["problems"])
     print("\n" + "\n".join(orjson.dumps(x).decode() for x in reloads))
+
+
+async def test_a_reload_keeps_the_dashboard_keys_and_their_ttl(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reloaded key ring still asks the admin store (a dashboard-made key worked until the
+    first SIGHUP, then was a 401) and keeps ``server.key_cache_ttl_s`` (a restart setting)."""
+    from trioproxy.admin.keys import StoredKey
+
+    monkeypatch.setenv("SIMKEY", "x")
+    sim = await start_simulator(nursery, Fault(tokens=2))
+    path = tmp_path / "trioproxy.toml"
+    path.write_text(to_toml({**cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY),
+                             "server": {"key_cache_ttl_s": 2.5}}))  # fmt: skip
+    g = await start_gateway(nursery, load_settings(path), config_path=str(path))
+    store = g.app.keys.source
+    assert store is not None and g.app.keys.known.ttl_s == 2.5
+    made = "tp-made-in-the-dashboard-before-the-reload"
+    assert await store.add_key(StoredKey(hash_key(made), "bot", "t1", "ann"))  # type: ignore[attr-defined]
+    path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", NEW_KEY)))
+    assert await g.app.reload() is True
+    assert g.app.keys.source is store and g.app.keys.known.ttl_s == 2.5
+    async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
+        r = await c.get("/v1/models", headers=auth(made))
+        assert r.status_code == 200

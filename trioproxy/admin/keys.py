@@ -2,9 +2,10 @@
 
 A key created here is an ordinary caller key (never an admin key) with its team, user,
 feature, routes, priority and per-key limits. The gateway's :class:`~trioproxy.edge.auth.KeyRing`
-looks a presented key up here when the config does not know it, on every request, so a new,
-revoked or rotated key holds on every worker at once (workers of a host share the SQLite file;
-instances share it through PostgreSQL when ``storage.database_url`` is set).
+looks a presented key up here when the config does not know it, at most once per
+``server.key_cache_ttl_s`` per key and worker, so a new key holds on every worker at once and a
+revoked or rotated one within that TTL (workers of a host share the SQLite file; instances
+share it through PostgreSQL when ``storage.database_url`` is set).
 """
 
 from __future__ import annotations

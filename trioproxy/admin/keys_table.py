@@ -45,7 +45,8 @@ def _key_of(row: Sequence[Any]) -> StoredKey:
 
 class KeysTable(AdminDb):
     async def lookup(self, key_hash: str) -> ApiKeyConfig | None:
-        """The active key with this hash (the gateway's key ring asks on every request)."""
+        """The active key with this hash (each worker's key ring asks once per
+        ``server.key_cache_ttl_s`` per key)."""
 
         def op(db: Sql) -> StoredKey | None:
             row = db.execute(

@@ -78,6 +78,12 @@ class ServerConfig:
     what the worker observes: (requests waiting + refused in about the last second + 1) /
     the rate slots free up, rounded up, at least 1 (``pipeline/retry_after.py``); nothing
     finishing (long streams) gives this bound."""
+    key_cache_ttl_s: float = 5.0
+    """How long a worker trusts the admin store's answer for a dashboard-made API key: a hot
+    key costs one store look-up per this per worker (at most ``edge/keycache.py: KNOWN_MAX``
+    keys remembered), and a key revoked or rotated in the dashboard holds on
+    every worker within this. 0: the store is asked on every request. Keys from the config
+    are never cached here (they always win)."""
     max_in_flight_per_key: int = 256
     """Requests of one API key at once (body reading included); 0 turns the cap off."""
     stream_buffer: int = 8

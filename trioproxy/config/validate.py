@@ -73,6 +73,7 @@ def validate_settings(
     _at_least_zero(out, "server.shutdown_grace_s", s.shutdown_grace_s)
     _at_least_zero(out, "server.queue_max", s.queue_max)
     _at_least_zero(out, "server.queue_timeout_s", s.queue_timeout_s)
+    _at_least_zero(out, "server.key_cache_ttl_s", s.key_cache_ttl_s)
     _positive(out, "server.retry_after_max_s", s.retry_after_max_s)
     _at_least_zero(out, "server.max_in_flight_per_key", s.max_in_flight_per_key)
     for name in ("header_timeout_s", "keep_alive_s", "send_timeout_s", "body_timeout_s",

@@ -2,8 +2,9 @@
 
 Keys from the config file are listed read-only. A created or rotated key's secret is shown
 once, in the answer to that POST, and stored only as its SHA-256 (admin store). Every change
-is audited. The gateway looks keys up in the store on every request, so a change holds on
-every worker of the host at once.
+is audited. Every worker looks a key up in the store at most once per
+``server.key_cache_ttl_s`` (``edge/keycache.py``), so a revoke or rotation holds on every
+worker of the host within that.
 """
 
 from __future__ import annotations
@@ -135,9 +136,12 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
             return await render(404, page_error=f"No active key {name!r}.")
         now = acc.clock()
         await store.revoke_key(name, now)
+        gw.keys.known.forget(key.key_hash)  # this process; the others within their TTL
         await store.audit(AuditEntry(now, g.principal.name, "key.revoke", name, "active",
                                      "revoked"))  # fmt: skip
-        return await render(notice=f"Key {name!r} revoked: it is refused from now on.")
+        ttl = gw.settings.server.key_cache_ttl_s
+        return await render(notice=f"Key {name!r} revoked: every worker refuses it within "
+                            f"{ttl:g} s (server.key_cache_ttl_s).")  # fmt: skip
 
     @app.post("/keys/<name>/limits")
     async def key_limits(name: str) -> ResponseReturnValue:
@@ -161,6 +165,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         now = acc.clock()
         if await store.replace_key(name, rotated(key, digest, now, g.principal.name), now) is None:
             return await render(404, page_error=f"No active key {name!r}.")
+        gw.keys.known.forget(key.key_hash)  # the old secret: as a revoke
         await store.audit(AuditEntry(now, g.principal.name, "key.rotate", name,
                                      "old secret", "new secret"))  # fmt: skip
         return await render(secret=secret, secret_for=name)

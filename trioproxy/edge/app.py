@@ -82,7 +82,7 @@ class Gateway:
     ) -> None:
         self.tracing = tracing or Tracing()
         self.settings = settings
-        self.keys = KeyRing(settings.api_keys)
+        self.keys = KeyRing(settings.api_keys, known_ttl_s=settings.server.key_cache_ttl_s)
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = breakers or LocalBreakers(settings.breaker)
         self._ledger: UsageSink = sink or LogSink()
@@ -340,7 +340,7 @@ class Gateway:
         old_transport = self.transport
         transport = new_transport or old_transport
         admission = self.reload_source.admission(settings)
-        keys = KeyRing(settings.api_keys)
+        keys = self.keys.reloaded(settings.api_keys)  # the admin store stays its source
         parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,
                  self.tracing)  # fmt: skip
         chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)

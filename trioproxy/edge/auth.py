@@ -11,7 +11,7 @@ from typing import Protocol
 import trio
 
 from trioproxy.config.model import ApiKeyConfig
-from trioproxy.edge.keycache import RefusedKeys
+from trioproxy.edge.keycache import KnownKeys, RefusedKeys
 from trioproxy.errors import CallerError, ErrorKind, PolicyError
 
 
@@ -57,14 +57,17 @@ class KeyRing:
         source: KeySource | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        known_ttl_s: float = 0.0,
     ) -> None:
         self._keys = dict(keys)
         self.source = source
-        """Consulted on each request whose key the config does not know (so a key revoked or
-        rotated there holds from the next request; one created there within
+        """Consulted for a key the config does not know, at most once per ``known_ttl_s``
+        per key (``server.key_cache_ttl_s``; 0: on every request; ``keycache.KnownKeys``: a
+        key revoked or rotated there holds within that; one created there within
         ``keycache.REFUSED_TTL_S`` if it was presented, and refused, just before)."""
         self.clock = clock
         self.refused = RefusedKeys()
+        self.known = KnownKeys(ttl_s=known_ttl_s)
         self._lookups = trio.CapacityLimiter(LOOKUPS_AT_ONCE)
         self._pending = 0
 
@@ -77,7 +80,11 @@ class KeyRing:
             if self.source is None or key is None or err.kind is not ErrorKind.INVALID_API_KEY:
                 raise
             digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-            if self.refused.refused(digest, self.clock()):
+            now = self.clock()
+            found = self.known.get(digest, now)
+            if found is not None:  # the store's answer of less than known_ttl_s ago
+                return found
+            if self.refused.refused(digest, now):
                 raise
             found = await self._lookup(self.source, digest)
             if found is None:
@@ -85,7 +92,13 @@ class KeyRing:
                 raise
             if not hmac.compare_digest(found.key_hash, digest):
                 raise
+            self.known.remember(digest, found, self.clock())
             return found
+
+    def reloaded(self, keys: Mapping[str, ApiKeyConfig]) -> KeyRing:
+        """The ring for a reloaded config's ``keys``: the same run-time source, clock and
+        TTL (``[server]`` applies at restart), fresh memories."""
+        return KeyRing(keys, self.source, clock=self.clock, known_ttl_s=self.known.ttl_s)
 
     async def _lookup(self, source: KeySource, digest: str) -> ApiKeyConfig | None:
         """The store's answer, one look-up at a time; 503 (PolicyError) when it has none."""
@@ -95,9 +108,12 @@ class KeyRing:
         try:
             with trio.move_on_after(LOOKUP_TIMEOUT_S):
                 async with self._lookups:
-                    # refused while this one waited (a burst of one key): no second look-up
+                    # answered while this one waited (a burst of one key): no second look-up
                     if self.refused.refused(digest, self.clock()):
                         return None
+                    known = self.known.get(digest, self.clock())
+                    if known is not None:
+                        return known
                     try:
                         return await source.lookup(digest)
                     except (OSError, trio.TooSlowError):  # the store's errors are OSErrors
