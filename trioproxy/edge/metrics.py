@@ -39,6 +39,7 @@ from prometheus_client import (
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
 from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV, mark_worker_dead
+from trioproxy.ledger.sinks import SideFailures
 
 SAMPLE_INTERVAL_S = 1.0
 SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -332,14 +333,18 @@ def _observe_all(child: Any, got: list[float]) -> None:
 
 
 class MetricsSink:
-    """Counts each usage record, then hands it on."""
+    """Counts each usage record, then hands it on (also when counting it failed)."""
 
     def __init__(self, inner: UsageSink, metrics: Metrics) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.failures = SideFailures("counting a usage record in the metrics")
 
     def submit(self, record: UsageRecord) -> None:
-        self.metrics.observe(record)
+        try:
+            self.metrics.observe(record)
+        except Exception:
+            self.failures.caught()
         self.inner.submit(record)
 
     def intend(self, record: UsageRecord) -> int:

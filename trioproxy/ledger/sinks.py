@@ -1,10 +1,17 @@
 """Usage sinks beside the ledger: the access log (one line per request), a structured log line
-per record, and a list for tests."""
+per record, and a list for tests.
+
+A sink in front of the ledger (the metrics, the access log) runs its side effect under
+:class:`SideFailures` and hands the record on whatever happened: its failure (a logging
+filter, a full stderr pipe, a formatting bug) is counted and logged at most once per
+:data:`FAILURE_LOG_INTERVAL_S`, never raised into the request, never a record lost."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
+import time
 
 import orjson
 
@@ -13,6 +20,39 @@ from trioproxy.telemetry.logs import log_fields
 
 log = logging.getLogger("trioproxy.usage")
 access_log = logging.getLogger("trioproxy.access")
+failures_log = logging.getLogger(__name__)
+
+FAILURE_LOG_INTERVAL_S = 60.0
+"""A failing side effect of a sink logs its exception at most once this often."""
+
+
+class SideFailures:
+    """The exceptions of one sink's side effect: counted, the first one of each interval
+    logged with its traceback (and how many were not logged since the last one)."""
+
+    def __init__(self, what: str, interval_s: float = FAILURE_LOG_INTERVAL_S) -> None:
+        self.what = what
+        self.interval_s = interval_s
+        self.count = 0
+        self._unlogged = 0
+        self._next_log = -math.inf
+
+    def caught(self) -> None:
+        """Call in the ``except Exception`` block of the side effect."""
+        self.count += 1
+        now = time.monotonic()
+        if now < self._next_log:
+            self._unlogged += 1
+            return
+        self._next_log = now + self.interval_s
+        unlogged, self._unlogged = self._unlogged, 0
+        try:
+            failures_log.exception(
+                "%s failed (%d more failure(s) not logged since the last line); the usage "
+                "record still goes to the ledger", self.what, unlogged,
+            )  # fmt: skip
+        except Exception:  # the logging itself is what fails: the count is all we can keep
+            pass
 
 
 def access_fields(request: UsageRecord, attempts: list[UsageRecord]) -> dict[str, object]:
@@ -49,14 +89,19 @@ class AccessLogSink:
     def __init__(self, inner: UsageSink) -> None:
         self.inner = inner
         self._attempts: dict[str, list[UsageRecord]] = {}
+        self.failures = SideFailures("the access log line")
 
     def submit(self, record: UsageRecord) -> None:
         if record.kind == "attempt":
             self._attempts.setdefault(record.request_id, []).append(record)
         else:
             attempts = self._attempts.pop(record.request_id, [])
-            if access_log.isEnabledFor(logging.INFO):
-                log_fields(access_log, logging.INFO, "request", access_fields(record, attempts))
+            try:
+                if access_log.isEnabledFor(logging.INFO):
+                    fields = access_fields(record, attempts)
+                    log_fields(access_log, logging.INFO, "request", fields)
+            except Exception:
+                self.failures.caught()
         self.inner.submit(record)
 
     def intend(self, record: UsageRecord) -> int:
@@ -67,9 +112,17 @@ class AccessLogSink:
 
 
 class LogSink:
+    """One ``trioproxy.usage`` line per record (the ledger of a gateway without one)."""
+
+    def __init__(self) -> None:
+        self.failures = SideFailures("the usage log line")
+
     def submit(self, record: UsageRecord) -> None:
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s", orjson.dumps(record.to_dict()).decode())
+        try:
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", orjson.dumps(record.to_dict()).decode())
+        except Exception:
+            self.failures.caught()
 
     def intend(self, record: UsageRecord) -> int:
         return -1
@@ -99,4 +152,11 @@ class ListSink:
         self.intents.pop(token, None)
 
 
-__all__ = ["AccessLogSink", "ListSink", "LogSink", "access_fields"]
+__all__ = [
+    "FAILURE_LOG_INTERVAL_S",
+    "AccessLogSink",
+    "ListSink",
+    "LogSink",
+    "SideFailures",
+    "access_fields",
+]
