@@ -38,7 +38,9 @@ processes and instances sharing the store. The exceptions, and their bounds:
 skipped for ``probe_after_s``; ``fail_closed`` then raises ``PolicyError(OVERLOADED)`` with
 ``Retry-After``, ``fail_open`` admits against the local limits. A settle that fails is
 dropped: the reservation stays counted at its reserved amount until its lease expires, which
-errs towards refusing. Which limits apply: :mod:`trioproxy.budget.limits`.
+errs towards refusing. A reservation whose answer never came back (the call cancelled or timed
+out after the store took it) is released at once by the gate, shielded and bounded
+(``RELEASE_TIMEOUT_S``). Which limits apply: :mod:`trioproxy.budget.limits`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
+
+import trio
 
 from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertSink, BudgetCheck
@@ -77,6 +81,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60
 """Per-key RPM / TPM limits are sliding windows of this length."""
+RELEASE_TIMEOUT_S = 15.0
+"""Bound on releasing (shielded) a reservation whose store answer never came back."""
 
 
 class BudgetGate:
@@ -238,12 +244,17 @@ class BudgetGate:
         policy = await self.policy()
         try:
             holds = self._claims(who, None, usd, tokens, now, count_request=True, policy=policy)
-            denial = await self._call(
-                lambda: self.store.reserve(
-                    request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s,
-                    usage=ticket.window_usage,
-                )
-            )  # fmt: skip
+            try:
+                denial = await self._call(
+                    lambda: self.store.reserve(
+                        request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s,
+                        usage=ticket.window_usage,
+                    )
+                )  # fmt: skip
+            except BaseException:  # no answer (cancelled, timed out): it may have been taken
+                ticket.holds.extend(holds)
+                await self._release(ticket, now)
+                raise
         except StoreUnavailable:
             known = self.limits.last(team)
             holds = self._claims(who, known, usd, tokens, now, count_request=True, policy=policy)
@@ -326,6 +337,20 @@ class BudgetGate:
                         rid, exc)  # fmt: skip
             return
         await self._check_alerts(ticket, now)
+
+    async def _release(self, ticket: Ticket, now: float) -> None:
+        """Settle at nothing (the request still counted against its RPM) a reservation whose
+        answer never came back: the store may hold it, and the request that asked for it
+        will not settle it. Shielded, bounded by :data:`RELEASE_TIMEOUT_S`; a store that
+        does not hold it does nothing; a store down or being rebuilt leaves it to its lease
+        (or to the rebuild), as for a settle."""
+        actual = ticket.actual_by_bucket(0, 0)
+        rid = ticket.request_id
+        with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT_S):
+            try:
+                await self._call(lambda: self.store.settle(rid, actual, now=now), patient=True)
+            except (StoreUnavailable, StateLost) as exc:
+                log.debug("release of %s failed (%s); left to its lease", rid, exc)
 
     def _local_hold(self, h: Hold) -> Hold:
         c = h.claim

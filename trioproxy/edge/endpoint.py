@@ -11,8 +11,10 @@ budget admission with its rate-limit headers, the winner's headers, the race und
 The books of a request (``Endpoint._books``): once its context is made, the last resort can
 see whether its request record went to the sink; when it did not, the last resort records
 the 500 and settles the reservation, so a bug costs the caller nothing and leaves exactly one
-record (and access line) behind. A bug before routing is answered as a refusal (the app's
-access line, no record: nothing was reserved).
+record (and access line) behind. A routed request cancelled before its steps recorded it
+(the drain's end in the cache lookup or admission) gets its one ``interrupted`` record and the
+settle the same way (``Endpoint._abandoned``). A bug before routing is answered as a refusal
+(the app's access line, no record: nothing was reserved).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ from trioproxy.edge.refusals import Refused
 from trioproxy.edge.respond import ResponseGuard, internal_error, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import CacheStatus, UsageRecord, UsageSink
-from trioproxy.pipeline.accounting import failed_record, refused_record, usage_records
+from trioproxy.pipeline.accounting import (
+    failed_record,
+    interrupted_record,
+    refused_record,
+    usage_records,
+)
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.pipeline.context import HeaderPairs, RequestContext
@@ -161,7 +168,8 @@ class Endpoint:
                                       team=key.team) from None  # fmt: skip
                     await self._last_resort(rid, dialect, guard, first, internal_error(rid))
                 finally:
-                    self._books.pop(rid, None)
+                    if (ctx := self._books.pop(rid, None)) is not None:  # cancelled meanwhile
+                        await self._abandoned(ctx)
 
     async def _last_resort(
         self, rid: str, dialect: Dialect, guard: ResponseGuard, first: HeaderPairs,
@@ -178,6 +186,14 @@ class Endpoint:
         try:
             self.record(ctx, failed_record(ctx, err, status=status))
             traces.finish_early(ctx.trace, status=status, cache=ctx.cache_status, error=err)
+        finally:
+            await self._settle(ctx, ())
+
+    async def _abandoned(self, ctx: RequestContext) -> None:
+        """A routed request was cancelled (the drain's end, the server's) before its steps
+        recorded it: its one record (``interrupted``), then the shielded settle."""
+        try:
+            self.sink.submit(interrupted_record(ctx))
         finally:
             await self._settle(ctx, ())
 

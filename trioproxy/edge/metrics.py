@@ -38,8 +38,8 @@ from prometheus_client import (
 )
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
-from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV, mark_worker_dead
 from trioproxy.ledger.sinks import SideFailures
+from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV, mark_worker_dead
 
 SAMPLE_INTERVAL_S = 1.0
 SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

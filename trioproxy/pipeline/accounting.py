@@ -169,23 +169,30 @@ def intent_record(ctx: RequestContext, a: Attempt) -> UsageRecord:
 
 def refused_record(ctx: RequestContext, err: GatewayError) -> UsageRecord:
     """The record of a request refused before any attempt (budget, rate limit, overload)."""
-    return _unserved(ctx, err, err.status, "denied")
+    return _unserved(ctx, err.kind.value, err.status, "denied")
 
 
 def failed_record(ctx: RequestContext, err: GatewayError, *, status: int) -> UsageRecord:
     """The record of a routed request that failed before its steps recorded it (a bug: the
     last resort's 500, or ``status`` when the head was out), nothing consumed upstream."""
-    return _unserved(ctx, err, status, "error")
+    return _unserved(ctx, err.kind.value, status, "error")
 
 
-def _unserved(ctx: RequestContext, err: GatewayError, status: int, outcome: Outcome) -> UsageRecord:
+def interrupted_record(ctx: RequestContext) -> UsageRecord:
+    """The record of a routed request cancelled before its steps recorded it (the drain's end
+    met it in the cache lookup or admission): nothing consumed upstream, no answer sent; as
+    the journal's recovery records an interrupted request (status 0)."""
+    return _unserved(ctx, "interrupted", 0, "interrupted")
+
+
+def _unserved(ctx: RequestContext, error_kind: str, status: int, outcome: Outcome) -> UsageRecord:
     return UsageRecord(
         ts=ctx.wall_started,
         kind="request",
         **identity(ctx),
         latency_ms=_ms(ctx.started, trio.current_time()) or 0.0,
         status=status,
-        error_kind=err.kind.value,
+        error_kind=error_kind,
         outcome=outcome,
         cache=ctx.cache_status,
     )
@@ -227,6 +234,7 @@ __all__ = [
     "count_record",
     "failed_record",
     "intent_record",
+    "interrupted_record",
     "refused_record",
     "spent",
     "usage_records",
