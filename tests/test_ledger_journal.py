@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+import pytest
 import trio
 
 from tests.test_ledger_helpers import make_records, target_for, totals_of, wait_until
+from trioproxy.ledger.columns import to_dict
 from trioproxy.ledger.journal import JOURNAL_DIR, Journal, resolve_lines
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
@@ -118,7 +121,39 @@ async def test_records_of_a_killed_process_are_replayed_exactly_once(tmp_path: P
     assert list((tmp_path / JOURNAL_DIR).iterdir()) == []
 
 
-async def test_segments_go_once_their_records_are_in_the_database(tmp_path: Path) -> None:
+def test_a_requests_final_records_are_one_write_of_their_lines(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    intent = _attempt("r3", 0, cost=10_000)
+    finals = [dataclasses.replace(intent, outcome="won", status=200), *make_records(2, seed=5)]
+    journal.append(intent, intent=True)
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    os.write = counting_write  # type: ignore[assignment]
+    try:
+        seq = journal.append_all(finals)
+    finally:
+        os.write = real_write
+    assert len(writes) == 1  # the three lines in one write(2)
+    stats = journal.statistics()
+    assert stats.appended == 4 and stats.outstanding == 4 and seq >= 0
+    (segment,) = (tmp_path / JOURNAL_DIR).glob("*.jsonl")
+    lines = segment.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4 and sum(writes) == sum(len(x) for x in lines[1:])
+    out = resolve_lines(lines)
+    assert all(r in out for r in finals) and intent not in out  # the final attempt replaces it
+    assert orjson.loads(lines[0]) == {"_intent": True, **to_dict(intent)}
+    assert [orjson.loads(x) for x in lines[1:]] == [to_dict(r) for r in finals]
+
+
+@pytest.mark.parametrize("per_request", [False, True], ids=["one by one", "submit_all"])
+async def test_segments_go_once_their_records_are_in_the_database(
+    tmp_path: Path, per_request: bool
+) -> None:
     target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
     journal = Journal(tmp_path)
     writer = LedgerWriter(
@@ -128,8 +163,12 @@ async def test_segments_go_once_their_records_are_in_the_database(tmp_path: Path
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         token = writer.intend(_attempt("pending", 0, cost=0.1))
-        for r in records:
-            writer.submit(r)
+        if per_request:  # three records a request, each request's journaled in one write
+            for i in range(0, len(records), 3):
+                writer.submit_all(records[i : i + 3])
+        else:
+            for r in records:
+                writer.submit(r)
         await wait_until(lambda: writer.statistics().written == 200)
         await wait_until(lambda: journal.statistics().outstanding == 1)  # the open intent
         assert journal.statistics().segments >= 1

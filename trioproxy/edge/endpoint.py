@@ -309,9 +309,9 @@ class Endpoint:
         when the sink fails: a reservation is never left to its lease by a bug)."""
         self._books[ctx.request_id] = None
         try:
-            for record in usage_records(ctx, race, consumed, status=status, error=error,
-                                        client_gone=client_gone):  # fmt: skip
-                self.sink.submit(record)
+            records = usage_records(ctx, race, consumed, status=status, error=error,
+                                    client_gone=client_gone)  # fmt: skip
+            self.sink.submit_all(list(records))  # journaled in one write
             for token in intents:
                 self.sink.resolve(token)
         finally:

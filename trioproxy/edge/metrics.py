@@ -347,6 +347,14 @@ class MetricsSink:
             self.failures.caught()
         self.inner.submit(record)
 
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        for record in records:
+            try:
+                self.metrics.observe(record)
+            except Exception:
+                self.failures.caught()
+        self.inner.submit_all(records)
+
     def intend(self, record: UsageRecord) -> int:
         return self.inner.intend(record)
 

@@ -6,6 +6,7 @@ is the durable sink; tests and the demo may use a logging sink.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
@@ -71,6 +72,12 @@ class UsageRecord:
 class UsageSink(Protocol):
     def submit(self, record: UsageRecord) -> None:
         """Hand over a record without blocking; must never raise into the request."""
+        ...
+
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        """Hand over one request's final records at once (its attempts, then its request
+        record): as :meth:`submit` for each, in order; a durable sink journals them in one
+        write."""
         ...
 
     def intend(self, record: UsageRecord) -> int:

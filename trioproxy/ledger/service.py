@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 from trioproxy.config.model import StorageConfig
@@ -33,6 +35,11 @@ class LedgerService:
         if self.writer is None:
             raise RuntimeError("ledger used before start-up")
         self.writer.submit(record)
+
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        if self.writer is None:
+            raise RuntimeError("ledger used before start-up")
+        self.writer.submit_all(records)
 
     def intend(self, record: UsageRecord) -> int:
         return self.writer.intend(record) if self.writer is not None else -1

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 import orjson
 
@@ -95,14 +96,24 @@ class AccessLogSink:
         if record.kind == "attempt":
             self._attempts.setdefault(record.request_id, []).append(record)
         else:
-            attempts = self._attempts.pop(record.request_id, [])
-            try:
-                if access_log.isEnabledFor(logging.INFO):
-                    fields = access_fields(record, attempts)
-                    log_fields(access_log, logging.INFO, "request", fields)
-            except Exception:
-                self.failures.caught()
+            self._log(record, self._attempts.pop(record.request_id, []))
         self.inner.submit(record)
+
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        attempts = [r for r in records if r.kind == "attempt"]
+        for request in records:
+            if request.kind != "attempt":
+                earlier = self._attempts.pop(request.request_id, [])
+                self._log(request, [*earlier, *attempts] if earlier else attempts)
+        self.inner.submit_all(records)
+
+    def _log(self, request: UsageRecord, attempts: list[UsageRecord]) -> None:
+        try:
+            if access_log.isEnabledFor(logging.INFO):
+                fields = access_fields(request, attempts)
+                log_fields(access_log, logging.INFO, "request", fields)
+        except Exception:
+            self.failures.caught()
 
     def intend(self, record: UsageRecord) -> int:
         return self.inner.intend(record)
@@ -124,6 +135,10 @@ class LogSink:
         except Exception:
             self.failures.caught()
 
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        for record in records:
+            self.submit(record)
+
     def intend(self, record: UsageRecord) -> int:
         return -1
 
@@ -142,6 +157,10 @@ class ListSink:
 
     def submit(self, record: UsageRecord) -> None:
         self.records.append(record)
+
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        for record in records:
+            self.submit(record)
 
     def intend(self, record: UsageRecord) -> int:
         token = next(self._tokens)

@@ -1,7 +1,7 @@
 """The ledger writer: the durable :class:`UsageSink`.
 
 With a :class:`~trioproxy.ledger.journal.Journal`, ``submit`` first appends the record to the
-journal (page cache: survives the death of the process; fsync'd every ``fsync_interval``
+journal (``submit_all``: a request's final records, in one write) (page cache: survives the death of the process; fsync'd every ``fsync_interval``
 seconds), and ``intend`` journals the provisional record of an upstream call about to be made;
 a journal entry is released once its record is in the database or fsync'd in the spool.
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +144,15 @@ class LedgerWriter:
     # -- hot path -----------------------------------------------------------------------
     def submit(self, record: UsageRecord) -> None:
         seq = self.journal.append(record) if self.journal is not None else -1
+        self._enqueue(seq, record)
+
+    def submit_all(self, records: Sequence[UsageRecord]) -> None:
+        """One request's final records: journaled in one write, then queued one by one."""
+        seq = self.journal.append_all(records) if self.journal is not None else -1
+        for record in records:
+            self._enqueue(seq, record)
+
+    def _enqueue(self, seq: int, record: UsageRecord) -> None:
         self._submitted += 1
         try:
             self._send.send_nowait((seq, record))
