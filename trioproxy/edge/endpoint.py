@@ -20,7 +20,6 @@ settle the same way (``Endpoint._abandoned``). A bug before routing is answered 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -29,6 +28,7 @@ import trio
 
 from trioproxy.budget.ratelimit import after_admission, of_refusal
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, RouteConfig, Settings
+from trioproxy.core.ids import request_id
 from trioproxy.core.types import ChatRequest, Dialect, Usage
 from trioproxy.dialects.ratelimit_headers import rate_limit_headers
 from trioproxy.edge import traces
@@ -144,7 +144,7 @@ class Endpoint:
         id, logged once: before routing raised as a refusal too (its access line); once
         routed, unless the request's own steps recorded it, recorded by the last resort,
         which settles its reservation."""
-        rid = "req_" + os.urandom(12).hex()  # 24 random hex digits (uuid4: ~6x the CPU)
+        rid = request_id()  # 24 random hex digits, the OS's bytes drawn in blocks
         first: HeaderPairs = ((b"x-request-id", rid.encode()),)
         headers = dict(scope["headers"])
         guard = ResponseGuard(send, scope)
