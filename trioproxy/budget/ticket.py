@@ -78,12 +78,17 @@ class Ticket:
 
     def actual_by_bucket(self, cost_micros: int, tokens: int) -> dict[str, int]:
         """The actual consumption split over the held buckets, in proportion to each hold."""
+        families: dict[str, dict[str, int]] = {}  # one pass over the holds
+        for h in self.holds:
+            per = families.get(h.family)
+            if per is None:
+                per = families[h.family] = {}
+            per[h.claim.bucket] = per.get(h.claim.bucket, 0) + h.claim.amount
         out: dict[str, int] = {}
         for fam in FAMILIES:
-            per: dict[str, int] = {}
-            for h in self.holds:
-                if h.family == fam:
-                    per[h.claim.bucket] = per.get(h.claim.bucket, 0) + h.claim.amount
+            per = families.get(fam)
+            if per is None:
+                continue
             if fam == "rpm":  # the request happened: it stays counted
                 out.update(per)
                 continue
