@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import orjson
-import trio
 
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.core.types import ChatRequest, Dialect, Usage
@@ -37,7 +36,7 @@ from trioproxy.pipeline.routing import select_chain
 from trioproxy.providers.base import error_message
 from trioproxy.providers.openai_embeddings import EmbeddingResult, build_request, parse_response
 from trioproxy.upstream.attempt import Meter
-from trioproxy.upstream.exchange import fetch_whole, total_timeout
+from trioproxy.upstream.exchange import Deadlines, fetch_whole
 from trioproxy.upstream.race import Attempt, AttemptFailed, Race
 
 log = logging.getLogger(__name__)
@@ -178,13 +177,14 @@ class EmbeddingsHandler(Endpoint):
             upreq = replace(upreq, headers=(*upreq.headers, *hook(attempt)))
         t = attempt.target.timeouts
         body = b""
-        with trio.move_on_after(t.total) as total_scope:
+        deadlines = Deadlines(t)
+        with deadlines.scope:
             body = await fetch_whole(
-                self.transport, provider, upreq, t, ctx.plan.route.fallback_statuses,
+                self.transport, provider, upreq, deadlines, ctx.plan.route.fallback_statuses,
                 error_message, response_bound(ex.req, model.max_dimensions),
             )  # fmt: skip
-        if total_scope.cancelled_caught:
-            raise total_timeout(t)
+        if deadlines.scope.cancelled_caught:
+            raise deadlines.timeout()
         try:
             result = parse_response(body, estimate=ex.req.prompt_estimate)
         except ValueError as exc:

@@ -40,10 +40,10 @@ from trioproxy.providers.base import ProviderAdapter, StreamDecoder
 from trioproxy.providers.passthrough import PassthroughTap, Tapped
 from trioproxy.providers.registry import adapter_for
 from trioproxy.upstream.exchange import (
+    Deadlines,
     fetch_whole,
     first_byte_timeout,
     open_response,
-    total_timeout,
 )
 from trioproxy.upstream.idle import IdleWatch, watched
 from trioproxy.upstream.meter import Meter
@@ -152,11 +152,12 @@ class AttemptRunner:
             claimed = claim(a)
             return claimed
 
-        with trio.move_on_after(t.total) as total_scope:
-            await self._exchange(attempt, model, provider, meter, claim_once)
-        if total_scope.cancelled_caught:
+        deadlines = Deadlines(t)  # first byte, then total: one scope
+        with deadlines.scope:
+            await self._exchange(attempt, model, provider, meter, claim_once, deadlines)
+        if deadlines.scope.cancelled_caught:
             if not claimed:
-                raise total_timeout(t)
+                raise deadlines.timeout()
             await self._fail_midstream(f"total timeout: {t.total:g}s")
 
     async def _exchange(
@@ -166,6 +167,7 @@ class AttemptRunner:
         provider: ProviderConfig,
         meter: Meter,
         claim: Callable[[Attempt], bool],
+        deadlines: Deadlines,
     ) -> None:
         adapter = adapter_for(provider.kind, self.req.dialect)
         key = provider.api_key.reveal() if provider.api_key is not None else None
@@ -179,7 +181,7 @@ class AttemptRunner:
         t = attempt.target.timeouts
         if not self.req.stream:
             body = await fetch_whole(
-                self.transport, provider, upreq, t, self.fallback_statuses,
+                self.transport, provider, upreq, deadlines, self.fallback_statuses,
                 adapter.error_message, MAX_RESPONSE_BYTES,
             )  # fmt: skip
             completion = _completion(body, adapter, meter)
@@ -198,14 +200,13 @@ class AttemptRunner:
         async with AsyncExitStack() as stack:
             decoder = adapter.new_stream_decoder()
             parser = SSEParser()
-            first: list[Item] = []
-            with trio.move_on_after(t.first_byte) as first_byte_scope:
-                resp = await open_response(
-                    stack, self.transport, provider, upreq, t, self.fallback_statuses,
-                    adapter.error_message,
-                )  # fmt: skip
-                first = await self._first_items(resp, tap, parser, decoder, meter)
-            if first_byte_scope.cancelled_caught:
+            resp = await open_response(
+                stack, self.transport, provider, upreq, t, self.fallback_statuses,
+                adapter.error_message,
+            )  # fmt: skip
+            first = await self._first_items(resp, tap, parser, decoder, meter)
+            deadlines.first_byte_in()  # the first event: from here on the total timeout
+            if not deadlines.got_first_byte:  # it came as the first byte's deadline passed
                 raise first_byte_timeout(t)
             if not claim(attempt):
                 return

@@ -5,7 +5,7 @@ an error status, read a bounded whole body. Each step raises what the race expec
 (:mod:`trioproxy.upstream.race`): :class:`AttemptFailed` to fall through to the next
 target, or a :class:`~trioproxy.errors.ProviderError` when the provider refused the
 caller's request (the race stops). The ``total`` timeout is the caller's scope around
-the whole attempt (:func:`total_timeout` names its failure).
+the whole attempt, one scope with ``first_byte`` (:class:`Deadlines`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ async def open_response(
 ) -> UpstreamResponse:  # fmt: skip
     """Send ``request`` and wait for a 2xx head (the response stays open on ``stack``).
 
-    Call it inside the attempt's ``first_byte`` scope; ``connect`` goes to the transport."""
+    Call it inside the attempt's :class:`Deadlines` scope; ``connect`` goes to the
+    transport."""
     try:
         resp = await stack.enter_async_context(
             transport.open(provider, request, connect_timeout=timeouts.connect)
@@ -51,20 +52,47 @@ async def open_response(
     return resp
 
 
+class Deadlines:
+    """An attempt's ``first_byte`` and ``total`` timeouts as one cancel scope (one scope
+    fewer per attempt): its deadline is the first byte's until :meth:`first_byte_in`, then
+    the total's (``first_byte <= total``: the config checks it). Enter :attr:`scope` around
+    the attempt; when it caught the cancellation, :meth:`timeout` names which one it was.
+    A first byte that comes in the scheduler tick its deadline passed in counts as late."""
+
+    __slots__ = ("got_first_byte", "scope", "timeouts", "total_at")
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        now = trio.current_time()
+        self.timeouts = timeouts
+        self.total_at = now + timeouts.total
+        self.scope = trio.CancelScope(deadline=min(now + timeouts.first_byte, self.total_at))
+        self.got_first_byte = False
+
+    def first_byte_in(self) -> None:
+        if self.scope.cancel_called:  # too late: its deadline passed meanwhile
+            return
+        self.got_first_byte = True
+        self.scope.deadline = self.total_at
+
+    def timeout(self) -> AttemptFailed:
+        if self.got_first_byte:
+            return total_timeout(self.timeouts)
+        return first_byte_timeout(self.timeouts)
+
+
 async def fetch_whole(
     transport: Transport, provider: ProviderConfig, request: UpstreamRequest,
-    timeouts: Timeouts, fallback_statuses: frozenset[int], error_message: ErrorMessage,
+    deadlines: Deadlines, fallback_statuses: frozenset[int], error_message: ErrorMessage,
     limit: int,
 ) -> bytes:  # fmt: skip
-    """A whole 2xx body of at most ``limit`` bytes: the head within ``first_byte``."""
+    """A whole 2xx body of at most ``limit`` bytes, in ``deadlines.scope`` (the caller's):
+    the head within ``first_byte``, the whole within ``total``."""
     async with AsyncExitStack() as stack:
-        resp: UpstreamResponse | None = None
-        with trio.move_on_after(timeouts.first_byte) as first_byte:
-            resp = await open_response(
-                stack, transport, provider, request, timeouts, fallback_statuses, error_message
-            )
-        if first_byte.cancelled_caught or resp is None:
-            raise first_byte_timeout(timeouts)
+        resp = await open_response(
+            stack, transport, provider, request, deadlines.timeouts, fallback_statuses,
+            error_message,
+        )  # fmt: skip
+        deadlines.first_byte_in()
         return await read_whole(resp, limit)
 
 
@@ -134,6 +162,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 __all__ = [
+    "Deadlines",
     "ErrorMessage",
     "classify",
     "fetch_whole",
