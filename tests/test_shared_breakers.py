@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import (
     BreakerKV,
     RedisBreakerKV,
@@ -80,3 +81,23 @@ async def test_concurrent_probes_one_winner(kvs: list[BreakerKV]) -> None:
         for br in brs:
             n.start_soon(check, br)
     assert verdicts.count(Verdict.PROBE) == 1 and verdicts.count(Verdict.DENY) == 19
+
+
+async def test_a_success_needs_no_store_call_only_when_closed_and_fresh(tmp_path: Path) -> None:
+    kv = SqliteBreakerKV(str(tmp_path / "b.sqlite3"))
+    br = SharedBreakers(kv, CFG, sync_s=10.0, clock=Clock())
+    assert not br.report_success_nowait("t")  # never read: report() must read the store
+    assert await br.check("t", 0) is Verdict.ALLOW
+    assert br.report_success_nowait("t")  # closed, read just now: nothing would change
+    await br.report("t", 0, ok=False)
+    assert not br.report_success_nowait("t")  # a failure to clear: report() writes
+    await br.report("t", 0, ok=True)
+    assert br.report_success_nowait("t")
+
+
+async def test_local_breakers_take_a_success_at_once() -> None:
+    local = LocalBreakers(CFG)
+    await local.report("t", 0, ok=False)
+    assert local.snapshot(0)["t"]["failures"] == 1
+    assert local.report_success_nowait("t")
+    assert local.snapshot(0)["t"]["failures"] == 0

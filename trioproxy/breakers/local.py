@@ -59,6 +59,14 @@ class LocalBreakers:
             self._states[target] = breaker.on_abandoned(state)
         announce(target, state, self._states.get(target, state), self.on_transition)
 
+    def report_success_nowait(self, target: str) -> bool:
+        """A success, at once: this process holds every state."""
+        state = self._states.get(target)
+        if state is not None and state != BreakerState():
+            self._states[target] = breaker.on_success(state)
+            announce(target, state, self._states[target], self.on_transition)
+        return True
+
     async def reset(self, target: str) -> None:
         """Close the breaker at once (an operator's decision)."""
         self._states.pop(target, None)

@@ -206,6 +206,16 @@ class SharedBreakers:
         else:
             await self._update(target, breaker.on_abandoned)
 
+    def report_success_nowait(self, target: str) -> bool:
+        """A success changes nothing when the breaker is closed as read within ``sync_s``
+        (what :meth:`report` would find, with no store call); else False: await it."""
+        cached = self._cache.get(target)
+        return (
+            cached is not None
+            and trio.current_time() - cached[0] < self._sync_s
+            and breaker.on_success(cached[2]) == cached[2]
+        )
+
     async def reset(self, target: str) -> None:
         """Close the breaker at once, for every worker and instance (an operator's decision)."""
         await self._update(target, lambda s: BreakerState())

@@ -87,6 +87,11 @@ class Breakers(Protocol):
         """``ok=None``: abandoned (cancelled), no evidence either way."""
         ...
 
+    def report_success_nowait(self, target: str) -> bool:
+        """Record a success without waiting when that needs no I/O (True); False when
+        :meth:`report` must be awaited."""
+        ...
+
     async def reset(self, target: str) -> None:
         """Close the breaker now (the dashboard's manual reset)."""
         ...
@@ -154,7 +159,8 @@ class Race:
         finally:
             attempt.ended_at = trio.current_time()
         if attempt.outcome == "won":
-            await self._report(name, ok=True)
+            if not self._breakers.report_success_nowait(name):  # closed and known: no I/O
+                await self._report(name, ok=True)
         elif attempt.outcome in ("running", "lost"):
             attempt.outcome = "lost" if self.winner is not None else "cancelled"
             await self._report(name, ok=None)
