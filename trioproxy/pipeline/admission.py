@@ -62,7 +62,8 @@ class Admission:
             worst_case_usd_micros=worst.usd_micros,
             worst_case_tokens=worst.tokens,
             reserve_cap_micros=None if cap_usd is None else usd_to_micros(cap_usd),
-            floor_micros=worst_case(bound, 0, models).usd_micros,
+            # the prompt's worst cost only bounds a capped reservation from below
+            floor_micros=0 if cap_usd is None else worst_case(bound, 0, models).usd_micros,
             rate=KeyRate(key.name, key.rpm, key.tpm),  # limits may be set at run time
         )
         return ticket, bound
