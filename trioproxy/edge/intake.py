@@ -1,6 +1,6 @@
 """What every proxy endpoint does first: the key, the key's slot, the body, a worker slot.
 
-``async with intake(dialect, headers, receive, send, base) as got:`` yields
+``async with intake(dialect, headers, receive, send, base) as got:`` gives
 ``(key, body)`` when the request may proceed, or ``None`` when the client left; it raises
 :class:`~trioproxy.edge.refusals.Refused` (answered and recorded by the app) for a 401, a 429
 at ``server.max_in_flight_per_key``, a 413 for the body, a 503 when the worker is full and the
@@ -14,8 +14,7 @@ an error body rendered once per dialect and value (:func:`overloaded`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import trio
@@ -113,16 +112,37 @@ class Intake:
         err, body = overloaded(dialect, self.slots.retry_after())
         return Refused(err, dialect, base, key=key.name, team=key.team, body=body)
 
-    @asynccontextmanager
-    async def __call__(
+    def __call__(
         self, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive, send: Send,
         base: Sequence[tuple[bytes, bytes]],
-    ) -> AsyncIterator[tuple[ApiKeyConfig, bytes] | None]:  # fmt: skip
+    ) -> Admitted:  # fmt: skip
+        return Admitted(self, dialect, headers, receive, base)
+
+
+class Admitted:
+    """One request through the intake, as ``async with``: entering takes the key's slot,
+    reads the body and takes a worker slot (``(key, body)``, or None when the client left);
+    leaving gives the slots back. A plain class, not a generator context manager: every
+    request enters one."""
+
+    __slots__ = ("_base", "_dialect", "_headers", "_intake", "_key", "_receive", "_slot")
+
+    def __init__(
+        self, intake: Intake, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive,
+        base: Sequence[tuple[bytes, bytes]],
+    ) -> None:  # fmt: skip
+        self._intake, self._dialect, self._headers = intake, dialect, headers
+        self._receive, self._base = receive, base
+        self._key: ApiKeyConfig | None = None
+        self._slot = False
+
+    async def __aenter__(self) -> tuple[ApiKeyConfig, bytes] | None:
+        intake, dialect, base = self._intake, self._dialect, self._base
         try:
-            key = await self.keys.resolve(headers)
+            key = await intake.keys.resolve(self._headers)
         except GatewayError as err:
             raise Refused(err, dialect, base) from None
-        slots = self.slots
+        slots = intake.slots
         if not slots.enter_key(key.key_hash):
             busy = PolicyError(
                 ErrorKind.RATE_LIMITED,
@@ -131,31 +151,40 @@ class Intake:
                 retry_after=1,
             )
             raise Refused(busy, dialect, base, key=key.name, team=key.team)
+        self._key = key
         try:
             if slots.full():  # it would be refused once its body is in: do not read it
                 slots.refuse_full()
-                raise self._overloaded(dialect, base, key)
+                raise intake._overloaded(dialect, base, key)
             try:
-                body = await self._read_body(receive, headers)
+                body = await intake._read_body(self._receive, self._headers)
             except ClientGone:
-                yield None
-                return
+                return None
             except GatewayError as err:
                 raise Refused(err, dialect, base, key=key.name, team=key.team) from None
             if body is None:
                 raise Refused(shutting_down(), dialect, base, key=key.name, team=key.team)
             if not await slots.acquire():
-                raise self._overloaded(dialect, base, key)
-            try:
-                yield key, body
-            finally:
+                raise intake._overloaded(dialect, base, key)
+        except BaseException:
+            self._key = None
+            slots.exit_key(key.key_hash)
+            raise
+        self._slot = True
+        return key, body
+
+    async def __aexit__(self, *exc: object) -> None:
+        key, slots = self._key, self._intake.slots
+        try:
+            if self._slot:
                 slots.release()
         finally:
-            slots.exit_key(key.key_hash)
+            if key is not None:
+                slots.exit_key(key.key_hash)
 
 
 def _never_finishing() -> bool:
     return False
 
 
-__all__ = ["FINISH_GRACE_S", "Intake", "Interrupts", "shutting_down", "slots_for"]
+__all__ = ["FINISH_GRACE_S", "Admitted", "Intake", "Interrupts", "shutting_down", "slots_for"]
