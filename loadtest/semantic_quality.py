@@ -7,14 +7,15 @@ cosine >= the route band's floor, no guard veto, and (below the ceiling, text no
 the pair verifier: the two prompts' content tokens align, or the pair model
 (``trioproxy/cache/pair_model.py``) is at least as confident as the band's cut. Sets:
 
-* held-out v5 (``held:``; ``loadtest/data/heldout_v5_pairs.json``, written by an
-  independent helper who never saw the verifier, read only after the commit 'cache: pair
-  verifier FROZEN v5', never used to change anything; ``--held`` names another file);
+* held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
+  never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
+  used to change anything (none by default: v1-v5 are all seen; name a seen one, e.g.
+  ``--held loadtest/data/heldout_v5_pairs.json``, to see it in the held-out tables and
+  ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1, v2, v3 and v4 (``heldout_pairs.json``, ``heldout_v2_pairs.json``,
-  ``heldout_v3_pairs.json``, ``heldout_v4_pairs.json``, each held out for an earlier
-  freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1 to v5 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
+  ``heldout_v5_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
@@ -78,13 +79,19 @@ def cell(k: int, n: int) -> str:
     return f"{k}/{n} = {100 * k / max(n, 1):.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-HELD = HERE / "heldout_v5_pairs.json"
-"""Held-out v5: read only after the commit 'cache: pair verifier FROZEN v5'."""
+SEEN = (
+    ("v1", "heldout_pairs.json"),
+    ("v2", "heldout_v2_pairs.json"),
+    ("v3", "heldout_v3_pairs.json"),
+    ("v4", "heldout_v4_pairs.json"),
+    ("v5", "heldout_v5_pairs.json"),
+)
+"""The sets held out for the freezes v1-v5, seen since (v5 read after 'FROZEN v5')."""
 
 
-def load_sets(held_path: Path = HELD) -> dict[str, list[Pair]]:
+def load_sets(held_path: Path | None = None) -> dict[str, list[Pair]]:
     """Every set by name: ``tune:`` and ``seen:`` (looked at while building), ``extra:`` (pairs
-    written to train the pair model), ``held:`` (``held_path``, when it exists)."""
+    written to train the pair model), ``held:`` (``held_path``, when given)."""
     tuning = json.loads((HERE / "tuning_pairs.json").read_text())
     older = json.loads((HERE / "near_misses.json").read_text())
     extra = json.loads((HERE / "pair_model_extra.json").read_text())
@@ -123,15 +130,14 @@ def load_sets(held_path: Path = HELD) -> dict[str, list[Pair]]:
         "seen:gpt_para": sg_para,
         "seen:gpt_nondup": sg_neg,
     }
-    for v, name in (("v1", "heldout_pairs.json"), ("v2", "heldout_v2_pairs.json"),
-                    ("v3", "heldout_v3_pairs.json"), ("v4", "heldout_v4_pairs.json")):  # fmt: skip
-        if (HERE / name).resolve() == held_path.resolve():
+    for v, name in SEEN:
+        if held_path is not None and (HERE / name).resolve() == held_path.resolve():
             continue
         data = json.loads((HERE / name).read_text())
         sets[f"seen:{v}_near"] = near(data["near"])
         sets[f"seen:{v}_para"] = para(data["para"])
         sets[f"seen:{v}_nondup"] = nondup(data["nondup"])
-    if held_path.exists():
+    if held_path is not None:
         held = json.loads(held_path.read_text())
         sets["held:near"] = near(held["near"])
         sets["held:para"] = para(held["para"])
@@ -378,10 +384,10 @@ def main() -> None:
     ap.add_argument(
         "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
     )
-    ap.add_argument("--held", default=str(HELD), help="the held-out set (default: v5)")
+    ap.add_argument("--held", help="the held-out set (default: none, every set is seen)")
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
-    sets = load_sets(Path(args.held))
+    sets = load_sets(Path(args.held) if args.held else None)
     if args.breakdown:
         breakdown(judge.model, [p.cached for p in sets["seen:gpt_para"]][:300])
         return
@@ -404,7 +410,7 @@ def main() -> None:
         for target, band in sorted(BAND_PRESETS.items()):
             if band != default:
                 table(judge, held, band, f"Held-out ({args.held}), target false-hit {target}")
-    table(judge, seen, default, "Seen (v1-v4, GPTCache odd; trained the pair model), default")
+    table(judge, seen, default, "Seen (v1-v5, GPTCache odd; trained the pair model), default")
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
     if args.curve and held:

@@ -9,8 +9,9 @@ when the other prompt names the same group by another form (:meth:`Aliases.cover
 lower-case words as the embedding model sees them), and the semantic cache embeds the
 canonical text (:func:`embedding_text`), so an alias does not push a pair below the floor.
 
-A form written in lower case in the table matches in any case; a form with a capital letter
-matches only as written ("US" is not "us", "Node" not a tree's "node"). Forms match as whole
+A form written in lower case in the table matches in any case; a form with a capital letter,
+or behind "=", matches only as written ("US" is not "us", "Node" not a tree's "node", "=mac"
+not "MAC"). Forms match as whole
 words. Pure: strings in, strings out.
 """
 
@@ -22,6 +23,9 @@ from functools import lru_cache
 from importlib import resources
 
 _WORDS = re.compile(r"[a-z0-9]+")
+EXACT = "="
+"""A form written behind this matches only as written, even in lower case ("=mac": "mac" and
+not "MAC", a network address)."""
 _EDGE_L = r"(?<![A-Za-z0-9_\-])"
 _EDGE_R = r"(?![A-Za-z0-9_+#\-])"
 
@@ -43,7 +47,8 @@ class Aliases:
         alts: list[tuple[int, str]] = []
         for group in self.groups:
             for form in group:
-                loose = form == form.lower()
+                loose = form == form.lower() and not form.startswith(EXACT)
+                form = form.removeprefix(EXACT)
                 canon.setdefault(form.lower() if loose else form, group[0])
                 alts.append((len(form), f"(?i:{re.escape(form)})" if loose else re.escape(form)))
         alts.sort(key=lambda a: a[0], reverse=True)
@@ -56,7 +61,8 @@ class Aliases:
             tuple(
                 frozenset(ws)
                 for form in group
-                if (ws := _WORDS.findall(form.lower())) and any(len(w) >= 2 for w in ws)
+                if (ws := _WORDS.findall(form.removeprefix(EXACT).lower()))
+                and any(len(w) >= 2 for w in ws)
             )
             for group in self.groups
         )
@@ -120,4 +126,4 @@ def embedding_text(text: str) -> str:
     return shipped().canonical(text)
 
 
-__all__ = ["Aliases", "embedding_text", "parse", "shipped"]
+__all__ = ["EXACT", "Aliases", "embedding_text", "parse", "shipped"]

@@ -14,14 +14,18 @@ tokens* and names the first difference, or returns None when the hit may be serv
 * siblings: words sharing a stem with another, non-inflectional ending
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
 * antonym pairs: one side uses a word whose antonym the other side uses instead
+* quantifier: one side uses a quantifier of another class in place of the other's ("one pod"
+  / "all pods", "a few examples" / "many examples"; "each" = "every" = "all")
 * question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
-  "where" a place, "who" a person, "how many" / "how much" a quantity, "how long", "how
-  often", "how far", "how old", other "how" a manner; "how come" = "why"; "what" / "which"
-  ask for anything and match every kind)
+  "where" a place, "who" a person, "how many" a count, "how much" an amount, "how long",
+  "how often", "how far", "how old" a measure, other "how" a manner; "how come" and "what
+  causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
+  a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
   "to/into/for/than/from...to" is swapped
-* order: the same words in another order, unless one block of words that opens with a
-  preposition ("in Python", "at sea level", "after placing an order") only moved
+* order: the same words in another order (greetings and "please" aside), unless one block of
+  words that opens with a preposition ("in Python", "at sea level", "after placing an order")
+  only moved, or the two sides of an "and" traded places ("affect and effect")
 * swap: two shared content words trade places around a third that stays between them ("a
   parent process waits for a child process" / "a child process waits for its parent
   process"), without "by" on one side only (the passive voice)
@@ -132,6 +136,18 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
     ).split()
 )
 
+_QUANTIFIERS = {
+    "all": "all", "every": "all", "each": "all", "entire": "all", "whole": "all",
+    "some": "some", "few": "some", "several": "some", "couple": "some", "any": "some",
+    "many": "many", "lots": "many", "numerous": "many", "plenty": "many",
+    "most": "most", "both": "both", "either": "either", "one": "one", "single": "one",
+}  # fmt: skip
+"""How much of a thing a prompt asks about, by class: "each" pod and "every" pod are one
+class ("all"), "one" pod, "a few" examples and "many" examples are others."""
+_PAIRED = {"either": "or", "both": "and"}
+_NOT_ONE = frozenset("which the this that each every any no of another more".split())
+"""Words around "one" that make it a pronoun or part of a phrase ("which one", "one of")."""
+
 _DIRECTION = frozenset({"to", "into", "for", "than", "from", "vs", "versus"})
 _TERM_KEYS = 2
 """Shared key words taken on each side of a direction word: a two-word term ("numpy array")."""
@@ -144,10 +160,16 @@ _STOP = frozenset(
 _WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
 """Number words that paraphrases use as pronouns or ordinals ("one of the", "first do X")."""
 _SENTENCE_END = ".?!:\n"
+_UNIT_LEN = 4
+"""The longest word whose inner capitals are meaning (units: "MBps", "kWh", "mW")."""
+_POLITE = frozenset("please kindly thanks thank hi hey hello".split())
+"""Words a paraphrase puts anywhere ("Please convert ..." / "Convert ... please")."""
+_COORDINATORS = frozenset({"and"})
+"""Not "or": a choice named in another order is one a seen set counts as another question."""
 _PASSIVE = "by"
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
-    "direction", "order", "question", "swap",
+    "quantifier", "direction", "order", "question", "swap",
 )  # fmt: skip
 
 
@@ -162,8 +184,8 @@ class _Features:
     cased: frozenset[str]
     """Words with a capital letter, as typed ("MBps", "Mbps", "mW", "GB")."""
     inner_cased: frozenset[str]
-    """Short mixed-case words away from a sentence start ("Ms", "Go"; not "GPT", often
-    typed in lower case)."""
+    """Two-letter mixed-case words away from a sentence start ("Ms", "Go"; not "GPT", often
+    typed in lower case, nor "Vim", a name typed either way)."""
     starts: frozenset[int]
     """Positions in ``seq`` of the words that open a sentence."""
     codes: frozenset[str]
@@ -193,7 +215,7 @@ def _features_of(text: str, aliases: Aliases) -> _Features:
             starts.add(len(seq))
         if any(c.isupper() for c in raw):
             cased.add(raw)
-            if 2 <= len(raw) <= 3 and not initial and not raw.isupper():
+            if len(raw) == 2 and not initial and not raw.isupper():
                 inner.add(raw)
         w = raw.lower().removesuffix("'s").replace("'", "").rstrip(".")
         seq.append(w)
@@ -290,13 +312,19 @@ def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[st
 
 
 def _case_conflict(n: _Features, c: _Features) -> bool:
-    """A word capitalised differently on each side, with a capital past its first letter on
-    one of them: units and symbols (Mbps/MBps, mW/MW, Gb/GB), not "Python"/"python"; or a
+    """A word of up to ``_UNIT_LEN`` characters capitalised differently on each side, with a
+    capital past its first letter on one of them: units and symbols (Mbps/MBps, mW/MW, Gb/GB),
+    not "Python"/"python" nor a longer name's spellings ("GitHub"/"Github"); or a
     short mixed-case word mid-sentence on one side only (Ms/ms, Go/go, Mb/mb)."""
     low_c = {w.lower(): w for w in c.cased}
     for w in n.cased:
         other = low_c.get(w.lower())
-        if other is not None and other != w and any(ch.isupper() for ch in w[1:] + other[1:]):
+        if (
+            other is not None
+            and other != w
+            and len(w) <= _UNIT_LEN
+            and any(ch.isupper() for ch in w[1:] + other[1:])
+        ):
             return True
     return _short_case(n, c) or _short_case(c, n)
 
@@ -313,9 +341,10 @@ def _code_missing(a: _Features, b: _Features) -> bool:
 
 def _siblings(a: _Features, b: _Features) -> str | None:
     """A word of ``a`` whose stem ``b`` uses with another, non-inflectional ending
-    ("weekdays"/"weekends", "gpt-4o"/"gpt-4o-mini", "java"/"javascript")."""
-    only_a = [w for w in a.words - b.words if w not in _STOP]
-    only_b = [w for w in b.words - a.words if w not in _STOP]
+    ("weekdays"/"weekends", "gpt-4o"/"gpt-4o-mini", "java"/"javascript"); a word ``b`` writes
+    as two ("lowercase"/"lower case") is the same word."""
+    only_a = [w for w in a.words - b.words if w not in _STOP and w not in b.joins]
+    only_b = [w for w in b.words - a.words if w not in _STOP and w not in a.joins]
     for x in only_a:
         for y in only_b:
             if relation(x, y) is Relation.SIBLING:
@@ -335,6 +364,44 @@ def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
         if sup and sup in b and sup not in a and w not in b:
             return True
     return False
+
+
+def _unpolite(seq: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(w for w in seq if w not in _POLITE)
+
+
+def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """``b`` is ``a`` with the two sides of one "and" exchanged, each of one to three
+    words ("between affect and effect" / "between effect and affect")."""
+    for i, w in enumerate(a):
+        if w not in _COORDINATORS:
+            continue
+        for lx in (1, 2, 3):
+            for ly in (1, 2, 3):
+                if lx <= i and i + ly < len(a):
+                    x, y = a[i - lx : i], a[i + 1 : i + 1 + ly]
+                    if a[: i - lx] + y + (w,) + x + a[i + 1 + ly :] == b:
+                        return True
+    return False
+
+
+def _quantities(seq: tuple[str, ...]) -> frozenset[str]:
+    """The quantifier classes of a prompt (``_QUANTIFIERS``); "one" / "single" only before
+    a word that is not a pronoun's or phrase's ("restart one pod", not "which one", "one of");
+    "either" / "both" not as coordinations ("either X or Y")."""
+    out = set()
+    for i, w in enumerate(seq):
+        q = _QUANTIFIERS.get(w)
+        if q == "one":
+            prev = seq[i - 1] if i else ""
+            nxt = seq[i + 1] if i + 1 < len(seq) else ""
+            if prev in _NOT_ONE or not nxt or nxt in _NOT_ONE or nxt in _STOP:
+                continue
+        elif q in _PAIRED and _PAIRED[q] in seq[i + 1 :]:
+            continue  # a coordination: "either X or Y", "both X and Y"
+        if q is not None:
+            out.add(q)
+    return frozenset(out)
 
 
 def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | None:
@@ -362,18 +429,24 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
                 y in n.words and x in c.words and x not in n.words and y not in c.words
             ):
                 return "antonym"
+    if "quantifier" in rules:
+        qn, qc = _quantities(n.seq), _quantities(c.seq)
+        if qn - qc and qc - qn:  # one class put in another's place, not one added
+            return "quantifier"
     if "direction" in rules:
         keys = (n.words & c.words) - _STOP
         pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):
             return "direction"
-    if (
-        "order" in rules
-        and n.seq != c.seq
-        and sorted(n.seq) == sorted(c.seq)
-        and not moved_block(n.seq, c.seq)
-    ):
-        return "order"
+    if "order" in rules:
+        sn, sc = _unpolite(n.seq), _unpolite(c.seq)
+        if (
+            sn != sc
+            and sorted(sn) == sorted(sc)
+            and not moved_block(sn, sc)
+            and not _coordinated(sn, sc)
+        ):
+            return "order"
     if "question" in rules:
         if asks_differently(question_kinds(n.seq, n.starts), question_kinds(c.seq, c.starts)):
             return "question"

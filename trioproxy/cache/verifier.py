@@ -24,7 +24,7 @@ one prompt has ("How many continents *exist*?") still refuses: that is the price
 (false hits under 1 %), measured in ``loadtest/semantic_quality.py``.
 
 Function words are not content (``FILLER_WORDS``): a small fixed list of articles,
-pronouns, auxiliaries and request verbs (``REQUEST_VERBS``, with their inflected forms:
+pronouns, auxiliaries, greetings and thanks, and request verbs (``REQUEST_VERBS``, with their inflected forms:
 "what makes", "shown"), i.e. words whose change does not change an answer. Words that do
 (prepositions of direction and time, "this/next/last", quantifiers, negations) are
 deliberately absent. Pure: arrays in, a reason out.
@@ -57,6 +57,7 @@ FILLER_WORDS = (
     "he she his her this that these those there here what which who whom whose how why "
     "to for "
     "where when whats hows s ll d ve re m t please kindly just really actually also "
+    "hi hey hello thanks thank thx cheers "
     "write wondering " + REQUEST_VERBS + " "
     "way ways method methods approach possible properly correctly exactly simply "
     "anyone someone something thing things some any get got go going "

@@ -12,17 +12,25 @@ _ASKS = {
 """Question words and the kind of answer they ask for: "why did Rome fall" and "when did Rome
 fall" share every content word and want different answers."""
 _HOW = {
-    "many": "measure", "much": "measure", "long": "measure", "often": "measure",
+    "many": "count", "much": "amount", "long": "measure", "often": "measure",
     "far": "measure", "old": "measure", "big": "measure", "large": "measure",
     "come": "reason",
 }  # fmt: skip
-"""After "how": a measure ("how long" and "how much time" ask the same), or "how come" (why)."""
+"""After "how": a count ("how many"), an amount ("how much"), another measure ("how long"
+and "how much time" ask the same), or "how come" (why)."""
 _WHAT = {
     "year": "time", "time": "time", "date": "time", "day": "time", "century": "time",
     "decade": "time", "month": "time", "place": "place", "country": "place", "city": "place",
-    "person": "person",
+    "location": "place",
+    "person": "person", "benefits": "reason", "advantages": "reason",
 }  # fmt: skip
-"""After "what" / "which" (which otherwise ask for anything): a word that fixes the kind."""
+"""After "what" / "which": a word that fixes the kind."""
+_WHAT_REASON = frozenset("causes cause caused makes make made reason reasons purpose".split())
+"""Right after "what": the words that make it ask why ("what causes X" / "why does X happen");
+as its second word only the nouns ("what are the main causes")."""
+_WHAT_VERBS = frozenset("makes make made".split())
+_WHAT_MANNER = frozenset("way ways steps step process method procedure".split())
+"""After "what is the" / "what are the": a manner ("what is the best way to X" / "how do I X")."""
 _MOVABLE = frozenset(
     "in at on after before for from with within during under over inside outside using".split()
 )
@@ -30,9 +38,14 @@ _MOVABLE = frozenset(
 _SWAP_MIN = 4
 """Shared content words the swap rule needs (three are too few to tell a role swap from a
 rewrite: "version of Node installed" / "installed Node version")."""
-_MEASURE = frozenset({"measure"})
+_MEASURE = frozenset({"measure", "count", "amount"})
 """Kinds a "how do I ..." (manner) question may be answered with ("how do I check disk usage"
 / "how can I see how much storage is used")."""
+_THING = "thing"
+_REFINED = "what:"
+"""A "what" / "which" question otherwise: a thing, which a manner or a measure may also be
+("what is the GDP of Japan" / "how large is ..."), never a reason, time, place or person
+("which algorithm is stable" / "why is this algorithm stable")."""
 _AUX = frozenset(
     "do does did is are was were can could should would will shall has have had may might "
     "must to".split()
@@ -52,11 +65,28 @@ def question_kinds(seq: tuple[str, ...], starts: frozenset[int]) -> frozenset[st
             kinds.add(_HOW[nxt])
         elif w in _ASKS and (i == 0 or i in starts or nxt in _AUX):
             kinds.add(_ASKS[w])
-        elif w in ("what", "which") and nxt in _WHAT:
-            kinds.add(_WHAT[nxt])
-    if len(kinds) > 1:
-        kinds.discard("manner")
+        elif w in ("what", "which") and (i == 0 or i in starts or nxt in _WHAT):
+            kinds.add(_what_kind(seq, i))
+    for loose in ("manner", _THING):
+        if len(kinds) > 1:
+            kinds.discard(loose)
     return frozenset(kinds)
+
+
+def _what_kind(seq: tuple[str, ...], i: int) -> str:
+    """What a question opened by "what" / "which" at ``i`` asks for, from its first two words
+    past auxiliaries and articles: a time, place or person ("what year", "what is the best
+    time": ``_WHAT``, marked as a thing's refinement), a reason ("what causes"), a manner ("what
+    is the best way"), else a thing."""
+    after = [w for w in seq[i + 1 : i + 6] if w not in _AUX and w not in ("the", "a", "an")]
+    for k, w in enumerate(after[:2]):
+        if w in _WHAT:
+            return _REFINED + _WHAT[w]
+        if w in _WHAT_REASON and (k == 0 or w not in _WHAT_VERBS):
+            return "reason"
+        if w in _WHAT_MANNER:
+            return "manner"
+    return _THING
 
 
 def asks_differently(a: frozenset[str], b: frozenset[str]) -> bool:
@@ -64,8 +94,26 @@ def asks_differently(a: frozenset[str], b: frozenset[str]) -> bool:
     is compatible only with a measure ("how much", "how long", ...)."""
     if not a or not b or a == b:
         return False
-    manner = frozenset({"manner"})
-    return not ((a == manner or b == manner) and (a | b) - manner <= _MEASURE)
+    return not (
+        all(any(_compatible(x, y) for y in b) for x in a)
+        and all(any(_compatible(x, y) for x in a) for y in b)
+    )
+
+
+def _compatible(x: str, y: str) -> bool:
+    """Two kinds of answer one question may ask for: the same kind; a thing's refinement
+    ("which city", "what are the benefits") and its kind ("where", "why"), a thing or a manner; a thing and a manner or a measure
+    ("what is the GDP" / "how large is the GDP"); a manner and a measure; two measures, but
+    never a count and an amount ("how many glasses of water" / "how much water")."""
+    x, y = sorted((x, y))
+    if x == y or {x, y} <= _MEASURE:
+        return {x, y} != {"count", "amount"}
+    for a, b in ((x, y), (y, x)):
+        if a.startswith(_REFINED):
+            return b in (_THING, "manner", a.removeprefix(_REFINED))
+    if _THING in (x, y):
+        return {x, y} - {_THING} <= _MEASURE | {"manner"}
+    return "manner" in (x, y) and {x, y} - {"manner"} <= _MEASURE
 
 
 def _content(seq: tuple[str, ...], stop: frozenset[str]) -> list[str]:
