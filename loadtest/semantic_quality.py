@@ -9,8 +9,9 @@ the pair verifier: the two prompts' content tokens align, or the pair model
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
-  used to change anything (none by default: v1-v5 are all seen; name a seen one, e.g.
-  ``--held loadtest/data/heldout_v5_pairs.json``, to see it in the held-out tables and
+  used to change anything (default: ``loadtest/data/heldout_v6_pairs.json``, written on
+  2026-12-05 and first read after 'FROZEN v6'; ``--held none`` for none, or name a seen one,
+  e.g. ``--held loadtest/data/heldout_v5_pairs.json``, to see it in the held-out tables and
   ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
@@ -384,10 +385,11 @@ def main() -> None:
     ap.add_argument(
         "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
     )
-    ap.add_argument("--held", help="the held-out set (default: none, every set is seen)")
+    ap.add_argument("--held", default=str(HERE / "heldout_v6_pairs.json"),
+                    help="the held-out set (default: v6; 'none': every set is seen)")  # fmt: skip
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
-    sets = load_sets(Path(args.held) if args.held else None)
+    sets = load_sets(Path(args.held) if args.held != "none" else None)
     if args.breakdown:
         breakdown(judge.model, [p.cached for p in sets["seen:gpt_para"]][:300])
         return
