@@ -163,8 +163,11 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
     # reopened in another zone: rebuilt from the hourly roll-up, exactly
     backend = await open_in(kind, target.where, "Europe/Paris")
     reader = await open_in(kind, target.where, None)  # a reader keeps the stored zone
-    try:
-        got = await backend.query_days(dim="team", first=first, last=last, zone="Europe/Paris")
+    try:  # Paris's days of the same instants: a day wider each side than New York's range
+        # (from 18:00 New York time the newest records fall on Paris's next day)
+        wide_first, wide_last = first - dt.timedelta(days=1), last + dt.timedelta(days=1)
+        got = await backend.query_days(dim="team", first=wide_first, last=wide_last,
+                                       zone="Europe/Paris")  # fmt: skip
         assert backend.days_zone == "Europe/Paris"
         assert as_dict(got) == expected_days(records, "team", "Europe/Paris")
         await reader.query_days(dim="team", first=first, last=last, zone="Europe/Paris")
