@@ -19,7 +19,7 @@ the control plane, each in its own process.
    (systemd's ``Restart=on-failure`` takes over). SIGTERM/SIGINT are forwarded as SIGTERM
    to the workers (each drains, see ``worker.py``), then, once they are gone, to the
    control plane (it serves ``/readyz`` 503 and ``/metrics`` through the drain); the exit
-   status is 0 only if every child then exits 0. SIGHUP is forwarded to every child (each
+   status is 0 only if every child then exits 0 or by that SIGTERM (``STOPPED_CLEANLY``). SIGHUP is forwarded to every child (each
    reloads its config).
 
 This process imports no gateway (``tests/test_layers.py``): the config, the sockets, Trio and
@@ -53,6 +53,12 @@ RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0
 """A worker that lived this long resets its backoff."""
+STOPPED_CLEANLY = (0, -signal.SIGTERM)
+"""A child's exit codes that count as a clean stop once it was told to stop: 0, or ended by
+the SIGTERM itself. A serving process catches SIGTERM while it has work (it drains, then
+leaves its signal receiver); one the signal ends by default has none: not started serving
+yet, or done and exiting when a second SIGTERM (a group signal, then this supervisor's)
+arrives after its receiver closed."""
 MAX_FAST_FAILURES = 5
 STOP_MARGIN_S = 30.0
 """After SIGTERM: workers get ``shutdown_grace_s`` plus this (the flush) before SIGKILL."""
@@ -145,7 +151,7 @@ class Supervisor:
                 await self._stop()
                 nursery.cancel_scope.cancel()
         codes = [s.proc.returncode for s in self.children if s.proc is not None]
-        if self.failed or any(code != 0 for code in codes):
+        if self.failed or any(code not in STOPPED_CLEANLY for code in codes):
             log.error("workers exited with %s", codes)
             return 1
         return 0
