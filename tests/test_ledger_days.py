@@ -139,10 +139,12 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
         # another zone than the one kept: folded from the hourly roll-up, same answer
         for dim in ("route", "route_cache"):
             other = await backend.query_days(dim=dim, first=first, last=last, zone="UTC")
-            utc_first = first - dt.timedelta(days=1)
-            wide = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC")
+            # UTC's days of the same instants: a day wider each side of New York's range
+            # (from 19:00 New York time, UTC is already on the next day)
+            utc_first, utc_last = first - dt.timedelta(days=1), last + dt.timedelta(days=1)
+            wide = await backend.query_days(dim=dim, first=utc_first, last=utc_last, zone="UTC")
             assert as_dict(wide) == expected_days(records, dim, "UTC")
-            folded = await backend.day_cells(dim=dim, first=utc_first, last=last, zone="UTC")
+            folded = await backend.day_cells(dim=dim, first=utc_first, last=utc_last, zone="UTC")
             per_day: dict = defaultdict(lambda: [0] * len(METRICS))
             for (day, value, _t, _s), v in expected_days(records, dim, "UTC").items():
                 per_day[(day, value, "", 0)] = [
@@ -151,7 +153,7 @@ async def test_day_rollup_per_dimension_equals_the_raw_rows_in_any_zone(
             assert folded == cells_of(per_day), dim
             assert set(as_dict(other)) <= set(as_dict(wide))
             value = next(iter(as_dict(wide)))[1]
-            one = await backend.query_days(dim=dim, first=utc_first, last=last, zone="UTC",
+            one = await backend.query_days(dim=dim, first=utc_first, last=utc_last, zone="UTC",
                                            keep=("value",), values=[value])  # fmt: skip
             assert [r.requests for r in one] == [
                 sum(v[0] for k, v in expected_days(records, dim, "UTC").items() if k[1] == value)
