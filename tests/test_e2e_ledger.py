@@ -38,11 +38,14 @@ def three_routes(urls: dict[str, str], state_dir: str) -> Settings:
     )
 
 
-def ledger_rows(state_dir: str) -> list[sqlite3.Row]:
+def ledger_rows(state_dir: str, kind: str | None = "request") -> list[sqlite3.Row]:
+    """The SQLite ledger's raw rows of ``kind`` (None: every kind)."""
     conn = sqlite3.connect(str(Path(state_dir) / SQLITE_NAME))
     conn.row_factory = sqlite3.Row
     try:
-        return conn.execute("SELECT * FROM ledger_raw WHERE kind = 'request'").fetchall()
+        if kind is None:
+            return conn.execute("SELECT * FROM ledger_raw").fetchall()
+        return conn.execute("SELECT * FROM ledger_raw WHERE kind = ?", (kind,)).fetchall()
     finally:
         conn.close()
 

@@ -11,10 +11,8 @@ the real SQLite ledger.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,9 +21,8 @@ import trio
 
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from tests.settings_factory import KEY
-from tests.test_e2e_ledger import three_routes
+from tests.test_e2e_ledger import ledger_rows, three_routes
 from trioproxy.ledger import sinks
-from trioproxy.ledger.factory import SQLITE_NAME
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.service import LedgerService
 from trioproxy.telemetry import logs
@@ -84,15 +81,6 @@ def restore_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
-def raw_rows(state_dir: str) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(str(Path(state_dir) / SQLITE_NAME))
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute("SELECT * FROM ledger_raw").fetchall()
-    finally:
-        conn.close()
-
-
 def inject(
     g: Running, where: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -132,7 +120,7 @@ async def test_a_failing_sink_loses_no_record_and_logs_once(
     with trio.fail_after(10):  # the writer's database rows (it journals each record first)
         while ledger.writer.statistics().written < 2 * REQUESTS:
             await trio.sleep(0.02)
-    rows = [(r["request_id"], r["kind"]) for r in raw_rows(state)]
+    rows = [(r["request_id"], r["kind"]) for r in ledger_rows(state, kind=None)]
     assert sorted(rows) == sorted([(rid, k) for rid in rids for k in ("attempt", "request")])
     assert ledger.writer.journal is not None  # each attempt's intent, then both final records
     assert ledger.writer.journal.statistics().appended == 3 * REQUESTS
