@@ -222,6 +222,19 @@ async def test_hanging_store_fails_closed_within_timeout(autojump_clock: object)
             await admit(gate, "b", 1)
 
 
+async def test_a_timed_out_reserve_is_released_and_fail_open_holds_only_its_own(
+    autojump_clock: object,
+) -> None:
+    """The store's reservation that never answered is released; the ticket admitted against
+    the local limits carries the local holds alone (not the store's beside them)."""
+    gate = BudgetGate(config(), HangingStore(), clock=Clock(),
+                      outage=OutagePolicy("fail_open", call_timeout_s=0.2, probe_after_s=5))  # fmt: skip
+    ticket = await admit(gate, "a", 1)
+    assert ticket.local
+    buckets = [h.claim.bucket for h in ticket.holds]
+    assert buckets and len(buckets) == len(set(buckets)), buckets
+
+
 class BusyStore(MemoryStore):
     """Like the embedded SQLite store: slow under load, but not gone."""
 

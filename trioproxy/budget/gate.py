@@ -45,6 +45,7 @@ out after the store took it) is released at once by the gate, shielded and bound
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -252,8 +253,7 @@ class BudgetGate:
                     )
                 )  # fmt: skip
             except BaseException:  # no answer (cancelled, timed out): it may have been taken
-                ticket.holds.extend(holds)
-                await self._release(ticket, now)
+                await self._release(ticket, holds, now)
                 raise
         except StoreUnavailable:
             known = self.limits.last(team)
@@ -338,13 +338,14 @@ class BudgetGate:
             return
         await self._check_alerts(ticket, now)
 
-    async def _release(self, ticket: Ticket, now: float) -> None:
+    async def _release(self, ticket: Ticket, holds: list[Hold], now: float) -> None:
         """Settle at nothing (the request still counted against its RPM) a reservation whose
         answer never came back: the store may hold it, and the request that asked for it
         will not settle it. Shielded, bounded by :data:`RELEASE_TIMEOUT_S`; a store that
         does not hold it does nothing; a store down or being rebuilt leaves it to its lease
-        (or to the rebuild), as for a settle."""
-        actual = ticket.actual_by_bucket(0, 0)
+        (or to the rebuild), as for a settle. ``ticket`` itself is left as it was: a
+        fail-open admission goes on to hold against the local limits."""
+        actual = dataclasses.replace(ticket, holds=list(holds)).actual_by_bucket(0, 0)
         rid = ticket.request_id
         with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT_S):
             try:

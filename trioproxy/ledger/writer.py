@@ -1,8 +1,8 @@
 """The ledger writer: the durable :class:`UsageSink`.
 
 With a :class:`~trioproxy.ledger.journal.Journal`, ``submit`` first appends the record to the
-journal (``submit_all``: a request's final records, in one write) (page cache: survives the death of the process; fsync'd every ``fsync_interval``
-seconds), and ``intend`` journals the provisional record of an upstream call about to be made;
+journal (``submit_all``: a request's final records, in one write; page cache: survives the
+death of the process; fsync'd every ``fsync_interval`` seconds), and ``intend`` journals the provisional record of an upstream call about to be made;
 a journal entry is released once its record is in the database or fsync'd in the spool.
 
 ``submit`` never blocks and never raises: it puts the record in a bounded memory channel, or,
