@@ -23,7 +23,8 @@ from trioproxy.edge.app import Gateway
 from trioproxy.httpd import HttpServer, open_tcp_socket
 from trioproxy.ledger.sinks import ListSink
 from trioproxy.server.factory import build_gateway
-from trioproxy.server.worker import Bound, serve_gateway
+from trioproxy.server.sockets import Bound
+from trioproxy.server.worker import serve_gateway
 from trioproxy.simulator import Simulator
 from trioproxy.simulator.faults import Fault
 

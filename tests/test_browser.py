@@ -36,7 +36,8 @@ from tests.fixtures_gateway import DEMO_KEY, start_simulator
 from trioproxy.edge.app import Gateway
 from trioproxy.httpd import open_tcp_socket
 from trioproxy.server.factory import build_gateway
-from trioproxy.server.worker import Bound, serve_gateway
+from trioproxy.server.sockets import Bound
+from trioproxy.server.worker import serve_gateway
 from trioproxy.simulator import Simulator
 from trioproxy.simulator.faults import Fault
 

@@ -30,7 +30,8 @@ from trioproxy.edge.app import Gateway
 from trioproxy.httpd import open_tcp_socket
 from trioproxy.ledger.service import LedgerService
 from trioproxy.server.factory import build_gateway
-from trioproxy.server.worker import Bound, serve_gateway
+from trioproxy.server.sockets import Bound
+from trioproxy.server.worker import serve_gateway
 from trioproxy.simulator.faults import Fault
 
 # $1000 per 1M tokens = 1000 µUSD a token; "hi" is bounded at 6 tokens, max_tokens 10:

@@ -39,7 +39,7 @@ from prometheus_client import (
 
 from trioproxy.ledger.record import UsageRecord, UsageSink
 from trioproxy.ledger.sinks import SideFailures
-from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV, mark_worker_dead
+from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV
 
 SAMPLE_INTERVAL_S = 1.0
 SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -362,4 +362,4 @@ class MetricsSink:
         self.inner.resolve(token)
 
 
-__all__ = ["MULTIPROC_ENV", "Metrics", "MetricsSink", "mark_worker_dead"]
+__all__ = ["Metrics", "MetricsSink"]

@@ -38,14 +38,7 @@ from trioproxy.ledger.spend import LedgerSpend
 from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.cache_service import response_cache
-from trioproxy.server.environ import (
-    ENV_CONFIG,
-    ENV_DEMO_KEY,
-    ENV_LOG_FORMAT,
-    ENV_LOG_LEVEL,
-    ENV_SIM_URL,
-    settings_from_env,
-)
+from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
@@ -272,15 +265,4 @@ def from_env(role: Role = "worker") -> Gateway:
     )  # fmt: skip
 
 
-__all__ = [
-    "ENV_CONFIG",
-    "ENV_DEMO_KEY",
-    "ENV_LOG_FORMAT",
-    "ENV_LOG_LEVEL",
-    "ENV_RUN_DIR",
-    "ENV_SIM_URL",
-    "Role",
-    "build_gateway",
-    "from_env",
-    "settings_from_env",
-]
+__all__ = ["Role", "build_gateway", "from_env", "settings_cache"]

@@ -210,6 +210,5 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "Bound", "bind", "http_limits", "main", "run_worker", "serve_admin", "serve_gateway",
-    "settle_heap",
+    "http_limits", "main", "obey", "run_worker", "serve_admin", "serve_gateway", "settle_heap",
 ]  # fmt: skip
