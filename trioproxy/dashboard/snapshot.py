@@ -24,6 +24,7 @@ from trioproxy.dashboard.spend import Totals
 from trioproxy.dashboard.traffic import WINDOWS_MIN, Traffic
 from trioproxy.dashboard.traffic import fold as fold_traffic
 from trioproxy.edge.app import Gateway
+from trioproxy.edge.metrics import ALERT_SERIES
 from trioproxy.ledger.backend import LedgerBackend
 from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.reads import DayCells
@@ -92,13 +93,6 @@ def ledger_of(gw: Gateway) -> LedgerBackend | None:
 
 def gate_of(gw: Gateway) -> BudgetGate | None:
     return gw.admission.gate if gw.admission is not None else None
-
-
-ALERT_SERIES = (
-    "trioproxy_budget_alert_checks_queued", "trioproxy_budget_alert_checks_dropped_total",
-    "trioproxy_budget_alerts_fired_total", "trioproxy_budget_alert_webhook_failures_total",
-)  # fmt: skip
-"""The alert sender's counts as the data plane's workers publish them in their metrics."""
 
 
 async def alert_statistics(gw: Gateway) -> AlertStatistics | None:

@@ -67,6 +67,14 @@ MIRRORED = {
     ),
 }
 """Counters other parts keep as plain integers, mirrored here (``trioproxy_<name>_total``)."""
+ALERT_QUEUE = "trioproxy_budget_alert_checks_queued"
+ALERT_SERIES = (
+    ALERT_QUEUE,
+    *(f"trioproxy_budget_{n}_total" for n in ("alert_checks_dropped", "alerts_fired",
+                                             "alert_webhook_failures")),
+)  # fmt: skip
+"""The budget alert sender's series, in :class:`~trioproxy.budget.alerts.AlertStatistics`'s
+order (queued, dropped, fired, webhook failures): what the dashboard sums over the workers."""
 
 disable_created_metrics()  # no ``_created`` series: they double the output and nobody reads them
 
@@ -158,9 +166,7 @@ class Metrics:
         self.cache_write_queue = Gauge(
             "trioproxy_cache_write_queue", "Cache writes waiting.", **live
         )
-        self.alert_queue = Gauge(
-            "trioproxy_budget_alert_checks_queued", "Budget alert checks waiting.", **live
-        )
+        self.alert_queue = Gauge(ALERT_QUEUE, "Budget alert checks waiting.", **live)
         self.breaker_open = Gauge(
             "trioproxy_breaker_open", "1 while the target's circuit breaker is open.",
             ("target",), registry=r, multiprocess_mode="max",
@@ -289,13 +295,8 @@ class Metrics:
         ``trioproxy_budget_alerts_fired_total``), summed as a scrape sums it: every worker's
         in multi-process mode (file reads: call it off the event loop), else this process's.
         A series nobody wrote is 0."""
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = self.registry
         wanted = dict.fromkeys(names, 0.0)
-        for family in registry.collect():
+        for family in self._scraped().collect():
             for sample in family.samples:
                 if sample.name in wanted and not sample.labels:
                     wanted[sample.name] += sample.value
@@ -306,11 +307,16 @@ class Metrics:
         ``flush=False`` when called off the event loop (the caller flushed on it)."""
         if flush:
             self.flush()
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._scraped()), CONTENT_TYPE_LATEST
+
+    def _scraped(self) -> CollectorRegistry:
+        """What a scrape reads: every worker's files in multi-process mode, else this
+        process's registry."""
+        if not self.multiprocess:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
 
 
 def _observe_all(child: Any, got: list[float]) -> None:
@@ -362,4 +368,4 @@ class MetricsSink:
         self.inner.resolve(token)
 
 
-__all__ = ["Metrics", "MetricsSink"]
+__all__ = ["ALERT_SERIES", "Metrics", "MetricsSink"]
