@@ -4,7 +4,9 @@ per-bucket prices with the providers' default rules, integer µUSD bills. Pure, 
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
+import orjson
 import pytest
 
 from trioproxy.config.model import ModelConfig
@@ -12,12 +14,16 @@ from trioproxy.config.pricing import prices_of, with_default_prices
 from trioproxy.core.billing import Prices, bill, least_micros, per_mtok, worst_case_micros
 from trioproxy.core.types import Usage
 from trioproxy.core.usage import (
+    MAX_TOKENS,
     anthropic_json,
     from_anthropic,
     from_openai,
+    from_responses,
     merge_anthropic,
     openai_json,
+    token_count,
 )
+from trioproxy.providers.openai_embeddings import parse_response as parse_embeddings
 
 
 def test_openai_subsets_become_disjoint_buckets() -> None:
@@ -45,6 +51,38 @@ def test_openai_subsets_become_disjoint_buckets() -> None:
 def test_malformed_openai_usage_is_value_error(raw: dict) -> None:
     with pytest.raises(ValueError):
         from_openai(raw)
+
+
+@pytest.mark.parametrize(
+    "count", [2**63, 2**64 - 1, MAX_TOKENS + 1, 1e30, 2.5, -1, True, "12", [1], {"n": 1}]
+)
+def test_a_count_past_max_tokens_or_no_integer_is_malformed_in_every_reader(count: Any) -> None:
+    """Where usage is read (chat, messages, responses, their details, embeddings, count_tokens)
+    a count is an integer from 0 to MAX_TOKENS: the ledger's and the budget's integers hold it."""
+    readers = [
+        lambda: from_openai({"prompt_tokens": count, "completion_tokens": 1}),
+        lambda: from_openai({"prompt_tokens": 5, "completion_tokens": count}),
+        lambda: from_openai({"prompt_tokens": 5, "completion_tokens": 1,
+                             "prompt_tokens_details": {"cached_tokens": count}}),
+        lambda: from_openai({"prompt_tokens": 5, "completion_tokens": 1,
+                             "completion_tokens_details": {"reasoning_tokens": count}}),
+        lambda: from_anthropic({"input_tokens": count, "output_tokens": 1}),
+        lambda: from_anthropic({"input_tokens": 1, "output_tokens": 1,
+                                "cache_creation": {"ephemeral_1h_input_tokens": count}}),
+        lambda: from_responses({"input_tokens": count, "output_tokens": 1}),
+        lambda: parse_embeddings(orjson.dumps(
+            {"data": [], "usage": {"prompt_tokens": count}}), estimate=3),
+        lambda: token_count({"input_tokens": count}, "input_tokens", required=True),
+    ]  # fmt: skip
+    for n, read in enumerate(readers):
+        with pytest.raises(ValueError, match="malformed usage field"):
+            read()
+            pytest.fail(f"reader {n} took {count!r}")
+    assert (
+        from_anthropic({"input_tokens": MAX_TOKENS, "output_tokens": 0}).input_tokens == MAX_TOKENS
+    )
+    # a provider that sends no usage is estimated, as before
+    assert parse_embeddings(b'{"data": []}', estimate=3).estimated
 
 
 def test_anthropic_fields_with_ttl_split() -> None:

@@ -14,6 +14,15 @@ also carries Anthropic's ``cache_creation_input_tokens`` / ``cache_creation``
 at the top level (inside ``prompt_tokens``, as some OpenAI-compatible gateways
 report them), and :func:`from_openai` reads them back. Pure; raises
 ``ValueError`` on malformed counts.
+
+This is where the gateway reads a provider's counts (chat, messages, responses, their
+streams, embeddings' ``prompt_tokens``, count_tokens' ``input_tokens``: :func:`token_count`),
+and where it decides what a count may be: an integer from 0 to :data:`MAX_TOKENS`. Anything
+else (a negative, a fraction, ``1e30``, a string, 2**63 which neither SQLite nor PostgreSQL
+stores) is a malformed answer: that attempt failed (the next target is tried while nothing
+was sent; a stream whose usage came after its content ends with an error event and is
+billed the gateway's estimate). So the ledger, the journal, the budget settle and the
+metrics only ever see counts that fit them, and their sums too.
 """
 
 from __future__ import annotations
@@ -23,13 +32,21 @@ from typing import Any
 
 from trioproxy.core.types import Usage
 
+MAX_TOKENS = 1_000_000_000
+"""The largest count a provider may report for one bucket of one answer: a thousand times
+the largest context window sold today, and small enough that a request's cost (five buckets
+at any configured price) and a year of such requests summed in a roll-up stay far inside a
+64-bit integer (SQLite, PostgreSQL ``bigint``, the journal's JSON)."""
 
-def _count(raw: Mapping[str, Any], key: str, *, required: bool = False) -> int:
+
+def token_count(raw: Mapping[str, Any], key: str, *, required: bool = False) -> int:
+    """``raw[key]`` as a token count (absent or null: 0 unless ``required``); raises
+    ``ValueError`` naming the field for anything but an integer from 0 to :data:`MAX_TOKENS`."""
     value = raw.get(key)
     if value is None and not required:
         return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"malformed usage field {key!r}: {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TOKENS:
+        raise ValueError(f"malformed usage field {key!r}: {repr(value)[:40]}")
     return value
 
 
@@ -40,10 +57,10 @@ def _details(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def from_openai(raw: Mapping[str, Any]) -> Usage:
     """An OpenAI ``usage`` object (chat completions) as disjoint buckets."""
-    prompt = _count(raw, "prompt_tokens", required=True)
-    completion = _count(raw, "completion_tokens", required=True)
-    cached = min(prompt, _count(_details(raw, "prompt_tokens_details"), "cached_tokens"))
-    reasoning = _count(_details(raw, "completion_tokens_details"), "reasoning_tokens")
+    prompt = token_count(raw, "prompt_tokens", required=True)
+    completion = token_count(raw, "completion_tokens", required=True)
+    cached = min(prompt, token_count(_details(raw, "prompt_tokens_details"), "cached_tokens"))
+    reasoning = token_count(_details(raw, "completion_tokens_details"), "reasoning_tokens")
     writes = from_anthropic(
         {k: raw[k] for k in ("cache_creation_input_tokens", "cache_creation") if k in raw},
         output_required=False,
@@ -62,15 +79,15 @@ def from_openai(raw: Mapping[str, Any]) -> Usage:
 
 def from_anthropic(raw: Mapping[str, Any], *, output_required: bool = True) -> Usage:
     """An Anthropic ``usage`` object as buckets (already disjoint; writes split by TTL)."""
-    created = _count(raw, "cache_creation_input_tokens")
+    created = token_count(raw, "cache_creation_input_tokens")
     split = _details(raw, "cache_creation")
-    w1h = _count(split, "ephemeral_1h_input_tokens")
-    w5m = _count(split, "ephemeral_5m_input_tokens")
+    w1h = token_count(split, "ephemeral_1h_input_tokens")
+    w5m = token_count(split, "ephemeral_5m_input_tokens")
     w5m = max(w5m, created - w1h)  # an unsplit creation count is a 5-minute write
     return Usage(
-        input_tokens=_count(raw, "input_tokens"),
-        output_tokens=_count(raw, "output_tokens", required=output_required),
-        cache_read_tokens=_count(raw, "cache_read_input_tokens"),
+        input_tokens=token_count(raw, "input_tokens"),
+        output_tokens=token_count(raw, "output_tokens", required=output_required),
+        cache_read_tokens=token_count(raw, "cache_read_input_tokens"),
         cache_write_5m_tokens=w5m,
         cache_write_1h_tokens=w1h,
     )
@@ -78,10 +95,8 @@ def from_anthropic(raw: Mapping[str, Any], *, output_required: bool = True) -> U
 
 def from_responses(raw: Mapping[str, Any]) -> Usage:
     """An OpenAI Responses API ``usage`` (``input_tokens`` includes the cached ones)."""
-    if not isinstance(raw.get("input_tokens"), int) or not isinstance(
-        raw.get("output_tokens"), int
-    ):
-        raise ValueError(f"malformed usage: {dict(raw)!r}")
+    token_count(raw, "input_tokens", required=True)
+    token_count(raw, "output_tokens", required=True)
     return from_openai(
         {
             "prompt_tokens": raw["input_tokens"],
@@ -163,6 +178,7 @@ def with_output(usage: Usage, output_tokens: int, *, estimated: bool) -> Usage:
 
 
 __all__ = [
+    "MAX_TOKENS",
     "anthropic_json",
     "from_anthropic",
     "from_openai",
@@ -170,5 +186,6 @@ __all__ = [
     "merge_anthropic",
     "openai_json",
     "responses_json",
+    "token_count",
     "with_output",
 ]

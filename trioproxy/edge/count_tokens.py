@@ -29,6 +29,7 @@ import trio
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, ProviderConfig, Target
 from trioproxy.core.tokens import estimate_tokens, prompt_tokens
 from trioproxy.core.types import Dialect
+from trioproxy.core.usage import token_count
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic import parse_request
 from trioproxy.edge import traces
@@ -154,9 +155,7 @@ class CountTokensHandler(Endpoint):
                     message = error_message(resp.status, body)
                     return None, ProviderError(ErrorKind.UPSTREAM_UNAVAILABLE, message,
                                                status=resp.status)  # fmt: skip
-                count = json_object(body).get("input_tokens")
-                if not isinstance(count, int):
-                    raise ValueError(f"no input_tokens in {body[:200]!r}")
+                count = token_count(json_object(body), "input_tokens", required=True)
                 return orjson.dumps({"input_tokens": count}), None
         message = f"no answer within {t.first_byte:g} s"
         return None, ProviderError(ErrorKind.UPSTREAM_TIMEOUT, message, status=504)

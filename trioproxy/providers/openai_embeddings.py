@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trioproxy.core.usage import token_count
 from trioproxy.providers.base import UpstreamRequest, bearer, json_object, json_request
 
 PATH = "/v1/embeddings"
@@ -27,15 +28,16 @@ def build_request(body: dict[str, Any], deployment: str, api_key: str | None) ->
 
 
 def parse_response(body: bytes, *, estimate: int) -> EmbeddingResult:
-    """Parse a 2xx body; raises ``ValueError`` on anything but an embeddings list."""
+    """Parse a 2xx body; raises ``ValueError`` on anything but an embeddings list, and on a
+    ``usage.prompt_tokens`` that is there but no count (:func:`~trioproxy.core.usage.token_count`).
+    Without one, the count is ``estimate``."""
     data = json_object(body)
     if not isinstance(data.get("data"), list):
         raise ValueError("response has no 'data' list")
     usage = data.get("usage")
-    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if isinstance(tokens, int) and not isinstance(tokens, bool):
-        return EmbeddingResult(data, tokens)
-    return EmbeddingResult(data, estimate, estimated=True)
+    if not isinstance(usage, dict) or usage.get("prompt_tokens") is None:
+        return EmbeddingResult(data, estimate, estimated=True)
+    return EmbeddingResult(data, token_count(usage, "prompt_tokens"))
 
 
 __all__ = ["PATH", "EmbeddingResult", "build_request", "parse_response"]

@@ -26,6 +26,7 @@ from trioproxy.simulator.plan import (
     checked_model,
     first_property,
     last_user_text,
+    odd_counts,
     wants_tool,
 )
 from trioproxy.simulator.prompt_cache import anthropic_prompt
@@ -53,7 +54,7 @@ def _tool_name_and_key(tool: Any) -> tuple[str, str]:
 
 def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
     c = plan.cache
-    return {
+    return odd_counts({
         "input_tokens": plan.uncached_input,
         "cache_creation_input_tokens": c.write_5m + c.write_1h,
         "cache_read_input_tokens": c.read,
@@ -62,7 +63,7 @@ def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
             "ephemeral_1h_input_tokens": c.write_1h,
         },
         "output_tokens": output_tokens,
-    }
+    }, plan.odd_usage)  # fmt: skip
 
 
 def _event(kind: str, data: Mapping[str, Any]) -> bytes:
@@ -170,7 +171,7 @@ class AnthropicWire:
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
-            "usage": {"output_tokens": plan.billed_output},
+            "usage": odd_counts({"output_tokens": plan.billed_output}, plan.odd_usage),
         }
         return (
             _event("content_block_stop", {"type": "content_block_stop", "index": 0})

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from trioproxy.core.tokens import estimate_tokens, prompt_tokens
-from trioproxy.simulator.plan import BadRequest, checked_messages, checked_model
+from trioproxy.simulator.plan import BadRequest, checked_messages, checked_model, odd_counts
 
 EMBEDDINGS_PATH = "/v1/embeddings"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -51,7 +51,7 @@ def vector(item: str | list[int], dimensions: int) -> list[float]:
     return [round(x / norm, 6) for x in raw]
 
 
-def embeddings_body(body: Any) -> bytes:
+def embeddings_body(body: Any, *, odd_usage: str | None = None) -> bytes:
     if not isinstance(body, Mapping):
         raise BadRequest("the body must be a JSON object")
     model = checked_model(body)
@@ -64,18 +64,18 @@ def embeddings_body(body: Any) -> bytes:
         {"object": "embedding", "index": n, "embedding": vector(item, dims)}
         for n, item in enumerate(inputs)
     ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    usage = odd_counts({"prompt_tokens": tokens, "total_tokens": tokens}, odd_usage)
     return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
-def count_tokens_body(body: Any) -> bytes:
+def count_tokens_body(body: Any, *, odd_usage: str | None = None) -> bytes:
     if not isinstance(body, Mapping):
         raise BadRequest("the body must be a JSON object")
     checked_model(body)
     messages = checked_messages(body)
     system = body.get("system")
     counted = [{"role": "system", "content": system}, *messages] if system else messages
-    return orjson.dumps({"input_tokens": prompt_tokens(counted)})
+    return orjson.dumps(odd_counts({"input_tokens": prompt_tokens(counted)}, odd_usage))
 
 
 __all__ = [

@@ -18,12 +18,17 @@ Keys (times in milliseconds):
 ``tokens``       length of the answer in tokens (before ``max_tokens``)
 ``fail_first``   N: only the instance's first N chat requests fail with
                  ``status`` (500 when unset); later ones succeed
+``usage``        a JSON scalar sent instead of every token count of the answer's
+                 usage (chat, embeddings, token counts): a misbehaving provider's
+                 ``9223372036854775808``, ``-1``, ``1e30``, ``2.5``, ``"12"``, ``null``
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+
+import orjson
 
 DEFAULT_FAIL_STATUS = 500
 DEFAULT_RETRY_AFTER = 1.0
@@ -63,6 +68,13 @@ def _flag(text: str) -> bool:
     raise ValueError("must be a boolean")
 
 
+def _json_scalar(text: str) -> str:
+    """The literal itself (kept as text: a count past 64 bits is not re-encoded)."""
+    if isinstance(orjson.loads(text), (dict, list)):  # a JSONDecodeError is a ValueError
+        raise ValueError("must be a JSON scalar")
+    return text
+
+
 _PARSERS: dict[str, Callable[[str], object]] = {
     "ttft_ms": _nonneg_float,
     "chunk_ms": _nonneg_float,
@@ -73,6 +85,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "drip_ms": _nonneg_float,
     "tokens": _nonneg_int,
     "fail_first": _nonneg_int,
+    "usage": _json_scalar,
 }
 
 
@@ -89,6 +102,7 @@ class Fault:
     drip_ms: float | None = None
     tokens: int | None = None
     fail_first: int | None = None
+    usage: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
@@ -108,6 +122,9 @@ class Fault:
         values: dict[str, str] = {}
         for key, value in data.items():
             if value is None:
+                continue
+            if key == "usage":
+                values[key] = orjson.dumps(value).decode()
                 continue
             values[key] = str(value).lower() if isinstance(value, bool) else str(value)
         return cls._build(values)

@@ -24,6 +24,7 @@ from trioproxy.simulator.plan import (
     checked_model,
     first_property,
     last_user_text,
+    odd_counts,
     wants_tool,
 )
 from trioproxy.simulator.prompt_cache import openai_prompt
@@ -49,7 +50,7 @@ def _tool_name_and_key(tool: Any) -> tuple[str, str]:
 
 def _usage(plan: Plan) -> dict[str, Any]:
     out = plan.billed_output
-    return {
+    return odd_counts({
         "prompt_tokens": plan.input_tokens,
         "completion_tokens": out,
         "total_tokens": plan.input_tokens + out,
@@ -60,7 +61,7 @@ def _usage(plan: Plan) -> dict[str, Any]:
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
-    }
+    }, plan.odd_usage)  # fmt: skip
 
 
 class OpenAIWire:

@@ -96,6 +96,8 @@ class Plan:
     """How the prompt's tokens were billed by the prompt cache."""
     reasoning_tokens: int = 0
     """Hidden, billed as output, part of :attr:`billed_output`."""
+    odd_usage: str | None = None
+    """A JSON literal sent instead of every usage count (the ``usage`` fault)."""
 
     @property
     def text(self) -> str:
@@ -247,6 +249,19 @@ def make_plan(
     return plan
 
 
+def odd_counts(usage: dict[str, Any], odd: str | None) -> dict[str, Any]:
+    """``usage`` with every count (an int, nested too) replaced by the JSON literal ``odd``
+    (the ``usage`` fault; written as it is, so a count past 64 bits goes out whole)."""
+    if odd is None:
+        return usage
+    fragment = orjson.Fragment(odd.encode())
+    return {
+        k: odd_counts(v, odd) if isinstance(v, dict)
+        else fragment if isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in usage.items()
+    }  # fmt: skip
+
+
 __all__ = [
     "REASONING_MODEL",
     "REASONING_PER_TOKEN",
@@ -257,4 +272,5 @@ __all__ = [
     "Wire",
     "answer_pieces",
     "make_plan",
+    "odd_counts",
 ]

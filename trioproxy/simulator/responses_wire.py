@@ -28,6 +28,7 @@ from trioproxy.simulator.plan import (
     checked_model,
     first_property,
     last_user_text,
+    odd_counts,
     wants_tool,
 )
 
@@ -89,6 +90,7 @@ def _response(plan: Plan, status: str, output: list[dict[str, Any]]) -> dict[str
         "output_tokens": out, "output_tokens_details": {"reasoning_tokens": plan.reasoning_tokens},
         "total_tokens": plan.input_tokens + out,
     }  # fmt: skip
+    usage = odd_counts(usage, plan.odd_usage)
     incomplete = plan.finish == "length"
     return {
         "id": plan.id, "object": "response", "created_at": plan.created,

@@ -15,6 +15,7 @@ A chat request goes: auth (401) -> ``anthropic-version`` (400) -> fault spec
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import ssl
@@ -238,7 +239,7 @@ class Simulator:
             fault = Fault.parse(req.headers.get("x-sim-fault", "")).over(self.default_fault)
             data = orjson.loads(req.body)
             answer = count_tokens_body if wire is ANTHROPIC else embeddings_body
-            body = answer(data)
+            body = answer(data, odd_usage=fault.usage)
         except (FaultError, BadRequest, ValueError) as exc:
             return await send_error(conn, ex, wire, 400, str(exc), headers)
         self._chat_requests += 1
@@ -295,6 +296,8 @@ class Simulator:
             int(time.time()),
             split,
         )
+        if fault.usage is not None:
+            plan = dataclasses.replace(plan, odd_usage=fault.usage)
         if intent.stream:
             return await send_stream(conn, ex, wire, plan, fault, headers)
         return await send_completion(conn, ex, wire, plan, fault, headers)
