@@ -4,15 +4,21 @@ on a real gateway (requests sent through its proxy path, read back from its ledg
 from __future__ import annotations
 
 import re
+import time
 
+import httpx
 import pytest
 import trio
 
+from tests.chat_client import chat_body, post_chat
 from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
+from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import chat, ledger_has, text
+from trioproxy.core import endpoints
 from trioproxy.dashboard import requests_page, traffic
 from trioproxy.dashboard.snapshot import ledger_of
 from trioproxy.ledger.minutes import BUCKETS, MinuteRow, bucket
+from trioproxy.ledger.recent import Filters
 
 
 def shown(html: str) -> list[str]:
@@ -64,6 +70,53 @@ async def test_requests_newest_first_with_every_filter(nursery: trio.Nursery) ->
     assert await ids_for("route=nope") == []
 
 
+async def test_each_record_names_its_endpoint_shown_filtered_and_exported(
+    nursery: trio.Nursery,
+) -> None:
+    """A token count, an embedding and each generation endpoint: every record (request and
+    attempts) names its endpoint; the page shows it and filters on it; the CSV carries it."""
+    d = await start_dash(nursery)
+    hi = [{"role": "user", "content": "hi"}]
+    sent = {
+        endpoints.CHAT_COMPLETIONS: chat_body("one"),
+        endpoints.MESSAGES: {"model": "chat", "messages": hi, "max_tokens": 5},
+        endpoints.RESPONSES: {"model": "chat", "input": "hi"},
+        endpoints.EMBEDDINGS: {"model": "embed", "input": "hi"},
+        endpoints.COUNT_TOKENS: {"model": "chat", "messages": hi},
+    }
+    transport = httpx.ASGITransport(app=d.gw)
+    for path, body in sent.items():
+        r = await post_chat("http://gw", DEMO_KEY, body, path=path, transport=transport)
+        assert r.status_code == 200, (path, r.text)
+    await ledger_has(d, len(sent))
+    backend = ledger_of(d.gw)
+    assert backend is not None
+    records, _ = await backend.recent_requests(
+        Filters(), cursor=None, limit=10, since=0, until=time.time() + 1
+    )
+    assert sorted(r.endpoint for r in records) == sorted(sent)
+    c = d.app.test_client()
+    await sign_in(c)
+    page = await text(await c.get("/requests"))
+    for r in records:
+        row = re.search(rf'<tr data-request="{r.request_id}">(.*?)</tr>', page, re.S)
+        assert row is not None
+        assert f'data-label="Endpoint" class="endpoint">{r.endpoint}<' in row.group(1)
+    counted = next(r.request_id for r in records if r.endpoint == endpoints.COUNT_TOKENS)
+    page = await text(await c.get("/requests?endpoint=/v1/messages/count_tokens"))
+    assert shown(page) == [counted]
+    link = re.search(r'id="csv" href="([^"]+)"', page)
+    assert link is not None
+    csv = await c.get(link.group(1).replace("&amp;", "&"))
+    assert csv.status_code == 200 and csv.content_type.startswith("text/csv")
+    lines = (await text(csv)).splitlines()
+    assert lines[0].split(",")[:3] == ["time_utc", "request_id", "endpoint"]
+    assert [ln.split(",")[1:3] for ln in lines[1:]] == [[counted, endpoints.COUNT_TOKENS]]
+    every = (await text(await c.get("/requests.csv"))).splitlines()[1:]
+    assert sorted(ln.split(",")[2] for ln in every) == sorted(sent)
+    assert (await c.get("/requests.csv?endpoint=nope")).status_code == 400
+
+
 async def test_requests_pages_older_and_windows_before(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,7 +140,7 @@ async def test_requests_pages_older_and_windows_before(
     ("query", "field"),
     [("status=abc", "status"), ("status=99", "status"), ("cache=hot", "cache"),
      ("window=2y", "window"), ("before=yesterday", "before"), ("before=nan~x", "before"),
-     ("key=" + "k" * 201, "key")],
+     ("key=" + "k" * 201, "key"), ("endpoint=/v1/completions", "endpoint")],
 )  # fmt: skip
 async def test_bad_filters_are_400_next_to_their_field(
     nursery: trio.Nursery, query: str, field: str

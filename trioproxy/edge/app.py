@@ -23,11 +23,11 @@ from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
 from trioproxy.config.validate import ConfigError
+from trioproxy.core import endpoints
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing
-from trioproxy.edge.count_tokens import PATH as COUNT_TOKENS_PATH
 from trioproxy.edge.count_tokens import CountTokensHandler
 from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
@@ -138,11 +138,11 @@ class Gateway:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        if path == "/v1/chat/completions" or path == "/chat/completions":
+        if path == endpoints.CHAT_COMPLETIONS or path == "/chat/completions":
             await self._post_only(method, "openai", scope, receive, send)
-        elif path == "/v1/messages":
+        elif path == endpoints.MESSAGES:
             await self._post_only(method, "anthropic", scope, receive, send)
-        elif path == "/v1/responses" or path == "/responses":
+        elif path == endpoints.RESPONSES or path == "/responses":
             await self._post_only(method, "responses", scope, receive, send)
         elif path.startswith("/v1/responses/"):  # retrieve, delete, cancel, input_items
             err = CallerError(
@@ -151,10 +151,10 @@ class Gateway:
                 f"{method} {path} is not supported.",
             )
             raise Refused(err, "responses")
-        elif path == "/v1/embeddings" or path == "/embeddings":
+        elif path == endpoints.EMBEDDINGS or path == "/embeddings":
             _post_only(method, "openai")
             await self.embeddings(scope, receive, send)
-        elif path == COUNT_TOKENS_PATH:
+        elif path == endpoints.COUNT_TOKENS:
             _post_only(method, "anthropic")
             await self.count_tokens(scope, receive, send)
         elif (path == "/v1/models" or path.startswith("/v1/models/")) and method in _READ:
@@ -186,9 +186,9 @@ class Gateway:
         kinds = {413: ErrorKind.BODY_TOO_LARGE, 500: ErrorKind.INTERNAL, 503: ErrorKind.OVERLOADED}
         kind = kinds.get(status, ErrorKind.INVALID_REQUEST)
         dialect: Dialect = "openai"
-        if path is not None and path.startswith("/v1/messages"):
+        if path is not None and path.startswith(endpoints.MESSAGES):
             dialect = "anthropic"
-        elif path in ("/v1/responses", "/responses"):
+        elif path in (endpoints.RESPONSES, "/responses"):
             dialect = "responses"
         self.refusals.record(dialect=dialect, method=None, path=path, status=status,
                              kind=kind.value)  # fmt: skip

@@ -27,6 +27,7 @@ import orjson
 import trio
 
 from trioproxy.config.model import ApiKeyConfig, ModelConfig, ProviderConfig, Target
+from trioproxy.core import endpoints
 from trioproxy.core.tokens import estimate_tokens, prompt_tokens
 from trioproxy.core.types import Dialect
 from trioproxy.core.usage import token_count
@@ -80,7 +81,8 @@ class CountTokensHandler(Endpoint):
         req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
         route = self.route(key, req.model, embedding=False)
         plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
-        ctx = self.context(rid, dialect, key, headers, req, plan, 0, operation="count_tokens")
+        ctx = self.context(rid, dialect, key, headers, req, plan, 0,
+                           endpoint=endpoints.COUNT_TOKENS, operation="count_tokens")  # fmt: skip
         target, answer, failure = await self._provider_count(plan.chain.targets, data, headers)
         relayed = failure is not None and failure.kind is ErrorKind.UPSTREAM_REJECTED  # its 4xx
         status = failure.status if relayed and failure is not None else 200

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from trioproxy.config.model import ApiKeyConfig
+from trioproxy.core import endpoints
 from trioproxy.core.types import ChatRequest, Dialect, Usage
 from trioproxy.dialects.embeddings import EmbeddingRequest, parse_request
 from trioproxy.edge import traces
@@ -92,7 +93,7 @@ class EmbeddingsHandler(Endpoint):
         req = ChatRequest(dialect, ereq.body, {"model": ereq.model}, ereq.model, False, False,
                           None, ereq.end_user)  # fmt: skip
         ctx = self.context(rid, dialect, key, headers, req, plan, ereq.prompt_estimate,
-                           operation="embeddings")  # fmt: skip
+                           endpoint=endpoints.EMBEDDINGS, operation="embeddings")  # fmt: skip
 
         async def lookup(
             cache: ResponseCache, plan: CachePlan

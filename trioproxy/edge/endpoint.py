@@ -228,16 +228,17 @@ class Endpoint:
 
     def context(
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
-        req: ChatRequest, plan: RoutePlan, prompt_estimate: int, *, operation: str,
-        extra: HeaderPairs = (), cache_ttl: int | None = None,
+        req: ChatRequest, plan: RoutePlan, prompt_estimate: int, *, endpoint: str,
+        operation: str, extra: HeaderPairs = (), cache_ttl: int | None = None,
     ) -> RequestContext:  # fmt: skip
-        """The request's context once it is parsed and routed; starts its trace. From here
-        on the request is in the books: the last resort records it if nothing else does."""
+        """The request's context once it is parsed and routed; starts its trace (named
+        ``operation``). From here on the request is in the books: the last resort records it
+        if nothing else does; every record names ``endpoint``."""
         feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
         self._books[rid] = ctx = RequestContext(
             request_id=rid, dialect=dialect, key=key, feature=feature, req=req, plan=plan,
             prompt_estimate=prompt_estimate, started=trio.current_time(),
-            wall_started=time.time(),
+            wall_started=time.time(), endpoint=endpoint,
             headers=(
                 (b"x-request-id", rid.encode()),
                 (b"x-trioproxy-route", plan.route.name.encode()),

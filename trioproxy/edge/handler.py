@@ -17,6 +17,7 @@ from dataclasses import replace
 import trio
 
 from trioproxy.config.model import ApiKeyConfig
+from trioproxy.core import endpoints
 from trioproxy.core.answer import StreamCollector, replay_events
 from trioproxy.core.tokens import prompt_tokens
 from trioproxy.core.types import ChatRequest, Dialect, Priority
@@ -92,7 +93,8 @@ class ChatHandler(Endpoint):
         plan, prompt_est = self._plan(key, req, headers)
         reason = ((b"x-trioproxy-reason", plan.reason.encode()),)
         ctx = self.context(rid, dialect, key, headers, req, plan, prompt_est,
-                           operation="chat", extra=reason, cache_ttl=ttl)  # fmt: skip
+                           endpoint=endpoints.GENERATION[dialect], operation="chat",
+                           extra=reason, cache_ttl=ttl)  # fmt: skip
         cached = await self.cached(
             ctx, headers, send,
             lambda cache, bypass: cache.plan(req, key.team, plan.route, bypass=bypass,

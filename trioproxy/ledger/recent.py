@@ -40,6 +40,7 @@ class Filters:
     route: str | None = None
     status: int | None = None
     cache: str | None = None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class Attempt:
 
 
 _FILTER_COLUMNS = {"team": "team", "key": "key_name", "route": "route", "status": "status",
-                   "cache": "cache"}  # fmt: skip
+                   "cache": "cache", "endpoint": "endpoint"}  # fmt: skip
 
 
 def page_sql(

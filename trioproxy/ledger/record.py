@@ -29,6 +29,10 @@ class UsageRecord:
     user: str
     feature: str
     route: str
+    endpoint: str = ""
+    """The caller's endpoint (:mod:`trioproxy.core.endpoints`: ``/v1/chat/completions``,
+    ``/v1/messages``, ``/v1/responses``, ``/v1/embeddings``, ``/v1/messages/count_tokens``);
+    ``''`` on records made before the ledger kept it."""
     end_user: str | None = None
     chain: str | None = None
     target: str | None = None

@@ -60,7 +60,8 @@ def access_fields(request: UsageRecord, attempts: list[UsageRecord]) -> dict[str
     """The access line's fields: who, which route and chain, every target tried and how it
     ended, the outcome, cache, tokens, cost and timings. No prompt, answer or secret."""
     return {
-        "request_id": request.request_id, "key": request.key_name, "team": request.team,
+        "request_id": request.request_id, "endpoint": request.endpoint,
+        "key": request.key_name, "team": request.team,
         "user": request.user, "feature": request.feature, "route": request.route,
         "chain": request.chain, "stream": request.stream,
         "attempts": [

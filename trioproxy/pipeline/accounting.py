@@ -32,6 +32,7 @@ def identity(ctx: RequestContext) -> dict[str, Any]:
         "request_id": ctx.request_id, "key_name": key.name, "team": key.team,
         "user": key.user, "feature": ctx.feature, "route": ctx.plan.route.name,
         "end_user": req.end_user, "chain": ctx.plan.chain.name, "stream": req.stream,
+        "endpoint": ctx.endpoint,
     }  # fmt: skip
 
 

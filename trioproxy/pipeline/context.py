@@ -43,6 +43,8 @@ class RequestContext(NamedTuple):
     """``trio.current_time()`` when the request was planned (latencies)."""
     wall_started: float
     """``time.time()`` at the same moment (record timestamps)."""
+    endpoint: str
+    """The path the caller came through (:mod:`trioproxy.core.endpoints`), on every record."""
     headers: HeaderPairs = ()
     """The response headers the request owns so far: request id, route, chain, the cache
     status, rate-limit headers. Every response of the request starts with them."""
@@ -58,13 +60,13 @@ class RequestContext(NamedTuple):
     prompt_bound: int = 0
     """The admitted prompt's token bound (a capped reservation grows from it)."""
 
-    # The copies below name every field by position (``self[:9]`` is request_id ..
-    # wall_started): ~4x cheaper than ``_replace``, and mypy checks each position's type.
+    # The copies below name every field by position (``self[:10]`` is request_id ..
+    # endpoint): ~4x cheaper than ``_replace``, and mypy checks each position's type.
 
     def with_cache(self, plan: CachePlan | None, status: CacheStatus) -> RequestContext:
         """After a cache miss (or no cache): how to store the answer, and the status header."""
         return RequestContext(
-            *self[:9], (*self.headers, (b"x-trioproxy-cache", status.encode())), self.trace,
+            *self[:10], (*self.headers, (b"x-trioproxy-cache", status.encode())), self.trace,
             self.cache_ttl, plan, status, self.ticket, self.prompt_bound,
         )  # fmt: skip
 
@@ -73,7 +75,7 @@ class RequestContext(NamedTuple):
     ) -> RequestContext:
         """After admission: the reservation and its rate-limit headers."""
         return RequestContext(
-            *self[:9], (*self.headers, *headers), self.trace, self.cache_ttl, self.cache_plan,
+            *self[:10], (*self.headers, *headers), self.trace, self.cache_ttl, self.cache_plan,
             self.cache_status, ticket, prompt_bound,
         )  # fmt: skip
 
