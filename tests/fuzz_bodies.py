@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-MODELS = ("chat", "extract", "gpt-4o-mini", "claude-haiku")
+MODELS = ("chat", "extract", "gpt-4o-mini", "claude-haiku", "embed")
 """Routes and bare models of the demo config: both provider wires are exercised."""
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
@@ -120,6 +120,39 @@ ANTHROPIC_TEMPLATE: dict[str, Any] = {
     "stream": False,
 }
 
+RESPONSES_TEMPLATE: dict[str, Any] = {
+    "model": "chat",
+    "instructions": "Be brief.",
+    "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "What is this?"}]},
+        {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": '{"q": "x"}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "42"},
+        {"role": "user", "content": "thanks"},
+    ],
+    "tools": [{"type": "function", "name": "lookup", "description": "look it up",
+               "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+    "tool_choice": "auto",
+    "max_output_tokens": 20,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "store": False,
+    "metadata": {"k": "v"},
+    "text": {"format": {"type": "text"}},
+    "stream": False,
+}  # fmt: skip
+
+EMBEDDINGS_TEMPLATE: dict[str, Any] = {
+    "model": "embed",
+    "input": ["What is this?", "thanks"],
+    "dimensions": 16,
+    "encoding_format": "float",
+    "user": "end-1",
+}
+
+COUNT_TOKENS_TEMPLATE: dict[str, Any] = {
+    key: ANTHROPIC_TEMPLATE[key] for key in ("model", "system", "messages", "tools", "tool_choice")
+}
+
 _LEAVES = (
     st.none()
     | st.booleans()
@@ -223,9 +256,12 @@ RAW_BYTES = st.binary(max_size=256) | st.sampled_from(
 __all__ = [
     "ANTHROPIC_TEMPLATE",
     "ANY_JSON",
+    "COUNT_TOKENS_TEMPLATE",
+    "EMBEDDINGS_TEMPLATE",
     "MODELS",
     "OPENAI_TEMPLATE",
     "RAW_BYTES",
+    "RESPONSES_TEMPLATE",
     "byte_mutation",
     "dumps",
     "mutated",

@@ -44,6 +44,8 @@ class ErrorKind(enum.Enum):
     INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"
     BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    """A body declared as something other than JSON (``Content-Type``)."""
     MISSING_API_KEY = "missing_api_key"
     INVALID_API_KEY = "invalid_api_key"
     ROUTE_FORBIDDEN = "route_forbidden"
@@ -83,6 +85,9 @@ _INFO: dict[ErrorKind, _KindInfo] = {
     ErrorKind.INVALID_JSON: _KindInfo(_C, 400, "invalid_request_error", "invalid_request_error"),
     ErrorKind.INVALID_REQUEST: _KindInfo(_C, 400, "invalid_request_error", "invalid_request_error"),
     ErrorKind.BODY_TOO_LARGE: _KindInfo(_C, 413, "invalid_request_error", "request_too_large"),
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: _KindInfo(
+        _C, 415, "invalid_request_error", "invalid_request_error"
+    ),
     ErrorKind.MISSING_API_KEY: _KindInfo(_C, 401, "authentication_error", "authentication_error"),
     ErrorKind.INVALID_API_KEY: _KindInfo(_C, 401, "authentication_error", "authentication_error"),
     ErrorKind.ROUTE_FORBIDDEN: _KindInfo(_C, 403, "permission_error", "permission_error"),

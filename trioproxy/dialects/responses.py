@@ -126,7 +126,7 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
 
 def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
     role = item.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:  # a list or an object is no role
         raise invalid(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
     content = item.get("content")
     if isinstance(content, str):
@@ -183,10 +183,11 @@ def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
         raise invalid("function_call_output items need a 'call_id'", f"{where}.call_id")
     if isinstance(output, list):
         output = "".join(
-            p.get("text", "")
+            p["text"]
             for p in output
             if isinstance(p, dict) and p.get("type") == "input_text"
-        )
+            and isinstance(p.get("text"), str)
+        )  # fmt: skip
     if not isinstance(output, str):
         raise invalid("function_call_output 'output' must be a string", f"{where}.output")
     return {"role": "tool", "tool_call_id": call_id, "content": output}

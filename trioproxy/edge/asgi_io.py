@@ -1,4 +1,4 @@
-"""Small ASGI helpers: read a capped body, send a whole response, watch for disconnect."""
+"""Small ASGI helpers: read a capped JSON body, send a whole response, watch for disconnect."""
 
 from __future__ import annotations
 
@@ -27,7 +27,31 @@ class ClientGone(Exception):
     """The client disconnected while we were reading its request."""
 
 
+def check_media_type(headers: dict[bytes, bytes]) -> None:
+    """Refuse (415) a body whose ``Content-Type`` declares anything but JSON in UTF-8
+    (``application/json`` or ``application/*+json``, a ``charset`` only ``utf-8``), before it
+    is read. Without a ``Content-Type`` the body is parsed as JSON (a clear 400 if it is not):
+    minimal clients omit it, and no provider's SDK sends anything else."""
+    declared = headers.get(b"content-type")
+    if declared is None or declared == b"application/json":
+        return
+    media, *params = (p.strip().lower() for p in declared.split(b";"))
+    json = media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+    charsets = [p.partition(b"=")[2].strip(b'" ') for p in params if p.startswith(b"charset=")]
+    if (json or not media) and all(c in (b"utf-8", b"utf8") for c in charsets):
+        return
+    shown = declared.decode("latin-1")[:100]
+    raise CallerError(
+        ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+        f"Content-Type {shown!r} is not supported: send the body as application/json (UTF-8).",
+    )
+
+
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The body, at most ``limit`` bytes (413), declared as JSON or not at all (415)."""
+    check_media_type(headers)
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise CallerError(ErrorKind.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes.")
