@@ -9,14 +9,14 @@ the pair verifier: the two prompts' content tokens align, or the pair model
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
-  used to change anything (default: ``loadtest/data/heldout_v6_pairs.json``, written on
-  2026-12-05 and first read after 'FROZEN v6'; ``--held none`` for none, or name a seen one,
-  e.g. ``--held loadtest/data/heldout_v5_pairs.json``, to see it in the held-out tables and
+  used to change anything (default: ``loadtest/data/heldout_v7_pairs.json`` when that file
+  exists, else none; ``--held none`` for none, or name a seen one, e.g. ``--held
+  loadtest/data/heldout_v6_pairs.json``, to see it in the held-out tables, the curve and
   ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1 to v5 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
-  ``heldout_v5_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1 to v6 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
+  ``heldout_v6_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
@@ -86,8 +86,11 @@ SEEN = (
     ("v3", "heldout_v3_pairs.json"),
     ("v4", "heldout_v4_pairs.json"),
     ("v5", "heldout_v5_pairs.json"),
+    ("v6", "heldout_v6_pairs.json"),
 )
-"""The sets held out for the freezes v1-v5, seen since (v5 read after 'FROZEN v5')."""
+"""The sets held out for the freezes v1-v6, seen since (v6 read after 'FROZEN v6')."""
+HELD = HERE / "heldout_v7_pairs.json"
+"""The set held out for the next freeze, once the lead adds it (until then: no held-out set)."""
 
 
 def load_sets(held_path: Path | None = None) -> dict[str, list[Pair]]:
@@ -385,8 +388,8 @@ def main() -> None:
     ap.add_argument(
         "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
     )
-    ap.add_argument("--held", default=str(HERE / "heldout_v6_pairs.json"),
-                    help="the held-out set (default: v6; 'none': every set is seen)")  # fmt: skip
+    ap.add_argument("--held", default=str(HELD) if HELD.exists() else "none",
+                    help="the held-out set (default: v7 if present; 'none': every set is seen)")  # fmt: skip
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets(Path(args.held) if args.held != "none" else None)
@@ -412,7 +415,7 @@ def main() -> None:
         for target, band in sorted(BAND_PRESETS.items()):
             if band != default:
                 table(judge, held, band, f"Held-out ({args.held}), target false-hit {target}")
-    table(judge, seen, default, "Seen (v1-v5, GPTCache odd; trained the pair model), default")
+    table(judge, seen, default, "Seen (v1-v6, GPTCache odd; trained the pair model), default")
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
     if args.curve and held:

@@ -10,7 +10,7 @@ at a route: cosine >= ``TRAIN_FLOOR``, no guard veto, and the alignment check at
 prompts); the two classes weigh the same in total. Full-batch Adam on the logistic loss,
 L2 on the weights, deterministic (no sampling): the same data gives the same file.
 
-It first prints a leave-one-set-out table (train without v1, v2, v3, v4 or v5, decide that set
+It first prints a leave-one-set-out table (train without each of v1-v6 in turn, decide that set
 as a route would, by the pair model's cut) from which the presets' cuts
 (``verifier.BAND_PRESETS``) were chosen, then, with ``--write``, trains on everything and
 writes the weights.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from semantic_quality import Judge, Pair, load_sets
+from semantic_quality import SEEN, Judge, Pair, load_sets
 
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.guard import near_miss
@@ -127,7 +127,7 @@ def leave_one_out(rows: list[Row], floor: float = 0.80) -> None:
         "| held set | cut | false hits (all negatives) | true hits (paraphrases) | families served |"
     )
     print("|---|---|---|---|---|")
-    for held in ("v1", "v2", "v3", "v4", "v5"):
+    for held, _ in SEEN:
         w = train([r for r in rows if r.source != held])
         test = [r for r in rows if r.source == held]
         neg = sum(not r.pair.same for r in test)
