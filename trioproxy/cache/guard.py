@@ -23,12 +23,14 @@ tokens* and names the first difference, or returns None when the hit may be serv
   a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
   "to/into/for/than/from...to" is swapped
-* order: the same words in another order (greetings and "please" aside), unless one block of
-  words that opens with a preposition ("in Python", "at sea level", "after placing an order")
-  only moved, or the two sides of an "and" traded places ("affect and effect")
+* order: the same words in another order (greetings, "please" and "exactly" aside), unless one
+  block of words that opens with a preposition ("in Python", "at sea level", "after placing an
+  order") only moved, or the two sides of an "and" or an "or" traded places ("affect and
+  effect", "a fruit or a vegetable")
 * swap: two shared content words trade places around a third that stays between them ("a
   parent process waits for a child process" / "a child process waits for its parent
-  process"), without "by" on one side only (the passive voice)
+  process"), without "by" on one side only (the passive voice), unless the two sides of an
+  "and" or an "or" traded places
 
 Before any rule, both prompts are rewritten to the canonical names of the shipped alias table
 (:mod:`~trioproxy.cache.aliases`: "JS" = "JavaScript", "k8s" = "Kubernetes", "WWII" =
@@ -100,15 +102,19 @@ _TERM_KEYS = 2
 _COMPARATIVE = re.compile(r"[a-z]{2,}(?:er|ier)|more|less")
 _STOP = frozenset(
     "a an the this that these those it its is are was were be of in on at for with by "
-    "and or what how why who when where which i me my you your we our do does did can "
+    "and or what whats how why who when where which i me my you your we our do does did can "
     "could should would will shall please give tell show write make explain list".split()
 )
 _UNIT_LEN = 4
 """The longest word whose inner capitals are meaning (units: "MBps", "kWh", "mW")."""
-_POLITE = frozenset("please kindly thanks thank hi hey hello".split())
-"""Words a paraphrase puts anywhere ("Please convert ..." / "Convert ... please")."""
-_COORDINATORS = frozenset({"and"})
-"""Not "or": a choice named in another order is one a seen set counts as another question."""
+_MOVABLE_WORDS = frozenset(
+    "please kindly thanks thank hi hey hello exactly actually really basically".split()
+)
+"""Words a paraphrase puts anywhere ("Please convert ..." / "Convert ... please", "What
+exactly is X?" / "What is X, exactly?")."""
+_COORDINATORS = frozenset({"and", "or"})
+"""Their two sides may trade places: "X and Y" asks what "Y and X" asks, and a choice "X or Y"
+what "Y or X" asks ("is a tomato a fruit or a vegetable")."""
 _PASSIVE = "by"
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
@@ -218,12 +224,18 @@ def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
 
 
 def _unpolite(seq: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(w for w in seq if w not in _POLITE)
+    return tuple(w for w in seq if w not in _MOVABLE_WORDS)
+
+
+def _core(seq: tuple[str, ...]) -> tuple[str, ...]:
+    """``seq`` without its function words but with its coordinators."""
+    return tuple(w for w in seq if w in _COORDINATORS or w not in _STOP)
 
 
 def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """``b`` is ``a`` with the two sides of one "and" exchanged, each of one to three
-    words ("between affect and effect" / "between effect and affect")."""
+    """``b`` is ``a`` with the two sides of one "and" / "or" exchanged, each of one to three
+    words ("between affect and effect" / "between effect and affect", "a fruit or a
+    vegetable" / "a vegetable or a fruit")."""
     for i, w in enumerate(a):
         if w not in _COORDINATORS:
             continue
@@ -289,20 +301,17 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):
             return "direction"
+    sn, sc = _unpolite(n.seq), _unpolite(c.seq)
+    coordinated = _coordinated(_core(sn), _core(sc))
     if "order" in rules:
-        sn, sc = _unpolite(n.seq), _unpolite(c.seq)
-        if (
-            sn != sc
-            and sorted(sn) == sorted(sc)
-            and not moved_block(sn, sc)
-            and not _coordinated(sn, sc)
-        ):
+        if sn != sc and sorted(sn) == sorted(sc) and not moved_block(sn, sc) and not coordinated:
             return "order"
     if "question" in rules:
         if asks_differently(question_kinds(n.seq, n.starts), question_kinds(c.seq, c.starts)):
             return "question"
     if (
         "swap" in rules
+        and not coordinated
         and (_PASSIVE in n.words) == (_PASSIVE in c.words)
         and swapped(n.seq, c.seq, _STOP)
     ):

@@ -1,0 +1,36 @@
+"""Issue 12, v7: the guard's rules that spare paraphrases (a choice named in another order,
+an adverb moved) and catch near-misses (a role swap across a clause, show/hide), each with
+pairs it must still refuse. Pure core."""
+
+from __future__ import annotations
+
+import pytest
+
+from trioproxy.cache.guard import near_miss
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # the two sides of an "or" trade places: the same choice
+        ("Is a tomato a fruit or a vegetable?", "Is a tomato a vegetable or a fruit?", None),
+        ("Should I rent or buy a house?", "Should I buy or rent a house?", None),
+        ("who won the 2018 world cup final, France or Croatia?",
+         "who won the 2018 world cup final, Croatia or France?", None),
+        # ... and of an "and", also with "what's" on one side only
+        ("What's the difference between a Roth IRA and a traditional IRA?",
+         "What is the difference between a traditional IRA and a Roth IRA?", None),
+        # "exactly" goes anywhere
+        ("What exactly is a black hole?", "What is a black hole, exactly?", None),
+        # other orders still count: direction, roles, "is X a Y"
+        ("Convert USD to EUR or GBP", "Convert EUR or GBP to USD", "direction"),
+        ("Is a rectangle a square?", "Is a square a rectangle?", "order"),
+        ("Does the dog chase the cat or the other way round? The dog chases the cat.",
+         "Does the dog chase the cat or the other way round? The cat chases the dog.", "order"),
+        ("Does a parent process wait for a child process or exit?",
+         "Does a child process wait for its parent process or exit?", "swap"),
+    ],
+)  # fmt: skip
+def test_guard_coordination_and_moved_adverbs(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule
