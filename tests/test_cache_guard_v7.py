@@ -34,3 +34,27 @@ from trioproxy.cache.guard import near_miss
 def test_guard_coordination_and_moved_adverbs(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # a distance is the same either way
+        ("What is the distance from the Earth to the Moon?", "How far is the Moon from the Earth?",
+         None),
+        ("What is the distance from Earth to Mars?", "How far is Mars from Earth?", None),
+        # ... a trip, a conversion or a transfer is not
+        ("How long is the flight from London to Paris?",
+         "How long is the flight from Paris to London?", "direction"),
+        ("How far can I drive from Boston to Denver on one tank?",
+         "How long does it take to drive from Denver to Boston?", "direction"),
+        ("Convert 10 miles to km", "Convert 10 km to miles", "direction"),
+        # "except" after "try" is Python's keyword, not a negation
+        ("How do I handle exceptions in Python?", "Error handling in Python: how does try/except work?",
+         None),
+        ("List every country except France.", "List every country and France.", "negation"),
+    ],
+)  # fmt: skip
+def test_guard_symmetric_distance_and_try_except(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule

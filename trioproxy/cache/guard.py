@@ -22,7 +22,7 @@ tokens* and names the first difference, or returns None when the hit may be serv
   causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
   a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
-  "to/into/for/than/from...to" is swapped
+  "to/into/for/than/from...to" is swapped, unless both prompts ask for a distance
 * order: the same words in another order (greetings, "please" and "exactly" aside), unless one
   block of words that opens with a preposition ("in Python", "at sea level", "after placing an
   order") only moved, or the two sides of an "and" or an "or" traded places ("affect and
@@ -97,6 +97,9 @@ _NOT_ONE = frozenset("which the this that each every any no of another more".spl
 """Words around "one" that make it a pronoun or part of a phrase ("which one", "one of")."""
 
 _DIRECTION = frozenset({"to", "into", "for", "than", "from", "vs", "versus"})
+_SYMMETRIC = frozenset({"distance", "far"})
+"""A prompt with one of these on each side asks for a distance, the same either way ("the
+distance from Earth to Mars" / "how far is Mars from Earth")."""
 _TERM_KEYS = 2
 """Shared key words taken on each side of a direction word: a two-word term ("numpy array")."""
 _COMPARATIVE = re.compile(r"[a-z]{2,}(?:er|ier)|more|less")
@@ -296,7 +299,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         qn, qc = _quantities(n.seq), _quantities(c.seq)
         if qn - qc and qc - qn:  # one class put in another's place, not one added
             return "quantifier"
-    if "direction" in rules:
+    if "direction" in rules and not (n.words & _SYMMETRIC and c.words & _SYMMETRIC):
         keys = (n.words & c.words) - _STOP
         pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):

@@ -44,6 +44,9 @@ _NEGATIONS = frozenset(
     "except excluding lack lacks lacking lacked".split()
 )
 
+_KEYWORD_PAIRS = frozenset({("try", "except")})
+"""A negation word right after this word is a language keyword, not a negation ("try/except")."""
+
 _LEXICON = frozenset(
     # natural and programming languages, usually typed in lower case
     "english french spanish german italian portuguese dutch russian chinese mandarin "
@@ -138,7 +141,10 @@ def _features_of(text: str, aliases: Aliases) -> Features:
         protected.add(ident.lower().rsplit(".", 1)[-1] if "(" not in ident else ident.lower())
     return Features(
         numbers=tuple(sorted(numbers)),
-        negated=any(w in _NEGATIONS for w in seq),
+        negated=any(
+            w in _NEGATIONS and (seq[i - 1] if i else "", w) not in _KEYWORD_PAIRS
+            for i, w in enumerate(seq)
+        ),
         protected=frozenset(protected),
         words=frozenset(seq),
         seq=tuple(seq),
