@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from trioproxy.cache.guard import near_miss
+from trioproxy.cache.morph import Relation, relation
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,46 @@ def test_guard_coordination_and_moved_adverbs(cached: str, new: str, rule: str |
 def test_guard_symmetric_distance_and_try_except(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # two roles traded across a clause ("when", "if", "because", "while")
+        ("What does a lion do when hyenas steal its kill?",
+         "What do hyenas do when a lion steals their kill?", "swap"),
+        ("How should a tenant respond when a landlord raises the rent?",
+         "How should a landlord respond when the tenant raises the rent?", "swap"),
+        # ... a clause moved (it may open the prompt), or one role named alike, is not a trade
+        ("What does a lion do when hyenas steal its kill?",
+         "When hyenas steal its kill, what does a lion do?", None),
+        ("Why does my laptop fan get loud when I open Chrome?",
+         "Why is my laptop fan so loud when Chrome is open?", None),
+        # showing is not hiding
+        ("How do I show hidden files in Finder on a Mac?", "How do I hide files in Finder on a Mac?",
+         "antonym"),
+        ("How do I show the toolbar in Word?", "How do I hide the toolbar in Word?", "antonym"),
+        ("Show me how to hide a file on Linux.", "How do I hide a file on Linux?", None),
+    ],
+)  # fmt: skip
+def test_guard_clause_role_swap_and_show_hide(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "rel"),
+    [
+        ("stop", "stopping", Relation.LEMMA),
+        ("stop", "stopped", Relation.LEMMA),
+        ("forgot", "forgotten", Relation.LEMMA),
+        ("plan", "planned", Relation.LEMMA),
+        # a doubled letter before another ending, or no doubling, is not an inflection
+        ("list", "listen", None),
+        ("week", "weekend", Relation.SIBLING),
+        ("java", "javascript", Relation.SIBLING),
+    ],
+)
+def test_morph_doubled_consonant_is_an_inflection(a: str, b: str, rel: Relation | None) -> None:
+    assert relation(a, b) is rel
+    assert relation(b, a) is rel

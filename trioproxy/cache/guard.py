@@ -13,7 +13,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
 * lexicon terms matched in any case: languages, units, currencies, time words, formats
 * siblings: words sharing a stem with another, non-inflectional ending
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
-* antonym pairs: one side uses a word whose antonym the other side uses instead
+* antonym pairs: one side uses a word whose antonym the other side uses instead ("show
+  hidden files" / "hide files")
 * quantifier: one side uses a quantifier of another class in place of the other's ("one pod"
   / "all pods", "a few examples" / "many examples"; "each" = "every" = "all")
 * question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
@@ -29,7 +30,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
   effect", "a fruit or a vegetable")
 * swap: two shared content words trade places around a third that stays between them ("a
   parent process waits for a child process" / "a child process waits for its parent
-  process"), without "by" on one side only (the passive voice), unless the two sides of an
+  process"), or across a word that opens a clause ("a lion ... when hyenas steal" / "hyenas
+  ... when a lion steals"), without "by" on one side only (the passive voice), unless the two sides of an
   "and" or an "or" traded places
 
 Before any rule, both prompts are rewritten to the canonical names of the shipped alias table
@@ -77,7 +79,7 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
         "north/south east/west left/right up/down input/output private/public "
         "synchronous/asynchronous sync/async lowercase/uppercase odd/even "
         "strong/weak strongest/weakest heavy/light heaviest/lightest safe/dangerous "
-        "legal/illegal healthy/unhealthy for/against with/without manager/employee "
+        "show/hide shown/hidden visible/hidden legal/illegal healthy/unhealthy for/against with/without manager/employee "
         "teacher/student parent/child buyer/seller client/server male/female men/women "
         "kids/adults children/adults beginners/experts all/some all/none always/never "
         "only/also more/only"

@@ -23,6 +23,10 @@ SUFFIXES = frozenset(
 """Endings that keep a word's meaning for an answer (inflection and common derivation).
 Never "less"/"ful"/"able"/"ant"/"est": they change it ("useless", "important")."""
 
+_DOUBLED = frozenset({"ing", "ed", "en"})
+"""Endings after a doubled last consonant ("stop"/"stopping"/"stopped", "forgot"/"forgotten")."""
+_VOWELS = frozenset("aeiou")
+
 _DEGREE = ({"", "er"}, {"", "est"}, {"er", "est"}, {"", "r"}, {"", "st"}, {"r", "st"})
 """Ending pairs that make a comparative or superlative of the same stem."""
 
@@ -62,6 +66,8 @@ def relation(a: str, b: str) -> Relation | None:
         ta, tb = a[stem:], b[stem:]
         if ta in SUFFIXES and tb in SUFFIXES and {ta, tb} not in _DEGREE:
             return Relation.LEMMA
+    if n >= MIN_STEM and (_doubled(a, b, n) or _doubled(b, a, n)):
+        return Relation.LEMMA
     if n >= MIN_SIBLING_STEM and 2 * n >= min(len(a), len(b)):
         ta, tb = a[n:], b[n:]
         if {ta, tb} in _DEGREE or (ta in SUFFIXES and tb in SUFFIXES):
@@ -70,6 +76,15 @@ def relation(a: str, b: str) -> Relation | None:
             return None  # a seam change of a derivation ("convert"/"conversion")
         return Relation.SIBLING
     return None
+
+
+def _doubled(a: str, b: str, n: int) -> bool:
+    """``b`` is ``a``'s stem (``n`` letters, ending in a consonant) with that consonant doubled
+    before an ending of ``_DOUBLED``, and ``a`` ends at the stem or with a suffix."""
+    last, tail = a[n - 1], b[n:]
+    return (
+        last not in _VOWELS and tail[:1] == last and tail[1:] in _DOUBLED and a[n:] in SUFFIXES
+    )
 
 
 __all__ = ["MIN_SIBLING_STEM", "MIN_STEM", "SUFFIXES", "Relation", "relation"]

@@ -32,9 +32,11 @@ _WHAT_VERBS = frozenset("makes make made".split())
 _WHAT_MANNER = frozenset("way ways steps step process method procedure".split())
 """After "what is the" / "what are the": a manner ("what is the best way to X" / "how do I X")."""
 _MOVABLE = frozenset(
-    "in at on after before for from with within during under over inside outside using".split()
+    "in at on after before for from with within during under over inside outside using "
+    "when whenever while if because".split()
 )
-"""Prepositions that open a phrase a paraphrase may move ("In Python, how do I ...")."""
+"""Prepositions and conjunctions that open a phrase or clause a paraphrase may move ("In
+Python, how do I ...", "When hyenas steal its kill, what does a lion do?")."""
 _SWAP_MIN = 4
 """Shared content words the swap rule needs (three are too few to tell a role swap from a
 rewrite: "version of Node installed" / "installed Node version")."""
@@ -57,13 +59,14 @@ _AUX = frozenset(
 def question_kinds(seq: tuple[str, ...], starts: frozenset[int]) -> frozenset[str]:
     """The kinds of answer the prompt's question words ask for (empty: none, or only
     "what"/"which"); a plain "how" counts only without another kind ("how do I find out
-    why ..." asks why)."""
+    why ..." asks why); a "when" that opens a clause before another question word does not
+    count."""
     kinds: set[str] = set()
     for i, w in enumerate(seq):
         nxt = seq[i + 1] if i + 1 < len(seq) else ""
         if w == "how" and nxt in _HOW:
             kinds.add(_HOW[nxt])
-        elif w in _ASKS and (i == 0 or i in starts or nxt in _AUX):
+        elif w in _ASKS and (nxt in _AUX or ((i == 0 or i in starts) and not _clause(seq, i))):
             kinds.add(_ASKS[w])
         elif w in ("what", "which") and (i == 0 or i in starts or nxt in _WHAT):
             kinds.add(_what_kind(seq, i))
@@ -71,6 +74,12 @@ def question_kinds(seq: tuple[str, ...], starts: frozenset[int]) -> frozenset[st
         if len(kinds) > 1:
             kinds.discard(loose)
     return frozenset(kinds)
+
+
+def _clause(seq: tuple[str, ...], i: int) -> bool:
+    """The "when" at ``i`` opens a clause before the question ("When hyenas steal its kill,
+    what does a lion do?"): another question word follows it."""
+    return seq[i] == "when" and any(w in _ASKS or w in ("what", "which") for w in seq[i + 1 :])
 
 
 def _what_kind(seq: tuple[str, ...], i: int) -> str:
@@ -117,10 +126,16 @@ def _compatible(x: str, y: str) -> bool:
 
 
 def _content(seq: tuple[str, ...], stop: frozenset[str]) -> list[str]:
-    return [w for w in seq if w not in stop and w not in _FILLER and len(w) > 1]
+    return [
+        w for w in seq if w in _CLAUSE or (w not in stop and w not in _FILLER and len(w) > 1)
+    ]
 
 
 _FILLER = frozenset("its their his her his our an to from as so if not".split())
+_CLAUSE = frozenset("when whenever while if because".split())
+"""Words that open a clause: content for the swap rule, so that two roles traded across
+them count ("what does a lion do when hyenas steal its kill" / "what do hyenas do when a
+lion steals their kill")."""
 
 
 def moved_block(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
