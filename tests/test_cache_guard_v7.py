@@ -1,13 +1,15 @@
 """Issue 12, v7: the guard's rules that spare paraphrases (a choice named in another order,
 an adverb moved) and catch near-misses (a role swap across a clause, show/hide), each with
-pairs it must still refuse. Pure core."""
+pairs it must still refuse. Pure core, except the verifier test, which needs the embedding model's token vectors."""
 
 from __future__ import annotations
 
 import pytest
 
+from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.guard import near_miss
 from trioproxy.cache.morph import Relation, relation
+from trioproxy.cache.verifier import verify
 
 
 @pytest.mark.parametrize(
@@ -102,3 +104,21 @@ def test_guard_clause_role_swap_and_show_hide(cached: str, new: str, rule: str |
 def test_morph_doubled_consonant_is_an_inflection(a: str, b: str, rel: Relation | None) -> None:
     assert relation(a, b) is rel
     assert relation(b, a) is rel
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "aligned"),
+    [
+        # "the command to X", "tips for X" ask how to X
+        ("How do I clear the npm cache?", "Command for clearing npm's cache", True),
+        ("What does the git stash command do?", "What does git stash do?", True),
+        ("How do I write a cover letter?", "any tips for writing a cover letter", True),
+        # ... the content words still count
+        ("How do I clear the npm cache?", "Command for clearing the yarn cache", False),
+    ],
+)
+def test_command_and_tips_are_filler_for_the_verifier(cached: str, new: str, aligned: bool) -> None:
+    model = OnnxMiniLM()
+    a, b = model.embed_one(cached).tokens, model.embed_one(new).tokens
+    assert a is not None and b is not None
+    assert (verify(b, a, model.vocabulary()) is None) is aligned
