@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.guard import near_miss
 from trioproxy.cache.morph import Relation, relation
+from trioproxy.cache.preamble import without_filler
+from trioproxy.cache.prompt_features import features
 from trioproxy.cache.verifier import verify
 
 
@@ -122,3 +125,33 @@ def test_command_and_tips_are_filler_for_the_verifier(cached: str, new: str, ali
     a, b = model.embed_one(cached).tokens, model.embed_one(new).tokens
     assert a is not None and b is not None
     assert (verify(b, a, model.vocabulary()) is None) is aligned
+
+
+@pytest.mark.parametrize(
+    ("typed", "plain"),
+    [
+        ("Hey, quick question: how many ounces are in a cup?", "how many ounces are in a cup?"),
+        ("Quick question - how do I boil an egg?", "how do I boil an egg?"),
+        ("I'm new to this, how do I start a React project?", "how do I start a React project?"),
+        ("I was told to ask here: what's the default port for Redis?",
+         "what's the default port for Redis?"),
+        ("How do I reverse a list in Python? Thanks in advance.",
+         "How do I reverse a list in Python?"),
+        # context is not filler, nor a phrase inside the question
+        ("I'm on Windows, how do I open a terminal?", "I'm on Windows, how do I open a terminal?"),
+        ("I'm new to Berlin, where should I eat?", "I'm new to Berlin, where should I eat?"),
+        ("Is this a quick question: yes or no?", "Is this a quick question: yes or no?"),
+        ("Thanks", "Thanks"),
+    ],
+)  # fmt: skip
+def test_filler_preamble_and_sign_off(typed: str, plain: str) -> None:
+    assert without_filler(typed) == plain
+
+
+def test_filler_preamble_is_off_before_embedding_and_the_guard() -> None:
+    assert embedding_text("Quick question: what is k8s?") == "what is Kubernetes?"
+    assert features("I'm new to this, how do I read an old Excel file?").seq[:3] == (
+        "how", "do", "i",
+    )  # fmt: skip
+    assert near_miss("Quick question: how do I read an old Excel file?",
+                     "Quick question: how do I read a new Excel file?") == "antonym"  # fmt: skip

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+from trioproxy.cache.preamble import without_filler
+
 _WORDS = re.compile(r"[a-z0-9]+")
 EXACT = "="
 """A form written behind this matches only as written, even in lower case ("=mac": "mac" and
@@ -122,8 +124,9 @@ def shipped() -> Aliases:
 
 def embedding_text(text: str) -> str:
     """What the semantic cache embeds for ``text``: its aliases in canonical form, so that
-    "What is k8s?" and "What is Kubernetes?" embed alike (cosine 0.57 as typed)."""
-    return shipped().canonical(text)
+    "What is k8s?" and "What is Kubernetes?" embed alike (cosine 0.57 as typed), without a
+    filler preamble or sign-off (:mod:`~trioproxy.cache.preamble`)."""
+    return shipped().canonical(without_filler(text))
 
 
 __all__ = ["EXACT", "Aliases", "embedding_text", "parse", "shipped"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from trioproxy.cache.aliases import Aliases, shipped
+from trioproxy.cache.preamble import without_filler
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#_'.\-]*[A-Za-z0-9+#]|[A-Za-z]|\d+(?:[.,]\d+)*")
 _QUOTED = re.compile(
@@ -105,7 +106,7 @@ def features(text: str, aliases: Aliases | None = None) -> Features:
 
 @lru_cache(maxsize=8192)
 def _features_of(text: str, aliases: Aliases) -> Features:
-    text = aliases.canonical(text.replace("\u2019", "'").replace("\u2018", "'"))
+    text = aliases.canonical(without_filler(text).replace("\u2019", "'").replace("\u2018", "'"))
     seq: list[str] = []
     numbers: list[str] = []
     protected: set[str] = set()

@@ -1,0 +1,39 @@
+"""Words around a question that do not change its answer: a preamble ("Hey, quick question:",
+"I'm new to this,", "I was told to ask here:") and a sign-off ("Thanks in advance."), taken
+off before a prompt is embedded (:func:`~trioproxy.cache.aliases.embedding_text`) and before
+the guard reads it (:mod:`~trioproxy.cache.prompt_features`), so that "Hey, quick question:
+how many ounces are in a cup?" is the prompt "how many ounces are in a cup?".
+
+Only fixed phrases that say nothing about the question are here; a preamble that gives
+context ("I'm on Windows, how do I ...", "My laptop is slow, ...") stays. Pure: a string in,
+a string out.
+"""
+
+from __future__ import annotations
+
+import re
+
+_GREETING = r"(?:(?:hey|hi|hello)(?: there)?[,!.]*\s*)?"
+_PREAMBLE = re.compile(
+    r"^\s*"
+    + _GREETING
+    + r"(?:quick question|random question|(?:a )?(?:dumb|silly|stupid|basic|noob) question"
+    r"|sorry if this is (?:a )?(?:dumb|silly|stupid|basic) question"
+    r"|(?:i'm|i am|im) new to (?:this|all this|programming|coding)"
+    r"|i was (?:just )?wondering|just wondering|i was told to ask here)"
+    r"\s*[:,;.!?\-\u2013\u2014]+\s*",
+    re.IGNORECASE,
+)
+_SIGN_OFF = re.compile(
+    r"[\s,.!-]*(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?[\s.!]*$", re.IGNORECASE
+)
+
+
+def without_filler(text: str) -> str:
+    """``text`` without a filler preamble at its start and a thanks at its end (unchanged
+    when nothing would be left)."""
+    rest = _SIGN_OFF.sub("", _PREAMBLE.sub("", text.replace("\u2019", "'"), count=1))
+    return text if rest == text.replace("\u2019", "'") else rest.strip() or text
+
+
+__all__ = ["without_filler"]
