@@ -155,3 +155,19 @@ def test_filler_preamble_is_off_before_embedding_and_the_guard() -> None:
     )  # fmt: skip
     assert near_miss("Quick question: how do I read an old Excel file?",
                      "Quick question: how do I read a new Excel file?") == "antonym"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("How do I change my Wi-Fi password?", "How can I change my wifi password?"),
+        ("How do I sort a dictionary by value in Python?", "Python: sort a dict by value"),
+        ("How do I add a foreign key in MySQL?", "How do I add a FK in MySQL?"),
+        ("What is the Krebs cycle?", "What is the citric acid cycle?"),
+        ("What is the population of New York City?", "What is the population of NYC?"),
+        ("How many tablespoons are in a cup?", "How many tbsps are in a cup?"),
+    ],
+)
+def test_v7_aliases(cached: str, new: str) -> None:
+    assert near_miss(new, cached) is None
+    assert near_miss(cached, new) is None
