@@ -9,7 +9,7 @@ import pytest
 from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.guard import near_miss
-from trioproxy.cache.morph import Relation, relation
+from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.preamble import without_filler
 from trioproxy.cache.prompt_features import features
 from trioproxy.cache.verifier import verify
@@ -171,3 +171,45 @@ def test_filler_preamble_is_off_before_embedding_and_the_guard() -> None:
 def test_v7_aliases(cached: str, new: str) -> None:
     assert near_miss(new, cached) is None
     assert near_miss(cached, new) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("statement", "statment", True),
+        ("kubernetes", "kubernets", True),
+        ("python", "pyhton", True),
+        ("sweden", "sweeden", True),
+        # one letter for another, at an end, short words, digits: other names
+        ("ireland", "iceland", False),
+        ("colombia", "columbia", False),
+        ("dominica", "dominican", False),
+        ("iran", "iraq", False),
+        ("python3", "python2", False),
+        ("austria", "australia", False),
+    ],
+)
+def test_morph_typo(a: str, b: str, same: bool) -> None:
+    assert typo(a, b) is same
+    assert typo(b, a) is same
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # a protected term or a word typed with one letter dropped, added or swapped
+        ("How do I scale a deployment in Kubernetes?", "How do I scale a deployment in Kubernets?",
+         None),
+        ("How do I write a good thesis statement?", "How do I write a good thesis statment?", None),
+        ("How do I install Python on Windows?", "How do I install Pyhton on Windows?", None),
+        # ... another name, a unit's case, a code, a number still differ
+        ("What is the capital of Ireland?", "What is the capital of Iceland?", "term"),
+        ("What is the capital of Dominica?", "What is the capital of the Dominican Republic?",
+         "term"),
+        ("Is 5 MB/s fast?", "Is 5 Mb/s fast?", "case"),
+        ("Is Python 3.11 faster than 3.10?", "Is Python 3.11 faster than 3.1?", "number"),
+    ],
+)  # fmt: skip
+def test_guard_forgives_one_typo_in_long_words(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule

@@ -40,7 +40,9 @@ Before any rule, both prompts are rewritten to the canonical names of the shippe
 ("Sunday"/"Sundays").
 
 A capitalised word counts as different only when the other prompt lacks it in any case, so
-sentence-initial capitals do not trip it. Each rule was kept only if it paid on the measured
+sentence-initial capitals do not trip it, and a word typed with one letter left out, added or
+swapped with its neighbour ("Kubernets", "statment": :func:`~trioproxy.cache.morph.typo`) is
+the word itself, for protected terms and siblings. Each rule was kept only if it paid on the measured
 curve (``loadtest/semantic_quality.py``).
 """
 
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 import re
 
-from trioproxy.cache.morph import Relation, relation
+from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.word_order import asks_differently, moved_block, question_kinds, swapped
 
@@ -133,6 +135,8 @@ def _missing(terms: frozenset[str], other: Features) -> str | None:
             continue
         if _plural_in(t, other.words) or _lemma_of(t, other.words):
             continue
+        if any(typo(t, w) for w in other.words):
+            continue
         if t.isalnum() or t not in other.low:
             return t
     return None
@@ -209,7 +213,7 @@ def _siblings(a: Features, b: Features) -> str | None:
     only_b = [w for w in b.words - a.words if w not in _STOP and w not in a.joins]
     for x in only_a:
         for y in only_b:
-            if relation(x, y) is Relation.SIBLING:
+            if relation(x, y) is Relation.SIBLING and not typo(x, y):
                 return x
     return None
 

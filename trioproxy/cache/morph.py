@@ -82,9 +82,41 @@ def _doubled(a: str, b: str, n: int) -> bool:
     """``b`` is ``a``'s stem (``n`` letters, ending in a consonant) with that consonant doubled
     before an ending of ``_DOUBLED``, and ``a`` ends at the stem or with a suffix."""
     last, tail = a[n - 1], b[n:]
+    return last not in _VOWELS and tail[:1] == last and tail[1:] in _DOUBLED and a[n:] in SUFFIXES
+
+
+MIN_TYPO_LEN = 6
+"""Shortest word a typo is forgiven in: shorter names differ by one letter ("Iran"/"Iraq")."""
+
+
+def typo(a: str, b: str) -> bool:
+    """``b`` is ``a`` typed with one letter left out, one added, or two neighbours swapped,
+    inside the word: first and last letters as typed, words of letters only, six letters at
+    least ("statement"/"statment", "Kubernetes"/"Kubernets", "Python"/"Pyhton"). Never one
+    letter for another ("Ireland"/"Iceland", "Colombia"/"Columbia"), never at an end
+    ("Dominica"/"Dominican"), never digits (codes, numbers) nor short words (units)."""
+    if a == b or not (a.isalpha() and b.isalpha()) or min(len(a), len(b)) < MIN_TYPO_LEN:
+        return False
+    if a[0] != b[0] or a[-1] != b[-1] or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) != len(b):
+        short, long = sorted((a, b), key=len)
+        return any(long[:i] + long[i + 1 :] == short for i in range(1, len(long) - 1))
+    diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
     return (
-        last not in _VOWELS and tail[:1] == last and tail[1:] in _DOUBLED and a[n:] in SUFFIXES
+        len(diffs) == 2
+        and diffs[1] == diffs[0] + 1
+        and a[diffs[0]] == b[diffs[1]]
+        and (a[diffs[1]] == b[diffs[0]])
     )
 
 
-__all__ = ["MIN_SIBLING_STEM", "MIN_STEM", "SUFFIXES", "Relation", "relation"]
+__all__ = [
+    "MIN_SIBLING_STEM",
+    "MIN_STEM",
+    "MIN_TYPO_LEN",
+    "SUFFIXES",
+    "Relation",
+    "relation",
+    "typo",
+]

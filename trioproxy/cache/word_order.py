@@ -126,9 +126,7 @@ def _compatible(x: str, y: str) -> bool:
 
 
 def _content(seq: tuple[str, ...], stop: frozenset[str]) -> list[str]:
-    return [
-        w for w in seq if w in _CLAUSE or (w not in stop and w not in _FILLER and len(w) > 1)
-    ]
+    return [w for w in seq if w in _CLAUSE or (w not in stop and w not in _FILLER and len(w) > 1)]
 
 
 _FILLER = frozenset("its their his her his our an to from as so if not".split())
