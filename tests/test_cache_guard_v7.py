@@ -213,3 +213,27 @@ def test_morph_typo(a: str, b: str, same: bool) -> None:
 def test_guard_forgives_one_typo_in_long_words(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # "where can I find / see / check X" asks how to find it
+        ("How do I find my IP address?", "Where can I see my IP address?", None),
+        ("How do I check the weather forecast?", "Where can I find the weather forecast?", None),
+        # ... a place to go or a reason is still another question
+        ("How do I renew my US passport?", "Where can I renew my US passport?", "question"),
+        ("Where do I find my AWS access key ID?", "Why is my AWS access key ID rejected?",
+         "question"),
+        ("Where can I find my order number?", "When can I find my order number?", "question"),
+        # "what could be causing X" asks why
+        ("Why is my laptop so slow?", "What could be causing my slow laptop?", None),
+        ("Why is my laptop so slow?", "What could be slowing down my laptop?", "question"),
+        # ELI5 = explain in simple terms
+        ("Explain the theory of relativity in simple terms", "ELI5 the theory of relativity", None),
+        ("Explain like I'm five: how do vaccines work?", "ELI5: how do vaccines work?", None),
+    ],
+)  # fmt: skip
+def test_guard_where_to_find_causing_and_eli5(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule

@@ -25,12 +25,16 @@ _WHAT = {
     "person": "person", "benefits": "reason", "advantages": "reason",
 }  # fmt: skip
 """After "what" / "which": a word that fixes the kind."""
-_WHAT_REASON = frozenset("causes cause caused makes make made reason reasons purpose".split())
+_WHAT_REASON = frozenset(
+    "causes cause caused causing makes make made reason reasons purpose".split()
+)
 """Right after "what": the words that make it ask why ("what causes X" / "why does X happen");
 as its second word only the nouns ("what are the main causes")."""
 _WHAT_VERBS = frozenset("makes make made".split())
 _WHAT_MANNER = frozenset("way ways steps step process method procedure".split())
 """After "what is the" / "what are the": a manner ("what is the best way to X" / "how do I X")."""
+_FINDING = frozenset("find see check view locate look".split())
+"""After "where can I": verbs that ask how to find something, not for a place to go."""
 _MOVABLE = frozenset(
     "in at on after before for from with within during under over inside outside using "
     "when whenever while if because".split()
@@ -66,6 +70,8 @@ def question_kinds(seq: tuple[str, ...], starts: frozenset[int]) -> frozenset[st
         nxt = seq[i + 1] if i + 1 < len(seq) else ""
         if w == "how" and nxt in _HOW:
             kinds.add(_HOW[nxt])
+        elif w == "where" and _finding(seq, i):
+            kinds.add("manner")
         elif w in _ASKS and (nxt in _AUX or ((i == 0 or i in starts) and not _clause(seq, i))):
             kinds.add(_ASKS[w])
         elif w in ("what", "which") and (i == 0 or i in starts or nxt in _WHAT):
@@ -74,6 +80,16 @@ def question_kinds(seq: tuple[str, ...], starts: frozenset[int]) -> frozenset[st
         if len(kinds) > 1:
             kinds.discard(loose)
     return frozenset(kinds)
+
+
+def _finding(seq: tuple[str, ...], i: int) -> bool:
+    """The "where" at ``i`` asks where to find or see something ("where can I see my IP
+    address"): how to find it, a manner."""
+    return (
+        seq[i + 1 : i + 2] in (("can",), ("do",), ("could",), ("should",))
+        and seq[i + 2 : i + 3] in (("i",), ("you",), ("we",))
+        and seq[i + 3 : i + 4] in tuple((v,) for v in _FINDING)
+    )
 
 
 def _clause(seq: tuple[str, ...], i: int) -> bool:
@@ -87,7 +103,7 @@ def _what_kind(seq: tuple[str, ...], i: int) -> str:
     past auxiliaries and articles: a time, place or person ("what year", "what is the best
     time": ``_WHAT``, marked as a thing's refinement), a reason ("what causes"), a manner ("what
     is the best way"), else a thing."""
-    after = [w for w in seq[i + 1 : i + 6] if w not in _AUX and w not in ("the", "a", "an")]
+    after = [w for w in seq[i + 1 : i + 6] if w not in _AUX and w not in ("the", "a", "an", "be")]
     for k, w in enumerate(after[:2]):
         if w in _WHAT:
             return _REFINED + _WHAT[w]
