@@ -237,3 +237,19 @@ def test_guard_forgives_one_typo_in_long_words(cached: str, new: str, rule: str 
 def test_guard_where_to_find_causing_and_eli5(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # a quoted string of words is the same words, its punctuation aside
+        ("How do I print hello world in Rust?", 'How do I print "Hello, world!" in Rust?', None),
+        # ... other words, or code, still differ
+        ("How do I print hello world in Rust?", 'How do I print "Hello, Rust!" in Rust?', "term"),
+        ("What does 'ls -la' do?", "What does ls la do?", "term"),
+        ("Split the string on 'a,b'", "Split the string on ab", "term"),
+    ],
+)  # fmt: skip
+def test_guard_quoted_prose_without_punctuation(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule

@@ -137,9 +137,22 @@ def _missing(terms: frozenset[str], other: Features) -> str | None:
             continue
         if any(typo(t, w) for w in other.words):
             continue
-        if t.isalnum() or t not in other.low:
+        if t.isalnum() or (t not in other.low and not _prose_in(t, other.low)):
             return t
     return None
+
+
+_PROSE = re.compile(r"[a-z ,.!?;:']+")
+_PROSE_WORDS = re.compile(r"[a-z0-9']+")
+
+
+def _prose_in(quoted: str, low: str) -> bool:
+    """A quoted string of words and punctuation only ("hello, world!") that ``low`` has word
+    for word, its punctuation aside ("print hello world"); code keeps its punctuation."""
+    if not _PROSE.fullmatch(quoted):
+        return False
+    words = " ".join(_PROSE_WORDS.findall(quoted))
+    return f" {words} " in f" {' '.join(_PROSE_WORDS.findall(low))} "
 
 
 def _plural_in(term: str, words: frozenset[str]) -> bool:
