@@ -253,3 +253,24 @@ def test_guard_where_to_find_causing_and_eli5(cached: str, new: str, rule: str |
 def test_guard_quoted_prose_without_punctuation(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        ("How do I pass arguments to a Python script?", "How do I pass args to a Python script?",
+         None),
+        ("Where is the nginx configuration file?", "Where is the nginx config file?", None),
+        ("How do I list all repositories of a user?", "How do I list all repos of a user?", None),
+        ("Can you fix this please?", "Can you fix this pls?", None),
+        # "w/o" is a negation, "w/" is not
+        ("How do I cook rice w/o a rice cooker?", "How do I cook rice without a rice cooker?",
+         None),
+        ("How do I cook rice with a rice cooker?", "How do I cook rice w/o a rice cooker?",
+         "negation"),
+        ("How do I cook rice w/ a rice cooker?", "How do I cook rice with a rice cooker?", None),
+    ],
+)  # fmt: skip
+def test_v7_abbreviations(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule
