@@ -274,3 +274,22 @@ def test_guard_quoted_prose_without_punctuation(cached: str, new: str, rule: str
 def test_v7_abbreviations(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # "how to", "need to", "used to" open an infinitive, not a direction
+        ("How do I convert a string to an integer in Java?",
+         "Java: how to parse a String into an int?", None),
+        ("The function to apply data augmentations to a dataset is `set_transform()`.",
+         "The `set_transform()` is used to apply data augmentations to a dataset.", None),
+        # ... the direction after it still counts
+        ("How to convert USD to EUR?", "How to convert EUR to USD?", "direction"),
+        ("I need to send money from Canada to Mexico", "I need to send money from Mexico to Canada",
+         "direction"),
+    ],
+)  # fmt: skip
+def test_guard_infinitive_to_is_not_a_direction(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule

@@ -23,7 +23,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
   causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
   a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
-  "to/into/for/than/from...to" is swapped, unless both prompts ask for a distance
+  "to/into/for/than/from...to" is swapped, unless both prompts ask for a distance ("to" after
+  "how", "need", "used" ... opens an infinitive, not a direction)
 * order: the same words in another order (greetings, "please" and "exactly" aside), unless one
   block of words that opens with a preposition ("in Python", "at sea level", "after placing an
   order") only moved, or the two sides of an "and" or an "or" traded places ("affect and
@@ -104,6 +105,8 @@ _DIRECTION = frozenset({"to", "into", "for", "than", "from", "vs", "versus"})
 _SYMMETRIC = frozenset({"distance", "far"})
 """A prompt with one of these on each side asks for a distance, the same either way ("the
 distance from Earth to Mars" / "how far is Mars from Earth")."""
+_BEFORE_INFINITIVE = frozenset("how way ways want need needs used able trying order".split())
+"""Words after which "to" opens an infinitive ("how to parse a String"), not a direction."""
 _TERM_KEYS = 2
 """Shared key words taken on each side of a direction word: a two-word term ("numpy array")."""
 _COMPARATIVE = re.compile(r"[a-z]{2,}(?:er|ier)|more|less")
@@ -176,7 +179,11 @@ def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[st
     each side (up to the neighbouring direction words), so that two-word terms count
     ("a pandas DataFrame to a numpy array"); comparatives are skipped before "than"."""
     found: set[tuple[str, str]] = set()
-    marks = [i for i, w in enumerate(seq) if w in _DIRECTION]
+    marks = [
+        i
+        for i, w in enumerate(seq)
+        if w in _DIRECTION and not (w == "to" and i and seq[i - 1] in _BEFORE_INFINITIVE)
+    ]
     for j, i in enumerate(marks):
         lo = marks[j - 1] + 1 if j else 0
         hi = marks[j + 1] if j + 1 < len(marks) else len(seq)
