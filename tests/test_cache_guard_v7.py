@@ -170,6 +170,9 @@ def test_filler_preamble_is_off_before_embedding_and_the_guard() -> None:
         ("What is the Krebs cycle?", "What is the citric acid cycle?"),
         ("What is the population of New York City?", "What is the population of NYC?"),
         ("How many tablespoons are in a cup?", "How many tbsps are in a cup?"),
+        ("How much water should an adult drink per day?",
+         "How much water should an adult drink each day?"),
+        ("What is the capital of Canada?", "What's the capital city of Canada?"),
     ],
 )
 def test_v7_aliases(cached: str, new: str) -> None:
@@ -297,3 +300,11 @@ def test_v7_abbreviations(cached: str, new: str, rule: str | None) -> None:
 def test_guard_infinitive_to_is_not_a_direction(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+def test_v7_aliases_in_the_embedded_text() -> None:
+    assert embedding_text("Drink water each day") == "Drink water per day"
+    assert embedding_text("The capital city of Peru") == "The capital of Peru"
+    # a number of days is not a rate
+    assert near_miss("How much water should I drink in three days?",
+                     "How much water should I drink each day?") == "number"  # fmt: skip
