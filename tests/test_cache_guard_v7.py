@@ -119,6 +119,9 @@ def test_morph_doubled_consonant_is_an_inflection(a: str, b: str, rel: Relation 
         # "the phrase X" is X; "you guys" is "you"
         ("What is the meaning of 'carpe diem'?", "What does the phrase carpe diem mean?", True),
         ("Do you ship to Canada?", "Do you guys ship to Canada?", True),
+        # "short for" / "an abbreviation of" = "stand for"; "the acronym X" is X
+        ("What does CPU stand for?", "What is CPU short for?", True),
+        ("What does the acronym RAM stand for?", "What is RAM an abbreviation of?", True),
         # ... the content words still count
         ("How do I clear the npm cache?", "Command for clearing the yarn cache", False),
         ("Do you ship to Canada?", "Do you guys ship to Mexico?", False),
@@ -170,8 +173,10 @@ def test_filler_preamble_is_off_before_embedding_and_the_guard() -> None:
         ("What is the Krebs cycle?", "What is the citric acid cycle?"),
         ("What is the population of New York City?", "What is the population of NYC?"),
         ("How many tablespoons are in a cup?", "How many tbsps are in a cup?"),
-        ("How much water should an adult drink per day?",
-         "How much water should an adult drink each day?"),
+        (
+            "How much water should an adult drink per day?",
+            "How much water should an adult drink each day?",
+        ),
         ("What is the capital of Canada?", "What's the capital city of Canada?"),
     ],
 )
@@ -305,6 +310,11 @@ def test_guard_infinitive_to_is_not_a_direction(cached: str, new: str, rule: str
 def test_v7_aliases_in_the_embedded_text() -> None:
     assert embedding_text("Drink water each day") == "Drink water per day"
     assert embedding_text("The capital city of Peru") == "The capital of Peru"
+    assert embedding_text("What is CPU short for?") == "What is CPU stand for?"
+    # the abbreviation *for* a word asks the other way: not in the group
+    assert embedding_text("What is the abbreviation for kilogram?") == (
+        "What is the abbreviation for kilogram?"
+    )
     # a number of days is not a rate
     assert near_miss("How much water should I drink in three days?",
                      "How much water should I drink each day?") == "number"  # fmt: skip

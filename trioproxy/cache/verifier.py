@@ -26,7 +26,7 @@ one prompt has ("How many continents *exist*?") still refuses: that is the price
 Function words are not content (``FILLER_WORDS``): a small fixed list of articles,
 pronouns, auxiliaries, greetings and thanks, and request verbs (``REQUEST_VERBS``, with their inflected forms:
 "what makes", "shown"), and nouns that frame a request ("the way to", "the command for",
-"tips for", "the phrase X", "you guys"), i.e. words whose change does not change an answer. Words that do
+"tips for", "the phrase X", "the acronym X", "you guys"), i.e. words whose change does not change an answer. Words that do
 (prepositions of direction and time, "this/next/last", quantifiers, negations) are
 deliberately absent. Pure: arrays in, a reason out.
 """
@@ -61,7 +61,7 @@ FILLER_WORDS = (
     "hi hey hello thanks thank thx cheers "
     "write wondering " + REQUEST_VERBS + " "
     "way ways method methods approach possible properly correctly exactly simply "
-    "command commands tips phrase guys "
+    "command commands tips phrase acronym guys "
     "anyone someone something thing things some any get got go going "
     "? . , ! : ; ' \" ( ) [ ] - ..."
 )
