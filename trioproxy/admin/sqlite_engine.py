@@ -16,6 +16,7 @@ from typing import TypeVar
 import trio
 
 from trioproxy.admin.db import Cursor, schema_sql
+from trioproxy.store.sqlite_file import open_wal
 
 T = TypeVar("T")
 FILE_NAME = "admin.sqlite3"
@@ -59,10 +60,7 @@ class SqliteEngine:
         """Open (creating the file and schema); cheap, safe before the event loop runs."""
         path = Path(state_dir) / FILE_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn = open_wal(str(path), busy_timeout_s=BUSY_TIMEOUT_MS / 1000)
         for statement in schema_sql(tables, serial=SERIAL):
             conn.execute(statement)
         for sql in migrations:

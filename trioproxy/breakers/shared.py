@@ -28,6 +28,7 @@ from trioproxy.breakers.local import TransitionHook, announce
 from trioproxy.breakers.transitions import BreakerState, Verdict
 from trioproxy.config.model import BreakerConfig
 from trioproxy.store.redis_client import RedisClient, RedisError, Script
+from trioproxy.store.sqlite_file import open_wal
 
 STORE_TIMEOUT_S = 0.5
 CAS_RETRIES = 5
@@ -77,9 +78,7 @@ class SqliteBreakerKV:
     """A table in the embedded state file; writes happen only on state changes."""
 
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, timeout=2.0, isolation_level=None,
-                                   check_same_thread=False)  # fmt: skip
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_wal(path, busy_timeout_s=2.0)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS breakers(target TEXT PRIMARY KEY, v INTEGER, s BLOB)"
         )

@@ -33,6 +33,7 @@ from trioproxy.budget.store import (
     TeamLimits,
     effective_limit,
 )
+from trioproxy.store.sqlite_file import open_wal
 
 T = TypeVar("T")
 
@@ -76,11 +77,7 @@ class SqliteStore:
     is gone: the gate fails that call only, it does not mark the store down."""
 
     def __init__(self, path: str, *, busy_timeout_s: float = 2.0) -> None:
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_wal(path, busy_timeout_s=busy_timeout_s)
         self._db.executescript(_SCHEMA)
         self._queue: list[_Op] = []
         self._leading = False

@@ -34,6 +34,7 @@ from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row, u
 from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
+from trioproxy.store.sqlite_file import open_wal
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
@@ -124,12 +125,7 @@ class SqliteLedger(RollupReads):
 
         def _open() -> tuple[sqlite3.Connection, str]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=0
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = open_wal(str(path), busy_timeout_s=BUSY_TIMEOUT_MS / 1000)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 migrate(conn)

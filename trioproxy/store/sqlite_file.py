@@ -1,0 +1,58 @@
+"""Opening one of the embedded state files (budgets, breakers, the admin store, the ledger)
+in WAL mode, safely when several processes open it at once.
+
+``serve`` starts its workers and the control plane together, and each opens the same files.
+Switching a new file from SQLite's default journal to WAL needs a lock that SQLite does not
+wait for: while another connection holds a write lock on a file still in the default mode,
+``PRAGMA journal_mode=WAL`` fails at once with "database is locked" (the busy timeout does
+not apply to it; ``tests/test_sqlite_file.py`` shows it on a bare connection). Seen once at
+start-up on a loaded box: the control plane died and was restarted. :func:`open_wal` retries
+the switch until the busy timeout has passed; a file already in WAL mode switches at once.
+
+Blocking (``time.sleep`` between tries): call it before the event loop runs or in a thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+RETRY_S = 0.01
+"""Between two tries of the switch to WAL."""
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def open_wal(path: str, *, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode with ``synchronous=NORMAL``, autocommit
+    (``isolation_level=None``), usable from any thread, with ``busy_timeout_s``."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    deadline = time.monotonic() + busy_timeout_s
+    try:
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+            else:
+                if str(mode).lower() == "wal":
+                    break
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"{path}: could not switch to WAL mode (still {mode!r})"
+                    )
+            time.sleep(RETRY_S)
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+__all__ = ["open_wal"]
