@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,31 @@ async def test_two_admins_demoting_each_other_at_once_leave_one(pg_url: str) -> 
         assert (await store.user("bob")) == _admin("bob")
     finally:
         store.close()
+
+
+async def test_close_waits_for_a_call_whose_caller_gave_up(tmp_path: Path) -> None:
+    """A cancelled call's thread still runs on the SQLite connection; closing the store under
+    it crashed the process (a segfault, seen in a suite run on a busy box): close waits."""
+    store = AdminStore.open_sync(tmp_path)
+    started, go = threading.Event(), threading.Event()
+    ran: list[object] = []
+
+    def slow(db: Sql) -> None:
+        started.set()
+        go.wait(30)
+        ran.append(db.execute("SELECT count(*) FROM heartbeats").fetchone())
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.engine.run, slow)
+            await trio.to_thread.run_sync(started.wait)
+            scope.cancel()  # the caller gives up; its thread is abandoned, still running
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # waiting for the abandoned call (on the old code: closed at once)
+    go.set()
+    await trio.to_thread.run_sync(closer.join)
+    assert ran == [(0,)]  # the running statement finished on an open connection
+    with pytest.raises(StoreError):  # and the closed store refuses further calls cleanly
+        await store.beat(Heartbeat("w1", 1.0, True, ""), forget_before=0.0)

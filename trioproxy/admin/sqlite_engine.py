@@ -2,12 +2,16 @@
 
 Every worker process of a host opens the same file (WAL, ``busy_timeout``), so a change made
 on one worker holds on every worker at once; instances on other hosts do not see it (configure
-``storage.database_url`` for :mod:`.pg_engine`). One connection, one thread at a time.
+``storage.database_url`` for :mod:`.pg_engine`). One connection, one thread at a time,
+closing included: a call whose caller gave up (cancelled, its thread abandoned) still runs on
+the connection, and :meth:`SqliteEngine.close` waits for it (closing a connection under a
+running statement crashed the process: a segfault seen in a test run on a busy box).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +56,8 @@ class SqliteEngine:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._sql = SqliteSql(conn)
         self._limiter = trio.CapacityLimiter(1)
+        self._using = threading.Lock()
+        """Held by the thread running a call, and by :meth:`close`."""
 
     @classmethod
     def open_sync(
@@ -73,11 +79,17 @@ class SqliteEngine:
 
     async def run(self, fn: Callable[[SqliteSql], T]) -> T:
         return await trio.to_thread.run_sync(
-            fn, self._sql, limiter=self._limiter, abandon_on_cancel=True
+            self._call, fn, limiter=self._limiter, abandon_on_cancel=True
         )
 
+    def _call(self, fn: Callable[[SqliteSql], T]) -> T:
+        with self._using:
+            return fn(self._sql)  # after close: sqlite3.ProgrammingError, a driver error
+
     def close(self) -> None:
-        self._sql.conn.close()
+        """Close the connection once no call runs on it (blocking: run it in a thread)."""
+        with self._using:
+            self._sql.conn.close()
 
 
 __all__ = ["BUSY_TIMEOUT_MS", "FILE_NAME", "SqliteEngine", "SqliteSql"]
