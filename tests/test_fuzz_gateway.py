@@ -162,7 +162,7 @@ def gateway_config(sim_url: str, state_dir: Path) -> dict[str, Any]:
         "models.claude-haiku": {"provider": "an", **price},
         "models.emb-small": {"provider": "oa", "input_per_mtok": 0.02},
         "routes.embed": {"chains": {"default": [{"model": "emb-small"}]}},
-        "server": {"max_body_bytes": MAX_BODY},
+        "server": {"max_body_bytes": MAX_BODY, "admin_port": free_port()},  # 8081 may be taken
         "routes.chat": {
             "chains": {"default": [{"model": "gpt-4o-mini"}, {"model": "claude-haiku"}]},
             "cache": {"exact_ttl_s": 60},
