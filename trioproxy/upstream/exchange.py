@@ -86,14 +86,18 @@ async def fetch_whole(
     limit: int,
 ) -> bytes:  # fmt: skip
     """A whole 2xx body of at most ``limit`` bytes, in ``deadlines.scope`` (the caller's):
-    the head within ``first_byte``, the whole within ``total``."""
-    async with AsyncExitStack() as stack:
-        resp = await open_response(
-            stack, transport, provider, request, deadlines.timeouts, fallback_statuses,
-            error_message,
-        )  # fmt: skip
-        deadlines.first_byte_in()
-        return await read_whole(resp, limit)
+    the head within ``first_byte``, the whole within ``total``. As :func:`open_response`,
+    without its exit stack (the response is read whole here: one ``async with``)."""
+    try:
+        async with transport.open(
+            provider, request, connect_timeout=deadlines.timeouts.connect
+        ) as resp:
+            if resp.status >= 400:
+                raise await classify(resp, fallback_statuses, error_message)
+            deadlines.first_byte_in()
+            return await read_whole(resp, limit)
+    except UpstreamIOError as exc:  # opening failed (the body's own failures are mapped below)
+        raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, str(exc)) from exc
 
 
 async def read_whole(resp: UpstreamResponse, limit: int) -> bytes:
