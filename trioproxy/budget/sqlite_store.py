@@ -62,13 +62,15 @@ RETENTION_S = 2 * 86400.0
 
 
 class _Op:
-    __slots__ = ("error", "event", "fn", "result")
+    __slots__ = ("done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         self.fn = fn
         self.result: object = None
         self.error: BaseException | None = None
-        self.event = trio.Event()
+        self.done = False
+        """Its batch ran (callers wait on the store's turn, not on their operation: a flag,
+        not an event)."""
 
 
 class SqliteStore:
@@ -100,7 +102,7 @@ class SqliteStore:
         op = _Op(fn)
         self._queue.append(op)
         try:
-            while not op.event.is_set():
+            while not op.done:
                 if self._leading:
                     await self._turn.wait()
                 else:
@@ -126,7 +128,7 @@ class SqliteStore:
                 batch, self._queue = self._queue, []
                 await trio.to_thread.run_sync(self._tx_batch, batch)
                 for done in batch:
-                    done.event.set()
+                    done.done = True
         finally:
             self._leading = False
             turn, self._turn = self._turn, trio.Event()
