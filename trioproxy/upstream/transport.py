@@ -27,8 +27,9 @@ the provider closed while they were idle, before anything is sent.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Protocol
 
 import httptools
@@ -154,18 +155,44 @@ class HttpTransport:
         except (*_BROKEN, ValueError) as exc:  # ValueError: e.g. an IDNA host name
             raise UpstreamConnectError(_describe(exc)) from exc
 
-    @asynccontextmanager
-    async def open(
+    def open(
         self, provider: ProviderConfig, request: UpstreamRequest, *, connect_timeout: float
-    ) -> AsyncIterator[UpstreamResponse]:
-        pool = self.pool(provider)
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return _Exchange(self, provider, request, connect_timeout)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        await trio.lowlevel.checkpoint()
+
+
+class _Exchange(AbstractAsyncContextManager[UpstreamResponse]):
+    """One exchange of :meth:`HttpTransport.open`, as ``async with``: entering sends the
+    request and waits for the response's head; leaving hands the connection back to the
+    pool (its body drained for keep-alive), or closes it when the block raised. A plain
+    class, not a generator context manager: every upstream call enters one."""
+
+    __slots__ = ("_conn", "_connect_timeout", "_pool", "_provider", "_request", "_response",
+                 "_transport")  # fmt: skip
+
+    def __init__(
+        self, transport: HttpTransport, provider: ProviderConfig, request: UpstreamRequest,
+        connect_timeout: float,
+    ) -> None:  # fmt: skip
+        self._transport, self._provider, self._request = transport, provider, request
+        self._connect_timeout = connect_timeout
+
+    async def __aenter__(self) -> UpstreamResponse:
+        pool = self._pool = self._transport.pool(self._provider)
+        request = self._request
         origin = pool.connector.origin
         head = request_head(
             "POST", origin.prefix + request.path, origin.authority, request.headers,
             len(request.body),
         )  # fmt: skip
         while True:
-            conn, reused = await self._connect(pool, connect_timeout)
+            conn, reused = await self._transport._connect(pool, self._connect_timeout)
             try:
                 await conn.send_request(head, request.body)
             except _BROKEN as exc:
@@ -185,27 +212,27 @@ class HttpTransport:
         except BaseException:
             pool.discard(conn)
             raise
-        response = _Response(conn)
-        try:
-            yield response
-        except BaseException:
+        self._conn = conn
+        response = self._response = _Response(conn)
+        return response
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        pool, conn = self._pool, self._conn
+        if exc_type is not None:
             pool.discard(conn)
-            raise
+            return
         if not conn.complete:
             try:
-                await response.drain()
+                await self._response.drain()
             except _BROKEN:
                 pass  # not reusable: release() below closes it
             except BaseException:
                 pool.discard(conn)
                 raise
         pool.release(conn)
-
-    async def aclose(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
-        await trio.lowlevel.checkpoint()
 
 
 __all__ = [
