@@ -39,7 +39,14 @@ ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--warmup", type=int, default=1000)
 ap.add_argument("--profile", action="store_true")
 ap.add_argument("--top", type=int, default=40)
+ap.add_argument("--dump", type=Path, default=None,
+                help="with --profile: also write the pstats file here (for callers)")  # fmt: skip
 ap.add_argument("--no-budget", action="store_true")
+ap.add_argument("--http-upstream", action="store_true",
+                help="the real upstream client (HttpTransport, pooled keep-alive) against a "
+                "minimal HTTP/1.1 server in this process on 127.0.0.1, instead of the in-memory "
+                "transport: the upstream exchange's own work is counted too (so is the "
+                "server's, the same for every commit)")  # fmt: skip
 ap.add_argument("--source", type=Path, default=None)
 ap.add_argument("--instr", type=int, nargs=2, metavar=("N1", "N2"), default=None,
                 help="count instructions instead: run under callgrind with N1 and with N2 "
@@ -61,14 +68,14 @@ from trioproxy.telemetry.logs import configure_logging  # noqa: E402
 BODY = common.CHAT_BODY % b"chat"
 
 
-def config(wd: Path) -> Path:
+def config(wd: Path, upstream: str = "http://127.0.0.1:9") -> Path:
     budget = [] if args.no_budget else common.BENCH_BUDGET_LINES
     if args.store_timeout is not None:
         budget = ["[budgets]", f"store_timeout_s = {args.store_timeout}", *budget]
     path = wd / "cost.toml"
     lines = [
         "[server]", "max_in_flight = 4096", "[storage]", f'state_dir = "{wd / "state"}"',
-        "[providers.sim]", 'kind = "openai"', 'base_url = "http://127.0.0.1:9"',
+        "[providers.sim]", 'kind = "openai"', f'base_url = "{upstream}"',
         'api_key_env = "K"', *common.chat_route_lines("sim"), *budget,
         *common.bench_key_lines(),
     ]  # fmt: skip
@@ -132,6 +139,34 @@ async def load(app: Any, requests: int, conns: int) -> None:
             nursery.start_soon(client)
 
 
+UPSTREAM_ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    % len(common.COMPLETION)
+    + common.COMPLETION
+)
+
+
+async def upstream(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """``--http-upstream``: answer every request (keep-alive) with :data:`common.COMPLETION`."""
+    import re
+
+    async def serve(stream: trio.SocketStream) -> None:
+        buf = b""
+        while data := await stream.receive_some(65536):
+            buf += data
+            while (end := buf.find(b"\r\n\r\n")) >= 0:
+                length = re.search(rb"(?i)content-length: *(\d+)", buf[:end])
+                size = end + 4 + (int(length.group(1)) if length else 0)
+                if len(buf) < size:
+                    break
+                buf = buf[size:]
+                await stream.send_all(UPSTREAM_ANSWER)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(serve, listeners)
+
+
 async def lifespan(app: Any, started: trio.Event, stop: trio.Event) -> None:
     sent_startup = False
 
@@ -158,12 +193,16 @@ async def main() -> None:
     wd = Path(tempfile.mkdtemp(prefix="tp-cost-"))
     logfile = open(wd / "gateway.log", "w")  # noqa: ASYNC230 (set-up, before any load)
     configure_logging("info", "json", stream=logfile)
-    app = build_gateway(
-        load_settings(str(config(wd)), env={"K": "x"}), transport=common.InstantTransport()
-    )
-    print(f"trioproxy from {next(iter(trioproxy.__path__))}; state in {wd}")
     stop, started = trio.Event(), trio.Event()
     async with trio.open_nursery() as nursery:
+        if args.http_upstream:
+            port = await nursery.start(upstream)
+            settings = load_settings(str(config(wd, f"http://127.0.0.1:{port}")), env={"K": "x"})
+            app = build_gateway(settings)
+        else:
+            settings = load_settings(str(config(wd)), env={"K": "x"})
+            app = build_gateway(settings, transport=common.InstantTransport())
+        print(f"trioproxy from {next(iter(trioproxy.__path__))}; state in {wd}")
         nursery.start_soon(lifespan, app, started, stop)
         await started.wait()
         settle_heap()
@@ -191,8 +230,11 @@ async def main() -> None:
             prof.enable()
             await load(app, args.requests, args.conns)
             prof.disable()
+            if args.dump is not None:
+                prof.dump_stats(args.dump)
             report(prof, args.requests)
         stop.set()
+        nursery.cancel_scope.cancel()  # the upstream server (the lifespan ended with stop)
     logfile.close()
 
 
