@@ -3,12 +3,14 @@ per-bucket prices with the providers' default rules, integer µUSD bills. Pure, 
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from typing import Any
 
 import orjson
 import pytest
 
+from trioproxy.config.load import parse_settings
 from trioproxy.config.model import ModelConfig
 from trioproxy.config.pricing import prices_of, with_default_prices
 from trioproxy.core.billing import Prices, bill, least_micros, per_mtok, worst_case_micros
@@ -146,6 +148,25 @@ def test_default_prices_follow_each_providers_rules() -> None:
     # a configured bucket price wins over the rule
     given = ModelConfig("c", "p", "claude", 3.0, 15.0, cache_read_per_mtok=0.25)
     assert prices_of(with_default_prices(given, "anthropic")).cache_read == per_mtok("0.25")
+
+
+def test_a_resolved_model_carries_its_prices_and_a_copy_does_not() -> None:
+    settings = parse_settings(
+        {
+            "providers": {"a": {"kind": "anthropic", "base_url": "http://127.0.0.1:9",
+                                "api_key_env": "K"}},
+            "models": {"c": {"provider": "a", "input_per_mtok": 3.0, "output_per_mtok": 15.0}},
+            "routes": {"r": {"chains": {"default": [{"model": "c"}]}}},
+            "api_keys": [{"name": "k", "key_sha256": "0" * 64, "team": "t"}],
+        },
+        env={"K": "x"},
+    )  # fmt: skip
+    model = settings.routes["r"].chains["default"].targets[0].spec
+    assert model.resolved_prices == Prices(per_mtok("3"), per_mtok("15"), per_mtok("0.3"),
+                                           per_mtok("3.75"), per_mtok("6"))  # fmt: skip
+    assert prices_of(model) is model.resolved_prices  # read, not computed again
+    dearer = dataclasses.replace(model, input_per_mtok=4.0)  # a copy never keeps stale prices
+    assert dearer.resolved_prices is None and prices_of(dearer).input == per_mtok("4")
 
 
 def test_bill_prices_each_bucket_once_and_rounds_up_once() -> None:

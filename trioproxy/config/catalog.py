@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trioproxy.config.secret import Secret
+from trioproxy.core.billing import Prices
 from trioproxy.providers.base import BetaPolicy
 
 
@@ -66,6 +67,13 @@ class ModelConfig:
         default=None, compare=False, repr=False, metadata={"derived": True}
     )
     """The provider named by ``provider``, attached once at config load (:mod:`.resolve`)."""
+    resolved_prices: Prices | None = field(
+        default=None, init=False, compare=False, repr=False, metadata={"derived": True}
+    )
+    """The exact per-bucket prices of the fields above, attached once at config load
+    (:mod:`.resolve`): :func:`~trioproxy.config.pricing.prices_of` reads them, no look-up
+    (a hash of every field above) per bill. Not an ``__init__`` argument: a
+    ``dataclasses.replace`` copy starts without them (they never outlive their fields)."""
 
     @property
     def endpoint(self) -> ProviderConfig:

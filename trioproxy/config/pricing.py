@@ -68,9 +68,15 @@ def with_default_prices(model: ModelConfig, kind: str) -> ModelConfig:
     )
 
 
-@functools.lru_cache(maxsize=1024)
 def prices_of(model: ModelConfig) -> Prices:
-    """The model's exact per-bucket prices (a bucket left unset costs the input price)."""
+    """The model's exact per-bucket prices (a bucket left unset costs the input price): the
+    ones :mod:`.resolve` attached at load, else (a hand-built model) computed here."""
+    prices = model.resolved_prices
+    return prices if prices is not None else _prices(model)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prices(model: ModelConfig) -> Prices:
     base = per_mtok(model.input_per_mtok)
 
     def price(given: float | None) -> Fraction:

@@ -17,18 +17,13 @@ from trioproxy.config.model import (
     Settings,
     Target,
 )
-from trioproxy.config.pricing import with_default_prices
+from trioproxy.config.pricing import prices_of, with_default_prices
 
 
 def resolve(settings: Settings) -> Settings:
-    """Also fills each model's unset bucket prices by its provider's rules (:mod:`.pricing`)."""
-    models = {
-        name: dataclasses.replace(
-            with_default_prices(m, settings.providers[m.provider].kind),
-            resolved_provider=settings.providers[m.provider],
-        )
-        for name, m in settings.models.items()
-    }
+    """Also fills each model's unset bucket prices by its provider's rules (:mod:`.pricing`)
+    and attaches its exact prices."""
+    models = {name: _model(m, settings) for name, m in settings.models.items()}
     routes = {name: _route(r, models) for name, r in settings.routes.items()}
     model_routes = {
         name: RouteConfig(
@@ -39,6 +34,15 @@ def resolve(settings: Settings) -> Settings:
         for name, m in models.items()
     }
     return dataclasses.replace(settings, models=models, routes=routes, model_routes=model_routes)
+
+
+def _model(model: ModelConfig, settings: Settings) -> ModelConfig:
+    """``model`` with its provider, its default bucket prices and its exact prices."""
+    priced = with_default_prices(model, settings.providers[model.provider].kind)
+    resolved = dataclasses.replace(priced, resolved_provider=settings.providers[model.provider])
+    # on the copy made just above, before anything else holds it (init=False: see the field)
+    object.__setattr__(resolved, "resolved_prices", prices_of(resolved))
+    return resolved
 
 
 def target_for(models: dict[str, ModelConfig] | Settings, t: Target) -> Target:
