@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 import trio
+import trio.testing
 
 from tests.fixtures_servers import RedisServer, free_port, self_signed_cert
 from trioproxy.core.backoff import Backoff, BackoffPolicy
@@ -327,3 +329,31 @@ async def test_kill_fails_fast_then_reconnects(redis_server: RedisServer, redis_
         assert outcomes["ok"] > 0 and outcomes["unavailable"] > 0
         assert client.statistics().reconnects == 1
         assert await client.execute("SET", "after", "restart") == b"OK"
+
+
+BUSY_100MS = """
+local t0 = redis.call('TIME')
+repeat local t = redis.call('TIME') until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 100000
+return 1
+"""
+"""A script the server spends 100 ms on before it replies."""
+
+
+async def test_a_pause_of_this_process_is_not_a_stalled_server(redis_url: str) -> None:
+    """A reply that arrived while this whole process was paused (a loaded host) is read before
+    the stall watch counts a stall: the reader and the watch wake in the same scheduler batch,
+    in either order. 8 pauses of 1 s: on the old code each one dropped the connection with
+    probability 1/2 (the watch ran first half the time)."""
+    async with open_client(redis_url, call_timeout=60.0, stall_timeout=0.2) as client:
+
+        async def call(got: list[object]) -> None:
+            got.append(await client.execute("EVAL", BUSY_100MS, 0))
+
+        for _ in range(8):
+            got: list[object] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, got)
+                await trio.testing.wait_all_tasks_blocked()  # sent; the server is busy 100 ms
+                time.sleep(1.0)  # the stimulus: this process stops; the reply comes meanwhile
+            assert got == [1]
+        assert client.statistics().reconnects == 0

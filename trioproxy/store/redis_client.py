@@ -168,9 +168,15 @@ class _Connection:
 
     async def _watch_stall(self) -> None:
         """Drop a connection that owes replies but has read nothing for ``stall_timeout``:
-        a hung server or a silent network partition would otherwise never reconnect."""
+        a hung server or a silent network partition would otherwise never reconnect. Replies
+        already in the socket are read first: after a pause of this whole process (a loaded
+        host), this watch and the reader wake in the same scheduler batch, and the watch must
+        not count the time the reader could not run as the server's."""
         while True:
             await trio.sleep(self.stall_timeout / 4)
+            if not (self.slots and trio.current_time() - self.progress_at > self.stall_timeout):
+                continue
+            await trio.lowlevel.checkpoint()  # the reader's turn, if it was woken with us
             stalled = trio.current_time() - self.progress_at
             if self.slots and stalled > self.stall_timeout:
                 self._lose(f"no reply for {stalled:.1f}s (stall_timeout={self.stall_timeout}s)")
