@@ -32,8 +32,9 @@ _SIGN_OFF = re.compile(
 def without_filler(text: str) -> str:
     """``text`` without a filler preamble at its start and a thanks at its end (unchanged
     when nothing would be left)."""
-    rest = _SIGN_OFF.sub("", _PREAMBLE.sub("", text.replace("\u2019", "'"), count=1))
-    return text if rest == text.replace("\u2019", "'") else rest.strip() or text
+    plain = text.replace("\u2019", "'")
+    rest = _SIGN_OFF.sub("", _PREAMBLE.sub("", plain, count=1))
+    return text if rest == plain else rest.strip() or text
 
 
 __all__ = ["without_filler"]
