@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 import trio
 
@@ -307,3 +308,53 @@ def test_refusal_lines_are_rate_limited_and_the_drops_counted(
     kind = frozenset({"kind": "invalid_api_key", "status": "401"}.items())
     assert got[("trioproxy_rejected_requests_total", kind)] == 6  # every one counted
     assert got[("trioproxy_rejected_lines_dropped_total", frozenset())] == 3
+
+
+async def test_the_http_servers_own_refusals_name_a_request_id_like_the_apps(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the HTTP server answers before the app runs (a malformed request, a head or a
+    body over its cap, a head that never ends) carries an ``x-request-id`` in the app's
+    format, its access line names it, and the body is in the dialect its path tells; so do
+    the app's refusals by path and method, made before an endpoint names the request."""
+    import logging
+    import re
+
+    from tests.httpd_helpers import exchange
+
+    caplog.set_level(logging.INFO, logger="trioproxy.access")
+    sim = await start_simulator(nursery)
+    server = {"max_body_bytes": 1000, "max_head_bytes": 2048, "header_timeout_s": 0.5}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    port = int(g.url.rsplit(":", 1)[1])
+    auth = f"Authorization: Bearer {KEY}\r\n"
+    sent = {  # name: (raw request, status, dialect)
+        "malformed": (b"NOT AN HTTP REQUEST\r\n\r\n", 400, "openai"),
+        "body over the cap": (f"POST {ANTHROPIC} HTTP/1.1\r\nHost: t\r\n{auth}"
+                              "Content-Length: 5000\r\n\r\n".encode(), 413, "anthropic"),
+        "head over the cap": (f"POST {OPENAI} HTTP/1.1\r\nHost: t\r\nX-Pad: {'p' * 4000}\r\n"
+                              "\r\n".encode(), 431, "openai"),
+        "head never ends": (f"POST {OPENAI} HTTP/1.1\r\nHost: t\r\n".encode(), 408, "openai"),
+        "unknown path": (b"GET /v1/nowhere HTTP/1.1\r\nHost: t\r\n\r\n", 404, "openai"),
+        "wrong method": (f"GET {ANTHROPIC} HTTP/1.1\r\nHost: t\r\n\r\n".encode(), 405,
+                         "anthropic"),
+    }  # fmt: skip
+    ids = []
+    for name, (raw, status, dialect) in sent.items():
+        head, body = await exchange(port, raw)
+        assert head.status_code == status, (name, head, body)
+        headers = dict(head.headers)
+        rid = headers.get(b"x-request-id", b"").decode()
+        assert re.fullmatch(r"req_[0-9a-f]{24}", rid), (name, head.headers)
+        ids.append(rid)
+        err = orjson.loads(body)
+        if dialect == "anthropic":
+            assert err["type"] == "error" and err["error"]["message"], (name, err)
+        else:
+            assert err["error"]["message"] and err["error"]["code"], (name, err)
+    assert len(set(ids)) == len(ids)
+    lines = [r.fields for r in caplog.records if r.name == "trioproxy.access"]  # type: ignore[attr-defined]
+    assert [x["request_id"] for x in lines] == ids
+    assert [x["status"] for x in lines] == [s for _raw, s, _d in sent.values()]
+    assert [x["method"] for x in lines] == [None, "POST", None, None, "GET", "GET"]
+    assert all(x["outcome"] == "refused" for x in lines)

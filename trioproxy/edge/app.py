@@ -24,6 +24,7 @@ from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
 from trioproxy.config.validate import ConfigError
 from trioproxy.core import endpoints
+from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
@@ -34,7 +35,7 @@ from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.intake import Interrupts, slots_for
 from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
 from trioproxy.edge.models import serve_models
-from trioproxy.edge.refusals import Refusals, Refused
+from trioproxy.edge.refusals import Refusals, Refused, request_id_header
 from trioproxy.edge.respond import send_error
 from trioproxy.edge.services import NamedService, Service, Supervisor
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
@@ -132,6 +133,7 @@ class Gateway:
         try:
             await self._dispatch(scope, receive, send)
         except Refused as refusal:
+            refusal.name_request()
             await send_error(send, refusal.dialect, refusal.error, refusal.headers, refusal.body)
             self.refusals.refused(scope, refusal)
 
@@ -180,9 +182,12 @@ class Gateway:
             return False
         return True
 
-    def error_body(self, path: str | None, status: int, message: str) -> bytes:
-        """A refusal by the HTTP server itself (malformed request, timeout, cap) in the
-        dialect of the endpoint it was sent to (OpenAI when unknown); recorded as one."""
+    def server_refusal(
+        self, method: str | None, path: str | None, status: int, message: str
+    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+        """A refusal by the HTTP server itself (malformed request, timeout, cap): its
+        headers (a request id, as every answer has) and its body in the dialect of the
+        endpoint it was sent to (OpenAI when unknown); recorded as a refusal."""
         kinds = {413: ErrorKind.BODY_TOO_LARGE, 500: ErrorKind.INTERNAL, 503: ErrorKind.OVERLOADED}
         kind = kinds.get(status, ErrorKind.INVALID_REQUEST)
         dialect: Dialect = "openai"
@@ -190,9 +195,11 @@ class Gateway:
             dialect = "anthropic"
         elif path in (endpoints.RESPONSES, "/responses"):
             dialect = "responses"
-        self.refusals.record(dialect=dialect, method=None, path=path, status=status,
-                             kind=kind.value)  # fmt: skip
-        return DIALECTS[dialect].render_error(GatewayError(kind, message, status=status))
+        rid = request_id()
+        self.refusals.record(dialect=dialect, method=method, path=path, status=status,
+                             kind=kind.value, request_id=rid)  # fmt: skip
+        err = GatewayError(kind, message, status=status)
+        return (request_id_header(rid),), DIALECTS[dialect].render_error(err)
 
     def interrupt(self) -> None:
         """The drain deadline passed: end every request still running (see Interrupts)."""

@@ -35,7 +35,7 @@ from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Headers, Receive, Scope, Send
 from trioproxy.edge.auth import KeyRing, may_use
 from trioproxy.edge.intake import Intake, Interrupts, shutting_down, slots_for
-from trioproxy.edge.refusals import Refused
+from trioproxy.edge.refusals import Refused, request_id_header
 from trioproxy.edge.respond import ResponseGuard, internal_error, last_resort, send_error
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import CacheStatus, UsageRecord, UsageSink
@@ -145,7 +145,7 @@ class Endpoint:
         routed, unless the request's own steps recorded it, recorded by the last resort,
         which settles its reservation."""
         rid = request_id()  # 24 random hex digits, the OS's bytes drawn in blocks
-        first: HeaderPairs = ((b"x-request-id", rid.encode()),)
+        first: HeaderPairs = (request_id_header(rid),)
         headers = dict(scope["headers"])
         guard = ResponseGuard(send, scope)
         async with self.intake(dialect, headers, receive, guard, first) as got:
@@ -240,7 +240,7 @@ class Endpoint:
             prompt_estimate=prompt_estimate, started=trio.current_time(),
             wall_started=time.time(), endpoint=endpoint,
             headers=(
-                (b"x-request-id", rid.encode()),
+                request_id_header(rid),
                 (b"x-trioproxy-route", plan.route.name.encode()),
                 (b"x-trioproxy-chain", plan.chain.name.encode()),
                 *extra,

@@ -6,7 +6,8 @@ refused before that (a bad or missing key, a malformed body, an unknown model, a
 the gateway does not serve, a body over the cap, a full worker, a request the HTTP server
 itself refuses, a bug met before routing: a 500, outcome ``error``) produces no record. Those refusals are raised as :class:`Refused` and answered
 in one place (:meth:`trioproxy.edge.app.Gateway._http`; the server's own through
-``Gateway.error_body``), which calls :meth:`Refusals.record`.
+``Gateway.server_refusal``), which calls :meth:`Refusals.record`. Each is answered with an
+``x-request-id`` (the endpoint's, else one given there) that its access line names.
 
 The count is ``trioproxy_rejected_requests_total{kind, status}``: the error kind (a fixed
 enum, never the model name or path) and the status. The access line is rate-limited per worker
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 import trio
 
+from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
 from trioproxy.edge.asgi_io import Scope
 from trioproxy.edge.metrics import Metrics
@@ -58,6 +60,22 @@ class Refused(Exception):
         self.headers = headers
         self.key = key
         self.team = team
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``x-request-id`` among :attr:`headers`, if the request was given one."""
+        return next((v.decode() for k, v in self.headers if k == b"x-request-id"), None)
+
+    def name_request(self) -> None:
+        """Give it a request id of its own if it had none (a refusal by path or method,
+        before an endpoint gave the request its id): every answer names its request."""
+        if self.request_id is None:
+            self.headers = (request_id_header(request_id()), *self.headers)
+
+
+def request_id_header(rid: str) -> tuple[bytes, bytes]:
+    """The header naming a request's id in its answer (every answer has one)."""
+    return (b"x-request-id", rid.encode())
 
 
 class Refusals:
@@ -109,13 +127,12 @@ class Refusals:
         """Record ``refusal`` of the request ``scope``."""
         err = refusal.error
         t0 = scope.get("trioproxy.t0")
-        rid = next((v.decode() for k, v in refusal.headers if k == b"x-request-id"), None)
         self.record(
             dialect=refusal.dialect, method=scope.get("method"), path=scope.get("path"),
             status=err.status, kind=err.kind.value, key=refusal.key, team=refusal.team,
-            request_id=rid,
+            request_id=refusal.request_id,
             duration_ms=None if t0 is None else (trio.current_time() - t0) * 1000,
         )  # fmt: skip
 
 
-__all__ = ["BURST", "LINES_PER_S", "Refusals", "Refused"]
+__all__ = ["BURST", "LINES_PER_S", "Refusals", "Refused", "request_id_header"]

@@ -147,7 +147,8 @@ class Connection:
                 self._resume.unpark_all()
                 return req
             if self.error is not None:
-                await self._send_plain(self.error.status, self.error.message, self.error.path)
+                err = self.error
+                await self._send_plain(err.status, err.message, err.path, err.method)
                 return None
             if self.eof or (self.server.draining and not parser.in_head):
                 return None
@@ -208,7 +209,7 @@ class Connection:
         except Exception:
             log.exception("unhandled error in the app for %s %s", req.method, req.path)
             if not self._started:
-                await self._send_plain(500, "Internal server error.", req.path)
+                await self._send_plain(500, "Internal server error.", req.path, req.method)
             return False
         finally:
             server.requests -= 1
@@ -216,11 +217,13 @@ class Connection:
             self._gone = None
         if not self._started:
             if self.error is not None:  # the body broke the protocol or a cap
-                await self._send_plain(self.error.status, self.error.message, req.path)
+                err = self.error
+                await self._send_plain(err.status, err.message, req.path, req.method)
             elif self.body_timed_out:
-                await self._send_plain(408, "Request body not received in time.", req.path)
+                await self._send_plain(408, "Request body not received in time.", req.path,
+                                       req.method)  # fmt: skip
             elif not self.eof:
-                await self._send_plain(500, "The app sent no response.", req.path)
+                await self._send_plain(500, "The app sent no response.", req.path, req.method)
             return False
         if not self._done:
             return False
@@ -380,14 +383,17 @@ class Connection:
         if gone is not None and self.eof:
             self._disconnected()
 
-    async def _send_plain(self, status: int, message: str, path: str | None) -> None:
+    async def _send_plain(
+        self, status: int, message: str, path: str | None, method: str | None = None
+    ) -> None:
         """A whole response from the server itself (refusals, timeouts); then we close."""
-        body = self.server.error_body(path, status, message)
+        headers, body = self.server.refuse(method, path, status, message)
         head = response_head(
             status,
-            [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
-            [CLOSE],
-        )
+            headers,
+            [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+             CLOSE],
+        )  # fmt: skip
         self._close_after = self._linger_needed = True
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             await self._write(head + body)

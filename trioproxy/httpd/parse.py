@@ -22,12 +22,16 @@ from trioproxy.httpd.limits import HttpLimits
 class ProtocolError(Exception):
     """The client broke HTTP/1.1 or a cap; answer ``status`` and close the connection."""
 
-    def __init__(self, status: int, message: str, path: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, path: str | None = None, method: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.path = path
         """The request's path when known (the refusal is written in its endpoint's dialect)."""
+        self.method = method
+        """The request's method when its head was parsed that far (for the access line)."""
 
 
 class Request:
@@ -134,8 +138,9 @@ class RequestParser:
             if req is not None:
                 self.heads.pop()
             raise ProtocolError(
-                501, "Protocol upgrades are not supported.", req.path if req else None
-            )
+                501, "Protocol upgrades are not supported.", req.path if req else None,
+                req.method if req else None,
+            )  # fmt: skip
         self._parser = httptools.HttpRequestParser(self)
         offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
         return data[offset:]
@@ -143,8 +148,11 @@ class RequestParser:
     # llhttp callbacks -------------------------------------------------------------
 
     def _refuse(self, status: int, message: str) -> None:
-        path = self.current.path or None if self.current is not None else None
-        self._error = ProtocolError(status, message, path)
+        current = self.current
+        path = method = None
+        if current is not None:
+            path, method = current.path or None, current.method or None
+        self._error = ProtocolError(status, message, path, method)
         raise self._error
 
     def on_message_begin(self) -> None:

@@ -31,24 +31,28 @@ from trioproxy.httpd.listen import BatchListener
 log = logging.getLogger("trioproxy.httpd")
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
-ErrorBody = Callable[[str | None, int, str], bytes]
-"""``(path or None, status, message) -> JSON body`` for refusals the server makes itself."""
+Headers = Sequence[tuple[bytes, bytes]]
+Refuse = Callable[[str | None, str | None, int, str], tuple[Headers, bytes]]
+"""``(method or None, path or None, status, message) -> (headers, JSON body)`` for a refusal
+the server makes itself (a malformed request, a cap, a deadline, an app that failed to
+answer): the app's say in it, e.g. its request id among the headers. The server adds the
+framing (content type and length, ``connection: close``)."""
 
 INTERRUPT_FLUSH_S = 2.0
 """After the drain deadline: time for the interrupted streams' last events to be written."""
 
 
-def plain_error_body(path: str | None, status: int, message: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}})
+def plain_refusal(
+    method: str | None, path: str | None, status: int, message: str
+) -> tuple[Headers, bytes]:
+    return (), orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}})
 
 
 class HttpServer:
-    def __init__(
-        self, app: ASGIApp, limits: HttpLimits, *, error_body: ErrorBody = plain_error_body
-    ) -> None:
+    def __init__(self, app: ASGIApp, limits: HttpLimits, *, refuse: Refuse = plain_refusal) -> None:
         self.app = app
         self.limits = limits
-        self.error_body = error_body
+        self.refuse = refuse
         self.connections: set[Connection] = set()
         self.requests = 0
         """Requests whose app call is running."""
@@ -173,4 +177,4 @@ def _addr(raw: Any) -> tuple[str, int] | None:
     return None
 
 
-__all__ = ["ErrorBody", "HttpServer", "plain_error_body"]
+__all__ = ["HttpServer", "Refuse", "plain_refusal"]

@@ -71,7 +71,7 @@ async def serve_gateway(
     tls = None
     if server.tls_cert_file and server.tls_key_file:
         tls = tls_context(server.tls_cert_file, server.tls_key_file)
-    httpd = HttpServer(gateway, http_limits(server), error_body=gateway.error_body)
+    httpd = HttpServer(gateway, http_limits(server), refuse=gateway.server_refusal)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(
