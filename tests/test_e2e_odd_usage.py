@@ -3,14 +3,16 @@
 A count past what any request can consume (2**63, which SQLite and PostgreSQL cannot
 store; 1e30; a negative, a fraction, a string) is a malformed answer from that attempt
 (:data:`trioproxy.core.usage.MAX_TOKENS`): before the first byte the race falls back to the
-next target; after it (a stream's usage comes last) the stream ends with an error event and
-the request is billed the gateway's estimate. Either way the caller reads its own dialect,
-the ledger (SQLite, the real writer) holds every record once, the budget settles what the
-ledger holds, and the metrics scrape.
+next target; after it (a stream's usage comes after its content, which is complete) the
+stream ends as one without usage ends, no error appended and no odd count relayed, and the
+request is billed the gateway's estimate, logged and counted. Either way the caller reads
+its own dialect, the ledger (SQLite, the real writer) holds every record once, the budget
+settles what the ledger holds, and the metrics scrape.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -141,23 +143,14 @@ def error_of(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     return dict(err)
 
 
-def stream_error(path: str, text: str) -> str:
-    """The message of the error event that ended a stream, in the caller's dialect."""
-    events = [e.split("\n") for e in text.strip().split("\n\n")]
-    last = orjson.loads(events[-1][-1].removeprefix("data: "))
-    if path == "/v1/responses":  # the Responses API ends a failed stream so
-        assert events[-1][0] == "event: response.failed", events[-1]
-        return str(last["response"]["error"]["message"])
-    return str(error_of(path, last)["message"])
-
-
 @pytest.mark.parametrize("odd_gateway", ODD, indirect=True)
 async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
-    odd_gateway: tuple[Running, str],
+    odd_gateway: tuple[Running, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     g, state = odd_gateway
     ok = g.sims[1].sim
-    served = failed = 0
+    served = failed = bad_streams = 0
+    caplog.set_level(logging.WARNING, logger="trioproxy.edge.handler")
     async with httpx.AsyncClient(base_url=g.url, headers=AUTH, timeout=30) as c:
         for path, k in PATHS.items():
             # before the first byte: the next target answers, with its own usage
@@ -180,10 +173,26 @@ async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
                 assert r.status_code == 200 and "event: message_stop" in r.text, r.text
                 assert r.headers["x-trioproxy-target"] == f"m-ok-{k}"
                 served += 1
-            else:
+            else:  # the content went out whole: the stream ends as without usage
                 assert r.status_code == 200
-                assert "usage" in stream_error(path, r.text)
-                assert "[DONE]" not in r.text and "response.completed" not in r.text
+                assert r.text.endswith("data: [DONE]\n\n" if path == "/v1/chat/completions"
+                                       else "}\n\n"), r.text[-300:]  # fmt: skip
+                events = [orjson.loads(line.removeprefix("data: "))
+                          for line in r.text.splitlines()
+                          if line.startswith("data: {")]  # fmt: skip
+                assert not any("error" in e for e in events), r.text[-500:]
+                if path == "/v1/responses":
+                    assert events[-1]["type"] == "response.completed"
+                    assert events[-1]["response"]["usage"]["output_tokens"] > 0  # estimated
+                    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+                else:
+                    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+                    assert not any(e.get("usage") for e in events)  # none relayed
+                    deltas = [e for e in events if e["choices"][0]["delta"].get("content")]
+                assert deltas, r.text[-300:]
+                bad_streams += 1
+                served += 1
+                continue
             failed += 1
         # embeddings: the next target's vectors and count
         r = await c.post("/v1/embeddings", json={"model": "emb", "input": "hi there"})
@@ -211,15 +220,20 @@ async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
     won = [
         r for r in requests if r["status"] == 200 and (r["target"] or "")[:5] in ("m-ok-", "e-ok")
     ]
-    assert len(won) == served and not any(r["estimated"] for r in won)
+    assert len(won) == served - bad_streams and not any(r["estimated"] for r in won)
     chats = [r for r in won if r["target"].startswith("m-ok-")]  # the simulator counts chats
     assert sum(r["input_tokens"] for r in chats) == ok.stats.input_tokens
     assert sum(r["output_tokens"] for r in chats) == ok.stats.output_tokens
     streamed = [
         r for r in requests if r["stream"] and r["status"] == 200 and r["target"] == "m-odd-oa"
     ]
-    assert len(streamed) == 2 and all(r["estimated"] for r in streamed)
+    assert len(streamed) == bad_streams == 2 and all(r["estimated"] for r in streamed)
     assert all(r["output_tokens"] > 0 and r["cost_micros"] > 0 for r in streamed)
+    assert all(r["outcome"] == "served" and r["error_kind"] is None for r in streamed)
+    warned = [r for r in caplog.records if "malformed usage" in r.getMessage()]
+    assert {r.fields["request_id"] for r in warned} >= {  # type: ignore[attr-defined]
+        r["request_id"] for r in streamed
+    }
     # the budget holds what the ledger holds: each request settled once
     total = sum(r["cost_micros"] for r in requests)
     assert total > 0
@@ -229,3 +243,30 @@ async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
     async with httpx.AsyncClient(timeout=30) as c:  # a loaded box: 5 s is short
         scraped = await c.get(g.admin_url + "/metrics", headers=AUTH)
     assert scraped.status_code == 200 and "trioproxy_tokens_total" in scraped.text
+    bad = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+           for line in scraped.text.splitlines()
+           if line.startswith("trioproxy_upstream_bad_usage_total{")}  # fmt: skip
+    assert bad.get('target="m-odd-oa"', 0) >= 2  # the streams, and the attempts before a byte
+
+
+async def test_a_verbatim_stream_with_odd_usage_ends_whole_and_is_billed_the_estimate(
+    nursery: trio.Nursery,
+) -> None:
+    """No budget and no cache: the same-wire stream is relayed verbatim. Its odd usage
+    chunk is left out, ``[DONE]`` still ends it, and the request is billed the estimate."""
+    from tests.settings_factory import chain_settings
+
+    odd = await start_simulator(nursery, Fault(usage="1e30"))
+    g = await start_gateway(nursery, chain_settings([odd.url]))
+    body = {"model": "r", "messages": HI, "max_tokens": 50, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + "/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n"), r.text[-300:]
+    assert "1e30" not in r.text and '"error"' not in r.text
+    assert '"finish_reason":"stop"' in r.text
+    assert "fp_trioproxy_sim" in r.text  # the provider's own bytes: relayed verbatim
+    with trio.fail_after(30):
+        while not (recs := [x for x in g.sink.records if x.kind == "request"]):
+            await trio.sleep(0.02)
+    assert recs[0].estimated and recs[0].output_tokens > 0 and recs[0].outcome == "served"

@@ -19,10 +19,13 @@ This is where the gateway reads a provider's counts (chat, messages, responses, 
 streams, embeddings' ``prompt_tokens``, count_tokens' ``input_tokens``: :func:`token_count`),
 and where it decides what a count may be: an integer from 0 to :data:`MAX_TOKENS`. Anything
 else (a negative, a fraction, ``1e30``, a string, 2**63 which neither SQLite nor PostgreSQL
-stores) is a malformed answer: that attempt failed (the next target is tried while nothing
-was sent; a stream whose usage came after its content ends with an error event and is
-billed the gateway's estimate). So the ledger, the journal, the budget settle and the
-metrics only ever see counts that fit them, and their sums too.
+stores) is :class:`MalformedUsage`. Before anything was relayed that attempt failed (the
+next target is tried). A stream whose usage comes after content already relayed is not
+failed for it: the content is the provider's and complete, so the stream ends as one
+without usage ends, the malformed counts are neither relayed nor stored, the attempt is
+billed the gateway's estimate, and the request is logged and counted
+(``trioproxy_upstream_bad_usage_total``). So the ledger, the journal, the budget settle and
+the metrics only ever see counts that fit them, and their sums too.
 """
 
 from __future__ import annotations
@@ -39,14 +42,20 @@ at any configured price) and a year of such requests summed in a roll-up stay fa
 64-bit integer (SQLite, PostgreSQL ``bigint``, the journal's JSON)."""
 
 
+class MalformedUsage(ValueError):
+    """A provider's usage that is no usage: a count that is not one (:func:`token_count`),
+    or a usage missing where the wire requires it."""
+
+
 def token_count(raw: Mapping[str, Any], key: str, *, required: bool = False) -> int:
     """``raw[key]`` as a token count (absent or null: 0 unless ``required``); raises
-    ``ValueError`` naming the field for anything but an integer from 0 to :data:`MAX_TOKENS`."""
+    :class:`MalformedUsage` naming the field for anything but an integer from 0 to
+    :data:`MAX_TOKENS`."""
     value = raw.get(key)
     if value is None and not required:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TOKENS:
-        raise ValueError(f"malformed usage field {key!r}: {repr(value)[:40]}")
+        raise MalformedUsage(f"malformed usage field {key!r}: {repr(value)[:40]}")
     return value
 
 
@@ -179,6 +188,7 @@ def with_output(usage: Usage, output_tokens: int, *, estimated: bool) -> Usage:
 
 __all__ = [
     "MAX_TOKENS",
+    "MalformedUsage",
     "anthropic_json",
     "from_anthropic",
     "from_openai",

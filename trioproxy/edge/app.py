@@ -100,6 +100,7 @@ class Gateway:
         self.chat = ChatHandler(settings, self.keys, self.transport, self.breakers, self.sink,
                                 admission, cache, self.tracing, slots=self.slots,
                                 interrupts=self.interrupts)  # fmt: skip
+        self.chat.on_bad_usage = self.prometheus.upstream_bad_usage
         self.embeddings = EmbeddingsHandler(
             settings, self.keys, self.transport, self.breakers, self.sink, admission, cache,
             self.tracing, slots=self.slots, interrupts=self.interrupts,
@@ -351,6 +352,7 @@ class Gateway:
         parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,
                  self.tracing)  # fmt: skip
         chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
+        chat.on_bad_usage = self.prometheus.upstream_bad_usage
         embeddings = EmbeddingsHandler(*parts, slots=self.slots, interrupts=self.interrupts)
         count_tokens = CountTokensHandler(
             settings,

@@ -80,6 +80,9 @@ class ChatHandler(Endpoint):
     """``/v1/chat/completions``, ``/v1/messages``, ``/v1/responses``: one pipeline, the
     caller's dialect carried by the request's context."""
 
+    on_bad_usage: Callable[[str], None] | None = None
+    """Told the target of each attempt whose usage was malformed (the app's metric)."""
+
     async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
         await self.serve(dialect, scope, receive, send, self._handle)
 
@@ -237,6 +240,7 @@ class ChatHandler(Endpoint):
         cache first (it only queues): the caller has the answer, and may ask again at once,
         before the settle's store round trip is over."""
         usage = spent(ctx, race, runner.meters)
+        self._bad_usage(ctx, race, runner)
         try:
             if (
                 ctx.cache_plan is not None and self.cache is not None
@@ -252,6 +256,23 @@ class ChatHandler(Endpoint):
         traces.finish(ctx.trace, race, usage, runner.meters, status=delivery.status,
                       error=delivery.error, cache=ctx.cache_status,
                       prompt=ctx.req.chat.get("messages"), answer=delivery.completion)  # fmt: skip
+
+    def _bad_usage(self, ctx: RequestContext, race: Race, runner: AttemptRunner) -> None:
+        """Each attempt whose provider sent a usage that is no usage: a warning and a count
+        (it is billed the gateway's estimate, its record marked ``estimated``)."""
+        for a in race.attempts:
+            meter = runner.meters.get(a.index)
+            if meter is None or meter.bad_usage is None:
+                continue
+            target = a.target.model
+            log.warning(
+                "request %s: %s sent a malformed usage (%s); metered by the gateway's estimate",
+                ctx.request_id, target, meter.bad_usage,
+                extra={"fields": {"request_id": ctx.request_id, "target": target,
+                                  "bad_usage": meter.bad_usage}},
+            )  # fmt: skip
+            if self.on_bad_usage is not None:
+                self.on_bad_usage(target)
 
 
 __all__ = ["ChatHandler"]

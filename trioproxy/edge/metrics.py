@@ -122,6 +122,11 @@ class Metrics:
             "trioproxy_upstream_attempts", "Upstream attempts by target and outcome.",
             ("target", "outcome"), registry=r,
         )  # fmt: skip
+        self.bad_usage = Counter(
+            "trioproxy_upstream_bad_usage", "Upstream answers whose usage was malformed (counts "
+            "that are no counts), by target: before any byte relayed the attempt failed, after "
+            "it was metered by the gateway's estimate.", ("target",), registry=r,
+        )  # fmt: skip
         self.fallbacks = Counter(
             "trioproxy_fallbacks", "Attempts on a later target of a chain after a failure.",
             ("route", "target"), registry=r,
@@ -246,6 +251,11 @@ class Metrics:
         """A request refused before routing (see :mod:`trioproxy.edge.refusals`)."""
         self.dirty.set()
         self._inc(self.rejected, (kind, str(status)))
+
+    def upstream_bad_usage(self, target: str) -> None:
+        """An attempt whose usage was malformed (see :mod:`trioproxy.core.usage`)."""
+        self.dirty.set()
+        self._inc(self.bad_usage, (target,))
 
     def rejected_line_dropped(self) -> None:
         self.dirty.set()

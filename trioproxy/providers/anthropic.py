@@ -25,6 +25,7 @@ from trioproxy.core.types import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    Usage,
     UsageReport,
     Wire,
 )
@@ -145,7 +146,7 @@ class AnthropicStreamDecoder(JsonEventDecoder):
             message = data["message"]
             self._usage = {}
             merge_anthropic(self._usage, message.get("usage") or {})
-            up_front = from_anthropic(self._usage, output_required=False)
+            up_front = self.usage_or_none(_up_front, self._usage)
             return [StreamStart(message["id"], message["model"], up_front)]
         if kind == "message_delta":
             out: list[StreamEvent] = []
@@ -153,7 +154,8 @@ class AnthropicStreamDecoder(JsonEventDecoder):
                 out.append(StreamEnd(stop_reason(reason)))
             if usage := data.get("usage"):
                 merge_anthropic(self._usage, usage)
-                out.append(UsageReport(from_anthropic(self._usage)))
+                if (total := self.usage_or_none(from_anthropic, self._usage)) is not None:
+                    out.append(UsageReport(total))
             return out
         if kind == "message_stop":
             self.finish()
@@ -161,6 +163,11 @@ class AnthropicStreamDecoder(JsonEventDecoder):
             message = error_text(data) or "upstream stream error"
             raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
         return []
+
+
+def _up_front(raw: dict[str, Any]) -> Usage:
+    """``message_start``'s usage: its input buckets (the output count comes later)."""
+    return from_anthropic(raw, output_required=False)
 
 
 __all__ = ["AnthropicAdapter", "AnthropicStreamDecoder"]

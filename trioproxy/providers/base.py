@@ -9,8 +9,9 @@ values out. Adding a provider is one module plus one line in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -24,6 +25,9 @@ from trioproxy.core.types import (
     Usage,
     Wire,
 )
+from trioproxy.core.usage import MalformedUsage
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,12 @@ class StreamDecoder(Protocol):
     @property
     def done(self) -> bool:
         """True once the provider's terminal event has been seen."""
+        ...
+
+    @property
+    def bad_usage(self) -> str | None:
+        """Why the provider's usage was skipped as malformed, once it was (the events
+        went on without it: :meth:`JsonEventDecoder.usage_or_none`)."""
         ...
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
@@ -131,10 +141,32 @@ class JsonEventDecoder:
 
     def __init__(self) -> None:
         self._done = False
+        self._bad_usage: str | None = None
+        self.bad_usages = 0
+        """Events whose usage was skipped as malformed (the first one's reason:
+        :attr:`bad_usage`)."""
 
     @property
     def done(self) -> bool:
         return self._done
+
+    @property
+    def bad_usage(self) -> str | None:
+        return self._bad_usage
+
+    def usage_or_none(self, parse: Callable[[T], Usage | None], raw: T) -> Usage | None:
+        """``parse(raw)``, or None when the counts are no counts
+        (:class:`~trioproxy.core.usage.MalformedUsage`): an event whose usage is malformed
+        still carries its content and end, decoded as if it had no usage, and the reason
+        is kept in :attr:`bad_usage` (the attempt decides: a failure before anything was
+        relayed, else metered by estimate)."""
+        try:
+            return parse(raw)
+        except MalformedUsage as exc:
+            if self._bad_usage is None:
+                self._bad_usage = str(exc)
+            self.bad_usages += 1
+            return None
 
     def finish(self) -> None:
         self._done = True

@@ -137,7 +137,8 @@ class OpenAIStreamDecoder(JsonEventDecoder):
         for choice in choices:
             if choice.get("index", 0) == 0:
                 self._choice(choice, out)
-        usage = usage_of(chunk.get("usage"))
+        raw = chunk.get("usage")  # null on every content chunk: no call for those
+        usage = None if raw is None else self.usage_or_none(usage_of, raw)
         if usage is not None:
             if choices:
                 self._pending = usage

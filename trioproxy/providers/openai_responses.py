@@ -25,7 +25,7 @@ from trioproxy.core.types import (
     Usage,
     UsageReport,
 )
-from trioproxy.core.usage import from_responses
+from trioproxy.core.usage import MalformedUsage, from_responses
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.base import (
     BetaPolicy,
@@ -45,7 +45,7 @@ _TERMINAL = ("response.completed", "response.incomplete")
 def usage_of(raw: Any) -> Usage:
     """Disjoint buckets from the Responses usage (cached and reasoning tokens are subsets)."""
     if not isinstance(raw, dict):
-        raise ValueError("response has no usage")
+        raise MalformedUsage("response has no usage")
     return from_responses(raw)
 
 
@@ -130,7 +130,8 @@ class ResponsesStreamDecoder(JsonEventDecoder):
             self.finish()
             response = data["response"]
             finish = finish_of(response, bool(self._calls))
-            return [StreamEnd(finish), UsageReport(usage_of(response.get("usage")))]
+            usage = self.usage_or_none(usage_of, response.get("usage"))
+            return [StreamEnd(finish)] if usage is None else [StreamEnd(finish), UsageReport(usage)]
         if kind in ("response.failed", "error"):
             err = (data.get("response") or {}).get("error") or data
             message = err.get("message") if isinstance(err, dict) else None

@@ -24,7 +24,12 @@ and what the gateway must know from them:
 Line ends are normalised to LF (CRLF / CR framing from OpenAI-compatible
 servers becomes LF framing: the same events). An OpenAI usage-only chunk is
 left out when the caller did not ask for usage (the gateway always asks
-upstream), as the decoding path leaves it out.
+upstream), as the decoding path leaves it out. A usage whose counts are no counts
+(:class:`~trioproxy.core.usage.MalformedUsage`) is not forwarded either, as the decoding
+path ends a stream without one: an OpenAI usage-only chunk is left out, another event
+loses its ``usage`` (an Anthropic ``message_delta``, which must carry one, says
+``{"output_tokens": 0}`` as the decoding path's encoder does); :attr:`PassthroughTap.bad_usage`
+says why.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import Dialect, StreamEvent, UsageReport
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
-from trioproxy.providers.base import StreamDecoder
+from trioproxy.providers.base import JsonEventDecoder
 from trioproxy.providers.openai import OpenAIStreamDecoder
 
 _OPENAI_DATA = b"data: {"
@@ -76,7 +81,7 @@ class PassthroughTap:
         if wire not in self.WIRES:
             raise ValueError(f"no passthrough for the {wire!r} wire")
         self.wire = wire
-        self._decoder: StreamDecoder = (
+        self._decoder: JsonEventDecoder = (
             OpenAIStreamDecoder() if wire == "openai" else AnthropicStreamDecoder()
         )
         self._parser = SSEParser()
@@ -93,6 +98,11 @@ class PassthroughTap:
     @property
     def done(self) -> bool:
         return self._decoder.done
+
+    @property
+    def bad_usage(self) -> str | None:
+        """Why the provider's usage was left out as malformed, once it was."""
+        return self._decoder.bad_usage
 
     @property
     def end_event(self) -> bytes:
@@ -168,9 +178,14 @@ class PassthroughTap:
                 self._pending_size += len(ev)
                 continue
             self._first = False
+            bad = self._decoder.bad_usages
             decoded = self._decode(ev)
             out.events.extend(decoded)
-            if self._drop_usage and self._usage_only(decoded, ev):
+            if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
+                edited = True
+                if scrubbed := self._without_usage(ev):
+                    kept.append(scrubbed)
+            elif self._drop_usage and self._usage_only(decoded, ev):
                 edited = True
             else:
                 kept.append(ev)
@@ -188,6 +203,22 @@ class PassthroughTap:
         for sse in self._parser.feed(ev + b"\n\n"):
             decoded.extend(self._decoder.feed(sse))
         return decoded
+
+    def _without_usage(self, ev: bytes) -> bytes:
+        """``ev`` (one event the decoder parsed) without its malformed ``usage``: empty for
+        an OpenAI usage-only chunk (left out)."""
+        sse = next(iter(SSEParser().feed(ev + b"\n\n")))
+        data = orjson.loads(sse.data)
+        if self.wire == "anthropic":
+            if data.get("type") != "message_delta":  # message_start: its attempt fails
+                return ev
+            data["usage"] = {"output_tokens": 0}
+        elif not data.get("choices"):
+            return b""
+        else:
+            del data["usage"]
+        head = b"event: %s\n" % sse.event.encode() if sse.event else b""
+        return head + b"data: " + orjson.dumps(data)
 
     @staticmethod
     def _usage_only(decoded: list[StreamEvent], ev: bytes) -> bool:

@@ -15,6 +15,10 @@ fault (stop). After it, the attempt has claimed the race and the caller's
 response has started, so a failure is sent down the channel as
 :class:`Failed` and the client sees an explicit error event.
 
+A provider's usage that is no usage (:class:`~trioproxy.core.usage.MalformedUsage`) fails
+the attempt before its first byte; after it (a stream's usage comes after its content) the
+stream goes on and ends without it, the attempt metered by estimate (:attr:`Meter.bad_usage`).
+
 Items are pushed into a bounded channel: a slow client blocks ``send`` and so
 the upstream read; memory stays flat.
 """
@@ -35,6 +39,7 @@ from trioproxy.core.types import (
     Completion,
     StreamEvent,
 )
+from trioproxy.core.usage import MalformedUsage
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.base import ProviderAdapter, StreamDecoder
 from trioproxy.providers.passthrough import PassthroughTap, Tapped
@@ -235,6 +240,7 @@ class AttemptRunner:
             while chunk := await resp.receive():
                 if tap is not None:
                     got = tap.feed(chunk)
+                    _usable(meter, tap.bad_usage)
                     _meter_tapped(meter, got)
                     if got.forward:
                         raw.append(got.forward)
@@ -242,6 +248,7 @@ class AttemptRunner:
                         return [Raw(b"".join(raw))] if raw else []
                     continue
                 events = self._decode(chunk, parser, decoder)
+                _usable(meter, decoder.bad_usage)
                 for event in events:
                     meter.received_any = True
                     meter.observe(event)
@@ -294,6 +301,8 @@ class AttemptRunner:
                     except ValueError as exc:
                         failure = _interrupted(f"malformed upstream event: {exc}")
                         break
+                    if meter.bad_usage is None:  # after content: metered by estimate
+                        meter.bad_usage = decoder.bad_usage
                     watch.writing = True
                     failure = await self._hand_on(attempt, events, meter)
                     watch.writing = False
@@ -364,6 +373,8 @@ class AttemptRunner:
                         failure = _interrupted(f"malformed upstream event: {exc}")
                         break
                     _meter_tapped(meter, got)
+                    if meter.bad_usage is None:  # after content: metered by estimate
+                        meter.bad_usage = tap.bad_usage
                     done = tap.done
                     if got.forward:
                         watch.writing = True
@@ -384,12 +395,23 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
     try:
         completion = adapter.parse_response(body)
     except ValueError as exc:
+        if isinstance(exc, MalformedUsage):
+            meter.bad_usage = str(exc)
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
     meter.received_any = True
     meter.usage = completion.usage
     meter.response_id, meter.response_model = completion.id, completion.model
     meter.finish = completion.finish_reason
     return completion
+
+
+def _usable(meter: Meter, bad_usage: str | None) -> None:
+    """Before anything was relayed a malformed usage fails the attempt (the next target
+    is tried), as a malformed first event does (nothing metered); after, the stream goes
+    on without it (:mod:`trioproxy.core.usage`)."""
+    if bad_usage is not None:
+        meter.bad_usage = bad_usage
+        raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {bad_usage}")
 
 
 def _interrupted(message: str) -> ProviderError:

@@ -34,6 +34,9 @@ class Meter:
     response_model: str = ""
     finish: FinishReason | None = None
     """The provider's answer id, model and finish reason, as far as received (traces)."""
+    bad_usage: str | None = None
+    """Why the provider's usage was skipped as malformed, if it was: :meth:`final` is then
+    the estimate, as when a stream reports no usage."""
     deferred: Callable[[], int] | None = None
     """More estimated output tokens, counted only when asked (a passthrough stream's
     content events: :meth:`~trioproxy.providers.passthrough.PassthroughTap.output_tokens`)."""
