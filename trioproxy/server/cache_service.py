@@ -84,7 +84,7 @@ def _pg_service(index: PgVectorIndex) -> Service:
 
 
 def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
-    from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM, OpenAIEmbedder
+    from trioproxy.cache.embedder import LocalEmbedder, OpenAIEmbedder
 
     cfg = settings.embedder
     if cfg.kind == "openai":
@@ -94,7 +94,7 @@ def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
         key = cfg.api_key.reveal() if cfg.api_key is not None else None
         return OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
                               api_key=key)  # fmt: skip
-    local = LocalEmbedder(OnnxMiniLM(cfg.model_path))
+    local = LocalEmbedder(model_path=cfg.model_path)  # its session lives with its service
     services.append(NamedService("embedder", local.run, required=False))
     return local
 
