@@ -9,14 +9,14 @@ the pair verifier: the two prompts' content tokens align, or the pair model
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
-  used to change anything (default: ``loadtest/data/heldout_v7_pairs.json`` when that file
+  used to change anything (default: ``loadtest/data/heldout_v8_pairs.json`` when that file
   exists, else none; ``--held none`` for none, or name a seen one, e.g. ``--held
   loadtest/data/heldout_v6_pairs.json``, to see it in the held-out tables, the curve and
   ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1 to v6 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
-  ``heldout_v6_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1 to v7 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
+  ``heldout_v7_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
@@ -42,9 +42,9 @@ from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
-from trioproxy.cache.guard import near_miss
+from trioproxy.cache.guard import near_miss, term_only
 from trioproxy.cache.keys import semantic_namespace
-from trioproxy.cache.pair_model import serves
+from trioproxy.cache.pair_model import PairWeights, serves
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.semantic_record import SemanticRecord
 from trioproxy.cache.vector_index import HnswIndex
@@ -87,9 +87,10 @@ SEEN = (
     ("v4", "heldout_v4_pairs.json"),
     ("v5", "heldout_v5_pairs.json"),
     ("v6", "heldout_v6_pairs.json"),
+    ("v7", "heldout_v7_pairs.json"),
 )
-"""The sets held out for the freezes v1-v6, seen since (v6 read after 'FROZEN v6')."""
-HELD = HERE / "heldout_v7_pairs.json"
+"""The sets held out for the freezes v1-v7, seen since (v7 read after 'FROZEN v7')."""
+HELD = HERE / "heldout_v8_pairs.json"
 """The set held out for the next freeze, once the lead adds it (until then: no held-out set)."""
 
 
@@ -149,6 +150,29 @@ def load_sets(held_path: Path | None = None) -> dict[str, list[Pair]]:
     return sets
 
 
+WRITERS = ("tune", "extra", "gpt", *(v for v, _ in SEEN))
+
+
+def writer_sets() -> dict[str, list[tuple[str, Pair]]]:
+    """Every labelled set by its writer: ``tune`` (``tuning_pairs.json`` and
+    ``near_misses.json``), ``extra`` (``pair_model_extra.json``), ``gpt`` (GPTCache's pairs,
+    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v7``.
+    Each item is (kind, pair), kind one of near, para, nondup. For the pair model's training
+    (``train_pair_model.py``) and the leave-one-writer-set-out evaluation (``leave_out.py``)."""
+    sets = load_sets(None)
+    out: dict[str, list[tuple[str, Pair]]] = {w: [] for w in WRITERS}
+    for name, pairs in sets.items():
+        prefix, rest = name.split(":")
+        if prefix == "seen" and rest.startswith("v"):
+            writer, kind = rest.split("_")
+        else:
+            writer = {"tune": "tune", "extra": "extra"}[prefix] if "gpt" not in rest else "gpt"
+            kind = rest.split("_")[-1]
+        kind = {"para": "para", "near": "near", "nondup": "nondup"}[kind]
+        out[writer] += [(kind, p) for p in pairs]
+    return out
+
+
 class Judge:
     def __init__(self, model: OnnxMiniLM) -> None:
         self.model = model
@@ -164,16 +188,29 @@ class Judge:
     def cosine(self, p: Pair) -> float:
         return float(self.embed(p.new).vec @ self.embed(p.cached).vec)
 
-    def hit(self, p: Pair, band: Band, *, verifier: bool = True) -> bool:
+    def hit(
+        self, p: Pair, band: Band, *, verifier: bool = True, weights: PairWeights | None = None
+    ) -> bool:
+        """As ``SemanticCache.lookup`` decides (``weights``: another pair model's)."""
         sim = self.cosine(p)
-        if sim < band.floor or near_miss(p.new, p.cached) is not None:
+        if sim < (band.lowest if verifier else band.floor):
             return False
-        if not verifier or p.new == p.cached or sim >= band.ceiling:
+        reason = near_miss(p.new, p.cached)
+        term_veto = (
+            verifier
+            and reason == "term"
+            and band.term_accept <= 1.0
+            and sim >= band.floor
+            and term_only(p.new, p.cached)
+        )
+        if reason is not None and not term_veto:
+            return False
+        if not verifier or p.new == p.cached or (sim >= band.ceiling and not term_veto):
             return True
         a, b = self.embed(p.new).tokens, self.embed(p.cached).tokens
         assert a is not None and b is not None
         t0 = time.perf_counter()
-        ok = serves(a, b, sim, self.vocab, band)
+        ok = serves(a, b, sim, self.vocab, band, term_veto=term_veto, weights=weights)
         self.verify_s.append(time.perf_counter() - t0)
         return ok
 
@@ -181,7 +218,8 @@ class Judge:
 def table(judge: Judge, sets: dict[str, list[Pair]], band: Band, title: str) -> None:
     print(
         f"\n### {title}: floor {band.floor}, ceiling {band.ceiling}, align {band.align}, "
-        f"pair model cut {band.accept}\n"
+        f"pair model cut {band.accept}, reach {band.reach} at {band.reach_accept}, "
+        f"one-sided term veto overruled at {band.term_accept} (> 1: never)\n"
     )
     print("| set | family | served from cache | reading |\n|---|---|---|---|")
     for name, pairs in sets.items():
@@ -389,7 +427,7 @@ def main() -> None:
         "--model", help="another ONNX file of the same model (loadtest/quantize_minilm.py)"
     )
     ap.add_argument("--held", default=str(HELD) if HELD.exists() else "none",
-                    help="the held-out set (default: v7 if present; 'none': every set is seen)")  # fmt: skip
+                    help="the held-out set (default: v8 if present; 'none': every set is seen)")  # fmt: skip
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets(Path(args.held) if args.held != "none" else None)
@@ -415,7 +453,7 @@ def main() -> None:
         for target, band in sorted(BAND_PRESETS.items()):
             if band != default:
                 table(judge, held, band, f"Held-out ({args.held}), target false-hit {target}")
-    table(judge, seen, default, "Seen (v1-v6, GPTCache odd; trained the pair model), default")
+    table(judge, seen, default, "Seen (v1-v7, GPTCache odd; trained the pair model), default")
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
     if args.curve and held:

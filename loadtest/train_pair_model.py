@@ -1,33 +1,33 @@
-"""Train the pair model (``trioproxy/cache/pair_model.json``) on the seen pairs.
+"""Train the pair model (``trioproxy/cache/pair_model.json``) on every labelled set.
 
     nice -n 10 .venv/bin/python loadtest/train_pair_model.py [--write]
 
-Data: every ``tune:``, ``seen:`` and ``extra:`` set of ``semantic_quality.load_sets`` (the
-project's own pairs, ``loadtest/data/pair_model_extra.json`` written for this model, and
-GPTCache pairs, MIT); never a ``held:`` set. A pair trains the model when it would reach it
-at a route: cosine >= ``TRAIN_FLOOR``, no guard veto, and the alignment check at the default
-``align`` refuses it. GPTCache pairs weigh ``GPT_WEIGHT`` each (another style than chat
-prompts); the two classes weigh the same in total. Full-batch Adam on the logistic loss,
-L2 on the weights, deterministic (no sampling): the same data gives the same file.
+Data: every writer set of ``semantic_quality.writer_sets`` (the project's tuning sets, the
+sets held out for the freezes v1-v7, ``loadtest/data/pair_model_extra.json`` written for this
+model: all written by the project, project licence; and GPTCache's pairs, MIT); never a set
+held out for the next freeze. A pair trains the model when it can reach it at a route:
+cosine >= ``TRAIN_FLOOR`` and either the guard lets it through and the alignment check at the
+default ``align`` refuses it, or the guard's only veto is a protected term on one side
+(:func:`~trioproxy.cache.guard.term_only`; the pair feature "term" is 1 for those). GPTCache
+pairs weigh ``GPT_WEIGHT`` each (another style than chat prompts); the two classes weigh the
+same in total. Full-batch Adam on the logistic loss, L2 on the weights, deterministic (no
+sampling): the same data gives the same file.
 
-It first prints a leave-one-set-out table (train without each of v1-v6 in turn, decide that set
-as a route would, by the pair model's cut) from which the presets' cuts
-(``verifier.BAND_PRESETS``) were chosen, then, with ``--write``, trains on everything and
-writes the weights.
+The presets' cuts (``verifier.BAND_PRESETS``) were chosen from the leave-one-writer-set-out
+table of ``loadtest/leave_out.py``, which trains this recipe without each set in turn.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from semantic_quality import SEEN, Judge, Pair, load_sets
+from semantic_quality import Judge, Pair, writer_sets
 
 from trioproxy.cache.embedder import OnnxMiniLM
-from trioproxy.cache.guard import near_miss
+from trioproxy.cache.guard import near_miss, term_only
 from trioproxy.cache.pair_model import TOKEN_FEATURES, PairWeights, pair_features
 from trioproxy.cache.verifier import DEFAULT_ALIGN, verify
 
@@ -38,60 +38,64 @@ L2_TOKEN = 1e-3
 L2_VECTOR = 1e-2
 STEPS = 3000
 LR = 0.03
-CUTS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 @dataclass(slots=True)
 class Row:
     pair: Pair
-    source: str
+    writer: str
+    kind: str
+    """near, para or nondup."""
     cosine: float
-    in_band: bool
-    """Guard passed, cosine >= TRAIN_FLOOR."""
+    guard: str | None
+    """The guard's veto (``near_miss``), or None."""
+    term: bool
+    """The veto is a protected term on one side only, nothing else (``term_only``)."""
     strict: bool
-    """The alignment check at DEFAULT_ALIGN serves it."""
-    feats: np.ndarray
-    vecs: np.ndarray
+    """The guard lets it through and the alignment check at DEFAULT_ALIGN serves it."""
+    feats: np.ndarray | None
+    vecs: np.ndarray | None
     count: float
 
 
-def rows_of(judge: Judge, sets: dict[str, list[Pair]]) -> list[Row]:
+def rows_of(judge: Judge, sets: dict[str, list[tuple[str, Pair]]]) -> list[Row]:
+    """Every pair of every writer set (``writer -> [(kind, pair)]``), with what the training
+    and the leave-one-out evaluation need."""
     out = []
-    for name, pairs in sets.items():
-        if name.startswith("held:"):
-            continue
-        source = (
-            name.split(":")[1].split("_")[0] if name.startswith("seen:v") else name.split(":")[0]
-        )
-        for p in pairs:
+    for writer, items in sets.items():
+        for kind, p in items:
             cos = judge.cosine(p)
             a, b = judge.embed(p.new).tokens, judge.embed(p.cached).tokens
             assert a is not None and b is not None
-            in_band = cos >= TRAIN_FLOOR and near_miss(p.new, p.cached) is None
-            strict = in_band and verify(a, b, judge.vocab, DEFAULT_ALIGN) is None
-            pf, feats, vecs = pair_features(a, b, judge.vocab) if in_band else (None, None, None)
-            out.append(
-                Row(
-                    p,
-                    source,
-                    cos,
-                    in_band,
-                    strict,
-                    feats,
-                    vecs,
-                    0.0 if pf is None else float(pf[1]),
-                )
+            guard = near_miss(p.new, p.cached)
+            term = guard == "term" and term_only(p.new, p.cached)
+            strict = guard is None and verify(a, b, judge.vocab, DEFAULT_ALIGN) is None
+            pf, feats, vecs = (
+                pair_features(a, b, judge.vocab) if cos >= TRAIN_FLOOR else (None, None, None)
             )
+            count = 0.0 if pf is None else float(pf[1])
+            out.append(Row(p, writer, kind, cos, guard, term, strict, feats, vecs, count))
     return out
 
 
-def train(rows: list[Row]) -> PairWeights:
-    rows = [r for r in rows if r.in_band and not r.strict]
+def trains(r: Row, *, term_rows: bool = True) -> bool:
+    """The row is one the model learns from."""
+    if r.cosine < TRAIN_FLOOR or r.feats is None:
+        return False
+    return (r.guard is None and not r.strict) or (term_rows and r.term)
+
+
+def train(rows: list[Row], *, term_rows: bool = True) -> PairWeights:
+    """The pair model on ``rows`` (``term_rows`` False: main's v7 recipe, without the
+    protected-term rows and their feature)."""
+    rows = [r for r in rows if trains(r, term_rows=term_rows)]
     n = len(rows)
-    P = np.array([[r.cosine, r.count] for r in rows])
-    X = np.concatenate([r.feats for r in rows]).astype(np.float64)
-    V = np.concatenate([r.vecs for r in rows]).astype(np.float64)
-    seg = np.concatenate([np.full(len(r.feats), i) for i, r in enumerate(rows)]).astype(int)
+    P = np.array([[r.cosine, r.count, 1.0 if r.term else 0.0] for r in rows])
+    X = np.concatenate([r.feats for r in rows if r.feats is not None]).astype(np.float64)
+    V = np.concatenate([r.vecs for r in rows if r.vecs is not None]).astype(np.float64)
+    seg = np.concatenate(
+        [np.full(len(r.feats), i) for i, r in enumerate(rows) if r.feats is not None]
+    ).astype(int)
     y = np.array([1.0 if r.pair.same else 0.0 for r in rows])
     w = np.array([GPT_WEIGHT if r.pair.family == "gptcache" else 1.0 for r in rows])
     w = np.where(y == 1, w / (w * y).sum(), w / (w * (1 - y)).sum()) * n / 2
@@ -116,48 +120,18 @@ def train(rows: list[Row]) -> PairWeights:
     )
 
 
-def probability(w: PairWeights, r: Row) -> float:
-    u = r.feats @ w.token + r.vecs @ w.vector
-    z = w.bias + w.pair[0] * r.cosine + w.pair[1] * r.count - float(np.logaddexp(0, u).sum())
-    return 1 / (1 + np.exp(-z))
-
-
-def leave_one_out(rows: list[Row], floor: float = 0.80) -> None:
-    print(
-        "| held set | cut | false hits (all negatives) | true hits (paraphrases) | families served |"
-    )
-    print("|---|---|---|---|---|")
-    for held, _ in SEEN:
-        w = train([r for r in rows if r.source != held])
-        test = [r for r in rows if r.source == held]
-        neg = sum(not r.pair.same for r in test)
-        pos = len(test) - neg
-        for cut in ("align only", *CUTS):
-            fh = th = 0
-            fams: Counter[str] = Counter()
-            for r in test:
-                if not r.in_band or r.cosine < floor:
-                    continue
-                hit = r.strict or (cut != "align only" and probability(w, r) >= float(cut))
-                th += hit and r.pair.same
-                if hit and not r.pair.same:
-                    fh += 1
-                    fams[r.pair.family] += 1
-            print(f"| {held} | {cut} | {fh}/{neg} | {th}/{pos} | {dict(fams) or ''} |")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help=f"train on all and write {OUT.name}")
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM())
-    rows = rows_of(judge, load_sets())
-    used = [r for r in rows if r.in_band and not r.strict]
+    rows = rows_of(judge, writer_sets())
+    used = [r for r in rows if trains(r)]
     print(
-        f"{len(rows)} seen pairs, {len(used)} train the model "
-        f"({sum(r.pair.same for r in used)} same answer); token features {TOKEN_FEATURES}"
+        f"{len(rows)} pairs, {len(used)} train the model ({sum(r.pair.same for r in used)} same "
+        f"answer, {sum(r.term for r in used)} protected-term vetoes); token features "
+        f"{TOKEN_FEATURES}"
     )
-    leave_one_out(rows)
     if args.write:
         OUT.write_text(train(rows).to_json() + "\n")
         print(f"wrote {OUT}")

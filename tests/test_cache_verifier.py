@@ -78,8 +78,11 @@ def test_band_presets_and_route_overrides() -> None:
     assert default == BAND_PRESETS[0.01]
     explicit = route_band(CacheConfig(semantic_band=(0.7, 0.95)))
     d = BAND_PRESETS[0.01]
-    assert explicit == Band(0.7, 0.95, d.align, d.accept)
-    assert route_band(CacheConfig(semantic_threshold=0.9)).floor == 0.9
+    # an explicit floor is a floor: the pair model serves nothing below it (no reach)
+    assert explicit == Band(0.7, 0.95, d.align, d.accept, None, 2.0, d.term_accept)
+    assert explicit.lowest == 0.7
+    assert d.lowest == d.reach == 0.75
+    assert route_band(CacheConfig(semantic_threshold=0.9)).lowest == 0.9
 
 
 def test_semantic_record_round_trip_and_confirmation(minilm: OnnxMiniLM) -> None:

@@ -348,4 +348,20 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
     return None
 
 
-__all__ = ["RULES", "near_miss"]
+_NOT_TERM = tuple(r for r in RULES if r != "term")
+
+
+def term_only(new: str, cached: str) -> bool:
+    """The "term" rule is the only one that fires, and on one side only: one prompt names a
+    protected term the other lacks while the other names none the first lacks ("How many
+    continents are there?" / "... on Earth?", "check memory usage on a Linux server" / "linux
+    box: how much RAM is used"). A swap of terms ("Docker on Ubuntu" / "on Fedora") is not
+    one. Only such a veto may be overruled, by the pair judge
+    (:func:`~trioproxy.cache.pair_model.serves` with ``term_veto``)."""
+    n, c = features(new), features(cached)
+    if (_missing(n.protected, c) is None) == (_missing(c.protected, n) is None):
+        return False
+    return near_miss(new, cached, _NOT_TERM) is None
+
+
+__all__ = ["RULES", "near_miss", "term_only"]

@@ -11,6 +11,13 @@ how rare the piece is, where it sits), plus a learned projection of the piece's 
 vector. Each such piece adds a non-negative penalty ``softplus(w . x + c)`` to the pair's
 logit ``b + a * cosine``; the pair is served when ``sigmoid(logit) >= cut``.
 
+Since v8 the same model also decides two cases the rest refuses outright (:func:`serves`): a
+pair a little below the route's floor (down to the band's ``reach``, at ``reach_accept``), and
+a pair the guard vetoed only for a protected term on one side
+(:func:`~trioproxy.cache.guard.term_only`), told of the veto by the pair feature "term" (at
+``term_accept``). Both were adopted from a leave-one-writer-set-out evaluation
+(``loadtest/leave_out.py``), not from scores on the sets that trained it.
+
 The weights (``pair_model.json``) are trained by ``loadtest/train_pair_model.py`` on the
 project's own seen pairs (``loadtest/data``) and pairs written for it
 (``loadtest/data/pair_model_extra.json``), and GPTCache pairs (MIT); nothing else. Pure: arrays
@@ -62,7 +69,9 @@ MAX_LOOKUPS = 8
 refused (the safe side), which bounds the cost of long prompts."""
 _WORDNET = TOKEN_FEATURES.index("wordnet")
 _OPPOSED = TOKEN_FEATURES.index("opposed")
-PAIR_FEATURES = ("cosine", "count")
+PAIR_FEATURES = ("cosine", "count", "term")
+"""The pair's cosine, its unmatched pieces / 4, and 1.0 when the guard vetoed the pair for a
+protected term on one side only (the model judges whether to overrule it)."""
 QUANTIFIERS = frozenset(
     "all any each every some single multiple only both either neither few many most several "
     "none more less entire whole whichever".split()
@@ -83,9 +92,12 @@ class PairWeights:
     @classmethod
     def from_json(cls, text: str) -> PairWeights:
         raw = json.loads(text)
+        pair = np.zeros(len(PAIR_FEATURES), dtype=np.float32)
+        given = np.asarray(raw["pair"], dtype=np.float32)
+        pair[: len(given)] = given  # weights from before a pair feature was added: 0 for it
         return cls(
             float(raw["bias"]),
-            np.asarray(raw["pair"], dtype=np.float32),
+            pair,
             np.asarray(raw["token"], dtype=np.float32),
             np.asarray(raw["vector"], dtype=np.float32),
         )
@@ -191,7 +203,7 @@ def _unfilled(
     fb, vb, cb = _side(cached, new, vocab, b, a)
     feats = np.concatenate([fa, fb])
     vecs = np.concatenate([va, vb]) if len(feats) else np.zeros((0, new.vecs.shape[1]), np.float32)
-    return np.array([0.0, len(feats) / 4.0], dtype=np.float32), feats, vecs, ca + cb
+    return np.array([0.0, len(feats) / 4.0, 0.0], dtype=np.float32), feats, vecs, ca + cb
 
 
 def pair_features(
@@ -227,25 +239,67 @@ def probability(
     cosine: float,
     vocab: Vocabulary,
     weights: PairWeights | None = None,
+    *,
+    term_veto: bool = False,
 ) -> float:
     """P(the cached answer is right for the new prompt), as the model sees it."""
     w = shipped_weights() if weights is None else weights
     pair, feats, vecs = pair_features(new, cached, vocab)
+    pair[2] = 1.0 if term_veto else 0.0
     return 1.0 / (1.0 + math.exp(-logit(w, cosine, pair, feats, vecs)))
 
 
-def serves(new: TokenView, cached: TokenView, cosine: float, vocab: Vocabulary, band: Band) -> bool:
-    """The band's verdict on a pair the guard let through: the prompts align, or the pair
-    model is confident enough that they ask the same thing."""
+def _cut(accept: float) -> float:
+    return math.log(accept / (1.0 - accept)) if accept < 1.0 else math.inf
+
+
+def serves(
+    new: TokenView,
+    cached: TokenView,
+    cosine: float,
+    vocab: Vocabulary,
+    band: Band,
+    *,
+    term_veto: bool = False,
+    weights: PairWeights | None = None,
+) -> bool:
+    """The band's verdict on a pair: at or above the floor, the prompts align or the pair
+    model is confident enough (``band.accept``) that they ask the same thing; below the floor
+    (down to ``band.reach``) the pair model alone decides, at ``band.reach_accept``; a pair the
+    guard vetoed for a protected term on one side only (``term_veto``,
+    :func:`~trioproxy.cache.guard.term_only`) is served only at or above the floor and only on
+    the pair model's word, told of the veto, at ``band.term_accept``. The caller has checked
+    the guard (every other veto refuses before this)."""
+    if term_veto:
+        if cosine < band.floor or band.term_accept > 1.0:
+            return False
+        return _judged(new, cached, cosine, vocab, _cut(band.term_accept), 1.0, weights)
+    if cosine < band.floor:
+        if band.reach is None or cosine < band.reach or band.reach_accept > 1.0:
+            return False
+        return _judged(new, cached, cosine, vocab, _cut(band.reach_accept), 0.0, weights)
     if verify(new, cached, vocab, band.align) is None:
         return True
     if band.accept > 1.0:
         return False
-    w = shipped_weights()
-    need = math.log(band.accept / (1.0 - band.accept)) if band.accept < 1.0 else math.inf
+    return _judged(new, cached, cosine, vocab, _cut(band.accept), 0.0, weights)
+
+
+def _judged(
+    new: TokenView,
+    cached: TokenView,
+    cosine: float,
+    vocab: Vocabulary,
+    need: float,
+    term: float,
+    weights: PairWeights | None,
+) -> bool:
+    """The pair model's logit >= ``need`` (``term``: the value of the "term" pair feature)."""
+    w = shipped_weights() if weights is None else weights
     pair, feats, vecs, calls = _unfilled(new, cached, vocab)
     p = pair.copy()
     p[0] = cosine
+    p[2] = term
     base = w.bias + float(w.pair @ p)
     if not len(feats):
         return base >= need

@@ -7,7 +7,10 @@ namespace (:func:`~trioproxy.cache.keys.semantic_namespace`) when, for the route
 difference, and, below the ceiling, the pair verifier
 (:func:`~trioproxy.cache.verifier.verify`) aligns every content token of each prompt with
 the other or, where it does not, the pair model (:func:`~trioproxy.cache.pair_model.serves`)
-judges the pair the same question with the band's confidence. Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
+judges the pair the same question with the band's confidence. The pair model alone may also
+serve a pair a little below the floor (down to the band's ``reach``, at a stricter cut) and
+overrule the guard's protected-term veto when a term is on one side only and no other rule
+fires (:func:`~trioproxy.cache.guard.term_only`, at the band's ``term_accept``). Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
 entry, the prompt's token vectors, the writer) live in an
 :class:`~trioproxy.cache.exact.ExactCache` under ``<namespace>:<entry id>``.
 
@@ -33,7 +36,7 @@ from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.embedder import Embedder, Embedding
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
-from trioproxy.cache.guard import near_miss
+from trioproxy.cache.guard import near_miss, term_only
 from trioproxy.cache.keys import (
     is_shareable,
     semantic_namespace,
@@ -62,10 +65,13 @@ MAX_PROMPT_CHARS = 2_000
 def route_band(cfg: CacheConfig) -> Band:
     """The route's band: its target's preset, with an explicit band or floor on top."""
     band = band_for(cfg.semantic_target_false_hit)
+    if cfg.semantic_band is None and cfg.semantic_threshold is None:
+        return band
     floor, ceiling = cfg.semantic_band or (band.floor, band.ceiling)
     if cfg.semantic_threshold is not None:
         floor = cfg.semantic_threshold
-    return Band(floor, max(floor, ceiling), band.align, band.accept)
+    # an explicit floor is a floor: nothing is served below it
+    return Band(floor, max(floor, ceiling), band.align, band.accept, None, 2.0, band.term_accept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +169,19 @@ class SemanticCache:
             return None
         top = hits[0]
         band = route_band(cfg)
-        if top.similarity < band.floor:
+        if top.similarity < band.lowest:
             self.stats.below_threshold += 1
-            if top.similarity >= band.floor - PROBE_MARGIN:
+            if top.similarity >= band.lowest - PROBE_MARGIN:
                 self._near_miss(asker, now)
             return None
         reason = near_miss(text, top.prompt)
-        if reason is not None:
+        term_veto = (
+            reason == "term"
+            and band.term_accept <= 1.0
+            and top.similarity >= band.floor
+            and term_only(text, top.prompt)
+        )
+        if reason is not None and not term_veto:
             self.stats.guard_rejects[reason] += 1
             self._near_miss(asker, now)
             return None
@@ -181,10 +193,13 @@ class SemanticCache:
             return None
         if (
             text != top.prompt
-            and top.similarity < band.ceiling
-            and not self._aligned(emb, record, top.similarity, band)
+            and (top.similarity < band.ceiling or term_veto or top.similarity < band.floor)
+            and not self._aligned(emb, record, top.similarity, band, term_veto)
         ):
-            self.stats.verifier_rejects += 1
+            if term_veto:
+                self.stats.guard_rejects["term"] += 1
+            else:
+                self.stats.verifier_rejects += 1
             self._near_miss(asker, now)
             return None
         if not await self._confirmed(key, record, asker, cfg, now):
@@ -194,13 +209,13 @@ class SemanticCache:
         return SemanticHit(record.entry, top.similarity, ns, top.entry_id, top.prompt)
 
     def _aligned(
-        self, emb: Embedding, record: SemanticRecord, similarity: float, band: Band
+        self, emb: Embedding, record: SemanticRecord, similarity: float, band: Band, term_veto: bool
     ) -> bool:
         """The verifier's verdict (alignment, else the pair model); without token vectors (a remote embedder) or a model
         vocabulary a band hit cannot be verified and is refused."""
         if self._vocab is None or emb.tokens is None or record.tokens is None:
             return False
-        return serves(emb.tokens, record.tokens, similarity, self._vocab, band)
+        return serves(emb.tokens, record.tokens, similarity, self._vocab, band, term_veto=term_veto)
 
     async def _confirmed(
         self, key: str, record: SemanticRecord, asker: str, cfg: CacheConfig, now: float
