@@ -104,6 +104,42 @@ def test_the_supervisor_does_not_import_the_gateway(module: str) -> None:
     assert proc.stdout.strip() == "[]"
 
 
+SUPERVISOR_SKIPS = ("trio", "httptools", "ssl", "_hashlib", "quart", "hypercorn",
+                    "prometheus_client", "trioproxy.httpd.server", "trioproxy.edge",
+                    "trioproxy.server.readiness", "trioproxy.config",
+                    "importlib.metadata")  # fmt: skip
+
+
+def test_the_supervisor_runs_without_an_event_loop(tmp_path: Path) -> None:
+    """``serve`` up to the start of its children, for real (config check, bind, claim,
+    banner): no Trio or ssl (~14 MB of RSS), no httptools or data-plane server, no hashlib
+    (OpenSSL's libcrypto, ~3.6 MB), no config package (checked in a process of its own,
+    ``server/plan.py``: ~3.6 MB) nor importlib.metadata (the banner's version comes with the
+    check)."""
+    cfg = tmp_path / "trioproxy.toml"
+    cfg.write_text(
+        "[server]\nadmin_port = 0\n[storage]\n"
+        f'state_dir = "{tmp_path}"\n[[api_keys]]\nname = "k"\nkey_sha256 = "{"0" * 64}"\n'
+        'team = "t"\n[providers.p]\nkind = "openai"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_key_env = "HOME"\n[models.m]\nprovider = "p"\ninput_per_mtok = 1.0\n'
+        "output_per_mtok = 1.0\n"
+    )
+    code = (
+        "import sys\nfrom trioproxy import cli\nfrom trioproxy.server import runner\n"
+        "def run(self):\n"
+        f"    print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {SUPERVISOR_SKIPS!r}\n"
+        f"          or m.startswith({tuple(s + '.' for s in SUPERVISOR_SKIPS)!r})))\n"
+        "    return 0\n"
+        "runner.Supervisor.run = run\n"
+        f"sys.exit(cli.main(['serve', '--config', {str(cfg)!r}, '--port', '0']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "listening on http://127.0.0.1:" in proc.stdout  # the banner, then the children
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
 @pytest.mark.parametrize(
     "module", ["trioproxy.server.worker", "trioproxy.server.control", "trioproxy.server.factory"]
 )

@@ -1,21 +1,20 @@
 """``trioproxy`` command line: serve, simulate, check-config, report.
 
 Each command imports what it runs, inside its function: ``serve``'s supervisor process
-(``server/runner.py``) loads the config and sockets, not the gateway its workers build."""
+(``server/runner.py``) holds the sockets and the values of the config it uses
+(``server/plan.py``: the config is checked in a short-lived process), not the config package
+nor the gateway its workers build."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
-import queue
-import secrets
 import shutil
 import sys
 import tempfile
-import threading
 from typing import Any
 
+from trioproxy.server.plan import version
 from trioproxy.telemetry.logs import FORMATS, LEVELS, configure_logging
 
 DEFAULT_PORT = 8080
@@ -24,6 +23,9 @@ DEFAULT_SIM_PORT = 9090
 
 def _start_demo_simulator(host: str) -> str:
     """Run the provider simulator on a thread of this process; return its base URL."""
+    import queue
+    import threading
+
     import trio
 
     from trioproxy.simulator import Simulator
@@ -39,18 +41,26 @@ def _start_demo_simulator(host: str) -> str:
     return f"http://{host}:{ports.get(timeout=10)}"
 
 
-def version() -> str:
-    try:
-        return importlib.metadata.version("trioproxy")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (``importlib.metadata`` is ~1 MB of RSS that
+    ``serve``'s supervisor would otherwise keep for its whole life)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:  # fmt: skip
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        sys.stdout.write(f"trioproxy {version()}\n")  # (where argparse's own action writes)
+        parser.exit()
 
 
-def banner(url: str, dashboard_url: str | None, state_dir: str, workers: int) -> str:
+def banner(
+    url: str, dashboard_url: str | None, state_dir: str, workers: int, version_: str = ""
+) -> str:
     """What ``serve`` prints once it listens: where to send requests, where the dashboard is,
     where state lives."""
     return (
-        f"trioproxy {version()} listening on {url} ({workers} worker(s))\n"
+        f"trioproxy {version_ or version()} listening on {url} ({workers} worker(s))\n"
         f"  API:       {url}/v1  (OPENAI_BASE_URL / ANTHROPIC_BASE_URL)\n"
         f"  dashboard: {dashboard_url or 'not mounted'}\n"
         f"  state:     {os.path.abspath(state_dir)}"
@@ -58,27 +68,28 @@ def banner(url: str, dashboard_url: str | None, state_dir: str, workers: int) ->
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from trioproxy.config import ConfigError, load_settings
     from trioproxy.server import environ as env
-    from trioproxy.server.readiness import ENV_RUN_DIR
+    from trioproxy.server.plan import PlanFailed, ServePlan, plan_of
+    from trioproxy.server.ready_files import ENV_RUN_DIR
     from trioproxy.server.runner import serve
     from trioproxy.telemetry.metrics_dir import MULTIPROC_ENV
 
     configure_logging(args.log_level, args.log_format)  # this process; workers: worker.main()
     os.environ[env.ENV_LOG_LEVEL], os.environ[env.ENV_LOG_FORMAT] = args.log_level, args.log_format
     if args.config:
-        try:
-            settings = load_settings(args.config)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        try:  # checked in a process of its own: this one never loads the config package
+            plan = plan_of(args.config)
+        except PlanFailed:
+            return 1  # (the check printed the config's problems)
         os.environ[env.ENV_CONFIG] = os.path.abspath(args.config)
         demo = ""
     else:
+        import secrets
+
         key = os.environ.get(env.ENV_DEMO_KEY) or "tp-demo-" + secrets.token_urlsafe(18)
         os.environ[env.ENV_DEMO_KEY] = key
         os.environ[env.ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
-        settings = env.settings_from_env()
+        plan = ServePlan.of(env.settings_from_env(), version())
         demo = (
             "\n  trioproxy DEMO MODE: no config given, so every answer comes from the built-in\n"
             "  provider SIMULATOR (fake text, no real model, no cost). Pass --config FILE\n"
@@ -89,10 +100,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     def announce(bound: Any) -> str:
-        scheme = "https" if settings.server.tls_cert_file else "http"
+        scheme = "https" if plan.tls else "http"
         url = f"{scheme}://{args.host}:{bound.port}"
-        admin = f"http://{settings.server.admin_host}:{bound.admin_port}"
-        return demo + banner(url, f"{admin}/login", settings.storage.state_dir, args.workers)
+        admin = f"http://{plan.admin_host}:{bound.admin_port}"
+        return demo + banner(url, f"{admin}/login", plan.state_dir, args.workers, plan.version)
 
     # the run directory: every process's metrics files (summed at every scrape, also with one
     # worker: the control plane scrapes them) and the workers' state files (readiness.py)
@@ -101,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ[MULTIPROC_ENV] = os.path.join(run_dir, "metrics")
     os.mkdir(os.environ[MULTIPROC_ENV])
     try:
-        return serve(settings, args.host, args.port, args.workers, announce, args.admin_port)
+        return serve(plan, args.host, args.port, args.workers, announce, args.admin_port)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -150,7 +161,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     defaults = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="trioproxy", description=__doc__, formatter_class=defaults)
-    p.add_argument("--version", action="version", version=f"trioproxy {version()}")
+    p.add_argument("--version", action=_Version, help="show the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "serve", help="run the gateway (demo mode without --config)", formatter_class=defaults

@@ -9,7 +9,6 @@ environment here, named by ``*_env`` keys, and wrapped in :class:`Secret`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -50,6 +49,8 @@ T = TypeVar("T")
 
 def hash_key(key: str) -> str:
     """The sha256 hex digest under which an API key is stored and looked up."""
+    import hashlib  # (with OpenSSL's libcrypto, ~3.6 MB of RSS: not for a config without one)
+
     return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -9,6 +9,8 @@ import ssl
 
 import trio
 
+from trioproxy.httpd.bind import PortBusy, open_tcp_socket
+
 log = logging.getLogger("trioproxy.httpd")
 
 BACKLOG = 4096
@@ -24,36 +26,6 @@ IGNORED_ACCEPT_ERRNOS = frozenset(
 """Errors of one connection (as trio's ``SocketListener`` ignores them): take the next."""
 CAPACITY_SLEEP_S = 0.1
 """Pause of the accept loop when the process is out of file descriptors or memory."""
-
-
-class PortBusy(OSError):
-    """The address is in use by a process we cannot share it with."""
-
-
-def open_tcp_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A bound (not yet listening) TCP socket; ``PortBusy`` when the address is taken.
-
-    With ``reuse_port`` every worker binds its own socket on the same port and the
-    kernel spreads connections across them (Linux ``SO_REUSEPORT``).
-    """
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind(addr)
-        except OSError as exc:
-            raise PortBusy(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -18,7 +18,7 @@ import socket
 import sys
 from collections.abc import Iterable
 
-from trioproxy.httpd import PortBusy
+from trioproxy.httpd.bind import PortBusy
 
 
 def claim_name(port: int) -> str:

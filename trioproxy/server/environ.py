@@ -1,19 +1,19 @@
 """What ``trioproxy serve`` hands its processes in the environment, and the settings they
-read from it: the config is resolved once by the supervisor, then by each worker and the
-control plane at start-up (``factory.from_env``).
+read from it: the config is checked once for the supervisor (``plan.py``), then loaded by each
+worker and the control plane at start-up (``factory.from_env``).
 
 ``TRIOPROXY_CONFIG`` (a TOML path) or, for the demo, ``TRIOPROXY_DEMO_SIM_URL`` and
 ``TRIOPROXY_DEMO_KEY``; the log level and format the supervisor was given. This module
-imports the config package only (no gateway): the supervisor loads it too (``cli.py``,
-``runner.py``).
+imports the config package only when settings are read (the supervisor reads the names).
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from trioproxy.config import demo_settings, load_settings
-from trioproxy.config.model import Settings
+if TYPE_CHECKING:
+    from trioproxy.config.model import Settings
 
 ENV_CONFIG = "TRIOPROXY_CONFIG"
 ENV_SIM_URL = "TRIOPROXY_DEMO_SIM_URL"
@@ -23,6 +23,8 @@ ENV_LOG_FORMAT = "TRIOPROXY_LOG_FORMAT"
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    from trioproxy.config import demo_settings, load_settings
+
     env = dict(os.environ) if env is None else env
     path = env.get(ENV_CONFIG)
     if path:

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
-from trioproxy.config.model import ServerConfig
-from trioproxy.httpd.listen import open_tcp_socket
+from trioproxy.httpd.bind import open_tcp_socket
+
+
+class AdminAddress(Protocol):
+    """Where the admin port is configured: ``ServerConfig``, or ``serve``'s ``ServePlan``."""
+
+    @property
+    def admin_host(self) -> str: ...
+
+    @property
+    def admin_port(self) -> int: ...
 
 
 @dataclass
@@ -33,7 +43,7 @@ class Bound:
 
 
 def bind(
-    server: ServerConfig, host: str, port: int, *, admin: bool = True,
+    server: AdminAddress, host: str, port: int, *, admin: bool = True,
     admin_port: int | None = None,
 ) -> Bound:  # fmt: skip
     """Bind the data and admin ports with ``SO_REUSEPORT``; ``PortBusy`` if taken.

@@ -1,0 +1,95 @@
+"""What ``serve``'s supervisor needs from the config, and the config check that finds it in a
+process of its own.
+
+The supervisor (``runner.py``) lives as long as the service and needs five values of the
+config: the admin address, the drain grace, whether the data port speaks TLS (the banner)
+and the state directory (the banner). Loading the config package for them would keep it in
+the supervisor for its whole life (~3.6 MB of RSS, with ``importlib.metadata`` for the
+banner's version ~1 MB more): ``python -m trioproxy.server.plan CONFIG`` loads and validates
+the config (every problem reported as ``check-config`` does, exit status 1) and prints these
+values as one JSON object, then exits. The workers and the control plane load the config
+themselves (``factory.py``), as before.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trioproxy.config.model import Settings
+
+PLAN_TIMEOUT_S = 120.0
+"""Longest wait for the config check (a config file is read and validated)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServePlan:
+    """The config's values the supervisor uses (the rest is its children's)."""
+
+    admin_host: str
+    admin_port: int
+    shutdown_grace_s: float
+    tls: bool
+    state_dir: str
+    version: str
+
+    @classmethod
+    def of(cls, settings: Settings, version: str) -> ServePlan:
+        server = settings.server
+        return cls(server.admin_host, server.admin_port, server.shutdown_grace_s,
+                   bool(server.tls_cert_file), settings.storage.state_dir, version)  # fmt: skip
+
+
+class PlanFailed(Exception):
+    """The config check failed; it wrote why on stderr."""
+
+
+def plan_of(config_path: str) -> ServePlan:
+    """The plan of the config at ``config_path``, checked in a child process (its problems
+    go to this process's stderr); :class:`PlanFailed` when it does not load."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "trioproxy.server.plan", config_path],
+        stdout=subprocess.PIPE, timeout=PLAN_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise PlanFailed(proc.returncode)
+    return ServePlan(**json.loads(proc.stdout))
+
+
+def version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("trioproxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from trioproxy.config import ConfigError, load_settings
+    from trioproxy.server.environ import ENV_LOG_FORMAT, ENV_LOG_LEVEL
+    from trioproxy.telemetry.logs import configure_logging
+
+    configure_logging(os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto"))
+
+    (path,) = sys.argv[1:] if argv is None else argv
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    sys.stdout.write(json.dumps(asdict(ServePlan.of(settings, version()))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["PlanFailed", "ServePlan", "main", "plan_of", "version"]
