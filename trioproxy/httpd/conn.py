@@ -33,6 +33,39 @@ DISCONNECT = {"type": "http.disconnect"}
 
 
 class Connection:
+    __slots__ = (  # one per open connection: no instance dict (~1.2 KB each)
+        "_body_t0",
+        "_broken",
+        "_chunked",
+        "_close_after",
+        "_done",
+        "_final_body",
+        "_gone",
+        "_head_pending",
+        "_head_started",
+        "_headers",
+        "_in_head",
+        "_linger_needed",
+        "_req",
+        "_resume",
+        "_sock",
+        "_started",
+        "_status",
+        "_writing",
+        "body_timed_out",
+        "client",
+        "eof",
+        "error",
+        "idle",
+        "limits",
+        "local",
+        "lot",
+        "parser",
+        "scheme",
+        "server",
+        "stream",
+    )
+
     def __init__(
         self,
         server: HttpServer,
@@ -143,7 +176,7 @@ class Connection:
         parser = self.parser
         while True:
             if parser.heads:
-                req = parser.heads.popleft()
+                req = parser.heads.pop(0)
                 self._resume.unpark_all()
                 return req
             if self.error is not None:
