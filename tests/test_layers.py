@@ -153,6 +153,20 @@ def test_serving_processes_import_httpx_only_to_send(module: str) -> None:
     assert proc.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize(
+    "module", ["trioproxy.server.worker", "trioproxy.server.control", "trioproxy.server.factory"]
+)
+def test_serving_processes_import_the_redis_client_only_with_redis(module: str) -> None:
+    """hiredis and the Redis client, store and state-loss recovery (~0.6 MB of RSS per
+    process) are loaded by ``factory.py`` only for a config with ``storage.redis_url``."""
+    code = (f"import sys, {module}; print(sorted(m for m in sys.modules if m in ('hiredis', "
+            "'trioproxy.store.redis_client', 'trioproxy.budget.redis_store', "
+            "'trioproxy.budget.recovery')))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "[]"
+
+
 def test_importing_the_dashboard_runs_no_scrypt() -> None:
     """The unknown-user hash is a constant (dashboard/access.py): the control plane's start
     no longer spends 16 MB at once on it."""

@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 import trio
@@ -27,8 +27,11 @@ from trioproxy.breakers import transitions as breaker
 from trioproxy.breakers.local import TransitionHook, announce
 from trioproxy.breakers.transitions import BreakerState, Verdict
 from trioproxy.config.model import BreakerConfig
-from trioproxy.store.redis_client import RedisClient, RedisError, Script
+from trioproxy.store.resp import RedisError, Script
 from trioproxy.store.sqlite_file import open_wal
+
+if TYPE_CHECKING:
+    from trioproxy.store.redis_client import RedisClient
 
 STORE_TIMEOUT_S = 0.5
 CAS_RETRIES = 5

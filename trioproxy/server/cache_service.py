@@ -25,13 +25,13 @@ from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.services import NamedService, Service
 from trioproxy.errors import postgres_errors
 from trioproxy.pipeline.caching import ResponseCache
-from trioproxy.store.redis_client import RedisClient
 
 if TYPE_CHECKING:  # psycopg is imported only when pgvector is used (~10 MB of RSS)
     from trioproxy.cache.embedder import Embedder
     from trioproxy.cache.semantic import SemanticCache
     from trioproxy.cache.vector_index import HnswIndex
     from trioproxy.cache.vector_pg import PgVectorIndex
+    from trioproxy.store.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 300.0

@@ -17,15 +17,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
 from trioproxy.breakers.shared import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
-from trioproxy.budget.recovery import Recovery, SpendSource
-from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
 from trioproxy.config import load_settings
@@ -34,16 +32,18 @@ from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.app import Gateway, ReloadSource, create_app
 from trioproxy.edge.services import NamedService, Service
 from trioproxy.ledger.service import LedgerService
-from trioproxy.ledger.spend import LedgerSpend
 from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.cache_service import response_cache
 from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
-from trioproxy.store.redis_client import RedisClient
 from trioproxy.store.resp import RedisUnavailable
 from trioproxy.telemetry.logs import configure_logging
 from trioproxy.telemetry.tracing import Tracing
+
+if TYPE_CHECKING:
+    from trioproxy.budget.recovery import Recovery
+    from trioproxy.store.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 TRACE_FLUSH_TIMEOUT_S = 5.0
@@ -56,6 +56,8 @@ def redis_client(settings: Settings, services: list[NamedService]) -> RedisClien
     url = settings.storage.redis_url
     if url is None:
         return None
+    from trioproxy.store.redis_client import RedisClient  # (hiredis: only with Redis)
+
     # each caller bounds its own calls (budgets: ``store_timeout_s``; the cache: its lookup
     # bound); the client's own per-call timeout must not cut a longer one short
     client = RedisClient(url.reveal(), call_timeout=max(1.0, settings.budgets.store_timeout_s))
@@ -88,6 +90,8 @@ def _supervised(client: RedisClient) -> Service:
 
 def budget_store(settings: Settings, redis: RedisClient | None) -> BudgetStore:
     if redis is not None:
+        from trioproxy.budget.redis_store import RedisStore
+
         return RedisStore(redis)
     state = Path(settings.storage.state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -113,6 +117,12 @@ def recovery(
 ) -> Recovery | None:
     """A Redis store's state-loss recovery, reading the ledger when ``sink`` is the
     gateway's own ledger (a test's list sink: nothing to rebuild from)."""
+    if settings.storage.redis_url is None:  # (the Redis modules are loaded with Redis only)
+        return None
+    from trioproxy.budget.recovery import Recovery, SpendSource
+    from trioproxy.budget.redis_store import RedisStore
+    from trioproxy.ledger.spend import LedgerSpend
+
     if not isinstance(store, RedisStore):
         return None
 

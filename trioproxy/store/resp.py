@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import hiredis
-
 __all__ = [
     "Arg",
     "RedisError",
@@ -104,6 +102,8 @@ class ReplyReader:
     _INCOMPLETE = False  # hiredis' "not enough data" marker; RESP2 has no boolean replies
 
     def __init__(self) -> None:
+        import hiredis  # (a gateway without Redis never loads it)
+
         self._reader = hiredis.Reader(replyError=RedisError)
 
     def feed(self, data: bytes | bytearray) -> None:
