@@ -138,32 +138,42 @@ class Gateway:
             await send_error(send, refusal.dialect, refusal.error, refusal.headers, refusal.body)
             self.refusals.refused(scope, refusal)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The endpoint's coroutine for the path, or :class:`Refused` at once. A plain
+        function, as are the steps down to ``Endpoint.serve``: a request's await chain holds
+        no frame for the dispatch (each is ~250 bytes per open request, and each level is
+        passed through at every resumption of the request's task)."""
         path: str = scope["path"]
         method: str = scope["method"]
         if path == endpoints.CHAT_COMPLETIONS or path == "/chat/completions":
-            await self._post_only(method, "openai", scope, receive, send)
-        elif path == endpoints.MESSAGES:
-            await self._post_only(method, "anthropic", scope, receive, send)
-        elif path == endpoints.RESPONSES or path == "/responses":
-            await self._post_only(method, "responses", scope, receive, send)
-        elif path.startswith("/v1/responses/"):  # retrieve, delete, cancel, input_items
+            return self._post_only(method, "openai", scope, receive, send)
+        if path == endpoints.MESSAGES:
+            return self._post_only(method, "anthropic", scope, receive, send)
+        if path == endpoints.RESPONSES or path == "/responses":
+            return self._post_only(method, "responses", scope, receive, send)
+        if path.startswith("/v1/responses/"):  # retrieve, delete, cancel, input_items
             err = CallerError(
                 ErrorKind.NOT_FOUND,
                 "This gateway serves the Responses API statelessly and stores no responses: "
                 f"{method} {path} is not supported.",
             )
             raise Refused(err, "responses")
-        elif path == endpoints.EMBEDDINGS or path == "/embeddings":
+        if path == endpoints.EMBEDDINGS or path == "/embeddings":
             _post_only(method, "openai")
-            await self.embeddings(scope, receive, send)
-        elif path == endpoints.COUNT_TOKENS:
+            return self.embeddings(scope, receive, send)
+        if path == endpoints.COUNT_TOKENS:
             _post_only(method, "anthropic")
-            await self.count_tokens(scope, receive, send)
-        elif (path == "/v1/models" or path.startswith("/v1/models/")) and method in _READ:
-            await serve_models(self.settings, self.keys, scope, send)
-        elif not await self.control(scope, receive, send, probes_only=True):
-            err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {method} {path}")
+            return self.count_tokens(scope, receive, send)
+        if (path == "/v1/models" or path.startswith("/v1/models/")) and method in _READ:
+            return serve_models(self.settings, self.keys, scope, send)
+        return self._probe(scope, receive, send)
+
+    async def _probe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/healthz`` or ``/readyz`` on the data port, else 404."""
+        if not await self.control(scope, receive, send, probes_only=True):
+            err = CallerError(
+                ErrorKind.NOT_FOUND, f"Unknown path: {scope['method']} {scope['path']}"
+            )
             raise Refused(err, "openai")
 
     async def control(
@@ -206,11 +216,11 @@ class Gateway:
         """The drain deadline passed: end every request still running (see Interrupts)."""
         self.interrupts.interrupt_all()
 
-    async def _post_only(
+    def _post_only(
         self, method: str, dialect: Any, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    ) -> Awaitable[None]:
         _post_only(method, dialect)
-        await self.chat(dialect, scope, receive, send)
+        return self.chat(dialect, scope, receive, send)
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         try:

@@ -11,7 +11,7 @@ at a bounded channel, and a watcher cancels both when the client disconnects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import trio
@@ -83,8 +83,10 @@ class ChatHandler(Endpoint):
     on_bad_usage: Callable[[str], None] | None = None
     """Told the target of each attempt whose usage was malformed (the app's metric)."""
 
-    async def __call__(self, dialect: Dialect, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.serve(dialect, scope, receive, send, self._handle)
+    def __call__(
+        self, dialect: Dialect, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        return self.serve(dialect, scope, receive, send, self._handle)  # (no frame of its own)
 
     async def _handle(
         self, rid: str, dialect: Dialect, key: ApiKeyConfig, headers: dict[bytes, bytes],
