@@ -125,14 +125,28 @@ class Connection:
         return current is not None and current.buffered > self.limits.recv_high_water
 
     async def _read(self) -> None:
-        stream, parser, lot = self.stream, self.parser, self.lot
+        stream, parser, lot, sock = self.stream, self.parser, self.lot, self._sock
+        data: bytes | bytearray
         while True:
             while self._must_pause():
                 await self._resume.park()
-            try:
-                data = await stream.receive_some(RECV_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+            if sock is not None:
+                # plain TCP: wait, then read, as upstream/http1.py does (the wait is the
+                # checkpoint). The reader waits here for a whole response: without
+                # SocketStream.receive_some's three frames and error-translating context
+                # manager, ~1.3 KB less per open connection
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                    data = sock.recv(RECV_BYTES)
+                except BlockingIOError:
+                    continue
+                except (OSError, trio.ClosedResourceError):
+                    data = b""  # as receive_some's Broken/ClosedResourceError
+            else:
+                try:
+                    data = await stream.receive_some(RECV_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
             if not data:
                 self._disconnected()
                 return
