@@ -16,6 +16,12 @@ Cases (each is once per non-stream request unless said):
   process (its own instructions, the same for every commit, are counted too);
 * ``bill``: one ``bill_for`` on a model resolved by the config loader (4 per request: the
   intent, the attempt record, the settle; the admission's worst case reads the prices too).
+* ``budget``: one admission and its settle on the SQLite budget store as a worker wires them
+  (``BudgetGate`` under the outage policy, a team day limit as ``request_cost.py``'s bench
+  team has, the alert sink's task running and reading what the settles queue), ``--conc``
+  tasks at once (default 1: every operation its own transaction and thread hop; under load
+  ~45 operations share one, so the per-operation part is what a cut changes). The worker
+  thread's instructions count too (callgrind counts every thread).
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 ap = argparse.ArgumentParser()
-ap.add_argument("case", choices=["fetch", "records", "op", "http", "bill"])
+ap.add_argument("case", choices=["fetch", "records", "op", "http", "bill", "budget"])
 ap.add_argument("--source", type=Path, default=None)
 ap.add_argument("--n", type=int, nargs=2, default=[200, 1200], metavar=("N1", "N2"))
+ap.add_argument("--conc", type=int, default=1, help="budget: concurrent tasks")
 ap.add_argument("--run", type=int, default=None, help=argparse.SUPPRESS)  # one count, in valgrind
 args = ap.parse_args()
 if args.source is not None:
@@ -148,6 +155,40 @@ async def bill(n: int) -> None:
         bill_for(model, usage)
 
 
+async def budget(n: int) -> None:
+    from trioproxy.budget.alerts import AlertSink
+    from trioproxy.budget.gate import BudgetGate, KeyRate, OutagePolicy
+    from trioproxy.budget.sqlite_store import SqliteStore
+    from trioproxy.config.model import BudgetsConfig, TeamBudget
+
+    store = SqliteStore(str(Path(tempfile.mkdtemp(prefix="tp-path-budget-")) / "b.sqlite3"))
+    budgets = BudgetsConfig(teams={"bench": TeamBudget("bench", daily_usd=1000000.0)})
+    alerts = AlertSink(store)
+    outage = OutagePolicy(call_timeout_s=600.0)  # valgrind: ~50x slower
+    gate = BudgetGate(budgets, store, alerts=alerts, outage=outage)
+    rate = KeyRate("bench")
+    conc = args.conc
+
+    async def one(i: int) -> None:
+        ticket = await gate.admit(request_id=f"r{i}", team="bench", user="u", end_user=None,
+                                  worst_case_usd_micros=1200, worst_case_tokens=4100,
+                                  rate=rate)  # fmt: skip
+        await gate.settle(ticket, 90, 120)
+
+    async def loop(k: int) -> None:
+        for i in range(k, n, conc):
+            await one(i)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(alerts.run)
+        await one(-1)  # first reads (limits, policy) out of the count
+        async with trio.open_nursery() as tasks:
+            for k in range(conc):
+                tasks.start_soon(loop, k)
+        nursery.cancel_scope.cancel()
+    store.close()
+
+
 def count() -> None:
     out = Path(tempfile.mkdtemp(prefix="tp-path-cg-"))
     argv = [a for a in sys.argv[1:]]
@@ -170,7 +211,8 @@ def count() -> None:
 
 
 if args.run is not None:
-    case = {"fetch": fetch, "records": records, "op": op, "http": http, "bill": bill}[args.case]
+    case = {"fetch": fetch, "records": records, "op": op, "http": http, "bill": bill,
+            "budget": budget}[args.case]  # fmt: skip
     trio.run(case, args.run)
 else:
     count()
