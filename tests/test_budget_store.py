@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,52 @@ async def test_reserve_reports_window_usage_in_the_same_operation(store: BudgetS
     assert await store.reserve("d", [win(1), rpm], now=T0 + 60, lease_s=60, usage=got) is None
     assert got == {"user:u": 31, "key:k:rpm": 2}
     assert await store.usage("user:u", now=T0 + 60) == 31
+
+
+async def test_a_failing_operation_in_a_batch_is_undone_alone(store: BudgetStore) -> None:
+    """Operations that share one transaction (the SQLite store's group commit): one that
+    fails leaves nothing behind, those beside it take effect, each answered as if alone."""
+    assert await store.reserve("r0", [day(100)], now=T0, lease_s=60) is None
+    got: dict[str, BaseException | object] = {}
+
+    async def one(rid: str, claims: list[Claim]) -> None:
+        try:
+            got[rid] = await store.reserve(rid, claims, now=T0, lease_s=60)
+        except ValueError as exc:
+            got[rid] = exc
+
+    async with trio.open_nursery() as nursery:  # r1..r4 queue while r5 leads: one batch
+        nursery.start_soon(one, "r5", [day(1)])
+        nursery.start_soon(one, "r1", [day(10), win(5)])
+        nursery.start_soon(one, "r0", [day(200), win(7)])  # taken: refused, nothing kept
+        nursery.start_soon(one, "r2", [win(2)])
+        nursery.start_soon(one, "r3", [day(20)])
+    assert isinstance(got.pop("r0"), ValueError)
+    assert got == {"r1": None, "r2": None, "r3": None, "r5": None}
+    assert await store.usage(DAY.bucket, now=T0) == 100 + 1 + 10 + 20
+    assert await store.usage("user:u", now=T0) == 5 + 2
+
+
+def test_sqlite_batch_undoes_a_failing_operation_alone(tmp_path: Path) -> None:
+    """The SQLite store's batch of operations without a SAVEPOINT each: when one raises after
+    it wrote, the batch runs again with savepoints: its writes are undone, the others kept."""
+    from trioproxy.budget.sqlite_store import _Op
+
+    s = SqliteStore(str(tmp_path / "b.db"))
+
+    def write(name: str, fail: bool = False) -> Callable[[sqlite3.Connection], object]:
+        def fn(db: sqlite3.Connection) -> object:
+            db.execute("INSERT INTO policy(name, value) VALUES (?, 'x')", (name,))
+            if fail:
+                raise ValueError(name)
+            return name
+
+        return fn
+
+    ops = [_Op(write("a")), _Op(write("b", fail=True)), _Op(write("c"))]
+    s._tx_batch(ops)
+    assert [(o.result, type(o.error)) for o in ops] == [
+        ("a", type(None)), (None, ValueError), ("c", type(None))
+    ]  # fmt: skip
+    assert s._db.execute("SELECT name FROM policy ORDER BY name").fetchall() == [("a",), ("c",)]
+    s.close()
