@@ -267,3 +267,71 @@ def test_sqlite_batch_undoes_a_failing_operation_alone(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert s._db.execute("SELECT name FROM policy ORDER BY name").fetchall() == [("a",), ("c",)]
     s.close()
+
+
+async def test_a_denied_claim_gives_back_the_periods_taken_before_it(store: BudgetStore) -> None:
+    """All or nothing across calendar periods too (the SQLite store takes a period's claim
+    in the statement that checks it, and gives it back when a later claim has no room)."""
+    month = Claim("team:a:month:2026-11", 0, 500, None, T0 + 86400)
+    assert await store.reserve("r1", [day(100), Claim(month.bucket, 450, 500, None,
+                                                      month.expires_at)], now=T0, lease_s=60) is None  # fmt: skip
+    denial = await store.reserve(
+        "r2", [day(300), Claim(month.bucket, 60, 500, None, month.expires_at), win(5)],
+        now=T0, lease_s=60,
+    )  # fmt: skip
+    assert denial is not None and denial.bucket == month.bucket
+    assert (denial.used, denial.limit, denial.amount) == (450, 500, 60)
+    assert denial.retry_after == pytest.approx(86400.0)
+    assert await store.usage(DAY.bucket, now=T0) == 100
+    assert await store.usage(month.bucket, now=T0) == 450
+    assert await store.usage("user:u", now=T0) == 0
+    denial = await store.reserve("r3", [win(5), day(901)], now=T0, lease_s=60)
+    assert denial is not None and denial.bucket == DAY.bucket and denial.used == 100
+    assert await store.usage("user:u", now=T0) == 0
+
+
+LEGACY_SCHEMA = """
+CREATE TABLE buckets(
+    bucket TEXT PRIMARY KEY, window_s REAL, total INTEGER NOT NULL DEFAULT 0, expires_at REAL);
+CREATE TABLE wlog(
+    bucket TEXT NOT NULL, rid TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+    amount INTEGER NOT NULL, PRIMARY KEY (bucket, rid, seq));
+CREATE TABLE reservations(
+    rid TEXT PRIMARY KEY, lease_s REAL NOT NULL, lease_until REAL NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE holds(
+    rid TEXT NOT NULL, seq INTEGER NOT NULL, bucket TEXT NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (rid, seq));
+INSERT INTO buckets VALUES ('team:a:day:2026-11-22', NULL, 600, 1795003600.0);
+INSERT INTO buckets VALUES ('user:u', 60.0, 80, NULL);
+INSERT INTO wlog VALUES ('user:u', 'old', 2, 1795000000.0, 80);
+INSERT INTO reservations VALUES ('old', 60.0, 1795000060.0, 0, 2);
+INSERT INTO holds VALUES ('old', 1, 'team:a:day:2026-11-22', 600);
+INSERT INTO holds VALUES ('old', 2, 'user:u', 80);
+INSERT INTO reservations VALUES ('old2', 60.0, 1795000060.0, 0, 1);
+INSERT INTO holds VALUES ('old2', 1, 'team:a:day:2026-11-22', 0);
+"""
+
+
+async def test_sqlite_reservations_made_before_the_holds_column_settle_and_extend(
+    tmp_path: Path,
+) -> None:
+    """A budget file written by a version that kept holds in their own table (its
+    reservations open across the upgrade): opened, its reservations extend and settle."""
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.executescript(LEGACY_SCHEMA)
+    db.close()
+    s = SqliteStore(path)
+    assert await s.extend("old2", [day(50), win(10)], now=T0 + 1) is None
+    assert await s.usage(DAY.bucket, now=T0 + 1) == 650
+    await s.settle("old", {DAY.bucket: 250, "user:u": 30}, now=T0 + 2)
+    assert await s.usage(DAY.bucket, now=T0 + 2) == 300
+    assert await s.usage("user:u", now=T0 + 2) == 40
+    await s.settle("old2", {DAY.bucket: 20, "user:u": 4}, now=T0 + 3)
+    assert await s.usage(DAY.bucket, now=T0 + 3) == 270
+    assert await s.usage("user:u", now=T0 + 3) == 34
+    assert await s.reserve("new", [day(5), win(1)], now=T0 + 4, lease_s=60) is None
+    assert await s.usage(DAY.bucket, now=T0 + 4) == 275
+    s.close()
+    SqliteStore(path).close()  # opened again: the column is there already
