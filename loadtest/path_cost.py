@@ -22,6 +22,10 @@ Cases (each is once per non-stream request unless said):
   tasks at once (default 1: every operation its own transaction and thread hop; under load
   ~45 operations share one, so the per-operation part is what a cut changes). The worker
   thread's instructions count too (callgrind counts every thread).
+* ``account``: ``Endpoint.account`` after a one-attempt request: its final records to a list
+  sink and the settle through ``Admission`` and the gate on the in-memory budget store (no
+  thread, no SQL: the gate's and the endpoint's own work), with the alert sink attached as a
+  worker has it (its task not running: what the settle queues stays queued).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ap = argparse.ArgumentParser()
-ap.add_argument("case", choices=["fetch", "records", "op", "http", "bill", "budget"])
+ap.add_argument("case", choices=["fetch", "records", "op", "http", "bill", "budget", "account"])
 ap.add_argument("--source", type=Path, default=None)
 ap.add_argument("--n", type=int, nargs=2, default=[200, 1200], metavar=("N1", "N2"))
 ap.add_argument("--conc", type=int, default=1, help="budget: concurrent tasks")
@@ -189,6 +193,51 @@ async def budget(n: int) -> None:
     store.close()
 
 
+async def account(n: int) -> None:
+    from trioproxy.budget.alerts import AlertSink
+    from trioproxy.budget.gate import BudgetGate, KeyRate
+    from trioproxy.budget.memory_store import MemoryStore
+    from trioproxy.config.model import ApiKeyConfig, BudgetsConfig, TeamBudget
+    from trioproxy.core.types import Usage
+    from trioproxy.dialects import DIALECTS
+    from trioproxy.edge.auth import KeyRing
+    from trioproxy.edge.endpoint import Endpoint
+    from trioproxy.ledger.sinks import ListSink
+    from trioproxy.pipeline.admission import Admission
+    from trioproxy.pipeline.context import RequestContext
+    from trioproxy.pipeline.routing import RoutePlan
+    from trioproxy.upstream.race import Attempt, Race
+
+    settings = resolved()
+    route = settings.routes["r"]
+    plan = RoutePlan(route, route.chains["default"], "default")
+    req = DIALECTS["openai"].parse_request(common.CHAT_BODY % b"r")
+    key = ApiKeyConfig("k", "0" * 64, "bench", "u")
+    store = MemoryStore()
+    budgets = BudgetsConfig(teams={"bench": TeamBudget("bench", daily_usd=1000000.0)})
+    gate = BudgetGate(budgets, store, alerts=AlertSink(store))
+    sink = ListSink()
+    endpoint = Endpoint(settings, KeyRing({}), None, None, sink, Admission(gate))  # type: ignore[arg-type]
+    target = plan.chain.targets[0]
+    usage = Usage(12, 3)
+    for i in range(n + 1):
+        if i == 1:  # the first settle's reads (limits, policy) out of the count
+            sink.records.clear()
+        ticket = await gate.admit(request_id=f"r{i}", team="bench", user="u", end_user=None,
+                                  worst_case_usd_micros=1200, worst_case_tokens=4100,
+                                  rate=KeyRate("k"))  # fmt: skip
+        ctx = RequestContext(f"r{i}", "openai", key, "f", req, plan, 12, 1.0, 2.0,
+                             endpoint="/v1/chat/completions").with_ticket(ticket, 12)  # fmt: skip
+        race = Race(plan.chain.targets, None, None)  # type: ignore[arg-type]
+        a = Attempt(0, 0, target, "primary", started_at=1.0, wall_started_at=2.0,
+                    first_byte_at=1.5, ended_at=1.7, outcome="won")  # fmt: skip
+        race.attempts.append(a)
+        race.winner = a
+        await endpoint.account(ctx, race, [(a, target.spec, usage)], [], status=200,
+                               error=None, client_gone=False)  # fmt: skip
+        sink.records.clear()
+
+
 def count() -> None:
     out = Path(tempfile.mkdtemp(prefix="tp-path-cg-"))
     argv = [a for a in sys.argv[1:]]
@@ -212,7 +261,7 @@ def count() -> None:
 
 if args.run is not None:
     case = {"fetch": fetch, "records": records, "op": op, "http": http, "bill": bill,
-            "budget": budget}[args.case]  # fmt: skip
+            "budget": budget, "account": account}[args.case]  # fmt: skip
     trio.run(case, args.run)
 else:
     count()
