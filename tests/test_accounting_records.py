@@ -111,3 +111,54 @@ async def test_the_intent_record_bills_the_prompt_estimate() -> None:
         error_kind="interrupted", fallback_depth=1, attempt=1, hedge_role="hedge",
         outcome="interrupted",
     )  # fmt: skip
+
+
+async def test_the_settle_charges_what_the_request_record_bills() -> None:
+    """``Endpoint.account``: the reservation settles to the request record's cost (every
+    attempt's bill, a failed one's too) and to every attempt's tokens."""
+    from trioproxy.budget.gate import BudgetGate
+    from trioproxy.budget.memory_store import MemoryStore
+    from trioproxy.config.load import parse_settings
+    from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
+    from trioproxy.edge.auth import KeyRing
+    from trioproxy.edge.endpoint import Endpoint
+    from trioproxy.ledger.sinks import ListSink
+    from trioproxy.pipeline.admission import Admission
+
+    settings = parse_settings({
+        "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9",
+                            "api_key_env": "K"}},
+        "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+        "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
+        "api_keys": [{"name": "k", "key_sha256": "0" * 64, "team": "t"}],
+    }, env={"K": "x"})  # fmt: skip
+    store = MemoryStore()
+    budgets = BudgetsConfig(teams={"team-x": TeamBudget("team-x", daily_usd=100.0)},
+                            users={"user-y": UserWindow("user-y", 10**6, 3600)})  # fmt: skip
+    gate = BudgetGate(budgets, store)
+    sink = ListSink()
+    endpoint = Endpoint(settings, KeyRing({}), None, NoBreakers(), sink, Admission(gate))  # type: ignore[arg-type]
+    ticket = await gate.admit(request_id="rid-1", team="team-x", user="user-y", end_user=None,
+                              worst_case_usd_micros=50_000_000, worst_case_tokens=10**5)  # fmt: skip
+    ctx = context().with_ticket(ticket, 1234)
+    targets = ROUTE.chains["the-chain"].targets
+    race = Race(targets, None, NoBreakers())  # type: ignore[arg-type]
+    failed = Attempt(0, 0, targets[0], "primary", started_at=100.5, wall_started_at=1.7e9,
+                     outcome="failed", error=AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, "x"))  # fmt: skip
+    won = Attempt(1, 1, targets[1], "fallback", started_at=101.0, wall_started_at=1.7e9,
+                  first_byte_at=101.25, outcome="won")  # fmt: skip
+    race.attempts += [failed, won]
+    race.winner = won
+    used_a, used_b = Usage(1100, 0, True, 1300, 1700, 1900, 0), Usage(2300, 2900, False, 31)
+    await endpoint.account(ctx, race, [(failed, A, used_a), (won, B, used_b)], [], status=200,
+                           error=None, client_gone=False)  # fmt: skip
+    request = sink.records[-1]
+    assert request.kind == "request"
+    assert (
+        request.cost_micros == bill(used_a, prices_of(A)).micros + bill(used_b, prices_of(B)).micros
+    )
+    assert ticket.settled
+    day = next(h.claim.bucket for h in ticket.holds if h.family == "day")
+    assert await store.usage(day, now=gate.clock()) == request.cost_micros
+    user = next(h.claim.bucket for h in ticket.holds if h.family == "user")
+    assert await store.usage(user, now=gate.clock()) == used_a.total + used_b.total

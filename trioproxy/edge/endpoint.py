@@ -309,23 +309,29 @@ class Endpoint:
         provisional ``intents``), then the budget settle, shielded and bounded (settled even
         when the sink fails: a reservation is never left to its lease by a bug)."""
         self._books[ctx.request_id] = None
+        billed: int | None = None
         try:
             records = usage_records(ctx, race, consumed, status=status, error=error,
                                     client_gone=client_gone)  # fmt: skip
-            self.sink.submit_all(list(records))  # journaled in one write
+            billed = records[-1].cost_micros  # the request's: every attempt's bill, summed
+            self.sink.submit_all(records)  # journaled in one write
             for token in intents:
                 self.sink.resolve(token)
         finally:
-            await self._settle(ctx, consumed)
+            await self._settle(ctx, consumed, billed)
 
     async def _settle(
-        self, ctx: RequestContext, consumed: Sequence[tuple[Attempt, ModelConfig, Usage]]
-    ) -> None:
-        """Settle the request's reservation (if any) to what ``consumed`` bills."""
+        self, ctx: RequestContext, consumed: Sequence[tuple[Attempt, ModelConfig, Usage]],
+        billed: int | None = None,
+    ) -> None:  # fmt: skip
+        """Settle the request's reservation (if any) to what ``consumed`` bills (``billed``:
+        that bill when the request record has it already)."""
         if ctx.ticket is not None and self.admission is not None:
             # shielded and bounded in one scope (its own deadline still applies under the shield)
             with trio.CancelScope(shield=True, deadline=trio.current_time() + SETTLE_TIMEOUT_S):
-                await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in consumed])
+                await self.admission.settle(
+                    ctx.ticket, [(m, u) for _, m, u in consumed], billed=billed
+                )
 
 
 __all__ = [

@@ -92,12 +92,18 @@ class Admission:
 
         return on_progress
 
-    async def settle(self, ticket: Ticket, spent: Iterable[tuple[ModelConfig, Usage]]) -> None:
+    async def settle(
+        self, ticket: Ticket, spent: Iterable[tuple[ModelConfig, Usage]], *,
+        billed: int | None = None,
+    ) -> None:  # fmt: skip
+        """Settle ``ticket`` to what ``spent`` consumed: its tokens, and its bill in µUSD
+        (``billed``: the sum of its ``bill_for``s made already, as the request record's)."""
         micros = tokens = 0
         for model, usage in spent:
-            micros += bill_for(model, usage).micros
+            if billed is None:
+                micros += bill_for(model, usage).micros
             tokens += usage.total
-        await self.gate.settle(ticket, micros, tokens)
+        await self.gate.settle(ticket, micros if billed is None else billed, tokens)
 
 
 __all__ = ["Admission", "Progress"]
