@@ -347,10 +347,11 @@ async def test_alerts_fire_once_per_period(
 
 async def test_alert_queue_full_drops_and_counts() -> None:
     sink = AlertSink(MemoryStore(), capacity=1)
-    gate = BudgetGate(config(), MemoryStore(), clock=Clock(), alerts=sink)
-    for i in range(3):
+    gate = BudgetGate(config(daily=100.0, monthly=100.0), MemoryStore(), clock=Clock(),
+                      alerts=sink)  # fmt: skip
+    for i in range(3):  # past the threshold of both from the first settle (85 of 100 USD)
         t = await admit(gate, f"r{i}", 1)
-        await gate.settle(t, 1, 1)  # 2 checks each (day, month), nobody consuming
+        await gate.settle(t, 85_000_000 if i == 0 else 1, 1)  # 2 checks each (day, month)
     # the day's bucket holds the one place; its later checks replace the pending one,
     # the month's three find no room
     assert sink.statistics().dropped == 3 and sink.statistics().queued == 1
@@ -377,6 +378,37 @@ async def test_alert_checks_of_one_bucket_coalesce(nursery: trio.Nursery) -> Non
     await trio.testing.wait_all_tasks_blocked()
     assert len(reads) == 1 and sink.statistics().queued == 0
     assert sink.statistics().fired == 2  # the threshold and the limit, from the newest read
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_an_alert_check_is_queued_only_when_the_settle_reaches_a_level(
+    kind: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The settle's store operation answers the periods' totals: a request that leaves its
+    team's buckets below every alert level queues no check (no usage read, no mark), one
+    that reaches a level queues it, and the alert fires once."""
+    store: BudgetStore = MemoryStore() if kind == "memory" else SqliteStore(str(tmp_path / "s"))
+    sink = AlertSink(store)
+    gate = BudgetGate(config(daily=10.0, monthly=None), store, clock=Clock(), alerts=sink)
+    for i in range(7):  # 7 x 1.1 = 7.7 USD: below the threshold (8 USD)
+        await gate.settle(await admit(gate, f"r{i}", 1_100_000), 1_100_000, 1)
+    assert sink.statistics().queued == 0
+    await gate.settle(await admit(gate, "r7", 300_000), 300_000, 1)  # 8.0 USD: at it
+    assert sink.statistics().queued == 1
+    marks: list[bool] = []
+    mark_once = store.mark_once
+
+    async def marking(key: str, *, now: float, expires_at: float) -> bool:
+        marks.append(await mark_once(key, now=now, expires_at=expires_at))
+        return marks[-1]
+
+    store.mark_once = marking  # type: ignore[method-assign]
+    await nursery.start(sink.run)
+    await until(lambda: len(marks) == 1)
+    assert sink.statistics().fired == 1 and marks == [True]
+    await gate.settle(await admit(gate, "r8", 100_000), 100_000, 1)  # past it: checked again
+    await until(lambda: len(marks) == 2)  # the sink reads it and finds the level marked
+    assert sink.statistics().fired == 1 and marks == [True, False]
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

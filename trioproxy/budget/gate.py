@@ -49,14 +49,14 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 import trio
 
 from trioproxy.budget import buckets
-from trioproxy.budget.alerts import AlertSink, BudgetCheck
+from trioproxy.budget.alerts import AlertSink, BudgetCheck, levels_reached
 from trioproxy.budget.claims import Claim, initial_reservation, scaled
 from trioproxy.budget.denials import denied
 from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
@@ -321,9 +321,10 @@ class BudgetGate:
         actual = ticket.actual_by_bucket(cost_micros, tokens)
         rid, rec = ticket.request_id, None if ticket.local else self.recovery
         store = self._local if ticket.local else self.store
+        totals: Mapping[str, int] | None = None
         try:
             if rec is None:
-                await self._call(lambda: store.settle(rid, actual, now=now), patient=True)
+                totals = await self._call(lambda: store.settle(rid, actual, now=now), patient=True)
             else:
                 await self._call(lambda: rec.settle(rid, actual, now=now), patient=True)
         except StateLost:  # settled once the state is restored (``Recovery``)
@@ -336,7 +337,7 @@ class BudgetGate:
             log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
                         rid, exc)  # fmt: skip
             return
-        await self._check_alerts(ticket, now)
+        await self._check_alerts(ticket, now, totals)
 
     async def _release(self, ticket: Ticket, holds: list[Hold], now: float) -> None:
         """Settle at nothing (the request still counted against its RPM) a reservation whose
@@ -358,7 +359,14 @@ class BudgetGate:
         limit = math.floor(c.limit * self.outage.fail_open_share)
         return Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
 
-    async def _check_alerts(self, ticket: Ticket, now: float) -> None:
+    async def _check_alerts(
+        self, ticket: Ticket, now: float, totals: Mapping[str, int] | None = None
+    ) -> None:
+        """Hand the alert sink a check of each team period the request drew on that has a
+        limit, unless the settle's ``totals`` (the store's, read with it) show the bucket
+        below every alert level: only a request whose settle leaves a bucket at or past a
+        level (the threshold, the limit) queues its check (the sink reads the bucket again
+        and fires each level once per period)."""
         if self._alerts is None or ticket.local:
             return
         limits = await self.team_limits(ticket.who.team)  # cached: one read per TTL at most
@@ -375,6 +383,9 @@ class BudgetGate:
                 and c.bucket not in seen and c.expires_at is not None
             ):  # fmt: skip
                 seen.add(c.bucket)
+                used = None if totals is None else totals.get(c.bucket)
+                if used is not None and not levels_reached(used, limit, threshold):
+                    continue
                 check = BudgetCheck(ticket.who.team, c.bucket, limit, threshold, c.expires_at, now)
                 self._alerts.check_nowait(check)
 

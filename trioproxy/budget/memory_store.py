@@ -102,13 +102,16 @@ class MemoryStore:
             r.lease_until = now + r.lease_s
         return denial
 
-    async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
+    async def settle(
+        self, rid: str, actual: Mapping[str, int], *, now: float
+    ) -> dict[str, int] | None:
         r = self._res.get(rid)
         if r is None or r.closed:
-            return
+            return None
         r.closed = True
         if now > r.lease_until:
-            return  # expired: final at the reserved amount
+            return None  # expired: final at the reserved amount
+        totals: dict[str, int] = {}
         for bucket, holds in r.holds.items():
             b = self._buckets.get(bucket)
             if b is None:
@@ -120,6 +123,9 @@ class MemoryStore:
                 elif (rid, seq) in b.log:
                     ts, _ = b.log[(rid, seq)]
                     b.log[(rid, seq)] = (ts, share)
+            if b.window_s is None:
+                totals[bucket] = b.total
+        return totals
 
     async def usage(self, bucket: str, *, now: float) -> int:
         b = self._buckets.get(bucket)

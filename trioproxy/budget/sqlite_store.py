@@ -386,17 +386,19 @@ class SqliteStore:
 
         return await self._run(op)
 
-    async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
-        def op(db: sqlite3.Connection) -> None:
+    async def settle(
+        self, rid: str, actual: Mapping[str, int], *, now: float
+    ) -> dict[str, int] | None:
+        def op(db: sqlite3.Connection) -> dict[str, int] | None:
             row = db.execute(  # closed once: a second settle finds nothing to update
                 "UPDATE reservations SET closed=1 WHERE rid=? AND closed=0 "
                 "RETURNING lease_until, holds",
                 (rid,),
             ).fetchone()
             if row is None:
-                return
+                return None
             if now > row[0]:
-                return  # lease expired: final at the reserved amount
+                return None  # lease expired: final at the reserved amount
             periods: dict[str, int] = {}
             """A period bucket's holds: only their sum matters (one statement a bucket)."""
             windows: dict[str, list[tuple[int, int]]] = {}
@@ -405,9 +407,14 @@ class SqliteStore:
                     windows.setdefault(bucket, []).append((seq, amount))
                 else:
                     periods[bucket] = periods.get(bucket, 0) + amount
+            totals: dict[str, int] = {}
             for bucket, held in periods.items():  # the sum of distribute()'s shares
-                db.execute("UPDATE buckets SET total = total + ? WHERE bucket=?",
-                           (max(0, actual.get(bucket, 0)) - held, bucket))  # fmt: skip
+                total = db.execute(
+                    "UPDATE buckets SET total = total + ? WHERE bucket=? RETURNING total",
+                    (max(0, actual.get(bucket, 0)) - held, bucket),
+                ).fetchone()
+                if total is not None:
+                    totals[bucket] = total[0]
             for bucket, holds in windows.items():
                 shares = distribute(actual.get(bucket, 0), [a for _, a in holds])
                 for (seq, held), share in zip(holds, shares, strict=True):
@@ -418,8 +425,9 @@ class SqliteStore:
                     ).rowcount:
                         db.execute("UPDATE buckets SET total = total + ? WHERE bucket=?",
                                    (share - held, bucket))  # fmt: skip
+            return totals
 
-        await self._run(op)
+        return await self._run(op)
 
     async def usage(self, bucket: str, *, now: float) -> int:
         return await self._run(lambda db: self._used(db, bucket, now)[0])

@@ -90,7 +90,13 @@ class BudgetStore(Protocol):
 
     async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None: ...
 
-    async def settle(self, rid: str, actual: Mapping[str, int], *, now: float) -> None: ...
+    async def settle(
+        self, rid: str, actual: Mapping[str, int], *, now: float
+    ) -> Mapping[str, int] | None:
+        """Close ``rid`` at ``actual``. Returns the calendar-period buckets' totals after it,
+        when the store read them in the same operation (the gate's alert check then skips a
+        bucket below every alert level); None: it does not say."""
+        ...
 
     async def usage(self, bucket: str, *, now: float) -> int: ...
 
