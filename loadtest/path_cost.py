@@ -6,7 +6,8 @@ The whole-request counts of ``request_cost.py --instr`` move by a few per cent w
 load (group-commit batch sizes, timers per request under valgrind's slowdown), more than a
 small cut changes. This runs one path alone, in a loop, under ``valgrind --tool=callgrind``
 twice (``--n N1 N2`` iterations) and prints (Ir(N2) - Ir(N1)) / (N2 - N1): the same figure
-on a busy or a quiet box. ``--source DIR``: a ``git archive`` snapshot of another commit.
+on a busy or a quiet box (string hashing seeded the same in every run, ``PYTHONHASHSEED=0``:
+with random seeds a dict-heavy path moved by ~2 % between runs of one commit). ``--source DIR``: a ``git archive`` snapshot of another commit.
 Cases (each is once per non-stream request unless said):
 
 * ``fetch``: ``exchange.fetch_whole`` on the in-memory transport (``common.InstantTransport``);
@@ -31,6 +32,7 @@ Cases (each is once per non-stream request unless said):
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -242,11 +244,13 @@ def count() -> None:
     out = Path(tempfile.mkdtemp(prefix="tp-path-cg-"))
     argv = [a for a in sys.argv[1:]]
     procs = []
+    # one string hash for every run: dict and set layouts (and so their probes) repeat
+    env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
     for n in args.n:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.{n}",
                sys.executable, __file__, *argv, "--run", str(n)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))  # fmt: skip
+                                      text=True, env=env))  # fmt: skip
     totals = []
     for n, proc in zip(args.n, procs, strict=True):
         text, _ = proc.communicate()
