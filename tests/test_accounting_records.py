@@ -4,10 +4,20 @@ says (compared with records built by keyword)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 import trio.testing
 
-from trioproxy.config.model import ApiKeyConfig, Chain, ModelConfig, RouteConfig, Target
+from trioproxy.config.load import parse_settings
+from trioproxy.config.model import (
+    ApiKeyConfig,
+    Chain,
+    ModelConfig,
+    RouteConfig,
+    Settings,
+    Target,
+)
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import bill
 from trioproxy.core.types import Usage
@@ -40,6 +50,16 @@ def context() -> RequestContext:
         prompt_estimate=1234, started=100.0, wall_started=1_700_000_000.0,
         endpoint="/v1/chat/completions", cache_status="miss",
     )  # fmt: skip
+
+
+def config_settings() -> Settings:
+    return parse_settings({
+        "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9",
+                            "api_key_env": "K"}},
+        "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
+        "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
+        "api_keys": [{"name": "k", "key_sha256": "0" * 64, "team": "t"}],
+    }, env={"K": "x"})  # fmt: skip
 
 
 def expected(ctx: RequestContext, **fields: object) -> UsageRecord:
@@ -118,26 +138,18 @@ async def test_the_settle_charges_what_the_request_record_bills() -> None:
     attempt's bill, a failed one's too) and to every attempt's tokens."""
     from trioproxy.budget.gate import BudgetGate
     from trioproxy.budget.memory_store import MemoryStore
-    from trioproxy.config.load import parse_settings
     from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
     from trioproxy.edge.auth import KeyRing
     from trioproxy.edge.endpoint import Endpoint
     from trioproxy.ledger.sinks import ListSink
     from trioproxy.pipeline.admission import Admission
 
-    settings = parse_settings({
-        "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9",
-                            "api_key_env": "K"}},
-        "models": {"m": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1}},
-        "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
-        "api_keys": [{"name": "k", "key_sha256": "0" * 64, "team": "t"}],
-    }, env={"K": "x"})  # fmt: skip
     store = MemoryStore()
     budgets = BudgetsConfig(teams={"team-x": TeamBudget("team-x", daily_usd=100.0)},
                             users={"user-y": UserWindow("user-y", 10**6, 3600)})  # fmt: skip
     gate = BudgetGate(budgets, store)
     sink = ListSink()
-    endpoint = Endpoint(settings, KeyRing({}), None, NoBreakers(), sink, Admission(gate))  # type: ignore[arg-type]
+    endpoint = Endpoint(config_settings(), KeyRing({}), None, NoBreakers(), sink, Admission(gate))  # type: ignore[arg-type]
     ticket = await gate.admit(request_id="rid-1", team="team-x", user="user-y", end_user=None,
                               worst_case_usd_micros=50_000_000, worst_case_tokens=10**5)  # fmt: skip
     ctx = context().with_ticket(ticket, 1234)
@@ -162,3 +174,61 @@ async def test_the_settle_charges_what_the_request_record_bills() -> None:
     assert await store.usage(day, now=gate.clock()) == request.cost_micros
     user = next(h.claim.bucket for h in ticket.holds if h.family == "user")
     assert await store.usage(user, now=gate.clock()) == used_a.total + used_b.total
+
+
+async def test_the_settle_of_a_cancelled_request_runs_to_its_end() -> None:
+    """``Endpoint.account`` in a request already cancelled (the client left, the drain's
+    end): the settle's store call and the alert check's store reads (the limits' cache
+    stale) still run, shielded; then the cancellation goes on."""
+    from trioproxy.budget.alerts import AlertSink
+    from trioproxy.budget.gate import BudgetGate
+    from trioproxy.budget.memory_store import MemoryStore
+    from trioproxy.budget.store import TeamLimits
+    from trioproxy.config.model import BudgetsConfig, TeamBudget
+    from trioproxy.edge.auth import KeyRing
+    from trioproxy.edge.endpoint import Endpoint
+    from trioproxy.ledger.sinks import ListSink
+    from trioproxy.pipeline.admission import Admission
+
+    class Waiting(MemoryStore):
+        """Each call waits for its answer, as a network store's (or a queued SQLite
+        operation's) does: a checkpoint where a cancellation lands unless shielded."""
+
+        async def settle(self, rid: str, actual: Any, *, now: float) -> Any:
+            await trio.lowlevel.checkpoint()
+            return await super().settle(rid, actual, now=now)
+
+        async def get_team_limits(self, team: str) -> TeamLimits | None:
+            await trio.lowlevel.checkpoint()
+            return await super().get_team_limits(team)
+
+        async def get_policy(self) -> dict[str, str]:
+            await trio.lowlevel.checkpoint()
+            return await super().get_policy()
+
+    store = Waiting()
+    budgets = BudgetsConfig(teams={"team-x": TeamBudget("team-x", daily_usd=0.001)})
+    alerts = AlertSink(store)
+    gate = BudgetGate(budgets, store, alerts=alerts, limits_ttl_s=0.0)  # every read a store call
+    endpoint = Endpoint(
+        config_settings(), KeyRing({}), None, NoBreakers(), ListSink(), Admission(gate)
+    )  # type: ignore[arg-type]
+    ticket = await gate.admit(request_id="rid-1", team="team-x", user="user-y", end_user=None,
+                              worst_case_usd_micros=900, worst_case_tokens=10)  # fmt: skip
+    ctx = context().with_ticket(ticket, 1234)
+    targets = ROUTE.chains["the-chain"].targets
+    race = Race(targets, None, NoBreakers())  # type: ignore[arg-type]
+    won = Attempt(0, 0, targets[1], "primary", started_at=101.0, wall_started_at=1.7e9,
+                  first_byte_at=101.25, outcome="won")  # fmt: skip
+    race.attempts.append(won)
+    race.winner = won
+    used = Usage(500, 100)  # 500 + 400 = 900 µUSD at B's prices: past the 80 % of 1,000
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await endpoint.account(ctx, race, [(won, B, used)], [], status=200, error=None,
+                               client_gone=True)  # fmt: skip
+        await trio.lowlevel.checkpoint()  # the cancellation is still on
+    assert scope.cancelled_caught
+    day = next(h.claim.bucket for h in ticket.holds if h.family == "day")
+    assert await store.usage(day, now=gate.clock()) == bill(used, prices_of(B)).micros == 900
+    assert alerts.statistics().queued == 1  # the alert check ran to its end too

@@ -311,7 +311,9 @@ class BudgetGate:
 
     async def settle(self, ticket: Ticket, cost_micros: int, tokens: int) -> None:
         """Record what the request actually consumed; idempotent. Never raises for
-        a store outage (the lease covers it)."""
+        a store outage (the lease covers it). Cancellation-proof: the store call is shielded
+        (bounded by its patient timeout), and so is the alert check's read of the store when
+        its cached limits are stale; nothing else here waits."""
         if ticket.settled:
             return
         ticket.settled = True
@@ -324,9 +326,12 @@ class BudgetGate:
         totals: Mapping[str, int] | None = None
         try:
             if rec is None:
-                totals = await self._call(lambda: store.settle(rid, actual, now=now), patient=True)
+                totals = await self._call(
+                    lambda: store.settle(rid, actual, now=now), patient=True, shield=True
+                )
             else:
-                await self._call(lambda: rec.settle(rid, actual, now=now), patient=True)
+                await self._call(lambda: rec.settle(rid, actual, now=now), patient=True,
+                                 shield=True)  # fmt: skip
         except StateLost:  # settled once the state is restored (``Recovery``)
             if rec is not None:
                 rec.defer(rid, actual)
@@ -369,9 +374,15 @@ class BudgetGate:
         and fires each level once per period)."""
         if self._alerts is None or ticket.local:
             return
-        limits = await self.team_limits(ticket.who.team)  # cached: one read per TTL at most
         team = ticket.who.team
-        threshold = (await self.policy()).threshold(team, self.configured_threshold(team))
+        cached_limits, cached_policy = self.limits.fresh(team)
+        if cached_limits is not None and cached_policy is not None:
+            limits, policy = cached_limits, cached_policy
+        else:  # one store read per TTL at most, as cancellation-proof as the settle (bounded
+            with trio.CancelScope(shield=True):  # by the read's own timeout)
+                limits = await self.team_limits(team)
+                policy = await self.policy()
+        threshold = policy.threshold(team, self.configured_threshold(team))
         if threshold is None:  # alerts off for this team
             return
         seen: set[str] = set()

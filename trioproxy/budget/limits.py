@@ -61,6 +61,17 @@ class Limits:
         cached = self._teams.get(team)
         return cached[0] if cached is not None else self.configured(team)
 
+    def fresh(self, team: str) -> tuple[TeamLimits | None, Policy | None]:
+        """The team's limits and the policy as cached, each None once its TTL is over
+        (:meth:`team` and :meth:`policy` read the store then)."""
+        now = trio.current_time()
+        cached = self._teams.get(team)
+        policy, fresh_until = self._policy
+        return (
+            cached[0] if cached is not None and now < cached[1] else None,
+            policy if now < fresh_until else None,
+        )
+
     async def team(self, team: str) -> TeamLimits:
         """Run-time limits from the store (cached), else config. With the store unreachable,
         :meth:`last`: a team without limits keeps being served; a team with limits then

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SETTLE_PATIENCE = 5
 """A settle may take this many store timeouts before its reservation is left to the lease."""
+PATIENT_MAX_S = 15.0
+"""And at most this long (the bound on a request's shielded settle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,35 +57,42 @@ class StoreCalls:
         self._down_until = -math.inf
         self._down = False
 
-    async def call(self, fn: Callable[[], Awaitable[T]], *, patient: bool = False) -> T:
+    async def call(
+        self, fn: Callable[[], Awaitable[T]], *, patient: bool = False, shield: bool = False
+    ) -> T:
         """One store call under the outage policy.
 
         A timeout marks the store down only when the store says a slow answer means
         an outage (Redis: a dead connection); a busy embedded SQLite store is
         overloaded, not down, so only the call at hand fails. ``patient`` calls
         (settles: their reservation would otherwise stand until its lease ends)
-        wait ``SETTLE_PATIENCE`` times longer.
+        wait ``SETTLE_PATIENCE`` times longer, up to ``PATIENT_MAX_S``. ``shield``: the call (with its down and
+        rebuilding checks) runs to its end or its timeout in a cancelled task too (a settle):
+        the timeout's scope is the shield, no second scope.
         """
         now = trio.current_time()
-        if now < self._down_until:
-            await trio.lowlevel.checkpoint()
-            raise StoreUnavailable("budget store marked down")
-        if self.recovery is not None and self.recovery.rebuilding:
-            await trio.lowlevel.checkpoint()
-            raise StateLost("budget state being rebuilt from the ledger")
-        timeout = self.outage.call_timeout_s * (SETTLE_PATIENCE if patient else 1)
-        try:  # a plain scope on the time read above (``fail_after``: a generator, two reads)
-            with trio.CancelScope(deadline=now + timeout) as scope:
+        timeout = self.outage.call_timeout_s
+        if patient:
+            timeout = min(timeout * SETTLE_PATIENCE, PATIENT_MAX_S)
+        # a plain scope on the time read above (``fail_after``: a generator, two reads)
+        with trio.CancelScope(deadline=now + timeout, shield=shield) as scope:
+            if now < self._down_until:
+                await trio.lowlevel.checkpoint()
+                raise StoreUnavailable("budget store marked down")
+            if self.recovery is not None and self.recovery.rebuilding:
+                await trio.lowlevel.checkpoint()
+                raise StateLost("budget state being rebuilt from the ledger")
+            try:
                 result = await fn()
-        except StateLost:
-            self.failures += 1
-            if self.recovery is not None:
-                self.recovery.lost()
-            raise
-        except StoreUnavailable as exc:
-            self.failures += 1
-            self._mark_down(repr(exc))
-            raise StoreUnavailable(f"budget store: {exc!r}") from exc
+            except StateLost:
+                self.failures += 1
+                if self.recovery is not None:
+                    self.recovery.lost()
+                raise
+            except StoreUnavailable as exc:
+                self.failures += 1
+                self._mark_down(repr(exc))
+                raise StoreUnavailable(f"budget store: {exc!r}") from exc
         if scope.cancelled_caught:
             self.failures += 1
             if self.store.timeouts_are_outages:
@@ -112,4 +121,4 @@ class StoreCalls:
         )
 
 
-__all__ = ["SETTLE_PATIENCE", "OutagePolicy", "StoreCalls"]
+__all__ = ["PATIENT_MAX_S", "SETTLE_PATIENCE", "OutagePolicy", "StoreCalls"]

@@ -57,9 +57,6 @@ from trioproxy.upstream.transport import Transport
 
 log = logging.getLogger(__name__)
 
-SETTLE_TIMEOUT_S = 15.0
-"""Bound on the shielded budget settle after a request ends (the lease covers a miss)."""
-
 Handle = Callable[
     [str, Dialect, ApiKeyConfig, dict[bytes, bytes], bytes, Receive, Send], Awaitable[None]
 ]
@@ -325,17 +322,14 @@ class Endpoint:
         billed: int | None = None,
     ) -> None:  # fmt: skip
         """Settle the request's reservation (if any) to what ``consumed`` bills (``billed``:
-        that bill when the request record has it already)."""
+        that bill when the request record has it already). Shielded and bounded, also in a
+        cancelled request: by the gate (``BudgetGate.settle``: its store call's one scope
+        is the shield and the timeout, no second scope here)."""
         if ctx.ticket is not None and self.admission is not None:
-            # shielded and bounded in one scope (its own deadline still applies under the shield)
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + SETTLE_TIMEOUT_S):
-                await self.admission.settle(
-                    ctx.ticket, [(m, u) for _, m, u in consumed], billed=billed
-                )
+            await self.admission.settle(ctx.ticket, [(m, u) for _, m, u in consumed], billed=billed)
 
 
 __all__ = [
-    "SETTLE_TIMEOUT_S",
     "Endpoint",
     "Handle",
     "permitted_route",
