@@ -27,6 +27,9 @@ Cases (each is once per non-stream request unless said):
   sink and the settle through ``Admission`` and the gate on the in-memory budget store (no
   thread, no SQL: the gate's and the endpoint's own work), with the alert sink attached as a
   worker has it (its task not running: what the settle queues stays queued).
+* ``intake``: the intake of one request (``Intake``: the key, its slot, the body, a worker
+  slot, given back) with the server's hooks as ``httpd`` offers them for a small body that
+  came with its head.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 ap = argparse.ArgumentParser()
-ap.add_argument("case", choices=["fetch", "records", "op", "http", "bill", "budget", "account"])
+ap.add_argument(
+    "case", choices=["fetch", "records", "op", "http", "bill", "budget", "account", "intake"]
+)
 ap.add_argument("--source", type=Path, default=None)
 ap.add_argument("--n", type=int, nargs=2, default=[200, 1200], metavar=("N1", "N2"))
 ap.add_argument("--conc", type=int, default=1, help="budget: concurrent tasks")
@@ -240,6 +245,36 @@ async def account(n: int) -> None:
         sink.records.clear()
 
 
+async def intake(n: int) -> None:
+    import hashlib
+
+    from trioproxy.config.model import ApiKeyConfig
+    from trioproxy.edge.auth import KeyRing
+    from trioproxy.edge.intake import Intake
+    from trioproxy.edge.respond import ResponseGuard
+    from trioproxy.pipeline.slots import Slots
+
+    digest = hashlib.sha256(b"k-secret").hexdigest()
+    keys = KeyRing({digest: ApiKeyConfig("k", digest, "t", "u")})
+    taker = Intake(keys, Slots(4096, 0, 1.0, 0, 60), 1 << 20)
+    body = common.CHAT_BODY % b"r"
+    headers = {b"authorization": b"Bearer k-secret", b"content-type": b"application/json",
+               b"content-length": str(len(body)).encode()}  # fmt: skip
+    message = {"type": "http.request", "body": body, "more_body": False}
+
+    async def receive() -> dict[str, Any]:
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {"trioproxy.on_disconnect": lambda gone: None, "trioproxy.body_ready": lambda: True}
+    for _ in range(n):
+        guard = ResponseGuard(send, scope)
+        async with taker("openai", headers, receive, guard, ()) as got:
+            assert got is not None
+
+
 def count() -> None:
     out = Path(tempfile.mkdtemp(prefix="tp-path-cg-"))
     argv = [a for a in sys.argv[1:]]
@@ -265,7 +300,7 @@ def count() -> None:
 
 if args.run is not None:
     case = {"fetch": fetch, "records": records, "op": op, "http": http, "bill": bill,
-            "budget": budget, "account": account}[args.case]  # fmt: skip
+            "budget": budget, "account": account, "intake": intake}[args.case]  # fmt: skip
     trio.run(case, args.run)
 else:
     count()
