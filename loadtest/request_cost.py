@@ -107,6 +107,12 @@ def _no_disconnect(gone: Any) -> None:
     """The server's disconnect hook (``httpd``): these clients never leave."""
 
 
+def _body_ready() -> bool:
+    """The server's ``trioproxy.body_ready`` (``httpd``): a small body comes with its head,
+    all in when the app starts."""
+    return True
+
+
 async def one(app: Any) -> None:
     status = 0
 
@@ -119,7 +125,8 @@ async def one(app: Any) -> None:
              "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
              "query_string": b"", "headers": HEADERS, "client": ("127.0.0.1", 1),
              "server": ("127.0.0.1", 8080), "scheme": "http",
-             "trioproxy.on_disconnect": _no_disconnect}  # as httpd offers it  # fmt: skip
+             "trioproxy.on_disconnect": _no_disconnect,  # as httpd offers them
+             "trioproxy.body_ready": _body_ready}  # fmt: skip
     await common.asgi_request(app, scope, BODY, send)
     if status != 200:
         raise RuntimeError(f"status {status}")

@@ -93,8 +93,14 @@ class Intake:
         self.interrupts = interrupts or Interrupts()
         """The drain deadline also ends a body still arriving (503 gateway_shutting_down)."""
 
-    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes | None:
-        """The capped body; None when the drain deadline came first."""
+    async def _read_body(
+        self, receive: Receive, headers: dict[bytes, bytes], ready: Callable[[], bool] | None
+    ) -> bytes | None:
+        """The capped body; None when the drain deadline came first. A body the server says
+        is all in (``ready``, ``trioproxy.body_ready``) is read without the drain's scope:
+        ``receive`` answers at once, there is no wait to interrupt."""
+        if ready is not None and not self.interrupts.interrupting and ready():
+            return await read_body(receive, headers, self.max_body_bytes)
         live = self.interrupts.live
         with trio.CancelScope() as scope:
             live[scope] = _never_finishing
@@ -116,7 +122,7 @@ class Intake:
         self, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive, send: Send,
         base: Sequence[tuple[bytes, bytes]],
     ) -> Admitted:  # fmt: skip
-        return Admitted(self, dialect, headers, receive, base)
+        return Admitted(self, dialect, headers, receive, base, getattr(send, "body_ready", None))
 
 
 class Admitted:
@@ -125,14 +131,16 @@ class Admitted:
     leaving gives the slots back. A plain class, not a generator context manager: every
     request enters one."""
 
-    __slots__ = ("_base", "_dialect", "_headers", "_intake", "_key", "_receive", "_slot")
+    __slots__ = (
+        "_base", "_dialect", "_headers", "_intake", "_key", "_ready", "_receive", "_slot",
+    )  # fmt: skip
 
     def __init__(
         self, intake: Intake, dialect: Dialect, headers: dict[bytes, bytes], receive: Receive,
-        base: Sequence[tuple[bytes, bytes]],
+        base: Sequence[tuple[bytes, bytes]], ready: Callable[[], bool] | None = None,
     ) -> None:  # fmt: skip
         self._intake, self._dialect, self._headers = intake, dialect, headers
-        self._receive, self._base = receive, base
+        self._receive, self._base, self._ready = receive, base, ready
         self._key: ApiKeyConfig | None = None
         self._slot = False
 
@@ -157,7 +165,7 @@ class Admitted:
                 slots.refuse_full()
                 raise intake._overloaded(dialect, base, key)
             try:
-                body = await intake._read_body(self._receive, self._headers)
+                body = await intake._read_body(self._receive, self._headers, self._ready)
             except ClientGone:
                 return None
             except GatewayError as err:

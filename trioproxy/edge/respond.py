@@ -72,7 +72,9 @@ class ResponseGuard:
     ``send``. ``write_body``: the server's message-free body write, when it offers one
     (``trioproxy.write_body`` in the scope, :mod:`trioproxy.httpd.conn`)."""
 
-    __slots__ = ("_send", "ended", "on_disconnect", "started", "status", "write_body")
+    __slots__ = (
+        "_send", "body_ready", "ended", "on_disconnect", "started", "status", "write_body",
+    )  # fmt: skip
 
     def __init__(self, send: Send, scope: Scope | None = None) -> None:
         self._send = send
@@ -87,6 +89,10 @@ class ResponseGuard:
             scope.get("trioproxy.on_disconnect") if scope is not None else None
         )
         """The server's disconnect hook, when it offers one (:func:`watched`)."""
+        self.body_ready: Callable[[], bool] | None = (
+            scope.get("trioproxy.body_ready") if scope is not None else None
+        )
+        """Whether the request's body is all in, when the server says (the intake's read)."""
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":

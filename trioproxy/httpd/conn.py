@@ -240,6 +240,7 @@ class Connection:
             "trioproxy.t0": self._body_t0,  # the request's start (a refusal's latency)
             "trioproxy.write_body": self.write_body,
             "trioproxy.on_disconnect": self.on_disconnect,
+            "trioproxy.body_ready": self.body_ready,
         }
 
     async def _respond(self, req: Request) -> bool:
@@ -420,6 +421,13 @@ class Connection:
         gone, self._gone = self._gone, None
         if gone is not None:
             gone()
+
+    def body_ready(self) -> bool:
+        """The running request's body is all in (offered in the ASGI scope as
+        ``trioproxy.body_ready``): ``receive`` answers it whole at once, without waiting, so
+        the app need not arm what would interrupt a wait for it."""
+        req = self._req
+        return req is not None and req.complete and not self._final_body
 
     def on_disconnect(self, gone: Callable[[], None] | None) -> None:
         """Call ``gone()`` once if the client goes away (EOF, a dead connection) while the
