@@ -28,7 +28,11 @@ before, and for the data plane alone (``common.serve_role``):
 * ``peak_rss_mb`` / "peak RSS MB group": the highest summed RSS of the group at one sample
   (every 0.5 s; the old column, same meaning); ``peak_rss_workers_mb``,
   ``peak_rss_control_mb``, ``peak_rss_supervisor_mb``: each part's own highest (summed over
-  its processes: N workers), in the table as "workers / control / supervisor".
+  its processes: N workers), in the table as "workers / control / supervisor";
+* ``peak_resident_mb`` / "resident MB, pages once": the group's highest resident memory with
+  every physical page counted once (``common.resident_mb``, every 1 s; needs root, else
+  empty): the memory the group holds. The sum of RSS counts the interpreter, the shared
+  libraries and their file cache once per process (~7-13 MB in each of the three).
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: fl
         "cpu_us_per_event": 1e6 * cpu / max(1, t["events"]), "ttft_p50_ms": t["ttft_p50_ms"],
         "ttft_p99_ms": t["ttft_p99_ms"], "broken": t["broken"], "failures": t["failures"], "errors": t.get("errors", {}),
         "events": t["events"], "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
-        **by_part(meter, t["events"]),
+        "peak_resident_mb": meter.peak_resident_mb.get("gateway"), **by_part(meter, t["events"]),
         "client_cpu_s": meter.cpu["client"], "sim_cpu_s": meter.cpu["sim"],
         "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
     }  # fmt: skip
@@ -150,7 +154,8 @@ def wrk_row(relay: common.Server, sim: common.Server, wd: Path, seconds: float) 
         "load": "non-stream c=100", "per_s": r.rps, "cpu_us_per_event": 1e6 * cpu / max(1, r.requests),
         "ttft_p50_ms": r.p50, "ttft_p99_ms": r.p99, "broken": r.errors + r.non2xx,
         "failures": r.errors + r.non2xx, "events": r.requests,
-        "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0), **by_part(meter, r.requests),
+        "peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
+        "peak_resident_mb": meter.peak_resident_mb.get("gateway"), **by_part(meter, r.requests),
         "client_cpu_s": meter.cpu["client"],
         "sim_cpu_s": meter.cpu["sim"], "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
     }  # fmt: skip
@@ -215,14 +220,16 @@ def main() -> None:
             sim.stop()
     print()
     print("| relay | load | per s | CPU µs/event group / workers | TTFT p50 / p99 ms | broken "
-          "| peak RSS MB group | workers / control / supervisor | busy / foreign % |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS MB group | workers / control / supervisor | resident MB, pages once "
+          "| busy / foreign % |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['relay']} | {r['load']} | {r['per_s']:,.1f} "
               f"| {r['cpu_us_per_event']:,.1f} / {r['cpu_us_per_event_workers']:,.1f} "
               f"| {r['ttft_p50_ms']:,.1f} / {r['ttft_p99_ms']:,.1f} | {r['broken']} "
               f"| {r['peak_rss_mb']:.0f} | {r['peak_rss_workers_mb']:.0f} / "
               f"{r['peak_rss_control_mb']:.0f} / {r['peak_rss_supervisor_mb']:.0f} "
+              f"| {'' if r['peak_resident_mb'] is None else format(r['peak_resident_mb'], '.0f')} "
               f"| {r['busy_pct']:.0f} / {r['foreign_pct']:.0f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

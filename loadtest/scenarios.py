@@ -188,7 +188,7 @@ def main() -> int:
             os.sched_setaffinity(0, {args.client_cpu})
             env = Environment(gw.port, users, args.spawn_rate, args.run_time, classes)
             pgids = {"gateway": gw.pgid, "sim": sim.pgid}
-            with common.Meter(pgids, sample_s=0.5) as meter:
+            with common.Meter(pgids, sample_s=0.5, by_role=["gateway"]) as meter:
                 trio.run(env.run)
         finally:
             gw.stop()
@@ -203,6 +203,7 @@ def main() -> int:
         "completed_per_s": totals["done_in_window"] / args.run_time,
         "gateway_cpu_s": gw_cpu, "gateway_us_per_event": 1e6 * gw_cpu / max(1, totals["events"]),
         "gateway_peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
+        "gateway_peak_resident_mb": meter.peak_resident_mb.get("gateway"),
         "sim_cpu_s": meter.cpu["sim"], "client_cpu_s": meter.cpu["client"],
         "machine_busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
     }  # fmt: skip

@@ -7,7 +7,8 @@ to CPU 0), waits ``--wait`` seconds after the data port's ``/healthz`` answered,
 request, and prints per process (``common.serve_role``: the supervisor is ``main``) its
 ``VmRSS`` and, from ``/proc/PID/smaps_rollup``, its PSS and the anonymous and file-backed
 parts of its RSS (the file-backed part is the interpreter and the shared libraries, counted
-again in every process by a sum of RSS).
+again in every process by a sum of RSS); then the group's resident memory with every physical
+page counted once (``common.resident_mb``, as root).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def main() -> None:
                       f"{common.pid_rss_mb(pid):.1f} | {r['Pss']:.1f} | {r['Anonymous']:.1f} | "
                       f"{r['Rss'] - r['Anonymous']:.1f} |")  # fmt: skip
             print(f"| group (sum of RSS) | {total:.1f} | | | |")
+            t0 = time.perf_counter()
+            once = common.resident_mb(common.group_pids(relay.pgid))
+            took = 1e3 * (time.perf_counter() - t0)
+            print(f"| group (each page once) | {once if once is None else f'{once:.1f}'} "
+                  f"| | | | ({took:.0f} ms to read the page maps)")  # fmt: skip
         finally:
             relay.stop()
     finally:
