@@ -53,7 +53,13 @@ import re
 
 from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.prompt_features import Features, features
-from trioproxy.cache.word_order import asks_differently, moved_block, question_kinds, swapped
+from trioproxy.cache.word_order import (
+    asks_differently,
+    moved_block,
+    question_kinds,
+    roles_swapped,
+    swapped,
+)
 
 _NEG_PREFIXES = ("un", "non", "non-", "in", "im", "ir", "il", "dis", "de")
 """A word and the same word behind one of these ("safe"/"unsafe", "refundable"/
@@ -342,7 +348,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         "swap" in rules
         and not coordinated
         and (_PASSIVE in n.words) == (_PASSIVE in c.words)
-        and swapped(n.seq, c.seq, _STOP)
+        and (swapped(n.seq, c.seq, _STOP) or roles_swapped(n.seq, c.seq, _STOP))
     ):
         return "swap"
     return None

@@ -36,8 +36,10 @@ _NUMBER_WORDS = {
     "million": "1000000", "billion": "1000000000", "half": "0.5", "dozen": "12",
     "single": "1", "twice": "2", "double": "2", "triple": "3",
     "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
-    "am": "am", "pm": "pm",
 }  # fmt: skip
+_MERIDIEM = frozenset({"am", "pm"})
+"""Counted with the numbers only right after one ("7 am", "five pm"): "I am running" and "I'm
+running" ask the same."""
 
 _NEGATIONS = frozenset(
     "not no never without none nothing nobody neither nor cannot cant dont doesnt didnt "
@@ -100,6 +102,10 @@ class Features:
     code of the other prompt may have been typed as ("gpt 4o", "gpt-4o" -> "gpt4o")."""
 
 
+def _is_number(word: str) -> bool:
+    return word[:1].isdigit() or word in _NUMBER_WORDS
+
+
 def features(text: str, aliases: Aliases | None = None) -> Features:
     return _features_of(text, shipped() if aliases is None else aliases)
 
@@ -129,6 +135,8 @@ def _features_of(text: str, aliases: Aliases) -> Features:
                 numbers.append(part.replace(",", ""))
             elif part in _NUMBER_WORDS and part not in _WEAK_NUMBERS:
                 numbers.append(_NUMBER_WORDS[part])
+            elif part in _MERIDIEM and len(seq) > 1 and _is_number(seq[-2]):
+                numbers.append(part)
         if (
             raw[0].isupper()
             and (not initial or (len(raw) > 1 and raw.isupper()))

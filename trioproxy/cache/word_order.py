@@ -186,4 +186,34 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> boo
     return j - i >= 2 and ra[i] == rb[j] and ra[j] == rb[i]
 
 
-__all__ = ["asks_differently", "moved_block", "question_kinds", "swapped"]
+_PERSON = {"i": "@i", "me": "@i", "we": "@we", "us": "@we", "he": "@he", "him": "@he",
+           "they": "@they", "them": "@they"}  # fmt: skip
+"""Personal pronouns by person, the subject and the object form as one ("her" is left out: it
+is also a possessive)."""
+
+
+def roles_swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
+    """A party changes role: one person's pronoun takes another form on each side (subject on
+    one, object on the other: "can my landlord sue me" / "can I sue my landlord") and, with
+    the forms taken as one word and a verb's final "s" dropped ("owes" / "owe"), the shared
+    content words differ by one exchange (:func:`swapped`). A pronoun that keeps its form,
+    or moves without another word trading places with it ("help me write" / "I need help
+    writing"), does not count."""
+    if not any(_forms(a, p) and _forms(b, p) and _forms(a, p) != _forms(b, p)
+               for p in set(_PERSON.values())):  # fmt: skip
+        return False
+    return swapped(_persons(a), _persons(b), stop)
+
+
+def _forms(seq: tuple[str, ...], person: str) -> frozenset[str]:
+    return frozenset(w for w in seq if _PERSON.get(w) == person)
+
+
+def _persons(seq: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        _PERSON.get(w) or (w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+        for w in seq
+    )
+
+
+__all__ = ["asks_differently", "moved_block", "question_kinds", "roles_swapped", "swapped"]
