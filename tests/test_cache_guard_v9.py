@@ -55,3 +55,35 @@ def test_roles_swapped_needs_a_pronoun_in_another_form() -> None:
     assert roles_swapped(tuple(a), tuple(b), stop)
     # the same words with the pronoun in one form on both sides: not this rule's case
     assert not roles_swapped(tuple(a), tuple("can me fire my boss for posting online".split()), stop)
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # one time word placed differently relative to now
+        ("Which restaurants are open this Sunday?", "Which restaurants were open last Sunday?",
+         "time"),
+        ("Forecast our churn for next quarter", "Forecast our churn for the previous quarter",
+         "time"),
+        ("Plan a menu for the coming weekend", "Plan a menu for the past weekend", "time"),
+        # placed on one side only, or the same way on both: not this rule
+        ("Which restaurants are open on Sunday?", "Which restaurants are open this Sunday?", None),
+        ("What is on TV this evening?", "What's on TV this evening?", None),
+    ],
+)  # fmt: skip
+def test_relative_time(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("What should a host do when a guest breaks something?",
+         "What should a guest do when a host breaks something?"),
+        ("Can a tenant withhold rent for repairs?", "Can a landlord withhold rent for repairs?"),
+        ("What does a lender check before approving a loan?",
+         "What does a borrower check before approving a loan?"),
+    ],
+)  # fmt: skip
+def test_the_parties_of_a_deal_are_antonyms(cached: str, new: str) -> None:
+    assert near_miss(new, cached) is not None

@@ -22,6 +22,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
   "how often", "how far", "how old" a measure, other "how" a manner; "how come" and "what
   causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
   a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
+* time: one time word placed differently relative to now ("this Friday" / "last Friday",
+  "next quarter" / "the previous quarter")
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
   "to/into/for/than/from...to" is swapped, unless both prompts ask for a distance ("to" after
   "how", "need", "used" ... opens an infinitive, not a direction)
@@ -91,7 +93,8 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
         "show/hide shown/hidden visible/hidden legal/illegal healthy/unhealthy for/against with/without manager/employee "
         "teacher/student parent/child buyer/seller client/server male/female men/women "
         "kids/adults children/adults beginners/experts all/some all/none always/never "
-        "only/also more/only"
+        "only/also more/only host/guest hosts/guests landlord/tenant lender/borrower "
+        "employer/employee sender/recipient sender/receiver creditor/debtor winner/loser"
     ).split()
 )
 
@@ -134,8 +137,19 @@ what "Y or X" asks ("is a tomato a fruit or a vegetable")."""
 _PASSIVE = "by"
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
-    "quantifier", "direction", "order", "question", "swap",
+    "quantifier", "time", "direction", "order", "question", "swap",
 )  # fmt: skip
+_DEICTIC = {
+    "this": "this", "current": "this", "next": "next", "coming": "next", "upcoming": "next",
+    "following": "next", "last": "last", "previous": "last", "past": "last", "prior": "last",
+}  # fmt: skip
+"""Words that place a time relative to now, by class ("this Friday" / "last Friday")."""
+_ANCHORS = frozenset(
+    "day week weekend month year quarter season semester decade century morning afternoon "
+    "evening night monday tuesday wednesday thursday friday saturday sunday january february "
+    "march april may june july august september october november december spring summer "
+    "autumn fall winter".split()
+)
 
 
 def _missing(terms: frozenset[str], other: Features) -> str | None:
@@ -258,6 +272,19 @@ def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
     return False
 
 
+def _times(seq: tuple[str, ...]) -> dict[str, str]:
+    """Each time word of ``seq`` with the class of the word placing it right before it."""
+    return {w: _DEICTIC[p] for p, w in zip(seq, seq[1:]) if w in _ANCHORS and p in _DEICTIC}
+
+
+def _relative_time(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """One time word placed differently relative to now on each side ("this Friday" / "last
+    Friday", "next quarter" / "the previous quarter"); a time placed on one side only is not
+    counted ("on Friday" / "this Friday")."""
+    ta, tb = _times(a), _times(b)
+    return any(tb.get(w, cls) != cls for w, cls in ta.items())
+
+
 def _unpolite(seq: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for w in seq if w not in _MOVABLE_WORDS)
 
@@ -331,6 +358,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         qn, qc = _quantities(n.seq), _quantities(c.seq)
         if qn - qc and qc - qn:  # one class put in another's place, not one added
             return "quantifier"
+    if "time" in rules and _relative_time(n.seq, c.seq):
+        return "time"
     if "direction" in rules and not (n.words & _SYMMETRIC and c.words & _SYMMETRIC):
         keys = (n.words & c.words) - _STOP
         pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
