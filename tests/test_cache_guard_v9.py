@@ -87,3 +87,20 @@ def test_relative_time(cached: str, new: str, rule: str | None) -> None:
 )  # fmt: skip
 def test_the_parties_of_a_deal_are_antonyms(cached: str, new: str) -> None:
     assert near_miss(new, cached) is not None
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # the owners of two things trade places
+        ("My cat scratched my roommate's sofa. Who pays?",
+         "My roommate's cat scratched my sofa, so who should pay for it?", "swap"),
+        ("Our team broke their build: how do we apologise?",
+         "Their team broke our build. What should we say to apologise?", "swap"),
+        # one owner on another word is a paraphrase's freedom, not a swap
+        ("How do I delete your Hugging Face account?",
+         "How do I delete the account on your Hugging Face profile?", None),
+    ],
+)  # fmt: skip
+def test_owners_trade_places(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule

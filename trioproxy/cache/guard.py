@@ -58,6 +58,7 @@ from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.word_order import (
     asks_differently,
     moved_block,
+    possessors_swapped,
     question_kinds,
     roles_swapped,
     swapped,
@@ -379,6 +380,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         and (_PASSIVE in n.words) == (_PASSIVE in c.words)
         and (swapped(n.seq, c.seq, _STOP) or roles_swapped(n.seq, c.seq, _STOP))
     ):
+        return "swap"
+    if "swap" in rules and possessors_swapped(n.low, c.low):
         return "swap"
     return None
 

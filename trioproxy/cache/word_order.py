@@ -5,6 +5,8 @@ role swap). :mod:`trioproxy.cache.guard` calls them on the word sequences it ext
 
 from __future__ import annotations
 
+import re
+
 _ASKS = {
     "why": "reason", "when": "time", "where": "place", "who": "person", "whom": "person",
     "whose": "person", "how": "manner",
@@ -216,4 +218,43 @@ def _persons(seq: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
-__all__ = ["asks_differently", "moved_block", "question_kinds", "roles_swapped", "swapped"]
+_POSSESSIVE = re.compile(r"\b(?=(my|your|our|his|their|[a-z]+'s) ([a-z]+))")
+"""A possessive and the word after it, matches overlapping ("my neighbour's kid": neighbour
+owned by "my", kid by "neighbour's")."""
+_NOT_POSSESSOR = frozenset("it's what's that's let's there's here's who's he's she's where's how's".split())
+
+
+def _possessed(low: str) -> dict[str, str]:
+    """Each noun typed right after a possessive, with its possessor ("my dog" -> dog: my,
+    "my neighbour's kid" -> kid: neighbour's); a noun owned by two is left out."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for owner, noun in _POSSESSIVE.findall(low):
+        if owner in _NOT_POSSESSOR:
+            continue
+        if noun in seen and out.get(noun) != owner:
+            out.pop(noun, None)
+            continue
+        seen.add(noun)
+        out[noun] = owner
+    return out
+
+
+def possessors_swapped(a: str, b: str) -> bool:
+    """The owners of two things trade places ("my dog bit my neighbour's kid" / "my
+    neighbour's dog bit my kid"). ``a`` and ``b`` are the prompts in lower case. One owner
+    moving to another thing is not counted: paraphrases do it ("your Hugging Face account" /
+    "your account on the Hugging Face Hub")."""
+    pa, pb = _possessed(a), _possessed(b)
+    shared = [n for n in pa if n in pb]
+    for i, x in enumerate(shared):
+        for y in shared[i + 1 :]:
+            if pa[x] != pa[y] and pa[x] == pb[y] and pa[y] == pb[x]:
+                return True
+    return False
+
+
+__all__ = [
+    "asks_differently", "moved_block", "possessors_swapped", "question_kinds", "roles_swapped",
+    "swapped",
+]  # fmt: skip
