@@ -104,3 +104,20 @@ def test_the_parties_of_a_deal_are_antonyms(cached: str, new: str) -> None:
 )  # fmt: skip
 def test_owners_trade_places(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("Thanks! Now, how do I descale a kettle?", "how do I descale a kettle?"),
+        ("OK. Next question: what is a mutex?", "what is a mutex?"),
+        ("Great, also: which port does SSH use?", "which port does SSH use?"),
+        # no punctuation after it, or inside the question: it stays
+        ("Is it OK to refreeze thawed bread?", "Is it OK to refreeze thawed bread?"),
+        ("Now what?", "Now what?"),
+    ],
+)  # fmt: skip
+def test_a_conversation_opener_is_filler(text: str, plain: str) -> None:
+    from trioproxy.cache.preamble import without_filler
+
+    assert without_filler(text) == plain

@@ -1,5 +1,5 @@
 """Words around a question that do not change its answer: a preamble ("Hey, quick question:",
-"I'm new to this,", "I was told to ask here:") and a sign-off ("Thanks in advance."), taken
+"I'm new to this,", "I was told to ask here:", a conversation's "Thanks! Now,") and a sign-off ("Thanks in advance."), taken
 off before a prompt is embedded (:func:`~trioproxy.cache.aliases.embedding_text`) and before
 the guard reads it (:mod:`~trioproxy.cache.prompt_features`), so that "Hey, quick question:
 how many ounces are in a cup?" is the prompt "how many ounces are in a cup?".
@@ -24,6 +24,17 @@ _PREAMBLE = re.compile(
     r"\s*[:,;.!?\-\u2013\u2014]+\s*",
     re.IGNORECASE,
 )
+_OPENER = re.compile(
+    r"^\s*"
+    r"(?:(?:thanks|thank you|thx|ok|okay|great|cool|perfect|awesome|got it)(?: so much| a lot)?"
+    r"[,!.]+\s*)?"
+    r"(?:(?:now|next|also|so|one more (?:thing|question)|another question|next question"
+    r"|follow[- ]up(?: question)?)\s*[:,;.!?\-\u2013\u2014]+\s*)?",
+    re.IGNORECASE,
+)
+"""A turn of a conversation opening with thanks or a word that moves on ("Thanks! Now, how do
+I ...", "OK. Next question: ...", "Great, also: ..."); each part needs its punctuation, so "Is
+it OK to ..." and "Now what?" stay."""
 _SIGN_OFF = re.compile(
     r"[\s,.!-]*(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?[\s.!]*$", re.IGNORECASE
 )
@@ -33,7 +44,7 @@ def without_filler(text: str) -> str:
     """``text`` without a filler preamble at its start and a thanks at its end (unchanged
     when nothing would be left)."""
     plain = text.replace("\u2019", "'")
-    rest = _SIGN_OFF.sub("", _PREAMBLE.sub("", plain, count=1))
+    rest = _SIGN_OFF.sub("", _PREAMBLE.sub("", _OPENER.sub("", plain, count=1), count=1))
     return text if rest == plain else rest.strip() or text
 
 
