@@ -30,7 +30,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
 * order: the same words in another order (greetings, "please" and "exactly" aside), unless one
   block of words that opens with a preposition ("in Python", "at sea level", "after placing an
   order") only moved, or the two sides of an "and" or an "or" traded places ("affect and
-  effect", "a fruit or a vegetable")
+  effect", "a fruit or a vegetable"), or both prompts compare two things ("X vs Y", "the
+  difference between X and Y": a comparison reads the same either way)
 * swap: two shared content words trade places around a third that stays between them ("a
   parent process waits for a child process" / "a child process waits for its parent
   process"), or across a word that opens a clause ("a lion ... when hyenas steal" / "hyenas
@@ -111,7 +112,10 @@ _PAIRED = {"either": "or", "both": "and"}
 _NOT_ONE = frozenset("which the this that each every any no of another more".split())
 """Words around "one" that make it a pronoun or part of a phrase ("which one", "one of")."""
 
-_DIRECTION = frozenset({"to", "into", "for", "than", "from", "vs", "versus"})
+_DIRECTION = frozenset({"to", "into", "for", "than", "from"})
+_VERSUS = frozenset({"vs", "versus", "v"})
+"""Words of a comparison, which reads the same either way ("Kubernetes vs Docker Swarm" /
+"Docker Swarm vs Kubernetes"); "than" stays a direction ("is X faster than Y")."""
 _SYMMETRIC = frozenset({"distance", "far"})
 """A prompt with one of these on each side asks for a distance, the same either way ("the
 distance from Earth to Mars" / "how far is Mars from Earth")."""
@@ -153,9 +157,17 @@ _ANCHORS = frozenset(
 )
 
 
-def _missing(terms: frozenset[str], other: Features) -> str | None:
+def _missing(terms: frozenset[str], other: Features, own: Features) -> str | None:
+    """A protected term of ``own`` (``terms``) that ``other`` lacks in every form it may take."""
+    expanded = _expanded(own, other) if own.protected else frozenset()
     for t in sorted(terms):
+        if t in expanded:  # "Body Mass Index" where the other says "BMI"
+            continue
         if t in _STOP or t in other.words or t in other.protected:
+            continue
+        if t.endswith("()") and t[:-2] in other.words:  # "fetch()" / "fetch"
+            continue
+        if _spelled_out(t, other.seq):  # "BMI" where the other says "body mass index"
             continue
         if _plural_in(t, other.words) or _lemma_of(t, other.words):
             continue
@@ -164,6 +176,41 @@ def _missing(terms: frozenset[str], other: Features) -> str | None:
         if t.isalnum() or (t not in other.low and not _prose_in(t, other.low)):
             return t
     return None
+
+
+_ACRONYM_GLUE = frozenset({"of", "and", "for", "the", "&"})
+
+
+def _spelled_out(term: str, seq: tuple[str, ...]) -> frozenset[str]:
+    """The words of ``seq`` that spell ``term`` out as an acronym (empty if none):
+    consecutive words whose first letters are its letters, "of" / "and" / "for" / "the"
+    between them skipped or counted ("gdpr" / "General Data Protection Regulation", "bmi" /
+    "body mass index", "cli" / "command line interface"); acronyms of three to six letters
+    (two-letter ones are units and symbols: "ml", "mb")."""
+    if not term.isalpha() or not 3 <= len(term) <= 6:
+        return frozenset()
+    for start, word in enumerate(seq):
+        if word[:1] != term[0]:
+            continue
+        for skip_glue in (True, False):
+            run: list[str] = []
+            for w in seq[start:]:
+                if skip_glue and w in _ACRONYM_GLUE:
+                    continue
+                run.append(w)
+                if len(run) == len(term):
+                    break
+            if "".join(w[:1] for w in run) == term:
+                return frozenset(run)
+    return frozenset()
+
+
+def _expanded(own: Features, other: Features) -> frozenset[str]:
+    """The words of ``own`` that spell out an acronym ``other`` names."""
+    out: frozenset[str] = frozenset()
+    for term in other.protected - own.words:
+        out |= _spelled_out(term, own.seq)
+    return out
 
 
 _PROSE = re.compile(r"[a-z ,.!?;:']+")
@@ -295,6 +342,17 @@ def _core(seq: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for w in seq if w in _COORDINATORS or w not in _STOP)
 
 
+def _compares(seq: tuple[str, ...]) -> bool:
+    """The prompt compares two things, in whichever order it names them: "X vs Y", "the
+    difference between X and Y", "compare X and Y"."""
+    words = set(seq)
+    return bool(
+        words & _VERSUS
+        or ("between" in words and words & {"difference", "differences", "diff"})
+        or words & {"compare", "comparison", "comparing"}
+    )
+
+
 def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """``b`` is ``a`` with the two sides of one "and" / "or" exchanged, each of one to three
     words ("between affect and effect" / "between effect and affect", "a fruit or a
@@ -343,7 +401,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         return "negation"
     if "prefix" in rules and (_prefixed(n.words, c.words) or _prefixed(c.words, n.words)):
         return "prefix"
-    if "term" in rules and (_missing(n.protected, c) or _missing(c.protected, n)):
+    if "term" in rules and (_missing(n.protected, c, n) or _missing(c.protected, n, c)):
         return "term"
     if "sibling" in rules and _siblings(n, c):
         return "sibling"
@@ -367,7 +425,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):
             return "direction"
     sn, sc = _unpolite(n.seq), _unpolite(c.seq)
-    coordinated = _coordinated(_core(sn), _core(sc))
+    coordinated = _coordinated(_core(sn), _core(sc)) or (_compares(n.seq) and _compares(c.seq))
     if "order" in rules:
         if sn != sc and sorted(sn) == sorted(sc) and not moved_block(sn, sc) and not coordinated:
             return "order"
@@ -397,7 +455,7 @@ def term_only(new: str, cached: str) -> bool:
     one. Only such a veto may be overruled, by the pair judge
     (:func:`~trioproxy.cache.pair_model.serves` with ``term_veto``)."""
     n, c = features(new), features(cached)
-    if (_missing(n.protected, c) is None) == (_missing(c.protected, n) is None):
+    if (_missing(n.protected, c, n) is None) == (_missing(c.protected, n, c) is None):
         return False
     return near_miss(new, cached, _NOT_TERM) is None
 

@@ -1,5 +1,5 @@
 """Words around a question that do not change its answer: a preamble ("Hey, quick question:",
-"I'm new to this,", "I was told to ask here:", a conversation's "Thanks! Now,") and a sign-off ("Thanks in advance."), taken
+"I'm new to this,", "I was told to ask here:", a conversation's "Thanks! Now,") and a sign-off ("Thanks in advance.", "I'm curious."), taken
 off before a prompt is embedded (:func:`~trioproxy.cache.aliases.embedding_text`) and before
 the guard reads it (:mod:`~trioproxy.cache.prompt_features`), so that "Hey, quick question:
 how many ounces are in a cup?" is the prompt "how many ounces are in a cup?".
@@ -36,7 +36,9 @@ _OPENER = re.compile(
 I ...", "OK. Next question: ...", "Great, also: ..."); each part needs its punctuation, so "Is
 it OK to ..." and "Now what?" stay."""
 _SIGN_OFF = re.compile(
-    r"[\s,.!-]*(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?[\s.!]*$", re.IGNORECASE
+    r"[\s,.!-]*(?:(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?"
+    r"|(?:i'm|i am|im|just) curious|any help (?:is )?appreciated)[\s.!]*$",
+    re.IGNORECASE,
 )
 
 
