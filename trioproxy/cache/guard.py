@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import re
 
+from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.word_order import (
@@ -159,7 +160,7 @@ _ANCHORS = frozenset(
 
 def _missing(terms: frozenset[str], other: Features, own: Features) -> str | None:
     """A protected term of ``own`` (``terms``) that ``other`` lacks in every form it may take."""
-    expanded = _expanded(own, other) if own.protected else frozenset()
+    expanded = expanded_words(own, other) if own.protected else frozenset()
     for t in sorted(terms):
         if t in expanded:  # "Body Mass Index" where the other says "BMI"
             continue
@@ -167,7 +168,7 @@ def _missing(terms: frozenset[str], other: Features, own: Features) -> str | Non
             continue
         if t.endswith("()") and t[:-2] in other.words:  # "fetch()" / "fetch"
             continue
-        if _spelled_out(t, other.seq):  # "BMI" where the other says "body mass index"
+        if spelled_out(t, other.seq):  # "BMI" where the other says "body mass index"
             continue
         if _plural_in(t, other.words) or _lemma_of(t, other.words):
             continue
@@ -176,41 +177,6 @@ def _missing(terms: frozenset[str], other: Features, own: Features) -> str | Non
         if t.isalnum() or (t not in other.low and not _prose_in(t, other.low)):
             return t
     return None
-
-
-_ACRONYM_GLUE = frozenset({"of", "and", "for", "the", "&"})
-
-
-def _spelled_out(term: str, seq: tuple[str, ...]) -> frozenset[str]:
-    """The words of ``seq`` that spell ``term`` out as an acronym (empty if none):
-    consecutive words whose first letters are its letters, "of" / "and" / "for" / "the"
-    between them skipped or counted ("gdpr" / "General Data Protection Regulation", "bmi" /
-    "body mass index", "cli" / "command line interface"); acronyms of three to six letters
-    (two-letter ones are units and symbols: "ml", "mb")."""
-    if not term.isalpha() or not 3 <= len(term) <= 6:
-        return frozenset()
-    for start, word in enumerate(seq):
-        if word[:1] != term[0]:
-            continue
-        for skip_glue in (True, False):
-            run: list[str] = []
-            for w in seq[start:]:
-                if skip_glue and w in _ACRONYM_GLUE:
-                    continue
-                run.append(w)
-                if len(run) == len(term):
-                    break
-            if "".join(w[:1] for w in run) == term:
-                return frozenset(run)
-    return frozenset()
-
-
-def _expanded(own: Features, other: Features) -> frozenset[str]:
-    """The words of ``own`` that spell out an acronym ``other`` names."""
-    out: frozenset[str] = frozenset()
-    for term in other.protected - own.words:
-        out |= _spelled_out(term, own.seq)
-    return out
 
 
 _PROSE = re.compile(r"[a-z ,.!?;:']+")
