@@ -54,7 +54,9 @@ def test_roles_swapped_needs_a_pronoun_in_another_form() -> None:
     stop = frozenset("can my for i me".split())
     assert roles_swapped(tuple(a), tuple(b), stop)
     # the same words with the pronoun in one form on both sides: not this rule's case
-    assert not roles_swapped(tuple(a), tuple("can me fire my boss for posting online".split()), stop)
+    assert not roles_swapped(
+        tuple(a), tuple("can me fire my boss for posting online".split()), stop
+    )
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ curve (``loadtest/semantic_quality.py``).
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, relation, typo
@@ -288,7 +289,7 @@ def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
 
 def _times(seq: tuple[str, ...]) -> dict[str, str]:
     """Each time word of ``seq`` with the class of the word placing it right before it."""
-    return {w: _DEICTIC[p] for p, w in zip(seq, seq[1:]) if w in _ANCHORS and p in _DEICTIC}
+    return {w: _DEICTIC[p] for p, w in pairwise(seq) if w in _ANCHORS and p in _DEICTIC}
 
 
 def _relative_time(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -221,7 +221,9 @@ def _persons(seq: tuple[str, ...]) -> tuple[str, ...]:
 _POSSESSIVE = re.compile(r"\b(?=(my|your|our|his|their|[a-z]+'s) ([a-z]+))")
 """A possessive and the word after it, matches overlapping ("my neighbour's kid": neighbour
 owned by "my", kid by "neighbour's")."""
-_NOT_POSSESSOR = frozenset("it's what's that's let's there's here's who's he's she's where's how's".split())
+_NOT_POSSESSOR = frozenset(
+    "it's what's that's let's there's here's who's he's she's where's how's".split()
+)
 
 
 def _possessed(low: str) -> dict[str, str]:
