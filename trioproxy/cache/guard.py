@@ -23,7 +23,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
   causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
   a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
 * time: one time word placed differently relative to now ("this Friday" / "last Friday",
-  "next quarter" / "the previous quarter")
+  "next quarter" / "the previous quarter"), or a length of time read the other way round
+  ("commits from the past two weeks" / "older than two weeks")
 * direction: the order of shared key terms (two per side, so "numpy array" counts) around
   "to/into/for/than/from...to" is swapped, unless both prompts ask for a distance ("to" after
   "how", "need", "used" ... opens an infinitive, not a direction)
@@ -53,11 +54,11 @@ curve (``loadtest/semantic_quality.py``).
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 
 from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.prompt_features import Features, features
+from trioproxy.cache.relative_time import relative_time
 from trioproxy.cache.word_order import (
     asks_differently,
     moved_block,
@@ -65,6 +66,7 @@ from trioproxy.cache.word_order import (
     question_kinds,
     roles_swapped,
     swapped,
+    voice_flipped,
 )
 
 _NEG_PREFIXES = ("un", "non", "non-", "in", "im", "ir", "il", "dis", "de")
@@ -146,17 +148,6 @@ RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
     "quantifier", "time", "direction", "order", "question", "swap",
 )  # fmt: skip
-_DEICTIC = {
-    "this": "this", "current": "this", "next": "next", "coming": "next", "upcoming": "next",
-    "following": "next", "last": "last", "previous": "last", "past": "last", "prior": "last",
-}  # fmt: skip
-"""Words that place a time relative to now, by class ("this Friday" / "last Friday")."""
-_ANCHORS = frozenset(
-    "day week weekend month year quarter season semester decade century morning afternoon "
-    "evening night monday tuesday wednesday thursday friday saturday sunday january february "
-    "march april may june july august september october november december spring summer "
-    "autumn fall winter".split()
-)
 
 
 def _missing(terms: frozenset[str], other: Features, own: Features) -> str | None:
@@ -287,19 +278,6 @@ def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
     return False
 
 
-def _times(seq: tuple[str, ...]) -> dict[str, str]:
-    """Each time word of ``seq`` with the class of the word placing it right before it."""
-    return {w: _DEICTIC[p] for p, w in pairwise(seq) if w in _ANCHORS and p in _DEICTIC}
-
-
-def _relative_time(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """One time word placed differently relative to now on each side ("this Friday" / "last
-    Friday", "next quarter" / "the previous quarter"); a time placed on one side only is not
-    counted ("on Friday" / "this Friday")."""
-    ta, tb = _times(a), _times(b)
-    return any(tb.get(w, cls) != cls for w, cls in ta.items())
-
-
 def _unpolite(seq: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for w in seq if w not in _MOVABLE_WORDS)
 
@@ -384,10 +362,12 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         qn, qc = _quantities(n.seq), _quantities(c.seq)
         if qn - qc and qc - qn:  # one class put in another's place, not one added
             return "quantifier"
-    if "time" in rules and _relative_time(n.seq, c.seq):
+    if "time" in rules and relative_time(n.seq, c.seq):
         return "time"
     if "direction" in rules and not (n.words & _SYMMETRIC and c.words & _SYMMETRIC):
-        keys = (n.words & c.words) - _STOP
+        keys = (n.words & c.words) - (
+            _STOP - (n.protected & c.protected)
+        )  # a protected "List" is a key
         pn, pc = _direction_pairs(n.seq, keys), _direction_pairs(c.seq, keys)
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):
             return "direction"
@@ -406,7 +386,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         and (swapped(n.seq, c.seq, _STOP) or roles_swapped(n.seq, c.seq, _STOP))
     ):
         return "swap"
-    if "swap" in rules and possessors_swapped(n.low, c.low):
+    if "swap" in rules and (possessors_swapped(n.low, c.low) or voice_flipped(n.seq, c.seq, _STOP)):
         return "swap"
     return None
 

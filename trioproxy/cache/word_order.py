@@ -6,6 +6,7 @@ role swap). :mod:`trioproxy.cache.guard` calls them on the word sequences it ext
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _ASKS = {
     "why": "reason", "when": "time", "where": "place", "who": "person", "whom": "person",
@@ -218,6 +219,41 @@ def _persons(seq: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
+def voice_flipped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
+    """One side says in the passive what the other says in the active with the two parties in
+    the same places ("users who follow user 42" / "users followed by user 42"): the relation
+    is turned round. A passive paraphrase swaps the parties ("the cat chased the dog" / "the
+    dog was chased by the cat"), and a party on one side of the verb only is not counted
+    ("files the script modified" / "files modified by the script"): the content words
+    nearest to the verb on each side are the same on both."""
+    if ("by" in a) == ("by" in b):
+        return False
+    passive, active = (a, b) if "by" in a else (b, a)
+    at = passive.index("by")
+    verb = passive[at - 1] if at else ""
+    if len(verb) < 5 or not verb.endswith(("ed", "en")):
+        return False
+    base = verb[:-2]
+    forms = [i for i, w in enumerate(active) if w not in passive and w.startswith(base[:-1])
+             and len(w) <= len(base) + 3]  # fmt: skip
+    if len(forms) != 1:
+        return False
+    v = forms[0]
+    left = _nearest(reversed(passive[: at - 1]), stop)
+    right = _nearest(passive[at + 1 :], stop)
+    return (
+        left is not None
+        and right is not None
+        and left == _nearest(reversed(active[:v]), stop)
+        and right == _nearest(active[v + 1 :], stop)
+    )
+
+
+def _nearest(words: Iterable[str], stop: frozenset[str]) -> str | None:
+    """The first content word of ``words``."""
+    return next((w for w in words if w not in stop and w not in _FILLER), None)
+
+
 _POSSESSIVE = re.compile(r"\b(?=(my|your|our|his|their|[a-z]+'s) ([a-z]+))")
 """A possessive and the word after it, matches overlapping ("my neighbour's kid": neighbour
 owned by "my", kid by "neighbour's")."""
@@ -258,5 +294,5 @@ def possessors_swapped(a: str, b: str) -> bool:
 
 __all__ = [
     "asks_differently", "moved_block", "possessors_swapped", "question_kinds", "roles_swapped",
-    "swapped",
+    "swapped", "voice_flipped",
 ]  # fmt: skip
