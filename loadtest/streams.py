@@ -184,6 +184,7 @@ def report(run: ClientRun, meter: common.Meter, args: argparse.Namespace) -> dic
         "sim_cpu_s": meter.cpu["sim"],
         "client_cpu_s": meter.cpu["client"],
         "gw_peak_rss_mb": meter.peak_rss_mb.get("gateway", 0.0),
+        "gw_peak_resident_mb": meter.peak_resident_mb.get("gateway"),
         "slow_bytes_read_mb": sum(s.nbytes for s in slow) / 1e6,
         "busy_pct": meter.busy_pct,
         "foreign_pct": meter.foreign_pct,
@@ -220,7 +221,7 @@ def main() -> None:
             busy = common.wait_quiet()
             print(f"gateway idle RSS {rss0:.0f} MB; machine busy before start {busy:.0f}%")
             pgids = {"gateway": gw.pgid, "sim": sim.pgid, "sim_big": big.pgid}
-            with common.Meter(pgids, sample_s=0.5) as meter:
+            with common.Meter(pgids, sample_s=0.5, by_role=["gateway"]) as meter:
                 run = drive(gw.port, args.streams, args.slow, args.ramp_s, args.deadline_s)
         finally:
             gw.stop()
