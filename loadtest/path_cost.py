@@ -114,10 +114,13 @@ async def records(n: int) -> None:
 
 
 async def op(n: int) -> None:
-    from trioproxy.budget.sqlite_store import _Op
+    try:
+        from trioproxy.budget.group_commit import Op
+    except ImportError:  # a commit before the group commit had its own module
+        from trioproxy.budget.sqlite_store import _Op as Op
 
     for _ in range(n):
-        _Op(lambda db: None)
+        Op(lambda db: None)
 
 
 async def http(n: int) -> None:

@@ -247,7 +247,7 @@ async def test_a_failing_operation_in_a_batch_is_undone_alone(store: BudgetStore
 def test_sqlite_batch_undoes_a_failing_operation_alone(tmp_path: Path) -> None:
     """The SQLite store's batch of operations without a SAVEPOINT each: when one raises after
     it wrote, the batch runs again with savepoints: its writes are undone, the others kept."""
-    from trioproxy.budget.sqlite_store import _Op
+    from trioproxy.budget.group_commit import Op
 
     s = SqliteStore(str(tmp_path / "b.db"))
 
@@ -260,8 +260,8 @@ def test_sqlite_batch_undoes_a_failing_operation_alone(tmp_path: Path) -> None:
 
         return fn
 
-    ops = [_Op(write("a")), _Op(write("b", fail=True)), _Op(write("c"))]
-    s._tx_batch(ops)
+    ops = [Op(write("a")), Op(write("b", fail=True)), Op(write("c"))]
+    s._commit.tx_batch(ops)
     assert [(o.result, type(o.error)) for o in ops] == [
         ("a", type(None)), (None, ValueError), ("c", type(None))
     ]  # fmt: skip

@@ -4,8 +4,8 @@ process on the host.
 Operations run in ``BEGIN IMMEDIATE`` transactions (the write lock is taken
 before the first read, so check-then-write is atomic across processes),
 group-committed: concurrent operations of one process share one transaction
-and one worker-thread call (see :meth:`SqliteStore._run`; an operation that fails is undone
-alone: :meth:`SqliteStore._tx_batch`).
+and one worker-thread call (:class:`~trioproxy.budget.group_commit.GroupCommit`; an operation
+that fails is undone alone).
 The process's single connection is only ever used by the leader's thread, and other
 processes wait on SQLite's lock for at most ``busy_timeout_s``, after which the
 call fails with :class:`StoreUnavailable` rather than hanging. A call cancelled
@@ -27,23 +27,20 @@ was in flight; the ledger remains the billing record).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
-import trio
 
 from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
+from trioproxy.budget.group_commit import GroupCommit
 from trioproxy.budget.periods import window_retry_after
 from trioproxy.budget.store import (
     ReservationClosed,
-    StoreUnavailable,
     TeamLimits,
     effective_limit,
 )
 from trioproxy.store.sqlite_file import open_wal
-
-T = TypeVar("T")
 
 _TAKE_PERIOD = (
     "INSERT INTO buckets(bucket, window_s, total, expires_at) VALUES (?,NULL,?,?) "
@@ -87,18 +84,6 @@ def _add_holds_column(db: sqlite3.Connection) -> None:
             raise
 
 
-class _Op:
-    __slots__ = ("done", "error", "fn", "result")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
-        self.fn = fn
-        self.result: object = None
-        self.error: BaseException | None = None
-        self.done = False
-        """Its batch ran (callers wait on the store's turn, not on their operation: a flag,
-        not an event)."""
-
-
 class SqliteStore:
     timeouts_are_outages = False
     """A slow answer means the host is busy (lock contention, CPU), not that the store
@@ -108,98 +93,11 @@ class SqliteStore:
         self._db = open_wal(path, busy_timeout_s=busy_timeout_s)
         self._db.executescript(_SCHEMA)
         _add_holds_column(self._db)
-        self._queue: list[_Op] = []
-        self._leading = False
-        self._turn = trio.Event()
+        self._commit = GroupCommit(self._db)
         self._ops = 0
 
     def close(self) -> None:
         self._db.close()
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in a transaction, group-committed with concurrent callers.
-
-        A caller finding no batch running becomes the leader: it takes every
-        queued operation, runs them in one worker-thread call inside one
-        ``BEGIN IMMEDIATE`` transaction (one failing operation does not undo the others:
-        :meth:`_tx_batch`), commits once and wakes the callers;
-        a caller whose operation was not in that batch leads the next one. Atomicity per operation is unchanged; the
-        cost of a transaction and a thread hop is shared by the whole batch.
-        """
-        op = _Op(fn)
-        self._queue.append(op)
-        try:
-            while not op.done:
-                if self._leading:
-                    await self._turn.wait()
-                else:
-                    await self._lead_one_batch()
-        except BaseException:
-            if op in self._queue:  # cancelled before its batch started: it never runs
-                self._queue.remove(op)
-            raise
-        if op.error is not None:
-            raise op.error
-        return op.result  # type: ignore[return-value]
-
-    async def _lead_one_batch(self) -> None:
-        """Run everything queued now as one transaction, then pass the turn on.
-
-        Shielded: the batch holds other callers' operations. Bounded by SQLite's
-        busy timeout. Leading one batch only keeps every caller's wait to about
-        one batch behind the one running when it arrived.
-        """
-        self._leading = True
-        try:
-            with trio.CancelScope(shield=True):
-                batch, self._queue = self._queue, []
-                await trio.to_thread.run_sync(self._tx_batch, batch)
-                for done in batch:
-                    done.done = True
-        finally:
-            self._leading = False
-            turn, self._turn = self._turn, trio.Event()
-            turn.set()
-
-    def _tx_batch(self, batch: list[_Op]) -> None:
-        """One transaction for ``batch``. Optimistic: the operations run one after the other
-        without a SAVEPOINT each (two statements fewer per operation); when one raises, the
-        whole transaction is rolled back and the batch runs again with a SAVEPOINT around
-        each operation, so the one that failed is undone alone and the others take effect
-        (an operation is a function of the database alone: running it again is running it
-        once). Failures are rare (a reservation id taken twice, an extend of a closed one)."""
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                try:
-                    op.result = op.fn(db)
-                except sqlite3.OperationalError:
-                    raise
-                except Exception:
-                    break
-            else:
-                db.execute("COMMIT")
-                return
-            db.execute("ROLLBACK")
-            db.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                op.result = op.error = None
-                db.execute("SAVEPOINT op")
-                try:
-                    op.result = op.fn(db)
-                except sqlite3.OperationalError:
-                    raise
-                except Exception as exc:
-                    db.execute("ROLLBACK TO op")
-                    op.error = exc
-                db.execute("RELEASE op")
-            db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            for op in batch:
-                op.result, op.error = None, StoreUnavailable(f"sqlite: {exc}")
 
     # --- inside a transaction -------------------------------------------------
 
@@ -362,7 +260,7 @@ class SqliteStore:
                     usage[c.bucket] = before + c.amount
             return None
 
-        return await self._run(op)
+        return await self._commit.run(op)
 
     async def extend(self, rid: str, claims: Sequence[Claim], *, now: float) -> Denial | None:
         merged = merge_claims(claims)
@@ -384,7 +282,7 @@ class SqliteStore:
                 )
             return denial
 
-        return await self._run(op)
+        return await self._commit.run(op)
 
     async def settle(
         self, rid: str, actual: Mapping[str, int], *, now: float
@@ -427,10 +325,10 @@ class SqliteStore:
                                    (share - held, bucket))  # fmt: skip
             return totals
 
-        return await self._run(op)
+        return await self._commit.run(op)
 
     async def usage(self, bucket: str, *, now: float) -> int:
-        return await self._run(lambda db: self._used(db, bucket, now)[0])
+        return await self._commit.run(lambda db: self._used(db, bucket, now)[0])
 
     async def get_team_limits(self, team: str) -> TeamLimits | None:
         def op(db: sqlite3.Connection) -> TeamLimits | None:
@@ -439,12 +337,12 @@ class SqliteStore:
             ).fetchone()
             return None if row is None else TeamLimits(row[0], row[1])
 
-        return await self._run(op)
+        return await self._commit.run(op)
 
     async def set_team_limits(
         self, team: str, daily_micros: int | None, monthly_micros: int | None
     ) -> None:
-        await self._run(
+        await self._commit.run(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO team_limits(team, daily, monthly) VALUES (?,?,?)",
                 (team, daily_micros, monthly_micros),
@@ -452,10 +350,10 @@ class SqliteStore:
         )
 
     async def get_policy(self) -> dict[str, str]:
-        return await self._run(lambda db: dict(db.execute("SELECT name, value FROM policy")))
+        return await self._commit.run(lambda db: dict(db.execute("SELECT name, value FROM policy")))
 
     async def set_policy(self, name: str, value: str) -> None:
-        await self._run(
+        await self._commit.run(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO policy(name, value) VALUES (?,?)", (name, value)
             )
@@ -469,10 +367,10 @@ class SqliteStore:
             )
             return cur.rowcount == 1
 
-        return await self._run(op)
+        return await self._commit.run(op)
 
     async def prune(self, now: float) -> None:
-        await self._run(lambda db: self._prune(db, now))
+        await self._commit.run(lambda db: self._prune(db, now))
 
 
 __all__ = ["SqliteStore"]
