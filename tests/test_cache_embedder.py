@@ -215,3 +215,33 @@ async def test_a_gateways_embedder_session_goes_with_its_lifespan(nursery: trio.
     with trio.fail_after(30):
         while embedder.model.loaded:
             await trio.sleep(0.01)
+
+
+async def test_a_remote_embedders_client_closes_when_its_service_stops() -> None:
+    """The HTTP client of an OpenAI-compatible embedder is closed when its service stops
+    (at shutdown), not left to the garbage collector with its connections open."""
+    body = {"data": [{"embedding": [1.0, 0.0, 0.0]}]}
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body))
+    )
+    emb = OpenAIEmbedder(client, base_url="http://up/v1", model="m", dim=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        assert await emb.embed("hello") is not None
+        assert not client.is_closed
+        nursery.cancel_scope.cancel()
+    assert client.is_closed
+
+
+def test_the_wiring_starts_the_remote_embedders_service() -> None:
+    from types import SimpleNamespace
+
+    from trioproxy.config.model import EmbedderConfig
+    from trioproxy.edge.services import NamedService
+    from trioproxy.server.cache_service import _embedder
+
+    services: list[NamedService] = []
+    settings = SimpleNamespace(embedder=EmbedderConfig(kind="openai", dim=3))
+    emb = _embedder(settings, services)  # type: ignore[arg-type]
+    assert isinstance(emb, OpenAIEmbedder)
+    assert [(s.name, s.run, s.required) for s in services] == [("embedder", emb.run, False)]

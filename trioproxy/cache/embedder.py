@@ -326,6 +326,10 @@ class LocalEmbedder:
                 job.done.set()
 
 
+CLOSE_TIMEOUT_S = 5.0
+"""The longest an embedder's HTTP client may take to close its connections at shutdown."""
+
+
 class OpenAIEmbedder:
     """``POST {base_url}/embeddings``; any failure or saturation gives None (lookup skipped)."""
 
@@ -349,6 +353,16 @@ class OpenAIEmbedder:
         self._in_flight = 0
         self._timeout_s = timeout_s
         self.failures = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Holds the HTTP client's connections while it runs; closes them when it stops
+        (shielded, at most :data:`CLOSE_TIMEOUT_S`). Start it in the app nursery."""
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._client.aclose()
 
     async def embed(self, text: str) -> Embedding | None:
         if self._in_flight >= self._max_in_flight:

@@ -92,8 +92,10 @@ def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
 
         client = httpx.AsyncClient(timeout=None, trust_env=False)
         key = cfg.api_key.reveal() if cfg.api_key is not None else None
-        return OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
-                              api_key=key)  # fmt: skip
+        remote = OpenAIEmbedder(client, base_url=cfg.base_url, model=cfg.model, dim=cfg.dim,
+                                api_key=key)  # fmt: skip
+        services.append(NamedService("embedder", remote.run, required=False))  # closes client
+        return remote
     local = LocalEmbedder(model_path=cfg.model_path)  # its session lives with its service
     services.append(NamedService("embedder", local.run, required=False))
     return local
