@@ -414,3 +414,21 @@ async def test_a_non_stream_client_that_leaves_cancels_its_upstream_at_once(
     (record,) = [r for r in g.sink.records if r.kind == "request"]
     assert (record.status, record.error_kind) == (499, "client_disconnected")
     assert g.app.chat.slots.held_by(hash_key(KEY)) == 0
+
+
+async def test_probes_and_metrics_answers_name_a_request_id(nursery: trio.Nursery) -> None:
+    """Every answer names its request, the probes' and /metrics' too (a load balancer's
+    failing probe can be found in the logs by the id it was given)."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    async with httpx.AsyncClient(timeout=30) as c:
+        answers = [
+            await c.get(g.url + "/healthz"),
+            await c.get(g.url + "/readyz"),
+            await c.get(g.admin_url + "/healthz"),
+            await c.get(g.admin_url + "/readyz"),
+            await c.get(g.admin_url + "/metrics"),  # no admin key: refused, still named
+        ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 401]
+    ids = [r.headers.get("x-request-id", "") for r in answers]
+    assert all(len(i) >= 16 for i in ids) and len(set(ids)) == len(ids), ids

@@ -183,10 +183,11 @@ class Gateway:
         False when ``scope`` is none of them."""
         path: str = scope["path"]
         if path == "/healthz":
-            await send_whole(send, 200, b'{"status":"ok"}', [])
+            await send_whole(send, 200, b'{"status":"ok"}', [request_id_header(request_id())])
         elif path == "/readyz":
             status = 200 if self.is_ready() else 503
-            await send_whole(send, status, orjson.dumps(self.readiness()), [])
+            body = orjson.dumps(self.readiness())
+            await send_whole(send, status, body, [request_id_header(request_id())])
         elif path == "/metrics" and scope["method"] == "GET" and not probes_only:
             await self._metrics(scope, send)
         else:
@@ -228,7 +229,8 @@ class Gateway:
             if not key.admin:
                 raise CallerError(ErrorKind.ROUTE_FORBIDDEN, "/metrics needs an admin key.")
         except GatewayError as err:
-            await send_whole(send, err.status, DIALECTS["openai"].render_error(err), [])
+            rid = [request_id_header(request_id())]
+            await send_whole(send, err.status, DIALECTS["openai"].render_error(err), rid)
             return
         self.sample_metrics()
         body, content_type = await trio.to_thread.run_sync(
@@ -238,7 +240,10 @@ class Gateway:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", content_type.encode())],
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    request_id_header(request_id()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})

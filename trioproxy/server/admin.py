@@ -11,9 +11,11 @@ hypercorn runs the gateway's lifespan through it.
 
 from __future__ import annotations
 
+from trioproxy.core.ids import request_id
 from trioproxy.dialects import DIALECTS
 from trioproxy.edge.app import Gateway
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
+from trioproxy.edge.refusals import request_id_header
 from trioproxy.errors import CallerError, ErrorKind
 
 
@@ -44,7 +46,8 @@ class AdminApp:
             await gateway.inner(scope, receive, send)
             return
         err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {scope['path']}")
-        await send_whole(send, 404, DIALECTS["openai"].render_error(err), [])
+        rid = [request_id_header(request_id())]
+        await send_whole(send, 404, DIALECTS["openai"].render_error(err), rid)
 
 
 __all__ = ["AdminApp"]
