@@ -287,14 +287,19 @@ def _core(seq: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for w in seq if w in _COORDINATORS or w not in _STOP)
 
 
+_CHOICE = frozenset("which better best worse choose pick prefer".split())
+"""With "or", words of a choice between the two sides ("is Python or JavaScript better")."""
+
+
 def _compares(seq: tuple[str, ...]) -> bool:
     """The prompt compares two things, in whichever order it names them: "X vs Y", "the
-    difference between X and Y", "compare X and Y"."""
+    difference between X and Y", "compare X and Y", "X or Y: which is better"."""
     words = set(seq)
     return bool(
         words & _VERSUS
         or ("between" in words and words & {"difference", "differences", "diff"})
         or words & {"compare", "comparison", "comparing"}
+        or ("or" in words and words & _CHOICE)
     )
 
 
@@ -317,9 +322,14 @@ def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 def _quantities(seq: tuple[str, ...]) -> frozenset[str]:
     """The quantifier classes of a prompt (``_QUANTIFIERS``); "one" / "single" only before
     a word that is not a pronoun's or phrase's ("restart one pod", not "which one", "one of");
-    "either" / "both" not as coordinations ("either X or Y")."""
+    "either" / "both" not as coordinations ("either X or Y"); "once" is one ("once a day"),
+    but not in "at once"."""
     out = set()
     for i, w in enumerate(seq):
+        if w == "once":  # "once a day" / "several times a day"; not "at once"
+            if not i or seq[i - 1] != "at":
+                out.add("one")
+            continue
         q = _QUANTIFIERS.get(w)
         if q == "one":
             prev = seq[i - 1] if i else ""

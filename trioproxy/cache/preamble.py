@@ -37,7 +37,8 @@ I ...", "OK. Next question: ...", "Great, also: ..."); each part needs its punct
 it OK to ..." and "Now what?" stay."""
 _SIGN_OFF = re.compile(
     r"[\s,.!-]*(?:(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?"
-    r"|(?:i'm|i am|im|just) curious|any help (?:is )?appreciated)[\s.!]*$",
+    r"|(?:i'm|i am|im|just) curious|any help (?:is )?appreciated"
+    r"|(?:i'm|i am|im) (?:new|a beginner|new to this|a newbie))[\s.!]*$",
     re.IGNORECASE,
 )
 
