@@ -32,3 +32,8 @@ def test_a_beginners_sign_off_is_filler() -> None:
         "How do I open a terminal on a Mac?"
     )
     assert without_filler("Am I new to this?") == "Am I new to this?"
+
+
+def test_upper_and_lower_are_antonyms() -> None:
+    assert near_miss("What is the upper limit for a Roth IRA contribution?",
+                     "What is the lower limit for a Roth IRA contribution?") == "antonym"  # fmt: skip

@@ -99,7 +99,7 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
         "show/hide shown/hidden visible/hidden legal/illegal healthy/unhealthy for/against with/without manager/employee "
         "teacher/student parent/child buyer/seller client/server male/female men/women "
         "kids/adults children/adults beginners/experts all/some all/none always/never "
-        "only/also more/only host/guest hosts/guests landlord/tenant lender/borrower "
+        "only/also more/only upper/lower host/guest hosts/guests landlord/tenant lender/borrower "
         "employer/employee sender/recipient sender/receiver creditor/debtor winner/loser"
     ).split()
 )
