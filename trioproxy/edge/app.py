@@ -35,6 +35,7 @@ from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.intake import Interrupts, slots_for
 from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
 from trioproxy.edge.models import serve_models
+from trioproxy.edge.part_stats import sample_parts
 from trioproxy.edge.refusals import Refusals, Refused, request_id_header
 from trioproxy.edge.respond import send_error
 from trioproxy.edge.services import NamedService, Service, Supervisor
@@ -251,46 +252,15 @@ class Gateway:
     def sample_metrics(self) -> None:
         """Gauges and mirrored counters from this worker's parts (every scrape, and every
         :data:`~trioproxy.edge.metrics.SAMPLE_INTERVAL_S` by the sampler service)."""
-        counts: dict[str, int] = {}
-        cache_queue = 0
-        if self.cache is not None:
-            w = self.cache.writer.statistics()
-            cache_queue, counts["cache_writes_dropped"] = w.queued, w.dropped_full
-            if self.cache.semantic is not None:
-                sem = self.cache.semantic.stats
-                names = ("lookups", "hits", "below_threshold", "embed_skipped",
-                         "verifier_rejects", "unconfirmed")  # fmt: skip
-                for name in names:
-                    counts["semantic_" + name] = getattr(sem, name)
-                probes = self.cache.semantic.probes
-                counts["semantic_near_threshold_misses"] = probes.near_misses
-                counts["semantic_probe_flags"] = sum(probes.flags.values())
-        ledger_queue = journal_bytes = 0
-        writer = getattr(self._ledger, "writer", None)
-        if writer is not None:
-            ls = writer.statistics()
-            ledger_queue = ls.buffered
-            counts["ledger_spooled_records"], counts["ledger_lost_records"] = ls.spooled, ls.lost
-            if writer.journal is not None:
-                journal_bytes = writer.journal.statistics().bytes
-        alert_queue = 0
-        if self.admission is not None:
-            gate = self.admission.gate
-            if gate.recovery is not None:
-                counts["budget_journal_dropped"] = gate.recovery.stats.dropped
-            if gate.alerts is not None:
-                a = gate.alerts.statistics()
-                alert_queue = a.queued
-                counts["budget_alerts_fired"] = a.fired
-                counts["budget_alert_checks_dropped"] = a.dropped
-                counts["budget_alert_webhook_failures"] = a.webhook_failures
+        parts = sample_parts(self.cache, self._ledger, self.admission)
         self.prometheus.sample(
             in_flight=self.in_flight, open_streams=self.chat.open_streams,
             relay_buffered=self.chat.relay_buffered(),
             breakers={t: bool(st["open"]) for t, st in self.breakers.snapshot(
                 trio.current_time()).items()},
-            ledger_queue=ledger_queue, journal_bytes=journal_bytes,
-            cache_write_queue=cache_queue, alert_queue=alert_queue, counts=counts,
+            ledger_queue=parts.ledger_queue, journal_bytes=parts.journal_bytes,
+            cache_write_queue=parts.cache_write_queue, alert_queue=parts.alert_queue,
+            counts=parts.counts,
         )  # fmt: skip
 
     async def _flush_forever(
