@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from trioproxy.cache.prompt_features import Features
 
-_ACRONYM_GLUE = frozenset({"of", "and", "for", "the", "&"})
+_ACRONYM_GLUE = frozenset({"of", "and", "for", "the"})
 
 
 def spelled_out(term: str, seq: tuple[str, ...]) -> frozenset[str]:

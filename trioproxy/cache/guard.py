@@ -150,12 +150,10 @@ RULES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _missing(terms: frozenset[str], other: Features, own: Features) -> str | None:
-    """A protected term of ``own`` (``terms``) that ``other`` lacks in every form it may take."""
-    expanded = expanded_words(own, other) if own.protected else frozenset()
-    for t in sorted(terms):
-        if t in expanded:  # "Body Mass Index" where the other says "BMI"
-            continue
+def _missing(own: Features, other: Features) -> str | None:
+    """A protected term of ``own`` that ``other`` lacks in every form it may take."""
+    expanded: frozenset[str] | None = None  # read only when a term is otherwise missing
+    for t in sorted(own.protected):
         if t in _STOP or t in other.words or t in other.protected:
             continue
         if t.endswith("()") and t[:-2] in other.words:  # "fetch()" / "fetch"
@@ -166,7 +164,11 @@ def _missing(terms: frozenset[str], other: Features, own: Features) -> str | Non
             continue
         if any(typo(t, w) for w in other.words):
             continue
-        if t.isalnum() or (t not in other.low and not _prose_in(t, other.low)):
+        if not t.isalnum() and (t in other.low or _prose_in(t, other.low)):
+            continue
+        if expanded is None:
+            expanded = expanded_words(own, other)
+        if t not in expanded:  # "Body Mass Index" where the other says "BMI"
             return t
     return None
 
@@ -291,10 +293,9 @@ _CHOICE = frozenset("which better best worse choose pick prefer".split())
 """With "or", words of a choice between the two sides ("is Python or JavaScript better")."""
 
 
-def _compares(seq: tuple[str, ...]) -> bool:
+def _compares(words: frozenset[str]) -> bool:
     """The prompt compares two things, in whichever order it names them: "X vs Y", "the
     difference between X and Y", "compare X and Y", "X or Y: which is better"."""
-    words = set(seq)
     return bool(
         words & _VERSUS
         or ("between" in words and words & {"difference", "differences", "diff"})
@@ -356,7 +357,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         return "negation"
     if "prefix" in rules and (_prefixed(n.words, c.words) or _prefixed(c.words, n.words)):
         return "prefix"
-    if "term" in rules and (_missing(n.protected, c, n) or _missing(c.protected, n, c)):
+    if "term" in rules and (_missing(n, c) or _missing(c, n)):
         return "term"
     if "sibling" in rules and _siblings(n, c):
         return "sibling"
@@ -372,7 +373,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         qn, qc = _quantities(n.seq), _quantities(c.seq)
         if qn - qc and qc - qn:  # one class put in another's place, not one added
             return "quantifier"
-    if "time" in rules and relative_time(n.seq, c.seq):
+    if "time" in rules and relative_time(n, c):
         return "time"
     if "direction" in rules and not (n.words & _SYMMETRIC and c.words & _SYMMETRIC):
         keys = (n.words & c.words) - (
@@ -382,7 +383,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         if any((y, x) in pc and (x, y) not in pc for x, y in pn):
             return "direction"
     sn, sc = _unpolite(n.seq), _unpolite(c.seq)
-    coordinated = _coordinated(_core(sn), _core(sc)) or (_compares(n.seq) and _compares(c.seq))
+    coordinated = _coordinated(_core(sn), _core(sc)) or (_compares(n.words) and _compares(c.words))
     if "order" in rules:
         if sn != sc and sorted(sn) == sorted(sc) and not moved_block(sn, sc) and not coordinated:
             return "order"
@@ -412,7 +413,7 @@ def term_only(new: str, cached: str) -> bool:
     one. Only such a veto may be overruled, by the pair judge
     (:func:`~trioproxy.cache.pair_model.serves` with ``term_veto``)."""
     n, c = features(new), features(cached)
-    if (_missing(n.protected, c, n) is None) == (_missing(c.protected, n, c) is None):
+    if (_missing(n, c) is None) == (_missing(c, n) is None):
         return False
     return near_miss(new, cached, _NOT_TERM) is None
 

@@ -1,12 +1,14 @@
 """The guard's time rule (pure): a time word placed differently relative to now ("this
 Friday" / "last Friday", "the current quarter" / "the previous quarter"), or a length of time
 read the other way round ("commits from the past two weeks" / "older than two weeks").
-:mod:`~trioproxy.cache.guard` calls :func:`relative_time` on the word sequences it extracts.
+:mod:`~trioproxy.cache.guard` calls :func:`relative_time` on the two prompts' features.
 """
 
 from __future__ import annotations
 
 from itertools import pairwise
+
+from trioproxy.cache.prompt_features import Features
 
 _DEICTIC = {
     "this": "this", "current": "this", "next": "next", "coming": "next", "upcoming": "next",
@@ -43,15 +45,15 @@ def _span(words: frozenset[str]) -> str | None:
     return "recent" if words & _RECENT else None
 
 
-def relative_time(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+def relative_time(a: Features, b: Features) -> bool:
     """One time word placed differently relative to now on each side ("this Friday" / "last
     Friday", "next quarter" / "the previous quarter"; a time placed on one side only is not
     counted: "on Friday" / "this Friday"), or a length of time read the other way round ("in
     the past two weeks" / "older than two weeks")."""
-    ta, tb = _times(a), _times(b)
+    ta, tb = _times(a.seq), _times(b.seq)
     if any(tb.get(w, cls) != cls for w, cls in ta.items()):
         return True
-    return {_span(frozenset(a)), _span(frozenset(b))} == {"older", "recent"}
+    return {_span(a.words), _span(b.words)} == {"older", "recent"}
 
 
 __all__ = ["relative_time"]

@@ -202,14 +202,19 @@ def roles_swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) 
     content words differ by one exchange (:func:`swapped`). A pronoun that keeps its form,
     or moves without another word trading places with it ("help me write" / "I need help
     writing"), does not count."""
-    if not any(_forms(a, p) and _forms(b, p) and _forms(a, p) != _forms(b, p)
-               for p in set(_PERSON.values())):  # fmt: skip
+    fa, fb = _forms(a), _forms(b)
+    if not any(p in fb and forms != fb[p] for p, forms in fa.items()):
         return False
     return swapped(_persons(a), _persons(b), stop)
 
 
-def _forms(seq: tuple[str, ...], person: str) -> frozenset[str]:
-    return frozenset(w for w in seq if _PERSON.get(w) == person)
+def _forms(seq: tuple[str, ...]) -> dict[str, set[str]]:
+    """The forms each person's pronoun takes in ``seq`` ("@i": {"i", "me"})."""
+    out: dict[str, set[str]] = {}
+    for w in seq:
+        if w in _PERSON:
+            out.setdefault(_PERSON[w], set()).add(w)
+    return out
 
 
 def _persons(seq: tuple[str, ...]) -> tuple[str, ...]:
