@@ -1,27 +1,22 @@
-"""One client connection: a reader task that parses, and a loop that serves requests.
-
-The reader keeps reading while a response is written, so a client that leaves is
-seen at once (EOF) and reaches the app as ``http.disconnect``; it pauses when the
-app lags behind (body bytes above ``recv_high_water``, or ``max_pipelined``
-requests queued ahead of their responses), so memory per connection is bounded
-and pipelined requests are answered in order. Every wait has a deadline: the
-head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
+"""One client connection: a loop that serves its requests to the ASGI app and writes the
+answers, over the reader task of :mod:`trioproxy.httpd.reader` (which parses, pauses and
+sees the client leave). Requests are answered in order, one at a time. Every wait has a
+deadline: the head (``header_timeout_s``), the idle keep-alive (``keep_alive_s``), the body
 (``body_deadline``), each write to the client (``send_timeout_s``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from trioproxy.httpd.closing import CLOSE_TIMEOUT_S, close
-from trioproxy.httpd.limits import RECV_BYTES, body_deadline
-from trioproxy.httpd.parse import ProtocolError, Request, RequestParser
+from trioproxy.httpd.limits import body_deadline
+from trioproxy.httpd.parse import Request
+from trioproxy.httpd.reader import ConnectionReader
 from trioproxy.httpd.wire import CLOSE, CONTINUE, LAST_CHUNK, chunk, framing, response_head
-from trioproxy.upstream.http1 import plain_socket
 
 if TYPE_CHECKING:
     from trioproxy.httpd.server import HttpServer
@@ -32,7 +27,7 @@ ASGI = {"version": "3.0", "spec_version": "2.3"}
 DISCONNECT = {"type": "http.disconnect"}
 
 
-class Connection:
+class Connection(ConnectionReader):
     __slots__ = (  # one per open connection: no instance dict (~1.2 KB each)
         "_body_t0",
         "_broken",
@@ -40,30 +35,19 @@ class Connection:
         "_close_after",
         "_done",
         "_final_body",
-        "_gone",
         "_head_pending",
-        "_head_started",
         "_headers",
-        "_in_head",
         "_linger_needed",
         "_req",
-        "_resume",
-        "_sock",
         "_started",
         "_status",
         "_writing",
         "body_timed_out",
         "client",
-        "eof",
-        "error",
         "idle",
-        "limits",
         "local",
-        "lot",
-        "parser",
         "scheme",
         "server",
-        "stream",
     )
 
     def __init__(
@@ -74,25 +58,13 @@ class Connection:
         client: tuple[str, int] | None,
         local: tuple[str, int] | None,
     ) -> None:
+        super().__init__(stream, server.limits)
         self.server = server
-        self.limits = server.limits
-        self.stream = stream
-        self._sock = plain_socket(stream)
-        """The stdlib socket of a plain TCP connection (the write fast path), else None."""
         self._writing = False
         """A ``send_all`` is in progress (a write that would have blocked)."""
         self.scheme = scheme
         self.client = client
         self.local = local
-        self.parser = RequestParser(server.limits)
-        self.lot = trio.lowlevel.ParkingLot()
-        """Where the serving side waits for the reader (heads, body, EOF)."""
-        self._resume = trio.lowlevel.ParkingLot()
-        """Where a paused reader waits for the serving side to consume."""
-        self.eof = False
-        self.error: ProtocolError | None = None
-        self._head_started = 0.0
-        self._in_head = False
         # the request being served
         self._req: Request | None = None
         self._started = False
@@ -108,59 +80,6 @@ class Connection:
         self._body_t0 = 0.0
         self.body_timed_out = False
         self.idle = True
-        self._gone: Callable[[], None] | None = None
-        """The running request's disconnect hook (:meth:`on_disconnect`)."""
-
-    def wake(self) -> None:
-        """Let the serving side re-check its state (drain started)."""
-        self.lot.unpark_all()
-
-    # reading ------------------------------------------------------------------------
-
-    def _must_pause(self) -> bool:
-        parser = self.parser
-        if len(parser.heads) >= self.limits.max_pipelined:
-            return True
-        current = parser.current
-        return current is not None and current.buffered > self.limits.recv_high_water
-
-    async def _read(self) -> None:
-        stream, parser, lot, sock = self.stream, self.parser, self.lot, self._sock
-        data: bytes | bytearray
-        while True:
-            while self._must_pause():
-                await self._resume.park()
-            if sock is not None:
-                # plain TCP: wait, then read, as upstream/http1.py does (the wait is the
-                # checkpoint). The reader waits here for a whole response: without
-                # SocketStream.receive_some's three frames and error-translating context
-                # manager, ~1.3 KB less per open connection
-                try:
-                    await trio.lowlevel.wait_readable(sock)
-                    data = sock.recv(RECV_BYTES)
-                except BlockingIOError:
-                    continue
-                except (OSError, trio.ClosedResourceError):
-                    data = b""  # as receive_some's Broken/ClosedResourceError
-            else:
-                try:
-                    data = await stream.receive_some(RECV_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-            if not data:
-                self._disconnected()
-                return
-            try:
-                parser.feed(data)
-            except ProtocolError as err:
-                self.error = err
-                lot.unpark_all()
-                return
-            if parser.in_head != self._in_head:
-                self._in_head = parser.in_head
-                if parser.in_head:
-                    self._head_started = trio.current_time()
-            lot.unpark_all()
 
     # serving ------------------------------------------------------------------------
 
@@ -211,17 +130,6 @@ class Connection:
             if parser.in_head:
                 await self._send_plain(408, "Request head not received in time.", None)
             return None
-
-    async def _reader_caught_up(self) -> bool:
-        """After a deadline fired: whether the reader still had bytes to hand over.
-
-        A busy event loop can run a timer before the reader whose bytes arrived in time;
-        one scheduling round lets the reader take what the kernel already holds, so a
-        saturated gateway does not blame its own lag on the client.
-        """
-        before = (self.parser.bytes_fed, self.eof, self.error)
-        await trio.lowlevel.checkpoint()
-        return (self.parser.bytes_fed, self.eof, self.error) != before
 
     def _scope(self, req: Request) -> dict[str, Any]:
         return {
@@ -414,29 +322,12 @@ class Connection:
         self._broken = True
         self._disconnected()
 
-    def _disconnected(self) -> None:
-        """EOF or a dead connection: wake the serving side, call the request's hook."""
-        self.eof = True
-        self.lot.unpark_all()
-        gone, self._gone = self._gone, None
-        if gone is not None:
-            gone()
-
     def body_ready(self) -> bool:
         """The running request's body is all in (offered in the ASGI scope as
         ``trioproxy.body_ready``): ``receive`` answers it whole at once, without waiting, so
         the app need not arm what would interrupt a wait for it."""
         req = self._req
         return req is not None and req.complete and not self._final_body
-
-    def on_disconnect(self, gone: Callable[[], None] | None) -> None:
-        """Call ``gone()`` once if the client goes away (EOF, a dead connection) while the
-        current request runs, at once if it already has; None removes it. Offered in the
-        scope as ``trioproxy.on_disconnect``: what an ``http.disconnect`` watcher task
-        learns, without the task."""
-        self._gone = gone
-        if gone is not None and self.eof:
-            self._disconnected()
 
     async def _send_plain(
         self, status: int, message: str, path: str | None, method: str | None = None
