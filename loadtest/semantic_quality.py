@@ -460,7 +460,12 @@ def main() -> None:
         for target, band in sorted(BAND_PRESETS.items()):
             if band != default:
                 table(judge, held, band, f"Held-out ({args.held}), target false-hit {target}")
-    table(judge, seen, default, "Seen (v1-v12, GPTCache odd; all but v12 trained the pair model), default")
+    table(
+        judge,
+        seen,
+        default,
+        "Seen (v1-v12, GPTCache odd; all but v12 trained the pair model), default",
+    )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
     if args.curve and held:
