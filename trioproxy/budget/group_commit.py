@@ -8,54 +8,64 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from trioproxy.budget.store import StoreUnavailable
 
+if TYPE_CHECKING:
+    from outcome import Outcome
+
 T = TypeVar("T")
 
 
 class Op:
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("error", "fn", "result")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         self.fn = fn
         self.result: object = None
         self.error: BaseException | None = None
-        self.done = False
-        """Its batch ran (callers wait on the store's turn, not on their operation: a flag,
-        not an event)."""
 
 
 class GroupCommit:
-    """The queue, the leader's turn and the batch transaction of one connection."""
+    """The queue, the batch in flight and the batch transaction of one connection.
+
+    No task leads a batch: a batch runs in a worker thread (``trio.lowlevel.start_thread_soon``)
+    and its end is a callback in the run loop (``TrioToken.run_sync_soon``) that wakes the
+    batch's callers and, when operations queued meanwhile, starts the next batch at once.
+    Each caller is woken once, when its own batch has committed; the next batch does not wait
+    for a scheduler turn to find a leader (on a saturated loop a turn is tens of
+    milliseconds, and a request's admission and settle each went through one or two).
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._queue: list[Op] = []
-        self._leading = False
-        self._turn = trio.Event()
+        self._queued_done = trio.Event()
+        """Set when the batch that will hold the queued operations has ended."""
+        self._running = False
+        self._token: trio.lowlevel.TrioToken | None = None
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a transaction, group-committed with concurrent callers.
 
-        A caller finding no batch running becomes the leader: it takes every
-        queued operation, runs them in one worker-thread call inside one
-        ``BEGIN IMMEDIATE`` transaction (one failing operation does not undo the others:
-        :meth:`tx_batch`), commits once and wakes the callers;
-        a caller whose operation was not in that batch leads the next one. Atomicity per operation is unchanged; the
-        cost of a transaction and a thread hop is shared by the whole batch.
+        With no batch in flight the operation starts one at once; else it waits in the
+        queue, and everything queued runs as the next batch as soon as the one in flight
+        ends: one worker-thread call, one ``BEGIN IMMEDIATE`` transaction (one failing
+        operation does not undo the others: :meth:`tx_batch`), one commit. A caller's wait is
+        at most the rest of the batch in flight and its own. Cancelled while queued, the
+        operation never runs; once its batch started, it runs whatever the caller does.
         """
         op = Op(fn)
         self._queue.append(op)
+        done = self._queued_done
+        if not self._running:
+            self._start()
         try:
-            while not op.done:
-                if self._leading:
-                    await self._turn.wait()
-                else:
-                    await self._lead_one_batch()
+            await done.wait()
         except BaseException:
             if op in self._queue:  # cancelled before its batch started: it never runs
                 self._queue.remove(op)
@@ -64,24 +74,34 @@ class GroupCommit:
             raise op.error
         return op.result  # type: ignore[return-value]
 
-    async def _lead_one_batch(self) -> None:
-        """Run everything queued now as one transaction, then pass the turn on.
+    def _start(self) -> None:
+        """Run everything queued now as one batch in a worker thread."""
+        batch, self._queue = self._queue, []
+        done, self._queued_done = self._queued_done, trio.Event()
+        self._running = True
+        if self._token is None:
+            self._token = trio.lowlevel.current_trio_token()
+        token = self._token
 
-        Shielded: the batch holds other callers' operations. Bounded by SQLite's
-        busy timeout. Leading one batch only keeps every caller's wait to about
-        one batch behind the one running when it arrived.
-        """
-        self._leading = True
+        def deliver(result: Outcome[None]) -> None:  # in the worker thread
+            try:
+                token.run_sync_soon(self._finish, batch, done, result)
+            except trio.RunFinishedError:  # the run ended: nobody waits any more
+                pass
+
+        trio.lowlevel.start_thread_soon(partial(self.tx_batch, batch), deliver)
+
+    def _finish(self, batch: list[Op], done: trio.Event, result: Outcome[None]) -> None:
+        """In the run loop, no task: answer the batch's callers, start the next batch."""
+        self._running = False
         try:
-            with trio.CancelScope(shield=True):
-                batch, self._queue = self._queue, []
-                await trio.to_thread.run_sync(self.tx_batch, batch)
-                for done in batch:
-                    done.done = True
-        finally:
-            self._leading = False
-            turn, self._turn = self._turn, trio.Event()
-            turn.set()
+            result.unwrap()
+        except BaseException as exc:  # the worker thread's (a bug in tx_batch): all are told
+            for op in batch:
+                op.result, op.error = None, StoreUnavailable(f"sqlite batch: {exc!r}")
+        done.set()
+        if self._queue:
+            self._start()
 
     def tx_batch(self, batch: list[Op]) -> None:
         """One transaction for ``batch``. Optimistic: the operations run one after the other

@@ -6,10 +6,10 @@ before the first read, so check-then-write is atomic across processes),
 group-committed: concurrent operations of one process share one transaction
 and one worker-thread call (:class:`~trioproxy.budget.group_commit.GroupCommit`; an operation
 that fails is undone alone).
-The process's single connection is only ever used by the leader's thread, and other
-processes wait on SQLite's lock for at most ``busy_timeout_s``, after which the
+The process's single connection is only ever used by one batch's worker thread at a time, and
+other processes wait on SQLite's lock for at most ``busy_timeout_s``, after which the
 call fails with :class:`StoreUnavailable` rather than hanging. A call cancelled
-while its thread runs is abandoned; its transaction still commits or rolls
+while its batch runs is abandoned; its transaction still commits or rolls
 back as a whole (an abandoned reserve is an unsettled reservation: see the
 lease rule in :mod:`trioproxy.budget.store`).
 
