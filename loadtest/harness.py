@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import trio
@@ -412,6 +413,9 @@ class Environment:
 def write_outputs(env: Environment, csv_prefix: str | None, json_path: str | None,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     rows = [s.row(env.elapsed()) for s in env.stats.values()] + [env.totals()]
+    for path in (csv_prefix, json_path):  # ``--out /tmp/bench/acc``: the folder may be new
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     if csv_prefix:
         with open(f"{csv_prefix}_stats.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "errors"])
