@@ -170,7 +170,7 @@ def spy_loads(commit: str, args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {1})
     sim, short, gw = start_gateway(commit, args, valgrind=False, cpu=1)
     try:
-        pid = max(common.group_pids(gw.pgid), key=common.pid_cpu)
+        pid = common.data_plane_pid(gw.pgid)
         args.spy.mkdir(parents=True, exist_ok=True)
         rows: list[tuple[int, int, float]] = []
         for route in ("short", "chat"):
@@ -238,7 +238,7 @@ def real_ticks(commit: str, users: list[int], seconds: float) -> list[dict[str, 
     try:
         relay = dataplane.start_relay("new", commit, wd, sim)
         try:
-            pid = max(common.group_pids(relay.pgid), key=common.pid_cpu)
+            pid = common.data_plane_pid(relay.pgid)
             for n in users:
                 events = ["syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_sendto",
                           "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_epoll_ctl"]  # fmt: skip

@@ -353,6 +353,16 @@ def serve_role(pid: int, pgid: int) -> str:
     return "main" if pid == pgid else "other"
 
 
+def data_plane_pid(pgid: int) -> int:
+    """The process of group ``pgid`` that relays requests: its (first) data-plane worker, or
+    the group's leader when it has none (the floor relay, an older single-process commit).
+    Not the busiest process at the time asked: just after start-up that is the control
+    plane, which profiled nothing of the data plane."""
+    pids = sorted(group_pids(pgid))
+    workers = [pid for pid in pids if serve_role(pid, pgid) == "workers"]
+    return workers[0] if workers else pgid
+
+
 def pid_rss_mb(pid: int) -> float:
     """``VmRSS`` of one process in MB (0 if it is gone)."""
     try:

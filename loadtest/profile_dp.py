@@ -63,7 +63,7 @@ def main() -> None:
     try:
         relay = dataplane.start_relay("new", args.commit, wd, sim)
         try:
-            pid = max(common.group_pids(relay.pgid), key=common.pid_cpu)
+            pid = common.data_plane_pid(relay.pgid)
             for load in args.loads:
                 raw = args.out / f"{load}.collapsed"
                 proc = None if args.no_spy else spy(pid, raw, int(args.seconds - 3))
