@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,67 @@ async def test_a_batch_that_breaks_answers_every_caller_and_the_next_one_runs(
     with pytest.raises(StoreUnavailable, match="boom"):
         await gc.run(lambda conn: 1)
     assert await gc.run(lambda conn: 2) == 2
+
+
+def _insert(name: str) -> Callable[[sqlite3.Connection], str]:
+    def write(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO t VALUES (?)", (name,))
+        return name
+
+    return write
+
+
+def test_a_store_serves_one_run_after_another(db: sqlite3.Connection) -> None:
+    """A batch's end goes to the run its caller is in, not to the first run the store saw
+    (a store outlives ``trio.run`` in the CLI and the tests): the second run is answered."""
+    gc = GroupCommit(db)
+
+    async def once(name: str) -> str:
+        with trio.fail_after(10):
+            return await gc.run(_insert(name))
+
+    assert trio.run(once, "first") == "first"
+    assert trio.run(once, "second") == "second"
+
+
+def test_a_run_that_ends_with_a_batch_in_flight_leaves_the_store_usable(
+    db: sqlite3.Connection,
+) -> None:
+    """The run ends while its batch still holds the worker thread: that batch commits,
+    nobody is told (the run is gone), and the next run's caller starts a batch of its own
+    (the in-flight flag is cleared by the thread that found the run finished)."""
+    gc = GroupCommit(db)
+    gate = threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> str:
+        gate.wait(30)
+        conn.execute("INSERT INTO t VALUES ('held')")
+        return "held"
+
+    async def abandon() -> None:
+        entered = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def hold_and_say(conn: sqlite3.Connection) -> str:
+            token.run_sync_soon(entered.set)
+            return hold(conn)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gc.run, hold_and_say)
+            await entered.wait()
+            nursery.cancel_scope.cancel()
+
+    trio.run(abandon)
+    assert gc._running  # the batch still holds its thread
+    gate.set()
+    deadline = time.monotonic() + 30  # observed state: the thread's delivery clears the flag
+    while gc._running and time.monotonic() < deadline:
+        threading.Event().wait(0.005)
+    assert not gc._running
+
+    async def again() -> str:
+        with trio.fail_after(10):
+            return await gc.run(_insert("after"))
+
+    assert trio.run(again) == "after"
+    assert {r[0] for r in db.execute("SELECT v FROM t")} == {"held", "after"}

@@ -47,7 +47,6 @@ class GroupCommit:
         self._queued_done = trio.Event()
         """Set when the batch that will hold the queued operations has ended."""
         self._running = False
-        self._token: trio.lowlevel.TrioToken | None = None
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a transaction, group-committed with concurrent callers.
@@ -63,7 +62,7 @@ class GroupCommit:
         self._queue.append(op)
         done = self._queued_done
         if not self._running:
-            self._start()
+            self._start(trio.lowlevel.current_trio_token())
         try:
             await done.wait()
         except BaseException:
@@ -74,24 +73,25 @@ class GroupCommit:
             raise op.error
         return op.result  # type: ignore[return-value]
 
-    def _start(self) -> None:
-        """Run everything queued now as one batch in a worker thread."""
+    def _start(self, token: trio.lowlevel.TrioToken) -> None:
+        """Run everything queued now as one batch in a worker thread; its end is delivered
+        to the run ``token`` names (the caller's: the store may outlive a ``trio.run``)."""
         batch, self._queue = self._queue, []
         done, self._queued_done = self._queued_done, trio.Event()
         self._running = True
-        if self._token is None:
-            self._token = trio.lowlevel.current_trio_token()
-        token = self._token
 
         def deliver(result: Outcome[None]) -> None:  # in the worker thread
             try:
-                token.run_sync_soon(self._finish, batch, done, result)
-            except trio.RunFinishedError:  # the run ended: nobody waits any more
-                pass
+                token.run_sync_soon(self._finish, token, batch, done, result)
+            except trio.RunFinishedError:  # the run ended: nobody of it waits any more,
+                self._running = False  # and a later run's first caller starts a batch
 
         trio.lowlevel.start_thread_soon(partial(self.tx_batch, batch), deliver)
 
-    def _finish(self, batch: list[Op], done: trio.Event, result: Outcome[None]) -> None:
+    def _finish(
+        self, token: trio.lowlevel.TrioToken, batch: list[Op], done: trio.Event,
+        result: Outcome[None],
+    ) -> None:  # fmt: skip
         """In the run loop, no task: answer the batch's callers, start the next batch."""
         self._running = False
         try:
@@ -101,7 +101,7 @@ class GroupCommit:
                 op.result, op.error = None, StoreUnavailable(f"sqlite batch: {exc!r}")
         done.set()
         if self._queue:
-            self._start()
+            self._start(token)
 
     def tx_batch(self, batch: list[Op]) -> None:
         """One transaction for ``batch``. Optimistic: the operations run one after the other
