@@ -21,9 +21,8 @@ the pair verifier: the two prompts' content tokens align, or the pair model
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` and v13 trained the shipped pair model
-(``loadtest/train_pair_model.py``; v12 since FROZEN v13; v13, read after FROZEN v13, trains
-the next freeze's).
+Every set but ``held:`` trained the shipped pair model (``loadtest/train_pair_model.py``; v13
+since FROZEN v14).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -164,7 +163,7 @@ WRITERS = ("tune", "extra", "gpt", *(v for v, _ in SEEN))
 def writer_sets() -> dict[str, list[tuple[str, Pair]]]:
     """Every labelled set by its writer: ``tune`` (``tuning_pairs.json`` and
     ``near_misses.json``), ``extra`` (``pair_model_extra.json``), ``gpt`` (GPTCache's pairs,
-    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v12``.
+    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v13``.
     Each item is (kind, pair), kind one of near, para, nondup. For the pair model's training
     (``train_pair_model.py``) and the leave-one-writer-set-out evaluation (``leave_out.py``)."""
     sets = load_sets(None)
@@ -465,7 +464,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v13, GPTCache odd; all but v13 trained the pair model), default",
+        "Seen (v1-v13, GPTCache odd; all trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
