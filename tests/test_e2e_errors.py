@@ -132,6 +132,14 @@ async def test_body_too_large_is_413(nursery: trio.Nursery) -> None:
 async def test_method_path_and_priority_errors(gateway: Running) -> None:
     openai_envelope(await call(gateway, OPENAI, method="GET"), 405, "method_not_allowed")
     openai_envelope(await call(gateway, "/v1/nothing", method="GET"), 404, "not_found")
+    # the Anthropic SDK at a base URL with a stray /v1 (it adds /v1/messages itself): told
+    # in its own dialect (it sends anthropic-version on every call)
+    stray = await call(
+        gateway, "/v1" + ANTHROPIC, json={"model": "chat", "max_tokens": 5, "messages": MSGS},
+        headers={"anthropic-version": "2023-06-01"},
+    )  # fmt: skip
+    anthropic_envelope(stray, 404, "not_found_error")
+    assert "POST /v1/v1/messages" in stray.json()["error"]["message"]
     r = await call(
         gateway,
         OPENAI,

@@ -5,6 +5,7 @@ the htmx asset) and a chat completion through the official openai SDK."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import trio
@@ -105,12 +107,27 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
             assert login.status_code == 303, login.text
             page = await c.get("/")
             assert page.status_code == 200 and "htmx.min.js" in page.text
-        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=DEMO_KEY, max_retries=0)
+        # the SDKs where the banner sends them (a newcomer's first step)
+        bases = dict(re.findall(r"(OPENAI_BASE_URL|ANTHROPIC_BASE_URL)=(\S+)",
+                                (tmp_path / "serve.log").read_text()))  # fmt: skip
+        assert bases == {"OPENAI_BASE_URL": f"{url}/v1", "ANTHROPIC_BASE_URL": url}, bases
+        client = openai.AsyncOpenAI(
+            base_url=bases["OPENAI_BASE_URL"], api_key=DEMO_KEY, max_retries=0
+        )
         answer = await client.chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "hello from the wheel"}]
         )
         assert answer.choices[0].message.content
         await client.close()
+        claude = anthropic.AsyncAnthropic(
+            base_url=bases["ANTHROPIC_BASE_URL"], api_key=DEMO_KEY, max_retries=0
+        )
+        message = await claude.messages.create(
+            model="claude-haiku", max_tokens=50,
+            messages=[{"role": "user", "content": "hello from the wheel"}],
+        )  # fmt: skip
+        assert message.content and message.content[0].type == "text"
+        await claude.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         with trio.fail_after(30):

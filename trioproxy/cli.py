@@ -61,7 +61,7 @@ def banner(
     where state lives."""
     return (
         f"trioproxy {version_ or version()} listening on {url} ({workers} worker(s))\n"
-        f"  API:       {url}/v1  (OPENAI_BASE_URL / ANTHROPIC_BASE_URL)\n"
+        f"  API:       OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}\n"
         f"  dashboard: {dashboard_url or 'not mounted'}\n"
         f"  state:     {os.path.abspath(state_dir)}"
     )
@@ -158,9 +158,28 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+USAGE = """A self-hosted LLM gateway: point the OpenAI or Anthropic SDK at it.
+
+  trioproxy serve                         demo mode: the built-in simulator, no keys needed
+  trioproxy serve --config trioproxy.toml real providers (trioproxy example-config > FILE)
+  trioproxy check-config trioproxy.toml   validate a config before serving it
+  trioproxy report --help                 spend from the ledger"""
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help, unless it has none to show (``None``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
-    defaults = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="trioproxy", description=__doc__, formatter_class=defaults)
+    defaults = _Defaults
+    p = argparse.ArgumentParser(
+        prog="trioproxy", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action=_Version, help="show the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(

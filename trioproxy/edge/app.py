@@ -175,7 +175,7 @@ class Gateway:
             err = CallerError(
                 ErrorKind.NOT_FOUND, f"Unknown path: {scope['method']} {scope['path']}"
             )
-            raise Refused(err, "openai")
+            raise Refused(err, _guess_dialect(scope))
 
     async def control(
         self, scope: Scope, receive: Receive, send: Send, *, probes_only: bool = False
@@ -414,6 +414,16 @@ class Gateway:
                 if closer is not None:
                     await closer()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _guess_dialect(scope: Scope) -> Dialect:
+    """The dialect to refuse an unknown path in: Anthropic's when the caller sends the
+    ``anthropic-version`` header (its SDK always does, e.g. at a base URL with a stray
+    ``/v1``: ``POST /v1/v1/messages``), else OpenAI's."""
+    for name, _ in scope["headers"]:
+        if name == b"anthropic-version":
+            return "anthropic"
+    return "openai"
 
 
 def _post_only(method: str, dialect: Dialect) -> None:
