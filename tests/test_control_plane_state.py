@@ -13,6 +13,7 @@ import trio
 from trioproxy.admin.store import AdminStore
 from trioproxy.config import demo_settings
 from trioproxy.config.model import RouteConfig
+from trioproxy.edge.app import Gateway
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.control import ControlGateway
 from trioproxy.server.factory import build_gateway, settings_cache
@@ -139,3 +140,31 @@ def test_a_dashboard_that_fails_to_mount_leaves_the_control_plane_serving(
     settings = demo_settings("http://127.0.0.1:1", "k", state_dir=str(tmp_path))
     gw = build_gateway(settings, role="control", run_dir=str(tmp_path))
     assert isinstance(gw, ControlGateway) and gw.inner is None
+
+
+async def test_a_worker_reports_its_drain_at_once_not_at_its_next_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain's start nudges the report: with the periodic look an hour away, the file
+    still says "draining" as soon as the gateway starts draining, and the control plane's
+    /readyz says so at the top level too."""
+    monkeypatch.setattr("trioproxy.server.readiness.REPORT_S", 3600.0)
+    ready_dir = ReadyDir(tmp_path)
+    settings = demo_settings("http://127.0.0.1:1", "k", state_dir=str(tmp_path))
+    gw = Gateway(settings)  # a worker's gateway: only its readiness is used
+    before = gw.not_ready_reason()  # its services are not running here: "down: ..."
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            reporter(ready_dir, lambda: (False, gw.not_ready_reason()), lambda: 0, gw.drain_started)
+        )
+        with trio.fail_after(10):
+            while [w.detail for w in await trio.to_thread.run_sync(ready_dir.read)] != [before]:
+                await trio.sleep(0.01)
+            gw.start_drain()
+            while [w.detail for w in await trio.to_thread.run_sync(ready_dir.read)] != ["draining"]:
+                await trio.sleep(0.01)
+        view = DataPlaneView(ready_dir)
+        view.workers = ready_dir.read()
+        control = ControlGateway(settings, data_plane=view)
+        assert control.readiness()["draining"] is True and not control.is_ready()
+        nursery.cancel_scope.cancel()

@@ -48,6 +48,8 @@ from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.transport import HttpTransport, Transport
 
 log = logging.getLogger("trioproxy")
+DRAINING = "draining"
+"""Why a draining gateway is not ready (its ``/readyz`` detail and its worker's ready report)."""
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RESTART_ONLY = ("server", "storage", "breaker", "embedder")
@@ -119,6 +121,8 @@ class Gateway:
         """Started and not shut down; :meth:`is_ready` also needs the required services."""
         self.draining = False
         """The server is draining (SIGTERM): not ready, so load balancers stop sending."""
+        self.drain_started = trio.Event()
+        """Set with :attr:`draining` (the worker's ready report is written at once)."""
         self.reload_source: ReloadSource | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -368,14 +372,18 @@ class Gateway:
         """The server stopped accepting and is finishing what is in flight: ``/readyz`` says
         503 from now on, on both ports."""
         self.draining = True
+        self.drain_started.set()
 
     def is_ready(self) -> bool:
         return self.ready and not self.draining and self.services.ready()
 
     def not_ready_reason(self) -> str:
-        """Why :meth:`is_ready` is False (its down services, else starting or draining)."""
+        """Why :meth:`is_ready` is False: draining (whatever else), its down services, else
+        starting."""
+        if self.draining:
+            return DRAINING
         down = [name for name, state in self.services.status().items() if state == "down"]
-        return "down: " + ", ".join(down) if down else "starting or draining"
+        return "down: " + ", ".join(down) if down else "starting"
 
     def readiness(self) -> dict[str, Any]:
         return {

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from trioproxy.edge.app import Gateway
+from trioproxy.edge.app import DRAINING, Gateway
 from trioproxy.edge.services import NamedService
 from trioproxy.httpd import PortBusy, open_tcp_socket
 from trioproxy.server.admin import AdminApp
@@ -59,6 +59,15 @@ class ControlGateway(Gateway):
         if super().is_ready():
             return "data plane: " + self.data_plane.detail
         return super().not_ready_reason()
+
+    def readiness(self) -> dict[str, Any]:
+        """Draining when this process is or a worker reports so (a stop reaches the workers
+        first: the control plane stops after them)."""
+        out = super().readiness()
+        out["draining"] = self.draining or any(
+            w.detail == DRAINING for w in self.data_plane.workers
+        )
+        return out
 
     def readiness_detail(self) -> dict[str, Any]:
         """The data-plane workers' state (this process routes nothing: no breakers)."""

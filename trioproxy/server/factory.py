@@ -258,7 +258,7 @@ def _wire_worker(gateway: Gateway, run_dir: str | None) -> None:
         gateway.services.add(NamedService("cache-commands", run, required=False))
     if run_dir is not None:
         report = reporter(ReadyDir(run_dir), lambda: own_state(gateway),
-                          lambda: gateway.in_flight)  # fmt: skip
+                          lambda: gateway.in_flight, gateway.drain_started)  # fmt: skip
         gateway.services.add(NamedService("ready-report", report, required=False))
 
 

@@ -29,14 +29,20 @@ from trioproxy.server.ready_files import ENV_RUN_DIR, ReadyDir, WorkerState
 log = logging.getLogger(__name__)
 
 REPORT_S = 0.5
-"""How often a worker looks at its own state, and the control plane at the directory."""
+"""How often a worker looks at its own state (at once when its drain starts)."""
+VIEW_S = 0.1
+"""How often the control plane reads the directory (a listing and a few small files, in a
+thread): its ``/readyz`` turns 503 within this of a worker's drain."""
 REMOVE_TIMEOUT_S = 1.0
 
 
 def reporter(
-    ready_dir: ReadyDir, state: Callable[[], tuple[bool, str]], in_flight: Callable[[], int]
-) -> Service:
-    """A worker's service: its state in ``ready_dir`` while it runs, removed when it stops."""
+    ready_dir: ReadyDir, state: Callable[[], tuple[bool, str]], in_flight: Callable[[], int],
+    nudge: trio.Event | None = None,
+) -> Service:  # fmt: skip
+    """A worker's service: its state in ``ready_dir`` while it runs, removed when it stops;
+    re-read every :data:`REPORT_S`, and at once when ``nudge`` is set (the drain's start: a
+    load balancer asking the admin port must not wait for the next look)."""
 
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         pid = os.getpid()
@@ -48,7 +54,11 @@ def reporter(
                 if now != last:
                     await trio.to_thread.run_sync(ready_dir.write, now)
                     last = now
-                await trio.sleep(REPORT_S)
+                if nudge is not None and not nudge.is_set():
+                    with trio.move_on_after(REPORT_S):
+                        await nudge.wait()
+                else:
+                    await trio.sleep(REPORT_S)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(REMOVE_TIMEOUT_S):
                 await trio.to_thread.run_sync(ready_dir.remove, pid, abandon_on_cancel=True)
@@ -57,7 +67,7 @@ def reporter(
 
 
 class DataPlaneView:
-    """The control plane's view of the workers, re-read every :data:`REPORT_S` (a service)."""
+    """The control plane's view of the workers, re-read every :data:`VIEW_S` (a service)."""
 
     def __init__(self, ready_dir: ReadyDir) -> None:
         self.ready_dir = ready_dir
@@ -84,10 +94,18 @@ class DataPlaneView:
         self.workers = await trio.to_thread.run_sync(self.ready_dir.read)
         task_status.started()
         while True:
-            await trio.sleep(REPORT_S)
+            await trio.sleep(VIEW_S)
             self.workers = await trio.to_thread.run_sync(self.ready_dir.read)
             self.changed.set()
             self.changed = trio.Event()
 
 
-__all__ = ["ENV_RUN_DIR", "REPORT_S", "DataPlaneView", "ReadyDir", "WorkerState", "reporter"]
+__all__ = [
+    "ENV_RUN_DIR",
+    "REPORT_S",
+    "VIEW_S",
+    "DataPlaneView",
+    "ReadyDir",
+    "WorkerState",
+    "reporter",
+]
