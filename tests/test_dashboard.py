@@ -187,6 +187,13 @@ async def test_pages_show_real_data(nursery: trio.Nursery) -> None:
 
         budgets = (await c.get("/budgets")).text
         assert 'data-team="demo"' in budgets and 'hx-post="/budgets/demo"' in budgets
+        # demo has no limit, so the budget store counts nothing: the ledger's spend shows
+        row = re.search(r'<tr id="[^"]*" data-team="demo">(.*?)</tr>', budgets, re.S)
+        assert row is not None
+        for label in ("Spent today", "Spent this month"):
+            spent = re.search(rf'data-label="{label}" class="num[^"]*">([^<]*)<', row.group(1))
+            assert spent is not None and spent.group(1).startswith("$"), (label, row.group(1))
+            assert spent.group(1) != "$0.000000", label  # 3 misses were billed
 
         spend = await c.get("/admin/api/spend?by=team,feature&since=7d")
         rows = {(r["team"], r["feature"]): r for r in spend.json()["rows"]}

@@ -45,7 +45,8 @@ class Usage:
 
     limit_usd: float | None
     spent_usd: float | None
-    """None when the period has no limit (nothing is tracked) or the store did not answer."""
+    """With a limit: the budget store's spend + open reservations; without one (the store
+    tracks nothing): what the ledger has recorded for the period; None when neither answers."""
     threshold: float | None
     """The alert threshold in force (a share of the limit); None: alerts off."""
 
@@ -183,6 +184,17 @@ async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo)
     return None
 
 
+async def ledger_spent_usd(gw: Gateway, team: str, kind: PeriodKind) -> float | None:
+    """A team's spend in the current local day or month as the ledger recorded it (a team
+    without a limit for the period: the budget store keeps no count of it)."""
+    if ledger_of(gw) is None:
+        return None
+    today = dt.datetime.now(dt.UTC).astimezone(zone(gw)).date()
+    first = today if kind == "day" else today.replace(day=1)
+    rows = await days(gw, "team", first, today, teams=[team])
+    return sum(r.cost_usd for r in rows if r.value == team)
+
+
 async def monthly_limit_usd(gw: Gateway, team: str) -> float | None:
     """A team's monthly limit in force (the gate's cached read), without its spend."""
     gate = gate_of(gw)
@@ -213,7 +225,7 @@ async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
     out: list[Usage] = []
     for kind, micros in periods:
         if micros is None:
-            out.append(Usage(None, None, threshold))
+            out.append(Usage(None, await ledger_spent_usd(gw, team, kind), threshold))
         else:
             out.append(Usage(micros / 1e6, await spent_usd(gate, team, kind, tz), threshold))
     return out[0], out[1]
