@@ -100,10 +100,15 @@ async def test_only_admins_of_every_team_manage_users(nursery: trio.Nursery) -> 
         c = d.app.test_client()
         csrf = await sign_in(c, name)
         assert (await c.get("/users")).status_code == 403
+        nav = (await text(await c.get("/budgets"))).split("</nav>")[0]
+        assert 'href="/budgets"' in nav and 'href="/users"' not in nav  # no link to a 403
         r = await c.post("/users", form={"name": "evil", "password": "long-enough-pw",
                                          "role": "admin", "csrf": csrf})  # fmt: skip
         assert r.status_code == 403
     assert await access(d).store.users() == []
+    admin = d.app.test_client()
+    await sign_in(admin)  # an admin of every team: the link is there
+    assert 'href="/users"' in (await text(await admin.get("/budgets"))).split("</nav>")[0]
 
 
 async def test_passwords_are_reset_and_admins_cannot_lock_themselves_out(

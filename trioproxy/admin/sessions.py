@@ -38,6 +38,11 @@ class Principal:
     def can_edit(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def manages_users(self) -> bool:
+        """Dashboard users are managed by an admin of every team only."""
+        return self.can_edit and self.teams is None
+
     def may_see(self, team: str) -> bool:
         return self.teams is None or team in self.teams
 

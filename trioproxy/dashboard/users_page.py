@@ -97,7 +97,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
 
     def manager() -> bool:
         who = g.principal
-        return who is not None and who.can_edit and who.teams is None
+        return who is not None and who.manages_users
 
     @app.before_request
     async def only_managers() -> ResponseReturnValue | None:
