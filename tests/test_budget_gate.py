@@ -336,6 +336,10 @@ async def test_alerts_fire_once_per_period(
     ]
     assert posts[0]["spent_usd"] >= 8.0 and posts[1]["spent_usd"] == 10.0  # usage when checked
     assert sum("budget_alert" in r.getMessage() for r in caplog.records) == 2
+    logged = [getattr(r, "fields", {}) for r in caplog.records]  # structured, not JSON in msg
+    assert [(f["budget"], f["level"]) for f in logged if f.get("event") == "budget_alert"] == [
+        (p["budget"], p["level"]) for p in posts
+    ]
     clock.now += 86400  # next day: fires again
     t = await admit(gate, "next", 9_000_000)
     await gate.settle(t, 9_000_000, 1)

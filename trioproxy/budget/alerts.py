@@ -180,8 +180,15 @@ class AlertSink:
 
     async def fire(self, alert: Alert) -> None:
         self._fired += 1
-        body = orjson.dumps({"event": "budget_alert", **asdict(alert)})
-        log.warning("%s", body.decode())
+        fields = {"event": "budget_alert", **asdict(alert)}
+        body = orjson.dumps(fields)  # the webhook's JSON; the log line carries the same keys
+        log.warning(
+            "budget_alert: team %s at %s of its %s limit",
+            alert.team,
+            alert.level,
+            alert.budget,
+            extra={"fields": fields},
+        )
         webhook = self._webhook_url is not None and self._http is not None
         ref = None
         if self.history is not None:
