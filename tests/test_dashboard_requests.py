@@ -209,14 +209,16 @@ def test_traffic_fold_windows_errors_fallbacks_and_hedges() -> None:
     rows = [
         minute(6, "primary", "won"), minute(2, "primary", "failed", "upstream_timeout"),
         minute(2, "fallback", "won"), minute(1, "hedge", "won"), minute(3, "hedge", "lost"),
+        minute(1, "primary", "failed", "invalid_request"),  # the caller's request (n > 1 ...)
         MinuteRow(940, "m", "primary", "won", "", 100, (0,) * BUCKETS, (0,) * BUCKETS),
     ]  # fmt: skip
     got = traffic.fold(rows, ["m", "idle"], now)
     five, hour = got["m"]
     assert (five.minutes, hour.minutes) == (5, 60)
-    assert five.attempts == 14 and hour.attempts == 14  # minute 940 is 60 minutes ago: out
-    assert five.seconds == 4 * 60 + 30 and five.rate == pytest.approx(14 / 270)
-    assert five.errors == {"upstream_timeout": 2} and five.error_rate == pytest.approx(2 / 14)
+    assert five.attempts == 15 and hour.attempts == 15  # minute 940 is 60 minutes ago: out
+    assert five.seconds == 4 * 60 + 30 and five.rate == pytest.approx(15 / 270)
+    assert five.errors == {"upstream_timeout": 2} and five.error_rate == pytest.approx(2 / 15)
+    assert five.caller_errors == {"invalid_request": 1}  # not the target's error rate
     assert (five.fallbacks, five.fallbacks_won) == (2, 2)
     assert (five.hedges_won, five.hedges_lost) == (1, 3)
     assert 100 <= (five.latency_ms(0.5) or 0) < 150

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from trioproxy.errors import ErrorKind, FaultDomain
 from trioproxy.ledger.minutes import BUCKETS, MinuteRow, percentile
 
 WINDOWS_MIN = (5, 60)
@@ -24,6 +25,10 @@ class Traffic:
     """How long the window really is (its first minute to now)."""
     attempts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    """Failed attempts by error kind: the target's faults (what its error rate counts)."""
+    caller_errors: dict[str, int] = field(default_factory=dict)
+    """Attempts that failed on the caller's request (``invalid_request``: e.g. ``n`` > 1 to an
+    Anthropic target): not the target's fault, shown apart."""
     fallbacks: int = 0
     fallbacks_won: int = 0
     hedges_won: int = 0
@@ -34,7 +39,8 @@ class Traffic:
     def add(self, r: MinuteRow) -> None:
         self.attempts += r.attempts
         if r.error_kind:
-            self.errors[r.error_kind] = self.errors.get(r.error_kind, 0) + r.attempts
+            into = self.caller_errors if _callers(r.error_kind) else self.errors
+            into[r.error_kind] = into.get(r.error_kind, 0) + r.attempts
         if r.role == "fallback":
             self.fallbacks += r.attempts
             self.fallbacks_won += r.attempts if r.outcome == "won" else 0
@@ -64,6 +70,14 @@ class Traffic:
 
     def ttfb_ms(self, q: float) -> float | None:
         return percentile(self.ttfb, q)
+
+
+def _callers(kind: str) -> bool:
+    """Whether an error kind is the caller's fault (an unknown one counts as the target's)."""
+    try:
+        return ErrorKind(kind).domain is FaultDomain.CALLER
+    except ValueError:
+        return False
 
 
 def fold(
