@@ -47,6 +47,24 @@ async def test_openai_sdk_non_stream(gateway: Running, model: str) -> None:
     assert raw.headers["x-trioproxy-route"] == model
 
 
+async def test_openai_sdk_n_choices_are_relayed_and_billed(gateway: Running) -> None:
+    """``n`` = 3 to an OpenAI target: three choices back, and the ledger bills the
+    provider's usage (every choice's tokens)."""
+    completion = await in_thread(
+        lambda: oai(gateway).chat.completions.create(
+            model="gpt-4o-mini", messages=MSG, max_tokens=50, n=3
+        )
+    )
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    assert all(c.message.content for c in completion.choices)
+    usage = completion.usage
+    assert usage is not None and usage.completion_tokens >= 3
+    with trio.fail_after(5):  # the record is written just after the response ends
+        while not (records := [r for r in gateway.sink.records if r.kind == "request"]):
+            await trio.sleep(0.01)
+    assert records[-1].output_tokens == usage.completion_tokens
+
+
 @pytest.mark.parametrize("model", ["chat", "claude-haiku"])
 async def test_openai_sdk_stream_with_usage(gateway: Running, model: str) -> None:
     def run() -> tuple[str, Any, str | None]:

@@ -112,6 +112,20 @@ async def test_openai_completion_exact_usage(sim: Sim) -> None:
     assert sim.sim.stats.output_tokens == 30
 
 
+async def test_openai_n_answers_n_choices_billed_each(sim: Sim) -> None:
+    r = await sim.client.post("/v1/chat/completions", json=openai_body(n=3), headers=OPENAI_KEY)
+    assert r.status_code == 200
+    body = r.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert len({c["message"]["content"] for c in body["choices"]}) == 1
+    assert body["usage"]["completion_tokens"] == 3 * 30
+    assert sim.sim.stats.output_tokens == 3 * 30
+    for bad in ({"n": 0}, {"n": 129}, {"n": 2, "stream": True}):
+        r = await sim.client.post("/v1/chat/completions", json=openai_body(**bad),
+                                  headers=OPENAI_KEY)  # fmt: skip
+        assert r.status_code == 400, bad
+
+
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 async def test_openai_max_tokens_truncates(sim: Sim, field: str) -> None:
     full = await sim.client.post("/v1/chat/completions", json=openai_body(), headers=OPENAI_KEY)

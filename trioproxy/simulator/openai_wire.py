@@ -49,7 +49,7 @@ def _tool_name_and_key(tool: Any) -> tuple[str, str]:
 
 
 def _usage(plan: Plan) -> dict[str, Any]:
-    out = plan.billed_output
+    out = plan.billed_output * plan.choices
     return odd_counts({
         "prompt_tokens": plan.input_tokens,
         "completion_tokens": out,
@@ -62,6 +62,10 @@ def _usage(plan: Plan) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }, plan.odd_usage)  # fmt: skip
+
+
+MAX_CHOICES = 128
+"""OpenAI's bound on ``n``."""
 
 
 class OpenAIWire:
@@ -85,9 +89,12 @@ class OpenAIWire:
         if body.get("tool_choice") != "none":
             tool = wants_tool(messages, body.get("tools"), _tool_name_and_key)
         total = prompt_tokens(messages)
+        n = checked_max_tokens(body.get("n"), "n") or 1
+        if n > MAX_CHOICES or (stream and n > 1):
+            raise BadRequest(f"n: at most {MAX_CHOICES}, and 1 when streaming")
         return Intent(
             model, total, last_user_text(messages), max_tokens, stream, include_usage, tool,
-            openai_prompt(body, total), bool(REASONING_MODEL.match(model)),
+            openai_prompt(body, total), bool(REASONING_MODEL.match(model)), choices=n,
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -116,11 +123,12 @@ class OpenAIWire:
                 "model": plan.model,
                 "choices": [
                     {
-                        "index": 0,
+                        "index": i,
                         "message": message,
                         "logprobs": None,
                         "finish_reason": plan.finish,
                     }
+                    for i in range(plan.choices)
                 ],
                 "usage": _usage(plan),
                 "system_fingerprint": "fp_trioproxy_sim",

@@ -72,6 +72,8 @@ class Intent:
     """The prompt as the provider's prompt cache sees it."""
     reasoning: bool = False
     """A reasoning model: hidden reasoning tokens are billed as output."""
+    choices: int = 1
+    """OpenAI's ``n``: how many answers (non-stream; each the same text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class Plan:
     """Hidden, billed as output, part of :attr:`billed_output`."""
     odd_usage: str | None = None
     """A JSON literal sent instead of every usage count (the ``usage`` fault)."""
+    choices: int = 1
+    """Answers in a non-stream completion (OpenAI's ``n``), billed each."""
 
     @property
     def text(self) -> str:
@@ -246,6 +250,8 @@ def make_plan(
         )  # fmt: skip
     if intent.reasoning:
         plan = dataclasses.replace(plan, reasoning_tokens=REASONING_PER_TOKEN * plan.output_tokens)
+    if intent.choices != 1:
+        plan = dataclasses.replace(plan, choices=intent.choices)
     return plan
 
 

@@ -84,7 +84,7 @@ async def send_completion(
             return "reset"
         await _write(conn, body, None if fault.drip_ms is None else fault.drip_ms / 1000)
         await conn.send_end()
-    ex.delivered(plan.output_tokens)
+    ex.delivered(plan.output_tokens * plan.choices)
     ex.finish("complete")
     return "keep"
 
