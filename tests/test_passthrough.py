@@ -80,6 +80,34 @@ def test_forwards_verbatim_and_meters_like_the_decoder(
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("per_read", [1, 2, 3])
+def test_event_aligned_reads_take_the_fast_path_and_meter_the_same(
+    wire: Dialect, per_read: int
+) -> None:
+    """Reads of whole events (what a provider's writes usually give): one content event
+    per read is taken by ``feed_plain`` without a parse; the bytes forwarded and the tokens
+    metered are the decoder's, as with reads cut anywhere."""
+    data = stream_bytes(wire, 60)
+    events = [e + b"\n\n" for e in data.split(b"\n\n")[:-1]]
+    reads = [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
+    tap = PassthroughTap(wire, include_usage=True)
+    forward, plain, got = b"", 0, []
+    for read in reads:
+        if tap.feed_plain(read):
+            forward, plain = forward + read, plain + 1
+        else:
+            tapped = tap.feed(read)
+            forward, got = forward + tapped.forward, got + tapped.events
+    assert forward == data and tap.done
+    assert (plain > 50) == (per_read == 1)  # the fast path carries the bulk of one-event reads
+    reference, _ = decoded_meter(wire, data)
+    meter = Meter()
+    for e in got:
+        meter.observe(e)
+    assert tap.output_tokens() + meter.output_estimate == reference.output_estimate
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
 def test_crlf_framing_is_normalised_to_the_same_events(wire: Dialect) -> None:
     data = stream_bytes(wire, 30)
     crlf = data.replace(b"\n", b"\r\n")
@@ -150,4 +178,4 @@ def test_content_is_counted_on_demand_and_kept_aside_bounded(wire: Dialect) -> N
 def test_an_anthropic_json_delta_naming_text_delta_is_decoded_not_counted() -> None:
     ev = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
           b'"delta":{"type":"input_json_delta","partial_json":"\\"text_delta\\""}}')  # fmt: skip
-    assert not PassthroughTap._plain_anthropic(ev)
+    assert not PassthroughTap._plain_anthropic(ev, len(ev))

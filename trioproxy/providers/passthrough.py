@@ -132,19 +132,20 @@ class PassthroughTap:
         """The usual read, exactly one plain content event and nothing carried over: kept
         aside (for :meth:`output_tokens`) and ``True``, to forward ``data`` as it is. Else
         ``False`` and nothing taken: :meth:`feed` it."""
-        if (
-            self._rest
+        end = len(data) - 2
+        if (  # one event: its first blank line is its end
+            end < 0
+            or self._rest
             or self._first
             or self._cr
-            or not data.endswith(b"\n\n")
-            or data.find(b"\n\n") != len(data) - 2
+            or data.find(b"\n\n") != end
             or b"\r" in data
-            or not self._plain(event := data[:-2])
+            or not self._plain(data, end)
             or self._decoder.done
         ):
             return False
-        self._pending.append(event)
-        self._pending_size += len(event)
+        self._pending.append(data)  # with its blank line: counted at ``skip`` as ever
+        self._pending_size += end
         if self._pending_size > PENDING_MAX:
             self._count_pending()
         return True
@@ -174,7 +175,7 @@ class PassthroughTap:
         for n, ev in enumerate(events):
             if not ev:
                 continue  # extra blank lines between events
-            if not self._first and plain(ev):
+            if not self._first and plain(ev, len(ev)):
                 out.content_events += 1
                 kept.append(ev)
                 self._pending.append(ev)
@@ -228,24 +229,29 @@ class PassthroughTap:
         return any(isinstance(e, UsageReport) for e in decoded) and b'"choices":[]' in ev
 
     @staticmethod
-    def _plain_openai(ev: bytes) -> bool:
-        """A content chunk that the decoder would only meter (no finish, usage, tools,
-        error, or several lines)."""
-        return (
-            ev.startswith(_OPENAI_DATA)
-            and b"\n" not in ev
-            and b'"error"' not in ev
-            and b'"usage":{' not in ev
-            and b'"tool_calls"' not in ev
-            and (b'"finish_reason":' not in ev or b'"finish_reason":null' in ev)
-        )
+    def _plain_openai(ev: bytes, end: int) -> bool:
+        """``ev[:end]`` is a content chunk that the decoder would only meter (no finish,
+        usage, tools, error, or several lines). Searched in place (no copy of the event);
+        what follows ``end`` is its blank line at most."""
+        if not ev.startswith(_OPENAI_DATA) or ev.find(b"\n", 0, end) >= 0:
+            return False
+        if (
+            ev.find(b'"error"', 0, end) >= 0
+            or ev.find(b'"usage":{', 0, end) >= 0
+            or ev.find(b'"tool_calls"', 0, end) >= 0
+        ):
+            return False
+        finish = ev.find(b'"finish_reason":', 0, end)
+        return finish < 0 or ev.find(b'"finish_reason":null', 0, end) >= 0
 
     @staticmethod
-    def _plain_anthropic(ev: bytes) -> bool:
+    def _plain_anthropic(ev: bytes, end: int) -> bool:
         """A ``text_delta`` (JSON quotes inside a string are escaped, so these bytes
         are the delta's own type)."""
         return (
-            ev.startswith(_ANTHROPIC_TEXT) and _ANTHROPIC_TEXT_DELTA in ev and ev.count(b"\n") == 1
+            ev.startswith(_ANTHROPIC_TEXT)
+            and ev.find(_ANTHROPIC_TEXT_DELTA, 0, end) >= 0
+            and ev.count(b"\n", 0, end) == 1
         )
 
     def _count_pending(self) -> None:
