@@ -95,12 +95,7 @@ def start_gateway(commit: str, args: argparse.Namespace, *, valgrind: bool,
         )  # fmt: skip
         env[common.PROVIDER_KEY_ENV] = "sim"
         if valgrind:
-            stub = wd / "vg-stubs"  # hnswlib's wheel uses instructions valgrind cannot run
-            stub.mkdir(exist_ok=True)
-            (stub / "hnswlib.py").write_text("")
-            env["PYTHONPATH"] = f"{stub}:{env['PYTHONPATH']}"
-            argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--fair-sched=yes",
-                    f"--callgrind-out-file={wd}/callgrind.out.%p", *argv]  # fmt: skip
+            argv = common.callgrind_argv(argv, wd, env)
         else:
             argv = ["taskset", "-c", "0", *argv]
         gw = common.start("gateway", argv, port, wd, env=env, timeout=600)
@@ -138,7 +133,7 @@ def callgrind_loads(commit: str, args: argparse.Namespace) -> list[dict[str, Any
     sim, short, gw = start_gateway(commit, args, valgrind=True)
     rows: list[dict[str, Any]] = []
     try:
-        pid = gw.proc.pid
+        pid = common.data_plane_pid(gw.pgid)  # the worker (the supervisor relays nothing)
         wd = next(Path(a.split("=", 1)[1]).parent for a in gw.proc.args
                   if str(a).startswith("--callgrind-out-file="))  # fmt: skip
         run_users(gw.port, args.streams, "chat", 5.0)  # warm-up

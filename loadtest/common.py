@@ -353,6 +353,23 @@ def serve_role(pid: int, pgid: int) -> str:
     return "main" if pid == pgid else "other"
 
 
+def callgrind_argv(argv: list[str], wd: Path, env: dict[str, str]) -> list[str]:
+    """``argv`` (a ``trioproxy serve``) with its data-plane worker under callgrind,
+    instrumentation off until ``callgrind_control -i on``: valgrind follows the supervisor's
+    children (the worker runs as ``python -m trioproxy.server.worker``) but not the control
+    plane, and writes ``callgrind.out.<pid>`` dumps into ``wd``. hnswlib's wheel uses
+    instructions valgrind cannot run: ``env`` gets an empty stand-in module first on its
+    ``PYTHONPATH`` (the bench configs have no semantic cache). The worker's pid:
+    :func:`data_plane_pid` once it runs."""
+    stub = wd / "vg-stubs"
+    stub.mkdir(exist_ok=True)
+    (stub / "hnswlib.py").write_text("")
+    env["PYTHONPATH"] = f"{stub}:{env['PYTHONPATH']}"
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--fair-sched=yes",
+            "--trace-children=yes", "--trace-children-skip-by-arg=*trioproxy.server.control*",
+            f"--callgrind-out-file={wd}/callgrind.out.%p", *argv]  # fmt: skip
+
+
 def data_plane_pid(pgid: int) -> int:
     """The process of group ``pgid`` that relays requests: its (first) data-plane worker, or
     the group's leader when it has none (the floor relay, an older single-process commit).

@@ -92,17 +92,10 @@ def measure(commit: str, args: argparse.Namespace) -> dict[str, object]:
             "--port", str(port), "--workers", "1", commit=commit,
         )  # fmt: skip
         env[common.PROVIDER_KEY_ENV] = "sim"
-        # hnswlib's wheel uses instructions valgrind cannot run; the bench config has no
-        # semantic cache, so an empty stand-in module lets the gateway import
-        stub = wd / "vg-stubs"
-        stub.mkdir(exist_ok=True)
-        (stub / "hnswlib.py").write_text("")
-        env["PYTHONPATH"] = f"{stub}:{env['PYTHONPATH']}"
-        vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--fair-sched=yes",
-              f"--callgrind-out-file={wd}/callgrind.out.%p"]  # fmt: skip
-        gw = common.start("gateway", [*vg, *argv], port, wd, env=env, timeout=600)
+        gw = common.start("gateway", common.callgrind_argv(argv, wd, env), port, wd, env=env,
+                          timeout=600)  # fmt: skip
         try:
-            pid = gw.proc.pid
+            pid = common.data_plane_pid(gw.pgid)  # the worker (the supervisor relays nothing)
             warm = Environment(port, 20, spawn_rate=1000.0, run_time=5.0,
                                user_classes=[BenchStream])  # fmt: skip
             trio.run(lambda: warm.run(quiet=True))
