@@ -22,6 +22,7 @@ from tests.httpd_helpers import (
 from trioproxy.httpd import HttpLimits
 from trioproxy.httpd.limits import body_deadline
 from trioproxy.httpd.listen import tls_context
+from trioproxy.httpd.wire import BadHeader, response_head
 
 
 def test_body_deadline_rule() -> None:
@@ -285,3 +286,15 @@ async def test_one_wake_up_accepts_every_ready_connection() -> None:
         await listener.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await listener.accept_batch()
+
+
+def test_response_head_frames_headers_and_refuses_ones_that_break_the_framing() -> None:
+    head = response_head(200, [(b"content-type", b"text/plain"), (b"x-a", b"1")],
+                         [(b"content-length", b"2")])  # fmt: skip
+    assert head == (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-a: 1\r\n"
+                    b"content-length: 2\r\n\r\n")  # fmt: skip
+    assert response_head(204, iter([]), []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    for name, value in [(b"x-a", b"1\r\nx-evil: 2"), (b"x-a", b"1\n"), (b"x-a", b"1\r"),
+                        (b"x\nb", b"1"), (b"x:b", b"1"), (b"x\rb", b"1")]:  # fmt: skip
+        with pytest.raises(BadHeader, match="invalid response header"):
+            response_head(200, [(b"ok", b"fine"), (name, value)], [])

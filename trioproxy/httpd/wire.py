@@ -17,16 +17,29 @@ class BadHeader(ValueError):
 def response_head(
     status: int, headers: Iterable[tuple[bytes, bytes]], extra: Iterable[tuple[bytes, bytes]]
 ) -> bytes:
-    """``HTTP/1.1 <status>`` with ``headers`` then ``extra`` (framing headers we add)."""
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-    for name, value in headers:
-        if b"\n" in value or b"\r" in value or b"\n" in name or b":" in name:
-            raise BadHeader(f"invalid response header {name!r}")
-        lines.append(b"%s: %s\r\n" % (name, value))
-    for name, value in extra:
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    """``HTTP/1.1 <status>`` with ``headers`` then ``extra`` (framing headers we add).
+
+    The app's headers are checked all at once: their lines hold one CR and one LF each, and
+    no name a colon. (Not with ``b"x" in value`` per header: in CPython 3.11 a bytes
+    ``in`` first tries its operand as an integer and raises and clears a TypeError each
+    time, ~90 ns; a response's headers took ~40 of them.)"""
+    pairs = headers if isinstance(headers, list) else list(headers)
+    own = b"".join([b"%s: %s\r\n" % (name, value) for name, value in pairs])
+    n = len(pairs)
+    if (
+        own.count(b"\n") != n
+        or own.count(b"\r") != n
+        or b"".join([name for name, _value in pairs]).find(b":") >= 0
+    ):
+        bad = next(
+            name for name, value in pairs
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name
+            or b":" in name
+        )  # fmt: skip
+        raise BadHeader(f"invalid response header {bad!r}")
+    head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))
+    tail = b"".join([b"%s: %s\r\n" % (name, value) for name, value in extra])
+    return head + own + tail + b"\r\n"
 
 
 CLOSE = (b"connection", b"close")

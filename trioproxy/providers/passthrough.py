@@ -118,7 +118,7 @@ class PassthroughTap:
             self._cr = False
             if data[:1] == b"\n":
                 data = data[1:]
-        if b"\r" in data:
+        if data.find(b"\r") >= 0:
             self._cr = data.endswith(b"\r")
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return data
@@ -139,7 +139,7 @@ class PassthroughTap:
             or self._first
             or self._cr
             or data.find(b"\n\n") != end
-            or b"\r" in data
+            or data.find(b"\r") >= 0
             or not self._plain(data, end)
             or self._decoder.done
         ):
@@ -156,7 +156,7 @@ class PassthroughTap:
         out = Tapped()
         if self.done or not data:
             return out
-        if self._cr or b"\r" in data:
+        if self._cr or data.find(b"\r") >= 0:
             data = self._normalise(data)
         buf = self._rest + data if self._rest else data
         end = buf.rfind(b"\n\n")
@@ -226,7 +226,7 @@ class PassthroughTap:
 
     @staticmethod
     def _usage_only(decoded: list[StreamEvent], ev: bytes) -> bool:
-        return any(isinstance(e, UsageReport) for e in decoded) and b'"choices":[]' in ev
+        return any(isinstance(e, UsageReport) for e in decoded) and ev.find(b'"choices":[]') >= 0
 
     @staticmethod
     def _plain_openai(ev: bytes, end: int) -> bool:
