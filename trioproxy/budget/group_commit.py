@@ -7,6 +7,7 @@ operation through it.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -46,7 +47,13 @@ class GroupCommit:
         self._queue: list[Op] = []
         self._queued_done = trio.Event()
         """Set when the batch that will hold the queued operations has ended."""
-        self._running = False
+        self._running: trio.lowlevel.TrioToken | None = None
+        """The run whose batch is in flight (None: none). A caller of another run (the store
+        outlives a ``trio.run`` in the CLI and the tests) starts its own batch: it must not
+        wait on a delivery to a run that has ended."""
+        self._connection = threading.Lock()
+        """Held by the thread running a batch: batches of two runs never share the
+        connection at once (one waits for the other)."""
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a transaction, group-committed with concurrent callers.
@@ -58,11 +65,12 @@ class GroupCommit:
         at most the rest of the batch in flight and its own. Cancelled while queued, the
         operation never runs; once its batch started, it runs whatever the caller does.
         """
+        token = trio.lowlevel.current_trio_token()
         op = Op(fn)
         self._queue.append(op)
         done = self._queued_done
-        if not self._running:
-            self._start(trio.lowlevel.current_trio_token())
+        if self._running is not token:
+            self._start(token)
         try:
             await done.wait()
         except BaseException:
@@ -75,33 +83,53 @@ class GroupCommit:
 
     def _start(self, token: trio.lowlevel.TrioToken) -> None:
         """Run everything queued now as one batch in a worker thread; its end is delivered
-        to the run ``token`` names (the caller's: the store may outlive a ``trio.run``)."""
+        to the run ``token`` names. If the thread cannot start (no thread left, an
+        interrupt), the batch's callers are answered at once with StoreUnavailable and
+        nothing is left marked in flight."""
         batch, self._queue = self._queue, []
         done, self._queued_done = self._queued_done, trio.Event()
-        self._running = True
+        self._running = token
 
         def deliver(result: Outcome[None]) -> None:  # in the worker thread
             try:
                 token.run_sync_soon(self._finish, token, batch, done, result)
-            except trio.RunFinishedError:  # the run ended: nobody of it waits any more,
-                self._running = False  # and a later run's first caller starts a batch
+            except trio.RunFinishedError:  # the run ended: nobody of it waits any more
+                if self._running is token:
+                    self._running = None
 
-        trio.lowlevel.start_thread_soon(partial(self.tx_batch, batch), deliver)
+        try:
+            trio.lowlevel.start_thread_soon(partial(self._locked_batch, batch), deliver)
+        except BaseException as exc:
+            self._running = None
+            self._answer(batch, f"sqlite batch not started: {exc!r}")
+            done.set()
+            if not isinstance(exc, Exception):
+                raise
 
     def _finish(
         self, token: trio.lowlevel.TrioToken, batch: list[Op], done: trio.Event,
         result: Outcome[None],
     ) -> None:  # fmt: skip
-        """In the run loop, no task: answer the batch's callers, start the next batch."""
-        self._running = False
+        """In the run loop, no task: answer the batch's callers, start the next batch (of
+        the same run: the queued callers are this run's)."""
+        if self._running is token:
+            self._running = None
         try:
             result.unwrap()
         except BaseException as exc:  # the worker thread's (a bug in tx_batch): all are told
-            for op in batch:
-                op.result, op.error = None, StoreUnavailable(f"sqlite batch: {exc!r}")
+            self._answer(batch, f"sqlite batch: {exc!r}")
         done.set()
-        if self._queue:
+        if self._queue and self._running is None:
             self._start(token)
+
+    @staticmethod
+    def _answer(batch: list[Op], why: str) -> None:
+        for op in batch:
+            op.result, op.error = None, StoreUnavailable(why)
+
+    def _locked_batch(self, batch: list[Op]) -> None:
+        with self._connection:
+            self.tx_batch(batch)
 
     def tx_batch(self, batch: list[Op]) -> None:
         """One transaction for ``batch``. Optimistic: the operations run one after the other
