@@ -164,7 +164,12 @@ async def test_a_worker_reports_its_drain_at_once_not_at_its_next_look(
             while [w.detail for w in await trio.to_thread.run_sync(ready_dir.read)] != ["draining"]:
                 await trio.sleep(0.01)
         view = DataPlaneView(ready_dir)
-        view.workers = ready_dir.read()
+        view._read(ready_dir.read())
         control = ControlGateway(settings, data_plane=view)
         assert control.readiness()["draining"] is True and not control.is_ready()
         nursery.cancel_scope.cancel()
+    # the drained worker is gone (its file removed at its stop), the control plane not told
+    # yet: still draining, not "no worker" and draining false
+    assert ready_dir.read() == []
+    view._read(ready_dir.read())
+    assert control.readiness()["draining"] is True and not control.is_ready()

@@ -15,6 +15,7 @@ from typing import Any
 
 import h11
 import httpx
+import pytest
 import trio
 
 from tests.chat_client import bearer, chat_body, post_chat
@@ -243,3 +244,32 @@ async def test_cache_flush_makes_the_next_request_a_miss(nursery: trio.Nursery) 
         r = await c.post("/cache/flush", data={"team": "demo", "route": "chat"}, headers=HX)
         assert r.status_code == 200 and "Flushed 1 exact" in r.text
     assert (await chat(g, "flush me")).headers["x-trioproxy-cache"] == "miss"
+
+
+async def test_a_ledger_that_fails_or_stalls_shows_no_spend_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A team without a limit reads its spend from the ledger: a failing ledger and one
+    that does not answer in time both give None ("-" on the page), never an error or a
+    page that hangs."""
+    from zoneinfo import ZoneInfo
+
+    from trioproxy.dashboard import snapshot
+
+    monkeypatch.setattr(snapshot, "ledger_of", lambda gw: object())
+    monkeypatch.setattr(snapshot, "zone", lambda gw: ZoneInfo("UTC"))
+
+    async def broken(*args: object, **kwargs: object) -> list[object]:
+        raise OSError("database is down")
+
+    monkeypatch.setattr(snapshot, "days", broken)
+    assert await snapshot.ledger_spent_usd(None, "t", "day") is None  # type: ignore[arg-type]
+
+    async def stalls(*args: object, **kwargs: object) -> list[object]:
+        await trio.sleep_forever()
+        return []
+
+    monkeypatch.setattr(snapshot, "days", stalls)
+    monkeypatch.setattr(snapshot, "LEDGER_READ_TIMEOUT_S", 0.05)
+    with trio.fail_after(10):
+        assert await snapshot.ledger_spent_usd(None, "t", "month") is None  # type: ignore[arg-type]

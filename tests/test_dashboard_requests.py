@@ -217,7 +217,7 @@ def test_traffic_fold_windows_errors_fallbacks_and_hedges() -> None:
     assert (five.minutes, hour.minutes) == (5, 60)
     assert five.attempts == 15 and hour.attempts == 15  # minute 940 is 60 minutes ago: out
     assert five.seconds == 4 * 60 + 30 and five.rate == pytest.approx(15 / 270)
-    assert five.errors == {"upstream_timeout": 2} and five.error_rate == pytest.approx(2 / 15)
+    assert five.errors == {"upstream_timeout": 2} and five.error_rate == pytest.approx(2 / 14)
     assert five.caller_errors == {"invalid_request": 1}  # not the target's error rate
     assert (five.fallbacks, five.fallbacks_won) == (2, 2)
     assert (five.hedges_won, five.hedges_lost) == (1, 3)

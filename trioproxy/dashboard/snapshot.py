@@ -8,6 +8,7 @@ the breakers, the request handler's in-flight count and the response cache.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -29,6 +30,8 @@ from trioproxy.ledger.backend import LedgerBackend
 from trioproxy.ledger.days import DayRow
 from trioproxy.ledger.reads import DayCells
 from trioproxy.ledger.service import LedgerService
+
+log = logging.getLogger(__name__)
 
 
 def per_team(rows: Sequence[DayRow]) -> dict[str, Totals]:
@@ -184,15 +187,27 @@ async def spent_usd(gate: BudgetGate, team: str, kind: PeriodKind, tz: ZoneInfo)
     return None
 
 
+LEDGER_READ_TIMEOUT_S = 2.0
+"""The longest a page waits for the ledger's spend of a team without a limit ("-" after)."""
+
+
 async def ledger_spent_usd(gw: Gateway, team: str, kind: PeriodKind) -> float | None:
     """A team's spend in the current local day or month as the ledger recorded it (a team
-    without a limit for the period: the budget store keeps no count of it)."""
+    without a limit for the period: the budget store keeps no count of it); None when the
+    ledger does not answer within :data:`LEDGER_READ_TIMEOUT_S` or fails (the page shows
+    "-", as for a budget store that does not answer)."""
     if ledger_of(gw) is None:
         return None
     today = dt.datetime.now(dt.UTC).astimezone(zone(gw)).date()
     first = today if kind == "day" else today.replace(day=1)
-    rows = await days(gw, "team", first, today, teams=[team])
-    return sum(r.cost_usd for r in rows if r.value == team)
+    with trio.move_on_after(LEDGER_READ_TIMEOUT_S):
+        try:
+            rows = await days(gw, "team", first, today, teams=[team])
+        except Exception:
+            log.warning("the ledger did not answer for team %s's spend", team, exc_info=True)
+            return None
+        return sum(r.cost_usd for r in rows if r.value == team)
+    return None
 
 
 async def monthly_limit_usd(gw: Gateway, team: str) -> float | None:
@@ -207,7 +222,11 @@ async def monthly_limit_usd(gw: Gateway, team: str) -> float | None:
     return None if micros is None else micros / 1e6
 
 
-async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
+async def team_usage(
+    gw: Gateway, team: str, recorded: tuple[float, float] | None = None
+) -> tuple[Usage, Usage]:
+    """A team's day and month against its limits; ``recorded``: the ledger's day and month
+    spend when the caller has them already (else read when a period has no limit)."""
     threshold: float | None = gw.settings.budgets.alert_threshold(team)
     gate = gate_of(gw)
     if gate is None:
@@ -225,7 +244,12 @@ async def team_usage(gw: Gateway, team: str) -> tuple[Usage, Usage]:
     out: list[Usage] = []
     for kind, micros in periods:
         if micros is None:
-            out.append(Usage(None, await ledger_spent_usd(gw, team, kind), threshold))
+            spent = (
+                await ledger_spent_usd(gw, team, kind)
+                if recorded is None
+                else recorded[0 if kind == "day" else 1]
+            )
+            out.append(Usage(None, spent, threshold))
         else:
             out.append(Usage(micros / 1e6, await spent_usd(gate, team, kind, tz), threshold))
     return out[0], out[1]
@@ -238,14 +262,16 @@ async def overview(
     this_month = await days(gw, "team", today.replace(day=1), today)
     day_rows = per_team([r for r in this_month if r.day == today])
     month_rows = per_team(this_month)
+    backend = ledger_of(gw) is not None
     rows = []
     for team in known_teams(gw, list(month_rows)):
         if not visible(team):
             continue
-        day, month = await team_usage(gw, team)
-        rows.append(
-            TeamRow(team, day, month, day_rows.get(team, Totals()), month_rows.get(team, Totals()))
+        today_totals, month_totals = day_rows.get(team, Totals()), month_rows.get(team, Totals())
+        day, month = await team_usage(
+            gw, team, (today_totals.cost_usd, month_totals.cost_usd) if backend else None
         )
+        rows.append(TeamRow(team, day, month, today_totals, month_totals))
     return Overview(rows, await alert_statistics(gw), ledger_of(gw) is not None)
 
 

@@ -63,7 +63,9 @@ class Traffic:
 
     @property
     def error_rate(self) -> float | None:
-        return self.error_count / self.attempts if self.attempts else None
+        """Faults per attempt the target was judged on (not those its caller failed)."""
+        judged = self.attempts - sum(self.caller_errors.values())
+        return self.error_count / judged if judged > 0 else None
 
     def latency_ms(self, q: float) -> float | None:
         return percentile(self.latency, q)

@@ -32,9 +32,10 @@ def response_head(
         or b"".join([name for name, _value in pairs]).find(b":") >= 0
     ):
         bad = next(
-            name for name, value in pairs
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name
-            or b":" in name
+            (name for name, value in pairs
+             if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name
+             or b":" in name),
+            b"?",  # a name or value that is not bytes (a memoryview): still refused
         )  # fmt: skip
         raise BadHeader(f"invalid response header {bad!r}")
     head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))

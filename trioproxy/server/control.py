@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from trioproxy.edge.app import DRAINING, Gateway
+from trioproxy.edge.app import Gateway
 from trioproxy.edge.services import NamedService
 from trioproxy.httpd import PortBusy, open_tcp_socket
 from trioproxy.server.admin import AdminApp
@@ -64,9 +64,7 @@ class ControlGateway(Gateway):
         """Draining when this process is or a worker reports so (a stop reaches the workers
         first: the control plane stops after them)."""
         out = super().readiness()
-        out["draining"] = self.draining or any(
-            w.detail == DRAINING for w in self.data_plane.workers
-        )
+        out["draining"] = self.draining or self.data_plane.draining
         return out
 
     def readiness_detail(self) -> dict[str, Any]:
@@ -100,6 +98,7 @@ async def run_control(
                 """After the data plane: a signal sent to the whole group (not systemd's
                 way, which ``serve`` orders) still leaves the admin port serving ``/readyz``
                 503 and ``/metrics`` while the workers drain."""
+                gateway.start_drain()  # /readyz: 503, draining, from now to the end
                 view = getattr(gateway, "data_plane", None)
                 if view is not None and view.workers:
                     log.info("%s: the control plane stops once the workers are gone", name)

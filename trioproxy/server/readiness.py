@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import trio
 
+from trioproxy.edge.app import DRAINING
 from trioproxy.edge.services import Service
 from trioproxy.server.ready_files import ENV_RUN_DIR, ReadyDir, WorkerState
 
@@ -72,6 +73,9 @@ class DataPlaneView:
     def __init__(self, ready_dir: ReadyDir) -> None:
         self.ready_dir = ready_dir
         self.workers: list[WorkerState] = []
+        self._saw_drain = False
+        """A worker reported its drain: the group is stopping (a drained worker is not
+        restarted), also once the workers are gone and before this process is told."""
         self.changed = trio.Event()
         """Set at every re-read (tests wait on it)."""
 
@@ -87,15 +91,27 @@ class DataPlaneView:
         return "; ".join(f"worker {w.pid}: {w.detail}" for w in self.workers if not w.ready)
 
     @property
+    def draining(self) -> bool:
+        """A worker reports its drain, or one did and none is left."""
+        if any(w.detail == DRAINING for w in self.workers):
+            return True
+        return self._saw_drain and not self.workers
+
+    def _read(self, workers: list[WorkerState]) -> None:
+        self.workers = workers
+        if any(w.detail == DRAINING for w in workers):
+            self._saw_drain = True
+
+    @property
     def in_flight(self) -> int:
         return sum(w.in_flight for w in self.workers)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.workers = await trio.to_thread.run_sync(self.ready_dir.read)
+        self._read(await trio.to_thread.run_sync(self.ready_dir.read))
         task_status.started()
         while True:
             await trio.sleep(VIEW_S)
-            self.workers = await trio.to_thread.run_sync(self.ready_dir.read)
+            self._read(await trio.to_thread.run_sync(self.ready_dir.read))
             self.changed.set()
             self.changed = trio.Event()
 

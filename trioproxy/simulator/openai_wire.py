@@ -56,7 +56,7 @@ def _usage(plan: Plan) -> dict[str, Any]:
         "total_tokens": plan.input_tokens + out,
         "prompt_tokens_details": {"cached_tokens": plan.cache.read, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": plan.reasoning_tokens,
+            "reasoning_tokens": plan.reasoning_tokens * plan.choices,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
