@@ -272,7 +272,7 @@ async def overview(
             gw, team, (today_totals.cost_usd, month_totals.cost_usd) if backend else None
         )
         rows.append(TeamRow(team, day, month, today_totals, month_totals))
-    return Overview(rows, await alert_statistics(gw), ledger_of(gw) is not None)
+    return Overview(rows, await alert_statistics(gw), backend)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.intake import Interrupts, slots_for
 from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
-from trioproxy.edge.models import serve_models
+from trioproxy.edge.models import caller_dialect, serve_models
 from trioproxy.edge.part_stats import sample_parts
 from trioproxy.edge.refusals import Refusals, Refused, request_id_header
 from trioproxy.edge.respond import send_error
@@ -119,10 +119,9 @@ class Gateway:
         self.inner = inner
         self.ready = False
         """Started and not shut down; :meth:`is_ready` also needs the required services."""
-        self.draining = False
-        """The server is draining (SIGTERM): not ready, so load balancers stop sending."""
         self.drain_started = trio.Event()
-        """Set with :attr:`draining` (the worker's ready report is written at once)."""
+        """Set when the server starts draining (:meth:`start_drain`; the worker's ready
+        report is written at once)."""
         self.reload_source: ReloadSource | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -179,7 +178,7 @@ class Gateway:
             err = CallerError(
                 ErrorKind.NOT_FOUND, f"Unknown path: {scope['method']} {scope['path']}"
             )
-            raise Refused(err, _guess_dialect(scope))
+            raise Refused(err, caller_dialect(scope["headers"]))
 
     async def control(
         self, scope: Scope, receive: Receive, send: Send, *, probes_only: bool = False
@@ -371,8 +370,12 @@ class Gateway:
     def start_drain(self) -> None:
         """The server stopped accepting and is finishing what is in flight: ``/readyz`` says
         503 from now on, on both ports."""
-        self.draining = True
         self.drain_started.set()
+
+    @property
+    def draining(self) -> bool:
+        """The server is draining (SIGTERM): not ready, so load balancers stop sending."""
+        return self.drain_started.is_set()
 
     def is_ready(self) -> bool:
         return self.ready and not self.draining and self.services.ready()
@@ -422,16 +425,6 @@ class Gateway:
                 if closer is not None:
                     await closer()
         await send({"type": "lifespan.shutdown.complete"})
-
-
-def _guess_dialect(scope: Scope) -> Dialect:
-    """The dialect to refuse an unknown path in: Anthropic's when the caller sends the
-    ``anthropic-version`` header (its SDK always does, e.g. at a base URL with a stray
-    ``/v1``: ``POST /v1/v1/messages``), else OpenAI's."""
-    for name, _ in scope["headers"]:
-        if name == b"anthropic-version":
-            return "anthropic"
-    return "openai"
 
 
 def _post_only(method: str, dialect: Dialect) -> None:

@@ -7,6 +7,7 @@ OpenAI's (:mod:`trioproxy.dialects.models`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 import orjson
@@ -22,9 +23,16 @@ from trioproxy.errors import CallerError, ErrorKind, GatewayError, invalid
 PREFIX = "/v1/models/"
 
 
+def caller_dialect(headers: Iterable[tuple[bytes, bytes]]) -> Dialect:
+    """The dialect of a caller on a path that names none (``/v1/models``, an unknown path:
+    the Anthropic SDK at a base URL with a stray ``/v1`` asks ``POST /v1/v1/messages``):
+    Anthropic's when it sends ``anthropic-version`` (its SDK always does), else OpenAI's."""
+    return "anthropic" if any(name == b"anthropic-version" for name, _ in headers) else "openai"
+
+
 async def serve_models(settings: Settings, keys: KeyRing, scope: Scope, send: Send) -> None:
     headers = dict(scope["headers"])
-    dialect: Dialect = "anthropic" if b"anthropic-version" in headers else "openai"
+    dialect = caller_dialect(scope["headers"])
     path: str = scope["path"]
     key = None
     try:

@@ -92,10 +92,9 @@ class DataPlaneView:
 
     @property
     def draining(self) -> bool:
-        """A worker reports its drain, or one did and none is left."""
-        if any(w.detail == DRAINING for w in self.workers):
-            return True
-        return self._saw_drain and not self.workers
+        """A worker has reported its drain: the group is stopping (also once the drained
+        workers are gone)."""
+        return self._saw_drain
 
     def _read(self, workers: list[WorkerState]) -> None:
         self.workers = workers
