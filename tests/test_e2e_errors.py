@@ -364,5 +364,42 @@ async def test_the_http_servers_own_refusals_name_a_request_id_like_the_apps(
     lines = [r.fields for r in caplog.records if r.name == "trioproxy.access"]  # type: ignore[attr-defined]
     assert [x["request_id"] for x in lines] == ids
     assert [x["status"] for x in lines] == [s for _raw, s, _d in sent.values()]
-    assert [x["method"] for x in lines] == [None, "POST", None, None, "GET", "GET"]
+    assert [x["method"] for x in lines] == [None, "POST", "POST", "POST", "GET", "GET"]
     assert all(x["outcome"] == "refused" for x in lines)
+
+
+async def test_refusals_before_the_head_ends_are_in_the_dialect_its_path_tells(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request the HTTP server refuses while its head is still arriving (a bad header, a
+    second Content-Length, a head over the cap, a head that never ends, an unknown HTTP
+    version) has already named its path on the request line: the Anthropic SDK's caller is
+    told in Anthropic's envelope (it was OpenAI's whatever the path), and the access line
+    names the method and path."""
+    import logging
+
+    from tests.httpd_helpers import exchange
+
+    caplog.set_level(logging.INFO, logger="trioproxy.access")
+    sim = await start_simulator(nursery)
+    server = {"max_head_bytes": 2048, "header_timeout_s": 0.5}
+    g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
+    port = int(g.url.rsplit(":", 1)[1])
+    line = f"POST {ANTHROPIC} HTTP/1.1\r\nHost: t\r\n"
+    sent = {  # name: (raw request, status)
+        "bad header value": (f"{line}X-A: a\x01b\r\n\r\n", 400),
+        "two lengths": (f"{line}Content-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400),
+        "head over the cap": (f"{line}X-Pad: {'p' * 4000}\r\n\r\n", 431),
+        "head never ends": (line, 408),
+        "HTTP/2.0": (f"POST {ANTHROPIC} HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+    }
+    for name, (raw, status) in sent.items():
+        head, body = await exchange(port, raw.encode())
+        assert head.status_code == status, (name, head, body)
+        err = orjson.loads(body)
+        assert err["type"] == "error" and err["error"]["message"], (name, err)
+    lines = [r.fields for r in caplog.records if r.name == "trioproxy.access"]  # type: ignore[attr-defined]
+    assert [x["status"] for x in lines] == [s for _raw, s in sent.values()]
+    assert {(x["method"], x["path"], x["dialect"]) for x in lines} == {
+        ("POST", ANTHROPIC, "anthropic")
+    }

@@ -128,7 +128,7 @@ class Connection(ConnectionReader):
             if await self._reader_caught_up():
                 continue
             if parser.in_head:
-                await self._send_plain(408, "Request head not received in time.", None)
+                await self._send_plain(408, "Request head not received in time.", *parser.target())
             return None
 
     def _scope(self, req: Request) -> dict[str, Any]:

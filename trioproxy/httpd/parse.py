@@ -113,7 +113,9 @@ class RequestParser:
             except httptools.HttpParserError as exc:
                 if self._error is not None:
                     raise self._error from None
-                raise ProtocolError(400, f"Malformed HTTP request: {exc}.") from None
+                raise ProtocolError(
+                    400, f"Malformed HTTP request: {exc}.", *self.target()
+                ) from None
             break
         if self.in_head:
             # A head still incomplete: bound its bytes (the chunk it began in is not
@@ -121,7 +123,22 @@ class RequestParser:
             if not self._began_in_chunk:
                 self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_head_bytes:
-                raise ProtocolError(431, "Request head too large.")
+                raise ProtocolError(431, "Request head too large.", *self.target())
+
+    def target(self) -> tuple[str | None, str | None]:
+        """The path and method of the request being parsed, as far as its head has come:
+        a refusal before the head ends is still written in the dialect of the path its
+        request line named (and logged with both); ``(None, None)`` before the target."""
+        current = self.current
+        if current is not None and current.path:
+            return current.path, current.method or None
+        if current is None or not self._url:
+            return None, None
+        try:  # the method comes before the target on the request line: llhttp has it
+            method: str | None = self._parser.get_method().decode("ascii")
+        except (httptools.HttpParserError, UnicodeDecodeError):
+            method = None
+        return _path_of(self._url), method
 
     def _ignore_upgrade(
         self, data: bytes | bytearray, exc: httptools.HttpParserUpgrade
@@ -149,11 +166,7 @@ class RequestParser:
     # llhttp callbacks -------------------------------------------------------------
 
     def _refuse(self, status: int, message: str) -> None:
-        current = self.current
-        path = method = None
-        if current is not None:
-            path, method = current.path or None, current.method or None
-        self._error = ProtocolError(status, message, path, method)
+        self._error = ProtocolError(status, message, *self.target())
         raise self._error
 
     def on_message_begin(self) -> None:
@@ -198,8 +211,7 @@ class RequestParser:
         req.target = self._url
         raw = url.path or b"/"
         req.raw_path = raw
-        text = raw.decode("latin-1")
-        req.path = unquote(text) if "%" in text else text
+        req.path = _decoded(raw)
         req.query = url.query or b""
         self._check_framing(req)
         self.in_head = False
@@ -239,6 +251,19 @@ class RequestParser:
         assert req is not None
         req.complete = True
         self.current = None
+
+
+def _decoded(raw_path: bytes) -> str:
+    text = raw_path.decode("latin-1")
+    return unquote(text) if "%" in text else text
+
+
+def _path_of(url: bytes) -> str | None:
+    """The path of a request target (None if it does not parse)."""
+    try:
+        return _decoded(httptools.parse_url(url).path or b"/")
+    except httptools.HttpParserInvalidURLError:
+        return None
 
 
 def _declares_body(req: Request) -> bool:
