@@ -403,3 +403,40 @@ async def test_refusals_before_the_head_ends_are_in_the_dialect_its_path_tells(
     assert {(x["method"], x["path"], x["dialect"]) for x in lines} == {
         ("POST", ANTHROPIC, "anthropic")
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (OPENAI, {"model": "chat", "messages": MSGS}),
+        (ANTHROPIC, {"model": "chat", "max_tokens": 5, "messages": MSGS}),
+        ("/v1/embeddings", {"model": "chat", "input": "hi"}),
+    ],
+)
+async def test_a_compressed_body_is_refused_saying_so(
+    gateway: Running, path: str, body: dict[str, object]
+) -> None:
+    """The gateway reads bodies as sent: a ``Content-Encoding`` it would have to undo is a
+    415 naming it, in the endpoint's dialect (a gzip body was a 400 about invalid UTF-8 and
+    surrogates, and ``br`` over a plain body was served); ``identity`` is no encoding."""
+    import gzip
+
+    raw = orjson.dumps(body)
+    json_type = {"content-type": "application/json"}
+    for encoding, content in [("gzip", gzip.compress(raw)), ("br", raw), ("gzip, identity", raw)]:
+        r = await call(
+            gateway, path, content=content, headers={**json_type, "content-encoding": encoding}
+        )
+        assert r.status_code == 415, (encoding, r.text)
+        payload = r.json()
+        if path == ANTHROPIC:
+            assert payload["type"] == "error", payload
+        else:
+            assert payload["error"]["code"] == "unsupported_media_type", payload
+        message = payload["error"]["message"]
+        assert f"Content-Encoding {encoding!r}" in message and "uncompressed" in message, message
+    r = await call(
+        gateway, OPENAI, json={"model": "chat", "messages": MSGS},
+        headers={"content-encoding": "Identity"},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text

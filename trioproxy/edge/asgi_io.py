@@ -49,9 +49,27 @@ def check_media_type(headers: dict[bytes, bytes]) -> None:
     )
 
 
+def check_content_encoding(headers: dict[bytes, bytes]) -> None:
+    """Refuse (415, RFC 9110 §8.4) a body sent with a ``Content-Encoding`` other than
+    ``identity``, before it is read: bodies are parsed as sent, so a gzip body would be a 400
+    about invalid UTF-8, and one that claims a coding it does not have is no better."""
+    declared = headers.get(b"content-encoding")
+    if declared is None:
+        return
+    if all(c.strip().lower() in (b"", b"identity") for c in declared.split(b",")):
+        return
+    shown = declared.decode("latin-1")[:100]
+    raise CallerError(
+        ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+        f"Content-Encoding {shown!r} is not supported: send the body uncompressed.",
+    )
+
+
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The body, at most ``limit`` bytes (413), declared as JSON or not at all (415)."""
+    """The body, at most ``limit`` bytes (413), declared as JSON or not at all, and not
+    compressed (415)."""
     check_media_type(headers)
+    check_content_encoding(headers)
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise CallerError(ErrorKind.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes.")
