@@ -549,3 +549,27 @@ def test_anthropic_encoder_error() -> None:
     assert sse_data(out) == [
         ("error", {"type": "error", "error": {"type": "api_error", "message": "upstream died"}})
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "says"),
+    [
+        (b'{"model": "chat", "x": "caf\xe9"}', ErrorKind.INVALID_JSON, "not valid UTF-8"),
+        (b'{"model": "\xff\xfe"}', ErrorKind.INVALID_JSON, "not valid UTF-8"),
+        (b'{"model": "chat", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+         ErrorKind.INVALID_REQUEST, "nested deeper than 128 levels"),
+        (b'{"model": "chat", "x": ' + b"[" * 200 + b"]" * 200 + b"}",
+         ErrorKind.INVALID_REQUEST, "nested deeper than 128 levels"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_an_unreadable_body_is_told_what_is_wrong_with_it(
+    dialect: Dialect, body: bytes, kind: ErrorKind, says: str
+) -> None:
+    """Bytes that are not UTF-8 are called that, with where (orjson's own message spoke of
+    "surrogates" for a Latin-1 byte); JSON nested past orjson's own limit gets the same
+    message as past the gateway's 128 levels (it was "depth limit exceeded", as invalid JSON)."""
+    with pytest.raises(CallerError) as info:
+        DIALECTS[dialect].parse_request(body)
+    assert info.value.kind is kind
+    assert says in info.value.message and "surrogate" not in info.value.message

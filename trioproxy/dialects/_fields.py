@@ -21,14 +21,29 @@ def load_object(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise CallerError(
-            ErrorKind.INVALID_JSON, f"request body is not valid JSON: {exc}"
-        ) from None
+        raise _unreadable(body, exc) from None
     if not isinstance(data, dict):
         raise invalid("request body must be a JSON object")
     if too_deep(data, MAX_DEPTH):
         raise invalid(f"request body is nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _unreadable(body: bytes, exc: orjson.JSONDecodeError) -> CallerError:
+    """What is wrong with a body orjson refused, in the caller's terms: orjson calls any
+    byte that is not UTF-8 a "surrogate", and nesting past its own 1,024 levels a "depth
+    limit" (the gateway's is 128: :data:`MAX_DEPTH`)."""
+    if "depth limit exceeded" in str(exc):
+        return invalid(f"request body is nested deeper than {MAX_DEPTH} levels")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return CallerError(
+            ErrorKind.INVALID_JSON,
+            f"request body is not valid UTF-8 (byte 0x{body[bad.start]:02x} at offset "
+            f"{bad.start}): send JSON encoded as UTF-8",
+        )
+    return CallerError(ErrorKind.INVALID_JSON, f"request body is not valid JSON: {exc}")
 
 
 def too_deep(value: Any, limit: int) -> bool:
