@@ -117,3 +117,59 @@ def test_exact_key_with_an_owner_is_that_keys_alone() -> None:
     mine, theirs = exact_key(r, "team:a", "chat", "k1"), exact_key(r, "team:a", "chat", "k2")
     assert len({shared, mine, theirs}) == 3
     assert mine.split(":")[0] == shared.split(":")[0]  # same namespace: flushes still reach it
+
+
+def native(dialect: Any, body: dict[str, Any], chat: dict[str, Any]) -> ChatRequest:
+    return ChatRequest(
+        dialect=dialect, body=body, chat=chat, model="chat", stream=False,
+        include_usage=False, max_tokens=chat.get("max_tokens"),
+    )  # fmt: skip
+
+
+def test_a_field_the_key_does_not_model_still_tells_answers_apart() -> None:
+    """A field the gateway passes on but the key's list does not name (OpenAI's
+    ``verbosity``, ``modalities``, ``prediction``, ...; Anthropic's ``thinking`` and
+    ``top_k``; the Responses API's ``text.verbosity``) changes the answer: two requests that
+    differ in one are not repeats of each other (they shared one entry: a cached answer
+    without thinking blocks was served to a caller who asked for thinking). Fields that
+    only shape delivery or accounting still do not split the key."""
+    base = exact_key(req(), "team:a", "chat")
+    variants = [
+        req(verbosity="high"), req(modalities=["text", "audio"]),
+        req(prediction={"type": "content", "content": "x"}), req(web_search_options={}),
+        req(some_future_knob=1),
+    ]  # fmt: skip
+    keys = {exact_key(v, "team:a", "chat") for v in variants}
+    assert base not in keys and len(keys) == len(variants)
+    same = [
+        req(stream=True, stream_options={"include_usage": True}), req(user="u"),
+        req(metadata={"a": "b"}), req(store=False), req(service_tier="flex"),
+        req(prompt_cache_key="k"), req(safety_identifier="s"),
+    ]  # fmt: skip
+    assert {exact_key(v, "team:a", "chat") for v in same} == {base}
+    assert {semantic_namespace(v, "team:a", "chat") for v in same} == {
+        semantic_namespace(req(), "team:a", "chat")
+    }
+    assert semantic_namespace(req(verbosity="high"), "team:a", "chat") != semantic_namespace(
+        req(), "team:a", "chat"
+    )
+
+    chat = {"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    plain = {"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    anthropic = [
+        native("anthropic", {**plain, "thinking": {"type": "enabled", "budget_tokens": 5}}, chat),
+        native("anthropic", {**plain, "top_k": 1}, chat),
+    ]
+    shared = exact_key(native("openai", chat, chat), "team:a", "chat")
+    # a plain Anthropic request still shares the OpenAI caller's entry
+    quiet = native("anthropic", {**plain, "stream": True, "metadata": {"user_id": "u"}}, chat)
+    assert exact_key(quiet, "team:a", "chat") == shared
+    keys = {exact_key(v, "team:a", "chat") for v in anthropic}
+    assert shared not in keys and len(keys) == len(anthropic)
+
+    rchat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    rbody = {"model": "chat", "input": "hi", "instructions": None}
+    plain_r = exact_key(native("responses", rbody, rchat), "team:a", "chat")
+    assert plain_r == exact_key(native("openai", rchat, rchat), "team:a", "chat")
+    verbose = native("responses", {**rbody, "text": {"verbosity": "high"}}, rchat)
+    assert exact_key(verbose, "team:a", "chat") != plain_r

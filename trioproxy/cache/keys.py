@@ -24,7 +24,7 @@ import orjson
 
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.tokens import content_text
-from trioproxy.core.types import ChatRequest
+from trioproxy.core.types import ChatRequest, Dialect
 
 ANSWER_FIELDS: tuple[str, ...] = (
     "messages",
@@ -47,6 +47,50 @@ ANSWER_FIELDS: tuple[str, ...] = (
     "reasoning_effort",
 )
 """Fields of ``chat`` that change the answer. ``stream``/``user``/metadata do not."""
+
+NEUTRAL_FIELDS: frozenset[str] = frozenset(
+    {
+        "model",  # the key names the route instead
+        "stream",
+        "stream_options",
+        "user",
+        "safety_identifier",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "cache_ttl",
+    }
+)
+"""Body fields, in any dialect, that shape delivery, storage or accounting, not the answer."""
+
+TRANSLATED_FIELDS: dict[Dialect, frozenset[str]] = {
+    "openai": frozenset(ANSWER_FIELDS),
+    "anthropic": frozenset(
+        "messages system max_tokens temperature top_p stop_sequences tools tool_choice".split()
+    ),
+    "responses": frozenset(
+        "input instructions max_output_tokens temperature top_p parallel_tool_calls tools "
+        "tool_choice".split()
+    ),
+}
+"""Body fields, per caller dialect, whose meaning the key reads from ``chat`` (translated)."""
+
+
+def unmodelled(req: ChatRequest) -> dict[str, Any]:
+    """The caller's body fields the key does not read from ``chat`` and that may change the
+    answer: a field passed on to the provider (OpenAI's ``verbosity`` or ``modalities``,
+    Anthropic's ``thinking`` or ``top_k``, the Responses API's ``text``), or one the gateway
+    does not know yet. Empty for a request of only modelled fields (so callers of different
+    dialects asking the same thing still share entries)."""
+    translated = TRANSLATED_FIELDS[req.dialect]
+    return {
+        k: v
+        for k, v in req.body.items()
+        if v is not None and k not in translated and k not in NEUTRAL_FIELDS
+    }
+
 
 DEFAULT_TEMPERATURE = 1.0
 """What OpenAI and Anthropic use when the request names no temperature."""
@@ -77,6 +121,8 @@ def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
     fields["model"] = route
     if owner:
         fields["owner"] = owner
+    if extra := unmodelled(req):
+        fields["~body"] = [req.dialect, extra]  # ("~": no chat field is named so)
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 
@@ -158,6 +204,8 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str) -> str:
         _digest(chat.get("tools")),
         _digest(other),
     ]
+    if extra := unmodelled(req):
+        parts.append(_digest([req.dialect, extra]))
     return semantic_scope_prefix(scope, route) + _digest(parts, 15)
 
 
@@ -191,6 +239,8 @@ __all__ = [
     "ANSWER_FIELDS",
     "DEFAULT_TEMPERATURE",
     "EMBEDDING_FIELDS",
+    "NEUTRAL_FIELDS",
+    "TRANSLATED_FIELDS",
     "embedding_key",
     "exact_key",
     "exact_namespace",
@@ -202,4 +252,5 @@ __all__ = [
     "temperature_bucket",
     "temperature_of",
     "tenant_scope",
+    "unmodelled",
 ]
