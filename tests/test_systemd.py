@@ -1,6 +1,7 @@
 """The systemd units pass ``systemd-analyze verify`` (Debian's ``systemd`` package; CI installs
 it). The units name ``/opt/trioproxy/bin/trioproxy``, as README's deploy steps install it; the
-test points them at this environment's ``trioproxy`` so that verify can check the commands."""
+test points them at this environment's ``trioproxy`` so that verify can check the commands.
+``tests/test_systemd_boot.py`` runs them under a real systemd, after README's deploy steps."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ SOURCES = ("pyproject.toml", "setup.py", "README.md", "trioproxy", "templates", 
 DEMO_KEY = "tp-wheel-demo-key-0123456789"
 
 
-def build_and_install(tmp: Path) -> tuple[Path, Path]:
-    """(the wheel, the fresh venv's python). The build reads a copy of the checkout."""
+def build_wheel(tmp: Path) -> Path:
+    """README's step 1: the wheel, built in ``tmp/dist`` from a copy of the checkout."""
     src = tmp / "src"
     for name in SOURCES:
         path = REPO / name
@@ -43,6 +43,13 @@ def build_and_install(tmp: Path) -> tuple[Path, Path]:
          "-w", str(tmp / "dist"), str(src)], **run,
     )  # type: ignore[call-overload]  # fmt: skip
     (wheel,) = (tmp / "dist").glob("trioproxy-*.whl")
+    return wheel
+
+
+def build_and_install(tmp: Path) -> tuple[Path, Path]:
+    """(the wheel, the fresh venv's python). The build reads a copy of the checkout."""
+    wheel = build_wheel(tmp)
+    run = dict(check=True, capture_output=True, timeout=300)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], **run)  # type: ignore[call-overload]
     python = venv / "bin" / "python"
