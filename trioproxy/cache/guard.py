@@ -6,7 +6,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
 
 * numbers (digits and number words, normalised: "three" = "3"), and am/pm
 * letter-and-digit codes ("a4"/"s4", "6"/"6s", "gpt-4o"/"gpt-4o-mini"), however spaced
-* case: units and symbols (Mbps/MBps) and short mixed-case words (Ms/ms)
+* case: units and symbols (Mbps/MBps) and short mixed-case words (Ms/ms), and a number's
+  one-letter unit typed in the other case ("512M" / "512m" in Kubernetes: mega / milli)
 * negation cues (not, n't, never, no, without, ...), compared as a count's parity-free set
 * protected terms: capitalised words and acronyms (entities, languages, products),
   quoted strings, `code`, identifiers (snake_case, camelCase, dotted, calls ``f()``)
@@ -15,6 +16,10 @@ tokens* and names the first difference, or returns None when the hit may be serv
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
 * antonym pairs: one side uses a word whose antonym the other side uses instead ("show
   hidden files" / "hide files")
+* polarity: one side stops, prevents or silences the very action the other asks for ("make
+  chrome save my passwords" / "make chrome stop saving my passwords", "log all SQL queries" /
+  "silence SQL query logging"): a stop-verb's gerund whose verb the other side uses, while
+  the other side has no stop-verb and no negation of its own
 * quantifier: one side uses a quantifier of another class in place of the other's ("one pod"
   / "all pods", "a few examples" / "many examples"; "each" = "every" = "all")
 * question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
@@ -59,6 +64,7 @@ from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.relative_time import relative_time
+from trioproxy.cache.thesaurus import wordnet
 from trioproxy.cache.word_order import (
     asks_differently,
     moved_block,
@@ -104,6 +110,20 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
     ).split()
 )
 
+_STOP_VERBS = frozenset(
+    "stop stops stopped stopping silence silences silenced silencing suppress suppresses "
+    "suppressed suppressing mute mutes muted muting disable disables disabled disabling "
+    "prevent prevents prevented preventing avoid avoids avoided avoiding quit quits quitting "
+    "cease ceases ceased ceasing block blocks blocked blocking cancel cancels cancelled "
+    "canceled cancelling rid".split()
+)
+"""Verbs that stop, prevent or silence the action after them ("stop saving", "prevent a
+service from starting", "silence SQL query logging"; "rid" of "get rid of")."""
+_GERUND_REACH = 5
+"""Words after a stop-verb searched for the gerund it stops ("stop Spotify from recommending")."""
+_KEEP_FROM_REACH = 4
+"""Words between "keep" and "from" in "keep X from Y-ing", a stop-verb too."""
+
 _QUANTIFIERS = {
     "all": "all", "every": "all", "each": "all", "entire": "all", "whole": "all",
     "some": "some", "few": "some", "several": "some", "couple": "some", "any": "some",
@@ -146,7 +166,7 @@ what "Y or X" asks ("is a tomato a fruit or a vegetable")."""
 _PASSIVE = "by"
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
-    "quantifier", "time", "direction", "order", "question", "swap",
+    "polarity", "quantifier", "time", "direction", "order", "question", "swap",
 )  # fmt: skip
 
 
@@ -240,6 +260,8 @@ def _case_conflict(n: Features, c: Features) -> bool:
             and any(ch.isupper() for ch in w[1:] + other[1:])
         ):
             return True
+    if any(u.swapcase() in c.unit_letters and u not in c.unit_letters for u in n.unit_letters):
+        return True
     return _short_case(n, c) or _short_case(c, n)
 
 
@@ -269,6 +291,39 @@ def _siblings(a: Features, b: Features) -> str | None:
 def _prefixed(a: frozenset[str], b: frozenset[str]) -> bool:
     """``b`` holds a negating-prefix form of a word of ``a`` that ``a`` itself lacks."""
     return any(p + w in b and p + w not in a for w in a if len(w) > 2 for p in _NEG_PREFIXES)
+
+
+def _stops(seq: tuple[str, ...]) -> bool:
+    """``seq`` has a stop-verb, or "keep X from"."""
+    return any(
+        w in _STOP_VERBS or (w == "keep" and "from" in seq[i + 1 : i + 1 + _KEEP_FROM_REACH])
+        for i, w in enumerate(seq)
+    )
+
+
+def _stopped_verbs(seq: tuple[str, ...]) -> set[str]:
+    """The verbs whose gerund a stop-verb of ``seq`` stops ("stop saving" -> "save",
+    "silence SQL query logging" -> "log"); not a stop-verb coordinated with its opposite
+    ("enable or disable caching")."""
+    th = wordnet()
+    out: set[str] = set()
+    for i, w in enumerate(seq):
+        if w not in _STOP_VERBS or (i and seq[i - 1] in _COORDINATORS):
+            continue
+        for x in seq[i + 1 : i + 1 + _GERUND_REACH]:
+            if x.endswith("ing") and len(x) >= 5 and x not in _STOP_VERBS:
+                stems = set(th.bases(x)) | {x[:-3], x[:-3] + "e", x[:-4]}  # "logging" -> "log"
+                out |= {b for b in stems - {x} if len(b) >= 3 and b in th.senses}
+                break
+    return out
+
+
+def _polarity(a: Features, b: Features) -> bool:
+    """``a`` stops the action that ``b``, with no stop-verb nor negation, asks for."""
+    if a.negated or b.negated or not _stops(a.seq) or _stops(b.seq):
+        return False
+    th = wordnet()
+    return any((th.inflections(v) | {v}) & b.words for v in _stopped_verbs(a.seq))
 
 
 def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
@@ -369,6 +424,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
                 y in n.words and x in c.words and x not in n.words and y not in c.words
             ):
                 return "antonym"
+    if "polarity" in rules and (_polarity(n, c) or _polarity(c, n)):
+        return "polarity"
     if "quantifier" in rules:
         qn, qc = _quantities(n.seq), _quantities(c.seq)
         if qn - qc and qc - qn:  # one class put in another's place, not one added

@@ -75,6 +75,12 @@ _LEXICON = frozenset(
     "json yaml xml csv html markdown toml sentence paragraph word words page pages".split()
 )
 
+_UNIT_LETTER = re.compile(r"\d ?([mMbBgG])(?![A-Za-z0-9])")
+"""A one-letter unit right after a number, whose case is its meaning: "512M" (mega) / "512m"
+(milli: Kubernetes CPU and memory), "8B" (bytes) / "8b" (bits), "5G" (the network) / "5g"
+(grams). Letters whose case does not change the answer ("4K"/"4k", "1080P"/"1080p") are not
+listed."""
+
 _WEAK_NUMBERS = frozenset({"one", "single", "first", "second"})
 """Number words that paraphrases use as pronouns or ordinals ("one of the", "first do X")."""
 _SENTENCE_END = ".?!:\n"
@@ -93,6 +99,8 @@ class Features:
     inner_cased: frozenset[str]
     """Two-letter mixed-case words away from a sentence start ("Ms", "Go"; not "GPT", often
     typed in lower case, nor "Vim", a name typed either way)."""
+    unit_letters: frozenset[str]
+    """One-letter units typed right after a number, as typed ("M" of "512M", "m" of "512m")."""
     starts: frozenset[int]
     """Positions in ``seq`` of the words that open a sentence."""
     codes: frozenset[str]
@@ -160,6 +168,7 @@ def _features_of(text: str, aliases: Aliases) -> Features:
         low=text.lower(),
         cased=frozenset(cased),
         inner_cased=frozenset(inner),
+        unit_letters=frozenset(_UNIT_LETTER.findall(text)),
         starts=frozenset(starts),
         codes=frozenset(
             re.sub(r"[-_.]", "", c).lower()
