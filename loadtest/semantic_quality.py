@@ -21,9 +21,8 @@ the pair verifier: the two prompts' content tokens align, or the pair model
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` and v15 trained the shipped pair model
-(``loadtest/train_pair_model.py``; v14 since FROZEN v15; v15, read after FROZEN v15, trains
-the next freeze's).
+Every set but ``held:`` trained the shipped pair model (``loadtest/train_pair_model.py``;
+v15 since FROZEN v16).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -467,7 +466,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v15, GPTCache odd; all but v15 trained the pair model), default",
+        "Seen (v1-v15, GPTCache odd; all trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
