@@ -80,9 +80,16 @@ def control_of(pid: int) -> set[int]:
 
 class GatewayProcess:
     def __init__(
-        self, config: dict[str, Any], workdir: Path, env: dict[str, str], workers: int = 1
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        env: dict[str, str],
+        workers: int = 1,
+        args: tuple[str, ...] = (),
     ) -> None:
+        """``args``: more of ``serve``'s options (``--log-level debug``)."""
         self.workers = workers
+        self.args = args
         self.path = workdir / "trioproxy.toml"
         self.admin_port = free_port()
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
@@ -109,6 +116,7 @@ class GatewayProcess:
             str(self.port),
             "--workers",
             str(self.workers),
+            *self.args,
         ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -72,23 +70,17 @@ async def test_hnsw_bounds_evict_least_recently_hit() -> None:
     assert {h.entry_id for h in await idx.search("n1", vecs[0], 3, now=20.0)} == {"e0", "e3"}
 
 
-async def test_hnsw_grows_and_persists(tmp_path: Path) -> None:
-    idx = HnswIndex(HnswCore(max_per_namespace=1000), directory=tmp_path / "vec")
+async def test_hnsw_grows_and_reuses_deleted_slots() -> None:
+    idx = HnswIndex(HnswCore(max_per_namespace=1000))
     vecs = [unit(1000 + i) for i in range(300)]  # past the initial capacity of 64
-    for i, v in enumerate(vecs):
-        await idx.add("n", f"e{i}", v, f"p{i}", expires_at=100.0 if i else 10.0, now=0.0)
+    await idx.add_many([("n", f"e{i}", v, f"p{i}", 100.0) for i, v in enumerate(vecs)])
     await idx.delete("n", "e5")
-    await idx.save()
-
-    again = HnswIndex(HnswCore(max_per_namespace=1000), directory=tmp_path / "vec")
-    await again.load(now=20.0)  # e0 expired at 10: dropped on load
-    assert again.core.statistics().entries == 298
+    assert idx.core.statistics().entries == 299
     for i in (1, 150, 299):
-        assert (await again.search("n", vecs[i], 1, now=21.0))[0].entry_id == f"e{i}"
-    assert (await again.search("n", vecs[5], 1, now=21.0))[0].entry_id != "e5"
-    assert (await again.search("n", vecs[0], 1, now=21.0))[0].entry_id != "e0"
-    await again.add("n", "new", vecs[5], "p", expires_at=100.0, now=21.0)  # reuses a slot
-    assert (await again.search("n", vecs[5], 1, now=22.0))[0].entry_id == "new"
+        assert (await idx.search("n", vecs[i], 1, now=21.0))[0].entry_id == f"e{i}"
+    assert (await idx.search("n", vecs[5], 1, now=21.0))[0].entry_id != "e5"
+    await idx.add("n", "new", vecs[5], "p", expires_at=100.0, now=21.0)  # reuses a slot
+    assert (await idx.search("n", vecs[5], 1, now=22.0))[0].entry_id == "new"
 
 
 @pytest.fixture

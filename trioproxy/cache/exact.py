@@ -7,6 +7,8 @@ Two implementations behind one Protocol:
   caller's ``now`` (pure; not persisted: a restart starts cold).
 * :class:`RedisExactCache`: ``SET key value PX ttl`` on the project's Trio Redis client;
   Redis's own clock expires entries, so ``now`` is unused there.
+* :class:`~trioproxy.cache.exact_sqlite.SqliteExactCache` (its own module): one SQLite file
+  in ``state_dir`` shared by a host's workers and kept across restarts (no Redis).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ExactStats:
     bytes: int = 0
     evictions: int = 0
     expirations: int = 0
+    errors: int = 0
+    """Calls the store failed (answered as misses or skipped writes)."""
 
 
 class MemoryExactCache:

@@ -6,22 +6,20 @@ see its own namespace. It is bounded (``max_per_namespace``, ``max_total``), exp
 entries by ``expires_at`` against the caller's ``now``, and evicts the least recently hit
 entry first (a search touches its top result). The index is not thread-safe, so every
 operation runs in one worker thread at a time (a CapacityLimiter of 1); a top-1 query at
-100k entries takes ~0.1 ms. :meth:`HnswIndex.save` / :meth:`HnswIndex.load` persist it to
-a directory under ``state_dir``.
+100k entries takes ~0.1 ms. It lives in one process's memory: what makes it survive a
+restart and agree across a host's workers is :mod:`.vector_shared` (its rows in
+``cache.sqlite3``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import hnswlib  # type: ignore[import-untyped]
 import numpy as np
-import orjson
 import trio
 
 
@@ -29,6 +27,10 @@ class Hit(NamedTuple):
     entry_id: str
     similarity: float
     prompt: str
+
+
+Item = tuple[str, str, np.ndarray, str, float]
+"""What :meth:`HnswIndex.add_many` takes: (namespace, entry id, vector, prompt, expires_at)."""
 
 
 class VectorIndex(Protocol):
@@ -197,71 +199,12 @@ class HnswCore:
         if drop_empty and not space.items:
             del self._spaces[namespace]
 
-    # --- persistence -------------------------------------------------------------------
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        meta: dict[str, object] = {"dim": self.dim, "spaces": {}, "lru": list(self._lru)}
-        spaces: dict[str, object] = {}
-        for ns, space in self._spaces.items():
-            fname = hashlib.sha256(ns.encode()).hexdigest()[:32] + ".hnsw"
-            space.index.save_index(str(directory / (fname + ".tmp")))
-            os.replace(directory / (fname + ".tmp"), directory / fname)
-            spaces[ns] = {
-                "file": fname,
-                "capacity": space.capacity,
-                "next": space.next_label,
-                "items": [
-                    [lb, it.entry_id, it.prompt, it.expires_at] for lb, it in space.items.items()
-                ],
-                "lru": list(space.lru),
-            }
-        meta["spaces"] = spaces
-        (directory / "index.json.tmp").write_bytes(orjson.dumps(meta))
-        os.replace(directory / "index.json.tmp", directory / "index.json")
-
-    def load(self, directory: Path, now: float) -> None:
-        """Replace the contents with a saved index; entries expired by ``now`` are dropped."""
-        path = directory / "index.json"
-        if not path.exists():
-            return
-        meta = orjson.loads(path.read_bytes())
-        if meta["dim"] != self.dim:
-            raise ValueError(f"saved vector index has dim {meta['dim']}, expected {self.dim}")
-        self._spaces.clear()
-        self._lru.clear()
-        for ns, sm in meta["spaces"].items():
-            index = hnswlib.Index(space="cosine", dim=self.dim)
-            index.load_index(
-                str(directory / sm["file"]), max_elements=sm["capacity"], allow_replace_deleted=True
-            )
-            index.set_ef(self._ef)
-            space = _Space(index, sm["capacity"], sm["next"])
-            for label, entry_id, prompt, expires_at in sm["items"]:
-                space.items[label] = _Item(entry_id, prompt, expires_at)
-                space.by_entry[entry_id] = label
-            for label in index.get_ids_list():
-                if label not in space.items:
-                    try:
-                        index.mark_deleted(label)
-                    except RuntimeError:
-                        pass  # already marked deleted in the saved file
-            for label in sm["lru"]:
-                space.lru[label] = None
-            self._spaces[ns] = space
-        for ns, label in meta["lru"]:
-            self._lru[(ns, label)] = None
-        for ns, space in list(self._spaces.items()):
-            for label in [lb for lb, it in space.items.items() if it.expires_at <= now]:
-                self._remove(ns, space, label)
-
 
 class HnswIndex:
     """Async face of :class:`HnswCore`: every call runs in a worker thread, one at a time."""
 
-    def __init__(self, core: HnswCore | None = None, *, directory: Path | None = None) -> None:
+    def __init__(self, core: HnswCore | None = None) -> None:
         self.core = core or HnswCore()
-        self.directory = directory
         self._lock = trio.CapacityLimiter(1)
 
     async def search(self, namespace: str, vec: np.ndarray, k: int = 1, *, now: float) -> list[Hit]:
@@ -296,13 +239,14 @@ class HnswIndex:
     async def flush_prefix(self, prefix: str) -> int:
         return await trio.to_thread.run_sync(self.core.flush_prefix, prefix, limiter=self._lock)
 
-    async def save(self) -> None:
-        if self.directory is not None:
-            await trio.to_thread.run_sync(self.core.save, self.directory, limiter=self._lock)
+    async def add_many(self, items: Sequence[Item]) -> None:
+        """Add each of ``items`` in turn, in one trip to the index's thread."""
 
-    async def load(self, now: float) -> None:
-        if self.directory is not None:
-            await trio.to_thread.run_sync(self.core.load, self.directory, now, limiter=self._lock)
+        def add_all() -> None:
+            for namespace, entry_id, vec, prompt, expires_at in items:
+                self.core.add(namespace, entry_id, vec, prompt, expires_at)
+
+        await trio.to_thread.run_sync(add_all, limiter=self._lock)
 
 
-__all__ = ["Hit", "HnswCore", "HnswIndex", "IndexStats", "VectorIndex"]
+__all__ = ["Hit", "HnswCore", "HnswIndex", "IndexStats", "Item", "VectorIndex"]

@@ -56,6 +56,10 @@ MIRRORED = {
     ),
     "semantic_probe_flags": "Times a key passed the near-threshold-miss limit in a window.",
     "cache_writes_dropped": "Cache writes skipped because the write queue was full.",
+    "cache_store_errors": (
+        "Calls to the embedded cache file (cache.sqlite3) that failed: lookups answered as "
+        "misses, writes skipped."
+    ),
     "ledger_spooled_records": "Ledger records put in the local spool (database down or slow).",
     "ledger_lost_records": "Ledger records that could be neither queued nor spooled.",
     "budget_alerts_fired": "Budget alerts fired (threshold or limit crossed).",

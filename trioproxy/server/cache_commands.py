@@ -1,12 +1,13 @@
 """Cache actions across the process boundary: the dashboard (control-plane process) asks,
 every data-plane worker applies.
 
-A worker's exact cache without Redis is an LRU in that worker, and its semantic index
-(hnswlib) is loaded in it, so the control plane cannot drop their entries itself. It
-writes the command to the admin store (:mod:`trioproxy.admin.commands_table`, shared by
-the host's processes, or every instance's with PostgreSQL); each worker polls for new
-commands every :data:`POLL_S` and applies them to its own cache (with Redis or pgvector
-the first worker does the work and the others find nothing left). The control plane
+A worker's semantic index (hnswlib) lives in that worker's memory, and the control plane
+loads no cache at all, so it cannot drop their entries itself. It writes the command to
+the admin store (:mod:`trioproxy.admin.commands_table`, shared by the host's processes, or
+every instance's with PostgreSQL); each worker polls for new commands every :data:`POLL_S`
+and applies them to its own cache: the shared stores (``cache.sqlite3``, Redis, pgvector)
+are emptied by the first worker (the others find nothing left there) and every worker drops
+its own index's entries. The control plane
 therefore answers "sent", not a count: the counts are in each worker's log.
 """
 

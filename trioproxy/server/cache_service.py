@@ -1,24 +1,26 @@
 """Build the response cache for a config, with its lifetime services.
 
-Exact entries go to Redis when ``storage.redis_url`` is set (shared by every
-instance), else to a bounded in-process LRU (per worker process). The semantic
-cache (only when a route turns it on) uses the local ONNX MiniLM embedder and
-pgvector when ``storage.database_url`` is set, else an hnswlib index persisted
-under ``state_dir/semantic`` (loaded at start, saved every
-``SAVE_INTERVAL_S`` and at shutdown). The semantic cache's modules (numpy, the
-embedder, the vector index: ~13.5 MB of RSS) are imported only when a route turns it on.
+Exact entries (and the semantic cache's records) go to Redis when ``storage.redis_url`` is
+set (shared by every instance), else to ``state_dir/cache.sqlite3`` (shared by the host's
+worker processes, kept across restarts; one worker too). The semantic cache (only when a
+route turns it on) uses the local ONNX MiniLM embedder and pgvector when
+``storage.database_url`` is set, else a per-worker hnswlib index built from and kept in step
+with the vectors in that same SQLite file (:mod:`trioproxy.cache.vector_shared`). The
+semantic cache's modules (numpy, the embedder, the vector index: ~13.5 MB of RSS) are
+imported only when a route turns it on.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
-from trioproxy.cache.exact import ExactCache, MemoryExactCache, RedisExactCache
+from trioproxy.cache.cache_file import FILE_NAME, CacheFile
+from trioproxy.cache.exact import ExactCache, RedisExactCache
+from trioproxy.cache.exact_sqlite import SqliteExactCache
 from trioproxy.cache.writer import CacheWriter
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
@@ -29,28 +31,25 @@ from trioproxy.pipeline.caching import ResponseCache
 if TYPE_CHECKING:  # psycopg is imported only when pgvector is used (~10 MB of RSS)
     from trioproxy.cache.embedder import Embedder
     from trioproxy.cache.semantic import SemanticCache
-    from trioproxy.cache.vector_index import HnswIndex
     from trioproxy.cache.vector_pg import PgVectorIndex
     from trioproxy.store.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
-SAVE_INTERVAL_S = 300.0
 CLOSE_TIMEOUT_S = 10.0
 PG_RETRY = BackoffPolicy(0.5, 30.0)
 """Between attempts to open the pgvector index while PostgreSQL is down."""
 
 
-def _hnsw_service(index: HnswIndex) -> Service:
+def _file_service(file: CacheFile) -> Service:
+    """Closes the cache file at shutdown (after a call still running on it)."""
+
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await index.load(time.time())
         task_status.started()
         try:
-            while True:
-                await trio.sleep(SAVE_INTERVAL_S)
-                await index.save()
+            await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-                await index.save()
+                await trio.to_thread.run_sync(file.close, abandon_on_cancel=True)
 
     return run
 
@@ -107,17 +106,28 @@ def response_cache(
     routes = settings.routes.values()
     if not any(r.cache.exact_ttl_s > 0 or r.cache.semantic_ttl_s > 0 for r in routes):
         return None
-    exact: ExactCache = RedisExactCache(redis) if redis is not None else MemoryExactCache()
+    exact: ExactCache
+    file = None
+    if redis is not None:
+        exact = RedisExactCache(redis)
+    else:
+        file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
+        services.append(NamedService("cache-file", _file_service(file), required=False))
+        exact = SqliteExactCache(file)
     semantic = None
     if any(r.cache.semantic_ttl_s > 0 for r in routes):
-        semantic = _semantic(settings, services, exact)
+        semantic = _semantic(settings, services, exact, file)
     writer = CacheWriter(exact=exact, semantic=semantic)
     services.append(NamedService("cache-writer", writer.run))
     return ResponseCache(exact, semantic, writer)
 
 
-def _semantic(settings: Settings, services: list[NamedService], exact: ExactCache) -> SemanticCache:
-    """The semantic cache, its embedder and its vector index (with their services)."""
+def _semantic(
+    settings: Settings, services: list[NamedService], exact: ExactCache, file: CacheFile | None
+) -> SemanticCache:
+    """The semantic cache, its embedder and its vector index (with their services). The
+    embedded index lives in ``file`` (with Redis and no PostgreSQL: ``state_dir``'s cache
+    file holds the vectors alone, so each worker still finds the others' prompts)."""
     from trioproxy.cache.embedder import LocalEmbedder
     from trioproxy.cache.semantic import SemanticCache
     from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
@@ -132,10 +142,14 @@ def _semantic(settings: Settings, services: list[NamedService], exact: ExactCach
         services.append(NamedService("vector-index", _pg_service(pg), required=False))
         index = pg
     else:
-        directory = Path(settings.storage.state_dir) / f"semantic-{embedder.dim}"
-        hnsw = HnswIndex(HnswCore(dim=embedder.dim), directory=directory)
-        services.append(NamedService("vector-index", _hnsw_service(hnsw), required=False))
-        index = hnsw
+        from trioproxy.cache.vector_shared import SharedHnswIndex
+
+        if file is None:
+            file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
+            services.append(NamedService("cache-file", _file_service(file), required=False))
+        shared = SharedHnswIndex(file, HnswIndex(HnswCore(dim=embedder.dim)))
+        services.append(NamedService("vector-index", shared.run, required=False))
+        index = shared
     vocab = embedder.model.vocabulary() if isinstance(embedder, LocalEmbedder) else None
     return SemanticCache(embedder, index, exact, vocabulary=vocab)
 
