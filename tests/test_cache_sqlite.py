@@ -1,0 +1,206 @@
+"""The embedded cache file (``cache.sqlite3``): the exact store and the shared vector rows.
+
+The synchronous parts run on a plain connection with time given as ``now``; two connections
+to one file stand for two worker processes. The async faces are checked for what a failing
+file does: misses and skipped writes, counted, never an exception."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_cache_vector import check_contract, near, unit
+from trioproxy.cache import cache_file
+from trioproxy.cache.cache_file import CacheFile, open_cache_file, prefix_range
+from trioproxy.cache.exact_sqlite import SWEEP_BATCH, SqliteEntries, SqliteExactCache
+from trioproxy.cache.vector_index import HnswCore, HnswIndex
+from trioproxy.cache.vector_shared import SharedHnswIndex, VectorRows
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> sqlite3.Connection:
+    return open_cache_file(str(tmp_path / "cache.sqlite3"))
+
+
+def totals(db: sqlite3.Connection) -> tuple[int, int]:
+    n, size = db.execute("SELECT n, bytes FROM entry_totals").fetchone()
+    assert (n, size) == db.execute(
+        "SELECT count(*), coalesce(sum(size), 0) FROM entries"
+    ).fetchone()  # the triggers' totals are the table's
+    return n, size
+
+
+def test_ttl_on_the_callers_clock(db: sqlite3.Connection) -> None:
+    e = SqliteEntries()
+    e.put(db, "ns:a", b"x", 10, 100.0)
+    assert e.get(db, "ns:a", 109.9) == b"x"
+    assert e.get(db, "ns:a", 110.0) is None
+    assert totals(db) == (1, 1)  # a read never writes: the sweep removes it
+    assert e.sweep(db, 110.0) == 1 and totals(db) == (0, 0)
+    e.put(db, "ns:b", b"x", 0, 100.0)  # ttl 0: not cached
+    assert e.get(db, "ns:b", 100.0) is None
+
+
+def test_sweeps_are_bounded(db: sqlite3.Connection) -> None:
+    e = SqliteEntries()
+    for i in range(SWEEP_BATCH + 10):
+        e.put(db, f"n:{i}", b"v", 1, 0.0)
+    assert e.sweep(db, 5.0) == SWEEP_BATCH
+    assert e.sweep(db, 5.0) == 10
+    assert e.stats.expirations == SWEEP_BATCH + 10
+
+
+def test_bounds_evict_the_oldest_first(db: sqlite3.Connection) -> None:
+    e = SqliteEntries(max_entries=3, max_bytes=10)
+    for k in "abc":
+        e.put(db, f"n:{k}", b"12", 60, 0.0)
+    assert e.get(db, "n:a", 1.0) == b"12"  # a read does not refresh: a stays oldest
+    e.put(db, "n:d", b"12", 60, 2.0)  # over 3 entries: a goes
+    assert e.get(db, "n:a", 3.0) is None and e.get(db, "n:b", 3.0) == b"12"
+    e.put(db, "n:e", b"12345", 60, 4.0)  # 11 bytes > 10: b goes
+    assert totals(db) == (3, 9)
+    assert (e.stats.entries, e.stats.bytes, e.stats.evictions) == (3, 9, 2)
+    assert e.get(db, "n:b", 5.0) is None and e.get(db, "n:c", 5.0) == b"12"
+    e.put(db, "n:c", b"123", 60, 6.0)  # replacing a key: its old size leaves the totals
+    assert totals(db) == (3, 10)
+    e.put(db, "n:big", b"x" * 11, 60, 7.0)  # larger than the whole bound: not stored
+    assert e.get(db, "n:big", 8.0) is None and totals(db) == (3, 10)
+
+
+def test_two_processes_share_entries_and_bounds(tmp_path: Path) -> None:
+    path = str(tmp_path / "cache.sqlite3")
+    a, b = open_cache_file(path), open_cache_file(path)
+    ea, eb = SqliteEntries(max_entries=4), SqliteEntries(max_entries=4)
+    for i in range(3):
+        ea.put(a, f"n:a{i}", b"v", 60, float(i))
+    assert eb.get(b, "n:a0", 5.0) == b"v"
+    for i in range(3):
+        eb.put(b, f"n:b{i}", b"v", 60, float(10 + i))  # the bound counts a's entries too
+    assert totals(a) == (4, 4)
+    assert [ea.get(a, f"n:a{i}", 20.0) for i in range(3)] == [None, None, b"v"]  # oldest out
+
+
+def test_delete_and_flush(db: sqlite3.Connection) -> None:
+    e = SqliteEntries()
+    for key in ("n1:a", "n1:b", "n10:a", "n2:a"):
+        e.put(db, key, b"v", 60, 0.0)
+    assert e.delete(db, "n1:a") and not e.delete(db, "n1:a")
+    assert e.flush_prefix(db, "n1:") == 1  # n10's entries are not n1's
+    assert e.get(db, "n10:a", 1.0) == b"v"
+    assert e.flush_prefix(db, "n") == 2 and totals(db) == (0, 0)
+
+
+@pytest.mark.parametrize("prefix", ["a", "s1f:", "abc\x7f"])
+def test_prefix_range(prefix: str) -> None:
+    low, high = prefix_range(prefix)
+    for key in (prefix, prefix + "x", prefix + "\U0010ffff", prefix[:-1], prefix + "\x00"):
+        assert (low <= key < high) == key.startswith(prefix)
+    assert not low <= prefix[:-1] + chr(ord(prefix[-1]) + 1) < high
+
+
+async def test_exact_cache_contract(tmp_path: Path) -> None:
+    c = SqliteExactCache(CacheFile(tmp_path / "cache.sqlite3"))
+    await c.put("n1:a", b"\x00bin", ttl_s=60, now=0)
+    await c.put("n1:b", b"v", ttl_s=60, now=0)
+    await c.put("n2:a", b"v", ttl_s=60, now=0)
+    assert await c.get("n1:a", now=1) == b"\x00bin"
+    assert await c.delete("n2:a") and await c.get("n2:a", now=1) is None
+    assert await c.flush_namespace("n1") == 2
+    assert await c.get("n1:b", now=1) is None
+    assert c.statistics().errors == 0
+
+
+async def test_a_corrupt_file_is_misses_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "cache.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    now = [0.0]
+    c = SqliteExactCache(CacheFile(path, clock=lambda: now[0]))
+    with caplog.at_level(logging.WARNING, logger=cache_file.__name__):
+        await c.put("n:a", b"v", ttl_s=60, now=0)
+        assert await c.get("n:a", now=1) is None
+        assert not await c.delete("n:a")
+        assert await c.flush_prefix("n") == 0
+        assert c.statistics().errors == 4
+        assert len(caplog.records) == 1  # once per LOG_EVERY_S
+        now[0] += cache_file.LOG_EVERY_S
+        assert await c.get("n:a", now=1) is None
+        assert len(caplog.records) == 2
+    path.unlink()  # replaced by a good file: used once the reopen delay has passed
+    now[0] += cache_file.REOPEN_AFTER_S
+    await c.put("n:a", b"v", ttl_s=60, now=0)
+    assert await c.get("n:a", now=1) == b"v"
+
+
+async def test_a_locked_file_skips_writes_and_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    c = SqliteExactCache(CacheFile(path, busy_timeout_s=0.05))
+    await c.put("n:a", b"v", ttl_s=60, now=0)
+    holder = open_cache_file(str(path))
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        await c.put("n:b", b"v", ttl_s=60, now=0)  # waits 0.05 s, then skipped
+        assert c.statistics().errors == 1
+        assert await c.get("n:a", now=1) == b"v"  # WAL: readers do not wait for a writer
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await c.get("n:b", now=1) is None
+    await c.put("n:b", b"v", ttl_s=60, now=0)
+    assert await c.get("n:b", now=1) == b"v"
+
+
+def shared(path: Path, **kwargs: float) -> SharedHnswIndex:
+    return SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_shared_index_contract(tmp_path: Path) -> None:
+    await check_contract(shared(tmp_path / "cache.sqlite3"))
+
+
+async def test_one_workers_prompt_reaches_the_others_index(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    a = SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), clock=lambda: 10.0)
+    b = SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), clock=lambda: 10.0)
+    v, w = unit(1), unit(2)
+    await a.add("ns", "e1", v, "prompt one", expires_at=100.0, now=0.0)
+    await a.add("ns", "old", w, "expired", expires_at=5.0, now=0.0)
+    assert await b.search("ns", near(v, 3), now=10.0) == []
+    assert await b.catch_up() == 2 and await b.catch_up() == 0
+    (hit,) = await b.search("ns", near(v, 3), now=10.0)
+    assert (hit.entry_id, hit.prompt) == ("e1", "prompt one")
+    assert [h.entry_id for h in await b.search("ns", w, now=10.0)] == ["e1"]  # not "old"
+    await a.catch_up()  # its own rows: already indexed, not added twice
+    assert a.index.core.statistics().entries == 2 and not a._mine
+
+    await b.add("ns", "e2", w, "prompt two", expires_at=100.0, now=10.0)
+    await a.catch_up()
+    assert (await a.search("ns", w, now=10.0))[0].entry_id == "e2"
+
+    # a restart (a new index on the file) builds from the rows that are left
+    await a.delete("ns", "e1")
+    again = SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), clock=lambda: 10.0)
+    while await again.catch_up():
+        pass
+    assert again.index.core.statistics().entries == 1
+    assert (await again.search("ns", v, now=10.0))[0].entry_id == "e2"
+    await again.flush_prefix("n")
+    fresh = shared(path)
+    assert await fresh.catch_up() == 0
+
+
+def test_vector_rows_are_bounded(tmp_path: Path) -> None:
+    db = open_cache_file(str(tmp_path / "cache.sqlite3"))
+    rows = VectorRows(dim=4, max_rows=3)
+    vec = np.ones(4, dtype=np.float32)
+    for i in range(6):
+        newest = rows.add(db, "ns", f"e{i}", vec, "p", 100.0 if i != 4 else 1.0, 0.0)
+    assert rows.sweep(db, 50.0, newest) == 4  # e4 expired, and e0..e2 past the newest 3
+    assert [r.entry_id for r in rows.after(db, 0, 50.0, 10)] == ["e3", "e5"]
+    rows.add(db, "ns", "e3", vec, "p", 100.0, 0.0)  # re-added: one row, the newest id
+    assert [r.entry_id for r in rows.after(db, 0, 50.0, 10)] == ["e5", "e3"]

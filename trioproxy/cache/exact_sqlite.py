@@ -1,0 +1,162 @@
+"""The exact cache in ``cache.sqlite3`` (:mod:`.cache_file`): shared by one host's worker
+processes, kept across restarts. The default without ``storage.redis_url``.
+
+:class:`SqliteEntries` is the synchronous part, a connection in, values out, time as ``now``
+(wall-clock seconds, the same clock in every process): a row keeps its ``expires_at``; an
+expired row is never returned and is removed by a sweep of at most :data:`SWEEP_BATCH` rows
+every :data:`SWEEP_EVERY` puts (a read never writes). Bounded like
+:class:`~trioproxy.cache.exact.MemoryExactCache` by entries and bytes: a put over a bound
+evicts the oldest entries first (insertion order; a read does not refresh an entry, that
+would make every hit a write). Each put is one ``BEGIN IMMEDIATE`` transaction.
+
+:class:`SqliteExactCache` is its :class:`~trioproxy.cache.exact.ExactCache` face: each call
+runs in a thread on the file's read or write connection (:class:`CacheFile`); a call that fails is a miss, a skipped
+write or nothing dropped, never an error. Cost: ``loadtest/cache_store_latency.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from trioproxy.cache.cache_file import CacheFile, prefix_range
+from trioproxy.cache.exact import ExactStats
+
+SWEEP_EVERY = 256
+"""Puts (of this process) between two sweeps of expired rows."""
+SWEEP_BATCH = 512
+"""Most expired rows one sweep removes (a sweep holds the write lock ~1 ms)."""
+EVICT_BATCH = 64
+"""Oldest rows read at once while a put makes room under the byte bound."""
+
+
+class SqliteEntries:
+    def __init__(self, *, max_entries: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.stats = ExactStats()
+        """entries/bytes: as last seen by a put (every process's); the rest: this process's."""
+        self._puts = 0
+
+    def get(self, db: sqlite3.Connection, key: str, now: float) -> bytes | None:
+        row = db.execute(
+            "SELECT value FROM entries WHERE key = ? AND expires_at > ?", (key, now)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put(self, db: sqlite3.Connection, key: str, value: bytes, ttl_s: float, now: float) -> None:
+        if ttl_s <= 0 or len(value) > self.max_bytes:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            db.execute(
+                "INSERT INTO entries(key, value, expires_at, size) VALUES (?, ?, ?, ?)",
+                (key, value, now + ttl_s, len(value)),
+            )
+            self._puts += 1
+            if self._puts % SWEEP_EVERY == 0:
+                self.stats.expirations += self._sweep(db, now)
+            self._evict(db)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _sweep(self, db: sqlite3.Connection, now: float) -> int:
+        return db.execute(
+            "DELETE FROM entries WHERE rowid IN "
+            "(SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?)",
+            (now, SWEEP_BATCH),
+        ).rowcount
+
+    def _evict(self, db: sqlite3.Connection) -> None:
+        n, size = db.execute("SELECT n, bytes FROM entry_totals").fetchone()
+        if n > self.max_entries:
+            over = n - self.max_entries
+            db.execute(
+                "DELETE FROM entries WHERE rowid IN "
+                "(SELECT rowid FROM entries ORDER BY rowid LIMIT ?)",
+                (over,),
+            )
+            self.stats.evictions += over
+            n, size = db.execute("SELECT n, bytes FROM entry_totals").fetchone()
+        while size > self.max_bytes:
+            oldest = db.execute(
+                "SELECT rowid, size FROM entries ORDER BY rowid LIMIT ?", (EVICT_BATCH,)
+            ).fetchall()
+            doomed = []
+            for rowid, row_size in oldest:
+                if size <= self.max_bytes:
+                    break
+                doomed.append((rowid,))
+                size -= row_size
+            db.executemany("DELETE FROM entries WHERE rowid = ?", doomed)
+            self.stats.evictions += len(doomed)
+            n -= len(doomed)
+        self.stats.entries, self.stats.bytes = n, size
+
+    def sweep(self, db: sqlite3.Connection, now: float) -> int:
+        """Remove up to :data:`SWEEP_BATCH` expired rows; how many were removed."""
+        removed = self._sweep(db, now)
+        self.stats.expirations += removed
+        return removed
+
+    def delete(self, db: sqlite3.Connection, key: str) -> bool:
+        return db.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
+
+    def flush_prefix(self, db: sqlite3.Connection, prefix: str) -> int:
+        if not prefix:
+            return db.execute("DELETE FROM entries").rowcount
+        low, high = prefix_range(prefix)
+        return db.execute("DELETE FROM entries WHERE key >= ? AND key < ?", (low, high)).rowcount
+
+
+class SqliteExactCache:
+    def __init__(self, file: CacheFile, entries: SqliteEntries | None = None) -> None:
+        self.file = file
+        self.entries = entries or SqliteEntries()
+        self._writing: dict[str, tuple[float, bytes]] = {}
+        """Puts on their way to the file (expires_at, value): reads and writes have a
+        connection each, so a lookup made while its answer is being written still hits, as
+        with the in-memory store (an immediate repeat). At most the puts in flight."""
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(most entries, most bytes) the file keeps; the oldest go first."""
+        return self.entries.max_entries, self.entries.max_bytes
+
+    def statistics(self) -> ExactStats:
+        s = self.entries.stats
+        return ExactStats(s.entries, s.bytes, s.evictions, s.expirations, self.file.errors)
+
+    async def get(self, key: str, *, now: float) -> bytes | None:
+        writing = self._writing.get(key)
+        if writing is not None and writing[0] > now:
+            return writing[1]
+        return await self.file.read(lambda db: self.entries.get(db, key, now), None)
+
+    async def put(self, key: str, value: bytes, *, ttl_s: float, now: float) -> None:
+        if ttl_s <= 0 or len(value) > self.entries.max_bytes:
+            return
+        item = self._writing[key] = (now + ttl_s, value)
+        try:
+            await self.file.write(lambda db: self.entries.put(db, key, value, ttl_s, now), None)
+        finally:
+            if self._writing.get(key) is item:
+                del self._writing[key]
+
+    async def delete(self, key: str) -> bool:
+        self._writing.pop(key, None)
+        return await self.file.write(lambda db: self.entries.delete(db, key), False)
+
+    async def flush_namespace(self, namespace: str) -> int:
+        return await self.flush_prefix(namespace + ":")
+
+    async def flush_prefix(self, prefix: str) -> int:
+        for key in [k for k in self._writing if k.startswith(prefix)]:
+            del self._writing[key]
+        return await self.file.write(lambda db: self.entries.flush_prefix(db, prefix), 0)
+
+
+__all__ = ["EVICT_BATCH", "SWEEP_BATCH", "SWEEP_EVERY", "SqliteEntries", "SqliteExactCache"]
