@@ -112,6 +112,33 @@ BAD_OPENAI: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
     ({"model": "m", "messages": []}, ErrorKind.INVALID_REQUEST, "messages"),
     ({"model": "m", "messages": "hi"}, ErrorKind.INVALID_REQUEST, "messages"),
     ({"model": "m", "messages": ["hi"]}, ErrorKind.INVALID_REQUEST, "messages[0]"),
+    # content null only in an assistant message that calls tools (OpenAI refuses it too)
+    (
+        {"model": "m", "messages": [{"role": "user", "content": None}]},
+        ErrorKind.INVALID_REQUEST,
+        "messages[0].content",
+    ),
+    (
+        {"model": "m", "messages": [{"role": "user"}]},
+        ErrorKind.INVALID_REQUEST,
+        "messages[0].content",
+    ),
+    (
+        {"model": "m", "messages": [*HI, {"role": "assistant", "content": None}]},
+        ErrorKind.INVALID_REQUEST,
+        "messages[1].content",
+    ),
+    # a named function the request does not offer
+    (
+        {
+            "model": "m",
+            "messages": HI,
+            "tool_choice": {"type": "function", "function": {"name": "x"}},
+            "tools": [{"type": "function", "function": {"name": "y"}}],
+        },
+        ErrorKind.INVALID_REQUEST,
+        "tool_choice.function.name",
+    ),
     (
         {"model": "m", "messages": [{"role": "bot", "content": "x"}]},
         ErrorKind.INVALID_REQUEST,
@@ -287,6 +314,17 @@ BAD_ANTHROPIC: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
         {"model": "m", "max_tokens": 5, "messages": HI, "tool_choice": {"type": "maybe"}},
         ErrorKind.INVALID_REQUEST,
         "tool_choice",
+    ),
+    (  # a named tool the request does not offer (Anthropic's API refuses it too)
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": HI,
+            "tool_choice": {"type": "tool", "name": "x"},
+            "tools": [{"name": "y", "input_schema": {}}],
+        },
+        ErrorKind.INVALID_REQUEST,
+        "tool_choice.name",
     ),
 ]
 

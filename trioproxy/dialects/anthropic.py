@@ -182,8 +182,13 @@ def _put_tool_choice(chat: dict[str, Any], choice: Any) -> None:
     if not isinstance(choice, dict) or not isinstance(kind, str):
         raise invalid("'tool_choice' must be an object with a 'type'", "tool_choice")
     f.opt_bool(choice, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
-    if kind == "tool" and isinstance(choice.get("name"), str):
-        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    if kind == "tool" and isinstance(name := choice.get("name"), str):
+        if name not in {t["function"]["name"] for t in chat.get("tools", ())}:
+            raise invalid(
+                f"'tool_choice' names the tool '{name}', which is not in 'tools'",
+                "tool_choice.name",
+            )
+        chat["tool_choice"] = {"type": "function", "function": {"name": name}}
     elif kind in _TOOL_CHOICE:
         chat["tool_choice"] = _TOOL_CHOICE[kind]
     else:

@@ -44,9 +44,11 @@ def check_chat(data: dict[str, Any]) -> None:
     f.opt_bool(data, "parallel_tool_calls")
     f.opt_str(data, "user")
     _stop(data.get("stop"))
-    for i, tool in enumerate(f.objects(f.opt_list(data, "tools"), "tools")):
+    names = {
         _tool(tool, f"tools[{i}]")
-    _tool_choice(data.get("tool_choice"))
+        for i, tool in enumerate(f.objects(f.opt_list(data, "tools"), "tools"))
+    }
+    _tool_choice(data.get("tool_choice"), names)
     if (rf := data.get("response_format")) is not None:
         if not isinstance(rf, dict):
             raise invalid("'response_format' must be an object", "response_format")
@@ -70,6 +72,11 @@ def _message(m: dict[str, Any], at: str) -> None:
     if role == "tool" and not isinstance(m.get("tool_call_id"), str):
         raise invalid("tool messages need a 'tool_call_id'", f"{at}.tool_call_id")
     calls = f.opt_list(m, "tool_calls", f"{at}.tool_calls")
+    if content is None and not (role == "assistant" and (calls or m.get("function_call"))):
+        raise invalid(
+            f"{role} messages need 'content' (null only in an assistant message with 'tool_calls')",
+            f"{at}.content",
+        )
     if calls and role != "assistant":
         raise invalid("only assistant messages carry 'tool_calls'", f"{at}.tool_calls")
     for k, call in enumerate(f.objects(calls, f"{at}.tool_calls")):
@@ -118,13 +125,14 @@ def _stop(stop: Any) -> None:
         raise invalid(f"'stop' must be a string or an array of up to {MAX_STOP} strings", "stop")
 
 
-def _tool(tool: dict[str, Any], at: str) -> None:
+def _tool(tool: dict[str, Any], at: str) -> str:
+    """Check one tool; its name."""
     kind = tool.get("type")
     if kind == "custom":  # OpenAI's free-form tools: passed on, refused by other wires
         custom = f.req_dict(tool, "custom", f"{at}.custom")
-        if not isinstance(custom.get("name"), str):
+        if not isinstance(name := custom.get("name"), str):
             raise invalid("custom tools need a string 'custom.name'", f"{at}.custom.name")
-        return
+        return name
     if kind != "function":
         raise invalid("tools[].type must be 'function' or 'custom'", f"{at}.type")
     fn = tool.get("function")
@@ -134,14 +142,21 @@ def _tool(tool: dict[str, Any], at: str) -> None:
     if fn.get("parameters") is not None:
         f.opt_dict(fn, "parameters", f"{at}.function.parameters")
     f.opt_bool(fn, "strict", f"{at}.function.strict")
+    return name
 
 
-def _tool_choice(choice: Any) -> None:
+def _tool_choice(choice: Any, names: set[str]) -> None:
+    """``names``: the request's tools; a named choice must be one of them."""
     if choice is None or (isinstance(choice, str) and choice in TOOL_CHOICES):
         return
     if isinstance(choice, dict) and choice.get("type") == "function":
         fn = choice.get("function")
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+        if isinstance(fn, dict) and isinstance(name := fn.get("name"), str):
+            if name not in names:
+                raise invalid(
+                    f"'tool_choice' names the function '{name}', which is not in 'tools'",
+                    "tool_choice.function.name",
+                )
             return
     raise invalid(
         "'tool_choice' must be none, auto, required or "
