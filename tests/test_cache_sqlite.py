@@ -16,9 +16,13 @@ import pytest
 from tests.test_cache_vector import check_contract, near, unit
 from trioproxy.cache import cache_file
 from trioproxy.cache.cache_file import CacheFile, open_cache_file, prefix_range
+from trioproxy.cache.exact import MemoryExactCache
 from trioproxy.cache.exact_sqlite import SWEEP_BATCH, SqliteEntries, SqliteExactCache
 from trioproxy.cache.vector_index import HnswCore, HnswIndex
 from trioproxy.cache.vector_shared import SharedHnswIndex, VectorRows
+
+NO_FRONT = MemoryExactCache(max_entries=0)
+"""A memory front that keeps nothing: every call goes to the file."""
 
 
 @pytest.fixture
@@ -37,7 +41,7 @@ def totals(db: sqlite3.Connection) -> tuple[int, int]:
 def test_ttl_on_the_callers_clock(db: sqlite3.Connection) -> None:
     e = SqliteEntries()
     e.put(db, "ns:a", b"x", 10, 100.0)
-    assert e.get(db, "ns:a", 109.9) == b"x"
+    assert e.get(db, "ns:a", 109.9) == (b"x", 110.0)
     assert e.get(db, "ns:a", 110.0) is None
     assert totals(db) == (1, 1)  # a read never writes: the sweep removes it
     assert e.sweep(db, 110.0) == 1 and totals(db) == (0, 0)
@@ -58,13 +62,13 @@ def test_bounds_evict_the_oldest_first(db: sqlite3.Connection) -> None:
     e = SqliteEntries(max_entries=3, max_bytes=10)
     for k in "abc":
         e.put(db, f"n:{k}", b"12", 60, 0.0)
-    assert e.get(db, "n:a", 1.0) == b"12"  # a read does not refresh: a stays oldest
+    assert e.get(db, "n:a", 1.0) == (b"12", 60.0)  # a read does not refresh: a stays oldest
     e.put(db, "n:d", b"12", 60, 2.0)  # over 3 entries: a goes
-    assert e.get(db, "n:a", 3.0) is None and e.get(db, "n:b", 3.0) == b"12"
+    assert e.get(db, "n:a", 3.0) is None and e.get(db, "n:b", 3.0) == (b"12", 60.0)
     e.put(db, "n:e", b"12345", 60, 4.0)  # 11 bytes > 10: b goes
     assert totals(db) == (3, 9)
     assert (e.stats.entries, e.stats.bytes, e.stats.evictions) == (3, 9, 2)
-    assert e.get(db, "n:b", 5.0) is None and e.get(db, "n:c", 5.0) == b"12"
+    assert e.get(db, "n:b", 5.0) is None and e.get(db, "n:c", 5.0) == (b"12", 60.0)
     e.put(db, "n:c", b"123", 60, 6.0)  # replacing a key: its old size leaves the totals
     assert totals(db) == (3, 10)
     e.put(db, "n:big", b"x" * 11, 60, 7.0)  # larger than the whole bound: not stored
@@ -77,11 +81,15 @@ def test_two_processes_share_entries_and_bounds(tmp_path: Path) -> None:
     ea, eb = SqliteEntries(max_entries=4), SqliteEntries(max_entries=4)
     for i in range(3):
         ea.put(a, f"n:a{i}", b"v", 60, float(i))
-    assert eb.get(b, "n:a0", 5.0) == b"v"
+    assert eb.get(b, "n:a0", 5.0) == (b"v", 60.0)
     for i in range(3):
         eb.put(b, f"n:b{i}", b"v", 60, float(10 + i))  # the bound counts a's entries too
     assert totals(a) == (4, 4)
-    assert [ea.get(a, f"n:a{i}", 20.0) for i in range(3)] == [None, None, b"v"]  # oldest out
+    assert [ea.get(a, f"n:a{i}", 20.0) for i in range(3)] == [
+        None,
+        None,
+        (b"v", 62.0),
+    ]  # oldest out
 
 
 def test_delete_and_flush(db: sqlite3.Connection) -> None:
@@ -90,7 +98,7 @@ def test_delete_and_flush(db: sqlite3.Connection) -> None:
         e.put(db, key, b"v", 60, 0.0)
     assert e.delete(db, "n1:a") and not e.delete(db, "n1:a")
     assert e.flush_prefix(db, "n1:") == 1  # n10's entries are not n1's
-    assert e.get(db, "n10:a", 1.0) == b"v"
+    assert e.get(db, "n10:a", 1.0) == (b"v", 60.0)
     assert e.flush_prefix(db, "n") == 2 and totals(db) == (0, 0)
 
 
@@ -114,13 +122,28 @@ async def test_exact_cache_contract(tmp_path: Path) -> None:
     assert c.statistics().errors == 0
 
 
+async def test_the_memory_front_keeps_what_the_file_said(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    writer = SqliteExactCache(CacheFile(path))
+    reader = SqliteExactCache(CacheFile(path))  # another worker
+    await writer.put("n:a", b"v", ttl_s=10, now=100.0)
+    assert await writer.front.get("n:a", now=100.0) == b"v"  # a repeat needs no file read
+    assert await reader.front.get("n:a", now=101.0) is None
+    assert await reader.get("n:a", now=101.0) == b"v"
+    reader.file.close()  # from here the reader's file fails: only its front answers
+    assert await reader.get("n:a", now=109.9) == b"v"
+    assert await reader.get("n:a", now=110.0) is None  # the file's expires_at, not a new TTL
+    await writer.put("n:b", b"v", ttl_s=10, now=100.0)
+    assert await writer.flush_namespace("n") == 2 and await writer.get("n:b", now=101) is None
+
+
 async def test_a_corrupt_file_is_misses_counted_and_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "cache.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     now = [0.0]
-    c = SqliteExactCache(CacheFile(path, clock=lambda: now[0]))
+    c = SqliteExactCache(CacheFile(path, clock=lambda: now[0]), front=NO_FRONT)
     with caplog.at_level(logging.WARNING, logger=cache_file.__name__):
         await c.put("n:a", b"v", ttl_s=60, now=0)
         assert await c.get("n:a", now=1) is None
@@ -139,7 +162,7 @@ async def test_a_corrupt_file_is_misses_counted_and_logged_once(
 
 async def test_a_locked_file_skips_writes_and_still_reads(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    c = SqliteExactCache(CacheFile(path, busy_timeout_s=0.05))
+    c = SqliteExactCache(CacheFile(path, busy_timeout_s=0.05), front=NO_FRONT)
     await c.put("n:a", b"v", ttl_s=60, now=0)
     holder = open_cache_file(str(path))
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
