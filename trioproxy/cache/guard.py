@@ -18,8 +18,9 @@ tokens* and names the first difference, or returns None when the hit may be serv
   hidden files" / "hide files")
 * polarity: one side stops, prevents or silences the very action the other asks for ("make
   chrome save my passwords" / "make chrome stop saving my passwords", "log all SQL queries" /
-  "silence SQL query logging"): a stop-verb's gerund whose verb the other side uses, while
-  the other side has no stop-verb and no negation of its own
+  "silence SQL query logging", "get moss to grow" / "keep moss from growing"): a stop-verb's
+  gerund whose verb the other side uses in another form, while the other side has no
+  stop-verb and no negation of its own
 * quantifier: one side uses a quantifier of another class in place of the other's ("one pod"
   / "all pods", "a few examples" / "many examples"; "each" = "every" = "all")
 * question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
@@ -42,7 +43,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
   parent process waits for a child process" / "a child process waits for its parent
   process"), or across a word that opens a clause ("a lion ... when hyenas steal" / "hyenas
   ... when a lion steals"), without "by" on one side only (the passive voice), unless the two sides of an
-  "and" or an "or" traded places
+  "and" or an "or" traded places; or one side has done to it what the other does ("tips for
+  interviewing a candidate" / "tips for being interviewed as a candidate")
 
 Before any rule, both prompts are rewritten to the canonical names of the shipped alias table
 (:mod:`~trioproxy.cache.aliases`: "JS" = "JavaScript", "k8s" = "Kubernetes", "WWII" =
@@ -64,9 +66,9 @@ from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, relation, typo
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.relative_time import relative_time
-from trioproxy.cache.thesaurus import wordnet
 from trioproxy.cache.word_order import (
     asks_differently,
+    gerund_voice,
     moved_block,
     possessors_swapped,
     question_kinds,
@@ -93,7 +95,7 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
         "encode/decode compress/decompress serialize/deserialize zip/unzip "
         "buy/sell buying/selling import/export upload/download push/pull "
         "enable/disable enabled/disabled add/remove add/delete insert/delete "
-        "include/exclude allow/deny accept/reject start/stop open/close "
+        "include/exclude allow/deny allow/block accept/reject start/stop open/close "
         "before/after above/below over/under inside/outside first/last "
         "oldest/newest older/newer old/new earliest/latest hottest/coldest hot/cold "
         "warm/cool fastest/slowest faster/slower fast/slow cheapest/priciest cheap/expensive "
@@ -123,6 +125,13 @@ _GERUND_REACH = 5
 """Words after a stop-verb searched for the gerund it stops ("stop Spotify from recommending")."""
 _KEEP_FROM_REACH = 4
 """Words between "keep" and "from" in "keep X from Y-ing", a stop-verb too."""
+_VERB_ENDINGS = ("", "s", "es", "ed", "d")
+"""A verb's forms besides its gerund, from its stem ("save" -> "saves", "saved")."""
+_NOT_GERUNDS = frozenset(
+    "evening morning string thing nothing something anything everything during ceiling "
+    "spring king ring bring sing wing sibling".split()
+)
+"""Words ending in "-ing" that are no verb's gerund after a stop-verb."""
 
 _QUANTIFIERS = {
     "all": "all", "every": "all", "each": "all", "entire": "all", "whole": "all",
@@ -302,28 +311,33 @@ def _stops(seq: tuple[str, ...]) -> bool:
 
 
 def _stopped_verbs(seq: tuple[str, ...]) -> set[str]:
-    """The verbs whose gerund a stop-verb of ``seq`` stops ("stop saving" -> "save",
-    "silence SQL query logging" -> "log"); not a stop-verb coordinated with its opposite
-    ("enable or disable caching")."""
-    th = wordnet()
+    """The stems whose gerund a stop-verb of ``seq`` stops, with the gerund's other spellings
+    ("stop saving" -> "sav", "save"; "silence SQL query logging" -> "logg", "log"; "keep moss
+    from growing" -> "grow"); not a stop-verb coordinated with its opposite ("enable or
+    disable caching")."""
     out: set[str] = set()
     for i, w in enumerate(seq):
-        if w not in _STOP_VERBS or (i and seq[i - 1] in _COORDINATORS):
+        if w == "keep" and "from" in seq[i + 1 : i + 1 + _KEEP_FROM_REACH]:
+            after = seq.index("from", i + 1) + 1
+        elif w in _STOP_VERBS and not (i and seq[i - 1] in _COORDINATORS):
+            after = i + 1
+        else:
             continue
-        for x in seq[i + 1 : i + 1 + _GERUND_REACH]:
-            if x.endswith("ing") and len(x) >= 5 and x not in _STOP_VERBS:
-                stems = set(th.bases(x)) | {x[:-3], x[:-3] + "e", x[:-4]}  # "logging" -> "log"
-                out |= {b for b in stems - {x} if len(b) >= 3 and b in th.senses}
+        for x in seq[after : after + _GERUND_REACH]:
+            if x.endswith("ing") and len(x) >= 5 and x not in _STOP_VERBS | _NOT_GERUNDS:
+                out |= {b for b in (x[:-3], x[:-3] + "e", x[:-4]) if len(b) >= 3}
                 break
     return out
 
 
 def _polarity(a: Features, b: Features) -> bool:
-    """``a`` stops the action that ``b``, with no stop-verb nor negation, asks for."""
+    """``a`` stops the action that ``b``, with no stop-verb nor negation, asks for: ``b`` has
+    the stopped verb in a form other than the gerund itself ("save", "saves", "saved"; the
+    same gerund on both sides names a thing as often: "stop snoring" / "snoring remedies")."""
     if a.negated or b.negated or not _stops(a.seq) or _stops(b.seq):
         return False
-    th = wordnet()
-    return any((th.inflections(v) | {v}) & b.words for v in _stopped_verbs(a.seq))
+    forms = {v + t for v in _stopped_verbs(a.seq) for t in _VERB_ENDINGS}
+    return bool(forms & b.words)
 
 
 def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
@@ -455,6 +469,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
     ):
         return "swap"
     if "swap" in rules and (possessors_swapped(n.low, c.low) or voice_flipped(n.seq, c.seq, _STOP)):
+        return "swap"
+    if "swap" in rules and (gerund_voice(n.seq, c.seq) or gerund_voice(c.seq, n.seq)):
         return "swap"
     return None
 

@@ -254,6 +254,33 @@ def voice_flipped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) 
     )
 
 
+_BEFORE_BEING = frozenset("for of about after before on at from without when".split())
+"""Words before a passive gerund that make it the asker's own situation ("tips for being
+interviewed", "fear of being fired"), not a clause of a longer sentence ("its parameters being
+passed in")."""
+
+
+def gerund_voice(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """One side does the act, the other has it done to them: a passive gerund ("being
+    interviewed", "being promoted") where the other side has the active gerund of the same
+    verb and no passive one ("tips for interviewing a candidate" / "tips for being interviewed
+    as a candidate"); not when ``a`` names the agent with "by" ("being ignored by friends" /
+    "friends keep ignoring me")."""
+    if "being" in b:
+        return False
+    for i, w in enumerate(a[:-1]):
+        part = a[i + 1]
+        if w != "being" or not i or a[i - 1] not in _BEFORE_BEING:
+            continue
+        if len(part) < 5 or not part.endswith(("ed", "en")) or "by" in a:
+            continue  # an agent named with "by" keeps the parties: voice_flipped's case
+        stems = {part[:-2], part[:-1], part[:-3]}  # "interviewed", "hired", "stopped"
+        stems |= {s + "e" for s in stems}  # "interviewing", "hiring", "stopping"
+        if any(g[:-3] in stems or g[:-4] in stems for g in b if g.endswith("ing")):
+            return True
+    return False
+
+
 def _nearest(words: Iterable[str], stop: frozenset[str]) -> str | None:
     """The first content word of ``words``."""
     return next((w for w in words if w not in stop and w not in _FILLER), None)
