@@ -21,9 +21,8 @@ the pair verifier: the two prompts' content tokens align, or the pair model
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` and v16 trained the shipped pair model
-(``loadtest/train_pair_model.py``; v15 since FROZEN v16; v16, read after FROZEN v16, trains
-the next freeze's).
+Every set but ``held:`` trained the shipped pair model (``loadtest/train_pair_model.py``;
+v16 since FROZEN v17).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -468,7 +467,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v16, GPTCache odd; all but v16 trained the pair model), default",
+        "Seen (v1-v16, GPTCache odd; all trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
