@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import trio
 
 from tests.test_cache_vector import check_contract, near, unit
 from trioproxy.cache import cache_file
@@ -110,8 +112,15 @@ def test_prefix_range(prefix: str) -> None:
     assert not low <= prefix[:-1] + chr(ord(prefix[-1]) + 1) < high
 
 
-async def test_exact_cache_contract(tmp_path: Path) -> None:
-    c = SqliteExactCache(CacheFile(tmp_path / "cache.sqlite3"))
+async def started(nursery: trio.Nursery, path: Path, **kwargs: Any) -> CacheFile:
+    """A cache file with its service (the batch writer) running, as in a worker."""
+    file = CacheFile(path, **kwargs)
+    await nursery.start(file.run)
+    return file
+
+
+async def test_exact_cache_contract(nursery: trio.Nursery, tmp_path: Path) -> None:
+    c = SqliteExactCache(await started(nursery, tmp_path / "cache.sqlite3"))
     await c.put("n1:a", b"\x00bin", ttl_s=60, now=0)
     await c.put("n1:b", b"v", ttl_s=60, now=0)
     await c.put("n2:a", b"v", ttl_s=60, now=0)
@@ -122,12 +131,30 @@ async def test_exact_cache_contract(tmp_path: Path) -> None:
     assert c.statistics().errors == 0
 
 
-async def test_the_memory_front_keeps_what_the_file_said(tmp_path: Path) -> None:
+async def test_puts_are_written_in_batches(nursery: trio.Nursery, tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
-    writer = SqliteExactCache(CacheFile(path))
-    reader = SqliteExactCache(CacheFile(path))  # another worker
+    c = SqliteExactCache(await started(nursery, path))
+    await c.put("n:first", b"v", ttl_s=60, now=0)
+    await c.file.drain()
+    db = open_cache_file(str(path))
+    assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+    for i in range(50):  # queued before the writer runs: one transaction
+        await c.put(f"n:{i}", b"v", ttl_s=60, now=0)
+    await c.file.drain()
+    assert totals(db) == (51, 51)
+    _, frames, _ = db.execute("PRAGMA wal_checkpoint").fetchone()
+    assert frames <= 5  # one commit's pages (the table, two indexes, the totals), not 50 commits'
+
+
+async def test_the_memory_front_keeps_what_the_file_said(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    path = tmp_path / "cache.sqlite3"
+    writer = SqliteExactCache(await started(nursery, path))
+    reader = SqliteExactCache(await started(nursery, path))  # another worker
     await writer.put("n:a", b"v", ttl_s=10, now=100.0)
     assert await writer.front.get("n:a", now=100.0) == b"v"  # a repeat needs no file read
+    await writer.file.drain()
     assert await reader.front.get("n:a", now=101.0) is None
     assert await reader.get("n:a", now=101.0) == b"v"
     reader.file.close()  # from here the reader's file fails: only its front answers
@@ -138,16 +165,17 @@ async def test_the_memory_front_keeps_what_the_file_said(tmp_path: Path) -> None
 
 
 async def test_a_corrupt_file_is_misses_counted_and_logged_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "cache.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     now = [0.0]
-    c = SqliteExactCache(CacheFile(path, clock=lambda: now[0]), front=NO_FRONT)
+    file = await started(nursery, path, clock=lambda: now[0])
+    c = SqliteExactCache(file, front=NO_FRONT)
     with caplog.at_level(logging.WARNING, logger=cache_file.__name__):
         await c.put("n:a", b"v", ttl_s=60, now=0)
         assert await c.get("n:a", now=1) is None
-        assert not await c.delete("n:a")
+        assert not await c.delete("n:a")  # after the put's batch: failed too
         assert await c.flush_prefix("n") == 0
         assert c.statistics().errors == 4
         assert len(caplog.records) == 1  # once per LOG_EVERY_S
@@ -157,17 +185,23 @@ async def test_a_corrupt_file_is_misses_counted_and_logged_once(
     path.unlink()  # replaced by a good file: used once the reopen delay has passed
     now[0] += cache_file.REOPEN_AFTER_S
     await c.put("n:a", b"v", ttl_s=60, now=0)
+    await file.drain()
     assert await c.get("n:a", now=1) == b"v"
 
 
-async def test_a_locked_file_skips_writes_and_still_reads(tmp_path: Path) -> None:
+async def test_a_locked_file_skips_writes_and_still_reads(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     path = tmp_path / "cache.sqlite3"
-    c = SqliteExactCache(CacheFile(path, busy_timeout_s=0.05), front=NO_FRONT)
+    file = await started(nursery, path, busy_timeout_s=0.05)
+    c = SqliteExactCache(file, front=NO_FRONT)
     await c.put("n:a", b"v", ttl_s=60, now=0)
+    await file.drain()
     holder = open_cache_file(str(path))
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     try:
-        await c.put("n:b", b"v", ttl_s=60, now=0)  # waits 0.05 s, then skipped
+        await c.put("n:b", b"v", ttl_s=60, now=0)
+        await file.drain()  # its batch waited 0.05 s, then was skipped
         assert c.statistics().errors == 1
         assert await c.get("n:a", now=1) == b"v"  # WAL: readers do not wait for a writer
     finally:
@@ -175,24 +209,36 @@ async def test_a_locked_file_skips_writes_and_still_reads(tmp_path: Path) -> Non
         holder.close()
     assert await c.get("n:b", now=1) is None
     await c.put("n:b", b"v", ttl_s=60, now=0)
+    await file.drain()
     assert await c.get("n:b", now=1) == b"v"
 
 
-def shared(path: Path, **kwargs: float) -> SharedHnswIndex:
-    return SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), **kwargs)  # type: ignore[arg-type]
+async def test_queued_writes_are_bounded(tmp_path: Path) -> None:
+    file = CacheFile(tmp_path / "cache.sqlite3")  # its service not running: nothing written
+    c = SqliteExactCache(file)
+    for i in range(cache_file.MAX_PENDING + 3):
+        await c.put(f"n:{i}", b"v", ttl_s=60, now=0)
+    assert c.statistics().errors == 3
 
 
-async def test_shared_index_contract(tmp_path: Path) -> None:
-    await check_contract(shared(tmp_path / "cache.sqlite3"))
+async def shared(nursery: trio.Nursery, path: Path) -> SharedHnswIndex:
+    file = await started(nursery, path)
+    return SharedHnswIndex(file, HnswIndex(HnswCore()), clock=lambda: 10.0)
 
 
-async def test_one_workers_prompt_reaches_the_others_index(tmp_path: Path) -> None:
+async def test_shared_index_contract(nursery: trio.Nursery, tmp_path: Path) -> None:
+    await check_contract(await shared(nursery, tmp_path / "cache.sqlite3"))
+
+
+async def test_one_workers_prompt_reaches_the_others_index(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     path = tmp_path / "cache.sqlite3"
-    a = SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), clock=lambda: 10.0)
-    b = SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), clock=lambda: 10.0)
+    a, b = await shared(nursery, path), await shared(nursery, path)
     v, w = unit(1), unit(2)
     await a.add("ns", "e1", v, "prompt one", expires_at=100.0, now=0.0)
     await a.add("ns", "old", w, "expired", expires_at=5.0, now=0.0)
+    await a.file.drain()
     assert await b.search("ns", near(v, 3), now=10.0) == []
     assert await b.catch_up() == 2 and await b.catch_up() == 0
     (hit,) = await b.search("ns", near(v, 3), now=10.0)
@@ -202,18 +248,19 @@ async def test_one_workers_prompt_reaches_the_others_index(tmp_path: Path) -> No
     assert a.index.core.statistics().entries == 2 and not a._mine
 
     await b.add("ns", "e2", w, "prompt two", expires_at=100.0, now=10.0)
+    await b.file.drain()
     await a.catch_up()
     assert (await a.search("ns", w, now=10.0))[0].entry_id == "e2"
 
     # a restart (a new index on the file) builds from the rows that are left
     await a.delete("ns", "e1")
-    again = SharedHnswIndex(CacheFile(path), HnswIndex(HnswCore()), clock=lambda: 10.0)
+    again = await shared(nursery, path)
     while await again.catch_up():
         pass
     assert again.index.core.statistics().entries == 1
     assert (await again.search("ns", v, now=10.0))[0].entry_id == "e2"
     await again.flush_prefix("n")
-    fresh = shared(path)
+    fresh = await shared(nursery, path)
     assert await fresh.catch_up() == 0
 
 

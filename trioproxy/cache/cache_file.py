@@ -12,7 +12,15 @@ use, in a worker thread; every call runs in ``trio.to_thread`` behind a
 ``CapacityLimiter(1)`` per connection (one statement at a time on it; closing waits for a call
 still running, as :mod:`trioproxy.admin.sqlite_engine` does). Reads and writes have a
 connection each: a write waiting for another process's lock never holds up a lookup (in WAL
-a read does not wait for a writer). A cache is an optimisation, so a
+a read does not wait for a writer).
+
+Stores are written behind: :meth:`CacheFile.defer` queues a write (at most
+:data:`MAX_PENDING`; beyond, it is skipped and counted) and :meth:`CacheFile.run` (the
+``cache-file`` service) writes everything queued in one ``BEGIN IMMEDIATE`` transaction per
+thread hop, so a miss's three writes (its entry, its semantic record, its vector) cost one
+hop and one commit, and fewer still under load. A batch that fails is lost as a whole (a
+cache: those answers are asked upstream again). At shutdown what is queued is written within
+:data:`CLOSE_TIMEOUT_S`, then the file is closed. A cache is an optimisation, so a
 call that fails (the file locked past :data:`BUSY_TIMEOUT_S`, corrupt, unwritable) answers
 its caller's default (a miss, a skipped write), is counted in :attr:`CacheFile.errors` and
 logged at most once per :data:`LOG_EVERY_S`; it never fails a request. A file that cannot be
@@ -27,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import trio
 
@@ -46,6 +54,10 @@ LOG_EVERY_S = 60.0
 """At most one warning per this many seconds while calls fail (each is counted)."""
 REOPEN_AFTER_S = 5.0
 """After a failed open, calls answer their default at once until this has passed."""
+MAX_PENDING = 4_096
+"""Writes queued for the next batch; one more is skipped (counted)."""
+CLOSE_TIMEOUT_S = 10.0
+"""At shutdown: the last batch's bound, then the close's."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries(
@@ -89,6 +101,23 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+class Deferred(NamedTuple):
+    fn: Callable[[sqlite3.Connection], object]
+    done: Callable[[object], None] | None
+
+
+def _in_one_transaction(db: sqlite3.Connection, batch: list[Deferred]) -> list[object]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        results = [item.fn(db) for item in batch]
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return results
+
+
 class _Slot:
     """One connection, opened on first use; the limiter and lock its calls run under."""
 
@@ -115,7 +144,13 @@ class CacheFile:
         self._retry_at = float("-inf")
         self._logged_at = float("-inf")
         self.errors = 0
-        """Calls that failed (answered their default)."""
+        """Calls that failed (answered their default), writes lost or skipped."""
+        self._pending: list[Deferred] = []
+        self._wake = trio.Event()
+        self._queued = 0
+        """Writes queued so far; :attr:`_written` of them have been tried."""
+        self._written = 0
+        self._batch_done = trio.Event()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
         """``fn(connection)`` (no writes) in a worker thread, or ``default`` when it fails."""
@@ -133,6 +168,57 @@ class CacheFile:
         except sqlite3.Error as exc:
             self.failed(exc)
             return default
+
+    def defer(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        done: Callable[[T], None] | None = None,
+    ) -> None:
+        """Queue ``fn(connection)`` (no transaction of its own) for the next batch;
+        ``done(result)`` is called once its batch has committed."""
+        if len(self._pending) >= MAX_PENDING:
+            self.failed(OverflowError(f"more than {MAX_PENDING} writes waiting"))
+            return
+        self._pending.append(Deferred(fn, done))  # type: ignore[arg-type]
+        self._queued += 1
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Until every write queued before this call has been tried."""
+        target = self._queued
+        while self._written < target:
+            await self._batch_done.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The ``cache-file`` service: write the queued batches; at the end, the last one
+        and close the file."""
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                await self._write_batch()
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await self._write_batch()
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await trio.to_thread.run_sync(self.close, abandon_on_cancel=True)
+
+    async def _write_batch(self) -> None:
+        self._wake = trio.Event()
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        results = await self.write(lambda db: _in_one_transaction(db, batch), None)
+        if results is None:
+            self.errors += len(batch) - 1  # the failed call counted one
+        else:
+            for item, result in zip(batch, results, strict=True):
+                if item.done is not None:
+                    item.done(result)
+        self._written += len(batch)
+        self._batch_done.set()
+        self._batch_done = trio.Event()
 
     def failed(self, exc: BaseException) -> None:
         self.errors += 1
@@ -174,8 +260,10 @@ class CacheFile:
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "CLOSE_TIMEOUT_S",
     "FILE_NAME",
     "LOG_EVERY_S",
+    "MAX_PENDING",
     "REOPEN_AFTER_S",
     "SCHEMA",
     "CacheFile",

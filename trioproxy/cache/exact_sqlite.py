@@ -9,9 +9,10 @@ every :data:`SWEEP_EVERY` puts (a read never writes). Bounded like
 evicts the oldest entries first (insertion order; a read does not refresh an entry, that
 would make every hit a write). Each put is one ``BEGIN IMMEDIATE`` transaction.
 
-:class:`SqliteExactCache` is its :class:`~trioproxy.cache.exact.ExactCache` face: each call
-runs in a thread on the file's read or write connection (:class:`CacheFile`); a call that
-fails is a miss, a skipped write or nothing dropped, never an error. A thread hop costs
+:class:`SqliteExactCache` is its :class:`~trioproxy.cache.exact.ExactCache` face: a read
+runs in a thread on the file's read connection, a put is written behind in the file's next
+batch (:class:`CacheFile`), a delete or flush waits for the puts queued before it; a call
+that fails is a miss, a skipped write or nothing dropped, never an error. A thread hop costs
 ~70 µs of CPU (a read ~130 µs in all), so each worker keeps the entries it has read or
 written lately in a small :class:`~trioproxy.cache.exact.MemoryExactCache` in front
 (:data:`FRONT_ENTRIES`, :data:`FRONT_BYTES`; with the entry's own ``expires_at``): a repeat
@@ -56,24 +57,31 @@ class SqliteEntries:
         return None if row is None else (bytes(row[0]), float(row[1]))
 
     def put(self, db: sqlite3.Connection, key: str, value: bytes, ttl_s: float, now: float) -> None:
-        if ttl_s <= 0 or len(value) > self.max_bytes:
-            return
+        """:meth:`put_in` in a transaction of its own."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("DELETE FROM entries WHERE key = ?", (key,))
-            db.execute(
-                "INSERT INTO entries(key, value, expires_at, size) VALUES (?, ?, ?, ?)",
-                (key, value, now + ttl_s, len(value)),
-            )
-            self._puts += 1
-            if self._puts % SWEEP_EVERY == 0:
-                self.stats.expirations += self._sweep(db, now)
-            self._evict(db)
+            self.put_in(db, key, value, ttl_s, now)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def put_in(
+        self, db: sqlite3.Connection, key: str, value: bytes, ttl_s: float, now: float
+    ) -> None:
+        """Store (replace) an entry and keep the bounds, in the caller's transaction."""
+        if ttl_s <= 0 or len(value) > self.max_bytes:
+            return
+        db.execute("DELETE FROM entries WHERE key = ?", (key,))
+        db.execute(
+            "INSERT INTO entries(key, value, expires_at, size) VALUES (?, ?, ?, ?)",
+            (key, value, now + ttl_s, len(value)),
+        )
+        self._puts += 1
+        if self._puts % SWEEP_EVERY == 0:
+            self.stats.expirations += self._sweep(db, now)
+        self._evict(db)
 
     def _sweep(self, db: sqlite3.Connection, now: float) -> int:
         return db.execute(
@@ -161,10 +169,11 @@ class SqliteExactCache:
         if ttl_s <= 0 or len(value) > self.entries.max_bytes:
             return
         self.front.put_nowait(key, value, ttl_s=ttl_s, now=now)
-        await self.file.write(lambda db: self.entries.put(db, key, value, ttl_s, now), None)
+        self.file.defer(lambda db: self.entries.put_in(db, key, value, ttl_s, now))
 
     async def delete(self, key: str) -> bool:
         in_front = await self.front.delete(key)
+        await self.file.drain()  # a put queued before the delete lands before it
         in_file = await self.file.write(lambda db: self.entries.delete(db, key), False)
         return in_front or in_file
 
@@ -173,6 +182,7 @@ class SqliteExactCache:
 
     async def flush_prefix(self, prefix: str) -> int:
         in_front = await self.front.flush_prefix(prefix)
+        await self.file.drain()
         in_file = await self.file.write(lambda db: self.entries.flush_prefix(db, prefix), 0)
         return max(in_front, in_file)
 

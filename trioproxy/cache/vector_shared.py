@@ -4,7 +4,7 @@
 Each worker searches its own in-memory :class:`~trioproxy.cache.vector_index.HnswIndex`
 (~0.1 ms a query); the file holds the facts: one row per prompt stored (namespace, entry id,
 prompt, float32 vector, ``expires_at``). :class:`SharedHnswIndex` adds a prompt to its own
-index and appends its row; :meth:`SharedHnswIndex.run` (a worker service) builds the index
+index and queues its row for the file's next batch; :meth:`SharedHnswIndex.run` (a worker service) builds the index
 from the rows at start and then reads rows added after the last one it has seen every
 :data:`TAIL_INTERVAL_S` (by id, at most :data:`TAIL_BATCH` a read), so a prompt stored on one
 worker is found on another within about that. A delete or flush drops the rows and this
@@ -70,27 +70,20 @@ class VectorRows:
         expires_at: float,
         now: float,
     ) -> int:
-        """Replace the entry's row; the new row's id."""
+        """Replace the entry's row, in the caller's transaction; the new row's id."""
         blob = np.ascontiguousarray(vec, dtype=np.float32).reshape(-1).tobytes()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(
-                "DELETE FROM vectors WHERE namespace = ? AND entry_id = ?", (namespace, entry_id)
-            )
-            cur = db.execute(
-                "INSERT INTO vectors(namespace, entry_id, prompt, vec, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (namespace, entry_id, prompt, blob, expires_at),
-            )
-            rowid = int(cur.lastrowid or 0)
-            self._adds += 1
-            if self._adds % SWEEP_EVERY == 0:
-                self.sweep(db, now, rowid)
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        db.execute(
+            "DELETE FROM vectors WHERE namespace = ? AND entry_id = ?", (namespace, entry_id)
+        )
+        cur = db.execute(
+            "INSERT INTO vectors(namespace, entry_id, prompt, vec, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (namespace, entry_id, prompt, blob, expires_at),
+        )
+        rowid = int(cur.lastrowid or 0)
+        self._adds += 1
+        if self._adds % SWEEP_EVERY == 0:
+            self.sweep(db, now, rowid)
         return rowid
 
     def sweep(self, db: sqlite3.Connection, now: float, newest: int) -> int:
@@ -173,21 +166,27 @@ class SharedHnswIndex:
         now: float,
     ) -> None:
         await self.index.add(namespace, entry_id, vec, prompt, expires_at=expires_at, now=now)
-        rowid = await self.file.write(
-            lambda db: self.rows.add(db, namespace, entry_id, vec, prompt, expires_at, now), 0
+        self.file.defer(
+            lambda db: self.rows.add(db, namespace, entry_id, vec, prompt, expires_at, now),
+            self._written,
         )
-        if rowid > self.seen:
+
+    def _written(self, rowid: int) -> None:
+        if rowid > self.seen:  # not read back yet: skipped when it is (already indexed)
             self._mine.add(rowid)
 
     async def delete(self, namespace: str, entry_id: str) -> bool:
+        await self.file.drain()
         await self.file.write(lambda db: self.rows.delete(db, namespace, entry_id), 0)
         return await self.index.delete(namespace, entry_id)
 
     async def flush_namespace(self, namespace: str) -> int:
+        await self.file.drain()
         await self.file.write(lambda db: self.rows.flush_namespace(db, namespace), 0)
         return await self.index.flush_namespace(namespace)
 
     async def flush_prefix(self, prefix: str) -> int:
+        await self.file.drain()
         await self.file.write(lambda db: self.rows.flush_prefix(db, prefix), 0)
         return await self.index.flush_prefix(prefix)
 

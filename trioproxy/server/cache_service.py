@@ -40,20 +40,6 @@ PG_RETRY = BackoffPolicy(0.5, 30.0)
 """Between attempts to open the pgvector index while PostgreSQL is down."""
 
 
-def _file_service(file: CacheFile) -> Service:
-    """Closes the cache file at shutdown (after a call still running on it)."""
-
-    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-                await trio.to_thread.run_sync(file.close, abandon_on_cancel=True)
-
-    return run
-
-
 def _pg_service(index: PgVectorIndex) -> Service:
     """Opens the pgvector index, retrying with backoff while PostgreSQL is down (the
     gateway starts anyway; semantic lookups are misses until the index is open)."""
@@ -112,7 +98,7 @@ def response_cache(
         exact = RedisExactCache(redis)
     else:
         file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
-        services.append(NamedService("cache-file", _file_service(file), required=False))
+        services.append(NamedService("cache-file", file.run, required=False))
         exact = SqliteExactCache(file)
     semantic = None
     if any(r.cache.semantic_ttl_s > 0 for r in routes):
@@ -146,7 +132,7 @@ def _semantic(
 
         if file is None:
             file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
-            services.append(NamedService("cache-file", _file_service(file), required=False))
+            services.append(NamedService("cache-file", file.run, required=False))
         shared = SharedHnswIndex(file, HnswIndex(HnswCore(dim=embedder.dim)))
         services.append(NamedService("vector-index", shared.run, required=False))
         index = shared
