@@ -128,6 +128,12 @@ BAD_OPENAI: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
         ErrorKind.INVALID_REQUEST,
         "messages[1].content",
     ),
+    # a tool call required with no tool offered
+    (
+        {"model": "m", "messages": HI, "tool_choice": "required"},
+        ErrorKind.INVALID_REQUEST,
+        "tool_choice",
+    ),
     # a named function the request does not offer
     (
         {
@@ -312,6 +318,11 @@ BAD_ANTHROPIC: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
     ),
     (
         {"model": "m", "max_tokens": 5, "messages": HI, "tool_choice": {"type": "maybe"}},
+        ErrorKind.INVALID_REQUEST,
+        "tool_choice",
+    ),
+    (  # a tool call required with no tool offered
+        {"model": "m", "max_tokens": 5, "messages": HI, "tool_choice": {"type": "any"}},
         ErrorKind.INVALID_REQUEST,
         "tool_choice",
     ),

@@ -97,6 +97,17 @@ def test_items_become_the_canonical_chat_form() -> None:
         ({"input": [{"type": "function_call", "call_id": "c"}]}, "input[0]"),
         ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
         ({"input": "x", "tool_choice": "sometimes"}, "tool_choice"),
+        # a choice the tools cannot meet (the providers refuse it; a cached answer would not)
+        (
+            {
+                "input": "x",
+                "tool_choice": {"type": "function", "name": "nope"},
+                "tools": [{"type": "function", "name": "get_weather", "parameters": {}}],
+            },
+            "tool_choice.name",
+        ),
+        ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice.name"),
+        ({"input": "x", "tool_choice": "required"}, "tool_choice"),
         ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
         ({"input": [{"role": "assistant", "content": "only me"}]}, "input"),

@@ -183,3 +183,18 @@ __all__ = [
     "req_type",
     "too_deep",
 ]
+
+
+def offered_tool_choice(chat: Mapping[str, Any], name_param: str) -> None:
+    """A chat form's ``tool_choice`` can be met by its ``tools``: a named function must be one
+    of them (``name_param``: where the caller wrote the name, in its own dialect), and
+    "required" (Anthropic's "any") needs at least one. The providers refuse both with a 400
+    that would blame them; a cached answer would be served to the next such request."""
+    choice = chat.get("tool_choice")
+    tools = chat.get("tools") or ()
+    if choice == "required" and not tools:
+        raise invalid("'tool_choice' requires a tool call but 'tools' offers none", "tool_choice")
+    if isinstance(choice, dict) and isinstance(fn := choice.get("function"), dict):
+        names = {(t.get("function") or t.get("custom") or {}).get("name") for t in tools}
+        if (name := fn.get("name")) not in names:
+            raise invalid(f"'tool_choice' names '{name}', which 'tools' does not offer", name_param)

@@ -54,6 +54,7 @@ def parse_request(body: bytes) -> ChatRequest:
         chat["tools"] = [_to_function_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     if (choice := data.get("tool_choice")) is not None:
         _put_tool_choice(chat, choice)
+        f.offered_tool_choice(chat, "tool_choice.name")
     return translated(
         "anthropic", data, chat, model, stream=stream, max_tokens=max_tokens, end_user=end_user
     )
@@ -182,13 +183,8 @@ def _put_tool_choice(chat: dict[str, Any], choice: Any) -> None:
     if not isinstance(choice, dict) or not isinstance(kind, str):
         raise invalid("'tool_choice' must be an object with a 'type'", "tool_choice")
     f.opt_bool(choice, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
-    if kind == "tool" and isinstance(name := choice.get("name"), str):
-        if name not in {t["function"]["name"] for t in chat.get("tools", ())}:
-            raise invalid(
-                f"'tool_choice' names the tool '{name}', which is not in 'tools'",
-                "tool_choice.name",
-            )
-        chat["tool_choice"] = {"type": "function", "function": {"name": name}}
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     elif kind in _TOOL_CHOICE:
         chat["tool_choice"] = _TOOL_CHOICE[kind]
     else:

@@ -44,11 +44,10 @@ def check_chat(data: dict[str, Any]) -> None:
     f.opt_bool(data, "parallel_tool_calls")
     f.opt_str(data, "user")
     _stop(data.get("stop"))
-    names = {
+    for i, tool in enumerate(f.objects(f.opt_list(data, "tools"), "tools")):
         _tool(tool, f"tools[{i}]")
-        for i, tool in enumerate(f.objects(f.opt_list(data, "tools"), "tools"))
-    }
-    _tool_choice(data.get("tool_choice"), names)
+    _tool_choice(data.get("tool_choice"))
+    f.offered_tool_choice(data, "tool_choice.function.name")
     if (rf := data.get("response_format")) is not None:
         if not isinstance(rf, dict):
             raise invalid("'response_format' must be an object", "response_format")
@@ -125,14 +124,13 @@ def _stop(stop: Any) -> None:
         raise invalid(f"'stop' must be a string or an array of up to {MAX_STOP} strings", "stop")
 
 
-def _tool(tool: dict[str, Any], at: str) -> str:
-    """Check one tool; its name."""
+def _tool(tool: dict[str, Any], at: str) -> None:
     kind = tool.get("type")
     if kind == "custom":  # OpenAI's free-form tools: passed on, refused by other wires
         custom = f.req_dict(tool, "custom", f"{at}.custom")
-        if not isinstance(name := custom.get("name"), str):
+        if not isinstance(custom.get("name"), str):
             raise invalid("custom tools need a string 'custom.name'", f"{at}.custom.name")
-        return name
+        return
     if kind != "function":
         raise invalid("tools[].type must be 'function' or 'custom'", f"{at}.type")
     fn = tool.get("function")
@@ -142,21 +140,14 @@ def _tool(tool: dict[str, Any], at: str) -> str:
     if fn.get("parameters") is not None:
         f.opt_dict(fn, "parameters", f"{at}.function.parameters")
     f.opt_bool(fn, "strict", f"{at}.function.strict")
-    return name
 
 
-def _tool_choice(choice: Any, names: set[str]) -> None:
-    """``names``: the request's tools; a named choice must be one of them."""
+def _tool_choice(choice: Any) -> None:
     if choice is None or (isinstance(choice, str) and choice in TOOL_CHOICES):
         return
     if isinstance(choice, dict) and choice.get("type") == "function":
         fn = choice.get("function")
-        if isinstance(fn, dict) and isinstance(name := fn.get("name"), str):
-            if name not in names:
-                raise invalid(
-                    f"'tool_choice' names the function '{name}', which is not in 'tools'",
-                    "tool_choice.function.name",
-                )
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return
     raise invalid(
         "'tool_choice' must be none, auto, required or "

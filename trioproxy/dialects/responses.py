@@ -61,6 +61,7 @@ def parse_request(body: bytes) -> ChatRequest:
         chat["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
     if (choice := data.get("tool_choice")) is not None:
         chat["tool_choice"] = _tool_choice(choice)
+        f.offered_tool_choice(chat, "tool_choice.name")
     if (fmt := _response_format(f.opt_dict(data, "text"))) is not None:
         chat["response_format"] = fmt
     effort = f.opt_str(f.opt_dict(data, "reasoning"), "effort", "reasoning.effort")
