@@ -416,6 +416,30 @@ async def test_an_alert_check_is_queued_only_when_the_settle_reaches_a_level(
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_refusal_at_a_level_fires_the_alert_no_settle_reached(
+    kind: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A team lead lowers the limit below what the team spent: every request is refused, none
+    settles, and the alert must still fire (found by a newcomer at 92.75 % of a lowered limit
+    with the Alerts page empty). A refusal below every level queues nothing."""
+    store: BudgetStore = MemoryStore() if kind == "memory" else SqliteStore(str(tmp_path / "s"))
+    sink = AlertSink(store)
+    gate = BudgetGate(config(daily=10.0, monthly=None), store, clock=Clock(), alerts=sink)
+    for i in range(5):  # 5.0 USD of 10: below the threshold (8 USD)
+        await gate.settle(await admit(gate, f"r{i}", 1_000_000), 1_000_000, 1)
+    with pytest.raises(PolicyError):  # 5 + 6 > 10, but 5 of 10 is below every level
+        await admit(gate, "big", 6_000_000)
+    assert sink.statistics().queued == 0
+    await gate.set_team_limits("t", 5_500_000, None)  # lowered: 5.0 of 5.5 = 91 %
+    with pytest.raises(PolicyError) as err:
+        await admit(gate, "r5", 1_000_000)
+    assert err.value.kind is ErrorKind.BUDGET_EXCEEDED
+    assert sink.statistics().queued == 1
+    await nursery.start(sink.run)
+    await until(lambda: sink.statistics().fired == 1)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_per_key_rpm_and_tpm(kind: str, tmp_path: Path) -> None:
     store: BudgetStore = MemoryStore() if kind == "memory" else SqliteStore(str(tmp_path / "s"))
     clock = Clock()

@@ -268,6 +268,9 @@ class BudgetGate:
                 request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
             )
         if denial is not None:
+            if not ticket.local:  # a team refused at a level has no settle to tell the sink
+                ticket.holds.extend(h for h in holds if h.claim.bucket == denial.bucket)
+                await self._check_alerts(ticket, now, {denial.bucket: denial.used})
             raise denied(team, holds, denial)
         if self.recovery is not None and not ticket.local:
             claims = [h.claim for h in holds]
@@ -302,6 +305,9 @@ class BudgetGate:
         except StoreUnavailable:
             raise self._calls.unavailable() from None
         if denial is not None:
+            if not ticket.local:  # a team refused at a level has no settle to tell the sink
+                ticket.holds.extend(h for h in holds if h.claim.bucket == denial.bucket)
+                await self._check_alerts(ticket, now, {denial.bucket: denial.used})
             raise denied(team, holds, denial)
         if self.recovery is not None and not ticket.local:
             self.recovery.extended(ticket.request_id, [h.claim for h in holds], now=now)
@@ -371,7 +377,9 @@ class BudgetGate:
         limit, unless the settle's ``totals`` (the store's, read with it) show the bucket
         below every alert level: only a request whose settle leaves a bucket at or past a
         level (the threshold, the limit) queues its check (the sink reads the bucket again
-        and fires each level once per period)."""
+        and fires each level once per period). A request refused by a team period comes here
+        too, with the refusal's spent-or-reserved total: after a limit is lowered below the
+        spend, every request is refused and none settles, yet the level is reached."""
         if self._alerts is None or ticket.local:
             return
         team = ticket.who.team
