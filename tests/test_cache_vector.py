@@ -83,6 +83,28 @@ async def test_hnsw_grows_and_reuses_deleted_slots() -> None:
     assert (await idx.search("n", vecs[5], 1, now=22.0))[0].entry_id == "new"
 
 
+@pytest.mark.parametrize(("per_namespace", "total"), [(1000, 1000), (30, 1000), (1000, 100)])
+def test_add_many_leaves_the_index_as_adding_one_by_one(per_namespace: int, total: int) -> None:
+    """A worker's start adds the cache file's rows in batches (one hnswlib call per
+    namespace); the entries, their recency order, the bounds' evictions and every entry's
+    top-1 are those of adding them one by one, in the same order, also when a namespace's
+    run or the batch passes a bound (then it is added one by one)."""
+    items = [(f"n{i % 3}", f"e{i}", unit(3000 + i), f"p{i}", 100.0 + i) for i in range(150)]
+    items.append(("n0", "e3", unit(9999), "p3 again", 500.0))  # an entry stored again
+    one, many = (HnswCore(max_per_namespace=per_namespace, max_total=total) for _ in range(2))
+    for item in items:
+        one.add(*item)
+    many.add_many(items)
+    assert list(many._lru) == list(one._lru)
+    assert many.statistics() == one.statistics()
+    for ns, space in one._spaces.items():
+        assert many._spaces[ns].by_entry.keys() == space.by_entry.keys()
+        for entry_id in space.by_entry:
+            vec = unit(9999) if entry_id == "e3" else unit(3000 + int(entry_id[1:]))
+            assert many.search(ns, vec, 1, now=0.0)[0].entry_id == entry_id
+            assert one.search(ns, vec, 1, now=0.0)[0].entry_id == entry_id
+
+
 @pytest.fixture
 async def pg_index(pg_url: str) -> PgVectorIndex:
     idx = PgVectorIndex(pg_url, max_per_namespace=3, max_total=5, prune_every=10_000)

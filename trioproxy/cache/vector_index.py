@@ -83,6 +83,10 @@ class IndexStats:
     expirations: int = 0
 
 
+_BATCH_MIN = 16
+"""Fewer new entries of a namespace than this are added one by one (a tail read's few rows)."""
+
+
 class HnswCore:
     """The synchronous, single-threaded index. Pure apart from hnswlib: time is ``now``."""
 
@@ -157,6 +161,53 @@ class HnswCore:
             ns, victim = next(iter(self._lru))
             self._remove(ns, self._spaces[ns], victim)
             self.stats.evictions += 1
+
+    def add_many(self, items: Sequence[Item]) -> None:
+        """Add each of ``items`` as :meth:`add` would, in order. When the batch fits the total
+        bound, a namespace's entries it does not hold yet that fit its own bound go to hnswlib
+        in one ``add_items`` call (insertions on every core, outside the GIL: a worker's start
+        builds its index from the cache file this way); the bookkeeping (and the recency
+        order) follows ``items``' order, and anything else is added one by one."""
+        runs: dict[str, list[Item]] = {}
+        for item in items:
+            runs.setdefault(item[0], []).append(item)
+        labels: dict[tuple[str, str], int] = {}
+        if len(self._lru) + len(items) <= self.max_total:
+            for namespace, run in runs.items():
+                if len(run) >= _BATCH_MIN:
+                    labels.update(self._insert_run(namespace, run))
+        for item in items:
+            label = labels.get((item[0], item[1]))
+            if label is None:
+                self.add(*item)
+                continue
+            namespace, entry_id, _, prompt, expires_at = item
+            space = self._spaces[namespace]
+            space.items[label] = _Item(entry_id, prompt, expires_at)
+            space.by_entry[entry_id] = label
+            self._touch(namespace, space, label)
+
+    def _insert_run(self, namespace: str, run: list[Item]) -> dict[tuple[str, str], int]:
+        """Put ``run``'s vectors into the namespace's hnswlib index in one call, when they are
+        all new to it and fit its bound; their labels (none when they do not)."""
+        space = self._spaces.get(namespace)
+        held = space.by_entry if space is not None else {}
+        ids = {entry_id for _, entry_id, _, _, _ in run}
+        if (len(ids) < len(run) or not ids.isdisjoint(held)
+                or len(held) + len(run) > self.max_per_namespace):  # fmt: skip
+            return {}
+        if space is None:
+            space = self._spaces[namespace] = _Space(self._new_index(64), 64)
+        need = len(space.items) + len(run)
+        if need > space.capacity:
+            while space.capacity < need:
+                space.capacity *= 2
+            space.index.resize_index(space.capacity)
+        first = space.next_label
+        space.next_label += len(run)
+        vecs = np.stack([v.reshape(-1) for _, _, v, _, _ in run])
+        space.index.add_items(vecs, list(range(first, first + len(run))), replace_deleted=True)
+        return {(namespace, item[1]): first + i for i, item in enumerate(run)}
 
     def delete(self, namespace: str, entry_id: str) -> bool:
         space = self._spaces.get(namespace)
@@ -240,13 +291,8 @@ class HnswIndex:
         return await trio.to_thread.run_sync(self.core.flush_prefix, prefix, limiter=self._lock)
 
     async def add_many(self, items: Sequence[Item]) -> None:
-        """Add each of ``items`` in turn, in one trip to the index's thread."""
-
-        def add_all() -> None:
-            for namespace, entry_id, vec, prompt, expires_at in items:
-                self.core.add(namespace, entry_id, vec, prompt, expires_at)
-
-        await trio.to_thread.run_sync(add_all, limiter=self._lock)
+        """:meth:`HnswCore.add_many`, in one trip to the index's thread."""
+        await trio.to_thread.run_sync(self.core.add_many, items, limiter=self._lock)
 
 
 __all__ = ["Hit", "HnswCore", "HnswIndex", "IndexStats", "Item", "VectorIndex"]
