@@ -271,6 +271,10 @@ class Recovery:
         if not locked:
             await trio.sleep(WAIT_POLL_S)
             return False
+        with trio.fail_after(self.call_timeout_s):  # the rebuilder before us may have ended
+            epoch = await self.store.read_epoch()  # between our read and our lock: its epoch
+        if epoch is not None:  # stands, and reading the ledger again would be wasted
+            return await self._replay(epoch)
         with trio.move_on_after(self.lock_lease_s):
             return await self._rebuild(token)
         return False
