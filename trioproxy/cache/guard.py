@@ -64,9 +64,12 @@ import re
 
 from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, relation, typo
+from trioproxy.cache.polarity import polarity
 from trioproxy.cache.prompt_features import Features, features
+from trioproxy.cache.quantifiers import quantities
 from trioproxy.cache.relative_time import relative_time
 from trioproxy.cache.word_order import (
+    COORDINATORS,
     asks_differently,
     gerund_voice,
     moved_block,
@@ -112,39 +115,6 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
     ).split()
 )
 
-_STOP_VERBS = frozenset(
-    "stop stops stopped stopping silence silences silenced silencing suppress suppresses "
-    "suppressed suppressing mute mutes muted muting disable disables disabled disabling "
-    "prevent prevents prevented preventing avoid avoids avoided avoiding quit quits quitting "
-    "cease ceases ceased ceasing block blocks blocked blocking cancel cancels cancelled "
-    "canceled cancelling rid".split()
-)
-"""Verbs that stop, prevent or silence the action after them ("stop saving", "prevent a
-service from starting", "silence SQL query logging"; "rid" of "get rid of")."""
-_GERUND_REACH = 5
-"""Words after a stop-verb searched for the gerund it stops ("stop Spotify from recommending")."""
-_KEEP_FROM_REACH = 4
-"""Words between "keep" and "from" in "keep X from Y-ing", a stop-verb too."""
-_VERB_ENDINGS = ("", "s", "es", "ed", "d")
-"""A verb's forms besides its gerund, from its stem ("save" -> "saves", "saved")."""
-_NOT_GERUNDS = frozenset(
-    "evening morning string thing nothing something anything everything during ceiling "
-    "spring king ring bring sing wing sibling".split()
-)
-"""Words ending in "-ing" that are no verb's gerund after a stop-verb."""
-
-_QUANTIFIERS = {
-    "all": "all", "every": "all", "each": "all", "entire": "all", "whole": "all",
-    "some": "some", "few": "some", "several": "some", "couple": "some", "any": "some",
-    "many": "many", "lots": "many", "numerous": "many", "plenty": "many",
-    "most": "most", "both": "both", "either": "either", "one": "one", "single": "one",
-}  # fmt: skip
-"""How much of a thing a prompt asks about, by class: "each" pod and "every" pod are one
-class ("all"), "one" pod, "a few" examples and "many" examples are others."""
-_PAIRED = {"either": "or", "both": "and"}
-_NOT_ONE = frozenset("which the this that each every any no of another more".split())
-"""Words around "one" that make it a pronoun or part of a phrase ("which one", "one of")."""
-
 _DIRECTION = frozenset({"to", "into", "for", "than", "from"})
 _VERSUS = frozenset({"vs", "versus", "v"})
 """Words of a comparison, which reads the same either way ("Kubernetes vs Docker Swarm" /
@@ -169,9 +139,6 @@ _MOVABLE_WORDS = frozenset(
 )
 """Words a paraphrase puts anywhere ("Please convert ..." / "Convert ... please", "What
 exactly is X?" / "What is X, exactly?")."""
-_COORDINATORS = frozenset({"and", "or"})
-"""Their two sides may trade places: "X and Y" asks what "Y and X" asks, and a choice "X or Y"
-what "Y or X" asks ("is a tomato a fruit or a vegetable")."""
 _PASSIVE = "by"
 RULES: tuple[str, ...] = (
     "number", "code", "case", "negation", "prefix", "term", "sibling", "degree", "antonym",
@@ -302,44 +269,6 @@ def _prefixed(a: frozenset[str], b: frozenset[str]) -> bool:
     return any(p + w in b and p + w not in a for w in a if len(w) > 2 for p in _NEG_PREFIXES)
 
 
-def _stops(seq: tuple[str, ...]) -> bool:
-    """``seq`` has a stop-verb, or "keep X from"."""
-    return any(
-        w in _STOP_VERBS or (w == "keep" and "from" in seq[i + 1 : i + 1 + _KEEP_FROM_REACH])
-        for i, w in enumerate(seq)
-    )
-
-
-def _stopped_verbs(seq: tuple[str, ...]) -> set[str]:
-    """The stems whose gerund a stop-verb of ``seq`` stops, with the gerund's other spellings
-    ("stop saving" -> "sav", "save"; "silence SQL query logging" -> "logg", "log"; "keep moss
-    from growing" -> "grow"); not a stop-verb coordinated with its opposite ("enable or
-    disable caching")."""
-    out: set[str] = set()
-    for i, w in enumerate(seq):
-        if w == "keep" and "from" in seq[i + 1 : i + 1 + _KEEP_FROM_REACH]:
-            after = seq.index("from", i + 1) + 1
-        elif w in _STOP_VERBS and not (i and seq[i - 1] in _COORDINATORS):
-            after = i + 1
-        else:
-            continue
-        for x in seq[after : after + _GERUND_REACH]:
-            if x.endswith("ing") and len(x) >= 5 and x not in _STOP_VERBS | _NOT_GERUNDS:
-                out |= {b for b in (x[:-3], x[:-3] + "e", x[:-4]) if len(b) >= 3}
-                break
-    return out
-
-
-def _polarity(a: Features, b: Features) -> bool:
-    """``a`` stops the action that ``b``, with no stop-verb nor negation, asks for: ``b`` has
-    the stopped verb in a form other than the gerund itself ("save", "saves", "saved"; the
-    same gerund on both sides names a thing as often: "stop snoring" / "snoring remedies")."""
-    if a.negated or b.negated or not _stops(a.seq) or _stops(b.seq):
-        return False
-    forms = {v + t for v in _stopped_verbs(a.seq) for t in _VERB_ENDINGS}
-    return bool(forms & b.words)
-
-
 def _degree(a: frozenset[str], b: frozenset[str]) -> bool:
     """A comparative on one side, the superlative of the same stem on the other."""
     for w in a:
@@ -355,7 +284,7 @@ def _unpolite(seq: tuple[str, ...]) -> tuple[str, ...]:
 
 def _core(seq: tuple[str, ...]) -> tuple[str, ...]:
     """``seq`` without its function words but with its coordinators."""
-    return tuple(w for w in seq if w in _COORDINATORS or w not in _STOP)
+    return tuple(w for w in seq if w in COORDINATORS or w not in _STOP)
 
 
 _CHOICE = frozenset("which better best worse choose pick prefer".split())
@@ -378,7 +307,7 @@ def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     words ("between affect and effect" / "between effect and affect", "a fruit or a
     vegetable" / "a vegetable or a fruit")."""
     for i, w in enumerate(a):
-        if w not in _COORDINATORS:
+        if w not in COORDINATORS:
             continue
         for lx in (1, 2, 3):
             for ly in (1, 2, 3):
@@ -387,30 +316,6 @@ def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
                     if a[: i - lx] + y + (w,) + x + a[i + 1 + ly :] == b:
                         return True
     return False
-
-
-def _quantities(seq: tuple[str, ...]) -> frozenset[str]:
-    """The quantifier classes of a prompt (``_QUANTIFIERS``); "one" / "single" only before
-    a word that is not a pronoun's or phrase's ("restart one pod", not "which one", "one of");
-    "either" / "both" not as coordinations ("either X or Y"); "once" is one ("once a day"),
-    but not in "at once"."""
-    out = set()
-    for i, w in enumerate(seq):
-        if w == "once":  # "once a day" / "several times a day"; not "at once"
-            if not i or seq[i - 1] != "at":
-                out.add("one")
-            continue
-        q = _QUANTIFIERS.get(w)
-        if q == "one":
-            prev = seq[i - 1] if i else ""
-            nxt = seq[i + 1] if i + 1 < len(seq) else ""
-            if prev in _NOT_ONE or not nxt or nxt in _NOT_ONE or nxt in _STOP:
-                continue
-        elif q in _PAIRED and _PAIRED[q] in seq[i + 1 :]:
-            continue  # a coordination: "either X or Y", "both X and Y"
-        if q is not None:
-            out.add(q)
-    return frozenset(out)
 
 
 def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | None:
@@ -438,10 +343,10 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
                 y in n.words and x in c.words and x not in n.words and y not in c.words
             ):
                 return "antonym"
-    if "polarity" in rules and (_polarity(n, c) or _polarity(c, n)):
+    if "polarity" in rules and (polarity(n, c) or polarity(c, n)):
         return "polarity"
     if "quantifier" in rules:
-        qn, qc = _quantities(n.seq), _quantities(c.seq)
+        qn, qc = quantities(n.seq, _STOP), quantities(c.seq, _STOP)
         if qn - qc and qc - qn:  # one class put in another's place, not one added
             return "quantifier"
     if "time" in rules and relative_time(n, c):

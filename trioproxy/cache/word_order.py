@@ -254,6 +254,9 @@ def voice_flipped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) 
     )
 
 
+COORDINATORS = frozenset({"and", "or"})
+"""Their two sides may trade places: "X and Y" asks what "Y and X" asks, and a choice "X or Y"
+what "Y or X" asks ("is a tomato a fruit or a vegetable")."""
 _BEFORE_BEING = frozenset("for of about after before on at from without when".split())
 """Words before a passive gerund that make it the asker's own situation ("tips for being
 interviewed", "fear of being fired"), not a clause of a longer sentence ("its parameters being
@@ -325,6 +328,6 @@ def possessors_swapped(a: str, b: str) -> bool:
 
 
 __all__ = [
-    "asks_differently", "moved_block", "possessors_swapped", "question_kinds", "roles_swapped",
-    "swapped", "voice_flipped",
+    "COORDINATORS", "asks_differently", "gerund_voice", "moved_block", "possessors_swapped",
+    "question_kinds", "roles_swapped", "swapped", "voice_flipped",
 ]  # fmt: skip
