@@ -173,6 +173,31 @@ async def test_capped_reservation_extends_then_stops_at_limit() -> None:
     assert await store.usage("team:t:day:2026-11-21", now=clock.now) == 905_000
 
 
+async def test_a_refused_extension_queues_the_alert_and_settles_what_it_held(
+    nursery: trio.Nursery,
+) -> None:
+    """A stream's extension refused at a level queues the alert check like a refused
+    admission, and the refused hold stays out of the ticket: the settle bills what the
+    ticket held (one hold per period), the same as without alerts."""
+    store, clock = MemoryStore(), Clock()
+    sink = AlertSink(store)
+    gate = BudgetGate(config(daily=1.0, monthly=None), store, clock=clock, alerts=sink)
+    other = await admit(gate, "other", 400_000)
+    t = await admit(gate, "s", 2_000_000, tokens=2000, cap=250_000)
+    await gate.extend(t, cost_micros=260_000, tokens=260)  # one cap step: 500k held
+    held = list(t.holds)
+    with pytest.raises(PolicyError) as err:
+        await gate.extend(t, cost_micros=510_000, tokens=510)  # 400k + 750k > $1
+    assert err.value.kind is ErrorKind.BUDGET_EXCEEDED
+    assert t.holds == held
+    assert sink.statistics().queued == 1  # 900k of $1 spent or reserved: past 80 %
+    await gate.settle(t, 505_000, 505)
+    await gate.settle(other, 400_000, 1)
+    assert await store.usage("team:t:day:2026-11-21", now=clock.now) == 905_000
+    await nursery.start(sink.run)
+    await until(lambda: sink.statistics().fired == 1)
+
+
 async def test_settle_releases_and_is_idempotent() -> None:
     store = MemoryStore()
     gate = BudgetGate(config(), store, clock=Clock())

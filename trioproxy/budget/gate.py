@@ -49,7 +49,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
@@ -57,7 +57,7 @@ import trio
 
 from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertSink, BudgetCheck, levels_reached
-from trioproxy.budget.claims import Claim, initial_reservation, scaled
+from trioproxy.budget.claims import Claim, Denial, initial_reservation, scaled
 from trioproxy.budget.denials import denied
 from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
 from trioproxy.budget.memory_store import MemoryStore
@@ -268,9 +268,7 @@ class BudgetGate:
                 request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
             )
         if denial is not None:
-            if not ticket.local:  # a team refused at a level has no settle to tell the sink
-                ticket.holds.extend(h for h in holds if h.claim.bucket == denial.bucket)
-                await self._check_alerts(ticket, now, {denial.bucket: denial.used})
+            await self._alert_refusal(ticket, holds, denial, now)
             raise denied(team, holds, denial)
         if self.recovery is not None and not ticket.local:
             claims = [h.claim for h in holds]
@@ -305,9 +303,7 @@ class BudgetGate:
         except StoreUnavailable:
             raise self._calls.unavailable() from None
         if denial is not None:
-            if not ticket.local:  # a team refused at a level has no settle to tell the sink
-                ticket.holds.extend(h for h in holds if h.claim.bucket == denial.bucket)
-                await self._check_alerts(ticket, now, {denial.bucket: denial.used})
+            await self._alert_refusal(ticket, holds, denial, now)
             raise denied(team, holds, denial)
         if self.recovery is not None and not ticket.local:
             self.recovery.extended(ticket.request_id, [h.claim for h in holds], now=now)
@@ -370,16 +366,30 @@ class BudgetGate:
         limit = math.floor(c.limit * self.outage.fail_open_share)
         return Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
 
+    async def _alert_refusal(
+        self, ticket: Ticket, holds: Sequence[Hold], denial: Denial, now: float
+    ) -> None:
+        """A team refused at a level has no settle to tell the alert sink: check the refused
+        period with the refusal's spent-or-reserved total (the ticket keeps only what it
+        holds: a refused hold is never settled)."""
+        if not ticket.local:
+            refused = [h for h in holds if h.claim.bucket == denial.bucket]
+            await self._check_alerts(ticket, now, {denial.bucket: denial.used}, refused)
+
     async def _check_alerts(
-        self, ticket: Ticket, now: float, totals: Mapping[str, int] | None = None
+        self,
+        ticket: Ticket,
+        now: float,
+        totals: Mapping[str, int] | None = None,
+        holds: Sequence[Hold] | None = None,
     ) -> None:
         """Hand the alert sink a check of each team period the request drew on that has a
         limit, unless the settle's ``totals`` (the store's, read with it) show the bucket
         below every alert level: only a request whose settle leaves a bucket at or past a
         level (the threshold, the limit) queues its check (the sink reads the bucket again
-        and fires each level once per period). A request refused by a team period comes here
-        too, with the refusal's spent-or-reserved total: after a limit is lowered below the
-        spend, every request is refused and none settles, yet the level is reached."""
+        and fires each level once per period). ``holds``: the periods to check instead of the
+        ticket's (a refusal's, :meth:`_alert_refusal`: after a limit is lowered below the
+        spend, every request is refused and none settles, yet the level is reached)."""
         if self._alerts is None or ticket.local:
             return
         team = ticket.who.team
@@ -394,7 +404,7 @@ class BudgetGate:
         if threshold is None:  # alerts off for this team
             return
         seen: set[str] = set()
-        for h in ticket.holds:
+        for h in ticket.holds if holds is None else holds:
             c = h.claim
             limit = limits.daily_micros if h.family == "day" else limits.monthly_micros
             if (
