@@ -28,6 +28,8 @@ _NOT_GERUNDS = frozenset(
     "spring king ring bring sing wing sibling".split()
 )
 """Words ending in "-ing" that are no verb's gerund after a stop-verb."""
+_NOT_STOPPED = _STOP_VERBS | _NOT_GERUNDS
+"""An "-ing" word after a stop-verb that is not the action it stops."""
 
 
 def _stops(seq: tuple[str, ...]) -> bool:
@@ -52,7 +54,7 @@ def _stopped_verbs(seq: tuple[str, ...]) -> set[str]:
         else:
             continue
         for x in seq[after : after + _GERUND_REACH]:
-            if x.endswith("ing") and len(x) >= 5 and x not in _STOP_VERBS | _NOT_GERUNDS:
+            if x.endswith("ing") and len(x) >= 5 and x not in _NOT_STOPPED:
                 out |= {b for b in (x[:-3], x[:-3] + "e", x[:-4]) if len(b) >= 3}
                 break
     return out

@@ -269,14 +269,14 @@ def gerund_voice(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     verb and no passive one ("tips for interviewing a candidate" / "tips for being interviewed
     as a candidate"); not when ``a`` names the agent with "by" ("being ignored by friends" /
     "friends keep ignoring me")."""
-    if "being" in b:
+    if "being" in b or "by" in a:  # an agent named: the parties stay (voice_flipped's case)
         return False
     for i, w in enumerate(a[:-1]):
         part = a[i + 1]
         if w != "being" or not i or a[i - 1] not in _BEFORE_BEING:
             continue
-        if len(part) < 5 or not part.endswith(("ed", "en")) or "by" in a:
-            continue  # an agent named with "by" keeps the parties: voice_flipped's case
+        if len(part) < 5 or not part.endswith(("ed", "en")):
+            continue
         stems = {part[:-2], part[:-1], part[:-3]}  # "interviewed", "hired", "stopped"
         stems |= {s + "e" for s in stems}  # "interviewing", "hiring", "stopping"
         if any(g[:-3] in stems or g[:-4] in stems for g in b if g.endswith("ing")):
