@@ -92,17 +92,18 @@ def response_cache(
     routes = settings.routes.values()
     if not any(r.cache.exact_ttl_s > 0 or r.cache.semantic_ttl_s > 0 for r in routes):
         return None
+    semantic_on = any(r.cache.semantic_ttl_s > 0 for r in routes)
+    file = None  # state_dir's cache file: answers without Redis, vectors without PostgreSQL
+    if redis is None or (semantic_on and settings.storage.database_url is None):
+        file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
+        services.append(NamedService("cache-file", file.run, required=False))
     exact: ExactCache
-    file = None
     if redis is not None:
         exact = RedisExactCache(redis)
     else:
-        file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
-        services.append(NamedService("cache-file", file.run, required=False))
+        assert file is not None  # opened just above without Redis
         exact = SqliteExactCache(file)
-    semantic = None
-    if any(r.cache.semantic_ttl_s > 0 for r in routes):
-        semantic = _semantic(settings, services, exact, file)
+    semantic = _semantic(settings, services, exact, file) if semantic_on else None
     writer = CacheWriter(exact=exact, semantic=semantic)
     services.append(NamedService("cache-writer", writer.run))
     return ResponseCache(exact, semantic, writer)
@@ -130,9 +131,7 @@ def _semantic(
     else:
         from trioproxy.cache.vector_shared import SharedHnswIndex
 
-        if file is None:
-            file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
-            services.append(NamedService("cache-file", file.run, required=False))
+        assert file is not None  # response_cache opens it whenever PostgreSQL is not set
         shared = SharedHnswIndex(file, HnswIndex(HnswCore(dim=embedder.dim)))
         services.append(NamedService("vector-index", shared.run, required=False))
         index = shared
