@@ -52,8 +52,8 @@ def test_long_input_is_truncated_not_rejected(minilm: OnnxMiniLM) -> None:
     assert minilm.embed_many(["word " * 1000]).shape == (1, 384)
 
 
-async def test_embed_concurrently_in_micro_batches(minilm: OnnxMiniLM) -> None:
-    emb = LocalEmbedder(minilm, threads=1, max_batch=8, max_pending=64)
+async def test_concurrent_embeds_equal_each_prompt_alone(minilm: OnnxMiniLM) -> None:
+    emb = LocalEmbedder(minilm, threads=2, max_pending=64)
     texts = [f"question number {i} about caching" for i in range(24)]
     out: dict[int, Embedding | None] = {}
 
@@ -66,13 +66,13 @@ async def test_embed_concurrently_in_micro_batches(minilm: OnnxMiniLM) -> None:
             for i in range(len(texts)):
                 inner.start_soon(one, i)
         nursery.cancel_scope.cancel()
-    direct = minilm.embed_many(texts)
     for i in range(len(texts)):
         got = out[i]
-        assert got is not None and np.allclose(got.vec, direct[i], atol=1e-4)
+        alone = minilm.embed_many([texts[i]])[0]
+        assert got is not None and np.allclose(got.vec, alone, atol=1e-5)
         assert got.tokens is not None and got.tokens.ids.tolist() == minilm.ids(texts[i])[1:-1]
     stats = emb.statistics()
-    assert stats.embedded == 24 and stats.batches < 24 and stats.pending == 0
+    assert stats.embedded == 24 and stats.pending == 0
 
 
 class GatedModel(OnnxMiniLM):
@@ -81,6 +81,7 @@ class GatedModel(OnnxMiniLM):
     def __init__(self, model: OnnxMiniLM) -> None:
         self._session = model._session
         self.tokenize = model.tokenize
+        self.space = model.space
         self.gate = threading.Event()
 
     def run_embeddings(self, batch: Sequence[list[int]]) -> list[Embedding]:
@@ -90,7 +91,7 @@ class GatedModel(OnnxMiniLM):
 
 async def test_saturated_embedder_returns_none_at_once(minilm: OnnxMiniLM) -> None:
     model = GatedModel(minilm)
-    emb = LocalEmbedder(model, threads=1, max_batch=1, max_pending=2)
+    emb = LocalEmbedder(model, threads=1, max_pending=2)
     results: list[Embedding | None] = []
 
     async def one() -> None:
@@ -113,7 +114,7 @@ async def test_saturated_embedder_returns_none_at_once(minilm: OnnxMiniLM) -> No
 
 async def test_a_dead_embedder_is_a_miss_not_an_error_or_a_hang(minilm: OnnxMiniLM) -> None:
     model = GatedModel(minilm)
-    emb = LocalEmbedder(model, threads=1, max_batch=1, max_pending=4)
+    emb = LocalEmbedder(model, threads=1, max_pending=4)
     assert await emb.embed("x") is None  # not running (crashed, restarting): a miss
     assert emb.statistics().skipped_down == 1
     results: list[np.ndarray | None] = []
@@ -182,9 +183,10 @@ async def test_an_embedder_releases_its_own_models_session_when_it_stops(
 ) -> None:
     """The ONNX session (~45 MB native) goes when the service stops, not when a garbage
     collection finds the gateway around it; a restart loads it again. A model passed in is
-    its owner's: left loaded."""
+    its owner's: left loaded. Its own model loads in the service, not on the caller's
+    thread (a first start builds the model file there)."""
     emb = LocalEmbedder()
-    assert emb.model.loaded
+    assert not emb.model.loaded
     for _ in range(2):  # stopped, then restarted (as the supervisor restarts a service)
         async with trio.open_nursery() as nursery:
             await nursery.start(emb.run)

