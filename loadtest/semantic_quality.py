@@ -21,9 +21,9 @@ the pair verifier: the two prompts' content tokens align, or the pair model
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` and v17 trained the shipped pair model
-(``loadtest/train_pair_model.py``; v16 since FROZEN v17; v17, read after FROZEN v17, trains
-the next freeze's).
+Every set but ``held:`` trained the shipped pair model (``loadtest/train_pair_model.py``;
+v17 since FROZEN v18, which also changed the embedding model to its dynamically quantized
+form: ``trioproxy/cache/model_file.py``).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
