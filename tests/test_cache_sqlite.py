@@ -17,11 +17,12 @@ import trio
 
 from tests.test_cache_vector import check_contract, near, unit
 from trioproxy.cache import cache_file
-from trioproxy.cache.cache_file import CacheFile, open_cache_file, prefix_range
+from trioproxy.cache.cache_file import SWEEP_BATCH, CacheFile, open_cache_file, prefix_range
 from trioproxy.cache.exact import MemoryExactCache
-from trioproxy.cache.exact_sqlite import SWEEP_BATCH, SqliteEntries, SqliteExactCache
+from trioproxy.cache.exact_sqlite import SqliteEntries, SqliteExactCache
 from trioproxy.cache.vector_index import HnswCore, HnswIndex
 from trioproxy.cache.vector_shared import SharedHnswIndex, VectorRows
+from trioproxy.store.sqlite_file import immediate
 
 NO_FRONT = MemoryExactCache(max_entries=0)
 """A memory front that keeps nothing: every call goes to the file."""
@@ -30,6 +31,14 @@ NO_FRONT = MemoryExactCache(max_entries=0)
 @pytest.fixture
 def db(tmp_path: Path) -> sqlite3.Connection:
     return open_cache_file(str(tmp_path / "cache.sqlite3"))
+
+
+def put(
+    e: SqliteEntries, db: sqlite3.Connection, key: str, value: bytes, ttl: float, now: float
+) -> None:
+    """One put in a transaction of its own (the cache file batches them)."""
+    with immediate(db):
+        e.put_in(db, key, value, ttl, now)
 
 
 def totals(db: sqlite3.Connection) -> tuple[int, int]:
@@ -42,19 +51,19 @@ def totals(db: sqlite3.Connection) -> tuple[int, int]:
 
 def test_ttl_on_the_callers_clock(db: sqlite3.Connection) -> None:
     e = SqliteEntries()
-    e.put(db, "ns:a", b"x", 10, 100.0)
+    put(e, db, "ns:a", b"x", 10, 100.0)
     assert e.get(db, "ns:a", 109.9) == (b"x", 110.0)
     assert e.get(db, "ns:a", 110.0) is None
     assert totals(db) == (1, 1)  # a read never writes: the sweep removes it
     assert e.sweep(db, 110.0) == 1 and totals(db) == (0, 0)
-    e.put(db, "ns:b", b"x", 0, 100.0)  # ttl 0: not cached
+    put(e, db, "ns:b", b"x", 0, 100.0)  # ttl 0: not cached
     assert e.get(db, "ns:b", 100.0) is None
 
 
 def test_sweeps_are_bounded(db: sqlite3.Connection) -> None:
     e = SqliteEntries()
     for i in range(SWEEP_BATCH + 10):
-        e.put(db, f"n:{i}", b"v", 1, 0.0)
+        put(e, db, f"n:{i}", b"v", 1, 0.0)
     assert e.sweep(db, 5.0) == SWEEP_BATCH
     assert e.sweep(db, 5.0) == 10
     assert e.stats.expirations == SWEEP_BATCH + 10
@@ -63,17 +72,17 @@ def test_sweeps_are_bounded(db: sqlite3.Connection) -> None:
 def test_bounds_evict_the_oldest_first(db: sqlite3.Connection) -> None:
     e = SqliteEntries(max_entries=3, max_bytes=10)
     for k in "abc":
-        e.put(db, f"n:{k}", b"12", 60, 0.0)
+        put(e, db, f"n:{k}", b"12", 60, 0.0)
     assert e.get(db, "n:a", 1.0) == (b"12", 60.0)  # a read does not refresh: a stays oldest
-    e.put(db, "n:d", b"12", 60, 2.0)  # over 3 entries: a goes
+    put(e, db, "n:d", b"12", 60, 2.0)  # over 3 entries: a goes
     assert e.get(db, "n:a", 3.0) is None and e.get(db, "n:b", 3.0) == (b"12", 60.0)
-    e.put(db, "n:e", b"12345", 60, 4.0)  # 11 bytes > 10: b goes
+    put(e, db, "n:e", b"12345", 60, 4.0)  # 11 bytes > 10: b goes
     assert totals(db) == (3, 9)
     assert (e.stats.entries, e.stats.bytes, e.stats.evictions) == (3, 9, 2)
     assert e.get(db, "n:b", 5.0) is None and e.get(db, "n:c", 5.0) == (b"12", 60.0)
-    e.put(db, "n:c", b"123", 60, 6.0)  # replacing a key: its old size leaves the totals
+    put(e, db, "n:c", b"123", 60, 6.0)  # replacing a key: its old size leaves the totals
     assert totals(db) == (3, 10)
-    e.put(db, "n:big", b"x" * 11, 60, 7.0)  # larger than the whole bound: not stored
+    put(e, db, "n:big", b"x" * 11, 60, 7.0)  # larger than the whole bound: not stored
     assert e.get(db, "n:big", 8.0) is None and totals(db) == (3, 10)
 
 
@@ -82,10 +91,10 @@ def test_two_processes_share_entries_and_bounds(tmp_path: Path) -> None:
     a, b = open_cache_file(path), open_cache_file(path)
     ea, eb = SqliteEntries(max_entries=4), SqliteEntries(max_entries=4)
     for i in range(3):
-        ea.put(a, f"n:a{i}", b"v", 60, float(i))
+        put(ea, a, f"n:a{i}", b"v", 60, float(i))
     assert eb.get(b, "n:a0", 5.0) == (b"v", 60.0)
     for i in range(3):
-        eb.put(b, f"n:b{i}", b"v", 60, float(10 + i))  # the bound counts a's entries too
+        put(eb, b, f"n:b{i}", b"v", 60, float(10 + i))  # the bound counts a's entries too
     assert totals(a) == (4, 4)
     assert [ea.get(a, f"n:a{i}", 20.0) for i in range(3)] == [
         None,
@@ -97,7 +106,7 @@ def test_two_processes_share_entries_and_bounds(tmp_path: Path) -> None:
 def test_delete_and_flush(db: sqlite3.Connection) -> None:
     e = SqliteEntries()
     for key in ("n1:a", "n1:b", "n10:a", "n2:a"):
-        e.put(db, key, b"v", 60, 0.0)
+        put(e, db, key, b"v", 60, 0.0)
     assert e.delete(db, "n1:a") and not e.delete(db, "n1:a")
     assert e.flush_prefix(db, "n1:") == 1  # n10's entries are not n1's
     assert e.get(db, "n10:a", 1.0) == (b"v", 60.0)

@@ -3,24 +3,20 @@
 Every worker process of a host opens the same file (WAL, ``busy_timeout``), so a change made
 on one worker holds on every worker at once; instances on other hosts do not see it (configure
 ``storage.database_url`` for :mod:`.pg_engine`). One connection, one thread at a time,
-closing included: a call whose caller gave up (cancelled, its thread abandoned) still runs on
-the connection, and :meth:`SqliteEngine.close` waits for it (closing a connection under a
-running statement crashed the process: a segfault seen in a test run on a busy box).
+closing included (:class:`~trioproxy.store.sqlite_thread.SerialConnection`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import trio
-
 from trioproxy.admin.db import Cursor, schema_sql
-from trioproxy.store.sqlite_file import open_wal
+from trioproxy.store.sqlite_file import immediate, open_wal
+from trioproxy.store.sqlite_thread import SerialConnection
 
 T = TypeVar("T")
 FILE_NAME = "admin.sqlite3"
@@ -42,22 +38,14 @@ class SqliteSql:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        # autocommit mode (isolation_level=None): ``with conn:`` would open no transaction
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.conn):
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
 
 
 class SqliteEngine:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._sql = SqliteSql(conn)
-        self._limiter = trio.CapacityLimiter(1)
-        self._using = threading.Lock()
-        """Held by the thread running a call, and by :meth:`close`."""
+        self._conn = SerialConnection(lambda: conn)  # open already: the first call takes it
 
     @classmethod
     def open_sync(
@@ -78,18 +66,13 @@ class SqliteEngine:
         return cls(conn)
 
     async def run(self, fn: Callable[[SqliteSql], T]) -> T:
-        return await trio.to_thread.run_sync(
-            self._call, fn, limiter=self._limiter, abandon_on_cancel=True
-        )
-
-    def _call(self, fn: Callable[[SqliteSql], T]) -> T:
-        with self._using:
-            return fn(self._sql)  # after close: sqlite3.ProgrammingError, a driver error
+        """``fn`` in a worker thread; after :meth:`close`, sqlite3.ProgrammingError (a driver
+        error)."""
+        return await self._conn.run(lambda _: fn(self._sql))
 
     def close(self) -> None:
         """Close the connection once no call runs on it (blocking: run it in a thread)."""
-        with self._using:
-            self._sql.conn.close()
+        self._conn.close()
 
 
 __all__ = ["BUSY_TIMEOUT_MS", "FILE_NAME", "SqliteEngine", "SqliteSql"]

@@ -8,9 +8,8 @@ bytes) exact under every writer, so a bound is checked without counting the tabl
 
 :class:`CacheFile` is one process's connection, opened with
 :func:`~trioproxy.store.sqlite_file.open_wal` (WAL: readers never wait for a writer) on first
-use, in a worker thread; every call runs in ``trio.to_thread`` behind a
-``CapacityLimiter(1)`` per connection (one statement at a time on it; closing waits for a call
-still running, as :mod:`trioproxy.admin.sqlite_engine` does). Reads and writes have a
+use, in a worker thread; every call runs in ``trio.to_thread``, one at a time per connection,
+closing included (:class:`~trioproxy.store.sqlite_thread.SerialConnection`). Reads and writes have a
 connection each: a write waiting for another process's lock never holds up a lookup (in WAL
 a read does not wait for a writer).
 
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,8 @@ from typing import NamedTuple, TypeVar
 
 import trio
 
-from trioproxy.store.sqlite_file import open_wal
+from trioproxy.store.sqlite_file import immediate, open_wal
+from trioproxy.store.sqlite_thread import SerialConnection
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -58,6 +57,10 @@ MAX_PENDING = 4_096
 """Writes queued for the next batch; one more is skipped (counted)."""
 CLOSE_TIMEOUT_S = 10.0
 """At shutdown: the last batch's bound, then the close's."""
+SWEEP_EVERY = 256
+"""Rows a process adds to a table (entries, vectors) between two sweeps of its expired rows."""
+SWEEP_BATCH = 512
+"""Most rows one sweep removes (a sweep holds the write lock ~1 ms)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries(
@@ -107,25 +110,8 @@ class Deferred(NamedTuple):
 
 
 def _in_one_transaction(db: sqlite3.Connection, batch: list[Deferred]) -> list[object]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        results = [item.fn(db) for item in batch]
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return results
-
-
-class _Slot:
-    """One connection, opened on first use; the limiter and lock its calls run under."""
-
-    def __init__(self) -> None:
-        self.conn: sqlite3.Connection | None = None
-        self.limiter = trio.CapacityLimiter(1)
-        self.using = threading.Lock()
-        """Held by the thread running a call, and by :meth:`CacheFile.close`."""
+    with immediate(db):
+        return [item.fn(db) for item in batch]
 
 
 class CacheFile:
@@ -139,8 +125,7 @@ class CacheFile:
         self.path = Path(path)
         self._busy_timeout_s = busy_timeout_s
         self._clock = clock
-        self._reads, self._writes = _Slot(), _Slot()
-        self._closed = False
+        self._reads, self._writes = SerialConnection(self._open), SerialConnection(self._open)
         self._retry_at = float("-inf")
         self._logged_at = float("-inf")
         self.errors = 0
@@ -160,11 +145,11 @@ class CacheFile:
         """``fn(connection)`` in a worker thread, or ``default`` when the file fails."""
         return await self._run(self._writes, fn, default)
 
-    async def _run(self, slot: _Slot, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
+    async def _run(
+        self, conn: SerialConnection, fn: Callable[[sqlite3.Connection], T], default: T
+    ) -> T:
         try:
-            return await trio.to_thread.run_sync(
-                self._call, slot, fn, limiter=slot.limiter, abandon_on_cancel=True
-            )
+            return await conn.run(fn)  # closed: sqlite3.ProgrammingError
         except sqlite3.Error as exc:
             self.failed(exc)
             return default
@@ -230,15 +215,7 @@ class CacheFile:
                 "writes): %r", self.path, self.errors, exc,
             )  # fmt: skip
 
-    def _call(self, slot: _Slot, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with slot.using:
-            if slot.conn is None:
-                slot.conn = self._open()
-            return fn(slot.conn)
-
     def _open(self) -> sqlite3.Connection:
-        if self._closed:
-            raise sqlite3.ProgrammingError("cache file closed")
         if self._clock() < self._retry_at:
             raise sqlite3.OperationalError("cache file unavailable (open failed lately)")
         try:
@@ -250,12 +227,8 @@ class CacheFile:
 
     def close(self) -> None:
         """Close once no call runs (blocking: run it in a thread); later calls fail."""
-        self._closed = True
-        for slot in (self._reads, self._writes):
-            with slot.using:
-                if slot.conn is not None:
-                    slot.conn.close()
-                    slot.conn = None
+        self._reads.close()
+        self._writes.close()
 
 
 __all__ = [
@@ -266,6 +239,8 @@ __all__ = [
     "MAX_PENDING",
     "REOPEN_AFTER_S",
     "SCHEMA",
+    "SWEEP_BATCH",
+    "SWEEP_EVERY",
     "CacheFile",
     "open_cache_file",
     "prefix_range",

@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from trioproxy.cache.cache_file import CacheFile, prefix_range
+from trioproxy.cache.cache_file import SWEEP_BATCH, SWEEP_EVERY, CacheFile, prefix_range
 from trioproxy.cache.exact import ExactStats, MemoryExactCache
 
-SWEEP_EVERY = 256
-"""Puts (of this process) between two sweeps of expired rows."""
-SWEEP_BATCH = 512
-"""Most expired rows one sweep removes (a sweep holds the write lock ~1 ms)."""
 EVICT_BATCH = 64
 """Oldest rows read at once while a put makes room under the byte bound."""
 FRONT_ENTRIES = 10_000
@@ -56,17 +52,6 @@ class SqliteEntries:
         ).fetchone()
         return None if row is None else (bytes(row[0]), float(row[1]))
 
-    def put(self, db: sqlite3.Connection, key: str, value: bytes, ttl_s: float, now: float) -> None:
-        """:meth:`put_in` in a transaction of its own."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self.put_in(db, key, value, ttl_s, now)
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
     def put_in(
         self, db: sqlite3.Connection, key: str, value: bytes, ttl_s: float, now: float
     ) -> None:
@@ -80,15 +65,8 @@ class SqliteEntries:
         )
         self._puts += 1
         if self._puts % SWEEP_EVERY == 0:
-            self.stats.expirations += self._sweep(db, now)
+            self.sweep(db, now)
         self._evict(db)
-
-    def _sweep(self, db: sqlite3.Connection, now: float) -> int:
-        return db.execute(
-            "DELETE FROM entries WHERE rowid IN "
-            "(SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?)",
-            (now, SWEEP_BATCH),
-        ).rowcount
 
     def _evict(self, db: sqlite3.Connection) -> None:
         n, size = db.execute("SELECT n, bytes FROM entry_totals").fetchone()
@@ -118,7 +96,11 @@ class SqliteEntries:
 
     def sweep(self, db: sqlite3.Connection, now: float) -> int:
         """Remove up to :data:`SWEEP_BATCH` expired rows; how many were removed."""
-        removed = self._sweep(db, now)
+        removed = db.execute(
+            "DELETE FROM entries WHERE rowid IN "
+            "(SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?)",
+            (now, SWEEP_BATCH),
+        ).rowcount
         self.stats.expirations += removed
         return removed
 
@@ -191,8 +173,6 @@ __all__ = [
     "EVICT_BATCH",
     "FRONT_BYTES",
     "FRONT_ENTRIES",
-    "SWEEP_BATCH",
-    "SWEEP_EVERY",
     "SqliteEntries",
     "SqliteExactCache",
 ]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from trioproxy.cache.cache_file import CacheFile, prefix_range
+from trioproxy.cache.cache_file import SWEEP_BATCH, SWEEP_EVERY, CacheFile, prefix_range
 from trioproxy.cache.vector_index import Hit, HnswIndex
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,6 @@ TAIL_BATCH = 1_000
 """Most rows one read takes (a start-up build reads batch after batch)."""
 MAX_ROWS = 100_000
 """Most rows the file keeps (a row: the vector, 1.5 KB at 384 floats, and its prompt)."""
-SWEEP_EVERY = 256
-"""Rows added (by this process) between two sweeps of expired and surplus rows."""
-SWEEP_BATCH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +222,6 @@ class SharedHnswIndex:
 
 __all__ = [
     "MAX_ROWS",
-    "SWEEP_BATCH",
-    "SWEEP_EVERY",
     "TAIL_BATCH",
     "TAIL_INTERVAL_S",
     "Row",

@@ -10,12 +10,16 @@ start-up on a loaded box: the control plane died and was restarted. :func:`open_
 the switch until the busy timeout has passed; a file already in WAL mode switches at once.
 
 Blocking (``time.sleep`` between tries): call it before the event loop runs or in a thread.
+
+:func:`immediate` is the write transaction every embedded file's writer uses.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 RETRY_S = 0.01
 """Between two tries of the switch to WAL."""
@@ -55,4 +59,19 @@ def open_wal(path: str, *, busy_timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
-__all__ = ["open_wal"]
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A ``BEGIN IMMEDIATE`` transaction (the write lock taken at once, so it never fails
+    half-way for want of it) on a connection in autocommit mode, where ``with conn:`` would
+    open none: committed at the end, rolled back when the body raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite rolls some failures back itself (a full disk)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+__all__ = ["immediate", "open_wal"]
