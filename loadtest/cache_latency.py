@@ -461,7 +461,7 @@ def main() -> None:
     p.add_argument("--ceilings", type=float, nargs="+", default=[1.0, 0.8])
     p.add_argument("--modes", nargs="+", default=["embedded", "redis"])
     p.add_argument("--semantic-only", action="store_true", help="only the semantic-hit rows")
-    p.add_argument("--model", help="[embedder] model_path (loadtest/quantize_minilm.py)")
+    p.add_argument("--model", help="[embedder] model_path, e.g. the wheel's own file")
     args = p.parse_args()
     wd = common.workdir()
     sim = common.start_simulator(wd)
