@@ -4,6 +4,8 @@ built once when several processes start together, and the same model as the whee
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,20 @@ def test_the_built_file_is_the_wheels_model(built: Path) -> None:
     assert (quantized * wheel).sum(axis=1).min() > 0.98
     assert float(quantized[0] @ quantized[1]) > 0.9 > 0.3 > float(quantized[0] @ quantized[3])
     assert not np.allclose(quantized, wheel, atol=1e-3)  # it is another file, not the same one
+
+
+def test_the_build_logs_one_line_of_ours_and_nothing_of_the_quantizers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The quantizer logs on the root logger (advice at warning, a line per tensor at info);
+    the gateway's log keeps only our line. Records carry no file name in the gateway
+    (``configure_logging`` turns that off), so nothing here may depend on one."""
+    logging._srcfile = None  # type: ignore[attr-defined]  # as configure_logging sets it
+    try:
+        with caplog.at_level(logging.DEBUG):
+            model_file.quantized_model(tmp_path)
+    finally:
+        logging._srcfile = os.path.normcase(logging.addLevelName.__code__.co_filename)  # type: ignore[attr-defined]
+    assert [r.name for r in caplog.records] == ["trioproxy.cache.model_file"]
+    logging.getLogger().warning("after the build")  # the filter went with it
+    assert caplog.records[-1].getMessage() == "after the build"

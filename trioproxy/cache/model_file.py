@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,17 @@ def quantized_model(cache_dir: Path | None = None, source: Path | None = None) -
     return target
 
 
-def _quantizer_advice(record: logging.LogRecord) -> bool:
-    """Drops the quantizer's advice to pre-process the graph (it logs it on the root logger
-    at every call; the folding below is that pre-processing)."""
-    return "onnxruntime" not in record.pathname or "quantization" not in record.pathname
+class _QuietQuantizer(logging.Filter):
+    """Drops what the quantizer logs on the root logger from the building thread: advice to
+    pre-process the graph (the folding below is that pre-processing) and a line per tensor
+    at info. The gateway's own loggers are named, so no line of ours is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.builder = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "root" or threading.get_ident() != self.builder
 
 
 def _build(source: Path, out: Path) -> None:
@@ -102,7 +110,8 @@ def _build(source: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
-    root.addFilter(_quantizer_advice)
+    quiet = _QuietQuantizer()
+    root.addFilter(quiet)
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fold-") as tmp:
             folded = str(Path(tmp) / "folded.onnx")
@@ -114,4 +123,4 @@ def _build(source: Path, out: Path) -> None:
                 folded, str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
             )
     finally:
-        root.removeFilter(_quantizer_advice)
+        root.removeFilter(quiet)
