@@ -21,10 +21,9 @@ the pair verifier: the two prompts' content tokens align, or the pair model
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` and v18 trained the shipped pair model
-(``loadtest/train_pair_model.py``; v17 since FROZEN v18, which also changed the embedding
-model to its dynamically quantized form: ``trioproxy/cache/model_file.py``; v18, read after
-FROZEN v18, trains the next freeze's).
+Every set but ``held:`` trained the shipped pair model (``loadtest/train_pair_model.py``;
+v18 since FROZEN v19; FROZEN v18 changed the embedding model to its dynamically quantized
+form: ``trioproxy/cache/model_file.py``).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -471,7 +470,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v18, GPTCache odd; all but v18 trained the pair model), default",
+        "Seen (v1-v18, GPTCache odd; all trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")

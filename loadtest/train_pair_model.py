@@ -3,7 +3,7 @@
     nice -n 10 .venv/bin/python loadtest/train_pair_model.py [--write]
 
 Data: every writer set of ``semantic_quality.writer_sets`` (the project's tuning sets, the
-sets held out for the freezes v1-v17, ``loadtest/data/pair_model_extra.json`` written for this
+sets held out for the freezes v1-v18, ``loadtest/data/pair_model_extra.json`` written for this
 model: all written by the project, project licence; and GPTCache's pairs, MIT); never a set
 held out for the next freeze. A pair trains the model when it can reach it at a route:
 cosine >= ``TRAIN_FLOOR`` and either the guard lets it through and the alignment check at the
