@@ -390,6 +390,26 @@ def _chat(base: str, key: str, text: str) -> tuple[str, str]:
     return raw.headers["x-request-id"], answer
 
 
+PARAPHRASES = (
+    "How do I reset my password?", "How can I reset my password?",
+    "how do i reset my password", "How do I reset my password, please?",
+    "How can I reset my password, please?", "how can i reset my password",
+    "How would I reset my password?", "How should I reset my password?",
+    "Please, how do I reset my password?", "Please, how can I reset my password?",
+)  # fmt: skip
+"""Asked in turn until one is a semantic hit: each miss stores its prompt (once the embedder
+runs), and every next one is another text (a repeat would be an exact hit)."""
+
+
+def _cached(base: str, key: str, text: str) -> str:
+    """How the gateway served a chat at temperature 0 (the route caches only up to 0.3)."""
+    with openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=30) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": text}], temperature=0
+        )
+    return str(raw.headers["x-trioproxy-cache"])
+
+
 def _status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
@@ -459,7 +479,8 @@ def test_readme_deploy_under_a_real_systemd(box: Box, tmp_path: Path) -> None:
     assert dropped == 2
     for old, new in (('base_url = "https://api.openai.com/v1"', f'base_url = "{sim}/v1"'),
                      ('base_url = "https://api.anthropic.com"', f'base_url = "{sim}"'),
-                     ("admin_port = 8081", f"admin_port = {admin_port}")):  # fmt: skip
+                     ("admin_port = 8081", f"admin_port = {admin_port}"),
+                     ("semantic_ttl_s = 0", "semantic_ttl_s = 3600")):  # fmt: skip
         text, n = re.subn(rf"(?m)^{re.escape(old)}(?=\s)", new, text)
         assert n == 1, old
     config.write_text(text)
@@ -560,6 +581,24 @@ def test_readme_deploy_under_a_real_systemd(box: Box, tmp_path: Path) -> None:
         printed = box.sh(README_ACCESS)
         assert request_id in printed, (README_ACCESS, printed)
         assert all(json.loads(s)["logger"] == "trioproxy.access" for s in printed.splitlines())
+
+    # the semantic cache in the sandbox: its model built once, by one of the two workers, into
+    # the state directory (/ is read-only), and a paraphrase served from it
+    models = box.path("/var/lib/trioproxy/models")
+    built = wait_for("the embedding model in /var/lib/trioproxy/models",
+                     lambda: list(models.glob("minilm-l6-*.onnx")), 60, box.explain)  # fmt: skip
+    assert len(built) == 1 and str(built[0].stat().st_uid) == uid, built
+    builds = [r for r in box.records("trioproxy")
+              if str(r.get("msg", "")).startswith("building the embedding model")]  # fmt: skip
+    assert len(builds) == 1, builds
+    asked = iter(PARAPHRASES)
+
+    def semantic_hit() -> bool:  # a miss stores its prompt; a later one may be served from it
+        text = next(asked, None)
+        assert text is not None, f"no paraphrase served from the cache\n{box.explain()}"
+        return _cached(url, KEYS["TRIOPROXY_KEY_OPS"], text) == "semantic"
+
+    wait_for("a paraphrase served by the semantic cache", semantic_hit, 30, box.explain)
 
     # 8. a new key in the file, `systemctl reload`
     new_key = "tp-reloaded-" + secrets.token_hex(12)
