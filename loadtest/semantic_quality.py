@@ -9,21 +9,22 @@ the pair verifier: the two prompts' content tokens align, or the pair model
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
-  used to change anything (default: ``loadtest/data/heldout_v19_pairs.json`` when that file
+  used to change anything (default: ``loadtest/data/heldout_v20_pairs.json`` when that file
   exists, else none; ``--held none`` for none, or name a seen one, e.g. ``--held
   loadtest/data/heldout_v6_pairs.json``, to see it in the held-out tables, the curve and
   ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1 to v18 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
-  ``heldout_v18_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1 to v19 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
+  ``heldout_v19_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` trained the shipped pair model (``loadtest/train_pair_model.py``;
-v18 since FROZEN v19; FROZEN v18 changed the embedding model to its dynamically quantized
-form: ``trioproxy/cache/model_file.py``).
+Every set but ``held:`` and v19 trained the shipped pair model
+(``loadtest/train_pair_model.py``; v18 since FROZEN v19; FROZEN v18 changed the embedding
+model to its dynamically quantized form: ``trioproxy/cache/model_file.py``; v19, read after
+FROZEN v19, trains the next freeze's).
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -101,9 +102,10 @@ SEEN = (
     ("v16", "heldout_v16_pairs.json"),
     ("v17", "heldout_v17_pairs.json"),
     ("v18", "heldout_v18_pairs.json"),
+    ("v19", "heldout_v19_pairs.json"),
 )
-"""The sets held out for the freezes v1-v18, seen since (v18 read after 'FROZEN v18')."""
-HELD = HERE / "heldout_v19_pairs.json"
+"""The sets held out for the freezes v1-v19, seen since (v19 read after 'FROZEN v19')."""
+HELD = HERE / "heldout_v20_pairs.json"
 """The set held out for the next freeze, once the lead adds it (until then: no held-out set)."""
 
 
@@ -169,7 +171,7 @@ WRITERS = ("tune", "extra", "gpt", *(v for v, _ in SEEN))
 def writer_sets() -> dict[str, list[tuple[str, Pair]]]:
     """Every labelled set by its writer: ``tune`` (``tuning_pairs.json`` and
     ``near_misses.json``), ``extra`` (``pair_model_extra.json``), ``gpt`` (GPTCache's pairs,
-    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v18``.
+    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v19``.
     Each item is (kind, pair), kind one of near, para, nondup. For the pair model's training
     (``train_pair_model.py``) and the leave-one-writer-set-out evaluation (``leave_out.py``)."""
     sets = load_sets(None)
@@ -470,7 +472,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v18, GPTCache odd; all trained the pair model), default",
+        "Seen (v1-v19, GPTCache odd; all but v19 trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
