@@ -124,3 +124,21 @@ def test_the_build_logs_one_line_of_ours_and_nothing_of_the_quantizers(
     assert [r.name for r in caplog.records] == ["trioproxy.cache.model_file"]
     logging.getLogger().warning("after the build")  # the filter went with it
     assert caplog.records[-1].getMessage() == "after the build"
+
+
+def test_a_build_removes_the_files_earlier_versions_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older = tmp_path / "minilm-l6-0123456789abcdef0123.onnx"
+    older.write_bytes(b"built by an earlier onnxruntime")
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("not ours")
+
+    def fake_build(source: Path, out: Path) -> None:
+        out.write_bytes(b"the new model")
+
+    monkeypatch.setattr(model_file, "_build", fake_build)
+    built = model_file.quantized_model(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["build.lock", built.name, "notes.txt"]
+    )

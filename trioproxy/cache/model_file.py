@@ -15,7 +15,8 @@ pairs summed into int16 (``vpmaddubsw``), which saturates with 8-bit weights; wi
 sum can, so a VNNI and an AVX2 machine compute the same integers and reach the same verdicts.
 
 The file's name carries the source's digest, the recipe and both libraries' versions: an
-upgrade of any of them builds a new file (the old one is left; it is ~23 MB). Several
+upgrade of any of them builds a new file, and the build removes the others (~23 MB each; a
+process still running an old one keeps it open: Linux frees it when that process ends). Several
 workers starting at once build it once: a lock file serializes the build, and the file
 appears by an atomic rename, so a reader never sees half of one. Building needs the ``onnx``
 package (onnxruntime's quantizer reads and writes the graph with it): ~2 s, once.
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 RECIPE = "dynint8-pc-rr-1"
 """What :func:`_build` does, named: dynamic int8, per-channel weights, reduced range. Change
 it whenever the build changes, so that no cache directory serves the previous file."""
+
+
+PATTERN = "minilm-l6-*.onnx"
+"""The built files' names (``*``: the digest of what built them)."""
 
 
 def source_model() -> Path:
@@ -62,7 +67,7 @@ def file_name(source: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     h.update(f"|{RECIPE}|ort {onnxruntime.__version__}|onnx {onnx.__version__}".encode())
-    return f"minilm-l6-{h.hexdigest()[:20]}.onnx"
+    return PATTERN.replace("*", h.hexdigest()[:20])
 
 
 def quantized_model(cache_dir: Path | None = None, source: Path | None = None) -> Path:
@@ -89,6 +94,9 @@ def quantized_model(cache_dir: Path | None = None, source: Path | None = None) -
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        for old in cache_dir.glob(PATTERN):
+            if old != target:
+                old.unlink(missing_ok=True)
     return target
 
 
