@@ -1,5 +1,7 @@
 """The embedding model file the gateway runs: built once from the wheel's file, found again,
-built once when several processes start together, and the same model as the wheel's."""
+built once when several processes start together, taken from the user's cache when it is
+there, and the same model as the wheel's. Every test here has a user cache of its own
+(``XDG_CACHE_HOME``), so none finds the suite's."""
 
 from __future__ import annotations
 
@@ -17,9 +19,20 @@ from trioproxy.cache import model_file
 from trioproxy.cache.embedder import OnnxMiniLM
 
 
+@pytest.fixture(autouse=True)
+def own_user_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home / "trioproxy"
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return model_file.quantized_model(tmp_path_factory.mktemp("models"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-built")))
+        return model_file.quantized_model(tmp_path_factory.mktemp("models"))
 
 
 def test_built_once_then_found_without_building(
@@ -142,3 +155,22 @@ def test_a_build_removes_the_files_earlier_versions_built(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["build.lock", built.name, "notes.txt"]
     )
+
+
+def test_the_file_in_the_user_cache_is_taken_not_built(
+    tmp_path: Path, own_user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tools and tests build into the user's cache; a gateway's state directory then takes
+    that file (a hard link here) instead of building it again."""
+    name = model_file.file_name(model_file.source_model())
+    own_user_cache.mkdir(parents=True)
+    (own_user_cache / name).write_bytes(b"built by a tool")
+
+    def no_build(source: Path, out: Path) -> None:
+        raise AssertionError("built although the user cache had it")
+
+    monkeypatch.setattr(model_file, "_build", no_build)
+    got = model_file.quantized_model(tmp_path / "state" / "models")
+    assert got.name == name and got.read_bytes() == b"built by a tool"
+    assert got.stat().st_ino == (own_user_cache / name).stat().st_ino
+    assert model_file.quantized_model(own_user_cache) == own_user_cache / name

@@ -18,7 +18,10 @@ The file's name carries the source's digest, the recipe and both libraries' vers
 upgrade of any of them builds a new file, and the build removes the others (~23 MB each; a
 process still running an old one keeps it open: Linux frees it when that process ends). Several
 workers starting at once build it once: a lock file serializes the build, and the file
-appears by an atomic rename, so a reader never sees half of one. Building needs the ``onnx``
+appears by an atomic rename, so a reader never sees half of one. Since the name says what
+built the file, a file of that name in the user's cache (:func:`default_cache_dir`, where
+tools and tests build it) is taken instead of building: linked, or copied across file
+systems; the gateway only reads there. Building needs the ``onnx``
 package (onnxruntime's quantizer reads and writes the graph with it): ~2 s, once.
 """
 
@@ -28,6 +31,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -84,11 +88,12 @@ def quantized_model(cache_dir: Path | None = None, source: Path | None = None) -
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if target.exists():  # another process built it while this one waited
             return target
-        log.info("building the embedding model %s (once) from %s", target, source)
         fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".onnx", dir=cache_dir)
         os.close(fd)
         try:
-            _build(source, Path(tmp))
+            if not _take_built(target, Path(tmp)):
+                log.info("building the embedding model %s (once) from %s", target, source)
+                _build(source, Path(tmp))
             os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep it from the other users of the dir
             os.replace(tmp, target)
         finally:
@@ -98,6 +103,22 @@ def quantized_model(cache_dir: Path | None = None, source: Path | None = None) -
             if old != target:
                 old.unlink(missing_ok=True)
     return target
+
+
+def _take_built(target: Path, tmp: Path) -> bool:
+    """Put the user cache's file of ``target``'s name at ``tmp``, if there is one."""
+    seed = default_cache_dir() / target.name
+    try:
+        if seed == target or not seed.is_file():
+            return False
+        tmp.unlink()
+        try:
+            os.link(seed, tmp)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(seed, tmp)
+    except OSError:  # no home, or not readable (ProtectHome=): build
+        return False
+    return True
 
 
 class _QuietQuantizer(logging.Filter):
