@@ -368,6 +368,36 @@ async def test_the_http_servers_own_refusals_name_a_request_id_like_the_apps(
     assert all(x["outcome"] == "refused" for x in lines)
 
 
+async def test_a_percent_encoded_path_is_not_routed_to_the_endpoint_it_decodes_to(
+    nursery: trio.Nursery,
+) -> None:
+    """``/v1/chat%2Fcompletions`` is not ``/v1/chat/completions``: a filter in front of the
+    gateway (a location rule, an allow-list of paths) saw another path than the one served.
+    A 404 in the caller's dialect; a model id keeps its escapes (``/v1/models/{id}``)."""
+    from tests.httpd_helpers import exchange
+
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    port = int(g.url.rsplit(":", 1)[1])
+    body = orjson.dumps({"model": "r", "messages": MSGS})
+    head = f"Host: t\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n"
+    for path, version in (("/v1/chat%2Fcompletions", ""), ("/v1/%63hat/completions", ""),
+                          ("/v1/messages%2F", "anthropic-version: 2023-06-01\r\n")):  # fmt: skip
+        raw = f"POST {path} HTTP/1.1\r\n{head}{version}\r\n".encode() + body
+        got, answer = await exchange(port, raw)
+        assert got.status_code == 404, (path, got, answer)
+        err = orjson.loads(answer)
+        message = err["error"]["message"]
+        assert path in message and (err.get("type") == "error") == bool(version), err
+    assert sim.sim.stats.requests == 0
+    plain = f"POST {OPENAI} HTTP/1.1\r\n{head}\r\n".encode() + body
+    got, _ = await exchange(port, plain)
+    assert got.status_code == 200
+    model = await call(g, "/v1/models/r%3F", method="GET")  # an escaped id: looked up
+    openai_envelope(model, 404, "model_not_found")
+    assert (await call(g, "/v1/models/%72", method="GET")).status_code == 200  # "r"
+
+
 async def test_refusals_before_the_head_ends_are_in_the_dialect_its_path_tells(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:

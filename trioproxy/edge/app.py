@@ -149,6 +149,15 @@ class Gateway:
         passed through at every resumption of the request's task)."""
         path: str = scope["path"]
         method: str = scope["method"]
+        if b"%" in scope["raw_path"] and not path.startswith("/v1/models/"):
+            # routed as sent: "/v1/chat%2Fcompletions" is not the endpoint a filter in front
+            # of the gateway saw it as (a model id may need its escapes, /v1/models/{id})
+            err = CallerError(
+                ErrorKind.NOT_FOUND,
+                f"Unknown path: {method} {scope['raw_path'].decode('latin-1')} (a percent-"
+                "encoded path is not decoded for routing)",
+            )
+            raise Refused(err, caller_dialect(scope["headers"]))
         if path == endpoints.CHAT_COMPLETIONS or path == "/chat/completions":
             return self._post_only(method, "openai", scope, receive, send)
         if path == endpoints.MESSAGES:
