@@ -12,7 +12,10 @@ at once: the caller skips the semantic lookup instead of queueing. No batching: 
 quantizes its activations per run, so a batched prompt's vectors would depend on its
 batch-mates (and batching gained nothing on the 2-core AVX2 box even before: batch-32 ran at
 ~0.6x the single rate). ``max_pending`` 4 (2 per thread) keeps a queued lookup to ~2
-embeddings; past that it is cheaper to miss.
+embeddings. Measured since the quantized model (``loadtest/README.md``, "cache_latency.py"):
+16 would serve every paraphrase at 16 connections where 4 serves under half, but fewer at
+100, where the worker is CPU-bound and lookups wait past their bound; 4 stays until one
+setting wins both.
 
 :class:`OpenAIEmbedder` calls an OpenAI-compatible ``POST /embeddings`` endpoint instead.
 """
