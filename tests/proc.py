@@ -161,6 +161,14 @@ class GatewayProcess:
                 await trio.sleep(0.05)
         return self.proc.returncode
 
+    async def __aenter__(self) -> GatewayProcess:
+        """Started and ready (:meth:`start`); killed at the end of the block."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.kill()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)

@@ -107,6 +107,11 @@ async def ask(gw: GatewayProcess, content: str) -> RawResponse:
     return r
 
 
+def two_workers(cfg: dict[str, Any], state_dir: Path, *args: str) -> GatewayProcess:
+    """``serve --workers 2`` on ``cfg`` (``async with``: started, then killed)."""
+    return GatewayProcess(cfg, state_dir, {"SIMKEY": "x"}, workers=2, args=args)
+
+
 def served(gw: GatewayProcess) -> list[tuple[int, str]]:
     """(worker pid, cache result) of every request so far, from the access log."""
     return [(int(r["pid"]), str(r["cache"])) for r in log_lines(gw)
@@ -131,15 +136,11 @@ async def test_an_answer_stored_by_one_worker_is_a_hit_on_both(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     sim = await start_simulator(nursery)
-    gw = GatewayProcess(cached_config(sim.url, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
-    await gw.start()
-    try:
+    async with two_workers(cached_config(sim.url, tmp_path), tmp_path) as gw:
         assert (await ask(gw, "What is a nursery?")).headers["x-trioproxy-cache"] == "miss"
         await wait_rows(tmp_path, "entries")
         await hits_on_every_worker(gw, "What is a nursery?")
         assert sim.sim.stats.requests == 1
-    finally:
-        gw.kill()
 
 
 async def test_a_near_duplicate_stored_on_one_worker_hits_on_the_other(
@@ -147,23 +148,19 @@ async def test_a_near_duplicate_stored_on_one_worker_hits_on_the_other(
 ) -> None:
     sim = await start_simulator(nursery)
     cfg = semantic_config(sim.url, tmp_path)
-    gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"}, workers=2, args=DEBUG)
-    await gw.start()
-    try:
+    async with two_workers(cfg, tmp_path, *DEBUG) as gw:
         assert (await ask(gw, PROMPT)).headers["x-trioproxy-cache"] == "miss"
         writer = await first_server(gw)
         await wait_rows(tmp_path, "vectors")
         await wait_logged(gw, "entries read from cache.sqlite3", worker_pids(gw) - {writer})
         await hits_on_every_worker(gw, PARAPHRASE, "semantic")
         assert sim.sim.stats.requests == 1
-    finally:
-        gw.kill()
 
 
 async def test_a_restart_keeps_both_caches(nursery: trio.Nursery, tmp_path: Path) -> None:
     sim = await start_simulator(nursery)
     cfg = semantic_config(sim.url, tmp_path)
-    gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"}, workers=2)
+    gw = two_workers(cfg, tmp_path)
     await gw.start()
     try:
         await ask(gw, PROMPT)
@@ -172,24 +169,18 @@ async def test_a_restart_keeps_both_caches(nursery: trio.Nursery, tmp_path: Path
     finally:
         gw.signal()
         assert await gw.wait() == 0
-    again = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"}, workers=2)
-    await again.start()
-    try:
+    async with two_workers(cfg, tmp_path) as again:
         await wait_logged(again, "semantic index built from cache.sqlite3: 1 entries",
                           worker_pids(again))  # fmt: skip
         await hits_on_every_worker(again, PROMPT)
         await hits_on_every_worker(again, PARAPHRASE, "semantic")
         assert sim.sim.stats.requests == 1
-    finally:
-        again.kill()
 
 
 async def test_an_admin_flush_empties_every_worker(nursery: trio.Nursery, tmp_path: Path) -> None:
     sim = await start_simulator(nursery)
     cfg = semantic_config(sim.url, tmp_path)
-    gw = GatewayProcess(cfg, tmp_path, {"SIMKEY": "x"}, workers=2, args=DEBUG)
-    await gw.start()
-    try:
+    async with two_workers(cfg, tmp_path, *DEBUG) as gw:
         await ask(gw, PROMPT)
         writer = await first_server(gw)
         await wait_rows(tmp_path, "vectors")
@@ -213,8 +204,6 @@ async def test_an_admin_flush_empties_every_worker(nursery: trio.Nursery, tmp_pa
                 r = await ask(gw, PARAPHRASE)
                 assert r.headers.get("x-trioproxy-cache-entry") != stored
         assert served(gw)[start][1] == "miss"
-    finally:
-        gw.kill()
 
 
 TTL_S = 8
@@ -223,10 +212,7 @@ TTL_S = 8
 
 async def test_an_entry_expires_at_its_ttl(nursery: trio.Nursery, tmp_path: Path) -> None:
     sim = await start_simulator(nursery)
-    gw = GatewayProcess(cached_config(sim.url, tmp_path, exact_ttl_s=TTL_S), tmp_path,
-                        {"SIMKEY": "x"}, workers=2)  # fmt: skip
-    await gw.start()
-    try:
+    async with two_workers(cached_config(sim.url, tmp_path, exact_ttl_s=TTL_S), tmp_path) as gw:
         await ask(gw, "Short-lived?")
         await wait_rows(tmp_path, "entries")
         db = sqlite3.connect(tmp_path / "cache.sqlite3")
@@ -238,8 +224,6 @@ async def test_an_entry_expires_at_its_ttl(nursery: trio.Nursery, tmp_path: Path
                 await trio.sleep(0.05)
         assert (await ask(gw, "Short-lived?")).headers["x-trioproxy-cache"] == "miss"
         assert sim.sim.stats.requests == 2
-    finally:
-        gw.kill()
 
 
 async def test_a_corrupt_or_locked_file_is_misses_not_errors(
@@ -247,21 +231,15 @@ async def test_a_corrupt_or_locked_file_is_misses_not_errors(
 ) -> None:
     sim = await start_simulator(nursery)
     (tmp_path / "cache.sqlite3").write_bytes(b"not a database at all " * 200)
-    gw = GatewayProcess(cached_config(sim.url, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
-    await gw.start()
-    try:
+    async with two_workers(cached_config(sim.url, tmp_path), tmp_path) as gw:
         for i in range(10):  # new prompts (a put in flight is a hit: the same one would be)
             assert (await ask(gw, f"Answered {i}?")).headers["x-trioproxy-cache"] == "miss"
         async with httpx.AsyncClient(timeout=30) as c:
             with trio.fail_after(DEADLINE_S):  # workers sample their counters every second
                 while store_errors(await c.get(gw.admin_url + "/metrics", headers=AUTH)) < 10:
                     await trio.sleep(0.1)
-    finally:
-        gw.kill()
     (tmp_path / "cache.sqlite3").unlink()
-    gw = GatewayProcess(cached_config(sim.url, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
-    await gw.start()
-    try:
+    async with two_workers(cached_config(sim.url, tmp_path), tmp_path) as gw:
         await ask(gw, "Held file?")
         await wait_rows(tmp_path, "entries")
         holder = sqlite3.connect(tmp_path / "cache.sqlite3", isolation_level=None)
@@ -273,5 +251,3 @@ async def test_a_corrupt_or_locked_file_is_misses_not_errors(
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-    finally:
-        gw.kill()
