@@ -139,24 +139,18 @@ class HnswCore:
     def add(
         self, namespace: str, entry_id: str, vec: np.ndarray, prompt: str, expires_at: float
     ) -> None:
-        space = self._spaces.get(namespace)
-        if space is None:
-            space = self._spaces[namespace] = _Space(self._new_index(64), 64)
+        space = self._space(namespace)
         old = space.by_entry.get(entry_id)
         if old is not None:
             self._remove(namespace, space, old, drop_empty=False)
         while len(space.items) >= self.max_per_namespace:
             self._remove(namespace, space, next(iter(space.lru)), drop_empty=False)
             self.stats.evictions += 1
-        if len(space.items) >= space.capacity:
-            space.capacity *= 2
-            space.index.resize_index(space.capacity)
+        self._grow(space, len(space.items) + 1)
         label = space.next_label
         space.next_label += 1
         space.index.add_items(vec.reshape(1, -1), [label], replace_deleted=True)
-        space.items[label] = _Item(entry_id, prompt, expires_at)
-        space.by_entry[entry_id] = label
-        self._touch(namespace, space, label)
+        self._record(namespace, space, label, entry_id, prompt, expires_at)
         while len(self._lru) > self.max_total:
             ns, victim = next(iter(self._lru))
             self._remove(ns, self._spaces[ns], victim)
@@ -182,10 +176,7 @@ class HnswCore:
                 self.add(*item)
                 continue
             namespace, entry_id, _, prompt, expires_at = item
-            space = self._spaces[namespace]
-            space.items[label] = _Item(entry_id, prompt, expires_at)
-            space.by_entry[entry_id] = label
-            self._touch(namespace, space, label)
+            self._record(namespace, self._spaces[namespace], label, entry_id, prompt, expires_at)
 
     def _insert_run(self, namespace: str, run: list[Item]) -> dict[tuple[str, str], int]:
         """Put ``run``'s vectors into the namespace's hnswlib index in one call, when they are
@@ -196,18 +187,37 @@ class HnswCore:
         if (len(ids) < len(run) or not ids.isdisjoint(held)
                 or len(held) + len(run) > self.max_per_namespace):  # fmt: skip
             return {}
-        if space is None:
-            space = self._spaces[namespace] = _Space(self._new_index(64), 64)
-        need = len(space.items) + len(run)
-        if need > space.capacity:
-            while space.capacity < need:
-                space.capacity *= 2
-            space.index.resize_index(space.capacity)
+        space = self._space(namespace)
+        self._grow(space, len(space.items) + len(run))
         first = space.next_label
         space.next_label += len(run)
         vecs = np.stack([v.reshape(-1) for _, _, v, _, _ in run])
         space.index.add_items(vecs, list(range(first, first + len(run))), replace_deleted=True)
         return {(namespace, item[1]): first + i for i, item in enumerate(run)}
+
+    def _space(self, namespace: str) -> _Space:
+        """The namespace's index, made (for 64 entries) on first use."""
+        space = self._spaces.get(namespace)
+        if space is None:
+            space = self._spaces[namespace] = _Space(self._new_index(64), 64)
+        return space
+
+    @staticmethod
+    def _grow(space: _Space, need: int) -> None:
+        """Room for ``need`` entries in ``space``'s hnswlib index (its capacity doubled)."""
+        if need > space.capacity:
+            while space.capacity < need:
+                space.capacity *= 2
+            space.index.resize_index(space.capacity)
+
+    def _record(
+        self, namespace: str, space: _Space, label: int, entry_id: str, prompt: str,
+        expires_at: float,
+    ) -> None:  # fmt: skip
+        """The bookkeeping of an entry just put in ``space``'s index at ``label``."""
+        space.items[label] = _Item(entry_id, prompt, expires_at)
+        space.by_entry[entry_id] = label
+        self._touch(namespace, space, label)
 
     def delete(self, namespace: str, entry_id: str) -> bool:
         space = self._spaces.get(namespace)
