@@ -155,6 +155,28 @@ async def test_puts_are_written_in_batches(nursery: trio.Nursery, tmp_path: Path
     assert frames <= 5  # one commit's pages (the table, two indexes, the totals), not 50 commits'
 
 
+async def test_a_write_that_raises_loses_its_batch_and_nothing_waits_forever(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A deferred write that raises something other than a database error (a bug) fails its
+    batch like a database error would: counted, and drain() (which deletes and flushes
+    wait on) returns; the next batch is written."""
+    file = await started(nursery, tmp_path / "cache.sqlite3")
+    c = SqliteExactCache(file)
+
+    def broken(db: sqlite3.Connection) -> None:
+        raise ValueError("a bug in a deferred write")
+
+    await c.put("n:lost", b"v", ttl_s=60, now=0)
+    file.defer(broken)
+    with trio.fail_after(10):
+        await file.drain()
+    assert file.errors == 2  # both writes of the failed batch
+    await c.put("n:kept", b"v", ttl_s=60, now=0)
+    with trio.fail_after(10):
+        assert await c.delete("n:kept")  # its drain() waits for the put's batch, not forever
+
+
 async def test_the_memory_front_keeps_what_the_file_said(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

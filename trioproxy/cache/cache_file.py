@@ -150,7 +150,7 @@ class CacheFile:
     ) -> T:
         try:
             return await conn.run(fn)  # closed: sqlite3.ProgrammingError
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the file, or a bug in fn: a default, counted and logged
             self.failed(exc)
             return default
 
@@ -194,16 +194,18 @@ class CacheFile:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        results = await self.write(lambda db: _in_one_transaction(db, batch), None)
-        if results is None:
-            self.errors += len(batch) - 1  # the failed call counted one
-        else:
-            for item, result in zip(batch, results, strict=True):
-                if item.done is not None:
-                    item.done(result)
-        self._written += len(batch)
-        self._batch_done.set()
-        self._batch_done = trio.Event()
+        try:
+            results = await self.write(lambda db: _in_one_transaction(db, batch), None)
+            if results is None:
+                self.errors += len(batch) - 1  # the failed call counted one
+            else:
+                for item, result in zip(batch, results, strict=True):
+                    if item.done is not None:
+                        item.done(result)
+        finally:  # tried, whatever happened: no drain() waits for it forever
+            self._written += len(batch)
+            self._batch_done.set()
+            self._batch_done = trio.Event()
 
     def failed(self, exc: BaseException) -> None:
         self.errors += 1
