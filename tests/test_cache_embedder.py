@@ -136,6 +136,39 @@ async def test_a_dead_embedder_is_a_miss_not_an_error_or_a_hang(minilm: OnnxMini
     assert emb.statistics().pending == 0
 
 
+async def test_a_caller_that_gives_up_takes_its_queued_prompt_with_it(
+    minilm: OnnxMiniLM,
+) -> None:
+    """A lookup cancelled by its bound while its prompt waits: the prompt leaves the queue (no
+    embedding for nobody under overload, and the queue's room is back); one already running
+    finishes in its thread."""
+    model = GatedModel(minilm)
+    emb = LocalEmbedder(model, threads=1, max_pending=4)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as service:
+            await service.start(emb.run)
+            async with trio.open_nursery() as callers:
+                running = trio.CancelScope()
+                queued = trio.CancelScope()
+
+                async def under(scope: trio.CancelScope) -> None:
+                    with scope:
+                        await emb.embed("some prompt text")
+
+                callers.start_soon(under, running)
+                await trio.testing.wait_all_tasks_blocked()
+                callers.start_soon(under, queued)
+                await trio.testing.wait_all_tasks_blocked()
+                assert emb.statistics().pending == 2  # one in the gated thread, one queued
+                queued.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                assert emb.statistics().pending == 1
+                running.cancel()
+                model.gate.set()
+            service.cancel_scope.cancel()
+    assert emb.statistics().embedded == 1 and emb.statistics().pending == 0
+
+
 async def test_openai_embedder_normalises_and_fails_soft() -> None:
     seen: list[dict[str, object]] = []
 

@@ -262,7 +262,13 @@ class LocalEmbedder:
         self._queue.append(job)
         self._pending += 1
         self._wake.set()
-        await job.done.wait()
+        try:
+            await job.done.wait()
+        except BaseException:  # the caller gave up (its lookup's bound): not embedded for nobody
+            if job in self._queue:  # not started yet (a running one finishes in its thread)
+                self._queue.remove(job)
+                self._pending -= 1
+            raise
         return job.out
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
