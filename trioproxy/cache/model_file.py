@@ -28,6 +28,7 @@ package (onnxruntime's quantizer reads and writes the graph with it): ~2 s, once
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -66,12 +67,20 @@ def file_name(source: Path) -> str:
     import onnx
     import onnxruntime
 
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    st = source.stat()
+    h = hashlib.sha256(_digest(str(source), st.st_size, st.st_mtime_ns).encode())
     h.update(f"|{RECIPE}|ort {onnxruntime.__version__}|onnx {onnx.__version__}".encode())
     return PATTERN.replace("*", h.hexdigest()[:20])
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The file's sha256, read once per process while its size and mtime stay (23 MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def quantized_model(cache_dir: Path | None = None, source: Path | None = None) -> Path:
