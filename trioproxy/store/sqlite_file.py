@@ -11,7 +11,9 @@ the switch until the busy timeout has passed; a file already in WAL mode switche
 
 Blocking (``time.sleep`` between tries): call it before the event loop runs or in a thread.
 
-:func:`immediate` is the write transaction every embedded file's writer uses.
+:func:`immediate` is the write transaction of the admin store, the cache file and the
+ledger's schema (the budgets' group commit and the ledger's batch write theirs: a savepoint
+per operation, a retry row by row).
 """
 
 from __future__ import annotations
