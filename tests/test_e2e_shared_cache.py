@@ -85,6 +85,14 @@ def store_errors(metrics: httpx.Response) -> float:
     return 0.0
 
 
+async def wait_store_errors(gw: GatewayProcess, n: int) -> None:
+    """Until /metrics counts ``n`` failed cache-file calls (workers sample every second)."""
+    async with httpx.AsyncClient(timeout=30) as c:
+        with trio.fail_after(DEADLINE_S):
+            while store_errors(await c.get(gw.admin_url + "/metrics", headers=AUTH)) < n:
+                await trio.sleep(0.1)
+
+
 async def first_server(gw: GatewayProcess) -> int:
     """The worker that answered the first request (its access line comes after the answer)."""
     with trio.fail_after(DEADLINE_S):
@@ -234,10 +242,7 @@ async def test_a_corrupt_or_locked_file_is_misses_not_errors(
     async with two_workers(cached_config(sim.url, tmp_path), tmp_path) as gw:
         for i in range(10):  # new prompts (a put in flight is a hit: the same one would be)
             assert (await ask(gw, f"Answered {i}?")).headers["x-trioproxy-cache"] == "miss"
-        async with httpx.AsyncClient(timeout=30) as c:
-            with trio.fail_after(DEADLINE_S):  # workers sample their counters every second
-                while store_errors(await c.get(gw.admin_url + "/metrics", headers=AUTH)) < 10:
-                    await trio.sleep(0.1)
+        await wait_store_errors(gw, 10)
     (tmp_path / "cache.sqlite3").unlink()
     async with two_workers(cached_config(sim.url, tmp_path), tmp_path) as gw:
         await ask(gw, "Held file?")
@@ -247,6 +252,7 @@ async def test_a_corrupt_or_locked_file_is_misses_not_errors(
         try:
             for i in range(10):  # new prompts: misses whose writes are skipped
                 assert (await ask(gw, f"Held {i}?")).headers["x-trioproxy-cache"] == "miss"
+            await wait_store_errors(gw, 10)  # skipped, counted: not waited for
             await hits_on_every_worker(gw, "Held file?")  # WAL: reads go on
         finally:
             holder.execute("ROLLBACK")
