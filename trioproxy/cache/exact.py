@@ -51,6 +51,12 @@ class MemoryExactCache:
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._stats = ExactStats()
 
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(most entries, most bytes) this store keeps; the oldest go first (the dashboard's
+        cache page shows them)."""
+        return self._max_entries, self._max_bytes
+
     def statistics(self) -> ExactStats:
         self._stats.entries = len(self._items)
         return ExactStats(**{f: getattr(self._stats, f) for f in ExactStats.__slots__})

@@ -127,6 +127,12 @@ class SqliteExactCache:
         self.front = front or MemoryExactCache(max_entries=FRONT_ENTRIES, max_bytes=FRONT_BYTES)
         """Also what makes an immediate repeat a hit while its answer is being written."""
 
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(most entries, most bytes) the file keeps; the oldest go first (the dashboard's
+        cache page shows them)."""
+        return self.entries.max_entries, self.entries.max_bytes
+
     def statistics(self) -> ExactStats:
         s = self.entries.stats
         return ExactStats(s.entries, s.bytes, s.evictions, s.expirations, self.file.errors)
