@@ -155,6 +155,22 @@ async def test_puts_are_written_in_batches(nursery: trio.Nursery, tmp_path: Path
     assert frames <= 5  # one commit's pages (the table, two indexes, the totals), not 50 commits'
 
 
+async def test_a_write_in_order_lands_after_the_writes_queued_before_it(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """What deletes and flushes go through: the puts queued before are in the file when it
+    runs (a plain write would take the connection before the batch writer's turn)."""
+    file = await started(nursery, tmp_path / "cache.sqlite3")
+    c = SqliteExactCache(file)
+    for i in range(20):
+        await c.put(f"n:{i}", b"v", ttl_s=60, now=0)
+
+    def count(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    assert await file.write_in_order(count, -1) == 20
+
+
 async def test_a_write_that_raises_loses_its_batch_and_nothing_waits_forever(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -145,6 +145,12 @@ class CacheFile:
         """``fn(connection)`` in a worker thread, or ``default`` when the file fails."""
         return await self._run(self._writes, fn, default)
 
+    async def write_in_order(self, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
+        """:meth:`write`, after every write :meth:`defer` queued before this call has been
+        tried: a delete or flush never lands before a store its caller made earlier."""
+        await self.drain()
+        return await self.write(fn, default)
+
     async def _run(
         self, conn: SerialConnection, fn: Callable[[sqlite3.Connection], T], default: T
     ) -> T:

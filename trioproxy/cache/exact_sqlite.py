@@ -156,8 +156,7 @@ class SqliteExactCache:
 
     async def delete(self, key: str) -> bool:
         in_front = await self.front.delete(key)
-        await self.file.drain()  # a put queued before the delete lands before it
-        in_file = await self.file.write(lambda db: self.entries.delete(db, key), False)
+        in_file = await self.file.write_in_order(lambda db: self.entries.delete(db, key), False)
         return in_front or in_file
 
     async def flush_namespace(self, namespace: str) -> int:
@@ -165,8 +164,9 @@ class SqliteExactCache:
 
     async def flush_prefix(self, prefix: str) -> int:
         in_front = await self.front.flush_prefix(prefix)
-        await self.file.drain()
-        in_file = await self.file.write(lambda db: self.entries.flush_prefix(db, prefix), 0)
+        in_file = await self.file.write_in_order(
+            lambda db: self.entries.flush_prefix(db, prefix), 0
+        )
         return max(in_front, in_file)
 
 

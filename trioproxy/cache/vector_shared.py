@@ -173,18 +173,15 @@ class SharedHnswIndex:
             self._mine.add(rowid)
 
     async def delete(self, namespace: str, entry_id: str) -> bool:
-        await self.file.drain()
-        await self.file.write(lambda db: self.rows.delete(db, namespace, entry_id), 0)
+        await self.file.write_in_order(lambda db: self.rows.delete(db, namespace, entry_id), 0)
         return await self.index.delete(namespace, entry_id)
 
     async def flush_namespace(self, namespace: str) -> int:
-        await self.file.drain()
-        await self.file.write(lambda db: self.rows.flush_namespace(db, namespace), 0)
+        await self.file.write_in_order(lambda db: self.rows.flush_namespace(db, namespace), 0)
         return await self.index.flush_namespace(namespace)
 
     async def flush_prefix(self, prefix: str) -> int:
-        await self.file.drain()
-        await self.file.write(lambda db: self.rows.flush_prefix(db, prefix), 0)
+        await self.file.write_in_order(lambda db: self.rows.flush_prefix(db, prefix), 0)
         return await self.index.flush_prefix(prefix)
 
     async def catch_up(self) -> int:
