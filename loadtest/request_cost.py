@@ -48,6 +48,9 @@ ap.add_argument("--http-upstream", action="store_true",
                 "transport: the upstream exchange's own work is counted too (so is the "
                 "server's, the same for every commit)")  # fmt: skip
 ap.add_argument("--source", type=Path, default=None)
+ap.add_argument("--steps", action="store_true",
+                help="also count the scheduler's work per request over one more round (a "
+                "Trio instrument): task steps, tasks spawned, thread hops and I/O waits")  # fmt: skip
 ap.add_argument("--instr", type=int, nargs=2, metavar=("N1", "N2"), default=None,
                 help="count instructions instead: run under callgrind with N1 and with N2 "
                 "requests (after the warm-up), print the difference per request")  # fmt: skip
@@ -232,6 +235,12 @@ async def main() -> None:
         assert best is not None
         print(f"best: {best[0]:,.1f} µs CPU per request "
               f"({args.conns} concurrent, {args.requests} a round)")  # fmt: skip
+        if args.steps:
+            counter = StepCounter()
+            trio.lowlevel.add_instrument(counter)
+            await load(app, args.requests, args.conns)
+            trio.lowlevel.remove_instrument(counter)
+            counter.report(args.requests)
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
@@ -243,6 +252,33 @@ async def main() -> None:
         stop.set()
         nursery.cancel_scope.cancel()  # the upstream server (the lifespan ended with stop)
     logfile.close()
+
+
+class StepCounter(trio.abc.Instrument):
+    """``--steps``: what the scheduler does per request (each step is a task switch: ~2-5 µs
+    of run-loop work besides the task's own code)."""
+
+    def __init__(self) -> None:
+        self.steps = self.spawned = self.io_waits = self.batches = 0
+        self.by_task: dict[str, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+        self.by_task[task.name] = self.by_task.get(task.name, 0) + 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.io_waits += 1
+
+    def report(self, n: int) -> None:
+        print(f"\nscheduler, per request: {self.steps / n:.1f} task steps, "
+              f"{self.spawned / n:.2f} tasks spawned, {self.io_waits / n:.2f} I/O waits "
+              f"(run-loop batches)")  # fmt: skip
+        print("task steps per request by task name:")
+        for name, count in sorted(self.by_task.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"  {count / n:7.2f}  {name}")
 
 
 def instructions() -> None:
