@@ -3,6 +3,10 @@ from __future__ import annotations
 import trio
 
 from trioproxy.cache.exact import MemoryExactCache, RedisExactCache
+from trioproxy.cache.writer import CacheWriter
+from trioproxy.config.routes import CacheConfig
+from trioproxy.core.types import ChatRequest
+from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.store.redis_client import RedisClient
 
 
@@ -57,3 +61,23 @@ async def test_redis_exact_cache(redis_url: str) -> None:
         assert await c.flush_namespace("n1") == 2
         assert await c.get("n1:b", now=0) is None
         nursery.cancel_scope.cancel()
+
+
+async def test_an_unreadable_entry_is_a_miss_and_is_dropped_behind_the_request() -> None:
+    """The lookup answers a miss without waiting on a write: the delete is queued with the
+    cache writer's puts (before the put the request's answer may queue) and runs there."""
+    exact = MemoryExactCache()
+    await exact.put("ns:k", b"not an entry", ttl_s=60, now=0)
+    cache = ResponseCache(exact, None, CacheWriter(exact=exact, semantic=None), clock=lambda: 1)
+    plan = CachePlan("t", "chat", CacheConfig(exact_ttl_s=60), "ns:k", None)
+    req = ChatRequest("openai", {}, {}, "chat", False, False, None)
+    hit, _ = await cache.lookup(plan, req)
+    assert hit is None
+    assert await exact.get("ns:k", now=1) == b"not an entry"  # not touched by the request
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cache.writer.run)
+        with trio.fail_after(10):
+            while await exact.get("ns:k", now=1) is not None:
+                await trio.lowlevel.checkpoint()  # the writer's turn
+        nursery.cancel_scope.cancel()
+    assert cache.writer.statistics().written == 1

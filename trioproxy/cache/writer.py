@@ -55,6 +55,15 @@ class ExactWrite:
     route: str
 
 
+@dataclass(frozen=True, slots=True)
+class ExactDelete:
+    """An exact-cache entry to drop (one a lookup found unreadable): queued with the puts,
+    so a later answer's put for the same key lands after it."""
+
+    key: str
+    route: str
+
+
 @dataclass(slots=True)
 class WriterStats:
     submitted: int = 0
@@ -78,8 +87,8 @@ class CacheWriter:
     ) -> None:
         self._exact = exact
         self._semantic = semantic
-        self._exact_q = trio.open_memory_channel[WriteJob | ExactWrite](capacity)
-        self._semantic_q = trio.open_memory_channel[WriteJob | ExactWrite](capacity)
+        self._exact_q = trio.open_memory_channel[_Job](capacity)
+        self._semantic_q = trio.open_memory_channel[_Job](capacity)
         self._stats = WriterStats()
 
     def statistics(self) -> WriterStats:
@@ -101,9 +110,9 @@ class CacheWriter:
             ok = self._queue(send, job) and ok
         return ok
 
-    def submit_exact(self, write: ExactWrite) -> bool:
-        """Queue one exact-cache put; False when skipped (queue full), counted."""
-        if self._exact is None or write.ttl_s <= 0:
+    def submit_exact(self, write: ExactWrite | ExactDelete) -> bool:
+        """Queue one exact-cache put or delete; False when skipped (queue full), counted."""
+        if self._exact is None or (isinstance(write, ExactWrite) and write.ttl_s <= 0):
             return False
         return self._queue(self._exact_q[0], write)
 
@@ -134,8 +143,11 @@ class CacheWriter:
             else:
                 self._stats.written += 1
 
-    async def _write_exact(self, job: WriteJob | ExactWrite) -> None:
+    async def _write_exact(self, job: _Job) -> None:
         assert self._exact is not None
+        if isinstance(job, ExactDelete):
+            await self._exact.delete(job.key)
+            return
         if isinstance(job, ExactWrite):
             await self._exact.put(job.key, job.value, ttl_s=job.ttl_s, now=job.now)
             return
@@ -144,7 +156,7 @@ class CacheWriter:
             job.exact_key, job.entry.to_bytes(), ttl_s=job.exact_ttl_s, now=job.now
         )
 
-    async def _write_semantic(self, job: WriteJob | ExactWrite) -> None:
+    async def _write_semantic(self, job: _Job) -> None:
         assert self._semantic is not None and isinstance(job, WriteJob)
         await self._semantic.store(
             job.req, job.scope, job.route, job.cfg, job.entry, now=job.now,
@@ -152,6 +164,6 @@ class CacheWriter:
         )  # fmt: skip
 
 
-_Job = WriteJob | ExactWrite
+_Job = WriteJob | ExactWrite | ExactDelete
 
-__all__ = ["CacheWriter", "ExactWrite", "WriteJob", "WriterStats"]
+__all__ = ["CacheWriter", "ExactDelete", "ExactWrite", "WriteJob", "WriterStats"]

@@ -28,7 +28,7 @@ from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.exact import ExactCache
 from trioproxy.cache.keys import embedding_key, exact_key, exact_namespace, tenant_scope
 from trioproxy.cache.semantic_record import asker_digest
-from trioproxy.cache.writer import CacheWriter, ExactWrite, WriteJob
+from trioproxy.cache.writer import CacheWriter, ExactDelete, ExactWrite, WriteJob
 from trioproxy.config.model import CacheConfig, RouteConfig
 from trioproxy.core.types import (
     ChatRequest,
@@ -185,8 +185,9 @@ class ResponseCache:
             if raw is not None:
                 try:
                     return CacheHit(CacheEntry.from_bytes(raw), "exact", plan.key)
-                except ValueError:
-                    await self.exact.delete(plan.key)
+                except ValueError:  # unreadable (another version's, damaged): a miss, and
+                    # dropped behind the request, before the put its answer may queue
+                    self.writer.submit_exact(ExactDelete(plan.key, plan.route))
         if self.semantic is not None:
             out = await self.semantic.lookup(
                 req, plan.scope, plan.route, plan.cfg, now=now, asker=plan.asker
