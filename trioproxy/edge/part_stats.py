@@ -33,9 +33,8 @@ def sample_parts(
     if cache is not None:
         w = cache.writer.statistics()
         out.cache_write_queue, counts["cache_writes_dropped"] = w.queued, w.dropped_full
-        exact_stats = getattr(cache.exact, "statistics", None)  # the embedded stores keep some
-        if exact_stats is not None:
-            counts["cache_store_errors"] = exact_stats().errors
+        if cache.file is not None:  # answers or vectors (or both) in the embedded file
+            counts["cache_store_errors"] = cache.file.errors
         if cache.semantic is not None:
             sem = cache.semantic.stats
             for name in _SEMANTIC:

@@ -40,6 +40,7 @@ from trioproxy.providers.openai_embeddings import EmbeddingResult
 from trioproxy.store.resp import RedisError
 
 if TYPE_CHECKING:  # numpy (~13.5 MB of RSS) only once a semantic cache is built
+    from trioproxy.cache.cache_file import CacheFile
     from trioproxy.cache.embedder import Embedding
     from trioproxy.cache.semantic import SemanticCache
 
@@ -91,11 +92,15 @@ class ResponseCache:
         semantic: SemanticCache | None,
         writer: CacheWriter,
         *,
+        file: CacheFile | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.exact = exact
         self.semantic = semantic
         self.writer = writer
+        self.file = file
+        """``state_dir``'s cache file when it holds the answers or the vectors (its failed
+        calls are a metric)."""
         self.clock = clock
         self.lookup_errors = 0
 

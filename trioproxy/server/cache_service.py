@@ -108,7 +108,7 @@ def response_cache(
     semantic = _semantic(settings, services, exact, file) if semantic_on else None
     writer = CacheWriter(exact=exact, semantic=semantic)
     services.append(NamedService("cache-writer", writer.run))
-    return ResponseCache(exact, semantic, writer)
+    return ResponseCache(exact, semantic, writer, file=file)
 
 
 def _semantic(
