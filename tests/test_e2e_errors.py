@@ -353,7 +353,7 @@ async def test_the_http_servers_own_refusals_name_a_request_id_like_the_apps(
         assert head.status_code == status, (name, head, body)
         headers = dict(head.headers)
         rid = headers.get(b"x-request-id", b"").decode()
-        assert re.fullmatch(r"req_[0-9a-f]{24}", rid), (name, head.headers)
+        assert re.fullmatch(r"req_[0-9a-f]{32}", rid), (name, head.headers)
         ids.append(rid)
         err = orjson.loads(body)
         if dialect == "anthropic":

@@ -141,7 +141,7 @@ class Endpoint:
         id, logged once: before routing raised as a refusal too (its access line); once
         routed, unless the request's own steps recorded it, recorded by the last resort,
         which settles its reservation."""
-        rid = request_id()  # 24 random hex digits, the OS's bytes drawn in blocks
+        rid = request_id()  # the millisecond, then 80 random bits (time order: core/ids.py)
         first: HeaderPairs = (request_id_header(rid),)
         headers = dict(scope["headers"])
         guard = ResponseGuard(send, scope)

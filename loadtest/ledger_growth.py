@@ -1,0 +1,146 @@
+"""What a request costs the SQLite stores as they grow, by request-id form (bounded: about a
+minute per million rows).
+
+    .venv/bin/python loadtest/ledger_growth.py [--rows 2000000] [--ids random gateway]
+        [--stores ledger budget] [--dir DIR]
+
+The ledger's unique key ``(request_id, kind, attempt, target)`` and the budget store's
+reservations (keyed by the request id) are B-trees. The ledger keeps raw rows for
+``retention_days`` and the budget store keeps closed reservations two days, so on a busy
+gateway both hold millions of rows. For each id form, a fresh store is filled the way the
+gateway fills it, and the cost per row is printed eight times on the way:
+
+* ``ledger``: ``SqliteLedger.write_batch`` of 500 records (a request record and an attempt
+  record per request id, as a served request writes).
+* ``budget``: a reservation and its settle per request id through ``SqliteStore`` (its group
+  commit, 500 concurrent callers, one team-day claim as ``dataplane.py``'s config).
+
+Printed per record (ledger) or request (budget), over the last 20 batches or rounds of 500:
+wall time and the process's CPU time (every thread: the stores work in worker threads).
+
+Id forms: ``random`` is the form before time-ordered ids (``req_`` + 96 random bits);
+``gateway`` is :func:`trioproxy.core.ids.request_id` (the millisecond, then 80 random bits).
+The two forms run one after the other per store; compare them within one run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.test_ledger_helpers import make_records
+from trioproxy.budget.claims import Claim
+from trioproxy.budget.sqlite_store import SqliteStore
+from trioproxy.core.ids import request_id
+from trioproxy.ledger.sqlite import SqliteLedger
+
+BATCH = 500
+REPORTS = 8
+
+
+def random_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+ID_FORMS: dict[str, Callable[[], str]] = {"random": random_id, "gateway": request_id}
+
+
+def report(store: str, form: str, rows: int, recent: list[tuple[float, float]], per: int) -> None:
+    tail = recent[-20:]
+    wall = 1e6 * sum(w for w, _ in tail) / len(tail) / per
+    cpu = 1e6 * sum(c for _, c in tail) / len(tail) / per
+    unit = "record" if store == "ledger" else "request"
+    print(f"  {store:6} {form:8} rows {rows:>10,}: {wall:6.1f} µs wall, {cpu:6.1f} µs CPU "
+          f"per {unit}", flush=True)  # fmt: skip
+
+
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    now = clocks()
+    return now[0] - start[0], now[1] - start[1]
+
+
+async def fill_ledger(path: Path, form: str, rows: int) -> None:
+    ledger = await SqliteLedger.open(path)
+    template = [r for r in make_records(4 * BATCH, seed=3) if r.kind == "request"][: BATCH // 2]
+    make = ID_FORMS[form]
+    done, times = 0, []  # (wall, cpu) per batch
+    while done < rows:
+        batch = []
+        for r in template:
+            rid, now = make(), time.time()
+            batch.append(dataclasses.replace(r, request_id=rid, ts=now))
+            batch.append(dataclasses.replace(r, request_id=rid, ts=now, kind="attempt"))
+        t0 = clocks()
+        await ledger.write_batch(batch)
+        times.append(since(t0))
+        done += len(batch)
+        if done % (rows // REPORTS) < len(batch):
+            report("ledger", form, done, times, len(batch))
+
+
+async def fill_budget(path: Path, form: str, rows: int) -> None:
+    store = SqliteStore(str(path))
+    make = ID_FORMS[form]
+    claim = [Claim("team:bench:day", 1_000, 10**15, expires_at=time.time() + 86_400)]
+
+    async def one() -> None:
+        rid, now = make(), time.time()
+        if await store.reserve(rid, claim, now=now, lease_s=300.0) is not None:
+            raise RuntimeError("denied")
+        await store.settle(rid, {"team:bench:day": 700}, now=now)
+
+    done, times = 0, []  # (wall, cpu) per batch
+    while done < rows:
+        t0 = clocks()
+        async with trio.open_nursery() as nursery:
+            for _ in range(BATCH):
+                nursery.start_soon(one)
+        times.append(since(t0))
+        done += BATCH
+        if done % (rows // REPORTS) < BATCH:
+            report("budget", form, done, times, BATCH)
+    store.close()
+
+
+async def main(args: argparse.Namespace, where: Path) -> None:
+    for store in args.stores:
+        for form in args.ids:
+            if store == "ledger":
+                await fill_ledger(where / f"ledger-{form}.sqlite3", form, args.rows)
+            else:
+                await fill_budget(where / f"budget-{form}.sqlite3", form, args.rows)
+
+
+def cli() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--ids", nargs="+", choices=list(ID_FORMS), default=list(ID_FORMS))
+    ap.add_argument("--stores", nargs="+", choices=["ledger", "budget"],
+                    default=["ledger", "budget"])  # fmt: skip
+    ap.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
+    args = ap.parse_args()
+    where = Path(tempfile.mkdtemp(prefix="tp-growth-", dir=args.dir))
+    print(f"files in {where} (removed at the end)")
+    try:
+        trio.run(main, args, where)
+    finally:
+        shutil.rmtree(where)
+
+
+if __name__ == "__main__":
+    cli()
