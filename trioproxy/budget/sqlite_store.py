@@ -48,6 +48,21 @@ _TAKE_PERIOD = (
 )
 """A calendar period's claim taken, answering the bucket's new total (checked after)."""
 
+PRUNE_EVERY = 1024
+"""Reservations between two clean-ups of dead rows (done inside a reserve)."""
+RETENTION_S = 2 * 86400.0
+"""Expired period buckets and closed reservations are kept this long, for reports."""
+
+_WINDOWED = "SELECT bucket FROM buckets WHERE window_s IS NOT NULL"
+_DEAD = "SELECT rid FROM reservations WHERE lease_until < ?"
+_PRUNE_PAST: tuple[tuple[str, float], ...] = (
+    ("DELETE FROM buckets WHERE expires_at IS NOT NULL AND expires_at < ?", RETENTION_S),
+    (f"DELETE FROM holds WHERE rid IN ({_DEAD})", RETENTION_S),
+    ("DELETE FROM reservations WHERE lease_until < ?", RETENTION_S),
+    ("DELETE FROM marks WHERE expires_at < ?", 0.0),
+)
+"""The prune's deletes, each with how long before ``now`` its rows' horizon lies."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets(
     bucket TEXT PRIMARY KEY, window_s REAL, total INTEGER NOT NULL DEFAULT 0, expires_at REAL);
@@ -58,6 +73,7 @@ CREATE INDEX IF NOT EXISTS wlog_ts ON wlog(bucket, ts);
 CREATE TABLE IF NOT EXISTS reservations(
     rid TEXT PRIMARY KEY, lease_s REAL NOT NULL, lease_until REAL NOT NULL,
     closed INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0, holds BLOB);
+CREATE INDEX IF NOT EXISTS reservations_lease ON reservations(lease_until);
 CREATE TABLE IF NOT EXISTS holds(
     rid TEXT NOT NULL, seq INTEGER NOT NULL, bucket TEXT NOT NULL, amount INTEGER NOT NULL,
     PRIMARY KEY (rid, seq));
@@ -65,11 +81,6 @@ CREATE TABLE IF NOT EXISTS team_limits(team TEXT PRIMARY KEY, daily INTEGER, mon
 CREATE TABLE IF NOT EXISTS policy(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS marks(key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
-
-PRUNE_EVERY = 1024
-"""Reservations between two clean-ups of dead rows (done inside a reserve)."""
-RETENTION_S = 2 * 86400.0
-"""Expired period buckets and closed reservations are kept this long, for reports."""
 
 
 def _add_holds_column(db: sqlite3.Connection) -> None:
@@ -204,27 +215,16 @@ class SqliteStore:
             )
         ]  # fmt: skip
 
-    @staticmethod
-    def _prune(db: sqlite3.Connection, now: float) -> None:
-        db.execute(
-            "UPDATE buckets SET total = total - (SELECT COALESCE(SUM(w.amount), 0) FROM wlog w "
-            "WHERE w.bucket = buckets.bucket AND w.ts <= ? - buckets.window_s) "
-            "WHERE window_s IS NOT NULL",
-            (now,),
-        )
-        db.execute(
-            "DELETE FROM wlog WHERE ts <= ? - (SELECT b.window_s FROM buckets b "
-            "WHERE b.bucket = wlog.bucket)",
-            (now,),
-        )
-        db.execute(
-            "DELETE FROM buckets WHERE expires_at IS NOT NULL AND expires_at < ?",
-            (now - RETENTION_S,),
-        )
-        dead = "SELECT rid FROM reservations WHERE lease_until < ?"
-        db.execute(f"DELETE FROM holds WHERE rid IN ({dead})", (now - RETENTION_S,))
-        db.execute("DELETE FROM reservations WHERE lease_until < ?", (now - RETENTION_S,))
-        db.execute("DELETE FROM marks WHERE expires_at < ?", (now,))
+    @classmethod
+    def _prune(cls, db: sqlite3.Connection, now: float) -> None:
+        """Retire what slid out of every window and drop the rows past retention. Index
+        ranges only: the tables hold up to two days of reservations and an hour (a user
+        window) of window entries, and a scan of them in the batch's transaction held every
+        admission up (~110 ms at 1M reservations, ~200 ms at 700k window entries)."""
+        for (bucket,) in db.execute(_WINDOWED).fetchall():
+            cls._used(db, bucket, now)  # its expired entries: a (bucket, ts) index range
+        for sql, horizon in _PRUNE_PAST:
+            db.execute(sql, (now - horizon,))
 
     # --- the protocol ---------------------------------------------------------
 
