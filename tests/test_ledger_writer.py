@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 import trio
 
 from tests.test_ledger_helpers import Target, make_records, target_for, totals_of, wait_until
+from trioproxy.ledger import sqlite as sqlite_ledger
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
 from trioproxy.ledger.writer import LedgerWriter
@@ -185,3 +188,42 @@ async def test_torn_spool_line_is_skipped_and_counted(tmp_path: Path) -> None:
     assert not spool.path.exists()
     spool.append(records[2:])  # a new spool file after the claim
     assert spool.count() == 2 + 1
+
+
+async def test_retention_removes_a_backlog_in_batches_between_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A day's raw rows go in bounded batches, one per pass of the writer's loop (records
+    submitted meanwhile are written between them), logged once when the round ends."""
+    monkeypatch.setattr(sqlite_ledger, "RETENTION_BATCH", 10)
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    backend = await target.open()
+    now = time.time()
+    ancient = make_records(45, seed=4, ts=now - 40 * 86400, prefix="a")
+    await backend.write_batch(ancient)
+    calls: list[tuple[int, bool]] = []
+    remove = backend.enforce_retention
+
+    async def counted(**kwargs: Any) -> tuple[int, bool]:
+        calls.append(await remove(**kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(backend, "enforce_retention", counted)
+    writer = LedgerWriter(backend, tmp_path / "spool", retention_days=30, **FAST)
+    fresh = make_records(20, seed=5, prefix="b")
+    caplog.set_level(logging.INFO, logger="trioproxy.ledger")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for r in fresh:
+            writer.submit(r)
+        await wait_until(
+            lambda: writer.statistics().written == 20 and bool(calls) and not calls[-1][1]
+        )
+        await writer.aclose()
+    await backend.aclose()
+    assert calls == [(10, True)] * 4 + [(5, False)]
+    assert [r for (r,) in await target.sql("SELECT request_id FROM ledger_raw WHERE request_id "
+                                          "LIKE 'a%'")] == []  # fmt: skip
+    assert (await target.raw_totals()).count == totals_of(fresh).count
+    removed = [r.getMessage() for r in caplog.records if "retention" in r.getMessage()]
+    assert removed == ["ledger retention removed 45 raw partitions/rows"]

@@ -118,7 +118,9 @@ class StorageConfig:
     redis_url: Secret | None = None
     database_url: Secret | None = None
     ledger_retention_days: int | None = None
-    """Raw ledger rows older than this are dropped (daily roll-ups are kept); None = keep."""
+    """Raw ledger rows older than this are dropped (daily roll-ups are kept); None = keep.
+    Checked hourly; SQLite removes them in batches of 5,000 rows between the writer's
+    batches, PostgreSQL drops whole day partitions."""
     ledger_fsync_interval_s: float = 1.0
     """Seconds between fsyncs of the ledger journal: the records a power loss can take (a
     crash of the process loses none)."""

@@ -167,10 +167,11 @@ class LedgerBackend(Protocol):
         than ``cursor``, at most ``limit``; and their attempts (:mod:`trioproxy.ledger.recent`)."""
         ...
 
-    async def enforce_retention(self, *, now: float, retention_days: int) -> int:
+    async def enforce_retention(self, *, now: float, retention_days: int) -> tuple[int, bool]:
         """Drop raw rows older than ``retention_days`` full days before ``now``; keep rollups.
 
-        Returns the number of partitions (PostgreSQL) or rows (SQLite) removed.
+        Returns the number of partitions (PostgreSQL: all at once) or rows (SQLite: at most
+        a bounded batch) removed, and whether more are left for the next call.
         """
         ...
 

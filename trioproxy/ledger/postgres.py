@@ -190,7 +190,7 @@ class PostgresLedger(RollupReads):
         result: list[str] = await self._run(_list)
         return result
 
-    async def enforce_retention(self, *, now: float, retention_days: int) -> int:
+    async def enforce_retention(self, *, now: float, retention_days: int) -> tuple[int, bool]:
         cutoff = schema.partition(day_of(now) - dt.timedelta(days=retention_days))
         old = [p for p in await self.partitions() if p < cutoff]
 
@@ -205,7 +205,7 @@ class PostgresLedger(RollupReads):
             self._days = {d for d in self._days if schema.partition(d) >= cutoff}
             return len(old)
 
-        return int(await self._run(_drop))
+        return int(await self._run(_drop)), False
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(lambda: self._pool.close(timeout=CONNECT_TIMEOUT))

@@ -129,6 +129,8 @@ class LedgerWriter:
         self._pending: list[Entry] = []
         self._next_spool_check = 0.0
         self._next_retention = 0.0
+        self._retention_removed = 0
+        """Removed so far by the retention round in progress (logged once it ends)."""
         self._running = False
         self._done = trio.Event()
         self._submitted = 0
@@ -230,6 +232,8 @@ class LedgerWriter:
         wait = self.db.retry_at - now if not self.db.up else SPOOL_CHECK_INTERVAL
         if self.journal is not None:
             wait = min(wait, self._next_fsync - now)
+        if self._retention_days is not None and self.db.up:
+            wait = min(wait, self._next_retention - now)
         with trio.move_on_after(max(wait, 0.0)):
             try:
                 self._pending.append(await self._receive.receive())
@@ -317,13 +321,19 @@ class LedgerWriter:
             self._next_retention = now + self._retention_interval
             try:
                 with trio.fail_after(self._write_timeout):
-                    n = await self.backend.enforce_retention(
+                    n, more = await self.backend.enforce_retention(
                         now=self._wall_clock(), retention_days=self._retention_days
                     )
-                if n:
-                    log.info("ledger retention removed %d raw partitions/rows", n)
             except Exception as exc:
                 log.warning("ledger retention failed: %s", exc)
+                return
+            self._retention_removed += n
+            if more:  # the next batch after the next write: records never wait on a whole day
+                self._next_retention = now
+            elif self._retention_removed:
+                log.info("ledger retention removed %d raw partitions/rows",
+                         self._retention_removed)  # fmt: skip
+                self._retention_removed = 0
 
 
 __all__ = ["LedgerStatistics", "LedgerWriter"]
