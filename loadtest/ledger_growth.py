@@ -15,6 +15,11 @@ gateway fills it, and the cost per row is printed eight times on the way:
 * ``budget``: a reservation and its settle per request id through ``SqliteStore`` (its group
   commit, 500 concurrent callers, one team-day claim as ``dataplane.py``'s config).
 
+* ``retention`` (not by default): a ledger of ``--rows`` rows over two days, then the
+  retention round that removes the older day (``SqliteLedger.enforce_retention``, called
+  until it says nothing is left, as the writer does): calls, total and longest call, and the
+  WAL it left.
+
 Printed per record (ledger) or request (budget), over the last 20 batches or rounds of 500:
 wall time and the process's CPU time (every thread: the stores work in worker threads).
 
@@ -117,8 +122,39 @@ async def fill_budget(path: Path, form: str, rows: int) -> None:
     store.close()
 
 
+async def retention(path: Path, rows: int) -> None:
+    """``--stores retention``: ``rows`` raw rows spread over the two days before yesterday, then
+    one retention round keeping two days (the older day goes), as the writer runs it."""
+    ledger = await SqliteLedger.open(path)
+    template = [r for r in make_records(4 * BATCH, seed=3) if r.kind == "request"][: BATCH // 2]
+    start, span = time.time() - 3 * 86_400, 2 * 86_400
+    done = 0
+    while done < rows:
+        batch = []
+        for r in template:
+            rid, ts = request_id(), start + done / rows * span
+            batch.append(dataclasses.replace(r, request_id=rid, ts=ts))
+            batch.append(dataclasses.replace(r, request_id=rid, ts=ts, kind="attempt"))
+        await ledger.write_batch(batch)
+        done += len(batch)
+    began, removed, calls, longest, more = time.perf_counter(), 0, 0, 0.0, True
+    while more:
+        t0 = time.perf_counter()
+        n, more = await ledger.enforce_retention(now=time.time(), retention_days=2)
+        longest = max(longest, time.perf_counter() - t0)
+        removed, calls = removed + n, calls + 1
+    wal = (await trio.Path(f"{path}-wal").stat()).st_size
+    print(f"  retention: {removed:,} of {rows:,} rows removed in {calls} calls, "
+          f"{time.perf_counter() - began:.2f} s in all, longest call {1e3 * longest:.1f} ms, "
+          f"WAL {wal / 1e6:.1f} MB", flush=True)  # fmt: skip
+    await ledger.aclose()
+
+
 async def main(args: argparse.Namespace, where: Path) -> None:
     for store in args.stores:
+        if store == "retention":
+            await retention(where / "ledger-retention.sqlite3", args.rows)
+            continue
         for form in args.ids:
             if store == "ledger":
                 await fill_ledger(where / f"ledger-{form}.sqlite3", form, args.rows)
@@ -130,7 +166,7 @@ def cli() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--ids", nargs="+", choices=list(ID_FORMS), default=list(ID_FORMS))
-    ap.add_argument("--stores", nargs="+", choices=["ledger", "budget"],
+    ap.add_argument("--stores", nargs="+", choices=["ledger", "budget", "retention"],
                     default=["ledger", "budget"])  # fmt: skip
     ap.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
     args = ap.parse_args()
