@@ -339,8 +339,9 @@ async def test_sqlite_reservations_made_before_the_holds_column_settle_and_exten
 
 def test_sqlite_prune_reads_index_ranges_not_whole_tables(tmp_path: Path) -> None:
     """The prune runs inside a reservation's batch: a scan of a table that grows with traffic
-    (two days of reservations, an hour of window entries) held every admission up for ~0.1-0.2
-    s per million rows. Every statement it runs must search an index on those tables."""
+    (two days of reservations, an hour of window entries, a bucket per end user) held every
+    admission up for ~0.1-5 s per million rows. Every statement it runs must search an
+    index on those tables."""
     import re
 
     s = SqliteStore(str(tmp_path / "b.db"))
@@ -348,8 +349,9 @@ def test_sqlite_prune_reads_index_ranges_not_whole_tables(tmp_path: Path) -> Non
     now = T0
     with db:
         db.execute("INSERT INTO buckets(bucket, window_s, total) VALUES ('user:u', 60, 3)")
-        db.executemany("INSERT INTO wlog(bucket, rid, seq, ts, amount) VALUES ('user:u',?,1,?,1)",
-                       [(f"r{i}", now - 100 + 50 * i) for i in range(3)])  # fmt: skip
+        db.executemany("INSERT INTO wlog(bucket, rid, seq, ts, amount, expires) "
+                       "VALUES ('user:u', ?, 1, ?, 1, ?)",
+                       [(f"r{i}", now - 100 + 50 * i, now - 40 + 50 * i) for i in range(3)])  # fmt: skip
         db.executemany("INSERT INTO reservations(rid, lease_s, lease_until) VALUES (?, 1, ?)",
                        [(f"r{i}", now - 3 * 86400 + i * 86400) for i in range(3)])  # fmt: skip
     ran: list[str] = []
@@ -361,8 +363,61 @@ def test_sqlite_prune_reads_index_ranges_not_whole_tables(tmp_path: Path) -> Non
     assert len(statements) >= 5
     for sql in statements:
         plan = " / ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql))
-        assert not re.search(r"\bSCAN (reservations|wlog|holds)\b", plan), (sql, plan)
+        assert not re.search(r"\bSCAN (reservations|wlog|holds|buckets|marks)\b", plan), (
+            sql, plan)  # fmt: skip
     assert db.execute("SELECT total FROM buckets WHERE bucket = 'user:u'").fetchone() == (2,)
     assert db.execute("SELECT COUNT(*) FROM wlog").fetchone() == (2,)  # the oldest slid out
     assert [r for (r,) in db.execute("SELECT rid FROM reservations ORDER BY rid")] == ["r1", "r2"]
+    s.close()
+
+
+def test_sqlite_window_entries_of_a_file_made_before_expires_are_retired(tmp_path: Path) -> None:
+    """A file whose ``wlog`` has no ``expires`` column gets it at open, filled from each
+    entry's bucket, and the prune retires those entries like new ones."""
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE buckets(bucket TEXT PRIMARY KEY, window_s REAL, "
+        "total INTEGER NOT NULL DEFAULT 0, expires_at REAL);"
+        "CREATE TABLE wlog(bucket TEXT NOT NULL, rid TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "ts REAL NOT NULL, amount INTEGER NOT NULL, PRIMARY KEY (bucket, rid, seq));"
+        f"INSERT INTO buckets VALUES ('user:u', 60, 5, NULL);"
+        f"INSERT INTO wlog VALUES ('user:u', 'r0', 1, {T0 - 100}, 2);"
+        f"INSERT INTO wlog VALUES ('user:u', 'r1', 1, {T0 - 10}, 3);"
+    )
+    old.commit()
+    old.close()
+    s = SqliteStore(path)
+    db = s._db
+    assert db.execute("SELECT rid, expires FROM wlog ORDER BY rid").fetchall() == [
+        ("r0", T0 - 40), ("r1", T0 + 50)
+    ]  # fmt: skip
+    with db:
+        s._prune(db, T0)
+    assert db.execute("SELECT total FROM buckets").fetchall() == [(3,)]
+    assert db.execute("SELECT rid FROM wlog").fetchall() == [("r1",)]
+    s.close()
+
+
+async def test_sqlite_an_idle_users_window_bucket_goes_after_the_retention(
+    tmp_path: Path,
+) -> None:
+    """A window's bucket carries its last take's end: once every entry slid out and the
+    retention passed, the prune drops it (end users' buckets are not kept forever); a new
+    take starts it again from zero."""
+    s = SqliteStore(str(tmp_path / "b.db"))
+    db = s._db
+    window = Claim("enduser:e1", 10, 100, 60.0)
+    assert await s.reserve("r1", [window], now=T0, lease_s=30) is None
+    await s.settle("r1", {"enduser:e1": 4}, now=T0 + 1)
+    assert db.execute("SELECT expires_at FROM buckets").fetchall() == [(T0 + 60,)]
+    with db:
+        s._prune(db, T0 + 61)  # the entry slid out; the bucket stays (within the retention)
+    assert db.execute("SELECT total FROM buckets").fetchall() == [(0,)]
+    with db:
+        s._prune(db, T0 + 61 + 2 * 86400)
+    assert db.execute("SELECT COUNT(*) FROM buckets").fetchone() == (0,)
+    later = T0 + 3 * 86400
+    assert await s.reserve("r2", [window], now=later, lease_s=30) is None
+    assert await s.usage("enduser:e1", now=later) == 10
     s.close()
