@@ -227,3 +227,22 @@ async def test_retention_removes_a_backlog_in_batches_between_writes(
     assert (await target.raw_totals()).count == totals_of(fresh).count
     removed = [r.getMessage() for r in caplog.records if "retention" in r.getMessage()]
     assert removed == ["ledger retention removed 45 raw partitions/rows"]
+
+
+async def test_minute_counters_are_trimmed_when_raw_rows_are_kept_forever(
+    tmp_path: Path,
+) -> None:
+    """Without ``retention_days`` the raw rows stay, but the Providers page's per-minute
+    counters keep their KEEP_DAYS (they grew forever before)."""
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    backend = await target.open()
+    old = make_records(30, seed=4, ts=time.time() - 20 * 86400, prefix="a")
+    await backend.write_batch(old)
+    assert (await target.sql("SELECT COUNT(*) FROM ledger_minutes"))[0][0] > 0
+    writer = LedgerWriter(backend, tmp_path / "spool", retention_days=None, **FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)  # its first maintenance pass runs before started
+        await writer.aclose()
+    await backend.aclose()
+    assert (await target.sql("SELECT COUNT(*) FROM ledger_minutes"))[0][0] == 0
+    assert (await target.sql("SELECT COUNT(*) FROM ledger_raw"))[0][0] == len(old)

@@ -167,8 +167,12 @@ class LedgerBackend(Protocol):
         than ``cursor``, at most ``limit``; and their attempts (:mod:`trioproxy.ledger.recent`)."""
         ...
 
-    async def enforce_retention(self, *, now: float, retention_days: int) -> tuple[int, bool]:
-        """Drop raw rows older than ``retention_days`` full days before ``now``; keep rollups.
+    async def enforce_retention(
+        self, *, now: float, retention_days: int | None
+    ) -> tuple[int, bool]:
+        """Drop raw rows older than ``retention_days`` full days before ``now`` (None: keep
+        them); keep rollups, except the per-minute counters past their own
+        :data:`~trioproxy.ledger.minutes.KEEP_DAYS`, which go either way.
 
         Returns the number of partitions (PostgreSQL: all at once) or rows (SQLite: at most
         a bounded batch) removed, and whether more are left for the next call.

@@ -9,7 +9,8 @@ a bucket), so an hour of traffic per target is at most 60 x a few rows, whatever
 Written in the same transaction as the raw rows, from the rows actually inserted: SQLite sums
 them in Python (:func:`aggregate`), PostgreSQL in SQL (:func:`select_sql`); one bucket rule
 (:data:`BOUNDS_MS`) for both. Retention keeps these rows (a day is ~1,440 rows per target);
-:data:`KEEP_DAYS` of them are kept, older ones go with the raw rows' retention.
+:data:`KEEP_DAYS` of them are kept: the ledger writer's hourly retention pass drops older
+ones, also when raw rows are kept forever (``ledger_retention_days`` unset).
 """
 
 from __future__ import annotations

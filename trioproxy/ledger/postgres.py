@@ -190,9 +190,13 @@ class PostgresLedger(RollupReads):
         result: list[str] = await self._run(_list)
         return result
 
-    async def enforce_retention(self, *, now: float, retention_days: int) -> tuple[int, bool]:
-        cutoff = schema.partition(day_of(now) - dt.timedelta(days=retention_days))
-        old = [p for p in await self.partitions() if p < cutoff]
+    async def enforce_retention(
+        self, *, now: float, retention_days: int | None
+    ) -> tuple[int, bool]:
+        old = []
+        if retention_days is not None:
+            cutoff = schema.partition(day_of(now) - dt.timedelta(days=retention_days))
+            old = [p for p in await self.partitions() if p < cutoff]
 
         keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
 

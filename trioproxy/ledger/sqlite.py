@@ -204,16 +204,19 @@ class SqliteLedger(RollupReads):
 
         return await trio.to_thread.run_sync(_query, limiter=self._limiter)
 
-    async def enforce_retention(self, *, now: float, retention_days: int) -> tuple[int, bool]:
+    async def enforce_retention(
+        self, *, now: float, retention_days: int | None
+    ) -> tuple[int, bool]:
         """At most :data:`RETENTION_BATCH` raw rows a call, each call its own transaction."""
-        cutoff = dt.datetime.combine(
-            day_of(now) - dt.timedelta(days=retention_days), dt.time(), tzinfo=dt.UTC
-        ).timestamp()
-
         keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
 
         def _delete() -> int:
             self._conn.execute("DELETE FROM ledger_minutes WHERE minute < ?", (keep_minutes,))
+            if retention_days is None:
+                return 0
+            cutoff = dt.datetime.combine(
+                day_of(now) - dt.timedelta(days=retention_days), dt.time(), tzinfo=dt.UTC
+            ).timestamp()
             return int(self._conn.execute(_DELETE_OLD, (cutoff, RETENTION_BATCH)).rowcount)
 
         removed = await trio.to_thread.run_sync(_delete, limiter=self._limiter)

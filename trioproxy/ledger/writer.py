@@ -232,7 +232,7 @@ class LedgerWriter:
         wait = self.db.retry_at - now if not self.db.up else SPOOL_CHECK_INTERVAL
         if self.journal is not None:
             wait = min(wait, self._next_fsync - now)
-        if self._retention_days is not None and self.db.up:
+        if self.db.up:
             wait = min(wait, self._next_retention - now)
         with trio.move_on_after(max(wait, 0.0)):
             try:
@@ -317,7 +317,7 @@ class LedgerWriter:
                 await trio.to_thread.run_sync(self.journal.recover, self.spool)
         if self.disk.dirty and self.db.may_write(now):
             await self.disk.replay(self.db, self._batch_size, self._write_timeout)
-        if self._retention_days is not None and now >= self._next_retention and self.db.up:
+        if now >= self._next_retention and self.db.up:  # (the minutes' rows go either way)
             self._next_retention = now + self._retention_interval
             try:
                 with trio.fail_after(self._write_timeout):
