@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import psycopg
 import pytest
+from psycopg import sql
 
 from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
-from trioproxy.cache.vector_pg import PgVectorIndex
+from trioproxy.cache.vector_pg import PRUNE_EXPIRED, PRUNE_NAMESPACE, PRUNE_TOTAL, PgVectorIndex
 
 DIM = 384
 
@@ -145,5 +147,25 @@ async def test_pgvector_prune_bounds(pg_index: PgVectorIndex) -> None:
         assert dropped == 3 and await pg_index.count() == 5
         n1 = {h.entry_id for h in await pg_index.search("n1", unit(0), 3, now=100.0)}
         assert n1 == {"a2", "a3"}
+    finally:
+        await pg_index.aclose()
+
+
+async def test_pgvector_prune_statements_read_index_ranges(pg_index: PgVectorIndex) -> None:
+    """Every ``prune_every`` adds, on a connection the lookups share: no statement of the
+    prune may read the whole table (1M rows of ~1.7 KB). With sequential scans priced out,
+    the planner still picks one only where no index serves."""
+    try:
+        with psycopg.connect(pg_index._url, autocommit=True) as conn:
+            conn.execute("SET enable_seqscan = off")
+            t = sql.Identifier("semantic_cache")
+            for stmt, params in [
+                (PRUNE_EXPIRED, (100.0,)),
+                (PRUNE_NAMESPACE, ("n1", 3)),
+                (PRUNE_TOTAL, (10, 1)),
+            ]:
+                query = sql.SQL("EXPLAIN ") + stmt.format(t=t)
+                plan = " / ".join(r[0] for r in conn.execute(query, params))
+                assert "Seq Scan" not in plan, plan
     finally:
         await pg_index.aclose()
