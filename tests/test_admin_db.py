@@ -221,3 +221,29 @@ async def test_close_waits_for_a_call_whose_caller_gave_up(tmp_path: Path) -> No
     assert ran == [(0,)]  # the running statement finished on an open connection
     with pytest.raises(StoreError):  # and the closed store refuses further calls cleanly
         await store.beat(Heartbeat("w1", 1.0, True, ""), forget_before=0.0)
+
+
+async def test_sign_in_housekeeping_searches_indexes(tmp_path: Path) -> None:
+    """Each sign-in drops old sessions and each failed one old failures; a revoke drops a
+    user's sessions. Spread-out brute force grows login_failures: none of these deletes may
+    scan its table."""
+    import re
+
+    from trioproxy.admin.sessions import Principal, Session
+    from trioproxy.admin.store import AdminStore
+
+    store = AdminStore.open_sync(tmp_path)
+    conn = store.engine._sql.conn  # type: ignore[attr-defined]
+    ran: list[str] = []
+    conn.set_trace_callback(ran.append)
+    who = Principal("ann", "admin")
+    await store.create_session(Session("h1", who, "c", 10.0, 10.0), purge_before=5.0)
+    await store.record_failure(["ann"], 20.0, keep_after=15.0)
+    await store.revoke_user("ann")
+    conn.set_trace_callback(None)
+    deletes = [q for q in ran if q.startswith("DELETE")]
+    assert len(deletes) == 3, ran
+    for sql in deletes:
+        plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert not re.search(r"\bSCAN (sessions|login_failures)\b", plan), (sql, plan)
+    store.engine.close()

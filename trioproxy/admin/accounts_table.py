@@ -14,8 +14,11 @@ CREATE TABLE IF NOT EXISTS sessions(
   id_hash TEXT PRIMARY KEY, "user" TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
   via TEXT NOT NULL, csrf TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
   last_seen DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions("user");
 CREATE TABLE IF NOT EXISTS login_failures(subject TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, ts);
+CREATE INDEX IF NOT EXISTS login_failures_ts ON login_failures(ts);
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
   created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL,
