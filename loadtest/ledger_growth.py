@@ -13,7 +13,8 @@ gateway fills it, and the cost per row is printed eight times on the way:
 * ``ledger``: ``SqliteLedger.write_batch`` of 500 records (a request record and an attempt
   record per request id, as a served request writes).
 * ``budget``: a reservation and its settle per request id through ``SqliteStore`` (its group
-  commit, 500 concurrent callers, one team-day claim as ``dataplane.py``'s config).
+  commit, 500 concurrent callers, one team-day claim as ``dataplane.py``'s config; with
+  ``--end-users N`` also an hour window of one of N end users, round robin).
 
 * ``retention`` (not by default): a ledger of ``--rows`` rows over two days, then the
   retention round that removes the older day (``SqliteLedger.enforce_retention``, called
@@ -98,16 +99,24 @@ async def fill_ledger(path: Path, form: str, rows: int) -> None:
             report("ledger", form, done, times, len(batch))
 
 
-async def fill_budget(path: Path, form: str, rows: int) -> None:
+async def fill_budget(path: Path, form: str, rows: int, end_users: int) -> None:
     store = SqliteStore(str(path))
     make = ID_FORMS[form]
-    claim = [Claim("team:bench:day", 1_000, 10**15, expires_at=time.time() + 86_400)]
+    team = Claim("team:bench:day", 1_000, 10**15, expires_at=time.time() + 86_400)
+    asked = 0
 
     async def one() -> None:
+        nonlocal asked
         rid, now = make(), time.time()
-        if await store.reserve(rid, claim, now=now, lease_s=300.0) is not None:
+        claims, actual = [team], {"team:bench:day": 700}
+        if end_users:  # one end user's hour window too, round robin
+            user = f"enduser:bench:u{asked % end_users}"
+            claims.append(Claim(user, 100, 10**12, 3600.0))
+            actual[user] = 70
+        asked += 1
+        if await store.reserve(rid, claims, now=now, lease_s=300.0) is not None:
             raise RuntimeError("denied")
-        await store.settle(rid, {"team:bench:day": 700}, now=now)
+        await store.settle(rid, actual, now=now)
 
     done, times = 0, []  # (wall, cpu) per batch
     while done < rows:
@@ -159,7 +168,7 @@ async def main(args: argparse.Namespace, where: Path) -> None:
             if store == "ledger":
                 await fill_ledger(where / f"ledger-{form}.sqlite3", form, args.rows)
             else:
-                await fill_budget(where / f"budget-{form}.sqlite3", form, args.rows)
+                await fill_budget(where / f"budget-{form}.sqlite3", form, args.rows, args.end_users)
 
 
 def cli() -> None:
@@ -169,6 +178,9 @@ def cli() -> None:
     ap.add_argument("--stores", nargs="+", choices=["ledger", "budget", "retention"],
                     default=["ledger", "budget"])  # fmt: skip
     ap.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
+    ap.add_argument("--end-users", type=int, default=0,
+                    help="budget: each request also takes an hour window of one of this many "
+                    "end users (round robin), as end_user_budgets does")  # fmt: skip
     args = ap.parse_args()
     where = Path(tempfile.mkdtemp(prefix="tp-growth-", dir=args.dir))
     print(f"files in {where} (removed at the end)")
