@@ -20,6 +20,9 @@ gateway fills it, and the cost per row is printed eight times on the way:
   retention round that removes the older day (``SqliteLedger.enforce_retention``, called
   until it says nothing is left, as the writer does): calls, total and longest call, and the
   WAL it left.
+* ``page`` (not by default): a ledger of ``--rows`` records over the last day, then the
+  Requests page's query for that day filtered by a rare key, a failed status, a busy key and
+  nothing; and what writing the records cost.
 
 Printed per record (ledger) or request (budget), over the last 20 batches or rounds of 500:
 wall time and the process's CPU time (every thread: the stores work in worker threads).
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -49,6 +53,7 @@ from tests.test_ledger_helpers import make_records
 from trioproxy.budget.claims import Claim
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.core.ids import request_id
+from trioproxy.ledger.recent import Filters
 from trioproxy.ledger.sqlite import SqliteLedger
 
 BATCH = 500
@@ -159,10 +164,48 @@ async def retention(path: Path, rows: int) -> None:
     await ledger.aclose()
 
 
+async def requests_page(path: Path, rows: int) -> None:
+    """``--stores page``: ``rows`` records over the last 24 hours (20 busy keys, one key on 1 in
+    50,000 requests, 1 in 1,000 failed with a 500), then the Requests page's query for a day,
+    filtered as a team lead would (best of 3)."""
+    ledger = await SqliteLedger.open(path)
+    template = [r for r in make_records(4 * BATCH, seed=3) if r.kind == "request"][: BATCH // 2]
+    now = time.time()
+    rng, done, cpu = random.Random(1), 0, 0.0
+    while done < rows:
+        batch = []
+        for r in template:
+            ts, rid = now - 86_000 + done / rows * 86_000, request_id()
+            key = "rare" if rng.random() < 0.00002 else f"k{rng.randrange(20)}"
+            status = 500 if rng.random() < 0.001 else 200
+            batch.append(dataclasses.replace(r, request_id=rid, ts=ts, key_name=key,
+                                             status=status))  # fmt: skip
+            batch.append(dataclasses.replace(r, request_id=rid, ts=ts, kind="attempt",
+                                             key_name=key))  # fmt: skip
+        t0 = time.process_time()
+        await ledger.write_batch(batch)
+        cpu += time.process_time() - t0
+        done += len(batch)
+    print(f"  page: writing {1e6 * cpu / done:.1f} µs CPU per record ({done:,} records)")
+    for name, filters in [("rare key", Filters(key="rare")), ("status 500", Filters(status=500)),
+                          ("busy key", Filters(key="k3")), ("no filter", Filters())]:  # fmt: skip
+        best, found = float("inf"), 0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            page, _ = await ledger.recent_requests(filters, cursor=None, limit=51,
+                                                   since=now - 86_400, until=now + 1)  # fmt: skip
+            best, found = min(best, time.perf_counter() - t0), len(page)
+        print(f"  page: {name:10} {found:3} rows in {1e3 * best:7.1f} ms", flush=True)
+    await ledger.aclose()
+
+
 async def main(args: argparse.Namespace, where: Path) -> None:
     for store in args.stores:
         if store == "retention":
             await retention(where / "ledger-retention.sqlite3", args.rows)
+            continue
+        if store == "page":
+            await requests_page(where / "ledger-page.sqlite3", args.rows)
             continue
         for form in args.ids:
             if store == "ledger":
@@ -175,7 +218,7 @@ def cli() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--ids", nargs="+", choices=list(ID_FORMS), default=list(ID_FORMS))
-    ap.add_argument("--stores", nargs="+", choices=["ledger", "budget", "retention"],
+    ap.add_argument("--stores", nargs="+", choices=["ledger", "budget", "retention", "page"],
                     default=["ledger", "budget"])  # fmt: skip
     ap.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
     ap.add_argument("--end-users", type=int, default=0,

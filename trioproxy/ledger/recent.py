@@ -2,8 +2,9 @@
 
 Reads ``ledger_raw`` itself, but never scans it: every query is
 
-* on the partial index ``ledger_raw_req_ts`` (``ts, request_id`` of request rows), or
-  ``ledger_raw_req_team`` (``team, ts, request_id``) when a team is chosen, newest first;
+* on the partial index ``ledger_raw_req_ts`` (``ts, request_id`` of request rows), or the
+  filter's own when a team, a key or a failed status is chosen (:data:`INDEXES`), newest
+  first;
 * bounded in time: ``[until - window, until)`` (:data:`WINDOWS_S`), so a filter that matches
   nothing walks at most one window of request rows, never the whole ledger;
 * keyset-paginated on ``(ts, request_id)`` (the cursor is the last row shown), never OFFSET;
@@ -20,12 +21,22 @@ from dataclasses import dataclass
 
 from trioproxy.ledger.columns import COLUMNS
 
+FAILED = 400
+"""A status from here on is a failure (:data:`INDEXES`: its own partial index)."""
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS ledger_raw_req_ts ON ledger_raw (ts, request_id) "
     "WHERE kind = 'request'",
     "CREATE INDEX IF NOT EXISTS ledger_raw_req_team ON ledger_raw (team, ts, request_id) "
     "WHERE kind = 'request'",
+    "CREATE INDEX IF NOT EXISTS ledger_raw_req_key ON ledger_raw (key_name, ts, request_id) "
+    "WHERE kind = 'request'",
+    f"CREATE INDEX IF NOT EXISTS ledger_raw_req_failed ON ledger_raw (status, ts, request_id) "
+    f"WHERE kind = 'request' AND status >= {FAILED}",
 )
+"""A filter on team or key (an app: often rare among the rows of a window) walks only its own
+rows; so does one on a failed status (rare by nature; the index holds only those rows, so a
+served request never writes it). Route, cache and endpoint have few values, each common: a
+page of them is found after a short walk of the time index."""
 WINDOWS_S: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 7 * 86_400}
 """The time spans one page may search (the largest bounds the walk of a filter)."""
 MAX_PAGE = 200
@@ -91,6 +102,8 @@ def page_sql(
         if value is not None:
             where.append(f"{column} = {param}")
             params.append(value)
+    if filters.status is not None and filters.status >= FAILED:
+        where.append(f"status >= {FAILED}")  # as written: the failed rows' index applies
     cols = ", ".join(ts_select if c == "ts" else c for c in COLUMNS)
     sql = (
         f"SELECT {cols} FROM ledger_raw WHERE {' AND '.join(where)} "
