@@ -79,8 +79,12 @@ async def test_every_table_round_trips(store: AdminStore) -> None:
     assert rotated is not None and rotated.key_hash == "h1"
     assert await store.lookup("h1") is None and await store.lookup("h3") is not None
     assert [k.key_hash for k in await store.api_keys()] == ["h3", "h1"]  # active first
+    assert [k.key_hash for k in await store.api_keys(active_only=True)] == ["h3"]
     revoked = await store.revoke_key("k", 4.0)
     assert revoked is not None and revoked.user == "ann"
+    assert await store.api_keys(active_only=True) == []
+    assert await store.add_key(StoredKey("h9", "other", "dev", "bob"))
+    assert sorted(await store.key_teams()) == ["dev", "ops"]  # a revoked key's team too, once
     assert await store.revoke_key("k", 5.0) is None
     first = await store.record_alert(1.0, "ops", "team:ops:day:x", "warn", 0.8, 8, 10, "pending")
     second = await store.record_alert(2.0, "dev", "team:dev:day:x", "warn", 0.8, 8, 10, "pending")

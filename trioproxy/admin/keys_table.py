@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS api_keys(
 CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys(name, revoked_at);
 CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name)
   WHERE revoked_at IS NULL;
+CREATE INDEX IF NOT EXISTS api_keys_team ON api_keys(team);
 """
 """At most one active key per name, held by the database (two instances creating the same
 name at once: one wins)."""
@@ -58,14 +59,25 @@ class KeysTable(AdminDb):
         found = await self._run(op)
         return None if found is None else found.config()
 
-    async def api_keys(self) -> list[StoredKey]:
-        """Every stored key, active first, then newest first."""
+    async def api_keys(self, *, active_only: bool = False) -> list[StoredKey]:
+        """Every stored key, active first, then newest first; or the active ones alone (the
+        revoked stay forever: an old dashboard has many more of them)."""
+        where = "WHERE revoked_at IS NULL " if active_only else ""
 
         def op(db: Sql) -> list[StoredKey]:
             rows = db.execute(
-                f"SELECT {_KEY_COLS} FROM api_keys ORDER BY revoked_at IS NOT NULL, created DESC"
+                f"SELECT {_KEY_COLS} FROM api_keys {where}"
+                "ORDER BY revoked_at IS NOT NULL, created DESC"
             ).fetchall()
             return [_key_of(r) for r in rows]
+
+        return await self._run(op)
+
+    async def key_teams(self) -> list[str]:
+        """The teams of every stored key, revoked ones included, once each."""
+
+        def op(db: Sql) -> list[str]:
+            return [str(t) for (t,) in db.execute("SELECT DISTINCT team FROM api_keys")]
 
         return await self._run(op)
 

@@ -100,7 +100,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         return html, status
 
     async def taken_names() -> set[str]:
-        active = {k.name for k in await store.api_keys() if k.active}
+        active = {k.name for k in await store.api_keys(active_only=True)}
         return active | {k.name for k in gw.settings.api_keys.values()}
 
     @app.get("/keys")
@@ -127,7 +127,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         return await render(201, secret=secret, secret_for=key.name)
 
     async def active(name: str) -> StoredKey | None:
-        return next((k for k in await store.api_keys() if k.name == name and k.active), None)
+        return next((k for k in await store.api_keys(active_only=True) if k.name == name), None)
 
     @app.post("/keys/<name>/revoke")
     async def revoke_key(name: str) -> ResponseReturnValue:

@@ -54,7 +54,8 @@ async def all_keys(gw: Gateway, store: AdminStore) -> list[KeyInfo]:
     """Active keys: the config's and the dashboard's."""
     keys = [KeyInfo(k.name, k.team, k.user, k.rpm, k.tpm) for k in gw.settings.api_keys.values()]
     keys += [
-        KeyInfo(k.name, k.team, k.user, k.rpm, k.tpm) for k in await store.api_keys() if k.active
+        KeyInfo(k.name, k.team, k.user, k.rpm, k.tpm)
+        for k in await store.api_keys(active_only=True)
     ]
     return keys
 

@@ -136,7 +136,7 @@ async def all_teams(gw: Gateway) -> list[str]:
         gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today, keep=("value",)
     )
     store = gw.keys.source
-    created = [k.team for k in await store.api_keys()] if isinstance(store, AdminStore) else []
+    created = await store.key_teams() if isinstance(store, AdminStore) else []
     return known_teams(gw, [r.value for r in rows], created)
 
 
