@@ -114,6 +114,28 @@ async def test_retention_drops_old_raw_keeps_rollup(
     assert rollup.count == totals_of(ancient + recent + extra).count  # old rollups are kept
 
 
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_without_retention_days_only_the_minute_counters_go(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The default (raw rows kept forever): the hourly pass trims the per-minute counters
+    past their KEEP_DAYS and nothing else, on either backend."""
+    target = target_for(kind, request, tmp_path)
+    backend = await target.open()
+    now = time.time()
+    old = make_records(20, seed=8, ts=now - 20 * DAY, prefix="m")
+    try:
+        await backend.write_batch(old)
+        assert await backend.enforce_retention(now=now, retention_days=None) == (0, False)
+    finally:
+        await backend.aclose()
+    assert (await target.raw_totals()).count == totals_of(old).count
+    minutes_left = await target.sql(
+        f"SELECT COUNT(*) FROM ledger_minutes WHERE minute < {int((now - 10 * DAY) // 60)}"
+    )
+    assert minutes_left == [(0,)]
+
+
 async def test_sqlite_two_writers_on_one_file(tmp_path: Path) -> None:
     """Two connections (as two gateway processes would) writing concurrently: no lock errors,
     every record once."""

@@ -193,8 +193,8 @@ async def test_torn_spool_line_is_skipped_and_counted(tmp_path: Path) -> None:
 async def test_retention_removes_a_backlog_in_batches_between_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A day's raw rows go in bounded batches, one per pass of the writer's loop (records
-    submitted meanwhile are written between them), logged once when the round ends."""
+    """A day's raw rows go in bounded batches, one per pass of the writer's loop: records
+    waiting are written between them (not after the whole round), logged once at its end."""
     monkeypatch.setattr(sqlite_ledger, "RETENTION_BATCH", 10)
     target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
     backend = await target.open()
@@ -202,26 +202,34 @@ async def test_retention_removes_a_backlog_in_batches_between_writes(
     ancient = make_records(45, seed=4, ts=now - 40 * 86400, prefix="a")
     await backend.write_batch(ancient)
     calls: list[tuple[int, bool]] = []
-    remove = backend.enforce_retention
+    events: list[str] = []
+    remove, write = backend.enforce_retention, backend.write_batch
 
     async def counted(**kwargs: Any) -> tuple[int, bool]:
         calls.append(await remove(**kwargs))
+        events.append("retention")
         return calls[-1]
 
+    async def written(records: Any) -> int:
+        events.append("write")
+        return await write(records)
+
     monkeypatch.setattr(backend, "enforce_retention", counted)
+    monkeypatch.setattr(backend, "write_batch", written)
     writer = LedgerWriter(backend, tmp_path / "spool", retention_days=30, **FAST)
     fresh = make_records(20, seed=5, prefix="b")
+    for r in fresh:  # waiting when the round starts
+        writer.submit(r)
     caplog.set_level(logging.INFO, logger="trioproxy.ledger")
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
-        for r in fresh:
-            writer.submit(r)
         await wait_until(
             lambda: writer.statistics().written == 20 and bool(calls) and not calls[-1][1]
         )
         await writer.aclose()
     await backend.aclose()
     assert calls == [(10, True)] * 4 + [(5, False)]
+    assert events[:3] == ["retention", "write", "retention"], events  # not after the round
     assert [r for (r,) in await target.sql("SELECT request_id FROM ledger_raw WHERE request_id "
                                           "LIKE 'a%'")] == []  # fmt: skip
     assert (await target.raw_totals()).count == totals_of(fresh).count

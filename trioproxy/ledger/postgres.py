@@ -193,7 +193,8 @@ class PostgresLedger(RollupReads):
     async def enforce_retention(
         self, *, now: float, retention_days: int | None
     ) -> tuple[int, bool]:
-        old = []
+        cutoff = None
+        old: list[str] = []
         if retention_days is not None:
             cutoff = schema.partition(day_of(now) - dt.timedelta(days=retention_days))
             old = [p for p in await self.partitions() if p < cutoff]
@@ -206,7 +207,8 @@ class PostgresLedger(RollupReads):
                 conn.execute("DELETE FROM ledger_minutes WHERE minute < %s", (keep_minutes,))
                 for name in old:
                     conn.execute(f"DROP TABLE IF EXISTS {name}")
-            self._days = {d for d in self._days if schema.partition(d) >= cutoff}
+            if cutoff is not None:
+                self._days = {d for d in self._days if schema.partition(d) >= cutoff}
             return len(old)
 
         return int(await self._run(_drop)), False

@@ -234,11 +234,16 @@ class LedgerWriter:
             wait = min(wait, self._next_fsync - now)
         if self.db.up:
             wait = min(wait, self._next_retention - now)
-        with trio.move_on_after(max(wait, 0.0)):
-            try:
-                self._pending.append(await self._receive.receive())
-            except trio.EndOfChannel:
-                return False
+        try:  # what is waiting first: a wait of 0 (maintenance due) must not skip it
+            self._pending.append(self._receive.receive_nowait())
+        except trio.WouldBlock:
+            with trio.move_on_after(max(wait, 0.0)):
+                try:
+                    self._pending.append(await self._receive.receive())
+                except trio.EndOfChannel:
+                    return False
+        except trio.EndOfChannel:
+            return False
         if not self._pending:
             return True
         with trio.move_on_after(self._batch_interval):
