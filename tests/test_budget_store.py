@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -387,11 +388,14 @@ def test_sqlite_window_entries_of_a_file_made_before_expires_are_retired(tmp_pat
     )
     old.commit()
     old.close()
+    before = time.time()
     s = SqliteStore(path)
     db = s._db
     assert db.execute("SELECT rid, expires FROM wlog ORDER BY rid").fetchall() == [
         ("r0", T0 - 40), ("r1", T0 + 50)
     ]  # fmt: skip
+    (ends,) = db.execute("SELECT expires_at FROM buckets").fetchone()
+    assert before + 60 <= ends <= time.time() + 60  # a window after the upgrade: it can go
     with db:
         s._prune(db, T0)
     assert db.execute("SELECT total FROM buckets").fetchall() == [(3,)]
@@ -420,4 +424,25 @@ async def test_sqlite_an_idle_users_window_bucket_goes_after_the_retention(
     later = T0 + 3 * 86400
     assert await s.reserve("r2", [window], now=later, lease_s=30) is None
     assert await s.usage("enduser:e1", now=later) == 10
+    s.close()
+
+
+async def test_sqlite_a_bucket_goes_with_every_entry_it_still_has(tmp_path: Path) -> None:
+    """An entry without ``expires`` (written by a worker of the previous version while the
+    file was upgraded) is never retired by the prune; it goes with its bucket, so the bucket
+    made again later does not count it."""
+    s = SqliteStore(str(tmp_path / "b.db"))
+    db = s._db
+    window = Claim("enduser:e1", 10, 100, 60.0)
+    assert await s.reserve("r1", [window], now=T0, lease_s=30) is None
+    with db:  # the old worker's entry: amount 7, no expires
+        db.execute("INSERT INTO wlog(bucket, rid, seq, ts, amount) VALUES ('enduser:e1', 'old', "
+                   f"1, {T0}, 7)")  # fmt: skip
+        db.execute("UPDATE buckets SET total = total + 7")
+    with db:
+        s._prune(db, T0 + 61 + 2 * 86400)
+    assert db.execute("SELECT COUNT(*) FROM wlog").fetchone() == (0,)
+    later = T0 + 3 * 86400
+    assert await s.reserve("r2", [window], now=later, lease_s=30) is None
+    assert await s.usage("enduser:e1", now=later + 1) == 10  # not 10 - 7
     s.close()

@@ -27,6 +27,7 @@ was in flight; the ledger remains the billing record).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,9 +57,13 @@ RETENTION_S = 2 * 86400.0
 _SLID_OUT = "SELECT bucket, amount FROM wlog WHERE expires <= ?"
 """Window entries past their window, every bucket's (the ``wlog_expires`` index range)."""
 _DEAD = "SELECT rid FROM reservations WHERE lease_until < ?"
+_GONE = "SELECT bucket FROM buckets WHERE expires_at IS NOT NULL AND expires_at < ?"
 _PRUNE_PAST: tuple[tuple[str, float], ...] = (
     ("DELETE FROM wlog WHERE expires <= ?", 0.0),
-    ("DELETE FROM buckets WHERE expires_at IS NOT NULL AND expires_at < ?", RETENTION_S),
+    # a bucket's entries go with it, also any without ``expires`` (written by a worker of the
+    # previous version during an upgrade): none is left to count against its next total
+    (f"DELETE FROM wlog WHERE bucket IN ({_GONE})", RETENTION_S),
+    (f"DELETE FROM buckets WHERE bucket IN ({_GONE})", RETENTION_S),
     (f"DELETE FROM holds WHERE rid IN ({_DEAD})", RETENTION_S),
     ("DELETE FROM reservations WHERE lease_until < ?", RETENTION_S),
     ("DELETE FROM marks WHERE expires_at < ?", 0.0),
@@ -90,9 +95,10 @@ CREATE INDEX IF NOT EXISTS marks_expiry ON marks(expires_at);
 buckets, after :data:`RETENTION_S`."""
 
 
-def _add_expires_column(db: sqlite3.Connection) -> None:
+def _add_expires_column(db: sqlite3.Connection, now: float) -> None:
     """A file made before ``wlog.expires`` gets the column, filled from each entry's bucket,
-    and its index (once, at open)."""
+    and its index; its windowed buckets (made without an end) end a window after ``now``, so
+    the idle ones go after the retention too (once, at open)."""
     if not any(r[1] == "expires" for r in db.execute("PRAGMA table_info(wlog)")):
         try:
             with immediate(db):
@@ -100,6 +106,11 @@ def _add_expires_column(db: sqlite3.Connection) -> None:
                 db.execute(
                     "UPDATE wlog SET expires = ts + "
                     "(SELECT b.window_s FROM buckets b WHERE b.bucket = wlog.bucket)"
+                )
+                db.execute(
+                    "UPDATE buckets SET expires_at = ? + window_s "
+                    "WHERE window_s IS NOT NULL AND expires_at IS NULL",
+                    (now,),
                 )
         except sqlite3.OperationalError as exc:  # another process added it meanwhile
             if "duplicate column" not in str(exc):
@@ -128,7 +139,7 @@ class SqliteStore:
         self._db = open_wal(path, busy_timeout_s=busy_timeout_s)
         self._db.executescript(_SCHEMA)
         _add_holds_column(self._db)
-        _add_expires_column(self._db)
+        _add_expires_column(self._db, time.time())
         self._commit = GroupCommit(self._db)
         self._ops = 0
 
