@@ -152,9 +152,9 @@ async def test_pgvector_prune_bounds(pg_index: PgVectorIndex) -> None:
 
 
 async def test_pgvector_prune_statements_read_index_ranges(pg_index: PgVectorIndex) -> None:
-    """Every ``prune_every`` adds, on a connection the lookups share: no statement of the
-    prune may read the whole table (1M rows of ~1.7 KB). With sequential scans priced out,
-    the planner still picks one only where no index serves."""
+    """Every ``prune_every`` adds, on a connection the lookups share: no delete of the prune
+    may read the whole table (1M rows of ~1.7 KB; its count(*) is not checked here). With
+    sequential scans priced out, the planner still picks one only where no index serves."""
     try:
         with psycopg.connect(pg_index._url, autocommit=True) as conn:
             conn.execute("SET enable_seqscan = off")
