@@ -446,3 +446,35 @@ async def test_sqlite_a_bucket_goes_with_every_entry_it_still_has(tmp_path: Path
     assert await s.reserve("r2", [window], now=later, lease_s=30) is None
     assert await s.usage("enduser:e1", now=later + 1) == 10  # not 10 - 7
     s.close()
+
+
+def test_sqlite_open_waits_out_another_process_building_the_schema(tmp_path: Path) -> None:
+    """A worker starting while another builds the schema (an upgrade's indexes over millions
+    of rows: seconds) waits for it, past its operations' own busy timeout, which it keeps."""
+    import threading
+
+    path = str(tmp_path / "b.db")
+    SqliteStore(path).close()  # the file exists, in WAL mode, without one index (below)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("DROP INDEX reservations_lease")
+    other.execute("BEGIN IMMEDIATE")  # the other process builds it, not committed yet
+    other.execute("CREATE INDEX reservations_lease ON reservations(lease_until)")
+    opened: list[SqliteStore] = []
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(SqliteStore(path, busy_timeout_s=0.05))
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join(timeout=1.0)  # 20x its busy timeout: the old open had failed by now
+    other.execute("COMMIT")
+    worker.join(timeout=60)
+    other.close()
+    assert failed == [] and len(opened) == 1
+    store = opened[0]
+    assert store._db.execute("PRAGMA busy_timeout").fetchone() == (50,)
+    store.close()

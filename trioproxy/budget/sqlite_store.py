@@ -41,7 +41,7 @@ from trioproxy.budget.store import (
     TeamLimits,
     effective_limit,
 )
-from trioproxy.store.sqlite_file import immediate, open_wal
+from trioproxy.store.sqlite_file import SCHEMA_WAIT_S, immediate, open_wal, set_busy_timeout
 
 _TAKE_PERIOD = (
     "INSERT INTO buckets(bucket, window_s, total, expires_at) VALUES (?,NULL,?,?) "
@@ -136,10 +136,11 @@ class SqliteStore:
     is gone: the gate fails that call only, it does not mark the store down."""
 
     def __init__(self, path: str, *, busy_timeout_s: float = 2.0) -> None:
-        self._db = open_wal(path, busy_timeout_s=busy_timeout_s)
+        self._db = open_wal(path, busy_timeout_s=SCHEMA_WAIT_S)
         self._db.executescript(_SCHEMA)
         _add_holds_column(self._db)
         _add_expires_column(self._db, time.time())
+        set_busy_timeout(self._db, busy_timeout_s)
         self._commit = GroupCommit(self._db)
         self._ops = 0
 

@@ -34,7 +34,7 @@ from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row, u
 from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
-from trioproxy.store.sqlite_file import immediate, open_wal
+from trioproxy.store.sqlite_file import SCHEMA_WAIT_S, immediate, open_wal, set_busy_timeout
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
@@ -134,7 +134,7 @@ class SqliteLedger(RollupReads):
 
         def _open() -> tuple[sqlite3.Connection, str]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = open_wal(str(path), busy_timeout_s=BUSY_TIMEOUT_MS / 1000)
+            conn = open_wal(str(path), busy_timeout_s=SCHEMA_WAIT_S)
             with immediate(conn):
                 migrate(conn)
                 for stmt in _schema():
@@ -142,6 +142,7 @@ class SqliteLedger(RollupReads):
                 _add_hourly(conn)
                 kept = _days_zone(conn, zone)
                 conn.execute(minutes.SQLITE_DDL)
+            set_busy_timeout(conn, BUSY_TIMEOUT_MS / 1000)
             return conn, kept
 
         conn, kept = await trio.to_thread.run_sync(_open)

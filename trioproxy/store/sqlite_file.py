@@ -25,6 +25,12 @@ from contextlib import contextmanager
 
 RETRY_S = 0.01
 """Between two tries of the switch to WAL."""
+SCHEMA_WAIT_S = 120.0
+"""How long an open waits for another process's write lock while it makes or migrates a
+file's schema. The first start after an upgrade may build indexes over millions of rows
+(~1.5 s per 2M ledger rows), and the other workers starting meanwhile wait for it instead of
+failing at their operations' short busy timeout; after the schema, :func:`set_busy_timeout`
+gives the connection its own."""
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -61,6 +67,11 @@ def open_wal(path: str, *, busy_timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
+def set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    """How long ``conn``'s statements wait for another process's lock from now on."""
+    conn.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """A ``BEGIN IMMEDIATE`` transaction (the write lock taken at once, so it never fails
@@ -76,4 +87,4 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-__all__ = ["immediate", "open_wal"]
+__all__ = ["SCHEMA_WAIT_S", "immediate", "open_wal", "set_busy_timeout"]
