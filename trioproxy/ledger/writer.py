@@ -234,29 +234,30 @@ class LedgerWriter:
             wait = min(wait, self._next_fsync - now)
         if self.db.up:
             wait = min(wait, self._next_retention - now)
-        try:  # what is waiting first: a wait of 0 (maintenance due) must not skip it
-            self._pending.append(self._receive.receive_nowait())
-        except trio.WouldBlock:
-            with trio.move_on_after(max(wait, 0.0)):
-                try:
-                    self._pending.append(await self._receive.receive())
-                except trio.EndOfChannel:
-                    return False
-        except trio.EndOfChannel:
-            return False
+        with trio.move_on_after(max(wait, 0.0)):
+            if not await self._take():
+                return False
         if not self._pending:
             return True
         with trio.move_on_after(self._batch_interval):
             while len(self._pending) < self._batch_size:
-                try:
-                    self._pending.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    try:
-                        self._pending.append(await self._receive.receive())
-                    except trio.EndOfChannel:
-                        return False
-                except trio.EndOfChannel:
+                if not await self._take():
                     return False
+        return True
+
+    async def _take(self) -> bool:
+        """One record into ``_pending``: one waiting (taken without a checkpoint, so a wait
+        of 0, maintenance due, still takes it), else the next to come; False once the channel
+        is closed and drained."""
+        try:
+            self._pending.append(self._receive.receive_nowait())
+        except trio.WouldBlock:
+            try:
+                self._pending.append(await self._receive.receive())
+            except trio.EndOfChannel:
+                return False
+        except trio.EndOfChannel:
+            return False
         return True
 
     async def _write_pending(self) -> None:
