@@ -41,7 +41,7 @@ from trioproxy.budget.store import (
     TeamLimits,
     effective_limit,
 )
-from trioproxy.store.sqlite_file import SCHEMA_WAIT_S, immediate, open_wal, set_busy_timeout
+from trioproxy.store.sqlite_file import SCHEMA_WAIT_S, add_column, open_wal, set_busy_timeout
 
 _TAKE_PERIOD = (
     "INSERT INTO buckets(bucket, window_s, total, expires_at) VALUES (?,NULL,?,?) "
@@ -99,35 +99,20 @@ def _add_expires_column(db: sqlite3.Connection, now: float) -> None:
     """A file made before ``wlog.expires`` gets the column, filled from each entry's bucket,
     and its index; its windowed buckets (made without an end) end a window after ``now``, so
     the idle ones go after the retention too (once, at open)."""
-    if not any(r[1] == "expires" for r in db.execute("PRAGMA table_info(wlog)")):
-        try:
-            with immediate(db):
-                db.execute("ALTER TABLE wlog ADD COLUMN expires REAL")
-                db.execute(
-                    "UPDATE wlog SET expires = ts + "
-                    "(SELECT b.window_s FROM buckets b WHERE b.bucket = wlog.bucket)"
-                )
-                db.execute(
-                    "UPDATE buckets SET expires_at = ? + window_s "
-                    "WHERE window_s IS NOT NULL AND expires_at IS NULL",
-                    (now,),
-                )
-        except sqlite3.OperationalError as exc:  # another process added it meanwhile
-            if "duplicate column" not in str(exc):
-                raise
+    add_column(
+        db, "wlog", "expires", "REAL",
+        ("UPDATE wlog SET expires = ts + "
+         "(SELECT b.window_s FROM buckets b WHERE b.bucket = wlog.bucket)", ()),
+        ("UPDATE buckets SET expires_at = ? + window_s "
+         "WHERE window_s IS NOT NULL AND expires_at IS NULL", (now,)),
+    )  # fmt: skip
     db.execute("CREATE INDEX IF NOT EXISTS wlog_expires ON wlog(expires)")
 
 
 def _add_holds_column(db: sqlite3.Connection) -> None:
     """A file made before ``reservations.holds`` gets the column (its open reservations keep
     their holds in the ``holds`` table, which settle and extend still read: ``_holds_of``)."""
-    if any(r[1] == "holds" for r in db.execute("PRAGMA table_info(reservations)")):
-        return
-    try:
-        db.execute("ALTER TABLE reservations ADD COLUMN holds BLOB")
-    except sqlite3.OperationalError as exc:  # another process added it meanwhile
-        if "duplicate column" not in str(exc):
-            raise
+    add_column(db, "reservations", "holds", "BLOB")
 
 
 class SqliteStore:

@@ -13,7 +13,7 @@ Blocking (``time.sleep`` between tries): call it before the event loop runs or i
 
 :func:`immediate` is the write transaction of the admin store, the cache file and the
 ledger's schema (the budgets' group commit and the ledger's batch write theirs: a savepoint
-per operation, a retry row by row).
+per operation, a retry row by row). :func:`add_column` migrates a table made before a column.
 """
 
 from __future__ import annotations
@@ -67,6 +67,25 @@ def open_wal(path: str, *, busy_timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
+def add_column(
+    conn: sqlite3.Connection, table: str, column: str, decl: str,
+    *fill: tuple[str, tuple[object, ...]],
+) -> None:  # fmt: skip
+    """Add ``column`` (of ``decl``) to a ``table`` made before it, with the ``fill``
+    statements in the same transaction; once, also when several processes open the file at
+    once (the one that finds the column there already does nothing)."""
+    if any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})")):
+        return
+    try:
+        with immediate(conn):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for sql, params in fill:
+                conn.execute(sql, params)
+    except sqlite3.OperationalError as exc:  # another process added it meanwhile
+        if "duplicate column" not in str(exc):
+            raise
+
+
 def set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
     """How long ``conn``'s statements wait for another process's lock from now on."""
     conn.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
@@ -87,4 +106,4 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-__all__ = ["SCHEMA_WAIT_S", "immediate", "open_wal", "set_busy_timeout"]
+__all__ = ["SCHEMA_WAIT_S", "add_column", "immediate", "open_wal", "set_busy_timeout"]
