@@ -137,7 +137,7 @@ async def test_exact_cache_contract(nursery: trio.Nursery, tmp_path: Path) -> No
     assert await c.delete("n2:a") and await c.get("n2:a", now=1) is None
     assert await c.flush_namespace("n1") == 2
     assert await c.get("n1:b", now=1) is None
-    assert c.statistics().errors == 0
+    assert c.file.errors == 0
 
 
 async def test_puts_are_written_in_batches(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ async def test_a_corrupt_file_is_misses_counted_and_logged_once(
         assert await c.get("n:a", now=1) is None
         assert not await c.delete("n:a")  # after the put's batch: failed too
         assert await c.flush_prefix("n") == 0
-        assert c.statistics().errors == 4
+        assert c.file.errors == 4
         assert len(caplog.records) == 1  # once per LOG_EVERY_S
         now[0] += cache_file.LOG_EVERY_S
         assert await c.get("n:a", now=1) is None
@@ -249,7 +249,7 @@ async def test_a_locked_file_skips_writes_and_still_reads(
     try:
         await c.put("n:b", b"v", ttl_s=60, now=0)
         await file.drain()  # its batch waited 0.05 s, then was skipped
-        assert c.statistics().errors == 1
+        assert c.file.errors == 1
         assert await c.get("n:a", now=1) == b"v"  # WAL: readers do not wait for a writer
     finally:
         holder.execute("ROLLBACK")
@@ -265,7 +265,7 @@ async def test_queued_writes_are_bounded(tmp_path: Path) -> None:
     c = SqliteExactCache(file)
     for i in range(cache_file.MAX_PENDING + 3):
         await c.put(f"n:{i}", b"v", ttl_s=60, now=0)
-    assert c.statistics().errors == 3
+    assert c.file.errors == 3
 
 
 async def shared(nursery: trio.Nursery, path: Path) -> SharedHnswIndex:

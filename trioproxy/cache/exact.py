@@ -40,8 +40,6 @@ class ExactStats:
     bytes: int = 0
     evictions: int = 0
     expirations: int = 0
-    errors: int = 0
-    """Calls the store failed (answered as misses or skipped writes)."""
 
 
 class MemoryExactCache:

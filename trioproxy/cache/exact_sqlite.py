@@ -135,7 +135,7 @@ class SqliteExactCache:
 
     def statistics(self) -> ExactStats:
         s = self.entries.stats
-        return ExactStats(s.entries, s.bytes, s.evictions, s.expirations, self.file.errors)
+        return ExactStats(s.entries, s.bytes, s.evictions, s.expirations)
 
     async def get(self, key: str, *, now: float) -> bytes | None:
         value = self.front.get_nowait(key, now=now)
