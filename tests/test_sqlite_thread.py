@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioproxy.store.sqlite_file import immediate, open_wal
+from trioproxy.store.sqlite_file import add_column, immediate, open_wal
 from trioproxy.store.sqlite_thread import SerialConnection
 
 
@@ -81,3 +81,13 @@ def test_immediate_commits_or_rolls_back(tmp_path: Path) -> None:
         raise ZeroDivisionError
     assert not db.in_transaction
     assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def test_add_column_adds_and_fills_once(tmp_path: Path) -> None:
+    db = open_wal(str(tmp_path / "f.sqlite3"), busy_timeout_s=1)
+    db.execute("CREATE TABLE t(x)")
+    db.execute("INSERT INTO t VALUES (2)")
+    add_column(db, "t", "y", "INTEGER", ("UPDATE t SET y = x * ?", (10,)))
+    add_column(db, "t", "y", "INTEGER", ("UPDATE t SET y = -1", ()))  # there: nothing runs
+    assert db.execute("SELECT x, y FROM t").fetchall() == [(2, 20)]
+    assert not db.in_transaction
