@@ -98,7 +98,7 @@ def test_a_verbatim_relay_forwards_the_content_and_the_end_not_the_odd_counts(
     tap = PassthroughTap(wire, include_usage=True)
     forward, tokens, events = tap_all(tap, splits(data, seed))
     assert tap.done and tap.bad_usage is not None and "1e+30" in tap.bad_usage
-    assert b"1e30" not in forward
+    assert b":1e30" not in forward  # (the ids are random hex and may hold "1e30")
     meter = Meter()
     for e in events:
         meter.observe(e)
