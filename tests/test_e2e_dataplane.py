@@ -102,7 +102,8 @@ async def test_slow_body_gets_408_and_frees_its_key_slot(nursery: trio.Nursery) 
 
 
 async def test_overload_queues_then_sheds_in_the_callers_dialect(nursery: trio.Nursery) -> None:
-    sim = await start_simulator(nursery, Fault(ttft_ms=1500))
+    # the admitted answer must outlast the queued and shed requests' set-up on a busy box
+    sim = await start_simulator(nursery, Fault(ttft_ms=4000))
     server = {"max_in_flight": 1, "queue_max": 1, "queue_timeout_s": 30}
     g = await start_gateway(nursery, chain_settings([sim.url], extra={"server": server}))
     slots = g.app.chat.slots

@@ -62,11 +62,11 @@ async def test_hedge_wins_and_loser_is_cancelled(nursery: trio.Nursery, stream: 
     elapsed = trio.current_time() - t0
     assert r.status_code == 200
     assert r.headers["x-trioproxy-target"] == "m1"
-    assert 0.2 <= elapsed < 2.0
+    assert 0.2 <= elapsed < 4.0  # the hedge's answer, not the primary's at 5 s
     await settled(g)
     got = [(x.target, x.hedge_role, x.outcome) for x in records(g, "attempt")]
     assert got == [("m0", "primary", "lost"), ("m1", "hedge", "won")]
-    with trio.fail_after(2):  # the loser's upstream connection is closed, not left hanging
+    with trio.fail_after(4):  # closed, not left hanging until its answer at 5 s
         while a.sim.stats.active:
             await trio.sleep(0.01)
 

@@ -489,7 +489,7 @@ async def test_reset_mid_stream_counts_delivered_tokens(sim: Sim) -> None:
     assert (trace.outcome, trace.output_tokens) == ("reset", 5)
 
 
-async def test_client_disconnect_is_noticed_within_100ms(sim: Sim) -> None:
+async def test_client_disconnect_is_noticed_before_the_next_chunk(sim: Sim) -> None:
     headers = {**ANTHROPIC_KEY, "x-sim-fault": "chunk_ms=2000", "x-sim-id": "gone"}
     async with sim.client.stream(
         "POST", "/v1/messages", json=anthropic_body(stream=True), headers=headers
@@ -500,7 +500,9 @@ async def test_client_disconnect_is_noticed_within_100ms(sim: Sim) -> None:
     closed = trio.current_time()
     trace = await wait_done(sim.sim, "gone")
     assert trace.closed_at is not None
-    assert trace.closed_at - closed < 0.1
+    # the next chunk is 2 s away: noticed well before it, not when a write fails (a wall
+    # bound of 100 ms failed under a busy box's scheduling, not the simulator's)
+    assert trace.closed_at - closed < 1.0
     assert trace.outcome == "client_closed"
     assert trace.output_tokens == 1
     assert sim.sim.stats.active == 0
