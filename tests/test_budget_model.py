@@ -9,6 +9,7 @@ import pytest
 
 from trioproxy.budget.claims import (
     Claim,
+    WorstCase,
     distribute,
     initial_reservation,
     merge_claims,
@@ -103,13 +104,24 @@ def test_worst_case_takes_most_expensive_model_per_request() -> None:
     cheap_out = _model("b", 5.0, 2.0, cap=8000)
     # prompt-heavy: b is dearer; output-heavy: a is dearer
     assert worst_case(10_000, 10, [cheap_in, cheap_out]).usd_micros == 50_020
-    assert worst_case(10, 5_000, [cheap_in, cheap_out]).usd_micros == 50_010
+    assert worst_case(10, 800, [cheap_in, cheap_out]).usd_micros == 8_010
     # no max_tokens: each model's own cap
     wc = worst_case(100, None, [cheap_in, cheap_out])
     assert wc.usd_micros == max(100 + 10_000, 500 + 16_000)
     assert wc.tokens == 8100
     with pytest.raises(ValueError):
         worst_case(1, 1, [])
+
+
+def test_worst_case_asks_no_model_for_more_than_its_cap() -> None:
+    """A max_tokens above a model's ``max_output_tokens`` costs that model's cap (the
+    upstream request carries the cap): 2**31 - 1 tokens asked reserve what 1,000 can cost."""
+    a = _model("a", 1.0, 10.0, cap=1000)
+    b = _model("b", 5.0, 2.0, cap=8000)
+    assert worst_case(10, 5_000, [a, b]) == WorstCase(max(10 + 10_000, 50 + 10_000), 5_010)
+    assert worst_case(10, 2**31 - 1, [a]) == worst_case(10, None, [a]) == WorstCase(10_010, 1_010)
+    assert worst_case(10, 300, [a], n=3) == WorstCase(10 + 9_000, 910)  # 3 answers of 300
+    assert worst_case(10, None, [a], n=2) == WorstCase(10 + 20_000, 2_010)
 
 
 def test_worst_case_prices_the_prompt_in_the_dearest_input_bucket() -> None:

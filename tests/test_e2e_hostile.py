@@ -35,9 +35,9 @@ ANTHROPIC = "/v1/messages"
 HI = [{"role": "user", "content": "hi"}]
 
 
-def settings(sim_url: str) -> Settings:
+def settings(sim_url: str, **model: Any) -> Settings:
     provider = {"base_url": sim_url, "api_key_env": "K"}
-    price = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    price = {"input_per_mtok": 1.0, "output_per_mtok": 2.0, **model}
     return parse_settings(
         {
             "storage": {"state_dir": tempfile.mkdtemp(prefix="tp-")},
@@ -326,8 +326,10 @@ async def test_last_resort_outside_the_race_is_a_500_in_the_envelope(
 ) -> None:
     caplog.set_level(logging.ERROR)
     sim = await start_simulator(nursery)
-    g = await start_gateway(nursery, settings(sim.url), sink=RefusalBreakingSink())
-    big = (oa if path == OPENAI else an)("oa", max_tokens=10**9)  # over the $1 budget: refused
+    # answers of up to 10**6 tokens ($2 at most): a request for them is over the $1 budget
+    wide = settings(sim.url, max_output_tokens=10**6, context_limit=2 * 10**6)
+    g = await start_gateway(nursery, wide, sink=RefusalBreakingSink())
+    big = (oa if path == OPENAI else an)("oa", max_tokens=10**9)  # refused
     r = await post(g, path, big)
     assert r.status_code == 500
     err = envelope(path, r)

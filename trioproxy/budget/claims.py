@@ -22,6 +22,7 @@ from fractions import Fraction
 from trioproxy.config.model import ModelConfig
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import MICROS_PER_USD, worst_case_micros
+from trioproxy.core.tokens import answer_cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +67,14 @@ def usd_to_micros(usd: float) -> int:
 
 
 def worst_case(
-    prompt_tokens_bound: int, max_tokens: int | None, models: Iterable[ModelConfig]
+    prompt_tokens_bound: int, max_tokens: int | None, models: Iterable[ModelConfig], n: int = 1
 ) -> WorstCase:
     """The most a request can cost on any model that may serve it.
 
     ``prompt_tokens_bound`` must be a hard upper bound (``core.input_bound.input_bound``).
-    Output is ``max_tokens`` when given, else each model's ``max_output_tokens``.
+    Output is ``max_tokens`` capped at each model's ``max_output_tokens`` (the model's when
+    the request names none: :func:`~trioproxy.core.tokens.answer_cap`, the cap the upstream
+    request carries), times ``n`` answers.
     Each model is priced separately and the maximum is taken, so the result is
     the cost on the most expensive model for *this* request; every prompt token
     is priced in the model's most expensive input bucket (a 1-hour cache write
@@ -81,7 +84,7 @@ def worst_case(
     seen = False
     for m in models:
         seen = True
-        out = max_tokens if max_tokens is not None else m.max_output_tokens
+        out = answer_cap(max_tokens, m.max_output_tokens) * n
         usd = max(usd, worst_case_micros(prices_of(m), prompt_tokens_bound, out))
         tokens = max(tokens, prompt_tokens_bound + out)
     if not seen:

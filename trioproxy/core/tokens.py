@@ -29,6 +29,13 @@ def estimate_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
+def answer_cap(requested: int | None, model_cap: int) -> int:
+    """The most output tokens a request gets from a model: what it asked for, at most the
+    model's ``max_output_tokens`` (the model's when it asked for none). The gateway sends this
+    upstream, so the worst case a budget reserves is a bound the provider keeps."""
+    return model_cap if requested is None or requested > model_cap else requested
+
+
 def split_tokens(text: str) -> list[str]:
     """The estimator's tokens, each with its leading whitespace kept."""
     return re.findall(r"\s*(?:\w+|[^\w\s])", text)

@@ -49,9 +49,7 @@ class Admission:
             bound = self.prompt_bound(ctx.req, models)
         out = ctx.req.max_tokens if max_output is None else max_output
         n = ctx.req.chat.get("n") or 1
-        if isinstance(n, int) and n > 1:  # n answers: n times the output
-            out = (out or max(m.max_output_tokens for m in models)) * n
-        worst = worst_case(bound, out, models)
+        worst = worst_case(bound, out, models, n if isinstance(n, int) and n > 1 else 1)
         cap_usd = ctx.plan.route.reservation_cap_usd
         key = ctx.key
         ticket = await self.gate.admit(

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from trioproxy.core.tokens import answer_cap
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
@@ -69,13 +70,17 @@ class AnthropicAdapter(JsonAdapter):
         deployment: str,
         api_key: str | None,
         betas: BetaPolicy | None = None,
+        max_output: int | None = None,
     ) -> UpstreamRequest:
         version = VERSION
+        cap = req.max_tokens if max_output is None else answer_cap(req.max_tokens, max_output)
         if req.dialect == self.wire:
             body = {**req.body, "model": deployment}
+            if max_output is not None:
+                body["max_tokens"] = cap
             version = req.anthropic_version or VERSION
         else:
-            body = chat_to_messages(req.chat, deployment, req.max_tokens)
+            body = chat_to_messages(req.chat, deployment, cap)
         if req.stream:
             body["stream"] = True
         headers = [("anthropic-version", version)]

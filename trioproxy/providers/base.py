@@ -80,9 +80,12 @@ class ProviderAdapter(Protocol):
         deployment: str,
         api_key: str | None,
         betas: BetaPolicy | None = None,
+        max_output: int | None = None,
     ) -> UpstreamRequest:
         """Upstream request for ``deployment`` (``betas``: which of the caller's
-        ``anthropic-beta`` values this provider lets through). Streams always ask for usage."""
+        ``anthropic-beta`` values this provider lets through). Streams always ask for usage.
+        ``max_output``: the model's ``max_output_tokens``; the request's output cap is sent
+        at most that, and that when the request names none (:func:`~trioproxy.core.tokens.answer_cap`)."""
         ...
 
     def parse_response(self, body: bytes) -> Completion:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trioproxy.core.tokens import estimate_tokens
+from trioproxy.core.tokens import answer_cap, estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
@@ -57,8 +57,17 @@ def usage_of(raw: Any) -> Usage | None:
     return from_openai(raw) if isinstance(raw, dict) else None
 
 
+_CAP_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
 class OpenAIAdapter(JsonAdapter):
     wire: Wire = "openai"
+
+    def __init__(self, cap_field: str = "max_tokens") -> None:
+        self.cap_field = cap_field
+        """The output cap's field when the request names none: OpenAI's own API wants
+        ``max_completion_tokens`` (its reasoning models refuse ``max_tokens``); servers that
+        only copy its API (vLLM, Ollama, ...) all read ``max_tokens``."""
 
     def build_request(
         self,
@@ -66,9 +75,14 @@ class OpenAIAdapter(JsonAdapter):
         deployment: str,
         api_key: str | None,
         betas: BetaPolicy | None = None,
+        max_output: int | None = None,
     ) -> UpstreamRequest:
         source = req.body if req.dialect == self.wire else req.chat
         body = {**source, "model": deployment}
+        if max_output is not None:
+            named = [f for f in _CAP_FIELDS if source.get(f) is not None]
+            for f in named or [self.cap_field]:
+                body[f] = answer_cap(source.get(f), max_output)
         if req.stream:
             body["stream"] = True
             options = source.get("stream_options")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trioproxy.core.tokens import answer_cap
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
@@ -83,8 +84,11 @@ class OpenAIResponsesAdapter(JsonAdapter):
         deployment: str,
         api_key: str | None,
         betas: BetaPolicy | None = None,
+        max_output: int | None = None,
     ) -> UpstreamRequest:
         body = {**req.body, "model": deployment, "store": False}
+        if max_output is not None:
+            body["max_output_tokens"] = answer_cap(req.max_tokens, max_output)
         if req.stream:
             body["stream"] = True
         return json_request(PATH, body, *bearer(api_key))

@@ -40,7 +40,7 @@ class Kind:
 _KINDS: Mapping[ProviderKind, Kind] = MappingProxyType(
     {
         "openai": Kind(
-            OpenAIAdapter(),
+            OpenAIAdapter(cap_field="max_completion_tokens"),
             native={"responses": OpenAIResponsesAdapter()},
             embeddings=True,
             semconv="openai",

@@ -176,7 +176,9 @@ class AttemptRunner:
     ) -> None:
         adapter = adapter_for(provider.kind, self.req.dialect)
         key = provider.api_key.reveal() if provider.api_key is not None else None
-        upreq = adapter.build_request(self.req, model.deployment, key, provider.betas)
+        upreq = adapter.build_request(
+            self.req, model.deployment, key, provider.betas, model.max_output_tokens
+        )
         if self.request_id:
             upreq = replace(
                 upreq, headers=(*upreq.headers, ("x-client-request-id", self.request_id))
