@@ -321,6 +321,18 @@ class RefusalBreakingSink(ListSink):
 
 
 @pytest.mark.parametrize("path", [OPENAI, ANTHROPIC])
+async def test_a_max_tokens_beyond_the_models_cap_reserves_the_cap(
+    nursery: trio.Nursery, path: str
+) -> None:
+    """2**31 - 1 tokens asked of a model capped at 4,096 ($2 per Mtok out): the reservation is
+    the cap's $0.008, well within the $1 budget (it was $4,295: refused as over budget)."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, settings(sim.url))
+    r = await post(g, path, (oa if path == OPENAI else an)("oa", max_tokens=2**31 - 1))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("path", [OPENAI, ANTHROPIC])
 async def test_last_resort_outside_the_race_is_a_500_in_the_envelope(
     nursery: trio.Nursery, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:

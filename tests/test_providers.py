@@ -82,6 +82,52 @@ def test_openai_non_stream_gets_no_stream_options_and_no_key_no_auth() -> None:
     assert dict(up.headers) == {"content-type": "application/json"}
 
 
+def _cap_fields(up: Any) -> dict[str, Any]:
+    body = orjson.loads(up.body)
+    return {k: body[k] for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+            if k in body}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [({}, {"max_completion_tokens": 500}), ({"max_tokens": 10**9}, {"max_tokens": 500}),
+     ({"max_completion_tokens": 20}, {"max_completion_tokens": 20}),
+     ({"max_tokens": 700, "max_completion_tokens": 30},
+      {"max_tokens": 500, "max_completion_tokens": 30})],
+)  # fmt: skip
+def test_openai_upstream_carries_the_models_output_cap(
+    asked: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """The field the caller named, capped; OpenAI's own when it named none."""
+    openai = adapter_for("openai")
+    assert _cap_fields(openai.build_request(openai_req(messages=HI, **asked), "m", None,
+                                            max_output=500)) == sent  # fmt: skip
+    if not asked:  # a server that copies OpenAI's API reads max_tokens
+        up = adapter_for("openai_compatible").build_request(openai_req(messages=HI), "m", None,
+                                                            max_output=500)  # fmt: skip
+        assert _cap_fields(up) == {"max_tokens": 500}
+    # without a cap (a caller outside the race), the body is the caller's
+    assert _cap_fields(openai.build_request(openai_req(messages=HI, **asked), "m", None)) == asked
+
+
+@pytest.mark.parametrize("asked", [100, 10**9])
+def test_anthropic_and_responses_upstreams_carry_the_models_output_cap(asked: int) -> None:
+    sent = min(asked, 500)
+    native = anthropic_req(messages=HI, max_tokens=asked)
+    assert _cap_fields(ANTHROPIC.build_request(native, "c", None, max_output=500)) == {
+        "max_tokens": sent}  # fmt: skip
+    translated = openai_req(messages=HI, max_tokens=asked)
+    assert _cap_fields(ANTHROPIC.build_request(translated, "c", None, max_output=500)) == {
+        "max_tokens": sent}  # fmt: skip
+    no_cap = openai_req(messages=HI)  # the model's cap, not the old fixed 4,096
+    assert _cap_fields(ANTHROPIC.build_request(no_cap, "c", None, max_output=500)) == {
+        "max_tokens": 500}  # fmt: skip
+    responses = DIALECTS["responses"].parse_request(
+        orjson.dumps({"model": "r", "input": "hi", "max_output_tokens": asked}))  # fmt: skip
+    up = adapter_for("openai", "responses").build_request(responses, "m", None, max_output=500)
+    assert _cap_fields(up) == {"max_output_tokens": sent}
+
+
 def test_anthropic_passthrough() -> None:
     req = anthropic_req(messages=HI, top_k=5, stream=True, thinking={"type": "disabled"})
     up = ANTHROPIC.build_request(req, "claude-x", "ak-1")

@@ -50,6 +50,8 @@ class ModelConfig:
     """USD per 1M output tokens (reasoning tokens included)."""
     context_limit: int = 128_000
     max_output_tokens: int = 4_096
+    """The most output tokens a request to this model gets: sent upstream as its cap
+    (:func:`~trioproxy.core.tokens.answer_cap`), and what a budget reservation prices."""
     max_dimensions: int = 3_072
     """An embedding model's widest vector when the request names no ``dimensions``: it
     bounds how many bytes of its answer the gateway reads (edge/embeddings.py)."""
