@@ -53,6 +53,22 @@ def test_json_off_a_terminal_text_on_one(restore_logging: object) -> None:
         configure_logging("loud", "auto", out)
 
 
+def test_a_field_never_hides_what_the_line_says_itself(restore_logging: object) -> None:
+    """A budget alert's fields hold its own ``level`` ("threshold"): the line's level stays
+    the logging level, and the alert's is kept beside it."""
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    log = logging.getLogger("trioproxy.budget.alerts")
+    fields = {"event": "budget_alert", "level": "threshold", "msg": "m", "team": "t"}
+    log.warning("budget_alert", extra={"fields": fields})
+    log_fields(log, logging.WARNING, "budget_alert", fields)
+    for line in out.getvalue().splitlines():
+        data = orjson.loads(line)
+        assert data["level"] == "warning" and data["msg"] == "budget_alert"
+        assert data["field_level"] == "threshold" and data["field_msg"] == "m"
+        assert data["team"] == "t"
+
+
 def test_lines_to_the_journal_carry_their_syslog_priority(
     restore_logging: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,16 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
+BASE_KEYS = frozenset(("ts", "level", "logger", "pid", "msg", "exc"))
+"""What every JSON line says itself; a field of the same name is written as ``field_<name>``
+(a budget alert's own ``level``, ``threshold``, must not hide the line's ``warning``)."""
+
+
+def _add_fields(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    for k, v in fields.items():
+        out[f"field_{k}" if k in BASE_KEYS else k] = v
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -61,7 +71,7 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "msg": record.getMessage(),
         }
-        out.update(_fields(record))
+        _add_fields(out, _fields(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
@@ -73,7 +83,7 @@ class JsonFormatter(logging.Formatter):
             "ts": _stamp(created), "level": logging.getLevelName(levelno).lower(),
             "logger": name, "pid": os.getpid(), "msg": msg,
         }  # fmt: skip
-        out.update(fields)
+        _add_fields(out, fields)
         return orjson.dumps(out, default=str).decode()
 
 
