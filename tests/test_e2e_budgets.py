@@ -150,6 +150,43 @@ async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
     await trio.to_thread.run_sync(sdk_calls)
 
 
+async def test_the_sdks_do_not_retry_a_refusal_that_holds_for_hours(
+    nursery: trio.Nursery, tmp_path: object
+) -> None:
+    """A request over the day's budget waits until the day ends: retry-after says so, and
+    x-should-retry: false keeps both SDKs (default max_retries=2) from asking again in vain.
+    Without it the Anthropic SDK slept out the retry-after (hours) before its next try."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, budget_settings(sim.url, str(tmp_path)))
+    big = {"model": "r", "messages": MSGS, "max_tokens": 2_000}  # worst $2.006 > the limit
+
+    def sdk_calls() -> list[tuple[int, str | None]]:
+        seen: list[tuple[int, str | None]] = []
+        with pytest.raises(openai.RateLimitError) as oe:
+            openai.OpenAI(base_url=g.url + "/v1", api_key=KEY).chat.completions.create(**big)
+        seen.append((int(oe.value.response.headers["retry-after"]),
+                     oe.value.response.headers.get("x-should-retry")))  # fmt: skip
+        with pytest.raises(anthropic.RateLimitError) as ae:
+            anthropic.Anthropic(base_url=g.url, api_key=KEY).messages.create(**big)
+        seen.append((int(ae.value.response.headers["retry-after"]),
+                     ae.value.response.headers.get("x-should-retry")))  # fmt: skip
+        return seen
+
+    with trio.fail_after(60):  # a regression sleeps for hours in the abandoned thread
+        seen = await trio.to_thread.run_sync(sdk_calls, abandon_on_cancel=True)
+
+    def refused() -> int:
+        return sum(x.kind == "request" and x.status == 429 for x in g.sink.records)
+
+    with trio.fail_after(30):  # every call was answered before its SDK raised
+        while refused() < 2:
+            await trio.sleep(0.01)
+    if all(wait > 60 for wait, _ in seen):  # (not in the day's last minute)
+        assert [flag for _, flag in seen] == ["false", "false"]
+        assert refused() == 2  # one call each, no retries
+    assert sim.sim.stats.requests == 0
+
+
 async def test_per_key_rpm_limit_through_the_gateway(
     nursery: trio.Nursery, tmp_path: object
 ) -> None:

@@ -48,6 +48,11 @@ class Delivery:
 
 DEFAULT_RETRY_AFTER_S = 60
 """``retry-after`` on a 429 whose wait is unknown (every 429 carries one)."""
+SDK_WAIT_MAX_S = 60
+"""A longer ``retry-after`` (a spent daily budget: hours) also says ``x-should-retry: false``,
+which the OpenAI and Anthropic SDKs read before anything else. Without it the Anthropic SDK
+(2.17) sleeps out any retry-after before its next try, so a caller hung for the rest of the
+day, to be refused again; OpenAI's gives up past 120 s. A per-minute window's wait is retried."""
 
 
 async def send_error(
@@ -62,6 +67,8 @@ async def send_error(
         retry = DEFAULT_RETRY_AFTER_S
     if retry is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
+        if retry > SDK_WAIT_MAX_S:
+            headers.append((b"x-should-retry", b"false"))
     if body is None:
         body = DIALECTS[dialect].render_error(err)
     await send_whole(send, err.status, body, headers)
