@@ -63,8 +63,7 @@ OPENAI_TEMPLATE: dict[str, Any] = {
     "n": 1,
     "seed": 7,
     "user": "end-1",
-    "stream": False,
-    "stream_options": {"include_usage": True},
+    "stream": False,  # (stream_options only with a stream: a 400 otherwise, as OpenAI's)
     "response_format": {"type": "text"},
     "cache_ttl": 60,
 }

@@ -109,6 +109,17 @@ BAD_OPENAI: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
     ({"messages": HI}, ErrorKind.INVALID_REQUEST, "model"),
     ({"model": 3, "messages": HI}, ErrorKind.INVALID_REQUEST, "model"),
     ({"model": "m"}, ErrorKind.INVALID_REQUEST, "messages"),
+    # as OpenAI answers it: stream options on an answer that is not streamed
+    (
+        {"model": "m", "messages": HI, "stream_options": {"include_usage": True}},
+        ErrorKind.INVALID_REQUEST,
+        "stream_options",
+    ),
+    (
+        {"model": "m", "messages": HI, "stream": False, "stream_options": {}},
+        ErrorKind.INVALID_REQUEST,
+        "stream_options",
+    ),
     ({"model": "m", "messages": []}, ErrorKind.INVALID_REQUEST, "messages"),
     ({"model": "m", "messages": "hi"}, ErrorKind.INVALID_REQUEST, "messages"),
     ({"model": "m", "messages": ["hi"]}, ErrorKind.INVALID_REQUEST, "messages[0]"),

@@ -101,6 +101,15 @@ async def test_count_tokens_bad_request_is_400_in_the_anthropic_envelope(
         assert err.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
     await trio.to_thread.run_sync(call)
+    # a count has no output cap: max_tokens of any value is refused, as Anthropic's API does
+    async with httpx.AsyncClient(timeout=30) as c:
+        for cap in (-1, "10", 100):
+            r = await c.post(gateway.url + "/v1/messages/count_tokens", headers={
+                "x-api-key": gateway.key, "anthropic-version": "2023-06-01"},
+                json={"model": "claude-haiku", "messages": MSGS, "max_tokens": cap})  # fmt: skip
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["type"] == "invalid_request_error"
+            assert "max_tokens" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,11 @@ def test_items_become_the_canonical_chat_form() -> None:
         ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
         ({"input": [{"role": "assistant", "content": "only me"}]}, "input"),
+        # Chat Completions fields: OpenAI's "Unknown parameter", not dropped on the way
+        ({"input": "x", "max_tokens": 10}, "max_tokens"),
+        ({"input": "x", "max_tokens": "10"}, "max_tokens"),
+        ({"input": "x", "messages": [{"role": "wizard", "content": "x"}]}, "messages"),
+        ({"input": "x", "n": 2}, "n"),
     ],
 )
 def test_bad_or_stateful_requests_name_the_field(body: dict[str, Any], param: str) -> None:

@@ -28,9 +28,14 @@ def check_chat(data: dict[str, Any]) -> None:
     """Raise ``CallerError`` (400) for the first field of ``data`` that is malformed."""
     for i, m in enumerate(f.message_list(data)):
         _message(m, f"messages[{i}]")
-    f.opt_bool(data, "stream")
+    stream = f.opt_bool(data, "stream")
     options = f.opt_dict(data, "stream_options")
     f.opt_bool(options, "include_usage", "stream_options.include_usage")
+    if data.get("stream_options") is not None and not stream:  # as OpenAI answers it
+        raise invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     f.opt_pos_int(data, "max_tokens")
     f.opt_pos_int(data, "max_completion_tokens")
     f.opt_number(data, "temperature", 0, 2)

@@ -30,12 +30,35 @@ _STATEFUL = (
     ("previous_response_id", "previous_response_id"),
     ("conversation", "conversation"),
 )
+CHAT_ONLY: dict[str, str | None] = {
+    "messages": "the conversation is 'input' (and 'instructions')",
+    "max_tokens": "the output cap is 'max_output_tokens'",
+    "max_completion_tokens": "the output cap is 'max_output_tokens'",
+    "response_format": "a JSON answer is asked with 'text.format'",
+    "n": "one answer per request",
+    "stop": "there are no stop sequences",
+    "functions": "functions are 'tools'",
+    "function_call": "'tool_choice' picks a tool",
+    "logit_bias": None,
+    "presence_penalty": None,
+    "frequency_penalty": None,
+    "seed": None,
+    "logprobs": None,
+}
+"""Chat Completions fields the Responses API does not know (OpenAI refuses them with
+"Unknown parameter"): refused here too, whatever the target, instead of being dropped on a
+translated one (a caller that sends ``max_tokens`` would get no cap). Other fields the gateway
+does not read pass to an OpenAI target as sent, which judges them."""
 
 
 def parse_request(body: bytes) -> ChatRequest:
     data = f.load_object(body)
     model = f.req_str(data, "model")
     _refuse_state(data)
+    if (key := next((k for k in data if k in CHAT_ONLY), None)) is not None:
+        hint = CHAT_ONLY[key]
+        where = f" On /v1/responses {hint}." if hint else ""
+        raise invalid(f"Unknown parameter: '{key}'.{where}", key)
     stream = bool(f.opt_bool(data, "stream"))
     max_tokens = f.opt_pos_int(data, "max_output_tokens")
     f.opt_number(data, "temperature", 0, 2)

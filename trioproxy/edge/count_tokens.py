@@ -37,7 +37,7 @@ from trioproxy.edge import traces
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.endpoint import Endpoint
 from trioproxy.edge.respond import send_error
-from trioproxy.errors import ErrorKind, GatewayError, ProviderError
+from trioproxy.errors import ErrorKind, GatewayError, ProviderError, invalid
 from trioproxy.pipeline.accounting import count_record
 from trioproxy.pipeline.routing import select_chain
 from trioproxy.providers.anthropic import VERSION
@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 PATH = "/v1/messages/count_tokens"
 _PASSED_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
 """What the count_tokens endpoint accepts besides ``model``."""
+_GENERATION_ONLY = frozenset(
+    ("max_tokens", "stream", "temperature", "top_k", "top_p", "stop_sequences")
+)
+"""Fields of a messages request that a count takes no part of: Anthropic's count_tokens refuses
+them ("Extra inputs are not permitted"), and so does the gateway, whatever the target (other
+fields its API grows are passed on, or ignored when the gateway estimates)."""
 
 
 def estimate(chat: dict[str, Any]) -> int:
@@ -78,6 +84,8 @@ class CountTokensHandler(Endpoint):
     ) -> None:  # fmt: skip
         # a GatewayError here (parse, route) is a refusal before routing: Endpoint.serve
         data = f.load_object(body)
+        if (extra := next((k for k in data if k in _GENERATION_ONLY), None)) is not None:
+            raise invalid(f"{extra}: Extra inputs are not permitted", extra)  # as Anthropic's
         req = parse_request(orjson.dumps({**data, "max_tokens": 1}))
         route = self.route(key, req.model, embedding=False)
         plan = select_chain(route, priority=key.priority, prompt_tokens=0, max_tokens=1)
