@@ -14,6 +14,7 @@ from tests.chat_client import chat_body, post_chat
 from tests.dash_fixtures import READER_KEY, Dash, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import chat, ledger_has, text
+from tests.test_ledger_helpers import make_records
 from trioproxy.core import endpoints
 from trioproxy.dashboard import requests_page, traffic
 from trioproxy.dashboard.snapshot import ledger_of
@@ -130,10 +131,18 @@ async def test_requests_pages_older_and_windows_before(
     assert older is not None
     page = await text(await c.get(older.group(1).replace("&amp;", "&")))
     assert shown(page) == ids[3:]  # the rest, none twice
+    # the ledger holds nothing older: no window before is offered (it was, back for ever)
+    assert 'id="earlier"' not in page
+    backend = ledger_of(d.gw)
+    assert backend is not None
+    (old,) = [r for r in make_records(2, ts=time.time() - 5400) if r.kind == "request"][:1]
+    assert await backend.write_batch([old]) == 1
+    page = await text(await c.get(older.group(1).replace("&amp;", "&")))
     before = re.search(r'id="earlier" href="([^"]+)">Search the 1h before', page)
     assert before is not None and "window=1h" in before.group(1)
     page = await text(await c.get(before.group(1).replace("&amp;", "&")))
-    assert shown(page) == [] and "No matching requests in this window" in page
+    assert shown(page) == [old.request_id]  # 1.5 h old: in the hour before
+    assert 'id="earlier"' not in page  # and nothing before it
 
 
 @pytest.mark.parametrize(

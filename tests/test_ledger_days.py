@@ -258,7 +258,9 @@ async def test_recent_requests_pages_newest_first_filtered_and_bounded(
     requests = sorted((r for r in records if r.kind == "request"),
                       key=lambda r: (r.ts, r.request_id), reverse=True)  # fmt: skip
     try:
+        assert await backend.oldest_request_ts() is None
         await backend.write_batch(records)
+        assert await backend.oldest_request_ts() == pytest.approx(requests[-1].ts, abs=1e-6)
         seen: list[str] = []
         cursor = None
         while True:
@@ -297,7 +299,7 @@ async def test_recent_requests_pages_newest_first_filtered_and_bounded(
 
 
 async def test_the_recent_requests_query_walks_an_index_never_the_table(tmp_path: Path) -> None:
-    from trioproxy.ledger.recent import page_sql
+    from trioproxy.ledger.recent import oldest_sql, page_sql
 
     path = tmp_path / "ledger.sqlite3"
     backend = await SqliteLedger.open(path)
@@ -316,3 +318,5 @@ async def test_the_recent_requests_query_walks_an_index_never_the_table(tmp_path
             plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
             assert f"USING INDEX {index} " in plan, (filters, plan)
             assert "TEMP B-TREE" not in plan, plan  # ordered by the index, not sorted
+        plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {oldest_sql('ts')}"))
+        assert "USING INDEX ledger_raw_req_ts" in plan and "TEMP B-TREE" not in plan, plan

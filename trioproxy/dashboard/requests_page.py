@@ -196,8 +196,10 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         earlier = None
         if more:
             earlier = next_link(query, rows[-1].cursor)
-        elif backend is not None and not query.errors:  # this window is done: the one before
-            earlier = next_link(query, Cursor(since, ""))
+        elif backend is not None and not query.errors:  # this window is done: the one before,
+            oldest = await backend.oldest_request_ts()  # if the ledger reaches back that far
+            if oldest is not None and oldest < since:
+                earlier = next_link(query, Cursor(since, ""))
         html = await render_template(
             "page.html", page="requests", spec=pages["requests"], title=pages["requests"].title,
             pages=pages, rows=rows, query=query, teams=teams, windows=list(WINDOWS_S),

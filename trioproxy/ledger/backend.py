@@ -167,6 +167,11 @@ class LedgerBackend(Protocol):
         than ``cursor``, at most ``limit``; and their attempts (:mod:`trioproxy.ledger.recent`)."""
         ...
 
+    async def oldest_request_ts(self) -> float | None:
+        """When the oldest request record kept was made (None: there is none); one index
+        entry read. The Requests page offers no window before it."""
+        ...
+
     async def enforce_retention(
         self, *, now: float, retention_days: int | None
     ) -> tuple[int, bool]:

@@ -156,5 +156,10 @@ class RollupReads:
         records, found = await self._read(page)
         return records, recent.attempts_of(found)
 
+    async def oldest_request_ts(self) -> float | None:
+        sql = recent.oldest_sql(self.TS_SELECT)
+        row = await self._read(lambda conn: conn.execute(sql).fetchone())
+        return None if row is None else float(row[0])
+
 
 __all__ = ["DayCells", "RollupReads"]

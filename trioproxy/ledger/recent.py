@@ -112,6 +112,13 @@ def page_sql(
     return sql, params
 
 
+def oldest_sql(ts_select: str) -> str:
+    """The oldest request record's time: the first entry of ``ledger_raw_req_ts``."""
+    return (
+        f"SELECT {ts_select} FROM ledger_raw WHERE kind = 'request' ORDER BY ts, request_id LIMIT 1"
+    )
+
+
 def attempts_sql(n: int, *, param: str, ts_param: str) -> str:
     """Parameters: the lowest request ts, the highest + :data:`ATTEMPT_SPAN_S`, ``n`` ids."""
     ids = ", ".join([param] * n)
