@@ -89,6 +89,10 @@ async def test_api_key_sign_in_and_bearer_api(nursery: trio.Nursery) -> None:
     assert (await api.get("/admin/api/budgets/demo", headers=bearer)).status_code == 200
     reader = {"Authorization": "Bearer tp-reader-key-not-admin"}
     assert (await api.get("/admin/api/budgets/demo", headers=reader)).status_code == 403
+    # a key the config does not hold (e.g. one made on the dashboard): told where it belongs
+    unknown = {"Authorization": "Bearer tp-made-on-the-dashboard"}
+    r = await api.get("/admin/api/budgets/demo", headers=unknown)
+    assert r.status_code == 401 and "admin = true" in (await r.get_json())["error"]["message"]
 
 
 async def test_failed_sign_ins_are_logged_and_throttled(

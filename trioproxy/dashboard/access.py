@@ -48,7 +48,7 @@ from trioproxy.admin.sessions import (
 from trioproxy.admin.store import AdminStore
 from trioproxy.config.model import DashboardConfig
 from trioproxy.edge.app import Gateway
-from trioproxy.errors import GatewayError
+from trioproxy.errors import ErrorKind, GatewayError
 
 log = logging.getLogger(__name__)
 AnyResponse = Response | WerkzeugResponse
@@ -210,8 +210,16 @@ def install(app: Quart, acc: Access) -> None:
                 key = acc.gw.keys.authenticate(
                     {b"authorization": auth.encode("latin-1", "replace")}
                 )
-            except GatewayError as err:
-                return await drained(json_error(401, err.message))
+            except GatewayError as err:  # the config's keys only: the store's are no admin's
+                why = (
+                    ""
+                    if err.kind is not ErrorKind.INVALID_API_KEY
+                    else (
+                        " This port takes an admin key only: a key of the config file with "
+                        "admin = true (keys made on the dashboard call the data port)."
+                    )
+                )
+                return await drained(json_error(401, err.message + why))
             if not key.admin:
                 return await drained(json_error(403, f"API key {key.name!r} is not an admin key."))
             g.principal = Principal(f"key:{key.name}", "admin", None, "api-key")

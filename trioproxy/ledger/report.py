@@ -127,7 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="trioproxy TOML config (only its [storage] section is read)")
     p.add_argument("--state-dir", help="SQLite ledger directory (overrides the config)")
     p.add_argument("--database-url", help="PostgreSQL URL (overrides the config)")
-    p.add_argument("--kind", choices=("request", "attempt"), default="request")
+    p.add_argument(
+        "--kind",
+        choices=("request", "attempt"),
+        default="request",
+        help="request: what callers were billed (one record per request, failed "
+        "attempts and losing hedges included); attempt: per upstream attempt, "
+        "for spend per target",
+    )
     return p
 
 

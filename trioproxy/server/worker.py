@@ -177,7 +177,10 @@ async def run_worker(
             nursery.start_soon(obey, signals, nursery, gateway, stop)
             httpd = await nursery.start(serve)
             settle_heap()
-            log.info("worker ready: data port %d, admin port %s", *ports)
+            if ports[1] is None:  # the admin port is the control-plane process's
+                log.info("worker ready: data port %d", ports[0])
+            else:
+                log.info("worker ready: data port %d, admin port %d", *ports)
             task_status.started(httpd)
     log.info("drain complete; exiting")
 
