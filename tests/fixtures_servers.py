@@ -173,13 +173,13 @@ class PgServer:
             self._srv.ensure_postgres_running()  # pg_ctl -w start as the wheel's OS user
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"PostgreSQL did not restart: {exc}\n{self._log_tail()}") from exc
+        self.running = True
 
     def _log_tail(self) -> str:
         try:
             return (self.pgdata / "log").read_text()[-3000:]
         except OSError as exc:
             return f"(no server log: {exc})"
-        self.running = True
 
     def cleanup(self) -> None:
         """Stop the server and delete PGDATA."""

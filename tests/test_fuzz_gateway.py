@@ -42,7 +42,7 @@ from tests.fuzz_bodies import (
     dumps,
     structured,
 )
-from tests.proc import to_toml
+from tests.proc import to_toml, workers_of
 from tests.settings_factory import KEY
 from trioproxy.config import hash_key
 
@@ -111,6 +111,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def worker_rss_mb(serve_pid: int) -> float:
+    """The data-plane worker's RSS: what a request can grow (``serve`` itself is a ~17 MB
+    supervisor that sees no request, so measuring it could never fail)."""
+    (worker,) = workers_of(serve_pid)
+    return rss_mb(worker)
+
+
 @dataclass
 class Fuzzed:
     url: str
@@ -119,6 +126,8 @@ class Fuzzed:
     client: httpx.Client
     rss_before: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
+    warm_up: int = 0
+    """Requests the fixture sent before the tests' own (``statuses`` counts them too)."""
 
     def send(
         self, dialect: str, raw: bytes, *, path: str | None = None,
@@ -195,7 +204,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
             for _ in range(30):  # warm up every path before the memory baseline
                 for path, (dialect, _name, template) in ENDPOINTS.items():
                     assert f.send(dialect, dumps(template), path=path).status_code == 200
-            f.rss_before = rss_mb(gw.pid)
+            f.warm_up = sum(f.statuses.values())
+            f.rss_before = worker_rss_mb(gw.pid)
             yield f
     finally:
         _stop(gw)
@@ -325,11 +335,11 @@ def test_models_endpoint_refuses_what_it_does_not_serve(fuzzed: Fuzzed) -> None:
 def test_gateway_alive_quiet_and_bounded_after_fuzz(fuzzed: Fuzzed) -> None:
     """Runs last in this module: the fuzz above left the gateway whole."""
     print("fuzz statuses:", dict(sorted(fuzzed.statuses.items())))
-    assert sum(fuzzed.statuses.values()) >= 200, fuzzed.statuses
+    assert sum(fuzzed.statuses.values()) >= fuzzed.warm_up, fuzzed.statuses
     assert httpx.get(fuzzed.url + "/healthz", timeout=5).status_code == 200
     for path, (dialect, _name, template) in ENDPOINTS.items():
         assert fuzzed.send(dialect, dumps(template), path=path).status_code == 200
     log = fuzzed.log.read_text(errors="replace")
     assert not re.search(r"Traceback|ERROR", log), log[-4000:]
-    grown = rss_mb(fuzzed.pid) - fuzzed.rss_before
+    grown = worker_rss_mb(fuzzed.pid) - fuzzed.rss_before
     assert grown < MEMORY_GROWTH_MB, f"gateway RSS grew {grown:.1f} MB"
