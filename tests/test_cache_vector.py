@@ -5,6 +5,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from trioproxy.cache.flat_index import FLAT_MAX, FlatIndex
 from trioproxy.cache.vector_index import HnswCore, HnswIndex, VectorIndex
 from trioproxy.cache.vector_pg import PRUNE_EXPIRED, PRUNE_NAMESPACE, PRUNE_TOTAL, PgVectorIndex
 
@@ -105,6 +106,56 @@ def test_add_many_leaves_the_index_as_adding_one_by_one(per_namespace: int, tota
             vec = unit(9999) if entry_id == "e3" else unit(3000 + int(entry_id[1:]))
             assert many.search(ns, vec, 1, now=0.0)[0].entry_id == entry_id
             assert one.search(ns, vec, 1, now=0.0)[0].entry_id == entry_id
+
+
+def test_the_flat_index_answers_as_an_exact_search() -> None:
+    """Top-k by cosine over the live rows, distances 1 - cos of the normalized vectors (as
+    hnswlib's cosine space), labels the caller's, a deleted label's row reused."""
+    flat = FlatIndex(DIM, 8)
+    vecs = {label: unit(500 + label) * 3.0 for label in range(20, 28)}  # unnormalized
+    flat.add_items(np.stack(list(vecs.values())), list(vecs))
+    with pytest.raises(RuntimeError):
+        flat.add_items(unit(1).reshape(1, -1), [99])  # full: the core resizes first
+    q = near(vecs[23] / 3.0, 5)
+    labels, dists = flat.knn_query(q, k=3)
+    units = {lb: v / np.linalg.norm(v) for lb, v in vecs.items()}
+    want = sorted(units, key=lambda lb: -float(units[lb] @ q))[:3]
+    assert labels[0].tolist() == want and want[0] == 23
+    assert np.allclose(dists[0], [1.0 - float(units[lb] @ q) for lb in want], atol=1e-5)
+    flat.mark_deleted(23)
+    assert 23 not in flat.knn_query(q, k=7)[0][0].tolist()
+    with pytest.raises(RuntimeError):
+        flat.knn_query(q, k=8)  # 7 live
+    flat.add_items(unit(7).reshape(1, -1), [40])  # takes 23's row
+    assert flat.knn_query(unit(7), k=1)[0][0].tolist() == [40]
+    flat.resize_index(16)
+    flat.add_items(np.stack([unit(600 + i) for i in range(8)]), list(range(50, 58)))
+    assert flat.knn_query(unit(603), k=1)[0][0].tolist() == [53]
+
+
+def test_small_namespaces_are_searched_flat_and_a_large_one_moves_to_hnswlib() -> None:
+    """An hnswlib index costs 2.5 MB however small: a namespace gets one only past FLAT_MAX
+    entries, its labels and answers unchanged by the move."""
+    core = HnswCore(max_per_namespace=FLAT_MAX * 2, max_total=100_000)
+    for ns in range(50):  # fifty conversations of two prompts: no hnswlib index at all
+        core.add_many([(f"c{ns}", f"e{i}", unit(ns * 10 + i), "p", 1e9) for i in range(2)])
+    assert all(isinstance(sp.index, FlatIndex) for sp in core._spaces.values())
+    vecs = [unit(20_000 + i) for i in range(FLAT_MAX + 200)]
+    for i, v in enumerate(vecs[:FLAT_MAX]):
+        core.add("big", f"e{i}", v, f"p{i}", 1e9)
+    assert isinstance(core._spaces["big"].index, FlatIndex)
+    assert core.delete("big", "e7")
+    before = {i: core._spaces["big"].by_entry[f"e{i}"] for i in (0, 500, FLAT_MAX - 1)}
+    for i, v in enumerate(vecs[FLAT_MAX:], FLAT_MAX):
+        core.add("big", f"e{i}", v, f"p{i}", 1e9)
+    space = core._spaces["big"]
+    assert not isinstance(space.index, FlatIndex)  # hnswlib now
+    assert {i: space.by_entry[f"e{i}"] for i in before} == before
+    for i in (0, 500, FLAT_MAX - 1, FLAT_MAX, FLAT_MAX + 199):
+        (hit,) = core.search("big", vecs[i], 1, now=0.0)
+        assert hit.entry_id == f"e{i}" and hit.similarity > 0.999
+    assert core.search("big", vecs[7], 1, now=0.0)[0].entry_id != "e7"
+    assert core.statistics().entries == 100 + FLAT_MAX + 199
 
 
 @pytest.fixture

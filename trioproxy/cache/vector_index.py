@@ -1,8 +1,10 @@
 """Nearest cached prompt per namespace: the :class:`VectorIndex` Protocol and the embedded
 hnswlib implementation (the PostgreSQL + pgvector one is in :mod:`.vector_pg`).
 
-:class:`HnswIndex` keeps one hnswlib cosine index per namespace, so a search can only ever
-see its own namespace. It is bounded (``max_per_namespace``, ``max_total``), expires
+:class:`HnswIndex` keeps one cosine index per namespace, so a search can only ever see its
+own namespace: a :class:`~trioproxy.cache.flat_index.FlatIndex` searched exactly while the
+namespace is small (most are: one per conversation), hnswlib once it outgrows
+:data:`~trioproxy.cache.flat_index.FLAT_MAX` (an hnswlib index costs 2.5 MB empty). It is bounded (``max_per_namespace``, ``max_total``), expires
 entries by ``expires_at`` against the caller's ``now``, and evicts the least recently hit
 entry first (a search touches its top result). The index is not thread-safe, so every
 operation runs in one worker thread at a time (a CapacityLimiter of 1); a top-1 query at
@@ -21,6 +23,8 @@ from typing import NamedTuple, Protocol
 import hnswlib  # type: ignore[import-untyped]
 import numpy as np
 import trio
+
+from trioproxy.cache.flat_index import FLAT_MAX, FlatIndex
 
 
 class Hit(NamedTuple):
@@ -67,7 +71,8 @@ class _Item:
 
 @dataclass(slots=True)
 class _Space:
-    index: hnswlib.Index
+    index: hnswlib.Index | FlatIndex
+    """Searched exactly while small; hnswlib once past :data:`FLAT_MAX` (its fixed cost)."""
     capacity: int
     next_label: int = 0
     items: dict[int, _Item] = field(default_factory=dict)
@@ -196,19 +201,26 @@ class HnswCore:
         return {(namespace, item[1]): first + i for i, item in enumerate(run)}
 
     def _space(self, namespace: str) -> _Space:
-        """The namespace's index, made (for 64 entries) on first use."""
+        """The namespace's index, made (for 4 entries, searched exactly) on first use: most
+        namespaces hold a conversation's few prompts."""
         space = self._spaces.get(namespace)
         if space is None:
-            space = self._spaces[namespace] = _Space(self._new_index(64), 64)
+            space = self._spaces[namespace] = _Space(FlatIndex(self.dim, 4), 4)
         return space
 
-    @staticmethod
-    def _grow(space: _Space, need: int) -> None:
-        """Room for ``need`` entries in ``space``'s hnswlib index (its capacity doubled)."""
+    def _grow(self, space: _Space, need: int) -> None:
+        """Room for ``need`` entries in ``space``'s index (its capacity doubled); past
+        :data:`FLAT_MAX`, its vectors move to an hnswlib index, labels kept."""
         if need > space.capacity:
             while space.capacity < need:
                 space.capacity *= 2
-            space.index.resize_index(space.capacity)
+            if isinstance(space.index, FlatIndex) and space.capacity > FLAT_MAX:
+                vecs, labels = space.index.live()
+                space.index = self._new_index(space.capacity)
+                if len(labels):
+                    space.index.add_items(vecs, labels)
+            else:
+                space.index.resize_index(space.capacity)
 
     def _record(
         self, namespace: str, space: _Space, label: int, entry_id: str, prompt: str,
