@@ -44,6 +44,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 FILE_NAME = "cache.sqlite3"
+MAX_ROWS = 100_000
+"""Most semantic prompts the file keeps unless ``storage.semantic_max_prompts`` says otherwise
+(a row: the vector, 1.5 KB at 384 floats, and its prompt)."""
 BUSY_TIMEOUT_S = 0.25
 """How long a call waits for another process's lock before it fails. Below the lookup's own
 bound (``pipeline.caching.LOOKUP_TIMEOUT_S``, 0.5 s), so a file held by someone else answers a
@@ -96,6 +99,32 @@ def open_cache_file(path: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sql
         conn.close()
         raise
     return conn
+
+
+class FileTotals(NamedTuple):
+    entries: int
+    bytes: int
+    prompts: int
+
+
+def read_totals(path: Path) -> FileTotals | None:
+    """What the file holds (answers, their bytes, semantic prompts), read-only, for a process
+    that does not serve from it (the dashboard's): the kept totals and one count over the
+    smallest index. None: no file yet, or not readable now."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return None
+    try:
+        n, size = db.execute("SELECT n, bytes FROM entry_totals WHERE id = 0").fetchone()
+        (prompts,) = db.execute("SELECT count(*) FROM vectors").fetchone()
+        return FileTotals(int(n), int(size), int(prompts))
+    except (sqlite3.Error, TypeError):  # locked, corrupt, or made before these tables
+        return None
+    finally:
+        db.close()
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -245,11 +274,14 @@ __all__ = [
     "FILE_NAME",
     "LOG_EVERY_S",
     "MAX_PENDING",
+    "MAX_ROWS",
     "REOPEN_AFTER_S",
     "SCHEMA",
     "SWEEP_BATCH",
     "SWEEP_EVERY",
     "CacheFile",
+    "FileTotals",
     "open_cache_file",
     "prefix_range",
+    "read_totals",
 ]

@@ -58,6 +58,8 @@ PRUNE_TOTAL = sql.SQL(
 TOTAL_SAMPLE = 10
 """Over ``max_total``, the least recently hit of this many times the excess oldest rows go
 (an approximate LRU, as Redis samples: an exact one sorts the whole table)."""
+MAX_TOTAL = 1_000_000
+"""Rows the table keeps unless ``storage.semantic_max_prompts`` says otherwise."""
 
 
 class PgVectorIndex:
@@ -70,7 +72,7 @@ class PgVectorIndex:
         pool_size: int = 4,
         ef_search: int = 40,
         max_per_namespace: int = 10_000,
-        max_total: int = 1_000_000,
+        max_total: int = MAX_TOTAL,
         prune_every: int = 1_000,
         pool_timeout_s: float = POOL_TIMEOUT_S,
         connect_timeout_s: int = CONNECT_TIMEOUT_S,
@@ -275,4 +277,4 @@ class PgVectorIndex:
         return row[0] if row else None
 
 
-__all__ = ["TOTAL_SAMPLE", "TOUCH_INTERVAL_S", "PgVectorIndex"]
+__all__ = ["MAX_TOTAL", "TOTAL_SAMPLE", "TOUCH_INTERVAL_S", "PgVectorIndex"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from trioproxy.cache.cache_file import SWEEP_BATCH, SWEEP_EVERY, CacheFile, prefix_range
+from trioproxy.cache.cache_file import MAX_ROWS, SWEEP_BATCH, SWEEP_EVERY, CacheFile, prefix_range
 from trioproxy.cache.vector_index import Hit, HnswIndex
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,6 @@ TAIL_INTERVAL_S = 0.5
 """Between two reads of rows other workers added (one indexed range read when none)."""
 TAIL_BATCH = 1_000
 """Most rows one read takes (a start-up build reads batch after batch)."""
-MAX_ROWS = 100_000
-"""Most rows the file keeps (a row: the vector, 1.5 KB at 384 floats, and its prompt)."""
 
 
 @dataclass(frozen=True, slots=True)

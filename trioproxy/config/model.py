@@ -124,6 +124,18 @@ class StorageConfig:
     ledger_fsync_interval_s: float = 1.0
     """Seconds between fsyncs of the ledger journal: the records a power loss can take (a
     crash of the process loses none)."""
+    cache_max_entries: int = 100_000
+    """Answers the exact cache keeps in ``state_dir/cache.sqlite3`` (without ``redis_url``:
+    with it, Redis' ``maxmemory`` policy bounds them); the oldest go first."""
+    cache_max_mb: int = 256
+    """MiB of answers kept there."""
+    semantic_max_prompts: int | None = None
+    """Prompts the semantic cache keeps, the least recently hit out first: in
+    ``cache.sqlite3`` and in each worker's in-memory index (2.7-8.2 KB of each worker's
+    memory per prompt, ``loadtest/index_memory.py``), or in pgvector with ``database_url``.
+    None: 100,000 embedded (270-800 MB per worker when full), 1,000,000 in pgvector."""
+    semantic_max_per_namespace: int = 10_000
+    """Prompts kept per semantic namespace (a team's route, system prompt and earlier turns)."""
 
 
 @dataclass(frozen=True, slots=True)

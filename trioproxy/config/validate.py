@@ -145,6 +145,11 @@ def _check_storage(out: list[str], storage: StorageConfig) -> None:
         out.append("storage.ledger_retention_days: must be >= 1")
     if not 0 < storage.ledger_fsync_interval_s <= 60:
         out.append("storage.ledger_fsync_interval_s: must be > 0 and <= 60")
+    for name in ("cache_max_entries", "cache_max_mb", "semantic_max_prompts",
+                 "semantic_max_per_namespace"):  # fmt: skip
+        value = getattr(storage, name)
+        if value is not None and value < 1:
+            out.append(f"storage.{name}: must be >= 1")
     # Never echo these URLs: they carry passwords.
     for key, secret, schemes in (
         ("redis_url", storage.redis_url, ("redis", "rediss", "unix")),

@@ -11,13 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import trio
 from markupsafe import Markup
 
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
+from trioproxy.cache.cache_file import FILE_NAME, MAX_ROWS, read_totals
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.actions import ActionError
 from trioproxy.dashboard.charts import colour, stacked_bars
@@ -149,6 +152,13 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     semantic = cache.semantic.stats if cache is not None and cache.semantic is not None else None
     exact_stats = getattr(cache.exact, "statistics", None) if cache is not None else None
     bounds = getattr(cache.exact, "bounds", None) if cache is not None else None
+    shared = None  # the control plane's view of the host's cache file (the workers serve it)
+    storage = gw.settings.storage
+    mib = storage.cache_max_mb * 1024 * 1024
+    shared_bounds = (storage.cache_max_entries, mib, storage.semantic_max_prompts or MAX_ROWS)
+    if getattr(cache, "relayed", False) and storage.redis_url is None:
+        path = Path(storage.state_dir) / FILE_NAME
+        shared = await trio.to_thread.run_sync(read_totals, path)
     chart = Markup("")
     if view.total.lookups:
         chart = stacked_bars(view.days, view.series(), fmt=percent_axis,
@@ -166,6 +176,10 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
         "relayed": getattr(cache, "relayed", False),
         "exact": exact_stats() if callable(exact_stats) else None,
         "bounds": bounds,
+        "shared": shared,
+        "shared_bounds": shared_bounds,
+        "prompts_elsewhere": storage.database_url is not None,
+        "redis": storage.redis_url is not None,
         "routes": snapshot.cached_routes(gw),
         "teams": [t for t in await snapshot.all_teams(gw) if who.may_see(t)],
     }

@@ -20,7 +20,7 @@ import trio
 
 from trioproxy.cache.cache_file import FILE_NAME, CacheFile
 from trioproxy.cache.exact import ExactCache, RedisExactCache
-from trioproxy.cache.exact_sqlite import SqliteExactCache
+from trioproxy.cache.exact_sqlite import SqliteEntries, SqliteExactCache
 from trioproxy.cache.writer import CacheWriter
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
@@ -100,11 +100,14 @@ def response_cache(
         file = CacheFile(Path(settings.storage.state_dir) / FILE_NAME)
         services.append(NamedService("cache-file", file.run, required=False))
     exact: ExactCache
+    storage = settings.storage
     if redis is not None:
         exact = RedisExactCache(redis)
     else:
         assert file is not None  # opened just above without Redis
-        exact = SqliteExactCache(file)
+        entries = SqliteEntries(max_entries=storage.cache_max_entries,
+                                max_bytes=storage.cache_max_mb * 1024 * 1024)  # fmt: skip
+        exact = SqliteExactCache(file, entries)
     semantic = _semantic(settings, services, exact, file) if semantic_on else None
     writer = CacheWriter(exact=exact, semantic=semantic)
     services.append(NamedService("cache-writer", writer.run))
@@ -123,18 +126,24 @@ def _semantic(
 
     embedder = _embedder(settings, services)
     index: VectorIndex
-    db = settings.storage.database_url
+    storage = settings.storage
+    per_namespace, most = storage.semantic_max_per_namespace, storage.semantic_max_prompts
+    db = storage.database_url
     if db is not None:
-        from trioproxy.cache.vector_pg import PgVectorIndex
+        from trioproxy.cache.vector_pg import MAX_TOTAL, PgVectorIndex
 
-        pg = PgVectorIndex(db.reveal(), dim=embedder.dim)
+        pg = PgVectorIndex(db.reveal(), dim=embedder.dim, max_per_namespace=per_namespace,
+                           max_total=most or MAX_TOTAL)  # fmt: skip
         services.append(NamedService("vector-index", _pg_service(pg), required=False))
         index = pg
     else:
-        from trioproxy.cache.vector_shared import SharedHnswIndex
+        from trioproxy.cache.vector_shared import MAX_ROWS, SharedHnswIndex, VectorRows
 
         assert file is not None  # response_cache opens it whenever PostgreSQL is not set
-        shared = SharedHnswIndex(file, HnswIndex(HnswCore(dim=embedder.dim)))
+        most = most or MAX_ROWS
+        core = HnswCore(dim=embedder.dim, max_per_namespace=per_namespace, max_total=most)
+        rows = VectorRows(dim=embedder.dim, max_rows=most)
+        shared = SharedHnswIndex(file, HnswIndex(core), rows)
         services.append(NamedService("vector-index", shared.run, required=False))
         index = shared
     vocab = embedder.model.vocabulary() if isinstance(embedder, LocalEmbedder) else None
