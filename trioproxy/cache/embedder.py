@@ -294,6 +294,9 @@ class LocalEmbedder:
                     while self._queue:
                         slot = object()
                         await self._slots.acquire_on_behalf_of(slot)
+                        if not self._queue:  # its caller gave up while it waited for a thread
+                            self._slots.release_on_behalf_of(slot)
+                            break
                         nursery.start_soon(self._work, self._queue.popleft(), slot)
             finally:
                 self._running = False
