@@ -427,7 +427,7 @@ def test_openai_render_completion_validates_with_sdk() -> None:
     out = ChatCompletion.model_validate_json(DIALECTS["openai"].render_completion(c, req))
     msg = out.choices[0].message
     assert (out.id, out.model, msg.content, out.choices[0].finish_reason) == (
-        "c-1",
+        "chatcmpl-c-1",  # an Anthropic answer's id, in the caller's shape
         "up-model",
         "Checking.",
         "tool_calls",
@@ -448,6 +448,21 @@ def test_anthropic_render_completion_validates_with_sdk() -> None:
     )
     assert [b.type for b in out.content] == ["text", "tool_use"]
     assert out.content[1].input == {"city": "Paris"}  # type: ignore[union-attr]
+    assert out.id == "msg_c-1"  # an OpenAI answer's id, in the caller's shape
+    c = Completion(**{**_fields(TOOL_COMPLETION), "id": "chatcmpl-B9M"})
+    assert orjson.loads(DIALECTS["anthropic"].render_completion(c, req))["id"] == "msg_B9M"
+
+
+def test_an_id_already_in_the_callers_shape_is_kept() -> None:
+    for dialect, id_ in (("openai", "chatcmpl-9x"), ("anthropic", "msg_01X")):
+        c = Completion(**{**_fields(TOOL_COMPLETION), "id": id_})
+        req = parse(dialect, {"model": "m", "max_tokens": 9, "messages": HI})
+        assert orjson.loads(DIALECTS[dialect].render_completion(c, req))["id"] == id_
+
+
+def test_anthropic_stream_id_takes_the_callers_shape() -> None:
+    start = sse_data(encode("anthropic", anthropic_stream_req(), TEXT_EVENTS))[0]
+    assert start[0] == "message_start" and start[1]["message"]["id"] == "msg_id-1"
 
 
 def _fields(c: Completion) -> dict[str, Any]:
@@ -507,7 +522,7 @@ def test_openai_encoder_text_stream_parses_with_sdk() -> None:
     chunks = [data for _, data in sse_data(raw)[:-1]]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1]["choices"] == [] and chunks[-2]["choices"][0]["finish_reason"] == "length"
-    assert {c["id"] for c in chunks} == {"id-1"}
+    assert {c["id"] for c in chunks} == {"chatcmpl-id-1"}  # every chunk, in OpenAI's shape
 
 
 def test_openai_encoder_tool_stream_puts_usage_last() -> None:

@@ -18,6 +18,7 @@ from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.settings_factory import KEY, chain_settings
 from trioproxy.config import parse_settings
 from trioproxy.config.model import TelemetryConfig
+from trioproxy.dialects.base import dialect_id
 from trioproxy.simulator.faults import Fault
 from trioproxy.telemetry.tracing import Tracing
 
@@ -86,7 +87,9 @@ async def test_chat_trace_joins_the_callers_trace_with_a_span_per_attempt(
     assert (a1["trioproxy.attempt.index"], a1["gen_ai.provider.name"]) == (1, "anthropic")
     assert (a1["server.address"], a1["server.port"]) == ("127.0.0.1", int(up.url.split(":")[-1]))
     assert a1["trioproxy.attempt.outcome"] == "won" and a1["gen_ai.request.model"] == "m1"
-    assert a1["gen_ai.response.id"] == answer.id and a1["gen_ai.response.model"] == "m1"
+    # the span names the provider's id (msg_...); the OpenAI caller saw it as chatcmpl-...
+    assert a1["gen_ai.response.id"].startswith("msg_") and a1["gen_ai.response.model"] == "m1"
+    assert answer.id == dialect_id("chatcmpl-", a1["gen_ai.response.id"])
     assert a1["gen_ai.response.finish_reasons"] == ("stop",)
     assert a1["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
     assert a1["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens

@@ -32,6 +32,7 @@ from trioproxy.core.types import (
     UsageReport,
 )
 from trioproxy.dialects import DIALECTS
+from trioproxy.dialects.base import dialect_id
 from trioproxy.providers.anthropic import AnthropicAdapter
 from trioproxy.providers.base import ProviderAdapter
 from trioproxy.providers.openai import OpenAIAdapter
@@ -41,6 +42,7 @@ ADAPTERS: dict[Dialect, ProviderAdapter] = {
     "anthropic": AnthropicAdapter(),
 }
 OTHER: dict[Dialect, Dialect] = {"openai": "anthropic", "anthropic": "openai"}
+ID_PREFIX: dict[Dialect, str] = {"openai": "chatcmpl-", "anthropic": "msg_"}
 
 
 def upstream_body(req: ChatRequest, wire: Dialect, model: str) -> dict[str, Any]:
@@ -209,8 +211,11 @@ def test_response_round_trip(wire: Dialect, native: dict[str, Any]) -> None:
     )
     rendered = DIALECTS[other].render_completion(original, req)
     translated = ADAPTERS[other].parse_response(rendered)
+    assert translated.id == dialect_id(ID_PREFIX[other], original.id) != original.id
     # Tool arguments are re-serialised (key order kept), so compare them as JSON.
-    assert fields(replace(translated, tool_calls=())) == fields(replace(original, tool_calls=()))
+    assert fields(replace(translated, tool_calls=(), id="")) == fields(
+        replace(original, tool_calls=(), id="")
+    )
     assert [(t.id, t.name, orjson.loads(t.arguments)) for t in translated.tool_calls] == [
         (t.id, t.name, orjson.loads(t.arguments)) for t in original.tool_calls
     ]
@@ -280,9 +285,11 @@ def test_stream_cross_dialect_round_trip(wire: Dialect, raw: bytes) -> None:
     events = decode(wire, raw)
     other = OTHER[wire]
     translated = relay(events, other)
-    assert summary(decode(other, translated)) == summary(events)
+    seen = summary(decode(other, translated))
+    assert seen[0] == dialect_id(ID_PREFIX[other], summary(events)[0]) != summary(events)[0]
+    assert seen[1:] == summary(events)[1:]
     back = decode(wire, relay(decode(other, translated), wire))
-    assert summary(back) == summary(events)
+    assert summary(back) == summary(events)  # the id too: a round trip gives it back
 
 
 def test_openai_stream_seen_by_anthropic_sdk() -> None:

@@ -17,7 +17,7 @@ from trioproxy.core.types import ChatRequest, Completion, Dialect
 from trioproxy.core.usage import anthropic_json
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.anthropic_stream import STOP_REASONS, AnthropicStreamEncoder, error_body
-from trioproxy.dialects.base import translated
+from trioproxy.dialects.base import dialect_id, translated
 from trioproxy.errors import GatewayError, invalid
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
@@ -225,7 +225,7 @@ def render_completion(completion: Completion, req: ChatRequest) -> bytes:
         )
     return orjson.dumps(
         {
-            "id": completion.id,
+            "id": dialect_id("msg_", completion.id),
             "type": "message",
             "role": "assistant",
             "model": completion.model,

@@ -27,6 +27,7 @@ from trioproxy.core.types import (
     Usage,
 )
 from trioproxy.core.usage import anthropic_json
+from trioproxy.dialects.base import dialect_id
 from trioproxy.errors import GatewayError
 
 STOP_REASONS: dict[FinishReason, str] = {
@@ -123,7 +124,7 @@ class AnthropicStreamEncoder:
             return b""
         self._started = True
         message: dict[str, Any] = {
-            "id": event.id if event else "msg_trioproxy",
+            "id": dialect_id("msg_", event.id) if event else "msg_trioproxy",
             "type": "message",
             "role": "assistant",
             "model": event.model if event else self._model,

@@ -42,6 +42,23 @@ class ClientDialect(Protocol):
         ...
 
 
+ID_PREFIXES = ("chatcmpl-", "msg_", "resp_")
+"""How each wire's answer ids begin (Chat Completions, Messages, Responses)."""
+
+
+def dialect_id(prefix: str, upstream_id: str) -> str:
+    """The upstream's answer id in the caller's dialect: ``chatcmpl-B9M`` from OpenAI is
+    ``msg_B9M`` to an Anthropic caller and ``msg_01X`` from Anthropic ``chatcmpl-01X`` to an
+    OpenAI one (the SDKs and the callers' logs expect their own shape); the rest of the id is
+    the upstream's, so its logs still find it, and a round trip gives the id back."""
+    if upstream_id.startswith(prefix):
+        return upstream_id
+    for other in ID_PREFIXES:
+        if upstream_id.startswith(other):
+            return prefix + upstream_id[len(other) :]
+    return prefix + upstream_id
+
+
 def translated(
     dialect: Dialect, data: dict[str, Any], chat: dict[str, Any], model: str, *,
     stream: bool, max_tokens: int | None, end_user: str | None,

@@ -25,6 +25,7 @@ from trioproxy.core.types import (
 )
 from trioproxy.core.usage import openai_json
 from trioproxy.dialects import _fields as f
+from trioproxy.dialects.base import dialect_id
 from trioproxy.dialects.openai_check import check_chat
 from trioproxy.errors import GatewayError, invalid
 
@@ -66,7 +67,7 @@ def render_completion(completion: Completion, req: ChatRequest) -> bytes:
         ]
     return orjson.dumps(
         {
-            "id": completion.id,
+            "id": dialect_id("chatcmpl-", completion.id),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": completion.model,
@@ -152,7 +153,7 @@ class OpenAIStreamEncoder:
             call["function"] = fn
             return self._choice(b'{"tool_calls":[' + orjson.dumps(call) + b"]}")
         if isinstance(event, StreamStart):
-            self._prefix = self._make_prefix(event.id, event.model)
+            self._prefix = self._make_prefix(dialect_id("chatcmpl-", event.id), event.model)
             return self._choice(b'{"role":"assistant","content":""}')
         if isinstance(event, StreamEnd):
             self._ended = True
