@@ -141,3 +141,36 @@ async def test_retry_after_holds_target_out(autojump_clock: trio.testing.MockClo
     await breakers.report("a", now, ok=False, retry_after=2.0)
     assert await breakers.check("a", now + 1.9) is Verdict.DENY
     assert await breakers.check("a", now + 2.0) is Verdict.PROBE
+
+
+class SlowCheck(LocalBreakers):
+    """A shared breaker's check: a store read (its cache was stale) takes 10 ms."""
+
+    async def check(self, target: str, now: float) -> Verdict:
+        await trio.sleep(0.01)
+        return await super().check(target, now)
+
+
+@pytest.mark.parametrize("half_open", [False, True])
+async def test_no_hedge_goes_once_an_attempt_won_while_its_breaker_was_read(
+    autojump_clock: trio.testing.MockClock, half_open: bool
+) -> None:
+    """a's first byte lands while b's breaker is read for the hedge: b is not sent (it was,
+    billed, and the race waited for its whole answer); a half-open slot b took is given back."""
+    breakers = SlowCheck(BreakerConfig(failure_threshold=1, cooldown_s=0.5))
+    if half_open:
+        await breakers.report("b", trio.current_time(), ok=False)
+        await trio.sleep(1)  # cooled down: b's next check takes the probe slot
+    race = Race(
+        [t("a", hedge_ms=1000), t("b")],
+        make_run({"a": (1.005, "ok"), "b": (5.0, "ok")}),  # type: ignore[arg-type]
+        breakers,
+    )
+    start = trio.current_time()
+    await race.run()
+    assert [(a.target.model, a.outcome) for a in race.attempts] == [("a", "won")]
+    # a's check, first byte and 1 s of streaming (it waited for b's 5 s answer)
+    assert trio.current_time() - start == pytest.approx(0.01 + 1.005 + 1.0)
+    assert await breakers.check("b", trio.current_time()) is (
+        Verdict.PROBE if half_open else Verdict.ALLOW
+    )

@@ -194,6 +194,12 @@ class Race:
             while self.winner is None and self.fatal is None:
                 if depth < len(self.targets) and (self._running() == 0 or self._hedge_due()):
                     nxt = await self._eligible(depth)
+                    if self.winner is not None or self.fatal is not None:
+                        # decided while a shared breaker was read: no hedge to send (it would be
+                        # billed for nothing and the race would wait for its whole answer)
+                        if nxt is not None and nxt[1] is Verdict.PROBE:  # a half-open slot
+                            await self._report(self.targets[nxt[0]].model, ok=None)
+                        break
                     if nxt is None:
                         depth = len(self.targets)
                     else:
