@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -258,6 +259,59 @@ async def test_a_timed_out_reserve_is_released_and_fail_open_holds_only_its_own(
     assert ticket.local
     buckets = [h.claim.bucket for h in ticket.holds]
     assert buckets and len(buckets) == len(set(buckets)), buckets
+
+
+class SlowNetworkStore(MemoryStore):
+    """A network store that takes a reservation but answers after the call timeout."""
+
+    timeouts_are_outages = True
+
+    def __init__(self, settle_hangs: bool = False) -> None:
+        super().__init__()
+        self.settle_hangs = settle_hangs
+        self.settles = 0
+
+    async def reserve(self, *args: object, **kw: object) -> object:  # type: ignore[override]
+        denial = await super().reserve(*args, **kw)  # type: ignore[arg-type]
+        await trio.sleep(1.0)
+        return denial
+
+    async def settle(self, *args: object, **kw: object) -> object:  # type: ignore[override]
+        self.settles += 1
+        if self.settle_hangs:
+            await trio.sleep_forever()
+        return await super().settle(*args, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])
+async def test_a_reservation_taken_by_a_store_that_then_timed_out_is_released(
+    autojump_clock: object, mode: Literal["fail_closed", "fail_open"]
+) -> None:
+    """The timeout marks the store down; the release goes to it all the same (it was refused
+    as "marked down": the reservation held the team's money until its 900 s lease ended)."""
+    store = SlowNetworkStore()
+    gate = BudgetGate(config(), store, clock=Clock(),
+                      outage=OutagePolicy(mode, call_timeout_s=0.2, probe_after_s=5))  # fmt: skip
+    if mode == "fail_closed":
+        with pytest.raises(PolicyError):
+            await admit(gate, "a", 1)
+    else:
+        assert (await admit(gate, "a", 1)).local
+    assert store.settles == 1
+    assert store._res["a"].closed  # the money it held is the team's again
+
+
+async def test_a_release_to_a_hung_store_waits_one_call_timeout(autojump_clock: object) -> None:
+    gate = BudgetGate(config(), SlowNetworkStore(settle_hangs=True), clock=Clock(),
+                      outage=OutagePolicy(call_timeout_s=0.2, probe_after_s=5))  # fmt: skip
+    start = trio.current_time()
+    with pytest.raises(PolicyError):
+        await admit(gate, "a", 1)
+    assert trio.current_time() - start == pytest.approx(0.4)  # reserve, then its release
+    start = trio.current_time()
+    with pytest.raises(PolicyError):  # marked down: not sent, so nothing to release
+        await admit(gate, "b", 1)
+    assert trio.current_time() == start
 
 
 class BusyStore(MemoryStore):

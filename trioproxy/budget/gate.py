@@ -61,7 +61,7 @@ from trioproxy.budget.claims import Claim, Denial, initial_reservation, scaled
 from trioproxy.budget.denials import denied
 from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
 from trioproxy.budget.memory_store import MemoryStore
-from trioproxy.budget.outage import OutagePolicy, StoreCalls
+from trioproxy.budget.outage import NotSent, OutagePolicy, StoreCalls
 from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import (
@@ -252,8 +252,10 @@ class BudgetGate:
                         usage=ticket.window_usage,
                     )
                 )  # fmt: skip
-            except BaseException:  # no answer (cancelled, timed out): it may have been taken
-                await self._release(ticket, holds, now)
+            except NotSent:
+                raise
+            except BaseException as exc:  # no answer (cancelled, timed out): it may be taken
+                await self._release(ticket, holds, now, gone=isinstance(exc, StoreUnavailable))
                 raise
         except StoreUnavailable:
             known = self.limits.last(team)
@@ -346,18 +348,27 @@ class BudgetGate:
             return
         await self._check_alerts(ticket, now, totals)
 
-    async def _release(self, ticket: Ticket, holds: list[Hold], now: float) -> None:
+    async def _release(
+        self, ticket: Ticket, holds: list[Hold], now: float, *, gone: bool = False
+    ) -> None:
         """Settle at nothing (the request still counted against its RPM) a reservation whose
         answer never came back: the store may hold it, and the request that asked for it
         will not settle it. Shielded, bounded by :data:`RELEASE_TIMEOUT_S`; a store that
-        does not hold it does nothing; a store down or being rebuilt leaves it to its lease
-        (or to the rebuild), as for a settle. ``ticket`` itself is left as it was: a
-        fail-open admission goes on to hold against the local limits."""
+        does not hold it does nothing; a store being rebuilt leaves it to the rebuild. After a
+        reserve that failed (``gone``: no answer in time, connection lost) the release goes to
+        the store that failure just marked down, within one call timeout (the caller waits
+        for its 503 or fail-open admission); if that fails too, the lease ends it. ``ticket``
+        itself is left as it was: a fail-open admission goes on to hold against the local
+        limits."""
         actual = dataclasses.replace(ticket, holds=list(holds)).actual_by_bucket(0, 0)
         rid = ticket.request_id
         with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT_S):
             try:
-                await self._call(lambda: self.store.settle(rid, actual, now=now), patient=True)
+                await self._call(
+                    lambda: self.store.settle(rid, actual, now=now),
+                    patient=not gone,
+                    despite_down=gone,
+                )
             except (StoreUnavailable, StateLost) as exc:
                 log.debug("release of %s failed (%s); left to its lease", rid, exc)
 

@@ -44,6 +44,10 @@ class OutagePolicy:
     """``fail_open``: share of each limit one process may admit while the store is down."""
 
 
+class NotSent(StoreUnavailable):
+    """The call never went to the store (marked down): nothing of it to undo."""
+
+
 class StoreCalls:
     """Calls to one budget store, with its down state."""
 
@@ -58,7 +62,12 @@ class StoreCalls:
         self._down = False
 
     async def call(
-        self, fn: Callable[[], Awaitable[T]], *, patient: bool = False, shield: bool = False
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        patient: bool = False,
+        shield: bool = False,
+        despite_down: bool = False,
     ) -> T:
         """One store call under the outage policy.
 
@@ -68,7 +77,8 @@ class StoreCalls:
         (settles: their reservation would otherwise stand until its lease ends)
         wait ``SETTLE_PATIENCE`` times longer, up to ``PATIENT_MAX_S``. ``shield``: the call (with its down and
         rebuilding checks) runs to its end or its timeout in a cancelled task too (a settle):
-        the timeout's scope is the shield, no second scope.
+        the timeout's scope is the shield, no second scope. ``despite_down``: the call goes to
+        a store marked down too (undoing what a call that just marked it down may have done).
         """
         now = trio.current_time()
         timeout = self.outage.call_timeout_s
@@ -76,9 +86,9 @@ class StoreCalls:
             timeout = min(timeout * SETTLE_PATIENCE, PATIENT_MAX_S)
         # a plain scope on the time read above (``fail_after``: a generator, two reads)
         with trio.CancelScope(deadline=now + timeout, shield=shield) as scope:
-            if now < self._down_until:
+            if now < self._down_until and not despite_down:
                 await trio.lowlevel.checkpoint()
-                raise StoreUnavailable("budget store marked down")
+                raise NotSent("budget store marked down")
             if self.recovery is not None and self.recovery.rebuilding:
                 await trio.lowlevel.checkpoint()
                 raise StateLost("budget state being rebuilt from the ledger")
