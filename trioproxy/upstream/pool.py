@@ -78,7 +78,12 @@ class Pool:
                     self.opened += 1
                     return conn, False
                 await self._waiters.park()
-                if (conn := await self._reuse()) is not None:  # one came back
+                try:
+                    conn = await self._reuse()
+                except BaseException:  # woken for a connection, then cancelled (caller gone,
+                    self._waiters.unpark()  # its deadline): the next waiter's turn, not a hang
+                    raise
+                if conn is not None:  # one came back
                     return conn, True
         assert scope.cancelled_caught
         raise PoolTimeout(f"connect timeout: {connect_timeout:g}s")
