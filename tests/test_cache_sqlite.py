@@ -6,8 +6,10 @@ file does: misses and skipped writes, counted, never an exception."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,45 @@ async def test_the_memory_front_keeps_what_the_file_said(
     assert await reader.get("n:a", now=110.0) is None  # the file's expires_at, not a new TTL
     await writer.put("n:b", b"v", ttl_s=10, now=100.0)
     assert await writer.flush_namespace("n") == 2 and await writer.get("n:b", now=101) is None
+
+
+class HeldRead(SqliteEntries):
+    """A read that found its row and is held (in its thread) until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.have_read, self.proceed = threading.Event(), threading.Event()
+
+    def get(self, db: sqlite3.Connection, key: str, now: float) -> tuple[bytes, float] | None:
+        found = super().get(db, key, now)
+        self.have_read.set()
+        self.proceed.wait(10)
+        return found
+
+
+@pytest.mark.parametrize("removal", ["delete", "flush"])
+async def test_a_read_overtaken_by_a_removal_does_not_put_the_entry_back(
+    nursery: trio.Nursery, tmp_path: Path, removal: str
+) -> None:
+    """A lookup read the row, then a delete (a reported bad hit) or a flush (the dashboard)
+    took it out of the file and the front: the lookup still answers (it began first) but does
+    not fill the front with it, or the worker served it until its TTL ran out."""
+    entries = HeldRead()
+    entries.proceed.set()
+    c = SqliteExactCache(await started(nursery, tmp_path / "cache.sqlite3"), entries)
+    await c.put("n:k", b"answer", ttl_s=3600, now=0)
+    await c.file.drain()
+    await c.front.delete("n:k")  # evicted from this worker's front (or another worker's write)
+    entries.proceed.clear()
+    async with trio.open_nursery() as lookups:
+        lookups.start_soon(functools.partial(c.get, "n:k", now=1.0))
+        await trio.to_thread.run_sync(entries.have_read.wait, 10)
+        if removal == "delete":
+            assert await c.delete("n:k")
+        else:
+            assert await c.flush_namespace("n") == 1
+        entries.proceed.set()
+    assert await c.get("n:k", now=2.0) is None
 
 
 async def test_a_corrupt_file_is_misses_counted_and_logged_once(

@@ -126,6 +126,9 @@ class SqliteExactCache:
         self.entries = entries or SqliteEntries()
         self.front = front or MemoryExactCache(max_entries=FRONT_ENTRIES, max_bytes=FRONT_BYTES)
         """Also what makes an immediate repeat a hit while its answer is being written."""
+        self._removals = 0
+        """Deletes and flushes begun: a read that saw one begin does not fill the front (it
+        may have read a row the removal then took out of the file)."""
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -141,11 +144,13 @@ class SqliteExactCache:
         value = self.front.get_nowait(key, now=now)
         if value is not None:
             return value
+        removals = self._removals
         found = await self.file.read(lambda db: self.entries.get(db, key, now), None)
         if found is None:
             return None
         value, expires_at = found
-        self.front.put_nowait(key, value, ttl_s=expires_at - now, now=now)
+        if removals == self._removals:
+            self.front.put_nowait(key, value, ttl_s=expires_at - now, now=now)
         return value
 
     async def put(self, key: str, value: bytes, *, ttl_s: float, now: float) -> None:
@@ -155,6 +160,7 @@ class SqliteExactCache:
         self.file.defer(lambda db: self.entries.put_in(db, key, value, ttl_s, now))
 
     async def delete(self, key: str) -> bool:
+        self._removals += 1
         in_front = await self.front.delete(key)
         in_file = await self.file.write_in_order(lambda db: self.entries.delete(db, key), False)
         return in_front or in_file
@@ -163,6 +169,7 @@ class SqliteExactCache:
         return await self.flush_prefix(namespace + ":")
 
     async def flush_prefix(self, prefix: str) -> int:
+        self._removals += 1
         in_front = await self.front.flush_prefix(prefix)
         in_file = await self.file.write_in_order(
             lambda db: self.entries.flush_prefix(db, prefix), 0
