@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.proc import GatewayProcess, to_toml
 from tests.rawhttp import post
 from trioproxy.config import hash_key, load_settings
+from trioproxy.config.model import Settings
+from trioproxy.edge.app import ReloadSource
 from trioproxy.simulator.faults import Fault
 
 OLD_KEY, NEW_KEY = "tp-reload-old-0123456789", "tp-reload-new-0123456789"
@@ -116,6 +119,49 @@ async def test_reload_applies_to_new_requests_and_in_flight_ones_finish_on_the_o
     async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
         r = await c.get("/v1/models", headers=auth(NEW_KEY))
         assert r.status_code == 200 and "chat" in r.text
+
+
+async def test_two_reloads_apply_the_newer_file_last(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP 1 reads file F1 and is slow to finish (here: its read is held); the file
+    changes to F2 (a key revoked) and SIGHUP 2 comes. F2 must be what runs at the end: two
+    reloads at once applied F2, then F1 (the revoked key worked again until the next SIGHUP).
+    """
+    monkeypatch.setenv("SIMKEY", "x")
+    sim = await start_simulator(nursery, Fault(tokens=5))
+    path = tmp_path / "trioproxy.toml"
+    path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY)))
+    g = await start_gateway(nursery, load_settings(path), config_path=str(path))
+    real = g.app.reload_source
+    assert real is not None
+    first_read, second_applied = threading.Event(), threading.Event()
+    loads: list[str] = []
+
+    def load() -> Settings:
+        settings = real.load()
+        loads.append(next(iter(settings.api_keys)))
+        if len(loads) == 1:
+            first_read.set()
+            # a reload that runs beside this one applies F2 meanwhile; one held back (the
+            # fix) does not, and this bound runs out
+            second_applied.wait(2)
+        return settings
+
+    def admission(settings: Settings) -> Any:
+        if len(loads) == 2:
+            second_applied.set()
+        return real.admission(settings)
+
+    g.app.reload_source = ReloadSource(load, admission)
+    async with trio.open_nursery() as signals:
+        path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", NEW_KEY)))  # F1
+        signals.start_soon(g.app.reload)
+        await trio.to_thread.run_sync(first_read.wait, 10)
+        path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", CAPPED_KEY)))  # F2
+        signals.start_soon(g.app.reload)
+    assert loads == [hash_key(NEW_KEY), hash_key(CAPPED_KEY)]
+    assert list(g.app.settings.api_keys) == [hash_key(CAPPED_KEY)]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -123,6 +123,9 @@ class Gateway:
         """Set when the server starts draining (:meth:`start_drain`; the worker's ready
         report is written at once)."""
         self.reload_source: ReloadSource | None = None
+        self._reloading = trio.Lock()
+        """One reload at a time: a second SIGHUP's file is read after the first is applied
+        (else the older file, slower to set up, could be applied last)."""
         self._nursery: trio.Nursery | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -310,8 +313,12 @@ class Gateway:
         if self.reload_source is None:
             log.warning("reload: nothing to reload (no config file)")
             return False
+        async with self._reloading:
+            return await self._reload(self.reload_source)
+
+    async def _reload(self, source: ReloadSource) -> bool:
         try:
-            settings = await trio.to_thread.run_sync(self.reload_source.load)
+            settings = await trio.to_thread.run_sync(source.load)
         except ConfigError as exc:
             log.error(
                 "reload refused: the config has %d problem(s); the running config stays",
