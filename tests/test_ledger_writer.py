@@ -14,6 +14,7 @@ from tests.test_ledger_helpers import Target, make_records, target_for, totals_o
 from trioproxy.ledger import sqlite as sqlite_ledger
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.spooler import Spooler
 from trioproxy.ledger.writer import LedgerWriter
 
 FAST: dict[str, Any] = dict(
@@ -254,3 +255,27 @@ async def test_minute_counters_are_trimmed_when_raw_rows_are_kept_forever(
     await backend.aclose()
     assert (await target.sql("SELECT COUNT(*) FROM ledger_minutes"))[0][0] == 0
     assert (await target.sql("SELECT COUNT(*) FROM ledger_raw"))[0][0] == len(old)
+
+
+async def test_a_record_spooled_during_a_replay_is_replayed_at_the_next_turn(
+    tmp_path: Path,
+) -> None:
+    """A request's record overflows to the spool while a replay writes the spool's earlier
+    records: the replay ends with the spool still marked as holding records (it cleared the
+    mark at its end, and the new record waited for the minute's spool check)."""
+    spooler = Spooler(Spool(tmp_path), None)
+    first, late = make_records(3, prefix="first"), make_records(1, prefix="late")
+    spooler.spool_now(list(enumerate(first)))
+    written: list[UsageRecord] = []
+
+    class Link:
+        async def write(self, batch: list[UsageRecord], bound: float) -> bool:
+            await trio.lowlevel.checkpoint()
+            spooler.overflow(99, late[0])  # on the request path, while the write is out
+            written.extend(batch)
+            return True
+
+    await spooler.replay(Link(), batch_size=10, bound=5)  # type: ignore[arg-type]
+    assert written == first and spooler.dirty
+    await spooler.replay(Link(), batch_size=10, bound=5)  # type: ignore[arg-type]
+    assert written[3:] == late

@@ -84,18 +84,25 @@ class Spooler:
         release(self.journal, overflowed)
 
     async def replay(self, link: DatabaseLink, batch_size: int, bound: float) -> None:
-        if not await trio.to_thread.run_sync(self.spool.has_pending):
-            self.dirty = False
-            return
-        for path in await trio.to_thread.run_sync(self.spool.claim):
-            records = self.spool.read(path)
-            while chunk := await trio.to_thread.run_sync(_take, records, batch_size):
-                if not await link.write(chunk, bound):
-                    return  # the claimed file stays; the next replay picks it up
-                self.replayed += len(chunk)
-            await trio.to_thread.run_sync(self.spool.release, path)
-            log.info("ledger spool %s replayed", path.name)
+        """Write what the spool holds to the database. Records spooled while it runs (an
+        overflow, a batch while the database is down) set ``dirty`` again: they may be in a
+        file this replay did not claim."""
         self.dirty = False
+        try:
+            if not await trio.to_thread.run_sync(self.spool.has_pending):
+                return
+            for path in await trio.to_thread.run_sync(self.spool.claim):
+                records = self.spool.read(path)
+                while chunk := await trio.to_thread.run_sync(_take, records, batch_size):
+                    if not await link.write(chunk, bound):
+                        self.dirty = True  # the claimed file stays; the next replay takes it
+                        return
+                    self.replayed += len(chunk)
+                await trio.to_thread.run_sync(self.spool.release, path)
+                log.info("ledger spool %s replayed", path.name)
+        except BaseException:
+            self.dirty = True
+            raise
 
 
 def _take(it: Iterator[UsageRecord], n: int) -> list[UsageRecord]:
