@@ -106,7 +106,9 @@ SEEN = (
 )
 """The sets held out for the freezes v1-v19, seen since (v19 read after 'FROZEN v19')."""
 HELD = HERE / "heldout_v20_pairs.json"
-"""The set held out for the next freeze, once the lead adds it (until then: no held-out set)."""
+"""The held-out set: v20, written 2026-12-07 11:11 UTC by an independent helper and read at
+11:13 against FROZEN v19 (nothing the decision reads has changed since 109a062): a second
+fresh set for that freeze. Seen from then on; the next freeze's set is v21."""
 
 
 def load_sets(held_path: Path | None = None) -> dict[str, list[Pair]]:
