@@ -12,6 +12,7 @@ import trio
 from tests.chat_client import asgi_chat, chat_body
 from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
+from trioproxy.admin.sessions import Throttle
 from trioproxy.dashboard.access import COOKIE, Access
 
 HX = {"HX-Request": "true"}
@@ -120,6 +121,34 @@ async def test_failed_sign_ins_are_logged_and_throttled(
     assert r.status_code == 401 and "Wrong user name or password" in await text(r)
     r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"]})
     assert r.status_code == 303
+
+
+async def test_guesses_sent_side_by_side_are_throttled_too(nursery: trio.Nursery) -> None:
+    """30 wrong passwords at once, 3 allowed: each was counted, then its scrypt check ran in
+    a thread, and only then was its failure written, so all 30 were checked (401)."""
+    d = await start_dash(nursery, login_attempts=3, login_window_s=60)
+    c = d.app.test_client()
+    codes: list[int] = []
+
+    async def guess(i: int) -> None:
+        r = await c.post("/login", form={"user": "alice", "password": f"guess-{i}"})
+        codes.append(r.status_code)
+
+    async with trio.open_nursery() as burst:
+        for i in range(30):
+            burst.start_soon(guess, i)
+    assert sorted(codes) == [401] * 3 + [429] * 27
+    assert not access(d).checking  # nothing left counted as being checked
+    r = await c.post("/login", form={"user": "alice", "password": PASSWORDS["alice"]})
+    assert r.status_code == 429  # the three failures hold the window
+
+
+def test_a_subject_being_checked_counts_before_its_failure_is_written() -> None:
+    throttle = Throttle(attempts=3, window_s=60)
+    assert throttle.retry_after(0, None, 100.0, checking=2) is None
+    assert throttle.retry_after(0, None, 100.0, checking=3) == 1
+    assert throttle.retry_after(2, 90.0, 100.0, checking=1) == 1
+    assert throttle.retry_after(3, 90.0, 100.0, checking=0) == 50
 
 
 # --- sessions ------------------------------------------------------------------------

@@ -96,10 +96,17 @@ class Throttle:
     """Failed sign-ins allowed per subject (user name, client address) per window."""
     window_s: float = 300.0
 
-    def retry_after(self, failures: int, oldest: float | None, now: float) -> int | None:
-        """Seconds until the next attempt may be tried, or None if it may be tried now."""
-        if failures < self.attempts or oldest is None:
+    def retry_after(
+        self, failures: int, oldest: float | None, now: float, checking: int = 0
+    ) -> int | None:
+        """Seconds until the next attempt may be tried, or None if it may be tried now.
+        ``checking``: the subject's sign-ins being verified right now, each a failure to be:
+        guesses sent side by side are counted before their passwords are checked (else all
+        of them passed the count, then failed)."""
+        if failures + checking < self.attempts:
             return None
+        if failures < self.attempts or oldest is None:
+            return 1  # the ones being checked decide; ask again in a second
         return max(1, math.ceil(oldest + self.window_s - now))
 
 

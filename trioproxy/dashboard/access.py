@@ -25,8 +25,9 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 import trio
@@ -79,6 +80,8 @@ class Access:
     store: AdminStore
     cfg: DashboardConfig
     clock: Callable[[], float] = time.time
+    checking: Counter[str] = field(default_factory=Counter)
+    """Per throttle subject, the sign-ins whose password is being verified now."""
 
     @property
     def policy(self) -> SessionPolicy:
@@ -265,16 +268,29 @@ def install(app: Quart, acc: Access) -> None:
         now = acc.clock()
         throttle = acc.throttle
         counts = await acc.store.failures(subjects, now - throttle.window_s)
-        waits = [throttle.retry_after(n, oldest, now) for n, oldest in counts.values()]
+        waits = []
+        for s in subjects:
+            n, oldest = counts.get(s, (0, None))
+            waits.append(throttle.retry_after(n, oldest, now, checking=acc.checking[s]))
         wait = max((w for w in waits if w is not None), default=None)
         if wait is not None:
             log.warning("dashboard sign-in refused (throttled): user=%r addr=%s", name, addr)
             error = f"Too many failed sign-ins; try again in {wait} s."
             page = await render_template("login.html", next=target, user=name, error=error)
             return Response(page, status=429, headers={"Retry-After": str(wait)})
-        principal = await acc.password_user(name, password) if name else acc.key_principal(password)
+        acc.checking.update(subjects)  # no checkpoint since the count: counted at once
+        try:
+            principal = (
+                await acc.password_user(name, password) if name else acc.key_principal(password)
+            )
+            if principal is None:
+                await acc.store.record_failure(subjects, now, keep_after=now - throttle.window_s)
+        finally:
+            acc.checking.subtract(subjects)
+            for s in subjects:
+                if acc.checking[s] <= 0:
+                    del acc.checking[s]
         if principal is None:
-            await acc.store.record_failure(subjects, now, keep_after=now - throttle.window_s)
             log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
             error = "Wrong user name or password." if name else "Not an admin API key."
             return await render_template("login.html", next=target, user=name, error=error), 401
