@@ -14,10 +14,12 @@ from trioproxy.admin.store import AdminStore
 from trioproxy.config import demo_settings
 from trioproxy.config.model import RouteConfig
 from trioproxy.edge.app import Gateway
+from trioproxy.server import cache_commands
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.control import ControlGateway
 from trioproxy.server.factory import build_gateway, settings_cache
 from trioproxy.server.readiness import DataPlaneView, ReadyDir, WorkerState, reporter
+from trioproxy.store.resp import RedisUnavailable
 
 
 def test_ready_dir_round_trip_ignores_half_written_files(tmp_path: Path) -> None:
@@ -116,6 +118,56 @@ async def test_every_worker_applies_the_commands_posted_after_it_started(
         nursery.cancel_scope.cancel()
     for cache in workers:  # the old command skipped, the unknown route ignored
         assert cache.calls == [("flush", "t1", "chat"), ("delete", "xabc:123")]
+
+
+class FlakyCache(RecordingCache):
+    """A worker's cache over a store that can be down (Redis: RedisUnavailable), and a
+    command it cannot apply at all (a bug)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.tried = 0
+
+    async def delete(self, entry_ref: str) -> bool:
+        self.tried += 1
+        self._changed()
+        if entry_ref == "poison":
+            raise ValueError("a bug")
+        if self.down:
+            raise RedisUnavailable("not connected")
+        return await super().delete(entry_ref)
+
+
+async def test_a_command_the_cache_store_cannot_take_yet_is_applied_once_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applier moved past a command before applying it, and a store error killed it: its
+    restart began at the newest command, so that one and those posted meanwhile were never
+    applied on that worker (a dashboard "delete" answered "sent" and was lost)."""
+    monkeypatch.setattr(cache_commands, "POLL_S", 0.01)
+    settings = demo_settings("http://127.0.0.1:1", "k", state_dir=str(tmp_path))
+    store = AdminStore.open_sync(str(tmp_path), None)
+    cache = FlakyCache()
+    run = applier(cache, store, lambda: settings)  # type: ignore[arg-type]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+            await store.post_cache_command(1000.0, "delete", entry="a")
+            await store.post_cache_command(1001.0, "delete", entry="b")
+            while cache.tried < 3:  # "a" tried again and again, "b" waits behind it
+                await cache.changed.wait()
+            nursery.cancel_scope.cancel()  # the service stops (a crash, a restart)
+        assert cache.calls == []
+        cache.down = False
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)  # the supervisor's restart: the same service
+            await store.post_cache_command(1002.0, "delete", entry="poison")
+            await store.post_cache_command(1003.0, "delete", entry="c")
+            while len(cache.calls) < 3:
+                await cache.changed.wait()
+            nursery.cancel_scope.cancel()
+    assert cache.calls == [("delete", "a"), ("delete", "b"), ("delete", "c")]
 
 
 def test_the_control_plane_builds_no_cache_of_its_own(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ class ResponseCache:
         with trio.move_on_after(LOOKUP_TIMEOUT_S):
             try:
                 return await lookup()
-            except _store_errors() as exc:
+            except store_errors() as exc:
                 self.lookup_errors += 1
                 log.warning("cache lookup failed, treated as a miss: %r", exc)
                 return None
@@ -259,7 +259,7 @@ def _with_embedding(plan: CachePlan, found: list[Embedding]) -> CachePlan:
     return replace(plan, embedding=found[0]) if found else plan
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
+def store_errors() -> tuple[type[BaseException], ...]:
     """What a cache store that is down raises (Redis, sockets, pgvector once loaded)."""
     return (RedisError, OSError, *postgres_errors())
 
@@ -268,6 +268,7 @@ __all__ = [
     "CacheHit",
     "CachePlan",
     "ResponseCache",
+    "store_errors",
     "take_cache_ttl",
     "team_namespace",
 ]

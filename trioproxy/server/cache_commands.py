@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trioproxy.admin.commands_table import CacheCommand
 from trioproxy.admin.store import AdminStore, StoreError
 from trioproxy.cache.keys import tenant_scope
 from trioproxy.config.model import RouteConfig, Settings
@@ -56,7 +57,14 @@ class RelayedCache:
 
 
 def applier(cache: ResponseCache, store: AdminStore, settings: Callable[[], Settings]) -> Service:
-    """A worker's service: apply every cache command posted after it started."""
+    """A worker's service: apply every cache command posted after it started, in order. A
+    command the cache store cannot take now (Redis or PostgreSQL down) is tried again at
+    the next poll, and the ones after it wait; one that fails otherwise (a bug) is logged
+    and passed. Where it got to outlives a restart of the service (kept here, not in it)."""
+    # here: the control plane imports this module (RelayedCache) and loads no cache code
+    from trioproxy.pipeline.caching import store_errors
+
+    seq: int | None = None
 
     async def start() -> int | None:
         """Where to start: commands posted before this worker are done."""
@@ -66,8 +74,21 @@ def applier(cache: ResponseCache, store: AdminStore, settings: Callable[[], Sett
             log.warning("cache commands unreadable: %s", exc)
             return None
 
+    async def apply(cmd: CacheCommand) -> None:
+        if cmd.kind == "flush":
+            route = settings().routes.get(cmd.route)
+            if route is not None:
+                scope, exact, semantic = await cache.flush(cmd.team, route)
+                log.info("cache flush %s/%s: %d exact, %s semantic entries dropped",
+                         scope, cmd.route, exact, semantic)  # fmt: skip
+        elif cmd.kind == "delete":
+            deleted = await cache.delete(cmd.entry)
+            log.info("cache delete %s: %s", cmd.entry, "dropped" if deleted else "not here")
+
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        seq = await start()
+        nonlocal seq
+        if seq is None:
+            seq = await start()
         task_status.started()
         while True:
             if seq is None:
@@ -76,17 +97,15 @@ def applier(cache: ResponseCache, store: AdminStore, settings: Callable[[], Sett
                 continue
             try:
                 for cmd in await store.cache_commands_after(seq):
+                    try:
+                        await apply(cmd)
+                    except store_errors() as exc:
+                        log.warning("cache command %d (%s) not applied yet, the cache store "
+                                    "is down: %r", cmd.seq, cmd.kind, exc)  # fmt: skip
+                        break
+                    except Exception:
+                        log.exception("cache command %d (%s) failed; passed", cmd.seq, cmd.kind)
                     seq = cmd.seq
-                    if cmd.kind == "flush":
-                        route = settings().routes.get(cmd.route)
-                        if route is not None:
-                            scope, exact, semantic = await cache.flush(cmd.team, route)
-                            log.info("cache flush %s/%s: %d exact, %s semantic entries "
-                                     "dropped", scope, cmd.route, exact, semantic)  # fmt: skip
-                    elif cmd.kind == "delete":
-                        deleted = await cache.delete(cmd.entry)
-                        log.info("cache delete %s: %s", cmd.entry,
-                                 "dropped" if deleted else "not here")  # fmt: skip
             except (StoreError, trio.TooSlowError) as exc:
                 log.warning("cache commands unreadable: %s", exc)
             await trio.sleep(POLL_S)
