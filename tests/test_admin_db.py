@@ -251,3 +251,19 @@ async def test_sign_in_housekeeping_searches_indexes(tmp_path: Path) -> None:
         plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert not re.search(r"\bSCAN (sessions|login_failures)\b", plan), (sql, plan)
     store.engine.close()
+
+
+async def test_edits_write_only_their_columns_and_never_bring_a_user_back(
+    store: AdminStore,
+) -> None:
+    assert await store.add_user(_admin("ada"))
+    assert await store.add_user(_admin("bob"))
+    stale = await store.user("bob")  # read before the password change below
+    assert stale is not None and await store.set_password("bob", "scrypt$new")
+    assert await store.update_user(dataclasses.replace(stale, disabled=True),
+                                   keep_manager=True, columns=("disabled",))  # fmt: skip
+    assert await store.user("bob") == _admin("bob", password_hash="scrypt$new", disabled=True)
+    assert await store.delete_user("bob")
+    assert await store.update_user(_admin("bob", role="viewer"), keep_manager=True) is None
+    assert not await store.set_password("bob", "scrypt$again")
+    assert await store.user("bob") is None  # an upsert re-created a user deleted meanwhile

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 
+import pytest
 import trio
 
 from tests.dash_fixtures import sign_in, start_dash
@@ -13,6 +15,7 @@ from tests.test_dashboard_handlers import access, text
 from trioproxy.admin.passwords import hash_password, verify_password
 from trioproxy.admin.store import StoredUser
 from trioproxy.config.model import Settings
+from trioproxy.dashboard import users_page
 
 
 async def test_admin_creates_a_viewer_who_signs_in_and_cannot_edit(nursery: trio.Nursery) -> None:
@@ -197,3 +200,47 @@ def test_the_unknown_user_hash_is_made_at_the_current_cost() -> None:
 
     assert _DUMMY_HASH == hash_password("not a password", salt=b"0" * 16)
     assert not verify_password("anything", _DUMMY_HASH)
+
+
+async def test_a_password_set_while_another_admin_disables_the_user_keeps_both(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admin A sets mallory's password; while it is hashed, admin B disables mallory. The
+    password page wrote back the whole row it had read before the hash: mallory was enabled
+    again, with no 'user.enable' in the audit. Then the other way round: a role change made
+    while a password is hashed keeps the new password."""
+    d = await start_dash(nursery)
+    store = access(d).store
+    a, b = d.app.test_client(), d.app.test_client()
+    csrf_a, csrf_b = await sign_in(a), await sign_in(b)
+    form = {"name": "mallory", "password": "initial-pass-1", "role": "viewer", "teams": "",
+            "csrf": csrf_a}  # fmt: skip
+    assert (await a.post("/users", form=form)).status_code == 201
+    hashing, go_on = threading.Event(), threading.Event()
+
+    def held_hash(password: str) -> str:
+        hashing.set()
+        go_on.wait(10)
+        return hash_password(password)
+
+    monkeypatch.setattr(users_page, "hash_password", held_hash)
+
+    async def set_password(password: str) -> None:
+        r = await a.post("/users/mallory/password", form={"password": password, "csrf": csrf_a})
+        assert r.status_code == 200
+
+    for password, other_edit, check in (
+        ("brand-new-pass-2", ("/users/mallory/disable", {}), lambda u: u.disabled),
+        ("brand-new-pass-3", ("/users/mallory", {"role": "admin", "teams": "ops"}),
+         lambda u: u.role == "admin"),
+    ):  # fmt: skip
+        hashing.clear(), go_on.clear()
+        async with trio.open_nursery() as admins:
+            admins.start_soon(set_password, password)
+            await trio.to_thread.run_sync(hashing.wait, 10)
+            path, fields = other_edit
+            assert (await b.post(path, form={**fields, "csrf": csrf_b})).status_code == 200
+            go_on.set()
+        user = await store.user("mallory")
+        assert user is not None and check(user), user
+        assert verify_password(password, user.password_hash)

@@ -55,6 +55,14 @@ class _NoManagerLeft(Exception):
     """Rolls back a change that would leave no stored admin of every team."""
 
 
+class _Gone(Exception):
+    """Rolls back a change to a user deleted meanwhile."""
+
+
+EDITABLE = ("role", "teams", "disabled")
+"""The columns :meth:`AccountsTable.update_user` may write."""
+
+
 def _user_of(row: Sequence[Any]) -> StoredUser:
     n, h, r, t, c, b, disabled = row
     return StoredUser(n, h, cast(Role, r), teams_in(t), c, b, bool(disabled))
@@ -169,19 +177,26 @@ class AccountsTable(AdminDb):
         row = _user_row(u)
         await self._run(lambda db: db.execute(_PUT_USER, row))
 
-    async def update_user(self, u: StoredUser, *, keep_manager: bool) -> bool:
-        """Store ``u`` (a user's new role, teams or state). With ``keep_manager``: only if an
-        enabled admin of every team is left among the stored users (False, nothing written,
-        otherwise). One transaction whose first statement locks every such admin's row
+    async def update_user(
+        self, u: StoredUser, *, keep_manager: bool, columns: Sequence[str] = EDITABLE
+    ) -> bool | None:
+        """Write ``columns`` (of :data:`EDITABLE`) of ``u`` to the user's row and nothing
+        else: a password set or another column changed since ``u`` was read stays. With
+        ``keep_manager``: only if an enabled admin of every team is left among the stored
+        users (False, nothing written, otherwise); None (nothing written) if the user is
+        gone. One transaction whose first statement locks every such admin's row
         (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` takes the write lock), so two admins
         demoting each other at once cannot both succeed."""
-        row = _user_row(u)
+        values = {"role": u.role, "teams": teams_out(u.teams), "disabled": int(u.disabled)}
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        params = (*(values[c] for c in columns), u.name)
 
-        def op(db: Sql) -> bool:
+        def op(db: Sql) -> bool | None:
             try:
                 with db.transaction():
                     db.execute(f"UPDATE users SET role = role WHERE {_MANAGER}")
-                    db.execute(_PUT_USER, row)
+                    if db.execute(f"UPDATE users SET {sets} WHERE name = ?", params).rowcount != 1:
+                        raise _Gone
                     if keep_manager:
                         (left,) = db.execute(
                             f"SELECT COUNT(*) FROM users WHERE {_MANAGER}"
@@ -190,7 +205,19 @@ class AccountsTable(AdminDb):
                             raise _NoManagerLeft
             except _NoManagerLeft:
                 return False
+            except _Gone:
+                return None
             return True
+
+        return await self._run(op)
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        """A user's new password (its hash) and nothing else; False if the user is gone."""
+
+        def op(db: Sql) -> bool:
+            cur = db.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                             (password_hash, name))  # fmt: skip
+            return bool(cur.rowcount == 1)
 
         return await self._run(op)
 
@@ -210,4 +237,4 @@ class AccountsTable(AdminDb):
         return await self._run(op)
 
 
-__all__ = ["MIGRATIONS", "SCHEMA", "AccountsTable", "StoredUser"]
+__all__ = ["EDITABLE", "MIGRATIONS", "SCHEMA", "AccountsTable", "StoredUser"]

@@ -161,7 +161,12 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         new = replace(user, role=role, teams=teams)
         if new == user:
             return await render(notice="Nothing changed.")
-        if not await store.update_user(new, keep_manager=not standing_manager(gw.settings)):
+        done = await store.update_user(
+            new, keep_manager=not standing_manager(gw.settings), columns=("role", "teams")
+        )
+        if done is None:
+            return await render(404, page_error=f"No user {name!r} created here.")
+        if not done:
             field = "role" if role != "admin" else "teams"
             return await render(400, row_fields={name: {field: f"{name} is {LAST_MANAGER}"}},
                                 row_values={name: dict(form)})  # fmt: skip
@@ -182,7 +187,8 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         if errors:
             return await render(400, row_fields={name: errors})
         encoded = await trio.to_thread.run_sync(hash_password, password)
-        await store.put_user(replace(user, password_hash=encoded))
+        if not await store.set_password(name, encoded):
+            return await render(404, page_error=f"No user {name!r} created here.")
         ended = await store.revoke_user(name)
         await store.audit(AuditEntry(acc.clock(), g.principal.name, "user.password", name,
                                      "old password", "new password"))  # fmt: skip
@@ -197,7 +203,12 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         if user.disabled == disabled:
             return await render(notice="Nothing changed.")
         keep = not standing_manager(gw.settings)
-        if not await store.update_user(replace(user, disabled=disabled), keep_manager=keep):
+        done = await store.update_user(
+            replace(user, disabled=disabled), keep_manager=keep, columns=("disabled",)
+        )
+        if done is None:
+            return await render(404, page_error=f"No user {name!r} created here.")
+        if not done:
             return await render(400, page_error=f"Cannot disable {name!r}: {LAST_MANAGER}.")
         ended = await store.revoke_user(name)
         word = "disabled" if disabled else "enabled"
