@@ -200,6 +200,34 @@ async def test_a_burst_of_one_dashboard_key_asks_the_store_once() -> None:
     assert names == ["bot"] * 10 and len(source.calls) == 1
 
 
+class ReadThenHeld(CountingSource):
+    """A store that read the key's row, and whose answer is held on its way back."""
+
+    async def lookup(self, key_hash: str) -> ApiKeyConfig | None:
+        row = self.known.get(key_hash)
+        assert self.gate is not None
+        await self.gate.wait()
+        return row
+
+
+async def test_a_look_up_overtaken_by_a_revoke_in_this_process_is_not_remembered() -> None:
+    """The dashboard (same process) revokes the key and forgets it while a look-up that read
+    the key before is out: that request is served (it came first), the next is asked again
+    (the old answer was remembered for the whole TTL)."""
+    digest = hash_key(KEY)
+    source = ReadThenHeld({digest: ApiKeyConfig("bot", digest, "ops", "ann")})
+    source.gate = trio.Event()
+    ring = KeyRing({}, source, clock=FakeClock(), known_ttl_s=TTL_S)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ring.resolve, HEADERS)
+        await trio.testing.wait_all_tasks_blocked()
+        del source.known[digest]  # revoked in the store...
+        ring.known.forget(digest)  # ...and forgotten here (keys_page.revoke_key)
+        source.gate.set()
+    with pytest.raises(CallerError):
+        await ring.resolve(HEADERS)
+
+
 async def test_a_revoked_or_rotated_key_stops_on_every_worker_within_the_ttl(
     tmp_path: Path,
 ) -> None:

@@ -86,13 +86,15 @@ class KeyRing:
                 return found
             if self.refused.refused(digest, now):
                 raise
+            forgets = self.known.forgets
             found = await self._lookup(self.source, digest)
             if found is None:
                 self.refused.remember(digest, self.clock())
                 raise
             if not hmac.compare_digest(found.key_hash, digest):
                 raise
-            self.known.remember(digest, found, self.clock())
+            if self.known.forgets == forgets:  # else a revoke may have come after its read
+                self.known.remember(digest, found, self.clock())
             return found
 
     def reloaded(self, keys: Mapping[str, ApiKeyConfig]) -> KeyRing:

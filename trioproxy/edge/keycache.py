@@ -75,6 +75,9 @@ class KnownKeys:
             raise ValueError("ttl_s >= 0 and max_size >= 1")
         self.ttl_s, self.max_size = ttl_s, max_size
         self._found: OrderedDict[str, tuple[float, ApiKeyConfig]] = OrderedDict()
+        self.forgets = 0
+        """How many :meth:`forget` calls so far: a look-up that saw one happen while it was
+        out does not remember its answer (it may be from before a revoke)."""
 
     def __len__(self) -> int:
         return len(self._found)
@@ -105,6 +108,7 @@ class KnownKeys:
 
     def forget(self, key_hash: str) -> None:
         """This process changed the key (the dashboard in the same process): ask again."""
+        self.forgets += 1
         self._found.pop(key_hash, None)
 
 
