@@ -344,6 +344,41 @@ async def test_drain_ends_a_stream_whose_upstream_stalls_after_its_final_event(
     await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go
 
 
+@pytest.mark.parametrize(
+    ("path", "end"),
+    [("/v1/chat/completions", b"data: [DONE]\n\n"),
+     ("/v1/messages", b'data: {"type":"message_stop"}\n\n')],
+    ids=["openai", "anthropic"],
+)  # fmt: skip
+async def test_a_client_that_leaves_after_the_end_event_was_served(
+    nursery: trio.Nursery, path: str, end: bytes
+) -> None:
+    """The OpenAI SDK closes its connection once it reads [DONE]. A verbatim stream's
+    upstream may still owe its body's end then (here it never sends it): the request was
+    recorded 499 client_disconnected, an error on the dashboard, for a whole answer."""
+    upstream = StallAfterFinal(with_end=True)
+    port = await nursery.start(upstream.serve)
+    kind = "openai" if path == "/v1/chat/completions" else "anthropic"
+    g = await start_gateway(nursery, chain_settings([f"http://127.0.0.1:{port}"], kinds=[kind]))
+    body = {"model": "r", "messages": MSGS, "stream": True, "max_tokens": 64}
+    headers = {"authorization": f"Bearer {KEY}", "x-api-key": KEY}
+    received = b""
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with c.stream("POST", g.url + path, json=body, headers=headers) as r:
+            async for chunk in r.aiter_bytes():
+                received += chunk
+                if received.endswith(end):
+                    break  # leaves the block: the connection is closed, as the SDK does
+    assert r.status_code == 200 and received.endswith(end)
+    if kind == "openai":
+        assert b"fp_stall" in received  # relayed verbatim
+    await wait_for(lambda: any(r.kind == "request" for r in g.sink.records))
+    (record,) = [r for r in g.sink.records if r.kind == "request"]
+    assert (record.outcome, record.status, record.error_kind) == ("served", 200, None)
+    assert (record.input_tokens, record.output_tokens) == (5, 3)
+    await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go
+
+
 def test_the_finish_grace_ends_within_the_servers_flush_window() -> None:
     """A finishing stream's grace runs inside the time the server gives interrupted
     connections to write their last bytes, or its end would be cut after all."""

@@ -204,6 +204,16 @@ STALL_EVENTS = {
 }
 """Per upstream path: a stream up to its final event (the finish reason), without what
 follows (OpenAI's usage chunk and ``[DONE]``, Anthropic's ``message_stop``)."""
+END_EVENTS = {
+    "/v1/chat/completions": [
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+        b'"system_fingerprint":"fp_stall","choices":[],'
+        b'"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}\n\n',
+        b"data: [DONE]\n\n",
+    ],
+    "/v1/messages": [b'event: message_stop\ndata: {"type":"message_stop"}\n\n'],
+}
+"""What follows :data:`STALL_EVENTS`: the usage and the stream's end event."""
 
 
 @dataclass
@@ -212,6 +222,8 @@ class StallAfterFinal(Listening):
     keeps the connection open (a provider that stalls after its final event)."""
 
     port: int = 0
+    with_end: bool = False
+    """Send the end events too (:data:`END_EVENTS`), then stall before the body's end."""
     stalled: trio.Event = field(default_factory=trio.Event)
     """Set once a stream's last event is written."""
     closed: int = 0
@@ -232,7 +244,8 @@ class StallAfterFinal(Listening):
             assert request is not None
             headers = [(b"content-type", b"text/event-stream")]
             await stream.send_all(conn.send(h11.Response(status_code=200, headers=headers)))
-            for data in STALL_EVENTS[request.target.decode()]:
+            path = request.target.decode()
+            for data in STALL_EVENTS[path] + (END_EVENTS[path] if self.with_end else []):
                 await stream.send_all(conn.send(h11.Data(data=data)))
             self.stalled.set()
             try:
@@ -244,6 +257,7 @@ class StallAfterFinal(Listening):
 
 
 __all__ = [
+    "END_EVENTS",
     "STALL_EVENTS",
     "ConnectProxy",
     "FlakyKeepAlive",

@@ -172,7 +172,7 @@ class ChatHandler(Endpoint):
         runner, race, intents = self._race(ctx, send_ch)
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, ctx.prompt_bound)
-        delivery = Delivery()
+        delivery = Delivery(end_written=lambda: runner.end_written)
         keep = ctx.cache_plan is not None or (trace is not None and trace.log_prompts)
         collector = StreamCollector() if keep and req.stream else None
         # same-wire streams go through verbatim unless something needs every event decoded

@@ -37,13 +37,16 @@ class Delivery:
     client_gone: bool = False
     responded: bool = False
     """The whole response was handed to the server (a later disconnect is normal)."""
+    end_written: Callable[[], bool] = lambda: False
+    """Whether the stream's end event is out already (a verbatim stream whose upstream body
+    has not ended): a disconnect from then on is the caller done reading, not leaving early."""
     winner: Won | None = None
     completion: Completion | None = None
     """The complete answer, when one was delivered cleanly (for the cache)."""
 
     @property
     def gone_early(self) -> bool:
-        return self.client_gone and not self.responded
+        return self.client_gone and not self.responded and not self.end_written()
 
 
 DEFAULT_RETRY_AFTER_S = 60

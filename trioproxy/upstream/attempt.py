@@ -144,6 +144,10 @@ class AttemptRunner:
     verbatim_end: bytes = b""
     """When the winner relays verbatim: its wire's end event, for a caller whose stream is
     cut after :attr:`ended` (the drain deadline)."""
+    end_written: bool = False
+    """A verbatim winner's end event (``[DONE]``, ``message_stop``, ``response.completed``)
+    is written to the client: the caller has the whole stream, even if the upstream's body
+    has not ended yet (a client that leaves now is not a disconnect)."""
 
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
         model = attempt.target.spec
@@ -226,7 +230,8 @@ class AttemptRunner:
             if tap is not None:
                 handoff = Handoff()
                 await self.out.send(handoff)
-                await handoff.ready.wait()
+                await handoff.ready.wait()  # what came before it is written
+                self.end_written = tap.done
                 assert handoff.write is not None
                 await self._relay_verbatim(resp, tap, meter, t.idle, handoff.write)
             else:
@@ -383,6 +388,7 @@ class AttemptRunner:
                         await write(got.forward)
                         watch.writing = False
                         self.ended = meter.finish is not None
+                        self.end_written = done
                     watch.last = now()
         if watch.scope.cancelled_caught:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
