@@ -151,6 +151,12 @@ async def test_embeddings_exact_cache(nursery: trio.Nursery, tmp_path: Any) -> N
     records = await request_records(g, 3)
     hit = next(r for r in records if r.cache == "exact")
     assert hit.saved_micros == 3 * 1000  # 3 tokens at $1000/Mtok
+    assert {r.headers["x-trioproxy-reason"] for r in (first, second, other)} == {"default"}
+    # a hit names its entry, as chat hits do: the admin API's delete takes it
+    entry = second.headers["x-trioproxy-cache-entry"]
+    assert g.app.cache is not None and await g.app.cache.delete(entry)
+    third = await post(g.url, "/v1/embeddings", body, AUTH)
+    assert third.headers["x-trioproxy-cache"] == "miss"
 
 
 async def test_an_answer_over_the_requests_bound_is_a_502(

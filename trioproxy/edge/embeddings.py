@@ -92,13 +92,17 @@ class EmbeddingsHandler(Endpoint):
         )
         req = ChatRequest(dialect, ereq.body, {"model": ereq.model}, ereq.model, False, False,
                           None, ereq.end_user)  # fmt: skip
+        reason = ((b"x-trioproxy-reason", plan.reason.encode()),)
         ctx = self.context(rid, dialect, key, headers, req, plan, ereq.prompt_estimate,
-                           endpoint=endpoints.EMBEDDINGS, operation="embeddings")  # fmt: skip
+                           endpoint=endpoints.EMBEDDINGS, operation="embeddings",
+                           extra=reason)  # fmt: skip
 
         async def lookup(
             cache: ResponseCache, plan: CachePlan
-        ) -> tuple[EmbeddingResult | None, CachePlan]:
-            return await cache.lookup_embedding(plan), plan
+        ) -> tuple[tuple[EmbeddingResult, str] | None, CachePlan]:
+            found = await cache.lookup_embedding(plan)
+            assert plan.key is not None
+            return (None if found is None else (found, plan.key)), plan
 
         cached = await self.cached(
             ctx, headers, send,
@@ -111,9 +115,14 @@ class EmbeddingsHandler(Endpoint):
         if admitted is not None:
             await self._serve(admitted, ereq, send)
 
-    async def _serve_hit(self, ctx: RequestContext, send: Send, hit: EmbeddingResult) -> None:
+    async def _serve_hit(
+        self, ctx: RequestContext, send: Send, found: tuple[EmbeddingResult, str]
+    ) -> None:
+        """A cached answer, with its entry's name (what ``/admin/api/cache/delete`` takes)."""
+        hit, entry_ref = found
         await send_whole(send, 200, _encoded(hit), [
-            *ctx.headers, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache")
+            *ctx.headers, (b"x-trioproxy-cache", b"exact"), (b"x-trioproxy-target", b"cache"),
+            (b"x-trioproxy-cache-entry", entry_ref.encode()),
         ])  # fmt: skip
         first = ctx.plan.chain.targets[0].spec
         saved = bill_for(first, Usage(hit.input_tokens, 0)).micros
