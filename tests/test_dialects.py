@@ -307,6 +307,11 @@ BAD_ANTHROPIC: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
         ErrorKind.INVALID_REQUEST,
         "metadata.user_id",
     ),
+    (  # an end-user id goes into every ledger record and names a budget bucket
+        {"model": "m", "max_tokens": 5, "messages": HI, "metadata": {"user_id": "u" * 257}},
+        ErrorKind.INVALID_REQUEST,
+        "metadata.user_id",
+    ),
     (
         {"model": "m", "max_tokens": 5, "messages": HI, "stop_sequences": "x"},
         ErrorKind.INVALID_REQUEST,
@@ -353,7 +358,16 @@ BAD_ANTHROPIC: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
 
 @pytest.mark.parametrize(
     ("dialect", "body", "kind", "param"),
-    [("openai", *case) for case in BAD_OPENAI] + [("anthropic", *case) for case in BAD_ANTHROPIC],
+    [("openai", *case) for case in BAD_OPENAI]
+    + [("anthropic", *case) for case in BAD_ANTHROPIC]
+    + [
+        (
+            "openai",
+            {"model": "m", "messages": HI, "user": "u" * 257},
+            ErrorKind.INVALID_REQUEST,
+            "user",
+        )
+    ],
 )
 def test_validation_errors(
     dialect: Dialect, body: bytes | dict[str, Any], kind: ErrorKind, param: str | None
@@ -362,6 +376,15 @@ def test_validation_errors(
     with pytest.raises(CallerError) as info:
         DIALECTS[dialect].parse_request(raw)
     assert (info.value.kind, info.value.param, info.value.status) == (kind, param, 400)
+
+
+def test_an_end_user_id_of_256_characters_is_taken() -> None:
+    assert parse("openai", {"model": "m", "messages": HI, "user": "u" * 256}).end_user == "u" * 256
+    for field in ("user", "safety_identifier"):
+        body = orjson.dumps({"model": "m", "input": "hi", field: "u" * 257})
+        with pytest.raises(CallerError) as info:
+            DIALECTS["responses"].parse_request(body)
+        assert info.value.param == field
 
 
 # --- errors ------------------------------------------------------------------------

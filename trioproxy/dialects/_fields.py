@@ -74,6 +74,19 @@ def opt_str(body: Mapping[str, Any], key: str, param: str | None = None) -> str 
     return value
 
 
+MAX_END_USER = 256
+"""Longest end-user id (``user``, ``metadata.user_id``, ``safety_identifier``), as
+Anthropic limits it: the id goes into every ledger record and names a budget bucket."""
+
+
+def end_user(body: Mapping[str, Any], key: str, param: str | None = None) -> str | None:
+    """An end-user id field: a string of at most :data:`MAX_END_USER` characters."""
+    value = opt_str(body, key, param)
+    if value is not None and len(value) > MAX_END_USER:
+        raise invalid(f"'{param or key}' is longer than {MAX_END_USER} characters", param or key)
+    return value
+
+
 def opt_bool(body: Mapping[str, Any], key: str, param: str | None = None) -> bool | None:
     value = body.get(key)
     if value is not None and not isinstance(value, bool):
@@ -166,7 +179,9 @@ def message_list(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_END_USER",
     "MAX_INT",
+    "end_user",
     "load_object",
     "message_list",
     "objects",

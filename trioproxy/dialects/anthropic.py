@@ -33,7 +33,7 @@ def parse_request(body: bytes) -> ChatRequest:
     f.opt_number(data, "temperature", 0, 1)
     f.opt_number(data, "top_p", 0, 1)
     f.opt_pos_int(data, "top_k")
-    end_user = f.opt_str(f.opt_dict(data, "metadata"), "user_id", "metadata.user_id")
+    end_user = f.end_user(f.opt_dict(data, "metadata"), "user_id", "metadata.user_id")
     _check_thinking(data.get("thinking"))
     stop = f.opt_list(data, "stop_sequences")
     if not all(isinstance(s, str) for s in stop):

@@ -65,7 +65,7 @@ def parse_request(body: bytes) -> EmbeddingRequest:
     if fmt is not None and fmt not in _FORMATS:
         raise invalid(f"'encoding_format' must be one of {list(_FORMATS)}", "encoding_format")
     f.opt_pos_int(data, "dimensions")
-    end_user = f.opt_str(data, "user")
+    end_user = f.end_user(data, "user")
     return EmbeddingRequest(data, model, inputs, bound, estimate, end_user)
 
 

@@ -39,7 +39,7 @@ def parse_request(body: bytes) -> ChatRequest:
     max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
     if stream and (data.get("n") or 1) > 1:
         raise invalid("'n' greater than 1 cannot be streamed through this gateway", "n")
-    end_user = f.opt_str(data, "user")
+    end_user = f.end_user(data, "user")
     return ChatRequest(
         dialect="openai",
         body=data,
