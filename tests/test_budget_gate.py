@@ -22,7 +22,7 @@ from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
-from trioproxy.budget.store import BudgetStore
+from trioproxy.budget.store import BudgetStore, StoreUnavailable
 from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
@@ -312,6 +312,41 @@ async def test_a_release_to_a_hung_store_waits_one_call_timeout(autojump_clock: 
     with pytest.raises(PolicyError):  # marked down: not sent, so nothing to release
         await admit(gate, "b", 1)
     assert trio.current_time() == start
+
+
+class RefusingStore(MemoryStore):
+    """A network store whose connection is refused (Redis down)."""
+
+    timeouts_are_outages = True
+
+    async def reserve(self, *args: object, **kw: object) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        raise StoreUnavailable("connection refused")
+
+
+async def test_fail_open_tickets_settle_locally_and_the_local_store_is_pruned(
+    autojump_clock: object,
+) -> None:
+    """While the store is down, fail-open tickets hold against this process's share of the
+    limits. Their settles went through the down store's calls and were refused ('marked
+    down'), so each held its worst case for its 900 s lease: the share ($0.50 of $10) was
+    full after 5 requests of $0.10 that cost $0.01. And nothing pruned the local store: one
+    window per end user and every reservation stayed until a restart."""
+    clock = Clock()
+    gate = BudgetGate(config(), RefusingStore(), clock=clock,
+                      outage=OutagePolicy("fail_open", call_timeout_s=0.2, probe_after_s=600),
+                      end_user_window=UserWindow("*", tokens=1_000_000, window_s=3600))  # fmt: skip
+    for i in range(40):
+        ticket = await admit(gate, f"r{i}", 100_000, end_user=f"end-user-{i}")
+        assert ticket.local
+        await gate.settle(ticket, 10_000, 1)
+        clock.now += 10
+    local = gate._local
+    assert len([b for b in local._buckets if b.startswith("enduser:")]) == 40
+    clock.now += 3600
+    assert (await admit(gate, "after an hour", 1)).local
+    assert len(local._res) == 1  # the open one; settled ones went at the prune
+    assert len([b for b in local._buckets if b.startswith("enduser:")]) <= 1
 
 
 class BusyStore(MemoryStore):

@@ -82,6 +82,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60
 """Per-key RPM / TPM limits are sliding windows of this length."""
+LOCAL_PRUNE_EVERY_S = 1.0
+"""How often (at most) a fail-open admission drops what the local store no longer needs:
+settled reservations, slid-out window entries, end users' empty windows."""
 RELEASE_TIMEOUT_S = 15.0
 """Bound on releasing (shielded) a reservation whose store answer never came back."""
 
@@ -110,6 +113,7 @@ class BudgetGate:
         self._call = self._calls.call
         self.limits = Limits(budgets, self._calls, limits_ttl_s)
         self._local = MemoryStore()
+        self._local_pruned = -math.inf
 
     @property
     def outage(self) -> OutagePolicy:
@@ -266,6 +270,9 @@ class BudgetGate:
                 raise self._calls.unavailable() from None
             holds = [self._local_hold(h) for h in holds]
             ticket.local = True
+            if now >= self._local_pruned + LOCAL_PRUNE_EVERY_S:
+                self._local_pruned = now
+                self._local.prune(now)
             denial = await self._local.reserve(
                 request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
             )
@@ -295,11 +302,14 @@ class BudgetGate:
         holds = self._claims(ticket.who, known, add_usd, add_tok, now)
         if ticket.local:
             holds = [self._local_hold(h) for h in holds]
-        store = self._local if ticket.local else self.store
+        claims = [h.claim for h in holds]
         try:
-            denial = await self._call(
-                lambda: store.extend(ticket.request_id, [h.claim for h in holds], now=now)
-            )
+            if ticket.local:  # in this process's memory: no outage to wait out
+                denial = await self._local.extend(ticket.request_id, claims, now=now)
+            else:
+                denial = await self._call(
+                    lambda: self.store.extend(ticket.request_id, claims, now=now)
+                )
         except ReservationClosed:
             raise PolicyError(ErrorKind.BUDGET_EXCEEDED, "budget reservation expired") from None
         except StoreUnavailable:
@@ -326,7 +336,10 @@ class BudgetGate:
         now = self.clock()
         actual = ticket.actual_by_bucket(cost_micros, tokens)
         rid, rec = ticket.request_id, None if ticket.local else self.recovery
-        store = self._local if ticket.local else self.store
+        if ticket.local:  # in this process's memory: no outage to wait out (the store's down
+            await self._local.settle(rid, actual, now=now)  # mark refused it: held 900 s)
+            return
+        store = self.store
         totals: Mapping[str, int] | None = None
         try:
             if rec is None:

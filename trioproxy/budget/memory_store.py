@@ -153,7 +153,8 @@ class MemoryStore:
         return True
 
     def prune(self, now: float) -> None:
-        """Drop expired period buckets, slid-out window entries and old reservations."""
+        """Drop expired period buckets, slid-out window entries (and a window left empty),
+        old reservations and expired marks."""
         for name, b in list(self._buckets.items()):
             if b.window_s is None:
                 if b.expires_at is not None and b.expires_at <= now:
@@ -161,9 +162,14 @@ class MemoryStore:
             else:
                 cutoff = now - b.window_s
                 b.log = {k: v for k, v in b.log.items() if v[0] > cutoff}
+                if not b.log:
+                    del self._buckets[name]
         for rid, r in list(self._res.items()):
             if r.closed or now > r.lease_until:
                 del self._res[rid]
+        for key, until in list(self._marks.items()):
+            if until <= now:
+                del self._marks[key]
 
 
 __all__ = ["MemoryStore"]
