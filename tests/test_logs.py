@@ -53,6 +53,17 @@ def test_json_off_a_terminal_text_on_one(restore_logging: object) -> None:
         configure_logging("loud", "auto", out)
 
 
+def test_a_text_line_quotes_a_field_with_a_control_character(restore_logging: object) -> None:
+    """A refused request's path is the caller's, percent-decoded: "%0A" made a newline, and
+    the text format wrote it bare, so a caller could forge a second line."""
+    out = io.StringIO()
+    configure_logging("info", "text", out)
+    path = "/v1/x\r\n2026-12-07T00:00:00Z\tERROR\ttrioproxy.forged"  # no space in it
+    logging.getLogger("trioproxy.test").info("refused", extra={"fields": {"path": path}})
+    (line,) = out.getvalue().splitlines()
+    assert line.endswith('path="/v1/x\\r\\n2026-12-07T00:00:00Z\\tERROR\\ttrioproxy.forged"')
+
+
 def test_a_field_never_hides_what_the_line_says_itself(restore_logging: object) -> None:
     """A budget alert's fields hold its own ``level`` ("threshold"): the line's level stays
     the logging level, and the alert's is kept beside it."""

@@ -108,8 +108,11 @@ class TextFormatter(logging.Formatter):
 
 
 def _text(value: object) -> str:
+    """A field's value in a text line: bare when it is one printable word, else JSON-quoted
+    (a caller's path with a percent-encoded newline would forge a second line)."""
     if isinstance(value, str):
-        return value if value and " " not in value else orjson.dumps(value).decode()
+        bare = value and " " not in value and value.isprintable()
+        return value if bare else orjson.dumps(value).decode()
     if isinstance(value, (list, dict)):
         return orjson.dumps(value, default=str).decode()
     return str(value)
