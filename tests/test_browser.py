@@ -163,6 +163,7 @@ def browser() -> Iterator[Any]:
 def page(served: Served, browser: Any) -> Iterator[Any]:
     """A new page, signed in as alice (an admin); closed after the test."""
     page = browser.new_page()
+    page.add_init_script(SETTLE_COUNTER)
     sign_in(page, served.url)
     try:
         yield page
@@ -183,11 +184,24 @@ def sign_in(page: Any, url: str, user: str = "alice", password: str | None = Non
     expect(page.locator("header .who")).to_contain_text(f"{user} · ")
 
 
+SETTLE_COUNTER = (
+    "window.__settled = 0;"
+    "document.addEventListener('htmx:afterSettle', function () { window.__settled += 1; });"
+)
+"""Counts htmx's swaps settled on a page (installed before its scripts run)."""
+
+
 def submit(page: Any, button: Any) -> None:
-    """Click a form's button and wait for the answer to its POST (an htmx swap lands after
-    that; without the wait, a field filled next could be overwritten by the swap)."""
+    """Click a form's button, wait for the answer to its POST, then for htmx to have swapped
+    it in and settled. Without the second wait, a field filled next could be overwritten by
+    the swap, and a click next on the same form was dropped: htmx still held the request
+    as in flight, sent nothing, and the wait for the next POST ran out (a CI run beside two
+    burners)."""
+    settled = page.evaluate("window.__settled")
     with page.expect_response(lambda r: r.request.method == "POST"):
         button.click()
+    # (polled from here: the page's CSP forbids the eval wait_for_function runs in it)
+    until(lambda: page.evaluate("window.__settled") > settled, "htmx to settle the answer")
 
 
 def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
