@@ -196,11 +196,11 @@ async def test_pages_show_real_data(nursery: trio.Nursery) -> None:
             assert spent is not None and spent.group(1).startswith("$"), (label, row.group(1))
             assert spent.group(1) != "$0.000000", label  # 3 misses were billed
 
-        spend = await c.get("/admin/api/spend?by=team,feature&since=7d")
+        spend = await c.get("/admin/api/spend?by=team,feature&since=7d", headers=ADMIN)
         rows = {(r["team"], r["feature"]): r for r in spend.json()["rows"]}
         assert rows[("demo", "default")]["requests"] == 4
         assert rows[("demo", "default")]["saved_usd"] > 0
-        assert (await c.get("/admin/api/spend?by=colour")).status_code == 400
+        assert (await c.get("/admin/api/spend?by=colour", headers=ADMIN)).status_code == 400
 
 
 async def test_lowering_a_budget_refuses_the_next_request(nursery: trio.Nursery) -> None:

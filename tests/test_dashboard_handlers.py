@@ -205,7 +205,7 @@ async def test_every_change_needs_the_sessions_csrf_token(nursery: trio.Nursery)
     r = await c.post("/budgets/demo", form={"daily_usd": "5", "csrf": "forged"})
     assert r.status_code == 403 and (await limits(d)) == (None, None)
     r = await c.put("/admin/api/budgets/demo", json={"daily_usd": 5})
-    assert r.status_code == 403
+    assert r.status_code == 401  # the admin API takes admin keys only, not a session
     r = await c.post("/cache/flush", form={"team": "demo", "route": "chat"})
     assert r.status_code == 403
     other = d.app.test_client()
@@ -237,6 +237,13 @@ async def test_viewers_read_and_team_limited_admins_see_their_teams(nursery: tri
     assert r.status_code == 404 and (await limits(d)) == (None, None)
     r = await tess.post("/budgets/ops", form={"daily_usd": "1", "csrf": csrf})
     assert r.status_code == 200 and (await limits(d, "ops")) == (1_000_000, None)
+    # her session does not open the admin API (it read and flushed every team's: a review)
+    api = {"X-CSRF-Token": csrf}
+    assert (await tess.get("/admin/api/budgets/demo")).status_code == 401
+    assert (await tess.get("/admin/api/spend?by=team")).status_code == 401
+    r = await tess.post("/admin/api/cache/flush", json={"team": "demo", "route": "chat"},
+                        headers=api)  # fmt: skip
+    assert r.status_code == 401
 
 
 # --- budgets ------------------------------------------------------------------------
@@ -306,7 +313,7 @@ async def test_bad_limits_are_400_next_to_their_field(
     assert message in fragment
     assert (await limits(d)) == (5_000_000, 50_000_000)  # nothing written, not even daily
     api = await c.put("/admin/api/budgets/demo", json={"monthly_usd": value},
-                      headers={"X-CSRF-Token": csrf})  # fmt: skip
+                      headers={"Authorization": f"Bearer {DEMO_KEY}"})  # fmt: skip
     assert api.status_code == 400
     assert message in (await api.get_json())["error"]["fields"]["monthly_usd"]
 

@@ -233,9 +233,10 @@ def install(app: Quart, acc: Access) -> None:
         if session is not None and session_state(session, now, acc.policy) != "ok":
             await acc.store.revoke_session(session.id_hash)
             session = None
+        if path.startswith(API_PREFIX):  # admin keys only: a signed-in browser's session is
+            # not enough (it reached every team's budgets, spend and cache, whatever its teams)
+            return await drained(json_error(401, "Send 'Authorization: Bearer <admin key>'."))
         if session is None:
-            if path.startswith(API_PREFIX):
-                return await drained(json_error(401, "Send 'Authorization: Bearer <admin key>'."))
             target = login_url(_page_target())
             if request.headers.get("HX-Request") == "true":
                 return await drained(Response("", status=401, headers={"HX-Redirect": target}))
