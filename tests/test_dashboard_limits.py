@@ -99,6 +99,15 @@ async def test_user_token_windows_are_edited_in_place_and_enforced(nursery: trio
     assert 'data-user="demo"' not in await page_ok(tess, "/budgets")
     r = await tess.post("/windows/demo", form={"tokens": "5", "csrf": tcsrf})
     assert r.status_code == 404
+    # nor by a key of hers made for demo's user: it would spend demo's window, and the window
+    # was then hers to edit (a review: she set it to 1 token and demo's own key got 429s)
+    form = {"name": "grab", "team": "ops", "user": "demo", "csrf": tcsrf}
+    r = await tess.post("/keys", form=form)
+    assert r.status_code == 403 and "teams you do not manage" in await text(r)
+    r = await tess.post("/windows/demo", form={"tokens": "1", "csrf": tcsrf})
+    assert r.status_code == 404 and (await policy(d)).windows.get("demo") is None
+    r = await tess.post("/keys", form={**form, "name": "own", "user": "olga"})
+    assert r.status_code == 201  # a user of her teams alone is hers
     log = audit_rows(await text(await c.get("/audit?action=window.")))
     assert log[-1] == ("window.set", "rita", "none", "1 tokens / 60 s")
     assert log[0] == ("window.set", "rita", "1,000,000 tokens / 60 s", "none")

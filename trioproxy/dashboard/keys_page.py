@@ -21,7 +21,13 @@ from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.actions import ActionError
 from trioproxy.dashboard.edits import EditError, from_form
-from trioproxy.dashboard.limits import RATE_FIELDS, edit_key_rate, html_id
+from trioproxy.dashboard.limits import (
+    RATE_FIELDS,
+    edit_key_rate,
+    html_id,
+    may_edit_user,
+    user_teams,
+)
 
 
 class KeyFormError(ValueError):
@@ -116,6 +122,11 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
             return await render(400, fields=err.fields, values=form)
         if not g.principal.may_see(fields["team"]):
             return await render(403, fields={"team": "you may not manage this team"}, values=form)
+        teams = (await user_teams(gw, store)).get(fields["user"])
+        if teams is not None and not may_edit_user(g.principal, teams | {fields["team"]}):
+            # the key would spend that user's token window, which binds their other teams' keys
+            return await render(403, fields={"user": "this user has keys in teams you do not "
+                                             "manage"}, values=form)  # fmt: skip
         secret, digest = new_secret()
         now = acc.clock()
         key = StoredKey(digest, created=now, created_by=g.principal.name, **fields)

@@ -70,7 +70,11 @@ async def user_teams(gw: Gateway, store: AdminStore) -> dict[str, set[str]]:
 
 
 def may_edit_user(who: Principal, teams: set[str]) -> bool:
-    return who.teams is None or bool(teams & who.teams)
+    """Whether ``who`` may change the token window of a user whose keys are in ``teams``: a
+    window binds the user's keys in every team, so all of them must be ``who``'s (one key
+    in a team of theirs was enough, and a key made there for another team's user took that
+    user's window over)."""
+    return who.teams is None or (bool(teams) and teams <= who.teams)
 
 
 @dataclass(frozen=True, slots=True)
