@@ -3,6 +3,7 @@ sign-in, sessions, CSRF, roles, budget edits and the audit log."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
@@ -244,6 +245,33 @@ async def test_viewers_read_and_team_limited_admins_see_their_teams(nursery: tri
     r = await tess.post("/admin/api/cache/flush", json={"team": "demo", "route": "chat"},
                         headers=api)  # fmt: skip
     assert r.status_code == 401
+
+
+async def test_a_config_change_reaches_signed_in_sessions(nursery: trio.Nursery) -> None:
+    """A reload (or a restart) that demotes, limits or removes a config user, or takes an
+    API key's admin away, holds for sessions signed in before it: the principal captured at
+    sign-in edited on for up to session_max_s (12 h), and a removed user could sign in."""
+    d = await start_dash(nursery)
+    tess, alice, keyed = d.app.test_client(), d.app.test_client(), d.app.test_client()
+    tcsrf = await sign_in(tess, "tess")
+    await sign_in(alice)
+    kcsrf = await sign_in(keyed, "", DEMO_KEY)
+    users = dict(d.gw.settings.dashboard.users)
+    users["tess"] = dataclasses.replace(users["tess"], role="viewer")
+    del users["alice"]
+    keys = {h: dataclasses.replace(k, admin=False) if k.name == "demo" else k
+            for h, k in d.gw.settings.api_keys.items()}  # fmt: skip
+    dashboard = dataclasses.replace(d.gw.settings.dashboard, users=users)
+    d.gw.settings = dataclasses.replace(d.gw.settings, dashboard=dashboard, api_keys=keys)
+    r = await tess.post("/budgets/ops", form={"daily_usd": "1", "csrf": tcsrf})
+    assert r.status_code == 403 and "Viewers cannot change" in await text(r)
+    assert (await alice.get("/budgets")).status_code == 303  # to the sign-in page
+    r = await keyed.post("/budgets/demo", form={"daily_usd": "1", "csrf": kcsrf})
+    assert r.status_code == 303 and (await limits(d)) == (None, None)
+    r = await d.app.test_client().post(
+        "/login", form={"user": "alice", "password": PASSWORDS["alice"], "next": "/"}
+    )
+    assert r.status_code == 401  # removed: no new sign-in either
 
 
 # --- budgets ------------------------------------------------------------------------

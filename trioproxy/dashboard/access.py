@@ -78,10 +78,14 @@ at once in every control-plane start; its peak RSS was 70 MB for an idle 56 MB).
 class Access:
     gw: Gateway
     store: AdminStore
-    cfg: DashboardConfig
     clock: Callable[[], float] = time.time
     checking: Counter[str] = field(default_factory=Counter)
     """Per throttle subject, the sign-ins whose password is being verified now."""
+
+    @property
+    def cfg(self) -> DashboardConfig:
+        """The running config's ``[dashboard]`` (a reload's, once applied)."""
+        return self.gw.settings.dashboard
 
     @property
     def policy(self) -> SessionPolicy:
@@ -105,6 +109,23 @@ class Access:
         ok = await trio.to_thread.run_sync(verify_password, password, encoded)
         known = configured is not None or encoded is not _DUMMY_HASH
         return Principal(name, role, teams, "password") if ok and known else None
+
+    async def current(self, p: Principal) -> Principal | None:
+        """A session's principal as the config and the store say now, or None when they no
+        longer let it in: a config user removed or changed by a reload (or between two runs),
+        an API key no longer admin. Stored users' changes end their sessions themselves."""
+        if p.via == "api-key":
+            name = p.name.removeprefix("key:")
+            admin = any(k.name == name and k.admin for k in self.gw.settings.api_keys.values())
+            return p if admin else None
+        configured = self.cfg.users.get(p.name)
+        if configured is not None:
+            now = Principal(p.name, configured.role, configured.teams, "password")
+            return p if now == p else now
+        stored = await self.store.user(p.name)
+        if stored is None or stored.disabled:
+            return None
+        return Principal(p.name, stored.role, stored.teams, "password")
 
     def key_principal(self, key: str) -> Principal | None:
         """An admin API key used as a password (no user name)."""
@@ -241,14 +262,21 @@ def install(app: Quart, acc: Access) -> None:
             if request.headers.get("HX-Request") == "true":
                 return await drained(Response("", status=401, headers={"HX-Redirect": target}))
             return await drained(redirect(target, 303))
-        g.principal, g.csrf = session.principal, session.csrf
+        principal = await acc.current(session.principal)
+        if principal is None:
+            await acc.store.revoke_session(session.id_hash)
+            target = login_url(_page_target())
+            if request.headers.get("HX-Request") == "true":
+                return await drained(Response("", status=401, headers={"HX-Redirect": target}))
+            return await drained(redirect(target, 303))
+        g.principal, g.csrf = principal, session.csrf
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER)
             if sent is None:
                 sent = (await request.form).get(CSRF_FIELD) if _is_form() else None
-            if not sent or not hmac.compare_digest(sent, session.csrf):
+            if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                 return await refuse(403, "This form is out of date: reload the page and retry.")
-            if path != LOGOUT and not session.principal.can_edit:
+            if path != LOGOUT and not principal.can_edit:
                 return await refuse(403, "Viewers cannot change anything; ask an admin.")
         if not path.startswith(POLL_PREFIX) and needs_touch(session, now):
             await acc.store.touch_session(session.id_hash, now)

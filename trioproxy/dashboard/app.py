@@ -85,7 +85,7 @@ def create_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
         SECRET_KEY=session_secret(gateway.settings.storage.state_dir),
         MAX_CONTENT_LENGTH=MAX_BODY,
     )
-    acc = Access(gateway, open_admin_store(gateway), gateway.settings.dashboard)
+    acc = Access(gateway, open_admin_store(gateway))
     app.extensions["trioproxy_access"] = acc
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
