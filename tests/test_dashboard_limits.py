@@ -298,3 +298,25 @@ async def test_the_durable_copy_is_saved_outside_the_store_timeout_and_its_failu
         (a, w, o.split(",")[0], n.split(",")[0]) for a, w, o, n in rows
     ]
     assert any(a == "window.set" and w == "rita" for a, w, _, _ in rows), rows
+
+
+async def test_an_admin_of_some_teams_reads_their_audit_entries_only(
+    nursery: trio.Nursery,
+) -> None:
+    """The audit log showed every team's changes (budgets, keys, flushes) to an admin of
+    team ops alone (a review)."""
+    d = await start_dash(nursery)
+    alice = d.app.test_client()
+    csrf = await sign_in(alice)
+    for team, usd in (("demo", "7.5"), ("ops", "3")):
+        r = await alice.post(f"/budgets/{team}", form={"daily_usd": usd, "csrf": csrf})
+        assert r.status_code == 200
+    r = await alice.post("/keys", form={"name": "demo-bot", "team": "demo", "csrf": csrf})
+    assert r.status_code == 201
+    r = await alice.post("/cache/flush", form={"team": "demo", "route": "chat", "csrf": csrf})
+    everything = audit_rows(await text(await alice.get("/audit")))
+    assert {a for a, *_ in everything} >= {"budget.set", "key.create", "cache.flush"}
+    tess = d.app.test_client()
+    await sign_in(tess, "tess")
+    seen = audit_rows(await text(await tess.get("/audit")))
+    assert seen == [("budget.set", "ops", "daily none, monthly none", "daily $3, monthly none")]

@@ -26,11 +26,19 @@ from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
 from trioproxy.dashboard.cache_page import cache_context
 from trioproxy.dashboard.cache_page import delete_entry as delete_cache_entry
 from trioproxy.dashboard.edits import EditError, from_form
-from trioproxy.dashboard.limits import WINDOW_FIELDS, edit_window, window_rows
+from trioproxy.dashboard.limits import (
+    WINDOW_FIELDS,
+    all_keys,
+    edit_window,
+    user_teams,
+    window_rows,
+)
 from trioproxy.edge.app import Gateway
 
 REFRESH_S = 5
 AUDIT_PAGE = 50
+AUDIT_SCAN_PAGES = 20
+"""Store pages one audit page may read for a principal of some teams (then "Older")."""
 
 Context = Callable[[Gateway, Principal], Awaitable[dict[str, Any]]]
 
@@ -205,13 +213,44 @@ def install(app: Quart, acc: Access) -> None:
 
     # --- audit ----------------------------------------------------------------------
 
+    async def audit_teams(who: Principal) -> Callable[[AuditEntry], bool]:
+        """Which entries ``who`` may read: all for a principal of every team; else those of
+        its teams' budgets, caches, keys and users (a user's when all their keys are in its
+        teams), none of users, breakers or cache entries, which are every team's."""
+        teams = who.teams
+        if teams is None:
+            return lambda e: True
+        key_team = {k.name: k.team for k in await all_keys(gw, acc.store)}
+        users = await user_teams(gw, acc.store)
+
+        def of(e: AuditEntry) -> set[str]:
+            kind = e.action.split(".", 1)[0]
+            if kind == "budget":
+                return {e.target}
+            if e.action == "cache.flush":
+                return {e.target.split("/", 1)[0]}
+            if kind == "key":
+                return {key_team[e.target]} if e.target in key_team else set()
+            if kind == "window":
+                return users.get(e.target, set())
+            return set()
+
+        return lambda e: bool(found := of(e)) and found <= teams
+
     @app.get("/audit")
     async def audit_view() -> ResponseReturnValue:
         before = request.args.get("before", type=int)
         action = request.args.get("action", "").strip() or None
-        entries: list[AuditEntry] = await acc.store.audit_log(
-            limit=AUDIT_PAGE + 1, before_seq=before, action=action
-        )
+        shown = await audit_teams(g.principal)
+        entries: list[AuditEntry] = []
+        for _ in range(AUDIT_SCAN_PAGES):  # a team's entries among every team's: a bounded walk
+            batch = await acc.store.audit_log(
+                limit=AUDIT_PAGE + 1, before_seq=before, action=action
+            )
+            entries += [e for e in batch if shown(e)]
+            if len(entries) > AUDIT_PAGE or len(batch) <= AUDIT_PAGE:
+                break
+            before = batch[-1].seq
         more = len(entries) > AUDIT_PAGE
         return await render(
             "audit", panel=False, entries=entries[:AUDIT_PAGE], more=more, action=action or "",
