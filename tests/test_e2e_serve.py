@@ -50,6 +50,24 @@ def test_a_busy_port_is_one_line_and_a_failure(tmp_path: Path) -> None:
     assert "listening" not in proc.stdout
 
 
+def test_one_port_for_data_and_admin_and_no_workers_are_refused(tmp_path: Path) -> None:
+    """--admin-port equal to --port bound both (SO_REUSEPORT), and the kernel split the
+    connections between the data plane and the dashboard; --workers 0 listened nowhere and
+    ran on."""
+    port = free_port()
+    cfg = tmp_path / "trioproxy.toml"
+    cfg.write_text(to_toml(config({"p": "http://127.0.0.1:9"}, tmp_path,
+                                  server={"admin_port": port})))  # fmt: skip
+    serve = [sys.executable, "-m", "trioproxy", "serve", "--config", str(cfg)]
+    run = partial(subprocess.run, capture_output=True, text=True, timeout=60,
+                  env={**os.environ, "SIMKEY": "x"})  # fmt: skip
+    proc = run([*serve, "--port", str(port)])
+    assert proc.returncode == 2 and "both " + str(port) in proc.stderr
+    assert "listening" not in proc.stdout
+    proc = run([*serve, "--port", str(free_port()), "--workers", "0"])
+    assert proc.returncode == 2 and "--workers: must be at least 1, got 0" in proc.stderr
+
+
 async def test_workers_are_supervised_and_forward_signals(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -67,6 +67,17 @@ def banner(
     )
 
 
+def _at_least_one(raw: str) -> int:
+    """``--workers``: a whole number of at least 1 (0 or -1 listened nowhere and ran on)."""
+    try:
+        n = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from trioproxy.server import environ as env
     from trioproxy.server.plan import PlanFailed, ServePlan, plan_of
@@ -188,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML config file; none: the built-in demo over the simulator")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
-    s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--workers", type=_at_least_one, default=1, help="worker processes")
     s.add_argument("--admin-port", type=int, default=None,
                    help="port of the dashboard, admin API and /metrics (default: [server] "
                    "admin_port, 8081)")  # fmt: skip

@@ -75,6 +75,12 @@ def serve(
     admin_port: int | None = None,
 ) -> int:
     """Run the service; the process exit status."""
+    admin = plan.admin_port if admin_port is None else admin_port
+    if admin == port != 0:  # two listeners on one port: the kernel would split its connections
+        print(f"trioproxy: the admin port and the data port are both {port}: the dashboard and "
+              "admin API need a port of their own (--admin-port, [server] admin_port)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         bound = bind(plan, host, port, admin_port=admin_port)
     except PortBusy as exc:
