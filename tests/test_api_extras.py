@@ -97,7 +97,14 @@ def test_embedding_models_on_anthropic_and_mixed_chains_are_config_errors() -> N
               "c": {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 2}}  # fmt: skip
     with pytest.raises(ConfigError) as mixed:
         parse_settings(_config(models, ["e", "c"]), env={"K": "x"})
-    assert any("mixes embedding models" in p for p in mixed.value.problems)
+    assert any("mix embedding models" in p for p in mixed.value.problems)
+    # across two chains too: every request to the route was a 400, whichever chain it took
+    across = _config(models, ["c"])
+    across["routes"]["r"]["chains"]["big"] = [{"model": "e"}]
+    across["routes"]["r"]["rules"] = [{"chain": "big", "min_prompt_tokens": 1000}]
+    with pytest.raises(ConfigError) as mixed:
+        parse_settings(across, env={"K": "x"})
+    assert any("r.chains: mix embedding models" in p for p in mixed.value.problems), mixed
     with pytest.raises(ConfigError) as anthropic:
         parse_settings(_config(models, ["e"], kind="anthropic"), env={"K": "x"})
     assert any("models.e.output_per_mtok" in p for p in anthropic.value.problems)

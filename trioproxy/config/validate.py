@@ -203,13 +203,19 @@ def _check_route(
 ) -> None:
     if "default" not in route.chains:
         out.append(f"{path}.chains: a route needs a chain named 'default'")
+    every = {
+        models[t.model].embedding
+        for chain in route.chains.values()
+        for t in chain.targets
+        if t.model in models
+    }
+    if len(every) > 1:  # a route serves chat or embeddings: the endpoint refuses the other
+        out.append(f"{path}.chains: mix embedding models (no output price) with chat models "
+                   "(in one chain or across chains)")  # fmt: skip
     for chain_name, chain in route.chains.items():
         chain_path = join(f"{path}.chains", chain_name)
         if not chain.targets:
             out.append(f"{chain_path}: a chain needs at least one target")
-        kinds = {models[t.model].embedding for t in chain.targets if t.model in models}
-        if len(kinds) > 1:
-            out.append(f"{chain_path}: mixes embedding models (no output price) with chat models")
         for i, target in enumerate(chain.targets):
             last = i == len(chain.targets) - 1
             _check_target(out, f"{chain_path}[{i}]", target, models, last=last)
