@@ -213,6 +213,11 @@ CASES: list[tuple[Callable[[Data], object], str]] = [
         lambda d: target(d).update(first_byte_timeout_s=60, total_timeout_s=30),
         "routes.chat.chains.default[0].first_byte_timeout_s: must be <= total_timeout_s (30.0)",
     ),
+    (  # a request on it could outlive its reservation: settled at its worst case, silently
+        lambda d: target(d).update(total_timeout_s=1200),
+        "routes.chat.chains.default[0].total_timeout_s: 1200 s is not shorter than "
+        "budgets.reservation_lease_s (900 s)",
+    ),
     (
         lambda d: target(d).update(hedge_after_ms=-1),
         "routes.chat.chains.default[0].hedge_after_ms: must be >= 0",

@@ -108,8 +108,22 @@ def validate_settings(
     _check_keys(out, settings, key_paths or {})
     teams = {key.team for key in settings.api_keys.values()}
     _check_budgets(out, settings.budgets, None if "" in teams or not teams else teams)
+    _check_lease(out, settings)
     _check_embedder(out, settings.embedder)
     return out
+
+
+def _check_lease(out: list[str], settings: Settings) -> None:
+    """A reservation's lease must outlive one upstream call: a request still running when its
+    lease ended was settled at its worst case, silently (the ledger said its real cost)."""
+    lease = settings.budgets.reservation_lease_s
+    for name, route in settings.routes.items():
+        for chain_name, chain in route.chains.items():
+            for i, target in enumerate(chain.targets):
+                if target.timeouts.total >= lease:
+                    path = f"{join(f'routes.{name}.chains', chain_name)}[{i}].total_timeout_s"
+                    out.append(f"{path}: {target.timeouts.total:g} s is not shorter than "
+                               f"budgets.reservation_lease_s ({lease:g} s)")  # fmt: skip
 
 
 def _one_of(out: list[str], path: str, value: str, choices: tuple[str, ...]) -> None:
