@@ -227,3 +227,25 @@ async def test_a_reload_keeps_the_dashboard_keys_and_their_ttl(
     async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
         r = await c.get("/v1/models", headers=auth(made))
         assert r.status_code == 200
+
+
+async def test_a_reload_that_turns_a_cache_on_says_it_needs_a_restart(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A gateway started without a cache has no cache stores to serve from: a reload that
+    gives a route one cannot apply it (it said needs_restart: [] and answered 'off')."""
+    monkeypatch.setenv("SIMKEY", "x")
+    sim = await start_simulator(nursery, Fault(tokens=5))
+    path = tmp_path / "trioproxy.toml"
+    path.write_text(to_toml(cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY)))
+    g = await start_gateway(nursery, load_settings(path), config_path=str(path))
+    assert g.app.cache is None
+    cached = cfg(tmp_path, {"a": sim.url}, "a", OLD_KEY)
+    cached["routes.chat"]["cache"] = {"exact_ttl_s": 60}
+    path.write_text(to_toml(cached))
+    with caplog.at_level(logging.INFO, "trioproxy"):
+        assert await g.app.reload() is True
+    assert "reload: [routes.*.cache] changed; applied at the next restart" in caplog.text
+    (done,) = [r for r in caplog.records if r.getMessage() == "config reloaded"]
+    assert done.fields["needs_restart"] == ["routes.*.cache"]  # type: ignore[attr-defined]

@@ -334,6 +334,8 @@ class Gateway:
                           "config stays", exc)  # fmt: skip
                 return False
         later = [s for s in RESTART_ONLY if getattr(settings, s) != getattr(self.settings, s)]
+        if self._cache_missing(settings):
+            later.append("routes.*.cache")
         self._apply(settings, transport)
         log.info(
             "config reloaded", extra={"fields": {
@@ -344,6 +346,17 @@ class Gateway:
         if later:
             log.warning("reload: [%s] changed; applied at the next restart", "], [".join(later))
         return True
+
+    def _cache_missing(self, settings: Settings) -> bool:
+        """Whether ``settings`` turn on a cache this process did not open at its start (no
+        route had one, or none a semantic one): its stores and services start with the
+        process, so the change waits for a restart (routes keep what is open meanwhile)."""
+        caches = [r.cache for r in settings.routes.values()]
+        if getattr(self.cache, "relayed", False):  # the control plane's: the workers decide
+            return False
+        if self.cache is None:
+            return any(c.exact_ttl_s > 0 or c.semantic_ttl_s > 0 for c in caches)
+        return self.cache.semantic is None and any(c.semantic_ttl_s > 0 for c in caches)
 
     def _apply(self, settings: Settings, new_transport: Transport | None) -> None:
         """Swap the request-path parts in one step (no checkpoint: atomic for new requests);
