@@ -19,7 +19,8 @@ import trio
 from tests.fixtures_gateway import start_simulator
 from tests.fixtures_servers import free_port
 from tests.proc import GatewayProcess, control_of, to_toml, workers_of
-from tests.test_e2e_processes import config
+from tests.test_e2e_processes import AUTH, MSGS, config
+from trioproxy.server.config_snapshot import START_NAME
 
 
 async def wait_for_log(gw: GatewayProcess, needle: str, count: int = 1) -> None:
@@ -110,19 +111,61 @@ async def test_workers_are_supervised_and_forward_signals(
         gw.kill()
 
 
+async def test_a_restarted_worker_runs_the_config_its_siblings_run(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """An edit the reload refused (a typo) stays out of a worker the supervisor restarts: it
+    read the file as it was then, died at start-up 6 times, and the supervisor stopped the
+    whole service (a review)."""
+    sim = await start_simulator(nursery)
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
+    await gw.start()
+    try:
+        assert gw.proc is not None
+        await wait_for_log(gw, "worker ready: ", count=2)
+        with trio.fail_after(30):
+            while len(workers := workers_of(gw.proc.pid)) < 2:
+                await trio.sleep(0.05)
+        gw.path.write_text(gw.path.read_text().replace("[server]", "[server]\ntimeout_s = 5"))
+        gw.signal(signal.SIGHUP)
+        await wait_for_log(gw, "reload refused", count=3)  # two workers, the control plane
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        await wait_for_log(gw, f"(pid {victim}) exited with status -9; restarting")
+        await wait_for_log(gw, "worker ready: ", count=3)  # the new one, on the running config
+        async with httpx.AsyncClient() as c:
+            for _ in range(6):  # SO_REUSEPORT spreads new connections over both workers
+                r = await c.post(
+                    gw.url + "/v1/chat/completions",
+                    json={"model": "p", "messages": MSGS},
+                    headers=AUTH,
+                )
+                assert r.status_code == 200, r.text
+        assert "times in a row" not in gw.log.read_text()
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+
+
 async def test_a_worker_that_keeps_dying_fails_the_service(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     """Never exit 0 after crashes: a worker that cannot come back stops the service with 1
-    (here its config file is gone, so each restart dies at start-up)."""
+    (here the run directory's config copy is gone, so each restart dies at start-up)."""
     sim = await start_simulator(nursery)
-    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path,
+                        {"SIMKEY": "x", "RUNTIME_DIRECTORY": str(runtime)}, workers=2)  # fmt: skip
     await gw.start()
     try:
         assert gw.proc is not None
         with trio.fail_after(30):
             while len(workers := workers_of(gw.proc.pid)) < 2:
                 await trio.sleep(0.05)
+        (copy,) = runtime.glob(f"trioproxy-*/{START_NAME}")
+        copy.unlink()
         gw.path.unlink()
         os.kill(min(workers), signal.SIGKILL)
         assert await gw.wait(exit_s=120) == 1

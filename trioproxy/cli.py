@@ -117,12 +117,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return demo + banner(url, f"{admin}/login", plan.state_dir, args.workers, plan.version)
 
     # the run directory: every process's metrics files (summed at every scrape, also with one
-    # worker: the control plane scrapes them) and the workers' state files (readiness.py)
+    # worker: the control plane scrapes them), the workers' state files (readiness.py) and
+    # the config the processes run (config_snapshot.py)
     run_dir = tempfile.mkdtemp(prefix="trioproxy-", dir=os.environ.get("RUNTIME_DIRECTORY"))
     os.environ[ENV_RUN_DIR] = run_dir
     os.environ[MULTIPROC_ENV] = os.path.join(run_dir, "metrics")
     os.mkdir(os.environ[MULTIPROC_ENV])
     try:
+        if args.config:
+            from trioproxy.server.config_snapshot import take
+
+            take(args.config, run_dir)
         return serve(plan, args.host, args.port, args.workers, announce, args.admin_port)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -68,6 +68,9 @@ class ReloadSource:
     """Reads and validates the config file (blocking; raises :class:`ConfigError`)."""
     admission: Callable[[Settings], Admission | None]
     """The budget gate for the new limits, over the same store."""
+    keep: Callable[[], None] = lambda: None
+    """Called (in a thread) once the loaded config is applied: ``serve`` makes it the one a
+    restarted process starts on (:mod:`trioproxy.server.config_snapshot`)."""
 
 
 class Gateway:
@@ -337,6 +340,7 @@ class Gateway:
         if self._cache_missing(settings):
             later.append("routes.*.cache")
         self._apply(settings, transport)
+        await trio.to_thread.run_sync(source.keep)
         log.info(
             "config reloaded", extra={"fields": {
                 "keys": len(settings.api_keys), "routes": len(settings.routes),

@@ -24,10 +24,16 @@ ENV_LOG_FORMAT = "TRIOPROXY_LOG_FORMAT"
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     from trioproxy.config import demo_settings, load_settings
+    from trioproxy.server.config_snapshot import has_snapshot, settings_at_start
+    from trioproxy.server.ready_files import ENV_RUN_DIR
 
     env = dict(os.environ) if env is None else env
     path = env.get(ENV_CONFIG)
     if path:
+        run_dir = env.get(ENV_RUN_DIR)
+        if has_snapshot(run_dir):  # a process of `serve`: the config the service runs
+            assert run_dir is not None
+            return settings_at_start(run_dir, env)
         return load_settings(path, env=env)
     return demo_settings(env[ENV_SIM_URL], env[ENV_DEMO_KEY])
 

@@ -26,7 +26,6 @@ from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
-from trioproxy.config import load_settings
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.app import Gateway, ReloadSource, create_app
@@ -35,6 +34,7 @@ from trioproxy.ledger.service import LedgerService
 from trioproxy.pipeline.admission import Admission
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.cache_service import response_cache
+from trioproxy.server.config_snapshot import ConfigFile
 from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.resp import RedisUnavailable
@@ -213,8 +213,10 @@ def build_gateway(
     else:
         gateway = create_app(settings, services=every, **parts)
     if config_path is not None:
+        source = ConfigFile(config_path, run_dir)
         gateway.reload_source = ReloadSource(
-            load=functools.partial(load_settings, config_path),
+            load=source.load,
+            keep=source.keep,
             admission=functools.partial(
                 admission, store=store, alerts=alerts, recovery=budget_recovery
             ),
