@@ -85,7 +85,8 @@ class ServerConfig:
     every worker within this. 0: the store is asked on every request. Keys from the config
     are never cached here (they always win)."""
     max_in_flight_per_key: int = 256
-    """Requests of one API key at once (body reading included); 0 turns the cap off."""
+    """Requests of one API key at once in each worker (body reading included); 0 turns the
+    cap off."""
     stream_buffer: int = 8
     """Capacity (events) of the channel between the upstream reader and the client writer."""
     shutdown_grace_s: float = 30.0
