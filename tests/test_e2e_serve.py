@@ -69,6 +69,30 @@ def test_one_port_for_data_and_admin_and_no_workers_are_refused(tmp_path: Path) 
     assert proc.returncode == 2 and "--workers: must be at least 1, got 0" in proc.stderr
 
 
+def test_what_the_machine_cannot_give_is_refused_before_the_banner(tmp_path: Path) -> None:
+    """A missing TLS certificate, a state directory under a file and an admin address that
+    does not resolve passed the check; serve printed its banner, every worker died at start
+    with a bare error (no key named) 6 times, and the service stopped after ~18 s."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tmp_path / "trioproxy.toml"
+    cfg.write_text(to_toml(config(
+        {"p": "http://127.0.0.1:9"}, blocker / "state",
+        server={"admin_port": free_port(), "admin_host": "not a host",
+                "tls_cert_file": str(tmp_path / "missing.pem"),
+                "tls_key_file": str(tmp_path / "missing.key")},
+    )))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "trioproxy", "serve", "--config", str(cfg),
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SIMKEY": "x"},
+    )  # fmt: skip
+    assert proc.returncode == 1 and "listening" not in proc.stdout
+    for key in ("server.tls_cert_file, server.tls_key_file: cannot load", "storage.state_dir: ",
+                "server.admin_host: cannot resolve 'not a host'"):  # fmt: skip
+        assert key in proc.stderr, proc.stderr
+
+
 async def test_workers_are_supervised_and_forward_signals(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

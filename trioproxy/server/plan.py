@@ -69,6 +69,41 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def startup_problems(settings: Settings) -> list[str]:
+    """What the config names that this machine cannot give a starting service, each naming
+    its key: the TLS certificate and key (loaded together), the state directory (made and
+    written to), the admin address (resolved). Each one let ``serve`` print its banner, then
+    every worker died at start with a bare error, 6 times, and the service stopped."""
+    import os
+    import socket
+    import ssl
+    import tempfile
+
+    out: list[str] = []
+    server = settings.server
+    if server.tls_cert_file and server.tls_key_file:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                server.tls_cert_file, server.tls_key_file
+            )
+        except (OSError, ssl.SSLError) as exc:
+            out.append(f"server.tls_cert_file, server.tls_key_file: cannot load "
+                       f"{server.tls_cert_file} with {server.tls_key_file}: {exc}")  # fmt: skip
+    state = settings.storage.state_dir
+    try:
+        os.makedirs(state, exist_ok=True)
+        with tempfile.TemporaryFile(dir=state):
+            pass
+    except OSError as exc:
+        out.append(f"storage.state_dir: {state} is not a directory this service can write "
+                   f"to: {exc.strerror or exc}")  # fmt: skip
+    try:
+        socket.getaddrinfo(server.admin_host, None)
+    except (OSError, UnicodeError) as exc:
+        out.append(f"server.admin_host: cannot resolve {server.admin_host!r}: {exc}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -81,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     (path,) = sys.argv[1:] if argv is None else argv
     try:
         settings = load_settings(path)
+        problems = startup_problems(settings)
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -92,4 +130,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["PlanFailed", "ServePlan", "main", "plan_of", "version"]
+__all__ = ["PlanFailed", "ServePlan", "main", "plan_of", "startup_problems", "version"]
