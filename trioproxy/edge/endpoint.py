@@ -48,6 +48,7 @@ from trioproxy.pipeline.accounting import (
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.pipeline.context import HeaderPairs, RequestContext
+from trioproxy.pipeline.features import FeatureCap
 from trioproxy.pipeline.routing import RoutePlan, require_models, route_for
 from trioproxy.pipeline.slots import Slots
 from trioproxy.telemetry.tracing import Tracing
@@ -120,6 +121,7 @@ class Endpoint:
         self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
         """The relay channels of the streams being served (their fill is a metric)."""
         self._books: dict[str, RequestContext | None] = {}
+        self.features = FeatureCap()
         """Per request being served, once its context is made: its latest context (with the
         ticket) while its request record is not submitted, then None (for the last resort)."""
 
@@ -231,7 +233,8 @@ class Endpoint:
         """The request's context once it is parsed and routed; starts its trace (named
         ``operation``). From here on the request is in the books: the last resort records it
         if nothing else does; every record names ``endpoint``."""
-        feature = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128] or key.feature
+        named = headers.get(b"x-trioproxy-feature", b"").decode("latin-1")[:128]
+        feature = self.features.name(key.team, named, time.time()) if named else key.feature
         self._books[rid] = ctx = RequestContext(
             request_id=rid, dialect=dialect, key=key, feature=feature, req=req, plan=plan,
             prompt_estimate=prompt_estimate, started=trio.current_time(),
