@@ -482,3 +482,57 @@ def test_anthropic_garbage_event_is_value_error(data: str) -> None:
 )
 def test_registry(kind: Any, wire: str) -> None:
     assert adapter_for(kind).wire == wire
+
+
+# --- what a translation must not lose (a review with the official SDKs) --------------------
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [choice]}  # fmt: skip
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def test_an_anthropic_callers_cap_goes_to_openai_in_its_own_field() -> None:
+    """OpenAI's reasoning models refuse max_tokens; the translated request named it."""
+    up = adapter_for("openai").build_request(anthropic_req(messages=HI), "m", None, max_output=50)
+    assert _cap_fields(up) == {"max_completion_tokens": 50}
+    up = adapter_for("openai_compatible").build_request(anthropic_req(messages=HI), "m", None,
+                                                        max_output=50)  # fmt: skip
+    assert _cap_fields(up) == {"max_tokens": 50}
+
+
+def test_a_forced_tool_call_ends_as_a_tool_call() -> None:
+    """OpenAI ends a named (forced) tool call with finish_reason "stop": an Anthropic caller
+    got stop_reason end_turn with a tool_use block, and agent loops stopped."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": None,
+                                     "tool_calls": [call]}}]}  # fmt: skip
+    assert OPENAI.parse_response(orjson.dumps(body)).finish_reason == "tool_calls"
+    raw = (_chunk({"role": "assistant", "tool_calls": [{"index": 0, **call}]})
+           + _chunk({}, "stop") + b"data: [DONE]\n\n")  # fmt: skip
+    ends = [e for e in decode(OPENAI.new_stream_decoder(), raw) if isinstance(e, StreamEnd)]
+    assert [e.finish_reason for e in ends] == ["tool_calls"]
+
+
+def test_a_refusal_reaches_the_caller_as_a_refusal() -> None:
+    """content null and refusal set: an Anthropic caller got end_turn and no content."""
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": None,
+                                     "refusal": "I can't help with that."}}]}  # fmt: skip
+    done = OPENAI.parse_response(orjson.dumps(body))
+    assert (done.text, done.finish_reason) == ("I can't help with that.", "content_filter")
+    rendered = orjson.loads(
+        DIALECTS["anthropic"].render_completion(done, anthropic_req(messages=HI))
+    )
+    assert rendered["stop_reason"] == "refusal"
+    assert rendered["content"] == [{"type": "text", "text": "I can't help with that."}]
+    raw = (_chunk({"role": "assistant", "refusal": ""}) + _chunk({"refusal": "No."})
+           + _chunk({}, "stop") + b"data: [DONE]\n\n")  # fmt: skip
+    events = decode(OPENAI.new_stream_decoder(), raw)
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["No."]
+    assert [e.finish_reason for e in events if isinstance(e, StreamEnd)] == ["content_filter"]

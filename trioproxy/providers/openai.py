@@ -79,6 +79,11 @@ class OpenAIAdapter(JsonAdapter):
     ) -> UpstreamRequest:
         source = req.body if req.dialect == self.wire else req.chat
         body = {**source, "model": deployment}
+        if req.dialect != self.wire and "max_tokens" in body and self.cap_field != "max_tokens":
+            # a translated cap is the gateway's naming, not the caller's: this provider's own
+            # field (OpenAI's reasoning models refuse max_tokens)
+            body[self.cap_field] = body.pop("max_tokens")
+            source = body
         if max_output is not None:
             named = [f for f in _CAP_FIELDS if source.get(f) is not None]
             for f in named or [self.cap_field]:
@@ -111,8 +116,13 @@ class OpenAIAdapter(JsonAdapter):
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed tool_calls: {exc!r}") from None
-        usage = usage_of(data.get("usage")) or Usage(0, estimate_tokens(text), estimated=True)
         finish = finish_reason(choice.get("finish_reason"))
+        refusal = message.get("refusal")
+        if not text and isinstance(refusal, str) and refusal:  # the model declined: its words
+            text, finish = refusal, "content_filter"  # (an Anthropic caller's "refusal")
+        if calls and finish == "stop":  # a forced (named) tool call ends with "stop"
+            finish = "tool_calls"
+        usage = usage_of(data.get("usage")) or Usage(0, estimate_tokens(text), estimated=True)
         return completion_of(data, self.wire, text, finish, usage, calls)
 
     def new_stream_decoder(self) -> OpenAIStreamDecoder:
@@ -132,6 +142,7 @@ class OpenAIStreamDecoder(JsonEventDecoder):
         self._started = False
         self._usage_sent = False
         self._pending: Usage | None = None
+        self._refused = self._called = False
 
     def done_marker(self) -> list[StreamEvent]:
         self.finish()
@@ -165,7 +176,11 @@ class OpenAIStreamDecoder(JsonEventDecoder):
         delta = choice.get("delta") or {}
         if text := delta.get("content"):
             out.append(TextDelta(text))
+        if (refusal := delta.get("refusal")) and isinstance(refusal, str):
+            self._refused = True
+            out.append(TextDelta(refusal))
         for call in delta.get("tool_calls") or ():
+            self._called = True
             fn = call.get("function") or {}
             out.append(
                 ToolCallDelta(
@@ -176,7 +191,12 @@ class OpenAIStreamDecoder(JsonEventDecoder):
                 )
             )
         if (reason := choice.get("finish_reason")) is not None:
-            out.append(StreamEnd(finish_reason(reason)))
+            finish = finish_reason(reason)
+            if finish == "stop" and self._refused:
+                finish = "content_filter"
+            elif finish == "stop" and self._called:  # a forced (named) tool call
+                finish = "tool_calls"
+            out.append(StreamEnd(finish))
 
 
 __all__ = ["OpenAIAdapter", "OpenAIStreamDecoder"]
