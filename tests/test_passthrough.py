@@ -3,6 +3,7 @@ the events the gateway needs, and meters content exactly as the decoding path do
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -179,3 +180,39 @@ def test_an_anthropic_json_delta_naming_text_delta_is_decoded_not_counted() -> N
     ev = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
           b'"delta":{"type":"input_json_delta","partial_json":"\\"text_delta\\""}}')  # fmt: skip
     assert not PassthroughTap._plain_anthropic(ev, len(ev))
+
+
+def _spaced(data: bytes) -> bytes:
+    """The same OpenAI stream as a server writing with Python's json.dumps defaults
+    (``"usage": {``, ``"finish_reason": null``)."""
+    out = []
+    for event in data.split(b"\n\n")[:-1]:
+        if event.startswith(b"data: {"):
+            event = b"data: " + json.dumps(json.loads(event[6:])).encode()
+        out.append(event + b"\n\n")
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("per_read", [1, 3])
+def test_spaced_json_is_metered_like_the_decoder(per_read: int) -> None:
+    """The usage chunk of a server that writes '"usage": {' was taken for content: never
+    read, and the request billed on the gateway's estimate (15 µUSD for 9,000)."""
+    data = _spaced(stream_bytes("openai", 30))
+    assert b'"usage": {' in data and b'"finish_reason": null' in data
+    events = [e + b"\n\n" for e in data.split(b"\n\n")[:-1]]
+    reads = [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
+    tap = PassthroughTap("openai", include_usage=True)
+    forward, got = b"", []
+    for read in reads:
+        if tap.feed_plain(read):
+            forward += read
+        else:
+            tapped = tap.feed(read)
+            forward, got = forward + tapped.forward, got + tapped.events
+    assert forward == data and tap.done
+    reference, _ = decoded_meter("openai", data)
+    meter = Meter()
+    for e in got:
+        meter.observe(e)
+    assert meter.usage == reference.usage and meter.usage is not None
+    assert meter.finish == reference.finish and meter.finish is not None

@@ -237,9 +237,9 @@ class PassthroughTap:
         ~80 ns a call)."""
         if not ev.startswith(_OPENAI_DATA) or 0 <= ev.find(b"\n") < end:
             return False
-        if ev.find(b'"error"') >= 0 or ev.find(b'"usage":{') >= 0 or ev.find(b'"tool_calls"') >= 0:
+        if ev.find(b'"error"') >= 0 or ev.find(b'"tool_calls"') >= 0:
             return False
-        return ev.find(b'"finish_reason":') < 0 or ev.find(b'"finish_reason":null') >= 0
+        return _absent_or_null(ev, b'"usage"') and _absent_or_null(ev, b'"finish_reason"')
 
     @staticmethod
     def _plain_anthropic(ev: bytes, end: int) -> bool:
@@ -260,6 +260,17 @@ class PassthroughTap:
                 self._counted += count(orjson.loads(ev[skip:]))
             except ValueError:
                 pass  # forwarded as it came; counts nothing
+
+
+def _absent_or_null(ev: bytes, key: bytes) -> bool:
+    """Whether the event's JSON has no ``key`` or holds null there, however spaced: servers
+    that write ``"usage": {`` (Python's json.dumps) had their usage chunk taken for content,
+    never read, and the request billed on the gateway's estimate (a review: 15 µUSD billed
+    for 9,000). JSON escapes the quotes inside strings, so ``key`` is a key here."""
+    at = ev.find(key)
+    if at < 0:
+        return True
+    return ev[at + len(key) : at + len(key) + 16].lstrip(b": \t").startswith(b"null")
 
 
 def _anthropic_tokens(data: Any) -> int:
