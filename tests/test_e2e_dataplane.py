@@ -17,7 +17,7 @@ from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from tests.fixtures_servers import self_signed_cert
 from tests.httpd_helpers import open_fds, read_responses
 from tests.settings_factory import KEY, chain_settings
-from tests.upstream_servers import StallAfterFinal
+from tests.upstream_servers import FixedAnswer, StallAfterFinal
 from trioproxy.config import hash_key
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.edge.intake import FINISH_GRACE_S
@@ -377,6 +377,35 @@ async def test_a_client_that_leaves_after_the_end_event_was_served(
     assert (record.outcome, record.status, record.error_kind) == ("served", 200, None)
     assert (record.input_tokens, record.output_tokens) == (5, 3)
     await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go
+
+
+@pytest.mark.parametrize("tool", [False, True], ids=["text", "tool-call"])
+async def test_a_non_stream_answer_without_usage_bills_the_prompts_estimate(
+    nursery: trio.Nursery, tool: bool
+) -> None:
+    """An OpenAI-wire answer with no usage was billed 0 input tokens (the adapter's estimate
+    of the text alone, taken as the provider's), and a tool call nothing at all."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    message = (
+        {"role": "assistant", "content": None, "tool_calls": [call]} if tool
+        else {"role": "assistant", "content": "It is sunny in Paris today."}
+    )  # fmt: skip
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": message,
+                         "finish_reason": "tool_calls" if tool else "stop"}]}  # fmt: skip
+    upstream = FixedAnswer(orjson.dumps(body))
+    port = await nursery.start(upstream.serve)
+    g = await start_gateway(nursery, chain_settings([f"http://127.0.0.1:{port}"]))
+    prompt = [{"role": "user", "content": "what is the weather in Paris " * 50}]
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + "/v1/chat/completions", json={"model": "r", "messages": prompt},
+                         headers={"authorization": f"Bearer {KEY}"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    await wait_for(lambda: any(r.kind == "request" for r in g.sink.records))
+    (record,) = [r for r in g.sink.records if r.kind == "request"]
+    assert record.estimated and record.input_tokens > 300  # the prompt's estimate
+    assert record.output_tokens > 0 and record.cost_micros > 0
 
 
 def test_the_finish_grace_ends_within_the_servers_flush_window() -> None:

@@ -256,10 +256,40 @@ class StallAfterFinal(Listening):
             self.closed += 1
 
 
+@dataclass
+class FixedAnswer(Listening):
+    """Answers every request with ``body`` (JSON, status 200), keep-alive."""
+
+    body: bytes = b"{}"
+    port: int = 0
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                elif isinstance(event, h11.EndOfMessage):
+                    headers = [(b"content-type", b"application/json"),
+                               (b"content-length", str(len(self.body)).encode())]  # fmt: skip
+                    await stream.send_all(conn.send(h11.Response(status_code=200,
+                                                                 headers=headers)))  # fmt: skip
+                    await stream.send_all(conn.send(h11.Data(data=self.body)))
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+
+
 __all__ = [
     "END_EVENTS",
     "STALL_EVENTS",
     "ConnectProxy",
+    "FixedAnswer",
     "FlakyKeepAlive",
     "Listening",
     "StallAfterFinal",

@@ -34,6 +34,7 @@ import trio
 
 from trioproxy.config.model import ModelConfig, ProviderConfig
 from trioproxy.core.sse import SSEParser
+from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
@@ -407,7 +408,14 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
             meter.bad_usage = str(exc)
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
     meter.received_any = True
-    meter.usage = completion.usage
+    if completion.usage.estimated:  # the provider reported no usage: the prompt's estimate
+        # and the whole answer's (Meter.final), as for a stream without usage; its estimate of
+        # the text alone billed the prompt as 0 tokens, and a tool call as nothing at all
+        meter.output_estimate = estimate_tokens(completion.text) + sum(
+            estimate_tokens(c.name) + estimate_tokens(c.arguments) for c in completion.tool_calls
+        )
+    else:
+        meter.usage = completion.usage
     meter.response_id, meter.response_model = completion.id, completion.model
     meter.finish = completion.finish_reason
     return completion
