@@ -536,3 +536,39 @@ def test_a_refusal_reaches_the_caller_as_a_refusal() -> None:
     events = decode(OPENAI.new_stream_decoder(), raw)
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["No."]
     assert [e.finish_reason for e in events if isinstance(e, StreamEnd)] == ["content_filter"]
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def test_a_streamed_anthropic_tool_call_without_arguments_has_the_empty_object() -> None:
+    """Anthropic streams no input JSON (or only "") for a call without arguments: OpenAI and
+    Responses callers got arguments "" (json.loads fails; the SDK's strict tools raise),
+    while the same answer not streamed said {}."""
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+               "content": [], "stop_reason": None, "usage": {"input_tokens": 5,
+                                                              "output_tokens": 1}}  # fmt: skip
+    raw = b"".join([
+        _event("message_start", {"type": "message_start", "message": message}),
+        _event("content_block_start", {"type": "content_block_start", "index": 0,
+               "content_block": {"type": "tool_use", "id": "toolu_1", "name": "now",
+                                 "input": {}}}),
+        _event("content_block_delta", {"type": "content_block_delta", "index": 0,
+               "delta": {"type": "input_json_delta", "partial_json": ""}}),
+        _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _event("content_block_start", {"type": "content_block_start", "index": 1,
+               "content_block": {"type": "tool_use", "id": "toolu_2", "name": "at",
+                                 "input": {}}}),
+        _event("content_block_delta", {"type": "content_block_delta", "index": 1,
+               "delta": {"type": "input_json_delta", "partial_json": '{"x": 1}'}}),
+        _event("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        _event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+               "usage": {"output_tokens": 9}}),
+        _event("message_stop", {"type": "message_stop"}),
+    ])  # fmt: skip
+    args: dict[int, str] = {}
+    for e in decode(ANTHROPIC.new_stream_decoder(), raw):
+        if isinstance(e, ToolCallDelta):
+            args[e.index] = args.get(e.index, "") + e.arguments
+    assert args == {0: "{}", 1: '{"x": 1}'}

@@ -127,6 +127,8 @@ class AnthropicStreamDecoder(JsonEventDecoder):
         self._usage: dict[str, Any] = {}
         self._tools: dict[int, int] = {}
         """Anthropic content-block index -> canonical tool-call index."""
+        self._with_args: set[int] = set()
+        """Tool blocks that streamed some input JSON."""
 
     def decode(self, data: dict[str, Any]) -> list[StreamEvent]:
         kind = data.get("type")
@@ -137,6 +139,7 @@ class AnthropicStreamDecoder(JsonEventDecoder):
             if delta["type"] == "input_json_delta" and data["index"] in self._tools:
                 if not (partial := delta["partial_json"]):
                     return []
+                self._with_args.add(data["index"])
                 return [ToolCallDelta(self._tools[data["index"]], None, None, partial)]
             return []
         if kind == "content_block_start":
@@ -146,6 +149,15 @@ class AnthropicStreamDecoder(JsonEventDecoder):
                 return [ToolCallDelta(tool, block["id"], block["name"], "")]
             if block["type"] == "text" and block.get("text"):
                 return [TextDelta(block["text"])]
+            return []
+        if kind == "content_block_stop":
+            index = data.get("index")
+            if index in self._tools and index not in self._with_args:
+                # a call without arguments streams no input JSON at all (or only ""): its
+                # arguments are the empty object, as the whole answer's input {} says (OpenAI
+                # and Responses callers got "", which json.loads and strict SDK parsing reject)
+                self._with_args.add(index)
+                return [ToolCallDelta(self._tools[index], None, None, "{}")]
             return []
         if kind == "message_start":
             message = data["message"]
