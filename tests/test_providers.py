@@ -572,3 +572,21 @@ def test_a_streamed_anthropic_tool_call_without_arguments_has_the_empty_object()
         if isinstance(e, ToolCallDelta):
             args[e.index] = args.get(e.index, "") + e.arguments
     assert args == {0: "{}", 1: '{"x": 1}'}
+
+
+def test_adaptive_thinking_goes_through_and_enabled_needs_its_budget() -> None:
+    """The Anthropic SDK (2.17) sends thinking {"type": "adaptive"}: it was a 400."""
+    up = ANTHROPIC.build_request(anthropic_req(messages=HI, thinking={"type": "adaptive"}), "c",
+                                 None)  # fmt: skip
+    assert orjson.loads(up.body)["thinking"] == {"type": "adaptive"}
+    for bad in ({"type": "enabled"}, {"type": 3}, "on"):
+        with pytest.raises(CallerError):
+            anthropic_req(messages=HI, thinking=bad)
+
+
+def test_whitespace_stop_sequences_are_not_sent_to_anthropic() -> None:
+    """Anthropic refuses a stop sequence of whitespace alone; OpenAI callers send "\\n"."""
+    up = ANTHROPIC.build_request(openai_req(messages=HI, stop=["\n", "END"]), "c", None)
+    assert orjson.loads(up.body)["stop_sequences"] == ["END"]
+    up = ANTHROPIC.build_request(openai_req(messages=HI, stop="\n"), "c", None)
+    assert "stop_sequences" not in orjson.loads(up.body)

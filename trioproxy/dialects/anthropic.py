@@ -157,8 +157,10 @@ def _check_tool_result(block: dict[str, Any], at: str) -> None:
 def _check_thinking(thinking: Any) -> None:
     if thinking is None:
         return
-    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
-        raise invalid('\'thinking\' must be {"type": "enabled" | "disabled"}', "thinking")
+    # "enabled" needs a budget; the other types ("disabled", "adaptive", whatever the API
+    # adds) are the provider's to judge: the SDK (2.17) sends "adaptive", refused here before
+    if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
+        raise invalid("'thinking' must be an object with a string \"type\"", "thinking")
     if thinking["type"] == "enabled":
         if f.opt_pos_int(thinking, "budget_tokens") is None:
             raise invalid("'thinking.budget_tokens' is required", "thinking.budget_tokens")

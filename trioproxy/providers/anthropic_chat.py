@@ -62,7 +62,10 @@ def chat_to_messages(chat: dict[str, Any], model: str, max_tokens: int | None) -
     if chat.get("top_p") is not None:
         body["top_p"] = chat["top_p"]
     if (stop := chat.get("stop")) is not None:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        # Anthropic refuses a sequence of whitespace alone (OpenAI callers send "\n")
+        kept = [s for s in ([stop] if isinstance(stop, str) else stop) if s.strip()]
+        if kept:
+            body["stop_sequences"] = kept
     if tools := chat.get("tools"):
         body["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
         choice = _tool_choice(chat.get("tool_choice"), chat.get("parallel_tool_calls"))
