@@ -590,3 +590,17 @@ def test_whitespace_stop_sequences_are_not_sent_to_anthropic() -> None:
     assert orjson.loads(up.body)["stop_sequences"] == ["END"]
     up = ANTHROPIC.build_request(openai_req(messages=HI, stop="\n"), "c", None)
     assert "stop_sequences" not in orjson.loads(up.body)
+
+
+def test_an_anthropic_callers_output_schema_reaches_an_openai_target() -> None:
+    """output_config.format was dropped on the way to OpenAI: the caller asked for
+    structured output and got free text."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    req = anthropic_req(messages=HI,
+                        output_config={"format": {"type": "json_schema", "schema": schema}})  # fmt: skip
+    body = orjson.loads(OPENAI.build_request(req, "m", None).body)
+    assert body["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": schema}}  # fmt: skip
+    native = orjson.loads(ANTHROPIC.build_request(req, "c", None).body)
+    assert native["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert "response_format" not in native

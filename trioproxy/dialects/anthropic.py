@@ -55,9 +55,25 @@ def parse_request(body: bytes) -> ChatRequest:
     if (choice := data.get("tool_choice")) is not None:
         _put_tool_choice(chat, choice)
         f.offered_tool_choice(chat, "tool_choice.name")
+    if (schema := _output_schema(data)) is not None:  # structured output, for a chat target
+        chat["response_format"] = {
+            "type": "json_schema", "json_schema": {"name": "output", "schema": schema}
+        }  # fmt: skip
     return translated(
         "anthropic", data, chat, model, stream=stream, max_tokens=max_tokens, end_user=end_user
     )
+
+
+def _output_schema(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema of ``output_config.format`` (structured outputs), if the request has
+    one: an OpenAI target gets it as ``response_format`` (it was dropped, and the caller got
+    free text)."""
+    config = f.opt_dict(data, "output_config")
+    fmt = f.opt_dict(config, "format", "output_config.format")
+    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        return None  # (another kind: the provider's to judge, passed on to Anthropic as sent)
+    schema: dict[str, Any] = fmt["schema"]
+    return schema
 
 
 def _system_text(system: Any) -> str | None:
