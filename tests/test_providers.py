@@ -604,3 +604,17 @@ def test_an_anthropic_callers_output_schema_reaches_an_openai_target() -> None:
     native = orjson.loads(ANTHROPIC.build_request(req, "c", None).body)
     assert native["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     assert "response_format" not in native
+
+
+def test_a_failed_tool_result_says_so_to_an_openai_target() -> None:
+    """tool_result.is_error was dropped: the model was not told its tool failed."""
+    msgs = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "w",
+                                           "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": "timeout", "is_error": True}]},
+    ]  # fmt: skip
+    body = orjson.loads(OPENAI.build_request(anthropic_req(messages=msgs), "m", None).body)
+    tool = next(m for m in body["messages"] if m["role"] == "tool")
+    assert tool == {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: timeout"}

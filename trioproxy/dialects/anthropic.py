@@ -120,6 +120,8 @@ def _to_chat(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 raise invalid("tool_result blocks need 'tool_use_id'", f"{at}.tool_use_id")
             _check_tool_result(block, at)
             text = content_text(block.get("content"))
+            if block.get("is_error") is True:  # chat has no such flag: the model is told so
+                text = f"Error: {text}" if text else "Error"
             out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
         elif kind in ("thinking", "redacted_thinking"):
             continue
