@@ -7,8 +7,10 @@ import orjson
 
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.keys import (
+    embedding_key,
     exact_key,
     exact_namespace,
+    holds_one_answer,
     is_shareable,
     semantic_namespace,
     semantic_text,
@@ -177,3 +179,27 @@ def test_a_field_the_key_does_not_model_still_tells_answers_apart() -> None:
     assert plain_r == exact_key(native("openai", rchat, rchat), "team:a", "chat")
     verbose = native("responses", {**rbody, "text": {"verbosity": "high"}}, rchat)
     assert exact_key(verbose, "team:a", "chat") != plain_r
+
+
+def test_what_an_entry_cannot_answer_is_kept_out_of_the_cache() -> None:
+    """A review's cases: another image behind the same question got the first image's answer
+    (semantic compares the text alone); n=2 got one choice and logprobs null from a hit;
+    parallel_tool_calls and logprobs did not part semantic namespaces; an embeddings server's
+    own fields (input_type) did not key."""
+    image = [{"role": "user", "content": [
+        {"type": "text", "text": "What animal is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]  # fmt: skip
+    assert not is_shareable(req(image, temperature=0), TEAM)
+    text_parts = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    assert is_shareable(req(text_parts, temperature=0), TEAM)
+    assert holds_one_answer(req(temperature=0))
+    for odd in ({"n": 2}, {"logprobs": True}, {"top_logprobs": 0}):
+        assert not holds_one_answer(req(temperature=0, **odd)), odd
+    base = semantic_namespace(req(temperature=0), "team:t", "chat")
+    for extra in ({"parallel_tool_calls": False}, {"logprobs": True}, {"top_logprobs": 3}):
+        assert semantic_namespace(req(temperature=0, **extra), "team:t", "chat") != base, extra
+    query = {"model": "e", "input": "x", "input_type": "query"}
+    assert embedding_key(query, "team:t", "embed") != embedding_key(
+        {**query, "input_type": "passage"}, "team:t", "embed")  # fmt: skip
+    assert embedding_key(query, "team:t", "embed") == embedding_key(
+        {**query, "model": "other", "user": "u"}, "team:t", "embed")  # fmt: skip

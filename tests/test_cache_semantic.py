@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -237,3 +238,18 @@ def test_probe_tracker_counts_within_a_sliding_window() -> None:
     assert t.observe("k", 12.0) and t.flags["k"] == 1
     assert not t.observe("other", 12.0) and not t.observe("third", 12.0)
     assert len(t._seen) == 2  # bounded: the least recently seen key was dropped
+
+
+async def test_an_answer_longer_than_the_callers_cap_is_not_served(cache: SemanticCache) -> None:
+    """One max_tokens bucket spans 65-256: an answer of 200 tokens (stored for a cap of
+    256) was served to a caller who allowed 70 (upstream would have cut it at 70)."""
+    long = CacheEntry("a long answer", "stop", Usage(10, 200), "gpt-x", 2_000, 0.0)
+
+    def capped(text: str, cap: int) -> ChatRequest:
+        r = req(text, max_tokens=cap)
+        return dataclasses.replace(r, max_tokens=cap)
+
+    assert await cache.store(capped(ASKED, 256), "team:a", "chat", CFG, long, now=0.0)
+    assert await lookup(cache, capped(PARAPHRASE, 70), "team:a", "chat", CFG, now=1.0) is None
+    hit = await lookup(cache, capped(PARAPHRASE, 250), "team:a", "chat", CFG, now=1.0)
+    assert hit is not None and hit.entry.usage.output_tokens == 200

@@ -127,13 +127,16 @@ def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 
 
-EMBEDDING_FIELDS: tuple[str, ...] = ("input", "dimensions", "encoding_format")
-"""Fields of an embeddings request that change the answer."""
+EMBEDDING_NEUTRAL: frozenset[str] = frozenset(("model", "user"))
+"""Fields of an embeddings request that do not (the model is the route's: keyed as such)."""
 
 
 def embedding_key(body: Mapping[str, Any], scope: str, route: str) -> str:
-    """``<namespace>:<sha256>`` of an embeddings request (same namespace as the route)."""
-    fields = {name: body[name] for name in EMBEDDING_FIELDS if body.get(name) is not None}
+    """``<namespace>:<sha256>`` of an embeddings request (same namespace as the route): every
+    field the body sends upstream but the model and the end user, so a server's own fields
+    (``input_type``, ``truncate``) key too (they were left out: a passage got a query's
+    vectors)."""
+    fields = {k: v for k, v in body.items() if k not in EMBEDDING_NEUTRAL and v is not None}
     fields["model"] = route
     fields["kind"] = "embeddings"
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
@@ -196,6 +199,9 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str, space: str = ""
             "frequency_penalty",
             "presence_penalty",
             "reasoning_effort",
+            "parallel_tool_calls",
+            "logprobs",
+            "top_logprobs",
         )
         if chat.get(k) is not None
     }
@@ -225,11 +231,28 @@ def semantic_text(req: ChatRequest) -> str:
     return final.strip()
 
 
+def holds_one_answer(req: ChatRequest) -> bool:
+    """Whether an entry can hold this request's answer: one choice, no log probabilities
+    (an entry keeps the first choice's text and calls only: a hit gave n=2 one choice and
+    logprobs null)."""
+    chat = req.chat
+    return (
+        chat.get("n", 1) in (None, 1)
+        and not chat.get("logprobs")
+        and (chat.get("top_logprobs") is None)
+    )
+
+
 def is_shareable(req: ChatRequest, cfg: CacheConfig) -> bool:
     """Whether a semantic (near-match) answer may be served or stored for this request."""
     chat = req.chat
     messages = list(chat.get("messages") or ())
     if not messages or messages[-1].get("role") != "user":
+        return False
+    content = messages[-1].get("content")
+    if isinstance(content, list) and any(
+        not isinstance(p, dict) or p.get("type") != "text" for p in content
+    ):  # an image: the text alone is compared, so another image's answer would be served
         return False
     if chat.get("n", 1) not in (None, 1):
         return False
@@ -243,12 +266,13 @@ def is_shareable(req: ChatRequest, cfg: CacheConfig) -> bool:
 __all__ = [
     "ANSWER_FIELDS",
     "DEFAULT_TEMPERATURE",
-    "EMBEDDING_FIELDS",
+    "EMBEDDING_NEUTRAL",
     "NEUTRAL_FIELDS",
     "TRANSLATED_FIELDS",
     "embedding_key",
     "exact_key",
     "exact_namespace",
+    "holds_one_answer",
     "is_shareable",
     "max_tokens_bucket",
     "semantic_namespace",

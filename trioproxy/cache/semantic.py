@@ -191,6 +191,11 @@ class SemanticCache:
         if record is None:
             self.stats.stale += 1
             return None
+        cap = req.max_tokens
+        if cap is not None and record.entry.usage.output_tokens > cap:
+            # longer than this caller allows (one max_tokens bucket spans 65-256): a miss
+            self.stats.stale += 1
+            return None
         if (
             text != top.prompt
             and (top.similarity < band.ceiling or term_veto or top.similarity < band.floor)

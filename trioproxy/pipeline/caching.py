@@ -26,7 +26,13 @@ import trio
 
 from trioproxy.cache.entry import CacheEntry, storable
 from trioproxy.cache.exact import ExactCache
-from trioproxy.cache.keys import embedding_key, exact_key, exact_namespace, tenant_scope
+from trioproxy.cache.keys import (
+    embedding_key,
+    exact_key,
+    exact_namespace,
+    holds_one_answer,
+    tenant_scope,
+)
 from trioproxy.cache.semantic_record import asker_digest
 from trioproxy.cache.writer import CacheWriter, ExactDelete, ExactWrite, WriteJob
 from trioproxy.config.model import CacheConfig, RouteConfig
@@ -119,6 +125,8 @@ class ResponseCache:
             return None, "off"
         if bypass or ttl_override == 0:
             return None, "bypass"
+        if not holds_one_answer(req):
+            return None, "off"
         scope = tenant_scope(team, cfg)
         asker = asker_digest(key_name) if key_name else ""
         # with confirmation on, an exact entry is its writer's alone: other keys are
