@@ -203,3 +203,37 @@ def test_what_an_entry_cannot_answer_is_kept_out_of_the_cache() -> None:
         {**query, "input_type": "passage"}, "team:t", "embed")  # fmt: skip
     assert embedding_key(query, "team:t", "embed") == embedding_key(
         {**query, "model": "other", "user": "u"}, "team:t", "embed")  # fmt: skip
+
+
+def test_an_image_in_a_tool_result_keys_the_answer() -> None:
+    """The chat form keeps a tool result's text: two requests that differed only in the
+    image a tool returned shared an exact entry (the provider saw the image)."""
+    from trioproxy.dialects import DIALECTS
+
+    def anthropic(data: str) -> ChatRequest:
+        image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": data}}  # fmt: skip
+        body = {"model": "chat", "max_tokens": 50, "messages": [
+            {"role": "user", "content": "what is in the picture?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "snap",
+                                               "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                          "content": [{"type": "text", "text": "a photo"},
+                                                      image]}]},
+        ]}  # fmt: skip
+        return DIALECTS["anthropic"].parse_request(orjson.dumps(body))
+
+    def responses(data: str) -> ChatRequest:
+        body = {"model": "chat", "input": [
+            {"role": "user", "content": "what is in the picture?"},
+            {"type": "function_call", "call_id": "c1", "name": "snap", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_text", "text": "a photo"},
+                {"type": "input_image", "image_url": f"data:image/png;base64,{data}"}]},
+        ]}  # fmt: skip
+        return DIALECTS["responses"].parse_request(orjson.dumps(body))
+
+    for make in (anthropic, responses):
+        a, b = make("AAAA"), make("BBBB")
+        assert exact_key(a, "team:t", "chat") != exact_key(b, "team:t", "chat"), make
+        assert semantic_namespace(a, "team:t", "chat") != semantic_namespace(b, "team:t", "chat")

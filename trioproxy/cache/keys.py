@@ -25,6 +25,7 @@ import orjson
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.tokens import content_text
 from trioproxy.core.types import ChatRequest, Dialect
+from trioproxy.dialects import anthropic, responses
 
 ANSWER_FIELDS: tuple[str, ...] = (
     "messages",
@@ -113,6 +114,17 @@ def exact_namespace(scope: str, route: str) -> str:
     return "x" + _digest(["exact", scope, route], 15)
 
 
+def dropped(req: ChatRequest) -> list[Any]:
+    """What the caller sent that the chat form leaves out and the provider still reads
+    (images in tool results, thinking or reasoning items): it keys the answer too (two
+    requests that differed only in a tool result's image shared an entry)."""
+    if req.dialect == "anthropic":
+        return anthropic.dropped_from_chat(req.body)
+    if req.dialect == "responses":
+        return responses.dropped_from_chat(req.body)
+    return []
+
+
 def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
     """``<namespace>:<sha256>`` over the canonical answer-changing fields; with ``owner``
     (a key digest, when the route wants confirmation) the entry is that key's alone."""
@@ -123,6 +135,8 @@ def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
         fields["owner"] = owner
     if extra := unmodelled(req):
         fields["~body"] = [req.dialect, extra]  # ("~": no chat field is named so)
+    if left_out := dropped(req):
+        fields["~dropped"] = left_out
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 
@@ -217,6 +231,8 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str, space: str = ""
         parts.append(space)
     if extra := unmodelled(req):
         parts.append(_digest([req.dialect, extra]))
+    if left_out := dropped(req):
+        parts.append(_digest(left_out))
     return semantic_scope_prefix(scope, route) + _digest(parts, 15)
 
 
@@ -269,6 +285,7 @@ __all__ = [
     "EMBEDDING_NEUTRAL",
     "NEUTRAL_FIELDS",
     "TRANSLATED_FIELDS",
+    "dropped",
     "embedding_key",
     "exact_key",
     "exact_namespace",

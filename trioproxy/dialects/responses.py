@@ -201,6 +201,25 @@ def _function_call(out: list[dict[str, Any]], item: dict[str, Any], where: str) 
         out.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
+def dropped_from_chat(body: dict[str, Any]) -> list[Any]:
+    """What the canonical chat form leaves out of a Responses request that still reaches the
+    provider and shapes the answer: a function output's parts beyond its text (images) and
+    ``reasoning`` items."""
+    items = body.get("input")
+    out: list[Any] = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        output = item.get("output")
+        if item.get("type") == "function_call_output" and isinstance(output, list):
+            out.extend(
+                p for p in output if not (isinstance(p, dict) and p.get("type") == "input_text")
+            )
+        elif item.get("type") == "reasoning":
+            out.append(item)
+    return out
+
+
 def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
     call_id, output = item.get("call_id"), item.get("output")
     if not isinstance(call_id, str):
@@ -266,4 +285,4 @@ def _response_format(text: dict[str, Any]) -> dict[str, Any] | None:
     raise invalid(f"unsupported text.format type {kind!r}", "text.format.type")
 
 
-__all__ = ["parse_request"]
+__all__ = ["dropped_from_chat", "parse_request"]
