@@ -8,12 +8,32 @@ import ssl
 import struct
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import trio
 import trustme
 
 from trioproxy.simulator import Simulator
+
+
+async def next_event(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+    """h11's next event, reading from ``stream`` while it needs data; None once the peer
+    closed."""
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        conn.receive_data(data)
+    return event
+
+
+def json_answer(conn: h11.Connection, body: bytes) -> bytes:
+    """A whole 200 answer with a JSON ``body``."""
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    out = conn.send(h11.Response(status_code=200, headers=headers))
+    return out + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
 
 
 @dataclass
@@ -145,14 +165,7 @@ class FlakyKeepAlive(Listening):
         conn = h11.Connection(h11.SERVER)
         served = 0
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                    continue
+            while (event := await next_event(conn, stream)) is not None:
                 if isinstance(event, h11.Request) and self.mode == "reset_second_head":
                     if served == 1:
                         linger = struct.pack("ii", 1, 0)
@@ -163,10 +176,7 @@ class FlakyKeepAlive(Listening):
                     if self.mode == "drop_second" and served == 1:
                         return
                     body = b'{"id":"x","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
-                    headers = [(b"content-type", b"application/json"),
-                               (b"content-length", str(len(body)).encode())]  # fmt: skip
-                    out = conn.send(h11.Response(status_code=200, headers=headers))
-                    out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                    out = json_answer(conn, body)
                     served += 1
                     self.answered += 1  # before the write: the client may finish first
                     await stream.send_all(out)
@@ -266,20 +276,9 @@ class FixedAnswer(Listening):
     async def _client(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.EndOfMessage):
-                    headers = [(b"content-type", b"application/json"),
-                               (b"content-length", str(len(self.body)).encode())]  # fmt: skip
-                    await stream.send_all(conn.send(h11.Response(status_code=200,
-                                                                 headers=headers)))  # fmt: skip
-                    await stream.send_all(conn.send(h11.Data(data=self.body)))
-                    await stream.send_all(conn.send(h11.EndOfMessage()))
+            while (event := await next_event(conn, stream)) is not None:
+                if isinstance(event, h11.EndOfMessage):
+                    await stream.send_all(json_answer(conn, self.body))
                     conn.start_next_cycle()
                 elif isinstance(event, h11.ConnectionClosed):
                     return
