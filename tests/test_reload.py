@@ -20,7 +20,7 @@ from tests.proc import GatewayProcess, to_toml
 from tests.rawhttp import post
 from trioproxy.config import hash_key, load_settings
 from trioproxy.config.model import Settings
-from trioproxy.edge.app import ReloadSource
+from trioproxy.edge.reload import ReloadSource
 from trioproxy.simulator.faults import Fault
 
 OLD_KEY, NEW_KEY = "tp-reload-old-0123456789", "tp-reload-new-0123456789"

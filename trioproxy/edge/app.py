@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,7 +21,6 @@ import trio
 from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
-from trioproxy.config.validate import ConfigError
 from trioproxy.core import endpoints
 from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
@@ -37,6 +35,7 @@ from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
 from trioproxy.edge.models import caller_dialect, serve_models
 from trioproxy.edge.part_stats import sample_parts
 from trioproxy.edge.refusals import Refusals, Refused, request_id_header
+from trioproxy.edge.reload import ReloadSource, reload_from
 from trioproxy.edge.respond import send_error
 from trioproxy.edge.services import NamedService, Service, Supervisor
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
@@ -52,25 +51,10 @@ DRAINING = "draining"
 """Why a draining gateway is not ready (its ``/readyz`` detail and its worker's ready report)."""
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-RESTART_ONLY = ("server", "storage", "breaker", "embedder")
-"""Sections a reload does not apply (sockets, stores, breaker state, the embedder): logged."""
 _READ = ("GET", "HEAD")
 """HEAD is GET without the body (the server drops it), as RFC 9110 asks of every server."""
 RETIRE_AFTER_S = 3600.0
 """When the transport of a replaced config is closed (its requests are over by then)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadSource:
-    """How a running gateway re-reads its config; set by the server wiring."""
-
-    load: Callable[[], Settings]
-    """Reads and validates the config file (blocking; raises :class:`ConfigError`)."""
-    admission: Callable[[Settings], Admission | None]
-    """The budget gate for the new limits, over the same store."""
-    keep: Callable[[], None] = lambda: None
-    """Called (in a thread) once the loaded config is applied: ``serve`` makes it the one a
-    restarted process starts on (:mod:`trioproxy.server.config_snapshot`)."""
 
 
 class Gateway:
@@ -103,19 +87,10 @@ class Gateway:
         self.slots = slots_for(settings)
         """One worker's in-flight slots and per-key caps, shared by every proxy endpoint."""
         self.interrupts = Interrupts()
-        self.chat = ChatHandler(settings, self.keys, self.transport, self.breakers, self.sink,
-                                admission, cache, self.tracing, slots=self.slots,
-                                interrupts=self.interrupts)  # fmt: skip
-        self.chat.on_bad_usage = self.prometheus.upstream_bad_usage
-        self.embeddings = EmbeddingsHandler(
-            settings, self.keys, self.transport, self.breakers, self.sink, admission, cache,
-            self.tracing, slots=self.slots, interrupts=self.interrupts,
-        )  # fmt: skip
-        self.count_tokens = CountTokensHandler(
-            settings, self.keys, self.transport, self.breakers, self.sink, tracing=self.tracing,
-            slots=self.slots, interrupts=self.interrupts,
-        )  # fmt: skip
         self.cache = cache
+        self.chat, self.embeddings, self.count_tokens = self._handlers(
+            settings, self.keys, self.transport, admission
+        )
         sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
         flusher = NamedService("metrics-flusher", self._flush_forever, required=False)
         self.services = Supervisor([*services, sampler, flusher])
@@ -310,84 +285,42 @@ class Gateway:
 
     async def reload(self) -> bool:
         """Re-read and validate the config file, then apply it at once to every new request:
-        keys, routes, chains, prices, budgets, cache settings. Requests in flight finish on the
-        config they started with. An invalid file is logged with all its problems and changes
-        nothing. Returns whether the new config was applied."""
+        keys, routes, chains, prices, budgets, cache settings (:mod:`.reload`). Requests in
+        flight finish on the config they started with. An invalid file is logged with all its
+        problems and changes nothing. Returns whether the new config was applied."""
         if self.reload_source is None:
             log.warning("reload: nothing to reload (no config file)")
             return False
         async with self._reloading:
-            return await self._reload(self.reload_source)
+            return await reload_from(self, self.reload_source)
 
-    async def _reload(self, source: ReloadSource) -> bool:
-        try:
-            settings = await trio.to_thread.run_sync(source.load)
-        except ConfigError as exc:
-            log.error(
-                "reload refused: the config has %d problem(s); the running config stays",
-                len(exc.problems), extra={"fields": {"problems": exc.problems}},
-            )  # fmt: skip
-            return False
-        transport = None
-        if settings.providers != self.settings.providers:
-            try:  # TLS contexts load CA bundles: blocking, so in a thread, once
-                transport = await trio.to_thread.run_sync(HttpTransport, settings.providers)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                log.error("reload refused: a provider cannot be set up (%s); the running "
-                          "config stays", exc)  # fmt: skip
-                return False
-        later = [s for s in RESTART_ONLY if getattr(settings, s) != getattr(self.settings, s)]
-        if self._cache_missing(settings):
-            later.append("routes.*.cache")
-        self._apply(settings, transport)
-        await trio.to_thread.run_sync(source.keep)
-        log.info(
-            "config reloaded", extra={"fields": {
-                "keys": len(settings.api_keys), "routes": len(settings.routes),
-                "models": len(settings.models), "needs_restart": later,
-            }},
-        )  # fmt: skip
-        if later:
-            log.warning("reload: [%s] changed; applied at the next restart", "], [".join(later))
-        return True
-
-    def _cache_missing(self, settings: Settings) -> bool:
-        """Whether ``settings`` turn on a cache this process did not open at its start (no
-        route had one, or none a semantic one): its stores and services start with the
-        process, so the change waits for a restart (routes keep what is open meanwhile)."""
-        caches = [r.cache for r in settings.routes.values()]
-        if getattr(self.cache, "relayed", False):  # the control plane's: the workers decide
-            return False
-        if self.cache is None:
-            return any(c.exact_ttl_s > 0 or c.semantic_ttl_s > 0 for c in caches)
-        return self.cache.semantic is None and any(c.semantic_ttl_s > 0 for c in caches)
-
-    def _apply(self, settings: Settings, new_transport: Transport | None) -> None:
-        """Swap the request-path parts in one step (no checkpoint: atomic for new requests);
-        ``new_transport`` replaces the transport when the providers changed."""
-        assert self.reload_source is not None
-        old_transport = self.transport
-        transport = new_transport or old_transport
-        admission = self.reload_source.admission(settings)
-        keys = self.keys.reloaded(settings.api_keys)  # the admin store stays its source
+    def _handlers(
+        self, settings: Settings, keys: KeyRing, transport: Transport, admission: Admission | None
+    ) -> tuple[ChatHandler, EmbeddingsHandler, CountTokensHandler]:
+        """The proxy endpoints over these parts (at the start, and at each reload)."""
         parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,
                  self.tracing)  # fmt: skip
         chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
         chat.on_bad_usage = self.prometheus.upstream_bad_usage
         embeddings = EmbeddingsHandler(*parts, slots=self.slots, interrupts=self.interrupts)
         count_tokens = CountTokensHandler(
-            settings,
-            keys,
-            transport,
-            self.breakers,
-            self.sink,
-            tracing=self.tracing,
-            slots=self.slots,
-            interrupts=self.interrupts,
-        )
+            settings, keys, transport, self.breakers, self.sink, tracing=self.tracing,
+            slots=self.slots, interrupts=self.interrupts,
+        )  # fmt: skip
+        return chat, embeddings, count_tokens
+
+    def apply(
+        self, settings: Settings, admission: Admission | None, new_transport: Transport | None
+    ) -> None:
+        """Swap the request-path parts in one step (no checkpoint: atomic for new requests);
+        ``new_transport`` replaces the transport when the providers changed."""
+        old_transport = self.transport
+        transport = new_transport or old_transport
+        keys = self.keys.reloaded(settings.api_keys)  # the admin store stays its source
+        handlers = self._handlers(settings, keys, transport, admission)
         self.settings, self.keys, self.transport = settings, keys, transport
-        self.admission, self.chat, self.embeddings = admission, chat, embeddings
-        self.count_tokens = count_tokens
+        self.admission = admission
+        self.chat, self.embeddings, self.count_tokens = handlers
         if transport is not old_transport and self._nursery is not None:
             self._nursery.start_soon(self._retire, old_transport)
 

@@ -65,7 +65,7 @@ def _parse(data: bytes, origin: str | Path, env: Mapping[str, str]) -> Settings:
 def settings_at_start(run_dir: str | Path, env: Mapping[str, str]) -> Settings:
     """What a process of the service starts on: the last accepted config, with the start's
     restart-only sections."""
-    from trioproxy.edge.app import RESTART_ONLY
+    from trioproxy.edge.reload import RESTART_ONLY
 
     start = _parse((Path(run_dir) / START_NAME).read_bytes(), START_NAME, env)
     accepted = _parse((Path(run_dir) / ACCEPTED_NAME).read_bytes(), ACCEPTED_NAME, env)

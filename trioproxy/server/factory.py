@@ -28,7 +28,8 @@ from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
 from trioproxy.config.model import Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
-from trioproxy.edge.app import Gateway, ReloadSource, create_app
+from trioproxy.edge.app import Gateway, create_app
+from trioproxy.edge.reload import ReloadSource
 from trioproxy.edge.services import NamedService, Service
 from trioproxy.ledger.service import LedgerService
 from trioproxy.pipeline.admission import Admission
