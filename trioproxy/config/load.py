@@ -27,28 +27,40 @@ from trioproxy.config.validate import ConfigError, validate_settings
 
 def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the TOML file at ``path``; ``env`` defaults to ``os.environ``."""
-    return parse_settings(_read(path), env=os.environ if env is None else env)
+    return settings_of(read_config(path), path, env=env)
+
+
+def settings_of(
+    data: bytes, origin: str | Path, *, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a config file's bytes (read from ``origin``, which problems name)."""
+    return parse_settings(_toml(data, origin), env=os.environ if env is None else env)
 
 
 def load_storage(path: str | Path, *, env: Mapping[str, str] | None = None) -> StorageConfig:
     """Only the ``[storage]`` section of the file at ``path`` (what ``trioproxy report``
     needs): the other sections, and the secrets they name, are not read."""
     problems: list[str] = []
-    root = Table.of(_read(path), "", problems)
+    root = Table.of(_toml(read_config(path), path), "", problems)
     storage = build_storage(root.table("storage"), os.environ if env is None else env)
     if problems:
         raise ConfigError(problems)
     return storage
 
 
-def _read(path: str | Path) -> dict[str, Any]:
+def read_config(path: str | Path) -> bytes:
+    """The config file's bytes; :class:`ConfigError` naming it when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+
+
+def _toml(data: bytes, origin: str | Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{origin}: invalid TOML: {exc}"]) from None
 
 
 def check_config(path: str) -> int:
@@ -95,4 +107,6 @@ __all__ = [
     "load_settings",
     "load_storage",
     "parse_settings",
+    "read_config",
+    "settings_of",
 ]

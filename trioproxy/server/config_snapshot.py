@@ -1,7 +1,7 @@
 """The config a service's processes run on: the file as ``serve`` accepted it, not as it is.
 
-``trioproxy serve --config FILE`` copies FILE into its run directory at start
-(``config.start.toml``, which it then validates, and ``config.accepted.toml``). Each process
+``trioproxy serve --config FILE`` checks FILE, then copies it into its run directory
+(``config.start.toml`` and ``config.accepted.toml``). Each process
 reads its config from there, and each reload a process accepts replaces
 ``config.accepted.toml`` with the bytes it applied (:class:`ConfigFile`). A worker the
 supervisor starts again therefore runs the config its siblings run: the sections a reload
@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,33 +41,21 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-def take(live: str | Path, run_dir: str | Path) -> Path:
-    """Copy the operator's file into ``run_dir`` (start and accepted); the start copy's path."""
+def take(live: str | Path, run_dir: str | Path) -> None:
+    """Copy the operator's file into ``run_dir`` (start and accepted)."""
     data = Path(live).read_bytes()
-    start = Path(run_dir) / START_NAME
-    _write(start, data)
+    _write(Path(run_dir) / START_NAME, data)
     _write(Path(run_dir) / ACCEPTED_NAME, data)
-    return start
-
-
-def _parse(data: bytes, origin: str | Path, env: Mapping[str, str]) -> Settings:
-    from trioproxy.config import parse_settings
-    from trioproxy.config.validate import ConfigError
-
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([f"{origin}: invalid TOML: {exc}"]) from None
-    return parse_settings(raw, env=env)
 
 
 def settings_at_start(run_dir: str | Path, env: Mapping[str, str]) -> Settings:
     """What a process of the service starts on: the last accepted config, with the start's
     restart-only sections."""
+    from trioproxy.config.load import load_settings
     from trioproxy.edge.reload import RESTART_ONLY
 
-    start = _parse((Path(run_dir) / START_NAME).read_bytes(), START_NAME, env)
-    accepted = _parse((Path(run_dir) / ACCEPTED_NAME).read_bytes(), ACCEPTED_NAME, env)
+    start = load_settings(Path(run_dir) / START_NAME, env=env)
+    accepted = load_settings(Path(run_dir) / ACCEPTED_NAME, env=env)
     return dataclasses.replace(accepted, **{s: getattr(start, s) for s in RESTART_ONLY})
 
 
@@ -89,13 +76,10 @@ class ConfigFile:
         self._loaded: bytes | None = None
 
     def load(self) -> Settings:
-        from trioproxy.config.validate import ConfigError
+        from trioproxy.config.load import read_config, settings_of
 
-        try:
-            data = self.live.read_bytes()
-        except OSError as exc:
-            raise ConfigError([f"{self.live}: cannot read config: {exc.strerror or exc}"]) from None
-        settings = _parse(data, self.live, os.environ if self.env is None else self.env)
+        data = read_config(self.live)
+        settings = settings_of(data, self.live, env=self.env)
         self._loaded = data
         return settings
 
