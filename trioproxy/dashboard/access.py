@@ -248,27 +248,23 @@ def install(app: Quart, acc: Access) -> None:
                 return await drained(json_error(403, f"API key {key.name!r} is not an admin key."))
             g.principal = Principal(f"key:{key.name}", "admin", None, "api-key")
             return None
-        token = request.cookies.get(COOKIE)
-        session = await acc.store.get_session(token_hash(token)) if token else None
-        now = acc.clock()
-        if session is not None and session_state(session, now, acc.policy) != "ok":
-            await acc.store.revoke_session(session.id_hash)
-            session = None
         if path.startswith(API_PREFIX):  # admin keys only: a signed-in browser's session is
             # not enough (it reached every team's budgets, spend and cache, whatever its teams)
             return await drained(json_error(401, "Send 'Authorization: Bearer <admin key>'."))
-        if session is None:
+        token = request.cookies.get(COOKIE)
+        session = await acc.store.get_session(token_hash(token)) if token else None
+        now = acc.clock()
+        principal = None
+        if session is not None and session_state(session, now, acc.policy) == "ok":
+            principal = await acc.current(session.principal)
+        if principal is None:  # signed out, expired, or no longer let in by the config
+            if session is not None:
+                await acc.store.revoke_session(session.id_hash)
             target = login_url(_page_target())
             if request.headers.get("HX-Request") == "true":
                 return await drained(Response("", status=401, headers={"HX-Redirect": target}))
             return await drained(redirect(target, 303))
-        principal = await acc.current(session.principal)
-        if principal is None:
-            await acc.store.revoke_session(session.id_hash)
-            target = login_url(_page_target())
-            if request.headers.get("HX-Request") == "true":
-                return await drained(Response("", status=401, headers={"HX-Redirect": target}))
-            return await drained(redirect(target, 303))
+        assert session is not None
         g.principal, g.csrf = principal, session.csrf
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER)

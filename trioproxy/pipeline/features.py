@@ -20,7 +20,7 @@ class FeatureCap:
         self._hour = -1
         self._seen: dict[str, set[str]] = {}
         self.capped = 0
-        """Requests attributed to :data:`OTHER` (for the log and tests)."""
+        """Requests attributed to :data:`OTHER` so far."""
 
     def name(self, team: str, feature: str, now: float) -> str:
         """``feature``, or :data:`OTHER` when the team's hour already named enough others."""
