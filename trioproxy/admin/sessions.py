@@ -46,6 +46,13 @@ class Principal:
     def may_see(self, team: str) -> bool:
         return self.teams is None or team in self.teams
 
+    @property
+    def every_team(self) -> bool:
+        """Sees every team, and what they all share (breakers, the process's counters, the
+        cached answers of a route whose cache is global): a principal of some teams neither
+        sees nor changes those."""
+        return self.teams is None
+
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:

@@ -21,8 +21,9 @@ from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.cache.cache_file import FILE_NAME, MAX_ROWS, read_totals
+from trioproxy.config.model import RouteConfig
 from trioproxy.dashboard import snapshot
-from trioproxy.dashboard.actions import ActionError
+from trioproxy.dashboard.actions import ActionError, FlushResult, flush_cache
 from trioproxy.dashboard.charts import colour, stacked_bars
 from trioproxy.dashboard.spend import Range
 from trioproxy.edge.app import Gateway
@@ -102,14 +103,54 @@ def percent_axis(v: float) -> str:
     return f"{v:.0f}%" if v >= 10 or v == 0 else f"{v:.1f}%"
 
 
+def shared_by_every_team(route: RouteConfig) -> bool:
+    """A route whose cache keeps one set of answers for every team (``scope = "global"``):
+    flushing or deleting them is for a principal of every team."""
+    return route.cache.scope == "global"
+
+
+def flushable_routes(gw: Gateway, who: Principal) -> list[str]:
+    """The cached routes ``who`` may flush (the form's choices)."""
+    routes = gw.settings.routes
+    return [
+        name
+        for name in snapshot.cached_routes(gw)
+        if who.every_team or not shared_by_every_team(routes[name])
+    ]
+
+
 def visible_namespaces(gw: Gateway, who: Principal, teams: Iterable[str]) -> set[str]:
-    """The exact-cache namespaces of the teams ``who`` sees, on every cached route."""
+    """The exact-cache namespaces of the teams ``who`` sees, on every cached route; for a
+    principal of some teams, not a global route's (its namespace is every team's)."""
     out = set()
     for route in gw.settings.routes.values():
+        if not who.every_team and shared_by_every_team(route):
+            continue
         for team in teams:
             if who.may_see(team):
                 out.add(team_namespace(team, route))
     return out
+
+
+async def flush_entries(
+    gw: Gateway, store: AdminStore, who: Principal, team: str, route_name: str, now: float
+) -> FlushResult:
+    """Flush ``team``'s cached answers on ``route_name``, audited; raises
+    :class:`ActionError` (404 a team ``who`` does not see; 403 for a principal of some teams,
+    a route whose cache every team shares: "its team's" answers there are every team's;
+    :func:`flush_cache`'s)."""
+    if team not in await snapshot.all_teams(gw) or not who.may_see(team):
+        raise ActionError(f"unknown team {team!r}", 404)
+    route = gw.settings.routes.get(route_name)
+    if route is not None and not who.every_team and shared_by_every_team(route):
+        raise ActionError(
+            f"route {route_name!r} caches one set of answers for every team (scope = "
+            '"global"): an admin of every team flushes it', 403,
+        )  # fmt: skip
+    result = await flush_cache(gw, team, route_name)
+    await store.audit(AuditEntry(now, who.name, "cache.flush", f"{team}/{result.route}", "",
+                                 result.summary()))  # fmt: skip
+    return result
 
 
 ENTRY_MAX = 256
@@ -180,9 +221,20 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
         "shared_bounds": shared_bounds,
         "prompts_elsewhere": storage.database_url is not None,
         "redis": storage.redis_url is not None,
-        "routes": snapshot.cached_routes(gw),
+        "routes": flushable_routes(gw, who),
         "teams": [t for t in await snapshot.all_teams(gw) if who.may_see(t)],
     }
 
 
-__all__ = ["WINDOW_DAYS", "CacheView", "Counts", "cache_context", "fold", "visible_namespaces"]
+__all__ = [
+    "WINDOW_DAYS",
+    "CacheView",
+    "Counts",
+    "cache_context",
+    "delete_entry",
+    "flush_entries",
+    "flushable_routes",
+    "fold",
+    "shared_by_every_team",
+    "visible_namespaces",
+]

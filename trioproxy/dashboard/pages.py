@@ -20,10 +20,10 @@ from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
-from trioproxy.dashboard.actions import ActionError, flush_cache
+from trioproxy.dashboard.actions import ActionError
 from trioproxy.dashboard.budgets import budget_from_form
 from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
-from trioproxy.dashboard.cache_page import cache_context
+from trioproxy.dashboard.cache_page import cache_context, flush_entries
 from trioproxy.dashboard.cache_page import delete_entry as delete_cache_entry
 from trioproxy.dashboard.edits import EditError, from_form
 from trioproxy.dashboard.limits import (
@@ -278,14 +278,9 @@ def install(app: Quart, acc: Access) -> None:
     @app.post("/cache/flush")
     async def flush() -> ResponseReturnValue:
         form = await request.form
-        team = form.get("team", "").strip()
         try:
-            if team not in await snapshot.all_teams(gw) or not g.principal.may_see(team):
-                raise ActionError(f"unknown team {team!r}", 404)
-            result = await flush_cache(gw, team, form.get("route", ""))
-            await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "cache.flush",
-                                             f"{team}/{result.route}", "",
-                                             result.summary()))  # fmt: skip
+            result = await flush_entries(gw, acc.store, g.principal, form.get("team", "").strip(),
+                                         form.get("route", ""), acc.clock())  # fmt: skip
         except ActionError as err:
             html = await render_template("fragments/flush.html", error=err.message)
             if request.headers.get("HX-Request") != "true":
