@@ -69,3 +69,27 @@ async def test_a_scoped_admin_cannot_flush_or_delete_entries_every_team_shares(
     assert not await still_cached(d, "a shared answer")
     audit = await page_ok(alice, "/audit?action=cache.")
     assert audit.count('<td data-label="Action">cache.flush</td>') == 2  # tess's embed, alice's
+
+
+async def test_a_scoped_admin_cannot_reset_a_breaker_every_team_shares(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    target = sorted(d.settings.models)[0]
+    for _ in range(d.settings.breaker.failure_threshold):
+        await d.gw.breakers.report(target, trio.current_time(), ok=False)
+    reset = f'action="/providers/{target}/reset"'
+    tess = d.app.test_client()
+    tcsrf = await sign_in(tess, "tess")
+    page = await page_ok(tess, "/providers")
+    assert 'class="breaker-open">open<' in page and reset not in page
+    for headers in ({}, HX):
+        r = await tess.post(f"/providers/{target}/reset", form={"csrf": tcsrf}, headers=headers)
+        assert r.status_code == 403 and "every team" in await text(r)
+    alice = d.app.test_client()
+    acsrf = await sign_in(alice)
+    page = await page_ok(alice, "/providers")
+    assert 'class="breaker-open">open<' in page and reset in page  # tess's reset did nothing
+    assert '<td data-label="Action">breaker.reset</td>' not in await page_ok(alice, "/audit")
+    r = await alice.post(f"/providers/{target}/reset", form={"csrf": acsrf})
+    assert r.status_code == 200 and "reset: closed" in await text(r)

@@ -19,7 +19,7 @@ from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import snapshot
-from trioproxy.dashboard.access import Access
+from trioproxy.dashboard.access import Access, refuse
 from trioproxy.dashboard.actions import ActionError
 from trioproxy.dashboard.budgets import budget_from_form
 from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
@@ -263,6 +263,9 @@ def install(app: Quart, acc: Access) -> None:
     async def reset_breaker(target: str) -> ResponseReturnValue:
         if target not in gw.settings.models:
             raise NotFound()
+        if not g.principal.every_team:  # a target's breaker routes every team's requests
+            return await refuse(403, "A breaker is every team's: an admin of every team "
+                                "resets it.")  # fmt: skip
         before = next(r for r in (await snapshot.providers(gw)).rows if r.target == target)
         await gw.breakers.reset(target)
         await acc.store.audit(AuditEntry(acc.clock(), g.principal.name, "breaker.reset", target,
