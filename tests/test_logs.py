@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from tests.fixtures_gateway import start_simulator
 from tests.proc import GatewayProcess
@@ -18,7 +19,7 @@ from tests.rawhttp import post
 from tests.settings_factory import KEY
 from tests.test_e2e_processes import AUTH, config
 from trioproxy.simulator.faults import Fault
-from trioproxy.telemetry.logs import configure_logging, log_fields, resolve_format
+from trioproxy.telemetry.logs import configure_logging, line_batch, log_fields, resolve_format
 
 
 class _Tty(io.StringIO):
@@ -165,6 +166,66 @@ def test_a_line_takes_the_logging_path_when_another_handler_listens(
         log.removeHandler(more)
     assert orjson.loads(out.getvalue())["n"] == 1
     assert extra.getvalue() == "request\n"
+
+
+class _CountingStream(io.StringIO):
+    """Counts the stream's writes (each is a ``write`` system call on a real stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+async def test_lines_of_one_scheduler_turn_are_written_together(
+    restore_logging: object, nursery: trio.Nursery
+) -> None:
+    """With the worker's line batch running, the access lines that tasks add in one turn of
+    the scheduler reach the stream in one write, at the next turn; with none running, each
+    line is its own write at once."""
+    out = _CountingStream()
+    configure_logging("info", "json", out)
+    log = logging.getLogger("trioproxy.access")
+    log_fields(log, logging.INFO, "request", {"n": 0})
+    assert out.writes == 1  # no batch: at once
+    batch = line_batch()
+    assert batch is not None
+    await nursery.start(batch.run)
+
+    async def request(n: int) -> None:
+        log_fields(log, logging.INFO, "request", {"n": n})
+        assert out.writes == 1  # waits for the next turn
+
+    async with trio.open_nursery() as turn:
+        for n in range(1, 6):
+            turn.start_soon(request, n)
+    await trio.testing.wait_all_tasks_blocked()
+    assert out.writes == 2  # the five lines in one write
+    assert sorted(orjson.loads(x)["n"] for x in out.getvalue().splitlines()) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_lines_pending_at_shutdown_are_written(restore_logging: object) -> None:
+    """Cancelling the batch (the worker stops) writes what waits; later lines go out one by
+    one; a line from another thread never waits."""
+    out = _CountingStream()
+    configure_logging("info", "json", out)
+    log = logging.getLogger("trioproxy.access")
+    batch = line_batch()
+    assert batch is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batch.run)
+        await trio.to_thread.run_sync(log_fields, log, logging.INFO, "request", {"n": "thread"})
+        assert out.writes == 1
+        log_fields(log, logging.INFO, "request", {"n": 1})
+        log_fields(log, logging.INFO, "request", {"n": 2})
+        nursery.cancel_scope.cancel()
+    assert out.writes == 2
+    log_fields(log, logging.INFO, "request", {"n": 3})
+    assert out.writes == 3
+    assert [orjson.loads(x)["n"] for x in out.getvalue().splitlines()] == ["thread", 1, 2, 3]
 
 
 PROMPT = "PROMPT-MARKER-7f3a please summarise the quarterly numbers"

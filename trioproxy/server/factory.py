@@ -39,7 +39,7 @@ from trioproxy.server.config_snapshot import ConfigFile
 from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.resp import RedisUnavailable
-from trioproxy.telemetry.logs import configure_logging
+from trioproxy.telemetry.logs import configure_logging, line_batch
 from trioproxy.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ def build_gateway(
         parts["tracing"] = Tracing.from_config(settings.telemetry)
     parts.update(overrides)
     services.append(NamedService("trace-flush", _flush_on_shutdown(parts["tracing"]), False))
+    if (lines := line_batch()) is not None:  # access lines: one write per scheduler turn
+        services.insert(0, NamedService("log-lines", lines.run, required=False))
     every = [*services, *parts.pop("services", [])]
     gateway: Gateway
     if role == "control":
