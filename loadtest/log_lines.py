@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import trio  # noqa: E402
+import trio
 
-from trioproxy.telemetry import logs  # noqa: E402
+from trioproxy.telemetry import logs
 
 FIELDS = {
     "request_id": "req_0123456789abcdef", "endpoint": "chat", "key": "bench", "team": "bench",
@@ -40,7 +40,7 @@ FIELDS = {
 
 def stream(to: str):  # type: ignore[no-untyped-def]
     if to == "file":
-        return open(Path(tempfile.mkdtemp()) / "log", "w")  # noqa: SIM115
+        return open(Path(tempfile.mkdtemp()) / "log", "w")
     a, b = socket.socketpair()
 
     def drain() -> None:
