@@ -10,10 +10,11 @@ import re
 
 import trio
 
-from tests.dash_fixtures import Dash, page_ok, sign_in, start_dash
+from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash
 from tests.test_dashboard_cache import ask, cached
 from tests.test_dashboard_handlers import HX, text
 from trioproxy.config.model import Settings
+from trioproxy.dashboard.snapshot import ledger_of
 
 
 def chat_cache_global(settings: Settings) -> Settings:
@@ -93,3 +94,48 @@ async def test_a_scoped_admin_cannot_reset_a_breaker_every_team_shares(
     assert '<td data-label="Action">breaker.reset</td>' not in await page_ok(alice, "/audit")
     r = await alice.post(f"/providers/{target}/reset", form={"csrf": acsrf})
     assert r.status_code == 200 and "reset: closed" in await text(r)
+
+
+async def attempts_recorded(d: Dash, n: int) -> None:
+    """Wait until the ledger's per-minute counters hold ``n`` attempts (it writes in
+    batches)."""
+    backend = ledger_of(d.gw)
+    assert backend is not None
+    with trio.fail_after(15):
+        while sum(r.attempts for r in await backend.query_minutes(
+                first_minute=0, end_minute=2**40)) < n:  # fmt: skip
+            await trio.sleep(0.05)
+
+
+def five_minute_attempts(page: str) -> dict[str, int]:
+    """Per target, the attempts the Providers page counts over the last 5 minutes."""
+    rows = re.findall(r'<tr data-target="([^"]+)" data-window="5">(.*?)</tr>', page, re.S)
+    out = {}
+    for target, body in rows:
+        found = re.search(r'class="num rate">[^<]*<span class="muted">\((\d+)\)</span>', body)
+        assert found is not None, body
+        out[target] = int(found.group(1))
+    return out
+
+
+async def test_a_scoped_principal_sees_the_traffic_of_its_teams_only(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    for n in range(3):
+        assert (await ask(d, f"demo's question {n}")).status_code == 200
+    assert (await ask(d, "ops's question", READER_KEY)).status_code == 200
+    await attempts_recorded(d, 4)
+    alice, tess = d.app.test_client(), d.app.test_client()
+    await sign_in(alice)
+    await sign_in(tess, "tess")
+    for path in ("/providers", "/panel/providers"):
+        every = five_minute_attempts(await page_ok(alice, path))
+        assert sum(every.values()) == 4
+        page = await page_ok(tess, path)
+        mine = five_minute_attempts(page)
+        assert set(mine) == set(every) and sum(mine.values()) == 1, mine
+        assert "your teams' requests only" in page
+        # the requests in flight are every team's: not shown
+        assert 'id="in-flight"' not in page
+    assert 'id="in-flight"' in await page_ok(alice, "/providers")

@@ -130,10 +130,11 @@ async def test_without_retention_days_only_the_minute_counters_go(
     finally:
         await backend.aclose()
     assert (await target.raw_totals()).count == totals_of(old).count
-    minutes_left = await target.sql(
-        f"SELECT COUNT(*) FROM ledger_minutes WHERE minute < {int((now - 10 * DAY) // 60)}"
-    )
-    assert minutes_left == [(0,)]
+    for table in ("ledger_minutes", "ledger_minutes_teams"):  # every team's, and per team
+        minutes_left = await target.sql(
+            f"SELECT COUNT(*) FROM {table} WHERE minute < {int((now - 10 * DAY) // 60)}"
+        )
+        assert minutes_left == [(0,)], table
 
 
 async def test_sqlite_two_writers_on_one_file(tmp_path: Path) -> None:

@@ -217,20 +217,43 @@ async def test_minute_counters_per_target_equal_the_attempt_rows(
     target = target_for(kind, request, tmp_path)
     now = time.time()
     records = spread(make_records(600, seed=12), now)
+    team = records[0].team
+    pair = sorted({r.team for r in records})[:2]
     backend = await open_in(kind, target.where, "UTC")
     try:
         await backend.write_batch(records[:350])
         await backend.write_batch(records[250:])
         rows = await backend.query_minutes(first_minute=0, end_minute=2**40)
+        one_team = await backend.query_minutes(first_minute=0, end_minute=2**40, teams=[team])
+        two_teams = await backend.query_minutes(first_minute=0, end_minute=2**40, teams=pair)
+        assert await backend.query_minutes(first_minute=0, end_minute=2**40, teams=[]) == []
     finally:
         await backend.aclose()
-    got = {(r.minute, r.target, r.role, r.outcome, r.error_kind): (r.attempts, r.latency, r.ttfb)
-           for r in rows}  # fmt: skip
-    want = {tuple(row[:5]): (row[5], tuple(row[6 : 6 + minutes.BUCKETS]),
-                             tuple(row[6 + minutes.BUCKETS :]))
-            for row in minutes.aggregate(records)}  # fmt: skip
-    assert got == want
+
+    def as_map(rows: list) -> dict:
+        return {
+            (r.minute, r.target, r.role, r.outcome, r.error_kind): (r.attempts, r.latency, r.ttfb)
+            for r in rows
+        }
+
+    def counts(row: tuple) -> tuple:
+        return (row[0], tuple(row[1 : 1 + minutes.BUCKETS]), tuple(row[1 + minutes.BUCKETS :]))
+
+    got = as_map(rows)
+    assert got == {tuple(row[:5]): counts(row[5:]) for row in minutes.aggregate(records)}
     assert sum(a for a, _, _ in got.values()) == sum(r.kind == "attempt" for r in records)
+    # one team's: the team table's rows of that team (key: minute, team, target, ...)
+    per_team = minutes.aggregate(records, per_team=True)
+    want = {(row[0], *row[2:6]): counts(row[6:]) for row in per_team if row[1] == team}
+    assert as_map(one_team) == want and 0 < len(one_team) < len(rows)
+    # several teams': summed per target, role, outcome and error kind in the database
+    summed: dict = {}
+    for row in per_team:
+        if row[1] in pair:
+            acc = summed.setdefault((row[0], *row[2:6]), [0] * len(minutes.COUNTS))
+            for k, n in enumerate(row[6:]):
+                acc[k] += n
+    assert as_map(two_teams) == {k: counts(tuple(v)) for k, v in summed.items()}
 
 
 def test_histogram_buckets_and_percentiles() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from trioproxy.ledger import minutes
 from trioproxy.ledger.backend import LedgerBackend
 from trioproxy.ledger.postgres import PostgresLedger
 from trioproxy.ledger.record import UsageRecord
@@ -243,3 +244,64 @@ async def test_sqlite_float_hourly_rollup_is_migrated_and_old_ledgers_backfilled
             await backend.aclose()
         assert (row.requests, row.cost_micros, row.saved_micros) == (3, 4_125 + 3_901, 750)
         assert (row.cache_read_tokens, row.cache_saved_micros) == (9000, 24_299)
+
+
+def _minutes_before_teams(integer: str, text: str) -> str:
+    """``ledger_minutes`` as made before the team table (unchanged since: its DDL then)."""
+    counts = ", ".join(f"{c} {integer} NOT NULL DEFAULT 0" for c in minutes.COUNTS)
+    return (
+        f"CREATE TABLE ledger_minutes (minute {integer} NOT NULL, target {text} NOT NULL, "
+        f"role {text} NOT NULL, outcome {text} NOT NULL, error_kind {text} NOT NULL, {counts}, "
+        "PRIMARY KEY (minute, target, role, outcome, error_kind))"
+    )
+
+
+OLD_MINUTE = int(NOW // 60)
+
+
+def _attempt(team: str) -> UsageRecord:
+    return UsageRecord(
+        ts=NOW, request_id=f"r-{team}", kind="attempt", key_name="k", team=team, user="ann",
+        feature="chat", route="default", target="m", hedge_role="primary", outcome="won",
+        latency_ms=12.0,
+    )  # fmt: skip
+
+
+async def _check_minutes(backend: LedgerBackend) -> None:
+    """The old counters stay every team's; the team table, new, counts from now on."""
+    try:
+        await backend.write_batch([_attempt("red"), _attempt("blue")])
+        window = {"first_minute": OLD_MINUTE, "end_minute": OLD_MINUTE + 1}
+        every = await backend.query_minutes(**window)
+        red = await backend.query_minutes(**window, teams=["red"])
+        both = await backend.query_minutes(**window, teams=["blue", "red"])
+    finally:
+        await backend.aclose()
+    assert [(r.target, r.role, r.outcome, r.attempts) for r in every] == [
+        ("m", "primary", "won", 7 + 2)
+    ]
+    assert [(r.target, r.attempts) for r in red] == [("m", 1)]
+    assert [(r.target, r.attempts) for r in both] == [("m", 2)]
+
+
+async def test_sqlite_ledger_made_before_the_team_minute_counters_gains_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(_minutes_before_teams("INTEGER", "TEXT") + " WITHOUT ROWID")
+    conn.execute("INSERT INTO ledger_minutes (minute, target, role, outcome, error_kind, "
+                 "attempts) VALUES (?, 'm', 'primary', 'won', '', 7)", (OLD_MINUTE,))  # fmt: skip
+    conn.commit()
+    conn.close()
+    await _check_minutes(await SqliteLedger.open(path))
+
+
+async def test_postgres_ledger_made_before_the_team_minute_counters_gains_them(
+    pg_url: str,
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        pg.execute(_minutes_before_teams("bigint", "text"))
+        pg.execute("INSERT INTO ledger_minutes (minute, target, role, outcome, error_kind, "
+                   "attempts) VALUES (%s, 'm', 'primary', 'won', '', 7)", (OLD_MINUTE,))  # fmt: skip
+    await _check_minutes(await PostgresLedger.open(pg_url, pool_timeout=5.0))

@@ -247,13 +247,16 @@ async def test_minute_counters_are_trimmed_when_raw_rows_are_kept_forever(
     backend = await target.open()
     old = make_records(30, seed=4, ts=time.time() - 20 * 86400, prefix="a")
     await backend.write_batch(old)
-    assert (await target.sql("SELECT COUNT(*) FROM ledger_minutes"))[0][0] > 0
+    tables = ("ledger_minutes", "ledger_minutes_teams")  # every team's, and per team
+    for table in tables:
+        assert (await target.sql(f"SELECT COUNT(*) FROM {table}"))[0][0] > 0
     writer = LedgerWriter(backend, tmp_path / "spool", retention_days=None, **FAST)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)  # its first maintenance pass runs before started
         await writer.aclose()
     await backend.aclose()
-    assert (await target.sql("SELECT COUNT(*) FROM ledger_minutes"))[0][0] == 0
+    for table in tables:
+        assert (await target.sql(f"SELECT COUNT(*) FROM {table}"))[0][0] == 0
     assert (await target.sql("SELECT COUNT(*) FROM ledger_raw"))[0][0] == len(old)
 
 

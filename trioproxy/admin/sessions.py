@@ -53,6 +53,12 @@ class Principal:
         sees nor changes those."""
         return self.teams is None
 
+    @property
+    def scope(self) -> tuple[str, ...] | None:
+        """The teams whose records every figure shown to it sums, as the ledger's reads take
+        them (sorted); None: every team's."""
+        return None if self.teams is None else tuple(sorted(self.teams))
+
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:

@@ -85,7 +85,7 @@ async def providers_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     return {
         "providers": await snapshot.providers(gw),
         "failure_threshold": gw.settings.breaker.failure_threshold,
-        "traffic": await snapshot.traffic(gw, time.time()),
+        "traffic": await snapshot.traffic(gw, time.time(), who.scope),
         "ledger": snapshot.ledger_of(gw) is not None,
     }
 

@@ -319,12 +319,15 @@ async def providers(gw: Gateway) -> Providers:
     return Providers(rows, gw.in_flight, gw.settings.server.max_in_flight)
 
 
-async def traffic(gw: Gateway, now: float) -> dict[str, list[Traffic]]:
-    """Per target, its traffic over the last 5 and 60 minutes (per-minute counters)."""
+async def traffic(
+    gw: Gateway, now: float, teams: Sequence[str] | None = None
+) -> dict[str, list[Traffic]]:
+    """Per target, its traffic over the last 5 and 60 minutes (per-minute counters): every
+    team's, or the attempts of ``teams``' requests only (summed in the database)."""
     backend = ledger_of(gw)
     this_minute = int(now // 60)
     rows = [] if backend is None else await backend.query_minutes(
-        first_minute=this_minute - max(WINDOWS_MIN) + 1, end_minute=this_minute + 1
+        first_minute=this_minute - max(WINDOWS_MIN) + 1, end_minute=this_minute + 1, teams=teams
     )  # fmt: skip
     return fold_traffic(rows, sorted(gw.settings.models), now)
 

@@ -149,9 +149,11 @@ class LedgerBackend(Protocol):
         database, ordered by day and value (:mod:`trioproxy.ledger.reads`)."""
         ...
 
-    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[MinuteRow]:
+    async def query_minutes(
+        self, *, first_minute: int, end_minute: int, teams: Sequence[str] | None = None
+    ) -> list[MinuteRow]:
         """Per-minute attempt counters per target (:mod:`trioproxy.ledger.minutes`) for Unix
-        minutes in ``[first_minute, end_minute)``."""
+        minutes in ``[first_minute, end_minute)``, summed over every team or ``teams`` only."""
         ...
 
     async def recent_requests(

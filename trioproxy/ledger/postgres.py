@@ -204,7 +204,8 @@ class PostgresLedger(RollupReads):
         def _drop() -> int:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.LOCK_ID,))
-                conn.execute("DELETE FROM ledger_minutes WHERE minute < %s", (keep_minutes,))
+                for table in minutes.TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE minute < %s", (keep_minutes,))
                 for name in old:
                     conn.execute(f"DROP TABLE IF EXISTS {name}")
             if cutoff is not None:

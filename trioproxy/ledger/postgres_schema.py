@@ -64,6 +64,7 @@ _SCHEMA = [
     days.PG_DDL,
     days.META_DDL.format(text="text"),
     minutes.PG_DDL,
+    minutes.PG_TEAMS_DDL,
     *recent.INDEXES,
     # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
     "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
@@ -111,6 +112,9 @@ def _day_expr(zone: str) -> str:
     return f"((to_timestamp(hour * 3600) AT TIME ZONE '{zone}')::date - DATE '1970-01-01')"
 
 
+_MINUTE = "floor(extract(epoch FROM ts) / 60)::bigint"
+
+
 def write_sql(zone: str) -> str:
     """One statement per batch: insert the staged rows, then every roll-up from the rows
     actually inserted (the hourly rows once, in ``h``; the day rows from them)."""
@@ -134,8 +138,12 @@ WITH ins AS (
   {days.from_hourly_sql("h", _day_expr(zone))}
 ), mi AS (
   {minutes.upsert_head()}
-  {minutes.select_sql("ins", "floor(extract(epoch FROM ts) / 60)::bigint")}
+  {minutes.select_sql("ins", _MINUTE)}
   {minutes.upsert_tail()}
+), mt AS (
+  {minutes.upsert_head(per_team=True)}
+  {minutes.select_sql("ins", _MINUTE, per_team=True)}
+  {minutes.upsert_tail(per_team=True)}
 ), up AS (
   INSERT INTO ledger_daily ({_ROLLUP_COLS}, {", ".join(METRICS)})
   SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,

@@ -121,11 +121,14 @@ class RollupReads:
         cells.sort()
         return cells
 
-    async def query_minutes(self, *, first_minute: int, end_minute: int) -> list[minutes.MinuteRow]:
-        sql = minutes.query_sql(self.PARAM)
-        rows = await self._read(
-            lambda conn: conn.execute(sql, (first_minute, end_minute)).fetchall()
-        )
+    async def query_minutes(
+        self, *, first_minute: int, end_minute: int, teams: Sequence[str] | None = None
+    ) -> list[minutes.MinuteRow]:
+        if teams is not None and not teams:
+            return []
+        sql = minutes.query_sql(self.PARAM, teams=len(teams or ()))
+        params = (first_minute, end_minute, *(teams or ()))
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return minutes.rows_of(rows)
 
     async def recent_requests(

@@ -81,6 +81,7 @@ _BACKFILL_HOURLY = (
 _UPSERT_HOURLY = hourly.upsert_sql("?")
 _UPSERT_DAYS = days.upsert_sql("?")
 _UPSERT_MINUTES = minutes.upsert_sql("?")
+_UPSERT_TEAM_MINUTES = minutes.upsert_sql("?", per_team=True)
 
 
 def _add_hourly(conn: sqlite3.Connection) -> None:
@@ -146,6 +147,7 @@ class SqliteLedger(RollupReads):
                 _add_hourly(conn)
                 kept = _days_zone(conn, zone)
                 conn.execute(minutes.SQLITE_DDL)
+                conn.execute(minutes.SQLITE_TEAMS_DDL)
             set_busy_timeout(conn, BUSY_TIMEOUT_MS / 1000)
             return conn, kept
 
@@ -183,6 +185,7 @@ class SqliteLedger(RollupReads):
             conn.executemany(_UPSERT_HOURLY, hours)
             conn.executemany(_UPSERT_DAYS, days.from_hour_aggregate(hours, self.days_zone))
             conn.executemany(_UPSERT_MINUTES, minutes.aggregate(inserted))
+            conn.executemany(_UPSERT_TEAM_MINUTES, minutes.aggregate(inserted, per_team=True))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -216,7 +219,8 @@ class SqliteLedger(RollupReads):
         keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
 
         def _delete() -> int:
-            self._conn.execute("DELETE FROM ledger_minutes WHERE minute < ?", (keep_minutes,))
+            for table in minutes.TABLES:
+                self._conn.execute(f"DELETE FROM {table} WHERE minute < ?", (keep_minutes,))
             if retention_days is None:
                 return 0
             cutoff = dt.datetime.combine(
