@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 import trio
 
 from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash
 from tests.test_dashboard_cache import ask, cached
-from tests.test_dashboard_handlers import HX, text
+from tests.test_dashboard_handlers import HX, ledger_has, text
 from trioproxy.config.model import Settings
 from trioproxy.dashboard.snapshot import ledger_of
 
@@ -139,3 +140,60 @@ async def test_a_scoped_principal_sees_the_traffic_of_its_teams_only(
         # the requests in flight are every team's: not shown
         assert 'id="in-flight"' not in page
     assert 'id="in-flight"' in await page_ok(alice, "/providers")
+
+
+LIVE = ("/", "/panel/overview", "/providers", "/panel/providers", "/cache", "/panel/cache")
+SCOPE_NOTE = 'id="scope-note"'
+STORE = ('id="entries"', 'id="size"', 'id="writer"', 'id="semantic"')
+
+
+def ledger_reads(d: Dash) -> list[tuple[str, object]]:
+    """Every roll-up read of the ledger from now on, with the teams it asked for."""
+    backend = ledger_of(d.gw)
+    assert backend is not None
+    seen: list[tuple[str, object]] = []
+    for name in ("query_days", "day_cells", "query_minutes"):
+        real = getattr(backend, name)
+
+        async def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            seen.append((_name, kwargs.get("teams")))
+            return await _real(*args, **kwargs)
+
+        setattr(backend, name, spy)
+    return seen
+
+
+async def test_a_scoped_principal_reads_its_teams_figures_only_and_is_told_so(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    _, n = await cached(d, "demo's cached question")  # team demo: a miss, then exact hits
+    assert (await ask(d, "ops's question", READER_KEY)).status_code == 200
+    await ledger_has(d, n + 1)
+    alice, tess = d.app.test_client(), d.app.test_client()
+    await sign_in(alice)
+    await sign_in(tess, "tess")
+    # an admin of every team: every team's figures and the shared counters, no scope note
+    page = await page_ok(alice, "/")
+    assert 'data-team="demo"' in page and "Alerts:" in page and SCOPE_NOTE not in page
+    page = await page_ok(alice, "/cache")
+    assert all(s in page for s in STORE) and SCOPE_NOTE not in page
+    assert 'id="saved-total">$0.000000<' not in page  # demo's exact hits saved
+    assert "The data plane since the service started" in await page_ok(alice, "/alerts")
+    # tess (team ops): every ledger read of the live pages asks for team ops only
+    reads = ledger_reads(d)
+    pages = {path: await page_ok(tess, path) for path in LIVE}
+    assert reads and all(teams == ("ops",) for _, teams in reads), reads
+    for path in ("/", "/providers", "/cache"):
+        assert SCOPE_NOTE in pages[path] and "For your teams only (ops)" in pages[path], path
+    for path in ("/", "/panel/overview"):  # no other team's row, nor the alert sender's
+        assert 'data-team="demo"' not in pages[path] and 'data-team="ops"' in pages[path]
+        assert "Alerts:" not in pages[path]  # counts, which are every team's
+    for path in ("/cache", "/panel/cache"):
+        page = pages[path]
+        assert not any(s in page for s in STORE), path  # the store's figures: every team's
+        assert re.search(r"\(UTC\): <strong>1</strong> lookups", page), path  # ops's one
+        assert 'id="saved-total">$0.000000<' in page  # demo's hits saved, not ops
+        assert "every team's, shown to admins of every team" in page
+    for path in ("/alerts", "/panel/alerts"):
+        assert "The data plane since the service started" not in await page_ok(tess, path)

@@ -34,13 +34,14 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         )
         return {
             "records": records[:PAGE], "more": len(records) > PAGE, "team": team or "",
-            "stats": await snapshot.alert_statistics(gw), "tz": snapshot.zone(gw),
+            "stats": await snapshot.alert_statistics(gw) if who.every_team else None,
+            "tz": snapshot.zone(gw),
             "before": before,
         }  # fmt: skip
 
     @app.get("/alerts")
     async def alerts_view() -> ResponseReturnValue:
-        teams = [t for t in await snapshot.all_teams(gw) if g.principal.may_see(t)]
+        teams = await snapshot.all_teams(gw, g.principal.scope)
         return await render_template(
             "page.html", page="alerts", spec=pages["alerts"], title=pages["alerts"].title,
             pages=pages, teams=teams, webhook=gw.settings.budgets.webhook_url is not None,

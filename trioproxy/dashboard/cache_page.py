@@ -1,6 +1,8 @@
 """What the Cache page shows: hit rate by kind (exact / semantic) per day, dollars saved,
 totals per route and per team and route (the day roll-up by route and cache status, days in
 the configured zone), and the store's entries and size against its bound (this process).
+A principal of some teams gets its teams' rows only (read for them only) and not the store's
+figures, which are every team's.
 
 Pure folding (:func:`fold`) over roll-up rows; two grouped reads per view (per day and per
 team), a few hundred rows whatever the traffic.
@@ -184,7 +186,7 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     today = dt.datetime.now(tz).date()
     rng = Range(today - dt.timedelta(days=WINDOW_DAYS - 1), today)
     backend = snapshot.ledger_of(gw)
-    teams = None if who.teams is None else sorted(who.teams)
+    teams = who.scope
     per_day = await snapshot.days(gw, "route_cache", rng.start, rng.end, teams, ("day", "value"))
     per_team = await snapshot.days(gw, "route_cache", rng.start, rng.end, teams,
                                    ("value", "team"))  # fmt: skip
@@ -197,7 +199,7 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     storage = gw.settings.storage
     mib = storage.cache_max_mb * 1024 * 1024
     shared_bounds = (storage.cache_max_entries, mib, storage.semantic_max_prompts or MAX_ROWS)
-    if getattr(cache, "relayed", False) and storage.redis_url is None:
+    if who.every_team and getattr(cache, "relayed", False) and storage.redis_url is None:
         path = Path(storage.state_dir) / FILE_NAME
         shared = await trio.to_thread.run_sync(read_totals, path)
     chart = Markup("")
@@ -222,7 +224,7 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
         "prompts_elsewhere": storage.database_url is not None,
         "redis": storage.redis_url is not None,
         "routes": flushable_routes(gw, who),
-        "teams": [t for t in await snapshot.all_teams(gw) if who.may_see(t)],
+        "teams": await snapshot.all_teams(gw, teams),
     }
 
 

@@ -62,11 +62,11 @@ async def budget_row(gw: Gateway, team: str) -> BudgetRow:
 
 
 async def overview_context(gw: Gateway, who: Principal) -> dict[str, Any]:
-    return {"overview": await snapshot.overview(gw, visible=who.may_see)}
+    return {"overview": await snapshot.overview(gw, teams=who.scope)}
 
 
 async def budgets_context(gw: Gateway, who: Principal) -> dict[str, Any]:
-    teams = [t for t in await snapshot.all_teams(gw) if who.may_see(t)]
+    teams = await snapshot.all_teams(gw, who.scope)
     gate = snapshot.gate_of(gw)
     store = gw.keys.source
     windows = (

@@ -172,7 +172,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
 
     async def query_of() -> tuple[Query, list[str]]:
         who: Principal = g.principal
-        teams = [t for t in await snapshot.all_teams(gw) if who.may_see(t)]
+        teams = await snapshot.all_teams(gw, who.scope)
         return parse(request.args, who, teams), teams
 
     @app.get("/requests.csv")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -83,6 +83,7 @@ class TeamRow:
 class Overview:
     teams: list[TeamRow]
     alerts: AlertStatistics | None
+    """The alert sender's counts (every team's); None without alerts, or for some teams."""
     ledger: bool
     """False when the gateway has no ledger (the roll-up columns are then empty)."""
 
@@ -128,16 +129,18 @@ TEAM_LOOKBACK_DAYS = 62
 """Teams with spend in the ledger over this many days count as known (besides config)."""
 
 
-async def all_teams(gw: Gateway) -> list[str]:
+async def all_teams(gw: Gateway, teams: Sequence[str] | None = None) -> list[str]:
     """Every team with a key (config or dashboard), a configured budget, or spend in the
-    last two months."""
+    last two months; of ``teams`` only when given (a principal's scope: the ledger is read
+    for them only)."""
     today = dt.datetime.now(zone(gw)).date()
     rows = await days(
-        gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today, keep=("value",)
+        gw, "team", today - dt.timedelta(days=TEAM_LOOKBACK_DAYS), today, teams, keep=("value",)
     )
     store = gw.keys.source
     created = await store.key_teams() if isinstance(store, AdminStore) else []
-    return known_teams(gw, [r.value for r in rows], created)
+    found = known_teams(gw, [r.value for r in rows], created)
+    return found if teams is None else [t for t in found if t in teams]
 
 
 def zone(gw: Gateway) -> ZoneInfo:
@@ -256,23 +259,26 @@ async def team_usage(
 
 
 async def overview(
-    gw: Gateway, now: dt.datetime | None = None, visible: Callable[[str], bool] = lambda t: True
+    gw: Gateway, now: dt.datetime | None = None, teams: Sequence[str] | None = None
 ) -> Overview:
+    """Every team's row, or those of ``teams`` only (a principal's scope: the ledger is read
+    for them only, and the alert sender's counts, every team's, are left out)."""
     today = (now or dt.datetime.now(dt.UTC)).astimezone(zone(gw)).date()
-    this_month = await days(gw, "team", today.replace(day=1), today)
+    this_month = await days(gw, "team", today.replace(day=1), today, teams)
     day_rows = per_team([r for r in this_month if r.day == today])
     month_rows = per_team(this_month)
     backend = ledger_of(gw) is not None
     rows = []
     for team in known_teams(gw, list(month_rows)):
-        if not visible(team):
+        if teams is not None and team not in teams:
             continue
         today_totals, month_totals = day_rows.get(team, Totals()), month_rows.get(team, Totals())
         day, month = await team_usage(
             gw, team, (today_totals.cost_usd, month_totals.cost_usd) if backend else None
         )
         rows.append(TeamRow(team, day, month, today_totals, month_totals))
-    return Overview(rows, await alert_statistics(gw), backend)
+    alerts = await alert_statistics(gw) if teams is None else None
+    return Overview(rows, alerts, backend)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ async def spend_of(
         rng = parse_range(args.get("start") or None, args.get("end") or None, today)
     except RangeError as err:
         rng, error = parse_range(None, None, today), str(err)
-    teams = None if who.teams is None else sorted(who.teams)
+    teams = who.scope
 
     async def read(
         dim: str, keep: tuple[str, ...], values: list[str] | None = None
@@ -65,14 +65,12 @@ async def spend_of(
 async def projections(gw: Gateway, who: Principal) -> list[Any]:
     tz = snapshot.zone(gw)
     now = dt.datetime.now(tz)
-    teams = None if who.teams is None else sorted(who.teams)
-    rows = await snapshot.days(gw, "team", now.date().replace(day=1), now.date(), teams,
+    rows = await snapshot.days(gw, "team", now.date().replace(day=1), now.date(), who.scope,
                                ("value",))  # fmt: skip
     mtd = {r.value: r.cost_usd for r in rows}
     limits: dict[str, float | None] = {}
-    for team in await snapshot.all_teams(gw):
-        if who.may_see(team):
-            limits[team] = await snapshot.monthly_limit_usd(gw, team)
+    for team in await snapshot.all_teams(gw, who.scope):
+        limits[team] = await snapshot.monthly_limit_usd(gw, team)
     return project(mtd, limits, now)
 
 
