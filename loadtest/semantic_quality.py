@@ -1,6 +1,7 @@
 """Semantic-cache quality: false and true hits with 95 % confidence intervals, by family.
 
-    .venv/bin/python loadtest/semantic_quality.py [--curve] [--speed] [--show-misses] [--held FILE]
+    .venv/bin/python loadtest/semantic_quality.py [--curve] [--speed] [--show-misses]
+        [--show-seen-misses PREFIX] [--held FILE]
 
 A pair (new prompt, cached prompt) is a hit exactly as :class:`SemanticCache` decides it:
 cosine >= the route band's floor, no guard veto, and (below the ceiling, text not equal)
@@ -9,22 +10,24 @@ the pair verifier: the two prompts' content tokens align, or the pair model
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
-  used to change anything (default: ``loadtest/data/heldout_v20_pairs.json`` when that file
+  used to change anything (default: ``loadtest/data/heldout_v21_pairs.json`` when that file
   exists, else none; ``--held none`` for none, or name a seen one, e.g. ``--held
   loadtest/data/heldout_v6_pairs.json``, to see it in the held-out tables, the curve and
   ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1 to v19 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
-  ``heldout_v19_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1 to v20 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
+  ``heldout_v20_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:`` and v19 trained the shipped pair model
+Every set but ``held:``, v19 and v20 trained the shipped pair model
 (``loadtest/train_pair_model.py``; v18 since FROZEN v19; FROZEN v18 changed the embedding
 model to its dynamically quantized form: ``trioproxy/cache/model_file.py``; v19, read after
-FROZEN v19, trains the next freeze's).
+FROZEN v19, and v20, read against it, train the next freeze's). ``--show-seen-misses PREFIX``
+prints every refused paraphrase and served negative of the seen and tuning sets whose name
+starts with PREFIX ("seen:v2" for v2 and v20-v29, "seen:" or "tune:" for all), with its reason.
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
 ``examples/benchmark/mock_data.json``, MIT licence). Rates are Wilson 95 % intervals.
 """
@@ -103,12 +106,13 @@ SEEN = (
     ("v17", "heldout_v17_pairs.json"),
     ("v18", "heldout_v18_pairs.json"),
     ("v19", "heldout_v19_pairs.json"),
+    ("v20", "heldout_v20_pairs.json"),
 )
-"""The sets held out for the freezes v1-v19, seen since (v19 read after 'FROZEN v19')."""
-HELD = HERE / "heldout_v20_pairs.json"
-"""The held-out set: v20, written 2026-12-07 11:11 UTC by an independent helper and read at
-11:13 against FROZEN v19 (nothing the decision reads has changed since 109a062): a second
-fresh set for that freeze. Seen from then on; the next freeze's set is v21."""
+"""The sets held out for the freezes v1-v19, seen since (v19 read after 'FROZEN v19', v20 a
+second fresh set for that freeze, written 2026-12-07 11:11 UTC and read at 11:13)."""
+HELD = HERE / "heldout_v21_pairs.json"
+"""The held-out set of the next freeze: v21, written by an independent helper after it (absent
+until then: every set is seen)."""
 
 
 def load_sets(held_path: Path | None = None) -> dict[str, list[Pair]]:
@@ -173,7 +177,7 @@ WRITERS = ("tune", "extra", "gpt", *(v for v, _ in SEEN))
 def writer_sets() -> dict[str, list[tuple[str, Pair]]]:
     """Every labelled set by its writer: ``tune`` (``tuning_pairs.json`` and
     ``near_misses.json``), ``extra`` (``pair_model_extra.json``), ``gpt`` (GPTCache's pairs,
-    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v19``.
+    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v20``.
     Each item is (kind, pair), kind one of near, para, nondup. For the pair model's training
     (``train_pair_model.py``) and the leave-one-writer-set-out evaluation (``leave_out.py``)."""
     sets = load_sets(None)
@@ -295,6 +299,22 @@ def show_misses(judge: Judge, sets: dict[str, list[Pair]], band: Band) -> None:
                 "floor" if judge.cosine(p) < band.floor else "verifier"
             )
             print(f"  ({why}) {judge.cosine(p):.3f} {p.cached!r} -> {p.new!r}")
+
+
+def show_seen_misses(judge: Judge, sets: dict[str, list[Pair]], band: Band, prefix: str) -> None:
+    """Every refused paraphrase and served negative of the sets named ``prefix``..., with why."""
+    for name, pairs in sets.items():
+        if not name.startswith(prefix) or name.startswith("held:"):
+            continue
+        for p in pairs:
+            if judge.hit(p, band) == p.same:
+                continue
+            cos = judge.cosine(p)
+            if p.same:
+                why = near_miss(p.new, p.cached) or ("floor" if cos < band.floor else "verifier")
+                print(f"  {name} refused ({why}) {cos:.3f} {p.cached!r} -> {p.new!r}")
+            else:
+                print(f"  {name} served [{p.family}] {cos:.3f} {p.cached!r} -> {p.new!r}")
 
 
 def speed(judge: Judge, texts: list[str]) -> None:
@@ -438,13 +458,18 @@ def main() -> None:
     ap.add_argument("--curve", action="store_true", help="also the held-out curve by setting")
     ap.add_argument("--speed", action="store_true", help="also time embedding and verify()")
     ap.add_argument("--show-misses", action="store_true")
+    ap.add_argument(
+        "--show-seen-misses",
+        metavar="PREFIX",
+        help="misses of the seen/tuning sets named PREFIX...",
+    )
     ap.add_argument("--speed-only", action="store_true", help="only the in-process hit timing")
     ap.add_argument("--breakdown", action="store_true", help="only a semantic hit's stages")
     ap.add_argument(
         "--model", help="another ONNX file of the same model (default: the shipped quantized one)"
     )
     ap.add_argument("--held", default=str(HELD) if HELD.exists() else "none",
-                    help="the held-out set (default: v8 if present; 'none': every set is seen)")  # fmt: skip
+                    help="the held-out set (default: v21 if present; 'none': every set is seen)")  # fmt: skip
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets(Path(args.held) if args.held != "none" else None)
@@ -474,7 +499,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v19, GPTCache odd; all but v19 trained the pair model), default",
+        "Seen (v1-v20, GPTCache odd; all but v19 and v20 trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
@@ -482,6 +507,11 @@ def main() -> None:
         curve(judge, sets)
     if args.show_misses and held:
         show_misses(judge, sets, default)
+    if args.show_seen_misses:
+        print(
+            f"\nseen and tuning sets {args.show_seen_misses}*: refused paraphrases, served negatives"
+        )
+        show_seen_misses(judge, sets, default, args.show_seen_misses)
     if args.speed:
         speed(judge, [p.new for p in sets["seen:gpt_para"]][:300])
         verifier_cost(judge, sets["seen:gpt_para"][:300])

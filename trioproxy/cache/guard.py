@@ -44,9 +44,15 @@ tokens* and names the first difference, or returns None when the hit may be serv
   process"), or across a word that opens a clause ("a lion ... when hyenas steal" / "hyenas
   ... when a lion steals"), without "by" on one side only (the passive voice), unless the two sides of an
   "and" or an "or" traded places; or one side has done to it what the other does ("tips for
-  interviewing a candidate" / "tips for being interviewed as a candidate")
+  interviewing a candidate" / "tips for being interviewed as a candidate"); or the asker is
+  the object of a verb on one side and its subject on the other ("my employee asks me for a
+  raise" / "I ask my boss for a raise", "a calendar someone shared with me" / "how do I share
+  my calendar")
 
-Before any rule, both prompts are rewritten to the canonical names of the shipped alias table
+Before any rule, a prompt typed all in lower case (the pronoun "I" aside) takes the other
+prompt's mid-sentence capitals on the words they share ("what version of node" / "which version
+of Node", "parse json in go" / "... in Go": :func:`recased`), since it says nothing by its case;
+then both prompts are rewritten to the canonical names of the shipped alias table
 (:mod:`~trioproxy.cache.aliases`: "JS" = "JavaScript", "k8s" = "Kubernetes", "WWII" =
 "World War Two"), and a protected term counts as present in its singular or plural form
 ("Sunday"/"Sundays").
@@ -70,6 +76,7 @@ from trioproxy.cache.quantifiers import quantities
 from trioproxy.cache.relative_time import relative_time
 from trioproxy.cache.word_order import (
     COORDINATORS,
+    asker_flipped,
     asks_differently,
     gerund_voice,
     moved_block,
@@ -111,7 +118,8 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
         "teacher/student parent/child buyer/seller client/server male/female men/women "
         "kids/adults children/adults beginners/experts all/some all/none always/never "
         "only/also more/only upper/lower host/guest hosts/guests landlord/tenant lender/borrower "
-        "employer/employee sender/recipient sender/receiver creditor/debtor winner/loser"
+        "employer/employee sender/recipient sender/receiver creditor/debtor winner/loser "
+        "set/remove set/unset set/delete"
     ).split()
 )
 
@@ -318,8 +326,39 @@ def _coordinated(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return False
 
 
+_CASED_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_SENTENCE_END = re.compile(r"(?:^|[.!?:;\"'`(\[\-\u2013\u2014])\s*$")
+
+
+def recased(text: str, other: str) -> str:
+    """``text`` typed all in lower case (the pronoun "I" aside), with the words it shares with ``other`` capitalised as
+    ``other`` capitalises them mid-sentence ("what version of node" / "which version of Node",
+    "parse json in go" / "parse JSON in Go"): a prompt without a capital says nothing by its
+    case. A word ``other`` types in two ways, or capitalises only at a sentence start, stays."""
+    if not _lower_typed(text) or _lower_typed(other):
+        return text
+    forms: dict[str, set[str]] = {}
+    for m in _CASED_WORD.finditer(other):
+        w = m.group()
+        initial = _SENTENCE_END.search(other, 0, m.start()) is not None
+        forms.setdefault(w.lower(), set()).add(w.lower() if initial else w)
+    cased = {low: f for low, fs in forms.items() if len(fs) == 1 and (f := next(iter(fs))) != low}
+    if not cased:
+        return text
+    return _CASED_WORD.sub(lambda m: cased.get(m.group(), m.group()), text)
+
+
+def _lower_typed(text: str) -> bool:
+    """No capital letter but the pronoun "I" ("how do I parse json in go")."""
+    return not any(c.isupper() for c in _PRONOUN_I.sub("", text))
+
+
+_PRONOUN_I = re.compile(r"\bI\b")
+
+
 def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | None:
     """Why ``cached``'s answer may be wrong for ``new`` (the rule that fired), or None."""
+    new, cached = recased(new, cached), recased(cached, new)
     n, c = features(new), features(cached)
     if "number" in rules and n.numbers != c.numbers:
         return "number"
@@ -377,6 +416,10 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         return "swap"
     if "swap" in rules and (gerund_voice(n.seq, c.seq) or gerund_voice(c.seq, n.seq)):
         return "swap"
+    if "swap" in rules and (
+        asker_flipped(n.seq, c.seq, _STOP) or asker_flipped(c.seq, n.seq, _STOP)
+    ):
+        return "swap"
     return None
 
 
@@ -390,10 +433,11 @@ def term_only(new: str, cached: str) -> bool:
     box: how much RAM is used"). A swap of terms ("Docker on Ubuntu" / "on Fedora") is not
     one. Only such a veto may be overruled, by the pair judge
     (:func:`~trioproxy.cache.pair_model.serves` with ``term_veto``)."""
+    new, cached = recased(new, cached), recased(cached, new)
     n, c = features(new), features(cached)
     if (_missing(n, c) is None) == (_missing(c, n) is None):
         return False
     return near_miss(new, cached, _NOT_TERM) is None
 
 
-__all__ = ["RULES", "near_miss", "term_only"]
+__all__ = ["RULES", "near_miss", "recased", "term_only"]

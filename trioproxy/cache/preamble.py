@@ -1,5 +1,7 @@
 """Words around a question that do not change its answer: a preamble ("Hey, quick question:",
-"I'm new to this,", "I was told to ask here:", a conversation's "Thanks! Now,") and a sign-off ("Thanks in advance.", "I'm curious."), taken
+"I'm new to this,", "I was told to ask here:", "I've been wondering for a while now,", "I can't
+remember,", a conversation's "Thanks! Now," or "Thanks in advance -") and a sign-off ("Thanks
+in advance.", "I'm curious."), taken
 off before a prompt is embedded (:func:`~trioproxy.cache.aliases.embedding_text`) and before
 the guard reads it (:mod:`~trioproxy.cache.prompt_features`), so that "Hey, quick question:
 how many ounces are in a cup?" is the prompt "how many ounces are in a cup?".
@@ -20,21 +22,25 @@ _PREAMBLE = re.compile(
     + r"(?:quick question|random question|(?:a )?(?:dumb|silly|stupid|basic|noob) question"
     r"|sorry if this is (?:a )?(?:dumb|silly|stupid|basic) question"
     r"|(?:i'm|i am|im) new to (?:this|all this|programming|coding)"
-    r"|i was (?:just )?wondering|just wondering|i was told to ask here)"
+    r"|(?:so,? )?(?:i was|i've been|i have been|i've just been) (?:just )?wondering"
+    r"(?: for (?:a while|ages|a bit)(?: now)?)?"
+    r"|just wondering|i was told to ask here"
+    r"|i (?:can't|cannot|can not|don't|do not) (?:remember|recall))"
     r"\s*[:,;.!?\-\u2013\u2014]+\s*",
     re.IGNORECASE,
 )
 _OPENER = re.compile(
     r"^\s*"
-    r"(?:(?:thanks|thank you|thx|ok|okay|great|cool|perfect|awesome|got it)(?: so much| a lot)?"
-    r"[,!.]+\s*)?"
+    r"(?:(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?\s*[,!.:;\-\u2013\u2014]+\s*"
+    r"|(?:ok|okay|great|cool|perfect|awesome|got it)[,!.]+\s*)?"
     r"(?:(?:now|next|also|so|one more (?:thing|question)|another question|next question"
     r"|follow[- ]up(?: question)?)\s*[:,;.!?\-\u2013\u2014]+\s*)?",
     re.IGNORECASE,
 )
-"""A turn of a conversation opening with thanks or a word that moves on ("Thanks! Now, how do
-I ...", "OK. Next question: ...", "Great, also: ..."); each part needs its punctuation, so "Is
-it OK to ..." and "Now what?" stay."""
+"""A turn of a conversation opening with thanks (also given in advance: "Thanks in advance -
+what is ...") or a word that moves on ("Thanks! Now, how do I ...", "OK. Next question: ...",
+"Great, also: ..."); each part needs its punctuation, so "Is it OK to ..." and "Now what?"
+stay."""
 _SIGN_OFF = re.compile(
     r"[\s,.!-]*(?:(?:thanks|thank you|thx)(?: so much| a lot)?(?: in advance)?"
     r"|(?:i'm|i am|im|just) curious|any help (?:is )?appreciated"

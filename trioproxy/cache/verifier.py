@@ -28,7 +28,16 @@ pronouns, auxiliaries, greetings and thanks, and request verbs (``REQUEST_VERBS`
 "what makes", "shown"), and nouns that frame a request ("the way to", "the command for",
 "tips for", "the phrase X", "the acronym X", "you guys"), i.e. words whose change does not change an answer. Words that do
 (prepositions of direction and time, "this/next/last", quantifiers, negations) are
-deliberately absent. Pure: arrays in, a reason out.
+deliberately absent.
+
+The alignment (not the pair model, whose features stay as it was trained on them,
+:func:`loosely_unmatched`) also passes over: "using" and "/" (``LOOSE_WORDS``: "with", and what
+a space also joins); a lead-in verb that only filler precedes and a question word or request
+verb follows ("Help me *understand* what a mutex is", ``LEAD_IN_WORDS``); a word the other
+prompt writes as two adjacent words, or two adjacent words it writes as one ("lowercase" /
+"lower case"); "one" where the other prompt has "a" or "an"; and a word of a comparison
+("vs", "difference", ``COMPARING``) where the other prompt also compares or says "or". Pure:
+arrays in, a reason out.
 """
 
 from __future__ import annotations
@@ -68,6 +77,34 @@ FILLER_WORDS = (
 """Words whose change does not change the answer; never include time, quantity or
 negation words ("next", "all", "not"). "to" and "for" are here because they are mostly
 infinitive and purpose markers; a swap around them is the guard's direction rule."""
+
+LOOSE_WORDS = "using /"
+"""Words the alignment passes over like filler (the pair model's features still count them,
+as they were when it was trained): "using" is "with" ("uninstall a package using apt"), and
+"/" joins what a space also joins ("async/await" / "async await")."""
+
+LEAD_IN_WORDS = "understand appreciate wonder curious remember recall learn teach"
+"""Verbs that frame a question without adding to it ("Help me understand what a mutex is",
+"I'd appreciate it if you could explain ...", "I want to learn how to ..."), with their
+inflected forms: filler only in a lead-in (:func:`lead_in`), content anywhere else ("how do
+dogs understand speech")."""
+
+_QUESTION_WORDS = frozenset(
+    "what which who whom whose how why where when whats hows whether if".split()
+)
+"""Where a lead-in ends: the question it opens."""
+
+_ONE = "one"
+_ARTICLES = frozenset({"a", "an"})
+"""A singular "one" asks what an article asks ("How many teaspoons are in one tablespoon?" /
+"... in a tablespoon?"): it counts as present where the other prompt has "a" or "an" (the
+guard's quantifier and number rules judge "one" against "all", "two", ...)."""
+
+COMPARING = frozenset("vs versus difference differences diff compare comparison".split())
+"""Words that set two things side by side: "X vs Y", "the difference between X and Y" and "X
+or Y, which ...?" ask one question; one of them counts as present where the other prompt
+has another or "or"."""
+_CHOICE = frozenset({"or"})
 
 DEFAULT_ALIGN = 0.85
 """Cosine of contextual token vectors above which a differing piece still counts as the
@@ -180,6 +217,12 @@ class Vocabulary:
     )
     """The words of the first set that name, by an alias, what the second set names by
     another form ("js" / "javascript"; :meth:`~trioproxy.cache.aliases.Aliases.covered`)."""
+    loose: frozenset[int] = frozenset()
+    """Ids of ``LOOSE_WORDS``."""
+    lead: frozenset[str] = frozenset()
+    """``LEAD_IN_WORDS`` and their inflected forms (:func:`lead_in`)."""
+    asks: frozenset[str] = _QUESTION_WORDS
+    """Words a lead-in ends before: question words, request verbs and their forms."""
 
     def exact(self, token: int) -> bool:
         text = self.text(token)
@@ -195,11 +238,15 @@ def build_vocabulary(
     """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok);
     ``thesaurus``: word relations (default: the shipped WordNet extract); ``aliases``: the
     alias table (default: the shipped ``aliases.txt``). Filler are the
-    ``FILLER_WORDS`` and the inflected forms of ``REQUEST_VERBS`` ("makes", "shown"). A
-    piece continues a word when its text alone tokenizes to another id."""
+    ``FILLER_WORDS`` and the inflected forms of ``REQUEST_VERBS`` ("makes", "shown"); the
+    ``LEAD_IN_WORDS`` are filler in a lead-in only. A piece continues a word when its text
+    alone tokenizes to another id."""
     th = wordnet() if thesaurus is None else thesaurus
-    names = FILLER_WORDS.split() + [f for w in REQUEST_VERBS.split() for f in th.inflections(w)]
+    requests = [f for w in REQUEST_VERBS.split() for f in (w, *th.inflections(w))]
+    names = FILLER_WORDS.split() + requests
     filler = frozenset(i for w in names if len(ids := tokenize(w)) == 1 for i in ids)
+    lead = frozenset(f for w in LEAD_IN_WORDS.split() for f in (w, *th.inflections(w)))
+    loose = frozenset(i for w in LOOSE_WORDS.split() if len(ids := tokenize(w)) == 1 for i in ids)
 
     @lru_cache(maxsize=8192)
     def continues(token: int) -> bool:
@@ -212,6 +259,9 @@ def build_vocabulary(
         lru_cache(maxsize=65536)(th.related),
         lru_cache(maxsize=65536)(th.opposed),
         lru_cache(maxsize=4096)((shipped() if aliases is None else aliases).covered),
+        loose,
+        lead,
+        _QUESTION_WORDS | frozenset(requests),
     )
 
 
@@ -279,16 +329,84 @@ def lexically_unmatched(
     all_theirs = frozenset(words(cached.ids.tolist(), vocab))
     theirs = set(all_theirs) - set(mine)
     aliased = vocab.aliases(frozenset(mine), all_theirs)
-    return (
-        [k for k in todo if mine[k] not in aliased and not _lemma_in(mine[k], theirs)],
-        mine,
-        theirs,
-    )
+    todo = [k for k in todo if mine[k] not in aliased and not _lemma_in(mine[k], theirs)]
+    return todo, mine, theirs
+
+
+def loosely_unmatched(
+    new: TokenView, cached: TokenView, vocab: Vocabulary
+) -> tuple[list[int], list[str], set[str]]:
+    """:func:`lexically_unmatched` without what only the alignment passes over (the pair
+    model reads the former): ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
+    other prompt joins or splits (:func:`compounds`), "one" where the other prompt has an
+    article, and words of a comparison (``COMPARING``) where the other prompt also compares
+    (with one of them or "or")."""
+    todo, mine, theirs = lexically_unmatched(new, cached, vocab)
+    ids = new.ids.tolist()
+    todo = [k for k in todo if ids[k] not in vocab.loose]
+    if todo and vocab.lead:
+        framing = lead_in(ids, vocab)
+        todo = [k for k in todo if k not in framing]
+    if todo:
+        joined = compounds(ids, cached.ids.tolist(), vocab)
+        todo = [k for k in todo if k not in joined]
+    if todo and any(mine[k] == _ONE or mine[k] in COMPARING for k in todo):
+        other = frozenset(words(cached.ids.tolist(), vocab))
+        if not _ARTICLES.isdisjoint(other):
+            todo = [k for k in todo if mine[k] != _ONE]
+        if not (COMPARING | _CHOICE).isdisjoint(other):
+            todo = [k for k in todo if mine[k] not in COMPARING]
+    return todo, mine, theirs
+
+
+def lead_in(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
+    """Positions of the pieces of lead-in words: a word of ``LEAD_IN_WORDS`` that only filler
+    words precede and that, after only filler words, a question word or a request verb
+    follows ("Help me *understand* what a mutex is", "I'd *appreciate* it if you could
+    explain ...")."""
+    mine = words(ids, vocab)
+    heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
+    ends = [*heads[1:], len(ids)]
+    filler = [e - h == 1 and ids[h] in vocab.filler for h, e in zip(heads, ends, strict=True)]
+    out: set[int] = set()
+    for i, head in enumerate(heads):
+        if filler[i]:
+            continue
+        if mine[head] not in vocab.lead:
+            break  # a content word: the lead-in, if any, is over
+        for j in range(i + 1, len(heads)):
+            if mine[heads[j]] in vocab.asks:
+                out.update(range(head, ends[i]))
+                break
+            if not filler[j]:
+                break
+    return frozenset(out)
+
+
+def compounds(ids: list[int], other: list[int], vocab: Vocabulary) -> frozenset[int]:
+    """Positions of the pieces of words that the other prompt writes joined or split: a word
+    that is two adjacent words of the other joined ("lowercase" / "lower case"), or two
+    adjacent words that the other writes as one (each part of letters, two at least)."""
+    seq, theirs = _sequence(ids, vocab), _sequence(other, vocab)
+    joins = {a + b for a, b in pairwise(theirs) if _part(a) and _part(b)}
+    found = {w for w in seq if w in joins}
+    one = set(theirs)
+    for a, b in pairwise(seq):
+        if _part(a) and _part(b) and a + b in one:
+            found |= {a, b}
+    if not found:
+        return frozenset()
+    mine = words(ids, vocab)
+    return frozenset(k for k in range(len(ids)) if mine[k] in found)
+
+
+def _part(word: str) -> bool:
+    return len(word) >= 2 and word.isalpha()
 
 
 def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float) -> int | None:
     """The first content piece of ``new`` without a counterpart in ``cached``, or None."""
-    todo, mine, theirs = lexically_unmatched(new, cached, vocab)
+    todo, mine, theirs = loosely_unmatched(new, cached, vocab)
     if not todo:
         return None
     ids = new.ids.tolist()
@@ -346,8 +464,11 @@ def verify(
 
 __all__ = [
     "BAND_PRESETS",
+    "COMPARING",
     "DEFAULT_ALIGN",
     "FILLER_WORDS",
+    "LEAD_IN_WORDS",
+    "LOOSE_WORDS",
     "REQUEST_VERBS",
     "WORDNET_ALIGN",
     "Band",
@@ -355,7 +476,10 @@ __all__ = [
     "Vocabulary",
     "band_for",
     "build_vocabulary",
+    "compounds",
+    "lead_in",
     "lexically_unmatched",
+    "loosely_unmatched",
     "unmatched",
     "verify",
 ]

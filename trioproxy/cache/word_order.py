@@ -1,6 +1,6 @@
 """The guard's word-order and question-kind rules (pure): which kind of answer a prompt's
-question words ask for, a phrase moved by a paraphrase, and two content words exchanged (a
-role swap). :mod:`trioproxy.cache.guard` calls them on the word sequences it extracts.
+question words ask for, a phrase moved by a paraphrase, two content words exchanged (a
+role swap), and the asker done to on one side and doing on the other. :mod:`trioproxy.cache.guard` calls them on the word sequences it extracts.
 """
 
 from __future__ import annotations
@@ -224,6 +224,46 @@ def _persons(seq: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
+_OBJECT_PREPS = frozenset("with to for".split())
+"""Between a verb and its object "me" ("someone shared it *with* me")."""
+_ENDINGS = ("ing", "ed", "es", "s", "d")
+
+
+def _bases(verb: str) -> set[str]:
+    """``verb`` and what it is without a regular ending ("asks" -> "ask", "shared" -> "share")."""
+    return {verb} | {
+        verb[: -len(e)] for e in _ENDINGS if verb.endswith(e) and len(verb) > len(e) + 2
+    }
+
+
+def _objects(seq: tuple[str, ...], stop: frozenset[str]) -> set[str]:
+    """Content verbs the asker is the object of: "V me", "V with/to/for me" ("my employee asks
+    me", "a calendar someone shared with me")."""
+    out: set[str] = set()
+    for i, w in enumerate(seq):
+        if w != "me" or i == 0:
+            continue
+        k = i - 2 if seq[i - 1] in _OBJECT_PREPS and i >= 2 else i - 1
+        verb = seq[k]
+        if verb not in stop and verb not in _FILLER and len(verb) > 2 and verb.isalpha():
+            out |= _bases(verb)
+    return out
+
+
+def _subjects(seq: tuple[str, ...]) -> set[str]:
+    """Verbs the asker does: the word right after "I" ("I ask my boss", "do I share")."""
+    return {b for i, w in enumerate(seq[:-1]) if w == "i" for b in _bases(seq[i + 1])}
+
+
+def asker_flipped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
+    """The asker is done to on one side and does the same act on the other: ``a`` has the
+    asker as the object of a verb ("my employee asks me for a raise", "my friend lent me $500")
+    that ``b`` has the asker do ("I ask my boss for a raise", "I lent my friend $500"), and
+    neither side also has it the other way."""
+    done_to = _objects(a, stop) - _objects(b, stop)
+    return bool(done_to & (_subjects(b) - _subjects(a)))
+
+
 def voice_flipped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
     """One side says in the passive what the other says in the active with the two parties in
     the same places ("users who follow user 42" / "users followed by user 42"): the relation
@@ -328,6 +368,6 @@ def possessors_swapped(a: str, b: str) -> bool:
 
 
 __all__ = [
-    "COORDINATORS", "asks_differently", "gerund_voice", "moved_block", "possessors_swapped",
+    "COORDINATORS", "asker_flipped", "asks_differently", "gerund_voice", "moved_block", "possessors_swapped",
     "question_kinds", "roles_swapped", "swapped", "voice_flipped",
 ]  # fmt: skip
