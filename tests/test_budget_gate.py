@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from tests.fixtures_servers import RedisServer
+from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, KeyRate, OutagePolicy, Ticket
 from trioproxy.budget.memory_store import MemoryStore
@@ -23,6 +24,7 @@ from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore, StoreUnavailable
+from trioproxy.budget.ticket import FAMILIES
 from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
@@ -580,3 +582,46 @@ async def test_per_key_rpm_and_tpm(kind: str, tmp_path: Path) -> None:
     await gate.settle(t, 1, 100)  # used 100 of its 800: 900 left
     await gate.admit(request_id="t3", team="t", user="x", end_user=None,
                      worst_case_usd_micros=1, worst_case_tokens=800, rate=tpm)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_a_dead_process_reservation_settles_as_its_ticket_would(
+    kind: str, tmp_path: Path, nursery: trio.Nursery, redis_url: str
+) -> None:
+    """settle_orphan (the journal of a dead process recovered: its tickets are gone) reads the
+    holds from the store and leaves every bucket where the live settle of the same ticket
+    leaves it: the team's day and month, the user's and end user's token windows, the key's
+    requests and tokens per minute. Once only; an unknown reservation is not there."""
+
+    async def open_store(name: str) -> BudgetStore:
+        if kind == "memory":
+            return MemoryStore()
+        if kind == "sqlite":
+            return SqliteStore(str(tmp_path / name))
+        return await redis_store(nursery, redis_url)
+
+    rate = KeyRate("app", rpm=100, tpm=100_000)
+    usage: dict[str, dict[str, int]] = {}
+    for how in ("live", "orphan"):
+        store = await open_store(how)
+        ends = UserWindow("*", 10_000, 60)
+        gate = BudgetGate(config(), store, clock=Clock(), end_user_window=ends)
+        t = await gate.admit(
+            request_id=f"{how}-1", team="t", user="u", end_user="e", worst_case_usd_micros=3_000_000,
+            worst_case_tokens=900, rate=rate,
+        )  # fmt: skip
+        assert {buckets.family_of(h.claim.bucket) for h in t.holds} == set(FAMILIES)
+        assert all(buckets.family_of(h.claim.bucket) == h.family for h in t.holds)
+        if how == "live":
+            await gate.settle(t, 1_250_000, 321)
+        else:
+            dead_gate = BudgetGate(config(), store, clock=Clock(), end_user_window=ends)
+            assert await dead_gate.settle_orphan("orphan-1", 1_250_000, 321)
+            assert not await dead_gate.settle_orphan("orphan-1", 0, 0)  # settled once
+            assert not await dead_gate.settle_orphan("never-made", 5, 5)
+        usage[how] = {h.family: await store.usage(h.claim.bucket, now=T0) for h in t.holds}
+        if kind == "redis":  # the next round's store starts from an empty state
+            await store._execute("FLUSHDB")  # type: ignore[attr-defined]
+    assert usage["orphan"] == usage["live"]
+    assert usage["live"] == {"day": 1_250_000, "month": 1_250_000, "user": 321, "enduser": 321,
+                             "rpm": 1, "tpm": 321}  # fmt: skip

@@ -21,6 +21,19 @@ from trioproxy.simulator.faults import Fault
 QUICK, STREAMS = 400, 150
 
 
+def budget_state(state_dir: Path) -> tuple[int, int]:
+    """Open reservations in the embedded budget store, and the teams' spend by day."""
+    conn = sqlite3.connect(str(state_dir / "budgets.sqlite3"))
+    try:
+        ((held,),) = conn.execute("SELECT COUNT(*) FROM reservations WHERE closed = 0")
+        ((spent,),) = conn.execute(
+            "SELECT COALESCE(SUM(total), 0) FROM buckets WHERE bucket LIKE 'team:%:day:%'"
+        )
+    finally:
+        conn.close()
+    return held, spent
+
+
 def ledger_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
     """kind -> (rows, distinct request ids)."""
     conn = sqlite3.connect(str(state_dir / SQLITE_NAME))
@@ -86,6 +99,9 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
         with trio.fail_after(30):
             while ledger_counts(tmp_path).get("attempt", (0, 0))[0] < calls:
                 await trio.sleep(0.05)
+        with trio.fail_after(30):  # the dead process's reservations, settled at its records
+            while budget_state(tmp_path)[0]:
+                await trio.sleep(0.05)
         again.signal(signal.SIGTERM)
         assert await again.wait() == 0
     finally:
@@ -110,5 +126,14 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
     interrupted = list(outcomes.values()).count("interrupted")
     assert interrupted == STREAMS + quick_outcomes.count("interrupted")
     assert list((tmp_path / JOURNAL_DIR).glob("*.jsonl")) == []
+    # the team's spend in the budget store is the ledger's, not the killed streams' worst case
+    conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
+    try:
+        ((billed,),) = conn.execute(
+            "SELECT SUM(cost_micros) FROM ledger_raw WHERE kind = 'request'"
+        )
+    finally:
+        conn.close()
+    assert budget_state(tmp_path) == (0, billed)
     print(f"\nSIGKILL: {calls} upstream calls, {counts['attempt'][0]} attempt records, "
           f"{counts['request'][0]} request records ({interrupted} interrupted)")  # fmt: skip

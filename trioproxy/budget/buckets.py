@@ -30,4 +30,21 @@ def key_tpm(key: str) -> str:
     return f"key:{key}:tpm"
 
 
-__all__ = ["end_user_window", "key_rpm", "key_tpm", "team_period", "user_window"]
+def family_of(bucket: str) -> str | None:
+    """Which of the gate's claim families (``ticket.FAMILIES``) the bucket ``bucket`` counts
+    for, read off its name as the functions above spell it; None for another name."""
+    if bucket.startswith("team:"):
+        kind = bucket.rsplit(":", 2)[-2] if bucket.count(":") >= 3 else ""
+        return kind if kind in ("day", "month") else None
+    if bucket.startswith("user:"):
+        return "user"
+    if bucket.startswith("enduser:"):
+        return "enduser"
+    if bucket.startswith("key:"):
+        for family in ("rpm", "tpm"):
+            if bucket.endswith(":" + family):
+                return family
+    return None
+
+
+__all__ = ["end_user_window", "family_of", "key_rpm", "key_tpm", "team_period", "user_window"]

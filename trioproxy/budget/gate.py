@@ -72,7 +72,7 @@ from trioproxy.budget.store import (
     StoreUnavailable,
     TeamLimits,
 )
-from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who
+from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who, split_actual
 from trioproxy.config.model import BudgetsConfig, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 
@@ -360,6 +360,29 @@ class BudgetGate:
                         rid, exc)  # fmt: skip
             return
         await self._check_alerts(ticket, now, totals)
+
+    async def settle_orphan(self, rid: str, cost_micros: int, tokens: int) -> bool:
+        """Settle reservation ``rid`` of a process that died before settling it (its request's
+        records recovered from that process's journal: ``cost_micros`` and ``tokens`` what
+        they say it consumed), so it is not held, then counted at its reserved amount, until
+        its lease ends. The holds are read from the store (the ticket died with the process)
+        and split as :meth:`settle` splits them (:func:`~trioproxy.budget.ticket.split_actual`
+        on the families their names spell). True when the store held it open; False when not
+        (settled, expired, or the state was lost: a rebuild counts the ledger's records).
+        Raises :class:`StoreUnavailable` when the store does not answer."""
+        store = self.store
+        try:
+            held = await self._call(lambda: store.held(rid), patient=True, shield=True)
+            if not held:
+                return False
+            holds = [(f, b, a) for b, a in held if (f := buckets.family_of(b)) is not None]
+            actual = split_actual(holds, cost_micros, tokens)
+            now = self.clock()
+            await self._call(lambda: store.settle(rid, actual, now=now), patient=True,
+                             shield=True)  # fmt: skip
+        except StateLost:
+            return False
+        return True
 
     async def _release(
         self, ticket: Ticket, holds: list[Hold], now: float, *, gone: bool = False

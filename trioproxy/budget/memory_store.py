@@ -127,6 +127,15 @@ class MemoryStore:
                 totals[bucket] = b.total
         return totals
 
+    async def held(self, rid: str) -> list[tuple[str, int]] | None:
+        r = self._res.get(rid)
+        if r is None or r.closed:
+            return None
+        taken = sorted(
+            (seq, bucket, amount) for bucket, hs in r.holds.items() for seq, amount in hs
+        )
+        return [(bucket, amount) for _, bucket, amount in taken]
+
     async def usage(self, bucket: str, *, now: float) -> int:
         b = self._buckets.get(bucket)
         return 0 if b is None else self._used(b, now)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import trio
 
 from trioproxy.budget.claims import Claim, Denial, merge_claims
@@ -167,6 +168,13 @@ class RedisStore:
             raise StateLost("redis: the budget state was lost (no epoch)")
         self._saw(reply[1])
         return bool(reply[0] != b"missing")
+
+    async def held(self, rid: str) -> list[tuple[str, int]] | None:
+        closed, holds = await self._execute("HMGET", self._prefix + "r:" + rid, "c", "h")
+        if closed is None or closed == b"1" or holds is None:
+            return None
+        items = orjson.loads(holds)  # [[bucket, seq, amount, windowed], ...]; Lua's {} is empty
+        return [(str(b), int(a)) for b, _, a, _ in items] if isinstance(items, list) else []
 
     async def usage(self, bucket: str, *, now: float) -> int:
         return int(await self._call(USAGE, [], [self._prefix, bucket, _fmt(now)]))

@@ -355,6 +355,17 @@ class SqliteStore:
 
         return await self._commit.run(op)
 
+    async def held(self, rid: str) -> list[tuple[str, int]] | None:
+        def op(db: sqlite3.Connection) -> list[tuple[str, int]] | None:
+            row = db.execute(
+                "SELECT closed, holds FROM reservations WHERE rid=?", (rid,)
+            ).fetchone()
+            if row is None or row[0]:
+                return None
+            return [(b, int(a)) for b, a, _ in self._holds_of(db, rid, row[1])]
+
+        return await self._commit.run(op)
+
     async def usage(self, bucket: str, *, now: float) -> int:
         return await self._commit.run(lambda db: self._used(db, bucket, now)[0])
 

@@ -7,6 +7,7 @@ its buckets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,23 +79,35 @@ class Ticket:
 
     def actual_by_bucket(self, cost_micros: int, tokens: int) -> dict[str, int]:
         """The actual consumption split over the held buckets, in proportion to each hold."""
-        families: dict[str, dict[str, int]] = {}  # one pass over the holds
-        for h in self.holds:
-            per = families.get(h.family)
-            if per is None:
-                per = families[h.family] = {}
-            per[h.claim.bucket] = per.get(h.claim.bucket, 0) + h.claim.amount
-        out: dict[str, int] = {}
-        for fam in FAMILIES:
-            per = families.get(fam)
-            if per is None:
-                continue
-            if fam == "rpm":  # the request happened: it stays counted
-                out.update(per)
-                continue
-            actual = cost_micros if fam in ("day", "month") else tokens
-            out.update(zip(per, distribute(actual, list(per.values())), strict=True))
-        return out
+        return split_actual(
+            ((h.family, h.claim.bucket, h.claim.amount) for h in self.holds), cost_micros, tokens
+        )
 
 
-__all__ = ["FAMILIES", "Family", "Hold", "KeyRate", "Ticket", "Who"]
+def split_actual(
+    holds: Iterable[tuple[str, str, int]], cost_micros: int, tokens: int
+) -> dict[str, int]:
+    """``cost_micros`` over the day and month buckets, ``tokens`` over the token windows, each
+    family's share split over its buckets in proportion to what ``holds`` ((family, bucket,
+    amount), a reservation's holds) held there; a request-count bucket keeps what it held (the
+    request happened)."""
+    families: dict[str, dict[str, int]] = {}  # one pass over the holds
+    for family, bucket, amount in holds:
+        per = families.get(family)
+        if per is None:
+            per = families[family] = {}
+        per[bucket] = per.get(bucket, 0) + amount
+    out: dict[str, int] = {}
+    for fam in FAMILIES:
+        per = families.get(fam)
+        if per is None:
+            continue
+        if fam == "rpm":  # the request happened: it stays counted
+            out.update(per)
+            continue
+        actual = cost_micros if fam in ("day", "month") else tokens
+        out.update(zip(per, distribute(actual, list(per.values())), strict=True))
+    return out
+
+
+__all__ = ["FAMILIES", "Family", "Hold", "KeyRate", "Ticket", "Who", "split_actual"]

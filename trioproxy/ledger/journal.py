@@ -240,9 +240,10 @@ class Journal:
         )  # fmt: skip
 
     # -- recovery (blocking: run in a thread) ------------------------------------------------
-    def recover(self, spool: Spool) -> int:
+    def recover(self, spool: Spool, found: list[UsageRecord] | None = None) -> int:
         """Move the records of dead processes' segments into ``spool`` (fsync'd); return how
-        many. Segments another live process holds are left alone."""
+        many (and add them to ``found``). Segments another live process holds are left
+        alone."""
         groups: dict[str, list[tuple[int, Path]]] = {}
         for path in self.dir.glob("*.jsonl"):
             owner, _, seq = path.stem.rpartition("-")
@@ -250,11 +251,14 @@ class Journal:
                 groups.setdefault(owner, []).append((int(seq), path))
         total = 0
         for owner, segments in groups.items():
-            total += self._recover_group(owner, sorted(segments), spool)
+            total += self._recover_group(owner, sorted(segments), spool, found)
         self._recovered += total
         return total
 
-    def _recover_group(self, owner: str, segments: list[tuple[int, Path]], spool: Spool) -> int:
+    def _recover_group(
+        self, owner: str, segments: list[tuple[int, Path]], spool: Spool,
+        found: list[UsageRecord] | None,
+    ) -> int:  # fmt: skip
         fds: list[int] = []
         try:
             for _, path in segments:
@@ -278,6 +282,8 @@ class Journal:
                 )  # fmt: skip
             for _, path in segments:
                 path.unlink(missing_ok=True)
+            if found is not None:
+                found.extend(records)
             return len(records)
         finally:
             for fd in fds:
