@@ -105,7 +105,7 @@ def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: fl
     spy = None
     if profile is not None:  # py-spy from 2 s in (after the ramp) to the end of the run
         profile.parent.mkdir(parents=True, exist_ok=True)
-        pid = max(common.group_pids(relay.pgid), key=common.pid_cpu)
+        pid = common.data_plane_pid(relay.pgid)  # not the busiest at start: the control plane
         argv = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
                 "--duration", str(int(seconds - 3)), "--format", "raw", "--output", str(profile)]  # fmt: skip
     with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5,
