@@ -18,13 +18,15 @@ import trio
 from tests.fixtures_servers import RedisServer
 from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertSink
+from trioproxy.budget.claims import Claim, Denial
+from trioproxy.budget.denials import denied
 from trioproxy.budget.gate import BudgetGate, KeyRate, OutagePolicy, Ticket
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.recovery import Recovery
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore, StoreUnavailable
-from trioproxy.budget.ticket import FAMILIES
+from trioproxy.budget.ticket import FAMILIES, Hold
 from trioproxy.config.model import BudgetsConfig, TeamBudget, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 from trioproxy.store.redis_client import RedisClient
@@ -625,3 +627,20 @@ async def test_a_dead_process_reservation_settles_as_its_ticket_would(
     assert usage["orphan"] == usage["live"]
     assert usage["live"] == {"day": 1_250_000, "month": 1_250_000, "user": 321, "enduser": 321,
                              "rpm": 1, "tpm": 321}  # fmt: skip
+
+
+def test_a_refusal_says_exhausted_only_when_nothing_is_left() -> None:
+    """With money (or tokens) left but less than the request's worst case, the refusal says
+    what is left and that a lower max_tokens reserves less, not that the budget is exhausted
+    (a team lead reading 'exhausted' beside a 20 % spent figure thinks the gateway is broken)."""
+    day = Hold("day", Claim("team:t:day:2026-12-07", 16_436, 300, None))
+    user = Hold("user", Claim("user:u", 900, 1000, 3600.0))
+    partly = denied("t", [day], Denial(day.claim.bucket, 60, 300, 16_436, None)).message
+    assert "exhausted" not in partly and "$0.000240 of $0.000300 left" in partly
+    assert "up to $0.016436" in partly and "a lower max_tokens reserves less" in partly
+    whole = denied("t", [day], Denial(day.claim.bucket, 300, 300, 10, None)).message
+    assert whole == "team 't' daily budget exhausted: $0.000300 of $0.000300 spent or reserved"
+    window = denied("t", [user], Denial("user:u", 400, 1000, 900, 12.0)).message
+    assert "600 of 1000 tokens left" in window and "full" not in window
+    full = denied("t", [user], Denial("user:u", 1000, 1000, 900, 12.0)).message
+    assert full == "token window 'user:u' full: 1000 of 1000 tokens used"

@@ -15,11 +15,17 @@ def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
     retry = None if d.retry_after is None else retry_after_header(d.retry_after)
     if family in ("day", "month"):
         word = "daily" if family == "day" else "monthly"
+        if d.used >= d.limit:
+            why = (f"team {team!r} {word} budget exhausted: ${d.used / 1e6:.6f} of "
+                   f"${d.limit / 1e6:.6f} spent or reserved")  # fmt: skip
+        else:  # money left, but less than this request's worst case (reserved up front)
+            why = (f"team {team!r} {word} budget has ${(d.limit - d.used) / 1e6:.6f} of "
+                   f"${d.limit / 1e6:.6f} left (the rest spent or reserved), less than this "
+                   f"request may cost: up to ${d.amount / 1e6:.6f}, reserved until it ends; "
+                   f"a lower max_tokens reserves less")  # fmt: skip
         return PolicyError(
             ErrorKind.BUDGET_EXCEEDED,
-            f"team {team!r} {word} budget exhausted: ${d.used / 1e6:.6f} of "
-            f"${d.limit / 1e6:.6f} spent or reserved; this request may cost "
-            f"up to ${d.amount / 1e6:.6f}",
+            why,
             retry_after=retry,
             details={"budget": d.bucket, "spent_usd": d.used / 1e6, "limit": d.limit / 1e6},
         )
@@ -30,10 +36,15 @@ def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
             retry_after=retry,
             details={"budget": d.bucket, "requests": d.used, "limit": d.limit},
         )
+    if d.used >= d.limit:
+        why = f"token window {d.bucket!r} full: {d.used} of {d.limit} tokens used"
+    else:
+        why = (f"token window {d.bucket!r} has {d.limit - d.used} of {d.limit} tokens left, "
+               f"less than this request may use: up to {d.amount}, reserved until it ends; "
+               f"a lower max_tokens reserves less")  # fmt: skip
     return PolicyError(
         ErrorKind.RATE_LIMITED,
-        f"token window {d.bucket!r} full: {d.used} of {d.limit} tokens used; "
-        f"this request may use up to {d.amount}",
+        why,
         retry_after=retry,
         details={"budget": d.bucket, "spent_tokens": d.used, "limit": d.limit},
     )
