@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio
 
-from trioproxy.telemetry import logs
+from trioproxy.telemetry import line_batch, logs
 
 FIELDS = {
     "request_id": "req_0123456789abcdef", "endpoint": "chat", "key": "bench", "team": "bench",
@@ -56,7 +56,7 @@ async def rounds(batched: bool, tasks: int, lines: int) -> float:
     best = float("inf")
     async with trio.open_nursery() as nursery:
         if batched:
-            batch = logs.line_batch()
+            batch = line_batch.line_batch()
             assert batch is not None
             await nursery.start(batch.run)
 

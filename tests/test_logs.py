@@ -19,7 +19,8 @@ from tests.rawhttp import post
 from tests.settings_factory import KEY
 from tests.test_e2e_processes import AUTH, config
 from trioproxy.simulator.faults import Fault
-from trioproxy.telemetry.logs import configure_logging, line_batch, log_fields, resolve_format
+from trioproxy.telemetry.line_batch import line_batch
+from trioproxy.telemetry.logs import configure_logging, log_fields, resolve_format
 
 
 class _Tty(io.StringIO):

@@ -40,7 +40,8 @@ from trioproxy.server.config_snapshot import ConfigFile
 from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.resp import RedisUnavailable
-from trioproxy.telemetry.logs import configure_logging, line_batch
+from trioproxy.telemetry.line_batch import line_batch
+from trioproxy.telemetry.logs import configure_logging
 from trioproxy.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
