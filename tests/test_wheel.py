@@ -4,6 +4,7 @@ the htmx asset) and a chat completion through the official openai SDK."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -92,10 +93,17 @@ async def test_the_wheel_installs_and_serves_from_an_empty_directory(tmp_path: P
     names = zipfile.ZipFile(wheel).namelist()
     for asset in ("trioproxy/static/htmx.min.js", "trioproxy/static/htmx.LICENSE",
                   "trioproxy/templates/login.html", "trioproxy/examples/trioproxy.toml",
-                  "trioproxy/systemd/trioproxy.service"):  # fmt: skip
+                  "trioproxy/systemd/trioproxy.service",
+                  "trioproxy/systemd/trioproxy-simulator.service"):  # fmt: skip
         assert asset in names, asset
     where = await trio.to_thread.run_sync(installed_cli, python, tmp_path)
     assert where.startswith(str(tmp_path / "venv")), where  # the installed copy, not the checkout
+    for unit, says in (([], "trioproxy serve"), (["simulator"], "trioproxy simulate")):
+        printed = await trio.to_thread.run_sync(functools.partial(
+            subprocess.run, [str(python.parent / "trioproxy"), "example-config", "--systemd", *unit],
+            capture_output=True, text=True, check=True, cwd=tmp_path,
+        ))  # fmt: skip
+        assert "[Service]" in printed.stdout and says in printed.stdout, printed
     empty = tmp_path / "empty"
     empty.mkdir()
     port, admin_port = free_port(), free_port()

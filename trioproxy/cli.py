@@ -148,7 +148,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_example_config(args: argparse.Namespace) -> int:
     from trioproxy.dashboard.paths import asset_dir
 
-    path = asset_dir("systemd") / "trioproxy.service" if args.systemd else None
+    unit = {"trioproxy": "trioproxy.service", "simulator": "trioproxy-simulator.service"}
+    path = asset_dir("systemd") / unit[args.systemd] if args.systemd else None
     sys.stdout.write((path or asset_dir("examples") / "trioproxy.toml").read_text())
     return 0
 
@@ -164,11 +165,11 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     stdin when piped, else asked for without echo."""
     import getpass
 
-    from trioproxy.admin.passwords import hash_password
+    from trioproxy.admin.passwords import MIN_PASSWORD, hash_password
 
     password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
-    if not password:
-        print("empty password", file=sys.stderr)
+    if len(password) < MIN_PASSWORD:  # as the Users page asks
+        print(f"a password needs at least {MIN_PASSWORD} characters", file=sys.stderr)
         return 2
     print(hash_password(password))
     return 0
@@ -238,7 +239,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
     e = sub.add_parser("example-config", help="print the documented example config")
-    e.add_argument("--systemd", action="store_true", help="print the systemd unit instead")
+    e.add_argument("--systemd", nargs="?", const="trioproxy", choices=["trioproxy", "simulator"],
+                   help="print a systemd unit instead: the gateway's (the default) or the "
+                   "simulator's")  # fmt: skip
     e.set_defaults(func=cmd_example_config)
     return p
 

@@ -20,6 +20,10 @@ MAX_PASSWORD_BYTES = 1024
 """Longer passwords are refused before hashing (no CPU spent on a megabyte of input)."""
 
 
+MIN_PASSWORD = 12
+"""The shortest password a dashboard user may have (the Users page and ``hash-password``)."""
+
+
 def hash_password(password: str, *, salt: bytes | None = None, log2_n: int = LOG2_N) -> str:
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
     digest = _derive(password.encode("utf-8"), salt, log2_n, R, P)
@@ -54,4 +58,10 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(got, bytes.fromhex(digest))
 
 
-__all__ = ["MAX_PASSWORD_BYTES", "hash_password", "is_password_hash", "verify_password"]
+__all__ = [
+    "MAX_PASSWORD_BYTES",
+    "MIN_PASSWORD",
+    "hash_password",
+    "is_password_hash",
+    "verify_password",
+]

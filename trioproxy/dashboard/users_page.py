@@ -24,14 +24,13 @@ from quart.typing import ResponseReturnValue
 
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.keys import NAME
-from trioproxy.admin.passwords import MAX_PASSWORD_BYTES, hash_password
+from trioproxy.admin.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD, hash_password
 from trioproxy.admin.sessions import Role
 from trioproxy.admin.store import StoredUser
 from trioproxy.config.model import Settings
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access, refuse
 
-MIN_PASSWORD = 12
 ROLES: tuple[Role, ...] = ("viewer", "admin")
 
 
@@ -226,4 +225,4 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         return await set_disabled(name, False)
 
 
-__all__ = ["MIN_PASSWORD", "install", "parse_teams", "standing_manager"]
+__all__ = ["install", "parse_teams", "standing_manager"]

@@ -1,0 +1,34 @@
+"""The small CLI commands an operator runs by hand: hash-password, example-config."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from trioproxy import cli
+from trioproxy.admin.passwords import MIN_PASSWORD, verify_password
+
+
+def test_hash_password_refuses_what_the_users_page_refuses(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password shorter than the Users page accepts gets no hash (exit 2, the reason);
+    one long enough gets a hash that verifies."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("hunter2\n"))
+    assert cli.main(["hash-password"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and f"at least {MIN_PASSWORD} characters" in out.err
+    long_enough = "correct horse battery"
+    monkeypatch.setattr("sys.stdin", io.StringIO(long_enough + "\n"))
+    assert cli.main(["hash-password"]) == 0
+    assert verify_password(long_enough, capsys.readouterr().out.strip())
+
+
+@pytest.mark.parametrize(("unit", "says"), [([], "trioproxy serve"), (["simulator"], "simulate")])
+def test_example_config_prints_either_systemd_unit(
+    unit: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["example-config", "--systemd", *unit]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("#") and "[Service]" in printed and says in printed
