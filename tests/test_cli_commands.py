@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +34,13 @@ def test_example_config_prints_either_systemd_unit(
     assert cli.main(["example-config", "--systemd", *unit]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("#") and "[Service]" in printed and says in printed
+
+
+def test_the_demo_key_stays_the_same_across_restarts_from_one_folder(tmp_path: Path) -> None:
+    """An app's .env keeps working: the first run makes the key (a file only its owner
+    reads), the next run from the same state folder finds it; another folder gets another."""
+    first = cli.demo_key(tmp_path / "var")
+    assert first.startswith("tp-demo-") and len(first) > 20
+    assert cli.demo_key(tmp_path / "var") == first
+    assert stat.S_IMODE((tmp_path / "var" / "demo-key").stat().st_mode) == 0o600
+    assert cli.demo_key(tmp_path / "elsewhere") != first

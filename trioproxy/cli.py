@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from trioproxy.server.plan import version
@@ -95,9 +96,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[env.ENV_CONFIG] = os.path.abspath(args.config)
         demo = ""
     else:
-        import secrets
+        from trioproxy.config.demo import DEMO_STATE_DIR
 
-        key = os.environ.get(env.ENV_DEMO_KEY) or "tp-demo-" + secrets.token_urlsafe(18)
+        key = os.environ.get(env.ENV_DEMO_KEY) or demo_key(Path(DEMO_STATE_DIR))
         os.environ[env.ENV_DEMO_KEY] = key
         os.environ[env.ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
         plan = ServePlan.of(env.settings_from_env(), version())
@@ -143,6 +144,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     main_simulate(args.host, args.port)
     return 0
+
+
+def demo_key(state_dir: Path) -> str:
+    """The demo's API key, kept in ``state_dir/demo-key`` (mode 0600): the same key across
+    restarts from one folder, so an app's ``.env`` keeps working; made on the first run."""
+    import secrets
+
+    path = state_dir / "demo-key"
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    if kept.startswith("tp-demo-"):
+        return kept
+    key = "tp-demo-" + secrets.token_urlsafe(18)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
 
 
 def cmd_example_config(args: argparse.Namespace) -> int:

@@ -44,7 +44,11 @@ def _chain(name: str, *targets: Target | str) -> Chain:
     return Chain(name, tuple(t if isinstance(t, Target) else Target(t) for t in targets))
 
 
-def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var") -> Settings:
+DEMO_STATE_DIR = "./var"
+"""Where the demo keeps its state (relative to the folder ``serve`` runs in)."""
+
+
+def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = DEMO_STATE_DIR) -> Settings:
     """Settings for the demo: two simulated providers, four chat models and two embedding
     models; routes ``chat``, ``extract`` and ``embed``.
 
@@ -106,4 +110,4 @@ def demo_settings(sim_base_url: str, demo_key: str, *, state_dir: str = "./var")
     return resolve(settings)
 
 
-__all__ = ["demo_settings"]
+__all__ = ["DEMO_STATE_DIR", "demo_settings"]
