@@ -89,7 +89,9 @@ def test_a_model_without_output_price_is_an_embedding_model() -> None:
     require_models(route_for(settings, "r"), embedding=True)
     with pytest.raises(CallerError) as err:
         require_models(route_for(settings, "r"), embedding=False)
-    assert "/v1/embeddings" in err.value.message
+    assert err.value.message == (
+        "'r' is not a chat model: its route serves the embedding model e; use /v1/embeddings."
+    )
 
 
 def test_embedding_models_on_anthropic_and_mixed_chains_are_config_errors() -> None:

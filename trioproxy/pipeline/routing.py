@@ -44,12 +44,15 @@ def require_models(route: RouteConfig, *, embedding: bool) -> None:
         {t.model for c in route.chains.values() for t in c.targets if t.spec.embedding != embedding}
     )
     if wrong:
-        need, other = (
-            ("an embedding", "/v1/chat/completions") if embedding else ("a chat", "/v1/embeddings")
+        need, kind, other = (
+            ("an embedding", "chat", "/v1/chat/completions")
+            if embedding
+            else ("a chat", "embedding", "/v1/embeddings")
         )
         raise CallerError(
             ErrorKind.INVALID_REQUEST,
-            f"'{route.name}' is not {need} model ({', '.join(wrong)}); use {other}.",
+            f"'{route.name}' is not {need} model: its route serves the {kind} "
+            f"model{'s' if len(wrong) > 1 else ''} {', '.join(wrong)}; use {other}.",
             param="model",
         )
 
