@@ -237,3 +237,21 @@ def test_an_image_in_a_tool_result_keys_the_answer() -> None:
         a, b = make("AAAA"), make("BBBB")
         assert exact_key(a, "team:t", "chat") != exact_key(b, "team:t", "chat"), make
         assert semantic_namespace(a, "team:t", "chat") != semantic_namespace(b, "team:t", "chat")
+
+
+def test_anthropic_beta_features_key_the_answer() -> None:
+    """``anthropic-beta`` values change what the model answers (interleaved thinking, a
+    longer output): requests that differ only in them are not repeats, in the exact key and
+    the semantic namespace; the same values in another order are."""
+    plain = req()
+    thinking = dataclasses.replace(plain, anthropic_beta=("interleaved-thinking-2025-05-14",))
+    both = dataclasses.replace(
+        plain, anthropic_beta=("output-128k-2025-02-19", "interleaved-thinking-2025-05-14")
+    )
+    swapped = dataclasses.replace(both, anthropic_beta=tuple(reversed(both.anthropic_beta)))
+    exact = [exact_key(r, "team:a", "chat") for r in (plain, thinking, both)]
+    assert len(set(exact)) == 3
+    assert exact_key(swapped, "team:a", "chat") == exact[2]
+    spaces = [semantic_namespace(r, "team:a", "chat") for r in (plain, thinking, both)]
+    assert len(set(spaces)) == 3
+    assert semantic_namespace(swapped, "team:a", "chat") == spaces[2]

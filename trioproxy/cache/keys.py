@@ -137,8 +137,17 @@ def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
         fields["~body"] = [req.dialect, extra]  # ("~": no chat field is named so)
     if left_out := dropped(req):
         fields["~dropped"] = left_out
+    if betas := beta_features(req):
+        fields["~beta"] = betas
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
+
+
+def beta_features(req: ChatRequest) -> list[str]:
+    """The caller's ``anthropic-beta`` values, in one order: features that change what the
+    model answers (interleaved thinking, a longer output, a larger context), so they key the
+    answer like a body field (two requests that differed only in them shared an entry)."""
+    return sorted(set(req.anthropic_beta))
 
 
 EMBEDDING_NEUTRAL: frozenset[str] = frozenset(("model", "user"))
@@ -233,6 +242,8 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str, space: str = ""
         parts.append(_digest([req.dialect, extra]))
     if left_out := dropped(req):
         parts.append(_digest(left_out))
+    if betas := beta_features(req):
+        parts.append(_digest(betas))
     return semantic_scope_prefix(scope, route) + _digest(parts, 15)
 
 
@@ -285,6 +296,7 @@ __all__ = [
     "EMBEDDING_NEUTRAL",
     "NEUTRAL_FIELDS",
     "TRANSLATED_FIELDS",
+    "beta_features",
     "dropped",
     "embedding_key",
     "exact_key",
