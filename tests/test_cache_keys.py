@@ -18,6 +18,7 @@ from trioproxy.cache.keys import (
 )
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest, Completion, ToolCall, Usage
+from trioproxy.pipeline.caching import stored_ttls
 
 
 def req(messages: list[dict[str, Any]] | None = None, **params: Any) -> ChatRequest:
@@ -255,3 +256,13 @@ def test_anthropic_beta_features_key_the_answer() -> None:
     spaces = [semantic_namespace(r, "team:a", "chat") for r in (plain, thinking, both)]
     assert len(set(spaces)) == 3
     assert semantic_namespace(swapped, "team:a", "chat") == spaces[2]
+
+
+def test_a_callers_cache_ttl_shortens_the_routes_never_lengthens_it() -> None:
+    """An answer is served to the rest of the team (or everyone, on a global route) as long
+    as it is stored: the route's TTLs are a ceiling a caller may lower, not raise."""
+    cfg = CacheConfig(exact_ttl_s=3600, semantic_ttl_s=600)
+    assert stored_ttls(cfg, None) == (3600, 600)
+    assert stored_ttls(cfg, 60) == (60, 60)
+    assert stored_ttls(cfg, 1800) == (1800, 600)
+    assert stored_ttls(cfg, 1_000_000_000) == (3600, 600)

@@ -9,8 +9,8 @@ answer is simply not cached). A hit is replayed by the edge
 (:mod:`trioproxy.core.answer` turns it into stream events when asked for a stream).
 
 Per request, ``x-trioproxy-cache: off`` or a body field ``cache_ttl: 0``
-bypasses the cache; ``cache_ttl: N`` overrides the route's TTLs for the
-answer being stored. The field is removed before the request goes upstream.
+bypasses the cache; ``cache_ttl: N`` shortens the route's TTLs for the
+answer being stored (never lengthens them: :func:`stored_ttls`). The field is removed before the request goes upstream.
 """
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ class CacheHit:
     entry_ref: str
     """Names the stored entry, for :meth:`ResponseCache.delete` (a reported bad hit)."""
     similarity: float | None = None
+
+
+def stored_ttls(cfg: CacheConfig, override: int | None) -> tuple[float, float]:
+    """The exact and semantic TTLs an answer is stored with: the route's, or the caller's
+    ``cache_ttl`` when shorter. A caller never keeps an answer longer than the route allows
+    (it is served to the rest of its team, or everyone on a global route, that long: a
+    ``cache_ttl`` of a billion seconds kept one for 31 years)."""
+    if override is None:
+        return cfg.exact_ttl_s, cfg.semantic_ttl_s
+    return min(override, cfg.exact_ttl_s), min(override, cfg.semantic_ttl_s)
 
 
 def take_cache_ttl(req: ChatRequest) -> tuple[ChatRequest, int | None]:
@@ -239,8 +249,7 @@ class ResponseCache:
         if not storable(completion):
             return False
         now = self.clock()
-        exact_ttl = plan.cfg.exact_ttl_s if plan.ttl_override is None else plan.ttl_override
-        semantic_ttl = plan.cfg.semantic_ttl_s if plan.ttl_override is None else plan.ttl_override
+        exact_ttl, semantic_ttl = stored_ttls(plan.cfg, plan.ttl_override)
         job = WriteJob(
             req=req,
             scope=plan.scope,
@@ -277,6 +286,7 @@ __all__ = [
     "CachePlan",
     "ResponseCache",
     "store_errors",
+    "stored_ttls",
     "take_cache_ttl",
     "team_namespace",
 ]
