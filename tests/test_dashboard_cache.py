@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -13,6 +14,7 @@ from tests.chat_client import asgi_chat, chat_body
 from tests.dash_fixtures import READER_KEY, Dash, cell, page_ok, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import HX, ledger_has, text
+from trioproxy.dashboard.app import count, size
 
 
 async def ask(d: Dash, content: str, key: str = DEMO_KEY) -> httpx.Response:
@@ -32,6 +34,28 @@ async def cached(d: Dash, content: str) -> tuple[str, int]:
             await trio.testing.wait_all_tasks_blocked()  # the cache writer has written
 
 
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 bytes"),
+        (1, "1 byte"),
+        (1023, "1023 bytes"),
+        (1024, "1 KiB"),
+        (17881, "17.5 KiB"),
+        (1024 * 1024 - 1, "1 MiB"),  # never "1,024 KiB"
+        (268435456, "256 MiB"),
+        (3 * 1024**3 + 1024**3 // 2, "3.5 GiB"),
+        (5000 * 1024**4, "5,000 TiB"),
+    ],
+)
+def test_sizes_read_as_people_write_them(n: int, text: str) -> None:
+    assert size(n) == text
+
+
+def test_counts_have_thousands_separators() -> None:
+    assert count(100000) == "100,000" and count(15) == "15" and count(None) == "-"
+
+
 async def test_cache_page_totals_chart_bounds_and_delete(nursery: trio.Nursery) -> None:
     d = await start_dash(nursery)
     ref, n = await cached(d, "what is a cache?")
@@ -45,8 +69,10 @@ async def test_cache_page_totals_chart_bounds_and_delete(nursery: trio.Nursery) 
     assert int(cell(page, 'data-route="chat"', "exact")) >= 1
     assert cell(page, 'data-team="demo" data-route="chat"', "saved") != "$0.000000"
     assert cell(page, 'data-team="ops" data-route="chat"', "exact") == "0"
-    assert re.search(r'<dd id="entries">\d+ of 100000 \(', page)
-    assert re.search(r'<dd id="size">\d+ bytes of \d+ \(', page)
+    assert re.search(r'<dd id="entries">\d+ of 100,000 \(', page)  # thousands separated
+    assert re.search(r'<dd id="size">[\d.]+ (bytes|KiB) of 256 MiB \(', page)  # human sizes
+    assert re.search(r"<label>Entry\s*<input", page)  # short; the header named below it
+    assert 'aria-describedby="entry-hint"' in page and 'id="entry-hint"' in page
     # a team-limited admin: only their team's rows, and no deleting of other teams' entries
     tess = d.app.test_client()
     tcsrf = await sign_in(tess, "tess")

@@ -63,6 +63,25 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
+def count(value: int | None) -> str:
+    """A count with thousands separators: ``100,000``."""
+    return "-" if value is None else f"{value:,}"
+
+
+def size(value: int | None) -> str:
+    """A size in bytes for people: ``17.5 KiB``, ``256 MiB``; under 1 KiB in bytes."""
+    if value is None:
+        return "-"
+    if value < 1024:
+        return f"{value} byte" + ("" if value == 1 else "s")
+    amount = float(value)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        amount /= 1024
+        if round(amount, 1) < 1024 or unit == "TiB":
+            break
+    return f"{amount:,.1f}".removesuffix(".0") + " " + unit
+
+
 def plain(value: float | None) -> str:
     """A USD amount for an input field: up to 6 decimals, no exponent, no trailing zeros."""
     return "" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
@@ -91,6 +110,8 @@ def create_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.filters["plain"] = plain
+    app.jinja_env.filters["count"] = count
+    app.jinja_env.filters["size"] = size
     app.jinja_env.filters["micros"] = usd_text
     app.jinja_env.autoescape = True
     me = freshness.worker_id()
