@@ -16,9 +16,11 @@ from trioproxy.cache.keys import (
     semantic_text,
     tenant_scope,
 )
+from trioproxy.config import parse_settings
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest, Completion, ToolCall, Usage
 from trioproxy.pipeline.caching import stored_ttls
+from trioproxy.pipeline.routing import chain_key
 
 
 def req(messages: list[dict[str, Any]] | None = None, **params: Any) -> ChatRequest:
@@ -266,3 +268,33 @@ def test_a_callers_cache_ttl_shortens_the_routes_never_lengthens_it() -> None:
     assert stored_ttls(cfg, 60) == (60, 60)
     assert stored_ttls(cfg, 1800) == (1800, 600)
     assert stored_ttls(cfg, 1_000_000_000) == (3600, 600)
+
+
+def test_the_chain_a_route_chose_keys_the_answer() -> None:
+    """A route's chains answer with other models (a premium chain for high priority): the
+    chain chosen keys exact entries, semantic namespaces and embeddings answers, and a route
+    of one chain keys nothing more (its keys stay as they were)."""
+    plain = req()
+    premium = dataclasses.replace(plain, chain="premium")
+    assert exact_key(premium, "team:a", "chat") != exact_key(plain, "team:a", "chat")
+    assert semantic_namespace(premium, "team:a", "chat") != semantic_namespace(
+        plain, "team:a", "chat"
+    )
+    body = {"model": "embed", "input": ["x"]}
+    assert embedding_key(body, "team:a", "embed", "large") != embedding_key(body, "team:a", "embed")
+    settings = parse_settings(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K"}},
+            "models": {m: {"provider": "p", "input_per_mtok": 1, "output_per_mtok": 1} for m in "ab"},
+            "routes": {
+                "one": {"chains": {"default": [{"model": "a"}]}},
+                "two": {"chains": {"default": [{"model": "a"}], "premium": [{"model": "b"}]},
+                        "rules": [{"chain": "premium", "priority": ["high"]}]},
+            },
+            "api_keys": [{"name": "k", "key_sha256": "0" * 64, "team": "t"}],
+        },
+        env={"K": "x"},
+    )  # fmt: skip
+    assert chain_key(settings.routes["one"], "default") == ""
+    assert chain_key(settings.routes["two"], "default") == "default"
+    assert chain_key(settings.routes["two"], "premium") == "premium"

@@ -301,3 +301,36 @@ async def test_a_cache_store_that_fails_does_not_skip_records_or_settle(
             await trio.sleep(0.01)
     (rec,) = [x for x in g.sink.records if x.kind == "request"]
     assert rec.status == 200 and rec.cost_micros > 0 and rec.error_kind is None
+
+
+async def test_a_premium_caller_is_not_served_the_cheaper_chains_answer(
+    nursery: trio.Nursery,
+) -> None:
+    """A route whose rules send high priority to a premium chain: the premium caller's
+    request goes to the premium model, not the default chain's cached answer to the same
+    prompt; each chain's repeat is still a hit."""
+    sim = await start_simulator(nursery)
+    settings = cache_settings(sim.url)
+    raw = {
+        "storage": {"state_dir": settings.storage.state_dir},
+        "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
+        "models": {m: {"provider": "p", "input_per_mtok": 2.5, "output_per_mtok": 10}
+                   for m in ("m", "m-premium")},
+        "routes": {"r": {"chains": {"default": [{"model": "m"}], "premium": [{"model": "m-premium"}]},
+                         "rules": [{"chain": "premium", "priority": ["high"]}],
+                         "cache": {"exact_ttl_s": 600}}},
+        "api_keys": [{"name": "a", "key_sha256": hash_key(KEY_A), "team": "A", "user": "a1"}],
+    }  # fmt: skip
+    g = await start_gateway(nursery, parse_settings(raw, env={"K": "x"}))
+    high = {"x-trioproxy-priority": "high"}
+    first = await ask(g, KEY_A, "which chain?")
+    assert first.headers["x-trioproxy-cache"] == "miss"
+    await written(g)
+    premium = await ask(g, KEY_A, "which chain?", headers=high)
+    assert premium.status_code == 200 and premium.headers["x-trioproxy-cache"] == "miss"
+    assert premium.json()["model"] != first.json()["model"]
+    await written(g)
+    assert (await ask(g, KEY_A, "which chain?", headers=high)).headers[
+        "x-trioproxy-cache"
+    ] == "exact"
+    assert (await ask(g, KEY_A, "which chain?")).headers["x-trioproxy-cache"] == "exact"

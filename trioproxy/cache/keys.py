@@ -139,6 +139,8 @@ def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
         fields["~dropped"] = left_out
     if betas := beta_features(req):
         fields["~beta"] = betas
+    if req.chain:  # another chain of the route answers with other models
+        fields["~chain"] = req.chain
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 
@@ -154,14 +156,17 @@ EMBEDDING_NEUTRAL: frozenset[str] = frozenset(("model", "user"))
 """Fields of an embeddings request that do not (the model is the route's: keyed as such)."""
 
 
-def embedding_key(body: Mapping[str, Any], scope: str, route: str) -> str:
+def embedding_key(body: Mapping[str, Any], scope: str, route: str, chain: str = "") -> str:
     """``<namespace>:<sha256>`` of an embeddings request (same namespace as the route): every
     field the body sends upstream but the model and the end user, so a server's own fields
     (``input_type``, ``truncate``) key too (they were left out: a passage got a query's
-    vectors)."""
+    vectors). ``chain``: the route's chain chosen, when it has several (another chain's model
+    makes other vectors)."""
     fields = {k: v for k, v in body.items() if k not in EMBEDDING_NEUTRAL and v is not None}
     fields["model"] = route
     fields["kind"] = "embeddings"
+    if chain:
+        fields["~chain"] = chain
     raw = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return f"{exact_namespace(scope, route)}:{hashlib.sha256(raw).hexdigest()}"
 
@@ -244,6 +249,8 @@ def semantic_namespace(req: ChatRequest, scope: str, route: str, space: str = ""
         parts.append(_digest(left_out))
     if betas := beta_features(req):
         parts.append(_digest(betas))
+    if req.chain:
+        parts.append("chain:" + req.chain)
     return semantic_scope_prefix(scope, route) + _digest(parts, 15)
 
 

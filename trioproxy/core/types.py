@@ -104,6 +104,9 @@ class ChatRequest:
     the caller speaks Anthropic)."""
     anthropic_beta: tuple[str, ...] = ()
     """The caller's ``anthropic-beta`` values, in order (filtered per provider)."""
+    chain: str = ""
+    """The route's chain chosen for this request when the route has several (by priority or
+    size: each may answer with other models), else empty; the response cache keys it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.pipeline.accounting import bill_for, cache_hit_record, intent_record
 from trioproxy.pipeline.caching import CachePlan, ResponseCache
 from trioproxy.pipeline.context import RequestContext
-from trioproxy.pipeline.routing import select_chain
+from trioproxy.pipeline.routing import chain_key, select_chain
 from trioproxy.providers.base import error_message
 from trioproxy.providers.openai_embeddings import EmbeddingResult, build_request, parse_response
 from trioproxy.upstream.attempt import Meter
@@ -106,7 +106,9 @@ class EmbeddingsHandler(Endpoint):
 
         cached = await self.cached(
             ctx, headers, send,
-            lambda cache, bypass: cache.plan_embedding(ereq.body, key.team, route, bypass=bypass),
+            lambda cache, bypass: cache.plan_embedding(
+                ereq.body, key.team, route, bypass=bypass, chain=chain_key(route, plan.chain.name)
+            ),
             lookup, self._serve_hit,
         )  # fmt: skip
         if cached is None:

@@ -49,6 +49,7 @@ from trioproxy.pipeline.caching import CacheHit, take_cache_ttl
 from trioproxy.pipeline.context import RequestContext
 from trioproxy.pipeline.routing import (
     RoutePlan,
+    chain_key,
     fit_context,
     select_chain,
 )
@@ -96,6 +97,8 @@ class ChatHandler(Endpoint):
         req, ttl = take_cache_ttl(DIALECTS[dialect].parse_request(body))
         req = with_anthropic_headers(req, headers)
         plan, prompt_est = self._plan(key, req, headers)
+        if chain := chain_key(plan.route, plan.chain.name):
+            req = replace(req, chain=chain)
         reason = ((b"x-trioproxy-reason", plan.reason.encode()),)
         ctx = self.context(rid, dialect, key, headers, req, plan, prompt_est,
                            endpoint=endpoints.GENERATION[dialect], operation="chat",

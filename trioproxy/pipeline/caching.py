@@ -166,8 +166,9 @@ class ResponseCache:
         return None
 
     def plan_embedding(
-        self, body: Mapping[str, Any], team: str, route: RouteConfig, *, bypass: bool
-    ) -> tuple[CachePlan | None, CacheStatus]:
+        self, body: Mapping[str, Any], team: str, route: RouteConfig, *, bypass: bool,
+        chain: str = "",
+    ) -> tuple[CachePlan | None, CacheStatus]:  # fmt: skip
         """The exact-cache plan of an embeddings request (no semantic cache for vectors)."""
         cfg = route.cache
         if cfg.exact_ttl_s <= 0:
@@ -175,7 +176,7 @@ class ResponseCache:
         if bypass:
             return None, "bypass"
         scope = tenant_scope(team, cfg)
-        key = embedding_key(body, scope, route.name)
+        key = embedding_key(body, scope, route.name, chain)
         return CachePlan(scope, route.name, cfg, key, None), "miss"
 
     async def lookup_embedding(self, plan: CachePlan) -> EmbeddingResult | None:

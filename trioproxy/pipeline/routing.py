@@ -37,6 +37,13 @@ def route_for(settings: Settings, name: str) -> RouteConfig:
     )
 
 
+def chain_key(route: RouteConfig, chain: str) -> str:
+    """What the response cache keys of the chain chosen: its name when ``route`` has several
+    chains (each may answer with other models: a premium caller was served the answer of a
+    cheaper chain), else nothing (a route's one chain: its keys stay as they were)."""
+    return chain if len(route.chains) > 1 else ""
+
+
 def require_models(route: RouteConfig, *, embedding: bool) -> None:
     """A 400 unless every model of ``route`` is an embedding model (``embedding``) or
     a chat model (not ``embedding``): the endpoint decides which kind may serve."""
@@ -96,4 +103,4 @@ def fit_context(plan: RoutePlan, prompt_tokens: int) -> RoutePlan:
     return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
 
 
-__all__ = ["RoutePlan", "fit_context", "require_models", "route_for", "select_chain"]
+__all__ = ["RoutePlan", "chain_key", "fit_context", "require_models", "route_for", "select_chain"]
