@@ -309,6 +309,15 @@ def test_create_use_and_revoke_a_key(served: Served, page: Any) -> None:
     row = page.locator('tr[data-key="browser-bot"]')
     expect(row.locator("td.state")).to_have_text("active")
     shot(page, "keys-created-1280")
+    # the secret's box starts with its sentence (no blank line above it)
+    box, first = page.locator(".secret").bounding_box(), page.locator(".secret p").bounding_box()
+    assert first["y"] - box["y"] < 20, (box, first)
+    # each "no limit" box sits under its own field, never wrapped away from it
+    for field in ("rpm", "tpm"):
+        entry = row.locator(f'input[name="{field}"]').bounding_box()
+        tick = row.locator(f'input[name="clear_{field}"]').bounding_box()
+        assert entry["x"] <= tick["x"] < entry["x"] + entry["width"], (field, entry, tick)
+        assert tick["y"] > entry["y"] + entry["height"] - 1, (field, entry, tick)
 
     assert served.chat("from the browser's key", secret).status_code == 200
 
