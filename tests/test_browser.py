@@ -56,6 +56,15 @@ PAGES = (
     "/requests",
 )
 TIMEOUT_MS = 15_000
+MISALIGNED_HEADS = """() => [...document.querySelectorAll("table")].flatMap((table) => {
+  const heads = [...table.querySelectorAll("thead th")];
+  const row = [...table.querySelectorAll("tbody tr")].find((r) => !r.querySelector("[colspan]"));
+  return row ? [...row.children].flatMap((cell, i) =>
+    heads[i] && getComputedStyle(heads[i]).textAlign !== getComputedStyle(cell).textAlign
+      ? [`${table.className}: ${heads[i].textContent}`] : []) : [];
+})"""
+"""Every table's header cells whose alignment is not their column's (a number's header is
+right-aligned over it, as a text's is left-aligned)."""
 
 playwright = pytest.importorskip("playwright.sync_api")
 # assertions wait as long as actions do: a busy CI box can take seconds to answer a form
@@ -263,6 +272,7 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, page: A
         page.goto(served.url + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1280, f"{path} is {width} px wide at 1,280 px"
+        assert page.evaluate(MISALIGNED_HEADS) == [], f"{path}: headers not over their numbers"
         if path in ("/", "/keys", "/providers", "/cache", "/alerts", "/users"):
             shot(page, (path.strip("/") or "overview") + "-1280")
 
