@@ -266,3 +266,34 @@ async def test_a_request_logs_one_line_without_prompt_answer_or_secret(
     assert [(a["target"], a["outcome"]) for a in line["attempts"]] == [("m-p", "won")]
     assert line["output_tokens"] > 0 and line["cost_usd"] > 0 and line["ttfb_ms"] is not None
     assert line["client_left"] is False and line["duration_ms"] >= line["ttfb_ms"]
+
+
+async def test_a_batch_goes_out_in_writes_no_other_worker_can_tear(
+    restore_logging: object, nursery: trio.Nursery
+) -> None:
+    """Every worker writes to one stderr (a pipe, or journald's stream): a write up to
+    PIPE_BUF (4096 bytes) is never split by another's, a larger one may be, with a line torn
+    in its middle. A turn's lines go out as whole lines in writes of at most 4096 bytes; a
+    line longer than that alone."""
+    out = _CountingStream()
+    writes: list[str] = []
+    real = out.write
+
+    def record(s: str) -> int:
+        writes.append(s)
+        return real(s)
+
+    out.write = record  # type: ignore[method-assign]
+    configure_logging("info", "json", out)
+    log = logging.getLogger("trioproxy.access")
+    batch = line_batch()
+    assert batch is not None
+    await nursery.start(batch.run)
+    for n in range(100):  # ~600 bytes each, some not ASCII
+        log_fields(log, logging.INFO, "request", {"n": n, "pad": "é" * 100 + "x" * 400})
+    log_fields(log, logging.INFO, "request", {"n": "big", "pad": "y" * 9000})
+    await trio.testing.wait_all_tasks_blocked()
+    assert 15 <= len(writes) <= 30
+    for w in writes:
+        assert w.endswith("\n") and (len(w.encode()) <= 4096 or w.count("\n") == 1)
+    assert [orjson.loads(x)["n"] for x in "".join(writes).splitlines()] == [*range(100), "big"]
