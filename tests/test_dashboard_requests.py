@@ -287,3 +287,24 @@ def test_spend_csv_cells_read_back_as_written_and_never_as_formulas() -> None:
         "plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "'=SUM(A1)", "'-1", "'@x", "é", "'\t=1+2", "'\r=3",
     ]  # fmt: skip
     assert rows[2] == ["2026-01-02", "user", "a,b", "1", "10", "5", "1.234567", "0.000001"]
+
+
+async def test_the_overview_says_how_many_of_the_requests_were_refused(
+    nursery: trio.Nursery,
+) -> None:
+    d, _ = await served(nursery)
+    c = d.app.test_client()
+    await sign_in(c)
+    page = await text(await c.get("/panel/overview"))
+
+    def requests_cell(team: str, label: str) -> str:
+        row = re.search(rf'<tr data-team="{team}">(.*?)</tr>', page, re.S)
+        assert row is not None, team
+        cell = re.search(rf'data-label="{label}" class="num">(.*?)</td>', row.group(1), re.S)
+        assert cell is not None, (team, label)
+        return re.sub(r"<[^>]+>", "", cell.group(1))
+
+    # demo: two served and the refusal; ops: one served, nothing refused
+    assert requests_cell("demo", "Requests today") == "3 (1 refused)"
+    assert requests_cell("demo", "Requests this month") == "3 (1 refused)"
+    assert requests_cell("ops", "Requests today") == "1"

@@ -264,7 +264,9 @@ async def overview(
     """Every team's row, or those of ``teams`` only (a principal's scope: the ledger is read
     for them only, and the alert sender's counts, every team's, are left out)."""
     today = (now or dt.datetime.now(dt.UTC)).astimezone(zone(gw)).date()
-    this_month = await days(gw, "team", today.replace(day=1), today, teams)
+    # per status too (a handful of rows per team and day): the refusals among the requests
+    this_month = await days(gw, "team", today.replace(day=1), today, teams,
+                            ("day", "value", "status"))  # fmt: skip
     day_rows = per_team([r for r in this_month if r.day == today])
     month_rows = per_team(this_month)
     backend = ledger_of(gw) is not None

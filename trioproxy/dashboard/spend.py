@@ -63,9 +63,14 @@ class Totals:
     saved_usd: float = 0.0
     cache_saved_usd: float = 0.0
     """Saved by the providers' prompt caches (``saved_usd``: by the gateway's cache)."""
+    refused: int = 0
+    """Of ``requests``, those refused with a 429 (budgets and rate limits); counted from rows
+    that keep the status only (others read status 0)."""
 
     def add(self, r: DayRow) -> None:
         self.requests += r.requests
+        if r.status == 429:
+            self.refused += r.requests
         self.input_tokens += r.input_tokens
         self.output_tokens += r.output_tokens
         self.cost_usd += r.cost_usd
