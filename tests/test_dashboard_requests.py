@@ -50,6 +50,10 @@ async def test_requests_newest_first_with_every_filter(nursery: trio.Nursery) ->
     assert "Prompt logging is off" in page
     newest = re.search(rf'<tr data-request="{ids[0]}">(.*?)</tr>', page, re.S)
     assert newest is not None and "429" in newest.group(1) and "budget_exceeded" in newest.group(1)
+    # refused after the cache was looked up (it had no answer): the record says "miss", and
+    # the page says why a refusal has a cache outcome at all
+    assert '<td data-label="Cache">miss</td>' in newest.group(1)
+    assert "the cache is looked up before the budget" in page
     last = re.search(rf'<tr data-request="{ids[-1]}">(.*?)</tr>', page, re.S)
     assert last is not None and re.search(
         r'data-label="Latency" class="num">\d+ ms<', last.group(1)
