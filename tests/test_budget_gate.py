@@ -622,6 +622,11 @@ async def test_a_dead_process_reservation_settles_as_its_ticket_would(
             assert not await dead_gate.settle_orphan("orphan-1", 0, 0)  # settled once
             assert not await dead_gate.settle_orphan("never-made", 5, 5)
         usage[how] = {h.family: await store.usage(h.claim.bucket, now=T0) for h in t.holds}
+        if how == "orphan":  # its lease over: counted at what it reserved, nothing to settle
+            await gate.admit(request_id="late", team="t", user="u", end_user=None,
+                             worst_case_usd_micros=7, worst_case_tokens=7)  # fmt: skip
+            lease_over = BudgetGate(config(), store, clock=Clock(T0 + gate.lease_s + 1))
+            assert not await lease_over.settle_orphan("late", 0, 0)
         if kind == "redis":  # the next round's store starts from an empty state
             await store._execute("FLUSHDB")  # type: ignore[attr-defined]
     assert usage["orphan"] == usage["live"]

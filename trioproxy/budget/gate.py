@@ -367,19 +367,26 @@ class BudgetGate:
         they say it consumed), so it is not held, then counted at its reserved amount, until
         its lease ends. The holds are read from the store (the ticket died with the process)
         and split as :meth:`settle` splits them (:func:`~trioproxy.budget.ticket.split_actual`
-        on the families their names spell). True when the store held it open; False when not
-        (settled, expired, or the state was lost: a rebuild counts the ledger's records).
-        Raises :class:`StoreUnavailable` when the store does not answer."""
+        on the families their names spell). True when the store held it open within its
+        lease; False when not (settled, expired, or the state was lost: a rebuild counts the
+        ledger's records). The store is called directly, each call within the call timeout,
+        not through the outage policy: a store that is not answering yet (Redis at start-up)
+        raises :class:`StoreUnavailable` for the caller to try again later and marks nothing
+        down for the requests."""
         store = self.store
         try:
-            held = await self._call(lambda: store.held(rid), patient=True, shield=True)
+            with trio.move_on_after(self.outage.call_timeout_s) as scope:
+                held = await store.held(rid, now=self.clock())
+            if scope.cancelled_caught:
+                raise StoreUnavailable(f"no answer within {self.outage.call_timeout_s:g} s")
             if not held:
                 return False
             holds = [(f, b, a) for b, a in held if (f := buckets.family_of(b)) is not None]
             actual = split_actual(holds, cost_micros, tokens)
-            now = self.clock()
-            await self._call(lambda: store.settle(rid, actual, now=now), patient=True,
-                             shield=True)  # fmt: skip
+            with trio.move_on_after(self.outage.call_timeout_s) as scope:
+                await store.settle(rid, actual, now=self.clock())
+            if scope.cancelled_caught:
+                raise StoreUnavailable(f"no answer within {self.outage.call_timeout_s:g} s")
         except StateLost:
             return False
         return True

@@ -127,9 +127,9 @@ class MemoryStore:
                 totals[bucket] = b.total
         return totals
 
-    async def held(self, rid: str) -> list[tuple[str, int]] | None:
+    async def held(self, rid: str, *, now: float) -> list[tuple[str, int]] | None:
         r = self._res.get(rid)
-        if r is None or r.closed:
+        if r is None or r.closed or now > r.lease_until:
             return None
         taken = sorted(
             (seq, bucket, amount) for bucket, hs in r.holds.items() for seq, amount in hs

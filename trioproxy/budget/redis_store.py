@@ -169,9 +169,12 @@ class RedisStore:
         self._saw(reply[1])
         return bool(reply[0] != b"missing")
 
-    async def held(self, rid: str) -> list[tuple[str, int]] | None:
-        closed, holds = await self._execute("HMGET", self._prefix + "r:" + rid, "c", "h")
-        if closed is None or closed == b"1" or holds is None:
+    async def held(self, rid: str, *, now: float) -> list[tuple[str, int]] | None:
+        reply = await self._execute("HMGET", self._prefix + "r:" + rid, "c", "h", "lu")
+        closed, holds, until = reply
+        if closed is None or closed == b"1" or holds is None or until is None:
+            return None
+        if now > float(until):
             return None
         items = orjson.loads(holds)  # [[bucket, seq, amount, windowed], ...]; Lua's {} is empty
         return [(str(b), int(a)) for b, _, a, _ in items] if isinstance(items, list) else []

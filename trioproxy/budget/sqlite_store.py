@@ -355,12 +355,12 @@ class SqliteStore:
 
         return await self._commit.run(op)
 
-    async def held(self, rid: str) -> list[tuple[str, int]] | None:
+    async def held(self, rid: str, *, now: float) -> list[tuple[str, int]] | None:
         def op(db: sqlite3.Connection) -> list[tuple[str, int]] | None:
             row = db.execute(
-                "SELECT closed, holds FROM reservations WHERE rid=?", (rid,)
+                "SELECT closed, holds, lease_until FROM reservations WHERE rid=?", (rid,)
             ).fetchone()
-            if row is None or row[0]:
+            if row is None or row[0] or now > row[2]:
                 return None
             return [(b, int(a)) for b, a, _ in self._holds_of(db, rid, row[1])]
 

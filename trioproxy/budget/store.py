@@ -98,10 +98,10 @@ class BudgetStore(Protocol):
         bucket below every alert level); None: it does not say."""
         ...
 
-    async def held(self, rid: str) -> list[tuple[str, int]] | None:
-        """Reservation ``rid``'s holds, (bucket, amount) in the order taken, while it is open
-        (not settled); None when the store holds no open reservation ``rid`` (settled, expired
-        and pruned, or never made)."""
+    async def held(self, rid: str, *, now: float) -> list[tuple[str, int]] | None:
+        """Reservation ``rid``'s holds, (bucket, amount) in the order taken, while it is open:
+        not settled, its lease not ended at ``now``; None otherwise (settled, its lease over:
+        counted at its reserved amount, pruned, or never made)."""
         ...
 
     async def usage(self, bucket: str, *, now: float) -> int: ...

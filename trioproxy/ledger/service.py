@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -27,7 +27,7 @@ class LedgerService:
         self._zone = zone
         """The day roll-up's time zone (``budgets.timezone``)."""
         self.writer: LedgerWriter | None = None
-        self.on_recovered: Callable[[list[UsageRecord]], Awaitable[object]] | None = None
+        self.on_recovered: Callable[[list[UsageRecord]], None] | None = None
         """Given to the writer (:attr:`LedgerWriter.on_recovered`)."""
         self._journal: Journal | None = None
         """One journal for the process, kept when a crashed writer is restarted: requests in

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,9 +133,10 @@ class LedgerWriter:
         """Removed so far by the retention round in progress (logged once it ends)."""
         self._running = False
         self._done = trio.Event()
-        self.on_recovered: Callable[[list[UsageRecord]], Awaitable[object]] | None = None
+        self.on_recovered: Callable[[list[UsageRecord]], None] | None = None
         """Told the records recovered from dead processes' journals, once they are spooled
-        (the budget settles those processes' open reservations: ``server/factory.py``)."""
+        (the budget settles those processes' open reservations: ``pipeline/dead_reservations.py``);
+        it returns at once."""
         self._submitted = 0
 
     @property
@@ -327,9 +328,9 @@ class LedgerWriter:
                 await trio.to_thread.run_sync(self.journal.recover, self.spool, found)
                 if found and self.on_recovered is not None:
                     try:
-                        await self.on_recovered(found)
+                        self.on_recovered(found)
                     except Exception:  # the records are spooled: only the settle is lost
-                        log.exception("handling %d recovered records failed", len(found))
+                        log.exception("handing on %d recovered records failed", len(found))
         if self.disk.dirty and self.db.may_write(now):
             await self.disk.replay(self.db, self._batch_size, self._write_timeout)
         if now >= self._next_retention and self.db.up:  # (the minutes' rows go either way)

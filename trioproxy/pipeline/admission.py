@@ -9,29 +9,22 @@ every attempt at the end.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-
-import trio
+from collections.abc import Awaitable, Callable, Iterable
 
 from trioproxy.budget.claims import usd_to_micros, worst_case
 from trioproxy.budget.gate import BudgetGate, KeyRate, Ticket
-from trioproxy.budget.store import StoreUnavailable
 from trioproxy.config.model import ModelConfig
 from trioproxy.config.pricing import prices_of
 from trioproxy.core.billing import worst_case_micros
 from trioproxy.core.input_bound import input_bound
-from trioproxy.core.types import ChatRequest, Usage, total_tokens
+from trioproxy.core.types import ChatRequest, Usage
 from trioproxy.dialects.anthropic import dropped_from_chat
-from trioproxy.ledger.record import UsageRecord
 from trioproxy.pipeline.accounting import bill_for
 from trioproxy.pipeline.context import RequestContext
 from trioproxy.upstream.attempt import Meter
 from trioproxy.upstream.race import Attempt
 
 Progress = Callable[[Attempt, Meter], Awaitable[None]]
-
-log = logging.getLogger("trioproxy.budget")
 
 
 class Admission:
@@ -110,34 +103,5 @@ class Admission:
             tokens += usage.total
         await self.gate.settle(ticket, micros if billed is None else billed, tokens)
 
-    async def settle_recovered(self, records: Sequence[UsageRecord]) -> int:
-        """Settle the reservations of requests a dead process left open, at what their records
-        (recovered from its journal: ``ledger/journal.py``) say they consumed: the request
-        record's cost and its attempts' tokens. Returns how many the store still held open.
-        Stops at the first store outage or after :data:`RECOVERED_SETTLE_S` (what is left is
-        counted at its reserved amount when its lease ends, as before)."""
-        tokens: dict[str, int] = {}
-        for r in records:
-            if r.kind == "attempt":
-                tokens[r.request_id] = tokens.get(r.request_id, 0) + total_tokens(r)
-        settled = 0
-        with trio.move_on_after(RECOVERED_SETTLE_S):
-            for r in records:
-                if r.kind != "request":
-                    continue
-                spent = tokens.get(r.request_id, total_tokens(r))
-                try:
-                    settled += await self.gate.settle_orphan(r.request_id, r.cost_micros, spent)
-                except StoreUnavailable as exc:
-                    log.warning("settling the reservations of a dead process stopped (%s); "
-                                "the rest stand until their leases end", exc)  # fmt: skip
-                    break
-        if settled:
-            log.info("settled %d reservations left open by a dead process", settled)
-        return settled
 
-
-RECOVERED_SETTLE_S = 30.0
-"""How long :meth:`Admission.settle_recovered` may take for one recovery."""
-
-__all__ = ["RECOVERED_SETTLE_S", "Admission", "Progress"]
+__all__ = ["Admission", "Progress"]

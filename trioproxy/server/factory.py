@@ -31,9 +31,9 @@ from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.app import Gateway, create_app
 from trioproxy.edge.reload import ReloadSource
 from trioproxy.edge.services import NamedService, Service
-from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.service import LedgerService
 from trioproxy.pipeline.admission import Admission
+from trioproxy.pipeline.dead_reservations import DeadReservations
 from trioproxy.server.cache_commands import RelayedCache, applier
 from trioproxy.server.cache_service import response_cache
 from trioproxy.server.config_snapshot import ConfigFile
@@ -180,13 +180,6 @@ Role = Literal["all", "worker", "control"]
 file and the cache commands); ``control``: the control-plane process (``control.py``)."""
 
 
-async def _settle_dead(gateway: Gateway, records: list[UsageRecord]) -> None:
-    """The open reservations of a dead process, settled at its journal's records (through
-    the admission in force now: a reload replaces it)."""
-    if gateway.admission is not None:
-        await gateway.admission.settle_recovered(records)
-
-
 def build_gateway(
     settings: Settings, *, config_path: str | None = None, role: Role = "all",
     run_dir: str | None = None, **overrides: Any,
@@ -224,8 +217,10 @@ def build_gateway(
         gateway = ControlGateway(settings, data_plane=view, services=every, **parts)
     else:
         gateway = create_app(settings, services=every, **parts)
-    if isinstance(journaled := parts.get("sink"), LedgerService):
-        journaled.on_recovered = functools.partial(_settle_dead, gateway)
+    if isinstance(journaled := parts.get("sink"), LedgerService):  # a dead process's
+        dead = DeadReservations(lambda: gateway.admission)  # open reservations, settled
+        journaled.on_recovered = dead.hand
+        gateway.services.add(NamedService("dead-reservations", dead.run, required=False))
     if config_path is not None:
         source = ConfigFile(config_path, run_dir)
         gateway.reload_source = ReloadSource(
