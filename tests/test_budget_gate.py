@@ -642,7 +642,7 @@ def test_a_refusal_says_exhausted_only_when_nothing_is_left() -> None:
     user = Hold("user", Claim("user:u", 900, 1000, 3600.0))
     partly = denied("t", [day], Denial(day.claim.bucket, 60, 300, 16_436, None)).message
     assert "exhausted" not in partly and "$0.000240 of $0.000300 left" in partly
-    assert "up to $0.016436" in partly and "a lower max_tokens reserves less" in partly
+    assert "up to $0.016436 for its prompt and its output cap" in partly
     whole = denied("t", [day], Denial(day.claim.bucket, 300, 300, 10, None)).message
     assert whole == "team 't' daily budget exhausted: $0.000300 of $0.000300 spent or reserved"
     window = denied("t", [user], Denial("user:u", 400, 1000, 900, 12.0)).message

@@ -214,7 +214,7 @@ async def test_lowering_a_budget_refuses_the_next_request(nursery: trio.Nursery)
         refused = await chat(g, "after")
         assert refused.status_code == 429
         message = refused.json()["error"]["message"]  # what is left is less than its worst case
-        assert "daily budget has $0.0000" in message and "a lower max_tokens" in message
+        assert "daily budget has $0.0000" in message and "its output cap" in message
         assert (await c.get("/admin/api/budgets/demo")).json()["daily_usd"] == 0.0001
         r = await c.put("/admin/api/budgets/demo", json={"daily_usd": None, "monthly_usd": None})
         assert r.status_code == 200

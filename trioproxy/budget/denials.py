@@ -21,8 +21,8 @@ def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
         else:  # money left, but less than this request's worst case (reserved up front)
             why = (f"team {team!r} {word} budget has ${(d.limit - d.used) / 1e6:.6f} of "
                    f"${d.limit / 1e6:.6f} left (the rest spent or reserved), less than this "
-                   f"request may cost: up to ${d.amount / 1e6:.6f}, reserved until it ends; "
-                   f"a lower max_tokens reserves less")  # fmt: skip
+                   f"request may cost: up to ${d.amount / 1e6:.6f} for its prompt and its "
+                   f"output cap, reserved until it ends")  # fmt: skip
         return PolicyError(
             ErrorKind.BUDGET_EXCEEDED,
             why,
@@ -40,8 +40,8 @@ def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
         why = f"token window {d.bucket!r} full: {d.used} of {d.limit} tokens used"
     else:
         why = (f"token window {d.bucket!r} has {d.limit - d.used} of {d.limit} tokens left, "
-               f"less than this request may use: up to {d.amount}, reserved until it ends; "
-               f"a lower max_tokens reserves less")  # fmt: skip
+               f"less than this request may use: up to {d.amount} for its prompt and its "
+               f"output cap, reserved until it ends")  # fmt: skip
     return PolicyError(
         ErrorKind.RATE_LIMITED,
         why,
