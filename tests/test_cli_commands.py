@@ -44,3 +44,25 @@ def test_the_demo_key_stays_the_same_across_restarts_from_one_folder(tmp_path: P
     assert cli.demo_key(tmp_path / "var") == first
     assert stat.S_IMODE((tmp_path / "var" / "demo-key").stat().st_mode) == 0o600
     assert cli.demo_key(tmp_path / "elsewhere") != first
+
+
+def test_a_demo_key_file_anyone_else_could_have_written_is_not_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo key is an admin key: a kept file readable or writable by others, or a link
+    (another user's choice in a shared folder), is not used; a key for this run alone is,
+    with a warning. A folder it cannot write still runs."""
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "demo-key").write_text("tp-demo-chosen-by-someone-else\n")
+    (var / "demo-key").chmod(0o644)
+    assert cli.demo_key(var) != "tp-demo-chosen-by-someone-else"
+    assert "not this user's private key file" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "demo-key").symlink_to(var / "demo-key")
+    assert cli.demo_key(other) != "tp-demo-chosen-by-someone-else"
+    assert "not used" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert cli.demo_key(tmp_path / "a-file" / "var").startswith("tp-demo-")  # no folder there
+    assert "not written" in capsys.readouterr().err

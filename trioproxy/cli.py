@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -147,22 +148,44 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def demo_key(state_dir: Path) -> str:
-    """The demo's API key, kept in ``state_dir/demo-key`` (mode 0600): the same key across
-    restarts from one folder, so an app's ``.env`` keeps working; made on the first run."""
+    """The demo's API key (an admin key), kept in ``state_dir/demo-key``: the same key across
+    restarts from one folder, so an app's ``.env`` keeps working; made on the first run. A
+    kept key is used only from a regular file of this user that nobody else may read or
+    write (not a link: another user could otherwise choose the key in a shared folder);
+    anything else, or a folder it cannot write, gives a key for this run alone, with a
+    warning."""
     import secrets
 
     path = state_dir / "demo-key"
     try:
-        kept = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        kept = ""
-    if kept.startswith("tp-demo-"):
-        return kept
+        fd = -1
+    except OSError as exc:  # a link, a folder, unreadable
+        print(f"warning: {path} not used ({exc.strerror}); a key for this run only",
+              file=sys.stderr)  # fmt: skip
+        return "tp-demo-" + secrets.token_urlsafe(18)
+    if fd >= 0:
+        with os.fdopen(fd) as f:
+            st = os.fstat(f.fileno())
+            kept = f.read(200).strip() if st.st_uid == os.getuid() else ""
+            private = stat.S_ISREG(st.st_mode) and not st.st_mode & 0o077
+        if private and kept.startswith("tp-demo-"):
+            return kept
+        print(f"warning: {path} is not this user's private key file; a key for this run only",
+              file=sys.stderr)  # fmt: skip
+        return "tp-demo-" + secrets.token_urlsafe(18)
     key = "tp-demo-" + secrets.token_urlsafe(18)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+    try:  # whole or not at all: written aside, then renamed into place
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = state_dir / f".demo-key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        print(f"warning: {path} not written ({exc.strerror}); a key for this run only",
+              file=sys.stderr)  # fmt: skip
     return key
 
 
