@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import stat
 from pathlib import Path
 
@@ -65,4 +66,8 @@ def test_a_demo_key_file_anyone_else_could_have_written_is_not_used(
     assert "not used" in capsys.readouterr().err
     (tmp_path / "a-file").write_text("")
     assert cli.demo_key(tmp_path / "a-file" / "var").startswith("tp-demo-")  # no folder there
-    assert "not written" in capsys.readouterr().err
+    assert "a key for this run only" in capsys.readouterr().err
+    blocked = tmp_path / "blocked"
+    (blocked / f".demo-key.{os.getpid()}").mkdir(parents=True)  # the file cannot be written
+    assert cli.demo_key(blocked).startswith("tp-demo-")
+    assert "not written" in capsys.readouterr().err and not (blocked / "demo-key").exists()
