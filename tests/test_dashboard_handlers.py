@@ -13,7 +13,9 @@ import trio
 from tests.chat_client import asgi_chat, chat_body
 from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
+from trioproxy.admin.passwords import hash_password
 from trioproxy.admin.sessions import Throttle
+from trioproxy.config import hash_key
 from trioproxy.dashboard.access import COOKIE, Access
 
 HX = {"HX-Request": "true"}
@@ -574,3 +576,33 @@ async def test_breaker_shows_time_open_and_next_probe_and_resets_audited(
     assert 'class="breaker-closed">closed<' in await text(r)
     log = await text(await c.get("/audit?action=breaker."))
     assert f'class="team">{target}<' in log and "open, 5 failures" in log
+
+
+async def test_a_rotated_password_or_key_ends_the_sessions_signed_in_with_it(
+    nursery: trio.Nursery,
+) -> None:
+    """A config user's new password hash, or an admin key's new secret under the same name,
+    applied by a reload: sessions signed in with the old one end (a leaked credential's
+    sessions kept working up to 12 h after it was rotated); other sessions go on."""
+    d = await start_dash(nursery)
+    alice, victor, keyed = d.app.test_client(), d.app.test_client(), d.app.test_client()
+    acsrf = await sign_in(alice)
+    await sign_in(victor, "victor")
+    kcsrf = await sign_in(keyed, "", DEMO_KEY)
+    users = dict(d.gw.settings.dashboard.users)
+    users["alice"] = dataclasses.replace(
+        users["alice"], password_hash=hash_password("alice-new-password-1", log2_n=10)
+    )
+    keys = {}
+    for k in d.gw.settings.api_keys.values():
+        if k.name == "demo":
+            k = dataclasses.replace(k, key_hash=hash_key("tp-rotated-demo-key-0123456789"))
+        keys[k.key_hash] = k
+    dashboard = dataclasses.replace(d.gw.settings.dashboard, users=users)
+    d.gw.settings = dataclasses.replace(d.gw.settings, dashboard=dashboard, api_keys=keys)
+    r = await alice.post("/budgets/demo", form={"daily_usd": "3", "csrf": acsrf})
+    assert r.status_code == 303 and (await limits(d)) == (None, None)  # to the sign-in page
+    r = await keyed.post("/budgets/demo", form={"daily_usd": "4", "csrf": kcsrf})
+    assert r.status_code == 303 and (await limits(d)) == (None, None)
+    assert (await victor.get("/budgets")).status_code == 200  # unchanged: still in
+    assert await sign_in(d.app.test_client(), "alice", "alice-new-password-1")  # the new one

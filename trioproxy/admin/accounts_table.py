@@ -85,7 +85,8 @@ class AccountsTable(AdminDb):
                 db.execute("DELETE FROM sessions WHERE created < ?", (purge_before,))
                 db.execute(
                     "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?)",
-                    (s.id_hash, p.name, p.role, teams_out(p.teams), p.via, s.csrf,
+                    (s.id_hash, p.name, p.role, teams_out(p.teams),
+                     f"{p.via}:{p.credential}" if p.credential else p.via, s.csrf,
                      s.created, s.last_seen),
                 )  # fmt: skip
 
@@ -100,8 +101,9 @@ class AccountsTable(AdminDb):
             ).fetchone()
             if row is None:
                 return None
-            user, role, teams, via, csrf, created, last_seen = row
-            principal = Principal(user, role, teams_in(teams), via)
+            user, role, teams, stored_via, csrf, created, last_seen = row
+            via, _, credential = stored_via.partition(":")  # "api-key:<digest of the key>"
+            principal = Principal(user, role, teams_in(teams), via, credential)
             return Session(id_hash, principal, csrf, created, last_seen)
 
         return await self._run(op)

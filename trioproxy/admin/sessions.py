@@ -33,6 +33,11 @@ class Principal:
     teams: frozenset[str] | None = None
     """The teams this user may see and change; None = all."""
     via: Literal["password", "api-key"] = "password"
+    credential: str = ""
+    """A digest of the credential signed in with, when it lives in the config file (a config
+    user's password hash, an admin key's hash: :func:`credential_of`): a session ends when
+    a reload or a restart changes it (a rotated password or key kept its sessions for up
+    to 12 h). Empty for stored users, whose changes end their sessions themselves."""
 
     @property
     def can_edit(self) -> bool:
@@ -73,6 +78,11 @@ class Session:
     csrf: str
     created: float
     last_seen: float
+
+
+def credential_of(secret_hash: str) -> str:
+    """:attr:`Principal.credential` of a password hash or key hash (16 hex characters)."""
+    return hashlib.sha256(secret_hash.encode()).hexdigest()[:16]
 
 
 def new_token() -> str:
@@ -130,6 +140,7 @@ __all__ = [
     "Session",
     "SessionPolicy",
     "Throttle",
+    "credential_of",
     "needs_touch",
     "new_session",
     "new_token",

@@ -41,6 +41,7 @@ from trioproxy.admin.sessions import (
     Principal,
     SessionPolicy,
     Throttle,
+    credential_of,
     needs_touch,
     new_session,
     session_state,
@@ -108,7 +109,10 @@ class Access:
                 encoded, role, teams = stored.password_hash, stored.role, stored.teams
         ok = await trio.to_thread.run_sync(verify_password, password, encoded)
         known = configured is not None or encoded is not _DUMMY_HASH
-        return Principal(name, role, teams, "password") if ok and known else None
+        if not (ok and known):
+            return None
+        credential = credential_of(encoded) if configured is not None else ""
+        return Principal(name, role, teams, "password", credential)
 
     async def current(self, p: Principal) -> Principal | None:
         """A session's principal as the config and the store say now, or None when they no
@@ -116,11 +120,17 @@ class Access:
         an API key no longer admin. Stored users' changes end their sessions themselves."""
         if p.via == "api-key":
             name = p.name.removeprefix("key:")
-            admin = any(k.name == name and k.admin for k in self.gw.settings.api_keys.values())
-            return p if admin else None
+            admin = any(
+                k.name == name and k.admin and credential_of(k.key_hash) == p.credential
+                for k in self.gw.settings.api_keys.values()
+            )
+            return p if admin else None  # (a rotated key: its sessions end)
         configured = self.cfg.users.get(p.name)
         if configured is not None:
-            now = Principal(p.name, configured.role, configured.teams, "password")
+            credential = credential_of(configured.password_hash)
+            if credential != p.credential:  # a new password: sign in with it
+                return None
+            now = Principal(p.name, configured.role, configured.teams, "password", credential)
             return p if now == p else now
         stored = await self.store.user(p.name)
         if stored is None or stored.disabled:
@@ -135,7 +145,11 @@ class Access:
             )
         except GatewayError:
             return None
-        return Principal(f"key:{found.name}", "admin", None, "api-key") if found.admin else None
+        if not found.admin:
+            return None
+        return Principal(
+            f"key:{found.name}", "admin", None, "api-key", credential_of(found.key_hash)
+        )
 
 
 def json_error(status: int, message: str) -> Response:
@@ -246,7 +260,8 @@ def install(app: Quart, acc: Access) -> None:
                 return await drained(json_error(401, err.message + why))
             if not key.admin:
                 return await drained(json_error(403, f"API key {key.name!r} is not an admin key."))
-            g.principal = Principal(f"key:{key.name}", "admin", None, "api-key")
+            g.principal = Principal(f"key:{key.name}", "admin", None, "api-key",
+                                    credential_of(key.key_hash))  # fmt: skip
             return None
         if path.startswith(API_PREFIX):  # admin keys only: a signed-in browser's session is
             # not enough (it reached every team's budgets, spend and cache, whatever its teams)
