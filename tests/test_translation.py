@@ -18,6 +18,7 @@ from tests.wire_samples import (
     OPENAI_TOOL_STREAM,
     anthropic_sdk_final,
     openai_sdk_final,
+    sse_data,
 )
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.types import (
@@ -29,6 +30,7 @@ from trioproxy.core.types import (
     StreamStart,
     TextDelta,
     ToolCallDelta,
+    Usage,
     UsageReport,
 )
 from trioproxy.dialects import DIALECTS
@@ -318,3 +320,55 @@ def test_anthropic_stream_seen_by_openai_sdk() -> None:
         final.usage.prompt_tokens,
         final.usage.completion_tokens,
     ) == (472, 89)
+
+
+INTERLEAVED = [
+    StreamStart("chatcmpl-1", "gpt-4o"),
+    ToolCallDelta(0, "call_A", "get_weather", ""),
+    ToolCallDelta(1, "call_B", "get_time", ""),
+    ToolCallDelta(0, None, None, '{"city": '),
+    ToolCallDelta(1, None, None, '{"tz": '),
+    ToolCallDelta(0, None, None, '"Paris"}'),
+    ToolCallDelta(1, None, None, '"UTC"}'),
+    StreamEnd("tool_calls"),
+    UsageReport(Usage(10, 5)),
+]
+"""Two parallel tool calls whose argument deltas an upstream interleaves (0, 1, 0, 1)."""
+
+
+def test_interleaved_parallel_tool_calls_reach_an_anthropic_caller_whole() -> None:
+    """Two blocks with their whole inputs, one after the other (Anthropic's blocks never
+    interleave); each switch of index opened a new, broken block (six in all)."""
+    raw = relay(INTERLEAVED, "anthropic")
+    final = anthropic_sdk_final(raw)
+    assert [(b.id, b.name, b.input) for b in final.content] == [  # type: ignore[union-attr]
+        ("call_A", "get_weather", {"city": "Paris"}),
+        ("call_B", "get_time", {"tz": "UTC"}),
+    ]
+    kinds = [d["type"] for _, d in sse_data(raw)]
+    blocks = [k for k in kinds if k.startswith("content_block_s")]
+    assert blocks == ["content_block_start", "content_block_stop"] * 2
+
+
+def test_interleaved_parallel_tool_calls_reach_a_responses_caller_whole() -> None:
+    """Two function_call items, each delta on its own item; the calls stay open together."""
+    body = {"model": "m", "input": "x", "stream": True}
+    enc = DIALECTS["responses"].new_stream_encoder(parse("responses", body))
+    raw = b"".join(enc.encode(e) for e in INTERLEAVED) + enc.finish()
+    events = [d for _, d in sse_data(raw)]
+    (done,) = [e for e in events if e["type"] == "response.completed"]
+    calls = [(i["call_id"], i["name"], orjson.loads(i["arguments"]))
+             for i in done["response"]["output"]]  # fmt: skip
+    assert calls == [
+        ("call_A", "get_weather", {"city": "Paris"}),
+        ("call_B", "get_time", {"tz": "UTC"}),
+    ]
+    added = {e["item"]["id"]: e["output_index"] for e in events
+             if e["type"] == "response.output_item.added"}  # fmt: skip
+    assert sorted(added.values()) == [0, 1]
+    args: dict[str, str] = {}
+    for e in events:
+        if e["type"] == "response.function_call_arguments.delta":
+            assert added[e["item_id"]] == e["output_index"]
+            args[e["item_id"]] = args.get(e["item_id"], "") + e["delta"]
+    assert sorted(args.values()) == ['{"city": "Paris"}', '{"tz": "UTC"}']

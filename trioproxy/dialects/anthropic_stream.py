@@ -3,7 +3,11 @@
 Anthropic's order is fixed: ``message_start``, then content blocks (each
 ``content_block_start``, deltas, ``content_block_stop``), then one
 ``message_delta`` carrying the stop reason and the final usage, then
-``message_stop``. Upstreams deliver the stop reason and the usage in either
+``message_stop``. Blocks never interleave, but an upstream may interleave the argument
+deltas of parallel tool calls (index 0, 1, 0, 1): the first call streams live, and a call
+that starts while another's block is open is held whole and written as its own block
+when the open one ends (a text delta or the end); a call whose block is closed takes no more
+deltas (it opened a second, broken block for each switch). Upstreams deliver the stop reason and the usage in either
 order, so the ``message_delta`` is held until both are known (or the stream
 finishes). When the input usage is unknown at the start (OpenAI upstreams
 report it last), ``message_start`` says 0 and the ``message_delta`` carries
@@ -63,6 +67,9 @@ class AnthropicStreamEncoder:
         """Index of the open content block, or -1."""
         self._open_tool: int | None = None
         """Canonical tool-call index of the open ``tool_use`` block."""
+        self._held: dict[int, list[Any]] = {}
+        """Tool calls begun while another's block was open: index -> [id, name, args...]."""
+        self._closed_tools: set[int] = set()
         self._open_text = False
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
@@ -84,21 +91,19 @@ class AnthropicStreamEncoder:
                 + b"}}\n\n"
             )
         if isinstance(event, ToolCallDelta):
+            if event.index in self._held or (
+                self._open_tool is not None and self._open_tool != event.index
+            ):  # another call's block is open: this one waits, whole
+                held = self._held.setdefault(event.index, [event.id, event.name])
+                held[0], held[1] = held[0] or event.id, held[1] or event.name
+                held.append(event.arguments)
+                return b""
+            if event.index in self._closed_tools:
+                return b""  # its block ended (a text delta came between): nowhere to go
             out = b""
             if self._open_tool != event.index:
-                block = {
-                    "type": "tool_use",
-                    "id": event.id or f"toolu_{event.index}",
-                    "name": event.name or "",
-                    "input": {},
-                }
-                out = self._start_block(block)
-                self._open_tool = event.index
-            if event.arguments:
-                partial = orjson.dumps(event.arguments)
-                out += _JSON_DELTA + self._idx()
-                out += b',"delta":{"type":"input_json_delta","partial_json":' + partial + b"}}\n\n"
-            return out
+                out = self._start_tool(event.index, event.id, event.name)
+            return out + self._json_delta(event.arguments)
         if isinstance(event, StreamStart):
             return self._message_start(event)
         if isinstance(event, StreamEnd):
@@ -141,12 +146,35 @@ class AnthropicStreamEncoder:
         payload = {"type": "content_block_start", "index": self._index, "content_block": block}
         return out + _event(b"content_block_start", payload)
 
+    def _start_tool(self, index: int, call_id: str | None, name: str | None) -> bytes:
+        block = {"type": "tool_use", "id": call_id or f"toolu_{index}", "name": name or "",
+                 "input": {}}  # fmt: skip
+        out = self._start_block(block)
+        self._open_tool = index
+        return out
+
+    def _json_delta(self, arguments: str) -> bytes:
+        if not arguments:
+            return b""
+        partial = orjson.dumps(arguments)
+        out = _JSON_DELTA + self._idx()
+        return out + b',"delta":{"type":"input_json_delta","partial_json":' + partial + b"}}\n\n"
+
     def _close_block(self) -> bytes:
         if not (self._open_text or self._open_tool is not None):
             return b""
+        if self._open_tool is not None:
+            self._closed_tools.add(self._open_tool)
         self._open_text = False
         self._open_tool = None
-        return _STOP + self._idx() + b"}\n\n"
+        out = _STOP + self._idx() + b"}\n\n"
+        held, self._held = self._held, {}
+        for index, (call_id, name, *pieces) in held.items():  # in the order they began
+            out += self._start_tool(index, call_id, name) + self._json_delta("".join(pieces))
+            self._closed_tools.add(index)
+            self._open_tool = None
+            out += _STOP + self._idx() + b"}\n\n"
+        return out
 
     def _message_delta(self) -> bytes:
         if self._delta_sent:

@@ -150,6 +150,8 @@ class ResponsesStreamEncoder:
         self._calls: dict[int, tuple[int, str, list[str]]] = {}
         """Canonical call index -> (output index, item id, argument pieces)."""
         self._call_meta: dict[int, tuple[str, str]] = {}
+        self._done_calls: set[int] = set()
+        """Calls whose item is done: a late delta has no item to go to."""
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
         self._input = Usage(prompt_tokens(req.chat.get("messages", [])), 0)
@@ -208,9 +210,12 @@ class ResponsesStreamEncoder:
     def _call_delta(self, event: ToolCallDelta) -> bytes:
         out = b""
         if event.index not in self._calls:
-            out += self._close_text("completed") + self._close_calls("completed")
+            if event.index in self._done_calls:
+                return b""  # its item is done (text came between): nowhere to go
+            # other calls stay open: an upstream may interleave parallel calls' deltas
+            out += self._close_text("completed")
             item_id = new_id("fc_")
-            index = len(self._output)
+            index = len(self._output) + len(self._calls)
             self._calls[event.index] = (index, item_id, [])
             self._call_meta[event.index] = (event.id or new_id("call_"), event.name or "")
             call = ToolCall(*self._call_meta[event.index], "")
@@ -226,7 +231,8 @@ class ResponsesStreamEncoder:
 
     def _close_calls(self, status: str) -> bytes:
         out = b""
-        for key in sorted(self._calls):
+        for key in sorted(self._calls, key=lambda k: self._calls[k][0]):  # output order
+            self._done_calls.add(key)
             index, item_id, pieces = self._calls[key]
             call_id, name = self._call_meta[key]
             call = ToolCall(call_id, name, "".join(pieces))
