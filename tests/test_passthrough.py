@@ -216,3 +216,14 @@ def test_spaced_json_is_metered_like_the_decoder(per_read: int) -> None:
         meter.observe(e)
     assert meter.usage == reference.usage and meter.usage is not None
     assert meter.finish == reference.finish and meter.finish is not None
+
+
+def test_a_spaced_usage_chunk_is_dropped_when_the_caller_did_not_ask() -> None:
+    """A server writing '"choices": []' (Python's json.dumps spacing): its usage-only chunk
+    reached a caller that did not ask for usage, whose chunk.choices[0] raised."""
+    data = _spaced(stream_bytes("openai", 20))
+    assert b'"choices": []' in data
+    tap = PassthroughTap("openai", include_usage=False)
+    forward, _, events = tap_all(tap, [data])
+    assert b'"usage": {' not in forward and forward.endswith(b"data: [DONE]\n\n")
+    assert any(isinstance(e, UsageReport) for e in events)  # still metered

@@ -34,6 +34,7 @@ says why.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,7 +227,12 @@ class PassthroughTap:
 
     @staticmethod
     def _usage_only(decoded: list[StreamEvent], ev: bytes) -> bool:
-        return any(isinstance(e, UsageReport) for e in decoded) and ev.find(b'"choices":[]') >= 0
+        """The usage-only chunk (``"choices": []``, however spaced: a server writing Python's
+        ``json.dumps`` spacing had it sent to a caller that did not ask for usage, whose
+        ``chunk.choices[0]`` then raised)."""
+        return any(isinstance(e, UsageReport) for e in decoded) and (
+            ev.find(b'"choices":[]') >= 0 or _EMPTY_CHOICES.search(ev) is not None
+        )
 
     @staticmethod
     def _plain_openai(ev: bytes, end: int) -> bool:
@@ -260,6 +266,9 @@ class PassthroughTap:
                 self._counted += count(orjson.loads(ev[skip:]))
             except ValueError:
                 pass  # forwarded as it came; counts nothing
+
+
+_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 
 
 def _absent_or_null(ev: bytes, key: bytes) -> bool:
