@@ -298,3 +298,23 @@ def test_the_chain_a_route_chose_keys_the_answer() -> None:
     assert chain_key(settings.routes["one"], "default") == ""
     assert chain_key(settings.routes["two"], "default") == "default"
     assert chain_key(settings.routes["two"], "premium") == "premium"
+
+
+def test_thinking_and_reasoning_answers_are_kept_out_of_the_cache() -> None:
+    """An entry keeps text and tool calls: an Anthropic caller's thinking blocks (with the
+    signatures it must pass back with a tool-use turn) or a Responses caller's reasoning
+    items would be lost from a hit, and filling the entry decoded the stream, which dropped
+    them from the live answer too (a review: [thinking, text, tool_use] became [text,
+    tool_use] on a route with a cache)."""
+    anthropic = dataclasses.replace(req(temperature=0), dialect="anthropic")
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 2048}}
+    assert not holds_one_answer(dataclasses.replace(anthropic, body={**anthropic.body, **thinking}))
+    off = {"thinking": {"type": "disabled"}}
+    assert holds_one_answer(dataclasses.replace(anthropic, body={**anthropic.body, **off}))
+    responses = dataclasses.replace(req(temperature=0), dialect="responses")
+    for extra in ({"reasoning": {"effort": "low", "summary": "auto"}},
+                  {"include": ["reasoning.encrypted_content"]}):  # fmt: skip
+        assert not holds_one_answer(
+            dataclasses.replace(responses, body={**responses.body, **extra})
+        )
+    assert holds_one_answer(responses)

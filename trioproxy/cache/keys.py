@@ -268,13 +268,25 @@ def semantic_text(req: ChatRequest) -> str:
 def holds_one_answer(req: ChatRequest) -> bool:
     """Whether an entry can hold this request's answer: one choice, no log probabilities
     (an entry keeps the first choice's text and calls only: a hit gave n=2 one choice and
-    logprobs null)."""
-    chat = req.chat
+    logprobs null), no thinking or reasoning items (an Anthropic caller's ``thinking``, a
+    Responses caller's ``reasoning`` or reasoning ``include``: the entry would drop them, and
+    the stream was decoded to fill it, which dropped the thinking blocks and signatures
+    Anthropic needs passed back with a tool-use turn)."""
+    chat, body = req.chat, req.body
+    thinking = body.get("thinking")
     return (
         chat.get("n", 1) in (None, 1)
         and not chat.get("logprobs")
         and (chat.get("top_logprobs") is None)
+        and not (isinstance(thinking, dict) and thinking.get("type") != "disabled")
+        and not (req.dialect == "responses" and _reasons(body))
     )
+
+
+def _reasons(body: Mapping[str, Any]) -> bool:
+    include = body.get("include")
+    asked = isinstance(include, list) and any("reasoning" in str(i) for i in include)
+    return asked or body.get("reasoning") is not None
 
 
 def is_shareable(req: ChatRequest, cfg: CacheConfig) -> bool:
