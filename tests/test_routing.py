@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from trioproxy.config.model import Chain, ModelConfig, RouteConfig, SelectRule, Target
+from trioproxy.config.model import (
+    Chain,
+    ModelConfig,
+    ProviderConfig,
+    RouteConfig,
+    SelectRule,
+    Target,
+)
+from trioproxy.core.types import ChatRequest
+from trioproxy.dialects import DIALECTS
 from trioproxy.errors import CallerError, ErrorKind
-from trioproxy.pipeline.routing import RoutePlan, fit_context, select_chain
+from trioproxy.pipeline.routing import RoutePlan, fit_context, fit_stops, select_chain
 
 LIMITS = {"small": 1_000, "big": 100_000}
 MODELS = {
@@ -57,3 +67,31 @@ def test_fit_context_drops_targets_too_small_and_refuses_when_none_fit() -> None
     with pytest.raises(CallerError) as err:
         fit_context(plan, 200_000)
     assert err.value.kind is ErrorKind.CONTEXT_TOO_LONG and err.value.status == 400
+
+
+def test_more_stop_sequences_than_openai_takes_skip_its_targets_or_are_a_400() -> None:
+    """An Anthropic caller's stop_sequences have no limit; OpenAI takes 4: its targets are
+    dropped from the chain (another provider's may serve), or the request is a 400 in the
+    caller's terms (all of them went upstream and OpenAI refused the request)."""
+    openai = ProviderConfig("o", "openai", "https://api.openai.com/v1")
+    claude = ProviderConfig("a", "anthropic", "https://api.anthropic.com")
+    gpt = Target(
+        "gpt", resolved=ModelConfig("gpt", "o", "gpt-4o", 1.0, 1.0, resolved_provider=openai)
+    )
+    sonnet = Target("sonnet", resolved=ModelConfig("sonnet", "a", "claude", 1.0, 1.0,
+                                                    resolved_provider=claude))  # fmt: skip
+    both = RouteConfig(name="r", chains={"default": Chain("default", (sonnet, gpt))})
+    only = RouteConfig(name="o", chains={"default": Chain("default", (gpt,))})
+
+    def ask(n: int) -> ChatRequest:
+        body = {"model": "r", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+                "stop_sequences": [f"s{i}" for i in range(n)]}  # fmt: skip
+        return DIALECTS["anthropic"].parse_request(orjson.dumps(body))
+
+    plan = RoutePlan(both, both.chains["default"], "default")
+    assert fit_stops(plan, ask(4)) is plan
+    assert [t.model for t in fit_stops(plan, ask(6)).chain.targets] == ["sonnet"]
+    with pytest.raises(CallerError) as err:
+        fit_stops(RoutePlan(only, only.chains["default"], "default"), ask(6))
+    assert err.value.status == 400 and err.value.param == "stop_sequences"
+    assert "6 stop sequences" in err.value.message and "at most 4" in err.value.message

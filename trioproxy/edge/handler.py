@@ -51,6 +51,7 @@ from trioproxy.pipeline.routing import (
     RoutePlan,
     chain_key,
     fit_context,
+    fit_stops,
     select_chain,
 )
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Outbox, Raw, Whole
@@ -136,7 +137,7 @@ class ChatHandler(Endpoint):
         chosen = select_chain(
             route, priority=priority, prompt_tokens=prompt_est, max_tokens=max_out
         )
-        return fit_context(chosen, prompt_est), prompt_est
+        return fit_stops(fit_context(chosen, prompt_est), req), prompt_est
 
     async def _serve_hit(self, ctx: RequestContext, send: Send, hit: CacheHit) -> None:
         completion = hit.entry.completion("cache-" + ctx.request_id)

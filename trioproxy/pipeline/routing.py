@@ -15,7 +15,7 @@ from trioproxy.config.model import (
     SelectRule,
     Settings,
 )
-from trioproxy.core.types import Priority
+from trioproxy.core.types import ChatRequest, Priority
 from trioproxy.errors import CallerError, ErrorKind
 
 
@@ -103,4 +103,38 @@ def fit_context(plan: RoutePlan, prompt_tokens: int) -> RoutePlan:
     return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
 
 
-__all__ = ["RoutePlan", "chain_key", "fit_context", "require_models", "route_for", "select_chain"]
+OPENAI_MAX_STOP = 4
+"""The most stop sequences OpenAI's chat API takes (``stop``: "Up to 4 sequences")."""
+
+
+def fit_stops(plan: RoutePlan, req: ChatRequest) -> RoutePlan:
+    """Drop OpenAI targets when the request has more stop sequences than OpenAI takes (an
+    Anthropic caller's ``stop_sequences`` has no such limit: all of them went upstream and
+    OpenAI refused the request); none left is a 400 naming the limit."""
+    stop = req.chat.get("stop")
+    count = len(stop) if isinstance(stop, list) else 0
+    if count <= OPENAI_MAX_STOP:
+        return plan
+    fits = tuple(t for t in plan.chain.targets if t.spec.endpoint.kind != "openai")
+    if fits == plan.chain.targets:
+        return plan
+    if not fits:
+        raise CallerError(
+            ErrorKind.INVALID_REQUEST,
+            f"This request has {count} stop sequences; the models of route "
+            f"'{plan.route.name}' (OpenAI) take at most {OPENAI_MAX_STOP}.",
+            param="stop_sequences" if req.dialect == "anthropic" else "stop",
+        )
+    return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
+
+
+__all__ = [
+    "OPENAI_MAX_STOP",
+    "RoutePlan",
+    "chain_key",
+    "fit_context",
+    "fit_stops",
+    "require_models",
+    "route_for",
+    "select_chain",
+]
