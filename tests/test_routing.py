@@ -16,7 +16,13 @@ from trioproxy.config.model import (
 from trioproxy.core.types import ChatRequest
 from trioproxy.dialects import DIALECTS
 from trioproxy.errors import CallerError, ErrorKind
-from trioproxy.pipeline.routing import RoutePlan, fit_context, fit_stops, select_chain
+from trioproxy.pipeline.routing import (
+    RoutePlan,
+    fit_context,
+    fit_stops,
+    fit_tool_images,
+    select_chain,
+)
 
 LIMITS = {"small": 1_000, "big": 100_000}
 MODELS = {
@@ -95,3 +101,38 @@ def test_more_stop_sequences_than_openai_takes_skip_its_targets_or_are_a_400() -
         fit_stops(RoutePlan(only, only.chains["default"], "default"), ask(6))
     assert err.value.status == 400 and err.value.param == "stop_sequences"
     assert "6 stop sequences" in err.value.message and "at most 4" in err.value.message
+
+
+def test_an_image_in_a_tool_result_reaches_anthropic_targets_only() -> None:
+    """OpenAI's tool message holds text: a tool_result's screenshot was dropped without a
+    word for an OpenAI target. Its targets leave the chain, or the request is a 400."""
+    openai = ProviderConfig("o", "openai", "https://api.openai.com/v1")
+    claude = ProviderConfig("a", "anthropic", "https://api.anthropic.com")
+    gpt = Target(
+        "gpt", resolved=ModelConfig("gpt", "o", "gpt-4o", 1.0, 1.0, resolved_provider=openai)
+    )
+    sonnet = Target("sonnet", resolved=ModelConfig("sonnet", "a", "claude", 1.0, 1.0,
+                                                    resolved_provider=claude))  # fmt: skip
+    both = RouteConfig(name="r", chains={"default": Chain("default", (gpt, sonnet))})
+    only = RouteConfig(name="o", chains={"default": Chain("default", (gpt,))})
+
+    def ask(*inner: dict[str, object]) -> ChatRequest:
+        messages = [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "shot", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": list(inner)}]},
+        ]  # fmt: skip
+        body = {"model": "r", "max_tokens": 5, "messages": messages}
+        return DIALECTS["anthropic"].parse_request(orjson.dumps(body))
+
+    text = {"type": "text", "text": "here it is"}
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+    }
+    plan = RoutePlan(both, both.chains["default"], "default")
+    assert fit_tool_images(plan, ask(text)) is plan
+    assert [t.model for t in fit_tool_images(plan, ask(text, image)).chain.targets] == ["sonnet"]
+    with pytest.raises(CallerError) as err:
+        fit_tool_images(RoutePlan(only, only.chains["default"], "default"), ask(text, image))
+    assert err.value.status == 400 and "tool_result" in err.value.message

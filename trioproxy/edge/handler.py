@@ -52,6 +52,7 @@ from trioproxy.pipeline.routing import (
     chain_key,
     fit_context,
     fit_stops,
+    fit_tool_images,
     select_chain,
 )
 from trioproxy.upstream.attempt import AttemptRunner, Failed, Item, Outbox, Raw, Whole
@@ -137,7 +138,8 @@ class ChatHandler(Endpoint):
         chosen = select_chain(
             route, priority=priority, prompt_tokens=prompt_est, max_tokens=max_out
         )
-        return fit_stops(fit_context(chosen, prompt_est), req), prompt_est
+        fitted = fit_tool_images(fit_stops(fit_context(chosen, prompt_est), req), req)
+        return fitted, prompt_est
 
     async def _serve_hit(self, ctx: RequestContext, send: Send, hit: CacheHit) -> None:
         completion = hit.entry.completion("cache-" + ctx.request_id)

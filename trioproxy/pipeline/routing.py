@@ -7,7 +7,9 @@ otherwise its ``default`` chain. A bare model is a one-target route.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from trioproxy.config.model import (
     Chain,
@@ -128,12 +130,46 @@ def fit_stops(plan: RoutePlan, req: ChatRequest) -> RoutePlan:
     return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
 
 
+def fit_tool_images(plan: RoutePlan, req: ChatRequest) -> RoutePlan:
+    """Keep only Anthropic targets when an Anthropic caller's ``tool_result`` carries more
+    than text (an image, a document): the chat form of OpenAI's wire has no place for it in
+    a tool message, and it was dropped without a word (the model answered without seeing
+    it); none left is a 400 saying so."""
+    if req.dialect != "anthropic" or not _tool_result_media(req.body):
+        return plan
+    fits = tuple(t for t in plan.chain.targets if t.spec.endpoint.kind == "anthropic")
+    if fits == plan.chain.targets:
+        return plan
+    if not fits:
+        raise CallerError(
+            ErrorKind.INVALID_REQUEST,
+            "An image or document in a tool_result reaches Anthropic models only; the models "
+            f"of route '{plan.route.name}' take a tool result's text alone.",
+            param="messages",
+        )
+    return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
+
+
+def _tool_result_media(body: Mapping[str, Any]) -> bool:
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                inner = block.get("content")
+                if isinstance(inner, list) and any(
+                    isinstance(b, dict) and b.get("type") != "text" for b in inner
+                ):
+                    return True
+    return False
+
+
 __all__ = [
     "OPENAI_MAX_STOP",
     "RoutePlan",
     "chain_key",
     "fit_context",
     "fit_stops",
+    "fit_tool_images",
     "require_models",
     "route_for",
     "select_chain",
