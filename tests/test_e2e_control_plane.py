@@ -133,7 +133,7 @@ async def test_the_control_plane_is_its_own_process(
                     pass  # the first answer is stored by the worker's cache writer
             # the Cache page counts the host's shared file, which it does not serve from
             page = (await c.get(gw.admin_url + "/cache")).text
-            assert re.search(r'<dd id="entries">1 of 100000 \(', page), page
+            assert re.search(r'<dd id="entries">1 of 100,000 \(', page), page
             r = await c.post(gw.admin_url + "/admin/api/cache/flush",
                              json={"team": "t1", "route": "p"})  # fmt: skip
             assert r.status_code == 200 and r.json()["sent"], r.text
