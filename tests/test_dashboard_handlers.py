@@ -606,3 +606,18 @@ async def test_a_rotated_password_or_key_ends_the_sessions_signed_in_with_it(
     assert r.status_code == 303 and (await limits(d)) == (None, None)
     assert (await victor.get("/budgets")).status_code == 200  # unchanged: still in
     assert await sign_in(d.app.test_client(), "alice", "alice-new-password-1")  # the new one
+
+
+async def test_another_site_cannot_sign_this_browser_in(nursery: trio.Nursery) -> None:
+    """Login CSRF: a form on another site posting a valid account's password signed the
+    victim's browser in as that account (the session cookie set by a cross-site response).
+    The browser's own page, or a client without fetch metadata, still signs in."""
+    d = await start_dash(nursery)
+    form = {"user": "victor", "password": PASSWORDS["victor"], "next": "/keys"}
+    c = d.app.test_client()
+    r = await c.post("/login", form=form, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    assert (await c.get("/budgets")).status_code == 303  # not signed in
+    r = await c.post("/login", form=form, headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303 and COOKIE in r.headers.get("set-cookie", "")
+    assert (await d.app.test_client().post("/login", form=form)).status_code == 303

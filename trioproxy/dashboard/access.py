@@ -152,6 +152,15 @@ class Access:
         )
 
 
+def cross_site() -> bool:
+    """The browser says the request comes from another origin (``Sec-Fetch-Site``, which
+    every current browser sends and a page cannot forge): SameSite cookies decide when a
+    cookie is sent, not whether another site's form may set one, so a sign-in from there is
+    refused. Without the header (curl, a script) nothing is assumed: only a browser can be
+    made to sign in on someone's behalf."""
+    return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+
+
 def json_error(status: int, message: str) -> Response:
     response = jsonify({"error": {"message": message, "status": status}})
     response.status_code = status
@@ -299,6 +308,10 @@ def install(app: Quart, acc: Access) -> None:
 
     @app.post(LOGIN)
     async def login() -> ResponseReturnValue:
+        if cross_site():  # login CSRF: another site signing this browser in as its account
+            return await render_template(
+                "login.html", next="/", error="Sign in from this page, not another site."
+            ), 403
         form = await request.form
         target = local_target(form.get("next"))
         name = form.get("user", "").strip()
