@@ -16,7 +16,7 @@ from tests.fixtures_gateway import DEMO_KEY
 from trioproxy.admin.passwords import hash_password
 from trioproxy.admin.sessions import Throttle
 from trioproxy.config import hash_key
-from trioproxy.dashboard.access import COOKIE, Access
+from trioproxy.dashboard.access import COOKIE, USER_SPREAD, Access
 
 HX = {"HX-Request": "true"}
 
@@ -621,3 +621,29 @@ async def test_another_site_cannot_sign_this_browser_in(nursery: trio.Nursery) -
     r = await c.post("/login", form=form, headers={"Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 303 and COOKIE in r.headers.get("set-cookie", "")
     assert (await d.app.test_client().post("/login", form=form)).status_code == 303
+
+
+async def test_failures_from_other_addresses_do_not_lock_a_user_or_admin_keys_out(
+    nursery: trio.Nursery,
+) -> None:
+    """login_attempts failures for a user name, each from another address, locked its owner
+    out from their own address (anyone could, with ten requests); wrong admin keys (no user
+    name) locked every admin-key sign-in out. A user from all addresses together is still
+    bounded, at USER_SPREAD times the limit."""
+    d = await start_dash(nursery, login_attempts=3, login_window_s=60)
+
+    async def login(user: str, password: str, addr: str) -> int:
+        r = await d.app.test_client().post(
+            "/login", form={"user": user, "password": password, "next": "/"},
+            scope_base={"client": (addr, 1234)},
+        )  # fmt: skip
+        return r.status_code
+
+    for i in range(3):
+        assert await login("victor", "wrong", f"10.0.0.{i}") == 401
+        assert await login("", "tp-not-a-key", f"10.0.1.{i}") == 401
+    assert await login("victor", PASSWORDS["victor"], "192.168.1.5") == 303
+    assert await login("", DEMO_KEY, "192.168.1.6") == 303
+    for i in range(3, 3 * USER_SPREAD):  # spread over many addresses: bounded all the same
+        assert await login("victor", "wrong", f"10.0.2.{i}") == 401
+    assert await login("victor", "wrong", "10.0.3.1") == 429

@@ -152,6 +152,11 @@ class Access:
         )
 
 
+USER_SPREAD = 10
+"""Failed sign-ins a user name may have from all addresses together, in units of
+``login_attempts`` (the limit of one address, and of that user from one address)."""
+
+
 def cross_site() -> bool:
     """The browser says the request comes from another origin (``Sec-Fetch-Site``, which
     every current browser sends and a page cannot forge): SameSite cookies decide when a
@@ -317,14 +322,23 @@ def install(app: Quart, acc: Access) -> None:
         name = form.get("user", "").strip()
         password = form.get("password", "")
         addr = client_addr()
-        subjects = [f"addr:{addr}", f"user:{name}"]
         now = acc.clock()
         throttle = acc.throttle
+        # an address, a user from that address (both at login_attempts), and a user from
+        # anywhere at USER_SPREAD times that: a user name from many addresses no longer
+        # locks its owner out after login_attempts failures (anyone could, with ten
+        # requests), and guesses spread over addresses stay bounded. Admin-key sign-ins
+        # (no user name) count by address only: they all shared the one subject "user:".
+        limits = {f"addr:{addr}": throttle}
+        if name:
+            spread = Throttle(throttle.attempts * USER_SPREAD, throttle.window_s)
+            limits |= {f"user:{name}@{addr}": throttle, f"user:{name}": spread}
+        subjects = list(limits)
         counts = await acc.store.failures(subjects, now - throttle.window_s)
         waits = []
-        for s in subjects:
+        for s, limit in limits.items():
             n, oldest = counts.get(s, (0, None))
-            waits.append(throttle.retry_after(n, oldest, now, checking=acc.checking[s]))
+            waits.append(limit.retry_after(n, oldest, now, checking=acc.checking[s]))
         wait = max((w for w in waits if w is not None), default=None)
         if wait is not None:
             log.warning("dashboard sign-in refused (throttled): user=%r addr=%s", name, addr)
@@ -347,7 +361,7 @@ def install(app: Quart, acc: Access) -> None:
             log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
             error = "Wrong user name or password." if name else "Not an admin API key."
             return await render_template("login.html", next=target, user=name, error=error), 401
-        await acc.store.clear_failures(f"user:{name}")
+        await acc.store.clear_failures(f"user:{name}@{addr}")
         token, session = new_session(principal, now)
         await acc.store.create_session(session, purge_before=now - acc.cfg.session_max_s)
         log.info("dashboard sign-in: user=%r role=%s addr=%s", principal.name, principal.role, addr)
