@@ -647,3 +647,22 @@ async def test_failures_from_other_addresses_do_not_lock_a_user_or_admin_keys_ou
     for i in range(3, 3 * USER_SPREAD):  # spread over many addresses: bounded all the same
         assert await login("victor", "wrong", f"10.0.2.{i}") == 401
     assert await login("victor", "wrong", "10.0.3.1") == 429
+
+
+async def test_cursors_and_periods_out_of_range_are_no_500(nursery: trio.Nursery) -> None:
+    """A cursor past the stores' INTEGER or a datetime, or a period further back than a
+    datetime goes, was a 500 (the API's as HTML): a cursor that is not one is the first page,
+    a period the API cannot read is a 400 in JSON."""
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    await sign_in(c)
+    big = "99999999999999999999999"
+    for path in (f"/alerts?before={big}", f"/audit?before={big}", f"/audit?before=-{big}",
+                 f"/panel/alerts?before={big}", "/requests?before=1e300~x",
+                 "/requests?before=-1e300~x", "/requests.csv?before=1e308~zz"):  # fmt: skip
+        assert (await c.get(path)).status_code in (200, 400), path  # the first page, or why
+    api = d.app.test_client()
+    r = await api.get(
+        "/admin/api/spend?since=99999999999d", headers={"Authorization": f"Bearer {DEMO_KEY}"}
+    )
+    assert r.status_code == 400 and "too far back" in (await r.get_json())["error"]["message"]

@@ -17,6 +17,7 @@ from quart.typing import ResponseReturnValue
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.pages import REFRESH_S
+from trioproxy.dashboard.params import row_cursor
 
 log = logging.getLogger(__name__)
 PAGE = 50
@@ -27,7 +28,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
 
     async def context() -> dict[str, Any]:
         who = g.principal
-        before = request.args.get("before", type=int)
+        before = row_cursor(request.args.get("before"))
         team = request.args.get("team", "").strip() or None
         records = await acc.store.alert_log(
             limit=PAGE + 1, before_id=before, teams=who.teams, team=team

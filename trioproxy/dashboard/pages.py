@@ -33,6 +33,7 @@ from trioproxy.dashboard.limits import (
     user_teams,
     window_rows,
 )
+from trioproxy.dashboard.params import row_cursor
 from trioproxy.edge.app import Gateway
 
 REFRESH_S = 5
@@ -239,7 +240,7 @@ def install(app: Quart, acc: Access) -> None:
 
     @app.get("/audit")
     async def audit_view() -> ResponseReturnValue:
-        before = request.args.get("before", type=int)
+        before = row_cursor(request.args.get("before"))
         action = request.args.get("action", "").strip() or None
         shown = await audit_teams(g.principal)
         entries: list[AuditEntry] = []

@@ -45,13 +45,18 @@ class Query:
     """What was sent, to show back in the form."""
 
 
+MAX_TS = 32_503_680_000.0
+"""Year 3000: a cursor's time stamp past this is no cursor."""
+
+
 def _cursor(raw: str) -> Cursor | None:
     ts, sep, rid = raw.partition("~")
     try:
         value = float(ts)
     except ValueError:
         return None
-    return Cursor(value, rid) if sep and math.isfinite(value) else None
+    ok = sep and math.isfinite(value) and 0 <= value < MAX_TS  # (a timestamp: 1e300 was a 500)
+    return Cursor(value, rid) if ok else None
 
 
 def parse(args: Mapping[str, str], who: Principal, visible: list[str]) -> Query:

@@ -65,7 +65,10 @@ def parse_since(text: str, *, now: dt.datetime) -> dt.datetime:
     """``7d`` / ``24h`` / ``30m`` / ``2w`` / ``90s`` before ``now``, or an ISO date/datetime."""
     m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
     if m:
-        return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        except OverflowError:  # further back than a datetime goes
+            raise ValueError(f"--since: {text.strip()!r} is too far back") from None
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
