@@ -666,3 +666,26 @@ async def test_cursors_and_periods_out_of_range_are_no_500(nursery: trio.Nursery
         "/admin/api/spend?since=99999999999d", headers={"Authorization": f"Bearer {DEMO_KEY}"}
     )
     assert r.status_code == 400 and "too far back" in (await r.get_json())["error"]["message"]
+
+
+async def test_a_team_admin_cannot_take_another_teams_revoked_key_name_or_user(
+    nursery: trio.Nursery,
+) -> None:
+    """The audit log finds a key's and a user's entries by name: a team admin who made a key
+    with the name (or for the user) of another team's revoked key read that team's history
+    (its limits, its user's window) and took its overrides on."""
+    d = await start_dash(nursery)
+    a, t = d.app.test_client(), d.app.test_client()
+    acsrf, tcsrf = await sign_in(a), await sign_in(t, "tess")
+    form = {"csrf": acsrf, "name": "billing", "team": "demo", "user": "dana"}
+    assert (await a.post("/keys", form=form)).status_code == 201
+    assert (await a.post("/keys/billing/revoke", form={"csrf": acsrf})).status_code == 200
+    r = await t.post("/keys", form={"csrf": tcsrf, "name": "billing", "team": "ops", "user": "tia"})
+    assert r.status_code == 400 and "key had this name" in await text(r)
+    r = await t.post(
+        "/keys", form={"csrf": tcsrf, "name": "ops-bill", "team": "ops", "user": "dana"}
+    )
+    assert r.status_code == 403
+    assert "billing" not in await text(await t.get("/audit"))
+    r = await a.post("/keys", form={**form, "name": "billing"})  # its own team may, again
+    assert r.status_code == 201

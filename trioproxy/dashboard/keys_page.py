@@ -122,7 +122,16 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
             return await render(400, fields=err.fields, values=form)
         if not g.principal.may_see(fields["team"]):
             return await render(403, fields={"team": "you may not manage this team"}, values=form)
+        earlier = await store.api_keys()  # revoked ones too: their history is their team's
+        if any(k.name == fields["name"] and k.team != fields["team"] for k in earlier):
+            # the audit log finds a key's entries by its name: another team's revoked key's
+            # history would have become this team's to read
+            return await render(400, fields={"name": "another team's key had this name; "
+                                             "choose another"}, values=form)  # fmt: skip
         teams = (await user_teams(gw, store)).get(fields["user"])
+        revoked_teams = {k.team for k in earlier if k.user == fields["user"]}
+        if revoked_teams:
+            teams = (teams or set()) | revoked_teams
         if teams is not None and not may_edit_user(g.principal, teams | {fields["team"]}):
             # the key would spend that user's token window, which binds their other teams' keys
             return await render(403, fields={"user": "this user has keys in teams you do not "
