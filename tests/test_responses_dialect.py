@@ -243,3 +243,23 @@ def test_text_format_reaches_anthropic_targets_as_a_system_instruction(
     assert body["system"].startswith("Be brief.\n\n") and needle in body["system"]
     plain = parse({"input": "Where?", "text": {"format": {"type": "text"}}})
     assert "system" not in orjson.loads(AnthropicAdapter().build_request(plain, "c", "k").body)
+
+
+def test_a_streamed_refusal_reaches_the_caller() -> None:
+    """A Responses upstream that declines streams response.refusal.delta events: they were
+    dropped, and the caller got an empty, "completed" response. Now its words, as text, and
+    a content_filter finish (as the chat decoder does with a chat refusal)."""
+    events = [
+        {"type": "response.created", "response": {"id": "resp_1", "model": "gpt-4o"}},
+        {"type": "response.refusal.delta", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "delta": "I can't help "},
+        {"type": "response.refusal.delta", "item_id": "msg_1", "output_index": 0,
+         "content_index": 0, "delta": "with that."},
+        {"type": "response.completed", "response": {"id": "resp_1", "status": "completed",
+         "output": [], "usage": {"input_tokens": 5, "output_tokens": 6, "total_tokens": 11}}},
+    ]  # fmt: skip
+    raw = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    decoder = OpenAIResponsesAdapter().new_stream_decoder()
+    out = [ev for sse in SSEParser().feed(raw) for ev in decoder.feed(sse)]
+    assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "I can't help with that."
+    assert StreamEnd("content_filter") in out

@@ -110,6 +110,7 @@ class ResponsesStreamDecoder(JsonEventDecoder):
         super().__init__()
         self._calls: dict[str, int] = {}
         """Output item id -> canonical tool-call index."""
+        self._refused = False
 
     def done_marker(self) -> list[StreamEvent]:
         return []  # some servers end a Responses stream with [DONE] too
@@ -118,6 +119,9 @@ class ResponsesStreamDecoder(JsonEventDecoder):
         kind = data.get("type")
         if kind == "response.output_text.delta":
             return [TextDelta(data["delta"])] if data["delta"] else []
+        if kind == "response.refusal.delta":  # the model declined: its words, as text (as the
+            self._refused = True  # chat decoder does), and a content_filter finish
+            return [TextDelta(data["delta"])] if data.get("delta") else []
         if kind == "response.function_call_arguments.delta":
             index = self._calls.get(data["item_id"])
             if index is None or not data["delta"]:
@@ -134,6 +138,8 @@ class ResponsesStreamDecoder(JsonEventDecoder):
             self.finish()
             response = data["response"]
             finish = finish_of(response, bool(self._calls))
+            if self._refused and finish == "stop":
+                finish = "content_filter"
             usage = self.usage_or_none(usage_of, response.get("usage"))
             return [StreamEnd(finish)] if usage is None else [StreamEnd(finish), UsageReport(usage)]
         if kind in ("response.failed", "error"):
