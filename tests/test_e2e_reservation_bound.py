@@ -87,6 +87,9 @@ async def test_full_bound_refuses_what_a_messages_only_bound_admits(
     auth = {"authorization": f"Bearer {KEY}"}
     for name, path, body in CASES:
         status, raw = await post_json(g.url, path, body, auth)
+        if name == "anthropic-tool-result-image" and kind == "openai":  # cannot reach it at all
+            assert status == 400 and b"tool_result" in raw, (name, status, raw[:300])
+            continue
         assert status == 429, (name, status, raw[:300])
         err = orjson.loads(raw)["error"]
         assert "budget" in (err.get("code", "") + err.get("type", "") + err["message"]), name
