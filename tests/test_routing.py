@@ -75,19 +75,20 @@ def test_fit_context_drops_targets_too_small_and_refuses_when_none_fit() -> None
     assert err.value.kind is ErrorKind.CONTEXT_TOO_LONG and err.value.status == 400
 
 
+OPENAI = ProviderConfig("o", "openai", "https://api.openai.com/v1")
+CLAUDE = ProviderConfig("a", "anthropic", "https://api.anthropic.com")
+GPT = Target("gpt", resolved=ModelConfig("gpt", "o", "gpt-4o", 1.0, 1.0, resolved_provider=OPENAI))
+SONNET = Target(
+    "sonnet", resolved=ModelConfig("sonnet", "a", "claude", 1.0, 1.0, resolved_provider=CLAUDE)
+)
+
+
 def test_more_stop_sequences_than_openai_takes_skip_its_targets_or_are_a_400() -> None:
     """An Anthropic caller's stop_sequences have no limit; OpenAI takes 4: its targets are
     dropped from the chain (another provider's may serve), or the request is a 400 in the
     caller's terms (all of them went upstream and OpenAI refused the request)."""
-    openai = ProviderConfig("o", "openai", "https://api.openai.com/v1")
-    claude = ProviderConfig("a", "anthropic", "https://api.anthropic.com")
-    gpt = Target(
-        "gpt", resolved=ModelConfig("gpt", "o", "gpt-4o", 1.0, 1.0, resolved_provider=openai)
-    )
-    sonnet = Target("sonnet", resolved=ModelConfig("sonnet", "a", "claude", 1.0, 1.0,
-                                                    resolved_provider=claude))  # fmt: skip
-    both = RouteConfig(name="r", chains={"default": Chain("default", (sonnet, gpt))})
-    only = RouteConfig(name="o", chains={"default": Chain("default", (gpt,))})
+    both = RouteConfig(name="r", chains={"default": Chain("default", (SONNET, GPT))})
+    only = RouteConfig(name="o", chains={"default": Chain("default", (GPT,))})
 
     def ask(n: int) -> ChatRequest:
         body = {"model": "r", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
@@ -106,15 +107,8 @@ def test_more_stop_sequences_than_openai_takes_skip_its_targets_or_are_a_400() -
 def test_an_image_in_a_tool_result_reaches_anthropic_targets_only() -> None:
     """OpenAI's tool message holds text: a tool_result's screenshot was dropped without a
     word for an OpenAI target. Its targets leave the chain, or the request is a 400."""
-    openai = ProviderConfig("o", "openai", "https://api.openai.com/v1")
-    claude = ProviderConfig("a", "anthropic", "https://api.anthropic.com")
-    gpt = Target(
-        "gpt", resolved=ModelConfig("gpt", "o", "gpt-4o", 1.0, 1.0, resolved_provider=openai)
-    )
-    sonnet = Target("sonnet", resolved=ModelConfig("sonnet", "a", "claude", 1.0, 1.0,
-                                                    resolved_provider=claude))  # fmt: skip
-    both = RouteConfig(name="r", chains={"default": Chain("default", (gpt, sonnet))})
-    only = RouteConfig(name="o", chains={"default": Chain("default", (gpt,))})
+    both = RouteConfig(name="r", chains={"default": Chain("default", (GPT, SONNET))})
+    only = RouteConfig(name="o", chains={"default": Chain("default", (GPT,))})
 
     def ask(*inner: dict[str, object]) -> ChatRequest:
         messages = [
