@@ -19,6 +19,7 @@ import trio
 from tests.fixtures_gateway import start_simulator
 from tests.fixtures_servers import free_port
 from tests.proc import GatewayProcess, control_of, to_toml, workers_of
+from tests.rawhttp import post
 from tests.test_e2e_processes import AUTH, MSGS, config
 from trioproxy.server.config_snapshot import START_NAME
 
@@ -226,6 +227,42 @@ async def test_a_port_another_trioproxy_serves_is_busy(
                 f"trioproxy: cannot bind {busy}: another trioproxy serves port {busy.split(':')[1]}"
             ]
             assert "listening" not in proc.stdout
+        gw.signal(signal.SIGTERM)
+        assert await gw.wait() == 0
+    finally:
+        gw.kill()
+
+
+async def test_reloads_while_the_service_starts_kill_nothing(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """systemd takes `systemctl reload` as soon as it has started `serve`: a SIGHUP in a
+    process's first second (imports, config) killed it, and reloads every half second right
+    after a start stopped the whole service (a worker's six fast deaths). Now a starting
+    process remembers the reload and applies it once it obeys signals."""
+    sim = await start_simulator(nursery)
+    gw = GatewayProcess(config({"p": sim.url}, tmp_path), tmp_path, {"SIMKEY": "x"}, workers=2)
+    sent = 0
+
+    async def reloads() -> None:
+        nonlocal sent
+        while gw.proc is None:
+            await trio.sleep(0.01)
+        await wait_for_log(gw, "listening on")  # the banner: the children start now
+        while True:
+            gw.signal(signal.SIGHUP)
+            sent += 1
+            await trio.sleep(0.1)
+
+    async with trio.open_nursery() as storm:
+        storm.start_soon(reloads)
+        await gw.start()
+        storm.cancel_scope.cancel()
+    try:
+        assert sent >= 3
+        assert "exited with status" not in gw.log.read_text()
+        r = await post(gw.url, "/v1/chat/completions", {"model": "p", "messages": MSGS}, AUTH)
+        assert r.status == 200
         gw.signal(signal.SIGTERM)
         assert await gw.wait() == 0
     finally:

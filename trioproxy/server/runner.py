@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from trioproxy.httpd.bind import PortBusy
 from trioproxy.server.claim import claim_ports
+from trioproxy.server.early_signals import reload_held
 from trioproxy.server.ready_files import ENV_RUN_DIR, ReadyDir
 from trioproxy.server.sockets import Bound, bind
 from trioproxy.telemetry.metrics_dir import mark_worker_dead
@@ -114,6 +115,10 @@ def _run(
     return supervisor.run()
 
 
+HOLD_AFTER_S = 0.5
+"""A child this young may not hold SIGHUP yet (its interpreter is starting): a reload waits."""
+
+
 @dataclass
 class _Slot:
     index: int
@@ -124,6 +129,8 @@ class _Slot:
     fast_failures: int = 0
     restart_at: float | None = None
     """When a dead child is started again (None: running, or not to be restarted)."""
+    reload_at: float | None = None
+    """When a SIGHUP that came while the child was too young to hold it is passed on."""
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -180,6 +187,8 @@ class Supervisor:
         """Keep every child running until SIGTERM/SIGINT or too many fast deaths."""
         for slot in self.children:
             self._start(slot)
+        if reload_held():  # a reload while this process was starting: its children's turn
+            self._reload_all(time.monotonic())
         while True:
             self._reap()
             if self.failed:
@@ -188,15 +197,31 @@ class Supervisor:
             for slot in self.children:
                 if slot.restart_at is not None and slot.restart_at <= now:
                     self._start(slot)
+            self._pass_reloads(now)
             pending = [s.restart_at for s in self.children if s.restart_at is not None]
+            pending += [s.reload_at for s in self.children if s.reload_at is not None]
             for signum in self._wait(max(0.0, min(pending) - now) if pending else None):
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: forwarding to %d worker(s)%s", len(self.slots),
                              " and the control plane" if self.control else "")  # fmt: skip
-                    self._signal_all(signal.SIGHUP, self.children)
+                    self._reload_all(time.monotonic())
                 elif signum in (signal.SIGTERM, signal.SIGINT):
                     log.info("%s: stopping the workers", signal.Signals(signum).name)
                     return
+
+    def _reload_all(self, now: float) -> None:
+        """SIGHUP to every child, or, to one started less than :data:`HOLD_AFTER_S` ago (its
+        interpreter may not hold SIGHUP yet: :mod:`~trioproxy.server.early_signals`), once it
+        is that old."""
+        for slot in self.children:
+            slot.reload_at = max(now, slot.started + HOLD_AFTER_S)
+        self._pass_reloads(now)
+
+    def _pass_reloads(self, now: float) -> None:
+        for slot in self.children:
+            if slot.reload_at is not None and slot.reload_at <= now:
+                slot.reload_at = None
+                self._signal_all(signal.SIGHUP, [slot])
 
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None

@@ -38,6 +38,7 @@ from trioproxy.edge.app import Gateway
 from trioproxy.httpd import HttpLimits, HttpServer, PortBusy, bind_listeners
 from trioproxy.httpd.listen import tls_context
 from trioproxy.server.admin import AdminApp
+from trioproxy.server.early_signals import reload_held
 from trioproxy.server.sockets import Bound, bind
 
 log = logging.getLogger("trioproxy")
@@ -134,6 +135,8 @@ async def obey(
     task); the first SIGTERM/SIGINT starts ``stop`` with the signal's name, later ones are
     ignored."""
     stopping = False
+    if reload_held():  # one came while the process was starting: the config may be newer
+        nursery.start_soon(reload, gateway)
     async for signum in signals:
         if signum == signal.SIGHUP:
             nursery.start_soon(reload, gateway)
