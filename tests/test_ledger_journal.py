@@ -186,3 +186,32 @@ def test_a_token_of_one_journal_never_touches_another(tmp_path: Path) -> None:
     second.append(make_records(1)[0])
     second.done(token)  # a stale token (e.g. from before a writer restart): ignored
     assert second.statistics().outstanding == 1 and first.statistics().outstanding == 1
+
+
+def test_a_failing_disk_is_logged_once_per_interval_not_per_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full state disk logged an error line per journal append and per lost record (~4
+    per request: 36,000 lines in 5 s from two workers), past journald's per-unit limit,
+    which then drops the unit's other lines too. One line per interval now, with how many
+    it stands for; the counts are the metrics'."""
+    from trioproxy.ledger.spooler import Spooler
+
+    journal = Journal(tmp_path)
+    spooler = Spooler(Spool(tmp_path / "spool.jsonl"), journal)
+
+    def full(*args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr(spooler.spool, "append", full)
+    caplog.set_level("ERROR", "trioproxy.ledger")
+    records = make_records(200)
+    for seq, r in enumerate(records):
+        assert journal.append(r) == -1
+        spooler.overflow(seq, r)
+    lines = [m for m in caplog.messages if "failed" in m]
+    assert len(lines) == 2, lines  # one of each kind in the interval
+    assert journal.statistics().failed == 200 and spooler.lost == 200
+    monkeypatch.undo()
+    journal.close()

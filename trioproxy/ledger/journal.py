@@ -45,6 +45,7 @@ import orjson
 from trioproxy.ledger.backend import record_from_dict
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
+from trioproxy.telemetry.log_every import LogEvery
 
 log = logging.getLogger("trioproxy.ledger")
 
@@ -143,6 +144,7 @@ class Journal:
         self._owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._segments: dict[int, _Segment] = {}
         self._appended = self._failed = self._recovered = 0
+        self._failed_log = LogEvery()
         self._closed = False
         self._dir_unsynced = False
         """A segment was created since the last sync: its directory entry is not durable yet."""
@@ -166,7 +168,9 @@ class Journal:
                 view = view[os.write(seg.fd, view) :]
         except OSError as exc:
             self._failed += n
-            log.error("ledger journal append failed (%d records not journaled): %s", n, exc)
+            if (skipped := self._failed_log.due()) is not None:
+                log.error("ledger journal append failed (%d records not journaled; %d more "
+                          "failed appends since the last such line): %s", n, skipped, exc)  # fmt: skip
             return -1
         seg.outstanding += n
         seg.lines += n

@@ -20,6 +20,7 @@ from trioproxy.ledger.db_link import DatabaseLink
 from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
+from trioproxy.telemetry.log_every import LogEvery
 
 log = logging.getLogger("trioproxy.ledger")
 
@@ -47,6 +48,7 @@ class Spooler:
         self.replayed = 0
         self.lost = 0
         self._overflow_seqs: list[int] = []
+        self._lost_log = LogEvery()
         """Journal segments of records appended to the spool without fsync."""
 
     def overflow(self, seq: int, record: UsageRecord) -> None:
@@ -55,7 +57,10 @@ class Spooler:
             self.spool.append([record], fsync=False)
         except OSError as exc:
             self.lost += 1
-            log.error("ledger record lost: spool append failed: %s", exc)
+            if (skipped := self._lost_log.due()) is not None:
+                log.error("ledger record lost: spool append failed: %s (%d more since the "
+                          "last such line; trioproxy_ledger_lost_records_total counts them)",
+                          exc, skipped)  # fmt: skip
             return
         self.overflowed += 1
         self._overflow_seqs.append(seq)
