@@ -6,6 +6,8 @@ import io
 import logging
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -297,3 +299,19 @@ async def test_a_batch_goes_out_in_writes_no_other_worker_can_tear(
     for w in writes:
         assert w.endswith("\n") and (len(w.encode()) <= 4096 or w.count("\n") == 1)
     assert [orjson.loads(x)["n"] for x in "".join(writes).splitlines()] == [*range(100), "big"]
+
+
+def test_an_uncaught_exception_is_one_critical_line() -> None:
+    """A worker that crashed at start-up printed its traceback raw: under journald, one
+    entry per line at info level, so `journalctl -p warning` did not say why it died."""
+    code = (
+        "from trioproxy.telemetry.logs import configure_logging, log_uncaught\n"
+        "configure_logging('info', 'json')\nlog_uncaught()\n"
+        "raise RuntimeError('state_dir: No space left on device')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    entry = orjson.loads(line)
+    assert entry["level"] == "critical" and "No space left on device" in entry["exc"]

@@ -37,6 +37,7 @@ from trioproxy.httpd import PortBusy, open_tcp_socket
 from trioproxy.server.admin import AdminApp
 from trioproxy.server.readiness import DataPlaneView
 from trioproxy.server.worker import obey, serve_admin
+from trioproxy.telemetry.logs import log_uncaught
 
 log = logging.getLogger("trioproxy")
 DRAIN_MARGIN_S = 30.0
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trioproxy-control")
     p.add_argument("--admin-port", type=int, required=True)
     args = p.parse_args(argv)
+    log_uncaught()  # a crash at start-up: one critical line with its traceback
     gateway = from_env(role="control")
     try:
         sock = open_tcp_socket(gateway.settings.server.admin_host, args.admin_port,

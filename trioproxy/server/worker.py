@@ -40,6 +40,7 @@ from trioproxy.httpd.listen import tls_context
 from trioproxy.server.admin import AdminApp
 from trioproxy.server.early_signals import reload_held
 from trioproxy.server.sockets import Bound, bind
+from trioproxy.telemetry.logs import log_uncaught
 
 log = logging.getLogger("trioproxy")
 
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, default=None)
     p.add_argument("--no-admin", action="store_true")
     args = p.parse_args(argv)
+    log_uncaught()  # a crash at start-up: one critical line with its traceback
     gateway = from_env(
         "worker" if args.no_admin else "all"
     )  # logging as the master's, then the config

@@ -196,6 +196,23 @@ _batch: list[Any] = [None]
 (its own module: this one loads no Trio, the ``serve`` supervisor logs through it too)."""
 
 
+def log_uncaught() -> None:
+    """An exception that ends the process is logged as one line (level critical, the
+    traceback in the line's ``exc``), not printed raw: under journald each line of a raw
+    traceback was its own entry at info level, so ``journalctl -p warning`` showed that a
+    worker died but not why. Ctrl-C keeps Python's own handling."""
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        logging.getLogger("trioproxy").critical(
+            "the process ends on an uncaught exception", exc_info=(kind, exc, tb)
+        )
+
+    sys.excepthook = hook
+
+
 def is_journal(stream: TextIO) -> bool:
     """Whether ``stream`` is the journal's stream (systemd's ``JOURNAL_STREAM`` names it)."""
     want = os.environ.get("JOURNAL_STREAM")
@@ -249,5 +266,6 @@ __all__ = [
     "configure_logging",
     "is_journal",
     "log_fields",
+    "log_uncaught",
     "resolve_format",
 ]
