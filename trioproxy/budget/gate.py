@@ -361,6 +361,10 @@ class BudgetGate:
             return
         await self._check_alerts(ticket, now, totals)
 
+    def refusing_all(self) -> bool:
+        """The store is down under ``fail_closed``: every admission is refused now."""
+        return self._calls.refusing(trio.current_time())
+
     async def settle_orphan(self, rid: str, cost_micros: int, tokens: int) -> bool:
         """Settle reservation ``rid`` of a process that died before settling it (its request's
         records recovered from that process's journal: ``cost_micros`` and ``tokens`` what

@@ -113,6 +113,12 @@ class StoreCalls:
             log.warning("budget store is back", extra={"fields": {"store": "budget"}})
         return result
 
+    def refusing(self, now: float) -> bool:
+        """Marked down and not yet due for a probe, under ``fail_closed``: every budgeted
+        request is refused now (``/readyz`` says so; once a probe is due it is ready again,
+        so traffic can carry the probe)."""
+        return self._down and now < self._down_until and self.outage.mode == "fail_closed"
+
     def _mark_down(self, why: str) -> None:
         self._down_until = trio.current_time() + self.outage.probe_after_s
         if not self._down:

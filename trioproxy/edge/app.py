@@ -344,21 +344,38 @@ class Gateway:
         return self.drain_started.is_set()
 
     def is_ready(self) -> bool:
-        return self.ready and not self.draining and self.services.ready()
+        return self.ready and not self.draining and self.services.ready() and not self.faults()
+
+    def faults(self) -> list[str]:
+        """What makes this process turn traffic away although its services run: a budget
+        store down under ``fail_closed`` (every budgeted request is a 503), records lost in
+        the last seconds (a full or read-only state disk). With them ``/readyz`` said ready
+        and a load balancer kept sending (a review filled the state disk)."""
+        out: list[str] = []
+        if self.admission is not None and self.admission.gate.refusing_all():
+            out.append("budget store down (fail_closed: budgeted requests are refused)")
+        losing = getattr(self._ledger, "losing_records", None)
+        if losing is not None and losing():
+            out.append("ledger: records lost in the last 10 s (is the state disk full?)")
+        return out
 
     def not_ready_reason(self) -> str:
-        """Why :meth:`is_ready` is False: draining (whatever else), its down services, else
-        starting."""
+        """Why :meth:`is_ready` is False: draining (whatever else), its down services, its
+        faults, else starting."""
         if self.draining:
             return DRAINING
         down = [name for name, state in self.services.status().items() if state == "down"]
-        return "down: " + ", ".join(down) if down else "starting"
+        if down:
+            return "down: " + ", ".join(down)
+        faults = self.faults()
+        return "; ".join(faults) if faults else "starting"
 
     def readiness(self) -> dict[str, Any]:
         return {
             "ready": self.is_ready(),
             "draining": self.draining,
             "services": self.services.status(),
+            "faults": self.faults(),
             "in_flight": self.in_flight,
             **self.readiness_detail(),
         }

@@ -34,8 +34,10 @@ import dataclasses
 import fcntl
 import itertools
 import logging
+import math
 import os
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +147,8 @@ class Journal:
         self._segments: dict[int, _Segment] = {}
         self._appended = self._failed = self._recovered = 0
         self._failed_log = LogEvery()
+        self.failed_at = -math.inf
+        """``time.monotonic()`` of the last append that failed."""
         self._closed = False
         self._dir_unsynced = False
         """A segment was created since the last sync: its directory entry is not durable yet."""
@@ -168,6 +172,7 @@ class Journal:
                 view = view[os.write(seg.fd, view) :]
         except OSError as exc:
             self._failed += n
+            self.failed_at = time.monotonic()
             if (skipped := self._failed_log.due()) is not None:
                 log.error("ledger journal append failed (%d records not journaled; %d more "
                           "failed appends since the last such line): %s", n, skipped, exc)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import trio
@@ -13,6 +14,8 @@ from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.writer import LedgerWriter
 
 CLOSE_TIMEOUT_S = 15.0
+LOSING_S = 10.0
+"""How long a lost record keeps ``/readyz`` at 503."""
 
 
 class LedgerService:
@@ -49,6 +52,14 @@ class LedgerService:
     def resolve(self, token: int) -> None:
         if self.writer is not None:
             self.writer.resolve(token)
+
+    def losing_records(self, within_s: float = LOSING_S) -> bool:
+        """A record was lost, or a journal append failed, in the last ``within_s`` seconds
+        (a full or read-only state disk): ``/readyz`` says so."""
+        since = time.monotonic() - within_s
+        if self._journal is not None and self._journal.failed_at > since:
+            return True
+        return self.writer is not None and self.writer.disk.lost_at > since
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         db = self._storage.database_url

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import time
 from collections.abc import Iterable, Iterator
 
 import trio
@@ -49,6 +51,8 @@ class Spooler:
         self.lost = 0
         self._overflow_seqs: list[int] = []
         self._lost_log = LogEvery()
+        self.lost_at = -math.inf
+        """``time.monotonic()`` of the last record lost."""
         """Journal segments of records appended to the spool without fsync."""
 
     def overflow(self, seq: int, record: UsageRecord) -> None:
@@ -57,6 +61,7 @@ class Spooler:
             self.spool.append([record], fsync=False)
         except OSError as exc:
             self.lost += 1
+            self.lost_at = time.monotonic()
             if (skipped := self._lost_log.due()) is not None:
                 log.error("ledger record lost: spool append failed: %s (%d more since the "
                           "last such line; trioproxy_ledger_lost_records_total counts them)",
