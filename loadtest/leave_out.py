@@ -37,9 +37,9 @@ from pathlib import Path
 from semantic_quality import WRITERS, Judge, cell, writer_sets
 from train_pair_model import Row, rows_of, train
 
+from trioproxy.cache.band import BAND_PRESETS, DEFAULT_ALIGN, Band
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.pair_model import PairWeights
-from trioproxy.cache.verifier import BAND_PRESETS, DEFAULT_ALIGN, Band
 
 V7_BAND = Band(0.80, 1.0, DEFAULT_ALIGN, 0.70)
 """The default preset of FROZEN v7 (main before the v8 judge)."""

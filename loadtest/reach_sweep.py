@@ -21,8 +21,8 @@ import train_pair_model as tpm
 from leave_out import KINDS, score
 from semantic_quality import WRITERS, Judge, cell, writer_sets
 
+from trioproxy.cache.band import BAND_PRESETS
 from trioproxy.cache.embedder import OnnxMiniLM
-from trioproxy.cache.verifier import BAND_PRESETS
 
 REACHES = ((0.70, 0.90), (0.70, 0.95), (0.65, 0.95), (0.65, 0.98), (0.60, 0.98))
 

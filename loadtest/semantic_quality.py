@@ -46,6 +46,7 @@ from pathlib import Path
 import trio
 
 from trioproxy.cache.aliases import embedding_text
+from trioproxy.cache.band import BAND_PRESETS, Band
 from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
@@ -55,7 +56,7 @@ from trioproxy.cache.pair_model import PairWeights, serves
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.semantic_record import SemanticRecord
 from trioproxy.cache.vector_index import HnswIndex
-from trioproxy.cache.verifier import BAND_PRESETS, Band, Vocabulary
+from trioproxy.cache.verifier import Vocabulary
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest, Usage
 

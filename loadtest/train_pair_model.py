@@ -13,7 +13,7 @@ pairs weigh ``GPT_WEIGHT`` each (another style than chat prompts); the two class
 same in total. Full-batch Adam on the logistic loss, L2 on the weights, deterministic (no
 sampling): the same data gives the same file.
 
-The presets' cuts (``verifier.BAND_PRESETS``) were chosen from the leave-one-writer-set-out
+The presets' cuts (``band.BAND_PRESETS``) were chosen from the leave-one-writer-set-out
 table of ``loadtest/leave_out.py``, which trains this recipe without each set in turn.
 """
 
@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 from semantic_quality import Judge, Pair, writer_sets
 
+from trioproxy.cache.band import DEFAULT_ALIGN
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.guard import near_miss, term_only
 from trioproxy.cache.pair_model import TOKEN_FEATURES, PairWeights, pair_features
-from trioproxy.cache.verifier import DEFAULT_ALIGN, verify
+from trioproxy.cache.verifier import verify
 
 OUT = Path(__file__).parent.parent / "trioproxy" / "cache" / "pair_model.json"
 TRAIN_FLOOR = 0.75

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trio
 
+from trioproxy.cache.band import BAND_PRESETS, Band
 from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
@@ -16,7 +17,6 @@ from trioproxy.cache.guard import near_miss, term_only
 from trioproxy.cache.pair_model import PAIR_FEATURES, TOKEN_FEATURES, PairWeights, serves
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.vector_index import HnswIndex
-from trioproxy.cache.verifier import BAND_PRESETS, Band
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest, Usage
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from trioproxy.cache.band import BAND_PRESETS, Band
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.guard import near_miss
 from trioproxy.cache.pair_model import (
@@ -19,7 +20,7 @@ from trioproxy.cache.pair_model import (
     serves,
     shipped_weights,
 )
-from trioproxy.cache.verifier import BAND_PRESETS, Band, verify
+from trioproxy.cache.verifier import verify
 
 
 @pytest.fixture(scope="module")

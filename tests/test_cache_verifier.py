@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trioproxy.cache.band import BAND_PRESETS, Band, band_for
 from trioproxy.cache.embedder import OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.guard import near_miss
@@ -16,7 +17,7 @@ from trioproxy.cache.semantic_record import (
     confirmers_from_bytes,
     confirmers_to_bytes,
 )
-from trioproxy.cache.verifier import BAND_PRESETS, Band, TokenView, band_for, verify
+from trioproxy.cache.verifier import TokenView, verify
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import Usage
 

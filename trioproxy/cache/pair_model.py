@@ -35,8 +35,8 @@ from importlib import resources
 
 import numpy as np
 
+from trioproxy.cache.band import Band
 from trioproxy.cache.verifier import (
-    Band,
     TokenView,
     Vocabulary,
     _lettered,

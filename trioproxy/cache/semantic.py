@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from trioproxy.cache.aliases import embedding_text
+from trioproxy.cache.band import Band, band_for
 from trioproxy.cache.embedder import Embedder, Embedding
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
@@ -52,7 +53,7 @@ from trioproxy.cache.semantic_record import (
     confirmers_to_bytes,
 )
 from trioproxy.cache.vector_index import VectorIndex
-from trioproxy.cache.verifier import Band, Vocabulary, band_for
+from trioproxy.cache.verifier import Vocabulary
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest
 

@@ -70,7 +70,7 @@ class CacheConfig:
     """0 = semantic cache off for this route."""
     semantic_target_false_hit: float = 0.01
     """What share of semantic hits may be wrong answers (measured on held-out near-misses);
-    picks the cosine band and the verifier's cut (``trioproxy.cache.verifier.BAND_PRESETS``)."""
+    picks the cosine band and the verifier's cut (``trioproxy.cache.band.BAND_PRESETS``)."""
     semantic_band: tuple[float, float] | None = None
     """Explicit cosine [floor, ceiling] instead of the target's: below the floor a miss,
     from the ceiling up a hit without the pair verifier (the guard still applies)."""
