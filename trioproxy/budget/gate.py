@@ -72,7 +72,7 @@ from trioproxy.budget.store import (
     StoreUnavailable,
     TeamLimits,
 )
-from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who, split_actual
+from trioproxy.budget.ticket import Hold, KeyRate, Ticket, Who
 from trioproxy.config.model import BudgetsConfig, UserWindow
 from trioproxy.errors import ErrorKind, PolicyError
 
@@ -364,36 +364,6 @@ class BudgetGate:
     def refusing_all(self) -> bool:
         """The store is down under ``fail_closed``: every admission is refused now."""
         return self._calls.refusing(trio.current_time())
-
-    async def settle_orphan(self, rid: str, cost_micros: int, tokens: int) -> bool:
-        """Settle reservation ``rid`` of a process that died before settling it (its request's
-        records recovered from that process's journal: ``cost_micros`` and ``tokens`` what
-        they say it consumed), so it is not held, then counted at its reserved amount, until
-        its lease ends. The holds are read from the store (the ticket died with the process)
-        and split as :meth:`settle` splits them (:func:`~trioproxy.budget.ticket.split_actual`
-        on the families their names spell). True when the store held it open within its
-        lease; False when not (settled, expired, or the state was lost: a rebuild counts the
-        ledger's records). The store is called directly, each call within the call timeout,
-        not through the outage policy: a store that is not answering yet (Redis at start-up)
-        raises :class:`StoreUnavailable` for the caller to try again later and marks nothing
-        down for the requests."""
-        store = self.store
-        try:
-            with trio.move_on_after(self.outage.call_timeout_s) as scope:
-                held = await store.held(rid, now=self.clock())
-            if scope.cancelled_caught:
-                raise StoreUnavailable(f"no answer within {self.outage.call_timeout_s:g} s")
-            if not held:
-                return False
-            holds = [(f, b, a) for b, a in held if (f := buckets.family_of(b)) is not None]
-            actual = split_actual(holds, cost_micros, tokens)
-            with trio.move_on_after(self.outage.call_timeout_s) as scope:
-                await store.settle(rid, actual, now=self.clock())
-            if scope.cancelled_caught:
-                raise StoreUnavailable(f"no answer within {self.outage.call_timeout_s:g} s")
-        except StateLost:
-            return False
-        return True
 
     async def _release(
         self, ticket: Ticket, holds: list[Hold], now: float, *, gone: bool = False

@@ -4,7 +4,7 @@ A process killed mid-request (SIGKILL, OOM) leaves its reservations open in the 
 its journal (``ledger/journal.py``) says what each request consumed. The ledger writer of a
 live process recovers that journal and hands the records here (:meth:`DeadReservations.hand`:
 no wait, bounded); this service settles each reservation at its record
-(:meth:`~trioproxy.budget.gate.BudgetGate.settle_orphan`), off the ledger writer's path. A
+(:func:`~trioproxy.budget.orphans.settle_orphan`), off the ledger writer's path. A
 store that does not answer (at start-up the Redis connection may not be made yet) is tried
 again with a backoff; a reservation whose lease has ended is left to the store, which counts
 it at its reserved amount, as it does any reservation nobody settles.
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trioproxy.budget.orphans import settle_orphan
 from trioproxy.budget.store import StoreUnavailable
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.core.types import total_tokens
@@ -85,7 +86,10 @@ class DeadReservations:
                     self.dropped += 1
                     continue
                 try:
-                    settled += await gate.settle_orphan(rid, cost, tokens)
+                    settled += await settle_orphan(
+                        gate.store, rid, cost, tokens, now=gate.clock(),
+                        timeout_s=gate.outage.call_timeout_s,
+                    )  # fmt: skip
                 except StoreUnavailable as exc:
                     delay = backoff.next()
                     log.info("dead process's reservations: store not answering (%s); "
