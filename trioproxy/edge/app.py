@@ -40,6 +40,7 @@ from trioproxy.edge.respond import send_error
 from trioproxy.edge.services import NamedService, Service, Supervisor
 from trioproxy.errors import CallerError, ErrorKind, GatewayError
 from trioproxy.ledger.record import UsageSink
+from trioproxy.ledger.service import LOSING_S
 from trioproxy.ledger.sinks import AccessLogSink, LogSink
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
@@ -356,7 +357,7 @@ class Gateway:
             out.append("budget store down (fail_closed: budgeted requests are refused)")
         losing = getattr(self._ledger, "losing_records", None)
         if losing is not None and losing():
-            out.append("ledger: records lost in the last 10 s (is the state disk full?)")
+            out.append(f"ledger: records lost in the last {LOSING_S:g} s (is the state disk full?)")
         return out
 
     def not_ready_reason(self) -> str:

@@ -121,9 +121,9 @@ class Endpoint:
         self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
         """The relay channels of the streams being served (their fill is a metric)."""
         self._books: dict[str, RequestContext | None] = {}
-        self.features = FeatureCap()
         """Per request being served, once its context is made: its latest context (with the
         ticket) while its request record is not submitted, then None (for the last resort)."""
+        self.features = FeatureCap()
 
     def relay_buffered(self) -> int:
         """Events waiting in the relay channels of the requests being served."""

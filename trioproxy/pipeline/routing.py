@@ -7,7 +7,7 @@ otherwise its ``default`` chain. A bare model is a one-target route.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,10 @@ from trioproxy.config.model import (
     RouteConfig,
     SelectRule,
     Settings,
+    Target,
 )
 from trioproxy.core.types import ChatRequest, Priority
+from trioproxy.dialects.anthropic import dropped_from_chat
 from trioproxy.errors import CallerError, ErrorKind
 
 
@@ -93,13 +95,21 @@ def fit_context(plan: RoutePlan, prompt_tokens: int) -> RoutePlan:
     that surely do not fit are kept from a target; the provider judges the rest.
     """
     fits = tuple(t for t in plan.chain.targets if prompt_tokens <= t.spec.context_limit)
+    return _narrowed(plan, fits, lambda: CallerError(
+        ErrorKind.CONTEXT_TOO_LONG,
+        f"The prompt (about {prompt_tokens} tokens) exceeds the context window of every "
+        f"model of route '{plan.route.name}'.",
+        param="messages",
+    ))  # fmt: skip
+
+
+def _narrowed(
+    plan: RoutePlan, fits: tuple[Target, ...], refuse: Callable[[], CallerError]
+) -> RoutePlan:
+    """``plan`` with its chain narrowed to ``fits`` (itself when nothing was dropped); none
+    left raises ``refuse()``."""
     if not fits:
-        raise CallerError(
-            ErrorKind.CONTEXT_TOO_LONG,
-            f"The prompt (about {prompt_tokens} tokens) exceeds the context window of every "
-            f"model of route '{plan.route.name}'.",
-            param="messages",
-        )
+        raise refuse()
     if len(fits) == len(plan.chain.targets):
         return plan
     return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
@@ -118,16 +128,12 @@ def fit_stops(plan: RoutePlan, req: ChatRequest) -> RoutePlan:
     if count <= OPENAI_MAX_STOP:
         return plan
     fits = tuple(t for t in plan.chain.targets if t.spec.endpoint.kind != "openai")
-    if fits == plan.chain.targets:
-        return plan
-    if not fits:
-        raise CallerError(
-            ErrorKind.INVALID_REQUEST,
-            f"This request has {count} stop sequences; the models of route "
-            f"'{plan.route.name}' (OpenAI) take at most {OPENAI_MAX_STOP}.",
-            param="stop_sequences" if req.dialect == "anthropic" else "stop",
-        )
-    return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
+    return _narrowed(plan, fits, lambda: CallerError(
+        ErrorKind.INVALID_REQUEST,
+        f"This request has {count} stop sequences; the models of route "
+        f"'{plan.route.name}' (OpenAI) take at most {OPENAI_MAX_STOP}.",
+        param="stop_sequences" if req.dialect == "anthropic" else "stop",
+    ))  # fmt: skip
 
 
 def fit_tool_images(plan: RoutePlan, req: ChatRequest) -> RoutePlan:
@@ -138,29 +144,22 @@ def fit_tool_images(plan: RoutePlan, req: ChatRequest) -> RoutePlan:
     if req.dialect != "anthropic" or not _tool_result_media(req.body):
         return plan
     fits = tuple(t for t in plan.chain.targets if t.spec.endpoint.kind == "anthropic")
-    if fits == plan.chain.targets:
-        return plan
-    if not fits:
-        raise CallerError(
-            ErrorKind.INVALID_REQUEST,
-            "An image or document in a tool_result reaches Anthropic models only; the models "
-            f"of route '{plan.route.name}' take a tool result's text alone.",
-            param="messages",
-        )
-    return RoutePlan(plan.route, Chain(plan.chain.name, fits), plan.reason)
+    return _narrowed(plan, fits, lambda: CallerError(
+        ErrorKind.INVALID_REQUEST,
+        "An image or document in a tool_result reaches Anthropic models only; the models "
+        f"of route '{plan.route.name}' take a tool result's text alone.",
+        param="messages",
+    ))  # fmt: skip
 
 
-def _tool_result_media(body: Mapping[str, Any]) -> bool:
-    for m in body.get("messages") or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        for block in content if isinstance(content, list) else ():
-            if isinstance(block, dict) and block.get("type") == "tool_result":
-                inner = block.get("content")
-                if isinstance(inner, list) and any(
-                    isinstance(b, dict) and b.get("type") != "text" for b in inner
-                ):
-                    return True
-    return False
+def _tool_result_media(body: dict[str, Any]) -> bool:
+    """A tool result's content beyond text (what :func:`dropped_from_chat` keeps of it, as
+    lists; thinking blocks, which it also keeps, are dicts)."""
+    return any(
+        isinstance(b, dict) and b.get("type") != "text"
+        for content in dropped_from_chat(body) if isinstance(content, list)
+        for b in content
+    )  # fmt: skip
 
 
 __all__ = [
