@@ -82,7 +82,15 @@ async def sign_in(client: Any, user: str = "alice", password: str | None = None)
     return csrf_of(await page.get_data(as_text=True))
 
 
-__all__ = ["PASSWORDS", "READER_KEY", "Dash", "csrf_of", "sign_in", "start_dash"]
+async def trip_a_breaker(d: Dash) -> str:
+    """Open the breaker of the first model's target (its failure threshold reached); its name."""
+    target = sorted(d.settings.models)[0]
+    for _ in range(d.settings.breaker.failure_threshold):
+        await d.gw.breakers.report(target, trio.current_time(), ok=False)
+    return target
+
+
+__all__ = ["PASSWORDS", "READER_KEY", "Dash", "csrf_of", "sign_in", "start_dash", "trip_a_breaker"]
 
 
 def cell(html: str, row_attr: str, cls: str) -> str:

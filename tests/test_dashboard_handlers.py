@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from tests.chat_client import asgi_chat, chat_body
-from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash
+from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash, trip_a_breaker
 from tests.fixtures_gateway import DEMO_KEY
 from trioproxy.admin.passwords import hash_password
 from trioproxy.admin.sessions import Throttle
@@ -555,9 +555,7 @@ async def test_breaker_shows_time_open_and_next_probe_and_resets_audited(
     nursery: trio.Nursery,
 ) -> None:
     d = await start_dash(nursery)
-    target = sorted(d.settings.models)[0]
-    for _ in range(d.settings.breaker.failure_threshold):
-        await d.gw.breakers.report(target, trio.current_time(), ok=False)
+    target = await trip_a_breaker(d)
     viewer = d.app.test_client()
     viewer_csrf = await sign_in(viewer, "victor")
     c = d.app.test_client()

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash
+from tests.dash_fixtures import READER_KEY, Dash, page_ok, sign_in, start_dash, trip_a_breaker
 from tests.test_dashboard_cache import ask, cached
 from tests.test_dashboard_handlers import HX, ledger_has, text
 from trioproxy.config.model import Settings
@@ -77,9 +77,7 @@ async def test_a_scoped_admin_cannot_reset_a_breaker_every_team_shares(
     nursery: trio.Nursery,
 ) -> None:
     d = await start_dash(nursery)
-    target = sorted(d.settings.models)[0]
-    for _ in range(d.settings.breaker.failure_threshold):
-        await d.gw.breakers.report(target, trio.current_time(), ok=False)
+    target = await trip_a_breaker(d)
     reset = f'action="/providers/{target}/reset"'
     tess = d.app.test_client()
     tcsrf = await sign_in(tess, "tess")
