@@ -16,8 +16,9 @@ import openai
 import trio
 
 from tests.fixtures_gateway import start_gateway, start_simulator
-from tests.settings_factory import KEY, chain_settings
+from tests.settings_factory import KEY, capped_settings, chain_settings
 from trioproxy.config import hash_key, parse_settings
+from trioproxy.simulator.anthropic_wire import THINKING_TEXT
 from trioproxy.simulator.faults import Fault
 
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -94,11 +95,11 @@ async def test_translation_caching_and_metering_use_the_decoder(nursery: trio.Nu
     g = await start_gateway(nursery, chain_settings([sim.url]))
     body = {"model": "r", "messages": MSGS, "max_tokens": 50}
     assert MARK not in await stream_text(g.url, "/v1/messages", body)
-    # stream caching on the route, or a capped reservation metered along the stream: every
-    # event is decoded; a plain (uncapped) budget does not need it
+    # stream caching on the route: every event is decoded; a budget, capped (metered along
+    # the verbatim stream) or not, does not need it
     for route, verbatim in (
         ({"cache": {"exact_ttl_s": 60}}, False),
-        ({"reservation_cap_usd": 0.001}, False),
+        ({"reservation_cap_usd": 0.001}, True),
         ({}, True),
     ):
         settings = parse_settings(
@@ -152,3 +153,54 @@ async def test_idle_timeout_of_a_decoded_stream_ends_with_an_error_event(
     g2 = await start_gateway(nursery, chain_settings([fast.url], idle_s=1.0))
     text = await stream_text(g2.url, "/v1/messages", body)
     assert "message_stop" in text and "event: error" not in text
+
+
+async def test_thinking_blocks_reach_the_caller_on_a_capped_route(
+    nursery: trio.Nursery, tmp_path: object
+) -> None:
+    """A capped reservation is metered along the stream; it used to switch the stream to the
+    decoder, which drops Claude's thinking blocks and their signatures (Anthropic needs them
+    passed back with a tool-use turn). Now it meters the verbatim stream: the SDK gets
+    [thinking, text], the thinking billed as output, and the budget still ends a long one."""
+    sim = await start_simulator(nursery, Fault(tokens=10))
+    settings = capped_settings(sim.url, str(tmp_path), kind="anthropic", daily_usd=0.2)
+    g = await start_gateway(nursery, settings)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+
+    def sdk() -> list[Any]:
+        client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        with client.messages.stream(
+            model="r",
+            max_tokens=2048,
+            messages=MSGS,
+            thinking=thinking,  # type: ignore[arg-type]
+        ) as s:
+            return list(s.get_final_message().content)
+
+    def sdk_whole() -> list[Any]:
+        client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        answer = client.messages.create(
+            model="r", max_tokens=2048, messages=MSGS, thinking=thinking  # type: ignore[arg-type]
+        )
+        return list(answer.content)
+
+    whole = await trio.to_thread.run_sync(sdk_whole)
+    assert [b.type for b in whole] == ["thinking", "text"]
+    blocks = await trio.to_thread.run_sync(sdk)
+    assert [b.type for b in blocks] == ["thinking", "text"]
+    assert blocks[0].thinking == THINKING_TEXT and blocks[0].signature.startswith("sig_")
+    with trio.fail_after(30):  # a request's record follows its response
+        while len(records := [r for r in g.sink.records if r.kind == "request"]) < 2:
+            await trio.sleep(0.01)
+    assert [r.output_tokens for r in records] == [30, 30]  # 10 + 2 x 10 of thinking
+    assert not any(r.estimated for r in records)
+    # a long answer still meets the budget (a fresh one): cut by the team's limit, mid-stream
+    sim.sim.default_fault = Fault(tokens=200)
+    fresh = await start_gateway(
+        nursery, capped_settings(sim.url, tempfile.mkdtemp(prefix="tp-pt-"), kind="anthropic")
+    )
+    body = {"model": "r", "messages": MSGS, "max_tokens": 4096, "thinking": thinking}
+    text = await stream_text(fresh.url, "/v1/messages", body)
+    assert '"thinking_delta"' in text and '"signature_delta"' in text
+    last = text.rsplit("event: ", 1)[-1]
+    assert last.startswith("error") and "daily budget" in last and "message_stop" not in text

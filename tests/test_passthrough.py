@@ -81,6 +81,30 @@ def test_forwards_verbatim_and_meters_like_the_decoder(
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("seed", range(4))
+def test_feed_events_hands_on_one_event_at_a_time(wire: Dialect, seed: int) -> None:
+    """A stream metered event by event (a capped reservation) reads its tokens after each
+    event: a read of many events counts only the events handed on so far (the check after
+    the crossing event ends the stream there); the bytes and tokens in all are feed's."""
+    data = stream_bytes(wire, 30 + seed)
+    tap = PassthroughTap(wire, include_usage=True)
+    forward, counts, events = b"", [], []
+    for piece in splits(data, seed) + [b""]:
+        for got in tap.feed_events(piece):
+            assert got.content_events <= 1 and got.forward.count(b"\n\n") <= 1
+            forward += got.forward
+            events += got.events
+            counts.append(tap.output_tokens())
+    assert forward == data and tap.done
+    assert counts == sorted(counts) and len(set(counts)) >= 30  # one more token an event
+    reference, _ = decoded_meter(wire, data)
+    meter = Meter()
+    for e in events:
+        meter.observe(e)
+    assert counts[-1] + meter.output_estimate == reference.output_estimate
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
 @pytest.mark.parametrize("per_read", [1, 2, 3])
 def test_event_aligned_reads_take_the_fast_path_and_meter_the_same(
     wire: Dialect, per_read: int

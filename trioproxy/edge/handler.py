@@ -181,8 +181,8 @@ class ChatHandler(Endpoint):
         delivery = Delivery(end_written=lambda: runner.end_written)
         keep = ctx.cache_plan is not None or (trace is not None and trace.log_prompts)
         collector = StreamCollector() if keep and req.stream else None
-        # same-wire streams go through verbatim unless something needs every event decoded
-        runner.passthrough = runner.on_progress is None and collector is None
+        # same-wire streams go through verbatim unless the cache needs every event decoded
+        runner.passthrough = collector is None
 
         def finishing() -> bool:  # the answer's final event is out: let it end by itself
             return runner.ended

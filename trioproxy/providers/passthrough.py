@@ -35,6 +35,7 @@ says why.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,45 +156,16 @@ class PassthroughTap:
         if self.feed_plain(data):
             return Tapped(forward=data, content_events=1)
         out = Tapped()
-        if self.done or not data:
+        block = self._block(data)
+        if not block:
             return out
-        if self._cr or data.find(b"\r") >= 0:
-            data = self._normalise(data)
-        buf = self._rest + data if self._rest else data
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            self._rest = buf
-            return out
-        if end + 2 == len(buf):
-            block, self._rest = buf, b""
-        else:
-            block, self._rest = buf[: end + 2], buf[end + 2 :]
-        events = block.split(b"\n\n")
-        events.pop()  # after the last separator: empty
         kept: list[bytes] = []
         edited = False
-        plain = self._plain
+        events = block.split(b"\n\n")
+        events.pop()  # after the last separator: empty
         for n, ev in enumerate(events):
-            if not ev:
-                continue  # extra blank lines between events
-            if not self._first and plain(ev, len(ev)):
-                out.content_events += 1
-                kept.append(ev)
-                self._pending.append(ev)
-                self._pending_size += len(ev)
-                continue
-            self._first = False
-            bad = self._decoder.bad_usages
-            decoded = self._decode(ev)
-            out.events.extend(decoded)
-            if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
+            if ev and not self._take(ev, out, kept):
                 edited = True
-                if scrubbed := self._without_usage(ev):
-                    kept.append(scrubbed)
-            elif self._drop_usage and self._usage_only(decoded, ev):
-                edited = True
-            else:
-                kept.append(ev)
             if self.done:
                 edited = edited or n + 1 < len(events)
                 self._rest = b""
@@ -202,6 +174,64 @@ class PassthroughTap:
             self._count_pending()
         out.forward = b"".join(ev + b"\n\n" for ev in kept) if edited else block
         return out
+
+    def feed_events(self, data: bytes) -> Iterator[Tapped]:
+        """:meth:`feed`, one event at a time: each is taken (and its tokens counted by
+        :meth:`output_tokens`) only when the previous one was handed on. For a stream metered
+        event by event (a capped reservation): the event that crosses the budget is the last
+        one written, as on the decoding path, however many came in one read."""
+        block = self._block(data)
+        for ev in block.split(b"\n\n")[:-1] if block else ():
+            if not ev:
+                continue  # extra blank lines between events
+            out, kept = Tapped(), list[bytes]()
+            self._take(ev, out, kept)
+            if self._pending_size > PENDING_MAX:
+                self._count_pending()
+            out.forward = b"".join(e + b"\n\n" for e in kept)
+            yield out
+            if self.done:
+                self._rest = b""
+                return
+
+    def _block(self, data: bytes) -> bytes:
+        """The complete events of what has come so far (the rest kept for the next read)."""
+        if self.done or not data:
+            return b""
+        if self._cr or data.find(b"\r") >= 0:
+            data = self._normalise(data)
+        buf = self._rest + data if self._rest else data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._rest = buf
+            return b""
+        if end + 2 == len(buf):
+            self._rest = b""
+            return buf
+        self._rest = buf[end + 2 :]
+        return buf[: end + 2]
+
+    def _take(self, ev: bytes, out: Tapped, kept: list[bytes]) -> bool:
+        """One event (without its blank line) into ``out`` and, to forward, ``kept``;
+        ``False`` if what is kept is not the event as it came (edited or left out)."""
+        if not self._first and self._plain(ev, len(ev)):
+            out.content_events += 1
+            kept.append(ev)
+            self._pending.append(ev)
+            self._pending_size += len(ev)
+            return True
+        self._first = False
+        bad = self._decoder.bad_usages
+        decoded = self._decode(ev)
+        out.events.extend(decoded)
+        if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
+            if scrubbed := self._without_usage(ev):
+                kept.append(scrubbed)
+            return False
+        if self._drop_usage and self._usage_only(decoded, ev):
+            return False
+        kept.append(ev)
+        return True
 
     def _decode(self, ev: bytes) -> list[StreamEvent]:
         decoded: list[StreamEvent] = []

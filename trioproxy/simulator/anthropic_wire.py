@@ -4,6 +4,9 @@ Streams are ``event: <type>\\ndata: <json>\\n\\n`` events in Anthropic's order:
 ``message_start`` (input tokens, output 1), ``content_block_start``, ``ping``,
 one ``content_block_delta`` per token, ``content_block_stop``,
 ``message_delta`` (stop reason, cumulative output tokens), ``message_stop``.
+With ``thinking`` enabled, a thinking block comes first (index 0: its text, then its
+signature), billed as :data:`~.plan.REASONING_PER_TOKEN` output tokens per visible one
+as a reasoning model's hidden tokens are, and the answer's block is index 1.
 The ``system`` prompt counts as one more message for input tokens. ``usage`` splits the
 prompt into uncached input, cache reads and 5-minute / 1-hour cache writes
 (:mod:`.prompt_cache`).
@@ -44,6 +47,22 @@ _ERROR_TYPES: dict[int, str] = {
     529: "overloaded_error",
 }
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+THINKING_TEXT = "Let me think this through."
+"""The thinking block's text (its billed tokens are the plan's reasoning tokens)."""
+
+
+def _thinks(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _signature(plan: Plan) -> str:
+    return "sig_" + plan.id[-16:]
+
+
+def _index(plan: Plan) -> int:
+    """The answer block's index: after the thinking block, if any."""
+    return 1 if plan.reasoning_tokens else 0
 
 
 def _tool_name_and_key(tool: Any) -> tuple[str, str]:
@@ -91,7 +110,7 @@ class AnthropicWire:
         stream = body.get("stream") is True
         return Intent(
             model, prompt_tokens(counted), last_user_text(messages), max_tokens, stream, stream,
-            tool, anthropic_prompt(body),
+            tool, anthropic_prompt(body), reasoning=_thinks(body),
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -110,6 +129,12 @@ class AnthropicWire:
             "input": orjson.loads(plan.text),
         }
 
+    @staticmethod
+    def _thinking(plan: Plan) -> list[dict[str, Any]]:
+        if not plan.reasoning_tokens:
+            return []
+        return [{"type": "thinking", "thinking": THINKING_TEXT, "signature": _signature(plan)}]
+
     def completion(self, plan: Plan) -> bytes:
         return orjson.dumps(
             {
@@ -117,7 +142,7 @@ class AnthropicWire:
                 "type": "message",
                 "role": "assistant",
                 "model": plan.model,
-                "content": [self._content(plan)],
+                "content": [*self._thinking(plan), self._content(plan)],
                 "stop_reason": _STOP[plan.finish],
                 "stop_sequence": None,
                 "usage": _usage(plan, plan.billed_output),
@@ -140,14 +165,33 @@ class AnthropicWire:
             block["text"] = ""
         else:
             block["input"] = {}
+        index = _index(plan)
         return (
             _event("message_start", {"type": "message_start", "message": message})
+            + (self._thinking_events(plan) if index else b"")
             + _event(
                 "content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": block},
+                {"type": "content_block_start", "index": index, "content_block": block},
             )
             + b'event: ping\ndata: {"type": "ping"}\n\n'
         )
+
+    @staticmethod
+    def _thinking_events(plan: Plan) -> bytes:
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = (
+            {"type": "thinking_delta", "thinking": THINKING_TEXT},
+            {"type": "signature_delta", "signature": _signature(plan)},
+        )
+        return (
+            _event("content_block_start",
+                   {"type": "content_block_start", "index": 0, "content_block": start})
+            + b"".join(
+                _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+                for d in deltas
+            )
+            + _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        )  # fmt: skip
 
     def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
         kind, field = (
@@ -156,8 +200,8 @@ class AnthropicWire:
             else ("input_json_delta", "partial_json")
         )
         prefix = (
-            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-            b'"delta":{"type":"%s","%s":' % (kind.encode(), field.encode())
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+            b'"delta":{"type":"%s","%s":' % (_index(plan), kind.encode(), field.encode())
         )
         suffix = b"}}\n\n"
         dumps = orjson.dumps
@@ -174,7 +218,7 @@ class AnthropicWire:
             "usage": odd_counts({"output_tokens": plan.billed_output}, plan.odd_usage),
         }
         return (
-            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            _event("content_block_stop", {"type": "content_block_stop", "index": _index(plan)})
             + _event("message_delta", delta)
             + _event("message_stop", {"type": "message_stop"})
         )

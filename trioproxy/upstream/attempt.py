@@ -135,8 +135,8 @@ class AttemptRunner:
     ``GatewayError`` from it ends the stream with that error."""
     passthrough: bool = False
     """Relay same-wire streams verbatim (:mod:`trioproxy.providers.passthrough`). The
-    handler sets it only when nothing needs every event decoded: no per-chunk budget
-    metering (``on_progress``), no stream caching."""
+    handler sets it only when nothing needs every event decoded (no stream caching);
+    per-chunk budget metering (``on_progress``) reads the verbatim stream's meter."""
     meters: dict[int, Meter] = field(default_factory=dict)
     ended: bool = False
     """The winner's final event (its finish reason) is in the relay channel, or written to
@@ -234,7 +234,7 @@ class AttemptRunner:
                 await handoff.ready.wait()  # what came before it is written
                 self.end_written = tap.done
                 assert handoff.write is not None
-                await self._relay_verbatim(resp, tap, meter, t.idle, handoff.write)
+                await self._relay_verbatim(attempt, resp, tap, meter, t.idle, handoff.write)
             else:
                 await self._relay(attempt, resp, parser, decoder, meter, t.idle)
 
@@ -332,18 +332,23 @@ class AttemptRunner:
             await self.out.send(event)
             self.ended = meter.finish is not None
             if self.on_progress is not None:
-                try:
-                    await self.on_progress(attempt, meter)
-                except GatewayError as exc:
-                    return exc
+                failure = await _checked(self.on_progress, attempt, meter)
+                if failure is not None:
+                    return failure
         return None
 
     async def _relay_verbatim(
-        self, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter, idle: float,
-        write: Callable[[bytes], Awaitable[None]],
+        self, attempt: Attempt, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter,
+        idle: float, write: Callable[[bytes], Awaitable[None]],
     ) -> None:  # fmt: skip
         """The passthrough relay: upstream bytes as they are, cut at event boundaries,
         written to the client by this task (``write``, from the :class:`Handoff`).
+
+        With ``on_progress`` (a capped reservation), each event written is followed by the
+        budget check, as on the decoding path (a read of several events is written one event
+        at a time: :meth:`PassthroughTap.feed_events`): the event that crosses the budget is
+        the stream's last, then the check's refusal ends it. The stream stays verbatim
+        (Claude's thinking blocks and signatures, which the decoding path drops, go through).
 
         The idle deadline is kept by the run's watchdog task (:class:`_Watchdog`: it sleeps
         until the earliest last chunk's time + ``idle``; a deadline moved per chunk costs more
@@ -353,6 +358,7 @@ class AttemptRunner:
         failure: GatewayError | None = None
         watch = IdleWatch(idle)
         receive, plain, now = resp.receive, tap.feed_plain, trio.current_time
+        progress = self.on_progress
         done = tap.done
         with watched(watch):
             with watch.scope:
@@ -369,32 +375,52 @@ class AttemptRunner:
                         meter.received_any = True  # (and neither the end nor the final event)
                         watch.writing = True
                         await write(chunk)
+                        if progress is not None:
+                            failure = await _checked(progress, attempt, meter)
                         watch.writing = False
                         watch.last = now()
+                        if failure is not None:
+                            break
                         continue
                     try:
-                        got = tap.feed(chunk)
+                        if progress is None:
+                            await self._forward(tap.feed(chunk), tap, meter, write, watch)
+                        else:  # metered event by event: the crossing one is the last
+                            for got in tap.feed_events(chunk):
+                                await self._forward(got, tap, meter, write, watch)
+                                if got.forward and not tap.done:
+                                    watch.writing = True
+                                    failure = await _checked(progress, attempt, meter)
+                                    watch.writing = False
+                                    if failure is not None:
+                                        break
                     except ProviderError as exc:
                         failure = exc
-                        break
                     except ValueError as exc:
                         failure = _interrupted(f"malformed upstream event: {exc}")
-                        break
-                    _meter_tapped(meter, got)
-                    if meter.bad_usage is None:  # after content: metered by estimate
-                        meter.bad_usage = tap.bad_usage
                     done = tap.done
-                    if got.forward:
-                        watch.writing = True
-                        await write(got.forward)
-                        watch.writing = False
-                        self.ended = meter.finish is not None
-                        self.end_written = done
                     watch.last = now()
+                    if failure is not None:
+                        break
         if watch.scope.cancelled_caught:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
         if failure is not None:
             await self.out.send(Failed(failure))
+
+    async def _forward(
+        self, got: Tapped, tap: PassthroughTap, meter: Meter,
+        write: Callable[[bytes], Awaitable[None]], watch: IdleWatch,
+    ) -> None:  # fmt: skip
+        """Meter what the tap took from a read and write what it forwards."""
+        _meter_tapped(meter, got)
+        if meter.bad_usage is None:  # after content: metered by estimate
+            meter.bad_usage = tap.bad_usage
+        if got.forward:
+            watch.writing = True
+            await write(got.forward)
+            watch.writing = False
+            self.ended = meter.finish is not None
+            self.end_written = tap.done
 
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
@@ -428,6 +454,17 @@ def _usable(meter: Meter, bad_usage: str | None) -> None:
     if bad_usage is not None:
         meter.bad_usage = bad_usage
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {bad_usage}")
+
+
+async def _checked(
+    progress: Callable[[Attempt, Meter], Awaitable[None]], attempt: Attempt, meter: Meter
+) -> GatewayError | None:
+    """The budget check after a relayed event: its refusal, if any."""
+    try:
+        await progress(attempt, meter)
+    except GatewayError as exc:
+        return exc
+    return None
 
 
 def _interrupted(message: str) -> ProviderError:
