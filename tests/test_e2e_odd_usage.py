@@ -17,6 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import orjson
 import pytest
@@ -270,3 +271,51 @@ async def test_a_verbatim_stream_with_odd_usage_ends_whole_and_is_billed_the_est
         while not (recs := [x for x in g.sink.records if x.kind == "request"]):
             await trio.sleep(0.02)
     assert recs[0].estimated and recs[0].output_tokens > 0 and recs[0].outcome == "served"
+
+
+async def test_a_decoded_stream_without_usage_tells_the_caller_what_it_is_billed(
+    nursery: trio.Nursery,
+) -> None:
+    """An Anthropic caller on an OpenAI-wire provider whose counts are no counts (as a server
+    that ignores ``stream_options`` sends none): the ``message_delta`` carried
+    ``{"output_tokens": 0}`` and ``message_start`` 0 input, while the ledger billed the
+    gateway's estimate. The caller now reads the estimate the ledger bills."""
+    from tests.settings_factory import chain_settings
+
+    odd = await start_simulator(nursery, Fault(usage="null", tokens=12))
+    g = await start_gateway(nursery, chain_settings([odd.url]))
+
+    def sdk() -> tuple[int, int]:
+        client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        with client.messages.stream(model="r", max_tokens=50, messages=HI) as s:  # type: ignore[arg-type]
+            usage = s.get_final_message().usage
+        return usage.input_tokens, usage.output_tokens
+
+    read = await trio.to_thread.run_sync(sdk)
+    with trio.fail_after(30):
+        while not (recs := [x for x in g.sink.records if x.kind == "request"]):
+            await trio.sleep(0.02)
+    assert recs[0].estimated and recs[0].outcome == "served"
+    assert read == (recs[0].input_tokens, recs[0].output_tokens) and read[0] > 0
+    assert read[1] == 12  # the simulator's 12 one-token pieces, as the estimator counts them
+
+
+def test_a_null_input_count_up_front_is_malformed_not_zero() -> None:
+    """``message_start`` with ``"input_tokens": null`` was read as 0 input tokens, exact:
+    with the stream's last usage no usage either, the prompt was billed as nothing. A
+    ``message_start`` without a usage is no usage (the prompt's estimate), not malformed."""
+    from trioproxy.core.types import SSEEvent
+    from trioproxy.providers.anthropic import AnthropicStreamDecoder
+
+    def start(usage: object) -> tuple[Any, str | None]:
+        decoder = AnthropicStreamDecoder()
+        message = {"id": "m1", "model": "x", "content": [], **({} if usage is None else usage)}
+        data = orjson.dumps({"type": "message_start", "message": message}).decode()
+        (event,) = decoder.feed(SSEEvent(data, "message_start"))
+        return event.usage, decoder.bad_usage
+
+    up_front, bad = start({"usage": {"input_tokens": None, "output_tokens": None}})
+    assert up_front is None and bad is not None and "input_tokens" in bad
+    assert start(None) == (None, None)
+    up_front, bad = start({"usage": {"input_tokens": 9, "output_tokens": 1}})
+    assert up_front.input_tokens == 9 and bad is None

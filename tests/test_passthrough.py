@@ -89,7 +89,7 @@ def test_feed_events_hands_on_one_event_at_a_time(wire: Dialect, seed: int) -> N
     data = stream_bytes(wire, 30 + seed)
     tap = PassthroughTap(wire, include_usage=True)
     forward, counts, events = b"", [], []
-    for piece in splits(data, seed) + [b""]:
+    for piece in [*splits(data, seed), b""]:
         for got in tap.feed_events(piece):
             assert got.content_events <= 1 and got.forward.count(b"\n\n") <= 1
             forward += got.forward

@@ -160,6 +160,7 @@ class ChatHandler(Endpoint):
             self.transport, ctx.req, ctx.plan.route.fallback_statuses, out, ctx.request_id
         )
         runner.on_attempt = traces.attempt_hook(ctx.trace)
+        runner.prompt_estimate = ctx.prompt_estimate
         intents: list[int] = []
 
         async def run_journaled(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:

@@ -30,7 +30,7 @@ from trioproxy.core.types import (
     UsageReport,
     Wire,
 )
-from trioproxy.core.usage import from_anthropic, merge_anthropic
+from trioproxy.core.usage import MalformedUsage, from_anthropic, merge_anthropic, token_count
 from trioproxy.errors import ErrorKind, ProviderError
 from trioproxy.providers.anthropic_chat import chat_to_messages
 from trioproxy.providers.base import (
@@ -162,8 +162,10 @@ class AnthropicStreamDecoder(JsonEventDecoder):
         if kind == "message_start":
             message = data["message"]
             self._usage = {}
-            merge_anthropic(self._usage, message.get("usage") or {})
-            up_front = self.usage_or_none(_up_front, self._usage)
+            up_front = None
+            if raw := message.get("usage"):  # none: the prompt's estimate, unless one comes
+                merge_anthropic(self._usage, raw)
+                up_front = self.usage_or_none(_up_front, raw)
             return [StreamStart(message["id"], message["model"], up_front)]
         if kind == "message_delta":
             out: list[StreamEvent] = []
@@ -182,8 +184,13 @@ class AnthropicStreamDecoder(JsonEventDecoder):
         return []
 
 
-def _up_front(raw: dict[str, Any]) -> Usage:
-    """``message_start``'s usage: its input buckets (the output count comes later)."""
+def _up_front(raw: Any) -> Usage:
+    """``message_start``'s usage: its input buckets (the output count comes later). Its
+    ``input_tokens`` is required: a null one was taken as 0 and the prompt billed as
+    nothing when the stream's last usage was no usage either."""
+    if not isinstance(raw, dict):
+        raise MalformedUsage(f"malformed message_start usage: {repr(raw)[:40]}")
+    token_count(raw, "input_tokens", required=True)
     return from_anthropic(raw, output_required=False)
 
 

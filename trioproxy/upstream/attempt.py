@@ -39,6 +39,7 @@ from trioproxy.core.types import (
     ChatRequest,
     Completion,
     StreamEvent,
+    UsageReport,
 )
 from trioproxy.core.usage import MalformedUsage
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
@@ -137,6 +138,10 @@ class AttemptRunner:
     """Relay same-wire streams verbatim (:mod:`trioproxy.providers.passthrough`). The
     handler sets it only when nothing needs every event decoded (no stream caching);
     per-chunk budget metering (``on_progress``) reads the verbatim stream's meter."""
+    prompt_estimate: int = 0
+    """The gateway's estimate of the prompt's tokens: what a decoded stream's caller reads
+    as its input usage when the provider reported none (the ledger bills the same,
+    :meth:`Meter.final`)."""
     meters: dict[int, Meter] = field(default_factory=dict)
     ended: bool = False
     """The winner's final event (its finish reason) is in the relay channel, or written to
@@ -287,6 +292,11 @@ class AttemptRunner:
         The idle deadline is kept by the run's watchdog task, as in :meth:`_relay_verbatim`
         (not a timeout scope per chunk); handing events on (the relay channel, a slow client) and
         the budget check are not idleness.
+
+        A stream that ends without a usable usage (an OpenAI-compatible server that ignores
+        ``stream_options``, counts that are no counts) ends with the gateway's estimate as its
+        usage: an Anthropic caller's ``message_delta``, an OpenAI caller's usage chunk, a
+        Responses caller's ``response.completed`` say what the ledger bills, not 0.
         """
         failure: GatewayError | None = None
         watch = IdleWatch(idle)
@@ -321,6 +331,8 @@ class AttemptRunner:
             failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
         if failure is not None:
             await self.out.send(Failed(failure))
+        elif meter.usage is None:  # none came, or none usable: the caller reads the estimate
+            await self.out.send(UsageReport(meter.final(self.prompt_estimate)))
 
     async def _hand_on(
         self, attempt: Attempt, events: list[StreamEvent], meter: Meter
