@@ -46,6 +46,21 @@ def ledger_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
     return {kind: (n, distinct) for kind, n, distinct in rows}
 
 
+def journaled_progress(state_dir: Path) -> dict[str, int]:
+    """request id -> the output tokens of its latest intent that bills output (a running
+    stream's progress, pipeline/progress.py), read from the live journal."""
+    out: dict[str, int] = {}
+    for path in sorted((state_dir / JOURNAL_DIR).glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            try:
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line being written
+            if data.get("_intent") and data["output_tokens"] > 0:
+                out[data["request_id"]] = max(out.get(data["request_id"], 0), data["output_tokens"])
+    return out
+
+
 async def test_sigkill_under_load_then_restart_records_every_upstream_call(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -79,6 +94,9 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
             with trio.fail_after(60):  # every quick call answered, every stream upstream
                 while len(answers["quick"]) < QUICK or slow.sim.stats.requests < STREAMS:
                     await trio.sleep(0.01)
+            with trio.fail_after(60):  # every stream's progress journaled at least once
+                while len(progress := journaled_progress(tmp_path)) < STREAMS:
+                    await trio.sleep(0.05)
             gw.signal(signal.SIGKILL, group=True)
             assert await gw.wait() == -signal.SIGKILL
     finally:
@@ -119,6 +137,23 @@ async def test_sigkill_under_load_then_restart_records_every_upstream_call(
     for r in answers["slow"]:  # recovered from the journal: interrupted, billed the prompt
         if r.status:
             assert outcomes[r.headers["x-request-id"]] == "interrupted"
+    # and the output it had streamed by its last progress update (it was billed 0 output)
+    conn = sqlite3.connect(str(tmp_path / SQLITE_NAME))
+    try:
+        streamed = dict(
+            conn.execute("SELECT request_id, output_tokens FROM ledger_raw WHERE kind = 'attempt'")
+        )
+        costs = dict(
+            conn.execute("SELECT request_id, cost_micros FROM ledger_raw WHERE kind = 'request'")
+        )
+    finally:
+        conn.close()
+    assert len(progress) == STREAMS
+    for rid, seen in progress.items():
+        assert streamed[rid] >= seen > 0, (rid, streamed[rid], seen)
+        assert streamed[rid] <= 2000
+    quick_costs = [costs[r.headers["x-request-id"]] for r in answers["quick"]]  # 5 tokens out
+    assert min(costs[rid] for rid in progress) > max(quick_costs)  # the output is billed
     # a quick call whose answer went out is recorded; it is "interrupted" only if the kill
     # fell between its last byte and the journal append of its final records
     quick_outcomes = [outcomes[r.headers["x-request-id"]] for r in answers["quick"]]

@@ -180,7 +180,10 @@ async def test_thinking_blocks_reach_the_caller_on_a_capped_route(
     def sdk_whole() -> list[Any]:
         client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
         answer = client.messages.create(
-            model="r", max_tokens=2048, messages=MSGS, thinking=thinking  # type: ignore[arg-type]
+            model="r",
+            max_tokens=2048,
+            messages=MSGS,
+            thinking=thinking,  # type: ignore[arg-type]
         )
         return list(answer.content)
 

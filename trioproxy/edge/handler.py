@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import trio
 
@@ -47,6 +48,7 @@ from trioproxy.pipeline.accounting import (
 )
 from trioproxy.pipeline.caching import CacheHit, take_cache_ttl
 from trioproxy.pipeline.context import RequestContext
+from trioproxy.pipeline.progress import StreamProgress
 from trioproxy.pipeline.routing import (
     RoutePlan,
     chain_key,
@@ -85,6 +87,12 @@ class ChatHandler(Endpoint):
 
     on_bad_usage: Callable[[str], None] | None = None
     """Told the target of each attempt whose usage was malformed (the app's metric)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = StreamProgress(self.sink)
+        """The streams being served, their provisional records kept up to date (its ``run``
+        is a service of the worker's when the sink journals)."""
 
     def __call__(
         self, dialect: Dialect, scope: Scope, receive: Receive, send: Send
@@ -201,6 +209,7 @@ class ChatHandler(Endpoint):
 
         self.open_streams += req.stream
         self._relays.add(recv_ch)
+        watching = self.progress.watch(ctx, race, runner.meters, intents)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
@@ -216,6 +225,7 @@ class ChatHandler(Endpoint):
         finally:
             self.open_streams -= req.stream
             self._relays.discard(recv_ch)
+            self.progress.forget(watching)  # no update after the final records
             await self._finish(ctx, race, runner, delivery, intents)
 
     async def _serve_whole(self, ctx: RequestContext, receive: Receive, send: Send) -> None:

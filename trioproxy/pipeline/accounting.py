@@ -145,12 +145,14 @@ def usage_records(
     return out
 
 
-def intent_record(ctx: RequestContext, a: Attempt) -> UsageRecord:
+def intent_record(ctx: RequestContext, a: Attempt, usage: Usage | None = None) -> UsageRecord:
     """The provisional record of attempt ``a``, journaled before its upstream call: it stands
-    (outcome ``interrupted``, the prompt estimate billed) if the process dies before the
-    request's records are submitted."""
+    (outcome ``interrupted``, the prompt estimate billed, or ``usage``: a running stream's
+    progress, :mod:`trioproxy.pipeline.progress`) if the process dies before the request's
+    records are submitted."""
     model = a.target.spec
-    usage = Usage(ctx.prompt_estimate, 0, True)
+    if usage is None:
+        usage = Usage(ctx.prompt_estimate, 0, True)
     return _record(
         ctx, a.wall_started_at, "attempt", a.target.model, model, usage,
         bill_for(model, usage), 0.0, None, "off", 0, "interrupted", a.depth, a.index, a.role,

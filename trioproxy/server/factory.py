@@ -221,6 +221,9 @@ def build_gateway(
         dead = DeadReservations(lambda: gateway.admission)  # open reservations, settled
         journaled.on_recovered = dead.hand
         gateway.services.add(NamedService("dead-reservations", dead.run, required=False))
+        if role != "control":  # a running stream's provisional records kept up to date
+            progress = gateway.chat.progress.run
+            gateway.services.add(NamedService("stream-progress", progress, required=False))
     if config_path is not None:
         source = ConfigFile(config_path, run_dir)
         gateway.reload_source = ReloadSource(
