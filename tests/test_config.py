@@ -535,6 +535,30 @@ def test_check_config_exit_codes(
     ]
 
 
+def test_check_config_runs_serves_start_up_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check-config`` (the unit's ExecStartPre) passed a state directory the service cannot
+    write; ``serve`` then refused to start. It now says so, naming the key."""
+    from trioproxy.cli import main
+
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    text = EXAMPLE.read_text()
+    assert text.count('state_dir = "/var/lib/trioproxy"') == 1
+    for state, code in ((blocker / "state", 1), (tmp_path / "state", 0)):
+        cfg = tmp_path / "cfg.toml"
+        cfg.write_text(text.replace('"/var/lib/trioproxy"', f'"{state}"'))
+        assert main(["check-config", str(cfg)]) == code
+        out = capsys.readouterr()
+        if code:
+            assert out.err.startswith(f"storage.state_dir: {state} is not a directory"), out.err
+        else:
+            assert out.out.startswith("ok: ") and state.is_dir()
+
+
 def test_demo_settings_are_valid() -> None:
     settings = demo_settings("http://127.0.0.1:8090/v1", "sk-demo", state_dir="/tmp/tp")
     assert validate_settings(settings) == []

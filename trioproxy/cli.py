@@ -199,9 +199,12 @@ def cmd_example_config(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """The config, then what ``serve`` checks of this machine before it starts (as the unit's
+    ``ExecStartPre``, run as the service's user: a state directory it cannot write passed)."""
     from trioproxy.config import check_config
+    from trioproxy.server.plan import startup_problems
 
-    return check_config(args.file)
+    return check_config(args.file, also=startup_problems)
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,14 @@ def _toml(data: bytes, origin: str | Path) -> dict[str, Any]:
         raise ConfigError([f"{origin}: invalid TOML: {exc}"]) from None
 
 
-def check_config(path: str) -> int:
-    """``trioproxy check-config FILE``: print a summary or every problem; the exit code."""
+def check_config(path: str, also: Callable[[Settings], list[str]] | None = None) -> int:
+    """``trioproxy check-config FILE``: print a summary or every problem; the exit code.
+    ``also``: what this machine cannot give the config (``serve``'s start-up checks: the
+    state directory writable, TLS files loadable), each a problem too."""
     try:
         s = load_settings(path)
+        if also is not None and (problems := also(s)):
+            raise ConfigError(problems)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
