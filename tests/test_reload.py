@@ -229,6 +229,65 @@ async def test_a_reload_keeps_the_dashboard_keys_and_their_ttl(
         assert r.status_code == 200
 
 
+async def test_a_reload_keeps_the_workers_streams_and_its_feature_names(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload makes new handlers; what is the worker's stays one: the streams being served
+    (a stream begun before the reload was no longer counted in trioproxy_open_streams, and one
+    begun after it was never journaled by the progress service, which ran on the first
+    handler's registry), and a team's distinct features per hour (each endpoint counted its
+    own, from 0 again at each reload)."""
+    monkeypatch.setenv("SIMKEY", "x")
+    slow = await start_simulator(nursery, Fault(tokens=200, chunk_ms=20))  # ~4 s streams
+    path = tmp_path / "trioproxy.toml"
+    path.write_text(to_toml(cfg(tmp_path, {"a": slow.url}, "a", OLD_KEY)))
+    g = await start_gateway(nursery, load_settings(path), config_path=str(path))
+    g.app.features.per_hour = 2
+    progress, done = g.app.progress, trio.Event()
+    streams: list[Any] = []
+
+    async def stream(key: str) -> None:
+        body = {"model": "chat", "messages": MSGS, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        headers = {**auth(key), "x-trioproxy-feature": "f-stream"}
+        streams.append(await post(g.url, "/v1/chat/completions", body, headers))
+        if len(streams) == 2:
+            done.set()
+
+    async with httpx.AsyncClient(base_url=g.url, timeout=30) as c:
+        headers = {**auth(OLD_KEY), "x-trioproxy-feature": "f-before"}
+        r = await c.post("/v1/chat/completions", headers=headers,
+                         json={"model": "chat", "messages": MSGS, "max_tokens": 2})  # fmt: skip
+        assert r.status_code == 200
+        nursery.start_soon(stream, OLD_KEY)
+        with trio.fail_after(20):
+            while not progress.note():  # the first stream's first content
+                await trio.sleep(0.01)
+        path.write_text(to_toml(cfg(tmp_path, {"a": slow.url}, "a", NEW_KEY)))
+        assert await g.app.reload() is True
+        nursery.start_soon(stream, NEW_KEY)
+        with trio.fail_after(20):  # both streams in the worker's one registry, both journaled
+            while len(progress) < 2 or not progress.note():
+                await trio.sleep(0.01)
+        assert g.app.chat.progress is progress and len(progress) == 2
+        # the team's hour has named f-before and f-stream: a third name is "other", on any
+        # endpoint, after the reload too
+        headers = {**auth(NEW_KEY), "x-trioproxy-feature": "f-after"}
+        r = await c.post("/v1/messages/count_tokens", headers=headers,
+                         json={"model": "chat", "messages": MSGS})  # fmt: skip
+        assert r.status_code == 200, r.text
+    with trio.fail_after(30):
+        await done.wait()
+    assert all(s.status == 200 and s.complete for s in streams)
+    assert len(progress) == 0
+    with trio.fail_after(20):
+        while len([r for r in g.sink.records if r.kind == "request"]) < 4:
+            await trio.sleep(0.01)
+    features = [r.feature for r in g.sink.records if r.kind == "request"]
+    assert features.count("f-before") == 1 and features.count("f-stream") == 2
+    assert "f-after" not in features and "other" in features, features
+
+
 async def test_a_reload_that_turns_a_cache_on_says_it_needs_a_restart(
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

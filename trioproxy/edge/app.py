@@ -44,6 +44,8 @@ from trioproxy.ledger.service import LOSING_S
 from trioproxy.ledger.sinks import AccessLogSink, LogSink
 from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
+from trioproxy.pipeline.features import FeatureCap
+from trioproxy.pipeline.progress import StreamProgress
 from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.transport import HttpTransport, Transport
 
@@ -88,6 +90,10 @@ class Gateway:
         self.slots = slots_for(settings)
         """One worker's in-flight slots and per-key caps, shared by every proxy endpoint."""
         self.interrupts = Interrupts()
+        self.features = FeatureCap()
+        """A team's distinct features per hour, for every endpoint, across reloads."""
+        self.progress = StreamProgress(self.sink)
+        """The streams being served (every chat handler's, across reloads)."""
         self.cache = cache
         self.chat, self.embeddings, self.count_tokens = self._handlers(
             settings, self.keys, self.transport, admission
@@ -248,8 +254,8 @@ class Gateway:
         :data:`~trioproxy.edge.metrics.SAMPLE_INTERVAL_S` by the sampler service)."""
         parts = sample_parts(self.cache, self._ledger, self.admission)
         self.prometheus.sample(
-            in_flight=self.in_flight, open_streams=self.chat.open_streams,
-            relay_buffered=self.chat.relay_buffered(),
+            in_flight=self.in_flight, open_streams=len(self.progress),
+            relay_buffered=self.progress.buffered(),
             breakers={t: bool(st["open"]) for t, st in self.breakers.snapshot(
                 trio.current_time()).items()},
             ledger_queue=parts.ledger_queue, journal_bytes=parts.journal_bytes,
@@ -301,12 +307,15 @@ class Gateway:
         """The proxy endpoints over these parts (at the start, and at each reload)."""
         parts = (settings, keys, transport, self.breakers, self.sink, admission, self.cache,
                  self.tracing)  # fmt: skip
-        chat = ChatHandler(*parts, slots=self.slots, interrupts=self.interrupts)
+        slots, interrupts, features = self.slots, self.interrupts, self.features
+        chat = ChatHandler(*parts, slots=slots, interrupts=interrupts, features=features,
+                           progress=self.progress)  # fmt: skip
         chat.on_bad_usage = self.prometheus.upstream_bad_usage
-        embeddings = EmbeddingsHandler(*parts, slots=self.slots, interrupts=self.interrupts)
+        embeddings = EmbeddingsHandler(*parts, slots=slots, interrupts=interrupts,
+                                       features=features)  # fmt: skip
         count_tokens = CountTokensHandler(
             settings, keys, transport, self.breakers, self.sink, tracing=self.tracing,
-            slots=self.slots, interrupts=self.interrupts,
+            slots=slots, interrupts=interrupts, features=features,
         )  # fmt: skip
         return chat, embeddings, count_tokens
 

@@ -52,7 +52,6 @@ from trioproxy.pipeline.features import FeatureCap
 from trioproxy.pipeline.routing import RoutePlan, require_models, route_for
 from trioproxy.pipeline.slots import Slots
 from trioproxy.telemetry.tracing import Tracing
-from trioproxy.upstream.attempt import Item
 from trioproxy.upstream.race import Attempt, Breakers, Race
 from trioproxy.upstream.transport import Transport
 
@@ -104,6 +103,7 @@ class Endpoint:
         tracing: Tracing | None = None,
         slots: Slots | None = None,
         interrupts: Interrupts | None = None,
+        features: FeatureCap | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing or Tracing()
@@ -117,17 +117,11 @@ class Endpoint:
         self.interrupts = interrupts or Interrupts()
         """The worker's running races and body reads, for the drain deadline."""
         self.intake = Intake(keys, self.slots, settings.server.max_body_bytes, self.interrupts)
-        self.open_streams = 0
-        self._relays: set[trio.MemoryReceiveChannel[Item]] = set()
-        """The relay channels of the streams being served (their fill is a metric)."""
         self._books: dict[str, RequestContext | None] = {}
         """Per request being served, once its context is made: its latest context (with the
         ticket) while its request record is not submitted, then None (for the last resort)."""
-        self.features = FeatureCap()
-
-    def relay_buffered(self) -> int:
-        """Events waiting in the relay channels of the requests being served."""
-        return sum(ch.statistics().current_buffer_used for ch in self._relays)
+        self.features = FeatureCap() if features is None else features
+        """The worker's (every endpoint's, across reloads: a team's hour is one)."""
 
     @property
     def in_flight(self) -> int:

@@ -88,11 +88,12 @@ class ChatHandler(Endpoint):
     on_bad_usage: Callable[[str], None] | None = None
     """Told the target of each attempt whose usage was malformed (the app's metric)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, progress: StreamProgress | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.progress = StreamProgress(self.sink)
-        """The streams being served, their provisional records kept up to date (its ``run``
-        is a service of the worker's when the sink journals)."""
+        self.progress = StreamProgress(self.sink) if progress is None else progress
+        """The worker's streams being served, their provisional records kept up to date (the
+        app's, across reloads; its ``run`` is a service of the worker's when the sink
+        journals)."""
 
     def __call__(
         self, dialect: Dialect, scope: Scope, receive: Receive, send: Send
@@ -207,9 +208,7 @@ class ChatHandler(Endpoint):
                     await send_ch.send(Raw(runner.verbatim_end))
                 # (decoded streams: the relay's encoder ends them when the channel closes)
 
-        self.open_streams += req.stream
-        self._relays.add(recv_ch)
-        watching = self.progress.watch(ctx, race, runner.meters, intents)
+        watching = self.progress.watch(ctx, race, runner.meters, intents, recv_ch)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
@@ -223,8 +222,6 @@ class ChatHandler(Endpoint):
             delivery.status, delivery.error = failure_of(ctx.request_id, send, exc)
             raise
         finally:
-            self.open_streams -= req.stream
-            self._relays.discard(recv_ch)
             self.progress.forget(watching)  # no update after the final records
             await self._finish(ctx, race, runner, delivery, intents)
 

@@ -5,7 +5,8 @@ which retention never trims: a caller naming a new feature per request (a reques
 timestamp) would add a roll-up row per request, for ever, and make spend by feature a scan.
 Past :data:`FEATURES_PER_HOUR` distinct names in a team's hour, a request's spend is
 attributed to :data:`OTHER` (still counted, never lost). Pure; the hour comes from ``now``.
-Per process: with N workers a team may name up to N times as many in an hour.
+Per worker process (one for every endpoint, kept across reloads): with N workers a team may
+name up to N times as many in an hour.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A running stream's provisional records, brought up to date while it runs.
+"""The worker's streams being served, and their provisional records brought up to date.
 
 Each attempt's provisional record (its *intent*, :func:`~trioproxy.pipeline.accounting.
 intent_record`) is journaled before the attempt goes upstream, billing the prompt's estimate
@@ -15,6 +15,10 @@ intent of an attempt (:func:`~trioproxy.ledger.journal.resolve_lines`), so a kil
 billed what it had received by its last update, at most :data:`PROGRESS_S` behind. Each update
 is one more intent, resolved with the request's other intents when its final records are
 journaled. Streams shorter than :data:`PROGRESS_S` cost nothing but a dict entry.
+
+One per worker process (the app's, handed to each chat handler it makes, at start and at each
+reload: the streams begun before a reload are still here), it also counts the open streams and
+the events waiting in their relay channels for the metrics.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -42,6 +47,8 @@ class _Live:
     meters: Mapping[int, Meter]
     intents: list[int]
     """The request's intent tokens: each update's is added, resolved with the rest."""
+    channel: trio.MemoryReceiveChannel[Any] | None
+    """Its relay channel (its fill is a metric)."""
     journaled: dict[int, int] = field(default_factory=dict)
     """Attempt index -> the output tokens its last journaled intent bills."""
 
@@ -60,7 +67,7 @@ def progress_record(
 
 
 class StreamProgress:
-    """The streams being served; :meth:`run` journals their progress."""
+    """The worker's streams being served; :meth:`run` journals their progress."""
 
     def __init__(self, sink: UsageSink, interval: float = PROGRESS_S) -> None:
         self.sink = sink
@@ -71,13 +78,26 @@ class StreamProgress:
         """Intents journaled again, in all (a test's observation)."""
 
     def watch(
-        self, ctx: RequestContext, race: Race, meters: Mapping[int, Meter], intents: list[int]
-    ) -> int:
+        self, ctx: RequestContext, race: Race, meters: Mapping[int, Meter], intents: list[int],
+        channel: trio.MemoryReceiveChannel[Any] | None = None,
+    ) -> int:  # fmt: skip
         """Keep a stream's progress journaled until :meth:`forget` (call it before its final
         records are journaled: no update after them)."""
         key = next(self._ids)
-        self._live[key] = _Live(ctx, race, meters, intents)
+        self._live[key] = _Live(ctx, race, meters, intents, channel)
         return key
+
+    def __len__(self) -> int:
+        """Streams being served."""
+        return len(self._live)
+
+    def buffered(self) -> int:
+        """Events waiting in the relay channels of the streams being served."""
+        return sum(
+            live.channel.statistics().current_buffer_used
+            for live in self._live.values()
+            if live.channel is not None
+        )
 
     def forget(self, key: int) -> None:
         self._live.pop(key, None)

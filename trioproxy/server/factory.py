@@ -222,7 +222,7 @@ def build_gateway(
         journaled.on_recovered = dead.hand
         gateway.services.add(NamedService("dead-reservations", dead.run, required=False))
         if role != "control":  # a running stream's provisional records kept up to date
-            progress = gateway.chat.progress.run
+            progress = gateway.progress.run
             gateway.services.add(NamedService("stream-progress", progress, required=False))
     if config_path is not None:
         source = ConfigFile(config_path, run_dir)
