@@ -19,6 +19,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import openai
 import orjson
 import pytest
 import trio
@@ -28,10 +29,12 @@ from tests.settings_factory import KEY
 from trioproxy.budget.periods import period_at
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import Settings
+from trioproxy.core.types import UsageReport
 from trioproxy.core.usage import MAX_TOKENS
 from trioproxy.ledger.factory import SQLITE_NAME
 from trioproxy.ledger.service import LedgerService
 from trioproxy.simulator.faults import Fault
+from trioproxy.upstream.meter import Meter
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 HI = [{"role": "user", "content": "Count the tokens of this, please."}]
@@ -273,49 +276,72 @@ async def test_a_verbatim_stream_with_odd_usage_ends_whole_and_is_billed_the_est
     assert recs[0].estimated and recs[0].output_tokens > 0 and recs[0].outcome == "served"
 
 
-async def test_a_decoded_stream_without_usage_tells_the_caller_what_it_is_billed(
-    nursery: trio.Nursery,
+@pytest.mark.parametrize("fault", [Fault(no_usage=True, tokens=12), Fault(usage="null", tokens=12)])
+async def test_an_answer_without_usage_tells_the_caller_what_it_is_billed(
+    nursery: trio.Nursery, fault: Fault
 ) -> None:
-    """An Anthropic caller on an OpenAI-wire provider whose counts are no counts (as a server
-    that ignores ``stream_options`` sends none): the ``message_delta`` carried
-    ``{"output_tokens": 0}`` and ``message_start`` 0 input, while the ledger billed the
-    gateway's estimate. The caller now reads the estimate the ledger bills."""
+    """An OpenAI-wire server that sends no counts (one that ignores ``stream_options``), or
+    counts that are no counts after the content: an Anthropic caller read input 0 / output 0
+    (a stream's ``message_delta``), a whole answer's caller 0 input and its text's estimate,
+    while the ledger billed the gateway's estimate. Every caller now reads what is billed."""
     from tests.settings_factory import chain_settings
 
-    odd = await start_simulator(nursery, Fault(usage="null", tokens=12))
-    g = await start_gateway(nursery, chain_settings([odd.url]))
+    sim = await start_simulator(nursery, fault)
+    g = await start_gateway(nursery, chain_settings([sim.url]))
 
-    def sdk() -> tuple[int, int]:
-        client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
-        with client.messages.stream(model="r", max_tokens=50, messages=HI) as s:  # type: ignore[arg-type]
-            usage = s.get_final_message().usage
-        return usage.input_tokens, usage.output_tokens
+    def sdks() -> list[tuple[int, int]]:
+        ant = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        with ant.messages.stream(model="r", max_tokens=50, messages=HI) as s:  # type: ignore[arg-type]
+            streamed = s.get_final_message().usage
+        read = [(streamed.input_tokens, streamed.output_tokens)]
+        if fault.no_usage:  # (counts that are no counts fail a whole answer: a 502)
+            whole = ant.messages.create(model="r", max_tokens=50, messages=HI).usage  # type: ignore[arg-type]
+            read.append((whole.input_tokens, whole.output_tokens))
+            oai = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+            same_wire = oai.chat.completions.create(model="r", messages=HI)  # type: ignore[arg-type]
+            assert same_wire.usage is None  # the provider's own body, relayed as it came
+        return read
 
-    read = await trio.to_thread.run_sync(sdk)
+    read = await trio.to_thread.run_sync(sdks)
     with trio.fail_after(30):
-        while not (recs := [x for x in g.sink.records if x.kind == "request"]):
+        while len(recs := [x for x in g.sink.records if x.kind == "request"]) < len(read):
             await trio.sleep(0.02)
-    assert recs[0].estimated and recs[0].outcome == "served"
-    assert read == (recs[0].input_tokens, recs[0].output_tokens) and read[0] > 0
-    assert read[1] == 12  # the simulator's 12 one-token pieces, as the estimator counts them
+    assert all(r.estimated and r.outcome == "served" for r in recs)
+    assert read == [(r.input_tokens, r.output_tokens) for r in recs[: len(read)]]
+    assert all(i > 0 and o == 12 for i, o in read), read  # 12 one-token pieces
 
 
-def test_a_null_input_count_up_front_is_malformed_not_zero() -> None:
-    """``message_start`` with ``"input_tokens": null`` was read as 0 input tokens, exact:
-    with the stream's last usage no usage either, the prompt was billed as nothing. A
-    ``message_start`` without a usage is no usage (the prompt's estimate), not malformed."""
+def test_an_input_count_said_late_or_never_is_not_zero() -> None:
+    """``message_start`` with ``"input_tokens": null`` was read as 0 input tokens, exact: with
+    the final usage no usage either, the prompt was billed as nothing. A server that counts
+    the prompt only in ``message_delta`` is billed that count; one that never counts it is no
+    usage (the gateway's estimate, and its warning); a usage that is not an object is no usage."""
     from trioproxy.core.types import SSEEvent
     from trioproxy.providers.anthropic import AnthropicStreamDecoder
 
-    def start(usage: object) -> tuple[Any, str | None]:
+    def run(start: object, delta: object) -> tuple[Any, Any, str | None]:
         decoder = AnthropicStreamDecoder()
-        message = {"id": "m1", "model": "x", "content": [], **({} if usage is None else usage)}
-        data = orjson.dumps({"type": "message_start", "message": message}).decode()
-        (event,) = decoder.feed(SSEEvent(data, "message_start"))
-        return event.usage, decoder.bad_usage
+        message = {"id": "m1", "model": "x", "content": [], **({} if start is None else start)}
+        events = decoder.feed(SSEEvent(orjson.dumps({"type": "message_start",
+                                                     "message": message}).decode()))  # fmt: skip
+        body = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": delta}
+        events += decoder.feed(SSEEvent(orjson.dumps(body).decode()))
+        reports = [e.usage for e in events if isinstance(e, UsageReport)]
+        return events[0].usage, reports[0] if reports else None, decoder.bad_usage
 
-    up_front, bad = start({"usage": {"input_tokens": None, "output_tokens": None}})
-    assert up_front is None and bad is not None and "input_tokens" in bad
-    assert start(None) == (None, None)
-    up_front, bad = start({"usage": {"input_tokens": 9, "output_tokens": 1}})
-    assert up_front.input_tokens == 9 and bad is None
+    nulls = {"usage": {"input_tokens": None, "output_tokens": None}}
+    up_front, total, bad = run(nulls, {"input_tokens": 9, "output_tokens": 3})
+    assert up_front is None and bad is None  # said late: billed exactly
+    assert (total.input_tokens, total.output_tokens, total.estimated) == (9, 3, False)
+    up_front, total, bad = run(nulls, {"output_tokens": None})
+    assert up_front is None and total is None and bad is not None
+    meter = Meter(received_any=True, output_estimate=3)
+    assert meter.final(16).input_tokens == 16  # the prompt's estimate, not 0
+    up_front, total, bad = run({"usage": {"output_tokens": 1}}, {"output_tokens": 3})
+    assert total is None and bad is not None and "input_tokens" in bad  # never said
+    up_front, total, bad = run({"usage": {"input_tokens": 9, "output_tokens": 1}},
+                               {"output_tokens": 3})  # fmt: skip
+    assert up_front.input_tokens == 9 and (total.input_tokens, total.output_tokens) == (9, 3)
+    assert run(None, {"input_tokens": 2, "output_tokens": 3})[1].input_tokens == 2
+    up_front, total, bad = run({"usage": "lots"}, {"input_tokens": 2, "output_tokens": 3})
+    assert up_front is None and bad is not None and "message_start" in bad

@@ -162,18 +162,15 @@ class AnthropicStreamDecoder(JsonEventDecoder):
         if kind == "message_start":
             message = data["message"]
             self._usage = {}
-            up_front = None
-            if raw := message.get("usage"):  # none: the prompt's estimate, unless one comes
-                merge_anthropic(self._usage, raw)
-                up_front = self.usage_or_none(_up_front, raw)
+            raw = message.get("usage")
+            up_front = None if raw is None else self.usage_or_none(self._up_front, raw)
             return [StreamStart(message["id"], message["model"], up_front)]
         if kind == "message_delta":
             out: list[StreamEvent] = []
             if (reason := data["delta"].get("stop_reason")) is not None:
                 out.append(StreamEnd(stop_reason(reason)))
-            if usage := data.get("usage"):
-                merge_anthropic(self._usage, usage)
-                if (total := self.usage_or_none(from_anthropic, self._usage)) is not None:
+            if (usage := data.get("usage")) is not None:
+                if (total := self.usage_or_none(self._total, usage)) is not None:
                     out.append(UsageReport(total))
             return out
         if kind == "message_stop":
@@ -183,15 +180,28 @@ class AnthropicStreamDecoder(JsonEventDecoder):
             raise ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
         return []
 
+    def _up_front(self, raw: Any) -> Usage | None:
+        """``message_start``'s usage: its input buckets (the output count comes later), once
+        it says its ``input_tokens``; a null or absent one is not said yet (servers that count
+        the prompt only at the end): it was taken as 0, exact, and the prompt billed as
+        nothing when the final usage was no usage either."""
+        _merged(self._usage, raw, "message_start")
+        if self._usage.get("input_tokens") is None:
+            return None
+        return from_anthropic(self._usage, output_required=False)
 
-def _up_front(raw: Any) -> Usage:
-    """``message_start``'s usage: its input buckets (the output count comes later). Its
-    ``input_tokens`` is required: a null one was taken as 0 and the prompt billed as
-    nothing when the stream's last usage was no usage either."""
+    def _total(self, raw: Any) -> Usage:
+        """The final usage: ``message_delta``'s counts over ``message_start``'s. Without an
+        input count from either it is no usage (the prompt's estimate is billed), not 0."""
+        _merged(self._usage, raw, "message_delta")
+        token_count(self._usage, "input_tokens", required=True)
+        return from_anthropic(self._usage)
+
+
+def _merged(acc: dict[str, Any], raw: Any, where: str) -> None:
     if not isinstance(raw, dict):
-        raise MalformedUsage(f"malformed message_start usage: {repr(raw)[:40]}")
-    token_count(raw, "input_tokens", required=True)
-    return from_anthropic(raw, output_required=False)
+        raise MalformedUsage(f"malformed {where} usage: {repr(raw)[:40]}")
+    merge_anthropic(acc, raw)
 
 
 __all__ = ["AnthropicAdapter", "AnthropicStreamDecoder"]

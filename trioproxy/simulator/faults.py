@@ -21,6 +21,9 @@ Keys (times in milliseconds):
 ``usage``        a JSON scalar sent instead of every token count of the answer's
                  usage (chat, embeddings, token counts): a misbehaving provider's
                  ``9223372036854775808``, ``-1``, ``1e30``, ``2.5``, ``"12"``, ``null``
+``no_usage``     the OpenAI wire sends no usage at all (no ``usage`` in a completion, no
+                 usage chunk whatever ``stream_options`` says), as OpenAI-compatible
+                 servers that ignore ``stream_options`` do; other wires are unchanged
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "tokens": _nonneg_int,
     "fail_first": _nonneg_int,
     "usage": _json_scalar,
+    "no_usage": _flag,
 }
 
 
@@ -103,6 +107,7 @@ class Fault:
     tokens: int | None = None
     fail_first: int | None = None
     usage: str | None = None
+    no_usage: bool | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Fault:

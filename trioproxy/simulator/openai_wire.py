@@ -130,7 +130,7 @@ class OpenAIWire:
                     }
                     for i in range(plan.choices)
                 ],
-                "usage": _usage(plan),
+                **({} if plan.no_usage else {"usage": _usage(plan)}),
                 "system_fingerprint": "fp_trioproxy_sim",
             }
         )

@@ -102,6 +102,8 @@ class Plan:
     """A JSON literal sent instead of every usage count (the ``usage`` fault)."""
     choices: int = 1
     """Answers in a non-stream completion (OpenAI's ``n``), billed each."""
+    no_usage: bool = False
+    """Send no usage where the wire allows it (the ``no_usage`` fault)."""
 
     @property
     def text(self) -> str:

@@ -298,6 +298,8 @@ class Simulator:
         )
         if fault.usage is not None:
             plan = dataclasses.replace(plan, odd_usage=fault.usage)
+        if fault.no_usage:
+            plan = dataclasses.replace(plan, no_usage=True, include_usage=False)
         if intent.stream:
             return await send_stream(conn, ex, wire, plan, fault, headers)
         return await send_completion(conn, ex, wire, plan, fault, headers)

@@ -202,6 +202,8 @@ class AttemptRunner:
                 adapter.error_message, MAX_RESPONSE_BYTES,
             )  # fmt: skip
             completion = _completion(body, adapter, meter)
+            if completion.usage.estimated:  # the caller reads what the ledger bills
+                completion = replace(completion, usage=meter.final(self.prompt_estimate))
             if claim(attempt):
                 await self.out.send(Won(attempt, completion))
             return
@@ -343,7 +345,7 @@ class AttemptRunner:
             meter.observe(event)
             await self.out.send(event)
             self.ended = meter.finish is not None
-            if self.on_progress is not None:
+            if self.on_progress is not None and not self.ended:  # after the finish: no cut
                 failure = await _checked(self.on_progress, attempt, meter)
                 if failure is not None:
                     return failure
@@ -400,7 +402,7 @@ class AttemptRunner:
                         else:  # metered event by event: the crossing one is the last
                             for got in tap.feed_events(chunk):
                                 await self._forward(got, tap, meter, write, watch)
-                                if got.forward and not tap.done:
+                                if got.forward and not self.ended:  # after the finish: no cut
                                     watch.writing = True
                                     failure = await _checked(progress, attempt, meter)
                                     watch.writing = False
