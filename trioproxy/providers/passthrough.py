@@ -28,8 +28,9 @@ upstream), as the decoding path leaves it out. A usage whose counts are no count
 (:class:`~trioproxy.core.usage.MalformedUsage`) is not forwarded either, as the decoding
 path ends a stream without one: an OpenAI usage-only chunk is left out, another event
 loses its ``usage`` (an Anthropic ``message_delta``, which must carry one, says
-``{"output_tokens": 0}`` as the decoding path's encoder does); :attr:`PassthroughTap.bad_usage`
-says why.
+``{"output_tokens": 0}``; the decoding path's caller reads the gateway's estimate there, which
+the ledger bills: a known difference, for a provider whose final counts are no counts);
+:attr:`PassthroughTap.bad_usage` says why.
 """
 
 from __future__ import annotations
