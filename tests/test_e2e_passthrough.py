@@ -18,8 +18,8 @@ import trio
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.settings_factory import KEY, capped_settings, chain_settings
 from trioproxy.config import hash_key, parse_settings
-from trioproxy.simulator.anthropic_wire import THINKING_TEXT
 from trioproxy.simulator.faults import Fault
+from trioproxy.simulator.plan import answer_pieces
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 MSGS = [{"role": "user", "content": "hello there"}]
@@ -191,19 +191,34 @@ async def test_thinking_blocks_reach_the_caller_on_a_capped_route(
     assert [b.type for b in whole] == ["thinking", "text"]
     blocks = await trio.to_thread.run_sync(sdk)
     assert [b.type for b in blocks] == ["thinking", "text"]
-    assert blocks[0].thinking == THINKING_TEXT and blocks[0].signature.startswith("sig_")
+    thought = "".join(answer_pieces("thinking", 20))  # 2 thinking tokens per answer token
+    assert blocks[0].thinking == thought and blocks[0].signature.startswith("sig_")
     with trio.fail_after(30):  # a request's record follows its response
         while len(records := [r for r in g.sink.records if r.kind == "request"]) < 2:
             await trio.sleep(0.01)
     assert [r.output_tokens for r in records] == [30, 30]  # 10 + 2 x 10 of thinking
     assert not any(r.estimated for r in records)
-    # a long answer still meets the budget (a fresh one): cut by the team's limit, mid-stream
-    sim.sim.default_fault = Fault(tokens=200)
-    fresh = await start_gateway(
-        nursery, capped_settings(sim.url, tempfile.mkdtemp(prefix="tp-pt-"), kind="anthropic")
-    )
+
+
+async def test_a_long_thinking_phase_meets_the_budget(
+    nursery: trio.Nursery, tmp_path: object
+) -> None:
+    """Claude's thinking is billed as output but carried by no canonical event: a capped
+    reservation did not grow with it, so a long thinking phase ran past the team's budget
+    unchecked (and a stream cut later was billed without it). The decoders now count it
+    (``hidden_tokens``): the stream ends in its thinking, with the budget's error, billed
+    within the budget (the reservation holds the prompt's worst case and the output so far)."""
+    sim = await start_simulator(nursery, Fault(tokens=100, chunk_ms=1))  # 200 thinking tokens
+    g = await start_gateway(nursery, capped_settings(sim.url, str(tmp_path), kind="anthropic"))
+    thinking = {"type": "enabled", "budget_tokens": 1024}
     body = {"model": "r", "messages": MSGS, "max_tokens": 4096, "thinking": thinking}
-    text = await stream_text(fresh.url, "/v1/messages", body)
-    assert '"thinking_delta"' in text and '"signature_delta"' in text
+    text = await stream_text(g.url, "/v1/messages", body)
     last = text.rsplit("event: ", 1)[-1]
-    assert last.startswith("error") and "daily budget" in last and "message_stop" not in text
+    assert last.startswith("error") and "daily budget" in last, last
+    assert '"thinking_delta"' in text and '"text_delta"' not in text  # cut while thinking
+    with trio.fail_after(30):
+        while not (records := [r for r in g.sink.records if r.kind == "request"]):
+            await trio.sleep(0.01)
+    # $1,000 per 1M tokens: $0.05 is 50 tokens; one event past at most
+    assert records[0].estimated and 0 < records[0].output_tokens < 50
+    assert records[0].cost_micros <= 50_000 + 1_000

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from trioproxy.core.tokens import answer_cap
+from trioproxy.core.tokens import answer_cap, estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
@@ -136,6 +136,9 @@ class AnthropicStreamDecoder(JsonEventDecoder):
             delta = data["delta"]
             if delta["type"] == "text_delta":
                 return [TextDelta(delta["text"])] if delta["text"] else []
+            if delta["type"] == "thinking_delta":  # not relayed across wires; billed as output
+                self._hidden += estimate_tokens(delta["thinking"])
+                return []
             if delta["type"] == "input_json_delta" and data["index"] in self._tools:
                 if not (partial := delta["partial_json"]):
                     return []

@@ -66,6 +66,12 @@ class StreamDecoder(Protocol):
         went on without it: :meth:`JsonEventDecoder.usage_or_none`)."""
         ...
 
+    @property
+    def hidden_tokens(self) -> int:
+        """Estimated output tokens of what no canonical event carries (Claude's thinking):
+        billed as output, metered along the stream (a capped reservation grows with them)."""
+        ...
+
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         """Decode one upstream event; raises ``ValueError`` on garbage."""
         ...
@@ -148,6 +154,11 @@ class JsonEventDecoder:
         self.bad_usages = 0
         """Events whose usage was skipped as malformed (the first one's reason:
         :attr:`bad_usage`)."""
+        self._hidden = 0
+
+    @property
+    def hidden_tokens(self) -> int:
+        return self._hidden
 
     @property
     def done(self) -> bool:

@@ -127,9 +127,10 @@ class PassthroughTap:
         return data
 
     def output_tokens(self) -> int:
-        """Estimated tokens of every plain content event forwarded so far."""
+        """Estimated tokens of every plain content event forwarded so far, and of the thinking
+        among the events decoded (:attr:`~trioproxy.providers.base.StreamDecoder.hidden_tokens`)."""
         self._count_pending()
-        return self._counted
+        return self._counted + self._decoder.hidden_tokens
 
     def feed_plain(self, data: bytes) -> bool:
         """The usual read, exactly one plain content event and nothing carried over: kept

@@ -4,9 +4,10 @@ Streams are ``event: <type>\\ndata: <json>\\n\\n`` events in Anthropic's order:
 ``message_start`` (input tokens, output 1), ``content_block_start``, ``ping``,
 one ``content_block_delta`` per token, ``content_block_stop``,
 ``message_delta`` (stop reason, cumulative output tokens), ``message_stop``.
-With ``thinking`` enabled, a thinking block comes first (index 0: its text, then its
-signature), billed as :data:`~.plan.REASONING_PER_TOKEN` output tokens per visible one
-as a reasoning model's hidden tokens are, and the answer's block is index 1.
+With ``thinking`` enabled, a thinking block comes first (index 0: one ``thinking_delta`` per
+thinking token, paced as content chunks are, then its signature), :data:`~.plan.
+REASONING_PER_TOKEN` thinking tokens per visible one, billed as output, and the answer's
+block is index 1.
 The ``system`` prompt counts as one more message for input tokens. ``usage`` splits the
 prompt into uncached input, cache reads and 5-minute / 1-hour cache writes
 (:mod:`.prompt_cache`).
@@ -30,6 +31,7 @@ from trioproxy.simulator.plan import (
     first_property,
     last_user_text,
     odd_counts,
+    thinking_pieces,
     wants_tool,
 )
 from trioproxy.simulator.prompt_cache import anthropic_prompt
@@ -47,8 +49,6 @@ _ERROR_TYPES: dict[int, str] = {
     529: "overloaded_error",
 }
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-THINKING_TEXT = "Let me think this through."
-"""The thinking block's text (its billed tokens are the plan's reasoning tokens)."""
 
 
 def _thinks(body: Mapping[str, Any]) -> bool:
@@ -133,7 +133,8 @@ class AnthropicWire:
     def _thinking(plan: Plan) -> list[dict[str, Any]]:
         if not plan.reasoning_tokens:
             return []
-        return [{"type": "thinking", "thinking": THINKING_TEXT, "signature": _signature(plan)}]
+        text = "".join(thinking_pieces(plan))
+        return [{"type": "thinking", "thinking": text, "signature": _signature(plan)}]
 
     def completion(self, plan: Plan) -> bytes:
         return orjson.dumps(
@@ -160,38 +161,34 @@ class AnthropicWire:
             "stop_sequence": None,
             "usage": _usage(plan, 1),
         }
+        head = _event("message_start", {"type": "message_start", "message": message})
+        if plan.reasoning_tokens:  # the answer's block starts after the thinking (prelude)
+            return head
+        return head + self._block_start(plan)
+
+    def _block_start(self, plan: Plan) -> bytes:
         block = self._content(plan)
         if plan.tool_name is None:
             block["text"] = ""
         else:
             block["input"] = {}
-        index = _index(plan)
-        return (
-            _event("message_start", {"type": "message_start", "message": message})
-            + (self._thinking_events(plan) if index else b"")
-            + _event(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-            + b'event: ping\ndata: {"type": "ping"}\n\n'
-        )
+        start = {"type": "content_block_start", "index": _index(plan), "content_block": block}
+        return _event("content_block_start", start) + b'event: ping\ndata: {"type": "ping"}\n\n'
 
-    @staticmethod
-    def _thinking_events(plan: Plan) -> bytes:
+    def stream_prelude(self, plan: Plan) -> list[bytes]:
+        if not plan.reasoning_tokens:
+            return []
         start = {"type": "thinking", "thinking": "", "signature": ""}
-        deltas = (
-            {"type": "thinking_delta", "thinking": THINKING_TEXT},
-            {"type": "signature_delta", "signature": _signature(plan)},
-        )
-        return (
+        deltas = [{"type": "thinking_delta", "thinking": piece} for piece in thinking_pieces(plan)]
+        deltas.append({"type": "signature_delta", "signature": _signature(plan)})
+        return [
             _event("content_block_start",
-                   {"type": "content_block_start", "index": 0, "content_block": start})
-            + b"".join(
-                _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
-                for d in deltas
-            )
-            + _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        )  # fmt: skip
+                   {"type": "content_block_start", "index": 0, "content_block": start}),
+            *(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+              for d in deltas),
+            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            + self._block_start(plan),
+        ]  # fmt: skip
 
     def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
         kind, field = (

@@ -174,6 +174,9 @@ class OpenAIWire:
 
         return encode
 
+    def stream_prelude(self, plan: Plan) -> list[bytes]:
+        return []
+
     def stream_tail(self, plan: Plan) -> bytes:
         tail = self._prefix(plan) + b"{}" + self._suffix(plan, plan.finish)
         if plan.include_usage:

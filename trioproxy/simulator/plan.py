@@ -140,6 +140,10 @@ class Wire(Protocol):
 
     def stream_head(self, plan: Plan) -> bytes: ...
 
+    def stream_prelude(self, plan: Plan) -> list[bytes]:
+        """Events written one per chunk, paced as content is, before it (Claude's thinking)."""
+        ...
+
     def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
         """A fast encoder of one content piece into one SSE event."""
         ...
@@ -165,6 +169,11 @@ def answer_pieces(seed_text: str, n_tokens: int) -> tuple[str, ...]:
         pieces.append(word if i == 0 else " " + word)
         sentence += 1
     return tuple(pieces)
+
+
+def thinking_pieces(plan: Plan) -> tuple[str, ...]:
+    """A plan's thinking, one estimator token a piece (its reasoning tokens)."""
+    return answer_pieces("thinking", plan.reasoning_tokens)
 
 
 def tool_arguments(seed_text: str, key: str) -> str:
@@ -281,4 +290,5 @@ __all__ = [
     "answer_pieces",
     "make_plan",
     "odd_counts",
+    "thinking_pieces",
 ]

@@ -101,6 +101,10 @@ async def send_stream(
     await _write(conn, wire.stream_head(plan), drip_s)
     if plan.head_tokens:
         ex.delivered(plan.head_tokens)
+    for event in wire.stream_prelude(plan):  # (Claude's thinking: billed, not "delivered")
+        if chunk_s:
+            await trio.sleep(chunk_s)
+        await _write(conn, event, drip_s)
     encode = wire.chunk_encoder(plan)
     if drip_s is None and not chunk_s and reset_after is None:
         for piece in plan.pieces:  # the hot path: no faults in between

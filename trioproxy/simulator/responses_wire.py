@@ -181,6 +181,9 @@ class ResponsesWire:
 
         return encode
 
+    def stream_prelude(self, plan: Plan) -> list[bytes]:
+        return []
+
     def stream_tail(self, plan: Plan) -> bytes:
         seq, (item_id, _) = itertools.count(_head_events(plan) + len(plan.pieces)), _ids(plan)
         text = plan.text

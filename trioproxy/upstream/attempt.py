@@ -218,6 +218,8 @@ class AttemptRunner:
             meter.deferred = tap.output_tokens
         async with AsyncExitStack() as stack:
             decoder = adapter.new_stream_decoder()
+            if tap is None:  # (the tap counts its own decoder's)
+                meter.deferred = lambda: decoder.hidden_tokens
             parser = SSEParser()
             resp = await open_response(
                 stack, self.transport, provider, upreq, t, self.fallback_statuses,

@@ -39,7 +39,8 @@ class Meter:
     the estimate, as when a stream reports no usage."""
     deferred: Callable[[], int] | None = None
     """More estimated output tokens, counted only when asked (a passthrough stream's
-    content events: :meth:`~trioproxy.providers.passthrough.PassthroughTap.output_tokens`)."""
+    content events: :meth:`~trioproxy.providers.passthrough.PassthroughTap.output_tokens`;
+    the thinking a decoder saw: ``StreamDecoder.hidden_tokens``)."""
 
     def observe(self, event: StreamEvent) -> None:
         if isinstance(event, TextDelta):
