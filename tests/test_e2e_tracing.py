@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -130,6 +131,36 @@ async def test_prompt_logging_puts_messages_on_the_request_span(
     assert orjson.loads(r["gen_ai.input.messages"]) == [{"role": "user", "content": SECRET}]
     (message,) = orjson.loads(r["gen_ai.output.messages"])
     assert message["parts"][0]["content"] == text and message["finish_reason"] == "stop"
+
+
+async def test_prompt_logging_leaves_thinking_blocks_in_the_answer(
+    nursery: trio.Nursery, exporter: InMemorySpanExporter
+) -> None:
+    """Logging prompts had every stream decoded (to keep its answer for the span), which
+    dropped Claude's thinking blocks and signatures from the caller's stream: observability
+    changed the answer. A request whose answer the collector cannot hold whole (thinking,
+    n > 1, log probabilities) is relayed as it came, its span without the answer."""
+    sim = await start_simulator(nursery, Fault(tokens=5))
+    g = await start_gateway(
+        nursery, chain_settings([sim.url], kinds=["anthropic"]),
+        tracing=tracing(exporter, log_prompts=True),
+    )  # fmt: skip
+
+    def call() -> list[str]:
+        client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        with client.messages.stream(
+            model="r",
+            max_tokens=2048,
+            messages=[{"role": "user", "content": SECRET}],
+            thinking=thinking,
+        ) as s:  # type: ignore[arg-type]
+            return [b.type for b in s.get_final_message().content]
+
+    assert await trio.to_thread.run_sync(call) == ["thinking", "text"]
+    request = next(s for s in await spans(exporter, 2) if s.kind is SpanKind.SERVER)
+    assert "gen_ai.input.messages" in attrs(request)
+    assert "gen_ai.output.messages" not in attrs(request)
 
 
 async def test_embeddings_are_traced(nursery: trio.Nursery, exporter: InMemorySpanExporter) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from trioproxy.cache.keys import holds_one_answer
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.core import endpoints
 from trioproxy.core.answer import StreamCollector, replay_events
@@ -189,7 +190,10 @@ class ChatHandler(Endpoint):
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, ctx.prompt_bound)
         delivery = Delivery(end_written=lambda: runner.end_written)
-        keep = ctx.cache_plan is not None or (trace is not None and trace.log_prompts)
+        # a trace logs the answer when an entry could hold it whole (it is decoded to be kept:
+        # thinking blocks, n > 1 and log probabilities would be dropped from the caller's)
+        logged = trace is not None and trace.log_prompts and holds_one_answer(req)
+        keep = ctx.cache_plan is not None or logged
         collector = StreamCollector() if keep and req.stream else None
         # same-wire streams go through verbatim unless the cache needs every event decoded
         runner.passthrough = collector is None
