@@ -251,3 +251,35 @@ def test_a_spaced_usage_chunk_is_dropped_when_the_caller_did_not_ask() -> None:
     forward, _, events = tap_all(tap, [data])
     assert b'"usage": {' not in forward and forward.endswith(b"data: [DONE]\n\n")
     assert any(isinstance(e, UsageReport) for e in events)  # still metered
+
+
+def test_streamed_reasoning_of_compatible_servers_is_metered_on_both_paths() -> None:
+    """OpenAI-compatible servers (DeepSeek, vLLM, Ollama) stream a reasoning model's thinking
+    as ``reasoning_content`` (or ``reasoning``) deltas, billed as output. Neither path counted
+    it: a stream without usage, or cut by a capped reservation, was billed as if there were
+    none. Both count it now, the same."""
+    from trioproxy.core.tokens import estimate_tokens
+
+    def chunk(delta: dict[str, object]) -> bytes:
+        body = {"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}  # fmt: skip
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    thoughts = ["Let me see", " what the user", " wants here"]
+    data = (
+        chunk({"role": "assistant", "content": ""})
+        + b"".join(chunk({"reasoning_content": t}) for t in thoughts)
+        + chunk({"reasoning": " and then"})
+        + chunk({"content": "Hello there"})
+        + b"data: [DONE]\n\n"
+    )
+    expected = sum(estimate_tokens(t) for t in [*thoughts, " and then"])
+    reference, _ = decoded_meter("openai", data)
+    decoder = adapter_for("openai").new_stream_decoder()
+    for sse in SSEParser().feed(data):
+        decoder.feed(sse)
+    assert decoder.hidden_tokens == expected > 0
+    assert reference.output_estimate == estimate_tokens("Hello there")
+    tap = PassthroughTap("openai", include_usage=True)
+    forward, tokens, _ = tap_all(tap, splits(data, 1))
+    assert forward == data and tokens == expected + reference.output_estimate

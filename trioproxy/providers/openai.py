@@ -129,6 +129,19 @@ class OpenAIAdapter(JsonAdapter):
         return OpenAIStreamDecoder()
 
 
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+"""Where OpenAI-compatible servers (DeepSeek, vLLM, Ollama...) stream a reasoning model's
+thinking in a chunk's delta: billed as output, counted along the stream."""
+
+
+def reasoning_of(delta: Any) -> str | None:
+    """A chunk delta's streamed reasoning text, if any."""
+    for name in REASONING_FIELDS:
+        if isinstance(text := delta.get(name), str) and text:
+            return text
+    return None
+
+
 class OpenAIStreamDecoder(JsonEventDecoder):
     """``chat.completion.chunk`` events to canonical events.
 
@@ -176,6 +189,8 @@ class OpenAIStreamDecoder(JsonEventDecoder):
         delta = choice.get("delta") or {}
         if text := delta.get("content"):
             out.append(TextDelta(text))
+        if (thought := reasoning_of(delta)) is not None:  # not relayed; billed as output
+            self._hidden += estimate_tokens(thought)
         if (refusal := delta.get("refusal")) and isinstance(refusal, str):
             self._refused = True
             out.append(TextDelta(refusal))

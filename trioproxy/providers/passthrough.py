@@ -47,7 +47,7 @@ from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import Dialect, StreamEvent, UsageReport
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
-from trioproxy.providers.openai import OpenAIStreamDecoder
+from trioproxy.providers.openai import OpenAIStreamDecoder, reasoning_of
 
 _OPENAI_DATA = b"data: {"
 _ANTHROPIC_TEXT = b'event: content_block_delta\ndata: {"type":"content_block_delta"'
@@ -323,14 +323,20 @@ def _anthropic_tokens(data: Any) -> int:
 
 
 def _openai_tokens(chunk: Any) -> int:
-    """Tokens of choice 0's content delta (what the decoder would meter)."""
+    """Tokens of choice 0's content delta and streamed reasoning (what the decoder would
+    meter)."""
     if not isinstance(chunk, dict):
         raise ValueError("expected a JSON object")
     tokens = 0
     try:
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) == 0 and (text := (choice.get("delta") or {}).get("content")):
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if text := delta.get("content"):
                 tokens += estimate_tokens(text)
+            if (thought := reasoning_of(delta)) is not None:
+                tokens += estimate_tokens(thought)
     except (AttributeError, TypeError) as exc:
         raise ValueError(f"malformed chunk: {exc!r}") from None
     return tokens
