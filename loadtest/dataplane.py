@@ -98,27 +98,44 @@ def start_relay(kind: str, commit: str, wd: Path, sim: common.Server,
                         if kind == "floor" else "/healthz")  # fmt: skip
 
 
+def strace_counts(text: str) -> dict[str, int]:
+    """``strace -c`` summary: syscall -> calls (its "total" line left out)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][:1].isdigit() and parts[-1] != "total":
+            out[parts[-1]] = int(parts[3])
+    return out
+
+
 def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: float,
-               profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
+               profile: Path | None = None, strace: Path | None = None) -> dict[str, Any]:  # fmt: skip
     env = Environment(relay.port, users, spawn_rate=1000.0, run_time=seconds,
                       user_classes=[BenchStream])  # fmt: skip
-    spy = None
-    if profile is not None:  # py-spy from 2 s in (after the ramp) to the end of the run
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        pid = common.data_plane_pid(relay.pgid)  # not the busiest at start: the control plane
-        argv = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100",
-                "--duration", str(int(seconds - 3)), "--format", "raw", "--output", str(profile)]  # fmt: skip
+    spy = tracer = None
+    pid = common.data_plane_pid(relay.pgid)  # not the busiest at start: the control plane
+    window = int(seconds - 3)  # from 2 s in (after the ramp) to a second before the end
     with common.Meter({"gateway": relay.pgid, "sim": sim.pgid}, sample_s=0.5,
                       by_role=["gateway"]) as meter:  # fmt: skip
         if profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            argv = [str(common.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate",
+                    "100", "--duration", str(window), "--format", "raw", "--output",
+                    str(profile)]  # fmt: skip
             spy = subprocess.Popen(["bash", "-c", f"sleep 2; exec {' '.join(argv)}"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        if strace is not None:  # the data plane's syscalls over the same window
+            strace.parent.mkdir(parents=True, exist_ok=True)
+            cmd = f"sleep 2; exec timeout -s INT {window} strace -c -f -o {strace} -p {pid}"
+            tracer = subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)  # fmt: skip
         trio.run(lambda: env.run(quiet=True))
-    if spy is not None:
-        spy.wait(timeout=60)
+    for proc in (spy, tracer):
+        if proc is not None:
+            proc.wait(timeout=60)
     t = env.totals()
     cpu = meter.cpu["gateway"]
-    return {
+    row = {
         "load": f"{users} streams", "per_s": t["done_in_window"] / seconds,
         "cpu_us_per_event": 1e6 * cpu / max(1, t["events"]), "ttft_p50_ms": t["ttft_p50_ms"],
         "ttft_p99_ms": t["ttft_p99_ms"], "broken": t["broken"], "failures": t["failures"], "errors": t.get("errors", {}),
@@ -127,6 +144,13 @@ def stream_row(relay: common.Server, sim: common.Server, users: int, seconds: fl
         "client_cpu_s": meter.cpu["client"], "sim_cpu_s": meter.cpu["sim"],
         "busy_pct": meter.busy_pct, "foreign_pct": meter.foreign_pct,
     }  # fmt: skip
+    if strace is not None and strace.exists():  # per event: the window's share of the events
+        events = max(1.0, t["events"] * window / seconds)
+        row["syscalls_per_event"] = {
+            name: round(n / events, 3)
+            for name, n in sorted(strace_counts(strace.read_text()).items(), key=lambda kv: -kv[1])
+        }
+    return row
 
 
 def by_part(meter: common.Meter, events: int) -> dict[str, float]:
@@ -176,6 +200,10 @@ def main() -> None:
     p.add_argument("--queue-max", type=int, default=80)
     p.add_argument("--queue-timeout-s", type=float, default=0.5)
     p.add_argument("--json", default=None)
+    p.add_argument("--strace", type=Path, default=None,
+                   help="strace -c each relay's data plane during each stream load; write "
+                   "DIR/<relay>-<users>.strace and print syscalls per event (strace slows "
+                   "the relay: read the counts, not that row's CPU)")  # fmt: skip
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy the new path during its first stream load; write DIR/profile.*")  # fmt: skip
     args = p.parse_args()
@@ -202,9 +230,9 @@ def main() -> None:
                 for n, users in enumerate(args.streams):
                     spy = args.profile / "profile.collapsed" if (
                         args.profile and kind == "new" and n == 0) else None  # fmt: skip
-                    rows.append(
-                        {"relay": label, **stream_row(relay, sim, users, args.seconds, spy)}
-                    )
+                    traced = args.strace / f"{kind}-{users}.strace" if args.strace else None
+                    rows.append({"relay": label,
+                                 **stream_row(relay, sim, users, args.seconds, spy, traced)})  # fmt: skip
                     print(rows[-1], flush=True)
                     if spy is not None and spy.exists():
                         from overhead import summarize_profile
