@@ -295,3 +295,55 @@ async def test_openai_sdk_responses_stream_helper_accumulates_the_events(
     text, tool = await trio.to_thread.run_sync(call)
     assert text.status == "completed" and text.output_text
     assert tool.output[0].type == "function_call" and orjson.loads(tool.output[0].arguments)
+
+
+async def test_a_streamed_reasoning_item_reaches_the_responses_caller(
+    nursery: trio.Nursery,
+) -> None:
+    """A reasoning model's reasoning item (its summary, and the ``encrypted_content`` a
+    stateless caller passes back with its next turn) was dropped from a streamed answer: the
+    stream is decoded into canonical events, which had no place for it. It is carried whole
+    (``OutputItem``), in the stream and in the final response, before the message, as the
+    whole answer (relayed verbatim) always had it."""
+    from trioproxy.config import hash_key, parse_settings
+
+    sim = await start_simulator(nursery, Fault(tokens=6))
+    settings = parse_settings(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": sim.url, "api_key_env": "K"}},
+            "models": {
+                "m": {
+                    "provider": "p",
+                    "deployment": "gpt-5-mini",
+                    "input_per_mtok": 1,
+                    "output_per_mtok": 1,
+                }
+            },
+            "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
+            "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t", "user": "u"}],
+        },
+        env={"K": "x"},
+    )
+    g = await start_gateway(nursery, settings)
+    ask = {"model": "r", "input": "Think, then say hi.",
+           "include": ["reasoning.encrypted_content"]}  # fmt: skip
+
+    def call() -> tuple[list[Any], list[Any], list[Any]]:
+        client = oai(g.url)
+        whole = client.responses.create(**ask).output  # type: ignore[call-overload]
+        kinds, final = [], None
+        for event in client.responses.create(**ask, stream=True):  # type: ignore[call-overload]
+            if event.type == "response.output_item.done":
+                kinds.append(event.item.type)
+            if event.type == "response.completed":
+                final = event.response
+        assert final is not None
+        return whole, kinds, final.output
+
+    whole, done, final = await trio.to_thread.run_sync(call)
+    assert [i.type for i in whole] == ["reasoning", "message"]
+    assert done == ["reasoning", "message"] and [i.type for i in final] == done
+    assert whole[0].encrypted_content.startswith("enc_")  # asked for: passed back next turn
+    assert final[0].encrypted_content.startswith("enc_")
+    assert final[0].summary[0].text == whole[0].summary[0].text
+    assert final[1].content[0].text == whole[1].content[0].text

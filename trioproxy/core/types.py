@@ -169,7 +169,17 @@ class UsageReport:
     usage: Usage
 
 
-StreamEvent = StreamStart | TextDelta | ToolCallDelta | StreamEnd | UsageReport
+@dataclass(frozen=True, slots=True)
+class OutputItem:
+    """A finished output item of the Responses wire that no other event carries (a reasoning
+    item: its summary and, when asked for, its ``encrypted_content``, which a stateless caller
+    passes back with the next turn), relayed whole to a Responses caller; other callers'
+    encoders, the meter and the cache's collector pass it by."""
+
+    item: dict[str, Any] = field(compare=False)
+
+
+StreamEvent = StreamStart | TextDelta | ToolCallDelta | StreamEnd | UsageReport | OutputItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +195,7 @@ __all__ = [
     "Completion",
     "Dialect",
     "FinishReason",
+    "OutputItem",
     "Priority",
     "SSEEvent",
     "StreamEnd",

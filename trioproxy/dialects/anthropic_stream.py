@@ -23,6 +23,7 @@ import orjson
 from trioproxy.core.types import (
     ChatRequest,
     FinishReason,
+    OutputItem,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -110,6 +111,8 @@ class AnthropicStreamEncoder:
             self._finish = event.finish_reason
             out = self._close_block()
             return out + self._message_delta() if self._usage is not None else out
+        if isinstance(event, OutputItem):  # the Responses wire's own: no messages form
+            return b""
         self._usage = event.usage
         return self._message_delta() if self._finish is not None else b""
 

@@ -16,6 +16,7 @@ from trioproxy.core.types import (
     ChatRequest,
     Completion,
     Dialect,
+    OutputItem,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -159,6 +160,8 @@ class OpenAIStreamEncoder:
             self._ended = True
             out = self._choice(b"{}", orjson.dumps(event.finish_reason))
             return out + self._flush_usage()
+        if isinstance(event, OutputItem):  # the Responses wire's own: no chat form
+            return b""
         self._usage = event.usage
         return self._flush_usage() if self._ended else b""
 

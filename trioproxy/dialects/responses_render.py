@@ -28,6 +28,7 @@ from trioproxy.core.types import (
     Completion,
     Dialect,
     FinishReason,
+    OutputItem,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -272,6 +273,14 @@ class ResponsesStreamEncoder:
         if isinstance(event, StreamEnd):
             self._finish = event.finish_reason
             return b""
+        if isinstance(event, OutputItem):  # a reasoning item, whole: added, then done
+            out = self._start() + self._close_text("completed") + self._close_calls("completed")
+            index = len(self._output)
+            self._output.append(event.item)
+            return out + (
+                self._event("response.output_item.added", output_index=index, item=event.item)
+                + self._event("response.output_item.done", output_index=index, item=event.item)
+            )
         self._usage = event.usage
         return b""
 

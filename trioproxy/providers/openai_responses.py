@@ -17,6 +17,7 @@ from trioproxy.core.types import (
     Completion,
     Dialect,
     FinishReason,
+    OutputItem,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -127,6 +128,8 @@ class ResponsesStreamDecoder(JsonEventDecoder):
             if index is None or not data["delta"]:
                 return []
             return [ToolCallDelta(index, None, None, data["delta"])]
+        if kind == "response.output_item.done" and data["item"]["type"] == "reasoning":
+            return [OutputItem(data["item"])]
         if kind == "response.output_item.added" and data["item"]["type"] == "function_call":
             item = data["item"]
             index = self._calls[item["id"]] = len(self._calls)

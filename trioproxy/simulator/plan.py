@@ -74,6 +74,8 @@ class Intent:
     """A reasoning model: hidden reasoning tokens are billed as output."""
     choices: int = 1
     """OpenAI's ``n``: how many answers (non-stream; each the same text)."""
+    encrypted_reasoning: bool = False
+    """The Responses wire's ``include`` asks for ``reasoning.encrypted_content``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ class Plan:
     """Answers in a non-stream completion (OpenAI's ``n``), billed each."""
     no_usage: bool = False
     """Send no usage where the wire allows it (the ``no_usage`` fault)."""
+    encrypted_reasoning: bool = False
+    """A reasoning item carries its ``encrypted_content`` (Responses wire)."""
 
     @property
     def text(self) -> str:
@@ -260,7 +264,10 @@ def make_plan(
             intent.include_usage, cache=cache,
         )  # fmt: skip
     if intent.reasoning:
-        plan = dataclasses.replace(plan, reasoning_tokens=REASONING_PER_TOKEN * plan.output_tokens)
+        plan = dataclasses.replace(
+            plan, reasoning_tokens=REASONING_PER_TOKEN * plan.output_tokens,
+            encrypted_reasoning=intent.encrypted_reasoning,
+        )  # fmt: skip
     if intent.choices != 1:
         plan = dataclasses.replace(plan, choices=intent.choices)
     return plan

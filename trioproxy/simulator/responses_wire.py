@@ -21,6 +21,7 @@ import orjson
 from trioproxy.core.tokens import content_text, prompt_tokens
 from trioproxy.simulator.openai_wire import OPENAI
 from trioproxy.simulator.plan import (
+    REASONING_MODEL,
     BadRequest,
     Intent,
     Plan,
@@ -110,7 +111,23 @@ def _response(plan: Plan, status: str, output: list[dict[str, Any]]) -> dict[str
 
 def _head_events(plan: Plan) -> int:
     """Events before the first delta: sequence numbers follow from the plan alone."""
-    return 3 if plan.tool_name is not None else 4
+    return (3 if plan.tool_name is not None else 4) + (2 if plan.reasoning_tokens else 0)
+
+
+def _at(plan: Plan) -> int:
+    """The answer item's ``output_index``: after the reasoning item, if any."""
+    return 1 if plan.reasoning_tokens else 0
+
+
+def _reasoning(plan: Plan) -> list[dict[str, Any]]:
+    """A reasoning model's reasoning item (before the answer's): its summary, and its
+    ``encrypted_content`` when the request's ``include`` asks for it (else null)."""
+    if not plan.reasoning_tokens:
+        return []
+    encrypted = "enc_" + plan.id[-24:] if plan.encrypted_reasoning else None
+    summary = [{"type": "summary_text", "text": "Thought it over."}]
+    return [{"type": "reasoning", "id": "rs_" + plan.id[-24:], "summary": summary,
+             "encrypted_content": encrypted}]  # fmt: skip
 
 
 def _event(kind: str, seq: int, **fields: Any) -> bytes:
@@ -136,9 +153,11 @@ class ResponsesWire:
         tool = None
         if body.get("tool_choice") != "none":
             tool = wants_tool(messages, body.get("tools"), _tool_name_and_key)
+        include = body.get("include")
+        encrypted = isinstance(include, list) and "reasoning.encrypted_content" in include
         return Intent(
             model, prompt_tokens(counted), last_user_text(messages), max_tokens, stream, stream,
-            tool,
+            tool, reasoning=bool(REASONING_MODEL.match(model)), encrypted_reasoning=encrypted,
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -146,7 +165,8 @@ class ResponsesWire:
 
     def completion(self, plan: Plan) -> bytes:
         status = "incomplete" if plan.finish == "length" else "completed"
-        return orjson.dumps(_response(plan, status, [_item(plan, "completed", plan.text)]))
+        output = [*_reasoning(plan), _item(plan, "completed", plan.text)]
+        return orjson.dumps(_response(plan, status, output))
 
     def stream_head(self, plan: Plan) -> bytes:
         seq = itertools.count()
@@ -154,25 +174,29 @@ class ResponsesWire:
         head += _event(
             "response.in_progress", next(seq), response=_response(plan, "in_progress", [])
         )
-        head += _event("response.output_item.added", next(seq), output_index=0,
+        for item in _reasoning(plan):  # done at once (no summary deltas)
+            added = {**item, "summary": [], "encrypted_content": None}
+            head += _event("response.output_item.added", next(seq), output_index=0, item=added)
+            head += _event("response.output_item.done", next(seq), output_index=0, item=item)
+        head += _event("response.output_item.added", next(seq), output_index=_at(plan),
                        item=_item(plan, "in_progress", None))  # fmt: skip
         if plan.tool_name is None:
             item_id, _ = _ids(plan)
             head += _event("response.content_part.added", next(seq), item_id=item_id,
-                           output_index=0, content_index=0, part=_part(""))  # fmt: skip
+                           output_index=_at(plan), content_index=0, part=_part(""))  # fmt: skip
         return head
 
     def chunk_encoder(self, plan: Plan) -> Callable[[str], bytes]:
         seq, (item_id, _) = itertools.count(_head_events(plan)), _ids(plan)
         if plan.tool_name is not None:
             prefix = (
-                b'event: response.function_call_arguments.delta\ndata: {"type":"response.function_call_arguments.delta","item_id":"%s","output_index":0,"sequence_number":'
-                % item_id.encode()
+                b'event: response.function_call_arguments.delta\ndata: {"type":"response.function_call_arguments.delta","item_id":"%s","output_index":%d,"sequence_number":'
+                % (item_id.encode(), _at(plan))
             )
         else:
             prefix = (
-                b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"%s","output_index":0,"content_index":0,"logprobs":[],"sequence_number":'
-                % item_id.encode()
+                b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"%s","output_index":%d,"content_index":0,"logprobs":[],"sequence_number":'
+                % (item_id.encode(), _at(plan))
             )
         dumps = orjson.dumps
 
@@ -189,17 +213,19 @@ class ResponsesWire:
         text = plan.text
         if plan.tool_name is not None:
             tail = _event("response.function_call_arguments.done", next(seq), item_id=item_id,
-                          output_index=0, name=plan.tool_name, arguments=text)  # fmt: skip
+                          output_index=_at(plan), name=plan.tool_name, arguments=text)  # fmt: skip
         else:
             tail = _event("response.output_text.done", next(seq), item_id=item_id,
-                          output_index=0, content_index=0, text=text, logprobs=[])  # fmt: skip
+                          output_index=_at(plan), content_index=0, text=text, logprobs=[])  # fmt: skip
             tail += _event("response.content_part.done", next(seq), item_id=item_id,
-                           output_index=0, content_index=0, part=_part(text))  # fmt: skip
+                           output_index=_at(plan), content_index=0, part=_part(text))  # fmt: skip
         item = _item(plan, "completed", text)
-        tail += _event("response.output_item.done", next(seq), output_index=0, item=item)
+        tail += _event("response.output_item.done", next(seq), output_index=_at(plan), item=item)
         status = "incomplete" if plan.finish == "length" else "completed"
         return tail + _event(
-            f"response.{status}", next(seq), response=_response(plan, status, [item])
+            f"response.{status}",
+            next(seq),
+            response=_response(plan, status, [*_reasoning(plan), item]),
         )
 
 
