@@ -12,7 +12,11 @@ KEY = "tp-test-key-0123456789"
 
 
 def capped_settings(
-    sim_url: str, state_dir: str, kind: str = "openai", daily_usd: float = 0.05
+    sim_url: str,
+    state_dir: str,
+    kind: str = "openai",
+    daily_usd: float = 0.05,
+    deployment: str = "m",
 ) -> Settings:
     """One dear model ($1,000 per 1M tokens each way) in route ``r`` with a $0.01
     reservation cap, and team ``t1`` with a $0.05 daily budget: a stream without
@@ -21,7 +25,14 @@ def capped_settings(
         {
             "storage": {"state_dir": state_dir},
             "providers": {"p": {"kind": kind, "base_url": sim_url, "api_key_env": "K"}},
-            "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
+            "models": {
+                "m": {
+                    "provider": "p",
+                    "deployment": deployment,
+                    "input_per_mtok": 1000,
+                    "output_per_mtok": 1000,
+                }
+            },
             "routes": {"r": {"chains": {"default": [{"model": "m"}]}, "reservation_cap_usd": 0.01}},
             "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
             "budgets": {"teams": {"t1": {"daily_usd": daily_usd}}},

@@ -13,6 +13,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import pytest
 import trio
 
 from tests.fixtures_gateway import start_gateway, start_simulator
@@ -220,5 +221,28 @@ async def test_a_long_thinking_phase_meets_the_budget(
         while not (records := [r for r in g.sink.records if r.kind == "request"]):
             await trio.sleep(0.01)
     # $1,000 per 1M tokens: $0.05 is 50 tokens; one event past at most
+    assert records[0].estimated and 0 < records[0].output_tokens < 50
+    assert records[0].cost_micros <= 50_000 + 1_000
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+async def test_streamed_reasoning_meets_the_budget_on_both_relays(
+    nursery: trio.Nursery, tmp_path: Any, path: str
+) -> None:
+    """A reasoning server that streams its reasoning as ``reasoning_content`` (DeepSeek,
+    vLLM): on the decoding relay (an Anthropic caller) a reasoning chunk decodes to no event,
+    so no budget check ran until the answer's first text, and a capped team was billed all of
+    its reasoning past its budget. Each relay now checks the chunk: the stream ends in its
+    reasoning, billed within the budget (one event past at most)."""
+    sim = await start_simulator(nursery, Fault(tokens=100, chunk_ms=1, reasoning_content=True))
+    settings = capped_settings(sim.url, str(tmp_path), deployment="o3-mini")
+    g = await start_gateway(nursery, settings)
+    body = {"model": "r", "messages": MSGS, "max_tokens": 4096}
+    text = await stream_text(g.url, path, body)
+    assert ("budget" in text.rsplit("data: ", 1)[-1]) and "[DONE]" not in text
+    assert "text_delta" not in text and '"content":" ' not in text  # cut while reasoning
+    with trio.fail_after(30):
+        while not (records := [r for r in g.sink.records if r.kind == "request"]):
+            await trio.sleep(0.01)
     assert records[0].estimated and 0 < records[0].output_tokens < 50
     assert records[0].cost_micros <= 50_000 + 1_000

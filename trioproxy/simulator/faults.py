@@ -21,6 +21,9 @@ Keys (times in milliseconds):
 ``usage``        a JSON scalar sent instead of every token count of the answer's
                  usage (chat, embeddings, token counts): a misbehaving provider's
                  ``9223372036854775808``, ``-1``, ``1e30``, ``2.5``, ``"12"``, ``null``
+``reasoning_content``  a reasoning model on the OpenAI wire streams its hidden reasoning
+                 as ``reasoning_content`` deltas before the answer (one per token,
+                 paced as content), as DeepSeek / vLLM servers do
 ``no_usage``     the OpenAI wire sends no usage at all (no ``usage`` in a completion, no
                  usage chunk whatever ``stream_options`` says), as OpenAI-compatible
                  servers that ignore ``stream_options`` do; other wires are unchanged
@@ -90,6 +93,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "fail_first": _nonneg_int,
     "usage": _json_scalar,
     "no_usage": _flag,
+    "reasoning_content": _flag,
 }
 
 
@@ -108,6 +112,7 @@ class Fault:
     fail_first: int | None = None
     usage: str | None = None
     no_usage: bool | None = None
+    reasoning_content: bool | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Fault:

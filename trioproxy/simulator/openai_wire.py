@@ -25,6 +25,7 @@ from trioproxy.simulator.plan import (
     first_property,
     last_user_text,
     odd_counts,
+    thinking_pieces,
     wants_tool,
 )
 from trioproxy.simulator.prompt_cache import openai_prompt
@@ -175,7 +176,14 @@ class OpenAIWire:
         return encode
 
     def stream_prelude(self, plan: Plan) -> list[bytes]:
-        return []
+        """The reasoning as ``reasoning_content`` deltas (the ``reasoning_content`` fault)."""
+        if not (plan.stream_reasoning and plan.reasoning_tokens):
+            return []
+        prefix, suffix = self._prefix(plan), self._suffix(plan, None)
+        return [
+            prefix + b'{"reasoning_content":' + orjson.dumps(piece) + b"}" + suffix
+            for piece in thinking_pieces(plan)
+        ]
 
     def stream_tail(self, plan: Plan) -> bytes:
         tail = self._prefix(plan) + b"{}" + self._suffix(plan, plan.finish)

@@ -108,6 +108,8 @@ class Plan:
     """Send no usage where the wire allows it (the ``no_usage`` fault)."""
     encrypted_reasoning: bool = False
     """A reasoning item carries its ``encrypted_content`` (Responses wire)."""
+    stream_reasoning: bool = False
+    """Stream the reasoning as ``reasoning_content`` deltas (OpenAI wire; a fault)."""
 
     @property
     def text(self) -> str:

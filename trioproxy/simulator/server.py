@@ -298,6 +298,8 @@ class Simulator:
         )
         if fault.usage is not None:
             plan = dataclasses.replace(plan, odd_usage=fault.usage)
+        if fault.reasoning_content:
+            plan = dataclasses.replace(plan, stream_reasoning=True)
         if fault.no_usage:
             plan = dataclasses.replace(plan, no_usage=True, include_usage=False)
         if intent.stream:

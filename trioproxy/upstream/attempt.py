@@ -315,6 +315,7 @@ class AttemptRunner:
                     if not chunk:
                         failure = _interrupted("upstream closed the stream before its end")
                         break
+                    hidden = decoder.hidden_tokens
                     try:
                         events = self._decode(chunk, parser, decoder)
                     except ProviderError as exc:
@@ -327,6 +328,11 @@ class AttemptRunner:
                         meter.bad_usage = decoder.bad_usage
                     watch.writing = True
                     failure = await self._hand_on(attempt, events, meter)
+                    if (  # reasoning decodes to no event: checked by the chunk
+                        failure is None and self.on_progress is not None and not self.ended
+                        and decoder.hidden_tokens > hidden
+                    ):  # fmt: skip
+                        failure = await _checked(self.on_progress, attempt, meter)
                     watch.writing = False
                     if failure is not None:
                         break
