@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import trio
@@ -296,7 +296,7 @@ class Endpoint:
 
     async def account(
         self, ctx: RequestContext, race: Race,
-        consumed: Sequence[tuple[Attempt, ModelConfig, Usage]], intents: Sequence[int], *,
+        consumed: Sequence[tuple[Attempt, ModelConfig, Usage]], intents: Iterable[int], *,
         status: int, error: GatewayError | None, client_gone: bool,
     ) -> None:  # fmt: skip
         """After the answer (or its failure): the usage records (they replace the

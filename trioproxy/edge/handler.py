@@ -163,18 +163,19 @@ class ChatHandler(Endpoint):
         self.record(ctx, cache_hit_record(ctx, hit.kind, saved_micros=saved))
         traces.finish_early(ctx.trace, status=200, cache=hit.kind, saved_micros=saved)
 
-    def _race(self, ctx: RequestContext, out: Outbox) -> tuple[AttemptRunner, Race, list[int]]:
+    def _race(self, ctx: RequestContext, out: Outbox) -> tuple[AttemptRunner, Race, dict[int, int]]:
         """The request's attempt runner and race; each attempt's provisional record is
-        journaled (its token kept in the list) before it goes upstream."""
+        journaled (its token kept by attempt index: a stream's progress replaces it) before
+        it goes upstream."""
         runner = AttemptRunner(
             self.transport, ctx.req, ctx.plan.route.fallback_statuses, out, ctx.request_id
         )
         runner.on_attempt = traces.attempt_hook(ctx.trace)
         runner.prompt_estimate = ctx.prompt_estimate
-        intents: list[int] = []
+        intents: dict[int, int] = {}
 
         async def run_journaled(attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
-            intents.append(self.sink.intend(intent_record(ctx, attempt)))
+            intents[attempt.index] = self.sink.intend(intent_record(ctx, attempt))
             await runner.run(attempt, claim)
 
         return runner, Race(ctx.plan.chain.targets, run_journaled, self.breakers), intents
@@ -254,7 +255,7 @@ class ChatHandler(Endpoint):
 
     async def _finish(
         self, ctx: RequestContext, race: Race, runner: AttemptRunner, delivery: Delivery,
-        intents: list[int],
+        intents: dict[int, int],
     ) -> None:  # fmt: skip
         """After the answer (or its failure): the cache, records and settle, the trace. The
         cache first (it only queues): the caller has the answer, and may ask again at once,
@@ -271,7 +272,7 @@ class ChatHandler(Endpoint):
                 self.cache.store(ctx.cache_plan, ctx.req, delivery.completion,
                                  bill_for(model, delivery.completion.usage).micros)  # fmt: skip
         finally:  # a cache that fails must not skip the records and the settle
-            await self.account(ctx, race, usage, intents, status=delivery.status,
+            await self.account(ctx, race, usage, intents.values(), status=delivery.status,
                                error=delivery.error, client_gone=delivery.gone_early)  # fmt: skip
         traces.finish(ctx.trace, race, usage, runner.meters, status=delivery.status,
                       error=delivery.error, cache=ctx.cache_status,
