@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.fixtures_gateway import start_gateway, start_simulator
+from tests.rawhttp import post
 from tests.settings_factory import KEY, chain_settings
 from trioproxy.config import parse_settings
 from trioproxy.config.model import TelemetryConfig
@@ -160,6 +162,26 @@ async def test_prompt_logging_leaves_thinking_blocks_in_the_answer(
     assert await trio.to_thread.run_sync(call) == ["thinking", "text"]
     request = next(s for s in await spans(exporter, 2) if s.kind is SpanKind.SERVER)
     assert "gen_ai.input.messages" in attrs(request)
+    assert "gen_ai.output.messages" not in attrs(request)
+
+
+async def test_prompt_logging_never_decodes_a_verbatim_stream(
+    nursery: trio.Nursery, exporter: InMemorySpanExporter
+) -> None:
+    """A reasoning server streaming ``reasoning_content`` (DeepSeek, vLLM): nothing in the
+    request says so, and logging prompts decoded the stream, which dropped the reasoning from
+    the caller's answer (review). A verbatim stream stays verbatim; its span has the prompt."""
+    from tests.settings_factory import capped_settings
+
+    sim = await start_simulator(nursery, Fault(tokens=5, reasoning_content=True))
+    settings = capped_settings(sim.url, tempfile.mkdtemp(prefix="tp-tr-"), daily_usd=100,
+                               deployment="o3-mini")  # fmt: skip
+    g = await start_gateway(nursery, settings, tracing=tracing(exporter, log_prompts=True))
+    body = {"model": "r", "messages": [{"role": "user", "content": SECRET}], "stream": True}
+    r = await post(g.url, "/v1/chat/completions", body, {"authorization": f"Bearer {KEY}"})
+    assert r.status == 200 and r.body.count(b'"reasoning_content"') == 10  # 2 a token
+    request = next(s for s in await spans(exporter, 2) if s.kind is SpanKind.SERVER)
+    assert SECRET in attrs(request)["gen_ai.input.messages"]
     assert "gen_ai.output.messages" not in attrs(request)
 
 

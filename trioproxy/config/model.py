@@ -192,7 +192,9 @@ class TelemetryConfig:
     """OTLP/HTTP traces endpoint, e.g. ``http://collector:4318/v1/traces``."""
     service_name: str = "trioproxy"
     log_prompts: bool = False
-    """Put prompts and answers on spans (``gen_ai.input.messages`` / ``.output.messages``)."""
+    """Put prompts and answers on spans (``gen_ai.input.messages`` / ``.output.messages``).
+    A stream relayed verbatim (the caller speaks the provider's wire, no cache on the route)
+    has its prompt logged, not its answer: logging never changes what the caller receives."""
     export_timeout_s: float = 10.0
     queue_size: int = 2048
     """Spans buffered for export; when full, new spans are dropped (never blocks a request)."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import trio
 
-from trioproxy.cache.keys import holds_one_answer
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.core import endpoints
 from trioproxy.core.answer import StreamCollector, replay_events
@@ -191,13 +190,14 @@ class ChatHandler(Endpoint):
         if ticket is not None and self.admission is not None:
             runner.on_progress = self.admission.progress(ticket, ctx.prompt_bound)
         delivery = Delivery(end_written=lambda: runner.end_written)
-        # a trace logs the answer when an entry could hold it whole (it is decoded to be kept:
-        # thinking blocks, n > 1 and log probabilities would be dropped from the caller's)
-        logged = trace is not None and trace.log_prompts and holds_one_answer(req)
+        # same-wire streams go through verbatim unless the cache needs every event decoded; a
+        # trace that logs answers takes what a decoded stream shows and never asks for decoding
+        # (it dropped thinking blocks, streamed reasoning, n > 1 choices and log probabilities
+        # from the caller's answer): a verbatim stream's span has the prompt, not the answer
+        logged = trace is not None and trace.log_prompts
         keep = ctx.cache_plan is not None or logged
         collector = StreamCollector() if keep and req.stream else None
-        # same-wire streams go through verbatim unless the cache needs every event decoded
-        runner.passthrough = collector is None
+        runner.passthrough = ctx.cache_plan is None
 
         def finishing() -> bool:  # the answer's final event is out: let it end by itself
             return runner.ended
