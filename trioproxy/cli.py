@@ -204,7 +204,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from trioproxy.config import check_config
     from trioproxy.server.plan import startup_problems
 
-    return check_config(args.file, also=startup_problems)
+    return check_config(args.file, also=lambda s: startup_problems(s, make=False))
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:

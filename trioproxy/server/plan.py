@@ -69,11 +69,13 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def startup_problems(settings: Settings) -> list[str]:
+def startup_problems(settings: Settings, *, make: bool = True) -> list[str]:
     """What the config names that this machine cannot give a starting service, each naming
     its key: the TLS certificate and key (loaded together), the state directory (made and
-    written to), the admin address (resolved). Each one let ``serve`` print its banner, then
-    every worker died at start with a bare error, 6 times, and the service stopped."""
+    written to; with ``make`` false, as ``check-config`` asks, written to if it is there, else
+    its nearest existing parent writable: nothing is made), the admin address (resolved).
+    Each one let ``serve`` print its banner, then every worker died at start with a bare
+    error, 6 times, and the service stopped."""
     import os
     import socket
     import ssl
@@ -91,9 +93,13 @@ def startup_problems(settings: Settings) -> list[str]:
                        f"{server.tls_cert_file} with {server.tls_key_file}: {exc}")  # fmt: skip
     state = settings.storage.state_dir
     try:
-        os.makedirs(state, exist_ok=True)
-        with tempfile.TemporaryFile(dir=state):
-            pass
+        if make:
+            os.makedirs(state, exist_ok=True)
+        if make or os.path.isdir(state):
+            with tempfile.TemporaryFile(dir=state):
+                pass
+        else:
+            _makeable(state)
     except OSError as exc:
         out.append(f"storage.state_dir: {state} is not a directory this service can write "
                    f"to: {exc.strerror or exc}")  # fmt: skip
@@ -102,6 +108,21 @@ def startup_problems(settings: Settings) -> list[str]:
     except (OSError, UnicodeError) as exc:
         out.append(f"server.admin_host: cannot resolve {server.admin_host!r}: {exc}")
     return out
+
+
+def _makeable(path: str) -> None:
+    """Raise ``OSError`` unless ``path`` could be made: its nearest existing ancestor a
+    directory this process may write into."""
+    import errno
+    import os
+
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OSError(errno.ENOTDIR, "Not a directory", parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"Permission denied to make it in {parent}", parent)
 
 
 def main(argv: list[str] | None = None) -> int:
