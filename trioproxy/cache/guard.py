@@ -55,7 +55,9 @@ of Node", "parse json in go" / "... in Go": :func:`recased`), since it says noth
 then both prompts are rewritten to the canonical names of the shipped alias table
 (:mod:`~trioproxy.cache.aliases`: "JS" = "JavaScript", "k8s" = "Kubernetes", "WWII" =
 "World War Two"), and a protected term counts as present in its singular or plural form
-("Sunday"/"Sundays").
+("Sunday"/"Sundays"), and a compound typed with hyphens on one side and as separate words in a
+row on the other is one term ("Big-O" / "Big O", "cold-brew" / "cold brew": parts in another
+order or apart do not count).
 
 A capitalised word counts as different only when the other prompt lacks it in any case, so
 sentence-initial capitals do not trip it, and a word typed with one letter left out, added or
@@ -168,6 +170,8 @@ def _missing(own: Features, other: Features) -> str | None:
             continue
         if any(typo(t, w) for w in other.words):
             continue
+        if _hyphenated(t, own, other):
+            continue
         if not t.isalnum() and (t in other.low or _prose_in(t, other.low)):
             continue
         if expanded is None:
@@ -175,6 +179,27 @@ def _missing(own: Features, other: Features) -> str | None:
         if t not in expanded:  # "Body Mass Index" where the other says "BMI"
             return t
     return None
+
+
+def _hyphenated(term: str, own: Features, other: Features) -> bool:
+    """``term`` is one compound typed with hyphens on one side and as separate words on the
+    other ("Big-O" / "Big O", "cold-brew" / "cold brew", "e-mail" / "e mail"), either way
+    round: the hyphenated word's parts, in order, are consecutive words of the other prompt,
+    or ``term`` is one part of a hyphenated word of ``other`` whose parts ``own`` has in a row.
+    """
+    if "-" in term:
+        return _in_row(tuple(term.split("-")), other.seq)
+    return any(
+        term in parts and _in_row(parts, own.seq)
+        for w in other.words
+        if "-" in w and len(parts := tuple(w.split("-"))) > 1
+    )
+
+
+def _in_row(parts: tuple[str, ...], seq: tuple[str, ...]) -> bool:
+    """``parts`` are consecutive words of ``seq``."""
+    k = len(parts)
+    return all(parts) and any(seq[i : i + k] == parts for i in range(len(seq) - k + 1))
 
 
 _PROSE = re.compile(r"[a-z ,.!?;:']+")
