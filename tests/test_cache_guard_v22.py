@@ -1,12 +1,13 @@
 """Issue 12, after held-out v21: a compound typed with hyphens on one side and as words in a row
-on the other is one protected term. Examples written here,
+on the other is one protected term; a word cut short ("temp") is not a sibling of the word it
+clips ("temperature"), while compounds and derived words stay siblings. Examples written here,
 not taken from the sets; the refusals are what the two rules must still refuse. Pure core."""
 
 from __future__ import annotations
 
 import pytest
 
-from trioproxy.cache.guard import near_miss
+from trioproxy.cache.guard import clipped, near_miss
 
 
 @pytest.mark.parametrize(
@@ -21,8 +22,36 @@ from trioproxy.cache.guard import near_miss
         ("How does a T-Rex hunt?", "How does a T cell hunt?", "term"),
         # a code keeps its own rule, however it is spaced
         ("What is GPT-4o?", "What is GPT 4o mini?", "number"),
+        # a word cut short is the word
+        ("ideal fridge temperature", "ideal fridge temp", None),
+        ("mortgage calculator for a 30 year loan", "mortgage calc for a 30 year loan", None),
+        # a compound, a derived word, another ending: still siblings
+        ("Is it open on weekdays?", "Is it open on weekends?", "sibling"),
+        ("How do I tune a guitar?", "How do I tune a guitarist?", "sibling"),
+        ("is sugar harm", "is sugar harmful", "sibling"),
+        ("what is a password", "what is a pass", "sibling"),
+        ("date in python", "datetime in python", "sibling"),
     ],
 )  # fmt: skip
 def test_guard_v22(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "cut"),
+    [
+        ("temp", "temperature", True),
+        ("vocab", "vocabulary", True),
+        ("cert", "certificate", True),
+        ("java", "javascript", False),  # "script" is a word
+        ("book", "booklet", False),  # "-let" derives another word
+        ("care", "careful", False),
+        ("guitar", "guitarist", False),
+        ("gpt-4o", "gpt-4o-mini", False),  # not letters only
+        ("temperature", "tempest", False),  # not a prefix
+    ],
+)
+def test_clipped(a: str, b: str, cut: bool) -> None:
+    assert clipped(a, b) is cut
+    assert clipped(b, a) is cut

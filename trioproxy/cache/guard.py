@@ -13,7 +13,10 @@ tokens* and names the first difference, or returns None when the hit may be serv
   quoted strings, `code`, identifiers (snake_case, camelCase, dotted, calls ``f()``)
 * lexicon terms matched in any case: languages, units, currencies, time words, formats
 * siblings: words sharing a stem with another, non-inflectional ending
-  ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`)
+  ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`), unless one word is the other cut
+  short ("temp"/"temperature", "cert"/"certificate": :func:`clipped`): the longer adds
+  neither a word of its own ("java"/"java-script", "date"/"date-time" stay siblings) nor an
+  ending that derives another word ("guitar"/"guitarist", "harm"/"harmful")
 * antonym pairs: one side uses a word whose antonym the other side uses instead ("show
   hidden files" / "hide files")
 * polarity: one side stops, prevents or silences the very action the other asks for ("make
@@ -76,6 +79,7 @@ from trioproxy.cache.polarity import polarity
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.quantifiers import quantities
 from trioproxy.cache.relative_time import relative_time
+from trioproxy.cache.thesaurus import wordnet
 from trioproxy.cache.word_order import (
     COORDINATORS,
     asker_flipped,
@@ -292,9 +296,31 @@ def _siblings(a: Features, b: Features) -> str | None:
     only_b = [w for w in b.words - a.words if w not in _STOP and w not in a.joins]
     for x in only_a:
         for y in only_b:
-            if relation(x, y) is Relation.SIBLING and not typo(x, y):
+            if relation(x, y) is Relation.SIBLING and not typo(x, y) and not clipped(x, y):
                 return x
     return None
+
+
+def clipped(a: str, b: str) -> bool:
+    """One word is the other cut short ("temp"/"temperature", "calc"/"calculator", "vocab"/
+    "vocabulary"): the shorter word of letters begins the longer, and what the longer adds is
+    neither a word of its own in WordNet nor an ending that makes another word of the shorter
+    (``_DERIVATIONS``). A compound of two words ("java"/"javascript", "pass"/"password",
+    "date"/"datetime") and a derived word ("guitar"/"guitarist", "care"/"careful") stay
+    siblings: they name something else."""
+    short, long = sorted((a, b), key=len)
+    if not (short.isalpha() and long.isalpha()) or not long.startswith(short):
+        return False
+    rest = long[len(short) :]
+    return rest not in _DERIVATIONS and not wordnet().synsets(rest)
+
+
+_DERIVATIONS = frozenset(
+    "ful ist ists ism isms ian ians ish ous ic ics ical ant ants ent ents ee ees ess esses "
+    "ship ships hood dom ward wards wise like let lets ette ettes ology ologist ologists "
+    "ify ified ifies".split()
+)
+"""Endings that make another word of a word ("guitarist", "careful", "booklet", "biology")."""
 
 
 def _prefixed(a: frozenset[str], b: frozenset[str]) -> bool:
