@@ -31,6 +31,15 @@ from trioproxy.cache.guard import clipped, near_miss
         ("is sugar harm", "is sugar harmful", "sibling"),
         ("what is a password", "what is a pass", "sibling"),
         ("date in python", "datetime in python", "sibling"),
+        # one manner adverb moved, "to not" for "not to": the same question
+        ("How do I close my bank account permanently?", "How do I permanently close my bank account?",
+         None),
+        ("Is it bad to not stretch before running?", "Is it bad not to stretch before running?", None),
+        # a focus adverb moved changes what it bears on; other words moved are still an order
+        ("Can only the admin delete posts?", "Can the admin only delete posts?", "order"),
+        ("Do nearly all cats purr?", "Do all cats nearly purr?", "order"),
+        ("is the user deleted permanently when banned", "is the user banned permanently when deleted",
+         "order"),
     ],
 )  # fmt: skip
 def test_guard_v22(cached: str, new: str, rule: str | None) -> None:

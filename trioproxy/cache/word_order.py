@@ -158,10 +158,16 @@ lion steals their kill")."""
 def moved_block(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """``b`` is ``a`` with one block of words moved, the block opening with a preposition
     of :data:`_MOVABLE` and at least two words long ("In Fahrenheit, what is ..." /
-    "What is ... in Fahrenheit")."""
+    "What is ... in Fahrenheit"); or with one manner adverb moved ("delete my account
+    permanently" / "permanently delete my account": a word in "-ly" other than the focus
+    adverbs of :data:`_FOCUS`, which change what they bear on when they move: "only the admin
+    can delete posts" / "the admin can only delete posts"); or with "to not" for "not to"
+    ("rude to not tip" / "rude not to tip")."""
     n = len(a)
     if n != len(b) or n > 40:
         return False
+    if _adverb_moved(a, b) or _to_not(a) == b or _to_not(b) == a:
+        return True
     for i in range(n):
         for j in range(i + 2, n + 1):
             block, rest = a[i:j], a[:i] + a[j:]
@@ -171,6 +177,33 @@ def moved_block(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
                 if k != i and rest[:k] + block + rest[k:] == b:
                     return True
     return False
+
+
+_FOCUS = frozenset(
+    "only nearly merely hardly barely mostly mainly largely partly solely purely fully "
+    "exclusively especially particularly simply really actually early likely".split()
+)
+"""Adverbs in "-ly" whose place says what they bear on ("only", "nearly all" / "all nearly"),
+or that are no manner adverbs ("early", "likely"): never moved freely."""
+
+
+def _adverb_moved(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """``b`` is ``a`` with one manner adverb ("-ly", not :data:`_FOCUS`) put elsewhere."""
+    for i, w in enumerate(a):
+        if len(w) > 4 and w.endswith("ly") and w not in _FOCUS:
+            rest = a[:i] + a[i + 1 :]
+            if any(k != i and (*rest[:k], w, *rest[k:]) == b for k in range(len(rest) + 1)):
+                return True
+    return False
+
+
+def _to_not(a: tuple[str, ...]) -> tuple[str, ...]:
+    """``a`` with each "to not" written "not to"."""
+    out = list(a)
+    for i in range(len(out) - 1):
+        if out[i] == "to" and out[i + 1] == "not":
+            out[i], out[i + 1] = "not", "to"
+    return tuple(out)
 
 
 def swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
