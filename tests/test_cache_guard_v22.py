@@ -64,3 +64,41 @@ def test_guard_v22(cached: str, new: str, rule: str | None) -> None:
 def test_clipped(a: str, b: str, cut: bool) -> None:
     assert clipped(a, b) is cut
     assert clipped(b, a) is cut
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # "how does X differ from Y" compares, in whichever order it names the two
+        ("postgres vs mysql for analytics", "How does MySQL differ from Postgres for analytics?",
+         None),
+        # with "from" on both sides the direction rule still reads the order
+        ("How does a lion differ from a tiger when hunting?",
+         "How does a tiger differ from a lion when hunting?", "direction"),
+        # a comparison on one side only keeps the order rule
+        ("my boss hired my friend", "my friend hired my boss", "order"),
+    ],
+)  # fmt: skip
+def test_differ_from_compares(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule
+
+
+def test_differ_is_a_comparison_word_for_the_alignment() -> None:
+    from trioproxy.cache.embedder import OnnxMiniLM
+    from trioproxy.cache.verifier import verify
+
+    minilm = OnnxMiniLM()
+    vocab = minilm.vocabulary()
+
+    def check(cached: str, new: str) -> tuple[int | None, int | None]:
+        a, b = minilm.embed_one(cached), minilm.embed_one(new)
+        assert a.tokens is not None and b.tokens is not None
+        return verify(b.tokens, a.tokens, vocab), verify(a.tokens, b.tokens, vocab)
+
+    assert check("Rust vs Go for a CLI tool", "How does Go differ from Rust for a CLI tool?") == (
+        None,
+        None,
+    )
+    # a comparison word needs a comparison on the other side
+    assert check("Rust for a CLI tool", "How does Rust differ from Go for a CLI tool?")[0]

@@ -353,10 +353,12 @@ _CHOICE = frozenset("which better best worse choose pick prefer".split())
 
 def _compares(words: frozenset[str]) -> bool:
     """The prompt compares two things, in whichever order it names them: "X vs Y", "the
-    difference between X and Y", "compare X and Y", "X or Y: which is better"."""
+    difference between X and Y", "compare X and Y", "X or Y: which is better", "how does X
+    differ from Y"."""
     return bool(
         words & _VERSUS
         or ("between" in words and words & {"difference", "differences", "diff"})
+        or ("from" in words and words & {"differ", "differs"})
         or words & {"compare", "comparison", "comparing"}
         or ("or" in words and words & _CHOICE)
     )

@@ -101,9 +101,11 @@ _ARTICLES = frozenset({"a", "an"})
 "... in a tablespoon?"): it counts as present where the other prompt has "a" or "an" (the
 guard's quantifier and number rules judge "one" against "all", "two", ...)."""
 
-COMPARING = frozenset("vs versus difference differences diff compare comparison".split())
-"""Words that set two things side by side: "X vs Y", "the difference between X and Y" and "X
-or Y, which ...?" ask one question; one of them counts as present where the other prompt
+COMPARING = frozenset(
+    "vs versus difference differences diff differ differs compare comparison".split()
+)
+"""Words that set two things side by side: "X vs Y", "the difference between X and Y", "how
+does X differ from Y" and "X or Y, which ...?" ask one question; one of them counts as present where the other prompt
 has another or "or"."""
 _CHOICE = frozenset({"or"})
 
@@ -283,8 +285,8 @@ def loosely_unmatched(
     """:func:`lexically_unmatched` without what only the alignment passes over (the pair
     model reads the former): ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
     other prompt joins or splits (:func:`compounds`), "one" where the other prompt has an
-    article, and words of a comparison (``COMPARING``) where the other prompt also compares
-    (with one of them or "or")."""
+    article, and words of a comparison (``COMPARING``, and the "from" of "differ from") where
+    the other prompt also compares (with one of them or "or")."""
     todo, mine, theirs = lexically_unmatched(new, cached, vocab)
     ids = new.ids.tolist()
     todo = [k for k in todo if ids[k] not in vocab.loose]
@@ -299,8 +301,19 @@ def loosely_unmatched(
         if not _ARTICLES.isdisjoint(other):
             todo = [k for k in todo if mine[k] != _ONE]
         if not (COMPARING | _CHOICE).isdisjoint(other):
-            todo = [k for k in todo if mine[k] not in COMPARING]
+            after = _differ_from(ids, vocab)
+            todo = [k for k in todo if mine[k] not in COMPARING and k not in after]
     return todo, mine, theirs
+
+
+_DIFFER = frozenset({"differ", "differs"})
+
+
+def _differ_from(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
+    """Positions of a "from" right after "differ(s)": part of the comparison ("how does X
+    differ from Y")."""
+    mine = words(ids, vocab)
+    return frozenset(k for k in range(1, len(ids)) if mine[k] == "from" and mine[k - 1] in _DIFFER)
 
 
 def lead_in(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
