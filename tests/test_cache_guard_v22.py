@@ -102,3 +102,83 @@ def test_differ_is_a_comparison_word_for_the_alignment() -> None:
     )
     # a comparison word needs a comparison on the other side
     assert check("Rust for a CLI tool", "How does Rust differ from Go for a CLI tool?")[0]
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("How many glasses of water should I drink each day?",
+         "How many glasses of water should I drink every day?"),
+        ("Can you suggest some stretches for a stiff neck?",
+         "Can you suggest a few stretches for a stiff neck?"),
+    ],
+)  # fmt: skip
+def test_a_quantifier_of_the_same_share_aligns(cached: str, new: str) -> None:
+    from trioproxy.cache.embedder import OnnxMiniLM
+    from trioproxy.cache.verifier import loosely_unmatched
+
+    minilm = OnnxMiniLM()
+    vocab = minilm.vocabulary()
+    a, b = minilm.embed_one(cached), minilm.embed_one(new)
+    assert a.tokens is not None and b.tokens is not None
+    assert loosely_unmatched(b.tokens, a.tokens, vocab)[0] == []
+    assert loosely_unmatched(a.tokens, b.tokens, vocab)[0] == []
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        # one thing complete is not each of many; "one" and "many" count
+        ("delete every row of the sheet", "delete the whole row of the sheet"),
+        ("give me a few examples", "give me many examples"),
+        ("restart every pod", "restart one pod"),
+        ("list some examples", "list many examples"),
+    ],
+)  # fmt: skip
+def test_a_quantifier_of_another_share_stays_unmatched(cached: str, new: str) -> None:
+    from trioproxy.cache.embedder import OnnxMiniLM
+    from trioproxy.cache.verifier import loosely_unmatched
+
+    minilm = OnnxMiniLM()
+    vocab = minilm.vocabulary()
+    a, b = minilm.embed_one(cached), minilm.embed_one(new)
+    assert a.tokens is not None and b.tokens is not None
+    assert loosely_unmatched(b.tokens, a.tokens, vocab)[0] != []
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        # a "1" before a word is the weak "one", as "one" and "a" are
+        ("How long does it take to walk a mile?", "average time to walk 1 mile", None),
+        ("How long does it take to walk one mile?", "How long does it take to walk 1 mile?", None),
+        # "1" against another number, or not before a word, is a number
+        ("How long does it take to walk 1 mile?", "How long does it take to walk 2 miles?",
+         "number"),
+        ("What comes after step 1?", "What comes after step two?", "number"),
+        ("What comes after step 1?", "What comes after the step?", "number"),
+        ("Is keto safe for a type of diabetes?", "Is keto safe for type 1 diabetes?", "number"),
+        ("Find the middle of a linked list in a memory-safe way.",
+         "Find the middle of a linked list in O(1) memory.", "number"),
+        ("Is 1 bigger than 10?", "Is 10 bigger than 100?", "number"),
+    ],
+)  # fmt: skip
+def test_a_digit_one_before_a_word(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule
+
+
+def test_a_digit_one_aligns_with_an_article_only() -> None:
+    from trioproxy.cache.embedder import OnnxMiniLM
+    from trioproxy.cache.verifier import loosely_unmatched
+
+    minilm = OnnxMiniLM()
+    vocab = minilm.vocabulary()
+
+    def left(cached: str, new: str) -> list[int]:
+        a, b = minilm.embed_one(cached), minilm.embed_one(new)
+        assert a.tokens is not None and b.tokens is not None
+        return loosely_unmatched(b.tokens, a.tokens, vocab)[0]
+
+    assert left("how long to walk a mile", "how long to walk 1 mile") == []
+    assert left("what comes after the step", "what comes after step 1") != []

@@ -4,7 +4,9 @@ Embeddings put "convert USD to EUR" and "convert EUR to USD" at cosine 0.99, so 
 alone serves wrong answers. :func:`near_miss` compares the two prompts' *answer-critical
 tokens* and names the first difference, or returns None when the hit may be served:
 
-* numbers (digits and number words, normalised: "three" = "3"), and am/pm
+* numbers (digits and number words, normalised: "three" = "3"), and am/pm; a "1" right
+  before a word the other prompt counts with "a", "an" or "one" is that count ("walk 1 mile"
+  / "walk a mile": :func:`_one_for_article`)
 * letter-and-digit codes ("a4"/"s4", "6"/"6s", "gpt-4o"/"gpt-4o-mini"), however spaced
 * case: units and symbols (Mbps/MBps) and short mixed-case words (Ms/ms), and a number's
   one-letter unit typed in the other case ("512M" / "512m" in Kubernetes: mega / milli)
@@ -324,6 +326,30 @@ _DERIVATIONS = frozenset(
 """Endings that make another word of a word ("guitarist", "careful", "booklet", "biology")."""
 
 
+_ARTICLES = frozenset({"a", "an", "one"})
+
+
+def _one_for_article(n: Features, c: Features) -> bool:
+    """The numbers differ by one "1" only, which stands right before a word that the other
+        prompt has right after "a", "an" or "one" ("walk 1 mile" / "walk a mile"): a count of
+        one, as "one" is (a weak number word). Not "step 1" / "the step", "type 1 diabetes" / "a
+    type of diabetes", "O(1) memory" / "a memory"."""
+    for a, b in ((n, c), (c, n)):
+        extra = list(a.numbers)
+        for x in b.numbers:
+            if x in extra:
+                extra.remove(x)
+            else:
+                break
+        else:
+            if extra == ["1"] and len(a.numbers) == len(b.numbers) + 1:
+                after = {a.seq[i + 1] for i, w in enumerate(a.seq[:-1]) if w == "1"}
+                counted = {b.seq[i + 1] for i, w in enumerate(b.seq[:-1]) if w in _ARTICLES}
+                if after & counted:
+                    return True
+    return False
+
+
 def _prefixed(a: frozenset[str], b: frozenset[str]) -> bool:
     """``b`` holds a negating-prefix form of a word of ``a`` that ``a`` itself lacks."""
     return any(p + w in b and p + w not in a for w in a if len(w) > 2 for p in _NEG_PREFIXES)
@@ -414,7 +440,7 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
     """Why ``cached``'s answer may be wrong for ``new`` (the rule that fired), or None."""
     new, cached = recased(new, cached), recased(cached, new)
     n, c = features(new), features(cached)
-    if "number" in rules and n.numbers != c.numbers:
+    if "number" in rules and n.numbers != c.numbers and not _one_for_article(n, c):
         return "number"
     if "code" in rules and (_code_missing(n, c) or _code_missing(c, n)):
         return "code"

@@ -35,8 +35,10 @@ The alignment (not the pair model, whose features stay as it was trained on them
 a space also joins); a lead-in verb that only filler precedes and a question word or request
 verb follows ("Help me *understand* what a mutex is", ``LEAD_IN_WORDS``); a word the other
 prompt writes as two adjacent words, or two adjacent words it writes as one ("lowercase" /
-"lower case"); "one" where the other prompt has "a" or "an"; and a word of a comparison
-("vs", "difference", ``COMPARING``) where the other prompt also compares or says "or". Pure:
+"lower case"); "one" where the other prompt has "a" or "an"; a word of a comparison
+("vs", "difference", ``COMPARING``) where the other prompt also compares or says "or"; and a
+quantifier where the other prompt has another of its group ("each" / "every", "some" / "a
+few": ``QUANTIFIER_GROUPS``). Pure:
 arrays in, a reason out.
 """
 
@@ -96,18 +98,37 @@ _QUESTION_WORDS = frozenset(
 """Where a lead-in ends: the question it opens."""
 
 _ONE = "one"
+_ONES = frozenset({_ONE, "1"})
 _ARTICLES = frozenset({"a", "an"})
 """A singular "one" asks what an article asks ("How many teaspoons are in one tablespoon?" /
 "... in a tablespoon?"): it counts as present where the other prompt has "a" or "an" (the
-guard's quantifier and number rules judge "one" against "all", "two", ...)."""
+guard's quantifier and number rules judge "one" against "all", "two", ...); so does a digit
+"1" right before a word of letters ("walk 1 mile" / "walk a mile"; not "step 1")."""
+
+
+def _one_before_word(seq: list[str], k: int) -> bool:
+    """The piece at ``k`` is "one", or a "1" that a word of letters follows."""
+    if seq[k] == _ONE:
+        return True
+    if seq[k] != "1":
+        return False
+    nxt = next((w for w in seq[k + 1 :] if w != "1"), "")
+    return nxt.isalpha()
+
 
 COMPARING = frozenset(
     "vs versus difference differences diff differ differs compare comparison".split()
 )
 """Words that set two things side by side: "X vs Y", "the difference between X and Y", "how
-does X differ from Y" and "X or Y, which ...?" ask one question; one of them counts as present where the other prompt
-has another or "or"."""
+does X differ from Y" and "X or Y, which ...?" ask one question; one of them counts as
+present where the other prompt has another or "or"."""
 _CHOICE = frozenset({"or"})
+
+QUANTIFIER_GROUPS = (frozenset({"each", "every", "all"}), frozenset({"some", "few", "several"}))
+"""Quantifiers that ask about the same share of a thing ("each day" / "every day", "some
+exercises" / "a few exercises"): one counts as present where the other prompt has another of
+its group ("some" is filler already). Not "whole" / "entire" (one thing complete, not each of
+many: the guard puts them with "all"), not "one", not "many"."""
 
 WORDNET_ALIGN = 0.65
 """A WordNet counterpart counts only where the token vectors do not disagree: cosine >= this.
@@ -285,8 +306,9 @@ def loosely_unmatched(
     """:func:`lexically_unmatched` without what only the alignment passes over (the pair
     model reads the former): ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
     other prompt joins or splits (:func:`compounds`), "one" where the other prompt has an
-    article, and words of a comparison (``COMPARING``, and the "from" of "differ from") where
-    the other prompt also compares (with one of them or "or")."""
+    article, words of a comparison (``COMPARING``, and the "from" of "differ from") where
+    the other prompt also compares (with one of them or "or"), and a quantifier where the
+    other prompt has one of its group (``QUANTIFIER_GROUPS``: "each" / "every")."""
     todo, mine, theirs = lexically_unmatched(new, cached, vocab)
     ids = new.ids.tolist()
     todo = [k for k in todo if ids[k] not in vocab.loose]
@@ -296,10 +318,14 @@ def loosely_unmatched(
     if todo:
         joined = compounds(ids, cached.ids.tolist(), vocab)
         todo = [k for k in todo if k not in joined]
-    if todo and any(mine[k] == _ONE or mine[k] in COMPARING for k in todo):
+    if todo and any(mine[k] in _GROUPED for k in todo):
+        other = frozenset(words(cached.ids.tolist(), vocab))
+        todo = [k for k in todo if not _same_share(mine[k], other)]
+    if todo and any(mine[k] in _ONES or mine[k] in COMPARING for k in todo):
         other = frozenset(words(cached.ids.tolist(), vocab))
         if not _ARTICLES.isdisjoint(other):
-            todo = [k for k in todo if mine[k] != _ONE]
+            seq = words(ids, vocab)
+            todo = [k for k in todo if not _one_before_word(seq, k)]
         if not (COMPARING | _CHOICE).isdisjoint(other):
             after = _differ_from(ids, vocab)
             todo = [k for k in todo if mine[k] not in COMPARING and k not in after]
@@ -307,6 +333,12 @@ def loosely_unmatched(
 
 
 _DIFFER = frozenset({"differ", "differs"})
+_GROUPED = frozenset().union(*QUANTIFIER_GROUPS)
+
+
+def _same_share(word: str, other: frozenset[str]) -> bool:
+    """``word`` is a quantifier of a group of ``QUANTIFIER_GROUPS`` that ``other`` also uses."""
+    return any(word in g and not g.isdisjoint(other) for g in QUANTIFIER_GROUPS)
 
 
 def _differ_from(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
