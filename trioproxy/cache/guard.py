@@ -321,9 +321,10 @@ def clipped(a: str, b: str) -> bool:
 _DERIVATIONS = frozenset(
     "ful ist ists ism isms ian ians ish ous ic ics ical ant ants ent ents ee ees ess esses "
     "ship ships hood dom ward wards wise like let lets ette ettes ology ologist ologists "
-    "ify ified ifies".split()
+    "ify ified ifies logy logist logists logical".split()
 )
-"""Endings that make another word of a word ("guitarist", "careful", "booklet", "biology")."""
+"""Endings that make another word of a word ("guitarist", "careful", "booklet", "biology",
+"cardio"/"cardiology")."""
 
 
 _ARTICLES = frozenset({"a", "an", "one"})
