@@ -170,7 +170,9 @@ async def test_rediss_with_tls(tmp_path: Path) -> None:
     try:
         trusting = ssl.create_default_context(cafile=str(cert))
         url = f"rediss://127.0.0.1:{tls_port}/0"
-        async with open_client(url, ssl_context=trusting) as client:
+        # the first call carries the TLS handshake: a loaded box (CI under two CPU burners)
+        # took more than the default 1 s call timeout
+        async with open_client(url, ssl_context=trusting, call_timeout=30.0) as client:
             assert await client.execute("ECHO", "over tls") == b"over tls"
         async with trio.open_nursery() as nursery:  # default context: self-signed is refused
             with pytest.raises(RedisUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
