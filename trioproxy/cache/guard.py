@@ -77,12 +77,11 @@ from __future__ import annotations
 import re
 
 from trioproxy.cache.acronyms import expanded_words, spelled_out
-from trioproxy.cache.morph import Relation, relation, typo
+from trioproxy.cache.morph import Relation, clipped, relation, typo
 from trioproxy.cache.polarity import polarity
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.quantifiers import quantities
 from trioproxy.cache.relative_time import relative_time
-from trioproxy.cache.thesaurus import wordnet
 from trioproxy.cache.word_order import (
     COORDINATORS,
     asker_flipped,
@@ -302,29 +301,6 @@ def _siblings(a: Features, b: Features) -> str | None:
             if relation(x, y) is Relation.SIBLING and not typo(x, y) and not clipped(x, y):
                 return x
     return None
-
-
-def clipped(a: str, b: str) -> bool:
-    """One word is the other cut short ("temp"/"temperature", "calc"/"calculator", "vocab"/
-    "vocabulary"): the shorter word of letters begins the longer, and what the longer adds is
-    neither a word of its own in WordNet nor an ending that makes another word of the shorter
-    (``_DERIVATIONS``). A compound of two words ("java"/"javascript", "pass"/"password",
-    "date"/"datetime") and a derived word ("guitar"/"guitarist", "care"/"careful") stay
-    siblings: they name something else."""
-    short, long = sorted((a, b), key=len)
-    if not (short.isalpha() and long.isalpha()) or not long.startswith(short):
-        return False
-    rest = long[len(short) :]
-    return rest not in _DERIVATIONS and not wordnet().synsets(rest)
-
-
-_DERIVATIONS = frozenset(
-    "ful ist ists ism isms ian ians ish ous ic ics ical ant ants ent ents ee ees ess esses "
-    "ship ships hood dom ward wards wise like let lets ette ettes ology ologist ologists "
-    "ify ified ifies logy logist logists logical".split()
-)
-"""Endings that make another word of a word ("guitarist", "careful", "booklet", "biology",
-"cardio"/"cardiology")."""
 
 
 _ARTICLES = frozenset({"a", "an", "one"})

@@ -16,6 +16,8 @@ from __future__ import annotations
 from enum import Enum
 from functools import lru_cache
 
+from trioproxy.cache.thesaurus import wordnet
+
 SUFFIXES = frozenset(
     "e s es ed d ing ion ions ation ations ization ize izes ized izing ise ises ised ising "
     "y ies ied ily ly al ally ment ments ity ive or ors er ers ure ures ence ences ance ances able ability".split()
@@ -111,12 +113,36 @@ def typo(a: str, b: str) -> bool:
     )
 
 
+def clipped(a: str, b: str) -> bool:
+    """One word is the other cut short ("temp"/"temperature", "calc"/"calculator", "vocab"/
+    "vocabulary"): the shorter word of letters begins the longer, and what the longer adds is
+    neither a word of its own in WordNet nor an ending that makes another word of the shorter
+    (``_DERIVATIONS``). A compound of two words ("java"/"javascript", "pass"/"password",
+    "date"/"datetime") and a derived word ("guitar"/"guitarist", "care"/"careful") stay
+    siblings: they name something else."""
+    short, long = sorted((a, b), key=len)
+    if not (short.isalpha() and long.isalpha()) or not long.startswith(short):
+        return False
+    rest = long[len(short) :]
+    return rest not in _DERIVATIONS and not wordnet().synsets(rest)
+
+
+_DERIVATIONS = frozenset(
+    "ful ist ists ism isms ian ians ish ous ic ics ical ant ants ent ents ee ees ess esses "
+    "ship ships hood dom ward wards wise like let lets ette ettes ology ologist ologists "
+    "ify ified ifies logy logist logists logical".split()
+)
+"""Endings that make another word of a word ("guitarist", "careful", "booklet", "biology",
+"cardio"/"cardiology")."""
+
+
 __all__ = [
     "MIN_SIBLING_STEM",
     "MIN_STEM",
     "MIN_TYPO_LEN",
     "SUFFIXES",
     "Relation",
+    "clipped",
     "relation",
     "typo",
 ]
