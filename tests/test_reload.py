@@ -279,7 +279,9 @@ async def test_a_reload_keeps_the_workers_streams_and_its_feature_names(
     with trio.fail_after(30):
         await done.wait()
     assert all(s.status == 200 and s.complete for s in streams)
-    assert len(progress) == 0
+    with trio.fail_after(20):  # the caller has the last byte before the handler leaves the registry
+        while len(progress):
+            await trio.sleep(0.01)
     with trio.fail_after(20):
         while len([r for r in g.sink.records if r.kind == "request"]) < 4:
             await trio.sleep(0.01)
