@@ -90,10 +90,11 @@ def test_a_responses_stream_completes_without_its_malformed_usage() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("tool", [False, True])
 def test_a_verbatim_relay_forwards_the_content_and_the_end_not_the_odd_counts(
-    wire: Dialect, seed: int
+    wire: Dialect, seed: int, tool: bool
 ) -> None:
-    good = stream_bytes(wire, 30)
+    good = stream_bytes(wire, 30, tool=tool)
     data = with_odd_final_usage(wire, good, b"1e30")
     tap = PassthroughTap(wire, include_usage=True)
     forward, tokens, events = tap_all(tap, splits(data, seed))
@@ -111,8 +112,9 @@ def test_a_verbatim_relay_forwards_the_content_and_the_end_not_the_odd_counts(
     else:  # message_delta keeps its stop reason, its usage says what a decoded relay says
         delta = [e for e in forward.split(b"\n\n") if e.startswith(b"event: message_delta")]
         body = orjson.loads(delta[0].split(b"data: ", 1)[1])
-        assert body["delta"]["stop_reason"] == "end_turn"
-        assert body["usage"] == {"output_tokens": 0}
+        assert body["delta"]["stop_reason"] == ("tool_use" if tool else "end_turn")
+        assert body["usage"] == {"output_tokens": decoded_meter(wire, good)[0].output_estimate}
+        assert body["usage"]["output_tokens"] > 0
         assert forward.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
         before = good[: good.index(b"event: message_delta")]
         assert forward.startswith(before)

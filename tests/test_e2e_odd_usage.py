@@ -276,6 +276,31 @@ async def test_a_verbatim_stream_with_odd_usage_ends_whole_and_is_billed_the_est
     assert recs[0].estimated and recs[0].output_tokens > 0 and recs[0].outcome == "served"
 
 
+async def test_a_verbatim_anthropic_stream_with_odd_usage_tells_the_caller_what_it_is_billed(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same wire, Anthropic: ``message_delta`` must carry a usage, and the odd one is left out.
+    Its caller read ``output_tokens: 0`` while the ledger billed the estimate; it now reads
+    what is billed, as a decoded stream's caller does."""
+    from tests.settings_factory import chain_settings
+
+    monkeypatch.setenv("SIMKEY", "x")
+    odd = await start_simulator(nursery, Fault(usage="1e30", late_usage=True, tokens=12))
+    g = await start_gateway(nursery, chain_settings([odd.url], kinds=["anthropic"]))
+
+    def read() -> int:
+        ant = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+        with ant.messages.stream(model="r", max_tokens=50, messages=HI) as s:  # type: ignore[arg-type]
+            return s.get_final_message().usage.output_tokens
+
+    output = await trio.to_thread.run_sync(read)
+    with trio.fail_after(30):
+        while not (recs := [x for x in g.sink.records if x.kind == "request"]):
+            await trio.sleep(0.02)
+    assert recs[0].estimated and recs[0].outcome == "served"
+    assert output == recs[0].output_tokens == 12  # 12 one-token pieces
+
+
 @pytest.mark.parametrize("fault", [Fault(no_usage=True, tokens=12), Fault(usage="null", tokens=12)])
 async def test_an_answer_without_usage_tells_the_caller_what_it_is_billed(
     nursery: trio.Nursery, fault: Fault

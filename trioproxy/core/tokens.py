@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from trioproxy.core.types import StreamEvent, TextDelta, ToolCallDelta
+
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 """What :func:`estimate_tokens` counts: a run of word characters, or one other mark."""
 _WORD, _SPACE = re.compile(r"\w"), re.compile(r"\s")
@@ -49,6 +51,17 @@ def estimate_tokens(text: str) -> int:
     classes = text.encode("ascii").translate(_ASCII_CLASSES)
     words = classes.count(b" a") + classes.count(b".a") + (classes[:1] == b"a")
     return classes.count(b".") + words
+
+
+def event_tokens(event: StreamEvent) -> int:
+    """Estimated output tokens of one decoded stream event: its text, a tool call's
+    arguments and name; 0 for the rest."""
+    if isinstance(event, TextDelta):
+        return estimate_tokens(event.text)
+    if isinstance(event, ToolCallDelta):
+        n = estimate_tokens(event.arguments)
+        return n + estimate_tokens(event.name) if event.name else n
+    return 0
 
 
 def answer_cap(requested: int | None, model_cap: int) -> int:
@@ -98,6 +111,7 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "content_text",
     "estimate_tokens",
+    "event_tokens",
     "max_tokens_bound",
     "prompt_tokens",
     "split_tokens",

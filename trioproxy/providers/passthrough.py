@@ -27,10 +27,9 @@ left out when the caller did not ask for usage (the gateway always asks
 upstream), as the decoding path leaves it out. A usage whose counts are no counts
 (:class:`~trioproxy.core.usage.MalformedUsage`) is not forwarded either, as the decoding
 path ends a stream without one: an OpenAI usage-only chunk is left out, another event
-loses its ``usage`` (an Anthropic ``message_delta``, which must carry one, says
-``{"output_tokens": 0}``; the decoding path's caller reads the gateway's estimate there, which
-the ledger bills: a known difference, for a provider whose final counts are no counts);
-:attr:`PassthroughTap.bad_usage` says why.
+loses its ``usage`` (an Anthropic ``message_delta``, which must carry one, says the
+output tokens the gateway estimates for what went through, which the ledger bills and the
+decoding path's caller reads there too); :attr:`PassthroughTap.bad_usage` says why.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from typing import Any
 import orjson
 
 from trioproxy.core.sse import SSEParser
-from trioproxy.core.tokens import estimate_tokens
+from trioproxy.core.tokens import estimate_tokens, event_tokens
 from trioproxy.core.types import Dialect, StreamEvent, UsageReport
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
@@ -100,6 +99,9 @@ class PassthroughTap:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._counted = 0
+        self._decoded = 0
+        """Estimated output tokens of the content among the decoded events (tool calls, a
+        content event that was not plain): the runner's meter counts these from ``events``."""
 
     @property
     def done(self) -> bool:
@@ -226,6 +228,7 @@ class PassthroughTap:
         bad = self._decoder.bad_usages
         decoded = self._decode(ev)
         out.events.extend(decoded)
+        self._decoded += sum(map(event_tokens, decoded))
         if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
             if scrubbed := self._without_usage(ev):
                 kept.append(scrubbed)
@@ -249,7 +252,7 @@ class PassthroughTap:
         if self.wire == "anthropic":
             if data.get("type") != "message_delta":  # message_start: its attempt fails
                 return ev
-            data["usage"] = {"output_tokens": 0}
+            data["usage"] = {"output_tokens": self._decoded + self.output_tokens()}
         elif not data.get("choices"):
             return b""
         else:

@@ -71,7 +71,7 @@ def _tool_name_and_key(tool: Any) -> tuple[str, str]:
     return tool["name"], first_property(tool.get("input_schema"))
 
 
-def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
+def _usage(plan: Plan, output_tokens: int, *, first: bool = False) -> dict[str, Any]:
     c = plan.cache
     return odd_counts({
         "input_tokens": plan.uncached_input,
@@ -82,7 +82,7 @@ def _usage(plan: Plan, output_tokens: int) -> dict[str, Any]:
             "ephemeral_1h_input_tokens": c.write_1h,
         },
         "output_tokens": output_tokens,
-    }, plan.odd_usage)  # fmt: skip
+    }, None if first and plan.odd_late else plan.odd_usage)  # fmt: skip
 
 
 def _event(kind: str, data: Mapping[str, Any]) -> bytes:
@@ -159,7 +159,7 @@ class AnthropicWire:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _usage(plan, 1),
+            "usage": _usage(plan, 1, first=True),
         }
         head = _event("message_start", {"type": "message_start", "message": message})
         if plan.reasoning_tokens:  # the answer's block starts after the thinking (prelude)

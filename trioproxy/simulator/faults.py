@@ -21,6 +21,9 @@ Keys (times in milliseconds):
 ``usage``        a JSON scalar sent instead of every token count of the answer's
                  usage (chat, embeddings, token counts): a misbehaving provider's
                  ``9223372036854775808``, ``-1``, ``1e30``, ``2.5``, ``"12"``, ``null``
+``late_usage``   with ``usage``: only the stream's last usage is odd (Anthropic's
+                 ``message_delta``; its ``message_start`` says good counts), so the
+                 content goes out before the odd counts
 ``reasoning_content``  a reasoning model on the OpenAI wire streams its hidden reasoning
                  as ``reasoning_content`` deltas before the answer (one per token,
                  paced as content), as DeepSeek / vLLM servers do
@@ -93,6 +96,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "fail_first": _nonneg_int,
     "usage": _json_scalar,
     "no_usage": _flag,
+    "late_usage": _flag,
     "reasoning_content": _flag,
 }
 
@@ -112,6 +116,7 @@ class Fault:
     fail_first: int | None = None
     usage: str | None = None
     no_usage: bool | None = None
+    late_usage: bool | None = None
     reasoning_content: bool | None = None
 
     @classmethod

@@ -102,6 +102,8 @@ class Plan:
     """Hidden, billed as output, part of :attr:`billed_output`."""
     odd_usage: str | None = None
     """A JSON literal sent instead of every usage count (the ``usage`` fault)."""
+    odd_late: bool = False
+    """Only the stream's last usage is odd (the ``late_usage`` fault)."""
     choices: int = 1
     """Answers in a non-stream completion (OpenAI's ``n``), billed each."""
     no_usage: bool = False

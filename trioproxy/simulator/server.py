@@ -297,7 +297,7 @@ class Simulator:
             split,
         )
         if fault.usage is not None:
-            plan = dataclasses.replace(plan, odd_usage=fault.usage)
+            plan = dataclasses.replace(plan, odd_usage=fault.usage, odd_late=bool(fault.late_usage))
         if fault.reasoning_content:
             plan = dataclasses.replace(plan, stream_reasoning=True)
         if fault.no_usage:

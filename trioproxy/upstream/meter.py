@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trioproxy.core.tokens import estimate_tokens
+from trioproxy.core.tokens import event_tokens
 from trioproxy.core.types import (
     FinishReason,
     StreamEnd,
@@ -43,12 +43,8 @@ class Meter:
     the thinking a decoder saw: ``StreamDecoder.hidden_tokens``)."""
 
     def observe(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta):
-            self.output_estimate += estimate_tokens(event.text)
-        elif isinstance(event, ToolCallDelta):
-            self.output_estimate += estimate_tokens(event.arguments)
-            if event.name:
-                self.output_estimate += estimate_tokens(event.name)
+        if isinstance(event, TextDelta | ToolCallDelta):
+            self.output_estimate += event_tokens(event)
         elif isinstance(event, UsageReport):
             self.usage = event.usage
         elif isinstance(event, StreamStart):
