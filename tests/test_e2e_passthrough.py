@@ -245,4 +245,6 @@ async def test_streamed_reasoning_meets_the_budget_on_both_relays(
         while not (records := [r for r in g.sink.records if r.kind == "request"]):
             await trio.sleep(0.01)
     assert records[0].estimated and 0 < records[0].output_tokens < 50
+    # all of it was reasoning: the estimate says so (said reasoning_tokens 0)
+    assert records[0].reasoning_tokens == records[0].output_tokens
     assert records[0].cost_micros <= 50_000 + 1_000

@@ -174,8 +174,11 @@ def anthropic_json(usage: Usage) -> dict[str, Any]:
     }
 
 
-def with_output(usage: Usage, output_tokens: int, *, estimated: bool) -> Usage:
-    """``usage``'s input buckets with a different output count (a stream's estimate)."""
+def with_output(
+    usage: Usage, output_tokens: int, *, estimated: bool, reasoning_tokens: int = 0
+) -> Usage:
+    """``usage``'s input buckets with a different output count (a stream's estimate), of which
+    ``reasoning_tokens`` were hidden reasoning."""
     return Usage(
         input_tokens=usage.input_tokens,
         output_tokens=output_tokens,
@@ -183,6 +186,7 @@ def with_output(usage: Usage, output_tokens: int, *, estimated: bool) -> Usage:
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        reasoning_tokens=reasoning_tokens,
     )
 
 

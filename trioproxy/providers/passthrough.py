@@ -99,6 +99,8 @@ class PassthroughTap:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._counted = 0
+        self._hidden = 0
+        """Of ``_counted``: streamed reasoning (``reasoning_content`` chunks)."""
         self._decoded = 0
         """Estimated output tokens of the content among the decoded events (tool calls, a
         content event that was not plain): the runner's meter counts these from ``events``."""
@@ -133,6 +135,12 @@ class PassthroughTap:
         among the events decoded (:attr:`~trioproxy.providers.base.StreamDecoder.hidden_tokens`)."""
         self._count_pending()
         return self._counted + self._decoder.hidden_tokens
+
+    def hidden_tokens(self) -> int:
+        """Estimated tokens of the hidden reasoning (thinking, streamed reasoning) among
+        :meth:`output_tokens`."""
+        self._count_pending()
+        return self._hidden + self._decoder.hidden_tokens
 
     def feed_plain(self, data: bytes) -> bool:
         """The usual read, exactly one plain content event and nothing carried over: kept
@@ -298,9 +306,11 @@ class PassthroughTap:
         skip = _ANTHROPIC_DATA if self.wire == "anthropic" else len(_OPENAI_DATA) - 1
         for ev in pending:
             try:
-                self._counted += count(orjson.loads(ev[skip:]))
+                shown, hidden = count(orjson.loads(ev[skip:]))
             except ValueError:
-                pass  # forwarded as it came; counts nothing
+                continue  # forwarded as it came; counts nothing
+            self._counted += shown + hidden
+            self._hidden += hidden
 
 
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
@@ -317,20 +327,21 @@ def _absent_or_null(ev: bytes, key: bytes) -> bool:
     return ev[at + len(key) : at + len(key) + 16].lstrip(b": \t").startswith(b"null")
 
 
-def _anthropic_tokens(data: Any) -> int:
+def _anthropic_tokens(data: Any) -> tuple[int, int]:
+    """Tokens of a ``text_delta``'s text, and 0 hidden (thinking deltas are decoded)."""
     delta = data.get("delta") if isinstance(data, dict) else None
     if not isinstance(delta, dict) or delta.get("type") != "text_delta":
-        return 0
+        return 0, 0
     text = delta.get("text")
-    return estimate_tokens(text) if isinstance(text, str) else 0
+    return (estimate_tokens(text) if isinstance(text, str) else 0), 0
 
 
-def _openai_tokens(chunk: Any) -> int:
-    """Tokens of choice 0's content delta and streamed reasoning (what the decoder would
-    meter)."""
+def _openai_tokens(chunk: Any) -> tuple[int, int]:
+    """Tokens of choice 0's content delta and of its streamed reasoning (what the decoder
+    would meter)."""
     if not isinstance(chunk, dict):
         raise ValueError("expected a JSON object")
-    tokens = 0
+    tokens = hidden = 0
     try:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
@@ -339,10 +350,10 @@ def _openai_tokens(chunk: Any) -> int:
             if text := delta.get("content"):
                 tokens += estimate_tokens(text)
             if (thought := reasoning_of(delta)) is not None:
-                tokens += estimate_tokens(thought)
+                hidden += estimate_tokens(thought)
     except (AttributeError, TypeError) as exc:
         raise ValueError(f"malformed chunk: {exc!r}") from None
-    return tokens
+    return tokens, hidden
 
 
 __all__ = ["PassthroughTap", "Tapped"]

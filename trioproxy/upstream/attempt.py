@@ -161,7 +161,9 @@ class AttemptRunner:
         async with AsyncExitStack() as stack:
             decoder = adapter.new_stream_decoder()
             if tap is None:  # (the tap counts its own decoder's)
-                meter.deferred = lambda: decoder.hidden_tokens
+                meter.deferred = meter.hidden = lambda: decoder.hidden_tokens
+            else:
+                meter.hidden = tap.hidden_tokens
             parser = SSEParser()
             resp = await open_response(
                 stack, self.transport, provider, upreq, t, self.fallback_statuses,

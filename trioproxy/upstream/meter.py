@@ -41,6 +41,9 @@ class Meter:
     """More estimated output tokens, counted only when asked (a passthrough stream's
     content events: :meth:`~trioproxy.providers.passthrough.PassthroughTap.output_tokens`;
     the thinking a decoder saw: ``StreamDecoder.hidden_tokens``)."""
+    hidden: Callable[[], int] | None = None
+    """The estimated tokens of hidden reasoning among them (``StreamDecoder.hidden_tokens``):
+    an estimated usage's ``reasoning_tokens``."""
 
     def observe(self, event: StreamEvent) -> None:
         if isinstance(event, TextDelta | ToolCallDelta):
@@ -60,7 +63,8 @@ class Meter:
         if not self.received_any:
             return Usage(0, 0, estimated=False)
         known = self.up_front if self.up_front is not None else Usage(prompt_estimate, 0)
-        return with_output(known, self.output_tokens(), estimated=True)
+        hidden = self.hidden() if self.hidden is not None else 0
+        return with_output(known, self.output_tokens(), estimated=True, reasoning_tokens=hidden)
 
     def output_tokens(self) -> int:
         """Estimated output tokens of everything received so far."""
