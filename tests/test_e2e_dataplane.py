@@ -341,6 +341,10 @@ async def test_drain_ends_a_stream_whose_upstream_stalls_after_its_final_event(
     assert (record.outcome, record.status, record.error_kind) == ("served", 200, None)
     assert record.output_tokens > 0 and record.cost_micros > 0
     assert record.estimated is (kind == "openai")  # Anthropic's message_delta had the usage
+    if kind == "openai" and path == "/v1/messages":  # decoded: the caller reads what is billed
+        delta = [e for e in text.split("\n\n") if e.startswith("event: message_delta")]
+        usage = orjson.loads(delta[0].split("data: ", 1)[1])["usage"]
+        assert usage["output_tokens"] == record.output_tokens, usage
     await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go
 
 

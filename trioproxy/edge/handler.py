@@ -211,6 +211,8 @@ class ChatHandler(Endpoint):
                     await send_ch.send(Failed(error))
                 elif runner.verbatim_end:  # cut after its final event: end it as it would
                     await send_ch.send(Raw(runner.verbatim_end))
+                elif (usage := runner.missing_usage()) is not None:  # what the ledger bills
+                    await send_ch.send(usage)
                 # (decoded streams: the relay's encoder ends them when the channel closes)
 
         watching = self.progress.watch(ctx, race, runner.meters, intents, recv_ch)

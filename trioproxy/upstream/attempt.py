@@ -85,6 +85,8 @@ class AttemptRunner:
     as its input usage when the provider reported none (the ledger bills the same,
     :meth:`Meter.final`)."""
     meters: dict[int, Meter] = field(default_factory=dict)
+    winner: Meter | None = None
+    """The meter of the attempt that claimed the race."""
     ended: bool = False
     """The winner's final event (its finish reason) is in the relay channel, or written to
     the client after a :class:`Handoff`: only the stream's tail (usage, the end marker) may
@@ -97,6 +99,15 @@ class AttemptRunner:
     is written to the client: the caller has the whole stream, even if the upstream's body
     has not ended yet (a client that leaves now is not a disconnect)."""
 
+    def missing_usage(self) -> UsageReport | None:
+        """For a decoded stream cut after :attr:`ended` (the drain deadline) before a usable
+        usage came: the estimate the ledger bills, for the caller's last event (as
+        :meth:`_relay` ends a stream that came without one)."""
+        m = self.winner
+        if m is None or m.usage is not None or not self.ended:
+            return None
+        return UsageReport(m.final(self.prompt_estimate))
+
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
         model = attempt.target.spec
         provider = model.endpoint
@@ -107,6 +118,8 @@ class AttemptRunner:
         def claim_once(a: Attempt) -> bool:
             nonlocal claimed
             claimed = claim(a)
+            if claimed:
+                self.winner = meter
             return claimed
 
         deadlines = Deadlines(t)  # first byte, then total: one scope
