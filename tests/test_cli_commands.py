@@ -71,3 +71,22 @@ def test_a_demo_key_file_anyone_else_could_have_written_is_not_used(
     (blocked / f".demo-key.{os.getpid()}").mkdir(parents=True)  # the file cannot be written
     assert cli.demo_key(blocked).startswith("tp-demo-")
     assert "not written" in capsys.readouterr().err and not (blocked / "demo-key").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["serve", "--port", "99999"], ["serve", "--admin-port", "70000"], ["serve", "--port", "-1"],
+     ["simulate", "--port", "65536"], ["serve", "--port", "http"]],
+)  # fmt: skip
+def test_a_port_that_is_no_tcp_port_is_refused(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``serve --port 99999`` listened on 34463 (the number modulo 65536) while its banner
+    named 99999, ``--admin-port 70000`` put the dashboard on 4464, ``--port -1`` ended in a
+    traceback: each is now one line and exit 2, before anything starts."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.parser().parse_args(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"got {args[-1]}") or err.endswith(f"not a whole number: '{args[-1]}'")
+    assert "must be a TCP port (0-65535)" in err or "http" in err

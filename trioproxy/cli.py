@@ -69,6 +69,18 @@ def banner(
     )
 
 
+def _tcp_port(raw: str) -> int:
+    """``--port`` / ``--admin-port``: 0-65535, as the config's ``admin_port`` (99999 listened
+    on 34463, the number modulo 65536, and -1 ended in a traceback)."""
+    try:
+        n = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0-65535), got {n}")
+    return n
+
+
 def _at_least_one(raw: str) -> int:
     """``--workers``: a whole number of at least 1 (0 or -1 listened nowhere and ran on)."""
     try:
@@ -251,9 +263,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", help="TOML config file; none: the built-in demo over the simulator")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    s.add_argument("--port", type=_tcp_port, default=DEFAULT_PORT, help="port to listen on")
     s.add_argument("--workers", type=_at_least_one, default=1, help="worker processes")
-    s.add_argument("--admin-port", type=int, default=None,
+    s.add_argument("--admin-port", type=_tcp_port, default=None,
                    help="port of the dashboard, admin API and /metrics (default: [server] "
                    "admin_port, 8081)")  # fmt: skip
     s.add_argument("--log-level", choices=LEVELS, default="info", help="lowest level logged")
@@ -267,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=defaults,
     )  # fmt: skip
     m.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    m.add_argument("--port", type=int, default=DEFAULT_SIM_PORT, help="port to listen on")
+    m.add_argument("--port", type=_tcp_port, default=DEFAULT_SIM_PORT, help="port to listen on")
     m.add_argument(
         "--load", action="store_true",
         help="load mode: precomputed answers, one write per chunk (simulator/load.py)",
