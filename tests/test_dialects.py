@@ -204,6 +204,24 @@ BAD_OPENAI: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
     ({"model": "m", "messages": HI, "top_p": 1.1}, ErrorKind.INVALID_REQUEST, "top_p"),
     ({"model": "m", "messages": HI, "n": 0}, ErrorKind.INVALID_REQUEST, "n"),
     ({"model": "m", "messages": HI, "user": 5}, ErrorKind.INVALID_REQUEST, "user"),
+    # fields passed on without being read: a newcomer's metadata [1], reasoning_effort 5 and
+    # service_tier 5 went to the provider
+    ({"model": "m", "messages": HI, "metadata": [1]}, ErrorKind.INVALID_REQUEST, "metadata"),
+    ({"model": "m", "messages": HI, "metadata": {"a": 1}}, ErrorKind.INVALID_REQUEST, "metadata.a"),
+    (
+        {"model": "m", "messages": HI, "metadata": {str(i): "v" for i in range(17)}},
+        ErrorKind.INVALID_REQUEST,
+        "metadata",
+    ),
+    (
+        {"model": "m", "messages": HI, "reasoning_effort": 5},
+        ErrorKind.INVALID_REQUEST,
+        "reasoning_effort",
+    ),
+    ({"model": "m", "messages": HI, "service_tier": 5}, ErrorKind.INVALID_REQUEST, "service_tier"),
+    ({"model": "m", "messages": HI, "store": "yes"}, ErrorKind.INVALID_REQUEST, "store"),
+    ({"model": "m", "messages": HI, "modalities": [1]}, ErrorKind.INVALID_REQUEST, "modalities[0]"),
+    ({"model": "m", "messages": HI, "prediction": "x"}, ErrorKind.INVALID_REQUEST, "prediction"),
     ({"model": "m", "messages": HI, "tools": {}}, ErrorKind.INVALID_REQUEST, "tools"),
     (
         {"model": "m", "messages": HI, "tools": [{"type": "function"}]},

@@ -158,6 +158,25 @@ def opt_dict(body: Mapping[str, Any], key: str, param: str | None = None) -> dic
     return value
 
 
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
+"""OpenAI's bounds on ``metadata``: pairs, characters of a key, characters of a value."""
+
+
+def opt_metadata(body: Mapping[str, Any], key: str = "metadata") -> None:
+    """OpenAI's ``metadata``: an object of at most 16 string values (keys of at most 64
+    characters, values of at most 512), as OpenAI refuses any other."""
+    meta = opt_dict(body, key)
+    if len(meta) > METADATA_PAIRS:
+        raise invalid(f"'{key}' has more than {METADATA_PAIRS} pairs", key)
+    for k, v in meta.items():
+        if len(k) > METADATA_KEY:
+            raise invalid(f"'{key}' keys must be at most {METADATA_KEY} characters", key)
+        if not isinstance(v, str) or len(v) > METADATA_VALUE:
+            raise invalid(
+                f"'{key}.{k}' must be a string of at most {METADATA_VALUE} characters", f"{key}.{k}"
+            )
+
+
 def opt_list(body: Mapping[str, Any], key: str, param: str | None = None) -> list[Any]:
     value = body.get(key)
     if value is None:

@@ -3,8 +3,11 @@
 Every field the gateway reads, translates or passes on to a provider is
 type-checked here, so a caller's mistake is a 400 in the caller's dialect
 before routing, caching or any budget reservation, and nothing malformed
-reaches a provider. Fields the gateway does not know are passed on as sent
-(their nesting is bounded by :func:`._fields.load_object`).
+reaches a provider: the fields of OpenAI's chat API too that the gateway only passes
+on (``metadata``, ``reasoning_effort``, ``service_tier``, ``store``, ``modalities``...; a
+``metadata`` of ``[1]`` or a ``reasoning_effort`` of ``5`` went through). Fields the gateway
+does not know at all are passed on as sent (their nesting is bounded by
+:func:`._fields.load_object`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+PASSED_STRINGS = (
+    "reasoning_effort", "service_tier", "verbosity", "prompt_cache_key", "safety_identifier",
+)  # fmt: skip
+PASSED_OBJECTS = ("prediction", "audio", "web_search_options")
+"""Fields of OpenAI's chat API that the gateway passes on without reading: their types."""
 MAX_N = 128
 """OpenAI's own limit on ``n``; each answer is reserved for, so it is also a budget bound."""
 MAX_STOP = 4
@@ -48,6 +56,15 @@ def check_chat(data: dict[str, Any]) -> None:
     f.opt_int(data, "top_logprobs", 0, 20)
     f.opt_bool(data, "parallel_tool_calls")
     f.opt_str(data, "user")
+    f.opt_metadata(data)
+    for key in PASSED_STRINGS:
+        f.opt_str(data, key)
+    f.opt_bool(data, "store")
+    for i, kind in enumerate(f.opt_list(data, "modalities")):
+        if not isinstance(kind, str):
+            raise invalid(f"'modalities[{i}]' must be a string", f"modalities[{i}]")
+    for key in PASSED_OBJECTS:
+        f.opt_dict(data, key)
     _stop(data.get("stop"))
     for i, tool in enumerate(f.objects(f.opt_list(data, "tools"), "tools")):
         _tool(tool, f"tools[{i}]")

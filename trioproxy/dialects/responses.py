@@ -64,7 +64,7 @@ def parse_request(body: bytes) -> ChatRequest:
     f.opt_number(data, "temperature", 0, 2)
     f.opt_number(data, "top_p", 0, 1)
     f.opt_bool(data, "parallel_tool_calls")
-    f.opt_dict(data, "metadata")
+    f.opt_metadata(data)
     end_user = f.end_user(data, "user") or f.end_user(data, "safety_identifier")
     messages: list[dict[str, Any]] = []
     instructions = data.get("instructions")
