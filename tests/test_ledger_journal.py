@@ -215,3 +215,90 @@ def test_a_failing_disk_is_logged_once_per_interval_not_per_record(
     assert journal.statistics().failed == 200 and spooler.lost == 200
     monkeypatch.undo()
     journal.close()
+
+
+def _die(journal: Journal) -> None:
+    """SIGKILL: the kernel closes the descriptors (and drops the locks); nothing else."""
+    for seg in journal._segments.values():
+        os.close(seg.fd)
+    journal._segments.clear()
+
+
+def _recovered(state_dir: Path) -> list[UsageRecord]:
+    found: list[UsageRecord] = []
+    Journal(state_dir).recover(Spool(state_dir), found)
+    return found
+
+
+@pytest.mark.parametrize("truncate_fails", [False, True])
+def test_a_write_the_full_disk_cut_short_leaves_no_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truncate_fails: bool
+) -> None:
+    """The disk fills in the middle of a line: half of it is written, then ENOSPC. The torn
+    half stayed, the next append was glued to it and recovery skipped both (a stream's next
+    progress line, and with its old intent resolved meanwhile, the stream was lost). The
+    torn bytes are cut off, or, if even that fails, the torn line is ended."""
+    journal = Journal(tmp_path)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_disk(fd: int, data: bytes | memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    def no_truncate(fd: int, size: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    if truncate_fails:
+        monkeypatch.setattr(os, "ftruncate", no_truncate)
+    assert journal.append(_attempt("torn", 0, cost=1), intent=True) == -1
+    monkeypatch.undo()
+    token = journal.append(_attempt("next", 0, cost=2), intent=True)
+    assert token >= 0
+    _die(journal)
+    assert [r.request_id for r in _recovered(tmp_path) if r.kind == "attempt"] == ["next"]
+
+
+def test_an_append_after_close_is_not_journaled(tmp_path: Path) -> None:
+    """After ``close`` the segment's descriptor number may be another file's: an append
+    wrote a journal line into it."""
+    journal = Journal(tmp_path)
+    journal.close()
+    other = tmp_path / "unrelated.txt"
+    fd = os.open(other, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert journal.append(_attempt("late", 0, cost=1), intent=True) == -1
+    finally:
+        os.close(fd)
+    assert other.read_bytes() == b"" and journal.statistics().failed == 1
+
+
+def test_a_worker_starting_beside_a_recovery_keeps_its_first_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment made under its own name could be locked by another worker's recovery
+    between its creation and its owner's lock, found empty and deleted: its owner then
+    journaled into a deleted file. The other worker's recovery now runs in that gap."""
+    import fcntl
+
+    from trioproxy.ledger import journal as journal_mod
+
+    other = Journal(tmp_path)
+    real_flock = fcntl.flock
+    ran = []
+
+    def flock(fd: int, op: int) -> None:
+        if not ran:
+            ran.append(other.recover(Spool(tmp_path)))
+        real_flock(fd, op)
+
+    monkeypatch.setattr(journal_mod.fcntl, "flock", flock)
+    starting = Journal(tmp_path)
+    monkeypatch.undo()
+    assert ran == [0]
+    starting.append(_attempt("rid-a", 0, cost=1), intent=True)
+    _die(starting)
+    assert any(r.request_id == "rid-a" for r in _recovered(tmp_path))

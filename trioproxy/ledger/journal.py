@@ -68,6 +68,8 @@ class _Segment:
     lines: int = 0
     size: int = 0
     unsynced: bool = False
+    torn: bool = False
+    """A failed append left a torn line at the end that could not be cut off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,24 +167,44 @@ class Journal:
         return self._write(b"".join([_line(r, intent=False) for r in records]), len(records))
 
     def _write(self, data: bytes, n: int) -> int:
+        """Append ``data`` (``n`` lines) whole, or nothing: a write the disk cut short (full)
+        is cut off again (a torn line left there glued the next append to it, and recovery
+        skipped both: a stream's next progress, then its old intent resolved, lost it all)."""
         seg = self._current
+        if seg.torn:  # a torn line is still there: end it first (recovery skips it)
+            data = b"\n" + data
+        if self._closed:  # after shutdown (its fd may be another file's now): not journaled
+            self._failed += n
+            return -1
+        view = memoryview(data)
         try:
-            view = memoryview(data)
             while view:
                 view = view[os.write(seg.fd, view) :]
         except OSError as exc:
+            if len(view) < len(data):
+                self._cut_back(seg, len(data) - len(view))
             self._failed += n
             self.failed_at = time.monotonic()
             if (skipped := self._failed_log.due()) is not None:
                 log.error("ledger journal append failed (%d records not journaled; %d more "
                           "failed appends since the last such line): %s", n, skipped, exc)  # fmt: skip
             return -1
+        seg.torn = False
         seg.outstanding += n
         seg.lines += n
         seg.size += len(data)
         seg.unsynced = True
         self._appended += n
         return seg.seq
+
+    def _cut_back(self, seg: _Segment, torn: int) -> None:
+        """Remove the ``torn`` bytes a failed append left at the end of ``seg``; if even that
+        fails, end the torn line so that the next append starts a line of its own."""
+        try:
+            os.ftruncate(seg.fd, seg.size)
+        except OSError:
+            seg.size += torn
+            seg.torn = True
 
     def done(self, seq: int, n: int = 1) -> None:
         """``n`` entries of segment ``seq`` are durable elsewhere (or resolved)."""
@@ -300,10 +322,15 @@ class Journal:
 
     # -- internals -------------------------------------------------------------------------
     def _open_segment(self) -> _Segment:
+        """A new segment, locked before it has its name: made under a name recovery does not
+        read, then renamed (made under its own name, another worker's recovery could lock it
+        first, find it empty and delete it, and this worker journaled into a deleted file)."""
         seq = next(_segment_numbers)
         path = self.dir / f"{self._owner}-{seq}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        making = path.with_suffix(".new")
+        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, path)
         seg = _Segment(seq, path, fd)
         self._segments[seq] = seg
         self._dir_unsynced = True
