@@ -91,6 +91,26 @@ async def test_all_targets_fail_gives_502_with_retry_after(nursery: trio.Nursery
     assert "m0" in r.json()["error"]["message"] and "m1" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+async def test_every_target_rate_limited_is_a_429_with_retry_after(
+    nursery: trio.Nursery, path: str
+) -> None:
+    """Every provider said 429: the caller heard a 502 server_error (a newcomer's pass); it
+    now hears what the providers said, a 429 rate_limit_error to back off from, in its
+    dialect, with the soonest Retry-After, and its SDK raises RateLimitError."""
+    a = await start_simulator(nursery, Fault(status=429, retry_after=9))
+    b = await start_simulator(nursery, Fault(status=429, retry_after=3))
+    g = await start_gateway(nursery, chain_settings([a.url, b.url]))
+    headers = {"authorization": f"Bearer {KEY}", "x-api-key": KEY}
+    body = {**BODY, "max_tokens": 5}
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + path, json=body, headers=headers)
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    error = r.json()["error"]
+    assert error["type"] == "rate_limit_error"
+    assert "m0" in error["message"] and "m1" in error["message"]
+
+
 async def test_first_byte_timeout_falls_through(nursery: trio.Nursery) -> None:
     a = await start_simulator(nursery, Fault(hang=True))
     b = await start_simulator(nursery)

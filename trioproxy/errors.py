@@ -61,6 +61,9 @@ class ErrorKind(enum.Enum):
     UPSTREAM_REJECTED = "upstream_rejected"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_RATE_LIMITED = "upstream_rate_limited"
+    """Every target tried answered 429: the caller backs off (``Retry-After``) as it would
+    from the provider itself."""
     STREAM_INTERRUPTED = "stream_interrupted"
     # gateway
     INTERNAL = "internal_error"
@@ -107,6 +110,7 @@ _INFO: dict[ErrorKind, _KindInfo] = {
     ),
     ErrorKind.UPSTREAM_UNAVAILABLE: _KindInfo(_U, 502, "server_error", "api_error"),
     ErrorKind.UPSTREAM_TIMEOUT: _KindInfo(_U, 504, "server_error", "api_error"),
+    ErrorKind.UPSTREAM_RATE_LIMITED: _KindInfo(_U, 429, "rate_limit_error", "rate_limit_error"),
     ErrorKind.STREAM_INTERRUPTED: _KindInfo(_U, 502, "server_error", "api_error"),
     ErrorKind.INTERNAL: _KindInfo(_G, 500, "server_error", "api_error"),
     ErrorKind.SHUTTING_DOWN: _KindInfo(_G, 503, "server_error", "overloaded_error"),

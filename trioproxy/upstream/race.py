@@ -281,6 +281,8 @@ class Race:
         kind = (
             ErrorKind.UPSTREAM_TIMEOUT
             if all(f.kind is ErrorKind.UPSTREAM_TIMEOUT for f in failures)
+            else ErrorKind.UPSTREAM_RATE_LIMITED
+            if all(f.status == 429 for f in failures)
             else ErrorKind.UPSTREAM_UNAVAILABLE
         )
         return ProviderError(
