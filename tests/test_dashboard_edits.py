@@ -80,6 +80,10 @@ def test_whole_numbers_and_percentages() -> None:
         with pytest.raises(Invalid):
             rpm(bad)
     assert whole(1, 10**9, "tokens")("1,000,000") == 1_000_000
+    # -10 is a whole number, below the range (it said "must be a whole number of tokens")
+    for negative in ("-10", "- 10", "-1,000"):
+        with pytest.raises(Invalid, match="must be between 1 and 100 requests"):
+            rpm(negative)
     assert percent_share("80") == 0.8 and percent_share("12.5%") == 0.125
     for bad in ("0", "101", "nan", "x"):
         with pytest.raises(Invalid):

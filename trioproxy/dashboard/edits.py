@@ -98,6 +98,8 @@ def whole(lo: int, hi: int, unit: str) -> Parser:
             text = raw.strip()
             if "," in text and re.fullmatch(r"\d{1,3}(,\d{3})+", text):
                 text = text.replace(",", "")
+            if re.fullmatch(r"-\s*[0-9,]+", text):  # "-10" is a whole number, just too small
+                raise Invalid(f"must be between {lo:,} and {hi:,} {unit}")
             if not re.fullmatch(r"[0-9]{1,19}", text):
                 raise Invalid(f"must be a whole number of {unit}")
             raw = int(text)
