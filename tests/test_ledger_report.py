@@ -107,6 +107,27 @@ def test_report_refuses_to_invent_an_empty_ledger(
     assert list(tmp_path.iterdir()) == []  # no ./var, no empty ledger file
 
 
+def test_report_without_a_ledger_named_reads_the_demos_in_this_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``trioproxy serve`` without --config is the demo, its state in ./var; a bare
+    ``trioproxy report`` in the same folder said "no ledger named" (a newcomer's pass)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    records = make_records(50, seed=7, ts=time.time() - 60)
+
+    async def seed() -> None:
+        backend = await SqliteLedger.open(tmp_path / "var" / SQLITE_NAME)
+        await backend.write_batch(records)
+        await backend.aclose()
+
+    trio.run(seed)
+    assert report_main([]) == 0
+    out = capsys.readouterr()
+    assert "the demo's ledger in ./var" in out.err
+    assert out.out.splitlines()[-1].split()[1] == f"{totals_of(records).count:,}"
+
+
 def test_report_config_reads_only_the_storage_section(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

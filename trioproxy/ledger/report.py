@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trio
 
+from trioproxy.config.demo import DEMO_STATE_DIR
 from trioproxy.ledger.backend import (
     DIMENSIONS,
     METRICS,
@@ -163,10 +164,18 @@ def report_main(argv: list[str]) -> int:
         state_dir = state_dir or storage.state_dir
         if database_url is None and storage.database_url is not None and not args.state_dir:
             database_url = storage.database_url.reveal()
+    if (
+        database_url is None
+        and state_dir is None
+        and (Path(DEMO_STATE_DIR) / SQLITE_NAME).is_file()
+    ):
+        state_dir = DEMO_STATE_DIR  # as `serve` without --config: the demo's, in this folder
+        print(f"trioproxy report: the demo's ledger in {DEMO_STATE_DIR}", file=sys.stderr)
     if database_url is None:
         if state_dir is None:
             print("trioproxy report: no ledger named: give --config, --state-dir or "
-                  "--database-url", file=sys.stderr)  # fmt: skip
+                  "--database-url (or run it where the demo ran: its ledger is in "
+                  f"{DEMO_STATE_DIR})", file=sys.stderr)  # fmt: skip
             return 2
         ledger = Path(state_dir) / SQLITE_NAME
         if not ledger.is_file():  # never create an empty ledger and report zeros from it
