@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+import orjson
 import trio
 import trustme
 
@@ -191,6 +192,68 @@ _OPENAI_CHUNK = (
     '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
     '"system_fingerprint":"fp_stall","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}'
 )
+_RESPONSE = {
+    "id": "resp_upstream_1", "object": "response", "created_at": 1, "status": "in_progress",
+    "completed_at": None, "error": None, "incomplete_details": None, "model": "m-upstream",
+    "output": [], "parallel_tool_calls": True, "store": False, "temperature": 1.0, "top_p": 1.0,
+    "tool_choice": "auto", "tools": [{"type": "web_search"}], "text": {"format": {"type": "text"}},
+    "truncation": "disabled", "usage": None, "metadata": {}, "instructions": None,
+    "previous_response_id": None, "reasoning": None, "user": None, "max_output_tokens": None,
+    "background": False, "service_tier": "default", "prompt_cache_key": None,
+    "safety_identifier": None, "top_logprobs": 0, "presence_penalty": 0.0,
+    "frequency_penalty": 0.0, "max_tool_calls": None,
+}  # fmt: skip
+_SEARCH = {"id": "ws_upstream_1", "type": "web_search_call", "status": "completed",
+           "action": {"type": "search", "query": "hello world"}}  # fmt: skip
+_CITATION = {"type": "url_citation", "start_index": 0, "end_index": 11,
+             "url": "https://example.com/hello", "title": "Hello"}  # fmt: skip
+_PART = {"type": "output_text", "text": "Hello world", "annotations": [_CITATION], "logprobs": []}
+_MESSAGE = {"id": "msg_upstream_1", "type": "message", "status": "completed",
+            "role": "assistant", "content": [_PART]}  # fmt: skip
+_RESPONSES_EVENTS: list[tuple[str, dict[str, Any]]] = [
+    ("response.created", {"sequence_number": 0, "response": _RESPONSE}),
+    ("response.in_progress", {"sequence_number": 1, "response": _RESPONSE}),
+    ("response.output_item.added", {"sequence_number": 2, "output_index": 0,
+                                    "item": {**_SEARCH, "status": "in_progress"}}),
+    ("response.web_search_call.in_progress", {"sequence_number": 3, "output_index": 0,
+                                              "item_id": "ws_upstream_1"}),
+    ("response.web_search_call.searching", {"sequence_number": 4, "output_index": 0,
+                                            "item_id": "ws_upstream_1"}),
+    ("response.web_search_call.completed", {"sequence_number": 5, "output_index": 0,
+                                            "item_id": "ws_upstream_1"}),
+    ("response.output_item.done", {"sequence_number": 6, "output_index": 0, "item": _SEARCH}),
+    ("response.output_item.added", {"sequence_number": 7, "output_index": 1,
+                                    "item": {**_MESSAGE, "status": "in_progress", "content": []}}),
+    ("response.content_part.added", {"sequence_number": 8, "item_id": "msg_upstream_1",
+                                     "output_index": 1, "content_index": 0,
+                                     "part": {**_PART, "text": "", "annotations": []}}),
+    ("response.output_text.delta", {"sequence_number": 9, "item_id": "msg_upstream_1",
+                                    "output_index": 1, "content_index": 0, "delta": "Hello",
+                                    "logprobs": [], "obfuscation": "x3Rk"}),
+    ("response.output_text.delta", {"sequence_number": 10, "item_id": "msg_upstream_1",
+                                    "output_index": 1, "content_index": 0, "delta": " world",
+                                    "logprobs": [], "obfuscation": "QpZ"}),
+    ("response.output_text.annotation.added", {"sequence_number": 11,
+                                               "item_id": "msg_upstream_1", "output_index": 1,
+                                               "content_index": 0, "annotation_index": 0,
+                                               "annotation": _CITATION}),
+    ("response.future_feature.delta", {"sequence_number": 12, "item_id": "msg_upstream_1",
+                                       "delta": "a type no decoder knows"}),
+    ("response.output_text.done", {"sequence_number": 13, "item_id": "msg_upstream_1",
+                                   "output_index": 1, "content_index": 0, "text": "Hello world",
+                                   "logprobs": []}),
+    ("response.content_part.done", {"sequence_number": 14, "item_id": "msg_upstream_1",
+                                    "output_index": 1, "content_index": 0, "part": _PART}),
+    ("response.output_item.done", {"sequence_number": 15, "output_index": 1, "item": _MESSAGE}),
+    ("response.completed", {"sequence_number": 16, "response": {
+        **_RESPONSE, "status": "completed", "completed_at": 2, "output": [_SEARCH, _MESSAGE],
+        "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": 8}}}),
+]  # fmt: skip
+"""A Responses stream with what the gateway's decoder does not model: a hosted tool's item
+and events, an annotation, log probabilities, an obfuscation field, an event type of the
+future, the provider's own ids."""
 STALL_EVENTS = {
     "/v1/chat/completions": [
         b"data: "
@@ -211,9 +274,14 @@ STALL_EVENTS = {
         b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
         b'"usage":{"output_tokens":3}}\n\n',
     ],
+    "/v1/responses": [
+        b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+        for kind, fields in _RESPONSES_EVENTS
+    ],
 }
 """Per upstream path: a stream up to its final event (the finish reason), without what
-follows (OpenAI's usage chunk and ``[DONE]``, Anthropic's ``message_stop``)."""
+follows (OpenAI's usage chunk and ``[DONE]``, Anthropic's ``message_stop``; the Responses
+wire's final event, ``response.completed``, is its end)."""
 END_EVENTS = {
     "/v1/chat/completions": [
         b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
@@ -222,6 +290,7 @@ END_EVENTS = {
         b"data: [DONE]\n\n",
     ],
     "/v1/messages": [b'event: message_stop\ndata: {"type":"message_stop"}\n\n'],
+    "/v1/responses": [],
 }
 """What follows :data:`STALL_EVENTS`: the usage and the stream's end event."""
 
