@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -16,14 +17,18 @@ from trioproxy.providers.registry import adapter_for
 from trioproxy.simulator.anthropic_wire import ANTHROPIC
 from trioproxy.simulator.openai_wire import OPENAI
 from trioproxy.simulator.plan import Intent, make_plan
+from trioproxy.simulator.responses_wire import RESPONSES
 from trioproxy.upstream.attempt import Meter
 
 TOOL = ("get_weather", "city")
 
 
-def stream_bytes(wire: Dialect, tokens: int, *, tool: bool = False, usage: bool = True) -> bytes:
-    w = OPENAI if wire == "openai" else ANTHROPIC
-    intent = Intent("m", 12, "what is the weather", None, True, usage, TOOL if tool else None)
+def stream_bytes(
+    wire: Dialect, tokens: int, *, tool: bool = False, usage: bool = True, reasoning: bool = False
+) -> bytes:
+    w = {"openai": OPENAI, "anthropic": ANTHROPIC, "responses": RESPONSES}[wire]
+    intent = Intent("m", 12, "what is the weather", None, True, usage, TOOL if tool else None,
+                    reasoning=reasoning)  # fmt: skip
     plan = make_plan(intent, tokens, "id-", 0)
     encode = w.chunk_encoder(plan)
     return w.stream_head(plan) + b"".join(encode(p) for p in plan.pieces) + w.stream_tail(plan)
@@ -31,7 +36,8 @@ def stream_bytes(wire: Dialect, tokens: int, *, tool: bool = False, usage: bool 
 
 def decoded_meter(wire: Dialect, data: bytes) -> tuple[Meter, list[StreamEvent]]:
     """The full decoding path's view of the same bytes (the reference)."""
-    parser, decoder, meter = SSEParser(), adapter_for(wire).new_stream_decoder(), Meter()
+    adapter = adapter_for("openai", "responses") if wire == "responses" else adapter_for(wire)
+    parser, decoder, meter = SSEParser(), adapter.new_stream_decoder(), Meter()
     events: list[StreamEvent] = []
     for sse in parser.feed(data):
         for event in decoder.feed(sse):
@@ -59,7 +65,7 @@ def tap_all(tap: PassthroughTap, pieces: list[bytes]) -> tuple[bytes, int, list[
     return forward, tap.output_tokens(), events
 
 
-@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic", "responses"])
 @pytest.mark.parametrize("tool", [False, True])
 @pytest.mark.parametrize("seed", range(6))
 def test_forwards_verbatim_and_meters_like_the_decoder(
@@ -80,7 +86,7 @@ def test_forwards_verbatim_and_meters_like_the_decoder(
     assert meter.finish == reference.finish and meter.finish is not None
 
 
-@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic", "responses"])
 @pytest.mark.parametrize("seed", range(4))
 def test_feed_events_hands_on_one_event_at_a_time(wire: Dialect, seed: int) -> None:
     """A stream metered event by event (a capped reservation) reads its tokens after each
@@ -104,7 +110,7 @@ def test_feed_events_hands_on_one_event_at_a_time(wire: Dialect, seed: int) -> N
     assert counts[-1] + meter.output_estimate == reference.output_estimate
 
 
-@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic", "responses"])
 @pytest.mark.parametrize("per_read", [1, 2, 3])
 def test_event_aligned_reads_take_the_fast_path_and_meter_the_same(
     wire: Dialect, per_read: int
@@ -132,7 +138,7 @@ def test_event_aligned_reads_take_the_fast_path_and_meter_the_same(
     assert tap.output_tokens() + meter.output_estimate == reference.output_estimate
 
 
-@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic", "responses"])
 def test_crlf_framing_is_normalised_to_the_same_events(wire: Dialect) -> None:
     data = stream_bytes(wire, 30)
     crlf = data.replace(b"\n", b"\r\n")
@@ -164,6 +170,12 @@ def test_a_cut_stream_meters_only_complete_events() -> None:
     [
         ("openai", b'data: {"error":{"message":"overloaded"}}\n\n'),
         ("anthropic", b'event: error\ndata: {"type":"error","error":{"message":"overloaded"}}\n\n'),
+        ("responses", b'event: error\ndata: {"type":"error","message":"overloaded"}\n\n'),
+        (
+            "responses",
+            b'event: response.failed\ndata: {"type":"response.failed",'
+            b'"response":{"error":{"message":"overloaded"}}}\n\n',
+        ),
     ],
 )
 def test_error_events_raise_like_the_decoder(wire: Dialect, event: bytes) -> None:
@@ -185,7 +197,7 @@ def test_garbage_content_is_forwarded_as_it_came_and_counts_nothing() -> None:
     assert tap.output_tokens() == 2
 
 
-@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic", "responses"])
 def test_content_is_counted_on_demand_and_kept_aside_bounded(wire: Dialect) -> None:
     data = stream_bytes(wire, 3000)  # far more content bytes than PENDING_MAX
     tap = PassthroughTap(wire, include_usage=True)
@@ -283,3 +295,101 @@ def test_streamed_reasoning_of_compatible_servers_is_metered_on_both_paths() -> 
     tap = PassthroughTap("openai", include_usage=True)
     forward, tokens, _ = tap_all(tap, splits(data, 1))
     assert forward == data and tokens == expected + reference.output_estimate
+
+
+def _events(data: bytes) -> list[dict[str, object]]:
+    return [json.loads(e.data) for e in SSEParser().feed(data)]
+
+
+@pytest.mark.parametrize("tool", [False, True])
+def test_responses_events_the_decoder_does_not_model_go_through_as_they_came(tool: bool) -> None:
+    """A Responses stream was decoded and re-encoded: events the decoder does not model
+    (hosted tools, annotations, new types) and the provider's ids and sequence numbers were
+    lost. The tap forwards them as they came; text deltas are counted, not parsed."""
+    data = stream_bytes("responses", 30, tool=tool, reasoning=True)
+    head, rest = data.split(b"event: response.output_item.added", 1)
+    extra = (
+        b'event: response.web_search_call.searching\ndata: {"type":"response.web_search_call'
+        b'.searching","output_index":9,"item_id":"ws_1","sequence_number":99}\n\n'
+        b'event: response.future_thing.delta\ndata: {"type":"response.future_thing.delta",'
+        b'"delta":"not text","sequence_number":100}\n\n'
+    )
+    data = head + extra + b"event: response.output_item.added" + rest
+    tap = PassthroughTap("responses", include_usage=False)
+    forward, tokens, events = tap_all(tap, splits(data, 2))
+    assert forward == data and tap.done
+    reference, _ = decoded_meter("responses", data)
+    meter = Meter()
+    for e in events:
+        meter.observe(e)
+    assert tokens + meter.output_estimate == reference.output_estimate > 0
+    assert meter.usage == reference.usage and meter.usage is not None
+    assert meter.finish == reference.finish == ("tool_calls" if tool else "stop")
+    assert tap.end_event == b""  # response.completed is the end: nothing follows it
+
+
+def test_a_cut_responses_stream_ends_with_the_gateways_event_continuing_the_providers() -> None:
+    """When the gateway ends a verbatim Responses stream (the upstream broke, a budget), its
+    response.failed / response.incomplete continues the provider's stream: the same response
+    id, the next sequence number, the open message with the text the caller has, the usage
+    the ledger bills."""
+    from trioproxy.core.usage import Usage
+    from trioproxy.errors import ErrorKind, GatewayError
+
+    data = stream_bytes("responses", 40, reasoning=True)
+    cut = data[: data.index(b"\n\n", len(data) // 2) + 2]
+    for budget in (False, True):
+        tap = PassthroughTap("responses", include_usage=True)
+        forward, _, _ = tap_all(tap, splits(cut, 4))
+        assert forward == cut and not tap.done
+        sent = _events(forward)
+        kind = ErrorKind.BUDGET_EXCEEDED if budget else ErrorKind.STREAM_INTERRUPTED
+        end = tap.failure_event(GatewayError(kind, "stopped"), Usage(12, 7))
+        assert end.endswith(b"\n\n") and end.count(b"\n\n") == 1
+        (last,) = _events(end)
+        assert last["sequence_number"] == int(sent[-1]["sequence_number"]) + 1  # type: ignore[call-overload]
+        response: dict[str, object] = last["response"]  # type: ignore[assignment]
+        created: dict[str, object] = sent[0]["response"]  # type: ignore[assignment]
+        assert response["id"] == created["id"] and response["model"] == created["model"]
+        assert last["type"] == ("response.incomplete" if budget else "response.failed")
+        assert response["status"] == ("incomplete" if budget else "failed")
+        assert response["incomplete_details"] == ({"reason": "budget_exceeded"} if budget else None)
+        assert response["usage"]["output_tokens"] == 7  # type: ignore[index]
+        reasoning, message = response["output"]  # type: ignore[misc]
+        done = [e["item"] for e in sent if e["type"] == "response.output_item.done"]
+        assert [reasoning] == done and reasoning["type"] == "reasoning"  # as it was done
+        text = "".join(str(e["delta"]) for e in sent if e["type"] == "response.output_text.delta")
+        assert message["status"] == "incomplete" and message["content"][0]["text"] == text != ""
+    assert (
+        PassthroughTap("openai", include_usage=True).failure_event(
+            GatewayError(ErrorKind.STREAM_INTERRUPTED, "x"), Usage(1, 1)
+        )
+        == b""
+    )  # the caller's encoder writes the other wires' error event
+
+
+@pytest.mark.parametrize("usage", [b"null", b'{"input_tokens":-1}'])
+def test_a_responses_terminal_event_without_usage_is_held_for_the_estimate(usage: bytes) -> None:
+    """response.completed with no usage (or counts that are no counts): the ledger bills the
+    gateway's estimate, and the caller reads it there (as on the decoding path), not null."""
+    from trioproxy.core.usage import Usage
+
+    data = stream_bytes("responses", 20)
+    head, completed = data.rsplit(b"event: response.completed", 1)
+    completed = re.sub(rb'"usage":\{[^}]*\{[^}]*\}[^}]*\{[^}]*\}[^}]*\}', b'"usage":' + usage,
+                       completed)  # fmt: skip
+    assert b'"usage":' + usage in completed
+    data = head + b"event: response.completed" + completed
+    tap = PassthroughTap("responses", include_usage=True)
+    forward, finish = b"", None
+    for piece in splits(data, 5):
+        got = tap.feed(piece)
+        forward += got.forward
+        finish = got.finish or finish
+    assert tap.done and tap.bad_usage and finish is not None
+    assert forward == head  # the terminal event is held back
+    end = finish(Usage(12, 34, estimated=True))
+    (last,) = _events(end)
+    assert last["type"] == "response.completed"
+    assert last["response"]["usage"]["output_tokens"] == 34  # type: ignore[index]
+    assert last["response"]["status"] == "completed"  # type: ignore[index]

@@ -213,6 +213,8 @@ class ChatHandler(Endpoint):
                     await send_ch.send(Raw(runner.verbatim_end))
                 elif (usage := runner.missing_usage()) is not None:  # what the ledger bills
                     await send_ch.send(usage)
+                # (a verbatim Responses stream's final event, response.completed, is its end:
+                # nothing to add, its end event is empty)
                 # (decoded streams: the relay's encoder ends them when the channel closes)
 
         watching = self.progress.watch(ctx, race, runner.meters, intents, recv_ch)

@@ -259,7 +259,8 @@ async def relay(
             await send({"type": "http.response.body", "body": data, "more_body": True})
     if failed is not None:
         delivery.error = failed
-        tail = encoder.error(failed)
+        tail = first.ending(failed) if first.ending is not None else b""
+        tail = tail or encoder.error(failed)
     elif first.passthrough:
         tail = b""  # the upstream's own end events ([DONE], message_stop) went through
     else:

@@ -8,9 +8,10 @@ and what the gateway must know from them:
 
 * the *special* events are decoded by the provider's own stream decoder: the
   first event, usage, errors, the finish reason, the final event (``[DONE]`` /
-  ``message_stop``), tool calls, anything unusual (so the decoder's checks and
-  state hold);
-* the *plain* content events (a text delta, the bulk of a stream) are recognised
+  ``message_stop`` / ``response.completed``), tool calls, reasoning, anything unusual
+  (so the decoder's checks and state hold);
+* the *plain* content events (a text delta, the bulk of a stream: an OpenAI chunk, an
+  Anthropic ``text_delta``, a Responses ``response.output_text.delta``) are recognised
   by their bytes and kept aside, not parsed: their tokens are counted only when
   someone asks (:meth:`PassthroughTap.output_tokens`: the provider reported no
   usage, so the gateway bills its estimate), with
@@ -30,28 +31,56 @@ path ends a stream without one: an OpenAI usage-only chunk is left out, another 
 loses its ``usage`` (an Anthropic ``message_delta``, which must carry one, says the
 output tokens the gateway estimates for what went through, which the ledger bills and the
 decoding path's caller reads there too); :attr:`PassthroughTap.bad_usage` says why.
+
+The Responses wire (a ``POST /v1/responses`` caller on a Responses upstream): every
+``response.*`` event goes through as the provider sent it (its ids, sequence numbers,
+annotations, log probabilities, hosted-tool and MCP events, event types the decoder does not
+model). Two events are the gateway's own, as on the decoding path:
+
+* a terminal event (``response.completed`` / ``response.incomplete``) whose usage is no usage
+  (none, or :class:`~trioproxy.core.usage.MalformedUsage`) is held back
+  (:attr:`Tapped.finish`) and written once the attempt has metered the rest, with the
+  gateway's estimate as its usage: what the ledger bills, what the decoding path's caller
+  reads;
+* a stream the gateway ends (the upstream broke, a budget stopped it) ends with a
+  ``response.failed`` / ``response.incomplete`` event of its own
+  (:meth:`PassthroughTap.failure_event`) that continues the provider's stream: its response
+  object (from ``response.created``), the next sequence number, the output items done so far
+  and the open ones as ``incomplete`` with what they had (a message's text, a call's
+  arguments), and the usage the ledger bills. The output items are kept for that (the
+  answer, bounded by its output cap, as the decoding path's encoder keeps it); an open
+  message's text is taken from the content events only when they are counted. Unlike the
+  decoding path, the open items get no ``.done`` events of their own before it (the
+  snapshot says they are incomplete): a known difference.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens, event_tokens
-from trioproxy.core.types import Dialect, StreamEvent, UsageReport
+from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
+from trioproxy.core.usage import responses_json
+from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
 from trioproxy.providers.openai import OpenAIStreamDecoder, reasoning_of
+from trioproxy.providers.openai_responses import ResponsesStreamDecoder
 
 _OPENAI_DATA = b"data: {"
 _ANTHROPIC_TEXT = b'event: content_block_delta\ndata: {"type":"content_block_delta"'
 _ANTHROPIC_DATA = len(b"event: content_block_delta\ndata: ")
 _ANTHROPIC_TEXT_DELTA = b'"delta":{"type":"text_delta","text":'
+_RESPONSES_TEXT = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+_RESPONSES_DATA = len(b"event: response.output_text.delta\ndata: ")
+_RESPONSES_DELTA = b'"delta":'
 PENDING_MAX = 4 * 1024
 """Bytes of plain content events kept uncounted per stream before they are counted (~17
 OpenAI chunks of ~230 bytes: an answer that short is never counted when the provider reports
@@ -62,6 +91,7 @@ event (loadtest/README.md, "Peak RSS of the serve group at 1,000 streams")."""
 _END_EVENTS: dict[Dialect, bytes] = {
     "openai": b"data: [DONE]\n\n",
     "anthropic": b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    "responses": b"",  # its final event (response.completed) is its end: nothing follows
 }
 
 
@@ -73,29 +103,38 @@ class Tapped:
     """What the special events decoded to (start, usage, end...)."""
     content_events: int = 0
     """Plain content events in ``forward`` (metered later: :meth:`PassthroughTap.output_tokens`)."""
+    finish: Callable[[Usage], bytes] | None = None
+    """A Responses terminal event held back, its usage no usage: to be appended to
+    ``forward`` with the usage the ledger bills, once the attempt metered ``events``."""
 
 
 class PassthroughTap:
     """Per-stream state; ``feed`` raises ``ValueError`` on garbage and the decoder's
     :class:`~trioproxy.errors.ProviderError` on an upstream error event."""
 
-    WIRES: frozenset[Dialect] = frozenset({"openai", "anthropic"})
-    """The wires relayed verbatim (the Responses API streams go through the decoder)."""
+    WIRES: frozenset[Dialect] = frozenset({"openai", "anthropic", "responses"})
+    """The wires relayed verbatim."""
 
     def __init__(self, wire: Dialect, *, include_usage: bool) -> None:
         if wire not in self.WIRES:
             raise ValueError(f"no passthrough for the {wire!r} wire")
         self.wire = wire
-        self._decoder: JsonEventDecoder = (
-            OpenAIStreamDecoder() if wire == "openai" else AnthropicStreamDecoder()
-        )
+        self._trail: _ResponsesTrail | None = None
+        """What a Responses stream's own ending needs (:meth:`failure_event`)."""
+        self._decoder: JsonEventDecoder
+        if wire == "openai":
+            self._decoder, self._plain = OpenAIStreamDecoder(), self._plain_openai
+        elif wire == "anthropic":
+            self._decoder, self._plain = AnthropicStreamDecoder(), self._plain_anthropic
+        else:
+            self._decoder = self._trail = _ResponsesTrail()
+            self._plain = self._plain_responses
         self._parser = SSEParser()
         self._drop_usage = wire == "openai" and not include_usage
         self._rest = b""
         self._cr = False
         """The previous input ended in CR (a CRLF may be split across reads)."""
         self._first = True
-        self._plain = self._plain_openai if wire == "openai" else self._plain_anthropic
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._counted = 0
@@ -117,8 +156,37 @@ class PassthroughTap:
     @property
     def end_event(self) -> bytes:
         """The wire's own last event (``[DONE]`` / ``message_stop``), for a stream the
-        gateway has to end itself after the final event went through (a drain)."""
+        gateway has to end itself after the final event went through (a drain). Empty for
+        the Responses wire: its final event (``response.completed`` / ``.incomplete``) is its
+        last, nothing follows it."""
         return _END_EVENTS[self.wire]
+
+    def failure_event(self, err: GatewayError, usage: Usage) -> bytes:
+        """The event that ends a Responses stream the gateway cuts (``err``): a
+        ``response.incomplete`` for a budget or a rate limit, else ``response.failed``, as
+        the decoding path's encoder says, but continuing the provider's stream (see the
+        module doc), with ``usage`` (what the ledger bills). Empty for the other wires, or
+        when the provider's ``response.created`` never came: the caller's encoder ends it."""
+        trail = self._trail
+        if trail is None or trail.response is None:
+            return b""
+        self._count_pending()  # the open items' text
+        output = [*trail.done_items]
+        output.extend(_incomplete(item, trail.texts.get(i, ())) for i, item in trail.open.items())
+        budget = err.kind in (ErrorKind.BUDGET_EXCEEDED, ErrorKind.RATE_LIMITED)
+        status = "incomplete" if budget else "failed"
+        response = {
+            **trail.response,
+            "status": status,
+            "incomplete_details": {"reason": err.kind.value} if budget else None,
+            "output": output,
+            "error": {"code": err.kind.value, "message": err.message},
+            "usage": responses_json(usage),
+        }
+        trail.seq += 1
+        kind = "response." + status
+        data = {"type": kind, "sequence_number": trail.seq, "response": response}
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
     def _normalise(self, data: bytes) -> bytes:
         if self._cr:
@@ -233,11 +301,16 @@ class PassthroughTap:
             self._pending_size += len(ev)
             return True
         self._first = False
+        if self._pending and self._trail is not None and ev.find(_RESPONSES_TEXT_TYPE) >= 0:
+            self._count_pending()  # an odd text delta: the open item's text stays in order
         bad = self._decoder.bad_usages
         decoded = self._decode(ev)
         out.events.extend(decoded)
         self._decoded += sum(map(event_tokens, decoded))
         if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
+            if self._trail is not None:  # a terminal event: with the estimate, once metered
+                out.finish = partial(_with_usage, ev)
+                return False
             if scrubbed := self._without_usage(ev):
                 kept.append(scrubbed)
             return False
@@ -300,7 +373,21 @@ class PassthroughTap:
             and ev.count(b"\n") == 1 + len(ev) - end  # one line break, then the blank line
         )
 
+    @staticmethod
+    def _plain_responses(ev: bytes, end: int) -> bool:
+        """A ``response.output_text.delta`` with its ``delta`` (JSON quotes inside a string
+        are escaped, so these bytes are its type and its key), one line break, then the
+        blank line at most."""
+        return (
+            ev.startswith(_RESPONSES_TEXT)
+            and ev.find(_RESPONSES_DELTA) >= 0
+            and ev.count(b"\n") == 1 + len(ev) - end
+        )
+
     def _count_pending(self) -> None:
+        if self._trail is not None:
+            self._count_responses()
+            return
         pending, self._pending, self._pending_size = self._pending, [], 0
         count = _openai_tokens if self.wire == "openai" else _anthropic_tokens
         skip = _ANTHROPIC_DATA if self.wire == "anthropic" else len(_OPENAI_DATA) - 1
@@ -311,6 +398,101 @@ class PassthroughTap:
                 continue  # forwarded as it came; counts nothing
             self._counted += shown + hidden
             self._hidden += hidden
+
+    def _count_responses(self) -> None:
+        """Count the pending text deltas; keep the open items' text (one piece per item per
+        batch) and the last sequence number, for :meth:`failure_event`."""
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        trail = self._trail
+        assert trail is not None
+        texts: dict[str, list[str]] = {}
+        for ev in pending:
+            try:
+                data = orjson.loads(ev[_RESPONSES_DATA:])
+            except ValueError:
+                continue  # forwarded as it came; counts nothing
+            if not isinstance(data, dict):
+                continue
+            delta = data.get("delta")
+            if not isinstance(delta, str):
+                continue
+            self._counted += estimate_tokens(delta)
+            seq = data.get("sequence_number")
+            if isinstance(seq, int) and seq > trail.seq:
+                trail.seq = seq
+            item = data.get("item_id")
+            if isinstance(item, str) and item in trail.texts:
+                texts.setdefault(item, []).append(delta)
+        for item, pieces in texts.items():
+            trail.texts[item].append("".join(pieces))
+
+
+class _ResponsesTrail(ResponsesStreamDecoder):
+    """The Responses stream decoder, keeping what the gateway needs to end the stream itself
+    (:meth:`PassthroughTap.failure_event`): the provider's response object, the last sequence
+    number, the items done and those still open (with their text or arguments so far). Only
+    the special events come here; the plain text deltas' text is added when they are counted
+    (:meth:`PassthroughTap._count_responses`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.response: dict[str, Any] | None = None
+        self.seq = -1
+        self.done_items: list[Any] = []
+        self.open: dict[str, dict[str, Any]] = {}
+        """Output item id -> the item as added."""
+        self.texts: dict[str, list[str]] = {}
+        """Output item id (open) -> its text (a message) or arguments (a call) so far."""
+
+    def decode(self, data: dict[str, Any]) -> list[StreamEvent]:
+        out = super().decode(data)  # an error event raises: the gateway's event takes its place
+        seq = data.get("sequence_number")
+        if isinstance(seq, int) and seq > self.seq:
+            self.seq = seq
+        kind = data.get("type")
+        if kind == "response.created" and isinstance(data.get("response"), dict):
+            self.response = data["response"]
+        elif kind == "response.output_item.added" or kind == "response.output_item.done":
+            item = data.get("item")
+            if isinstance(item, dict) and isinstance(key := item.get("id"), str):
+                if kind == "response.output_item.added":
+                    self.open[key], self.texts[key] = item, []
+                else:
+                    self.open.pop(key, None)
+                    self.texts.pop(key, None)
+                    self.done_items.append(item)
+        elif kind in _PIECES:
+            key, delta = data.get("item_id"), data.get("delta")
+            pieces = self.texts.get(key) if isinstance(key, str) else None
+            if pieces is not None and isinstance(delta, str):
+                pieces.append(delta)
+        return out
+
+
+_PIECES = ("response.output_text.delta", "response.function_call_arguments.delta")
+_RESPONSES_TEXT_TYPE = b'"response.output_text.delta"'
+
+
+def _incomplete(item: dict[str, Any], pieces: Iterable[str]) -> dict[str, Any]:
+    """An open output item as the stream left it: ``incomplete``, with its text (a message)
+    or its arguments (a function call) so far."""
+    out = {**item, "status": "incomplete"}
+    if item.get("type") == "message":
+        text = "".join(pieces)
+        out["content"] = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    elif item.get("type") == "function_call":
+        out["arguments"] = str(item.get("arguments") or "") + "".join(pieces)
+    return out
+
+
+def _with_usage(ev: bytes, usage: Usage) -> bytes:
+    """A Responses terminal event (without its blank line, as the tap took it) with
+    ``usage`` in its response object instead of the provider's, which was no usage."""
+    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
+    data = orjson.loads(sse.data)
+    data["response"]["usage"] = responses_json(usage)
+    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')

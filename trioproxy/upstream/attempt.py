@@ -93,7 +93,8 @@ class AttemptRunner:
     still be missing."""
     verbatim_end: bytes = b""
     """When the winner relays verbatim: its wire's end event, for a caller whose stream is
-    cut after :attr:`ended` (the drain deadline)."""
+    cut after :attr:`ended` (the drain deadline). Empty for the Responses wire: its final
+    event is its end."""
     end_written: bool = False
     """A verbatim winner's end event (``[DONE]``, ``message_stop``, ``response.completed``)
     is written to the client: the caller has the whole stream, even if the upstream's body
@@ -188,7 +189,13 @@ class AttemptRunner:
                 raise first_byte_timeout(t)
             if not claim(attempt):
                 return
-            await self.out.send(Won(attempt, passthrough=tap is not None))
+            ending = None
+            if tap is not None and tap.wire == "responses":
+
+                def ending(err: GatewayError, tap: PassthroughTap = tap) -> bytes:
+                    return tap.failure_event(err, meter.final(self.prompt_estimate))
+
+            await self.out.send(Won(attempt, passthrough=tap is not None, ending=ending))
             if tap is not None:
                 self.verbatim_end = tap.end_event
             for item in first:
@@ -215,7 +222,7 @@ class AttemptRunner:
                 if tap is not None:
                     got = tap.feed(chunk)
                     _usable(meter, tap.bad_usage)
-                    _meter_tapped(meter, got)
+                    _meter_tapped(meter, got, self.prompt_estimate)
                     if got.forward:
                         raw.append(got.forward)
                     if got.events or tap.done:
@@ -257,7 +264,8 @@ class AttemptRunner:
         A stream that ends without a usable usage (an OpenAI-compatible server that ignores
         ``stream_options``, counts that are no counts) ends with the gateway's estimate as its
         usage: an Anthropic caller's ``message_delta``, an OpenAI caller's usage chunk, a
-        Responses caller's ``response.completed`` say what the ledger bills, not 0.
+        Responses caller's ``response.completed`` say what the ledger bills, not 0 (a
+        verbatim Responses stream's too: :attr:`~trioproxy.providers.passthrough.Tapped.finish`).
         """
         failure: GatewayError | None = None
         watch = IdleWatch(idle)
@@ -391,7 +399,7 @@ class AttemptRunner:
         write: Callable[[bytes], Awaitable[None]], watch: IdleWatch,
     ) -> None:  # fmt: skip
         """Meter what the tap took from a read and write what it forwards."""
-        _meter_tapped(meter, got)
+        _meter_tapped(meter, got, self.prompt_estimate)
         if meter.bad_usage is None:  # after content: metered by estimate
             meter.bad_usage = tap.bad_usage
         if got.forward:
@@ -450,11 +458,15 @@ def _interrupted(message: str) -> ProviderError:
     return ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
 
 
-def _meter_tapped(meter: Meter, got: Tapped) -> None:
+def _meter_tapped(meter: Meter, got: Tapped, prompt_estimate: int) -> None:
+    """Meter what the tap decoded; then a held Responses terminal event whose usage was no
+    usage joins what is forwarded, with what the ledger bills (:meth:`Meter.final`)."""
     if got.content_events or got.events:
         meter.received_any = True
     for event in got.events:
         meter.observe(event)
+    if got.finish is not None:
+        got.forward += got.finish(meter.final(prompt_estimate))
 
 
 __all__ = ["AttemptRunner", "Failed", "Handoff", "Item", "Meter", "Outbox", "Raw", "Whole", "Won"]

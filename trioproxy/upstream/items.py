@@ -24,6 +24,10 @@ class Won:
     """Set for non-stream requests."""
     passthrough: bool = False
     """The stream comes as :class:`Raw` bytes, the upstream's own end events included."""
+    ending: Callable[[GatewayError], bytes] | None = None
+    """A verbatim stream's own last event when the gateway ends it with an error (the
+    Responses wire's ``response.failed`` / ``.incomplete``, continuing the provider's
+    stream); empty or None: the caller's encoder writes its error event."""
 
 
 @dataclass(frozen=True, slots=True)
