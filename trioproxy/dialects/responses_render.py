@@ -12,6 +12,11 @@ event: ``response.completed``, ``response.incomplete`` (the model hit
 ``response.failed`` (the stream broke). The terminal event carries the whole
 response with the usage so far; a broken stream never ends in
 ``response.completed``. Errors before the stream use OpenAI's envelope.
+
+A stream from a Responses upstream is relayed as the provider sent it
+(:mod:`trioproxy.providers.passthrough`) unless the cache needs it decoded: this
+encoder writes translated streams (chat and Anthropic upstreams), decoded ones and
+cache hits.
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@
 model name and ``store: false`` (the gateway is stateless, and so is what it
 asks of the provider). Bodies and ``response.*`` stream events decode into the
 canonical values, so budgets, the ledger and the cache treat them as any other
-answer; the caller's encoder (:mod:`trioproxy.dialects.responses_render`)
-writes them back. A whole body is relayed verbatim (``Completion.native``).
+answer. A whole body is relayed verbatim (``Completion.native``); so is a stream,
+unless the cache needs every event (:mod:`trioproxy.providers.passthrough`: only the
+events the gateway needs go through :class:`ResponsesStreamDecoder`); a cached
+stream is written back by the caller's encoder
+(:mod:`trioproxy.dialects.responses_render`).
 """
 
 from __future__ import annotations
