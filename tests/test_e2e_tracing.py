@@ -118,21 +118,31 @@ async def test_chat_trace_joins_the_callers_trace_with_a_span_per_attempt(
 async def test_prompt_logging_puts_messages_on_the_request_span(
     nursery: trio.Nursery, exporter: InMemorySpanExporter
 ) -> None:
+    """A decoded stream (a Responses caller on an Anthropic provider: translated) has its
+    answer on the span too; a Responses caller on a Responses provider is relayed verbatim
+    (logging prompts never asks for decoding), its span has the prompt only."""
     sim = await start_simulator(nursery)
-    g = await start_gateway(
-        nursery, chain_settings([sim.url]), tracing=tracing(exporter, log_prompts=True)
-    )
+    for kind, decoded in (("anthropic", True), ("openai", False)):
+        exporter.clear()
+        g = await start_gateway(
+            nursery,
+            chain_settings([sim.url], kinds=[kind]),
+            tracing=tracing(exporter, log_prompts=True),
+        )
 
-    def call() -> str:
-        stream = oai(g.url).responses.create(model="r", input=SECRET, stream=True)
-        return "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        def call(url: str = g.url) -> str:
+            stream = oai(url).responses.create(model="r", input=SECRET, stream=True)
+            return "".join(e.delta for e in stream if e.type == "response.output_text.delta")
 
-    text = await trio.to_thread.run_sync(call)
-    request = next(s for s in await spans(exporter, 2) if s.kind is SpanKind.SERVER)
-    r = attrs(request)
-    assert orjson.loads(r["gen_ai.input.messages"]) == [{"role": "user", "content": SECRET}]
-    (message,) = orjson.loads(r["gen_ai.output.messages"])
-    assert message["parts"][0]["content"] == text and message["finish_reason"] == "stop"
+        text = await trio.to_thread.run_sync(call)
+        request = next(s for s in await spans(exporter, 2) if s.kind is SpanKind.SERVER)
+        r = attrs(request)
+        assert orjson.loads(r["gen_ai.input.messages"]) == [{"role": "user", "content": SECRET}]
+        if not decoded:
+            assert "gen_ai.output.messages" not in r
+            continue
+        (message,) = orjson.loads(r["gen_ai.output.messages"])
+        assert message["parts"][0]["content"] == text and message["finish_reason"] == "stop"
 
 
 async def test_prompt_logging_leaves_thinking_blocks_in_the_answer(
