@@ -57,7 +57,7 @@ model). Two events are the gateway's own, as on the decoding path:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -67,12 +67,11 @@ import orjson
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens, event_tokens
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
-from trioproxy.core.usage import responses_json
-from trioproxy.errors import ErrorKind, GatewayError
+from trioproxy.errors import GatewayError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
 from trioproxy.providers.openai import OpenAIStreamDecoder, reasoning_of
-from trioproxy.providers.openai_responses import ResponsesStreamDecoder
+from trioproxy.providers.responses_trail import ResponsesTrail, with_usage
 
 _OPENAI_DATA = b"data: {"
 _ANTHROPIC_TEXT = b'event: content_block_delta\ndata: {"type":"content_block_delta"'
@@ -81,6 +80,7 @@ _ANTHROPIC_TEXT_DELTA = b'"delta":{"type":"text_delta","text":'
 _RESPONSES_TEXT = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
 _RESPONSES_DATA = len(b"event: response.output_text.delta\ndata: ")
 _RESPONSES_DELTA = b'"delta":'
+_RESPONSES_TEXT_TYPE = b'"response.output_text.delta"'
 PENDING_MAX = 4 * 1024
 """Bytes of plain content events kept uncounted per stream before they are counted (~17
 OpenAI chunks of ~230 bytes: an answer that short is never counted when the provider reports
@@ -119,7 +119,7 @@ class PassthroughTap:
         if wire not in self.WIRES:
             raise ValueError(f"no passthrough for the {wire!r} wire")
         self.wire = wire
-        self._trail: _ResponsesTrail | None = None
+        self._trail: ResponsesTrail | None = None
         """What a Responses stream's own ending needs (:meth:`failure_event`)."""
         self._decoder: JsonEventDecoder
         if wire == "openai":
@@ -127,7 +127,7 @@ class PassthroughTap:
         elif wire == "anthropic":
             self._decoder, self._plain = AnthropicStreamDecoder(), self._plain_anthropic
         else:
-            self._decoder = self._trail = _ResponsesTrail()
+            self._decoder = self._trail = ResponsesTrail()
             self._plain = self._plain_responses
         self._parser = SSEParser()
         self._drop_usage = wire == "openai" and not include_usage
@@ -167,26 +167,10 @@ class PassthroughTap:
         the decoding path's encoder says, but continuing the provider's stream (see the
         module doc), with ``usage`` (what the ledger bills). Empty for the other wires, or
         when the provider's ``response.created`` never came: the caller's encoder ends it."""
-        trail = self._trail
-        if trail is None or trail.response is None:
+        if self._trail is None:
             return b""
         self._count_pending()  # the open items' text
-        output = [*trail.done_items]
-        output.extend(_incomplete(item, trail.texts.get(i, ())) for i, item in trail.open.items())
-        budget = err.kind in (ErrorKind.BUDGET_EXCEEDED, ErrorKind.RATE_LIMITED)
-        status = "incomplete" if budget else "failed"
-        response = {
-            **trail.response,
-            "status": status,
-            "incomplete_details": {"reason": err.kind.value} if budget else None,
-            "output": output,
-            "error": {"code": err.kind.value, "message": err.message},
-            "usage": responses_json(usage),
-        }
-        trail.seq += 1
-        kind = "response." + status
-        data = {"type": kind, "sequence_number": trail.seq, "response": response}
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        return self._trail.failure_event(err, usage)
 
     def _normalise(self, data: bytes) -> bytes:
         if self._cr:
@@ -309,7 +293,7 @@ class PassthroughTap:
         self._decoded += sum(map(event_tokens, decoded))
         if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
             if self._trail is not None:  # a terminal event: with the estimate, once metered
-                out.finish = partial(_with_usage, ev)
+                out.finish = partial(with_usage, ev)
                 return False
             if scrubbed := self._without_usage(ev):
                 kept.append(scrubbed)
@@ -400,99 +384,10 @@ class PassthroughTap:
             self._hidden += hidden
 
     def _count_responses(self) -> None:
-        """Count the pending text deltas; keep the open items' text (one piece per item per
-        batch) and the last sequence number, for :meth:`failure_event`."""
+        """Count the pending text deltas (the trail keeps the open items' text)."""
         pending, self._pending, self._pending_size = self._pending, [], 0
-        trail = self._trail
-        assert trail is not None
-        texts: dict[str, list[str]] = {}
-        for ev in pending:
-            try:
-                data = orjson.loads(ev[_RESPONSES_DATA:])
-            except ValueError:
-                continue  # forwarded as it came; counts nothing
-            if not isinstance(data, dict):
-                continue
-            delta = data.get("delta")
-            if not isinstance(delta, str):
-                continue
-            self._counted += estimate_tokens(delta)
-            seq = data.get("sequence_number")
-            if isinstance(seq, int) and seq > trail.seq:
-                trail.seq = seq
-            item = data.get("item_id")
-            if isinstance(item, str) and item in trail.texts:
-                texts.setdefault(item, []).append(delta)
-        for item, pieces in texts.items():
-            trail.texts[item].append("".join(pieces))
-
-
-class _ResponsesTrail(ResponsesStreamDecoder):
-    """The Responses stream decoder, keeping what the gateway needs to end the stream itself
-    (:meth:`PassthroughTap.failure_event`): the provider's response object, the last sequence
-    number, the items done and those still open (with their text or arguments so far). Only
-    the special events come here; the plain text deltas' text is added when they are counted
-    (:meth:`PassthroughTap._count_responses`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.response: dict[str, Any] | None = None
-        self.seq = -1
-        self.done_items: list[Any] = []
-        self.open: dict[str, dict[str, Any]] = {}
-        """Output item id -> the item as added."""
-        self.texts: dict[str, list[str]] = {}
-        """Output item id (open) -> its text (a message) or arguments (a call) so far."""
-
-    def decode(self, data: dict[str, Any]) -> list[StreamEvent]:
-        out = super().decode(data)  # an error event raises: the gateway's event takes its place
-        seq = data.get("sequence_number")
-        if isinstance(seq, int) and seq > self.seq:
-            self.seq = seq
-        kind = data.get("type")
-        if kind == "response.created" and isinstance(data.get("response"), dict):
-            self.response = data["response"]
-        elif kind == "response.output_item.added" or kind == "response.output_item.done":
-            item = data.get("item")
-            if isinstance(item, dict) and isinstance(key := item.get("id"), str):
-                if kind == "response.output_item.added":
-                    self.open[key], self.texts[key] = item, []
-                else:
-                    self.open.pop(key, None)
-                    self.texts.pop(key, None)
-                    self.done_items.append(item)
-        elif kind in _PIECES:
-            key, delta = data.get("item_id"), data.get("delta")
-            pieces = self.texts.get(key) if isinstance(key, str) else None
-            if pieces is not None and isinstance(delta, str):
-                pieces.append(delta)
-        return out
-
-
-_PIECES = ("response.output_text.delta", "response.function_call_arguments.delta")
-_RESPONSES_TEXT_TYPE = b'"response.output_text.delta"'
-
-
-def _incomplete(item: dict[str, Any], pieces: Iterable[str]) -> dict[str, Any]:
-    """An open output item as the stream left it: ``incomplete``, with its text (a message)
-    or its arguments (a function call) so far."""
-    out = {**item, "status": "incomplete"}
-    if item.get("type") == "message":
-        text = "".join(pieces)
-        out["content"] = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    elif item.get("type") == "function_call":
-        out["arguments"] = str(item.get("arguments") or "") + "".join(pieces)
-    return out
-
-
-def _with_usage(ev: bytes, usage: Usage) -> bytes:
-    """A Responses terminal event (without its blank line, as the tap took it) with
-    ``usage`` in its response object instead of the provider's, which was no usage."""
-    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
-    data = orjson.loads(sse.data)
-    data["response"]["usage"] = responses_json(usage)
-    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
-    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+        assert self._trail is not None
+        self._counted += self._trail.take_deltas(pending, _RESPONSES_DATA)
 
 
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')

@@ -91,6 +91,8 @@ class AttemptRunner:
     """The winner's final event (its finish reason) is in the relay channel, or written to
     the client after a :class:`Handoff`: only the stream's tail (usage, the end marker) may
     still be missing."""
+    verbatim: bool = False
+    """The winner relays verbatim (its own events end its stream)."""
     verbatim_end: bytes = b""
     """When the winner relays verbatim: its wire's end event, for a caller whose stream is
     cut after :attr:`ended` (the drain deadline). Empty for the Responses wire: its final
@@ -105,7 +107,7 @@ class AttemptRunner:
         usage came: the estimate the ledger bills, for the caller's last event (as
         :meth:`_relay` ends a stream that came without one)."""
         m = self.winner
-        if m is None or m.usage is not None or not self.ended:
+        if m is None or m.usage is not None or not self.ended or self.verbatim:
             return None
         return UsageReport(m.final(self.prompt_estimate))
 
@@ -197,7 +199,7 @@ class AttemptRunner:
 
             await self.out.send(Won(attempt, passthrough=tap is not None, ending=ending))
             if tap is not None:
-                self.verbatim_end = tap.end_event
+                self.verbatim, self.verbatim_end = True, tap.end_event
             for item in first:
                 await self.out.send(item)
             self.ended = meter.finish is not None
