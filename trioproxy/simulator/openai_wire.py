@@ -29,6 +29,7 @@ from trioproxy.simulator.plan import (
     wants_tool,
 )
 from trioproxy.simulator.prompt_cache import openai_prompt
+from trioproxy.simulator.structured import requested_json
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -96,6 +97,7 @@ class OpenAIWire:
         return Intent(
             model, total, last_user_text(messages), max_tokens, stream, include_usage, tool,
             openai_prompt(body, total), bool(REASONING_MODEL.match(model)), choices=n,
+            json_schema=requested_json(body),
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:

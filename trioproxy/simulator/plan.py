@@ -9,7 +9,8 @@ simulator's own count.
 
 A request gets a tool call instead of text when it declares tools, its last
 message is a user message and that message contains the word "weather": the
-first tool is called with ``{<first property>: <city>}``.
+first tool is called with ``{<first property>: <city>}``. A request that asks for JSON
+gets JSON (:mod:`.structured`), whatever ``n_tokens`` says.
 
 Prompt caching is modelled by :mod:`.prompt_cache` (``Plan.cache``). A reasoning
 model (OpenAI wire, a name matching :data:`REASONING_MODEL`) also spends
@@ -33,6 +34,7 @@ import orjson
 
 from trioproxy.core.tokens import content_text, estimate_tokens, split_tokens
 from trioproxy.simulator.prompt_cache import NO_CACHE, CachePrompt, CacheSplit
+from trioproxy.simulator.structured import json_answer
 
 SimFinish = Literal["stop", "length", "tool_calls"]
 
@@ -76,6 +78,8 @@ class Intent:
     """OpenAI's ``n``: how many answers (non-stream; each the same text)."""
     encrypted_reasoning: bool = False
     """The Responses wire's ``include`` asks for ``reasoning.encrypted_content``."""
+    json_schema: Mapping[str, Any] | None = None
+    """The answer is JSON (:mod:`.structured`): following this schema, any object if empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +264,11 @@ def make_plan(
         )  # fmt: skip
     else:
         finish: SimFinish = "stop"
-        pieces = answer_pieces(intent.seed_text, n_tokens)
+        pieces = (
+            answer_pieces(intent.seed_text, n_tokens)
+            if intent.json_schema is None
+            else tuple(split_tokens(json_answer(intent.seed_text, intent.json_schema, VOCABULARY)))
+        )
         if intent.max_tokens is not None and intent.max_tokens < n_tokens:
             pieces, finish = pieces[: intent.max_tokens], "length"
         plan = Plan(

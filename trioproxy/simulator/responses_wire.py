@@ -32,6 +32,7 @@ from trioproxy.simulator.plan import (
     odd_counts,
     wants_tool,
 )
+from trioproxy.simulator.structured import requested_json
 
 
 def _tool_name_and_key(tool: Any) -> tuple[str, str]:
@@ -158,6 +159,7 @@ class ResponsesWire:
         return Intent(
             model, prompt_tokens(counted), last_user_text(messages), max_tokens, stream, stream,
             tool, reasoning=bool(REASONING_MODEL.match(model)), encrypted_reasoning=encrypted,
+            json_schema=requested_json(body),
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:

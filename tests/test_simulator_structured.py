@@ -1,0 +1,96 @@
+"""The simulator answers a request for JSON with JSON (a newcomer's demo app parsed prose
+and failed): any object for ``json_object``, an object following the schema for
+``json_schema``, on the chat and Responses wires, through the gateway and the official SDK."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+import trio
+
+from tests.fixtures_gateway import start_gateway, start_simulator
+from tests.settings_factory import KEY, chain_settings
+from trioproxy.core.tokens import estimate_tokens
+from trioproxy.simulator.plan import VOCABULARY, Intent, make_plan
+from trioproxy.simulator.structured import ANY_OBJECT, json_answer, requested_json
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "population": {"type": "integer"},
+        "area_km2": {"type": "number"},
+        "capital": {"type": "boolean"},
+        "unit": {"type": "string", "enum": ["metric", "imperial"]},
+        "districts": {"type": "array", "items": {"$ref": "#/$defs/district"}},
+        "mayor": {"type": ["string", "null"]},
+    },
+    "required": ["city", "population"],
+    "additionalProperties": False,
+    "$defs": {"district": {"type": "object", "properties": {"name": {"type": "string"}}}},
+}
+
+
+def test_what_a_body_asks_for() -> None:
+    assert requested_json({}) is None
+    assert requested_json({"response_format": {"type": "text"}}) is None
+    assert requested_json({"response_format": {"type": "json_object"}}) == ANY_OBJECT
+    chat = {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": SCHEMA}}
+    }
+    assert requested_json(chat) == SCHEMA
+    responses = {"text": {"format": {"type": "json_schema", "name": "c", "schema": SCHEMA}}}
+    assert requested_json(responses) == SCHEMA
+
+
+def test_the_answer_follows_the_schema_and_is_the_same_for_the_same_prompt() -> None:
+    text = json_answer("hello", SCHEMA, VOCABULARY)
+    value = json.loads(text)
+    assert set(value) == set(SCHEMA["properties"])
+    assert isinstance(value["city"], str) and isinstance(value["population"], int)
+    assert isinstance(value["area_km2"], float) and isinstance(value["capital"], bool)
+    assert value["unit"] == "metric" and isinstance(value["mayor"], str)
+    assert isinstance(value["districts"][0]["name"], str)
+    assert json_answer("hello", SCHEMA, VOCABULARY) == text
+    assert set(json.loads(json_answer("x", ANY_OBJECT, VOCABULARY))) == {"answer"}
+    loop: dict[str, Any] = {"$ref": "#"}  # a reference to itself ends in null, not a crash
+    assert json_answer("x", loop, VOCABULARY) == "null"
+
+
+def test_the_plan_streams_the_json_one_token_a_piece() -> None:
+    intent = Intent("m", 5, "hello", None, True, True, None, json_schema=SCHEMA)
+    plan = make_plan(intent, 50, "chatcmpl-", 0)
+    assert json.loads("".join(plan.pieces)) == json.loads(json_answer("hello", SCHEMA, VOCABULARY))
+    assert all(estimate_tokens(p) == 1 for p in plan.pieces)
+
+
+@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses"])
+async def test_the_sdk_gets_json_it_can_parse_through_the_gateway(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    monkeypatch.setenv("SIMKEY", "x")
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, chain_settings([sim.url]))
+    messages = [{"role": "user", "content": "Describe a city."}]
+
+    def ask() -> str:
+        client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+        fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
+        if api == "chat":
+            r = client.chat.completions.create(model="r", messages=messages, response_format=fmt)  # type: ignore[arg-type]
+            return r.choices[0].message.content or ""
+        if api == "chat-stream":
+            chunks = client.chat.completions.create(
+                model="r", messages=messages, response_format=fmt, stream=True,  # type: ignore[arg-type]
+            )  # fmt: skip
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        text_format = {"format": {"type": "json_schema", "name": "city", "schema": SCHEMA}}
+        return client.responses.create(
+            model="r", input="Describe a city.", text=text_format
+        ).output_text  # type: ignore[arg-type]
+
+    value = json.loads(await trio.to_thread.run_sync(ask))
+    assert set(value) == set(SCHEMA["properties"]) and isinstance(value["population"], int)
