@@ -42,6 +42,51 @@ async def test_batches_are_stored_exactly_once(
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_made_up_request_row_is_not_stored_beside_the_requests_own(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A request whose final records' journal append failed (a full disk) is written to the
+    database while its intents' lines stay on disk; after a crash, recovery makes up an
+    interrupted request row for it (target '', status 0): stored beside the real one, the
+    request's cost counted twice. A made-up row whose request has a row is left out; one
+    whose request has none is stored (a request the crash cut)."""
+    import dataclasses
+
+    from trioproxy.ledger.columns import made_up
+
+    target = target_for(kind, request, tmp_path)
+    backend = await target.open()
+    real = [r for r in make_records(40) if r.kind == "request"][:2]
+    ghost = [
+        dataclasses.replace(
+            r,
+            ts=r.ts + 0.25,
+            target=None,
+            provider=None,
+            provider_model=None,
+            status=0,
+            outcome="interrupted",
+            error_kind="interrupted",
+            estimated=True,
+        )
+        for r in real
+    ]
+    assert all(made_up(g) for g in ghost) and not any(made_up(r) for r in real)
+    try:
+        assert await backend.write_batch(real[:1]) == 1
+        assert await backend.write_batch(ghost) == 1  # only the one whose request has no row
+        rows = await target.sql(
+            "SELECT request_id, outcome FROM ledger_raw WHERE kind = 'request' ORDER BY 1"
+        )
+        assert sorted(rows) == sorted([(real[0].request_id, real[0].outcome),
+                                       (real[1].request_id, "interrupted")])  # fmt: skip
+        totals = await target.rollup_totals()
+        assert totals.count == 2  # the roll-ups count what was stored
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
 async def test_report_groups_like_python(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

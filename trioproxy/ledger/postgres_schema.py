@@ -115,6 +115,12 @@ def _day_expr(zone: str) -> str:
 _MINUTE = "floor(extract(epoch FROM ts) / 60)::bigint"
 
 
+_MADE_UP = "s.kind = 'request' AND s.status = 0 AND s.target = '' AND s.outcome = 'interrupted'"
+"""A request row recovery made up from a dead process's intents (:func:`~trioproxy.ledger.
+journal.resolve_lines`): left out when the request's own row is stored (see
+:func:`~trioproxy.ledger.columns.made_up`)."""
+
+
 def write_sql(zone: str) -> str:
     """One statement per batch: insert the staged rows, then every roll-up from the rows
     actually inserted (the hourly rows once, in ``h``; the day rows from them)."""
@@ -125,7 +131,8 @@ def write_sql(zone: str) -> str:
     return f"""
 WITH ins AS (
   INSERT INTO ledger_raw ({", ".join(COLUMNS)})
-  SELECT {select} FROM ledger_stage
+  SELECT {select} FROM ledger_stage s WHERE NOT ({_MADE_UP} AND EXISTS (
+    SELECT 1 FROM ledger_raw r WHERE r.request_id = s.request_id AND r.kind = 'request'))
   ON CONFLICT DO NOTHING
   RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
             {", ".join(summed)}, key_name, status, latency_ms, ttfb_ms, hedge_role, outcome,

@@ -32,7 +32,7 @@ from trioproxy.ledger.backend import (
     day_of,
     rollup_query,
 )
-from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, to_row, upsert_tail
+from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, made_up, to_row, upsert_tail
 from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
@@ -164,9 +164,11 @@ class SqliteLedger(RollupReads):
 
     def _write(self, records: list[UsageRecord]) -> int:
         conn = self._conn
-        rows = [to_row(r) for r in records]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if any(made_up(r) for r in records):  # (recovery only) not beside its own row
+                records = self._without_made_up_duplicates(records)
+            rows = [to_row(r) for r in records]
             before = conn.total_changes
             conn.executemany(_INSERT, rows)
             inserted = records
@@ -192,6 +194,19 @@ class SqliteLedger(RollupReads):
                 conn.execute("ROLLBACK")
             raise
         return len(inserted)
+
+    def _without_made_up_duplicates(self, records: list[UsageRecord]) -> list[UsageRecord]:
+        ids = list({r.request_id for r in records if made_up(r)})
+        stored = {
+            row[0]
+            for at in range(0, len(ids), 500)  # (SQLite's bound on parameters)
+            for row in self._conn.execute(
+                "SELECT request_id FROM ledger_raw WHERE kind = 'request' AND request_id IN "
+                f"({', '.join('?' * len(ids[at : at + 500]))})",
+                ids[at : at + 500],
+            )
+        }
+        return [r for r in records if not (made_up(r) and r.request_id in stored)]
 
     async def query(
         self,
