@@ -20,7 +20,10 @@ tokens* and names the first difference, or returns None when the hit may be serv
   neither a word of its own ("java"/"java-script", "date"/"date-time" stay siblings) nor an
   ending that derives another word ("guitar"/"guitarist", "harm"/"harmful")
 * antonym pairs: one side uses a word whose antonym the other side uses instead ("show
-  hidden files" / "hide files")
+  hidden files" / "hide files"); or, with at most two edits between the prompts, one word is
+  put at the very place of its antonym (a pair of the list or WordNet antonyms), whether or
+  not either word also stands elsewhere ("slice(start, end) ... the end index" / "... the
+  start index": :func:`~trioproxy.cache.polarity.opposite_in_place`)
 * polarity: one side stops, prevents or silences the very action the other asks for ("make
   chrome save my passwords" / "make chrome stop saving my passwords", "log all SQL queries" /
   "silence SQL query logging", "get moss to grow" / "keep moss from growing"): a stop-verb's
@@ -78,7 +81,7 @@ import re
 
 from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, clipped, relation, typo
-from trioproxy.cache.polarity import polarity
+from trioproxy.cache.polarity import opposite_in_place, polarity
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.quantifiers import quantities
 from trioproxy.cache.relative_time import relative_time
@@ -130,6 +133,7 @@ _ANTONYMS: tuple[tuple[str, str], ...] = tuple(
         "set/remove set/unset set/delete"
     ).split()
 )
+_ANTONYM_SET = frozenset(_ANTONYMS)
 
 _DIRECTION = frozenset({"to", "into", "for", "than", "from"})
 _VERSUS = frozenset({"vs", "versus", "v"})
@@ -477,6 +481,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         asker_flipped(n.seq, c.seq, _STOP) or asker_flipped(c.seq, n.seq, _STOP)
     ):
         return "swap"
+    if "antonym" in rules and opposite_in_place(n.seq, c.seq, _ANTONYM_SET):
+        return "antonym"  # last: a pair the rules above name keeps their reason
     return None
 
 

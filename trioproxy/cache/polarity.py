@@ -1,11 +1,18 @@
 """The near-miss guard's "polarity" rule: one prompt stops, prevents or silences the very
 action the other asks for ("make chrome save my passwords" / "make chrome stop saving my
 passwords", "log all SQL queries" / "silence SQL query logging", "get moss to grow" / "keep
-moss from growing"). Pure: word sequences in, a verdict out (:mod:`.guard` asks it)."""
+moss from growing"); and its "in place" antonym rule: the two prompts are the same words but
+for one or two put in place of others, and one of them in place of its antonym ("include the
+element at the end index" / "... at the start index"), whether or not the antonym is also
+used elsewhere on either side ("slice(start, end)": :func:`opposite_in_place`). Pure: word
+sequences in, a verdict out (:mod:`.guard` asks them)."""
 
 from __future__ import annotations
 
+from difflib import SequenceMatcher
+
 from trioproxy.cache.prompt_features import Features
+from trioproxy.cache.thesaurus import wordnet
 from trioproxy.cache.word_order import COORDINATORS
 
 _STOP_VERBS = frozenset(
@@ -70,4 +77,52 @@ def polarity(a: Features, b: Features) -> bool:
     return bool(forms & b.words)
 
 
-__all__ = ["polarity"]
+_IN_PLACE_EDITS = 2
+"""Edits (runs of words replaced, added or dropped) two prompts may differ by for
+:func:`opposite_in_place`: past that, words at the same place are not one put for the other."""
+
+
+def opposite_in_place(
+    a: tuple[str, ...], b: tuple[str, ...], listed: frozenset[tuple[str, str]]
+) -> bool:
+    """``b`` is ``a`` with at most :data:`_IN_PLACE_EDITS` edits, one of which puts a word in
+    place of its antonym, word for word ("the end index" / "the start index", "an inclusive
+    range" / "an exclusive range", "lighten a stain that came out too dark" / "darken a stain
+    that came out too light"): WordNet antonyms in any kept sense, or a pair of ``listed`` (the
+    guard's own antonym pairs, either way round). Unlike the guard's antonym rule, the words
+    may also stand elsewhere on either side ("slice(start, end)"): an antonym put at the very
+    place of a word asks the opposite. Words of two letters at least, letters only."""
+    if a == b or abs(len(a) - len(b)) > _IN_PLACE_EDITS:
+        return False
+    k = 0  # the words both share at the start and at the end are no edit
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    e = 0
+    while e < min(len(a), len(b)) - k and a[-1 - e] == b[-1 - e]:
+        e += 1
+    a, b = a[k : len(a) - e], b[k : len(b) - e]
+    if len(a) == len(b):
+        put = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        if len(put) <= _IN_PLACE_EDITS:
+            return any(_antonyms(x, y, listed) for x, y in put)
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    ops = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+    if len(ops) > _IN_PLACE_EDITS:
+        return False
+    return any(
+        _antonyms(x, y, listed)
+        for tag, i1, i2, j1, j2 in ops
+        if tag == "replace" and i2 - i1 == j2 - j1
+        for x, y in zip(a[i1:i2], b[j1:j2], strict=True)
+    )
+
+
+def _antonyms(x: str, y: str, listed: frozenset[tuple[str, str]]) -> bool:
+    """``x`` and ``y`` (words of letters, two at least) are a pair of ``listed``, either way
+    round, or WordNet antonyms."""
+    if len(x) < 2 or len(y) < 2 or not (x.isalpha() and y.isalpha()):
+        return False
+    return (x, y) in listed or (y, x) in listed or wordnet().antonyms(x, y)
+
+
+__all__ = ["opposite_in_place", "polarity"]

@@ -88,11 +88,15 @@ class Thesaurus:
             table.get(s, frozenset()) & sa for s in sb
         )
 
+    def antonyms(self, a: str, b: str) -> bool:
+        """WordNet antonyms in any kept sense ("start"/"end", "inclusive"/"exclusive")."""
+        return self._step("A", self.synsets(a), self.synsets(b))
+
     def opposed(self, a: str, b: str) -> bool:
         """Antonyms in any kept sense, or sister terms in their first senses (a shared
         hypernym: "mother"/"father", "hour"/"minute"): different things, whatever else
         links them."""
-        if self._step("A", self.synsets(a), self.synsets(b)):
+        if self.antonyms(a, b):
             return True
         hyper = self.links["H"]
         firsts_a = {self.senses[w][0] for w in self.bases(a)}
