@@ -56,7 +56,11 @@ tokens* and names the first difference, or returns None when the hit may be serv
   interviewing a candidate" / "tips for being interviewed as a candidate"); or the asker is
   the object of a verb on one side and its subject on the other ("my employee asks me for a
   raise" / "I ask my boss for a raise", "a calendar someone shared with me" / "how do I share
-  my calendar")
+  my calendar"); or, the content words aligning one to one, two participants of one to three
+  words trade places around the same run of words ("a bride give her bridesmaids" /
+  "bridesmaids give the bride", "a parent claim their adult child" / "an adult child claim
+  their parent"), the run no coordinator, comparison or symmetric relation ("mix X with Y":
+  :func:`~trioproxy.cache.word_order.pivot_swapped`)
 
 Before any rule, a prompt typed all in lower case (the pronoun "I" aside) takes the other
 prompt's mid-sentence capitals on the words they share ("what version of node" / "which version
@@ -91,6 +95,7 @@ from trioproxy.cache.word_order import (
     asks_differently,
     gerund_voice,
     moved_block,
+    pivot_swapped,
     possessors_swapped,
     question_kinds,
     roles_swapped,
@@ -470,7 +475,11 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         "swap" in rules
         and not coordinated
         and (_PASSIVE in n.words) == (_PASSIVE in c.words)
-        and (swapped(n.seq, c.seq, _STOP) or roles_swapped(n.seq, c.seq, _STOP))
+        and (
+            swapped(n.seq, c.seq, _STOP)
+            or roles_swapped(n.seq, c.seq, _STOP)
+            or pivot_swapped(n.seq, c.seq, _STOP)
+        )
     ):
         return "swap"
     if "swap" in rules and (possessors_swapped(n.low, c.low) or voice_flipped(n.seq, c.seq, _STOP)):

@@ -1,6 +1,8 @@
 """The guard's word-order and question-kind rules (pure): which kind of answer a prompt's
 question words ask for, a phrase moved by a paraphrase, two content words exchanged (a
-role swap), and the asker done to on one side and doing on the other. :mod:`trioproxy.cache.guard` calls them on the word sequences it extracts.
+role swap), two participants exchanged around the same pivot ("a bride give her bridesmaids" /
+"bridesmaids give the bride": :func:`pivot_swapped`), and the asker done to on one side and
+doing on the other. :mod:`trioproxy.cache.guard` calls them on the word sequences it extracts.
 """
 
 from __future__ import annotations
@@ -222,6 +224,65 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> boo
     return j - i >= 2 and ra[i] == rb[j] and ra[j] == rb[i]
 
 
+_DETERMINERS = frozenset("a an the my your his her their its our one".split())
+"""Words dropped before :func:`pivot_swapped` looks for its participants ("a bride give her
+bridesmaids" / "bridesmaids give the bride")."""
+_NOT_PIVOT = frozenset("and or vs versus v nor plus with between like same similar equal".split())
+"""Words around which two participants may trade places and ask the same: coordination,
+comparison and symmetric relations ("X and Y", "X vs Y", "mix X with Y", "is X like Y")."""
+_PARTICIPANT = 3
+"""The longest participant (content words in a row: "adult child") and the longest pivot."""
+
+
+def pivot_swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
+    """Two participants exchange their roles around the same pivot: ``a`` reads "X P Y" where
+    ``b`` reads "Y P X" ("a parent claim[s] their adult child" / "an adult child claim[s] their
+    parent", "a bride give[s] her bridesmaids" / "bridesmaids give the bride", "a Service
+    find[s] its Pods" / "a Pod find[s] a Service"), and the two prompts' content words align
+    one to one (the same words, as many times each, a final "s" aside). X and Y are one to
+    three content words each, sharing none; the pivot P is one to three words in a row, the
+    same on both sides, of which none is a coordinator, a comparison or a symmetric relation
+    ("and", "or", "vs", "with", "like", "same": :data:`_NOT_PIVOT`), so "X and Y" / "Y and X"
+    and "mix X with Y" / "mix Y with X" still ask the same. Determiners and possessive
+    pronouns are left out first (:data:`_DETERMINERS`). Unlike :func:`swapped`, three shared
+    content words are enough: the pivot is a whole word-for-word run that stays between them,
+    which a rewrite does not keep ("version of Node installed" / "installed Node version")."""
+    na, nb = _pivot_words(a), _pivot_words(b)
+    ca = sorted(w for w in na if w not in stop and w not in _FILLER and len(w) > 1)
+    cb = sorted(w for w in nb if w not in stop and w not in _FILLER and len(w) > 1)
+    if ca != cb or na == nb:
+        return False
+    content = frozenset(ca)
+    for i in range(len(na)):
+        for lx in range(1, _PARTICIPANT + 1):
+            x = na[i : i + lx]
+            if len(x) < lx or not all(w in content for w in x):
+                break
+            for lp in range(1, _PARTICIPANT + 1):
+                p = na[i + lx : i + lx + lp]
+                if len(p) < lp or any(w in _NOT_PIVOT for w in p):
+                    break
+                for ly in range(1, _PARTICIPANT + 1):
+                    y = na[i + lx + lp : i + lx + lp + ly]
+                    if len(y) < ly or not all(w in content for w in y):
+                        break
+                    if set(x) & set(y) or set(p) & (set(x) | set(y)):
+                        continue
+                    if _contains(nb, y + p + x):
+                        return True
+    return False
+
+
+def _pivot_words(seq: tuple[str, ...]) -> tuple[str, ...]:
+    """``seq`` without determiners, a final "s" dropped as :func:`roles_swapped` does."""
+    return _persons(tuple(w for w in seq if w not in _DETERMINERS))
+
+
+def _contains(seq: tuple[str, ...], part: tuple[str, ...]) -> bool:
+    k = len(part)
+    return any(seq[j : j + k] == part for j in range(len(seq) - k + 1))
+
+
 _PERSON = {"i": "@i", "me": "@i", "we": "@we", "us": "@we", "he": "@he", "him": "@he",
            "they": "@they", "them": "@they"}  # fmt: skip
 """Personal pronouns by person, the subject and the object form as one ("her" is left out: it
@@ -401,6 +462,7 @@ def possessors_swapped(a: str, b: str) -> bool:
 
 
 __all__ = [
-    "COORDINATORS", "asker_flipped", "asks_differently", "gerund_voice", "moved_block", "possessors_swapped",
-    "question_kinds", "roles_swapped", "swapped", "voice_flipped",
+    "COORDINATORS", "asker_flipped", "asks_differently", "gerund_voice", "moved_block",
+    "pivot_swapped", "possessors_swapped", "question_kinds", "roles_swapped", "swapped",
+    "voice_flipped",
 ]  # fmt: skip
