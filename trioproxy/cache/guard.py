@@ -30,7 +30,11 @@ tokens* and names the first difference, or returns None when the hit may be serv
   gerund whose verb the other side uses in another form, while the other side has no
   stop-verb and no negation of its own
 * quantifier: one side uses a quantifier of another class in place of the other's ("one pod"
-  / "all pods", "a few examples" / "many examples"; "each" = "every" = "all")
+  / "all pods", "a few examples" / "many examples"; "each" = "every" = "all"); or counts one
+  of a thing ("a", "one", "single") that the other counts as many or all ("all", "every",
+  "each", "multiple", "many", "several"; not "some", "any"), the head of the noun phrase
+  compared ("delete a row" / "delete multiple rows", "remove a stopped container" / "remove
+  all stopped containers": :func:`~trioproxy.cache.quantifiers.one_against_many`)
 * question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
   "where" a place, "who" a person, "how many" a count, "how much" an amount, "how long",
   "how often", "how far", "how old" a measure, other "how" a manner; "how come" and "what
@@ -87,7 +91,7 @@ from trioproxy.cache.acronyms import expanded_words, spelled_out
 from trioproxy.cache.morph import Relation, clipped, relation, typo
 from trioproxy.cache.polarity import opposite_in_place, polarity
 from trioproxy.cache.prompt_features import Features, features
-from trioproxy.cache.quantifiers import quantities
+from trioproxy.cache.quantifiers import one_against_many, quantities
 from trioproxy.cache.relative_time import relative_time
 from trioproxy.cache.word_order import (
     COORDINATORS,
@@ -453,6 +457,8 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
     if "quantifier" in rules:
         qn, qc = quantities(n.seq, _STOP), quantities(c.seq, _STOP)
         if qn - qc and qc - qn:  # one class put in another's place, not one added
+            return "quantifier"
+        if one_against_many(n.seq, c.seq, _STOP) or one_against_many(c.seq, n.seq, _STOP):
             return "quantifier"
     if "time" in rules and relative_time(n, c):
         return "time"
