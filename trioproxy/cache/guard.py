@@ -36,8 +36,9 @@ tokens* and names the first difference, or returns None when the hit may be serv
   compared ("delete a row" / "delete multiple rows", "remove a stopped container" / "remove
   all stopped containers": :func:`~trioproxy.cache.quantifiers.one_against_many`)
 * question: the kinds of question asked differ ("why" a reason, "when" / "what year" a time,
-  "where" a place, "who" a person, "how many" a count, "how much" an amount, "how long",
-  "how often", "how far", "how old" a measure, other "how" a manner; "how come" and "what
+  "where" a place, "who" a person, "how many" a count, "how much" an amount, "how often" a
+  frequency (which a count may also be), "how long", "how far", "how old" a measure, other
+  "how" a manner; "how come" and "what
   causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
   a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
 * time: one time word placed differently relative to now ("this Friday" / "last Friday",

@@ -17,12 +17,12 @@ _ASKS = {
 """Question words and the kind of answer they ask for: "why did Rome fall" and "when did Rome
 fall" share every content word and want different answers."""
 _HOW = {
-    "many": "count", "much": "amount", "long": "measure", "often": "measure",
+    "many": "count", "much": "amount", "long": "measure", "often": "frequency",
     "far": "measure", "old": "measure", "big": "measure", "large": "measure",
     "come": "reason",
 }  # fmt: skip
-"""After "how": a count ("how many"), an amount ("how much"), another measure ("how long"
-and "how much time" ask the same), or "how come" (why)."""
+"""After "how": a count ("how many"), an amount ("how much"), a frequency ("how often"),
+another measure ("how long" and "how much time" ask the same), or "how come" (why)."""
 _WHAT = {
     "year": "time", "time": "time", "date": "time", "day": "time", "century": "time",
     "decade": "time", "month": "time", "place": "place", "country": "place", "city": "place",
@@ -49,7 +49,13 @@ Python, how do I ...", "When hyenas steal its kill, what does a lion do?")."""
 _SWAP_MIN = 4
 """Shared content words the swap rule needs (three are too few to tell a role swap from a
 rewrite: "version of Node installed" / "installed Node version")."""
-_MEASURE = frozenset({"measure", "count", "amount"})
+_MEASURE = frozenset({"measure", "count", "amount", "frequency"})
+_APART = (frozenset({"count", "amount"}), frozenset({"frequency", "amount"}),
+          frozenset({"frequency", "measure"}))  # fmt: skip
+"""Two measures one question never asks for both: a count and an amount ("how many glasses of
+water" / "how much water"), a frequency and an amount ("how often should I water it" / "how
+much water should I give it"), a frequency and another measure ("how often" / "how long");
+a frequency and a count may ask the same ("how often" / "how many times a week")."""
 """Kinds a "how do I ..." (manner) question may be answered with ("how do I check disk usage"
 / "how can I see how much storage is used")."""
 _THING = "thing"
@@ -134,10 +140,11 @@ def _compatible(x: str, y: str) -> bool:
     """Two kinds of answer one question may ask for: the same kind; a thing's refinement
     ("which city", "what are the benefits") and its kind ("where", "why"), a thing or a manner; a thing and a manner or a measure
     ("what is the GDP" / "how large is the GDP"); a manner and a measure; two measures, but
-    never a count and an amount ("how many glasses of water" / "how much water")."""
+    never two of :data:`_APART` ("how many glasses of water" / "how much water", "how often" /
+    "how much")."""
     x, y = sorted((x, y))
     if x == y or {x, y} <= _MEASURE:
-        return {x, y} != {"count", "amount"}
+        return {x, y} not in _APART
     for a, b in ((x, y), (y, x)):
         if a.startswith(_REFINED):
             return b in (_THING, "manner", a.removeprefix(_REFINED))
