@@ -55,7 +55,9 @@ tokens* and names the first difference, or returns None when the hit may be serv
   difference between X and Y": a comparison reads the same either way)
 * swap: two shared content words trade places around a third that stays between them ("a
   parent process waits for a child process" / "a child process waits for its parent
-  process"), or across a word that opens a clause ("a lion ... when hyenas steal" / "hyenas
+  process"; a function word between the two on both sides, since a terse query's stack of
+  words gives no roles: "rules for a penalty kick in soccer" / "soccer penalty kick rules"),
+  or across a word that opens a clause ("a lion ... when hyenas steal" / "hyenas
   ... when a lion steals"), without "by" on one side only (the passive voice), unless the two sides of an
   "and" or an "or" traded places; or one side has done to it what the other does ("tips for
   interviewing a candidate" / "tips for being interviewed as a candidate"); or the asker is

@@ -218,17 +218,45 @@ def _to_not(a: tuple[str, ...]) -> tuple[str, ...]:
 def swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) -> bool:
     """The content words the two prompts share, in each prompt's order, differ by one
     exchange of two words with at least one word between them ("parent process waits child
-    process" / "child process waits parent process"); four shared words at least."""
+    process" / "child process waits parent process"); four shared words at least; and on
+    each side a function word stands between the two (:func:`_related_by_words`: "rules for
+    a penalty kick in soccer" / "soccer penalty kick rules" is no swap)."""
+    pair = _exchanged(a, b, stop)
+    return pair is not None and all(_related_by_words(s, *pair, stop) for s in (a, b))
+
+
+def _exchanged(
+    a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]
+) -> tuple[str, str] | None:
+    """The two shared content words exchanged as :func:`swapped` says, function words aside."""
     ca, cb = _content(a, stop), _content(b, stop)
     sa, sb = set(ca), set(cb)
     ra, rb = [w for w in ca if w in sb], [w for w in cb if w in sa]
     if len(ra) != len(rb) or len(ra) < _SWAP_MIN or ra == rb:
-        return False
+        return None
     diffs = [i for i, (x, y) in enumerate(zip(ra, rb, strict=True)) if x != y]
     if len(diffs) != 2:
-        return False
+        return None
     i, j = diffs
-    return j - i >= 2 and ra[i] == rb[j] and ra[j] == rb[i]
+    if not (j - i >= 2 and ra[i] == rb[j] and ra[j] == rb[i]):
+        return None
+    return ra[i], ra[j]
+
+
+_NOT_ROLE = frozenset("how what whats why when where which who to".split())
+"""Function words that say nothing of who does what to whom ("dockerfile env var how to set")."""
+
+
+def _related_by_words(seq: tuple[str, ...], x: str, y: str, stop: frozenset[str]) -> bool:
+    """Between ``x`` and ``y`` (their first places in ``seq``) stands a function word of
+    ``stop`` or :data:`_FILLER` other than a question word or "to" (:data:`_NOT_ROLE`): a
+    preposition, an article, an auxiliary, a pronoun, that gives the two their roles. A stack
+    of content words alone ("soccer penalty kick rules", "free credit score check") is a
+    terse query whose order says nothing of roles."""
+    if x not in seq or y not in seq:
+        return True
+    lo, hi = sorted((seq.index(x), seq.index(y)))
+    return any((w in stop or w in _FILLER) and w not in _NOT_ROLE for w in seq[lo + 1 : hi])
 
 
 _DETERMINERS = frozenset("a an the my your his her their its our one".split())
@@ -306,7 +334,7 @@ def roles_swapped(a: tuple[str, ...], b: tuple[str, ...], stop: frozenset[str]) 
     fa, fb = _forms(a), _forms(b)
     if not any(p in fb and forms != fb[p] for p, forms in fa.items()):
         return False
-    return swapped(_persons(a), _persons(b), stop)
+    return _exchanged(_persons(a), _persons(b), stop) is not None
 
 
 def _forms(seq: tuple[str, ...]) -> dict[str, set[str]]:
