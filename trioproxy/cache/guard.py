@@ -18,7 +18,8 @@ tokens* and names the first difference, or returns None when the hit may be serv
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`), unless one word is the other cut
   short ("temp"/"temperature", "cert"/"certificate": :func:`clipped`): the longer adds
   neither a word of its own ("java"/"java-script", "date"/"date-time" stay siblings) nor an
-  ending that derives another word ("guitar"/"guitarist", "harm"/"harmful")
+  ending that derives another word ("guitar"/"guitarist", "harm"/"harmful"); nor a compound
+  of the two words the other side joins by "and" ("datetime" / "date and time")
 * antonym pairs: one side uses a word whose antonym the other side uses instead ("show
   hidden files" / "hide files"); or, with at most two edits between the prompts, one word is
   put at the very place of its antonym (a pair of the list or WordNet antonyms), whether or
@@ -309,14 +310,23 @@ def _code_missing(a: Features, b: Features) -> bool:
 def _siblings(a: Features, b: Features) -> str | None:
     """A word of ``a`` whose stem ``b`` uses with another, non-inflectional ending
     ("weekdays"/"weekends", "gpt-4o"/"gpt-4o-mini", "java"/"javascript"); a word ``b`` writes
-    as two ("lowercase"/"lower case") is the same word."""
+    as two ("lowercase"/"lower case") is the same word, and so is a compound of the two words
+    the other side joins by "and" ("datetime"/"date and time": :func:`_and_joined`)."""
     only_a = [w for w in a.words - b.words if w not in _STOP and w not in b.joins]
     only_b = [w for w in b.words - a.words if w not in _STOP and w not in a.joins]
+    only_a = [w for w in only_a if w not in _and_joined(b.seq)]
+    only_b = [w for w in only_b if w not in _and_joined(a.seq)]
     for x in only_a:
         for y in only_b:
             if relation(x, y) is Relation.SIBLING and not typo(x, y) and not clipped(x, y):
                 return x
     return None
+
+
+def _and_joined(seq: tuple[str, ...]) -> set[str]:
+    """The two words on each side of an "and" written as one ("date and time" -> "datetime",
+    "input and output" -> "inputoutput")."""
+    return {seq[i - 1] + seq[i + 1] for i in range(1, len(seq) - 1) if seq[i] == "and"}
 
 
 _ARTICLES = frozenset({"a", "an", "one"})
