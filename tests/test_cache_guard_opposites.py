@@ -30,6 +30,11 @@ from trioproxy.cache.thesaurus import wordnet
          "antonym"),
         ("How do I lighten a photo that came out too dark?",
          "How do I darken a photo that came out too bright?", "antonym"),
+        # two antonyms that only trade places: the same question, or the order rule's case
+        ("Is coffee good or bad for you?", "Is coffee bad or good for you?", None),
+        ("What are the pros and cons of remote work?", "What are the cons and pros of remote work?",
+         None),
+        ("Does a tenant pay the landlord?", "Does the landlord pay a tenant?", "order"),
         # synonyms in place, or a rewrite: the same question
         ("How do I start a Flask app in debug mode?", "How do I launch a Flask app in debug mode?",
          None),
@@ -48,6 +53,8 @@ def test_opposite_in_place(cached: str, new: str, rule: str | None) -> None:
     [
         ("the element at the end index of slice start end", "the element at the start index of slice start end", True),
         ("an inclusive range", "an exclusive range", True),
+        ("good or bad for you", "bad or good for you", False),
+        ("is it good or bad now", "is it bad or good", False),
         ("the top row", "the bottom row", True),
         ("the first row", "the first rows", False),  # not an antonym
         ("start the server", "launch the server", False),  # synonyms

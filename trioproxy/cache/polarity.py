@@ -91,7 +91,9 @@ def opposite_in_place(
     that came out too light"): WordNet antonyms in any kept sense, or a pair of ``listed`` (the
     guard's own antonym pairs, either way round). Unlike the guard's antonym rule, the words
     may also stand elsewhere on either side ("slice(start, end)"): an antonym put at the very
-    place of a word asks the opposite. Words of two letters at least, letters only."""
+    place of a word asks the opposite. Two words that only trade places ("good or bad" / "bad
+    or good", "the pros and cons" / "the cons and pros") are an order, which the guard's order
+    and swap rules judge. Words of two letters at least, letters only."""
     if a == b or abs(len(a) - len(b)) > _IN_PLACE_EDITS:
         return False
     k = 0  # the words both share at the start and at the end are no edit
@@ -104,17 +106,18 @@ def opposite_in_place(
     if len(a) == len(b):
         put = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
         if len(put) <= _IN_PLACE_EDITS:
-            return any(_antonyms(x, y, listed) for x, y in put)
+            return any(_antonyms(x, y, listed) and (y, x) not in put for x, y in put)
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     ops = [op for op in matcher.get_opcodes() if op[0] != "equal"]
     if len(ops) > _IN_PLACE_EDITS:
         return False
-    return any(
-        _antonyms(x, y, listed)
+    put = [
+        (x, y)
         for tag, i1, i2, j1, j2 in ops
         if tag == "replace" and i2 - i1 == j2 - j1
         for x, y in zip(a[i1:i2], b[j1:j2], strict=True)
-    )
+    ]
+    return any(_antonyms(x, y, listed) and (y, x) not in put for x, y in put)
 
 
 def _antonyms(x: str, y: str, listed: frozenset[tuple[str, str]]) -> bool:
