@@ -465,6 +465,11 @@ def test_an_admin_creates_a_viewer_who_signs_in_and_is_refused_an_edit(
     expect(page.locator('tr[data-team="ops"]')).to_be_visible()
     expect(page.locator('tr[data-team="demo"]')).to_have_count(0)
     expect(page.get_by_role("button", name="Save")).to_have_count(0)  # nothing to edit
+    # ... and nothing that looks editable: the values are text, and the page says why
+    expect(page.locator('#panel input:not([type="hidden"])')).to_have_count(0)
+    expect(page.locator("#read-only")).to_contain_text("Viewer: read only")
+    expect(page.locator('tr[data-team="ops"] td.alert-at')).to_have_text(re.compile(r"^\d+%$"))
+    shot(page, "budgets-viewer-1280")
     csrf = page.locator('form.logout input[name="csrf"]').get_attribute("value")
     refused = page.request.post(
         f"{served.url}/budgets/ops", form={"daily_usd": "1", "csrf": str(csrf)}

@@ -225,7 +225,12 @@ async def test_viewers_read_and_team_limited_admins_see_their_teams(nursery: tri
     viewer = d.app.test_client()
     csrf = await sign_in(viewer, "victor")
     page = await text(await viewer.get("/budgets"))
-    assert "readonly" in page and ">Save<" not in page
+    # a viewer's values are text, not inputs that ignore typing, and the page says why
+    assert ">Save<" not in page and "readonly" not in page
+    assert set(re.findall(r'<input[^>]*name="([^"]+)"', page)) == {"csrf"}  # the logout form's
+    assert 'id="read-only"' in page and "Viewer: read only" in page
+    assert 'class="limit read-only"><span class="muted">no limit</span></td>' in page
+    assert "A blank field keeps its value" not in page  # an editor's hint
     r = await viewer.post("/budgets/demo", form={"daily_usd": "1", "csrf": csrf})
     assert r.status_code == 403 and "Viewers cannot change" in await text(r)
     assert (await limits(d)) == (None, None)
