@@ -340,6 +340,36 @@ def test_create_use_and_revoke_a_key(served: Served, page: Any) -> None:
     expect(page.locator("table.audit tbody tr")).to_have_count(2)
 
 
+FIELD_BOXES = """(form) => [...document.querySelectorAll(form + " label > :is(input, select), "
+  + form + " > button")].map((e) => { const r = e.getBoundingClientRect();
+  return [e.name || e.textContent, Math.round(r.x), Math.round(r.y), Math.round(r.width)]; })"""
+"""Where each field (and button) of a form is: name, x, y, width."""
+
+
+def test_field_errors_move_no_field(served: Served, page: Any) -> None:
+    """An error under a field neither moves the other fields (it moved the labels beside
+    it up) nor widens its own (the key form's Priority wrapped onto a new line)."""
+    for path, form, fill in (
+        ("/keys", "form.keyform", {"Name": "reader", "Team": "ops", "Requests / min": "-3"}),
+        ("/users", "form.userform", {"Name": "shorty", "Password": "short", "Teams": "ops"}),
+    ):
+        page.goto(served.url + path)
+        clean = page.evaluate(FIELD_BOXES, form)
+        for label, value in fill.items():
+            page.locator(form).get_by_label(label, exact=True).fill(value)
+        page.locator(form).locator("> button").click()
+        expect(page.locator(f"{form} .field-error").first).to_be_visible()
+        errors = page.evaluate(FIELD_BOXES, form)
+        # every field keeps its place and width; those of the first line their height too
+        # (a later line moves down under the errors above it, all its fields alike)
+        assert [b[:2] + b[3:] for b in errors] == [b[:2] + b[3:] for b in clean], path
+        top = clean[0][2]
+        assert [b for b in errors if b[2] == top] == [b for b in clean if b[2] == top], path
+        assert len({b[2] for b in errors}) == len({b[2] for b in clean}), path
+        shot(page, f"{path.strip('/')}-field-errors-1280")
+    expect(page.locator("form.userform .field-error")).to_have_text("at least 12 characters")
+
+
 def test_requests_and_provider_traffic_pages(served: Served, page: Any) -> None:
     for n in range(3):
         assert served.chat(f"request log {n}", READER_KEY).status_code == 200
