@@ -15,6 +15,7 @@ from tests.dash_fixtures import READER_KEY, Dash, cell, page_ok, sign_in, start_
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import HX, ledger_has, text
 from trioproxy.dashboard.app import count, size
+from trioproxy.dashboard.cache_page import CacheView, Counts, routes_off
 
 
 async def ask(d: Dash, content: str, key: str = DEMO_KEY) -> httpx.Response:
@@ -109,3 +110,35 @@ async def test_the_json_api_deletes_an_entry_under_the_same_rules_audited(
     await sign_in(c)
     audit = await page_ok(c, "/audit?action=cache.delete")
     assert audit.count('<td data-label="Action">cache.delete</td>') == 1 and ref in audit
+
+
+async def test_routes_with_caching_off_are_listed_apart_not_as_rows_of_zeros(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    _, n = await cached(d, "a cached route")
+    uncached = await asgi_chat(d.gw, DEMO_KEY, chat_body("no cache here", model="claude-haiku"))
+    assert uncached.status_code == 200
+    assert uncached.headers.get("x-trioproxy-cache") in (None, "off")
+    await ledger_has(d, n + 1)
+    c = d.app.test_client()
+    await sign_in(c)
+    page = await text(await c.get("/cache"))
+    assert int(cell(page, 'data-route="chat"', "lookups")) == n  # a cached route: a row
+    # the route without a cache: named apart, in no table (it was "0 lookups, -")
+    assert re.search(r'<tr[^>]*data-route="claude-haiku"', page) is None
+    off = re.search(r'<p class="muted" id="routes-off">(.*?)</p>', page, re.S)
+    assert off is not None and off.group(1).startswith("Caching off")
+    assert 'data-route="claude-haiku"' in off.group(1)
+    assert 'data-route="chat"' not in off.group(1) and 'data-route="embed"' not in off.group(1)
+    assert "(caching off now)" not in page
+
+
+async def test_a_route_looked_up_before_its_cache_was_turned_off_stays_a_row(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery)
+    view = CacheView([], per_route={"claude-haiku": Counts(miss=3), "gone": Counts(bypass=1)})
+    # looked up in the window, so a row (marked "caching off now"); the other apart
+    assert "claude-haiku" not in routes_off(d.gw, view)
+    assert "gone" in routes_off(d.gw, view) and "chat" not in routes_off(d.gw, view)

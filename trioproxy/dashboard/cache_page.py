@@ -44,6 +44,8 @@ class Counts:
     saved_micros: int = 0
 
     def add(self, status: str, requests: int, saved_micros: int) -> None:
+        """Count ``requests`` of cache outcome ``status``; "off" (a route without a cache,
+        or a request it cannot hold) is no lookup and counted nowhere."""
         if status in ("exact", "semantic", "miss", "bypass"):
             setattr(self, status, getattr(self, status) + requests)
         self.saved_micros += saved_micros
@@ -99,6 +101,17 @@ def fold(per_day: Iterable[DayRow], per_team: Iterable[DayRow], rng: Range) -> C
         ):
             counts.add(status, r.requests, r.saved_micros)
     return view
+
+
+def routes_off(gw: Gateway, view: CacheView) -> list[str]:
+    """The routes without a cache now that had no lookup in the view (every route of the
+    config, and any other the ledger names): listed apart, not as rows of zeros."""
+    cached = set(snapshot.cached_routes(gw))
+    return sorted(
+        route
+        for route in set(gw.settings.routes) | set(view.per_route)
+        if route not in cached and not view.per_route.get(route, Counts()).lookups
+    )
 
 
 def percent_axis(v: float) -> str:
@@ -224,6 +237,8 @@ async def cache_context(gw: Gateway, who: Principal) -> dict[str, Any]:
         "prompts_elsewhere": storage.database_url is not None,
         "redis": storage.redis_url is not None,
         "routes": flushable_routes(gw, who),
+        "cached_routes": set(snapshot.cached_routes(gw)),
+        "routes_off": routes_off(gw, view),
         "teams": await snapshot.all_teams(gw, teams),
     }
 
@@ -237,6 +252,7 @@ __all__ = [
     "flush_entries",
     "flushable_routes",
     "fold",
+    "routes_off",
     "shared_by_every_team",
     "visible_namespaces",
 ]
