@@ -285,6 +285,30 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, page: A
         shot(page, (path.strip("/") or "overview") + "-390")
 
 
+WIDE_BOXES = """() => [...document.querySelectorAll(".scroll")].flatMap((box) =>
+  box.scrollWidth > box.clientWidth ? [box.firstElementChild.className] : [])"""
+"""The tables wider than their box (which scrolls them sideways), by class."""
+
+
+def test_a_wide_table_scrolls_in_its_own_box_not_the_page(served: Served, page: Any) -> None:
+    """At 768 px (too wide for the stacked small-screen rows), the overview's 13 columns
+    scroll inside their box: the page itself stays as wide as the window (it was 1,294 px,
+    cut off at the right)."""
+    page.set_viewport_size({"width": 768, "height": 1000})
+    for path in PAGES:
+        page.goto(served.url + path)
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= page.evaluate("window.innerWidth"), f"{path} is {width} px at 768 px"
+        expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
+    page.goto(served.url + "/")
+    expect(page.locator("table.overview tbody tr").first).to_be_visible()
+    assert "overview stack" in page.evaluate(WIDE_BOXES)
+    box = page.locator(".scroll:has(table.overview)")
+    box.evaluate("(box) => { box.scrollLeft = box.scrollWidth; }")  # scrolled to its end
+    expect(page.locator("table.overview thead th").last).to_be_in_viewport()
+    shot(page, "overview-768")
+
+
 def test_breaker_opens_on_the_providers_page_without_reload(served: Served, page: Any) -> None:
     page.goto(f"{served.url}/providers")
     loads = []
@@ -390,6 +414,20 @@ def test_requests_and_provider_traffic_pages(served: Served, page: Any) -> None:
     page.goto(f"{served.url}/requests")
     shot(page, "requests-1280")
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert page.evaluate(WIDE_BOXES) == []  # fits: no sideways scrolling at 1,280 px
+    # "team · key (user)" and "route → target" break between their parts, never inside
+    # one ("gpt-4o-" / "mini"): at most two lines, each part on one
+    for cell in ("who-asked", "route-target"):
+        lines = page.evaluate(
+            """(cls) => [...document.querySelectorAll("table.requests td." + cls)].map((td) =>
+              [...td.querySelectorAll(".nw")].map((s) => [s.getClientRects().length,
+                                                         Math.round(s.getBoundingClientRect().top)]))""",
+            cell,
+        )
+        assert lines, cell
+        for parts in lines:
+            assert all(rects == 1 for rects, _ in parts), (cell, parts)
+            assert len({top for _, top in parts}) <= 2, (cell, parts)
 
     page.goto(f"{served.url}/providers")
     busy = page.locator('table.traffic tr[data-window="5"]:has(td.rate:not(:has-text("(0)")))')
