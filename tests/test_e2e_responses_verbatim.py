@@ -21,7 +21,7 @@ import trio
 
 from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from tests.settings_factory import KEY, capped_settings, chain_settings
-from tests.upstream_servers import STALL_EVENTS, StallAfterFinal
+from tests.upstream_servers import STALL_EVENTS, OneWrite, StallAfterFinal
 from trioproxy.core.sse import SSEParser
 from trioproxy.simulator.faults import Fault
 
@@ -221,3 +221,76 @@ async def test_a_client_that_leaves_cancels_the_verbatim_upstream(nursery: trio.
     (record,) = await records(g)
     assert (record.status, record.error_kind) == (499, "client_disconnected")
     assert 0 < record.output_tokens < 200 and record.cost_micros > 0
+
+
+RESP: dict[str, Any] = {
+    "id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress", "model": "m",
+    "output": [], "usage": None, "error": None, "incomplete_details": None,
+}  # fmt: skip
+MSG: dict[str, Any] = {
+    "id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": [],
+}  # fmt: skip
+
+
+def ev(kind: str, **data: object) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+def delta(seq: int, text: str) -> bytes:
+    return ev("response.output_text.delta", sequence_number=seq, item_id="msg_1",
+              output_index=0, content_index=0, delta=text, logprobs=[])  # fmt: skip
+
+
+HEAD = (
+    ev("response.created", sequence_number=0, response=RESP)
+    + ev("response.output_item.added", sequence_number=1, output_index=0, item=MSG)
+    + ev("response.content_part.added", sequence_number=2, item_id="msg_1", output_index=0,
+         content_index=0, part={"type": "output_text", "text": "", "annotations": []})
+)  # fmt: skip
+
+
+async def test_a_short_stream_without_usage_in_one_read_is_served(nursery: trio.Nursery) -> None:
+    """A whole stream whose ``response.completed`` has no usage, in one read (a short answer
+    from a fast server): it was a 502, 'All upstream targets failed', while the same bytes in
+    two reads were served. It is served, its usage the estimate the ledger bills."""
+    done = {**MSG, "status": "completed",
+            "content": [{"type": "output_text", "text": "Hello world", "annotations": []}]}  # fmt: skip
+    body = (
+        HEAD + delta(3, "Hello") + delta(4, " world")
+        + ev("response.output_item.done", sequence_number=5, output_index=0, item=done)
+        + ev("response.completed", sequence_number=6,
+             response={**RESP, "status": "completed", "output": [done], "usage": None})
+    )  # fmt: skip
+    upstream = OneWrite(body=body)
+    port = await nursery.start(upstream.serve)
+    g = await start_gateway(nursery, chain_settings([f"http://127.0.0.1:{port}"]))
+    got = events(await post_stream(g.url, BODY))
+    assert [e["type"] for e in got][-1] == "response.completed"
+    (record,) = await records(g)
+    assert record.outcome == "served" and record.estimated
+    assert got[-1]["response"]["usage"]["output_tokens"] == record.output_tokens == 2
+
+
+async def test_the_events_before_a_provider_error_in_the_same_read_reach_the_caller(
+    nursery: trio.Nursery,
+) -> None:
+    """Two text deltas and the provider's error event in one read: the deltas were dropped
+    (yet billed, and named in the gateway's response.failed); the SDK now reads them, then
+    the failure."""
+    rest = delta(3, "Hello") + delta(4, " world")
+    rest += ev("error", sequence_number=5, code="server_error", message="boom")
+    upstream = OneWrite(body=HEAD, rest=rest)
+    port = await nursery.start(upstream.serve)
+    g = await start_gateway(nursery, chain_settings([f"http://127.0.0.1:{port}"]))
+    read = b""
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with c.stream("POST", g.url + "/v1/responses", json=BODY, headers=AUTH) as r:
+            assert r.status_code == 200
+            async for chunk in r.aiter_bytes():
+                read += chunk
+                if b"response.content_part.added" in read:  # the head is relayed: the rest
+                    upstream.go.set()
+    got = events(read)
+    text = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
+    assert text == "Hello world" and got[-1]["type"] == "response.failed"
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))

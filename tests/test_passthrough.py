@@ -7,11 +7,12 @@ import json
 import random
 import re
 
+import orjson
 import pytest
 
 from trioproxy.core.sse import SSEParser
-from trioproxy.core.types import Dialect, StreamEvent, StreamStart, UsageReport
-from trioproxy.errors import ProviderError
+from trioproxy.core.types import Dialect, StreamEvent, StreamStart, Usage, UsageReport
+from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.passthrough import PENDING_MAX, PassthroughTap
 from trioproxy.providers.registry import adapter_for
 from trioproxy.simulator.anthropic_wire import ANTHROPIC
@@ -183,8 +184,13 @@ def test_error_events_raise_like_the_decoder(wire: Dialect, event: bytes) -> Non
     head = data[: data.index(b"\n\n") + 2]
     tap = PassthroughTap(wire, include_usage=True)
     tap.feed(head)
-    with pytest.raises(ProviderError, match="overloaded"):
-        tap.feed(event)
+    got = tap.feed(event)  # after what came before it in the read (here nothing)
+    assert isinstance(got.error, ProviderError) and "overloaded" in str(got.error)
+    assert got.forward == b""
+    tap = PassthroughTap(wire, include_usage=True)
+    tap.feed(head)
+    with pytest.raises(ProviderError, match="overloaded"):  # one event at a time: raised
+        list(tap.feed_events(event))
 
 
 def test_garbage_content_is_forwarded_as_it_came_and_counts_nothing() -> None:
@@ -393,3 +399,62 @@ def test_a_responses_terminal_event_without_usage_is_held_for_the_estimate(usage
     assert last["type"] == "response.completed"
     assert last["response"]["usage"]["output_tokens"] == 34  # type: ignore[index]
     assert last["response"]["status"] == "completed"  # type: ignore[index]
+
+
+def test_what_a_responses_stream_keeps_to_end_it_is_bounded() -> None:
+    """Forty image-generation items of 256 KiB each: the tap kept every finished item whole
+    for the stream's life (10 MiB); past its bound it keeps their id, type and status."""
+    import tracemalloc
+
+    from trioproxy.providers.responses_trail import KEEP_BYTES
+
+    def ev(kind: str, **data: object) -> bytes:
+        return (
+            b"event: "
+            + kind.encode()
+            + b"\ndata: "
+            + orjson.dumps({"type": kind, **data})
+            + b"\n\n"
+        )
+
+    response = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    image = "A" * (256 * 1024)
+    tap = PassthroughTap("responses", include_usage=True)
+    tap.feed(ev("response.created", sequence_number=0, response=response))
+    tracemalloc.start()
+    for i in range(40):
+        item = {"id": f"ig_{i}", "type": "image_generation_call", "status": "in_progress"}
+        tap.feed(ev("response.output_item.added", sequence_number=2 * i + 1, output_index=i,
+                    item=item))  # fmt: skip
+        done = {**item, "status": "completed", "result": image}
+        tap.feed(ev("response.output_item.done", sequence_number=2 * i + 2, output_index=i,
+                    item=done))  # fmt: skip
+    kept, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert kept < KEEP_BYTES + 512 * 1024, kept
+    end = tap.failure_event(GatewayError(ErrorKind.STREAM_INTERRUPTED, "cut"), Usage(1, 2))
+    output = orjson.loads(end.split(b"data: ", 1)[1])["response"]["output"]
+    assert [o["id"] for o in output] == [f"ig_{i}" for i in range(40)]
+    assert output[0]["result"] == image and output[-1] == {
+        "id": "ig_39", "type": "image_generation_call", "status": "completed",
+    }  # fmt: skip
+
+
+def test_the_events_before_an_upstream_error_in_one_read_are_forwarded() -> None:
+    """Text deltas, then the provider's error event, in one read: the read's events before it
+    were dropped (yet counted for the bill); they are forwarded, the error comes after."""
+    for wire, data in (
+        ("openai", stream_bytes("openai", 8)),
+        ("anthropic", stream_bytes("anthropic", 8)),
+    ):
+        tap = PassthroughTap(wire, include_usage=True)  # type: ignore[arg-type]
+        first_event = data.index(b"\n\n") + 2
+        tap.feed(data[:first_event])
+        error = (
+            b'data: {"error":{"message":"boom","type":"server_error"}}\n\n' if wire == "openai"
+            else b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"boom"}}\n\n'
+        )  # fmt: skip
+        body = data[first_event:]
+        middle = body[: body.index(b"\n\n", len(body) // 2) + 2]
+        got = tap.feed(middle + error)
+        assert isinstance(got.error, ProviderError) and got.forward == middle

@@ -364,3 +364,34 @@ __all__ = [
     "TlsSim",
     "start_tls_simulator",
 ]
+
+
+@dataclass
+class OneWrite(Listening):
+    """Answers every request with ``body`` as a 200 SSE stream in one write (so that it comes
+    in one read, as a short answer from a fast server does), then ends the response. With
+    ``rest``: then waits for ``go`` (set by the test once the caller has read what it
+    wanted) and sends ``rest`` in one write before the end."""
+
+    body: bytes = b""
+    rest: bytes = b""
+    go: trio.Event = field(default_factory=trio.Event)
+    port: int = 0
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            headers = [(b"content-type", b"text/event-stream"), (b"connection", b"close")]
+            head = conn.send(h11.Response(status_code=200, headers=headers))
+            out = head + conn.send(h11.Data(data=self.body))
+            if self.rest:
+                await stream.send_all(out)
+                await self.go.wait()
+                out = conn.send(h11.Data(data=self.rest))
+            await stream.send_all(out + conn.send(h11.EndOfMessage()))

@@ -47,8 +47,9 @@ model). Two events are the gateway's own, as on the decoding path:
   (:meth:`PassthroughTap.failure_event`) that continues the provider's stream: its response
   object (from ``response.created``), the next sequence number, the output items done so far
   and the open ones as ``incomplete`` with what they had (a message's text, a call's
-  arguments), and the usage the ledger bills. The output items are kept for that (the
-  answer, bounded by its output cap, as the decoding path's encoder keeps it); an open
+  arguments), and the usage the ledger bills. The output items are kept for that, up to
+  :data:`~trioproxy.providers.responses_trail.KEEP_BYTES` of JSON (then as their id, type
+  and status: a hosted tool's item carries its output, images too); an open
   message's text is taken from the content events only when they are counted. Unlike the
   decoding path, the open items get no ``.done`` events of their own before it (the
   snapshot says they are incomplete): a known difference.
@@ -67,7 +68,7 @@ import orjson
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens, event_tokens
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
-from trioproxy.errors import GatewayError
+from trioproxy.errors import GatewayError, ProviderError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
 from trioproxy.providers.openai import OpenAIStreamDecoder, reasoning_of
@@ -106,11 +107,16 @@ class Tapped:
     finish: Callable[[Usage], bytes] | None = None
     """A Responses terminal event held back, its usage no usage: to be appended to
     ``forward`` with the usage the ledger bills, once the attempt metered ``events``."""
+    error: Exception | None = None
+    """The read's events after those in ``forward`` ended in this (an upstream error event,
+    garbage): raise it once ``forward`` is written (the events before it in the same read
+    were dropped, yet billed and, on the Responses wire, named in the gateway's last event)."""
 
 
 class PassthroughTap:
-    """Per-stream state; ``feed`` raises ``ValueError`` on garbage and the decoder's
-    :class:`~trioproxy.errors.ProviderError` on an upstream error event."""
+    """Per-stream state; ``feed`` returns an upstream error event
+    (:class:`~trioproxy.errors.ProviderError`) or garbage (``ValueError``) as
+    :attr:`Tapped.error`, after the events before it; ``feed_events`` raises them."""
 
     WIRES: frozenset[Dialect] = frozenset({"openai", "anthropic", "responses"})
     """The wires relayed verbatim."""
@@ -228,8 +234,12 @@ class PassthroughTap:
         events = block.split(b"\n\n")
         events.pop()  # after the last separator: empty
         for n, ev in enumerate(events):
-            if ev and not self._take(ev, out, kept):
-                edited = True
+            try:
+                if ev and not self._take(ev, out, kept):
+                    edited = True
+            except (ValueError, ProviderError) as exc:  # the events before it go first
+                out.error, edited = exc, True
+                break
             if self.done:
                 edited = edited or n + 1 < len(events)
                 self._rest = b""

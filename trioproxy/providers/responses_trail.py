@@ -25,6 +25,12 @@ from trioproxy.core.usage import responses_json
 from trioproxy.errors import ErrorKind, GatewayError
 from trioproxy.providers.openai_responses import ResponsesStreamDecoder
 
+KEEP_BYTES = 1024 * 1024
+"""JSON bytes of finished output items kept for the gateway's last event; past them an item is
+kept as its id, type and status (a hosted tool's item carries its output: 40 generated images
+of 256 KiB kept 10 MiB per stream). The caller has every item whole from its own
+``response.output_item.done``."""
+
 
 class ResponsesTrail(ResponsesStreamDecoder):
     """The Responses stream decoder, keeping what the gateway needs to end the stream itself
@@ -38,6 +44,8 @@ class ResponsesTrail(ResponsesStreamDecoder):
         self.response: dict[str, Any] | None = None
         self.seq = -1
         self.done_items: list[Any] = []
+        self.kept = 0
+        """JSON bytes of :attr:`done_items` (at most :data:`KEEP_BYTES` kept whole)."""
         self.open: dict[str, dict[str, Any]] = {}
         """Output item id -> the item as added."""
         self.texts: dict[str, list[str]] = {}
@@ -110,13 +118,21 @@ class ResponsesTrail(ResponsesStreamDecoder):
                 else:
                     self.open.pop(key, None)
                     self.texts.pop(key, None)
-                    self.done_items.append(item)
+                    self.done_items.append(self._bounded(item))
         elif kind in _PIECES:
             key, delta = data.get("item_id"), data.get("delta")
             pieces = self.texts.get(key) if isinstance(key, str) else None
             if pieces is not None and isinstance(delta, str):
                 pieces.append(delta)
         return out
+
+    def _bounded(self, item: dict[str, Any]) -> dict[str, Any]:
+        """``item``, or its id, type and status once :data:`KEEP_BYTES` are kept."""
+        size = len(orjson.dumps(item))
+        if self.kept + size > KEEP_BYTES:
+            return {k: item[k] for k in ("id", "type", "status") if k in item}
+        self.kept += size
+        return item
 
 
 _PIECES = ("response.output_text.delta", "response.function_call_arguments.delta")

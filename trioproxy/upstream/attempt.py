@@ -223,7 +223,9 @@ class AttemptRunner:
             while chunk := await resp.receive():
                 if tap is not None:
                     got = tap.feed(chunk)
-                    _usable(meter, tap.bad_usage)
+                    if got.error is not None:  # before anything was relayed: the attempt fails
+                        raise got.error
+                    _usable(meter, tap.bad_usage, whole=tap.done)
                     _meter_tapped(meter, got, self.prompt_estimate)
                     if got.forward:
                         raw.append(got.forward)
@@ -231,7 +233,7 @@ class AttemptRunner:
                         return [Raw(b"".join(raw))] if raw else []
                     continue
                 events = self._decode(chunk, parser, decoder)
-                _usable(meter, decoder.bad_usage)
+                _usable(meter, decoder.bad_usage, whole=decoder.done)
                 for event in events:
                     meter.received_any = True
                     meter.observe(event)
@@ -410,6 +412,8 @@ class AttemptRunner:
             watch.writing = False
             self.ended = meter.finish is not None
             self.end_written = tap.done
+        if got.error is not None:  # after the events before it in the read
+            raise got.error
 
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
@@ -436,11 +440,16 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
     return completion
 
 
-def _usable(meter: Meter, bad_usage: str | None) -> None:
+def _usable(meter: Meter, bad_usage: str | None, *, whole: bool) -> None:
     """Before anything was relayed a malformed usage fails the attempt (the next target
     is tried), as a malformed first event does (nothing metered); after, the stream goes
-    on without it (:mod:`trioproxy.core.usage`)."""
-    if bad_usage is not None:
+    on without it (:mod:`trioproxy.core.usage`). Not asked once the whole stream came in the
+    first reads: it is served with the estimate, as the same stream in more reads is (a
+    Responses stream whose ``response.completed`` has no usage was a 502 when it came in
+    one read, and served when it came in two)."""
+    if bad_usage is not None and whole:
+        meter.bad_usage = meter.bad_usage or bad_usage
+    elif bad_usage is not None:
         meter.bad_usage = bad_usage
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {bad_usage}")
 
