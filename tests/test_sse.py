@@ -92,3 +92,33 @@ def test_encode() -> None:
 def test_encode_parse_round_trip(data: str) -> None:
     expected = data.replace("\r\n", "\n")
     assert SSEParser().feed(encode_sse(data, event="e")) == [SSEEvent(expected, "e")]
+
+
+def test_an_event_that_never_ends_is_refused_at_its_bound() -> None:
+    """A provider that never ends a line, or an event of endless data lines, grew the
+    stream's buffer without bound; past MAX_EVENT_BYTES it is an error (the stream is
+    interrupted), and an event just under it still parses."""
+    from trioproxy.core.sse import MAX_EVENT_BYTES
+
+    parser = SSEParser()
+    parser.feed(b"data: " + b"x" * (MAX_EVENT_BYTES - 100))  # an open line under the bound
+    with pytest.raises(ValueError, match="longer than"):
+        parser.feed(b"x" * 200)
+    lines = SSEParser()
+    line = b"data: " + b"y" * (1024 * 1024) + b"\n"
+    with pytest.raises(ValueError, match="longer than"):
+        lines.feed(line * 33)
+    ok = SSEParser()
+    (event,) = ok.feed(line * 3 + b"\n")
+    assert len(event.data) == 3 * 1024 * 1024 + 2
+
+
+def test_a_verbatim_event_that_never_ends_is_refused_at_its_bound() -> None:
+    from trioproxy.core.sse import MAX_EVENT_BYTES
+    from trioproxy.providers.passthrough import PassthroughTap
+
+    tap = PassthroughTap("openai", include_usage=True)
+    tap.feed(b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n')
+    tap.feed(b'data: {"choices":[{"index":0,"delta":{"content":"' + b"z" * (MAX_EVENT_BYTES - 64))
+    with pytest.raises(ValueError, match="longer than"):
+        tap.feed(b"z" * 128)

@@ -5,7 +5,10 @@ LF or CR; ``field: value`` lines (one leading space stripped); lines starting
 with ``:`` are comments (keep-alive pings); a blank line dispatches the event.
 Bytes may arrive split anywhere, including inside a CRLF pair or a UTF-8
 sequence: lines are decoded only once complete, and a line terminator byte
-never occurs inside a multi-byte UTF-8 character.
+never occurs inside a multi-byte UTF-8 character. An event is at most
+:data:`MAX_EVENT_BYTES` (its lines so far, and a line still open): past it ``feed`` raises
+``ValueError``, so that a provider that never ends an event cannot grow a worker's memory
+without bound.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from __future__ import annotations
 from trioproxy.core.types import SSEEvent
 
 _BOM = "\ufeff"
+MAX_EVENT_BYTES = 32 * 1024 * 1024
+"""The largest event a stream may send (a Responses ``response.completed`` repeats the whole
+answer, generated images included; the bound of a whole non-stream answer)."""
 
 
 class SSEParser:
     """Feed raw bytes as they arrive; get back every event completed so far."""
 
-    __slots__ = ("_buf", "_data", "_event", "_has_data", "_skip_lf", "_started")
+    __slots__ = ("_buf", "_data", "_event", "_has_data", "_size", "_skip_lf", "_started")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -27,6 +33,8 @@ class SSEParser:
         self._data: list[str] = []
         self._has_data = False
         self._event: str | None = None
+        self._size = 0
+        """Bytes of the event's data lines so far."""
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         if self._skip_lf and data:
@@ -46,6 +54,8 @@ class SSEParser:
             self._buf = b""
         else:
             self._buf = lines.pop()
+            if len(self._buf) > MAX_EVENT_BYTES:
+                raise ValueError(f"an event longer than {MAX_EVENT_BYTES} bytes")
         events: list[SSEEvent] = []
         for raw in lines:
             line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
@@ -59,6 +69,7 @@ class SSEParser:
                 self._data = []
                 self._has_data = False
                 self._event = None
+                self._size = 0
                 continue
             if line[0] == ":":
                 continue
@@ -68,6 +79,9 @@ class SSEParser:
             if name == "data":
                 self._data.append(value)
                 self._has_data = True
+                self._size += len(raw)
+                if self._size > MAX_EVENT_BYTES:
+                    raise ValueError(f"an event longer than {MAX_EVENT_BYTES} bytes")
             elif name == "event":
                 self._event = value
             # ``id`` and ``retry`` are irrelevant to a proxy; unknown fields are ignored.
@@ -84,4 +98,4 @@ def encode_sse(data: bytes | str, event: str | None = None) -> bytes:
     return head + body + b"\n"
 
 
-__all__ = ["SSEParser", "encode_sse"]
+__all__ = ["MAX_EVENT_BYTES", "SSEParser", "encode_sse"]

@@ -65,7 +65,7 @@ from typing import Any
 
 import orjson
 
-from trioproxy.core.sse import SSEParser
+from trioproxy.core.sse import MAX_EVENT_BYTES, SSEParser
 from trioproxy.core.tokens import estimate_tokens, event_tokens
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
 from trioproxy.errors import GatewayError, ProviderError
@@ -277,6 +277,8 @@ class PassthroughTap:
         buf = self._rest + data if self._rest else data
         end = buf.rfind(b"\n\n")
         if end < 0:
+            if len(buf) > MAX_EVENT_BYTES:  # a provider that never ends its event
+                raise ValueError(f"an event longer than {MAX_EVENT_BYTES} bytes")
             self._rest = buf
             return b""
         if end + 2 == len(buf):
