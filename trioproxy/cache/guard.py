@@ -50,7 +50,7 @@ tokens* and names the first difference, or returns None when the hit may be serv
   "how", "need", "used" ... opens an infinitive, not a direction)
 * order: the same words in another order (greetings, "please" and "exactly" aside), unless one
   block of words that opens with a preposition ("in Python", "at sea level", "after placing an
-  order") only moved, or one manner adverb ("permanently delete" / "delete ... permanently";
+  order") or with "as" ("as a student") only moved, or one manner adverb ("permanently delete" / "delete ... permanently";
   not "only", "nearly" and the other focus adverbs), or "to not" is "not to", or the two sides of an "and" or an "or" traded places ("affect and
   effect", "a fruit or a vegetable"), or both prompts compare two things ("X vs Y", "the
   difference between X and Y": a comparison reads the same either way)

@@ -42,10 +42,13 @@ _FINDING = frozenset("find see check view locate look".split())
 """After "where can I": verbs that ask how to find something, not for a place to go."""
 _MOVABLE = frozenset(
     "in at on after before for from with within during under over inside outside using "
-    "when whenever while if because".split()
+    "when whenever while if because as".split()
 )
 """Prepositions and conjunctions that open a phrase or clause a paraphrase may move ("In
-Python, how do I ...", "When hyenas steal its kill, what does a lion do?")."""
+Python, how do I ...", "When hyenas steal its kill, what does a lion do?"; "as" opens the
+role the asker speaks in: "As a student, can I ..." / "Can I ... as a student?"). Only a
+whole block moves; two participants traded around "as" ("use X as Y" / "use Y as X") move
+two blocks and stay an order change."""
 _SWAP_MIN = 4
 """Shared content words the swap rule needs (three are too few to tell a role swap from a
 rewrite: "version of Node installed" / "installed Node version")."""
