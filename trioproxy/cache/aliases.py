@@ -8,6 +8,10 @@ and "World War Two" in a number. The pair verifier counts a word of one prompt a
 when the other prompt names the same group by another form (:meth:`Aliases.covered`, on
 lower-case words as the embedding model sees them), and the semantic cache embeds the
 canonical text (:func:`embedding_text`), so an alias does not push a pair below the floor.
+Besides names, the table holds phrases of one meaning: a frequency adverb of a unit of time
+is its rate ("daily" = "every day" = "each day" = "per day", written "per day" so that the
+unit stays a word the guard compares: "monthly" / "weekly" differ as "per month" / "per
+week" do; "all day", a length of time, and "every other day" are not in it).
 
 A form written in lower case in the table matches in any case; a form with a capital letter,
 or behind "=", matches only as written ("US" is not "us", "Node" not a tree's "node", "=mac"
