@@ -38,8 +38,13 @@ prompt writes as two adjacent words, or two adjacent words it writes as one ("lo
 "lower case"); "one" where the other prompt has "a" or "an"; a word of a comparison
 ("vs", "difference", ``COMPARING``) where the other prompt also compares or says "or"; and a
 quantifier where the other prompt has another of its group ("each" / "every", "some" / "a
-few": ``QUANTIFIER_GROUPS``). Pure:
-arrays in, a reason out.
+few": ``QUANTIFIER_GROUPS``); and a qualifier that the rest of the prompt already implies
+(:func:`implied`): "new" after a verb that brings something into being ("add a *new* column",
+"generate a *new* key": ``CREATING``), and "common", "typical" or "usual" after only filler
+and before a plural ("what are *common* symptoms of X": a list of X's symptoms gives the
+common ones; not "the common cold", "greatest common divisor", "common law"). A qualifier
+that the other prompt replaces ("rare symptoms", "an old column") still refuses: the other
+prompt's word has no counterpart. Pure: arrays in, a reason out.
 """
 
 from __future__ import annotations
@@ -305,7 +310,7 @@ def loosely_unmatched(
 ) -> tuple[list[int], list[str], set[str]]:
     """:func:`lexically_unmatched` without what only the alignment passes over (the pair
     model reads the former): ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
-    other prompt joins or splits (:func:`compounds`), "one" where the other prompt has an
+    other prompt joins or splits (:func:`compounds`), implied qualifiers (:func:`implied`), "one" where the other prompt has an
     article, words of a comparison (``COMPARING``, and the "from" of "differ from") where
     the other prompt also compares (with one of them or "or"), and a quantifier where the
     other prompt has one of its group (``QUANTIFIER_GROUPS``: "each" / "every")."""
@@ -318,6 +323,9 @@ def loosely_unmatched(
     if todo:
         joined = compounds(ids, cached.ids.tolist(), vocab)
         todo = [k for k in todo if k not in joined]
+    if todo:
+        qualifiers = implied(ids, vocab)
+        todo = [k for k in todo if k not in qualifiers]
     if todo and any(mine[k] in _GROUPED for k in todo):
         other = frozenset(words(cached.ids.tolist(), vocab))
         todo = [k for k in todo if not _same_share(mine[k], other)]
@@ -330,6 +338,52 @@ def loosely_unmatched(
             after = _differ_from(ids, vocab)
             todo = [k for k in todo if mine[k] not in COMPARING and k not in after]
     return todo, mine, theirs
+
+
+CREATING = frozenset(
+    "add adds added adding create creates created creating generate generates generated "
+    "generating insert inserts inserted inserting".split()
+)
+"""Verbs whose object is new by their meaning: "new" right after them (an article between
+aside) adds nothing ("add a new column" / "add a column")."""
+_NEW = "new"
+USUAL = frozenset({"common", "typical", "usual"})
+"""Qualifiers that a plural question implies ("what are the common symptoms of X" / "what are
+the symptoms of X"); only after filler and before a plural (:func:`implied`)."""
+_ARTICLE_WORDS = frozenset({"a", "an", "the"})
+
+
+def implied(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
+    """Positions of the pieces of qualifiers that the prompt implies: "new" whose previous
+    word, an article aside, is one of ``CREATING``; a word of ``USUAL`` that a filler word (or
+    nothing) precedes and a plural of letters ("symptoms", not "cold" or "class") follows."""
+    seq = _sequence(ids, vocab)
+    if _NEW not in seq and USUAL.isdisjoint(seq):
+        return frozenset()
+    heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
+    ends = [*heads[1:], len(ids)]
+    out: set[int] = set()
+    for i, w in enumerate(seq):
+        if w == _NEW:
+            j = i - 1
+            while j >= 0 and seq[j] in _ARTICLE_WORDS:
+                j -= 1
+            ok = j >= 0 and seq[j] in CREATING
+        elif w in USUAL:
+            before = i == 0 or (
+                ends[i - 1] - heads[i - 1] == 1 and ids[heads[i - 1]] in vocab.filler
+            )
+            nxt = seq[i + 1] if i + 1 < len(seq) else ""
+            ok = before and _plural_word(nxt)
+        else:
+            continue
+        if ok:
+            out.update(range(heads[i], ends[i]))
+    return frozenset(out)
+
+
+def _plural_word(word: str) -> bool:
+    return len(word) >= 4 and word.isalpha() and word.endswith("s") and not word.endswith("ss")
 
 
 _DIFFER = frozenset({"differ", "differs"})
@@ -453,16 +507,19 @@ def verify(
 
 __all__ = [
     "COMPARING",
+    "CREATING",
     "DEFAULT_ALIGN",
     "FILLER_WORDS",
     "LEAD_IN_WORDS",
     "LOOSE_WORDS",
     "REQUEST_VERBS",
+    "USUAL",
     "WORDNET_ALIGN",
     "TokenView",
     "Vocabulary",
     "build_vocabulary",
     "compounds",
+    "implied",
     "lead_in",
     "lexically_unmatched",
     "loosely_unmatched",
