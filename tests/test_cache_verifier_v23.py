@@ -1,6 +1,7 @@
 """After held-out v23: the alignment passes over a qualifier that the rest of the prompt
 implies (:func:`~trioproxy.cache.verifier.implied`): "new" after a verb that brings its object
-into being, "common" / "typical" / "usual" after filler and before a plural. A qualifier the
+into being, "common" / "typical" / "usual" after filler and before a plural, "number" in
+"count the number of", "file" after a file name. A qualifier the
 other prompt replaces, or one that names a thing ("the common cold", "greatest common
 divisor"), still refuses. Examples written here, not taken from the sets; the verdicts need
 the embedding model's token vectors."""
@@ -46,6 +47,12 @@ def _implied(minilm: OnnxMiniLM, text: str) -> set[str]:
         ("How long does the common cold last?", set()),
         ("find the greatest common divisor of two numbers", set()),
         ("What is a common class in CSS?", set()),
+        ("count the number of files in a folder", {"number"}),
+        ("How do I reload the nginx.conf file?", {"file"}),
+        # "number" not after "count", "file" not after a file name
+        ("limit the number of rows", set()),
+        ("count a number in a list", set()),
+        ("how big is a log file", set()),
     ],
 )  # fmt: skip
 def test_implied_qualifiers(minilm: OnnxMiniLM, text: str, found: set[str]) -> None:
@@ -66,6 +73,12 @@ def test_implied_qualifiers(minilm: OnnxMiniLM, text: str, found: set[str]) -> N
         # not implied where it names something
         ("How long does the cold last?", "How long does the common cold last?", False),
         ("Should I buy a car?", "Should I buy a new car?", False),
+        ("How do I count words in a string?", "How do I count the number of words in a string?",
+         True),
+        ("How do I validate a setup.cfg file?", "How do I validate setup.cfg?", True),
+        ("How do I count words in a string?", "How do I count the unique words in a string?",
+         False),
+        ("How do I validate a setup.cfg file?", "How do I validate a setup.cfg section?", False),
     ],
 )  # fmt: skip
 def test_verifier_passes_over_implied_qualifiers(

@@ -40,9 +40,11 @@ prompt writes as two adjacent words, or two adjacent words it writes as one ("lo
 quantifier where the other prompt has another of its group ("each" / "every", "some" / "a
 few": ``QUANTIFIER_GROUPS``); and a qualifier that the rest of the prompt already implies
 (:func:`implied`): "new" after a verb that brings something into being ("add a *new* column",
-"generate a *new* key": ``CREATING``), and "common", "typical" or "usual" after only filler
+"generate a *new* key": ``CREATING``), "common", "typical" or "usual" after only filler
 and before a plural ("what are *common* symptoms of X": a list of X's symptoms gives the
-common ones; not "the common cold", "greatest common divisor", "common law"). A qualifier
+common ones; not "the common cold", "greatest common divisor", "common law"), "number"
+between "count" and "of" ("count the *number* of rows": a count is a number), and "file"
+right after a file name with an extension ("requirements.txt *file*"). A qualifier
 that the other prompt replaces ("rare symptoms", "an old column") still refuses: the other
 prompt's word has no counterpart. Pure: arrays in, a reason out.
 """
@@ -353,22 +355,37 @@ the symptoms of X"); only after filler and before a plural (:func:`implied`)."""
 _ARTICLE_WORDS = frozenset({"a", "an", "the"})
 
 
+_COUNT = frozenset({"count", "counts", "counted", "counting"})
+_NUMBER = "number"
+_FILE = "file"
+_IMPLIABLE = USUAL | {_NEW, _NUMBER, _FILE}
+
+
 def implied(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
     """Positions of the pieces of qualifiers that the prompt implies: "new" whose previous
     word, an article aside, is one of ``CREATING``; a word of ``USUAL`` that a filler word (or
-    nothing) precedes and a plural of letters ("symptoms", not "cold" or "class") follows."""
+    nothing) precedes and a plural of letters ("symptoms", not "cold" or "class") follows;
+    "number" that "of" follows and whose previous word, an article aside, is "count" (or its
+    forms); "file" after a name with an extension ("setup.cfg file": a word of letters, at
+    most five, after a ".")."""
     seq = _sequence(ids, vocab)
-    if _NEW not in seq and USUAL.isdisjoint(seq):
+    if _IMPLIABLE.isdisjoint(seq):
         return frozenset()
     heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
     ends = [*heads[1:], len(ids)]
     out: set[int] = set()
     for i, w in enumerate(seq):
-        if w == _NEW:
+        if w in (_NEW, _NUMBER):
             j = i - 1
             while j >= 0 and seq[j] in _ARTICLE_WORDS:
                 j -= 1
-            ok = j >= 0 and seq[j] in CREATING
+            if w == _NEW:
+                ok = j >= 0 and seq[j] in CREATING
+            else:
+                ok = j >= 0 and seq[j] in _COUNT and seq[i + 1 : i + 2] == ["of"]
+        elif w == _FILE:
+            ext = seq[i - 1] if i >= 2 else ""
+            ok = seq[i - 2 : i - 1] == ["."] and ext.isalpha() and len(ext) <= 5
         elif w in USUAL:
             before = i == 0 or (
                 ends[i - 1] - heads[i - 1] == 1 and ids[heads[i - 1]] in vocab.filler
