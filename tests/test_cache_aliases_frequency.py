@@ -1,6 +1,7 @@
 """After held-out v23: a frequency adverb of a unit of time ("daily") is the rate "per" /
 "each" / "every" that unit (the shipped alias table), while "all day" (a length of time),
-"every other day" and another unit stay apart. Examples written here, not taken from the
+"every other day" and another unit stay apart; "turn on" / "turn off" is "enable" /
+"disable". Examples written here, not taken from the
 sets. Pure core, except the verifier test, which needs the embedding model's token vectors."""
 
 from __future__ import annotations
@@ -78,3 +79,20 @@ def test_verifier_on_frequencies(minilm: OnnxMiniLM, cached: str, new: str, same
         verify(b.tokens, a.tokens, vocab) is None and verify(a.tokens, b.tokens, vocab) is None
     )
     assert verdict is same
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        ("How do I enable spell check in Word?", "How do I turn on spell check in Word?", None),
+        ("Is the firewall disabled by default?", "Is the firewall turned off by default?", None),
+        # the opposite setting stays an antonym, however each side writes it
+        ("How do I enable spell check in Word?", "How do I turn off spell check in Word?",
+         "antonym"),
+        ("How do I turn on spell check in Word?", "How do I turn off spell check in Word?",
+         "antonym"),
+    ],
+)  # fmt: skip
+def test_turn_on_is_enable(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule

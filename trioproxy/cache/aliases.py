@@ -11,7 +11,9 @@ canonical text (:func:`embedding_text`), so an alias does not push a pair below 
 Besides names, the table holds phrases of one meaning: a frequency adverb of a unit of time
 is its rate ("daily" = "every day" = "each day" = "per day", written "per day" so that the
 unit stays a word the guard compares: "monthly" / "weekly" differ as "per month" / "per
-week" do; "all day", a length of time, and "every other day" are not in it).
+week" do; "all day", a length of time, and "every other day" are not in it), and a
+phrasal verb of a setting is its one-word form ("turn on" = "enable", "turn off" =
+"disable", so that the guard's opposites judge them).
 
 A form written in lower case in the table matches in any case; a form with a capital letter,
 or behind "=", matches only as written ("US" is not "us", "Node" not a tree's "node", "=mac"
