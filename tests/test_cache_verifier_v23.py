@@ -1,7 +1,8 @@
 """After held-out v23: the alignment passes over a qualifier that the rest of the prompt
 implies (:func:`~trioproxy.cache.verifier.implied`): "new" after a verb that brings its object
 into being, "common" / "typical" / "usual" after filler and before a plural, "number" in
-"count the number of", "file" after a file name. A qualifier the
+"count the number of", "file" after a file name, "in the world" closing a "how many ...
+there" question. A qualifier the
 other prompt replaces, or one that names a thing ("the common cold", "greatest common
 divisor"), still refuses. Examples written here, not taken from the sets; the verdicts need
 the embedding model's token vectors."""
@@ -53,6 +54,12 @@ def _implied(minilm: OnnxMiniLM, text: str) -> set[str]:
         ("limit the number of rows", set()),
         ("count a number in a list", set()),
         ("how big is a log file", set()),
+        ("How many rivers are there in the world?", {"world"}),
+        ("how many species of ants are there on earth", {"earth"}),
+        # not the end of a count of what exists
+        ("Is there life on Earth?", set()),
+        ("What is the deepest lake in the world?", set()),
+        ("How many people in the world are left-handed?", set()),
     ],
 )  # fmt: skip
 def test_implied_qualifiers(minilm: OnnxMiniLM, text: str, found: set[str]) -> None:
@@ -79,6 +86,9 @@ def test_implied_qualifiers(minilm: OnnxMiniLM, text: str, found: set[str]) -> N
         ("How do I count words in a string?", "How do I count the unique words in a string?",
          False),
         ("How do I validate a setup.cfg file?", "How do I validate a setup.cfg section?", False),
+        ("How many rivers are there?", "How many rivers are there in the world?", True),
+        ("What is the longest river?", "What is the longest river in the world?", False),
+        ("How many rivers are there?", "How many rivers are there in Europe?", False),
     ],
 )  # fmt: skip
 def test_verifier_passes_over_implied_qualifiers(

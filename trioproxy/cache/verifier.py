@@ -43,8 +43,11 @@ few": ``QUANTIFIER_GROUPS``); and a qualifier that the rest of the prompt alread
 "generate a *new* key": ``CREATING``), "common", "typical" or "usual" after only filler
 and before a plural ("what are *common* symptoms of X": a list of X's symptoms gives the
 common ones; not "the common cold", "greatest common divisor", "common law"), "number"
-between "count" and "of" ("count the *number* of rows": a count is a number), and "file"
-right after a file name with an extension ("requirements.txt *file*"). A qualifier
+between "count" and "of" ("count the *number* of rows": a count is a number), "file"
+right after a file name with an extension ("requirements.txt *file*"), and "world" or
+"earth" closing "in the world" / "on earth" in a "how many ... there" question (the count
+of what exists is the world's: "How many oceans are there *in the world*?"; not "Is there
+life on Earth?", not "the tallest building in the world"). A qualifier
 that the other prompt replaces ("rare symptoms", "an old column") still refuses: the other
 prompt's word has no counterpart. Pure: arrays in, a reason out.
 """
@@ -355,10 +358,13 @@ the symptoms of X"); only after filler and before a plural (:func:`implied`)."""
 _ARTICLE_WORDS = frozenset({"a", "an", "the"})
 
 
+_PUNCT = frozenset("? . ! ,".split())
 _COUNT = frozenset({"count", "counts", "counted", "counting"})
 _NUMBER = "number"
 _FILE = "file"
-_IMPLIABLE = USUAL | {_NEW, _NUMBER, _FILE}
+_WORLD = frozenset({"world", "earth"})
+_WORLD_BEFORE = (("in", "the"), ("on",), ("on", "the"))
+_IMPLIABLE = USUAL | _WORLD | {_NEW, _NUMBER, _FILE}
 
 
 def implied(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
@@ -367,7 +373,8 @@ def implied(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
     nothing) precedes and a plural of letters ("symptoms", not "cold" or "class") follows;
     "number" that "of" follows and whose previous word, an article aside, is "count" (or its
     forms); "file" after a name with an extension ("setup.cfg file": a word of letters, at
-    most five, after a ".")."""
+    most five, after a "."); "world" / "earth" after "in the" / "on" / "on the", last in a
+    prompt that asks "how many" and has "there"."""
     seq = _sequence(ids, vocab)
     if _IMPLIABLE.isdisjoint(seq):
         return frozenset()
@@ -383,6 +390,14 @@ def implied(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
                 ok = j >= 0 and seq[j] in CREATING
             else:
                 ok = j >= 0 and seq[j] in _COUNT and seq[i + 1 : i + 2] == ["of"]
+        elif w in _WORLD:
+            last = i + 1 == len(seq) or all(x in _PUNCT for x in seq[i + 1 :])
+            ok = (
+                last
+                and any(tuple(seq[max(i - len(b), 0) : i]) == b for b in _WORLD_BEFORE)
+                and ("how", "many") in set(pairwise(seq))
+                and "there" in seq
+            )
         elif w == _FILE:
             ext = seq[i - 1] if i >= 2 else ""
             ok = seq[i - 2 : i - 1] == ["."] and ext.isalpha() and len(ext) <= 5
