@@ -1,7 +1,8 @@
 """Words around a question that do not change its answer: a preamble ("Hey, quick question:",
 "I'm new to this,", "I was told to ask here:", "I've been wondering for a while now,", "I can't
 remember,", a conversation's "Thanks! Now," or "Thanks in advance -") and a sign-off ("Thanks
-in advance.", "I'm curious."), taken
+in advance.", "I'm curious.", or, after the end of the question, an aside that asks for
+nothing more: "... ? Any ideas?", "... ? I've always wondered."), taken
 off before a prompt is embedded (:func:`~trioproxy.cache.aliases.embedding_text`) and before
 the guard reads it (:mod:`~trioproxy.cache.prompt_features`), so that "Hey, quick question:
 how many ounces are in a cup?" is the prompt "how many ounces are in a cup?".
@@ -48,12 +49,22 @@ _SIGN_OFF = re.compile(
     re.IGNORECASE,
 )
 
+_ASIDE = re.compile(
+    r"(?<=[?.!,])\s*(?:any (?:ideas|tips|advice|suggestions|thoughts)"
+    r"|(?:i've|i have|ive) always wondered|(?:i'm |i am |im )?just wondering)[\s.!?]*$",
+    re.IGNORECASE,
+)
+"""An aside after the question's end ("Why do cats purr? I've always wondered.", "How do I
+fix it? Any ideas?"): it asks for nothing the question does not; not in the question
+("any ideas for a gift" stays)."""
+
 
 def without_filler(text: str) -> str:
     """``text`` without a filler preamble at its start and a thanks at its end (unchanged
     when nothing would be left)."""
     plain = text.replace("\u2019", "'")
     rest = _SIGN_OFF.sub("", _PREAMBLE.sub("", _OPENER.sub("", plain, count=1), count=1))
+    rest = _ASIDE.sub("", rest)
     return text if rest == plain else rest.strip() or text
 
 
