@@ -1,7 +1,7 @@
 """After held-out v23: a frequency adverb of a unit of time ("daily") is the rate "per" /
 "each" / "every" that unit (the shipped alias table), while "all day" (a length of time),
 "every other day" and another unit stay apart; "turn on" / "turn off" is "enable" /
-"disable". Examples written here, not taken from the
+"disable"; "OK" is "okay". Examples written here, not taken from the
 sets. Pure core, except the verifier test, which needs the embedding model's token vectors."""
 
 from __future__ import annotations
@@ -96,3 +96,19 @@ def test_verifier_on_frequencies(minilm: OnnxMiniLM, cached: str, new: str, same
 def test_turn_on_is_enable(cached: str, new: str, rule: str | None) -> None:
     assert near_miss(new, cached) == rule
     assert near_miss(cached, new) == rule
+
+
+@pytest.mark.parametrize(
+    ("cached", "new", "rule"),
+    [
+        ("Is it OK to reheat soup twice?", "Is it okay to reheat soup twice?", None),
+        ("is it ok to reheat soup twice", "Is it okay to reheat soup twice?", None),
+        # a state's code against another state is still another term
+        ("What is the sales tax in OK?", "What is the sales tax in Texas?", "term"),
+    ],
+)  # fmt: skip
+def test_ok_is_okay(cached: str, new: str, rule: str | None) -> None:
+    assert near_miss(new, cached) == rule
+    assert near_miss(cached, new) == rule
+    same = embedding_text(new).lower().rstrip("?") == embedding_text(cached).lower().rstrip("?")
+    assert same is (rule is None)

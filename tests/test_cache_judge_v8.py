@@ -31,7 +31,11 @@ def minilm() -> OnnxMiniLM:
     [
         # a protected term on one side only, no other rule: the judge may overrule
         ("How many continents are there?", "How many continents are there on Earth?", True),
-        ("Is it OK to freeze cooked rice?", "Is it okay to freeze cooked rice?", True),
+        (
+            "Is it safe to freeze cooked rice?",
+            "Is it safe to freeze cooked rice in Tupperware?",
+            True,
+        ),
         (
             "What is the battery capacity of the iPhone 15?",
             "What is the battery capacity of the iPhone 15 Pro?",
