@@ -10,22 +10,22 @@ the pair verifier: the two prompts' content tokens align, or the pair model
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
-  used to change anything (default: ``loadtest/data/heldout_v24_pairs.json`` when that file
+  used to change anything (default: ``loadtest/data/heldout_v25_pairs.json`` when that file
   exists, else none; ``--held none`` for none, or name a seen one, e.g. ``--held
   loadtest/data/heldout_v6_pairs.json``, to see it in the held-out tables, the curve and
   ``--show-misses``, and it leaves the seen sets);
 * tuning (``tune:``): ``loadtest/data/tuning_pairs.json``, ``loadtest/data/near_misses.json``,
   GPTCache pairs at even indices;
-* seen (``seen:``): v1 to v23 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
-  ``heldout_v23_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
+* seen (``seen:``): v1 to v24 (``heldout_pairs.json``, ``heldout_v2_pairs.json`` ...
+  ``heldout_v24_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
 * ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
 
-Every set but ``held:``, v19, v20, v21, v22 and v23 trained the shipped pair model
+Every set but ``held:`` and v19-v24 trained the shipped pair model
 (``loadtest/train_pair_model.py``; v18 since FROZEN v19; FROZEN v18 changed the embedding
 model to its dynamically quantized form: ``trioproxy/cache/model_file.py``; v19, read after
-FROZEN v19, v20, read against it, v21, v22 and v23, each read after its freeze,
+FROZEN v19, v20, read against it, v21 to v24, each read after its freeze,
 train the next freeze's). ``--show-seen-misses PREFIX``
 prints every refused paraphrase and served negative of the seen and tuning sets whose name
 starts with PREFIX ("seen:v2" for v2 and v20-v29, "seen:" or "tune:" for all), with its reason.
@@ -112,14 +112,16 @@ SEEN = (
     ("v21", "heldout_v21_pairs.json"),
     ("v22", "heldout_v22_pairs.json"),
     ("v23", "heldout_v23_pairs.json"),
+    ("v24", "heldout_v24_pairs.json"),
 )
-"""The sets held out for the freezes v1-v23, seen since (v19 read after 'FROZEN v19', v20 a
+"""The sets held out for the freezes v1-v24, seen since (v19 read after 'FROZEN v19', v20 a
 second fresh set for that freeze, written 2026-12-07 11:11 UTC and read at 11:13; v21 written
 13:59-14:0x UTC after 'FROZEN v21' (13:58:56) and read once, at 14:05; v22 written
 17:50-17:54 UTC after 'FROZEN v22' (17:50:00) and read once, at 17:55; v23 written
-20:12-20:16 UTC after 'FROZEN v23' (20:12:01) and read once, at 20:17)."""
-HELD = HERE / "heldout_v24_pairs.json"
-"""The held-out set of the next freeze: v24, written by an independent helper after it (absent
+20:12-20:16 UTC after 'FROZEN v23' (20:12:01) and read once, at 20:17; v24 written
+21:05-21:10 UTC after 'FROZEN v24' (21:04:55) and read once, at 21:11)."""
+HELD = HERE / "heldout_v25_pairs.json"
+"""The held-out set of the next freeze: v25, written by an independent helper after it (absent
 until then: every set is seen)."""
 
 
@@ -185,7 +187,7 @@ WRITERS = ("tune", "extra", "gpt", *(v for v, _ in SEEN))
 def writer_sets() -> dict[str, list[tuple[str, Pair]]]:
     """Every labelled set by its writer: ``tune`` (``tuning_pairs.json`` and
     ``near_misses.json``), ``extra`` (``pair_model_extra.json``), ``gpt`` (GPTCache's pairs,
-    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v23``.
+    both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v24``.
     Each item is (kind, pair), kind one of near, para, nondup. For the pair model's training
     (``train_pair_model.py``) and the leave-one-writer-set-out evaluation (``leave_out.py``)."""
     sets = load_sets(None)
@@ -477,7 +479,7 @@ def main() -> None:
         "--model", help="another ONNX file of the same model (default: the shipped quantized one)"
     )
     ap.add_argument("--held", default=str(HELD) if HELD.exists() else "none",
-                    help="the held-out set (default: v24 if present; 'none': every set is seen)")  # fmt: skip
+                    help="the held-out set (default: v25 if present; 'none': every set is seen)")  # fmt: skip
     args = ap.parse_args()
     judge = Judge(OnnxMiniLM(args.model))
     sets = load_sets(Path(args.held) if args.held != "none" else None)
@@ -507,7 +509,7 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v23, GPTCache odd; all but v19-v23 trained the pair model), default",
+        "Seen (v1-v24, GPTCache odd; all but v19-v24 trained the pair model), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
     table(judge, extra, default, "Pairs written to train the pair model, default")
