@@ -20,7 +20,8 @@ the attempt before its first byte; after it (a stream's usage comes after its co
 stream goes on and ends without it, the attempt metered by estimate (:attr:`Meter.bad_usage`).
 
 Items are pushed into a bounded channel: a slow client blocks ``send`` and so
-the upstream read; memory stays flat.
+the upstream read; memory stays flat. What follows the first items (the decoding relay, the
+verbatim one) is :mod:`trioproxy.upstream.relays`.
 """
 
 from __future__ import annotations
@@ -29,21 +30,18 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 
-import trio
-
 from trioproxy.config.model import ModelConfig, ProviderConfig
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
-    StreamEvent,
     UsageReport,
 )
 from trioproxy.core.usage import MalformedUsage
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.base import ProviderAdapter, StreamDecoder
-from trioproxy.providers.passthrough import PassthroughTap, Tapped
+from trioproxy.providers.passthrough import PassthroughTap
 from trioproxy.providers.registry import adapter_for
 from trioproxy.upstream.exchange import (
     Deadlines,
@@ -51,10 +49,10 @@ from trioproxy.upstream.exchange import (
     first_byte_timeout,
     open_response,
 )
-from trioproxy.upstream.idle import IdleWatch, watched
 from trioproxy.upstream.items import Failed, Handoff, Item, Outbox, Raw, Whole, Won
 from trioproxy.upstream.meter import Meter
 from trioproxy.upstream.race import Attempt, AttemptFailed
+from trioproxy.upstream.relays import StreamRelays, meter_tapped
 from trioproxy.upstream.transport import Transport, UpstreamIOError, UpstreamResponse
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -62,7 +60,7 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(slots=True)
-class AttemptRunner:
+class AttemptRunner(StreamRelays):
     """Runs attempts for one request; its ``run`` is the race's attempt function."""
 
     transport: Transport
@@ -226,7 +224,7 @@ class AttemptRunner:
                     if got.error is not None:  # before anything was relayed: the attempt fails
                         raise got.error
                     _usable(meter, tap.bad_usage, whole=tap.done)
-                    _meter_tapped(meter, got, self.prompt_estimate)
+                    meter_tapped(meter, got, self.prompt_estimate)
                     if got.forward:
                         raw.append(got.forward)
                     if got.events or tap.done:
@@ -242,178 +240,6 @@ class AttemptRunner:
         except (UpstreamIOError, ValueError, ProviderError) as exc:
             raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {exc}") from exc
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, "stream ended before any event")
-
-    @staticmethod
-    def _decode(chunk: bytes, parser: SSEParser, decoder: StreamDecoder) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for sse in parser.feed(chunk):
-            out.extend(decoder.feed(sse))
-        return out
-
-    async def _relay(
-        self,
-        attempt: Attempt,
-        resp: UpstreamResponse,
-        parser: SSEParser,
-        decoder: StreamDecoder,
-        meter: Meter,
-        idle: float,
-    ) -> None:
-        """The decoding relay: canonical events, metered (and budget-checked) one by one.
-
-        The idle deadline is kept by the run's watchdog task, as in :meth:`_relay_verbatim`
-        (not a timeout scope per chunk); handing events on (the relay channel, a slow client) and
-        the budget check are not idleness.
-
-        A stream that ends without a usable usage (an OpenAI-compatible server that ignores
-        ``stream_options``, counts that are no counts) ends with the gateway's estimate as its
-        usage: an Anthropic caller's ``message_delta``, an OpenAI caller's usage chunk, a
-        Responses caller's ``response.completed`` say what the ledger bills, not 0 (a
-        verbatim Responses stream's too: :attr:`~trioproxy.providers.passthrough.Tapped.finish`).
-        """
-        failure: GatewayError | None = None
-        watch = IdleWatch(idle)
-        with watched(watch):
-            with watch.scope:
-                while not decoder.done:
-                    try:
-                        chunk = await resp.receive()
-                    except UpstreamIOError as exc:
-                        failure = _interrupted(f"upstream connection broke: {exc}")
-                        break
-                    if not chunk:
-                        failure = _interrupted("upstream closed the stream before its end")
-                        break
-                    hidden = decoder.hidden_tokens
-                    try:
-                        events = self._decode(chunk, parser, decoder)
-                    except ProviderError as exc:
-                        failure = exc
-                        break
-                    except ValueError as exc:
-                        failure = _interrupted(f"malformed upstream event: {exc}")
-                        break
-                    if meter.bad_usage is None:  # after content: metered by estimate
-                        meter.bad_usage = decoder.bad_usage
-                    watch.writing = True
-                    failure = await self._hand_on(attempt, events, meter)
-                    if (  # reasoning decodes to no event: checked by the chunk
-                        failure is None and self.on_progress is not None and not self.ended
-                        and decoder.hidden_tokens > hidden
-                    ):  # fmt: skip
-                        failure = await _checked(self.on_progress, attempt, meter)
-                    watch.writing = False
-                    if failure is not None:
-                        break
-                    watch.last = trio.current_time()
-        if watch.scope.cancelled_caught:
-            failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
-        if failure is not None:
-            await self.out.send(Failed(failure))
-        elif meter.usage is None:  # none came, or none usable: the caller reads the estimate
-            await self.out.send(UsageReport(meter.final(self.prompt_estimate)))
-
-    async def _hand_on(
-        self, attempt: Attempt, events: list[StreamEvent], meter: Meter
-    ) -> GatewayError | None:
-        """Meter and relay decoded events; the budget check's refusal, if any."""
-        for event in events:
-            meter.received_any = True
-            meter.observe(event)
-            await self.out.send(event)
-            self.ended = meter.finish is not None
-            if self.on_progress is not None and not self.ended:  # after the finish: no cut
-                failure = await _checked(self.on_progress, attempt, meter)
-                if failure is not None:
-                    return failure
-        return None
-
-    async def _relay_verbatim(
-        self, attempt: Attempt, resp: UpstreamResponse, tap: PassthroughTap, meter: Meter,
-        idle: float, write: Callable[[bytes], Awaitable[None]],
-    ) -> None:  # fmt: skip
-        """The passthrough relay: upstream bytes as they are, cut at event boundaries,
-        written to the client by this task (``write``, from the :class:`Handoff`).
-
-        With ``on_progress`` (a capped reservation), each event written is followed by the
-        budget check, as on the decoding path (a read of several events is written one event
-        at a time: :meth:`PassthroughTap.feed_events`): the event that crosses the budget is
-        the stream's last, then the check's refusal ends it. The stream stays verbatim
-        (Claude's thinking blocks and signatures, which the decoding path drops, go through).
-
-        The idle deadline is kept by the run's watchdog task (:class:`_Watchdog`: it sleeps
-        until the earliest last chunk's time + ``idle``; a deadline moved per chunk costs more
-        than the rest of the loop); a write that waits on a slow client is not idleness: it
-        counts from its end.
-        """
-        failure: GatewayError | None = None
-        watch = IdleWatch(idle)
-        receive, plain, now = resp.receive, tap.feed_plain, trio.current_time
-        progress = self.on_progress
-        done = tap.done
-        with watched(watch):
-            with watch.scope:
-                while not done:
-                    try:
-                        chunk = await receive()
-                    except UpstreamIOError as exc:
-                        failure = _interrupted(f"upstream connection broke: {exc}")
-                        break
-                    if not chunk:
-                        failure = _interrupted("upstream closed the stream before its end")
-                        break
-                    if plain(chunk):  # one content event (the bulk): as it came, unparsed
-                        meter.received_any = True  # (and neither the end nor the final event)
-                        watch.writing = True
-                        await write(chunk)
-                        if progress is not None:
-                            failure = await _checked(progress, attempt, meter)
-                        watch.writing = False
-                        watch.last = now()
-                        if failure is not None:
-                            break
-                        continue
-                    try:
-                        if progress is None:
-                            await self._forward(tap.feed(chunk), tap, meter, write, watch)
-                        else:  # metered event by event: the crossing one is the last
-                            for got in tap.feed_events(chunk):
-                                await self._forward(got, tap, meter, write, watch)
-                                if got.forward and not self.ended:  # after the finish: no cut
-                                    watch.writing = True
-                                    failure = await _checked(progress, attempt, meter)
-                                    watch.writing = False
-                                    if failure is not None:
-                                        break
-                    except ProviderError as exc:
-                        failure = exc
-                    except ValueError as exc:
-                        failure = _interrupted(f"malformed upstream event: {exc}")
-                    done = tap.done
-                    watch.last = now()
-                    if failure is not None:
-                        break
-        if watch.scope.cancelled_caught:
-            failure = _interrupted(f"idle timeout: no chunk for {idle:g}s")
-        if failure is not None:
-            await self.out.send(Failed(failure))
-
-    async def _forward(
-        self, got: Tapped, tap: PassthroughTap, meter: Meter,
-        write: Callable[[bytes], Awaitable[None]], watch: IdleWatch,
-    ) -> None:  # fmt: skip
-        """Meter what the tap took from a read and write what it forwards."""
-        _meter_tapped(meter, got, self.prompt_estimate)
-        if meter.bad_usage is None:  # after content: metered by estimate
-            meter.bad_usage = tap.bad_usage
-        if got.forward:
-            watch.writing = True
-            await write(got.forward)
-            watch.writing = False
-            self.ended = meter.finish is not None
-            self.end_written = tap.done
-        if got.error is not None:  # after the events before it in the read
-            raise got.error
 
     async def _fail_midstream(self, message: str) -> None:
         await self.out.send(Failed(ProviderError(ErrorKind.STREAM_INTERRUPTED, message)))
@@ -452,32 +278,6 @@ def _usable(meter: Meter, bad_usage: str | None, *, whole: bool) -> None:
     elif bad_usage is not None:
         meter.bad_usage = bad_usage
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"stream broke: {bad_usage}")
-
-
-async def _checked(
-    progress: Callable[[Attempt, Meter], Awaitable[None]], attempt: Attempt, meter: Meter
-) -> GatewayError | None:
-    """The budget check after a relayed event: its refusal, if any."""
-    try:
-        await progress(attempt, meter)
-    except GatewayError as exc:
-        return exc
-    return None
-
-
-def _interrupted(message: str) -> ProviderError:
-    return ProviderError(ErrorKind.STREAM_INTERRUPTED, message)
-
-
-def _meter_tapped(meter: Meter, got: Tapped, prompt_estimate: int) -> None:
-    """Meter what the tap decoded; then a held Responses terminal event whose usage was no
-    usage joins what is forwarded, with what the ledger bills (:meth:`Meter.final`)."""
-    if got.content_events or got.events:
-        meter.received_any = True
-    for event in got.events:
-        meter.observe(event)
-    if got.finish is not None:
-        got.forward += got.finish(meter.final(prompt_estimate))
 
 
 __all__ = ["AttemptRunner", "Failed", "Handoff", "Item", "Meter", "Outbox", "Raw", "Whole", "Won"]
