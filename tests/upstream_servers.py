@@ -29,6 +29,18 @@ async def next_event(conn: h11.Connection, stream: trio.SocketStream) -> Any:
     return event
 
 
+async def read_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.Request:
+    """A whole request (its head; the body read to its end)."""
+    request = None
+    while (event := await next_event(conn, stream)) is not None:
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            break
+    assert request is not None
+    return request
+
+
 def json_answer(conn: h11.Connection, body: bytes) -> bytes:
     """A whole 200 answer with a JSON ``body``."""
     headers = [(b"content-type", b"application/json"),
@@ -311,16 +323,7 @@ class StallAfterFinal(Listening):
     async def _client(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            request = None
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    request = event
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-            assert request is not None
+            request = await read_request(conn, stream)
             headers = [(b"content-type", b"text/event-stream")]
             await stream.send_all(conn.send(h11.Response(status_code=200, headers=headers)))
             path = request.target.decode()
@@ -381,12 +384,7 @@ class OneWrite(Listening):
     async def _client(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
+            await read_request(conn, stream)
             headers = [(b"content-type", b"text/event-stream"), (b"connection", b"close")]
             head = conn.send(h11.Response(status_code=200, headers=headers))
             out = head + conn.send(h11.Data(data=self.body))
