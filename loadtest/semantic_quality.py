@@ -56,7 +56,7 @@ from trioproxy.cache.pair_model import PairWeights, serves
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.semantic_record import SemanticRecord
 from trioproxy.cache.vector_index import HnswIndex
-from trioproxy.cache.verifier import Vocabulary
+from trioproxy.cache.vocabulary import Vocabulary
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest, Usage
 

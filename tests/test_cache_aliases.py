@@ -9,7 +9,8 @@ import pytest
 from trioproxy.cache.aliases import embedding_text, parse, shipped
 from trioproxy.cache.embedder import OnnxMiniLM, blingfire_pieces
 from trioproxy.cache.guard import near_miss
-from trioproxy.cache.verifier import build_vocabulary, verify
+from trioproxy.cache.verifier import verify
+from trioproxy.cache.vocabulary import build_vocabulary
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import pytest
 
 from trioproxy.cache.embedder import OnnxMiniLM, blingfire_pieces
 from trioproxy.cache.thesaurus import Thesaurus, wordnet
-from trioproxy.cache.verifier import build_vocabulary, verify
+from trioproxy.cache.verifier import verify
+from trioproxy.cache.vocabulary import build_vocabulary
 
 SMALL = """# a hand-written extract in the shipped format
 W delete 1

@@ -17,7 +17,8 @@ from trioproxy.cache.semantic_record import (
     confirmers_from_bytes,
     confirmers_to_bytes,
 )
-from trioproxy.cache.verifier import TokenView, verify
+from trioproxy.cache.verifier import verify
+from trioproxy.cache.vocabulary import TokenView
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import Usage
 

@@ -1,5 +1,5 @@
 """After held-out v23: the alignment passes over a qualifier that the rest of the prompt
-implies (:func:`~trioproxy.cache.verifier.implied`): "new" after a verb that brings its object
+implies (:func:`~trioproxy.cache.implied_qualifiers.implied`): "new" after a verb that brings its object
 into being, "common" / "typical" / "usual" after filler and before a plural, "number" in
 "count the number of", "file" after a file name, "in the world" closing a "how many ...
 there" question. A qualifier the
@@ -12,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from trioproxy.cache.embedder import OnnxMiniLM
-from trioproxy.cache.verifier import implied, verify, words
+from trioproxy.cache.implied_qualifiers import implied
+from trioproxy.cache.verifier import verify
+from trioproxy.cache.vocabulary import words
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ import numpy as np
 import trio
 
 from trioproxy.cache.model_file import file_name, quantized_model, source_model
-from trioproxy.cache.verifier import TokenView, Vocabulary, build_vocabulary
+from trioproxy.cache.vocabulary import TokenView, Vocabulary, build_vocabulary
 
 MAX_TOKENS = 256
 """all-MiniLM-L6-v2 was trained on at most 256 word pieces; longer input is cut."""

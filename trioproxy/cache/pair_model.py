@@ -37,16 +37,13 @@ import numpy as np
 
 from trioproxy.cache.band import Band
 from trioproxy.cache.verifier import (
-    TokenView,
-    Vocabulary,
     _lettered,
     _pairs,
-    _sequence,
     _terms_at,
     lexically_unmatched,
     verify,
-    words,
 )
+from trioproxy.cache.vocabulary import TokenView, Vocabulary, sequence, words
 
 VOCAB_SIZE = 30522
 TOKEN_FEATURES = (
@@ -156,7 +153,7 @@ def _side(
     mine = words(ids, vocab)
     their_words = words(cids, vocab)
     theirs = set(their_words) - set(mine)
-    seq = _sequence(ids, vocab)
+    seq = sequence(ids, vocab)
     first = set(seq[:3])
     memo: dict[str, tuple[float, float]] = {}
     context: list[set[str]] = []
@@ -164,7 +161,7 @@ def _side(
     def lexical(word: str) -> tuple[float, float]:
         if word not in memo:
             if not context:
-                context.append({t for t in theirs | _pairs(_sequence(cids, vocab)) if _lettered(t)})
+                context.append({t for t in theirs | _pairs(sequence(cids, vocab)) if _lettered(t)})
                 context.append({their_words[k] for k in other_todo})
             terms, others = context
             rel = any(

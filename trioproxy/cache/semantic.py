@@ -53,7 +53,7 @@ from trioproxy.cache.semantic_record import (
     confirmers_to_bytes,
 )
 from trioproxy.cache.vector_index import VectorIndex
-from trioproxy.cache.verifier import Vocabulary
+from trioproxy.cache.vocabulary import Vocabulary
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest
 

@@ -23,7 +23,7 @@ import orjson
 from trioproxy.cache.entry import CacheEntry
 
 if TYPE_CHECKING:  # numpy (~13.5 MB of RSS) only once a semantic cache is built
-    from trioproxy.cache.verifier import TokenView
+    from trioproxy.cache.vocabulary import TokenView
 
 _MAGIC = b"SR1"
 
@@ -68,7 +68,7 @@ class SemanticRecord:
         (w,) = struct.unpack_from("<H", raw, at)
         writer = raw[at + 2 : at + 2 + w].decode()
         rest = raw[at + 2 + w :]
-        from trioproxy.cache.verifier import TokenView  # numpy: see the import above
+        from trioproxy.cache.vocabulary import TokenView  # numpy: see the import above
 
         return cls(entry, TokenView.from_bytes(rest) if rest else None, writer)
 

@@ -23,7 +23,7 @@ as far as their token vectors agree or WordNet knows the synonym; a content word
 one prompt has ("How many continents *exist*?") still refuses: that is the price of the goal
 (false hits under 1 %), measured in ``loadtest/semantic_quality.py``.
 
-Function words are not content (``FILLER_WORDS``): a small fixed list of articles,
+Function words are not content (``FILLER_WORDS``, :mod:`~trioproxy.cache.vocabulary`): a small fixed list of articles,
 pronouns, auxiliaries, greetings and thanks, and request verbs (``REQUEST_VERBS``, with their inflected forms:
 "what makes", "shown"), and nouns that frame a request ("the way to", "the command for",
 "tips for", "the phrase X", "the acronym X", "you guys"), i.e. words whose change does not change an answer. Words that do
@@ -39,7 +39,7 @@ prompt writes as two adjacent words, or two adjacent words it writes as one ("lo
 ("vs", "difference", ``COMPARING``) where the other prompt also compares or says "or"; and a
 quantifier where the other prompt has another of its group ("each" / "every", "some" / "a
 few": ``QUANTIFIER_GROUPS``); and a qualifier that the rest of the prompt already implies
-(:func:`implied`): "new" after a verb that brings something into being ("add a *new* column",
+(:func:`~trioproxy.cache.implied_qualifiers.implied`): "new" after a verb that brings something into being ("add a *new* column",
 "generate a *new* key": ``CREATING``), "common", "typical" or "usual" after only filler
 and before a plural ("what are *common* symptoms of X": a list of X's symptoms gives the
 common ones; not "the common cold", "greatest common divisor", "common law"), "number"
@@ -54,58 +54,14 @@ prompt's word has no counterpart. Pure: arrays in, a reason out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
 
-from trioproxy.cache.aliases import Aliases, shipped
 from trioproxy.cache.band import DEFAULT_ALIGN
+from trioproxy.cache.implied_qualifiers import implied
 from trioproxy.cache.morph import MIN_STEM, Relation, relation
-from trioproxy.cache.thesaurus import Thesaurus, wordnet
-
-REQUEST_VERBS = (
-    "tell give show explain describe make let help want need like know see look find list name "
-    "check use define"
-)
-"""Verbs that frame a request ("show me", "what makes"); their inflected forms are filler too
-("makes", "shown"). Not "write": "who wrote X" asks for an author."""
-
-FILLER_WORDS = (
-    "a an the is are was were be been being am do does did done doing can could should "
-    "would will shall may might must have has had having of in on at by with about as "
-    "and or but so if then i me my mine you your yours we us our it its they them their "
-    "he she his her this that these those there here what which who whom whose how why "
-    "to for "
-    "where when whats hows s ll d ve re m t please kindly just really actually also "
-    "hi hey hello thanks thank thx cheers "
-    "write wondering " + REQUEST_VERBS + " "
-    "way ways method methods approach possible properly correctly exactly simply "
-    "command commands tips phrase acronym guys "
-    "anyone someone something thing things some any get got go going "
-    "? . , ! : ; ' \" ( ) [ ] - ..."
-)
-"""Words whose change does not change the answer; never include time, quantity or
-negation words ("next", "all", "not"). "to" and "for" are here because they are mostly
-infinitive and purpose markers; a swap around them is the guard's direction rule."""
-
-LOOSE_WORDS = "using /"
-"""Words the alignment passes over like filler (the pair model's features still count them,
-as they were when it was trained): "using" is "with" ("uninstall a package using apt"), and
-"/" joins what a space also joins ("async/await" / "async await")."""
-
-LEAD_IN_WORDS = "understand appreciate wonder curious remember recall learn teach"
-"""Verbs that frame a question without adding to it ("Help me understand what a mutex is",
-"I'd appreciate it if you could explain ...", "I want to learn how to ..."), with their
-inflected forms: filler only in a lead-in (:func:`lead_in`), content anywhere else ("how do
-dogs understand speech")."""
-
-_QUESTION_WORDS = frozenset(
-    "what which who whom whose how why where when whats hows whether if".split()
-)
-"""Where a lead-in ends: the question it opens."""
+from trioproxy.cache.vocabulary import TokenView, Vocabulary, sequence, words
 
 _ONE = "one"
 _ONES = frozenset({_ONE, "1"})
@@ -146,118 +102,6 @@ WordNet is blind to the sense in use ("heap"/"stack" are one synset, "memory"/"s
 too; in "allocate memory on the heap" they are at 0.33-0.53); true synonyms in context sit
 higher ("author"/"wrote" 0.79, "remove"/"delete" 0.80). Chosen on the tuning sets and the
 v2 pairs (seen) and on hand-written risky pairs (``tests/test_cache_thesaurus.py``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenView:
-    """A prompt as the embedder saw it: word-piece ids and their unit token vectors."""
-
-    ids: np.ndarray
-    """int32 [n], without [CLS]/[SEP]."""
-    vecs: np.ndarray
-    """float16 or float32 [n, dim], each row of unit length."""
-
-    def to_bytes(self) -> bytes:
-        n, dim = self.vecs.shape
-        head = np.array([n, dim], dtype=np.int32).tobytes()
-        return head + self.ids.astype(np.int32).tobytes() + self.vecs.astype(np.float16).tobytes()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> TokenView:
-        """Raises ValueError on a malformed buffer."""
-        if len(raw) < 8:
-            raise ValueError("token view too short")
-        n, dim = (int(x) for x in np.frombuffer(raw[:8], dtype=np.int32))
-        need = 8 + 4 * n + 2 * n * dim
-        if n < 0 or dim <= 0 or len(raw) != need:
-            raise ValueError("token view size mismatch")
-        ids = np.frombuffer(raw[8 : 8 + 4 * n], dtype=np.int32)
-        vecs = np.frombuffer(raw[8 + 4 * n :], dtype=np.float16).reshape(n, dim)
-        return cls(ids, vecs)
-
-
-@dataclass(frozen=True, slots=True)
-class Vocabulary:
-    """Which word-piece ids are filler, which must match exactly (numbers, fragments), and
-    which continue the word before them."""
-
-    filler: frozenset[int]
-    text: Callable[[int], str]
-    continues: Callable[[int], bool] = lambda token: False
-    """True for a continuation piece (``##ize``): it joins the previous piece's word."""
-    related: Callable[[str, str], bool] = lambda a, b: False
-    """True when two different lower-case words are near in meaning (WordNet)."""
-    opposed: Callable[[str, str], bool] = lambda a, b: False
-    """True when two lower-case words name different things (WordNet antonyms or sisters)."""
-    aliases: Callable[[frozenset[str], frozenset[str]], frozenset[str]] = lambda mine, theirs: (
-        frozenset()
-    )
-    """The words of the first set that name, by an alias, what the second set names by
-    another form ("js" / "javascript"; :meth:`~trioproxy.cache.aliases.Aliases.covered`)."""
-    loose: frozenset[int] = frozenset()
-    """Ids of ``LOOSE_WORDS``."""
-    lead: frozenset[str] = frozenset()
-    """``LEAD_IN_WORDS`` and their inflected forms (:func:`lead_in`)."""
-    asks: frozenset[str] = _QUESTION_WORDS
-    """Words a lead-in ends before: question words, request verbs and their forms."""
-
-    def exact(self, token: int) -> bool:
-        text = self.text(token)
-        return len(text) <= 2 or any(c.isdigit() for c in text)
-
-
-def build_vocabulary(
-    tokenize: Callable[[str], list[int]],
-    piece: Callable[[int], str],
-    thesaurus: Thesaurus | None = None,
-    aliases: Aliases | None = None,
-) -> Vocabulary:
-    """``tokenize``: text -> word-piece ids; ``piece``: id -> its text (``##`` dropped ok);
-    ``thesaurus``: word relations (default: the shipped WordNet extract); ``aliases``: the
-    alias table (default: the shipped ``aliases.txt``). Filler are the
-    ``FILLER_WORDS`` and the inflected forms of ``REQUEST_VERBS`` ("makes", "shown"); the
-    ``LEAD_IN_WORDS`` are filler in a lead-in only. A piece continues a word when its text
-    alone tokenizes to another id."""
-    th = wordnet() if thesaurus is None else thesaurus
-    requests = [f for w in REQUEST_VERBS.split() for f in (w, *th.inflections(w))]
-    names = FILLER_WORDS.split() + requests
-    filler = frozenset(i for w in names if len(ids := tokenize(w)) == 1 for i in ids)
-    lead = frozenset(f for w in LEAD_IN_WORDS.split() for f in (w, *th.inflections(w)))
-    loose = frozenset(i for w in LOOSE_WORDS.split() if len(ids := tokenize(w)) == 1 for i in ids)
-
-    @lru_cache(maxsize=8192)
-    def continues(token: int) -> bool:
-        return tokenize(piece(token)) != [token]
-
-    return Vocabulary(
-        filler,
-        lru_cache(maxsize=65536)(piece),
-        continues,
-        lru_cache(maxsize=65536)(th.related),
-        lru_cache(maxsize=65536)(th.opposed),
-        lru_cache(maxsize=4096)((shipped() if aliases is None else aliases).covered),
-        loose,
-        lead,
-        _QUESTION_WORDS | frozenset(requests),
-    )
-
-
-def words(ids: list[int], vocab: Vocabulary) -> list[str]:
-    """The word each piece belongs to (its pieces' texts joined), one entry per piece."""
-    return list(_words(tuple(ids), vocab))
-
-
-@lru_cache(maxsize=256)
-def _words(ids: tuple[int, ...], vocab: Vocabulary) -> tuple[str, ...]:
-    """:func:`words`, remembered for the last prompts (a band hit asks it a dozen times)."""
-    out = [""] * len(ids)
-    heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
-    for i, head in enumerate(heads):
-        end = heads[i + 1] if i + 1 < len(heads) else len(ids)
-        word = "".join(vocab.text(t) for t in ids[head:end])
-        for k in range(head, end):
-            out[k] = word
-    return tuple(out)
 
 
 def _lemma_in(word: str, others: set[str]) -> bool:
@@ -315,7 +159,7 @@ def loosely_unmatched(
 ) -> tuple[list[int], list[str], set[str]]:
     """:func:`lexically_unmatched` without what only the alignment passes over (the pair
     model reads the former): ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
-    other prompt joins or splits (:func:`compounds`), implied qualifiers (:func:`implied`), "one" where the other prompt has an
+    other prompt joins or splits (:func:`compounds`), implied qualifiers (:func:`~trioproxy.cache.implied_qualifiers.implied`), "one" where the other prompt has an
     article, words of a comparison (``COMPARING``, and the "from" of "differ from") where
     the other prompt also compares (with one of them or "or"), and a quantifier where the
     other prompt has one of its group (``QUANTIFIER_GROUPS``: "each" / "every")."""
@@ -343,79 +187,6 @@ def loosely_unmatched(
             after = _differ_from(ids, vocab)
             todo = [k for k in todo if mine[k] not in COMPARING and k not in after]
     return todo, mine, theirs
-
-
-CREATING = frozenset(
-    "add adds added adding create creates created creating generate generates generated "
-    "generating insert inserts inserted inserting".split()
-)
-"""Verbs whose object is new by their meaning: "new" right after them (an article between
-aside) adds nothing ("add a new column" / "add a column")."""
-_NEW = "new"
-USUAL = frozenset({"common", "typical", "usual"})
-"""Qualifiers that a plural question implies ("what are the common symptoms of X" / "what are
-the symptoms of X"); only after filler and before a plural (:func:`implied`)."""
-_ARTICLE_WORDS = frozenset({"a", "an", "the"})
-
-
-_PUNCT = frozenset("? . ! ,".split())
-_COUNT = frozenset({"count", "counts", "counted", "counting"})
-_NUMBER = "number"
-_FILE = "file"
-_WORLD = frozenset({"world", "earth"})
-_WORLD_BEFORE = (("in", "the"), ("on",), ("on", "the"))
-_IMPLIABLE = USUAL | _WORLD | {_NEW, _NUMBER, _FILE}
-
-
-def implied(ids: list[int], vocab: Vocabulary) -> frozenset[int]:
-    """Positions of the pieces of qualifiers that the prompt implies: "new" whose previous
-    word, an article aside, is one of ``CREATING``; a word of ``USUAL`` that a filler word (or
-    nothing) precedes and a plural of letters ("symptoms", not "cold" or "class") follows;
-    "number" that "of" follows and whose previous word, an article aside, is "count" (or its
-    forms); "file" after a name with an extension ("setup.cfg file": a word of letters, at
-    most five, after a "."); "world" / "earth" after "in the" / "on" / "on the", last in a
-    prompt that asks "how many" and has "there"."""
-    seq = _sequence(ids, vocab)
-    if _IMPLIABLE.isdisjoint(seq):
-        return frozenset()
-    heads = [k for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
-    ends = [*heads[1:], len(ids)]
-    out: set[int] = set()
-    for i, w in enumerate(seq):
-        if w in (_NEW, _NUMBER):
-            j = i - 1
-            while j >= 0 and seq[j] in _ARTICLE_WORDS:
-                j -= 1
-            if w == _NEW:
-                ok = j >= 0 and seq[j] in CREATING
-            else:
-                ok = j >= 0 and seq[j] in _COUNT and seq[i + 1 : i + 2] == ["of"]
-        elif w in _WORLD:
-            last = i + 1 == len(seq) or all(x in _PUNCT for x in seq[i + 1 :])
-            ok = (
-                last
-                and any(tuple(seq[max(i - len(b), 0) : i]) == b for b in _WORLD_BEFORE)
-                and ("how", "many") in set(pairwise(seq))
-                and "there" in seq
-            )
-        elif w == _FILE:
-            ext = seq[i - 1] if i >= 2 else ""
-            ok = seq[i - 2 : i - 1] == ["."] and ext.isalpha() and len(ext) <= 5
-        elif w in USUAL:
-            before = i == 0 or (
-                ends[i - 1] - heads[i - 1] == 1 and ids[heads[i - 1]] in vocab.filler
-            )
-            nxt = seq[i + 1] if i + 1 < len(seq) else ""
-            ok = before and _plural_word(nxt)
-        else:
-            continue
-        if ok:
-            out.update(range(heads[i], ends[i]))
-    return frozenset(out)
-
-
-def _plural_word(word: str) -> bool:
-    return len(word) >= 4 and word.isalpha() and word.endswith("s") and not word.endswith("ss")
 
 
 _DIFFER = frozenset({"differ", "differs"})
@@ -462,7 +233,7 @@ def compounds(ids: list[int], other: list[int], vocab: Vocabulary) -> frozenset[
     """Positions of the pieces of words that the other prompt writes joined or split: a word
     that is two adjacent words of the other joined ("lowercase" / "lower case"), or two
     adjacent words that the other writes as one (each part of letters, two at least)."""
-    seq, theirs = _sequence(ids, vocab), _sequence(other, vocab)
+    seq, theirs = sequence(ids, vocab), sequence(other, vocab)
     joins = {a + b for a, b in pairwise(theirs) if _part(a) and _part(b)}
     found = {w for w in seq if w in joins}
     one = set(theirs)
@@ -495,19 +266,13 @@ def unmatched(new: TokenView, cached: TokenView, vocab: Vocabulary, align: float
         token = int(new.ids[k])
         if vocab.exact(token) or best[row] < align:
             if other_terms is None:
-                other_terms = theirs | _pairs(_sequence(cached.ids.tolist(), vocab))
-                seq = _sequence(ids, vocab)
+                other_terms = theirs | _pairs(sequence(cached.ids.tolist(), vocab))
+                seq = sequence(ids, vocab)
             if best[row] < WORDNET_ALIGN or not any(
                 _related_in(w, other_terms, vocab) for w in _terms_at(seq, mine[k])
             ):
                 return token
     return None
-
-
-def _sequence(ids: list[int], vocab: Vocabulary) -> list[str]:
-    """The prompt's words in order (one entry per word, not per piece)."""
-    mine = words(ids, vocab)
-    return [mine[k] for k, t in enumerate(ids) if k == 0 or not vocab.continues(t)]
 
 
 def _pairs(seq: list[str]) -> set[str]:
@@ -539,19 +304,9 @@ def verify(
 
 __all__ = [
     "COMPARING",
-    "CREATING",
     "DEFAULT_ALIGN",
-    "FILLER_WORDS",
-    "LEAD_IN_WORDS",
-    "LOOSE_WORDS",
-    "REQUEST_VERBS",
-    "USUAL",
     "WORDNET_ALIGN",
-    "TokenView",
-    "Vocabulary",
-    "build_vocabulary",
     "compounds",
-    "implied",
     "lead_in",
     "lexically_unmatched",
     "loosely_unmatched",
