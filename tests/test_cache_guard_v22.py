@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from trioproxy.cache.guard import clipped, near_miss
+from trioproxy.cache.guard import near_miss
+from trioproxy.cache.morph import clipped
 
 
 @pytest.mark.parametrize(

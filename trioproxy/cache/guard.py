@@ -12,14 +12,16 @@ tokens* and names the first difference, or returns None when the hit may be serv
   one-letter unit typed in the other case ("512M" / "512m" in Kubernetes: mega / milli)
 * negation cues (not, n't, never, no, without, ...), compared as a count's parity-free set
 * protected terms: capitalised words and acronyms (entities, languages, products),
-  quoted strings, `code`, identifiers (snake_case, camelCase, dotted, calls ``f()``)
+  quoted strings, `code`, identifiers (snake_case, camelCase, dotted, calls ``f()``):
+  :func:`~trioproxy.cache.terms.missing`
 * lexicon terms matched in any case: languages, units, currencies, time words, formats
 * siblings: words sharing a stem with another, non-inflectional ending
   ("weekdays"/"weekends", :mod:`~trioproxy.cache.morph`), unless one word is the other cut
-  short ("temp"/"temperature", "cert"/"certificate": :func:`clipped`): the longer adds
-  neither a word of its own ("java"/"java-script", "date"/"date-time" stay siblings) nor an
-  ending that derives another word ("guitar"/"guitarist", "harm"/"harmful"); nor a compound
-  of the two words the other side joins by "and" ("datetime" / "date and time")
+  short ("temp"/"temperature", "cert"/"certificate": :func:`~trioproxy.cache.morph.clipped`):
+  the longer adds neither a word of its own ("java"/"java-script", "date"/"date-time" stay
+  siblings) nor an ending that derives another word ("guitar"/"guitarist", "harm"/"harmful");
+  nor a compound of the two words the other side joins by "and" ("datetime" / "date and
+  time": :func:`~trioproxy.cache.terms.siblings`)
 * antonym pairs: one side uses a word whose antonym the other side uses instead ("show
   hidden files" / "hide files"); or, with at most two edits between the prompts, one word is
   put at the very place of its antonym (a pair of the list or WordNet antonyms), whether or
@@ -75,10 +77,8 @@ prompt's mid-sentence capitals on the words they share ("what version of node" /
 of Node", "parse json in go" / "... in Go": :func:`recased`), since it says nothing by its case;
 then both prompts are rewritten to the canonical names of the shipped alias table
 (:mod:`~trioproxy.cache.aliases`: "JS" = "JavaScript", "k8s" = "Kubernetes", "WWII" =
-"World War Two"), and a protected term counts as present in its singular or plural form
-("Sunday"/"Sundays"), and a compound typed with hyphens on one side and as separate words in a
-row on the other is one term ("Big-O" / "Big O", "cold-brew" / "cold brew": parts in another
-order or apart do not count).
+"World War Two"); a protected term counts as present in its other forms
+(:mod:`~trioproxy.cache.terms`).
 
 A capitalised word counts as different only when the other prompt lacks it in any case, so
 sentence-initial capitals do not trip it, and a word typed with one letter left out, added or
@@ -91,12 +91,11 @@ from __future__ import annotations
 
 import re
 
-from trioproxy.cache.acronyms import expanded_words, spelled_out
-from trioproxy.cache.morph import Relation, clipped, relation, typo
 from trioproxy.cache.polarity import opposite_in_place, polarity
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.quantifiers import one_against_many, quantities
 from trioproxy.cache.relative_time import relative_time
+from trioproxy.cache.terms import missing, siblings
 from trioproxy.cache.word_order import (
     COORDINATORS,
     asker_flipped,
@@ -179,81 +178,6 @@ RULES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _missing(own: Features, other: Features) -> str | None:
-    """A protected term of ``own`` that ``other`` lacks in every form it may take."""
-    expanded: frozenset[str] | None = None  # read only when a term is otherwise missing
-    for t in sorted(own.protected):
-        if t in _STOP or t in other.words or t in other.protected:
-            continue
-        if t.endswith("()") and t[:-2] in other.words:  # "fetch()" / "fetch"
-            continue
-        if spelled_out(t, other.seq):  # "BMI" where the other says "body mass index"
-            continue
-        if _plural_in(t, other.words) or _lemma_of(t, other.words):
-            continue
-        if any(typo(t, w) for w in other.words):
-            continue
-        if _hyphenated(t, own, other):
-            continue
-        if not t.isalnum() and (t in other.low or _prose_in(t, other.low)):
-            continue
-        if expanded is None:
-            expanded = expanded_words(own, other)
-        if t not in expanded:  # "Body Mass Index" where the other says "BMI"
-            return t
-    return None
-
-
-def _hyphenated(term: str, own: Features, other: Features) -> bool:
-    """``term`` is one compound typed with hyphens on one side and as separate words on the
-    other ("Big-O" / "Big O", "cold-brew" / "cold brew", "e-mail" / "e mail"), either way
-    round: the hyphenated word's parts, in order, are consecutive words of the other prompt,
-    or ``term`` is one part of a hyphenated word of ``other`` whose parts ``own`` has in a row.
-    """
-    if "-" in term:
-        return _in_row(tuple(term.split("-")), other.seq)
-    return any(
-        term in parts and _in_row(parts, own.seq)
-        for w in other.words
-        if "-" in w and len(parts := tuple(w.split("-"))) > 1
-    )
-
-
-def _in_row(parts: tuple[str, ...], seq: tuple[str, ...]) -> bool:
-    """``parts`` are consecutive words of ``seq``."""
-    k = len(parts)
-    return all(parts) and any(seq[i : i + k] == parts for i in range(len(seq) - k + 1))
-
-
-_PROSE = re.compile(r"[a-z ,.!?;:']+")
-_PROSE_WORDS = re.compile(r"[a-z0-9']+")
-
-
-def _prose_in(quoted: str, low: str) -> bool:
-    """A quoted string of words and punctuation only ("hello, world!") that ``low`` has word
-    for word, its punctuation aside ("print hello world"); code keeps its punctuation."""
-    if not _PROSE.fullmatch(quoted):
-        return False
-    words = " ".join(_PROSE_WORDS.findall(quoted))
-    return f" {words} " in f" {' '.join(_PROSE_WORDS.findall(low))} "
-
-
-def _plural_in(term: str, words: frozenset[str]) -> bool:
-    """``words`` has ``term`` as its plural or singular ("sundays"/"sunday"; letters only)."""
-    if not term.isalpha() or len(term) < 3:
-        return False
-    return term + "s" in words or (term.endswith("s") and term[:-1] in words)
-
-
-def _lemma_of(term: str, words: frozenset[str]) -> bool:
-    """``words`` has an inflected or derived form of ``term`` ("night"/"nightly"), also as
-    part of a hyphenated word ("week"/"one-week"); words of letters, four at least."""
-    if not term.isalpha() or len(term) < 4:
-        return False
-    parts = {p for w in words for p in w.split("-") if len(p) >= 4 and p.isalpha()}
-    return term in parts or any(relation(term, p) is Relation.LEMMA for p in parts)
-
-
 def _direction_pairs(seq: tuple[str, ...], keys: frozenset[str]) -> set[tuple[str, str]]:
     """(key before, key after) for each direction word and the nearest keys of its clause on
     each side (up to the neighbouring direction words), so that two-word terms count
@@ -305,28 +229,6 @@ def _short_case(a: Features, b: Features) -> bool:
 def _code_missing(a: Features, b: Features) -> bool:
     """A letter-and-digit code of ``a`` that ``b`` does not type, even spaced or hyphenated."""
     return any(code not in b.codes and code not in b.joins for code in a.codes)
-
-
-def _siblings(a: Features, b: Features) -> str | None:
-    """A word of ``a`` whose stem ``b`` uses with another, non-inflectional ending
-    ("weekdays"/"weekends", "gpt-4o"/"gpt-4o-mini", "java"/"javascript"); a word ``b`` writes
-    as two ("lowercase"/"lower case") is the same word, and so is a compound of the two words
-    the other side joins by "and" ("datetime"/"date and time": :func:`_and_joined`)."""
-    only_a = [w for w in a.words - b.words if w not in _STOP and w not in b.joins]
-    only_b = [w for w in b.words - a.words if w not in _STOP and w not in a.joins]
-    only_a = [w for w in only_a if w not in _and_joined(b.seq)]
-    only_b = [w for w in only_b if w not in _and_joined(a.seq)]
-    for x in only_a:
-        for y in only_b:
-            if relation(x, y) is Relation.SIBLING and not typo(x, y) and not clipped(x, y):
-                return x
-    return None
-
-
-def _and_joined(seq: tuple[str, ...]) -> set[str]:
-    """The two words on each side of an "and" written as one ("date and time" -> "datetime",
-    "input and output" -> "inputoutput")."""
-    return {seq[i - 1] + seq[i + 1] for i in range(1, len(seq) - 1) if seq[i] == "and"}
 
 
 _ARTICLES = frozenset({"a", "an", "one"})
@@ -453,9 +355,9 @@ def near_miss(new: str, cached: str, rules: tuple[str, ...] = RULES) -> str | No
         return "negation"
     if "prefix" in rules and (_prefixed(n.words, c.words) or _prefixed(c.words, n.words)):
         return "prefix"
-    if "term" in rules and (_missing(n, c) or _missing(c, n)):
+    if "term" in rules and (missing(n, c, _STOP) or missing(c, n, _STOP)):
         return "term"
-    if "sibling" in rules and _siblings(n, c):
+    if "sibling" in rules and siblings(n, c, _STOP):
         return "sibling"
     if "degree" in rules and (_degree(n.words, c.words) or _degree(c.words, n.words)):
         return "degree"
@@ -526,7 +428,7 @@ def term_only(new: str, cached: str) -> bool:
     (:func:`~trioproxy.cache.pair_model.serves` with ``term_veto``)."""
     new, cached = recased(new, cached), recased(cached, new)
     n, c = features(new), features(cached)
-    if (_missing(n, c) is None) == (_missing(c, n) is None):
+    if (missing(n, c, _STOP) is None) == (missing(c, n, _STOP) is None):
         return False
     return near_miss(new, cached, _NOT_TERM) is None
 
