@@ -1,6 +1,6 @@
 """After held-out v22: "how often" asks for a frequency, which "how much" (an amount) and "how
 long" (another measure) do not answer, while "how many times" (a count) may: the question
-rule's kinds (:mod:`~trioproxy.cache.word_order`). Examples written here, not taken from the
+rule's kinds (:mod:`~trioproxy.cache.question_kinds`). Examples written here, not taken from the
 sets. Pure core."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from trioproxy.cache.guard import near_miss
-from trioproxy.cache.word_order import asks_differently
+from trioproxy.cache.question_kinds import asks_differently
 
 
 @pytest.mark.parametrize(

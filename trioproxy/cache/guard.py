@@ -43,7 +43,7 @@ tokens* and names the first difference, or returns None when the hit may be serv
   frequency (which a count may also be), "how long", "how far", "how old" a measure, other
   "how" a manner; "how come" and "what
   causes" = "why"; other "what" / "which" a thing, which a manner or measure may also be, never
-  a reason, time, place or person: :mod:`~trioproxy.cache.word_order`)
+  a reason, time, place or person: :mod:`~trioproxy.cache.question_kinds`)
 * time: one time word placed differently relative to now ("this Friday" / "last Friday",
   "next quarter" / "the previous quarter"), or a length of time read the other way round
   ("commits from the past two weeks" / "older than two weeks")
@@ -94,17 +94,16 @@ import re
 from trioproxy.cache.polarity import opposite_in_place, polarity
 from trioproxy.cache.prompt_features import Features, features
 from trioproxy.cache.quantifiers import one_against_many, quantities
+from trioproxy.cache.question_kinds import asks_differently, question_kinds
 from trioproxy.cache.relative_time import relative_time
 from trioproxy.cache.terms import missing, siblings
 from trioproxy.cache.word_order import (
     COORDINATORS,
     asker_flipped,
-    asks_differently,
     gerund_voice,
     moved_block,
     pivot_swapped,
     possessors_swapped,
-    question_kinds,
     roles_swapped,
     swapped,
     voice_flipped,
