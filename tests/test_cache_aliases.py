@@ -61,6 +61,31 @@ def test_alias_table_matching() -> None:
     assert table.covered(frozenset({"java"}), frozenset({"golang"})) == frozenset()
 
 
+def test_an_alias_only_in_its_context() -> None:
+    """A word that is an alias in some places only: "brew" is Homebrew before its commands
+    and after "with", not in "cold brew coffee" (it was rewritten there too)."""
+    table = parse("Homebrew | homebrew | [with via] brew | brew [install upgrade]\n")
+    assert (
+        table.canonical("brew install wget; BREW Upgrade")
+        == "Homebrew install wget; Homebrew Upgrade"
+    )
+    assert (
+        table.canonical("installed with brew, or Via brew")
+        == "installed with Homebrew, or Via Homebrew"
+    )
+    for text in ("cold brew coffee", "brew green tea", "forwith brew", "brew installer", "brew"):
+        assert table.canonical(text) == text
+    assert table.covered(frozenset({"brew"}), frozenset({"homebrew"})) == {"brew"}
+    with pytest.raises(ValueError):
+        parse("Homebrew | [with] brew [install]\n")
+    shipped_table = shipped()
+    assert embedding_text("How do I make cold brew coffee?") == "How do I make cold brew coffee?"
+    assert shipped_table.canonical("brew install node") == "Homebrew install node"
+    assert shipped_table.canonical("a package installed with brew") == (
+        "a package installed with Homebrew"
+    )
+
+
 def test_the_shipped_table_loads_and_the_cache_embeds_canonical_text() -> None:
     assert len(shipped().groups) >= 20
     assert embedding_text("Deploy to k8s with JS") == "Deploy to Kubernetes with JavaScript"

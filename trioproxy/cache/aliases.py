@@ -17,8 +17,11 @@ phrasal verb of a setting is its one-word form ("turn on" = "enable", "turn off"
 
 A form written in lower case in the table matches in any case; a form with a capital letter,
 or behind "=", matches only as written ("US" is not "us", "Node" not a tree's "node", "=mac"
-not "MAC"). Forms match as whole
-words. Pure: strings in, strings out.
+not "MAC"). Forms match as whole words. A word that is an alias only in some places names
+them in square brackets: the words that must come just before it (``[with via] brew``) or just
+after it (``brew [install upgrade]``), each form one context: "brew install wget" and "installed
+with brew" are Homebrew, "cold brew coffee" and "brew green tea" are not. Only the bare form
+is rewritten; the context words stay. Pure: strings in, strings out.
 """
 
 from __future__ import annotations
@@ -36,6 +39,25 @@ EXACT = "="
 not "MAC", a network address)."""
 _EDGE_L = r"(?<![A-Za-z0-9_\-])"
 _EDGE_R = r"(?![A-Za-z0-9_+#\-])"
+_CONTEXT = re.compile(r"^(?:\[([^\]]*)\]\s*)?([^\[\]]+?)(?:\s*\[([^\]]*)\])?$")
+
+
+def _split(form: str) -> tuple[str, str, str]:
+    """A table form -> (its pattern before the bare form, the bare form, its pattern after):
+    ``[with via] brew`` -> a lookbehind for "with " or "via ", "brew", ""."""
+    m = _CONTEXT.match(form)
+    if m is None:
+        raise ValueError(f"alias form {form!r}: at most one [words] before and one after")
+    before, bare, after = (m.group(1) or "").split(), m.group(2), (m.group(3) or "").split()
+    if before and after:
+        raise ValueError(f"alias form {form!r}: a context before or after, not both")
+    left = (
+        "(?:" + "|".join(rf"(?<=(?<![A-Za-z0-9_\-])(?i:{re.escape(w)}) )" for w in before) + ")"
+        if before
+        else ""
+    )
+    right = "(?=" + r"\s+(?i:(?:" + "|".join(map(re.escape, after)) + r"))\b)" if after else ""
+    return left, bare, right
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -54,11 +76,13 @@ class Aliases:
         canon: dict[str, str] = {}
         alts: list[tuple[int, str]] = []
         for group in self.groups:
-            for form in group:
+            for written in group:
+                left, form, right = _split(written)
                 loose = form == form.lower() and not form.startswith(EXACT)
                 form = form.removeprefix(EXACT)
                 canon.setdefault(form.lower() if loose else form, group[0])
-                alts.append((len(form), f"(?i:{re.escape(form)})" if loose else re.escape(form)))
+                bare = f"(?i:{re.escape(form)})" if loose else re.escape(form)
+                alts.append((len(form), left + bare + right))
         alts.sort(key=lambda a: a[0], reverse=True)
         pattern = (
             re.compile(_EDGE_L + "(?:" + "|".join(a for _, a in alts) + ")" + _EDGE_R)
@@ -69,7 +93,7 @@ class Aliases:
             tuple(
                 frozenset(ws)
                 for form in group
-                if (ws := _WORDS.findall(form.removeprefix(EXACT).lower()))
+                if (ws := _WORDS.findall(_split(form)[1].removeprefix(EXACT).lower()))
                 and any(len(w) >= 2 for w in ws)
             )
             for group in self.groups
