@@ -1,12 +1,14 @@
 """The simulator answers a request for JSON with JSON (a newcomer's demo app parsed prose
 and failed): any object for ``json_object``, an object following the schema for
-``json_schema``, on the chat and Responses wires, through the gateway and the official SDK."""
+``json_schema``, on the chat and Responses wires, and on the Anthropic wire when the system
+prompt asks for it, through the gateway and the official SDKs."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import trio
@@ -14,8 +16,14 @@ import trio
 from tests.fixtures_gateway import start_gateway, start_simulator
 from tests.settings_factory import KEY, chain_settings
 from trioproxy.core.tokens import estimate_tokens
+from trioproxy.providers.anthropic_json import JSON_ONLY, json_instruction
 from trioproxy.simulator.plan import VOCABULARY, Intent, make_plan
-from trioproxy.simulator.structured import ANY_OBJECT, json_answer, requested_json
+from trioproxy.simulator.structured import (
+    ANY_OBJECT,
+    instructed_json,
+    json_answer,
+    requested_json,
+)
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -67,13 +75,44 @@ def test_the_plan_streams_the_json_one_token_a_piece() -> None:
     assert all(estimate_tokens(p) == 1 for p in plan.pieces)
 
 
-@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses"])
+def test_an_anthropic_system_prompt_that_asks_for_json() -> None:
+    """Anthropic's wire has no JSON mode: the gateway writes an instruction
+    (providers/anthropic_json.py), which the simulator's Claude follows as a model would."""
+    schema_fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
+    assert instructed_json(json_instruction(schema_fmt)) == SCHEMA
+    assert instructed_json(json_instruction({"type": "json_object"})) == ANY_OBJECT
+    blocks = [{"type": "text", "text": "Be brief."}, {"type": "text", "text": JSON_ONLY}]
+    assert instructed_json(blocks) == ANY_OBJECT
+    assert instructed_json("Be brief.") is None and instructed_json(None) is None
+    assert instructed_json("Answer as a JSON object. JSON Schema: {not json") == ANY_OBJECT
+
+
+@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses", "anthropic", "claude"])
 async def test_the_sdk_gets_json_it_can_parse_through_the_gateway(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
+    """``anthropic``: an OpenAI caller on a Claude target (the gateway's instruction);
+    ``claude``: an Anthropic caller whose own system prompt asks for JSON."""
     monkeypatch.setenv("SIMKEY", "x")
     sim = await start_simulator(nursery)
-    g = await start_gateway(nursery, chain_settings([sim.url]))
+    kinds = ["anthropic"] if api in ("anthropic", "claude") else ["openai"]
+    g = await start_gateway(nursery, chain_settings([sim.url], kinds=kinds))
+    if api == "claude":
+        system = f"{JSON_ONLY} JSON Schema: {json.dumps(SCHEMA)}"
+
+        def ask_claude() -> str:
+            client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+            r = client.messages.create(
+                model="r", max_tokens=400, system=system,
+                messages=[{"role": "user", "content": "Describe a city."}],
+            )  # fmt: skip
+            return "".join(b.text for b in r.content if b.type == "text")
+
+        value = json.loads(await trio.to_thread.run_sync(ask_claude))
+        assert set(value) == set(SCHEMA["properties"]) and isinstance(value["population"], int)
+        return
+    if api == "anthropic":
+        api = "chat"
     messages = [{"role": "user", "content": "Describe a city."}]
 
     def ask() -> str:

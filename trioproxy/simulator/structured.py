@@ -12,7 +12,9 @@ first branch, formats and patterns are not honoured) is a demo's, not a validato
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +47,32 @@ def requested_json(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     wrapper = fmt.get("json_schema")  # chat: {"json_schema": {"name", "schema"}}
     schema = wrapper.get("schema") if isinstance(wrapper, Mapping) else fmt.get("schema")
     return schema if isinstance(schema, Mapping) else ANY_OBJECT
+
+
+_SCHEMA_AT = re.compile(r"JSON Schema\b[^{]{0,200}", re.IGNORECASE)
+_JSON_OBJECT = re.compile(r"\bJSON object\b", re.IGNORECASE)
+
+
+def instructed_json(system: Any) -> Mapping[str, Any] | None:
+    """The schema an Anthropic request's ``system`` prompt (a string or text blocks) asks the
+    answer to follow, as a model follows an instruction (that wire has no JSON mode: the
+    gateway writes one, :mod:`trioproxy.providers.anthropic_json`): the first JSON object
+    after "JSON Schema", else :data:`ANY_OBJECT` when it asks for a "JSON object", else
+    ``None`` (text)."""
+    if isinstance(system, list):
+        system = " ".join(
+            b["text"] for b in system if isinstance(b, Mapping) and isinstance(b.get("text"), str)
+        )
+    if not isinstance(system, str):
+        return None
+    if (at := _SCHEMA_AT.search(system)) is not None:
+        try:
+            schema, _ = json.JSONDecoder().raw_decode(system, at.end())
+        except ValueError:
+            schema = None
+        if isinstance(schema, Mapping):
+            return schema
+    return ANY_OBJECT if _JSON_OBJECT.search(system) else None
 
 
 def json_answer(seed_text: str, schema: Mapping[str, Any], vocabulary: Sequence[str]) -> str:
