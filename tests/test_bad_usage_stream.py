@@ -13,13 +13,14 @@ import re
 import orjson
 import pytest
 
-from tests.test_passthrough import decoded_meter, splits, stream_bytes, tap_all
+from tests.test_passthrough import decoded_meter, splits, stream_bytes
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.types import Dialect, StreamEnd, TextDelta, UsageReport
-from trioproxy.core.usage import MAX_TOKENS, MalformedUsage, token_count
+from trioproxy.core.usage import MAX_TOKENS, MalformedUsage, anthropic_json, token_count
 from trioproxy.providers.openai_responses import ResponsesStreamDecoder
 from trioproxy.providers.passthrough import PassthroughTap
 from trioproxy.upstream.attempt import Meter
+from trioproxy.upstream.relays import meter_tapped
 
 ODD = [b"1e30", b"-1", b"2.5", b'"12"', b"9223372036854775808", str(MAX_TOKENS + 1).encode()]
 
@@ -97,24 +98,26 @@ def test_a_verbatim_relay_forwards_the_content_and_the_end_not_the_odd_counts(
     good = stream_bytes(wire, 30, tool=tool)
     data = with_odd_final_usage(wire, good, b"1e30")
     tap = PassthroughTap(wire, include_usage=True)
-    forward, tokens, events = tap_all(tap, splits(data, seed))
+    meter = Meter(deferred=tap.output_tokens, hidden=tap.hidden_tokens)  # as the attempt's
+    forward = b""
+    for piece in splits(data, seed):
+        got = tap.feed(piece)
+        meter_tapped(meter, got, 12)  # a held final event is written with what is billed
+        forward += got.forward
     assert tap.done and tap.bad_usage is not None and "1e+30" in tap.bad_usage
     assert b":1e30" not in forward  # (the ids are random hex and may hold "1e30")
-    meter = Meter()
-    for e in events:
-        meter.observe(e)
     assert meter.usage is None and meter.finish is not None
-    assert tokens + meter.output_estimate == decoded_meter(wire, good)[0].output_estimate
+    billed = meter.final(12)
+    assert billed.output_tokens == decoded_meter(wire, good)[0].output_estimate
     if wire == "openai":  # the usage-only chunk is left out, the rest as it came
         usage_chunk = good[good.rindex(b"data: {") : good.rindex(b"data: [DONE]")]
         assert forward == good.replace(usage_chunk, b"")
         assert forward.endswith(b"data: [DONE]\n\n")
-    else:  # message_delta keeps its stop reason, its usage says what a decoded relay says
+    else:  # message_delta keeps its stop reason, its usage says what the ledger bills
         delta = [e for e in forward.split(b"\n\n") if e.startswith(b"event: message_delta")]
         body = orjson.loads(delta[0].split(b"data: ", 1)[1])
         assert body["delta"]["stop_reason"] == ("tool_use" if tool else "end_turn")
-        assert body["usage"] == {"output_tokens": decoded_meter(wire, good)[0].output_estimate}
-        assert body["usage"]["output_tokens"] > 0
+        assert body["usage"] == anthropic_json(billed) and billed.output_tokens > 0
         assert forward.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
         before = good[: good.index(b"event: message_delta")]
         assert forward.startswith(before)

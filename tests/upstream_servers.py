@@ -362,6 +362,7 @@ __all__ = [
     "ConnectProxy",
     "FixedAnswer",
     "FlakyKeepAlive",
+    "InParts",
     "Listening",
     "StallAfterFinal",
     "TlsSim",
@@ -392,4 +393,33 @@ class OneWrite(Listening):
                 await stream.send_all(out)
                 await self.go.wait()
                 out = conn.send(h11.Data(data=self.rest))
+            await stream.send_all(out + conn.send(h11.EndOfMessage()))
+
+
+@dataclass
+class InParts(Listening):
+    """Answers every request with a 200 SSE stream written in ``parts``, one write each: the
+    first at once, each next one once the test sets its gate (``gates[i]`` before
+    ``parts[i + 1]``: the caller has read what it waited for), then ends the response. So a
+    part the gateway reads is never joined to the next one in its read."""
+
+    parts: list[bytes] = field(default_factory=list)
+    gates: list[trio.Event] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.gates = [trio.Event() for _ in self.parts[1:]]
+
+    async def _client(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            await read_request(conn, stream)
+            headers = [(b"content-type", b"text/event-stream"), (b"connection", b"close")]
+            out = conn.send(h11.Response(status_code=200, headers=headers))
+            for n, part in enumerate(self.parts):
+                if n:
+                    await stream.send_all(out)
+                    await self.gates[n - 1].wait()
+                    out = b""
+                out += conn.send(h11.Data(data=part))
             await stream.send_all(out + conn.send(h11.EndOfMessage()))

@@ -172,9 +172,12 @@ class AnthropicStreamDecoder(JsonEventDecoder):
             out: list[StreamEvent] = []
             if (reason := data["delta"].get("stop_reason")) is not None:
                 out.append(StreamEnd(stop_reason(reason)))
-            if (usage := data.get("usage")) is not None:
-                if (total := self.usage_or_none(self._total, usage)) is not None:
-                    out.append(UsageReport(total))
+            usage = data.get("usage")
+            total = None if usage is None else self.usage_or_none(self._total, usage)
+            if total is None:  # metered by estimate: a verbatim relay writes what is billed
+                self.unbilled_ends += 1
+            else:
+                out.append(UsageReport(total))
             return out
         if kind == "message_stop":
             self.finish()

@@ -154,6 +154,11 @@ class JsonEventDecoder:
         self.bad_usages = 0
         """Events whose usage was skipped as malformed (the first one's reason:
         :attr:`bad_usage`)."""
+        self.unbilled_ends = 0
+        """Final events that must carry the stream's usage and came without a usable one (none,
+        or no usage): Anthropic's ``message_delta``, a Responses terminal event. A verbatim
+        relay holds them back and writes them with the usage the ledger bills
+        (:attr:`~trioproxy.providers.passthrough.Tapped.finish`)."""
         self._hidden = 0
 
     @property

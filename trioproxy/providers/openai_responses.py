@@ -147,7 +147,10 @@ class ResponsesStreamDecoder(JsonEventDecoder):
             if self._refused and finish == "stop":
                 finish = "content_filter"
             usage = self.usage_or_none(usage_of, response.get("usage"))
-            return [StreamEnd(finish)] if usage is None else [StreamEnd(finish), UsageReport(usage)]
+            if usage is None:  # (none is no usage too): a verbatim relay writes what is billed
+                self.unbilled_ends += 1
+                return [StreamEnd(finish)]
+            return [StreamEnd(finish), UsageReport(usage)]
         if kind in ("response.failed", "error"):
             err = (data.get("response") or {}).get("error") or data
             message = err.get("message") if isinstance(err, dict) else None

@@ -27,10 +27,15 @@ servers becomes LF framing: the same events). An OpenAI usage-only chunk is
 left out when the caller did not ask for usage (the gateway always asks
 upstream), as the decoding path leaves it out. A usage whose counts are no counts
 (:class:`~trioproxy.core.usage.MalformedUsage`) is not forwarded either, as the decoding
-path ends a stream without one: an OpenAI usage-only chunk is left out, another event
-loses its ``usage`` (an Anthropic ``message_delta``, which must carry one, says the
-output tokens the gateway estimates for what went through, which the ledger bills and the
-decoding path's caller reads there too); :attr:`PassthroughTap.bad_usage` says why.
+path ends a stream without one: an OpenAI usage-only chunk is left out, another chunk loses
+its ``usage``; :attr:`PassthroughTap.bad_usage` says why. A final event that must carry the
+stream's usage and has none, or no usage (an Anthropic ``message_delta``, a Responses terminal
+event: :attr:`~trioproxy.providers.base.JsonEventDecoder.unbilled_ends`), is held back
+(:attr:`Tapped.finish`) and written once the attempt has metered the rest, with the usage the
+ledger bills (:meth:`~trioproxy.upstream.meter.Meter.final`: the gateway's estimate), as the
+decoding path's encoder writes it (``anthropic_json`` / ``responses_json``): what the
+decoding path's caller reads there too. The tap counts nothing for it itself: the meter's
+count is the one billed. The events after it in the same read (``message_stop``) follow it.
 
 The Responses wire (a ``POST /v1/responses`` caller on a Responses upstream): every
 ``response.*`` event goes through as the provider sent it (its ids, sequence numbers,
@@ -38,10 +43,8 @@ annotations, log probabilities, hosted-tool and MCP events, event types the deco
 model). Two events are the gateway's own, as on the decoding path:
 
 * a terminal event (``response.completed`` / ``response.incomplete``) whose usage is no usage
-  (none, or :class:`~trioproxy.core.usage.MalformedUsage`) is held back
-  (:attr:`Tapped.finish`) and written once the attempt has metered the rest, with the
-  gateway's estimate as its usage: what the ledger bills, what the decoding path's caller
-  reads;
+  (none, or :class:`~trioproxy.core.usage.MalformedUsage`) is held back and written with the
+  usage the ledger bills, as above;
 * a stream the gateway ends (the upstream broke, a budget stopped it) ends with a
   ``response.failed`` / ``response.incomplete`` event of its own
   (:meth:`PassthroughTap.failure_event`) that continues the provider's stream: its response
@@ -66,8 +69,9 @@ from typing import Any
 import orjson
 
 from trioproxy.core.sse import MAX_EVENT_BYTES, SSEParser
-from trioproxy.core.tokens import estimate_tokens, event_tokens
+from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
+from trioproxy.core.usage import anthropic_json
 from trioproxy.errors import GatewayError, ProviderError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
@@ -105,8 +109,10 @@ class Tapped:
     content_events: int = 0
     """Plain content events in ``forward`` (metered later: :meth:`PassthroughTap.output_tokens`)."""
     finish: Callable[[Usage], bytes] | None = None
-    """A Responses terminal event held back, its usage no usage: to be appended to
-    ``forward`` with the usage the ledger bills, once the attempt metered ``events``."""
+    """A final event held back, its usage none or no usage (an Anthropic ``message_delta``, a
+    Responses terminal event): to be appended to ``forward`` with the usage the ledger bills
+    (:meth:`~trioproxy.upstream.meter.Meter.final`), once the attempt metered ``events``; the
+    events that came after it in the same read (``message_stop``) follow it there."""
     error: Exception | None = None
     """The read's events after those in ``forward`` ended in this (an upstream error event,
     garbage): raise it once ``forward`` is written (the events before it in the same read
@@ -146,9 +152,10 @@ class PassthroughTap:
         self._counted = 0
         self._hidden = 0
         """Of ``_counted``: streamed reasoning (``reasoning_content`` chunks)."""
-        self._decoded = 0
-        """Estimated output tokens of the content among the decoded events (tool calls, a
-        content event that was not plain): the runner's meter counts these from ``events``."""
+        self._billed: Callable[[bytes, Usage], bytes] = (
+            with_usage if wire == "responses" else _delta_with_usage
+        )
+        """A final event held back (:attr:`Tapped.finish`) with the usage the ledger bills."""
 
     @property
     def done(self) -> bool:
@@ -231,12 +238,15 @@ class PassthroughTap:
             return out
         kept: list[bytes] = []
         edited = False
+        held = -1  # where the final event held back (out.finish) was: what follows, after it
         events = block.split(b"\n\n")
         events.pop()  # after the last separator: empty
         for n, ev in enumerate(events):
             try:
                 if ev and not self._take(ev, out, kept):
                     edited = True
+                    if held < 0 and out.finish is not None:
+                        held = len(kept)
             except (ValueError, ProviderError) as exc:  # the events before it go first
                 out.error, edited = exc, True
                 break
@@ -246,6 +256,9 @@ class PassthroughTap:
                 break
         if self._pending_size > PENDING_MAX:
             self._count_pending()
+        if 0 <= held < len(kept) and out.finish is not None:  # message_delta, then message_stop
+            out.finish = partial(_then, out.finish, b"".join(ev + b"\n\n" for ev in kept[held:]))
+            del kept[held:]
         out.forward = b"".join(ev + b"\n\n" for ev in kept) if edited else block
         return out
 
@@ -299,14 +312,13 @@ class PassthroughTap:
         self._first = False
         if self._pending and self._trail is not None and ev.find(_RESPONSES_TEXT_TYPE) >= 0:
             self._count_pending()  # an odd text delta: the open item's text stays in order
-        bad = self._decoder.bad_usages
+        bad, unbilled = self._decoder.bad_usages, self._decoder.unbilled_ends
         decoded = self._decode(ev)
         out.events.extend(decoded)
-        self._decoded += sum(map(event_tokens, decoded))
+        if self._decoder.unbilled_ends != unbilled:  # a final event without a usable usage:
+            out.finish = partial(self._billed, ev)  # with what is billed, once metered
+            return False
         if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
-            if self._trail is not None:  # a terminal event: with the estimate, once metered
-                out.finish = partial(with_usage, ev)
-                return False
             if scrubbed := self._without_usage(ev):
                 kept.append(scrubbed)
             return False
@@ -323,17 +335,16 @@ class PassthroughTap:
 
     def _without_usage(self, ev: bytes) -> bytes:
         """``ev`` (one event the decoder parsed) without its malformed ``usage``: empty for
-        an OpenAI usage-only chunk (left out)."""
+        an OpenAI usage-only chunk (left out). An Anthropic ``message_start`` goes as it came
+        (its attempt fails, unless the whole stream came in the first reads: not fixed here);
+        the final events are held instead (:attr:`Tapped.finish`)."""
+        if self.wire != "openai":
+            return ev
         sse = next(iter(SSEParser().feed(ev + b"\n\n")))
         data = orjson.loads(sse.data)
-        if self.wire == "anthropic":
-            if data.get("type") != "message_delta":  # message_start: its attempt fails
-                return ev
-            data["usage"] = {"output_tokens": self._decoded + self.output_tokens()}
-        elif not data.get("choices"):
+        if not data.get("choices"):
             return b""
-        else:
-            del data["usage"]
+        del data["usage"]
         head = b"event: %s\n" % sse.event.encode() if sse.event else b""
         return head + b"data: " + orjson.dumps(data)
 
@@ -414,6 +425,23 @@ def _absent_or_null(ev: bytes, key: bytes) -> bool:
     if at < 0:
         return True
     return ev[at + len(key) : at + len(key) + 16].lstrip(b": \t").startswith(b"null")
+
+
+def _delta_with_usage(ev: bytes, usage: Usage) -> bytes:
+    """An Anthropic ``message_delta`` (without its blank line, as the tap took it) with
+    ``usage`` (what the ledger bills, as the decoding path's encoder writes it) over the
+    provider's counts, which were none or no usage; its other usage fields stay."""
+    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
+    data = orjson.loads(sse.data)
+    raw = data.get("usage")
+    data["usage"] = {**(raw if isinstance(raw, dict) else {}), **anthropic_json(usage)}
+    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _then(finish: Callable[[Usage], bytes], after: bytes, usage: Usage) -> bytes:
+    """A held final event's bytes, then the events that came after it in the same read."""
+    return finish(usage) + after
 
 
 def _anthropic_tokens(data: Any) -> tuple[int, int]:
