@@ -307,8 +307,9 @@ async def test_an_answer_without_usage_tells_the_caller_what_it_is_billed(
 ) -> None:
     """An OpenAI-wire server that sends no counts (one that ignores ``stream_options``), or
     counts that are no counts after the content: an Anthropic caller read input 0 / output 0
-    (a stream's ``message_delta``), a whole answer's caller 0 input and its text's estimate,
-    while the ledger billed the gateway's estimate. Every caller now reads what is billed."""
+    (a stream's ``message_delta``), a whole answer's caller 0 input and its text's estimate
+    (an OpenAI caller's, relayed as it came: no usage), while the ledger billed the gateway's
+    estimate. Every caller now reads what is billed."""
     from tests.settings_factory import chain_settings
 
     sim = await start_simulator(nursery, fault)
@@ -323,8 +324,9 @@ async def test_an_answer_without_usage_tells_the_caller_what_it_is_billed(
             whole = ant.messages.create(model="r", max_tokens=50, messages=HI).usage  # type: ignore[arg-type]
             read.append((whole.input_tokens, whole.output_tokens))
             oai = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
-            same_wire = oai.chat.completions.create(model="r", messages=HI)  # type: ignore[arg-type]
-            assert same_wire.usage is None  # the provider's own body, relayed as it came
+            same_wire = oai.chat.completions.create(model="r", messages=HI).usage  # type: ignore[arg-type]
+            assert same_wire is not None  # the provider's own body, with the usage billed
+            read.append((same_wire.prompt_tokens, same_wire.completion_tokens))
         return read
 
     read = await trio.to_thread.run_sync(sdks)

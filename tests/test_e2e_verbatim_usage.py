@@ -8,7 +8,9 @@ caller must read that same usage, as a decoded answer's caller does:
 * an Anthropic stream's ``message_delta`` (which must carry a usage) is held back and written
   with the usage billed once the attempt has metered the rest: the thinking, the text, the tool
   call, each counted once (by the attempt's meter); the ``message_stop`` after it in the same
-  read follows it.
+  read follows it;
+* a whole OpenAI chat answer without ``usage`` gets the usage billed, as the decoding path
+  writes it, the rest of the body as the provider sent it.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import trio
 
 from tests.fixtures_gateway import Running, start_gateway
 from tests.settings_factory import KEY, capped_settings, chain_settings
-from tests.upstream_servers import InParts
+from tests.upstream_servers import FixedAnswer, InParts
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import Usage
-from trioproxy.core.usage import anthropic_json
+from trioproxy.core.usage import anthropic_json, openai_json
 
 AUTH = {"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
 MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -164,3 +166,82 @@ async def test_an_anthropic_callers_message_delta_says_what_the_ledger_bills(
         assert delta["usage"]["input_tokens"] == record.input_tokens > 0
     else:  # message_start's count
         assert delta["usage"]["input_tokens"] == record.input_tokens == 25
+
+
+# --- a whole answer without usage ---------------------------------------------------------
+
+
+CHAT = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "gpt-x",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Sunny and mild.",
+                                         "refusal": None},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "system_fingerprint": "fp_upstream",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("usage", ["absent", "null"])
+async def test_a_whole_openai_answer_without_usage_says_what_the_ledger_bills(
+    nursery: trio.Nursery, usage: str
+) -> None:
+    """A same-wire chat completion without ``usage`` (an OpenAI-compatible server that sends
+    none) was relayed as it came, no usage, while the ledger billed the gateway's estimate.
+    The caller now reads the usage billed, as the decoding path writes it; the rest of the
+    body is the provider's."""
+    answer = CHAT if usage == "absent" else {**CHAT, "usage": None}
+    upstream = FixedAnswer(body=orjson.dumps(answer))
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chain_settings([url]))
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + "/v1/chat/completions", headers=AUTH,
+                         json={"model": "r", "messages": MSGS})  # fmt: skip
+    assert r.status_code == 200, r.text
+    (record,) = await records(g)
+    assert record.outcome == "served" and record.estimated, record
+    got = r.json()
+    assert got["usage"] == openai_json(billed(record))
+    assert got["usage"]["completion_tokens"] == record.output_tokens > 0
+    assert got["usage"]["prompt_tokens"] == record.input_tokens > 0
+    assert {k: v for k, v in got.items() if k != "usage"} == {
+        k: v for k, v in answer.items() if k != "usage"
+    }
+    assert list(got) == [*(k for k in answer if k != "usage"), "usage"] or list(got) == list(
+        answer
+    )  # the provider's fields in its order: a null usage stays where it was
+
+
+MESSAGE = {
+    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+    "content": [{"type": "text", "text": "Sunny and mild."}],
+    "stop_reason": "end_turn", "stop_sequence": None,
+}  # fmt: skip
+RESPONSE = {
+    "id": "resp_1", "object": "response", "status": "completed", "model": "gpt-x",
+    "output": [{"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": "Sunny and mild.",
+                             "annotations": []}]}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "answer"),
+    [("/v1/messages", "anthropic", MESSAGE), ("/v1/responses", "openai", RESPONSE)],
+    ids=["anthropic", "responses"],
+)
+async def test_a_whole_answer_of_the_other_wires_without_usage_is_not_served_as_it_came(
+    nursery: trio.Nursery, path: str, kind: str, answer: dict[str, Any]
+) -> None:
+    """The Anthropic and Responses wires require a usage in a whole answer: one without is a
+    failed attempt (the next target, or a 502), never relayed without the usage billed. (No
+    fix: these wires never had the OpenAI one's gap; this says so.)"""
+    upstream = FixedAnswer(body=orjson.dumps(answer))
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chain_settings([url], kinds=[kind]))
+    body: dict[str, Any] = {"model": "r"}
+    body.update({"messages": MSGS, "max_tokens": 100} if path == "/v1/messages"
+                else {"input": "Weather?"})  # fmt: skip
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + path, headers=AUTH, json=body)
+    assert r.status_code == 502, r.text
+    (record,) = await records(g)
+    assert record.status == 502 and record.output_tokens == 0 and record.cost_micros == 0

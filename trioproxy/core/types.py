@@ -129,7 +129,8 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     wire: Wire = "openai"
     native: dict[str, Any] | None = field(default=None, compare=False)
-    """The provider's own JSON body, used verbatim when the caller speaks ``wire``."""
+    """The provider's own JSON body, used verbatim when the caller speaks ``wire`` (with
+    :attr:`usage` as its ``usage`` when that is the gateway's estimate: the body had none)."""
 
 
 # --- stream events ---------------------------------------------------------

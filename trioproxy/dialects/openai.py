@@ -55,7 +55,10 @@ def parse_request(body: bytes) -> ChatRequest:
 
 def render_completion(completion: Completion, req: ChatRequest) -> bytes:
     if completion.wire == "openai" and completion.native is not None:
-        return orjson.dumps(completion.native)
+        native = completion.native  # the provider's own body (the same wire)
+        if completion.usage.estimated:  # it had no usage: what the ledger bills, as below
+            native = {**native, "usage": openai_json(completion.usage)}
+        return orjson.dumps(native)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": completion.text if completion.text or not completion.tool_calls else None,

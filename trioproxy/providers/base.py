@@ -125,7 +125,8 @@ def completion_of(
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Completion:  # fmt: skip
     """A parsed 2xx body as the canonical answer: its ``id`` and ``model``, the body kept
-    as it came (``native``, relayed verbatim to a caller of the same wire)."""
+    as it came (``native``, relayed verbatim to a caller of the same wire; a body without a
+    usage gets the one the ledger bills: ``render_completion``)."""
     return Completion(
         id=str(data.get("id", "")), model=str(data.get("model", "")), text=text,
         finish_reason=finish_reason, usage=usage, tool_calls=tool_calls, wire=wire,
