@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.testing
 
 from trioproxy.budget.gate import BudgetGate
 from trioproxy.budget.memory_store import MemoryStore
@@ -82,3 +83,31 @@ async def test_handing_over_returns_at_once_and_is_bounded(monkeypatch: Any) -> 
     dead = DeadReservations(lambda: None)
     dead.hand([record(f"r{i}", "request", 1, 1) for i in range(5)])
     assert dead.dropped == 2
+
+
+async def test_a_request_its_process_settled_is_not_charged_again_at_its_made_up_rows(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """A request whose final records reached the ledger but not the journal (a full disk),
+    its process killed after: recovery makes up an interrupted request row from its intents
+    and hands it over. The process settled the reservation before it died (the settle follows
+    the records, ``Endpoint.account``), so the store holds nothing open for it and the made-up
+    cost is not charged beside the real one: a reservation is settled once, by whoever comes
+    first (a process killed between its records and its settle left it open: it is settled
+    at the made-up cost, once). The ledger keeps the real row (``test_ledger_made_up.py``)."""
+    store = MemoryStore()
+    cfg = BudgetsConfig(teams={"t": TeamBudget("t", daily_usd=10.0)}, timezone="UTC")
+    gate = BudgetGate(cfg, store, clock=lambda: T0)
+    ticket = await gate.admit(request_id="a", team="t", user="u", end_user=None,
+                              worst_case_usd_micros=5_000_000, worst_case_tokens=100)  # fmt: skip
+    await gate.settle(ticket, 61_000, 2_100)
+    day = next(b for b in store._buckets if b.startswith("team:t:day:"))
+    dead = DeadReservations(lambda: Admission(gate))
+    await nursery.start(dead.run)
+    dead.hand([record("a", "attempt", 35_000, 1_500, attempt=1),
+               record("a", "request", 43_000, 0)])  # fmt: skip
+    while dead._pending:
+        await trio.testing.wait_all_tasks_blocked()
+    await trio.testing.wait_all_tasks_blocked()
+    assert dead.settled == 0 and dead.dropped == 0
+    assert await store.usage(day, now=T0) == 61_000

@@ -85,6 +85,8 @@ class LedgerBackend(Protocol):
         """Insert records and update rollups atomically; return how many were new.
 
         Idempotent: records whose key is already stored are skipped (and not rolled up).
+        A real record takes the place of the row the journal's recovery made up for it,
+        roll-ups included (:mod:`~trioproxy.ledger.provisional`).
         """
         ...
 

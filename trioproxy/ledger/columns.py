@@ -155,9 +155,11 @@ def made_up(record: UsageRecord) -> bool:
     """A request row the journal's recovery made up for a request a dead process did not
     finish (:func:`~trioproxy.ledger.journal.resolve_lines`; or a live request the drain cut
     before any attempt, which looks the same): stored only when no request row of its
-    request is. A request whose final records' journal append failed (a full disk) was
-    written to the database, its intents' lines still on disk: after a crash, recovery made
-    up a second request row, and the request's cost counted twice in the ledger."""
+    request is, and replaced by the request's own row when that comes later
+    (:mod:`~trioproxy.ledger.provisional`). A request whose final records' journal append
+    failed (a full disk) was written to the database, its intents' lines still on disk:
+    after a crash, recovery made up a second request row, and the request's cost counted
+    twice in the ledger."""
     return (
         record.kind == "request" and record.status == 0 and record.target is None
         and record.outcome == "interrupted"

@@ -4,7 +4,9 @@ psycopg 3 sync + ``psycopg_pool.ConnectionPool`` (autocommit) called through ``t
 behind a ``CapacityLimiter`` the size of the pool (the fastest combination we
 measured). One batch is one transaction: ``COPY`` into a per-connection temporary
 ``ledger_stage`` table (``ON COMMIT DELETE ROWS``; 2-3x faster than ``unnest`` of array
-parameters, measured), then one statement inserts it into ``ledger_raw`` with
+parameters, measured), then the made-up rows its real ones replace are taken out
+(:mod:`~trioproxy.ledger.provisional`: one look-up of a small table, and rarely more), then
+one statement inserts it into ``ledger_raw`` with
 ``ON CONFLICT DO NOTHING`` and, in a data-modifying CTE, upserts the rollup from the
 ``RETURNING`` rows, so only newly inserted records are rolled up and a replayed batch never
 double-counts.
@@ -31,7 +33,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from trioproxy.ledger import minutes
+from trioproxy.ledger import minutes, provisional
 from trioproxy.ledger import postgres_schema as schema
 from trioproxy.ledger.backend import (
     REQUEST_TOKENS,
@@ -40,7 +42,7 @@ from trioproxy.ledger.backend import (
     day_of,
     rollup_query,
 )
-from trioproxy.ledger.columns import to_row
+from trioproxy.ledger.columns import COLUMNS, from_row, to_row
 from trioproxy.ledger.postgres_schema import PARTITIONS_AHEAD
 from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
@@ -53,13 +55,33 @@ CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 5.0
 """Seconds to wait for a connection from the pool before the call fails."""
 
+_TS_SELECT = "extract(epoch FROM ts)::float8"
+_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(%s)"
+_LOCK_ALONE = "SELECT pg_advisory_xact_lock(%s)"
+"""A batch takes :data:`~trioproxy.ledger.postgres_schema.LOCK_MADE_UP` shared, or alone when
+it holds a provisional row: that one then sees every real row committed before it, and a
+real row's batch sees the provisional rows committed before it (of a real row and its made-up
+one written at the same time, the later finds the earlier)."""
+_REGISTERED = (
+    f"SELECT {provisional.REGISTRY_KEY} FROM ledger_provisional p WHERE EXISTS ("
+    "SELECT 1 FROM ledger_stage s WHERE s.request_id = p.request_id AND s.kind = p.kind "
+    f"AND NOT ({provisional.where_sql('s')}) "
+    "AND (p.kind = 'request' OR (s.attempt = p.attempt AND s.target = p.target)))"
+)
+"""The provisional rows a real row of the staged batch replaces (:func:`~trioproxy.ledger.
+provisional.slot`): ``ledger_provisional`` is small, so this is cheap whatever the batch."""
+_KEY = "request_id = %s AND kind = %s AND attempt = %s AND target = %s AND ts = %s"
+_RETURNED = ", ".join(_TS_SELECT if c == "ts" else c for c in COLUMNS)
+_TAKE = f"DELETE FROM ledger_raw WHERE {_KEY} AND {provisional.where_sql()} RETURNING {_RETURNED}"
+_FORGET = f"DELETE FROM ledger_provisional WHERE {_KEY}"
+
 
 class PostgresLedger(RollupReads):
     """Implements :class:`~trioproxy.ledger.backend.LedgerBackend` on PostgreSQL."""
 
     PARAM = "%s"
     TS_PARAM = "to_timestamp(%s)"
-    TS_SELECT = "extract(epoch FROM ts)::float8"
+    TS_SELECT = _TS_SELECT
 
     def __init__(self, pool: ConnectionPool, *, pool_size: int, zone: str | None = None) -> None:
         self._pool = pool
@@ -134,20 +156,40 @@ class PostgresLedger(RollupReads):
     async def write_batch(self, records: Sequence[UsageRecord]) -> int:
         if not records:
             return 0
+        records = provisional.in_batch(records)
         rows = [to_row(r) for r in records]
         days = {day_of(r.ts) for r in records}
+        lock = _LOCK_ALONE if any(provisional.provisional(r) for r in records) else _LOCK_SHARED
 
         def _write() -> int:
             with self._pool.connection() as conn:
                 self._ensure(conn, days)
                 with conn.transaction():
+                    conn.execute(lock, (schema.LOCK_MADE_UP,))
                     with conn.cursor().copy(schema.COPY_SQL) as copy:
                         for row in rows:
                             copy.write_row(row)
+                    self._give_way(conn)
                     result = conn.execute(self._write_sql).fetchone()
                 return int(result[0]) if result else 0
 
         return int(await self._run(_write))
+
+    def _give_way(self, conn: psycopg.Connection[Any]) -> None:
+        """Delete the stored made-up rows a real row of the staged batch replaces, and take
+        them off the roll-ups (:mod:`~trioproxy.ledger.provisional`). Another batch may have
+        replaced one meanwhile: only the rows this one deleted are taken off."""
+        gone: list[UsageRecord] = []
+        for key in conn.execute(_REGISTERED).fetchall():
+            gone += [from_row(row) for row in conn.execute(_TAKE, key).fetchall()]
+            conn.execute(_FORGET, key)
+        if not gone:
+            return
+        with conn.cursor() as cur:
+            for sql, params in provisional.undo(
+                gone, zone=self.days_zone, placeholder="%s", day=dt.date.fromisoformat
+            ):
+                cur.executemany(sql, params)
 
     async def query(
         self,
@@ -194,20 +236,27 @@ class PostgresLedger(RollupReads):
         self, *, now: float, retention_days: int | None
     ) -> tuple[int, bool]:
         cutoff = None
+        kept_from: dt.datetime | None = None
         old: list[str] = []
         if retention_days is not None:
-            cutoff = schema.partition(day_of(now) - dt.timedelta(days=retention_days))
+            first = day_of(now) - dt.timedelta(days=retention_days)
+            cutoff = schema.partition(first)
             old = [p for p in await self.partitions() if p < cutoff]
+            kept_from = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
 
         keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
 
         def _drop() -> int:
-            with self._pool.connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.LOCK_ID,))
-                for table in minutes.TABLES:
-                    conn.execute(f"DELETE FROM {table} WHERE minute < %s", (keep_minutes,))
-                for name in old:
-                    conn.execute(f"DROP TABLE IF EXISTS {name}")
+            with self._pool.connection() as conn:
+                self._ensure(conn, set())  # (a ledger made before ledger_provisional)
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.LOCK_ID,))
+                    for table in minutes.TABLES:
+                        conn.execute(f"DELETE FROM {table} WHERE minute < %s", (keep_minutes,))
+                    for name in old:
+                        conn.execute(f"DROP TABLE IF EXISTS {name}")
+                    if kept_from is not None:  # the provisional rows of those partitions
+                        conn.execute("DELETE FROM ledger_provisional WHERE ts < %s", (kept_from,))
             if cutoff is not None:
                 self._days = {d for d in self._days if schema.partition(d) >= cutoff}
             return len(old)

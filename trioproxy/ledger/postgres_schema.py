@@ -1,7 +1,7 @@
 """The PostgreSQL ledger's schema and its one write statement.
 
 The DDL (made once per process under an advisory lock, with the upgrades of older ledgers:
-the cache dimension, token buckets, float USD to integer µUSD), the day partitions of
+the cache dimension, token buckets, float USD to integer µUSD, the list of provisional rows), the day partitions of
 ``ledger_raw``, the day roll-up's zone (rebuilt from the hourly one when it changes), and the
 statement that stores a staged batch and every roll-up from the rows it actually inserted.
 :mod:`trioproxy.ledger.postgres` owns the pool and the reads.
@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from trioproxy.ledger import days, hourly, minutes, recent
+from trioproxy.ledger import days, hourly, minutes, provisional, recent
 from trioproxy.ledger.backend import METRICS
 from trioproxy.ledger.columns import (
     COLUMNS,
@@ -32,6 +32,9 @@ from trioproxy.ledger.columns import (
 PARTITIONS_AHEAD = 2
 """Days of raw partitions created ahead of today."""
 LOCK_ID = 0x7472696F6C656467  # advisory lock serialising DDL across gateway processes
+LOCK_MADE_UP = LOCK_ID + 1
+"""Advisory lock a batch holding a provisional row takes alone, others shared
+(:mod:`trioproxy.ledger.postgres`)."""
 
 _ROLLUP_COLS = "day, kind, team, feature, user_name, route, model, cache"
 _LEGACY_OF = {new: old for old, new in LEGACY_MONEY.items()}
@@ -65,6 +68,7 @@ _SCHEMA = [
     days.META_DDL.format(text="text"),
     minutes.PG_DDL,
     minutes.PG_TEAMS_DDL,
+    provisional.REGISTRY_DDL,
     *recent.INDEXES,
     # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
     "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
@@ -115,10 +119,18 @@ def _day_expr(zone: str) -> str:
 _MINUTE = "floor(extract(epoch FROM ts) / 60)::bigint"
 
 
+_BACKFILL_PROVISIONAL = (
+    f"INSERT INTO ledger_provisional SELECT {provisional.REGISTRY_KEY} FROM ledger_raw "
+    f"WHERE {provisional.where_sql()} ON CONFLICT DO NOTHING"
+)
+"""A ledger made before ``ledger_provisional``: its provisional rows listed (one scan)."""
+
+
 _MADE_UP = "s.kind = 'request' AND s.status = 0 AND s.target = '' AND s.outcome = 'interrupted'"
 """A request row recovery made up from a dead process's intents (:func:`~trioproxy.ledger.
 journal.resolve_lines`): left out when the request's own row is stored (see
-:func:`~trioproxy.ledger.columns.made_up`)."""
+:func:`~trioproxy.ledger.columns.made_up`; the other order: :mod:`~trioproxy.ledger.
+provisional`)."""
 
 
 def write_sql(zone: str) -> str:
@@ -136,7 +148,10 @@ WITH ins AS (
   ON CONFLICT DO NOTHING
   RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
             {", ".join(summed)}, key_name, status, latency_ms, ttfb_ms, hedge_role, outcome,
-            error_kind
+            error_kind, request_id, attempt
+), pv AS (
+  INSERT INTO ledger_provisional SELECT {provisional.REGISTRY_KEY} FROM ins
+  WHERE {provisional.where_sql()} ON CONFLICT DO NOTHING
 ), h AS (
   {hourly.select_sql("ins", "floor(extract(epoch FROM ts) / 3600)::bigint")}
 ), hr AS (
@@ -179,8 +194,13 @@ def ensure(
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
         if make_schema:
+            (listed,) = conn.execute("SELECT to_regclass('ledger_provisional')").fetchone() or (
+                None,
+            )
             for stmt in _SCHEMA:
                 conn.execute(stmt)
+            if listed is None:
+                conn.execute(_BACKFILL_PROVISIONAL)
             kept = keep_days_in(conn, zone)
         for day in missing:
             lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
@@ -213,5 +233,5 @@ def keep_days_in(conn: psycopg.Connection[Any], zone: str | None) -> str:
     return want
 
 
-__all__ = ["COPY_SQL", "LOCK_ID", "PARTITIONS_AHEAD", "configure", "ensure", "partition",
-           "write_sql"]  # fmt: skip
+__all__ = ["COPY_SQL", "LOCK_ID", "LOCK_MADE_UP", "PARTITIONS_AHEAD", "configure", "ensure",
+           "partition", "write_sql"]  # fmt: skip

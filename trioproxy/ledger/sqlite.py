@@ -18,11 +18,11 @@ import datetime as dt
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from trioproxy.ledger import days, hourly, minutes, recent
+from trioproxy.ledger import days, hourly, minutes, provisional, recent
 from trioproxy.ledger.backend import (
     METRICS,
     REQUEST_TOKENS,
@@ -32,7 +32,15 @@ from trioproxy.ledger.backend import (
     day_of,
     rollup_query,
 )
-from trioproxy.ledger.columns import COLUMNS, KEY_COLUMNS, column_ddl, made_up, to_row, upsert_tail
+from trioproxy.ledger.columns import (
+    COLUMNS,
+    KEY_COLUMNS,
+    column_ddl,
+    from_row,
+    made_up,
+    to_row,
+    upsert_tail,
+)
 from trioproxy.ledger.reads import RollupReads
 from trioproxy.ledger.record import RecordKind, UsageRecord
 from trioproxy.ledger.sqlite_migrate import DAILY_DDL, migrate
@@ -70,6 +78,7 @@ def _schema() -> list[str]:
         f"UNIQUE ({', '.join(KEY_COLUMNS)}))",
         "CREATE INDEX IF NOT EXISTS ledger_raw_ts ON ledger_raw (ts)",
         *recent.INDEXES,
+        provisional.INDEX,
         DAILY_DDL.format(name="ledger_daily"),
     ]
 
@@ -82,6 +91,7 @@ _UPSERT_HOURLY = hourly.upsert_sql("?")
 _UPSERT_DAYS = days.upsert_sql("?")
 _UPSERT_MINUTES = minutes.upsert_sql("?")
 _UPSERT_TEAM_MINUTES = minutes.upsert_sql("?", per_team=True)
+_PROVISIONAL = provisional.lookup_sql("IN", extra=", rowid")
 
 
 def _add_hourly(conn: sqlite3.Connection) -> None:
@@ -164,24 +174,18 @@ class SqliteLedger(RollupReads):
 
     def _write(self, records: list[UsageRecord]) -> int:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            if any(made_up(r) for r in records):  # (recovery only) not beside its own row
-                records = self._without_made_up_duplicates(records)
-            rows = [to_row(r) for r in records]
+            todo = self._begin(records)
+            rows = [to_row(r) for r in todo]
             before = conn.total_changes
             conn.executemany(_INSERT, rows)
-            inserted = records
+            inserted = todo
             if conn.total_changes - before != len(rows):
                 # some keys were already stored (a replay): redo row by row to roll up only
                 # the new ones
                 conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                inserted = [
-                    r
-                    for r, row in zip(records, rows, strict=True)
-                    if conn.execute(_INSERT, row).rowcount == 1
-                ]
+                todo = self._begin(records)
+                inserted = [r for r in todo if conn.execute(_INSERT, to_row(r)).rowcount == 1]
             conn.executemany(_UPSERT, [(*k, *v) for k, v in aggregate(inserted).items()])
             hours = hourly.aggregate(inserted)
             conn.executemany(_UPSERT_HOURLY, hours)
@@ -195,18 +199,48 @@ class SqliteLedger(RollupReads):
             raise
         return len(inserted)
 
-    def _without_made_up_duplicates(self, records: list[UsageRecord]) -> list[UsageRecord]:
-        ids = list({r.request_id for r in records if made_up(r)})
-        stored = {
-            row[0]
-            for at in range(0, len(ids), 500)  # (SQLite's bound on parameters)
+    def _begin(self, records: list[UsageRecord]) -> Sequence[UsageRecord]:
+        """Open the batch's transaction; return what to insert, the real rows having taken
+        the place of the made-up ones (:mod:`~trioproxy.ledger.provisional`)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        todo = provisional.in_batch(records)
+        if any(made_up(r) for r in todo):  # (recovery only) not beside its own row
+            todo = self._without_made_up_duplicates(todo)
+        self._give_way(todo)
+        return todo
+
+    def _stored(self, sql: str, ids: list[str]) -> list[tuple[Any, ...]]:
+        """``sql`` ending in ``request_id IN``, run for ``ids`` (in chunks: SQLite's bound on
+        parameters)."""
+        return [
+            row
+            for at in range(0, len(ids), 500)
             for row in self._conn.execute(
-                "SELECT request_id FROM ledger_raw WHERE kind = 'request' AND request_id IN "
-                f"({', '.join('?' * len(ids[at : at + 500]))})",
-                ids[at : at + 500],
+                f"{sql} ({', '.join('?' * len(ids[at : at + 500]))})", ids[at : at + 500]
             )
-        }
+        ]
+
+    def _without_made_up_duplicates(self, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+        ids = list({r.request_id for r in records if made_up(r)})
+        sql = "SELECT request_id FROM ledger_raw WHERE kind = 'request' AND request_id IN"
+        stored = {row[0] for row in self._stored(sql, ids)}
         return [r for r in records if not (made_up(r) and r.request_id in stored)]
+
+    def _give_way(self, records: Sequence[UsageRecord]) -> None:
+        """Delete the stored made-up rows a real row of ``records`` replaces, and take them
+        off the roll-ups."""
+        ids = provisional.real_ids(records)
+        stored = self._stored(_PROVISIONAL, ids) if ids else []
+        if not stored:
+            return
+        rowids = {from_row(row[:-1]): row[-1] for row in stored}
+        gone = provisional.replaced(rowids, records)
+        if not gone:
+            return
+        self._conn.executemany("DELETE FROM ledger_raw WHERE rowid = ?",
+                               [(rowids[r],) for r in gone])  # fmt: skip
+        for sql, params in provisional.undo(gone, zone=self.days_zone, placeholder="?"):
+            self._conn.executemany(sql, params)
 
     async def query(
         self,
