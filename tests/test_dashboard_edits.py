@@ -29,6 +29,7 @@ from trioproxy.dashboard.edits import (
         ("1,234,567", 1_234_567_000_000),
         (" 7.5 ", 7_500_000),
         ("1e3", 1_000_000_000),
+        ("12.345678000000000000000000000000", 12_345_678),  # zeros are no decimals
         ("1000000000", 10**15),
         (0.1, 100_000),  # JSON numbers: their shortest decimal form, never binary noise
         (5, 5_000_000),
@@ -45,6 +46,10 @@ def test_usd_to_integer_micros(raw: object, micros: int) -> None:
         (1e13, "at most 1,000,000,000 USD"),
         ("1000000000.000001", "at most 1,000,000,000 USD"),
         ("0.0000001", "at most 6 decimals"),
+        # past 28 digits: the product was rounded at the default precision (12.345679) first
+        ("12.345678999999999999999999999999", "at most 6 decimals"),
+        ("0.00000000000000000000000000001", "at most 6 decimals"),
+        ("1e-999999999999999999", "at most 6 decimals"),
         ("-1", "non-negative"),
         ("-0.000001", "non-negative"),
         ("NaN", "finite"),

@@ -330,6 +330,8 @@ async def test_editing_one_limit_keeps_the_other_and_is_audited(nursery: trio.Nu
         ("nan", "finite"),
         ("inf", "finite"),
         ("1" * 400, "at most 1,000,000,000 USD"),
+        ("0.0000001", "at most 6 decimals"),
+        ("12.345678999999999999999999999999", "at most 6 decimals"),  # was 12.345679
     ],
 )
 async def test_bad_limits_are_400_next_to_their_field(

@@ -16,7 +16,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DecimalException,
+    Inexact,
+    InvalidOperation,
+    Rounded,
+)
 from typing import Any, Generic, Literal, TypeVar
 
 from trioproxy.dashboard.actions import ActionError
@@ -27,6 +36,9 @@ MAX_USD = 1_000_000_000
 """Largest limit accepted (one billion USD): far above any real budget, far below any
 store's integer range (µUSD fit in 2**53)."""
 MAX_MICROS = MAX_USD * 1_000_000
+_EXACT = Context(prec=100, Emin=MIN_EMIN, Emax=MAX_EMAX, traps=[Inexact, Rounded, InvalidOperation])
+"""Exact for an amount of at most 64 characters: at the default 28 digits the product was
+rounded first, and 12.345678999999999999999999999999 passed as 12.345679 (a review)."""
 _THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d*)?")
 
 
@@ -82,8 +94,11 @@ def usd_micros(raw: Any) -> int:
         raise Invalid("must be a non-negative number of USD")
     if value > MAX_USD:
         raise Invalid(f"must be at most {MAX_USD:,} USD")
-    micros = value * MICROS
-    if micros != micros.to_integral_value():
+    try:
+        micros: Decimal | None = _EXACT.multiply(value, MICROS)
+    except DecimalException:  # not exact even at 100 digits: far more than 6 decimals
+        micros = None
+    if micros is None or micros != _EXACT.to_integral_value(micros):
         raise Invalid("at most 6 decimals (1 µUSD is the smallest unit)")
     return int(micros)
 
