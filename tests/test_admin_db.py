@@ -110,6 +110,15 @@ async def test_every_table_round_trips(store: AdminStore) -> None:
     assert await store.failures(["user:ann"], 0.0) == {}
 
 
+async def test_a_principal_of_no_team_lists_no_alert(store: AdminStore) -> None:
+    """A user of ``teams = []`` read the alerts with ``team IN ()``: a syntax error on
+    PostgreSQL (the Alerts page a 500; a review)."""
+    await store.record_alert(1.0, "ops", "team:ops:day:x", "warn", 0.8, 8, 10, "pending")
+    assert await store.alert_log(teams=frozenset()) == []
+    assert await store.alert_log(teams=frozenset(), team="ops") == []
+    assert [a.team for a in await store.alert_log(teams=frozenset({"ops"}))] == ["ops"]
+
+
 async def test_budget_overrides_keep_the_last_value_per_name(store: AdminStore) -> None:
     assert await store.overrides() == {}
     await store.save_override("limits:t", '{"daily": 1, "monthly": null}')

@@ -5,20 +5,26 @@ revoke holds on both, a user created on one signs in on the other, and both list
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import trio
 from quart_trio import QuartTrio
 
-from tests.dash_fixtures import Dash, settings_for, sign_in
+from tests.dash_fixtures import PASSWORDS, Dash, settings_for, sign_in
 from tests.fixtures_gateway import start_simulator
 from tests.test_dashboard_handlers import access, chat, secret_of, text
 from trioproxy.admin.pg_engine import PgEngine
-from trioproxy.config.model import Secret
+from trioproxy.config.model import Secret, Settings
 from trioproxy.server.factory import build_gateway
 
 
-async def start_on(nursery: trio.Nursery, sim_url: str, pg_url: str) -> Dash:
+async def start_on(
+    nursery: trio.Nursery, sim_url: str, pg_url: str,
+    adjust: Callable[[Settings], Settings] | None = None,
+) -> Dash:  # fmt: skip
     settings = settings_for(sim_url)
+    if adjust is not None:
+        settings = adjust(settings)
     storage = dataclasses.replace(settings.storage, database_url=Secret(pg_url))
     settings = dataclasses.replace(settings, storage=storage)
     gw = build_gateway(settings)
@@ -63,3 +69,30 @@ async def test_two_instances_on_one_postgres_share_keys_users_and_audit(
         log = await text(await c.get("/audit"))
         assert "key.create" in log and "key.revoke" in log and "user.create" in log
         assert log.count('class="team">shared-bot<') == 2
+
+
+async def test_a_user_of_no_team_opens_the_alerts_page_on_postgres(
+    nursery: trio.Nursery, pg_url: str
+) -> None:
+    """``teams = []`` made the alert list ``team IN ()``: a syntax error on PostgreSQL, so the
+    page was a 500 for such a user (a review)."""
+
+    def with_nora(settings: Settings) -> Settings:
+        users = settings.dashboard.users
+        nora = dataclasses.replace(users["victor"], name="nora", teams=frozenset())
+        dashboard = dataclasses.replace(settings.dashboard, users={**users, "nora": nora})
+        return dataclasses.replace(settings, dashboard=dashboard)
+
+    sim = await start_simulator(nursery)
+    d = await start_on(nursery, sim.url, pg_url, with_nora)
+    await access(d).store.record_alert(1.0, "demo", "team:demo:day:x", "threshold", 0.8, 8, 10,
+                                       "no webhook")  # fmt: skip
+    nora = d.app.test_client()
+    await sign_in(nora, "nora", PASSWORDS["victor"])
+    for path in ("/alerts", "/panel/alerts"):
+        r = await nora.get(path)
+        assert r.status_code == 200, path
+        assert 'data-team="demo"' not in await text(r)
+    alice = d.app.test_client()
+    await sign_in(alice)
+    assert 'data-team="demo"' in await text(await alice.get("/alerts"))

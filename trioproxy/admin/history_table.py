@@ -136,7 +136,10 @@ class HistoryTable(AdminDb):
         self, *, limit: int = 100, before_id: int | None = None,
         teams: frozenset[str] | None = None, team: str | None = None,
     ) -> list[AlertRecord]:  # fmt: skip
-        """Newest first; ``before_id`` pages back; ``teams`` limits what is visible."""
+        """Newest first; ``before_id`` pages back; ``teams`` limits what is visible (none
+        for a principal of no team: PostgreSQL refuses ``IN ()`` as a syntax error)."""
+        if teams is not None and not teams:
+            return []
         where: list[tuple[str, object]] = []
         if team is not None:
             where.append(("team = ?", team))
