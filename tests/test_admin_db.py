@@ -276,3 +276,21 @@ async def test_edits_write_only_their_columns_and_never_bring_a_user_back(
     assert await store.update_user(_admin("bob", role="viewer"), keep_manager=True) is None
     assert not await store.set_password("bob", "scrypt$again")
     assert await store.user("bob") is None  # an upsert re-created a user deleted meanwhile
+
+
+async def test_a_user_created_or_deleted_ends_the_sessions_of_its_name(store: AdminStore) -> None:
+    """A session of a name (a config user's, since removed from the file) outlived the
+    creation of a stored user of that name: the old cookie acted as the new account."""
+    old = Principal("vic", "viewer", None, "password", "c0ffee")
+    await store.create_session(Session("s1", old, "csrf", 10.0, 10.0), purge_before=0.0)
+    await store.create_session(
+        Session("s2", Principal("ann", "admin"), "csrf", 10.0, 10.0), purge_before=0.0
+    )
+    assert await store.add_user(_admin("vic"))
+    assert await store.get_session("s1") is None
+    await store.create_session(Session("s3", old, "csrf", 11.0, 11.0), purge_before=0.0)
+    assert not await store.add_user(_admin("vic"))  # taken: nothing created, nothing ended
+    assert await store.get_session("s3") is not None
+    assert await store.delete_user("vic")
+    assert await store.get_session("s3") is None
+    assert await store.get_session("s2") is not None  # another name's session goes on

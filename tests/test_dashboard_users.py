@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from tests.dash_fixtures import sign_in, start_dash
-from tests.test_dashboard_handlers import access, text
+from tests.test_dashboard_handlers import access, limits, text
 from trioproxy.admin.passwords import hash_password, verify_password
 from trioproxy.admin.store import StoredUser
 from trioproxy.config.model import Settings
@@ -244,3 +244,53 @@ async def test_a_password_set_while_another_admin_disables_the_user_keeps_both(
         user = await store.user("mallory")
         assert user is not None and check(user), user
         assert verify_password(password, user.password_hash)
+
+
+async def test_an_old_session_is_not_taken_over_by_a_new_account_of_its_name(
+    nursery: trio.Nursery,
+) -> None:
+    """victor (a config viewer) signs in; a reload removes him from the file; an admin
+    creates a stored admin named victor. victor's old cookie acted as the new admin (the
+    session was checked by name only), and the audit wrote its edits under that account."""
+    d = await start_dash(nursery)
+    admin = d.app.test_client()
+    csrf = await sign_in(admin)
+    old = d.app.test_client()
+    old_csrf = await sign_in(old, "victor")
+    users = {n: u for n, u in d.gw.settings.dashboard.users.items() if n != "victor"}
+    dashboard = dataclasses.replace(d.gw.settings.dashboard, users=users)
+    d.gw.settings = dataclasses.replace(d.gw.settings, dashboard=dashboard)
+    form = {"name": "victor", "password": "new-victor-pw-1", "role": "admin", "teams": "",
+            "csrf": csrf}  # fmt: skip
+    assert (await admin.post("/users", form=form)).status_code == 201
+    r = await old.post("/budgets/demo", form={"daily_usd": "3", "csrf": old_csrf})
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert (
+        await limits(d) == (None, None) and await access(d).store.audit_log(action="budget") == []
+    )
+    assert (await old.get("/budgets")).status_code == 303
+    new = d.app.test_client()
+    ncsrf = await sign_in(new, "victor", "new-victor-pw-1")
+    r = await new.post("/budgets/demo", form={"daily_usd": "3", "csrf": ncsrf})
+    assert r.status_code == 200 and await limits(d) == (3_000_000, None)
+
+
+async def test_a_stored_users_session_is_bound_to_its_password(nursery: trio.Nursery) -> None:
+    """A stored user's session ends when the user's password hash is no longer the one it
+    signed in with, whoever changed it (the Users page also ends the sessions; a sign-in
+    with the old password that raced that change, or a user replaced in the store, kept
+    its session)."""
+    d = await start_dash(nursery)
+    store = access(d).store
+    user = StoredUser("vera", hash_password("vera-password-12", log2_n=10), "viewer", None,
+                      1.0, "alice")  # fmt: skip
+    assert await store.add_user(user)
+    vera = d.app.test_client()
+    await sign_in(vera, "vera", "vera-password-12")
+    assert (await vera.get("/budgets")).status_code == 200
+    await store.put_user(dataclasses.replace(user, role="admin"))  # same password: still in
+    assert (await vera.get("/budgets")).status_code == 200
+    assert await store.set_password("vera", hash_password("vera-password-34", log2_n=10))
+    assert (await vera.get("/budgets")).status_code == 303
+    await sign_in(vera, "vera", "vera-password-34")
+    assert (await vera.get("/budgets")).status_code == 200

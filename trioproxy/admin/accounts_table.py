@@ -224,17 +224,26 @@ class AccountsTable(AdminDb):
         return await self._run(op)
 
     async def add_user(self, u: StoredUser) -> bool:
-        """Store a new user; False if the name is taken."""
+        """Store a new user; False if the name is taken. Sessions of that name (a config
+        user's since removed) end in the same transaction: the name is a new account now."""
 
         def op(db: Sql) -> bool:
-            cur = db.execute(f"{_INSERT_USER} ON CONFLICT DO NOTHING", _user_row(u))
-            return cur.rowcount == 1
+            with db.transaction():
+                cur = db.execute(f"{_INSERT_USER} ON CONFLICT DO NOTHING", _user_row(u))
+                if cur.rowcount != 1:
+                    return False
+                db.execute('DELETE FROM sessions WHERE "user" = ?', (u.name,))
+                return True
 
         return await self._run(op)
 
     async def delete_user(self, name: str) -> bool:
+        """Delete a user and, in the same transaction, its sessions."""
+
         def op(db: Sql) -> bool:
-            return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+            with db.transaction():
+                db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
+                return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
 
         return await self._run(op)
 

@@ -34,10 +34,12 @@ class Principal:
     """The teams this user may see and change; None = all."""
     via: Literal["password", "api-key"] = "password"
     credential: str = ""
-    """A digest of the credential signed in with, when it lives in the config file (a config
-    user's password hash, an admin key's hash: :func:`credential_of`): a session ends when
-    a reload or a restart changes it (a rotated password or key kept its sessions for up
-    to 12 h). Empty for stored users, whose changes end their sessions themselves."""
+    """A digest of the credential signed in with (a user's password hash, from the config
+    file or the admin store, or an admin key's hash: :func:`credential_of`): a session ends
+    when it changes (a rotated password or key kept its sessions for up to 12 h), and when
+    the name becomes another account's (a config user removed, a stored user created with
+    its name: the old session acted as the new account). A stored user's session stored
+    without one (signed in before sessions kept it) is ended."""
 
     @property
     def can_edit(self) -> bool:

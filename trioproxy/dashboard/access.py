@@ -8,7 +8,9 @@
   the cookie holds a random token only (HttpOnly, SameSite=Strict, ``Secure`` when
   ``dashboard.secure_cookies``). Logout deletes the session on every worker.
 * Sessions end ``session_idle_s`` after the last user action (polls do not count) and
-  ``session_max_s`` after sign-in, whatever happens.
+  ``session_max_s`` after sign-in, whatever happens. A session is bound to the credential it
+  signed in with (a digest of the password or key hash): a new password or key, or another
+  account taking the name, ends it.
 * **CSRF**: every state-changing request riding on a session carries the session's
   token, as the ``csrf`` form field or the ``X-CSRF-Token`` header (htmx sends it).
 * **Roles**: ``viewer`` reads; ``admin`` also changes. A user limited to some teams
@@ -111,13 +113,15 @@ class Access:
         known = configured is not None or encoded is not _DUMMY_HASH
         if not (ok and known):
             return None
-        credential = credential_of(encoded) if configured is not None else ""
-        return Principal(name, role, teams, "password", credential)
+        return Principal(name, role, teams, "password", credential_of(encoded))
 
     async def current(self, p: Principal) -> Principal | None:
         """A session's principal as the config and the store say now, or None when they no
         longer let it in: a config user removed or changed by a reload (or between two runs),
-        an API key no longer admin. Stored users' changes end their sessions themselves."""
+        an API key no longer admin, a stored user gone or disabled. Every session is bound to
+        the credential it signed in with (:attr:`Principal.credential`): a new password, or
+        another account of the same name (a config user removed, then a stored one created
+        with that name), ends it; an old session never acts as the new account."""
         if p.via == "api-key":
             name = p.name.removeprefix("key:")
             admin = any(
@@ -135,7 +139,11 @@ class Access:
         stored = await self.store.user(p.name)
         if stored is None or stored.disabled:
             return None
-        return Principal(p.name, stored.role, stored.teams, "password")
+        credential = credential_of(stored.password_hash)
+        if credential != p.credential:  # another password, or another user of that name
+            return None
+        now = Principal(p.name, stored.role, stored.teams, "password", credential)
+        return p if now == p else now
 
     def key_principal(self, key: str) -> Principal | None:
         """An admin API key used as a password (no user name)."""

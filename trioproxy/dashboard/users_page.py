@@ -4,8 +4,11 @@ Only an admin who sees every team manages users (a team-limited admin could othe
 create an unlimited one). A password is hashed with scrypt (:mod:`trioproxy.admin.passwords`,
 in a worker thread) and never shown or logged. Changing a user's role or teams, or
 disabling them, revokes their sessions on every worker, so the change holds from their
-next click. Every change is audited. Users from ``[dashboard.users]`` are listed
-read-only (change them in the config file).
+next click. Every session is bound to the password hash it signed in with
+(:meth:`~trioproxy.dashboard.access.Access.current`): a new password ends it wherever it was
+set, and creating (or deleting) a user ends every session of that name (a config user's,
+removed from the file since: it never acts as the new account). Every change is audited.
+Users from ``[dashboard.users]`` are listed read-only (change them in the config file).
 
 No one locks the users out of user management: an admin cannot demote, limit or disable
 themselves, and when the config file has no admin of every team (user or admin API key), a
