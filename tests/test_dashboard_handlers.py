@@ -99,6 +99,32 @@ async def test_api_key_sign_in_and_bearer_api(nursery: trio.Nursery) -> None:
     assert r.status_code == 401 and "admin = true" in (await r.get_json())["error"]["message"]
 
 
+async def test_only_a_bearer_authorization_is_an_admin_key(nursery: trio.Nursery) -> None:
+    """nginx's auth_basic in front sends 'Authorization: Basic ...' on every request: a
+    signed-in browser's every page was a 401 (the header was taken for an admin key). Only
+    the Bearer scheme (any case) is; another is ignored and the session cookie decides."""
+    d = await start_dash(nursery)
+    c = d.app.test_client()
+    await sign_in(c, "victor")
+    for auth in ("Basic dXNlcjpwYXNz", 'Digest username="u"', "Negotiate abc"):
+        r = await c.get("/budgets", headers={"Authorization": auth})
+        assert r.status_code == 200 and "victor · viewer" in await text(r), auth
+        api = await d.app.test_client().get(
+            "/admin/api/budgets/demo", headers={"Authorization": auth}
+        )
+        assert api.status_code == 401, auth  # the API takes a Bearer admin key only
+    bare = d.app.test_client()
+    r = await bare.get("/budgets", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")  # no session
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        r = await bare.get(
+            "/admin/api/budgets/demo", headers={"Authorization": f"{scheme} {DEMO_KEY}"}
+        )
+        assert r.status_code == 200, scheme
+    r = await c.get("/budgets", headers={"Authorization": "Bearer tp-wrong"})
+    assert r.status_code == 401  # a Bearer key is the key's answer, whatever the cookie
+
+
 async def test_failed_sign_ins_are_logged_and_throttled(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:

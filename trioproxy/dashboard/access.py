@@ -1,7 +1,9 @@
 """Who may use the dashboard and the admin API, and how they sign in and out.
 
 * **API clients** send ``Authorization: Bearer <admin API key>`` on every request (an
-  admin principal named ``key:<name>``); no cookie, no CSRF token.
+  admin principal named ``key:<name>``); no cookie, no CSRF token. Another scheme (``Basic``
+  from a reverse proxy's own sign-in in front) is no admin key: it is ignored, and the
+  session cookie decides.
 * **Browsers** sign in with a user name and password (users from ``[dashboard.users]``
   or created by an admin on the Users page), or with an admin API key as the password
   and no user name. The session lives in the shared admin store (:mod:`trioproxy.admin`);
@@ -265,7 +267,9 @@ def install(app: Quart, acc: Access) -> None:
         if path == LOGIN or path.startswith("/static/"):
             return None
         auth = request.headers.get("Authorization")
-        if auth is not None:
+        if auth is not None and auth.partition(" ")[0].lower() == "bearer":
+            # only Bearer is an admin key: another scheme is a proxy's in front (nginx's
+            # auth_basic sends Basic on every request) and the cookie decides, as without it
             try:
                 key = acc.gw.keys.authenticate(
                     {b"authorization": auth.encode("latin-1", "replace")}
