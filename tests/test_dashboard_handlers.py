@@ -14,7 +14,7 @@ from tests.chat_client import asgi_chat, chat_body
 from tests.dash_fixtures import PASSWORDS, Dash, csrf_of, sign_in, start_dash, trip_a_breaker
 from tests.fixtures_gateway import DEMO_KEY
 from trioproxy.admin.passwords import hash_password
-from trioproxy.admin.sessions import Throttle
+from trioproxy.admin.throttle import Throttle
 from trioproxy.config import hash_key
 from trioproxy.dashboard.access import COOKIE, USER_SPREAD, Access
 

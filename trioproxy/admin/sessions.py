@@ -1,4 +1,4 @@
-"""Who is signed in, for how long, and how many wrong passwords a sign-in may try (pure).
+"""Who is signed in, for how long (pure).
 
 * A session has an **absolute** lifetime from sign-in (never extended) and an **idle**
   lifetime since the last request the user made. Background refreshes (the pages' polls)
@@ -6,14 +6,12 @@
 * The browser holds a random token; the store keeps only its SHA-256, so a copy of the
   store does not sign anyone in. Logout deletes the row: a copied cookie stops working.
 * Each session has its own CSRF token, sent back by every state-changing request.
-* Sign-in failures are counted per user name and per client address over a sliding
-  window; at the limit, attempts are refused until the oldest failure leaves the window.
+* How many failed sign-ins may be tried: :mod:`.throttle`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -115,33 +113,12 @@ def needs_touch(s: Session, now: float) -> bool:
     return now - s.last_seen >= TOUCH_EVERY_S
 
 
-@dataclass(frozen=True, slots=True)
-class Throttle:
-    attempts: int = 10
-    """Failed sign-ins allowed per subject (user name, client address) per window."""
-    window_s: float = 300.0
-
-    def retry_after(
-        self, failures: int, oldest: float | None, now: float, checking: int = 0
-    ) -> int | None:
-        """Seconds until the next attempt may be tried, or None if it may be tried now.
-        ``checking``: the subject's sign-ins being verified right now, each a failure to be:
-        guesses sent side by side are counted before their passwords are checked (else all
-        of them passed the count, then failed)."""
-        if failures + checking < self.attempts:
-            return None
-        if failures < self.attempts or oldest is None:
-            return 1  # the ones being checked decide; ask again in a second
-        return max(1, math.ceil(oldest + self.window_s - now))
-
-
 __all__ = [
     "ROLES",
     "Principal",
     "Role",
     "Session",
     "SessionPolicy",
-    "Throttle",
     "credential_of",
     "needs_touch",
     "new_session",

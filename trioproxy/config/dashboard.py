@@ -5,7 +5,7 @@
 secure_cookies = true          # behind TLS
 session_idle_s = 1800
 session_max_s = 43200
-login_attempts = 10            # per client address and per user from one address (all: x10) ...
+login_attempts = 10            # per address (admin keys too), per user from one address (all: x10) ...
 login_window_s = 300           # ... per this many seconds
 
 [dashboard.users.alice]

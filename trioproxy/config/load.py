@@ -68,18 +68,46 @@ def check_config(path: str, also: Callable[[Settings], list[str]] | None = None)
     ``also``: what this machine cannot give the config (``serve``'s start-up checks: the
     state directory writable, TLS files loadable), each a problem too."""
     try:
-        s = load_settings(path)
+        data = read_config(path)
+        s = settings_of(data, path)
         if also is not None and (problems := also(s)):
             raise ConfigError(problems)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+    for warning in config_warnings(_toml(data, path), os.environ):
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"ok: {len(s.providers)} providers, {len(s.models)} models, "
         f"{len(s.routes)} routes, {len(s.api_keys)} keys"
     )
     return 0
+
+
+MIN_ADMIN_KEY_CHARS = 32
+"""An admin key shorter than this is a warning of ``check-config``: it opens the admin port
+(dashboard, admin API, ``/metrics``), where only the per-address throttle slows guessing."""
+
+
+def config_warnings(data: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """What a valid config had better not do: an admin key given in the environment
+    (``key_env``) shorter than :data:`MIN_ADMIN_KEY_CHARS` (a ``key_sha256`` key's length
+    cannot be seen)."""
+    out: list[str] = []
+    keys = data.get("api_keys")
+    for i, entry in enumerate(keys if isinstance(keys, list) else []):
+        if not isinstance(entry, dict) or entry.get("admin") is not True:
+            continue
+        var = entry.get("key_env")
+        key = env.get(var, "") if isinstance(var, str) else ""
+        if 0 < len(key) < MIN_ADMIN_KEY_CHARS:
+            out.append(
+                f"api_keys[{i}].key_env: the admin key in {var} is {len(key)} characters; an "
+                f"admin key opens the admin port: use at least {MIN_ADMIN_KEY_CHARS} random "
+                "ones (openssl rand -hex 24)"
+            )
+    return out
 
 
 def parse_settings(data: Mapping[str, Any], *, env: Mapping[str, str]) -> Settings:
@@ -105,8 +133,10 @@ def _under(path: str, reported: tuple[str, ...]) -> bool:
 
 
 __all__ = [
+    "MIN_ADMIN_KEY_CHARS",
     "ConfigError",
     "check_config",
+    "config_warnings",
     "hash_key",
     "load_settings",
     "load_storage",

@@ -178,7 +178,9 @@ class DashboardConfig:
     session_max_s: float = 43200.0
     """A session ends this long after sign-in, active or not."""
     login_attempts: int = 10
-    """Failed sign-ins allowed per user name and per client address per ``login_window_s``."""
+    """Failed sign-ins allowed per user name and per client address per ``login_window_s``;
+    a wrong admin key on the admin port (admin API, ``/metrics``) is a failed sign-in of its
+    address."""
     login_window_s: float = 300.0
     users: Mapping[str, DashboardUser] = field(default_factory=dict)
 

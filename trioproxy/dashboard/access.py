@@ -18,7 +18,9 @@
 * **Roles**: ``viewer`` reads; ``admin`` also changes. A user limited to some teams
   sees and changes only those.
 * Failed sign-ins are logged and counted per user name and per client address; at
-  ``login_attempts`` per ``login_window_s`` further attempts get 429.
+  ``login_attempts`` per ``login_window_s`` further attempts get 429. A wrong admin key
+  (``Bearer``, on the admin API, any page, or ``/metrics``: :mod:`trioproxy.edge.admin_guard`)
+  is a failure of its address too, counted with them (:meth:`Access.admit`).
 * A refused request that carries a body has its body read (bounded) before the answer,
   or else its connection is closed, so the connection's next request is never stuck
   behind unread bytes.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,15 +47,16 @@ from trioproxy.admin.passwords import verify_password
 from trioproxy.admin.sessions import (
     Principal,
     SessionPolicy,
-    Throttle,
     credential_of,
     needs_touch,
     new_session,
     session_state,
     token_hash,
 )
-from trioproxy.admin.store import AdminStore
+from trioproxy.admin.store import AdminStore, StoreError
+from trioproxy.admin.throttle import FailureLog, Throttle
 from trioproxy.config.model import DashboardConfig
+from trioproxy.edge.admin_guard import address_subject
 from trioproxy.edge.app import Gateway
 from trioproxy.errors import ErrorKind, GatewayError
 
@@ -69,6 +73,8 @@ COOKIE = "trioproxy_session"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 DRAIN_TIMEOUT_S = 2.0
+STORE_DOWN_LOG_S = 60.0
+"""At most one line per this many seconds says the store does not count failures."""
 _DUMMY_HASH = (
     "scrypt$14$8$1$30303030303030303030303030303030"
     "$f7c61a752e08010ded9c40f55120bc9ef4e6ac59597cf08870746192c45a2052"
@@ -81,11 +87,19 @@ at once in every control-plane start; its peak RSS was 70 MB for an idle 56 MB).
 
 @dataclass
 class Access:
+    """The dashboard's access rules over the running config and the admin store; also the
+    gateway's :class:`~trioproxy.edge.admin_guard.KeyGuard` once mounted (the admin port's
+    wrong admin keys count per address in the store, with the failed sign-ins)."""
+
     gw: Gateway
     store: AdminStore
     clock: Callable[[], float] = time.time
     checking: Counter[str] = field(default_factory=Counter)
-    """Per throttle subject, the sign-ins whose password is being verified now."""
+    """Per throttle subject, the sign-ins (and admin keys) being verified now."""
+    local: FailureLog = field(default_factory=FailureLog)
+    """The failures this process recorded, counted instead of the store's while it does
+    not answer (the admin API and /metrics go on throttled: only sign-in needs the store)."""
+    store_down_logged: float = -math.inf
 
     @property
     def cfg(self) -> DashboardConfig:
@@ -146,6 +160,55 @@ class Access:
             return None
         now = Principal(p.name, stored.role, stored.teams, "password", credential)
         return p if now == p else now
+
+    async def failures(self, subjects: list[str], now: float) -> dict[str, tuple[int, float]]:
+        """Per subject, its failures in the window: (count, oldest); this process's own
+        when the store does not answer."""
+        since = now - self.throttle.window_s
+        try:
+            return await self.store.failures(subjects, since)
+        except (StoreError, trio.TooSlowError) as exc:
+            self._store_down(exc)
+        return {s: seen for s in subjects if (seen := self.local.seen(s, since)) is not None}
+
+    async def record_failure(self, subjects: list[str], now: float) -> None:
+        self.local.record(subjects, now)
+        try:
+            await self.store.record_failure(subjects, now, keep_after=now - self.throttle.window_s)
+        except (StoreError, trio.TooSlowError) as exc:
+            self._store_down(exc)
+
+    def _store_down(self, exc: BaseException) -> None:
+        now = self.clock()
+        if now - self.store_down_logged >= STORE_DOWN_LOG_S:
+            self.store_down_logged = now
+            log.warning("admin store: failed authentications counted in this process only "
+                        "(%s: %s)", type(exc).__name__, exc)  # fmt: skip
+
+    def _done_checking(self, subjects: list[str]) -> None:
+        self.checking.subtract(subjects)
+        for s in subjects:
+            if self.checking[s] <= 0:
+                del self.checking[s]
+
+    async def admit(self, addr: str) -> int | None:
+        """:meth:`KeyGuard.admit`: an admin key may be tried from ``addr`` (None), or the
+        seconds to wait."""
+        subject = address_subject(addr)
+        now = self.clock()
+        n, oldest = (await self.failures([subject], now)).get(subject, (0, None))
+        wait = self.throttle.retry_after(n, oldest, now, checking=self.checking[subject])
+        if wait is None:
+            self.checking[subject] += 1  # no checkpoint since the count: counted at once
+        return wait
+
+    async def settle(self, addr: str, *, failed: bool) -> None:
+        subject = address_subject(addr)
+        try:
+            if failed:
+                await self.record_failure([subject], self.clock())
+        finally:
+            self._done_checking([subject])
 
     def key_principal(self, key: str) -> Principal | None:
         """An admin API key used as a password (no user name)."""
@@ -270,25 +333,7 @@ def install(app: Quart, acc: Access) -> None:
         if auth is not None and auth.partition(" ")[0].lower() == "bearer":
             # only Bearer is an admin key: another scheme is a proxy's in front (nginx's
             # auth_basic sends Basic on every request) and the cookie decides, as without it
-            try:
-                key = acc.gw.keys.authenticate(
-                    {b"authorization": auth.encode("latin-1", "replace")}
-                )
-            except GatewayError as err:  # the config's keys only: the store's are no admin's
-                why = (
-                    ""
-                    if err.kind is not ErrorKind.INVALID_API_KEY
-                    else (
-                        " This port takes an admin key only: a key of the config file with "
-                        "admin = true (keys made on the dashboard call the data port)."
-                    )
-                )
-                return await drained(json_error(401, err.message + why))
-            if not key.admin:
-                return await drained(json_error(403, f"API key {key.name!r} is not an admin key."))
-            g.principal = Principal(f"key:{key.name}", "admin", None, "api-key",
-                                    credential_of(key.key_hash))  # fmt: skip
-            return None
+            return await bearer(auth)
         if path.startswith(API_PREFIX):  # admin keys only: a signed-in browser's session is
             # not enough (it reached every team's budgets, spend and cache, whatever its teams)
             return await drained(json_error(401, "Send 'Authorization: Bearer <admin key>'."))
@@ -319,6 +364,40 @@ def install(app: Quart, acc: Access) -> None:
             await acc.store.touch_session(session.id_hash, now)
         return None
 
+    async def bearer(auth: str) -> ResponseReturnValue | None:
+        """An admin key: its principal (None: go on), or the refusal; a wrong key counts as
+        a failure of the address, and an address at its limit is refused whatever it sends."""
+        addr = client_addr()
+        wait = await acc.admit(addr)
+        if wait is not None:
+            log.warning("admin key refused (throttled): addr=%s path=%s", addr, request.path)
+            message = (
+                f"Too many failed sign-ins or admin keys from this address; retry in {wait} s."
+            )
+            response = json_error(429, message)
+            response.headers["Retry-After"] = str(wait)
+            return await drained(response)
+        refused: GatewayError | None = None
+        try:  # the config's keys only: the store's are no admin's
+            key = acc.gw.keys.authenticate({b"authorization": auth.encode("latin-1", "replace")})
+        except GatewayError as err:
+            refused = err
+        finally:
+            wrong = refused is not None and refused.kind is ErrorKind.INVALID_API_KEY
+            await acc.settle(addr, failed=wrong)
+        if refused is not None:
+            why = ""
+            if refused.kind is ErrorKind.INVALID_API_KEY:
+                log.warning("admin port: wrong admin key: addr=%s path=%s", addr, request.path)
+                why = (" This port takes an admin key only: a key of the config file with "
+                       "admin = true (keys made on the dashboard call the data port).")  # fmt: skip
+            return await drained(json_error(401, refused.message + why))
+        if not key.admin:
+            return await drained(json_error(403, f"API key {key.name!r} is not an admin key."))
+        g.principal = Principal(f"key:{key.name}", "admin", None, "api-key",
+                                credential_of(key.key_hash))  # fmt: skip
+        return None
+
     @app.get(LOGIN)
     async def login_form() -> ResponseReturnValue:
         return await render_template("login.html", next=local_target(request.args.get("next")))
@@ -341,12 +420,12 @@ def install(app: Quart, acc: Access) -> None:
         # locks its owner out after login_attempts failures (anyone could, with ten
         # requests), and guesses spread over addresses stay bounded. Admin-key sign-ins
         # (no user name) count by address only: they all shared the one subject "user:".
-        limits = {f"addr:{addr}": throttle}
+        limits = {address_subject(addr): throttle}
         if name:
             spread = Throttle(throttle.attempts * USER_SPREAD, throttle.window_s)
             limits |= {f"user:{name}@{addr}": throttle, f"user:{name}": spread}
         subjects = list(limits)
-        counts = await acc.store.failures(subjects, now - throttle.window_s)
+        counts = await acc.failures(subjects, now)
         waits = []
         for s, limit in limits.items():
             n, oldest = counts.get(s, (0, None))
@@ -363,12 +442,9 @@ def install(app: Quart, acc: Access) -> None:
                 await acc.password_user(name, password) if name else acc.key_principal(password)
             )
             if principal is None:
-                await acc.store.record_failure(subjects, now, keep_after=now - throttle.window_s)
+                await acc.record_failure(subjects, now)
         finally:
-            acc.checking.subtract(subjects)
-            for s in subjects:
-                if acc.checking[s] <= 0:
-                    del acc.checking[s]
+            acc._done_checking(subjects)
         if principal is None:
             log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
             error = "Wrong user name or password." if name else "Not an admin API key."

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import trio
 
+from trioproxy.admin.throttle import Throttle
 from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
@@ -25,6 +26,7 @@ from trioproxy.core import endpoints
 from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
+from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard, admin_error_body, peer_address
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing
 from trioproxy.edge.count_tokens import CountTokensHandler
@@ -77,6 +79,9 @@ class Gateway:
         self.tracing = tracing or Tracing()
         self.settings = settings
         self.keys = KeyRing(settings.api_keys, known_ttl_s=settings.server.key_cache_ttl_s)
+        self.key_guard: KeyGuard = LocalKeyGuard(self._key_throttle)
+        """Counts the admin port's wrong admin keys per address (``/metrics``; the admin API
+        and the dashboard's sign-ins once the dashboard mounts and puts its own here)."""
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = breakers or LocalBreakers(settings.breaker)
         self._ledger: UsageSink = sink or LogSink()
@@ -224,14 +229,34 @@ class Gateway:
         _post_only(method, dialect)
         return self.chat(dialect, scope, receive, send)
 
+    def _key_throttle(self) -> Throttle:
+        cfg = self.settings.dashboard
+        return Throttle(cfg.login_attempts, cfg.login_window_s)
+
     async def _metrics(self, scope: Scope, send: Send) -> None:
+        addr = peer_address(scope)
+        wait = await self.key_guard.admit(addr)
+        if wait is not None:
+            message = f"Too many wrong admin keys from this address; retry in {wait} s."
+            headers = [request_id_header(request_id()), (b"retry-after", str(wait).encode())]
+            await send_whole(send, 429, admin_error_body(429, message), headers)
+            return
+        refused: GatewayError | None = None
         try:
             key = self.keys.authenticate(dict(scope["headers"]))
             if not key.admin:
-                raise CallerError(ErrorKind.ROUTE_FORBIDDEN, "/metrics needs an admin key.")
+                refused = CallerError(ErrorKind.ROUTE_FORBIDDEN, "/metrics needs an admin key.")
         except GatewayError as err:
+            refused = err
+        finally:
+            wrong = refused is not None and refused.kind is ErrorKind.INVALID_API_KEY
+            await self.key_guard.settle(addr, failed=wrong)
+        if refused is not None:
+            if refused.kind is ErrorKind.INVALID_API_KEY:
+                log.warning("admin port: wrong admin key for /metrics: addr=%s", addr)
             rid = [request_id_header(request_id())]
-            await send_whole(send, err.status, DIALECTS["openai"].render_error(err), rid)
+            body = DIALECTS["openai"].render_error(refused)
+            await send_whole(send, refused.status, body, rid)
             return
         self.sample_metrics()
         body, content_type = await trio.to_thread.run_sync(

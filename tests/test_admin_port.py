@@ -1,0 +1,139 @@
+"""The admin port's authentication: wrong admin keys throttled per address on the admin API
+and ``/metrics`` (with the failed sign-ins), through the admin port's own ASGI app (the
+gateway's ``/metrics`` and probes, then the dashboard) over an in-process transport."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.dash_fixtures import PASSWORDS, Dash, start_dash
+from tests.fixtures_gateway import DEMO_KEY
+from tests.test_dashboard_handlers import access
+from trioproxy.admin.store import StoreError
+from trioproxy.admin.throttle import Throttle
+from trioproxy.config.load import config_warnings
+from trioproxy.edge.admin_guard import LocalKeyGuard
+from trioproxy.server.admin import AdminApp
+
+ADMIN = {"Authorization": f"Bearer {DEMO_KEY}"}
+WRONG = {"Authorization": "Bearer tp-a-guess-0123456789"}
+
+
+def admin_port(d: Dash, addr: str) -> httpx.AsyncClient:
+    """A client of the admin port's app, its requests coming from ``addr``."""
+    transport = httpx.ASGITransport(app=AdminApp(d.gw), client=(addr, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://admin")
+
+
+async def mocked_clock(d: Dash) -> list[float]:
+    now = [1_000_000.0]
+    access(d).clock = lambda: now[0]
+    return now
+
+
+async def test_wrong_admin_keys_are_throttled_per_address_on_the_api_and_metrics(
+    nursery: trio.Nursery,
+) -> None:
+    """300 wrong Bearer keys on /admin/api and /metrics took 5.8 s, none refused. Now they
+    count per address with the failed sign-ins (login_attempts per login_window_s): then
+    429 with Retry-After whatever the address sends, the right key too; other addresses go
+    on; a request without a key is no guess."""
+    d = await start_dash(nursery, login_attempts=3, login_window_s=60)
+    now = await mocked_clock(d)
+    async with admin_port(d, "10.9.0.1") as c, admin_port(d, "10.9.0.2") as other:
+        for _ in range(5):  # no key: refused, not counted
+            assert (await c.get("/metrics")).status_code == 401
+        assert (await c.get("/metrics", headers=ADMIN)).status_code == 200
+        assert (await c.get("/metrics", headers=WRONG)).status_code == 401
+        assert (await c.get("/admin/api/budgets/demo", headers=WRONG)).status_code == 401
+        assert (await c.get("/budgets", headers=WRONG)).status_code == 401  # any page
+        for path in ("/metrics", "/admin/api/budgets/demo"):
+            for headers in (WRONG, ADMIN):
+                r = await c.get(path, headers=headers)
+                assert r.status_code == 429 and r.headers["retry-after"] == "60", (path, r.text)
+                assert r.json()["error"]["status"] == 429
+        form = {"user": "alice", "password": PASSWORDS["alice"]}
+        assert (await c.post("/login", data=form)).status_code == 429  # one count per address
+        assert (await other.get("/metrics", headers=ADMIN)).status_code == 200
+        assert (await other.get("/admin/api/budgets/demo", headers=ADMIN)).status_code == 200
+        now[0] += 61
+        assert (await c.get("/admin/api/budgets/demo", headers=ADMIN)).status_code == 200
+        assert (await c.get("/metrics", headers=ADMIN)).status_code == 200
+
+
+async def test_admin_keys_sent_side_by_side_are_counted_before_they_are_checked(
+    nursery: trio.Nursery,
+) -> None:
+    d = await start_dash(nursery, login_attempts=3, login_window_s=60)
+    codes: list[int] = []
+    async with admin_port(d, "10.9.1.1") as c:
+
+        async def guess(i: int) -> None:
+            path = "/metrics" if i % 2 else "/admin/api/budgets/demo"
+            headers = {"Authorization": f"Bearer tp-guess-{i}"}
+            codes.append((await c.get(path, headers=headers)).status_code)
+
+        async with trio.open_nursery() as burst:
+            for i in range(30):
+                burst.start_soon(guess, i)
+    assert sorted(codes) == [401] * 3 + [429] * 27
+    assert not access(d).checking
+
+
+async def test_wrong_admin_keys_stay_throttled_while_the_admin_store_does_not_answer(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin API and /metrics do not need the admin store: while it is down they go on,
+    counting the failures in the process."""
+    d = await start_dash(nursery, login_attempts=3, login_window_s=60)
+    store = access(d).store
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("admin store: OperationalError: no route to host")
+
+    monkeypatch.setattr(store, "failures", down)
+    monkeypatch.setattr(store, "record_failure", down)
+    async with admin_port(d, "10.9.2.1") as c:
+        assert (await c.get("/metrics", headers=ADMIN)).status_code == 200
+        for _ in range(3):
+            assert (await c.get("/metrics", headers=WRONG)).status_code == 401
+        assert (await c.get("/admin/api/budgets/demo", headers=ADMIN)).status_code == 429
+
+
+async def test_without_the_dashboard_metrics_counts_wrong_keys_in_the_process() -> None:
+    now = [100.0]
+    guard = LocalKeyGuard(lambda: Throttle(attempts=2, window_s=30), clock=lambda: now[0])
+    for _ in range(2):
+        assert await guard.admit("a") is None
+        await guard.settle("a", failed=True)
+    assert await guard.admit("a") == 30
+    assert await guard.admit("b") is None  # another address; being checked now
+    assert await guard.admit("b") is None
+    assert await guard.admit("b") == 1  # two being checked, each a failure to be
+    await guard.settle("b", failed=False)
+    await guard.settle("b", failed=False)
+    now[0] += 20
+    assert await guard.admit("a") == 10
+    now[0] += 10.5  # both failures out of the window
+    assert await guard.admit("a") is None
+
+
+def test_check_config_warns_of_short_admin_keys(tmp_path: Path) -> None:
+    data = {
+        "api_keys": [
+            {"name": "ops", "key_env": "OPS", "admin": True},
+            {"name": "long", "key_env": "LONG", "admin": True},
+            {"name": "bot", "key_env": "BOT"},  # not an admin key: the data port's
+            {"name": "hashed", "key_sha256": "ab" * 32, "admin": True},  # cannot be seen
+        ]
+    }
+    env = {"OPS": "sk-ops-short", "LONG": "x" * 32, "BOT": "short"}
+    warnings = config_warnings(data, env)
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "api_keys[0].key_env: the admin key in OPS is 12 characters"
+    )
