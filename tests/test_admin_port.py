@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from tests.dash_fixtures import PASSWORDS, Dash, start_dash
+from tests.dash_fixtures import PASSWORDS, READER_KEY, Dash, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_dashboard_handlers import access
 from trioproxy.admin.store import StoreError
@@ -137,3 +137,61 @@ def test_check_config_warns_of_short_admin_keys(tmp_path: Path) -> None:
     assert len(warnings) == 1 and warnings[0].startswith(
         "api_keys[0].key_env: the admin key in OPS is 12 characters"
     )
+
+
+# --- one error shape -------------------------------------------------------------------
+
+
+def error_of(r: httpx.Response) -> dict[str, Any]:
+    """The admin port's error body, which must be {"error": {"message", "status"}} only."""
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "status"}, body
+    assert body["error"]["status"] == r.status_code
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def test_the_admin_ports_errors_have_one_shape_and_401s_a_challenge(
+    nursery: trio.Nursery,
+) -> None:
+    """/metrics answered in the OpenAI error shape, /admin/api in its own, neither 401 with
+    WWW-Authenticate; HEAD /metrics went to the dashboard (303 to the sign-in page)."""
+    d = await start_dash(nursery)
+    reader = {"Authorization": f"Bearer {READER_KEY}"}
+    async with admin_port(d, "10.9.3.1") as c:
+        for path in ("/metrics", "/admin/api/budgets/demo"):
+            for headers in ({}, WRONG):
+                r = await c.get(path, headers=headers)
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+                error_of(r)
+            r = await c.get(path, headers=reader)
+            assert r.status_code == 403 and "not an admin key" in error_of(r)["message"].lower()
+        r = await c.head("/metrics", headers=ADMIN)
+        assert r.status_code == 200 and r.content == b""
+        assert r.headers["content-type"].startswith("text/plain")
+        assert int(r.headers["content-length"]) > 0
+        r = await c.head("/metrics")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = await c.post("/metrics", headers=ADMIN)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+        error_of(r)
+        # a page's 401 carries the challenge too (a wrong password, an htmx poll signed out)
+        r = await c.post("/login", data={"user": "alice", "password": "wrong"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = await c.get("/panel/overview", headers={"HX-Request": "true"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        d.gw.inner = None  # the dashboard not mounted: the admin port's own 404
+        r = await c.get("/budgets")
+        assert r.status_code == 404 and "Unknown path" in error_of(r)["message"]
+
+
+async def test_head_metrics_over_http(nursery: trio.Nursery) -> None:
+    """The admin port's server (hypercorn) answers HEAD /metrics without a body."""
+    from tests.test_dashboard import start
+
+    g = await start(nursery)
+    async with httpx.AsyncClient(base_url=g.admin_url, timeout=30) as c:
+        get = await c.get("/metrics", headers=ADMIN)
+        head = await c.head("/metrics", headers=ADMIN)
+        assert get.status_code == head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert (await c.get("/healthz")).status_code == 200  # the connection went on

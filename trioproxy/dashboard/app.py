@@ -43,6 +43,7 @@ from trioproxy.dashboard.access import CSRF_FIELD, CSRF_HEADER, Access
 from trioproxy.dashboard.edits import usd_text
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.dashboard.wiring import hold_store, open_admin_store
+from trioproxy.edge.admin_guard import CHALLENGE
 from trioproxy.edge.app import ASGIApp, Gateway
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ def create_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
         )
         if not request.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
+        if response.status_code == 401:  # as /metrics's: every 401 of the admin port has one
+            response.headers.setdefault("WWW-Authenticate", CHALLENGE)
         return response
 
     @app.context_processor

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import orjson
 
 from trioproxy.admin.throttle import FailureLog, Throttle
-from trioproxy.edge.asgi_io import Scope
+from trioproxy.core.ids import request_id
+from trioproxy.edge.asgi_io import Scope, Send, send_whole
+from trioproxy.edge.refusals import request_id_header
 
 
 class KeyGuard(Protocol):
@@ -46,9 +48,25 @@ def peer_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+CHALLENGE = "Bearer"
+"""``WWW-Authenticate`` of every 401 on the admin port (RFC 9110 asks one of every 401)."""
+
+
 def admin_error_body(status: int, message: str) -> bytes:
-    """An error's body on the admin port: ``{"error": {"message", "status"}}``."""
+    """An error's body on the admin port (``/metrics`` and the admin API alike):
+    ``{"error": {"message", "status"}}``."""
     return orjson.dumps({"error": {"message": message, "status": status}})
+
+
+async def send_admin_error(
+    send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """An error answer of the admin port's own (not the dashboard's): the admin API's shape,
+    a request id, and the Bearer challenge when it is a 401."""
+    extra = [request_id_header(request_id()), *headers]
+    if status == 401:
+        extra.append((b"www-authenticate", CHALLENGE.encode()))
+    await send_whole(send, status, admin_error_body(status, message), extra)
 
 
 class LocalKeyGuard:
@@ -79,4 +97,5 @@ class LocalKeyGuard:
             del self.checking[subject]
 
 
-__all__ = ["KeyGuard", "LocalKeyGuard", "address_subject", "admin_error_body", "peer_address"]
+__all__ = ["CHALLENGE", "KeyGuard", "LocalKeyGuard", "address_subject", "admin_error_body",
+           "peer_address", "send_admin_error"]  # fmt: skip

@@ -26,7 +26,7 @@ from trioproxy.core import endpoints
 from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
-from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard, admin_error_body, peer_address
+from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard, peer_address, send_admin_error
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing
 from trioproxy.edge.count_tokens import CountTokensHandler
@@ -194,8 +194,12 @@ class Gateway:
             status = 200 if self.is_ready() else 503
             body = orjson.dumps(self.readiness())
             await send_whole(send, status, body, [request_id_header(request_id())])
-        elif path == "/metrics" and scope["method"] == "GET" and not probes_only:
-            await self._metrics(scope, send)
+        elif path == "/metrics" and not probes_only:
+            if scope["method"] in _READ:
+                await self._metrics(scope, send)
+            else:
+                message = f"Use GET or HEAD, not {scope['method']}."
+                await send_admin_error(send, 405, message, [(b"allow", b"GET, HEAD")])
         else:
             return False
         return True
@@ -234,18 +238,20 @@ class Gateway:
         return Throttle(cfg.login_attempts, cfg.login_window_s)
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
+        """``GET /metrics`` (``HEAD``: the same answer without its body) for an admin key;
+        errors in the admin API's shape, a 401 with its Bearer challenge."""
         addr = peer_address(scope)
         wait = await self.key_guard.admit(addr)
         if wait is not None:
             message = f"Too many wrong admin keys from this address; retry in {wait} s."
-            headers = [request_id_header(request_id()), (b"retry-after", str(wait).encode())]
-            await send_whole(send, 429, admin_error_body(429, message), headers)
+            await send_admin_error(send, 429, message, [(b"retry-after", str(wait).encode())])
             return
         refused: GatewayError | None = None
         try:
             key = self.keys.authenticate(dict(scope["headers"]))
             if not key.admin:
-                refused = CallerError(ErrorKind.ROUTE_FORBIDDEN, "/metrics needs an admin key.")
+                message = f"API key {key.name!r} is not an admin key (/metrics needs one)."
+                refused = CallerError(ErrorKind.ROUTE_FORBIDDEN, message)
         except GatewayError as err:
             refused = err
         finally:
@@ -254,25 +260,22 @@ class Gateway:
         if refused is not None:
             if refused.kind is ErrorKind.INVALID_API_KEY:
                 log.warning("admin port: wrong admin key for /metrics: addr=%s", addr)
-            rid = [request_id_header(request_id())]
-            body = DIALECTS["openai"].render_error(refused)
-            await send_whole(send, refused.status, body, rid)
+            await send_admin_error(send, refused.status, refused.message)
             return
         self.sample_metrics()
         body, content_type = await trio.to_thread.run_sync(
             lambda: self.prometheus.render(flush=False)  # sample_metrics flushed, on the loop
         )
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            request_id_header(request_id()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        head = scope["method"] == "HEAD"
         await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    request_id_header(request_id()),
-                ],
-            }
+            {"type": "http.response.body", "body": b"" if head else body, "more_body": False}
         )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def sample_metrics(self) -> None:
         """Gauges and mirrored counters from this worker's parts (every scrape, and every

@@ -6,17 +6,16 @@ admin listeners are), so the data-plane port serves only ``/v1`` and the probes.
 ``/healthz`` and ``/readyz`` answer on both ports. In a data-plane worker that serves it
 (tests, embedding) the gateway's lifespan is run by the data-plane server and this app
 acknowledges hypercorn's; in the control-plane process (``control.py``, ``lifespan=True``)
-hypercorn runs the gateway's lifespan through it.
+hypercorn runs the gateway's lifespan through it. Its errors, the dashboard's JSON ones
+included, have the admin API's shape, ``{"error": {"message", "status"}}``, and a 401 has
+``WWW-Authenticate: Bearer`` (:func:`~trioproxy.edge.admin_guard.send_admin_error`).
 """
 
 from __future__ import annotations
 
-from trioproxy.core.ids import request_id
-from trioproxy.dialects import DIALECTS
+from trioproxy.edge.admin_guard import send_admin_error
 from trioproxy.edge.app import Gateway
-from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
-from trioproxy.edge.refusals import request_id_header
-from trioproxy.errors import CallerError, ErrorKind
+from trioproxy.edge.asgi_io import Receive, Scope, Send
 
 
 class AdminApp:
@@ -45,9 +44,7 @@ class AdminApp:
         if gateway.inner is not None:
             await gateway.inner(scope, receive, send)
             return
-        err = CallerError(ErrorKind.NOT_FOUND, f"Unknown path: {scope['path']}")
-        rid = [request_id_header(request_id())]
-        await send_whole(send, 404, DIALECTS["openai"].render_error(err), rid)
+        await send_admin_error(send, 404, f"Unknown path: {scope['path']}")
 
 
 __all__ = ["AdminApp"]
