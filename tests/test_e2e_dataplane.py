@@ -17,7 +17,13 @@ from tests.fixtures_gateway import Running, start_gateway, start_simulator
 from tests.fixtures_servers import self_signed_cert
 from tests.httpd_helpers import open_fds, read_responses
 from tests.settings_factory import KEY, chain_settings
-from tests.upstream_servers import FixedAnswer, StallAfterFinal
+from tests.upstream_servers import (
+    END_EVENTS,
+    STALL_EVENTS,
+    FixedAnswer,
+    OneWrite,
+    StallAfterFinal,
+)
 from trioproxy.config import hash_key
 from trioproxy.config.model import ApiKeyConfig
 from trioproxy.edge.intake import FINISH_GRACE_S
@@ -381,6 +387,62 @@ async def test_a_client_that_leaves_after_the_end_event_was_served(
     assert (record.outcome, record.status, record.error_kind) == ("served", 200, None)
     assert (record.input_tokens, record.output_tokens) == (5, 3)
     await wait_for(lambda: upstream.closed == 1)  # the stalled upstream was let go
+
+
+@pytest.mark.parametrize(
+    ("path", "end"),
+    [("/v1/chat/completions", b"data: [DONE]\n\n"),
+     ("/v1/messages", b'data: {"type":"message_stop"}\n\n')],
+    ids=["openai", "anthropic"],
+)  # fmt: skip
+async def test_a_client_that_leaves_after_a_stream_that_came_in_one_read_was_served(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, path: str, end: bytes
+) -> None:
+    """A short verbatim stream comes whole in the upstream's first read. It was handed to the
+    client writer as bytes before the :class:`Handoff`, and the winner learned that its end
+    was out only once the writer took the Handoff: a client that read the end and left before
+    that (the OpenAI SDK closes at ``[DONE]``) was recorded 499 client_disconnected for a whole
+    answer (1 in ~16 SDK reads of such a stream on a test box). The Handoff is held here until
+    the client has left, as a busy writer may hold it; the winner now writes its first bytes
+    itself, after it."""
+    from trioproxy.edge import handler
+    from trioproxy.upstream.items import Handoff, Item, Outbox, Raw
+
+    class Holding:  # the runner's outbox: a Handoff after the end is held until cancelled
+        def __init__(self, inner: Outbox) -> None:
+            self.inner, self.end_out = inner, False
+
+        async def send(self, item: Item) -> None:
+            if isinstance(item, Raw) and item.data.endswith(end):
+                self.end_out = True
+            elif isinstance(item, Handoff) and self.end_out:
+                await trio.sleep_forever()  # the client's leaving cancels the request
+            await self.inner.send(item)
+
+    real = handler.AttemptRunner
+
+    def runner(transport: Any, req: Any, statuses: Any, out: Outbox, rid: str) -> Any:
+        return real(transport, req, statuses, Holding(out), rid)
+
+    monkeypatch.setattr(handler, "AttemptRunner", runner)
+    upstream = OneWrite(body=b"".join(STALL_EVENTS[path] + END_EVENTS[path]))
+    port = await nursery.start(upstream.serve)
+    kind = "openai" if path == "/v1/chat/completions" else "anthropic"
+    g = await start_gateway(nursery, chain_settings([f"http://127.0.0.1:{port}"], kinds=[kind]))
+    body = {"model": "r", "messages": MSGS, "stream": True, "max_tokens": 64}
+    headers = {"authorization": f"Bearer {KEY}", "x-api-key": KEY}
+    received = b""
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with c.stream("POST", g.url + path, json=body, headers=headers) as r:
+            async for chunk in r.aiter_bytes():
+                received += chunk
+                if received.endswith(end):
+                    break  # leaves the block: the connection is closed, as the SDK does
+    assert r.status_code == 200 and received.endswith(end)
+    await wait_for(lambda: any(r.kind == "request" for r in g.sink.records))
+    (record,) = [r for r in g.sink.records if r.kind == "request"]
+    assert (record.outcome, record.status, record.error_kind) == ("served", 200, None)
+    assert (record.input_tokens, record.output_tokens) == (5, 3)
 
 
 @pytest.mark.parametrize("tool", [False, True], ids=["text", "tool-call"])

@@ -230,7 +230,7 @@ async def relay(
             break
         parts: list[bytes] = []
         while True:  # coalesce what is already waiting: one write, one syscall
-            if isinstance(item, Raw):  # passthrough: upstream bytes as they are
+            if isinstance(item, Raw):  # bytes as they are (a verbatim stream's end)
                 parts.append(item.data)
             elif isinstance(item, Handoff):  # the winner writes the rest itself
                 if parts:

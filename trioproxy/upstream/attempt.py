@@ -86,9 +86,9 @@ class AttemptRunner(StreamRelays):
     winner: Meter | None = None
     """The meter of the attempt that claimed the race."""
     ended: bool = False
-    """The winner's final event (its finish reason) is in the relay channel, or written to
-    the client after a :class:`Handoff`: only the stream's tail (usage, the end marker) may
-    still be missing."""
+    """The winner's final event (its finish reason) is in the relay channel, or in what a
+    verbatim winner writes to the client itself (:class:`Handoff`): only the stream's tail
+    (usage, the end marker) may still be missing."""
     verbatim: bool = False
     """The winner relays verbatim (its own events end its stream)."""
     verbatim_end: bytes = b""
@@ -196,20 +196,23 @@ class AttemptRunner(StreamRelays):
                     return tap.failure_event(err, meter.final(self.prompt_estimate))
 
             await self.out.send(Won(attempt, passthrough=tap is not None, ending=ending))
-            if tap is not None:
-                self.verbatim, self.verbatim_end = True, tap.end_event
-            for item in first:
-                await self.out.send(item)
-            self.ended = meter.finish is not None
-            if tap is not None:
-                handoff = Handoff()
-                await self.out.send(handoff)
-                await handoff.ready.wait()  # what came before it is written
-                self.end_written = tap.done
-                assert handoff.write is not None
-                await self._relay_verbatim(attempt, resp, tap, meter, t.idle, handoff.write)
-            else:
+            if tap is None:
+                for item in first:
+                    await self.out.send(item)
+                self.ended = meter.finish is not None
                 await self._relay(attempt, resp, parser, decoder, meter, t.idle)
+                return
+            self.verbatim, self.verbatim_end = True, tap.end_event
+            self.ended = meter.finish is not None
+            handoff = Handoff()
+            await self.out.send(handoff)
+            await handoff.ready.wait()  # the head is written
+            assert handoff.write is not None
+            for item in first:  # by the winner, as the rest: it knows when its end is out
+                assert isinstance(item, Raw)  # (the caller may leave then: no disconnect)
+                await handoff.write(item.data)
+            self.end_written = tap.done
+            await self._relay_verbatim(attempt, resp, tap, meter, t.idle, handoff.write)
 
     async def _first_items(
         self, resp: UpstreamResponse, tap: PassthroughTap | None, parser: SSEParser,

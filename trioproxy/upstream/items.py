@@ -23,7 +23,8 @@ class Won:
     completion: Completion | None = None
     """Set for non-stream requests."""
     passthrough: bool = False
-    """The stream comes as :class:`Raw` bytes, the upstream's own end events included."""
+    """The stream is the upstream's bytes, its own end events included, written by the winner
+    after a :class:`Handoff`."""
     ending: Callable[[GatewayError], bytes] | None = None
     """A verbatim stream's own last event when the gateway ends it with an error (the
     Responses wire's ``response.failed`` / ``.incomplete``, continuing the provider's
@@ -37,7 +38,8 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Raw:
-    """Upstream SSE bytes to relay as they are: complete events in the caller's dialect."""
+    """SSE bytes to relay as they are: complete events in the caller's dialect (the end of a
+    verbatim stream the gateway cuts after its final event)."""
 
     data: bytes
 
@@ -46,10 +48,11 @@ class Raw:
 class Handoff:
     """A passthrough winner asks the client writer for the connection.
 
-    Sent after :class:`Won` and the first bytes. The writer, once everything before it is
-    written, sets :attr:`write` and :attr:`ready`; from then on the attempt writes the
-    upstream bytes to the client itself (no channel hop per chunk) and the channel only
-    carries the end: a :class:`Failed`, or its closing."""
+    Sent right after :class:`Won`. The writer, once everything before it is written (the
+    response head), sets :attr:`write` and :attr:`ready`; from then on the attempt writes the
+    upstream bytes to the client itself, its first ones too (no channel hop per chunk; and it
+    knows when its end event is out, which a caller may leave after: ``end_written``), and
+    the channel only carries the end: a :class:`Failed`, or its closing."""
 
     ready: trio.Event = field(default_factory=trio.Event)
     write: Callable[[bytes], Awaitable[None]] | None = None
