@@ -3,7 +3,9 @@
 The content the provider sent is complete (its finish reason too), so the stream is not
 failed for its usage: every decoder goes on as if no usage came and says why
 (``bad_usage``), and a verbatim relay forwards the content and the end but not the
-malformed counts. Before the first byte the attempt fails instead (tests/test_e2e_odd_usage.py).
+malformed counts: what the ledger bills is written in their place (an OpenAI usage-only chunk
+of the gateway's, an Anthropic ``message_delta``'s usage). Before the first byte the attempt
+fails instead (tests/test_e2e_odd_usage.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import pytest
 from tests.test_passthrough import decoded_meter, splits, stream_bytes
 from trioproxy.core.sse import SSEParser
 from trioproxy.core.types import Dialect, StreamEnd, TextDelta, UsageReport
-from trioproxy.core.usage import MAX_TOKENS, MalformedUsage, anthropic_json, token_count
+from trioproxy.core.usage import (
+    MAX_TOKENS,
+    MalformedUsage,
+    anthropic_json,
+    openai_json,
+    token_count,
+)
 from trioproxy.providers.openai_responses import ResponsesStreamDecoder
 from trioproxy.providers.passthrough import PassthroughTap
 from trioproxy.upstream.attempt import Meter
@@ -109,9 +117,16 @@ def test_a_verbatim_relay_forwards_the_content_and_the_end_not_the_odd_counts(
     assert meter.usage is None and meter.finish is not None
     billed = meter.final(12)
     assert billed.output_tokens == decoded_meter(wire, good)[0].output_estimate
-    if wire == "openai":  # the usage-only chunk is left out, the rest as it came
+    if wire == "openai":  # the usage-only chunk is the gateway's, the rest as it came
         usage_chunk = good[good.rindex(b"data: {") : good.rindex(b"data: [DONE]")]
-        assert forward == good.replace(usage_chunk, b"")
+        first = orjson.loads(good[len(b"data: ") : good.index(b"\n\n")])
+        billed_chunk = {"id": first["id"], "object": "chat.completion.chunk",
+                        "created": first["created"], "model": first["model"],
+                        "system_fingerprint": first["system_fingerprint"], "choices": [],
+                        "usage": openai_json(billed)}  # fmt: skip
+        assert forward == good.replace(
+            usage_chunk, b"data: " + orjson.dumps(billed_chunk) + b"\n\n"
+        )
         assert forward.endswith(b"data: [DONE]\n\n")
     else:  # message_delta keeps its stop reason, its usage says what the ledger bills
         delta = [e for e in forward.split(b"\n\n") if e.startswith(b"event: message_delta")]

@@ -4,8 +4,9 @@ A count past what any request can consume (2**63, which SQLite and PostgreSQL ca
 store; 1e30; a negative, a fraction, a string) is a malformed answer from that attempt
 (:data:`trioproxy.core.usage.MAX_TOKENS`): before the first byte the race falls back to the
 next target; after it (a stream's usage comes after its content, which is complete) the
-stream ends as one without usage ends, no error appended and no odd count relayed, and the
-request is billed the gateway's estimate, logged and counted. Either way the caller reads
+stream ends as one without usage ends, no error appended and no odd count relayed (the caller
+reads the usage billed where the odd one was), and the request is billed the gateway's
+estimate, logged and counted. Either way the caller reads
 its own dialect, the ledger (SQLite, the real writer) holds every record once, the budget
 settles what the ledger holds, and the metrics scrape.
 """
@@ -29,8 +30,8 @@ from tests.settings_factory import KEY
 from trioproxy.budget.periods import period_at
 from trioproxy.config import hash_key, parse_settings
 from trioproxy.config.model import Settings
-from trioproxy.core.types import UsageReport
-from trioproxy.core.usage import MAX_TOKENS
+from trioproxy.core.types import Usage, UsageReport
+from trioproxy.core.usage import MAX_TOKENS, openai_json, responses_json
 from trioproxy.ledger.factory import SQLITE_NAME
 from trioproxy.ledger.service import LedgerService
 from trioproxy.simulator.faults import Fault
@@ -154,6 +155,7 @@ async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
     g, state = odd_gateway
     ok = g.sims[1].sim
     served = failed = bad_streams = 0
+    read: dict[str, tuple[str, dict[str, Any]]] = {}  # a stream's usage, by its request id
     caplog.set_level(logging.WARNING, logger="trioproxy.edge.handler")
     async with httpx.AsyncClient(base_url=g.url, headers=AUTH, timeout=30) as c:
         for path, k in PATHS.items():
@@ -185,14 +187,18 @@ async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
                           for line in r.text.splitlines()
                           if line.startswith("data: {")]  # fmt: skip
                 assert not any("error" in e for e in events), r.text[-500:]
+                rid = r.headers["x-request-id"]
                 if path == "/v1/responses":
                     assert events[-1]["type"] == "response.completed"
                     assert events[-1]["response"]["usage"]["output_tokens"] > 0  # estimated
+                    read[rid] = path, events[-1]["response"]["usage"]
                     deltas = [e for e in events if e["type"] == "response.output_text.delta"]
-                else:
-                    assert events[-1]["choices"][0]["finish_reason"] == "stop"
-                    assert not any(e.get("usage") for e in events)  # none relayed
-                    deltas = [e for e in events if e["choices"][0]["delta"].get("content")]
+                else:  # the odd usage chunk is left out, the gateway's ends the stream
+                    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+                    assert events[-1]["choices"] == [] and events[-1]["usage"], events[-1]
+                    assert not any(e.get("usage") for e in events[:-1])
+                    read[rid] = path, events[-1]["usage"]
+                    deltas = [e for e in events[:-1] if e["choices"][0]["delta"].get("content")]
                 assert deltas, r.text[-300:]
                 bad_streams += 1
                 served += 1
@@ -234,6 +240,14 @@ async def test_absurd_usage_falls_back_errs_in_dialect_and_is_stored_once(
     assert len(streamed) == bad_streams == 2 and all(r["estimated"] for r in streamed)
     assert all(r["output_tokens"] > 0 and r["cost_micros"] > 0 for r in streamed)
     assert all(r["outcome"] == "served" and r["error_kind"] is None for r in streamed)
+    for row in streamed:  # each caller read what the ledger holds
+        path, usage = read[row["request_id"]]
+        billed = Usage(row["input_tokens"], row["output_tokens"], estimated=True,
+                       cache_read_tokens=row["cache_read_tokens"],
+                       cache_write_5m_tokens=row["cache_write_5m_tokens"],
+                       cache_write_1h_tokens=row["cache_write_1h_tokens"],
+                       reasoning_tokens=row["reasoning_tokens"])  # fmt: skip
+        assert usage == (responses_json if path == "/v1/responses" else openai_json)(billed)
     warned = [r for r in caplog.records if "malformed usage" in r.getMessage()]
     assert {r.fields["request_id"] for r in warned} >= {  # type: ignore[attr-defined]
         r["request_id"] for r in streamed
@@ -257,7 +271,9 @@ async def test_a_verbatim_stream_with_odd_usage_ends_whole_and_is_billed_the_est
     nursery: trio.Nursery,
 ) -> None:
     """No budget and no cache: the same-wire stream is relayed verbatim. Its odd usage
-    chunk is left out, ``[DONE]`` still ends it, and the request is billed the estimate."""
+    chunk is left out, ``[DONE]`` still ends it, and the request is billed the estimate,
+    which a usage chunk of the gateway's says before ``[DONE]`` (none was relayed: the caller
+    read no usage at all)."""
     from tests.settings_factory import chain_settings
 
     odd = await start_simulator(nursery, Fault(usage="1e30"))
@@ -274,6 +290,11 @@ async def test_a_verbatim_stream_with_odd_usage_ends_whole_and_is_billed_the_est
         while not (recs := [x for x in g.sink.records if x.kind == "request"]):
             await trio.sleep(0.02)
     assert recs[0].estimated and recs[0].output_tokens > 0 and recs[0].outcome == "served"
+    last = [orjson.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")][-1]
+    assert last["choices"] == [] and "fp_trioproxy_sim" == last["system_fingerprint"]
+    assert (last["usage"]["prompt_tokens"], last["usage"]["completion_tokens"]) == (
+        recs[0].input_tokens, recs[0].output_tokens,
+    )  # fmt: skip
 
 
 async def test_a_verbatim_anthropic_stream_with_odd_usage_tells_the_caller_what_it_is_billed(

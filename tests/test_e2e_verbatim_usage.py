@@ -10,7 +10,10 @@ caller must read that same usage, as a decoded answer's caller does:
   call, each counted once (by the attempt's meter); the ``message_stop`` after it in the same
   read follows it;
 * a whole OpenAI chat answer without ``usage`` gets the usage billed, as the decoding path
-  writes it, the rest of the body as the provider sent it.
+  writes it, the rest of the body as the provider sent it;
+* an OpenAI stream without a usable usage chunk, whose caller asked for usage, ends with a
+  usage-only chunk of the gateway's before ``[DONE]`` (held back until the rest is metered),
+  as the decoding path's encoder writes it; a drained one too.
 """
 
 from __future__ import annotations
@@ -245,3 +248,227 @@ async def test_a_whole_answer_of_the_other_wires_without_usage_is_not_served_as_
     assert r.status_code == 502, r.text
     (record,) = await records(g)
     assert record.status == 502 and record.output_tokens == 0 and record.cost_micros == 0
+
+
+# --- an OpenAI stream without a usable usage chunk ------------------------------------------
+
+
+HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000,
+        "model": "gpt-x", "system_fingerprint": "fp_upstream"}  # fmt: skip
+REASONING = "The user wants the weather in Paris: the weather tool."
+SAID = ["Let me", " look that up."]
+CALL = ['{"city":', ' "Paris"}']
+CHAT_OUTPUT = (
+    estimate_tokens(REASONING) + sum(map(estimate_tokens, SAID)) + estimate_tokens(TOOL)
+    + sum(map(estimate_tokens, CALL))
+)  # fmt: skip
+"""The gateway's estimate of the answer (what a decoded stream's meter counts)."""
+ODD_COUNTS = {"prompt_tokens": 25, "completion_tokens": 1e30, "total_tokens": 1e30}
+
+
+def chat_chunk(delta: dict[str, Any] | None, finish: str | None = None, **more: Any) -> bytes:
+    choices = [] if delta is None else [
+        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    ]  # fmt: skip
+    return b"data: " + orjson.dumps({**HEAD, "choices": choices, **more}) + b"\n\n"
+
+
+def chat_stream(usage: str) -> tuple[bytes, bytes, bytes]:
+    """Streamed reasoning, text and a tool call: the head (the first chunk), the content up to
+    the finish chunk and the usage (none, or counts that are no counts: alone, or on the finish
+    chunk), and ``[DONE]``."""
+    call = {"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": TOOL, "arguments": ""}}  # fmt: skip
+    head = chat_chunk({"role": "assistant", "content": ""})
+    content = (
+        chat_chunk({"reasoning_content": REASONING})
+        + b"".join(chat_chunk({"content": t}) for t in SAID)
+        + chat_chunk({"tool_calls": [call]})
+        + b"".join(chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]})
+                   for a in CALL)
+    )  # fmt: skip
+    if usage == "odd on the finish chunk":
+        content += chat_chunk({}, "tool_calls", usage=ODD_COUNTS)
+    else:
+        content += chat_chunk({}, "tool_calls")
+    if usage == "odd":
+        content += chat_chunk(None, usage=ODD_COUNTS)
+    return head, content, b"data: [DONE]\n\n"
+
+
+def usage_chunk(usage: Usage) -> bytes:
+    """The usage-only chunk the gateway writes: the stream's small fields, the usage billed
+    as the decoding path's encoder writes it."""
+    return chat_chunk(None, usage=openai_json(usage))
+
+
+CHAT_READS = {  # the parts the upstream writes, each read apart from the next
+    "whole": lambda head, content, done: [head + content + done],
+    "content and [DONE] in one read": lambda head, content, done: [head, content + done],
+    "[DONE] apart": lambda head, content, done: [head, content, done],
+}
+CHAT_USAGES = ["none", "odd", "odd on the finish chunk"]
+
+
+def chat_settings(url: str, capped: bool) -> Any:
+    if capped:  # the relay is metered event by event (its budget checked after each)
+        return capped_settings(url, tempfile.mkdtemp(prefix="tp-"), daily_usd=5.0)
+    return chain_settings([url])
+
+
+def as_relayed(content: bytes) -> bytes:
+    """``content`` as a verbatim relay forwards it: a finish chunk's odd usage left out."""
+    odd = chat_chunk({}, "tool_calls", usage=ODD_COUNTS)
+    return content.replace(odd, chat_chunk({}, "tool_calls"))
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["plain", "capped"])
+@pytest.mark.parametrize("reads", list(CHAT_READS))
+@pytest.mark.parametrize("usage", CHAT_USAGES)
+async def test_an_openai_callers_stream_ends_with_the_usage_the_ledger_bills(
+    nursery: trio.Nursery, usage: str, reads: str, capped: bool
+) -> None:
+    """An OpenAI-compatible server that sends no usage chunk, or one whose counts are no
+    counts (alone, or on the finish chunk), to a caller that asked for usage
+    (``stream_options.include_usage``): the caller read no usage at all while the ledger
+    billed the gateway's estimate. It now reads a usage-only chunk of the gateway's before
+    ``[DONE]``, with the stream's own small fields and the usage billed (the prompt's estimate,
+    the reasoning, text and tool call each counted once); everything before it is the
+    provider's bytes (a finish chunk's odd usage left out)."""
+    head, content, done = chat_stream(usage)
+    upstream = InParts(parts=CHAT_READS[reads](head, content, done))
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chat_settings(url, capped))
+    body = {"model": "r", "messages": MSGS, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    read = b""
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with c.stream("POST", g.url + "/v1/chat/completions", json=body,
+                            headers=AUTH) as r:  # fmt: skip
+            assert r.status_code == 200
+            async for chunk in r.aiter_bytes():
+                read += chunk
+                seen = (b'"role":"assistant"', b'"finish_reason":"tool_calls"')  # a part is
+                for gate, mark in zip(upstream.gates, seen, strict=False):  # out: the next one
+                    if mark in read:
+                        gate.set()
+    (record,) = await records(g)
+    assert record.outcome == "served" and record.estimated, record
+    assert record.output_tokens == CHAT_OUTPUT and record.input_tokens > 0
+    assert record.reasoning_tokens == estimate_tokens(REASONING)  # within the output, once
+    assert (
+        read
+        == head
+        + as_relayed(content).replace(chat_chunk(None, usage=ODD_COUNTS), b"")
+        + usage_chunk(billed(record))
+        + done
+    ), read[-600:]
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["plain", "capped"])
+@pytest.mark.parametrize("reads", list(CHAT_READS))
+@pytest.mark.parametrize("usage", ["none", "odd"])
+async def test_the_openai_sdk_reads_the_usage_the_ledger_bills(
+    nursery: trio.Nursery, usage: str, reads: str, capped: bool
+) -> None:
+    """The same through the official SDK: its last chunk's usage is the ledger's record."""
+    import openai
+
+    head, content, done = chat_stream(usage)
+    upstream = InParts(parts=CHAT_READS[reads](head, content, done))
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chat_settings(url, capped))
+
+    def sdk() -> list[Any]:
+        client = openai.OpenAI(base_url=g.url + "/v1", api_key=KEY, max_retries=0)
+        chunks = []
+        for chunk in client.chat.completions.create(
+            model="r", messages=MSGS, stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        ):  # fmt: skip
+            chunks.append(chunk)
+            finished = any(c.finish_reason for c in chunk.choices)
+            n = 0 if len(chunks) == 1 else 1 if finished else -1  # a part is out: the next
+            if 0 <= n < len(upstream.gates):
+                trio.from_thread.run_sync(upstream.gates[n].set)
+        return chunks
+
+    chunks = await trio.to_thread.run_sync(sdk)
+    (record,) = await records(g)
+    assert record.outcome == "served" and record.estimated, record
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert (last.id, last.model, last.system_fingerprint) == ("chatcmpl-1", "gpt-x", "fp_upstream")
+    assert last.usage.model_dump(exclude_none=True) == openai_json(billed(record))
+    assert last.usage.completion_tokens == record.output_tokens == CHAT_OUTPUT
+    assert [c.usage for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("usage", CHAT_USAGES)
+async def test_a_caller_that_did_not_ask_for_usage_gets_none(
+    nursery: trio.Nursery, usage: str
+) -> None:
+    """Without ``stream_options.include_usage`` the stream ends as the provider ended it,
+    without a usage chunk (the gateway's own request upstream asks for one: a usage chunk
+    that came is left out too); the ledger bills the estimate all the same."""
+    head, content, done = chat_stream(usage)
+    upstream = InParts(parts=[head + content + done])
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chain_settings([url]))
+    body = {"model": "r", "messages": MSGS, "stream": True}
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + "/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == 200
+    assert (
+        r.content
+        == head + as_relayed(content).replace(chat_chunk(None, usage=ODD_COUNTS), b"") + done
+    )
+    (record,) = await records(g)
+    assert record.estimated and record.output_tokens == CHAT_OUTPUT
+
+
+async def test_a_drained_stream_ends_with_the_usage_the_ledger_bills(
+    nursery: trio.Nursery,
+) -> None:
+    """At the drain deadline a stream whose finish chunk is out but whose provider stalls
+    before its usage chunk is ended by the gateway: its caller, who asked for usage, got
+    ``[DONE]`` alone; it now gets the usage chunk (what the ledger bills) before it, as a
+    decoded stream's caller does."""
+    import dataclasses
+
+    from tests.upstream_servers import StallAfterFinal
+
+    upstream = StallAfterFinal()
+    port = await nursery.start(upstream.serve)
+    settings = chain_settings([f"http://127.0.0.1:{port}"])
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, shutdown_grace_s=0.5)
+    )
+    g = await start_gateway(nursery, settings)
+    body = {"model": "r", "messages": MSGS, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    got: list[bytes] = []
+
+    async def stream() -> None:
+        async with httpx.AsyncClient(timeout=30) as c:
+            r = await c.post(g.url + "/v1/chat/completions", json=body, headers=AUTH)
+            got.append(r.content)
+
+    async with trio.open_nursery() as clients:
+        clients.start_soon(stream)
+        await upstream.stalled.wait()
+        with trio.fail_after(20):  # relayed: its final event is out
+            while not any(f() for f in g.app.interrupts.live.values()):
+                await trio.sleep(0.01)
+        g.shutdown.set()
+    (record,) = await records(g)
+    assert (record.outcome, record.status, record.estimated) == ("served", 200, True)
+    (text,) = got
+    tail = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+        b'"system_fingerprint":"fp_stall","choices":[],"usage":'
+        + orjson.dumps(openai_json(billed(record))) + b"}\n\ndata: [DONE]\n\n"
+    )  # fmt: skip
+    assert text.endswith(b'"finish_reason":"stop"}]}\n\n' + tail), text
+    assert text.count(b'"usage"') == 1

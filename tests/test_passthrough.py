@@ -298,7 +298,7 @@ def test_streamed_reasoning_of_compatible_servers_is_metered_on_both_paths() -> 
         decoder.feed(sse)
     assert decoder.hidden_tokens == expected > 0
     assert reference.output_estimate == estimate_tokens("Hello there")
-    tap = PassthroughTap("openai", include_usage=True)
+    tap = PassthroughTap("openai", include_usage=False)  # ([DONE] without usage: as it came)
     forward, tokens, _ = tap_all(tap, splits(data, 1))
     assert forward == data and tokens == expected + reference.output_estimate
 
@@ -331,7 +331,7 @@ def test_responses_events_the_decoder_does_not_model_go_through_as_they_came(too
     assert tokens + meter.output_estimate == reference.output_estimate > 0
     assert meter.usage == reference.usage and meter.usage is not None
     assert meter.finish == reference.finish == ("tool_calls" if tool else "stop")
-    assert tap.end_event == b""  # response.completed is the end: nothing follows it
+    assert tap.end_events(Usage(1, 1)) == b""  # response.completed is the end: nothing follows
 
 
 def test_a_cut_responses_stream_ends_with_the_gateways_event_continuing_the_providers() -> None:

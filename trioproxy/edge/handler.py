@@ -209,8 +209,9 @@ class ChatHandler(Endpoint):
                     return
                 if error.kind is not ErrorKind.SHUTTING_DOWN or not runner.ended:
                     await send_ch.send(Failed(error))
-                elif runner.verbatim_end:  # cut after its final event: end it as it would
-                    await send_ch.send(Raw(runner.verbatim_end))
+                elif runner.verbatim:  # cut after its final event: end it as it would (an
+                    if end := runner.verbatim_end():  # OpenAI usage chunk: what is billed)
+                        await send_ch.send(Raw(end))
                 elif (usage := runner.missing_usage()) is not None:  # what the ledger bills
                     await send_ch.send(usage)
                 # (a verbatim Responses stream's final event, response.completed, is its end:

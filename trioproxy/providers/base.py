@@ -157,9 +157,11 @@ class JsonEventDecoder:
         :attr:`bad_usage`)."""
         self.unbilled_ends = 0
         """Final events that must carry the stream's usage and came without a usable one (none,
-        or no usage): Anthropic's ``message_delta``, a Responses terminal event. A verbatim
-        relay holds them back and writes them with the usage the ledger bills
-        (:attr:`~trioproxy.providers.passthrough.Tapped.finish`)."""
+        or no usage): Anthropic's ``message_delta``, a Responses terminal event, OpenAI's
+        ``[DONE]`` when no usable usage came before it. A verbatim relay holds them back and
+        writes them with the usage the ledger bills
+        (:attr:`~trioproxy.providers.passthrough.Tapped.finish`; OpenAI's: a usage-only chunk
+        of the gateway's before ``[DONE]``, when the caller asked for usage)."""
         self._hidden = 0
 
     @property

@@ -142,12 +142,19 @@ def reasoning_of(delta: Any) -> str | None:
     return None
 
 
+CHUNK_HEAD = ("id", "created", "model", "system_fingerprint")
+"""The fields of a ``chat.completion.chunk`` that are the same in each chunk of a stream, but
+its ``object``."""
+
+
 class OpenAIStreamDecoder(JsonEventDecoder):
     """``chat.completion.chunk`` events to canonical events.
 
     The usage chunk (``choices: []``) becomes a :class:`UsageReport`. Some
     compatible servers put usage on a chunk that also has choices; that usage
-    is kept and reported at ``[DONE]`` unless a usage chunk came first.
+    is kept and reported at ``[DONE]`` unless a usage chunk came first. A ``[DONE]``
+    after no usable usage at all (a server that ignores ``stream_options``, counts that
+    are no counts) is an :attr:`~trioproxy.providers.base.JsonEventDecoder.unbilled_ends`.
     """
 
     def __init__(self) -> None:
@@ -156,11 +163,17 @@ class OpenAIStreamDecoder(JsonEventDecoder):
         self._usage_sent = False
         self._pending: Usage | None = None
         self._refused = self._called = False
+        self.head: dict[str, Any] = {}
+        """The first chunk's small fields (:data:`CHUNK_HEAD`, those it has): a verbatim
+        relay's own usage chunk carries them."""
 
     def done_marker(self) -> list[StreamEvent]:
         self.finish()
-        if self._pending is not None and not self._usage_sent:
+        if self._usage_sent:
+            return []
+        if self._pending is not None:
             return [UsageReport(self._pending)]
+        self.unbilled_ends += 1  # metered by estimate: a verbatim relay writes what is billed
         return []
 
     def decode(self, chunk: dict[str, Any]) -> list[StreamEvent]:
@@ -170,6 +183,7 @@ class OpenAIStreamDecoder(JsonEventDecoder):
         out: list[StreamEvent] = []
         if not self._started:
             self._started = True
+            self.head = {k: chunk[k] for k in CHUNK_HEAD if k in chunk}
             out.append(StreamStart(str(chunk.get("id", "")), str(chunk.get("model", ""))))
         choices = chunk.get("choices") or []
         for choice in choices:

@@ -36,6 +36,13 @@ ledger bills (:meth:`~trioproxy.upstream.meter.Meter.final`: the gateway's estim
 decoding path's encoder writes it (``anthropic_json`` / ``responses_json``): what the
 decoding path's caller reads there too. The tap counts nothing for it itself: the meter's
 count is the one billed. The events after it in the same read (``message_stop``) follow it.
+An OpenAI stream that ends (``[DONE]``) without a usable usage, its caller having asked for
+one (``stream_options.include_usage``), gets the usage-only chunk it lacked the same way:
+``[DONE]`` is held back and written after a chunk of the gateway's (``"choices": []``, the
+stream's ``id``, ``created``, ``model`` and ``system_fingerprint`` from its first chunk, the
+usage billed as ``openai_json`` writes it: the decoding path's usage chunk). A caller that did
+not ask gets none, as before. A stream the gateway ends after its final event (a drain) ends
+the same way (:meth:`PassthroughTap.end_events`).
 
 The Responses wire (a ``POST /v1/responses`` caller on a Responses upstream): every
 ``response.*`` event goes through as the provider sent it (its ids, sequence numbers,
@@ -61,6 +68,7 @@ model). Two events are the gateway's own, as on the decoding path:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -71,7 +79,7 @@ import orjson
 from trioproxy.core.sse import MAX_EVENT_BYTES, SSEParser
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
-from trioproxy.core.usage import anthropic_json
+from trioproxy.core.usage import anthropic_json, openai_json
 from trioproxy.errors import GatewayError, ProviderError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
@@ -110,7 +118,8 @@ class Tapped:
     """Plain content events in ``forward`` (metered later: :meth:`PassthroughTap.output_tokens`)."""
     finish: Callable[[Usage], bytes] | None = None
     """A final event held back, its usage none or no usage (an Anthropic ``message_delta``, a
-    Responses terminal event): to be appended to ``forward`` with the usage the ledger bills
+    Responses terminal event; OpenAI's ``[DONE]``, after a usage chunk of the gateway's): to
+    be appended to ``forward`` with the usage the ledger bills
     (:meth:`~trioproxy.upstream.meter.Meter.final`), once the attempt metered ``events``; the
     events that came after it in the same read (``message_stop``) follow it there."""
     error: Exception | None = None
@@ -134,13 +143,18 @@ class PassthroughTap:
         self._trail: ResponsesTrail | None = None
         """What a Responses stream's own ending needs (:meth:`failure_event`)."""
         self._decoder: JsonEventDecoder
+        self._billed: Callable[[bytes, Usage], bytes]
+        """A final event held back (:attr:`Tapped.finish`) with the usage the ledger bills."""
         if wire == "openai":
-            self._decoder, self._plain = OpenAIStreamDecoder(), self._plain_openai
+            chunks = OpenAIStreamDecoder()
+            self._decoder, self._plain = chunks, self._plain_openai
+            self._billed = partial(_usage_then, chunks)
         elif wire == "anthropic":
             self._decoder, self._plain = AnthropicStreamDecoder(), self._plain_anthropic
+            self._billed = _delta_with_usage
         else:
             self._decoder = self._trail = ResponsesTrail()
-            self._plain = self._plain_responses
+            self._plain, self._billed = self._plain_responses, with_usage
         self._parser = SSEParser()
         self._drop_usage = wire == "openai" and not include_usage
         self._rest = b""
@@ -152,10 +166,6 @@ class PassthroughTap:
         self._counted = 0
         self._hidden = 0
         """Of ``_counted``: streamed reasoning (``reasoning_content`` chunks)."""
-        self._billed: Callable[[bytes, Usage], bytes] = (
-            with_usage if wire == "responses" else _delta_with_usage
-        )
-        """A final event held back (:attr:`Tapped.finish`) with the usage the ledger bills."""
 
     @property
     def done(self) -> bool:
@@ -166,13 +176,17 @@ class PassthroughTap:
         """Why the provider's usage was left out as malformed, once it was."""
         return self._decoder.bad_usage
 
-    @property
-    def end_event(self) -> bytes:
+    def end_events(self, billed: Usage | None) -> bytes:
         """The wire's own last event (``[DONE]`` / ``message_stop``), for a stream the
-        gateway has to end itself after the final event went through (a drain). Empty for
-        the Responses wire: its final event (``response.completed`` / ``.incomplete``) is its
-        last, nothing follows it."""
-        return _END_EVENTS[self.wire]
+        gateway has to end itself after the final event went through (a drain). An OpenAI
+        caller that asked for usage gets the usage-only chunk before it when ``billed`` (what
+        the ledger bills; None: the provider's usage chunk went through), as at a ``[DONE]``
+        without usage. Empty for the Responses wire: its final event (``response.completed``
+        / ``.incomplete``) is its last, nothing follows it."""
+        end = _END_EVENTS[self.wire]
+        if billed is None or self._drop_usage or not isinstance(self._decoder, OpenAIStreamDecoder):
+            return end
+        return _usage_chunk(self._decoder.head, billed) + end
 
     def failure_event(self, err: GatewayError, usage: Usage) -> bytes:
         """The event that ends a Responses stream the gateway cuts (``err``): a
@@ -315,9 +329,9 @@ class PassthroughTap:
         bad, unbilled = self._decoder.bad_usages, self._decoder.unbilled_ends
         decoded = self._decode(ev)
         out.events.extend(decoded)
-        if self._decoder.unbilled_ends != unbilled:  # a final event without a usable usage:
-            out.finish = partial(self._billed, ev)  # with what is billed, once metered
-            return False
+        if self._decoder.unbilled_ends != unbilled and not self._drop_usage:
+            out.finish = partial(self._billed, ev)  # without a usable usage: with what is
+            return False  # billed, once metered ([DONE]: after a usage chunk, if asked for)
         if self._decoder.bad_usages != bad:  # its usage is no usage: not forwarded
             if scrubbed := self._without_usage(ev):
                 kept.append(scrubbed)
@@ -437,6 +451,28 @@ def _delta_with_usage(ev: bytes, usage: Usage) -> bytes:
     data["usage"] = {**(raw if isinstance(raw, dict) else {}), **anthropic_json(usage)}
     head = b"event: %s\n" % sse.event.encode() if sse.event else b""
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _usage_chunk(head: dict[str, Any], usage: Usage) -> bytes:
+    """A usage-only chunk of the stream whose first chunk's small fields are ``head``, with
+    ``usage`` (what the ledger bills) as the decoding path's encoder writes it."""
+    chunk = {
+        "id": head.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": head["created"] if "created" in head else int(time.time()),
+        "model": head.get("model", ""),
+    }
+    if "system_fingerprint" in head:
+        chunk["system_fingerprint"] = head["system_fingerprint"]
+    chunk["choices"] = []
+    chunk["usage"] = openai_json(usage)
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _usage_then(chunks: OpenAIStreamDecoder, ev: bytes, usage: Usage) -> bytes:
+    """The usage-only chunk an OpenAI stream lacked, then ``ev`` (its ``[DONE]``, without its
+    blank line, as the tap took it)."""
+    return _usage_chunk(chunks.head, usage) + ev + b"\n\n"
 
 
 def _then(finish: Callable[[Usage], bytes], after: bytes, usage: Usage) -> bytes:

@@ -36,6 +36,7 @@ from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import (
     ChatRequest,
     Completion,
+    Usage,
     UsageReport,
 )
 from trioproxy.core.usage import MalformedUsage
@@ -91,10 +92,9 @@ class AttemptRunner(StreamRelays):
     (usage, the end marker) may still be missing."""
     verbatim: bool = False
     """The winner relays verbatim (its own events end its stream)."""
-    verbatim_end: bytes = b""
-    """When the winner relays verbatim: its wire's end event, for a caller whose stream is
-    cut after :attr:`ended` (the drain deadline). Empty for the Responses wire: its final
-    event is its end."""
+    verbatim_ending: Callable[[Usage | None], bytes] | None = None
+    """When the winner relays verbatim: its tap's
+    :meth:`~trioproxy.providers.passthrough.PassthroughTap.end_events` (:meth:`verbatim_end`)."""
     end_written: bool = False
     """A verbatim winner's end event (``[DONE]``, ``message_stop``, ``response.completed``)
     is written to the client: the caller has the whole stream, even if the upstream's body
@@ -108,6 +108,17 @@ class AttemptRunner(StreamRelays):
         if m is None or m.usage is not None or not self.ended or self.verbatim:
             return None
         return UsageReport(m.final(self.prompt_estimate))
+
+    def verbatim_end(self) -> bytes:
+        """For a verbatim stream cut after :attr:`ended` (the drain deadline): what ends it as
+        its wire would (``[DONE]``, ``message_stop``; nothing for the Responses wire, whose
+        final event is its end), after an OpenAI caller's usage chunk with what the ledger
+        bills when it asked for usage and none went through (as :meth:`missing_usage` for a
+        decoded stream). Nothing once the end is written."""
+        m = self.winner
+        if self.verbatim_ending is None or m is None or self.end_written:
+            return b""
+        return self.verbatim_ending(None if m.usage is not None else m.final(self.prompt_estimate))
 
     async def run(self, attempt: Attempt, claim: Callable[[Attempt], bool]) -> None:
         model = attempt.target.spec
@@ -202,7 +213,7 @@ class AttemptRunner(StreamRelays):
                 self.ended = meter.finish is not None
                 await self._relay(attempt, resp, parser, decoder, meter, t.idle)
                 return
-            self.verbatim, self.verbatim_end = True, tap.end_event
+            self.verbatim, self.verbatim_ending = True, tap.end_events
             self.ended = meter.finish is not None
             handoff = Handoff()
             await self.out.send(handoff)

@@ -69,8 +69,8 @@ class StreamRelays:
         ``stream_options``, counts that are no counts) ends with the gateway's estimate as its
         usage: an Anthropic caller's ``message_delta``, an OpenAI caller's usage chunk, a
         Responses caller's ``response.completed`` say what the ledger bills, not 0 (a
-        verbatim Anthropic or Responses stream's too:
-        :attr:`~trioproxy.providers.passthrough.Tapped.finish`).
+        verbatim stream's too, an OpenAI one's in a usage chunk of the gateway's before
+        ``[DONE]``: :attr:`~trioproxy.providers.passthrough.Tapped.finish`).
         """
         failure: GatewayError | None = None
         watch = IdleWatch(idle)
@@ -234,8 +234,9 @@ def _interrupted(message: str) -> ProviderError:
 
 def meter_tapped(meter: Meter, got: Tapped, prompt_estimate: int) -> None:
     """Meter what the tap decoded; then a held final event whose usage was none or no usage
-    (an Anthropic ``message_delta``, a Responses terminal event) joins what is forwarded, with
-    what the ledger bills (:meth:`Meter.final`), and the events after it in the read follow."""
+    (an Anthropic ``message_delta``, a Responses terminal event, OpenAI's ``[DONE]`` after a
+    usage chunk) joins what is forwarded, with what the ledger bills (:meth:`Meter.final`), and
+    the events after it in the read follow."""
     if got.content_events or got.events:
         meter.received_any = True
     for event in got.events:
