@@ -13,7 +13,9 @@ caller must read that same usage, as a decoded answer's caller does:
   writes it, the rest of the body as the provider sent it;
 * an OpenAI stream without a usable usage chunk, whose caller asked for usage, ends with a
   usage-only chunk of the gateway's before ``[DONE]`` (held back until the rest is metered),
-  as the decoding path's encoder writes it; a drained one too.
+  as the decoding path's encoder writes it; a drained one too;
+* a whole Anthropic answer whose usage never says its input count is no usage, as a stream's
+  is: the estimate is billed, and its caller (same wire or not) reads it.
 """
 
 from __future__ import annotations
@@ -472,3 +474,46 @@ async def test_a_drained_stream_ends_with_the_usage_the_ledger_bills(
     )  # fmt: skip
     assert text.endswith(b'"finish_reason":"stop"}]}\n\n' + tail), text
     assert text.count(b'"usage"') == 1
+
+
+# --- an Anthropic whole answer whose usage never says its input count -----------------------
+
+
+@pytest.mark.parametrize("caller", ["anthropic", "openai"])
+@pytest.mark.parametrize(
+    "usage",
+    [{"output_tokens": 9}, {"input_tokens": None, "output_tokens": 9, "service_tier": "standard"}],
+    ids=["absent", "null"],
+)
+async def test_an_anthropic_answer_without_an_input_count_says_what_the_ledger_bills(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, usage: dict[str, Any], caller: str
+) -> None:
+    """An Anthropic(-compatible) whole answer whose usage has no ``input_tokens`` was billed
+    0 input tokens, exact, and its caller read 0; the same answer streamed is no usage (the
+    gateway's estimate, and a warning). It is no usage here too: the ledger bills the
+    estimate (the prompt's, the answer's), the caller reads it (the same wire: over the
+    provider's counts, its other usage fields and the rest of its body as they came), and the
+    attempt is logged as one whose usage was malformed."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="trioproxy.edge.handler")
+    upstream = FixedAnswer(body=orjson.dumps({**MESSAGE, "usage": usage}))
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chain_settings([url], kinds=["anthropic"]))
+    path = "/v1/messages" if caller == "anthropic" else "/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + path, headers=AUTH,
+                         json={"model": "r", "messages": MSGS, "max_tokens": 100})  # fmt: skip
+    assert r.status_code == 200, r.text
+    (record,) = await records(g)
+    assert record.outcome == "served" and record.estimated, record
+    assert record.input_tokens > 0 and record.output_tokens == estimate_tokens("Sunny and mild.")
+    got = r.json()
+    if caller == "anthropic":
+        assert got["usage"] == {**usage, **anthropic_json(billed(record))}
+        assert {k: v for k, v in got.items() if k != "usage"} == MESSAGE
+    else:
+        assert got["usage"] == openai_json(billed(record))
+        assert got["choices"][0]["message"]["content"] == "Sunny and mild."
+    warned = [m for m in caplog.messages if "malformed usage" in m]
+    assert len(warned) == 1 and "'input_tokens': None" in warned[0], caplog.messages

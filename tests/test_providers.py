@@ -26,6 +26,7 @@ from trioproxy.core.types import (
     Usage,
     UsageReport,
 )
+from trioproxy.core.usage import MalformedUsage
 from trioproxy.dialects import DIALECTS
 from trioproxy.errors import CallerError, ErrorKind, ProviderError
 from trioproxy.providers.anthropic import AnthropicAdapter
@@ -291,6 +292,23 @@ def test_anthropic_parse_response_keeps_cache_buckets() -> None:
     assert c.tool_calls == (
         ToolCall("toolu_01A09q90", "get_weather", '{"location":"San Francisco, CA"}'),
     )
+
+
+@pytest.mark.parametrize("input_tokens", ["absent", None])
+def test_an_anthropic_usage_without_an_input_count_is_no_usage(input_tokens: object) -> None:
+    """As in a stream (``message_delta``'s total): the gateway's estimate, and why, not 0
+    input tokens, exact. Counts that are no counts are still a malformed answer."""
+    usage: dict[str, object] = {"output_tokens": 30, "cache_read_input_tokens": 20}
+    if input_tokens != "absent":
+        usage["input_tokens"] = input_tokens
+    c = ANTHROPIC.parse_response(orjson.dumps({**ANTHROPIC_MESSAGE, "usage": usage}))
+    assert c.usage.estimated and c.usage.input_tokens == 0 and c.usage.cache_read_tokens == 0
+    assert c.bad_usage is not None and "'input_tokens': None" in c.bad_usage
+    assert ANTHROPIC.parse_response(orjson.dumps(ANTHROPIC_MESSAGE)).bad_usage is None
+    with pytest.raises(MalformedUsage):
+        ANTHROPIC.parse_response(
+            orjson.dumps({**ANTHROPIC_MESSAGE, "usage": {**usage, "output_tokens": 1e30}})
+        )
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,12 @@ class Completion:
     wire: Wire = "openai"
     native: dict[str, Any] | None = field(default=None, compare=False)
     """The provider's own JSON body, used verbatim when the caller speaks ``wire`` (with
-    :attr:`usage` as its ``usage`` when that is the gateway's estimate: the body had none)."""
+    :attr:`usage` as its ``usage`` when that is the gateway's estimate: the body had none, or
+    no usable one)."""
+    bad_usage: str | None = field(default=None, compare=False)
+    """Why the body's usage was no usage though it came (an Anthropic usage without an input
+    count): :attr:`usage` is the gateway's estimate, and the attempt is logged and counted as
+    one whose usage was malformed, as a stream's is."""
 
 
 # --- stream events ---------------------------------------------------------

@@ -230,7 +230,12 @@ def dropped_from_chat(body: dict[str, Any]) -> list[Any]:
 
 def render_completion(completion: Completion, req: ChatRequest) -> bytes:
     if completion.wire == "anthropic" and completion.native is not None:
-        return orjson.dumps(completion.native)
+        native = completion.native  # the provider's own body (the same wire)
+        if completion.usage.estimated:  # no usable usage (no input count): what the ledger
+            raw = native.get("usage")  # bills over its counts, as below; its other fields stay
+            usage = {**(raw if isinstance(raw, dict) else {}), **anthropic_json(completion.usage)}
+            native = {**native, "usage": usage}
+        return orjson.dumps(native)
     content: list[dict[str, Any]] = []
     if completion.text:
         content.append({"type": "text", "text": completion.text})

@@ -6,7 +6,9 @@ Anthropic-dialect caller's ``anthropic-version`` is sent unchanged; its
 ``anthropic-beta`` values (from either dialect) pass through in order, filtered
 by the provider's allow and deny lists. Usage
 keeps Anthropic's disjoint buckets (uncached input, cache reads, 5-minute and
-1-hour cache writes; :mod:`trioproxy.core.usage`).
+1-hour cache writes; :mod:`trioproxy.core.usage`). A usage that never says its
+``input_tokens`` (absent or null, in a whole answer or all along a stream) is no usage:
+the gateway's estimate is billed, not 0 input.
 """
 
 from __future__ import annotations
@@ -109,7 +111,13 @@ class AnthropicAdapter(JsonAdapter):
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed message: {exc!r}") from None
         finish = stop_reason(data.get("stop_reason"))
-        return completion_of(data, self.wire, "".join(text), finish, metered, tuple(calls))
+        answer, bad = "".join(text), None
+        try:  # (its other counts are counts: from_anthropic said so)
+            token_count(usage, "input_tokens", required=True)
+        except MalformedUsage as exc:  # never said: no usage, as in a stream (_total): the
+            bad = str(exc)  # gateway's estimate is billed (it was billed 0 input, exact)
+            metered = Usage(0, estimate_tokens(answer), estimated=True)
+        return completion_of(data, self.wire, answer, finish, metered, tuple(calls), bad)
 
     def new_stream_decoder(self) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()

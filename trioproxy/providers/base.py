@@ -122,15 +122,15 @@ def bearer(api_key: str | None) -> tuple[tuple[str, str], ...]:
 
 def completion_of(
     data: dict[str, Any], wire: Wire, text: str, finish_reason: FinishReason, usage: Usage,
-    tool_calls: tuple[ToolCall, ...] = (),
+    tool_calls: tuple[ToolCall, ...] = (), bad_usage: str | None = None,
 ) -> Completion:  # fmt: skip
     """A parsed 2xx body as the canonical answer: its ``id`` and ``model``, the body kept
     as it came (``native``, relayed verbatim to a caller of the same wire; a body without a
-    usage gets the one the ledger bills: ``render_completion``)."""
+    usable usage gets the one the ledger bills: ``render_completion``)."""
     return Completion(
         id=str(data.get("id", "")), model=str(data.get("model", "")), text=text,
         finish_reason=finish_reason, usage=usage, tool_calls=tool_calls, wire=wire,
-        native=data,
+        native=data, bad_usage=bad_usage,
     )  # fmt: skip
 
 

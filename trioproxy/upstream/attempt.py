@@ -267,6 +267,8 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
             meter.bad_usage = str(exc)
         raise AttemptFailed(ErrorKind.UPSTREAM_UNAVAILABLE, f"bad body: {exc}") from exc
     meter.received_any = True
+    if completion.bad_usage is not None:  # logged and counted, as after a stream's content
+        meter.bad_usage = completion.bad_usage
     if completion.usage.estimated:  # the provider reported no usage: the prompt's estimate
         # and the whole answer's (Meter.final), as for a stream without usage; its estimate of
         # the text alone billed the prompt as 0 tokens, and a tool call as nothing at all
