@@ -14,7 +14,7 @@ from trioproxy.budget.claims import Claim
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
-from trioproxy.budget.store import BudgetStore, ReservationClosed
+from trioproxy.budget.store import BudgetStore, ReservationClosed, TeamLimits
 from trioproxy.store.redis_client import RedisClient
 
 T0 = 1_795_000_000.0
@@ -478,3 +478,104 @@ def test_sqlite_open_waits_out_another_process_building_the_schema(tmp_path: Pat
     store = opened[0]
     assert store._db.execute("PRAGMA busy_timeout").fetchone() == (50,)
     store.close()
+
+
+# --- run-time edits: only the fields named, atomically, answering what they replaced ------
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def two_handles(
+    request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery, redis_url: str
+) -> AsyncIterator[tuple[BudgetStore, BudgetStore]]:
+    """One state through two handles (two processes, two instances: a connection each)."""
+    if request.param == "memory":
+        store = MemoryStore()
+        yield store, store
+    elif request.param == "sqlite":
+        one, two = SqliteStore(str(tmp_path / "b.db")), SqliteStore(str(tmp_path / "b.db"))
+        yield one, two
+        one.close()
+        two.close()
+    else:
+        yield await open_redis_store(nursery, redis_url), await open_redis_store(nursery, redis_url)
+
+
+CONFIG = TeamLimits(10_000_000, None)
+
+
+async def test_an_edit_writes_only_the_limits_it_names(store: BudgetStore) -> None:
+    # nothing stored: the edit starts from the config's, and writes nothing that is no change
+    same = await store.update_team_limits("a", {"daily": 10_000_000}, default=CONFIG)
+    assert same == (CONFIG, CONFIG) and await store.get_team_limits("a") is None
+    old, new = await store.update_team_limits("a", {"monthly": 50}, default=CONFIG)
+    assert (old, new) == (CONFIG, TeamLimits(10_000_000, 50))
+    assert await store.get_team_limits("a") == new
+    old, new = await store.update_team_limits("a", {"daily": None}, default=CONFIG)
+    assert (old, new) == (TeamLimits(10_000_000, 50), TeamLimits(None, 50))  # cleared
+    both = {"daily": 7, "monthly": 8}
+    assert await store.update_team_limits("a", both, default=CONFIG) == (new, TeamLimits(7, 8))
+    assert await store.get_team_limits("a") == TeamLimits(7, 8)
+    assert await store.get_team_limits("b") is None
+    with pytest.raises(ValueError, match="unknown limit fields"):
+        await store.update_team_limits("a", {"weekly": 1}, default=CONFIG)
+
+
+async def test_concurrent_edits_of_a_teams_limits_are_one_exact_history(
+    two_handles: tuple[BudgetStore, BudgetStore],
+) -> None:
+    """Edits of the daily and of the monthly limit at once, through two handles: every one
+    lands (none writes back a limit it did not name), and what each answers (the limits it
+    replaced and wrote) chains into one history from the first limits to the last."""
+    n = 40
+    answers: list[tuple[TeamLimits, TeamLimits]] = []
+
+    async def edit(store: BudgetStore, field: str, value: int) -> None:
+        answers.append(await store.update_team_limits("a", {field: value}, default=CONFIG))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(1, n + 1):
+            nursery.start_soon(edit, two_handles[i % 2], "daily", 1_000 + i)
+            nursery.start_soon(edit, two_handles[(i + 1) % 2], "monthly", 2_000 + i)
+    after = dict(answers)
+    assert len(after) == 2 * n  # every state an edit started from was another's result...
+    state, seen = CONFIG, 0
+    while state in after:  # ...and following them from the config's visits every edit once
+        state, seen = after[state], seen + 1
+    assert seen == 2 * n
+    assert await two_handles[0].get_team_limits("a") == state
+    assert await two_handles[1].get_team_limits("a") == state
+
+
+async def test_a_policy_entry_is_swapped_only_from_the_value_expected(store: BudgetStore) -> None:
+    assert await store.swap_policy("rate:k", "x", "1") is None  # no entry: not written
+    assert await store.get_policy() == {}
+    assert await store.swap_policy("rate:k", None, "1") is None  # no entry expected: written
+    assert await store.swap_policy("rate:k", None, "2") == "1"  # refused: it holds "1"
+    assert await store.swap_policy("rate:k", "0", "2") == "1"
+    assert await store.swap_policy("rate:k", "1", '{"é": 2}') == "1"  # written
+    assert await store.get_policy() == {"rate:k": '{"é": 2}'}
+
+
+async def test_concurrent_swaps_of_one_entry_lose_nothing(
+    two_handles: tuple[BudgetStore, BudgetStore],
+) -> None:
+    """Compare-and-set through two handles at once: an edit that finds another's value
+    computes again from it, so every increment counts and each replaced the one before."""
+    n = 30
+    replaced: list[str | None] = []
+
+    async def increment(store: BudgetStore) -> None:
+        held = (await store.get_policy()).get("count")
+        while True:
+            new = str(int(held or "0") + 1)
+            found = await store.swap_policy("count", held, new)
+            if found == held:
+                replaced.append(held)
+                return
+            held = found
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(increment, two_handles[i % 2])
+    assert (await two_handles[1].get_policy())["count"] == str(n)
+    assert sorted(replaced, key=lambda v: int(v or "0")) == [None, *map(str, range(1, n))]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
 from trioproxy.budget.periods import window_retry_after, window_usage
-from trioproxy.budget.store import ReservationClosed, TeamLimits, effective_limit
+from trioproxy.budget.store import ReservationClosed, TeamLimits, effective_limit, merged_limits
 
 
 @dataclass(slots=True)
@@ -148,11 +148,26 @@ class MemoryStore:
     ) -> None:
         self._limits[team] = TeamLimits(daily_micros, monthly_micros)
 
+    async def update_team_limits(
+        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+    ) -> tuple[TeamLimits, TeamLimits]:
+        old = self._limits.get(team, default)
+        new = merged_limits(old, changes)
+        if new != old:
+            self._limits[team] = new
+        return old, new
+
     async def get_policy(self) -> dict[str, str]:
         return dict(self._policy)
 
     async def set_policy(self, name: str, value: str) -> None:
         self._policy[name] = value
+
+    async def swap_policy(self, name: str, expected: str | None, value: str) -> str | None:
+        held = self._policy.get(name)
+        if held == expected:
+            self._policy[name] = value
+        return held
 
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         until = self._marks.get(key)

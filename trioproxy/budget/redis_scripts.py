@@ -8,6 +8,8 @@ the server. Keys (``P`` = the store's prefix)::
     P w:<bucket>     zset  window log: member "<rid>|<seq>", score = ts
     P wa:<bucket>    hash  member -> amount, plus _sum (live total) and _win (window s)
     P limits:<team>  hash  daily, monthly: run-time limits in µUSD ('' = none), read by ADMIT
+                     and written by UPDATE_LIMITS
+    P policy         hash  policy entry name -> JSON (compare-and-set by SWAP_POLICY)
     P epoch          string  the state's epoch: written when the state is initialised or
                      rebuilt; ADMIT and SETTLE refuse ('lost') while it is missing
     P rebuild        string  the rebuild lock (SET NX PX: one rebuilder at a time, leased)
@@ -270,4 +272,41 @@ return {'ok', written}
 """
 )
 
-__all__ = ["ADMIT", "RESTORE", "SETTLE", "USAGE"]
+# An edit of a team's limits: only the fields it names, the other as stored (or the default
+# for a team without stored limits), nothing written when nothing changes. KEYS[1]: P
+# limits:<team>. ARGV: default daily, default monthly ('' = none), then (field, value) pairs,
+# field 'daily' or 'monthly'. Reply: {old daily, old monthly, new daily, new monthly}.
+UPDATE_LIMITS = Script(
+    """
+local cur = redis.call('HMGET', KEYS[1], 'daily', 'monthly')
+local old = {ARGV[1], ARGV[2]}
+if cur[1] then old = {cur[1], cur[2] or ''} end
+local new = {old[1], old[2]}
+for i = 3, #ARGV, 2 do
+  if ARGV[i] == 'daily' then new[1] = ARGV[i + 1]
+  elseif ARGV[i] == 'monthly' then new[2] = ARGV[i + 1]
+  else return redis.error_reply('BADFIELD ' .. ARGV[i]) end
+end
+if new[1] ~= old[1] or new[2] ~= old[2] then
+  redis.call('HSET', KEYS[1], 'daily', new[1], 'monthly', new[2])
+end
+return {old[1], old[2], new[1], new[2]}
+"""
+)
+
+# Compare-and-set of one policy entry. KEYS[1]: P policy. ARGV: name, '1' and the value
+# expected, or '0' and '' (no entry expected), the new value. Written only if the entry holds
+# what is expected. Reply: {0} (there was no entry) or {1, value held}.
+SWAP_POLICY = Script(
+    """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if (held == false and ARGV[2] == '0') or (held ~= false and ARGV[2] == '1' and held == ARGV[3])
+then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+end
+if held == false then return {0} end
+return {1, held}
+"""
+)
+
+__all__ = ["ADMIT", "RESTORE", "SETTLE", "SWAP_POLICY", "UPDATE_LIMITS", "USAGE"]

@@ -31,8 +31,14 @@ import trio
 from trioproxy.budget.claims import Claim, Denial, merge_claims
 from trioproxy.budget.overrides import team_limits
 from trioproxy.budget.rebuild import Counter, WindowItem
-from trioproxy.budget.redis_scripts import ADMIT, RESTORE, SETTLE, USAGE
-from trioproxy.budget.store import ReservationClosed, StateLost, StoreUnavailable, TeamLimits
+from trioproxy.budget.redis_scripts import ADMIT, RESTORE, SETTLE, SWAP_POLICY, UPDATE_LIMITS, USAGE
+from trioproxy.budget.store import (
+    ReservationClosed,
+    StateLost,
+    StoreUnavailable,
+    TeamLimits,
+    merged_limits,
+)
 from trioproxy.store.redis_client import RedisClient, RedisError, RedisUnavailable, Script
 
 log = logging.getLogger(__name__)
@@ -198,10 +204,20 @@ class RedisStore:
     async def set_team_limits(
         self, team: str, daily_micros: int | None, monthly_micros: int | None
     ) -> None:
-        daily = "" if daily_micros is None else str(daily_micros)
-        monthly = "" if monthly_micros is None else str(monthly_micros)
         key = self._prefix + "limits:" + team
-        await self._execute("HSET", key, "daily", daily, "monthly", monthly)
+        await self._execute("HSET", key, "daily", _micros(daily_micros), "monthly",
+                            _micros(monthly_micros))  # fmt: skip
+
+    async def update_team_limits(
+        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+    ) -> tuple[TeamLimits, TeamLimits]:
+        merged_limits(default, changes)  # (names only daily and monthly, or ValueError)
+        args = [_micros(default.daily_micros), _micros(default.monthly_micros)]
+        for name, value in changes.items():
+            args += [name, _micros(value)]
+        reply = await self._call(UPDATE_LIMITS, [self._prefix + "limits:" + team], args)
+        daily, monthly, new_daily, new_monthly = (int(v) if v else None for v in reply)
+        return TeamLimits(daily, monthly), TeamLimits(new_daily, new_monthly)
 
     async def get_policy(self) -> dict[str, str]:
         raw = await self._execute("HGETALL", self._prefix + "policy")
@@ -211,6 +227,11 @@ class RedisStore:
 
     async def set_policy(self, name: str, value: str) -> None:
         await self._execute("HSET", self._prefix + "policy", name, value)
+
+    async def swap_policy(self, name: str, expected: str | None, value: str) -> str | None:
+        want = ["0", ""] if expected is None else ["1", expected]
+        reply = await self._call(SWAP_POLICY, [self._prefix + "policy"], [name, *want, value])
+        return None if int(reply[0]) == 0 else bytes(reply[1]).decode()
 
     async def write_overrides(self, entries: Mapping[str, str]) -> None:
         """Write run-time overrides back (:mod:`trioproxy.budget.overrides`): a rebuild,
@@ -310,6 +331,11 @@ class RedisStore:
         if status == "ok" and mode == "rebuild" and final:
             self._saw(epoch.encode())
         return status, detail.decode() if isinstance(detail, bytes) else str(detail)
+
+
+def _micros(value: int | None) -> str:
+    """A limit as the store holds it: '' for none."""
+    return "" if value is None else str(value)
 
 
 def _ttl(c: Claim, now: float) -> str:

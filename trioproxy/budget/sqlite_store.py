@@ -40,6 +40,7 @@ from trioproxy.budget.store import (
     ReservationClosed,
     TeamLimits,
     effective_limit,
+    merged_limits,
 )
 from trioproxy.store.sqlite_file import SCHEMA_WAIT_S, add_column, open_wal, set_busy_timeout
 
@@ -388,6 +389,24 @@ class SqliteStore:
             )
         )
 
+    async def update_team_limits(
+        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+    ) -> tuple[TeamLimits, TeamLimits]:
+        def op(db: sqlite3.Connection) -> tuple[TeamLimits, TeamLimits]:
+            row = db.execute(
+                "SELECT daily, monthly FROM team_limits WHERE team=?", (team,)
+            ).fetchone()
+            old = default if row is None else TeamLimits(row[0], row[1])
+            new = merged_limits(old, changes)
+            if new != old:  # (read and written in one BEGIN IMMEDIATE transaction)
+                db.execute(
+                    "INSERT OR REPLACE INTO team_limits(team, daily, monthly) VALUES (?,?,?)",
+                    (team, new.daily_micros, new.monthly_micros),
+                )
+            return old, new
+
+        return await self._commit.run(op)
+
     async def get_policy(self) -> dict[str, str]:
         return await self._commit.run(lambda db: dict(db.execute("SELECT name, value FROM policy")))
 
@@ -397,6 +416,16 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO policy(name, value) VALUES (?,?)", (name, value)
             )
         )
+
+    async def swap_policy(self, name: str, expected: str | None, value: str) -> str | None:
+        def op(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value FROM policy WHERE name=?", (name,)).fetchone()
+            held = None if row is None else str(row[0])
+            if held == expected:
+                db.execute("INSERT OR REPLACE INTO policy(name, value) VALUES (?,?)", (name, value))
+            return held
+
+        return await self._commit.run(op)
 
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         def op(db: sqlite3.Connection) -> bool:

@@ -23,6 +23,13 @@ Reservation protocol (every implementation, every operation atomic):
   the same atomic operation, and against the claim's own ``limit`` (the config's) only
   when the store holds none. So a limit change is exact on every worker and instance
   from the next admission on; no process works from a cached limit.
+* **Run-time edits** write only what they change, in one atomic operation that also answers
+  the value it replaced (an edit's audit line: no other edit comes in between):
+  ``update_team_limits`` sets a team's daily and/or monthly limit, keeping the other as
+  stored; ``swap_policy`` replaces one policy entry only if it still holds the value the
+  edit was computed from (compare-and-set: :mod:`trioproxy.dashboard.actions` computes it
+  again from the value found). ``set_team_limits`` / ``set_policy`` write whole values (a
+  rebuild's write-back, tests).
 * **Lease expiry**: a reservation that is not settled within its lease (the
   gateway crashed, or lost the store while the request ran) is final at its
   *reserved* amount: a settle after ``lease_until`` changes nothing. Reserved
@@ -70,6 +77,21 @@ class TeamLimits:
     monthly_micros: int | None
 
 
+LIMIT_FIELDS = ("daily", "monthly")
+"""The fields of a team's limits an edit names (``update_team_limits``)."""
+
+
+def merged_limits(old: TeamLimits, changes: Mapping[str, int | None]) -> TeamLimits:
+    """``old`` with the limits ``changes`` names (``daily`` / ``monthly``) replaced."""
+    unknown = set(changes) - set(LIMIT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown limit fields {sorted(unknown)}")
+    return TeamLimits(
+        changes["daily"] if "daily" in changes else old.daily_micros,
+        changes["monthly"] if "monthly" in changes else old.monthly_micros,
+    )
+
+
 def effective_limit(claim: Claim, stored: TeamLimits | None) -> int:
     """The limit a store checks ``claim`` against, given the team's stored limits."""
     if claim.limit_ref is None or stored is None:
@@ -112,11 +134,26 @@ class BudgetStore(Protocol):
         self, team: str, daily_micros: int | None, monthly_micros: int | None
     ) -> None: ...
 
+    async def update_team_limits(
+        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+    ) -> tuple[TeamLimits, TeamLimits]:
+        """Set only the limits ``changes`` names (``daily`` / ``monthly``: µUSD, None: no
+        limit), the other as stored (a team without stored limits: ``default``, the
+        config's), in one atomic operation. Returns the limits before and after it, as that
+        operation read and wrote them; writes nothing when they are equal."""
+        ...
+
     async def get_policy(self) -> dict[str, str]:
         """Every run-time policy override (:mod:`trioproxy.budget.policy`), name → JSON."""
         ...
 
     async def set_policy(self, name: str, value: str) -> None: ...
+
+    async def swap_policy(self, name: str, expected: str | None, value: str) -> str | None:
+        """Compare-and-set: entry ``name`` becomes ``value`` only if it holds ``expected`` now
+        (None: no entry), in one atomic operation. Returns what it held: ``value`` was
+        written if and only if that is ``expected``."""
+        ...
 
     async def mark_once(self, key: str, *, now: float, expires_at: float) -> bool:
         """True the first time ``key`` is marked (until ``expires_at``), else False."""
@@ -124,6 +161,7 @@ class BudgetStore(Protocol):
 
 
 __all__ = [
+    "LIMIT_FIELDS",
     "UNLIMITED",
     "BudgetStore",
     "ReservationClosed",
@@ -131,4 +169,5 @@ __all__ = [
     "StoreUnavailable",
     "TeamLimits",
     "effective_limit",
+    "merged_limits",
 ]
