@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -18,6 +20,7 @@ from tests.fixtures_servers import PgServer
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.db import Sql
 from trioproxy.admin.keys import StoredKey
+from trioproxy.admin.pg_engine import PgEngine
 from trioproxy.admin.sessions import Principal, Session
 from trioproxy.admin.store import AdminStore, Heartbeat, StoredUser, StoreError
 from trioproxy.edge.auth import KeyRing
@@ -128,6 +131,38 @@ async def test_budget_overrides_keep_the_last_value_per_name(store: AdminStore) 
         "limits:t": '{"daily": 2, "monthly": null}',
         "window:u": '{"tokens": 5, "window_s": 60}',
     }
+
+
+async def test_an_override_saved_by_its_fields_keeps_the_others(store: AdminStore) -> None:
+    await store.save_override("limits:t", '{"daily": 1, "monthly": 2}', fields=["daily"])
+    assert (await store.overrides())["limits:t"] == '{"daily": 1, "monthly": 2}'  # none yet
+    await store.save_override("limits:t", '{"daily": 5, "monthly": 9}', fields=["monthly"])
+    assert (await store.overrides())["limits:t"] == '{"daily": 1, "monthly": 9}'
+    await store.save_override("window:u", "null")
+    await store.save_override("window:u", '{"tokens": 5, "window_s": 60}', fields=["tokens"])
+    assert (await store.overrides())["window:u"] == '{"tokens": 5, "window_s": 60}'  # whole
+
+
+async def test_field_saves_from_two_handles_at_once_lose_none(
+    store: AdminStore, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Each save sets its own field of one override, through two handles (two processes,
+    two instances) at once: the read and the write of a merge are a compare-and-set, so none
+    is lost."""
+    url = request.getfixturevalue("pg_url") if isinstance(store.engine, PgEngine) else None
+    other = AdminStore.open_sync(tmp_path, url)
+    n = 24
+    zeros = {f"f{i}": 0 for i in range(n)}
+    await store.save_override("x", json.dumps(zeros))
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                value = json.dumps({**zeros, f"f{i}": 1})
+                handle = (store, other)[i % 2]
+                nursery.start_soon(partial(handle.save_override, "x", value, fields=[f"f{i}"]))
+    finally:
+        other.close()
+    assert json.loads((await store.overrides())["x"]) == {f"f{i}": 1 for i in range(n)}
 
 
 async def test_keys_in_postgres_are_refused_with_503_while_it_is_down_then_work_again(
