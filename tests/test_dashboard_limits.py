@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Collection
 
 import trio
 
@@ -257,7 +258,9 @@ class _Log:
         self.saved: list[tuple[str, str]] = []
         self.error: StoreError | None = None
 
-    async def save_override(self, name: str, value: str) -> None:
+    async def save_override(
+        self, name: str, value: str, *, fields: Collection[str] | None = None
+    ) -> None:
         await trio.sleep(self.delay_s)  # the slowness under test: past the store call timeout
         if self.error is not None:
             raise self.error

@@ -20,10 +20,10 @@ processes and instances sharing the store. The exceptions, and their bounds:
   whatever the store held: overspend ≤ processes * share * limit per outage
   period. ``fail_closed`` (the default) refuses with 503 instead.
 * Alert thresholds, user token windows and per-key RPM / TPM changed at run time
-  (``set_policy``: :mod:`trioproxy.budget.policy`, kept in the store) apply on this
+  (``swap_policy``: :mod:`trioproxy.budget.policy`, kept in the store) apply on this
   process from its next admission, and on every other process within ``limits_ttl_s``
   (each caches the store's policy that long).
-* Limits changed at run time (``set_team_limits``, from any process) apply from the
+* Limits changed at run time (``update_team_limits``, from any process) apply from the
   next admission on: the team's day and month claims name the team (``limit_ref``) and
   the store checks them against the limit it holds at that moment, in the same atomic
   operation. Every admission therefore goes to the store, also for teams without limits
@@ -49,7 +49,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
@@ -151,6 +151,13 @@ class BudgetGate:
         """Set a team's limits in µUSD (None: no limit) for every process sharing the store."""
         await self.limits.set_team(team, daily, monthly)
 
+    async def update_team_limits(
+        self, team: str, changes: Mapping[str, int | None]
+    ) -> tuple[TeamLimits, TeamLimits]:
+        """Set only the limits ``changes`` names (``daily`` / ``monthly``, µUSD or None),
+        atomically; the limits before and after (``Limits.update_team``)."""
+        return await self.limits.update_team(team, changes)
+
     def configured_threshold(self, team: str) -> float:
         return self.limits.configured_threshold(team)
 
@@ -165,10 +172,18 @@ class BudgetGate:
         at once, the others within ``limits_ttl_s``."""
         await self.limits.set_policy(name, value)
 
-    async def save_override(self, name: str, value: str) -> None:
-        """The durable copy of an override the store took (``set_team_limits``: its
-        :func:`~trioproxy.budget.overrides.limits_entry`); see ``Limits.save_override``."""
-        await self.limits.save_override(name, value)
+    async def swap_policy(self, name: str, expected: str | None, value: str) -> str | None:
+        """Compare-and-set of one override: what it held, ``value`` written if that is
+        ``expected`` (``Limits.swap_policy``)."""
+        return await self.limits.swap_policy(name, expected, value)
+
+    async def save_override(
+        self, name: str, value: str, *, fields: Collection[str] | None = None
+    ) -> None:
+        """The durable copy of an override the store took (team limits: their
+        :func:`~trioproxy.budget.overrides.limits_entry`), ``fields`` of it or all; see
+        ``Limits.save_override``."""
+        await self.limits.save_override(name, value, fields=fields)
 
     # --- claims -----------------------------------------------------------------
 

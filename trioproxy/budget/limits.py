@@ -2,17 +2,25 @@
 policy overrides (alert thresholds, user windows, key rates) from the store, each cached
 ``limits_ttl_s`` with one store read per burst (single flight), else the config's.
 
-Changed at run time (``set_team_limits`` / ``set_policy``, from any process), they apply on
-this process at once and on every other within ``limits_ttl_s``; the store itself checks a
+Changed at run time (``update_team_limits`` / ``swap_policy``, from any process), they apply
+on this process at once and on every other within ``limits_ttl_s``; the store itself checks a
 team's day and month claims against the limit it holds at reservation time. A Redis store's
 changes are saved in its recovery's override log too (:meth:`Limits.save_override`, the
 caller's second step, outside the store call's timeout; :mod:`trioproxy.budget.overrides`):
 a rebuild after a state loss restores them.
+
+Each edit is atomic in the store, which answers the value it replaced. In this process the
+edits of one override also take their turn (:meth:`Limits.editing`, held by the caller from
+the store's write to the durable copy's and its audit line), so both are saved in the order
+the store took them; instances sharing a store save theirs each on its own (the durable
+copy merges the fields an edit changed: :mod:`trioproxy.budget.overrides`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -27,6 +35,30 @@ MAX_REMEMBERED_TEAMS = 100_000
 any team)."""
 
 
+class _Turns:
+    """One holder at a time per name; a name's lock is forgotten when nobody holds it or
+    waits for it (names: every team and user ever edited)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def __call__(self, name: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name, (None, 0))
+        if lock is None:
+            lock = trio.Lock()
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+
 class Limits:
     def __init__(self, budgets: BudgetsConfig, calls: StoreCalls, ttl_s: float) -> None:
         self._cfg = budgets
@@ -38,6 +70,9 @@ class Limits:
         self._policy_loading: trio.Event | None = None
         self._configured: dict[str, TeamLimits] = {}
         """The config's limits in µUSD per team, converted once (exact decimal maths)."""
+        self.editing = _Turns()
+        """``async with limits.editing(name)``: the edits of override ``name`` (its
+        :mod:`trioproxy.budget.overrides` entry name) one at a time in this process."""
 
     # --- team limits --------------------------------------------------------------
 
@@ -101,15 +136,33 @@ class Limits:
         await self._calls.call(lambda: self._calls.store.set_team_limits(team, daily, monthly))
         self._teams[team] = (TeamLimits(daily, monthly), trio.current_time() + self.ttl_s)
 
-    async def save_override(self, name: str, value: str) -> None:
+    async def update_team(
+        self, team: str, changes: Mapping[str, int | None]
+    ) -> tuple[TeamLimits, TeamLimits]:
+        """Set only the limits ``changes`` names (``daily`` / ``monthly``), atomically in the
+        store (a team it holds none for starts from the config's); the limits before and
+        after, as the store read and wrote them. The caller saves the durable copy next."""
+        old, new = await self._calls.call(
+            lambda: self._calls.store.update_team_limits(
+                team, changes, default=self.configured(team)
+            )
+        )
+        self._teams[team] = (new, trio.current_time() + self.ttl_s)
+        return old, new
+
+    async def save_override(
+        self, name: str, value: str, *, fields: Collection[str] | None = None
+    ) -> None:
         """The durable copy, once the store took the change (a change the store refused is
         saved nowhere), when the store has a recovery with an override log
         (:mod:`trioproxy.budget.overrides`): a store that loses its state is rebuilt with it.
-        Not bounded by the store call's timeout (a slow admin store is not a budget store
-        outage); raises the log's own errors (the admin store's ``StoreError``)."""
+        ``fields``: the keys of ``value`` (a JSON object) the change wrote, the only ones
+        saved over the copy (None: the whole value). Not bounded by the store call's timeout
+        (a slow admin store is not a budget store outage); raises the log's own errors (the
+        admin store's ``StoreError``)."""
         rec = self._calls.recovery
         if rec is not None and rec.overrides is not None:
-            await rec.overrides.save_override(name, value)
+            await rec.overrides.save_override(name, value, fields=fields)
 
     # --- policy overrides ---------------------------------------------------------
 
@@ -147,6 +200,14 @@ class Limits:
         the durable copy next (:meth:`save_override`)."""
         await self._calls.call(lambda: self._calls.store.set_policy(name, value))
         self._policy = (self._policy[0], -math.inf)
+
+    async def swap_policy(self, name: str, expected: str | None, value: str) -> str | None:
+        """Compare-and-set of one override (``BudgetStore.swap_policy``): what it held, and
+        ``value`` written if that is ``expected``; this process reads it back at its next
+        use. The caller saves the durable copy next."""
+        held = await self._calls.call(lambda: self._calls.store.swap_policy(name, expected, value))
+        self._policy = (self._policy[0], -math.inf)
+        return held
 
 
 __all__ = ["DEFAULT_ALERT_THRESHOLD", "Limits"]

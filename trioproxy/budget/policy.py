@@ -1,8 +1,8 @@
 """Run-time overrides of the config's admission policy, set by an admin (dashboard or API).
 
 Kept in the budget store beside the team limits (``BudgetStore.get_policy`` /
-``set_policy``: one string per name), so every worker and every instance sharing the
-store reads the same values. Three kinds, each named by what it applies to:
+``swap_policy``, a compare-and-set, or ``set_policy``: one string per name), so every worker
+and every instance sharing the store reads the same values. Three kinds, each named by what it applies to:
 
 * ``threshold:<team>``: the team's alert threshold (a share of each limit, ``null``: no
   alerts), instead of ``[budgets.teams.<team>] alert_threshold``;

@@ -5,6 +5,11 @@ unless every field is valid). The limits go to the budget store's team limits (e
 every worker from the next admission); the threshold is a policy override
 (:mod:`trioproxy.budget.policy`: every worker within the gate's ``limits_ttl_s``).
 Each change is audited with its old and new value.
+
+An edit writes only the limits it names, in one atomic store operation that answers the
+limits it replaced (``BudgetStore.update_team_limits``): two admins changing the daily and
+the monthly limit at once both land, and each audit line's old value is the previous line's
+new one. The threshold is a compare-and-set (:func:`~trioproxy.dashboard.actions.edit_override`).
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from typing import Any
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
-from trioproxy.budget.overrides import limits_entry
-from trioproxy.budget.policy import threshold_entry
+from trioproxy.budget.overrides import LIMITS as LIMITS_ENTRY
+from trioproxy.budget.overrides import changed_fields, limits_entry
+from trioproxy.budget.policy import THRESHOLD, Policy, threshold_entry
+from trioproxy.budget.store import TeamLimits
 from trioproxy.dashboard.actions import (
     ActionError,
+    Swap,
     budget_gate,
-    current_policy,
+    edit_override,
     record_override,
-    set_override,
     store_call,
 )
 from trioproxy.dashboard.edits import (
@@ -41,6 +48,8 @@ from trioproxy.dashboard.edits import (
 from trioproxy.edge.app import Gateway
 
 LIMITS = ("daily_usd", "monthly_usd")
+STORE_FIELDS = {"daily_usd": "daily", "monthly_usd": "monthly"}
+"""Each limit's field in the store (``BudgetStore.update_team_limits``)."""
 FORM_FIELDS: dict[str, Parser] = {
     "daily_usd": usd_micros,
     "monthly_usd": usd_micros,
@@ -71,18 +80,6 @@ def threshold_text(value: float | None) -> str:
     return "off" if value is None else f"{value * 100:g}%"
 
 
-async def stored_limits(gw: Gateway, team: str) -> tuple[int | None, int | None]:
-    """The limits in force now (µUSD), read from the store itself (not a worker's cache)."""
-    stored = await store_call(gw, lambda gate: gate.store.get_team_limits(team))
-    limits = stored if stored is not None else budget_gate(gw).limits.configured(team)
-    return limits.daily_micros, limits.monthly_micros
-
-
-async def stored_threshold(gw: Gateway, team: str) -> float | None:
-    policy = await current_policy(gw)
-    return policy.threshold(team, budget_gate(gw).configured_threshold(team))
-
-
 async def edit_budget(
     gw: Gateway,
     store: AdminStore,
@@ -96,24 +93,39 @@ async def edit_budget(
     """Apply ``changes`` to ``team``'s limits and threshold, and audit each change."""
     if team not in known or not who.may_see(team):
         raise ActionError(f"unknown team {team!r}", 404)
-    old_daily, old_monthly = await stored_limits(gw, team)
-    daily = changes.get("daily_usd", KEEP).apply(old_daily)
-    monthly = changes.get("monthly_usd", KEEP).apply(old_monthly)
-    if (daily, monthly) != (old_daily, old_monthly):
-        await store_call(gw, lambda gate: gate.set_team_limits(team, daily, monthly))
-        await record_override(gw, store, limits_entry(team, daily, monthly),
-                              AuditEntry(now, who.name, "budget.set", team,
-                                         limits_text(old_daily, old_monthly),
-                                         limits_text(daily, monthly)))  # fmt: skip
+    limits = {
+        STORE_FIELDS[name]: change.apply(None)
+        for name in LIMITS
+        if (change := changes.get(name, KEEP)).op != "keep"
+    }
+    if limits:
+        async with budget_gate(gw).limits.editing(LIMITS_ENTRY + team):
+            old, new = await store_call(gw, lambda gate: gate.update_team_limits(team, limits))
+            if new != old:
+                before = limits_entry(team, old.daily_micros, old.monthly_micros)
+                entry = limits_entry(team, new.daily_micros, new.monthly_micros)
+                await record_override(gw, store, entry,
+                                      AuditEntry(now, who.name, "budget.set", team,
+                                                 limits_text(*_micros(old)),
+                                                 limits_text(*_micros(new))),
+                                      fields=changed_fields(before[1], entry[1]))  # fmt: skip
     change = changes.get("alert_threshold", KEEP)
     if change.op == "keep":
         return
-    old = await stored_threshold(gw, team)
-    new = change.apply(old)
-    if new != old:
-        await set_override(gw, store, who, now=now, entry=threshold_entry(team, new),
-                           action="budget.alert", subject=team, old=threshold_text(old),
-                           new=threshold_text(new))  # fmt: skip
+    configured = budget_gate(gw).configured_threshold(team)
+
+    def step(policy: Policy) -> Swap[float | None] | None:
+        old = policy.threshold(team, configured)
+        new = change.apply(old)
+        return None if new == old else Swap(old, new, threshold_entry(team, new)[1])
+
+    await edit_override(gw, store, who, now=now, name=THRESHOLD + team, step=step,
+                        action="budget.alert", subject=team, text=threshold_text,
+                        what=f"the alert threshold of {team!r}")  # fmt: skip
+
+
+def _micros(limits: TeamLimits) -> tuple[int | None, int | None]:
+    return limits.daily_micros, limits.monthly_micros
 
 
 __all__ = [
@@ -124,7 +136,5 @@ __all__ = [
     "budget_from_json",
     "edit_budget",
     "limits_text",
-    "stored_limits",
-    "stored_threshold",
     "threshold_text",
 ]

@@ -3,6 +3,9 @@
 Both are policy overrides in the budget store (:mod:`trioproxy.budget.policy`): the
 gate reads them on this worker from its next request and on every other worker and
 instance within its ``limits_ttl_s``. Fields follow :mod:`.edits`; each change is audited.
+Each edit is computed from the entry the store holds and written with compare-and-set
+(:func:`~trioproxy.dashboard.actions.edit_override`): two admins changing a key's rpm and its
+tpm at once both land, and the audit's old value is the value the edit replaced.
 
 Who may edit what: a user's window belongs to the teams of that user's keys, a key's
 rates to its team; an admin limited to some teams edits only those.
@@ -18,9 +21,17 @@ from typing import Any
 from trioproxy.admin.keys import MAX_RATE
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
-from trioproxy.budget.policy import DEFAULT_USER, KeyLimits, rate_entry, window_entry
+from trioproxy.budget.policy import (
+    DEFAULT_USER,
+    RATE,
+    WINDOW,
+    KeyLimits,
+    Policy,
+    rate_entry,
+    window_entry,
+)
 from trioproxy.config.model import UserWindow
-from trioproxy.dashboard.actions import ActionError, budget_gate, current_policy, set_override
+from trioproxy.dashboard.actions import ActionError, Swap, budget_gate, edit_override
 from trioproxy.dashboard.edits import KEEP, Change, EditError, Parser, whole
 from trioproxy.edge.app import Gateway
 
@@ -123,24 +134,27 @@ async def edit_window(
         teams = (await user_teams(gw, store)).get(user)
         if teams is None or not may_edit_user(who, teams):
             raise ActionError(f"unknown user {user!r}", 404)
-    gate = budget_gate(gw)
-    old = (await current_policy(gw)).window(user, gate.configured_window(user))
+    configured = budget_gate(gw).configured_window(user)
     tokens_change = changes.get("tokens", KEEP)
-    if tokens_change.op == "clear" or changes.get("window_s", KEEP).op == "clear":
-        new = None
-    else:
-        tokens = tokens_change.apply(old.tokens if old else None)
-        window_s = changes.get("window_s", KEEP).apply(old.window_s if old else None)
-        if tokens is None:  # no window yet, and no tokens given
-            if window_s is None:
-                return
-            raise EditError({"tokens": "a window needs a number of tokens"})
-        new = UserWindow(user, tokens, window_s or DEFAULT_WINDOW_S)
-    if new == old:
-        return
-    await set_override(gw, store, who, now=now, entry=window_entry(user, new),
-                       action="window.set", subject=user, old=window_text(old),
-                       new=window_text(new))  # fmt: skip
+    window_change = changes.get("window_s", KEEP)
+
+    def step(policy: Policy) -> Swap[UserWindow | None] | None:
+        old = policy.window(user, configured)
+        if tokens_change.op == "clear" or window_change.op == "clear":
+            new = None
+        else:
+            tokens = tokens_change.apply(old.tokens if old else None)
+            window_s = window_change.apply(old.window_s if old else None)
+            if tokens is None:  # no window yet, and no tokens given
+                if window_s is None:
+                    return None
+                raise EditError({"tokens": "a window needs a number of tokens"})
+            new = UserWindow(user, tokens, window_s or DEFAULT_WINDOW_S)
+        return None if new == old else Swap(old, new, window_entry(user, new)[1])
+
+    await edit_override(gw, store, who, now=now, name=WINDOW + user, step=step,
+                        action="window.set", subject=user, text=window_text,
+                        what=f"the token window of {user!r}")  # fmt: skip
 
 
 async def key_info(gw: Gateway, store: AdminStore, who: Principal, name: str) -> KeyInfo:
@@ -155,15 +169,16 @@ async def edit_key_rate(
     changes: Mapping[str, Change[Any]], *, now: float,
 ) -> None:  # fmt: skip
     key = await key_info(gw, store, who, name)
-    old = (await current_policy(gw)).key_limits(name, key.rpm, key.tpm)
-    new = KeyLimits(
-        changes.get("rpm", KEEP).apply(old.rpm), changes.get("tpm", KEEP).apply(old.tpm)
-    )
-    if new == old:
-        return
-    await set_override(gw, store, who, now=now, entry=rate_entry(name, new),
-                       action="key.limits", subject=name, old=rate_text(old),
-                       new=rate_text(new))  # fmt: skip
+    rpm, tpm = changes.get("rpm", KEEP), changes.get("tpm", KEEP)
+
+    def step(policy: Policy) -> Swap[KeyLimits] | None:
+        old = policy.key_limits(name, key.rpm, key.tpm)
+        new = KeyLimits(rpm.apply(old.rpm), tpm.apply(old.tpm))
+        return None if new == old else Swap(old, new, rate_entry(name, new)[1])
+
+    await edit_override(gw, store, who, now=now, name=RATE + name, step=step,
+                        action="key.limits", subject=name, text=rate_text,
+                        what=f"the rates of key {name!r}")  # fmt: skip
 
 
 __all__ = [
