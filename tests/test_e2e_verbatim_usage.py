@@ -517,3 +517,41 @@ async def test_an_anthropic_answer_without_an_input_count_says_what_the_ledger_b
         assert got["choices"][0]["message"]["content"] == "Sunny and mild."
     warned = [m for m in caplog.messages if "malformed usage" in m]
     assert len(warned) == 1 and "'input_tokens': None" in warned[0], caplog.messages
+
+
+THOUGHT = "The user asks about Paris. Check the forecast, then answer briefly and plainly."
+
+
+@pytest.mark.parametrize(
+    ("kind", "caller"),
+    [("openai", "openai"), ("anthropic", "anthropic"), ("anthropic", "openai")],
+)
+async def test_a_whole_answers_thinking_is_billed_in_its_estimate(
+    nursery: trio.Nursery, kind: str, caller: str
+) -> None:
+    """A whole answer without a usable usage is billed the gateway's estimate: its thinking
+    (an OpenAI-compatible server's ``reasoning_content``, an Anthropic thinking block) counts
+    as output and as reasoning tokens, as a streamed answer's does; it was billed as nothing."""
+    if kind == "openai":
+        message = {**CHAT["choices"][0]["message"], "reasoning_content": THOUGHT}  # type: ignore[index]
+        answer: dict[str, Any] = {**CHAT, "choices": [{**CHAT["choices"][0], "message": message}]}  # type: ignore[index]
+    else:
+        thinking = {"type": "thinking", "thinking": THOUGHT, "signature": "c2ln"}
+        answer = {**MESSAGE, "content": [thinking, *MESSAGE["content"]],  # type: ignore[misc]
+                  "usage": {"output_tokens": 9}}  # fmt: skip
+    upstream = FixedAnswer(body=orjson.dumps(answer))
+    url = f"http://127.0.0.1:{await nursery.start(upstream.serve)}"
+    g = await start_gateway(nursery, chain_settings([url], kinds=[kind]))
+    path = "/v1/messages" if caller == "anthropic" else "/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(g.url + path, headers=AUTH,
+                         json={"model": "r", "messages": MSGS, "max_tokens": 100})  # fmt: skip
+    assert r.status_code == 200, r.text
+    (record,) = await records(g)
+    assert record.outcome == "served" and record.estimated, record
+    thought = estimate_tokens(THOUGHT)
+    assert record.reasoning_tokens == thought > 0
+    assert record.output_tokens == thought + estimate_tokens("Sunny and mild.")
+    usage = r.json()["usage"]
+    said = usage["output_tokens"] if caller == "anthropic" else usage["completion_tokens"]
+    assert said == record.output_tokens

@@ -136,6 +136,9 @@ class Completion:
     """Why the body's usage was no usage though it came (an Anthropic usage without an input
     count): :attr:`usage` is the gateway's estimate, and the attempt is logged and counted as
     one whose usage was malformed, as a stream's is."""
+    thinking: str = field(default="", compare=False)
+    """The answer's hidden reasoning as text (Anthropic thinking blocks, an OpenAI-compatible
+    server's ``reasoning_content``): billed as output in an estimate, as a stream's is."""
 
 
 # --- stream events ---------------------------------------------------------

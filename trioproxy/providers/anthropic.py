@@ -99,11 +99,14 @@ class AnthropicAdapter(JsonAdapter):
         if not isinstance(content, list) or not isinstance(usage, dict):
             raise ValueError("response is not an Anthropic message")
         text: list[str] = []
+        thoughts: list[str] = []
         calls: list[ToolCall] = []
         try:
             for block in content:
                 if block["type"] == "text":
                     text.append(block["text"])
+                elif block["type"] == "thinking" and isinstance(block.get("thinking"), str):
+                    thoughts.append(block["thinking"])
                 elif block["type"] == "tool_use":
                     arguments = orjson.dumps(block.get("input") or {}).decode()
                     calls.append(ToolCall(block["id"], block["name"], arguments))
@@ -117,7 +120,9 @@ class AnthropicAdapter(JsonAdapter):
         except MalformedUsage as exc:  # never said: no usage, as in a stream (_total): the
             bad = str(exc)  # gateway's estimate is billed (it was billed 0 input, exact)
             metered = Usage(0, estimate_tokens(answer), estimated=True)
-        return completion_of(data, self.wire, answer, finish, metered, tuple(calls), bad)
+        return completion_of(
+            data, self.wire, answer, finish, metered, tuple(calls), bad, "".join(thoughts)
+        )
 
     def new_stream_decoder(self) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()

@@ -122,7 +122,7 @@ def bearer(api_key: str | None) -> tuple[tuple[str, str], ...]:
 
 def completion_of(
     data: dict[str, Any], wire: Wire, text: str, finish_reason: FinishReason, usage: Usage,
-    tool_calls: tuple[ToolCall, ...] = (), bad_usage: str | None = None,
+    tool_calls: tuple[ToolCall, ...] = (), bad_usage: str | None = None, thinking: str = "",
 ) -> Completion:  # fmt: skip
     """A parsed 2xx body as the canonical answer: its ``id`` and ``model``, the body kept
     as it came (``native``, relayed verbatim to a caller of the same wire; a body without a
@@ -130,7 +130,7 @@ def completion_of(
     return Completion(
         id=str(data.get("id", "")), model=str(data.get("model", "")), text=text,
         finish_reason=finish_reason, usage=usage, tool_calls=tool_calls, wire=wire,
-        native=data, bad_usage=bad_usage,
+        native=data, bad_usage=bad_usage, thinking=thinking,
     )  # fmt: skip
 
 

@@ -123,7 +123,8 @@ class OpenAIAdapter(JsonAdapter):
         if calls and finish == "stop":  # a forced (named) tool call ends with "stop"
             finish = "tool_calls"
         usage = usage_of(data.get("usage")) or Usage(0, estimate_tokens(text), estimated=True)
-        return completion_of(data, self.wire, text, finish, usage, calls)
+        thinking = reasoning_of(message) or ""
+        return completion_of(data, self.wire, text, finish, usage, calls, thinking=thinking)
 
     def new_stream_decoder(self) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder()

@@ -272,9 +272,17 @@ def _completion(body: bytes, adapter: ProviderAdapter, meter: Meter) -> Completi
     if completion.usage.estimated:  # the provider reported no usage: the prompt's estimate
         # and the whole answer's (Meter.final), as for a stream without usage; its estimate of
         # the text alone billed the prompt as 0 tokens, and a tool call as nothing at all
-        meter.output_estimate = estimate_tokens(completion.text) + sum(
-            estimate_tokens(c.name) + estimate_tokens(c.arguments) for c in completion.tool_calls
+        # (its thinking too, as reasoning tokens, as a stream's: it was billed as nothing)
+        hidden = estimate_tokens(completion.thinking) if completion.thinking else 0
+        meter.output_estimate = (
+            hidden
+            + estimate_tokens(completion.text)
+            + sum(
+                estimate_tokens(c.name) + estimate_tokens(c.arguments)
+                for c in completion.tool_calls
+            )
         )
+        meter.hidden = lambda: hidden
     else:
         meter.usage = completion.usage
     meter.response_id, meter.response_model = completion.id, completion.model
