@@ -11,7 +11,8 @@ transaction from the same inserted rows):
   ``(request_id, kind, attempt, target)`` (``target`` stored as ``''`` when absent), written with
   "insert, ignore conflicts" so a replayed batch never double-counts.
 * ``ledger_daily``: the rollup, one row per
-  ``(day, kind, team, feature, user, route, model, cache)`` with the :data:`METRICS` (requests,
+  ``(day, kind, team, feature, user, route, model, cache, outcome, error_kind)`` with the
+  :data:`METRICS` (requests,
   the token buckets, µUSD billed and saved, all integers). It is updated in the same
   transaction as the raw insert, from the rows that were *actually inserted*, so rollup totals
   always equal the sum of the raw rows (until retention removes raw rows; rollups are kept).
@@ -19,7 +20,13 @@ transaction from the same inserted rows):
 ``model`` is the record's ``target`` (the model config name), else its ``provider_model``,
 else ``''``. ``day`` is the UTC calendar day of ``ts``. ``cache`` is the record's cache status
 (``off``, ``miss``, ``bypass``, ``exact``, ``semantic``); rollup rows written before the
-column existed carry ``''``.
+column existed carry ``''``. ``outcome`` is the record's (a request: ``served``, ``denied``
+(refused by the gateway's policy: a budget, a rate limit, overload), ``error`` (failed:
+upstream failures, the caller gone, a bug) or ``interrupted``), ``error_kind`` its
+:class:`~trioproxy.errors.ErrorKind` value (``''`` when none): how a report tells served
+requests from refused ones. Rows rolled up before those columns existed were split by the raw
+rows when the ledger was upgraded (:mod:`~trioproxy.ledger.daily_outcomes`); those whose raw
+rows were gone carry ``''`` for both.
 
 Reports read only the rollup. Request records carry the whole request's cost (the gateway
 includes losing hedges and failed attempts), so spend reports use ``kind='request'`` rows;
@@ -45,8 +52,12 @@ from trioproxy.ledger.reads import DayCells
 from trioproxy.ledger.recent import Attempt, Cursor, Filters
 from trioproxy.ledger.record import RecordKind, UsageRecord
 
-DIMENSIONS: tuple[str, ...] = ("team", "feature", "user", "model", "route", "day", "cache")
+DIMENSIONS: tuple[str, ...] = (
+    "team", "feature", "user", "model", "route", "day", "cache", "outcome", "error_kind",
+)  # fmt: skip
 """The columns a report may group by."""
+DAILY_KEY = "day, kind, team, feature, user_name, route, model, cache, outcome, error_kind"
+"""``ledger_daily``'s key columns, in :data:`RollupKey` order."""
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(UsageRecord))
 
@@ -208,8 +219,8 @@ def day_of(ts: float) -> dt.date:
     return _day(int(ts // 86_400))
 
 
-RollupKey = tuple[str, str, str, str, str, str, str, str]
-"""(day ISO, kind, team, feature, user, route, model, cache)."""
+RollupKey = tuple[str, str, str, str, str, str, str, str, str, str]
+"""(day ISO, kind, team, feature, user, route, model, cache, outcome, error kind or '')."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,6 +238,8 @@ def rollup_key(record: UsageRecord) -> RollupKey:
         record.route,
         model_of(record),
         record.cache,
+        record.outcome,
+        record.error_kind or "",
     )
 
 
@@ -278,6 +291,7 @@ def record_from_dict(data: Mapping[str, Any]) -> UsageRecord:
 
 
 __all__ = [
+    "DAILY_KEY",
     "DIMENSIONS",
     "METRICS",
     "REQUEST_TOKENS",

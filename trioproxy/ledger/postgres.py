@@ -17,8 +17,10 @@ the days a batch touches). A raw row is ~350 bytes with its index, so 1M request
 ~350 MB/day; with ``retention_days = 30`` the raw table stays near 10 GB, and retention is a
 ``DROP TABLE`` of whole partitions (instant, no vacuum debt), unlike LiteLLM's ever-growing
 spend table. ``ledger_daily`` (the rollup reports read) grows with distinct
-(day, team, feature, user, route, model, cache) combinations only, e.g. 100 teams x 10 models x 1,000
-users is at most 1M tiny rows per day in the worst case and typically far fewer; it is kept.
+(day, team, feature, user, route, model, cache, outcome, error kind) combinations only (a
+request's outcome and error kind are few: served requests all share one), e.g. 100 teams x
+10 models x 1,000 users is at most 1M tiny rows per day of served requests in the worst case
+and typically far fewer; it is kept.
 A record replayed from the spool after its day's raw partition was dropped by retention is
 stored again and rolled up again; keep ``retention_days`` well above any outage length.
 """

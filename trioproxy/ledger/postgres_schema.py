@@ -1,7 +1,8 @@
 """The PostgreSQL ledger's schema and its one write statement.
 
 The DDL (made once per process under an advisory lock, with the upgrades of older ledgers:
-the cache dimension, token buckets, float USD to integer µUSD, the list of provisional rows), the day partitions of
+the cache dimension, token buckets, float USD to integer µUSD, the list of provisional rows,
+the day roll-up's outcomes), the day partitions of
 ``ledger_raw``, the day roll-up's zone (rebuilt from the hourly one when it changes), and the
 statement that stores a staged batch and every roll-up from the rows it actually inserted.
 :mod:`trioproxy.ledger.postgres` owns the pool and the reads.
@@ -15,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from trioproxy.ledger import days, hourly, minutes, provisional, recent
-from trioproxy.ledger.backend import METRICS
+from trioproxy.ledger import daily_outcomes, days, hourly, minutes, provisional, recent
+from trioproxy.ledger.backend import DAILY_KEY, METRICS
 from trioproxy.ledger.columns import (
     COLUMNS,
     FIELDS,
@@ -36,7 +37,6 @@ LOCK_MADE_UP = LOCK_ID + 1
 """Advisory lock a batch holding a provisional row takes alone, others shared
 (:mod:`trioproxy.ledger.postgres`)."""
 
-_ROLLUP_COLS = "day, kind, team, feature, user_name, route, model, cache"
 _LEGACY_OF = {new: old for old, new in LEGACY_MONEY.items()}
 
 
@@ -60,9 +60,10 @@ _SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS ledger_daily (
         day date NOT NULL, kind text NOT NULL, team text NOT NULL, feature text NOT NULL,
         user_name text NOT NULL, route text NOT NULL, model text NOT NULL,
-        cache text NOT NULL DEFAULT '',
+        cache text NOT NULL DEFAULT '', outcome text NOT NULL DEFAULT '',
+        error_kind text NOT NULL DEFAULT '',
         {", ".join(f"{m} bigint NOT NULL DEFAULT 0" for m in METRICS)},
-        PRIMARY KEY ({_ROLLUP_COLS}))""",
+        PRIMARY KEY ({DAILY_KEY}))""",
     hourly.PG_DDL,
     days.PG_DDL,
     days.META_DDL.format(text="text"),
@@ -70,15 +71,19 @@ _SCHEMA = [
     minutes.PG_TEAMS_DDL,
     provisional.REGISTRY_DDL,
     *recent.INDEXES,
-    # a rollup made before the cache dimension: add the column ('' on old rows), widen the key
-    "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT ''",
+    # a rollup made before the cache, outcome and error kind dimensions: add the columns (''
+    # on old rows: the outcomes are split by the raw rows after, daily_outcomes.py), widen
+    # the key
+    "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT '', "
+    "ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT '', "
+    "ADD COLUMN IF NOT EXISTS error_kind text NOT NULL DEFAULT ''",
     f"""DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
                        ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
                      WHERE i.indrelid = 'ledger_daily'::regclass AND i.indisprimary
-                       AND a.attname = 'cache') THEN
+                       AND a.attname = 'error_kind') THEN
         ALTER TABLE ledger_daily DROP CONSTRAINT ledger_daily_pkey,
-          ADD PRIMARY KEY ({_ROLLUP_COLS});
+          ADD PRIMARY KEY ({DAILY_KEY});
       END IF;
     END $$""",
     # a ledger made before token buckets and integer µUSD: add the columns (0 on old rows)
@@ -126,6 +131,14 @@ _BACKFILL_PROVISIONAL = (
 """A ledger made before ``ledger_provisional``: its provisional rows listed (one scan)."""
 
 
+_BEFORE = """SELECT to_regclass('ledger_provisional'),
+  to_regclass('ledger_daily') IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+      AND table_name = 'ledger_daily' AND column_name = 'outcome')"""
+"""What the schema lacks before it is made: the list of provisional rows (backfilled once
+made) and the day roll-up's outcomes (split once made)."""
+
+
 _MADE_UP = "s.kind = 'request' AND s.status = 0 AND s.target = '' AND s.outcome = 'interrupted'"
 """A request row recovery made up from a dead process's intents (:func:`~trioproxy.ledger.
 journal.resolve_lines`): left out when the request's own row is stored (see
@@ -167,12 +180,12 @@ WITH ins AS (
   {minutes.select_sql("ins", _MINUTE, per_team=True)}
   {minutes.upsert_tail(per_team=True)}
 ), up AS (
-  INSERT INTO ledger_daily ({_ROLLUP_COLS}, {", ".join(METRICS)})
+  INSERT INTO ledger_daily ({DAILY_KEY}, {", ".join(METRICS)})
   SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
-         COALESCE(NULLIF(target, ''), provider_model, ''), cache,
-         count(*), {", ".join(f"sum({m})" for m in summed)}
-  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-  {upsert_tail("ledger_daily", _ROLLUP_COLS)}
+         COALESCE(NULLIF(target, ''), provider_model, ''), cache, outcome,
+         COALESCE(error_kind, ''), count(*), {", ".join(f"sum({m})" for m in summed)}
+  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+  {upsert_tail("ledger_daily", DAILY_KEY)}
 )
 SELECT count(*) FROM ins"""
 
@@ -194,13 +207,14 @@ def ensure(
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
         if make_schema:
-            (listed,) = conn.execute("SELECT to_regclass('ledger_provisional')").fetchone() or (
-                None,
-            )
+            listed, split = conn.execute(_BEFORE).fetchone() or (None, False)
             for stmt in _SCHEMA:
                 conn.execute(stmt)
             if listed is None:
                 conn.execute(_BACKFILL_PROVISIONAL)
+            if split:
+                for stmt in daily_outcomes.split_sql(daily_outcomes.PG_DAY, analyze=True):
+                    conn.execute(stmt)
             kept = keep_days_in(conn, zone)
         for day in missing:
             lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()

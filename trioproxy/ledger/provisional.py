@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from trioproxy.ledger import days, hourly, minutes
-from trioproxy.ledger.backend import aggregate
+from trioproxy.ledger.backend import DAILY_KEY, aggregate
 from trioproxy.ledger.columns import COLUMNS, METRICS, made_up
 from trioproxy.ledger.record import UsageRecord
 
@@ -45,8 +45,6 @@ INDEX = (
 )
 """SQLite's: the rows a real one may replace are among these (a query names
 ``outcome = 'interrupted'`` as written here, for the planner to use it)."""
-
-DAILY_KEY = "day, kind, team, feature, user_name, route, model, cache"
 
 Key = tuple[str, str, int, str]
 
@@ -165,7 +163,6 @@ def undo(
 
 
 __all__ = [
-    "DAILY_KEY",
     "INDEX",
     "REGISTRY_DDL",
     "REGISTRY_KEY",

@@ -9,6 +9,13 @@ USD, what the gateway's cache saved (``saved``) and what the providers' prompt c
 (``prompt_cache_saved``: the same tokens at full input price minus the bill). ``--since`` takes ``30m``, ``24h``, ``7d``, ``2w``
 or an ISO date; reports have day granularity (they read ``ledger_daily``), so ``--since 24h``
 covers yesterday's and today's UTC days.
+
+``--by day,outcome`` tells, per day, the requests served from those the gateway refused
+(``denied``: a budget, a rate limit, overload) and those that failed (``error``: the
+providers, the caller gone, the gateway) or were ``interrupted`` (a drain, a crash);
+``error_kind`` says why (``budget_exceeded``, ``rate_limited``, ``upstream_timeout``, ...;
+``-`` when none). Day rows rolled up before the ledger kept outcomes and whose raw rows were
+gone when it was upgraded have none (``-``).
 """
 
 from __future__ import annotations
@@ -126,7 +133,13 @@ def _parser() -> argparse.ArgumentParser:
         "--database-url.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--by", default="team", help=f"comma-separated subset of {','.join(DIMENSIONS)}")
+    p.add_argument(
+        "--by",
+        default="team",
+        help=f"comma-separated subset of {','.join(DIMENSIONS)}; outcome: served, denied "
+        "(refused: budget, rate limit, overload), error (failed: upstream, client gone), "
+        "interrupted; error_kind: why (budget_exceeded, rate_limited, upstream_timeout, ...)",
+    )
     p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
     p.add_argument("--config", help="trioproxy TOML config (only its [storage] section is read)")
     p.add_argument("--state-dir", help="SQLite ledger directory (overrides the config)")

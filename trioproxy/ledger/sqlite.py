@@ -9,7 +9,7 @@ a request and an attempt row each for 1M requests, 684 MB), so 1M requests a day
 a day; retention
 deletes raw rows older than ``retention_days`` (run hourly by the writer) and keeps
 ``ledger_daily``, whose size is bounded by distinct (day, team, feature, user, route, model,
-cache) combinations, not by traffic. Beyond a few million requests a day, configure PostgreSQL.
+cache, outcome, error kind) combinations, not by traffic. Beyond a few million requests a day, configure PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import trio
 
 from trioproxy.ledger import days, hourly, minutes, provisional, recent
 from trioproxy.ledger.backend import (
+    DAILY_KEY,
     METRICS,
     REQUEST_TOKENS,
     ReportRow,
@@ -54,10 +55,9 @@ _INSERT = (
     f"INSERT OR IGNORE INTO ledger_raw ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
-_ROLLUP_KEY = "day, kind, team, feature, user_name, route, model, cache"
 _UPSERT = (
-    f"INSERT INTO ledger_daily ({_ROLLUP_KEY}, {', '.join(METRICS)}) "
-    f"VALUES ({', '.join('?' * (8 + len(METRICS)))}) {upsert_tail('ledger_daily', _ROLLUP_KEY)}"
+    f"INSERT INTO ledger_daily ({DAILY_KEY}, {', '.join(METRICS)}) "
+    f"VALUES ({', '.join('?' * (10 + len(METRICS)))}) {upsert_tail('ledger_daily', DAILY_KEY)}"
 )
 
 

@@ -1,6 +1,9 @@
 """Bring a SQLite ledger made by an older version to the current schema, keeping every row.
 
 * ``ledger_daily`` made before the ``cache`` dimension gains it (``''`` on old rows);
+* ``ledger_daily`` made before the ``outcome`` and ``error_kind`` dimensions gains them, its
+  rows split by the raw rows where those are all there (:mod:`~trioproxy.ledger.
+  daily_outcomes`), ``''`` on the others;
 * every table made before token buckets and integer µUSD gains the bucket columns (0 on old
   rows) and has its float-USD ``cost_usd`` / ``saved_usd`` turned into ``cost_micros`` /
   ``saved_micros`` (rounded to the µUSD, which is exact for amounts that were µUSD / 10^6).
@@ -12,7 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from trioproxy.ledger import hourly
+from trioproxy.ledger import daily_outcomes, hourly
+from trioproxy.ledger.backend import DAILY_KEY
 from trioproxy.ledger.columns import (
     COLUMNS,
     FIELDS,
@@ -26,12 +30,13 @@ from trioproxy.ledger.columns import (
 DAILY_DDL = (
     """CREATE TABLE IF NOT EXISTS {name} (
     day TEXT NOT NULL, kind TEXT NOT NULL, team TEXT NOT NULL, feature TEXT NOT NULL,
-    user_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL, cache TEXT NOT NULL, """
+    user_name TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL, cache TEXT NOT NULL,
+    outcome TEXT NOT NULL DEFAULT '', error_kind TEXT NOT NULL DEFAULT '', """
     + ", ".join(f"{m} INTEGER NOT NULL" for m in METRICS)
-    + """,
-    PRIMARY KEY (day, kind, team, feature, user_name, route, model, cache))"""
+    + f""",
+    PRIMARY KEY ({DAILY_KEY}))"""
 )
-_DAILY_OLD_KEY = "day, kind, team, feature, user_name, route, model"
+_DAILY_KEY = [k.strip() for k in DAILY_KEY.split(",")]
 _LEGACY_OF = {new: old for old, new in LEGACY_MONEY.items()}
 
 
@@ -61,10 +66,13 @@ def _rebuild(conn: sqlite3.Connection, table: str, ddl: str, key: str, cols: lis
 
 def migrate(conn: sqlite3.Connection) -> None:
     daily = _columns(conn, "ledger_daily")
-    if daily and ("cache" not in daily or any(old in daily for old in LEGACY_MONEY)):
+    split = bool(daily) and "outcome" not in daily
+    if split or (daily and ("cache" not in daily or any(old in daily for old in LEGACY_MONEY))):
         if "cache" not in daily:  # older still: no cache dimension
             conn.execute("ALTER TABLE ledger_daily ADD COLUMN cache TEXT NOT NULL DEFAULT ''")
-        _rebuild(conn, "ledger_daily", DAILY_DDL, f"{_DAILY_OLD_KEY}, cache", daily)
+            daily.append("cache")
+        key = ", ".join(k for k in _DAILY_KEY if k in daily)  # the others: ''
+        _rebuild(conn, "ledger_daily", DAILY_DDL, key, daily)
     hours = _columns(conn, "ledger_hourly")
     if hours and any(old in hours for old in LEGACY_MONEY):
         ddl = hourly.sqlite_ddl("{name}")
@@ -80,6 +88,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         if old in raw:
             conn.execute(f"UPDATE ledger_raw SET {new} = {_from_legacy(new, [old])}")
             conn.execute(f"ALTER TABLE ledger_raw DROP COLUMN {old}")
+    if split:  # by the raw rows, in their current shape
+        for stmt in daily_outcomes.split_sql(daily_outcomes.SQLITE_DAY):
+            conn.execute(stmt)
 
 
 __all__ = ["DAILY_DDL", "migrate"]
