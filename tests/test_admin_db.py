@@ -23,6 +23,7 @@ from trioproxy.admin.keys import StoredKey
 from trioproxy.admin.pg_engine import PgEngine
 from trioproxy.admin.sessions import Principal, Session
 from trioproxy.admin.store import AdminStore, Heartbeat, StoredUser, StoreError
+from trioproxy.admin.throttle import Seen
 from trioproxy.edge.auth import KeyRing
 from trioproxy.errors import ErrorKind, PolicyError
 
@@ -107,10 +108,17 @@ async def test_every_table_round_trips(store: AdminStore) -> None:
     await store.record_failure(["user:ann", "ip:1"], 5.0, keep_after=0.0)
     await store.record_failure(["user:ann"], 6.0, keep_after=0.0)
     assert await store.failures(["user:ann", "ip:1", "ip:2"], 0.0) == {
-        "user:ann": (2, 5.0), "ip:1": (1, 5.0)
+        "user:ann": Seen(2, 5.0, 6.0), "ip:1": Seen(1, 5.0, 5.0)
     }  # fmt: skip
     await store.clear_failures("user:ann")
     assert await store.failures(["user:ann"], 0.0) == {}
+    await store.add_device("d1", "ann", 10.0, replaces=None, purge_before=0.0)
+    assert await store.device_user("d1", 5.0) == "ann"
+    assert await store.device_user("d1", 11.0) is None  # older than that
+    await store.add_device("d2", "ann", 20.0, replaces="d1", purge_before=0.0)
+    assert await store.device_user("d1", 0.0) is None and await store.device_user("d2", 0.0)
+    await store.add_device("d3", "bob", 30.0, replaces=None, purge_before=25.0)
+    assert await store.device_user("d2", 0.0) is None  # purged
 
 
 async def test_a_principal_of_no_team_lists_no_alert(store: AdminStore) -> None:
@@ -321,8 +329,10 @@ async def test_a_user_created_or_deleted_ends_the_sessions_of_its_name(store: Ad
     await store.create_session(
         Session("s2", Principal("ann", "admin"), "csrf", 10.0, 10.0), purge_before=0.0
     )
+    await store.add_device("dev", "vic", 10.0, replaces=None, purge_before=0.0)
     assert await store.add_user(_admin("vic"))
     assert await store.get_session("s1") is None
+    assert await store.device_user("dev", 0.0) is None  # no exemption for the new account
     await store.create_session(Session("s3", old, "csrf", 11.0, 11.0), purge_before=0.0)
     assert not await store.add_user(_admin("vic"))  # taken: nothing created, nothing ended
     assert await store.get_session("s3") is not None

@@ -195,3 +195,115 @@ async def test_head_metrics_over_http(nursery: trio.Nursery) -> None:
         assert get.status_code == head.status_code == 200 and head.content == b""
         assert head.headers["content-type"] == get.headers["content-type"]
         assert (await c.get("/healthz")).status_code == 200  # the connection went on
+
+
+# --- the sign-in throttle: delays for a user name, trusted proxies, metrics ---------------
+
+
+async def sign_in_as(c: Any, user: str, password: str, addr: str) -> Any:
+    return await c.post("/login", form={"user": user, "password": password, "next": "/"},
+                        scope_base={"client": (addr, 1234)})  # fmt: skip
+
+
+async def test_a_spread_attack_delays_the_right_password_by_seconds_and_a_known_browser_not_at_all(
+    nursery: trio.Nursery,
+) -> None:
+    """A review kept root out of the dashboard from ten addresses (one IPv6 /64 is enough):
+    at 10 x login_attempts failures from all addresses the right password was refused for
+    the whole window. It waits seconds now; from the user's own browser (its device cookie)
+    or a place it signed in from, not at all."""
+    d = await start_dash(nursery, login_attempts=3, login_window_s=300)
+    now = await mocked_clock(d)
+    laptop = d.app.test_client()
+    r = await sign_in_as(laptop, "alice", PASSWORDS["alice"], "192.0.2.7")
+    assert r.status_code == 303
+    cookies = r.headers.getlist("set-cookie")
+    attacker = d.app.test_client()
+    for i in range(40):  # a wrong password as soon as it may be tried, each from a new address
+        r = await sign_in_as(attacker, "alice", "guess", f"2001:db8:{i}::1")
+        if r.status_code == 429:
+            assert 1 <= int(r.headers["Retry-After"]) <= 10
+            now[0] += int(r.headers["Retry-After"])
+            r = await sign_in_as(attacker, "alice", "guess", f"2001:db8:{i}::2")
+        assert r.status_code == 401
+    # a new browser at a new place: told to wait seconds (not the window), then let in
+    r = await sign_in_as(d.app.test_client(), "alice", PASSWORDS["alice"], "198.18.0.1")
+    assert r.status_code == 429 and "Too many failed sign-ins as alice" in await r.get_data(True)
+    wait = int(r.headers["Retry-After"])
+    assert 1 <= wait <= 10
+    now[0] += wait
+    r = await sign_in_as(d.app.test_client(), "alice", PASSWORDS["alice"], "198.18.0.1")
+    assert r.status_code == 303
+    assert (await sign_in_as(attacker, "alice", "guess", "2001:db8:99::1")).status_code == 401
+    # the name is held at its delay again: alice's laptop, elsewhere, goes in at once
+    r = await sign_in_as(laptop, "alice", PASSWORDS["alice"], "203.0.113.50")
+    assert r.status_code == 303
+    # and so does any browser at a place she signed in from
+    r = await sign_in_as(d.app.test_client(), "alice", PASSWORDS["alice"], "192.0.2.7")
+    assert r.status_code == 303
+    # the laptop's own wrong passwords are limited by its own count
+    for _ in range(3):
+        assert (await sign_in_as(laptop, "alice", "typo", "203.0.113.51")).status_code == 401
+    r = await sign_in_as(laptop, "alice", PASSWORDS["alice"], "203.0.113.52")
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) == 300
+    device = next(c for c in cookies if c.startswith("trioproxy_device="))
+    assert "Path=/login" in device and "HttpOnly" in device and "SameSite=Strict" in device
+
+
+async def test_behind_a_trusted_proxy_each_client_counts_by_its_own_address(
+    nursery: trio.Nursery,
+) -> None:
+    """Behind a TLS reverse proxy every client had the proxy's address: 10 bad requests
+    locked the whole dashboard out, the admin key's sign-in too. With the proxy trusted, the
+    client is the address it names in X-Forwarded-For; from anyone else the header is
+    ignored."""
+    d = await start_dash(nursery, login_attempts=3, trusted_proxies=("10.0.0.1/32",))
+    await mocked_clock(d)
+
+    def via_proxy(client: str) -> dict[str, str]:
+        return {"X-Forwarded-For": f"198.51.100.77, {client}"}  # the left part: forgeable
+
+    async with admin_port(d, "10.0.0.1") as proxy, admin_port(d, "192.0.2.1") as direct:
+        for _ in range(3):
+            form = {"user": "victor", "password": "wrong"}
+            r = await proxy.post("/login", data=form, headers=via_proxy("203.0.113.5"))
+            assert r.status_code == 401
+        form = {"user": "alice", "password": PASSWORDS["alice"]}
+        r = await proxy.post("/login", data=form, headers=via_proxy("203.0.113.5"))
+        assert r.status_code == 429
+        r = await proxy.post("/login", data=form, headers=via_proxy("203.0.113.6"))
+        assert r.status_code == 303
+        key = {"user": "", "password": DEMO_KEY}
+        assert (await proxy.post("/login", data=key)).status_code == 303  # the proxy itself
+        assert (
+            await proxy.get("/metrics", headers=ADMIN | via_proxy("203.0.113.6"))
+        ).status_code == 200
+        assert (
+            await proxy.get("/metrics", headers=ADMIN | via_proxy("203.0.113.5"))
+        ).status_code == 429
+        # not from the proxy: the header is the client's own word, and ignored
+        for _ in range(3):
+            r = await direct.get("/metrics", headers=WRONG | via_proxy("203.0.113.8"))
+            assert r.status_code == 401
+        assert (await direct.get("/metrics", headers=ADMIN)).status_code == 429
+        assert (
+            await proxy.get("/metrics", headers=ADMIN | via_proxy("203.0.113.8"))
+        ).status_code == 200
+
+
+async def test_failed_authentications_are_counted_in_metrics(nursery: trio.Nursery) -> None:
+    from tests.test_metrics import parse
+
+    d = await start_dash(nursery, login_attempts=2, login_window_s=60)
+    await mocked_clock(d)
+    async with admin_port(d, "192.0.2.1") as c, admin_port(d, "192.0.2.2") as scraper:
+        assert (await c.post("/login", data={"user": "alice", "password": "x"})).status_code == 401
+        assert (await c.get("/admin/api/budgets/demo", headers=WRONG)).status_code == 401
+        assert (await c.get("/metrics", headers=WRONG)).status_code == 429
+        assert (await c.post("/login", data={"user": "", "password": "x"})).status_code == 429
+        got = parse((await scraper.get("/metrics", headers=ADMIN)).text)
+    failures = "trioproxy_admin_auth_failures_total"
+    throttled = "trioproxy_admin_auth_throttled_total"
+    assert got[(failures, frozenset({("kind", "password")}))] == 1
+    assert got[(failures, frozenset({("kind", "admin_key")}))] == 1
+    assert got[(throttled, frozenset({("limit", "address")}))] == 2

@@ -685,3 +685,16 @@ def test_route_cache_semantic_controls() -> None:
     assert cache.semantic_target_false_hit == 0.02
     assert cache.semantic_band == (0.82, 0.97)
     assert (cache.confirm_users, cache.semantic_threshold) == (3, None)
+
+
+def test_dashboard_trusted_proxies_are_addresses_or_ranges() -> None:
+    d = minimal()
+    d["dashboard"] = {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8", "fd00::/8", "10.1.2.3/16"]}
+    got = parse_settings(d, env=ENV).dashboard.trusted_proxies
+    assert got == ("127.0.0.1/32", "10.0.0.0/8", "fd00::/8", "10.1.0.0/16")
+    assert parse_settings(minimal(), env=ENV).dashboard.trusted_proxies == ()  # none trusted
+    d["dashboard"] = {"trusted_proxies": ["nginx", "10.0.0.0/33"]}
+    assert problems_of(d) == (
+        "dashboard.trusted_proxies[0]: not an address or CIDR range: 'nginx'",
+        "dashboard.trusted_proxies[1]: not an address or CIDR range: '10.0.0.0/33'",
+    )

@@ -1,4 +1,5 @@
-"""Who may sign in to the dashboard: users created there, their sessions, failed sign-ins."""
+"""Who may sign in to the dashboard: users created there, their sessions, failed sign-ins,
+the browsers that signed in as them (device cookies: :mod:`.throttle`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 
 from trioproxy.admin.db import AdminDb, Sql, teams_in, teams_out
 from trioproxy.admin.sessions import Principal, Role, Session
+from trioproxy.admin.throttle import Seen
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
@@ -19,6 +21,10 @@ CREATE INDEX IF NOT EXISTS sessions_user ON sessions("user");
 CREATE TABLE IF NOT EXISTS login_failures(subject TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, ts);
 CREATE INDEX IF NOT EXISTS login_failures_ts ON login_failures(ts);
+CREATE TABLE IF NOT EXISTS login_devices(
+  id_hash TEXT PRIMARY KEY, "user" TEXT NOT NULL, created DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS login_devices_user ON login_devices("user");
+CREATE INDEX IF NOT EXISTS login_devices_created ON login_devices(created);
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, teams TEXT,
   created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL,
@@ -126,18 +132,19 @@ class AccountsTable(AdminDb):
 
     # --- sign-in failures -------------------------------------------------------------
 
-    async def failures(self, subjects: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
-        """Per subject with failures since ``since``: (count, oldest time)."""
+    async def failures(self, subjects: Sequence[str], since: float) -> dict[str, Seen]:
+        """Per subject with failures since ``since``: their count, oldest and newest time."""
 
-        def op(db: Sql) -> dict[str, tuple[int, float]]:
-            out: dict[str, tuple[int, float]] = {}
+        def op(db: Sql) -> dict[str, Seen]:
+            out: dict[str, Seen] = {}
             for subject in subjects:
-                n, oldest = db.execute(
-                    "SELECT COUNT(*), MIN(ts) FROM login_failures WHERE subject = ? AND ts >= ?",
+                n, oldest, newest = db.execute(
+                    "SELECT COUNT(*), MIN(ts), MAX(ts) FROM login_failures "
+                    "WHERE subject = ? AND ts >= ?",
                     (subject, since),
                 ).fetchone()
                 if n:
-                    out[subject] = (int(n), float(oldest))
+                    out[subject] = Seen(int(n), float(oldest), float(newest))
             return out
 
         return await self._run(op)
@@ -158,6 +165,36 @@ class AccountsTable(AdminDb):
         await self._run(
             lambda db: db.execute("DELETE FROM login_failures WHERE subject = ?", (subject,))
         )
+
+    # --- devices (browsers that signed in as a user) -------------------------------------
+
+    async def add_device(
+        self, id_hash: str, user: str, now: float, *, replaces: str | None, purge_before: float
+    ) -> None:
+        """Remember a device cookie's hash for ``user`` (the one it ``replaces`` goes);
+        drop devices made before ``purge_before``."""
+
+        def op(db: Sql) -> None:
+            with db.transaction():
+                db.execute("DELETE FROM login_devices WHERE created < ?", (purge_before,))
+                if replaces is not None:
+                    db.execute("DELETE FROM login_devices WHERE id_hash = ?", (replaces,))
+                db.execute("INSERT INTO login_devices VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                           (id_hash, user, now))  # fmt: skip
+
+        await self._run(op)
+
+    async def device_user(self, id_hash: str, since: float) -> str | None:
+        """The user a device cookie (by its hash) signed in as, if made since ``since``."""
+
+        def op(db: Sql) -> str | None:
+            row = db.execute(
+                'SELECT "user" FROM login_devices WHERE id_hash = ? AND created >= ?',
+                (id_hash, since),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(op)
 
     # --- users ----------------------------------------------------------------------
 
@@ -224,8 +261,9 @@ class AccountsTable(AdminDb):
         return await self._run(op)
 
     async def add_user(self, u: StoredUser) -> bool:
-        """Store a new user; False if the name is taken. Sessions of that name (a config
-        user's since removed) end in the same transaction: the name is a new account now."""
+        """Store a new user; False if the name is taken. Sessions and devices of that name
+        (a config user's since removed) end in the same transaction: the name is a new
+        account now."""
 
         def op(db: Sql) -> bool:
             with db.transaction():
@@ -233,16 +271,18 @@ class AccountsTable(AdminDb):
                 if cur.rowcount != 1:
                     return False
                 db.execute('DELETE FROM sessions WHERE "user" = ?', (u.name,))
+                db.execute('DELETE FROM login_devices WHERE "user" = ?', (u.name,))
                 return True
 
         return await self._run(op)
 
     async def delete_user(self, name: str) -> bool:
-        """Delete a user and, in the same transaction, its sessions."""
+        """Delete a user and, in the same transaction, its sessions and devices."""
 
         def op(db: Sql) -> bool:
             with db.transaction():
                 db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
+                db.execute('DELETE FROM login_devices WHERE "user" = ?', (name,))
                 return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
 
         return await self._run(op)

@@ -178,10 +178,15 @@ class DashboardConfig:
     session_max_s: float = 43200.0
     """A session ends this long after sign-in, active or not."""
     login_attempts: int = 10
-    """Failed sign-ins allowed per user name and per client address per ``login_window_s``;
-    a wrong admin key on the admin port (admin API, ``/metrics``) is a failed sign-in of its
-    address."""
+    """Failures per ``login_window_s`` that block a client address (wrong passwords, and
+    wrong admin keys on the admin API and ``/metrics``) or a browser's device cookie; a user
+    name's first ones, after which its sign-ins are delayed (seconds, never blocked):
+    :mod:`trioproxy.admin.throttle`."""
     login_window_s: float = 300.0
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies in front of the admin port (addresses or CIDR ranges): from them, the
+    client's address is the one ``X-Forwarded-For`` (or ``Forwarded``) names
+    (:mod:`trioproxy.edge.client_address`); none by default (the TCP peer is the client)."""
     users: Mapping[str, DashboardUser] = field(default_factory=dict)
 
 

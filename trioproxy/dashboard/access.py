@@ -17,10 +17,18 @@
   token, as the ``csrf`` form field or the ``X-CSRF-Token`` header (htmx sends it).
 * **Roles**: ``viewer`` reads; ``admin`` also changes. A user limited to some teams
   sees and changes only those.
-* Failed sign-ins are logged and counted per user name and per client address; at
-  ``login_attempts`` per ``login_window_s`` further attempts get 429. A wrong admin key
-  (``Bearer``, on the admin API, any page, or ``/metrics``: :mod:`trioproxy.edge.admin_guard`)
-  is a failure of its address too, counted with them (:meth:`Access.admit`).
+* **Failed sign-ins** are logged, counted in ``/metrics``
+  (``trioproxy_admin_auth_failures_total``, ``..._throttled_total``) and throttled
+  (:mod:`trioproxy.admin.throttle`): a client address is blocked (429) at ``login_attempts``
+  failures per ``login_window_s``; a user name from all addresses is never blocked, only
+  delayed (after its first ``login_attempts`` failures, each holds its next sign-in back 1,
+  2, 4, 8, then 10 s: a correct password waits seconds at most), and a browser that signed
+  in as that user before (its device cookie, ``trioproxy_device``) or an address it signed
+  in from is not delayed by the name's failures, only limited by its own. A wrong admin
+  key (``Bearer``, on the admin API, any page, or ``/metrics``:
+  :mod:`trioproxy.edge.admin_guard`) is a failure of its address too (:meth:`Access.admit`).
+  Behind a reverse proxy the address is the one it names, when it is one of
+  ``dashboard.trusted_proxies`` (:mod:`trioproxy.edge.client_address`).
 * A refused request that carries a body has its body read (bounded) before the answer,
   or else its connection is closed, so the connection's next request is never stuck
   behind unread bytes.
@@ -50,14 +58,22 @@ from trioproxy.admin.sessions import (
     credential_of,
     needs_touch,
     new_session,
+    new_token,
     session_state,
     token_hash,
 )
 from trioproxy.admin.store import AdminStore, StoreError
-from trioproxy.admin.throttle import FailureLog, Throttle
+from trioproxy.admin.throttle import (
+    DEVICE_TTL_S,
+    FailureLog,
+    Seen,
+    SignInLimits,
+    address_subject,
+    known_place,
+)
 from trioproxy.config.model import DashboardConfig
-from trioproxy.edge.admin_guard import address_subject
 from trioproxy.edge.app import Gateway
+from trioproxy.edge.client_address import scope_client
 from trioproxy.errors import ErrorKind, GatewayError
 
 log = logging.getLogger(__name__)
@@ -70,6 +86,8 @@ API_PREFIX = "/admin/api/"
 POLL_PREFIX = "/panel/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 COOKIE = "trioproxy_session"
+DEVICE_COOKIE = "trioproxy_device"
+"""A browser that signed in as a user before (:mod:`trioproxy.admin.throttle`)."""
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 DRAIN_TIMEOUT_S = 2.0
@@ -111,8 +129,8 @@ class Access:
         return SessionPolicy(self.cfg.session_idle_s, self.cfg.session_max_s)
 
     @property
-    def throttle(self) -> Throttle:
-        return Throttle(self.cfg.login_attempts, self.cfg.login_window_s)
+    def limits(self) -> SignInLimits:
+        return SignInLimits(self.cfg.login_attempts, self.cfg.login_window_s)
 
     async def password_user(self, name: str, password: str) -> Principal | None:
         """The principal for a correct user name and password, else None (same time either way)."""
@@ -161,10 +179,10 @@ class Access:
         now = Principal(p.name, stored.role, stored.teams, "password", credential)
         return p if now == p else now
 
-    async def failures(self, subjects: list[str], now: float) -> dict[str, tuple[int, float]]:
-        """Per subject, its failures in the window: (count, oldest); this process's own
-        when the store does not answer."""
-        since = now - self.throttle.window_s
+    async def failures(self, subjects: list[str], now: float) -> dict[str, Seen]:
+        """Per subject, its failures in the window; this process's own when the store does
+        not answer."""
+        since = now - self.limits.window_s
         try:
             return await self.store.failures(subjects, since)
         except (StoreError, trio.TooSlowError) as exc:
@@ -174,7 +192,7 @@ class Access:
     async def record_failure(self, subjects: list[str], now: float) -> None:
         self.local.record(subjects, now)
         try:
-            await self.store.record_failure(subjects, now, keep_after=now - self.throttle.window_s)
+            await self.store.record_failure(subjects, now, keep_after=now - self.limits.window_s)
         except (StoreError, trio.TooSlowError) as exc:
             self._store_down(exc)
 
@@ -196,8 +214,8 @@ class Access:
         seconds to wait."""
         subject = address_subject(addr)
         now = self.clock()
-        n, oldest = (await self.failures([subject], now)).get(subject, (0, None))
-        wait = self.throttle.retry_after(n, oldest, now, checking=self.checking[subject])
+        seen = (await self.failures([subject], now)).get(subject)
+        wait = self.limits.block.retry_after(seen, now, checking=self.checking[subject])
         if wait is None:
             self.checking[subject] += 1  # no checkpoint since the count: counted at once
         return wait
@@ -209,6 +227,20 @@ class Access:
                 await self.record_failure([subject], self.clock())
         finally:
             self._done_checking([subject])
+
+    async def device_of(self, name: str, addr: str) -> tuple[str | None, str | None]:
+        """Whether the attempt comes from one of ``name``'s devices: (the hash of its device
+        cookie if it is one of the user's, the user's known place if ``addr`` is one)."""
+        if not name:
+            return None, None
+        since = self.clock() - DEVICE_TTL_S
+        token = request.cookies.get(DEVICE_COOKIE)
+        if token and len(token) <= 128:
+            digest = token_hash(token)
+            if await self.store.device_user(digest, since) == name:
+                return digest, None
+        place = known_place(name, addr)
+        return None, place if await self.store.device_user(place, since) == name else None
 
     def key_principal(self, key: str) -> Principal | None:
         """An admin API key used as a password (no user name)."""
@@ -223,11 +255,6 @@ class Access:
         return Principal(
             f"key:{found.name}", "admin", None, "api-key", credential_of(found.key_hash)
         )
-
-
-USER_SPREAD = 10
-"""Failed sign-ins a user name may have from all addresses together, in units of
-``login_attempts`` (the limit of one address, and of that user from one address)."""
 
 
 def cross_site() -> bool:
@@ -316,8 +343,16 @@ def clear_cookie(response: AnyResponse, acc: Access) -> None:
     )
 
 
-def client_addr() -> str:
-    return request.remote_addr or "unknown"
+def client_addr(acc: Access) -> str:
+    """The client's address: the TCP peer's, or the one a trusted proxy names."""
+    return scope_client(request.scope, acc.cfg.trusted_proxies)
+
+
+def set_device_cookie(response: AnyResponse, acc: Access, token: str) -> None:
+    response.set_cookie(
+        DEVICE_COOKIE, token, max_age=int(DEVICE_TTL_S), httponly=True, samesite="Strict",
+        secure=acc.cfg.secure_cookies, path=LOGIN,
+    )  # fmt: skip
 
 
 def install(app: Quart, acc: Access) -> None:
@@ -367,9 +402,10 @@ def install(app: Quart, acc: Access) -> None:
     async def bearer(auth: str) -> ResponseReturnValue | None:
         """An admin key: its principal (None: go on), or the refusal; a wrong key counts as
         a failure of the address, and an address at its limit is refused whatever it sends."""
-        addr = client_addr()
+        addr = client_addr(acc)
         wait = await acc.admit(addr)
         if wait is not None:
+            acc.gw.prometheus.admin_auth_throttled("address")
             log.warning("admin key refused (throttled): addr=%s path=%s", addr, request.path)
             message = (
                 f"Too many failed sign-ins or admin keys from this address; retry in {wait} s."
@@ -389,6 +425,7 @@ def install(app: Quart, acc: Access) -> None:
             why = ""
             if refused.kind is ErrorKind.INVALID_API_KEY:
                 log.warning("admin port: wrong admin key: addr=%s path=%s", addr, request.path)
+                acc.gw.prometheus.admin_auth_failure("admin_key")
                 why = (" This port takes an admin key only: a key of the config file with "
                        "admin = true (keys made on the dashboard call the data port).")  # fmt: skip
             return await drained(json_error(401, refused.message + why))
@@ -412,28 +449,25 @@ def install(app: Quart, acc: Access) -> None:
         target = local_target(form.get("next"))
         name = form.get("user", "").strip()
         password = form.get("password", "")
-        addr = client_addr()
+        addr = client_addr(acc)
+        cookie, place = await acc.device_of(name, addr)
+        device = cookie or place
         now = acc.clock()
-        throttle = acc.throttle
-        # an address, a user from that address (both at login_attempts), and a user from
-        # anywhere at USER_SPREAD times that: a user name from many addresses no longer
-        # locks its owner out after login_attempts failures (anyone could, with ten
-        # requests), and guesses spread over addresses stay bounded. Admin-key sign-ins
-        # (no user name) count by address only: they all shared the one subject "user:".
-        limits = {address_subject(addr): throttle}
-        if name:
-            spread = Throttle(throttle.attempts * USER_SPREAD, throttle.window_s)
-            limits |= {f"user:{name}@{addr}": throttle, f"user:{name}": spread}
-        subjects = list(limits)
-        counts = await acc.failures(subjects, now)
-        waits = []
-        for s, limit in limits.items():
-            n, oldest = counts.get(s, (0, None))
-            waits.append(limit.retry_after(n, oldest, now, checking=acc.checking[s]))
-        wait = max((w for w in waits if w is not None), default=None)
-        if wait is not None:
-            log.warning("dashboard sign-in refused (throttled): user=%r addr=%s", name, addr)
-            error = f"Too many failed sign-ins; try again in {wait} s."
+        limits = acc.limits
+        rules = limits.rules(addr, name, device)  # admin-key sign-ins: by address only
+        subjects = list(rules)
+        seen = await acc.failures(subjects, now)
+        refusal = limits.refusal(rules, seen, acc.checking, now)
+        if refusal is not None:
+            acc.gw.prometheus.admin_auth_throttled(refusal.limit)
+            log.warning("dashboard sign-in refused (throttled: %s): user=%r addr=%s",
+                        refusal.limit, name, addr)  # fmt: skip
+            wait = refusal.wait_s
+            error = (
+                f"Too many failed sign-ins as {name}; try again in {wait} s."
+                if refusal.limit == "user"
+                else f"Too many failed sign-ins; try again in {wait} s."
+            )
             page = await render_template("login.html", next=target, user=name, error=error)
             return Response(page, status=429, headers={"Retry-After": str(wait)})
         acc.checking.update(subjects)  # no checkpoint since the count: counted at once
@@ -442,6 +476,7 @@ def install(app: Quart, acc: Access) -> None:
                 await acc.password_user(name, password) if name else acc.key_principal(password)
             )
             if principal is None:
+                acc.gw.prometheus.admin_auth_failure("password" if name else "admin_key")
                 await acc.record_failure(subjects, now)
         finally:
             acc._done_checking(subjects)
@@ -449,12 +484,21 @@ def install(app: Quart, acc: Access) -> None:
             log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
             error = "Wrong user name or password." if name else "Not an admin API key."
             return await render_template("login.html", next=target, user=name, error=error), 401
-        await acc.store.clear_failures(f"user:{name}@{addr}")
         token, session = new_session(principal, now)
         await acc.store.create_session(session, purge_before=now - acc.cfg.session_max_s)
         log.info("dashboard sign-in: user=%r role=%s addr=%s", principal.name, principal.role, addr)
         response = redirect(target, 303)
         set_cookie(response, acc, token)
+        if name:  # this browser, and this place, are the user's now (a new token each time)
+            device_token = new_token()
+            purge = now - DEVICE_TTL_S
+            await acc.store.add_device(token_hash(device_token), name, now, replaces=cookie,
+                                       purge_before=purge)  # fmt: skip
+            here = known_place(name, addr)
+            await acc.store.add_device(here, name, now, replaces=here, purge_before=purge)
+            if device is not None:
+                await acc.store.clear_failures(f"device:{device}")
+            set_device_cookie(response, acc, device_token)
         return response
 
     @app.post(LOGOUT)

@@ -5,7 +5,8 @@ that is no key counts as a failure of the client's address, like a failed dashbo
 (:mod:`trioproxy.admin.throttle`): at ``dashboard.login_attempts`` per
 ``dashboard.login_window_s`` the address gets 429 with ``Retry-After``, whatever it sends
 (the right key too: else a guess that works would still tell itself apart). 300 wrong keys
-took 5.8 s and none was refused (a review).
+took 5.8 s and none was refused (a review). The address is the client's
+(:mod:`trioproxy.edge.client_address`: behind a trusted reverse proxy, the one it names).
 
 The gateway starts with :class:`LocalKeyGuard` (this process's counts); the dashboard, when
 it mounts, puts its own in its place (``Access``: the admin store's counts, shared with the
@@ -21,9 +22,9 @@ from typing import Protocol
 
 import orjson
 
-from trioproxy.admin.throttle import FailureLog, Throttle
+from trioproxy.admin.throttle import FailureLog, Throttle, address_subject
 from trioproxy.core.ids import request_id
-from trioproxy.edge.asgi_io import Scope, Send, send_whole
+from trioproxy.edge.asgi_io import Send, send_whole
 from trioproxy.edge.refusals import request_id_header
 
 
@@ -36,16 +37,6 @@ class KeyGuard(Protocol):
     async def settle(self, addr: str, *, failed: bool) -> None:
         """The key tried after :meth:`admit` was (``failed``) or was not a wrong key."""
         ...
-
-
-def address_subject(addr: str) -> str:
-    return f"addr:{addr}"
-
-
-def peer_address(scope: Scope) -> str:
-    """The address the request came from (the TCP peer)."""
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 CHALLENGE = "Bearer"
@@ -82,8 +73,8 @@ class LocalKeyGuard:
 
     async def admit(self, addr: str) -> int | None:
         subject, now, throttle = address_subject(addr), self.clock(), self.throttle()
-        n, oldest = self.log.seen(subject, now - throttle.window_s) or (0, None)
-        wait = throttle.retry_after(n, oldest, now, checking=self.checking[subject])
+        seen = self.log.seen(subject, now - throttle.window_s)
+        wait = throttle.retry_after(seen, now, checking=self.checking[subject])
         if wait is None:
             self.checking[subject] += 1
         return wait
@@ -97,5 +88,4 @@ class LocalKeyGuard:
             del self.checking[subject]
 
 
-__all__ = ["CHALLENGE", "KeyGuard", "LocalKeyGuard", "address_subject", "admin_error_body",
-           "peer_address", "send_admin_error"]  # fmt: skip
+__all__ = ["CHALLENGE", "KeyGuard", "LocalKeyGuard", "admin_error_body", "send_admin_error"]

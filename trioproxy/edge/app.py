@@ -26,9 +26,10 @@ from trioproxy.core import endpoints
 from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
 from trioproxy.dialects import DIALECTS
-from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard, peer_address, send_admin_error
+from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard, send_admin_error
 from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
 from trioproxy.edge.auth import KeyRing
+from trioproxy.edge.client_address import scope_client
 from trioproxy.edge.count_tokens import CountTokensHandler
 from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
@@ -240,9 +241,10 @@ class Gateway:
     async def _metrics(self, scope: Scope, send: Send) -> None:
         """``GET /metrics`` (``HEAD``: the same answer without its body) for an admin key;
         errors in the admin API's shape, a 401 with its Bearer challenge."""
-        addr = peer_address(scope)
+        addr = scope_client(scope, self.settings.dashboard.trusted_proxies)
         wait = await self.key_guard.admit(addr)
         if wait is not None:
+            self.prometheus.admin_auth_throttled("address")
             message = f"Too many wrong admin keys from this address; retry in {wait} s."
             await send_admin_error(send, 429, message, [(b"retry-after", str(wait).encode())])
             return
@@ -260,6 +262,7 @@ class Gateway:
         if refused is not None:
             if refused.kind is ErrorKind.INVALID_API_KEY:
                 log.warning("admin port: wrong admin key for /metrics: addr=%s", addr)
+                self.prometheus.admin_auth_failure("admin_key")
             await send_admin_error(send, refused.status, refused.message)
             return
         self.sample_metrics()

@@ -143,6 +143,16 @@ class Metrics:
             "trioproxy_breaker_transitions", "Circuit breaker transitions by target and new state.",
             ("target", "to"), registry=r,
         )  # fmt: skip
+        self.auth_failures = Counter(
+            "trioproxy_admin_auth_failures", "Failed authentications on the admin port: a wrong "
+            "user name or password at sign-in (password), a wrong admin key at sign-in, on the "
+            "admin API or /metrics (admin_key).", ("kind",), registry=r,
+        )  # fmt: skip
+        self.auth_throttled = Counter(
+            "trioproxy_admin_auth_throttled", "Sign-ins and admin keys refused (429) by the admin "
+            "port's throttle, by the limit that refused them: a client address blocked, a user "
+            "name's delay, a device cookie blocked.", ("limit",), registry=r,
+        )  # fmt: skip
         self.request_duration = Histogram(
             "trioproxy_request_duration_seconds", "Time from request to the last byte, by route.",
             ("route",), buckets=SECONDS, registry=r,
@@ -260,6 +270,16 @@ class Metrics:
         """An attempt whose usage was malformed (see :mod:`trioproxy.core.usage`)."""
         self.dirty.set()
         self._inc(self.bad_usage, (target,))
+
+    def admin_auth_failure(self, kind: str) -> None:
+        """A wrong password (``password``) or admin key (``admin_key``) on the admin port."""
+        self.dirty.set()
+        self._inc(self.auth_failures, (kind,))
+
+    def admin_auth_throttled(self, limit: str) -> None:
+        """An attempt the admin port's throttle refused (``address``, ``user``, ``device``)."""
+        self.dirty.set()
+        self._inc(self.auth_throttled, (limit,))
 
     def rejected_line_dropped(self) -> None:
         self.dirty.set()
