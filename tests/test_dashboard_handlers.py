@@ -152,6 +152,41 @@ async def test_failed_sign_ins_are_logged_and_throttled(
     assert r.status_code == 303
 
 
+async def test_password_hashes_are_computed_a_few_at_a_time(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each scrypt holds 16 MiB in a thread: a burst of sign-ins ran up to trio's 40 threads at
+    once (640 MiB); at most HASHING_AT_ONCE run now, the rest wait their turn."""
+    import threading
+
+    from trioproxy.dashboard import access as access_module
+
+    d = await start_dash(nursery)
+    acc = access(d)
+    release, lock, running, peak = threading.Event(), threading.Lock(), [0], [0]
+
+    def held(password: str, encoded: str) -> bool:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(30)
+        with lock:
+            running[0] -= 1
+        return False
+
+    monkeypatch.setattr(access_module, "verify_password", held)
+    burst = 10
+    async with trio.open_nursery() as signs:
+        for i in range(burst):
+            signs.start_soon(acc.password_user, "alice" if i % 2 else f"nobody{i}", "guess")
+        with trio.fail_after(20):  # the hashing threads are busy, the rest wait their turn
+            while acc.hashing.statistics().tasks_waiting < burst - access_module.HASHING_AT_ONCE:
+                await trio.sleep(0.01)
+        assert acc.hashing.borrowed_tokens == access_module.HASHING_AT_ONCE
+        release.set()
+    assert peak[0] == access_module.HASHING_AT_ONCE
+
+
 async def test_guesses_sent_side_by_side_are_throttled_too(nursery: trio.Nursery) -> None:
     """30 wrong passwords at once, 3 allowed: each was counted, then its scrypt check ran in
     a thread, and only then was its failure written, so all 30 were checked (401)."""

@@ -15,7 +15,7 @@ from tests.test_dashboard_handlers import access, limits, text
 from trioproxy.admin.passwords import hash_password, verify_password
 from trioproxy.admin.store import StoredUser
 from trioproxy.config.model import Settings
-from trioproxy.dashboard import users_page
+from trioproxy.dashboard import access as access_module
 
 
 async def test_admin_creates_a_viewer_who_signs_in_and_cannot_edit(nursery: trio.Nursery) -> None:
@@ -223,7 +223,7 @@ async def test_a_password_set_while_another_admin_disables_the_user_keeps_both(
         go_on.wait(10)
         return hash_password(password)
 
-    monkeypatch.setattr(users_page, "hash_password", held_hash)
+    monkeypatch.setattr(access_module, "hash_password", held_hash)
 
     async def set_password(password: str) -> None:
         r = await a.post("/users/mallory/password", form={"password": password, "csrf": csrf_a})

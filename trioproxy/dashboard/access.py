@@ -51,7 +51,7 @@ from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers.response import Response as WerkzeugResponse
 
-from trioproxy.admin.passwords import verify_password
+from trioproxy.admin.passwords import hash_password, verify_password
 from trioproxy.admin.sessions import (
     Principal,
     SessionPolicy,
@@ -93,6 +93,8 @@ CSRF_HEADER = "X-CSRF-Token"
 DRAIN_TIMEOUT_S = 2.0
 STORE_DOWN_LOG_S = 60.0
 """At most one line per this many seconds says the store does not count failures."""
+HASHING_AT_ONCE = 4
+"""Password hashes a control plane computes at once (the rest wait their turn)."""
 _DUMMY_HASH = (
     "scrypt$14$8$1$30303030303030303030303030303030"
     "$f7c61a752e08010ded9c40f55120bc9ef4e6ac59597cf08870746192c45a2052"
@@ -118,6 +120,22 @@ class Access:
     """The failures this process recorded, counted instead of the store's while it does
     not answer (the admin API and /metrics go on throttled: only sign-in needs the store)."""
     store_down_logged: float = -math.inf
+    hashing: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(HASHING_AT_ONCE)
+    )
+    """Password hashes computed at once (sign-ins, the Users page): each holds scrypt's 16 MiB
+    in a thread; trio's default allowed 40 (640 MiB from a burst of sign-ins)."""
+
+    async def hash_check(self, password: str, encoded: str) -> bool:
+        """:func:`~trioproxy.admin.passwords.verify_password` in a thread, at most
+        :data:`HASHING_AT_ONCE` at a time."""
+        return await trio.to_thread.run_sync(
+            verify_password, password, encoded, limiter=self.hashing
+        )
+
+    async def new_hash(self, password: str) -> str:
+        """:func:`~trioproxy.admin.passwords.hash_password` in a thread, as :meth:`hash_check`."""
+        return await trio.to_thread.run_sync(hash_password, password, limiter=self.hashing)
 
     @property
     def cfg(self) -> DashboardConfig:
@@ -143,7 +161,7 @@ class Access:
                 encoded, role, teams = _DUMMY_HASH, "viewer", None
             else:
                 encoded, role, teams = stored.password_hash, stored.role, stored.teams
-        ok = await trio.to_thread.run_sync(verify_password, password, encoded)
+        ok = await self.hash_check(password, encoded)
         known = configured is not None or encoded is not _DUMMY_HASH
         if not (ok and known):
             return None

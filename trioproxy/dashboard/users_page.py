@@ -21,13 +21,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import trio
 from quart import Quart, g, render_template, request
 from quart.typing import ResponseReturnValue
 
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.keys import NAME
-from trioproxy.admin.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD, hash_password
+from trioproxy.admin.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD
 from trioproxy.admin.sessions import Role
 from trioproxy.admin.store import StoredUser
 from trioproxy.config.model import Settings
@@ -128,7 +127,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         values = {k: v for k, v in form.items() if k != "password"}
         if errors:
             return await render(400, fields=errors, values=values)
-        encoded = await trio.to_thread.run_sync(hash_password, password)
+        encoded = await acc.new_hash(password)
         now = acc.clock()
         user = StoredUser(name, encoded, role, teams, now, g.principal.name)
         if not await store.add_user(user):
@@ -188,7 +187,7 @@ def install(app: Quart, acc: Access, pages: dict[str, Any]) -> None:
         check_password(password, errors)
         if errors:
             return await render(400, row_fields={name: errors})
-        encoded = await trio.to_thread.run_sync(hash_password, password)
+        encoded = await acc.new_hash(password)
         if not await store.set_password(name, encoded):
             return await render(404, page_error=f"No user {name!r} created here.")
         ended = await store.revoke_user(name)
