@@ -10,6 +10,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pydantic
 import pytest
 import trio
 
@@ -87,15 +88,23 @@ def test_an_anthropic_system_prompt_that_asks_for_json() -> None:
     assert instructed_json("Answer as a JSON object. JSON Schema: {not json") == ANY_OBJECT
 
 
-@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses", "anthropic", "claude"])
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+
+
+@pytest.mark.parametrize(
+    "api", ["chat", "chat-stream", "responses", "anthropic", "claude", "claude-parse"]
+)
 async def test_the_sdk_gets_json_it_can_parse_through_the_gateway(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     """``anthropic``: an OpenAI caller on a Claude target (the gateway's instruction);
-    ``claude``: an Anthropic caller whose own system prompt asks for JSON."""
+    ``claude``: an Anthropic caller whose own system prompt asks for JSON; ``claude-parse``:
+    the Anthropic SDK's structured output (``messages.parse``: ``output_config.format``)."""
     monkeypatch.setenv("SIMKEY", "x")
     sim = await start_simulator(nursery)
-    kinds = ["anthropic"] if api in ("anthropic", "claude") else ["openai"]
+    kinds = ["anthropic"] if api in ("anthropic", "claude", "claude-parse") else ["openai"]
     g = await start_gateway(nursery, chain_settings([sim.url], kinds=kinds))
     if api == "claude":
         system = f"{JSON_ONLY} JSON Schema: {json.dumps(SCHEMA)}"
@@ -110,6 +119,19 @@ async def test_the_sdk_gets_json_it_can_parse_through_the_gateway(
 
         value = json.loads(await trio.to_thread.run_sync(ask_claude))
         assert set(value) == set(SCHEMA["properties"]) and isinstance(value["population"], int)
+        return
+    if api == "claude-parse":
+
+        def parse_claude() -> Any:
+            client = anthropic.Anthropic(base_url=g.url, api_key=KEY, max_retries=0)
+            r = client.messages.parse(
+                model="r", max_tokens=400, output_format=City,
+                messages=[{"role": "user", "content": "Describe a city."}],
+            )  # fmt: skip
+            return r.parsed_output
+
+        city = await trio.to_thread.run_sync(parse_claude)
+        assert isinstance(city, City) and isinstance(city.population, int) and city.name
         return
     if api == "anthropic":
         api = "chat"

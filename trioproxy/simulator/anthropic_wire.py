@@ -8,9 +8,10 @@ With ``thinking`` enabled, a thinking block comes first (index 0: one ``thinking
 thinking token, paced as content chunks are, then its signature), :data:`~.plan.
 REASONING_PER_TOKEN` thinking tokens per visible one, billed as output, and the answer's
 block is index 1.
-The ``system`` prompt counts as one more message for input tokens; one that asks for a JSON
-object (and names a JSON Schema) gets JSON, as a model following it would
-(:func:`~.structured.instructed_json`). ``usage`` splits the
+The ``system`` prompt counts as one more message for input tokens. A structured-output
+request (``output_config.format``) gets JSON following its schema, and so does one whose
+system prompt asks for a JSON object (and names a JSON Schema), as a model following it would
+(:func:`~.structured.anthropic_json`). ``usage`` splits the
 prompt into uncached input, cache reads and 5-minute / 1-hour cache writes
 (:mod:`.prompt_cache`).
 """
@@ -37,7 +38,7 @@ from trioproxy.simulator.plan import (
     wants_tool,
 )
 from trioproxy.simulator.prompt_cache import anthropic_prompt
-from trioproxy.simulator.structured import instructed_json
+from trioproxy.simulator.structured import anthropic_json
 
 _ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -114,7 +115,7 @@ class AnthropicWire:
         return Intent(
             model, prompt_tokens(counted), last_user_text(messages), max_tokens, stream, stream,
             tool, anthropic_prompt(body), reasoning=_thinks(body),
-            json_schema=instructed_json(system),
+            json_schema=anthropic_json(body),
         )  # fmt: skip
 
     def error_body(self, status: int, message: str) -> bytes:

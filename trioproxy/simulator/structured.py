@@ -53,6 +53,19 @@ _SCHEMA_AT = re.compile(r"JSON Schema\b[^{]{0,200}", re.IGNORECASE)
 _JSON_OBJECT = re.compile(r"\bJSON object\b", re.IGNORECASE)
 
 
+def anthropic_json(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The schema an Anthropic request asks its answer to follow: its structured-output
+    format (``output_config.format``, or the beta's ``output_format``: ``{"type":
+    "json_schema", "schema": ...}``, what the SDK's ``messages.parse`` sends), else what its
+    system prompt asks (:func:`instructed_json`)."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else body.get("output_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema")
+        return schema if isinstance(schema, Mapping) else ANY_OBJECT
+    return instructed_json(body.get("system"))
+
+
 def instructed_json(system: Any) -> Mapping[str, Any] | None:
     """The schema an Anthropic request's ``system`` prompt (a string or text blocks) asks the
     answer to follow, as a model follows an instruction (that wire has no JSON mode: the
