@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -50,6 +51,55 @@ def test_a_busy_port_is_one_line_and_a_failure(tmp_path: Path) -> None:
         f"trioproxy: cannot bind 127.0.0.1:{port}: Address already in use"
     ]
     assert "listening" not in proc.stdout
+
+
+def _serve_demo(cwd: Path, port: int, admin_port: int) -> subprocess.Popen[bytes]:
+    """``trioproxy serve`` with no config (the README's demo command) in ``cwd``, its stdout
+    a pipe (stderr in ``cwd/../serve-<port>.err``)."""
+    env = {**os.environ}
+    env.pop("TRIOPROXY_DEMO_KEY", None)
+    with (cwd.parent / f"serve-{port}.err").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trioproxy", "serve", "--port", str(port),
+             "--admin-port", str(admin_port)],
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+        )  # fmt: skip
+
+
+def test_the_demo_banner_comes_once_the_ports_accept_connections(tmp_path: Path) -> None:
+    """The banner ("listening", the demo key, the try: line) was printed before the workers
+    started: the data port refused connections for 6-14 s after it (the embedding model,
+    WordNet), and a newcomer pasting the key got APIConnectionError. Now a line says it
+    starts, and the banner follows once every process accepts connections."""
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    port, admin_port = free_port(), free_port()
+    proc = _serve_demo(cwd, port, admin_port)
+    watchdog = threading.Timer(240, proc.kill)  # (a hung start fails the test, no sleep)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for raw in proc.stdout:
+            lines.append(raw.decode())
+            if lines[-1].lstrip().startswith("try:"):
+                for p in (port, admin_port):  # refused here before
+                    socket.create_connection(("127.0.0.1", p), timeout=10).close()
+                break
+        else:
+            pytest.fail("no try: line; stdout: " + "".join(lines))
+        assert lines[0].startswith(f"trioproxy starting on http://127.0.0.1:{port} "), lines
+        key = (cwd / "var" / "demo-key").read_text().strip()
+        assert f"OPENAI_API_KEY={key}" in lines[-1]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_one_port_for_data_and_admin_and_no_workers_are_refused(tmp_path: Path) -> None:
@@ -248,7 +298,7 @@ async def test_reloads_while_the_service_starts_kill_nothing(
         nonlocal sent
         while gw.proc is None:
             await trio.sleep(0.01)
-        await wait_for_log(gw, "listening on")  # the banner: the children start now
+        await wait_for_log(gw, "trioproxy starting on")  # the children start now
         while True:
             gw.signal(signal.SIGHUP)
             sent += 1

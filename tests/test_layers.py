@@ -127,6 +127,7 @@ def test_the_supervisor_runs_without_an_event_loop(tmp_path: Path) -> None:
     code = (
         "import sys\nfrom trioproxy import cli\nfrom trioproxy.server import runner\n"
         "def run(self):\n"
+        "    self.on_ready()\n"  # as once every child accepts connections: the banner
         f"    print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {SUPERVISOR_SKIPS!r}\n"
         f"          or m.startswith({tuple(s + '.' for s in SUPERVISOR_SKIPS)!r})))\n"
         "    return 0\n"
@@ -136,7 +137,8 @@ def test_the_supervisor_runs_without_an_event_loop(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "listening on http://127.0.0.1:" in proc.stdout  # the banner, then the children
+    assert "trioproxy starting on http://127.0.0.1:" in proc.stdout  # then the children
+    assert "listening on http://127.0.0.1:" in proc.stdout  # the banner, once they accept
     assert proc.stdout.strip().splitlines()[-1] == "LOADED []"
 
 

@@ -36,6 +36,7 @@ from trioproxy.edge.services import NamedService
 from trioproxy.httpd import PortBusy, open_tcp_socket
 from trioproxy.server.admin import AdminApp
 from trioproxy.server.readiness import DataPlaneView
+from trioproxy.server.ready_pipe import tell_supervisor
 from trioproxy.server.worker import obey, serve_admin
 from trioproxy.telemetry.logs import log_uncaught
 
@@ -119,6 +120,7 @@ async def run_control(
             nursery.start_soon(obey, signals, nursery, gateway, stop)
             await nursery.start(serve)
             log.info("control plane ready: admin port %d", port)
+            tell_supervisor()  # serve's banner waits for it
             task_status.started()
     log.info("control plane stopped")
 

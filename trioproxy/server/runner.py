@@ -3,7 +3,9 @@ the control plane, each in its own process.
 
 1. The data and admin ports are bound (``SO_REUSEPORT``) and claimed (``claim.py``: no
    second ``serve`` may join them) before anything is printed: a busy port is one line on
-   stderr and exit status 2.
+   stderr and exit status 2. Then one "starting" line; the banner (where to send requests,
+   the demo key) only once every child accepts connections: each writes one byte down a
+   pipe of its own (``ready_pipe.py``), read in :meth:`Supervisor._wait`.
 2. This process supervises ``--workers N`` data-plane worker processes
    (``python -m trioproxy.server.worker --no-admin``), each binding its own
    ``SO_REUSEPORT`` data socket so the kernel spreads connections across them, and one
@@ -44,6 +46,7 @@ from trioproxy.httpd.bind import PortBusy
 from trioproxy.server.claim import claim_ports
 from trioproxy.server.early_signals import reload_held
 from trioproxy.server.ready_files import ENV_RUN_DIR, ReadyDir
+from trioproxy.server.ready_pipe import ENV_READY_FD
 from trioproxy.server.sockets import Bound, bind
 from trioproxy.telemetry.metrics_dir import mark_worker_dead
 
@@ -106,12 +109,15 @@ def serve(
 def _run(
     plan: ServePlan, host: str, workers: int, banner: Callable[[Bound], str], bound: Bound
 ) -> int:
-    print(banner(bound), flush=True)
+    scheme = "https" if plan.tls else "http"
+    print(f"trioproxy starting on {scheme}://{host}:{bound.port} ({workers} worker(s)); "
+          "the banner follows once every process accepts connections", flush=True)  # fmt: skip
     worker = [sys.executable, "-m", "trioproxy.server.worker", "--host", host, "--port",
               str(bound.port), "--no-admin"]  # fmt: skip
     control = [sys.executable, "-m", "trioproxy.server.control", "--admin-port",
                str(bound.admin_port)]  # fmt: skip
-    supervisor = Supervisor(worker, workers, plan.shutdown_grace_s, control=control)
+    supervisor = Supervisor(worker, workers, plan.shutdown_grace_s, control=control,
+                            on_ready=lambda: print(banner(bound), flush=True))  # fmt: skip
     return supervisor.run()
 
 
@@ -131,6 +137,11 @@ class _Slot:
     """When a dead child is started again (None: running, or not to be restarted)."""
     reload_at: float | None = None
     """When a SIGHUP that came while the child was too young to hold it is passed on."""
+    ready_fd: int = -1
+    """The read end of the pipe the running child writes a byte to once it accepts
+    connections (``ready_pipe.py``); -1 once it wrote or closed it."""
+    ready: bool = False
+    """It accepted connections once (then the banner may count it)."""
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -145,8 +156,11 @@ class Supervisor:
     restart delays are its timeouts. :meth:`run` runs in the main thread (signal handlers)."""
 
     def __init__(
-        self, cmd: list[str], workers: int, grace_s: float, *, control: list[str] | None = None
-    ) -> None:
+        self, cmd: list[str], workers: int, grace_s: float, *, control: list[str] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
+        """``on_ready``: called once, when every child has accepted connections (the
+        banner)."""
         self.slots = [_Slot(i, cmd, f"worker {i}") for i in range(workers)]
         self.control = None if control is None else _Slot(workers, control, "control plane")
         self.grace_s = grace_s
@@ -155,6 +169,7 @@ class Supervisor:
         run_dir = os.environ.get(ENV_RUN_DIR)
         self.ready_dir = ReadyDir(run_dir) if run_dir else None
         self._wake = -1
+        self.on_ready = on_ready
 
     @property
     def children(self) -> list[_Slot]:
@@ -177,6 +192,8 @@ class Supervisor:
             signal.set_wakeup_fd(old_fd)
             os.close(wake)
             os.close(wake_w)
+            for slot in self.children:
+                self._close_ready(slot)
         codes = [s.proc.returncode for s in self.children if s.proc is not None]
         if self.failed or any(code not in STOPPED_CLEANLY for code in codes):
             log.error("workers exited with %s", codes)
@@ -226,11 +243,37 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
         slot.started = time.monotonic()
-        slot.proc = subprocess.Popen(slot.cmd)
+        self._close_ready(slot)
+        r, w = os.pipe()
+        try:
+            slot.proc = subprocess.Popen(slot.cmd, pass_fds=(w,),
+                                         env={**os.environ, ENV_READY_FD: str(w)})  # fmt: skip
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        slot.ready_fd = r
+
+    @staticmethod
+    def _close_ready(slot: _Slot) -> None:
+        if slot.ready_fd >= 0:
+            os.close(slot.ready_fd)
+            slot.ready_fd = -1
 
     def _wait(self, timeout: float | None) -> list[int]:
-        """The signals received, after waiting at most ``timeout`` s for one."""
-        select.select([self._wake], [], [], timeout)
+        """The signals received, after waiting at most ``timeout`` s for one; a child's
+        readiness byte (or its pipe's end: it died first) is taken on the way."""
+        waiting = {s.ready_fd: s for s in self.children if s.ready_fd >= 0}
+        readable, _, _ = select.select([self._wake, *waiting], [], [], timeout)
+        for fd in readable:
+            if fd in waiting:
+                slot = waiting[fd]
+                slot.ready = slot.ready or bool(os.read(fd, 16))
+                self._close_ready(slot)
+        if self.on_ready is not None and not self.stopping and all(s.ready for s in self.children):
+            announce, self.on_ready = self.on_ready, None
+            announce()
         try:
             return list(os.read(self._wake, 512))
         except BlockingIOError:

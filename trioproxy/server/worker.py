@@ -39,6 +39,7 @@ from trioproxy.httpd import HttpLimits, HttpServer, PortBusy, bind_listeners
 from trioproxy.httpd.listen import tls_context
 from trioproxy.server.admin import AdminApp
 from trioproxy.server.early_signals import reload_held
+from trioproxy.server.ready_pipe import tell_supervisor
 from trioproxy.server.sockets import Bound, bind
 from trioproxy.telemetry.logs import log_uncaught
 
@@ -185,6 +186,7 @@ async def run_worker(
                 log.info("worker ready: data port %d", ports[0])
             else:
                 log.info("worker ready: data port %d, admin port %d", *ports)
+            tell_supervisor()  # serve's banner waits for it
             task_status.started(httpd)
     log.info("drain complete; exiting")
 
