@@ -102,6 +102,29 @@ def test_the_demo_banner_comes_once_the_ports_accept_connections(tmp_path: Path)
             proc.stdout.close()
 
 
+def test_a_demo_start_on_a_busy_port_leaves_no_state(tmp_path: Path) -> None:
+    """The README's demo command on a busy port stopped as it should (one line, exit 2) but
+    had made ./var/demo-key in the current folder first."""
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        proc = _serve_demo(cwd, port, free_port())
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        holder.close()
+    err = (tmp_path / f"serve-{port}.err").read_text()
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [
+        f"trioproxy: cannot bind 127.0.0.1:{port}: Address already in use"
+    ]
+    assert b"listening" not in out
+    assert sorted(os.listdir(cwd)) == []
+
+
 def test_one_port_for_data_and_admin_and_no_workers_are_refused(tmp_path: Path) -> None:
     """--admin-port equal to --port bound both (SO_REUSEPORT), and the kernel split the
     connections between the data plane and the dashboard; --workers 0 listened nowhere and

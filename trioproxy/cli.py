@@ -107,27 +107,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except PlanFailed:
             return 1  # (the check printed the config's problems)
         os.environ[env.ENV_CONFIG] = os.path.abspath(args.config)
-        demo = ""
     else:
-        from trioproxy.config.demo import DEMO_STATE_DIR
-
-        key = os.environ.get(env.ENV_DEMO_KEY) or demo_key(Path(DEMO_STATE_DIR))
-        os.environ[env.ENV_DEMO_KEY] = key
         os.environ[env.ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
-        plan = ServePlan.of(env.settings_from_env(), version())
-        demo = (
-            "\n  trioproxy DEMO MODE: no config given, so every answer comes from the built-in\n"
-            "  provider SIMULATOR (fake text, no real model, no cost). Pass --config FILE\n"
-            "  to reach real providers.\n"
-            f"  simulator: {os.environ[env.ENV_SIM_URL]}\n"
-            f"  demo API key: {key}\n"
-            f"  try: OPENAI_BASE_URL=http://{args.host}:{args.port}/v1 OPENAI_API_KEY={key}\n\n"
-        )
+        # (the plan's values do not depend on the key: it is kept in ./var once bound)
+        plan = ServePlan.of(env.settings_from_env({**os.environ, env.ENV_DEMO_KEY: "tp-demo-"}),
+                            version())  # fmt: skip
+
+    def prepare() -> None:
+        """Once the ports are bound: the demo's state (a busy port leaves none behind)."""
+        if not args.config:
+            from trioproxy.config.demo import DEMO_STATE_DIR
+
+            key = os.environ.get(env.ENV_DEMO_KEY) or demo_key(Path(DEMO_STATE_DIR))
+            os.environ[env.ENV_DEMO_KEY] = key
 
     def announce(bound: Any) -> str:
         scheme = "https" if plan.tls else "http"
         url = f"{scheme}://{args.host}:{bound.port}"
         admin = f"http://{plan.admin_host}:{bound.admin_port}"
+        demo = ""
+        if not args.config:
+            key = os.environ[env.ENV_DEMO_KEY]
+            demo = (
+                "\n  trioproxy DEMO MODE: no config given, so every answer comes from the "
+                "built-in\n  provider SIMULATOR (fake text, no real model, no cost). Pass "
+                "--config FILE\n  to reach real providers.\n"
+                f"  simulator: {os.environ[env.ENV_SIM_URL]}\n"
+                f"  demo API key: {key}\n"
+                f"  try: OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={key}\n\n"
+            )
         return demo + banner(url, f"{admin}/login", plan.state_dir, args.workers, plan.version)
 
     # the run directory: every process's metrics files (summed at every scrape, also with one
@@ -142,7 +150,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from trioproxy.server.config_snapshot import take
 
             take(args.config, run_dir)
-        return serve(plan, args.host, args.port, args.workers, announce, args.admin_port)
+        return serve(
+            plan, args.host, args.port, args.workers, announce, args.admin_port, prepare=prepare
+        )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

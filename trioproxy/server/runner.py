@@ -77,8 +77,11 @@ def serve(
     workers: int,
     banner: Callable[[Bound], str],
     admin_port: int | None = None,
+    *,
+    prepare: Callable[[], None] | None = None,
 ) -> int:
-    """Run the service; the process exit status."""
+    """Run the service; the process exit status. ``prepare`` runs once the ports are bound
+    and claimed, before any child starts (state a failed start must not leave behind)."""
     admin = plan.admin_port if admin_port is None else admin_port
     if admin == port != 0:  # two listeners on one port: the kernel would split its connections
         print(f"trioproxy: the admin port and the data port are both {port}: the dashboard and "
@@ -100,6 +103,8 @@ def serve(
         print(f"trioproxy: {exc.strerror}", file=sys.stderr)
         return 2
     try:
+        if prepare is not None:
+            prepare()
         return _run(plan, host, workers, banner, bound)
     finally:
         for sock in claim:
