@@ -539,6 +539,30 @@ def test_check_config_exit_codes(
     ]
 
 
+def test_check_config_warns_of_a_model_with_no_output_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chat model with no max_output_tokens has every request capped at 4096 output tokens;
+    check-config said nothing. An embedding model (no output price) has no output."""
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    text = EXAMPLE.read_text()
+    assert "max_output_tokens = 16_384\n" in text
+    uncapped = tmp_path / "uncapped.toml"
+    uncapped.write_text(
+        text.replace("max_output_tokens = 16_384\n", "", 1)
+        + '\n[models.embed]\nprovider = "openai"\ninput_per_mtok = 0.02\n'
+    )
+    assert check_config(str(uncapped)) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "max_output_tokens" in line] == [
+        "warning: models.gpt-4o-mini.max_output_tokens: not set, so every request to "
+        "gpt-4o-mini is capped at 4096 output tokens; set it to what the model allows"
+    ]
+    assert check_config(str(EXAMPLE)) == 0
+    assert "max_output_tokens" not in capsys.readouterr().err
+
+
 def test_check_config_runs_serves_start_up_checks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

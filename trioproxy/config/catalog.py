@@ -38,6 +38,11 @@ class ProviderConfig:
         return BetaPolicy(self.anthropic_betas_allow, self.anthropic_betas_deny)
 
 
+DEFAULT_MAX_OUTPUT_TOKENS = 4_096
+"""A model's ``max_output_tokens`` when its config entry names none (``check-config`` warns:
+every request to it is then capped there)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
@@ -49,7 +54,7 @@ class ModelConfig:
     output_per_mtok: float
     """USD per 1M output tokens (reasoning tokens included)."""
     context_limit: int = 128_000
-    max_output_tokens: int = 4_096
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     """The most output tokens a request to this model gets: sent upstream as its cap
     (:func:`~trioproxy.core.tokens.answer_cap`), and what a budget reservation prices."""
     max_dimensions: int = 3_072
@@ -85,4 +90,4 @@ class ModelConfig:
         return self.resolved_provider
 
 
-__all__ = ["ModelConfig", "ProviderConfig"]
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "ModelConfig", "ProviderConfig"]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from trioproxy.config.catalog import DEFAULT_MAX_OUTPUT_TOKENS
 from trioproxy.config.fields import Table
 from trioproxy.config.model import Settings, StorageConfig
 from trioproxy.config.resolve import resolve
@@ -93,8 +94,18 @@ MIN_ADMIN_KEY_CHARS = 32
 def config_warnings(data: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
     """What a valid config had better not do: an admin key given in the environment
     (``key_env``) shorter than :data:`MIN_ADMIN_KEY_CHARS` (a ``key_sha256`` key's length
-    cannot be seen)."""
+    cannot be seen); a chat model (one with an output price) with no ``max_output_tokens``
+    (every request to it is then capped at :data:`DEFAULT_MAX_OUTPUT_TOKENS`)."""
     out: list[str] = []
+    models = data.get("models")
+    for name, entry in (models if isinstance(models, dict) else {}).items():
+        if isinstance(entry, dict) and "output_per_mtok" in entry:
+            if "max_output_tokens" not in entry:
+                out.append(
+                    f"models.{name}.max_output_tokens: not set, so every request to {name} is "
+                    f"capped at {DEFAULT_MAX_OUTPUT_TOKENS} output tokens; set it to what the "
+                    "model allows"
+                )
     keys = data.get("api_keys")
     for i, entry in enumerate(keys if isinstance(keys, list) else []):
         if not isinstance(entry, dict) or entry.get("admin") is not True:
