@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -26,6 +27,22 @@ def test_hash_password_refuses_what_the_users_page_refuses(
     monkeypatch.setattr("sys.stdin", io.StringIO(long_enough + "\n"))
     assert cli.main(["hash-password"]) == 0
     assert verify_password(long_enough, capsys.readouterr().out.strip())
+
+
+def test_the_configs_hints_for_hash_password_work() -> None:
+    """The example config's hint was `echo 'pw' | trioproxy hash-password`, which refuses
+    'pw' (a password needs 12 characters): each hint that pipes a password pipes one long
+    enough, and each says how long a password must be."""
+    root = Path(__file__).resolve().parents[1]
+    texts = [(root / "examples" / "trioproxy.toml").read_text(), (root / "README.md").read_text()]
+    hints = [line for text in texts for line in text.splitlines()
+             if "password_hash" in line and "hash-password" in line]  # fmt: skip
+    assert hints
+    for hint in hints:
+        for piped in re.findall(r"echo '([^']*)' \| trioproxy hash-password", hint):
+            assert len(piped) >= MIN_PASSWORD, hint
+    example = [h for h in hints if h.startswith("# password_hash")]
+    assert len(example) == 1 and f"{MIN_PASSWORD}+ characters" in example[0]
 
 
 @pytest.mark.parametrize(("unit", "says"), [([], "trioproxy serve"), (["simulator"], "simulate")])
