@@ -521,6 +521,23 @@ async def test_spend_page_counts_spend_refusals_and_exports_csv(nursery: trio.Nu
     assert "demo" not in await text(await tess.get("/spend.csv"))
 
 
+async def test_spend_shows_counts_as_the_overview_does(nursery: trio.Nursery) -> None:
+    """Spend's table showed 2814 input tokens where Overview showed 2,814."""
+    d = await start_dash(nursery)
+    assert await chat(d, "word " * 1500) == 200
+    await ledger_has(d, 1)
+    c = d.app.test_client()
+    await sign_in(c)
+    overview = re.search(r'<tr data-team="demo">(.*?)</tr>', await text(await c.get("/")), re.S)
+    assert overview is not None
+    cells = re.search(r'data-label="Input tokens today" class="num">([^<]*)<', overview.group(1))
+    assert cells is not None and re.fullmatch(r"\d{1,3}(,\d{3})+", cells.group(1)), cells
+    page = await text(await c.get("/spend?by=team"))
+    spend = re.search(r'<tr data-value="demo">(.*?)</tr>', page, re.S)
+    assert spend is not None
+    assert f'data-label="Input tokens" class="num">{cells.group(1)}<' in spend.group(1)
+
+
 # --- keys -------------------------------------------------------------------------------
 
 
