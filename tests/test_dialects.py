@@ -218,6 +218,39 @@ BAD_OPENAI: list[tuple[bytes | dict[str, Any], ErrorKind, str | None]] = [
         ErrorKind.INVALID_REQUEST,
         "reasoning_effort",
     ),
+    # OpenAI answers 400 to an effort it does not know, and to a json_schema format whose
+    # schema is no object; both were passed on
+    (
+        {"model": "m", "messages": HI, "reasoning_effort": "extreme"},
+        ErrorKind.INVALID_REQUEST,
+        "reasoning_effort",
+    ),
+    (
+        {
+            "model": "m",
+            "messages": HI,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": "notaschema"},
+            },
+        },
+        ErrorKind.INVALID_REQUEST,
+        "response_format.json_schema.schema",
+    ),
+    (
+        {"model": "m", "messages": HI, "response_format": {"type": "json_schema"}},
+        ErrorKind.INVALID_REQUEST,
+        "response_format.json_schema",
+    ),
+    (
+        {
+            "model": "m",
+            "messages": HI,
+            "response_format": {"type": "json_schema", "json_schema": {"schema": {}}},
+        },
+        ErrorKind.INVALID_REQUEST,
+        "response_format.json_schema.name",
+    ),
     ({"model": "m", "messages": HI, "service_tier": 5}, ErrorKind.INVALID_REQUEST, "service_tier"),
     ({"model": "m", "messages": HI, "store": "yes"}, ErrorKind.INVALID_REQUEST, "store"),
     ({"model": "m", "messages": HI, "modalities": [1]}, ErrorKind.INVALID_REQUEST, "modalities[0]"),

@@ -214,6 +214,7 @@ async def test_budget_stop_ends_with_response_incomplete(
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
         ({"temperature": 3}, "temperature"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
     ],
 )
 async def test_unsupported_or_invalid_fields_are_400_naming_them(

@@ -126,6 +126,37 @@ async def test_sdk_errors_openai(gateway: Running) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": "notaschema"},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
+    ],
+)
+async def test_openai_sdk_bad_effort_or_schema_is_400_naming_it(
+    gateway: Running, extra: dict[str, Any], param: str
+) -> None:
+    """Both were answered 200 (OpenAI answers 400)."""
+
+    def call() -> openai.BadRequestError:
+        with pytest.raises(openai.BadRequestError) as err:
+            oai(gateway).chat.completions.create(model="chat", messages=MSG, **extra)
+        return err.value
+
+    err = await in_thread(call)
+    assert err.param == param and err.code == "invalid_request", err.body
+    assert isinstance(err.body, dict) and err.body["type"] == "invalid_request_error"
+    assert gateway.sim.stats.snapshot()["requests"] == 0
+
+
 async def test_sdk_errors_anthropic(gateway: Running) -> None:
     with pytest.raises(anthropic.AuthenticationError):
         await in_thread(

@@ -21,8 +21,11 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high"})
+"""OpenAI's reasoning efforts (``none`` on its newer models): the chat form's
+``reasoning_effort`` and the Responses API's ``reasoning.effort``."""
 PASSED_STRINGS = (
-    "reasoning_effort", "service_tier", "verbosity", "prompt_cache_key", "safety_identifier",
+    "service_tier", "verbosity", "prompt_cache_key", "safety_identifier",
 )  # fmt: skip
 PASSED_OBJECTS = ("prediction", "audio", "web_search_options")
 """Fields of OpenAI's chat API that the gateway passes on without reading: their types."""
@@ -57,6 +60,7 @@ def check_chat(data: dict[str, Any]) -> None:
     f.opt_bool(data, "parallel_tool_calls")
     f.opt_str(data, "user")
     f.opt_metadata(data)
+    f.opt_choice(data, "reasoning_effort", REASONING_EFFORTS)
     for key in PASSED_STRINGS:
         f.opt_str(data, key)
     f.opt_bool(data, "store")
@@ -73,10 +77,23 @@ def check_chat(data: dict[str, Any]) -> None:
     if (rf := data.get("response_format")) is not None:
         if not isinstance(rf, dict):
             raise invalid("'response_format' must be an object", "response_format")
-        f.opt_choice(rf, "type", RESPONSE_FORMATS, "response_format.type")
+        if f.opt_choice(rf, "type", RESPONSE_FORMATS, "response_format.type") == "json_schema":
+            _json_schema(rf)
     for k, v in f.opt_dict(data, "logit_bias").items():
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise invalid("'logit_bias' values must be numbers", f"logit_bias.{k}")
+
+
+def _json_schema(rf: dict[str, Any]) -> None:
+    """``response_format.json_schema``: an object with a string ``name``; its ``schema`` an
+    object (``"notaschema"`` was answered 200 where OpenAI answers 400)."""
+    at = "response_format.json_schema"
+    spec = f.req_dict(rf, "json_schema", at)
+    if not isinstance(name := spec.get("name"), str) or not name:
+        raise invalid(f"'{at}.name' is required and must be a string", f"{at}.name")
+    f.opt_dict(spec, "schema", f"{at}.schema")
+    f.opt_str(spec, "description", f"{at}.description")
+    f.opt_bool(spec, "strict", f"{at}.strict")
 
 
 def _message(m: dict[str, Any], at: str) -> None:
@@ -178,4 +195,4 @@ def _tool_choice(choice: Any) -> None:
     )
 
 
-__all__ = ["MAX_N", "MAX_STOP", "PART_TYPES", "ROLES", "check_chat"]
+__all__ = ["MAX_N", "MAX_STOP", "PART_TYPES", "REASONING_EFFORTS", "ROLES", "check_chat"]

@@ -22,6 +22,7 @@ from typing import Any
 from trioproxy.core.types import ChatRequest
 from trioproxy.dialects import _fields as f
 from trioproxy.dialects.base import translated
+from trioproxy.dialects.openai_check import REASONING_EFFORTS
 from trioproxy.errors import invalid
 
 _ROLES = frozenset({"user", "system", "developer", "assistant"})
@@ -87,7 +88,9 @@ def parse_request(body: bytes) -> ChatRequest:
         f.offered_tool_choice(chat, "tool_choice.name")
     if (fmt := _response_format(f.opt_dict(data, "text"))) is not None:
         chat["response_format"] = fmt
-    effort = f.opt_str(f.opt_dict(data, "reasoning"), "effort", "reasoning.effort")
+    effort = f.opt_choice(
+        f.opt_dict(data, "reasoning"), "effort", REASONING_EFFORTS, "reasoning.effort"
+    )
     if effort is not None:
         chat["reasoning_effort"] = effort
     return translated(
