@@ -329,7 +329,10 @@ async def test_one_instances_edits_of_a_budget_take_turns(nursery: trio.Nursery)
         audit.go.set()
     assert await limits(d) == (25 * M, None)
     rows = await trail(d, "budget.set", "demo")
-    assert [e.new for e in rows] == ["daily $24, monthly none", "daily $25, monthly none"]
+    assert [e.new for e in rows] == [
+        "daily $24, monthly none (config)",
+        "daily $25, monthly none (config)",
+    ]
     chain_in_order(rows)
 
 

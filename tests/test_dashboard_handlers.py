@@ -33,8 +33,12 @@ async def text(r: object) -> str:
 
 async def limits(d: Dash, team: str = "demo") -> tuple[int | None, int | None]:
     assert d.gw.admission is not None
-    got = await d.gw.admission.gate.store.get_team_limits(team)
-    return (None, None) if got is None else (got.daily_micros, got.monthly_micros)
+    gate = d.gw.admission.gate
+    got = await gate.store.get_team_limits(team)
+    if got is None:
+        return (None, None)
+    in_force = gate.limits.resolved(team, got)  # (a field without override: the config's)
+    return in_force.daily_micros, in_force.monthly_micros
 
 
 def row(html: str, team: str) -> str:
@@ -375,7 +379,7 @@ async def test_editing_one_limit_keeps_the_other_and_is_audited(nursery: trio.Nu
     assert rows == [
         ("daily $7, monthly $100", "daily $7, monthly none"),
         ("daily $5, monthly $100", "daily $7, monthly $100"),
-        ("daily none, monthly none", "daily $5, monthly $100"),
+        ("daily none (config), monthly none (config)", "daily $5, monthly $100"),
     ]
     assert audit.count('<td data-label="Who">alice</td>') == 3
     assert "budget.set" in await text(await c.get("/audit?action=budget."))

@@ -27,7 +27,13 @@ import trio
 from trioproxy.budget.claims import usd_to_micros
 from trioproxy.budget.outage import StoreCalls
 from trioproxy.budget.policy import Policy
-from trioproxy.budget.store import StoreUnavailable, TeamLimits
+from trioproxy.budget.store import (
+    FROM_CONFIG,
+    StoreUnavailable,
+    TeamLimits,
+    overridden_fields,
+    resolved_limits,
+)
 from trioproxy.config.budgets import DEFAULT_ALERT_THRESHOLD, BudgetsConfig, UserWindow
 
 MAX_REMEMBERED_TEAMS = 100_000
@@ -64,7 +70,9 @@ class Limits:
         self._cfg = budgets
         self._calls = calls
         self.ttl_s = ttl_s
-        self._teams: dict[str, tuple[TeamLimits, float]] = {}
+        self._teams: dict[str, tuple[TeamLimits | None, float]] = {}
+        """Each team's limits as stored (None: none; a field ``FROM_CONFIG``: the config's),
+        and until when that read is fresh."""
         self._teams_loading: dict[str, trio.Event] = {}
         self._policy: tuple[Policy, float] = (Policy(), -math.inf)
         self._policy_loading: trio.Event | None = None
@@ -94,7 +102,7 @@ class Limits:
     def last(self, team: str) -> TeamLimits:
         """With the store down: the limits last read from it (however old), else config."""
         cached = self._teams.get(team)
-        return cached[0] if cached is not None else self.configured(team)
+        return resolved_limits(cached[0] if cached is not None else None, self.configured(team))
 
     def fresh(self, team: str) -> tuple[TeamLimits | None, Policy | None]:
         """The team's limits and the policy as cached, each None once its TTL is over
@@ -103,32 +111,44 @@ class Limits:
         cached = self._teams.get(team)
         policy, fresh_until = self._policy
         return (
-            cached[0] if cached is not None and now < cached[1] else None,
+            resolved_limits(cached[0], self.configured(team))
+            if cached is not None and now < cached[1]
+            else None,
             policy if now < fresh_until else None,
         )
 
     async def team(self, team: str) -> TeamLimits:
-        """Run-time limits from the store (cached), else config. With the store unreachable,
-        :meth:`last`: a team without limits keeps being served; a team with limits then
-        meets the outage policy when its reservation fails."""
+        """The limits in force: each field's run-time override from the store (cached), else
+        the config's. With the store unreachable, :meth:`last`: a team without limits keeps
+        being served; a team with limits then meets the outage policy when its reservation
+        fails."""
+        return resolved_limits(await self.stored(team), self.configured(team))
+
+    async def overrides(self, team: str) -> tuple[str, ...]:
+        """The team's limit fields (``daily`` / ``monthly``) that hold a run-time override;
+        the others follow the config."""
+        return overridden_fields(await self.stored(team))
+
+    async def stored(self, team: str) -> TeamLimits | None:
+        """The team's limits as the store holds them (cached): None, or each field a limit,
+        None (no limit) or ``FROM_CONFIG``. The last read while the store does not answer."""
         cached = self._teams.get(team)
         if cached is not None and trio.current_time() < cached[1]:
             return cached[0]
         pending = self._teams_loading.get(team)
         if pending is not None:  # single flight: a burst of misses makes one store call
             await pending.wait()
-            return await self.team(team)
+            return await self.stored(team)
         self._teams_loading[team] = done = trio.Event()
         try:
             stored = await self._calls.call(lambda: self._calls.store.get_team_limits(team))
-            limits = stored if stored is not None else self.configured(team)
-            self._teams[team] = (limits, trio.current_time() + self.ttl_s)
+            self._teams[team] = (stored, trio.current_time() + self.ttl_s)
         except StoreUnavailable:
-            limits = self.last(team)
+            stored = cached[0] if cached is not None else None
         finally:
             del self._teams_loading[team]
             done.set()
-        return limits
+        return stored
 
     async def set_team(self, team: str, daily: int | None, monthly: int | None) -> None:
         """Store the team's limits; the caller saves the durable copy next
@@ -139,16 +159,23 @@ class Limits:
     async def update_team(
         self, team: str, changes: Mapping[str, int | None]
     ) -> tuple[TeamLimits, TeamLimits]:
-        """Set only the limits ``changes`` names (``daily`` / ``monthly``), atomically in the
-        store (a team it holds none for starts from the config's); the limits before and
-        after, as the store read and wrote them. The caller saves the durable copy next."""
+        """Set only the limits ``changes`` names (``daily`` / ``monthly``: µUSD, None: no
+        limit, ``FROM_CONFIG``: drop the field's override), atomically in the store (a
+        field it holds no override for follows the config); the limits before and after, as
+        the store read and wrote them (fields ``FROM_CONFIG`` included: :meth:`resolved`
+        gives the values). The caller saves the durable copy next."""
         old, new = await self._calls.call(
             lambda: self._calls.store.update_team_limits(
-                team, changes, default=self.configured(team)
+                team, changes, default=TeamLimits(FROM_CONFIG, FROM_CONFIG)
             )
         )
         self._teams[team] = (new, trio.current_time() + self.ttl_s)
         return old, new
+
+    def resolved(self, team: str, stored: TeamLimits) -> TeamLimits:
+        """``stored`` (the store's answer for ``team``) with the config's limits where it
+        follows the config."""
+        return resolved_limits(stored, self.configured(team))
 
     async def save_override(
         self, name: str, value: str, *, fields: Collection[str] | None = None

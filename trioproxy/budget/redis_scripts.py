@@ -7,7 +7,8 @@ the server. Keys (``P`` = the store's prefix)::
     P c:<bucket>     string  period counter, µUSD (or tokens): spent + reserved
     P w:<bucket>     zset  window log: member "<rid>|<seq>", score = ts
     P wa:<bucket>    hash  member -> amount, plus _sum (live total) and _win (window s)
-    P limits:<team>  hash  daily, monthly: run-time limits in µUSD ('' = none), read by ADMIT
+    P limits:<team>  hash  daily, monthly: run-time limits in µUSD ('' = none, '-1' = the
+                           config's: no override of that field), read by ADMIT
                      and written by UPDATE_LIMITS
     P policy         hash  policy entry name -> JSON (compare-and-set by SWAP_POLICY)
     P epoch          string  the state's epoch: written when the state is initialised or
@@ -43,7 +44,8 @@ end
 
 # KEYS[1] reservation; ARGV: mode, now, lease_s, prefix, rid, retention_s, n,
 # then n x (bucket, amount, limit, window_s or '', ttl_s or '', limit team or '', field)
-# A claim naming a team uses that team's stored limit when the store holds one.
+# A claim naming a team uses that team's stored limit when the store holds one ('-1': the
+# claim's own, the config's).
 # Replies: {'ok', epoch, then (bucket, usage) for each window claim: its spent + reserved
 # after this one, for the rate-limit headers}, {'lost'}, {'closed'},
 # {'denied', bucket, used, retry or '', limit}.
@@ -73,7 +75,8 @@ for i = 0, n - 1 do
     local stored = redis.call('HMGET', prefix .. 'limits:' .. ARGV[o + 5], 'daily', 'monthly')
     if stored[1] then
       local v = ARGV[o + 6] == 'daily' and stored[1] or stored[2]
-      if v and v ~= '' then lim = tonumber(v) else lim = nil end
+      if v == '-1' then -- this field follows the config: the claim's own limit
+      elseif v and v ~= '' then lim = tonumber(v) else lim = nil end
     end
   end
   local used

@@ -77,6 +77,13 @@ class TeamLimits:
     monthly_micros: int | None
 
 
+FROM_CONFIG = -1
+"""A stored limit field without a run-time override: it follows the config's limit (the
+claim's own ``limit``), across reloads. Each field of a team's stored limits is an override
+of its own: an edit of the daily limit leaves the monthly one following the config, and an
+edit setting a field to ``FROM_CONFIG`` drops that field's override. (No limit is ``None``;
+µUSD limits are never negative.)"""
+
 LIMIT_FIELDS = ("daily", "monthly")
 """The fields of a team's limits an edit names (``update_team_limits``)."""
 
@@ -97,7 +104,31 @@ def effective_limit(claim: Claim, stored: TeamLimits | None) -> int:
     if claim.limit_ref is None or stored is None:
         return claim.limit
     value = stored.daily_micros if claim.limit_ref[1] == "daily" else stored.monthly_micros
+    if value == FROM_CONFIG:
+        return claim.limit
     return UNLIMITED if value is None else value
+
+
+def resolved_limits(stored: TeamLimits | None, configured: TeamLimits) -> TeamLimits:
+    """The limits in force: each stored field, or the config's where it follows the config
+    (``FROM_CONFIG``, or nothing stored)."""
+    if stored is None:
+        return configured
+    return TeamLimits(
+        configured.daily_micros if stored.daily_micros == FROM_CONFIG else stored.daily_micros,
+        configured.monthly_micros
+        if stored.monthly_micros == FROM_CONFIG
+        else stored.monthly_micros,
+    )
+
+
+def overridden_fields(stored: TeamLimits | None) -> tuple[str, ...]:
+    """The fields of a team's stored limits that are run-time overrides (``LIMIT_FIELDS``
+    names): not ``FROM_CONFIG``."""
+    if stored is None:
+        return ()
+    values = (stored.daily_micros, stored.monthly_micros)
+    return tuple(f for f, v in zip(LIMIT_FIELDS, values, strict=True) if v != FROM_CONFIG)
 
 
 class BudgetStore(Protocol):
@@ -138,8 +169,8 @@ class BudgetStore(Protocol):
         self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
     ) -> tuple[TeamLimits, TeamLimits]:
         """Set only the limits ``changes`` names (``daily`` / ``monthly``: µUSD, None: no
-        limit), the other as stored (a team without stored limits: ``default``, the
-        config's), in one atomic operation. Returns the limits before and after it, as that
+        limit, ``FROM_CONFIG``: the config's), the other as stored (a team without stored
+        limits: ``default``, both ``FROM_CONFIG``), in one atomic operation. Returns the limits before and after it, as that
         operation read and wrote them; writes nothing when they are equal."""
         ...
 
@@ -161,6 +192,7 @@ class BudgetStore(Protocol):
 
 
 __all__ = [
+    "FROM_CONFIG",
     "LIMIT_FIELDS",
     "UNLIMITED",
     "BudgetStore",
@@ -170,4 +202,6 @@ __all__ = [
     "TeamLimits",
     "effective_limit",
     "merged_limits",
+    "overridden_fields",
+    "resolved_limits",
 ]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
+
+from trioproxy.config.fields import join
 
 DEFAULT_ALERT_THRESHOLD = 0.8
 """The alert threshold of a team without ``[budgets.teams]`` entry or override."""
@@ -48,4 +51,39 @@ class BudgetsConfig:
         return tb.alert_threshold if tb is not None else DEFAULT_ALERT_THRESHOLD
 
 
-__all__ = ["DEFAULT_ALERT_THRESHOLD", "BudgetsConfig", "TeamBudget", "UserWindow"]
+def limit_problem(usd: float | Decimal) -> str | None:
+    """The rule for one team limit (daily or monthly, USD), the same in the config
+    (``check-config``, a reload) and at run time (the dashboard's form, the admin API): above
+    zero. No limit is no value, not 0."""
+    return None if usd > 0 else "must be > 0 (leave it out, or clear it, for no limit)"
+
+
+def limits_warning(daily: float | Decimal | None, monthly: float | Decimal | None) -> str | None:
+    """What a team's limits had better not be (a warning, in the config and at run time,
+    never a refusal): a daily limit above the monthly one, which then never binds."""
+    if daily is None or monthly is None or daily <= monthly:
+        return None
+    return (
+        f"the daily limit ({daily:g} USD) is above the monthly one ({monthly:g} USD): "
+        "the monthly limit stops the team first"
+    )
+
+
+def budget_warnings(budgets: BudgetsConfig) -> list[str]:
+    """Each configured team's :func:`limits_warning`, for ``check-config``."""
+    out: list[str] = []
+    for team, tb in budgets.teams.items():
+        if (w := limits_warning(tb.daily_usd, tb.monthly_usd)) is not None:
+            out.append(f"{join('budgets.teams', team)}: {w}")
+    return out
+
+
+__all__ = [
+    "DEFAULT_ALERT_THRESHOLD",
+    "BudgetsConfig",
+    "TeamBudget",
+    "UserWindow",
+    "budget_warnings",
+    "limit_problem",
+    "limits_warning",
+]

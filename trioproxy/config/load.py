@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from trioproxy.config.budgets import budget_warnings
 from trioproxy.config.catalog import DEFAULT_MAX_OUTPUT_TOKENS
 from trioproxy.config.fields import Table
 from trioproxy.config.model import Settings, StorageConfig
@@ -77,7 +78,7 @@ def check_config(path: str, also: Callable[[Settings], list[str]] | None = None)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    for warning in config_warnings(_toml(data, path), os.environ):
+    for warning in [*config_warnings(_toml(data, path), os.environ), *budget_warnings(s.budgets)]:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"ok: {len(s.providers)} providers, {len(s.models)} models, "

@@ -13,6 +13,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from trioproxy.config.budgets import limit_problem
 from trioproxy.config.fields import join
 from trioproxy.config.model import (
     ApiKeyConfig,
@@ -361,8 +362,8 @@ def _check_budgets(out: list[str], budgets: BudgetsConfig, teams: set[str] | Non
             out.append(f"{path}: set daily_usd, monthly_usd or both")
         for field in ("daily_usd", "monthly_usd"):
             value = getattr(budget, field)
-            if value is not None:
-                _positive(out, f"{path}.{field}", value)
+            if value is not None and (problem := limit_problem(value)) is not None:
+                out.append(f"{path}.{field}: {problem}, got {value!r}")
         if not 0 < budget.alert_threshold <= 1:
             out.append(f"{path}.alert_threshold: must be in (0, 1], got {budget.alert_threshold}")
     for user, window in budgets.users.items():

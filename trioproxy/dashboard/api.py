@@ -24,7 +24,12 @@ from quart.typing import ResponseReturnValue
 from trioproxy.admin.audit import AuditEntry
 from trioproxy.dashboard.access import Access, json_error
 from trioproxy.dashboard.actions import ActionError, flush_cache
-from trioproxy.dashboard.budgets import budget_from_json, edit_budget
+from trioproxy.dashboard.budgets import (
+    budget_edits,
+    budget_from_json,
+    edit_budget,
+    limit_sources,
+)
 from trioproxy.dashboard.cache_page import delete_entry
 from trioproxy.dashboard.edits import EditError, from_json
 from trioproxy.dashboard.limits import RATE_FIELDS, WINDOW_FIELDS, edit_key_rate, edit_window
@@ -66,6 +71,12 @@ def install(app: Quart, acc: Access) -> None:
             "daily_usd": day.limit_usd,
             "monthly_usd": month.limit_usd,
             "alert_threshold": day.threshold,
+            "source": {
+                name: src.to_dict()
+                for name, src in (
+                    await limit_sources(gw, team, await budget_edits(acc.store))
+                ).items()
+            },
             "today": _usage(day),
             "month": _usage(month),
         }
@@ -86,8 +97,10 @@ def install(app: Quart, acc: Access) -> None:
         body = await _json_body()
         known = await known_team(team)
         changes = budget_from_json(body)
-        await edit_budget(gw, acc.store, g.principal, team, changes, known=known, now=acc.clock())
-        return jsonify(await budget(team))
+        warnings = await edit_budget(
+            gw, acc.store, g.principal, team, changes, known=known, now=acc.clock()
+        )
+        return jsonify({**await budget(team), "warnings": warnings})
 
     @app.put(f"{PREFIX}/windows/<path:user>")
     async def put_window(user: str) -> ResponseReturnValue:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from quart import Quart, g, render_template, request
@@ -21,7 +21,7 @@ from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import snapshot
 from trioproxy.dashboard.access import Access, refuse
 from trioproxy.dashboard.actions import ActionError
-from trioproxy.dashboard.budgets import budget_from_form
+from trioproxy.dashboard.budgets import LimitSource, budget_edits, budget_from_form, limit_sources
 from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
 from trioproxy.dashboard.cache_page import cache_context, flush_entries
 from trioproxy.dashboard.cache_page import delete_entry as delete_cache_entry
@@ -55,11 +55,21 @@ class BudgetRow:
     id: str
     day: snapshot.Usage
     month: snapshot.Usage
+    sources: dict[str, LimitSource] = field(default_factory=dict)
+    """Each limit's source (``daily_usd`` / ``monthly_usd``); none without budgets, or while
+    the budget store does not answer."""
 
 
-async def budget_row(gw: Gateway, team: str) -> BudgetRow:
+async def budget_row(
+    gw: Gateway, team: str, edits: Sequence[AuditEntry] | None = None
+) -> BudgetRow:
+    """``edits``: :func:`budget_edits`, when the caller read them for several rows."""
     day, month = await snapshot.team_usage(gw, team)
-    return BudgetRow(team, row_id(team), day, month)
+    if edits is None and snapshot.gate_of(gw) is not None:
+        store = gw.keys.source
+        edits = await budget_edits(store if isinstance(store, AdminStore) else None)
+    sources = await limit_sources(gw, team, edits or [])
+    return BudgetRow(team, row_id(team), day, month, sources)
 
 
 async def overview_context(gw: Gateway, who: Principal) -> dict[str, Any]:
@@ -70,12 +80,13 @@ async def budgets_context(gw: Gateway, who: Principal) -> dict[str, Any]:
     teams = await snapshot.all_teams(gw, who.scope)
     gate = snapshot.gate_of(gw)
     store = gw.keys.source
+    edits = await budget_edits(store if isinstance(store, AdminStore) else None)
     windows = (
         await window_rows(gw, store, who) if gate is not None and isinstance(store, AdminStore)
         else []
     )  # fmt: skip
     return {
-        "rows": [await budget_row(gw, t) for t in teams],
+        "rows": [await budget_row(gw, t, edits) for t in teams],
         "windows": windows,
         "timezone": gw.settings.budgets.timezone,
         "limits_ttl_s": gate.limits_ttl_s if gate is not None else None,
@@ -168,12 +179,14 @@ def install(app: Quart, acc: Access) -> None:
             )
         try:
             changes = budget_from_form(form)
-            await apply_budget_edit(gw, acc.store, g.principal, team, changes, known=known,
-                              now=acc.clock())  # fmt: skip
+            warnings = await apply_budget_edit(gw, acc.store, g.principal, team, changes,
+                                               known=known, now=acc.clock())  # fmt: skip
         except EditError as err:
             return await row_answer(team, 400, fields=err.fields, values=dict(form))
-        except ActionError as err:
-            return await row_answer(team, err.status, error=err.message)
+        except ActionError as err:  # what was typed stays in the fields
+            return await row_answer(team, err.status, error=err.message, values=dict(form))
+        if warnings:
+            return await row_answer(team, 200, notice="Saved.", warning="; ".join(warnings))
         return await row_answer(team, 200, notice="Saved.")
 
     @app.post("/budgets/<path:team>")

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trioproxy.budget.limits import Limits
+from trioproxy.budget.store import LIMIT_FIELDS, StoreUnavailable, overridden_fields
+from trioproxy.config.budgets import BudgetsConfig
 from trioproxy.config.model import Settings
 from trioproxy.config.validate import ConfigError
 from trioproxy.pipeline.admission import Admission
@@ -75,6 +78,7 @@ async def reload_from(gateway: Gateway, source: ReloadSource) -> bool:
                       "config stays", exc)  # fmt: skip
             return False
     later = needs_restart(gateway.settings, settings, gateway.cache)
+    previous = gateway.settings.budgets
     gateway.apply(settings, source.admission(settings), transport)
     await trio.to_thread.run_sync(source.keep)
     log.info(
@@ -85,7 +89,52 @@ async def reload_from(gateway: Gateway, source: ReloadSource) -> bool:
     )  # fmt: skip
     if later:
         log.warning("reload: [%s] changed; applied at the next restart", "], [".join(later))
+    if gateway.admission is not None:
+        await log_kept_overrides(previous, settings.budgets, gateway.admission.gate.limits)
     return True
 
 
-__all__ = ["RESTART_ONLY", "ReloadSource", "needs_restart", "reload_from"]
+async def log_kept_overrides(old: BudgetsConfig, new: BudgetsConfig, limits: Limits) -> None:
+    """Warn of each team limit the reload changed in the config that a run-time override
+    keeps in force (the other limits follow the new config): one line per team, with the
+    fields kept. A budget store that does not answer: said once, nothing else."""
+    for team in sorted(set(old.teams) | set(new.teams)):
+        was, now = _usd(old, team), _usd(new, team)
+        changed = [f for f in LIMIT_FIELDS if was[f] != now[f]]
+        if not changed:
+            continue
+        try:
+            stored = await limits.stored(team)
+        except StoreUnavailable:  # (stored() answers the last read instead: not raised)
+            return
+        kept = [f for f in changed if f in overridden_fields(stored)]
+        if not kept:
+            continue
+        held = {"daily": stored.daily_micros, "monthly": stored.monthly_micros} if stored else {}
+        log.warning(
+            "reload: team %s keeps its run-time %s limit override over the changed config "
+            "(%s); drop it with 'Use config' on the Budgets page or the admin API's "
+            '{"<field>_usd": "config"}',
+            team, " and ".join(kept),
+            "; ".join(f"{f}: config {_text(now[f])}, in force {_micros_text(held.get(f))}"
+                      for f in kept),
+            extra={"fields": {"team": team, "kept_overrides": kept}},
+        )  # fmt: skip
+
+
+def _usd(cfg: BudgetsConfig, team: str) -> dict[str, float | None]:
+    tb = cfg.teams.get(team)
+    if tb is None:
+        return {"daily": None, "monthly": None}
+    return {"daily": tb.daily_usd, "monthly": tb.monthly_usd}
+
+
+def _text(usd: float | None) -> str:
+    return "none" if usd is None else f"${usd:g}"
+
+
+def _micros_text(micros: int | None) -> str:
+    return "none" if micros is None else f"${micros / 1e6:g}"
+
+
+__all__ = ["RESTART_ONLY", "ReloadSource", "log_kept_overrides", "needs_restart", "reload_from"]
