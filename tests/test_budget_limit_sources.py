@@ -17,12 +17,15 @@ import trio
 from tests.dash_fixtures import Dash, sign_in, start_dash
 from tests.fixtures_gateway import DEMO_KEY
 from tests.test_budget_store import open_redis_store
+from tests.test_config import EXAMPLE, EXAMPLE_ENV
 from tests.test_dashboard_handlers import HX, access, row, text
 from trioproxy.budget.claims import Claim
 from trioproxy.budget.memory_store import MemoryStore
+from trioproxy.budget.overrides import limits_entry
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import FROM_CONFIG, BudgetStore, TeamLimits
 from trioproxy.config.budgets import BudgetsConfig, TeamBudget, budget_warnings
+from trioproxy.config.load import check_config
 from trioproxy.config.model import Settings
 from trioproxy.edge.reload import ReloadSource, reload_from
 from trioproxy.server.factory import admission
@@ -190,3 +193,33 @@ async def test_a_refused_save_keeps_what_was_typed(nursery: trio.Nursery) -> Non
     assert re.search(r'name="clear_monthly_usd"[^>]*checked', fragment)
     assert 'name="orig_daily_usd" form="f-' in fragment and 'value="20"' in fragment
     assert 'value="150"' in fragment and await in_force(d) == (20 * M, 200 * M)
+
+
+def test_check_config_refuses_a_zero_limit_and_warns_of_daily_above_monthly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same rules as the form's, from the file."""
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    text = EXAMPLE.read_text()
+    assert "monthly_usd = 200.0" in text and "monthly_usd = 1000.0" in text
+    above = tmp_path / "above.toml"
+    above.write_text(text.replace("monthly_usd = 1000.0", "monthly_usd = 10.0", 1))
+    assert check_config(str(above)) == 0
+    assert "the monthly limit stops the team first" in capsys.readouterr().err
+    zero = tmp_path / "zero.toml"
+    zero.write_text(text.replace("monthly_usd = 200.0", "monthly_usd = 0", 1))
+    assert check_config(str(zero)) == 1
+    assert "monthly_usd: must be > 0" in capsys.readouterr().err
+
+
+async def test_a_rebuilt_redis_state_keeps_following_the_config(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    """The durable copy of a daily-only edit, written back by a rebuild: the monthly limit
+    still follows the config (it was not written as 'no limit')."""
+    store = await open_redis_store(nursery, redis_url)
+    await store.write_overrides(dict([limits_entry("a", 50, FROM_CONFIG)]))
+    assert await store.get_team_limits("a") == TeamLimits(50, FROM_CONFIG)
+    denial = await store.reserve("r1", [claim("monthly", 40, 30)], now=T0, lease_s=60)
+    assert denial is not None and denial.limit == 30
