@@ -243,7 +243,7 @@ def test_budget_edit_audit_refusal_csv_and_narrow_layout(served: Served, page: A
 
     page.goto(f"{served.url}/audit")
     first = page.locator("table.audit tbody tr").first
-    expect(first.locator("td.old")).to_have_text("daily none, monthly $100")
+    expect(first.locator("td.old")).to_have_text("daily none (config), monthly $100")
     expect(first.locator("td.new")).to_have_text("daily $0.00001, monthly $100")
     expect(first).to_contain_text("alice")
     shot(page, "audit-1280")

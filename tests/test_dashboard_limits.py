@@ -16,6 +16,7 @@ from tests.test_dashboard_handlers import HX, chat, limits, row, text
 from trioproxy.admin.db import StoreError
 from trioproxy.budget.overrides import limits_entry
 from trioproxy.budget.policy import KeyLimits, Policy, threshold_entry
+from trioproxy.budget.store import FROM_CONFIG
 
 
 async def policy(d: Dash) -> Policy:
@@ -285,7 +286,10 @@ async def test_the_durable_copy_is_saved_outside_the_store_timeout_and_its_failu
     csrf = await sign_in(c)
     r = await c.post("/budgets/demo", form={"daily_usd": "5", "alert_pct": "50", "csrf": csrf})
     assert r.status_code == 200, await text(r)
-    assert log.saved == [limits_entry("demo", 5_000_000, None), threshold_entry("demo", 0.5)]
+    assert log.saved == [  # (the monthly limit not edited: it follows the config)
+        limits_entry("demo", 5_000_000, FROM_CONFIG),
+        threshold_entry("demo", 0.5),
+    ]
     log.error = StoreError("admin store: OperationalError: database is locked")
     r = await c.post("/budgets/demo", form={"daily_usd": "4", "csrf": csrf})
     body = await text(r)
@@ -322,4 +326,11 @@ async def test_an_admin_of_some_teams_reads_their_audit_entries_only(
     tess = d.app.test_client()
     await sign_in(tess, "tess")
     seen = audit_rows(await text(await tess.get("/audit")))
-    assert seen == [("budget.set", "ops", "daily none, monthly none", "daily $3, monthly none")]
+    assert seen == [
+        (
+            "budget.set",
+            "ops",
+            "daily none (config), monthly none (config)",
+            "daily $3, monthly none (config)",
+        )
+    ]
