@@ -152,11 +152,11 @@ async def test_the_budgets_page_shows_sources_and_drops_an_override(
     fragment = await text(r)
     assert re.search(r"Daily: edited at run time by alice, \d{4}-\d\d-\d\d \d\d:\d\d UTC", fragment)
     assert "Monthly: config" in fragment
-    assert fragment.count('name="daily_usd" value="config"') == 1  # the button's form
+    assert fragment.count('name="use_config" value="daily_usd"') == 1  # the button's form
     # the button's form: CSRF-checked like the others
-    refused = await c.post("/budgets/demo", form={"daily_usd": "config"}, headers=HX)
+    refused = await c.post("/budgets/demo", form={"use_config": "daily_usd"}, headers=HX)
     assert refused.status_code in (400, 403) and await in_force(d) == (24 * M, 200 * M)
-    r = await c.post("/budgets/demo", form={"daily_usd": "config", "csrf": csrf}, headers=HX)
+    r = await c.post("/budgets/demo", form={"use_config": "daily_usd", "csrf": csrf}, headers=HX)
     assert r.status_code == 200 and "Daily: config" in await text(r)
     assert await in_force(d) == (20 * M, 200 * M)
 

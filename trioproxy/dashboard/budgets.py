@@ -95,7 +95,13 @@ JSON_FIELDS: dict[str, Parser] = {
 
 
 def budget_from_form(form: Mapping[str, str]) -> dict[str, Change[Any]]:
+    """The row's fields; ``use_config=<limit>`` (the "Use config" button's form) drops that
+    limit's override."""
     changes = from_form(form, FORM_FIELDS)
+    if (use := form.get("use_config")) is not None:
+        if use not in LIMITS:
+            raise EditError({"use_config": f"not a limit: {use!r}"})
+        changes[use] = Change("set", FROM_CONFIG)
     changes["alert_threshold"] = changes.pop("alert_pct")
     return changes
 
