@@ -5,7 +5,8 @@ behind a ``CapacityLimiter`` the size of the pool (the fastest combination we
 measured). One batch is one transaction: ``COPY`` into a per-connection temporary
 ``ledger_stage`` table (``ON COMMIT DELETE ROWS``; 2-3x faster than ``unnest`` of array
 parameters, measured), then the made-up rows its real ones replace are taken out
-(:mod:`~trioproxy.ledger.provisional`: one look-up of a small table, and rarely more), then
+(:mod:`~trioproxy.ledger.provisional`: one look-up of the batch's request ids in an index,
+and rarely more), then
 one statement inserts it into ``ledger_raw`` with
 ``ON CONFLICT DO NOTHING`` and, in a data-modifying CTE, upserts the rollup from the
 ``RETURNING`` rows, so only newly inserted records are rolled up and a replayed batch never
@@ -64,14 +65,6 @@ _LOCK_ALONE = "SELECT pg_advisory_xact_lock(%s)"
 it holds a provisional row: that one then sees every real row committed before it, and a
 real row's batch sees the provisional rows committed before it (of a real row and its made-up
 one written at the same time, the later finds the earlier)."""
-_REGISTERED = (
-    f"SELECT {provisional.REGISTRY_KEY} FROM ledger_provisional p WHERE EXISTS ("
-    "SELECT 1 FROM ledger_stage s WHERE s.request_id = p.request_id AND s.kind = p.kind "
-    f"AND NOT ({provisional.where_sql('s')}) "
-    "AND (p.kind = 'request' OR (s.attempt = p.attempt AND s.target = p.target)))"
-)
-"""The provisional rows a real row of the staged batch replaces (:func:`~trioproxy.ledger.
-provisional.slot`): ``ledger_provisional`` is small, so this is cheap whatever the batch."""
 _KEY = "request_id = %s AND kind = %s AND attempt = %s AND target = %s AND ts = %s"
 _RETURNED = ", ".join(_TS_SELECT if c == "ts" else c for c in COLUMNS)
 _TAKE = f"DELETE FROM ledger_raw WHERE {_KEY} AND {provisional.where_sql()} RETURNING {_RETURNED}"
@@ -171,18 +164,22 @@ class PostgresLedger(RollupReads):
                     with conn.cursor().copy(schema.COPY_SQL) as copy:
                         for row in rows:
                             copy.write_row(row)
-                    self._give_way(conn)
+                    self._give_way(conn, records)
                     result = conn.execute(self._write_sql).fetchone()
                 return int(result[0]) if result else 0
 
         return int(await self._run(_write))
 
-    def _give_way(self, conn: psycopg.Connection[Any]) -> None:
-        """Delete the stored made-up rows a real row of the staged batch replaces, and take
+    def _give_way(self, conn: psycopg.Connection[Any], records: Sequence[UsageRecord]) -> None:
+        """Delete the stored made-up rows a real row of ``records`` replaces, and take
         them off the roll-ups (:mod:`~trioproxy.ledger.provisional`). Another batch may have
         replaced one meanwhile: only the rows this one deleted are taken off."""
+        ids = provisional.real_ids(records)
+        if not ids:
+            return
+        entries = conn.execute(provisional.REGISTRY_LOOKUP, (ids,)).fetchall()
         gone: list[UsageRecord] = []
-        for key in conn.execute(_REGISTERED).fetchall():
+        for key in provisional.registered(entries, records):
             gone += [from_row(row) for row in conn.execute(_TAKE, key).fetchall()]
             conn.execute(_FORGET, key)
         if not gone:
@@ -247,6 +244,11 @@ class PostgresLedger(RollupReads):
             kept_from = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
 
         keep_minutes = int(now // 60) - minutes.KEEP_DAYS * 1440
+        listed_from = dt.datetime.fromtimestamp(now, dt.UTC) - dt.timedelta(
+            days=provisional.KEEP_DAYS
+        )  # a real row later than this cannot replace its made-up row (provisional.KEEP_DAYS)
+        if kept_from is not None:
+            listed_from = max(listed_from, kept_from)
 
         def _drop() -> int:
             with self._pool.connection() as conn:
@@ -257,8 +259,7 @@ class PostgresLedger(RollupReads):
                         conn.execute(f"DELETE FROM {table} WHERE minute < %s", (keep_minutes,))
                     for name in old:
                         conn.execute(f"DROP TABLE IF EXISTS {name}")
-                    if kept_from is not None:  # the provisional rows of those partitions
-                        conn.execute("DELETE FROM ledger_provisional WHERE ts < %s", (kept_from,))
+                    conn.execute("DELETE FROM ledger_provisional WHERE ts < %s", (listed_from,))
             if cutoff is not None:
                 self._days = {d for d in self._days if schema.partition(d) >= cutoff}
             return len(old)

@@ -1,0 +1,79 @@
+"""PostgreSQL's list of provisional rows (``ledger_provisional``, :mod:`trioproxy.ledger.
+provisional`) stays small and is looked up by index: entries older than
+:data:`~trioproxy.ledger.provisional.KEEP_DAYS` are trimmed even with retention off, and a
+batch finds the entries of its own requests through the primary key."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+
+from tests.test_ledger_made_up import a_request
+from trioproxy.ledger import postgres_schema as schema
+from trioproxy.ledger import provisional
+from trioproxy.ledger.columns import to_row
+from trioproxy.ledger.postgres import PostgresLedger
+
+DAY = 86_400.0
+
+
+def _listed(pg_url: str) -> list[str]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT DISTINCT request_id FROM ledger_provisional").fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
+async def test_the_list_of_made_up_rows_is_trimmed_without_retention(pg_url: str) -> None:
+    """Retention off (the default): the entries of made-up rows older than KEEP_DAYS go (a
+    real row that late cannot come), the recent ones stay (they grew forever)."""
+    now = time.time()
+    _, old = a_request("old", now - (provisional.KEEP_DAYS + 1) * DAY, served=True)
+    _, recent = a_request("recent", now - 120, served=True)
+    ledger = await PostgresLedger.open(pg_url, pool_timeout=1.0)
+    try:
+        await ledger.write_batch([*old, *recent])
+        assert _listed(pg_url) == ["old", "recent"]
+        await ledger.enforce_retention(now=now, retention_days=None)
+        assert _listed(pg_url) == ["recent"]
+        real, _ = a_request("recent", now - 120, served=True)
+        assert await ledger.write_batch(real) == 3  # still replaces its made-up rows
+    finally:
+        await ledger.aclose()
+    assert _listed(pg_url) == []
+
+
+def _plan(conn: psycopg.Connection[Any], sql: str, params: tuple[object, ...]) -> str:
+    (row,) = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params).fetchone() or ((),)
+    return json.dumps(row)
+
+
+async def test_a_batch_looks_its_requests_up_in_the_list_by_index(pg_url: str) -> None:
+    """With a long list (many crashes' rows), the look-up of a batch's made-up rows probes
+    the primary key for the batch's requests: it hash-joined the staged batch with the whole
+    list (35 ms a batch at 100,000 entries, 200 ms at 1,000,000)."""
+    t0 = time.time() - 120
+    real, _ = a_request("r-1", t0, served=True)
+    ledger = await PostgresLedger.open(pg_url, pool_timeout=1.0)
+    try:
+        await ledger.write_batch(a_request("warm", t0, served=True)[0])
+
+        def plan(conn: psycopg.Connection[Any]) -> str:
+            conn.execute(
+                "INSERT INTO ledger_provisional SELECT 'x' || g, 'attempt', 0, 'm', now() "
+                "FROM generate_series(1, 50000) g"
+            )
+            conn.execute("ANALYZE ledger_provisional")
+            with conn.transaction():
+                with conn.cursor().copy(schema.COPY_SQL) as copy:
+                    for r in real:
+                        copy.write_row(to_row(r))
+                return _plan(conn, provisional.REGISTRY_LOOKUP, (provisional.real_ids(real),))
+
+        got = await ledger._read(plan)
+    finally:
+        await ledger.aclose()
+    assert "ledger_provisional_pkey" in got
+    assert "Seq Scan" not in got
