@@ -65,10 +65,22 @@ _LOCK_ALONE = "SELECT pg_advisory_xact_lock(%s)"
 it holds a provisional row: that one then sees every real row committed before it, and a
 real row's batch sees the provisional rows committed before it (of a real row and its made-up
 one written at the same time, the later finds the earlier)."""
-_KEY = "request_id = %s AND kind = %s AND attempt = %s AND target = %s AND ts = %s"
-_RETURNED = ", ".join(_TS_SELECT if c == "ts" else c for c in COLUMNS)
-_TAKE = f"DELETE FROM ledger_raw WHERE {_KEY} AND {provisional.where_sql()} RETURNING {_RETURNED}"
-_FORGET = f"DELETE FROM ledger_provisional WHERE {_KEY}"
+_RETURNED = ", ".join(
+    "extract(epoch FROM r.ts)::float8" if c == "ts" else f"r.{c}" for c in COLUMNS
+)
+_TAKE = (
+    "WITH k AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], "
+    "%s::timestamptz[]) AS k (request_id, kind, attempt, target, ts)), "
+    "forgot AS (DELETE FROM ledger_provisional p USING k WHERE p.request_id = k.request_id "
+    "AND p.kind = k.kind AND p.attempt = k.attempt AND p.target = k.target AND p.ts = k.ts) "
+    "DELETE FROM ledger_raw r USING k WHERE r.request_id = k.request_id AND r.kind = k.kind "
+    "AND r.attempt = k.attempt AND r.target = k.target AND r.ts = k.ts "
+    f"AND {provisional.where_sql('r')} RETURNING {_RETURNED}"
+)
+"""Delete the made-up rows of some keys (one array per key column) and their entries in the
+list, in one statement, returning the rows deleted (a row another batch deleted meanwhile is
+not returned). It was two statements per row: 0.6 s for a batch replacing 500 on localhost,
+past the write bound at a 10 ms round trip."""
 
 
 class PostgresLedger(RollupReads):
@@ -178,13 +190,14 @@ class PostgresLedger(RollupReads):
         if not ids:
             return
         entries = conn.execute(provisional.REGISTRY_LOOKUP, (ids,)).fetchall()
-        gone: list[UsageRecord] = []
-        for key in provisional.registered(entries, records):
-            gone += [from_row(row) for row in conn.execute(_TAKE, key).fetchall()]
-            conn.execute(_FORGET, key)
+        keys = provisional.registered(entries, records)
+        if not keys:
+            return
+        columns = [list(c) for c in zip(*keys, strict=True)]
+        gone = [from_row(row) for row in conn.execute(_TAKE, columns).fetchall()]
         if not gone:
             return
-        with conn.cursor() as cur:
+        with conn.pipeline(), conn.cursor() as cur:  # one round trip for every statement
             for sql, params in provisional.undo(
                 gone, zone=self.days_zone, placeholder="%s", day=dt.date.fromisoformat
             ):
