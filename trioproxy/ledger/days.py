@@ -117,11 +117,13 @@ INSERT_HEAD = f"INSERT INTO ledger_days ({KEY_COLUMNS}, {', '.join(METRICS)}) "
 UPSERT_TAIL = upsert_tail("ledger_days", KEY_COLUMNS)
 
 
-def from_hourly_sql(source: str, day_expr: str) -> str:
+def from_hourly_sql(source: str, day_expr: str, *, ordered: bool = False) -> str:
     """Upsert the day rows of ``source``, rows shaped like ``ledger_hourly`` (the table, or
-    PostgreSQL's per-batch CTE), with ``day_expr`` the local day of its ``hour``."""
+    PostgreSQL's per-batch CTE), with ``day_expr`` the local day of its ``hour``; ``ordered``:
+    in key order (PostgreSQL's concurrent writers then lock the rows in one order)."""
     select = select_sql(source, day_expr, count="sum(requests)", columns=_HOURLY_NAMES)
-    return f"{INSERT_HEAD} {select} {UPSERT_TAIL}"
+    order = " ORDER BY 1, 2, 3, 4, 5" if ordered else ""
+    return f"{INSERT_HEAD} {select}{order} {UPSERT_TAIL}"
 
 
 REBUILD_SQL = from_hourly_sql("ledger_hourly JOIN hour_day USING (hour)", "hour_day.day")

@@ -58,13 +58,23 @@ CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 5.0
 """Seconds to wait for a connection from the pool before the call fails."""
 
+RETRIES = 2
+"""Times a batch is written again at once when PostgreSQL rolled it back for a deadlock or a
+serialization failure (rare: each table's rows are locked in key order, :func:`~trioproxy.
+ledger.postgres_schema.write_sql`, but a batch that replaces made-up rows takes roll-up
+rows twice); a batch that fails anyway is spooled and the database marked down."""
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
 _TS_SELECT = "extract(epoch FROM ts)::float8"
 _LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(%s)"
 _LOCK_ALONE = "SELECT pg_advisory_xact_lock(%s)"
 """A batch takes :data:`~trioproxy.ledger.postgres_schema.LOCK_MADE_UP` shared, or alone when
 it holds a provisional row: that one then sees every real row committed before it, and a
 real row's batch sees the provisional rows committed before it (of a real row and its made-up
-one written at the same time, the later finds the earlier)."""
+one written at the same time, the later finds the earlier). A batch that finds made-up rows
+to replace rolls back and starts again alone: taking them off the roll-ups locks roll-up
+rows before its write statement locks others, and beside other batches that order
+deadlocked (3 writers, one replacing rows: a deadlock, 1 s lost, in most of its batches)."""
 _RETURNED = ", ".join(
     "extract(epoch FROM r.ts)::float8" if c == "ts" else f"r.{c}" for c in COLUMNS
 )
@@ -166,33 +176,58 @@ class PostgresLedger(RollupReads):
         records = provisional.in_batch(records)
         rows = [to_row(r) for r in records]
         days = {day_of(r.ts) for r in records}
-        lock = _LOCK_ALONE if any(provisional.provisional(r) for r in records) else _LOCK_SHARED
+        holds_provisional = any(provisional.provisional(r) for r in records)
+        ids = provisional.real_ids(records)
+
+        def _once(conn: psycopg.Connection[Any], alone: bool) -> int | None:
+            """The batch in one transaction; None (rolled back) when it replaces made-up
+            rows but holds the lock shared."""
+            written: int | None = None
+            with conn.transaction():
+                conn.execute(_LOCK_ALONE if alone else _LOCK_SHARED, (schema.LOCK_MADE_UP,))
+                keys = self._replaced(conn, ids, records)
+                if keys and not alone:
+                    raise psycopg.Rollback()
+                with conn.cursor().copy(schema.COPY_SQL) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                if keys:
+                    self._give_way(conn, keys)
+                result = conn.execute(self._write_sql).fetchone()
+                written = int(result[0]) if result else 0
+            return written
 
         def _write() -> int:
             with self._pool.connection() as conn:
                 self._ensure(conn, days)
-                with conn.transaction():
-                    conn.execute(lock, (schema.LOCK_MADE_UP,))
-                    with conn.cursor().copy(schema.COPY_SQL) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    self._give_way(conn, records)
-                    result = conn.execute(self._write_sql).fetchone()
-                return int(result[0]) if result else 0
+                for retry in range(RETRIES + 1):
+                    try:
+                        written = _once(conn, holds_provisional)
+                        if written is None:  # it replaces made-up rows: alone, see _LOCK_ALONE
+                            written = _once(conn, True)
+                        return written or 0
+                    except _TRANSIENT:  # rolled back whole: the batch again, at once
+                        if retry == RETRIES:
+                            raise
+                raise AssertionError("unreachable")
 
         return int(await self._run(_write))
 
-    def _give_way(self, conn: psycopg.Connection[Any], records: Sequence[UsageRecord]) -> None:
-        """Delete the stored made-up rows a real row of ``records`` replaces, and take
-        them off the roll-ups (:mod:`~trioproxy.ledger.provisional`). Another batch may have
-        replaced one meanwhile: only the rows this one deleted are taken off."""
-        ids = provisional.real_ids(records)
+    @staticmethod
+    def _replaced(
+        conn: psycopg.Connection[Any], ids: list[str], records: Sequence[UsageRecord]
+    ) -> list[tuple[object, ...]]:
+        """The list's entries of the made-up rows a real row of ``records`` replaces (``ids``:
+        their requests): one probe of its primary key."""
         if not ids:
-            return
+            return []
         entries = conn.execute(provisional.REGISTRY_LOOKUP, (ids,)).fetchall()
-        keys = provisional.registered(entries, records)
-        if not keys:
-            return
+        return provisional.registered(entries, records)
+
+    def _give_way(self, conn: psycopg.Connection[Any], keys: list[tuple[object, ...]]) -> None:
+        """Delete the stored made-up rows of ``keys`` (:meth:`_replaced`), and take them off
+        the roll-ups (:mod:`~trioproxy.ledger.provisional`). Another batch may have
+        replaced one meanwhile: only the rows this one deleted are taken off."""
         columns = [list(c) for c in zip(*keys, strict=True)]
         gone = [from_row(row) for row in conn.execute(_TAKE, columns).fetchall()]
         if not gone:

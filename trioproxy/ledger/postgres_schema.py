@@ -146,9 +146,17 @@ journal.resolve_lines`): left out when the request's own row is stored (see
 provisional`)."""
 
 
+def _ordered(n: int) -> str:
+    """Rows in the order of their first ``n`` columns (a table's key)."""
+    return f"ORDER BY {', '.join(str(i) for i in range(1, n + 1))}"
+
+
 def write_sql(zone: str) -> str:
     """One statement per batch: insert the staged rows, then every roll-up from the rows
-    actually inserted (the hourly rows once, in ``h``; the day rows from them)."""
+    actually inserted (the hourly rows once, in ``h``; the day rows from them). Each table's
+    rows go in key order, so that concurrent batches lock the rows they share in one order
+    (in hash order, three writers deadlocked on ``ledger_daily`` and ``ledger_days``: 12 of
+    ~190 batches in 20 s, measured)."""
     select = ", ".join(
         "to_timestamp(ts)" if f == "ts" else c for f, c in zip(FIELDS, COLUMNS, strict=True)
     )
@@ -158,33 +166,34 @@ WITH ins AS (
   INSERT INTO ledger_raw ({", ".join(COLUMNS)})
   SELECT {select} FROM ledger_stage s WHERE NOT ({_MADE_UP} AND EXISTS (
     SELECT 1 FROM ledger_raw r WHERE r.request_id = s.request_id AND r.kind = 'request'))
+  ORDER BY {", ".join(f"s.{k}" for k in KEY_COLUMNS)}, s.ts
   ON CONFLICT DO NOTHING
   RETURNING ts, kind, team, feature, user_name, route, target, provider_model, cache,
             {", ".join(summed)}, key_name, status, latency_ms, ttfb_ms, hedge_role, outcome,
             error_kind, request_id, attempt
 ), pv AS (
   INSERT INTO ledger_provisional SELECT {provisional.REGISTRY_KEY} FROM ins
-  WHERE {provisional.where_sql()} ON CONFLICT DO NOTHING
+  WHERE {provisional.where_sql()} {_ordered(5)} ON CONFLICT DO NOTHING
 ), h AS (
   {hourly.select_sql("ins", "floor(extract(epoch FROM ts) / 3600)::bigint")}
 ), hr AS (
-  {hourly.INSERT_HEAD} SELECT * FROM h {hourly.UPSERT_TAIL}
+  {hourly.INSERT_HEAD} SELECT * FROM h {_ordered(9)} {hourly.UPSERT_TAIL}
 ), dy AS (
-  {days.from_hourly_sql("h", _day_expr(zone))}
+  {days.from_hourly_sql("h", _day_expr(zone), ordered=True)}
 ), mi AS (
   {minutes.upsert_head()}
-  {minutes.select_sql("ins", _MINUTE)}
+  {minutes.select_sql("ins", _MINUTE)} {_ordered(5)}
   {minutes.upsert_tail()}
 ), mt AS (
   {minutes.upsert_head(per_team=True)}
-  {minutes.select_sql("ins", _MINUTE, per_team=True)}
+  {minutes.select_sql("ins", _MINUTE, per_team=True)} {_ordered(6)}
   {minutes.upsert_tail(per_team=True)}
 ), up AS (
   INSERT INTO ledger_daily ({DAILY_KEY}, {", ".join(METRICS)})
   SELECT (ts AT TIME ZONE 'UTC')::date, kind, team, feature, user_name, route,
          COALESCE(NULLIF(target, ''), provider_model, ''), cache, outcome,
          COALESCE(error_kind, ''), count(*), {", ".join(f"sum({m})" for m in summed)}
-  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+  FROM ins GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 {_ordered(10)}
   {upsert_tail("ledger_daily", DAILY_KEY)}
 )
 SELECT count(*) FROM ins"""

@@ -25,7 +25,8 @@ A batch finds the provisional rows its real rows replace cheaply, as rows with o
 batch's request ids (:data:`REGISTRY_LOOKUP`); there a batch
 holding provisional rows takes an advisory lock alone, the others take it shared, so that of
 a real row and its made-up one written at the same time by two processes, the later sees the
-earlier. The ledger then holds one request row per request, and its roll-ups and a budget
+earlier (a batch that replaces made-up rows takes it alone too: taking them off the roll-ups
+beside other batches deadlocked). The ledger then holds one request row per request, and its roll-ups and a budget
 rebuild (:mod:`~trioproxy.ledger.spend`) count the real one alone. A provisional row dropped
 by retention before its real one arrives cannot be found: the real one is then counted beside
 it in the roll-ups (as any record replayed after its day's raw rows were dropped).
@@ -145,6 +146,11 @@ def registered(
 Statement = tuple[str, list[tuple[object, ...]]]
 
 
+def _order(key: Sequence[object]) -> tuple[tuple[bool, str], ...]:
+    """A sort key of a roll-up key, whatever its values' types (any one order will do)."""
+    return tuple((v is None, str(v)) for v in key)
+
+
 def _subtract(table: str, keys: str, sums: Sequence[str], count: str, p: str,
               rows: Sequence[Sequence[object]]) -> list[Statement]:  # fmt: skip
     """Take ``rows`` (key values, then ``sums``, as the roll-up's upsert takes them) off
@@ -154,6 +160,7 @@ def _subtract(table: str, keys: str, sums: Sequence[str], count: str, p: str,
     where = " AND ".join(f"{k} = {p}" for k in names)
     sets = ", ".join(f"{m} = {m} - {p}" for m in sums)
     n = len(names)
+    rows = sorted(rows, key=lambda r: _order(r[:n]))  # one order for every writer
     return [
         (f"UPDATE {table} SET {sets} WHERE {where}", [(*r[n:], *r[:n]) for r in rows]),
         (f"DELETE FROM {table} WHERE {where} AND {count} = 0", [tuple(r[:n]) for r in rows]),
