@@ -176,6 +176,10 @@ async def test_a_ledger_holding_both_rows_is_healed_when_the_real_ones_are_repla
     await execute(target, made_before)
     backend = await target.open()
     try:
+        # PostgreSQL lists the made-up rows of the last days in its retention rounds, a day
+        # at a time (the writer's first comes at start)
+        while (await backend.enforce_retention(now=time.time(), retention_days=None))[1]:
+            pass
         # replayed: the request row is stored; its attempts are new (the intents' rows had
         # kept them out)
         assert await backend.write_batch(real) == 2

@@ -298,7 +298,7 @@ class PostgresLedger(RollupReads):
         if kept_from is not None:
             listed_from = max(listed_from, kept_from)
 
-        def _drop() -> int:
+        def _drop() -> tuple[int, bool]:
             with self._pool.connection() as conn:
                 self._ensure(conn, set())  # (a ledger made before ledger_provisional)
                 with conn.transaction():
@@ -308,11 +308,13 @@ class PostgresLedger(RollupReads):
                     for name in old:
                         conn.execute(f"DROP TABLE IF EXISTS {name}")
                     conn.execute("DELETE FROM ledger_provisional WHERE ts < %s", (listed_from,))
+                more = schema.backfill_step(conn, listed_from.date())
             if cutoff is not None:
                 self._days = {d for d in self._days if schema.partition(d) >= cutoff}
-            return len(old)
+            return len(old), more
 
-        return int(await self._run(_drop)), False
+        dropped, more = await self._run(_drop)
+        return int(dropped), bool(more)
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(lambda: self._pool.close(timeout=CONNECT_TIMEOUT))

@@ -26,10 +26,15 @@ batch's request ids (:data:`REGISTRY_LOOKUP`); there a batch
 holding provisional rows takes an advisory lock alone, the others take it shared, so that of
 a real row and its made-up one written at the same time by two processes, the later sees the
 earlier (a batch that replaces made-up rows takes it alone too: taking them off the roll-ups
-beside other batches deadlocked). The ledger then holds one request row per request, and its roll-ups and a budget
-rebuild (:mod:`~trioproxy.ledger.spend`) count the real one alone. A provisional row dropped
-by retention before its real one arrives cannot be found: the real one is then counted beside
-it in the roll-ups (as any record replayed after its day's raw rows were dropped).
+beside other batches deadlocked). The ledger then holds one request row per request, and its
+roll-ups and a budget rebuild (:mod:`~trioproxy.ledger.spend`) count the real one alone. A
+provisional row dropped by retention (or its entry, after :data:`KEEP_DAYS`) before its real
+one arrives cannot be found: the real one is then counted beside it in the roll-ups (as any
+record replayed after its day's raw rows were dropped). A PostgreSQL ledger made before the
+list has the made-up rows of its last :data:`KEEP_DAYS` days listed after its first open, one
+day partition per retention round (:func:`~trioproxy.ledger.postgres_schema.backfill_step`;
+the writer's first comes at start): a real row stored before its day is listed does not find
+its made-up row (both are counted, as before the upgrade).
 """
 
 from __future__ import annotations
