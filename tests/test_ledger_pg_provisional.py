@@ -167,3 +167,40 @@ async def test_a_ledger_made_before_the_list_has_its_recent_days_listed_later(
     finally:
         await ledger.aclose()
     assert {r[0] for r in left} == {"old"}
+
+
+async def test_a_batch_reads_committed_rows_whatever_the_database_default(pg_url: str) -> None:
+    """A database (or role) whose default isolation is REPEATABLE READ: the ledger's batches
+    still run READ COMMITTED, which their lock scheme needs (a batch's snapshot taken before
+    it waited for the lock would miss the rows its holder committed)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        (name,) = conn.execute("SELECT current_database()").fetchone() or ("",)
+        conn.execute(
+            f'ALTER DATABASE "{name}" SET default_transaction_isolation = "repeatable read"'
+        )
+        conn.execute("CREATE TABLE seen (level text)")
+        conn.execute(
+            "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO seen VALUES (current_setting('transaction_isolation')); "
+            "RETURN NULL; END $$"
+        )
+    t0 = time.time() - 120
+    ledger = await PostgresLedger.open(pg_url, pool_timeout=1.0)
+    try:
+        await ledger.write_batch(a_request("warm", t0, served=True)[0])  # the schema made
+        await ledger._read(
+            lambda c: c.execute(
+                "CREATE TRIGGER note BEFORE INSERT ON ledger_daily "
+                "FOR EACH STATEMENT EXECUTE FUNCTION note()"
+            )
+        )
+        await ledger.write_batch(a_request("r-1", t0, served=True)[0])
+        default = await ledger._read(
+            lambda c: c.execute("SHOW default_transaction_isolation").fetchone()
+        )
+    finally:
+        await ledger.aclose()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        seen = conn.execute("SELECT level FROM seen").fetchall()
+    assert default == ("repeatable read",)
+    assert seen == [("read committed",)]

@@ -231,6 +231,12 @@ SELECT count(*) FROM ins"""
 
 
 def configure(conn: psycopg.Connection[Any]) -> None:
+    """A new pooled connection: its staging table, and READ COMMITTED for its transactions
+    whatever the role's or database's ``default_transaction_isolation``: the batches' lock
+    scheme (:data:`LOCK_MADE_UP`) needs each statement to see what was committed before it
+    (a batch waiting for the lock alone would not see, under REPEATABLE READ, the rows the
+    holder committed meanwhile)."""
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     conn.execute(STAGE_DDL)
 
 
