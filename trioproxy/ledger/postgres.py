@@ -309,6 +309,7 @@ class PostgresLedger(RollupReads):
                         conn.execute(f"DROP TABLE IF EXISTS {name}")
                     conn.execute("DELETE FROM ledger_provisional WHERE ts < %s", (listed_from,))
                 more = schema.backfill_step(conn, listed_from.date())
+                more = schema.split_step(conn) or more
             if cutoff is not None:
                 self._days = {d for d in self._days if schema.partition(d) >= cutoff}
             return len(old), more

@@ -77,13 +77,15 @@ _SCHEMA = [
     "ALTER TABLE ledger_daily ADD COLUMN IF NOT EXISTS cache text NOT NULL DEFAULT '', "
     "ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT '', "
     "ADD COLUMN IF NOT EXISTS error_kind text NOT NULL DEFAULT ''",
+    # (whatever the key's name: a ledger made by hand, or restored, may name it otherwise)
     f"""DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
                        ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
                      WHERE i.indrelid = 'ledger_daily'::regclass AND i.indisprimary
                        AND a.attname = 'error_kind') THEN
-        ALTER TABLE ledger_daily DROP CONSTRAINT ledger_daily_pkey,
-          ADD PRIMARY KEY ({DAILY_KEY});
+        EXECUTE format('ALTER TABLE ledger_daily DROP CONSTRAINT %I, ADD PRIMARY KEY ({DAILY_KEY})',
+          (SELECT conname FROM pg_constraint WHERE conrelid = 'ledger_daily'::regclass
+             AND contype = 'p'));
       END IF;
     END $$""",
     # a ledger made before token buckets and integer µUSD: add the columns (0 on old rows)
@@ -132,6 +134,44 @@ _BACKFILL_DAY = (
     f"INSERT INTO ledger_provisional SELECT {provisional.REGISTRY_KEY} FROM ledger_raw "
     f"WHERE ts >= %s AND ts < %s AND {provisional.where_sql()} ON CONFLICT DO NOTHING"
 )
+
+
+SPLIT_KEY = "daily_split_days"
+"""``ledger_meta``'s name of the day rows without outcome still to split (a ledger made before
+the day roll-up kept outcomes): ``<next day>/<first day>``, ISO, walking back
+(:func:`split_step`)."""
+
+
+def split_step(conn: psycopg.Connection[Any]) -> bool:
+    """Split the day rows of one more day by outcome (:func:`~trioproxy.ledger.daily_outcomes.
+    day_split_sql`), in its own transaction: the day partition's scan first, then, holding
+    :data:`LOCK_MADE_UP` alone (no batch adds to the day meanwhile), the comparison and the
+    rows replaced (milliseconds). A group a batch changed between the scan and the lock no
+    longer matches its day rows and stays unsplit. Returns whether days are left. Two
+    processes at once take turns (the marker's row lock)."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT value FROM ledger_meta WHERE name = %s FOR UPDATE", (SPLIT_KEY,)
+        ).fetchone()
+        if row is None:
+            return False
+        nxt, _, first = str(row[0]).partition("/")
+        day = dt.date.fromisoformat(nxt)
+        if day < dt.date.fromisoformat(first):
+            conn.execute("DELETE FROM ledger_meta WHERE name = %s", (SPLIT_KEY,))
+            return False
+        lo = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        params = {"lo": lo, "hi": lo + dt.timedelta(days=1), "day": day}
+        scan, *rest = daily_outcomes.day_split_sql()
+        conn.execute(scan, params)  # before the lock: batches go on meanwhile
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_MADE_UP,))
+        for stmt in rest:
+            conn.execute(stmt, params if "%(" in stmt else None)
+        conn.execute(
+            "UPDATE ledger_meta SET value = %s WHERE name = %s",
+            (f"{(day - dt.timedelta(days=1)).isoformat()}/{first}", SPLIT_KEY),
+        )
+    return True
 
 
 def backfill_step(conn: psycopg.Connection[Any], first: dt.date) -> bool:
@@ -262,9 +302,14 @@ def ensure(
                     "INSERT INTO ledger_meta VALUES (%s, %s) ON CONFLICT DO NOTHING",
                     (BACKFILL_KEY, start.isoformat()),
                 )
-            if split:
-                for stmt in daily_outcomes.split_sql(daily_outcomes.PG_DAY, analyze=True):
-                    conn.execute(stmt)
+            if split:  # split later, a day at a time (split_step), newest first
+                first = conn.execute("SELECT min(day) FROM ledger_daily").fetchone()
+                if first is not None and first[0] is not None:
+                    start = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=PARTITIONS_AHEAD)
+                    conn.execute(
+                        "INSERT INTO ledger_meta VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (SPLIT_KEY, f"{start.isoformat()}/{first[0].isoformat()}"),
+                    )
             kept = keep_days_in(conn, zone)
         for day in missing:
             lo, hi = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
@@ -298,4 +343,5 @@ def keep_days_in(conn: psycopg.Connection[Any], zone: str | None) -> str:
 
 
 __all__ = ["BACKFILL_KEY", "COPY_SQL", "LOCK_ID", "LOCK_MADE_UP", "PARTITIONS_AHEAD",
-           "backfill_step", "configure", "ensure", "partition", "write_sql"]  # fmt: skip
+           "SPLIT_KEY", "backfill_step", "configure", "ensure", "partition", "split_step",
+           "write_sql"]  # fmt: skip
