@@ -23,6 +23,9 @@ LIMIT_USD = round(N * WORST_USD + WORST_USD / 2, 6)  # fits exactly N worst case
 MSGS = [{"role": "user", "content": "hi"}]
 
 
+HELD_TARGET = {"model": "m", "first_byte_timeout_s": 300, "connect_timeout_s": 60}
+
+
 def budget_settings(url: str, state_dir: str, redis_url: str | None = None) -> Settings:
     storage: dict[str, object] = {"state_dir": state_dir}
     if redis_url:
@@ -41,7 +44,9 @@ def budget_settings(url: str, state_dir: str, redis_url: str | None = None) -> S
                 }
             },
             "models": {"m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000}},
-            "routes": {"r": {"chains": {"default": [{"model": "m"}]}}},
+            # the answers are held until every admission is decided: on a busy shared box that
+            # took past the default first-byte timeout (30 s), and 3 held requests became 502s
+            "routes": {"r": {"chains": {"default": [HELD_TARGET]}}},
             "api_keys": [{"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"}],
             # exactness, not latency: a busy shared box may answer a store call slowly
             "budgets": {"teams": {"t1": {"daily_usd": LIMIT_USD}}, "store_timeout_s": 30.0},
