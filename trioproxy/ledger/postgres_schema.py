@@ -142,6 +142,15 @@ the day roll-up kept outcomes): ``<next day>/<first day>``, ISO, walking back
 (:func:`split_step`)."""
 
 
+def _marker(conn: psycopg.Connection[Any], name: str) -> str | None:
+    """A ``ledger_meta`` marker's value, its row locked to the transaction's end (two processes
+    walking the same days take turns); None when there is none (nothing left to do)."""
+    row = conn.execute(
+        "SELECT value FROM ledger_meta WHERE name = %s FOR UPDATE", (name,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def split_step(conn: psycopg.Connection[Any]) -> bool:
     """Split the day rows of one more day by outcome (:func:`~trioproxy.ledger.daily_outcomes.
     day_split_sql`), in its own transaction: the day partition's scan first, then, holding
@@ -150,12 +159,9 @@ def split_step(conn: psycopg.Connection[Any]) -> bool:
     longer matches its day rows and stays unsplit. Returns whether days are left. Two
     processes at once take turns (the marker's row lock)."""
     with conn.transaction():
-        row = conn.execute(
-            "SELECT value FROM ledger_meta WHERE name = %s FOR UPDATE", (SPLIT_KEY,)
-        ).fetchone()
-        if row is None:
+        if (marker := _marker(conn, SPLIT_KEY)) is None:
             return False
-        nxt, _, first = str(row[0]).partition("/")
+        nxt, _, first = marker.partition("/")
         day = dt.date.fromisoformat(nxt)
         if day < dt.date.fromisoformat(first):
             conn.execute("DELETE FROM ledger_meta WHERE name = %s", (SPLIT_KEY,))
@@ -182,12 +188,9 @@ def backfill_step(conn: psycopg.Connection[Any], first: dt.date) -> bool:
     :data:`~trioproxy.ledger.provisional.KEEP_DAYS`). Returns whether days are left. Two
     processes at once take turns (the marker's row lock)."""
     with conn.transaction():
-        row = conn.execute(
-            "SELECT value FROM ledger_meta WHERE name = %s FOR UPDATE", (BACKFILL_KEY,)
-        ).fetchone()
-        if row is None:
+        if (marker := _marker(conn, BACKFILL_KEY)) is None:
             return False
-        day = dt.date.fromisoformat(str(row[0]))
+        day = dt.date.fromisoformat(marker)
         if day < first:
             conn.execute("DELETE FROM ledger_meta WHERE name = %s", (BACKFILL_KEY,))
             return False
