@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from trioproxy.core.tokens import content_text
+
 MAX_DEPTH = 8
 """Nested objects, arrays and references followed before a value is ``null``."""
 WORDS = 4
@@ -72,12 +74,7 @@ def instructed_json(system: Any) -> Mapping[str, Any] | None:
     gateway writes one, :mod:`trioproxy.providers.anthropic_json`): the first JSON object
     after "JSON Schema", else :data:`ANY_OBJECT` when it asks for a "JSON object", else
     ``None`` (text)."""
-    if isinstance(system, list):
-        system = " ".join(
-            b["text"] for b in system if isinstance(b, Mapping) and isinstance(b.get("text"), str)
-        )
-    if not isinstance(system, str):
-        return None
+    system = content_text(system)
     if (at := _SCHEMA_AT.search(system)) is not None:
         try:
             schema, _ = json.JSONDecoder().raw_decode(system, at.end())
