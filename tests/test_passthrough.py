@@ -14,6 +14,7 @@ from trioproxy.core.sse import SSEParser
 from trioproxy.core.types import Dialect, StreamEvent, StreamStart, Usage, UsageReport
 from trioproxy.errors import ErrorKind, GatewayError, ProviderError
 from trioproxy.providers.passthrough import PENDING_MAX, PassthroughTap
+from trioproxy.providers.plain_events import plain_anthropic
 from trioproxy.providers.registry import adapter_for
 from trioproxy.simulator.anthropic_wire import ANTHROPIC
 from trioproxy.simulator.openai_wire import OPENAI
@@ -221,7 +222,7 @@ def test_content_is_counted_on_demand_and_kept_aside_bounded(wire: Dialect) -> N
 def test_an_anthropic_json_delta_naming_text_delta_is_decoded_not_counted() -> None:
     ev = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
           b'"delta":{"type":"input_json_delta","partial_json":"\\"text_delta\\""}}')  # fmt: skip
-    assert not PassthroughTap._plain_anthropic(ev, len(ev))
+    assert not plain_anthropic(ev, len(ev))
 
 
 def _spaced(data: bytes) -> bytes:

@@ -12,7 +12,7 @@ and what the gateway must know from them:
   (so the decoder's checks and state hold);
 * the *plain* content events (a text delta, the bulk of a stream: an OpenAI chunk, an
   Anthropic ``text_delta``, a Responses ``response.output_text.delta``) are recognised
-  by their bytes and kept aside, not parsed: their tokens are counted only when
+  by their bytes (:mod:`~trioproxy.providers.plain_events`) and kept aside, not parsed: their tokens are counted only when
   someone asks (:meth:`PassthroughTap.output_tokens`: the provider reported no
   usage, so the gateway bills its estimate), with
   :func:`~trioproxy.core.tokens.estimate_tokens` exactly as the decoder path counts
@@ -33,8 +33,9 @@ stream's usage and has none, or no usage (an Anthropic ``message_delta``, a Resp
 event: :attr:`~trioproxy.providers.base.JsonEventDecoder.unbilled_ends`), is held back
 (:attr:`Tapped.finish`) and written once the attempt has metered the rest, with the usage the
 ledger bills (:meth:`~trioproxy.upstream.meter.Meter.final`: the gateway's estimate), as the
-decoding path's encoder writes it (``anthropic_json`` / ``responses_json``): what the
-decoding path's caller reads there too. The tap counts nothing for it itself: the meter's
+decoding path's encoder writes it (``anthropic_json`` / ``responses_json``;
+:mod:`~trioproxy.providers.billed_usage_events`): what the decoding path's caller reads there
+too. The tap counts nothing for it itself: the meter's
 count is the one billed. The events after it in the same read (``message_stop``) follow it.
 An OpenAI stream that ends (``[DONE]``) without a usable usage, its caller having asked for
 one (``stream_options.include_usage``), gets the usage-only chunk it lacked the same way:
@@ -67,33 +68,38 @@ model). Two events are the gateway's own, as on the decoding path:
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import orjson
 
 from trioproxy.core.sse import MAX_EVENT_BYTES, SSEParser
-from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
-from trioproxy.core.usage import anthropic_json, openai_json
 from trioproxy.errors import GatewayError, ProviderError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
 from trioproxy.providers.base import JsonEventDecoder
-from trioproxy.providers.openai import OpenAIStreamDecoder, reasoning_of
+from trioproxy.providers.billed_usage_events import (
+    delta_with_usage,
+    then,
+    usage_chunk,
+    usage_then,
+)
+from trioproxy.providers.openai import OpenAIStreamDecoder
+from trioproxy.providers.plain_events import (
+    ANTHROPIC_DATA,
+    EMPTY_CHOICES,
+    OPENAI_DATA,
+    RESPONSES_DATA,
+    RESPONSES_TEXT_TYPE,
+    anthropic_tokens,
+    openai_tokens,
+    plain_anthropic,
+    plain_openai,
+    plain_responses,
+)
 from trioproxy.providers.responses_trail import ResponsesTrail, with_usage
 
-_OPENAI_DATA = b"data: {"
-_ANTHROPIC_TEXT = b'event: content_block_delta\ndata: {"type":"content_block_delta"'
-_ANTHROPIC_DATA = len(b"event: content_block_delta\ndata: ")
-_ANTHROPIC_TEXT_DELTA = b'"delta":{"type":"text_delta","text":'
-_RESPONSES_TEXT = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-_RESPONSES_DATA = len(b"event: response.output_text.delta\ndata: ")
-_RESPONSES_DELTA = b'"delta":'
-_RESPONSES_TEXT_TYPE = b'"response.output_text.delta"'
 PENDING_MAX = 4 * 1024
 """Bytes of plain content events kept uncounted per stream before they are counted (~17
 OpenAI chunks of ~230 bytes: an answer that short is never counted when the provider reports
@@ -147,14 +153,14 @@ class PassthroughTap:
         """A final event held back (:attr:`Tapped.finish`) with the usage the ledger bills."""
         if wire == "openai":
             chunks = OpenAIStreamDecoder()
-            self._decoder, self._plain = chunks, self._plain_openai
-            self._billed = partial(_usage_then, chunks)
+            self._decoder, self._plain = chunks, plain_openai
+            self._billed = partial(usage_then, chunks)
         elif wire == "anthropic":
-            self._decoder, self._plain = AnthropicStreamDecoder(), self._plain_anthropic
-            self._billed = _delta_with_usage
+            self._decoder, self._plain = AnthropicStreamDecoder(), plain_anthropic
+            self._billed = delta_with_usage
         else:
             self._decoder = self._trail = ResponsesTrail()
-            self._plain, self._billed = self._plain_responses, with_usage
+            self._plain, self._billed = plain_responses, with_usage
         self._parser = SSEParser()
         self._drop_usage = wire == "openai" and not include_usage
         self._rest: list[bytes] = []
@@ -188,7 +194,7 @@ class PassthroughTap:
         end = _END_EVENTS[self.wire]
         if billed is None or self._drop_usage or not isinstance(self._decoder, OpenAIStreamDecoder):
             return end
-        return _usage_chunk(self._decoder.head, billed) + end
+        return usage_chunk(self._decoder.head, billed) + end
 
     def failure_event(self, err: GatewayError, usage: Usage) -> bytes:
         """The event that ends a Responses stream the gateway cuts (``err``): a
@@ -273,7 +279,7 @@ class PassthroughTap:
         if self._pending_size > PENDING_MAX:
             self._count_pending()
         if 0 <= held < len(kept) and out.finish is not None:  # message_delta, then message_stop
-            out.finish = partial(_then, out.finish, b"".join(ev + b"\n\n" for ev in kept[held:]))
+            out.finish = partial(then, out.finish, b"".join(ev + b"\n\n" for ev in kept[held:]))
             del kept[held:]
         out.forward = b"".join(ev + b"\n\n" for ev in kept) if edited else block
         return out
@@ -352,7 +358,7 @@ class PassthroughTap:
             self._pending_size += len(ev)
             return True
         self._first = False
-        if self._pending and self._trail is not None and ev.find(_RESPONSES_TEXT_TYPE) >= 0:
+        if self._pending and self._trail is not None and ev.find(RESPONSES_TEXT_TYPE) >= 0:
             self._count_pending()  # an odd text delta: the open item's text stays in order
         bad, unbilled = self._decoder.bad_usages, self._decoder.unbilled_ends
         decoded = self._decode(ev)
@@ -396,41 +402,7 @@ class PassthroughTap:
         ``json.dumps`` spacing had it sent to a caller that did not ask for usage, whose
         ``chunk.choices[0]`` then raised)."""
         return any(isinstance(e, UsageReport) for e in decoded) and (
-            _EMPTY_CHOICES.search(ev) is not None
-        )
-
-    @staticmethod
-    def _plain_openai(ev: bytes, end: int) -> bool:
-        """``ev[:end]`` is a content chunk that the decoder would only meter (no finish,
-        usage, tools, error, or several lines). Searched in place (no copy of the event);
-        what follows ``end`` is its blank line at most, which no needle but the newline can
-        match: the searches run unbounded (``find`` with bounds parses two more arguments,
-        ~80 ns a call)."""
-        if not ev.startswith(_OPENAI_DATA) or 0 <= ev.find(b"\n") < end:
-            return False
-        if ev.find(b'"error"') >= 0 or ev.find(b'"tool_calls"') >= 0:
-            return False
-        return _absent_or_null(ev, b'"usage"') and _absent_or_null(ev, b'"finish_reason"')
-
-    @staticmethod
-    def _plain_anthropic(ev: bytes, end: int) -> bool:
-        """A ``text_delta`` (JSON quotes inside a string are escaped, so these bytes
-        are the delta's own type)."""
-        return (
-            ev.startswith(_ANTHROPIC_TEXT)
-            and ev.find(_ANTHROPIC_TEXT_DELTA) >= 0
-            and ev.count(b"\n") == 1 + len(ev) - end  # one line break, then the blank line
-        )
-
-    @staticmethod
-    def _plain_responses(ev: bytes, end: int) -> bool:
-        """A ``response.output_text.delta`` with its ``delta`` (JSON quotes inside a string
-        are escaped, so these bytes are its type and its key), one line break, then the
-        blank line at most."""
-        return (
-            ev.startswith(_RESPONSES_TEXT)
-            and ev.find(_RESPONSES_DELTA) >= 0
-            and ev.count(b"\n") == 1 + len(ev) - end
+            EMPTY_CHOICES.search(ev) is not None
         )
 
     def _count_pending(self) -> None:
@@ -438,8 +410,8 @@ class PassthroughTap:
             self._count_responses()
             return
         pending, self._pending, self._pending_size = self._pending, [], 0
-        count = _openai_tokens if self.wire == "openai" else _anthropic_tokens
-        skip = _ANTHROPIC_DATA if self.wire == "anthropic" else len(_OPENAI_DATA) - 1
+        count = openai_tokens if self.wire == "openai" else anthropic_tokens
+        skip = ANTHROPIC_DATA if self.wire == "anthropic" else len(OPENAI_DATA) - 1
         for ev in pending:
             try:
                 shown, hidden = count(orjson.loads(ev[skip:]))
@@ -452,89 +424,7 @@ class PassthroughTap:
         """Count the pending text deltas (the trail keeps the open items' text)."""
         pending, self._pending, self._pending_size = self._pending, [], 0
         assert self._trail is not None
-        self._counted += self._trail.take_deltas(pending, _RESPONSES_DATA)
-
-
-_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
-
-
-def _absent_or_null(ev: bytes, key: bytes) -> bool:
-    """Whether the event's JSON has no ``key`` or holds null there, however spaced: servers
-    that write ``"usage": {`` (Python's json.dumps) had their usage chunk taken for content,
-    never read, and the request billed on the gateway's estimate (a review: 15 µUSD billed
-    for 9,000). JSON escapes the quotes inside strings, so ``key`` is a key here."""
-    at = ev.find(key)
-    if at < 0:
-        return True
-    return ev[at + len(key) : at + len(key) + 16].lstrip(b": \t").startswith(b"null")
-
-
-def _delta_with_usage(ev: bytes, usage: Usage) -> bytes:
-    """An Anthropic ``message_delta`` (without its blank line, as the tap took it) with
-    ``usage`` (what the ledger bills, as the decoding path's encoder writes it) over the
-    provider's counts, which were none or no usage; its other usage fields stay."""
-    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
-    data = orjson.loads(sse.data)
-    raw = data.get("usage")
-    data["usage"] = {**(raw if isinstance(raw, dict) else {}), **anthropic_json(usage)}
-    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
-    return head + b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-def _usage_chunk(head: dict[str, Any], usage: Usage) -> bytes:
-    """A usage-only chunk of the stream whose first chunk's small fields are ``head``, with
-    ``usage`` (what the ledger bills) as the decoding path's encoder writes it."""
-    chunk = {
-        "id": head.get("id", ""),
-        "object": "chat.completion.chunk",
-        "created": head["created"] if "created" in head else int(time.time()),
-        "model": head.get("model", ""),
-    }
-    if "system_fingerprint" in head:
-        chunk["system_fingerprint"] = head["system_fingerprint"]
-    chunk["choices"] = []
-    chunk["usage"] = openai_json(usage)
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-def _usage_then(chunks: OpenAIStreamDecoder, ev: bytes, usage: Usage) -> bytes:
-    """The usage-only chunk an OpenAI stream lacked, then ``ev`` (its ``[DONE]``, without its
-    blank line, as the tap took it)."""
-    return _usage_chunk(chunks.head, usage) + ev + b"\n\n"
-
-
-def _then(finish: Callable[[Usage], bytes], after: bytes, usage: Usage) -> bytes:
-    """A held final event's bytes, then the events that came after it in the same read."""
-    return finish(usage) + after
-
-
-def _anthropic_tokens(data: Any) -> tuple[int, int]:
-    """Tokens of a ``text_delta``'s text, and 0 hidden (thinking deltas are decoded)."""
-    delta = data.get("delta") if isinstance(data, dict) else None
-    if not isinstance(delta, dict) or delta.get("type") != "text_delta":
-        return 0, 0
-    text = delta.get("text")
-    return (estimate_tokens(text) if isinstance(text, str) else 0), 0
-
-
-def _openai_tokens(chunk: Any) -> tuple[int, int]:
-    """Tokens of choice 0's content delta and of its streamed reasoning (what the decoder
-    would meter)."""
-    if not isinstance(chunk, dict):
-        raise ValueError("expected a JSON object")
-    tokens = hidden = 0
-    try:
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if text := delta.get("content"):
-                tokens += estimate_tokens(text)
-            if (thought := reasoning_of(delta)) is not None:
-                hidden += estimate_tokens(thought)
-    except (AttributeError, TypeError) as exc:
-        raise ValueError(f"malformed chunk: {exc!r}") from None
-    return tokens, hidden
+        self._counted += self._trail.take_deltas(pending, RESPONSES_DATA)
 
 
 __all__ = ["PassthroughTap", "Tapped"]
