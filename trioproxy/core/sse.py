@@ -18,6 +18,10 @@ a 32 MiB one 57 s; now 0.07 s and 0.27 s, ``loadtest/sse_long_event.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from trioproxy.core.types import SSEEvent
 
 _BOM = "\ufeff"
@@ -115,4 +119,18 @@ def encode_sse(data: bytes | str, event: str | None = None) -> bytes:
     return head + body + b"\n"
 
 
-__all__ = ["MAX_EVENT_BYTES", "SSEParser", "encode_sse"]
+def json_event(ev: bytes) -> tuple[bytes, Any]:
+    """One whole event (without its blank line, as a relay cut it) as its ``event:`` line
+    (empty when it has none) and its data parsed as JSON; ``ValueError`` when it is not
+    JSON. For the few events a relay rewrites (:func:`event_bytes` writes it back)."""
+    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
+    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
+    return head, orjson.loads(sse.data)
+
+
+def event_bytes(head: bytes, data: Any) -> bytes:
+    """An event of :func:`json_event`'s parts (``data`` as JSON), without its blank line."""
+    return head + b"data: " + orjson.dumps(data)
+
+
+__all__ = ["MAX_EVENT_BYTES", "SSEParser", "encode_sse", "event_bytes", "json_event"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from trioproxy.core.sse import SSEParser
+from trioproxy.core.sse import event_bytes, json_event
 from trioproxy.core.types import Usage
 from trioproxy.core.usage import anthropic_json, openai_json
 from trioproxy.providers.openai import OpenAIStreamDecoder
@@ -28,12 +28,10 @@ def delta_with_usage(ev: bytes, usage: Usage) -> bytes:
     """An Anthropic ``message_delta`` (without its blank line, as the tap took it) with
     ``usage`` (what the ledger bills, as the decoding path's encoder writes it) over the
     provider's counts, which were none or no usage; its other usage fields stay."""
-    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
-    data = orjson.loads(sse.data)
+    head, data = json_event(ev)
     raw = data.get("usage")
     data["usage"] = {**(raw if isinstance(raw, dict) else {}), **anthropic_json(usage)}
-    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
-    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+    return event_bytes(head, data) + b"\n\n"
 
 
 def usage_chunk(head: dict[str, Any], usage: Usage) -> bytes:

@@ -74,7 +74,7 @@ from functools import partial
 
 import orjson
 
-from trioproxy.core.sse import MAX_EVENT_BYTES, SSEParser
+from trioproxy.core.sse import MAX_EVENT_BYTES, SSEParser, event_bytes, json_event
 from trioproxy.core.types import Dialect, StreamEvent, Usage, UsageReport
 from trioproxy.errors import GatewayError, ProviderError
 from trioproxy.providers.anthropic import AnthropicStreamDecoder
@@ -388,13 +388,11 @@ class PassthroughTap:
         the final events are held instead (:attr:`Tapped.finish`)."""
         if self.wire != "openai":
             return ev
-        sse = next(iter(SSEParser().feed(ev + b"\n\n")))
-        data = orjson.loads(sse.data)
+        head, data = json_event(ev)
         if not data.get("choices"):
             return b""
         del data["usage"]
-        head = b"event: %s\n" % sse.event.encode() if sse.event else b""
-        return head + b"data: " + orjson.dumps(data)
+        return event_bytes(head, data)
 
     @staticmethod
     def _usage_only(decoded: list[StreamEvent], ev: bytes) -> bool:

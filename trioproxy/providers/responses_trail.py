@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from trioproxy.core.sse import SSEParser
+from trioproxy.core.sse import event_bytes, json_event
 from trioproxy.core.tokens import estimate_tokens
 from trioproxy.core.types import StreamEvent, Usage
 from trioproxy.core.usage import responses_json
@@ -153,11 +153,9 @@ def _incomplete(item: dict[str, Any], pieces: Iterable[str]) -> dict[str, Any]:
 def with_usage(ev: bytes, usage: Usage) -> bytes:
     """A Responses terminal event (without its blank line, as the tap took it) with
     ``usage`` in its response object instead of the provider's, which was no usage."""
-    sse = next(iter(SSEParser().feed(ev + b"\n\n")))
-    data = orjson.loads(sse.data)
+    head, data = json_event(ev)
     data["response"]["usage"] = responses_json(usage)
-    head = b"event: %s\n" % sse.event.encode() if sse.event else b""
-    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+    return event_bytes(head, data) + b"\n\n"
 
 
 __all__ = ["ResponsesTrail", "with_usage"]
