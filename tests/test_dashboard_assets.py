@@ -12,7 +12,7 @@ import trio
 
 from tests.test_dashboard import start
 from trioproxy.config.model import DashboardConfig
-from trioproxy.dashboard.access import local_target
+from trioproxy.dashboard.http_helpers import local_target
 from trioproxy.dashboard.paths import asset_dir, session_secret
 from trioproxy.edge.auth import KeyRing
 from trioproxy.edge.services import Supervisor

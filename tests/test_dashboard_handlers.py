@@ -137,7 +137,7 @@ async def test_failed_sign_ins_are_logged_and_throttled(
     now = [1_000_000.0]
     acc.clock = lambda: now[0]
     c = d.app.test_client()
-    caplog.set_level(logging.WARNING, "trioproxy.dashboard.access")
+    caplog.set_level(logging.WARNING, "trioproxy.dashboard.guard")
     for _ in range(3):
         r = await c.post("/login", form={"user": "alice", "password": "wrong"})
         assert r.status_code == 401 and "Wrong user name or password" in await text(r)

@@ -1,8 +1,9 @@
 """The dashboard and the JSON admin API: a Quart-Trio app for every non-/v1 path.
 
 ``mount_dashboard(gateway)`` (that is, ``gateway.inner = create_dashboard(gateway)``). Admin API keys only; see
-:mod:`trioproxy.dashboard.access` for login, sessions and CSRF. Imported on first use, so a
-data-plane worker that only needs :mod:`trioproxy.dashboard.wiring` loads no Quart.
+:mod:`trioproxy.dashboard.access` for login, sessions and CSRF (enforced by
+:mod:`trioproxy.dashboard.guard`). Imported on first use, so a data-plane worker that only
+needs :mod:`trioproxy.dashboard.wiring` loads no Quart.
 """
 
 from __future__ import annotations

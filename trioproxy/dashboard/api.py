@@ -22,7 +22,7 @@ from quart import Quart, g, jsonify, request
 from quart.typing import ResponseReturnValue
 
 from trioproxy.admin.audit import AuditEntry
-from trioproxy.dashboard.access import Access, json_error
+from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.actions import ActionError, flush_cache
 from trioproxy.dashboard.budgets import (
     budget_edits,
@@ -32,6 +32,7 @@ from trioproxy.dashboard.budgets import (
 )
 from trioproxy.dashboard.cache_page import delete_entry
 from trioproxy.dashboard.edits import EditError, from_json
+from trioproxy.dashboard.http_helpers import json_error
 from trioproxy.dashboard.limits import RATE_FIELDS, WINDOW_FIELDS, edit_key_rate, edit_window
 from trioproxy.dashboard.snapshot import Usage, all_teams, ledger_of, team_usage
 from trioproxy.ledger.backend import check_dimensions

@@ -29,10 +29,10 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioproxy.dashboard import (
-    access,
     alerts_page,
     api,
     freshness,
+    guard,
     keys_page,
     pages,
     requests_page,
@@ -148,7 +148,7 @@ def create_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
             "csrf_header": CSRF_HEADER,
         }
 
-    access.install(app, acc)
+    guard.install(app, acc)
     api.install(app, acc)
     pages.install(app, acc)
     spend_page.install(app, acc, pages.PAGES)

@@ -19,13 +19,14 @@ from trioproxy.admin.audit import AuditEntry
 from trioproxy.admin.sessions import Principal
 from trioproxy.admin.store import AdminStore
 from trioproxy.dashboard import snapshot
-from trioproxy.dashboard.access import Access, refuse
+from trioproxy.dashboard.access import Access
 from trioproxy.dashboard.actions import ActionError
 from trioproxy.dashboard.budgets import LimitSource, budget_edits, budget_from_form, limit_sources
 from trioproxy.dashboard.budgets import edit_budget as apply_budget_edit
 from trioproxy.dashboard.cache_page import cache_context, flush_entries
 from trioproxy.dashboard.cache_page import delete_entry as delete_cache_entry
 from trioproxy.dashboard.edits import EditError, from_form
+from trioproxy.dashboard.http_helpers import refuse
 from trioproxy.dashboard.limits import (
     WINDOW_FIELDS,
     all_keys,

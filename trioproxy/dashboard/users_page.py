@@ -31,7 +31,8 @@ from trioproxy.admin.sessions import Role
 from trioproxy.admin.store import StoredUser
 from trioproxy.config.model import Settings
 from trioproxy.dashboard import snapshot
-from trioproxy.dashboard.access import Access, refuse
+from trioproxy.dashboard.access import Access
+from trioproxy.dashboard.http_helpers import refuse
 
 ROLES: tuple[Role, ...] = ("viewer", "admin")
 
