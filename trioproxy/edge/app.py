@@ -3,7 +3,8 @@
 The proxy endpoints are served as raw ASGI (the hot path skips a framework's
 request machinery) by the data-plane server (``trioproxy/httpd``). The
 control plane (the dashboard, ``inner``, and ``/metrics``) is served on the
-admin port by ``server/admin.py``; ``/healthz`` and ``/readyz`` answer on both.
+admin port by ``server/admin.py``; ``/healthz`` and ``/readyz`` answer on both
+(``edge/probes.py`` answers them and ``/metrics``).
 The app's lifespan opens the one app-lifetime nursery; background services
 (ledger writer, cache writer, alert sender, ...) start in it with
 ``nursery.start`` so that start-up fails loudly, and stop on shutdown.
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
-import orjson
 import trio
 
 from trioproxy.admin.throttle import Throttle
@@ -23,25 +24,23 @@ from trioproxy.breakers.local import LocalBreakers
 from trioproxy.breakers.shared import SharedBreakers
 from trioproxy.config.model import Settings
 from trioproxy.core import endpoints
-from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
-from trioproxy.dialects import DIALECTS
-from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard, send_admin_error
-from trioproxy.edge.asgi_io import Receive, Scope, Send, send_whole
+from trioproxy.edge.admin_guard import KeyGuard, LocalKeyGuard
+from trioproxy.edge.asgi_io import Receive, Scope, Send
 from trioproxy.edge.auth import KeyRing
-from trioproxy.edge.client_address import scope_client
 from trioproxy.edge.count_tokens import CountTokensHandler
 from trioproxy.edge.embeddings import EmbeddingsHandler
 from trioproxy.edge.handler import ChatHandler
 from trioproxy.edge.intake import Interrupts, slots_for
-from trioproxy.edge.metrics import SAMPLE_INTERVAL_S, Metrics, MetricsSink
+from trioproxy.edge.metrics import Metrics, MetricsSink
 from trioproxy.edge.models import caller_dialect, serve_models
 from trioproxy.edge.part_stats import sample_parts
-from trioproxy.edge.refusals import Refusals, Refused, request_id_header
+from trioproxy.edge.probes import READ, control, flush_forever, sample_forever
+from trioproxy.edge.refusals import Refusals, Refused
 from trioproxy.edge.reload import ReloadSource, reload_from
 from trioproxy.edge.respond import send_error
 from trioproxy.edge.services import NamedService, Service, Supervisor
-from trioproxy.errors import CallerError, ErrorKind, GatewayError
+from trioproxy.errors import CallerError, ErrorKind
 from trioproxy.ledger.record import UsageSink
 from trioproxy.ledger.service import LOSING_S
 from trioproxy.ledger.sinks import AccessLogSink, LogSink
@@ -57,8 +56,6 @@ DRAINING = "draining"
 """Why a draining gateway is not ready (its ``/readyz`` detail and its worker's ready report)."""
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-_READ = ("GET", "HEAD")
-"""HEAD is GET without the body (the server drops it), as RFC 9110 asks of every server."""
 RETIRE_AFTER_S = 3600.0
 """When the transport of a replaced config is closed (its requests are over by then)."""
 
@@ -104,8 +101,8 @@ class Gateway:
         self.chat, self.embeddings, self.count_tokens = self._handlers(
             settings, self.keys, self.transport, admission
         )
-        sampler = NamedService("metrics-sampler", self._sample_forever, required=False)
-        flusher = NamedService("metrics-flusher", self._flush_forever, required=False)
+        sampler = NamedService("metrics-sampler", partial(sample_forever, self), required=False)
+        flusher = NamedService("metrics-flusher", partial(flush_forever, self), required=False)
         self.services = Supervisor([*services, sampler, flusher])
         self.inner = inner
         self.ready = False
@@ -171,58 +168,17 @@ class Gateway:
         if path == endpoints.COUNT_TOKENS:
             _post_only(method, "anthropic")
             return self.count_tokens(scope, receive, send)
-        if (path == "/v1/models" or path.startswith("/v1/models/")) and method in _READ:
+        if (path == "/v1/models" or path.startswith("/v1/models/")) and method in READ:
             return serve_models(self.settings, self.keys, scope, send)
         return self._probe(scope, receive, send)
 
     async def _probe(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/healthz`` or ``/readyz`` on the data port, else 404."""
-        if not await self.control(scope, receive, send, probes_only=True):
+        if not await control(self, scope, receive, send, probes_only=True):
             err = CallerError(
                 ErrorKind.NOT_FOUND, f"Unknown path: {scope['method']} {scope['path']}"
             )
             raise Refused(err, caller_dialect(scope["headers"]))
-
-    async def control(
-        self, scope: Scope, receive: Receive, send: Send, *, probes_only: bool = False
-    ) -> bool:
-        """``/healthz`` and ``/readyz`` (both ports) and ``/metrics`` (the admin port);
-        False when ``scope`` is none of them."""
-        path: str = scope["path"]
-        if path == "/healthz":
-            await send_whole(send, 200, b'{"status":"ok"}', [request_id_header(request_id())])
-        elif path == "/readyz":
-            status = 200 if self.is_ready() else 503
-            body = orjson.dumps(self.readiness())
-            await send_whole(send, status, body, [request_id_header(request_id())])
-        elif path == "/metrics" and not probes_only:
-            if scope["method"] in _READ:
-                await self._metrics(scope, send)
-            else:
-                message = f"Use GET or HEAD, not {scope['method']}."
-                await send_admin_error(send, 405, message, [(b"allow", b"GET, HEAD")])
-        else:
-            return False
-        return True
-
-    def server_refusal(
-        self, method: str | None, path: str | None, status: int, message: str
-    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
-        """A refusal by the HTTP server itself (malformed request, timeout, cap): its
-        headers (a request id, as every answer has) and its body in the dialect of the
-        endpoint it was sent to (OpenAI when unknown); recorded as a refusal."""
-        kinds = {413: ErrorKind.BODY_TOO_LARGE, 500: ErrorKind.INTERNAL, 503: ErrorKind.OVERLOADED}
-        kind = kinds.get(status, ErrorKind.INVALID_REQUEST)
-        dialect: Dialect = "openai"
-        if path is not None and path.startswith(endpoints.MESSAGES):
-            dialect = "anthropic"
-        elif path in (endpoints.RESPONSES, "/responses"):
-            dialect = "responses"
-        rid = request_id()
-        self.refusals.record(dialect=dialect, method=method, path=path, status=status,
-                             kind=kind.value, request_id=rid)  # fmt: skip
-        err = GatewayError(kind, message, status=status)
-        return (request_id_header(rid),), DIALECTS[dialect].render_error(err)
 
     def interrupt(self) -> None:
         """The drain deadline passed: end every request still running (see Interrupts)."""
@@ -238,48 +194,6 @@ class Gateway:
         cfg = self.settings.dashboard
         return Throttle(cfg.login_attempts, cfg.login_window_s)
 
-    async def _metrics(self, scope: Scope, send: Send) -> None:
-        """``GET /metrics`` (``HEAD``: the same answer without its body) for an admin key;
-        errors in the admin API's shape, a 401 with its Bearer challenge."""
-        addr = scope_client(scope, self.settings.dashboard.trusted_proxies)
-        wait = await self.key_guard.admit(addr)
-        if wait is not None:
-            self.prometheus.admin_auth_throttled("address")
-            message = f"Too many wrong admin keys from this address; retry in {wait} s."
-            await send_admin_error(send, 429, message, [(b"retry-after", str(wait).encode())])
-            return
-        refused: GatewayError | None = None
-        try:
-            key = self.keys.authenticate(dict(scope["headers"]))
-            if not key.admin:
-                message = f"API key {key.name!r} is not an admin key (/metrics needs one)."
-                refused = CallerError(ErrorKind.ROUTE_FORBIDDEN, message)
-        except GatewayError as err:
-            refused = err
-        finally:
-            wrong = refused is not None and refused.kind is ErrorKind.INVALID_API_KEY
-            await self.key_guard.settle(addr, failed=wrong)
-        if refused is not None:
-            if refused.kind is ErrorKind.INVALID_API_KEY:
-                log.warning("admin port: wrong admin key for /metrics: addr=%s", addr)
-                self.prometheus.admin_auth_failure("admin_key")
-            await send_admin_error(send, refused.status, refused.message)
-            return
-        self.sample_metrics()
-        body, content_type = await trio.to_thread.run_sync(
-            lambda: self.prometheus.render(flush=False)  # sample_metrics flushed, on the loop
-        )
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            request_id_header(request_id()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        head = scope["method"] == "HEAD"
-        await send(
-            {"type": "http.response.body", "body": b"" if head else body, "more_body": False}
-        )
-
     def sample_metrics(self) -> None:
         """Gauges and mirrored counters from this worker's parts (every scrape, and every
         :data:`~trioproxy.edge.metrics.SAMPLE_INTERVAL_S` by the sampler service)."""
@@ -293,24 +207,6 @@ class Gateway:
             cache_write_queue=parts.cache_write_queue, alert_queue=parts.alert_queue,
             counts=parts.counts,
         )  # fmt: skip
-
-    async def _flush_forever(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Write the usage records' metrics on the first scheduler turn after them (many
-        requests' records at once under load: see :mod:`trioproxy.edge.metrics`)."""
-        task_status.started()
-        while True:
-            await self.prometheus.dirty.wait()
-            self.prometheus.flush()
-
-    async def _sample_forever(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        task_status.started()
-        while True:
-            self.sample_metrics()
-            await trio.sleep(SAMPLE_INTERVAL_S)
 
     @property
     def in_flight(self) -> int:

@@ -6,7 +6,7 @@ refused before that (a bad or missing key, a malformed body, an unknown model, a
 the gateway does not serve, a body over the cap, a full worker, a request the HTTP server
 itself refuses, a bug met before routing: a 500, outcome ``error``) produces no record. Those refusals are raised as :class:`Refused` and answered
 in one place (:meth:`trioproxy.edge.app.Gateway._http`; the server's own through
-``Gateway.server_refusal``), which calls :meth:`Refusals.record`. Each is answered with an
+:meth:`Refusals.server_refusal`), which calls :meth:`Refusals.record`. Each is answered with an
 ``x-request-id`` (the endpoint's, else one given there) that its access line names.
 
 The count is ``trioproxy_rejected_requests_total{kind, status}``: the error kind (a fixed
@@ -25,8 +25,10 @@ from collections.abc import Sequence
 
 import trio
 
+from trioproxy.core import endpoints
 from trioproxy.core.ids import request_id
 from trioproxy.core.types import Dialect
+from trioproxy.dialects import DIALECTS
 from trioproxy.edge.asgi_io import Scope
 from trioproxy.edge.metrics import Metrics
 from trioproxy.errors import ErrorKind, GatewayError
@@ -133,6 +135,25 @@ class Refusals:
             request_id=refusal.request_id,
             duration_ms=None if t0 is None else (trio.current_time() - t0) * 1000,
         )  # fmt: skip
+
+    def server_refusal(
+        self, method: str | None, path: str | None, status: int, message: str
+    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+        """A refusal by the HTTP server itself (malformed request, timeout, cap): its
+        headers (a request id, as every answer has) and its body in the dialect of the
+        endpoint it was sent to (OpenAI when unknown); recorded as a refusal."""
+        kinds = {413: ErrorKind.BODY_TOO_LARGE, 500: ErrorKind.INTERNAL, 503: ErrorKind.OVERLOADED}
+        kind = kinds.get(status, ErrorKind.INVALID_REQUEST)
+        dialect: Dialect = "openai"
+        if path is not None and path.startswith(endpoints.MESSAGES):
+            dialect = "anthropic"
+        elif path in (endpoints.RESPONSES, "/responses"):
+            dialect = "responses"
+        rid = request_id()
+        self.record(dialect=dialect, method=method, path=path, status=status,
+                    kind=kind.value, request_id=rid)  # fmt: skip
+        err = GatewayError(kind, message, status=status)
+        return (request_id_header(rid),), DIALECTS[dialect].render_error(err)
 
 
 __all__ = ["BURST", "LINES_PER_S", "Refusals", "Refused", "request_id_header"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from trioproxy.edge.admin_guard import send_admin_error
 from trioproxy.edge.app import Gateway
 from trioproxy.edge.asgi_io import Receive, Scope, Send
+from trioproxy.edge.probes import control
 
 
 class AdminApp:
@@ -39,7 +40,7 @@ class AdminApp:
         if kind != "http":
             return
         gateway = self.gateway
-        if await gateway.control(scope, receive, send):
+        if await control(gateway, scope, receive, send):
             return
         if gateway.inner is not None:
             await gateway.inner(scope, receive, send)

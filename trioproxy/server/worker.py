@@ -74,7 +74,7 @@ async def serve_gateway(
     tls = None
     if server.tls_cert_file and server.tls_key_file:
         tls = tls_context(server.tls_cert_file, server.tls_key_file)
-    httpd = HttpServer(gateway, http_limits(server), refuse=gateway.server_refusal)
+    httpd = HttpServer(gateway, http_limits(server), refuse=gateway.refusals.server_refusal)
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(
