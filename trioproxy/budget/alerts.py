@@ -1,11 +1,12 @@
 """Budget alerts: crossing the alert threshold (80% by default) and reaching
 100% each fire once per period per budget.
 
-The gate hands finished requests' team buckets to :meth:`AlertSink.check_nowait`,
-which never blocks: it keeps at most one pending check per bucket (a newer check of a
-bucket already pending replaces it: its usage read covers the older one, so a busy team
-costs one usage read per check round, not one per request), at most ``capacity``
-buckets; a check of another bucket past that is dropped and counted
+The gate hands finished (and refused) requests' team buckets to the sink through
+:func:`check_alerts` (:func:`alert_refusal`), which skip a bucket the settle's totals show
+below every level. :meth:`AlertSink.check_nowait` never blocks: it keeps at most one pending
+check per bucket (a newer check of a bucket already pending replaces it: its usage read covers
+the older one, so a busy team costs one usage read per check round, not one per request), at
+most ``capacity`` buckets; a check of another bucket past that is dropped and counted
 (``statistics().dropped``, plus a warning). A background task (:meth:`AlertSink.run`, started in the app's
 nursery) reads the bucket's usage, deduplicates in the store (``mark_once``:
 SET NX / INSERT OR IGNORE, keyed by bucket, which names the period, and level),
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -30,6 +32,10 @@ from trioproxy.core.backoff import BackoffPolicy
 
 if TYPE_CHECKING:  # httpx (~5 MB of RSS) is imported only where a webhook is sent
     import httpx
+
+    from trioproxy.budget.claims import Denial
+    from trioproxy.budget.limits import Limits
+    from trioproxy.budget.ticket import Hold, Ticket
 
 log = logging.getLogger("trioproxy.budget.alerts")
 
@@ -230,6 +236,66 @@ class AlertSink:
         return "failed", self.webhook_attempts, error
 
 
+async def alert_refusal(
+    sink: AlertSink | None,
+    limits: Limits,
+    ticket: Ticket,
+    holds: Sequence[Hold],
+    denial: Denial,
+    now: float,
+) -> None:
+    """A team refused at a level has no settle to tell the alert sink: check the refused
+    period with the refusal's spent-or-reserved total (the ticket keeps only what it
+    holds: a refused hold is never settled)."""
+    if not ticket.local:
+        refused = [h for h in holds if h.claim.bucket == denial.bucket]
+        await check_alerts(sink, limits, ticket, now, {denial.bucket: denial.used}, refused)
+
+
+async def check_alerts(
+    sink: AlertSink | None,
+    limits: Limits,
+    ticket: Ticket,
+    now: float,
+    totals: Mapping[str, int] | None = None,
+    holds: Sequence[Hold] | None = None,
+) -> None:
+    """Hand ``sink`` (the gate's) a check of each team period the request drew on that has a
+    limit, unless the settle's ``totals`` (the store's, read with it) show the bucket
+    below every alert level: only a request whose settle leaves a bucket at or past a
+    level (the threshold, the limit) queues its check (the sink reads the bucket again
+    and fires each level once per period). ``holds``: the periods to check instead of the
+    ticket's (a refusal's, :func:`alert_refusal`: after a limit is lowered below the
+    spend, every request is refused and none settles, yet the level is reached)."""
+    if sink is None or ticket.local:
+        return
+    team = ticket.who.team
+    cached_limits, cached_policy = limits.fresh(team)
+    if cached_limits is not None and cached_policy is not None:
+        team_limits, policy = cached_limits, cached_policy
+    else:  # one store read per TTL at most, as cancellation-proof as the settle (bounded
+        with trio.CancelScope(shield=True):  # by the read's own timeout)
+            team_limits = await limits.team(team)
+            policy = await limits.policy()
+    threshold = policy.threshold(team, limits.configured_threshold(team))
+    if threshold is None:  # alerts off for this team
+        return
+    seen: set[str] = set()
+    for h in ticket.holds if holds is None else holds:
+        c = h.claim
+        limit = team_limits.daily_micros if h.family == "day" else team_limits.monthly_micros
+        if (
+            h.family in ("day", "month") and limit is not None
+            and c.bucket not in seen and c.expires_at is not None
+        ):  # fmt: skip
+            seen.add(c.bucket)
+            used = None if totals is None else totals.get(c.bucket)
+            if used is not None and not levels_reached(used, limit, threshold):
+                continue
+            check = BudgetCheck(ticket.who.team, c.bucket, limit, threshold, c.expires_at, now)
+            sink.check_nowait(check)
+
+
 __all__ = [
     "Alert",
     "AlertHistory",
@@ -238,5 +304,7 @@ __all__ = [
     "AlertStatistics",
     "BudgetCheck",
     "Delivery",
+    "alert_refusal",
+    "check_alerts",
     "levels_reached",
 ]

@@ -49,15 +49,15 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 import trio
 
 from trioproxy.budget import buckets
-from trioproxy.budget.alerts import AlertSink, BudgetCheck, levels_reached
-from trioproxy.budget.claims import Claim, Denial, initial_reservation, scaled
+from trioproxy.budget.alerts import AlertSink, alert_refusal, check_alerts
+from trioproxy.budget.claims import Claim, initial_reservation, scaled
 from trioproxy.budget.denials import denied
 from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
 from trioproxy.budget.memory_store import MemoryStore
@@ -292,7 +292,7 @@ class BudgetGate:
                 request_id, [h.claim for h in holds], now=now, lease_s=self.lease_s
             )
         if denial is not None:
-            await self._alert_refusal(ticket, holds, denial, now)
+            await alert_refusal(self._alerts, self.limits, ticket, holds, denial, now)
             raise denied(team, holds, denial)
         if self.recovery is not None and not ticket.local:
             claims = [h.claim for h in holds]
@@ -330,7 +330,7 @@ class BudgetGate:
         except StoreUnavailable:
             raise self._calls.unavailable() from None
         if denial is not None:
-            await self._alert_refusal(ticket, holds, denial, now)
+            await alert_refusal(self._alerts, self.limits, ticket, holds, denial, now)
             raise denied(team, holds, denial)
         if self.recovery is not None and not ticket.local:
             self.recovery.extended(ticket.request_id, [h.claim for h in holds], now=now)
@@ -374,7 +374,7 @@ class BudgetGate:
             log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
                         rid, exc)  # fmt: skip
             return
-        await self._check_alerts(ticket, now, totals)
+        await check_alerts(self._alerts, self.limits, ticket, now, totals)
 
     def refusing_all(self) -> bool:
         """The store is down under ``fail_closed``: every admission is refused now."""
@@ -408,58 +408,6 @@ class BudgetGate:
         c = h.claim
         limit = math.floor(c.limit * self.outage.fail_open_share)
         return Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
-
-    async def _alert_refusal(
-        self, ticket: Ticket, holds: Sequence[Hold], denial: Denial, now: float
-    ) -> None:
-        """A team refused at a level has no settle to tell the alert sink: check the refused
-        period with the refusal's spent-or-reserved total (the ticket keeps only what it
-        holds: a refused hold is never settled)."""
-        if not ticket.local:
-            refused = [h for h in holds if h.claim.bucket == denial.bucket]
-            await self._check_alerts(ticket, now, {denial.bucket: denial.used}, refused)
-
-    async def _check_alerts(
-        self,
-        ticket: Ticket,
-        now: float,
-        totals: Mapping[str, int] | None = None,
-        holds: Sequence[Hold] | None = None,
-    ) -> None:
-        """Hand the alert sink a check of each team period the request drew on that has a
-        limit, unless the settle's ``totals`` (the store's, read with it) show the bucket
-        below every alert level: only a request whose settle leaves a bucket at or past a
-        level (the threshold, the limit) queues its check (the sink reads the bucket again
-        and fires each level once per period). ``holds``: the periods to check instead of the
-        ticket's (a refusal's, :meth:`_alert_refusal`: after a limit is lowered below the
-        spend, every request is refused and none settles, yet the level is reached)."""
-        if self._alerts is None or ticket.local:
-            return
-        team = ticket.who.team
-        cached_limits, cached_policy = self.limits.fresh(team)
-        if cached_limits is not None and cached_policy is not None:
-            limits, policy = cached_limits, cached_policy
-        else:  # one store read per TTL at most, as cancellation-proof as the settle (bounded
-            with trio.CancelScope(shield=True):  # by the read's own timeout)
-                limits = await self.team_limits(team)
-                policy = await self.policy()
-        threshold = policy.threshold(team, self.configured_threshold(team))
-        if threshold is None:  # alerts off for this team
-            return
-        seen: set[str] = set()
-        for h in ticket.holds if holds is None else holds:
-            c = h.claim
-            limit = limits.daily_micros if h.family == "day" else limits.monthly_micros
-            if (
-                h.family in ("day", "month") and limit is not None
-                and c.bucket not in seen and c.expires_at is not None
-            ):  # fmt: skip
-                seen.add(c.bucket)
-                used = None if totals is None else totals.get(c.bucket)
-                if used is not None and not levels_reached(used, limit, threshold):
-                    continue
-                check = BudgetCheck(ticket.who.team, c.bucket, limit, threshold, c.expires_at, now)
-                self._alerts.check_nowait(check)
 
 
 __all__ = ["DEFAULT_ALERT_THRESHOLD", "BudgetGate", "KeyRate", "OutagePolicy", "Ticket", "Who"]
