@@ -40,7 +40,8 @@ skipped for ``probe_after_s``; ``fail_closed`` then raises ``PolicyError(OVERLOA
 dropped: the reservation stays counted at its reserved amount until its lease expires, which
 errs towards refusing. A reservation whose answer never came back (the call cancelled or timed
 out after the store took it) is released at once by the gate, shielded and bounded
-(``RELEASE_TIMEOUT_S``). Which limits apply: :mod:`trioproxy.budget.limits`.
+(``RELEASE_TIMEOUT_S``). Which limits apply: :mod:`trioproxy.budget.limits`; which buckets a
+request claims: :mod:`trioproxy.budget.holds`.
 """
 
 from __future__ import annotations
@@ -50,22 +51,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import trio
 
-from trioproxy.budget import buckets
 from trioproxy.budget.alerts import AlertSink, alert_refusal, check_alerts
-from trioproxy.budget.claims import Claim, initial_reservation, scaled
+from trioproxy.budget.claims import initial_reservation, scaled
 from trioproxy.budget.denials import denied
+from trioproxy.budget.holds import Holds, local_hold
 from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.outage import NotSent, OutagePolicy, StoreCalls
-from trioproxy.budget.periods import PeriodKind, period_at
 from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import (
-    UNLIMITED,
     BudgetStore,
     ReservationClosed,
     StateLost,
@@ -80,8 +79,6 @@ if TYPE_CHECKING:
     from trioproxy.budget.recovery import Recovery
 
 log = logging.getLogger(__name__)
-RATE_WINDOW_S = 60
-"""Per-key RPM / TPM limits are sliding windows of this length."""
 LOCAL_PRUNE_EVERY_S = 1.0
 """How often (at most) a fail-open admission drops what the local store no longer needs:
 settled reservations, slid-out window entries, end users' empty windows."""
@@ -108,10 +105,10 @@ class BudgetGate:
         self.clock = clock
         self.lease_s = lease_s
         self._alerts = alerts
-        self._end_user_window = end_user_window or budgets.users.get("*")
         self._calls = StoreCalls(store, outage, recovery)
         self._call = self._calls.call
         self.limits = Limits(budgets, self._calls, limits_ttl_s)
+        self._holds = Holds(self.limits, self._tz, end_user_window or budgets.users.get("*"))
         self._local = MemoryStore()
         self._local_pruned = -math.inf
 
@@ -185,54 +182,6 @@ class BudgetGate:
         ``Limits.save_override``."""
         await self.limits.save_override(name, value, fields=fields)
 
-    # --- claims -----------------------------------------------------------------
-
-    def _claims(
-        self, who: Who, known: TeamLimits | None, usd: int, tokens: int, now: float, *,
-        count_request: bool = False, policy: Policy | None = None,
-    ) -> list[Hold]:  # fmt: skip
-        """The claims of one reservation; ``count_request`` on admission only (not extend).
-
-        ``known`` None: for the shared store, which checks the team's day and month claims
-        against the limits it holds now (``limit_ref``; the config's when it holds none),
-        so both are always claimed. ``known`` given (the local fallback): those limits,
-        and no claim where there is no limit.
-        """
-        policy = policy if policy is not None else self.limits.cached_policy
-        team, user, end_user, rate = who.team, who.user, who.end_user, policy.rate(who.rate)
-        holds: list[Hold] = []
-        limits = self.limits.configured(team) if known is None else known
-        periods: tuple[tuple[PeriodKind, Literal["daily", "monthly"], int | None], ...] = (
-            ("day", "daily", limits.daily_micros),
-            ("month", "monthly", limits.monthly_micros),
-        )
-        for kind, field_, limit in periods:
-            if limit is None and known is not None:
-                continue
-            p = period_at(kind, now, self._tz)
-            bucket = buckets.team_period(team, kind, p.name)
-            ref = None if known is not None else (team, field_)
-            cap = UNLIMITED if limit is None else limit
-            holds.append(Hold(kind, Claim(bucket, usd, cap, None, p.end, ref)))
-        window = policy.window(user, self.configured_window(user))
-        if window is not None:
-            holds.append(
-                Hold(
-                    "user", Claim(buckets.user_window(user), tokens, window.tokens, window.window_s)
-                )
-            )
-        if end_user is not None and self._end_user_window is not None:
-            w = self._end_user_window
-            bucket = buckets.end_user_window(team, end_user)
-            holds.append(Hold("enduser", Claim(bucket, tokens, w.tokens, w.window_s)))
-        if rate is not None and rate.rpm is not None and count_request:
-            claim = Claim(buckets.key_rpm(rate.key), 1, rate.rpm, RATE_WINDOW_S)
-            holds.append(Hold("rpm", claim))
-        if rate is not None and rate.tpm is not None:
-            claim = Claim(buckets.key_tpm(rate.key), tokens, rate.tpm, RATE_WINDOW_S)
-            holds.append(Hold("tpm", claim))
-        return holds
-
     # --- admission ----------------------------------------------------------------
 
     async def admit(
@@ -263,7 +212,7 @@ class BudgetGate:
         now = self.clock()
         policy = await self.policy()
         try:
-            holds = self._claims(who, None, usd, tokens, now, count_request=True, policy=policy)
+            holds = self._holds.of(who, None, usd, tokens, now, count_request=True, policy=policy)
             try:
                 denial = await self._call(
                     lambda: self.store.reserve(
@@ -278,12 +227,12 @@ class BudgetGate:
                 raise
         except StoreUnavailable:
             known = self.limits.last(team)
-            holds = self._claims(who, known, usd, tokens, now, count_request=True, policy=policy)
+            holds = self._holds.of(who, known, usd, tokens, now, count_request=True, policy=policy)
             if not holds:  # no budget applies to this request: serve it unreserved
                 return ticket
             if self.outage.mode == "fail_closed":
                 raise self._calls.unavailable() from None
-            holds = [self._local_hold(h) for h in holds]
+            holds = [local_hold(h, self.outage.fail_open_share) for h in holds]
             ticket.local = True
             if now >= self._local_pruned + LOCAL_PRUNE_EVERY_S:
                 self._local_pruned = now
@@ -314,9 +263,9 @@ class BudgetGate:
         now = self.clock()
         team = ticket.who.team
         known = self.limits.last(team) if ticket.local else None
-        holds = self._claims(ticket.who, known, add_usd, add_tok, now)
+        holds = self._holds.of(ticket.who, known, add_usd, add_tok, now)
         if ticket.local:
-            holds = [self._local_hold(h) for h in holds]
+            holds = [local_hold(h, self.outage.fail_open_share) for h in holds]
         claims = [h.claim for h in holds]
         try:
             if ticket.local:  # in this process's memory: no outage to wait out
@@ -403,11 +352,6 @@ class BudgetGate:
                 )
             except (StoreUnavailable, StateLost) as exc:
                 log.debug("release of %s failed (%s); left to its lease", rid, exc)
-
-    def _local_hold(self, h: Hold) -> Hold:
-        c = h.claim
-        limit = math.floor(c.limit * self.outage.fail_open_share)
-        return Hold(h.family, Claim(c.bucket, c.amount, limit, c.window_s, c.expires_at))
 
 
 __all__ = ["DEFAULT_ALERT_THRESHOLD", "BudgetGate", "KeyRate", "OutagePolicy", "Ticket", "Who"]
