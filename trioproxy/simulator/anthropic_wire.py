@@ -96,6 +96,7 @@ def _event(kind: str, data: Mapping[str, Any]) -> bytes:
 class AnthropicWire:
     name = "anthropic"
     path = "/v1/messages"
+    end_event = _event("message_stop", {"type": "message_stop"})
 
     def parse(self, body: Any) -> Intent:
         if not isinstance(body, Mapping):
@@ -222,7 +223,7 @@ class AnthropicWire:
         return (
             _event("content_block_stop", {"type": "content_block_stop", "index": _index(plan)})
             + _event("message_delta", delta)
-            + _event("message_stop", {"type": "message_stop"})
+            + self.end_event
         )
 
 

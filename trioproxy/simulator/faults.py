@@ -30,6 +30,10 @@ Keys (times in milliseconds):
 ``no_usage``     the OpenAI wire sends no usage at all (no ``usage`` in a completion, no
                  usage chunk whatever ``stream_options`` says), as OpenAI-compatible
                  servers that ignore ``stream_options`` do; other wires are unchanged
+``no_end``       a stream's body ends after its final event without the wire's end marker
+                 (no ``data: [DONE]``, no ``message_stop``), as some OpenAI-compatible
+                 servers end theirs; the Responses wire is unchanged (its final event is
+                 its end)
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "no_usage": _flag,
     "late_usage": _flag,
     "reasoning_content": _flag,
+    "no_end": _flag,
 }
 
 
@@ -118,6 +123,7 @@ class Fault:
     no_usage: bool | None = None
     late_usage: bool | None = None
     reasoning_content: bool | None = None
+    no_end: bool | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Fault:

@@ -73,6 +73,7 @@ MAX_CHOICES = 128
 class OpenAIWire:
     name = "openai"
     path = "/v1/chat/completions"
+    end_event = b"data: [DONE]\n\n"
 
     def parse(self, body: Any) -> Intent:
         if not isinstance(body, Mapping):
@@ -200,7 +201,7 @@ class OpenAIWire:
                 "usage": _usage(plan),
             }
             tail += b"data: " + orjson.dumps(usage) + b"\n\n"
-        return tail + b"data: [DONE]\n\n"
+        return tail + self.end_event
 
 
 OPENAI = OpenAIWire()

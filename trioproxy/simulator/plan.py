@@ -141,6 +141,9 @@ class Wire(Protocol):
 
     name: str
     path: str
+    end_event: bytes
+    """The stream's last event when it is only an end marker (``[DONE]``, ``message_stop``);
+    empty when the final event carries the answer's end (the Responses wire's)."""
 
     def parse(self, body: Any) -> Intent:
         """Validate a decoded JSON body; raises :class:`BadRequest`."""

@@ -122,7 +122,10 @@ async def send_stream(
             return "reset"
         if chunk_s:
             await trio.sleep(chunk_s)
-    await _write(conn, wire.stream_tail(plan), drip_s)
+    tail = wire.stream_tail(plan)
+    if fault.no_end:  # the body ends right after the final event, without the end marker
+        tail = tail.removesuffix(wire.end_event)
+    await _write(conn, tail, drip_s)
     await conn.send_end()
     ex.finish("complete")
     return "keep"

@@ -139,6 +139,7 @@ def _event(kind: str, seq: int, **fields: Any) -> bytes:
 class ResponsesWire:
     name = "responses"
     path = "/v1/responses"
+    end_event = b""
 
     def parse(self, body: Any) -> Intent:
         if not isinstance(body, Mapping):

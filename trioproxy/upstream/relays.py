@@ -42,6 +42,7 @@ class StreamRelays:
     prompt_estimate: int
     ended: bool
     end_written: bool
+    verbatim_end: Callable[[], bytes]
 
     @staticmethod
     def _decode(chunk: bytes, parser: SSEParser, decoder: StreamDecoder) -> list[StreamEvent]:
@@ -83,7 +84,8 @@ class StreamRelays:
                         failure = _interrupted(f"upstream connection broke: {exc}")
                         break
                     if not chunk:
-                        failure = _interrupted("upstream closed the stream before its end")
+                        if not self.ended:  # (after the finish: a whole answer, ended early)
+                            failure = _interrupted(_CLOSED)
                         break
                     hidden = decoder.hidden_tokens
                     try:
@@ -161,7 +163,13 @@ class StreamRelays:
                         failure = _interrupted(f"upstream connection broke: {exc}")
                         break
                     if not chunk:
-                        failure = _interrupted("upstream closed the stream before its end")
+                        if not self.ended:
+                            failure = _interrupted(_CLOSED)
+                        elif end := self.verbatim_end():  # the end marker the body lacked
+                            watch.writing = True
+                            await write(end)
+                            watch.writing = False
+                            self.end_written = True  # type: ignore[misc]
                         break
                     if plain(chunk):  # one content event (the bulk): as it came, unparsed
                         meter.received_any = True  # (and neither the end nor the final event)
@@ -226,6 +234,12 @@ async def _checked(
     except GatewayError as exc:
         return exc
     return None
+
+
+_CLOSED = "upstream closed the stream before its end"
+"""A body that ended before the stream's final event. One that ends after it, without the
+wire's end marker (``[DONE]``, ``message_stop``: some OpenAI-compatible servers leave it
+out), is a whole answer: ended as the wire would."""
 
 
 def _interrupted(message: str) -> ProviderError:
