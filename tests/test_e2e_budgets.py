@@ -155,6 +155,31 @@ async def test_capped_reservation_meters_the_stream_and_stops_at_the_limit(
     await trio.to_thread.run_sync(sdk_calls)
 
 
+async def test_a_whole_answer_on_a_capped_route_reserves_its_worst_case(
+    nursery: trio.Nursery, tmp_path: object
+) -> None:
+    """A reservation cap grows along a stream; a whole (non-streamed) answer cannot be cut
+    along the way, so it reserves its worst case as on a route without a cap. It was admitted
+    under the cap and billed in full at the end: $0.20 on a $0.05 budget, from one request
+    (a reviewer saw $8.20 on $2 from 40 at once)."""
+    sim = await start_simulator(nursery, Fault(tokens=200))
+    g = await start_gateway(nursery, capped_settings(sim.url, str(tmp_path)))
+    auth = {"authorization": f"Bearer {KEY}"}
+    whole = {"model": "r", "messages": MSGS}  # no max_tokens: worst case $4.10 > $0.05
+    assert (await post_json(g.url, "/v1/chat/completions", whole, auth))[0] == 429
+    claude = {**whole, "max_tokens": 4000}
+    assert (await post_json(g.url, "/v1/messages", claude, auth))[0] == 429
+    assert sim.sim.stats.requests == 0
+    assert [r.outcome for r in g.sink.records] == ["denied", "denied"]
+    fits = {**whole, "max_tokens": 30}  # worst case 36 tokens = $0.036: admitted, served
+    status, _ = await post_json(g.url, "/v1/chat/completions", fits, auth)
+    assert status == 200
+    with trio.fail_after(30):
+        while not (recs := [x for x in g.sink.records if x.outcome == "served"]):
+            await trio.sleep(0.01)
+    assert 0 < recs[0].cost_micros <= 36_000
+
+
 async def test_the_sdks_do_not_retry_a_refusal_that_holds_for_hours(
     nursery: trio.Nursery, tmp_path: object
 ) -> None:

@@ -164,7 +164,8 @@ async def test_thinking_blocks_reach_the_caller_on_a_capped_route(
     passed back with a tool-use turn). Now it meters the verbatim stream: the SDK gets
     [thinking, text], the thinking billed as output, and the budget still ends a long one."""
     sim = await start_simulator(nursery, Fault(tokens=10))
-    settings = capped_settings(sim.url, str(tmp_path), kind="anthropic", daily_usd=0.2)
+    # the whole answer reserves its worst case (max_tokens 2048 at $1,000 per 1M: $2.08)
+    settings = capped_settings(sim.url, str(tmp_path), kind="anthropic", daily_usd=2.5)
     g = await start_gateway(nursery, settings)
     thinking = {"type": "enabled", "budget_tokens": 1024}
 

@@ -11,7 +11,9 @@ processes and instances sharing the store. The exceptions, and their bounds:
   the stream is metered and :meth:`Ticket.extend` grows the reservation before
   the running cost passes it. When the budget has no room the response ends
   with a budget error; the chunk already received from upstream is billed, so
-  the overshoot is at most that one chunk. Without a cap it is zero.
+  the overshoot is at most that one chunk. Without a cap it is zero. A whole
+  (non-streamed) answer is never capped (:mod:`trioproxy.pipeline.admission`): it reserves its
+  worst case.
 * **Actual > worst case**: cannot happen when prompt tokens are bounded with
   ``core.input_bound.input_bound`` and the provider honours ``max_tokens``; if a
   provider bills more anyway, settle records the real amount.

@@ -93,6 +93,8 @@ class RouteConfig:
     rules: tuple[SelectRule, ...] = ()
     fallback_statuses: frozenset[int] = DEFAULT_FALLBACK_STATUSES
     reservation_cap_usd: float | None = None
+    """The most a stream reserves up front (it grows as the stream runs); a whole answer
+    reserves its worst case."""
     cache: CacheConfig = CacheConfig()
 
 

@@ -50,7 +50,9 @@ class Admission:
         out = ctx.req.max_tokens if max_output is None else max_output
         n = ctx.req.chat.get("n") or 1
         worst = worst_case(bound, out, models, n if isinstance(n, int) and n > 1 else 1)
-        cap_usd = ctx.plan.route.reservation_cap_usd
+        # a cap grows along a metered stream (progress); a whole answer cannot be cut on the
+        # way, so it reserves its worst case
+        cap_usd = ctx.plan.route.reservation_cap_usd if ctx.req.stream else None
         key = ctx.key
         ticket = await self.gate.admit(
             request_id=ctx.request_id,
