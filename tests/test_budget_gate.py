@@ -174,6 +174,7 @@ async def test_capped_reservation_extends_then_stops_at_limit() -> None:
     with pytest.raises(PolicyError) as err:
         await gate.extend(t, cost_micros=510_000, tokens=510)  # 400k + 750k > $1
     assert err.value.kind is ErrorKind.BUDGET_EXCEEDED
+    assert "the stream ends here" in err.value.message
     await gate.settle(t, 505_000, 505)  # billed for the chunk it got: the stated overshoot
     await gate.settle(other, 400_000, 1)
     assert await store.usage("team:t:day:2026-11-21", now=clock.now) == 905_000
@@ -656,3 +657,19 @@ def test_a_refusal_says_exhausted_only_when_nothing_is_left() -> None:
     assert "600 of 1000 tokens left" in window and "full" not in window
     full = denied("t", [user], Denial("user:u", 1000, 1000, 900, 12.0)).message
     assert full == "token window 'user:u' full: 1000 of 1000 tokens used"
+
+
+def test_a_capped_streams_refused_step_is_not_called_an_admission() -> None:
+    """A capped stream whose next reservation step does not fit ends with the budget error;
+    its message said "less than this request may cost: up to ... for its prompt and its output
+    cap, reserved until it ends", the words of a refused admission (found by review)."""
+    day = Hold("day", Claim("team:t:day:2026-12-07", 10_000, 300_000, None))
+    user = Hold("user", Claim("user:u", 50, 1000, 3600.0))
+    money = denied("t", [day], Denial(day.claim.bucket, 295_000, 300_000, 10_000, None),
+                   growing=True).message  # fmt: skip
+    assert "$0.005000 of $0.300000 left" in money
+    assert "next reservation step ($0.010000): the stream ends here" in money
+    assert "output cap" not in money
+    window = denied("t", [user], Denial("user:u", 980, 1000, 50, 12.0), growing=True).message
+    assert "20 of 1000 tokens left" in window and "(50 tokens): the stream ends here" in window
+    assert "output cap" not in window

@@ -10,7 +10,9 @@ from trioproxy.budget.ticket import Hold
 from trioproxy.errors import ErrorKind, PolicyError
 
 
-def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
+def denied(team: str, holds: Sequence[Hold], d: Denial, *, growing: bool = False) -> PolicyError:
+    """``growing``: the denial of a capped stream's next reservation step (the stream ends),
+    not of a request's admission."""
     family = next(h.family for h in holds if h.claim.bucket == d.bucket)
     retry = None if d.retry_after is None else retry_after_header(d.retry_after)
     if family in ("day", "month"):
@@ -20,9 +22,11 @@ def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
                    f"${d.limit / 1e6:.6f} spent or reserved")  # fmt: skip
         else:  # money left, but less than this request's worst case (reserved up front)
             why = (f"team {team!r} {word} budget has ${(d.limit - d.used) / 1e6:.6f} of "
-                   f"${d.limit / 1e6:.6f} left (the rest spent or reserved), less than this "
-                   f"request may cost: up to ${d.amount / 1e6:.6f} for its prompt and its "
-                   f"output cap, reserved until it ends")  # fmt: skip
+                   f"${d.limit / 1e6:.6f} left (the rest spent or reserved), less than "
+                   + (f"this stream's next reservation step (${d.amount / 1e6:.6f}): the "
+                      f"stream ends here" if growing else
+                      f"this request may cost: up to ${d.amount / 1e6:.6f} for its prompt and "
+                      f"its output cap, reserved until it ends"))  # fmt: skip
         return PolicyError(
             ErrorKind.BUDGET_EXCEEDED,
             why,
@@ -40,8 +44,10 @@ def denied(team: str, holds: Sequence[Hold], d: Denial) -> PolicyError:
         why = f"token window {d.bucket!r} full: {d.used} of {d.limit} tokens used"
     else:
         why = (f"token window {d.bucket!r} has {d.limit - d.used} of {d.limit} tokens left, "
-               f"less than this request may use: up to {d.amount} for its prompt and its "
-               f"output cap, reserved until it ends")  # fmt: skip
+               + (f"less than this stream's next reservation step ({d.amount} tokens): the "
+                  f"stream ends here" if growing else
+                  f"less than this request may use: up to {d.amount} for its prompt and its "
+                  f"output cap, reserved until it ends"))  # fmt: skip
     return PolicyError(
         ErrorKind.RATE_LIMITED,
         why,

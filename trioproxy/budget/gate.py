@@ -282,7 +282,7 @@ class BudgetGate:
             raise self._calls.unavailable() from None
         if denial is not None:
             await alert_refusal(self._alerts, self.limits, ticket, holds, denial, now)
-            raise denied(team, holds, denial)
+            raise denied(team, holds, denial, growing=True)
         if self.recovery is not None and not ticket.local:
             self.recovery.extended(ticket.request_id, [h.claim for h in holds], now=now)
         ticket.holds.extend(holds)
