@@ -388,7 +388,7 @@ async def test_redis_down_fail_open_local_limit_then_recovers(
     store = await redis_store(nursery, redis_url)
     # no ledger: the restarted, empty Redis gets this process's journal back (the
     # reservation "before" still held), not $0
-    rec = Recovery(store, config(), lambda: None, lease_s=900.0, call_timeout_s=0.5, clock=Clock())
+    rec = Recovery(store, config, lambda: None, lease_s=900.0, call_timeout_s=0.5, clock=Clock())
     await nursery.start(rec.run)
     policy = OutagePolicy("fail_open", call_timeout_s=0.5, probe_after_s=0.2, fail_open_share=0.1)
     gate = BudgetGate(config(), store, clock=Clock(), outage=policy, recovery=rec)

@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from trioproxy.budget import recovery
+from trioproxy.budget.overrides import limits_entry
 from trioproxy.budget.periods import period_at
+from trioproxy.budget.policy import window_entry
 from trioproxy.budget.rebuild import HOUR, HourSpend, RequestSpend, rebuild, span
-from trioproxy.config.model import UserWindow
+from trioproxy.config.model import BudgetsConfig, UserWindow
 
 BERLIN = ZoneInfo("Europe/Berlin")
 KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30: days start inside a UTC hour
@@ -152,3 +155,30 @@ def test_a_record_read_twice_counts_once() -> None:
     r = rec("dup", NOW - 5, 100)
     out = rebuild(NOW, BERLIN, {}, at, [], [], [r, r])
     assert {c.amount for c in out.counters} == {100} and out.counted == ["dup"]
+
+
+def test_user_windows_in_force_are_the_configs_under_the_run_time_overrides() -> None:
+    """The windows rebuilt are those the gate applies (``Policy.window``): a user's own
+    override; the default ``*`` override for users whose window is the config's default or
+    none; ``null``: no window; and the roll-up reaches back as far as the longest of them."""
+    configured = {"own": UserWindow("own", 1_000, 600), "*": UserWindow("*", 50, 600)}
+    overrides = recovery.windows_in_force(
+        BudgetsConfig(users=configured),
+        dict([
+            window_entry("set", UserWindow("set", 300, 3_600)),
+            window_entry("*", UserWindow("*", 900, 5 * HOUR)),
+            window_entry("gone", None),
+            limits_entry("t", 1, None),  # not a window: ignored
+        ]),
+    )  # fmt: skip
+    assert overrides.of("own") == configured["own"]  # its own configured window stands
+    assert overrides.of("set") == UserWindow("set", 300, 3_600)
+    assert overrides.of("anyone") == UserWindow("*", 900, 5 * HOUR)
+    assert overrides.of("gone") is None
+    at = span(NOW, BERLIN, overrides, lease_s=LEASE, recent_s=RECENT)
+    assert at.window_first_hour * HOUR <= NOW - 5 * HOUR
+    users = ("own", "set", "anyone", "gone")
+    records = [rec(f"r-{u}", NOW - 10, 1, user=u, tokens=7) for u in users]
+    out = rebuild(NOW, BERLIN, overrides, at, [], [], records)
+    got = {(w.bucket, w.window_s) for w in out.windows}
+    assert got == {("user:own", 600), ("user:set", 3_600), ("user:anyone", 5 * HOUR)}

@@ -91,7 +91,7 @@ async def instance(
     client = RedisClient(url, call_timeout=5.0)
     await nursery.start(client.run)
     store = RedisStore(client)
-    rec = Recovery(store, cfg, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
+    rec = Recovery(store, lambda: cfg, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
                    clock=lambda: T0)  # fmt: skip
     await nursery.start(rec.run)  # an empty Redis at start-up: rebuilt (from the ledger)
     policy = OutagePolicy(mode, call_timeout_s=5.0, fail_open_share=0.1)  # type: ignore[arg-type]
@@ -322,7 +322,7 @@ async def test_a_lease_renewed_past_lease_s_is_counted_once_after_a_rebuild(
     client = RedisClient(redis_url, call_timeout=5.0)
     await nursery.start(client.run)
     store = RedisStore(client)
-    rec = Recovery(store, CFG, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
+    rec = Recovery(store, lambda: CFG, lambda: ledger, lease_s=900.0, call_timeout_s=5.0,
                    clock=lambda: clock[0])  # fmt: skip
     await nursery.start(rec.run)
     gate = BudgetGate(CFG, store, clock=lambda: clock[0], outage=OutagePolicy(call_timeout_s=5.0),

@@ -13,19 +13,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+import pytest
 import trio
 
 from tests.fixtures_gateway import start_simulator
 from tests.fixtures_servers import RedisServer
+from tests.proc import to_toml
 from tests.rawhttp import post_json
 from tests.settings_factory import KEY
 from trioproxy.budget.periods import period_at
+from trioproxy.budget.policy import window_entry
 from trioproxy.budget.recovery import Recovery
-from trioproxy.config import hash_key, parse_settings
-from trioproxy.config.model import Settings
+from trioproxy.config import hash_key, load_settings, parse_settings
+from trioproxy.config.model import Settings, UserWindow
 from trioproxy.edge.app import Gateway
 from trioproxy.httpd import open_tcp_socket
 from trioproxy.ledger.service import LedgerService
@@ -188,3 +193,77 @@ async def test_redis_and_gateway_restarted_rebuild_from_the_ledger_alone(
     assert before < await check_store_equals_ledger(app) <= LIMIT_USD * 1e6
     app.sample_metrics()  # the journal kept every settled reservation (none dropped)
     assert b"trioproxy_budget_journal_dropped_total 0.0" in app.prometheus.render()[0]
+
+
+KEY2 = "tp-redis-loss-second-0123456789"
+
+
+def windows_config(sim_url: str, state_dir: str, redis_url: str, *, u1: bool) -> dict[str, Any]:
+    """Two keys (users u1 and u2); ``u1``: u1 has a token window of its own."""
+    budgets: dict[str, Any] = {"store_timeout_s": 2.0}
+    if u1:
+        budgets["users"] = {"u1": {"tokens": 100_000, "window_s": 3600}}
+    return {
+        "storage": {"state_dir": state_dir, "redis_url": redis_url},
+        "providers.p": {"kind": "openai", "base_url": sim_url, "api_key_env": "K"},
+        "models.m": {"provider": "p", "input_per_mtok": 1000, "output_per_mtok": 1000},
+        "routes.r": {"chains": {"default": [{"model": "m"}]}},
+        "api_keys": [
+            {"name": "k", "key_sha256": hash_key(KEY), "team": "t1", "user": "u1"},
+            {"name": "k2", "key_sha256": hash_key(KEY2), "team": "t2", "user": "u2"},
+        ],
+        "budgets": budgets,
+    }
+
+
+async def test_windows_set_by_a_reload_or_at_run_time_are_rebuilt(
+    nursery: trio.Nursery, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """u1's window came with a reload, u2's is the default window an admin set at run time
+    (``window:*``): both are full of what the ledger holds, and a lost state is rebuilt with
+    them (the rebuild read the windows of the config the process started with, and none of
+    the run-time ones: both came back empty, and each user could spend their window again)."""
+    monkeypatch.setenv("K", "x")
+    sim = await start_simulator(nursery, Fault(tokens=10))
+    path = tmp_path / "trioproxy.toml"
+    path.write_text(to_toml(windows_config(sim.url, str(tmp_path), redis_url, u1=False)))
+    app = build_gateway(load_settings(path), config_path=str(path))
+    bound = Bound(open_tcp_socket("127.0.0.1", 0, reuse_port=False),
+                  open_tcp_socket("127.0.0.1", 0, reuse_port=False))  # fmt: skip
+    await nursery.start(partial(serve_gateway, app, bound, shutdown=trio.Event()))
+    url = f"http://127.0.0.1:{bound.port}"
+    rec = recovery_of(app)
+    assert rec.overrides is not None  # the dashboard's admin store keeps run-time overrides
+    path.write_text(to_toml(windows_config(sim.url, str(tmp_path), redis_url, u1=True)))
+    assert await app.reload() is True
+    assert app.admission is not None
+    gate = app.admission.gate
+    everyone = window_entry("*", UserWindow("*", 100_000, 3600))
+    await gate.set_policy(*everyone)  # as the admin API's PUT /admin/api/windows/*
+    await gate.save_override(*everyone)
+    for _ in range(3):
+        for key in (KEY, KEY2):
+            status, _ = await post_json(url, "/v1/chat/completions", BODY,
+                                        {"authorization": f"Bearer {key}"})  # fmt: skip
+            assert status == 200
+    ledger = app._ledger
+    assert isinstance(ledger, LedgerService) and ledger.writer is not None
+    writer = ledger.writer
+    with trio.fail_after(30):  # every reservation settled, every record written
+        while rec.holding or writer.statistics().written < writer.statistics().submitted:
+            await trio.sleep(0.01)
+    rows = await writer.backend.request_spend(since=time.time() - 3600, until=time.time() + 60)
+    tokens = {u: sum(t for _, _, _, user, _, t in rows if user == u) for u in ("u1", "u2")}
+    assert tokens["u1"] > 0 and tokens["u2"] > 0
+    for user in ("u1", "u2"):  # the store's windows before the loss: the ledger's tokens
+        assert await gate.store.usage(f"user:{user}", now=time.time()) == tokens[user]
+    rebuilds = rec.stats.rebuilds
+    await gate.store._client.execute("FLUSHALL")  # type: ignore[attr-defined]
+    with trio.fail_after(30):  # the next admission finds the state lost; the rebuild follows
+        while rec.stats.rebuilds == rebuilds:
+            await post_json(url, "/v1/chat/completions", BODY, {"authorization": f"Bearer {KEY}"})
+            await trio.sleep(0.05)
+        await rec.wait_restored()
+    now = time.time()
+    assert await gate.store.usage("user:u1", now=now) >= tokens["u1"]  # (+ the probes')
+    assert await gate.store.usage("user:u2", now=now) == tokens["u2"]  # not 0

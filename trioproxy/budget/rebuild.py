@@ -24,7 +24,8 @@ What comes back, per bucket the gate claims:
 
 * ``team:<t>:day:<d>`` / ``team:<t>:month:<m>``: the exact sum of the period's request
   records (µUSD), for every team in the ledger;
-* ``user:<u>`` token windows, for the users with a configured window: from the roll-up
+* ``user:<u>`` token windows, for the users with a window in force (:class:`Windows`: the
+  config's as reloaded last, under the run-time overrides the rebuild writes back): from the roll-up
   one entry per hour, dated at the hour's end (a window can hold an hour's tokens up to
   an hour longer than the exact log would: stricter, never looser), and from the raw
   records one entry per request at its own time. Tokens are the request record's (the
@@ -37,11 +38,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from trioproxy.budget import buckets
 from trioproxy.budget.periods import Period, period_at
+from trioproxy.budget.policy import DEFAULT_USER, Policy
 from trioproxy.config.model import UserWindow
 
 HOUR = 3600
@@ -109,12 +111,32 @@ class Rebuilt:
     """Request ids read from the raw records (their settles must not count again)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The users' token windows in force, as the gate finds them (``Holds.of``): the
+    config's (``*``: every user without one of their own) under the run-time overrides
+    (:class:`~trioproxy.budget.policy.Policy`: a user's own, the default ``*``, or none)."""
+
+    configured: Mapping[str, UserWindow] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+
+    def of(self, user: str) -> UserWindow | None:
+        configured = self.configured.get(user) or self.configured.get(DEFAULT_USER)
+        return self.policy.window(user, configured)
+
+    @property
+    def longest(self) -> float:
+        """The longest window any user may have (0: none has one)."""
+        every = (*self.configured.values(), *self.policy.windows.values())
+        return max((w.window_s for w in every if w is not None), default=0)
+
+
+def _windows(users: Windows | Mapping[str, UserWindow]) -> Windows:
+    return users if isinstance(users, Windows) else Windows(users)
+
+
 def _periods(now: float, tz: ZoneInfo) -> tuple[Period, Period]:
     return period_at("day", now, tz), period_at("month", now, tz)
-
-
-def _window_of(users: Mapping[str, UserWindow], user: str) -> UserWindow | None:
-    return users.get(user) or users.get("*")
 
 
 def _ceil_hour(t: float) -> int:
@@ -122,12 +144,13 @@ def _ceil_hour(t: float) -> int:
 
 
 def span(
-    now: float, tz: ZoneInfo, users: Mapping[str, UserWindow], *, lease_s: float,
+    now: float, tz: ZoneInfo, users: Windows | Mapping[str, UserWindow], *, lease_s: float,
     recent_s: float, oldest: float | None = None,
 ) -> Span:  # fmt: skip
-    """``oldest``: the earliest admission of a reservation the rebuild will replay."""
+    """``users``: the windows in force (a mapping: the config's alone). ``oldest``: the
+    earliest admission of a reservation the rebuild will replay."""
     day, month = _periods(now, tz)
-    longest = max((w.window_s for w in users.values()), default=0)
+    longest = _windows(users).longest
     held_since = now - lease_s if oldest is None else min(now - lease_s, oldest)
     split = math.floor((held_since - recent_s) / HOUR) * HOUR
     fragments = tuple(
@@ -142,7 +165,7 @@ def span(
 def rebuild(
     now: float,
     tz: ZoneInfo,
-    users: Mapping[str, UserWindow],
+    users: Windows | Mapping[str, UserWindow],
     at: Span,
     team_hours: Iterable[HourSpend],
     user_hours: Iterable[HourSpend],
@@ -151,6 +174,7 @@ def rebuild(
     """The current periods' spend and the users' token windows at ``now``, from the roll-up
     per team (the month's hours) and per user (the longest window's), and raw records."""
     periods = _periods(now, tz)
+    windows_in_force = _windows(users)
     sums: dict[str, int] = {}
     ends: dict[str, float] = {}
     windows: list[WindowItem] = []
@@ -167,7 +191,7 @@ def rebuild(
                 if start >= p.start:
                     add(p, h.name, h.cost_micros)
     for h in user_hours:
-        w = _window_of(users, h.name)
+        w = windows_in_force.of(h.name)
         end = (h.hour + 1) * HOUR
         if w is not None and h.tokens and end <= at.split and end > now - w.window_s:
             bucket = buckets.user_window(h.name)
@@ -185,7 +209,7 @@ def rebuild(
         if not recent:
             continue
         counted.append(r.request_id)
-        w = _window_of(users, r.user)
+        w = windows_in_force.of(r.user)
         if w is not None and r.tokens and r.ts > now - w.window_s:
             bucket = buckets.user_window(r.user)
             item = WindowItem(bucket, f"~q{r.request_id}", r.ts, r.tokens, w.window_s)
@@ -201,6 +225,7 @@ __all__ = [
     "RequestSpend",
     "Span",
     "WindowItem",
+    "Windows",
     "rebuild",
     "span",
 ]

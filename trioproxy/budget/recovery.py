@@ -14,7 +14,11 @@ recent_s``, or from before the earliest reservation its journal holds, if older:
 stream's extends renew its lease), writes back the run-time overrides (team limits,
 thresholds, token windows, key rates) from their durable copy (:attr:`Recovery.overrides`),
 writes the counters, windows and counted request ids in chunks, then this instance's journal
-(below) and, in the same script as its last chunk, the new epoch.
+(below) and, in the same script as its last chunk, the new epoch. The users' token windows
+rebuilt are those in force once it is done: the config as this process runs it now (the
+``budgets`` getter: the last reload's, not the start-up's) under the run-time window
+overrides it writes back (a user's own, the default ``*``'s, or none): whichever instance
+rebuilds, on the same config, rebuilds the same windows.
 Instances that find the lock taken wait for the epoch (polling every ``WAIT_POLL_S``).
 
 **Journal** (:mod:`.replay_journal`). Each instance remembers the reservations it holds and those it settled in
@@ -46,7 +50,16 @@ import trio
 
 from trioproxy.budget.claims import Claim
 from trioproxy.budget.overrides import OverrideLog
-from trioproxy.budget.rebuild import HOUR, HourSpend, Rebuilt, RequestSpend, rebuild, span
+from trioproxy.budget.policy import WINDOW, Policy
+from trioproxy.budget.rebuild import (
+    HOUR,
+    HourSpend,
+    Rebuilt,
+    RequestSpend,
+    Windows,
+    rebuild,
+    span,
+)
 from trioproxy.budget.redis_store import RedisStore, Restore, new_epoch
 from trioproxy.budget.replay_journal import RECENT_S, ReplayJournal, chunks, closed
 from trioproxy.budget.store import StateLost, StoreUnavailable
@@ -105,7 +118,7 @@ class Recovery:
     def __init__(
         self,
         store: RedisStore,
-        budgets: BudgetsConfig,
+        budgets: Callable[[], BudgetsConfig],
         source: Callable[[], SpendSource | None],
         *,
         lease_s: float,
@@ -116,6 +129,7 @@ class Recovery:
     ) -> None:
         self.store = store
         self._budgets = budgets
+        """The budgets config in force (after each reload), read at each rebuild."""
         self._source = source
         self.lease_s = lease_s
         self.call_timeout_s = call_timeout_s
@@ -281,8 +295,10 @@ class Recovery:
 
     async def _rebuild(self, token: str) -> bool:
         now = self.clock()
-        tz = ZoneInfo(self._budgets.timezone)
-        users = self._budgets.users
+        budgets = self._budgets()
+        tz = ZoneInfo(budgets.timezone)
+        overrides = {} if self.overrides is None else await self.overrides.overrides()
+        users = windows_in_force(budgets, overrides)
         at = span(now, tz, users, lease_s=self.lease_s, recent_s=self.journal.recent_s,
                   oldest=self.journal.oldest(now))  # fmt: skip
         teams: list[HourSpend] = []
@@ -291,12 +307,11 @@ class Recovery:
         source = self._source()
         if source is not None:
             teams = await source.hours(at.first_hour, at.split // HOUR, by="team")
-            if users:
+            if users.longest:
                 people = await source.hours(at.window_first_hour, at.split // HOUR, by="user")
             requests = await source.requests([(at.split, now + FAR_S), *at.fragments])
         plan = rebuild(now, tz, users, at, teams, people, requests)
         replayed = self.journal.replayed(now)
-        overrides = {} if self.overrides is None else await self.overrides.overrides()
         with trio.fail_after(self.call_timeout_s * 4):  # before the epoch admits anything
             await self.store.write_overrides(overrides)
         epoch = new_epoch()
@@ -362,4 +377,11 @@ class Recovery:
         s.held, s.recent, s.deferred = len(j.held), len(j.recent), len(self._deferred)
 
 
-__all__ = ["Recovery", "RecoveryStatistics", "SpendSource"]
+def windows_in_force(budgets: BudgetsConfig, overrides: Mapping[str, str]) -> Windows:
+    """The users' token windows once a rebuild wrote ``overrides`` back: ``budgets``'
+    under the run-time window overrides among them (the other entries are not windows)."""
+    entries = {name: value for name, value in overrides.items() if name.startswith(WINDOW)}
+    return Windows(budgets.users, Policy.decode(entries))
+
+
+__all__ = ["Recovery", "RecoveryStatistics", "SpendSource", "windows_in_force"]

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +27,7 @@ from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
-from trioproxy.config.model import Settings
+from trioproxy.config.model import BudgetsConfig, Settings
 from trioproxy.core.backoff import Backoff, BackoffPolicy
 from trioproxy.edge.app import Gateway, create_app
 from trioproxy.edge.reload import ReloadSource
@@ -116,10 +117,12 @@ def alert_sink(settings: Settings, store: BudgetStore, services: list[NamedServi
 
 
 def recovery(
-    settings: Settings, store: BudgetStore, sink: object, services: list[NamedService]
-) -> Recovery | None:
+    settings: Settings, store: BudgetStore, sink: object, services: list[NamedService],
+    budgets: Callable[[], BudgetsConfig] | None = None,
+) -> Recovery | None:  # fmt: skip
     """A Redis store's state-loss recovery, reading the ledger when ``sink`` is the
-    gateway's own ledger (a test's list sink: nothing to rebuild from)."""
+    gateway's own ledger (a test's list sink: nothing to rebuild from). ``budgets``: the
+    budgets config in force (the gateway's, after each reload; default: ``settings``')."""
     if settings.storage.redis_url is None:  # (the Redis modules are loaded with Redis only)
         return None
     from trioproxy.budget.recovery import Recovery, SpendSource
@@ -136,8 +139,9 @@ def recovery(
 
     b = settings.budgets
     rec = Recovery(
-        store, b, source, lease_s=b.reservation_lease_s, call_timeout_s=b.store_timeout_s
-    )
+        store, budgets or (lambda: b), source, lease_s=b.reservation_lease_s,
+        call_timeout_s=b.store_timeout_s,
+    )  # fmt: skip
     services.append(NamedService("budget-recovery", rec.run))
     return rec
 
@@ -197,7 +201,12 @@ def build_gateway(
         services.insert(0, NamedService("ledger", ledger.run))
         parts["sink"] = ledger
     sink = overrides.get("sink", parts.get("sink"))
-    budget_recovery = recovery(settings, store, sink, services)
+    built: list[Gateway] = []  # the gateway, once built: its settings follow each reload
+
+    def budgets_in_force() -> BudgetsConfig:
+        return built[0].settings.budgets if built else settings.budgets
+
+    budget_recovery = recovery(settings, store, sink, services, budgets_in_force)
     parts["admission"] = admission(settings, store, alerts, budget_recovery)
     if role != "control":  # the control plane loads no embedder or index (cache_commands.py)
         parts["cache"] = response_cache(settings, services, redis)
@@ -217,6 +226,7 @@ def build_gateway(
         gateway = ControlGateway(settings, data_plane=view, services=every, **parts)
     else:
         gateway = create_app(settings, services=every, **parts)
+    built.append(gateway)  # a rebuild reads the windows of the config in force
     if isinstance(journaled := parts.get("sink"), LedgerService):  # a dead process's
         dead = DeadReservations(lambda: gateway.admission)  # open reservations, settled
         journaled.on_recovered = dead.hand
