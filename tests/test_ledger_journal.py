@@ -59,6 +59,25 @@ def test_an_orphan_intent_becomes_an_interrupted_request() -> None:
     assert request.error_kind == "interrupted" and request.ts == a0.ts
 
 
+def test_a_made_up_request_record_sums_its_attempts_tokens_as_their_cost() -> None:
+    """Each token count of the made-up request record is its attempts' sum (final records
+    and orphan intents alike), as its cost is: it carried no input or output tokens (5/116
+    in its attempts, 0/0 beside their cost on the request), and the first attempt's cache
+    counts alone."""
+    counts = dict(input_tokens=5, output_tokens=116, cache_read_tokens=7,
+                  cache_write_5m_tokens=3, cache_write_1h_tokens=2, reasoning_tokens=40)  # fmt: skip
+    a0 = dataclasses.replace(_attempt("r3", 0, cost=1_000), **counts)
+    a1 = dataclasses.replace(
+        _attempt("r3", 1, cost=120_000), **{k: 2 * v for k, v in counts.items()}
+    )
+    failed_a0 = dataclasses.replace(a0, outcome="failed", status=503)
+    out = resolve_lines(_lines((a0, True), (a1, True), (failed_a0, False)))
+    request = out[-1]
+    assert request.kind == "request" and request.outcome == "interrupted"
+    assert request.cost_micros == 121_000 and request.estimated
+    assert {k: getattr(request, k) for k in counts} == {k: 3 * v for k, v in counts.items()}
+
+
 def test_live_segments_are_left_to_their_owner(tmp_path: Path) -> None:
     live = Journal(tmp_path)
     live.append(make_records(1)[0])

@@ -19,6 +19,7 @@ from trioproxy.ledger.backend import LedgerBackend
 from trioproxy.ledger.columns import made_up
 from trioproxy.ledger.journal import _line, resolve_lines
 from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.report import spend_report
 from trioproxy.ledger.spend import LedgerSpend
 from trioproxy.ledger.spool import SPOOL_NAME, Spool
 from trioproxy.ledger.writer import LedgerWriter
@@ -217,3 +218,41 @@ async def test_a_spooled_final_replayed_after_the_recovered_rows_replaces_them(
     finally:
         await writer.backend.aclose()
     assert got == want
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_made_up_request_row_carries_its_attempts_tokens(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The made-up request row carries the sum of its attempts' tokens, as it carries their
+    cost: the spend report and a budget rebuild's token windows (request rows) count them
+    (they read 0 tokens beside the attempts' cost). The real rows, when they come, replace it
+    in every roll-up: their tokens alone are counted."""
+    target = target_for(kind, request, tmp_path)
+    backend = await target.open()
+    t0 = time.time() - 120
+    real, ghost = a_request("r-1", t0, served=True)
+    attempts = [g for g in ghost if g.kind == "attempt"]
+    made = ghost[-1]
+    assert (made.input_tokens, made.output_tokens) == (800 + 800, 0 + 700)
+    assert made.cost_micros == sum(a.cost_micros for a in attempts)
+    since = dt.datetime.fromtimestamp(t0 - 86_400, dt.UTC)
+    hour = int(t0 // 3600)
+    try:
+        await backend.write_batch(ghost)
+        spend = LedgerSpend(backend)
+        [row] = await spend_report(backend, by=["team"], since=since)
+        assert (row.input_tokens, row.output_tokens, row.cost_micros) == (1_600, 700, 43_000)
+        [raw] = await spend.requests([(t0 - 60, t0 + 60)])
+        assert (raw.request_id, raw.tokens, raw.cost_micros) == ("r-1", 2_300, 43_000)
+        [users] = await spend.hours(hour - 1, hour + 2, by="user")
+        assert (users.name, users.tokens) == ("ann", 2_300)
+        assert await backend.write_batch(real) == 3  # the real rows come later
+        [row] = await spend_report(backend, by=["team"], since=since)
+        assert (row.input_tokens, row.output_tokens, row.cost_micros) == (900, 1_200, 61_000)
+        [raw] = await spend.requests([(t0 - 60, t0 + 60)])
+        assert (raw.tokens, raw.cost_micros) == (2_100, 61_000)
+        [users] = await spend.hours(hour - 1, hour + 2, by="user")
+        assert users.tokens == 2_100
+    finally:
+        await backend.aclose()

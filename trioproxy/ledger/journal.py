@@ -17,9 +17,10 @@ journal when its final record is not.
 At start-up (and every spool check) :meth:`Journal.recover` takes the segments no live process
 holds, turns each dead process's lines into records (final records win; an intent without its
 final record becomes an ``interrupted`` attempt; a request whose request record is missing gets
-an ``interrupted`` one carrying its attempts' cost) and moves them into the spool (fsync'd),
-which the writer replays. The database ignores records it already has (key ``request_id, kind,
-attempt, target``), so a record is counted exactly once however often it is replayed.
+an ``interrupted`` one carrying its attempts' cost and tokens) and moves them into the spool
+(fsync'd), which the writer replays. The database ignores records it already has (key
+``request_id, kind, attempt, target``), so a record is counted exactly once however often it
+is replayed.
 
 Appends are synchronous and short (one ``write`` to the page cache, a few microseconds) and
 never raise: a failed append is logged and counted, and the record still reaches the writer.
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import orjson
 
+from trioproxy.core.types import TOKEN_COUNTS
 from trioproxy.ledger.backend import record_from_dict
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
@@ -106,8 +108,15 @@ def _line(record: UsageRecord, *, intent: bool) -> bytes:
     return data + b"\n"
 
 
+_SUMMED_TOKENS = (*TOKEN_COUNTS, "reasoning_tokens")
+"""The token counts a made-up request record sums over its attempts, as it sums their cost:
+the ledger's roll-ups, its spend reports and a budget rebuild's token windows read them."""
+
+
 def resolve_lines(lines: Iterable[bytes]) -> list[UsageRecord]:
-    """The records one dead process's journal lines (in order) stand for; pure."""
+    """The records one dead process's journal lines (in order) stand for; pure. A request
+    without its request record gets a made-up one (``interrupted``) carrying the sum of its
+    attempts' cost and tokens."""
     by_request: dict[str, _Replay] = {}
     for raw in lines:
         try:
@@ -129,10 +138,11 @@ def resolve_lines(lines: Iterable[bytes]) -> list[UsageRecord]:
         attempts = [r for r in (*finals, *orphans) if r.kind == "attempt"]
         if attempts:
             first = min(attempts, key=lambda r: r.ts)
+            tokens = {n: sum(getattr(r, n) for r in attempts) for n in _SUMMED_TOKENS}
             out.append(
                 dataclasses.replace(
                     first, kind="request", attempt=0, target=None, provider=None,
-                    provider_model=None, input_tokens=0, output_tokens=0, estimated=True,
+                    provider_model=None, estimated=True, **tokens,
                     cost_micros=sum(r.cost_micros for r in attempts), hedge_role=None,
                     fallback_depth=0, outcome="interrupted", status=0,
                     error_kind="interrupted",

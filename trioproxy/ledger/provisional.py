@@ -3,7 +3,7 @@
 After a crash the journal's recovery (:func:`~trioproxy.ledger.journal.resolve_lines`) makes
 up rows for each request a dead process did not finish: every intent without its final record
 stands as an ``interrupted`` attempt row, and the request gets an ``interrupted`` request row
-carrying their cost (:func:`~trioproxy.ledger.columns.made_up`). The request's own records may
+carrying their cost and tokens (:func:`~trioproxy.ledger.columns.made_up`). The request's own records may
 exist all the same (their journal append failed on a full disk, leaving its intents' lines;
 they reached the database or the spool), and both reach the ledger, in either order:
 
