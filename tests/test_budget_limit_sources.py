@@ -59,7 +59,7 @@ def claim(period: str, amount: int, config_limit: int) -> Claim:
 async def test_each_limit_field_is_an_override_of_its_own(store: BudgetStore) -> None:
     """The daily limit edited: the monthly claim is still checked against the config's limit
     (its own ``limit``), whatever it is now; "config" drops the daily override too."""
-    old, new = await store.update_team_limits("a", {"daily": 50}, default=FOLLOW)
+    old, new = await store.update_team_limits("a", {"daily": 50})
     assert (old, new) == (FOLLOW, TeamLimits(50, FROM_CONFIG))
     assert await store.get_team_limits("a") == TeamLimits(50, FROM_CONFIG)
     # the config's monthly limit (a reload: 30 now) binds, not "no limit"
@@ -69,7 +69,7 @@ async def test_each_limit_field_is_an_override_of_its_own(store: BudgetStore) ->
     # the daily override binds whatever the config says
     denial = await store.reserve("r3", [claim("daily", 60, 1000)], now=T0, lease_s=60)
     assert denial is not None and denial.limit == 50
-    old, new = await store.update_team_limits("a", {"daily": FROM_CONFIG}, default=FOLLOW)
+    old, new = await store.update_team_limits("a", {"daily": FROM_CONFIG})
     assert (old, new) == (TeamLimits(50, FROM_CONFIG), FOLLOW)
     assert await store.reserve("r4", [claim("daily", 60, 1000)], now=T0, lease_s=60) is None
 

@@ -14,7 +14,13 @@ from trioproxy.budget.claims import Claim
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.redis_store import RedisStore
 from trioproxy.budget.sqlite_store import SqliteStore
-from trioproxy.budget.store import BudgetStore, ReservationClosed, TeamLimits
+from trioproxy.budget.store import (
+    FROM_CONFIG,
+    NO_OVERRIDES,
+    BudgetStore,
+    ReservationClosed,
+    TeamLimits,
+)
 from trioproxy.store.redis_client import RedisClient
 
 T0 = 1_795_000_000.0
@@ -500,24 +506,21 @@ async def two_handles(
         yield await open_redis_store(nursery, redis_url), await open_redis_store(nursery, redis_url)
 
 
-CONFIG = TeamLimits(10_000_000, None)
-
-
 async def test_an_edit_writes_only_the_limits_it_names(store: BudgetStore) -> None:
     # nothing stored: the edit starts from the config's, and writes nothing that is no change
-    same = await store.update_team_limits("a", {"daily": 10_000_000}, default=CONFIG)
-    assert same == (CONFIG, CONFIG) and await store.get_team_limits("a") is None
-    old, new = await store.update_team_limits("a", {"monthly": 50}, default=CONFIG)
-    assert (old, new) == (CONFIG, TeamLimits(10_000_000, 50))
+    same = await store.update_team_limits("a", {"daily": FROM_CONFIG})
+    assert same == (NO_OVERRIDES, NO_OVERRIDES) and await store.get_team_limits("a") is None
+    old, new = await store.update_team_limits("a", {"monthly": 50})
+    assert (old, new) == (NO_OVERRIDES, TeamLimits(FROM_CONFIG, 50))
     assert await store.get_team_limits("a") == new
-    old, new = await store.update_team_limits("a", {"daily": None}, default=CONFIG)
-    assert (old, new) == (TeamLimits(10_000_000, 50), TeamLimits(None, 50))  # cleared
+    old, new = await store.update_team_limits("a", {"daily": None})
+    assert (old, new) == (TeamLimits(FROM_CONFIG, 50), TeamLimits(None, 50))  # cleared
     both = {"daily": 7, "monthly": 8}
-    assert await store.update_team_limits("a", both, default=CONFIG) == (new, TeamLimits(7, 8))
+    assert await store.update_team_limits("a", both) == (new, TeamLimits(7, 8))
     assert await store.get_team_limits("a") == TeamLimits(7, 8)
     assert await store.get_team_limits("b") is None
     with pytest.raises(ValueError, match="unknown limit fields"):
-        await store.update_team_limits("a", {"weekly": 1}, default=CONFIG)
+        await store.update_team_limits("a", {"weekly": 1})
 
 
 async def test_concurrent_edits_of_a_teams_limits_are_one_exact_history(
@@ -530,7 +533,7 @@ async def test_concurrent_edits_of_a_teams_limits_are_one_exact_history(
     answers: list[tuple[TeamLimits, TeamLimits]] = []
 
     async def edit(store: BudgetStore, field: str, value: int) -> None:
-        answers.append(await store.update_team_limits("a", {field: value}, default=CONFIG))
+        answers.append(await store.update_team_limits("a", {field: value}))
 
     async with trio.open_nursery() as nursery:
         for i in range(1, n + 1):
@@ -538,7 +541,7 @@ async def test_concurrent_edits_of_a_teams_limits_are_one_exact_history(
             nursery.start_soon(edit, two_handles[(i + 1) % 2], "monthly", 2_000 + i)
     after = dict(answers)
     assert len(after) == 2 * n  # every state an edit started from was another's result...
-    state, seen = CONFIG, 0
+    state, seen = NO_OVERRIDES, 0
     while state in after:  # ...and following them from the config's visits every edit once
         state, seen = after[state], seen + 1
     assert seen == 2 * n

@@ -28,7 +28,6 @@ from trioproxy.budget.claims import usd_to_micros
 from trioproxy.budget.outage import StoreCalls
 from trioproxy.budget.policy import Policy
 from trioproxy.budget.store import (
-    FROM_CONFIG,
     StoreUnavailable,
     TeamLimits,
     overridden_fields,
@@ -165,9 +164,7 @@ class Limits:
         the store read and wrote them (fields ``FROM_CONFIG`` included: :meth:`resolved`
         gives the values). The caller saves the durable copy next."""
         old, new = await self._calls.call(
-            lambda: self._calls.store.update_team_limits(
-                team, changes, default=TeamLimits(FROM_CONFIG, FROM_CONFIG)
-            )
+            lambda: self._calls.store.update_team_limits(team, changes)
         )
         self._teams[team] = (new, trio.current_time() + self.ttl_s)
         return old, new

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
 from trioproxy.budget.periods import window_retry_after, window_usage
-from trioproxy.budget.store import ReservationClosed, TeamLimits, effective_limit, merged_limits
+from trioproxy.budget.store import (
+    NO_OVERRIDES,
+    ReservationClosed,
+    TeamLimits,
+    effective_limit,
+    merged_limits,
+)
 
 
 @dataclass(slots=True)
@@ -149,9 +155,9 @@ class MemoryStore:
         self._limits[team] = TeamLimits(daily_micros, monthly_micros)
 
     async def update_team_limits(
-        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+        self, team: str, changes: Mapping[str, int | None]
     ) -> tuple[TeamLimits, TeamLimits]:
-        old = self._limits.get(team, default)
+        old = self._limits.get(team, NO_OVERRIDES)
         new = merged_limits(old, changes)
         if new != old:
             self._limits[team] = new

@@ -33,6 +33,7 @@ from trioproxy.budget.overrides import team_limits
 from trioproxy.budget.rebuild import Counter, WindowItem
 from trioproxy.budget.redis_scripts import ADMIT, RESTORE, SETTLE, SWAP_POLICY, UPDATE_LIMITS, USAGE
 from trioproxy.budget.store import (
+    NO_OVERRIDES,
     ReservationClosed,
     StateLost,
     StoreUnavailable,
@@ -209,10 +210,10 @@ class RedisStore:
                             _micros(monthly_micros))  # fmt: skip
 
     async def update_team_limits(
-        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+        self, team: str, changes: Mapping[str, int | None]
     ) -> tuple[TeamLimits, TeamLimits]:
-        merged_limits(default, changes)  # (names only daily and monthly, or ValueError)
-        args = [_micros(default.daily_micros), _micros(default.monthly_micros)]
+        merged_limits(NO_OVERRIDES, changes)  # (names only daily and monthly, or ValueError)
+        args = [_micros(NO_OVERRIDES.daily_micros), _micros(NO_OVERRIDES.monthly_micros)]
         for name, value in changes.items():
             args += [name, _micros(value)]
         reply = await self._call(UPDATE_LIMITS, [self._prefix + "limits:" + team], args)

@@ -37,6 +37,7 @@ from trioproxy.budget.claims import Claim, Denial, distribute, merge_claims
 from trioproxy.budget.group_commit import GroupCommit
 from trioproxy.budget.periods import window_retry_after
 from trioproxy.budget.store import (
+    NO_OVERRIDES,
     ReservationClosed,
     TeamLimits,
     effective_limit,
@@ -390,13 +391,13 @@ class SqliteStore:
         )
 
     async def update_team_limits(
-        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+        self, team: str, changes: Mapping[str, int | None]
     ) -> tuple[TeamLimits, TeamLimits]:
         def op(db: sqlite3.Connection) -> tuple[TeamLimits, TeamLimits]:
             row = db.execute(
                 "SELECT daily, monthly FROM team_limits WHERE team=?", (team,)
             ).fetchone()
-            old = default if row is None else TeamLimits(row[0], row[1])
+            old = NO_OVERRIDES if row is None else TeamLimits(row[0], row[1])
             new = merged_limits(old, changes)
             if new != old:  # (read and written in one BEGIN IMMEDIATE transaction)
                 db.execute(

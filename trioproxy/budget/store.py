@@ -84,6 +84,9 @@ of its own: an edit of the daily limit leaves the monthly one following the conf
 edit setting a field to ``FROM_CONFIG`` drops that field's override. (No limit is ``None``;
 µUSD limits are never negative.)"""
 
+NO_OVERRIDES = TeamLimits(FROM_CONFIG, FROM_CONFIG)
+"""A team without stored limits: both fields follow the config (where an edit starts)."""
+
 LIMIT_FIELDS = ("daily", "monthly")
 """The fields of a team's limits an edit names (``update_team_limits``)."""
 
@@ -166,11 +169,11 @@ class BudgetStore(Protocol):
     ) -> None: ...
 
     async def update_team_limits(
-        self, team: str, changes: Mapping[str, int | None], *, default: TeamLimits
+        self, team: str, changes: Mapping[str, int | None]
     ) -> tuple[TeamLimits, TeamLimits]:
         """Set only the limits ``changes`` names (``daily`` / ``monthly``: µUSD, None: no
         limit, ``FROM_CONFIG``: the config's), the other as stored (a team without stored
-        limits: ``default``, both ``FROM_CONFIG``), in one atomic operation. Returns the limits before and after it, as that
+        limits: :data:`NO_OVERRIDES`), in one atomic operation. Returns the limits before and after it, as that
         operation read and wrote them; writes nothing when they are equal."""
         ...
 
@@ -194,6 +197,7 @@ class BudgetStore(Protocol):
 __all__ = [
     "FROM_CONFIG",
     "LIMIT_FIELDS",
+    "NO_OVERRIDES",
     "UNLIMITED",
     "BudgetStore",
     "ReservationClosed",
