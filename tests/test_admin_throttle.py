@@ -16,7 +16,8 @@ from trioproxy.admin.throttle import (
     known_place,
     throttled_address,
 )
-from trioproxy.edge.client_address import client_address, networks, parse_ip
+from trioproxy.core.addresses import parse_ip
+from trioproxy.edge.client_address import client_address, networks
 
 
 class Attack:

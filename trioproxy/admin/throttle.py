@@ -50,6 +50,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from trioproxy.core.addresses import parse_ip
+
 MAX_USER_DELAY_S = 10.0
 """The longest a user name's sign-ins wait after a failure (the delays double up to it)."""
 FIRST_USER_DELAY_S = 1.0
@@ -173,15 +175,14 @@ _LIMITS: dict[str, Limit] = {"addr": "address", "user": "user", "device": "devic
 
 
 def throttled_address(addr: str) -> str:
-    """The address as the throttle counts it: an IPv6 address by its /64 (a host gets a
-    /64, so one client's addresses count as one), an IPv4 address as it is."""
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
+    """The address as the throttle counts it (read by
+    :func:`~trioproxy.core.addresses.parse_ip`; anything else as it is): an IPv6 address by
+    its /64 (a host gets a /64, so one client's addresses count as one), an IPv4 address
+    (an IPv4-mapped one too) as it is."""
+    ip = parse_ip(addr)
+    if ip is None:
         return addr
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
     return str(ip)
 

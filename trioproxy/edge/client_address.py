@@ -22,32 +22,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from trioproxy.core.addresses import IPAddress, parse_ip
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @lru_cache(maxsize=16)
 def networks(trusted: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     """``dashboard.trusted_proxies`` as networks (the config checked them)."""
     return tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
-
-
-def parse_ip(raw: str) -> IPAddress | None:
-    """An address as a header or a peer writes it: ``192.0.2.1``, ``192.0.2.1:4711``,
-    ``2001:db8::1``, ``[2001:db8::1]:4711``, quoted or not; an IPv4-mapped IPv6 address is
-    its IPv4 address. None for anything else (``unknown``, ``_hidden``, garbage)."""
-    text = raw.strip().strip('"')
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def _forwarded_for(values: Iterable[str]) -> list[str]:
@@ -100,4 +83,4 @@ def scope_client(scope: Mapping[str, Any], trusted: tuple[str, ...]) -> str:
     return client_address(peer, scope.get("headers", ()), networks(trusted))
 
 
-__all__ = ["client_address", "networks", "parse_ip", "scope_client"]
+__all__ = ["client_address", "networks", "scope_client"]
