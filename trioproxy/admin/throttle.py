@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -191,6 +191,16 @@ def address_subject(addr: str) -> str:
     return f"addr:{throttled_address(addr)}"
 
 
+def done_checking(checking: Counter[str], subjects: Iterable[str]) -> None:
+    """``subjects``' attempts (one each) are no longer being checked: ``checking`` (the
+    attempts being checked per subject, each a failure to be) without them, and without a
+    subject none is left of."""
+    for subject in subjects:
+        checking[subject] -= 1
+        if checking[subject] <= 0:
+            del checking[subject]
+
+
 def known_place(name: str, addr: str) -> str:
     """The device id of an address a user signed in from (as the throttle counts it: an
     IPv6 address by its /64)."""
@@ -227,6 +237,10 @@ class FailureLog:
             return None
         return Seen(len(times), times[0], times[-1])
 
+    def seen_of(self, subjects: Iterable[str], since: float) -> dict[str, Seen]:
+        """:meth:`seen` of each subject that failed since ``since``."""
+        return {s: seen for s in subjects if (seen := self.seen(s, since)) is not None}
+
 
 __all__ = [
     "DEVICE_TTL_S",
@@ -241,6 +255,7 @@ __all__ = [
     "Throttle",
     "UserDelay",
     "address_subject",
+    "done_checking",
     "known_place",
     "throttled_address",
 ]

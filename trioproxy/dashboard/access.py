@@ -28,7 +28,8 @@ routes that apply them: :mod:`trioproxy.dashboard.guard`).
   in as that user before (its device cookie, ``trioproxy_device``) or an address it signed
   in from is not delayed by the name's failures, only limited by its own. A wrong admin
   key (``Bearer``, on the admin API, any page, or ``/metrics``:
-  :mod:`trioproxy.edge.admin_guard`) is a failure of its address too (:meth:`Access.admit`).
+  :mod:`trioproxy.edge.admin_guard`) is a failure of its address too
+  (:attr:`Access.key_guard`).
   Behind a reverse proxy the address is the one it names, when it is one of
   ``dashboard.trusted_proxies`` (:mod:`trioproxy.edge.client_address`).
 * A refused request that carries a body has its body read (bounded) before the answer,
@@ -61,10 +62,10 @@ from trioproxy.admin.throttle import (
     FailureLog,
     Seen,
     SignInLimits,
-    address_subject,
     known_place,
 )
 from trioproxy.config.model import DashboardConfig
+from trioproxy.edge.admin_guard import KeyThrottle
 from trioproxy.edge.app import Gateway
 from trioproxy.errors import GatewayError
 
@@ -91,9 +92,10 @@ at once in every control-plane start; its peak RSS was 70 MB for an idle 56 MB).
 
 @dataclass
 class Access:
-    """The dashboard's access rules over the running config and the admin store; also the
-    gateway's :class:`~trioproxy.edge.admin_guard.KeyGuard` once mounted (the admin port's
-    wrong admin keys count per address in the store, with the failed sign-ins)."""
+    """The dashboard's access rules over the running config and the admin store; its
+    :attr:`key_guard` is the gateway's :class:`~trioproxy.edge.admin_guard.KeyGuard` once
+    mounted (the admin port's wrong admin keys count per address in the store, with the
+    failed sign-ins)."""
 
     gw: Gateway
     store: AdminStore
@@ -109,6 +111,14 @@ class Access:
     )
     """Password hashes computed at once (sign-ins, the Users page): each holds scrypt's 16 MiB
     in a thread; trio's default allowed 40 (640 MiB from a burst of sign-ins)."""
+    key_guard: KeyThrottle = field(init=False)
+    """The admin port's throttle of wrong admin keys over :meth:`failures` (the store's counts,
+    with the sign-ins') and :attr:`checking`: the gateway's ``key_guard`` once mounted."""
+
+    def __post_init__(self) -> None:
+        self.key_guard = KeyThrottle(
+            self, lambda: self.limits.block, lambda: self.clock(), self.checking
+        )
 
     async def hash_check(self, password: str, encoded: str) -> bool:
         """:func:`~trioproxy.admin.passwords.verify_password` in a thread, at most
@@ -189,7 +199,7 @@ class Access:
             return await self.store.failures(subjects, since)
         except (StoreError, trio.TooSlowError) as exc:
             self._store_down(exc)
-        return {s: seen for s in subjects if (seen := self.local.seen(s, since)) is not None}
+        return self.local.seen_of(subjects, since)
 
     async def record_failure(self, subjects: list[str], now: float) -> None:
         self.local.record(subjects, now)
@@ -204,31 +214,6 @@ class Access:
             self.store_down_logged = now
             log.warning("admin store: failed authentications counted in this process only "
                         "(%s: %s)", type(exc).__name__, exc)  # fmt: skip
-
-    def _done_checking(self, subjects: list[str]) -> None:
-        self.checking.subtract(subjects)
-        for s in subjects:
-            if self.checking[s] <= 0:
-                del self.checking[s]
-
-    async def admit(self, addr: str) -> int | None:
-        """:meth:`KeyGuard.admit`: an admin key may be tried from ``addr`` (None), or the
-        seconds to wait."""
-        subject = address_subject(addr)
-        now = self.clock()
-        seen = (await self.failures([subject], now)).get(subject)
-        wait = self.limits.block.retry_after(seen, now, checking=self.checking[subject])
-        if wait is None:
-            self.checking[subject] += 1  # no checkpoint since the count: counted at once
-        return wait
-
-    async def settle(self, addr: str, *, failed: bool) -> None:
-        subject = address_subject(addr)
-        try:
-            if failed:
-                await self.record_failure([subject], self.clock())
-        finally:
-            self._done_checking([subject])
 
     async def device_of(self, name: str, addr: str) -> tuple[str | None, str | None]:
         """Whether the attempt comes from one of ``name``'s devices: (the hash of its device

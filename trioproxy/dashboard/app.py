@@ -107,7 +107,8 @@ def create_dashboard(gateway: Gateway, *, heartbeat: bool = True) -> QuartTrio:
     )
     acc = Access(gateway, open_admin_store(gateway))
     app.extensions["trioproxy_access"] = acc
-    gateway.key_guard = acc  # /metrics's wrong admin keys count in the store, with the rest
+    # /metrics's wrong admin keys count in the store, with the rest
+    gateway.key_guard = acc.key_guard
     app.jinja_env.filters["usd"] = usd
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["localtime"] = localtime

@@ -21,7 +21,7 @@ from trioproxy.admin.sessions import (
     session_state,
     token_hash,
 )
-from trioproxy.admin.throttle import DEVICE_TTL_S, known_place
+from trioproxy.admin.throttle import DEVICE_TTL_S, done_checking, known_place
 from trioproxy.dashboard.access import COOKIE, CSRF_FIELD, CSRF_HEADER, DEVICE_COOKIE, Access
 from trioproxy.dashboard.http_helpers import (
     API_PREFIX,
@@ -131,7 +131,7 @@ def install(app: Quart, acc: Access) -> None:
         """An admin key: its principal (None: go on), or the refusal; a wrong key counts as
         a failure of the address, and an address at its limit is refused whatever it sends."""
         addr = client_addr(acc)
-        wait = await acc.admit(addr)
+        wait = await acc.key_guard.admit(addr)
         if wait is not None:
             acc.gw.prometheus.admin_auth_throttled("address")
             log.warning("admin key refused (throttled): addr=%s path=%s", addr, request.path)
@@ -148,7 +148,7 @@ def install(app: Quart, acc: Access) -> None:
             refused = err
         finally:
             wrong = refused is not None and refused.kind is ErrorKind.INVALID_API_KEY
-            await acc.settle(addr, failed=wrong)
+            await acc.key_guard.settle(addr, failed=wrong)
         if refused is not None:
             why = ""
             if refused.kind is ErrorKind.INVALID_API_KEY:
@@ -207,7 +207,7 @@ def install(app: Quart, acc: Access) -> None:
                 acc.gw.prometheus.admin_auth_failure("password" if name else "admin_key")
                 await acc.record_failure(subjects, now)
         finally:
-            acc._done_checking(subjects)
+            done_checking(acc.checking, subjects)
         if principal is None:
             log.warning("dashboard sign-in failed: user=%r addr=%s", name, addr)
             error = "Wrong user name or password." if name else "Not an admin API key."

@@ -8,9 +8,12 @@ that is no key counts as a failure of the client's address, like a failed dashbo
 took 5.8 s and none was refused (a review). The address is the client's
 (:mod:`trioproxy.edge.client_address`: behind a trusted reverse proxy, the one it names).
 
-The gateway starts with :class:`LocalKeyGuard` (this process's counts); the dashboard, when
-it mounts, puts its own in its place (``Access``: the admin store's counts, shared with the
-sign-ins and every instance).
+One :class:`KeyThrottle` does it over either count of failures (:class:`FailureCounts`): the
+gateway starts with :class:`LocalKeyGuard` (this process's counts); the dashboard, when it
+mounts, puts its own in its place (``Access.key_guard``: the admin store's counts, shared with
+the sign-ins and every instance). The counts are read before the key is checked, on every
+request: only they tell whether to refuse a right key (failures from other instances count
+too), and a wrong one at the limit is refused, not counted.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import Protocol
 
 import orjson
 
-from trioproxy.admin.throttle import FailureLog, Throttle, address_subject
+from trioproxy.admin.throttle import (
+    FailureLog,
+    Seen,
+    Throttle,
+    address_subject,
+    done_checking,
+)
 from trioproxy.core.ids import request_id
 from trioproxy.edge.asgi_io import Send, send_whole
 from trioproxy.edge.refusals import request_id_header
@@ -60,32 +69,82 @@ async def send_admin_error(
     await send_whole(send, status, admin_error_body(status, message), extra)
 
 
-class LocalKeyGuard:
-    """:class:`KeyGuard` over this process's own counts."""
+class FailureCounts(Protocol):
+    """Where a :class:`KeyThrottle` counts the failures: this process
+    (:class:`LocalFailures`), or the admin store (the dashboard's ``Access``)."""
+
+    async def failures(self, subjects: list[str], now: float) -> dict[str, Seen]:
+        """Per subject, its failures in the throttle's window up to ``now`` (none: absent)."""
+        ...
+
+    async def record_failure(self, subjects: list[str], now: float) -> None: ...
+
+
+class KeyThrottle:
+    """:class:`KeyGuard`: the throttle of wrong admin keys, per address, over ``counts``.
+    ``checking``: the attempts being checked per subject (the dashboard shares its own with
+    the sign-ins, which count under the same address subjects)."""
 
     def __init__(
-        self, throttle: Callable[[], Throttle], clock: Callable[[], float] = time.time
+        self,
+        counts: FailureCounts,
+        throttle: Callable[[], Throttle],
+        clock: Callable[[], float] = time.time,
+        checking: Counter[str] | None = None,
     ) -> None:
+        self.counts = counts
         self.throttle = throttle
         self.clock = clock
-        self.log = FailureLog()
-        self.checking: Counter[str] = Counter()
+        self.checking: Counter[str] = Counter() if checking is None else checking
 
     async def admit(self, addr: str) -> int | None:
-        subject, now, throttle = address_subject(addr), self.clock(), self.throttle()
-        seen = self.log.seen(subject, now - throttle.window_s)
-        wait = throttle.retry_after(seen, now, checking=self.checking[subject])
+        subject = address_subject(addr)
+        now = self.clock()
+        seen = (await self.counts.failures([subject], now)).get(subject)
+        wait = self.throttle().retry_after(seen, now, checking=self.checking[subject])
         if wait is None:
-            self.checking[subject] += 1
+            self.checking[subject] += 1  # no checkpoint since the count: counted at once
         return wait
 
     async def settle(self, addr: str, *, failed: bool) -> None:
         subject = address_subject(addr)
-        if failed:
-            self.log.record([subject], self.clock())
-        self.checking[subject] -= 1
-        if self.checking[subject] <= 0:
-            del self.checking[subject]
+        try:
+            if failed:
+                await self.counts.record_failure([subject], self.clock())
+        finally:
+            done_checking(self.checking, [subject])
 
 
-__all__ = ["CHALLENGE", "KeyGuard", "LocalKeyGuard", "admin_error_body", "send_admin_error"]
+class LocalFailures:
+    """:class:`FailureCounts` in this process, over ``window_s``."""
+
+    def __init__(self, window_s: Callable[[], float]) -> None:
+        self.window_s = window_s
+        self.log = FailureLog()
+
+    async def failures(self, subjects: list[str], now: float) -> dict[str, Seen]:
+        return self.log.seen_of(subjects, now - self.window_s())
+
+    async def record_failure(self, subjects: list[str], now: float) -> None:
+        self.log.record(subjects, now)
+
+
+class LocalKeyGuard(KeyThrottle):
+    """:class:`KeyThrottle` over this process's own counts."""
+
+    def __init__(
+        self, throttle: Callable[[], Throttle], clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(LocalFailures(lambda: throttle().window_s), throttle, clock)
+
+
+__all__ = [
+    "CHALLENGE",
+    "FailureCounts",
+    "KeyGuard",
+    "KeyThrottle",
+    "LocalFailures",
+    "LocalKeyGuard",
+    "admin_error_body",
+    "send_admin_error",
+]
