@@ -38,12 +38,17 @@ processes and instances sharing the store. The exceptions, and their bounds:
 
 **Outage policy** (:mod:`trioproxy.budget.outage`): a store that does not answer is
 skipped for ``probe_after_s``; ``fail_closed`` then raises ``PolicyError(OVERLOADED)`` with
-``Retry-After``, ``fail_open`` admits against the local limits. A settle that fails is
-dropped: the reservation stays counted at its reserved amount until its lease expires, which
-errs towards refusing. A reservation whose answer never came back (the call cancelled or timed
-out after the store took it) is released at once by the gate, shielded and bounded
-(``RELEASE_TIMEOUT_S``). Which limits apply: :mod:`trioproxy.budget.limits`; which buckets a
-request claims: :mod:`trioproxy.budget.holds`.
+``Retry-After``, ``fail_open`` admits against the local limits. A settle the store did not
+take (marked down, no answer in time, the connection lost) is not dropped: it goes to the
+process's :class:`~trioproxy.budget.settle_retry.SettleRetries`, which sends it again
+(idempotent) with a backoff until it lands; meanwhile the reservation counts at its reserved
+amount, which errs towards refusing. Only one that cannot land before its lease ends (or is
+dropped from that bounded queue, or pending at shutdown past ``FLUSH_S``) stays counted at its
+reserved amount for good, as any reservation nobody settles (:mod:`trioproxy.budget.store`:
+final at the reserved amount when its lease expires). A reservation whose answer never came
+back (the call cancelled or timed out after the store took it) is released at once by the
+gate, shielded and bounded (``RELEASE_TIMEOUT_S``). Which limits apply:
+:mod:`trioproxy.budget.limits`; which buckets a request claims: :mod:`trioproxy.budget.holds`.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
 from trioproxy.budget.memory_store import MemoryStore
 from trioproxy.budget.outage import NotSent, OutagePolicy, StoreCalls
 from trioproxy.budget.policy import Policy
+from trioproxy.budget.settle_retry import PendingSettle, SettleRetries
 from trioproxy.budget.store import (
     BudgetStore,
     ReservationClosed,
@@ -101,6 +107,7 @@ class BudgetGate:
         alerts: AlertSink | None = None,
         end_user_window: UserWindow | None = None,
         recovery: Recovery | None = None,
+        settles: SettleRetries | None = None,
     ) -> None:
         self._tz = ZoneInfo(budgets.timezone)
         self.store = store
@@ -113,6 +120,9 @@ class BudgetGate:
         self._holds = Holds(self.limits, self._tz, end_user_window or budgets.users.get("*"))
         self._local = MemoryStore()
         self._local_pruned = -math.inf
+        self.settles = settles
+        """Where a settle the store did not take waits to be sent again (the process's,
+        shared by the gates of its reloads; None: such a settle is left to the lease)."""
 
     @property
     def outage(self) -> OutagePolicy:
@@ -291,7 +301,8 @@ class BudgetGate:
 
     async def settle(self, ticket: Ticket, cost_micros: int, tokens: int) -> None:
         """Record what the request actually consumed; idempotent. Never raises for
-        a store outage (the lease covers it). Cancellation-proof: the store call is shielded
+        a store outage: a settle the store did not take is sent again later
+        (:attr:`settles`). Cancellation-proof: the store call is shielded
         (bounded by its patient timeout), and so is the alert check's read of the store when
         its cached limits are stale; nothing else here waits."""
         if ticket.settled:
@@ -301,31 +312,62 @@ class BudgetGate:
             return
         now = self.clock()
         actual = ticket.actual_by_bucket(cost_micros, tokens)
-        rid, rec = ticket.request_id, None if ticket.local else self.recovery
+        rid, rec = ticket.request_id, self.recovery
         if ticket.local:  # in this process's memory: no outage to wait out (the store's down
             await self._local.settle(rid, actual, now=now)  # mark refused it: held 900 s)
             return
-        store = self.store
-        totals: Mapping[str, int] | None = None
         try:
-            if rec is None:
-                totals = await self._call(
-                    lambda: store.settle(rid, actual, now=now), patient=True, shield=True
-                )
-            else:
-                await self._call(lambda: rec.settle(rid, actual, now=now), patient=True,
-                                 shield=True)  # fmt: skip
+            totals = await self._send_settle(rid, actual, now, patient=True)
         except StateLost:  # settled once the state is restored (``Recovery``)
             if rec is not None:
                 rec.defer(rid, actual)
             return
         except StoreUnavailable as exc:
-            if rec is not None:
-                rec.failed(rid, actual, now=now)
-            log.warning("settle of %s failed (%s); its reservation stands until lease expiry",
-                        rid, exc)  # fmt: skip
+            self._settle_later(ticket, actual, now, exc)
             return
         await check_alerts(self._alerts, self.limits, ticket, now, totals)
+
+    async def _send_settle(
+        self, rid: str, actual: Mapping[str, int], now: float, *, patient: bool
+    ) -> Mapping[str, int] | None:
+        """One settle call under the outage policy, shielded: the request's own (``patient``,
+        skipped while the store is marked down) or a retry's (one call timeout, sent to a
+        store marked down too: the retry service paces it). The store's totals, if any."""
+        store, rec = self.store, self.recovery
+        if rec is None:
+            return await self._call(lambda: store.settle(rid, actual, now=now),
+                                    patient=patient, shield=True, despite_down=not patient)  # fmt: skip
+        await self._call(lambda: rec.settle(rid, actual, now=now),
+                         patient=patient, shield=True, despite_down=not patient)  # fmt: skip
+        return None
+
+    def _settle_later(
+        self, ticket: Ticket, actual: Mapping[str, int], now: float, exc: StoreUnavailable
+    ) -> None:
+        """A settle the store did not take: journalled at ``actual`` (a rebuild of a lost
+        state writes that), then queued to be sent again until it lands or its lease ends."""
+        rid, rec = ticket.request_id, self.recovery
+        if rec is not None:
+            rec.failed(rid, actual, now=now)
+        settles = self.settles
+        if settles is None:
+            log.warning("settle of %s failed (%s); its reservation counts at the reserved "
+                        "amount (final when its lease ends)", rid, exc)  # fmt: skip
+            return
+
+        async def send() -> None:
+            try:
+                totals = await self._send_settle(rid, actual, now, patient=False)
+            except StateLost:  # the rebuild replays it at ``actual`` (journalled above)
+                return
+            await check_alerts(self._alerts, self.limits, ticket, now, totals)
+
+        def abandon(why: str) -> None:
+            log.warning("settle of %s given up (%s); its reservation counts at the reserved "
+                        "amount", rid, why)  # fmt: skip
+
+        log.info("settle of %s failed (%s); sending it again", rid, exc)
+        settles.add(PendingSettle(rid, now + self.lease_s, self.clock, send, abandon))
 
     def refusing_all(self) -> bool:
         """The store is down under ``fail_closed``: every admission is refused now."""

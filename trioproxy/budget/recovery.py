@@ -168,9 +168,11 @@ class Recovery:
             self._deferred.add(rid)
 
     def failed(self, rid: str, actual: Mapping[str, int], *, now: float) -> None:
-        """A settle that failed for an outage. If the state survived, the reservation stands
-        until its lease ends; if it was lost, the replay writes ``actual`` (the request's
-        ledger record may be written after the rebuild read the ledger)."""
+        """A settle that failed for an outage. If the state survived, the gate sends it again
+        (:mod:`~trioproxy.budget.settle_retry`; :meth:`settle` is idempotent) and the
+        reservation stands until it lands; if the state was lost, the replay writes
+        ``actual`` (the request's ledger record may be written after the rebuild read the
+        ledger)."""
         self._deferred.discard(rid)
         self.journal.settled(rid, actual, now=now)
         self.stats.dropped = self.journal.dropped

@@ -337,6 +337,7 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
                 message = await receive()
                 self.ready = False
+                await self._flush_settles()  # while the store's connection still runs
                 nursery.cancel_scope.cancel()
         finally:
             self.prometheus.flush()  # the last turn's sums, which the flusher task may not see
@@ -345,6 +346,13 @@ class Gateway:
                 if closer is not None:
                     await closer()
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _flush_settles(self) -> None:
+        """Budget settles still waiting to be sent again: one last try, bounded
+        (:meth:`~trioproxy.budget.settle_retry.SettleRetries.flush`)."""
+        settles = self.admission.gate.settles if self.admission is not None else None
+        if settles is not None:
+            await settles.flush()
 
 
 def _post_only(method: str, dialect: Dialect) -> None:

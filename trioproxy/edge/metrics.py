@@ -69,6 +69,13 @@ MIRRORED = {
         "Settled budget reservations dropped from the recovery journal at its cap (a Redis "
         "state rebuild cannot replay them)."
     ),
+    "budget_settles_retried": (
+        "Budget settles the store did not take at first that landed when sent again."
+    ),
+    "budget_settles_dropped": (
+        "Budget settles given up before they landed (retry queue full, lease ended, shutdown): "
+        "their reservations count at the reserved amount."
+    ),
 }
 """Counters other parts keep as plain integers, mirrored here (``trioproxy_<name>_total``)."""
 ALERT_QUEUE = "trioproxy_budget_alert_checks_queued"

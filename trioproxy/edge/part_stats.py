@@ -53,6 +53,10 @@ def sample_parts(
         gate = admission.gate
         if gate.recovery is not None:
             counts["budget_journal_dropped"] = gate.recovery.stats.dropped
+        if gate.settles is not None:
+            st = gate.settles.statistics()
+            counts["budget_settles_retried"] = st.landed
+            counts["budget_settles_dropped"] = st.dropped + st.expired
         if gate.alerts is not None:
             a = gate.alerts.statistics()
             out.alert_queue = a.queued

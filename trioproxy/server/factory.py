@@ -25,6 +25,7 @@ import trio
 from trioproxy.breakers.shared import RedisBreakerKV, SharedBreakers, SqliteBreakerKV
 from trioproxy.budget.alerts import AlertSink
 from trioproxy.budget.gate import BudgetGate, OutagePolicy
+from trioproxy.budget.settle_retry import SettleRetries
 from trioproxy.budget.sqlite_store import SqliteStore
 from trioproxy.budget.store import BudgetStore
 from trioproxy.config.model import BudgetsConfig, Settings
@@ -146,9 +147,18 @@ def recovery(
     return rec
 
 
+def settle_retries(services: list[NamedService]) -> SettleRetries:
+    """The process's queue of settles the budget store did not take, and its service
+    (:mod:`trioproxy.budget.settle_retry`), shared by every reload's gate."""
+    settles = SettleRetries()
+    services.append(NamedService("budget-settles", settles.run, required=False))
+    return settles
+
+
 def admission(
-    settings: Settings, store: BudgetStore, alerts: AlertSink, recovery: Recovery | None = None
-) -> Admission:
+    settings: Settings, store: BudgetStore, alerts: AlertSink, recovery: Recovery | None = None,
+    settles: SettleRetries | None = None,
+) -> Admission:  # fmt: skip
     """The budget gate for ``settings.budgets`` over ``store`` (also on every reload)."""
     gate = BudgetGate(
         settings.budgets,
@@ -159,6 +169,7 @@ def admission(
         lease_s=settings.budgets.reservation_lease_s,
         alerts=alerts,
         recovery=recovery,
+        settles=settles,
     )
     return Admission(gate)
 
@@ -207,7 +218,8 @@ def build_gateway(
         return built[0].settings.budgets if built else settings.budgets
 
     budget_recovery = recovery(settings, store, sink, services, budgets_in_force)
-    parts["admission"] = admission(settings, store, alerts, budget_recovery)
+    settles = settle_retries(services)
+    parts["admission"] = admission(settings, store, alerts, budget_recovery, settles)
     if role != "control":  # the control plane loads no embedder or index (cache_commands.py)
         parts["cache"] = response_cache(settings, services, redis)
     parts["breakers"] = shared_breakers(settings, redis)
@@ -240,7 +252,11 @@ def build_gateway(
             load=source.load,
             keep=source.keep,
             admission=functools.partial(
-                admission, store=store, alerts=alerts, recovery=budget_recovery
+                admission,
+                store=store,
+                alerts=alerts,
+                recovery=budget_recovery,
+                settles=settles,
             ),
         )
     if role == "worker":
