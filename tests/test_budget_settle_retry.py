@@ -141,3 +141,36 @@ async def test_shutdown_flush_lands_what_it_can_and_gives_up_the_rest(
     await settles.flush(timeout_s=5)
     assert trio.current_time() - start == pytest.approx(5)
     assert settles.queued == 0 and settles.dropped == 1
+
+
+class BusyOnceStore(MemoryStore):
+    """Like the embedded SQLite store busy for a while: its first settle does not answer in
+    time (a timeout there fails the call at hand, it marks nothing down)."""
+
+    timeouts_are_outages = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = True
+
+    async def settle(self, *args: object, **kw: object) -> object:  # type: ignore[override]
+        if self.busy:
+            self.busy = False
+            await trio.sleep_forever()
+        return await super().settle(*args, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_settle_that_timed_out_on_a_busy_embedded_store_lands_later(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    store, settles, clock = BusyOnceStore(), SettleRetries(), Clock()
+    gate = gate_over(store, settles, clock)
+    await nursery.start(settles.run)
+    ticket = await admit(gate, "a", 1_000_000)
+    start = trio.current_time()
+    await gate.settle(ticket, cost_micros=10_000, tokens=1)
+    assert trio.current_time() - start == pytest.approx(2.5)  # its patient timeout
+    assert settles.queued == 1
+    await until_empty(settles)
+    assert settles.landed == 1
+    assert await store.usage(DAY, now=T0) == 10_000
