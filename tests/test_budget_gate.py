@@ -673,3 +673,43 @@ def test_a_capped_streams_refused_step_is_not_called_an_admission() -> None:
     window = denied("t", [user], Denial("user:u", 980, 1000, 50, 12.0), growing=True).message
     assert "20 of 1000 tokens left" in window and "(50 tokens): the stream ends here" in window
     assert "output cap" not in window
+
+
+async def test_a_store_that_fails_every_other_call_is_not_logged_down_and_back_each_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A state disk gone read-only lets the SQLite store's reads through and fails its
+    writes: every probe marked it back, the next write down again, two warnings a second
+    (36 pairs in 20 s in a reviewer's run). Now at most one of each per LOG_EVERY_S, the
+    next one saying how often it went down meanwhile."""
+    from trioproxy.budget.outage import StoreCalls
+    from trioproxy.budget.store import StoreUnavailable
+
+    now = [0.0]
+    calls = StoreCalls(MemoryStore(), OutagePolicy(probe_after_s=0.0), log_clock=lambda: now[0])
+
+    async def fail() -> None:
+        raise StoreUnavailable("read-only file system")
+
+    async def answer() -> int:
+        return 1
+
+    async def flap(times: int) -> None:
+        for _ in range(times):
+            with pytest.raises(StoreUnavailable):
+                await calls.call(fail)
+            assert await calls.call(answer) == 1
+
+    caplog.set_level(logging.WARNING, logger="trioproxy.budget.outage")
+    await flap(20)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioproxy.budget.outage"]
+    assert len(lines) == 2 and lines[0].startswith("budget store down (")
+    assert lines[1] == "budget store is back"
+    now[0] = 11.0  # past LOG_EVERY_S: the next pair says how many were not logged
+    await flap(1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioproxy.budget.outage"]
+    assert len(lines) == 4 and "went down 19 more times since the last such line" in lines[2]
+    assert (
+        lines[3]
+        == "budget store is back (went down and back 19 more times since the last such line)"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -21,6 +22,7 @@ import trio
 from trioproxy.budget.periods import retry_after_header
 from trioproxy.budget.store import BudgetStore, StateLost, StoreUnavailable
 from trioproxy.errors import ErrorKind, PolicyError
+from trioproxy.telemetry.log_every import LogEvery
 
 if TYPE_CHECKING:
     from trioproxy.budget.recovery import Recovery
@@ -52,14 +54,19 @@ class StoreCalls:
     """Calls to one budget store, with its down state."""
 
     def __init__(
-        self, store: BudgetStore, outage: OutagePolicy, recovery: Recovery | None = None
-    ) -> None:
+        self, store: BudgetStore, outage: OutagePolicy, recovery: Recovery | None = None,
+        *, log_clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self.store = store
         self.outage = outage
         self.recovery = recovery
         self.failures = 0
         self._down_until = -math.inf
         self._down = False
+        # a store that answers some calls and fails others (a state disk gone read-only:
+        # reads pass, writes fail) went down and back every probe: ~2 lines a second
+        self._down_lines = LogEvery(clock=log_clock)
+        self._back_lines = LogEvery(clock=log_clock)
 
     async def call(
         self,
@@ -110,7 +117,9 @@ class StoreCalls:
             raise StoreUnavailable(f"budget store: no answer within {timeout:g} s")
         if self._down:
             self._down = False
-            log.warning("budget store is back", extra={"fields": {"store": "budget"}})
+            if (skipped := self._back_lines.due()) is not None:
+                log.warning("budget store is back" + _since(skipped, "went down and back"),
+                            extra={"fields": {"store": "budget"}})  # fmt: skip
         return result
 
     def refusing(self, now: float) -> bool:
@@ -123,10 +132,12 @@ class StoreCalls:
         self._down_until = trio.current_time() + self.outage.probe_after_s
         if not self._down:
             self._down = True
-            log.warning(
-                "budget store down (%s); outage policy %r until it answers", why,
-                self.outage.mode, extra={"fields": {"store": "budget"}},
-            )  # fmt: skip
+            if (skipped := self._down_lines.due()) is not None:
+                log.warning(
+                    "budget store down (%s); outage policy %r until it answers%s", why,
+                    self.outage.mode, _since(skipped, "went down"),
+                    extra={"fields": {"store": "budget"}},
+                )  # fmt: skip
 
     def unavailable(self) -> PolicyError:
         """What a refused request gets under ``fail_closed``: 503 with Retry-After."""
@@ -135,6 +146,10 @@ class StoreCalls:
             "budget store unavailable; try again shortly",
             retry_after=retry_after_header(self.outage.probe_after_s),
         )
+
+
+def _since(skipped: int, what: str) -> str:
+    return f" ({what} {skipped} more times since the last such line)" if skipped else ""
 
 
 __all__ = ["PATIENT_MAX_S", "SETTLE_PATIENCE", "OutagePolicy", "StoreCalls"]
