@@ -34,7 +34,9 @@ processes and instances sharing the store. The exceptions, and their bounds:
   team's counters then always hold its spend, so a limit set mid-period counts what was
   spent before it.
 * **Redis state lost** (restart without persistence): nothing is admitted from empty
-  state; :mod:`trioproxy.budget.recovery` rebuilds it from the ledger first.
+  state; :mod:`trioproxy.budget.recovery` rebuilds it from the ledger first (a process that
+  died before the loss: its requests are charged when its ledger journal is recovered,
+  :mod:`trioproxy.budget.orphans`).
 
 **Outage policy** (:mod:`trioproxy.budget.outage`): a store that does not answer is
 skipped for ``probe_after_s``; ``fail_closed`` then raises ``PolicyError(OVERLOADED)`` with
@@ -64,7 +66,7 @@ from zoneinfo import ZoneInfo
 import trio
 
 from trioproxy.budget.alerts import AlertSink, alert_refusal, check_alerts
-from trioproxy.budget.claims import initial_reservation, scaled
+from trioproxy.budget.claims import Claim, initial_reservation, scaled
 from trioproxy.budget.denials import denied
 from trioproxy.budget.holds import Holds, local_hold
 from trioproxy.budget.limits import DEFAULT_ALERT_THRESHOLD, Limits
@@ -193,6 +195,17 @@ class BudgetGate:
         :func:`~trioproxy.budget.overrides.limits_entry`), ``fields`` of it or all; see
         ``Limits.save_override``."""
         await self.limits.save_override(name, value, fields=fields)
+
+    def spent_claims(
+        self, team: str, user: str, cost_micros: int, tokens: int, *, at: float
+    ) -> list[Claim]:
+        """What a rebuild from the ledger counts for a request record of ``team`` / ``user``
+        dated ``at`` that consumed ``cost_micros`` / ``tokens`` (:mod:`.rebuild`): the team's
+        day and month at ``at`` and the user's token window in force (the policy as this
+        process last read it). A dead process's request charged to a rebuilt state that did
+        not count it (:mod:`trioproxy.budget.orphans`)."""
+        who, policy = Who(team, user), self.limits.cached_policy
+        return [h.claim for h in self._holds.of(who, None, cost_micros, tokens, at, policy=policy)]
 
     # --- admission ----------------------------------------------------------------
 

@@ -35,6 +35,18 @@ So after a loss the store holds every current period's ledger spend plus what th
 ledger has not seen yet, to the µUSD, as far as each instance's journal reaches. Other
 instances' held reservations count from their first store call after the new epoch on
 (one round trip: they replay before anything else when their answer shows the epoch).
+
+**A process that died before the loss** (SIGKILL, OOM) has no journal here: its requests
+reach the ledger when a live process recovers its *ledger* journal (``ledger/journal.py``),
+maybe after the rebuild read the ledger. Each is then charged to the rebuilt state at its
+record (:mod:`.orphans`, ``RedisStore.charge_unheld``: written as a closed reservation,
+skipped when the state holds it or the counted set names it), so it counts once. Not
+charged: a request started more than ``RETENTION_S`` before (2 days), or one whose charge
+meets no answer for ``lease_s`` (:mod:`trioproxy.pipeline.dead_reservations`). Counted twice
+(stricter): such a request whose records had reached the ledger when the rebuild read it (a
+ledger journal keeps finished requests' records until every older one is done) if the
+rebuild did not count it by its id: read from the roll-up (started before ``split``), or
+charged after the counted set expired (``lease_s + 2 * recent_s`` after the rebuild).
 """
 
 from __future__ import annotations

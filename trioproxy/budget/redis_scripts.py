@@ -191,6 +191,8 @@ return tonumber(redis.call('GET', prefix .. 'c:' .. b) or '0')
 # request from the ledger (the ledger's amount wins). 'rebuild' needs the lock's token and
 # no epoch, and with final = '1' writes the epoch and frees the lock; 'replay' needs the
 # epoch to be ``epoch``. Replies: {'ok', written}, {'nolock'}, {'exists'}, {'stale', ep}.
+# A replay of one closed reservation is also how a dead process's request the state never
+# held is charged (``RedisStore.charge_unheld``): once, and not when the rebuild counted it.
 RESTORE = Script(
     """
 local mode, prefix, epoch, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]

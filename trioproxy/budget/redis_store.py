@@ -176,6 +176,31 @@ class RedisStore:
         self._saw(reply[1])
         return bool(reply[0] != b"missing")
 
+    async def charge_unheld(
+        self, rid: str, claims: Sequence[Claim], *, at: float, now: float
+    ) -> bool:
+        """Count request ``rid`` (started at ``at``) at ``claims`` (what it consumed, per
+        bucket) when this state never held its reservation: it was made in a state lost since
+        (a dead process's request, its journal recovered after the rebuild), unless the
+        rebuild counted its ledger record (the counted set). Written as a closed reservation
+        (:data:`RESTORE`'s replay, one atomic script), so a second charge, or a settle, of
+        ``rid`` changes nothing. True when written; False when the state holds ``rid`` or
+        the rebuild counted it, or ``at`` lies more than ``RETENTION_S`` ago (a reservation
+        this state took then may be gone). Raises :class:`StateLost` without an epoch or
+        when it changes under the call (a rebuild: try again)."""
+        if now - at >= RETENTION_S:
+            return False
+        epoch = await self.read_epoch()
+        if epoch is None:
+            raise StateLost("redis: the budget state was lost (no epoch)")
+        spent = Replayed(rid, True, now, 0.0, tuple((c, at) for c in claims))
+        status, written = await self.restore(
+            Restore(replayed=[spent]), mode="replay", epoch=epoch, now=now, counted_ttl_s=1
+        )
+        if status != "ok":
+            raise StateLost(f"redis: the budget state changed under a charge ({status})")
+        return written == "1"
+
     async def held(self, rid: str, *, now: float) -> list[tuple[str, int]] | None:
         reply = await self._execute("HMGET", self._prefix + "r:" + rid, "c", "h", "lu")
         closed, holds, until = reply

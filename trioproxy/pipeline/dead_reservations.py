@@ -4,7 +4,9 @@ A process killed mid-request (SIGKILL, OOM) leaves its reservations open in the 
 its journal (``ledger/journal.py``) says what each request consumed. The ledger writer of a
 live process recovers that journal and hands the records here (:meth:`DeadReservations.hand`:
 no wait, bounded); this service settles each reservation at its record
-(:func:`~trioproxy.budget.orphans.settle_orphan`), off the ledger writer's path. A
+(:func:`~trioproxy.budget.orphans.settle_orphan`), off the ledger writer's path; a request
+whose reservation a shared store lost (its state rebuilt after the process died, from a
+ledger without these records) is charged there at its record instead, once. A
 store that does not answer (at start-up the Redis connection may not be made yet) is tried
 again with a backoff; a reservation whose lease has ended is left to the store, which counts
 it at its reserved amount, as it does any reservation nobody settles.
@@ -39,11 +41,13 @@ class DeadReservations:
     def __init__(self, admission: Callable[[], Admission | None]) -> None:
         """``admission``: the admission in force (a reload replaces it)."""
         self._admission = admission
-        self._pending: deque[tuple[str, int, int, float]] = deque()
-        """(request id, cost µUSD, tokens, when handed over: ``trio.current_time()``)."""
+        self._pending: deque[tuple[UsageRecord, int, float]] = deque()
+        """(request record, tokens, when handed over: ``trio.current_time()``)."""
         self._wake = trio.Event()
         self.settled = 0
-        """Reservations the store held open and this settled."""
+        """Reservations the store held open and this settled, or requests it charged: their
+        reservations were in a state lost and rebuilt before their records reached the
+        ledger (:func:`~trioproxy.budget.orphans.settle_orphan`)."""
         self.dropped = 0
         """Handed over but never settled: over :data:`MAX_PENDING`, or the lease ran out
         while the store did not answer."""
@@ -59,7 +63,7 @@ class DeadReservations:
         for r in records:
             if r.kind == "request":
                 spent = tokens.get(r.request_id, total_tokens(r))
-                self._pending.append((r.request_id, r.cost_micros, spent, now))
+                self._pending.append((r, spent, now))
         while len(self._pending) > MAX_PENDING:
             self._pending.popleft()
             self.dropped += 1
@@ -80,15 +84,20 @@ class DeadReservations:
                     self._pending.clear()
                     break
                 gate = admission.gate
-                rid, cost, tokens, since = self._pending[0]
+                r, tokens, since = self._pending[0]
                 if trio.current_time() - since > gate.lease_s:  # ended: the store's now
                     self._pending.popleft()
                     self.dropped += 1
                     continue
                 try:
+                    charge = (
+                        gate.spent_claims(r.team, r.user, r.cost_micros, tokens, at=r.ts)
+                        if r.cost_micros or tokens
+                        else []
+                    )
                     settled += await settle_orphan(
-                        gate.store, rid, cost, tokens, now=gate.clock(),
-                        timeout_s=gate.outage.call_timeout_s,
+                        gate.store, r.request_id, r.cost_micros, tokens, now=gate.clock(),
+                        timeout_s=gate.outage.call_timeout_s, charge=charge, started=r.ts,
                     )  # fmt: skip
                 except StoreUnavailable as exc:
                     delay = backoff.next()
