@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ from trioproxy.server.config_snapshot import ConfigFile
 from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.resp import RedisUnavailable
+from trioproxy.store.state_dir import EXIT_STATE_DISK, start_failure
 from trioproxy.telemetry.line_batch import line_batch
 from trioproxy.telemetry.logs import configure_logging
 from trioproxy.telemetry.tracing import Tracing
@@ -305,14 +307,25 @@ def _wire_worker(gateway: Gateway, run_dir: str | None) -> None:
 def from_env(role: Role = "worker") -> Gateway:
     """The gateway of a process of ``serve`` (a worker: ``python -m trioproxy.server.worker``;
     the control plane: ``python -m trioproxy.server.control``): the config, log level and
-    format its ``serve`` master resolved, handed over in the environment."""
+    format its ``serve`` master resolved, handed over in the environment. Its state stores
+    not opening for the disk (full, read-only) is one error line naming the state directory
+    and exit status :data:`~trioproxy.store.state_dir.EXIT_STATE_DISK`: it was a critical
+    traceback per try, 12 in all, no line naming the disk (review)."""
     configure_logging(  # a worker logs exactly like a single process
         os.environ.get(ENV_LOG_LEVEL, "info"), os.environ.get(ENV_LOG_FORMAT, "auto")
     )
-    return build_gateway(
-        settings_from_env(), config_path=os.environ.get(ENV_CONFIG) or None, role=role,
-        run_dir=os.environ.get(ENV_RUN_DIR) or None,
-    )  # fmt: skip
+    settings = settings_from_env()
+    try:
+        return build_gateway(
+            settings, config_path=os.environ.get(ENV_CONFIG) or None, role=role,
+            run_dir=os.environ.get(ENV_RUN_DIR) or None,
+        )  # fmt: skip
+    except (OSError, sqlite3.Error) as exc:  # a full or read-only state disk: one line
+        why = start_failure(exc, settings.storage.state_dir)
+        if why is None:
+            raise
+        log.error("%s", why)
+        raise SystemExit(EXIT_STATE_DISK) from None
 
 
 __all__ = ["Role", "build_gateway", "from_env", "settings_cache"]

@@ -73,13 +73,16 @@ def startup_problems(settings: Settings, *, make: bool = True) -> list[str]:
     """What the config names that this machine cannot give a starting service, each naming
     its key: the TLS certificate and key (loaded together), the state directory (made and
     written to; with ``make`` false, as ``check-config`` asks, written to if it is there, else
-    its nearest existing parent writable: nothing is made), the admin address (resolved).
+    its nearest existing parent writable: nothing is made; room for the stores' first writes,
+    :data:`~trioproxy.store.state_dir.PROBE_BYTES`), the admin address (resolved).
     Each one let ``serve`` print its banner, then every worker died at start with a bare
     error, 6 times, and the service stopped."""
     import os
     import socket
     import ssl
     import tempfile
+
+    from trioproxy.store.state_dir import parent_room_problem, room_problem
 
     out: list[str] = []
     server = settings.server
@@ -98,8 +101,12 @@ def startup_problems(settings: Settings, *, make: bool = True) -> list[str]:
         if make or os.path.isdir(state):
             with tempfile.TemporaryFile(dir=state):
                 pass
+            if (full := room_problem(state)) is not None:
+                out.append(f"storage.state_dir: {full}")
         else:
-            _makeable(state)
+            parent = _makeable(state)
+            if (full := parent_room_problem(parent)) is not None:
+                out.append(f"storage.state_dir: {state} cannot be made: {full}")
     except OSError as exc:
         out.append(f"storage.state_dir: {state} is not a directory this service can write "
                    f"to: {exc.strerror or exc}")  # fmt: skip
@@ -110,9 +117,9 @@ def startup_problems(settings: Settings, *, make: bool = True) -> list[str]:
     return out
 
 
-def _makeable(path: str) -> None:
+def _makeable(path: str) -> str:
     """Raise ``OSError`` unless ``path`` could be made: its nearest existing ancestor a
-    directory this process may write into."""
+    directory this process may write into (returned)."""
     import errno
     import os
 
@@ -123,6 +130,7 @@ def _makeable(path: str) -> None:
         raise OSError(errno.ENOTDIR, "Not a directory", parent)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OSError(errno.EACCES, f"Permission denied to make it in {parent}", parent)
+    return parent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,97 @@
+"""The state directory's disk: no room at start, a failing disk's fault line, files deleted
+while running.
+
+A full filesystem is made without root by the file-size limit (``RLIMIT_FSIZE``) of a child
+process: every write past it fails (``EFBIG``) as writes to a full disk do (``ENOSPC``); the
+empty file the old start-up check made was made under it too.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+[providers.openai]
+kind = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_API_KEY"
+
+[models.gpt]
+provider = "openai"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+
+[[routes.chat.chains.default]]
+model = "gpt"
+
+[[api_keys]]
+name = "app"
+key_env = "APP_KEY"
+team = "t1"
+
+[storage]
+state_dir = "{state}"
+"""
+LIMIT = 16 * 1024
+"""Below a store's first write (its 32 KiB shared-memory file) and the room probe."""
+
+
+def _config(tmp_path: Path) -> tuple[Path, Path]:
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(CONFIG.format(state=state))
+    return cfg, state
+
+
+def _run_full(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
+                "OPENAI_API_KEY": "sk-x", "APP_KEY": "sk-app-key", **(env or {})}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *args], env=full_env, preexec_fn=limit, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [["-m", "trioproxy", "check-config"],
+                                     ["-m", "trioproxy.server.plan"]])  # fmt: skip
+def test_check_config_and_serve_refuse_a_state_dir_with_no_room(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A full state disk passed check-config (exit 0) and serve's check: an empty file was
+    made there. Now a 1 MiB probe file is written and fsync'd: one line names the directory
+    and the error, exit status 1."""
+    cfg, state = _config(tmp_path)
+    proc = _run_full(*command, str(cfg))
+    assert proc.returncode == 1, proc
+    problems = [ln.strip() for ln in proc.stderr.splitlines() if "config problem" not in ln]
+    assert problems == [
+        f"storage.state_dir: {state} has no room for the service's state: writing a 1 MiB "
+        "probe file failed: File too large (EFBIG)"
+    ], proc.stderr
+    assert list(state.iterdir()) == []  # the probe is removed
+
+
+def test_a_store_that_cannot_open_for_the_disk_is_one_error_line(tmp_path: Path) -> None:
+    """A worker or the control plane whose stores could not open for a full disk ended on a
+    critical traceback, 6 times each; it is one error line naming the directory now, exit
+    status 74 (EX_IOERR)."""
+    cfg, state = _config(tmp_path)
+    code = "from trioproxy.server.factory import from_env; from_env('control')"
+    proc = _run_full("-c", code, env={"TRIOPROXY_CONFIG": str(cfg),
+                                      "TRIOPROXY_LOG_FORMAT": "text"})  # fmt: skip
+    assert proc.returncode == 74, proc.stderr
+    assert "Traceback" not in proc.stderr and "uncaught" not in proc.stderr, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "cannot open the state stores" in ln]
+    assert f"cannot open the state stores in {state}: " in line, line
+    assert line.endswith("; not starting"), line
