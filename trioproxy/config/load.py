@@ -27,23 +27,75 @@ from trioproxy.config.sections import build_settings, build_storage, hash_key
 from trioproxy.config.validate import ConfigError, validate_settings
 
 
-def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the TOML file at ``path``; ``env`` defaults to ``os.environ``."""
-    return settings_of(read_config(path), path, env=env)
+def load_settings(
+    path: str | Path, *, env: Mapping[str, str] | None = None, base: str | Path | None = None
+) -> Settings:
+    """Read and validate the TOML file at ``path``; ``env`` defaults to ``os.environ``;
+    ``base``: the directory its relative paths are in (default: ``path``'s own)."""
+    return settings_of(read_config(path), path, env=env, base=base)
 
 
 def settings_of(
-    data: bytes, origin: str | Path, *, env: Mapping[str, str] | None = None
-) -> Settings:
-    """Validate a config file's bytes (read from ``origin``, which problems name)."""
-    return parse_settings(_toml(data, origin), env=os.environ if env is None else env)
+    data: bytes, origin: str | Path, *, env: Mapping[str, str] | None = None,
+    base: str | Path | None = None,
+) -> Settings:  # fmt: skip
+    """Validate a config file's bytes (read from ``origin``, which problems name; its
+    relative paths are in ``base``, by default ``origin``'s directory)."""
+    return parse_settings(_toml(data, origin), env=os.environ if env is None else env,
+                          base=config_dir(origin) if base is None else base)  # fmt: skip
+
+
+def config_dir(origin: str | Path) -> Path:
+    """The directory of the config file ``origin``: its relative paths are in it."""
+    return Path(os.path.abspath(origin)).parent
+
+
+PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("server", "tls_cert_file"),
+    ("server", "tls_key_file"),
+    ("storage", "state_dir"),
+    ("providers.*", "ca_file"),
+    ("embedder", "model_path"),
+)
+"""Every path-valued key of the file (``section.*``: each table of the section). A relative
+one is taken in the config file's directory, not the directory ``trioproxy`` runs in:
+``check-config`` run from /tmp validated /tmp/state for ``state_dir = "state"``, then
+``report --config`` looked for the ledger elsewhere (review). An unset ``state_dir`` stays
+``./var`` of the working directory (the unit's ``WorkingDirectory``, the demo's)."""
+
+
+def anchor_paths(data: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
+    """``data`` with each relative path of :data:`PATH_KEYS` made absolute in ``base`` (the
+    tables it changes are copies)."""
+    out = dict(data)
+    for section, key in PATH_KEYS:
+        name, _, each = section.partition(".")
+        table = out.get(name)
+        if not isinstance(table, dict):
+            continue
+        table = out[name] = dict(table)
+        if not each:
+            _anchor(table, key, base)
+            continue
+        for sub, owner in list(table.items()):
+            if isinstance(owner, dict):
+                table[sub] = dict(owner)
+                _anchor(table[sub], key, base)
+    return out
+
+
+def _anchor(table: dict[str, Any], key: str, base: str | Path) -> None:
+    value = table.get(key)
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        table[key] = os.path.normpath(os.path.join(base, value))
 
 
 def load_storage(path: str | Path, *, env: Mapping[str, str] | None = None) -> StorageConfig:
     """Only the ``[storage]`` section of the file at ``path`` (what ``trioproxy report``
     needs): the other sections, and the secrets they name, are not read."""
     problems: list[str] = []
-    root = Table.of(_toml(read_config(path), path), "", problems)
+    data = anchor_paths(_toml(read_config(path), path), config_dir(path))
+    root = Table.of(data, "", problems)
     storage = build_storage(root.table("storage"), os.environ if env is None else env)
     if problems:
         raise ConfigError(problems)
@@ -122,8 +174,14 @@ def config_warnings(data: Mapping[str, Any], env: Mapping[str, str]) -> list[str
     return out
 
 
-def parse_settings(data: Mapping[str, Any], *, env: Mapping[str, str]) -> Settings:
-    """Build and validate Settings from parsed TOML; raise :class:`ConfigError` listing all problems."""
+def parse_settings(
+    data: Mapping[str, Any], *, env: Mapping[str, str], base: str | Path | None = None
+) -> Settings:
+    """Build and validate Settings from parsed TOML; raise :class:`ConfigError` listing all
+    problems. ``base``: the directory relative paths are in (:data:`PATH_KEYS`); None leaves
+    them as written."""
+    if base is not None:
+        data = anchor_paths(data, base)
     problems: list[str] = []
     root = Table.of(data, "", problems)
     key_paths: dict[str, str] = {}
@@ -146,8 +204,11 @@ def _under(path: str, reported: tuple[str, ...]) -> bool:
 
 __all__ = [
     "MIN_ADMIN_KEY_CHARS",
+    "PATH_KEYS",
     "ConfigError",
+    "anchor_paths",
     "check_config",
+    "config_dir",
     "config_warnings",
     "hash_key",
     "load_settings",

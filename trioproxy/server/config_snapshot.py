@@ -48,14 +48,18 @@ def take(live: str | Path, run_dir: str | Path) -> None:
     _write(Path(run_dir) / ACCEPTED_NAME, data)
 
 
-def settings_at_start(run_dir: str | Path, env: Mapping[str, str]) -> Settings:
+def settings_at_start(
+    run_dir: str | Path, env: Mapping[str, str], live: str | Path | None = None
+) -> Settings:
     """What a process of the service starts on: the last accepted config, with the start's
-    restart-only sections."""
-    from trioproxy.config.load import load_settings
+    restart-only sections; relative paths in the operator's file ``live``'s directory (the
+    copies' directory, the run directory, is none of the operator's)."""
+    from trioproxy.config.load import config_dir, load_settings
     from trioproxy.edge.reload import RESTART_ONLY
 
-    start = load_settings(Path(run_dir) / START_NAME, env=env)
-    accepted = load_settings(Path(run_dir) / ACCEPTED_NAME, env=env)
+    base = None if live is None else config_dir(live)
+    start = load_settings(Path(run_dir) / START_NAME, env=env, base=base)
+    accepted = load_settings(Path(run_dir) / ACCEPTED_NAME, env=env, base=base)
     return dataclasses.replace(accepted, **{s: getattr(start, s) for s in RESTART_ONLY})
 
 

@@ -33,7 +33,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         run_dir = env.get(ENV_RUN_DIR)
         if has_snapshot(run_dir):  # a process of `serve`: the config the service runs
             assert run_dir is not None
-            return settings_at_start(run_dir, env)
+            return settings_at_start(run_dir, env, path)
         return load_settings(path, env=env)
     return demo_settings(env[ENV_SIM_URL], env[ENV_DEMO_KEY])
 
