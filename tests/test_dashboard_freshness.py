@@ -3,17 +3,22 @@ the other workers' heartbeats), shown on every page and every panel refresh."""
 
 from __future__ import annotations
 
+import logging
 import time
+from types import SimpleNamespace
+from typing import cast
 from zoneinfo import ZoneInfo
 
+import pytest
 import trio
 import trio.testing
 
 from tests.dash_fixtures import page_ok, sign_in, start_dash
 from tests.test_dashboard_handlers import access, text
-from trioproxy.admin.store import Heartbeat
+from trioproxy.admin.store import Heartbeat, StoreError
 from trioproxy.dashboard.freshness import (
     FORGET_AFTER_S,
+    HEARTBEAT_S,
     STALE_AFTER_S,
     HeartbeatService,
     stale_reasons,
@@ -87,3 +92,53 @@ def test_long_gone_workers_are_not_news() -> None:
     old = [Heartbeat("gone", now - FORGET_AFTER_S - 1, True, "")]
     assert stale_reasons(now=now, me="me", ready=(True, ""), ledger_down=None, beats=old,
                          tz=UTC) == []  # fmt: skip
+
+
+class RefusingStore:
+    """An admin store on a full disk: every write refused until ``refusals`` run out."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.beats: list[Heartbeat] = []
+
+    async def beat(self, hb: Heartbeat, *, forget_before: float) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise StoreError("database or disk is full")
+        self.beats.append(hb)
+
+    async def forget_worker(self, worker: str) -> None:
+        raise StoreError("attempt to write a readonly database")
+
+
+def test_a_store_refusing_heartbeats_is_a_warning_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full state disk crashed the dashboard-heartbeat service with an error traceback at
+    every beat (12-18 per episode); it is one warning line per 10 s now, the beats go on, and
+    a refused removal at the stop is a warning too."""
+    from trioproxy.admin.store import AdminStore
+
+    store = RefusingStore(refusals=4)  # 4 beats refused, 2 s apart: within one 10 s line
+    gw = SimpleNamespace(is_ready=lambda: True)
+    service = HeartbeatService(gw, cast(AdminStore, store), clock=time.time,  # type: ignore[arg-type]
+                               worker="w:1")  # fmt: skip
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            while len(store.beats) < 2:
+                await trio.sleep(HEARTBEAT_S)
+            nursery.cancel_scope.cancel()
+
+    with caplog.at_level(logging.INFO, logger="trioproxy"):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "heartbeat" in r.getMessage()]
+    assert lines == [
+        ("WARNING", "dashboard heartbeat: the admin store refused it: database or disk is full "
+                    "(0 more since the last such line)"),
+        ("INFO", "dashboard heartbeat: the admin store takes it again"),
+        ("WARNING", "dashboard heartbeat: could not remove this worker's: attempt to write a "
+                    "readonly database"),
+    ], lines  # fmt: skip
+    assert not [r for r in caplog.records if r.exc_info]

@@ -1,7 +1,9 @@
 """Is what the dashboard shows fresh? Server-side checks behind the stale-data banner.
 
 Every gateway worker writes a heartbeat to the admin store every ``HEARTBEAT_S``
-(:class:`HeartbeatService`, a service of the app nursery; a clean stop removes it). Each
+(:class:`HeartbeatService`, a service of the app nursery; a clean stop removes it). A store
+that refuses it (a full or read-only state disk) is a warning line per 10 s, the service
+runs on: it crashed with an error traceback, 12-18 per episode (review). Each
 page render (and each panel refresh) checks, cheaply (one small read of the admin store):
 
 * **this gateway's data plane** (its workers, as the control plane reads them): not ready (a required service down, starting, or draining after a stop);
@@ -29,6 +31,7 @@ import trio
 from trioproxy.admin.store import AdminStore, Heartbeat, StoreError
 from trioproxy.edge.app import Gateway
 from trioproxy.ledger.service import LedgerService
+from trioproxy.telemetry.log_every import LogEvery
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +68,31 @@ class HeartbeatService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.stopped = trio.Event()
         task_status.started()
+        refused = LogEvery(clock=trio.current_time)
+        failing = False
         try:
             while True:
                 ready, detail = own_state(self.gw)
                 now = self.clock()
                 hb = Heartbeat(self.worker, now, ready, detail)
-                await self.store.beat(hb, forget_before=now - FORGET_AFTER_S)
+                try:
+                    await self.store.beat(hb, forget_before=now - FORGET_AFTER_S)
+                except StoreError as exc:  # a full or read-only disk: expected, it passes
+                    failing = True
+                    if (skipped := refused.due()) is not None:
+                        log.warning("dashboard heartbeat: the admin store refused it: %s (%d "
+                                    "more since the last such line)", exc, skipped)  # fmt: skip
+                else:
+                    if failing:
+                        failing = False
+                        log.info("dashboard heartbeat: the admin store takes it again")
                 await trio.sleep(HEARTBEAT_S)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(FORGET_TIMEOUT_S):
-                await self.store.forget_worker(self.worker)
+                try:
+                    await self.store.forget_worker(self.worker)
+                except StoreError as exc:
+                    log.warning("dashboard heartbeat: could not remove this worker's: %s", exc)
             self.stopped.set()
 
     async def hold_store(
