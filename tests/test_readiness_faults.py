@@ -5,10 +5,14 @@ lost, and a load balancer kept sending."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
+import pytest
 import trio
 
 from tests.fixtures_gateway import start_gateway, start_simulator
@@ -44,3 +48,25 @@ def test_records_lost_in_the_last_seconds_make_the_ledger_faulty(tmp_path: Path)
     ledger._journal.failed_at = time.monotonic() - LOSING_S - 1
     assert not ledger.losing_records()
     ledger._journal.close()
+
+
+async def test_the_ledger_fault_names_what_the_state_disk_has(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault said "(is the state disk full?)" on a read-only filesystem too; it names
+    what ``statvfs`` says the state disk has: read-only, or full."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, capped_settings(sim.url, str(tmp_path)))
+    g.app._ledger = SimpleNamespace(losing_records=lambda: True)  # type: ignore[assignment]
+    real = os.statvfs(tmp_path)
+
+    def statvfs(flag: int, bavail: int) -> Callable[[object], object]:
+        fields = {f: getattr(real, f) for f in dir(real) if f.startswith("f_")}
+        return lambda _path: SimpleNamespace(**{**fields, "f_flag": flag, "f_bavail": bavail})
+
+    for flag, bavail, what in ((os.ST_RDONLY, real.f_bavail, "read-only"), (0, 0, "full")):
+        monkeypatch.setattr(os, "statvfs", statvfs(flag, bavail))
+        assert g.app.faults() == [
+            f"ledger: records lost in the last {LOSING_S:g} s (the state disk of {tmp_path} "
+            f"is {what})"
+        ]

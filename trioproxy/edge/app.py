@@ -48,6 +48,7 @@ from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
 from trioproxy.pipeline.features import FeatureCap
 from trioproxy.pipeline.progress import StreamProgress
+from trioproxy.store.state_dir import disk_condition
 from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.transport import HttpTransport, Transport
 
@@ -293,7 +294,9 @@ class Gateway:
             out.append("budget store down (fail_closed: budgeted requests are refused)")
         losing = getattr(self._ledger, "losing_records", None)
         if losing is not None and losing():
-            out.append(f"ledger: records lost in the last {LOSING_S:g} s (is the state disk full?)")
+            state = self.settings.storage.state_dir
+            out.append(f"ledger: records lost in the last {LOSING_S:g} s (the state disk of "
+                       f"{state} is {disk_condition(state)})")  # fmt: skip
         return out
 
     def not_ready_reason(self) -> str:
