@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
+
+from tests.fixtures_gateway import start_gateway, start_simulator
+from tests.settings_factory import capped_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -95,3 +101,36 @@ def test_a_store_that_cannot_open_for_the_disk_is_one_error_line(tmp_path: Path)
     (line,) = [ln for ln in proc.stderr.splitlines() if "cannot open the state stores" in ln]
     assert f"cannot open the state stores in {state}: " in line, line
     assert line.endswith("; not starting"), line
+
+
+def _remove_all(directory: Path) -> None:
+    for path in directory.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+async def test_state_files_deleted_while_running_are_logged_once_and_on_readyz(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``rm -rf var/*`` while serving: the SQLite stores wrote on to the deleted files, their
+    state gone at the next start, and nothing said so. The periodic check sees the files
+    gone: one error line, and a ``/readyz`` warning (traffic is still served: a restart is
+    the operator's call)."""
+    sim = await start_simulator(nursery)
+    g = await start_gateway(nursery, capped_settings(sim.url, str(tmp_path)))
+    assert "budgets.sqlite3" in os.listdir(tmp_path)
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.get(g.url + "/readyz")
+        assert r.status_code == 200 and r.json()["warnings"] == [], r.json()
+        await trio.to_thread.run_sync(_remove_all, tmp_path)  # rm -rf var/*
+        with trio.fail_after(60):  # the check runs every WATCH_S: wait for what it sees
+            while not (warnings := (await c.get(g.url + "/readyz")).json()["warnings"]):
+                await trio.sleep(0.05)
+        r = await c.get(g.url + "/readyz")
+        assert r.status_code == 200, r.json()
+    (warning,) = warnings
+    assert warning.startswith(f"state directory {tmp_path}: deleted or replaced while running ")
+    assert "budgets.sqlite3" in warning and warning.endswith("restart the service")
+    assert g.app.state_watch is not None
+    g.app.state_watch.check()  # looked at again: no second line
+    lines = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [("ERROR", warning)]

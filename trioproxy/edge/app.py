@@ -48,7 +48,7 @@ from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
 from trioproxy.pipeline.features import FeatureCap
 from trioproxy.pipeline.progress import StreamProgress
-from trioproxy.store.state_dir import disk_condition
+from trioproxy.store.state_dir import StateWatch, disk_condition
 from trioproxy.telemetry.tracing import Tracing
 from trioproxy.upstream.transport import HttpTransport, Transport
 
@@ -84,6 +84,9 @@ class Gateway:
         self.transport = transport or HttpTransport(settings.providers)
         self.breakers = breakers or LocalBreakers(settings.breaker)
         self._ledger: UsageSink = sink or LogSink()
+        self.state_watch: StateWatch | None = None
+        """The state directory's store files as found once started (server/factory.py sets
+        it and runs its check): their deletion is a warning of ``/readyz``."""
         self.prometheus = Metrics()
         self.refusals = Refusals(self.prometheus)
         """Requests refused before routing: their access line and count."""
@@ -299,6 +302,13 @@ class Gateway:
                        f"{state} is {disk_condition(state)})")  # fmt: skip
         return out
 
+    def warnings(self) -> list[str]:
+        """What ``/readyz`` reports without turning traffic away: the state directory's files
+        deleted or replaced while running (the stores work on, their state is lost at the
+        next start: a restart is the operator's call)."""
+        gone = None if self.state_watch is None else self.state_watch.gone_text
+        return [] if gone is None else [gone]
+
     def not_ready_reason(self) -> str:
         """Why :meth:`is_ready` is False: draining (whatever else), its down services, its
         faults, else starting."""
@@ -316,6 +326,7 @@ class Gateway:
             "draining": self.draining,
             "services": self.services.status(),
             "faults": self.faults(),
+            "warnings": self.warnings(),
             "in_flight": self.in_flight,
             **self.readiness_detail(),
         }
@@ -336,6 +347,8 @@ class Gateway:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     raise
+                if self.state_watch is not None:  # (the stores are open: a few stats)
+                    self.state_watch.mark()
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
                 message = await receive()

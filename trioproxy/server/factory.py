@@ -43,7 +43,7 @@ from trioproxy.server.config_snapshot import ConfigFile
 from trioproxy.server.environ import ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL, settings_from_env
 from trioproxy.server.readiness import ENV_RUN_DIR, DataPlaneView, ReadyDir, reporter
 from trioproxy.store.resp import RedisUnavailable
-from trioproxy.store.state_dir import EXIT_STATE_DISK, start_failure
+from trioproxy.store.state_dir import EXIT_STATE_DISK, StateWatch, start_failure
 from trioproxy.telemetry.line_batch import line_batch
 from trioproxy.telemetry.logs import configure_logging
 from trioproxy.telemetry.tracing import Tracing
@@ -241,6 +241,8 @@ def build_gateway(
     else:
         gateway = create_app(settings, services=every, **parts)
     built.append(gateway)  # a rebuild reads the windows of the config in force
+    gateway.state_watch = watch = StateWatch(settings.storage.state_dir)
+    gateway.services.add(NamedService("state-watch", watch.run, required=False))
     if isinstance(journaled := parts.get("sink"), LedgerService):  # a dead process's
         dead = DeadReservations(lambda: gateway.admission)  # open reservations, settled
         journaled.on_recovered = dead.hand

@@ -1,4 +1,5 @@
-"""The state directory's disk: room to start in, and what a failing write means.
+"""The state directory's disk: room to start in, what a failing write means, and whether the
+files this process opened are still the ones there.
 
 * :func:`probe_room`: ``serve`` and ``check-config`` write and fsync a probe file of
   :data:`PROBE_BYTES` in the state directory before starting. An empty file (the old check)
@@ -8,6 +9,11 @@
 * :func:`start_failure`: a store that cannot open at start-up for the disk is one line
   naming the directory and the error (:func:`disk_condition`: read-only or full, from
   ``statvfs``), not a critical traceback per try.
+* :class:`StateWatch`: the state directory's store files deleted or replaced while the
+  service runs (``rm -rf var/*``): SQLite kept writing to the unlinked files, silently, and
+  their state was gone at the next start (the demo key made anew; review). A ``stat`` per
+  file, run with the readiness checks (a worker's every second): one error line, and a
+  ``/readyz`` fault.
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import trio
 
 log = logging.getLogger("trioproxy.state")
 
@@ -116,9 +127,89 @@ def start_failure(exc: BaseException, state_dir: str) -> str | None:
             f"is {disk_condition(state_dir)}); not starting")  # fmt: skip
 
 
+STATE_SUFFIXES = (".sqlite3",)
+"""The files :class:`StateWatch` follows: the stores' databases (their ``-wal`` and ``-shm``
+files come and go with them)."""
+
+
+WATCH_S = 2.0
+"""Between two checks of :class:`StateWatch`."""
+
+
+class StateWatch:
+    """The state directory's store files as this process found them once started; every
+    :data:`WATCH_S` (:meth:`run`, a service) it checks which were deleted or replaced since:
+    one error line per change, and :attr:`gone_text` for ``/readyz``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._gone: tuple[str, ...] = ()
+        self.gone_text: str | None = None
+        """What is gone, for ``/readyz``; None while all is there."""
+
+    def mark(self) -> None:
+        """Take the state directory's store files as they are now (at start-up, once the
+        stores are open). Blocking (a few ``stat``)."""
+        seen: dict[str, tuple[int, int]] = {}
+        try:
+            st = os.stat(self.state_dir)
+            seen[""] = (st.st_dev, st.st_ino)
+            for entry in os.scandir(self.state_dir):
+                if entry.name.endswith(STATE_SUFFIXES) and entry.is_file():
+                    est = entry.stat()
+                    seen[entry.name] = (est.st_dev, est.st_ino)
+        except OSError:
+            pass
+        self._seen = seen
+
+    def gone(self) -> list[str]:
+        """The marked files (and the directory, named "") no longer there as marked."""
+        out = []
+        for name, ident in self._seen.items():
+            try:
+                st = os.stat(self.state_dir / name)
+            except OSError:
+                out.append(name)
+                continue
+            if (st.st_dev, st.st_ino) != ident:
+                out.append(name)
+        return out
+
+    def check(self) -> None:
+        """Look again: a change is one log line (blocking: a few ``stat``)."""
+        gone = tuple(self.gone())
+        if gone == self._gone:
+            return
+        self._gone = gone
+        if gone:
+            names = ", ".join(n or "the directory itself" for n in gone)
+            self.gone_text = (
+                f"state directory {self.state_dir}: deleted or replaced while running "
+                f"({names}); this process writes to the deleted files and their state is "
+                "lost at the next start: restart the service"
+            )
+            log.error("%s", self.gone_text)
+        else:
+            self.gone_text = None
+            log.info("state directory %s: its files are back", self.state_dir)
+
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """A service: :meth:`check` every :data:`WATCH_S` (``serve``'s start-up check and
+        ``check-config`` import this module without an event loop)."""
+        import trio
+
+        task_status.started()
+        while True:
+            await trio.sleep(WATCH_S)
+            await trio.to_thread.run_sync(self.check)
+
+
 __all__ = [
     "EXIT_STATE_DISK",
     "PROBE_BYTES",
+    "WATCH_S",
+    "StateWatch",
     "disk_condition",
     "parent_room_problem",
     "probe_room",
