@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,14 +58,16 @@ def _config(tmp_path: Path) -> tuple[Path, Path]:
     return cfg, state
 
 
-def _run_full(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run_full(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
 
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
                 "OPENAI_API_KEY": "sk-x", "APP_KEY": "sk-app-key", **(env or {})}  # fmt: skip
     return subprocess.run(
-        [sys.executable, *args], env=full_env, preexec_fn=limit, capture_output=True,
+        [sys.executable, *args], env=full_env, preexec_fn=limit, capture_output=True, cwd=cwd,
         text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -134,3 +137,19 @@ async def test_state_files_deleted_while_running_are_logged_once_and_on_readyz(
     g.app.state_watch.check()  # looked at again: no second line
     lines = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
     assert [(r.levelname, r.getMessage()) for r in lines] == [("ERROR", warning)]
+
+
+def test_the_demo_refuses_a_state_dir_with_no_room(tmp_path: Path) -> None:
+    """``serve`` without a config (the demo, ./var) ran no start-up check: the same full disk
+    passed. (The data port is taken, so a start that skips the check ends at the bind.)"""
+    (tmp_path / "var").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _run_full("-m", "trioproxy", "serve", "--port", str(port), cwd=tmp_path)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.splitlines() == [
+        "storage.state_dir: ./var has no room for the service's state: writing a 1 MiB probe "
+        "file failed: File too large (EFBIG)"
+    ], proc.stderr

@@ -108,6 +108,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1  # (the check printed the config's problems)
         os.environ[env.ENV_CONFIG] = os.path.abspath(args.config)
     else:
+        from trioproxy.config.demo import DEMO_STATE_DIR, demo_settings
+        from trioproxy.server.plan import startup_problems
+
+        # serve's start-up checks, as with a config (the state dir is made once bound)
+        demo = demo_settings("http://127.0.0.1:9", "tp-demo-", state_dir=DEMO_STATE_DIR)
+        if problems := startup_problems(demo, make=False):
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            return 1
         os.environ[env.ENV_SIM_URL] = _start_demo_simulator("127.0.0.1")
         # (the plan's values do not depend on the key: it is kept in ./var once bound)
         plan = ServePlan.of(env.settings_from_env({**os.environ, env.ENV_DEMO_KEY: "tp-demo-"}),
