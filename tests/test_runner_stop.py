@@ -41,3 +41,23 @@ def test_a_child_ended_by_the_stop_signal_counts_as_a_clean_stop() -> None:
     assert [s.proc.returncode for s in sup.children if s.proc] == [-signal.SIGTERM] * 2
     assert status == 0
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back
+
+
+def test_a_child_that_cannot_open_the_state_stores_at_start_stops_the_service() -> None:
+    """A worker whose stores cannot open for the disk at start (exit status 74, one line
+    saying why) was started 6 times, then the service stopped; it stops at the first."""
+    from trioproxy.store.state_dir import EXIT_STATE_DISK
+
+    failing = [sys.executable, "-c", f"import sys; sys.exit({EXIT_STATE_DISK})"]
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    sup = Supervisor(failing, 1, 5.0, control=sleeper, on_ready=lambda: None)
+    starts: list[str] = []
+    sup_start = sup._start
+
+    def start(slot: object) -> None:
+        starts.append(slot.name)  # type: ignore[attr-defined]
+        sup_start(slot)  # type: ignore[arg-type]
+
+    sup._start = start  # type: ignore[method-assign]
+    assert sup.run() == 1
+    assert starts == ["worker 0", "control plane"]

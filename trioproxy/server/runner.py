@@ -18,9 +18,11 @@ the control plane, each in its own process.
    dropped from the shared metrics directory and its state file removed first, so a
    scrape sums and ``/readyz`` counts only live workers); ``MAX_FAST_FAILURES`` deaths in
    a row, each within ``STABLE_S`` of its start, stop the service with exit status 1
-   (systemd's ``Restart=on-failure`` takes over). SIGTERM/SIGINT are forwarded as SIGTERM
-   to the workers (each drains, see ``worker.py``), then, once they are gone, to the
-   control plane (it serves ``/readyz`` 503 and ``/metrics`` through the drain); the exit
+   (systemd's ``Restart=on-failure`` takes over); so does one child, before the banner, that
+   cannot open the state stores for the disk (``EXIT_STATE_DISK``: it logged one line
+   naming the directory), at once: the same disk fails the next try too.
+   SIGTERM/SIGINT are forwarded as SIGTERM to the workers (each drains, see ``worker.py``),
+   then, once they are gone, to the control plane (it serves ``/readyz`` 503 and ``/metrics`` through the drain); the exit
    status is 0 only if every child then exits 0 or by that SIGTERM (``STOPPED_CLEANLY``). SIGHUP is forwarded to every child (each
    reloads its config).
 
@@ -48,6 +50,7 @@ from trioproxy.server.early_signals import reload_held
 from trioproxy.server.ready_files import ENV_RUN_DIR, ReadyDir
 from trioproxy.server.ready_pipe import ENV_READY_FD
 from trioproxy.server.sockets import Bound, bind
+from trioproxy.store.state_dir import EXIT_STATE_DISK
 from trioproxy.telemetry.metrics_dir import mark_worker_dead
 
 if TYPE_CHECKING:
@@ -299,6 +302,11 @@ class Supervisor:
             if self.ready_dir is not None:  # nor its state in /readyz
                 self.ready_dir.remove(proc.pid)
             if self.stopping or self.failed:
+                continue
+            if code == EXIT_STATE_DISK and self.on_ready is not None:  # at start: it said why
+                log.error("%s cannot open the state stores (see its line); stopping the "
+                          "service", slot.name)  # fmt: skip
+                self.failed = True
                 continue
             lived = now - slot.started
             slot.fast_failures = slot.fast_failures + 1 if lived < STABLE_S else 1
