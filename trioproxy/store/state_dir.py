@@ -184,12 +184,13 @@ class StateWatch:
         self._gone = gone
         if gone:
             names = ", ".join(n or "the directory itself" for n in gone)
-            self.gone_text = (
+            text = (
                 f"state directory {self.state_dir}: deleted or replaced while running "
                 f"({names}); this process writes to the deleted files and their state is "
                 "lost at the next start: restart the service"
             )
-            log.error("%s", self.gone_text)
+            log.error("%s", text)
+            self.gone_text = text  # (after the line: /readyz never says what the log does not)
         else:
             self.gone_text = None
             log.info("state directory %s: its files are back", self.state_dir)
