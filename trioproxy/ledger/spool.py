@@ -3,7 +3,9 @@ could not take (database down, or the writer's channel full).
 
 Several gateway processes may share one spool. Appends open the file with ``O_APPEND``, take an
 exclusive ``flock``, check that the path still names the file they opened (a replayer may have
-renamed it), write whole lines with one ``write``, and optionally ``fsync``. A replayer *claims*
+renamed it), write whole lines with one ``write``, and optionally ``fsync``. A write the disk
+cuts short (full) is cut off again, or, if that fails too, its torn line is ended by the next
+append (it is skipped and counted at replay, and the next record is not glued to it). A replayer *claims*
 the spool by renaming it (under the same lock) to ``<name>.replay-<pid>-<n>``, replays the claimed
 file into the database, and deletes it. A claimed file left behind by a crash is picked up by the
 next replay; replays are idempotent (the database ignores records it already has), so two
@@ -42,7 +44,7 @@ class Spool:
     def _open_locked(self) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
@@ -58,9 +60,18 @@ class Spool:
             return 0
         fd = self._open_locked()
         try:
-            view = memoryview(data.encode())
-            while view:
-                view = view[os.write(fd, view) :]
+            size = os.fstat(fd).st_size
+            encoded = data.encode()
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                encoded = b"\n" + encoded  # a torn line an earlier failure left: end it
+            view = memoryview(encoded)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                if len(view) < len(encoded):
+                    _cut_back(fd, size)
+                raise
             if fsync:
                 os.fsync(fd)
         finally:
@@ -119,6 +130,16 @@ class Spool:
         """Records currently spooled (all files); for tests and statistics."""
         files = [self.path, *self.dir.glob(f"{self.path.name}.replay-*")]
         return sum(sum(1 for _ in self.read(f)) for f in files if f.exists())
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Remove what a write the disk cut short (full) left after ``size``: a torn line would
+    glue the next append's first record to it, and replay skipped both. If even that fails,
+    the next append ends the torn line first."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 __all__ = ["SPOOL_NAME", "Spool"]
