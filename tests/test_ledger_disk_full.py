@@ -1,21 +1,35 @@
 """The ledger through a state disk that refuses writes (full: ENOSPC; read-only: EROFS).
 
-The disk is refused at the file-write seam (the module's ``os``), no mount needed.
+A review filled the state disk for 25 s under load: every request of those seconds was served
+and none recorded (the spool append failed and the writer dropped the batch), the writer
+crashed on its shutdown flush (ENOSPC again), and the journal kept every segment after that
+until a restart. The disk is refused here at the file-write seam of the journal and the spool
+(their module's ``os``) and at the SQLite writer (``write_batch``), no mount needed.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
-from tests.test_ledger_helpers import make_records
+from tests.test_ledger_helpers import make_records, target_for, wait_until
+from tests.test_ledger_writer import FAST, assert_exactly
+from trioproxy.ledger import journal as journal_mod
 from trioproxy.ledger import spool as spool_mod
+from trioproxy.ledger.journal import JOURNAL_DIR, Journal
+from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.writer import LedgerWriter
 
+ERRNOS = [errno.ENOSPC]
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
 
@@ -54,6 +68,103 @@ class RefusingDisk:
         if self.refusing and self.err == errno.EROFS:
             self._refuse()
         os.ftruncate(fd, size)
+
+
+def refuse_disk(monkeypatch: pytest.MonkeyPatch, err: int, writer: LedgerWriter) -> RefusingDisk:
+    disk = RefusingDisk(err)
+    monkeypatch.setattr(journal_mod, "os", disk)
+    monkeypatch.setattr(spool_mod, "os", disk)
+    write_batch = writer.backend.write_batch
+
+    async def full_database(records: Sequence[UsageRecord]) -> int:
+        if disk.refusing:  # what SQLite says on a full (or read-only) disk
+            raise sqlite3.OperationalError("database or disk is full")
+        return await write_batch(records)
+
+    monkeypatch.setattr(writer.backend, "write_batch", full_database)
+    return disk
+
+
+async def _writer(tmp_path: Path, journal: Journal, **kw: Any) -> LedgerWriter:
+    target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
+    return LedgerWriter(
+        await target.open(), Spool(tmp_path), journal=journal, fsync_interval=0.01,
+        **{**FAST, **kw},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("err", ERRNOS, ids=errno.errorcode.get)
+async def test_records_the_disk_refused_land_once_it_takes_writes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, err: int
+) -> None:
+    """Records journaled just before the disk filled, and records submitted while it refuses
+    every write (journal, spool, database; a full channel's overflow too), are held in
+    memory, and all reach the database exactly once when the disk takes writes again, with
+    no restart; the writer runs through it; the journal shrinks back to one empty segment."""
+    journal = Journal(tmp_path)
+    writer = await _writer(tmp_path, journal, capacity=50)
+    disk = refuse_disk(monkeypatch, err, writer)
+    caplog.set_level(logging.WARNING, "trioproxy.ledger")
+    before, during = make_records(120, seed=21), make_records(300, seed=22, prefix="d")
+    ended = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await writer.run(task_status=task_status)
+        finally:
+            ended.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run)
+        for r in before:  # journaled; the disk fills before the writer takes them
+            writer.submit(r)
+        disk.refusing = True
+        for r in during:  # not journaled; beyond the channel's 50: overflow, refused too
+            writer.submit(r)
+        total = len(before) + len(during)
+        spilled = writer.statistics().overflowed  # spooled before the disk filled
+        assert spilled >= len(before) - 51
+        await wait_until(lambda: writer.statistics().held == total - spilled)
+        # the spilled ones' entries go once the spool is fsync'd; the held ones' stay
+        await wait_until(lambda: journal.statistics().outstanding == len(before) - spilled)
+        assert not ended.is_set()  # the writer runs through the episode
+        held_lines = [m for m in caplog.messages if "held in memory" in m]
+        assert held_lines and errno.errorcode[err] in held_lines[0]
+        assert str(tmp_path) in held_lines[0]  # names the path
+
+        disk.refusing = False
+        await wait_until(lambda: writer.statistics().written == total)
+        await wait_until(lambda: journal.statistics().outstanding == 0)
+        await wait_until(lambda: journal.statistics().segments == 1)  # the finished ones go
+        await wait_until(lambda: journal.statistics().bytes == 0)
+        assert len(list((tmp_path / JOURNAL_DIR).iterdir())) == 1
+        assert not ended.is_set()
+        await writer.aclose()
+    await writer.backend.aclose()
+    stats = writer.statistics()
+    assert (stats.lost, stats.held, stats.held_total) == (0, 0, total - spilled)
+    assert writer.spool.count() == 0
+    await assert_exactly(target_for("sqlite", None, tmp_path), before + during)  # type: ignore[arg-type]
+
+
+async def test_past_the_hold_bound_a_record_is_counted_and_logged_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path)
+    writer = await _writer(tmp_path, journal, capacity=10)
+    disk = refuse_disk(monkeypatch, errno.ENOSPC, writer)
+    writer.disk.hold_capacity = 25
+    disk.refusing = True
+    caplog.set_level(logging.ERROR, "trioproxy.ledger")
+    for r in make_records(40, seed=24):  # run() not started: 10 queued, 30 overflow
+        writer.submit(r)
+    stats = writer.statistics()
+    assert (stats.held, stats.lost) == (25, 5)
+    assert any("records lost" in m and "HOLD_CAPACITY" in m for m in caplog.messages)
+    disk.refusing = False
+    await writer.aclose()
+    await writer.backend.aclose()
+    journal.close()
 
 
 def test_a_spool_write_the_full_disk_cut_short_leaves_no_torn_line(

@@ -61,7 +61,13 @@ MIRRORED = {
         "misses, writes skipped."
     ),
     "ledger_spooled_records": "Ledger records put in the local spool (database down or slow).",
-    "ledger_lost_records": "Ledger records that could be neither queued nor spooled.",
+    "ledger_lost_records": (
+        "Ledger records that could be neither written, spooled nor held in memory."
+    ),
+    "ledger_held_records": (
+        "Ledger records held in memory because the state disk refused them (full, read-only); "
+        "written once it or the database takes them."
+    ),
     "budget_alerts_fired": "Budget alerts fired (threshold or limit crossed).",
     "budget_alert_checks_dropped": "Budget alert checks dropped because their queue was full.",
     "budget_alert_webhook_failures": "Alert webhook deliveries that failed.",

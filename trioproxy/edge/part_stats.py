@@ -47,6 +47,7 @@ def sample_parts(
         ls = writer.statistics()
         out.ledger_queue = ls.buffered
         counts["ledger_spooled_records"], counts["ledger_lost_records"] = ls.spooled, ls.lost
+        counts["ledger_held_records"] = ls.held_total
         if writer.journal is not None:
             out.journal_bytes = writer.journal.statistics().bytes
     if admission is not None:

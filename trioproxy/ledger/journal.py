@@ -23,7 +23,8 @@ an ``interrupted`` one carrying its attempts' cost and tokens) and moves them in
 is replayed.
 
 Appends are synchronous and short (one ``write`` to the page cache, a few microseconds) and
-never raise: a failed append is logged and counted, and the record still reaches the writer.
+never raise: a failed append is logged and counted, and the record still reaches the writer
+(which holds it in memory if the state disk refuses its spool too: ``spooler.py``).
 A request's final records (its attempts and its request record) are appended together, as
 one ``write`` (:meth:`Journal.append_all`); its intents are written one by one, each before
 its upstream call.

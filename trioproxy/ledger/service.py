@@ -74,6 +74,8 @@ class LedgerService:
             zone=self._zone,
         )
         writer.on_recovered = self.on_recovered
+        if self.writer is not None:  # a crashed one: what the disk would not take goes on
+            writer.disk.held = self.writer.disk.take_held()  # (no checkpoint until replaced)
         self.writer = writer
         crashed = False
         try:
@@ -90,6 +92,7 @@ class LedgerService:
             if not crashed:  # shutdown: everything is flushed; finished segments go
                 self._journal.close()
                 self._journal = None
+                writer.abandon_held()
 
 
 __all__ = ["LedgerService"]

@@ -25,6 +25,15 @@ Shutdown (``aclose``, or cancellation of ``run``) is shielded and bounded by
 ``shutdown_db_timeout``, else to the spool; whatever is left when the deadline hits is spooled
 synchronously. The next ``run`` (any process sharing ``state_dir``) replays the spool.
 
+A state disk that refuses writes (full, read-only) is an expected condition, not a crash: a
+batch neither the database nor the spool takes is held in memory (bounded:
+:data:`~trioproxy.ledger.spooler.HOLD_CAPACITY`) with its journal entries, and retried every
+:data:`HOLD_RETRY` seconds, to the database if it takes writes, else the spool, so that the
+records land and the journal shrinks back once the disk frees, without a restart. A
+shutdown that cannot spool what is held leaves it in :attr:`Spooler.held` for the owner: the
+ledger service hands it to its next writer, or counts it lost (a journaled one is recovered
+by the next start).
+
 The database side (writes within a bound, up or down, backoff) is
 :class:`~trioproxy.ledger.db_link.DatabaseLink`; the disk side (overflow, spooling, fsync,
 replay) is :class:`~trioproxy.ledger.spooler.Spooler`; this module batches and schedules.
@@ -68,6 +77,9 @@ SHUTDOWN_DB_TIMEOUT = 3.0
 """Bound on database writes during the shutdown flush; after it, records are spooled."""
 FSYNC_INTERVAL = 1.0
 """Seconds between fsyncs of the journal: what a power loss can take (a process death: none)."""
+HOLD_RETRY = 1.0
+"""Seconds between tries to write the records held in memory while the state disk refuses
+writes (a try costs one failed write of one batch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +97,11 @@ class LedgerStatistics:
     replayed: int
     """Records read back from the spool and written to the database."""
     lost: int
-    """Records that could be neither queued nor spooled (spool file I/O failed)."""
+    """Records that could be neither written, spooled nor held in memory."""
+    held: int
+    """Records held in memory now: the state disk refused them (also in ``buffered``)."""
+    held_total: int
+    """Records ever held in memory because the state disk refused them."""
     db_up: bool
     last_error: str | None
 
@@ -127,6 +143,7 @@ class LedgerWriter:
         self._shutdown_db_timeout = shutdown_db_timeout
         self._wall_clock = wall_clock
         self._pending: list[Entry] = []
+        self._next_hold_retry = 0.0
         self._next_spool_check = 0.0
         self._next_retention = 0.0
         self._retention_removed = 0
@@ -178,7 +195,9 @@ class LedgerWriter:
     def statistics(self) -> LedgerStatistics:
         db, disk = self.db, self.disk
         return LedgerStatistics(
-            buffered=self._receive.statistics().current_buffer_used + len(self._pending),
+            buffered=self._receive.statistics().current_buffer_used
+            + len(self._pending)
+            + len(disk.held),
             submitted=self._submitted,
             overflowed=disk.overflowed,
             written=db.written,
@@ -186,6 +205,8 @@ class LedgerWriter:
             spooled=disk.spooled,
             replayed=disk.replayed,
             lost=disk.lost,
+            held=len(disk.held),
+            held_total=disk.held_total,
             db_up=db.up,
             last_error=db.last_error,
         )
@@ -221,13 +242,22 @@ class LedgerWriter:
 
     def _leave_journal(self) -> None:
         """Close the journal we own; hand one we were given (the ledger service's, kept across
-        writer restarts) back with its finished segments deleted."""
-        if self.journal is None:
-            return
+        writer restarts) back with its finished segments deleted, and what is held with it."""
         if self._owns_journal:
-            self.journal.close()
-        else:
+            if self.journal is not None:
+                self.journal.close()
+            self.abandon_held()
+        elif self.journal is not None:
             self.journal.rotate()
+
+    def abandon_held(self) -> None:
+        """At the end: what is held in memory is lost (a journaled record stays in the
+        journal, which the next start recovers)."""
+        held = self.disk.take_held()
+        if held:
+            journaled = sum(1 for seq, _ in held if seq >= 0)
+            self.disk.lose(len(held), f"held in memory at shutdown, the state disk refused "
+                           f"them ({journaled} of them stay in the journal for the next start)")  # fmt: skip
 
     # -- batching -----------------------------------------------------------------------
     async def _collect(self) -> bool:
@@ -236,6 +266,8 @@ class LedgerWriter:
         wait = self.db.retry_at - now if not self.db.up else SPOOL_CHECK_INTERVAL
         if self.journal is not None:
             wait = min(wait, self._next_fsync - now)
+        if self.disk.held:
+            wait = min(wait, self._next_hold_retry - now)
         if self.db.up:
             wait = min(wait, self._next_retention - now)
         with trio.move_on_after(max(wait, 0.0)):
@@ -284,14 +316,15 @@ class LedgerWriter:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
         self._receive.close()
-        if self._pending:
+        pending, self._pending = self._pending, []
+        entries = self.disk.take_held() + pending
+        if entries:
             try:
-                self.disk.spool_now(self._pending)
-                release(self.journal, (seq for seq, _ in self._pending))
-            except OSError as exc:
-                self.disk.lost += len(self._pending)
-                log.error("ledger: %d records lost, spool failed: %s", len(self._pending), exc)
-            self._pending = []
+                self.disk.spool_now(entries)
+            except OSError as exc:  # kept for the owner (_leave_journal)
+                self.disk.hold(entries, exc, new=len(pending))
+                return
+            release(self.journal, (seq for seq, _ in entries))
 
     async def _flush_on_exit(self) -> None:
         while True:
@@ -308,12 +341,17 @@ class LedgerWriter:
         if self._pending:
             await self.disk.spool_entries(self._pending)
             self._pending = []
+        if self.disk.held:
+            await self.disk.drain_held(self._batch_size)
         if self.disk.unsynced:
             await self.disk.sync()
 
     # -- spool replay and retention ----------------------------------------------------------
     async def _maintain(self) -> None:
         now = trio.current_time()
+        if self.disk.held and now >= self._next_hold_retry:
+            self._next_hold_retry = now + HOLD_RETRY
+            await self._drain_held()
         if self.disk.unsynced:
             await self.disk.sync()
         if self.journal is not None and now >= self._next_fsync:
@@ -350,6 +388,22 @@ class LedgerWriter:
                 log.info("ledger retention removed %d raw partitions/rows",
                          self._retention_removed)  # fmt: skip
                 self._retention_removed = 0
+
+    async def _drain_held(self) -> None:
+        """The records held in memory: to the database if it takes writes, else the spool,
+        a batch at a time, until one is refused."""
+        disk, written = self.disk, 0
+        while disk.held and self.db.may_write(trio.current_time()):
+            batch = disk.held[: self._batch_size]  # only appended to meanwhile
+            if not await self.db.write([r for _, r in batch], self._write_timeout):
+                break
+            del disk.held[: len(batch)]
+            release(self.journal, (seq for seq, _ in batch))
+            written += len(batch)
+        if written and not disk.held:
+            log.warning("ledger: %d records held in memory are in the database", written)
+        if disk.held:
+            await disk.drain_held(self._batch_size)
 
 
 __all__ = ["LedgerStatistics", "LedgerWriter"]
