@@ -29,7 +29,7 @@ from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
 from trioproxy.ledger.writer import LedgerWriter
 
-ERRNOS = [errno.ENOSPC]
+ERRNOS = [errno.ENOSPC, errno.EROFS]
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
 
@@ -145,6 +145,39 @@ async def test_records_the_disk_refused_land_once_it_takes_writes_again(
     assert (stats.lost, stats.held, stats.held_total) == (0, 0, total - spilled)
     assert writer.spool.count() == 0
     await assert_exactly(target_for("sqlite", None, tmp_path), before + during)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("err", ERRNOS, ids=errno.errorcode.get)
+async def test_a_shutdown_while_the_disk_refuses_ends_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    """The shutdown flush met the full disk again and the writer ended in an ENOSPC
+    traceback, before it spooled the rest or left its journal. It ends cleanly now: what it
+    could not write is counted lost, and the journaled part of it is in the journal the next
+    start recovers, exactly once."""
+    journal = Journal(tmp_path)
+    writer = await _writer(tmp_path, journal)
+    disk = refuse_disk(monkeypatch, err, writer)
+    records = make_records(90, seed=23)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for r in records:
+            writer.submit(r)
+        disk.refusing = True
+        await wait_until(lambda: writer.statistics().held == len(records))
+        with trio.fail_after(FAST["shutdown_timeout"] + 2):
+            await writer.aclose()
+    assert writer.statistics().lost == len(records)
+    disk.refusing = False
+    await writer.backend.aclose()
+
+    second = await _writer(tmp_path, Journal(tmp_path))  # the next start
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await wait_until(lambda: second.statistics().written == len(records))
+        await second.aclose()
+    await second.backend.aclose()
+    await assert_exactly(target_for("sqlite", None, tmp_path), records)  # type: ignore[arg-type]
 
 
 async def test_past_the_hold_bound_a_record_is_counted_and_logged_lost(

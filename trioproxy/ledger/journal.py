@@ -228,7 +228,11 @@ class Journal:
         """Start a new segment if the current one has lines; delete the finished prefix of old
         segments. Returns how many segments were deleted."""
         if self._current.lines and not self._closed:
-            self._current = self._open_segment()
+            try:
+                self._current = self._open_segment()
+            except OSError as exc:  # a read-only disk: go on in this one, delete what is done
+                if self._failed_log.due() is not None:
+                    log.error("ledger journal: no new segment: %s", exc)
         deleted = 0
         for seq in sorted(self._segments):
             seg = self._segments[seq]

@@ -29,7 +29,8 @@ A state disk that refuses writes (full, read-only) is an expected condition, not
 batch neither the database nor the spool takes is held in memory (bounded:
 :data:`~trioproxy.ledger.spooler.HOLD_CAPACITY`) with its journal entries, and retried every
 :data:`HOLD_RETRY` seconds, to the database if it takes writes, else the spool, so that the
-records land and the journal shrinks back once the disk frees, without a restart. A
+records land and the journal shrinks back once the disk frees, without a restart. A failed
+maintenance step (fsync, rotation, recovery, replay) is a log line; the loop goes on. A
 shutdown that cannot spool what is held leaves it in :attr:`Spooler.held` for the owner: the
 ledger service hands it to its next writer, or counts it lost (a journaled one is recovered
 by the next start).
@@ -54,7 +55,8 @@ from trioproxy.ledger.db_link import DatabaseLink
 from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
 from trioproxy.ledger.spool import Spool
-from trioproxy.ledger.spooler import Entry, Spooler, release
+from trioproxy.ledger.spooler import Entry, Spooler, disk_error, release
+from trioproxy.telemetry.log_every import LogEvery
 
 log = logging.getLogger("trioproxy.ledger")
 
@@ -144,6 +146,9 @@ class LedgerWriter:
         self._wall_clock = wall_clock
         self._pending: list[Entry] = []
         self._next_hold_retry = 0.0
+        self._next_disk_try = 0.0
+        """After a failed disk upkeep step: when the next (not every turn of the loop)."""
+        self._disk_log = LogEvery()
         self._next_spool_check = 0.0
         self._next_retention = 0.0
         self._retention_removed = 0
@@ -223,12 +228,16 @@ class LedgerWriter:
             await self._write_pending()
         finally:
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(self._shutdown_timeout):
-                    await self._flush_on_exit()
-                self._spool_rest_now()
-                self._leave_journal()
-                self._running = False
-                self._done.set()
+                try:
+                    with trio.move_on_after(self._shutdown_timeout):
+                        await self._flush_on_exit()
+                except OSError as exc:  # whatever is left is spooled (or held) below
+                    log.error("ledger: shutdown flush failed: %s", disk_error(exc))
+                finally:
+                    self._spool_rest_now()
+                    self._leave_journal()
+                    self._running = False
+                    self._done.set()
 
     async def aclose(self) -> None:
         """Stop accepting records into the channel and flush everything (bounded)."""
@@ -248,7 +257,10 @@ class LedgerWriter:
                 self.journal.close()
             self.abandon_held()
         elif self.journal is not None:
-            self.journal.rotate()
+            try:
+                self.journal.rotate()
+            except OSError as exc:
+                log.error("ledger journal rotation failed: %s", disk_error(exc))
 
     def abandon_held(self) -> None:
         """At the end: what is held in memory is lost (a journaled record stays in the
@@ -263,7 +275,10 @@ class LedgerWriter:
     async def _collect(self) -> bool:
         """Fill ``_pending``; False once the channel is closed and drained."""
         now = trio.current_time()
-        wait = self.db.retry_at - now if not self.db.up else SPOOL_CHECK_INTERVAL
+        wait = (
+            max(self.db.retry_at, self._next_disk_try) - now
+            if not self.db.up else SPOOL_CHECK_INTERVAL
+        )  # fmt: skip
         if self.journal is not None:
             wait = min(wait, self._next_fsync - now)
         if self.disk.held:
@@ -348,29 +363,19 @@ class LedgerWriter:
 
     # -- spool replay and retention ----------------------------------------------------------
     async def _maintain(self) -> None:
+        """The writer's disk and database upkeep; a step the state disk refuses is logged
+        (once an interval) and retried at its next turn, never the writer's end."""
         now = trio.current_time()
         if self.disk.held and now >= self._next_hold_retry:
             self._next_hold_retry = now + HOLD_RETRY
             await self._drain_held()
-        if self.disk.unsynced:
-            await self.disk.sync()
-        if self.journal is not None and now >= self._next_fsync:
-            self._next_fsync = now + self._fsync_interval
-            await trio.to_thread.run_sync(self.journal.sync)
-            self.journal.rotate()
-        if now >= self._next_spool_check:
-            self._next_spool_check = now + SPOOL_CHECK_INTERVAL
-            self.disk.dirty = True
-            if self.journal is not None:
-                found: list[UsageRecord] = []
-                await trio.to_thread.run_sync(self.journal.recover, self.spool, found)
-                if found and self.on_recovered is not None:
-                    try:
-                        self.on_recovered(found)
-                    except Exception:  # the records are spooled: only the settle is lost
-                        log.exception("handing on %d recovered records failed", len(found))
-        if self.disk.dirty and self.db.may_write(now):
-            await self.disk.replay(self.db, self._batch_size, self._write_timeout)
+        try:
+            await self._maintain_disk(now)
+        except OSError as exc:
+            self._next_disk_try = now + HOLD_RETRY
+            if (skipped := self._disk_log.due()) is not None:
+                log.error("ledger: disk upkeep failed, retried at its next turn: %s (%d more "
+                          "since the last such line)", disk_error(exc), skipped)  # fmt: skip
         if now >= self._next_retention and self.db.up:  # (the minutes' rows go either way)
             self._next_retention = now + self._retention_interval
             try:
@@ -404,6 +409,27 @@ class LedgerWriter:
             log.warning("ledger: %d records held in memory are in the database", written)
         if disk.held:
             await disk.drain_held(self._batch_size)
+
+    async def _maintain_disk(self, now: float) -> None:
+        if self.disk.unsynced:
+            await self.disk.sync()
+        if self.journal is not None and now >= self._next_fsync:
+            self._next_fsync = now + self._fsync_interval
+            await trio.to_thread.run_sync(self.journal.sync)
+            self.journal.rotate()
+        if now >= self._next_spool_check:
+            self._next_spool_check = now + SPOOL_CHECK_INTERVAL
+            self.disk.dirty = True
+            if self.journal is not None:
+                found: list[UsageRecord] = []
+                await trio.to_thread.run_sync(self.journal.recover, self.spool, found)
+                if found and self.on_recovered is not None:
+                    try:
+                        self.on_recovered(found)
+                    except Exception:  # the records are spooled: only the settle is lost
+                        log.exception("handing on %d recovered records failed", len(found))
+        if self.disk.dirty and self.db.may_write(now) and now >= self._next_disk_try:
+            await self.disk.replay(self.db, self._batch_size, self._write_timeout)
 
 
 __all__ = ["LedgerStatistics", "LedgerWriter"]
