@@ -17,16 +17,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from tests.fixtures_gateway import DEMO_KEY, start_gateway, start_simulator
 from tests.test_ledger_helpers import make_records, target_for, wait_until
 from tests.test_ledger_writer import FAST, assert_exactly
+from trioproxy.config import demo_settings
+from trioproxy.config.model import StorageConfig
 from trioproxy.ledger import journal as journal_mod
 from trioproxy.ledger import spool as spool_mod
 from trioproxy.ledger.journal import JOURNAL_DIR, Journal
 from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.service import LedgerService
+from trioproxy.ledger.sinks import ListSink
 from trioproxy.ledger.spool import Spool
+from trioproxy.ledger.spooler import HOLD_HEADROOM
 from trioproxy.ledger.writer import LedgerWriter
 
 ERRNOS = [errno.ENOSPC, errno.EROFS]
@@ -228,3 +235,71 @@ def test_a_spool_write_the_full_disk_cut_short_leaves_no_torn_line(
     (claimed,) = spool.claim()
     assert list(spool.read(claimed)) == first[:1] + second
     assert spool.corrupt_lines == 1
+
+
+async def test_the_ledger_cannot_record_once_its_hold_is_nearly_full(tmp_path: Path) -> None:
+    """Near the bound (HOLD_HEADROOM left for the requests in flight) the ledger says it
+    cannot record; once records drain below it, it can again."""
+    ledger = LedgerService(StorageConfig(state_dir=str(tmp_path)))
+    assert not ledger.cannot_record()  # no writer yet
+    writer = await _writer(tmp_path, Journal(tmp_path))
+    ledger.writer = writer
+    writer.disk.hold_capacity = HOLD_HEADROOM + 10
+    entries = [(-1, r) for r in make_records(11, seed=27)]
+    writer.disk.hold(entries[:10], None, new=10)
+    assert not ledger.cannot_record()
+    writer.disk.hold(entries[10:], None, new=1)
+    assert ledger.cannot_record()
+    del writer.disk.held[:1]  # one written
+    assert not ledger.cannot_record()
+    await writer.aclose()
+    await writer.backend.aclose()
+
+
+class UnrecordingSink(ListSink):
+    """A ledger whose hold is nearly full while ``full``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    def cannot_record(self) -> bool:
+        return self.full
+
+
+async def test_requests_get_a_503_in_their_dialect_while_the_ledger_cannot_record(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A demanding operator wants no unrecorded service: while the ledger's hold is nearly
+    full, new requests get a 503 (OpenAI's or Anthropic's envelope) and /readyz says why;
+    once records drain, they are served again."""
+    sim = await start_simulator(nursery)
+    sink = UnrecordingSink()
+    g = await start_gateway(nursery, demo_settings(sim.url, DEMO_KEY, state_dir=str(tmp_path)),
+                            sink=sink)  # fmt: skip
+    headers = {"authorization": f"Bearer {DEMO_KEY}", "x-api-key": DEMO_KEY}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    async with httpx.AsyncClient(timeout=30) as c:
+
+        async def both() -> tuple[httpx.Response, httpx.Response]:
+            openai = await c.post(g.url + "/v1/chat/completions", json=body, headers=headers)
+            anthropic = await c.post(g.url + "/v1/messages", json=body, headers=headers)
+            return openai, anthropic
+
+        assert [r.status_code for r in await both()] == [200, 200]
+        served = len(sink.records)
+        sink.full = True
+        openai, anthropic = await both()
+        assert openai.status_code == anthropic.status_code == 503
+        assert "ledger cannot record" in openai.json()["error"]["message"]
+        assert anthropic.json()["type"] == "error"
+        assert anthropic.json()["error"]["type"] == "overloaded_error"
+        assert "ledger cannot record" in anthropic.json()["error"]["message"]
+        assert openai.headers["retry-after"] == anthropic.headers["retry-after"] == "5"
+        ready = await c.get(g.url + "/readyz")
+        assert ready.status_code == 503
+        assert any("ledger cannot record" in f for f in ready.json()["faults"])
+        assert len(sink.records) == served  # nothing served, nothing to record
+        sink.full = False
+        assert [r.status_code for r in await both()] == [200, 200]
+        assert (await c.get(g.url + "/readyz")).status_code == 200

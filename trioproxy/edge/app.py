@@ -248,7 +248,15 @@ class Gateway:
             settings, keys, transport, self.breakers, self.sink, tracing=self.tracing,
             slots=slots, interrupts=interrupts, features=features,
         )  # fmt: skip
+        for handler in (chat, embeddings, count_tokens):
+            handler.intake.cannot_record = self.cannot_record
         return chat, embeddings, count_tokens
+
+    def cannot_record(self) -> bool:
+        """The ledger cannot record what is served now (its memory hold for a state disk
+        that refuses writes is nearly full): new requests get a 503 until records drain."""
+        cannot = getattr(self._ledger, "cannot_record", None)
+        return cannot is not None and bool(cannot())
 
     def apply(
         self, settings: Settings, admission: Admission | None, new_transport: Transport | None
@@ -300,6 +308,9 @@ class Gateway:
             state = self.settings.storage.state_dir
             out.append(f"ledger: records lost in the last {LOSING_S:g} s (the state disk of "
                        f"{state} is {disk_condition(state)})")  # fmt: skip
+        if self.cannot_record():
+            out.append("ledger cannot record: records held in memory, the state disk refuses "
+                       "writes (new requests are refused)")  # fmt: skip
         return out
 
     def warnings(self) -> list[str]:

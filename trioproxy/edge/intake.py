@@ -4,7 +4,8 @@
 ``(key, body)`` when the request may proceed, or ``None`` when the client left; it raises
 :class:`~trioproxy.edge.refusals.Refused` (answered and recorded by the app) for a 401, a 429
 at ``server.max_in_flight_per_key``, a 413 for the body, a 503 when the worker is full and the
-line is too, or at the drain deadline. The slots are held
+line is too, when the ledger cannot record (its memory hold for a state disk that refuses
+writes is nearly full: ``Intake.cannot_record``), or at the drain deadline. The slots are held
 until the block ends. See ``pipeline/slots.py`` for the counting rules.
 
 A worker that is full when the request arrives (every slot taken, the line full) refuses it
@@ -65,6 +66,17 @@ class Interrupts:
                 scope.cancel()
 
 
+def cannot_record() -> PolicyError:
+    return PolicyError(
+        ErrorKind.OVERLOADED, "The gateway's ledger cannot record requests now (its state disk "
+        "refuses writes); retry shortly.", retry_after=5,
+    )  # fmt: skip
+
+
+def _never() -> bool:
+    return False
+
+
 def slots_for(settings: Settings) -> Slots:
     s = settings.server
     return Slots(s.max_in_flight, s.queue_max, s.queue_timeout_s, s.max_in_flight_per_key,
@@ -92,6 +104,8 @@ class Intake:
         self.max_body_bytes = max_body_bytes
         self.interrupts = interrupts or Interrupts()
         """The drain deadline also ends a body still arriving (503 gateway_shutting_down)."""
+        self.cannot_record: Callable[[], bool] = _never
+        """True while the ledger cannot record (the gateway's ``cannot_record``): 503."""
 
     async def _read_body(
         self, receive: Receive, headers: dict[bytes, bytes], ready: Callable[[], bool] | None
@@ -150,6 +164,8 @@ class Admitted:
             key = await intake.keys.resolve(self._headers)
         except GatewayError as err:
             raise Refused(err, dialect, base) from None
+        if intake.cannot_record():  # served, it would go unrecorded
+            raise Refused(cannot_record(), dialect, base, key=key.name, team=key.team)
         slots = intake.slots
         if not slots.enter_key(key.key_hash):
             busy = PolicyError(
@@ -195,4 +211,7 @@ def _never_finishing() -> bool:
     return False
 
 
-__all__ = ["FINISH_GRACE_S", "Admitted", "Intake", "Interrupts", "shutting_down", "slots_for"]
+__all__ = [
+    "FINISH_GRACE_S", "Admitted", "Intake", "Interrupts", "cannot_record", "shutting_down",
+    "slots_for",
+]  # fmt: skip

@@ -61,6 +61,11 @@ class LedgerService:
             return True
         return self.writer is not None and self.writer.disk.lost_at > since
 
+    def cannot_record(self) -> bool:
+        """The writer's memory hold is nearly full (the state disk refuses writes): the data
+        plane refuses new requests until records drain (``edge/intake.py``)."""
+        return self.writer is not None and self.writer.disk.refusing()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         db = self._storage.database_url
         if self._journal is None:

@@ -12,7 +12,9 @@ lose a record: what the spool would not take is *held* in memory (:attr:`Spooler
 most :data:`HOLD_CAPACITY` records), its journal entry kept, and written by the writer (to the
 database, else the spool) once the disk or the database takes it again, without a restart
 (a full disk once dropped every record of its 25 s: 1,301 served requests never recorded).
-One log line per interval says records are held and why; past the bound a record is lost,
+One log line per interval says records are held and why. Near the bound
+(:data:`HOLD_HEADROOM`) the data plane refuses new requests with a 503 until records drain
+(:meth:`Spooler.refusing`, ``LedgerService.cannot_record``); past it a record is lost,
 counted (``lost``) and logged, and ``/readyz`` reports it.
 """
 
@@ -44,6 +46,10 @@ HOLD_CAPACITY = 50_000
 worker's records (two a request at ~400 requests/s), ~50 MB at ~1 KB a record, so that a full
 disk an operator frees within minutes costs no record and a disk that stays full cannot
 take the worker's memory."""
+HOLD_HEADROOM = 5_000
+"""Once fewer than this many records fit in the hold, the data plane refuses new requests
+(503, :meth:`Spooler.refusing`): the records of the requests already in flight (a few each,
+``server.max_in_flight`` of them) still fit, so none is served unrecorded."""
 
 
 def disk_error(exc: OSError, path: Path | str | None = None) -> str:
@@ -116,6 +122,10 @@ class Spooler:
         if dropped:
             self.lose(len(dropped), f"{len(self.held)} records already held in memory, the "
                       "bound (HOLD_CAPACITY)")  # fmt: skip
+
+    def refusing(self) -> bool:
+        """The hold is nearly full: new requests must wait until records drain."""
+        return len(self.held) > self.hold_capacity - HOLD_HEADROOM
 
     def lose(self, n: int, why: str) -> None:
         self.lost += n
@@ -216,4 +226,4 @@ def _take(it: Iterator[UsageRecord], n: int) -> list[UsageRecord]:
     return list(itertools.islice(it, n))
 
 
-__all__ = ["HOLD_CAPACITY", "Entry", "Spooler", "disk_error", "release"]
+__all__ = ["HOLD_CAPACITY", "HOLD_HEADROOM", "Entry", "Spooler", "disk_error", "release"]
