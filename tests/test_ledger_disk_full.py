@@ -303,3 +303,36 @@ async def test_requests_get_a_503_in_their_dialect_while_the_ledger_cannot_recor
         sink.full = False
         assert [r.status_code for r in await both()] == [200, 200]
         assert (await c.get(g.url + "/readyz")).status_code == 200
+
+
+class RefusedSink(ListSink):
+    """A ledger whose state disk refused writes just now; ``lost``: past the hold too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def losing_records(self) -> bool:
+        return True
+
+    def lost_records(self) -> bool:
+        return self.lost
+
+
+async def test_readyz_says_records_are_held_not_lost_while_the_hold_takes_them(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """/readyz said "records lost" whenever a journal append failed; they are held now."""
+    sim = await start_simulator(nursery)
+    sink = RefusedSink()
+    g = await start_gateway(nursery, demo_settings(sim.url, DEMO_KEY, state_dir=str(tmp_path)),
+                            sink=sink)  # fmt: skip
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.get(g.url + "/readyz")
+        assert r.status_code == 503
+        (fault,) = [f for f in r.json()["faults"] if f.startswith("ledger")]
+        assert "held in memory" in fault and "lost" not in fault
+        sink.lost = True
+        (fault,) = [f for f in (await c.get(g.url + "/readyz")).json()["faults"]
+                    if f.startswith("ledger")]  # fmt: skip
+        assert "records lost" in fault

@@ -67,6 +67,6 @@ async def test_the_ledger_fault_names_what_the_state_disk_has(
     for flag, bavail, what in ((os.ST_RDONLY, real.f_bavail, "read-only"), (0, 0, "full")):
         monkeypatch.setattr(os, "statvfs", statvfs(flag, bavail))
         assert g.app.faults() == [
-            f"ledger: records lost in the last {LOSING_S:g} s (the state disk of {tmp_path} "
-            f"is {what})"
+            f"ledger: the state disk of {tmp_path} refused writes in the last {LOSING_S:g} s "
+            f"({what}): records are held in memory until it takes them"
         ]

@@ -297,8 +297,9 @@ class Gateway:
 
     def faults(self) -> list[str]:
         """What makes this process turn traffic away although its services run: a budget
-        store down under ``fail_closed`` (every budgeted request is a 503), records lost in
-        the last seconds (a full or read-only state disk). With them ``/readyz`` said ready
+        store down under ``fail_closed`` (every budgeted request is a 503), a state disk that
+        refused writes in the last seconds (full or read-only: records held in memory, or
+        lost past the hold's bound), a ledger that cannot record. With them ``/readyz`` said ready
         and a load balancer kept sending (a review filled the state disk)."""
         out: list[str] = []
         if self.admission is not None and self.admission.gate.refusing_all():
@@ -306,8 +307,13 @@ class Gateway:
         losing = getattr(self._ledger, "losing_records", None)
         if losing is not None and losing():
             state = self.settings.storage.state_dir
-            out.append(f"ledger: records lost in the last {LOSING_S:g} s (the state disk of "
-                       f"{state} is {disk_condition(state)})")  # fmt: skip
+            what, lost = disk_condition(state), getattr(self._ledger, "lost_records", None)
+            out.append(
+                f"ledger: records lost in the last {LOSING_S:g} s (the state disk of {state} "
+                f"is {what} and the memory hold is full)" if lost is not None and lost() else
+                f"ledger: the state disk of {state} refused writes in the last {LOSING_S:g} s "
+                f"({what}): records are held in memory until it takes them"
+            )  # fmt: skip
         if self.cannot_record():
             out.append("ledger cannot record: records held in memory, the state disk refuses "
                        "writes (new requests are refused)")  # fmt: skip

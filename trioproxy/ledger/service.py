@@ -15,7 +15,7 @@ from trioproxy.ledger.writer import LedgerWriter
 
 CLOSE_TIMEOUT_S = 15.0
 LOSING_S = 10.0
-"""How long a lost record keeps ``/readyz`` at 503."""
+"""How long a lost record, or a write the state disk refused, keeps ``/readyz`` at 503."""
 
 
 class LedgerService:
@@ -59,6 +59,11 @@ class LedgerService:
         since = time.monotonic() - within_s
         if self._journal is not None and self._journal.failed_at > since:
             return True
+        return self.lost_records(within_s)
+
+    def lost_records(self, within_s: float = LOSING_S) -> bool:
+        """A record was lost (not only held in memory) in the last ``within_s`` seconds."""
+        since = time.monotonic() - within_s
         return self.writer is not None and self.writer.disk.lost_at > since
 
     def cannot_record(self) -> bool:
