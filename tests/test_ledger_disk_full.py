@@ -48,6 +48,13 @@ class RefusingDisk:
         self.err = err
         self.refusing = False
         self.refused = 0
+        self.fsync_too = False
+        """fsync fails too (a full disk's delayed allocation)."""
+
+    def fsync(self, fd: int) -> None:
+        if self.refusing and self.fsync_too:
+            self._refuse()
+        os.fsync(fd)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
@@ -95,8 +102,8 @@ def refuse_disk(monkeypatch: pytest.MonkeyPatch, err: int, writer: LedgerWriter)
 async def _writer(tmp_path: Path, journal: Journal, **kw: Any) -> LedgerWriter:
     target = target_for("sqlite", None, tmp_path)  # type: ignore[arg-type]
     return LedgerWriter(
-        await target.open(), Spool(tmp_path), journal=journal, fsync_interval=0.01,
-        **{**FAST, **kw},
+        await target.open(), Spool(tmp_path), journal=journal,
+        **{**FAST, "fsync_interval": 0.01, **kw},
     )  # fmt: skip
 
 
@@ -336,3 +343,34 @@ async def test_readyz_says_records_are_held_not_lost_while_the_hold_takes_them(
         (fault,) = [f for f in (await c.get(g.url + "/readyz")).json()["faults"]
                     if f.startswith("ledger")]  # fmt: skip
         assert "records lost" in fault
+
+
+async def test_a_journal_close_the_disk_refuses_at_shutdown_is_a_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer's own journal is closed (fsync'd) at its end: a disk that refuses that
+    fsync ended the writer with a traceback, before it was done; a log line now, and the
+    journaled records are recovered by the next start."""
+    journal = Journal(tmp_path)
+    writer = await _writer(tmp_path, journal, fsync_interval=3600.0)  # unsynced at close
+    disk = refuse_disk(monkeypatch, errno.ENOSPC, writer)
+    disk.fsync_too = True
+    records = make_records(30, seed=28)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for r in records:
+            writer.submit(r)
+        disk.refusing = True
+        await wait_until(lambda: writer.statistics().held == len(records))
+        with trio.fail_after(FAST["shutdown_timeout"] + 2):
+            await writer.aclose()
+    assert any("journal close failed" in m for m in caplog.messages)
+    disk.refusing = False
+    await writer.backend.aclose()
+    second = await _writer(tmp_path, Journal(tmp_path))  # the next start
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await wait_until(lambda: second.statistics().written == len(records))
+        await second.aclose()
+    await second.backend.aclose()
+    await assert_exactly(target_for("sqlite", None, tmp_path), records)  # type: ignore[arg-type]

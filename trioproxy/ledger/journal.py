@@ -263,19 +263,33 @@ class Journal:
             os.close(fd)
 
     def close(self) -> None:
-        """Shutdown: delete what is finished, keep (unlocked) what is not, for recovery."""
+        """Shutdown: delete what is finished, keep (unlocked) what is not, for recovery. A
+        disk error (full, read-only) is raised once every segment is closed: a segment left
+        open stayed locked, and no recovery in this process could read it."""
         self._closed = True
-        for seq in sorted(self._segments):
-            seg = self._segments[seq]
-            if seg.outstanding > 0 and seg.lines:
-                break
-            self._drop(seg)
+        error: OSError | None = None
+        try:
+            for seq in sorted(self._segments):
+                seg = self._segments[seq]
+                if seg.outstanding > 0 and seg.lines:
+                    break
+                self._drop(seg)
+        except OSError as exc:
+            error = exc
         for seg in list(self._segments.values()):
-            if seg.unsynced:
-                os.fsync(seg.fd)
+            try:
+                if seg.unsynced:
+                    os.fsync(seg.fd)
+            except OSError as exc:
+                error = error or exc
             os.close(seg.fd)
         self._segments.clear()
-        self._sync_dir()
+        try:
+            self._sync_dir()
+        except OSError as exc:
+            error = error or exc
+        if error is not None:
+            raise error
 
     def statistics(self) -> JournalStatistics:
         segs = list(self._segments.values())

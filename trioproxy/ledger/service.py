@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -11,7 +12,10 @@ from trioproxy.config.model import StorageConfig
 from trioproxy.ledger.factory import open_writer
 from trioproxy.ledger.journal import Journal
 from trioproxy.ledger.record import UsageRecord
+from trioproxy.ledger.spooler import disk_error
 from trioproxy.ledger.writer import LedgerWriter
+
+log = logging.getLogger("trioproxy.ledger")
 
 CLOSE_TIMEOUT_S = 15.0
 LOSING_S = 10.0
@@ -100,7 +104,10 @@ class LedgerService:
                 await writer.aclose()
                 await writer.backend.aclose()
             if not crashed:  # shutdown: everything is flushed; finished segments go
-                self._journal.close()
+                try:
+                    self._journal.close()
+                except OSError as exc:  # what is not finished stays on disk for the next start
+                    log.error("ledger journal close failed: %s", disk_error(exc))
                 self._journal = None
                 writer.abandon_held()
 

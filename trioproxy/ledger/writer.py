@@ -254,7 +254,10 @@ class LedgerWriter:
         writer restarts) back with its finished segments deleted, and what is held with it."""
         if self._owns_journal:
             if self.journal is not None:
-                self.journal.close()
+                try:
+                    self.journal.close()
+                except OSError as exc:  # what is not finished stays on disk for the next start
+                    log.error("ledger journal close failed: %s", disk_error(exc))
             self.abandon_held()
         elif self.journal is not None:
             try:
