@@ -37,7 +37,7 @@ setup(
     package_data={
         "trioproxy": ["py.typed"],
         # the pair verifier's WordNet extract (loadtest/build_thesaurus.py), alias table, weights
-        "trioproxy.cache": ["thesaurus.txt", "aliases.txt", "pair_model.json"],
+        "trioproxy.cache": ["thesaurus.txt", "aliases.txt", "pair_cross_encoder.onnx"],
         **{name: ["*"] for name in data_packages()},
     },
 )

@@ -5,8 +5,8 @@
 
 A pair (new prompt, cached prompt) is a hit exactly as :class:`SemanticCache` decides it:
 cosine >= the route band's floor, no guard veto, and (below the ceiling, text not equal)
-the pair verifier: the two prompts' content tokens align, or the pair model
-(``trioproxy/cache/pair_model.py``) is at least as confident as the band's cut. Sets:
+the pair verifier: the two prompts' content tokens align, or the pair cross-encoder
+(``trioproxy/cache/cross_encoder.py``) scores the pair at least the band's cut. Sets:
 
 * held-out (``held:``): the file ``--held`` names, a set written by an independent helper who
   never saw the verifier, read only after a commit 'cache: pair verifier FROZEN vN' and never
@@ -20,13 +20,13 @@ the pair verifier: the two prompts' content tokens align, or the pair model
   ``heldout_v24_pairs.json``, each held out for an earlier freeze) and GPTCache pairs at odd
   indices, with non-duplicates made by pairing each origin with another pair's paraphrase
   (derangement, seed 0);
-* ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model.
+* ``extra:``: ``loadtest/data/pair_model_extra.json``, pairs written to train the pair model
+  that the cross-encoder replaced.
 
-Every set but ``held:`` and v19-v24 trained the shipped pair model
-(``loadtest/train_pair_model.py``; v18 since FROZEN v19; FROZEN v18 changed the embedding
-model to its dynamically quantized form: ``trioproxy/cache/model_file.py``; v19, read after
-FROZEN v19, v20, read against it, v21 to v24, each read after its freeze,
-train the next freeze's). ``--show-seen-misses PREFIX``
+Every set but ``held:`` and v20-v24 trained the shipped cross-encoder (FROZEN v25,
+``loadtest/train_cross_encoder.py``; v20-v24 were its evaluation, ``loadtest/ce_eval.py``;
+FROZEN v18 changed the embedding model to its dynamically quantized form:
+``trioproxy/cache/model_file.py``). ``--show-seen-misses PREFIX``
 prints every refused paraphrase and served negative of the seen and tuning sets whose name
 starts with PREFIX ("seen:v2" for v2 and v20-v29, "seen:" or "tune:" for all), with its reason.
 GPTCache pairs: ``/work/shared/data/gptcache_pairs.json`` (zilliztech/GPTCache
@@ -47,12 +47,12 @@ import trio
 
 from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.band import BAND_PRESETS, Band
+from trioproxy.cache.cross_encoder import serves
 from trioproxy.cache.embedder import Embedding, LocalEmbedder, OnnxMiniLM
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import MemoryExactCache
 from trioproxy.cache.guard import near_miss, term_only
 from trioproxy.cache.keys import semantic_namespace
-from trioproxy.cache.pair_model import PairWeights, serves
 from trioproxy.cache.semantic import SemanticCache, route_band
 from trioproxy.cache.semantic_record import SemanticRecord
 from trioproxy.cache.vector_index import HnswIndex
@@ -188,8 +188,8 @@ def writer_sets() -> dict[str, list[tuple[str, Pair]]]:
     """Every labelled set by its writer: ``tune`` (``tuning_pairs.json`` and
     ``near_misses.json``), ``extra`` (``pair_model_extra.json``), ``gpt`` (GPTCache's pairs,
     both halves, non-duplicates by derangement as in :func:`load_sets`), ``v1`` ... ``v24``.
-    Each item is (kind, pair), kind one of near, para, nondup. For the pair model's training
-    (``train_pair_model.py``) and the leave-one-writer-set-out evaluation (``leave_out.py``)."""
+    Each item is (kind, pair), kind one of near, para, nondup. For the cross-encoder's
+    training data (``ce_prepare.py``)."""
     sets = load_sets(None)
     out: dict[str, list[tuple[str, Pair]]] = {w: [] for w in WRITERS}
     for name, pairs in sets.items():
@@ -219,10 +219,8 @@ class Judge:
     def cosine(self, p: Pair) -> float:
         return float(self.embed(p.new).vec @ self.embed(p.cached).vec)
 
-    def hit(
-        self, p: Pair, band: Band, *, verifier: bool = True, weights: PairWeights | None = None
-    ) -> bool:
-        """As ``SemanticCache.lookup`` decides (``weights``: another pair model's)."""
+    def hit(self, p: Pair, band: Band, *, verifier: bool = True) -> bool:
+        """As ``SemanticCache.lookup`` decides (the cross-encoder in this thread)."""
         sim = self.cosine(p)
         if sim < (band.lowest if verifier else band.floor):
             return False
@@ -230,7 +228,7 @@ class Judge:
         term_veto = (
             verifier
             and reason == "term"
-            and band.term_accept <= 1.0
+            and band.term_overrule
             and sim >= band.floor
             and term_only(p.new, p.cached)
         )
@@ -241,7 +239,7 @@ class Judge:
         a, b = self.embed(p.new).tokens, self.embed(p.cached).tokens
         assert a is not None and b is not None
         t0 = time.perf_counter()
-        ok = serves(a, b, sim, self.vocab, band, term_veto=term_veto, weights=weights)
+        ok = serves(p.new, p.cached, a, b, sim, self.vocab, band, term_veto=term_veto)
         self.verify_s.append(time.perf_counter() - t0)
         return ok
 
@@ -249,8 +247,8 @@ class Judge:
 def table(judge: Judge, sets: dict[str, list[Pair]], band: Band, title: str) -> None:
     print(
         f"\n### {title}: floor {band.floor}, ceiling {band.ceiling}, align {band.align}, "
-        f"pair model cut {band.accept}, reach {band.reach} at {band.reach_accept}, "
-        f"one-sided term veto overruled at {band.term_accept} (> 1: never)\n"
+        f"cross-encoder cut {band.cut}, reach {band.reach}, "
+        f"one-sided term veto overruled at {band.term_cut} (inf: never)\n"
     )
     print("| set | family | served from cache | reading |\n|---|---|---|---|")
     for name, pairs in sets.items():
@@ -284,7 +282,7 @@ def curve(judge: Judge, sets: dict[str, list[Pair]]) -> None:
         (f"band {f}/{a}/{c}", Band(f, 1.0, a, c), True)
         for f in (0.80, 0.85)
         for a in (0.80, 0.85)
-        for c in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+        for c in (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
     ]
     for label, band, verifier in rows:
         fk = sum(judge.hit(p, band, verifier=verifier) for p in neg)
@@ -292,7 +290,7 @@ def curve(judge: Judge, sets: dict[str, list[Pair]]) -> None:
         gk = sum(judge.hit(p, band, verifier=verifier) for p in gpos)
         print(
             f"| {label} | {band.floor} | {band.align if verifier else '-'} "
-            f"| {band.accept if verifier and band.accept <= 1 else '-'} | {cell(fk, len(neg))} "
+            f"| {band.cut if verifier and band.judges else '-'} | {cell(fk, len(neg))} "
             f"| {cell(tk, len(pos))} | {cell(gk, len(gpos))} |"
         )
 
@@ -380,14 +378,14 @@ def verifier_cost(judge: Judge, pairs: list[Pair]) -> None:
         c0, w0 = time.thread_time(), time.perf_counter()
         rec = SemanticRecord.from_bytes(raw)
         assert rec.tokens is not None
-        serves(new, rec.tokens, judge.cosine(p), judge.vocab, BAND_PRESETS[0.01])
+        serves(p.new, p.cached, new, rec.tokens, judge.cosine(p), judge.vocab, BAND_PRESETS[0.01])
         cpu.append(1000 * (time.thread_time() - c0))
         wall.append(1000 * (time.perf_counter() - w0))
     cpu.sort()
     wall.sort()
     n = len(cpu)
     print(
-        f"verifier cost per band hit (record decode + alignment + pair model), {n} pairs: CPU p50 "
+        f"verifier cost per band hit (record decode + alignment + cross-encoder), {n} pairs: CPU p50 "
         f"{cpu[n // 2]:.3f} ms, p99 {cpu[int(n * 0.99)]:.3f} ms; wall p50 {wall[n // 2]:.3f} ms"
     )
 
@@ -432,7 +430,8 @@ async def _breakdown(model: OnnxMiniLM, texts: list[str]) -> dict[str, list[floa
             near_miss(asked, hits[0].prompt)
             t0 = add("guard", t0)
             assert rec.tokens is not None
-            serves(e.tokens, rec.tokens, hits[0].similarity, vocab, BAND_PRESETS[0.01])
+            serves(asked, hits[0].prompt, e.tokens, rec.tokens, hits[0].similarity, vocab,
+                   BAND_PRESETS[0.01])  # fmt: skip
             add("verifier", t0)
             t0 = time.perf_counter()
             hit = await cache.lookup(_req(asked), "team:x", "chat", cfg, now=1.0)
@@ -509,10 +508,10 @@ def main() -> None:
         judge,
         seen,
         default,
-        "Seen (v1-v24, GPTCache odd; all but v19-v24 trained the pair model), default",
+        "Seen (v1-v24, GPTCache odd; all but v20-v24 trained the cross-encoder), default",
     )
     table(judge, tune, default, "Tuning sets, default settings")
-    table(judge, extra, default, "Pairs written to train the pair model, default")
+    table(judge, extra, default, "Pairs written to train the (former) pair model, default")
     if args.curve and held:
         curve(judge, sets)
     if args.show_misses and held:

@@ -80,8 +80,8 @@ def test_band_presets_and_route_overrides() -> None:
     assert default == BAND_PRESETS[0.01]
     explicit = route_band(CacheConfig(semantic_band=(0.7, 0.95)))
     d = BAND_PRESETS[0.01]
-    # an explicit floor is a floor: the pair model serves nothing below it (no reach)
-    assert explicit == Band(0.7, 0.95, d.align, d.accept, None, 2.0, d.term_accept)
+    # an explicit floor is a floor: the cross-encoder serves nothing below it (no reach)
+    assert explicit == Band(0.7, 0.95, d.align, d.cut, None, d.term_cut)
     assert explicit.lowest == 0.7
     assert d.lowest == d.reach == 0.75
     assert route_band(CacheConfig(semantic_threshold=0.9)).lowest == 0.9

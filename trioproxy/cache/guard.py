@@ -423,8 +423,8 @@ def term_only(new: str, cached: str) -> bool:
     protected term the other lacks while the other names none the first lacks ("How many
     continents are there?" / "... on Earth?", "check memory usage on a Linux server" / "linux
     box: how much RAM is used"). A swap of terms ("Docker on Ubuntu" / "on Fedora") is not
-    one. Only such a veto may be overruled, by the pair judge
-    (:func:`~trioproxy.cache.pair_model.serves` with ``term_veto``)."""
+    one. Only such a veto may be overruled, by the pair cross-encoder
+    (:func:`~trioproxy.cache.cross_encoder.serves` with ``term_veto``)."""
     new, cached = recased(new, cached), recased(cached, new)
     n, c = features(new), features(cached)
     if (missing(n, c, _STOP) is None) == (missing(c, n, _STOP) is None):

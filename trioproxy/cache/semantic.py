@@ -6,11 +6,12 @@ namespace (:func:`~trioproxy.cache.keys.semantic_namespace`) when, for the route
 (:func:`~trioproxy.cache.guard.near_miss`, a cheap lexical veto) finds no answer-changing
 difference, and, below the ceiling, the pair verifier
 (:func:`~trioproxy.cache.verifier.verify`) aligns every content token of each prompt with
-the other or, where it does not, the pair model (:func:`~trioproxy.cache.pair_model.serves`)
-judges the pair the same question with the band's confidence. The pair model alone may also
-serve a pair a little below the floor (down to the band's ``reach``, at a stricter cut) and
-overrule the guard's protected-term veto when a term is on one side only and no other rule
-fires (:func:`~trioproxy.cache.guard.term_only`, at the band's ``term_accept``). Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
+the other or, where it does not, the pair cross-encoder
+(:func:`~trioproxy.cache.cross_encoder.score`, run in a worker thread) judges the pair the same
+question at the band's cut. The cross-encoder alone may also serve a pair a little below the
+floor (down to the band's ``reach``) and overrule the guard's protected-term veto when a term
+is on one side only and no other rule fires (:func:`~trioproxy.cache.guard.term_only`, where
+at the band's stricter ``term_cut``). Records (:class:`~trioproxy.cache.semantic_record.SemanticRecord` bytes: the
 entry, the prompt's token vectors, the writer) live in an
 :class:`~trioproxy.cache.exact.ExactCache` under ``<namespace>:<entry id>``.
 
@@ -32,8 +33,11 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+import trio
+
 from trioproxy.cache.aliases import embedding_text
 from trioproxy.cache.band import Band, band_for
+from trioproxy.cache.cross_encoder import needed, score, without_model
 from trioproxy.cache.embedder import Embedder, Embedding
 from trioproxy.cache.entry import CacheEntry
 from trioproxy.cache.exact import ExactCache
@@ -44,7 +48,6 @@ from trioproxy.cache.keys import (
     semantic_scope_prefix,
     semantic_text,
 )
-from trioproxy.cache.pair_model import serves
 from trioproxy.cache.probing import PROBE_MARGIN, ProbeTracker
 from trioproxy.cache.semantic_record import (
     SemanticRecord,
@@ -72,7 +75,7 @@ def route_band(cfg: CacheConfig) -> Band:
     if cfg.semantic_threshold is not None:
         floor = cfg.semantic_threshold
     # an explicit floor is a floor: nothing is served below it
-    return Band(floor, max(floor, ceiling), band.align, band.accept, None, 2.0, band.term_accept)
+    return Band(floor, max(floor, ceiling), band.align, band.cut, None, band.term_cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +181,7 @@ class SemanticCache:
         reason = near_miss(text, top.prompt)
         term_veto = (
             reason == "term"
-            and band.term_accept <= 1.0
+            and band.term_overrule
             and top.similarity >= band.floor
             and term_only(text, top.prompt)
         )
@@ -200,7 +203,9 @@ class SemanticCache:
         if (
             text != top.prompt
             and (top.similarity < band.ceiling or term_veto or top.similarity < band.floor)
-            and not self._aligned(emb, record, top.similarity, band, term_veto)
+            and not await self._aligned(
+                text, top.prompt, emb, record, top.similarity, band, term_veto
+            )
         ):
             if term_veto:
                 self.stats.guard_rejects["term"] += 1
@@ -214,14 +219,29 @@ class SemanticCache:
         self.stats.hits += 1
         return SemanticHit(record.entry, top.similarity, ns, top.entry_id, top.prompt)
 
-    def _aligned(
-        self, emb: Embedding, record: SemanticRecord, similarity: float, band: Band, term_veto: bool
+    async def _aligned(
+        self,
+        text: str,
+        cached_text: str,
+        emb: Embedding,
+        record: SemanticRecord,
+        similarity: float,
+        band: Band,
+        term_veto: bool,
     ) -> bool:
-        """The verifier's verdict (alignment, else the pair model); without token vectors (a remote embedder) or a model
+        """The verifier's verdict (alignment, else the cross-encoder, in a worker thread: a
+        model run takes milliseconds); without token vectors (a remote embedder) or a model
         vocabulary a band hit cannot be verified and is refused."""
         if self._vocab is None or emb.tokens is None or record.tokens is None:
             return False
-        return serves(emb.tokens, record.tokens, similarity, self._vocab, band, term_veto=term_veto)
+        verdict = without_model(
+            emb.tokens, record.tokens, similarity, self._vocab, band, term_veto=term_veto
+        )
+        if verdict is not None:
+            return verdict
+        return await trio.to_thread.run_sync(score, text, cached_text) >= needed(
+            band, term_veto=term_veto
+        )
 
     async def _confirmed(
         self, key: str, record: SemanticRecord, asker: str, cfg: CacheConfig, now: float

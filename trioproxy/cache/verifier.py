@@ -30,8 +30,8 @@ pronouns, auxiliaries, greetings and thanks, and request verbs (``REQUEST_VERBS`
 (prepositions of direction and time, "this/next/last", quantifiers, negations) are
 deliberately absent.
 
-The alignment (not the pair model, whose features stay as it was trained on them,
-:func:`loosely_unmatched`) also passes over: "using" and "/" (``LOOSE_WORDS``: "with", and what
+The alignment (:func:`loosely_unmatched`; where it refuses, the pair cross-encoder of
+:mod:`~trioproxy.cache.cross_encoder` decides) also passes over: "using" and "/" (``LOOSE_WORDS``: "with", and what
 a space also joins); a lead-in verb that only filler precedes and a question word or request
 verb follows ("Help me *understand* what a mutex is", ``LEAD_IN_WORDS``); a word the other
 prompt writes as two adjacent words, or two adjacent words it writes as one ("lowercase" /
@@ -157,8 +157,7 @@ def lexically_unmatched(
 def loosely_unmatched(
     new: TokenView, cached: TokenView, vocab: Vocabulary
 ) -> tuple[list[int], list[str], set[str]]:
-    """:func:`lexically_unmatched` without what only the alignment passes over (the pair
-    model reads the former): ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
+    """:func:`lexically_unmatched` without what the alignment also passes over: ``LOOSE_WORDS``, lead-in words (:func:`lead_in`), compounds the
     other prompt joins or splits (:func:`compounds`), implied qualifiers (:func:`~trioproxy.cache.implied_qualifiers.implied`), "one" where the other prompt has an
     article, words of a comparison (``COMPARING``, and the "from" of "differ from") where
     the other prompt also compares (with one of them or "or"), and a quantifier where the

@@ -47,8 +47,7 @@ negation words ("next", "all", "not"). "to" and "for" are here because they are 
 infinitive and purpose markers; a swap around them is the guard's direction rule."""
 
 LOOSE_WORDS = "using /"
-"""Words the alignment passes over like filler (the pair model's features still count them,
-as they were when it was trained): "using" is "with" ("uninstall a package using apt"), and
+"""Words the alignment passes over like filler: "using" is "with" ("uninstall a package using apt"), and
 "/" joins what a space also joins ("async/await" / "async await")."""
 
 LEAD_IN_WORDS = "understand appreciate wonder curious remember recall learn teach"
