@@ -117,6 +117,67 @@ async def test_the_cache_scores_in_a_worker_thread(monkeypatch: pytest.MonkeyPat
     assert where == [False]
 
 
+async def test_a_burst_of_band_hits_runs_the_model_two_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each model run takes a worker thread and ~10-20 ms of a core: of six lookups at once
+    two run the model (``MODEL_THREADS``), the others that reach it wait for the cache's
+    limiter, not for Trio's 40 default threads and both cores."""
+    from trioproxy.cache import semantic
+    from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
+    from trioproxy.cache.entry import CacheEntry
+    from trioproxy.cache.exact import MemoryExactCache
+    from trioproxy.cache.vector_index import HnswIndex
+    from trioproxy.config.model import CacheConfig
+    from trioproxy.core.types import ChatRequest, Usage
+
+    release = threading.Event()
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def held(new: str, cached: str) -> float:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(60)
+        with lock:
+            running[0] -= 1
+        return 10.0
+
+    monkeypatch.setattr(semantic, "score", held)
+
+    def req(text: str) -> ChatRequest:
+        chat = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+        return ChatRequest("openai", chat, chat, "chat", False, False, None)
+
+    model = OnnxMiniLM()
+    emb = LocalEmbedder(model)
+    cache = semantic.SemanticCache(
+        emb, HnswIndex(), MemoryExactCache(), vocabulary=model.vocabulary()
+    )
+    cfg = CacheConfig(semantic_ttl_s=60)
+    entry = CacheEntry("answer", "stop", Usage(10, 5), "m", 1_000, 0.0)
+    cached, new = PARAPHRASES[1]
+    hits: list[bool] = []
+
+    async def look() -> None:
+        out = await cache.lookup(req(new), "team:a", "chat", cfg, now=1.0)
+        hits.append(out.hit is not None)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        assert await cache.store(req(cached), "team:a", "chat", cfg, entry, now=0.0)
+        async with trio.open_nursery() as lookups:
+            for _ in range(6):
+                lookups.start_soon(look)
+            with trio.fail_after(60):  # two in the model, the others waiting for the limiter
+                while (s := cache._model_runs.statistics()).tasks_waiting < 1:
+                    await trio.sleep(0.01)  # (the embedder may shed some lookups: misses)
+            assert s.borrowed_tokens == semantic.MODEL_THREADS == 2 and running[0] == 2
+            release.set()
+        nursery.cancel_scope.cancel()
+    assert hits.count(True) >= 3 and most[0] == 2
+
+
 def test_the_wheel_carries_the_model(tmp_path: Path) -> None:
     from tests.test_wheel import build_wheel
 

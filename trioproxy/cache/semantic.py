@@ -78,6 +78,12 @@ def route_band(cfg: CacheConfig) -> Band:
     return Band(floor, max(floor, ceiling), band.align, band.cut, None, band.term_cut)
 
 
+MODEL_THREADS = 2
+"""Cross-encoder runs at once per cache (each ~10-20 ms of one core): a burst of band hits
+(a prober's near-threshold misses among them) queues for these instead of taking all of
+Trio's 40 default worker threads and both cores from the requests the cache serves."""
+
+
 @dataclass(frozen=True, slots=True)
 class SemanticHit:
     entry: CacheEntry
@@ -127,6 +133,7 @@ class SemanticCache:
         self._max_chars = max_prompt_chars
         self.stats = SemanticStats()
         self.probes = ProbeTracker()
+        self._model_runs = trio.CapacityLimiter(MODEL_THREADS)
 
     def applies(self, req: ChatRequest, cfg: CacheConfig) -> bool:
         if cfg.semantic_ttl_s <= 0 or not is_shareable(req, cfg):
@@ -239,9 +246,8 @@ class SemanticCache:
         )
         if verdict is not None:
             return verdict
-        return await trio.to_thread.run_sync(score, text, cached_text) >= needed(
-            band, term_veto=term_veto
-        )
+        decided = await trio.to_thread.run_sync(score, text, cached_text, limiter=self._model_runs)
+        return decided >= needed(band, term_veto=term_veto)
 
     async def _confirmed(
         self, key: str, record: SemanticRecord, asker: str, cfg: CacheConfig, now: float
