@@ -65,6 +65,9 @@ def _load() -> tuple[Any, Callable[[str], list[int]]]:
             opts.intra_op_num_threads = 1
             opts.inter_op_num_threads = 1
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # no second, prepacked copy of the weights: +22 MB of RSS instead of +49 once
+            # loaded, the same scores to the last bit (375 pairs of v20-v24), ~+0.8 ms a run
+            opts.add_session_config_entry("session.disable_prepacking", "1")
             path = resources.files("trioproxy.cache").joinpath(MODEL_FILE)
             with resources.as_file(path) as file:
                 _session = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
