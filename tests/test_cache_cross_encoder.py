@@ -15,6 +15,13 @@ import trio
 from trioproxy.cache import cross_encoder
 from trioproxy.cache.band import BAND_PRESETS
 from trioproxy.cache.cross_encoder import MAX_LEN, MODEL_FILE, pair_ids, score
+from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
+from trioproxy.cache.entry import CacheEntry
+from trioproxy.cache.exact import MemoryExactCache
+from trioproxy.cache.semantic import SemanticCache
+from trioproxy.cache.vector_index import HnswIndex
+from trioproxy.config.model import CacheConfig
+from trioproxy.core.types import ChatRequest, Usage
 
 CUT = BAND_PRESETS[0.01].cut
 
@@ -77,15 +84,25 @@ def test_a_long_pair_is_cut_to_the_trained_length() -> None:
     assert score("word " * 400, "word " * 300) == score("word " * 300, "word " * 400)
 
 
+def req(text: str) -> ChatRequest:
+    chat = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    return ChatRequest("openai", chat, chat, "chat", False, False, None)
+
+
+CFG = CacheConfig(semantic_ttl_s=60)
+ENTRY = CacheEntry("answer", "stop", Usage(10, 5), "m", 1_000, 0.0)
+
+
+def band_hit_cache() -> tuple[LocalEmbedder, SemanticCache]:
+    """A semantic cache on the real embedder (start ``emb.run`` in a nursery)."""
+    model = OnnxMiniLM()
+    emb = LocalEmbedder(model)
+    return emb, SemanticCache(emb, HnswIndex(), MemoryExactCache(), vocabulary=model.vocabulary())
+
+
 async def test_the_cache_scores_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """A band hit the alignment refuses is scored off the event loop's thread."""
     from trioproxy.cache import semantic
-    from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
-    from trioproxy.cache.entry import CacheEntry
-    from trioproxy.cache.exact import MemoryExactCache
-    from trioproxy.cache.vector_index import HnswIndex
-    from trioproxy.config.model import CacheConfig
-    from trioproxy.core.types import ChatRequest, Usage
 
     loop = threading.get_ident()
     where: list[bool] = []
@@ -96,22 +113,12 @@ async def test_the_cache_scores_in_a_worker_thread(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(semantic, "score", spy)
 
-    def req(text: str) -> ChatRequest:
-        chat = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": text}]}
-        return ChatRequest("openai", chat, chat, "chat", False, False, None)
-
-    model = OnnxMiniLM()
-    emb = LocalEmbedder(model)
-    cache = semantic.SemanticCache(
-        emb, HnswIndex(), MemoryExactCache(), vocabulary=model.vocabulary()
-    )
-    cfg = CacheConfig(semantic_ttl_s=60)
-    entry = CacheEntry("answer", "stop", Usage(10, 5), "m", 1_000, 0.0)
+    emb, cache = band_hit_cache()
     cached, new = PARAPHRASES[1]
     async with trio.open_nursery() as nursery:
         await nursery.start(emb.run)
-        assert await cache.store(req(cached), "team:a", "chat", cfg, entry, now=0.0)
-        out = await cache.lookup(req(new), "team:a", "chat", cfg, now=1.0)
+        assert await cache.store(req(cached), "team:a", "chat", CFG, ENTRY, now=0.0)
+        out = await cache.lookup(req(new), "team:a", "chat", CFG, now=1.0)
         nursery.cancel_scope.cancel()
     assert out.hit is not None
     assert where == [False]
@@ -124,12 +131,6 @@ async def test_a_burst_of_band_hits_runs_the_model_two_at_a_time(
     two run the model (``MODEL_THREADS``), the others that reach it wait for the cache's
     limiter, not for Trio's 40 default threads and both cores."""
     from trioproxy.cache import semantic
-    from trioproxy.cache.embedder import LocalEmbedder, OnnxMiniLM
-    from trioproxy.cache.entry import CacheEntry
-    from trioproxy.cache.exact import MemoryExactCache
-    from trioproxy.cache.vector_index import HnswIndex
-    from trioproxy.config.model import CacheConfig
-    from trioproxy.core.types import ChatRequest, Usage
 
     release = threading.Event()
     lock, running, most = threading.Lock(), [0], [0]
@@ -145,27 +146,17 @@ async def test_a_burst_of_band_hits_runs_the_model_two_at_a_time(
 
     monkeypatch.setattr(semantic, "score", held)
 
-    def req(text: str) -> ChatRequest:
-        chat = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": text}]}
-        return ChatRequest("openai", chat, chat, "chat", False, False, None)
-
-    model = OnnxMiniLM()
-    emb = LocalEmbedder(model)
-    cache = semantic.SemanticCache(
-        emb, HnswIndex(), MemoryExactCache(), vocabulary=model.vocabulary()
-    )
-    cfg = CacheConfig(semantic_ttl_s=60)
-    entry = CacheEntry("answer", "stop", Usage(10, 5), "m", 1_000, 0.0)
+    emb, cache = band_hit_cache()
     cached, new = PARAPHRASES[1]
     hits: list[bool] = []
 
     async def look() -> None:
-        out = await cache.lookup(req(new), "team:a", "chat", cfg, now=1.0)
+        out = await cache.lookup(req(new), "team:a", "chat", CFG, now=1.0)
         hits.append(out.hit is not None)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(emb.run)
-        assert await cache.store(req(cached), "team:a", "chat", cfg, entry, now=0.0)
+        assert await cache.store(req(cached), "team:a", "chat", CFG, ENTRY, now=0.0)
         async with trio.open_nursery() as lookups:
             for _ in range(6):
                 lookups.start_soon(look)
