@@ -108,6 +108,17 @@ async def _writer(tmp_path: Path, journal: Journal, **kw: Any) -> LedgerWriter:
 
 
 @pytest.mark.parametrize("err", ERRNOS, ids=errno.errorcode.get)
+async def next_start_writes_exactly(tmp_path: Path, records: list[UsageRecord]) -> None:
+    """The next start (a new writer on the same journal) writes ``records`` exactly once."""
+    second = await _writer(tmp_path, Journal(tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await wait_until(lambda: second.statistics().written == len(records))
+        await second.aclose()
+    await second.backend.aclose()
+    await assert_exactly(target_for("sqlite", None, tmp_path), records)  # type: ignore[arg-type]
+
+
 async def test_records_the_disk_refused_land_once_it_takes_writes_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, err: int
 ) -> None:
@@ -185,13 +196,7 @@ async def test_a_shutdown_while_the_disk_refuses_ends_cleanly(
     disk.refusing = False
     await writer.backend.aclose()
 
-    second = await _writer(tmp_path, Journal(tmp_path))  # the next start
-    async with trio.open_nursery() as nursery:
-        await nursery.start(second.run)
-        await wait_until(lambda: second.statistics().written == len(records))
-        await second.aclose()
-    await second.backend.aclose()
-    await assert_exactly(target_for("sqlite", None, tmp_path), records)  # type: ignore[arg-type]
+    await next_start_writes_exactly(tmp_path, records)
 
 
 async def test_past_the_hold_bound_a_record_is_counted_and_logged_lost(
@@ -367,10 +372,4 @@ async def test_a_journal_close_the_disk_refuses_at_shutdown_is_a_log_line(
     assert any("journal close failed" in m for m in caplog.messages)
     disk.refusing = False
     await writer.backend.aclose()
-    second = await _writer(tmp_path, Journal(tmp_path))  # the next start
-    async with trio.open_nursery() as nursery:
-        await nursery.start(second.run)
-        await wait_until(lambda: second.statistics().written == len(records))
-        await second.aclose()
-    await second.backend.aclose()
-    await assert_exactly(target_for("sqlite", None, tmp_path), records)  # type: ignore[arg-type]
+    await next_start_writes_exactly(tmp_path, records)
