@@ -45,6 +45,21 @@ def test_exact_key_ignores_key_order_and_non_answer_fields() -> None:
     assert exact_key(a, "team:a", "chat") == exact_key(b, "team:a", "chat")
 
 
+def test_exact_key_reads_a_number_as_its_value() -> None:
+    """JSON has one number 0: a client that sends ``"temperature": 0`` (JavaScript) and one
+    that sends ``0.0`` (Python) asked the same, and never shared an entry (a newcomer saw
+    miss, then exact, on the same prompt at 0 and 0.0)."""
+    same = [(req(temperature=0), req(temperature=0.0)), (req(top_p=1), req(top_p=1.0)),
+            (req(max_tokens=100, seed=7), req(max_tokens=100.0, seed=7.0))]  # fmt: skip
+    for a, b in same:
+        assert exact_key(a, "team:a", "chat") == exact_key(b, "team:a", "chat")
+    assert exact_key(req(temperature=0.5), "team:a", "chat") != exact_key(
+        req(temperature=0), "team:a", "chat"
+    )
+    huge = req(temperature=1e300)  # not an integer orjson can write: left a float
+    assert exact_key(huge, "team:a", "chat") != exact_key(req(temperature=1), "team:a", "chat")
+
+
 def test_exact_key_changes_with_each_answer_field() -> None:
     base = exact_key(req(), "team:a", "chat")
     variants = [

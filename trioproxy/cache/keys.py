@@ -125,11 +125,19 @@ def dropped(req: ChatRequest) -> list[Any]:
     return []
 
 
+def _value(v: Any) -> Any:
+    """A parameter as JSON reads it: ``0.0`` is ``0`` (JSON has one number zero; a Python
+    client sends ``0.0`` where a JavaScript one sends ``0``), within 2**53 (exact either way)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:
+        return int(v)
+    return v
+
+
 def exact_key(req: ChatRequest, scope: str, route: str, owner: str = "") -> str:
     """``<namespace>:<sha256>`` over the canonical answer-changing fields; with ``owner``
     (a key digest, when the route wants confirmation) the entry is that key's alone."""
     chat = req.chat
-    fields = {name: chat[name] for name in ANSWER_FIELDS if chat.get(name) is not None}
+    fields = {name: _value(chat[name]) for name in ANSWER_FIELDS if chat.get(name) is not None}
     fields["model"] = route
     if owner:
         fields["owner"] = owner
