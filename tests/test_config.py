@@ -519,7 +519,8 @@ def test_check_config_exit_codes(
         monkeypatch.setenv(name, value)
     assert check_config(str(EXAMPLE)) == 0
     out = capsys.readouterr()
-    assert out.out == "ok: 2 providers, 4 models, 2 routes, 3 keys\n"
+    # where the state lives, as serve will find it (a relative state_dir: the file's folder)
+    assert out.out == "ok: 2 providers, 4 models, 2 routes, 3 keys; state in /var/lib/trioproxy\n"
     assert out.err.startswith(  # a warning, not a problem (exit status 0)
         "warning: api_keys[0].key_env: the admin key in TRIOPROXY_KEY_OPS is 13 characters"
     )

@@ -495,7 +495,10 @@ def test_readme_deploy_under_a_real_systemd(box: Box, tmp_path: Path) -> None:
     assert (mode.st_mode & 0o777, mode.st_uid) == (0o600, 0)
     checked = box.sh("set -a; . /etc/trioproxy/trioproxy.env; "
                      "/opt/trioproxy/bin/trioproxy check-config /etc/trioproxy/trioproxy.toml")  # fmt: skip
-    assert checked.strip() == "ok: 2 providers, 4 models, 2 routes, 3 keys"
+    assert (
+        checked.strip()
+        == "ok: 2 providers, 4 models, 2 routes, 3 keys; state in /var/lib/trioproxy"
+    )
     # 5. the units: the shipped ones, ports changed
     shipped = box.run("/opt/trioproxy/bin/trioproxy", "example-config", "--systemd").stdout
     assert shipped == UNIT.read_text()

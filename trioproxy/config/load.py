@@ -134,7 +134,7 @@ def check_config(path: str, also: Callable[[Settings], list[str]] | None = None)
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"ok: {len(s.providers)} providers, {len(s.models)} models, "
-        f"{len(s.routes)} routes, {len(s.api_keys)} keys"
+        f"{len(s.routes)} routes, {len(s.api_keys)} keys; state in {s.storage.state_dir}"
     )
     return 0
 
