@@ -675,6 +675,30 @@ def test_a_capped_streams_refused_step_is_not_called_an_admission() -> None:
     assert "output cap" not in window
 
 
+async def test_a_call_sent_despite_the_down_mark_that_lands_ends_the_outage() -> None:
+    """A settle retried while the store is marked down goes to it (the retry service paces
+    it); when it landed, the store was called back but the mark kept refusing admissions
+    until ``probe_after_s`` ran out, while /readyz already said ready (found by review)."""
+    from trioproxy.budget.outage import NotSent, StoreCalls
+    from trioproxy.budget.store import StoreUnavailable
+
+    calls = StoreCalls(MemoryStore(), OutagePolicy(probe_after_s=3600.0))
+
+    async def fail() -> None:
+        raise StoreUnavailable("connection reset")
+
+    async def answer() -> int:
+        return 1
+
+    with pytest.raises(StoreUnavailable):
+        await calls.call(fail)
+    with pytest.raises(NotSent):  # marked down for an hour
+        await calls.call(answer)
+    assert await calls.call(answer, despite_down=True) == 1  # a retried settle lands
+    assert await calls.call(answer) == 1  # admissions go to the store again
+    assert not calls.refusing(trio.current_time())
+
+
 async def test_a_store_that_fails_every_other_call_is_not_logged_down_and_back_each_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

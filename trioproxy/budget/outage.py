@@ -115,8 +115,8 @@ class StoreCalls:
             if self.store.timeouts_are_outages:
                 self._mark_down(f"no answer within {timeout:g} s")
             raise StoreUnavailable(f"budget store: no answer within {timeout:g} s")
-        if self._down:
-            self._down = False
+        if self._down:  # it answered (a retried settle sent despite the mark, too): back now
+            self._down, self._down_until = False, -math.inf
             if (skipped := self._back_lines.due()) is not None:
                 log.warning("budget store is back" + _since(skipped, "went down and back"),
                             extra={"fields": {"store": "budget"}})  # fmt: skip
