@@ -694,7 +694,10 @@ async def test_a_call_sent_despite_the_down_mark_that_lands_ends_the_outage() ->
         await calls.call(fail)
     with pytest.raises(NotSent):  # marked down for an hour
         await calls.call(answer)
-    assert await calls.call(answer, despite_down=True) == 1  # a retried settle lands
+    assert await calls.call(answer, despite_down=True) == 1  # a release lands: still down
+    with pytest.raises(NotSent):
+        await calls.call(answer)
+    assert await calls.call(answer, despite_down=True, probe=True) == 1  # a retried settle
     assert await calls.call(answer) == 1  # admissions go to the store again
     assert not calls.refusing(trio.current_time())
 

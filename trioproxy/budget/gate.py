@@ -349,9 +349,11 @@ class BudgetGate:
         store, rec = self.store, self.recovery
         if rec is None:
             return await self._call(lambda: store.settle(rid, actual, now=now),
-                                    patient=patient, shield=True, despite_down=not patient)  # fmt: skip
+                                    patient=patient, shield=True, despite_down=not patient,
+                                    probe=not patient)  # fmt: skip
         await self._call(lambda: rec.settle(rid, actual, now=now),
-                         patient=patient, shield=True, despite_down=not patient)  # fmt: skip
+                         patient=patient, shield=True, despite_down=not patient,
+                         probe=not patient)  # fmt: skip
         return None
 
     def _settle_later(

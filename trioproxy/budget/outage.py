@@ -75,6 +75,7 @@ class StoreCalls:
         patient: bool = False,
         shield: bool = False,
         despite_down: bool = False,
+        probe: bool = False,
     ) -> T:
         """One store call under the outage policy.
 
@@ -84,7 +85,10 @@ class StoreCalls:
         (settles: their reservation would otherwise stand until its lease ends)
         wait ``SETTLE_PATIENCE`` times longer, up to ``PATIENT_MAX_S``. ``shield``: the call (with its down and
         rebuilding checks) runs to its end or its timeout in a cancelled task too (a settle):
-        the timeout's scope is the shield, no second scope. ``despite_down``: the call goes to
+        the timeout's scope is the shield, no second scope. ``probe`` (with ``despite_down``:
+        a retried settle): its success ends the down mark; a release sent despite the mark
+        right after the failure does not (the store may answer that and hang the next
+        reservation). ``despite_down``: the call goes to
         a store marked down too (undoing what a call that just marked it down may have done).
         """
         now = trio.current_time()
@@ -115,7 +119,7 @@ class StoreCalls:
             if self.store.timeouts_are_outages:
                 self._mark_down(f"no answer within {timeout:g} s")
             raise StoreUnavailable(f"budget store: no answer within {timeout:g} s")
-        if self._down:  # it answered (a retried settle sent despite the mark, too): back now
+        if self._down and (probe or not despite_down):  # it answered: back now
             self._down, self._down_until = False, -math.inf
             if (skipped := self._back_lines.due()) is not None:
                 log.warning("budget store is back" + _since(skipped, "went down and back"),
