@@ -169,6 +169,31 @@ async def test_a_burst_of_band_hits_runs_the_model_two_at_a_time(
     assert hits.count(True) >= 3 and most[0] == 2
 
 
+async def test_a_model_that_fails_makes_a_band_hit_a_miss_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The model loads at the first band hit that needs it, inside a request: a load that
+    fails (an onnxruntime that cannot read the file) raised out of the lookup, a 500 for
+    every band hit. Now it is a miss, counted and logged (once per interval)."""
+    from trioproxy.cache import semantic
+
+    def broken(new: str, cached: str) -> float:
+        raise RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH")
+
+    monkeypatch.setattr(semantic, "score", broken)
+    emb, cache = band_hit_cache()
+    cached, new = PARAPHRASES[1]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emb.run)
+        assert await cache.store(req(cached), "team:a", "chat", CFG, ENTRY, now=0.0)
+        outs = [await cache.lookup(req(new), "team:a", "chat", CFG, now=1.0) for _ in range(3)]
+        nursery.cancel_scope.cancel()
+    assert [o.hit for o in outs] == [None] * 3
+    assert cache.stats.model_failures == 3
+    lines = [r for r in caplog.records if "cross-encoder failed" in r.getMessage()]
+    assert len(lines) == 1 and "INVALID_GRAPH" in lines[0].getMessage()
+
+
 def test_the_wheel_carries_the_model(tmp_path: Path) -> None:
     from tests.test_wheel import build_wheel
 

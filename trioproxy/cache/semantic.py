@@ -59,6 +59,7 @@ from trioproxy.cache.vector_index import VectorIndex
 from trioproxy.cache.vocabulary import Vocabulary
 from trioproxy.config.model import CacheConfig
 from trioproxy.core.types import ChatRequest
+from trioproxy.telemetry.log_every import LogEvery
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class SemanticStats:
     verifier_rejects: int = 0
     unconfirmed: int = 0
     """Matches held back until enough distinct keys confirm them."""
+    model_failures: int = 0
+    """Band hits the cross-encoder could not judge (it failed to load or run): misses."""
 
 
 class SemanticCache:
@@ -134,6 +137,7 @@ class SemanticCache:
         self.stats = SemanticStats()
         self.probes = ProbeTracker()
         self._model_runs = trio.CapacityLimiter(MODEL_THREADS)
+        self._model_errors = LogEvery()
 
     def applies(self, req: ChatRequest, cfg: CacheConfig) -> bool:
         if cfg.semantic_ttl_s <= 0 or not is_shareable(req, cfg):
@@ -246,7 +250,16 @@ class SemanticCache:
         )
         if verdict is not None:
             return verdict
-        decided = await trio.to_thread.run_sync(score, text, cached_text, limiter=self._model_runs)
+        try:
+            decided = await trio.to_thread.run_sync(
+                score, text, cached_text, limiter=self._model_runs
+            )
+        except Exception as exc:  # a model that cannot load or run (a broken install): a miss
+            self.stats.model_failures += 1
+            if (skipped := self._model_errors.due()) is not None:
+                log.error("semantic cache: the pair cross-encoder failed (%r); band hits are "
+                          "misses meanwhile (%d more since the last line)", exc, skipped)  # fmt: skip
+            return False
         return decided >= needed(band, term_veto=term_veto)
 
     async def _confirmed(

@@ -51,6 +51,9 @@ MIRRORED = {
     "semantic_embed_skipped": "Semantic lookups skipped (embedder saturated or down).",
     "semantic_verifier_rejects": "Semantic matches in the band refused by the pair verifier.",
     "semantic_unconfirmed": "Semantic matches held back until enough distinct keys confirm.",
+    "semantic_model_failures": (
+        "Band hits the pair cross-encoder could not judge (it failed to load or run): misses."
+    ),
     "semantic_near_threshold_misses": (
         "Semantic misses just below the floor or refused by the guard or verifier."
     ),

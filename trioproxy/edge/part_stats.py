@@ -12,7 +12,7 @@ from trioproxy.pipeline.admission import Admission
 from trioproxy.pipeline.caching import ResponseCache
 
 _SEMANTIC = ("lookups", "hits", "below_threshold", "embed_skipped", "verifier_rejects",
-             "unconfirmed")  # fmt: skip
+             "unconfirmed", "model_failures")  # fmt: skip
 
 
 @dataclass(slots=True)
