@@ -108,7 +108,11 @@ class Spooler:
 
     def hold(self, entries: list[Entry], exc: OSError | None, *, new: int) -> None:
         """Keep ``entries`` in memory (the first ``new`` of them not held before); past
-        :attr:`hold_capacity` the rest are lost, counted and logged."""
+        :attr:`hold_capacity` the rest are dropped from memory, counted as lost and logged.
+        A dropped record that was journaled keeps its journal line: the next start recovers
+        it (so "lost" overcounts those), and since segments are deleted oldest first, its
+        segment and every later one stay on disk until that start (the journal does not
+        shrink back after such an episode)."""
         room = max(self.hold_capacity - len(self.held), 0)
         kept, dropped = entries[:room], entries[room:]
         self.held.extend(kept)
@@ -121,7 +125,8 @@ class Spooler:
                       self.hold_capacity, skipped)  # fmt: skip
         if dropped:
             self.lose(len(dropped), f"{len(self.held)} records already held in memory, the "
-                      "bound (HOLD_CAPACITY)")  # fmt: skip
+                      "bound (HOLD_CAPACITY); those journaled are recovered at the next start, "
+                      "and the journal keeps its segments until then")  # fmt: skip
 
     def refusing(self) -> bool:
         """The hold is nearly full: new requests must wait until records drain."""
