@@ -120,3 +120,14 @@ def test_check_config_checks_the_state_dir_beside_the_config(
         f"storage.state_dir: {etc / 'blocker' / 'state'} is not a directory this service can "
         f"write to: Not a directory",
     ], err
+
+
+def test_a_path_from_the_home_is_the_homes(
+    layout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``state_dir = "~/trioproxy"`` was taken as ``<config dir>/~/trioproxy``: a folder
+    named ``~`` beside the config. It is the home's, as a shell reads it."""
+    cfg, tmp = layout
+    monkeypatch.setenv("HOME", str(tmp / "home"))
+    cfg.write_text(cfg.read_text().replace('state_dir = "state"', 'state_dir = "~/trioproxy"'))
+    assert load_settings(cfg, env=ENV).storage.state_dir == str(tmp / "home" / "trioproxy")

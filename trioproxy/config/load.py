@@ -86,8 +86,9 @@ def anchor_paths(data: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
 
 def _anchor(table: dict[str, Any], key: str, base: str | Path) -> None:
     value = table.get(key)
-    if isinstance(value, str) and value and not os.path.isabs(value):
-        table[key] = os.path.normpath(os.path.join(base, value))
+    if isinstance(value, str) and value:
+        value = os.path.expanduser(value)  # "~/x": the home's, as a shell reads it
+        table[key] = value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
 
 
 def load_storage(path: str | Path, *, env: Mapping[str, str] | None = None) -> StorageConfig:

@@ -12,8 +12,8 @@ files this process opened are still the ones there.
 * :class:`StateWatch`: the state directory's store files deleted or replaced while the
   service runs (``rm -rf var/*``): SQLite kept writing to the unlinked files, silently, and
   their state was gone at the next start (the demo key made anew; review). A ``stat`` per
-  file, run with the readiness checks (a worker's every second): one error line, and a
-  ``/readyz`` fault.
+  file every :data:`WATCH_S` (the ``state-watch`` service): one error line, and a
+  ``/readyz`` warning (not a fault: the stores work on).
 """
 
 from __future__ import annotations
