@@ -107,7 +107,6 @@ async def _writer(tmp_path: Path, journal: Journal, **kw: Any) -> LedgerWriter:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("err", ERRNOS, ids=errno.errorcode.get)
 async def next_start_writes_exactly(tmp_path: Path, records: list[UsageRecord]) -> None:
     """The next start (a new writer on the same journal) writes ``records`` exactly once."""
     second = await _writer(tmp_path, Journal(tmp_path))
@@ -119,6 +118,7 @@ async def next_start_writes_exactly(tmp_path: Path, records: list[UsageRecord]) 
     await assert_exactly(target_for("sqlite", None, tmp_path), records)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("err", ERRNOS, ids=errno.errorcode.get)
 async def test_records_the_disk_refused_land_once_it_takes_writes_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, err: int
 ) -> None:
