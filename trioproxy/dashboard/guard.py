@@ -142,13 +142,11 @@ def install(app: Quart, acc: Access) -> None:
             response.headers["Retry-After"] = str(wait)
             return await drained(response)
         refused: GatewayError | None = None
+        headers = {b"authorization": auth.encode("latin-1", "replace")}
         try:  # the config's keys only: the store's are no admin's
-            key = acc.gw.keys.authenticate({b"authorization": auth.encode("latin-1", "replace")})
+            key = await acc.key_guard.checked(addr, lambda: acc.gw.keys.authenticate(headers))
         except GatewayError as err:
             refused = err
-        finally:
-            wrong = refused is not None and refused.kind is ErrorKind.INVALID_API_KEY
-            await acc.key_guard.settle(addr, failed=wrong)
         if refused is not None:
             why = ""
             if refused.kind is ErrorKind.INVALID_API_KEY:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import orjson
 
@@ -35,16 +35,19 @@ from trioproxy.admin.throttle import (
 from trioproxy.core.ids import request_id
 from trioproxy.edge.asgi_io import Send, send_whole
 from trioproxy.edge.refusals import request_id_header
+from trioproxy.errors import ErrorKind, GatewayError
+
+T = TypeVar("T")
 
 
 class KeyGuard(Protocol):
     async def admit(self, addr: str) -> int | None:
         """Seconds the address must wait (429), or None: it may try a key now, and counts as
-        being checked until :meth:`settle` (which the caller must then call)."""
+        being checked until :meth:`checked` (which the caller must then call)."""
         ...
 
-    async def settle(self, addr: str, *, failed: bool) -> None:
-        """The key tried after :meth:`admit` was (``failed``) or was not a wrong key."""
+    async def checked(self, addr: str, authenticate: Callable[[], T]) -> T:
+        """``authenticate()`` (the key tried after :meth:`admit`); a wrong key counts."""
         ...
 
 
@@ -113,6 +116,19 @@ class KeyThrottle:
                 await self.counts.record_failure([subject], self.clock())
         finally:
             done_checking(self.checking, [subject])
+
+    async def checked(self, addr: str, authenticate: Callable[[], T]) -> T:
+        """``authenticate()`` after :meth:`admit` let ``addr`` in: a wrong key (its
+        ``INVALID_API_KEY``) counts as a failure of ``addr``, whatever else it raises not;
+        raises what it raised."""
+        failed = False
+        try:
+            return authenticate()
+        except GatewayError as err:
+            failed = err.kind is ErrorKind.INVALID_API_KEY
+            raise
+        finally:
+            await self.settle(addr, failed=failed)
 
 
 class LocalFailures:

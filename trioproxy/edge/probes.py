@@ -60,6 +60,7 @@ async def _metrics(gateway: Gateway, scope: Scope, send: Send) -> None:
     """``GET /metrics`` (``HEAD``: the same answer without its body) for an admin key;
     errors in the admin API's shape, a 401 with its Bearer challenge."""
     addr = scope_client(scope, gateway.settings.dashboard.trusted_proxies)
+    presented = dict(scope["headers"])
     wait = await gateway.key_guard.admit(addr)
     if wait is not None:
         gateway.prometheus.admin_auth_throttled("address")
@@ -68,15 +69,12 @@ async def _metrics(gateway: Gateway, scope: Scope, send: Send) -> None:
         return
     refused: GatewayError | None = None
     try:
-        key = gateway.keys.authenticate(dict(scope["headers"]))
+        key = await gateway.key_guard.checked(addr, lambda: gateway.keys.authenticate(presented))
         if not key.admin:
             message = f"API key {key.name!r} is not an admin key (/metrics needs one)."
             refused = CallerError(ErrorKind.ROUTE_FORBIDDEN, message)
     except GatewayError as err:
         refused = err
-    finally:
-        wrong = refused is not None and refused.kind is ErrorKind.INVALID_API_KEY
-        await gateway.key_guard.settle(addr, failed=wrong)
     if refused is not None:
         if refused.kind is ErrorKind.INVALID_API_KEY:
             log.warning("admin port: wrong admin key for /metrics: addr=%s", addr)
