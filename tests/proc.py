@@ -96,6 +96,8 @@ class GatewayProcess:
         config = {**config, "server": {**config.get("server", {}), "admin_port": self.admin_port}}
         self.path.write_text(to_toml(config))
         self.port = free_port()
+        while self.port == self.admin_port:  # two draws of a free port may agree (CI saw it)
+            self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"gateway-{self.port}.log"
         self._env = {**os.environ, **env}
